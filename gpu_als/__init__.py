@@ -1,0 +1,15 @@
+"""gpu-als: Alternating Least Squares for recommender systems, on the CPU or a CUDA GPU."""
+
+from ._version import __version__
+from .data import from_dataframe
+from .exceptions import BackendUnavailableError, NotFittedError
+from .model import ALS, AlternatingLeastSquares
+
+__all__ = [
+    "ALS",
+    "AlternatingLeastSquares",
+    "BackendUnavailableError",
+    "NotFittedError",
+    "from_dataframe",
+    "__version__",
+]

@@ -1,0 +1,52 @@
+"""Backends: one module per device, chosen from one table (``get_backend``)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..exceptions import BackendUnavailableError
+from . import gpu
+from .base import Backend
+from .cpu import CPUBackend
+
+logger = logging.getLogger("gpu_als")
+
+#: name -> factory. The GPU factory raises BackendUnavailableError with the reason.
+BACKENDS = {
+    "cpu": CPUBackend,
+    "gpu": gpu.create_backend,
+}
+BACKEND_NAMES = ("auto", *BACKENDS)
+
+
+def get_backend(backend: str | Backend = "auto") -> Backend:
+    """Resolve a ``backend`` hyperparameter to a :class:`Backend` instance.
+
+    ``"auto"`` picks the GPU when one is usable and otherwise the CPU, and logs which
+    (logger ``gpu_als``, level INFO). A :class:`Backend` instance is returned as it is.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    BackendUnavailableError
+        For ``"gpu"`` on a machine where the GPU backend cannot run.
+    """
+    if isinstance(backend, Backend):
+        return backend
+    if backend not in BACKEND_NAMES:
+        raise ValueError(
+            f"backend={backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))} "
+            "or a gpu_als.backends.Backend instance"
+        )
+    if backend == "auto":
+        reason = gpu.unavailable_reason()
+        if reason is None:
+            logger.info("backend='auto': using the GPU backend")
+            return BACKENDS["gpu"]()
+        logger.info("backend='auto': using the CPU backend (%s)", reason)
+        return BACKENDS["cpu"]()
+    return BACKENDS[backend]()
+
+
+__all__ = ["Backend", "BackendUnavailableError", "CPUBackend", "get_backend", "BACKEND_NAMES"]

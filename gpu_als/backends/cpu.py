@@ -1,0 +1,243 @@
+"""NumPy/SciPy reference backend: vectorized, no Python loop per row.
+
+How a half-step is solved (rows ``u``, fixed factors ``Y``, ``k`` factors). Each row's
+system is ``A_u x_u = b_u`` with ``A_u = B + W_u^T W_u``, where ``W_u`` stacks
+``sqrt(weight_ui) * y_i`` over the row's ``L`` stored entries and ``B = YtY + lambda I``
+(implicit) or ``lambda * n_u * I`` (explicit, ALS-WR).
+
+* Implicit: with the Cholesky factor ``B = C C^T`` and the whitened factors
+  ``Yw = Y C^-T`` (one GEMM per half-step), ``x_u = C^-T h_u`` where
+  ``(I + Z_u^T Z_u) h_u = g_u``, ``Z_u = sqrt(weight) * Yw[N(u)]`` and
+  ``g_u = sum target_ui * Yw_i``. The shared part of every row's system is whitened
+  away once, so the per-row work depends only on the row's own entries.
+* Explicit: ``(mu_u I + Z_u^T Z_u) h_u = Z_u^T r_u`` with ``mu_u = lambda n_u``, ``x_u = h_u``.
+
+A short row (``L < k``) is solved in the ``L``-dimensional space through the Woodbury /
+push-through identities, ``(mu I + Z^T Z)^-1 = (I - Z^T (mu I + Z Z^T)^-1 Z) / mu`` and
+``(mu I + Z^T Z)^-1 Z^T = Z^T (mu I + Z Z^T)^-1``, costing ``O(L^2 k)`` instead of
+``O(L k^2 + k^3)``; a long row forms its ``k x k`` system and solves it. Both are exact.
+Rows are bucketed by length (padding within 20 %), gathered into ``(rows, L, k)`` blocks of
+bounded size, and the blocks are shared among threads (NumPy's batched ``matmul`` and
+``linalg.solve`` release the GIL; BLAS is held to one thread meanwhile so the two levels of
+threading do not fight).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..data import WeightedRows
+from .base import Backend
+
+#: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
+#: which keeps a block in cache on a typical core. Measured in benchmarks/bench_cpu.py.
+BLOCK_ELEMENTS = 1 << 20
+#: Rows in a bucket are padded to at most this factor times the shortest row's length.
+BUCKET_GROWTH = 1.2
+#: Query rows x targets scored at once by ``topk``.
+TOPK_BLOCK_ELEMENTS = 1 << 22
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def row_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
+               ) -> Iterator[tuple[np.ndarray, int]]:
+    """Group the non-empty rows into blocks of similar length.
+
+    Yields ``(row_ids, padded_length)``: every row in ``row_ids`` has between
+    ``padded_length / BUCKET_GROWTH`` and ``padded_length`` entries (exactly equal for rows
+    shorter than 16), and no block mixes rows shorter than ``factors`` with longer ones, so
+    each block takes a single solve path. ``len(row_ids) * padded_length * factors`` stays
+    within ``block_elements`` unless a single row is larger.
+    """
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    start = int(np.searchsorted(sorted_lengths, 1))
+    n = len(sorted_lengths)
+    while start < n:
+        shortest = int(sorted_lengths[start])
+        longest = shortest if shortest < 16 else int(shortest * BUCKET_GROWTH)
+        if shortest < factors:
+            longest = min(longest, factors - 1)
+        stop = int(np.searchsorted(sorted_lengths, longest, side="right"))
+        padded = int(sorted_lengths[stop - 1])
+        per_block = max(1, block_elements // (padded * factors))
+        for first in range(start, stop, per_block):
+            yield order[first:min(stop, first + per_block)], padded
+        start = stop
+
+
+class CPUBackend(Backend):
+    """The NumPy reference backend.
+
+    Parameters
+    ----------
+    num_threads : int, optional
+        Threads that solve row blocks in parallel; default: the CPUs this process may use.
+    block_elements : int
+        Size bound of one gathered block (see :func:`row_blocks`).
+    """
+
+    name = "cpu"
+
+    def __init__(self, num_threads: int | None = None, block_elements: int = BLOCK_ELEMENTS):
+        self.num_threads = num_threads or _default_threads()
+        self.block_elements = block_elements
+
+    def __repr__(self) -> str:
+        return f"CPUBackend(num_threads={self.num_threads})"
+
+    # ---- arrays ---------------------------------------------------------------------
+
+    def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
+        if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
+            a = a.get()
+        return np.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.asarray(a)
+
+    def all_finite(self, a: np.ndarray) -> bool:
+        return bool(np.isfinite(a).all())
+
+    # ---- numerics -------------------------------------------------------------------
+
+    def gram(self, F: np.ndarray) -> np.ndarray:
+        F64 = F.astype(np.float64, copy=False)
+        return F64.T @ F64
+
+    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
+        k = F.shape[1]
+        dtype = F.dtype
+        lengths = np.diff(rows.indptr)
+        if feedback == "implicit":
+            B = FtF + regularization * np.eye(k)
+            try:
+                C = np.linalg.cholesky(B)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"regularization={regularization}: Y^T Y + regularization * I is singular "
+                    f"(factors={k} with {F.shape[0]} fixed-side rows); use regularization > 0"
+                ) from None
+            C_inv = np.linalg.inv(C)
+            Yw = F @ C_inv.T.astype(dtype)  # rows: C^-1 y_i
+            mu = np.ones(rows.n_rows, dtype)
+        else:
+            Yw = F
+            mu = (regularization * lengths).astype(dtype)
+        # One zero row / zero weight at the end: padding entries point there.
+        Yw = np.vstack([Yw, np.zeros((1, k), dtype)])
+        nnz = len(rows.indices)
+        indices = np.append(rows.indices, F.shape[0])
+        sqrt_w = np.append(np.sqrt(rows.weight), 0).astype(dtype, copy=False)
+        target = np.append(rows.target, 0).astype(dtype, copy=False)
+        implicit = feedback == "implicit"
+        H = np.empty_like(out) if implicit else out  # whitened solutions h_u
+        H[lengths == 0] = 0
+
+        def solve_block(block: tuple[np.ndarray, int]) -> None:
+            ids, L = block
+            steps = np.arange(L)
+            pos = rows.indptr[ids][:, None] + steps
+            pos[steps >= lengths[ids][:, None]] = nnz  # padding
+            Yg = Yw[indices[pos]]  # (rows, L, k): the fixed factors of each row's entries
+            sw = sqrt_w[pos]  # (rows, L)
+            t = target[pos]
+            m = mu[ids]
+            if implicit or L >= k:
+                g = (t[:, None, :] @ Yg)[:, 0, :]  # right-hand sides, (rows, k)
+            if L < k:
+                # Small (L x L) system  S = mu I + Z Z^T  with Z = sw * Yg.
+                S = Yg @ Yg.transpose(0, 2, 1)
+                S *= sw[:, :, None]
+                S *= sw[:, None, :]
+                S[:, steps, steps] += m[:, None]
+                if implicit:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
+                    Zg = sw * (Yg @ g[:, :, None])[:, :, 0]
+                    s = np.linalg.solve(S, Zg[:, :, None])[:, :, 0]
+                    H[ids] = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
+                else:  # h = Z^T S^-1 r  (weights are 1 in explicit mode)
+                    s = np.linalg.solve(S, t[:, :, None])[:, :, 0]
+                    H[ids] = (s[:, None, :] @ Yg)[:, 0, :]
+            else:
+                M = Yg.transpose(0, 2, 1) @ (Yg * (sw * sw)[:, :, None])
+                diag = np.arange(k)
+                M[:, diag, diag] += m[:, None]
+                H[ids] = np.linalg.solve(M, g[:, :, None])[:, :, 0]
+
+        blocks = row_blocks(lengths, k, self.block_elements)
+        with threadpool_limits(1):
+            if self.num_threads == 1:
+                for block in blocks:
+                    solve_block(block)
+            else:
+                with ThreadPoolExecutor(self.num_threads) as pool:
+                    for _ in pool.map(solve_block, blocks):
+                        pass
+        if implicit:
+            np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
+        return out
+
+    def loss(self, rows: WeightedRows, X, Y, YtY, *, regularization, feedback) -> float:
+        lengths = np.diff(rows.indptr)
+        row_of = np.repeat(np.arange(rows.n_rows), lengths)
+        data_term = 0.0
+        step = max(1, (1 << 22) // max(1, X.shape[1]))
+        for a in range(0, len(rows.indices), step):
+            b = min(a + step, len(rows.indices))
+            s = np.einsum(
+                "ij,ij->i", X[row_of[a:b]], Y[rows.indices[a:b]], dtype=np.float64
+            )
+            w = rows.weight[a:b].astype(np.float64)
+            t = rows.target[a:b].astype(np.float64)
+            data_term += float(np.dot(w * s - 2 * t, s))
+        X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+        if feedback == "implicit":
+            data_term += float(np.einsum("ij,ij->", X64 @ YtY, X64))
+            penalty = np.einsum("ij,ij->", X64, X64) + np.einsum("ij,ij->", Y64, Y64)
+        else:
+            item_counts = np.bincount(rows.indices, minlength=rows.n_cols)
+            penalty = lengths @ np.einsum("ij,ij->i", X64, X64)
+            penalty += item_counts @ np.einsum("ij,ij->i", Y64, Y64)
+        return data_term + rows.loss_constant + regularization * float(penalty)
+
+    def topk(self, queries, targets, k, *, exclude=None, candidates=None):
+        if candidates is not None:
+            targets = targets[candidates]
+            if exclude is not None:
+                exclude = exclude[:, candidates]
+        n_queries, n_targets = queries.shape[0], targets.shape[0]
+        ids = np.full((n_queries, k), -1, dtype=np.int64)
+        scores = np.full((n_queries, k), -np.inf, dtype=queries.dtype)
+        step = max(1, TOPK_BLOCK_ELEMENTS // max(1, n_targets))
+        for a in range(0, n_queries, step):
+            b = min(a + step, n_queries)
+            block = queries[a:b] @ targets.T
+            if exclude is not None:
+                part = exclude[a:b]
+                block[np.repeat(np.arange(b - a), np.diff(part.indptr)), part.indices] = -np.inf
+            if k < n_targets:
+                top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            else:
+                top = np.broadcast_to(np.arange(n_targets), (b - a, n_targets))
+            top_scores = np.take_along_axis(block, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            eligible = np.isfinite(top_scores)
+            ids[a:b] = np.where(eligible, top, -1)
+            scores[a:b] = np.where(eligible, top_scores, -np.inf)
+        if candidates is not None:
+            ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
+        return ids, scores

@@ -1,0 +1,324 @@
+"""Input checking and conversion: everything user-supplied passes through here once.
+
+User input (a scipy.sparse matrix, or a pandas DataFrame through :func:`from_dataframe`)
+becomes a checked CSR matrix, and then a :class:`WeightedRows`: the CSR structure plus the
+two per-entry weights that every backend's solver needs. Nothing below this module sees
+pandas, user ids or raw ratings.
+
+Notation (DESIGN.md section 1): ``r`` a stored value, ``p`` the preference, ``c`` the
+confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("linear") or
+``c = 1 + alpha * log(1 + |r| / epsilon)`` ("log"); a negative ``r`` is a dislike (``p = 0``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+FEEDBACKS = ("implicit", "explicit")
+CONFIDENCES = ("linear", "log")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------------------
+# Hyperparameters
+# --------------------------------------------------------------------------------------
+
+
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """Return ``value`` as an int >= ``minimum``, or raise naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}={value}: must be >= {minimum}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """Return ``value`` as a finite float >= ``minimum`` (> when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}={value}: must be finite")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name}={value}: must be {'>' if strict else '>='} {minimum}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype={dtype!r} is not a NumPy dtype; use float32 or float64") from exc
+    if dt not in DTYPES:
+        raise ValueError(f"dtype={dt.name}: expected float32 or float64")
+    return dt
+
+
+# --------------------------------------------------------------------------------------
+# Interaction matrices
+# --------------------------------------------------------------------------------------
+
+
+def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items"):
+    """Check a users x items interaction matrix and return it as a new canonical CSR.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse matrix or array, shape (n_users, n_items)
+        Any sparse format. Duplicate entries are summed. Values must be finite numbers.
+    dtype : float32 or float64
+        dtype of the returned values.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n_users, n_items)
+        A copy: sorted indices, no duplicates, values of ``dtype``. The input is never
+        modified.
+
+    Raises
+    ------
+    TypeError
+        For a dense array, a DataFrame, or a non-numeric (or complex) dtype.
+    ValueError
+        For a matrix that is not 2-D, has no rows, columns or stored entries, has indices
+        out of range, or holds NaN or infinite values.
+    """
+    dtype = check_dtype(dtype)
+    if not sp.issparse(user_items):
+        kind = type(user_items).__module__.split(".")[0] + "." + type(user_items).__name__
+        hint = ""
+        if kind.startswith("pandas."):
+            hint = (
+                "; for a DataFrame of (user, item, value) rows use "
+                "gpu_als.data.from_dataframe(df), which also returns the id maps"
+            )
+        elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
+            hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"
+        raise TypeError(f"{name} must be a scipy.sparse matrix or array, got {kind}{hint}")
+    if user_items.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (users x items), got {user_items.ndim}-D")
+    n_rows, n_cols = user_items.shape
+    if n_rows == 0 or n_cols == 0:
+        raise ValueError(f"{name} is empty: shape {user_items.shape}")
+    value_dtype = user_items.dtype
+    if value_dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {value_dtype}: expected real numbers (bool, int or float)"
+        )
+    try:
+        csr = sp.csr_matrix(user_items, copy=True)  # never modify the caller's matrix
+        csr.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid sparse matrix: {exc}") from exc
+    csr.sum_duplicates()  # also sorts indices
+    csr = csr.astype(dtype, copy=False)
+    if csr.nnz == 0:
+        raise ValueError(f"{name} has no stored entries: there is nothing to learn from")
+    bad = ~np.isfinite(csr.data)
+    if bad.any():
+        where = np.flatnonzero(bad)[0]
+        row = int(np.searchsorted(csr.indptr, where, side="right") - 1)
+        raise ValueError(
+            f"{name} holds {int(bad.sum())} NaN or infinite value(s), the first at "
+            f"row {row}, column {int(csr.indices[where])}"
+        )
+    return csr
+
+
+def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, name: str):
+    """Check a query-time matrix that must have ``n_rows`` rows and ``n_cols`` columns."""
+    csr = check_user_items_allow_empty(user_items, dtype, name=name)
+    if csr.shape != (n_rows, n_cols):
+        raise ValueError(
+            f"{name} has shape {csr.shape}, expected ({n_rows}, {n_cols}): one row per "
+            f"requested id and one column per item the model was fitted on"
+        )
+    return csr
+
+
+def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str):
+    """As :func:`check_user_items`, but a matrix without stored entries is fine."""
+    if sp.issparse(user_items) and user_items.ndim == 2 and user_items.nnz == 0:
+        if user_items.dtype.kind not in "biuf":
+            raise TypeError(f"{name} has dtype {user_items.dtype}: expected real numbers")
+        return sp.csr_matrix(user_items.shape, dtype=check_dtype(dtype))
+    return check_user_items(user_items, dtype, name=name)
+
+
+class Interactions(NamedTuple):
+    """What :func:`from_dataframe` returns.
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csr_matrix, shape (n_users, n_items), float32
+    user_ids : numpy.ndarray, shape (n_users,)
+        ``user_ids[u]`` is the original id of matrix row ``u``.
+    item_ids : numpy.ndarray, shape (n_items,)
+        ``item_ids[i]`` is the original id of matrix column ``i``.
+    """
+
+    matrix: sp.csr_matrix
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+
+def from_dataframe(
+    df: Any,
+    user_col: str = "user",
+    item_col: str = "item",
+    value_col: str | None = "value",
+    *,
+    dtype: Any = np.float32,
+) -> Interactions:
+    """Turn a DataFrame of (user, item, value) rows into a CSR matrix plus id maps.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per interaction. Users and items may be any hashable ids.
+    user_col, item_col : str
+        Column names of the user and item ids.
+    value_col : str or None
+        Column of the interaction values (counts, ratings). ``None``, or a missing column
+        named by the default ``"value"``, counts every row as 1. Repeated (user, item)
+        pairs are summed.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    Interactions
+        ``(matrix, user_ids, item_ids)``; ids are sorted, so row ``u`` is ``user_ids[u]``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user": ["a", "b", "a"], "item": [10, 20, 20], "value": [1, 2, 3]})
+    >>> m, users, items = from_dataframe(df)
+    >>> m.toarray()
+    array([[1., 3.],
+           [0., 2.]], dtype=float32)
+    """
+    if not hasattr(df, "columns") or not hasattr(df, "__getitem__"):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    for col in (user_col, item_col):
+        if col not in df.columns:
+            raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}")
+    if len(df) == 0:
+        raise ValueError("df has no rows: there is nothing to learn from")
+    user_ids, rows = np.unique(np.asarray(df[user_col]), return_inverse=True)
+    item_ids, cols = np.unique(np.asarray(df[item_col]), return_inverse=True)
+    if value_col is None or (value_col == "value" and value_col not in df.columns):
+        values = np.ones(len(df))
+    elif value_col not in df.columns:
+        raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
+    else:
+        values = np.asarray(df[value_col])
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected numbers")
+    coo = sp.coo_matrix(
+        (values.astype(np.float64), (rows.ravel(), cols.ravel())),
+        shape=(len(user_ids), len(item_ids)),
+    )
+    return Interactions(check_user_items(coo, dtype, name="df"), user_ids, item_ids)
+
+
+# --------------------------------------------------------------------------------------
+# What the solvers see
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightedRows:
+    """The rows of one half-step, in the form every backend's ``solve_rows`` consumes.
+
+    For each row ``u`` (a user, or an item when transposed) and stored column ``i``:
+
+    * ``weight[i]`` is the entry's extra weight in the row's Gram matrix: ``c - 1``
+      (implicit) or ``1`` (explicit), so ``A_u = base + sum_i weight * y_i y_i^T``;
+    * ``target[i]`` is its weight in the right-hand side: ``c * p`` (implicit) or ``r``
+      (explicit), so ``b_u = sum_i target * y_i``.
+
+    ``loss_constant`` is ``sum(c * p)`` (implicit) or ``sum(r^2)`` (explicit), the part of
+    the loss that does not depend on the factors. The arrays are NumPy arrays here and
+    the backend's own arrays after ``Backend.put``.
+    """
+
+    indptr: Any
+    indices: Any
+    weight: Any
+    target: Any
+    n_cols: int
+    loss_constant: float
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def to_csr(self, values: str = "target") -> sp.csr_matrix:
+        """The rows as a scipy CSR holding ``weight`` or ``target`` (NumPy form only)."""
+        return sp.csr_matrix(
+            (getattr(self, values), self.indices, self.indptr), shape=(self.n_rows, self.n_cols)
+        )
+
+    def transpose(self) -> WeightedRows:
+        """The same entries seen from the other side (NumPy form only)."""
+        w = self.to_csr("weight").T.tocsr()
+        t = self.to_csr("target").T.tocsr()
+        # Both transposes sort entries the same way (same structure in, same order out).
+        return WeightedRows(
+            w.indptr, w.indices, w.data, t.data, self.n_rows, self.loss_constant
+        )
+
+    def map_arrays(self, fn) -> WeightedRows:
+        """A copy with ``fn`` applied to each array (how backends move it to a device)."""
+        return WeightedRows(
+            fn(self.indptr), fn(self.indices), fn(self.weight), fn(self.target),
+            self.n_cols, self.loss_constant,
+        )
+
+
+def weighted_rows(
+    csr: sp.csr_matrix,
+    *,
+    feedback: str,
+    alpha: float = 1.0,
+    confidence: str = "linear",
+    epsilon: float = 1.0,
+) -> WeightedRows:
+    """Turn a checked CSR of raw values into :class:`WeightedRows` (DESIGN.md section 1).
+
+    Implicit: ``p = [r > 0]``, ``c = 1 + alpha * f(|r|)`` with ``f`` linear or
+    ``log(1 + x / epsilon)``; ``weight = c - 1``, ``target = c * p``.
+    Explicit: ``weight = 1``, ``target = r``.
+    """
+    r = csr.data
+    dtype = r.dtype
+    if feedback == "implicit":
+        magnitude = np.abs(r)
+        if confidence == "log":
+            magnitude = np.log1p(magnitude / epsilon)
+        weight = (alpha * magnitude).astype(dtype, copy=False)
+        target = np.where(r > 0, 1 + weight, 0).astype(dtype, copy=False)
+        constant = float(target.sum(dtype=np.float64))
+    else:
+        weight = np.ones_like(r)
+        target = r.copy()
+        constant = float(np.square(r, dtype=np.float64).sum())
+    indices = csr.indices
+    indptr = csr.indptr
+    if indptr.dtype != indices.dtype:  # scipy may widen only one of them
+        idx_dtype = np.promote_types(indptr.dtype, indices.dtype)
+        indptr, indices = indptr.astype(idx_dtype), indices.astype(idx_dtype)
+    return WeightedRows(indptr, indices, weight, target, csr.shape[1], constant)

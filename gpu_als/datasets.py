@@ -1,0 +1,270 @@
+"""Datasets: the MovieLens 100K loader and a seeded power-law generator.
+
+MovieLens 100K (GroupLens Research) may not be redistributed, so it is never shipped: the
+loader reads a local copy or downloads the official zip, and checks every file it uses
+against its published sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .data import check_dtype, check_float, check_int
+
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+#: sha256 of the files the loader reads (from the GroupLens release).
+ML100K_SHA256 = {
+    "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+    "u1.base": "ce253ec86c448b44fb3ba9a30d12dcfc2e9210cbde71efada3730c22e9ac212a",
+    "u1.test": "18c6014a4b2c7324f250a63f8904a7b16b2b19f911129e346141507b0cbac950",
+}
+ML100K_SHAPE = (943, 1682)
+#: Environment variable naming a folder that holds ``ml-100k/`` (or the files themselves).
+DATA_ENV = "GPU_ALS_DATA"
+
+
+@dataclass(frozen=True)
+class MovieLens100K:
+    """MovieLens 100K as sparse matrices; user ``u`` and item ``i`` are the file's ids - 1.
+
+    Attributes
+    ----------
+    ratings : scipy.sparse.csr_matrix, shape (943, 1682), float32
+        All 100,000 ratings (1 to 5).
+    u1_base, u1_test : scipy.sparse.csr_matrix, shape (943, 1682), float32
+        The dataset's own 80/20 split (``u1.base`` / ``u1.test``).
+    item_titles : numpy.ndarray of str, shape (1682,)
+    path : pathlib.Path
+        The folder the files were read from.
+    """
+
+    ratings: sp.csr_matrix
+    u1_base: sp.csr_matrix
+    u1_test: sp.csr_matrix
+    item_titles: np.ndarray
+    path: Path
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/gpu_als`` (default ``~/.cache/gpu_als``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gpu_als"
+
+
+def _find_local(folder: Path) -> Path | None:
+    for candidate in (folder / "ml-100k", folder):
+        if (candidate / "u.data").is_file():
+            return candidate
+    return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _download(cache: Path) -> Path:
+    target = cache / "ml-100k"
+    try:
+        with urllib.request.urlopen(ML100K_URL, timeout=60) as response:
+            payload = response.read()
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"MovieLens 100K is not available locally and could not be downloaded from "
+            f"{ML100K_URL} ({exc}). Put the unzipped ml-100k folder (u.data, u1.base, "
+            f"u1.test, u.item) in {cache}, or point the {DATA_ENV} environment variable at "
+            f"the folder that holds it."
+        ) from exc
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        for name in (*ML100K_SHA256, "u.item", "README"):
+            (target / name).write_bytes(archive.read(f"ml-100k/{name}"))
+    return target
+
+
+def _read_ratings(path: Path) -> sp.csr_matrix:
+    table = np.loadtxt(path, dtype=np.int64, delimiter="\t", usecols=(0, 1, 2), ndmin=2)
+    users, items, ratings = table[:, 0] - 1, table[:, 1] - 1, table[:, 2]
+    return sp.csr_matrix((ratings.astype(np.float32), (users, items)), shape=ML100K_SHAPE)
+
+
+def load_movielens_100k(data_home: str | os.PathLike | None = None,
+                        download: bool = True) -> MovieLens100K:
+    """Load MovieLens 100K, downloading it once if no local copy is found.
+
+    Looks, in order, in ``data_home``; in the folder named by ``$GPU_ALS_DATA``; in
+    :func:`default_cache_dir`. Each may hold the files directly or an ``ml-100k/``
+    subfolder. Otherwise, if ``download``, fetches the official zip from GroupLens into
+    the cache folder. Every file read is checked against its published sha256.
+
+    Returns
+    -------
+    MovieLens100K
+
+    Raises
+    ------
+    FileNotFoundError
+        No local copy and the download was not allowed or failed; says where to put
+        the files.
+    ValueError
+        A file's checksum does not match (a corrupted or different copy).
+    """
+    folders = [Path(data_home)] if data_home is not None else []
+    if os.environ.get(DATA_ENV):
+        folders.append(Path(os.environ[DATA_ENV]))
+    cache = default_cache_dir()
+    folders.append(cache)
+    path = next((found for f in folders if (found := _find_local(f)) is not None), None)
+    if path is None:
+        if not download:
+            raise FileNotFoundError(
+                f"MovieLens 100K not found in {', '.join(map(str, folders))}; put the "
+                f"unzipped ml-100k folder in one of them, set {DATA_ENV}, or call with "
+                "download=True"
+            )
+        path = _download(cache)
+    for name, digest in ML100K_SHA256.items():
+        file = path / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing from the MovieLens 100K folder")
+        if _sha256(file) != digest:
+            raise ValueError(
+                f"{file} does not match the published MovieLens 100K checksum; delete it "
+                "so that a clean copy can be downloaded"
+            )
+    titles = np.array([f"item {i}" for i in range(ML100K_SHAPE[1])], dtype=object)
+    item_file = path / "u.item"
+    if item_file.is_file():
+        with open(item_file, encoding="latin-1") as handle:
+            for line in handle:
+                fields = line.split("|")
+                if len(fields) > 1:
+                    titles[int(fields[0]) - 1] = fields[1]
+    return MovieLens100K(
+        ratings=_read_ratings(path / "u.data"),
+        u1_base=_read_ratings(path / "u1.base"),
+        u1_test=_read_ratings(path / "u1.test"),
+        item_titles=titles,
+        path=path,
+    )
+
+
+def make_power_law(
+    n_users: int,
+    n_items: int,
+    nnz: int,
+    *,
+    item_exponent: float = 1.0,
+    activity_sigma: float = 1.0,
+    random_state: int | None = 0,
+    dtype=np.float32,
+) -> sp.csr_matrix:
+    """A synthetic implicit-feedback matrix with the skew of real interaction data.
+
+    * Item popularity is Zipf: the item of popularity rank ``j`` (1-based) is drawn with
+      probability proportional to ``j ** -item_exponent`` (ranks are then shuffled into
+      random item ids).
+    * User activity is lognormal with shape ``activity_sigma``: each user's number of
+      distinct items is proportional to a lognormal draw, at least 1 and at most
+      ``n_items``, and the counts add up to exactly ``nnz``.
+    * Each user's items are distinct draws from the popularity distribution (when a very
+      active user has exhausted the popular items, the last few draws are uniform).
+
+    Parameters
+    ----------
+    n_users, n_items : int
+    nnz : int
+        Number of distinct (user, item) pairs; ``n_users <= nnz <= n_users * n_items``.
+    item_exponent : float, default 1.0
+    activity_sigma : float, default 1.0
+    random_state : int or None, default 0
+    dtype : float32 or float64
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n_users, n_items)
+        Value 1 at each of the ``nnz`` pairs.
+    """
+    n_users = check_int("n_users", n_users, minimum=1)
+    n_items = check_int("n_items", n_items, minimum=1)
+    nnz = check_int("nnz", nnz, minimum=n_users)
+    if nnz > n_users * n_items:
+        raise ValueError(f"nnz={nnz}: at most n_users * n_items = {n_users * n_items}")
+    item_exponent = check_float("item_exponent", item_exponent)
+    activity_sigma = check_float("activity_sigma", activity_sigma)
+    dtype = check_dtype(dtype)
+    rng = np.random.default_rng(random_state)
+
+    counts = _activity_counts(rng, n_users, n_items, nnz, activity_sigma)
+    popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -item_exponent
+    cdf = np.cumsum(popularity)
+    cdf /= cdf[-1]
+
+    accepted = np.empty(0, dtype=np.int64)  # keys user * n_items + item
+    for round_ in range(64):
+        need = counts - np.bincount(accepted // n_items, minlength=n_users)
+        if not need.any():
+            break
+        draws = np.where(need > 0, need + need // 4 + 1, 0)
+        users = np.repeat(np.arange(n_users, dtype=np.int64), draws)
+        if round_ < 8:
+            items = np.searchsorted(cdf, rng.random(len(users)), side="right")
+            items = np.minimum(items, n_items - 1)
+        else:
+            items = rng.integers(0, n_items, len(users))
+        fresh = np.sort(users * n_items + items)
+        fresh = fresh[np.r_[True, fresh[1:] != fresh[:-1]]]  # distinct, sorted
+        fresh = fresh[~_sorted_contains(accepted, fresh)]
+        # Keep a random subset of each user's fresh pairs, as many as the user still needs.
+        owner = fresh // n_items
+        order = np.lexsort((rng.random(len(fresh)), owner))
+        fresh, owner = fresh[order], owner[order]
+        first = np.searchsorted(owner, owner, side="left")
+        keep = np.arange(len(fresh)) - first < need[owner]
+        accepted = np.sort(np.concatenate([accepted, fresh[keep]]))
+    else:  # pragma: no cover - uniform draws converge in a handful of rounds
+        raise RuntimeError("make_power_law did not converge")
+    rows = accepted // n_items
+    item_ids = rng.permutation(n_items)[accepted % n_items]
+    matrix = sp.csr_matrix(
+        (np.ones(len(accepted), dtype=dtype), (rows, item_ids)), shape=(n_users, n_items)
+    )
+    matrix.sort_indices()
+    return matrix
+
+
+def _sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """For each needle, whether it occurs in the sorted array ``haystack``."""
+    if len(haystack) == 0:
+        return np.zeros(len(needles), dtype=bool)
+    pos = np.minimum(np.searchsorted(haystack, needles), len(haystack) - 1)
+    return haystack[pos] == needles
+
+
+def _activity_counts(rng, n_users: int, n_items: int, nnz: int, sigma: float) -> np.ndarray:
+    """Integer per-user counts in [1, n_items], proportional to lognormal draws, summing to nnz."""
+    weights = rng.lognormal(0.0, sigma, n_users)
+    counts = np.ones(n_users, dtype=np.int64)
+    remaining = nnz - n_users
+    # Hand out the rest in proportion to the weights (largest remainders get the last
+    # units), re-spreading whatever the n_items cap cuts off.
+    while remaining > 0:
+        room = n_items - counts
+        share = weights * (room > 0)
+        share = share / share.sum() * remaining
+        extra = np.minimum(np.floor(share).astype(np.int64), room)
+        leftover = remaining - int(extra.sum())
+        fraction = np.where(room - extra > 0, share - np.floor(share), -1.0)
+        lucky = np.argsort(-fraction, kind="stable")[:leftover]
+        extra[lucky[fraction[lucky] >= 0]] += 1
+        counts += extra
+        remaining -= int(extra.sum())
+    return counts

@@ -1,0 +1,538 @@
+"""The ALS estimator: hyperparameters, the alternation loop and the queries.
+
+Notation (DESIGN.md section 1): ``R`` the users x items matrix, ``X`` the user factors
+(n_users x k), ``Y`` the item factors (n_items x k), ``YtY = Y^T Y``. A half-step solves
+every row of one side against the other side held fixed; both half-steps run through the
+same code, fed the rows of ``R`` or of ``R^T``. This module knows nothing of NumPy versus
+CuPy: arrays come from, and go to, the backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import data
+from .backends import BACKEND_NAMES, Backend, get_backend
+from .exceptions import NotFittedError
+
+logger = logging.getLogger("gpu_als")
+
+#: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
+INIT_SCALE = 0.01
+
+
+class ALS:
+    """Matrix factorization by Alternating Least Squares, on the CPU or a CUDA GPU.
+
+    Factorizes a sparse users x items matrix ``R ~ X Y^T``. With ``feedback="implicit"``
+    (Hu, Koren & Volinsky 2008) a stored value ``r`` is an amount of interaction: the
+    preference is ``p = [r > 0]`` and the confidence ``c = 1 + alpha * |r|`` (or
+    ``1 + alpha * log(1 + |r| / epsilon)``); unstored entries have ``p = 0, c = 1``, and a
+    negative value means "disliked". With ``feedback="explicit"`` (ALS-WR, Zhou et al. 2008,
+    as Spark MLlib) stored values are ratings, unstored ones are unknown, and each row's
+    regularization is scaled by its number of ratings.
+
+    Parameters
+    ----------
+    factors : int, default 64
+        Number of latent factors ``k``.
+    regularization : float, default 0.01
+        ``lambda``, the L2 penalty (>= 0; > 0 for explicit feedback).
+    alpha : float, default 10.0
+        Confidence scaling for implicit feedback (>= 0). Ignored for explicit feedback.
+    iterations : int, default 15
+        Full sweeps (a user half-step then an item half-step); 0 leaves the random start.
+    feedback : {"implicit", "explicit"}, default "implicit"
+    confidence : {"linear", "log"}, default "linear"
+        How implicit values become confidences (see above).
+    epsilon : float, default 1.0
+        Scale of the "log" confidence.
+    dtype : float32 or float64, default float32
+        dtype of the factors and of the computation.
+    backend : {"auto", "cpu", "gpu"} or Backend, default "auto"
+        ``"auto"`` uses the GPU when CuPy sees a usable one, else the CPU, and logs which.
+    random_state : int, numpy.random.Generator or None
+        Seed of the initial factors.
+    show_progress : bool, default True
+        Show a progress bar while fitting (only on a terminal).
+    callback : callable, optional
+        Called after every iteration as ``callback(iteration, elapsed_seconds, loss)``.
+
+    Attributes
+    ----------
+    user_factors_ : array, shape (n_users, factors)
+        ``X``; a NumPy array (CPU backend) or a CuPy array (GPU backend).
+    item_factors_ : array, shape (n_items, factors)
+        ``Y``.
+    loss_history_ : list of float
+        The training loss (DESIGN.md section 1) after each iteration.
+    backend_ : str
+        The backend that fitted the model: "cpu" or "gpu".
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from gpu_als import ALS
+    >>> R = sp.random(50, 40, density=0.1, format="csr", random_state=0)
+    >>> model = ALS(factors=8, iterations=5, backend="cpu", random_state=0,
+    ...             show_progress=False).fit(R)
+    >>> model.user_factors_.shape, len(model.loss_history_)
+    ((50, 8), 5)
+    >>> ids, scores = model.recommend(0, R[0], N=3)
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 10.0,
+        iterations: int = 15,
+        *,
+        feedback: str = "implicit",
+        confidence: str = "linear",
+        epsilon: float = 1.0,
+        dtype: Any = np.float32,
+        backend: str | Backend = "auto",
+        random_state: int | np.random.Generator | None = None,
+        show_progress: bool = True,
+        callback: Callable[[int, float, float], None] | None = None,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.feedback = feedback
+        self.confidence = confidence
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.backend = backend
+        self.random_state = random_state
+        self.show_progress = show_progress
+        self.callback = callback
+
+    # ---- scikit-learn conventions ---------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyperparameters, as passed to ``__init__``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> ALS:
+        """Set hyperparameters by name; returns ``self``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"unknown parameter {name!r}; valid ones: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        shown = [
+            f"{name}={value!r}" for name, value in self.get_params().items()
+            if not _same(value, defaults.get(name))
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def _check_params(self) -> dict[str, Any]:
+        """Validate every hyperparameter; return them normalized."""
+        p = {
+            "factors": data.check_int("factors", self.factors, minimum=1),
+            "iterations": data.check_int("iterations", self.iterations, minimum=0),
+            "regularization": data.check_float("regularization", self.regularization),
+            "alpha": data.check_float("alpha", self.alpha),
+            "epsilon": data.check_float("epsilon", self.epsilon, strict=True),
+            "feedback": data.check_choice("feedback", self.feedback, data.FEEDBACKS),
+            "confidence": data.check_choice("confidence", self.confidence, data.CONFIDENCES),
+            "dtype": data.check_dtype(self.dtype),
+        }
+        if p["feedback"] == "explicit" and p["regularization"] == 0:
+            raise ValueError(
+                "regularization=0 with feedback='explicit': a user or item with fewer ratings "
+                "than factors then has no unique solution; use regularization > 0"
+            )
+        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
+            raise ValueError(
+                f"backend={self.backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}"
+            )
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
+        return p
+
+    # ---- training -------------------------------------------------------------------
+
+    def fit(self, user_items: Any) -> ALS:
+        """Learn user and item factors from a users x items matrix.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse matrix or array, shape (n_users, n_items)
+            Interaction amounts (implicit) or ratings (explicit); any sparse format, any
+            real dtype. For a pandas DataFrame use :func:`gpu_als.data.from_dataframe`.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        TypeError, ValueError
+            For bad hyperparameters or input (see :func:`gpu_als.data.check_user_items`).
+        BackendUnavailableError
+            For ``backend="gpu"`` where no GPU backend can run.
+        FloatingPointError
+            When a half-step produces NaN or infinite factors; the model is left unfitted.
+        """
+        p = self._check_params()
+        R = data.check_user_items(user_items, p["dtype"])
+        Cu = data.weighted_rows(
+            R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
+            epsilon=p["epsilon"],
+        )
+        Ci = Cu.transpose()
+        backend = get_backend(self.backend)
+        Cu, Ci = backend.put(Cu), backend.put(Ci)
+        X, Y = self._initial_factors(backend, R.shape, p["factors"], p["dtype"])
+
+        solve = self._half_step_solver(backend, p)
+        loss_history: list[float] = []
+        start = time.perf_counter()
+        YtY = backend.gram(Y)
+        progress = tqdm(
+            range(p["iterations"]), desc=f"ALS ({backend.name})", unit="it",
+            disable=None if self.show_progress else True,
+        )
+        with progress:
+            for iteration in progress:
+                solve(Cu, Y, YtY, X, "user", iteration)
+                solve(Ci, X, backend.gram(X), Y, "item", iteration)
+                YtY = backend.gram(Y)
+                loss = backend.loss(
+                    Cu, X, Y, YtY, regularization=p["regularization"], feedback=p["feedback"]
+                )
+                loss_history.append(loss)
+                progress.set_postfix(loss=f"{loss:.5g}")
+                if self.callback is not None:
+                    self.callback(iteration, time.perf_counter() - start, loss)
+
+        self.user_factors_ = X
+        self.item_factors_ = Y
+        self.loss_history_ = loss_history
+        self.backend_ = backend.name
+        self._backend = backend
+        return self
+
+    def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
+        rng = np.random.default_rng(self.random_state)
+        X = rng.random((shape[0], factors), dtype=np.float64) * INIT_SCALE
+        Y = rng.random((shape[1], factors), dtype=np.float64) * INIT_SCALE
+        return backend.asarray(X, dtype), backend.asarray(Y, dtype)
+
+    @staticmethod
+    def _half_step_solver(backend: Backend, p: dict[str, Any]):
+        """One half-step: solve ``rows`` against ``fixed`` into ``out``, then check it."""
+
+        def solve(rows, fixed, fixed_gram, out, side: str, iteration: int):
+            backend.solve_rows(
+                rows, fixed, fixed_gram, regularization=p["regularization"],
+                feedback=p["feedback"], out=out,
+            )
+            if not backend.all_finite(out):
+                raise FloatingPointError(
+                    f"the {side} factors hold NaN or infinite values after the {side} "
+                    f"half-step of iteration {iteration}; the input or the hyperparameters "
+                    f"(regularization={p['regularization']}, alpha={p['alpha']}) make the "
+                    "problem numerically unstable"
+                )
+
+        return solve
+
+    # ---- queries --------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "user_factors_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(user_items) first"
+            )
+
+    @property
+    def user_factors(self):
+        """Alias of ``user_factors_`` (the implicit library's name)."""
+        self._check_fitted()
+        return self.user_factors_
+
+    @property
+    def item_factors(self):
+        """Alias of ``item_factors_`` (the implicit library's name)."""
+        self._check_fitted()
+        return self.item_factors_
+
+    def recalculate_user(self, userid: Any, user_items: Any):
+        """Factors for users from their interactions, against the fixed item factors.
+
+        One exact solve per user (the user half-step for just these rows); the model is
+        not changed.
+
+        Parameters
+        ----------
+        userid : int or array-like of int
+            Used only for the shape of the result (scalar: 1-D, array: 2-D).
+        user_items : scipy.sparse matrix, shape (n_users_given, n_items)
+            The users' interactions, one row per id.
+
+        Returns
+        -------
+        array, shape (factors,) or (n_users_given, factors)
+        """
+        self._check_fitted()
+        ids, scalar = _as_ids(userid, "userid")
+        return self._fold_in(user_items, len(ids), scalar)
+
+    def _fold_in(self, user_items: Any, n: int, scalar: bool):
+        p = self._check_params()
+        backend = self._backend
+        R = data.check_rows_for(
+            user_items, n, self.item_factors_.shape[0], p["dtype"], name="user_items"
+        )
+        rows = backend.put(data.weighted_rows(
+            R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
+            epsilon=p["epsilon"],
+        ))
+        out = backend.asarray(np.zeros((n, p["factors"])), p["dtype"])
+        YtY = backend.gram(self.item_factors_) if p["feedback"] == "implicit" else None
+        backend.solve_rows(
+            rows, self.item_factors_, YtY, regularization=p["regularization"],
+            feedback=p["feedback"], out=out,
+        )
+        return out[0] if scalar else out
+
+    def recommend(
+        self,
+        userid: Any,
+        user_items: Any = None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items: Any = None,
+        recalculate_user: bool = False,
+        items: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``N`` items for one user or a batch of users.
+
+        Parameters
+        ----------
+        userid : int or array-like of int, shape (n_users_given,)
+            User rows of the fitted matrix (any id when ``recalculate_user`` is true).
+        user_items : scipy.sparse matrix, shape (n_users_given, n_items), optional
+            The users' interactions, one row per id; needed to filter liked items and to
+            recalculate users.
+        N : int, default 10
+            How many items per user (at most the number of candidate items).
+        filter_already_liked_items : bool, default True
+            Never recommend an item stored in the user's row of ``user_items``.
+        filter_items : array-like of int, optional
+            Items never to recommend.
+        recalculate_user : bool, default False
+            Compute the user factors from ``user_items`` (fold-in) instead of using the
+            fitted ones.
+        items : array-like of int, optional
+            Recommend only among these items (not together with ``filter_items``).
+
+        Returns
+        -------
+        ids : numpy.ndarray of int64, shape (N,) or (n_users_given, N)
+        scores : numpy.ndarray, shape (N,) or (n_users_given, N)
+            Dot products ``x_u . y_i``, best first. A 1-D result is shortened, and a 2-D
+            result padded with id ``-1`` and score ``-inf``, when filtering leaves a user
+            fewer than ``N`` items.
+        """
+        self._check_fitted()
+        backend = self._backend
+        n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
+        ids, scalar = _as_ids(userid, "userid")
+        if not recalculate_user:
+            _check_range(ids, n_users, "userid", "users")
+        candidates = _candidates(filter_items, items, n_items)
+        n_candidates = n_items if candidates is None else len(candidates)
+        N = data.check_int("N", N, minimum=1)
+        N = min(N, n_candidates)
+        exclude = None
+        if filter_already_liked_items or recalculate_user:
+            if user_items is None:
+                raise ValueError(
+                    "user_items is required with filter_already_liked_items=True or "
+                    "recalculate_user=True: pass the users' rows of the interaction matrix"
+                )
+            exclude = data.check_rows_for(
+                user_items, len(ids), n_items, self.item_factors_.dtype, name="user_items"
+            )
+        if recalculate_user:
+            queries = self._fold_in(exclude, len(ids), False)
+        else:
+            queries = self.user_factors_[backend.asarray(ids)]
+        if not filter_already_liked_items:
+            exclude = None
+        if N == 0:
+            top, scores = np.empty((len(ids), 0), np.int64), np.empty((len(ids), 0))
+        else:
+            top, scores = backend.topk(
+                queries, self.item_factors_, N, exclude=exclude, candidates=candidates
+            )
+        if scalar:
+            keep = top[0] >= 0
+            return top[0][keep], scores[0][keep]
+        return top, scores
+
+    def similar_items(self, itemid: Any, N: int = 10, filter_items: Any = None,
+                      items: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``N`` items most similar to each given item, by cosine of their factors.
+
+        An item is its own best match (score 1) unless filtered out.
+
+        Parameters
+        ----------
+        itemid : int or array-like of int
+        N : int, default 10
+        filter_items : array-like of int, optional
+            Items never to return.
+        items : array-like of int, optional
+            Return only among these items.
+
+        Returns
+        -------
+        ids : numpy.ndarray of int64, shape (N,) or (n_items_given, N)
+        scores : numpy.ndarray, shape (N,) or (n_items_given, N)
+            Cosine similarities, best first.
+        """
+        self._check_fitted()
+        return self._similar(self.item_factors_, itemid, N, filter_items, items, "itemid")
+
+    def similar_users(self, userid: Any, N: int = 10, filter_users: Any = None,
+                      users: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``N`` users most similar to each given user, by cosine of their factors.
+
+        Same as :meth:`similar_items`, for users.
+        """
+        self._check_fitted()
+        return self._similar(self.user_factors_, userid, N, filter_users, users, "userid")
+
+    def _similar(self, factors, query_id, N, filter_ids, only_ids, name):
+        backend = self._backend
+        n = factors.shape[0]
+        ids, scalar = _as_ids(query_id, name)
+        _check_range(ids, n, name, "rows")
+        candidates = _candidates(filter_ids, only_ids, n)
+        N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
+        norms = (factors * factors).sum(axis=1, keepdims=True) ** 0.5
+        normalized = factors / np.maximum(norms, 1e-12)  # a zero vector stays zero
+        if N == 0:
+            top, scores = np.empty((len(ids), 0), np.int64), np.empty((len(ids), 0))
+        else:
+            top, scores = backend.topk(
+                normalized[backend.asarray(ids)], normalized, N, candidates=candidates
+            )
+        if scalar:
+            keep = top[0] >= 0
+            return top[0][keep], scores[0][keep]
+        return top, scores
+
+    def predict(self, userids: Any, itemids: Any) -> np.ndarray:
+        """Predicted values ``x_u . y_i`` for pairs of users and items.
+
+        Parameters
+        ----------
+        userids, itemids : array-like of int, same shape
+
+        Returns
+        -------
+        numpy.ndarray, same shape as the ids
+            Ratings (explicit feedback) or preference scores (implicit).
+        """
+        self._check_fitted()
+        users = np.asarray(userids)
+        items = np.asarray(itemids)
+        if users.shape != items.shape:
+            raise ValueError(
+                f"userids has shape {users.shape} but itemids has shape {items.shape}"
+            )
+        u, _ = _as_ids(users.ravel(), "userids")
+        i, _ = _as_ids(items.ravel(), "itemids")
+        _check_range(u, self.user_factors_.shape[0], "userids", "users")
+        _check_range(i, self.item_factors_.shape[0], "itemids", "items")
+        backend = self._backend
+        X = self.user_factors_[backend.asarray(u)]
+        Y = self.item_factors_[backend.asarray(i)]
+        return backend.to_numpy((X * Y).sum(axis=1)).reshape(users.shape)
+
+    def to_cpu(self) -> ALS:
+        """A copy of this model whose factors are NumPy arrays and whose backend is the CPU."""
+        self._check_fitted()
+        from .backends import CPUBackend
+
+        clone = type(self)(**{**self.get_params(), "backend": "cpu"})
+        cpu = CPUBackend()
+        clone.user_factors_ = cpu.to_numpy(self.user_factors_).copy()
+        clone.item_factors_ = cpu.to_numpy(self.item_factors_).copy()
+        clone.loss_history_ = list(self.loss_history_)
+        clone.backend_ = cpu.name
+        clone._backend = cpu
+        return clone
+
+
+#: The implicit library's name for the same estimator.
+AlternatingLeastSquares = ALS
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
+    """``ids`` as a 1-D int64 array, and whether a scalar was given."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "O" and arr.size == 0):
+        raise TypeError(f"{name} must be an integer or an array of integers, got {arr.dtype}")
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or 1-D, got shape {arr.shape}")
+    return arr.astype(np.int64).reshape(-1), arr.ndim == 0
+
+
+def _check_range(ids: np.ndarray, n: int, name: str, what: str) -> None:
+    bad = (ids < 0) | (ids >= n)
+    if bad.any():
+        raise ValueError(
+            f"{name} {int(ids[bad][0])} is out of range: the model has {n} {what} "
+            f"(valid ids 0..{n - 1})"
+        )
+
+
+def _candidates(filter_ids: Any, only_ids: Any, n: int) -> np.ndarray | None:
+    """The candidate ids left by a blocklist or an allowlist (None: all of them)."""
+    if filter_ids is not None and only_ids is not None:
+        raise ValueError("pass filter_items or items, not both")
+    if only_ids is not None:
+        ids, _ = _as_ids(only_ids, "items")
+        _check_range(ids, n, "items", "items")
+        return np.unique(ids)
+    if filter_ids is not None:
+        ids, _ = _as_ids(filter_ids, "filter_items")
+        _check_range(ids, n, "filter_items", "items")
+        keep = np.ones(n, bool)
+        keep[ids] = False
+        return np.flatnonzero(keep)
+    return None
