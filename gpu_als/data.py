@@ -305,20 +305,29 @@ def weighted_rows(
     """
     r = csr.data
     dtype = r.dtype
-    if feedback == "implicit":
-        magnitude = np.abs(r)
-        if confidence == "log":
-            magnitude = np.log1p(magnitude / epsilon)
-        weight = (alpha * magnitude).astype(dtype, copy=False)
-        target = np.where(r > 0, 1 + weight, 0).astype(dtype, copy=False)
-        constant = float(target.sum(dtype=np.float64))
-    else:
-        weight = np.ones_like(r)
-        target = r.copy()
-        constant = float(np.square(r, dtype=np.float64).sum())
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        weight, target, constant = _weights(r, feedback, alpha, confidence, epsilon)
+    if not (np.isfinite(weight).all() and np.isfinite(target).all() and np.isfinite(constant)):
+        raise ValueError(
+            f"the confidences overflow {dtype}: alpha={alpha} times the largest value "
+            f"{float(np.abs(r).max()):.3g} is too large; scale the values down or use "
+            "dtype=float64"
+        )
     indices = csr.indices
     indptr = csr.indptr
     if indptr.dtype != indices.dtype:  # scipy may widen only one of them
         idx_dtype = np.promote_types(indptr.dtype, indices.dtype)
         indptr, indices = indptr.astype(idx_dtype), indices.astype(idx_dtype)
     return WeightedRows(indptr, indices, weight, target, csr.shape[1], constant)
+
+
+def _weights(r: np.ndarray, feedback: str, alpha: float, confidence: str, epsilon: float):
+    """``(weight, target, loss_constant)`` of :class:`WeightedRows` for raw values ``r``."""
+    if feedback == "implicit":
+        magnitude = np.abs(r)
+        if confidence == "log":
+            magnitude = np.log1p(magnitude / epsilon)
+        weight = (alpha * magnitude).astype(r.dtype, copy=False)
+        target = np.where(r > 0, 1 + weight, 0).astype(r.dtype, copy=False)
+        return weight, target, float(target.sum(dtype=np.float64))
+    return np.ones_like(r), r.copy(), float(np.square(r, dtype=np.float64).sum())

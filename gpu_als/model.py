@@ -236,10 +236,12 @@ class ALS:
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
+        # Drawn on the host in the model's dtype, users first: the same start on every
+        # backend, and the implicit library's start for the same integer seed.
         rng = np.random.default_rng(self.random_state)
-        X = rng.random((shape[0], factors), dtype=np.float64) * INIT_SCALE
-        Y = rng.random((shape[1], factors), dtype=np.float64) * INIT_SCALE
-        return backend.asarray(X, dtype), backend.asarray(Y, dtype)
+        X = rng.random((shape[0], factors), dtype=dtype) * dtype.type(INIT_SCALE)
+        Y = rng.random((shape[1], factors), dtype=dtype) * dtype.type(INIT_SCALE)
+        return backend.asarray(X), backend.asarray(Y)
 
     @staticmethod
     def _half_step_solver(backend: Backend, p: dict[str, Any]):

@@ -218,26 +218,37 @@ class CPUBackend(Backend):
             if exclude is not None:
                 exclude = exclude[:, candidates]
         n_queries, n_targets = queries.shape[0], targets.shape[0]
-        ids = np.full((n_queries, k), -1, dtype=np.int64)
-        scores = np.full((n_queries, k), -np.inf, dtype=queries.dtype)
+        ids = np.empty((n_queries, k), dtype=np.int64)
+        scores = np.empty((n_queries, k), dtype=queries.dtype)
         step = max(1, TOPK_BLOCK_ELEMENTS // max(1, n_targets))
         for a in range(0, n_queries, step):
             b = min(a + step, n_queries)
-            block = queries[a:b] @ targets.T
-            if exclude is not None:
-                part = exclude[a:b]
-                block[np.repeat(np.arange(b - a), np.diff(part.indptr)), part.indices] = -np.inf
-            if k < n_targets:
-                top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-            else:
-                top = np.broadcast_to(np.arange(n_targets), (b - a, n_targets))
-            top_scores = np.take_along_axis(block, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            eligible = np.isfinite(top_scores)
-            ids[a:b] = np.where(eligible, top, -1)
-            scores[a:b] = np.where(eligible, top_scores, -np.inf)
+            excluded = None if exclude is None else exclude[a:b]
+            ids[a:b], scores[a:b] = top_n(queries[a:b] @ targets.T, k, excluded)
         if candidates is not None:
             ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
         return ids, scores
+
+
+def top_n(scores: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` highest-scoring columns of each row of ``scores``, best first.
+
+    ``scores`` (n, m) is overwritten with ``-inf`` at the stored entries of ``exclude``
+    (a CSR matrix of the same shape), which are never returned; a row with fewer than
+    ``k`` eligible columns is padded with id ``-1`` and score ``-inf``. Ties keep the
+    lower column id first.
+    """
+    n, m = scores.shape
+    if exclude is not None:
+        scores[np.repeat(np.arange(n), np.diff(exclude.indptr)), exclude.indices] = -np.inf
+    if k < m:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top.sort(axis=1)  # so that the stable sort below breaks ties by column id
+    else:
+        top = np.broadcast_to(np.arange(m), (n, m))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    eligible = top_scores > -np.inf
+    return np.where(eligible, top, -1), np.where(eligible, top_scores, -np.inf)

@@ -1,0 +1,37 @@
+# Every target sets up what it needs. `make test` and `make demo` work on a fresh machine
+# with Python 3.10+ and pip.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# MovieLens 100K for tests and the demo: the shared copy beside the checkout when present
+# (the loader otherwise downloads it once into ~/.cache/gpu_als).
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
+export GPU_ALS_DATA ?= $(SHARED_DATA)
+endif
+
+.PHONY: venv test demo bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	$(BIN)/gpu-als demo
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/bench_cpu.py
+
+lint: venv
+	$(BIN)/ruff check gpu_als tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

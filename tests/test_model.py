@@ -1,0 +1,222 @@
+"""The estimator's behaviour, on every backend."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS, AlternatingLeastSquares, from_dataframe
+from gpu_als.backends import CPUBackend
+
+from .conftest import random_interactions
+from .reference import solve_rows_loop
+
+
+def model_for(backend, **params):
+    return ALS(**{"factors": 8, "iterations": 5, "backend": backend, "random_state": 0,
+                  "show_progress": False, **params})
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+@pytest.fixture(scope="module")
+def R():
+    return random_interactions(60, 40, 0.15, seed=1)
+
+
+def checker_board(n):
+    """implicit's fixture: even users like even items, odd users odd items; diagonal removed."""
+    board = np.zeros((n, n))
+    for i in range(n):
+        board[i, i % 2::2] = 1
+    return sp.csr_matrix(board - np.eye(n))
+
+
+def test_checkerboard_top_item_is_the_withheld_one(backend):
+    """User u's top recommendation is item u: the one liked by all similar users but not u."""
+    user_items = checker_board(50)
+    model = model_for(backend, factors=3, regularization=0.01, iterations=15).fit(user_items)
+    for userid in range(50):
+        ids, _ = model.recommend(userid, user_items[userid], N=1)
+        assert list(ids) == [userid]
+    ids, _ = model.recommend(np.arange(50), user_items, N=1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(50))
+
+
+def test_fit_returns_self_and_attributes(backend, R):
+    model = model_for(backend)
+    assert model.fit(R) is model
+    assert model.user_factors_.shape == (60, 8) and model.item_factors_.shape == (40, 8)
+    assert model.user_factors_.dtype == np.float32
+    assert model.backend_ == backend
+    assert len(model.loss_history_) == 5
+    assert model.user_factors is model.user_factors_ and model.item_factors is model.item_factors_
+
+
+def test_same_seed_same_model_and_refit_starts_fresh(backend, R):
+    a = model_for(backend).fit(R)
+    first = to_numpy(a.user_factors_).copy()
+    a.fit(R)
+    np.testing.assert_array_equal(to_numpy(a.user_factors_), first)
+    b = model_for(backend, random_state=1).fit(R)
+    assert not np.allclose(to_numpy(b.user_factors_), first)
+
+
+def test_zero_iterations_keeps_the_random_start(backend, R):
+    model = model_for(backend, iterations=0).fit(R)
+    assert model.loss_history_ == []
+    factors = to_numpy(model.item_factors_)
+    assert factors.min() >= 0 and factors.max() < 0.01
+
+
+def test_callback_gets_every_iteration(backend, R):
+    calls = []
+    model = model_for(backend, callback=lambda *a: calls.append(a)).fit(R)
+    assert [c[0] for c in calls] == list(range(5))
+    assert [c[2] for c in calls] == model.loss_history_
+    assert all(later >= earlier for (_, earlier, _), (_, later, _) in zip(calls, calls[1:]))
+
+
+def test_recommend_batch_equals_single(backend, R):
+    model = model_for(backend).fit(R)
+    users = np.array([3, 0, 59, 3])
+    ids, scores = model.recommend(users, R[users], N=6)
+    assert ids.shape == scores.shape == (4, 6)
+    for row, u in enumerate(users):
+        single_ids, single_scores = model.recommend(u, R[u], N=6)
+        np.testing.assert_array_equal(single_ids, ids[row])
+        np.testing.assert_allclose(single_scores, scores[row], rtol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0), "best first"
+
+
+def test_recommend_scores_are_dot_products_and_filtering_works(backend, R):
+    model = model_for(backend).fit(R)
+    X, Y = to_numpy(model.user_factors_), to_numpy(model.item_factors_)
+    u = 5
+    liked = set(R[u].indices)
+    ids, scores = model.recommend(u, R[u], N=40)
+    assert len(ids) == 40 - len(liked) and not liked & set(ids)
+    np.testing.assert_allclose(scores, Y[ids] @ X[u], rtol=1e-5)
+    full = np.argsort(-(Y @ X[u]), kind="stable")
+    np.testing.assert_array_equal(ids, [i for i in full if i not in liked])
+    ids, _ = model.recommend(u, R[u], N=40, filter_already_liked_items=False)
+    np.testing.assert_array_equal(ids, full)
+    ids, _ = model.recommend(u, None, N=5, filter_already_liked_items=False, items=[7, 2, 30])
+    assert sorted(ids) == [2, 7, 30]
+    ids, _ = model.recommend(u, R[u], N=40, filter_items=[0, 1, 2])
+    assert not {0, 1, 2} & set(ids)
+
+
+def test_batch_results_are_padded_when_filtering_leaves_too_few(backend):
+    R = sp.csr_matrix(np.array([[1, 1, 1, 0], [0, 0, 0, 1], [1, 0, 1, 0]], np.float32))
+    model = model_for(backend, factors=2).fit(R)
+    ids, scores = model.recommend([0, 1], R[[0, 1]], N=3)
+    assert list(ids[0]) == [3, -1, -1] and np.isneginf(scores[0, 1:]).all()
+    assert sorted(ids[1]) == [0, 1, 2]
+
+
+def test_recalculate_user_is_the_exact_solve(backend, R):
+    model = model_for(backend, regularization=0.05, alpha=4.0, dtype=np.float64).fit(R)
+    new_rows = random_interactions(3, 40, 0.3, seed=5, dtype=np.float64)
+    got = to_numpy(model.recalculate_user([100, 101, 102], new_rows))
+    want = solve_rows_loop(new_rows, to_numpy(model.item_factors_), 0.05, alpha=4.0)
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    single = to_numpy(model.recalculate_user(7, new_rows[1]))
+    np.testing.assert_allclose(single, want[1], atol=1e-9)
+    ids, _ = model.recommend([100, 101, 102], new_rows, N=4, recalculate_user=True)
+    Y = to_numpy(model.item_factors_)
+    for row in range(3):
+        scores = Y @ want[row]
+        scores[new_rows[row].indices] = -np.inf
+        np.testing.assert_array_equal(ids[row], np.argsort(-scores, kind="stable")[:4])
+
+
+def test_similar_items_and_users_by_cosine(backend, R):
+    model = model_for(backend).fit(R)
+    Y = to_numpy(model.item_factors_).astype(np.float64)
+    ids, scores = model.similar_items(4, N=5)
+    assert ids[0] == 4 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    normed = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, normed[ids] @ normed[4], atol=1e-5)
+    batch_ids, _ = model.similar_items([4, 9], N=5)
+    np.testing.assert_array_equal(batch_ids[0], ids)
+    ids, _ = model.similar_items(4, N=3, filter_items=[4])
+    assert 4 not in ids
+    uids, _ = model.similar_users(2, N=3)
+    assert uids[0] == 2
+
+
+def test_predict(backend, R):
+    model = model_for(backend).fit(R)
+    X, Y = to_numpy(model.user_factors_), to_numpy(model.item_factors_)
+    got = model.predict([[0, 1], [2, 3]], [[4, 5], [6, 7]])
+    assert got.shape == (2, 2)
+    assert got[1, 0] == pytest.approx(float(X[2] @ Y[6]), rel=1e-5)
+
+
+def test_params_repr_and_alias():
+    model = AlternatingLeastSquares(factors=16, backend="cpu")
+    assert AlternatingLeastSquares is ALS
+    assert model.get_params()["factors"] == 16
+    assert repr(model) == "ALS(factors=16, backend='cpu')"
+    model.set_params(alpha=2.0)
+    assert model.alpha == 2.0
+    with pytest.raises(ValueError, match="unknown parameter 'alhpa'"):
+        model.set_params(alhpa=1)
+
+
+def test_to_cpu_is_an_independent_cpu_model(backend, R):
+    model = model_for(backend).fit(R)
+    cpu = model.to_cpu()
+    assert cpu.backend_ == "cpu" and cpu.get_params()["factors"] == 8
+    assert isinstance(cpu.user_factors_, np.ndarray)
+    np.testing.assert_array_equal(cpu.user_factors_, to_numpy(model.user_factors_))
+    np.testing.assert_array_equal(cpu.recommend(1, R[1])[0], model.recommend(1, R[1])[0])
+
+
+def test_nan_after_a_half_step_is_an_error_not_a_model(R):
+    class Broken(CPUBackend):
+        def solve_rows(self, *args, out, **kwargs):
+            super().solve_rows(*args, out=out, **kwargs)
+            out[3, 1] = np.nan
+            return out
+
+    model = model_for(Broken())
+    with pytest.raises(FloatingPointError, match="user factors hold NaN .* user half-step of "
+                                                 "iteration 0"):
+        model.fit(R)
+    assert not hasattr(model, "user_factors_")
+
+
+def test_confidence_overflow_is_reported():
+    R = sp.csr_matrix(np.array([[3e38, 0], [0, 1]], np.float32))
+    with pytest.raises(ValueError, match="confidences overflow float32"):
+        model_for("cpu", factors=1).fit(R)
+
+
+def test_explicit_feedback_fits_ratings(backend):
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((80, 3)), rng.standard_normal((50, 3))
+    mask = rng.random((80, 50)) < 0.5
+    R = sp.csr_matrix(np.where(mask, X @ Y.T, 0))
+    model = model_for(backend, factors=3, feedback="explicit", regularization=1e-4,
+                      iterations=30, dtype=np.float64).fit(R)
+    coo = R.tocoo()
+    err = model.predict(coo.row, coo.col) - coo.data
+    assert np.sqrt(np.mean(err**2)) < 0.02 * np.sqrt(np.mean(coo.data**2))
+
+
+def test_from_dataframe():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": ["b", "a", "b", "b"], "item": [10, 20, 20, 10],
+                       "value": [1.0, 2.0, 3.0, 4.0]})
+    matrix, users, items = from_dataframe(df)
+    assert list(users) == ["a", "b"] and list(items) == [10, 20]
+    np.testing.assert_array_equal(matrix.toarray(), [[0, 2], [5, 3]])
+    counts, _, _ = from_dataframe(df.drop(columns="value"))
+    np.testing.assert_array_equal(counts.toarray(), [[0, 1], [2, 1]])
+    with pytest.raises(ValueError, match="column 'usr' not found"):
+        from_dataframe(df, user_col="usr")
+    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+        from_dataframe([1, 2])

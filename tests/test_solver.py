@@ -1,0 +1,168 @@
+"""Conformance: every backend's solve_rows and loss against slow per-row references."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS
+from gpu_als.backends import get_backend
+from gpu_als.data import check_user_items, weighted_rows
+
+from .conftest import random_interactions
+from .reference import loss_dense, solve_rows_loop
+
+TOL = {np.float32: 2e-4, np.float64: 1e-9}
+
+
+def edge_case_matrix(k, seed=0, negative=True):
+    """Rows of every length class: empty, 1, k-1, k, k+1, long; an empty column; negatives."""
+    rng = np.random.default_rng(seed)
+    n_items = 3 * k + 40
+    lengths = [0, 1, 1, 2, max(1, k - 1), k, k + 1, 2 * k + 3, n_items - 1, 0, 5, 3]
+    rows, cols, vals = [], [], []
+    for u, L in enumerate(lengths):
+        chosen = rng.choice(n_items - 1, size=L, replace=False)  # last column stays empty
+        rows += [u] * L
+        cols += list(chosen)
+        vals += list(rng.integers(1, 6, L))
+    R = sp.csr_matrix((np.array(vals, np.float64), (rows, cols)), shape=(len(lengths), n_items))
+    if negative:
+        R.data[rng.random(R.nnz) < 0.15] *= -1
+    return R
+
+
+def run_solve(backend_name, R, F, regularization, feedback, dtype, **conf):
+    backend = get_backend(backend_name)
+    csr = check_user_items(R, dtype)
+    rows = backend.put(weighted_rows(csr, feedback=feedback, **conf))
+    Fb = backend.asarray(F, dtype)
+    out = backend.asarray(np.full((R.shape[0], F.shape[1]), np.nan), dtype)
+    FtF = backend.gram(Fb)
+    backend.solve_rows(rows, Fb, FtF, regularization=regularization, feedback=feedback, out=out)
+    return backend.to_numpy(out)
+
+
+def assert_close(got, want, dtype):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 32, 100])
+def test_implicit_matches_per_row_solve(backend, k, dtype):
+    R = edge_case_matrix(k)
+    F = np.random.default_rng(1).random((R.shape[1], k)) * 0.5
+    got = run_solve(backend, R, F, 0.1, "implicit", dtype, alpha=3.0)
+    want = solve_rows_loop(R, F, 0.1, feedback="implicit", alpha=3.0)
+    assert_close(got, want, dtype)
+    assert not got[0].any() and not got[9].any(), "empty rows must get zero factors"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 32, 100])
+def test_explicit_matches_per_row_solve(backend, k, dtype):
+    R = edge_case_matrix(k, negative=False)
+    F = np.random.default_rng(2).standard_normal((R.shape[1], k))
+    got = run_solve(backend, R, F, 0.05, "explicit", dtype)
+    want = solve_rows_loop(R, F, 0.05, feedback="explicit")
+    assert_close(got, want, dtype)
+    assert not got[0].any() and not got[9].any()
+
+
+def test_log_confidence_matches(backend):
+    R = edge_case_matrix(16)
+    F = np.random.default_rng(3).random((R.shape[1], 16))
+    got = run_solve(backend, R, F, 0.01, "implicit", np.float64, alpha=2.0, confidence="log",
+                    epsilon=0.5)
+    want = solve_rows_loop(R, F, 0.01, alpha=2.0, confidence_kind="log", epsilon=0.5)
+    assert_close(got, want, np.float64)
+
+
+def test_zero_alpha_and_regularization(backend):
+    """alpha=0 (every confidence 1) and regularization=0 are legal implicit settings."""
+    R = edge_case_matrix(8)
+    F = np.random.default_rng(4).random((R.shape[1], 8))
+    got = run_solve(backend, R, F, 0.0, "implicit", np.float64, alpha=0.0)
+    assert_close(got, solve_rows_loop(R, F, 0.0, alpha=0.0), np.float64)
+
+
+def test_int64_indices(backend):
+    R = edge_case_matrix(8)
+    R64 = R.copy()
+    R64.indices, R64.indptr = R.indices.astype(np.int64), R.indptr.astype(np.int64)
+    assert R64.indices.dtype == np.int64  # scipy keeps them when set this way
+    F = np.random.default_rng(5).random((R.shape[1], 8))
+    got = run_solve(backend, R64, F, 0.1, "implicit", np.float64, alpha=1.0)
+    assert_close(got, solve_rows_loop(R, F, 0.1, alpha=1.0), np.float64)
+
+
+def test_long_row_and_single_row(backend):
+    """One user with thousands of entries, alone in the matrix."""
+    rng = np.random.default_rng(6)
+    n_items, k = 6000, 24
+    R = sp.csr_matrix((rng.integers(1, 4, n_items - 7).astype(np.float64),
+                       (np.zeros(n_items - 7, int), rng.permutation(n_items)[:-7])),
+                      shape=(1, n_items))
+    F = rng.random((n_items, k)) * 0.1
+    got = run_solve(backend, R, F, 0.1, "implicit", np.float32, alpha=2.0)
+    assert_close(got, solve_rows_loop(R, F, 0.1, alpha=2.0), np.float32)
+
+
+def test_cpu_block_size_does_not_change_results():
+    """Tiny blocks (one row each) and many threads give the same factors as the default."""
+    from gpu_als.backends import CPUBackend
+
+    R = random_interactions(300, 120, 0.1, seed=7)
+    F = np.random.default_rng(8).random((120, 16)).astype(np.float32)
+    rows = weighted_rows(check_user_items(R), feedback="implicit", alpha=5.0)
+    results = []
+    for backend in (CPUBackend(), CPUBackend(num_threads=4, block_elements=1),
+                    CPUBackend(num_threads=1)):
+        out = np.empty((300, 16), np.float32)
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                           out=out)
+        results.append(out)
+    np.testing.assert_allclose(results[1], results[0], atol=1e-5)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_loss_matches_dense_definition(backend, feedback):
+    R = random_interactions(40, 30, 0.2, seed=9, negative=feedback == "implicit")
+    rng = np.random.default_rng(10)
+    X, Y = rng.standard_normal((40, 5)), rng.standard_normal((30, 5))
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=2.0))
+    Xb, Yb = b.asarray(X), b.asarray(Y)
+    got = b.loss(rows, Xb, Yb, b.gram(Yb), regularization=0.3, feedback=feedback)
+    want = loss_dense(R, X, Y, 0.3, feedback=feedback, alpha=2.0)
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_loss_never_increases_between_half_steps(backend, feedback):
+    """With exact solves each half-step minimises the loss over its side: it cannot go up."""
+    R = random_interactions(120, 80, 0.08, seed=11, negative=feedback == "implicit")
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=5.0))
+    cols = b.put(weighted_rows(check_user_items(R.T, np.float64), feedback=feedback, alpha=5.0))
+    rng = np.random.default_rng(12)
+    X, Y = b.asarray(rng.random((120, 10)) * 0.01), b.asarray(rng.random((80, 10)) * 0.01)
+    losses = []
+    for _ in range(8):
+        for target, fixed, side in ((X, Y, rows), (Y, X, cols)):
+            b.solve_rows(side, fixed, b.gram(fixed), regularization=0.05, feedback=feedback,
+                         out=target)
+            losses.append(b.loss(rows, X, Y, b.gram(Y), regularization=0.05,
+                                 feedback=feedback))
+    assert all(after <= before * (1 + 1e-12) for before, after in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0]
+
+
+def test_fit_loss_history_decreases(backend):
+    R = random_interactions(200, 150, 0.05, seed=13)
+    model = ALS(factors=12, iterations=6, backend=backend, random_state=0, dtype=np.float64,
+                show_progress=False).fit(R)
+    history = model.loss_history_
+    assert len(history) == 6
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))

@@ -1,0 +1,198 @@
+"""Bad input gets a clear error that names the problem; never a crash or a silent NaN."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS, BackendUnavailableError, NotFittedError
+from gpu_als.backends import gpu
+
+from .conftest import random_interactions
+
+
+def fit(R, **params):
+    return ALS(**{"factors": 4, "iterations": 2, "backend": "cpu", "show_progress": False,
+                  **params}).fit(R)
+
+
+@pytest.fixture
+def R():
+    return random_interactions(20, 15, 0.2, seed=0)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_values(R, value):
+    R = R.copy()
+    R.data[3] = value
+    with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first at row \d+"):
+        fit(R)
+
+
+def test_dense_input_is_a_type_error(R):
+    with pytest.raises(TypeError, match="scipy.sparse matrix or array, got numpy.ndarray; "
+                                        "convert a dense array"):
+        fit(R.toarray())
+
+
+def test_dataframe_input_points_to_the_helper():
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match="from_dataframe"):
+        fit(pd.DataFrame({"user": [0], "item": [1], "value": [1.0]}))
+
+
+def test_non_2d_input():
+    coo = sp.coo_array(([1.0, 2.0], ([0, 3],)), shape=(5,))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        fit(coo)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_non_real_dtype(dtype):
+    with pytest.raises(TypeError, match=r"has dtype complex\d+: expected real numbers"):
+        fit(sp.csr_matrix(np.eye(3, dtype=dtype)))
+
+
+def test_bool_and_int_inputs_are_fine():
+    R = sp.random(30, 20, density=0.2, format="csr", random_state=1)
+    fit(R.astype(bool))
+    fit((R * 5).astype(np.int64))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
+def test_empty_shape(shape):
+    with pytest.raises(ValueError, match="is empty"):
+        fit(sp.csr_matrix(shape))
+
+
+def test_no_stored_entries():
+    with pytest.raises(ValueError, match="no stored entries"):
+        fit(sp.csr_matrix((4, 4)))
+
+
+def test_indices_out_of_range():
+    R = sp.csr_matrix((np.ones(2), np.array([0, 7]), np.array([0, 1, 2])), shape=(2, 3))
+    with pytest.raises(ValueError, match="not a valid sparse matrix"):
+        fit(R)
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ({"factors": 0}, ValueError, r"factors=0: must be >= 1"),
+    ({"factors": 2.5}, TypeError, r"factors must be an integer, got float 2.5"),
+    ({"factors": True}, TypeError, r"factors must be an integer"),
+    ({"regularization": -0.1}, ValueError, r"regularization=-0.1: must be >= 0"),
+    ({"regularization": float("nan")}, ValueError, r"regularization=nan: must be finite"),
+    ({"alpha": -1}, ValueError, r"alpha=-1.0: must be >= 0"),
+    ({"alpha": "10"}, TypeError, r"alpha must be a real number, got str"),
+    ({"iterations": -1}, ValueError, r"iterations=-1: must be >= 0"),
+    ({"epsilon": 0}, ValueError, r"epsilon=0.0: must be > 0"),
+    ({"feedback": "implict"}, ValueError, r"feedback='implict': expected one of 'implicit'"),
+    ({"confidence": "sqrt"}, ValueError, r"confidence='sqrt': expected one of"),
+    ({"dtype": np.float16}, ValueError, r"dtype=float16: expected float32 or float64"),
+    ({"dtype": "banana"}, TypeError, r"dtype='banana' is not a NumPy dtype"),
+    ({"backend": "tpu"}, ValueError, r"backend='tpu': expected one of 'auto', 'cpu', 'gpu'"),
+    ({"callback": 3}, TypeError, r"callback must be callable"),
+    ({"feedback": "explicit", "regularization": 0}, ValueError,
+     r"regularization=0 with feedback='explicit'"),
+])
+def test_bad_hyperparameters(R, params, error, message):
+    with pytest.raises(error, match=message):
+        fit(R, **params)
+
+
+def test_failed_fit_leaves_no_model(R):
+    model = ALS(factors=0, backend="cpu")
+    with pytest.raises(ValueError):
+        model.fit(R)
+    with pytest.raises(NotFittedError):
+        model.recommend(0, R[0])
+
+
+def test_singular_implicit_system_is_reported():
+    """regularization=0 with more factors than items: Y^T Y is singular."""
+    R = random_interactions(10, 3, 0.6, seed=2)
+    with pytest.raises(ValueError, match=r"regularization=0.0: Y\^T Y \+ regularization \* I "
+                                         r"is singular"):
+        fit(R, factors=8, regularization=0.0)
+
+
+def test_input_is_not_modified(R):
+    before = (R.data.copy(), R.indices.copy(), R.indptr.copy())
+    fit(R)
+    for a, b in zip(before, (R.data, R.indices, R.indptr)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method, args", [
+    ("recommend", (0, None)), ("similar_items", (0,)), ("similar_users", (0,)),
+    ("recalculate_user", (0, None)), ("predict", ([0], [0])), ("to_cpu", ()),
+])
+def test_unfitted_model_says_call_fit(method, args):
+    with pytest.raises(NotFittedError, match=r"not fitted yet: call fit\(user_items\) first"):
+        getattr(ALS(), method)(*args)
+    with pytest.raises(AttributeError):  # NotFittedError is also an AttributeError
+        ALS().user_factors  # noqa: B018
+
+
+@pytest.mark.skipif(gpu.unavailable_reason() is None, reason="a GPU backend is available here")
+def test_gpu_backend_without_gpu_says_why(R):
+    with pytest.raises(BackendUnavailableError, match=r"backend='gpu' cannot run: .*backend='cpu'"):
+        fit(R, backend="gpu")
+
+
+def test_auto_backend_logs_its_choice(R, caplog):
+    with caplog.at_level("INFO", logger="gpu_als"):
+        model = fit(R, backend="auto")
+    assert f"using the {model.backend_.upper()} backend" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    R = random_interactions(20, 15, 0.2, seed=0)
+    return fit(R), R
+
+
+class TestQueryErrors:
+    def test_userid_out_of_range(self, fitted):
+        model, R = fitted
+        with pytest.raises(ValueError, match=r"userid 20 is out of range: the model has 20 users"):
+            model.recommend(20, R[0])
+        with pytest.raises(ValueError, match=r"userid -1 is out of range"):
+            model.recommend([0, -1], R[:2])
+
+    def test_itemid_out_of_range(self, fitted):
+        model, _ = fitted
+        with pytest.raises(ValueError, match=r"itemid 15 is out of range"):
+            model.similar_items(15)
+        with pytest.raises(ValueError, match=r"filter_items 99 is out of range"):
+            model.similar_items(0, filter_items=[99])
+
+    def test_rows_must_match_userids(self, fitted):
+        model, R = fitted
+        with pytest.raises(ValueError, match=r"user_items has shape \(3, 15\), expected \(2, 15\)"):
+            model.recommend([0, 1], R[:3])
+
+    def test_user_items_required_for_filtering(self, fitted):
+        model, _ = fitted
+        with pytest.raises(ValueError, match="user_items is required"):
+            model.recommend(0)
+
+    @pytest.mark.parametrize("N", [0, -3])
+    def test_bad_N(self, fitted, N):
+        model, R = fitted
+        with pytest.raises(ValueError, match=rf"N={N}: must be >= 1"):
+            model.recommend(0, R[0], N=N)
+
+    def test_non_integer_ids(self, fitted):
+        model, R = fitted
+        with pytest.raises(TypeError, match="userid must be an integer"):
+            model.recommend(1.5, R[0])
+
+    def test_filter_items_and_items_together(self, fitted):
+        model, R = fitted
+        with pytest.raises(ValueError, match="not both"):
+            model.recommend(0, R[0], filter_items=[1], items=[2])
+
+    def test_predict_shapes(self, fitted):
+        model, _ = fitted
+        with pytest.raises(ValueError, match=r"userids has shape \(2,\) but itemids has shape"):
+            model.predict([0, 1], [0])
