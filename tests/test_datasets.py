@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from gpu_als import datasets
+from gpu_als.datasets import load_movielens_100k, make_power_law
+
+
+def test_power_law_shape_distinctness_and_skew():
+    m = make_power_law(2000, 500, 30_000, random_state=3)
+    assert m.shape == (2000, 500) and m.nnz == 30_000
+    assert np.all(m.data == 1)
+    coo = m.tocoo()
+    assert len(set(zip(coo.row.tolist(), coo.col.tolist()))) == 30_000  # distinct pairs
+    activity = np.diff(m.indptr)
+    assert activity.min() >= 1
+    popularity = np.sort(np.bincount(m.indices, minlength=500))[::-1]
+    # Zipf(1): the top item is far above the median item, the head reaches most users
+    assert popularity[0] > 20 * np.median(popularity)
+    assert popularity[0] > 0.5 * 2000
+    again = make_power_law(2000, 500, 30_000, random_state=3)
+    assert (again != m).nnz == 0
+
+
+def test_power_law_full_and_bad_sizes():
+    assert make_power_law(6, 5, 30).nnz == 30  # every pair
+    with pytest.raises(ValueError, match="nnz=31: at most"):
+        make_power_law(6, 5, 31)
+    with pytest.raises(ValueError, match="nnz=3: must be >= 6"):
+        make_power_law(6, 5, 3)
+
+
+def test_movielens_files(movielens):
+    assert movielens.ratings.shape == (943, 1682) and movielens.ratings.nnz == 100_000
+    assert movielens.u1_base.nnz == 80_000 and movielens.u1_test.nnz == 20_000
+    assert set(np.unique(movielens.ratings.data)) == {1, 2, 3, 4, 5}
+    assert movielens.item_titles[0] == "Toy Story (1995)"
+
+
+def test_offline_without_copy_says_where_to_put_files(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match=r"could not be downloaded .* Put the unzipped "
+                                                r"ml-100k folder .* in .*gpu_als"):
+        load_movielens_100k()
+    with pytest.raises(FileNotFoundError, match="not found in"):
+        load_movielens_100k(download=False)
+
+
+def test_corrupted_copy_is_refused(tmp_path, movielens):
+    copy = tmp_path / "ml-100k"
+    copy.mkdir()
+    for name in ("u.data", "u1.base", "u1.test"):
+        (copy / name).write_bytes((movielens.path / name).read_bytes())
+    with open(copy / "u1.test", "ab") as handle:
+        handle.write(b"1\t1\t5\t0\n")
+    with pytest.raises(ValueError, match="u1.test does not match the published"):
+        load_movielens_100k(data_home=tmp_path)

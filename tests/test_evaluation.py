@@ -1,0 +1,93 @@
+"""The split, the metrics (against a hand-computed example and a slow loop), the baselines."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als.evaluation import (PopularityRecommender, RandomRecommender, binarize,
+                                ranking_metrics, train_test_split)
+
+from .conftest import random_interactions
+
+
+def test_split_is_per_user_disjoint_and_seeded():
+    R = random_interactions(200, 100, 0.1, seed=0).tolil()
+    R[7] = 0
+    R[7, 3] = 1  # a user with one entry keeps it in train
+    R = R.tocsr()
+    train, test = train_test_split(R, 0.2, random_state=42)
+    assert (train + test != R).nnz == 0
+    assert train.multiply(test).nnz == 0
+    n = np.diff(R.indptr)
+    expected = np.where(n >= 2, np.maximum(1, np.rint(0.2 * n)), 0)
+    np.testing.assert_array_equal(np.diff(test.indptr), expected)
+    assert test[7].nnz == 0
+    again, _ = train_test_split(R, 0.2, random_state=42)
+    assert (again != train).nnz == 0
+    other, _ = train_test_split(R, 0.2, random_state=1)
+    assert (other != train).nnz > 0
+
+
+def test_binarize():
+    R = sp.csr_matrix(np.array([[5, 3, 4], [1, 0, 4.5]]))
+    np.testing.assert_array_equal(binarize(R, 4).toarray(), [[1, 0, 1], [0, 0, 1]])
+
+
+class Fixed:
+    """Recommends a fixed list per user."""
+
+    def __init__(self, lists):
+        self.lists = lists
+
+    def recommend(self, userid, user_items, N, filter_already_liked_items):
+        return np.array([self.lists[u][:N] for u in userid]), None
+
+
+def test_metrics_by_hand():
+    train = sp.lil_matrix((3, 6))
+    test = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0],  # two relevant
+                                   [0, 0, 0, 0, 0, 0],  # no test items: not scored
+                                   [0, 0, 0, 0, 0, 1]], np.float32))
+    train[0, 5] = 1
+    train = train.tocsr()
+    lists = {0: [2, 0, 3, 1], 2: [5, 1, 2, 3]}
+    m = ranking_metrics(Fixed(lists), train, test, K=4)
+    assert m["users"] == 2
+    # user 0: hits at ranks 1 and 3; user 2: hit at rank 0
+    assert m["precision"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert m["recall"] == pytest.approx((2 / 2 + 1 / 1) / 2)
+    dcg0 = 1 / np.log2(3) + 1 / np.log2(5)
+    idcg0 = 1 + 1 / np.log2(3)
+    assert m["ndcg"] == pytest.approx((dcg0 / idcg0 + 1.0) / 2)
+
+
+def test_metrics_against_a_slow_loop():
+    rng = np.random.default_rng(0)
+    train = random_interactions(50, 30, 0.1, seed=1)
+    test = random_interactions(50, 30, 0.15, seed=2)
+    lists = {u: list(rng.permutation(30)) for u in range(50)}
+    K = 7
+    got = ranking_metrics(Fixed(lists), train, test, K=K)
+    rec, nd, pr = [], [], []
+    for u in range(50):
+        relevant = set(test[u].indices)
+        if not relevant:
+            continue
+        top = lists[u][:K]
+        hits = [i in relevant for i in top]
+        pr.append(sum(hits) / K)
+        rec.append(sum(hits) / len(relevant))
+        dcg = sum(h / np.log2(j + 2) for j, h in enumerate(hits))
+        nd.append(dcg / sum(1 / np.log2(j + 2) for j in range(min(len(relevant), K))))
+    assert got["recall"] == pytest.approx(np.mean(rec))
+    assert got["ndcg"] == pytest.approx(np.mean(nd))
+    assert got["precision"] == pytest.approx(np.mean(pr))
+
+
+def test_popularity_and_random_baselines():
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]], np.float32))
+    pop = PopularityRecommender().fit(train)
+    ids, scores = pop.recommend([0, 2], train[[0, 2]], N=2)
+    np.testing.assert_array_equal(ids, [[2, 3], [1, 2]])  # counts 3,1,1,0; ties by id
+    ids, _ = RandomRecommender(0).fit(train).recommend(2, train[2], N=3)
+    assert sorted(ids) == [1, 2, 3]
