@@ -78,6 +78,16 @@ def row_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_EL
         start = stop
 
 
+def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve the batch of SPD systems ``A[j] x[j] = b[j]``, in float64.
+
+    OpenBLAS's LU is 2-3x faster in float64 than in float32 at these small sizes (measured:
+    L = 30, 12.7 vs 22.3 us per system; L = 60, 37 vs 90 us), and the accuracy comes free.
+    """
+    x = np.linalg.solve(A.astype(np.float64), b.astype(np.float64)[:, :, None])[:, :, 0]
+    return x.astype(A.dtype, copy=False)
+
+
 class CPUBackend(Backend):
     """The NumPy reference backend.
 
@@ -114,8 +124,7 @@ class CPUBackend(Backend):
     # ---- numerics -------------------------------------------------------------------
 
     def gram(self, F: np.ndarray) -> np.ndarray:
-        F64 = F.astype(np.float64, copy=False)
-        return F64.T @ F64
+        return (F.T @ F).astype(np.float64)  # BLAS in F's dtype: its accuracy is F's anyway
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
         k = F.shape[1]
@@ -151,9 +160,10 @@ class CPUBackend(Backend):
             steps = np.arange(L)
             pos = rows.indptr[ids][:, None] + steps
             pos[steps >= lengths[ids][:, None]] = nnz  # padding
-            Yg = Yw[indices[pos]]  # (rows, L, k): the fixed factors of each row's entries
-            sw = sqrt_w[pos]  # (rows, L)
-            t = target[pos]
+            # np.take: 2x faster than fancy indexing for this gather (benchmarks/README.md)
+            Yg = np.take(Yw, np.take(indices, pos), axis=0)  # (rows, L, k)
+            sw = np.take(sqrt_w, pos)  # (rows, L)
+            t = np.take(target, pos)
             m = mu[ids]
             if implicit or L >= k:
                 g = (t[:, None, :] @ Yg)[:, 0, :]  # right-hand sides, (rows, k)
@@ -165,16 +175,16 @@ class CPUBackend(Backend):
                 S[:, steps, steps] += m[:, None]
                 if implicit:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
                     Zg = sw * (Yg @ g[:, :, None])[:, :, 0]
-                    s = np.linalg.solve(S, Zg[:, :, None])[:, :, 0]
+                    s = _solve(S, Zg)
                     H[ids] = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
                 else:  # h = Z^T S^-1 r  (weights are 1 in explicit mode)
-                    s = np.linalg.solve(S, t[:, :, None])[:, :, 0]
+                    s = _solve(S, t)
                     H[ids] = (s[:, None, :] @ Yg)[:, 0, :]
             else:
                 M = Yg.transpose(0, 2, 1) @ (Yg * (sw * sw)[:, :, None])
                 diag = np.arange(k)
                 M[:, diag, diag] += m[:, None]
-                H[ids] = np.linalg.solve(M, g[:, :, None])[:, :, 0]
+                H[ids] = _solve(M, g)
 
         blocks = row_blocks(lengths, k, self.block_elements)
         with threadpool_limits(1):
@@ -193,23 +203,24 @@ class CPUBackend(Backend):
         lengths = np.diff(rows.indptr)
         row_of = np.repeat(np.arange(rows.n_rows), lengths)
         data_term = 0.0
-        step = max(1, (1 << 22) // max(1, X.shape[1]))
+        step = max(1, self.block_elements // X.shape[1])
         for a in range(0, len(rows.indices), step):
             b = min(a + step, len(rows.indices))
-            s = np.einsum(
-                "ij,ij->i", X[row_of[a:b]], Y[rows.indices[a:b]], dtype=np.float64
-            )
+            # s_ui = x_u . y_i in the factors' dtype; the sums below in float64.
+            Xs = np.take(X, row_of[a:b], axis=0)
+            Ys = np.take(Y, rows.indices[a:b], axis=0)
+            s = np.einsum("ij,ij->i", Xs, Ys).astype(np.float64)
             w = rows.weight[a:b].astype(np.float64)
             t = rows.target[a:b].astype(np.float64)
             data_term += float(np.dot(w * s - 2 * t, s))
-        X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
         if feedback == "implicit":
-            data_term += float(np.einsum("ij,ij->", X64 @ YtY, X64))
-            penalty = np.einsum("ij,ij->", X64, X64) + np.einsum("ij,ij->", Y64, Y64)
+            XtX = self.gram(X)
+            data_term += float(np.sum(XtX * YtY))  # sum_u x_u^T YtY x_u = tr(XtX YtY)
+            penalty = np.trace(XtX) + np.trace(YtY)
         else:
             item_counts = np.bincount(rows.indices, minlength=rows.n_cols)
-            penalty = lengths @ np.einsum("ij,ij->i", X64, X64)
-            penalty += item_counts @ np.einsum("ij,ij->i", Y64, Y64)
+            penalty = lengths @ np.einsum("ij,ij->i", X, X).astype(np.float64)
+            penalty += item_counts @ np.einsum("ij,ij->i", Y, Y).astype(np.float64)
         return data_term + rows.loss_constant + regularization * float(penalty)
 
     def topk(self, queries, targets, k, *, exclude=None, candidates=None):
