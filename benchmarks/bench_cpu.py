@@ -107,12 +107,12 @@ def main(argv=None) -> int:
     rows = []
     for name, R in datasets(args.quick):
         for k in factor_list:
-            runs = [("gpu_als", "cholesky", lambda: run_gpu_als(R, k, args.iterations))]
+            runs = [("gpu_als", "cholesky", run_gpu_als, ())]
             if implicit_version:
-                runs += [("implicit", solver, lambda cg=cg: run_implicit(R, k, args.iterations, cg))
-                         for solver, cg in (("cholesky", False), ("cg", True))]
-            for library, solver, run in runs:
-                seconds, X, Y = run()
+                runs += [("implicit", "cholesky", run_implicit, (False,)),
+                         ("implicit", "cg", run_implicit, (True,))]
+            for library, solver, run, extra in runs:
+                seconds, X, Y = run(R, k, args.iterations, *extra)
                 row = {"dataset": name, "users": R.shape[0], "items": R.shape[1], "nnz": R.nnz,
                        "factors": k, "library": library, "solver": solver, "backend": "cpu",
                        "seconds_per_iteration": seconds,

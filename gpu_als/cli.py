@@ -17,8 +17,13 @@ REFERENCE_TABLE = {"Random": (0.0096, 0.0036), "Popularity": (0.0817, 0.0399),
 def demo(args: argparse.Namespace) -> int:
     """Fit ALS on MovieLens 100K and compare it with the baselines (DESIGN.md section 6)."""
     from .datasets import load_movielens_100k, make_power_law
-    from .evaluation import (PopularityRecommender, RandomRecommender, binarize,
-                             ranking_metrics, train_test_split)
+    from .evaluation import (
+        PopularityRecommender,
+        RandomRecommender,
+        binarize,
+        ranking_metrics,
+        train_test_split,
+    )
     from .model import ALS
 
     try:

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_als.evaluation import (PopularityRecommender, RandomRecommender, binarize,
-                                ranking_metrics, train_test_split)
+from gpu_als.evaluation import (
+    PopularityRecommender,
+    RandomRecommender,
+    binarize,
+    ranking_metrics,
+    train_test_split,
+)
 
 from .conftest import random_interactions
 

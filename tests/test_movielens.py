@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from gpu_als import ALS
-from gpu_als.evaluation import (PopularityRecommender, binarize, ranking_metrics,
-                                train_test_split)
+from gpu_als.evaluation import PopularityRecommender, binarize, ranking_metrics, train_test_split
 
 pytestmark = pytest.mark.slow
 

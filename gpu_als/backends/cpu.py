@@ -81,8 +81,10 @@ def row_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_EL
 def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve the batch of SPD systems ``A[j] x[j] = b[j]``, in float64.
 
-    OpenBLAS's LU is 2-3x faster in float64 than in float32 at these small sizes (measured:
-    L = 30, 12.7 vs 22.3 us per system; L = 60, 37 vs 90 us), and the accuracy comes free.
+    OpenBLAS's batched LU through NumPy is 2-3x faster in float64 than in float32 at these
+    sizes (measured, one thread: n = 30, 12.7 vs 22.3 us per system; n = 60, 37 vs 90 us),
+    and releases the GIL, so blocks solve in parallel. (A loop of LAPACK ``dposv`` calls is
+    faster per system at n = 64 but holds the GIL; it lost on the power-law benchmark.)
     """
     x = np.linalg.solve(A.astype(np.float64), b.astype(np.float64)[:, :, None])[:, :, 0]
     return x.astype(A.dtype, copy=False)
