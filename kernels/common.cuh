@@ -1,0 +1,128 @@
+// Shared definitions of the gpu-als kernels.
+//
+// Every kernel file includes this header and nothing else, so that it compiles unchanged
+// with NVRTC (through CuPy's RawModule) and, for the tests, with g++ as host code under
+// tests/cuda_host.h, which defines GPU_ALS_HOST_EMULATION.
+//
+// Notation (DESIGN.md section 1): a "row" is a user (or an item, on the item half-step),
+// F the fixed side's factors (n_cols x k, row-major), weight = c - 1 (implicit) or 1
+// (explicit), target = c * p (implicit) or r (explicit).
+#pragma once
+
+// Threads per block of every kernel; gpu_als/backends/gpu.py reads the same value.
+#define ALS_BLOCK_THREADS 128
+
+// Dynamic shared memory: `ALS_DYNAMIC_SHARED(T, name)` declares `T* name` pointing at the
+// block's dynamically sized shared memory (the launch's shared_mem bytes).
+#ifdef GPU_ALS_HOST_EMULATION
+#define ALS_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(gpu_als_emu::dynamic_shared())
+#else
+#define ALS_DYNAMIC_SHARED(T, name)                               \
+    extern __shared__ __align__(16) unsigned char name##_bytes[]; \
+    T* name = reinterpret_cast<T*>(name##_bytes)
+#endif
+
+namespace als {
+
+template <typename T> __device__ __forceinline__ T sqrt_(T x);
+template <> __device__ __forceinline__ float sqrt_<float>(float x) { return sqrtf(x); }
+template <> __device__ __forceinline__ double sqrt_<double>(double x) { return sqrt(x); }
+
+// Sum of `value` over the block; every thread gets the result. `scratch` holds at least
+// blockDim.x / 32 values. Contains __syncthreads: call from all threads of the block.
+template <typename T>
+__device__ T block_sum(T value, T* scratch) {
+    for (int offset = 16; offset > 0; offset /= 2)
+        value += __shfl_down_sync(0xffffffffu, value, offset);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) scratch[warp] = value;
+    __syncthreads();
+    T total = 0;
+    for (int w = 0; w < (int)(blockDim.x / 32); ++w) total += scratch[w];
+    __syncthreads();
+    return total;
+}
+
+// In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, lower
+// triangle used and overwritten; `lda` is the row stride), then the solves L y = b and
+// L^T x = y, leaving x in b. Runs on the whole block; A and b may live in shared or global
+// memory. Returns false (on every thread) if A is not numerically positive definite.
+template <typename T>
+__device__ bool cholesky_solve(T* A, T* b, int k, long long lda, T* flag) {
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    if (tid == 0) *flag = 0;
+    for (int j = 0; j < k; ++j) {
+        if (tid == 0) {
+            const T d = A[j * lda + j];
+            if (!(d > 0)) *flag = 1;
+            A[j * lda + j] = d > 0 ? sqrt_(d) : T(1);
+        }
+        __syncthreads();
+        const T pivot = A[j * lda + j];
+        for (int i = j + 1 + tid; i < k; i += nthreads) A[i * lda + j] /= pivot;
+        __syncthreads();
+        // Trailing update of the lower triangle: A[i][c] -= L[i][j] L[c][j], j < c <= i.
+        const int m = k - j - 1;
+        for (long long idx = tid; idx < (long long)m * m; idx += nthreads) {
+            const int i = j + 1 + (int)(idx / m), c = j + 1 + (int)(idx % m);
+            if (c <= i) A[i * lda + c] -= A[i * lda + j] * A[c * lda + j];
+        }
+        __syncthreads();
+    }
+    for (int j = 0; j < k; ++j) {  // forward: L y = b
+        if (tid == 0) b[j] /= A[j * lda + j];
+        __syncthreads();
+        const T y = b[j];
+        for (int i = j + 1 + tid; i < k; i += nthreads) b[i] -= A[i * lda + j] * y;
+        __syncthreads();
+    }
+    for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y
+        if (tid == 0) b[j] /= A[j * lda + j];
+        __syncthreads();
+        const T x = b[j];
+        for (int i = tid; i < j; i += nthreads) b[i] -= A[j * lda + i] * x;
+        __syncthreads();
+    }
+    const bool ok = *flag == 0;
+    __syncthreads();
+    return ok;
+}
+
+// Adds one tile of a row's entries to its system: A += sum_j w_j f_j f_j^T (lower
+// triangle) and b += sum_j t_j f_j, where the tile's n factor rows sit in `tile` (n x k,
+// row-major) and their weights / targets in `w` / `t`.
+template <typename T>
+__device__ void accumulate_tile(T* A, long long lda, T* b, const T* tile, const T* w,
+                                const T* t, int n, int k) {
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (long long idx = tid; idx < (long long)k * k; idx += nthreads) {
+        const int p = (int)(idx / k), q = (int)(idx % k);
+        if (q > p) continue;
+        T acc = 0;
+        for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
+        A[p * lda + q] += acc;
+    }
+    for (int p = tid; p < k; p += nthreads) {
+        T acc = 0;
+        for (int j = 0; j < n; ++j) acc += t[j] * tile[j * k + p];
+        b[p] += acc;
+    }
+}
+
+// Loads entries [start, start + n) of the CSR into the tile: the factor rows F[indices[e]]
+// and the entries' weights and targets.
+template <typename T, typename I>
+__device__ void load_tile(T* tile, T* w, T* t, const I* indices, const T* weight,
+                          const T* target, const T* F, long long start, int n, int k) {
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (long long idx = tid; idx < (long long)n * k; idx += nthreads) {
+        const int j = (int)(idx / k), p = (int)(idx % k);
+        tile[j * k + p] = F[(long long)indices[start + j] * k + p];
+    }
+    for (int j = tid; j < n; j += nthreads) {
+        w[j] = weight[start + j];
+        t[j] = target[start + j];
+    }
+}
+
+}  // namespace als
