@@ -24,6 +24,12 @@
 
 namespace als {
 
+template <typename T> __device__ __forceinline__ T quiet_nan();
+template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ __forceinline__ double quiet_nan<double>() {
+    return __longlong_as_double(0x7ff8000000000000LL);
+}
+
 template <typename T> __device__ __forceinline__ T sqrt_(T x);
 template <> __device__ __forceinline__ float sqrt_<float>(float x) { return sqrtf(x); }
 template <> __device__ __forceinline__ double sqrt_<double>(double x) { return sqrt(x); }

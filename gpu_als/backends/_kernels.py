@@ -1,14 +1,47 @@
-"""Where the CUDA sources live: ``kernels/`` in a checkout, ``gpu_als/kernels`` in a wheel.
+"""The CUDA sources: where they live, every specialisation, how they compile and load.
 
-Compilation and caching through ``cupy.RawModule`` come with the GPU backend; this module is
-the one place that locates the sources, so both layouts behave the same.
+* :func:`kernel_dir` finds ``kernels/`` in a checkout and ``gpu_als/kernels`` in a wheel.
+* :data:`SPECIALISATIONS` lists every template instantiation of every kernel file; CuPy's
+  ``RawModule`` gets them as ``name_expressions``, the NVRTC check and the host emulation
+  (tests/) compile exactly these.
+* :func:`load_module` builds and caches a ``cupy.RawModule`` per file; sources are
+  prefixed with ``#line 1 "<file>"`` so compiler errors point at the ``.cu`` line. CuPy
+  caches the compiled binaries per device on disk.
+* :func:`nvrtc_compile` compiles a file for an architecture with NVRTC alone (no GPU, no
+  CuPy), through the ``nvidia-cuda-nvrtc-cu12`` wheel: the test suite's compile check.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import re
 from pathlib import Path
 
+import numpy as np
+
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+#: C++ spelling of the dtypes the kernels are instantiated for.
+CTYPES = {
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+    np.dtype(np.int32): "int",
+    np.dtype(np.int64): "long long",
+}
+_VALUES = ("float", "double")
+_INDICES = ("int", "long long")
+
+#: file -> every specialisation compiled from it.
+SPECIALISATIONS: dict[str, list[str]] = {
+    "solve.cu": [f"fused_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "gram.cu": [f"build_systems<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "cholesky.cu": [f"cholesky_solve_batched<{t}>" for t in _VALUES],
+    "loss.cu": [f"loss_terms<{t}, {i}>" for t in _VALUES for i in _INDICES],
+}
+
+#: Compiler options shared by CuPy and the NVRTC check.
+COMPILE_OPTIONS = ("-std=c++17",)
 
 
 def kernel_dir() -> Path:
@@ -31,3 +64,107 @@ def kernel_dir() -> Path:
 def kernel_files() -> list[Path]:
     """Every file shipped in the kernel folder, sorted by name."""
     return sorted(p for p in kernel_dir().iterdir() if p.is_file())
+
+
+@functools.cache
+def block_threads() -> int:
+    """Threads per block, read from ``ALS_BLOCK_THREADS`` in ``kernels/common.cuh``.
+
+    The kernels' ``__launch_bounds__`` use the same macro, so the two cannot disagree.
+    """
+    text = (kernel_dir() / "common.cuh").read_text()
+    match = re.search(r"#define\s+ALS_BLOCK_THREADS\s+(\d+)", text)
+    if match is None:  # pragma: no cover - guards against an edit of the header
+        raise RuntimeError("ALS_BLOCK_THREADS is not defined in kernels/common.cuh")
+    return int(match.group(1))
+
+
+def specialisation(template: str, value_dtype, index_dtype=None) -> str:
+    """The name expression of ``template`` for these dtypes, e.g. ``fused_solve<float, int>``."""
+    names = [CTYPES[np.dtype(value_dtype)]]
+    if index_dtype is not None:
+        names.append(CTYPES[np.dtype(index_dtype)])
+    return f"{template}<{', '.join(names)}>"
+
+
+def source(file: str) -> str:
+    """The file's source, prefixed with ``#line 1`` so diagnostics name the ``.cu`` file."""
+    path = kernel_dir() / file
+    return f'#line 1 "{path}"\n' + path.read_text()
+
+
+def _options() -> tuple[str, ...]:
+    return (*COMPILE_OPTIONS, f"-I{kernel_dir()}")
+
+
+@functools.cache
+def load_module(file: str):
+    """A ``cupy.RawModule`` of ``file`` with all its specialisations (cached per process)."""
+    import cupy
+
+    return cupy.RawModule(
+        code=source(file), options=_options(), name_expressions=SPECIALISATIONS[file]
+    )
+
+
+# ---- NVRTC compile check (no GPU needed) ----------------------------------------------
+
+def _nvrtc_library() -> ctypes.CDLL:
+    try:
+        import nvidia.cuda_nvrtc as package
+    except ImportError as exc:
+        raise ImportError(
+            "the NVRTC compile check needs the nvidia-cuda-nvrtc-cu12 wheel "
+            "(pip install gpu-als[dev])"
+        ) from exc
+    for folder in package.__path__:
+        for candidate in sorted(Path(folder, "lib").glob("libnvrtc.so*")):
+            return ctypes.CDLL(str(candidate))
+    raise ImportError("nvidia-cuda-nvrtc-cu12 is installed but libnvrtc.so was not found")
+
+
+def nvrtc_compile(file: str, arch: str = "sm_80") -> dict:
+    """Compile ``file`` and all its specialisations with NVRTC for ``arch``.
+
+    Returns
+    -------
+    dict
+        ``ok`` (bool), ``log`` (the compiler's messages), ``lowered`` (name expression ->
+        mangled kernel name, for each specialisation found), ``cubin_bytes``.
+    """
+    lib = _nvrtc_library()
+    program = ctypes.c_void_p()
+    code = source(file).encode()
+
+    def check(status: int, what: str) -> None:
+        if status != 0:
+            lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+            raise RuntimeError(f"{what} failed: {lib.nvrtcGetErrorString(status).decode()}")
+
+    check(lib.nvrtcCreateProgram(ctypes.byref(program), code, file.encode(), 0, None, None),
+          "nvrtcCreateProgram")
+    try:
+        for name in SPECIALISATIONS[file]:
+            check(lib.nvrtcAddNameExpression(program, name.encode()), "nvrtcAddNameExpression")
+        options = [*_options(), f"--gpu-architecture={arch}"]
+        array = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+        status = lib.nvrtcCompileProgram(program, len(options), array)
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(program, log)
+        result = {"ok": status == 0, "log": log.value.decode(errors="replace"), "lowered": {},
+                  "cubin_bytes": 0}
+        if status != 0:
+            return result
+        for name in SPECIALISATIONS[file]:
+            lowered = ctypes.c_char_p()
+            check(lib.nvrtcGetLoweredName(program, name.encode(), ctypes.byref(lowered)),
+                  f"nvrtcGetLoweredName({name})")
+            result["lowered"][name] = lowered.value.decode()
+        cubin = ctypes.c_size_t()
+        check(lib.nvrtcGetCUBINSize(program, ctypes.byref(cubin)), "nvrtcGetCUBINSize")
+        result["cubin_bytes"] = cubin.value
+        return result
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(program))

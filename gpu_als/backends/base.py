@@ -1,8 +1,10 @@
-"""The backend contract (DESIGN.md section 3).
+"""The backend contract (DESIGN.md section 3), and what every backend shares.
 
-``model.py`` drives the alternation; a backend supplies only the array primitives below,
-each taking and returning arrays of its own kind (NumPy for ``cpu``, CuPy for ``gpu``).
-Hyperparameter checks, initialisation and the loop live in shared code, never here.
+``model.py`` drives the alternation; a backend supplies array primitives, each taking and
+returning arrays of its own kind (NumPy for ``cpu``, CuPy for ``gpu``). What can be written
+once against the array module ``xp`` (the Gram matrix, assembling the loss, top-N
+selection) lives here; a backend implements only ``solve_rows`` and ``stored_loss``, and
+overrides the array conversions where its arrays are not NumPy's.
 
 Notation: ``rows`` is a :class:`gpu_als.data.WeightedRows` (the CSR of R for the user
 half-step, of R^T for the item half-step), ``F`` the fixed side's factors (n_cols x k),
@@ -18,36 +20,43 @@ import numpy as np
 
 from ..data import WeightedRows
 
+#: Query rows x targets scored at once by ``topk``.
+TOPK_BLOCK_ELEMENTS = 1 << 22
+
 
 class Backend(ABC):
     """Array primitives for one kind of device."""
 
     #: Short name shown to users: "cpu" or "gpu".
     name: str = ""
+    #: The array module: numpy, or cupy.
+    xp: Any = np
 
     # ---- arrays ---------------------------------------------------------------------
 
-    @abstractmethod
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """``a`` as this backend's array (no copy when it already is one)."""
+        if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
+            a = a.get()
+        return np.asarray(a, dtype=dtype)
 
-    @abstractmethod
     def to_numpy(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array on the host."""
+        return np.asarray(a)
 
     def put(self, rows: WeightedRows) -> WeightedRows:
         """``rows`` with its arrays moved to this backend (done once per fit)."""
         return rows.map_arrays(self.asarray)
 
-    @abstractmethod
     def all_finite(self, a: Any) -> bool:
         """Whether every element of ``a`` is finite."""
+        return bool(self.xp.isfinite(a).all())
 
     # ---- numerics -------------------------------------------------------------------
 
-    @abstractmethod
     def gram(self, F: Any) -> Any:
-        """``F^T F`` (k x k), accumulated in float64."""
+        """``F^T F`` (k x k, float64), multiplied in F's dtype: its accuracy is F's anyway."""
+        return (F.T @ F).astype(np.float64)
 
     @abstractmethod
     def solve_rows(
@@ -69,6 +78,9 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def stored_loss(self, rows: WeightedRows, X: Any, Y: Any) -> float:
+        """``sum over stored (u, i) of weight * s^2 - 2 * target * s`` with ``s = x_u . y_i``."""
+
     def loss(
         self,
         rows: WeightedRows,
@@ -79,9 +91,24 @@ class Backend(ABC):
         regularization: float,
         feedback: str,
     ) -> float:
-        """The training loss of DESIGN.md section 1 for ``rows`` = the user rows of R."""
+        """The training loss of DESIGN.md section 1, ``rows`` being the user rows of R.
 
-    @abstractmethod
+        Implicit: ``sum_u x_u^T YtY x_u + stored terms + sum c p + lambda (|X|^2 + |Y|^2)``.
+        Explicit: ``stored terms + sum r^2 + lambda (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)``.
+        """
+        xp = self.xp
+        total = self.stored_loss(rows, X, Y) + rows.loss_constant
+        if feedback == "implicit":
+            XtX = self.gram(X)
+            total += float((XtX * YtY).sum())  # sum_u x_u^T YtY x_u = tr(XtX YtY)
+            penalty = float(xp.trace(XtX) + xp.trace(YtY))
+        else:
+            lengths = xp.diff(rows.indptr).astype(np.float64)
+            item_counts = xp.bincount(rows.indices, minlength=rows.n_cols).astype(np.float64)
+            penalty = float(lengths @ (X * X).sum(axis=1).astype(np.float64))
+            penalty += float(item_counts @ (Y * Y).sum(axis=1).astype(np.float64))
+        return total + regularization * penalty
+
     def topk(
         self,
         queries: Any,
@@ -111,3 +138,51 @@ class Backend(ABC):
         scores : numpy.ndarray, shape (n_queries, k)
             Their dot products; ``-inf`` where the id is ``-1``.
         """
+        xp = self.xp
+        if candidates is not None:
+            targets = targets[self.asarray(candidates)]
+            if exclude is not None:
+                exclude = exclude[:, candidates]
+        n_queries, n_targets = queries.shape[0], targets.shape[0]
+        ids = np.empty((n_queries, k), dtype=np.int64)
+        scores = np.empty((n_queries, k), dtype=queries.dtype)
+        step = max(1, TOPK_BLOCK_ELEMENTS // max(1, n_targets))
+        for a in range(0, n_queries, step):
+            b = min(a + step, n_queries)
+            pairs = None
+            if exclude is not None:
+                pairs = tuple(self.asarray(p) for p in csr_pairs(exclude[a:b]))
+            top, top_scores = top_n(queries[a:b] @ targets.T, k, pairs, xp=xp)
+            ids[a:b], scores[a:b] = self.to_numpy(top), self.to_numpy(top_scores)
+        if candidates is not None:
+            ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
+        return ids, scores
+
+
+def csr_pairs(csr) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) indices of a CSR matrix's stored entries."""
+    return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)), csr.indices
+
+
+def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: Any = np):
+    """The ``k`` highest-scoring columns of each row of ``scores``, best first.
+
+    ``scores`` (n, m) is overwritten with ``-inf`` at the ``exclude = (rows, columns)``
+    pairs, which are never returned; a row with fewer than ``k`` eligible columns is padded
+    with id ``-1`` and score ``-inf``. Ties keep the lower column id first. ``xp`` is the
+    array module of ``scores`` (numpy or cupy).
+    """
+    n, m = scores.shape
+    if exclude is not None:
+        scores[exclude[0], exclude[1]] = -np.inf
+    if k < m:
+        top = xp.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top.sort(axis=1)  # so that the stable sort below breaks ties by column id
+    else:
+        top = xp.broadcast_to(xp.arange(m), (n, m))
+    top_scores = xp.take_along_axis(scores, top, axis=1)
+    order = xp.argsort(-top_scores, axis=1, kind="stable")
+    top = xp.take_along_axis(top, order, axis=1)
+    top_scores = xp.take_along_axis(top_scores, order, axis=1)
+    eligible = top_scores > -np.inf
+    return xp.where(eligible, top, -1), xp.where(eligible, top_scores, -np.inf)

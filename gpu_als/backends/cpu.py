@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -40,8 +39,6 @@ from .base import Backend
 BLOCK_ELEMENTS = 1 << 20
 #: Rows in a bucket are padded to at most this factor times the shortest row's length.
 BUCKET_GROWTH = 1.2
-#: Query rows x targets scored at once by ``topk``.
-TOPK_BLOCK_ELEMENTS = 1 << 22
 
 
 def _default_threads() -> int:
@@ -110,23 +107,7 @@ class CPUBackend(Backend):
     def __repr__(self) -> str:
         return f"CPUBackend(num_threads={self.num_threads})"
 
-    # ---- arrays ---------------------------------------------------------------------
-
-    def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
-        if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
-            a = a.get()
-        return np.asarray(a, dtype=dtype)
-
-    def to_numpy(self, a: Any) -> np.ndarray:
-        return self.asarray(a)
-
-    def all_finite(self, a: np.ndarray) -> bool:
-        return bool(np.isfinite(a).all())
-
     # ---- numerics -------------------------------------------------------------------
-
-    def gram(self, F: np.ndarray) -> np.ndarray:
-        return (F.T @ F).astype(np.float64)  # BLAS in F's dtype: its accuracy is F's anyway
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
         k = F.shape[1]
@@ -201,10 +182,9 @@ class CPUBackend(Backend):
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
         return out
 
-    def loss(self, rows: WeightedRows, X, Y, YtY, *, regularization, feedback) -> float:
-        lengths = np.diff(rows.indptr)
-        row_of = np.repeat(np.arange(rows.n_rows), lengths)
-        data_term = 0.0
+    def stored_loss(self, rows: WeightedRows, X, Y) -> float:
+        row_of = np.repeat(np.arange(rows.n_rows), np.diff(rows.indptr))
+        total = 0.0
         step = max(1, self.block_elements // X.shape[1])
         for a in range(0, len(rows.indices), step):
             b = min(a + step, len(rows.indices))
@@ -214,54 +194,5 @@ class CPUBackend(Backend):
             s = np.einsum("ij,ij->i", Xs, Ys).astype(np.float64)
             w = rows.weight[a:b].astype(np.float64)
             t = rows.target[a:b].astype(np.float64)
-            data_term += float(np.dot(w * s - 2 * t, s))
-        if feedback == "implicit":
-            XtX = self.gram(X)
-            data_term += float(np.sum(XtX * YtY))  # sum_u x_u^T YtY x_u = tr(XtX YtY)
-            penalty = np.trace(XtX) + np.trace(YtY)
-        else:
-            item_counts = np.bincount(rows.indices, minlength=rows.n_cols)
-            penalty = lengths @ np.einsum("ij,ij->i", X, X).astype(np.float64)
-            penalty += item_counts @ np.einsum("ij,ij->i", Y, Y).astype(np.float64)
-        return data_term + rows.loss_constant + regularization * float(penalty)
-
-    def topk(self, queries, targets, k, *, exclude=None, candidates=None):
-        if candidates is not None:
-            targets = targets[candidates]
-            if exclude is not None:
-                exclude = exclude[:, candidates]
-        n_queries, n_targets = queries.shape[0], targets.shape[0]
-        ids = np.empty((n_queries, k), dtype=np.int64)
-        scores = np.empty((n_queries, k), dtype=queries.dtype)
-        step = max(1, TOPK_BLOCK_ELEMENTS // max(1, n_targets))
-        for a in range(0, n_queries, step):
-            b = min(a + step, n_queries)
-            excluded = None if exclude is None else exclude[a:b]
-            ids[a:b], scores[a:b] = top_n(queries[a:b] @ targets.T, k, excluded)
-        if candidates is not None:
-            ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
-        return ids, scores
-
-
-def top_n(scores: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` highest-scoring columns of each row of ``scores``, best first.
-
-    ``scores`` (n, m) is overwritten with ``-inf`` at the stored entries of ``exclude``
-    (a CSR matrix of the same shape), which are never returned; a row with fewer than
-    ``k`` eligible columns is padded with id ``-1`` and score ``-inf``. Ties keep the
-    lower column id first.
-    """
-    n, m = scores.shape
-    if exclude is not None:
-        scores[np.repeat(np.arange(n), np.diff(exclude.indptr)), exclude.indices] = -np.inf
-    if k < m:
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top.sort(axis=1)  # so that the stable sort below breaks ties by column id
-    else:
-        top = np.broadcast_to(np.arange(m), (n, m))
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    eligible = top_scores > -np.inf
-    return np.where(eligible, top, -1), np.where(eligible, top_scores, -np.inf)
+            total += float(np.dot(w * s - 2 * t, s))
+        return total

@@ -1,0 +1,45 @@
+// Builds rows' systems in global memory, for rows too long for one block or factors too
+// large for shared memory. A row is cut into segments; one thread block per segment loads
+// the segment's factor rows in tiles and adds its share to the row's slot:
+//
+//   A[slot] += sum_{i in segment} weight_i f_i f_i^T   (lower triangle)
+//   b[slot] += sum_{i in segment} target_i f_i
+//
+// The slots start as base (+ the explicit diagonal), set by the caller; segments of one row
+// add with atomicAdd. cholesky.cu then solves the slots.
+#include "common.cuh"
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+build_systems(const long long* segment_slot, const long long* segment_start,
+              const long long* segment_end, const I* indices, const T* weight,
+              const T* target, const T* F, int k, int tile_rows, T* A, T* b) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* tile = shared;
+    T* w = tile + (long long)tile_rows * k;
+    T* t = w + tile_rows;
+
+    const long long slot = segment_slot[blockIdx.x];
+    const long long start = segment_start[blockIdx.x], end = segment_end[blockIdx.x];
+    T* As = A + slot * k * k;
+    T* bs = b + slot * k;
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (long long first = start; first < end; first += tile_rows) {
+        const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
+        als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
+        __syncthreads();
+        for (long long idx = tid; idx < (long long)k * k; idx += nthreads) {
+            const int p = (int)(idx / k), q = (int)(idx % k);
+            if (q > p) continue;
+            T acc = 0;
+            for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
+            atomicAdd(As + idx, acc);
+        }
+        for (int p = tid; p < k; p += nthreads) {
+            T acc = 0;
+            for (int j = 0; j < n; ++j) acc += t[j] * tile[j * k + p];
+            atomicAdd(bs + p, acc);
+        }
+        __syncthreads();
+    }
+}

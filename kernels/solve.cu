@@ -1,0 +1,48 @@
+// Fused build + solve: one thread block per row builds the row's k x k system in shared
+// memory from its CSR slice and solves it there, so no n x k x k array touches global
+// memory. For factors up to what the opt-in shared memory holds (gpu.py checks before
+// launching); longer rows and larger k take gram.cu + cholesky.cu.
+//
+//   A = base + diag(diag_scale * n_u) + sum_{i in N(u)} weight_i f_i f_i^T
+//   b = sum_{i in N(u)} target_i f_i,      x_u = A^-1 b
+//
+// base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
+// Shared memory: A (k*k), b (k), tile (tile_rows*k), w and t (tile_rows each), flag (1).
+#include "common.cuh"
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+fused_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
+            const T* target, const T* F, const T* base, T diag_scale, int k, int tile_rows,
+            T* out) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* A = shared;
+    T* b = A + (long long)k * k;
+    T* tile = b + k;
+    T* w = tile + (long long)tile_rows * k;
+    T* t = w + tile_rows;
+    T* flag = t + tile_rows;
+
+    const long long row = rows[blockIdx.x];
+    const long long start = indptr[row], end = indptr[row + 1];
+    T* x = out + row * k;
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    if (start == end) {  // no entries: the zero vector (the whole block returns together)
+        for (int p = tid; p < k; p += nthreads) x[p] = 0;
+        return;
+    }
+    const T diag = diag_scale * (T)(end - start);
+    for (long long idx = tid; idx < (long long)k * k; idx += nthreads)
+        A[idx] = base[idx] + ((idx / k == idx % k) ? diag : T(0));
+    for (int p = tid; p < k; p += nthreads) b[p] = 0;
+    __syncthreads();
+    for (long long first = start; first < end; first += tile_rows) {
+        const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
+        als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
+        __syncthreads();
+        als::accumulate_tile(A, (long long)k, b, tile, w, t, n, k);
+        __syncthreads();
+    }
+    const bool ok = als::cholesky_solve(A, b, k, (long long)k, flag);
+    for (int p = tid; p < k; p += nthreads) x[p] = ok ? b[p] : als::quiet_nan<T>();
+}

@@ -1,0 +1,237 @@
+// Host emulation of the CUDA features that kernels/*.cu use, so that each kernel file
+// compiles unchanged with g++ (C++20) and runs on the CPU in the tests.
+//
+// Model: a launch runs the blocks of its grid one after another; each CUDA thread of a
+// block is a real OS thread. __syncthreads is a std::barrier of the block's threads, warp
+// primitives exchange values through a per-warp buffer between two barriers of the warp's
+// threads. Static __shared__ variables are function-local statics (shared by the block's
+// threads; blocks never overlap); dynamic shared memory is one buffer per launch, refilled
+// with 0xFF bytes (NaN for floats) before every block so that a kernel reading shared
+// memory it never wrote fails the parity tests.
+//
+// What this cannot see: the CUDA memory model (every store here is immediately visible to
+// all threads; ThreadSanitizer builds catch missing barriers, not missing __threadfence),
+// timing, occupancy, bank conflicts, register limits, warp divergence costs and tensor-core
+// instructions. Masks of *_sync primitives are ignored: the whole warp must take part.
+#pragma once
+#define GPU_ALS_HOST_EMULATION 1
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+namespace gpu_als_emu {
+
+struct Launch;
+inline thread_local dim3 thread_idx, block_idx;
+inline thread_local int linear_tid = 0;
+inline Launch* current = nullptr;
+
+// A barrier that can be rebuilt between blocks (std::barrier cannot be reset).
+using Barrier = std::barrier<>;
+
+struct Launch {
+    dim3 grid, block;
+    int nthreads = 0;
+    std::vector<unsigned char> dynamic_shared;  // the launch's shared_mem bytes
+    std::unique_ptr<Barrier> block_barrier;
+    std::vector<std::unique_ptr<Barrier>> warp_barriers;
+    std::vector<std::array<unsigned char, 8>> warp_buffer;  // one slot per thread
+
+    void new_block() {
+        block_barrier = std::make_unique<Barrier>(nthreads);
+        warp_barriers.clear();
+        for (int first = 0; first < nthreads; first += 32)
+            warp_barriers.push_back(std::make_unique<Barrier>(std::min(32, nthreads - first)));
+        std::fill(dynamic_shared.begin(), dynamic_shared.end(), 0xFF);
+    }
+};
+
+inline Barrier& warp_barrier() { return *current->warp_barriers[linear_tid / 32]; }
+
+inline void* dynamic_shared() { return current->dynamic_shared.data(); }
+
+template <typename T>
+T warp_exchange(T value, int source_lane) {
+    static_assert(sizeof(T) <= 8, "warp shuffles of at most 8 bytes");
+    auto& buffer = current->warp_buffer;
+    const int warp_start = linear_tid - linear_tid % 32;
+    const int warp_size = std::min(32, current->nthreads - warp_start);
+    std::memcpy(buffer[linear_tid].data(), &value, sizeof(T));
+    warp_barrier().arrive_and_wait();
+    T result = value;
+    if (source_lane >= 0 && source_lane < warp_size)
+        std::memcpy(&result, buffer[warp_start + source_lane].data(), sizeof(T));
+    warp_barrier().arrive_and_wait();
+    return result;
+}
+
+// Arguments as cuLaunchKernel takes them: params[i] points at argument i's value.
+template <typename... Args, std::size_t... I>
+std::tuple<Args...> unpack(void** params, std::index_sequence<I...>) {
+    return std::tuple<Args...>{*static_cast<std::remove_reference_t<Args>*>(params[I])...};
+}
+
+template <typename... Args>
+void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_bytes,
+            void** params) {
+    auto args = unpack<Args...>(params, std::index_sequence_for<Args...>{});
+    Launch state;
+    state.grid = grid;
+    state.block = block;
+    state.nthreads = static_cast<int>(block.x * block.y * block.z);
+    state.dynamic_shared.assign(shared_bytes + 16, 0xFF);
+    state.warp_buffer.resize(state.nthreads);
+    state.new_block();
+    current = &state;
+    const long long n_blocks = 1LL * grid.x * grid.y * grid.z;
+    // Every thread meets here after each block; the last one in prepares the next block.
+    std::barrier block_end(state.nthreads, [&state]() noexcept { state.new_block(); });
+    std::vector<std::thread> threads;
+    threads.reserve(state.nthreads);
+    for (int t = 0; t < state.nthreads; ++t) {
+        threads.emplace_back([&, t]() {
+            linear_tid = t;
+            thread_idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            for (long long b = 0; b < n_blocks; ++b) {
+                block_idx = {static_cast<unsigned>(b % grid.x),
+                             static_cast<unsigned>((b / grid.x) % grid.y),
+                             static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
+                std::apply(kernel, args);
+                // An exited thread no longer counts at barriers (as on sm_70 and later).
+                current->block_barrier->arrive_and_drop();
+                current->warp_barriers[t / 32]->arrive_and_drop();
+                block_end.arrive_and_wait();
+            }
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    current = nullptr;
+}
+
+// Parameter signature for the Python launcher's checks: "Pf4" (pointer to 4-byte float),
+// "i8" (8-byte integer), ... comma separated.
+template <typename T>
+std::string type_code() {
+    if constexpr (std::is_pointer_v<T>)
+        return "P" + type_code<std::remove_cv_t<std::remove_pointer_t<T>>>();
+    else
+        return std::string(std::is_floating_point_v<T> ? "f" : "i") + std::to_string(sizeof(T));
+}
+
+template <typename... Args>
+std::string signature(void (*)(Args...)) {
+    std::string out;
+    ((out += (out.empty() ? "" : ",") + type_code<Args>()), ...);
+    return out;
+}
+
+}  // namespace gpu_als_emu
+
+// ---- CUDA keywords and built-in variables ----------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __shared__ static
+#define __constant__ static const
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+#define threadIdx (gpu_als_emu::thread_idx)
+#define blockIdx (gpu_als_emu::block_idx)
+#define blockDim (gpu_als_emu::current->block)
+#define gridDim (gpu_als_emu::current->grid)
+
+// ---- synchronisation and warp primitives -----------------------------------------------
+inline void __syncthreads() { gpu_als_emu::current->block_barrier->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { gpu_als_emu::warp_barrier().arrive_and_wait(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+template <typename T>
+T __shfl_sync(unsigned, T value, int lane, int width = 32) {
+    const int lane_id = gpu_als_emu::linear_tid % 32;
+    return gpu_als_emu::warp_exchange(value, lane_id - lane_id % width + lane % width);
+}
+template <typename T>
+T __shfl_xor_sync(unsigned, T value, int mask, int width = 32) {
+    const int lane_id = gpu_als_emu::linear_tid % 32;
+    const int source = lane_id ^ mask;
+    return gpu_als_emu::warp_exchange(value, source / width == lane_id / width ? source : lane_id);
+}
+template <typename T>
+T __shfl_down_sync(unsigned, T value, unsigned delta, int width = 32) {
+    const int lane_id = gpu_als_emu::linear_tid % 32;
+    const int source = lane_id + static_cast<int>(delta);
+    return gpu_als_emu::warp_exchange(value, source / width == lane_id / width ? source : lane_id);
+}
+template <typename T>
+T __shfl_up_sync(unsigned, T value, unsigned delta, int width = 32) {
+    const int lane_id = gpu_als_emu::linear_tid % 32;
+    const int source = lane_id - static_cast<int>(delta);
+    return gpu_als_emu::warp_exchange(
+        value, source >= 0 && source / width == lane_id / width ? source : lane_id);
+}
+inline unsigned __ballot_sync(unsigned, int predicate) {
+    auto& buffer = gpu_als_emu::current->warp_buffer;
+    const int tid = gpu_als_emu::linear_tid;
+    const int warp_start = tid - tid % 32;
+    const int warp_size = std::min(32, gpu_als_emu::current->nthreads - warp_start);
+    buffer[tid][0] = predicate != 0;
+    gpu_als_emu::warp_barrier().arrive_and_wait();
+    unsigned bits = 0;
+    for (int lane = 0; lane < warp_size; ++lane)
+        bits |= static_cast<unsigned>(buffer[warp_start + lane][0]) << lane;
+    gpu_als_emu::warp_barrier().arrive_and_wait();
+    return bits;
+}
+
+// ---- atomics ------------------------------------------------------------------------
+template <typename T>
+T atomicAdd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_add(value);
+}
+
+// ---- math ---------------------------------------------------------------------------
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, 4); return f; }
+inline double __longlong_as_double(long long bits) { double d; std::memcpy(&d, &bits, 8); return d; }
+template <typename T>
+T __ldg(const T* p) { return *p; }
+using std::fma;
+using std::max;
+using std::min;
+using std::sqrt;
+
+// One exported C entry point per kernel specialisation, for the Python launcher:
+//   GPU_ALS_EMU_EXPORT(symbol, kernel<...>) defines symbol(grid, block, shared, params)
+//   and symbol_signature() returning the parameter type codes.
+#define GPU_ALS_EMU_EXPORT(symbol, ...)                                                   \
+    extern "C" void symbol(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
+                           unsigned bz, std::size_t shared, void** params) {             \
+        gpu_als_emu::launch(&__VA_ARGS__, dim3{gx, gy, gz}, dim3{bx, by, bz}, shared,    \
+                            params);                                                     \
+    }                                                                                    \
+    extern "C" const char* symbol##_signature() {                                        \
+        static const std::string s = gpu_als_emu::signature(&__VA_ARGS__);               \
+        return s.c_str();                                                                \
+    }
