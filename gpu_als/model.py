@@ -204,6 +204,11 @@ class ALS:
         )
         Ci = Cu.transpose()
         backend = get_backend(self.backend)
+        if backend.max_factors is not None and p["factors"] > backend.max_factors:
+            raise ValueError(
+                f"factors={p['factors']}: the {backend.name.upper()} backend supports "
+                f"factors <= {backend.max_factors}"
+            )
         Cu, Ci = backend.put(Cu), backend.put(Ci)
         X, Y = self._initial_factors(backend, R.shape, p["factors"], p["dtype"])
 

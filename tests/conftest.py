@@ -1,3 +1,15 @@
+"""Fixtures shared by the suite: the backends every conformance test runs against.
+
+* "cpu": the NumPy reference.
+* "gpu-emulated": the GPU backend's own Python code with NumPy arrays and ``kernels/*.cu``
+  compiled for the host (tests/emulation.py), on tiny inputs, with small split, segment
+  and memory limits so that the long-row and chunked paths run too. Needs g++ (C++20).
+* "gpu": the real thing, skipped without a CUDA device (marker ``gpu``).
+
+Under CI (``CI=true``) nothing that CI can run may skip: a missing compiler, NVRTC wheel or
+MovieLens copy fails instead.
+"""
+
 import os
 
 import numpy as np
@@ -6,39 +18,73 @@ import scipy.sparse as sp
 
 from gpu_als.backends import gpu
 
+from . import emulation
 
-def _gpu_reason():
-    return gpu.unavailable_reason()
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def skip_or_fail(reason: str):
+    """Skip with ``reason``, or fail under CI, where this must not be missing."""
+    if IN_CI:
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
+
+_GPU_REASON = gpu.unavailable_reason()
 needs_gpu = [
     pytest.mark.gpu,
-    pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU backend: {_gpu_reason()}"),
+    pytest.mark.skipif(_GPU_REASON is not None, reason=f"no GPU backend: {_GPU_REASON}"),
 ]
+_EMULATION_REASON = emulation.unavailable_reason()
 
-BACKENDS = ["cpu", pytest.param("gpu", marks=needs_gpu)]
+#: Shape of the emulated backend: limits small enough that tiny inputs take every path.
+EMULATED_SPLIT_LENGTH = 24
+EMULATED_SEGMENT_LENGTH = 16
+EMULATED_TILE_ROWS = 5  # rows of 6 to 24 entries take several tiles in the fused kernel
+EMULATED_FREE_MEMORY = 256 * 1024
 
 
-@pytest.fixture(params=BACKENDS)
+def emulated_backend():
+    if _EMULATION_REASON is not None:
+        skip_or_fail(f"kernel emulation unavailable: {_EMULATION_REASON}")
+    return gpu.GPUBackend(
+        emulation.EmulatedRuntime(free_memory=EMULATED_FREE_MEMORY),
+        split_length=EMULATED_SPLIT_LENGTH, segment_length=EMULATED_SEGMENT_LENGTH,
+        tile_rows=EMULATED_TILE_ROWS,
+    )
+
+
+def _make(name):
+    return emulated_backend() if name == "gpu-emulated" else name
+
+
+@pytest.fixture(params=["cpu", "gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
 def backend(request):
-    """Every backend the conformance suite runs against (GPU ones skip without a GPU)."""
+    """Every backend of the conformance suite: a name or a Backend instance for ALS."""
+    return _make(request.param)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=needs_gpu)])
+def real_backend(request):
+    """The backends for tests that train many iterations or on real data: the emulation
+    runs every CUDA thread as an OS thread and is kept to the conformance tests' tiny fits."""
     return request.param
+
+
+def backend_name(backend) -> str:
+    """What ``ALS.backend_`` says after fitting with ``backend``."""
+    return backend if isinstance(backend, str) else backend.name
 
 
 @pytest.fixture(scope="session")
 def movielens():
-    """MovieLens 100K from $GPU_ALS_DATA or the cache; never downloaded by the tests.
-
-    Skips when absent, except where GPU_ALS_REQUIRE_DATA=1 (CI), where it fails.
-    """
+    """MovieLens 100K from $GPU_ALS_DATA or the cache; never downloaded by the tests."""
     from gpu_als.datasets import load_movielens_100k
 
     try:
         return load_movielens_100k(download=False)
     except FileNotFoundError as exc:
-        if os.environ.get("GPU_ALS_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip(f"MovieLens 100K not available: {exc}")
+        skip_or_fail(f"MovieLens 100K not available: {exc}")
 
 
 def random_interactions(n_users, n_items, density, seed, *, negative=False, dtype=np.float32):

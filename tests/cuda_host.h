@@ -2,7 +2,7 @@
 // compiles unchanged with g++ (C++20) and runs on the CPU in the tests.
 //
 // Model: a launch runs the blocks of its grid one after another; each CUDA thread of a
-// block is a real OS thread. __syncthreads is a std::barrier of the block's threads, warp
+// block is a real OS thread. __syncthreads is a barrier of the block's threads, warp
 // primitives exchange values through a per-warp buffer between two barriers of the warp's
 // threads. Static __shared__ variables are function-local statics (shared by the block's
 // threads; blocks never overlap); dynamic shared memory is one buffer per launch, refilled
@@ -21,10 +21,13 @@
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -42,9 +45,61 @@ struct Launch;
 inline thread_local dim3 thread_idx, block_idx;
 inline thread_local int linear_tid = 0;
 inline Launch* current = nullptr;
+void start_block(Launch* launch);
 
-// A barrier that can be rebuilt between blocks (std::barrier cannot be reset).
-using Barrier = std::barrier<>;
+// Runs when the last thread arrives at a phase of a barrier (prepares the next block).
+struct Completion {
+    Launch* launch = nullptr;
+    void operator()() noexcept {
+        if (launch != nullptr) start_block(launch);
+    }
+};
+
+#if defined(__SANITIZE_THREAD__)
+// Under ThreadSanitizer: the same barrier built on a mutex and a condition variable, which
+// TSan intercepts; it does not model the fences inside libstdc++'s std::barrier and would
+// report the harness's own block changes as races. (Much slower: TSan builds only.)
+class Barrier {
+   public:
+    explicit Barrier(int expected, Completion completion = {})
+        : expected_(expected), completion_(completion) {}
+
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned long phase = phase_;
+        if (++arrived_ >= expected_) {
+            complete();
+        } else {
+            ready_.wait(lock, [&] { return phase_ != phase; });
+        }
+    }
+
+    void arrive_and_drop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        --expected_;
+        if (arrived_ > 0 && arrived_ >= expected_) complete();
+    }
+
+   private:
+    void complete() {
+        arrived_ = 0;
+        completion_();
+        ++phase_;
+        ready_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    int expected_;
+    int arrived_ = 0;
+    unsigned long phase_ = 0;
+    Completion completion_;
+};
+#else
+// C++20's barrier; arrive_and_drop lowers the count for later phases, as a thread that
+// has left a CUDA block no longer takes part in __syncthreads.
+using Barrier = std::barrier<Completion>;
+#endif
 
 struct Launch {
     dim3 grid, block;
@@ -54,14 +109,17 @@ struct Launch {
     std::vector<std::unique_ptr<Barrier>> warp_barriers;
     std::vector<std::array<unsigned char, 8>> warp_buffer;  // one slot per thread
 
-    void new_block() {
-        block_barrier = std::make_unique<Barrier>(nthreads);
-        warp_barriers.clear();
-        for (int first = 0; first < nthreads; first += 32)
-            warp_barriers.push_back(std::make_unique<Barrier>(std::min(32, nthreads - first)));
-        std::fill(dynamic_shared.begin(), dynamic_shared.end(), 0xFF);
-    }
 };
+
+// Fresh barriers and poisoned shared memory for the next block.
+inline void start_block(Launch* launch) {
+    launch->block_barrier = std::make_unique<Barrier>(launch->nthreads);
+    launch->warp_barriers.clear();
+    for (int first = 0; first < launch->nthreads; first += 32)
+        launch->warp_barriers.push_back(
+            std::make_unique<Barrier>(std::min(32, launch->nthreads - first)));
+    std::fill(launch->dynamic_shared.begin(), launch->dynamic_shared.end(), 0xFF);
+}
 
 inline Barrier& warp_barrier() { return *current->warp_barriers[linear_tid / 32]; }
 
@@ -98,11 +156,11 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
     state.nthreads = static_cast<int>(block.x * block.y * block.z);
     state.dynamic_shared.assign(shared_bytes + 16, 0xFF);
     state.warp_buffer.resize(state.nthreads);
-    state.new_block();
+    start_block(&state);
     current = &state;
     const long long n_blocks = 1LL * grid.x * grid.y * grid.z;
     // Every thread meets here after each block; the last one in prepares the next block.
-    std::barrier block_end(state.nthreads, [&state]() noexcept { state.new_block(); });
+    Barrier block_end(state.nthreads, Completion{&state});
     std::vector<std::thread> threads;
     threads.reserve(state.nthreads);
     for (int t = 0; t < state.nthreads; ++t) {

@@ -14,11 +14,11 @@ def split(movielens):
     return train_test_split(binarize(movielens.ratings, 4), test_fraction=0.2, random_state=42)
 
 
-def test_implicit_recall_at_10(backend, split):
+def test_implicit_recall_at_10(real_backend, split):
     """implicit 0.7.3 gets 0.197 (Cholesky) here, popularity 0.113; seeds spread ~0.004."""
     train, test = split
     model = ALS(factors=64, regularization=0.001, alpha=10, iterations=20, random_state=42,
-                backend=backend, show_progress=False).fit(train)
+                backend=real_backend, show_progress=False).fit(train)
     als = ranking_metrics(model, train, test, K=10)
     popularity = ranking_metrics(PopularityRecommender().fit(train), train, test, K=10)
     assert als["users"] == 942
@@ -28,9 +28,9 @@ def test_implicit_recall_at_10(backend, split):
     assert all(b <= a for a, b in zip(model.loss_history_, model.loss_history_[1:]))
 
 
-def test_explicit_rmse_on_u1_split(backend, movielens):
+def test_explicit_rmse_on_u1_split(real_backend, movielens):
     model = ALS(factors=32, regularization=0.1, iterations=15, feedback="explicit",
-                random_state=42, backend=backend, show_progress=False).fit(movielens.u1_base)
+                random_state=42, backend=real_backend, show_progress=False).fit(movielens.u1_base)
     test = movielens.u1_test.tocoo()
     rmse = float(np.sqrt(np.mean((model.predict(test.row, test.col) - test.data) ** 2)))
     assert rmse < 0.95, rmse

@@ -31,6 +31,8 @@ class Backend(ABC):
     name: str = ""
     #: The array module: numpy, or cupy.
     xp: Any = np
+    #: Largest number of factors the backend supports (None: no limit).
+    max_factors: int | None = None
 
     # ---- arrays ---------------------------------------------------------------------
 
@@ -42,7 +44,7 @@ class Backend(ABC):
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array on the host."""
-        return np.asarray(a)
+        return Backend.asarray(self, a)
 
     def put(self, rows: WeightedRows) -> WeightedRows:
         """``rows`` with its arrays moved to this backend (done once per fit)."""

@@ -1,14 +1,54 @@
-"""CUDA backend seam: decides whether the GPU path can run on this machine.
+"""CUDA backend: CuPy arrays and the raw kernels of ``kernels/*.cu``.
 
-The CUDA kernels (``kernels/*.cu``) and the CuPy backend that launches them are the subject
-of their own issue; until they land, :func:`unavailable_reason` always gives a reason, so
-``backend="auto"`` falls back to the CPU and ``backend="gpu"`` says why it cannot run.
-CuPy is imported only inside these functions: ``import gpu_als`` never needs CUDA.
+A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n_cols x k):
+
+* rows of at most ``split_length`` entries, when the k x k system fits the opt-in shared
+  memory, go to ``fused_solve`` (kernels/solve.cu): one thread block per row builds
+  ``A = base + sum weight f f^T`` and ``b`` in shared memory and solves it there, so no
+  n x k x k array is ever written. Rows are launched longest first for balance.
+* longer rows, and every row when k is too large for shared memory, take the two-kernel
+  path in chunks sized from the free device memory: rows are cut into segments of at most
+  ``segment_length`` entries, one block per segment adds its share of ``A`` and ``b`` to the
+  row's slot (kernels/gram.cu), then one block per slot factorizes and solves
+  (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
+
+The schedule (which rows go where, the segments, the chunks) depends only on the CSR
+structure and k, so it is computed once per fit and cached; after that a half-step launches
+kernels without synchronising with the host.
+
+The backend talks to CUDA only through a *runtime* object: :class:`CudaRuntime` (CuPy) here,
+and, in the test suite, a host emulation runtime that runs the same kernels on the CPU with
+NumPy arrays (tests/emulation.py), so that all of this module's logic is tested in CI.
+CuPy is imported only when a :class:`CudaRuntime` is created: ``import gpu_als`` never needs
+CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import WeightedRows
+from . import _kernels
+from .base import Backend
+
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
+#: Largest number of factors the kernels accept (the implicit library's GPU limit too).
+MAX_FACTORS = 1024
+#: Factor rows loaded into shared memory per tile (fewer when shared memory is short).
+TILE_ROWS = 32
+#: Rows longer than this are spread over several blocks (two-kernel path).
+SPLIT_LENGTH = 4096
+#: Entries per block on the two-kernel path.
+SEGMENT_LENGTH = 2048
+#: Dynamic shared memory a kernel may use without opting in.
+DEFAULT_SHARED_BYTES = 48 * 1024
+#: Share of the free device memory the two-kernel path may fill with k x k systems.
+MEMORY_FRACTION = 0.5
 
 
 def unavailable_reason() -> str | None:
@@ -23,15 +63,251 @@ def unavailable_reason() -> str | None:
         return f"CuPy found no usable CUDA device ({exc})"
     if count == 0:
         return "CuPy found no CUDA device"
-    return (
-        f"CuPy sees {count} CUDA device(s), but this version of gpu-als does not ship its "
-        "CUDA kernels yet"
-    )
+    return None
 
 
-def create_backend():
+def create_backend() -> GPUBackend:
     """Return the GPU backend, or raise :class:`BackendUnavailableError` saying why not."""
     from ..exceptions import BackendUnavailableError
 
     reason = unavailable_reason()
-    raise BackendUnavailableError(f"backend='gpu' cannot run: {reason}; or use backend='cpu'")
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"backend='gpu' cannot run: {reason}; or use backend='cpu'"
+        )
+    return GPUBackend()
+
+
+def _nvtx_range(name: str):
+    """An NVTX range named ``gpu_als:<name>`` when the optional ``nvtx`` package is there."""
+    try:
+        import nvtx
+    except ImportError:
+        return contextlib.nullcontext()
+    return nvtx.annotate(f"gpu_als:{name}", domain="gpu_als")
+
+
+class CudaRuntime:
+    """What :class:`GPUBackend` needs from CUDA, through CuPy."""
+
+    def __init__(self):
+        import cupy
+
+        self.xp = cupy
+        device = cupy.cuda.Device()
+        self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
+        properties = cupy.cuda.runtime.getDeviceProperties(device.id)
+        self.device_name = properties["name"].decode()
+
+    def kernel(self, file: str, name: str):
+        return _kernels.load_module(file).get_function(name)
+
+    def free_memory(self) -> int:
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free + self.xp.get_default_memory_pool().free_bytes())
+
+    def asarray(self, a: Any, dtype: Any = None):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+
+@dataclass
+class _Chunk:
+    """Rows solved together on the two-kernel path: one k x k slot each."""
+
+    slot_rows: Any  # (n_slots,) int64: the row of each slot
+    slot_lengths: Any  # (n_slots,) the rows' entry counts (explicit diagonal)
+    segment_slot: Any  # (n_segments,) int64
+    segment_start: Any  # (n_segments,) int64: first entry (CSR position)
+    segment_end: Any  # (n_segments,) int64: one past the last entry
+
+
+@dataclass
+class _Plan:
+    fused_rows: Any  # int64 rows for fused_solve, longest first (may include empty rows)
+    chunks: list[_Chunk]
+    zero_rows: Any  # empty rows not covered by the fused kernel
+
+
+def _shared_bytes_fused(k: int, tile: int, itemsize: int) -> int:
+    return (k * k + k + tile * k + 2 * tile + 1) * itemsize
+
+
+def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
+    return (tile * k + 2 * tile) * itemsize
+
+
+class GPUBackend(Backend):
+    """The CUDA backend.
+
+    Parameters
+    ----------
+    runtime : CudaRuntime, optional
+        Default: CuPy on the current device.
+    split_length, segment_length : int
+        Rows longer than ``split_length`` entries are cut into segments of
+        ``segment_length`` entries, one thread block each.
+    tile_rows : int
+        Factor rows a block loads into shared memory at once (fewer if they do not fit).
+    memory_fraction : float
+        Share of the free device memory the k x k systems of the two-kernel path may take.
+    """
+
+    name = "gpu"
+    max_factors = MAX_FACTORS
+
+    def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
+                 segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
+                 memory_fraction: float = MEMORY_FRACTION):
+        self.runtime = runtime if runtime is not None else CudaRuntime()
+        self.xp = self.runtime.xp
+        self.split_length = split_length
+        self.segment_length = segment_length
+        self.tile_rows = tile_rows
+        self.memory_fraction = memory_fraction
+        self.block_threads = _kernels.block_threads()
+        self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
+        self._shared_set: dict[tuple[str, str], int] = {}
+
+    def __repr__(self) -> str:
+        return f"GPUBackend(device={getattr(self.runtime, 'device_name', '?')!r})"
+
+    # ---- arrays ---------------------------------------------------------------------
+
+    def asarray(self, a: Any, dtype: Any = None):
+        return self.runtime.asarray(a, dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.runtime.to_numpy(a)
+
+    # ---- kernels --------------------------------------------------------------------
+
+    def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
+        kernel = self.runtime.kernel(file, name)
+        if shared > DEFAULT_SHARED_BYTES and self._shared_set.get((file, name), 0) < shared:
+            kernel.max_dynamic_shared_size_bytes = shared  # opt in above 48 KiB
+            self._shared_set[(file, name)] = shared
+        kernel((grid,), (self.block_threads,), args, shared_mem=shared)
+
+    def _tile(self, k: int, itemsize: int, fused: bool) -> int | None:
+        """Largest tile (<= tile_rows) whose shared memory fits, or None."""
+        limit = self.runtime.max_shared_memory if fused else DEFAULT_SHARED_BYTES
+        size = _shared_bytes_fused if fused else _shared_bytes_build
+        for tile in range(self.tile_rows, 0, -1):
+            if size(k, tile, itemsize) <= limit:
+                return tile
+        return None
+
+    # ---- scheduling -----------------------------------------------------------------
+
+    def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype) -> _Plan:
+        key = (id(rows), k, dtype.str)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0]() is rows:
+            return cached[1]
+        lengths = np.diff(self.to_numpy(rows.indptr)).astype(np.int64)
+        starts = self.to_numpy(rows.indptr)[:-1].astype(np.int64)
+        fused = self._tile(k, dtype.itemsize, fused=True) is not None
+        if fused:
+            in_fused = lengths <= self.split_length
+            fused_rows = np.flatnonzero(in_fused)
+            fused_rows = fused_rows[np.argsort(-lengths[fused_rows], kind="stable")]
+            split_rows = np.flatnonzero(~in_fused)
+            zero_rows = np.empty(0, np.int64)
+        else:
+            fused_rows = np.empty(0, np.int64)
+            split_rows = np.flatnonzero(lengths > 0)
+            zero_rows = np.flatnonzero(lengths == 0)
+        split_rows = split_rows[np.argsort(-lengths[split_rows], kind="stable")]
+        slot_bytes = k * k * dtype.itemsize
+        budget = int(self.runtime.free_memory() * self.memory_fraction)
+        per_chunk = max(1, budget // slot_bytes)
+        chunks = []
+        for first in range(0, len(split_rows), per_chunk):
+            chunk_rows = split_rows[first:first + per_chunk]
+            n_segments = -(-lengths[chunk_rows] // self.segment_length)  # ceil
+            segment_slot = np.repeat(np.arange(len(chunk_rows)), n_segments)
+            within = np.arange(len(segment_slot)) - np.repeat(
+                np.cumsum(n_segments) - n_segments, n_segments)
+            segment_start = starts[chunk_rows][segment_slot] + within * self.segment_length
+            row_end = starts[chunk_rows] + lengths[chunk_rows]
+            segment_end = np.minimum(segment_start + self.segment_length,
+                                     row_end[segment_slot])
+            chunks.append(_Chunk(*(self.asarray(a, np.int64) for a in (
+                chunk_rows, lengths[chunk_rows], segment_slot, segment_start, segment_end))))
+        plan = _Plan(self.asarray(fused_rows, np.int64), chunks, self.asarray(zero_rows, np.int64))
+        self._plans[key] = (weakref.ref(rows), plan)
+        return plan
+
+    # ---- numerics -------------------------------------------------------------------
+
+    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
+        xp = self.xp
+        k = F.shape[1]
+        if k > MAX_FACTORS:
+            raise ValueError(f"factors={k}: the GPU kernels support factors <= {MAX_FACTORS}")
+        dtype = np.dtype(F.dtype)
+        T = dtype.type
+        index_dtype = rows.indices.dtype
+        implicit = feedback == "implicit"
+        with _nvtx_range("solve_rows"):
+            plan = self._plan(rows, k, dtype)
+            if implicit:
+                base = (FtF + regularization * xp.eye(k)).astype(dtype)
+                diag_scale = T(0)
+            else:
+                base = xp.zeros((k, k), dtype)
+                diag_scale = T(regularization)
+            if len(plan.fused_rows):
+                tile = self._tile(k, dtype.itemsize, fused=True)
+                self._launch(
+                    "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
+                    len(plan.fused_rows),
+                    (plan.fused_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
+                     base, diag_scale, np.int32(k), np.int32(tile), out),
+                    _shared_bytes_fused(k, tile, dtype.itemsize),
+                )
+            tile = self._tile(k, dtype.itemsize, fused=False)
+            for chunk in plan.chunks:
+                n_slots = len(chunk.slot_rows)
+                A = xp.empty((n_slots, k, k), dtype)
+                A[...] = base
+                if not implicit:
+                    diag = xp.arange(k)
+                    A[:, diag, diag] += (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
+                b = xp.zeros((n_slots, k), dtype)
+                self._launch(
+                    "gram.cu", _kernels.specialisation("build_systems", dtype, index_dtype),
+                    len(chunk.segment_slot),
+                    (chunk.segment_slot, chunk.segment_start, chunk.segment_end, rows.indices,
+                     rows.weight, rows.target, F, np.int32(k), np.int32(tile), A, b),
+                    _shared_bytes_build(k, tile, dtype.itemsize),
+                )
+                self._launch(
+                    "cholesky.cu", _kernels.specialisation("cholesky_solve_batched", dtype),
+                    n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
+                )
+            if len(plan.zero_rows):
+                out[plan.zero_rows] = 0
+        return out
+
+    def stored_loss(self, rows: WeightedRows, X, Y) -> float:
+        nnz = len(rows.indices)
+        if nnz == 0:
+            return 0.0
+        dtype = np.dtype(X.dtype)
+        total = self.xp.zeros(1, np.float64)
+        grid = min(-(-nnz // self.block_threads), 8 * 1024)
+        with _nvtx_range("loss"):
+            self._launch(
+                "loss.cu", _kernels.specialisation("loss_terms", dtype, rows.indices.dtype),
+                grid,
+                (rows.indptr, np.int64(rows.n_rows), rows.indices, rows.weight, rows.target,
+                 X, Y, np.int64(nnz), np.int32(X.shape[1]), total),
+            )
+        return float(self.to_numpy(total)[0])
+
+
+__all__ = ["CudaRuntime", "GPUBackend", "create_backend", "unavailable_reason"]

@@ -1,0 +1,230 @@
+"""Run the CUDA kernels on the CPU: the host emulation runtime of the "gpu-emulated" backend.
+
+Each ``kernels/*.cu`` file is compiled unchanged with g++ (C++20) against
+``tests/cuda_host.h`` into a shared library, once per source hash, with one exported entry
+point per specialisation in ``gpu_als.backends._kernels.SPECIALISATIONS``. An
+:class:`EmulatedKernel` is called exactly like a ``cupy.RawKernel`` —
+``kernel(grid, block, args, shared_mem=...)`` — with NumPy arrays where CuPy arrays would
+go, and checks what CUDA would reject or silently corrupt: the argument count and types
+against the kernel's C++ signature, non-contiguous arrays, and dynamic shared memory above
+48 KiB without the opt-in attribute or above the device's limit.
+
+:class:`EmulatedRuntime` gives :class:`gpu_als.backends.gpu.GPUBackend` NumPy as its array
+module and these kernels, so the backend's whole Python side (scheduling, splitting long
+rows, chunking, launching) runs in CI. Not covered: the CuPy glue of ``CudaRuntime``
+(RawModule compilation, device queries, CuPy's argument passing), the CUDA memory model,
+timing and tensor cores; ``make gpu-check`` on a real GPU remains the final word.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from gpu_als.backends import _kernels
+
+HEADER = Path(__file__).resolve().parent / "cuda_host.h"
+#: Opt-in shared memory per block of an sm_80 GPU (A100), the smallest we target.
+SM80_SHARED_BYTES = 163 * 1024
+DEFAULT_SHARED_BYTES = 48 * 1024
+CXX = os.environ.get("CXX", "g++")
+FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unused-function")
+TSAN_FLAGS = ("-std=c++20", "-O1", "-g", "-fPIC", "-shared", "-pthread",
+              "-fsanitize=thread")
+
+
+def unavailable_reason() -> str | None:
+    """Why the emulation cannot run here (no C++20 compiler), or None."""
+    if shutil.which(CXX) is None:
+        return f"no C++ compiler ({CXX}) to build the kernel emulation"
+    probe = subprocess.run([CXX, "-std=c++20", "-x", "c++", "-fsyntax-only", "-"],
+                           input="#include <atomic>\nint main() { float f = 0; "
+                                 "std::atomic_ref<float>(f).fetch_add(1.0f); }\n", text=True,
+                           capture_output=True)
+    if probe.returncode != 0:
+        return f"{CXX} cannot compile C++20 (atomic_ref): {probe.stderr.strip()[:200]}"
+    return None
+
+
+def _symbol(index: int) -> str:
+    return f"gpu_als_kernel_{index}"
+
+
+def wrapper_source(file: str, names: list[str] | None = None) -> str:
+    """The C++ translation unit that includes a kernel file and exports its kernels.
+
+    ``file`` is a name in ``kernels/`` (its specialisations by default) or any path.
+    """
+    names = _kernels.SPECIALISATIONS[file] if names is None else names
+    lines = [f'#include "{HEADER}"', f'#include "{_kernels.kernel_dir() / file}"']
+    lines += [f"GPU_ALS_EMU_EXPORT({_symbol(i)}, {name})" for i, name in enumerate(names)]
+    return "\n".join(lines) + "\n"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GPU_ALS_EMULATION_CACHE",
+                               Path(tempfile.gettempdir()) / "gpu_als_emulation"))
+
+
+def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) -> Path:
+    """Compile the emulation library of ``file`` (cached by the hash of all its inputs)."""
+    source = wrapper_source(file) if source is None else source
+    digest = hashlib.sha256()
+    for part in (source, " ".join(flags), CXX):
+        digest.update(part.encode())
+    for included in re.findall(r'#include "([^"]+)"', source):  # the header, the .cu file
+        digest.update(Path(included).read_bytes())
+    for path in sorted(_kernels.kernel_dir().iterdir()):
+        if path.suffix in (".cu", ".cuh"):
+            digest.update(path.read_bytes())
+    target = cache_dir() / f"{Path(file).stem}-{digest.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = target.with_suffix(".cpp")
+    wrapper.write_text(source)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    result = subprocess.run([CXX, *flags, f"-I{_kernels.kernel_dir()}", str(wrapper), "-o",
+                             str(partial)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"emulation build of {file} failed:\n{result.stderr}")
+    partial.replace(target)  # atomic: concurrent builders never see half a library
+    return target
+
+
+def build_all(flags: tuple[str, ...] = FLAGS) -> dict[str, Path]:
+    """Build every kernel file's library, two compilers at a time."""
+    files = list(_kernels.SPECIALISATIONS)
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(files, pool.map(lambda f: build(f, flags), files)))
+
+
+_SCALAR_TYPES = {
+    "f4": ctypes.c_float, "f8": ctypes.c_double,
+    "i4": ctypes.c_int32, "i8": ctypes.c_int64, "i1": ctypes.c_int8,
+}
+
+
+def _type_code(dtype: np.dtype) -> str:
+    """The C++ side's code for a dtype: "f4", "i8", ... (bool and unsigned count as "i")."""
+    return f"{'f' if dtype.kind == 'f' else 'i'}{dtype.itemsize}"
+
+
+class EmulatedKernel:
+    """One kernel specialisation, called like ``cupy.RawKernel``."""
+
+    def __init__(self, library: ctypes.CDLL, symbol: str, name: str):
+        self.name = name
+        self._entry = getattr(library, symbol)
+        self._entry.restype = None
+        self._entry.argtypes = [ctypes.c_uint] * 6 + [ctypes.c_size_t,
+                                                      ctypes.POINTER(ctypes.c_void_p)]
+        signature = getattr(library, f"{symbol}_signature")
+        signature.restype = ctypes.c_char_p
+        self.signature = signature().decode().split(",")
+        #: As CUDA's cudaFuncAttributeMaxDynamicSharedMemorySize (CuPy's attribute name).
+        self.max_dynamic_shared_size_bytes = DEFAULT_SHARED_BYTES
+
+    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        if shared_mem > self.max_dynamic_shared_size_bytes:
+            raise RuntimeError(
+                f"{self.name}: {shared_mem} bytes of dynamic shared memory without raising "
+                f"max_dynamic_shared_size_bytes ({self.max_dynamic_shared_size_bytes})"
+            )
+        if shared_mem > SM80_SHARED_BYTES:
+            raise RuntimeError(f"{self.name}: {shared_mem} bytes of shared memory exceed the "
+                               f"{SM80_SHARED_BYTES} an sm_80 block may use")
+        if len(args) != len(self.signature):
+            raise TypeError(f"{self.name} takes {len(self.signature)} arguments, "
+                            f"got {len(args)}")
+        keep = []  # ctypes objects that must outlive the call
+        params = (ctypes.c_void_p * len(args))()
+        for i, (arg, code) in enumerate(zip(args, self.signature)):
+            if code.startswith("P"):
+                if not isinstance(arg, np.ndarray):
+                    raise TypeError(f"{self.name} argument {i}: expected an array ({code}), "
+                                    f"got {type(arg).__name__}")
+                if not arg.flags.c_contiguous:
+                    raise ValueError(f"{self.name} argument {i}: array is not C-contiguous")
+                if _type_code(arg.dtype) != code[1:]:
+                    raise TypeError(f"{self.name} argument {i}: array of {arg.dtype} where the "
+                                    f"kernel takes {code}")
+                value = ctypes.c_void_p(arg.ctypes.data)
+            else:
+                dtype = getattr(arg, "dtype", None)
+                if dtype is None or not isinstance(arg, np.generic):
+                    raise TypeError(f"{self.name} argument {i}: pass a NumPy scalar ({code}), "
+                                    f"not {type(arg).__name__}, as CuPy needs exact types")
+                if _type_code(dtype) != code:
+                    raise TypeError(f"{self.name} argument {i}: {dtype} where the kernel "
+                                    f"takes {code}")
+                value = _SCALAR_TYPES[code](arg.item())
+            keep.append(value)
+            params[i] = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
+        self._entry(*grid, *block, shared_mem, params)
+
+
+class EmulatedModule:
+    """The emulated counterpart of ``cupy.RawModule`` for one kernel file."""
+
+    def __init__(self, file: str, flags: tuple[str, ...] = FLAGS,
+                 names: list[str] | None = None):
+        self.file = file
+        self.names = _kernels.SPECIALISATIONS[file] if names is None else names
+        source = wrapper_source(file, self.names)
+        self._library = ctypes.CDLL(str(build(file, flags, source)))
+        self._kernels: dict[str, EmulatedKernel] = {}
+
+    def get_function(self, name: str) -> EmulatedKernel:
+        if name not in self._kernels:
+            if name not in self.names:
+                raise KeyError(f"{name} is not a specialisation listed for {self.file}")
+            self._kernels[name] = EmulatedKernel(
+                self._library, _symbol(self.names.index(name)), name)
+        return self._kernels[name]
+
+
+class EmulatedRuntime:
+    """The runtime interface of ``GPUBackend`` (see ``CudaRuntime``), on the host.
+
+    ``free_memory`` is what the backend is told the device has free: small values force
+    its chunking paths on tiny inputs. ``flags`` are the compiler's (``TSAN_FLAGS`` builds
+    the kernels under ThreadSanitizer; the process must then preload libtsan).
+    """
+
+    xp = np
+    device_name = "CUDA host emulation"
+    max_shared_memory = SM80_SHARED_BYTES
+
+    def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS):
+        self._free_memory = free_memory
+        self._flags = flags
+        self._modules: dict[str, EmulatedModule] = {}
+
+    def kernel(self, file: str, name: str) -> EmulatedKernel:
+        if file not in self._modules:
+            self._modules[file] = EmulatedModule(file, self._flags)
+        return self._modules[file].get_function(name)
+
+    def free_memory(self) -> int:
+        return self._free_memory
+
+    def asarray(self, a, dtype=None) -> np.ndarray:
+        if hasattr(a, "get") and not isinstance(a, np.ndarray):
+            a = a.get()
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)

@@ -1,0 +1,191 @@
+"""The CUDA sources without a GPU: NVRTC compiles them, the host emulation runs them.
+
+What runs where: these tests run in every CI run. The kernels' numerical parity with the
+CPU reference is in the conformance suite (backend "gpu-emulated"); here are the compile
+checks, the emulation's own features, its launch checks, and ThreadSanitizer.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpu_als.backends import _kernels
+
+from . import emulation
+from .conftest import emulated_backend, skip_or_fail
+
+ROOT = Path(__file__).resolve().parent.parent
+SELFTEST = str(Path(__file__).resolve().parent / "emulation_selftest.cu")
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    try:
+        _kernels._nvrtc_library()
+    except ImportError as exc:
+        skip_or_fail(str(exc))
+    return _kernels.nvrtc_compile
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("file", sorted(_kernels.SPECIALISATIONS))
+def test_every_kernel_compiles_with_nvrtc(nvrtc, file, arch):
+    result = nvrtc(file, arch)
+    assert result["ok"], result["log"]
+    assert set(result["lowered"]) == set(_kernels.SPECIALISATIONS[file])
+    assert result["cubin_bytes"] > 0
+
+
+def test_every_kernel_file_is_listed():
+    on_disk = {p.name for p in _kernels.kernel_files() if p.suffix == ".cu"}
+    assert on_disk == set(_kernels.SPECIALISATIONS)
+
+
+def test_launch_bounds_and_block_size_agree():
+    """The kernels' __launch_bounds__ and the backend's block size come from one macro."""
+    assert _kernels.block_threads() == 128
+    for file in _kernels.SPECIALISATIONS:
+        text = (_kernels.kernel_dir() / file).read_text()
+        assert "__launch_bounds__(ALS_BLOCK_THREADS)" in text, file
+
+
+@pytest.fixture(scope="module")
+def selftest():
+    if emulation.unavailable_reason() is not None:
+        skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
+    return emulation.EmulatedModule(SELFTEST, names=[
+        "warp_features", "reverse_through_shared<float>", "reverse_through_shared<double>",
+        "read_unwritten_shared"])
+
+
+def test_emulated_warp_primitives_and_atomics(selftest):
+    blocks, threads = 3, 96
+    rng = np.random.default_rng(0)
+    x = rng.random(blocks * threads).astype(np.float32)
+    out = np.zeros(4 * len(x), np.float32)
+    ballots = np.zeros(len(x) // 32, np.int32)
+    sums = np.zeros(blocks, np.float32)
+    total = np.zeros(1, np.float64)
+    selftest.get_function("warp_features")((blocks,), (threads,), (x, out, ballots, sums, total))
+    out = out.reshape(-1, 4)
+    lane = np.arange(len(x)) % 32
+    warp_base = np.arange(len(x)) - lane
+    np.testing.assert_array_equal(out[:, 3], lane)
+    down = np.where(lane + 3 < 32, x[np.minimum(warp_base + lane + 3, len(x) - 1)], x)
+    np.testing.assert_array_equal(out[:, 0], down)
+    np.testing.assert_array_equal(out[:, 1], x[warp_base + (lane ^ 5)])
+    np.testing.assert_array_equal(out[:, 2], x[warp_base + 7])
+    expected_bits = [(x[w * 32:(w + 1) * 32] > 0.5) @ (1 << np.arange(32, dtype=np.int64))
+                     for w in range(len(ballots))]
+    np.testing.assert_array_equal(ballots.view(np.uint32), np.array(expected_bits, np.uint32))
+    np.testing.assert_allclose(sums, x.reshape(blocks, threads).sum(axis=1), rtol=1e-5)
+    assert total[0] == pytest.approx(x.astype(np.float64).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_dynamic_shared_memory(selftest, dtype):
+    x = np.arange(2 * 64, dtype=dtype)
+    out = np.zeros_like(x)
+    name = f"reverse_through_shared<{_kernels.CTYPES[np.dtype(dtype)]}>"
+    selftest.get_function(name)((2,), (64,), (x, out), shared_mem=64 * x.itemsize)
+    np.testing.assert_array_equal(out, x.reshape(2, 64)[:, ::-1].ravel())
+
+
+def test_unwritten_shared_memory_reads_as_nan(selftest):
+    out = np.zeros(32, np.float32)
+    selftest.get_function("read_unwritten_shared")((1,), (32,), (out,), shared_mem=128)
+    assert np.isnan(out).all()
+
+
+def test_launch_checks_catch_what_cuda_would_reject(selftest):
+    kernel = selftest.get_function("reverse_through_shared<float>")
+    x = np.zeros(64, np.float32)
+    with pytest.raises(TypeError, match=r"argument 1: array of float64 where the kernel takes Pf4"):
+        kernel((1,), (64,), (x, np.zeros(64)), shared_mem=256)
+    with pytest.raises(TypeError, match="takes 2 arguments, got 1"):
+        kernel((1,), (64,), (x,))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        kernel((1,), (32,), (x[::2], x[:32].copy()))
+    with pytest.raises(RuntimeError, match="without raising max_dynamic_shared_size_bytes"):
+        kernel((1,), (64,), (x, x.copy()), shared_mem=64 * 1024)
+    kernel.max_dynamic_shared_size_bytes = 200 * 1024
+    with pytest.raises(RuntimeError, match="exceed the 166912 an sm_80 block may use"):
+        kernel((1,), (64,), (x, x.copy()), shared_mem=200 * 1024)
+    scalars = emulation.EmulatedModule("loss.cu").get_function("loss_terms<float, int>")
+    with pytest.raises(TypeError, match="pass a NumPy scalar"):
+        scalars((1,), (128,), (np.zeros(2, np.int32), 1, *[np.zeros(1)] * 8))
+
+
+def test_factors_above_shared_memory_take_the_two_kernel_path():
+    """k = 150 in float64 does not fit an sm_80 block's shared memory: build + Cholesky."""
+    from gpu_als.data import check_user_items, weighted_rows
+
+    from .reference import solve_rows_loop
+    from .test_solver import edge_case_matrix
+
+    backend = emulated_backend()
+    k = 150
+    assert backend._tile(k, 8, fused=True) is None
+    R = edge_case_matrix(k)
+    F = np.random.default_rng(0).random((R.shape[1], k)) * 0.2
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
+                                     alpha=2.0))
+    out = np.full((R.shape[0], k), np.nan)
+    backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                       out=out)
+    want = solve_rows_loop(R, F, 0.1, alpha=2.0)
+    np.testing.assert_allclose(out, want, atol=1e-9 * np.abs(want).max())
+
+
+def test_factors_above_the_kernel_limit_are_refused_before_launch():
+    import scipy.sparse as sp
+
+    from gpu_als import ALS
+
+    R = sp.random(5, 5, density=0.5, format="csr", random_state=0)
+    with pytest.raises(ValueError, match=r"factors=1025: the GPU backend supports factors <= 1024"):
+        ALS(factors=1025, backend=emulated_backend(), show_progress=False).fit(R)
+
+
+TSAN_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from gpu_als.backends.gpu import GPUBackend
+    from gpu_als.data import check_user_items, weighted_rows
+    from tests import emulation
+    from tests.test_solver import edge_case_matrix
+
+    k = 4
+    runtime = emulation.EmulatedRuntime(free_memory=4 * k * k * 8, flags=emulation.TSAN_FLAGS)
+    backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
+    R = edge_case_matrix(k)
+    F = np.random.default_rng(1).random((R.shape[1], k))
+    for feedback in ("implicit", "explicit"):
+        rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
+        out = np.zeros((R.shape[0], k))
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback=feedback,
+                           out=out)
+        backend.stored_loss(rows, out, F)
+    print("kernels ran")
+""")
+
+
+def test_kernels_are_free_of_data_races_under_thread_sanitizer():
+    """Every kernel (fused, build, Cholesky, loss) under TSan: a missing __syncthreads fails."""
+    if emulation.unavailable_reason() is not None:
+        skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
+    libtsan = subprocess.run([emulation.CXX, "-print-file-name=libtsan.so"],
+                             capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(libtsan) or not os.path.exists(libtsan):
+        skip_or_fail("libtsan.so (ThreadSanitizer's runtime) is not installed")
+    env = {**os.environ, "LD_PRELOAD": libtsan, "PYTHONPATH": str(ROOT),
+           "TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0"}
+    result = subprocess.run([sys.executable, "-c", TSAN_SCRIPT], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    report = result.stdout + result.stderr
+    assert result.returncode == 0 and "ThreadSanitizer" not in report, report[-6000:]
+    assert "kernels ran" in result.stdout
