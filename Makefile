@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test demo bench gpu-check lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ demo: venv
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_cpu.py
+
+# On a GPU machine whose python3 has cupy, numpy, scipy and pytest (no venv, no network):
+# GPU tests + a short benchmark -> benchmarks/results/gpu-check-<device>-<commit>.json
+# (copied into $$OUT when set). COMMIT names the commit when .git is not there.
+GPU_PYTHON ?= python3
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT)
 
 lint: venv
 	$(BIN)/ruff check gpu_als tests benchmarks

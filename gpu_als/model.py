@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -212,7 +213,10 @@ class ALS:
         Cu, Ci = backend.put(Cu), backend.put(Ci)
         X, Y = self._initial_factors(backend, R.shape, p["factors"], p["dtype"])
 
-        solve = self._half_step_solver(backend, p)
+        def solve(rows, fixed, fixed_gram, out):
+            backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
+                               feedback=p["feedback"], out=out)
+
         loss_history: list[float] = []
         start = time.perf_counter()
         YtY = backend.gram(Y)
@@ -222,12 +226,14 @@ class ALS:
         )
         with progress:
             for iteration in progress:
-                solve(Cu, Y, YtY, X, "user", iteration)
-                solve(Ci, X, backend.gram(X), Y, "item", iteration)
+                solve(Cu, Y, YtY, X)
+                solve(Ci, X, backend.gram(X), Y)
                 YtY = backend.gram(Y)
                 loss = backend.loss(
                     Cu, X, Y, YtY, regularization=p["regularization"], feedback=p["feedback"]
                 )
+                if not math.isfinite(loss):  # NaN or inf in X or Y, which propagate to it
+                    self._raise_non_finite(backend, X, iteration, p)
                 loss_history.append(loss)
                 progress.set_postfix(loss=f"{loss:.5g}")
                 if self.callback is not None:
@@ -249,23 +255,19 @@ class ALS:
         return backend.asarray(X), backend.asarray(Y)
 
     @staticmethod
-    def _half_step_solver(backend: Backend, p: dict[str, Any]):
-        """One half-step: solve ``rows`` against ``fixed`` into ``out``, then check it."""
+    def _raise_non_finite(backend: Backend, X, iteration: int, p: dict[str, Any]):
+        """Name the half-step that produced NaN or infinite factors.
 
-        def solve(rows, fixed, fixed_gram, out, side: str, iteration: int):
-            backend.solve_rows(
-                rows, fixed, fixed_gram, regularization=p["regularization"],
-                feedback=p["feedback"], out=out,
-            )
-            if not backend.all_finite(out):
-                raise FloatingPointError(
-                    f"the {side} factors hold NaN or infinite values after the {side} "
-                    f"half-step of iteration {iteration}; the input or the hyperparameters "
-                    f"(regularization={p['regularization']}, alpha={p['alpha']}) make the "
-                    "problem numerically unstable"
-                )
-
-        return solve
+        Checked once per iteration through the loss (any non-finite factor makes it
+        non-finite), so that the GPU need not synchronise after every half-step.
+        """
+        side = "user" if not backend.all_finite(X) else "item"
+        raise FloatingPointError(
+            f"the {side} factors hold NaN or infinite values after the {side} half-step of "
+            f"iteration {iteration}; the input or the hyperparameters "
+            f"(regularization={p['regularization']}, alpha={p['alpha']}) make the problem "
+            "numerically unstable"
+        )
 
     # ---- queries --------------------------------------------------------------------
 

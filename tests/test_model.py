@@ -189,6 +189,19 @@ def test_nan_after_a_half_step_is_an_error_not_a_model(R):
     assert not hasattr(model, "user_factors_")
 
 
+def test_nan_in_the_item_half_step_is_attributed_to_it(R):
+    class BrokenItems(CPUBackend):
+        def solve_rows(self, rows, *args, out, **kwargs):
+            super().solve_rows(rows, *args, out=out, **kwargs)
+            if rows.n_rows == R.shape[1]:  # the item half-step
+                out[0, 0] = np.inf
+            return out
+
+    with pytest.raises(FloatingPointError, match="item factors hold NaN or infinite values "
+                                                 "after the item half-step of iteration 0"):
+        model_for(BrokenItems()).fit(R)
+
+
 def test_confidence_overflow_is_reported():
     R = sp.csr_matrix(np.array([[3e38, 0], [0, 1]], np.float32))
     with pytest.raises(ValueError, match="confidences overflow float32"):

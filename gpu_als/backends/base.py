@@ -98,6 +98,10 @@ class Backend(ABC):
         Implicit: ``sum_u x_u^T YtY x_u + stored terms + sum c p + lambda (|X|^2 + |Y|^2)``.
         Explicit: ``stored terms + sum r^2 + lambda (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)``.
         """
+        with np.errstate(invalid="ignore", over="ignore"):  # fit reports non-finite losses
+            return self._loss(rows, X, Y, YtY, regularization, feedback)
+
+    def _loss(self, rows, X, Y, YtY, regularization, feedback) -> float:
         xp = self.xp
         total = self.stored_loss(rows, X, Y) + rows.loss_constant
         if feedback == "implicit":

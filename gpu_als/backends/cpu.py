@@ -114,6 +114,9 @@ class CPUBackend(Backend):
         dtype = F.dtype
         lengths = np.diff(rows.indptr)
         if feedback == "implicit":
+            if not np.isfinite(FtF).all():  # propagate, as the GPU kernels do; fit reports it
+                out[...] = np.nan
+                return out
             B = FtF + regularization * np.eye(k)
             try:
                 C = np.linalg.cholesky(B)

@@ -1,0 +1,54 @@
+"""On a real GPU only (marker ``gpu``): parity with the CPU at every supported size.
+
+The rest of the conformance suite runs here too, through the ``backend`` fixture's "gpu"
+parameter; these are the cases too large for the host emulation.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS
+from gpu_als.backends import get_backend
+from gpu_als.datasets import make_power_law
+
+from .conftest import needs_gpu
+from .test_solver import assert_close, edge_case_matrix, run_solve
+
+pytestmark = needs_gpu
+
+
+def with_long_row(k, length=100_001, seed=0):
+    """The edge-case rows plus one row longer than 100,000 entries (split over blocks)."""
+    R = edge_case_matrix(k, seed=seed)
+    rng = np.random.default_rng(seed)
+    n_items = max(R.shape[1], length + 10)
+    long_row = sp.csr_matrix((rng.integers(1, 4, length).astype(np.float64),
+                              (np.zeros(length, int), rng.permutation(n_items)[:length])),
+                             shape=(1, n_items))
+    R = sp.hstack([R, sp.csr_matrix((R.shape[0], n_items - R.shape[1]))]).tocsr()
+    return sp.vstack([R, long_row]).tocsr()
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [1, 7, 32, 64, 100, 128, 256, 512])
+def test_gpu_matches_cpu_at_every_size(k, feedback):
+    R = with_long_row(k)
+    F = np.random.default_rng(1).standard_normal((R.shape[1], k)) * 0.1
+    kwargs = {"alpha": 2.0} if feedback == "implicit" else {}
+    gpu = run_solve("gpu", R, F, 0.1, feedback, np.float64, **kwargs)
+    cpu = run_solve("cpu", R, F, 0.1, feedback, np.float64, **kwargs)
+    assert_close(gpu, cpu, np.float64)
+    gpu32 = run_solve("gpu", R, F, 0.1, feedback, np.float32, **kwargs)
+    assert_close(gpu32, cpu, np.float32)
+
+
+def test_fit_matches_cpu_from_the_same_start():
+    R = make_power_law(3000, 800, 60_000, random_state=2)
+    params = dict(factors=48, regularization=0.05, alpha=5.0, iterations=5, random_state=7,
+                  show_progress=False, dtype=np.float64)
+    gpu = ALS(backend="gpu", **params).fit(R)
+    cpu = ALS(backend="cpu", **params).fit(R)
+    np.testing.assert_allclose(gpu.loss_history_, cpu.loss_history_, rtol=1e-9)
+    np.testing.assert_allclose(get_backend("gpu").to_numpy(gpu.item_factors_),
+                               cpu.item_factors_, atol=1e-8)
