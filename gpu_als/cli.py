@@ -1,4 +1,10 @@
-"""Command line: ``gpu-als demo`` (more subcommands come with their issues)."""
+"""Command line: ``gpu-als demo | train | evaluate``.
+
+* ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
+  document's table beside ours and writes the plots.
+* ``train FILE``: fit on a CSV or Parquet file of (user, item, value) rows; save the model.
+* ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 
@@ -14,6 +23,77 @@ REFERENCE_TABLE = {"Random": (0.0096, 0.0036), "Popularity": (0.0817, 0.0399),
                    "ALS": (0.1316, 0.0675)}
 
 
+# ---- shared pieces ----------------------------------------------------------------------
+
+def add_model_options(parser: argparse.ArgumentParser, *, regularization: float = 0.01,
+                      iterations: int = 15) -> None:
+    g = parser.add_argument_group("model hyperparameters (see gpu_als.ALS)")
+    g.add_argument("--factors", type=int, default=64, help="latent factors k (default 64)")
+    g.add_argument("--regularization", type=float, default=regularization,
+                   help=f"L2 penalty lambda (default {regularization})")
+    g.add_argument("--alpha", type=float, default=10.0,
+                   help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
+    g.add_argument("--iterations", type=int, default=iterations,
+                   help=f"ALS sweeps (default {iterations})")
+    g.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
+                   help="values are interaction amounts (implicit) or ratings (explicit)")
+    g.add_argument("--confidence", choices=["linear", "log"], default="linear",
+                   help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log)")
+    g.add_argument("--epsilon", type=float, default=1.0, help="scale of the log confidence")
+    g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to train (default auto: the GPU when usable)")
+    g.add_argument("--seed", type=int, default=42, help="initialisation and split seed")
+
+
+def make_model(args: argparse.Namespace, **overrides):
+    from .model import ALS
+
+    params = dict(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
+                  iterations=args.iterations, feedback=args.feedback,
+                  confidence=args.confidence, epsilon=args.epsilon, dtype=args.dtype,
+                  backend=args.backend, random_state=args.seed)
+    return ALS(**{**params, **overrides})
+
+
+def add_file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="CSV (any delimiter) or Parquet file")
+    parser.add_argument("--user-col", default="user", help="user id column (default user)")
+    parser.add_argument("--item-col", default="item", help="item id column (default item)")
+    parser.add_argument("--value-col", default="value",
+                        help="value column (default value; every row counts 1 if absent)")
+    parser.add_argument("--sep", default=None,
+                        help="CSV delimiter (default: detected)")
+
+
+def read_interactions(args: argparse.Namespace):
+    """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe."""
+    from .data import from_dataframe
+
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
+    if not args.file.is_file():
+        raise ValueError(f"{args.file}: no such file")
+    if args.file.suffix.lower() in (".parquet", ".pq"):
+        try:
+            df = pd.read_parquet(args.file)
+        except ImportError as exc:
+            raise RuntimeError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+    else:
+        df = pd.read_csv(args.file, sep=args.sep, engine="python" if args.sep is None else "c")
+    return from_dataframe(df, args.user_col, args.item_col, args.value_col)
+
+
+def print_table(rows: dict[str, dict[str, float]], columns: list[tuple[str, str]]) -> None:
+    print(f"{'Model':<12}" + "".join(f"{title:>11}" for _, title in columns))
+    for name, metrics in rows.items():
+        print(f"{name:<12}" + "".join(f"{metrics[key]:>11.4f}" for key, _ in columns))
+
+
+# ---- demo ---------------------------------------------------------------------------
+
 def demo(args: argparse.Namespace) -> int:
     """Fit ALS on MovieLens 100K and compare it with the baselines (DESIGN.md section 6)."""
     from .datasets import load_movielens_100k, make_power_law
@@ -21,10 +101,10 @@ def demo(args: argparse.Namespace) -> int:
         PopularityRecommender,
         RandomRecommender,
         binarize,
+        personalization,
         ranking_metrics,
         train_test_split,
     )
-    from .model import ALS
 
     try:
         positives = binarize(load_movielens_100k().ratings, threshold=4)
@@ -35,8 +115,7 @@ def demo(args: argparse.Namespace) -> int:
         positives = make_power_law(943, 1682, 55_000, random_state=args.seed)
         dataset = "synthetic power-law data"
     train, test = train_test_split(positives, test_fraction=0.2, random_state=args.seed)
-    model = ALS(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
-                iterations=args.iterations, backend=args.backend, random_state=args.seed)
+    model = make_model(args)
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
@@ -59,25 +138,127 @@ def demo(args: argparse.Namespace) -> int:
     if dataset.startswith("MovieLens"):
         print("\nUnder this protocol the implicit library 0.7.3 gets ALS 0.1972 / 0.2231 and "
               "Popularity 0.1134 / 0.1487 (DESIGN.md section 6).")
+
+    users = np.arange(train.shape[0])
+    start = time.perf_counter()
+    ids, _ = model.recommend(users, train, N=10)
+    recommend_ms = (time.perf_counter() - start) * 1e3
+    mix = personalization(ids, train.shape[1])
+    popular, _ = PopularityRecommender().fit(train).recommend(users, train, N=10)
+    print(f"\nrecommend(): all {len(users)} users at N=10 in {recommend_ms:.1f} ms "
+          f"({model.backend_})")
+    print(f"Personalization: {mix['personalization']:.3f} (1 - mean share of a top-10 that two "
+          f"users have in common; popularity: "
+          f"{personalization(popular, train.shape[1])['personalization']:.3f}); "
+          f"{mix['coverage']:.1%} of the items are recommended to someone")
+    write_demo_plots(model, train, Path(args.output))
     return 0
 
 
+def write_demo_plots(model, train, folder: Path) -> None:
+    from . import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        loss = plots.plot_loss(model.loss_history_, folder / "loss.png")
+        popularity = np.asarray(train.sum(axis=0)).ravel()
+        factors = model._backend.to_numpy(model.item_factors_)
+        embedding = plots.plot_item_pca(factors, popularity, folder / "item_pca.png")
+    except ImportError as exc:
+        print(f"\nNo plots: {exc}")
+        return
+    print(f"\nPlots: {loss} (training loss), {embedding} (item factors, PCA)")
+
+
+# ---- train and evaluate --------------------------------------------------------------
+
+def train(args: argparse.Namespace) -> int:
+    matrix, user_ids, item_ids = read_interactions(args)
+    model = make_model(args)
+    start = time.perf_counter()
+    model.fit(matrix)
+    print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
+          f"interactions; trained on '{model.backend_}' in {time.perf_counter() - start:.2f} s,"
+          f" final loss {model.loss_history_[-1]:.6g}")
+    model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+    print(f"saved to {args.output} (load with gpu_als.ALS.load)")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import (
+        PopularityRecommender,
+        RandomRecommender,
+        auc,
+        ranking_metrics,
+        train_test_split,
+    )
+
+    matrix, _, _ = read_interactions(args)
+    train_m, test_m = train_test_split(matrix, test_fraction=args.test_fraction,
+                                       random_state=args.seed)
+    if args.feedback == "implicit" and args.min_value is not None:
+        test_m = test_m.multiply(test_m >= args.min_value).tocsr()
+        test_m.eliminate_zeros()
+    model = make_model(args)
+    start = time.perf_counter()
+    model.fit(train_m)
+    seconds = time.perf_counter() - start
+    print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items; "
+          f"{train_m.nnz} train / {test_m.nnz} test interactions "
+          f"({args.test_fraction:.0%} of each user's, seed {args.seed}); "
+          f"trained on '{model.backend_}' in {seconds:.2f} s\n")
+    K = args.K
+    rows = {}
+    for name, recommender in (("Random", RandomRecommender(args.seed).fit(train_m)),
+                              ("Popularity", PopularityRecommender().fit(train_m)),
+                              ("ALS", model)):
+        rows[name] = ranking_metrics(recommender, train_m, test_m, K=K)
+        rows[name]["auc"] = auc(recommender, train_m, test_m)
+    print_table(rows, [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
+                       ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}"), ("auc", "AUC")])
+    if args.feedback == "explicit":
+        coo = test_m.tocoo()
+        rmse = float(np.sqrt(np.mean((model.predict(coo.row, coo.col) - coo.data) ** 2)))
+        print(f"\nRMSE of the predicted test values: {rmse:.4f}")
+    return 0
+
+
+# ---- entry point ----------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpu-als", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gpu-als", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gpu-als {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="train on MovieLens 100K and compare with baselines")
-    p.add_argument("--factors", type=int, default=64, help="latent factors (default 64)")
-    p.add_argument("--regularization", type=float, default=0.001,
-                   help="L2 penalty lambda (default 0.001)")
-    p.add_argument("--alpha", type=float, default=10.0,
-                   help="confidence scaling, c = 1 + alpha * r (default 10)")
-    p.add_argument("--iterations", type=int, default=20, help="ALS sweeps (default 20)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
-                   help="where to train (default auto: the GPU when usable)")
-    p.add_argument("--seed", type=int, default=42, help="split and initialisation seed")
+
+    p = commands.add_parser("demo", help="train on MovieLens 100K and compare with baselines",
+                            description=demo.__doc__)
+    add_model_options(p, regularization=0.001, iterations=20)
+    p.add_argument("--output", default="demo-output", help="folder for the plots")
     p.set_defaults(func=demo)
+
+    p = commands.add_parser("train", help="fit on an interaction file and save the model",
+                            description="Fit ALS on a CSV or Parquet file of (user, item, "
+                            "value) rows and save it as .npz (with the id maps).")
+    add_file_options(p)
+    add_model_options(p)
+    p.add_argument("--output", type=Path, default=Path("model.npz"),
+                   help="model file to write (default model.npz)")
+    p.set_defaults(func=train)
+
+    p = commands.add_parser("evaluate", help="split an interaction file, fit and score",
+                            description="Hold out a share of each user's interactions, fit "
+                            "on the rest and report ranking metrics against baselines.")
+    add_file_options(p)
+    add_model_options(p)
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of each user's interactions held out (default 0.2)")
+    p.add_argument("--K", type=int, default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--min-value", type=float, default=None,
+                   help="implicit: count only test values >= this as relevant "
+                        "(e.g. 4 for ratings)")
+    p.set_defaults(func=evaluate)
     return parser
 
 
@@ -87,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
         print(f"gpu-als {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -65,22 +65,43 @@ def train_test_split(
     return pick(~is_test), pick(is_test)
 
 
+def _ranked_hits(model, train, test, N, batch_size):
+    """Per batch of test users: the users, whether each of their top ``N`` is a test item
+    (``hits``, shape (users, N)), and their numbers of test and of train items."""
+    train = check_user_items(train, np.float32, name="train")
+    test = check_rows_for(test, *train.shape, np.float32, name="test")
+    n_items = train.shape[1]
+    users = np.flatnonzero(np.diff(test.indptr))
+    test_keys = np.repeat(np.arange(test.shape[0]), np.diff(test.indptr)) * n_items + test.indices
+    for a in range(0, len(users), batch_size):
+        batch = users[a:a + batch_size]
+        ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
+        ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
+        keys = batch[:, None] * n_items + ids
+        pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
+        hits = (test_keys[pos] == keys) & (ids >= 0)
+        yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
+
+
 def ranking_metrics(
     model: Any, train: Any, test: Any, K: int = 10, batch_size: int = 2048
 ) -> dict[str, float]:
-    """Precision, recall and NDCG at ``K``, averaged over the users with test items.
+    """Precision, recall, NDCG and MAP at ``K``, averaged over the users with test items.
 
     For each such user ``u`` the model recommends ``K`` items with the items of
-    ``train[u]`` filtered out; with ``hits`` the recommended items found in ``test[u]``:
+    ``train[u]`` filtered out; ``hit_j`` says whether the item at 0-based rank ``j`` is in
+    ``test[u]``, and ``m = min(|test[u]|, K)``:
 
-    * ``precision = |hits| / K``
-    * ``recall = |hits| / |test[u]|``
-    * ``ndcg = DCG / IDCG`` with binary relevance, ``DCG = sum_{j in hits} 1 / log2(j + 2)``
-      over 0-based ranks ``j``, and ``IDCG`` the DCG of ``min(|test[u]|, K)`` hits at the top.
+    * ``precision = sum_j hit_j / K``
+    * ``recall = sum_j hit_j / |test[u]|`` (as in the reference document)
+    * ``ndcg = DCG / IDCG`` with ``DCG = sum_j hit_j / log2(j + 2)`` and ``IDCG`` the DCG of
+      ``m`` hits at the top (binary relevance)
+    * ``map = (1 / m) sum_j hit_j * precision@(j + 1)`` (average precision at K)
 
     Parameters
     ----------
-    model : fitted ALS, or any object with ALS's ``recommend`` (e.g. the baselines here)
+    model : fitted ALS, or any object with ALS's ``recommend`` (e.g. the baselines here);
+        the recommendations are computed on the model's backend.
     train, test : scipy.sparse matrix, shape (n_users, n_items)
     K : int, default 10
     batch_size : int
@@ -89,32 +110,98 @@ def ranking_metrics(
     Returns
     -------
     dict
-        ``precision``, ``recall``, ``ndcg`` (floats) and ``users`` (how many were scored).
+        ``precision``, ``recall``, ``ndcg``, ``map`` (floats) and ``users`` (how many were
+        scored).
     """
     K = check_int("K", K, minimum=1)
-    train = check_user_items(train, np.float32, name="train")
-    test = check_rows_for(test, *train.shape, np.float32, name="test")
-    n_items = train.shape[1]
-    users = np.flatnonzero(np.diff(test.indptr))
-    test_keys = np.repeat(np.arange(test.shape[0]), np.diff(test.indptr)) * n_items + test.indices
     discount = 1.0 / np.log2(np.arange(K) + 2)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])
-    totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0}
-    for a in range(0, len(users), batch_size):
-        batch = users[a:a + batch_size]
-        ids, _ = model.recommend(batch, train[batch], N=K, filter_already_liked_items=True)
-        ids = np.asarray(ids).reshape(len(batch), -1)[:, :K]
-        keys = batch[:, None] * n_items + ids
-        pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
-        hits = (test_keys[pos] == keys) & (ids >= 0)
-        n_relevant = np.diff(test.indptr)[batch]
+    totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
+    n_users = 0
+    for batch, hits, n_relevant, _ in _ranked_hits(model, train, test, K, batch_size):
+        n_users += len(batch)
+        hits = hits.astype(np.float64)
         n_hits = hits.sum(axis=1)
+        m = np.minimum(n_relevant, K)
         totals["precision"] += float((n_hits / K).sum())
         totals["recall"] += float((n_hits / n_relevant).sum())
-        dcg = hits.astype(np.float64) @ discount[: hits.shape[1]]
-        totals["ndcg"] += float((dcg / ideal[np.minimum(n_relevant, K)]).sum())
-    n = max(1, len(users))
-    return {**{name: value / n for name, value in totals.items()}, "users": len(users)}
+        totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
+        precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+        totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
+    n = max(1, n_users)
+    return {**{name: value / n for name, value in totals.items()}, "users": n_users}
+
+
+def precision_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+    """Mean precision at ``K`` (see :func:`ranking_metrics`)."""
+    return ranking_metrics(model, train, test, K)["precision"]
+
+
+def recall_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+    """Mean recall at ``K``: hits / number of test items (see :func:`ranking_metrics`)."""
+    return ranking_metrics(model, train, test, K)["recall"]
+
+
+def ndcg_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+    """Mean NDCG at ``K`` with binary relevance (see :func:`ranking_metrics`)."""
+    return ranking_metrics(model, train, test, K)["ndcg"]
+
+
+def map_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+    """Mean average precision at ``K`` (see :func:`ranking_metrics`)."""
+    return ranking_metrics(model, train, test, K)["map"]
+
+
+def auc(model: Any, train: Any, test: Any, batch_size: int = 512) -> float:
+    """Mean ROC AUC over the users with test items.
+
+    For user ``u`` the candidates are all items not in ``train[u]``; the AUC is the share of
+    (test item, other candidate) pairs in which the model ranks the test item higher
+    (0.5 is random, 1 is perfect). Needs the full ranking of every test user's candidates.
+    """
+    n_items = check_user_items(train, np.float32, name="train").shape[1]
+    total, n_users = 0.0, 0
+    for _, hits, n_relevant, n_train in _ranked_hits(model, train, test, n_items,
+                                                     batch_size):
+        n_candidates = n_items - n_train
+        positions = np.arange(hits.shape[1])
+        # For each test item: candidates ranked below it, minus the test items among them.
+        below = np.where(hits, n_candidates[:, None] - 1 - positions, 0).sum(axis=1)
+        pairs_won = below - n_relevant * (n_relevant - 1) / 2
+        n_negative = n_candidates - n_relevant
+        valid = n_negative > 0
+        total += float((pairs_won[valid] / (n_relevant[valid] * n_negative[valid])).sum())
+        n_users += int(valid.sum())
+    return total / max(1, n_users)
+
+
+def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
+    """How different users' recommendation lists are (the reference document's check).
+
+    Parameters
+    ----------
+    recommended_ids : array of int, shape (n_users, N)
+        Each user's recommended items (``-1`` padding is ignored).
+    n_items : int
+
+    Returns
+    -------
+    dict
+        ``personalization``: 1 minus the mean overlap ``|A & B| / N`` of two different users'
+        lists (0: everyone gets the same list, 1: no two lists share an item);
+        ``coverage``: the share of all items recommended to at least one user.
+    """
+    ids = np.asarray(recommended_ids)
+    n_users, N = ids.shape
+    valid = ids >= 0
+    M = sp.csr_matrix((np.ones(int(valid.sum())),
+                       (np.repeat(np.arange(n_users), valid.sum(axis=1)), ids[valid])),
+                      shape=(n_users, n_items))
+    overlap = (M @ M.T).toarray()
+    off_diagonal = overlap.sum() - np.trace(overlap)
+    mean_overlap = off_diagonal / max(1, n_users * (n_users - 1)) / N
+    return {"personalization": 1.0 - float(mean_overlap),
+            "coverage": float(np.count_nonzero(M.sum(axis=0))) / n_items}
 
 
 class _Baseline:

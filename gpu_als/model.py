@@ -10,9 +10,12 @@ CuPy: arrays come from, and go to, the backend.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+import os
 import time
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +30,9 @@ logger = logging.getLogger("gpu_als")
 
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
 INIT_SCALE = 0.01
+#: Tag and version of the files written by ALS.save.
+FILE_FORMAT = "gpu-als model"
+FILE_VERSION = 1
 
 
 class ALS:
@@ -75,7 +81,10 @@ class ALS:
     loss_history_ : list of float
         The training loss (DESIGN.md section 1) after each iteration.
     backend_ : str
-        The backend that fitted the model: "cpu" or "gpu".
+        The backend that holds the model: "cpu" or "gpu".
+    user_ids_, item_ids_ : numpy.ndarray or None
+        Original ids of the factor rows, when the model was loaded from a file saved with
+        them (see :meth:`save`); None after ``fit``.
 
     Examples
     --------
@@ -244,6 +253,7 @@ class ALS:
         self.loss_history_ = loss_history
         self.backend_ = backend.name
         self._backend = backend
+        self.user_ids_ = self.item_ids_ = None
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
@@ -485,19 +495,153 @@ class ALS:
         Y = self.item_factors_[backend.asarray(i)]
         return backend.to_numpy((X * Y).sum(axis=1)).reshape(users.shape)
 
+    # ---- conversion and persistence ----------------------------------------------------
+
     def to_cpu(self) -> ALS:
         """A copy of this model whose factors are NumPy arrays and whose backend is the CPU."""
-        self._check_fitted()
-        from .backends import CPUBackend
+        return self._on_backend("cpu")
 
-        clone = type(self)(**{**self.get_params(), "backend": "cpu"})
-        cpu = CPUBackend()
-        clone.user_factors_ = cpu.to_numpy(self.user_factors_).copy()
-        clone.item_factors_ = cpu.to_numpy(self.item_factors_).copy()
-        clone.loss_history_ = list(self.loss_history_)
-        clone.backend_ = cpu.name
-        clone._backend = cpu
+    def to_gpu(self) -> ALS:
+        """A copy of this model whose factors are CuPy arrays on the current GPU.
+
+        Raises
+        ------
+        BackendUnavailableError
+            Where the GPU backend cannot run; the message says why.
+        """
+        return self._on_backend("gpu")
+
+    def _on_backend(self, backend: str | Backend) -> ALS:
+        """A copy with the same hyperparameters and fitted state, on another backend."""
+        self._check_fitted()
+        target = get_backend(backend)
+        clone = type(self)(**{**self.get_params(), "backend": target.name})
+        clone._set_fitted(
+            target,
+            self._backend.to_numpy(self.user_factors_),
+            self._backend.to_numpy(self.item_factors_),
+            self.loss_history_,
+            getattr(self, "user_ids_", None),
+            getattr(self, "item_ids_", None),
+        )
         return clone
+
+    def _set_fitted(self, backend: Backend, X, Y, loss_history, user_ids=None, item_ids=None):
+        # asarray may return its input: copy so that the two models never share factors
+        self.user_factors_ = backend.asarray(np.array(X, copy=True))
+        self.item_factors_ = backend.asarray(np.array(Y, copy=True))
+        self.loss_history_ = [float(v) for v in loss_history]
+        self.backend_ = backend.name
+        self._backend = backend
+        self.user_ids_ = user_ids
+        self.item_ids_ = item_ids
+
+    def save(self, path, *, user_ids=None, item_ids=None) -> None:
+        """Write the model to one ``.npz`` file: factors, hyperparameters, format version.
+
+        Nothing is pickled; a GPU model's file loads on a CPU-only machine and vice versa.
+        ``callback`` is not saved, nor is a ``random_state`` that is not an integer.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write (NumPy adds ``.npz`` if missing).
+        user_ids, item_ids : array-like, optional
+            The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
+            stored as numbers or strings; default: those of the model, if it has any.
+        """
+        self._check_fitted()
+        params = self.get_params()
+        params["backend"] = params["backend"] if isinstance(params["backend"], str) else "auto"
+        params["dtype"] = np.dtype(params["dtype"]).name
+        params["callback"] = None
+        if not isinstance(params["random_state"], (int, np.integer)):
+            params["random_state"] = None
+        X = self._backend.to_numpy(self.user_factors_)
+        Y = self._backend.to_numpy(self.item_factors_)
+        arrays = {
+            "format": np.array(FILE_FORMAT),
+            "version": np.array(FILE_VERSION),
+            "params": np.array(json.dumps(params)),
+            "user_factors": X,
+            "item_factors": Y,
+            "loss_history": np.asarray(self.loss_history_, dtype=np.float64),
+        }
+        for name, ids, n in (("user_ids", user_ids, len(X)), ("item_ids", item_ids, len(Y))):
+            ids = getattr(self, f"{name}_", None) if ids is None else ids
+            if ids is not None:
+                ids = np.asarray(ids)
+                if ids.dtype.kind not in "iuU":
+                    ids = ids.astype(str)
+                if ids.shape != (n,):
+                    raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
+                arrays[name] = ids
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path, backend: str | Backend = "auto") -> ALS:
+        """Read a model written by :meth:`save`, onto ``backend``.
+
+        Raises
+        ------
+        ValueError
+            For a file that is not a gpu-als model, is truncated or corrupted, has another
+            format version, holds pickled objects, or whose arrays have the wrong shape,
+            dtype or non-finite values.
+        FileNotFoundError
+            When there is no such file.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no model file at {path}")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a readable gpu-als model file (not an .npz archive)")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                contents = {name: archive[name] for name in archive.files}
+        except FileNotFoundError:
+            raise
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise ValueError(f"{path}: refusing to load pickled objects ({exc})") from None
+            raise ValueError(f"{path} is not a readable gpu-als model file: {exc}") from None
+        except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
+            raise ValueError(
+                f"{path} is not a readable gpu-als model file (truncated or corrupted?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        missing = {"format", "version", "params", "user_factors", "item_factors",
+                   "loss_history"} - set(contents)
+        if missing or str(contents.get("format", "")) != FILE_FORMAT:
+            raise ValueError(f"{path} is not a gpu-als model file (missing: "
+                             f"{', '.join(sorted(missing)) or 'the format tag'})")
+        version = int(contents["version"])
+        if version != FILE_VERSION:
+            raise ValueError(f"{path} has model format version {version}; this gpu-als "
+                             f"reads version {FILE_VERSION}")
+        try:
+            params = json.loads(str(contents["params"]))
+            params["dtype"] = np.dtype(params["dtype"]).type
+            model = cls(**{**params, "backend": backend})
+            p = model._check_params()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} holds invalid hyperparameters: {exc}") from None
+        X, Y = contents["user_factors"], contents["item_factors"]
+        for name, F in (("user_factors", X), ("item_factors", Y)):
+            if F.ndim != 2 or F.shape[1] != p["factors"] or F.dtype != p["dtype"]:
+                raise ValueError(f"{path}: {name} has shape {F.shape} and dtype {F.dtype}, "
+                                 f"expected (n, {p['factors']}) of {p['dtype'].name}")
+            if not np.isfinite(F).all():
+                raise ValueError(f"{path}: {name} holds NaN or infinite values")
+        ids = {}
+        for name, F in (("user_ids", X), ("item_ids", Y)):
+            if name in contents:
+                if contents[name].shape != (len(F),):
+                    raise ValueError(f"{path}: {name} has shape {contents[name].shape}, "
+                                     f"expected ({len(F)},)")
+                ids[name] = contents[name]
+        model._set_fitted(get_backend(backend), X, Y, contents["loss_history"],
+                          ids.get("user_ids"), ids.get("item_ids"))
+        return model
 
 
 #: The implicit library's name for the same estimator.

@@ -7,8 +7,14 @@ import scipy.sparse as sp
 from gpu_als.evaluation import (
     PopularityRecommender,
     RandomRecommender,
+    auc,
     binarize,
+    map_at_k,
+    ndcg_at_k,
+    personalization,
+    precision_at_k,
     ranking_metrics,
+    recall_at_k,
     train_test_split,
 )
 
@@ -64,6 +70,23 @@ def test_metrics_by_hand():
     dcg0 = 1 / np.log2(3) + 1 / np.log2(5)
     idcg0 = 1 + 1 / np.log2(3)
     assert m["ndcg"] == pytest.approx((dcg0 / idcg0 + 1.0) / 2)
+    # AP: user 0: (1/2)(1/2 + 2/4); user 2: 1
+    assert m["map"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 1.0) / 2)
+
+
+def test_auc_by_hand():
+    train = sp.lil_matrix((2, 6))
+    train[0, 5] = 1
+    test = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0]], np.float32))
+
+    class Full:
+        def recommend(self, userid, user_items, N, filter_already_liked_items):
+            rankings = {0: [2, 3, 0, 1, 4, -1], 1: [0, 1, 2, 3, 4, 5]}
+            return np.array([rankings[u][:N] for u in userid]), None
+
+    # user 0: candidates 0-4, test {0, 2}: 2 beats 3,1,4 and 0 beats 1,4 -> 5 of 6 pairs
+    # user 1: candidates 0-5, test {3}: beats 4, 5 -> 2 of 5 pairs
+    assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
 
 
 def test_metrics_against_a_slow_loop():
@@ -73,7 +96,7 @@ def test_metrics_against_a_slow_loop():
     lists = {u: list(rng.permutation(30)) for u in range(50)}
     K = 7
     got = ranking_metrics(Fixed(lists), train, test, K=K)
-    rec, nd, pr = [], [], []
+    rec, nd, pr, ap = [], [], [], []
     for u in range(50):
         relevant = set(test[u].indices)
         if not relevant:
@@ -84,9 +107,41 @@ def test_metrics_against_a_slow_loop():
         rec.append(sum(hits) / len(relevant))
         dcg = sum(h / np.log2(j + 2) for j, h in enumerate(hits))
         nd.append(dcg / sum(1 / np.log2(j + 2) for j in range(min(len(relevant), K))))
+        ap.append(sum(hits[j] * sum(hits[:j + 1]) / (j + 1) for j in range(K))
+                  / min(len(relevant), K))
     assert got["recall"] == pytest.approx(np.mean(rec))
     assert got["ndcg"] == pytest.approx(np.mean(nd))
     assert got["precision"] == pytest.approx(np.mean(pr))
+    assert got["map"] == pytest.approx(np.mean(ap))
+
+
+def test_metric_functions_and_auc_on_a_model():
+    from gpu_als import ALS
+
+    train = random_interactions(80, 40, 0.15, seed=3)
+    test = random_interactions(80, 40, 0.05, seed=4)
+    test = (test - test.multiply(train != 0)).tocsr()
+    test.eliminate_zeros()
+    model = ALS(factors=4, iterations=3, backend="cpu", random_state=0,
+                show_progress=False).fit(train)
+    m = ranking_metrics(model, train, test, K=5)
+    assert precision_at_k(model, train, test, 5) == m["precision"]
+    assert recall_at_k(model, train, test, 5) == m["recall"]
+    assert ndcg_at_k(model, train, test, 5) == m["ndcg"]
+    assert map_at_k(model, train, test, 5) == m["map"]
+    # AUC by brute force over every (test item, other candidate) pair
+    X, Y = model.user_factors_, model.item_factors_
+    per_user = []
+    for u in range(80):
+        positives = set(test[u].indices)
+        if not positives:
+            continue
+        scores = Y @ X[u]
+        candidates = [i for i in range(40) if i not in set(train[u].indices)]
+        negatives = [i for i in candidates if i not in positives]
+        won = sum(scores[p] > scores[n] for p in positives for n in negatives)
+        per_user.append(won / (len(positives) * len(negatives)))
+    assert auc(model, train, test) == pytest.approx(np.mean(per_user))
 
 
 def test_popularity_and_random_baselines():
@@ -96,3 +151,12 @@ def test_popularity_and_random_baselines():
     np.testing.assert_array_equal(ids, [[2, 3], [1, 2]])  # counts 3,1,1,0; ties by id
     ids, _ = RandomRecommender(0).fit(train).recommend(2, train[2], N=3)
     assert sorted(ids) == [1, 2, 3]
+
+
+def test_personalization():
+    same = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 2]])
+    assert personalization(same, 10) == {"personalization": 0.0, "coverage": 0.3}
+    apart = np.array([[0, 1, 2], [3, 4, 5]])
+    assert personalization(apart, 6)["personalization"] == 1.0
+    half = np.array([[0, 1], [0, 2]])  # one shared item of two
+    assert personalization(half, 3)["personalization"] == pytest.approx(0.5)
