@@ -30,6 +30,7 @@ logger = logging.getLogger("gpu_als")
 
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
 INIT_SCALE = 0.01
+SOLVERS = ("cholesky", "cg")
 #: Tag and version of the files written by ALS.save.
 FILE_FORMAT = "gpu-als model"
 FILE_VERSION = 1
@@ -61,6 +62,12 @@ class ALS:
         How implicit values become confidences (see above).
     epsilon : float, default 1.0
         Scale of the "log" confidence.
+    solver : {"cholesky", "cg"}, default "cholesky"
+        ``"cholesky"`` solves every row's system exactly; ``"cg"`` runs ``cg_steps``
+        conjugate-gradient steps per half-step from the previous factors (Takacs et al.
+        2011, the implicit library's default): cheaper per iteration, approximate.
+    cg_steps : int, default 3
+        Conjugate-gradient steps per row and half-step (``solver="cg"`` only).
     dtype : float32 or float64, default float32
         dtype of the factors and of the computation.
     backend : {"auto", "cpu", "gpu"} or Backend, default "auto"
@@ -108,6 +115,8 @@ class ALS:
         feedback: str = "implicit",
         confidence: str = "linear",
         epsilon: float = 1.0,
+        solver: str = "cholesky",
+        cg_steps: int = 3,
         dtype: Any = np.float32,
         backend: str | Backend = "auto",
         random_state: int | np.random.Generator | None = None,
@@ -121,6 +130,8 @@ class ALS:
         self.feedback = feedback
         self.confidence = confidence
         self.epsilon = epsilon
+        self.solver = solver
+        self.cg_steps = cg_steps
         self.dtype = dtype
         self.backend = backend
         self.random_state = random_state
@@ -167,6 +178,8 @@ class ALS:
             "epsilon": data.check_float("epsilon", self.epsilon, strict=True),
             "feedback": data.check_choice("feedback", self.feedback, data.FEEDBACKS),
             "confidence": data.check_choice("confidence", self.confidence, data.CONFIDENCES),
+            "solver": data.check_choice("solver", self.solver, SOLVERS),
+            "cg_steps": data.check_int("cg_steps", self.cg_steps, minimum=1),
             "dtype": data.check_dtype(self.dtype),
         }
         if p["feedback"] == "explicit" and p["regularization"] == 0:
@@ -224,7 +237,8 @@ class ALS:
 
         def solve(rows, fixed, fixed_gram, out):
             backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
-                               feedback=p["feedback"], out=out)
+                               feedback=p["feedback"], out=out, solver=p["solver"],
+                               cg_steps=p["cg_steps"])
 
         loss_history: list[float] = []
         start = time.perf_counter()
@@ -302,8 +316,8 @@ class ALS:
     def recalculate_user(self, userid: Any, user_items: Any):
         """Factors for users from their interactions, against the fixed item factors.
 
-        One exact solve per user (the user half-step for just these rows); the model is
-        not changed.
+        One exact solve per user (the user half-step for just these rows, always with the
+        Cholesky solver); the model is not changed.
 
         Parameters
         ----------
@@ -318,25 +332,95 @@ class ALS:
         """
         self._check_fitted()
         ids, scalar = _as_ids(userid, "userid")
-        return self._fold_in(user_items, len(ids), scalar)
+        out = self._fold_in(user_items, self.item_factors_, len(ids), "user_items")
+        return out[0] if scalar else out
 
-    def _fold_in(self, user_items: Any, n: int, scalar: bool):
+    def recalculate_item(self, itemid: Any, item_users: Any):
+        """Factors for items from their interactions, against the fixed user factors.
+
+        The item-side twin of :meth:`recalculate_user`.
+
+        Parameters
+        ----------
+        itemid : int or array-like of int
+        item_users : scipy.sparse matrix, shape (n_items_given, n_users)
+            The items' interactions, one row per id (a row of ``R^T``).
+
+        Returns
+        -------
+        array, shape (factors,) or (n_items_given, factors)
+        """
+        self._check_fitted()
+        ids, scalar = _as_ids(itemid, "itemid")
+        out = self._fold_in(item_users, self.user_factors_, len(ids), "item_users")
+        return out[0] if scalar else out
+
+    def partial_fit_users(self, userids: Any, user_items: Any) -> ALS:
+        """Add new users, or update existing ones, without refitting.
+
+        Each given user's factors are solved exactly from ``user_items`` against the fixed
+        item factors. Ids at or beyond the current number of users grow ``user_factors_``;
+        users in a gap that were not given get zero factors (all their scores are 0 until
+        they are fitted). Returns ``self``.
+
+        Parameters
+        ----------
+        userids : array-like of int, shape (n,)
+            Distinct user ids, >= 0.
+        user_items : scipy.sparse matrix, shape (n, n_items)
+        """
+        self._check_fitted()
+        self.user_factors_ = self._partial_fit(
+            userids, user_items, self.user_factors_, self.item_factors_, "userids",
+            "user_items")
+        if self.user_ids_ is not None and len(self.user_ids_) != len(self.user_factors_):
+            self.user_ids_ = None  # the saved id map no longer covers every row
+        return self
+
+    def partial_fit_items(self, itemids: Any, item_users: Any) -> ALS:
+        """Add new items, or update existing ones, without refitting.
+
+        The item-side twin of :meth:`partial_fit_users`; ``item_users`` has one row per
+        item id and one column per user. Returns ``self``.
+        """
+        self._check_fitted()
+        self.item_factors_ = self._partial_fit(
+            itemids, item_users, self.item_factors_, self.user_factors_, "itemids",
+            "item_users")
+        if self.item_ids_ is not None and len(self.item_ids_) != len(self.item_factors_):
+            self.item_ids_ = None
+        return self
+
+    def _partial_fit(self, ids, matrix, factors, fixed, ids_name, matrix_name):
+        ids, _ = _as_ids(ids, ids_name)
+        if len(ids) == 0:
+            raise ValueError(f"{ids_name} is empty")
+        if ids.min() < 0:
+            raise ValueError(f"{ids_name} {int(ids.min())} is negative")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError(f"{ids_name} holds duplicates; give each id once")
+        solved = self._fold_in(matrix, fixed, len(ids), matrix_name)
+        xp = self._backend.xp
+        grow = int(ids.max()) + 1 - factors.shape[0]
+        if grow > 0:
+            factors = xp.concatenate([factors, xp.zeros((grow, factors.shape[1]), factors.dtype)])
+        factors[self._backend.asarray(ids)] = solved
+        return factors
+
+    def _fold_in(self, matrix: Any, fixed, n: int, name: str):
+        """Exact solves of ``n`` rows of interactions against the ``fixed`` factors."""
         p = self._check_params()
         backend = self._backend
-        R = data.check_rows_for(
-            user_items, n, self.item_factors_.shape[0], p["dtype"], name="user_items"
-        )
+        R = data.check_rows_for(matrix, n, fixed.shape[0], p["dtype"], name=name)
         rows = backend.put(data.weighted_rows(
             R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"],
         ))
         out = backend.asarray(np.zeros((n, p["factors"])), p["dtype"])
-        YtY = backend.gram(self.item_factors_) if p["feedback"] == "implicit" else None
-        backend.solve_rows(
-            rows, self.item_factors_, YtY, regularization=p["regularization"],
-            feedback=p["feedback"], out=out,
-        )
-        return out[0] if scalar else out
+        gram = backend.gram(fixed) if p["feedback"] == "implicit" else None
+        backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
+                           feedback=p["feedback"], out=out)
+        return out
 
     def recommend(
         self,
@@ -398,7 +482,7 @@ class ALS:
                 user_items, len(ids), n_items, self.item_factors_.dtype, name="user_items"
             )
         if recalculate_user:
-            queries = self._fold_in(exclude, len(ids), False)
+            queries = self._fold_in(exclude, self.item_factors_, len(ids), "user_items")
         else:
             queries = self.user_factors_[backend.asarray(ids)]
         if not filter_already_liked_items:
@@ -658,7 +742,7 @@ def _same(a: Any, b: Any) -> bool:
 def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
     """``ids`` as a 1-D int64 array, and whether a scalar was given."""
     arr = np.asarray(ids)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "O" and arr.size == 0):
+    if arr.dtype.kind not in "iu" and arr.size > 0:
         raise TypeError(f"{name} must be an integer or an array of integers, got {arr.dtype}")
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {arr.shape}")

@@ -10,6 +10,7 @@ Under CI (``CI=true``) nothing that CI can run may skip: a missing compiler, NVR
 MovieLens copy fails instead.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -44,9 +45,15 @@ EMULATED_TILE_ROWS = 5  # rows of 6 to 24 entries take several tiles in the fuse
 EMULATED_FREE_MEMORY = 256 * 1024
 
 
+@functools.cache
+def _build_emulation() -> None:
+    emulation.build_all()  # every kernel file, two compilers at a time, cached on disk
+
+
 def emulated_backend():
     if _EMULATION_REASON is not None:
         skip_or_fail(f"kernel emulation unavailable: {_EMULATION_REASON}")
+    _build_emulation()
     return gpu.GPUBackend(
         emulation.EmulatedRuntime(free_memory=EMULATED_FREE_MEMORY),
         split_length=EMULATED_SPLIT_LENGTH, segment_length=EMULATED_SEGMENT_LENGTH,

@@ -38,7 +38,7 @@ SM80_SHARED_BYTES = 163 * 1024
 DEFAULT_SHARED_BYTES = 48 * 1024
 CXX = os.environ.get("CXX", "g++")
 FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unused-function")
-TSAN_FLAGS = ("-std=c++20", "-O1", "-g", "-fPIC", "-shared", "-pthread",
+TSAN_FLAGS = ("-std=c++20", "-O0", "-g", "-fPIC", "-shared", "-pthread",
               "-fsanitize=thread")
 
 
@@ -83,6 +83,8 @@ def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) 
         digest.update(part.encode())
     for included in re.findall(r'#include "([^"]+)"', source):  # the header, the .cu file
         digest.update(Path(included).read_bytes())
+    for path in sorted(_kernels.kernel_dir().glob("*.cuh")):  # what the .cu files include
+        digest.update(path.read_bytes())
     for path in sorted(_kernels.kernel_dir().iterdir()):
         if path.suffix in (".cu", ".cuh"):
             digest.update(path.read_bytes())
@@ -200,17 +202,19 @@ class EmulatedRuntime:
     """The runtime interface of ``GPUBackend`` (see ``CudaRuntime``), on the host.
 
     ``free_memory`` is what the backend is told the device has free: small values force
-    its chunking paths on tiny inputs. ``flags`` are the compiler's (``TSAN_FLAGS`` builds
+    its chunking paths on tiny inputs, as a small ``max_shared_memory`` sends small k to
+    the two-kernel path. ``flags`` are the compiler's (``TSAN_FLAGS`` builds
     the kernels under ThreadSanitizer; the process must then preload libtsan).
     """
 
     xp = np
     device_name = "CUDA host emulation"
-    max_shared_memory = SM80_SHARED_BYTES
 
-    def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS):
+    def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS,
+                 max_shared_memory: int = SM80_SHARED_BYTES):
         self._free_memory = free_memory
         self._flags = flags
+        self.max_shared_memory = max_shared_memory
         self._modules: dict[str, EmulatedModule] = {}
 
     def kernel(self, file: str, name: str) -> EmulatedKernel:

@@ -122,14 +122,18 @@ def test_launch_checks_catch_what_cuda_would_reject(selftest):
 
 
 def test_factors_above_shared_memory_take_the_two_kernel_path():
-    """k = 150 in float64 does not fit an sm_80 block's shared memory: build + Cholesky."""
+    """When the k x k system does not fit shared memory (k = 150 in float64 on an sm_80
+    block; here a device with 2 KiB, to keep k small): build + Cholesky for every row."""
+    from gpu_als.backends.gpu import GPUBackend
     from gpu_als.data import check_user_items, weighted_rows
 
     from .reference import solve_rows_loop
     from .test_solver import edge_case_matrix
 
-    backend = emulated_backend()
-    k = 150
+    assert emulated_backend()._tile(150, 8, fused=True) is None
+    backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=2048), tile_rows=3,
+                         split_length=20, segment_length=8)
+    k = 20
     assert backend._tile(k, 8, fused=True) is None
     R = edge_case_matrix(k)
     F = np.random.default_rng(0).random((R.shape[1], k)) * 0.2
@@ -160,22 +164,25 @@ TSAN_SCRIPT = textwrap.dedent("""
     from tests.test_solver import edge_case_matrix
 
     k = 4
+    emulation.build_all(emulation.TSAN_FLAGS)  # two compilers at a time
     runtime = emulation.EmulatedRuntime(free_memory=4 * k * k * 8, flags=emulation.TSAN_FLAGS)
     backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
     R = edge_case_matrix(k)
     F = np.random.default_rng(1).random((R.shape[1], k))
-    for feedback in ("implicit", "explicit"):
-        rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
-        out = np.zeros((R.shape[0], k))
-        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback=feedback,
-                           out=out)
-        backend.stored_loss(rows, out, F)
+    # implicit only: explicit feedback runs the same kernels with other arguments
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit"))
+    out = np.zeros((R.shape[0], k))
+    for solver in ("cholesky", "cg"):
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                           out=out, solver=solver, cg_steps=2)
+    backend.stored_loss(rows, out, F)
     print("kernels ran")
 """)
 
 
 def test_kernels_are_free_of_data_races_under_thread_sanitizer():
-    """Every kernel (fused, build, Cholesky, loss) under TSan: a missing __syncthreads fails."""
+    """Every kernel (fused, build, Cholesky, CG, loss) under TSan: a missing __syncthreads
+    fails."""
     if emulation.unavailable_reason() is not None:
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
     libtsan = subprocess.run([emulation.CXX, "-print-file-name=libtsan.so"],

@@ -70,13 +70,16 @@ class Backend(ABC):
         regularization: float,
         feedback: str,
         out: Any,
+        solver: str = "cholesky",
+        cg_steps: int = 3,
     ) -> Any:
         """Solve every row's ridge system and write the new factors into ``out``.
 
         Implicit: ``(FtF + sum_i weight_i f_i f_i^T + regularization * I) x = sum_i target_i f_i``.
         Explicit (ALS-WR): ``(sum_i f_i f_i^T + regularization * n_u * I) x = sum_i r_i f_i``
         (``FtF`` unused). A row without stored entries gets the zero vector.
-        Returns ``out``.
+        ``solver="cholesky"`` solves exactly; ``"cg"`` runs ``cg_steps`` conjugate-gradient
+        steps from the current contents of ``out`` (a warm start). Returns ``out``.
         """
 
     @abstractmethod

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ..data import WeightedRows
@@ -87,6 +88,43 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x.astype(A.dtype, copy=False)
 
 
+def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization, x, steps):
+    """CG on rows [first, last) from ``x``, never forming a k x k matrix per row:
+    ``A p = p base + sum_i weight_i (f_i . p) f_i`` (implicit) or
+    ``A p = lambda n_u p + sum_i (f_i . p) f_i`` (explicit, ``base`` None)."""
+    a, b = int(rows.indptr[first]), int(rows.indptr[last])
+    local = rows.indptr[first:last + 1] - a
+    counts = np.diff(local)
+    Fg = np.take(F, rows.indices[a:b], axis=0)  # (entries, k), gathered once
+    row_of = np.repeat(np.arange(last - first), counts)
+    entries = np.arange(b - a)
+    weight = rows.weight[a:b]
+
+    def segment_sum(values):  # sum over each row's entries of values[e] * Fg[e]
+        return sp.csr_matrix((values, entries, local), shape=(last - first, b - a)) @ Fg
+
+    def A(P):
+        s = np.einsum("ek,ek->e", Fg, np.take(P, row_of, axis=0))
+        shared = P @ base if base is not None else (regularization * counts)[:, None] * P
+        return segment_sum(weight * s) + shared.astype(P.dtype, copy=False)
+
+    x = x.copy()
+    r = segment_sum(rows.target[a:b]) - A(x)
+    p = r.copy()
+    rs = np.einsum("ij,ij->i", r, r)
+    for _ in range(steps):
+        Ap = A(p)
+        pAp = np.einsum("ij,ij->i", p, Ap)
+        alpha = np.divide(rs, pAp, out=np.zeros_like(rs), where=pAp > 0)
+        x += alpha[:, None] * p
+        r -= alpha[:, None] * Ap
+        rs_new = np.einsum("ij,ij->i", r, r)
+        beta = np.divide(rs_new, rs, out=np.zeros_like(rs), where=rs > 0)
+        p = r + beta[:, None] * p
+        rs = rs_new
+    return x
+
+
 class CPUBackend(Backend):
     """The NumPy reference backend.
 
@@ -109,7 +147,10 @@ class CPUBackend(Backend):
 
     # ---- numerics -------------------------------------------------------------------
 
-    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
+    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
+                   solver="cholesky", cg_steps=3):
+        if solver == "cg":
+            return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps)
         k = F.shape[1]
         dtype = F.dtype
         lengths = np.diff(rows.indptr)
@@ -183,6 +224,26 @@ class CPUBackend(Backend):
                         pass
         if implicit:
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
+        return out
+
+    def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
+        """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
+
+        Rows go in chunks of about ``block_elements / k`` entries; a chunk's fixed factors
+        ``F[N(u)]`` are gathered once and serve every step.
+        """
+        implicit = feedback == "implicit"
+        base = (FtF + regularization * np.eye(F.shape[1])).astype(F.dtype) if implicit else None
+        per_chunk = max(1, self.block_elements // F.shape[1])
+        first = 0
+        while first < rows.n_rows:
+            # rows [first, last): about per_chunk entries, at least one row
+            last = int(np.searchsorted(rows.indptr, rows.indptr[first] + per_chunk, "right"))
+            last = min(max(last - 1, first + 1), rows.n_rows)
+            out[first:last] = _cg_chunk(rows, first, last, F, base, regularization,
+                                        out[first:last], steps)
+            first = last
+        out[np.diff(rows.indptr) == 0] = 0  # the exact solution of an empty row
         return out
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:

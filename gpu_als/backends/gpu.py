@@ -126,6 +126,7 @@ class _Chunk:
 
 @dataclass
 class _Plan:
+    all_rows: Any  # int64, every row, longest first (the CG solver's launch)
     fused_rows: Any  # int64 rows for fused_solve, longest first (may include empty rows)
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
@@ -137,6 +138,10 @@ def _shared_bytes_fused(k: int, tile: int, itemsize: int) -> int:
 
 def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
     return (tile * k + 2 * tile) * itemsize
+
+
+def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int) -> int:
+    return (4 * k + tile * k + 3 * tile + block_threads // 32) * itemsize
 
 
 class GPUBackend(Backend):
@@ -237,13 +242,16 @@ class GPUBackend(Backend):
                                      row_end[segment_slot])
             chunks.append(_Chunk(*(self.asarray(a, np.int64) for a in (
                 chunk_rows, lengths[chunk_rows], segment_slot, segment_start, segment_end))))
-        plan = _Plan(self.asarray(fused_rows, np.int64), chunks, self.asarray(zero_rows, np.int64))
+        all_rows = np.argsort(-lengths, kind="stable")
+        plan = _Plan(self.asarray(all_rows, np.int64), self.asarray(fused_rows, np.int64),
+                     chunks, self.asarray(zero_rows, np.int64))
         self._plans[key] = (weakref.ref(rows), plan)
         return plan
 
     # ---- numerics -------------------------------------------------------------------
 
-    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out):
+    def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
+                   solver="cholesky", cg_steps=3):
         xp = self.xp
         k = F.shape[1]
         if k > MAX_FACTORS:
@@ -260,6 +268,9 @@ class GPUBackend(Backend):
             else:
                 base = xp.zeros((k, k), dtype)
                 diag_scale = T(regularization)
+            if solver == "cg":
+                self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
+                return out
             if len(plan.fused_rows):
                 tile = self._tile(k, dtype.itemsize, fused=True)
                 self._launch(
@@ -292,6 +303,22 @@ class GPUBackend(Backend):
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _solve_cg(self, rows, F, base, diag_scale, out, steps, plan, index_dtype):
+        """Every row's CG iterations in one launch (kernels/cg.cu), longest rows first."""
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        tile = min(self.tile_rows, self.block_threads)
+        while tile > 1 and _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads) > \
+                self.runtime.max_shared_memory:
+            tile -= 1
+        self._launch(
+            "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
+            len(plan.all_rows),
+            (plan.all_rows, rows.indptr, rows.indices, rows.weight, rows.target, F, base,
+             diag_scale, np.int32(k), np.int32(steps), np.int32(tile), out),
+            _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
+        )
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
         nnz = len(rows.indices)

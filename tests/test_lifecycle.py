@@ -1,0 +1,147 @@
+"""Fold-in, partial fits and the conjugate-gradient solver."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS
+from gpu_als.backends import get_backend
+from gpu_als.data import check_user_items, weighted_rows
+from gpu_als.evaluation import PopularityRecommender, binarize, ranking_metrics, train_test_split
+
+from .conftest import random_interactions
+from .reference import solve_rows_loop
+from .test_solver import assert_close, edge_case_matrix
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def model_for(backend, **params):
+    return ALS(**{"factors": 4, "iterations": 2, "backend": backend, "random_state": 4,
+                  "alpha": 3.0, "regularization": 0.05, "dtype": np.float64,
+                  "show_progress": False, **params})
+
+
+@pytest.fixture(scope="module")
+def R():
+    return random_interactions(25, 20, 0.2, seed=2, dtype=np.float64)
+
+
+def test_recalculate_user_equals_the_last_user_half_step(backend, R):
+    """The last user half-step solved against the item factors of one iteration earlier."""
+    full = model_for(backend).fit(R)
+    earlier = model_for(backend, iterations=1).fit(R)  # same start: the same first steps
+    folded = earlier.recalculate_user(np.arange(25), R)
+    np.testing.assert_allclose(to_numpy(folded), to_numpy(full.user_factors_), atol=1e-10)
+
+
+def test_recalculate_item_equals_the_last_item_half_step(backend, R):
+    model = model_for(backend).fit(R)
+    folded = model.recalculate_item(np.arange(20), R.T.tocsr())
+    np.testing.assert_allclose(to_numpy(folded), to_numpy(model.item_factors_), atol=1e-10)
+    one = model.recalculate_item(4, R.T.tocsr()[4])
+    np.testing.assert_allclose(to_numpy(one), to_numpy(model.item_factors_)[4], atol=1e-10)
+
+
+def test_partial_fit_grows_and_updates(backend, R):
+    model = model_for(backend).fit(R)
+    before = to_numpy(model.user_factors_).copy()
+    rows = random_interactions(2, 20, 0.3, seed=9, dtype=np.float64)
+    model.partial_fit_users([3, 27], rows)
+    X = to_numpy(model.user_factors_)
+    assert X.shape == (28, 4)
+    assert not X[25:27].any(), "users in the gap get zero factors"
+    np.testing.assert_allclose(X[[3, 27]], to_numpy(model.recalculate_user([0, 1], rows)))
+    np.testing.assert_array_equal(X[:3], before[:3])
+    ids, _ = model.recommend(27, rows[1], N=5)
+    assert len(ids) == 5
+    item_rows = random_interactions(1, 28, 0.3, seed=10, dtype=np.float64)
+    model.partial_fit_items([20], item_rows)
+    assert model.item_factors_.shape == (21, 4)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([1, 1], "holds duplicates"), ([-1, 2], "-1 is negative"), ([], "is empty"),
+])
+def test_partial_fit_rejects_bad_ids(R, ids, message):
+    model = model_for("cpu").fit(R)
+    with pytest.raises(ValueError, match=message):
+        model.partial_fit_users(ids, sp.csr_matrix((len(ids), 20)))
+
+
+def test_partial_fit_new_users_beat_popularity(movielens):
+    """50 users unseen in training, folded in from 80 % of their positives."""
+    positives = binarize(movielens.ratings, 4)
+    new = np.arange(893, 943)
+    known = positives[:893]
+    model = ALS(factors=64, regularization=0.001, alpha=10, iterations=20, random_state=42,
+                backend="cpu", show_progress=False).fit(known)
+    train_new, test_new = train_test_split(positives[new], 0.2, random_state=42)
+    model.partial_fit_users(new, train_new)
+    assert model.user_factors_.shape[0] == 943
+
+    class NewUsers:  # recommend with the new users' rows, scored on their test items
+        def recommend(self, userid, user_items, N, filter_already_liked_items):
+            return model.recommend(new[userid], user_items, N=N)
+
+    als = ranking_metrics(NewUsers(), train_new, test_new, K=10)
+    popularity = PopularityRecommender().fit(sp.vstack([known, train_new]).tocsr())
+
+    class PopularNew:
+        def recommend(self, userid, user_items, N, filter_already_liked_items):
+            return popularity.recommend(new[userid], user_items, N=N)
+
+    pop = ranking_metrics(PopularNew(), train_new, test_new, K=10)
+    print(f"folded-in users: ALS recall@10 {als['recall']:.4f}, popularity "
+          f"{pop['recall']:.4f}")
+    assert als["recall"] > pop["recall"], (als, pop)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_cg_with_enough_steps_reaches_the_exact_solution(backend, feedback):
+    b = get_backend(backend)
+    R = edge_case_matrix(5, negative=feedback == "implicit")
+    F = np.random.default_rng(3).random((R.shape[1], 5))
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=2.0))
+    Fb = b.asarray(F)
+    out = b.asarray(np.random.default_rng(4).random((R.shape[0], 5)))  # a warm start
+    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback=feedback, out=out,
+                 solver="cg", cg_steps=15)
+    assert_close(to_numpy(out), solve_rows_loop(R, F, 0.1, feedback=feedback, alpha=2.0),
+                 np.float64)
+
+
+def test_cg_fit_is_close_to_cholesky_on_movielens(real_backend, movielens):
+    """CG with 3 steps ends within 1 % of the exact solver's loss after 15 iterations."""
+    train = binarize(movielens.ratings, 4)
+    params = dict(factors=64, regularization=0.001, alpha=10, iterations=15, random_state=42,
+                  backend=real_backend, show_progress=False)
+    exact = ALS(**params).fit(train).loss_history_[-1]
+    cg = ALS(solver="cg", cg_steps=3, **params).fit(train).loss_history_[-1]
+    print(f"final loss: Cholesky {exact:.2f}, CG(3) {cg:.2f} ({cg / exact - 1:+.3%})")
+    assert exact <= cg * (1 + 1e-6)
+    assert cg <= exact * 1.01
+
+
+def test_solver_parameters_are_checked(R):
+    with pytest.raises(ValueError, match="solver='lu': expected one of 'cholesky', 'cg'"):
+        model_for("cpu", solver="lu").fit(R)
+    with pytest.raises(ValueError, match="cg_steps=0: must be >= 1"):
+        model_for("cpu", solver="cg", cg_steps=0).fit(R)
+
+
+def test_cpu_cg_chunking_does_not_change_results():
+    from gpu_als.backends import CPUBackend
+
+    R = edge_case_matrix(6)
+    F = np.random.default_rng(5).random((R.shape[1], 6))
+    rows = weighted_rows(check_user_items(R, np.float64), feedback="implicit", alpha=2.0)
+    results = []
+    for backend in (CPUBackend(), CPUBackend(block_elements=6)):  # one entry per chunk
+        out = np.random.default_rng(6).random((R.shape[0], 6))
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                           out=out, solver="cg", cg_steps=3)
+        results.append(out)
+    np.testing.assert_allclose(results[1], results[0], atol=1e-12)
