@@ -213,18 +213,25 @@ class CPUBackend(Backend):
                 M[:, diag, diag] += m[:, None]
                 H[ids] = _solve(M, g)
 
-        blocks = row_blocks(lengths, k, self.block_elements)
-        with threadpool_limits(1):
-            if self.num_threads == 1:
-                for block in blocks:
-                    solve_block(block)
-            else:
-                with ThreadPoolExecutor(self.num_threads) as pool:
-                    for _ in pool.map(solve_block, blocks):
-                        pass
+        self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements))
         if implicit:
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
         return out
+
+    def _run_parallel(self, work, items) -> None:
+        """``work(item)`` for every item, on ``num_threads`` threads.
+
+        The work is made of batched NumPy calls that release the GIL; BLAS is held to one
+        thread meanwhile, so that the two levels of threading do not fight.
+        """
+        with threadpool_limits(1):
+            if self.num_threads == 1:
+                for item in items:
+                    work(item)
+            else:
+                with ThreadPoolExecutor(self.num_threads) as pool:
+                    for _ in pool.map(work, items):
+                        pass
 
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
@@ -235,14 +242,18 @@ class CPUBackend(Backend):
         implicit = feedback == "implicit"
         base = (FtF + regularization * np.eye(F.shape[1])).astype(F.dtype) if implicit else None
         per_chunk = max(1, self.block_elements // F.shape[1])
-        first = 0
-        while first < rows.n_rows:
-            # rows [first, last): about per_chunk entries, at least one row
+        bounds = [0]
+        while bounds[-1] < rows.n_rows:  # chunks of about per_chunk entries, >= 1 row each
+            first = bounds[-1]
             last = int(np.searchsorted(rows.indptr, rows.indptr[first] + per_chunk, "right"))
-            last = min(max(last - 1, first + 1), rows.n_rows)
+            bounds.append(min(max(last - 1, first + 1), rows.n_rows))
+
+        def solve_chunk(first_last):
+            first, last = first_last
             out[first:last] = _cg_chunk(rows, first, last, F, base, regularization,
                                         out[first:last], steps)
-            first = last
+
+        self._run_parallel(solve_chunk, list(zip(bounds[:-1], bounds[1:])))
         out[np.diff(rows.indptr) == 0] = 0  # the exact solution of an empty row
         return out
 
