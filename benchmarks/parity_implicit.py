@@ -47,7 +47,7 @@ def main() -> int:
                    random_state=seed, backend="cpu", show_progress=False).fit(train)
         with threadpool_limits(1, "blas"):
             theirs = AlternatingLeastSquares(factors=64, regularization=0.001, iterations=20,
-                                             random_state=seed)
+                                             use_cg=False, random_state=seed)  # Cholesky
             theirs.fit((train * 10).tocsr(), show_progress=False)
         a = ranking_metrics(ours, train, test, K=10)
         b = ranking_metrics(ImplicitModel(theirs), train, test, K=10)
