@@ -1,9 +1,10 @@
-"""Command line: ``gpu-als demo | train | evaluate``.
+"""Command line: ``gpu-als demo | train | evaluate | tune``.
 
 * ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
   document's table beside ours and writes the plots.
 * ``train FILE``: fit on a CSV or Parquet file of (user, item, value) rows; save the model.
 * ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
+* ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
 """
 
 from __future__ import annotations
@@ -224,6 +225,53 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_grid(items: list[str] | None) -> dict[str, list] | None:
+    """``["factors=32,64", "alpha=1,10"]`` -> ``{"factors": [32, 64], "alpha": [1.0, 10.0]}``."""
+    if not items:
+        return None
+    grid = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if not name or not values:
+            raise ValueError(f"--grid {item!r}: expected NAME=VALUE,VALUE,...")
+        parsed = []
+        for value in values.split(","):
+            for kind in (int, float, str):
+                try:
+                    parsed.append(kind(value))
+                    break
+                except ValueError:
+                    continue
+        grid[name] = parsed
+    return grid
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    matrix, user_ids, item_ids = read_interactions(args)
+    start = time.perf_counter()
+    result = tune(matrix, parse_grid(args.grid), n_samples=args.n_samples,
+                  metric=args.metric, K=args.K, validation_fraction=args.validation_fraction,
+                  base_params={"iterations": args.iterations, "backend": args.backend},
+                  halving=not args.no_halving, min_iterations=args.min_iterations,
+                  reduction_factor=args.reduction_factor, random_state=args.seed)
+    finished = sum(t["finished"] for t in result.trials)
+    print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
+          f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
+    print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}")
+    result.to_csv(args.trials)
+    print(f"all trials: {args.trials}")
+    if args.plot:
+        from .plots import plot_tuning
+
+        print(f"plot: {plot_tuning(result, args.plot)}")
+    if args.output:
+        result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+        print(f"best model refitted on all the data: {args.output}")
+    return 0
+
+
 # ---- entry point ----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +307,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="implicit: count only test values >= this as relevant "
                         "(e.g. 4 for ratings)")
     p.set_defaults(func=evaluate)
+
+    p = commands.add_parser("tune", help="search hyperparameters on a validation split",
+                            description="Grid or random search of ALS hyperparameters on a "
+                            "validation split of the file, with successive halving on "
+                            "iterations (see gpu_als.tune).")
+    add_file_options(p)
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
+                   help="values to try for one hyperparameter (repeat the option); "
+                        "default: factors, regularization and alpha around the reference")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="try this many random configurations of the grid instead of all")
+    p.add_argument("--metric", choices=["recall", "ndcg", "precision", "map"],
+                   default="recall", help="validation metric (default recall)")
+    p.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
+    p.add_argument("--validation-fraction", type=float, default=0.2,
+                   help="share of each user's interactions for validation (default 0.2)")
+    p.add_argument("--iterations", type=int, default=20, help="iterations per trial")
+    p.add_argument("--no-halving", action="store_true",
+                   help="train every configuration to the end")
+    p.add_argument("--min-iterations", type=int, default=3, help="first halving rung")
+    p.add_argument("--reduction-factor", type=int, default=3,
+                   help="keep the best 1/this of the trials at each rung (default 3)")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--seed", type=int, default=42, help="split, sampling and start seed")
+    p.add_argument("--trials", type=Path, default=Path("trials.csv"),
+                   help="CSV of every trial (default trials.csv)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of metric vs hyperparameters")
+    p.add_argument("--output", type=Path, default=None, help="save the refitted best model")
+    p.set_defaults(func=tune_command)
     return parser
 
 

@@ -266,27 +266,75 @@ class WeightedRows:
     def n_rows(self) -> int:
         return len(self.indptr) - 1
 
-    def to_csr(self, values: str = "target") -> sp.csr_matrix:
-        """The rows as a scipy CSR holding ``weight`` or ``target`` (NumPy form only)."""
-        return sp.csr_matrix(
-            (getattr(self, values), self.indices, self.indptr), shape=(self.n_rows, self.n_cols)
-        )
-
-    def transpose(self) -> WeightedRows:
-        """The same entries seen from the other side (NumPy form only)."""
-        w = self.to_csr("weight").T.tocsr()
-        t = self.to_csr("target").T.tocsr()
-        # Both transposes sort entries the same way (same structure in, same order out).
-        return WeightedRows(
-            w.indptr, w.indices, w.data, t.data, self.n_rows, self.loss_constant
-        )
-
     def map_arrays(self, fn) -> WeightedRows:
         """A copy with ``fn`` applied to each array (how backends move it to a device)."""
         return WeightedRows(
             fn(self.indptr), fn(self.indices), fn(self.weight), fn(self.target),
             self.n_cols, self.loss_constant,
         )
+
+
+class Prepared:
+    """A checked interaction matrix whose two CSR structures are built once.
+
+    ``fit`` prepares its input this way every time; :func:`gpu_als.tune.tune` prepares the
+    training data once and hands the same object to every trial, so that checking,
+    transposing and (per backend and confidence setting) moving the data to the device
+    happen once for the whole search.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse matrix, shape (n_users, n_items)
+    dtype : float32 or float64
+    """
+
+    def __init__(self, user_items: Any, dtype: Any = np.float32):
+        self.csr = check_user_items(user_items, dtype)
+        self.dtype = self.csr.dtype
+        # R^T's structure, and where each of its entries sits in R's data
+        position = sp.csr_matrix(
+            (np.arange(self.csr.nnz), self.csr.indices, self.csr.indptr), shape=self.csr.shape
+        ).T.tocsr()
+        self._t_indptr, self._t_indices = _same_index_dtype(position.indptr, position.indices)
+        self._t_position = position.data
+        self._rows: dict[tuple, tuple[WeightedRows, WeightedRows]] = {}
+        self._device: dict[tuple, tuple[Any, tuple[WeightedRows, WeightedRows]]] = {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.csr.shape
+
+    def rows(self, *, feedback: str, alpha: float = 1.0, confidence: str = "linear",
+             epsilon: float = 1.0) -> tuple[WeightedRows, WeightedRows]:
+        """The user rows (of R) and item rows (of R^T) for these confidence settings."""
+        key = (feedback, alpha, confidence, epsilon)
+        if key not in self._rows:
+            users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
+                                  confidence=confidence, epsilon=epsilon)
+            items = WeightedRows(
+                self._t_indptr, self._t_indices, users.weight[self._t_position],
+                users.target[self._t_position], self.csr.shape[0], users.loss_constant,
+            )
+            self._rows[key] = (users, items)
+        return self._rows[key]
+
+    def on_backend(self, backend, **settings) -> tuple[WeightedRows, WeightedRows]:
+        """:meth:`rows` moved to ``backend`` (cached per backend instance)."""
+        key = (id(backend), *sorted(settings.items()))
+        cached = self._device.get(key)
+        if cached is None or cached[0] is not backend:
+            users, items = self.rows(**settings)
+            cached = (backend, (backend.put(users), backend.put(items)))
+            self._device[key] = cached
+        return cached[1]
+
+
+def _same_index_dtype(indptr, indices):
+    """indptr and indices with one dtype (scipy may widen only one of them)."""
+    if indptr.dtype != indices.dtype:
+        dtype = np.promote_types(indptr.dtype, indices.dtype)
+        return indptr.astype(dtype), indices.astype(dtype)
+    return indptr, indices
 
 
 def weighted_rows(
@@ -313,11 +361,7 @@ def weighted_rows(
             f"{float(np.abs(r).max()):.3g} is too large; scale the values down or use "
             "dtype=float64"
         )
-    indices = csr.indices
-    indptr = csr.indptr
-    if indptr.dtype != indices.dtype:  # scipy may widen only one of them
-        idx_dtype = np.promote_types(indptr.dtype, indices.dtype)
-        indptr, indices = indptr.astype(idx_dtype), indices.astype(idx_dtype)
+    indptr, indices = _same_index_dtype(csr.indptr, csr.indices)
     return WeightedRows(indptr, indices, weight, target, csr.shape[1], constant)
 
 

@@ -219,55 +219,10 @@ class ALS:
         FloatingPointError
             When a half-step produces NaN or infinite factors; the model is left unfitted.
         """
-        p = self._check_params()
-        R = data.check_user_items(user_items, p["dtype"])
-        Cu = data.weighted_rows(
-            R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
-            epsilon=p["epsilon"],
-        )
-        Ci = Cu.transpose()
-        backend = get_backend(self.backend)
-        if backend.max_factors is not None and p["factors"] > backend.max_factors:
-            raise ValueError(
-                f"factors={p['factors']}: the {backend.name.upper()} backend supports "
-                f"factors <= {backend.max_factors}"
-            )
-        Cu, Ci = backend.put(Cu), backend.put(Ci)
-        X, Y = self._initial_factors(backend, R.shape, p["factors"], p["dtype"])
-
-        def solve(rows, fixed, fixed_gram, out):
-            backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
-                               feedback=p["feedback"], out=out, solver=p["solver"],
-                               cg_steps=p["cg_steps"])
-
-        loss_history: list[float] = []
-        start = time.perf_counter()
-        YtY = backend.gram(Y)
-        progress = tqdm(
-            range(p["iterations"]), desc=f"ALS ({backend.name})", unit="it",
-            disable=None if self.show_progress else True,
-        )
-        with progress:
-            for iteration in progress:
-                solve(Cu, Y, YtY, X)
-                solve(Ci, X, backend.gram(X), Y)
-                YtY = backend.gram(Y)
-                loss = backend.loss(
-                    Cu, X, Y, YtY, regularization=p["regularization"], feedback=p["feedback"]
-                )
-                if not math.isfinite(loss):  # NaN or inf in X or Y, which propagate to it
-                    self._raise_non_finite(backend, X, iteration, p)
-                loss_history.append(loss)
-                progress.set_postfix(loss=f"{loss:.5g}")
-                if self.callback is not None:
-                    self.callback(iteration, time.perf_counter() - start, loss)
-
-        self.user_factors_ = X
-        self.item_factors_ = Y
-        self.loss_history_ = loss_history
-        self.backend_ = backend.name
-        self._backend = backend
-        self.user_ids_ = self.item_ids_ = None
+        training = _Training(self, user_items)
+        training.run(training.p["iterations"], show_progress=self.show_progress,
+                     callback=self.callback)
+        training.finish(self)
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
@@ -726,6 +681,76 @@ class ALS:
         model._set_fitted(get_backend(backend), X, Y, contents["loss_history"],
                           ids.get("user_ids"), ids.get("item_ids"))
         return model
+
+
+class _Training:
+    """One fit in progress: the data on its backend, the factors, the loss history.
+
+    ``ALS.fit`` runs one to the end; ``gpu_als.tune`` runs several a few iterations at a
+    time. ALS is deterministic, so running n iterations and then m more gives exactly the
+    model of n + m iterations.
+    """
+
+    def __init__(self, model: ALS, user_items: Any):
+        p = model._check_params()
+        prepared = user_items if isinstance(user_items, data.Prepared) \
+            else data.Prepared(user_items, p["dtype"])
+        if prepared.dtype != p["dtype"]:
+            prepared = data.Prepared(prepared.csr, p["dtype"])
+        backend = get_backend(model.backend)
+        if backend.max_factors is not None and p["factors"] > backend.max_factors:
+            raise ValueError(
+                f"factors={p['factors']}: the {backend.name.upper()} backend supports "
+                f"factors <= {backend.max_factors}"
+            )
+        self.p, self.backend = p, backend
+        self.Cu, self.Ci = prepared.on_backend(
+            backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
+            epsilon=p["epsilon"])
+        self.X, self.Y = model._initial_factors(backend, prepared.shape, p["factors"],
+                                                p["dtype"])
+        self.YtY = backend.gram(self.Y)
+        self.loss_history: list[float] = []
+        self.seconds = 0.0
+
+    def run(self, iterations: int, *, show_progress: bool = False, callback=None) -> None:
+        """``iterations`` more sweeps: a user half-step, an item half-step, the loss."""
+        p, backend = self.p, self.backend
+        X, Y = self.X, self.Y
+
+        def solve(rows, fixed, fixed_gram, out):
+            backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
+                               feedback=p["feedback"], out=out, solver=p["solver"],
+                               cg_steps=p["cg_steps"])
+
+        start = time.perf_counter() - self.seconds
+        progress = tqdm(
+            range(len(self.loss_history), len(self.loss_history) + iterations),
+            desc=f"ALS ({backend.name})", unit="it", disable=None if show_progress else True,
+        )
+        with progress:
+            for iteration in progress:
+                solve(self.Cu, Y, self.YtY, X)
+                solve(self.Ci, X, backend.gram(X), Y)
+                self.YtY = backend.gram(Y)
+                loss = backend.loss(self.Cu, X, Y, self.YtY,
+                                    regularization=p["regularization"], feedback=p["feedback"])
+                if not math.isfinite(loss):  # NaN or inf in X or Y, which propagate to it
+                    ALS._raise_non_finite(backend, X, iteration, p)
+                self.loss_history.append(loss)
+                self.seconds = time.perf_counter() - start
+                progress.set_postfix(loss=f"{loss:.5g}")
+                if callback is not None:
+                    callback(iteration, self.seconds, loss)
+
+    def finish(self, model: ALS) -> None:
+        """Hand the factors to ``model`` (only now: a failed fit leaves no model)."""
+        model.user_factors_ = self.X
+        model.item_factors_ = self.Y
+        model.loss_history_ = list(self.loss_history)
+        model.backend_ = self.backend.name
+        model._backend = self.backend
+        model.user_ids_ = model.item_ids_ = None
 
 
 #: The implicit library's name for the same estimator.

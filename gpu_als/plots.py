@@ -78,3 +78,37 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_tuning(result, path, *, title: str | None = None) -> Path:
+    """The validation metric against each searched hyperparameter (one panel each).
+
+    Filled dots: trials that ran all their iterations; hollow: trials stopped early by
+    successive halving, at the score of the last rung they reached.
+    """
+    plt = _pyplot()
+    names = list(result.best_params)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), dpi=120,
+                             squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        for finished, style in ((False, {"facecolors": "none", "edgecolors": "tab:gray"}),
+                                (True, {"color": "tab:blue"})):
+            points = [(t[name], t["score"]) for t in result.trials
+                      if t["finished"] == finished]
+            if points:
+                x, y = zip(*points)
+                ax.scatter(x, y, s=25, label="finished" if finished else "stopped early",
+                           **style)
+        values = [t[name] for t in result.trials]
+        if min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.axvline(result.best_params[name], color="tab:red", alpha=0.4)
+        ax.set_xlabel(name)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(f"validation {result.metric}")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

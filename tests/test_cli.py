@@ -66,3 +66,17 @@ def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
     for name in ("loss.png", "item_pca.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert np.isfinite(float(out.split("Personalization: ")[1].split()[0]))
+
+
+def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    args = ["tune", str(csv_file), "--grid", "factors=2,4", "--grid", "alpha=1,10.5",
+            "--iterations", "4", "--min-iterations", "2", "--backend", "cpu",
+            "--trials", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png"),
+            "--output", str(tmp_path / "best.npz")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 configurations, 2 trained to the end" in out
+    assert (tmp_path / "t.csv").read_text().count("\n") == 5
+    assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
+    assert main(["tune", str(csv_file), "--grid", "factors"]) == 2

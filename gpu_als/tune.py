@@ -1,0 +1,214 @@
+"""Hyperparameter search on a validation split (the reference document's tuning strategy).
+
+:func:`tune` carves a validation split out of the *training* data (the caller's test split
+is never seen), fits one model per configuration and scores it on the validation split by
+a ranking metric at K, then refits the best configuration on all the training data.
+
+Early termination (successive halving, ``halving=True``): every configuration is trained
+to the first rung of iterations (``min_iterations``), scored, and only the best
+``1 / reduction_factor`` of them (at least one) continue to the next rung (``rung *
+reduction_factor`` iterations, capped at the configuration's own ``iterations``), until
+the survivors reach their full ``iterations``. A survivor continues from where it stopped:
+ALS is deterministic, so its final model equals a fresh fit with the full iterations, and
+halving changes which trials finish, never a finished trial's result. No factors are
+shared between configurations (no warm starts across them).
+
+Reuse: the training data is checked, split and transposed once; each confidence setting's
+per-entry weights are computed once; on the GPU the data stays on the device across
+trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import data
+from .backends import get_backend
+from .evaluation import ranking_metrics, train_test_split
+from .model import ALS, _Training
+
+METRICS = ("recall", "ndcg", "precision", "map")
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns.
+
+    Attributes
+    ----------
+    best_params : dict
+        The winning hyperparameters (those searched over; the rest are ``base_params``).
+    best_score : float
+        Its validation metric.
+    model : ALS
+        The winning configuration refitted on all of ``user_items``.
+    trials : list of dict
+        One per configuration: its hyperparameters, ``score`` (the metric at the last rung
+        it reached), ``iterations`` (trained), ``finished`` (reached its full iterations),
+        ``seconds`` (training time).
+    metric : str
+        e.g. ``"recall@10"``.
+    """
+
+    best_params: dict[str, Any]
+    best_score: float
+    model: ALS
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = ""
+
+    def table(self):
+        """The trials as a pandas DataFrame, best first (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.trials).sort_values(
+            ["finished", "score"], ascending=[False, False]).reset_index(drop=True)
+
+    def to_csv(self, path) -> Path:
+        """Write the trials, best first, as CSV (no pandas needed)."""
+        rows = sorted(self.trials, key=lambda t: (not t["finished"], -t["score"]))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return Path(path)
+
+
+def _grid(param_grid: dict[str, list]) -> list[dict[str, Any]]:
+    names = list(param_grid)
+    for name in names:
+        values = param_grid[name]
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or \
+                len(list(values)) == 0:
+            raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values")
+    return [dict(zip(names, combination))
+            for combination in itertools.product(*(list(param_grid[n]) for n in names))]
+
+
+def tune(
+    user_items: Any,
+    param_grid: dict[str, list] | None = None,
+    *,
+    n_samples: int | None = None,
+    metric: str = "recall",
+    K: int = 10,
+    validation_fraction: float = 0.2,
+    base_params: dict[str, Any] | None = None,
+    halving: bool = True,
+    min_iterations: int = 3,
+    reduction_factor: int = 3,
+    random_state: int | None = 0,
+    show_progress: bool = True,
+) -> TuneResult:
+    """Search ALS hyperparameters on a validation split of ``user_items``.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse matrix, shape (n_users, n_items)
+        The training data (never the test split).
+    param_grid : dict of str -> list
+        Values to try per hyperparameter of :class:`ALS`, e.g.
+        ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``.
+        Default: factors, regularization and alpha around the reference settings.
+    n_samples : int, optional
+        Try this many configurations drawn at random (seeded) from the grid instead of all.
+    metric : {"recall", "ndcg", "precision", "map"}
+        Validation metric at ``K`` (:func:`gpu_als.evaluation.ranking_metrics`).
+    K : int, default 10
+    validation_fraction : float, default 0.2
+        Share of each user's training interactions held out for validation.
+    base_params : dict, optional
+        Hyperparameters shared by every trial (default: the reference settings'
+        iterations=20 and the ALS defaults; ``backend``, ``dtype`` ... go here).
+    halving : bool, default True
+        Successive halving on iterations (see the module docstring).
+    min_iterations, reduction_factor : int
+        First rung and the factor between rungs (and of trials kept at each rung).
+    random_state : int or None
+        Seeds the validation split, the sampling and every trial's initial factors.
+    show_progress : bool
+        A progress bar over trials.
+
+    Returns
+    -------
+    TuneResult
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}: expected one of {', '.join(map(repr, METRICS))}")
+    K = data.check_int("K", K, minimum=1)
+    min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
+    reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
+    if param_grid is None:
+        param_grid = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1],
+                      "alpha": [1.0, 5.0, 10.0, 20.0, 40.0]}
+    base = {"iterations": 20, "show_progress": False, "random_state": random_state,
+            **(base_params or {})}
+    known = set(ALS._param_names())
+    for name in (*param_grid, *base):
+        if name not in known:
+            raise ValueError(f"{name!r} is not a hyperparameter of ALS; valid: "
+                             f"{', '.join(sorted(known))}")
+    configurations = _grid(param_grid)
+    if n_samples is not None:
+        n_samples = data.check_int("n_samples", n_samples, minimum=1)
+        rng = np.random.default_rng(random_state)
+        chosen = rng.choice(len(configurations), min(n_samples, len(configurations)),
+                            replace=False)
+        configurations = [configurations[i] for i in sorted(chosen)]
+
+    fit_part, validation = train_test_split(user_items, validation_fraction, random_state)
+    dtype = data.check_dtype(base.get("dtype", np.float32))
+    prepared = data.Prepared(fit_part, dtype)
+    backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
+    base["backend"] = backend
+
+    trainings, trials = [], []
+    for config in configurations:
+        model = ALS(**{**base, **config})
+        trainings.append(_Training(model, prepared))
+        trials.append({**config, "score": float("nan"), "iterations": 0, "finished": False,
+                       "seconds": 0.0})
+    targets = [t.p["iterations"] for t in trainings]
+
+    def score(i: int) -> float:
+        model = ALS(**{**base, **configurations[i]})
+        trainings[i].finish(model)
+        return ranking_metrics(model, fit_part, validation, K=K)[metric]
+
+    alive = list(range(len(trainings)))
+    rung = min_iterations if halving else max(targets)
+    progress = tqdm(total=len(trainings), desc="tune", unit="trial",
+                    disable=None if show_progress else True)
+    with progress:
+        while alive:
+            for i in alive:
+                budget = min(rung, targets[i])
+                start = time.perf_counter()
+                trainings[i].run(budget - len(trainings[i].loss_history))
+                trials[i]["seconds"] += time.perf_counter() - start
+                trials[i]["iterations"] = budget
+                trials[i]["score"] = score(i)
+                trials[i]["finished"] = budget == targets[i]
+            done = [i for i in alive if trials[i]["finished"]]
+            running = [i for i in alive if not trials[i]["finished"]]
+            keep = math.ceil(len(running) / reduction_factor) if halving else len(running)
+            ranked = sorted(running, key=lambda i: -trials[i]["score"])
+            progress.update(len(done) + len(ranked) - keep)
+            alive = ranked[:keep]
+            rung *= reduction_factor
+    finished = [t for t in trials if t["finished"]]
+    best = max(finished, key=lambda t: t["score"])
+    best_params = {name: best[name] for name in param_grid}
+    refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
+    model = ALS(**{**refit, **best_params})
+    model.set_params(backend=backend).fit(user_items)  # same device, no second start-up
+    model.set_params(backend=refit["backend"])
+    return TuneResult(best_params, best["score"], model, trials, f"{metric}@{K}")

@@ -1,0 +1,85 @@
+"""gpu_als.tune: the search, halving, determinism, the outputs."""
+
+import numpy as np
+import pytest
+
+from gpu_als import ALS
+from gpu_als.evaluation import ranking_metrics, train_test_split
+from gpu_als.tune import tune
+
+from .conftest import random_interactions
+
+GRID = {"factors": [2, 8], "regularization": [0.01, 1.0], "alpha": [1.0, 20.0]}
+
+
+@pytest.fixture(scope="module")
+def R():
+    return random_interactions(120, 60, 0.12, seed=5)
+
+
+def run(R, **kwargs):
+    return tune(R, GRID, base_params={"iterations": 6, "backend": "cpu"}, random_state=3,
+                show_progress=False, **kwargs)
+
+
+def test_exhaustive_search_scores_every_trial_like_a_fresh_fit(R):
+    result = run(R, halving=False)
+    assert len(result.trials) == 8 and all(t["finished"] for t in result.trials)
+    fit_part, validation = train_test_split(R, 0.2, random_state=3)
+    for trial in result.trials[:3]:
+        params = {name: trial[name] for name in GRID}
+        model = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                    **params).fit(fit_part)
+        assert trial["score"] == pytest.approx(
+            ranking_metrics(model, fit_part, validation, K=10)["recall"])
+    best = max(result.trials, key=lambda t: t["score"])
+    assert result.best_params == {name: best[name] for name in GRID}
+    assert result.best_score == best["score"]
+    assert result.model.user_factors_.shape == (120, result.best_params["factors"])
+    assert result.model.get_params()["backend"] == "cpu"
+
+
+def test_halving_keeps_the_best_third_and_their_results_are_exact(R):
+    exhaustive = run(R, halving=False)
+    halved = run(R, halving=True, min_iterations=2, reduction_factor=3)
+    # rung 2: 8 trials -> keep 3; rung 6 (= iterations): 3 finish
+    assert sum(t["finished"] for t in halved.trials) == 3
+    assert sorted(t["iterations"] for t in halved.trials) == [2] * 5 + [6] * 3
+    by_params = {tuple(t[n] for n in GRID): t for t in exhaustive.trials}
+    for trial in halved.trials:
+        if trial["finished"]:  # continuing a trial equals fitting it in one go
+            same = by_params[tuple(trial[n] for n in GRID)]
+            assert trial["score"] == pytest.approx(same["score"])
+
+
+def test_deterministic_and_random_sampling(R):
+    a, b = run(R, n_samples=4), run(R, n_samples=4)
+    assert [t["score"] for t in a.trials] == [t["score"] for t in b.trials]
+    assert len(a.trials) == 4
+    np.testing.assert_array_equal(a.model.item_factors_, b.model.item_factors_)
+
+
+def test_outputs_table_csv_plot(R, tmp_path):
+    result = run(R, metric="ndcg", K=5)
+    assert result.metric == "ndcg@5"
+    pd = pytest.importorskip("pandas")
+    table = result.table()
+    assert isinstance(table, pd.DataFrame) and table.iloc[0]["finished"]
+    assert table.iloc[0]["score"] == result.best_score
+    path = result.to_csv(tmp_path / "trials.csv")
+    assert path.read_text().splitlines()[0].startswith("factors,regularization,alpha,score")
+    pytest.importorskip("matplotlib")
+    from gpu_als.plots import plot_tuning
+
+    assert plot_tuning(result, tmp_path / "t.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"metric": "auc"}, "metric='auc': expected one of"),
+    ({"param_grid": {"factor": [2]}}, "'factor' is not a hyperparameter of ALS"),
+    ({"param_grid": {"factors": []}}, r"param_grid\['factors'\] must be a non-empty list"),
+    ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
+])
+def test_bad_arguments(R, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tune(R, **{"param_grid": GRID, "show_progress": False, **kwargs})
