@@ -15,7 +15,9 @@ shared between configurations (no warm starts across them).
 
 Reuse: the training data is checked, split and transposed once; each confidence setting's
 per-entry weights are computed once; on the GPU the data stays on the device across
-trials.
+trials. Memory: every configuration's factors live at once during the first rung (they
+are freed as trials stop), so a search over many configurations of a very large model
+may need ``n_samples`` or a smaller grid.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def tune(
             ranked = sorted(running, key=lambda i: -trials[i]["score"])
             progress.update(len(done) + len(ranked) - keep)
             alive = ranked[:keep]
+            for i in done + ranked[keep:]:
+                trainings[i] = None  # free the factors of trials that stopped
             rung *= reduction_factor
     finished = [t for t in trials if t["finished"]]
     best = max(finished, key=lambda t: t["score"])
