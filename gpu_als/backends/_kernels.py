@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -88,10 +89,23 @@ def specialisation(template: str, value_dtype, index_dtype=None) -> str:
     return f"{template}<{', '.join(names)}>"
 
 
+@functools.cache
+def sources_digest() -> str:
+    """sha256 of every file in the kernel folder.
+
+    Put into each compiled source as a comment: CuPy caches binaries by the source text
+    and options only, so without it an edit to an included header could reuse a stale one.
+    """
+    digest = hashlib.sha256()
+    for path in kernel_files():
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def source(file: str) -> str:
     """The file's source, prefixed with ``#line 1`` so diagnostics name the ``.cu`` file."""
     path = kernel_dir() / file
-    return f'#line 1 "{path}"\n' + path.read_text()
+    return f'// gpu-als kernels {sources_digest()}\n#line 1 "{path}"\n' + path.read_text()
 
 
 def _options() -> tuple[str, ...]:

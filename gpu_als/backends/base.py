@@ -190,7 +190,8 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
     else:
         top = xp.broadcast_to(xp.arange(m), (n, m))
     top_scores = xp.take_along_axis(scores, top, axis=1)
-    order = xp.argsort(-top_scores, axis=1, kind="stable")
+    # CuPy's sort is always stable and rejects NumPy's kind values in older releases
+    order = xp.argsort(-top_scores, axis=1, **({"kind": "stable"} if xp is np else {}))
     top = xp.take_along_axis(top, order, axis=1)
     top_scores = xp.take_along_axis(top_scores, order, axis=1)
     eligible = top_scores > -np.inf
