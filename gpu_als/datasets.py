@@ -175,8 +175,8 @@ def make_power_law(
     * User activity is lognormal with shape ``activity_sigma``: each user's number of
       distinct items is proportional to a lognormal draw, at least 1 and at most
       ``n_items``, and the counts add up to exactly ``nnz``.
-    * Each user's items are distinct draws from the popularity distribution (when a very
-      active user has exhausted the popular items, the last few draws are uniform).
+    * Each user's items are distinct draws from the popularity distribution (a very
+      active user who has exhausted the popular items gets the rest uniformly).
 
     Parameters
     ----------
@@ -209,17 +209,14 @@ def make_power_law(
     cdf /= cdf[-1]
 
     accepted = np.empty(0, dtype=np.int64)  # keys user * n_items + item
-    for round_ in range(64):
+    for _ in range(8):  # popularity-weighted draws
         need = counts - np.bincount(accepted // n_items, minlength=n_users)
         if not need.any():
             break
         draws = np.where(need > 0, need + need // 4 + 1, 0)
         users = np.repeat(np.arange(n_users, dtype=np.int64), draws)
-        if round_ < 8:
-            items = np.searchsorted(cdf, rng.random(len(users)), side="right")
-            items = np.minimum(items, n_items - 1)
-        else:
-            items = rng.integers(0, n_items, len(users))
+        items = np.minimum(np.searchsorted(cdf, rng.random(len(users)), side="right"),
+                           n_items - 1)
         fresh = np.sort(users * n_items + items)
         fresh = fresh[np.r_[True, fresh[1:] != fresh[:-1]]]  # distinct, sorted
         fresh = fresh[~_sorted_contains(accepted, fresh)]
@@ -230,8 +227,17 @@ def make_power_law(
         first = np.searchsorted(owner, owner, side="left")
         keep = np.arange(len(fresh)) - first < need[owner]
         accepted = np.sort(np.concatenate([accepted, fresh[keep]]))
-    else:  # pragma: no cover - uniform draws converge in a handful of rounds
-        raise RuntimeError("make_power_law did not converge")
+    # The few users still short (the very active ones, once the head is exhausted) get
+    # uniformly drawn items among those they do not have yet.
+    need = counts - np.bincount(accepted // n_items, minlength=n_users)
+    extra = []
+    for user in np.flatnonzero(need):
+        mine = accepted[np.searchsorted(accepted, user * n_items):
+                        np.searchsorted(accepted, (user + 1) * n_items)] % n_items
+        missing = np.setdiff1d(np.arange(n_items), mine)
+        extra.append(user * n_items + rng.choice(missing, need[user], replace=False))
+    if extra:
+        accepted = np.sort(np.concatenate([accepted, *extra]))
     rows = accepted // n_items
     item_ids = rng.permutation(n_items)[accepted % n_items]
     matrix = sp.csr_matrix(

@@ -105,10 +105,17 @@ class Backend(ABC):
             return self._loss(rows, X, Y, YtY, regularization, feedback)
 
     def _loss(self, rows, X, Y, YtY, regularization, feedback) -> float:
+        XtX = self.gram(X) if feedback == "implicit" else None
+        return self.loss_from_parts(rows, X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
+                                    regularization=regularization, feedback=feedback)
+
+    def loss_from_parts(self, rows, X, Y, XtX, YtY, stored: float, *, regularization,
+                        feedback) -> float:
+        """:meth:`loss` from its stored-entry terms and the two Gram matrices (implicit),
+        computed elsewhere (the distributed fit sums them over workers)."""
         xp = self.xp
-        total = self.stored_loss(rows, X, Y) + rows.loss_constant
+        total = stored + rows.loss_constant
         if feedback == "implicit":
-            XtX = self.gram(X)
             total += float((XtX * YtY).sum())  # sum_u x_u^T YtY x_u = tr(XtX YtY)
             penalty = float(xp.trace(XtX) + xp.trace(YtY))
         else:

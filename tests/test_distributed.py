@@ -1,0 +1,89 @@
+"""gpu_als.distributed on a LocalCluster of 2 worker processes (CPU backend)."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from gpu_als import ALS
+from gpu_als.datasets import make_power_law
+from gpu_als.evaluation import binarize
+
+from .conftest import skip_or_fail
+
+
+@pytest.fixture(scope="module")
+def client():
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        skip_or_fail(f"dask.distributed is not installed: {exc}")
+    import dask
+
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1 << 30})
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+PARAMS = dict(factors=12, iterations=4, random_state=3, backend="cpu", show_progress=False,
+              dtype=np.float64)
+
+
+def fit_both(R, client, blocks_per_worker=1, **params):
+    from gpu_als.distributed import fit_distributed
+
+    params = {**PARAMS, **params}
+    distributed = fit_distributed(ALS(**params), R, client,
+                                  blocks_per_worker=blocks_per_worker)
+    return distributed, ALS(**params).fit(R)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_equals_single_process_fit_on_synthetic_data(client, feedback):
+    R = make_power_law(1500, 600, 30_000, random_state=1)
+    distributed, single = fit_both(R, client, feedback=feedback, regularization=0.05)
+    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
+    assert len(distributed.bytes_moved_) == 4 and distributed.bytes_moved_[0] > 0
+
+
+def test_equals_single_process_fit_on_movielens(client, movielens):
+    distributed, single = fit_both(binarize(movielens.ratings, 4), client, blocks_per_worker=2,
+                                   alpha=10.0, regularization=0.01)
+    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+    ids, _ = distributed.recommend(0, binarize(movielens.ratings, 4)[0], N=10)
+    np.testing.assert_array_equal(ids, single.recommend(0, binarize(movielens.ratings,
+                                                                    4)[0], N=10)[0])
+
+
+def test_a_worker_killed_mid_fit_is_survived(client):
+    R = make_power_law(1500, 600, 30_000, random_state=2)
+    killed = []
+
+    def kill_one_worker(iteration, elapsed, loss):
+        if iteration == 1 and not killed:
+            worker = sorted(client.scheduler_info()["workers"])[0]
+            pid = client.run(os.getpid, workers=[worker])[worker]
+            os.kill(pid, signal.SIGKILL)  # its nanny starts a new worker
+            killed.append(worker)
+            time.sleep(1.0)  # let it die before the next half-step
+
+    distributed, single = fit_both(R, client, callback=kill_one_worker, iterations=4)
+    assert killed
+    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_an_error_on_the_workers_is_reported(client):
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(200, 100, 2_000, random_state=3)
+    with pytest.raises(Exception, match="backend='gpu' cannot run"):
+        fit_distributed(ALS(**{**PARAMS, "backend": "gpu"}), R, client)
