@@ -27,8 +27,8 @@ How a fit is spread (notation of DESIGN.md section 1):
   ``RuntimeError`` says why. Dask is imported only here (``pip install gpu-als[dist]``).
 
 Worker processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, which makes glibc map and
-unmap every large NumPy temporary (measured here: the loss ran 5x slower in a worker than
-in the driver). Before creating the cluster, ``dask.config.set({"distributed.nanny.
+unmap every large NumPy temporary (measured by benchmarks/dask_worker_malloc.py: the loss
+ran 4x slower in a worker than in the driver). Before creating the cluster, ``dask.config.set({"distributed.nanny.
 pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**30})`` (or that environment variable on the
 workers) restores the speed.
 
