@@ -12,9 +12,14 @@ endif
 
 .PHONY: venv test demo bench gpu-check lint clean
 
-$(BIN)/.installed: pyproject.toml
+# The demo needs the package and matplotlib; the tests need the dev extras on top.
+$(BIN)/.demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.demo
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -23,7 +28,7 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest -q
 
-demo: venv
+demo: $(BIN)/.demo
 	$(BIN)/gpu-als demo
 
 bench: venv
