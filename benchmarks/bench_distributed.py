@@ -48,10 +48,9 @@ def main(argv=None) -> int:
     import dask
     from dask.distributed import Client, LocalCluster
 
-    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which stops glibc adapting
-    # its mmap threshold: every large NumPy temporary is then mapped and unmapped, and the
-    # loss ran 5x slower in a worker than in the driver here. Serve them from the heap.
-    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1 << 30})
+    from gpu_als.distributed import WORKER_MALLOC
+
+    dask.config.set(WORKER_MALLOC)  # see gpu_als.distributed: Dask's malloc defaults are slow
 
     n_users, n_items = args.nnz // 20, args.nnz // 100
     R = make_power_law(n_users, n_items, args.nnz, random_state=0)

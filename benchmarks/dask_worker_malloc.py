@@ -1,6 +1,7 @@
-"""The same NumPy work in the driver and in a Dask worker, with and without
-MALLOC_MMAP_THRESHOLD_ on the worker (Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which turns
-off glibc's adaptive mmap threshold, so every large temporary is mapped and unmapped).
+"""The same NumPy work in the driver and in a Dask worker, under Dask's default malloc
+settings and with gpu_als.distributed.WORKER_MALLOC (Dask's nanny sets
+MALLOC_TRIM_THRESHOLD_=65536: glibc then gives memory back after nearly every large free
+and stops adapting its mmap threshold, so NumPy temporaries keep faulting pages in).
 
     python benchmarks/dask_worker_malloc.py
 """
@@ -41,11 +42,15 @@ def main() -> int:
     import dask
     from dask.distributed import Client, LocalCluster
 
+    from gpu_als.distributed import WORKER_MALLOC
+
     print(f"driver:                              {work()}")
-    for label, threshold in (("worker, Dask's defaults:            ", None),
-                             ("worker, MALLOC_MMAP_THRESHOLD_=2**30:", 1 << 30)):
-        settings = {} if threshold is None else {
-            "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": threshold}
+    key = "distributed.nanny.pre-spawn-environ."
+    for label, settings in (
+        ("worker, Dask's defaults:            ", {}),
+        ("worker, MALLOC_MMAP_THRESHOLD_=2**30:", {key + "MALLOC_MMAP_THRESHOLD_": 1 << 30}),
+        ("worker, both thresholds 2**30:      ", WORKER_MALLOC),
+    ):
         with dask.config.set(settings), \
                 LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as c, \
                 Client(c) as client:

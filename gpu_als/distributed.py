@@ -26,11 +26,11 @@ How a fit is spread (notation of DESIGN.md section 1):
   on with identical results; after ``max_retries`` failures in one half-step a
   ``RuntimeError`` says why. Dask is imported only here (``pip install gpu-als[dist]``).
 
-Worker processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, which makes glibc map and
-unmap every large NumPy temporary (measured by benchmarks/dask_worker_malloc.py: the loss
-ran 4x slower in a worker than in the driver). Before creating the cluster, ``dask.config.set({"distributed.nanny.
-pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**30})`` (or that environment variable on the
-workers) restores the speed.
+Worker processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, with which glibc
+returns memory after nearly every large free and maps every large NumPy temporary afresh
+(benchmarks/dask_worker_malloc.py: a user half-step took 1.58 s in a worker against
+0.80 s in the driver). ``dask.config.set(WORKER_MALLOC)`` before creating the cluster (or
+those two environment variables on the workers) restores the speed.
 
 The result is an ordinary fitted :class:`gpu_als.ALS` whose factors are NumPy arrays
 (convert with ``to_gpu()``), equal to the single-process fit to floating-point tolerance:
@@ -50,6 +50,13 @@ from .backends import get_backend
 from .model import ALS
 
 logger = logging.getLogger("gpu_als")
+
+#: Dask configuration that gives worker processes glibc settings fit for large NumPy
+#: temporaries (see the module docstring): ``dask.config.set(WORKER_MALLOC)``.
+WORKER_MALLOC = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1 << 30,
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1 << 30,
+}
 
 
 def _split(rows: data.WeightedRows, n_blocks: int) -> list[tuple[int, int, data.WeightedRows]]:

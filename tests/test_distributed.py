@@ -22,7 +22,9 @@ def client():
         skip_or_fail(f"dask.distributed is not installed: {exc}")
     import dask
 
-    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1 << 30})
+    from gpu_als.distributed import WORKER_MALLOC
+
+    dask.config.set(WORKER_MALLOC)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            dashboard_address=None)
     client = Client(cluster)
