@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .backends.base import csr_pairs, top_n
+from .backends.base import csr_pairs, query_result, top_n
 from .data import check_float, check_int, check_rows_for, check_user_items
 
 
@@ -229,10 +229,7 @@ class _Baseline:
         N = min(check_int("N", N, minimum=1), self.n_items_)
         pairs = None if exclude is None else csr_pairs(exclude)
         top, scores = top_n(self._scores(len(ids)), N, pairs)
-        if np.ndim(userid) == 0:
-            keep = top[0] >= 0
-            return top[0][keep], scores[0][keep]
-        return top, scores
+        return query_result(top, scores, np.ndim(userid) == 0)
 
 
 class PopularityRecommender(_Baseline):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import BACKEND_NAMES, Backend, get_backend
+from .backends.base import query_result
 from .exceptions import NotFittedError
 
 logger = logging.getLogger("gpu_als")
@@ -442,16 +443,10 @@ class ALS:
             queries = self.user_factors_[backend.asarray(ids)]
         if not filter_already_liked_items:
             exclude = None
-        if N == 0:
-            top, scores = np.empty((len(ids), 0), np.int64), np.empty((len(ids), 0))
-        else:
-            top, scores = backend.topk(
-                queries, self.item_factors_, N, exclude=exclude, candidates=candidates
-            )
-        if scalar:
-            keep = top[0] >= 0
-            return top[0][keep], scores[0][keep]
-        return top, scores
+        top, scores = backend.topk(
+            queries, self.item_factors_, N, exclude=exclude, candidates=candidates
+        )
+        return query_result(top, scores, scalar)
 
     def similar_items(self, itemid: Any, N: int = 10, filter_items: Any = None,
                       items: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -495,16 +490,10 @@ class ALS:
         N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
         norms = (factors * factors).sum(axis=1, keepdims=True) ** 0.5
         normalized = factors / np.maximum(norms, 1e-12)  # a zero vector stays zero
-        if N == 0:
-            top, scores = np.empty((len(ids), 0), np.int64), np.empty((len(ids), 0))
-        else:
-            top, scores = backend.topk(
-                normalized[backend.asarray(ids)], normalized, N, candidates=candidates
-            )
-        if scalar:
-            keep = top[0] >= 0
-            return top[0][keep], scores[0][keep]
-        return top, scores
+        top, scores = backend.topk(
+            normalized[backend.asarray(ids)], normalized, N, candidates=candidates
+        )
+        return query_result(top, scores, scalar)
 
     def predict(self, userids: Any, itemids: Any) -> np.ndarray:
         """Predicted values ``x_u . y_i`` for pairs of users and items.

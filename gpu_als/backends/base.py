@@ -141,7 +141,7 @@ class Backend(ABC):
         queries : array, shape (n_queries, factors)
         targets : array, shape (n_targets, factors)
         k : int
-            ``1 <= k <= n_targets`` (or ``len(candidates)``).
+            ``0 <= k <= n_targets`` (or ``len(candidates)``).
         exclude : scipy.sparse.csr_matrix, shape (n_queries, n_targets), optional
             Stored entries are never returned for that query.
         candidates : numpy.ndarray of int, optional
@@ -155,6 +155,8 @@ class Backend(ABC):
             Their dot products; ``-inf`` where the id is ``-1``.
         """
         xp = self.xp
+        if k == 0:  # nothing eligible (e.g. every candidate filtered out)
+            return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0))
         if candidates is not None:
             targets = targets[self.asarray(candidates)]
             if exclude is not None:
@@ -173,6 +175,15 @@ class Backend(ABC):
         if candidates is not None:
             ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
         return ids, scores
+
+
+def query_result(ids: np.ndarray, scores: np.ndarray, scalar: bool):
+    """Top-N results as the query methods return them: 2-D for a batch of queries; for a
+    single query, its row without the ``-1`` padding."""
+    if not scalar:
+        return ids, scores
+    keep = ids[0] >= 0
+    return ids[0][keep], scores[0][keep]
 
 
 def csr_pairs(csr) -> tuple[np.ndarray, np.ndarray]:
