@@ -2,13 +2,21 @@ import numpy as np
 import pytest
 
 from gpu_als import datasets
+from gpu_als.backends import gpu
 from gpu_als.datasets import load_movielens_100k, make_power_law
 
+from .conftest import needs_gpu
 
-def test_power_law_shape_distinctness_and_skew():
-    m = make_power_law(2000, 500, 30_000, random_state=3)
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=needs_gpu)])
+def test_power_law_shape_distinctness_and_skew(device):
+    m = make_power_law(2000, 500, 30_000, random_state=3, device=device)
     assert m.shape == (2000, 500) and m.nnz == 30_000
     assert np.all(m.data == 1)
+    assert m.has_sorted_indices
+    for u in range(0, 2000, 97):  # indices sorted within each row
+        row = m.indices[m.indptr[u]:m.indptr[u + 1]]
+        assert np.all(np.diff(row) > 0)
     coo = m.tocoo()
     assert len(set(zip(coo.row.tolist(), coo.col.tolist()))) == 30_000  # distinct pairs
     activity = np.diff(m.indptr)
@@ -17,8 +25,33 @@ def test_power_law_shape_distinctness_and_skew():
     # Zipf(1): the top item is far above the median item, the head reaches most users
     assert popularity[0] > 20 * np.median(popularity)
     assert popularity[0] > 0.5 * 2000
-    again = make_power_law(2000, 500, 30_000, random_state=3)
+    again = make_power_law(2000, 500, 30_000, random_state=3, device=device)
     assert (again != m).nnz == 0
+    other = make_power_law(2000, 500, 30_000, random_state=4, device=device)
+    assert (other != m).nnz > 0
+
+
+def test_power_law_activity_is_lognormal_and_sums_exactly():
+    m = make_power_law(5000, 3000, 200_000, activity_sigma=1.0, random_state=0, device="cpu")
+    log_activity = np.log(np.diff(m.indptr))
+    assert np.diff(m.indptr).sum() == 200_000
+    # counts ~ c * lognormal(0, 1), floored at 1: the log-spread is close to sigma
+    assert 0.8 < log_activity.std() < 1.1
+
+
+def test_repeat_matches_numpy():
+    counts = np.array([0, 3, 1, 0, 2])
+    np.testing.assert_array_equal(datasets._repeat(np, counts), np.repeat(np.arange(5), counts))
+    assert len(datasets._repeat(np, np.zeros(0, np.int64))) == 0
+
+
+def test_power_law_device_argument():
+    with pytest.raises(ValueError, match="device='tpu'"):
+        make_power_law(6, 5, 10, device="tpu")
+    if gpu.unavailable_reason() is not None:
+        with pytest.raises(ValueError, match="device='gpu' cannot run"):
+            make_power_law(6, 5, 10, device="gpu")
+        assert make_power_law(6, 5, 10, device="auto").nnz == 10  # falls back to the CPU
 
 
 def test_power_law_full_and_bad_sizes():
