@@ -166,3 +166,27 @@ def test_fit_loss_history_decreases(backend):
     history = model.loss_history_
     assert len(history) == 4
     assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_profiled_solve_is_the_same_solve_and_times_its_phases(backend, solver):
+    b = get_backend(backend)
+    R = edge_case_matrix(7)
+    csr = check_user_items(R, np.float64)
+    rows = b.put(weighted_rows(csr, feedback="implicit", alpha=3.0))
+    F = b.asarray(np.random.default_rng(1).random((R.shape[1], 7)) * 0.5, np.float64)
+    start = np.random.default_rng(2).random((R.shape[0], 7))
+    plain, profiled = b.asarray(start, np.float64), b.asarray(start, np.float64)
+    kwargs = dict(regularization=0.1, feedback="implicit", solver=solver)
+    b.solve_rows(rows, F, b.gram(F), out=plain, **kwargs)
+    with b.profile() as timer:
+        b.solve_rows(rows, F, b.gram(F), out=profiled, **kwargs)
+    assert b.timer is None, "profiling ends with the block"
+    np.testing.assert_array_equal(b.to_numpy(profiled), b.to_numpy(plain))
+    phases = dict(timer.seconds)
+    expected = {"cg", "shared"} if solver == "cg" else (
+        {"shared", "gram_build", "solve"} if b.name == "cpu"
+        else {"shared", "fused", "gram_build", "solve"})  # emulated limits: both GPU paths
+    assert set(phases) == expected
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases.values()) > 0

@@ -13,7 +13,11 @@ half-step, of R^T for the item half-step), ``F`` the fixed side's factors (n_col
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,24 @@ from ..data import WeightedRows
 
 #: Query rows x targets scored at once by ``topk``.
 TOPK_BLOCK_ELEMENTS = 1 << 22
+
+
+class PhaseTimer:
+    """Seconds spent in each named phase of ``solve_rows`` (see :meth:`Backend.profile`).
+
+    Phases: ``"shared"`` (the part common to every row: ``FtF + lambda I`` and, on the CPU,
+    its whitening), ``"gram_build"`` (each row's weighted Gram matrix and right-hand side),
+    ``"solve"`` (the factorizations and triangular solves), ``"fused"`` (the GPU kernel that
+    does build and solve in one pass) and ``"cg"`` (conjugate-gradient steps).
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def add(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[phase] += seconds
 
 
 class Backend(ABC):
@@ -33,6 +55,29 @@ class Backend(ABC):
     xp: Any = np
     #: Largest number of factors the backend supports (None: no limit).
     max_factors: int | None = None
+
+    #: Set by :meth:`profile`; None when not profiling (the normal case: no overhead).
+    timer: PhaseTimer | None = None
+
+    @contextlib.contextmanager
+    def profile(self) -> Iterator[PhaseTimer]:
+        """Time the phases of the ``solve_rows`` calls made inside the block.
+
+        For benchmarks: the GPU backend then waits for each phase's kernels to finish, so
+        a profiled half-step is slower than a normal one. ::
+
+            with backend.profile() as timer:
+                backend.solve_rows(...)
+            timer.seconds  # {"gram_build": ..., "solve": ..., ...}
+        """
+        self.timer = PhaseTimer()
+        try:
+            yield self.timer
+        finally:
+            self.timer = None
+
+    def synchronize(self) -> None:  # noqa: B027 (a no-op unless the device is asynchronous)
+        """Wait until the device has finished the work queued so far (no-op on the CPU)."""
 
     # ---- arrays ---------------------------------------------------------------------
 

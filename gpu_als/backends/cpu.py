@@ -25,6 +25,7 @@ threading do not fight).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,7 +34,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ..data import WeightedRows
-from .base import Backend
+from .base import Backend, PhaseTimer
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
 #: which keeps a block in cache on a typical core. Measured in benchmarks/bench_cpu.py.
@@ -154,6 +155,8 @@ class CPUBackend(Backend):
         k = F.shape[1]
         dtype = F.dtype
         lengths = np.diff(rows.indptr)
+        timer = self.timer
+        started = time.perf_counter()
         if feedback == "implicit":
             if not np.isfinite(FtF).all():  # propagate, as the GPU kernels do; fit reports it
                 out[...] = np.nan
@@ -181,8 +184,23 @@ class CPUBackend(Backend):
         implicit = feedback == "implicit"
         H = np.empty_like(out) if implicit else out  # whitened solutions h_u
         H[lengths == 0] = 0
+        thread_seconds = PhaseTimer() if timer else None  # per block, summed over threads
+
+        def solve(A, b):
+            if thread_seconds is None:
+                return _solve(A, b)
+            mark = time.perf_counter()
+            x = _solve(A, b)
+            thread_seconds.add("solve", time.perf_counter() - mark)
+            return x
 
         def solve_block(block: tuple[np.ndarray, int]) -> None:
+            mark = time.perf_counter()
+            _build_and_solve(block)
+            if thread_seconds is not None:
+                thread_seconds.add("block", time.perf_counter() - mark)
+
+        def _build_and_solve(block: tuple[np.ndarray, int]) -> None:
             ids, L = block
             steps = np.arange(L)
             pos = rows.indptr[ids][:, None] + steps
@@ -202,20 +220,30 @@ class CPUBackend(Backend):
                 S[:, steps, steps] += m[:, None]
                 if implicit:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
                     Zg = sw * (Yg @ g[:, :, None])[:, :, 0]
-                    s = _solve(S, Zg)
+                    s = solve(S, Zg)
                     H[ids] = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
                 else:  # h = Z^T S^-1 r  (weights are 1 in explicit mode)
-                    s = _solve(S, t)
+                    s = solve(S, t)
                     H[ids] = (s[:, None, :] @ Yg)[:, 0, :]
             else:
                 M = Yg.transpose(0, 2, 1) @ (Yg * (sw * sw)[:, :, None])
                 diag = np.arange(k)
                 M[:, diag, diag] += m[:, None]
-                H[ids] = _solve(M, g)
+                H[ids] = solve(M, g)
 
+        rows_started = time.perf_counter()
         self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements))
+        rows_ended = time.perf_counter()
         if implicit:
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
+        if timer:
+            # The blocks' thread-seconds, split between build and solve, scaled to the wall
+            # time of the parallel section; "shared": the whitening before and after it.
+            wall = rows_ended - rows_started
+            block, solving = thread_seconds.seconds["block"], thread_seconds.seconds["solve"]
+            timer.add("gram_build", wall * (block - solving) / max(block, 1e-12))
+            timer.add("solve", wall * solving / max(block, 1e-12))
+            timer.add("shared", time.perf_counter() - started - wall)
         return out
 
     def _run_parallel(self, work, items) -> None:
@@ -240,7 +268,11 @@ class CPUBackend(Backend):
         ``F[N(u)]`` are gathered once and serve every step.
         """
         implicit = feedback == "implicit"
+        started = time.perf_counter()
         base = (FtF + regularization * np.eye(F.shape[1])).astype(F.dtype) if implicit else None
+        if self.timer:
+            self.timer.add("shared", time.perf_counter() - started)
+            started = time.perf_counter()
         per_chunk = max(1, self.block_elements // F.shape[1])
         bounds = [0]
         while bounds[-1] < rows.n_rows:  # chunks of about per_chunk entries, >= 1 row each
@@ -255,6 +287,8 @@ class CPUBackend(Backend):
 
         self._run_parallel(solve_chunk, list(zip(bounds[:-1], bounds[1:])))
         out[np.diff(rows.indptr) == 0] = 0  # the exact solution of an empty row
+        if self.timer:
+            self.timer.add("cg", time.perf_counter() - started)
         return out
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:

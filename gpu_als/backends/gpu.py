@@ -112,6 +112,20 @@ class CudaRuntime:
     def to_numpy(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a)
 
+    def synchronize(self) -> None:
+        self.xp.cuda.Device().synchronize()
+
+    def mark(self):
+        """A point in the stream's work, for :meth:`elapsed` (a recorded CUDA event)."""
+        event = self.xp.cuda.Event()
+        event.record()
+        return event
+
+    def elapsed(self, start, stop) -> float:
+        """Seconds of device work between two marks (waits for ``stop``)."""
+        stop.synchronize()
+        return self.xp.cuda.get_elapsed_time(start, stop) / 1e3
+
 
 @dataclass
 class _Chunk:
@@ -187,7 +201,22 @@ class GPUBackend(Backend):
     def to_numpy(self, a: Any) -> np.ndarray:
         return self.runtime.to_numpy(a)
 
+    def synchronize(self) -> None:
+        self.runtime.synchronize()
+
     # ---- kernels --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _phase(self, name: str):
+        """Under :meth:`profile`, add the device time of the work queued in the block to
+        phase ``name`` (waiting for it); otherwise nothing."""
+        timer = self.timer
+        if timer is None:
+            yield
+            return
+        start = self.runtime.mark()
+        yield
+        timer.add(name, self.runtime.elapsed(start, self.runtime.mark()))
 
     def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
         kernel = self.runtime.kernel(file, name)
@@ -262,44 +291,51 @@ class GPUBackend(Backend):
         implicit = feedback == "implicit"
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype)
-            if implicit:
-                base = (FtF + regularization * xp.eye(k)).astype(dtype)
-                diag_scale = T(0)
-            else:
-                base = xp.zeros((k, k), dtype)
-                diag_scale = T(regularization)
+            with self._phase("shared"):
+                if implicit:
+                    base = (FtF + regularization * xp.eye(k)).astype(dtype)
+                    diag_scale = T(0)
+                else:
+                    base = xp.zeros((k, k), dtype)
+                    diag_scale = T(regularization)
             if solver == "cg":
-                self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
+                with self._phase("cg"):
+                    self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
                 return out
             if len(plan.fused_rows):
                 tile = self._tile(k, dtype.itemsize, fused=True)
-                self._launch(
-                    "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
-                    len(plan.fused_rows),
-                    (plan.fused_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     base, diag_scale, np.int32(k), np.int32(tile), out),
-                    _shared_bytes_fused(k, tile, dtype.itemsize),
-                )
+                with self._phase("fused"):
+                    self._launch(
+                        "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
+                        len(plan.fused_rows),
+                        (plan.fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
+                         F, base, diag_scale, np.int32(k), np.int32(tile), out),
+                        _shared_bytes_fused(k, tile, dtype.itemsize),
+                    )
             tile = self._tile(k, dtype.itemsize, fused=False)
             for chunk in plan.chunks:
                 n_slots = len(chunk.slot_rows)
-                A = xp.empty((n_slots, k, k), dtype)
-                A[...] = base
-                if not implicit:
-                    diag = xp.arange(k)
-                    A[:, diag, diag] += (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
-                b = xp.zeros((n_slots, k), dtype)
-                self._launch(
-                    "gram.cu", _kernels.specialisation("build_systems", dtype, index_dtype),
-                    len(chunk.segment_slot),
-                    (chunk.segment_slot, chunk.segment_start, chunk.segment_end, rows.indices,
-                     rows.weight, rows.target, F, np.int32(k), np.int32(tile), A, b),
-                    _shared_bytes_build(k, tile, dtype.itemsize),
-                )
-                self._launch(
-                    "cholesky.cu", _kernels.specialisation("cholesky_solve_batched", dtype),
-                    n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
-                )
+                with self._phase("gram_build"):
+                    A = xp.empty((n_slots, k, k), dtype)
+                    A[...] = base
+                    if not implicit:
+                        diag = xp.arange(k)
+                        A[:, diag, diag] += \
+                            (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
+                    b = xp.zeros((n_slots, k), dtype)
+                    self._launch(
+                        "gram.cu", _kernels.specialisation("build_systems", dtype, index_dtype),
+                        len(chunk.segment_slot),
+                        (chunk.segment_slot, chunk.segment_start, chunk.segment_end,
+                         rows.indices, rows.weight, rows.target, F, np.int32(k),
+                         np.int32(tile), A, b),
+                        _shared_bytes_build(k, tile, dtype.itemsize),
+                    )
+                with self._phase("solve"):
+                    self._launch(
+                        "cholesky.cu", _kernels.specialisation("cholesky_solve_batched", dtype),
+                        n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
+                    )
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
