@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: venv test demo bench gpu-check lint clean
+.PHONY: venv test demo bench bench-quick gpu-check gpu-wheels lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -31,17 +31,30 @@ test: venv
 demo: $(BIN)/.demo
 	$(BIN)/gpu-als demo
 
+# The benchmark (gpu_als/benchmark.py): gpu_als vs implicit, CPU and GPU. Results go to
+# benchmarks/results/bench-<device>-<commit>.json, charts to docs/bench/<device>/.
 bench: venv
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python benchmarks/bench_cpu.py
+	$(BIN)/python benchmarks/bench_als.py --profile full --plots docs/bench
+
+bench-quick: venv
+	$(BIN)/python benchmarks/bench_als.py --profile quick --plots docs/bench
 
 # On a GPU machine whose python3 has cupy, numpy, scipy and pytest (no venv, no network):
-# GPU tests + a short benchmark -> benchmarks/results/gpu-check-<device>-<commit>.json
-# (copied into $$OUT when set). COMMIT names the commit when .git is not there.
+# GPU tests + the benchmark's quick profile -> benchmarks/results/gpu-check-<device>-
+# <commit>.json (copied into $$OUT when set). COMMIT names the commit when .git is not
+# there. Wheels in .whl/ (benchmarks/fetch_implicit_wheels.sh: implicit's GPU ALS and RMM)
+# are installed into $(GPU_SITE) first.
 GPU_PYTHON ?= python3
+GPU_SITE ?= /tmp/gpu_als_site
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 gpu-check:
-	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT)
+	@if ls .whl/*.whl >/dev/null 2>&1; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+			--upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT)
+
+gpu-wheels:
+	benchmarks/fetch_implicit_wheels.sh .whl 3.12
 
 lint: venv
 	$(BIN)/ruff check gpu_als tests benchmarks

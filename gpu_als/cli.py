@@ -336,10 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="PNG of metric vs hyperparameters")
     p.add_argument("--output", type=Path, default=None, help="save the refitted best model")
     p.set_defaults(func=tune_command)
+
+    # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.
+    commands.add_parser("bench", add_help=False,
+                        help="time ALS against the implicit library, CPU and GPU "
+                             "(gpu-als bench --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from . import benchmark
+
+        try:
+            return benchmark.main(argv[1:])
+        except ValueError as exc:
+            print(f"gpu-als bench: error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")

@@ -1,4 +1,5 @@
-"""Pictures of a fitted model: the training loss and a PCA map of the item factors.
+"""Pictures: the training loss and a PCA map of a fitted model's item factors, tuning
+results, and the benchmark's charts.
 
 matplotlib is optional (``pip install gpu-als[plot]``) and imported only here.
 """
@@ -112,3 +113,59 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+#: Line style per implementation in the benchmark charts: gpu_als solid, implicit dashed;
+#: GPU in warm colours, CPU in cool ones.
+_BENCH_STYLE = {
+    "gpu_als-gpu-cholesky": ("tab:red", "-", "o"),
+    "gpu_als-gpu-cg": ("tab:orange", "-", "s"),
+    "implicit-gpu-cg": ("tab:brown", "--", "s"),
+    "gpu_als-cpu-cholesky": ("tab:blue", "-", "o"),
+    "gpu_als-cpu-cg": ("tab:cyan", "-", "s"),
+    "implicit-cpu-cholesky": ("tab:purple", "--", "o"),
+    "implicit-cpu-cg": ("tab:gray", "--", "s"),
+}
+
+
+def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
+    """One chart per dataset of a benchmark result (``gpu_als.benchmark``): seconds per
+    iteration against factors, one line per implementation, log scales, the device in the
+    title. ``result`` is the result dict or its JSON file; writes
+    ``folder/bench-<dataset>.png`` and returns the paths."""
+    import json
+
+    if not isinstance(result, dict):
+        result = json.loads(Path(result).read_text())
+    plt = _pyplot()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in result["benchmarks"] if "error" not in r]
+    paths = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+        names = dict.fromkeys(f"{r['library']}-{r['backend']}-{r['solver']}" for r in mine)
+        for name in names:
+            line = sorted((r["factors"], r["seconds_per_iteration"]) for r in mine
+                          if f"{r['library']}-{r['backend']}-{r['solver']}" == name)
+            colour, style, marker = _BENCH_STYLE.get(name, (None, "-", "o"))
+            ax.plot(*zip(*line), label=name, color=colour, linestyle=style, marker=marker)
+        factors = sorted({r["factors"] for r in mine})
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(factors, [str(k) for k in factors])
+        ax.set_xlabel("factors")
+        ax.set_ylabel("seconds per iteration")
+        first = mine[0]
+        ax.set_title(f"{dataset}: {first['users']:,} x {first['items']:,}, "
+                     f"{first['nnz']:,} nnz\n{result['device']} ({result['commit']})",
+                     fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / f"bench-{dataset}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

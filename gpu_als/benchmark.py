@@ -1,0 +1,678 @@
+"""The benchmark: gpu_als against the implicit library, on the CPU and on the GPU.
+
+For every dataset x factors x implementation asked for, one fit in its own subprocess
+(so that peak host and device memory belong to that fit alone, and a crash or a timeout
+costs one row), recording:
+
+* seconds per iteration: the median over the iterations after the first (which compiles
+  kernels and warms caches up; it is reported apart), measured by each library's own
+  per-iteration callback, after the device has finished (gpu_als computes the loss every
+  iteration, which includes a device synchronisation; implicit is run without its loss);
+* for gpu_als, the time of each phase of one more half-step per side, profiled
+  (:meth:`gpu_als.backends.Backend.profile`): the fixed side's Gram ``F^T F``, the shared
+  part, each row's weighted Gram build, the solves (or the fused build+solve kernel, or
+  the CG steps). On the GPU the fused kernel does build and solve in one pass, so the
+  build and solve phases are also timed apart on the two-kernel path (every row through
+  kernels/gram.cu then kernels/cholesky.cu); the Gram phase's FLOP/s, nominally
+  ``2 * nnz * k^2`` per half-step, come from that;
+* peak host memory (the subprocess's max RSS) and, on the GPU, peak device memory in use
+  (polled), next to the size of the CSR in both orientations plus the factors;
+* the final training loss of every library's factors under one loss function (gpu_als's,
+  DESIGN.md section 1), and on MovieLens 100K the Recall@10 of the fitted model (the
+  DESIGN.md section 6 split), so that speed is never bought with worse solutions.
+
+Every library solves the same objective from the same initial factors: gpu_als uses the
+confidence ``c = 1 + alpha * r``; implicit treats a stored value as the confidence itself
+(its CPU fit multiplies values by its own ``alpha`` and its GPU fit, in 0.7.x, ignores
+``alpha``), so implicit is given ``1 + alpha * r`` as values and ``alpha=1``.
+
+    python -m gpu_als.benchmark --profile quick     # or: gpu-als bench, make bench-quick
+    python -m gpu_als.benchmark --profile full      # every dataset at factors 32..256
+    python -m gpu_als.benchmark --datasets ml-100k --factors 64 \
+        --implementations gpu_als-cpu-cholesky implicit-cpu-cholesky
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import __version__
+
+ALPHA = 10.0
+REGULARIZATION = 0.01
+SEED = 0
+#: MovieLens 100K: ratings >= 4 are positives, split per user as in DESIGN.md section 6.
+ML_THRESHOLD, ML_TEST_FRACTION, ML_SPLIT_SEED = 4, 0.2, 42
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark dataset: MovieLens 100K, or :func:`gpu_als.datasets.make_power_law`
+    at a fixed shape (Zipf(1) items, lognormal(sigma=1) users, seed 0)."""
+
+    name: str
+    users: int
+    items: int
+    nnz: int
+    synthetic: bool = True
+    #: Iterations per fit (the first is the warm-up).
+    iterations: int = 6
+
+
+DATASETS = {d.name: d for d in [
+    Dataset("ml-100k", 943, 1682, 44_000, synthetic=False, iterations=15),  # nnz approximate
+    Dataset("ml20m-like", 138_000, 27_000, 10_000_000),   # MovieLens 20M positives' shape
+    Dataset("lastfm-like", 360_000, 290_000, 17_500_000),  # Last.fm 360K's shape
+    Dataset("large", 1_000_000, 100_000, 100_000_000),
+]}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    library: str  # "gpu_als" or "implicit"
+    backend: str  # "cpu" or "gpu"
+    solver: str  # "cholesky" (exact) or "cg" (3 conjugate-gradient steps)
+
+    @property
+    def name(self) -> str:
+        return f"{self.library}-{self.backend}-{self.solver}"
+
+
+IMPLEMENTATIONS = {i.name: i for i in [
+    Implementation("gpu_als", "gpu", "cholesky"),
+    Implementation("gpu_als", "gpu", "cg"),
+    Implementation("implicit", "gpu", "cg"),  # implicit's GPU ALS has no exact solver
+    Implementation("gpu_als", "cpu", "cholesky"),
+    Implementation("gpu_als", "cpu", "cg"),
+    Implementation("implicit", "cpu", "cholesky"),
+    Implementation("implicit", "cpu", "cg"),
+]}
+
+#: quick: fits in a `make gpu-check` run; full: everything the README's charts show.
+#: CPU implementations run only on datasets of at most ``cpu_max_nnz`` interactions.
+PROFILES = {
+    "quick": {"datasets": ["ml-100k", "ml20m-like"], "factors": [64, 128],
+              "cpu_max_nnz": 1_000_000, "iterations": 5, "timeout": 300},
+    "full": {"datasets": list(DATASETS), "factors": [32, 64, 128, 256],
+             "cpu_max_nnz": 20_000_000, "iterations": None, "timeout": 3600},
+}
+
+#: FP32 lanes per SM by compute capability major (minor where it differs).
+_FP32_LANES = {(7, None): 64, (8, 0): 64, (8, None): 128, (9, None): 128, (10, None): 128,
+               (12, None): 128}
+
+
+# ---- what can run here --------------------------------------------------------------
+
+def _preload_cuda_libraries() -> None:
+    """Load the CUDA libraries implicit's GPU extension links against (cuBLAS, cuRAND,
+    RMM, rapids-logger) from pip's NVIDIA wheels, which are not on the loader's path."""
+    for module in ("rapids_logger", "librmm"):
+        with contextlib.suppress(Exception):
+            __import__(module).load_library()
+    for name in ("libcublasLt.so.*", "libcublas.so.*", "libcurand.so.*"):
+        for folder in sys.path:
+            found = sorted(glob.glob(os.path.join(folder, "nvidia", "**", name),
+                                     recursive=True))
+            if found:
+                with contextlib.suppress(OSError):
+                    ctypes.CDLL(found[-1], mode=ctypes.RTLD_GLOBAL)
+                break
+
+
+def unavailable(implementation: Implementation) -> str | None:
+    """None when ``implementation`` can run here, else why not."""
+    from .backends import gpu
+
+    if implementation.backend == "gpu":
+        reason = gpu.unavailable_reason()
+        if reason is not None:
+            return reason
+    if implementation.library == "gpu_als":
+        return None
+    try:
+        import implicit  # noqa: F401
+    except ImportError:
+        return "implicit is not installed (pip install gpu-als[bench])"
+    if implementation.backend == "cpu":
+        return None
+    _preload_cuda_libraries()
+    try:
+        import implicit.gpu
+    except Exception as exc:  # a CUDA library that fails to load raises OSError or others
+        return f"implicit.gpu does not import ({exc})"
+    if not implicit.gpu.HAS_CUDA:
+        return "this implicit build has no CUDA extension"
+    if not getattr(implicit.gpu, "HAS_RMM", True):
+        return "implicit's GPU ALS needs RMM (rmm-cu13, librmm-cu13, rapids-logger)"
+    return None
+
+
+def _device_name() -> str | None:
+    from .backends import gpu
+
+    if gpu.unavailable_reason() is not None:
+        return None
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+
+
+def fp32_peak_gflops() -> float | None:
+    """The current GPU's FP32 peak (FMA = 2 FLOP) at its maximum clock, or None."""
+    from .backends import gpu
+
+    if gpu.unavailable_reason() is not None:
+        return None
+    import cupy
+
+    attributes = cupy.cuda.Device().attributes
+    major = attributes["ComputeCapabilityMajor"]
+    minor = attributes["ComputeCapabilityMinor"]
+    lanes = _FP32_LANES.get((major, minor), _FP32_LANES.get((major, None)))
+    if lanes is None:
+        return None
+    clock_hz = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["clockRate"] * 1e3
+    return attributes["MultiProcessorCount"] * lanes * 2 * clock_hz / 1e9
+
+
+def _host_description() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    return f"{model}, {cpus} CPUs"
+
+
+def _versions() -> dict[str, Any]:
+    versions: dict[str, Any] = {"gpu_als": __version__, "numpy": np.__version__,
+                                "python": platform.python_version()}
+    for name in ("implicit", "cupy", "scipy"):
+        with contextlib.suppress(Exception):
+            versions[name] = __import__(name).__version__
+    return versions
+
+
+# ---- datasets -------------------------------------------------------------------------
+
+def default_cache() -> Path:
+    return Path(os.environ.get("GPU_ALS_BENCH_CACHE",
+                               Path.home() / ".cache" / "gpu_als" / "bench"))
+
+
+def prepare(dataset: Dataset, cache: Path) -> Path | None:
+    """Generate a synthetic dataset once (on the GPU when there is one) and keep it as
+    .npz for the fits' subprocesses; None for MovieLens, which each subprocess loads."""
+    from .datasets import make_power_law
+
+    if not dataset.synthetic:
+        from .datasets import load_movielens_100k
+
+        load_movielens_100k()  # here, so that a missing copy skips the dataset once
+        return None
+    device = "gpu" if _device_name() else "cpu"
+    path = cache / f"{dataset.name}-seed{SEED}-{device}.npz"
+    if not path.exists():
+        started = time.perf_counter()
+        R = make_power_law(dataset.users, dataset.items, dataset.nnz, random_state=SEED,
+                           device=device)
+        print(f"  generated {dataset.name} on the {device.upper()} in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        sp.save_npz(partial, R, compressed=False)
+        partial.rename(path)
+    return path
+
+
+def _load(path: str | None):
+    """(train matrix, test matrix or None): the .npz at ``path``, or MovieLens 100K."""
+    if path is not None:
+        return sp.load_npz(path).tocsr(), None
+    from .datasets import load_movielens_100k
+    from .evaluation import binarize, train_test_split
+
+    positives = binarize(load_movielens_100k().ratings, threshold=ML_THRESHOLD)
+    return train_test_split(positives, test_fraction=ML_TEST_FRACTION,
+                            random_state=ML_SPLIT_SEED)
+
+
+# ---- one fit (in a subprocess) ----------------------------------------------------------
+
+class _DeviceMemoryMonitor:
+    """Peak device memory in use while the block runs, by polling cudaMemGetInfo."""
+
+    def __init__(self, interval: float = 0.002):
+        import cupy
+
+        self._runtime = cupy.cuda.runtime
+        self._interval = interval
+        self._stop = threading.Event()
+        self.baseline = self.lowest = self._free()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _free(self) -> int:
+        return int(self._runtime.memGetInfo()[0])
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.lowest = min(self.lowest, self._free())
+            self._stop.wait(self._interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.lowest = min(self.lowest, self._free())
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.baseline - self.lowest
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _per_iteration(stamps: list[float]) -> tuple[float, float]:
+    """(median seconds of the iterations after the first, seconds of the first)."""
+    steps = np.diff(stamps)
+    return float(np.median(steps[1:] if len(steps) > 1 else steps)), float(steps[0])
+
+
+def _fit_gpu_als(R, spec: dict) -> dict:
+    from .backends import get_backend
+    from .backends.gpu import GPUBackend
+    from .model import ALS, _Training
+
+    backend = get_backend(spec["backend"])
+    model = ALS(factors=spec["factors"], regularization=REGULARIZATION, alpha=ALPHA,
+                solver=spec["solver"], backend=backend, random_state=SEED,
+                show_progress=False)
+    started = time.perf_counter()
+    training = _Training(model, R)
+    backend.synchronize()
+    setup = time.perf_counter() - started
+    stamps = [0.0]
+    training.run(spec["iterations"], callback=lambda it, elapsed, loss: stamps.append(elapsed))
+    result = {"setup_seconds": setup, "stamps": stamps}
+
+    # One more profiled half-step per side, into scratch copies of the factors.
+    backends = {"phases": backend}
+    if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
+        backends["phases_two_kernel"] = GPUBackend(backend.runtime, split_length=0)
+    for key, b in backends.items():
+        phases = {}
+        for side, rows, fixed, solved in (("user", training.Cu, training.Y, training.X),
+                                          ("item", training.Ci, training.X, training.Y)):
+            b.synchronize()
+            mark = time.perf_counter()
+            FtF = b.gram(fixed)
+            b.synchronize()
+            fixed_gram = time.perf_counter() - mark
+            scratch = solved.copy()
+            with b.profile() as timer:
+                b.solve_rows(rows, fixed, FtF, regularization=REGULARIZATION,
+                             feedback="implicit", out=scratch, solver=spec["solver"],
+                             cg_steps=model.cg_steps)
+            phases[side] = {"fixed_gram": fixed_gram, **timer.seconds}
+        result[key] = phases
+    result["X"], result["Y"] = backend.to_numpy(training.X), backend.to_numpy(training.Y)
+    result["loss_history"] = training.loss_history
+    return result
+
+
+def _initial_factors(shape, factors: int):
+    """gpu_als's initial factors for SEED (host, float32): every library starts there."""
+    from .backends import CPUBackend
+    from .model import ALS
+
+    model = ALS(factors=factors, random_state=SEED)
+    return model._initial_factors(CPUBackend(), shape, factors, np.dtype(np.float32))
+
+
+def _fit_implicit(R, spec: dict) -> dict:
+    k, iterations = spec["factors"], spec["iterations"]
+    X0, Y0 = _initial_factors(R.shape, k)
+    C = R.astype(np.float32).tocsr(copy=True)
+    C.data = 1 + ALPHA * C.data  # implicit's confidence is the stored value
+    stamps = [0.0]
+    if spec["backend"] == "cpu":
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit asks for single-threaded BLAS
+            model = AlternatingLeastSquares(
+                factors=k, regularization=REGULARIZATION, alpha=1.0, iterations=iterations,
+                use_cg=spec["solver"] == "cg", calculate_training_loss=False,
+                random_state=SEED)
+            model.user_factors, model.item_factors = X0.copy(), Y0.copy()
+            start = time.perf_counter()
+            model.fit(C, show_progress=False,
+                      callback=lambda *a: stamps.append(time.perf_counter() - start))
+        X, Y = model.user_factors, model.item_factors
+    else:
+        _preload_cuda_libraries()
+        import cupy
+        import implicit.gpu
+        from implicit.gpu.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(factors=k, regularization=REGULARIZATION, alpha=1.0,
+                                        iterations=iterations, calculate_training_loss=False,
+                                        random_state=SEED)
+        model.user_factors = implicit.gpu.Matrix(X0)
+        model.item_factors = implicit.gpu.Matrix(Y0)
+
+        def stamp(*args):
+            cupy.cuda.runtime.deviceSynchronize()  # the iteration's kernels have finished
+            stamps.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        model.fit(C, show_progress=False, callback=stamp)
+        X, Y = model.user_factors.to_numpy(), model.item_factors.to_numpy()
+    return {"stamps": stamps, "X": np.asarray(X), "Y": np.asarray(Y)}
+
+
+def shared_loss(R, X: np.ndarray, Y: np.ndarray) -> float:
+    """gpu_als's implicit training loss (alpha, regularization of this benchmark) of
+    factors ``X``, ``Y`` on ``R``, on the GPU when there is one."""
+    from .backends import get_backend
+    from .data import check_user_items, weighted_rows
+
+    backend = get_backend("auto")
+    rows = backend.put(weighted_rows(check_user_items(R, np.float32), feedback="implicit",
+                                     alpha=ALPHA))
+    Xb = backend.asarray(X, np.float32)
+    Yb = backend.asarray(Y, np.float32)
+    return backend.loss(rows, Xb, Yb, backend.gram(Yb), regularization=REGULARIZATION,
+                        feedback="implicit")
+
+
+def _recall_at_10(X, Y, train, test) -> float:
+    from .backends import CPUBackend
+    from .evaluation import ranking_metrics
+    from .model import ALS
+
+    model = ALS(factors=X.shape[1], backend="cpu", show_progress=False)
+    model._set_fitted(CPUBackend(), X, Y, [])
+    return ranking_metrics(model, train, test, K=10)["recall"]
+
+
+def run_one(spec: dict) -> dict:
+    """One fit as ``spec`` says; the benchmark row (run in a subprocess by :func:`run`)."""
+    R, test = _load(spec["path"])
+    k = spec["factors"]
+    row = {"dataset": spec["dataset"], "users": R.shape[0], "items": R.shape[1], "nnz": R.nnz,
+           "factors": k, "library": spec["library"], "backend": spec["backend"],
+           "solver": spec["solver"], "iterations": spec["iterations"]}
+    csr_bytes = R.data.nbytes + R.indices.nbytes + R.indptr.nbytes
+    row["csr_and_factors_bytes"] = 2 * csr_bytes + (R.shape[0] + R.shape[1]) * k * 4
+    row["host_before_fit_bytes"] = _max_rss_bytes()
+    fit = _fit_gpu_als if spec["library"] == "gpu_als" else _fit_implicit
+    monitor = _DeviceMemoryMonitor() if spec["backend"] == "gpu" else contextlib.nullcontext()
+    with monitor:
+        result = fit(R, spec)
+    row["host_peak_bytes"] = _max_rss_bytes()
+    row["device_peak_bytes"] = monitor.peak_bytes if spec["backend"] == "gpu" else None
+    row["seconds_per_iteration"], row["first_iteration_seconds"] = \
+        _per_iteration(result["stamps"])
+    row["setup_seconds"] = result.get("setup_seconds")
+    row["final_loss"] = shared_loss(R, result["X"], result["Y"])
+    if "loss_history" in result:  # gpu_als's own loss of the last iteration, for a check
+        row["own_final_loss"] = result["loss_history"][-1]
+    if test is not None:
+        row["recall_at_10"] = _recall_at_10(result["X"], result["Y"], R, test)
+    for key in ("phases", "phases_two_kernel"):
+        if key in result:
+            row[key] = result[key]
+    # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
+    # builds the systems apart from the solves.
+    phases = result.get("phases_two_kernel") or result.get("phases")
+    if phases and all("gram_build" in side for side in phases.values()):
+        seconds = sum(side["gram_build"] for side in phases.values())
+        row["gram_seconds"] = seconds
+        row["gram_gflops"] = 2 * 2 * R.nnz * k * k / seconds / 1e9 if seconds > 0 else None
+    if spec["backend"] == "gpu":
+        row["fp32_peak_gflops"] = fp32_peak_gflops()
+    return row
+
+
+# ---- the whole benchmark --------------------------------------------------------------
+
+def _run_subprocess(spec: dict, timeout: float) -> dict:
+    command = [sys.executable, "-m", "gpu_als.benchmark", "--child", json.dumps(spec)]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)  # runs from a source checkout too
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    failed = {key: spec[key] for key in ("dataset", "factors", "library", "backend", "solver")}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return {**failed, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {**failed, "error": f"exit code {done.returncode}: {' | '.join(tail)}"}
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Each gpu_als row against each implicit row of the same dataset, factors and device:
+    ``speedup`` = implicit's seconds per iteration / gpu_als's (> 1: gpu_als is faster),
+    ``loss_ratio`` = gpu_als's final loss / implicit's (<= 1: as good or better)."""
+    ok = [r for r in rows if "error" not in r]
+    comparisons = []
+    for theirs in (r for r in ok if r["library"] == "implicit"):
+        for ours in ok:
+            if ours["library"] == "gpu_als" and all(
+                    ours[key] == theirs[key] for key in ("dataset", "factors", "backend")):
+                comparisons.append({
+                    "dataset": ours["dataset"], "factors": ours["factors"],
+                    "backend": ours["backend"], "gpu_als": ours["solver"],
+                    "implicit": theirs["solver"],
+                    "speedup": theirs["seconds_per_iteration"] / ours["seconds_per_iteration"],
+                    "loss_ratio": ours["final_loss"] / theirs["final_loss"],
+                })
+    return comparisons
+
+
+def _format_row(row: dict) -> str:
+    label = f"{row['dataset']:>12} k={row['factors']:<4} " \
+            f"{row['library']}-{row['backend']}-{row['solver']:<9}"
+    if "error" in row:
+        return f"{label} failed: {row['error']}"
+    text = f"{label} {row['seconds_per_iteration'] * 1e3:10.2f} ms/it  " \
+           f"loss/nnz {row['final_loss'] / row['nnz']:.5f}"
+    if "recall_at_10" in row:
+        text += f"  Recall@10 {row['recall_at_10']:.4f}"
+    if row.get("gram_gflops"):
+        text += f"  Gram {row['gram_gflops']:.0f} GFLOP/s"
+    if row.get("device_peak_bytes") is not None:
+        text += f"  device peak {row['device_peak_bytes'] / 2**20:.0f} MiB"
+    return text
+
+
+def run(profile: str = "quick", *, datasets=None, factors=None, implementations=None,
+        iterations=None, cpu_max_nnz=None, timeout=None, cache: Path | None = None,
+        on_row=None) -> dict:
+    """Run the benchmark; the result as written to JSON (see :func:`main`).
+
+    ``on_row(row)``, when given, is called with each row as soon as it is measured.
+    """
+    settings = PROFILES[profile]
+    names = datasets or settings["datasets"]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ValueError(f"unknown datasets {unknown}: expected some of {list(DATASETS)}")
+    chosen = implementations or list(IMPLEMENTATIONS)
+    unknown = [n for n in chosen if n not in IMPLEMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown implementations {unknown}: expected some of {list(IMPLEMENTATIONS)}")
+    factor_list = factors or settings["factors"]
+    cpu_max_nnz = settings["cpu_max_nnz"] if cpu_max_nnz is None else cpu_max_nnz
+    timeout = timeout or settings["timeout"]
+    cache = cache or default_cache()
+
+    runnable = []
+    for name in chosen:
+        reason = unavailable(IMPLEMENTATIONS[name])
+        if reason is None:
+            runnable.append(IMPLEMENTATIONS[name])
+        else:
+            print(f"skipping {name}: {reason}", flush=True)
+    rows = []
+    for dataset in (DATASETS[n] for n in names):
+        here = [i for i in runnable if i.backend == "gpu" or dataset.nnz <= cpu_max_nnz]
+        if not here:
+            print(f"skipping {dataset.name}: nothing to run on it here "
+                  f"(CPU implementations run up to {cpu_max_nnz:,} interactions)", flush=True)
+            continue
+        try:
+            path = prepare(dataset, cache)
+        except (OSError, ValueError) as exc:
+            print(f"skipping {dataset.name}: {exc}", flush=True)
+            continue
+        for k in factor_list:
+            for implementation in here:
+                spec = {"dataset": dataset.name, "path": str(path) if path else None,
+                        "factors": k, "library": implementation.library,
+                        "backend": implementation.backend, "solver": implementation.solver,
+                        "iterations": _iterations(dataset, settings, iterations)}
+                row = _run_subprocess(spec, timeout)
+                rows.append(row)
+                print(_format_row(row), flush=True)
+                if on_row is not None:
+                    on_row(row)
+
+    device = _device_name()
+    return {
+        "commit": _commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device or _host_description(),
+        "host": _host_description(),
+        "versions": _versions(),
+        "profile": profile,
+        "alpha": ALPHA, "regularization": REGULARIZATION, "seed": SEED,
+        "benchmarks": rows,
+        "comparisons": compare(rows),
+    }
+
+
+def _iterations(dataset: Dataset, settings: dict, asked: int | None) -> int:
+    """MovieLens runs its own count (its Recall@10 needs a converged model); the synthetic
+    sets what was asked, else the profile's, else their own."""
+    if not dataset.synthetic:
+        return dataset.iterations
+    return asked or settings["iterations"] or dataset.iterations
+
+
+def _commit() -> str:
+    if os.environ.get("GPU_ALS_COMMIT"):
+        return os.environ["GPU_ALS_COMMIT"]
+    with contextlib.suppress(OSError):
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parent)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return "unknown"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def print_comparisons(comparisons: list[dict]) -> None:
+    if not comparisons:
+        return
+    print("\nimplicit's s/iteration / gpu_als's (> 1: gpu_als faster); "
+          "final loss gpu_als / implicit (<= 1: as good or better):")
+    for c in comparisons:
+        print(f"  {c['dataset']:>12} k={c['factors']:<4} {c['backend']}: gpu_als "
+              f"{c['gpu_als']:<8} vs implicit {c['implicit']:<8} {c['speedup']:8.2f}x   "
+              f"loss {c['loss_ratio']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gpu-als bench", description=__doc__.splitlines()[0],
+        epilog=f"datasets: {', '.join(DATASETS)}; implementations: "
+               f"{', '.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--profile", choices=list(PROFILES), default="quick",
+                        help="quick: ML-100K and ml20m-like at k=64,128 (a few minutes on a "
+                             "GPU); full: every dataset at k=32..256 (default quick)")
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
+                        metavar="DATASET", help="default: the profile's")
+    parser.add_argument("--factors", type=int, nargs="+", default=None)
+    parser.add_argument("--implementations", nargs="+", default=None,
+                        choices=list(IMPLEMENTATIONS), metavar="IMPLEMENTATION",
+                        help="default: every one that can run here")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations per fit on the synthetic sets, the first being the "
+                             "warm-up (MovieLens 100K always runs 15)")
+    parser.add_argument("--cpu-max-nnz", type=int, default=None,
+                        help="largest dataset the CPU implementations run on")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per fit")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="result JSON (default benchmarks/results/bench-<device>-<commit>"
+                             ".json)")
+    parser.add_argument("--plots", type=Path, default=None,
+                        help="also draw the charts into FOLDER/<device>/")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        row = run_one(json.loads(args.child))
+        print("RESULT " + json.dumps(row), flush=True)
+        return 0
+    if args.iterations is not None and args.iterations < 2:
+        parser.error("--iterations must be >= 2 (the first is a warm-up)")
+
+    result = run(args.profile, datasets=args.datasets, factors=args.factors,
+                 implementations=args.implementations, iterations=args.iterations,
+                 cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout)
+    print_comparisons(result["comparisons"])
+    output = args.output or Path("benchmarks") / "results" / \
+        f"bench-{slug(result['device'])}-{result['commit']}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {output}")
+    if args.plots is not None:
+        from .plots import plot_benchmark
+
+        for path in plot_benchmark(result, args.plots / slug(result["device"])):
+            print(f"wrote {path}")
+    failed = [r for r in result["benchmarks"] if "error" in r]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

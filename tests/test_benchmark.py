@@ -1,0 +1,144 @@
+"""The benchmark (gpu_als/benchmark.py) on a tiny synthetic set: its rows, its shared
+objective with the implicit library, its GPU phase profile (emulated), its charts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gpu_als import benchmark
+from gpu_als.cli import main as cli_main
+
+from .conftest import emulated_backend, skip_or_fail
+
+TINY = benchmark.Dataset("tiny", 300, 120, 4_000, iterations=4)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setitem(benchmark.DATASETS, "tiny", TINY)
+    return str(benchmark.prepare(TINY, tmp_path))
+
+
+def spec(path, library="gpu_als", backend="cpu", solver="cholesky", factors=8):
+    return {"dataset": "tiny", "path": path, "factors": factors, "library": library,
+            "backend": backend, "solver": solver, "iterations": 4}
+
+
+def needs_implicit():
+    try:
+        import implicit.cpu.als  # noqa: F401
+    except ImportError as exc:
+        skip_or_fail(f"implicit is not installed: {exc}")
+
+
+def test_a_row_has_every_field(tiny):
+    row = benchmark.run_one(spec(tiny))
+    assert (row["users"], row["items"], row["nnz"]) == (300, 120, 4_000)
+    assert row["seconds_per_iteration"] > 0 and row["first_iteration_seconds"] > 0
+    # the shared loss function agrees with the loss the fit itself reported
+    assert row["final_loss"] == pytest.approx(row["own_final_loss"], rel=1e-6)
+    assert set(row["phases"]) == {"user", "item"}
+    for side in row["phases"].values():
+        assert set(side) == {"fixed_gram", "shared", "gram_build", "solve"}
+        assert all(seconds >= 0 for seconds in side.values())
+    assert row["gram_gflops"] > 0
+    assert row["gram_seconds"] == pytest.approx(
+        sum(side["gram_build"] for side in row["phases"].values()))
+    assert row["host_peak_bytes"] >= row["host_before_fit_bytes"] > 0
+    assert row["device_peak_bytes"] is None
+    assert row["csr_and_factors_bytes"] == 2 * (4_000 * 8 + 301 * 4) + 420 * 8 * 4
+    json.dumps(row)  # goes to a JSON file as it is
+
+
+def test_implicit_fed_our_confidences_solves_our_objective(tiny):
+    """Same start, same objective: the exact solvers agree to float32 rounding, and CG
+    (3 steps from the same start, both libraries) to its own approximation."""
+    needs_implicit()
+    ours = benchmark.run_one(spec(tiny))
+    theirs = benchmark.run_one(spec(tiny, library="implicit"))
+    assert theirs["final_loss"] == pytest.approx(ours["final_loss"], rel=1e-4)
+    ours_cg = benchmark.run_one(spec(tiny, solver="cg"))
+    theirs_cg = benchmark.run_one(spec(tiny, library="implicit", solver="cg"))
+    assert theirs_cg["final_loss"] == pytest.approx(ours_cg["final_loss"], rel=1e-3)
+    assert ours_cg["final_loss"] >= ours["final_loss"] * (1 - 1e-6)  # CG is no better
+
+
+def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
+    """The GPU backend's profile, through the host emulation of the kernels: the fused
+    path's phases, and the two-kernel path's Gram build and solve timed apart."""
+    from gpu_als.datasets import make_power_law
+
+    backend = emulated_backend()
+    R = make_power_law(40, 30, 300, random_state=1, device="cpu")  # rows up to 30 > split 24
+    row = benchmark._fit_gpu_als(R, {**spec(tiny, factors=6), "backend": backend,
+                                     "iterations": 2})
+    for side in ("user", "item"):
+        assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
+        two_kernel = row["phases_two_kernel"][side]
+        assert {"gram_build", "solve"} <= set(two_kernel)
+        assert two_kernel["gram_build"] > 0 and two_kernel["solve"] > 0
+    assert np.isfinite(row["X"]).all() and len(row["loss_history"]) == 2
+
+
+def test_run_end_to_end_in_subprocesses(tiny, tmp_path):
+    rows = []
+    result = benchmark.run("quick", datasets=["tiny"], factors=[4, 8],
+                           implementations=["gpu_als-cpu-cholesky", "gpu_als-cpu-cg",
+                                            "gpu_als-gpu-cholesky"],
+                           cache=tmp_path, on_row=rows.append)
+    assert result["benchmarks"] == rows
+    got = sorted((r["factors"], r["solver"]) for r in rows)
+    if benchmark.unavailable(benchmark.IMPLEMENTATIONS["gpu_als-gpu-cholesky"]) is None:
+        assert len(got) == 6
+    else:  # the GPU implementation is skipped, not failed
+        assert got == [(4, "cg"), (4, "cholesky"), (8, "cg"), (8, "cholesky")]
+    assert not any("error" in r for r in rows)
+    for key in ("commit", "date", "device", "host", "versions"):
+        assert result[key]
+    assert result["comparisons"] == []  # no implicit rows
+
+
+def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
+    row = benchmark._run_subprocess(spec(str(tmp_path / "missing.npz")), timeout=120)
+    assert "error" in row and "missing.npz" in row["error"]
+    assert row["dataset"] == "tiny" and row["factors"] == 8
+
+
+def test_compare_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+
+    def row(library, solver, seconds, loss, k=64, backend="gpu"):
+        return {"dataset": "d", "users": 10, "items": 5, "nnz": 20, "factors": k,
+                "library": library, "backend": backend, "solver": solver,
+                "seconds_per_iteration": seconds, "final_loss": loss}
+
+    rows = [row("gpu_als", "cholesky", 0.01, 99.0), row("implicit", "cg", 0.3, 100.0),
+            row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
+            row("gpu_als", "cholesky", 1.0, 99.0, backend="cpu"),
+            {"dataset": "d", "factors": 256, "library": "implicit", "backend": "gpu",
+             "solver": "cg", "error": "timed out"}]
+    comparisons = benchmark.compare(rows)
+    assert len(comparisons) == 2  # per factors and device; the failed row is left out
+    assert comparisons[0]["speedup"] == pytest.approx(30.0)
+    assert comparisons[0]["loss_ratio"] == pytest.approx(0.99)
+    result = {"device": "Test GPU", "commit": "abc", "benchmarks": rows}
+    paths = benchmark_plots(result, tmp_path)
+    assert [p.name for p in paths] == ["bench-d.png"]
+    assert paths[0].stat().st_size > 10_000
+
+
+def benchmark_plots(result, folder):
+    from gpu_als.plots import plot_benchmark
+
+    return plot_benchmark(result, folder)
+
+
+def test_command_line_refuses_unknown_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "--datasets", "nope"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--iterations", "1"])
+    assert "--iterations must be >= 2" in capsys.readouterr().err
