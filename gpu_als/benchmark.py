@@ -191,8 +191,12 @@ def fp32_peak_gflops() -> float | None:
     lanes = _FP32_LANES.get((major, minor), _FP32_LANES.get((major, None)))
     if lanes is None:
         return None
-    clock_hz = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["clockRate"] * 1e3
-    return attributes["MultiProcessorCount"] * lanes * 2 * clock_hz / 1e9
+    # cudaDevAttrClockRate (kHz); CUDA 13 dropped clockRate from cudaDeviceProp
+    clock_khz = attributes.get("ClockRate") or cupy.cuda.runtime.getDeviceProperties(
+        cupy.cuda.Device().id).get("clockRate")
+    if not clock_khz:
+        return None
+    return attributes["MultiProcessorCount"] * lanes * 2 * clock_khz * 1e3 / 1e9
 
 
 def _host_description() -> str:
@@ -310,7 +314,6 @@ def _per_iteration(stamps: list[float]) -> tuple[float, float]:
 
 def _fit_gpu_als(R, spec: dict) -> dict:
     from .backends import get_backend
-    from .backends.gpu import GPUBackend
     from .model import ALS, _Training
 
     backend = get_backend(spec["backend"])
@@ -323,12 +326,22 @@ def _fit_gpu_als(R, spec: dict) -> dict:
     setup = time.perf_counter() - started
     stamps = [0.0]
     training.run(spec["iterations"], callback=lambda it, elapsed, loss: stamps.append(elapsed))
-    result = {"setup_seconds": setup, "stamps": stamps}
+    return {"setup_seconds": setup, "stamps": stamps, "training": training,
+            "X": backend.to_numpy(training.X), "Y": backend.to_numpy(training.Y),
+            "loss_history": training.loss_history}
 
-    # One more profiled half-step per side, into scratch copies of the factors.
+
+def _profile_phases(training, spec: dict) -> dict:
+    """The phases of one more half-step per side (into scratch copies of the factors):
+    ``{"phases": {"user": {...}, "item": {...}}}``, plus ``"phases_two_kernel"`` for the
+    GPU's exact solver with every row on the two-kernel path."""
+    from .backends.gpu import GPUBackend
+
+    backend = training.backend
     backends = {"phases": backend}
     if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
         backends["phases_two_kernel"] = GPUBackend(backend.runtime, split_length=0)
+    result = {}
     for key, b in backends.items():
         phases = {}
         for side, rows, fixed, solved in (("user", training.Cu, training.Y, training.X),
@@ -342,11 +355,9 @@ def _fit_gpu_als(R, spec: dict) -> dict:
             with b.profile() as timer:
                 b.solve_rows(rows, fixed, FtF, regularization=REGULARIZATION,
                              feedback="implicit", out=scratch, solver=spec["solver"],
-                             cg_steps=model.cg_steps)
+                             cg_steps=training.p["cg_steps"])
             phases[side] = {"fixed_gram": fixed_gram, **timer.seconds}
         result[key] = phases
-    result["X"], result["Y"] = backend.to_numpy(training.X), backend.to_numpy(training.Y)
-    result["loss_history"] = training.loss_history
     return result
 
 
@@ -442,6 +453,8 @@ def run_one(spec: dict) -> dict:
         result = fit(R, spec)
     row["host_peak_bytes"] = _max_rss_bytes()
     row["device_peak_bytes"] = monitor.peak_bytes if spec["backend"] == "gpu" else None
+    if "training" in result:  # after the memory readings: the profile's buffers are extra
+        result.update(_profile_phases(result.pop("training"), spec))
     row["seconds_per_iteration"], row["first_iteration_seconds"] = \
         _per_iteration(result["stamps"])
     row["setup_seconds"] = result.get("setup_seconds")
@@ -620,6 +633,38 @@ def print_comparisons(comparisons: list[dict]) -> None:
         print(f"  {c['dataset']:>12} k={c['factors']:<4} {c['backend']}: gpu_als "
               f"{c['gpu_als']:<8} vs implicit {c['implicit']:<8} {c['speedup']:8.2f}x   "
               f"loss {c['loss_ratio']:.4f}")
+
+
+def markdown_tables(result: dict) -> str:
+    """The result as two Markdown tables: every fit, then gpu_als against implicit."""
+    def mib(value):
+        return "" if value is None else f"{value / 2**20:,.0f}"
+
+    lines = [f"{result['device']}, commit {result['commit']}, {result['date'][:10]}", "",
+             "| dataset | k | implementation | ms/iteration | Gram GFLOP/s | host peak MiB "
+             "| device peak MiB | loss/nnz | Recall@10 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["benchmarks"]:
+        name = f"{r['library']}-{r['backend']}-{r['solver']}"
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['factors']} | {name} | failed: "
+                         f"{r['error'][:60]} | | | | | |")
+            continue
+        gflops = f"{r['gram_gflops']:,.1f}" if r.get("gram_gflops") else ""
+        recall = f"{r['recall_at_10']:.4f}" if "recall_at_10" in r else ""
+        lines.append(
+            f"| {r['dataset']} | {r['factors']} | {name} | "
+            f"{r['seconds_per_iteration'] * 1e3:,.1f} | {gflops} | "
+            f"{mib(r['host_peak_bytes'])} | {mib(r.get('device_peak_bytes'))} | "
+            f"{r['final_loss'] / r['nnz']:.5f} | {recall} |")
+    if result.get("comparisons"):
+        lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",
+                  "|---|---:|---|---|---|---:|---:|"]
+        for c in result["comparisons"]:
+            lines.append(f"| {c['dataset']} | {c['factors']} | {c['backend']} | "
+                         f"{c['gpu_als']} | {c['implicit']} | {c['speedup']:.2f}x | "
+                         f"{c['loss_ratio']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,9 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
 
     backend = emulated_backend()
     R = make_power_law(40, 30, 300, random_state=1, device="cpu")  # rows up to 30 > split 24
-    row = benchmark._fit_gpu_als(R, {**spec(tiny, factors=6), "backend": backend,
-                                     "iterations": 2})
+    fit_spec = {**spec(tiny, factors=6), "backend": backend, "iterations": 2}
+    row = benchmark._fit_gpu_als(R, fit_spec)
+    row.update(benchmark._profile_phases(row.pop("training"), fit_spec))
     for side in ("user", "item"):
         assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
         two_kernel = row["phases_two_kernel"][side]
