@@ -555,6 +555,7 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
     cpu_max_nnz = settings["cpu_max_nnz"] if cpu_max_nnz is None else cpu_max_nnz
     timeout = timeout or settings["timeout"]
     cache = cache or default_cache()
+    commit = _commit()  # of the code that runs (the fits import it as they start)
 
     runnable = []
     for name in chosen:
@@ -589,7 +590,7 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
 
     device = _device_name()
     return {
-        "commit": _commit(),
+        "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device or _host_description(),
         "host": _host_description(),
