@@ -21,8 +21,8 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (int p = tid; p < k; p += nthreads) {
         T acc = diag * v[p];
-        if (base != nullptr)
-            for (int q = 0; q < k; ++q) acc += base[(long long)p * k + q] * v[q];
+        if (base != nullptr)  // base is symmetric: read its column p, coalesced
+            for (int q = 0; q < k; ++q) acc += base[q * k + p] * v[q];
         out[p] = acc;
         if (b != nullptr) b[p] = 0;
     }

@@ -11,6 +11,8 @@
 
 // Threads per block of every kernel; gpu_als/backends/gpu.py reads the same value.
 #define ALS_BLOCK_THREADS 128
+// Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
+#define ALS_MAX_FACTORS 1024
 
 // Dynamic shared memory: `ALS_DYNAMIC_SHARED(T, name)` declares `T* name` pointing at the
 // block's dynamically sized shared memory (the launch's shared_mem bytes).
@@ -49,12 +51,36 @@ __device__ T block_sum(T value, T* scratch) {
     return total;
 }
 
-// In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, lower
-// triangle used and overwritten; `lda` is the row stride), then the solves L y = b and
-// L^T x = y, leaving x in b. Runs on the whole block; A and b may live in shared or global
+// Walks a block's share of the flat indices idx = tid, tid + blockDim.x, ... < rows * cols
+// as (row, col) = (idx / cols, idx % cols), with no integer division per step (k <= 1024,
+// so every flat index fits an int):
+//
+//   for (als::FlatWalk at(rows, cols); at.valid(); at.next()) use(at.row, at.col);
+struct FlatWalk {
+    int row, col, step_row, step_col, rows, cols;
+    __device__ FlatWalk(int rows_, int cols_)
+        : row((int)threadIdx.x / cols_), col((int)threadIdx.x % cols_),
+          step_row((int)blockDim.x / cols_), step_col((int)blockDim.x % cols_), rows(rows_),
+          cols(cols_) {}
+    __device__ bool valid() const { return row < rows; }
+    __device__ void next() {
+        row += step_row;
+        col += step_col;
+        if (col >= cols) {  // step_col < cols: one wrap at most
+            col -= cols;
+            ++row;
+        }
+    }
+};
+
+// In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, `lda`
+// the row stride): L overwrites the lower triangle and L^T the upper one (so that both
+// solves read L row-wise), then the solves L y = b and L^T x = y leave x in b. `column`
+// (k values, shared memory) holds the current column of L, so that the trailing update's
+// reads are contiguous. Runs on the whole block; A and b may live in shared or global
 // memory. Returns false (on every thread) if A is not numerically positive definite.
 template <typename T>
-__device__ bool cholesky_solve(T* A, T* b, int k, long long lda, T* flag) {
+__device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (tid == 0) *flag = 0;
     for (int j = 0; j < k; ++j) {
@@ -65,24 +91,32 @@ __device__ bool cholesky_solve(T* A, T* b, int k, long long lda, T* flag) {
         }
         __syncthreads();
         const T pivot = A[j * lda + j];
-        for (int i = j + 1 + tid; i < k; i += nthreads) A[i * lda + j] /= pivot;
+        for (int i = j + 1 + tid; i < k; i += nthreads) {
+            const T l = A[i * lda + j] / pivot;
+            A[i * lda + j] = l;
+            A[j * lda + i] = l;
+            column[i] = l;
+        }
         __syncthreads();
         // Trailing update of the lower triangle: A[i][c] -= L[i][j] L[c][j], j < c <= i.
         const int m = k - j - 1;
-        for (long long idx = tid; idx < (long long)m * m; idx += nthreads) {
-            const int i = j + 1 + (int)(idx / m), c = j + 1 + (int)(idx % m);
-            if (c <= i) A[i * lda + c] -= A[i * lda + j] * A[c * lda + j];
+        if (m > 0) {
+            for (FlatWalk at(m, m); at.valid(); at.next()) {
+                if (at.col > at.row) continue;
+                const int i = j + 1 + at.row, c = j + 1 + at.col;
+                A[i * lda + c] -= column[i] * column[c];
+            }
         }
         __syncthreads();
     }
-    for (int j = 0; j < k; ++j) {  // forward: L y = b
+    for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T
         if (tid == 0) b[j] /= A[j * lda + j];
         __syncthreads();
         const T y = b[j];
-        for (int i = j + 1 + tid; i < k; i += nthreads) b[i] -= A[i * lda + j] * y;
+        for (int i = j + 1 + tid; i < k; i += nthreads) b[i] -= A[j * lda + i] * y;
         __syncthreads();
     }
-    for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y
+    for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y, L[j][i] from row j of L
         if (tid == 0) b[j] /= A[j * lda + j];
         __syncthreads();
         const T x = b[j];
@@ -98,11 +132,11 @@ __device__ bool cholesky_solve(T* A, T* b, int k, long long lda, T* flag) {
 // triangle) and b += sum_j t_j f_j, where the tile's n factor rows sit in `tile` (n x k,
 // row-major) and their weights / targets in `w` / `t`.
 template <typename T>
-__device__ void accumulate_tile(T* A, long long lda, T* b, const T* tile, const T* w,
+__device__ void accumulate_tile(T* A, int lda, T* b, const T* tile, const T* w,
                                 const T* t, int n, int k) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (long long idx = tid; idx < (long long)k * k; idx += nthreads) {
-        const int p = (int)(idx / k), q = (int)(idx % k);
+    for (FlatWalk at(k, k); at.valid(); at.next()) {
+        const int p = at.row, q = at.col;
         if (q > p) continue;
         T acc = 0;
         for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
@@ -121,10 +155,8 @@ template <typename T, typename I>
 __device__ void load_tile(T* tile, T* w, T* t, const I* indices, const T* weight,
                           const T* target, const T* F, long long start, int n, int k) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (long long idx = tid; idx < (long long)n * k; idx += nthreads) {
-        const int j = (int)(idx / k), p = (int)(idx % k);
-        tile[j * k + p] = F[(long long)indices[start + j] * k + p];
-    }
+    for (FlatWalk at(n, k); at.valid(); at.next())
+        tile[at.row * k + at.col] = F[(long long)indices[start + at.row] * k + at.col];
     for (int j = tid; j < n; j += nthreads) {
         w[j] = weight[start + j];
         t[j] = target[start + j];

@@ -28,12 +28,12 @@ build_systems(const long long* segment_slot, const long long* segment_start,
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        for (long long idx = tid; idx < (long long)k * k; idx += nthreads) {
-            const int p = (int)(idx / k), q = (int)(idx % k);
+        for (als::FlatWalk at(k, k); at.valid(); at.next()) {
+            const int p = at.row, q = at.col;
             if (q > p) continue;
             T acc = 0;
             for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
-            atomicAdd(As + idx, acc);
+            atomicAdd(As + p * k + q, acc);
         }
         for (int p = tid; p < k; p += nthreads) {
             T acc = 0;

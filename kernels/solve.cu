@@ -7,7 +7,8 @@
 //   b = sum_{i in N(u)} target_i f_i,      x_u = A^-1 b
 //
 // base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
-// Shared memory: A (k*k), b (k), tile (tile_rows*k), w and t (tile_rows each), flag (1).
+// Shared memory: A (k*k), b (k), tile (tile_rows*k; the Cholesky's column buffer once the
+// system is built), w and t (tile_rows each), flag (1).
 #include "common.cuh"
 
 template <typename T, typename I>
@@ -32,17 +33,19 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
         return;
     }
     const T diag = diag_scale * (T)(end - start);
-    for (long long idx = tid; idx < (long long)k * k; idx += nthreads)
-        A[idx] = base[idx] + ((idx / k == idx % k) ? diag : T(0));
+    for (als::FlatWalk at(k, k); at.valid(); at.next()) {
+        const int idx = at.row * k + at.col;
+        A[idx] = base[idx] + (at.row == at.col ? diag : T(0));
+    }
     for (int p = tid; p < k; p += nthreads) b[p] = 0;
     __syncthreads();
     for (long long first = start; first < end; first += tile_rows) {
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        als::accumulate_tile(A, (long long)k, b, tile, w, t, n, k);
+        als::accumulate_tile(A, k, b, tile, w, t, n, k);
         __syncthreads();
     }
-    const bool ok = als::cholesky_solve(A, b, k, (long long)k, flag);
+    const bool ok = als::cholesky_solve(A, b, k, k, flag, tile);  // tile: free now
     for (int p = tid; p < k; p += nthreads) x[p] = ok ? b[p] : als::quiet_nan<T>();
 }

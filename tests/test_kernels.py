@@ -6,6 +6,7 @@ checks, the emulation's own features, its launch checks, and ThreadSanitizer.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_als.backends import _kernels
+from gpu_als.backends import _kernels, gpu
 
 from . import emulation
 from .conftest import emulated_backend, skip_or_fail
@@ -52,6 +53,14 @@ def test_launch_bounds_and_block_size_agree():
     for file in _kernels.SPECIALISATIONS:
         text = (_kernels.kernel_dir() / file).read_text()
         assert "__launch_bounds__(ALS_BLOCK_THREADS)" in text, file
+
+
+def test_kernel_and_backend_factor_limits_agree():
+    """cholesky.cu sizes its static column buffer by ALS_MAX_FACTORS; the backend refuses
+    larger factors before launching."""
+    text = (_kernels.kernel_dir() / "common.cuh").read_text()
+    match = re.search(r"#define\s+ALS_MAX_FACTORS\s+(\d+)", text)
+    assert match is not None and int(match.group(1)) == gpu.MAX_FACTORS
 
 
 @pytest.fixture(scope="module")

@@ -292,8 +292,8 @@ class GPUBackend(Backend):
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype)
             with self._phase("shared"):
-                if implicit:
-                    base = (FtF + regularization * xp.eye(k)).astype(dtype)
+                if implicit:  # exactly symmetric (the CG kernel reads it by columns)
+                    base = ((FtF + FtF.T) / 2 + regularization * xp.eye(k)).astype(dtype)
                     diag_scale = T(0)
                 else:
                     base = xp.zeros((k, k), dtype)
