@@ -130,22 +130,62 @@ __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
 
 // Adds one tile of a row's entries to its system: A += sum_j w_j f_j f_j^T (lower
 // triangle) and b += sum_j t_j f_j, where the tile's n factor rows sit in `tile` (n x k,
-// row-major) and their weights / targets in `w` / `t`.
-template <typename T>
+// row-major) and their weights / targets in `w` / `t`. With Atomic, the additions to A and
+// b are atomicAdd (A and b in global memory, shared by several blocks).
+//
+// Register blocking: each warp takes blocks of ROWS consecutive rows of A; each lane
+// accumulates, over the tile's n entries, ROWS x COLS values in registers (columns lane,
+// lane + 32, ... of one 32 * COLS-wide chunk left of the diagonal), then adds them to A
+// once. Per entry a lane reads ROWS broadcast values, COLS conflict-free values and one
+// weight from shared memory for ROWS * COLS fused multiply-adds.
+template <bool Atomic, typename T>
 __device__ void accumulate_tile(T* A, int lda, T* b, const T* tile, const T* w,
                                 const T* t, int n, int k) {
+    constexpr int ROWS = 4, COLS = 4, WIDTH = 32 * COLS;
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (FlatWalk at(k, k); at.valid(); at.next()) {
-        const int p = at.row, q = at.col;
-        if (q > p) continue;
-        T acc = 0;
-        for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
-        A[p * lda + q] += acc;
+    const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
+    for (int first_row = ROWS * warp; first_row < k; first_row += ROWS * warps) {
+        const int last_row = first_row + ROWS - 1 < k ? first_row + ROWS - 1 : k - 1;
+        for (int chunk = 0; chunk <= last_row; chunk += WIDTH) {  // columns <= last_row
+            // columns this chunk needs: chunk .. min(last_row, chunk + WIDTH - 1)
+            const int span = (last_row - chunk) / 32 + 1;
+            const int cols = span < COLS ? span : COLS;
+            T acc[ROWS][COLS];
+            for (int r = 0; r < ROWS; ++r)
+                for (int c = 0; c < COLS; ++c) acc[r][c] = 0;
+            for (int j = 0; j < n; ++j) {
+                const T* f = tile + j * k;
+                T a[ROWS], v[COLS];
+                for (int r = 0; r < ROWS; ++r)
+                    a[r] = first_row + r < k ? w[j] * f[first_row + r] : T(0);
+                for (int c = 0; c < COLS; ++c) {
+                    const int q = chunk + lane + 32 * c;
+                    v[c] = c < cols && q < k ? f[q] : T(0);
+                }
+                for (int r = 0; r < ROWS; ++r)
+                    for (int c = 0; c < COLS; ++c) acc[r][c] += a[r] * v[c];
+            }
+            for (int r = 0; r < ROWS; ++r) {
+                const int p = first_row + r;
+                for (int c = 0; c < cols; ++c) {
+                    const int q = chunk + lane + 32 * c;
+                    if (p < k && q <= p) {
+                        if (Atomic)
+                            atomicAdd(A + p * lda + q, acc[r][c]);
+                        else
+                            A[p * lda + q] += acc[r][c];
+                    }
+                }
+            }
+        }
     }
     for (int p = tid; p < k; p += nthreads) {
         T acc = 0;
         for (int j = 0; j < n; ++j) acc += t[j] * tile[j * k + p];
-        b[p] += acc;
+        if (Atomic)
+            atomicAdd(b + p, acc);
+        else
+            b[p] += acc;
     }
 }
 

@@ -23,23 +23,11 @@ build_systems(const long long* segment_slot, const long long* segment_start,
     const long long start = segment_start[blockIdx.x], end = segment_end[blockIdx.x];
     T* As = A + slot * k * k;
     T* bs = b + slot * k;
-    const int tid = threadIdx.x, nthreads = blockDim.x;
     for (long long first = start; first < end; first += tile_rows) {
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        for (als::FlatWalk at(k, k); at.valid(); at.next()) {
-            const int p = at.row, q = at.col;
-            if (q > p) continue;
-            T acc = 0;
-            for (int j = 0; j < n; ++j) acc += w[j] * tile[j * k + p] * tile[j * k + q];
-            atomicAdd(As + p * k + q, acc);
-        }
-        for (int p = tid; p < k; p += nthreads) {
-            T acc = 0;
-            for (int j = 0; j < n; ++j) acc += t[j] * tile[j * k + p];
-            atomicAdd(bs + p, acc);
-        }
+        als::accumulate_tile<true>(As, k, bs, tile, w, t, n, k);
         __syncthreads();
     }
 }

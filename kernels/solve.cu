@@ -43,7 +43,7 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        als::accumulate_tile(A, k, b, tile, w, t, n, k);
+        als::accumulate_tile<false>(A, k, b, tile, w, t, n, k);
         __syncthreads();
     }
     const bool ok = als::cholesky_solve(A, b, k, k, flag, tile);  // tile: free now

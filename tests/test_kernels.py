@@ -205,3 +205,21 @@ def test_kernels_are_free_of_data_races_under_thread_sanitizer():
     report = result.stdout + result.stderr
     assert result.returncode == 0 and "ThreadSanitizer" not in report, report[-6000:]
     assert "kernels ran" in result.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_register_blocked_build_beyond_one_column_chunk(dtype):
+    """k = 150 > 128: the Gram build's register blocks span two column chunks and k is a
+    multiple of neither 4 nor 32. float32 fits the fused kernel (sm_80), float64 takes the
+    two-kernel path; both against a per-row np.linalg.solve."""
+    from .reference import solve_rows_loop
+    from .test_solver import assert_close, edge_case_matrix, run_solve
+
+    k = 150
+    backend = emulated_backend()
+    assert (backend._tile(k, np.dtype(dtype).itemsize, fused=True) is None) == \
+        (dtype == np.float64)
+    R = edge_case_matrix(k)
+    F = np.random.default_rng(3).random((R.shape[1], k)) * 0.2
+    got = run_solve(backend, R, F, 0.1, "implicit", dtype, alpha=2.0)
+    assert_close(got, solve_rows_loop(R, F, 0.1, alpha=2.0), dtype)
