@@ -77,52 +77,52 @@ struct FlatWalk {
 // the row stride): L overwrites the lower triangle and L^T the upper one (so that both
 // solves read L row-wise), then the solves L y = b and L^T x = y leave x in b. `column`
 // (k values, shared memory) holds the current column of L, so that the trailing update's
-// reads are contiguous. Runs on the whole block; A and b may live in shared or global
-// memory. Returns false (on every thread) if A is not numerically positive definite.
+// reads are contiguous. Runs on the whole block (blockDim.x a multiple of 32); A and b may
+// live in shared or global memory. Two block barriers per column; the triangular solves
+// run on one warp (O(k^2) work, warp-level syncs only). Returns false (on every thread)
+// if A is not numerically positive definite.
 template <typename T>
 __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    if (tid == 0) *flag = 0;
+    const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
+    if (tid == 0) *flag = 0;  // only thread 0 writes the flag until the end
     for (int j = 0; j < k; ++j) {
-        if (tid == 0) {
-            const T d = A[j * lda + j];
-            if (!(d > 0)) *flag = 1;
-            A[j * lda + j] = d > 0 ? sqrt_(d) : T(1);
-        }
-        __syncthreads();
-        const T pivot = A[j * lda + j];
+        const T d = A[j * lda + j];  // final: the last trailing update is behind a barrier
+        const T pivot = d > 0 ? sqrt_(d) : T(1);
+        if (tid == 0 && !(d > 0)) *flag = 1;
         for (int i = j + 1 + tid; i < k; i += nthreads) {
             const T l = A[i * lda + j] / pivot;
             A[i * lda + j] = l;
             A[j * lda + i] = l;
             column[i] = l;
         }
-        __syncthreads();
-        // Trailing update of the lower triangle: A[i][c] -= L[i][j] L[c][j], j < c <= i.
-        const int m = k - j - 1;
-        if (m > 0) {
-            for (FlatWalk at(m, m); at.valid(); at.next()) {
-                if (at.col > at.row) continue;
-                const int i = j + 1 + at.row, c = j + 1 + at.col;
-                A[i * lda + c] -= column[i] * column[c];
-            }
+        __syncthreads();  // column j is complete, and every thread has read A[j][j]
+        if (tid == 0) A[j * lda + j] = pivot;
+        // Trailing update of the lower triangle, A[i][c] -= L[i][j] L[c][j] for
+        // j < c <= i: warps take rows, lanes columns (contiguous, none above the diagonal).
+        for (int i = j + 1 + warp; i < k; i += warps) {
+            const T li = column[i];
+            for (int c = j + 1 + lane; c <= i; c += 32) A[i * lda + c] -= li * column[c];
         }
         __syncthreads();
     }
-    for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T
-        if (tid == 0) b[j] /= A[j * lda + j];
-        __syncthreads();
-        const T y = b[j];
-        for (int i = j + 1 + tid; i < k; i += nthreads) b[i] -= A[j * lda + i] * y;
-        __syncthreads();
+    if (warp == 0) {
+        for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T
+            const T y = b[j] / A[j * lda + j];
+            __syncwarp();  // every lane has read b[j]
+            if (lane == 0) b[j] = y;
+            for (int i = j + 1 + lane; i < k; i += 32) b[i] -= A[j * lda + i] * y;
+            __syncwarp();
+        }
+        for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y, L[j][i] from row j of L
+            const T x = b[j] / A[j * lda + j];
+            __syncwarp();
+            if (lane == 0) b[j] = x;
+            for (int i = lane; i < j; i += 32) b[i] -= A[j * lda + i] * x;
+            __syncwarp();
+        }
     }
-    for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y, L[j][i] from row j of L
-        if (tid == 0) b[j] /= A[j * lda + j];
-        __syncthreads();
-        const T x = b[j];
-        for (int i = tid; i < j; i += nthreads) b[i] -= A[j * lda + i] * x;
-        __syncthreads();
-    }
+    __syncthreads();
     const bool ok = *flag == 0;
     __syncthreads();
     return ok;
