@@ -37,7 +37,7 @@ from ..data import WeightedRows
 from .base import Backend, PhaseTimer
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
-#: which keeps a block in cache on a typical core. Measured in benchmarks/bench_cpu.py.
+#: which keeps a block in cache on a typical core (chosen on the power-law CPU benchmark).
 BLOCK_ELEMENTS = 1 << 20
 #: Rows in a bucket are padded to at most this factor times the shortest row's length.
 BUCKET_GROWTH = 1.2
