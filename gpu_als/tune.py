@@ -194,7 +194,7 @@ def tune(
             for i in alive:
                 budget = min(rung, targets[i])
                 start = time.perf_counter()
-                trainings[i].run(budget - len(trainings[i].loss_history))
+                trainings[i].run(budget - trainings[i].iterations_done)
                 trials[i]["seconds"] += time.perf_counter() - start
                 trials[i]["iterations"] = budget
                 trials[i]["score"] = score(i)

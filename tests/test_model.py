@@ -202,6 +202,32 @@ def test_nan_in_the_item_half_step_is_attributed_to_it(R):
         model_for(BrokenItems()).fit(R)
 
 
+def test_without_the_loss_the_fit_is_the_same(backend, R):
+    seen = []
+    plain = model_for(backend).fit(R)
+    quiet = model_for(backend, calculate_training_loss=False,
+                      callback=lambda it, elapsed, loss: seen.append((it, loss))).fit(R)
+    np.testing.assert_array_equal(to_numpy(quiet.user_factors_), to_numpy(plain.user_factors_))
+    np.testing.assert_array_equal(to_numpy(quiet.item_factors_), to_numpy(plain.item_factors_))
+    assert quiet.loss_history_ == [] and len(plain.loss_history_) == 3
+    assert seen == [(0, None), (1, None), (2, None)]
+
+
+def test_without_the_loss_nan_is_still_an_error(R):
+    class Broken(CPUBackend):
+        def solve_rows(self, *args, out, **kwargs):
+            super().solve_rows(*args, out=out, **kwargs)
+            out[3, 1] = np.nan
+            return out
+
+    model = model_for(Broken(), calculate_training_loss=False)
+    with pytest.raises(FloatingPointError, match="after iteration 2 .checked at the end of fit"):
+        model.fit(R)
+    assert not hasattr(model, "user_factors_")
+    with pytest.raises(TypeError, match="calculate_training_loss must be True or False"):
+        model_for("cpu", calculate_training_loss="no").fit(R)
+
+
 def test_confidence_overflow_is_reported():
     R = sp.csr_matrix(np.array([[3e38, 0], [0, 1]], np.float32))
     with pytest.raises(ValueError, match="confidences overflow float32"):
