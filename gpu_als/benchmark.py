@@ -661,7 +661,7 @@ def markdown_tables(result: dict) -> str:
         lines.append(
             f"| {r['dataset']} | {r['factors']} | {name} | "
             f"{r['seconds_per_iteration'] * 1e3:,.1f} | {gflops} | "
-            f"{mib(r['host_peak_bytes'])} | {mib(r.get('device_peak_bytes'))} | "
+            f"{mib(r.get('host_peak_bytes'))} | {mib(r.get('device_peak_bytes'))} | "
             f"{r['final_loss'] / r['nnz']:.5f} | {recall} |")
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",

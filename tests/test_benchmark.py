@@ -127,7 +127,12 @@ def test_compare_and_plot(tmp_path):
     assert len(comparisons) == 2  # per factors and device; the failed row is left out
     assert comparisons[0]["speedup"] == pytest.approx(30.0)
     assert comparisons[0]["loss_ratio"] == pytest.approx(0.99)
-    result = {"device": "Test GPU", "commit": "abc", "benchmarks": rows}
+    result = {"device": "Test GPU", "commit": "abc", "date": "2026-11-28T10:00:00+00:00",
+              "benchmarks": rows, "comparisons": comparisons}
+    tables = benchmark.markdown_tables(result)
+    assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |" in tables
+    assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
+    assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000
