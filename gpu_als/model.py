@@ -740,14 +740,17 @@ class _Training:
         )
         with progress:
             for iteration in progress:
-                solve(self.Cu, Y, self.YtY, X)
-                solve(self.Ci, X, backend.gram(X), Y)
-                self.YtY = backend.gram(Y)
+                with backend.range("user half-step"):
+                    solve(self.Cu, Y, self.YtY, X)
+                with backend.range("item half-step"):
+                    solve(self.Ci, X, backend.gram(X), Y)
+                    self.YtY = backend.gram(Y)
                 loss = None
                 if with_loss:
-                    loss = backend.loss(self.Cu, X, Y, self.YtY,
-                                        regularization=p["regularization"],
-                                        feedback=p["feedback"])
+                    with backend.range("training loss"):
+                        loss = backend.loss(self.Cu, X, Y, self.YtY,
+                                            regularization=p["regularization"],
+                                            feedback=p["feedback"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
                         ALS._raise_non_finite(backend, X, iteration, p)
                     self.loss_history.append(loss)

@@ -1,5 +1,7 @@
 """The estimator's behaviour, on every backend."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,7 +9,7 @@ import scipy.sparse as sp
 from gpu_als import ALS, AlternatingLeastSquares, from_dataframe
 from gpu_als.backends import CPUBackend
 
-from .conftest import backend_name, random_interactions
+from .conftest import backend_name, emulated_backend, random_interactions
 from .reference import solve_rows_loop
 
 
@@ -259,3 +261,20 @@ def test_from_dataframe():
         from_dataframe(df, user_col="usr")
     with pytest.raises(TypeError, match="must be a pandas DataFrame"):
         from_dataframe([1, 2])
+
+
+def test_gpu_work_is_named_for_profilers(R, monkeypatch):
+    """With the optional nvtx package, each half-step, the loss and each kernel phase of
+    the GPU backend open an NVTX range (here a stand-in nvtx module records them)."""
+    import contextlib
+    import types
+
+    opened = []
+    fake = types.SimpleNamespace(annotate=lambda name, domain: (
+        opened.append((name, domain)), contextlib.nullcontext())[1])
+    monkeypatch.setitem(sys.modules, "nvtx", fake)
+    model_for(emulated_backend(), iterations=1).fit(R)
+    names = {name for name, domain in opened if domain == "gpu_als"}
+    assert {"gpu_als:user half-step", "gpu_als:item half-step", "gpu_als:training loss",
+            "gpu_als:solve_rows", "gpu_als:shared", "gpu_als:loss"} <= names
+    assert names & {"gpu_als:fused", "gpu_als:gram_build"}

@@ -76,6 +76,11 @@ class Backend(ABC):
         finally:
             self.timer = None
 
+    def range(self, name: str):
+        """A context manager naming a stretch of work for profilers (NVTX on the GPU,
+        with the optional ``nvtx`` package); nothing on the CPU."""
+        return contextlib.nullcontext()
+
     def synchronize(self) -> None:  # noqa: B027 (a no-op unless the device is asynchronous)
         """Wait until the device has finished the work queued so far (no-op on the CPU)."""
 

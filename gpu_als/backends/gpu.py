@@ -204,19 +204,23 @@ class GPUBackend(Backend):
     def synchronize(self) -> None:
         self.runtime.synchronize()
 
+    def range(self, name: str):
+        return _nvtx_range(name)
+
     # ---- kernels --------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _phase(self, name: str):
-        """Under :meth:`profile`, add the device time of the work queued in the block to
-        phase ``name`` (waiting for it); otherwise nothing."""
-        timer = self.timer
-        if timer is None:
+        """An NVTX range ``name``; under :meth:`profile`, also add the device time of the
+        work queued in the block to phase ``name`` (waiting for it)."""
+        with _nvtx_range(name):
+            timer = self.timer
+            if timer is None:
+                yield
+                return
+            start = self.runtime.mark()
             yield
-            return
-        start = self.runtime.mark()
-        yield
-        timer.add(name, self.runtime.elapsed(start, self.runtime.mark()))
+            timer.add(name, self.runtime.elapsed(start, self.runtime.mark()))
 
     def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
         kernel = self.runtime.kernel(file, name)
