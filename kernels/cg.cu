@@ -7,7 +7,7 @@
 //
 // base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
 // Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
-// scratch (ALS_BLOCK_THREADS / 32). tile_rows <= blockDim.x.
+// scratch (ALS_BLOCK_THREADS / 32).
 #include "common.cuh"
 
 namespace als {
@@ -19,6 +19,7 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
                              long long start, long long end, int k, int tile_rows, T* tile,
                              T* w, T* t, T* s) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
+    const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     for (int p = tid; p < k; p += nthreads) {
         T acc = diag * v[p];
         if (base != nullptr)  // base is symmetric: read its column p, coalesced
@@ -31,10 +32,14 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
         __syncthreads();  // the previous tile is no longer read
         load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        for (int j = tid; j < n; j += nthreads) {  // s_j = w_j (f_j . v)
+        // s_j = w_j (f_j . v): one warp per entry, lanes over the factors (contiguous
+        // reads; one thread per entry would read tile[j * k + q] 32-way bank-conflicted)
+        for (int j = warp; j < n; j += warps) {
             T dot = 0;
-            for (int q = 0; q < k; ++q) dot += tile[j * k + q] * v[q];
-            s[j] = w[j] * dot;
+            for (int q = lane; q < k; q += 32) dot += tile[j * k + q] * v[q];
+            for (int offset = 16; offset > 0; offset /= 2)
+                dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+            if (lane == 0) s[j] = w[j] * dot;
         }
         __syncthreads();
         for (int p = tid; p < k; p += nthreads) {
