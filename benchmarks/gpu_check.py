@@ -25,8 +25,6 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -62,11 +60,16 @@ def main(argv=None) -> int:
     parser.add_argument("--bench-timeout", type=float, default=120, help="seconds per fit")
     parser.add_argument("--test-timeout", type=int, default=150)
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
+                        help="folder for the result JSON")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run without a GPU (to test this script: CPU rows only)")
     args = parser.parse_args(argv)
 
-    import cupy
-
-    device = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    device = benchmark.device_name()
+    if device is None and not args.allow_cpu:
+        parser.error("no GPU here (pass --allow-cpu to check the script on the CPU)")
+    device = device or benchmark.host_description()
     commit = args.commit or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip() or "unknown"
@@ -77,12 +80,11 @@ def main(argv=None) -> int:
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
-        "versions": {"cupy": cupy.__version__, "numpy": np.__version__,
-                     "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion()},
+        "versions": benchmark.versions(),
         "tests": tests,
         "benchmarks": [],
     }
-    output = ROOT / "benchmarks" / "results" / f"gpu-check-{benchmark.slug(device)}-{commit}.json"
+    output = args.results / f"gpu-check-{benchmark.slug(device)}-{commit}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def save(row: dict | None = None) -> None:
@@ -98,7 +100,6 @@ def main(argv=None) -> int:
     bench = benchmark.run("quick", factors=args.factors, iterations=args.iterations,
                           timeout=args.bench_timeout, on_row=save)
     result["comparisons"] = bench["comparisons"]
-    result["versions"].update(bench["versions"])
     result["host"] = bench["host"]
     save()
     benchmark.print_comparisons(bench["comparisons"])

@@ -167,7 +167,8 @@ def unavailable(implementation: Implementation) -> str | None:
     return None
 
 
-def _device_name() -> str | None:
+def device_name() -> str | None:
+    """The GPU's name, or None where the GPU backend cannot run."""
     from .backends import gpu
 
     if gpu.unavailable_reason() is not None:
@@ -199,7 +200,8 @@ def fp32_peak_gflops() -> float | None:
     return attributes["MultiProcessorCount"] * lanes * 2 * clock_khz * 1e3 / 1e9
 
 
-def _host_description() -> str:
+def host_description() -> str:
+    """The CPU model and how many CPUs this process may use."""
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -213,13 +215,18 @@ def _host_description() -> str:
     return f"{model}, {cpus} CPUs"
 
 
-def _versions() -> dict[str, Any]:
-    versions: dict[str, Any] = {"gpu_als": __version__, "numpy": np.__version__,
-                                "python": platform.python_version()}
+def versions() -> dict[str, Any]:
+    """Versions of gpu_als, Python and the libraries the benchmark uses (and CUDA's)."""
+    found: dict[str, Any] = {"gpu_als": __version__, "numpy": np.__version__,
+                             "python": platform.python_version()}
     for name in ("implicit", "cupy", "scipy"):
         with contextlib.suppress(Exception):
-            versions[name] = __import__(name).__version__
-    return versions
+            found[name] = __import__(name).__version__
+    if device_name() is not None:
+        import cupy
+
+        found["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+    return found
 
 
 # ---- datasets -------------------------------------------------------------------------
@@ -239,7 +246,7 @@ def prepare(dataset: Dataset, cache: Path) -> Path | None:
 
         load_movielens_100k()  # here, so that a missing copy skips the dataset once
         return None
-    device = "gpu" if _device_name() else "cpu"
+    device = "gpu" if device_name() else "cpu"
     path = cache / f"{dataset.name}-seed{SEED}-{device}.npz"
     if not path.exists():
         started = time.perf_counter()
@@ -593,13 +600,13 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
                 if on_row is not None:
                     on_row(row)
 
-    device = _device_name()
+    device = device_name()
     return {
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device or _host_description(),
-        "host": _host_description(),
-        "versions": _versions(),
+        "device": device or host_description(),
+        "host": host_description(),
+        "versions": versions(),
         "profile": profile,
         "alpha": ALPHA, "regularization": REGULARIZATION, "seed": SEED,
         "benchmarks": rows,

@@ -2,6 +2,10 @@
 objective with the implicit library, its GPU phase profile (emulated), its charts."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +156,27 @@ def test_command_line_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli_main(["bench", "--iterations", "1"])
     assert "--iterations must be >= 2" in capsys.readouterr().err
+
+
+def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
+    """`make gpu-check`'s script (benchmarks/gpu_check.py), with --allow-cpu: the device
+    minutes it is written for are too scarce to find its bugs there."""
+    root = Path(benchmark.__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--skip-tests",
+         "--allow-cpu", "--commit", "test", "--factors", "4", "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=root,
+        env={**os.environ, "OUT": str(out),
+             "GPU_ALS_BENCH_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    written = list(tmp_path.glob("gpu-check-*-test.json"))
+    assert len(written) == 1 and (out / written[0].name).exists()  # and the $OUT copy
+    result = json.loads(written[0].read_text())
+    assert result["commit"] == "test" and result["tests"]["failed"] == 0
+    assert {"date", "device", "host", "versions", "benchmarks", "comparisons"} <= set(result)
+    for row in result["benchmarks"]:  # ML-100K's CPU rows when the data is here
+        assert row["dataset"] == "ml-100k" and row["factors"] == 4 and "error" not in row
+    if os.environ.get("GPU_ALS_DATA"):
+        assert len(result["benchmarks"]) >= 2
