@@ -23,11 +23,6 @@ build_systems(const long long* segment_slot, const long long* segment_start,
     const long long start = segment_start[blockIdx.x], end = segment_end[blockIdx.x];
     T* As = A + slot * k * k;
     T* bs = b + slot * k;
-    for (long long first = start; first < end; first += tile_rows) {
-        const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
-        als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
-        __syncthreads();
-        als::accumulate_tile<true>(As, k, bs, tile, w, t, n, k);
-        __syncthreads();
-    }
+    als::accumulate_entries<true>(As, bs, indices, weight, target, F, start, end, k,
+                                  tile_rows, tile, w, t);
 }

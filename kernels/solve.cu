@@ -39,13 +39,8 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
     }
     for (int p = tid; p < k; p += nthreads) b[p] = 0;
     __syncthreads();
-    for (long long first = start; first < end; first += tile_rows) {
-        const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
-        als::load_tile(tile, w, t, indices, weight, target, F, first, n, k);
-        __syncthreads();
-        als::accumulate_tile<false>(A, k, b, tile, w, t, n, k);
-        __syncthreads();
-    }
+    als::accumulate_entries<false>(A, b, indices, weight, target, F, start, end, k,
+                                   tile_rows, tile, w, t);
     const bool ok = als::cholesky_solve(A, b, k, k, flag, tile);  // tile: free now
     for (int p = tid; p < k; p += nthreads) x[p] = ok ? b[p] : als::quiet_nan<T>();
 }
