@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,22 +33,38 @@ from gpu_als import benchmark  # noqa: E402
 
 
 def run_tests(timeout: int) -> dict:
+    """pytest -m gpu: the counts, the failures' one-line summaries, and whether it ran out of
+    time (then the counts are those of the tests that had finished)."""
     report = Path(tempfile.mkdtemp()) / "gpu-tests.xml"
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-               f"--junitxml={report}", str(ROOT / "tests")]
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p",
+               "no:cacheprovider", f"--junitxml={report}", str(ROOT / "tests")]
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    print(result.stdout[-4000:], result.stderr[-2000:], sep="\n", flush=True)
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+        stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as expired:
+        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) \
+            else expired.stdout or ""
+        stderr, exit_code = f"timed out after {timeout} s", None
+    print(stdout[-4000:], stderr[-2000:], sep="\n", flush=True)
     counts = {"passed": 0, "failed": 0, "skipped": 0}
-    if report.exists():
+    if exit_code is not None and report.exists():
         suite = ElementTree.parse(report).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         total = int(suite.get("tests", 0))
         failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
         skipped = int(suite.get("skipped", 0))
         counts = {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
+    else:  # count the progress characters of the tests that finished
+        marks = "".join(line.split()[0] for line in stdout.splitlines()
+                        if re.fullmatch(r"[.FEsxX]+\s+\[\s*\d+%\]", line.strip()))
+        counts = {"passed": marks.count("."), "failed": marks.count("F") + marks.count("E")
+                  + 1, "skipped": marks.count("s"), "timed_out": True}
+    counts["failures"] = [line for line in stdout.splitlines()
+                          if line.startswith(("FAILED ", "ERROR "))]
     counts["seconds"] = round(time.perf_counter() - started, 1)
-    counts["exit_code"] = result.returncode
+    counts["exit_code"] = exit_code
     return counts
 
 
