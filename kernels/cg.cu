@@ -84,10 +84,7 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     const long long start = indptr[row], end = indptr[row + 1];
     T* xo = out + row * k;
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    if (start == end) {  // the exact solution of an empty row
-        for (int q = tid; q < k; q += nthreads) xo[q] = 0;
-        return;
-    }
+    if (als::solved_if_empty(xo, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
     for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
     __syncthreads();

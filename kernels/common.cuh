@@ -51,6 +51,16 @@ __device__ T block_sum(T value, T* scratch) {
     return total;
 }
 
+// A row without stored entries has the zero vector as its exact solution: writes it to x
+// (k values) and returns true, on every thread of the block (so the block returns
+// together); false for a row with entries.
+template <typename T>
+__device__ bool solved_if_empty(T* x, int k, long long start, long long end) {
+    if (start != end) return false;
+    for (int p = threadIdx.x; p < k; p += blockDim.x) x[p] = 0;
+    return true;
+}
+
 // Walks a block's share of the flat indices idx = tid, tid + blockDim.x, ... < rows * cols
 // as (row, col) = (idx / cols, idx % cols), with no integer division per step (k <= 1024,
 // so every flat index fits an int):

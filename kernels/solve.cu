@@ -28,10 +28,7 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
     const long long start = indptr[row], end = indptr[row + 1];
     T* x = out + row * k;
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    if (start == end) {  // no entries: the zero vector (the whole block returns together)
-        for (int p = tid; p < k; p += nthreads) x[p] = 0;
-        return;
-    }
+    if (als::solved_if_empty(x, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
     for (als::FlatWalk at(k, k); at.valid(); at.next()) {
         const int idx = at.row * k + at.col;
