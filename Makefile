@@ -6,11 +6,14 @@ BIN    := $(VENV)/bin
 # MovieLens 100K for tests and the demo: the shared copy beside the checkout when present
 # (the loader otherwise downloads it once into ~/.cache/gpu_als).
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
+# On a GPU machine (no ../shared, no network): the copy `make gpu-carry` puts in .data/.
 ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(SHARED_DATA)
+else ifneq ($(wildcard $(CURDIR)/.data/ml-100k/u.data),)
+export GPU_ALS_DATA ?= $(CURDIR)/.data
 endif
 
-.PHONY: venv test demo bench bench-quick gpu-check gpu-wheels lint clean
+.PHONY: venv test demo bench bench-quick gpu-check gpu-wheels gpu-carry lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -43,18 +46,29 @@ bench-quick: venv
 # GPU tests + the benchmark's quick profile -> benchmarks/results/gpu-check-<device>-
 # <commit>.json (copied into $$OUT when set). COMMIT names the commit when .git is not
 # there. Wheels in .whl/ (benchmarks/fetch_implicit_wheels.sh: implicit's GPU ALS and RMM)
-# are installed into $(GPU_SITE) first.
+# are installed into $(GPU_SITE) first. `make gpu-carry` prepares .whl/ and .data/ here;
+# carry both to the GPU machine.
 GPU_PYTHON ?= python3
 GPU_SITE ?= /tmp/gpu_als_site
+GPU_CHECK_ARGS ?=
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 gpu-check:
 	@if ls .whl/*.whl >/dev/null 2>&1; then \
 		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 			--upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT)
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT) \
+		$(GPU_CHECK_ARGS)
 
 gpu-wheels:
 	benchmarks/fetch_implicit_wheels.sh .whl 3.12
+
+# What a GPU machine without network needs, in git-ignored folders to carry there: the
+# wheels above and MovieLens 100K (never committed: its license forbids redistribution).
+gpu-carry: gpu-wheels
+	@test -f $(SHARED_DATA)/ml-100k/u.data || \
+		{ echo "MovieLens 100K not found in $(SHARED_DATA)/ml-100k"; exit 1; }
+	mkdir -p .data/ml-100k
+	cp $(addprefix $(SHARED_DATA)/ml-100k/,README u.data u.item u1.base u1.test) .data/ml-100k/
 
 lint: venv
 	$(BIN)/ruff check gpu_als tests benchmarks

@@ -141,6 +141,14 @@ class EmulatedKernel:
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
+        # What a real launch refuses (cudaErrorInvalidConfiguration / LaunchOutOfResources).
+        if not (1 <= grid[0] < 2**31 and all(1 <= g <= 65535 for g in grid[1:])):
+            raise RuntimeError(f"{self.name}: invalid grid {grid} (a CUDA launch needs "
+                               f"1 <= x < 2**31 and 1 <= y, z <= 65535)")
+        threads = int(np.prod(block))
+        if min(block) < 1 or threads > _kernels.block_threads():
+            raise RuntimeError(f"{self.name}: block {block} ({threads} threads) exceeds the "
+                               f"kernels' __launch_bounds__({_kernels.block_threads()})")
         if shared_mem > self.max_dynamic_shared_size_bytes:
             raise RuntimeError(
                 f"{self.name}: {shared_mem} bytes of dynamic shared memory without raising "

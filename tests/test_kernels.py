@@ -120,6 +120,10 @@ def test_launch_checks_catch_what_cuda_would_reject(selftest):
         kernel((1,), (64,), (x,))
     with pytest.raises(ValueError, match="not C-contiguous"):
         kernel((1,), (32,), (x[::2], x[:32].copy()))
+    with pytest.raises(RuntimeError, match=r"invalid grid \(0, 1, 1\)"):
+        kernel((0,), (64,), (x, x.copy()))
+    with pytest.raises(RuntimeError, match=r"256 threads\) exceeds the kernels' __launch_bounds"):
+        kernel((1,), (256,), (x, x.copy()))
     with pytest.raises(RuntimeError, match="without raising max_dynamic_shared_size_bytes"):
         kernel((1,), (64,), (x, x.copy()), shared_mem=64 * 1024)
     kernel.max_dynamic_shared_size_bytes = 200 * 1024
