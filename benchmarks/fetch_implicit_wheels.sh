@@ -5,6 +5,12 @@
 # (hundreds of MB): the GPU machine's CUDA 13 wheels (nvidia-cublas, nvidia-curand) serve,
 # and gpu_als.benchmark loads them before importing implicit.gpu.
 #
+# The RMM versions are pinned to the ones implicit 0.7.3's extension (_cuda.so) links
+# against: checked with nm, every rmm:: symbol it needs is in librmm-cu13 26.2 and 26.4;
+# 25.10, 25.12 and 26.6 lack two, and 26.8 and 26.10 put everything in a versioned namespace
+# (rmm::_RMM_26_10), so there `import implicit.gpu` disables the GPU (undefined symbol).
+# librmm 26.4 requires rapids-logger 0.2.
+#
 #   benchmarks/fetch_implicit_wheels.sh [FOLDER] [PYTHON_VERSION]   # default .whl 3.12
 #
 # Then, on the GPU machine (what `make gpu-check` does when FOLDER is .whl):
@@ -20,5 +26,5 @@ python3 -m pip download --no-deps --only-binary=:all: --dest "$folder" \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 \
     --extra-index-url https://pypi.nvidia.com \
-    "implicit==0.7.3" "rmm-cu13==26.10.*" "librmm-cu13==26.10.*" "rapids-logger==0.3.*"
+    "implicit==0.7.3" "rmm-cu13==26.4.*" "librmm-cu13==26.4.*" "rapids-logger==0.2.*"
 ls -l "$folder"

@@ -38,7 +38,9 @@ import argparse
 import contextlib
 import ctypes
 import datetime
+import functools
 import glob
+import importlib.util
 import json
 import os
 import platform
@@ -48,6 +50,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,21 +152,32 @@ def unavailable(implementation: Implementation) -> str | None:
             return reason
     if implementation.library == "gpu_als":
         return None
-    try:
-        import implicit  # noqa: F401
-    except ImportError:
+    # Not imported here: `import implicit` imports implicit.gpu, which must come after
+    # _preload_cuda_libraries or it disables the GPU for the whole process.
+    if importlib.util.find_spec("implicit") is None:
         return "implicit is not installed (pip install gpu-als[bench])"
     if implementation.backend == "cpu":
         return None
+    return _implicit_gpu_problem()
+
+
+@functools.cache
+def _implicit_gpu_problem() -> str | None:
+    """None when implicit's GPU ALS imports with CUDA, else why not (once per process)."""
     _preload_cuda_libraries()
-    try:
-        import implicit.gpu
-    except Exception as exc:  # a CUDA library that fails to load raises OSError or others
-        return f"implicit.gpu does not import ({exc})"
-    if not implicit.gpu.HAS_CUDA:
-        return "this implicit build has no CUDA extension"
+    # implicit.gpu turns a failure to load its extension into a warning and HAS_CUDA=False:
+    # keep the warning, it says why (e.g. an RMM whose symbols do not match).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import implicit.gpu
+        except Exception as exc:  # a CUDA library that fails to load raises OSError or others
+            return f"implicit.gpu does not import ({exc})"
     if not getattr(implicit.gpu, "HAS_RMM", True):
         return "implicit's GPU ALS needs RMM (rmm-cu13, librmm-cu13, rapids-logger)"
+    if not implicit.gpu.HAS_CUDA:
+        why = "; ".join(str(w.message) for w in caught) or "no CUDA extension in this build"
+        return f"implicit's GPU ALS is disabled: {why}"
     return None
 
 

@@ -148,6 +148,30 @@ def benchmark_plots(result, folder):
     return plot_benchmark(result, folder)
 
 
+def test_implicit_gpu_is_checked_after_the_cuda_libraries_load():
+    """`import implicit` imports implicit.gpu, which disables the GPU for the whole process
+    when cuBLAS or RMM cannot load at that moment: checking the CPU implementations must
+    not import it, and the GPU check must say why implicit's GPU ALS is off. Run in a fresh
+    interpreter (this one may have imported implicit already)."""
+    pytest.importorskip("implicit")
+    code = """
+import sys
+from gpu_als import benchmark
+from gpu_als.backends import gpu
+print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-cpu-cholesky"]))
+print("implicit" in sys.modules)
+gpu.unavailable_reason = lambda: None  # as on a GPU machine, to reach implicit's own check
+print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-gpu-cg"]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    cpu_reason, imported, gpu_reason = done.stdout.splitlines()
+    assert cpu_reason == "None" and imported == "False"
+    # No RMM here (CI), or no driver: either way the reason names the cause, not a guess.
+    assert "RMM" in gpu_reason or "CUDA" in gpu_reason, gpu_reason
+
+
 def test_command_line_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["bench", "--datasets", "nope"])
