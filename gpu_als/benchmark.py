@@ -40,6 +40,7 @@ import ctypes
 import datetime
 import functools
 import glob
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -233,9 +234,14 @@ def versions() -> dict[str, Any]:
     """Versions of gpu_als, Python and the libraries the benchmark uses (and CUDA's)."""
     found: dict[str, Any] = {"gpu_als": __version__, "numpy": np.__version__,
                              "python": platform.python_version()}
-    for name in ("implicit", "cupy", "scipy"):
-        with contextlib.suppress(Exception):
-            found[name] = __import__(name).__version__
+    # From the installed metadata: importing implicit here would import implicit.gpu
+    # before _preload_cuda_libraries and disable its GPU ALS for the whole process.
+    for name, distributions in (("implicit", ["implicit"]), ("scipy", ["scipy"]),
+                                ("cupy", ["cupy-cuda13x", "cupy-cuda12x", "cupy"])):
+        for distribution in distributions:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                found[name] = importlib.metadata.version(distribution)
+                break
     if device_name() is not None:
         import cupy
 
@@ -405,8 +411,11 @@ def _fit_implicit(R, spec: dict) -> dict:
     C.data = 1 + ALPHA * C.data  # implicit's confidence is the stored value
     stamps = [0.0]
     if spec["backend"] == "cpu":
-        from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
+
+        with warnings.catch_warnings():  # `import implicit` also tries its GPU extension
+            warnings.simplefilter("ignore")
+            from implicit.cpu.als import AlternatingLeastSquares
 
         with threadpool_limits(1, "blas"):  # implicit asks for single-threaded BLAS
             model = AlternatingLeastSquares(

@@ -150,8 +150,8 @@ def benchmark_plots(result, folder):
 
 def test_implicit_gpu_is_checked_after_the_cuda_libraries_load():
     """`import implicit` imports implicit.gpu, which disables the GPU for the whole process
-    when cuBLAS or RMM cannot load at that moment: checking the CPU implementations must
-    not import it, and the GPU check must say why implicit's GPU ALS is off. Run in a fresh
+    when cuBLAS or RMM cannot load at that moment: checking the CPU implementations and
+    reading the versions must not import it, and the GPU check must say why implicit's GPU ALS is off. Run in a fresh
     interpreter (this one may have imported implicit already)."""
     pytest.importorskip("implicit")
     code = """
@@ -159,6 +159,7 @@ import sys
 from gpu_als import benchmark
 from gpu_als.backends import gpu
 print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-cpu-cholesky"]))
+assert benchmark.versions()["implicit"]
 print("implicit" in sys.modules)
 gpu.unavailable_reason = lambda: None  # as on a GPU machine, to reach implicit's own check
 print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-gpu-cg"]))
