@@ -188,9 +188,7 @@ def device_name() -> str | None:
 
     if gpu.unavailable_reason() is not None:
         return None
-    import cupy
-
-    return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    return gpu.current_device_name()
 
 
 def fp32_peak_gflops() -> float | None:
@@ -201,18 +199,25 @@ def fp32_peak_gflops() -> float | None:
         return None
     import cupy
 
-    attributes = cupy.cuda.Device().attributes
-    major = attributes["ComputeCapabilityMajor"]
-    minor = attributes["ComputeCapabilityMinor"]
+    device = cupy.cuda.Device()
+    # Device.attributes holds CuPy's cudaDevAttr* names only: no compute capability there.
+    attributes = dict(device.attributes)
+    if not attributes.get("ClockRate"):  # cudaDevAttrClockRate (kHz), else the properties
+        attributes["ClockRate"] = cupy.cuda.runtime.getDeviceProperties(device.id).get(
+            "clockRate")
+    return peak_gflops(device.compute_capability, attributes)
+
+
+def peak_gflops(compute_capability: str, attributes: dict) -> float | None:
+    """FP32 peak in GFLOP/s of a GPU of ``compute_capability`` (CuPy's form: "90" for 9.0)
+    with ``attributes`` ``MultiProcessorCount`` and ``ClockRate`` (kHz); None if unknown."""
+    major, minor = int(compute_capability[:-1]), int(compute_capability[-1])
     lanes = _FP32_LANES.get((major, minor), _FP32_LANES.get((major, None)))
-    if lanes is None:
+    clock_khz = attributes.get("ClockRate")
+    sms = attributes.get("MultiProcessorCount")
+    if lanes is None or not clock_khz or not sms:
         return None
-    # cudaDevAttrClockRate (kHz); CUDA 13 dropped clockRate from cudaDeviceProp
-    clock_khz = attributes.get("ClockRate") or cupy.cuda.runtime.getDeviceProperties(
-        cupy.cuda.Device().id).get("clockRate")
-    if not clock_khz:
-        return None
-    return attributes["MultiProcessorCount"] * lanes * 2 * clock_khz * 1e3 / 1e9
+    return sms * lanes * 2 * clock_khz * 1e3 / 1e9
 
 
 def host_description() -> str:

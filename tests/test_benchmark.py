@@ -151,8 +151,8 @@ def benchmark_plots(result, folder):
 def test_implicit_gpu_is_checked_after_the_cuda_libraries_load():
     """`import implicit` imports implicit.gpu, which disables the GPU for the whole process
     when cuBLAS or RMM cannot load at that moment: checking the CPU implementations and
-    reading the versions must not import it, and the GPU check must say why implicit's GPU ALS is off. Run in a fresh
-    interpreter (this one may have imported implicit already)."""
+    reading the versions must not import it, and the GPU check must say why implicit's
+    GPU ALS is off. Run in a fresh interpreter (this one may have imported implicit)."""
     pytest.importorskip("implicit")
     code = """
 import sys
@@ -171,6 +171,29 @@ print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-gpu-cg"]))
     assert cpu_reason == "None" and imported == "False"
     # No RMM here (CI), or no driver: either way the reason names the cause, not a guess.
     assert "RMM" in gpu_reason or "CUDA" in gpu_reason, gpu_reason
+
+
+def test_fp32_peak_from_the_device_attributes():
+    """Against the vendors' published FP32 peaks: A100 SXM 19.5 TFLOP/s, H100 SXM 67."""
+    assert benchmark.peak_gflops("80", {"MultiProcessorCount": 108, "ClockRate": 1_410_000}) \
+        == pytest.approx(19_492, rel=1e-3)
+    assert benchmark.peak_gflops("90", {"MultiProcessorCount": 132, "ClockRate": 1_980_000}) \
+        == pytest.approx(66_908, rel=1e-3)
+    assert benchmark.peak_gflops("90", {"MultiProcessorCount": 132}) is None  # no clock
+    assert benchmark.peak_gflops("50", {"MultiProcessorCount": 1, "ClockRate": 1}) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not benchmark.device_name(), reason="no GPU")
+def test_device_readings_on_a_gpu():
+    """The CuPy calls behind the GPU rows' device fields (attribute names, properties)."""
+    assert benchmark.device_name()
+    assert benchmark.fp32_peak_gflops() > 10_000
+    assert benchmark.versions()["cuda_runtime"] > 0
+    from gpu_als.backends.gpu import CudaRuntime
+
+    runtime = CudaRuntime()
+    assert runtime.max_shared_memory >= 160 * 1024 and runtime.free_memory() > 0
 
 
 def test_command_line_refuses_unknown_names(capsys):

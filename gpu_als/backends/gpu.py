@@ -78,6 +78,14 @@ def create_backend() -> GPUBackend:
     return GPUBackend()
 
 
+def current_device_name() -> str:
+    """The current CUDA device's name, e.g. "NVIDIA H100 80GB HBM3" (needs a device)."""
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _nvtx_range(name: str):
     """An NVTX range named ``gpu_als:<name>`` when the optional ``nvtx`` package is there."""
     try:
@@ -96,8 +104,7 @@ class CudaRuntime:
         self.xp = cupy
         device = cupy.cuda.Device()
         self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
-        properties = cupy.cuda.runtime.getDeviceProperties(device.id)
-        self.device_name = properties["name"].decode()
+        self.device_name = current_device_name()
 
     def kernel(self, file: str, name: str):
         return _kernels.load_module(file).get_function(name)
