@@ -13,7 +13,7 @@ else ifneq ($(wildcard $(CURDIR)/.data/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(CURDIR)/.data
 endif
 
-.PHONY: venv test demo bench bench-quick gpu-check gpu-wheels gpu-carry lint clean
+.PHONY: venv test demo bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -52,12 +52,24 @@ GPU_PYTHON ?= python3
 GPU_SITE ?= /tmp/gpu_als_site
 GPU_CHECK_ARGS ?=
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-gpu-check:
+# The carried wheels (.whl/, see gpu-carry), installed where PYTHONPATH finds them.
+gpu-site:
 	@if ls .whl/*.whl >/dev/null 2>&1; then \
 		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 			--upgrade --target $(GPU_SITE) .whl/*.whl; fi
+
+gpu-check: gpu-site
 	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/gpu_check.py --commit $(COMMIT) \
 		$(GPU_CHECK_ARGS)
+
+# The GPU table of the benchmark (every dataset, factors 64 and 128, gpu_als vs implicit on
+# the GPU), on the same kind of machine; the JSON, rewritten after every fit, goes to $$OUT
+# when set. Then: python benchmarks/plot_bench.py RESULT.json --markdown
+GPU_BENCH_ARGS ?= --factors 64 128
+gpu-bench: gpu-site
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) GPU_ALS_COMMIT=$(COMMIT) $(GPU_PYTHON) -m gpu_als.benchmark \
+		--profile full --implementations gpu_als-gpu-cholesky gpu_als-gpu-cg implicit-gpu-cg \
+		--output $(or $(OUT),benchmarks/results) $(GPU_BENCH_ARGS)
 
 gpu-wheels:
 	benchmarks/fetch_implicit_wheels.sh .whl 3.12

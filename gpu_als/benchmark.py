@@ -627,12 +627,16 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
                 print(_format_row(row), flush=True)
                 if on_row is not None:
                     on_row(row)
+    return result_document(profile, rows, commit)
 
-    device = device_name()
+
+def result_document(profile: str, rows: list[dict], commit: str | None = None) -> dict:
+    """The benchmark's JSON document for ``rows``: where and with what they were measured,
+    the rows, and the comparisons between libraries."""
     return {
-        "commit": commit,
+        "commit": commit or _commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device or host_description(),
+        "device": device_name() or host_description(),
         "host": host_description(),
         "versions": versions(),
         "profile": profile,
@@ -729,8 +733,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest dataset the CPU implementations run on")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per fit")
     parser.add_argument("--output", type=Path, default=None,
-                        help="result JSON (default benchmarks/results/bench-<device>-<commit>"
-                             ".json)")
+                        help="result JSON, or a folder for it (default benchmarks/results/"
+                             "bench-<device>-<commit>.json); rewritten after every fit")
     parser.add_argument("--plots", type=Path, default=None,
                         help="also draw the charts into FOLDER/<device>/")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -742,14 +746,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations is not None and args.iterations < 2:
         parser.error("--iterations must be >= 2 (the first is a warm-up)")
 
+    def save(document: dict) -> Path:
+        name = f"bench-{slug(document['device'])}-{document['commit']}.json"
+        output = args.output or Path("benchmarks") / "results" / name
+        if output.is_dir():
+            output = output / name
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(document, indent=2) + "\n")
+        return output
+
+    # The file is rewritten after every fit, so a run cut short keeps what it measured.
+    rows_so_far: list[dict] = []
+
+    def on_row(row: dict) -> None:
+        rows_so_far.append(row)
+        save(result_document(args.profile, rows_so_far))
+
     result = run(args.profile, datasets=args.datasets, factors=args.factors,
                  implementations=args.implementations, iterations=args.iterations,
-                 cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout)
+                 cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout, on_row=on_row)
     print_comparisons(result["comparisons"])
-    output = args.output or Path("benchmarks") / "results" / \
-        f"bench-{slug(result['device'])}-{result['commit']}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    output = save(result)
     print(f"\nwrote {output}")
     if args.plots is not None:
         from .plots import plot_benchmark

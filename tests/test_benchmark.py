@@ -108,6 +108,29 @@ def test_run_end_to_end_in_subprocesses(tiny, tmp_path):
     assert result["comparisons"] == []  # no implicit rows
 
 
+def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):
+    """`gpu-als bench` rewrites its JSON after every fit: a run cut short (a time limit on
+    a GPU machine) keeps the rows it measured. --output may name a folder."""
+    monkeypatch.setenv("GPU_ALS_BENCH_CACHE", str(Path(tiny).parent))
+    real = benchmark._run_subprocess
+    calls = []
+
+    def cut_short(spec, timeout):
+        calls.append(spec)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # as a run killed after its first fit
+        return real(spec, timeout)
+
+    monkeypatch.setattr(benchmark, "_run_subprocess", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(["--datasets", "tiny", "--factors", "4", "8", "--implementations",
+                        "gpu_als-cpu-cholesky", "--output", str(tmp_path)])
+    [written] = tmp_path.glob("bench-*.json")
+    document = json.loads(written.read_text())
+    assert [(r["factors"], r["solver"]) for r in document["benchmarks"]] == [(4, "cholesky")]
+    assert "error" not in document["benchmarks"][0] and document["device"]
+
+
 def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
     row = benchmark._run_subprocess(spec(str(tmp_path / "missing.npz")), timeout=120)
     assert "error" in row and "missing.npz" in row["error"]
