@@ -717,9 +717,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="gpu-als bench", description=__doc__.splitlines()[0],
         epilog=f"datasets: {', '.join(DATASETS)}; implementations: "
                f"{', '.join(IMPLEMENTATIONS)}")
-    parser.add_argument("--profile", choices=list(PROFILES), default="quick",
-                        help="quick: ML-100K and ml20m-like at k=64,128 (a few minutes on a "
-                             "GPU); full: every dataset at k=32..256 (default quick)")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--profile", choices=list(PROFILES), default="quick",
+                         help="quick: ML-100K and ml20m-like at k=64,128 (a few minutes on a "
+                              "GPU); full: every dataset at k=32..256 (default quick)")
+    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                         help="same as --profile quick")
+    profile.add_argument("--full", dest="profile", action="store_const", const="full",
+                         help="same as --profile full")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
                         metavar="DATASET", help="default: the profile's")
     parser.add_argument("--factors", type=int, nargs="+", default=None)

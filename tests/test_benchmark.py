@@ -123,12 +123,13 @@ def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, "_run_subprocess", cut_short)
     with pytest.raises(KeyboardInterrupt):
-        benchmark.main(["--datasets", "tiny", "--factors", "4", "8", "--implementations",
-                        "gpu_als-cpu-cholesky", "--output", str(tmp_path)])
+        benchmark.main(["--full", "--datasets", "tiny", "--factors", "4", "8",
+                        "--implementations", "gpu_als-cpu-cholesky", "--output", str(tmp_path)])
     [written] = tmp_path.glob("bench-*.json")
     document = json.loads(written.read_text())
     assert [(r["factors"], r["solver"]) for r in document["benchmarks"]] == [(4, "cholesky")]
     assert "error" not in document["benchmarks"][0] and document["device"]
+    assert document["profile"] == "full"
 
 
 def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
@@ -227,6 +228,9 @@ def test_command_line_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli_main(["bench", "--iterations", "1"])
     assert "--iterations must be >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--quick", "--full"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
