@@ -138,54 +138,89 @@ __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     return ok;
 }
 
+// Four consecutive values at p (16-byte aligned, in shared memory) into out: one 128-bit
+// load for float, two for double, instead of four scalar loads.
+template <typename T>
+__device__ __forceinline__ void load4(const T* p, T out[4]) {
+#ifdef GPU_ALS_HOST_EMULATION
+    gpu_als_emu::check_aligned(p, 16);  // the GPU faults on a misaligned vector load
+    std::memcpy(out, p, 4 * sizeof(T));
+#else
+    struct alignas(16) Quad { T v[4]; };
+    const Quad q = *reinterpret_cast<const Quad*>(p);
+    for (int i = 0; i < 4; ++i) out[i] = q.v[i];
+#endif
+}
+
+// Part of accumulate_tile: rows first_row .. first_row + 3 of A against the columns
+// chunk + lane + 32 c (c < COLS) at or left of the diagonal, over the tile's n entries.
+// Each lane keeps its 4 x COLS sums in registers. Per entry it reads one weight, its four
+// rows' values (one vector load when k % 4 == 0: then the rows start 16-byte aligned and
+// all four exist) and COLS column values, for 4 * COLS fused multiply-adds.
+template <int COLS, bool Atomic, typename T>
+__device__ __forceinline__ void accumulate_block(T* A, int lda, const T* tile, const T* w,
+                                                 int n, int k, int first_row, int chunk) {
+    constexpr int ROWS = 4;
+    const int lane = threadIdx.x % 32;
+    const bool vector_rows = k % 4 == 0;
+    T acc[ROWS][COLS];
+    for (int r = 0; r < ROWS; ++r)
+        for (int c = 0; c < COLS; ++c) acc[r][c] = 0;
+    for (int j = 0; j < n; ++j) {
+        const T* f = tile + j * k;
+        const T weight = w[j];
+        T a[ROWS], v[COLS];
+        if (vector_rows) {
+            load4(f + first_row, a);
+        } else {
+            for (int r = 0; r < ROWS; ++r) a[r] = first_row + r < k ? f[first_row + r] : T(0);
+        }
+        for (int c = 0; c < COLS; ++c) {
+            const int q = chunk + lane + 32 * c;
+            v[c] = q < k ? weight * f[q] : T(0);
+        }
+        for (int r = 0; r < ROWS; ++r)
+            for (int c = 0; c < COLS; ++c) acc[r][c] += a[r] * v[c];
+    }
+    for (int r = 0; r < ROWS; ++r) {
+        const int p = first_row + r;
+        for (int c = 0; c < COLS; ++c) {
+            const int q = chunk + lane + 32 * c;
+            if (p < k && q <= p) {
+                if (Atomic)
+                    atomicAdd(A + p * lda + q, acc[r][c]);
+                else
+                    A[p * lda + q] += acc[r][c];
+            }
+        }
+    }
+}
+
 // Adds one tile of a row's entries to its system: A += sum_j w_j f_j f_j^T (lower
 // triangle) and b += sum_j t_j f_j, where the tile's n factor rows sit in `tile` (n x k,
-// row-major) and their weights / targets in `w` / `t`. With Atomic, the additions to A and
-// b are atomicAdd (A and b in global memory, shared by several blocks).
+// row-major, 16-byte aligned) and their weights / targets in `w` / `t`. With Atomic, the
+// additions to A and b are atomicAdd (A and b in global memory, shared by several blocks).
 //
-// Register blocking: each warp takes blocks of ROWS consecutive rows of A; each lane
-// accumulates, over the tile's n entries, ROWS x COLS values in registers (columns lane,
-// lane + 32, ... of one 32 * COLS-wide chunk left of the diagonal), then adds them to A
-// once. Per entry a lane reads ROWS broadcast values, COLS conflict-free values and one
-// weight from shared memory for ROWS * COLS fused multiply-adds.
+// Register blocking: each warp takes blocks of 4 consecutive rows of A and, for each, the
+// 128-column chunks left of the diagonal; a chunk that needs only COLS < 4 of its 32-column
+// groups (near the diagonal, or k small) runs the COLS specialisation, so no lane multiplies
+// columns it does not store (see accumulate_block).
 template <bool Atomic, typename T>
 __device__ void accumulate_tile(T* A, int lda, T* b, const T* tile, const T* w,
                                 const T* t, int n, int k) {
-    constexpr int ROWS = 4, COLS = 4, WIDTH = 32 * COLS;
+    constexpr int ROWS = 4, MAX_COLS = 4, WIDTH = 32 * MAX_COLS;
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
+    const int warp = tid / 32, warps = nthreads / 32;
     for (int first_row = ROWS * warp; first_row < k; first_row += ROWS * warps) {
         const int last_row = first_row + ROWS - 1 < k ? first_row + ROWS - 1 : k - 1;
         for (int chunk = 0; chunk <= last_row; chunk += WIDTH) {  // columns <= last_row
-            // columns this chunk needs: chunk .. min(last_row, chunk + WIDTH - 1)
-            const int span = (last_row - chunk) / 32 + 1;
-            const int cols = span < COLS ? span : COLS;
-            T acc[ROWS][COLS];
-            for (int r = 0; r < ROWS; ++r)
-                for (int c = 0; c < COLS; ++c) acc[r][c] = 0;
-            for (int j = 0; j < n; ++j) {
-                const T* f = tile + j * k;
-                T a[ROWS], v[COLS];
-                for (int r = 0; r < ROWS; ++r)
-                    a[r] = first_row + r < k ? w[j] * f[first_row + r] : T(0);
-                for (int c = 0; c < COLS; ++c) {
-                    const int q = chunk + lane + 32 * c;
-                    v[c] = c < cols && q < k ? f[q] : T(0);
-                }
-                for (int r = 0; r < ROWS; ++r)
-                    for (int c = 0; c < COLS; ++c) acc[r][c] += a[r] * v[c];
-            }
-            for (int r = 0; r < ROWS; ++r) {
-                const int p = first_row + r;
-                for (int c = 0; c < cols; ++c) {
-                    const int q = chunk + lane + 32 * c;
-                    if (p < k && q <= p) {
-                        if (Atomic)
-                            atomicAdd(A + p * lda + q, acc[r][c]);
-                        else
-                            A[p * lda + q] += acc[r][c];
-                    }
-                }
+            // 32-column groups this chunk needs: chunk .. min(last_row, chunk + WIDTH - 1)
+            const int groups = (last_row - chunk) / 32 + 1;
+            switch (groups < MAX_COLS ? groups : MAX_COLS) {
+                case 1: accumulate_block<1, Atomic>(A, lda, tile, w, n, k, first_row, chunk); break;
+                case 2: accumulate_block<2, Atomic>(A, lda, tile, w, n, k, first_row, chunk); break;
+                case 3: accumulate_block<3, Atomic>(A, lda, tile, w, n, k, first_row, chunk); break;
+                default: accumulate_block<4, Atomic>(A, lda, tile, w, n, k, first_row, chunk);
             }
         }
     }

@@ -125,6 +125,22 @@ inline Barrier& warp_barrier() { return *current->warp_barriers[linear_tid / 32]
 
 inline void* dynamic_shared() { return current->dynamic_shared.data(); }
 
+// What a GPU would stop a launch for and x86 lets pass (a misaligned vector access): the
+// first such fault is kept, and the Python launcher raises it after the launch.
+inline std::mutex fault_mutex;
+inline std::string fault;
+
+inline void report_fault(const std::string& what) {
+    std::lock_guard<std::mutex> lock(fault_mutex);
+    if (fault.empty()) fault = what;
+}
+
+inline void check_aligned(const void* p, std::size_t alignment) {
+    if (reinterpret_cast<std::uintptr_t>(p) % alignment != 0)
+        report_fault("misaligned address: a " + std::to_string(alignment) +
+                     "-byte vector access at an address that is not a multiple of it");
+}
+
 template <typename T>
 T warp_exchange(T value, int source_lane) {
     static_assert(sizeof(T) <= 8, "warp shuffles of at most 8 bytes");
@@ -283,6 +299,15 @@ using std::sqrt;
 // One exported C entry point per kernel specialisation, for the Python launcher:
 //   GPU_ALS_EMU_EXPORT(symbol, kernel<...>) defines symbol(grid, block, shared, params)
 //   and symbol_signature() returning the parameter type codes.
+// The launch's fault (see report_fault), or "", clearing it.
+extern "C" const char* gpu_als_emu_take_fault() {
+    static std::string taken;
+    std::lock_guard<std::mutex> lock(gpu_als_emu::fault_mutex);
+    taken = gpu_als_emu::fault;
+    gpu_als_emu::fault.clear();
+    return taken.c_str();
+}
+
 #define GPU_ALS_EMU_EXPORT(symbol, ...)                                                   \
     extern "C" void symbol(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
                            unsigned bz, std::size_t shared, void** params) {             \

@@ -135,6 +135,8 @@ class EmulatedKernel:
         signature = getattr(library, f"{symbol}_signature")
         signature.restype = ctypes.c_char_p
         self.signature = signature().decode().split(",")
+        self._take_fault = library.gpu_als_emu_take_fault
+        self._take_fault.restype = ctypes.c_char_p
         #: As CUDA's cudaFuncAttributeMaxDynamicSharedMemorySize (CuPy's attribute name).
         self.max_dynamic_shared_size_bytes = DEFAULT_SHARED_BYTES
 
@@ -185,6 +187,9 @@ class EmulatedKernel:
             keep.append(value)
             params[i] = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
         self._entry(*grid, *block, shared_mem, params)
+        fault = self._take_fault().decode()
+        if fault:  # a GPU would end the launch with an error (and poison the context)
+            raise RuntimeError(f"{self.name}: {fault}")
 
 
 class EmulatedModule:

@@ -39,3 +39,12 @@ __global__ void read_unwritten_shared(float* out) {
     ALS_DYNAMIC_SHARED(float, buffer);
     out[threadIdx.x] = buffer[threadIdx.x];
 }
+
+// als::load4 from shared memory `offset` values past the 16-byte aligned start: four values
+// into out when aligned; a fault (as on a GPU) when not.
+__global__ void load4_from_shared(const float* in, float* out, int offset) {
+    ALS_DYNAMIC_SHARED(float, buffer);
+    buffer[threadIdx.x] = in[threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0) als::load4(buffer + offset, out);
+}

@@ -69,7 +69,7 @@ def selftest():
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
     return emulation.EmulatedModule(SELFTEST, names=[
         "warp_features", "reverse_through_shared<float>", "reverse_through_shared<double>",
-        "read_unwritten_shared"])
+        "read_unwritten_shared", "load4_from_shared"])
 
 
 def test_emulated_warp_primitives_and_atomics(selftest):
@@ -109,6 +109,19 @@ def test_unwritten_shared_memory_reads_as_nan(selftest):
     out = np.zeros(32, np.float32)
     selftest.get_function("read_unwritten_shared")((1,), (32,), (out,), shared_mem=128)
     assert np.isnan(out).all()
+
+
+def test_vector_loads_need_alignment_as_on_a_gpu(selftest):
+    """x86 forgives a misaligned 16-byte load; a GPU faults: the emulation reports it."""
+    x = np.arange(32, dtype=np.float32)
+    out = np.zeros(4, np.float32)
+    load4 = selftest.get_function("load4_from_shared")
+    load4((1,), (32,), (x, out, np.int32(8)), shared_mem=128)
+    np.testing.assert_array_equal(out, x[8:12])
+    with pytest.raises(RuntimeError, match="misaligned address"):
+        load4((1,), (32,), (x, out, np.int32(6)), shared_mem=128)
+    load4((1,), (32,), (x, out, np.int32(4)), shared_mem=128)  # the fault does not linger
+    np.testing.assert_array_equal(out, x[4:8])
 
 
 def test_launch_checks_catch_what_cuda_would_reject(selftest):
