@@ -14,7 +14,6 @@ python3 with cupy, numpy, scipy and pytest; run from the repository root with PY
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -83,25 +82,16 @@ def main(argv=None) -> int:
                         help="run without a GPU (to test this script: CPU rows only)")
     args = parser.parse_args(argv)
 
-    device = benchmark.device_name()
-    if device is None and not args.allow_cpu:
+    if benchmark.device_name() is None and not args.allow_cpu:
         parser.error("no GPU here (pass --allow-cpu to check the script on the CPU)")
-    device = device or benchmark.host_description()
-    commit = args.commit or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip() or "unknown"
-    os.environ["GPU_ALS_COMMIT"] = commit  # the benchmark's subprocesses record it
+    if args.commit:
+        os.environ["GPU_ALS_COMMIT"] = args.commit  # the benchmark's fits record it too
     tests = {"passed": 0, "failed": 0, "skipped": 0} if args.skip_tests \
         else run_tests(args.test_timeout)
-    result = {
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "versions": benchmark.versions(),
-        "tests": tests,
-        "benchmarks": [],
-    }
-    output = args.results / f"gpu-check-{benchmark.slug(device)}-{commit}.json"
+    # The benchmark's document (commit, date, device, host, versions, rows, comparisons)
+    # plus the test counts.
+    result = {**benchmark.result_document("quick", []), "tests": tests}
+    output = args.results / f"gpu-check-{benchmark.slug(result['device'])}-{result['commit']}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def save(row: dict | None = None) -> None:
@@ -117,7 +107,6 @@ def main(argv=None) -> int:
     bench = benchmark.run("quick", factors=args.factors, iterations=args.iterations,
                           timeout=args.bench_timeout, on_row=save)
     result["comparisons"] = bench["comparisons"]
-    result["host"] = bench["host"]
     save()
     benchmark.print_comparisons(bench["comparisons"])
     print(f"wrote {output}", flush=True)
