@@ -441,8 +441,9 @@ def _fit_implicit(R, spec: dict) -> dict:
         model = AlternatingLeastSquares(factors=k, regularization=REGULARIZATION, alpha=1.0,
                                         iterations=iterations, calculate_training_loss=False,
                                         random_state=SEED)
-        model.user_factors = implicit.gpu.Matrix(X0)
-        model.item_factors = implicit.gpu.Matrix(Y0)
+        # Matrix copies rows * cols floats from the first element: C order, float32.
+        model.user_factors = implicit.gpu.Matrix(np.ascontiguousarray(X0, np.float32))
+        model.item_factors = implicit.gpu.Matrix(np.ascontiguousarray(Y0, np.float32))
 
         def stamp(*args):
             cupy.cuda.runtime.deviceSynchronize()  # the iteration's kernels have finished
