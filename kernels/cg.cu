@@ -13,11 +13,13 @@
 namespace als {
 
 // out = A v, and b (when non-null) = the right-hand side, streaming the row's entries.
+// tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
+// short row's factor rows are gathered from global memory once per solve, not per step).
 template <typename T, typename I>
 __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T* weight,
                              const T* target, const T* F, const T* base, T diag,
                              long long start, long long end, int k, int tile_rows, T* tile,
-                             T* w, T* t, T* s) {
+                             T* w, T* t, T* s, bool tile_loaded) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     for (int p = tid; p < k; p += nthreads) {
@@ -30,7 +32,7 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
     for (long long first = start; first < end; first += tile_rows) {
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         __syncthreads();  // the previous tile is no longer read
-        load_tile(tile, w, t, indices, weight, target, F, first, n, k);
+        if (!tile_loaded) load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
         // s_j = w_j (f_j . v): one warp per entry, lanes over the factors (contiguous
         // reads; one thread per entry would read tile[j * k + q] 32-way bank-conflicted)
@@ -90,7 +92,8 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     __syncthreads();
     // r = b - A x  (b accumulated into r, A x into Ap)
     als::apply_system(x, Ap, r, indices, weight, target, F, base, diag, start, end, k,
-                      tile_rows, tile, w, t, s);
+                      tile_rows, tile, w, t, s, false);
+    const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
     for (int q = tid; q < k; q += nthreads) {
         r[q] -= Ap[q];
         p[q] = r[q];
@@ -99,7 +102,7 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     T rs = als::dot_block(r, r, k, scratch);
     for (int step = 0; step < steps; ++step) {
         als::apply_system(p, Ap, (T*)nullptr, indices, weight, target, F, base, diag, start,
-                          end, k, tile_rows, tile, w, t, s);
+                          end, k, tile_rows, tile, w, t, s, one_tile);
         const T pAp = als::dot_block(p, Ap, k, scratch);
         const T alpha = pAp > 0 ? rs / pAp : T(0);
         for (int q = tid; q < k; q += nthreads) {
