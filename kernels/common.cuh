@@ -249,17 +249,18 @@ __device__ void load_tile(T* tile, T* w, T* t, const I* indices, const T* weight
 }
 
 // Adds CSR entries [start, end) to a system, tile by tile: A += sum w f f^T (lower
-// triangle), b += sum t f (atomically with Atomic). Contains __syncthreads: call from all
-// threads of the block; `tile`, `w`, `t` are shared memory for tile_rows entries.
+// triangle; `lda` A's row stride), b += sum t f (atomically with Atomic). Contains
+// __syncthreads: call from all threads of the block; `tile`, `w`, `t` are shared memory for
+// tile_rows entries.
 template <bool Atomic, typename T, typename I>
-__device__ void accumulate_entries(T* A, T* b, const I* indices, const T* weight,
+__device__ void accumulate_entries(T* A, int lda, T* b, const I* indices, const T* weight,
                                    const T* target, const T* F, long long start,
                                    long long end, int k, int tile_rows, T* tile, T* w, T* t) {
     for (long long first = start; first < end; first += tile_rows) {
         const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
         load_tile(tile, w, t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        accumulate_tile<Atomic>(A, k, b, tile, w, t, n, k);
+        accumulate_tile<Atomic>(A, lda, b, tile, w, t, n, k);
         __syncthreads();
     }
 }

@@ -23,6 +23,6 @@ build_systems(const long long* segment_slot, const long long* segment_start,
     const long long start = segment_start[blockIdx.x], end = segment_end[blockIdx.x];
     T* As = A + slot * k * k;
     T* bs = b + slot * k;
-    als::accumulate_entries<true>(As, bs, indices, weight, target, F, start, end, k,
+    als::accumulate_entries<true>(As, k, bs, indices, weight, target, F, start, end, k,
                                   tile_rows, tile, w, t);
 }

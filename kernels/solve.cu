@@ -7,18 +7,19 @@
 //   b = sum_{i in N(u)} target_i f_i,      x_u = A^-1 b
 //
 // base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
-// Shared memory: A (k*k), b (k), tile (tile_rows*k; the Cholesky's column buffer once the
-// system is built), w and t (tile_rows each), flag (1).
+// Shared memory: A (k rows of lda >= k values; gpu.py makes lda odd, so that column
+// accesses hit 32 different banks), b (k), tile (tile_rows*k; the Cholesky's column buffer
+// once the system is built), w and t (tile_rows each), flag (1).
 #include "common.cuh"
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 fused_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
-            const T* target, const T* F, const T* base, T diag_scale, int k, int tile_rows,
-            T* out) {
+            const T* target, const T* F, const T* base, T diag_scale, int k, int lda,
+            int tile_rows, T* out) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* A = shared;
-    T* b = A + (long long)k * k;
+    T* b = A + (long long)k * lda;
     T* tile = b + k;
     T* w = tile + (long long)tile_rows * k;
     T* t = w + tile_rows;
@@ -30,14 +31,12 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (als::solved_if_empty(x, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
-    for (als::FlatWalk at(k, k); at.valid(); at.next()) {
-        const int idx = at.row * k + at.col;
-        A[idx] = base[idx] + (at.row == at.col ? diag : T(0));
-    }
+    for (als::FlatWalk at(k, k); at.valid(); at.next())
+        A[at.row * lda + at.col] = base[at.row * k + at.col] + (at.row == at.col ? diag : T(0));
     for (int p = tid; p < k; p += nthreads) b[p] = 0;
     __syncthreads();
-    als::accumulate_entries<false>(A, b, indices, weight, target, F, start, end, k,
+    als::accumulate_entries<false>(A, lda, b, indices, weight, target, F, start, end, k,
                                    tile_rows, tile, w, t);
-    const bool ok = als::cholesky_solve(A, b, k, k, flag, tile);  // tile: free now
+    const bool ok = als::cholesky_solve(A, b, k, lda, flag, tile);  // tile: free now
     for (int p = tid; p < k; p += nthreads) x[p] = ok ? b[p] : als::quiet_nan<T>();
 }

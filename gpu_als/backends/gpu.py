@@ -153,8 +153,14 @@ class _Plan:
     zero_rows: Any  # empty rows not covered by the fused kernel
 
 
+def fused_stride(k: int) -> int:
+    """Row stride of the fused kernel's k x k system in shared memory: odd, so that the
+    Cholesky's column accesses (stride = one row) fall in 32 different banks."""
+    return k if k % 2 else k + 1
+
+
 def _shared_bytes_fused(k: int, tile: int, itemsize: int) -> int:
-    return (k * k + k + tile * k + 2 * tile + 1) * itemsize
+    return (k * fused_stride(k) + k + tile * k + 2 * tile + 1) * itemsize
 
 
 def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
@@ -320,7 +326,8 @@ class GPUBackend(Backend):
                         "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
                         len(plan.fused_rows),
                         (plan.fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
-                         F, base, diag_scale, np.int32(k), np.int32(tile), out),
+                         F, base, diag_scale, np.int32(k), np.int32(fused_stride(k)),
+                         np.int32(tile), out),
                         _shared_bytes_fused(k, tile, dtype.itemsize),
                     )
             tile = self._tile(k, dtype.itemsize, fused=False)
