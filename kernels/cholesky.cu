@@ -8,7 +8,7 @@ template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cholesky_solve_batched(T* A, T* b, const long long* slot_row, int k, T* out) {
     __shared__ T flag;
-    __shared__ T column[ALS_MAX_FACTORS];
+    __shared__ T column[ALS_CHOLESKY_PANEL * ALS_MAX_FACTORS];
     const long long slot = blockIdx.x;
     T* As = A + slot * k * k;
     T* bs = b + slot * k;

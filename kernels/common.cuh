@@ -13,6 +13,9 @@
 #define ALS_BLOCK_THREADS 128
 // Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
 #define ALS_MAX_FACTORS 1024
+// Columns per panel of the blocked Cholesky; its column buffer holds this many columns
+// (gpu_als/backends/gpu.py's CHOLESKY_PANEL; a test checks).
+#define ALS_CHOLESKY_PANEL 4
 
 // Dynamic shared memory: `ALS_DYNAMIC_SHARED(T, name)` declares `T* name` pointing at the
 // block's dynamically sized shared memory (the launch's shared_mem bytes).
@@ -83,38 +86,90 @@ struct FlatWalk {
     }
 };
 
-// In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, `lda`
-// the row stride): L overwrites the lower triangle and L^T the upper one (so that both
-// solves read L row-wise), then the solves L y = b and L^T x = y leave x in b. `column`
-// (k values, shared memory) holds the current column of L, so that the trailing update's
-// reads are contiguous. Runs on the whole block (blockDim.x a multiple of 32); A and b may
-// live in shared or global memory. Two block barriers per column; the triangular solves
-// run on one warp (O(k^2) work, warp-level syncs only). Returns false (on every thread)
-// if A is not numerically positive definite.
-template <typename T>
-__device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
+// One panel of the blocked Cholesky below: columns j .. j + WIDTH - 1 of L, then the
+// rank-WIDTH update of the trailing lower triangle. Two block barriers.
+//
+// Every thread factorizes the panel's WIDTH x WIDTH diagonal block D = L_D L_D^T in
+// registers (all threads read the same entries: broadcasts); the rows below it take
+// L[i][j..] = A[i][j..] L_D^-T, one row per thread, written to A's lower triangle, to its
+// mirror (L^T, which the solves read) and to the column buffer (column[t * k + i]), which
+// the trailing update reads contiguously. A non-positive pivot sets *flag and is replaced
+// by 1 so the arithmetic stays finite.
+template <int WIDTH, typename T>
+__device__ void cholesky_panel(T* A, int lda, int k, int j, T* column, T* flag) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
+    T L[WIDTH][WIDTH], inv[WIDTH];
+    bool positive = true;
+    for (int a = 0; a < WIDTH; ++a) {
+        for (int c = 0; c <= a; ++c) {
+            T s = A[(j + a) * lda + j + c];
+            for (int t = 0; t < c; ++t) s -= L[a][t] * L[c][t];
+            if (c < a) {
+                L[a][c] = s * inv[c];
+            } else {
+                positive = positive && s > 0;
+                L[a][a] = s > 0 ? sqrt_(s) : T(1);
+                inv[a] = T(1) / L[a][a];
+            }
+        }
+    }
+    if (tid == 0 && !positive) *flag = 1;
+    for (int i = j + WIDTH + tid; i < k; i += nthreads) {
+        T l[WIDTH];
+        for (int c = 0; c < WIDTH; ++c) {
+            T s = A[i * lda + j + c];
+            for (int t = 0; t < c; ++t) s -= l[t] * L[c][t];
+            l[c] = s * inv[c];
+            A[i * lda + j + c] = l[c];
+            A[(j + c) * lda + i] = l[c];
+            column[c * k + i] = l[c];
+        }
+    }
+    __syncthreads();  // the panel is in the column buffer, and every thread has read D
+    if (tid == 0) {   // D's factor and its mirror (no thread reads D's entries any more)
+        for (int a = 0; a < WIDTH; ++a)
+            for (int c = 0; c <= a; ++c) {
+                A[(j + a) * lda + j + c] = L[a][c];
+                A[(j + c) * lda + j + a] = L[a][c];
+            }
+    }
+    // A[i][c] -= sum_t L[i][j + t] L[c][j + t] for j + WIDTH <= c <= i: warps take rows,
+    // lanes columns (contiguous, none above the diagonal); one read and one write of A per
+    // element for WIDTH updates.
+    for (int i = j + WIDTH + warp; i < k; i += warps) {
+        T li[WIDTH];
+        for (int t = 0; t < WIDTH; ++t) li[t] = column[t * k + i];
+        for (int c = j + WIDTH + lane; c <= i; c += 32) {
+            T s = A[i * lda + c];
+            for (int t = 0; t < WIDTH; ++t) s -= li[t] * column[t * k + c];
+            A[i * lda + c] = s;
+        }
+    }
+    __syncthreads();
+}
+
+// In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, `lda`
+// the row stride): L overwrites the lower triangle and L^T the upper one (so that both
+// solves read L row-wise), then the solves L y = b and L^T x = y leave x in b. Blocked by
+// panels of ALS_CHOLESKY_PANEL columns (cholesky_panel): two block barriers and one pass
+// over the trailing triangle per panel instead of per column. `column` (shared memory,
+// ALS_CHOLESKY_PANEL * k values) holds the panel's columns of L. Runs on the whole block
+// (blockDim.x a multiple of 32); A and b may live in shared or global memory. The
+// triangular solves run on one warp (O(k^2) work, warp-level syncs only). Returns false (on
+// every thread) if A is not numerically positive definite.
+template <typename T>
+__device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
+    const int tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
     if (tid == 0) *flag = 0;  // only thread 0 writes the flag until the end
-    for (int j = 0; j < k; ++j) {
-        const T d = A[j * lda + j];  // final: the last trailing update is behind a barrier
-        const T pivot = d > 0 ? sqrt_(d) : T(1);
-        if (tid == 0 && !(d > 0)) *flag = 1;
-        for (int i = j + 1 + tid; i < k; i += nthreads) {
-            const T l = A[i * lda + j] / pivot;
-            A[i * lda + j] = l;
-            A[j * lda + i] = l;
-            column[i] = l;
+    for (int j = 0; j < k; j += ALS_CHOLESKY_PANEL) {
+        switch (k - j < ALS_CHOLESKY_PANEL ? k - j : ALS_CHOLESKY_PANEL) {  // block-uniform
+            case 1: cholesky_panel<1>(A, lda, k, j, column, flag); break;
+            case 2: cholesky_panel<2>(A, lda, k, j, column, flag); break;
+            case 3: cholesky_panel<3>(A, lda, k, j, column, flag); break;
+            default: cholesky_panel<ALS_CHOLESKY_PANEL>(A, lda, k, j, column, flag);
         }
-        __syncthreads();  // column j is complete, and every thread has read A[j][j]
-        if (tid == 0) A[j * lda + j] = pivot;
-        // Trailing update of the lower triangle, A[i][c] -= L[i][j] L[c][j] for
-        // j < c <= i: warps take rows, lanes columns (contiguous, none above the diagonal).
-        for (int i = j + 1 + warp; i < k; i += warps) {
-            const T li = column[i];
-            for (int c = j + 1 + lane; c <= i; c += 32) A[i * lda + c] -= li * column[c];
-        }
-        __syncthreads();
     }
     if (warp == 0) {
         for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T

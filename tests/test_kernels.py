@@ -56,11 +56,14 @@ def test_launch_bounds_and_block_size_agree():
 
 
 def test_kernel_and_backend_factor_limits_agree():
-    """cholesky.cu sizes its static column buffer by ALS_MAX_FACTORS; the backend refuses
-    larger factors before launching."""
+    """cholesky.cu sizes its static column buffer by ALS_MAX_FACTORS panels of
+    ALS_CHOLESKY_PANEL columns; the backend refuses larger factors before launching and
+    gives the fused kernel a tile of at least CHOLESKY_PANEL rows (its column buffer)."""
     text = (_kernels.kernel_dir() / "common.cuh").read_text()
     match = re.search(r"#define\s+ALS_MAX_FACTORS\s+(\d+)", text)
     assert match is not None and int(match.group(1)) == gpu.MAX_FACTORS
+    match = re.search(r"#define\s+ALS_CHOLESKY_PANEL\s+(\d+)", text)
+    assert match is not None and int(match.group(1)) == gpu.CHOLESKY_PANEL
 
 
 @pytest.fixture(scope="module")

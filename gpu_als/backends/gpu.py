@@ -41,6 +41,9 @@ INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 MAX_FACTORS = 1024
 #: Factor rows loaded into shared memory per tile (fewer when shared memory is short).
 TILE_ROWS = 32
+#: Columns per panel of the kernels' blocked Cholesky (ALS_CHOLESKY_PANEL): the fused
+#: kernel's tile, its column buffer once the system is built, needs this many rows.
+CHOLESKY_PANEL = 4
 #: Rows longer than this are spread over several blocks (two-kernel path).
 SPLIT_LENGTH = 4096
 #: Entries per block on the two-kernel path.
@@ -243,10 +246,14 @@ class GPUBackend(Backend):
         kernel((grid,), (self.block_threads,), args, shared_mem=shared)
 
     def _tile(self, k: int, itemsize: int, fused: bool) -> int | None:
-        """Largest tile (<= tile_rows) whose shared memory fits, or None."""
-        limit = self.runtime.max_shared_memory if fused else DEFAULT_SHARED_BYTES
-        size = _shared_bytes_fused if fused else _shared_bytes_build
-        for tile in range(self.tile_rows, 0, -1):
+        """Largest tile (<= tile_rows; >= CHOLESKY_PANEL when fused) whose shared memory
+        fits, or None."""
+        if fused:
+            limit, size, smallest = self.runtime.max_shared_memory, _shared_bytes_fused, \
+                CHOLESKY_PANEL
+        else:
+            limit, size, smallest = DEFAULT_SHARED_BYTES, _shared_bytes_build, 1
+        for tile in range(max(self.tile_rows, smallest), smallest - 1, -1):
             if size(k, tile, itemsize) <= limit:
                 return tile
         return None
