@@ -97,15 +97,18 @@ def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization
     local = rows.indptr[first:last + 1] - a
     counts = np.diff(local)
     Fg = np.take(F, rows.indices[a:b], axis=0)  # (entries, k), gathered once
-    row_of = np.repeat(np.arange(last - first), counts)
-    entries = np.arange(b - a)
     weight = rows.weight[a:b]
+    # rows x entries, entry e in its row's column e: its data set, it sums Fg by row
+    segments = sp.csr_matrix((np.ones(b - a, F.dtype), np.arange(b - a), local),
+                             shape=(last - first, b - a))
 
     def segment_sum(values):  # sum over each row's entries of values[e] * Fg[e]
-        return sp.csr_matrix((values, entries, local), shape=(last - first, b - a)) @ Fg
+        segments.data = values
+        return segments @ Fg
 
     def A(P):
-        s = np.einsum("ek,ek->e", Fg, np.take(P, row_of, axis=0))
+        # each entry's row of P: a repeat of P's rows (faster than gathering by index)
+        s = np.einsum("ek,ek->e", Fg, np.repeat(P, counts, axis=0))
         shared = P @ base if base is not None else (regularization * counts)[:, None] * P
         return segment_sum(weight * s) + shared.astype(P.dtype, copy=False)
 
