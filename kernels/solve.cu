@@ -8,8 +8,8 @@
 //
 // base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
 // Shared memory: A (k rows of lda >= k values; gpu.py makes lda odd, so that column
-// accesses hit 32 different banks), b (k), tile (tile_rows*k; the Cholesky's column buffer
-// once the system is built), w and t (tile_rows each), flag (1).
+// accesses hit 32 different banks), b (k), tile (tile_rows*k, tile_rows >= ALS_CHOLESKY_PANEL:
+// the Cholesky's column buffer once the system is built), w and t (tile_rows each), flag.
 #include "common.cuh"
 
 template <typename T, typename I>
