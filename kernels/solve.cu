@@ -31,8 +31,12 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (als::solved_if_empty(x, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
+    // The lower triangle only: nothing reads the upper one before the Cholesky writes L^T
+    // there (the emulation's NaN-filled shared memory would show it).
     for (als::FlatWalk at(k, k); at.valid(); at.next())
-        A[at.row * lda + at.col] = base[at.row * k + at.col] + (at.row == at.col ? diag : T(0));
+        if (at.col <= at.row)
+            A[at.row * lda + at.col] =
+                base[at.row * k + at.col] + (at.row == at.col ? diag : T(0));
     for (int p = tid; p < k; p += nthreads) b[p] = 0;
     __syncthreads();
     als::accumulate_entries<false>(A, lda, b, indices, weight, target, F, start, end, k,
