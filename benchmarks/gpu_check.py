@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--factors", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--iterations", type=int, default=None,
                         help="per fit (default: the quick profile's)")
-    parser.add_argument("--bench-timeout", type=float, default=120, help="seconds per fit")
+    parser.add_argument("--bench-timeout", type=float, default=60,
+                        help="seconds per fit (a hung kernel costs at most this much)")
     parser.add_argument("--test-timeout", type=int, default=150)
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
