@@ -96,7 +96,8 @@ struct FlatWalk {
 // the trailing update reads contiguously. A non-positive pivot sets *flag and is replaced
 // by 1 so the arithmetic stays finite.
 template <int WIDTH, typename T>
-__device__ void cholesky_panel(T* A, int lda, int k, int j, T* column, T* flag) {
+__device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* column,
+                                               T* flag) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     T L[WIDTH][WIDTH], inv[WIDTH];

@@ -42,6 +42,19 @@ def test_every_kernel_compiles_with_nvrtc(nvrtc, file, arch):
     assert result["cubin_bytes"] > 0
 
 
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("file", ["solve.cu", "gram.cu", "cg.cu"])
+def test_per_row_kernels_keep_their_register_blocks_in_registers(nvrtc, file, arch):
+    """The kernels that run once per row (fused build + solve, Gram build, CG) hold their
+    register blocks (accumulate_block's sums, the Cholesky panel) without spilling to local
+    memory, in float32 and float64: a spill there would slow every row."""
+    result = nvrtc(file, arch, resource_usage=True)
+    assert set(result["usage"]) == set(_kernels.SPECIALISATIONS[file])
+    for name, usage in result["usage"].items():
+        assert usage["spill_bytes"] == 0, (name, usage)
+        assert usage["registers"] <= 255
+
+
 def test_every_kernel_file_is_listed():
     on_disk = {p.name for p in _kernels.kernel_files() if p.suffix == ".cu"}
     assert on_disk == set(_kernels.SPECIALISATIONS)

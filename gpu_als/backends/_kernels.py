@@ -124,6 +124,26 @@ def load_module(file: str):
 
 # ---- NVRTC compile check (no GPU needed) ----------------------------------------------
 
+def _ptxas_usage(log: str) -> dict[str, dict[str, int]]:
+    """Mangled kernel name -> registers and spilled bytes, from ptxas's verbose log."""
+    usage: dict[str, dict[str, int]] = {}
+    current = None
+    for line in log.splitlines():
+        entry = re.search(r"Compiling entry function '([^']+)'", line)
+        if entry:
+            current = usage.setdefault(entry.group(1), {"registers": 0, "spill_bytes": 0})
+            continue
+        if current is None:
+            continue
+        spills = re.search(r"(\d+) bytes spill stores", line)
+        if spills:
+            current["spill_bytes"] = int(spills.group(1))
+        registers = re.search(r"Used (\d+) registers", line)
+        if registers:
+            current["registers"] = int(registers.group(1))
+    return usage
+
+
 def _nvrtc_library() -> ctypes.CDLL:
     try:
         import nvidia.cuda_nvrtc as package
@@ -138,14 +158,16 @@ def _nvrtc_library() -> ctypes.CDLL:
     raise ImportError("nvidia-cuda-nvrtc-cu12 is installed but libnvrtc.so was not found")
 
 
-def nvrtc_compile(file: str, arch: str = "sm_80") -> dict:
+def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = False) -> dict:
     """Compile ``file`` and all its specialisations with NVRTC for ``arch``.
 
     Returns
     -------
     dict
         ``ok`` (bool), ``log`` (the compiler's messages), ``lowered`` (name expression ->
-        mangled kernel name, for each specialisation found), ``cubin_bytes``.
+        mangled kernel name, for each specialisation found), ``cubin_bytes``; with
+        ``resource_usage``, also ``usage``: name expression -> ``{"registers",
+        "spill_bytes"}`` as ptxas reports them.
     """
     lib = _nvrtc_library()
     program = ctypes.c_void_p()
@@ -161,7 +183,8 @@ def nvrtc_compile(file: str, arch: str = "sm_80") -> dict:
     try:
         for name in SPECIALISATIONS[file]:
             check(lib.nvrtcAddNameExpression(program, name.encode()), "nvrtcAddNameExpression")
-        options = [*_options(), f"--gpu-architecture={arch}"]
+        options = [*_options(), f"--gpu-architecture={arch}",
+                   *(["--ptxas-options=-v"] if resource_usage else [])]
         array = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
         status = lib.nvrtcCompileProgram(program, len(options), array)
         size = ctypes.c_size_t()
@@ -180,6 +203,11 @@ def nvrtc_compile(file: str, arch: str = "sm_80") -> dict:
         cubin = ctypes.c_size_t()
         check(lib.nvrtcGetCUBINSize(program, ctypes.byref(cubin)), "nvrtcGetCUBINSize")
         result["cubin_bytes"] = cubin.value
+        if resource_usage:
+            by_mangled = _ptxas_usage(result["log"])
+            result["usage"] = {name: by_mangled[mangled]
+                               for name, mangled in result["lowered"].items()
+                               if mangled in by_mangled}
         return result
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(program))
