@@ -55,6 +55,19 @@ def test_per_row_kernels_keep_their_register_blocks_in_registers(nvrtc, file, ar
         assert usage["registers"] <= 255
 
 
+def test_fused_stride_spreads_a_column_over_every_bank():
+    """The Cholesky panel's threads each read and write one row's entries in the same
+    column (stride = the row stride): with gpu.fused_stride, 32 consecutive rows fall in 32
+    different 4-byte shared-memory banks, for every k the fused kernel takes."""
+    for k in range(1, gpu.MAX_FACTORS + 1):
+        lda = gpu.fused_stride(k)
+        assert lda >= k
+        rows = np.arange(32)
+        for column in (0, 1, 31):
+            banks = (rows * lda + column) % 32
+            assert len(set(banks.tolist())) == 32, (k, lda)
+
+
 def test_every_kernel_file_is_listed():
     on_disk = {p.name for p in _kernels.kernel_files() if p.suffix == ".cu"}
     assert on_disk == set(_kernels.SPECIALISATIONS)
