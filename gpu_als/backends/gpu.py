@@ -108,9 +108,15 @@ class CudaRuntime:
         device = cupy.cuda.Device()
         self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
         self.device_name = current_device_name()
+        self._kernels: dict[tuple[str, str], Any] = {}
 
     def kernel(self, file: str, name: str):
-        return _kernels.load_module(file).get_function(name)
+        """The ``cupy.RawKernel`` of specialisation ``name`` in ``file`` (``get_function``
+        builds a new wrapper per call: one per kernel is kept)."""
+        key = (file, name)
+        if key not in self._kernels:
+            self._kernels[key] = _kernels.load_module(file).get_function(name)
+        return self._kernels[key]
 
     def free_memory(self) -> int:
         free, _ = self.xp.cuda.runtime.memGetInfo()
