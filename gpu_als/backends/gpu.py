@@ -108,12 +108,12 @@ class CudaRuntime:
         device = cupy.cuda.Device()
         self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
         self.device_name = current_device_name()
-        self._kernels: dict[tuple[str, str], Any] = {}
+        self._kernels: dict[tuple[int, str, str], Any] = {}
 
     def kernel(self, file: str, name: str):
-        """The ``cupy.RawKernel`` of specialisation ``name`` in ``file`` (``get_function``
-        builds a new wrapper per call: one per kernel is kept)."""
-        key = (file, name)
+        """The ``cupy.RawKernel`` of specialisation ``name`` in ``file`` for the current
+        device (``get_function`` builds a new wrapper per call: one per kernel is kept)."""
+        key = (self.xp.cuda.runtime.getDevice(), file, name)
         if key not in self._kernels:
             self._kernels[key] = _kernels.load_module(file).get_function(name)
         return self._kernels[key]
