@@ -210,7 +210,6 @@ class GPUBackend(Backend):
         self.memory_fraction = memory_fraction
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
-        self._shared_set: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"GPUBackend(device={getattr(self.runtime, 'device_name', '?')!r})"
@@ -246,9 +245,8 @@ class GPUBackend(Backend):
 
     def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
         kernel = self.runtime.kernel(file, name)
-        if shared > DEFAULT_SHARED_BYTES and self._shared_set.get((file, name), 0) < shared:
+        if shared > DEFAULT_SHARED_BYTES and kernel.max_dynamic_shared_size_bytes < shared:
             kernel.max_dynamic_shared_size_bytes = shared  # opt in above 48 KiB
-            self._shared_set[(file, name)] = shared
         kernel((grid,), (self.block_threads,), args, shared_mem=shared)
 
     def _tile(self, k: int, itemsize: int, fused: bool) -> int | None:
