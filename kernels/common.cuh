@@ -163,6 +163,7 @@ template <typename T>
 __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     const int tid = threadIdx.x;
     const int lane = tid % 32, warp = tid / 32;
+    static_assert(ALS_CHOLESKY_PANEL == 4, "the switch below has a case per narrower panel");
     if (tid == 0) *flag = 0;  // only thread 0 writes the flag until the end
     for (int j = 0; j < k; j += ALS_CHOLESKY_PANEL) {
         switch (k - j < ALS_CHOLESKY_PANEL ? k - j : ALS_CHOLESKY_PANEL) {  // block-uniform
