@@ -68,6 +68,24 @@ def test_fused_stride_spreads_a_column_over_every_bank():
             assert len(set(banks.tolist())) == 32, (k, lda)
 
 
+def test_kernel_report_prints_each_specialisation(nvrtc, capsys, monkeypatch):
+    """benchmarks/kernel_report.py: registers and spills per specialisation (the SASS
+    instruction mix too where cuobjdump is found), without a GPU."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import kernel_report
+
+    monkeypatch.setattr(kernel_report, "find_cuobjdump", lambda: None)
+    assert kernel_report.main(["--arch", "sm_80", "--files", "loss.cu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("loss_terms")]
+    assert len(rows) == len(_kernels.SPECIALISATIONS["loss.cu"])
+    assert all(int(row[-2]) > 0 and row[-1] == "0" for row in rows)  # registers, no spill
+    assert kernel_report.classify("LDS.128") == ["LDS", "LDS.128"]
+    assert kernel_report.classify("REDG.E.ADD.F32.FTZ.RN.STRONG.GPU") == ["ATOM/RED"]
+    assert kernel_report.classify("BAR.SYNC.DEFER_BLOCKING") == ["BAR"]
+    assert kernel_report.classify("IMAD.MOV.U32") == []
+
+
 def test_every_kernel_file_is_listed():
     on_disk = {p.name for p in _kernels.kernel_files() if p.suffix == ".cu"}
     assert on_disk == set(_kernels.SPECIALISATIONS)

@@ -158,7 +158,8 @@ def _nvrtc_library() -> ctypes.CDLL:
     raise ImportError("nvidia-cuda-nvrtc-cu12 is installed but libnvrtc.so was not found")
 
 
-def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = False) -> dict:
+def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = False,
+                  keep_cubin: bool = False) -> dict:
     """Compile ``file`` and all its specialisations with NVRTC for ``arch``.
 
     Returns
@@ -167,7 +168,7 @@ def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = Fals
         ``ok`` (bool), ``log`` (the compiler's messages), ``lowered`` (name expression ->
         mangled kernel name, for each specialisation found), ``cubin_bytes``; with
         ``resource_usage``, also ``usage``: name expression -> ``{"registers",
-        "spill_bytes"}`` as ptxas reports them.
+        "spill_bytes"}`` as ptxas reports them; with ``keep_cubin``, ``cubin`` (bytes).
     """
     lib = _nvrtc_library()
     program = ctypes.c_void_p()
@@ -203,6 +204,10 @@ def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = Fals
         cubin = ctypes.c_size_t()
         check(lib.nvrtcGetCUBINSize(program, ctypes.byref(cubin)), "nvrtcGetCUBINSize")
         result["cubin_bytes"] = cubin.value
+        if keep_cubin:
+            buffer = ctypes.create_string_buffer(cubin.value)
+            check(lib.nvrtcGetCUBIN(program, buffer), "nvrtcGetCUBIN")
+            result["cubin"] = buffer.raw
         if resource_usage:
             by_mangled = _ptxas_usage(result["log"])
             result["usage"] = {name: by_mangled[mangled]
