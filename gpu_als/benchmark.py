@@ -761,12 +761,14 @@ def main(argv: list[str] | None = None) -> int:
         output.write_text(json.dumps(document, indent=2) + "\n")
         return output
 
-    # The file is rewritten after every fit, so a run cut short keeps what it measured.
-    rows_so_far: list[dict] = []
+    # The file is rewritten after every fit, so a run cut short keeps what it measured
+    # (the header - commit, device, versions - is read once).
+    partial = result_document(args.profile, [])
 
     def on_row(row: dict) -> None:
-        rows_so_far.append(row)
-        save(result_document(args.profile, rows_so_far))
+        partial["benchmarks"].append(row)
+        partial["comparisons"] = compare(partial["benchmarks"])
+        save(partial)
 
     result = run(args.profile, datasets=args.datasets, factors=args.factors,
                  implementations=args.implementations, iterations=args.iterations,
