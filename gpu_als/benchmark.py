@@ -14,7 +14,10 @@ costs one row), recording:
   the CG steps). On the GPU the fused kernel does build and solve in one pass, so the
   build and solve phases are also timed apart on the two-kernel path (every row through
   kernels/gram.cu then kernels/cholesky.cu); the Gram phase's FLOP/s, nominally
-  ``2 * nnz * k^2`` per half-step, come from that;
+  ``2 * nnz * k^2`` per half-step, come from that. ``gpu_als-gpu-cusolver`` is the same
+  exact solver with the systems built by kernels/gram.cu and solved by cuSOLVER's batched
+  Cholesky (``GPUBackend(cholesky="cusolver")``), the yardstick for kernels/cholesky.cu
+  and the fused kernel;
 * peak host memory (the subprocess's max RSS) and, on the GPU, peak device memory in use
   (polled), next to the size of the CSR in both orientations plus the factors;
 * the final training loss of every library's factors under one loss function (gpu_als's,
@@ -94,7 +97,8 @@ DATASETS = {d.name: d for d in [
 class Implementation:
     library: str  # "gpu_als" or "implicit"
     backend: str  # "cpu" or "gpu"
-    solver: str  # "cholesky" (exact) or "cg" (3 conjugate-gradient steps)
+    solver: str  # "cholesky" (exact), "cg" (3 conjugate-gradient steps) or "cusolver"
+    # (gpu_als's exact solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
 
     @property
     def name(self) -> str:
@@ -105,6 +109,7 @@ IMPLEMENTATIONS = {i.name: i for i in [
     Implementation("gpu_als", "gpu", "cholesky"),
     Implementation("gpu_als", "gpu", "cg"),
     Implementation("implicit", "gpu", "cg"),  # implicit's GPU ALS has no exact solver
+    Implementation("gpu_als", "gpu", "cusolver"),
     Implementation("gpu_als", "cpu", "cholesky"),
     Implementation("gpu_als", "cpu", "cg"),
     Implementation("implicit", "cpu", "cholesky"),
@@ -344,15 +349,28 @@ def _per_iteration(stamps: list[float]) -> tuple[float, float]:
     return float(np.median(steps[1:] if len(steps) > 1 else steps)), float(steps[0])
 
 
-def _fit_gpu_als(R, spec: dict) -> dict:
+def _gpu_als_solver(spec: dict) -> tuple[Any, str]:
+    """The backend and ALS ``solver`` of a gpu_als implementation ("cusolver": the exact
+    solver on a GPU backend that solves with cuSOLVER, on the same device)."""
     from .backends import get_backend
-    from .model import ALS, _Training
+    from .backends.gpu import GPUBackend
 
     backend = get_backend(spec["backend"])
+    if spec["solver"] != "cusolver":
+        return backend, spec["solver"]
+    if not isinstance(backend, GPUBackend):
+        raise ValueError(f"the cusolver implementation needs the GPU backend, not {backend}")
+    return GPUBackend(backend.runtime, cholesky="cusolver"), "cholesky"
+
+
+def _fit_gpu_als(R, spec: dict) -> dict:
+    from .model import ALS, _Training
+
+    backend, solver = _gpu_als_solver(spec)
     # Like implicit here, without the per-iteration loss (every library's loss is
     # computed afterwards by shared_loss).
     model = ALS(factors=spec["factors"], regularization=REGULARIZATION, alpha=ALPHA,
-                solver=spec["solver"], backend=backend, random_state=SEED,
+                solver=solver, backend=backend, random_state=SEED,
                 show_progress=False, calculate_training_loss=False)
     started = time.perf_counter()
     training = _Training(model, R)
@@ -376,7 +394,7 @@ def _profile_phases(training, spec: dict) -> dict:
     GPU's exact solver with every row on the two-kernel path."""
     from .backends.gpu import GPUBackend
 
-    backend = training.backend
+    backend, solver = training.backend, training.p["solver"]
     backends = {"phases": backend}
     if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
         backends["phases_two_kernel"] = GPUBackend(backend.runtime, split_length=0)
@@ -393,7 +411,7 @@ def _profile_phases(training, spec: dict) -> dict:
             scratch = solved.copy()
             with b.profile() as timer:
                 b.solve_rows(rows, fixed, FtF, regularization=REGULARIZATION,
-                             feedback="implicit", out=scratch, solver=spec["solver"],
+                             feedback="implicit", out=scratch, solver=solver,
                              cg_steps=training.p["cg_steps"])
             phases[side] = {"fixed_gram": fixed_gram, **timer.seconds}
         result[key] = phases

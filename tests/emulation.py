@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -230,6 +231,7 @@ class EmulatedRuntime:
         self._flags = flags
         self.max_shared_memory = max_shared_memory
         self._modules: dict[str, EmulatedModule] = {}
+        self._arrays: list[weakref.ref] = []  # what address() handed out, while alive
 
     def kernel(self, file: str, name: str) -> EmulatedKernel:
         if file not in self._modules:
@@ -255,3 +257,80 @@ class EmulatedRuntime:
 
     def elapsed(self, start: float, stop: float) -> float:
         return stop - start
+
+    # cuSOLVER's batched Cholesky, as its documentation specifies it: column-major
+    # matrices reached through an array of pointers, only the ``fill`` triangle read and
+    # overwritten, ``nrhs`` 1. Each pointer must lie, with the whole matrix it names,
+    # inside an array this runtime handed out an address for.
+
+    def address(self, a: np.ndarray) -> int:
+        if not a.flags.c_contiguous:
+            raise ValueError("address of an array that is not C-contiguous")
+        self._arrays = [r for r in self._arrays if r() is not None]
+        self._arrays.append(weakref.ref(a))
+        return a.ctypes.data
+
+    def _matrix(self, pointer: int, rows: int, cols: int, ld: int, dtype) -> np.ndarray:
+        """A writable view of the column-major ``rows x cols`` matrix at ``pointer``."""
+        dtype = np.dtype(dtype)
+        size = (ld * (cols - 1) + rows) * dtype.itemsize
+        for ref in self._arrays:
+            a = ref()
+            if a is not None and a.dtype == dtype and a.ctypes.data <= pointer and \
+                    pointer + size <= a.ctypes.data + a.nbytes:
+                break
+        else:
+            raise RuntimeError(f"pointer {pointer:#x} (+{size} bytes of {dtype}) is in no "
+                               "array handed to the device: an illegal address")
+        if (pointer - a.ctypes.data) % dtype.itemsize:
+            raise RuntimeError(f"pointer {pointer:#x} is not aligned to {dtype}")
+        buffer = (ctypes.c_char * (ld * cols * dtype.itemsize)).from_address(pointer)
+        return np.frombuffer(buffer, dtype).reshape(cols, ld)[:, :rows].T
+
+    @staticmethod
+    def _check_batched(fill, n, lda, pointers, batch, dtype):
+        if fill not in ("upper", "lower"):
+            raise ValueError(f"fill must be 'upper' or 'lower', got {fill!r}")
+        if n < 0 or lda < max(1, n) or batch < 0:
+            raise ValueError(f"invalid n={n}, lda={lda} or batch={batch}")
+        if pointers.dtype != np.uint64 or len(pointers) < batch:
+            raise ValueError(f"{batch} pointers expected as uint64, got {len(pointers)} "
+                             f"{pointers.dtype}")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"potrf/potrs for {dtype}")
+
+    def potrf_batched(self, fill, n, pointers, lda, info, batch, dtype) -> None:
+        self._check_batched(fill, n, lda, pointers, batch, dtype)
+        upper = fill == "upper"
+        for j in range(batch):
+            M = self._matrix(int(pointers[j]), n, n, lda, dtype)
+            half = np.triu(M) if upper else np.tril(M)
+            symmetric = (half + half.T - np.diag(np.diag(M))).astype(np.float64)
+            try:
+                L = np.linalg.cholesky(symmetric)
+            except np.linalg.LinAlgError:  # the matrix is left unfactored: what potrs
+                info[j] = 1                # then computes from it is finite garbage
+                continue
+            info[j] = 0
+            at = np.triu_indices(n) if upper else np.tril_indices(n)
+            M[at] = (L.T if upper else L)[at]
+
+    def potrs_batched(self, fill, n, nrhs, pointers, lda, rhs, ldb, info, batch,
+                      dtype) -> None:
+        import scipy.linalg
+
+        self._check_batched(fill, n, lda, pointers, batch, dtype)
+        if nrhs != 1 or ldb < max(1, n) or len(rhs) < batch or len(info) != 1:
+            raise ValueError(f"potrsBatched supports nrhs = 1 (got {nrhs}), ldb >= n "
+                             f"(got {ldb}), one pointer per system and one info")
+        upper = fill == "upper"
+        for j in range(batch):
+            M = self._matrix(int(pointers[j]), n, n, lda, dtype)
+            B = self._matrix(int(rhs[j]), n, nrhs, ldb, dtype)
+            L = np.tril(M.T) if upper else np.tril(M)  # upper: A = U^T U with L = U^T
+            try:
+                y = scipy.linalg.solve_triangular(L, B.astype(np.float64), lower=True)
+                B[...] = scipy.linalg.solve_triangular(L.T, y, lower=False)
+            except np.linalg.LinAlgError:  # a failed factor: cuSOLVER divides by zero
+                B[...] = np.nan
+        info[0] = 0

@@ -90,6 +90,30 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     assert np.isfinite(row["X"]).all() and len(row["stamps"]) == 3
 
 
+def test_the_cusolver_implementation_builds_with_the_kernels_and_solves_with_cusolver(tiny):
+    """gpu_als-gpu-cusolver (emulated cuSOLVER): every row's system is built by gram.cu and
+    solved by potrf/potrs; same solution as the kernels' exact solver."""
+    from gpu_als.datasets import make_power_law
+
+    R = make_power_law(40, 30, 300, random_state=1, device="cpu")
+    rows = {}
+    for solver in ("cholesky", "cusolver"):
+        fit_spec = {**spec(tiny, factors=6, solver=solver), "backend": emulated_backend(),
+                    "iterations": 2}
+        rows[solver] = benchmark._fit_gpu_als(R, fit_spec)
+        assert rows[solver]["training"].backend.cholesky == \
+            ("cusolver" if solver == "cusolver" else "kernels")
+        rows[solver].update(benchmark._profile_phases(rows[solver].pop("training"), fit_spec))
+    phases = rows["cusolver"]["phases"]
+    for side in ("user", "item"):
+        assert {"fixed_gram", "shared", "gram_build", "solve"} == set(phases[side])
+    assert "phases_two_kernel" not in rows["cusolver"]
+    X = rows["cholesky"]["X"]  # float32, two iterations: the tolerance of test_solver
+    np.testing.assert_allclose(rows["cusolver"]["X"], X, atol=2e-4 * np.abs(X).max())
+    with pytest.raises(ValueError, match="needs the GPU backend"):
+        benchmark._gpu_als_solver({**spec(tiny, solver="cusolver"), "backend": "cpu"})
+
+
 def test_run_end_to_end_in_subprocesses(tiny, tmp_path):
     rows = []
     result = benchmark.run("quick", datasets=["tiny"], factors=[4, 8],

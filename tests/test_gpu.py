@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.backends import get_backend
+from gpu_als.backends.gpu import GPUBackend
 from gpu_als.datasets import make_power_law
 
 from .conftest import needs_gpu
@@ -52,3 +53,15 @@ def test_fit_matches_cpu_from_the_same_start():
     np.testing.assert_allclose(gpu.loss_history_, cpu.loss_history_, rtol=1e-9)
     np.testing.assert_allclose(get_backend("gpu").to_numpy(gpu.item_factors_),
                                cpu.item_factors_, atol=1e-8)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [1, 64, 128, 256])
+def test_gpu_cusolver_matches_cpu_with_a_long_row(k, feedback):
+    R = with_long_row(k)
+    F = np.random.default_rng(1).standard_normal((R.shape[1], k)) * 0.1
+    conf = {"alpha": 2.0} if feedback == "implicit" else {}
+    backend = GPUBackend(cholesky="cusolver")
+    cpu = run_solve("cpu", R, F, 0.1, feedback, np.float64, **conf)
+    assert_close(run_solve(backend, R, F, 0.1, feedback, np.float64, **conf), cpu, np.float64)
+    assert_close(run_solve(backend, R, F, 0.1, feedback, np.float32, **conf), cpu, np.float32)

@@ -8,6 +8,7 @@ from ..exceptions import BackendUnavailableError
 from . import gpu
 from .base import Backend
 from .cpu import CPUBackend
+from .gpu import GPUBackend
 
 logger = logging.getLogger("gpu_als")
 
@@ -49,4 +50,5 @@ def get_backend(backend: str | Backend = "auto") -> Backend:
     return BACKENDS[backend]()
 
 
-__all__ = ["Backend", "BackendUnavailableError", "CPUBackend", "get_backend", "BACKEND_NAMES"]
+__all__ = ["Backend", "BackendUnavailableError", "CPUBackend", "GPUBackend", "get_backend",
+           "BACKEND_NAMES"]

@@ -11,6 +11,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   ``segment_length`` entries, one block per segment adds its share of ``A`` and ``b`` to the
   row's slot (kernels/gram.cu), then one block per slot factorizes and solves
   (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
+* ``GPUBackend(cholesky="cusolver")`` sends every row down the two-kernel path and solves
+  the slots with cuSOLVER's batched Cholesky (``potrfBatched`` + ``potrsBatched``) instead
+  of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
@@ -52,6 +55,8 @@ SEGMENT_LENGTH = 2048
 DEFAULT_SHARED_BYTES = 48 * 1024
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
+#: Who factorizes the exact solver's systems: this package's kernels or cuSOLVER.
+CHOLESKY_CHOICES = ("kernels", "cusolver")
 
 
 def unavailable_reason() -> str | None:
@@ -142,6 +147,50 @@ class CudaRuntime:
         stop.synchronize()
         return self.xp.cuda.get_elapsed_time(start, stop) / 1e3
 
+    # cuSOLVER's batched Cholesky, as its C API has it: column-major matrices given by a
+    # device array of pointers; ``fill`` ("upper" or "lower") names the triangle used.
+
+    def address(self, a) -> int:
+        """The device address of an array's first element."""
+        return int(a.data.ptr)
+
+    def potrf_batched(self, fill: str, n: int, pointers, lda: int, info, batch: int,
+                      dtype) -> None:
+        """``cusolverDn<t>potrfBatched``: factorize each matrix in place; ``info[j]`` > 0
+        when matrix j is not positive definite."""
+        from cupy_backends.cuda.libs import cusolver
+
+        function = {np.float32: cusolver.spotrfBatched,
+                    np.float64: cusolver.dpotrfBatched}[np.dtype(dtype).type]
+        function(self._cusolver_handle(), _cublas_fill(fill), n, pointers.data.ptr, lda,
+                 info.data.ptr, batch)
+
+    def potrs_batched(self, fill: str, n: int, nrhs: int, pointers, lda: int, rhs, ldb: int,
+                      info, batch: int, dtype) -> None:
+        """``cusolverDn<t>potrsBatched``: solve with the factors of :meth:`potrf_batched`,
+        overwriting the right-hand sides (``nrhs`` must be 1; ``info`` has one element)."""
+        from cupy_backends.cuda.libs import cusolver
+
+        function = {np.float32: cusolver.spotrsBatched,
+                    np.float64: cusolver.dpotrsBatched}[np.dtype(dtype).type]
+        function(self._cusolver_handle(), _cublas_fill(fill), n, nrhs, pointers.data.ptr,
+                 lda, rhs.data.ptr, ldb, info.data.ptr, batch)
+
+    def _cusolver_handle(self):
+        """CuPy's cuSOLVER handle for the current device, bound to the current stream."""
+        from cupy_backends.cuda.libs import cusolver
+
+        handle = self.xp.cuda.device.get_cusolver_handle()
+        cusolver.setStream(handle, self.xp.cuda.get_current_stream().ptr)
+        return handle
+
+
+def _cublas_fill(fill: str) -> int:
+    from cupy_backends.cuda.libs import cublas
+
+    return {"upper": cublas.CUBLAS_FILL_MODE_UPPER,
+            "lower": cublas.CUBLAS_FILL_MODE_LOWER}[fill]
+
 
 @dataclass
 class _Chunk:
@@ -194,6 +243,12 @@ class GPUBackend(Backend):
         Factor rows a block loads into shared memory at once (fewer if they do not fit).
     memory_fraction : float
         Share of the free device memory the k x k systems of the two-kernel path may take.
+    cholesky : {"kernels", "cusolver"}, default "kernels"
+        Who solves the exact solver's systems. "kernels": the fused build + solve kernel
+        where the system fits shared memory, else kernels/cholesky.cu. "cusolver": every
+        row's system is built in global memory (kernels/gram.cu) and solved by cuSOLVER's
+        batched Cholesky; same results, for comparison (``gpu-als bench``). The CG solver
+        (``ALS(solver="cg")``) ignores this.
     """
 
     name = "gpu"
@@ -201,18 +256,24 @@ class GPUBackend(Backend):
 
     def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
-                 memory_fraction: float = MEMORY_FRACTION):
+                 memory_fraction: float = MEMORY_FRACTION, cholesky: str = "kernels"):
+        if cholesky not in CHOLESKY_CHOICES:
+            raise ValueError(f"cholesky={cholesky!r}: expected one of "
+                             f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
         self.split_length = split_length
         self.segment_length = segment_length
         self.tile_rows = tile_rows
         self.memory_fraction = memory_fraction
+        self.cholesky = cholesky
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
 
     def __repr__(self) -> str:
-        return f"GPUBackend(device={getattr(self.runtime, 'device_name', '?')!r})"
+        device = getattr(self.runtime, "device_name", "?")
+        extra = "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
+        return f"GPUBackend(device={device!r}{extra})"
 
     # ---- arrays ---------------------------------------------------------------------
 
@@ -271,7 +332,8 @@ class GPUBackend(Backend):
             return cached[1]
         lengths = np.diff(self.to_numpy(rows.indptr)).astype(np.int64)
         starts = self.to_numpy(rows.indptr)[:-1].astype(np.int64)
-        fused = self._tile(k, dtype.itemsize, fused=True) is not None
+        fused = self.cholesky == "kernels" and \
+            self._tile(k, dtype.itemsize, fused=True) is not None
         if fused:
             in_fused = lengths <= self.split_length
             fused_rows = np.flatnonzero(in_fused)
@@ -361,13 +423,34 @@ class GPUBackend(Backend):
                         _shared_bytes_build(k, tile, dtype.itemsize),
                     )
                 with self._phase("solve"):
-                    self._launch(
-                        "cholesky.cu", _kernels.specialisation("cholesky_solve_batched", dtype),
-                        n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
-                    )
+                    if self.cholesky == "cusolver":
+                        out[chunk.slot_rows] = self._cusolver_solve(A, b)
+                    else:
+                        self._launch(
+                            "cholesky.cu",
+                            _kernels.specialisation("cholesky_solve_batched", dtype),
+                            n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
+                        )
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _cusolver_solve(self, A, b):
+        """The solutions of ``A[j] x = b[j]`` by cuSOLVER's batched Cholesky (overwrites
+        both). gram.cu fills each slot's lower triangle, row-major: cuSOLVER, column-major,
+        sees it as the upper one. A system that is not positive definite gets NaN, which
+        the model's finiteness check then reports."""
+        xp = self.xp
+        n, k = A.shape[:2]
+        dtype = np.dtype(A.dtype)
+        first = xp.arange(n, dtype=np.uint64)
+        A_pointers = first * np.uint64(k * k * dtype.itemsize) + np.uint64(self.runtime.address(A))
+        b_pointers = first * np.uint64(k * dtype.itemsize) + np.uint64(self.runtime.address(b))
+        info = xp.zeros(n, np.int32)
+        self.runtime.potrf_batched("upper", k, A_pointers, k, info, n, dtype)
+        self.runtime.potrs_batched("upper", k, 1, A_pointers, k, b_pointers, k,
+                                   xp.zeros(1, np.int32), n, dtype)
+        return xp.where((info != 0)[:, None], dtype.type(np.nan), b)
 
     def _solve_cg(self, rows, F, base, diag_scale, out, steps, plan, index_dtype):
         """Every row's CG iterations in one launch (kernels/cg.cu), longest rows first."""
