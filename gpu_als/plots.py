@@ -120,6 +120,7 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
 _BENCH_STYLE = {
     "gpu_als-gpu-cholesky": ("tab:red", "-", "o"),
     "gpu_als-gpu-cg": ("tab:orange", "-", "s"),
+    "gpu_als-gpu-cusolver": ("tab:pink", ":", "^"),
     "implicit-gpu-cg": ("tab:brown", "--", "s"),
     "gpu_als-cpu-cholesky": ("tab:blue", "-", "o"),
     "gpu_als-cpu-cg": ("tab:cyan", "-", "s"),
