@@ -13,6 +13,9 @@
 // all threads; ThreadSanitizer builds catch missing barriers, not missing __threadfence),
 // timing, occupancy, bank conflicts, register limits, warp divergence costs and tensor-core
 // instructions. Masks of *_sync primitives are ignored: the whole warp must take part.
+// Built with AddressSanitizer (tests/emulation.py ASAN_FLAGS), an access outside an array
+// or outside the launch's dynamic shared memory is reported, as compute-sanitizer's
+// memcheck would on a GPU.
 #pragma once
 #define GPU_ALS_HOST_EMULATION 1
 
@@ -170,7 +173,9 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
     state.grid = grid;
     state.block = block;
     state.nthreads = static_cast<int>(block.x * block.y * block.z);
-    state.dynamic_shared.assign(shared_bytes + 16, 0xFF);
+    // Exactly shared_mem bytes (malloc's 16-byte alignment, as CUDA's at least): an
+    // AddressSanitizer build then reports any access past the launch's shared memory.
+    state.dynamic_shared.assign(shared_bytes, 0xFF);
     state.warp_buffer.resize(state.nthreads);
     start_block(&state);
     current = &state;

@@ -42,6 +42,16 @@ CXX = os.environ.get("CXX", "g++")
 FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unused-function")
 TSAN_FLAGS = ("-std=c++20", "-O0", "-g", "-fPIC", "-shared", "-pthread",
               "-fsanitize=thread")
+ASAN_FLAGS = ("-std=c++20", "-O1", "-g", "-fPIC", "-shared", "-pthread",
+              "-fsanitize=address", "-fno-omit-frame-pointer")
+
+
+def sanitizer_runtime(name: str) -> str | None:
+    """The path of the compiler's sanitizer runtime ``lib<name>.so`` (to LD_PRELOAD into
+    a Python process that loads sanitized kernels), or None when it is not installed."""
+    found = subprocess.run([CXX, f"-print-file-name=lib{name}.so"], capture_output=True,
+                           text=True).stdout.strip()
+    return found if os.path.isabs(found) and os.path.exists(found) else None
 
 
 def unavailable_reason() -> str | None:

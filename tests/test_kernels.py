@@ -253,22 +253,74 @@ TSAN_SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_sanitized(script: str, runtime: str, options: dict[str, str]) -> str:
+    """Run ``script`` in a Python process with the sanitizer runtime ``lib<runtime>.so``
+    preloaded; fail on any report. Returns its stdout."""
+    if emulation.unavailable_reason() is not None:
+        skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
+    library = emulation.sanitizer_runtime(runtime)
+    if library is None:
+        skip_or_fail(f"lib{runtime}.so (the sanitizer's runtime) is not installed")
+    env = {**os.environ, "LD_PRELOAD": library, "PYTHONPATH": str(ROOT),
+           **{f"{runtime.upper()}_OPTIONS": " ".join(f"{k}={v}" for k, v in options.items())}}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    report = result.stdout + result.stderr
+    assert result.returncode == 0 and "Sanitizer" not in report, report[-6000:]
+    assert "kernels ran" in result.stdout, report[-6000:]
+    return result.stdout
+
+
 def test_kernels_are_free_of_data_races_under_thread_sanitizer():
     """Every kernel (fused, build, Cholesky, CG, loss) under TSan: a missing __syncthreads
     fails."""
-    if emulation.unavailable_reason() is not None:
-        skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
-    libtsan = subprocess.run([emulation.CXX, "-print-file-name=libtsan.so"],
-                             capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(libtsan) or not os.path.exists(libtsan):
-        skip_or_fail("libtsan.so (ThreadSanitizer's runtime) is not installed")
-    env = {**os.environ, "LD_PRELOAD": libtsan, "PYTHONPATH": str(ROOT),
-           "TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0"}
-    result = subprocess.run([sys.executable, "-c", TSAN_SCRIPT], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    report = result.stdout + result.stderr
-    assert result.returncode == 0 and "ThreadSanitizer" not in report, report[-6000:]
-    assert "kernels ran" in result.stdout
+    run_sanitized(TSAN_SCRIPT, "tsan",
+                  {"halt_on_error": "1", "exitcode": "66", "report_signal_unsafe": "0"})
+
+
+ASAN_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from gpu_als.backends.gpu import GPUBackend
+    from gpu_als.data import check_user_items, weighted_rows
+    from tests import emulation
+    from tests.test_solver import edge_case_matrix
+
+    emulation.build_all(emulation.ASAN_FLAGS)
+    runs = 0
+    # k: 1, odd, not a multiple of 4, a multiple of 4 (vector loads), above one 128-column
+    # chunk (once per path: it is slow here); float32 and float64; the fused and the
+    # two-kernel path (2 KiB of shared memory sends every row to the latter); tiles that
+    # end mid-row; long rows split into segments.
+    fused, two_kernel = emulation.SM80_SHARED_BYTES, 2048
+    cases = [(k, dtype, shared, feedback) for k in (1, 3, 6, 8, 33)
+             for dtype in (np.float32, np.float64) for shared in (fused, two_kernel)
+             for feedback in ("implicit", "explicit")]
+    cases += [(132, np.float32, fused, "implicit"), (132, np.float64, two_kernel, "explicit")]
+    for k, dtype, shared, feedback in cases:
+        runtime = emulation.EmulatedRuntime(free_memory=8 * k * k * 8,
+                                            flags=emulation.ASAN_FLAGS,
+                                            max_shared_memory=shared)
+        backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=3)
+        R = edge_case_matrix(k)
+        F = np.random.default_rng(k).random((R.shape[1], k)).astype(dtype)
+        rows = backend.put(weighted_rows(check_user_items(R, dtype), feedback=feedback))
+        out = np.zeros((R.shape[0], k), dtype)
+        for solver in ("cholesky", "cg"):
+            backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                               feedback=feedback, out=out, solver=solver, cg_steps=2)
+            runs += 1
+        backend.stored_loss(rows, out, F)
+    print("kernels ran", runs)
+""")
+
+
+def test_kernels_stay_inside_their_arrays_under_address_sanitizer():
+    """Every kernel under AddressSanitizer, at sizes that end tiles, vector loads and
+    column chunks early: a read or write outside an argument array or the launch's dynamic
+    shared memory fails (what compute-sanitizer's memcheck reports on a GPU)."""
+    stdout = run_sanitized(ASAN_SCRIPT, "asan",
+                           {"detect_leaks": "0", "halt_on_error": "1", "exitcode": "66"})
+    assert "kernels ran 84" in stdout
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
