@@ -360,7 +360,7 @@ def _gpu_als_solver(spec: dict) -> tuple[Any, str]:
         return backend, spec["solver"]
     if not isinstance(backend, GPUBackend):
         raise ValueError(f"the cusolver implementation needs the GPU backend, not {backend}")
-    return GPUBackend(backend.runtime, cholesky="cusolver"), "cholesky"
+    return backend.with_options(cholesky="cusolver"), "cholesky"
 
 
 def _fit_gpu_als(R, spec: dict) -> dict:
@@ -388,16 +388,26 @@ def _fit_gpu_als(R, spec: dict) -> dict:
             "X": backend.to_numpy(training.X), "Y": backend.to_numpy(training.Y)}
 
 
+#: Fused-kernel tiles (factor rows in shared memory) profiled besides the default: a
+#: smaller tile leaves room for more blocks per multiprocessor at large k.
+PROFILED_TILES = (8, 16)
+
+
 def _profile_phases(training, spec: dict) -> dict:
     """The phases of one more half-step per side (into scratch copies of the factors):
-    ``{"phases": {"user": {...}, "item": {...}}}``, plus ``"phases_two_kernel"`` for the
-    GPU's exact solver with every row on the two-kernel path."""
+    ``{"phases": {"user": {...}, "item": {...}}}``; for the GPU's exact solver also
+    ``"phases_two_kernel"`` (every row on the two-kernel path) and ``"phases_tile<t>"``
+    (the fused kernel with ``t`` tile rows, for each of PROFILED_TILES), the data for
+    choosing between the paths and the tile size."""
     from .backends.gpu import GPUBackend
 
     backend, solver = training.backend, training.p["solver"]
     backends = {"phases": backend}
     if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
-        backends["phases_two_kernel"] = GPUBackend(backend.runtime, split_length=0)
+        backends["phases_two_kernel"] = backend.with_options(split_length=0)
+        for tile in PROFILED_TILES:
+            if tile < backend.tile_rows:
+                backends[f"phases_tile{tile}"] = backend.with_options(tile_rows=tile)
     result = {}
     for key, b in backends.items():
         phases = {}
@@ -522,9 +532,7 @@ def run_one(spec: dict) -> dict:
     row["final_loss"] = shared_loss(R, result["X"], result["Y"])
     if test is not None:
         row["recall_at_10"] = _recall_at_10(result["X"], result["Y"], R, test)
-    for key in ("phases", "phases_two_kernel"):
-        if key in result:
-            row[key] = result[key]
+    row.update({key: value for key, value in result.items() if key.startswith("phases")})
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
     # builds the systems apart from the solves.
     phases = result.get("phases_two_kernel") or result.get("phases")
@@ -721,6 +729,18 @@ def markdown_tables(result: dict) -> str:
             f"{r['seconds_per_iteration'] * 1e3:,.1f} | {gflops} | "
             f"{mib(r.get('host_peak_bytes'))} | {mib(r.get('device_peak_bytes'))} | "
             f"{r['final_loss'] / r['nnz']:.5f} | {recall} |")
+    paths = [r for r in result["benchmarks"] if "phases_two_kernel" in r]
+    if paths:  # the GPU exact solver's half-steps on each path and tile: ms, user + item
+        tiles = [f"phases_tile{t}" for t in PROFILED_TILES]
+        lines += ["", "| dataset | k | half-steps, ms (user + item): as run | "
+                  + " | ".join(f"fused, {t[len('phases_'):]}" for t in tiles)
+                  + " | two-kernel |", "|---|---:|---:|" + "---:|" * (len(tiles) + 1)]
+        for r in paths:
+            cells = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
+                         for side in r[key].values()) * 1e3 if key in r else None
+                     for key in ("phases", *tiles, "phases_two_kernel")]
+            lines.append(f"| {r['dataset']} | {r['factors']} | " + " | ".join(
+                "" if c is None else f"{c:,.1f}" for c in cells) + " |")
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",
                   "|---|---:|---|---|---|---:|---:|"]

@@ -82,12 +82,20 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     fit_spec = {**spec(tiny, factors=6), "backend": backend, "iterations": 2}
     row = benchmark._fit_gpu_als(R, fit_spec)
     row.update(benchmark._profile_phases(row.pop("training"), fit_spec))
+    assert {key for key in row if key.startswith("phases")} == {"phases", "phases_two_kernel"}
     for side in ("user", "item"):
         assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
         two_kernel = row["phases_two_kernel"][side]
         assert {"gram_build", "solve"} <= set(two_kernel)
         assert two_kernel["gram_build"] > 0 and two_kernel["solve"] > 0
     assert np.isfinite(row["X"]).all() and len(row["stamps"]) == 3
+    # With the default tile (32 rows), the fused kernel is profiled with smaller ones too.
+    wide = backend.with_options(tile_rows=32)
+    assert wide.split_length == backend.split_length and wide.runtime is backend.runtime
+    row = benchmark._fit_gpu_als(R, {**fit_spec, "backend": wide})
+    profiled = benchmark._profile_phases(row.pop("training"), fit_spec)
+    assert set(profiled) == {"phases", "phases_two_kernel", "phases_tile8", "phases_tile16"}
+    assert all(profiled["phases_tile8"][side]["fused"] > 0 for side in ("user", "item"))
 
 
 def test_the_cusolver_implementation_builds_with_the_kernels_and_solves_with_cusolver(tiny):
@@ -170,7 +178,15 @@ def test_compare_and_plot(tmp_path):
                 "library": library, "backend": backend, "solver": solver,
                 "seconds_per_iteration": seconds, "final_loss": loss}
 
-    rows = [row("gpu_als", "cholesky", 0.01, 99.0), row("implicit", "cg", 0.3, 100.0),
+    def phases(user_ms, item_ms):  # fixed_gram is not part of the half-step's solve
+        return {"user": {"fixed_gram": 1.0, "fused": user_ms / 1e3},
+                "item": {"fixed_gram": 1.0, "gram_build": item_ms / 2e3,
+                         "solve": item_ms / 2e3}}
+
+    profiled = {"phases": phases(3, 5), "phases_tile8": phases(4, 6),
+                "phases_two_kernel": phases(10, 20)}
+    rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
+            row("implicit", "cg", 0.3, 100.0),
             row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
             row("gpu_als", "cholesky", 1.0, 99.0, backend="cpu"),
             {"dataset": "d", "factors": 256, "library": "implicit", "backend": "gpu",
@@ -185,6 +201,7 @@ def test_compare_and_plot(tmp_path):
     assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |" in tables
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
+    assert "| d | 64 | 8.0 | 10.0 |  | 30.0 |" in tables  # as run, tile 8, tile 16, two-kernel
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000

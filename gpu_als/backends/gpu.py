@@ -270,6 +270,13 @@ class GPUBackend(Backend):
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
 
+    def with_options(self, **changes: Any) -> GPUBackend:
+        """A backend on the same runtime (device) with these constructor options changed,
+        e.g. ``backend.with_options(cholesky="cusolver")``."""
+        options = {name: getattr(self, name) for name in (
+            "split_length", "segment_length", "tile_rows", "memory_fraction", "cholesky")}
+        return GPUBackend(self.runtime, **{**options, **changes})
+
     def __repr__(self) -> str:
         device = getattr(self.runtime, "device_name", "?")
         extra = "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
