@@ -32,7 +32,7 @@ def with_long_row(k, length=100_001, seed=0):
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
-@pytest.mark.parametrize("k", [1, 7, 32, 64, 100, 128, 256, 512])
+@pytest.mark.parametrize("k", [1, 7, 32, 64, 100, 128, 256, 512, 1024])
 def test_gpu_matches_cpu_at_every_size(k, feedback):
     R = with_long_row(k)
     F = np.random.default_rng(1).standard_normal((R.shape[1], k)) * 0.1

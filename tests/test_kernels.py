@@ -339,3 +339,42 @@ def test_register_blocked_build_beyond_one_column_chunk(dtype):
     F = np.random.default_rng(3).random((R.shape[1], k)) * 0.2
     got = run_solve(backend, R, F, 0.1, "implicit", dtype, alpha=2.0)
     assert_close(got, solve_rows_loop(R, F, 0.1, alpha=2.0), dtype)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_the_largest_supported_factors_run(feedback):
+    """k = 1024, the limit: the two-kernel path (the build's tile shrinks to what 48 KiB
+    holds, the Cholesky's column buffer is full), float64, on rows of 0, 1, 5, and 1,100
+    entries (segmented), against a per-row np.linalg.solve; and the CG kernel against the
+    CPU's CG."""
+    import scipy.sparse as sp
+
+    from .reference import solve_rows_loop
+    from .test_solver import assert_close, run_solve
+
+    k, n_items = 1024, 1200
+    rng = np.random.default_rng(11)
+    lengths = [0, 1, 5, 1100]
+    R = sp.csr_matrix(
+        (rng.integers(1, 4, sum(lengths)).astype(np.float64),
+         (np.repeat(np.arange(len(lengths)), lengths),
+          np.concatenate([rng.choice(n_items, L, replace=False) for L in lengths]))),
+        shape=(len(lengths), n_items))
+    F = rng.standard_normal((n_items, k)) * 0.05
+    backend = emulated_backend()
+    assert backend._tile(k, 8, fused=True) is None
+    conf = {"alpha": 2.0} if feedback == "implicit" else {}
+    got = run_solve(backend, R, F, 0.1, feedback, np.float64, **conf)
+    assert_close(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf), np.float64)
+    # The CG kernel at k = 1024 (its vectors and tile in shared memory): the CPU's CG steps.
+    from gpu_als.backends import CPUBackend
+    from gpu_als.data import check_user_items, weighted_rows
+
+    rows = weighted_rows(check_user_items(R, np.float64), feedback=feedback, **conf)
+    results = []
+    for b in (CPUBackend(), backend):
+        out = got * 0.5  # the same warm start for both
+        b.solve_rows(b.put(rows), F, b.gram(F), regularization=0.1, feedback=feedback,
+                     out=out, solver="cg", cg_steps=3)
+        results.append(out)
+    np.testing.assert_allclose(results[1], results[0], rtol=0, atol=1e-9)
