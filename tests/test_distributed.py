@@ -89,3 +89,30 @@ def test_an_error_on_the_workers_is_reported(client):
     R = make_power_law(200, 100, 2_000, random_state=3)
     with pytest.raises(Exception, match="backend='gpu' cannot run"):
         fit_distributed(ALS(**{**PARAMS, "backend": "gpu"}), R, client)
+
+
+def test_blocks_arriving_unaligned_are_aligned_before_solving():
+    """Dask may deserialize an array at any byte offset of a frame (seen: the fixed factors
+    at an odd address); the worker aligns its inputs, and the solution is unchanged."""
+    from gpu_als.data import Prepared
+    from gpu_als.distributed import _aligned, _solve_block, _split
+
+    def unaligned(a):
+        raw = np.empty(a.nbytes + 1, np.uint8)[1:]
+        moved = np.frombuffer(raw.data, a.dtype).reshape(a.shape)
+        moved[...] = a
+        return moved
+
+    R = make_power_law(300, 80, 3000, random_state=1, device="cpu")
+    users, _ = Prepared(R).rows(feedback="implicit", alpha=5.0)
+    [(_, _, block)] = _split(users, 1)
+    Y = np.random.default_rng(2).random((80, 8), dtype=np.float32)
+    params = {"backend": "cpu", "regularization": 0.1, "feedback": "implicit",
+              "solver": "cholesky", "cg_steps": 3}
+    shifted = block.map_arrays(unaligned)
+    assert not unaligned(Y).flags.aligned and not shifted.weight.flags.aligned
+    assert _aligned(unaligned(Y)).flags.aligned and _aligned(Y) is Y
+    want = _solve_block(block, Y, Y.T @ Y, params)
+    got = _solve_block(shifted, unaligned(Y), Y.T @ Y, params)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
