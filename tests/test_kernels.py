@@ -43,7 +43,7 @@ def test_every_kernel_compiles_with_nvrtc(nvrtc, file, arch):
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("file", ["solve.cu", "gram.cu", "cg.cu"])
+@pytest.mark.parametrize("file", ["solve.cu", "gram.cu", "cg.cu", "woodbury.cu"])
 def test_per_row_kernels_keep_their_register_blocks_in_registers(nvrtc, file, arch):
     """The kernels that run once per row (fused build + solve, Gram build, CG) hold their
     register blocks (accumulate_block's sums, the Cholesky panel) without spilling to local
@@ -205,7 +205,7 @@ def test_factors_above_shared_memory_take_the_two_kernel_path():
 
     assert emulated_backend()._tile(150, 8, fused=True) is None
     backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=2048), tile_rows=3,
-                         split_length=20, segment_length=8)
+                         split_length=20, segment_length=8, woodbury=False)
     k = 20
     assert backend._tile(k, 8, fused=True) is None
     R = edge_case_matrix(k)

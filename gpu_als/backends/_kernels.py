@@ -40,6 +40,7 @@ SPECIALISATIONS: dict[str, list[str]] = {
     "cholesky.cu": [f"cholesky_solve_batched<{t}>" for t in _VALUES],
     "loss.cu": [f"loss_terms<{t}, {i}>" for t in _VALUES for i in _INDICES],
     "cg.cu": [f"cg_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "woodbury.cu": [f"woodbury_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
 }
 
 #: Compiler options shared by CuPy and the NVRTC check.

@@ -11,6 +11,12 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   ``segment_length`` entries, one block per segment adds its share of ``A`` and ``b`` to the
   row's slot (kernels/gram.cu), then one block per slot factorizes and solves
   (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
+* rows of 1 to k / 2 entries (``woodbury=True``, the default; fewer if shared memory is
+  short) take neither path but ``woodbury_solve`` (kernels/woodbury.cu): one block per row
+  solves an n x n system in the row's own space (the Woodbury identity, on factors
+  whitened by the Cholesky factor of ``F^T F + lambda I``), launched per length class so
+  that short rows take little shared memory; exact, with O(n^2 k + n^3) work instead of
+  O(n k^2 + k^3), and no k x k system in global memory for k beyond the fused kernel.
 * ``GPUBackend(cholesky="cusolver")`` sends every row down the two-kernel path and solves
   the slots with cuSOLVER's batched Cholesky (``potrfBatched`` + ``potrsBatched``) instead
   of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
@@ -209,6 +215,9 @@ class _Plan:
     fused_rows: Any  # int64 rows for fused_solve, longest first (may include empty rows)
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
+    short: list[tuple[int, Any]]  # (max_length, rows) per woodbury_solve launch
+    short_rows: Any  # every row of `short`, for fused_solve when woodbury cannot run ...
+    short_chunks: list[_Chunk] | None  # ... or these chunks when the fused kernel cannot
 
 
 def fused_stride(k: int) -> int:
@@ -219,6 +228,19 @@ def fused_stride(k: int) -> int:
 
 def _shared_bytes_fused(k: int, tile: int, itemsize: int) -> int:
     return (k * fused_stride(k) + k + tile * k + 2 * tile + 1) * itemsize
+
+
+def _shared_bytes_woodbury(k: int, max_length: int, itemsize: int) -> int:
+    return (max_length * fused_stride(k) + max_length * fused_stride(max_length) + k
+            + (2 + CHOLESKY_PANEL) * max_length + 1) * itemsize
+
+
+def _length_classes(limit: int) -> list[int]:
+    """Upper bounds of the short rows' launches: 8, 16, 32, ... and ``limit`` last."""
+    bounds = [8]
+    while bounds[-1] < limit:
+        bounds.append(bounds[-1] * 2)
+    return [b for b in bounds if b < limit] + [limit]
 
 
 def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
@@ -243,6 +265,10 @@ class GPUBackend(Backend):
         Factor rows a block loads into shared memory at once (fewer if they do not fit).
     memory_fraction : float
         Share of the free device memory the k x k systems of the two-kernel path may take.
+    woodbury : bool, default True
+        Solve rows of at most k / 2 entries in their own space (kernels/woodbury.cu)
+        instead of on the fused or two-kernel path: same solutions, less work. (Implicit
+        feedback with regularization 0 leaves them on those paths: nothing to whiten with.)
     cholesky : {"kernels", "cusolver"}, default "kernels"
         Who solves the exact solver's systems. "kernels": the fused build + solve kernel
         where the system fits shared memory, else kernels/cholesky.cu. "cusolver": every
@@ -256,7 +282,8 @@ class GPUBackend(Backend):
 
     def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
-                 memory_fraction: float = MEMORY_FRACTION, cholesky: str = "kernels"):
+                 memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
+                 cholesky: str = "kernels"):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -266,6 +293,7 @@ class GPUBackend(Backend):
         self.segment_length = segment_length
         self.tile_rows = tile_rows
         self.memory_fraction = memory_fraction
+        self.woodbury = bool(woodbury)
         self.cholesky = cholesky
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
@@ -274,7 +302,8 @@ class GPUBackend(Backend):
         """A backend on the same runtime (device) with these constructor options changed,
         e.g. ``backend.with_options(cholesky="cusolver")``."""
         options = {name: getattr(self, name) for name in (
-            "split_length", "segment_length", "tile_rows", "memory_fraction", "cholesky")}
+            "split_length", "segment_length", "tile_rows", "memory_fraction", "woodbury",
+            "cholesky")}
         return GPUBackend(self.runtime, **{**options, **changes})
 
     def __repr__(self) -> str:
@@ -330,6 +359,14 @@ class GPUBackend(Backend):
                 return tile
         return None
 
+    def _woodbury_limit(self, k: int, itemsize: int) -> int:
+        """Longest row (<= k / 2 entries) woodbury_solve takes in shared memory; 0: none."""
+        limit = k // 2
+        while limit > 0 and _shared_bytes_woodbury(k, limit, itemsize) > \
+                self.runtime.max_shared_memory:
+            limit -= 1
+        return limit
+
     # ---- scheduling -----------------------------------------------------------------
 
     def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype) -> _Plan:
@@ -339,19 +376,45 @@ class GPUBackend(Backend):
             return cached[1]
         lengths = np.diff(self.to_numpy(rows.indptr)).astype(np.int64)
         starts = self.to_numpy(rows.indptr)[:-1].astype(np.int64)
+
+        def longest_first(members):
+            return members[np.argsort(-lengths[members], kind="stable")]
+
         fused = self.cholesky == "kernels" and \
             self._tile(k, dtype.itemsize, fused=True) is not None
+        limit = self._woodbury_limit(k, dtype.itemsize) \
+            if self.woodbury and self.cholesky == "kernels" else 0
+        is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
+        short, lower = [], 0
+        for bound in _length_classes(limit) if limit else []:
+            members = np.flatnonzero(is_short & (lengths > lower) & (lengths <= bound))
+            if len(members):
+                short.append((bound, longest_first(members)))
+            lower = bound
+        short_rows = np.concatenate([m for _, m in short]) if short else np.empty(0, np.int64)
         if fused:
-            in_fused = lengths <= self.split_length
-            fused_rows = np.flatnonzero(in_fused)
-            fused_rows = fused_rows[np.argsort(-lengths[fused_rows], kind="stable")]
-            split_rows = np.flatnonzero(~in_fused)
+            in_fused = (lengths <= self.split_length) & ~is_short
+            fused_rows = longest_first(np.flatnonzero(in_fused))
+            split_rows = np.flatnonzero(~in_fused & ~is_short)
             zero_rows = np.empty(0, np.int64)
         else:
             fused_rows = np.empty(0, np.int64)
-            split_rows = np.flatnonzero(lengths > 0)
+            split_rows = np.flatnonzero((lengths > 0) & ~is_short)
             zero_rows = np.flatnonzero(lengths == 0)
-        split_rows = split_rows[np.argsort(-lengths[split_rows], kind="stable")]
+        all_rows = np.argsort(-lengths, kind="stable")
+        plan = _Plan(self.asarray(all_rows, np.int64), self.asarray(fused_rows, np.int64),
+                     self._chunks(longest_first(split_rows), lengths, starts, k, dtype),
+                     self.asarray(zero_rows, np.int64),
+                     [(bound, self.asarray(members, np.int64)) for bound, members in short],
+                     self.asarray(short_rows, np.int64),
+                     None if fused or not short else
+                     self._chunks(short_rows, lengths, starts, k, dtype))
+        self._plans[key] = (weakref.ref(rows), plan)
+        return plan
+
+    def _chunks(self, split_rows, lengths, starts, k: int, dtype: np.dtype) -> list[_Chunk]:
+        """The two-kernel path's chunks for ``split_rows``: as many k x k slots per chunk
+        as the memory budget holds, each row cut into segments of ``segment_length``."""
         slot_bytes = k * k * dtype.itemsize
         budget = int(self.runtime.free_memory() * self.memory_fraction)
         per_chunk = max(1, budget // slot_bytes)
@@ -368,11 +431,7 @@ class GPUBackend(Backend):
                                      row_end[segment_slot])
             chunks.append(_Chunk(*(self.asarray(a, np.int64) for a in (
                 chunk_rows, lengths[chunk_rows], segment_slot, segment_start, segment_end))))
-        all_rows = np.argsort(-lengths, kind="stable")
-        plan = _Plan(self.asarray(all_rows, np.int64), self.asarray(fused_rows, np.int64),
-                     chunks, self.asarray(zero_rows, np.int64))
-        self._plans[key] = (weakref.ref(rows), plan)
-        return plan
+        return chunks
 
     # ---- numerics -------------------------------------------------------------------
 
@@ -399,19 +458,30 @@ class GPUBackend(Backend):
                 with self._phase("cg"):
                     self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
                 return out
-            if len(plan.fused_rows):
+            fused_rows, chunks = plan.fused_rows, plan.chunks
+            if plan.short and implicit and regularization == 0:
+                # No whitening: F^T F alone may be singular. The other paths solve them.
+                if plan.short_chunks is None:
+                    fused_rows = xp.concatenate([fused_rows, plan.short_rows])
+                else:
+                    chunks = chunks + plan.short_chunks
+            elif plan.short:
+                with self._phase("woodbury"):
+                    self._solve_short(rows, F, base if implicit else None, diag_scale, out,
+                                      plan, index_dtype)
+            if len(fused_rows):
                 tile = self._tile(k, dtype.itemsize, fused=True)
                 with self._phase("fused"):
                     self._launch(
                         "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
-                        len(plan.fused_rows),
-                        (plan.fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
+                        len(fused_rows),
+                        (fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
                          F, base, diag_scale, np.int32(k), np.int32(fused_stride(k)),
                          np.int32(tile), out),
                         _shared_bytes_fused(k, tile, dtype.itemsize),
                     )
             tile = self._tile(k, dtype.itemsize, fused=False)
-            for chunk in plan.chunks:
+            for chunk in chunks:
                 n_slots = len(chunk.slot_rows)
                 with self._phase("gram_build"):
                     A = xp.empty((n_slots, k, k), dtype)
@@ -441,6 +511,43 @@ class GPUBackend(Backend):
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _solve_short(self, rows, F, base, diag_scale, out, plan, index_dtype) -> None:
+        """The rows of ``plan.short`` by woodbury_solve, one launch per length class.
+        Implicit (``base`` given): on the factors whitened by ``base = C C^T``, and the
+        solutions h turned into x = C^-T h."""
+        xp = self.xp
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        implicit = base is not None
+        if implicit:
+            C_inv = self._inverse_cholesky_factor(base)
+            F = F @ C_inv.T  # rows C^-1 f_i
+        for max_length, members in plan.short:
+            H = xp.empty((len(members), k), dtype)
+            self._launch(
+                "woodbury.cu", _kernels.specialisation("woodbury_solve", dtype, index_dtype),
+                len(members),
+                (members, rows.indptr, rows.indices, rows.weight, rows.target, F,
+                 dtype.type(diag_scale), np.int32(implicit), np.int32(k), np.int32(max_length),
+                 np.int32(fused_stride(k)), np.int32(fused_stride(max_length)), H),
+                _shared_bytes_woodbury(k, max_length, dtype.itemsize),
+            )
+            out[members] = H @ C_inv if implicit else H  # x = C^-T h, as rows
+
+    def _inverse_cholesky_factor(self, base):
+        """``C^-1`` for ``base = C C^T`` (computed in float64), all NaN when ``base`` is not
+        numerically positive definite (then the model's finiteness check reports it):
+        NumPy raises there, CuPy returns a wrong factor, caught by its residual. No host
+        synchronisation."""
+        xp = self.xp
+        B = base.astype(np.float64)
+        try:
+            C = xp.linalg.cholesky(B)
+        except np.linalg.LinAlgError:
+            return xp.full(base.shape, np.nan, base.dtype)
+        ok = xp.abs(C @ C.T - B).max() <= 1e-10 * xp.abs(B).max()
+        return xp.where(ok, xp.linalg.inv(C), np.nan).astype(base.dtype)
 
     def _cusolver_solve(self, A, b):
         """The solutions of ``A[j] x = b[j]`` by cuSOLVER's batched Cholesky (overwrites

@@ -1,0 +1,82 @@
+// Short rows solved in their own space: one thread block per row of n <= k / 2 entries
+// factorizes an n x n system instead of a k x k one (the Woodbury identity), as the CPU
+// backend does. Exact, like the fused kernel; O(n^2 k + n^3) instead of O(n k^2 + k^3).
+//
+// Implicit: with B = F^T F + lambda I = C C^T, the caller passes the whitened factors
+// F C^-T (rows f_i); with z_i = sqrt(weight_i) f_i and g = sum_i target_i f_i,
+//
+//   (I + Z^T Z) h = g,   h = g - Z^T S^-1 Z g,   S = I + Z Z^T (n x n),
+//
+// and the caller turns h into x_u = C^-T h. Explicit (ALS-WR, weights 1, F unwhitened):
+//
+//   (lambda n I + F_u^T F_u) x = F_u^T r   =>   x = F_u^T S^-1 r,   S = lambda n I + F_u F_u^T.
+//
+// out[blockIdx.x] gets h (implicit) or x (explicit): the caller scatters the rows.
+// Shared memory: the row's factors (max_length rows of lda_f >= k values), S (max_length
+// rows of lda_s >= max_length), g (k), v (the right-hand side, then S^-1 v), s (square
+// roots of the weights), the Cholesky's column buffer (ALS_CHOLESKY_PANEL * max_length),
+// flag. gpu.py makes both strides odd, so that threads reading one column of different
+// rows hit different banks.
+#include "common.cuh"
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
+               const T* target, const T* F, T diag_scale, int implicit, int k,
+               int max_length, int lda_f, int lda_s, T* out) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* Fu = shared;
+    T* S = Fu + (long long)max_length * lda_f;
+    T* g = S + (long long)max_length * lda_s;
+    T* v = g + k;
+    T* s = v + max_length;
+    T* column = s + max_length;
+    T* flag = column + ALS_CHOLESKY_PANEL * max_length;
+
+    const long long row = rows[blockIdx.x];
+    const long long start = indptr[row];
+    const int n = (int)(indptr[row + 1] - start);  // 1 <= n <= max_length (gpu.py)
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (als::FlatWalk at(n, k); at.valid(); at.next())
+        Fu[at.row * lda_f + at.col] = F[(long long)indices[start + at.row] * k + at.col];
+    for (int i = tid; i < n; i += nthreads) {
+        s[i] = implicit ? als::sqrt_(weight[start + i]) : T(1);  // weight = c - 1 >= 0
+        v[i] = target[start + i];
+    }
+    __syncthreads();
+    if (implicit) {  // g = sum_i target_i f_i
+        for (int p = tid; p < k; p += nthreads) {
+            T acc = 0;
+            for (int i = 0; i < n; ++i) acc += v[i] * Fu[i * lda_f + p];
+            g[p] = acc;
+        }
+        __syncthreads();
+    }
+    // S's lower triangle, and (implicit) the right-hand side Z g.
+    const T diag = implicit ? T(1) : diag_scale * (T)n;
+    for (als::FlatWalk at(n, n); at.valid(); at.next()) {
+        if (at.col > at.row) continue;
+        const T* a = Fu + at.row * lda_f;
+        const T* b = Fu + at.col * lda_f;
+        T dot = 0;
+        for (int p = 0; p < k; ++p) dot += a[p] * b[p];
+        S[at.row * lda_s + at.col] = s[at.row] * s[at.col] * dot + (at.row == at.col ? diag : T(0));
+    }
+    if (implicit) {
+        for (int i = tid; i < n; i += nthreads) {
+            T dot = 0;
+            for (int p = 0; p < k; ++p) dot += Fu[i * lda_f + p] * g[p];
+            v[i] = s[i] * dot;
+        }
+    }
+    __syncthreads();
+    const bool ok = als::cholesky_solve(S, v, n, lda_s, flag, column);  // v = S^-1 v
+    // h = g - Z^T v (implicit), x = F_u^T v (explicit)
+    T* x = out + (long long)blockIdx.x * k;
+    for (int p = tid; p < k; p += nthreads) {
+        T acc = 0;
+        for (int i = 0; i < n; ++i) acc += s[i] * v[i] * Fu[i * lda_f + p];
+        const T result = implicit ? g[p] - acc : acc;
+        x[p] = ok ? result : als::quiet_nan<T>();
+    }
+}

@@ -1,0 +1,138 @@
+"""The GPU backend's short-row path (kernels/woodbury.cu): rows of at most k / 2 entries
+solved in their own space, on whitened factors. The conformance suite runs it through the
+"gpu-emulated" backend; here are its scheduling, its fallbacks and its agreement with the
+fused kernel it replaces, row for row."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als.backends import gpu
+
+from .conftest import emulated_backend, needs_gpu
+from .reference import solve_rows_loop
+from .test_solver import assert_close, run_solve
+
+
+def rows_of_lengths(lengths, n_items, seed=0, negative=False):
+    rng = np.random.default_rng(seed)
+    R = sp.csr_matrix(
+        (rng.integers(1, 5, sum(lengths)).astype(np.float64),
+         (np.repeat(np.arange(len(lengths)), lengths),
+          np.concatenate([rng.choice(n_items, L, replace=False) for L in lengths]))),
+        shape=(len(lengths), n_items))
+    if negative:
+        R.data[rng.random(R.nnz) < 0.2] *= -1
+    return R
+
+
+@pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
+def any_gpu(request):
+    from gpu_als.backends import get_backend
+
+    return emulated_backend() if request.param == "gpu-emulated" else get_backend("gpu")
+
+
+def test_length_classes():
+    assert gpu._length_classes(3) == [3]
+    assert gpu._length_classes(8) == [8]
+    assert gpu._length_classes(20) == [8, 16, 20]
+    assert gpu._length_classes(64) == [8, 16, 32, 64]
+
+
+def test_short_rows_are_scheduled_by_length_class():
+    """k = 40: rows of 1..20 entries take woodbury_solve in the classes <= 8, <= 16, <= 20
+    (longest first in each); 21 and more the fused kernel; empty rows the fused kernel."""
+    backend = emulated_backend()
+    lengths = [0, 1, 8, 9, 16, 17, 20, 21, 23, 5]
+    R = rows_of_lengths(lengths, 60)
+    from gpu_als.data import check_user_items, weighted_rows
+
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit"))
+    plan = backend._plan(rows, 40, np.dtype(np.float64))
+    assert [(bound, list(members)) for bound, members in plan.short] == \
+        [(8, [2, 9, 1]), (16, [4, 3]), (20, [6, 5])]
+    assert sorted(plan.fused_rows) == [0, 7, 8]
+    assert not backend.with_options(woodbury=False)._plan(rows, 40, np.dtype(np.float64)).short
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [2, 9, 40])
+def test_woodbury_equals_the_fused_kernel(any_gpu, k, feedback, dtype):
+    lengths = [0, 1, 2, 3, 4, 7, 8, 9, k // 2, k // 2 + 1, k, 2 * k]
+    R = rows_of_lengths(lengths, 3 * k + 10, seed=k, negative=feedback == "implicit")
+    F = np.random.default_rng(k).standard_normal((R.shape[1], k)) * 0.3
+    conf = {"alpha": 4.0} if feedback == "implicit" else {}
+    short = run_solve(any_gpu, R, F, 0.05, feedback, dtype, **conf)
+    fused = run_solve(any_gpu.with_options(woodbury=False), R, F, 0.05, feedback, dtype,
+                      **conf)
+    assert_close(short, fused, dtype)
+    assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), dtype)
+
+
+def test_zero_regularization_leaves_short_rows_to_the_fused_kernel():
+    """Implicit with lambda = 0: F^T F alone need not be invertible (here 3 item rows for
+    k = 6), so there is nothing to whiten with; the fused kernel solves the short rows,
+    whose own entries make their systems definite."""
+    k = 6
+    R = rows_of_lengths([1, 2, 3], 3)
+    F = np.random.default_rng(1).random((3, k))
+    backend = emulated_backend()
+    got = run_solve(backend, R, F, 0.0, "implicit", np.float64, alpha=5.0)
+    want = run_solve(backend.with_options(woodbury=False), R, F, 0.0, "implicit",
+                     np.float64, alpha=5.0)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_base_that_is_not_positive_definite_gives_nan_not_a_wrong_answer(monkeypatch):
+    backend = emulated_backend()
+    base = np.diag([1.0, -1.0, 2.0])
+    assert np.isnan(backend._inverse_cholesky_factor(base)).all()  # NumPy raises
+    # CuPy does not raise: it returns a wrong factor, which the residual catches
+    monkeypatch.setattr(np.linalg, "cholesky", lambda a: np.tril(np.abs(a)))
+    assert np.isnan(backend._inverse_cholesky_factor(base)).all()
+    good = np.array([[4.0, 2.0], [2.0, 3.0]])
+    monkeypatch.undo()
+    C_inv = backend._inverse_cholesky_factor(good)
+    np.testing.assert_allclose(C_inv @ good @ C_inv.T, np.eye(2), atol=1e-12)
+
+
+def test_shared_memory_bounds_the_longest_short_row():
+    """The longest short row is what shared memory holds, when that is under k / 2: at
+    k = 1024 in float64 about 20 entries on an sm_80 block's 163 KiB (longer rows take the
+    two-kernel path); at k = 64 the full k / 2."""
+    backend = emulated_backend()
+    limit = backend._woodbury_limit(1024, 8)
+    assert 0 < limit < 512
+    assert gpu._shared_bytes_woodbury(1024, limit, 8) <= backend.runtime.max_shared_memory
+    assert gpu._shared_bytes_woodbury(1024, limit + 1, 8) > backend.runtime.max_shared_memory
+    assert backend._woodbury_limit(64, 4) == 32
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
+    """k = 24 in float64 on a device with 4 KiB of shared memory: no fused kernel, so long
+    rows take the two-kernel path while rows of up to 11 entries still take woodbury_solve
+    (no k x k system in global memory for them); with implicit feedback and lambda = 0 the
+    short rows join the two-kernel path."""
+    from gpu_als.backends.gpu import GPUBackend
+    from gpu_als.data import check_user_items, weighted_rows
+
+    from . import emulation
+
+    emulated_backend()  # builds the emulation (or skips without it)
+    backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=4096), tile_rows=3,
+                         split_length=20, segment_length=8)
+    k = 24
+    R = rows_of_lengths([0, 1, 5, 11, 12, 30, 3], 60, seed=3)
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
+    plan = backend._plan(rows, k, np.dtype(np.float64))
+    assert len(plan.fused_rows) == 0 and plan.short_chunks is not None
+    assert sorted(plan.short_rows) == [1, 2, 3, 6]
+    F = np.random.default_rng(4).standard_normal((60, k)) * 0.3
+    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    for regularization in (0.1, 0.0) if feedback == "implicit" else (0.1,):
+        got = run_solve(backend, R, F, regularization, feedback, np.float64, **conf)
+        want = solve_rows_loop(R, F, regularization, feedback=feedback, **conf)
+        assert_close(got, want, np.float64)
