@@ -396,15 +396,17 @@ PROFILED_TILES = (8, 16)
 def _profile_phases(training, spec: dict) -> dict:
     """The phases of one more half-step per side (into scratch copies of the factors):
     ``{"phases": {"user": {...}, "item": {...}}}``; for the GPU's exact solver also
-    ``"phases_two_kernel"`` (every row on the two-kernel path) and ``"phases_tile<t>"``
-    (the fused kernel with ``t`` tile rows, for each of PROFILED_TILES), the data for
-    choosing between the paths and the tile size."""
+    ``"phases_two_kernel"`` (every row on the two-kernel path), ``"phases_no_woodbury"``
+    (short rows on the fused kernel too) and ``"phases_tile<t>"`` (the fused kernel with
+    ``t`` tile rows, for each of PROFILED_TILES): the data for choosing between the paths
+    and the tile size."""
     from .backends.gpu import GPUBackend
 
     backend, solver = training.backend, training.p["solver"]
     backends = {"phases": backend}
     if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
-        backends["phases_two_kernel"] = backend.with_options(split_length=0)
+        backends["phases_two_kernel"] = backend.with_options(split_length=0, woodbury=False)
+        backends["phases_no_woodbury"] = backend.with_options(woodbury=False)
         for tile in PROFILED_TILES:
             if tile < backend.tile_rows:
                 backends[f"phases_tile{tile}"] = backend.with_options(tile_rows=tile)
@@ -733,12 +735,12 @@ def markdown_tables(result: dict) -> str:
     if paths:  # the GPU exact solver's half-steps on each path and tile: ms, user + item
         tiles = [f"phases_tile{t}" for t in PROFILED_TILES]
         lines += ["", "| dataset | k | half-steps, ms (user + item): as run | "
-                  + " | ".join(f"fused, {t[len('phases_'):]}" for t in tiles)
-                  + " | two-kernel |", "|---|---:|---:|" + "---:|" * (len(tiles) + 1)]
+                  "no Woodbury | " + " | ".join(f"fused, {t[len('phases_'):]}" for t in tiles)
+                  + " | two-kernel |", "|---|---:|---:|---:|" + "---:|" * (len(tiles) + 1)]
         for r in paths:
             cells = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                          for side in r[key].values()) * 1e3 if key in r else None
-                     for key in ("phases", *tiles, "phases_two_kernel")]
+                     for key in ("phases", "phases_no_woodbury", *tiles, "phases_two_kernel")]
             lines.append(f"| {r['dataset']} | {r['factors']} | " + " | ".join(
                 "" if c is None else f"{c:,.1f}" for c in cells) + " |")
     if result.get("comparisons"):
