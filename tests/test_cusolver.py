@@ -111,7 +111,9 @@ def test_fit_with_cusolver_equals_fit_with_the_kernels():
 def test_cholesky_choice_is_checked():
     with pytest.raises(ValueError, match="cholesky='magma'"):
         GPUBackend(emulation.EmulatedRuntime(), cholesky="magma")
-    assert "cusolver" in repr(GPUBackend(emulation.EmulatedRuntime(), cholesky="cusolver"))
+    assert repr(GPUBackend(emulation.EmulatedRuntime(), cholesky="cusolver",
+                           woodbury=False)) == \
+        "GPUBackend(device='CUDA host emulation', woodbury=False, cholesky='cusolver')"
 
 
 def test_emulated_cusolver_checks_its_pointers():

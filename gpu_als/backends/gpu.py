@@ -308,7 +308,8 @@ class GPUBackend(Backend):
 
     def __repr__(self) -> str:
         device = getattr(self.runtime, "device_name", "?")
-        extra = "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
+        extra = "" if self.woodbury else ", woodbury=False"
+        extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
         return f"GPUBackend(device={device!r}{extra})"
 
     # ---- arrays ---------------------------------------------------------------------
