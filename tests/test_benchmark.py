@@ -301,3 +301,17 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
         assert row["dataset"] == "ml-100k" and row["factors"] == 4 and "error" not in row
     if os.environ.get("GPU_ALS_DATA"):
         assert len(result["benchmarks"]) >= 2
+
+
+def test_gpu_check_runs_the_kernel_parity_tests_first():
+    """A GPU run cut short by its time limit has checked the numbers first; every test
+    file runs once."""
+    root = Path(benchmark.__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    names = [Path(f).name for f in gpu_check.test_files()]
+    assert names[:len(gpu_check.FIRST_TESTS)] == list(gpu_check.FIRST_TESTS)
+    assert sorted(names) == sorted(p.name for p in (root / "tests").glob("test_*.py"))
