@@ -3,19 +3,24 @@
 // backend does. Exact, like the fused kernel; O(n^2 k + n^3) instead of O(n k^2 + k^3).
 //
 // Implicit: with B = F^T F + lambda I = C C^T, the caller passes the whitened factors
-// F C^-T (rows f_i); with z_i = sqrt(weight_i) f_i and g = sum_i target_i f_i,
+// F C^-T (rows f_i), and with z_i = sqrt(weight_i) f_i the row's system becomes
+// (I + Z^T Z) h = g, g = sum_i target_i f_i; the caller turns h into x_u = C^-T h. As
+// g = Z^T q with q_i = target_i / sqrt(weight_i) (every entry with a target has a weight,
+// alpha > 0), the push-through identity gives
 //
-//   (I + Z^T Z) h = g,   h = g - Z^T S^-1 Z g,   S = I + Z Z^T (n x n),
+//   h = Z^T S^-1 q,   S = I + Z Z^T (n x n),
 //
-// and the caller turns h into x_u = C^-T h. Explicit (ALS-WR, weights 1, F unwhitened):
+// which in float32 is about 100 times more accurate than h = g - Z^T S^-1 Z g (that form
+// subtracts nearly equal vectors when the weights are large). A row with a target but a
+// zero weight (alpha = 0) takes the latter. Explicit (ALS-WR, weights 1, F unwhitened):
 //
 //   (lambda n I + F_u^T F_u) x = F_u^T r   =>   x = F_u^T S^-1 r,   S = lambda n I + F_u F_u^T.
 //
 // out[blockIdx.x] gets h (implicit) or x (explicit): the caller scatters the rows.
 // Shared memory: the row's factors (max_length rows of lda_f >= k values), S (max_length
 // rows of lda_s >= max_length), g (k), v (the right-hand side, then S^-1 v), s (square
-// roots of the weights), the Cholesky's column buffer (ALS_CHOLESKY_PANEL * max_length),
-// flag. gpu.py makes both strides odd, so that threads reading one column of different
+// roots of the weights), the Cholesky's column buffer (ALS_CHOLESKY_PANEL * max_length;
+// before the Cholesky, block_sum's scratch), flag. gpu.py makes both strides odd, so that threads reading one column of different
 // rows hit different banks.
 #include "common.cuh"
 
@@ -39,12 +44,20 @@ woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (als::FlatWalk at(n, k); at.valid(); at.next())
         Fu[at.row * lda_f + at.col] = F[(long long)indices[start + at.row] * k + at.col];
+    T unweighted = 0;  // entries with a target but no weight
     for (int i = tid; i < n; i += nthreads) {
-        s[i] = implicit ? als::sqrt_(weight[start + i]) : T(1);  // weight = c - 1 >= 0
-        v[i] = target[start + i];
+        const T w = weight[start + i], t = target[start + i];
+        s[i] = implicit ? als::sqrt_(w) : T(1);  // weight = c - 1 >= 0
+        v[i] = t;
+        if (implicit && t != T(0) && !(w > T(0))) unweighted += 1;
     }
-    __syncthreads();
-    if (implicit) {  // g = sum_i target_i f_i
+    // push: v = q (implicit) or r (explicit), the result Z^T S^-1 v; else the subtraction.
+    // block_sum's barriers also make the loads above visible to every thread; its scratch
+    // (blockDim.x / 32 = 4 values) is the column buffer, unused until the Cholesky.
+    const bool push = als::block_sum(unweighted, column) == T(0);
+    if (push && implicit) {
+        for (int i = tid; i < n; i += nthreads) v[i] = v[i] != T(0) ? v[i] / s[i] : T(0);
+    } else if (!push) {  // g = sum_i target_i f_i (v still holds the targets)
         for (int p = tid; p < k; p += nthreads) {
             T acc = 0;
             for (int i = 0; i < n; ++i) acc += v[i] * Fu[i * lda_f + p];
@@ -52,7 +65,7 @@ woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T
         }
         __syncthreads();
     }
-    // S's lower triangle, and (implicit) the right-hand side Z g.
+    // S's lower triangle, and (subtraction form) the right-hand side Z g.
     const T diag = implicit ? T(1) : diag_scale * (T)n;
     for (als::FlatWalk at(n, n); at.valid(); at.next()) {
         if (at.col > at.row) continue;
@@ -62,7 +75,7 @@ woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T
         for (int p = 0; p < k; ++p) dot += a[p] * b[p];
         S[at.row * lda_s + at.col] = s[at.row] * s[at.col] * dot + (at.row == at.col ? diag : T(0));
     }
-    if (implicit) {
+    if (!push) {
         for (int i = tid; i < n; i += nthreads) {
             T dot = 0;
             for (int p = 0; p < k; ++p) dot += Fu[i * lda_f + p] * g[p];
@@ -71,12 +84,11 @@ woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T
     }
     __syncthreads();
     const bool ok = als::cholesky_solve(S, v, n, lda_s, flag, column);  // v = S^-1 v
-    // h = g - Z^T v (implicit), x = F_u^T v (explicit)
     T* x = out + (long long)blockIdx.x * k;
     for (int p = tid; p < k; p += nthreads) {
-        T acc = 0;
+        T acc = 0;  // (Z^T v)[p]
         for (int i = 0; i < n; ++i) acc += s[i] * v[i] * Fu[i * lda_f + p];
-        const T result = implicit ? g[p] - acc : acc;
+        const T result = push ? acc : g[p] - acc;
         x[p] = ok ? result : als::quiet_nan<T>();
     }
 }

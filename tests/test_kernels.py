@@ -242,12 +242,15 @@ TSAN_SCRIPT = textwrap.dedent("""
     backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
     R = edge_case_matrix(k)
     F = np.random.default_rng(1).random((R.shape[1], k))
-    # implicit only: explicit feedback runs the same kernels with other arguments
-    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit"))
-    out = np.zeros((R.shape[0], k))
-    for solver in ("cholesky", "cg"):
-        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
-                           out=out, solver=solver, cg_steps=2)
+    # implicit only: explicit feedback runs the same kernels with other arguments; alpha 0
+    # sends the short rows down woodbury.cu's other branch (weights 0, targets 1)
+    for alpha in (1.0, 0.0):
+        rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
+                                         alpha=alpha))
+        out = np.zeros((R.shape[0], k))
+        for solver in ("cholesky", "cg"):
+            backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                               feedback="implicit", out=out, solver=solver, cg_steps=2)
     backend.stored_loss(rows, out, F)
     print("kernels ran")
 """)

@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from gpu_als.backends import gpu
+from gpu_als.data import WeightedRows, check_user_items, weighted_rows
 
 from .conftest import emulated_backend, needs_gpu
 from .reference import solve_rows_loop
@@ -46,8 +47,6 @@ def test_short_rows_are_scheduled_by_length_class():
     backend = emulated_backend()
     lengths = [0, 1, 8, 9, 16, 17, 20, 21, 23, 5]
     R = rows_of_lengths(lengths, 60)
-    from gpu_als.data import check_user_items, weighted_rows
-
     rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit"))
     plan = backend._plan(rows, 40, np.dtype(np.float64))
     assert [(bound, list(members)) for bound, members in plan.short] == \
@@ -117,7 +116,6 @@ def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
     (no k x k system in global memory for them); with implicit feedback and lambda = 0 the
     short rows join the two-kernel path."""
     from gpu_als.backends.gpu import GPUBackend
-    from gpu_als.data import check_user_items, weighted_rows
 
     from . import emulation
 
@@ -136,3 +134,28 @@ def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
         got = run_solve(backend, R, F, regularization, feedback, np.float64, **conf)
         want = solve_rows_loop(R, F, regularization, feedback=feedback, **conf)
         assert_close(got, want, np.float64)
+
+
+def test_rows_with_targets_but_no_weights_take_the_subtraction_form():
+    """An entry with a target but weight 0 (alpha = 0 gives only such entries) has no
+    q = target / sqrt(weight): its row takes h = g - Z^T S^-1 Z g instead. Rows mixing
+    such entries with weighted ones, against A x = b solved directly."""
+    k = 8
+    rng = np.random.default_rng(6)
+    indptr = np.array([0, 3, 5, 9])
+    indices = np.array([0, 4, 7, 1, 2, 3, 5, 6, 8])
+    weight = np.array([0.0, 2.0, 5.0, 0.0, 0.0, 1.5, 0.0, 3.0, 0.5])
+    target = np.array([1.0, 3.0, 6.0, 1.0, 1.0, 2.5, 1.0, 0.0, 1.5])
+    F = rng.standard_normal((10, k))
+    base = F.T @ F + 0.1 * np.eye(k)
+    want = np.array([np.linalg.solve(
+        base + (F[indices[a:b]].T * weight[a:b]) @ F[indices[a:b]],
+        F[indices[a:b]].T @ target[a:b]) for a, b in zip(indptr[:-1], indptr[1:])])
+    rows = WeightedRows(indptr, indices, weight, target, 10, float(target.sum()))
+    for backend in (emulated_backend(), emulated_backend().with_options(woodbury=False)):
+        placed = backend.put(rows)
+        assert bool(backend._plan(placed, k, np.dtype(np.float64)).short) == backend.woodbury
+        out = np.zeros((3, k))
+        backend.solve_rows(placed, F, F.T @ F, regularization=0.1, feedback="implicit",
+                           out=out)
+        assert_close(out, want, np.float64)
