@@ -1,6 +1,7 @@
-"""Float32 accuracy of the GPU backend's short-row (Woodbury) path against its fused kernel
-and the CPU backend, on the emulated kernels (no GPU needed): the largest error of a row's
-solution relative to its largest entry, against a float64 np.linalg.solve per row.
+"""Float32 accuracy of the GPU backend's short-row path (kernels/woodbury.cu) against its
+fused kernel and the CPU backend (which solves short rows the same way), on the emulated
+kernels (no GPU needed): the largest error of a row's solution relative to its largest
+entry, against a float64 np.linalg.solve per row.
 
     python benchmarks/woodbury_accuracy.py
 

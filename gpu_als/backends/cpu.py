@@ -12,10 +12,14 @@ system is ``A_u x_u = b_u`` with ``A_u = B + W_u^T W_u``, where ``W_u`` stacks
   away once, so the per-row work depends only on the row's own entries.
 * Explicit: ``(mu_u I + Z_u^T Z_u) h_u = Z_u^T r_u`` with ``mu_u = lambda n_u``, ``x_u = h_u``.
 
-A short row (``L < k``) is solved in the ``L``-dimensional space through the Woodbury /
-push-through identities, ``(mu I + Z^T Z)^-1 = (I - Z^T (mu I + Z Z^T)^-1 Z) / mu`` and
-``(mu I + Z^T Z)^-1 Z^T = Z^T (mu I + Z Z^T)^-1``, costing ``O(L^2 k)`` instead of
-``O(L k^2 + k^3)``; a long row forms its ``k x k`` system and solves it. Both are exact.
+A short row (``L < k``) is solved in the ``L``-dimensional space through the push-through
+identity ``(mu I + Z^T Z)^-1 Z^T = Z^T (mu I + Z Z^T)^-1``, costing ``O(L^2 k)`` instead of
+``O(L k^2 + k^3)``: the right-hand side is ``Z^T q`` with ``q = target / sqrt(weight)``
+(implicit) or ``r`` (explicit). Where an entry has a target but no weight (alpha = 0) the
+Woodbury form ``(I + Z^T Z)^-1 = I - Z^T (I + Z Z^T)^-1 Z`` is used instead; it subtracts
+nearly equal vectors, and in float32 was 5 to 100 times less accurate
+(benchmarks/woodbury_accuracy.py). A long row forms its
+``k x k`` system and solves it. All of these are exact.
 Rows are bucketed by length (padding within 20 %), gathered into ``(rows, L, k)`` blocks of
 bounded size, and the blocks are shared among threads (NumPy's batched ``matmul`` and
 ``linalg.solve`` release the GIL; BLAS is held to one thread meanwhile so the two levels of
@@ -213,7 +217,10 @@ class CPUBackend(Backend):
             sw = np.take(sqrt_w, pos)  # (rows, L)
             t = np.take(target, pos)
             m = mu[ids]
-            if implicit or L >= k:
+            # an entry with a target but no weight (alpha = 0) rules out the push-through
+            # form below for its block
+            unweighted = implicit and L < k and bool(((t != 0) & (sw == 0)).any())
+            if L >= k or unweighted:
                 g = (t[:, None, :] @ Yg)[:, 0, :]  # right-hand sides, (rows, k)
             if L < k:
                 # Small (L x L) system  S = mu I + Z Z^T  with Z = sw * Yg.
@@ -221,13 +228,14 @@ class CPUBackend(Backend):
                 S *= sw[:, :, None]
                 S *= sw[:, None, :]
                 S[:, steps, steps] += m[:, None]
-                if implicit:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
+                if unweighted:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
                     Zg = sw * (Yg @ g[:, :, None])[:, :, 0]
                     s = solve(S, Zg)
                     H[ids] = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
-                else:  # h = Z^T S^-1 r  (weights are 1 in explicit mode)
-                    s = solve(S, t)
-                    H[ids] = (s[:, None, :] @ Yg)[:, 0, :]
+                else:  # push-through: g = Z^T q, h = Z^T S^-1 q; explicit: q = r, sw = 1
+                    q = np.divide(t, sw, out=np.zeros_like(t), where=sw > 0) if implicit else t
+                    s = solve(S, q)
+                    H[ids] = ((sw * s)[:, None, :] @ Yg)[:, 0, :]
             else:
                 M = Yg.transpose(0, 2, 1) @ (Yg * (sw * sw)[:, :, None])
                 diag = np.arange(k)
