@@ -50,14 +50,15 @@ def _build_emulation() -> None:
     emulation.build_all()  # every kernel file, two compilers at a time, cached on disk
 
 
-def emulated_backend():
+def emulated_backend(free_memory: int = EMULATED_FREE_MEMORY, **options):
+    """The "gpu-emulated" backend (GPUBackend ``options`` on top of the emulated limits)."""
     if _EMULATION_REASON is not None:
         skip_or_fail(f"kernel emulation unavailable: {_EMULATION_REASON}")
     _build_emulation()
     return gpu.GPUBackend(
-        emulation.EmulatedRuntime(free_memory=EMULATED_FREE_MEMORY),
-        split_length=EMULATED_SPLIT_LENGTH, segment_length=EMULATED_SEGMENT_LENGTH,
-        tile_rows=EMULATED_TILE_ROWS,
+        emulation.EmulatedRuntime(free_memory=free_memory),
+        **{"split_length": EMULATED_SPLIT_LENGTH, "segment_length": EMULATED_SEGMENT_LENGTH,
+           "tile_rows": EMULATED_TILE_ROWS, **options},
     )
 
 
@@ -69,6 +70,14 @@ def _make(name):
 def backend(request):
     """Every backend of the conformance suite: a name or a Backend instance for ALS."""
     return _make(request.param)
+
+
+@pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
+def gpu_backend(request):
+    """The GPU backend as a GPUBackend instance: emulated, and the real one where present."""
+    from gpu_als.backends import get_backend
+
+    return emulated_backend() if request.param == "gpu-emulated" else get_backend("gpu")
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=needs_gpu)])

@@ -18,7 +18,6 @@ from .conftest import (
     EMULATED_FREE_MEMORY,
     EMULATED_SEGMENT_LENGTH,
     EMULATED_SPLIT_LENGTH,
-    EMULATED_TILE_ROWS,
     emulated_backend,
     needs_gpu,
     random_interactions,
@@ -28,11 +27,7 @@ from .test_solver import assert_close, edge_case_matrix, run_solve
 
 
 def emulated_cusolver(free_memory=EMULATED_FREE_MEMORY):
-    emulated_backend()  # skips (or fails under CI) without the emulation; builds it once
-    return GPUBackend(emulation.EmulatedRuntime(free_memory=free_memory),
-                      split_length=EMULATED_SPLIT_LENGTH,
-                      segment_length=EMULATED_SEGMENT_LENGTH,
-                      tile_rows=EMULATED_TILE_ROWS, cholesky="cusolver")
+    return emulated_backend(free_memory, cholesky="cusolver")
 
 
 @pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])

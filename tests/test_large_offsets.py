@@ -13,7 +13,6 @@ import pytest
 from gpu_als.backends.gpu import CudaRuntime
 from gpu_als.data import WeightedRows, check_user_items, weighted_rows
 
-from .conftest import emulated_backend, needs_gpu
 from .test_solver import edge_case_matrix
 
 OFFSET = 2**31 + 3
@@ -35,17 +34,10 @@ def shifted(backend, rows: WeightedRows) -> WeightedRows:
     return WeightedRows(indptr, *arrays, rows.n_cols, rows.loss_constant)
 
 
-@pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
-def any_gpu(request):
-    from gpu_als.backends import get_backend
-
-    return emulated_backend() if request.param == "gpu-emulated" else get_backend("gpu")
-
-
 @pytest.mark.parametrize("solver", ["fused", "two-kernel", "cg"])
-def test_entries_beyond_position_2_31(any_gpu, solver):
+def test_entries_beyond_position_2_31(gpu_backend, solver):
     k = 6
-    backend = any_gpu.with_options(split_length=0) if solver == "two-kernel" else any_gpu
+    backend = gpu_backend.with_options(split_length=0) if solver == "two-kernel" else gpu_backend
     R = edge_case_matrix(k)
     rows = weighted_rows(check_user_items(R, np.float32), feedback="implicit", alpha=2.0)
     rows = rows.map_arrays(lambda a: a.astype(np.int64) if a.dtype.kind == "i" else a)

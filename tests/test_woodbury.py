@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from gpu_als.backends import CPUBackend, gpu
 from gpu_als.data import WeightedRows, check_user_items, weighted_rows
 
-from .conftest import emulated_backend, needs_gpu
+from .conftest import emulated_backend
 from .reference import solve_rows_loop
 from .test_solver import assert_close, run_solve
 
@@ -25,13 +25,6 @@ def rows_of_lengths(lengths, n_items, seed=0, negative=False):
     if negative:
         R.data[rng.random(R.nnz) < 0.2] *= -1
     return R
-
-
-@pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
-def any_gpu(request):
-    from gpu_als.backends import get_backend
-
-    return emulated_backend() if request.param == "gpu-emulated" else get_backend("gpu")
 
 
 def test_length_classes():
@@ -58,13 +51,13 @@ def test_short_rows_are_scheduled_by_length_class():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [2, 9, 40])
-def test_woodbury_equals_the_fused_kernel(any_gpu, k, feedback, dtype):
+def test_woodbury_equals_the_fused_kernel(gpu_backend, k, feedback, dtype):
     lengths = [0, 1, 2, 3, 4, 7, 8, 9, k // 2, k // 2 + 1, k, 2 * k]
     R = rows_of_lengths(lengths, 3 * k + 10, seed=k, negative=feedback == "implicit")
     F = np.random.default_rng(k).standard_normal((R.shape[1], k)) * 0.3
     conf = {"alpha": 4.0} if feedback == "implicit" else {}
-    short = run_solve(any_gpu, R, F, 0.05, feedback, dtype, **conf)
-    fused = run_solve(any_gpu.with_options(woodbury=False), R, F, 0.05, feedback, dtype,
+    short = run_solve(gpu_backend, R, F, 0.05, feedback, dtype, **conf)
+    fused = run_solve(gpu_backend.with_options(woodbury=False), R, F, 0.05, feedback, dtype,
                       **conf)
     assert_close(short, fused, dtype)
     assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), dtype)

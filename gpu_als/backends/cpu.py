@@ -18,8 +18,8 @@ identity ``(mu I + Z^T Z)^-1 Z^T = Z^T (mu I + Z Z^T)^-1``, costing ``O(L^2 k)``
 (implicit) or ``r`` (explicit). Where an entry has a target but no weight (alpha = 0) the
 Woodbury form ``(I + Z^T Z)^-1 = I - Z^T (I + Z Z^T)^-1 Z`` is used instead; it subtracts
 nearly equal vectors, and in float32 was 5 to 100 times less accurate
-(benchmarks/woodbury_accuracy.py). A long row forms its
-``k x k`` system and solves it. All of these are exact.
+(benchmarks/woodbury_accuracy.py). A long row forms its ``k x k`` system and solves it.
+All of these are exact.
 Rows are bucketed by length (padding within 20 %), gathered into ``(rows, L, k)`` blocks of
 bounded size, and the blocks are shared among threads (NumPy's batched ``matmul`` and
 ``linalg.solve`` release the GIL; BLAS is held to one thread meanwhile so the two levels of
