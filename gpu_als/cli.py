@@ -1,10 +1,14 @@
-"""Command line: ``gpu-als demo | train | evaluate | tune``.
+"""Command line: ``gpu-als demo | train | evaluate | tune | recommend | similar | bench``.
 
 * ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
   document's table beside ours and writes the plots.
 * ``train FILE``: fit on a CSV or Parquet file of (user, item, value) rows; save the model.
+* ``recommend MODEL [FILE]``: top-N items per user as CSV; users the model lacks are folded
+  in from their rows of FILE.
+* ``similar MODEL``: the most similar items (or users) as CSV.
 * ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
 * ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
+* ``bench``: the benchmark (``gpu_als.benchmark``).
 """
 
 from __future__ import annotations
@@ -57,8 +61,13 @@ def make_model(args: argparse.Namespace, **overrides):
     return ALS(**{**params, **overrides})
 
 
-def add_file_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="CSV (any delimiter) or Parquet file")
+def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None) -> None:
+    """The interaction file and its columns; ``optional``: the file may be left out, and
+    this says what it is for."""
+    if optional:
+        parser.add_argument("file", type=Path, nargs="?", help=optional)
+    else:
+        parser.add_argument("file", type=Path, help="CSV (any delimiter) or Parquet file")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -67,10 +76,8 @@ def add_file_options(parser: argparse.ArgumentParser) -> None:
                         help="CSV delimiter (default: detected)")
 
 
-def read_interactions(args: argparse.Namespace):
-    """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe."""
-    from .data import from_dataframe
-
+def read_frame(args: argparse.Namespace):
+    """The file named by ``args.file`` as a pandas DataFrame."""
     try:
         import pandas as pd
     except ImportError as exc:
@@ -79,12 +86,17 @@ def read_interactions(args: argparse.Namespace):
         raise ValueError(f"{args.file}: no such file")
     if args.file.suffix.lower() in (".parquet", ".pq"):
         try:
-            df = pd.read_parquet(args.file)
+            return pd.read_parquet(args.file)
         except ImportError as exc:
             raise RuntimeError("reading Parquet needs pyarrow: pip install pyarrow") from exc
-    else:
-        df = pd.read_csv(args.file, sep=args.sep, engine="python" if args.sep is None else "c")
-    return from_dataframe(df, args.user_col, args.item_col, args.value_col)
+    return pd.read_csv(args.file, sep=args.sep, engine="python" if args.sep is None else "c")
+
+
+def read_interactions(args: argparse.Namespace):
+    """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe."""
+    from .data import from_dataframe
+
+    return from_dataframe(read_frame(args), args.user_col, args.item_col, args.value_col)
 
 
 def print_table(rows: dict[str, dict[str, float]], columns: list[tuple[str, str]]) -> None:
@@ -272,6 +284,156 @@ def tune_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- recommend and similar -----------------------------------------------------------
+
+#: Queries per call of the model in ``recommend`` and ``similar`` (one progress-bar step).
+QUERY_BATCH = 10_000
+
+
+def id_map(ids, n: int) -> np.ndarray:
+    """A saved model's ids for its ``n`` factor rows, or the row numbers if it has none."""
+    return np.arange(n) if ids is None else np.asarray(ids)
+
+
+def batches(n: int, desc: str):
+    """Slices of ``QUERY_BATCH`` over ``range(n)``, with a progress bar on a terminal."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc=desc, unit="query", disable=None, file=sys.stderr) as bar:
+        for start in range(0, n, QUERY_BATCH):
+            stop = min(start + QUERY_BATCH, n)
+            yield slice(start, stop)
+            bar.update(stop - start)
+
+
+def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
+                  scores: np.ndarray, results: np.ndarray) -> int:
+    """CSV rows ``query, result, rank, score`` (``-``: standard output); a result id of
+    ``-1`` (nothing left to rank) is left out. Returns the number of rows written."""
+    import csv
+
+    present = ids >= 0
+    query = np.repeat(queries, present.sum(axis=1))
+    rank = np.cumsum(present, axis=1)[present]
+    result = results[ids[present]]
+    score = np.char.mod("%.6g", scores[present].astype(np.float64))
+    stream = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(zip(query.tolist(), result.tolist(), rank.tolist(), score.tolist()))
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return len(result)
+
+
+def examples(ids: np.ndarray) -> str:
+    return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
+
+
+def recommend_command(args: argparse.Namespace) -> int:
+    """Top-N items per user from a saved model; users the model lacks are folded in."""
+    from .data import from_dataframe, id_positions
+    from .model import ALS
+
+    if args.N < 1:
+        raise ValueError(f"--N must be at least 1, got {args.N}")
+    if args.file is None and args.users is None:
+        raise ValueError("name the users (--users) or give an interaction file: its users "
+                         "get recommendations, without the items they already have")
+    model = ALS.load(args.model, backend=args.backend)
+    users = id_map(model.user_ids_, model.user_factors_.shape[0])
+    items = id_map(model.item_ids_, model.item_factors_.shape[0])
+    df = read_frame(args) if args.file is not None else None
+    if args.users is not None:
+        wanted = np.asarray(args.users)
+    else:
+        if args.user_col not in df.columns:
+            raise ValueError(f"column {args.user_col!r} not found; the file has "
+                             f"{list(df.columns)}")
+        wanted = np.unique(np.asarray(df[args.user_col]))
+    R = None
+    if df is not None:
+        # The users' rows, with the model's item columns; items it lacks are left out.
+        R = from_dataframe(df, args.user_col, args.item_col, args.value_col,
+                           user_ids=wanted, item_ids=items, drop_unknown=True).matrix
+        unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
+    rows = id_positions(users, wanted)
+    known = np.flatnonzero(rows >= 0)
+    has_rows = R.getnnz(axis=1) > 0 if R is not None else np.zeros(len(wanted), bool)
+    fold_in = np.flatnonzero((rows < 0) & has_rows)
+    skipped = wanted[(rows < 0) & ~has_rows]
+    if len(known) + len(fold_in) == 0:
+        raise ValueError(f"none of the {len(wanted)} users is in the model or has "
+                         f"interactions with its items to fold in (e.g. {examples(skipped)})")
+    filter_liked = R is not None and not args.keep_liked
+    N = min(args.N, len(items))
+    top = np.full((len(wanted), N), -1, np.int64)
+    scores = np.zeros((len(wanted), N))
+    for chosen, fold in ((known, False), (fold_in, True)):
+        for part in batches(len(chosen), "fold-in" if fold else "recommend"):
+            at = chosen[part]
+            ids, s = model.recommend(
+                np.arange(len(at)) if fold else rows[at],
+                R[at] if R is not None else None, N=N, recalculate_user=fold,
+                filter_already_liked_items=filter_liked)
+            top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
+    written = write_ranking(args.output, ["user", "item", "rank", "score"], wanted, top,
+                            scores, items)
+    notes = [f"{len(known)} users known to the model"]
+    if len(fold_in):
+        notes.append(f"{len(fold_in)} folded in from their rows in {args.file}")
+    if len(skipped):
+        notes.append(f"{len(skipped)} skipped: not in the model and no interactions with "
+                     f"its items ({examples(skipped)})")
+    if R is not None and unknown_items:
+        notes.append(f"{unknown_items} rows of {args.file} name items the model lacks and "
+                     f"were left out")
+    where = "standard output" if args.output == "-" else args.output
+    print(f"{written} recommendations ({N} per user, "
+          f"{'liked items filtered' if filter_liked else 'liked items not filtered'}) to "
+          f"{where}; " + "; ".join(notes), file=sys.stderr)
+    return 0
+
+
+def similar_command(args: argparse.Namespace) -> int:
+    """The N items (or users) most similar to each given one, the query itself left out."""
+    from .data import id_positions
+    from .model import ALS
+
+    if args.N < 1:
+        raise ValueError(f"--N must be at least 1, got {args.N}")
+    model = ALS.load(args.model, backend=args.backend)
+    if args.users is not None:
+        kind, ids = "user", id_map(model.user_ids_, model.user_factors_.shape[0])
+        query, similar = np.asarray(args.users), model.similar_users
+    else:
+        kind, ids = "item", id_map(model.item_ids_, model.item_factors_.shape[0])
+        query, similar = (ids if args.items is None else np.asarray(args.items)), \
+            model.similar_items
+    positions = id_positions(ids, query)
+    if (positions < 0).any():
+        raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "
+                         f"({(positions < 0).sum()} of the {len(query)} given)")
+    N = min(args.N, len(ids) - 1)
+    top = np.full((len(query), max(N, 0)), -1, np.int64)
+    scores = np.zeros(top.shape)
+    for part in batches(len(query) if N > 0 else 0, f"similar {kind}s"):
+        found, s = similar(positions[part], N=N + 1)
+        # the query itself (normally first, with cosine 1) moves to the end and is cut
+        order = np.argsort(found == positions[part, None], axis=1, kind="stable")[:, :N]
+        top[part] = np.take_along_axis(found, order, axis=1)
+        scores[part] = np.take_along_axis(s, order, axis=1)
+    top[top == positions[:, None]] = -1
+    written = write_ranking(args.output, [kind, f"similar_{kind}", "rank", "score"], query,
+                            top, scores, ids)
+    where = "standard output" if args.output == "-" else args.output
+    print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
+          file=sys.stderr)
+    return 0
+
+
 # ---- entry point ----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +498,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="PNG of metric vs hyperparameters")
     p.add_argument("--output", type=Path, default=None, help="save the refitted best model")
     p.set_defaults(func=tune_command)
+
+    p = commands.add_parser("recommend", help="top-N items per user from a saved model",
+                            description="Recommend items to users with a model saved by "
+                            "'gpu-als train' (or ALS.save), as CSV rows user,item,rank,score. "
+                            "Users the model lacks are folded in from their rows of FILE.")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p, optional="interactions (CSV or Parquet): its users get "
+                     "recommendations without the items they have; users the model lacks "
+                     "are folded in from their rows")
+    p.add_argument("--users", nargs="+", metavar="ID",
+                   help="recommend to these users only (default: every user in FILE)")
+    p.add_argument("--N", type=int, default=10, help="items per user (default 10)")
+    p.add_argument("--keep-liked", action="store_true",
+                   help="allow items the user has in FILE")
+    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
+    p.set_defaults(func=recommend_command)
+
+    p = commands.add_parser("similar", help="most similar items (or users) from a saved model",
+                            description="The items (or users) whose factors have the largest "
+                            "cosine with each given one's, the query itself left out, as CSV "
+                            "rows item,similar_item,rank,score.")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--items", nargs="+", metavar="ID",
+                       help="these items (default: every item of the model)")
+    which.add_argument("--users", nargs="+", metavar="ID", help="these users instead")
+    p.add_argument("--N", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
+    p.set_defaults(func=similar_command)
 
     # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.
     commands.add_parser("bench", add_help=False,

@@ -181,6 +181,9 @@ def from_dataframe(
     value_col: str | None = "value",
     *,
     dtype: Any = np.float32,
+    user_ids: Any = None,
+    item_ids: Any = None,
+    drop_unknown: bool = False,
 ) -> Interactions:
     """Turn a DataFrame of (user, item, value) rows into a CSR matrix plus id maps.
 
@@ -195,11 +198,24 @@ def from_dataframe(
         named by the default ``"value"``, counts every row as 1. Repeated (user, item)
         pairs are summed.
     dtype : float32 or float64
+    user_ids, item_ids : array-like, optional
+        Id maps to build the matrix against instead of the DataFrame's own sorted ids, e.g.
+        a fitted model's ``item_ids_`` so that columns line up with its item factors. Row
+        ``u`` is then ``user_ids[u]`` (a user without rows in ``df`` gets an empty row).
+    drop_unknown : bool, default False
+        With a given map: leave out the rows whose id it lacks, instead of raising.
 
     Returns
     -------
     Interactions
-        ``(matrix, user_ids, item_ids)``; ids are sorted, so row ``u`` is ``user_ids[u]``.
+        ``(matrix, user_ids, item_ids)``; ids are sorted unless given, and row ``u`` is
+        ``user_ids[u]``.
+
+    Raises
+    ------
+    ValueError
+        For a missing column, an empty DataFrame, or (without ``drop_unknown``) an id
+        that a given map lacks.
 
     Examples
     --------
@@ -217,8 +233,8 @@ def from_dataframe(
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}")
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
-    user_ids, rows = np.unique(np.asarray(df[user_col]), return_inverse=True)
-    item_ids, cols = np.unique(np.asarray(df[item_col]), return_inverse=True)
+    user_ids, rows = _positions(np.asarray(df[user_col]), user_ids, user_col, drop_unknown)
+    item_ids, cols = _positions(np.asarray(df[item_col]), item_ids, item_col, drop_unknown)
     if value_col is None or (value_col == "value" and value_col not in df.columns):
         values = np.ones(len(df))
     elif value_col not in df.columns:
@@ -227,11 +243,52 @@ def from_dataframe(
         values = np.asarray(df[value_col])
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected numbers")
+    known = (rows >= 0) & (cols >= 0)
     coo = sp.coo_matrix(
-        (values.astype(np.float64), (rows.ravel(), cols.ravel())),
+        (values[known].astype(np.float64), (rows[known], cols[known])),
         shape=(len(user_ids), len(item_ids)),
     )
-    return Interactions(check_user_items(coo, dtype, name="df"), user_ids, item_ids)
+    check = check_user_items_allow_empty if drop_unknown else check_user_items
+    return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
+
+
+def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
+    """The position of each of ``ids`` in ``known_ids``, ``-1`` where it is absent.
+
+    Numbers match numbers (``5`` matches ``5.0``); otherwise ids are compared as strings,
+    so ``"5"`` typed on a command line matches a saved integer id ``5``.
+
+    Examples
+    --------
+    >>> id_positions(np.array(["b", "a", "c"]), ["a", "z", "c"])
+    array([ 1, -1,  2])
+    """
+    known, ids = np.asarray(known_ids).ravel(), np.asarray(ids).ravel()
+    if not (known.dtype.kind in "iuf" and ids.dtype.kind in "iuf"):
+        known, ids = known.astype(str), ids.astype(str)
+    if len(known) == 0:
+        return np.full(len(ids), -1, np.int64)
+    order = np.argsort(known, kind="stable")
+    where = np.minimum(np.searchsorted(known, ids, sorter=order), len(known) - 1)
+    return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
+
+
+def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
+    """``(ids, position of each entry of column in ids)``: the column's sorted unique
+    ids, or ``id_map`` with ``-1`` for what it lacks (refused unless ``drop_unknown``)."""
+    if id_map is None:
+        ids, positions = np.unique(column, return_inverse=True)
+        return ids, positions.ravel()
+    ids = np.asarray(id_map)
+    if ids.ndim != 1 or len(np.unique(ids)) != len(ids):
+        raise ValueError(f"the id map for column {name!r} must be 1-D without repeated ids")
+    positions = id_positions(ids, column)
+    if not drop_unknown and (positions < 0).any():
+        missing = np.unique(column[positions < 0])
+        raise ValueError(f"column {name!r} holds {len(missing)} ids that the given map lacks "
+                         f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); pass "
+                         f"drop_unknown=True to leave their rows out")
+    return ids, positions
 
 
 # --------------------------------------------------------------------------------------

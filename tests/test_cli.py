@@ -1,7 +1,8 @@
-"""The command line: demo, train and evaluate, end to end on small inputs."""
+"""The command line: every command, end to end on small inputs."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.cli import main
@@ -80,3 +81,104 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
     assert main(["tune", str(csv_file), "--grid", "factors"]) == 2
+
+
+@pytest.fixture
+def trained(csv_file, tmp_path):
+    """A model trained by the command line on ``csv_file`` (users u0..u59, items 100..129)."""
+    path = tmp_path / "m.npz"
+    assert main(["train", str(csv_file), "--factors", "4", "--iterations", "3",
+                 "--backend", "cpu", "--output", str(path)]) == 0
+    return path, ALS.load(path, backend="cpu")
+
+
+def row_of(ids, wanted):
+    return int(np.flatnonzero(np.asarray(ids) == wanted)[0])
+
+
+def read_ranking(path):
+    pd = pytest.importorskip("pandas")
+    return pd.read_csv(path, dtype={0: str})
+
+
+def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    query = pd.DataFrame({"user": ["u3", "u3", "new", "new", "new", "u5"],
+                          "item": [100, 101, 102, 103, 999, 104], "value": [1, 2, 3, 1, 5, 1]})
+    query.to_csv(tmp_path / "q.csv", index=False)
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--N", "4",
+                 "--backend", "cpu", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "12 recommendations (4 per user, liked items filtered)" in err
+    assert "2 users known to the model; 1 folded in" in err
+    assert "1 rows of " in err and "name items the model lacks" in err
+    recs = read_ranking(out)
+    assert list(recs.columns) == ["user", "item", "rank", "score"]
+    users, items = model.user_ids_, model.item_ids_
+    n_items = len(items)
+    col = [row_of(items, item) for item in (100, 101, 102, 103, 104)]
+    # known users: their fitted factors, the query file's items filtered
+    R = sp.csr_matrix(([1, 2, 1], ([0, 0, 1], [col[0], col[1], col[4]])), shape=(2, n_items))
+    ids, scores = model.recommend([row_of(users, "u3"), row_of(users, "u5")], R, N=4)
+    for row, user in enumerate(["u3", "u5"]):
+        mine = recs[recs.user == user]
+        np.testing.assert_array_equal(mine["item"], items[ids[row]])
+        np.testing.assert_array_equal(mine["rank"], [1, 2, 3, 4])
+        np.testing.assert_allclose(mine["score"], scores[row], rtol=1e-5)
+    # a new user: folded in from its rows (the unknown item 999 left out)
+    row = sp.csr_matrix(([3.0, 1.0], ([0, 0], [col[2], col[3]])), shape=(1, n_items))
+    ids, scores = model.recommend(0, row, N=4, recalculate_user=True)
+    mine = recs[recs.user == "new"]
+    np.testing.assert_array_equal(mine["item"], items[ids])
+    np.testing.assert_allclose(mine["score"], scores, rtol=1e-5)
+    assert not set(mine["item"]) & {102, 103}
+
+
+def test_recommend_named_users_without_a_file(trained, capsys):
+    path, model = trained
+    assert main(["recommend", str(path), "--users", "u7", "ghost", "--N", "3",
+                 "--backend", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    ids, _ = model.recommend(row_of(model.user_ids_, "u7"), N=3,
+                             filter_already_liked_items=False)
+    assert lines[0] == "user,item,rank,score" and len(lines) == 4
+    assert [int(line.split(",")[1]) for line in lines[1:]] == list(model.item_ids_[ids])
+    assert "liked items not filtered" in err and "1 skipped" in err and "'ghost'" in err
+    assert main(["recommend", str(path), "--users", "ghost", "--backend", "cpu"]) == 2
+    assert "none of the 1 users" in capsys.readouterr().err
+    assert main(["recommend", str(path), "--backend", "cpu"]) == 2
+    assert "name the users (--users)" in capsys.readouterr().err
+    assert main(["recommend", str(path), "--users", "u1", "--N", "0"]) == 2
+
+
+def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
+    path, model = trained
+    out = tmp_path / "sim.csv"
+    assert main(["similar", str(path), "--items", "105", "101", "--N", "3",
+                 "--backend", "cpu", "--output", str(out)]) == 0
+    sim = read_ranking(out)
+    assert list(sim.columns) == ["item", "similar_item", "rank", "score"]
+    items, users = model.item_ids_, model.user_ids_
+    queries = [row_of(items, 105), row_of(items, 101)]
+    ids, scores = model.similar_items(queries, N=4)
+    for row, item in enumerate([105, 101]):
+        mine = sim[sim["item"] == str(item)]
+        expected = [i for i in ids[row] if i != queries[row]][:3]
+        np.testing.assert_array_equal(mine["similar_item"], items[expected])
+        np.testing.assert_allclose(mine["score"], scores[row][ids[row] != queries[row]][:3],
+                                   rtol=1e-5)
+        assert item not in set(mine["similar_item"])
+    assert main(["similar", str(path), "--users", "u2", "--N", "2", "--backend", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    query = row_of(users, "u2")
+    ids, _ = model.similar_users(query, N=3)
+    assert lines[0] == "user,similar_user,rank,score"
+    assert [line.split(",")[1] for line in lines[1:]] == list(users[ids[ids != query][:2]])
+    assert main(["similar", str(path), "--N", "2", "--backend", "cpu",
+                 "--output", str(out)]) == 0
+    assert len(read_ranking(out)) == len(items) * 2  # every item by default
+    assert main(["similar", str(path), "--items", "7777", "--backend", "cpu"]) == 2
+    assert "the model has no item '7777'" in capsys.readouterr().err

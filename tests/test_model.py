@@ -260,6 +260,36 @@ def test_from_dataframe():
         from_dataframe([1, 2])
 
 
+def test_from_dataframe_against_given_id_maps():
+    """New interactions lined up with a fitted model's ids: given order, unknown ids
+    refused by default or left out, users without rows empty."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": ["b", "a", "x", "b"], "item": [10, 20, 20, 99],
+                       "value": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=r"column 'user' holds 1 ids .*e\.g\. 'x'"):
+        from_dataframe(df, user_ids=["a", "b"])
+    with pytest.raises(ValueError, match="column 'item' holds 1 ids .* 99"):
+        from_dataframe(df, user_ids=["a", "b", "x"], item_ids=[20, 10])
+    matrix, users, items = from_dataframe(df, user_ids=["b", "a", "q"], item_ids=[20, 10],
+                                          drop_unknown=True)
+    assert list(users) == ["b", "a", "q"] and list(items) == [20, 10]
+    np.testing.assert_array_equal(matrix.toarray(), [[0, 1], [2, 0], [0, 0]])
+    with pytest.raises(ValueError, match="without repeated ids"):
+        from_dataframe(df, user_ids=["a", "a"], drop_unknown=True)
+
+
+def test_id_positions():
+    from gpu_als.data import id_positions
+
+    np.testing.assert_array_equal(id_positions(["b", "a", "c"], ["a", "z", "c", "b"]),
+                                  [1, -1, 2, 0])
+    # numbers match numbers; a number and a string compare as strings (command lines)
+    np.testing.assert_array_equal(id_positions([5, 1, 3], [3.0, 1, 4]), [2, 1, -1])
+    np.testing.assert_array_equal(id_positions(np.array([5, 1, 3]), ["3", "7"]), [2, -1])
+    np.testing.assert_array_equal(id_positions([], ["a"]), [-1])
+    assert id_positions(["a"], []).shape == (0,)
+
+
 def test_gpu_work_is_named_for_profilers(R, monkeypatch):
     """With the optional nvtx package, each half-step, the loss and each kernel phase of
     the GPU backend open an NVTX range (here a stand-in nvtx module records them)."""
