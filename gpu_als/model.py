@@ -206,6 +206,14 @@ class ALS:
             raise TypeError("calculate_training_loss must be True or False, got "
                             f"{type(self.calculate_training_loss).__name__}")
         p["calculate_training_loss"] = bool(self.calculate_training_loss)
+        seed = self.random_state
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            if seed < 0:
+                raise ValueError(f"random_state={seed}: must be >= 0")
+        elif not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence,
+                                                    np.random.BitGenerator))):
+            raise TypeError("random_state must be None, an int or a numpy.random.Generator, "
+                            f"got {type(seed).__name__} {seed!r}")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
         return p
