@@ -233,8 +233,8 @@ def from_dataframe(
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}")
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
-    user_ids, rows = _positions(np.asarray(df[user_col]), user_ids, user_col, drop_unknown)
-    item_ids, cols = _positions(np.asarray(df[item_col]), item_ids, item_col, drop_unknown)
+    user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)
+    item_ids, cols = _positions(_id_column(df, item_col), item_ids, item_col, drop_unknown)
     if value_col is None or (value_col == "value" and value_col not in df.columns):
         values = np.ones(len(df))
     elif value_col not in df.columns:
@@ -273,11 +273,26 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
 
 
+def _id_column(df: Any, name: str) -> np.ndarray:
+    """An id column as an array; a missing id (NaN, None) is refused."""
+    missing = np.flatnonzero(np.asarray(df[name].isna()))
+    if len(missing):
+        raise ValueError(f"column {name!r} has {len(missing)} missing ids (NaN or None), the "
+                         f"first in row {missing[0]}")
+    return np.asarray(df[name])
+
+
 def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
     """``(ids, position of each entry of column in ids)``: the column's sorted unique
     ids, or ``id_map`` with ``-1`` for what it lacks (refused unless ``drop_unknown``)."""
     if id_map is None:
-        ids, positions = np.unique(column, return_inverse=True)
+        try:
+            ids, positions = np.unique(column, return_inverse=True)
+        except TypeError:  # e.g. numbers and strings in one object column
+            types = sorted({type(value).__name__ for value in column})
+            raise TypeError(f"column {name!r} mixes ids of types {', '.join(types)} that "
+                            f"cannot be sorted together; convert it first, e.g. "
+                            f"df[{name!r}].astype(str)") from None
         return ids, positions.ravel()
     ids = np.asarray(id_map)
     if ids.ndim != 1 or len(np.unique(ids)) != len(ids):

@@ -258,6 +258,12 @@ def test_from_dataframe():
         from_dataframe(df, user_col="usr")
     with pytest.raises(TypeError, match="must be a pandas DataFrame"):
         from_dataframe([1, 2])
+    with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
+        from_dataframe(pd.DataFrame({"user": [1.0, np.nan], "item": [1, 2]}))
+    with pytest.raises(ValueError, match="column 'item' has 1 missing ids"):
+        from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": ["x", None]}))
+    with pytest.raises(TypeError, match="column 'user' mixes ids of types int, str"):
+        from_dataframe(pd.DataFrame({"user": ["a", 1], "item": ["x", "y"]}))
 
 
 def test_from_dataframe_against_given_id_maps():
