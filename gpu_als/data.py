@@ -71,6 +71,11 @@ def check_dtype(dtype: Any) -> np.dtype:
 # --------------------------------------------------------------------------------------
 
 
+def is_dataframe(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame (without importing pandas)."""
+    return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns")
+
+
 def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items"):
     """Check a users x items interaction matrix and return it as a new canonical CSR.
 
@@ -99,10 +104,11 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
     if not sp.issparse(user_items):
         kind = type(user_items).__module__.split(".")[0] + "." + type(user_items).__name__
         hint = ""
-        if kind.startswith("pandas."):
+        if is_dataframe(user_items):
             hint = (
                 "; for a DataFrame of (user, item, value) rows use "
-                "gpu_als.data.from_dataframe(df), which also returns the id maps"
+                "gpu_als.data.from_dataframe(df), which also returns the id maps (with "
+                "item_ids=model.item_ids_ to line its columns up with a fitted model)"
             )
         elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
             hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"

@@ -99,8 +99,9 @@ class ALS:
     backend_ : str
         The backend that holds the model: "cpu" or "gpu".
     user_ids_, item_ids_ : numpy.ndarray or None
-        Original ids of the factor rows, when the model was loaded from a file saved with
-        them (see :meth:`save`); None after ``fit``.
+        Original ids of the factor rows: ``user_ids_[u]`` is row ``u``'s. Set by ``fit`` on
+        a DataFrame and by :meth:`load` of a file saved with them (see :meth:`save`);
+        None after ``fit`` on a matrix.
 
     Examples
     --------
@@ -225,9 +226,12 @@ class ALS:
 
         Parameters
         ----------
-        user_items : scipy.sparse matrix or array, shape (n_users, n_items)
+        user_items : scipy.sparse matrix or array, shape (n_users, n_items), or DataFrame
             Interaction amounts (implicit) or ratings (explicit); any sparse format, any
-            real dtype. For a pandas DataFrame use :func:`gpu_als.data.from_dataframe`.
+            real dtype. A pandas DataFrame has one row per interaction in columns
+            ``user``, ``item`` and (optionally) ``value``: it goes through
+            :func:`gpu_als.data.from_dataframe` (other column names: call that directly),
+            and ``user_ids_`` / ``item_ids_`` then map factor rows to its ids.
 
         Returns
         -------
@@ -242,10 +246,14 @@ class ALS:
         FloatingPointError
             When a half-step produces NaN or infinite factors; the model is left unfitted.
         """
+        ids = (None, None)
+        if data.is_dataframe(user_items):
+            user_items, *ids = data.from_dataframe(user_items, dtype=data.check_dtype(self.dtype))
         training = _Training(self, user_items)
         training.run(training.p["iterations"], show_progress=self.show_progress,
                      callback=self.callback)
         training.finish(self)
+        self.user_ids_, self.item_ids_ = ids
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype):

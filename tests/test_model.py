@@ -266,6 +266,24 @@ def test_from_dataframe():
         from_dataframe(pd.DataFrame({"user": ["a", 1], "item": ["x", "y"]}))
 
 
+def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(25, 12, 0.3, seed=3).tocoo()
+    df = pd.DataFrame({"user": [f"u{r:02d}" for r in R.row], "item": R.col * 10,
+                       "value": R.data})
+    params = dict(factors=3, iterations=3, backend="cpu", random_state=0, dtype=np.float64)
+    model = ALS(**params).fit(df)
+    matrix, users, items = from_dataframe(df, dtype=np.float64)
+    reference = ALS(**params).fit(matrix)
+    np.testing.assert_array_equal(model.user_factors_, reference.user_factors_)
+    np.testing.assert_array_equal(model.item_factors_, reference.item_factors_)
+    np.testing.assert_array_equal(model.user_ids_, users)
+    np.testing.assert_array_equal(model.item_ids_, items)
+    assert reference.user_ids_ is None  # a matrix has no ids
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(ALS.load(tmp_path / "m.npz", backend="cpu").item_ids_, items)
+
+
 def test_from_dataframe_against_given_id_maps():
     """New interactions lined up with a fitted model's ids: given order, unknown ids
     refused by default or left out, users without rows empty."""

@@ -34,10 +34,13 @@ def test_dense_input_is_a_type_error(R):
         fit(R.toarray())
 
 
-def test_dataframe_input_points_to_the_helper():
+def test_dataframe_at_query_time_points_to_the_helper(R):
     pd = pytest.importorskip("pandas")
-    with pytest.raises(TypeError, match="from_dataframe"):
-        fit(pd.DataFrame({"user": [0], "item": [1], "value": [1.0]}))
+    model = fit(R)
+    with pytest.raises(TypeError, match=r"from_dataframe\(df\).*item_ids=model.item_ids_"):
+        model.recommend(0, pd.DataFrame({"user": [0], "item": [1], "value": [1.0]}))
+    with pytest.raises(ValueError, match="column 'user' not found"):
+        fit(pd.DataFrame({"customer": [0], "item": [1]}))
 
 
 def test_non_2d_input():
