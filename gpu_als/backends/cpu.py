@@ -257,6 +257,13 @@ class CPUBackend(Backend):
             timer.add("shared", time.perf_counter() - started - wall)
         return out
 
+    def _each_block(self, work, starts) -> None:
+        starts = list(starts)
+        if len(starts) == 1:  # one block: its matrix product may use every BLAS thread
+            work(starts[0])
+        else:
+            self._run_parallel(work, starts)
+
     def _run_parallel(self, work, items) -> None:
         """``work(item)`` for every item, on ``num_threads`` threads.
 

@@ -1,0 +1,77 @@
+"""recommend() on the CPU: gpu-als against the implicit library, same factors, same users.
+
+    python benchmarks/bench_recommend.py [--users 20000] [--factors 64] [--N 10] [--repeats 3]
+
+ml20m-like interactions (138,000 x 27,000 x 10M) filter each user's liked items; the
+factors are random normal (the selection's cost does not depend on how they were fitted).
+Prints the median seconds of each library over the repeats, their ratio, and whether both
+return the same items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpu_als import ALS  # noqa: E402
+from gpu_als.datasets import make_power_law  # noqa: E402
+
+
+def median_seconds(fn, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000, help="users to recommend to")
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--N", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    R = make_power_law(138_000, 27_000, 10_000_000, random_state=0, device="cpu").tocsr()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((R.shape[0], args.factors)).astype(np.float32)
+    Y = rng.standard_normal((R.shape[1], args.factors)).astype(np.float32)
+    users = np.arange(min(args.users, R.shape[0]))
+    liked = R[users]
+
+    model = ALS(factors=args.factors, iterations=0, backend="cpu", show_progress=False,
+                calculate_training_loss=False).fit(R)
+    model.user_factors_, model.item_factors_ = X, Y
+    ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
+                                    args.repeats)
+    print(f"{len(users)} users x {R.shape[1]} items, k = {args.factors}, N = {args.N}, "
+          f"liked items filtered")
+    print(f"gpu-als CPU backend: {ours:.3f} s")
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("implicit is not installed: no comparison")
+        return 0
+    theirs_model = AlternatingLeastSquares(factors=args.factors)
+    theirs_model.user_factors, theirs_model.item_factors = X, Y
+    with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
+        theirs, (their_ids, _) = median_seconds(
+            lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
+    print(f"implicit {__import__('implicit').__version__} CPU: {theirs:.3f} s")
+    print(f"gpu-als / implicit speed: {theirs / ours:.2f}x; same items for "
+          f"{np.mean((ids == their_ids).all(axis=1)):.2%} of the users")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
