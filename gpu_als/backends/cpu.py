@@ -28,6 +28,7 @@ threading do not fight).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows
 from .base import Backend, PhaseTimer
@@ -45,6 +46,13 @@ from .base import Backend, PhaseTimer
 BLOCK_ELEMENTS = 1 << 20
 #: Rows in a bucket are padded to at most this factor times the shortest row's length.
 BUCKET_GROWTH = 1.2
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's BLAS and OpenMP pools, found once (a scan of the loaded libraries,
+    about 1 ms, that ``threadpool_limits`` would repeat at every half-step)."""
+    return ThreadpoolController()
 
 
 def _default_threads() -> int:
@@ -270,7 +278,7 @@ class CPUBackend(Backend):
         The work is made of batched NumPy calls that release the GIL; BLAS is held to one
         thread meanwhile, so that the two levels of threading do not fight.
         """
-        with threadpool_limits(1):
+        with _thread_pools().limit(limits=1):
             if self.num_threads == 1:
                 for item in items:
                     work(item)
