@@ -112,7 +112,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     model : ALS
         Its hyperparameters are used as they are; ``backend`` names the backend each
         worker uses ("cpu", "gpu", or "auto", resolved on the worker).
-    user_items : scipy.sparse matrix, shape (n_users, n_items)
+    user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        As for :meth:`ALS.fit` (a DataFrame's ids end up in ``user_ids_`` / ``item_ids_``).
     client : dask.distributed.Client
     blocks_per_worker : int, default 1
         Row blocks per worker and side.
@@ -143,6 +144,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
+    ids = (None, None)
+    if data.is_dataframe(user_items):
+        user_items, *ids = data.from_dataframe(user_items, dtype=p["dtype"])
     prepared = data.Prepared(user_items, p["dtype"])
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
@@ -202,6 +206,6 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         moved.append(int((n_workers + 1) * (X.nbytes + Y.nbytes)))
         if model.callback is not None:
             model.callback(iteration, time.perf_counter() - start, loss)
-    model._set_fitted(cpu, X, Y, loss_history)
+    model._set_fitted(cpu, X, Y, loss_history, *ids)
     model.bytes_moved_ = moved
     return model

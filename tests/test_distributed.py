@@ -65,6 +65,17 @@ def test_equals_single_process_fit_on_movielens(client, movielens):
                                                                     4)[0], N=10)[0])
 
 
+def test_a_dataframe_is_fitted_as_by_fit_with_its_ids(client):
+    pd = pytest.importorskip("pandas")
+    R = make_power_law(300, 120, 3000, random_state=2).tocoo()
+    df = pd.DataFrame({"user": R.row * 7, "item": [f"i{c}" for c in R.col], "value": R.data})
+    distributed, single = fit_both(df, client)
+    np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_array_equal(distributed.user_ids_, single.user_ids_)
+    np.testing.assert_array_equal(distributed.item_ids_, single.item_ids_)
+    assert distributed.item_ids_[0] == "i0" and distributed.user_ids_[1] == 7
+
+
 def test_a_worker_killed_mid_fit_is_survived(client):
     R = make_power_law(1500, 600, 30_000, random_state=2)
     killed = []
