@@ -345,19 +345,17 @@ def recommend_command(args: argparse.Namespace) -> int:
     model = ALS.load(args.model, backend=args.backend)
     users = id_map(model.user_ids_, model.user_factors_.shape[0])
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
-    df = read_frame(args) if args.file is not None else None
-    if args.users is not None:
+    wanted = None
+    if args.users is not None:  # in the order given, each once
         wanted = np.asarray(args.users)
-    else:
-        if args.user_col not in df.columns:
-            raise ValueError(f"column {args.user_col!r} not found; the file has "
-                             f"{list(df.columns)}")
-        wanted = np.unique(np.asarray(df[args.user_col]))
+        wanted = wanted[np.sort(np.unique(wanted, return_index=True)[1])]
     R = None
-    if df is not None:
-        # The users' rows, with the model's item columns; items it lacks are left out.
-        R = from_dataframe(df, args.user_col, args.item_col, args.value_col,
-                           user_ids=wanted, item_ids=items, drop_unknown=True).matrix
+    if args.file is not None:
+        # The users' rows (every user of the file unless named), with the model's item
+        # columns; rows of items the model lacks are left out.
+        df = read_frame(args)
+        R, wanted, _ = from_dataframe(df, args.user_col, args.item_col, args.value_col,
+                                      user_ids=wanted, item_ids=items, drop_unknown=True)
         unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
     rows = id_positions(users, wanted)
     known = np.flatnonzero(rows >= 0)

@@ -134,6 +134,12 @@ def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, c
     np.testing.assert_array_equal(mine["item"], items[ids])
     np.testing.assert_allclose(mine["score"], scores, rtol=1e-5)
     assert not set(mine["item"]) & {102, 103}
+    # named users (in the order given, each once) with the file: the same rows for them
+    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--users", "new", "u3",
+                 "new", "--N", "4", "--backend", "cpu", "--output", str(out)]) == 0
+    named = read_ranking(out)
+    assert list(named.user) == ["new"] * 4 + ["u3"] * 4
+    np.testing.assert_array_equal(named.item[:4], items[ids])
 
 
 def test_recommend_named_users_without_a_file(trained, capsys):
