@@ -14,6 +14,8 @@ python3 with cupy, numpy, scipy and pytest; run from the repository root with PY
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -79,6 +81,19 @@ def run_tests(timeout: int) -> dict:
     return counts
 
 
+def info_text() -> str:
+    """What ``gpu-als info`` prints here (the device's limits as the backend sees them)."""
+    from gpu_als import cli
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            cli.main(["info"])
+    except Exception as exc:  # recorded, never fatal: the tests and timings matter more
+        printed.write(f"gpu-als info failed: {type(exc).__name__}: {exc}\n")
+    return printed.getvalue()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commit", default=None, help="commit being checked")
@@ -103,7 +118,8 @@ def main(argv=None) -> int:
         else run_tests(args.test_timeout)
     # The benchmark's document (commit, date, device, host, versions, rows, comparisons)
     # plus the test counts.
-    result = {**benchmark.result_document("quick", []), "tests": tests}
+    result = {**benchmark.result_document("quick", []), "tests": tests,
+              "info": info_text()}
     output = args.results / f"gpu-check-{benchmark.slug(result['device'])}-{result['commit']}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
 

@@ -1,4 +1,4 @@
-"""Command line: ``gpu-als demo | train | evaluate | tune | recommend | similar | bench``.
+"""Command line: ``gpu-als demo | train | evaluate | tune | recommend | similar | info | bench``.
 
 * ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
   document's table beside ours and writes the plots.
@@ -8,6 +8,7 @@
 * ``similar MODEL``: the most similar items (or users) as CSV.
 * ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
 * ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
+* ``info``: versions, the backends here, the GPU's limits; ``--compile`` builds the kernels.
 * ``bench``: the benchmark (``gpu_als.benchmark``).
 """
 
@@ -432,6 +433,108 @@ def similar_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- info -------------------------------------------------------------------------------
+
+def info_command(args: argparse.Namespace) -> int:
+    """Versions, the CPU and GPU backends as they are here, and optionally a kernel build."""
+    from . import benchmark
+    from .backends import CPUBackend, gpu
+    from .backends.cpu import _thread_pools
+
+    found = benchmark.versions()
+    print(f"gpu-als {found.pop('gpu_als')}: " +
+          ", ".join(f"{name} {version}" for name, version in found.items()))
+    optional = [f"{name} {_distribution_version(name) or '-'}"
+                for name in ("cupy", "pandas", "matplotlib", "dask", "nvtx", "implicit")
+                if name not in found]
+    print("optional packages: " + ", ".join(optional))
+    pools = ", ".join(f"{pool['internal_api']} {pool.get('version') or ''} "
+                      f"({pool['num_threads']} threads)".replace("  ", " ")
+                      for pool in _thread_pools().info())
+    print(f"CPU: {benchmark.host_description()}; the CPU backend solves on "
+          f"{CPUBackend().num_threads} threads; BLAS/OpenMP: {pools or 'none found'}")
+    reason = gpu.unavailable_reason()
+    if reason is not None:
+        print(f"GPU: not usable: {reason}")
+    else:
+        try:
+            print(f"GPU: {_gpu_summary(gpu.GPUBackend())}")
+        except Exception as exc:  # CuPy raises its own types; info must still finish
+            print(f"GPU: usable, but its details could not be read: "
+                  f"{type(exc).__name__}: {exc}")
+    print(f"backend='auto' uses the {'CPU' if reason else 'GPU'} backend here")
+    if args.compile:
+        return _compile_kernels(on_device=reason is None)
+    return 0
+
+
+def _distribution_version(name: str) -> str | None:
+    import importlib.metadata
+
+    candidates = {"cupy": ["cupy-cuda13x", "cupy-cuda12x", "cupy"]}.get(name, [name])
+    for distribution in candidates:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _gpu_summary(backend) -> str:
+    """The device and the kernels' limits on it: the largest k of the fused kernel."""
+    import cupy
+
+    from . import benchmark
+
+    free, total = cupy.cuda.runtime.memGetInfo()
+    device = cupy.cuda.Device()
+    peak = benchmark.fp32_peak_gflops()
+    parts = [f"{backend.runtime.device_name}, compute capability "
+             f"{device.compute_capability}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB "
+             f"free)"]
+    if peak:
+        parts.append(f"FP32 peak {peak / 1e3:.1f} TFLOP/s")
+    parts.append(f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}; "
+                 f"{backend.runtime.max_shared_memory // 1024} KiB of shared memory per "
+                 f"block: the fused kernel takes k <= {backend.fused_limit(np.float32)} "
+                 f"(float32), <= {backend.fused_limit(np.float64)} (float64), the "
+                 f"two-kernel path up to "
+                 f"{backend.max_factors}")
+    return ", ".join(parts)
+
+
+def _compile_kernels(*, on_device: bool) -> int:
+    """Build every kernel specialisation: through CuPy for this device, else with NVRTC
+    for sm_80 and sm_90. Returns the exit status (1 if one failed)."""
+    from .backends import _kernels
+
+    failed = 0
+    for file, names in _kernels.SPECIALISATIONS.items():
+        start = time.perf_counter()
+        try:
+            if on_device:
+                module = _kernels.load_module(file)
+                for name in names:
+                    module.get_function(name)
+                where = "this device"
+            else:
+                for arch in ("sm_80", "sm_90"):
+                    result = _kernels.nvrtc_compile(file, arch)
+                    if not result["ok"]:
+                        raise RuntimeError(result["log"].strip())
+                where = "sm_80 and sm_90 (NVRTC, no device)"
+        except ImportError as exc:
+            print(f"kernels: cannot compile here: {exc}")
+            return 1
+        except Exception as exc:  # a compiler error: say which file, go on with the rest
+            failed += 1
+            print(f"{file}: FAILED\n{exc}")
+            continue
+        print(f"{file}: {len(names)} specialisations built for {where} in "
+              f"{time.perf_counter() - start:.1f} s")
+    return 1 if failed else 0
+
+
 # ---- entry point ----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,6 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
     p.set_defaults(func=similar_command)
+
+    p = commands.add_parser("info", help="versions, backends and GPU limits here",
+                            description=info_command.__doc__)
+    p.add_argument("--compile", action="store_true",
+                   help="also build every kernel (on the GPU, or with NVRTC for sm_80/sm_90)")
+    p.set_defaults(func=info_command)
 
     # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.
     commands.add_parser("bench", add_help=False,

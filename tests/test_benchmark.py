@@ -297,6 +297,7 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
     tests = result["tests"]  # pytest -m gpu: every GPU test skipped here, none failed
     assert tests["failed"] == 0 and tests["skipped"] > 0 and tests["failures"] == []
     assert {"date", "device", "host", "versions", "benchmarks", "comparisons"} <= set(result)
+    assert result["info"].startswith("gpu-als ") and "\nGPU: " in result["info"]
     for row in result["benchmarks"]:  # ML-100K's CPU rows when the data is here
         assert row["dataset"] == "ml-100k" and row["factors"] == 4 and "error" not in row
     if os.environ.get("GPU_ALS_DATA"):

@@ -188,3 +188,29 @@ def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
     assert len(read_ranking(out)) == len(items) * 2  # every item by default
     assert main(["similar", str(path), "--items", "7777", "--backend", "cpu"]) == 2
     assert "the model has no item '7777'" in capsys.readouterr().err
+
+
+def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
+    from gpu_als.backends import _kernels, gpu
+
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no device (test)")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("gpu-als ") and "numpy " in out and "CPU: " in out
+    assert "GPU: not usable: no device (test)" in out
+    assert "backend='auto' uses the CPU backend here" in out
+    # --compile: every listed specialisation through NVRTC (one file here, for time)
+    monkeypatch.setattr(_kernels, "SPECIALISATIONS",
+                        {"loss.cu": _kernels.SPECIALISATIONS["loss.cu"]})
+    try:
+        _kernels._nvrtc_library()
+    except ImportError:
+        assert main(["info", "--compile"]) == 1
+        assert "cannot compile here" in capsys.readouterr().out
+        return
+    assert main(["info", "--compile"]) == 0
+    assert "loss.cu: 4 specialisations built for sm_80 and sm_90" in capsys.readouterr().out
+    monkeypatch.setattr(_kernels, "nvrtc_compile",
+                        lambda file, arch: {"ok": False, "log": "loss.cu(3): error: oops"})
+    assert main(["info", "--compile"]) == 1
+    assert "loss.cu: FAILED\nloss.cu(3): error: oops" in capsys.readouterr().out

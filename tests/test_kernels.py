@@ -194,6 +194,18 @@ def test_launch_checks_catch_what_cuda_would_reject(selftest):
         scalars((1,), (128,), (np.zeros(2, np.int32), 1, *[np.zeros(1)] * 8))
 
 
+@pytest.mark.parametrize("device, shared_kib, float32, float64",
+                         [("A100", 163, 201, 141), ("H100", 227, 238, 167)])
+def test_fused_limit_on_the_target_cards(device, shared_kib, float32, float64):
+    """The largest k of the fused kernel on each card's opt-in shared memory per block, as
+    README and ``gpu-als info`` state them."""
+    backend = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=shared_kib * 1024))
+    assert (backend.fused_limit(np.float32), backend.fused_limit(np.float64)) == \
+        (float32, float64)
+    assert backend._tile(float32 + 1, 4, fused=True) is None
+    assert backend._tile(float32, 4, fused=True) >= gpu.CHOLESKY_PANEL
+
+
 def test_factors_above_shared_memory_take_the_two_kernel_path():
     """When the k x k system does not fit shared memory (k = 150 in float64 on an sm_80
     block; here a device with 2 KiB, to keep k small): build + Cholesky for every row."""

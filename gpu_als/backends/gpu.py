@@ -360,6 +360,13 @@ class GPUBackend(Backend):
                 return tile
         return None
 
+    def fused_limit(self, dtype: Any = np.float32) -> int:
+        """The largest k whose systems the fused kernel builds and solves in this device's
+        shared memory (larger k take the two-kernel path)."""
+        itemsize = np.dtype(dtype).itemsize
+        return max((k for k in range(1, self.max_factors + 1)
+                    if self._tile(k, itemsize, fused=True) is not None), default=0)
+
     def _woodbury_limit(self, k: int, itemsize: int) -> int:
         """Longest row (<= k / 2 entries) woodbury_solve takes in shared memory; 0: none."""
         limit = k // 2
