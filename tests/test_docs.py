@@ -1,0 +1,51 @@
+"""The documentation runs: every docstring example in the package, and README's API block."""
+
+import doctest
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+import gpu_als
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_docstring_examples_run():
+    attempted = 0
+    for module in pkgutil.walk_packages(gpu_als.__path__, "gpu_als."):
+        result = doctest.testmod(importlib.import_module(module.name),
+                                 optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, f"{module.name}: {result.failed} docstring examples fail"
+        attempted += result.attempted
+    assert attempted >= 10  # the examples are there to be run
+
+
+def python_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in README.md."""
+    text = README.read_text()
+    start = text.index(heading)
+    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+
+
+def test_readme_api_block_runs(tmp_path, monkeypatch):
+    """README's "API in 20 lines", with a small clicks.npz and the rows it leaves to the
+    reader."""
+    R = sp.random(943, 60, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    R.data[:] = np.ceil(R.data * 5)
+    sp.save_npz(tmp_path / "clicks.npz", R)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"new_row": R[3], "new_rows": R[[4, 5]], "userids": np.array([0, 1, 2]),
+                 "itemids": np.array([5, 6, 7])}
+    block = python_block("## The API in 20 lines").replace("factors=64", "factors=8")
+    exec(compile(block, str(README), "exec"), namespace)
+    model = namespace["model"]
+    assert namespace["ids"].shape == (10,) and namespace["factors"].shape == (8,)
+    assert model.user_factors_.shape == (945, 8)  # grown by partial_fit_users
+    np.testing.assert_allclose(namespace["ratings"],
+                               (model.user_factors_[:3] * model.item_factors_[5:8]).sum(1),
+                               rtol=1e-5)
+
