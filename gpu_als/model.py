@@ -113,6 +113,19 @@ class ALS:
     >>> model.user_factors_.shape, len(model.loss_history_)
     ((50, 8), 5)
     >>> ids, scores = model.recommend(0, R[0], N=3)
+    >>> ids.shape, bool(scores[0] >= scores[-1])
+    ((3,), True)
+    >>> similar, cosines = model.similar_items(5, N=2)
+    >>> int(similar[0]), round(float(cosines[0]), 6)  # an item is its own best match
+    (5, 1.0)
+
+    A DataFrame of (user, item, value) rows keeps its ids:
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user": ["ann", "bob", "ann"], "item": ["x", "y", "y"]})
+    >>> model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
+    >>> list(model.user_ids_), list(model.item_ids_)
+    (['ann', 'bob'], ['x', 'y'])
     """
 
     def __init__(
