@@ -291,6 +291,15 @@ def tune_command(args: argparse.Namespace) -> int:
 QUERY_BATCH = 10_000
 
 
+def add_ranking_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--N, --output and --backend of the commands that rank with a saved model."""
+    parser.add_argument("--N", type=int, default=10, help=f"{what} (default 10)")
+    parser.add_argument("--output", default="-",
+                        help="CSV file to write (default: standard output)")
+    parser.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                        help="where to load the model (default auto)")
+
+
 def id_map(ids, n: int) -> np.ndarray:
     """A saved model's ids for its ``n`` factor rows, or the row numbers if it has none."""
     return np.arange(n) if ids is None else np.asarray(ids)
@@ -610,11 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "are folded in from their rows")
     p.add_argument("--users", nargs="+", metavar="ID",
                    help="recommend to these users only (default: every user in FILE)")
-    p.add_argument("--N", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--keep-liked", action="store_true",
                    help="allow items the user has in FILE")
-    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
+    add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
 
     p = commands.add_parser("similar", help="most similar items (or users) from a saved model",
@@ -626,9 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--items", nargs="+", metavar="ID",
                        help="these items (default: every item of the model)")
     which.add_argument("--users", nargs="+", metavar="ID", help="these users instead")
-    p.add_argument("--N", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
+    add_ranking_options(p, "results per query")
     p.set_defaults(func=similar_command)
 
     p = commands.add_parser("info", help="versions, backends and GPU limits here",
