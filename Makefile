@@ -85,6 +85,7 @@ gpu-carry: gpu-wheels
 
 lint: venv
 	$(BIN)/ruff check gpu_als tests benchmarks
+	$(BIN)/mypy gpu_als
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -118,7 +118,7 @@ IMPLEMENTATIONS = {i.name: i for i in [
 
 #: quick: fits in a `make gpu-check` run; full: everything the README's charts show.
 #: CPU implementations run only on datasets of at most ``cpu_max_nnz`` interactions.
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"datasets": ["ml-100k", "ml20m-like"], "factors": [64, 128],
               "cpu_max_nnz": 1_000_000, "iterations": 5, "timeout": 300},
     "full": {"datasets": list(DATASETS), "factors": [32, 64, 128, 256],
@@ -233,6 +233,7 @@ def host_description() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    cpus: int | None
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -525,7 +526,8 @@ def run_one(spec: dict) -> dict:
     with monitor:
         result = fit(R, spec)
     row["host_peak_bytes"] = _max_rss_bytes()
-    row["device_peak_bytes"] = monitor.peak_bytes if spec["backend"] == "gpu" else None
+    row["device_peak_bytes"] = monitor.peak_bytes \
+        if isinstance(monitor, _DeviceMemoryMonitor) else None
     if "training" in result:  # after the memory readings: the profile's buffers are extra
         result.update(_profile_phases(result.pop("training"), spec))
     row["seconds_per_iteration"], row["first_iteration_seconds"] = \

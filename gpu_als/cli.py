@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -355,21 +356,24 @@ def recommend_command(args: argparse.Namespace) -> int:
     model = ALS.load(args.model, backend=args.backend)
     users = id_map(model.user_ids_, model.user_factors_.shape[0])
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
-    wanted = None
+    named = None
     if args.users is not None:  # in the order given, each once
-        wanted = np.asarray(args.users)
-        wanted = wanted[np.sort(np.unique(wanted, return_index=True)[1])]
+        named = np.asarray(args.users)
+        named = named[np.sort(np.unique(named, return_index=True)[1])]
     R = None
     if args.file is not None:
         # The users' rows (every user of the file unless named), with the model's item
         # columns; rows of items the model lacks are left out.
         df = read_frame(args)
         R, wanted, _ = from_dataframe(df, args.user_col, args.item_col, args.value_col,
-                                      user_ids=wanted, item_ids=items, drop_unknown=True)
+                                      user_ids=named, item_ids=items, drop_unknown=True)
         unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
+        has_rows = R.getnnz(axis=1) > 0
+    else:
+        wanted = np.asarray(named)
+        has_rows = np.zeros(len(wanted), dtype=np.bool_)
     rows = id_positions(users, wanted)
     known = np.flatnonzero(rows >= 0)
-    has_rows = R.getnnz(axis=1) > 0 if R is not None else np.zeros(len(wanted), bool)
     fold_in = np.flatnonzero((rows < 0) & has_rows)
     skipped = wanted[(rows < 0) & ~has_rows]
     if len(known) + len(fold_in) == 0:
@@ -413,6 +417,7 @@ def similar_command(args: argparse.Namespace) -> int:
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     model = ALS.load(args.model, backend=args.backend)
+    similar: Callable[..., tuple[np.ndarray, np.ndarray]]
     if args.users is not None:
         kind, ids = "user", id_map(model.user_ids_, model.user_factors_.shape[0])
         query, similar = np.asarray(args.users), model.similar_users

@@ -144,9 +144,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
-    ids = (None, None)
+    user_ids = item_ids = None
     if data.is_dataframe(user_items):
-        user_items, *ids = data.from_dataframe(user_items, dtype=p["dtype"])
+        user_items, user_ids, item_ids = data.from_dataframe(user_items, dtype=p["dtype"])
     prepared = data.Prepared(user_items, p["dtype"])
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
@@ -206,6 +206,6 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         moved.append(int((n_workers + 1) * (X.nbytes + Y.nbytes)))
         if model.callback is not None:
             model.callback(iteration, time.perf_counter() - start, loss)
-    model._set_fitted(cpu, X, Y, loss_history, *ids)
-    model.bytes_moved_ = moved
+    model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
+    model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits
     return model

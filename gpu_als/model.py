@@ -128,6 +128,14 @@ class ALS:
     (['ann', 'bob'], ['x', 'y'])
     """
 
+    # Learned state (see Attributes), set by fit or load; absent until then.
+    user_factors_: Any
+    item_factors_: Any
+    loss_history_: list[float]
+    backend_: str
+    user_ids_: np.ndarray | None
+    item_ids_: np.ndarray | None
+
     def __init__(
         self,
         factors: int = 64,
@@ -259,14 +267,15 @@ class ALS:
         FloatingPointError
             When a half-step produces NaN or infinite factors; the model is left unfitted.
         """
-        ids = (None, None)
+        user_ids = item_ids = None
         if data.is_dataframe(user_items):
-            user_items, *ids = data.from_dataframe(user_items, dtype=data.check_dtype(self.dtype))
+            user_items, user_ids, item_ids = data.from_dataframe(
+                user_items, dtype=data.check_dtype(self.dtype))
         training = _Training(self, user_items)
         training.run(training.p["iterations"], show_progress=self.show_progress,
                      callback=self.callback)
         training.finish(self)
-        self.user_ids_, self.item_ids_ = ids
+        self.user_ids_, self.item_ids_ = user_ids, item_ids
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
@@ -634,7 +643,7 @@ class ALS:
             params["random_state"] = None
         X = self._backend.to_numpy(self.user_factors_)
         Y = self._backend.to_numpy(self.item_factors_)
-        arrays = {
+        arrays: dict[str, Any] = {
             "format": np.array(FILE_FORMAT),
             "version": np.array(FILE_VERSION),
             "params": np.array(json.dumps(params)),

@@ -136,12 +136,12 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
     ``folder/bench-<dataset>.png`` and returns the paths."""
     import json
 
-    if not isinstance(result, dict):
-        result = json.loads(Path(result).read_text())
+    document: dict = result if isinstance(result, dict) else \
+        json.loads(Path(result).read_text())
     plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in result["benchmarks"] if "error" not in r]
+    rows = [r for r in document["benchmarks"] if "error" not in r]
     paths = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
@@ -160,7 +160,7 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
         ax.set_ylabel("seconds per iteration")
         first = mine[0]
         ax.set_title(f"{dataset}: {first['users']:,} x {first['items']:,}, "
-                     f"{first['nnz']:,} nnz\n{result['device']} ({result['commit']})",
+                     f"{first['nnz']:,} nnz\n{document['device']} ({document['commit']})",
                      fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

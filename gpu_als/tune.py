@@ -172,7 +172,8 @@ def tune(
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 
-    trainings, trials = [], []
+    trainings: list[Any] = []  # _Training, None once its trial has stopped
+    trials: list[dict[str, Any]] = []
     for config in configurations:
         model = ALS(**{**base, **config})
         trainings.append(_Training(model, prepared))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..exceptions import BackendUnavailableError
 from . import gpu
@@ -13,7 +14,7 @@ from .gpu import GPUBackend
 logger = logging.getLogger("gpu_als")
 
 #: name -> factory. The GPU factory raises BackendUnavailableError with the reason.
-BACKENDS = {
+BACKENDS: dict[str, Callable[[], Backend]] = {
     "cpu": CPUBackend,
     "gpu": gpu.create_backend,
 }

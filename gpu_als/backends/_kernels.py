@@ -201,7 +201,7 @@ def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = Fals
             lowered = ctypes.c_char_p()
             check(lib.nvrtcGetLoweredName(program, name.encode(), ctypes.byref(lowered)),
                   f"nvrtcGetLoweredName({name})")
-            result["lowered"][name] = lowered.value.decode()
+            result["lowered"][name] = (lowered.value or b"").decode()
         cubin = ctypes.c_size_t()
         check(lib.nvrtcGetCUBINSize(program, ctypes.byref(cubin)), "nvrtcGetCUBINSize")
         result["cubin_bytes"] = cubin.value

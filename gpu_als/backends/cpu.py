@@ -255,7 +255,7 @@ class CPUBackend(Backend):
         rows_ended = time.perf_counter()
         if implicit:
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
-        if timer:
+        if timer and thread_seconds is not None:
             # The blocks' thread-seconds, split between build and solve, scaled to the wall
             # time of the parallel section; "shared": the whitening before and after it.
             wall = rows_ended - rows_started

@@ -479,6 +479,7 @@ class GPUBackend(Backend):
                                       plan, index_dtype)
             if len(fused_rows):
                 tile = self._tile(k, dtype.itemsize, fused=True)
+                assert tile is not None, "the plan sends rows here only when a tile fits"
                 with self._phase("fused"):
                     self._launch(
                         "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
@@ -489,6 +490,7 @@ class GPUBackend(Backend):
                         _shared_bytes_fused(k, tile, dtype.itemsize),
                     )
             tile = self._tile(k, dtype.itemsize, fused=False)
+            assert tile is not None, "a one-row tile of any k <= MAX_FACTORS fits 48 KiB"
             for chunk in chunks:
                 n_slots = len(chunk.slot_rows)
                 with self._phase("gram_build"):
