@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 import gpu_als
+
+from .conftest import skip_or_fail
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -49,3 +52,29 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
                                (model.user_factors_[:3] * model.item_factors_[5:8]).sum(1),
                                rtol=1e-5)
 
+
+
+@pytest.mark.parametrize("alpha", [1.0, 40.0])
+def test_coming_from_implicit(alpha):
+    """README's migration table: on 0/1 data implicit's alpha=a is our alpha=a - 1, its
+    use_cg=False our default, its default our solver="cg"; same seed, same factors."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares as Implicit
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        skip_or_fail(f"implicit (dev extras) is not installed: {exc}")
+    R = sp.random(200, 120, density=0.08, format="csr", random_state=1, dtype=np.float32)
+    R.data[:] = 1
+    common = dict(factors=8, regularization=0.05, iterations=3, random_state=0)
+    for use_cg, solver, rtol in ((False, "cholesky", 1e-4), (True, "cg", 2e-3)):
+        with threadpool_limits(1, "blas"):  # as implicit asks
+            theirs = Implicit(alpha=alpha, use_cg=use_cg, calculate_training_loss=False,
+                              **common)
+            theirs.fit(R, show_progress=False)
+        ours = gpu_als.ALS(alpha=alpha - 1, solver=solver, backend="cpu", show_progress=False,
+                           **common).fit(R)
+        scale = np.abs(theirs.user_factors).max()
+        np.testing.assert_allclose(ours.user_factors_, theirs.user_factors,
+                                   atol=rtol * scale, err_msg=solver)
+        np.testing.assert_allclose(ours.item_factors_, theirs.item_factors,
+                                   atol=rtol * np.abs(theirs.item_factors).max(), err_msg=solver)
