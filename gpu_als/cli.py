@@ -206,6 +206,7 @@ def evaluate(args: argparse.Namespace) -> int:
         RandomRecommender,
         auc,
         ranking_metrics,
+        rmse,
         train_test_split,
     )
 
@@ -233,9 +234,7 @@ def evaluate(args: argparse.Namespace) -> int:
     print_table(rows, [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
                        ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}"), ("auc", "AUC")])
     if args.feedback == "explicit":
-        coo = test_m.tocoo()
-        rmse = float(np.sqrt(np.mean((model.predict(coo.row, coo.col) - coo.data) ** 2)))
-        print(f"\nRMSE of the predicted test values: {rmse:.4f}")
+        print(f"\nRMSE of the predicted test values: {rmse(model, test_m):.4f}")
     return 0
 
 

@@ -168,6 +168,27 @@ def map_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
     return ranking_metrics(model, train, test, K)["map"]
 
 
+def rmse(model: Any, test: Any) -> float:
+    """Root mean squared error of ``model.predict`` on the stored entries of ``test``.
+
+    For explicit feedback (ratings); pairs outside the model's users or items raise the
+    model's ``ValueError``.
+
+    Parameters
+    ----------
+    model : fitted ALS
+    test : scipy.sparse matrix, shape (n_users, n_items)
+        The held-out ratings.
+
+    Returns
+    -------
+    float
+    """
+    coo = check_user_items(test, np.float64, name="test").tocoo()
+    errors = model.predict(coo.row, coo.col).astype(np.float64) - coo.data
+    return float(np.sqrt(np.mean(errors ** 2)))
+
+
 def auc(model: Any, train: Any, test: Any, batch_size: int = 512) -> float:
     """Mean ROC AUC over the users with test items.
 
