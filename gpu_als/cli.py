@@ -47,6 +47,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
     g.add_argument("--confidence", choices=["linear", "log"], default="linear",
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log)")
     g.add_argument("--epsilon", type=float, default=1.0, help="scale of the log confidence")
+    g.add_argument("--solver", choices=["cholesky", "cg"], default="cholesky",
+                   help="exact per-row solves, or conjugate-gradient steps (default cholesky)")
+    g.add_argument("--cg-steps", type=int, default=3,
+                   help="CG steps per row and half-step with --solver cg (default 3)")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to train (default auto: the GPU when usable)")
@@ -58,7 +62,8 @@ def make_model(args: argparse.Namespace, **overrides):
 
     params = dict(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
                   iterations=args.iterations, feedback=args.feedback,
-                  confidence=args.confidence, epsilon=args.epsilon, dtype=args.dtype,
+                  confidence=args.confidence, epsilon=args.epsilon, solver=args.solver,
+                  cg_steps=args.cg_steps, dtype=args.dtype,
                   backend=args.backend, random_state=args.seed)
     return ALS(**{**params, **overrides})
 

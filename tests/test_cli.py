@@ -29,6 +29,11 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     model = ALS.load(out, backend="cpu")
     assert model.factors == 4 and model.user_factors_.shape == (60, 4)
     assert model.user_ids_[0] == "u0" and model.item_ids_[0] == 100
+    assert model.solver == "cholesky"
+    assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2", "--solver",
+                 "cg", "--cg-steps", "2", "--backend", "cpu", "--output", str(out)]) == 0
+    model = ALS.load(out, backend="cpu")
+    assert (model.solver, model.cg_steps) == ("cg", 2)
 
 
 def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
