@@ -404,7 +404,7 @@ class GPUBackend(Backend):
             in_fused = (lengths <= self.split_length) & ~is_short
             fused_rows = longest_first(np.flatnonzero(in_fused))
             split_rows = np.flatnonzero(~in_fused & ~is_short)
-            zero_rows = np.empty(0, np.int64)
+            zero_rows: np.ndarray = np.empty(0, np.int64)
         else:
             fused_rows = np.empty(0, np.int64)
             split_rows = np.flatnonzero((lengths > 0) & ~is_short)
