@@ -373,7 +373,8 @@ class ALS:
         Each given user's factors are solved exactly from ``user_items`` against the fixed
         item factors. Ids at or beyond the current number of users grow ``user_factors_``;
         users in a gap that were not given get zero factors (all their scores are 0 until
-        they are fitted). Returns ``self``.
+        they are fitted). Growing drops ``user_ids_`` (set to None): the new rows have no
+        original ids; updating existing users keeps it. Returns ``self``.
 
         Parameters
         ----------

@@ -219,3 +219,22 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
                         lambda file, arch: {"ok": False, "log": "loss.cu(3): error: oops"})
     assert main(["info", "--compile"]) == 1
     assert "loss.cu: FAILED\nloss.cu(3): error: oops" in capsys.readouterr().out
+
+
+def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys):
+    import re
+
+    pd = pytest.importorskip("pandas")
+    from gpu_als.data import from_dataframe
+    from gpu_als.evaluation import train_test_split
+
+    matrix, _, _ = from_dataframe(pd.read_csv(csv_file))
+    threshold = float(np.median(matrix.data))
+    _, test = train_test_split(matrix, test_fraction=0.2, random_state=42)
+    counts = []
+    for extra in ([], ["--min-value", str(threshold)]):
+        assert main(["evaluate", str(csv_file), "--factors", "3", "--iterations", "2",
+                     "--backend", "cpu", *extra]) == 0
+        counts.append(int(re.search(r"/ (\d+) test interactions", capsys.readouterr().out)[1]))
+    assert counts == [test.nnz, int((test.data >= threshold).sum())]
+    assert 0 < counts[1] < counts[0]

@@ -62,6 +62,21 @@ def test_partial_fit_grows_and_updates(backend, R):
     assert model.item_factors_.shape == (21, 4)
 
 
+def test_partial_fit_keeps_the_id_map_unless_it_grows():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": ["a", "a", "b", "c"], "item": ["x", "y", "y", "z"]})
+    model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
+    row = sp.csr_matrix(([1.0], ([0], [2])), shape=(1, 3))
+    model.partial_fit_users([1], row)  # user "b" again
+    assert list(model.user_ids_) == ["a", "b", "c"]
+    model.partial_fit_items([0], sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 3)))
+    assert list(model.item_ids_) == ["x", "y", "z"]
+    model.partial_fit_users([3], row)  # a fourth row: no id to give it
+    assert model.user_ids_ is None and list(model.item_ids_) == ["x", "y", "z"]
+    model.partial_fit_items([3], sp.csr_matrix(([1.0], ([0], [3])), shape=(1, 4)))
+    assert model.item_ids_ is None
+
+
 @pytest.mark.parametrize("ids, message", [
     ([1, 1], "holds duplicates"), ([-1, 2], "-1 is negative"), ([], "is empty"),
 ])
