@@ -114,8 +114,9 @@ def tune(
 
     Parameters
     ----------
-    user_items : scipy.sparse matrix, shape (n_users, n_items)
-        The training data (never the test split).
+    user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        The training data (never the test split); a DataFrame of ``user, item[, value]``
+        rows as for :meth:`ALS.fit`, whose ids the refitted model keeps.
     param_grid : dict of str -> list
         Values to try per hyperparameter of :class:`ALS`, e.g.
         ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``.
@@ -166,6 +167,11 @@ def tune(
                             replace=False)
         configurations = [configurations[i] for i in sorted(chosen)]
 
+    if data.is_dataframe(user_items):  # the refit below keeps the frame's ids
+        frame = user_items
+        user_items = data.from_dataframe(frame).matrix
+    else:
+        frame = None
     fit_part, validation = train_test_split(user_items, validation_fraction, random_state)
     dtype = data.check_dtype(base.get("dtype", np.float32))
     prepared = data.Prepared(fit_part, dtype)
@@ -214,6 +220,6 @@ def tune(
     best_params = {name: best[name] for name in param_grid}
     refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
     model = ALS(**{**refit, **best_params})
-    model.set_params(backend=backend).fit(user_items)  # same device, no second start-up
+    model.set_params(backend=backend).fit(user_items if frame is None else frame)  # same device
     model.set_params(backend=refit["backend"])
     return TuneResult(best_params, best["score"], model, trials, f"{metric}@{K}")

@@ -52,6 +52,19 @@ def test_halving_keeps_the_best_third_and_their_results_are_exact(R):
             assert trial["score"] == pytest.approx(same["score"])
 
 
+def test_a_dataframe_is_searched_like_its_matrix_and_the_model_keeps_its_ids(R):
+    pd = pytest.importorskip("pandas")
+    coo = R.tocoo()
+    df = pd.DataFrame({"user": coo.row + 1000, "item": [f"i{c:03d}" for c in coo.col],
+                       "value": coo.data})
+    from_frame, from_matrix = run(df, n_samples=3), run(R, n_samples=3)
+    assert [t["score"] for t in from_frame.trials] == [t["score"] for t in from_matrix.trials]
+    np.testing.assert_array_equal(from_frame.model.item_factors_,
+                                  from_matrix.model.item_factors_)
+    assert from_frame.model.user_ids_[0] == 1000 and from_frame.model.item_ids_[0] == "i000"
+    assert from_matrix.model.user_ids_ is None
+
+
 def test_deterministic_and_random_sampling(R):
     a, b = run(R, n_samples=4), run(R, n_samples=4)
     assert [t["score"] for t in a.trials] == [t["score"] for t in b.trials]
