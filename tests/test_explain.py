@@ -1,0 +1,98 @@
+"""ALS.explain: a score split over the user's items (Hu, Koren & Volinsky 2008, section 5)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als import ALS
+
+from .conftest import random_interactions, skip_or_fail
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def interactions():
+    R = random_interactions(40, 30, 0.2, seed=4, dtype=np.float64)
+    R.data[::7] *= -1  # a few dislikes (implicit feedback: p = 0)
+    return R
+
+
+@pytest.fixture(scope="module")
+def R():
+    return interactions()
+
+
+def fitted(backend, feedback="implicit", **params):
+    R = interactions()
+    if feedback == "explicit":
+        R.data = np.abs(R.data) * 5
+    model = ALS(factors=6, iterations=3, regularization=0.1, alpha=5.0, feedback=feedback,
+                backend=backend, dtype=np.float64, show_progress=False, random_state=0,
+                **params).fit(R)
+    return model, R
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_contributions_sum_to_the_folded_in_score(backend, feedback):
+    model, R = fitted(backend, feedback)
+    user, item = 5, 11
+    score, top, weights = model.explain(user, R, item, N=1000)
+    x = to_numpy(model.recalculate_user(user, R[user]))
+    y = to_numpy(model.item_factors_)[item]
+    assert score == pytest.approx(float(x @ y), rel=1e-10)
+    assert sum(c for _, c in top) == pytest.approx(score, rel=1e-10)
+    liked = R[user].indices[R[user].data > 0] if feedback == "implicit" else R[user].indices
+    assert sorted(i for i, _ in top) == sorted(liked)  # every liked item, nothing else
+    assert [c for _, c in top] == sorted((c for _, c in top), reverse=True)
+    # the same from the user's row alone, and with the weights of the first call
+    assert model.explain(999, R[user], item, N=1000) == (score, top, pytest.approx(weights))
+    again, top_again, _ = model.explain(user, R[user], 3, user_weights=weights, N=2)
+    fresh, fresh_top, _ = model.explain(user, R[user], 3, N=2)
+    assert again == pytest.approx(fresh, rel=1e-12) and len(top_again) == 2
+    assert [i for i, _ in top_again] == [i for i, _ in fresh_top]
+
+
+def test_the_fitted_score_is_explained_for_a_training_row(backend):
+    """After a user half-step the user's factors are exactly the fold-in of their row."""
+    model, R = fitted(backend)
+    model.partial_fit_users([8], R[8])  # x_8 solved against the final item factors
+    score, _, _ = model.explain(8, R, 2)
+    assert score == pytest.approx(float(model.predict([8], [2])[0]), rel=1e-10)
+
+
+def test_same_answers_as_the_implicit_library():
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares as Implicit
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        skip_or_fail(f"implicit (dev extras) is not installed: {exc}")
+    R = random_interactions(40, 30, 0.2, seed=4, dtype=np.float64)
+    R.data[:] = 1  # 0/1: implicit's alpha=a is our alpha=a - 1
+    ours = ALS(factors=6, iterations=2, regularization=0.1, alpha=4.0, backend="cpu",
+               show_progress=False, random_state=0).fit(R)
+    with threadpool_limits(1, "blas"):
+        theirs = Implicit(factors=6, regularization=0.1, alpha=5.0, random_state=0)
+    theirs.user_factors = np.asarray(ours.user_factors_)
+    theirs.item_factors = np.asarray(ours.item_factors_)
+    for user, item in ((0, 3), (7, 20)):
+        score, top, _ = ours.explain(user, R, item, N=4)
+        their_score, their_top, _ = theirs.explain(user, R.astype(np.float32), item, N=4)
+        assert score == pytest.approx(their_score, rel=1e-4)
+        assert [i for i, _ in top] == [i for i, _ in their_top]
+        np.testing.assert_allclose([c for _, c in top], [c for _, c in their_top], rtol=1e-4)
+
+
+def test_bad_arguments(R):
+    model = ALS(factors=3, iterations=1, backend="cpu", show_progress=False).fit(R)
+    with pytest.raises(ValueError, match="itemid 30 is out of range"):
+        model.explain(0, R, 30)
+    with pytest.raises(ValueError, match=r"expected \(1, 30\) or \(40, 30\)"):
+        model.explain(0, R[:3], 1)
+    with pytest.raises(ValueError, match="userid 40 is out of range"):
+        model.explain(40, R, 1)
+    with pytest.raises(ValueError, match=r"user_weights has shape \(2, 2\)"):
+        model.explain(0, R, 1, user_weights=np.eye(2))
+    score, top, _ = model.explain(0, sp.csr_matrix((1, 30)), 1)  # no interactions
+    assert score == 0.0 and top == []
