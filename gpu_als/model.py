@@ -243,7 +243,8 @@ class ALS:
 
     # ---- training -------------------------------------------------------------------
 
-    def fit(self, user_items: Any) -> ALS:
+    def fit(self, user_items: Any, show_progress: bool | None = None,
+            callback: Callable | None = None) -> ALS:
         """Learn user and item factors from a users x items matrix.
 
         Parameters
@@ -254,6 +255,9 @@ class ALS:
             ``user``, ``item`` and (optionally) ``value``: it goes through
             :func:`gpu_als.data.from_dataframe` (other column names: call that directly),
             and ``user_ids_`` / ``item_ids_`` then map factor rows to its ids.
+        show_progress, callback : optional
+            For this fit, instead of the estimator's own (the implicit library's ``fit``
+            arguments).
 
         Returns
         -------
@@ -268,13 +272,16 @@ class ALS:
         FloatingPointError
             When a half-step produces NaN or infinite factors; the model is left unfitted.
         """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         user_ids = item_ids = None
         if data.is_dataframe(user_items):
             user_items, user_ids, item_ids = data.from_dataframe(
                 user_items, dtype=data.check_dtype(self.dtype))
         training = _Training(self, user_items)
-        training.run(training.p["iterations"], show_progress=self.show_progress,
-                     callback=self.callback)
+        training.run(training.p["iterations"],
+                     show_progress=self.show_progress if show_progress is None else show_progress,
+                     callback=self.callback if callback is None else callback)
         training.finish(self)
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         return self
@@ -506,7 +513,8 @@ class ALS:
         )
         return query_result(top, scores, scalar)
 
-    def similar_items(self, itemid: Any, N: int = 10, filter_items: Any = None,
+    def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
+                      item_users: Any = None, filter_items: Any = None,
                       items: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``N`` items most similar to each given item, by cosine of their factors.
 
@@ -515,7 +523,14 @@ class ALS:
         Parameters
         ----------
         itemid : int or array-like of int
+            Item rows of the model (any ids when ``recalculate_item`` is true).
         N : int, default 10
+        recalculate_item : bool, default False
+            Compute the query items' factors from ``item_users`` (fold-in, as
+            :meth:`recalculate_item`) instead of using the fitted ones: items the model
+            has not seen can be queried.
+        item_users : scipy.sparse matrix, shape (n_items_given, n_users), optional
+            The query items' interactions, one row per id (with ``recalculate_item``).
         filter_items : array-like of int, optional
             Items never to return.
         items : array-like of int, optional
@@ -528,7 +543,15 @@ class ALS:
             Cosine similarities, best first.
         """
         self._check_fitted()
-        return self._similar(self.item_factors_, itemid, N, filter_items, items, "itemid")
+        queries = None
+        if recalculate_item:
+            if item_users is None:
+                raise ValueError("item_users is required with recalculate_item=True: pass "
+                                 "the items' rows of the users x items matrix, transposed")
+            ids, _ = _as_ids(itemid, "itemid")
+            queries = self._fold_in(item_users, self.user_factors_, len(ids), "item_users")
+        return self._similar(self.item_factors_, itemid, N, filter_items, items, "itemid",
+                             queries)
 
     def similar_users(self, userid: Any, N: int = 10, filter_users: Any = None,
                       users: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -539,18 +562,23 @@ class ALS:
         self._check_fitted()
         return self._similar(self.user_factors_, userid, N, filter_users, users, "userid")
 
-    def _similar(self, factors, query_id, N, filter_ids, only_ids, name):
+    def _similar(self, factors, query_id, N, filter_ids, only_ids, name, queries=None):
+        """Cosine top-N against ``factors`` for the rows ``query_id`` of it, or for the
+        given ``queries`` factors (one per id)."""
         backend = self._backend
         n = factors.shape[0]
         ids, scalar = _as_ids(query_id, name)
-        _check_range(ids, n, name, "rows")
+        if queries is None:
+            _check_range(ids, n, name, "rows")
+            queries = factors[backend.asarray(ids)]
         candidates = _candidates(filter_ids, only_ids, n)
         N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
-        norms = (factors * factors).sum(axis=1, keepdims=True) ** 0.5
-        normalized = factors / np.maximum(norms, 1e-12)  # a zero vector stays zero
-        top, scores = backend.topk(
-            normalized[backend.asarray(ids)], normalized, N, candidates=candidates
-        )
+
+        def normalized(F):  # a zero vector stays zero
+            return F / np.maximum((F * F).sum(axis=1, keepdims=True) ** 0.5, 1e-12)
+
+        top, scores = backend.topk(normalized(queries), normalized(factors), N,
+                                   candidates=candidates)
         return query_result(top, scores, scalar)
 
     def explain(self, userid: Any, user_items: Any, itemid: Any, user_weights: Any = None,

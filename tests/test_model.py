@@ -80,6 +80,18 @@ def test_callback_gets_every_iteration(real_backend, R):
     assert all(later >= earlier for (_, earlier, _), (_, later, _) in zip(calls, calls[1:]))
 
 
+def test_fit_takes_implicits_fit_arguments(R, capsys):
+    """implicit's ``fit(user_items, show_progress=True, callback=None)``: for one fit."""
+    calls = []
+    model = model_for("cpu", callback=lambda *a: calls.append("constructor"))
+    model.fit(R, show_progress=False, callback=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [0, 1, 2] and model.callback is not None
+    model.fit(R)  # the estimator's own again
+    assert calls[3:] == ["constructor"] * 3
+    with pytest.raises(TypeError, match="callback must be callable"):
+        model.fit(R, callback=3)
+
+
 def test_recommend_batch_equals_single(real_backend, R):
     model = model_for(real_backend).fit(R)
     users = np.array([3, 0, 39, 3])
@@ -147,6 +159,18 @@ def test_similar_items_and_users_by_cosine(real_backend, R):
     assert 4 not in ids
     uids, _ = model.similar_users(2, N=3)
     assert uids[0] == 2
+    # implicit's signature: the query's factors folded in from its users; the last
+    # half-step solved the items against the final user factors, so this is item 4 again
+    RT = R.T.tocsr()
+    again, again_scores = model.similar_items(4, 5, True, RT[4])
+    expected, expected_scores = model.similar_items(4, N=5)
+    np.testing.assert_array_equal(again, expected)
+    np.testing.assert_allclose(again_scores, expected_scores, atol=1e-5)
+    new_ids, _ = model.similar_items([100, 101], N=2, recalculate_item=True,
+                                     item_users=RT[[4, 9]])
+    np.testing.assert_array_equal(new_ids[:, 0], [4, 9])  # any ids: unseen items too
+    with pytest.raises(ValueError, match="item_users is required"):
+        model.similar_items(4, recalculate_item=True)
 
 
 def test_predict(real_backend, R):
