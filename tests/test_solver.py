@@ -198,3 +198,42 @@ def test_profiled_solve_is_the_same_solve_and_times_its_phases(backend, solver):
     assert set(phases) == expected
     assert all(seconds >= 0 for seconds in phases.values())
     assert sum(phases.values()) > 0
+
+
+def test_concurrent_calls_leave_the_blas_threads_as_they_were():
+    """The CPU backend holds BLAS to one thread while its own threads work. Limits are
+    process-wide: overlapping calls from several threads (a server) must not leave the
+    process single-threaded afterwards."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController
+
+    from gpu_als.backends import cpu
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in ThreadpoolController().info()]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("BLAS runs on one thread here: nothing to restore")
+    R = random_interactions(300, 2000, 0.01, seed=1)
+    model = ALS(factors=8, iterations=1, backend=cpu.CPUBackend(num_threads=2),
+                show_progress=False, random_state=0).fit(R)
+    users = np.tile(np.arange(300), 30)  # 9,000 queries: several blocks, in parallel
+    liked = R[users]
+    errors = []
+
+    def serve():
+        try:
+            for _ in range(10):
+                model.recommend(users, liked, N=5)
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert blas_threads() == before

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,6 +55,37 @@ def _thread_pools() -> ThreadpoolController:
     """The process's BLAS and OpenMP pools, found once (a scan of the loaded libraries,
     about 1 ms, that ``threadpool_limits`` would repeat at every half-step)."""
     return ThreadpoolController()
+
+
+class _SingleThreadedBLAS:
+    """BLAS and OpenMP held to one thread while any thread of the process is inside.
+
+    The limits are process-wide: when calls overlap (a server answering ``recommend`` on
+    several threads), each saving and restoring them on its own would restore the
+    single-thread limit that another call had set, and leave it for good. So the first
+    to enter sets it and the last to leave restores what was there before.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._limiter: Any = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._inside == 0:
+                self._limiter = _thread_pools().limit(limits=1)
+            self._inside += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_single_threaded_blas = _SingleThreadedBLAS()
 
 
 def _default_threads() -> int:
@@ -278,7 +311,7 @@ class CPUBackend(Backend):
         The work is made of batched NumPy calls that release the GIL; BLAS is held to one
         thread meanwhile, so that the two levels of threading do not fight.
         """
-        with _thread_pools().limit(limits=1):
+        with _single_threaded_blas:
             if self.num_threads == 1:
                 for item in items:
                     work(item)
