@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -771,7 +772,7 @@ class ALS:
                 if ids.shape != (n,):
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
-        np.savez(path, **arrays)
+        _write_atomically(path, arrays)
 
     @classmethod
     def load(cls, path, backend: str | Backend = "auto") -> ALS:
@@ -920,6 +921,23 @@ class _Training:
         model.backend_ = self.backend.name
         model._backend = self.backend
         model.user_ids_ = model.item_ids_ = None
+
+
+def _write_atomically(path, arrays: dict[str, Any]) -> None:
+    """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
+    replaces ``path``: a reader (a server reloading the model) sees the old file or the new
+    one, never half of one, and a failed save leaves the old file as it was."""
+    final = os.fspath(path)
+    if not final.endswith(".npz"):  # as np.savez names it
+        final += ".npz"
+    temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temporary, "xb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 #: The implicit library's name for the same estimator.

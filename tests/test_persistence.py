@@ -1,6 +1,7 @@
 """save / load / to_cpu: round trips and every kind of broken file."""
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -29,6 +30,36 @@ def test_round_trip_is_bit_identical(fitted, tmp_path):
     assert loaded.loss_history_ == model.loss_history_
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.recommend(2, R[2])[0], model.recommend(2, R[2])[0])
+
+
+def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypatch):
+    """Written beside the target and moved over it: a failed save leaves the old model and
+    no stray file; a path without .npz gets it, as np.savez does."""
+    model, R = fitted
+    path = tmp_path / "model.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def fail(file, **arrays):  # np.savez that writes half a file, then fails
+        if isinstance(file, (str, os.PathLike)):
+            file = open(file, "wb")
+        file.write(b"PK\x03\x04half a model")
+        file.flush()
+        raise OSError("disk full (test)")
+
+    monkeypatch.setattr(np, "savez", fail)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+    other = ALS(factors=5, iterations=1, backend="cpu", random_state=9,
+                show_progress=False).fit(R)
+    other.save(path)  # over an existing file
+    np.testing.assert_array_equal(ALS.load(path, backend="cpu").user_factors_,
+                                  other.user_factors_)
+    model.save(tmp_path / "no_suffix")
+    assert (tmp_path / "no_suffix.npz").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
 
 
 def test_model_from_another_backend_loads_here(backend, fitted, tmp_path):
