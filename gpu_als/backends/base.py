@@ -229,7 +229,6 @@ class Backend(ABC):
             ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
         return ids, scores
 
-
     def _each_block(self, work, starts) -> None:
         """``work(start)`` for every block of :meth:`topk`; a backend may run them in
         parallel (the blocks write disjoint rows)."""
