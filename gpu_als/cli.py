@@ -1,4 +1,5 @@
-"""Command line: ``gpu-als demo | train | evaluate | tune | recommend | similar | info | bench``.
+"""Command line: ``gpu-als demo | train | recommend | similar | explain | evaluate | tune |
+info | bench``.
 
 * ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
   document's table beside ours and writes the plots.
@@ -6,6 +7,8 @@
 * ``recommend MODEL [FILE]``: top-N items per user as CSV; users the model lacks are folded
   in from their rows of FILE.
 * ``similar MODEL``: the most similar items (or users) as CSV.
+* ``explain MODEL FILE --user ID --items ...``: each item's score split over the user's
+  items (``ALS.explain``) as CSV.
 * ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
 * ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
 * ``info``: versions, the backends here, the GPU's limits; ``--compile`` builds the kernels.
@@ -451,6 +454,44 @@ def similar_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def explain_command(args: argparse.Namespace) -> int:
+    """Why a saved model scores items for a user: each score split over the user's items."""
+    import csv
+
+    from .data import from_dataframe, id_positions
+    from .model import ALS
+
+    if args.N < 1:
+        raise ValueError(f"--N must be at least 1, got {args.N}")
+    model = ALS.load(args.model, backend=args.backend)
+    items = id_map(model.item_ids_, model.item_factors_.shape[0])
+    wanted = np.asarray(args.items)
+    positions = id_positions(items, wanted)
+    if (positions < 0).any():
+        raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")
+    row = from_dataframe(read_frame(args), args.user_col, args.item_col, args.value_col,
+                         user_ids=np.asarray([args.user]), item_ids=items,
+                         drop_unknown=True).matrix
+    if row.nnz == 0:
+        raise ValueError(f"{args.file} has no interactions of user {args.user!r} with items "
+                         f"the model knows: nothing to explain")
+    stream = sys.stdout if args.output == "-" else open(args.output, "w", newline="")
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["user", "item", "score", "because_item", "contribution"])
+        weights = None  # the user's factorization, reused for every item
+        for item, position in zip(wanted.tolist(), positions.tolist()):
+            score, top, weights = model.explain(0, row, position, user_weights=weights,
+                                                N=args.N)
+            for other, contribution in top:
+                writer.writerow([args.user, item, f"{score:.6g}", items[other].item(),
+                                 f"{contribution:.6g}"])
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return 0
+
+
 # ---- info -------------------------------------------------------------------------------
 
 def info_command(args: argparse.Namespace) -> int:
@@ -644,6 +685,22 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--users", nargs="+", metavar="ID", help="these users instead")
     add_ranking_options(p, "results per query")
     p.set_defaults(func=similar_command)
+
+    p = commands.add_parser("explain", help="why a saved model scores items for a user",
+                            description="Split each item's score for the user over the "
+                            "user's items in FILE (Hu, Koren & Volinsky 2008, section 5), "
+                            "as CSV rows user,item,score,because_item,contribution: the "
+                            "largest contributions first.")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p)
+    p.add_argument("--user", required=True, metavar="ID", help="the user, as in FILE")
+    p.add_argument("--items", required=True, nargs="+", metavar="ID",
+                   help="the items whose scores to explain")
+    p.add_argument("--N", type=int, default=5, help="contributions per item (default 5)")
+    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to load the model (default auto)")
+    p.set_defaults(func=explain_command)
 
     p = commands.add_parser("info", help="versions, backends and GPU limits here",
                             description=info_command.__doc__)

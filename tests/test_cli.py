@@ -253,3 +253,29 @@ def test_demo_without_movielens_runs_on_synthetic_data(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "MovieLens 100K is unavailable" in out and "synthetic power-law data" in out
     assert "Recall@10" in out and "Under this protocol the implicit library" not in out
+
+
+def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
+    pd = pytest.importorskip("pandas")
+    from gpu_als.data import from_dataframe
+
+    path, model = trained
+    matrix, users, items = from_dataframe(pd.read_csv(csv_file))
+    u = row_of(users, "u3")
+    assert main(["explain", str(path), str(csv_file), "--user", "u3", "--items", "105",
+                 "101", "--N", "2", "--backend", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "user,item,score,because_item,contribution" and len(lines) == 5
+    for item, rows in ((105, lines[1:3]), (101, lines[3:5])):
+        score, top, _ = model.explain(u, matrix, row_of(items, item), N=2)
+        for line, (other, contribution) in zip(rows, top):
+            user, shown, shown_score, because, value = line.split(",")
+            assert (user, int(shown), int(because)) == ("u3", item, items[other])
+            assert float(shown_score) == pytest.approx(score, rel=1e-5)
+            assert float(value) == pytest.approx(contribution, rel=1e-5)
+    assert main(["explain", str(path), str(csv_file), "--user", "nobody", "--items", "101",
+                 "--backend", "cpu"]) == 2
+    assert "no interactions of user 'nobody'" in capsys.readouterr().err
+    assert main(["explain", str(path), str(csv_file), "--user", "u3", "--items", "7777",
+                 "--backend", "cpu"]) == 2
+    assert "the model has no item '7777'" in capsys.readouterr().err
