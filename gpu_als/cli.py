@@ -1,5 +1,4 @@
-"""Command line: ``gpu-als demo | train | recommend | similar | explain | evaluate | tune |
-info | bench``.
+"""The gpu-als command line: train, serve, evaluate and benchmark ALS models.
 
 * ``demo``: MovieLens 100K under the protocol of DESIGN.md section 6; prints the reference
   document's table beside ours and writes the plots.
