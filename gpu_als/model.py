@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import data
 from .backends import BACKEND_NAMES, Backend, get_backend
 from .backends.base import query_result
-from .exceptions import NotFittedError
+from .exceptions import BackendUnavailableError, NotFittedError
 
 logger = logging.getLogger("gpu_als")
 
@@ -721,6 +721,34 @@ class ALS:
             getattr(self, "item_ids_", None),
         )
         return clone
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle (joblib, multiprocessing): the factors as NumPy arrays, and a
+        ``backend`` given as a Backend instance as its name; the device stays behind."""
+        state = self.__dict__.copy()
+        if isinstance(state.get("backend"), Backend):
+            state["backend"] = state["backend"].name
+        backend = state.pop("_backend", None)
+        if backend is not None:
+            state["user_factors_"] = backend.to_numpy(self.user_factors_)
+            state["item_factors_"] = backend.to_numpy(self.item_factors_)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The fitted factors go back to the backend they were on where it can run here,
+        else to the CPU (a GPU model unpickled on a machine without one), with a warning."""
+        self.__dict__.update(state)
+        if "user_factors_" not in state:
+            return
+        try:
+            backend = get_backend(state["backend_"])
+        except BackendUnavailableError as exc:
+            logger.warning("unpickling a %s model on the CPU backend: %s",
+                           state["backend_"], exc)
+            backend = get_backend("cpu")
+        self._set_fitted(backend, state["user_factors_"], state["item_factors_"],
+                         state["loss_history_"], state.get("user_ids_"),
+                         state.get("item_ids_"))
 
     def _set_fitted(self, backend: Backend, X, Y, loss_history, user_ids=None, item_ids=None):
         # asarray may return its input: copy so that the two models never share factors

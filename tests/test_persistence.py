@@ -62,6 +62,32 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
 
 
+def test_pickle_round_trip(backend, caplog):
+    """joblib / multiprocessing: the factors travel as NumPy arrays and land on the same
+    kind of backend where it runs here, else on the CPU with a warning (the emulated GPU
+    model in CI)."""
+    import pickle
+
+    from gpu_als.backends import gpu
+
+    R = random_interactions(30, 20, 0.2, seed=0)
+    model = ALS(factors=5, iterations=2, backend=backend, random_state=3,
+                show_progress=False).fit(R)
+    with caplog.at_level("WARNING", logger="gpu_als"):
+        loaded = pickle.loads(pickle.dumps(model))
+    expected = "cpu" if model.backend_ == "cpu" or gpu.unavailable_reason() else "gpu"
+    assert loaded.backend_ == expected and isinstance(loaded.backend, str)
+    assert ("on the CPU backend" in caplog.text) == (expected != model.backend_)
+    to_host = model._backend.to_numpy
+    np.testing.assert_array_equal(loaded._backend.to_numpy(loaded.user_factors_),
+                                  to_host(model.user_factors_))
+    assert loaded.loss_history_ == model.loss_history_
+    np.testing.assert_array_equal(loaded.recommend(2, R[2], N=4)[0],
+                                  model.recommend(2, R[2], N=4)[0])
+    unfitted = pickle.loads(pickle.dumps(ALS(factors=3)))
+    assert unfitted.get_params() == ALS(factors=3).get_params()
+
+
 def test_model_from_another_backend_loads_here(backend, fitted, tmp_path):
     """Saved from the CPU, loaded on each backend, saved there, loaded on the CPU again."""
     model, _ = fitted
