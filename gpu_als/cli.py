@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -323,25 +324,32 @@ def batches(n: int, desc: str):
             bar.update(stop - start)
 
 
+@contextlib.contextmanager
+def csv_writer(path: str, header: list[str]):
+    """A ``csv.writer`` on the file ``path`` (``-``: standard output), header written."""
+    import csv
+
+    stream = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        yield writer
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
 def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
                   scores: np.ndarray, results: np.ndarray) -> int:
     """CSV rows ``query, result, rank, score`` (``-``: standard output); a result id of
     ``-1`` (nothing left to rank) is left out. Returns the number of rows written."""
-    import csv
-
     present = ids >= 0
     query = np.repeat(queries, present.sum(axis=1))
     rank = np.cumsum(present, axis=1)[present]
     result = results[ids[present]]
     score = np.char.mod("%.6g", scores[present].astype(np.float64))
-    stream = sys.stdout if path == "-" else open(path, "w", newline="")
-    try:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(header)
+    with csv_writer(path, header) as writer:
         writer.writerows(zip(query.tolist(), result.tolist(), rank.tolist(), score.tolist()))
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
     return len(result)
 
 
@@ -455,8 +463,6 @@ def similar_command(args: argparse.Namespace) -> int:
 
 def explain_command(args: argparse.Namespace) -> int:
     """Why a saved model scores items for a user: each score split over the user's items."""
-    import csv
-
     from .data import from_dataframe, id_positions
     from .model import ALS
 
@@ -474,10 +480,8 @@ def explain_command(args: argparse.Namespace) -> int:
     if row.nnz == 0:
         raise ValueError(f"{args.file} has no interactions of user {args.user!r} with items "
                          f"the model knows: nothing to explain")
-    stream = sys.stdout if args.output == "-" else open(args.output, "w", newline="")
-    try:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["user", "item", "score", "because_item", "contribution"])
+    header = ["user", "item", "score", "because_item", "contribution"]
+    with csv_writer(args.output, header) as writer:
         weights = None  # the user's factorization, reused for every item
         for item, position in zip(wanted.tolist(), positions.tolist()):
             score, top, weights = model.explain(0, row, position, user_weights=weights,
@@ -485,9 +489,6 @@ def explain_command(args: argparse.Namespace) -> int:
             for other, contribution in top:
                 writer.writerow([args.user, item, f"{score:.6g}", items[other].item(),
                                  f"{contribution:.6g}"])
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
     return 0
 
 
