@@ -39,9 +39,12 @@ def main(argv=None) -> int:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--N", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shape", type=int, nargs=3, default=[138_000, 27_000, 10_000_000],
+                        metavar=("USERS", "ITEMS", "NNZ"),
+                        help="the power-law set (default ml20m-like)")
     args = parser.parse_args(argv)
 
-    R = make_power_law(138_000, 27_000, 10_000_000, random_state=0, device="cpu").tocsr()
+    R = make_power_law(*args.shape, random_state=0, device="cpu").tocsr()
     rng = np.random.default_rng(0)
     X = rng.standard_normal((R.shape[0], args.factors)).astype(np.float32)
     Y = rng.standard_normal((R.shape[1], args.factors)).astype(np.float32)
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     model.user_factors_, model.item_factors_ = X, Y
     ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
                                     args.repeats)
-    print(f"{len(users)} users x {R.shape[1]} items, k = {args.factors}, N = {args.N}, "
+    print(f"{len(users)} users x {R.shape[1]:,} items, k = {args.factors}, N = {args.N}, "
           f"liked items filtered")
     print(f"gpu-als CPU backend: {ours:.3f} s")
     try:

@@ -316,3 +316,20 @@ def test_gpu_check_runs_the_kernel_parity_tests_first():
     names = [Path(f).name for f in gpu_check.test_files()]
     assert names[:len(gpu_check.FIRST_TESTS)] == list(gpu_check.FIRST_TESTS)
     assert sorted(names) == sorted(p.name for p in (root / "tests").glob("test_*.py"))
+
+
+def test_recommend_benchmark_script_runs(capsys):
+    """benchmarks/bench_recommend.py (its README numbers), on a small set: both libraries
+    return the same items."""
+    root = Path(benchmark.__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import bench_recommend
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert bench_recommend.main(["--shape", "600", "900", "12000", "--users", "500",
+                                 "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "gpu-als CPU backend:" in out
+    if "no comparison" not in out:
+        assert "same items for 100.00% of the users" in out
