@@ -65,9 +65,9 @@ def main(argv=None) -> int:
     except ImportError:
         print("implicit is not installed: no comparison")
         return 0
-    theirs_model = AlternatingLeastSquares(factors=args.factors)
-    theirs_model.user_factors, theirs_model.item_factors = X, Y
     with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
+        theirs_model = AlternatingLeastSquares(factors=args.factors)
+        theirs_model.user_factors, theirs_model.item_factors = X, Y
         theirs, (their_ids, _) = median_seconds(
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
     print(f"implicit {__import__('implicit').__version__} CPU: {theirs:.3f} s")
