@@ -299,9 +299,9 @@ def tune_command(args: argparse.Namespace) -> int:
 QUERY_BATCH = 10_000
 
 
-def add_ranking_options(parser: argparse.ArgumentParser, what: str) -> None:
+def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10) -> None:
     """--N, --output and --backend of the commands that rank with a saved model."""
-    parser.add_argument("--N", type=int, default=10, help=f"{what} (default 10)")
+    parser.add_argument("--N", type=int, default=n, help=f"{what} (default {n})")
     parser.add_argument("--output", default="-",
                         help="CSV file to write (default: standard output)")
     parser.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
@@ -696,10 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, metavar="ID", help="the user, as in FILE")
     p.add_argument("--items", required=True, nargs="+", metavar="ID",
                    help="the items whose scores to explain")
-    p.add_argument("--N", type=int, default=5, help="contributions per item (default 5)")
-    p.add_argument("--output", default="-", help="CSV file to write (default: standard output)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
-                   help="where to load the model (default auto)")
+    add_ranking_options(p, "contributions per item", n=5)
     p.set_defaults(func=explain_command)
 
     p = commands.add_parser("info", help="versions, backends and GPU limits here",
