@@ -241,18 +241,29 @@ def host_description() -> str:
     return f"{model}, {cpus} CPUs"
 
 
+#: Package name -> the distributions that install it (CuPy: one per CUDA major version).
+DISTRIBUTIONS = {"cupy": ("cupy-cuda13x", "cupy-cuda12x", "cupy")}
+
+
+def installed_version(name: str) -> str | None:
+    """The installed version of package ``name``, from its metadata (without importing
+    it), or None."""
+    for distribution in DISTRIBUTIONS.get(name, (name,)):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(distribution)
+    return None
+
+
 def versions() -> dict[str, Any]:
     """Versions of gpu_als, Python and the libraries the benchmark uses (and CUDA's)."""
     found: dict[str, Any] = {"gpu_als": __version__, "numpy": np.__version__,
                              "python": platform.python_version()}
     # From the installed metadata: importing implicit here would import implicit.gpu
     # before _preload_cuda_libraries and disable its GPU ALS for the whole process.
-    for name, distributions in (("implicit", ["implicit"]), ("scipy", ["scipy"]),
-                                ("cupy", ["cupy-cuda13x", "cupy-cuda12x", "cupy"])):
-        for distribution in distributions:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                found[name] = importlib.metadata.version(distribution)
-                break
+    for name in ("implicit", "scipy", "cupy"):
+        version = installed_version(name)
+        if version is not None:
+            found[name] = version
     if device_name() is not None:
         import cupy
 

@@ -503,7 +503,7 @@ def info_command(args: argparse.Namespace) -> int:
     found = benchmark.versions()
     print(f"gpu-als {found.pop('gpu_als')}: " +
           ", ".join(f"{name} {version}" for name, version in found.items()))
-    optional = [f"{name} {_distribution_version(name) or '-'}"
+    optional = [f"{name} {benchmark.installed_version(name) or '-'}"
                 for name in ("cupy", "pandas", "matplotlib", "dask", "nvtx", "implicit")
                 if name not in found]
     print("optional packages: " + ", ".join(optional))
@@ -527,18 +527,6 @@ def info_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distribution_version(name: str) -> str | None:
-    import importlib.metadata
-
-    candidates = {"cupy": ["cupy-cuda13x", "cupy-cuda12x", "cupy"]}.get(name, [name])
-    for distribution in candidates:
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def _gpu_summary(backend) -> str:
     """The device and the kernels' limits on it: the largest k of the fused kernel."""
     import cupy
@@ -557,8 +545,7 @@ def _gpu_summary(backend) -> str:
                  f"{backend.runtime.max_shared_memory // 1024} KiB of shared memory per "
                  f"block: the fused kernel takes k <= {backend.fused_limit(np.float32)} "
                  f"(float32), <= {backend.fused_limit(np.float64)} (float64), the "
-                 f"two-kernel path up to "
-                 f"{backend.max_factors}")
+                 f"two-kernel path up to {backend.max_factors}")
     return ", ".join(parts)
 
 
