@@ -279,3 +279,20 @@ def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
     assert main(["explain", str(path), str(csv_file), "--user", "u3", "--items", "7777",
                  "--backend", "cpu"]) == 2
     assert "the model has no item '7777'" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
+    """`gpu-als similar model.npz | head -2`: the reader leaves early."""
+    import subprocess
+    import sys
+
+    R = random_interactions(200, 3000, 0.01, seed=2)
+    ALS(factors=4, iterations=1, backend="cpu", show_progress=False).fit(R).save(
+        tmp_path / "m.npz")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpu_als.cli", "similar", str(tmp_path / "m.npz"),
+         "--backend", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"item,similar_item,rank,score\n"
+    process.stdout.close()  # 30,000 rows are still to come: far more than a pipe buffers
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and b"Traceback" not in err, err.decode()[-2000:]
