@@ -81,6 +81,8 @@ def instruction_mix(cubin: bytes, cuobjdump: str) -> dict[str, Counter]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--cuda", type=int, default=None,
+                        help="CUDA release of the NVRTC to use (default: the newest installed)")
     parser.add_argument("--files", nargs="+", default=sorted(_kernels.SPECIALISATIONS),
                         choices=sorted(_kernels.SPECIALISATIONS))
     args = parser.parse_args(argv)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
         header += "".join(f" {c:>8}" for c in CLASSES)
     print(header)
     for file in args.files:
-        result = _kernels.nvrtc_compile(file, args.arch, resource_usage=True,
+        result = _kernels.nvrtc_compile(file, args.arch, cuda=args.cuda, resource_usage=True,
                                         keep_cubin=cuobjdump is not None)
         if not result["ok"]:
             print(f"{file}: compilation failed\n{result['log']}")

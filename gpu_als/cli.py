@@ -551,8 +551,9 @@ def _gpu_summary(backend) -> str:
 
 
 def _compile_kernels(*, on_device: bool) -> int:
-    """Build every kernel specialisation: through CuPy for this device, else with NVRTC
-    for sm_80 and sm_90. Returns the exit status (1 if one failed)."""
+    """Build every kernel specialisation: through CuPy for this device, else with each
+    installed NVRTC for the architectures it knows of ``_kernels.CHECK_ARCHS``. Returns
+    the exit status (1 if one failed)."""
     from .backends import _kernels
 
     failed = 0
@@ -565,11 +566,16 @@ def _compile_kernels(*, on_device: bool) -> int:
                     module.get_function(name)
                 where = "this device"
             else:
-                for arch in ("sm_80", "sm_90"):
-                    result = _kernels.nvrtc_compile(file, arch)
-                    if not result["ok"]:
-                        raise RuntimeError(result["log"].strip())
-                where = "sm_80 and sm_90 (NVRTC, no device)"
+                built = []
+                for cuda in _kernels.nvrtc_libraries() or [None]:
+                    archs = _kernels.nvrtc_archs(cuda)
+                    for arch in archs:
+                        result = _kernels.nvrtc_compile(file, arch, cuda=cuda)
+                        if not result["ok"]:
+                            raise RuntimeError(f"NVRTC {_kernels.nvrtc_version(cuda)}, "
+                                               f"{arch}:\n{result['log'].strip()}")
+                    built.append(f"{', '.join(archs)} with NVRTC {_kernels.nvrtc_version(cuda)}")
+                where = "; ".join(built) + " (no device)"
         except ImportError as exc:
             print(f"kernels: cannot compile here: {exc}")
             return 1
@@ -690,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="versions, backends and GPU limits here",
                             description=info_command.__doc__)
     p.add_argument("--compile", action="store_true",
-                   help="also build every kernel (on the GPU, or with NVRTC for sm_80/sm_90)")
+                   help="also build every kernel (on the GPU, or with NVRTC for sm_80, sm_90 "
+                        "and sm_100)")
     p.set_defaults(func=info_command)
 
     # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.

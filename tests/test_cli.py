@@ -214,11 +214,16 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
         assert "cannot compile here" in capsys.readouterr().out
         return
     assert main(["info", "--compile"]) == 0
-    assert "loss.cu: 4 specialisations built for sm_80 and sm_90" in capsys.readouterr().out
-    monkeypatch.setattr(_kernels, "nvrtc_compile",
-                        lambda file, arch: {"ok": False, "log": "loss.cu(3): error: oops"})
+    out = capsys.readouterr().out
+    for cuda in _kernels.nvrtc_libraries():
+        assert f"sm_80, sm_90, sm_100 with NVRTC {_kernels.nvrtc_version(cuda)}" in out
+    assert "\nloss.cu: 4 specialisations built for sm_80, sm_90" in out
+    monkeypatch.setattr(_kernels, "nvrtc_compile", lambda file, arch, cuda:
+                        {"ok": False, "log": "loss.cu(3): error: oops"})
     assert main(["info", "--compile"]) == 1
-    assert "loss.cu: FAILED\nloss.cu(3): error: oops" in capsys.readouterr().out
+    first = _kernels.nvrtc_version(min(_kernels.nvrtc_libraries()))
+    assert (f"loss.cu: FAILED\nNVRTC {first}, sm_80:\nloss.cu(3): error: oops"
+            in capsys.readouterr().out)
 
 
 def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys):

@@ -8,7 +8,9 @@
   prefixed with ``#line 1 "<file>"`` so compiler errors point at the ``.cu`` line. CuPy
   caches the compiled binaries per device on disk.
 * :func:`nvrtc_compile` compiles a file for an architecture with NVRTC alone (no GPU, no
-  CuPy), through the ``nvidia-cuda-nvrtc-cu12`` wheel: the test suite's compile check.
+  CuPy), through the NVRTC wheels (``nvidia-cuda-nvrtc-cu12`` for CUDA 12,
+  ``nvidia-cuda-nvrtc`` 13 for CUDA 13, as cupy-cuda12x and cupy-cuda13x load them): the
+  test suite's compile check, once per CUDA release installed (:func:`nvrtc_libraries`).
 """
 
 from __future__ import annotations
@@ -145,23 +147,66 @@ def _ptxas_usage(log: str) -> dict[str, dict[str, int]]:
     return usage
 
 
-def _nvrtc_library() -> ctypes.CDLL:
+#: Architectures the kernels are checked for without a device: A100 (sm_80), H100 and H200
+#: (sm_90), B200 (sm_100; NVRTC 12.8 and later), where the NVRTC release knows them.
+CHECK_ARCHS = ("sm_80", "sm_90", "sm_100")
+
+
+@functools.cache
+def nvrtc_libraries() -> dict[int, str]:
+    """The NVRTC shared libraries of the installed NVIDIA wheels, by CUDA major release
+    (oldest first): ``nvidia/cuda_nvrtc/lib/libnvrtc.so.12`` from nvidia-cuda-nvrtc-cu12,
+    ``nvidia/cu13/lib/libnvrtc.so.13`` from nvidia-cuda-nvrtc 13. Empty without them."""
     try:
-        import nvidia.cuda_nvrtc as package
-    except ImportError as exc:
-        raise ImportError(
-            "the NVRTC compile check needs the nvidia-cuda-nvrtc-cu12 wheel "
-            "(pip install gpu-als[dev])"
-        ) from exc
-    for folder in package.__path__:
-        for candidate in sorted(Path(folder, "lib").glob("libnvrtc.so*")):
-            return ctypes.CDLL(str(candidate))
-    raise ImportError("nvidia-cuda-nvrtc-cu12 is installed but libnvrtc.so was not found")
+        import nvidia
+    except ImportError:
+        return {}
+    found: dict[int, str] = {}
+    for folder in nvidia.__path__:
+        for path in sorted(Path(folder).glob("*/lib/libnvrtc.so.*")):
+            major = re.fullmatch(r"libnvrtc\.so\.(\d+)", path.name)
+            if major:
+                found.setdefault(int(major.group(1)), str(path))
+    return dict(sorted(found.items()))
 
 
-def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = False,
-                  keep_cubin: bool = False) -> dict:
-    """Compile ``file`` and all its specialisations with NVRTC for ``arch``.
+@functools.cache
+def _nvrtc_library(cuda: int | None = None) -> ctypes.CDLL:
+    """NVRTC of CUDA release ``cuda`` (a major version), or the newest installed."""
+    libraries = nvrtc_libraries()
+    if not libraries:
+        raise ImportError("the NVRTC compile check needs the nvidia-cuda-nvrtc-cu12 or "
+                          "nvidia-cuda-nvrtc wheel (pip install gpu-als[dev])")
+    if cuda is None:
+        cuda = max(libraries)
+    if cuda not in libraries:
+        raise ImportError(f"no NVRTC of CUDA {cuda} installed (found CUDA "
+                          f"{', '.join(map(str, libraries))})")
+    return ctypes.CDLL(libraries[cuda])
+
+
+def nvrtc_version(cuda: int | None = None) -> str:
+    """The release of NVRTC :func:`nvrtc_compile` uses for ``cuda``, e.g. ``"12.9"``."""
+    lib = _nvrtc_library(cuda)
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return f"{major.value}.{minor.value}"
+
+
+def nvrtc_archs(cuda: int | None = None) -> list[str]:
+    """The :data:`CHECK_ARCHS` that NVRTC of ``cuda`` can compile for."""
+    lib = _nvrtc_library(cuda)
+    count = ctypes.c_int()
+    lib.nvrtcGetNumSupportedArchs(ctypes.byref(count))
+    supported = (ctypes.c_int * count.value)()
+    lib.nvrtcGetSupportedArchs(supported)
+    return [arch for arch in CHECK_ARCHS if int(arch[3:]) in set(supported)]
+
+
+def nvrtc_compile(file: str, arch: str = "sm_80", *, cuda: int | None = None,
+                  resource_usage: bool = False, keep_cubin: bool = False) -> dict:
+    """Compile ``file`` and all its specialisations for ``arch`` with the NVRTC of CUDA
+    release ``cuda`` (default: the newest installed, see :func:`nvrtc_libraries`).
 
     Returns
     -------
@@ -171,7 +216,7 @@ def nvrtc_compile(file: str, arch: str = "sm_80", *, resource_usage: bool = Fals
         ``resource_usage``, also ``usage``: name expression -> ``{"registers",
         "spill_bytes"}`` as ptxas reports them; with ``keep_cubin``, ``cubin`` (bytes).
     """
-    lib = _nvrtc_library()
+    lib = _nvrtc_library(cuda)
     program = ctypes.c_void_p()
     code = source(file).encode()
 
