@@ -4,7 +4,9 @@
     python benchmarks/plot_bench.py RESULT.json --markdown     # the README's tables
 
 Charts: one PNG per dataset, seconds per iteration against factors, one line per
-implementation, into OUTPUT/<device>/.
+implementation, into OUTPUT/<device>/. The files' rows are merged per device first, so a
+benchmark run in pieces (a dataset or a factor size at a time) gives whole charts; a later
+file's row replaces an earlier one for the same dataset, factors and implementation.
 """
 
 import argparse
@@ -14,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_als.benchmark import markdown_tables, slug  # noqa: E402
+from gpu_als.benchmark import markdown_tables, merge_results, slug  # noqa: E402
 from gpu_als.plots import plot_benchmark  # noqa: E402
 
 
@@ -25,8 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true",
                         help="print Markdown tables instead of drawing charts")
     args = parser.parse_args(argv)
-    for path in args.results:
-        result = json.loads(path.read_text())
+    for result in merge_results([json.loads(path.read_text()) for path in args.results]):
         if args.markdown:
             print(markdown_tables(result))
             continue

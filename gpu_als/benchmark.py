@@ -722,6 +722,29 @@ def print_comparisons(comparisons: list[dict]) -> None:
               f"loss {c['loss_ratio']:.4f}")
 
 
+def merge_results(documents: list[dict]) -> list[dict]:
+    """Result documents of several runs (a benchmark run in pieces), one per device.
+
+    Each has the rows of all its device's runs, in order; where two runs have a row for
+    the same dataset, factors and implementation, the later document's replaces the earlier.
+    ``commit`` joins the runs' commits ("8737698 + b3fbc04"), ``date`` is the latest, and
+    the comparisons are recomputed from the merged rows.
+    """
+    merged: dict[str, dict] = {}
+    for document in documents:
+        into = merged.setdefault(document["device"], {**document, "benchmarks": {}})
+        into["benchmarks"].update(
+            ((r["dataset"], r["factors"], r["library"], r["backend"], r["solver"]), r)
+            for r in document["benchmarks"])
+        if document["commit"] not in into["commit"].split(" + "):
+            into["commit"] += f" + {document['commit']}"
+        into["date"] = max(into["date"], document["date"])
+    for document in merged.values():
+        document["benchmarks"] = list(document["benchmarks"].values())
+        document["comparisons"] = compare(document["benchmarks"])
+    return list(merged.values())
+
+
 def markdown_tables(result: dict) -> str:
     """The result as two Markdown tables: every fit, then gpu_als against implicit."""
     def mib(value):

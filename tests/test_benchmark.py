@@ -210,6 +210,47 @@ def test_compare_and_plot(tmp_path):
     assert paths[0].stat().st_size > 10_000
 
 
+def test_runs_in_pieces_merge_per_device(tmp_path):
+    """plot_bench.py draws one chart per dataset from several files: the rows of a device's
+    runs together, a later run's row replacing an earlier one for the same fit."""
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import plot_bench
+
+    def row(k, library, seconds):
+        return {"dataset": "d", "users": 10, "items": 5, "nnz": 20, "factors": k,
+                "library": library, "backend": "cpu", "solver": "cholesky",
+                "seconds_per_iteration": seconds, "final_loss": 9.0}
+
+    def document(device, commit, date, rows):
+        return {"device": device, "commit": commit, "date": date, "benchmarks": rows,
+                "comparisons": []}
+
+    first = document("CPU A", "aaa", "2026-11-01", [row(64, "gpu_als", 1.0),
+                                                    row(64, "implicit", 2.0)])
+    second = document("CPU A", "bbb", "2026-11-02", [row(128, "gpu_als", 3.0),
+                                                     row(128, "implicit", 12.0),
+                                                     row(64, "implicit", 4.0)])
+    other = document("GPU B", "ccc", "2026-11-03", [row(64, "gpu_als", 0.01)])
+    merged = benchmark.merge_results([first, second, other])
+    assert [m["device"] for m in merged] == ["CPU A", "GPU B"]
+    a = merged[0]
+    assert a["commit"] == "aaa + bbb" and a["date"] == "2026-11-02"
+    assert [(r["factors"], r["library"], r["seconds_per_iteration"])
+            for r in a["benchmarks"]] == [(64, "gpu_als", 1.0), (64, "implicit", 4.0),
+                                          (128, "gpu_als", 3.0), (128, "implicit", 12.0)]
+    assert [c["speedup"] for c in a["comparisons"]] == [4.0, 4.0]
+    assert merged[1]["commit"] == "ccc" and len(merged[1]["benchmarks"]) == 1
+    assert first["commit"] == "aaa" and len(first["benchmarks"]) == 2  # inputs untouched
+
+    files = []
+    for i, doc in enumerate((first, second)):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(doc))
+    assert plot_bench.main([*map(str, files), "--output", str(tmp_path / "charts")]) == 0
+    assert [p.name for p in (tmp_path / "charts" / "cpu-a").iterdir()] == ["bench-d.png"]
+
+
 def benchmark_plots(result, folder):
     from gpu_als.plots import plot_benchmark
 
