@@ -64,13 +64,16 @@ gpu-check: gpu-site
 
 # The GPU table of the benchmark (every dataset, factors 64 and 128, gpu_als vs implicit on
 # the GPU), on the same kind of machine; the JSON, rewritten after every fit, goes to $$OUT
-# when set. Then: python benchmarks/plot_bench.py RESULT.json --markdown
+# when set. Then: python benchmarks/plot_bench.py RESULT.json --markdown. Last,
+# recommend() for all 138,000 ml20m-like users on the GPU, both libraries.
 GPU_BENCH_ARGS ?= --factors 64 128
 gpu-bench: gpu-site
 	PYTHONPATH=$(CURDIR):$(GPU_SITE) GPU_ALS_COMMIT=$(COMMIT) $(GPU_PYTHON) -m gpu_als.benchmark \
 		--profile full --implementations gpu_als-gpu-cholesky gpu_als-gpu-cg implicit-gpu-cg \
 		gpu_als-gpu-cusolver \
 		--output $(or $(OUT),benchmarks/results) $(GPU_BENCH_ARGS)
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/bench_recommend.py --backend gpu \
+		--users 138000 | tee $(or $(OUT),benchmarks/results)/recommend-gpu-$(COMMIT).txt
 
 gpu-wheels:
 	benchmarks/fetch_implicit_wheels.sh .whl 3.12

@@ -1,11 +1,13 @@
-"""recommend() on the CPU: gpu-als against the implicit library, same factors, same users.
+"""recommend(): gpu-als against the implicit library, same factors, same users, on the CPU
+or on the GPU.
 
     python benchmarks/bench_recommend.py [--users 20000] [--factors 64] [--N 10] [--repeats 3]
+    python benchmarks/bench_recommend.py --backend gpu --users 138000
 
 ml20m-like interactions (138,000 x 27,000 x 10M) filter each user's liked items; the
 factors are random normal (the selection's cost does not depend on how they were fitted).
-Prints the median seconds of each library over the repeats, their ratio, and whether both
-return the same items.
+Prints the median seconds of each library over the repeats (on the GPU after a warm-up
+call each), their ratio, and whether both return the same items.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_als import ALS  # noqa: E402
+from gpu_als import ALS, benchmark  # noqa: E402
+from gpu_als.backends import gpu  # noqa: E402
 from gpu_als.datasets import make_power_law  # noqa: E402
 
 
@@ -42,7 +45,12 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=[138_000, 27_000, 10_000_000],
                         metavar=("USERS", "ITEMS", "NNZ"),
                         help="the power-law set (default ml20m-like)")
+    parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu",
+                        help="where both libraries' models live")
     args = parser.parse_args(argv)
+    on_gpu = args.backend == "gpu"
+    if on_gpu and gpu.unavailable_reason():
+        parser.error(f"--backend gpu: {gpu.unavailable_reason()}")
 
     R = make_power_law(*args.shape, random_state=0, device="cpu").tocsr()
     rng = np.random.default_rng(0)
@@ -54,23 +62,32 @@ def main(argv=None) -> int:
     model = ALS(factors=args.factors, iterations=0, backend="cpu", show_progress=False,
                 calculate_training_loss=False).fit(R)
     model.user_factors_, model.item_factors_ = X, Y
+    if on_gpu:
+        model = model.to_gpu()
+        model.recommend(users[:100], liked[:100], N=args.N)  # compiles, allocates
     ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
                                     args.repeats)
+    where = benchmark.device_name() if on_gpu else "CPU"
     print(f"{len(users)} users x {R.shape[1]:,} items, k = {args.factors}, N = {args.N}, "
-          f"liked items filtered")
-    print(f"gpu-als CPU backend: {ours:.3f} s")
-    try:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("implicit is not installed: no comparison")
+          f"liked items filtered, on {where}")
+    print(f"gpu-als {args.backend.upper()} backend: {ours:.3f} s")
+    problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS[f"implicit-{args.backend}-cg"])
+    if problem:
+        print(f"no comparison: {problem}")
         return 0
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
         theirs_model = AlternatingLeastSquares(factors=args.factors)
         theirs_model.user_factors, theirs_model.item_factors = X, Y
+        if on_gpu:
+            theirs_model = theirs_model.to_gpu()
+            theirs_model.recommend(users[:100], liked[:100], N=args.N)
         theirs, (their_ids, _) = median_seconds(
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
-    print(f"implicit {__import__('implicit').__version__} CPU: {theirs:.3f} s")
+    print(f"implicit {__import__('implicit').__version__} {args.backend.upper()}: "
+          f"{theirs:.3f} s")
     print(f"gpu-als / implicit speed: {theirs / ours:.2f}x; same items for "
           f"{np.mean((ids == their_ids).all(axis=1)):.2%} of the users")
     return 0

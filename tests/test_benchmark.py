@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gpu_als import ALS, benchmark
+from gpu_als.backends import gpu
 from gpu_als.cli import main as cli_main
 
 from .conftest import emulated_backend, skip_or_fail
@@ -372,5 +373,17 @@ def test_recommend_benchmark_script_runs(capsys):
                                  "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "gpu-als CPU backend:" in out
+    if "no comparison" not in out:
+        assert "same items for 100.00% of the users" in out
+    on_gpu = ["--shape", "600", "900", "12000", "--users", "500", "--repeats", "1",
+              "--backend", "gpu"]
+    if gpu.unavailable_reason():
+        with pytest.raises(SystemExit):
+            bench_recommend.main(on_gpu)
+        assert f"--backend gpu: {gpu.unavailable_reason()}" in capsys.readouterr().err
+        return
+    assert bench_recommend.main(on_gpu) == 0
+    out = capsys.readouterr().out
+    assert "gpu-als GPU backend:" in out
     if "no comparison" not in out:
         assert "same items for 100.00% of the users" in out

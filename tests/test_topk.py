@@ -1,6 +1,9 @@
-"""Top-N selection (``backends.base.top_n``) against a full sort, on both of its NumPy
-paths: the threshold path for catalogues of a few hundred items and more, and
-``argpartition`` where ties make the threshold path's candidates too many."""
+"""Top-N selection (``backends.base.top_n``) against a full sort, on both of its paths:
+the threshold path for catalogues of a few hundred items and more, and ``argpartition``
+where ties make the threshold path's candidates too many; with NumPy, and with a NumPy
+that offers only what CuPy offers (the GPU backend's array module)."""
+
+import types
 
 import numpy as np
 import pytest
@@ -32,7 +35,7 @@ def test_threshold_path_equals_a_full_sort(k, dtype, monkeypatch):
     calls = []
     original = base._top_n_above_threshold
     monkeypatch.setattr(base, "_top_n_above_threshold",
-                        lambda *a: calls.append(1) or original(*a))
+                        lambda *a, **kw: calls.append(1) or original(*a, **kw))
     ids, best = top_n(S.copy(), k)
     assert calls and best.dtype == dtype
     np.testing.assert_array_equal((ids, best), full_sort(S, k))
@@ -47,7 +50,7 @@ def test_exclusions_ties_and_short_rows(monkeypatch):
     calls = []
     original = base._top_n_above_threshold
     monkeypatch.setattr(base, "_top_n_above_threshold",
-                        lambda *a: calls.append(original(*a)) or calls[-1])
+                        lambda *a, **kw: calls.append(original(*a, **kw)) or calls[-1])
     expected = full_sort(np.where(_mask(S.shape, rows, cols), -np.inf, S), 10)
     ids, best = top_n(S.copy(), 10, (rows, cols))
     assert calls[0] is not None  # the threshold path answered
@@ -71,7 +74,7 @@ def test_rows_of_equal_scores_fall_back_to_partitioning(monkeypatch):
     calls = []
     original = base._top_n_above_threshold
     monkeypatch.setattr(base, "_top_n_above_threshold",
-                        lambda *a: calls.append(original(*a)) or calls[-1])
+                        lambda *a, **kw: calls.append(original(*a, **kw)) or calls[-1])
     ids, best = top_n(S.copy(), 10)
     assert calls == [None]
     expected_ids, expected_best = full_sort(S, 10)
@@ -86,3 +89,68 @@ def test_small_catalogues_and_k_at_least_m_use_partitioning():
         kk = min(k, m)
         ids, best = top_n(S.copy(), kk)
         np.testing.assert_array_equal((ids, best), full_sort(S, kk))
+
+
+def cupy_shaped_numpy():
+    """NumPy as the GPU backend sees CuPy: a module that is not ``numpy`` (so ``top_n``
+    takes its CuPy branches), without ``lexsort`` on a tuple of keys (CuPy's takes one
+    2-D array) and without the ``kind`` of sorts (older CuPy rejects it), and counting the
+    full row sorts, which CuPy's ``argpartition`` is."""
+    xp = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np)
+                                  if not name.startswith("_")})
+    xp.full_row_sorts = 0
+
+    def lexsort(keys):
+        assert isinstance(keys, np.ndarray) and keys.ndim == 2, "CuPy: one 2-D array"
+        return np.lexsort(keys)
+
+    def argsort(a, axis=-1, **kwargs):
+        assert not kwargs, f"CuPy's argsort takes no {sorted(kwargs)}"
+        return np.argsort(a, axis=axis, kind="stable")  # CuPy's sorts are stable
+
+    def argpartition(a, kth, axis=-1):
+        xp.full_row_sorts += 1
+        return np.argsort(a, axis=axis, kind="stable")  # as CuPy: a full sort
+
+    xp.lexsort, xp.argsort, xp.argpartition = lexsort, argsort, argpartition
+    return xp
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_the_cupy_path_equals_a_full_sort_without_sorting_rows(k):
+    """Catalogues of a few hundred items and more take the threshold path with CuPy too:
+    the same answer as a full sort, ties to the lowest id, with no full row sort."""
+    xp = cupy_shaped_numpy()
+    S = np.round(scores(31, 4 * base._threshold_chunks(k) + 5, seed=k), 2)  # ties too
+    ids, best = top_n(S.copy(), k, xp=xp)
+    np.testing.assert_array_equal((ids, best), full_sort(S, k))
+    assert xp.full_row_sorts == 0
+    rows, cols = np.nonzero(np.random.default_rng(k).random(S.shape) < 0.3)
+    ids, best = top_n(S.copy(), k, (rows, cols), xp=xp)
+    np.testing.assert_array_equal((ids, best), full_sort(
+        np.where(_mask(S.shape, rows, cols), -np.inf, S), k))
+    S[:] = 0.0  # equal scores throughout: too many candidates, the partitioning fallback
+    _, best = top_n(S.copy(), k, xp=xp)
+    np.testing.assert_array_equal(best, full_sort(S, k)[1])
+    assert xp.full_row_sorts == 1
+
+
+def test_backend_topk_in_blocks_equals_a_full_sort(backend, monkeypatch):
+    """``Backend.topk`` scores queries a block of rows at a time (on the CPU several
+    blocks at once): the same items and scores in 8 blocks as in one, on every backend."""
+    import scipy.sparse as sp
+
+    from gpu_als.backends import get_backend
+
+    engine = get_backend(backend) if isinstance(backend, str) else backend
+    rng = np.random.default_rng(7)
+    queries, targets = rng.standard_normal((50, 8)), rng.standard_normal((900, 8))
+    exclude = sp.random(50, 900, density=0.05, format="csr", random_state=0)
+    expected = full_sort(np.where(exclude.toarray() != 0, -np.inf, queries @ targets.T), 10)
+    for rows_per_block in (None, 7):
+        if rows_per_block:
+            monkeypatch.setattr(engine, "topk_block_elements", rows_per_block * 900)
+        ids, best = engine.topk(engine.asarray(queries), engine.asarray(targets), 10,
+                                exclude=exclude)
+        np.testing.assert_array_equal(ids, expected[0])
+        np.testing.assert_allclose(best, expected[1], rtol=1e-12)

@@ -24,9 +24,6 @@ import numpy as np
 
 from ..data import WeightedRows
 
-#: Query rows x targets scored at once by ``topk``.
-TOPK_BLOCK_ELEMENTS = 1 << 22
-
 
 class PhaseTimer:
     """Seconds spent in each named phase of ``solve_rows`` (see :meth:`Backend.profile`).
@@ -55,6 +52,9 @@ class Backend(ABC):
     xp: Any = np
     #: Largest number of factors the backend supports (None: no limit).
     max_factors: int | None = None
+    #: Query rows x targets that :meth:`topk` scores at once (a block's scores stay in
+    #: the CPU's caches; a GPU wants fewer, larger blocks).
+    topk_block_elements: int = 1 << 22
 
     #: Set by :meth:`profile`; None when not profiling (the normal case: no overhead).
     timer: PhaseTimer | None = None
@@ -214,7 +214,7 @@ class Backend(ABC):
         n_queries, n_targets = queries.shape[0], targets.shape[0]
         ids = np.empty((n_queries, k), dtype=np.int64)
         scores = np.empty((n_queries, k), dtype=queries.dtype)
-        step = max(1, TOPK_BLOCK_ELEMENTS // max(1, n_targets))
+        step = max(1, self.topk_block_elements // max(1, n_targets))
 
         def block(a: int) -> None:
             b = min(a + step, n_queries)
@@ -256,7 +256,7 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
     ``scores`` (n, m) is overwritten with ``-inf`` at the ``exclude = (rows, columns)``
     pairs, which are never returned; a row with fewer than ``k`` eligible columns is padded
     with id ``-1`` and score ``-inf``. Tied columns are listed by id. Which of several
-    columns tied at the k-th place are returned: the lowest ids with NumPy and at least
+    columns tied at the k-th place are returned: the lowest ids with at least
     ``max(512, 16 k)`` columns (:func:`_top_n_above_threshold`), unless many rows tie
     throughout; otherwise ``argpartition`` chooses. ``xp`` is the array module of
     ``scores`` (numpy or cupy).
@@ -264,8 +264,8 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
     n, m = scores.shape
     if exclude is not None:
         scores[exclude[0], exclude[1]] = -np.inf
-    if xp is np and m >= 4 * _threshold_chunks(k):
-        found = _top_n_above_threshold(scores, k)
+    if m >= 4 * _threshold_chunks(k):
+        found = _top_n_above_threshold(scores, k, xp=xp)
         if found is not None:
             return found
     if k < m:
@@ -274,8 +274,7 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
     else:
         top = xp.broadcast_to(xp.arange(m), (n, m))
     top_scores = xp.take_along_axis(scores, top, axis=1)
-    # CuPy's sort is always stable and rejects NumPy's kind values in older releases
-    order = xp.argsort(-top_scores, axis=1, **({"kind": "stable"} if xp is np else {}))
+    order = _stable_argsort(-top_scores, xp)
     top = xp.take_along_axis(top, order, axis=1)
     top_scores = xp.take_along_axis(top_scores, order, axis=1)
     eligible = top_scores > -np.inf
@@ -286,30 +285,41 @@ def _threshold_chunks(k: int) -> int:
     return max(4 * k, 128)
 
 
-def _top_n_above_threshold(scores: np.ndarray, k: int):
-    """:func:`top_n` for NumPy without partitioning every row (about 4x faster at k = 10
-    over 27,000 items): cut each row into ``C >= k`` chunks; the k-th largest chunk maximum
-    ``t`` is at most the row's k-th largest score (k chunks reach it), so the top k lie
-    among the few scores ``>= t``, which are sorted exactly (ties by column id). Returns
-    None when ties make those too many (e.g. rows of equal scores)."""
+def _top_n_above_threshold(scores: Any, k: int, *, xp: Any = np):
+    """:func:`top_n` without partitioning every row (about 4x faster at k = 10 over
+    27,000 items with NumPy; with CuPy, whose ``argpartition`` sorts every row, it sorts
+    about 130 chunk maxima per row instead): cut each row into ``C >= k`` chunks; the k-th
+    largest chunk maximum ``t`` is at most the row's k-th largest score (k chunks reach
+    it), so the top k lie among the few scores ``>= t``, which are sorted exactly (ties
+    by column id). Returns None when ties make those too many (e.g. rows of equal
+    scores). Only calls that NumPy and CuPy share (no ``lexsort``, no sort ``kind``)."""
     n, m = scores.shape
     chunks = _threshold_chunks(k)
     width = m // chunks
     maxima = scores[:, :chunks * width].reshape(n, chunks, width).max(axis=2)
     if chunks * width < m:  # the last columns form one more chunk
-        maxima = np.concatenate([maxima, scores[:, chunks * width:].max(axis=1)[:, None]], 1)
-    t = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
+        maxima = xp.concatenate([maxima, scores[:, chunks * width:].max(axis=1)[:, None]],
+                                axis=1)
+    t = xp.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
     above = scores >= t[:, None]
-    if np.count_nonzero(above) > n * 4 * chunks:
+    if int(xp.count_nonzero(above)) > n * 4 * chunks:
         return None
-    rows, cols = np.nonzero(above)
+    rows, cols = xp.nonzero(above)  # by row, then column
     values = scores[rows, cols]
-    order = np.lexsort((cols, -values, rows))  # by row, then score descending, then id
+    # by row, then score descending, then column: two stable sorts keep the column order
+    order = _stable_argsort(-values, xp)
+    order = order[_stable_argsort(rows[order], xp)]
     rows, cols, values = rows[order], cols[order], values[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n))[rows]
+    rank = xp.arange(len(rows)) - xp.searchsorted(rows, xp.arange(n))[rows]
     keep = (rank < k) & (values > -np.inf)
-    ids = np.full((n, k), -1, np.int64)
-    top_scores = np.full((n, k), -np.inf, scores.dtype)
+    ids = xp.full((n, k), -1, np.int64)
+    top_scores = xp.full((n, k), -np.inf, scores.dtype)
     ids[rows[keep], rank[keep]] = cols[keep]
     top_scores[rows[keep], rank[keep]] = values[keep]
     return ids, top_scores
+
+
+def _stable_argsort(a: Any, xp: Any):
+    """``argsort`` along the last axis that keeps equal elements in order (CuPy's always
+    does; older CuPy releases reject NumPy's ``kind``)."""
+    return xp.argsort(a, axis=-1, kind="stable") if xp is np else xp.argsort(a, axis=-1)

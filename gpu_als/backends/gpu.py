@@ -279,6 +279,9 @@ class GPUBackend(Backend):
 
     name = "gpu"
     max_factors = MAX_FACTORS
+    #: 2^26 scores (256 MiB in float32, with the top-N's masks about 400 MiB) per block:
+    #: each block of ``topk`` waits for the device a few times (candidate count, copy-back).
+    topk_block_elements = 1 << 26
 
     def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
