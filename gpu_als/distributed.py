@@ -16,7 +16,8 @@ How a fit is spread (notation of DESIGN.md section 1):
   solves its blocks with its own backend (``model.backend``: the CPU, or the GPU of a
   ``dask-cuda`` worker) exactly as the single-process fit would, and returns its block of
   new factors with that block's partial Gram matrix; the driver assembles the factors and
-  sums the partial Grams into ``X^T X`` / ``Y^T Y``.
+  sums the partial Grams into ``X^T X`` / ``Y^T Y``. A backend receives each block once
+  per fit: a GPU worker keeps its blocks on its device from the first half-step on.
 * Broadcasting was chosen over Spark MLlib's in-link/out-link routing: it moves
   ``workers x n x k`` numbers per half-step instead of at most ``nnz`` factor rows, which
   is less whenever a worker's block touches most of the other side (the usual case with
@@ -43,6 +44,8 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
+import weakref
 from typing import Any
 
 import numpy as np
@@ -80,6 +83,25 @@ def _aligned(a: np.ndarray) -> np.ndarray:
     return np.require(a, requirements=("C", "A"))
 
 
+#: On a worker: each scattered block's rows as its backend holds them (aligned, on the
+#: GPU for the GPU backend), made at the block's first half-step and dropped when Dask
+#: releases the block. Keys: (id(block), backend name).
+_PUT_BLOCKS: dict[tuple[int, str], data.WeightedRows] = {}
+
+
+def _put_once(block: data.WeightedRows, backend) -> data.WeightedRows:
+    """``backend.put`` of a worker's block, once for the whole fit rather than at every
+    half-step: a GPU worker would otherwise copy its CSR blocks to the device each time."""
+    key = (id(block), backend.name)
+    if key not in _PUT_BLOCKS:
+        # Arrays deserialized by Dask can start at any byte of a message frame; NumPy
+        # handles an unaligned array through slow buffered copies (the item half-step took
+        # 1.1-1.2 s in a worker against 0.65 s in the driver), so align them first.
+        _PUT_BLOCKS[key] = backend.put(block.map_arrays(_aligned))
+        weakref.finalize(block, _PUT_BLOCKS.pop, key, None)
+    return _PUT_BLOCKS[key]
+
+
 def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params: dict):
     """On a worker: one block's half-step.
 
@@ -87,13 +109,9 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
     terms (:meth:`Backend.stored_loss` with the new factors), all on the host.
     """
     backend = get_backend(params["backend"])
-    # Arrays deserialized by Dask can start at any byte of a message frame; NumPy handles
-    # an unaligned array through slow buffered copies (the item half-step took 1.1-1.2 s
-    # in a worker against 0.65 s in the driver), so align them once here.
-    fixed = _aligned(fixed)
-    block = block.map_arrays(_aligned)
+    fixed = _aligned(fixed)  # see _put_once
     F = backend.asarray(fixed)
-    rows = backend.put(block)
+    rows = _put_once(block, backend)
     out = backend.asarray(np.zeros((block.n_rows, fixed.shape[1]), fixed.dtype))
     gram = None if fixed_gram is None else backend.asarray(fixed_gram)
     backend.solve_rows(rows, F, gram, regularization=params["regularization"],
@@ -173,8 +191,13 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
                     raise RuntimeError(
                         f"distributed ALS: a half-step failed {max_retries + 1} times, last "
                         f"with {type(exc).__name__}: {exc}") from exc
+                # The exception's traceback holds frames that hold futures (this
+                # half-step's, and through the closures the placed blocks): logged as text
+                # and its frames cleared, so that whatever keeps it (Dask's state of the
+                # failed futures, a log handler) does not keep blocks on the workers.
                 logger.warning("distributed ALS: %s: %s; scattering the blocks again and "
-                               "retrying", type(exc).__name__, exc)
+                               "retrying", type(exc).__name__, str(exc))
+                traceback.clear_frames(exc.__traceback__)
                 client.wait_for_workers(1, timeout=60)
                 place("user")
                 place("item")

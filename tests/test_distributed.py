@@ -92,6 +92,9 @@ def test_a_worker_killed_mid_fit_is_survived(client):
     assert killed
     np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
     client.wait_for_workers(2, timeout=60)
+    # The blocks of the failed half-step are released too (Dask keeps the exception of a
+    # failed future; the frames in its traceback held them for the client's lifetime).
+    assert cached_after_release(client) == 0
 
 
 def test_an_error_on_the_workers_is_reported(client):
@@ -127,3 +130,66 @@ def test_blocks_arriving_unaligned_are_aligned_before_solving():
     got = _solve_block(shifted, unaligned(Y), Y.T @ Y, params)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_block_is_put_on_its_backend_once_per_fit(monkeypatch):
+    """A worker hands each block to its backend (for the GPU: a copy to the device) at the
+    block's first half-step only, and forgets it when Dask releases the block."""
+    import gc
+
+    from gpu_als import distributed
+    from gpu_als.backends.cpu import CPUBackend
+    from gpu_als.data import Prepared
+
+    puts = []
+    original = CPUBackend.put
+    monkeypatch.setattr(CPUBackend, "put", lambda self, rows: puts.append(rows) or
+                        original(self, rows))
+    R = make_power_law(300, 80, 3000, random_state=1, device="cpu")
+    users, _ = Prepared(R).rows(feedback="implicit", alpha=5.0)
+    [(_, _, block)] = distributed._split(users, 1)
+    params = {"backend": "cpu", "regularization": 0.1, "feedback": "implicit",
+              "solver": "cholesky", "cg_steps": 3}
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        Y = rng.random((80, 8))
+        got = distributed._solve_block(block, Y, Y.T @ Y, params)
+        fresh = distributed._solve_block(block.map_arrays(np.copy), Y, Y.T @ Y, params)
+        for a, b in zip(got, fresh):
+            np.testing.assert_array_equal(a, b)
+    assert len(puts) == 1 + 3  # the block once, each fresh copy once
+    key = (id(block), "cpu")
+    assert key in distributed._PUT_BLOCKS
+    del block, puts[:]
+    gc.collect()
+    assert key not in distributed._PUT_BLOCKS
+
+
+def _cached_blocks() -> int:
+    from gpu_als import distributed
+
+    return len(distributed._PUT_BLOCKS)
+
+
+def cached_after_release(client) -> int:
+    """Blocks the workers still hold for a backend, once released ones are dropped."""
+    import gc
+
+    gc.collect()  # futures of earlier fits may wait in reference cycles
+    deadline = time.time() + 10
+    while sum(client.run(_cached_blocks).values()) and time.time() < deadline:
+        time.sleep(0.1)  # the workers drop released blocks asynchronously
+    return sum(client.run(_cached_blocks).values())
+
+
+def test_workers_keep_their_blocks_only_during_the_fit(client):
+    from gpu_als.distributed import fit_distributed
+
+    assert cached_after_release(client) == 0
+    R = make_power_law(400, 150, 4000, random_state=4)
+    during = []
+    model = ALS(**PARAMS, callback=lambda *_: during.append(
+        sum(client.run(_cached_blocks).values())))
+    fit_distributed(model, R, client, blocks_per_worker=2)
+    assert during == [8] * PARAMS["iterations"]  # 2 workers x 2 blocks x 2 sides
+    assert cached_after_release(client) == 0
