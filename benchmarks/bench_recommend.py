@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if on_gpu and gpu.unavailable_reason():
         parser.error(f"--backend gpu: {gpu.unavailable_reason()}")
 
-    R = make_power_law(*args.shape, random_state=0, device="cpu").tocsr()
+    R = make_power_law(*args.shape, random_state=0, device=args.backend).tocsr()
     rng = np.random.default_rng(0)
     X = rng.standard_normal((R.shape[0], args.factors)).astype(np.float32)
     Y = rng.standard_normal((R.shape[1], args.factors)).astype(np.float32)
