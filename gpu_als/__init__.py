@@ -3,6 +3,7 @@
 from ._version import __version__
 from .data import from_dataframe
 from .exceptions import BackendUnavailableError, NotFittedError
+from .interop import from_implicit
 from .model import ALS, AlternatingLeastSquares
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "BackendUnavailableError",
     "NotFittedError",
     "from_dataframe",
+    "from_implicit",
     "__version__",
 ]

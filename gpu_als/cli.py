@@ -358,17 +358,30 @@ def examples(ids: np.ndarray) -> str:
     return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
 
 
+def load_model(path: str, backend: str):
+    """A model saved by gpu-als, or by the implicit library (converted, and said so)."""
+    from .exceptions import ImplicitModelFileError
+    from .interop import from_implicit
+    from .model import ALS
+
+    try:
+        return ALS.load(path, backend=backend)
+    except ImplicitModelFileError:
+        print(f"{path}: a model of the implicit library, converted (gpu_als.from_implicit)",
+              file=sys.stderr)
+        return from_implicit(path, backend=backend)
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
     from .data import from_dataframe, id_positions
-    from .model import ALS
 
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     if args.file is None and args.users is None:
         raise ValueError("name the users (--users) or give an interaction file: its users "
                          "get recommendations, without the items they already have")
-    model = ALS.load(args.model, backend=args.backend)
+    model = load_model(args.model, args.backend)
     users = id_map(model.user_ids_, model.user_factors_.shape[0])
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
     named = None
@@ -427,11 +440,10 @@ def recommend_command(args: argparse.Namespace) -> int:
 def similar_command(args: argparse.Namespace) -> int:
     """The N items (or users) most similar to each given one, the query itself left out."""
     from .data import id_positions
-    from .model import ALS
 
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
-    model = ALS.load(args.model, backend=args.backend)
+    model = load_model(args.model, args.backend)
     similar: Callable[..., tuple[np.ndarray, np.ndarray]]
     if args.users is not None:
         kind, ids = "user", id_map(model.user_ids_, model.user_factors_.shape[0])
@@ -465,11 +477,10 @@ def similar_command(args: argparse.Namespace) -> int:
 def explain_command(args: argparse.Namespace) -> int:
     """Why a saved model scores items for a user: each score split over the user's items."""
     from .data import from_dataframe, id_positions
-    from .model import ALS
 
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
-    model = ALS.load(args.model, backend=args.backend)
+    model = load_model(args.model, args.backend)
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
     wanted = np.asarray(args.items)
     positions = id_positions(items, wanted)

@@ -11,3 +11,8 @@ class NotFittedError(ValueError, AttributeError):
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this machine; the message says why and what to do."""
+
+
+class ImplicitModelFileError(ValueError):
+    """``ALS.load`` was given a model file of the implicit library: read it with
+    :func:`gpu_als.from_implicit` (the command line does so itself)."""

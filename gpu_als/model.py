@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import data
 from .backends import BACKEND_NAMES, Backend, get_backend
 from .backends.base import query_result
-from .exceptions import BackendUnavailableError, NotFittedError
+from .exceptions import BackendUnavailableError, ImplicitModelFileError, NotFittedError
 
 logger = logging.getLogger("gpu_als")
 
@@ -809,7 +809,8 @@ class ALS:
         Raises
         ------
         ValueError
-            For a file that is not a gpu-als model, is truncated or corrupted, has another
+            For a file that is not a gpu-als model (one of the implicit library's says to
+            use :func:`gpu_als.from_implicit`), is truncated or corrupted, has another
             format version, holds pickled objects, or whose arrays have the wrong shape,
             dtype or non-finite values.
         FileNotFoundError
@@ -835,6 +836,11 @@ class ALS:
             ) from None
         missing = {"format", "version", "params", "user_factors", "item_factors",
                    "loss_history"} - set(contents)
+        if "format" not in contents and {"user_factors", "item_factors", "regularization"
+                                         } <= set(contents):
+            raise ImplicitModelFileError(f"{path} looks like a model saved by the implicit "
+                                         f"library: gpu_als.from_implicit({str(path)!r}) "
+                                         f"reads it")
         if missing or str(contents.get("format", "")) != FILE_FORMAT:
             raise ValueError(f"{path} is not a gpu-als model file (missing: "
                              f"{', '.join(sorted(missing)) or 'the format tag'})")

@@ -80,3 +80,21 @@ def test_coming_from_implicit(alpha):
                                    atol=rtol * scale, err_msg=solver)
         np.testing.assert_allclose(ours.item_factors_, theirs.item_factors,
                                    atol=rtol * np.abs(theirs.item_factors).max(), err_msg=solver)
+
+
+def test_readme_from_implicit_block_runs(tmp_path, monkeypatch):
+    """README's conversion of an implicit model, on a small fitted one."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares as Implicit
+    except ImportError as exc:
+        skip_or_fail(f"implicit (dev extras) is not installed: {exc}")
+    R = sp.random(50, 30, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    theirs = Implicit(factors=4, iterations=2, random_state=0)
+    theirs.fit(R, show_progress=False)
+    theirs.save(str(tmp_path / "implicit_model.npz"))
+    monkeypatch.chdir(tmp_path)
+    block = python_block("### Coming from implicit")
+    assert "from_implicit(implicit_model)" in block
+    exec(compile(block, str(README), "exec"), {"implicit_model": theirs})
+    saved = gpu_als.ALS.load(tmp_path / "model.npz", backend="cpu")
+    np.testing.assert_array_equal(saved.item_factors_, theirs.item_factors)

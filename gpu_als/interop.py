@@ -1,0 +1,138 @@
+"""Models of the implicit library as gpu-als models.
+
+    import implicit
+    from gpu_als.interop import from_implicit
+
+    theirs = implicit.als.AlternatingLeastSquares(factors=64).fit(user_items)
+    model = from_implicit(theirs)          # or from_implicit("theirs.npz"), its save()
+    model.recommend(0, user_items[0])      # the items and scores of theirs.recommend
+    model.save("model.npz")                # then: gpu-als recommend model.npz ...
+
+The factors are taken as they are, so every query (recommend, similar items, explain,
+the evaluation metrics) answers as the implicit model does. The hyperparameters matter
+only for what solves again (``fit``, the ``partial_fit_*`` methods, fold-in with
+``recalculate_user``); they are translated so that those solve implicit's problem:
+
+* ``alpha``: implicit's confidence is ``alpha * r``, gpu-als's ``1 + alpha * r`` (Hu,
+  Koren & Volinsky 2008), so implicit's ``alpha = a`` becomes ``alpha = a - 1``. That
+  is the same objective on 0/1 data; on other values the two confidences differ. With
+  ``a < 1`` there is no such gpu-als ``alpha``: pass one (``alpha=...``).
+* ``use_cg`` becomes ``solver="cg"`` with implicit's ``cg_steps``, else ``"cholesky"``;
+  a model of implicit's GPU ALS (always CG) becomes ``solver="cg"``.
+* ``factors``, ``regularization``, ``iterations``, ``random_state`` and
+  ``calculate_training_loss`` are the same; float16 factors (implicit's GPU option)
+  become float32.
+
+Any gpu-als hyperparameter can be set instead with a keyword argument.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, get_backend
+from .model import ALS
+
+
+def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
+                  **params: Any) -> ALS:
+    """A fitted :class:`ALS` with the factors and the hyperparameters of an implicit model.
+
+    Parameters
+    ----------
+    model_or_path : implicit.als.AlternatingLeastSquares, str or path-like
+        A fitted model of implicit's ALS (CPU or GPU), or a file its ``save()`` wrote.
+    backend : str or Backend, default "auto"
+        Where the gpu-als model's factors go.
+    **params
+        gpu-als hyperparameters that replace the translated ones (see the module).
+
+    Raises
+    ------
+    ValueError
+        For a model that is not fitted, a file that is not an implicit ALS model, factors
+        with NaN or infinite values, or an implicit ``alpha`` below 1 without ``alpha``.
+    TypeError
+        For an object that is neither an implicit ALS model nor a path.
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        found, where = _read_file(model_or_path), os.fspath(model_or_path)
+    else:
+        found, where = _read_model(model_or_path), type(model_or_path).__name__
+    X, Y = found.pop("user_factors"), found.pop("item_factors")
+    for name, F in (("user_factors", X), ("item_factors", Y)):
+        if F.ndim != 2 or F.shape[1] != Y.shape[1] or F.dtype.kind != "f":
+            raise ValueError(f"{where}: {name} has shape {F.shape} and dtype {F.dtype}, "
+                             f"expected (n, factors) of floats")
+        if not np.isfinite(F).all():
+            raise ValueError(f"{where}: {name} holds NaN or infinite values")
+    dtype = np.float64 if X.dtype == np.float64 and Y.dtype == np.float64 else np.float32
+    translated: dict[str, Any] = {
+        "factors": int(Y.shape[1]),
+        "regularization": float(found.get("regularization", 0.01)),
+        "iterations": int(found.get("iterations", 15)),
+        "solver": "cg" if found.get("use_cg", True) else "cholesky",
+        "cg_steps": int(found.get("cg_steps", 3)),
+        "calculate_training_loss": bool(found.get("calculate_training_loss", False)),
+        "dtype": dtype,
+    }
+    if isinstance(found.get("random_state"), (int, np.integer)):
+        translated["random_state"] = int(found["random_state"])
+    implicit_alpha = float(found.get("alpha", 1.0))
+    if "alpha" not in params:
+        if implicit_alpha < 1:
+            raise ValueError(
+                f"{where}: implicit's alpha={implicit_alpha} (confidence alpha * r) has no "
+                f"gpu-als equivalent (confidence 1 + alpha * r, alpha >= 0); pass alpha=...")
+        translated["alpha"] = implicit_alpha - 1.0
+    model = ALS(**{**translated, **params, "backend": backend})
+    p = model._check_params()
+    model._set_fitted(get_backend(backend), X.astype(p["dtype"], copy=False),
+                      Y.astype(p["dtype"], copy=False), [])
+    return model
+
+
+def _read_model(model: Any) -> dict[str, Any]:
+    """Factors and hyperparameters of a live implicit ALS model."""
+    if not hasattr(model, "user_factors") or not hasattr(model, "item_factors") or \
+            not hasattr(model, "regularization"):
+        raise TypeError(f"expected a model of implicit's AlternatingLeastSquares or a "
+                        f"path, got {type(model).__name__}")
+    gpu_model = "implicit.gpu" in type(model).__module__
+    if gpu_model:
+        model = model.to_cpu()  # NumPy factors; implicit's GPU fit is always CG
+    if model.user_factors is None or model.item_factors is None:
+        raise ValueError("the implicit model is not fitted yet (no factors)")
+    found = {name: getattr(model, name) for name in (
+        "regularization", "iterations", "use_cg", "cg_steps", "calculate_training_loss",
+        "random_state", "alpha") if getattr(model, name, None) is not None}
+    if gpu_model:
+        found["use_cg"] = True
+    found["user_factors"] = np.asarray(model.user_factors)
+    found["item_factors"] = np.asarray(model.item_factors)
+    return found
+
+
+def _read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Factors and hyperparameters of a file written by implicit's ``save()``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an implicit model file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            contents = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a readable implicit model file: {exc}") from None
+    if "format" in contents:
+        raise ValueError(f"{path} is a gpu-als model file: read it with ALS.load")
+    missing = {"user_factors", "item_factors"} - set(contents)
+    if missing:
+        raise ValueError(f"{path} is not an implicit ALS model file (missing: "
+                         f"{', '.join(sorted(missing))})")
+    return {name: value.item() if value.shape == () else value
+            for name, value in contents.items()}

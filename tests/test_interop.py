@@ -1,0 +1,137 @@
+"""gpu_als.from_implicit: implicit 0.7's ALS models (live or saved) as gpu-als models that
+answer every query as they do and solve implicit's problem when they solve again."""
+
+import numpy as np
+import pytest
+
+from gpu_als import ALS, from_implicit
+from gpu_als.datasets import make_power_law
+
+from .conftest import skip_or_fail
+
+R = make_power_law(300, 200, 4000, random_state=1, device="cpu").tocsr()  # 0/1 values
+
+
+@pytest.fixture(scope="module")
+def implicit_cpu():
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        skip_or_fail(f"implicit is not installed: {exc}")
+
+    def fitted(cg_steps=3, **params):
+        with threadpool_limits(1, "blas"):  # as implicit asks
+            model = AlternatingLeastSquares(**{"factors": 16, "iterations": 4,
+                                               "random_state": 0, **params})
+            model.cg_steps = cg_steps  # an attribute in implicit 0.7, not an argument
+            model.fit(R, show_progress=False)
+        return model
+
+    return fitted
+
+
+@pytest.mark.parametrize("use_cg", [False, True])
+def test_queries_answer_as_implicit_does(implicit_cpu, use_cg):
+    theirs = implicit_cpu(alpha=5.0, use_cg=use_cg, regularization=0.05)
+    ours = from_implicit(theirs, backend="cpu")
+    assert ours.get_params()["alpha"] == 4.0 and ours.regularization == 0.05
+    assert ours.solver == ("cg" if use_cg else "cholesky") and ours.factors == 16
+    np.testing.assert_array_equal(ours.user_factors_, theirs.user_factors)
+    users = np.arange(60)
+    ids, scores = ours.recommend(users, R[users], N=10)
+    their_ids, their_scores = theirs.recommend(users, R[users], N=10)
+    np.testing.assert_array_equal(ids, their_ids)
+    np.testing.assert_allclose(scores, their_scores, rtol=1e-5)
+    ids, _ = ours.similar_items(np.arange(20), N=5)
+    np.testing.assert_array_equal(ids, theirs.similar_items(np.arange(20), N=5)[0])
+
+
+def test_fold_in_solves_implicits_problem(implicit_cpu):
+    """The alpha translation (implicit's a is gpu-als's a - 1 on 0/1 data): a user folded
+    in from their items gets implicit's exact solution."""
+    theirs = implicit_cpu(alpha=5.0, use_cg=False)
+    ours = from_implicit(theirs, backend="cpu")
+    for user in (3, 77, 150):
+        ids, scores = ours.recommend(user, R[user], N=10, recalculate_user=True)
+        their_ids, their_scores = theirs.recommend(user, R[user], N=10,
+                                                   recalculate_user=True)
+        np.testing.assert_array_equal(ids, their_ids)
+        np.testing.assert_allclose(scores, their_scores, rtol=1e-4)
+    untranslated = from_implicit(theirs, backend="cpu", alpha=5.0)  # implicit's number
+    _, scores = untranslated.recommend(3, R[3], N=10, recalculate_user=True)
+    assert not np.allclose(scores, theirs.recommend(3, R[3], N=10, recalculate_user=True)[1],
+                           rtol=1e-4)
+
+
+def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_path):
+    theirs = implicit_cpu(alpha=2.0, use_cg=True, cg_steps=5)
+    theirs.save(str(tmp_path / "theirs.npz"))
+    ours = from_implicit(tmp_path / "theirs.npz", backend="cpu")
+    np.testing.assert_array_equal(ours.item_factors_, theirs.item_factors)
+    assert (ours.alpha, ours.solver, ours.cg_steps, ours.random_state) == (1.0, "cg", 5, 0)
+    with pytest.raises(ValueError, match="saved by the implicit library: "
+                                         "gpu_als.from_implicit"):
+        ALS.load(tmp_path / "theirs.npz")
+    ours.save(tmp_path / "ours.npz")  # and then it is an ordinary gpu-als model
+    np.testing.assert_array_equal(ALS.load(tmp_path / "ours.npz", backend="cpu")
+                                  .item_factors_, theirs.item_factors)
+    with pytest.raises(ValueError, match="is a gpu-als model file: read it with ALS.load"):
+        from_implicit(tmp_path / "ours.npz")
+
+
+def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    with pytest.raises(ValueError, match="not fitted"):
+        from_implicit(AlternatingLeastSquares(factors=4))
+    theirs = implicit_cpu(alpha=0.5)
+    with pytest.raises(ValueError, match="alpha=0.5 .* has no gpu-als equivalent"):
+        from_implicit(theirs)
+    assert from_implicit(theirs, backend="cpu", alpha=0.0).alpha == 0.0
+    with pytest.raises(TypeError, match="implicit's AlternatingLeastSquares or a path"):
+        from_implicit(42)
+    np.savez(tmp_path / "other.npz", weights=np.ones(3))
+    with pytest.raises(ValueError, match="missing: item_factors, user_factors"):
+        from_implicit(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError):
+        from_implicit(tmp_path / "none.npz")
+    theirs.user_factors[0, 0] = np.nan
+    with pytest.raises(ValueError, match="user_factors holds NaN"):
+        from_implicit(theirs)
+
+
+@pytest.mark.gpu
+def test_a_model_of_implicits_gpu_als_converts():
+    """implicit's GPU ALS model (factors in its own GPU matrices, always CG): the same
+    recommendations from the converted model on the GPU backend."""
+    from gpu_als import benchmark
+
+    problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-gpu-cg"])
+    if problem:  # checked first: it loads the CUDA libraries before implicit.gpu
+        pytest.skip(problem)
+    from implicit.gpu.als import AlternatingLeastSquares
+
+    theirs = AlternatingLeastSquares(factors=16, iterations=3, random_state=0)
+    theirs.fit(R, show_progress=False)
+    ours = from_implicit(theirs, backend="gpu")
+    assert ours.solver == "cg" and ours.backend_ == "gpu"
+    users = np.arange(60)
+    ids, scores = ours.recommend(users, R[users], N=10)
+    their_ids, their_scores = theirs.recommend(users, R[users], N=10)
+    np.testing.assert_array_equal(ids, their_ids)
+    np.testing.assert_allclose(scores, their_scores, rtol=1e-4)
+
+
+def test_the_command_line_serves_an_implicit_model_file(implicit_cpu, tmp_path, capsys):
+    from gpu_als.cli import main
+
+    theirs = implicit_cpu(alpha=3.0)
+    theirs.save(str(tmp_path / "theirs.npz"))
+    assert main(["similar", str(tmp_path / "theirs.npz"), "--items", "4", "--N", "3",
+                 "--backend", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "a model of the implicit library, converted" in captured.err
+    rows = [line.split(",") for line in captured.out.splitlines()[1:]]
+    ids, _ = theirs.similar_items(4, N=4)
+    assert [int(row[1]) for row in rows] == [i for i in ids.tolist() if i != 4][:3]
