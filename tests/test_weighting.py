@@ -1,0 +1,68 @@
+"""BM25 and TF-IDF weighting against the implicit library's functions of the same names."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_als.weighting import bm25_weight, tfidf_weight
+
+from .conftest import skip_or_fail
+
+
+@pytest.fixture(scope="module")
+def counts():
+    rng = np.random.default_rng(0)
+    X = sp.random(120, 80, density=0.1, format="coo", random_state=1)
+    X.data = np.ceil(rng.pareto(1.2, X.nnz) * 3)  # heavy-tailed play counts, >= 1
+    return X
+
+
+@pytest.fixture(scope="module")
+def implicit_nn():
+    try:
+        from implicit import nearest_neighbours
+    except ImportError as exc:
+        skip_or_fail(f"implicit is not installed: {exc}")
+    return nearest_neighbours
+
+
+@pytest.mark.parametrize("K1, B", [(100, 0.8), (1.2, 0.75), (5, 0.0), (5, 1.0)])
+def test_bm25_equals_implicits(counts, implicit_nn, K1, B):
+    ours = bm25_weight(counts, K1=K1, B=B)
+    theirs = implicit_nn.bm25_weight(counts, K1=K1, B=B).tocsr()
+    assert isinstance(ours, sp.csr_matrix) and ours.shape == counts.shape
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-12)
+
+
+def test_tfidf_equals_implicits(counts, implicit_nn):
+    ours = tfidf_weight(counts.tocsc())
+    np.testing.assert_allclose(ours.toarray(),
+                               implicit_nn.tfidf_weight(counts).toarray(), rtol=1e-12)
+
+
+def test_bm25_by_hand_and_the_input_is_left_alone():
+    X = sp.csr_matrix(np.array([[3.0, 0.0, 1.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0],
+                                [0.0, 0.0, 4.0]]))
+    before = X.copy()
+    W = bm25_weight(X, K1=2.0, B=0.5)
+    idf = np.log(4) - np.log1p(np.array([1.0, 1.0, 2.0]))  # column 2 in two rows
+    norm = 0.5 + 0.5 * np.array([4.0, 2.0, 0.0, 4.0]) / 2.5  # row sums, their mean 2.5
+    expected = np.zeros((4, 3))
+    for row, col in ((0, 0), (0, 2), (1, 1), (3, 2)):
+        x = X[row, col]
+        expected[row, col] = x * 3 / (2 * norm[row] + x) * idf[col]
+    assert (expected != 0).sum() == 4
+    np.testing.assert_allclose(W.toarray(), expected, rtol=1e-12)
+    assert (X != before).nnz == 0
+
+
+def test_bad_input_is_refused():
+    X = sp.csr_matrix(np.array([[1.0, -2.0]]))
+    with pytest.raises(ValueError, match="negative values"):
+        bm25_weight(X)
+    with pytest.raises(ValueError, match="only zeros"):
+        tfidf_weight(sp.csr_matrix(([0.0], ([0], [0])), shape=(2, 2)))
+    with pytest.raises(ValueError, match="B=1.5"):
+        bm25_weight(sp.eye(3, format="csr"), B=1.5)
+    with pytest.raises(TypeError):
+        bm25_weight(np.ones((3, 3)))
