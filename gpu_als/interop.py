@@ -29,13 +29,12 @@ Any gpu-als hyperparameter can be set instead with a keyword argument.
 from __future__ import annotations
 
 import os
-import zipfile
 from typing import Any
 
 import numpy as np
 
 from .backends import Backend, get_backend
-from .model import ALS
+from .model import ALS, read_archive
 
 
 def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
@@ -119,15 +118,7 @@ def _read_model(model: Any) -> dict[str, Any]:
 
 def _read_file(path: str | os.PathLike) -> dict[str, Any]:
     """Factors and hyperparameters of a file written by implicit's ``save()``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not an implicit model file (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {name: archive[name] for name in archive.files}
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a readable implicit model file: {exc}") from None
+    contents = read_archive(path, "implicit model")
     if "format" in contents:
         raise ValueError(f"{path} is a gpu-als model file: read it with ALS.load")
     missing = {"user_factors", "item_factors"} - set(contents)

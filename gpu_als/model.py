@@ -816,24 +816,7 @@ class ALS:
         FileNotFoundError
             When there is no such file.
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model file at {path}")
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path} is not a readable gpu-als model file (not an .npz archive)")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                contents = {name: archive[name] for name in archive.files}
-        except FileNotFoundError:
-            raise
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise ValueError(f"{path}: refusing to load pickled objects ({exc})") from None
-            raise ValueError(f"{path} is not a readable gpu-als model file: {exc}") from None
-        except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
-            raise ValueError(
-                f"{path} is not a readable gpu-als model file (truncated or corrupted?): "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
+        contents = read_archive(path, "gpu-als model")
         missing = {"format", "version", "params", "user_factors", "item_factors",
                    "loss_history"} - set(contents)
         if "format" not in contents and {"user_factors", "item_factors", "regularization"
@@ -955,6 +938,36 @@ class _Training:
         model.backend_ = self.backend.name
         model._backend = self.backend
         model.user_ids_ = model.item_ids_ = None
+
+
+def read_archive(path, kind: str) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` file at ``path``, pickles refused; ``kind`` names the
+    file expected ("gpu-als model") in the errors.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
+        pickled objects.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a readable {kind} file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path}: refusing to load pickled objects ({exc})") from None
+        raise ValueError(f"{path} is not a readable {kind} file: {exc}") from None
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
+        raise ValueError(f"{path} is not a readable {kind} file (truncated or corrupted?): "
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def _write_atomically(path, arrays: dict[str, Any]) -> None:
