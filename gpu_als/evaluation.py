@@ -65,10 +65,40 @@ def train_test_split(
     if test_fraction >= 1:
         raise ValueError(f"test_fraction={test_fraction}: must be < 1")
     csr = check_user_items(user_items, np.float32)
-    rng = np.random.default_rng(random_state)
     lengths = np.diff(csr.indptr)
-    rows = np.repeat(np.arange(csr.shape[0]), lengths)
     n_test = np.where(lengths >= 2, np.maximum(1, np.rint(test_fraction * lengths)), 0)
+    return _split(csr, n_test, random_state)
+
+
+def leave_k_out_split(
+    user_items: Any, K: int = 1, random_state: int | None = 42
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Hold out ``K`` entries of each user who has more than ``K`` (leave-one-out with the
+    default ``K = 1``, as implicit's ``leave_k_out_split``); the others stay in train.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse matrix, shape (n_users, n_items)
+    K : int >= 1, default 1
+    random_state : int or None, default 42
+
+    Returns
+    -------
+    train, test : scipy.sparse.csr_matrix, shape (n_users, n_items)
+        Disjoint, and together the entries of ``user_items``; each test row has ``K``
+        entries or none.
+    """
+    K = check_int("K", K, minimum=1)
+    csr = check_user_items(user_items, np.float32)
+    lengths = np.diff(csr.indptr)
+    return _split(csr, np.where(lengths > K, K, 0), random_state)
+
+
+def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
+           ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``n_test[u]`` entries of each row ``u``, chosen uniformly at random, to test."""
+    rng = np.random.default_rng(random_state)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     # Rank each entry within its row by a random key; the lowest ranks go to test.
     order = np.lexsort((rng.random(csr.nnz), rows))
     rank = np.empty(csr.nnz, dtype=np.int64)

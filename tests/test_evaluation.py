@@ -9,6 +9,7 @@ from gpu_als.evaluation import (
     RandomRecommender,
     auc,
     binarize,
+    leave_k_out_split,
     map_at_k,
     ndcg_at_k,
     personalization,
@@ -37,6 +38,26 @@ def test_split_is_per_user_disjoint_and_seeded():
     assert (again != train).nnz == 0
     other, _ = train_test_split(R, 0.2, random_state=1)
     assert (other != train).nnz > 0
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_leave_k_out_holds_out_k_of_each_user_with_more(K):
+    R = random_interactions(300, 80, 0.05, seed=2)
+    train, test = leave_k_out_split(R, K=K, random_state=5)
+    assert (train + test != R).nnz == 0 and train.multiply(test).nnz == 0
+    n = np.diff(R.indptr)
+    np.testing.assert_array_equal(np.diff(test.indptr), np.where(n > K, K, 0))
+    assert (n <= K).any() and (n > K).any()  # both kinds of user are in the data
+    # uniform: over many seeds every entry of a user lands in test about equally often
+    row = int(np.flatnonzero(n == n.max())[0])
+    counts = np.zeros(R.shape[1])
+    for seed in range(400):
+        counts += leave_k_out_split(R[row], K=K, random_state=seed)[1].toarray()[0] != 0
+    held = counts[R[row].indices]
+    expected = 400 * K / n[row]
+    assert np.all(np.abs(held - expected) < 5 * np.sqrt(expected)), (held, expected)
+    with pytest.raises(ValueError, match="K"):
+        leave_k_out_split(R, K=0)
 
 
 def test_binarize():
