@@ -97,10 +97,10 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
 
 def _read_model(model: Any) -> dict[str, Any]:
     """Factors and hyperparameters of a live implicit ALS model."""
-    if not hasattr(model, "user_factors") or not hasattr(model, "item_factors") or \
-            not hasattr(model, "regularization"):
+    if type(model).__name__ != "AlternatingLeastSquares" or \
+            not type(model).__module__.startswith("implicit"):
         raise TypeError(f"expected a model of implicit's AlternatingLeastSquares or a "
-                        f"path, got {type(model).__name__}")
+                        f"path, got {type(model).__module__}.{type(model).__name__}")
     gpu_model = "implicit.gpu" in type(model).__module__
     if gpu_model:
         model = model.to_cpu()  # NumPy factors; implicit's GPU fit is always CG
@@ -121,6 +121,9 @@ def _read_file(path: str | os.PathLike) -> dict[str, Any]:
     contents = read_archive(path, "implicit model")
     if "format" in contents:
         raise ValueError(f"{path} is a gpu-als model file: read it with ALS.load")
+    if "learning_rate" in contents:
+        raise ValueError(f"{path} holds an implicit BPR or LMF model, not ALS (their "
+                         f"factors carry bias columns and another objective)")
     missing = {"user_factors", "item_factors"} - set(contents)
     if missing:
         raise ValueError(f"{path} is not an implicit ALS model file (missing: "

@@ -91,6 +91,15 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
     assert from_implicit(theirs, backend="cpu", alpha=0.0).alpha == 0.0
     with pytest.raises(TypeError, match="implicit's AlternatingLeastSquares or a path"):
         from_implicit(42)
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    bpr = BayesianPersonalizedRanking(factors=7, iterations=1, random_state=0)
+    bpr.fit(R, show_progress=False)
+    with pytest.raises(TypeError, match="BayesianPersonalizedRanking"):
+        from_implicit(bpr)
+    bpr.save(str(tmp_path / "bpr.npz"))
+    with pytest.raises(ValueError, match="BPR or LMF model, not ALS"):
+        from_implicit(tmp_path / "bpr.npz")
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
     with pytest.raises(ValueError, match="missing: item_factors, user_factors"):
         from_implicit(tmp_path / "other.npz")
