@@ -74,7 +74,9 @@ def bm25_weight(X: Any, K1: float = 100.0, B: float = 0.8) -> sp.csr_matrix:
     lengths = np.asarray(X.sum(axis=1)).ravel()
     length_norm = (1.0 - B) + B * lengths / lengths.mean()
     x = X.data
-    X.data = x * (K1 + 1.0) / (K1 * length_norm[_rows(X)] + x) * _idf(X)[X.indices]
+    saturation = K1 * length_norm[_rows(X)] + x  # 0 only for a stored 0 with K1 = 0
+    tf = np.divide(x * (K1 + 1.0), saturation, out=np.zeros_like(x), where=saturation > 0)
+    X.data = tf * _idf(X)[X.indices]
     return X
 
 

@@ -56,6 +56,13 @@ def test_bm25_by_hand_and_the_input_is_left_alone():
     assert (X != before).nnz == 0
 
 
+def test_k1_zero_counts_presence_only():
+    X = sp.csr_matrix(([2.0, 0.0, 5.0], ([0, 0, 1], [0, 1, 1])), shape=(3, 2))
+    W = bm25_weight(X, K1=0.0, B=0.5)
+    idf = np.log(3) - np.log1p(np.array([1.0, 2.0]))
+    np.testing.assert_allclose(W.toarray(), [[idf[0], 0.0], [0.0, idf[1]], [0.0, 0.0]])
+
+
 def test_bad_input_is_refused():
     X = sp.csr_matrix(np.array([[1.0, -2.0]]))
     with pytest.raises(ValueError, match="negative values"):
