@@ -440,9 +440,10 @@ def test_gpu_tests_pass_with_the_emulation_standing_in():
     CuPy's own functions."""
     if emulation.unavailable_reason() is not None:
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
-    files = ["test_solver.py", "test_woodbury.py", "test_cusolver.py", "test_gpu.py"]
+    files = ["test_solver.py", "test_woodbury.py", "test_cusolver.py", "test_gpu.py",
+             "test_topk.py", "test_persistence.py", "test_explain.py", "test_lifecycle.py"]
     slow = "(every_size and (32 or 64 or 100 or 128 or 256 or 512 or 1024)) or " \
-           "(long_row and (64 or 128 or 256)) or fit_matches_cpu"
+           "(long_row and (64 or 128 or 256)) or fit_matches_cpu or on_movielens"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.gpu_standin", "-p", "no:cacheprovider",
          "-q", "-m", "gpu", "-k", f"not ({slow})", *(str(ROOT / "tests" / f) for f in files)],
