@@ -718,6 +718,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options naming a file that a command writes when its work is done.
+OUTPUT_OPTIONS = ("output", "trials", "plot")
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output file whose folder does not exist (``demo``
+    creates its output folder; ``-`` is standard output)."""
+    if args.command == "demo":
+        return
+    for name in OUTPUT_OPTIONS:
+        path = getattr(args, name, None)
+        if path is None or str(path) == "-":
+            continue
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--{name} {path}: there is no folder {folder}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -732,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:
+        check_output_folders(args)
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
         print(f"gpu-als {args.command}: error: {exc}", file=sys.stderr)

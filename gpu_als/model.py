@@ -977,6 +977,10 @@ def _write_atomically(path, arrays: dict[str, Any]) -> None:
     final = os.fspath(path)
     if not final.endswith(".npz"):  # as np.savez names it
         final += ".npz"
+    folder = os.path.dirname(final) or "."
+    if not os.path.isdir(folder):  # else the error would name the temporary file
+        raise FileNotFoundError(f"cannot save the model to {final}: there is no folder "
+                                f"{folder}")
     temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         with open(temporary, "xb") as file:

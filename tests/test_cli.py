@@ -301,3 +301,23 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
     process.stdout.close()  # 30,000 rows are still to come: far more than a pipe buffers
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1 and b"Traceback" not in err, err.decode()[-2000:]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "{csv}", "--output", "{missing}/m.npz"],
+    ["tune", "{csv}", "--trials", "{missing}/trials.csv"],
+    ["tune", "{csv}", "--plot", "{missing}/tune.png"],
+    ["recommend", "{model}", "{csv}", "--output", "{missing}/recs.csv"],
+])
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_file,
+                                                                  tmp_path, capsys):
+    missing = tmp_path / "no" / "such"
+    model = tmp_path / "m.npz"
+    assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(model)]) == 0
+    capsys.readouterr()
+    argv = [a.format(csv=csv_file, missing=missing, model=model) for a in command]
+    assert main(argv + ["--backend", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert f"there is no folder {missing}" in err
+    assert out == ""  # nothing was trained or ranked

@@ -60,6 +60,8 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
     model.save(tmp_path / "no_suffix")
     assert (tmp_path / "no_suffix.npz").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
+    with pytest.raises(FileNotFoundError, match=r"there is no folder .*missing$"):
+        model.save(tmp_path / "missing" / "model.npz")
 
 
 def test_pickle_round_trip(backend, caplog):
