@@ -1,9 +1,10 @@
 """Input checking and conversion: everything user-supplied passes through here once.
 
-User input (a scipy.sparse matrix, or a pandas DataFrame through :func:`from_dataframe`)
+User input (a scipy.sparse matrix, or a pandas or polars DataFrame through
+:func:`from_dataframe`)
 becomes a checked CSR matrix, and then a :class:`WeightedRows`: the CSR structure plus the
 two per-entry weights that every backend's solver needs. Nothing below this module sees
-pandas, user ids or raw ratings.
+a DataFrame, user ids or raw ratings.
 
 Notation (DESIGN.md section 1): ``r`` a stored value, ``p`` the preference, ``c`` the
 confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("linear") or
@@ -71,9 +72,14 @@ def check_dtype(dtype: Any) -> np.dtype:
 # --------------------------------------------------------------------------------------
 
 
+#: The libraries whose DataFrames ``fit`` and :func:`from_dataframe` take.
+DATAFRAME_LIBRARIES = ("pandas", "polars")
+
+
 def is_dataframe(value: Any) -> bool:
-    """Whether ``value`` is a pandas DataFrame (without importing pandas)."""
-    return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "columns")
+    """Whether ``value`` is a pandas or polars DataFrame (without importing either)."""
+    return (type(value).__module__.split(".")[0] in DATAFRAME_LIBRARIES
+            and hasattr(value, "columns"))
 
 
 def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items"):
@@ -195,7 +201,7 @@ def from_dataframe(
 
     Parameters
     ----------
-    df : pandas.DataFrame
+    df : pandas.DataFrame or polars.DataFrame
         One row per interaction. Users and items may be any hashable ids.
     user_col, item_col : str
         Column names of the user and item ids.
@@ -233,7 +239,7 @@ def from_dataframe(
            [0., 2.]], dtype=float32)
     """
     if not hasattr(df, "columns") or not hasattr(df, "__getitem__"):
-        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+        raise TypeError(f"df must be a pandas or polars DataFrame, got {type(df).__name__}")
     for col in (user_col, item_col):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}")
@@ -246,7 +252,7 @@ def from_dataframe(
     elif value_col not in df.columns:
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
     else:
-        values = np.asarray(df[value_col])
+        values = _column(df, value_col)
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected numbers")
     known = (rows >= 0) & (cols >= 0)
@@ -279,13 +285,28 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
 
 
+def _column(df: Any, name: str) -> np.ndarray:
+    """Column ``name`` of a pandas or polars DataFrame as a NumPy array."""
+    column = df[name]
+    return column.to_numpy() if hasattr(column, "is_null") else np.asarray(column)
+
+
 def _id_column(df: Any, name: str) -> np.ndarray:
-    """An id column as an array; a missing id (NaN, None) is refused."""
-    missing = np.flatnonzero(np.asarray(df[name].isna()))
-    if len(missing):
-        raise ValueError(f"column {name!r} has {len(missing)} missing ids (NaN or None), the "
-                         f"first in row {missing[0]}")
-    return np.asarray(df[name])
+    """An id column as an array; a missing id (NaN, None, a polars null) is refused."""
+    column = df[name]
+    if hasattr(column, "is_null"):  # polars: null and NaN are distinct
+        values = column.to_numpy()
+        missing = column.is_null().to_numpy()
+        if values.dtype.kind == "f":
+            missing = missing | np.isnan(values)
+    else:
+        values = np.asarray(column)
+        missing = np.asarray(column.isna())
+    where = np.flatnonzero(missing)
+    if len(where):
+        raise ValueError(f"column {name!r} has {len(where)} missing ids (NaN or None), the "
+                         f"first in row {where[0]}")
+    return values
 
 
 def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):

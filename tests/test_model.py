@@ -280,7 +280,7 @@ def test_from_dataframe():
     np.testing.assert_array_equal(counts.toarray(), [[0, 1], [2, 1]])
     with pytest.raises(ValueError, match="column 'usr' not found"):
         from_dataframe(df, user_col="usr")
-    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match="must be a pandas or polars DataFrame"):
         from_dataframe([1, 2])
     with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
         from_dataframe(pd.DataFrame({"user": [1.0, np.nan], "item": [1, 2]}))
@@ -324,6 +324,44 @@ def test_from_dataframe_against_given_id_maps():
     np.testing.assert_array_equal(matrix.toarray(), [[0, 1], [2, 0], [0, 0]])
     with pytest.raises(ValueError, match="without repeated ids"):
         from_dataframe(df, user_ids=["a", "a"], drop_unknown=True)
+
+
+def test_polars_frames_give_what_the_same_pandas_frames_give():
+    """fit and from_dataframe on a polars DataFrame: the matrix, ids and factors of the
+    same pandas frame; polars nulls and NaN ids refused, categorical ids read as strings."""
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    R = random_interactions(25, 12, 0.3, seed=4).tocoo()
+    columns = {"user": [f"u{r:02d}" for r in R.row], "item": R.col * 10,
+               "value": R.data.astype(np.float64)}
+    pandas_df, polars_df = pd.DataFrame(columns), pl.DataFrame(columns)
+    expected = from_dataframe(pandas_df)
+    got = from_dataframe(polars_df)
+    assert (got.matrix != expected.matrix).nnz == 0
+    np.testing.assert_array_equal(got.user_ids, expected.user_ids)
+    np.testing.assert_array_equal(got.item_ids, expected.item_ids)
+    counts = from_dataframe(polars_df.drop("value")).matrix
+    assert counts.sum() == len(polars_df)
+    params = dict(factors=3, iterations=2, backend="cpu", random_state=0)
+    model, reference = ALS(**params).fit(polars_df), ALS(**params).fit(pandas_df)
+    np.testing.assert_array_equal(model.item_factors_, reference.item_factors_)
+    np.testing.assert_array_equal(model.user_ids_, reference.user_ids_)
+    lined_up = from_dataframe(pl.DataFrame({"user": ["u01", "zz"], "item": [10, 20]}),
+                              user_ids=model.user_ids_, item_ids=model.item_ids_,
+                              drop_unknown=True).matrix
+    assert lined_up.shape == model.user_factors_.shape[:1] + model.item_factors_.shape[:1]
+    assert lined_up.nnz == 1 and lined_up[1, 1] == 1
+    categorical = pl.DataFrame({"user": pl.Series(["b", "a"], dtype=pl.Categorical),
+                                "item": [1, 2]})
+    assert list(from_dataframe(categorical).user_ids) == ["a", "b"]
+    with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
+        from_dataframe(pl.DataFrame({"user": [1, None], "item": [1, 2]}))
+    with pytest.raises(ValueError, match="column 'item' has 1 missing ids .* row 0"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": [float("nan"), 2.0]}))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": [1.0, None]}))
+    with pytest.raises(TypeError, match="column 'value' has dtype object"):
+        from_dataframe(pl.DataFrame({"user": [1], "item": [1], "value": ["x"]}))
 
 
 def test_id_positions():
