@@ -905,7 +905,7 @@ class _Training:
             range(self.iterations_done, self.iterations_done + iterations),
             desc=f"ALS ({backend.name})", unit="it", disable=None if show_progress else True,
         )
-        with progress:
+        with progress, backend.reusing_buffers():
             for iteration in progress:
                 with backend.range("user half-step"):
                     solve(self.Cu, Y, self.YtY, X)

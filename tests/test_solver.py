@@ -126,6 +126,48 @@ def test_cpu_block_size_does_not_change_results():
     np.testing.assert_allclose(results[2], results[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_cpu_work_arrays_are_reused_and_change_no_result(solver, monkeypatch):
+    """Within reusing_buffers (a fit) the CPU backend lends the same work arrays to block
+    after block and call after call, whatever their sizes and dtypes: the results are
+    bit-identical to fresh arrays', at most one set per thread is made, and a fit makes
+    one scratch in all."""
+    from gpu_als.backends import cpu
+
+    backend = cpu.CPUBackend(num_threads=3, block_elements=2000)
+    rng = np.random.default_rng(3)
+    cases = [(random_interactions(300, 120, 0.1, seed=7), 16, np.float32),
+             (random_interactions(80, 50, 0.4, seed=9), 6, np.float64),
+             (random_interactions(40, 400, 0.2, seed=5), 24, np.float32)]
+    cases.append(cases[0])
+
+    def solve(R, k, dtype):
+        F = rng.random((R.shape[1], k)).astype(dtype)
+        rows = weighted_rows(check_user_items(R, dtype), feedback="implicit", alpha=5.0)
+        out = np.full((R.shape[0], k), 0.01, dtype)
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                           feedback="implicit", out=out, solver=solver)
+        return out
+
+    rng = np.random.default_rng(3)
+    fresh = [solve(*case) for case in cases]
+    rng = np.random.default_rng(3)
+    with backend.reusing_buffers():
+        scratch = cpu._fit_scratch.get()
+        reused = [solve(*case) for case in cases]
+        with backend.reusing_buffers():  # nested: the same arrays
+            assert cpu._fit_scratch.get() is scratch
+    assert cpu._fit_scratch.get() is None
+    for got, want in zip(reused, fresh):
+        np.testing.assert_array_equal(got, want)
+    assert 1 <= len(scratch._free) <= backend.num_threads
+    made = []
+    monkeypatch.setattr(cpu, "_Scratch", lambda: made.append(1) or scratch)
+    ALS(factors=4, iterations=3, solver=solver, backend=backend, show_progress=False,
+        random_state=0).fit(cases[0][0])
+    assert len(made) == 1
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 def test_loss_matches_dense_definition(backend, feedback):
     R = random_interactions(40, 30, 0.2, seed=9, negative=feedback == "implicit")

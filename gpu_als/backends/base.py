@@ -76,6 +76,12 @@ class Backend(ABC):
         finally:
             self.timer = None
 
+    def reusing_buffers(self):
+        """A context manager within which :meth:`solve_rows` may keep its work arrays from
+        one call to the next (the CPU backend does; ``fit`` runs its iterations inside
+        one). Nothing on the GPU, whose memory pool already reuses blocks."""
+        return contextlib.nullcontext()
+
     def range(self, name: str):
         """A context manager naming a stretch of work for profilers (NVTX on the GPU,
         with the optional ``nvtx`` package); nothing on the CPU."""

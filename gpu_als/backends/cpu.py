@@ -28,11 +28,14 @@ threading do not fight).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -87,6 +90,48 @@ class _SingleThreadedBLAS:
 
 _single_threaded_blas = _SingleThreadedBLAS()
 
+#: ``array(name, shape, dtype)``: a work array of that shape, contents undefined.
+WorkArray = Callable[[str, tuple[int, ...], Any], np.ndarray]
+
+
+class _Scratch:
+    """Work arrays lent to one block at a time and kept for the next.
+
+    glibc maps a fresh multi-MB allocation from the kernel and unmaps it when freed, so a
+    temporary allocated anew for every block is faulted in page by page every time: on
+    ML-100K that was half of the CG solver's time (12,000 page faults per iteration at
+    k = 32). Blocks borrow a set of arrays here instead, and give it back; at most one set
+    per thread is ever made.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._free: list[dict[str, np.ndarray]] = []
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[WorkArray]:
+        with self._lock:
+            arrays = self._free.pop() if self._free else {}
+
+        def array(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            dtype = np.dtype(dtype)
+            nbytes = math.prod(shape) * dtype.itemsize
+            raw = arrays.get(name)
+            if raw is None or raw.nbytes < nbytes:
+                raw = arrays[name] = np.empty(nbytes, np.uint8)
+            return raw[:nbytes].view(dtype).reshape(shape)
+
+        try:
+            yield array
+        finally:
+            with self._lock:
+                self._free.append(arrays)
+
+
+#: The scratch of the innermost ``CPUBackend.reusing_buffers()`` in this context (a fit).
+_fit_scratch: contextvars.ContextVar[_Scratch | None] = contextvars.ContextVar(
+    "gpu_als_cpu_scratch", default=None)
+
 
 def _default_threads() -> int:
     try:
@@ -134,14 +179,20 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x.astype(A.dtype, copy=False)
 
 
-def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization, x, steps):
+def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization, x, steps,
+              array: WorkArray):
     """CG on rows [first, last) from ``x``, never forming a k x k matrix per row:
     ``A p = p base + sum_i weight_i (f_i . p) f_i`` (implicit) or
-    ``A p = lambda n_u p + sum_i (f_i . p) f_i`` (explicit, ``base`` None)."""
+    ``A p = lambda n_u p + sum_i (f_i . p) f_i`` (explicit, ``base`` None). ``array``
+    gives the work arrays (see _Scratch)."""
     a, b = int(rows.indptr[first]), int(rows.indptr[last])
     local = rows.indptr[first:last + 1] - a
     counts = np.diff(local)
-    Fg = np.take(F, rows.indices[a:b], axis=0)  # (entries, k), gathered once
+    k = F.shape[1]
+    # (entries, k), gathered once; the indices were checked, so "clip" changes none (and,
+    # unlike "raise", does not buffer the output)
+    Fg = np.take(F, rows.indices[a:b], axis=0, out=array("gathered", (b - a, k), F.dtype),
+                 mode="clip")
     weight = rows.weight[a:b]
     # rows x entries, entry e in its row's column e: its data set, it sums Fg by row
     segments = sp.csr_matrix((np.ones(b - a, F.dtype), np.arange(b - a), local),
@@ -151,11 +202,16 @@ def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization
         segments.data = values
         return segments @ Fg
 
+    row_of = np.repeat(np.arange(last - first), counts)
+    Pg = array("rows of P", (b - a, k), F.dtype)  # each entry's row of P, at every step
+    dots = array("dots", (b - a,), F.dtype)
+
     def A(P):
-        # each entry's row of P: a repeat of P's rows (faster than gathering by index)
-        s = np.einsum("ek,ek->e", Fg, np.repeat(P, counts, axis=0))
+        np.take(P, row_of, axis=0, out=Pg, mode="clip")
+        np.einsum("ek,ek->e", Fg, Pg, out=dots)
+        np.multiply(dots, weight, out=dots)
         shared = P @ base if base is not None else (regularization * counts)[:, None] * P
-        return segment_sum(weight * s) + shared.astype(P.dtype, copy=False)
+        return segment_sum(dots) + shared.astype(P.dtype, copy=False)
 
     x = x.copy()
     r = segment_sum(rows.target[a:b]) - A(x)
@@ -193,6 +249,20 @@ class CPUBackend(Backend):
 
     def __repr__(self) -> str:
         return f"CPUBackend(num_threads={self.num_threads})"
+
+    @contextlib.contextmanager
+    def reusing_buffers(self) -> Iterator[None]:
+        """Within the block, :meth:`solve_rows` keeps its largest work arrays (a few per
+        thread, each about ``block_elements`` values) from one call to the next, instead of
+        allocating them per call (see _Scratch). ``fit`` runs its iterations in one."""
+        if _fit_scratch.get() is not None:  # nested: the outer block's arrays serve
+            yield
+            return
+        token = _fit_scratch.set(_Scratch())
+        try:
+            yield
+        finally:
+            _fit_scratch.reset(token)
 
     # ---- numerics -------------------------------------------------------------------
 
@@ -242,19 +312,23 @@ class CPUBackend(Backend):
             thread_seconds.add("solve", time.perf_counter() - mark)
             return x
 
+        scratch = _fit_scratch.get() or _Scratch()
+
         def solve_block(block: tuple[np.ndarray, int]) -> None:
             mark = time.perf_counter()
-            _build_and_solve(block)
+            with scratch.borrow() as array:
+                _build_and_solve(block, array)
             if thread_seconds is not None:
                 thread_seconds.add("block", time.perf_counter() - mark)
 
-        def _build_and_solve(block: tuple[np.ndarray, int]) -> None:
+        def _build_and_solve(block: tuple[np.ndarray, int], array: WorkArray) -> None:
             ids, L = block
             steps = np.arange(L)
             pos = rows.indptr[ids][:, None] + steps
             pos[steps >= lengths[ids][:, None]] = nnz  # padding
             # np.take: 2x faster than fancy indexing for this gather (benchmarks/README.md)
-            Yg = np.take(Yw, np.take(indices, pos), axis=0)  # (rows, L, k)
+            Yg = np.take(Yw, np.take(indices, pos), axis=0, mode="clip",  # (rows, L, k)
+                         out=array("gathered", (len(ids), L, k), dtype))
             sw = np.take(sqrt_w, pos)  # (rows, L)
             t = np.take(target, pos)
             m = mu[ids]
@@ -339,10 +413,13 @@ class CPUBackend(Backend):
             last = int(np.searchsorted(rows.indptr, rows.indptr[first] + per_chunk, "right"))
             bounds.append(min(max(last - 1, first + 1), rows.n_rows))
 
+        scratch = _fit_scratch.get() or _Scratch()
+
         def solve_chunk(first_last):
             first, last = first_last
-            out[first:last] = _cg_chunk(rows, first, last, F, base, regularization,
-                                        out[first:last], steps)
+            with scratch.borrow() as array:
+                out[first:last] = _cg_chunk(rows, first, last, F, base, regularization,
+                                            out[first:last], steps, array)
 
         self._run_parallel(solve_chunk, list(zip(bounds[:-1], bounds[1:])))
         out[np.diff(rows.indptr) == 0] = 0  # the exact solution of an empty row
