@@ -725,13 +725,14 @@ def print_comparisons(comparisons: list[dict]) -> None:
 def merge_results(documents: list[dict]) -> list[dict]:
     """Result documents of several runs (a benchmark run in pieces), one per device.
 
-    Each has the rows of all its device's runs, in order; where two runs have a row for
-    the same dataset, factors and implementation, the later document's replaces the earlier.
-    ``commit`` joins the runs' commits ("8737698 + b3fbc04"), ``date`` is the latest, and
-    the comparisons are recomputed from the merged rows.
+    Each has the rows of all its device's runs; where two runs have a row for the same
+    dataset, factors and implementation, the row of the later run (by ``date``, whatever
+    the order of the arguments: file names sort by commit) replaces the earlier one.
+    ``commit`` joins the runs' commits in date order ("8737698 + b3fbc04"), ``date`` is the
+    latest, and the comparisons are recomputed from the merged rows.
     """
     merged: dict[str, dict] = {}
-    for document in documents:
+    for document in sorted(documents, key=lambda d: d["date"]):
         into = merged.setdefault(document["device"], {**document, "benchmarks": {}})
         into["benchmarks"].update(
             ((r["dataset"], r["factors"], r["library"], r["backend"], r["solver"]), r)

@@ -243,6 +243,7 @@ def test_runs_in_pieces_merge_per_device(tmp_path):
     assert [c["speedup"] for c in a["comparisons"]] == [4.0, 4.0]
     assert merged[1]["commit"] == "ccc" and len(merged[1]["benchmarks"]) == 1
     assert first["commit"] == "aaa" and len(first["benchmarks"]) == 2  # inputs untouched
+    assert benchmark.merge_results([other, second, first]) == merged  # by date, not order
 
     files = []
     for i, doc in enumerate((first, second)):
