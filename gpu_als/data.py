@@ -82,13 +82,22 @@ def is_dataframe(value: Any) -> bool:
             and hasattr(value, "columns"))
 
 
+def _host_sparse(value: Any) -> Any:
+    """A CuPy sparse matrix as the SciPy matrix it copies to; anything else as it is. (The
+    checks and the confidences run on the host; the backend copies the result back.)"""
+    if type(value).__module__.startswith("cupyx.scipy.sparse") and hasattr(value, "get"):
+        return value.get()
+    return value
+
+
 def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items"):
     """Check a users x items interaction matrix and return it as a new canonical CSR.
 
     Parameters
     ----------
     user_items : scipy.sparse matrix or array, shape (n_users, n_items)
-        Any sparse format. Duplicate entries are summed. Values must be finite numbers.
+        Any sparse format. Duplicate entries are summed. Values must be finite numbers. A
+        CuPy sparse matrix (``cupyx.scipy.sparse``) is copied to the host first.
     dtype : float32 or float64
         dtype of the returned values.
 
@@ -107,6 +116,7 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
         out of range, or holds NaN or infinite values.
     """
     dtype = check_dtype(dtype)
+    user_items = _host_sparse(user_items)
     if not sp.issparse(user_items):
         kind = type(user_items).__module__.split(".")[0] + "." + type(user_items).__name__
         hint = ""
@@ -162,6 +172,7 @@ def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, nam
 
 def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str):
     """As :func:`check_user_items`, but a matrix without stored entries is fine."""
+    user_items = _host_sparse(user_items)
     if sp.issparse(user_items) and user_items.ndim == 2 and user_items.nnz == 0:
         if user_items.dtype.kind not in "biuf":
             raise TypeError(f"{name} has dtype {user_items.dtype}: expected real numbers")

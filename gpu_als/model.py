@@ -252,7 +252,8 @@ class ALS:
         ----------
         user_items : scipy.sparse matrix or array, shape (n_users, n_items), or DataFrame
             Interaction amounts (implicit) or ratings (explicit); any sparse format, any
-            real dtype. A pandas or polars DataFrame has one row per interaction in columns
+            real dtype (a CuPy sparse matrix is copied to the host for the checks). A
+            pandas or polars DataFrame has one row per interaction in columns
             ``user``, ``item`` and (optionally) ``value``: it goes through
             :func:`gpu_als.data.from_dataframe` (other column names: call that directly),
             and ``user_ids_`` / ``item_ids_`` then map factor rows to its ids.

@@ -62,6 +62,18 @@ def test_fit_matches_cpu_from_the_same_start():
                                cpu.item_factors_, atol=1e-8)
 
 
+def test_fit_takes_a_cupy_sparse_matrix():
+    import cupyx.scipy.sparse as cusparse
+
+    R = make_power_law(500, 200, 5_000, random_state=3).tocsr()
+    params = dict(factors=8, iterations=2, random_state=0, show_progress=False, backend="gpu")
+    model = ALS(**params).fit(cusparse.csr_matrix(R))
+    np.testing.assert_array_equal(model.to_cpu().user_factors_,
+                                  ALS(**params).fit(R).to_cpu().user_factors_)
+    ids, _ = model.recommend([0, 1], cusparse.csr_matrix(R[[0, 1]]))
+    np.testing.assert_array_equal(ids, model.recommend([0, 1], R[[0, 1]])[0])
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [1, 64, 128, 256])
 def test_gpu_cusolver_matches_cpu_with_a_long_row(k, feedback):

@@ -34,6 +34,28 @@ def test_dense_input_is_a_type_error(R):
         fit(R.toarray())
 
 
+class CupySparseStandIn:
+    """Shaped like a cupyx.scipy.sparse matrix where it matters here: its module's name,
+    and ``get()`` giving the SciPy matrix (tests/test_gpu.py uses the real one)."""
+
+    __module__ = "cupyx.scipy.sparse._csr"
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def get(self):
+        return self.matrix.copy()
+
+
+def test_a_cupy_sparse_matrix_is_taken_through_the_host(R):
+    model = fit(CupySparseStandIn(R), random_state=0)
+    np.testing.assert_array_equal(model.user_factors_, fit(R, random_state=0).user_factors_)
+    ids, _ = model.recommend([0, 1], CupySparseStandIn(R[[0, 1]]))
+    np.testing.assert_array_equal(ids, model.recommend([0, 1], R[[0, 1]])[0])
+    empty = CupySparseStandIn(sp.csr_matrix((1, R.shape[1])))
+    assert model.recommend(0, empty, N=3)[0].shape == (3,)
+
+
 def test_dataframe_at_query_time_points_to_the_helper(R):
     pd = pytest.importorskip("pandas")
     model = fit(R)
