@@ -326,7 +326,7 @@ class CPUBackend(Backend):
             steps = np.arange(L)
             pos = rows.indptr[ids][:, None] + steps
             pos[steps >= lengths[ids][:, None]] = nnz  # padding
-            # np.take: 2x faster than fancy indexing for this gather (benchmarks/README.md)
+            # np.take: 1.7x faster than fancy indexing for this gather (300 x 60 rows of 64)
             Yg = np.take(Yw, np.take(indices, pos), axis=0, mode="clip",  # (rows, L, k)
                          out=array("gathered", (len(ids), L, k), dtype))
             sw = np.take(sqrt_w, pos)  # (rows, L)
