@@ -519,7 +519,7 @@ def _recall_at_10(X, Y, train, test) -> float:
 
     model = ALS(factors=X.shape[1], backend="cpu", show_progress=False)
     model._set_fitted(CPUBackend(), X, Y, [])
-    return ranking_metrics(model, train, test, K=10)["recall"]
+    return ranking_metrics(model, train, test, K=10, show_progress=False)["recall"]
 
 
 def run_one(spec: dict) -> dict:

@@ -143,11 +143,10 @@ def demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
-    rows = {
-        "Random": ranking_metrics(RandomRecommender(args.seed).fit(train), train, test, K=10),
-        "Popularity": ranking_metrics(PopularityRecommender().fit(train), train, test, K=10),
-        "ALS": ranking_metrics(model, train, test, K=10),
-    }
+    recommenders = {"Random": RandomRecommender(args.seed).fit(train),
+                    "Popularity": PopularityRecommender().fit(train), "ALS": model}
+    rows = {name: ranking_metrics(recommender, train, test, K=10, show_progress=False)
+            for name, recommender in recommenders.items()}
     print(f"\n{dataset}: {train.shape[0]} users x {train.shape[1]} items, "
           f"{train.nnz} train / {test.nnz} test positives, {rows['ALS']['users']} test users")
     print(f"ALS: factors={args.factors}, regularization={args.regularization}, "

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result, top_n
 from .data import check_float, check_int, check_rows_for, check_user_items
@@ -111,26 +112,32 @@ def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
     return pick(~is_test), pick(is_test)
 
 
-def _ranked_hits(model, train, test, N, batch_size):
+def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
-    (``hits``, shape (users, N)), and their numbers of test and of train items."""
+    (``hits``, shape (users, N)), and their numbers of test and of train items. A progress
+    bar counts the users (on a terminal, with ``show_progress``)."""
     train = check_user_items(train, np.float32, name="train")
     test = check_rows_for(test, *train.shape, np.float32, name="test")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     n_items = train.shape[1]
     users = np.flatnonzero(np.diff(test.indptr))
     test_keys = np.repeat(np.arange(test.shape[0]), np.diff(test.indptr)) * n_items + test.indices
-    for a in range(0, len(users), batch_size):
-        batch = users[a:a + batch_size]
-        ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
-        ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
-        keys = batch[:, None] * n_items + ids
-        pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
-        hits = (test_keys[pos] == keys) & (ids >= 0)
-        yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
+    with tqdm(total=len(users), desc="ranking", unit="user",
+              disable=None if show_progress else True) as progress:
+        for a in range(0, len(users), batch_size):
+            batch = users[a:a + batch_size]
+            ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
+            ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
+            keys = batch[:, None] * n_items + ids
+            pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
+            hits = (test_keys[pos] == keys) & (ids >= 0)
+            yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
+            progress.update(len(batch))
 
 
 def ranking_metrics(
-    model: Any, train: Any, test: Any, K: int = 10, batch_size: int = 2048
+    model: Any, train: Any, test: Any, K: int = 10, batch_size: int = 2048,
+    show_progress: bool = True,
 ) -> dict[str, float]:
     """Precision, recall, NDCG and MAP at ``K``, averaged over the users with test items.
 
@@ -152,6 +159,8 @@ def ranking_metrics(
     K : int, default 10
     batch_size : int
         Users recommended for at once.
+    show_progress : bool, default True
+        Show a progress bar over the test users (only on a terminal).
 
     Returns
     -------
@@ -164,7 +173,8 @@ def ranking_metrics(
     ideal = np.concatenate([[0.0], np.cumsum(discount)])
     totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
     n_users = 0
-    for batch, hits, n_relevant, _ in _ranked_hits(model, train, test, K, batch_size):
+    for batch, hits, n_relevant, _ in _ranked_hits(model, train, test, K, batch_size,
+                                                   show_progress):
         n_users += len(batch)
         hits = hits.astype(np.float64)
         n_hits = hits.sum(axis=1)
@@ -178,24 +188,28 @@ def ranking_metrics(
     return {**{name: value / n for name, value in totals.items()}, "users": n_users}
 
 
-def precision_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+def precision_at_k(model: Any, train: Any, test: Any, K: int = 10,
+                   show_progress: bool = True) -> float:
     """Mean precision at ``K`` (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K)["precision"]
+    return ranking_metrics(model, train, test, K, show_progress=show_progress)["precision"]
 
 
-def recall_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+def recall_at_k(model: Any, train: Any, test: Any, K: int = 10,
+                show_progress: bool = True) -> float:
     """Mean recall at ``K``: hits / number of test items (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K)["recall"]
+    return ranking_metrics(model, train, test, K, show_progress=show_progress)["recall"]
 
 
-def ndcg_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+def ndcg_at_k(model: Any, train: Any, test: Any, K: int = 10,
+              show_progress: bool = True) -> float:
     """Mean NDCG at ``K`` with binary relevance (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K)["ndcg"]
+    return ranking_metrics(model, train, test, K, show_progress=show_progress)["ndcg"]
 
 
-def map_at_k(model: Any, train: Any, test: Any, K: int = 10) -> float:
+def map_at_k(model: Any, train: Any, test: Any, K: int = 10,
+             show_progress: bool = True) -> float:
     """Mean average precision at ``K`` (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K)["map"]
+    return ranking_metrics(model, train, test, K, show_progress=show_progress)["map"]
 
 
 def rmse(model: Any, test: Any) -> float:
@@ -219,17 +233,19 @@ def rmse(model: Any, test: Any) -> float:
     return float(np.sqrt(np.mean(errors ** 2)))
 
 
-def auc(model: Any, train: Any, test: Any, batch_size: int = 512) -> float:
+def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
+        show_progress: bool = True) -> float:
     """Mean ROC AUC over the users with test items.
 
     For user ``u`` the candidates are all items not in ``train[u]``; the AUC is the share of
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect). Needs the full ranking of every test user's candidates.
+    ``batch_size`` and ``show_progress`` as in :func:`ranking_metrics`.
     """
     n_items = check_user_items(train, np.float32, name="train").shape[1]
     total, n_users = 0.0, 0
     for _, hits, n_relevant, n_train in _ranked_hits(model, train, test, n_items,
-                                                     batch_size):
+                                                     batch_size, show_progress):
         n_candidates = n_items - n_train
         positions = np.arange(hits.shape[1])
         # For each test item: candidates ranked below it, minus the test items among them.

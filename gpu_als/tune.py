@@ -190,7 +190,7 @@ def tune(
     def score(i: int) -> float:
         model = ALS(**{**base, **configurations[i]})
         trainings[i].finish(model)
-        return ranking_metrics(model, fit_part, validation, K=K)[metric]
+        return ranking_metrics(model, fit_part, validation, K=K, show_progress=False)[metric]
 
     alive = list(range(len(trainings)))
     rung = min_iterations if halving else max(targets)

@@ -165,6 +165,44 @@ def test_metric_functions_and_auc_on_a_model():
     assert auc(model, train, test) == pytest.approx(np.mean(per_user))
 
 
+def test_metrics_count_the_test_users_on_a_progress_bar(monkeypatch):
+    """A progress bar over the test users (shown on a terminal) unless show_progress is
+    False; every batch size gives the same metrics, and a batch size below 1 is refused."""
+    from gpu_als import evaluation
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, disable, **kwargs):
+            self.total, self.disable, self.counted = total, disable, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def update(self, n):
+            self.counted += n
+
+    monkeypatch.setattr(evaluation, "tqdm", Bar)
+    train = random_interactions(50, 30, 0.2, seed=1)
+    test = random_interactions(50, 30, 0.05, seed=2)
+    model = PopularityRecommender().fit(train)
+    users = int((np.diff(test.indptr) > 0).sum())
+    whole = ranking_metrics(model, train, test, K=5)
+    assert (bars[-1].total, bars[-1].counted, bars[-1].disable) == (users, users, None)
+    assert ranking_metrics(model, train, test, K=5, batch_size=7) == pytest.approx(whole)
+    assert bars[-1].counted == users
+    recall_at_k(model, train, test, 5, show_progress=False)
+    auc(model, train, test, show_progress=False)
+    assert [bar.disable for bar in bars[-2:]] == [True, True]
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="batch_size"):
+            ranking_metrics(model, train, test, batch_size=bad)
+
+
 def test_popularity_and_random_baselines():
     train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]], np.float32))
     pop = PopularityRecommender().fit(train)
