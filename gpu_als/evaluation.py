@@ -35,6 +35,7 @@ from .data import check_float, check_int, check_rows_for, check_user_items
 
 def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
     """The entries with value ``>= threshold``, each set to 1 (float32 CSR)."""
+    threshold = check_float("threshold", threshold, minimum=-np.inf)
     csr = check_user_items(ratings, np.float32, name="ratings")
     keep = csr.data >= threshold
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[keep]
@@ -116,6 +117,9 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
     (``hits``, shape (users, N)), and their numbers of test and of train items. A progress
     bar counts the users (on a terminal, with ``show_progress``)."""
+    if not callable(getattr(model, "recommend", None)):
+        raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
+                        f"of this module), got {type(model).__name__}")
     train = check_user_items(train, np.float32, name="train")
     test = check_rows_for(test, *train.shape, np.float32, name="test")
     batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -275,7 +279,18 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
         ``coverage``: the share of all items recommended to at least one user.
     """
     ids = np.asarray(recommended_ids)
+    n_items = check_int("n_items", n_items, minimum=1)
+    if ids.ndim != 2:
+        raise ValueError(f"recommended_ids must be 2-D (users x N), got shape {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"recommended_ids must hold integer item ids, got {ids.dtype}")
+    if ids.size and ids.max() >= n_items:
+        raise ValueError(f"recommended_ids holds item {ids.max()}, but there are "
+                         f"n_items={n_items} (ids 0..{n_items - 1})")
     n_users, N = ids.shape
+    if n_users == 0 or N == 0:
+        raise ValueError(f"recommended_ids has shape {ids.shape}: no recommendations to "
+                         f"compare")
     valid = ids >= 0
     M = sp.csr_matrix((np.ones(int(valid.sum())),
                        (np.repeat(np.arange(n_users), valid.sum(axis=1)), ids[valid])),

@@ -203,6 +203,24 @@ def test_metrics_count_the_test_users_on_a_progress_bar(monkeypatch):
             ranking_metrics(model, train, test, batch_size=bad)
 
 
+def test_bad_arguments_of_the_evaluation_functions_are_named():
+    train = random_interactions(20, 10, 0.3, seed=1)
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        binarize(train, threshold="4")
+    with pytest.raises(ValueError, match="threshold=nan: must be finite"):
+        binarize(train, threshold=float("nan"))
+    with pytest.raises(TypeError, match="model must have a recommend method.*got object"):
+        ranking_metrics(object(), train, train)
+    with pytest.raises(ValueError, match=r"must be 2-D \(users x N\), got shape \(3,\)"):
+        personalization(np.array([0, 1, 2]), 5)
+    with pytest.raises(ValueError, match=r"holds item 9, but there are n_items=5"):
+        personalization(np.array([[0, 9]]), 5)
+    with pytest.raises(TypeError, match="integer item ids"):
+        personalization(np.array([[0.0, 1.0]]), 5)
+    with pytest.raises(ValueError, match="no recommendations"):
+        personalization(np.empty((3, 0), np.int64), 5)
+
+
 def test_popularity_and_random_baselines():
     train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]], np.float32))
     pop = PopularityRecommender().fit(train)
