@@ -266,6 +266,10 @@ def from_dataframe(
         values = _column(df, value_col)
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected numbers")
+        bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+        if len(bad):
+            raise ValueError(f"column {value_col!r} holds {len(bad)} missing, NaN or infinite "
+                             f"value(s), the first in row {bad[0]}")
     known = (rows >= 0) & (cols >= 0)
     coo = sp.coo_matrix(
         (values[known].astype(np.float64), (rows[known], cols[known])),
