@@ -470,10 +470,12 @@ def weighted_rows(
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
         weight, target, constant = _weights(r, feedback, alpha, confidence, epsilon)
     if not (np.isfinite(weight).all() and np.isfinite(target).all() and np.isfinite(constant)):
+        largest = float(np.abs(r).max())
+        scaled = f"log(1 + {largest:.3g} / epsilon={epsilon:.3g})" if confidence == "log" \
+            and feedback == "implicit" else f"the largest value {largest:.3g}"
         raise ValueError(
-            f"the confidences overflow {dtype}: alpha={alpha} times the largest value "
-            f"{float(np.abs(r).max()):.3g} is too large; scale the values down or use "
-            "dtype=float64"
+            f"the confidences overflow {dtype}: alpha={alpha} times {scaled} is too large; "
+            "scale the values down or use dtype=float64"
         )
     indptr, indices = _same_index_dtype(csr.indptr, csr.indices)
     return WeightedRows(indptr, indices, weight, target, csr.shape[1], constant)
@@ -483,8 +485,8 @@ def _weights(r: np.ndarray, feedback: str, alpha: float, confidence: str, epsilo
     """``(weight, target, loss_constant)`` of :class:`WeightedRows` for raw values ``r``."""
     if feedback == "implicit":
         magnitude = np.abs(r)
-        if confidence == "log":
-            magnitude = np.log1p(magnitude / epsilon)
+        if confidence == "log":  # in float64: |r| / epsilon may overflow float32
+            magnitude = np.log1p(magnitude.astype(np.float64) / epsilon)
         weight = (alpha * magnitude).astype(r.dtype, copy=False)
         target = np.where(r > 0, 1 + weight, 0).astype(r.dtype, copy=False)
         return weight, target, float(target.sum(dtype=np.float64))

@@ -253,8 +253,15 @@ def test_without_the_loss_nan_is_still_an_error(R):
 
 def test_confidence_overflow_is_reported():
     R = sp.csr_matrix(np.array([[3e38, 0], [0, 1]], np.float32))
-    with pytest.raises(ValueError, match="confidences overflow float32"):
+    with pytest.raises(ValueError, match="confidences overflow float32: alpha=.* times the "
+                                         "largest value 3e"):
         model_for("cpu", factors=1).fit(R)
+    # log confidence: |r| / epsilon overflows float32 on the way, the confidence does not
+    tiny = dict(factors=1, confidence="log", epsilon=1e-300)
+    model = model_for("cpu", **tiny).fit(sp.csr_matrix(np.array([[5.0, 0], [0, 1]])))
+    assert np.isfinite(model.user_factors_).all()
+    with pytest.raises(ValueError, match=r"alpha=1e\+36 times log\(1 \+ 5 / epsilon=1e-300\)"):
+        model_for("cpu", alpha=1e36, **tiny).fit(sp.csr_matrix(np.array([[5.0, 0], [0, 1]])))
 
 
 def test_explicit_feedback_fits_ratings(real_backend):
