@@ -5,11 +5,19 @@ from gpu_als import datasets
 from gpu_als.backends import gpu
 from gpu_als.datasets import load_movielens_100k, make_power_law
 
-from .conftest import needs_gpu
+from .conftest import cupy_shaped_numpy, needs_gpu
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=needs_gpu)])
-def test_power_law_shape_distinctness_and_skew(device):
+@pytest.mark.parametrize("device", ["cpu", "cupy-shaped", pytest.param("gpu", marks=needs_gpu)])
+def test_power_law_shape_distinctness_and_skew(device, monkeypatch):
+    """"cupy-shaped": the GPU's code path (CuPy's generator, no array repeats, no sort
+    kinds) on NumPy arrays."""
+    if device == "cupy-shaped":
+        cpu = make_power_law(2000, 500, 30_000, random_state=3, device="cpu")
+        monkeypatch.setattr(datasets, "_array_module", lambda device: cupy_shaped_numpy())
+        device = "gpu"
+        assert (make_power_law(2000, 500, 30_000, random_state=3, device=device)
+                != cpu).nnz > 0  # the device's own draws
     m = make_power_law(2000, 500, 30_000, random_state=3, device=device)
     assert m.shape == (2000, 500) and m.nnz == 30_000
     assert np.all(m.data == 1)

@@ -3,13 +3,14 @@ the threshold path for catalogues of a few hundred items and more, and ``argpart
 where ties make the threshold path's candidates too many; with NumPy, and with a NumPy
 that offers only what CuPy offers (the GPU backend's array module)."""
 
-import types
 
 import numpy as np
 import pytest
 
 from gpu_als.backends import base
 from gpu_als.backends.base import top_n
+
+from .conftest import cupy_shaped_numpy
 
 
 def full_sort(scores, k):
@@ -89,31 +90,6 @@ def test_small_catalogues_and_k_at_least_m_use_partitioning():
         kk = min(k, m)
         ids, best = top_n(S.copy(), kk)
         np.testing.assert_array_equal((ids, best), full_sort(S, kk))
-
-
-def cupy_shaped_numpy():
-    """NumPy as the GPU backend sees CuPy: a module that is not ``numpy`` (so ``top_n``
-    takes its CuPy branches), without ``lexsort`` on a tuple of keys (CuPy's takes one
-    2-D array) and without the ``kind`` of sorts (older CuPy rejects it), and counting the
-    full row sorts, which CuPy's ``argpartition`` is."""
-    xp = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np)
-                                  if not name.startswith("_")})
-    xp.full_row_sorts = 0
-
-    def lexsort(keys):
-        assert isinstance(keys, np.ndarray) and keys.ndim == 2, "CuPy: one 2-D array"
-        return np.lexsort(keys)
-
-    def argsort(a, axis=-1, **kwargs):
-        assert not kwargs, f"CuPy's argsort takes no {sorted(kwargs)}"
-        return np.argsort(a, axis=axis, kind="stable")  # CuPy's sorts are stable
-
-    def argpartition(a, kth, axis=-1):
-        xp.full_row_sorts += 1
-        return np.argsort(a, axis=axis, kind="stable")  # as CuPy: a full sort
-
-    xp.lexsort, xp.argsort, xp.argpartition = lexsort, argsort, argpartition
-    return xp
 
 
 @pytest.mark.parametrize("k", [1, 10, 100])
