@@ -11,7 +11,8 @@ How a fit is spread (notation of DESIGN.md section 1):
 
 * The rows of R (users) and of R^T (items) are cut into contiguous blocks of about equal
   numbers of entries, ``blocks_per_worker`` per worker, and scattered to the workers
-  once; they stay there for the whole fit.
+  once; they stay there for the whole fit, and each block's tasks run on the worker that
+  holds it (none is stolen by an idle worker, which would copy the block over).
 * Each half-step, the fixed side's factors are broadcast to every worker, each worker
   solves its blocks with its own backend (``model.backend``: the CPU, or the GPU of a
   ``dask-cuda`` worker) exactly as the single-process fit would, and returns its block of
@@ -177,10 +178,13 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     cpu = get_backend("cpu")
     X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"])
     placed: dict[str, list] = {}
+    holders: dict[str, list] = {}  # the worker(s) holding each placed block
 
     def place(side: str) -> None:
         placed[side] = client.scatter([block for _, _, block in sides[side]], hash=False)
         wait(placed[side])
+        who_has = client.who_has(placed[side])
+        holders[side] = [list(who_has[block.key]) for block in placed[side]]
 
     def attempt(step, *args):
         for trial in range(max_retries + 1):
@@ -207,7 +211,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         loss terms (the same entries whichever side they are counted from)."""
         fixed_future = client.scatter(fixed, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, params,
-                                 pure=False) for block in placed[side]]
+                                 workers=workers, allow_other_workers=False, pure=False)
+                   for block, workers in zip(placed[side], holders[side])]
         results = client.gather(futures)
         factors = np.concatenate([r[0] for r in results]).astype(p["dtype"], copy=False)
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))

@@ -185,11 +185,14 @@ def cached_after_release(client) -> int:
 def test_workers_keep_their_blocks_only_during_the_fit(client):
     from gpu_als.distributed import fit_distributed
 
-    assert cached_after_release(client) == 0
+    before = cached_after_release(client)
+    assert before == 0, f"{before} blocks left on the workers by earlier tests"
     R = make_power_law(400, 150, 4000, random_state=4)
     during = []
-    model = ALS(**PARAMS, callback=lambda *_: during.append(
-        sum(client.run(_cached_blocks).values())))
+    model = ALS(**PARAMS, callback=lambda *_: during.append(client.run(_cached_blocks)))
     fit_distributed(model, R, client, blocks_per_worker=2)
-    assert during == [8] * PARAMS["iterations"]  # 2 workers x 2 blocks x 2 sides
-    assert cached_after_release(client) == 0
+    # 2 workers x 2 blocks x 2 sides, each block on one worker only
+    assert [sum(per_worker.values()) for per_worker in during] == \
+        [8] * PARAMS["iterations"], during
+    after = cached_after_release(client)
+    assert after == 0, f"{after} blocks left on the workers after the fit"
