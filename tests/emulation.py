@@ -34,6 +34,8 @@ import numpy as np
 
 from gpu_als.backends import _kernels
 
+from .cupy_shaped import cupy_shaped_numpy
+
 HEADER = Path(__file__).resolve().parent / "cuda_host.h"
 #: Opt-in shared memory per block of an sm_80 GPU (A100), the smallest we target.
 SM80_SHARED_BYTES = 163 * 1024
@@ -232,7 +234,9 @@ class EmulatedRuntime:
     the kernels under ThreadSanitizer; the process must then preload libtsan).
     """
 
-    xp = np
+    #: The GPU backend's array module: NumPy, shaped like CuPy (tests/cupy_shaped.py), so
+    #: that the backend's own code takes its CuPy branches and uses only what CuPy has.
+    xp = cupy_shaped_numpy()
     device_name = "CUDA host emulation"
 
     def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS,

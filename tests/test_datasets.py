@@ -5,7 +5,8 @@ from gpu_als import datasets
 from gpu_als.backends import gpu
 from gpu_als.datasets import load_movielens_100k, make_power_law
 
-from .conftest import cupy_shaped_numpy, needs_gpu
+from .conftest import needs_gpu
+from .cupy_shaped import cupy_shaped_numpy
 
 
 @pytest.mark.parametrize("device", ["cpu", "cupy-shaped", pytest.param("gpu", marks=needs_gpu)])

@@ -10,7 +10,7 @@ import pytest
 from gpu_als.backends import base
 from gpu_als.backends.base import top_n
 
-from .conftest import cupy_shaped_numpy
+from .cupy_shaped import cupy_shaped_numpy
 
 
 def full_sort(scores, k):
