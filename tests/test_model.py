@@ -373,6 +373,31 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
         from_dataframe(pl.DataFrame({"user": [1], "item": [1], "value": ["x"]}))
 
 
+def test_id_lookups_by_hashing_equal_numpys(monkeypatch):
+    """With pandas, ids are coded and looked up by hashing (factorize, Index.get_indexer);
+    without it, by NumPy's sort: the same codes, ids and positions either way."""
+    import sys
+
+    from gpu_als.data import _sorted_codes, id_positions
+
+    columns = [np.array(["b", "a", "c", "a"], dtype=object), np.array(["b", "a", "b"]),
+               np.array([3, 1, 2, 3]), np.array([3.5, 1.0, 3.5]), np.array([True, False]),
+               np.array([2**62, -5, 7]), np.array(["é", "e", "z"], dtype=object),
+               np.array([], dtype=object)]
+    lookups = [(["b", "a", "c"], ["a", "z", "c", "b"]), ([5, 1, 3], [3.0, 1, 4]),
+               (np.array([5, 1, 3]), ["3", "7"]), ([], ["a"]), (["a", "a", "b"], ["a", "b"]),
+               ([1.5, 2.5], [2.5, 1.5, 3])]
+    hashed = [_sorted_codes(c) for c in columns], [id_positions(*x) for x in lookups]
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` fails
+    for (ids, codes), column in zip(hashed[0], columns):
+        expected_ids, expected_codes = _sorted_codes(column)
+        np.testing.assert_array_equal(ids, expected_ids)
+        assert ids.dtype == expected_ids.dtype
+        np.testing.assert_array_equal(codes, expected_codes.ravel())
+    for got, lookup in zip(hashed[1], lookups):
+        np.testing.assert_array_equal(got, id_positions(*lookup))
+
+
 def test_id_positions():
     from gpu_als.data import id_positions
 
