@@ -36,6 +36,29 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert (model.solver, model.cg_steps) == ("cg", 2)
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|", " "])
+def test_the_delimiter_is_detected(sep, csv_file, tmp_path):
+    """Any of , ; tab | space, found from the first lines (then read by pandas' C parser):
+    the same model as from the comma file; --sep overrides."""
+    from gpu_als.cli import sniff_delimiter
+
+    other = tmp_path / "clicks.txt"
+    other.write_text(csv_file.read_text().replace(",", sep))
+    assert sniff_delimiter(csv_file) == "," and sniff_delimiter(other) == sep
+    models = []
+    for path, extra in ((csv_file, []), (other, []), (other, ["--sep", sep])):
+        out = tmp_path / "m.npz"
+        assert main(["train", str(path), "--factors", "3", "--iterations", "1",
+                     "--backend", "cpu", "--output", str(out), *extra]) == 0
+        models.append(ALS.load(out, backend="cpu"))
+    for model in models[1:]:
+        np.testing.assert_array_equal(model.user_factors_, models[0].user_factors_)
+        np.testing.assert_array_equal(model.user_ids_, models[0].user_ids_)
+    single = tmp_path / "one_column.csv"
+    single.write_text("user\na\nb\n")
+    assert sniff_delimiter(single) == ","
+
+
 def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
     assert main(["evaluate", str(csv_file), "--factors", "4", "--iterations", "2",
                  "--backend", "cpu", "--K", "5"]) == 0
