@@ -221,6 +221,38 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.empty((3, 0), np.int64), 5)
 
 
+@pytest.mark.parametrize("kind", ["als", "popularity", "random"])
+def test_auc_from_scores_equals_auc_from_rankings(kind):
+    """This module's models are placed by sorting their scores; any other model through a
+    full recommend: the same AUC, with ties (cold items' zero factors, equal counts)."""
+    from gpu_als import ALS
+
+    train = random_interactions(120, 60, 0.12, seed=5).tolil()
+    train[:, 50:] = 0  # cold items: zero factors, all tied
+    train = train.tocsr()
+    train.eliminate_zeros()
+    test = random_interactions(120, 60, 0.08, seed=6)
+    test = (test - test.multiply(train != 0)).tocsr()
+    test.eliminate_zeros()
+
+    def make():
+        if kind == "als":
+            return ALS(factors=4, iterations=2, backend="cpu", random_state=0,
+                       show_progress=False).fit(train)
+        return (PopularityRecommender() if kind == "popularity" else
+                RandomRecommender(7)).fit(train)
+
+    class RankingsOnly:  # a model known only by its recommend
+        def __init__(self, model):
+            self.recommend = model.recommend
+
+    for batch_size in (512, 7):
+        fast = auc(make(), train, test, batch_size=batch_size)
+        assert fast == pytest.approx(auc(RankingsOnly(make()), train, test,
+                                         batch_size=batch_size), abs=1e-12)
+    assert 0.3 < fast < 1.0
+
+
 def test_popularity_and_random_baselines():
     train = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]], np.float32))
     pop = PopularityRecommender().fit(train)
