@@ -397,9 +397,13 @@ class _Baseline:
             exclude = check_rows_for(user_items, len(ids), self.n_items_, np.float32,
                                      name="user_items")
         N = min(check_int("N", N, minimum=1), self.n_items_)
-        pairs = None if exclude is None else csr_pairs(exclude)
-        top, scores = top_n(self._scores(len(ids)), N, pairs)
+        top, scores = self._top_n(len(ids), N, exclude)
         return query_result(top, scores, np.ndim(userid) == 0)
+
+    def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+        """The ``N`` best items for ``n_users`` users, ``exclude`` (CSR or None) left out."""
+        pairs = None if exclude is None else csr_pairs(exclude)
+        return top_n(self._scores(n_users), N, pairs)
 
 
 class PopularityRecommender(_Baseline):
@@ -407,6 +411,27 @@ class PopularityRecommender(_Baseline):
 
     def _scores(self, n_users: int) -> np.ndarray:
         return np.tile(self.item_counts_, (n_users, 1))
+
+    def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+        """Every user's list is the global order less the user's own items, so only the
+        first ``N + L`` items of that order can make a top ``N`` (``L``: the most items any
+        of these users has): those are scored instead of the whole catalogue."""
+        order = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
+        most = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
+        candidates = order[:min(self.n_items_, N + most)]
+        pairs = None
+        if exclude is not None:
+            column = np.full(self.n_items_, -1)
+            column[candidates] = np.arange(len(candidates))
+            rows, items = csr_pairs(exclude)
+            kept = column[items] >= 0
+            pairs = (rows[kept], column[items[kept]])
+        # scored by place in the order, so that no two tie: the first N not excluded
+        places = np.tile(-np.arange(len(candidates), dtype=np.float64), (n_users, 1))
+        top, _ = top_n(places, N, pairs)
+        found = top >= 0
+        ids = np.where(found, candidates[np.maximum(top, 0)], -1)
+        return ids, np.where(found, self.item_counts_[np.maximum(ids, 0)], -np.inf)
 
 
 class RandomRecommender(_Baseline):

@@ -262,6 +262,31 @@ def test_popularity_and_random_baselines():
     assert sorted(ids) == [1, 2, 3]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_popularity_lists_are_the_global_order_less_the_users_items(seed):
+    """A slow loop as reference: the most popular items the user has not got, ties to the
+    lower id (also at the N-th place, with many tied counts), -1 padding when too few."""
+    rng = np.random.default_rng(seed)
+    train = random_interactions(int(rng.integers(5, 60)), int(rng.integers(3, 300)),
+                                float(rng.uniform(0.02, 0.6)), seed=seed)
+    pop = PopularityRecommender().fit(train)
+    counts = np.bincount(train.indices, minlength=train.shape[1])
+    order = sorted(range(train.shape[1]), key=lambda i: (-counts[i], i))
+    users = np.arange(train.shape[0])
+    unliked = [[i for i in order if i not in set(train.indices[train.indptr[u]:
+                                                               train.indptr[u + 1]])]
+               for u in users]
+    for N in (1, 3, 10, train.shape[1]):
+        ids, scores = pop.recommend(users, train, N=N)
+        for u in users:
+            want = unliked[u][:N] + [-1] * (min(N, train.shape[1]) - len(unliked[u][:N]))
+            np.testing.assert_array_equal(ids[u], want)
+            np.testing.assert_array_equal(scores[u], [counts[i] if i >= 0 else -np.inf
+                                                      for i in want])
+    ids, _ = pop.recommend(0, None, N=3, filter_already_liked_items=False)
+    np.testing.assert_array_equal(ids, order[:3])
+
+
 def test_personalization():
     same = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 2]])
     assert personalization(same, 10) == {"personalization": 0.0, "coverage": 0.3}
