@@ -106,7 +106,7 @@ def read_frame(args: argparse.Namespace):
 
 def sniff_delimiter(path: Path, lines: int = 20) -> str:
     """The delimiter of a CSV file, from its first ``lines`` lines (``csv.Sniffer``, as
-    pandas. ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
+    pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
     rows than the C parser used here with the sniffed delimiter). A comma if unclear."""
     import csv
     import itertools

@@ -295,17 +295,23 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
         known, ids = known.astype(str), ids.astype(str)
     if len(known) == 0:
         return np.full(len(ids), -1, np.int64)
-    try:  # a hash lookup (pandas): 9x faster than the sorted search below on integer ids
-        import pandas as pd
-    except ImportError:
-        pd = None
-    if pd is not None:
+    pd = _pandas()
+    if pd is not None:  # a hash lookup: 9x faster than the sorted search below on integers
         index = pd.Index(known)
         if index.is_unique:
             return index.get_indexer(ids).astype(np.int64, copy=False)
     order = np.argsort(known, kind="stable")  # the first of repeated known ids
     where = np.minimum(np.searchsorted(known, ids, sorter=order), len(known) - 1)
     return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
+
+
+def _pandas():
+    """The pandas module, or None where it is not installed."""
+    try:
+        import pandas
+    except ImportError:
+        return None
+    return pandas
 
 
 def _column(df: Any, name: str) -> np.ndarray:
@@ -316,14 +322,12 @@ def _column(df: Any, name: str) -> np.ndarray:
 
 def _id_column(df: Any, name: str) -> np.ndarray:
     """An id column as an array; a missing id (NaN, None, a polars null) is refused."""
-    column = df[name]
+    column, values = df[name], _column(df, name)
     if hasattr(column, "is_null"):  # polars: null and NaN are distinct
-        values = column.to_numpy()
         missing = column.is_null().to_numpy()
         if values.dtype.kind == "f":
             missing = missing | np.isnan(values)
     else:
-        values = np.asarray(column)
         missing = np.asarray(column.isna())
     where = np.flatnonzero(missing)
     if len(where):
@@ -337,11 +341,10 @@ def _sorted_codes(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pandas is there: 5x faster on 5M string ids, 13x on integers, than NumPy's sort. An
     object column of anything but strings goes to NumPy, which refuses mixed types
     (``factorize`` would sort numbers before strings)."""
-    try:
-        import pandas as pd
-    except ImportError:
-        return np.unique(column, return_inverse=True)
-    if column.dtype.kind == "O" and pd.api.types.infer_dtype(column, skipna=False) != "string":
+    pd = _pandas()
+    mixed = pd is not None and column.dtype.kind == "O" and \
+        pd.api.types.infer_dtype(column, skipna=False) != "string"
+    if pd is None or mixed:
         return np.unique(column, return_inverse=True)
     positions, ids = pd.factorize(column, sort=True)
     return np.asarray(ids), positions.astype(np.int64, copy=False)

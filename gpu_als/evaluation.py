@@ -113,30 +113,41 @@ def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
     return pick(~is_test), pick(is_test)
 
 
-def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
-    """Per batch of test users: the users, whether each of their top ``N`` is a test item
-    (``hits``, shape (users, N)), and their numbers of test and of train items. A progress
-    bar counts the users (on a terminal, with ``show_progress``)."""
-    if not callable(getattr(model, "recommend", None)):
-        raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
-                        f"of this module), got {type(model).__name__}")
+def _test_user_batches(train, test, batch_size, show_progress, desc):
+    """The checked ``(train, test)`` and a generator of the batches of users that have test
+    items, which counts them on a progress bar (on a terminal, with ``show_progress``)."""
     train = check_user_items(train, np.float32, name="train")
     test = check_rows_for(test, *train.shape, np.float32, name="test")
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    n_items = train.shape[1]
     users = np.flatnonzero(np.diff(test.indptr))
+
+    def batches():
+        with tqdm(total=len(users), desc=desc, unit="user",
+                  disable=None if show_progress else True) as progress:
+            for a in range(0, len(users), batch_size):
+                yield users[a:a + batch_size]
+                progress.update(min(batch_size, len(users) - a))
+
+    return train, test, batches()
+
+
+def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
+    """Per batch of test users: the users, whether each of their top ``N`` is a test item
+    (``hits``, shape (users, N)), and their numbers of test and of train items."""
+    if not callable(getattr(model, "recommend", None)):
+        raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
+                        f"of this module), got {type(model).__name__}")
+    train, test, batches = _test_user_batches(train, test, batch_size, show_progress,
+                                              "ranking")
+    n_items = train.shape[1]
     test_keys = np.repeat(np.arange(test.shape[0]), np.diff(test.indptr)) * n_items + test.indices
-    with tqdm(total=len(users), desc="ranking", unit="user",
-              disable=None if show_progress else True) as progress:
-        for a in range(0, len(users), batch_size):
-            batch = users[a:a + batch_size]
-            ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
-            ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
-            keys = batch[:, None] * n_items + ids
-            pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
-            hits = (test_keys[pos] == keys) & (ids >= 0)
-            yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
-            progress.update(len(batch))
+    for batch in batches:
+        ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
+        ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
+        keys = batch[:, None] * n_items + ids
+        pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
+        hits = (test_keys[pos] == keys) & (ids >= 0)
+        yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
 
 
 def ranking_metrics(
@@ -286,9 +297,8 @@ def _item_scores(model):
 
     if isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):
         # tie-free scores in the same order: counts down, ids up
-        order = np.argsort(-model.item_counts_, kind="stable")
-        rank = np.empty(len(order))
-        rank[order] = np.arange(len(order))
+        rank = np.empty(model.n_items_)
+        rank[model.order_] = np.arange(model.n_items_)
         return lambda users: np.tile(-rank, (len(users), 1))
     if isinstance(model, _Baseline) and hasattr(model, "n_items_"):
         return lambda users: model._scores(len(users))
@@ -303,35 +313,28 @@ def _below_from_scores(scores_of, train, test, batch_size, show_progress):
     """As :func:`_below_from_rankings`, from the scores: a test item's place among its
     user's candidates is the number of candidates scored higher, plus those scored the same
     with a lower id (``recommend``'s order), found in the sorted scores."""
-    train = check_user_items(train, np.float32, name="train")
-    test = check_rows_for(test, *train.shape, np.float32, name="test")
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    train, test, batches = _test_user_batches(train, test, batch_size, show_progress, "AUC")
     n_items = train.shape[1]
-    users = np.flatnonzero(np.diff(test.indptr))
-    with tqdm(total=len(users), desc="AUC", unit="user",
-              disable=None if show_progress else True) as progress:
-        for a in range(0, len(users), batch_size):
-            batch = users[a:a + batch_size]
-            scores = np.array(scores_of(batch))  # its own dtype: float32 sorts faster
-            if scores.dtype.kind != "f":
-                scores = scores.astype(np.float64)
-            liked, tested = train[batch], test[batch]
-            scores[csr_pairs(liked)] = np.nan  # not candidates
-            n_candidates = n_items - np.diff(liked.indptr)
-            ordered = np.sort(scores, axis=1)  # NaN last
-            below = np.zeros(len(batch))
-            for b in range(len(batch)):
-                items = tested.indices[tested.indptr[b]:tested.indptr[b + 1]]
-                values = scores[b, items]
-                items, values = items[~np.isnan(values)], values[~np.isnan(values)]
-                row = ordered[b, :n_candidates[b]]
-                last = np.searchsorted(row, values, side="right")
-                place = n_candidates[b] - last  # candidates scored higher
-                for j in np.flatnonzero(last - np.searchsorted(row, values) > 1):
-                    place[j] += np.count_nonzero(scores[b, :items[j]] == values[j])
-                below[b] = (n_candidates[b] - 1 - place).sum()
-            yield below, np.diff(tested.indptr), n_candidates
-            progress.update(len(batch))
+    for batch in batches:
+        scores = np.array(scores_of(batch))  # its own dtype: float32 sorts faster
+        if scores.dtype.kind != "f":
+            scores = scores.astype(np.float64)
+        liked, tested = train[batch], test[batch]
+        scores[csr_pairs(liked)] = np.nan  # not candidates
+        n_candidates = n_items - np.diff(liked.indptr)
+        ordered = np.sort(scores, axis=1)  # NaN last
+        below = np.zeros(len(batch))
+        for b in range(len(batch)):
+            items = tested.indices[tested.indptr[b]:tested.indptr[b + 1]]
+            values = scores[b, items]
+            items, values = items[~np.isnan(values)], values[~np.isnan(values)]
+            row = ordered[b, :n_candidates[b]]
+            last = np.searchsorted(row, values, side="right")
+            place = n_candidates[b] - last  # candidates scored higher
+            for j in np.flatnonzero(last - np.searchsorted(row, values) > 1):
+                place[j] += np.count_nonzero(scores[b, :items[j]] == values[j])
+            below[b] = (n_candidates[b] - 1 - place).sum()
+        yield below, np.diff(tested.indptr), n_candidates
 
 
 def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
@@ -409,6 +412,11 @@ class _Baseline:
 class PopularityRecommender(_Baseline):
     """Recommends the items with the most training interactions (ties: lower id first)."""
 
+    def fit(self, user_items: Any):
+        super().fit(user_items)
+        self.order_ = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
+        return self
+
     def _scores(self, n_users: int) -> np.ndarray:
         return np.tile(self.item_counts_, (n_users, 1))
 
@@ -416,9 +424,8 @@ class PopularityRecommender(_Baseline):
         """Every user's list is the global order less the user's own items, so only the
         first ``N + L`` items of that order can make a top ``N`` (``L``: the most items any
         of these users has): those are scored instead of the whole catalogue."""
-        order = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
         most = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
-        candidates = order[:min(self.n_items_, N + most)]
+        candidates = self.order_[:min(self.n_items_, N + most)]
         pairs = None
         if exclude is not None:
             column = np.full(self.n_items_, -1)

@@ -133,6 +133,11 @@ _fit_scratch: contextvars.ContextVar[_Scratch | None] = contextvars.ContextVar(
     "gpu_als_cpu_scratch", default=None)
 
 
+def _current_scratch() -> _Scratch:
+    """The fit's scratch, or one for this call only (outside ``reusing_buffers``)."""
+    return _fit_scratch.get() or _Scratch()
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -312,7 +317,7 @@ class CPUBackend(Backend):
             thread_seconds.add("solve", time.perf_counter() - mark)
             return x
 
-        scratch = _fit_scratch.get() or _Scratch()
+        scratch = _current_scratch()
 
         def solve_block(block: tuple[np.ndarray, int]) -> None:
             mark = time.perf_counter()
@@ -413,7 +418,7 @@ class CPUBackend(Backend):
             last = int(np.searchsorted(rows.indptr, rows.indptr[first] + per_chunk, "right"))
             bounds.append(min(max(last - 1, first + 1), rows.n_rows))
 
-        scratch = _fit_scratch.get() or _Scratch()
+        scratch = _current_scratch()
 
         def solve_chunk(first_last):
             first, last = first_last
