@@ -113,22 +113,22 @@ def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
     return pick(~is_test), pick(is_test)
 
 
-def _test_user_batches(train, test, batch_size, show_progress, desc):
-    """The checked ``(train, test)`` and a generator of the batches of users that have test
-    items, which counts them on a progress bar (on a terminal, with ``show_progress``)."""
+def _for_test_batches(train, test, batch_size, show_progress, desc, work, backend=None):
+    """``work(train, test, users)`` for each batch of the users that have test items
+    (``train`` and ``test`` checked), yielded in order and counted on a progress bar (on a
+    terminal, with ``show_progress``); a ``backend``'s threads compute several batches at
+    once (:meth:`Backend.map_in_order`)."""
     train = check_user_items(train, np.float32, name="train")
     test = check_rows_for(test, *train.shape, np.float32, name="test")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     users = np.flatnonzero(np.diff(test.indptr))
-
-    def batches():
-        with tqdm(total=len(users), desc=desc, unit="user",
-                  disable=None if show_progress else True) as progress:
-            for a in range(0, len(users), batch_size):
-                yield users[a:a + batch_size]
-                progress.update(min(batch_size, len(users) - a))
-
-    return train, test, batches()
+    batches = [users[a:a + batch_size] for a in range(0, len(users), batch_size)]
+    each = map if backend is None else backend.map_in_order
+    with tqdm(total=len(users), desc=desc, unit="user",
+              disable=None if show_progress else True) as progress:
+        for batch, result in zip(batches, each(lambda b: work(train, test, b), batches)):
+            progress.update(len(batch))
+            yield result
 
 
 def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
@@ -137,17 +137,20 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     if not callable(getattr(model, "recommend", None)):
         raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
                         f"of this module), got {type(model).__name__}")
-    train, test, batches = _test_user_batches(train, test, batch_size, show_progress,
-                                              "ranking")
-    n_items = train.shape[1]
-    test_keys = np.repeat(np.arange(test.shape[0]), np.diff(test.indptr)) * n_items + test.indices
-    for batch in batches:
+
+    def hits_of(train, test, batch):
+        n_items = train.shape[1]
         ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
         ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
-        keys = batch[:, None] * n_items + ids
+        tested = test[batch]
+        rows, items = csr_pairs(tested)
+        test_keys = rows * n_items + items  # sorted: rows in order, sorted indices
+        keys = np.arange(len(batch))[:, None] * n_items + ids
         pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
         hits = (test_keys[pos] == keys) & (ids >= 0)
-        yield batch, hits, np.diff(test.indptr)[batch], np.diff(train.indptr)[batch]
+        return batch, hits, np.diff(tested.indptr), np.diff(train.indptr)[batch]
+
+    return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of)
 
 
 def ranking_metrics(
@@ -256,13 +259,15 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect), ranked as ``recommend`` ranks them (ties: the lower id
     first). It needs where every test item falls among all of its user's candidates: this
-    module's models (ALS and the baselines) are placed by sorting each user's scores; any
+    module's models (ALS and the baselines) are placed from each user's scores; any
     other model is asked to ``recommend`` every item, which costs a full ranking per user
     (3-5x slower). ``batch_size`` and ``show_progress`` as in :func:`ranking_metrics`.
     """
-    scores_of = _item_scores(model)
-    if scores_of is not None:
-        parts = _below_from_scores(scores_of, train, test, batch_size, show_progress)
+    scoring = _item_scores(model)
+    if scoring is not None:
+        scores_of, backend = scoring
+        parts = _below_from_scores(scores_of, backend, train, test, batch_size,
+                                   show_progress)
     else:
         parts = _below_from_rankings(model, train, test, batch_size, show_progress)
     total, n_users = 0.0, 0
@@ -291,50 +296,82 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
 
 def _item_scores(model):
     """For this module's own models: a function giving every item's score for a batch of
-    users (NumPy, (users, items)), whose order is the order of ``recommend``; None for any
-    other model."""
+    users (NumPy, (users, items)), whose order is the order of ``recommend``, and the
+    backend on whose threads batches may be scored at once (None: one at a time); None
+    for any other model."""
+    from .backends.cpu import CPUBackend
     from .model import ALS
 
     if isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):
         # tie-free scores in the same order: counts down, ids up
-        rank = np.empty(model.n_items_)
+        rank = np.empty(model.n_items_, np.float32 if model.n_items_ <= 2**24 else np.float64)
         rank[model.order_] = np.arange(model.n_items_)
-        return lambda users: np.tile(-rank, (len(users), 1))
+        return (lambda users: np.tile(-rank, (len(users), 1))), CPUBackend()
     if isinstance(model, _Baseline) and hasattr(model, "n_items_"):
-        return lambda users: model._scores(len(users))
+        # one batch at a time: a seeded random model draws its batches in order
+        return (lambda users: model._scores(len(users))), None
     if isinstance(model, ALS) and hasattr(model, "user_factors_"):
         backend = model._backend
-        return lambda users: backend.to_numpy(
-            model.user_factors_[backend.asarray(users)] @ model.item_factors_.T)
+        return (lambda users: backend.to_numpy(
+            model.user_factors_[backend.asarray(users)] @ model.item_factors_.T)), backend
     return None
 
 
-def _below_from_scores(scores_of, train, test, batch_size, show_progress):
+#: A user with at most this many test items has them placed by counting the candidates
+#: scored higher (two comparisons of the row per item); one with more by sorting the row
+#: once. On 20,000 items a sort of one row costs about as much as 16 items' comparisons.
+COMPARE_LIMIT = 16
+
+
+def _below_from_scores(scores_of, backend, train, test, batch_size, show_progress):
     """As :func:`_below_from_rankings`, from the scores: a test item's place among its
     user's candidates is the number of candidates scored higher, plus those scored the same
-    with a lower id (``recommend``'s order), found in the sorted scores."""
-    train, test, batches = _test_user_batches(train, test, batch_size, show_progress, "AUC")
-    n_items = train.shape[1]
-    for batch in batches:
-        scores = np.array(scores_of(batch))  # its own dtype: float32 sorts faster
+    with a lower id (``recommend``'s order). Counted by comparing the row with the item's
+    score, or for a user with many test items (``COMPARE_LIMIT``) found in the sorted row.
+    """
+    def below_of(train, test, batch):
+        scores = np.asarray(scores_of(batch))  # a new array, its own dtype: float32 is faster
         if scores.dtype.kind != "f":
             scores = scores.astype(np.float64)
         liked, tested = train[batch], test[batch]
-        scores[csr_pairs(liked)] = np.nan  # not candidates
-        n_candidates = n_items - np.diff(liked.indptr)
-        ordered = np.sort(scores, axis=1)  # NaN last
-        below = np.zeros(len(batch))
-        for b in range(len(batch)):
-            items = tested.indices[tested.indptr[b]:tested.indptr[b + 1]]
-            values = scores[b, items]
-            items, values = items[~np.isnan(values)], values[~np.isnan(values)]
-            row = ordered[b, :n_candidates[b]]
-            last = np.searchsorted(row, values, side="right")
-            place = n_candidates[b] - last  # candidates scored higher
-            for j in np.flatnonzero(last - np.searchsorted(row, values) > 1):
-                place[j] += np.count_nonzero(scores[b, :items[j]] == values[j])
-            below[b] = (n_candidates[b] - 1 - place).sum()
-        yield below, np.diff(tested.indptr), n_candidates
+        scores[csr_pairs(liked)] = np.nan  # not candidates: never compare as >= or ==
+        n_candidates = train.shape[1] - np.diff(liked.indptr)
+        rows, items = csr_pairs(tested)
+        values = scores[rows, items]  # NaN: the item is also in train, not a candidate
+        higher, tied = _count_higher(scores, tested, values, n_candidates)
+        for j in np.flatnonzero(tied > 0):  # ties: the lower ids come first
+            higher[j] += np.count_nonzero(scores[rows[j], :items[j]] == values[j])
+        valid = ~np.isnan(values)
+        below = np.bincount(rows[valid], minlength=len(batch),
+                            weights=(n_candidates[rows] - 1 - higher)[valid])
+        return below, np.diff(tested.indptr), n_candidates
+
+    return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of,
+                             backend)
+
+
+def _count_higher(scores, tested, values, n_candidates):
+    """For each stored entry of ``tested`` (rows: those of ``scores``, where NaN marks a
+    non-candidate) whose score is ``values``: how many candidates score higher, and how
+    many others score the same."""
+    n_tests = np.diff(tested.indptr)
+    rows = np.repeat(np.arange(len(n_tests)), n_tests)
+    slot = np.arange(len(rows)) - tested.indptr[rows]  # the entry's place in its row
+    higher = np.zeros(len(rows), np.int64)
+    at_least = np.zeros(len(rows), np.int64)  # with the entry itself
+    for b in np.flatnonzero(n_tests > COMPARE_LIMIT):
+        own = slice(tested.indptr[b], tested.indptr[b + 1])
+        row = np.sort(scores[b])[:n_candidates[b]]  # without the NaN, sorted last
+        higher[own] = len(row) - np.searchsorted(row, values[own], side="right")
+        at_least[own] = len(row) - np.searchsorted(row, values[own], side="left")
+    compared = n_tests[rows] <= COMPARE_LIMIT
+    for s in range(int(slot[compared].max(initial=-1)) + 1):
+        entries = np.flatnonzero(compared & (slot == s))
+        these = scores if len(entries) == len(n_tests) else scores[rows[entries]]
+        threshold = values[entries, None]
+        higher[entries] = np.count_nonzero(these > threshold, axis=1)
+        at_least[entries] = np.count_nonzero(these >= threshold, axis=1)
+    return higher, at_least - higher - 1
 
 
 def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:

@@ -221,11 +221,15 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.empty((3, 0), np.int64), 5)
 
 
+@pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
 @pytest.mark.parametrize("kind", ["als", "popularity", "random"])
-def test_auc_from_scores_equals_auc_from_rankings(kind):
-    """This module's models are placed by sorting their scores; any other model through a
-    full recommend: the same AUC, with ties (cold items' zero factors, equal counts)."""
-    from gpu_als import ALS
+def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypatch):
+    """This module's models are placed from their scores (comparisons, or the sorted row
+    for users with many test items); any other model through a full recommend: the same
+    AUC, with ties (cold items' zero factors, equal counts)."""
+    from gpu_als import ALS, evaluation
+
+    monkeypatch.setattr(evaluation, "COMPARE_LIMIT", compare_limit)
 
     train = random_interactions(120, 60, 0.12, seed=5).tolil()
     train[:, 50:] = 0  # cold items: zero factors, all tied
@@ -251,6 +255,11 @@ def test_auc_from_scores_equals_auc_from_rankings(kind):
         assert fast == pytest.approx(auc(RankingsOnly(make()), train, test,
                                          batch_size=batch_size), abs=1e-12)
     assert 0.3 < fast < 1.0
+    if kind == "als":  # batches on 1 or 4 threads at once: the same sums in the same order
+        model = make()
+        for threads in (1, 4):
+            model._backend.num_threads = threads
+            assert auc(model, train, test, batch_size=7) == fast
 
 
 def test_popularity_and_random_baselines():

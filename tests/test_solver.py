@@ -279,3 +279,40 @@ def test_concurrent_calls_leave_the_blas_threads_as_they_were():
         thread.join()
     assert not errors
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_map_in_order_yields_in_order_and_stays_a_few_items_ahead(num_threads):
+    """The CPU backend's threads compute items at once, yielded in the items' order, at
+    most 2 * num_threads items ahead of the caller; the first error is raised and the
+    items not started are dropped."""
+    import threading
+    import time
+
+    from gpu_als.backends import cpu
+
+    backend = cpu.CPUBackend(num_threads=num_threads)
+    started, lock = [], threading.Lock()
+
+    def work(item):
+        with lock:
+            started.append(item)
+        time.sleep(0.002 * (item % 3))  # finish out of order
+        return item * item
+
+    results = []
+    for result in backend.map_in_order(work, iter(range(40))):
+        results.append(result)
+        time.sleep(0.004)  # a slow caller: the threads must wait for it
+        assert len(started) <= len(results) + 2 * num_threads
+    assert results == [i * i for i in range(40)]
+
+    def fail_at_5(item):
+        if item == 5:
+            raise ValueError("item 5")
+        return work(item)
+
+    started.clear()
+    with pytest.raises(ValueError, match="item 5"):
+        list(backend.map_in_order(fail_at_5, range(1000)))
+    assert len(started) < 5 + 2 * num_threads

@@ -17,7 +17,7 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -234,6 +234,13 @@ class Backend(ABC):
         if candidates is not None:
             ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
         return ids, scores
+
+    def map_in_order(self, work: Callable[[Any], Any], items: Iterable[Any]
+                     ) -> Iterator[Any]:
+        """``work(item)`` for every item, yielded in order; a backend may compute several
+        at once (the CPU backend on its threads), so ``work`` must be safe to run
+        concurrently."""
+        return map(work, items)
 
     def _each_block(self, work, starts) -> None:
         """``work(start)`` for every block of :meth:`topk`; a backend may run them in

@@ -28,6 +28,7 @@ threading do not fight).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -385,19 +386,34 @@ class CPUBackend(Backend):
             self._run_parallel(work, starts)
 
     def _run_parallel(self, work, items) -> None:
-        """``work(item)`` for every item, on ``num_threads`` threads.
+        """``work(item)`` for every item, on ``num_threads`` threads."""
+        for _ in self.map_in_order(work, items):
+            pass
+
+    def map_in_order(self, work: Callable[[Any], Any], items) -> Iterator[Any]:
+        """``work(item)`` for every item, yielded in order, computed on ``num_threads``
+        threads at most ``2 * num_threads`` items ahead of the caller.
 
         The work is made of batched NumPy calls that release the GIL; BLAS is held to one
-        thread meanwhile, so that the two levels of threading do not fight.
+        thread meanwhile, so that the two levels of threading do not fight. The first
+        exception is raised and the items not started are dropped.
         """
         with _single_threaded_blas:
             if self.num_threads == 1:
-                for item in items:
-                    work(item)
-            else:
-                with ThreadPoolExecutor(self.num_threads) as pool:
-                    for _ in pool.map(work, items):
-                        pass
+                yield from map(work, items)
+                return
+            with ThreadPoolExecutor(self.num_threads) as pool:
+                ahead: collections.deque = collections.deque()
+                try:
+                    for item in items:
+                        ahead.append(pool.submit(work, item))
+                        if len(ahead) >= 2 * self.num_threads:
+                            yield ahead.popleft().result()
+                    while ahead:
+                        yield ahead.popleft().result()
+                finally:
+                    for future in ahead:
+                        future.cancel()
 
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
