@@ -159,13 +159,15 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
     return csr
 
 
-def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, name: str):
-    """Check a query-time matrix that must have ``n_rows`` rows and ``n_cols`` columns."""
+def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, name: str,
+                   columns: str = "item"):
+    """Check a query-time matrix that must have ``n_rows`` rows and ``n_cols`` columns
+    (one per ``columns``: "item", or "user" for an item_users matrix)."""
     csr = check_user_items_allow_empty(user_items, dtype, name=name)
     if csr.shape != (n_rows, n_cols):
         raise ValueError(
             f"{name} has shape {csr.shape}, expected ({n_rows}, {n_cols}): one row per "
-            f"requested id and one column per item the model was fitted on"
+            f"requested id and one column per {columns} the model was fitted on"
         )
     return csr
 

@@ -434,7 +434,8 @@ class ALS:
         """Exact solves of ``n`` rows of interactions against the ``fixed`` factors."""
         p = self._check_params()
         backend = self._backend
-        R = data.check_rows_for(matrix, n, fixed.shape[0], p["dtype"], name=name)
+        R = data.check_rows_for(matrix, n, fixed.shape[0], p["dtype"], name=name,
+                                columns="user" if name == "item_users" else "item")
         rows = backend.put(data.weighted_rows(
             R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"],

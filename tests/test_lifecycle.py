@@ -182,3 +182,14 @@ def test_gpu_cg_steps_match_the_cpu_cg_steps(k):
                      solver="cg", cg_steps=3)
         results.append(to_numpy(out))
     np.testing.assert_allclose(results[1], results[0], rtol=0, atol=1e-9)
+
+
+def test_a_fold_in_matrix_of_the_wrong_width_names_what_its_columns_are():
+    R = random_interactions(12, 9, 0.4, seed=2)
+    model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(R)
+    with pytest.raises(ValueError, match=r"user_items has shape \(1, 8\), expected \(1, 9\): "
+                                         r".*one column per item"):
+        model.partial_fit_users([0], sp.csr_matrix((1, 8)))
+    with pytest.raises(ValueError, match=r"item_users has shape \(1, 9\), expected \(1, 12\): "
+                                         r".*one column per user"):
+        model.partial_fit_items([0], sp.csr_matrix((1, 9)))
