@@ -30,7 +30,13 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result, top_n
-from .data import check_float, check_int, check_rows_for, check_user_items
+from .data import (
+    check_float,
+    check_int,
+    check_rows_for,
+    check_user_items,
+    check_user_items_allow_empty,
+)
 
 
 def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
@@ -119,9 +125,14 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
     terminal, with ``show_progress``); a ``backend``'s threads compute several batches at
     once (:meth:`Backend.map_in_order`)."""
     train = check_user_items(train, np.float32, name="train")
-    test = check_rows_for(test, *train.shape, np.float32, name="test")
+    test = check_user_items_allow_empty(test, np.float32, name="test")
+    if test.shape != train.shape:
+        raise ValueError(f"test has shape {test.shape} and train {train.shape}: they must "
+                         f"have the same users and items (the two parts of one split)")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     users = np.flatnonzero(np.diff(test.indptr))
+    if len(users) == 0:
+        raise ValueError("test has no stored entries: there is no user to evaluate")
     batches = [users[a:a + batch_size] for a in range(0, len(users), batch_size)]
     each = map if backend is None else backend.map_in_order
     with tqdm(total=len(users), desc=desc, unit="user",
@@ -131,12 +142,30 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
             yield result
 
 
+def _check_model_for(model, train) -> None:
+    """A model of this module must know the users and the items of ``train``."""
+    from .model import ALS
+
+    shape = check_user_items(train, np.float32, name="train").shape
+    if isinstance(model, ALS) and hasattr(model, "user_factors_"):
+        known = (model.user_factors_.shape[0], model.item_factors_.shape[0])
+    elif isinstance(model, _Baseline) and hasattr(model, "n_items_"):
+        known = (shape[0], model.n_items_)
+    else:
+        return
+    if shape[0] > known[0] or shape[1] != known[1]:
+        raise ValueError(f"train has shape {shape}, but the {type(model).__name__} was fitted "
+                         f"on {known[0]} users x {known[1]} items: evaluate it on the matrices "
+                         f"it was trained on (the train part of the same split)")
+
+
 def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
     (``hits``, shape (users, N)), and their numbers of test and of train items."""
     if not callable(getattr(model, "recommend", None)):
         raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
                         f"of this module), got {type(model).__name__}")
+    _check_model_for(model, train)
 
     def hits_of(train, test, batch):
         n_items = train.shape[1]
@@ -263,6 +292,7 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     other model is asked to ``recommend`` every item, which costs a full ranking per user
     (3-5x slower). ``batch_size`` and ``show_progress`` as in :func:`ranking_metrics`.
     """
+    _check_model_for(model, train)
     scoring = _item_scores(model)
     if scoring is not None:
         scores_of, backend = scoring

@@ -173,6 +173,9 @@ def tune(
     else:
         frame = None
     fit_part, validation = train_test_split(user_items, validation_fraction, random_state)
+    if validation.nnz == 0:
+        raise ValueError("no user has 2 or more interactions: there is nothing to hold out "
+                         "for validation")
     dtype = data.check_dtype(base.get("dtype", np.float32))
     prepared = data.Prepared(fit_part, dtype)
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put

@@ -303,3 +303,28 @@ def test_personalization():
     assert personalization(apart, 6)["personalization"] == 1.0
     half = np.array([[0, 1], [0, 2]])  # one shared item of two
     assert personalization(half, 3)["personalization"] == pytest.approx(0.5)
+
+
+def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
+    from gpu_als import ALS
+
+    train = random_interactions(30, 20, 0.2, seed=1)
+    test = random_interactions(30, 20, 0.1, seed=2)
+    model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train[:10])
+    popularity = PopularityRecommender().fit(train[:, :15])
+    for metric in (ranking_metrics, auc):
+        with pytest.raises(ValueError, match=r"train has shape \(30, 20\), but the ALS was "
+                                             r"fitted on 10 users x 20 items"):
+            metric(model, train, test)
+        with pytest.raises(ValueError, match=r"train has shape \(30, 20\), but the "
+                                             r"PopularityRecommender was fitted on 30 users x "
+                                             r"15 items"):
+            metric(popularity, train, test)
+        with pytest.raises(ValueError, match=r"test has shape \(30, 19\) and train \(30, 20\)"):
+            metric(PopularityRecommender().fit(train), train, test[:, :19])
+        with pytest.raises(ValueError, match="test has no stored entries: there is no user"):
+            metric(PopularityRecommender().fit(train), train, sp.csr_matrix(train.shape))
+    # a model that has more users than train (added by partial_fit_users) is fine
+    more = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train)
+    more.partial_fit_users([35], train[[0]])
+    assert ranking_metrics(more, train, test, show_progress=False)["users"] > 0

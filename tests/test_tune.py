@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.evaluation import ranking_metrics, train_test_split
@@ -96,3 +97,9 @@ def test_outputs_table_csv_plot(R, tmp_path):
 def test_bad_arguments(R, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         tune(R, **{"param_grid": GRID, "show_progress": False, **kwargs})
+
+
+def test_data_without_a_user_to_validate_on_is_refused_before_training():
+    one_each = sp.csr_matrix((np.ones(5, np.float32), (np.arange(5), np.arange(5))))
+    with pytest.raises(ValueError, match="no user has 2 or more interactions"):
+        tune(one_each, param_grid=GRID, show_progress=False)

@@ -61,7 +61,9 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
     model = fit(R)
     with pytest.raises(TypeError, match=r"from_dataframe\(df\).*item_ids=model.item_ids_"):
         model.recommend(0, pd.DataFrame({"user": [0], "item": [1], "value": [1.0]}))
-    with pytest.raises(ValueError, match="column 'user' not found"):
+    with pytest.raises(ValueError, match=r"fit\(df\) reads the columns 'user', 'item' and "
+                                         r"optionally 'value'; this DataFrame has \['customer', "
+                                         r"'item'\]. .*from_dataframe\(df, user_col"):
         fit(pd.DataFrame({"customer": [0], "item": [1]}))
 
 
