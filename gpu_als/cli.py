@@ -85,6 +85,10 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
                         help="value column (default value; every row counts 1 if absent)")
     parser.add_argument("--sep", default=None,
                         help="CSV delimiter (default: detected)")
+    parser.add_argument("--no-header", action="store_true",
+                        help="the CSV file has no header line: its columns are user, item "
+                             "and value, in that order (more are ignored), as in "
+                             "MovieLens' u.data")
 
 
 def read_frame(args: argparse.Namespace):
@@ -96,12 +100,26 @@ def read_frame(args: argparse.Namespace):
     if not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
     if args.file.suffix.lower() in (".parquet", ".pq"):
+        if args.no_header:
+            raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
+                             f"columns)")
         try:
-            return pd.read_parquet(args.file)
+            df = pd.read_parquet(args.file)
         except ImportError as exc:
             raise RuntimeError("reading Parquet needs pyarrow: pip install pyarrow") from exc
-    sep = args.sep if args.sep is not None else sniff_delimiter(args.file)
-    return pd.read_csv(args.file, sep=sep)
+    else:
+        sep = args.sep if args.sep is not None else sniff_delimiter(args.file)
+        df = pd.read_csv(args.file, sep=sep, header=None if args.no_header else "infer")
+        if args.no_header:
+            names = [args.user_col, args.item_col, args.value_col]
+            df = df.rename(columns=dict(enumerate(names)))
+    for column in (args.user_col, args.item_col):
+        if column not in df.columns:
+            raise ValueError(
+                f"{args.file} has no column {column!r}; its columns are "
+                f"{[str(c) for c in df.columns]}. Name the id columns with --user-col and "
+                f"--item-col, or pass --no-header for a file without a header line")
+    return df
 
 
 def sniff_delimiter(path: Path, lines: int = 20) -> str:

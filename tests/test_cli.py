@@ -83,7 +83,32 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
 
 def test_bad_columns(csv_file, capsys):
     assert main(["train", str(csv_file), "--user-col", "customer", "--backend", "cpu"]) == 2
-    assert "column 'customer' not found" in capsys.readouterr().err
+    assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
+            "id columns with --user-col and --item-col, or pass --no-header"
+            in capsys.readouterr().err)
+
+
+def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
+    """MovieLens' u.data (tab-separated user, item, rating, timestamp; no header) trains
+    with --no-header as the same rows with a header do; without it, the error says how."""
+    u_data = movielens.path / "u.data"
+    assert main(["train", str(u_data), "--backend", "cpu"]) == 2
+    assert "pass --no-header" in capsys.readouterr().err
+    with_header = tmp_path / "ratings.csv"
+    with_header.write_text("user,item,value,timestamp\n"
+                           + u_data.read_text().replace("\t", ","))
+    models = []
+    for file, extra in ((u_data, ["--no-header"]), (with_header, [])):
+        out = tmp_path / f"{file.stem}.npz"
+        assert main(["train", str(file), "--factors", "4", "--iterations", "2",
+                     "--backend", "cpu", "--output", str(out), *extra]) == 0
+        models.append(ALS.load(out))
+    np.testing.assert_array_equal(models[0].user_ids_, models[1].user_ids_)
+    np.testing.assert_array_equal(models[0].user_factors_, models[1].user_factors_)
+    parquet = tmp_path / "r.parquet"
+    parquet.write_bytes(b"")
+    assert main(["train", str(parquet), "--no-header"]) == 2
+    assert "--no-header is for CSV files" in capsys.readouterr().err
 
 
 def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
