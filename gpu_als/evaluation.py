@@ -287,14 +287,19 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     For user ``u`` the candidates are all items not in ``train[u]``; the AUC is the share of
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect), ranked as ``recommend`` ranks them (ties: the lower id
-    first). It needs where every test item falls among all of its user's candidates: this
-    module's models (ALS and the baselines) are placed from each user's scores; any
-    other model is asked to ``recommend`` every item, which costs a full ranking per user
-    (3-5x slower). ``batch_size`` and ``show_progress`` as in :func:`ranking_metrics`.
+    first). It needs where every test item falls among all of its user's candidates: ALS
+    places them from each user's scores, the popularity baseline from its global order and
+    the random one by drawing their places; any other model is asked to ``recommend``
+    every item, a full ranking per user (slower). ``batch_size`` and ``show_progress`` as
+    in :func:`ranking_metrics`.
     """
     _check_model_for(model, train)
     scoring = _item_scores(model)
-    if scoring is not None:
+    if isinstance(model, RandomRecommender) and hasattr(model, "n_items_"):
+        parts = _below_at_random(model, train, test, batch_size, show_progress)
+    elif isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):
+        parts = _below_by_popularity(model, train, test, batch_size, show_progress)
+    elif scoring is not None:
         scores_of, backend = scoring
         parts = _below_from_scores(scores_of, backend, train, test, batch_size,
                                    show_progress)
@@ -324,22 +329,66 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
         yield below, n_relevant, n_candidates
 
 
+def _not_in(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are not among ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.ones(len(keys), bool)
+    found = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[found] != keys
+
+
+def _below_by_popularity(model, train, test, batch_size, show_progress):
+    """As :func:`_below_from_rankings` for a :class:`PopularityRecommender`, without ranking
+    every item: every user's ranking is the global order less the user's items, so a test
+    item's place is its place in that order less the user's items ahead of it."""
+    rank = np.empty(model.n_items_, np.int64)
+    rank[model.order_] = np.arange(model.n_items_)
+
+    def below_of(train, test, batch):
+        liked, tested = train[batch], test[batch]
+        n_items = train.shape[1]
+        n_candidates = n_items - np.diff(liked.indptr)
+        liked_rows, liked_items = csr_pairs(liked)
+        liked_keys = np.sort(liked_rows * n_items + rank[liked_items])
+        rows, items = csr_pairs(tested)
+        keys = rows * n_items + rank[items]
+        # the user's items ahead of the test item in the global order
+        ahead = np.searchsorted(liked_keys, keys) - np.searchsorted(liked_keys, rows * n_items)
+        candidate = _not_in(keys, liked_keys)  # a test item also in train is no candidate
+        place = rank[items] - ahead
+        below = np.bincount(rows[candidate], minlength=len(batch),
+                            weights=(n_candidates[rows] - 1 - place)[candidate])
+        return below, np.diff(tested.indptr), n_candidates
+
+    return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
+
+
+def _below_at_random(model, train, test, batch_size, show_progress):
+    """As :func:`_below_from_rankings` for a :class:`RandomRecommender`, without ranking
+    every item: in a uniformly random order of a user's ``n`` candidates, its ``t`` test
+    items (those not in train) take a uniformly random ``t``-subset of the ``n`` places."""
+    def below_of(train, test, batch):
+        liked, tested = train[batch], test[batch]
+        n_candidates = train.shape[1] - np.diff(liked.indptr)
+        rows, items = csr_pairs(tested)
+        liked_keys = csr_pairs(liked)[0] * train.shape[1] + liked.indices  # sorted
+        candidate = _not_in(rows * train.shape[1] + items, liked_keys)
+        n_tests = np.bincount(rows[candidate], minlength=len(batch))
+        places = _random_distinct(model._rng, n_candidates, n_tests)
+        below = np.where(places >= 0, n_candidates[:, None] - 1 - places, 0).sum(axis=1)
+        return below, np.diff(tested.indptr), n_candidates
+
+    # one batch at a time: the seeded model draws its batches in order
+    return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
+
+
 def _item_scores(model):
     """For this module's own models: a function giving every item's score for a batch of
     users (NumPy, (users, items)), whose order is the order of ``recommend``, and the
     backend on whose threads batches may be scored at once (None: one at a time); None
     for any other model."""
-    from .backends.cpu import CPUBackend
     from .model import ALS
 
-    if isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):
-        # tie-free scores in the same order: counts down, ids up
-        rank = np.empty(model.n_items_, np.float32 if model.n_items_ <= 2**24 else np.float64)
-        rank[model.order_] = np.arange(model.n_items_)
-        return (lambda users: np.tile(-rank, (len(users), 1))), CPUBackend()
-    if isinstance(model, _Baseline) and hasattr(model, "n_items_"):
-        # one batch at a time: a seeded random model draws its batches in order
-        return (lambda users: model._scores(len(users))), None
     if isinstance(model, ALS) and hasattr(model, "user_factors_"):
         backend = model._backend
         return (lambda users: backend.to_numpy(
@@ -453,9 +502,6 @@ class _Baseline:
         self.n_items_ = csr.shape[1]
         return self
 
-    def _scores(self, n_users: int) -> np.ndarray:
-        raise NotImplementedError
-
     def recommend(self, userid, user_items=None, N=10, filter_already_liked_items=True):
         if not hasattr(self, "n_items_"):
             raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit first")
@@ -471,9 +517,9 @@ class _Baseline:
         return query_result(top, scores, np.ndim(userid) == 0)
 
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
-        """The ``N`` best items for ``n_users`` users, ``exclude`` (CSR or None) left out."""
-        pairs = None if exclude is None else csr_pairs(exclude)
-        return top_n(self._scores(n_users), N, pairs)
+        """The ``N`` best items for ``n_users`` users, ``exclude`` (CSR or None) left out:
+        ids and scores, shape (n_users, N), padded with -1 and -inf."""
+        raise NotImplementedError
 
 
 class PopularityRecommender(_Baseline):
@@ -483,9 +529,6 @@ class PopularityRecommender(_Baseline):
         super().fit(user_items)
         self.order_ = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
         return self
-
-    def _scores(self, n_users: int) -> np.ndarray:
-        return np.tile(self.item_counts_, (n_users, 1))
 
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
         """Every user's list is the global order less the user's own items, so only the
@@ -509,11 +552,65 @@ class PopularityRecommender(_Baseline):
 
 
 class RandomRecommender(_Baseline):
-    """Recommends items uniformly at random (seeded by ``random_state``)."""
+    """Recommends items uniformly at random (seeded by ``random_state``).
+
+    Each list is a uniformly random ordering of the user's candidates, cut at ``N``, drawn
+    without scoring every item (:func:`_random_distinct`); its scores are ``N, N - 1, ...``
+    (the order of the list: a random model has no scores)."""
 
     def __init__(self, random_state: int | None = 42):
         self.random_state = random_state
         self._rng = np.random.default_rng(random_state)
 
-    def _scores(self, n_users: int) -> np.ndarray:
-        return self._rng.random((n_users, self.n_items_))
+    def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+        n_items = self.n_items_
+        lengths = np.zeros(n_users, np.int64) if exclude is None else np.diff(exclude.indptr)
+        keys = None
+        if exclude is not None:
+            rows, items = csr_pairs(exclude)
+            keys = rows * n_items + items  # sorted: rows in order, sorted indices
+        ids = np.full((n_users, N), -1, np.int64)
+        drawn = _random_distinct(self._rng, np.full(n_users, n_items),
+                                 np.minimum(N, n_items - lengths), keys, lengths)
+        ids[:, :drawn.shape[1]] = drawn
+        return ids, np.where(ids >= 0, N - np.arange(N, dtype=np.float64), -np.inf)
+
+
+def _random_distinct(rng, sizes, counts, excluded=None, n_excluded=None) -> np.ndarray:
+    """For each row ``r``: ``counts[r]`` distinct values of ``range(sizes[r])``, none of
+    them excluded, in random order, each uniform among those not yet taken (the start of a
+    uniformly random ordering); ``-1`` after them. ``excluded``: sorted keys
+    ``r * sizes.max() + value`` (``n_excluded[r]`` of them in row ``r``); ``counts[r]``
+    must not exceed the values left.
+
+    Values are drawn with replacement and repeats or excluded ones skipped, which gives
+    exactly that distribution; a row where over half its values are taken or excluded, or
+    that runs out of draws, instead takes the start of a shuffle of its values.
+    """
+    n_rows = len(sizes)
+    width = max(1, int(sizes.max(initial=1)))
+    n_excluded = np.zeros(n_rows, np.int64) if n_excluded is None else n_excluded
+    most = int(counts.max(initial=0))
+    out = np.full((n_rows, most), -1, np.int64)
+    if most == 0:
+        return out
+    values = rng.integers(0, np.maximum(sizes, 1)[:, None], size=(n_rows, 2 * most + 32))
+    keys = (np.arange(n_rows)[:, None] * width + values).ravel()
+    order = np.argsort(keys, kind="stable")
+    fresh = np.ones(keys.size, bool)  # the first draw of its value in its row
+    fresh[order[1:]] = keys[order[1:]] != keys[order[:-1]]
+    if excluded is not None:
+        fresh &= _not_in(keys, excluded)
+    fresh = fresh.reshape(values.shape)
+    place = np.cumsum(fresh, axis=1) - 1
+    rows, columns = np.nonzero(fresh & (place < counts[:, None]))
+    out[rows, place[rows, columns]] = values[rows, columns]
+    short = (place[:, -1] + 1 < counts) | (2 * (counts + n_excluded) > sizes)
+    for r in np.flatnonzero(short):
+        own = np.arange(sizes[r])
+        if excluded is not None and n_excluded[r]:
+            lo, hi = np.searchsorted(excluded, [r * width, (r + 1) * width])
+            own = np.setdiff1d(own, excluded[lo:hi] - r * width, assume_unique=True)
+        out[r] = -1
+        out[r, :counts[r]] = rng.permutation(own)[:counts[r]]
+    return out

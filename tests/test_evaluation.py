@@ -1,5 +1,7 @@
 """The split, the metrics (against a hand-computed example and a slow loop), the baselines."""
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -222,7 +224,7 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
 
 
 @pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
-@pytest.mark.parametrize("kind", ["als", "popularity", "random"])
+@pytest.mark.parametrize("kind", ["als", "popularity"])
 def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypatch):
     """This module's models are placed from their scores (comparisons, or the sorted row
     for users with many test items); any other model through a full recommend: the same
@@ -243,8 +245,7 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         if kind == "als":
             return ALS(factors=4, iterations=2, backend="cpu", random_state=0,
                        show_progress=False).fit(train)
-        return (PopularityRecommender() if kind == "popularity" else
-                RandomRecommender(7)).fit(train)
+        return PopularityRecommender().fit(train)
 
     class RankingsOnly:  # a model known only by its recommend
         def __init__(self, model):
@@ -255,11 +256,74 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         assert fast == pytest.approx(auc(RankingsOnly(make()), train, test,
                                          batch_size=batch_size), abs=1e-12)
     assert 0.3 < fast < 1.0
+    some_train = train.copy()
+    some_train.data[some_train.indices >= 20] = 0
+    overlapping = (test + some_train).tocsr()  # test items in train are no candidates
+    assert auc(make(), train, overlapping) == pytest.approx(
+        auc(RankingsOnly(make()), train, overlapping), abs=1e-12)
     if kind == "als":  # batches on 1 or 4 threads at once: the same sums in the same order
         model = make()
         for threads in (1, 4):
             model._backend.num_threads = threads
             assert auc(model, train, test, batch_size=7) == fast
+
+
+@pytest.mark.parametrize("size, count, excluded", [
+    (5, 2, ()),      # drawn with replacement, repeats skipped
+    (9, 2, (3, 7)),  # ... and excluded values skipped
+    (4, 3, ()),      # most values taken: a shuffle instead
+    (6, 2, (0, 1)),
+])
+def test_random_distinct_draws_every_ordered_choice_equally_often(size, count, excluded):
+    from scipy.stats import chisquare
+
+    from gpu_als.evaluation import _random_distinct
+
+    n_rows = 24_000
+    keys = np.array([r * size + v for r in range(n_rows) for v in excluded], np.int64)
+    drawn = _random_distinct(np.random.default_rng(1), np.full(n_rows, size),
+                             np.full(n_rows, count), keys if len(keys) else None,
+                             np.full(n_rows, len(excluded)))
+    assert drawn.shape == (n_rows, count)
+    assert not np.isin(drawn, excluded).any()
+    assert all(len(set(row)) == count for row in drawn[:500])
+    left = [v for v in range(size) if v not in excluded]
+    cells = {choice: i for i, choice in enumerate(itertools.permutations(left, count))}
+    observed = np.bincount([cells[tuple(row)] for row in drawn], minlength=len(cells))
+    assert chisquare(observed).pvalue > 1e-4
+
+
+def test_random_recommendations_and_their_auc(monkeypatch):
+    """Random lists: distinct candidates, the user's items never, as many as there are;
+    the AUC places a user's test items at random among its candidates (0.5 on average),
+    counted as the rankings would count them."""
+    from gpu_als import evaluation
+
+    train = random_interactions(300, 40, 0.3, seed=3)
+    test = random_interactions(300, 40, 0.1, seed=4)
+    test = (test - test.multiply(train != 0)).tocsr()
+    test.eliminate_zeros()
+    model = RandomRecommender(5).fit(train)
+    ids, scores = model.recommend(np.arange(300), train, N=30)
+    for u in range(300):
+        mine = set(train[u].indices)
+        got = [i for i in ids[u] if i >= 0]
+        assert len(got) == len(set(got)) == min(30, 40 - len(mine))
+        assert not mine & set(got) and (ids[u, len(got):] == -1).all()
+        np.testing.assert_array_equal(scores[u, :len(got)], 30 - np.arange(len(got)))
+    values = [auc(RandomRecommender(seed).fit(train), train, test, show_progress=False)
+              for seed in range(20)]
+    assert abs(np.mean(values) - 0.5) < 0.01 and np.std(values) > 0.001
+    # the places drawn become the AUC: test items first gives 1, last gives 0
+    draw = evaluation._random_distinct
+    for first, expected in ((True, 1.0), (False, 0.0)):
+        def fake(rng, sizes, counts, *args, first=first):
+            places = draw(rng, sizes, counts)
+            for r, (n, t) in enumerate(zip(sizes, counts)):
+                places[r, :t] = np.arange(t) if first else n - 1 - np.arange(t)
+            return places
+        monkeypatch.setattr(evaluation, "_random_distinct", fake)
+        assert auc(model, train, test, show_progress=False) == pytest.approx(expected)
 
 
 def test_popularity_and_random_baselines():
