@@ -90,6 +90,31 @@ def _host_sparse(value: Any) -> Any:
     return value
 
 
+def available_memory() -> int | None:
+    """Bytes of host memory available to new allocations (Linux's ``MemAvailable``), or
+    None where that is unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(nbytes: int, what: str, hint: str = "") -> None:
+    """Raise ``MemoryError`` naming ``what`` if it needs more host memory than is
+    available: a clear error instead of the kernel's out-of-memory killer."""
+    def size(n: int) -> str:
+        return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} needs at least {size(nbytes)} of memory and "
+                          f"{size(available)} is available{hint}")
+
+
 def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items"):
     """Check a users x items interaction matrix and return it as a new canonical CSR.
 

@@ -432,6 +432,9 @@ class ALS:
         xp = self._backend.xp
         grow = int(ids.max()) + 1 - factors.shape[0]
         if grow > 0:
+            data.check_memory(grow * factors.shape[1] * factors.dtype.itemsize,
+                              f"growing to {ids_name} {int(ids.max())}",
+                              "; are the ids compact?")
             factors = xp.concatenate([factors, xp.zeros((grow, factors.shape[1]), factors.dtype)])
         factors[self._backend.asarray(ids)] = solved
         return factors
@@ -865,6 +868,17 @@ class ALS:
         return model
 
 
+def _check_fit_memory(shape, p: dict[str, Any]) -> None:
+    """Refuse a fit that cannot fit in host memory before allocating any of it: the row
+    pointers of both orientations and the factors of every user and item (drawn on the
+    host on every backend)."""
+    n = int(shape[0]) + int(shape[1])
+    nbytes = n * (8 + p["factors"] * np.dtype(p["dtype"]).itemsize)
+    data.check_memory(nbytes, f"a fit of {shape[0]:,} users x {shape[1]:,} items at "
+                      f"factors={p['factors']}",
+                      "; are the ids compact (from_dataframe codes any ids as 0..n-1)?")
+
+
 class _Training:
     """One fit in progress: the data on its backend, the factors, the loss history.
 
@@ -875,16 +889,18 @@ class _Training:
 
     def __init__(self, model: ALS, user_items: Any):
         p = model._check_params()
-        prepared = user_items if isinstance(user_items, data.Prepared) \
-            else data.Prepared(user_items, p["dtype"])
-        if prepared.dtype != p["dtype"]:
-            prepared = data.Prepared(prepared.csr, p["dtype"])
         backend = get_backend(model.backend)
         if backend.max_factors is not None and p["factors"] > backend.max_factors:
             raise ValueError(
                 f"factors={p['factors']}: the {backend.name.upper()} backend supports "
                 f"factors <= {backend.max_factors}"
             )
+        if hasattr(user_items, "shape") and len(user_items.shape) == 2:
+            _check_fit_memory(user_items.shape, p)
+        prepared = user_items if isinstance(user_items, data.Prepared) \
+            else data.Prepared(user_items, p["dtype"])
+        if prepared.dtype != p["dtype"]:
+            prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend
         self.Cu, self.Ci = prepared.on_backend(
             backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],

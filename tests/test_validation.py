@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names the problem; never a crash or a silent NaN."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -226,3 +228,23 @@ class TestQueryErrors:
         model, _ = fitted
         with pytest.raises(ValueError, match=r"userids has shape \(2,\) but itemids has shape"):
             model.predict([0, 1], [0])
+
+
+def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypatch):
+    """A matrix whose shape needs more memory than there is (ids used as indices, e.g.
+    2**31 columns) is refused at once, not killed by the out-of-memory killer."""
+    from gpu_als import data
+
+    if sys.platform == "linux":
+        assert data.available_memory() > 0
+    monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**20)  # 10 MiB
+    wide = sp.csr_matrix(([1.0], ([0], [99_999])), shape=(1, 100_000))
+    with pytest.raises(MemoryError, match=r"a fit of 1 users x 100,000 items at factors=64 "
+                                          r"needs at least 25 MiB of memory and 10 MiB is "
+                                          r"available; are the ids compact"):
+        ALS(factors=64, backend="cpu", show_progress=False).fit(wide)
+    model = ALS(factors=4, iterations=1, backend="cpu", show_progress=False).fit(
+        sp.csr_matrix(np.eye(3, dtype=np.float32)))
+    with pytest.raises(MemoryError, match="growing to userids 10000000 needs at least"):
+        model.partial_fit_users([10_000_000], sp.csr_matrix(np.eye(3, dtype=np.float32)[:1]))
+    assert model.user_factors_.shape == (3, 4)
