@@ -783,7 +783,8 @@ class ALS:
             Where to write (NumPy adds ``.npz`` if missing).
         user_ids, item_ids : array-like, optional
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
-            stored as numbers or strings; default: those of the model, if it has any.
+            stored as numbers, booleans, datetimes or strings (others as their strings);
+            default: those of the model, if it has any.
         """
         self._check_fitted()
         params = self.get_params()
@@ -806,8 +807,8 @@ class ALS:
             ids = getattr(self, f"{name}_", None) if ids is None else ids
             if ids is not None:
                 ids = np.asarray(ids)
-                if ids.dtype.kind not in "iuU":
-                    ids = ids.astype(str)
+                if ids.dtype.kind not in "biufUM":  # stored as they are, without pickle
+                    ids = np.array([str(i) for i in ids.ravel()]).reshape(ids.shape)
                 if ids.shape != (n,):
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
@@ -999,6 +1000,9 @@ def _write_atomically(path, arrays: dict[str, Any]) -> None:
     replaces ``path``: a reader (a server reloading the model) sees the old file or the new
     one, never half of one, and a failed save leaves the old file as it was."""
     final = os.fspath(path)
+    if os.path.isdir(final):
+        raise IsADirectoryError(f"cannot save the model to {final}: it is a folder; give a "
+                                f"file name such as {os.path.join(final, 'model.npz')}")
     if not final.endswith(".npz"):  # as np.savez names it
         final += ".npz"
     folder = os.path.dirname(final) or "."

@@ -109,6 +109,19 @@ def test_ids_are_saved_with_the_model(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.item_ids_, np.arange(100, 120))
     with pytest.raises(ValueError, match=r"user_ids has shape \(3,\), expected \(30,\)"):
         model.save(tmp_path / "bad.npz", user_ids=["a", "b", "c"])
+    # numbers, booleans and datetimes keep their type; other objects become strings
+    pairs = np.empty(20, dtype=object)
+    pairs[:] = [(i, "x") for i in range(20)]
+    for ids in (np.linspace(0.5, 10, 20), np.arange(20) % 2 == 0,
+                np.datetime64("2026-01-01") + np.arange(20), np.arange(20, dtype=np.uint16),
+                pairs):
+        model.save(tmp_path / "m.npz", item_ids=ids)
+        loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
+        expected = np.array([str(i) for i in ids]) if ids.dtype == object else ids
+        assert loaded.item_ids_.dtype == expected.dtype
+        np.testing.assert_array_equal(loaded.item_ids_, expected)
+    with pytest.raises(IsADirectoryError, match=r"it is a folder; give a file name such as"):
+        model.save(tmp_path)
 
 
 def test_to_cpu_copies(fitted):
