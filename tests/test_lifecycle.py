@@ -147,19 +147,26 @@ def test_solver_parameters_are_checked(R):
         model_for("cpu", solver="cg", cg_steps=0).fit(R)
 
 
-def test_cpu_cg_chunking_does_not_change_results():
-    from gpu_als.backends import CPUBackend
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_cpu_cg_blocks_and_threads_do_not_change_results(feedback, monkeypatch):
+    """The same CG steps whatever the blocks (one row each, or all of a length bucket) and
+    whether the blocks run on one thread or several."""
+    from gpu_als.backends import CPUBackend, cpu
 
-    R = edge_case_matrix(6)
+    R = edge_case_matrix(6, negative=feedback == "implicit")
     F = np.random.default_rng(5).random((R.shape[1], 6))
-    rows = weighted_rows(check_user_items(R, np.float64), feedback="implicit", alpha=2.0)
+    rows = weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=2.0)
     results = []
-    for backend in (CPUBackend(), CPUBackend(block_elements=6)):  # one entry per chunk
+    for backend, parallel_from in ((CPUBackend(), None), (CPUBackend(block_elements=6), None),
+                                   (CPUBackend(num_threads=3, block_elements=6), 0)):
+        if parallel_from is not None:
+            monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", parallel_from)
         out = np.random.default_rng(6).random((R.shape[0], 6))
-        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback=feedback,
                            out=out, solver="cg", cg_steps=3)
         results.append(out)
     np.testing.assert_allclose(results[1], results[0], atol=1e-12)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-12)
 
 
 @pytest.mark.parametrize("k", [40, 100])

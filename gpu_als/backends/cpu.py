@@ -41,7 +41,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows
@@ -52,6 +51,10 @@ from .base import Backend, PhaseTimer
 BLOCK_ELEMENTS = 1 << 20
 #: Rows in a bucket are padded to at most this factor times the shortest row's length.
 BUCKET_GROWTH = 1.2
+#: A CG half-step of fewer entries x factors runs on one thread: its many small NumPy
+#: calls per block gain nothing from a second thread (MovieLens 100K at k = 64: 27 ms per
+#: iteration on one thread, 40-49 ms on two; 2-core machine).
+CG_PARALLEL_ELEMENTS = 16 * BLOCK_ELEMENTS
 
 
 @functools.cache
@@ -185,42 +188,37 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x.astype(A.dtype, copy=False)
 
 
-def _cg_chunk(rows: WeightedRows, first: int, last: int, F, base, regularization, x, steps,
-              array: WorkArray):
-    """CG on rows [first, last) from ``x``, never forming a k x k matrix per row:
-    ``A p = p base + sum_i weight_i (f_i . p) f_i`` (implicit) or
-    ``A p = lambda n_u p + sum_i (f_i . p) f_i`` (explicit, ``base`` None). ``array``
-    gives the work arrays (see _Scratch)."""
-    a, b = int(rows.indptr[first]), int(rows.indptr[last])
-    local = rows.indptr[first:last + 1] - a
-    counts = np.diff(local)
+def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, padded, F, base,
+              regularization, x, steps, array: WorkArray):
+    """CG on the rows ``block = (ids, L)`` (each with at most ``L`` entries) from ``x``,
+    never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
+    zero-padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
+    matrix-vector products: ``A p = p base + Fg^T (w * (Fg p))`` (implicit) or
+    ``A p = lambda n_u p + Fg^T (w * (Fg p))`` (explicit, ``base`` None). ``padded``: the
+    rows' indices, weights and targets with one entry more, of index ``len(F) - 1`` (a
+    zero row of ``F``) and weight and target 0, where padding points. ``array`` gives the
+    work arrays (see _Scratch)."""
+    ids, L = block
+    indices, weight, target = padded
     k = F.shape[1]
-    # (entries, k), gathered once; the indices were checked, so "clip" changes none (and,
-    # unlike "raise", does not buffer the output)
-    Fg = np.take(F, rows.indices[a:b], axis=0, out=array("gathered", (b - a, k), F.dtype),
-                 mode="clip")
-    weight = rows.weight[a:b]
-    # rows x entries, entry e in its row's column e: its data set, it sums Fg by row
-    segments = sp.csr_matrix((np.ones(b - a, F.dtype), np.arange(b - a), local),
-                             shape=(last - first, b - a))
-
-    def segment_sum(values):  # sum over each row's entries of values[e] * Fg[e]
-        segments.data = values
-        return segments @ Fg
-
-    row_of = np.repeat(np.arange(last - first), counts)
-    Pg = array("rows of P", (b - a, k), F.dtype)  # each entry's row of P, at every step
-    dots = array("dots", (b - a,), F.dtype)
+    lengths = rows.indptr[ids + 1] - rows.indptr[ids]
+    steps_ = np.arange(L)
+    pos = rows.indptr[ids][:, None] + steps_
+    pos[steps_ >= lengths[:, None]] = len(indices) - 1  # padding
+    # the indices were checked, so "clip" changes none (and, unlike "raise", does not
+    # buffer the output)
+    Fg = np.take(F, np.take(indices, pos), axis=0, mode="clip",
+                 out=array("gathered", (len(ids), L, k), F.dtype))
+    w = np.take(weight, pos)
+    counts = lengths.astype(F.dtype)
 
     def A(P):
-        np.take(P, row_of, axis=0, out=Pg, mode="clip")
-        np.einsum("ek,ek->e", Fg, Pg, out=dots)
-        np.multiply(dots, weight, out=dots)
+        dots = np.matmul(Fg, P[:, :, None])[:, :, 0]  # (rows, L)
+        dots *= w
         shared = P @ base if base is not None else (regularization * counts)[:, None] * P
-        return segment_sum(dots) + shared.astype(P.dtype, copy=False)
+        return np.matmul(dots[:, None, :], Fg)[:, 0, :] + shared.astype(P.dtype, copy=False)
 
-    x = x.copy()
-    r = segment_sum(rows.target[a:b]) - A(x)
+    r = np.matmul(np.take(target, pos)[:, None, :], Fg)[:, 0, :] - A(x)
     p = r.copy()
     rs = np.einsum("ij,ij->i", r, r)
     for _ in range(steps):
@@ -418,32 +416,37 @@ class CPUBackend(Backend):
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
 
-        Rows go in chunks of about ``block_elements / k`` entries; a chunk's fixed factors
-        ``F[N(u)]`` are gathered once and serve every step.
+        Rows go in blocks of similar length (:func:`row_blocks`), whose fixed factors
+        ``F[N(u)]`` are gathered once and serve every step (:func:`_cg_block`).
         """
         implicit = feedback == "implicit"
         started = time.perf_counter()
-        base = (FtF + regularization * np.eye(F.shape[1])).astype(F.dtype) if implicit else None
+        k = F.shape[1]
+        base = (FtF + regularization * np.eye(k)).astype(F.dtype) if implicit else None
+        # one entry more, where the blocks' padding points: a zero row, no weight or target
+        F = np.vstack([F, np.zeros((1, k), F.dtype)])
+        padded = (np.append(rows.indices, len(F) - 1),
+                  np.append(rows.weight, 0).astype(F.dtype, copy=False),
+                  np.append(rows.target, 0).astype(F.dtype, copy=False))
         if self.timer:
             self.timer.add("shared", time.perf_counter() - started)
             started = time.perf_counter()
-        per_chunk = max(1, self.block_elements // F.shape[1])
-        bounds = [0]
-        while bounds[-1] < rows.n_rows:  # chunks of about per_chunk entries, >= 1 row each
-            first = bounds[-1]
-            last = int(np.searchsorted(rows.indptr, rows.indptr[first] + per_chunk, "right"))
-            bounds.append(min(max(last - 1, first + 1), rows.n_rows))
-
         scratch = _current_scratch()
 
-        def solve_chunk(first_last):
-            first, last = first_last
+        def solve_block(block):
             with scratch.borrow() as array:
-                out[first:last] = _cg_chunk(rows, first, last, F, base, regularization,
-                                            out[first:last], steps, array)
+                out[block[0]] = _cg_block(block, rows, padded, F, base, regularization,
+                                          out[block[0]], steps, array)
 
-        self._run_parallel(solve_chunk, list(zip(bounds[:-1], bounds[1:])))
-        out[np.diff(rows.indptr) == 0] = 0  # the exact solution of an empty row
+        lengths = np.diff(rows.indptr)
+        blocks = row_blocks(lengths, k, self.block_elements)
+        if len(rows.indices) * k > CG_PARALLEL_ELEMENTS:
+            self._run_parallel(solve_block, blocks)
+        else:  # small: threads would only contend for the GIL between the many small calls
+            with _single_threaded_blas:
+                for block in blocks:
+                    solve_block(block)
+        out[lengths == 0] = 0  # the exact solution of an empty row
         if self.timer:
             self.timer.add("cg", time.perf_counter() - started)
         return out
