@@ -294,12 +294,11 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     in :func:`ranking_metrics`.
     """
     _check_model_for(model, train)
-    scoring = _item_scores(model)
     if isinstance(model, RandomRecommender) and hasattr(model, "n_items_"):
         parts = _below_at_random(model, train, test, batch_size, show_progress)
     elif isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):
         parts = _below_by_popularity(model, train, test, batch_size, show_progress)
-    elif scoring is not None:
+    elif (scoring := _item_scores(model)) is not None:
         scores_of, backend = scoring
         parts = _below_from_scores(scores_of, backend, train, test, batch_size,
                                    show_progress)

@@ -235,11 +235,11 @@ class Backend(ABC):
             ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
         return ids, scores
 
-    def map_in_order(self, work: Callable[[Any], Any], items: Iterable[Any]
-                     ) -> Iterator[Any]:
+    def map_in_order(self, work: Callable[[Any], Any], items: Iterable[Any],
+                     threads: int | None = None) -> Iterator[Any]:
         """``work(item)`` for every item, yielded in order; a backend may compute several
-        at once (the CPU backend on its threads), so ``work`` must be safe to run
-        concurrently."""
+        at once (the CPU backend on ``threads``, default all of its own), so ``work`` must
+        be safe to run concurrently."""
         return map(work, items)
 
     def _each_block(self, work, starts) -> None:

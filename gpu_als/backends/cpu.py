@@ -383,29 +383,31 @@ class CPUBackend(Backend):
         else:
             self._run_parallel(work, starts)
 
-    def _run_parallel(self, work, items) -> None:
-        """``work(item)`` for every item, on ``num_threads`` threads."""
-        for _ in self.map_in_order(work, items):
+    def _run_parallel(self, work, items, threads: int | None = None) -> None:
+        """``work(item)`` for every item, on ``threads`` (default ``num_threads``)."""
+        for _ in self.map_in_order(work, items, threads):
             pass
 
-    def map_in_order(self, work: Callable[[Any], Any], items) -> Iterator[Any]:
-        """``work(item)`` for every item, yielded in order, computed on ``num_threads``
-        threads at most ``2 * num_threads`` items ahead of the caller.
+    def map_in_order(self, work: Callable[[Any], Any], items,
+                     threads: int | None = None) -> Iterator[Any]:
+        """``work(item)`` for every item, yielded in order, computed on ``threads``
+        (default ``num_threads``) at most ``2 * threads`` items ahead of the caller.
 
         The work is made of batched NumPy calls that release the GIL; BLAS is held to one
         thread meanwhile, so that the two levels of threading do not fight. The first
         exception is raised and the items not started are dropped.
         """
+        threads = threads or self.num_threads
         with _single_threaded_blas:
-            if self.num_threads == 1:
+            if threads == 1:
                 yield from map(work, items)
                 return
-            with ThreadPoolExecutor(self.num_threads) as pool:
+            with ThreadPoolExecutor(threads) as pool:
                 ahead: collections.deque = collections.deque()
                 try:
                     for item in items:
                         ahead.append(pool.submit(work, item))
-                        if len(ahead) >= 2 * self.num_threads:
+                        if len(ahead) >= 2 * threads:
                             yield ahead.popleft().result()
                     while ahead:
                         yield ahead.popleft().result()
@@ -439,13 +441,9 @@ class CPUBackend(Backend):
                                           out[block[0]], steps, array)
 
         lengths = np.diff(rows.indptr)
-        blocks = row_blocks(lengths, k, self.block_elements)
-        if len(rows.indices) * k > CG_PARALLEL_ELEMENTS:
-            self._run_parallel(solve_block, blocks)
-        else:  # small: threads would only contend for the GIL between the many small calls
-            with _single_threaded_blas:
-                for block in blocks:
-                    solve_block(block)
+        # small: threads would only contend for the GIL between the many small calls
+        threads = None if len(rows.indices) * k > CG_PARALLEL_ELEMENTS else 1
+        self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements), threads)
         out[lengths == 0] = 0  # the exact solution of an empty row
         if self.timer:
             self.timer.add("cg", time.perf_counter() - started)
