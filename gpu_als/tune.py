@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import data
 from .backends import get_backend
 from .evaluation import ranking_metrics, train_test_split
-from .model import ALS, _Training
+from .model import ALS, _check_fit_memory, _Training
 
 METRICS = ("recall", "ndcg", "precision", "map")
 
@@ -167,6 +167,11 @@ def tune(
                             replace=False)
         configurations = [configurations[i] for i in sorted(chosen)]
 
+    if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
+        largest = max(ALS(**{**base, **config})._check_params()["factors"]
+                      for config in configurations)
+        _check_fit_memory(user_items.shape, {"factors": largest,
+                                             "dtype": base.get("dtype", np.float32)})
     if data.is_dataframe(user_items):  # the refit below keeps the frame's ids
         frame = user_items
         user_items = data.from_dataframe(frame).matrix

@@ -103,3 +103,13 @@ def test_data_without_a_user_to_validate_on_is_refused_before_training():
     one_each = sp.csr_matrix((np.ones(5, np.float32), (np.arange(5), np.arange(5))))
     with pytest.raises(ValueError, match="no user has 2 or more interactions"):
         tune(one_each, param_grid=GRID, show_progress=False)
+
+
+def test_a_search_that_cannot_fit_in_memory_is_refused_before_copying(monkeypatch):
+    from gpu_als import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**20)  # 10 MiB
+    wide = sp.csr_matrix((np.ones(4, np.float32), ([0, 0, 1, 1], [0, 1, 0, 99_999])),
+                         shape=(2, 100_000))
+    with pytest.raises(MemoryError, match="a fit of 2 users x 100,000 items at factors=64"):
+        tune(wide, param_grid={"factors": [8, 64]}, show_progress=False)
