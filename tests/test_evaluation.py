@@ -392,3 +392,21 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
     more = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train)
     more.partial_fit_users([35], train[[0]])
     assert ranking_metrics(more, train, test, show_progress=False)["users"] > 0
+
+
+def test_a_model_on_any_backend_is_evaluated_as_its_cpu_copy(backend):
+    """ranking_metrics and auc of a model on the GPU backend (its scores computed there and
+    copied to the host batch by batch) equal those of the same factors on the CPU."""
+    from gpu_als import ALS
+
+    train = random_interactions(90, 50, 0.15, seed=8)
+    test = random_interactions(90, 50, 0.08, seed=9)
+    test = (test - test.multiply(train != 0)).tocsr()
+    test.eliminate_zeros()
+    model = ALS(factors=6, iterations=2, backend=backend, random_state=0,
+                show_progress=False).fit(train)
+    on_cpu = model.to_cpu()
+    assert ranking_metrics(model, train, test, K=5) == pytest.approx(
+        ranking_metrics(on_cpu, train, test, K=5))
+    assert auc(model, train, test, batch_size=16) == pytest.approx(
+        auc(on_cpu, train, test, batch_size=16), abs=1e-12)
