@@ -108,9 +108,11 @@ def test_long_row_and_single_row(backend):
     assert_close(got, solve_rows_loop(R, F, 0.1, alpha=2.0), np.float32)
 
 
-def test_cpu_block_size_does_not_change_results():
+def test_cpu_block_size_does_not_change_results(monkeypatch):
     """Tiny blocks (one row each) and many threads give the same factors as the default."""
-    from gpu_als.backends import CPUBackend
+    from gpu_als.backends import CPUBackend, cpu
+
+    monkeypatch.setattr(cpu, "CHOLESKY_PARALLEL_ELEMENTS", 0)  # threads even for this size
 
     R = random_interactions(300, 120, 0.1, seed=7)
     F = np.random.default_rng(8).random((120, 16)).astype(np.float32)
@@ -134,6 +136,8 @@ def test_cpu_work_arrays_are_reused_and_change_no_result(solver, monkeypatch):
     one scratch in all."""
     from gpu_als.backends import cpu
 
+    for name in ("CHOLESKY_PARALLEL_ELEMENTS", "CG_PARALLEL_ELEMENTS"):
+        monkeypatch.setattr(cpu, name, 0)  # threads even for these sizes
     backend = cpu.CPUBackend(num_threads=3, block_elements=2000)
     rng = np.random.default_rng(3)
     cases = [(random_interactions(300, 120, 0.1, seed=7), 16, np.float32),

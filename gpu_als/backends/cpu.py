@@ -51,10 +51,12 @@ from .base import Backend, PhaseTimer
 BLOCK_ELEMENTS = 1 << 20
 #: Rows in a bucket are padded to at most this factor times the shortest row's length.
 BUCKET_GROWTH = 1.2
-#: A CG half-step of fewer entries x factors runs on one thread: its many small NumPy
-#: calls per block gain nothing from a second thread (MovieLens 100K at k = 64: 27 ms per
-#: iteration on one thread, 40-49 ms on two; 2-core machine).
+#: A half-step of fewer entries x factors runs on one thread: its many small NumPy calls
+#: per block lose time to the GIL on more. Measured on MovieLens 100K (all ratings), 2-core
+#: machine, ms per iteration on one thread vs two: CG k = 64 27 vs 40-49; Cholesky k = 32
+#: 30 vs 42-48, k = 64 77-82 vs 80-89 (even), k = 256 602-628 vs 429-431.
 CG_PARALLEL_ELEMENTS = 16 * BLOCK_ELEMENTS
+CHOLESKY_PARALLEL_ELEMENTS = 4 * BLOCK_ELEMENTS
 
 
 @functools.cache
@@ -362,7 +364,8 @@ class CPUBackend(Backend):
                 H[ids] = solve(M, g)
 
         rows_started = time.perf_counter()
-        self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements))
+        threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
+        self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements), threads)
         rows_ended = time.perf_counter()
         if implicit:
             np.matmul(H, C_inv.astype(dtype), out=out)  # x_u = C^-T h_u, as rows
@@ -441,7 +444,6 @@ class CPUBackend(Backend):
                                           out[block[0]], steps, array)
 
         lengths = np.diff(rows.indptr)
-        # small: threads would only contend for the GIL between the many small calls
         threads = None if len(rows.indices) * k > CG_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements), threads)
         out[lengths == 0] = 0  # the exact solution of an empty row
