@@ -172,11 +172,8 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
         ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
         ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
         tested = test[batch]
-        rows, items = csr_pairs(tested)
-        test_keys = rows * n_items + items  # sorted: rows in order, sorted indices
         keys = np.arange(len(batch))[:, None] * n_items + ids
-        pos = np.minimum(np.searchsorted(test_keys, keys), len(test_keys) - 1)
-        hits = (test_keys[pos] == keys) & (ids >= 0)
+        hits = ~_not_in(keys, _pair_keys(tested)) & (ids >= 0)
         return batch, hits, np.diff(tested.indptr), np.diff(train.indptr)[batch]
 
     return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of)
@@ -328,6 +325,12 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
         yield below, n_relevant, n_candidates
 
 
+def _pair_keys(csr) -> np.ndarray:
+    """``row * n_columns + column`` of each stored entry of a canonical CSR: sorted."""
+    rows, columns = csr_pairs(csr)
+    return rows * csr.shape[1] + columns
+
+
 def _not_in(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     """Which of ``keys`` are not among ``sorted_keys``."""
     if len(sorted_keys) == 0:
@@ -369,10 +372,8 @@ def _below_at_random(model, train, test, batch_size, show_progress):
     def below_of(train, test, batch):
         liked, tested = train[batch], test[batch]
         n_candidates = train.shape[1] - np.diff(liked.indptr)
-        rows, items = csr_pairs(tested)
-        liked_keys = csr_pairs(liked)[0] * train.shape[1] + liked.indices  # sorted
-        candidate = _not_in(rows * train.shape[1] + items, liked_keys)
-        n_tests = np.bincount(rows[candidate], minlength=len(batch))
+        candidate = _not_in(_pair_keys(tested), _pair_keys(liked))
+        n_tests = np.bincount(csr_pairs(tested)[0][candidate], minlength=len(batch))
         places = _random_distinct(model._rng, n_candidates, n_tests)
         below = np.where(places >= 0, n_candidates[:, None] - 1 - places, 0).sum(axis=1)
         return below, np.diff(tested.indptr), n_candidates
@@ -564,10 +565,7 @@ class RandomRecommender(_Baseline):
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
         n_items = self.n_items_
         lengths = np.zeros(n_users, np.int64) if exclude is None else np.diff(exclude.indptr)
-        keys = None
-        if exclude is not None:
-            rows, items = csr_pairs(exclude)
-            keys = rows * n_items + items  # sorted: rows in order, sorted indices
+        keys = None if exclude is None else _pair_keys(exclude)
         ids = np.full((n_users, N), -1, np.int64)
         drawn = _random_distinct(self._rng, np.full(n_users, n_items),
                                  np.minimum(N, n_items - lengths), keys, lengths)
