@@ -107,9 +107,14 @@ def read_frame(args: argparse.Namespace):
             df = pd.read_parquet(args.file)
         except ImportError as exc:
             raise RuntimeError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
     else:
         sep = args.sep if args.sep is not None else sniff_delimiter(args.file)
-        df = pd.read_csv(args.file, sep=sep, header=None if args.no_header else "infer")
+        try:
+            df = pd.read_csv(args.file, sep=sep, header=None if args.no_header else "infer")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
         if args.no_header:
             names = [args.user_col, args.item_col, args.value_col]
             df = df.rename(columns=dict(enumerate(names)))
@@ -119,7 +124,14 @@ def read_frame(args: argparse.Namespace):
                 f"{args.file} has no column {column!r}; its columns are "
                 f"{[str(c) for c in df.columns]}. Name the id columns with --user-col and "
                 f"--item-col, or pass --no-header for a file without a header line")
+    if len(df) == 0:
+        raise ValueError(f"{args.file} has a header line but no rows")
     return df
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 user"``, ``"2 users"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def sniff_delimiter(path: Path, lines: int = 20) -> str:
@@ -454,7 +466,7 @@ def recommend_command(args: argparse.Namespace) -> int:
             top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
     written = write_ranking(args.output, ["user", "item", "rank", "score"], wanted, top,
                             scores, items)
-    notes = [f"{len(known)} users known to the model"]
+    notes = [f"{counted(len(known), 'user')} known to the model"]
     if len(fold_in):
         notes.append(f"{len(fold_in)} folded in from their rows in {args.file}")
     if len(skipped):
@@ -464,7 +476,7 @@ def recommend_command(args: argparse.Namespace) -> int:
         notes.append(f"{unknown_items} rows of {args.file} name items the model lacks and "
                      f"were left out")
     where = "standard output" if args.output == "-" else args.output
-    print(f"{written} recommendations ({N} per user, "
+    print(f"{counted(written, 'recommendation')} (up to {N} per user, "
           f"{'liked items filtered' if filter_liked else 'liked items not filtered'}) to "
           f"{where}; " + "; ".join(notes), file=sys.stderr)
     return 0

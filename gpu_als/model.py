@@ -1034,7 +1034,13 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
     """``ids`` as a 1-D int64 array, and whether a scalar was given."""
     arr = np.asarray(ids)
     if arr.dtype.kind not in "iu" and arr.size > 0:
-        raise TypeError(f"{name} must be an integer or an array of integers, got {arr.dtype}")
+        hint = ""
+        if arr.dtype.kind in "OSU":  # the DataFrame's own ids, probably
+            ids_ = "user_ids_" if "user" in name else "item_ids_"
+            hint = (f"; these are factor rows: after fit(df), row r is model.{ids_}[r], "
+                    f"and pd.Index(model.{ids_}).get_indexer(ids) gives the rows of ids")
+        raise TypeError(f"{name} must be an integer or an array of integers, got "
+                        f"{arr.dtype}{hint}")
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {arr.shape}")
     return arr.astype(np.int64).reshape(-1), arr.ndim == 0

@@ -88,6 +88,20 @@ def test_bad_columns(csv_file, capsys):
             in capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("content, says", [
+    (b"", "empty.csv cannot be read as CSV: No columns to parse"),
+    (b"user,item\n\"a,x\n", "empty.csv cannot be read as CSV: Error tokenizing data"),
+    (b"\x89PNG\x00\x01", "empty.csv cannot be read as CSV: 'utf-8' codec"),
+    (b"user,item,value\n", "empty.csv has a header line but no rows"),
+])
+def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
+    file = tmp_path / "empty.csv"
+    file.write_bytes(content)
+    assert main(["train", str(file), "--backend", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+
+
 def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
     """MovieLens' u.data (tab-separated user, item, rating, timestamp; no header) trains
     with --no-header as the same rows with a header do; without it, the error says how."""
@@ -164,7 +178,7 @@ def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, c
     assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--N", "4",
                  "--backend", "cpu", "--output", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "12 recommendations (4 per user, liked items filtered)" in err
+    assert "12 recommendations (up to 4 per user, liked items filtered)" in err
     assert "2 users known to the model; 1 folded in" in err
     assert "1 rows of " in err and "name items the model lacks" in err
     recs = read_ranking(out)

@@ -222,6 +222,14 @@ class TestQueryErrors:
         with pytest.raises(TypeError, match="userid must be an integer"):
             model.recommend(1.5, R[0])
 
+    def test_string_ids_point_to_the_id_maps(self, fitted):
+        model, R = fitted
+        with pytest.raises(TypeError, match=r"got <U5; these are factor rows: .*row r is "
+                                            r"model.user_ids_\[r\], and pd.Index"):
+            model.recommend("alice", R[0])
+        with pytest.raises(TypeError, match=r"got object; .*model.item_ids_\[r\]"):
+            model.similar_items(np.array(["x", "y"], dtype=object))
+
     def test_filter_items_and_items_together(self, fitted):
         model, R = fitted
         with pytest.raises(ValueError, match="not both"):
