@@ -500,12 +500,17 @@ class _Baseline:
     """A recommender scored without factors; ``recommend`` follows :meth:`ALS.recommend`."""
 
     def fit(self, user_items: Any):
+        """Learn from ``user_items`` (scipy.sparse, users x items); returns ``self``."""
         csr = check_user_items(user_items, np.float32)
         self.item_counts_ = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
         self.n_items_ = csr.shape[1]
         return self
 
     def recommend(self, userid, user_items=None, N=10, filter_already_liked_items=True):
+        """The top ``N`` items for one user or a batch, as :meth:`ALS.recommend` returns
+        them: ``(ids, scores)``, 1-D for one user, else 2-D padded with -1 and -inf.
+        ``user_items`` holds the users' rows (one per id), whose items are left out
+        unless ``filter_already_liked_items`` is false."""
         if not hasattr(self, "n_items_"):
             raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit first")
         ids = np.atleast_1d(np.asarray(userid))
@@ -529,6 +534,7 @@ class PopularityRecommender(_Baseline):
     """Recommends the items with the most training interactions (ties: lower id first)."""
 
     def fit(self, user_items: Any):
+        """Count each item's users in ``user_items`` (scipy.sparse, users x items)."""
         super().fit(user_items)
         self.order_ = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
         return self

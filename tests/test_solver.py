@@ -86,6 +86,25 @@ def test_zero_alpha_and_regularization(backend):
     assert_close(got, solve_rows_loop(R, F, 0.0, alpha=0.0), np.float64)
 
 
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_stored_zeros(backend, feedback):
+    """A stored zero (scipy keeps them unless eliminated): implicit, p = 0 and c = 1, the
+    same as no entry; explicit, a rating of 0, which counts in the row's n_u."""
+    implicit = feedback == "implicit"
+    R = edge_case_matrix(8, negative=implicit)
+    R.data[np.random.default_rng(7).random(R.nnz) < 0.2] = 0
+    assert (R.data == 0).sum() > 5
+    F = np.random.default_rng(8).standard_normal((R.shape[1], 8))
+    conf = {"alpha": 3.0} if implicit else {}
+    got = run_solve(backend, R, F, 0.1, feedback, np.float64, **conf)
+    assert_close(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf), np.float64)
+    without = R.copy()
+    without.eliminate_zeros()
+    same = np.allclose(got, run_solve(backend, without, F, 0.1, feedback, np.float64, **conf),
+                       rtol=0, atol=1e-9)
+    assert same == implicit
+
+
 def test_int64_indices(backend):
     R = edge_case_matrix(8)
     R64 = R.copy()
