@@ -92,6 +92,20 @@ def test_small_catalogues_and_k_at_least_m_use_partitioning():
         np.testing.assert_array_equal((ids, best), full_sort(S, kk))
 
 
+@pytest.mark.parametrize("cupy_shaped", [False, True])
+def test_partitioning_lists_ties_by_id(cupy_shaped):
+    """With ties, argpartition's choice among the items tied at the k-th place is
+    unspecified, but the list is ordered by score and then by id, as a full sort's."""
+    S = np.round(scores(40, 300, seed=3), 1)  # about 60 distinct values: many ties
+    ids, best = top_n(S.copy(), 20, xp=cupy_shaped_numpy() if cupy_shaped else np)
+    want_ids, want_best = full_sort(S, 20)
+    np.testing.assert_array_equal(best, want_best)
+    above_last = best > best[:, -1:]
+    np.testing.assert_array_equal(ids[above_last], want_ids[above_last])
+    tied = best[:, 1:] == best[:, :-1]
+    assert tied.sum() > 100 and (ids[:, 1:] > ids[:, :-1])[tied].all()
+
+
 @pytest.mark.parametrize("k", [1, 10, 100])
 def test_the_cupy_path_equals_a_full_sort_without_sorting_rows(k):
     """Catalogues of a few hundred items and more take the threshold path with CuPy too:
