@@ -128,6 +128,22 @@ def test_cg_with_enough_steps_reaches_the_exact_solution(backend, feedback):
                  np.float64)
 
 
+def test_cg_started_at_the_solution_stays_there(backend):
+    """Rows of dislikes only (implicit: every preference 0, so b = 0) started from x = 0,
+    the exact solution: the residual is exactly zero, and CG must leave x at 0 instead of
+    dividing 0 by 0 (alpha = r.r / p.Ap, beta = r'.r' / r.r)."""
+    b = get_backend(backend)
+    R = -abs(edge_case_matrix(5))
+    F = np.random.default_rng(5).random((R.shape[1], 5))
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
+                               alpha=2.0))
+    Fb = b.asarray(F)
+    out = b.asarray(np.zeros((R.shape[0], 5)))
+    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback="implicit", out=out,
+                 solver="cg", cg_steps=3)
+    np.testing.assert_array_equal(to_numpy(out), 0.0)
+
+
 def test_cg_fit_is_close_to_cholesky_on_movielens(real_backend, movielens):
     """CG with 3 steps ends within 1 % of the exact solver's loss after 15 iterations."""
     train = binarize(movielens.ratings, 4)
