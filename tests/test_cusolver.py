@@ -59,6 +59,7 @@ def test_every_row_takes_the_two_kernel_path_in_several_chunks():
     got = run_solve(backend, R, F, 0.05, "implicit", np.float64, alpha=2.0)
     plan = next(iter(backend._plans.values()))[1]
     assert len(plan.fused_rows) == 0 and len(plan.chunks) >= 2
+    assert max(len(c.slot_rows) for c in plan.chunks) == 5  # the budget, not one more
     assert any(len(c.segment_slot) > len(c.slot_rows) for c in plan.chunks)
     assert_close(got, solve_rows_loop(R, F, 0.05, alpha=2.0), np.float64)
 

@@ -127,6 +127,33 @@ def test_long_row_and_single_row(backend):
     assert_close(got, solve_rows_loop(R, F, 0.1, alpha=2.0), np.float32)
 
 
+def test_gpu_plans_serve_only_the_rows_they_were_made_for():
+    """The GPU backend caches each half-step's schedule by ``id(rows)``, and CPython hands
+    a freed object's id to a new one: the entry's weak reference must tell that rows
+    which took over a freed matrix's id are other rows, whose own plan is made."""
+    from .conftest import emulated_backend
+
+    backend = emulated_backend()
+    k, dtype = 4, np.dtype(np.float64)
+
+    def put(R):
+        return backend.put(weighted_rows(check_user_items(R, dtype), feedback="implicit",
+                                         alpha=2.0))
+
+    R_small, R_big = random_interactions(6, 25, 0.2, seed=1), edge_case_matrix(k)
+    small, big = put(R_small), put(R_big[:, :25])
+    backend._plan(small, k, dtype)
+    # as if big had been allocated where small was, once small was freed
+    backend._plans[(id(big), k, dtype.str)] = backend._plans[(id(small), k, dtype.str)]
+    F = np.random.default_rng(2).random((25, k))
+    out = backend.asarray(np.zeros((big.n_rows, k)))
+    Fb = backend.asarray(F)
+    backend.solve_rows(big, Fb, backend.gram(Fb), regularization=0.1, feedback="implicit",
+                       out=out)
+    assert_close(backend.to_numpy(out), solve_rows_loop(R_big[:, :25], F, 0.1, alpha=2.0),
+                 np.float64)
+
+
 def test_cpu_block_size_does_not_change_results(monkeypatch):
     """Tiny blocks (one row each) and many threads give the same factors as the default."""
     from gpu_als.backends import CPUBackend, cpu
