@@ -150,10 +150,26 @@ def test_singular_implicit_system_is_reported():
         fit(R, factors=8, regularization=0.0)
 
 
-def test_input_is_not_modified(R):
-    before = (R.data.copy(), R.indices.copy(), R.indptr.copy())
-    fit(R)
-    for a, b in zip(before, (R.data, R.indices, R.indptr)):
+def test_input_is_not_modified_and_duplicates_are_summed(R):
+    """A CSR matrix with unsorted indices and repeated entries (scipy keeps both when
+    built from its arrays) is fitted as its canonical form, with the repeats summed (as
+    scipy's conversions from COO sum them), and is left as it was."""
+    indices, data, indptr = [], [], [0]
+    summed = R.copy()
+    for u in range(R.shape[0]):
+        cols, vals = R.indices[R.indptr[u]:R.indptr[u + 1]], R.data[R.indptr[u]:R.indptr[u + 1]]
+        if u % 3 == 0:  # every third user's entries twice
+            cols, vals = np.r_[cols, cols], np.r_[vals, vals]
+            summed.data[R.indptr[u]:R.indptr[u + 1]] *= 2
+        indices += list(cols[::-1])  # unsorted
+        data += list(vals[::-1])
+        indptr.append(len(indices))
+    raw = sp.csr_matrix((np.array(data, R.dtype), indices, indptr), shape=R.shape)
+    assert not raw.has_canonical_format and raw.nnz > R.nnz
+    before = (raw.data.copy(), raw.indices.copy(), raw.indptr.copy())
+    np.testing.assert_array_equal(fit(raw, random_state=0).user_factors_,
+                                  fit(summed, random_state=0).user_factors_)
+    for a, b in zip(before, (raw.data, raw.indices, raw.indptr)):
         np.testing.assert_array_equal(a, b)
 
 
