@@ -128,6 +128,10 @@ def test_batch_results_are_padded_when_filtering_leaves_too_few(backend):
     ids, scores = model.recommend([0, 1], R[[0, 1]], N=3)
     assert list(ids[0]) == [3, -1, -1] and np.isneginf(scores[0, 1:]).all()
     assert sorted(ids[1]) == [0, 1, 2]
+    # among given candidates too: the padding stays -1, not a candidate's id
+    ids, scores = model.recommend([0, 2], R[[0, 2]], N=3, items=[1, 2, 3])
+    assert list(ids[0]) == [3, -1, -1] and np.isneginf(scores[0, 1:]).all()
+    assert sorted(ids[1][:2]) == [1, 3] and ids[1][2] == -1
 
 
 def test_recalculate_user_is_the_exact_solve(backend, R):
@@ -144,6 +148,10 @@ def test_recalculate_user_is_the_exact_solve(backend, R):
         scores = Y @ want[row]
         scores[new_rows[row].indices] = -np.inf
         np.testing.assert_array_equal(ids[row], np.argsort(-scores, kind="stable")[:4])
+    ids, _ = model.recommend([100, 101, 102], new_rows, N=4, recalculate_user=True,
+                             filter_already_liked_items=False)  # liked items may come back
+    for row in range(3):
+        np.testing.assert_array_equal(ids[row], np.argsort(-(Y @ want[row]), kind="stable")[:4])
 
 
 def test_similar_items_and_users_by_cosine(real_backend, R):
