@@ -51,6 +51,12 @@ def test_halving_keeps_the_best_third_and_their_results_are_exact(R):
         if trial["finished"]:  # continuing a trial equals fitting it in one go
             same = by_params[tuple(trial[n] for n in GRID)]
             assert trial["score"] == pytest.approx(same["score"])
+    # the three that went on were the best three at rung 2
+    at_rung_2 = tune(R, GRID, base_params={"iterations": 2, "backend": "cpu"}, random_state=3,
+                     show_progress=False, halving=False).trials
+    best_three = sorted(at_rung_2, key=lambda t: -t["score"])[:3]
+    assert {tuple(t[n] for n in GRID) for t in best_three} == \
+        {tuple(t[n] for n in GRID) for t in halved.trials if t["finished"]}
 
 
 def test_a_dataframe_is_searched_like_its_matrix_and_the_model_keeps_its_ids(R):
