@@ -102,6 +102,22 @@ def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
     assert says in err and err.count("\n") == 1
 
 
+def test_unreadable_parquet_is_named(tmp_path, capsys, monkeypatch):
+    """pyarrow's error for a file that is not Parquet (ArrowInvalid, a ValueError; faked
+    here: pyarrow is not a test dependency) comes back naming the file."""
+    pd = pytest.importorskip("pandas")
+
+    def not_parquet(path, *args, **kwargs):
+        raise ValueError("Parquet magic bytes not found in footer")
+
+    monkeypatch.setattr(pd, "read_parquet", not_parquet)
+    file = tmp_path / "clicks.parquet"
+    file.write_bytes(b"user,item\n1,2\n")
+    assert main(["train", str(file), "--backend", "cpu"]) == 2
+    assert "clicks.parquet cannot be read as Parquet: Parquet magic bytes not found" in \
+        capsys.readouterr().err
+
+
 def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
     """MovieLens' u.data (tab-separated user, item, rating, timestamp; no header) trains
     with --no-header as the same rows with a header do; without it, the error says how."""
