@@ -3,6 +3,7 @@ objective with the implicit library, its GPU phase profile (emulated), its chart
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -359,6 +360,24 @@ def test_gpu_check_runs_the_kernel_parity_tests_first():
     names = [Path(f).name for f in gpu_check.test_files()]
     assert names[:len(gpu_check.FIRST_TESTS)] == list(gpu_check.FIRST_TESTS)
     assert sorted(names) == sorted(p.name for p in (root / "tests").glob("test_*.py"))
+
+
+def test_thread_scaling_script_runs(capsys):
+    """benchmarks/cpu_thread_scaling.py (its README numbers), on a small set."""
+    root = Path(benchmark.__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import cpu_thread_scaling
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert cpu_thread_scaling.main(["--users", "300", "--items", "80", "--nnz", "5000",
+                                    "--factors", "4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "300 users x 80 items, 5,000 interactions; solver cg, factors 4" in out
+    assert re.search(r"run 1 gpu_als +1 thread: +\d+ ms \(1.00x\)  2 threads: +\d+ ms", out)
+    assert cpu_thread_scaling.main(["--calls"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("us per call on 1 thread") == 3
 
 
 def test_recommend_benchmark_script_runs(capsys):
