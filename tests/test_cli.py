@@ -223,6 +223,15 @@ def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, c
     named = read_ranking(out)
     assert list(named.user) == ["new"] * 4 + ["u3"] * 4
     np.testing.assert_array_equal(named.item[:4], items[ids])
+    # --keep-liked: the file's items may come back; a huge --N is the whole catalogue
+    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--users", "u3", "--N",
+                 str(10**12), "--keep-liked", "--backend", "cpu", "--output", str(out)]) == 0
+    assert f"{n_items} recommendations (up to {n_items} per user, liked items not " \
+        "filtered)" in capsys.readouterr().err
+    kept = read_ranking(out)
+    ids, _ = model.recommend(row_of(users, "u3"), None, N=n_items,
+                             filter_already_liked_items=False)
+    np.testing.assert_array_equal(kept["item"], items[ids])
 
 
 def test_recommend_named_users_without_a_file(trained, capsys):
