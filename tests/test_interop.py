@@ -80,6 +80,16 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
         from_implicit(tmp_path / "ours.npz")
 
 
+def test_float64_factors_stay_float64(implicit_cpu, tmp_path):
+    theirs = implicit_cpu(dtype=np.float64)
+    assert theirs.item_factors.dtype == np.float64
+    theirs.save(str(tmp_path / "theirs.npz"))
+    for source in (theirs, tmp_path / "theirs.npz"):
+        ours = from_implicit(source, backend="cpu")
+        assert ours.dtype is np.float64 and ours.item_factors_.dtype == np.float64
+        np.testing.assert_array_equal(ours.item_factors_, theirs.item_factors)
+
+
 def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
     from implicit.cpu.als import AlternatingLeastSquares
 
