@@ -15,7 +15,8 @@ How a fit is spread (notation of DESIGN.md section 1):
   holds it (none is stolen by an idle worker, which would copy the block over).
 * Each half-step, the fixed side's factors are broadcast to every worker, each worker
   solves its blocks with its own backend (``model.backend``: the CPU, or the GPU of a
-  ``dask-cuda`` worker) exactly as the single-process fit would, and returns its block of
+  ``dask-cuda`` worker) exactly as the single-process fit would (the CG solver from the
+  block's current factors, which it is sent too), and returns its block of
   new factors with that block's partial Gram matrix; the driver assembles the factors and
   sums the partial Grams into ``X^T X`` / ``Y^T Y``. A backend receives each block once
   per fit: a GPU worker keeps its blocks on its device from the first half-step on.
@@ -103,8 +104,10 @@ def _put_once(block: data.WeightedRows, backend) -> data.WeightedRows:
     return _PUT_BLOCKS[key]
 
 
-def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params: dict):
-    """On a worker: one block's half-step.
+def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params: dict,
+                 start: np.ndarray | None = None):
+    """On a worker: one block's half-step; ``start``: the block's current factors, from
+    which the CG solver starts (as in the single-process fit; None for the exact solver).
 
     Returns its new factors, their partial Gram matrix and the block's stored-entry loss
     terms (:meth:`Backend.stored_loss` with the new factors), all on the host.
@@ -113,7 +116,10 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
     fixed = _aligned(fixed)  # see _put_once
     F = backend.asarray(fixed)
     rows = _put_once(block, backend)
-    out = backend.asarray(np.zeros((block.n_rows, fixed.shape[1]), fixed.dtype))
+    # a copy: an in-process worker may be handed the driver's own array
+    start = np.zeros((block.n_rows, fixed.shape[1]), fixed.dtype) if start is None \
+        else np.array(start, fixed.dtype)
+    out = backend.asarray(start)
     gram = None if fixed_gram is None else backend.asarray(fixed_gram)
     backend.solve_rows(rows, F, gram, regularization=params["regularization"],
                        feedback=params["feedback"], out=out, solver=params["solver"],
@@ -206,32 +212,37 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
                 place("user")
                 place("item")
 
-    def half_step(side: str, fixed: np.ndarray, fixed_gram):
-        """New factors of ``side``, their Gram matrix (summed over blocks) and the stored
-        loss terms (the same entries whichever side they are counted from)."""
+    def half_step(side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
+        """New factors of ``side`` (``current``: its factors now, the CG solver's start),
+        their Gram matrix (summed over blocks) and the stored loss terms (the same entries
+        whichever side they are counted from)."""
         fixed_future = client.scatter(fixed, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, params,
+                                 current[first:last] if warm_start else None,
                                  workers=workers, allow_other_workers=False, pure=False)
-                   for block, workers in zip(placed[side], holders[side])]
+                   for block, workers, (first, last, _) in zip(placed[side], holders[side],
+                                                               sides[side])]
         results = client.gather(futures)
         factors = np.concatenate([r[0] for r in results]).astype(p["dtype"], copy=False)
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
 
+    warm_start = p["solver"] == "cg"
     place("user")
     place("item")
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     start = time.perf_counter()
     for iteration in range(p["iterations"]):
-        X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None)
-        Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None)
+        X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None, X)
+        Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None, Y)
         loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored,
                                    regularization=p["regularization"], feedback=p["feedback"])
         if not np.isfinite(loss):
             ALS._raise_non_finite(cpu, X, iteration, p)
         loss_history.append(loss)
         # Y then X broadcast to every worker, and each side's new factors coming back
-        moved.append(int((n_workers + 1) * (X.nbytes + Y.nbytes)))
+        # (with CG, also each side's current factors going out, a block to each worker)
+        moved.append(int((n_workers + 1 + warm_start) * (X.nbytes + Y.nbytes)))
         if model.callback is not None:
             model.callback(iteration, time.perf_counter() - start, loss)
     model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
