@@ -623,7 +623,8 @@ class ALS:
         -------
         score : float
             ``y_i . x_u`` with ``x_u`` solved from ``user_items`` (for the training row,
-            the fitted score).
+            the fitted score; with ``solver="cg"``, the exact solution that CG
+            approximates).
         contributions : list of (int, float)
             The ``N`` largest ``(itemid, contribution)`` pairs, largest first; over all the
             user's items the contributions sum to ``score``.
