@@ -1,6 +1,7 @@
 """The benchmark (gpu_als/benchmark.py) on a tiny synthetic set: its rows, its shared
 objective with the implicit library, its GPU phase profile (emulated), its charts."""
 
+import importlib
 import json
 import os
 import re
@@ -18,6 +19,17 @@ from gpu_als.cli import main as cli_main
 from .conftest import emulated_backend, skip_or_fail
 
 TINY = benchmark.Dataset("tiny", 300, 120, 4_000, iterations=4)
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_script(name: str):
+    """The module ``benchmarks/<name>.py`` (the folder is not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture
@@ -216,8 +228,7 @@ def test_runs_in_pieces_merge_per_device(tmp_path):
     """plot_bench.py draws one chart per dataset from several files: the rows of a device's
     runs together, a later run's row replacing an earlier one for the same fit."""
     pytest.importorskip("matplotlib")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import plot_bench
+    plot_bench = benchmark_script("plot_bench")
 
     def row(k, library, seconds):
         return {"dataset": "d", "users": 10, "items": 5, "nnz": 20, "factors": k,
@@ -351,25 +362,15 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
 def test_gpu_check_runs_the_kernel_parity_tests_first():
     """A GPU run cut short by its time limit has checked the numbers first; every test
     file runs once."""
-    root = Path(benchmark.__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    gpu_check = benchmark_script("gpu_check")
     names = [Path(f).name for f in gpu_check.test_files()]
     assert names[:len(gpu_check.FIRST_TESTS)] == list(gpu_check.FIRST_TESTS)
-    assert sorted(names) == sorted(p.name for p in (root / "tests").glob("test_*.py"))
+    assert sorted(names) == sorted(p.name for p in BENCHMARKS.parent.glob("tests/test_*.py"))
 
 
 def test_thread_scaling_script_runs(capsys):
     """benchmarks/cpu_thread_scaling.py (its README numbers), on a small set."""
-    root = Path(benchmark.__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import cpu_thread_scaling
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    cpu_thread_scaling = benchmark_script("cpu_thread_scaling")
     assert cpu_thread_scaling.main(["--users", "300", "--items", "80", "--nnz", "5000",
                                     "--factors", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
@@ -383,12 +384,7 @@ def test_thread_scaling_script_runs(capsys):
 def test_recommend_benchmark_script_runs(capsys):
     """benchmarks/bench_recommend.py (its README numbers), on a small set: both libraries
     return the same items."""
-    root = Path(benchmark.__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import bench_recommend
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    bench_recommend = benchmark_script("bench_recommend")
     assert bench_recommend.main(["--shape", "600", "900", "12000", "--users", "500",
                                  "--repeats", "1"]) == 0
     out = capsys.readouterr().out
