@@ -51,7 +51,7 @@ def call_scaling(calls: int = 400) -> None:
         "gather of a block's factor rows (200 x 80 x 64, 4 MB)":
             lambda t: np.take(F, where, axis=0, mode="clip", out=gathered[t]),
         "batched matrix-vector product over it": lambda t: np.matmul(gathered[t], p[:, :, None]),
-        "vector update of its 200 rows (5 small calls)": vector_update,
+        "vector update of its 200 rows (7 small calls)": vector_update,
     }
     with threadpoolctl.threadpool_limits(1, "blas"):
         for name, call in calls_of.items():
