@@ -198,6 +198,10 @@ def ranking_metrics(
       ``m`` hits at the top (binary relevance)
     * ``map = (1 / m) sum_j hit_j * precision@(j + 1)`` (average precision at K)
 
+    ``train`` and ``test`` are meant to be the two disjoint parts of a split: a test item
+    also in ``train[u]`` is filtered out of the recommendations yet counts in
+    ``|test[u]|`` (as in the implicit library's ``ranking_metrics_at_k``).
+
     Parameters
     ----------
     model : fitted ALS, or any object with ALS's ``recommend`` (e.g. the baselines here);
@@ -287,11 +291,14 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     For user ``u`` the candidates are all items not in ``train[u]``; the AUC is the share of
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect), ranked as ``recommend`` ranks them (ties: the lower id
-    first). It needs where every test item falls among all of its user's candidates: ALS
-    places them from each user's scores, the popularity baseline from its global order and
-    the random one by drawing their places; any other model is asked to ``recommend``
-    every item, a full ranking per user (slower). ``batch_size`` and ``show_progress`` as
-    in :func:`ranking_metrics`.
+    first). A test item that is also in ``train[u]`` is no candidate and is left out; a
+    user with no test item among the candidates, or no other candidate, is not counted.
+
+    It needs where every test item falls among all of its user's candidates: ALS places
+    them from each user's scores, the popularity baseline from its global order and the
+    random one by drawing their places; any other model is asked to ``recommend`` every
+    item, a full ranking per user (slower). ``batch_size`` and ``show_progress`` as in
+    :func:`ranking_metrics`.
     """
     _check_model_for(model, train)
     if isinstance(model, RandomRecommender) and hasattr(model, "n_items_"):
@@ -306,11 +313,12 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
         parts = _below_from_rankings(model, train, test, batch_size, show_progress)
     total, n_users = 0.0, 0
     for below, n_relevant, n_candidates in parts:
-        # below: per user, the candidates ranked below each test item, summed; the test
-        # items among them are the n_relevant * (n_relevant - 1) / 2 test-test pairs.
+        # below: per user, the candidates ranked below each test item that is a candidate
+        # (n_relevant of them), summed; the test items among them are the
+        # n_relevant * (n_relevant - 1) / 2 test-test pairs.
         pairs_won = below - n_relevant * (n_relevant - 1) / 2
         n_negative = n_candidates - n_relevant
-        valid = n_negative > 0
+        valid = (n_relevant > 0) & (n_negative > 0)
         total += float((pairs_won[valid] / (n_relevant[valid] * n_negative[valid])).sum())
         n_users += int(valid.sum())
     return total / max(1, n_users)
@@ -318,14 +326,15 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
 
 def _below_from_rankings(model, train, test, batch_size, show_progress):
     """Per batch: for each user, the candidates ranked below its test items (summed),
-    from ``recommend`` with every item; its numbers of test items and of candidates."""
+    from ``recommend`` with every item; its numbers of test items among the candidates
+    (those in the full ranking) and of candidates."""
     n_items = check_user_items(train, np.float32, name="train").shape[1]
-    for _, hits, n_relevant, n_train in _ranked_hits(model, train, test, n_items,
-                                                     batch_size, show_progress):
+    for _, hits, _, n_train in _ranked_hits(model, train, test, n_items, batch_size,
+                                            show_progress):
         n_candidates = n_items - n_train
         positions = np.arange(hits.shape[1])
         below = np.where(hits, n_candidates[:, None] - 1 - positions, 0).sum(axis=1)
-        yield below, n_relevant, n_candidates
+        yield below, hits.sum(axis=1), n_candidates
 
 
 def _pair_keys(csr) -> np.ndarray:
@@ -363,7 +372,7 @@ def _below_by_popularity(model, train, test, batch_size, show_progress):
         place = rank[items] - ahead
         below = np.bincount(rows[candidate], minlength=len(batch),
                             weights=(n_candidates[rows] - 1 - place)[candidate])
-        return below, np.diff(tested.indptr), n_candidates
+        return below, np.bincount(rows[candidate], minlength=len(batch)), n_candidates
 
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
 
@@ -379,7 +388,7 @@ def _below_at_random(model, train, test, batch_size, show_progress):
         n_tests = np.bincount(csr_pairs(tested)[0][candidate], minlength=len(batch))
         places = _random_distinct(model._rng, n_candidates, n_tests)
         below = np.where(places >= 0, n_candidates[:, None] - 1 - places, 0).sum(axis=1)
-        return below, np.diff(tested.indptr), n_candidates
+        return below, n_tests, n_candidates
 
     # one batch at a time: the seeded model draws its batches in order
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
@@ -426,7 +435,7 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
         valid = ~np.isnan(values)
         below = np.bincount(rows[valid], minlength=len(batch),
                             weights=(n_candidates[rows] - 1 - higher)[valid])
-        return below, np.diff(tested.indptr), n_candidates
+        return below, np.bincount(rows[valid], minlength=len(batch)), n_candidates
 
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of,
                              backend)

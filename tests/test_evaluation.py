@@ -98,17 +98,22 @@ def test_metrics_by_hand():
 
 
 def test_auc_by_hand():
-    train = sp.lil_matrix((2, 6))
+    train = sp.lil_matrix((3, 6))
     train[0, 5] = 1
-    test = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0]], np.float32))
+    train[2, 1] = 1
+    test = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1], [0, 0, 0, 1, 0, 0],
+                                   [0, 1, 0, 0, 0, 0]], np.float32))
 
     class Full:
         def recommend(self, userid, user_items, N, filter_already_liked_items):
-            rankings = {0: [2, 3, 0, 1, 4, -1], 1: [0, 1, 2, 3, 4, 5]}
+            rankings = {0: [2, 3, 0, 1, 4, -1], 1: [0, 1, 2, 3, 4, 5],
+                        2: [0, 2, 3, 4, 5, -1]}
             return np.array([rankings[u][:N] for u in userid]), None
 
-    # user 0: candidates 0-4, test {0, 2}: 2 beats 3,1,4 and 0 beats 1,4 -> 5 of 6 pairs
+    # user 0: candidates 0-4, test {0, 2} (5 is in train: no candidate): 2 beats 3,1,4
+    # and 0 beats 1,4 -> 5 of 6 pairs
     # user 1: candidates 0-5, test {3}: beats 4, 5 -> 2 of 5 pairs
+    # user 2: its one test item is in train: no pair, not counted
     assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
 
 
@@ -259,8 +264,8 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
     some_train = train.copy()
     some_train.data[some_train.indices >= 20] = 0
     overlapping = (test + some_train).tocsr()  # test items in train are no candidates
-    assert auc(make(), train, overlapping) == pytest.approx(
-        auc(RankingsOnly(make()), train, overlapping), abs=1e-12)
+    assert auc(make(), train, overlapping) == pytest.approx(fast, abs=1e-12)
+    assert auc(RankingsOnly(make()), train, overlapping) == pytest.approx(fast, abs=1e-12)
     if kind == "als":  # batches on 1 or 4 threads at once: the same sums in the same order
         model = make()
         for threads in (1, 4):
@@ -314,6 +319,12 @@ def test_random_recommendations_and_their_auc(monkeypatch):
     values = [auc(RandomRecommender(seed).fit(train), train, test, show_progress=False)
               for seed in range(20)]
     assert abs(np.mean(values) - 0.5) < 0.01 and np.std(values) > 0.001
+    # test items also in train are left out: with the same test users, the same draws
+    tested = sp.diags((np.diff(test.indptr) > 0).astype(np.float32))
+    overlapping = (test + tested @ train).tocsr()
+    assert overlapping.nnz > test.nnz
+    assert auc(RandomRecommender(0).fit(train), train, overlapping,
+               show_progress=False) == values[0]
     # the places drawn become the AUC: test items first gives 1, last gives 0
     draw = evaluation._random_distinct
     for first, expected in ((True, 1.0), (False, 0.0)):
