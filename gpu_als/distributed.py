@@ -39,7 +39,11 @@ NumPy runs unaligned arrays through slow buffered copies.
 
 The result is an ordinary fitted :class:`gpu_als.ALS` whose factors are NumPy arrays
 (convert with ``to_gpu()``), equal to the single-process fit to floating-point tolerance:
-the per-row solves are the same, only the Gram matrices are summed in another order.
+the per-row solves are the same, only the Gram matrices are summed in another order. The
+model's ``show_progress``, ``callback`` and ``calculate_training_loss`` act as in
+:meth:`ALS.fit` (the driver always sums the loss from the workers' parts, which costs it
+little, to catch NaN factors after each iteration; the setting decides whether it is kept
+in ``loss_history_`` and passed to the callback).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import weakref
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
@@ -232,19 +237,25 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     start = time.perf_counter()
-    for iteration in range(p["iterations"]):
-        X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None, X)
-        Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None, Y)
-        loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored,
-                                   regularization=p["regularization"], feedback=p["feedback"])
-        if not np.isfinite(loss):
-            ALS._raise_non_finite(cpu, X, iteration, p)
-        loss_history.append(loss)
-        # Y then X broadcast to every worker, and each side's new factors coming back
-        # (with CG, also each side's current factors going out, a block to each worker)
-        moved.append(int((n_workers + 1 + warm_start) * (X.nbytes + Y.nbytes)))
-        if model.callback is not None:
-            model.callback(iteration, time.perf_counter() - start, loss)
+    progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
+                    unit="it", disable=None if model.show_progress else True)
+    with progress:
+        for iteration in progress:
+            X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None, X)
+            Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None, Y)
+            loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
+                                       regularization=p["regularization"])
+            if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
+                ALS._raise_non_finite(cpu, X, iteration, {**p, "calculate_training_loss": True})
+            progress.set_postfix(loss=f"{loss:.5g}")
+            if p["calculate_training_loss"]:
+                loss_history.append(loss)
+            # Y then X broadcast to every worker, and each side's new factors coming back
+            # (with CG, also each side's current factors going out, a block to each worker)
+            moved.append(int((n_workers + 1 + warm_start) * (X.nbytes + Y.nbytes)))
+            if model.callback is not None:
+                model.callback(iteration, time.perf_counter() - start,
+                               loss if p["calculate_training_loss"] else None)
     model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
     model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits
     return model

@@ -81,6 +81,49 @@ def test_a_dataframe_is_fitted_as_by_fit_with_its_ids(client):
     assert distributed.item_ids_[0] == "i0" and distributed.user_ids_[1] == 7
 
 
+def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
+    """A progress bar over iterations (on a terminal) unless show_progress is False; the
+    callback gets each iteration's loss, or None with calculate_training_loss=False, which
+    also leaves loss_history_ empty and the factors as they were."""
+    from gpu_als import distributed
+    from gpu_als.distributed import fit_distributed
+
+    bars = []
+
+    class Bar:
+        def __init__(self, iterable, disable, **kwargs):
+            self.iterable, self.disable, self.postfixes = list(iterable), disable, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, **kwargs):
+            self.postfixes.append(kwargs)
+
+    monkeypatch.setattr(distributed, "tqdm", Bar)
+    R = make_power_law(300, 120, 3000, random_state=4)
+    calls = []
+    shown = fit_distributed(ALS(**{**PARAMS, "show_progress": True},
+                                callback=lambda *a: calls.append(a)), R, client)
+    assert bars[-1].iterable == [0, 1, 2, 3] and bars[-1].disable is None
+    assert [c[2] for c in calls] == shown.loss_history_ and len(calls) == 4
+    assert [b["loss"] for b in bars[-1].postfixes] == [f"{v:.5g}" for v in
+                                                      shown.loss_history_]
+    calls.clear()
+    quiet = fit_distributed(ALS(**PARAMS, calculate_training_loss=False,
+                                callback=lambda *a: calls.append(a)), R, client)
+    assert bars[-1].disable is True
+    assert quiet.loss_history_ == [] and [c[2] for c in calls] == [None] * 4
+    np.testing.assert_array_equal(quiet.item_factors_, shown.item_factors_)
+
+
 def test_a_worker_killed_mid_fit_is_survived(client):
     R = make_power_law(1500, 600, 30_000, random_state=2)
     killed = []
