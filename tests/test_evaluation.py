@@ -98,22 +98,24 @@ def test_metrics_by_hand():
 
 
 def test_auc_by_hand():
-    train = sp.lil_matrix((3, 6))
+    train = sp.lil_matrix((4, 6))
     train[0, 5] = 1
     train[2, 1] = 1
+    train[3, :4] = 1
     test = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1], [0, 0, 0, 1, 0, 0],
-                                   [0, 1, 0, 0, 0, 0]], np.float32))
+                                   [0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]], np.float32))
 
     class Full:
         def recommend(self, userid, user_items, N, filter_already_liked_items):
             rankings = {0: [2, 3, 0, 1, 4, -1], 1: [0, 1, 2, 3, 4, 5],
-                        2: [0, 2, 3, 4, 5, -1]}
+                        2: [0, 2, 3, 4, 5, -1], 3: [5, 4, -1, -1, -1, -1]}
             return np.array([rankings[u][:N] for u in userid]), None
 
     # user 0: candidates 0-4, test {0, 2} (5 is in train: no candidate): 2 beats 3,1,4
     # and 0 beats 1,4 -> 5 of 6 pairs
     # user 1: candidates 0-5, test {3}: beats 4, 5 -> 2 of 5 pairs
     # user 2: its one test item is in train: no pair, not counted
+    # user 3: every candidate is a test item: no pair, not counted
     assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
 
 
@@ -222,6 +224,12 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.array([0, 1, 2]), 5)
     with pytest.raises(ValueError, match=r"holds item 9, but there are n_items=5"):
         personalization(np.array([[0, 9]]), 5)
+    with pytest.raises(ValueError, match=r"holds item 5, .* \(ids 0\.\.4\)"):
+        personalization(np.array([[0, 5]]), 5)
+    fitted = PopularityRecommender().fit(train)
+    for not_a_matrix in ("train.csv", [[0, 1]], np.zeros((2, 2, 2))):
+        with pytest.raises(TypeError, match="train must be a scipy.sparse matrix"):
+            ranking_metrics(fitted, not_a_matrix, train)
     with pytest.raises(TypeError, match="integer item ids"):
         personalization(np.array([[0.0, 1.0]]), 5)
     with pytest.raises(ValueError, match="no recommendations"):
