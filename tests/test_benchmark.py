@@ -369,7 +369,7 @@ def test_gpu_check_runs_the_kernel_parity_tests_first():
 
 
 def test_thread_scaling_script_runs(capsys):
-    """benchmarks/cpu_thread_scaling.py (its README numbers), on a small set."""
+    """benchmarks/cpu_thread_scaling.py (its numbers in docs/cpu-backend.md), on a small set."""
     cpu_thread_scaling = benchmark_script("cpu_thread_scaling")
     assert cpu_thread_scaling.main(["--users", "300", "--items", "80", "--nnz", "5000",
                                     "--factors", "4", "--repeats", "1"]) == 0
