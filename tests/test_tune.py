@@ -119,3 +119,40 @@ def test_a_search_that_cannot_fit_in_memory_is_refused_before_copying(monkeypatc
                          shape=(2, 100_000))
     with pytest.raises(MemoryError, match="a fit of 2 users x 100,000 items at factors=64"):
         tune(wide, param_grid={"factors": [8, 64]}, show_progress=False)
+
+
+def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, monkeypatch):
+    """The progress bar ends at the number of trials, halving or not; a trial's seconds
+    are its training time (positive, and together within the search's wall time); one
+    sampled configuration is a search too."""
+    import time
+
+    from gpu_als import tune as tune_module
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, disable, **kwargs):
+            self.total, self.disable, self.counted = total, disable, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def update(self, n):
+            assert n >= 0
+            self.counted += n
+
+    monkeypatch.setattr(tune_module, "tqdm", Bar)
+    for halving in (True, False):
+        start = time.perf_counter()
+        result = run(R, halving=halving, min_iterations=2)
+        wall = time.perf_counter() - start
+        assert bars[-1].total == bars[-1].counted == 8 and bars[-1].disable is True
+        seconds = [t["seconds"] for t in result.trials]
+        assert all(s > 0 for s in seconds) and sum(seconds) < wall
+    one = run(R, n_samples=1)
+    assert len(one.trials) == 1 and one.trials[0]["finished"]
