@@ -40,12 +40,20 @@ def test_power_law_shape_distinctness_and_skew(device, monkeypatch):
     assert (other != m).nnz > 0
 
 
-def test_power_law_activity_is_lognormal_and_sums_exactly():
-    m = make_power_law(5000, 3000, 200_000, activity_sigma=1.0, random_state=0, device="cpu")
+def test_power_law_defaults_are_zipf_1_and_lognormal_1():
+    """The documented defaults (the benchmark's sets rely on them): user activity
+    lognormal with sigma 1, summing exactly to nnz; item popularity Zipf with exponent 1."""
+    m = make_power_law(5000, 3000, 200_000, random_state=0, device="cpu")
     log_activity = np.log(np.diff(m.indptr))
     assert np.diff(m.indptr).sum() == 200_000
     # counts ~ c * lognormal(0, 1), floored at 1: the log-spread is close to sigma
     assert 0.8 < log_activity.std() < 1.1
+    # popularity against rank on log-log axes, below the saturated head: slope about -1
+    # (-0.93 here; exponents 0.8 and 1.2 give -0.76 and -1.11)
+    popularity = np.sort(np.bincount(m.indices, minlength=3000))[::-1]
+    ranks = np.arange(1, 3001)
+    slope = np.polyfit(np.log(ranks[20:1000]), np.log(popularity[20:1000]), 1)[0]
+    assert -1.02 < slope < -0.85, slope
 
 
 def test_repeat_matches_numpy():
