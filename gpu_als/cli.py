@@ -329,13 +329,13 @@ def tune_command(args: argparse.Namespace) -> int:
     print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}")
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
+    if args.output:  # before the plot, which needs matplotlib
+        result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+        print(f"best model refitted on all the data: {args.output}")
     if args.plot:
         from .plots import plot_tuning
 
         print(f"plot: {plot_tuning(result, args.plot)}")
-    if args.output:
-        result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
-        print(f"best model refitted on all the data: {args.output}")
     return 0
 
 

@@ -1,7 +1,10 @@
 """Pictures: the training loss and a PCA map of a fitted model's item factors, tuning
 results, and the benchmark's charts.
 
-matplotlib is optional (``pip install gpu-als[plot]``) and imported only here.
+matplotlib is optional (``pip install gpu-als[plot]``) and imported only here. The charts
+are drawn on ``matplotlib.figure.Figure`` objects, not through pyplot: writing a file
+changes neither pyplot's backend nor its current figure (a notebook's inline plots keep
+working).
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A new ``matplotlib.figure.Figure`` (``savefig`` needs no display and no pyplot)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: works without a display
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install gpu-als[plot]") from exc
-    return plt
+    return Figure(**kwargs)
 
 
 def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +42,8 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     """The loss after each iteration, on a log scale; written to ``path`` (PNG)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = _figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     iterations = np.arange(1, len(loss_history) + 1)
     ax.plot(iterations, loss_history, marker="o", markersize=3)
     ax.set_yscale("log")
@@ -53,7 +54,6 @@ def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
@@ -64,11 +64,11 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     document's embedding visualisation)."""
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
+    fig = _figure(figsize=(6.5, 5), dpi=120)
+    ax = fig.subplots()
     projected, ratio = pca(item_factors)
     popularity = np.asarray(popularity, dtype=np.float64)
     order = np.argsort(popularity)  # popular items drawn last, on top
-    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
     points = ax.scatter(projected[order, 0], projected[order, 1], c=popularity[order] + 1,
                         cmap="viridis", norm=LogNorm(), alpha=0.7, s=10)
     fig.colorbar(points, ax=ax, label="popularity (training interactions + 1)")
@@ -77,7 +77,6 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
@@ -85,25 +84,35 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     """The validation metric against each searched hyperparameter (one panel each).
 
     Filled dots: trials that ran all their iterations; hollow: trials stopped early by
-    successive halving, at the score of the last rung they reached.
+    successive halving, at the score of the last rung they reached. A hyperparameter with
+    values that are not numbers (``solver``, ``dtype``, booleans) gets one column per value.
     """
-    plt = _pyplot()
     names = list(result.best_params)
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), dpi=120,
-                             squeeze=False, sharey=True)
+    fig = _figure(figsize=(4 * len(names), 3.6), dpi=120)
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
+        values = [t[name] for t in result.trials]
+        numeric = all(isinstance(v, (int, float, np.integer, np.floating))
+                      and not isinstance(v, (bool, np.bool_)) for v in values)
+        labels = [] if numeric else list(dict.fromkeys(map(str, values)))
+
+        def position(value, numeric=numeric, labels=labels):
+            return value if numeric else labels.index(str(value))
+
         for finished, style in ((False, {"facecolors": "none", "edgecolors": "tab:gray"}),
                                 (True, {"color": "tab:blue"})):
-            points = [(t[name], t["score"]) for t in result.trials
+            points = [(position(t[name]), t["score"]) for t in result.trials
                       if t["finished"] == finished]
             if points:
                 x, y = zip(*points)
                 ax.scatter(x, y, s=25, label="finished" if finished else "stopped early",
                            **style)
-        values = [t[name] for t in result.trials]
-        if min(values) > 0 and max(values) / min(values) >= 10:
+        if numeric and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
-        ax.axvline(result.best_params[name], color="tab:red", alpha=0.4)
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.axvline(position(result.best_params[name]), color="tab:red", alpha=0.4)
         ax.set_xlabel(name)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"validation {result.metric}")
@@ -111,7 +120,6 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations)")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
@@ -138,14 +146,14 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
 
     document: dict = result if isinstance(result, dict) else \
         json.loads(Path(result).read_text())
-    plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]
     paths = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
-        fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+        fig = _figure(figsize=(6.4, 4.4), dpi=120)
+        ax = fig.subplots()
         names = dict.fromkeys(f"{r['library']}-{r['backend']}-{r['solver']}" for r in mine)
         for name in names:
             line = sorted((r["factors"], r["seconds_per_iteration"]) for r in mine
@@ -167,6 +175,5 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
         fig.tight_layout()
         path = folder / f"bench-{dataset}.png"
         fig.savefig(path)
-        plt.close(fig)
         paths.append(path)
     return paths
