@@ -190,9 +190,13 @@ def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, nam
     (one per ``columns``: "item", or "user" for an item_users matrix)."""
     csr = check_user_items_allow_empty(user_items, dtype, name=name)
     if csr.shape != (n_rows, n_cols):
+        hint = ""
+        if csr.shape[1] == n_cols and csr.shape[0] > n_rows:  # the whole matrix, probably
+            ids = "userid" if columns == "item" else "itemid"
+            hint = f"; to query a few rows of a whole matrix, pass {name}[{ids}]"
         raise ValueError(
             f"{name} has shape {csr.shape}, expected ({n_rows}, {n_cols}): one row per "
-            f"requested id and one column per {columns} the model was fitted on"
+            f"requested id and one column per {columns} the model was fitted on{hint}"
         )
     return csr
 

@@ -562,7 +562,7 @@ class ALS:
                                  "the items' rows of the users x items matrix, transposed")
             ids, _ = _as_ids(itemid, "itemid")
             queries = self._fold_in(item_users, self.user_factors_, len(ids), "item_users")
-        return self._similar(self.item_factors_, itemid, N, filter_items, items, "itemid",
+        return self._similar(self.item_factors_, itemid, N, filter_items, items, "item",
                              queries)
 
     def similar_users(self, userid: Any, N: int = 10, filter_users: Any = None,
@@ -572,18 +572,18 @@ class ALS:
         Same as :meth:`similar_items`, for users.
         """
         self._check_fitted()
-        return self._similar(self.user_factors_, userid, N, filter_users, users, "userid")
+        return self._similar(self.user_factors_, userid, N, filter_users, users, "user")
 
-    def _similar(self, factors, query_id, N, filter_ids, only_ids, name, queries=None):
-        """Cosine top-N against ``factors`` for the rows ``query_id`` of it, or for the
-        given ``queries`` factors (one per id)."""
+    def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
+        """Cosine top-N against ``factors`` (of ``kind`` "user" or "item") for the rows
+        ``query_id`` of it, or for the given ``queries`` factors (one per id)."""
         backend = self._backend
         n = factors.shape[0]
-        ids, scalar = _as_ids(query_id, name)
+        ids, scalar = _as_ids(query_id, f"{kind}id")
         if queries is None:
-            _check_range(ids, n, name, "rows")
+            _check_range(ids, n, f"{kind}id", f"{kind}s")
             queries = factors[backend.asarray(ids)]
-        candidates = _candidates(filter_ids, only_ids, n)
+        candidates = _candidates(filter_ids, only_ids, n, f"{kind}s")
         N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
 
         def normalized(F):  # a zero vector stays zero
@@ -1056,17 +1056,19 @@ def _check_range(ids: np.ndarray, n: int, name: str, what: str) -> None:
         )
 
 
-def _candidates(filter_ids: Any, only_ids: Any, n: int) -> np.ndarray | None:
-    """The candidate ids left by a blocklist or an allowlist (None: all of them)."""
+def _candidates(filter_ids: Any, only_ids: Any, n: int, what: str = "items"
+                ) -> np.ndarray | None:
+    """The candidate ids left by a blocklist (``filter_<what>``) or an allowlist
+    (``<what>``) of ``n`` users or items (None: all of them)."""
     if filter_ids is not None and only_ids is not None:
-        raise ValueError("pass filter_items or items, not both")
+        raise ValueError(f"pass filter_{what} or {what}, not both")
     if only_ids is not None:
-        ids, _ = _as_ids(only_ids, "items")
-        _check_range(ids, n, "items", "items")
+        ids, _ = _as_ids(only_ids, what)
+        _check_range(ids, n, what, what)
         return np.unique(ids)
     if filter_ids is not None:
-        ids, _ = _as_ids(filter_ids, "filter_items")
-        _check_range(ids, n, "filter_items", "items")
+        ids, _ = _as_ids(filter_ids, f"filter_{what}")
+        _check_range(ids, n, f"filter_{what}", what)
         keep = np.ones(n, bool)
         keep[ids] = False
         return np.flatnonzero(keep)

@@ -156,3 +156,23 @@ def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, mo
         assert all(s > 0 for s in seconds) and sum(seconds) < wall
     one = run(R, n_samples=1)
     assert len(one.trials) == 1 and one.trials[0]["finished"]
+
+
+def test_each_confidence_setting_goes_to_the_backend_once(R):
+    """The search hands the training data to the backend once per confidence setting
+    (both orientations), not once per trial: on a GPU it stays on the device; the refit
+    on all the data puts its own."""
+    from gpu_als.backends import CPUBackend
+
+    class Counting(CPUBackend):
+        puts = 0
+
+        def put(self, rows):
+            self.puts += 1
+            return super().put(rows)
+
+    backend = Counting()
+    result = tune(R, {"factors": [2, 4], "alpha": [1.0, 20.0]}, halving=False,
+                  base_params={"iterations": 2, "backend": backend}, show_progress=False)
+    assert len(result.trials) == 4
+    assert backend.puts == 2 * 2 + 2

@@ -26,7 +26,9 @@ def R():
 def test_nan_and_inf_values(R, value):
     R = R.copy()
     R.data[3] = value
-    with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first at row \d+"):
+    row = int(np.searchsorted(R.indptr, 3, side="right")) - 1
+    with pytest.raises(ValueError, match=rf"1 NaN or infinite value\(s\), the first at row "
+                                         rf"{row}, column {R.indices[3]}$"):
         fit(R)
 
 
@@ -212,15 +214,38 @@ class TestQueryErrors:
 
     def test_itemid_out_of_range(self, fitted):
         model, _ = fitted
-        with pytest.raises(ValueError, match=r"itemid 15 is out of range"):
+        with pytest.raises(ValueError, match=r"itemid 15 is out of range: the model has 15 "
+                                             r"items \(valid ids 0\.\.14\)"):
             model.similar_items(15)
         with pytest.raises(ValueError, match=r"filter_items 99 is out of range"):
             model.similar_items(0, filter_items=[99])
+
+    def test_similar_users_errors_name_users(self, fitted):
+        model, _ = fitted
+        with pytest.raises(ValueError, match=r"userid 20 is out of range: the model has 20 "
+                                             r"users"):
+            model.similar_users(20)
+        with pytest.raises(ValueError, match=r"filter_users 25 is out of range: the model has "
+                                             r"20 users"):
+            model.similar_users(0, filter_users=[25])
+        with pytest.raises(ValueError, match=r"^users -1 is out of range"):
+            model.similar_users(0, users=[-1, 2])
+        with pytest.raises(ValueError, match="pass filter_users or users, not both"):
+            model.similar_users(0, filter_users=[1], users=[2])
+        with pytest.raises(ValueError, match="pass filter_items or items, not both"):
+            model.recommend(0, filter_already_liked_items=False, filter_items=[1], items=[2])
 
     def test_rows_must_match_userids(self, fitted):
         model, R = fitted
         with pytest.raises(ValueError, match=r"user_items has shape \(3, 15\), expected \(2, 15\)"):
             model.recommend([0, 1], R[:3])
+        with pytest.raises(ValueError, match=r"expected \(1, 15\).*fitted on; to query a few "
+                                             r"rows of a whole matrix, pass user_items\[userid\]"):
+            model.recommend(0, R)  # implicit < 0.5 took the whole matrix
+        with pytest.raises(ValueError, match=r"fitted on$"):
+            model.recommend([0, 1], R[:1])
+        with pytest.raises(ValueError, match=r"pass item_users\[itemid\]"):
+            model.recalculate_item(0, R.T.tocsr())
 
     def test_user_items_required_for_filtering(self, fitted):
         model, _ = fitted
