@@ -408,3 +408,44 @@ def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_f
     out, err = capsys.readouterr()
     assert f"there is no folder {missing}" in err
     assert out == ""  # nothing was trained or ranked
+
+
+def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
+    """A model saved from a matrix (no id maps): users and items are row numbers, the
+    first of each included; a new user with a single interaction is folded in; similar
+    with a large --N lists every other item; explain takes item 0."""
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(20, 12, 0.3, seed=1)
+    model = ALS(factors=3, iterations=2, backend="cpu", random_state=0,
+                show_progress=False).fit(R)
+    assert model.user_ids_ is None and model.item_ids_ is None
+    path = tmp_path / "plain.npz"
+    model.save(path)
+    pd.DataFrame({"user": [0, 0, 25], "item": [1, 2, 0]}).to_csv(tmp_path / "q.csv",
+                                                                  index=False)
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--N", "3",
+                 "--backend", "cpu", "--output", str(out)]) == 0
+    assert "1 user known to the model; 1 folded in" in capsys.readouterr().err
+    recs = read_ranking(out)
+    first = recs[recs.user == "0"]
+    ids, scores = model.recommend(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])),
+                                                   shape=(1, 12)), N=3)
+    np.testing.assert_array_equal(first["item"], ids)
+    np.testing.assert_allclose(first["score"], scores, rtol=1e-5)
+    new = recs[recs.user == "25"]
+    ids, scores = model.recommend(0, sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 12)), N=3,
+                                  recalculate_user=True)
+    np.testing.assert_array_equal(new["item"], ids)
+    np.testing.assert_allclose(new["score"], scores, rtol=1e-5)
+    assert main(["similar", str(path), "--items", "0", "--N", "1000", "--backend", "cpu",
+                 "--output", str(out)]) == 0
+    similar = read_ranking(out)
+    assert sorted(similar["similar_item"]) == list(range(1, 12))
+    assert main(["explain", str(path), str(tmp_path / "q.csv"), "--user", "0", "--items",
+                 "0", "--backend", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    score, top, _ = model.explain(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])),
+                                                   shape=(1, 12)), 0, N=10)
+    assert [int(line.split(",")[3]) for line in lines[1:]] == [i for i, _ in top]
+    assert float(lines[1].split(",")[2]) == pytest.approx(score, rel=1e-5)
