@@ -96,3 +96,15 @@ def test_bad_arguments(R):
         model.explain(0, R, 1, user_weights=np.eye(2))
     score, top, _ = model.explain(0, sp.csr_matrix((1, 30)), 1)  # no interactions
     assert score == 0.0 and top == []
+    with pytest.raises(ValueError, match="N=0: must be >= 1"):
+        model.explain(0, R, 1, N=0)
+
+
+def test_two_users_whole_matrix_is_the_users_row(R):
+    """With two users, a 2-row user_items is the whole matrix (the user's row taken)."""
+    two = R[:2]
+    model = ALS(factors=3, iterations=2, backend="cpu", show_progress=False).fit(two)
+    for user in (0, 1):
+        whole = model.explain(user, two, 4)
+        alone = model.explain(user, two[user], 4)
+        assert whole[0] == alone[0] and whole[1] == alone[1]

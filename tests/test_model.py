@@ -66,10 +66,26 @@ def test_same_seed_same_model_and_refit_starts_fresh(real_backend, R):
 
 
 def test_zero_iterations_keeps_the_random_start(real_backend, R):
+    """Both sides start uniform in [0, 0.01), as in the implicit library."""
     model = model_for(real_backend, iterations=0).fit(R)
     assert model.loss_history_ == []
-    factors = to_numpy(model.item_factors_)
-    assert factors.min() >= 0 and factors.max() < 0.01
+    for factors in (to_numpy(model.user_factors_), to_numpy(model.item_factors_)):
+        assert factors.min() >= 0 and 0.009 < factors.max() < 0.01
+
+
+def test_defaults_are_the_documented_ones():
+    """The defaults the docstring and README state (changing one changes every user's
+    model)."""
+    assert ALS().get_params() == {
+        "factors": 64, "regularization": 0.01, "alpha": 10.0, "iterations": 15,
+        "feedback": "implicit", "confidence": "linear", "epsilon": 1.0, "solver": "cholesky",
+        "cg_steps": 3, "dtype": np.float32, "backend": "auto", "random_state": None,
+        "show_progress": True, "calculate_training_loss": True, "callback": None}
+
+
+def test_without_the_loss_nan_after_a_single_iteration_is_an_error(R):
+    with pytest.raises(FloatingPointError, match="after iteration 0 .checked at the end"):
+        model_for(NaNSolver(), calculate_training_loss=False, iterations=1).fit(R)
 
 
 def test_callback_gets_every_iteration(real_backend, R):

@@ -171,8 +171,16 @@ def test_corrupted_file(saved, tmp_path):
 
 def test_not_a_model(tmp_path):
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
-    with pytest.raises(ValueError, match="is not a gpu-als model file"):
+    with pytest.raises(ValueError, match=r"is not a gpu-als model file \(missing: format, "
+                                         r"item_factors, loss_history, params, user_factors, "
+                                         r"version\)"):
         ALS.load(tmp_path / "other.npz")
+    fields = {name: np.array(0) for name in ("version", "params", "user_factors",
+                                             "item_factors", "loss_history")}
+    np.savez(tmp_path / "tagged.npz", format=np.array("another format"), **fields)
+    with pytest.raises(ValueError, match=r"not a gpu-als model file \(missing: the format "
+                                         r"tag\)"):
+        ALS.load(tmp_path / "tagged.npz")
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="not a readable gpu-als model file"):
         ALS.load(tmp_path / "text.npz")
