@@ -85,11 +85,28 @@ def test_rows_of_equal_scores_fall_back_to_partitioning(monkeypatch):
 
 
 def test_small_catalogues_and_k_at_least_m_use_partitioning():
-    for m, k in ((100, 10), (600, 600), (600, 800)):
-        S = scores(5, m, seed=m)
+    for n, m, k in ((5, 100, 10), (200, 100, 1), (200, 100, 2), (200, 60, 7), (5, 600, 600),
+                    (5, 600, 800)):
+        S = scores(n, m, seed=m + k)
         kk = min(k, m)
         ids, best = top_n(S.copy(), kk)
         np.testing.assert_array_equal((ids, best), full_sort(S, kk))
+
+
+def test_a_catalogue_that_is_a_whole_number_of_chunks():
+    """m = chunks * width exactly: no remainder chunk (its maximum would be of nothing)."""
+    k = 5
+    m = base._threshold_chunks(k) * 8
+    S = scores(7, m, seed=9)
+    np.testing.assert_array_equal(top_n(S.copy(), k), full_sort(S, k))
+
+
+def test_nothing_eligible_gives_empty_results():
+    """k = 0 (every candidate filtered out): one empty row per query, for a batch too."""
+    from gpu_als.backends import CPUBackend
+
+    ids, best = CPUBackend().topk(np.ones((3, 4)), np.ones((6, 4)), 0)
+    assert ids.shape == best.shape == (3, 0) and ids.dtype == np.int64
 
 
 @pytest.mark.parametrize("cupy_shaped", [False, True])
