@@ -111,3 +111,40 @@ def random_interactions(n_users, n_items, density, seed, *, negative=False, dtyp
     if negative:
         R.data[rng.random(R.nnz) < 0.2] *= -1
     return R.astype(dtype)
+
+
+class ProgressBars:
+    """A stand-in for ``tqdm`` (monkeypatch a module's ``tqdm`` with an instance) that
+    keeps every bar made, in ``bars``: its ``total`` (or the iterable's length),
+    ``disable``, the sum of its ``update`` calls in ``counted``, its ``postfixes``."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, iterable=None, *, total=None, disable=None, **kwargs):
+        bar = _ProgressBar(iterable, total, disable)
+        self.bars.append(bar)
+        return bar
+
+
+class _ProgressBar:
+    def __init__(self, iterable, total, disable):
+        self.iterable = None if iterable is None else list(iterable)
+        self.total = len(self.iterable) if total is None and iterable is not None else total
+        self.disable, self.counted, self.postfixes = disable, 0, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n=1):
+        assert n >= 0, "a progress bar never goes back"
+        self.counted += n
+
+    def set_postfix(self, **kwargs):
+        self.postfixes.append(kwargs)

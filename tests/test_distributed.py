@@ -11,7 +11,7 @@ from gpu_als import ALS
 from gpu_als.datasets import make_power_law
 from gpu_als.evaluation import binarize
 
-from .conftest import skip_or_fail
+from .conftest import ProgressBars, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -88,26 +88,9 @@ def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
     from gpu_als import distributed
     from gpu_als.distributed import fit_distributed
 
-    bars = []
-
-    class Bar:
-        def __init__(self, iterable, disable, **kwargs):
-            self.iterable, self.disable, self.postfixes = list(iterable), disable, []
-            bars.append(self)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            return False
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, **kwargs):
-            self.postfixes.append(kwargs)
-
-    monkeypatch.setattr(distributed, "tqdm", Bar)
+    progress = ProgressBars()
+    bars = progress.bars
+    monkeypatch.setattr(distributed, "tqdm", progress)
     R = make_power_law(300, 120, 3000, random_state=4)
     calls = []
     shown = fit_distributed(ALS(**{**PARAMS, "show_progress": True},

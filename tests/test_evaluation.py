@@ -21,7 +21,7 @@ from gpu_als.evaluation import (
     train_test_split,
 )
 
-from .conftest import random_interactions
+from .conftest import ProgressBars, random_interactions
 
 
 def test_split_is_per_user_disjoint_and_seeded():
@@ -179,23 +179,9 @@ def test_metrics_count_the_test_users_on_a_progress_bar(monkeypatch):
     False; every batch size gives the same metrics, and a batch size below 1 is refused."""
     from gpu_als import evaluation
 
-    bars = []
-
-    class Bar:
-        def __init__(self, total, disable, **kwargs):
-            self.total, self.disable, self.counted = total, disable, 0
-            bars.append(self)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            return False
-
-        def update(self, n):
-            self.counted += n
-
-    monkeypatch.setattr(evaluation, "tqdm", Bar)
+    progress = ProgressBars()
+    bars = progress.bars
+    monkeypatch.setattr(evaluation, "tqdm", progress)
     train = random_interactions(50, 30, 0.2, seed=1)
     test = random_interactions(50, 30, 0.05, seed=2)
     model = PopularityRecommender().fit(train)

@@ -8,7 +8,7 @@ from gpu_als import ALS
 from gpu_als.evaluation import ranking_metrics, train_test_split
 from gpu_als.tune import tune
 
-from .conftest import random_interactions
+from .conftest import ProgressBars, random_interactions
 
 GRID = {"factors": [2, 8], "regularization": [0.01, 1.0], "alpha": [1.0, 20.0]}
 
@@ -129,24 +129,9 @@ def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, mo
 
     from gpu_als import tune as tune_module
 
-    bars = []
-
-    class Bar:
-        def __init__(self, total, disable, **kwargs):
-            self.total, self.disable, self.counted = total, disable, 0
-            bars.append(self)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            return False
-
-        def update(self, n):
-            assert n >= 0
-            self.counted += n
-
-    monkeypatch.setattr(tune_module, "tqdm", Bar)
+    progress = ProgressBars()
+    bars = progress.bars
+    monkeypatch.setattr(tune_module, "tqdm", progress)
     for halving in (True, False):
         start = time.perf_counter()
         result = run(R, halving=halving, min_iterations=2)
