@@ -16,7 +16,7 @@ from gpu_als import ALS, benchmark
 from gpu_als.backends import gpu
 from gpu_als.cli import main as cli_main
 
-from .conftest import emulated_backend, skip_or_fail
+from .conftest import emulated_backend, random_interactions, skip_or_fail
 
 TINY = benchmark.Dataset("tiny", 300, 120, 4_000, iterations=4)
 
@@ -64,9 +64,10 @@ def test_a_row_has_every_field(tiny):
     for side in row["phases"].values():
         assert set(side) == {"fixed_gram", "shared", "gram_build", "solve"}
         assert all(seconds >= 0 for seconds in side.values())
-    assert row["gram_gflops"] > 0
     assert row["gram_seconds"] == pytest.approx(
         sum(side["gram_build"] for side in row["phases"].values()))
+    # 2 nnz k^2 FLOP per half-step, two half-steps
+    assert row["gram_gflops"] == pytest.approx(4 * 4_000 * 8**2 / row["gram_seconds"] / 1e9)
     assert row["host_peak_bytes"] >= row["host_before_fit_bytes"] > 0
     assert row["device_peak_bytes"] is None
     assert row["csr_and_factors_bytes"] == 2 * (4_000 * 8 + 301 * 4) + 420 * 8 * 4
@@ -403,3 +404,26 @@ def test_recommend_benchmark_script_runs(capsys):
     assert "gpu-als GPU backend:" in out
     if "no comparison" not in out:
         assert "same items for 100.00% of the users" in out
+
+
+def test_per_iteration_times_and_recall_at_10():
+    """Seconds per iteration: the median after the first (warm-up) iteration, and the
+    first apart; a row's Recall@10 is ranking_metrics' at K = 10; peak host memory is
+    about the kernel's high-water mark, in bytes (getrusage counts a little apart)."""
+    assert benchmark._per_iteration([0.0, 5.0, 6.0, 8.0, 9.0]) == (1.0, 5.0)
+    assert benchmark._per_iteration([0.0, 2.0]) == (2.0, 2.0)
+    from gpu_als.evaluation import ranking_metrics, train_test_split
+
+    train, test = train_test_split(random_interactions(200, 80, 0.1, seed=4))
+    model = ALS(factors=4, iterations=3, backend="cpu", random_state=0,
+                show_progress=False).fit(train)
+    recall = benchmark._recall_at_10(model.user_factors_, model.item_factors_, train, test)
+    assert recall == ranking_metrics(model, train, test, K=10)["recall"]
+    assert recall != ranking_metrics(model, train, test, K=11)["recall"]
+
+    def high_water_mark():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status
+                        if line.startswith("VmHWM:"))
+
+    assert benchmark._max_rss_bytes() == pytest.approx(high_water_mark(), rel=0.1)
