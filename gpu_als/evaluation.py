@@ -292,7 +292,8 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect), ranked as ``recommend`` ranks them (ties: the lower id
     first). A test item that is also in ``train[u]`` is no candidate and is left out; a
-    user with no test item among the candidates, or no other candidate, is not counted.
+    user with no test item among the candidates, or no other candidate, is not counted
+    (NaN when no user is left: the AUC is then undefined).
 
     It needs where every test item falls among all of its user's candidates: ALS places
     them from each user's scores, the popularity baseline from its global order and the
@@ -321,7 +322,7 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
         valid = (n_relevant > 0) & (n_negative > 0)
         total += float((pairs_won[valid] / (n_relevant[valid] * n_negative[valid])).sum())
         n_users += int(valid.sum())
-    return total / max(1, n_users)
+    return total / n_users if n_users else float("nan")
 
 
 def _below_from_rankings(model, train, test, batch_size, show_progress):

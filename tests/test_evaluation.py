@@ -117,6 +117,10 @@ def test_auc_by_hand():
     # user 2: its one test item is in train: no pair, not counted
     # user 3: every candidate is a test item: no pair, not counted
     assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
+    # no user left (users 2 and 3 alone): undefined, not 0
+    only_2_and_3 = test.tolil()
+    only_2_and_3[:2] = 0
+    assert np.isnan(auc(Full(), train.tocsr(), only_2_and_3.tocsr()))
 
 
 def test_metrics_against_a_slow_loop():
