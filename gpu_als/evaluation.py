@@ -479,8 +479,9 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     -------
     dict
         ``personalization``: 1 minus the mean overlap ``|A & B| / N`` of two different users'
-        lists (0: everyone gets the same list, 1: no two lists share an item);
-        ``coverage``: the share of all items recommended to at least one user.
+        lists (0: everyone gets the same list, 1: no two lists share an item; NaN for a
+        single user); ``coverage``: the share of all items recommended to at least one
+        user. Computed from each item's count of lists, in O(n_users N) time and memory.
     """
     ids = np.asarray(recommended_ids)
     n_items = check_int("n_items", n_items, minimum=1)
@@ -499,11 +500,13 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     M = sp.csr_matrix((np.ones(int(valid.sum())),
                        (np.repeat(np.arange(n_users), valid.sum(axis=1)), ids[valid])),
                       shape=(n_users, n_items))
-    overlap = (M @ M.T).toarray()
-    off_diagonal = overlap.sum() - np.trace(overlap)
-    mean_overlap = off_diagonal / max(1, n_users * (n_users - 1)) / N
-    return {"personalization": 1.0 - float(mean_overlap),
-            "coverage": float(np.count_nonzero(M.sum(axis=0))) / n_items}
+    # The overlaps of all pairs of different lists, sum_{u != v} (M M^T)_uv, without the
+    # n_users x n_users matrix: every entry of M M^T summed, less its diagonal.
+    counts = np.asarray(M.sum(axis=0)).ravel()  # lists holding each item
+    off_diagonal = float(counts @ counts) - float(M.data @ M.data)
+    pairs = n_users * (n_users - 1)
+    return {"personalization": 1.0 - off_diagonal / pairs / N if pairs else float("nan"),
+            "coverage": float(np.count_nonzero(counts)) / n_items}
 
 
 class _Baseline:

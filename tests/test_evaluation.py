@@ -376,6 +376,19 @@ def test_personalization():
     assert personalization(apart, 6)["personalization"] == 1.0
     half = np.array([[0, 1], [0, 2]])  # one shared item of two
     assert personalization(half, 3)["personalization"] == pytest.approx(0.5)
+    assert np.isnan(personalization(np.array([[0, 1]]), 3)["personalization"])  # no pair
+    # against every pair by hand, with -1 padding
+    ids = np.random.default_rng(0).integers(-1, 12, (30, 5))
+    lists = [set(row[row >= 0]) for row in ids]
+    ids = np.array([sorted(li) + [-1] * (5 - len(li)) for li in lists])  # distinct items
+    overlaps = [len(a & b) / 5 for i, a in enumerate(lists) for j, b in enumerate(lists)
+                if i != j]
+    got = personalization(ids, 12)
+    assert got["personalization"] == pytest.approx(1 - np.mean(overlaps))
+    assert got["coverage"] == len(set().union(*lists)) / 12
+    # 300,000 users: linear in the lists (the users x users overlap matrix was 720 GB)
+    many = np.random.default_rng(1).integers(0, 50_000, (300_000, 10))
+    assert 0.99 < personalization(many, 50_000)["personalization"] <= 1.0
 
 
 def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
