@@ -449,3 +449,31 @@ def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
                                                    shape=(1, 12)), 0, N=10)
     assert [int(line.split(",")[3]) for line in lines[1:]] == [i for i, _ in top]
     assert float(lines[1].split(",")[2]) == pytest.approx(score, rel=1e-5)
+
+
+def test_command_line_defaults_are_the_library_defaults():
+    """`gpu-als train`'s hyperparameters, `tune`'s search settings and `evaluate`'s split
+    and cut-off default to what the library's functions default to."""
+    import inspect
+
+    from gpu_als.cli import build_parser, make_model
+    from gpu_als.evaluation import ranking_metrics, train_test_split
+    from gpu_als.tune import tune
+
+    def defaults(function):
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()}
+
+    parser = build_parser()
+    ours, library = make_model(parser.parse_args(["train", "f.csv"])).get_params(), \
+        ALS().get_params()
+    for name in ("factors", "regularization", "alpha", "iterations", "feedback",
+                 "confidence", "epsilon", "solver", "cg_steps", "backend"):
+        assert ours[name] == library[name], name
+    assert np.dtype(ours["dtype"]) == np.dtype(library["dtype"])
+    args, searched = parser.parse_args(["tune", "f.csv"]), defaults(tune)
+    for name in ("metric", "K", "validation_fraction", "min_iterations", "reduction_factor"):
+        assert getattr(args, name) == searched[name], name
+    assert args.iterations == 20  # tune's base iterations (the reference settings)
+    args = parser.parse_args(["evaluate", "f.csv"])
+    assert args.K == defaults(ranking_metrics)["K"]
+    assert args.test_fraction == defaults(train_test_split)["test_fraction"]
