@@ -248,14 +248,14 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
                 ALS._raise_non_finite(cpu, X, iteration, {**p, "calculate_training_loss": True})
             progress.set_postfix(loss=f"{loss:.5g}")
-            if p["calculate_training_loss"]:
-                loss_history.append(loss)
+            kept = loss if p["calculate_training_loss"] else None  # else only checked
+            if kept is not None:
+                loss_history.append(kept)
             # Y then X broadcast to every worker, and each side's new factors coming back
             # (with CG, also each side's current factors going out, a block to each worker)
             moved.append(int((n_workers + 1 + warm_start) * (X.nbytes + Y.nbytes)))
             if model.callback is not None:
-                model.callback(iteration, time.perf_counter() - start,
-                               loss if p["calculate_training_loss"] else None)
+                model.callback(iteration, time.perf_counter() - start, kept)
     model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
     model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits
     return model

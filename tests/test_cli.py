@@ -429,8 +429,8 @@ def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
     assert "1 user known to the model; 1 folded in" in capsys.readouterr().err
     recs = read_ranking(out)
     first = recs[recs.user == "0"]
-    ids, scores = model.recommend(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])),
-                                                   shape=(1, 12)), N=3)
+    user_0 = sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])), shape=(1, 12))  # its file rows
+    ids, scores = model.recommend(0, user_0, N=3)
     np.testing.assert_array_equal(first["item"], ids)
     np.testing.assert_allclose(first["score"], scores, rtol=1e-5)
     new = recs[recs.user == "25"]
@@ -445,8 +445,7 @@ def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
     assert main(["explain", str(path), str(tmp_path / "q.csv"), "--user", "0", "--items",
                  "0", "--backend", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    score, top, _ = model.explain(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])),
-                                                   shape=(1, 12)), 0, N=10)
+    score, top, _ = model.explain(0, user_0, 0, N=10)
     assert [int(line.split(",")[3]) for line in lines[1:]] == [i for i, _ in top]
     assert float(lines[1].split(",")[2]) == pytest.approx(score, rel=1e-5)
 
