@@ -403,6 +403,7 @@ def _item_scores(model):
     from .model import ALS
 
     if isinstance(model, ALS) and hasattr(model, "user_factors_"):
+        model._check_fitted()  # factors assigned by hand go to the backend
         backend = model._backend
         return (lambda users: backend.to_numpy(
             model.user_factors_[backend.asarray(users)] @ model.item_factors_.T)), backend

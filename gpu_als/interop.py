@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, get_backend
+from .backends import Backend
 from .model import ALS, read_archive
 
 
@@ -64,20 +64,15 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
         found, where = _read_model(model_or_path), type(model_or_path).__name__
     X, Y = found.pop("user_factors"), found.pop("item_factors")
     for name, F in (("user_factors", X), ("item_factors", Y)):
-        if F.ndim != 2 or F.shape[1] != Y.shape[1] or F.dtype.kind != "f":
-            raise ValueError(f"{where}: {name} has shape {F.shape} and dtype {F.dtype}, "
-                             f"expected (n, factors) of floats")
-        if not np.isfinite(F).all():
-            raise ValueError(f"{where}: {name} holds NaN or infinite values")
-    dtype = np.float64 if X.dtype == np.float64 and Y.dtype == np.float64 else np.float32
+        if F.dtype.kind != "f":
+            raise ValueError(f"{where}: {name} has dtype {F.dtype}, expected floats")
     translated: dict[str, Any] = {
-        "factors": int(Y.shape[1]),
         "regularization": float(found.get("regularization", 0.01)),
         "iterations": int(found.get("iterations", 15)),
         "solver": "cg" if found.get("use_cg", True) else "cholesky",
         "cg_steps": int(found.get("cg_steps", 3)),
         "calculate_training_loss": bool(found.get("calculate_training_loss", False)),
-        "dtype": dtype,
+        "dtype": np.float64 if X.dtype == np.float64 and Y.dtype == np.float64 else np.float32,
     }
     if isinstance(found.get("random_state"), (int, np.integer)):
         translated["random_state"] = int(found["random_state"])
@@ -88,11 +83,10 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
                 f"{where}: implicit's alpha={implicit_alpha} (confidence alpha * r) has no "
                 f"gpu-als equivalent (confidence 1 + alpha * r, alpha >= 0); pass alpha=...")
         translated["alpha"] = implicit_alpha - 1.0
-    model = ALS(**{**translated, **params, "backend": backend})
-    p = model._check_params()
-    model._set_fitted(get_backend(backend), X.astype(p["dtype"], copy=False),
-                      Y.astype(p["dtype"], copy=False), [])
-    return model
+    try:
+        return ALS.from_factors(X, Y, **{**translated, **params, "backend": backend})
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _read_model(model: Any) -> dict[str, Any]:

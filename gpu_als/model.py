@@ -324,22 +324,53 @@ class ALS:
     # ---- queries --------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "user_factors_"):
+        """Raise :class:`NotFittedError` before ``fit``; check factors assigned by hand
+        (once per assignment) and put them on the backend."""
+        missing = [name for name in ("user_factors_", "item_factors_")
+                   if not hasattr(self, name)]
+        if len(missing) == 2:
             raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet: call fit(user_items) first"
+                f"this {type(self).__name__} is not fitted yet: call fit(user_items) first, "
+                f"or build a model from factors with {type(self).__name__}.from_factors"
             )
+        if missing:
+            raise NotFittedError(f"{missing[0]} is not set: a model needs both user and item "
+                                 f"factors (or use {type(self).__name__}.from_factors)")
+        if self.__dict__.get("_factor_ids") != (id(self.user_factors_), id(self.item_factors_)):
+            self._adopt_factors()
+
+    def _adopt_factors(self) -> None:
+        """Factors assigned by hand (``model.user_factors = X``): checked as
+        :meth:`from_factors` checks them, in the model's dtype, on its backend."""
+        p = self._check_params()
+        X, Y = _host_factors(self.user_factors_, self.item_factors_)
+        backend = self.__dict__.get("_backend") or get_backend(self.backend)
+        self._set_fitted(backend, X.astype(p["dtype"], copy=False),
+                         Y.astype(p["dtype"], copy=False), getattr(self, "loss_history_", []),
+                         _checked_ids(getattr(self, "user_ids_", None), len(X), "user_ids_"),
+                         _checked_ids(getattr(self, "item_ids_", None), len(Y), "item_ids_"))
 
     @property
     def user_factors(self):
-        """Alias of ``user_factors_`` (the implicit library's name)."""
+        """Alias of ``user_factors_`` (the implicit library's name). Assigning factors
+        (to either name) is allowed: they are checked, and put on the model's backend in
+        its dtype, at the next query."""
         self._check_fitted()
         return self.user_factors_
 
+    @user_factors.setter
+    def user_factors(self, value) -> None:
+        self.user_factors_ = value
+
     @property
     def item_factors(self):
-        """Alias of ``item_factors_`` (the implicit library's name)."""
+        """Alias of ``item_factors_`` (the implicit library's name); see ``user_factors``."""
         self._check_fitted()
         return self.item_factors_
+
+    @item_factors.setter
+    def item_factors(self, value) -> None:
+        self.item_factors_ = value
 
     def recalculate_user(self, userid: Any, user_items: Any):
         """Factors for users from their interactions, against the fixed item factors.
@@ -402,6 +433,7 @@ class ALS:
         self.user_factors_ = self._partial_fit(
             userids, user_items, self.user_factors_, self.item_factors_, "userids",
             "user_items")
+        self._remember_factors()
         if self.user_ids_ is not None and len(self.user_ids_) != len(self.user_factors_):
             self.user_ids_ = None  # the saved id map no longer covers every row
         return self
@@ -416,6 +448,7 @@ class ALS:
         self.item_factors_ = self._partial_fit(
             itemids, item_users, self.item_factors_, self.user_factors_, "itemids",
             "item_users")
+        self._remember_factors()
         if self.item_ids_ is not None and len(self.item_ids_) != len(self.item_factors_):
             self.item_ids_ = None
         return self
@@ -443,13 +476,13 @@ class ALS:
         """Exact solves of ``n`` rows of interactions against the ``fixed`` factors."""
         p = self._check_params()
         backend = self._backend
-        R = data.check_rows_for(matrix, n, fixed.shape[0], p["dtype"], name=name,
+        R = data.check_rows_for(matrix, n, fixed.shape[0], fixed.dtype, name=name,
                                 columns="user" if name == "item_users" else "item")
         rows = backend.put(data.weighted_rows(
             R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"],
         ))
-        out = backend.asarray(np.zeros((n, p["factors"])), p["dtype"])
+        out = backend.asarray(np.zeros((n, fixed.shape[1])), fixed.dtype)
         gram = backend.gram(fixed) if p["feedback"] == "implicit" else None
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
                            feedback=p["feedback"], out=out)
@@ -635,11 +668,12 @@ class ALS:
         p = self._check_params()
         backend = self._backend
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
-        k = p["factors"]
+        k = self.item_factors_.shape[1]
         N = data.check_int("N", N, minimum=1)
         (item,), _ = _as_ids(itemid, "itemid")
         _check_range(np.array([item]), n_items, "itemid", "items")
-        csr = data.check_user_items_allow_empty(user_items, p["dtype"], name="user_items")
+        csr = data.check_user_items_allow_empty(user_items, self.item_factors_.dtype,
+                                                name="user_items")
         if csr.shape[1] != n_items or csr.shape[0] not in (1, n_users):
             raise ValueError(f"user_items has shape {csr.shape}, expected (1, {n_items}) or "
                              f"({n_users}, {n_items}): the user's row or every user's")
@@ -740,6 +774,7 @@ class ALS:
         state = self.__dict__.copy()
         if isinstance(state.get("backend"), Backend):
             state["backend"] = state["backend"].name
+        state.pop("_factor_ids", None)
         backend = state.pop("_backend", None)
         if backend is not None:
             state["user_factors_"] = backend.to_numpy(self.user_factors_)
@@ -771,6 +806,12 @@ class ALS:
         self._backend = backend
         self.user_ids_ = user_ids
         self.item_ids_ = item_ids
+        self._remember_factors()
+
+    def _remember_factors(self) -> None:
+        """Mark the factors as checked and on the backend (see :meth:`_check_fitted`): the
+        pair of arrays, by identity, since the model holds them."""
+        self._factor_ids = (id(self.user_factors_), id(self.item_factors_))
 
     def save(self, path, *, user_ids=None, item_ids=None) -> None:
         """Write the model to one ``.npz`` file: factors, hyperparameters, format version.
@@ -786,11 +827,16 @@ class ALS:
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
             stored as numbers, booleans, datetimes or strings (others as their strings);
             default: those of the model, if it has any.
+
+        The ``factors`` and ``dtype`` saved are those of the fitted factors, should
+        ``set_params`` have changed the estimator's since the fit.
         """
         self._check_fitted()
         params = self.get_params()
         params["backend"] = params["backend"] if isinstance(params["backend"], str) else "auto"
-        params["dtype"] = np.dtype(params["dtype"]).name
+        # those of the factors, should set_params have changed them since the fit
+        params["factors"] = int(self.user_factors_.shape[1])
+        params["dtype"] = np.dtype(self.user_factors_.dtype).name
         params["callback"] = None
         if not isinstance(params["random_state"], (int, np.integer)):
             params["random_state"] = None
@@ -814,6 +860,61 @@ class ALS:
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
         _write_atomically(path, arrays)
+
+    @classmethod
+    def from_factors(cls, user_factors: Any, item_factors: Any, *, user_ids: Any = None,
+                     item_ids: Any = None, **params: Any) -> ALS:
+        """A fitted model made of given factors, e.g. trained elsewhere or edited.
+
+        Every query (recommend, similar items, explain, evaluation) then answers from
+        them; the hyperparameters matter for what solves again (fold-in with
+        ``recalculate_user``, the ``partial_fit_*`` methods, a refit).
+
+        Parameters
+        ----------
+        user_factors : array-like, shape (n_users, k)
+        item_factors : array-like, shape (n_items, k)
+            NumPy or CuPy arrays (or anything ``numpy.asarray`` takes) of finite real
+            numbers; copied, onto the model's backend.
+        user_ids, item_ids : array-like, optional
+            Original ids of the rows (see :attr:`user_ids_`).
+        **params
+            Hyperparameters, as for :class:`ALS`; ``factors`` defaults to ``k``. The
+            factors become ``dtype`` (default float32, whatever the arrays' dtype).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For arrays that are not 2-D arrays of finite numbers with the same number of
+            columns, ``factors`` other than their columns, ids of another length, or bad
+            hyperparameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from gpu_als import ALS
+        >>> X, Y = np.eye(3, 2), np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+        >>> model = ALS.from_factors(X, Y, backend="cpu")
+        >>> model.factors, model.item_factors_.dtype
+        (2, dtype('float32'))
+        >>> model.similar_items(0, N=3)[0]
+        array([0, 2, 1])
+
+        Assigning ``model.user_factors`` and ``model.item_factors`` (the implicit
+        library's way) works too: the arrays are checked in the same way at the next query.
+        """
+        X, Y = _host_factors(user_factors, item_factors)
+        k = X.shape[1]
+        model = cls(**{"factors": k, **params})
+        p = model._check_params()
+        if p["factors"] != k:
+            raise ValueError(f"factors={p['factors']}, but the factor arrays have {k} "
+                             f"columns")
+        model._set_fitted(get_backend(model.backend), X.astype(p["dtype"], copy=False),
+                          Y.astype(p["dtype"], copy=False), [],
+                          _checked_ids(user_ids, len(X), "user_ids"),
+                          _checked_ids(item_ids, len(Y), "item_ids"))
+        return model
 
     @classmethod
     def load(cls, path, backend: str | Backend = "auto") -> ALS:
@@ -856,18 +957,53 @@ class ALS:
             if F.ndim != 2 or F.shape[1] != p["factors"] or F.dtype != p["dtype"]:
                 raise ValueError(f"{path}: {name} has shape {F.shape} and dtype {F.dtype}, "
                                  f"expected (n, {p['factors']}) of {p['dtype'].name}")
-            if not np.isfinite(F).all():
-                raise ValueError(f"{path}: {name} holds NaN or infinite values")
-        ids = {}
-        for name, F in (("user_ids", X), ("item_ids", Y)):
-            if name in contents:
-                if contents[name].shape != (len(F),):
-                    raise ValueError(f"{path}: {name} has shape {contents[name].shape}, "
-                                     f"expected ({len(F)},)")
-                ids[name] = contents[name]
-        model._set_fitted(get_backend(backend), X, Y, contents["loss_history"],
-                          ids.get("user_ids"), ids.get("item_ids"))
+        X, Y = _host_factors(X, Y, f"{path}: ")
+        try:
+            user_ids, item_ids = (_checked_ids(contents.get(name), len(F), name)
+                                  for name, F in (("user_ids", X), ("item_ids", Y)))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        model._set_fitted(get_backend(backend), X, Y, contents["loss_history"], user_ids,
+                          item_ids)
         return model
+
+
+def _host_factors(user_factors: Any, item_factors: Any,
+                  where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Both factor arrays on the host, checked: 2-D arrays of real numbers with at least one
+    row, finite, with the same number of columns. ``where`` prefixes the errors."""
+    checked = []
+    for name, F in (("user_factors", user_factors), ("item_factors", item_factors)):
+        if hasattr(F, "get") and not isinstance(F, np.ndarray):
+            F = F.get()  # CuPy
+        try:
+            F = np.asarray(F)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{where}{name} is not an array of numbers ({exc})") from None
+        if F.dtype.kind not in "fiu":
+            raise TypeError(f"{where}{name} has dtype {F.dtype}, expected real numbers")
+        if F.ndim != 2 or F.shape[0] == 0 or F.shape[1] == 0:
+            raise ValueError(f"{where}{name} has shape {F.shape}, expected (n, factors) "
+                             f"with n >= 1 and factors >= 1")
+        if not np.isfinite(F).all():
+            raise ValueError(f"{where}{name} holds NaN or infinite values")
+        checked.append(F)
+    X, Y = checked
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"{where}user_factors has {X.shape[1]} columns but item_factors has "
+                         f"{Y.shape[1]}: both need one column per factor")
+    return X, Y
+
+
+def _checked_ids(ids: Any, n: int, name: str) -> np.ndarray | None:
+    """``ids`` as a 1-D array of ``n`` original ids, or None."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
+                         f"row")
+    return ids
 
 
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
@@ -964,6 +1100,7 @@ class _Training:
         model.backend_ = self.backend.name
         model._backend = self.backend
         model.user_ids_ = model.item_ids_ = None
+        model._remember_factors()
 
 
 def read_archive(path, kind: str) -> dict[str, np.ndarray]:

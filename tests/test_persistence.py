@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from gpu_als import ALS
+from gpu_als.exceptions import NotFittedError
 
-from .conftest import random_interactions
+from .conftest import backend_name, random_interactions
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +225,113 @@ def test_pickled_object_is_refused(saved, tmp_path):
     assert zipfile.is_zipfile(path)
     with pytest.raises(ValueError, match="refusing to load pickled objects"):
         ALS.load(path)
+
+
+# ---- models made of given factors: from_factors, assignment, set_params after fit ------
+
+def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
+    """Queries use the given factors; fold-in uses them and the given hyperparameters, so a
+    model rebuilt from a fitted one's factors and parameters answers as it does."""
+    model, R = fitted
+    X, Y = model.user_factors_, model.item_factors_
+    rebuilt = ALS.from_factors(X.astype(np.float64), Y.tolist(), user_ids=np.arange(30) + 100,
+                               **{**model.get_params(), "backend": backend})
+    assert rebuilt.factors == 5 and rebuilt.loss_history_ == []
+    to_host = rebuilt._backend.to_numpy
+    assert to_host(rebuilt.user_factors_).dtype == np.float32  # the model's dtype
+    np.testing.assert_array_equal(to_host(rebuilt.item_factors_), Y)
+    np.testing.assert_array_equal(rebuilt.user_ids_, np.arange(30) + 100)
+    ids, scores = rebuilt.recommend(np.arange(30), R, N=4)
+    np.testing.assert_array_equal(ids, model.recommend(np.arange(30), R, N=4)[0])
+    np.testing.assert_allclose(rebuilt.recalculate_user(3, R[3]),
+                               model.recalculate_user(3, R[3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rebuilt.similar_items(2, N=5)[0],
+                                  model.similar_items(2, N=5)[0])
+    rebuilt.save(tmp_path / "m.npz")
+    loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
+    np.testing.assert_array_equal(loaded.user_factors_, X)
+    # factors from elsewhere: k comes from the arrays, dtype from the estimator's default
+    small = ALS.from_factors(np.eye(3, 2), [[1, 0], [0, 1], [3, 4]], backend=backend,
+                             dtype=np.float64)
+    assert small.factors == 2 and small._backend.to_numpy(small.item_factors_).dtype == \
+        np.float64
+    ids, scores = small.similar_items(0, N=3)
+    np.testing.assert_array_equal(ids, [0, 2, 1])
+    np.testing.assert_allclose(scores, [1.0, 0.6, 0.0], atol=1e-12)
+
+
+@pytest.mark.parametrize("X, Y, params, error, message", [
+    (np.ones((3, 2)), np.ones((4, 3)), {}, ValueError,
+     "user_factors has 2 columns but item_factors has 3"),
+    (np.ones(3), np.ones((4, 3)), {}, ValueError, r"user_factors has shape \(3,\)"),
+    (np.ones((3, 2)), np.ones((0, 2)), {}, ValueError, r"item_factors has shape \(0, 2\)"),
+    (np.ones((3, 2)), np.full((4, 2), np.inf), {}, ValueError,
+     "item_factors holds NaN or infinite"),
+    (np.array([["a", "b"]]), np.ones((4, 2)), {}, TypeError, "user_factors has dtype <U1"),
+    (np.ones((3, 2)), np.ones((4, 2)), {"factors": 3}, ValueError,
+     "factors=3, but the factor arrays have 2 columns"),
+    (np.ones((3, 2)), np.ones((4, 2)), {"user_ids": ["a"]}, ValueError,
+     r"user_ids has shape \(1,\), expected \(3,\)"),
+    (np.ones((3, 2)), np.ones((4, 2)), {"alpha": -1}, ValueError, "alpha=-1"),
+])
+def test_from_factors_refuses_bad_factors(X, Y, params, error, message):
+    with pytest.raises(error, match=message):
+        ALS.from_factors(X, Y, backend="cpu", **params)
+
+
+def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fitted):
+    """implicit's way, ``model.user_factors = X``: checked at the next query, in the
+    model's dtype, on its backend; a one-sided or broken assignment says what is wrong."""
+    model, R = fitted
+    X = model.user_factors_.astype(np.float64)
+    Y = model.item_factors_.astype(np.float64)
+    fresh = ALS(factors=5, backend=backend)
+    fresh.user_factors = X
+    with pytest.raises(NotFittedError, match="item_factors_ is not set"):
+        fresh.recommend(0, R[0])
+    fresh.item_factors = Y
+    ids, _ = fresh.recommend(np.arange(30), R, N=4)
+    np.testing.assert_array_equal(ids, model.recommend(np.arange(30), R, N=4)[0])
+    assert fresh.backend_ == backend_name(backend) and fresh.loss_history_ == []
+    on_backend = fresh.user_factors_
+    assert fresh._backend.to_numpy(on_backend).dtype == np.float32
+    fresh.recommend(0, R[0])
+    assert fresh.user_factors_ is on_backend  # checked once per assignment
+    # a fitted model's factors replaced: more users, and then a NaN
+    grown = np.vstack([X, X[:2] * 2])
+    fresh.user_factors_ = grown
+    np.testing.assert_array_equal(fresh.recommend(31, R[1], N=4)[0],
+                                  fresh.recommend(1, R[1], N=4)[0])
+    bad = grown.copy()
+    bad[4, 1] = np.nan
+    fresh.user_factors = bad
+    with pytest.raises(ValueError, match="user_factors holds NaN or infinite values"):
+        fresh.recommend(0, R[0])
+    with pytest.raises(NotFittedError, match="call fit.* or build a model from factors"):
+        ALS().recommend(0, R[0])
+
+
+def test_partial_fit_keeps_its_factors_as_checked(fitted):
+    """A partial fit's grown factors are the model's own: not copied again at the next
+    query."""
+    model, R = fitted
+    copy = model.to_cpu()
+    copy.partial_fit_users([35], R[[1]])
+    grown = copy.user_factors_
+    copy.recommend(35, R[1])
+    assert copy.user_factors_ is grown
+
+
+def test_set_params_after_fit_changes_the_next_fit_only(fitted, tmp_path):
+    """Queries, fold-in and the saved file keep the fitted factors' k and dtype (the saved
+    file used to claim the new k, and then failed to load)."""
+    model, R = fitted
+    copy = model.to_cpu().set_params(factors=16, dtype=np.float64)
+    x = copy.recalculate_user(3, R[3])
+    assert x.shape == (5,) and x.dtype == np.float32
+    np.testing.assert_allclose(x, model.recalculate_user(3, R[3]))
+    assert copy.explain(3, R, 4)[0] == pytest.approx(model.explain(3, R, 4)[0])
+    copy.save(tmp_path / "m.npz")
+    loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
+    assert loaded.factors == 5 and loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
