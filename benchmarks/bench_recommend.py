@@ -7,7 +7,8 @@ or on the GPU.
 ml20m-like interactions (138,000 x 27,000 x 10M) filter each user's liked items; the
 factors are random normal (the selection's cost does not depend on how they were fitted).
 Prints the median seconds of each library over the repeats (on the GPU after a warm-up
-call each), their ratio, and whether both return the same items.
+call each), their ratio, and whether both return the same items; then the same for
+``similar_items`` asked one item at a time (``--similar`` items, as a service would).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
                         help="the power-law set (default ml20m-like)")
     parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu",
                         help="where both libraries' models live")
+    parser.add_argument("--similar", type=int, default=200,
+                        help="items whose similar_items are asked one at a time")
     args = parser.parse_args(argv)
     on_gpu = args.backend == "gpu"
     if on_gpu and gpu.unavailable_reason():
@@ -59,11 +62,8 @@ def main(argv=None) -> int:
     users = np.arange(min(args.users, R.shape[0]))
     liked = R[users]
 
-    model = ALS(factors=args.factors, iterations=0, backend="cpu", show_progress=False,
-                calculate_training_loss=False).fit(R)
-    model.user_factors_, model.item_factors_ = X, Y
+    model = ALS.from_factors(X, Y, backend=args.backend)
     if on_gpu:
-        model = model.to_gpu()
         model.recommend(users[:100], liked[:100], N=args.N)  # compiles, allocates
     ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
                                     args.repeats)
@@ -71,6 +71,14 @@ def main(argv=None) -> int:
     print(f"{len(users)} users x {R.shape[1]:,} items, k = {args.factors}, N = {args.N}, "
           f"liked items filtered, on {where}")
     print(f"gpu-als {args.backend.upper()} backend: {ours:.3f} s")
+    queries = np.arange(min(args.similar, R.shape[1]))
+
+    def similar_one_by_one(similar_items):
+        return np.array([similar_items(int(i), N=args.N)[0] for i in queries])
+
+    ours_similar, similar_ids = median_seconds(
+        lambda: similar_one_by_one(model.similar_items), args.repeats)
+    print(f"similar_items, {len(queries)} items one at a time: gpu-als {ours_similar:.3f} s")
     problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS[f"implicit-{args.backend}-cg"])
     if problem:
         print(f"no comparison: {problem}")
@@ -86,10 +94,15 @@ def main(argv=None) -> int:
             theirs_model.recommend(users[:100], liked[:100], N=args.N)
         theirs, (their_ids, _) = median_seconds(
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
-    print(f"implicit {__import__('implicit').__version__} {args.backend.upper()}: "
-          f"{theirs:.3f} s")
-    print(f"gpu-als / implicit speed: {theirs / ours:.2f}x; same items for "
+        theirs_similar, their_similar_ids = median_seconds(
+            lambda: similar_one_by_one(theirs_model.similar_items), args.repeats)
+    version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
+    print(f"recommend: {version}: {theirs:.3f} s; gpu-als / implicit speed: "
+          f"{theirs / ours:.2f}x; same items for "
           f"{np.mean((ids == their_ids).all(axis=1)):.2%} of the users")
+    print(f"similar_items: {version}: {theirs_similar:.3f} s; gpu-als / implicit speed: "
+          f"{theirs_similar / ours_similar:.2f}x; same items for "
+          f"{np.mean((similar_ids == their_similar_ids).all(axis=1)):.2%} of the queries")
     return 0
 
 

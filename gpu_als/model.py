@@ -619,11 +619,14 @@ class ALS:
         candidates = _candidates(filter_ids, only_ids, n, f"{kind}s")
         N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
 
-        def normalized(F):  # a zero vector stays zero
-            return F / np.maximum((F * F).sum(axis=1, keepdims=True) ** 0.5, 1e-12)
+        def inverse_norms(F):  # a zero vector stays zero
+            xp = backend.xp
+            return 1 / xp.maximum(xp.sqrt(xp.einsum("ij,ij->i", F, F)), F.dtype.type(1e-12))
 
-        top, scores = backend.topk(normalized(queries), normalized(factors), N,
-                                   candidates=candidates)
+        # cosines as dot products scaled by the targets' inverse norms: no normalized copy
+        # of every factor (which took 90 % of a single query's time)
+        top, scores = backend.topk(queries * inverse_norms(queries)[:, None], factors, N,
+                                   candidates=candidates, target_scale=inverse_norms(factors))
         return query_result(top, scores, scalar)
 
     def explain(self, userid: Any, user_items: Any, itemid: Any, user_weights: Any = None,

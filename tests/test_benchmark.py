@@ -390,8 +390,10 @@ def test_recommend_benchmark_script_runs(capsys):
                                  "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "gpu-als CPU backend:" in out
+    assert "similar_items, 200 items one at a time: gpu-als" in out
     if "no comparison" not in out:
         assert "same items for 100.00% of the users" in out
+        assert "same items for 100.00% of the queries" in out
     on_gpu = ["--shape", "600", "900", "12000", "--users", "500", "--repeats", "1",
               "--backend", "gpu"]
     if gpu.unavailable_reason():

@@ -181,6 +181,11 @@ def test_similar_items_and_users_by_cosine(real_backend, R):
     np.testing.assert_array_equal(batch_ids[0], ids)
     ids, _ = model.similar_items(4, N=3, filter_items=[4])
     assert 4 not in ids
+    subset = [9, 3, 17, 4, 29]  # each candidate keeps its own norm
+    ids, scores = model.similar_items(4, N=3, items=subset)
+    cosines = normed[subset] @ normed[4]
+    np.testing.assert_array_equal(ids, np.array(subset)[np.argsort(-cosines)[:3]])
+    np.testing.assert_allclose(scores, np.sort(cosines)[::-1][:3], atol=1e-5)
     uids, _ = model.similar_users(2, N=3)
     assert uids[0] == 2
     # implicit's signature: the query's factors folded in from its users; the last
@@ -195,6 +200,16 @@ def test_similar_items_and_users_by_cosine(real_backend, R):
     np.testing.assert_array_equal(new_ids[:, 0], [4, 9])  # any ids: unseen items too
     with pytest.raises(ValueError, match="item_users is required"):
         model.similar_items(4, recalculate_item=True)
+
+
+def test_a_zero_vector_has_cosine_zero(backend):
+    model = ALS.from_factors(np.ones((2, 2)), [[3.0, 4.0], [0.0, 0.0], [-4.0, 3.0]],
+                             backend=backend)
+    ids, scores = model.similar_items(1, N=3)
+    np.testing.assert_array_equal(ids, [0, 1, 2])  # all 0: ties go to the lower id
+    np.testing.assert_array_equal(scores, [0.0, 0.0, 0.0])
+    ids, scores = model.similar_items(0, N=3)
+    np.testing.assert_allclose(scores, [1.0, 0.0, 0.0], atol=1e-7)
 
 
 def test_predict(real_backend, R):

@@ -189,8 +189,9 @@ class Backend(ABC):
         *,
         exclude: Any = None,
         candidates: Any = None,
+        target_scale: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best targets per query by dot product.
+        """The ``k`` best targets per query by dot product (times ``target_scale``).
 
         Parameters
         ----------
@@ -202,19 +203,24 @@ class Backend(ABC):
             Stored entries are never returned for that query.
         candidates : numpy.ndarray of int, optional
             Only these targets are considered.
+        target_scale : array, shape (n_targets,), optional
+            Each target's scores are multiplied by its factor (the inverse norms of the
+            targets give cosines without a normalized copy of them).
 
         Returns
         -------
         ids : numpy.ndarray of int64, shape (n_queries, k)
             Target ids, best first; ``-1`` where fewer than ``k`` targets were eligible.
         scores : numpy.ndarray, shape (n_queries, k)
-            Their dot products; ``-inf`` where the id is ``-1``.
+            Their (scaled) dot products; ``-inf`` where the id is ``-1``.
         """
         xp = self.xp
         if k == 0:  # nothing eligible (e.g. every candidate filtered out)
             return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0))
         if candidates is not None:
             targets = targets[self.asarray(candidates)]
+            if target_scale is not None:
+                target_scale = target_scale[self.asarray(candidates)]
             if exclude is not None:
                 exclude = exclude[:, candidates]
         n_queries, n_targets = queries.shape[0], targets.shape[0]
@@ -227,7 +233,10 @@ class Backend(ABC):
             pairs = None
             if exclude is not None:
                 pairs = tuple(self.asarray(p) for p in csr_pairs(exclude[a:b]))
-            top, top_scores = top_n(queries[a:b] @ targets.T, k, pairs, xp=xp)
+            block_scores = queries[a:b] @ targets.T
+            if target_scale is not None:
+                block_scores *= target_scale
+            top, top_scores = top_n(block_scores, k, pairs, xp=xp)
             ids[a:b], scores[a:b] = self.to_numpy(top), self.to_numpy(top_scores)
 
         self._each_block(block, range(0, n_queries, step))
