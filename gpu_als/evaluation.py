@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from .backends.base import csr_pairs, query_result, top_n
+from .backends.base import csr_pairs, query_result
 from .data import (
     check_float,
     check_int,
@@ -554,23 +554,26 @@ class PopularityRecommender(_Baseline):
         return self
 
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
-        """Every user's list is the global order less the user's own items, so only the
-        first ``N + L`` items of that order can make a top ``N`` (``L``: the most items any
-        of these users has): those are scored instead of the whole catalogue."""
-        most = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
-        candidates = self.order_[:min(self.n_items_, N + most)]
-        pairs = None
-        if exclude is not None:
-            column = np.full(self.n_items_, -1)
-            column[candidates] = np.arange(len(candidates))
+        """Every user's list is the global order less the user's own items. A user whose
+        own items sit at places ``e_0 < e_1 < ...`` of the order has ``g_m = e_m - m``
+        other items before ``e_m``, so the user's ``i``-th item is at place
+        ``i + #{m : g_m <= i}``: found by binary search, in O(nnz + n_users N) memory
+        whatever the users' lengths (no users x catalogue tile)."""
+        n_items = self.n_items_
+        places = np.arange(N)[None, :].repeat(n_users, axis=0)  # i: the rank asked for
+        if exclude is not None and exclude.nnz:
+            place_of = np.empty(n_items, np.int64)
+            place_of[self.order_] = np.arange(n_items)
             rows, items = csr_pairs(exclude)
-            kept = column[items] >= 0
-            pairs = (rows[kept], column[items[kept]])
-        # scored by place in the order, so that no two tie: the first N not excluded
-        places = np.tile(-np.arange(len(candidates), dtype=np.float64), (n_users, 1))
-        top, _ = top_n(places, N, pairs)
-        found = top >= 0
-        ids = np.where(found, candidates[np.maximum(top, 0)], -1)
+            stride = n_items + 1
+            keys = np.sort(rows * stride + place_of[items])  # by user, then place
+            within = np.arange(len(keys)) - exclude.indptr[rows]  # m (indices are unique)
+            before = keys - within  # user * stride + g_m: still sorted (g_m <= n_items)
+            users = np.arange(n_users)[:, None] * stride
+            places += (np.searchsorted(before, users + places, side="right")
+                       - np.searchsorted(before, users, side="left"))
+        found = places < n_items
+        ids = np.where(found, self.order_[np.minimum(places, n_items - 1)], -1)
         return ids, np.where(found, self.item_counts_[np.maximum(ids, 0)], -np.inf)
 
 
