@@ -284,6 +284,11 @@ def rmse(model: Any, test: Any) -> float:
     return float(np.sqrt(np.mean(errors ** 2)))
 
 
+#: Most scores (users x items) that :func:`auc` holds per batch: 128 MiB in float32, and
+#: the batches of a CPU backend's threads each hold theirs.
+AUC_BLOCK_SCORES = 1 << 25
+
+
 def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
         show_progress: bool = True) -> float:
     """Mean ROC AUC over the users with test items.
@@ -299,9 +304,14 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     them from each user's scores, the popularity baseline from its global order and the
     random one by drawing their places; any other model is asked to ``recommend`` every
     item, a full ranking per user (slower). ``batch_size`` and ``show_progress`` as in
-    :func:`ranking_metrics`.
+    :func:`ranking_metrics`; a batch has fewer users when its users x items scores would
+    exceed :data:`AUC_BLOCK_SCORES` values.
     """
     _check_model_for(model, train)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    shape = getattr(train, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] > 0:
+        batch_size = min(batch_size, max(1, AUC_BLOCK_SCORES // int(shape[1])))
     if isinstance(model, RandomRecommender) and hasattr(model, "n_items_"):
         parts = _below_at_random(model, train, test, batch_size, show_progress)
     elif isinstance(model, PopularityRecommender) and hasattr(model, "n_items_"):

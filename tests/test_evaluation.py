@@ -226,6 +226,30 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.empty((3, 0), np.int64), 5)
 
 
+def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
+    """Users x items per batch stay under AUC_BLOCK_SCORES (a batch of 512 users of a
+    million items would hold 2 GB of scores); the AUC does not change."""
+    from gpu_als import evaluation
+
+    train = random_interactions(40, 30, 0.2, seed=1)
+    test = random_interactions(40, 30, 0.1, seed=2)
+    model = PopularityRecommender().fit(train)
+    asked = []
+
+    class Recording:  # placed through recommend: one call per batch
+        def recommend(self, userid, user_items=None, N=10, **kwargs):
+            asked.append(len(userid))
+            return model.recommend(userid, user_items, N, **kwargs)
+
+    whole = auc(Recording(), train, test)
+    assert max(asked) > 3
+    monkeypatch.setattr(evaluation, "AUC_BLOCK_SCORES", 3 * 30 + 29)
+    asked.clear()
+    assert auc(Recording(), train, test) == pytest.approx(whole, abs=1e-12)
+    assert max(asked) == 3
+    assert auc(model, train, test, batch_size=2) == pytest.approx(whole, abs=1e-12)
+
+
 @pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
 @pytest.mark.parametrize("kind", ["als", "popularity"])
 def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypatch):
