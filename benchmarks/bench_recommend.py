@@ -8,7 +8,9 @@ ml20m-like interactions (138,000 x 27,000 x 10M) filter each user's liked items;
 factors are random normal (the selection's cost does not depend on how they were fitted).
 Prints the median seconds of each library over the repeats (on the GPU after a warm-up
 call each), their ratio, and whether both return the same items; then the same for
-``similar_items`` asked one item at a time (``--similar`` items, as a service would).
+``similar_items`` asked one item at a time (``--similar`` items, as a service would), and
+for ``recommend`` of users folded in from their rows (``recalculate_user=True``), one
+user at a time (``--similar`` users).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
     users = np.arange(min(args.users, R.shape[0]))
     liked = R[users]
 
-    model = ALS.from_factors(X, Y, backend=args.backend)
+    # the same fold-in objective in both: implicit's confidence alpha * r = 10 on this 0/1
+    # data is gpu-als's 1 + alpha * r with alpha = 9 (regularization 0.01 in both)
+    model = ALS.from_factors(X, Y, alpha=9.0, regularization=0.01, backend=args.backend)
     if on_gpu:
         model.recommend(users[:100], liked[:100], N=args.N)  # compiles, allocates
     ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
@@ -79,6 +83,16 @@ def main(argv=None) -> int:
     ours_similar, similar_ids = median_seconds(
         lambda: similar_one_by_one(model.similar_items), args.repeats)
     print(f"similar_items, {len(queries)} items one at a time: gpu-als {ours_similar:.3f} s")
+    folded = users[:args.similar]
+
+    def folded_one_by_one(recommend):
+        return np.array([recommend(int(u), liked[int(u)], N=args.N, recalculate_user=True)[0]
+                         for u in folded])
+
+    ours_folded, folded_ids = median_seconds(
+        lambda: folded_one_by_one(model.recommend), args.repeats)
+    print(f"recommend(recalculate_user=True), {len(folded)} users one at a time: gpu-als "
+          f"{ours_folded:.3f} s")
     problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS[f"implicit-{args.backend}-cg"])
     if problem:
         print(f"no comparison: {problem}")
@@ -87,7 +101,8 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
-        theirs_model = AlternatingLeastSquares(factors=args.factors)
+        theirs_model = AlternatingLeastSquares(factors=args.factors, alpha=10.0,
+                                               regularization=0.01)
         theirs_model.user_factors, theirs_model.item_factors = X, Y
         if on_gpu:
             theirs_model = theirs_model.to_gpu()
@@ -96,6 +111,8 @@ def main(argv=None) -> int:
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
         theirs_similar, their_similar_ids = median_seconds(
             lambda: similar_one_by_one(theirs_model.similar_items), args.repeats)
+        theirs_folded, their_folded_ids = median_seconds(
+            lambda: folded_one_by_one(theirs_model.recommend), args.repeats)
     version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
     print(f"recommend: {version}: {theirs:.3f} s; gpu-als / implicit speed: "
           f"{theirs / ours:.2f}x; same items for "
@@ -103,6 +120,9 @@ def main(argv=None) -> int:
     print(f"similar_items: {version}: {theirs_similar:.3f} s; gpu-als / implicit speed: "
           f"{theirs_similar / ours_similar:.2f}x; same items for "
           f"{np.mean((similar_ids == their_similar_ids).all(axis=1)):.2%} of the queries")
+    print(f"recommend(recalculate_user=True): {version}: {theirs_folded:.3f} s; gpu-als / "
+          f"implicit speed: {theirs_folded / ours_folded:.2f}x; same items for "
+          f"{np.mean((folded_ids == their_folded_ids).all(axis=1)):.2%} of the users")
     return 0
 
 

@@ -105,6 +105,11 @@ class ALS:
         a DataFrame and by :meth:`load` of a file saved with them (see :meth:`save`);
         None after ``fit`` on a matrix.
 
+    To change the factors, assign new arrays (``model.item_factors = Y``, or
+    :meth:`from_factors`) rather than editing them in place: queries keep values derived
+    from them (``Y^T Y`` for fold-in, the norms for ``similar_items``), as the implicit
+    library does, and an edit in place leaves those stale.
+
     Examples
     --------
     >>> import scipy.sparse as sp
@@ -483,7 +488,8 @@ class ALS:
             epsilon=p["epsilon"],
         ))
         out = backend.asarray(np.zeros((n, fixed.shape[1])), fixed.dtype)
-        gram = backend.gram(fixed) if p["feedback"] == "implicit" else None
+        gram = self._derived(fixed, "gram", lambda: backend.gram(fixed)) \
+            if p["feedback"] == "implicit" else None
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
                            feedback=p["feedback"], out=out)
         return out
@@ -624,9 +630,10 @@ class ALS:
             return 1 / xp.maximum(xp.sqrt(xp.einsum("ij,ij->i", F, F)), F.dtype.type(1e-12))
 
         # cosines as dot products scaled by the targets' inverse norms: no normalized copy
-        # of every factor (which took 90 % of a single query's time)
-        top, scores = backend.topk(queries * inverse_norms(queries)[:, None], factors, N,
-                                   candidates=candidates, target_scale=inverse_norms(factors))
+        # of every factor (which took 90 % of a single query's time), norms kept
+        top, scores = backend.topk(
+            queries * inverse_norms(queries)[:, None], factors, N, candidates=candidates,
+            target_scale=self._derived(factors, "inverse norms", lambda: inverse_norms(factors)))
         return query_result(top, scores, scalar)
 
     def explain(self, userid: Any, user_items: Any, itemid: Any, user_weights: Any = None,
@@ -690,7 +697,8 @@ class ALS:
         Yu = backend.to_numpy(Y[backend.asarray(rows.indices)]).astype(np.float64)
         if user_weights is None:
             if p["feedback"] == "implicit":
-                A = backend.to_numpy(backend.gram(Y)) + p["regularization"] * np.eye(k)
+                A = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y))) \
+                    + p["regularization"] * np.eye(k)
             else:
                 A = p["regularization"] * len(rows.indices) * np.eye(k)
             A += (Yu * rows.weight[:, None]).T @ Yu
@@ -778,6 +786,7 @@ class ALS:
         if isinstance(state.get("backend"), Backend):
             state["backend"] = state["backend"].name
         state.pop("_factor_ids", None)
+        state.pop("_derived_values", None)
         backend = state.pop("_backend", None)
         if backend is not None:
             state["user_factors_"] = backend.to_numpy(self.user_factors_)
@@ -813,8 +822,20 @@ class ALS:
 
     def _remember_factors(self) -> None:
         """Mark the factors as checked and on the backend (see :meth:`_check_fitted`): the
-        pair of arrays, by identity, since the model holds them."""
+        pair of arrays, by identity, since the model holds them. Called whenever the model
+        changes its factors; drops the values derived from the old ones."""
         self._factor_ids = (id(self.user_factors_), id(self.item_factors_))
+        self._derived_values: dict[tuple[int, str], Any] = {}
+
+    def _derived(self, factors, what: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``: a value derived from one of the model's factor arrays (its Gram
+        matrix, its rows' inverse norms), kept until the model changes its factors (a fit,
+        a partial fit, an assignment). An edit in place is not seen (see Attributes)."""
+        cache = self.__dict__.setdefault("_derived_values", {})
+        key = (id(factors), what)
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
     def save(self, path, *, user_ids=None, item_ids=None) -> None:
         """Write the model to one ``.npz`` file: factors, hyperparameters, format version.

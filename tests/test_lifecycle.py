@@ -62,6 +62,44 @@ def test_partial_fit_grows_and_updates(backend, R):
     assert model.item_factors_.shape == (21, 4)
 
 
+def test_values_kept_from_the_factors_follow_every_change_of_them(backend, R):
+    """Fold-in keeps Y^T Y and similar_items the norms between calls: a partial fit (in
+    place or growing) and an assignment must renew them, so each answer equals that of
+    a fresh model made of the same factors."""
+    model = model_for(backend).fit(R)
+    RT = R.T.tocsr()
+
+    def fresh():
+        return ALS.from_factors(to_numpy(model.user_factors_), to_numpy(model.item_factors_),
+                                **{**model.get_params(), "backend": "cpu"})
+
+    def assert_answers_as_fresh():
+        new = fresh()
+        user, item = R[5].copy(), RT[5].copy()  # widened to the items and users now
+        user.resize(1, model.item_factors_.shape[0])
+        item.resize(1, model.user_factors_.shape[0])
+        np.testing.assert_allclose(to_numpy(model.recalculate_user(5, user)),
+                                   new.recalculate_user(5, user), atol=1e-10)
+        np.testing.assert_allclose(to_numpy(model.recalculate_item(5, item)),
+                                   new.recalculate_item(5, item), atol=1e-10)
+        for mine, theirs in ((model.similar_items(2, N=20), new.similar_items(2, N=20)),
+                             (model.similar_users(2, N=25), new.similar_users(2, N=25))):
+            np.testing.assert_array_equal(mine[0], theirs[0])
+            np.testing.assert_allclose(mine[1], theirs[1], atol=1e-6)
+        assert model.explain(5, user, 3)[0] == pytest.approx(new.explain(5, user, 3)[0],
+                                                             abs=1e-10)
+
+    assert_answers_as_fresh()
+    model.partial_fit_items([3], (RT[[3]] * 25).tocsr())  # other confidences, factors
+    assert_answers_as_fresh()  # items updated in place
+    model.partial_fit_users([4], (R[[7]] * 25).tocsr())
+    assert_answers_as_fresh()  # users updated in place
+    model.partial_fit_items([22], RT[[1]])
+    assert_answers_as_fresh()  # items grown
+    model.item_factors = to_numpy(model.item_factors_)[::-1] * 2
+    assert_answers_as_fresh()  # assigned
+
+
 def test_partial_fit_keeps_the_id_map_unless_it_grows():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"user": ["a", "a", "b", "c"], "item": ["x", "y", "y", "z"]})

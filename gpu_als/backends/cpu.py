@@ -57,6 +57,9 @@ BUCKET_GROWTH = 1.2
 #: 30 vs 42-48, k = 64 77-82 vs 80-89 (even), k = 256 602-628 vs 429-431.
 CG_PARALLEL_ELEMENTS = 16 * BLOCK_ELEMENTS
 CHOLESKY_PARALLEL_ELEMENTS = 4 * BLOCK_ELEMENTS
+#: A half-step whose entries are fewer than 1 / FEW_ENTRIES of the fixed side's rows (a
+#: fold-in of a few users) whitens only the fixed rows that its entries use.
+FEW_ENTRIES = 4
 
 
 @functools.cache
@@ -294,15 +297,21 @@ class CPUBackend(Backend):
                     f"(factors={k} with {F.shape[0]} fixed-side rows); use regularization > 0"
                 ) from None
             C_inv = np.linalg.inv(C)
-            Yw = F @ C_inv.T.astype(dtype)  # rows: C^-1 y_i
             mu = np.ones(rows.n_rows, dtype)
         else:
-            Yw = F
             mu = (regularization * lengths).astype(dtype)
+        nnz = len(rows.indices)
+        # The fixed rows the entries use: all of them, or for a few rows (a fold-in) just
+        # those, so that whitening and copying them cost O(nnz k^2), not O(n_fixed k^2).
+        if nnz * FEW_ENTRIES < F.shape[0]:
+            used, indices = np.unique(rows.indices, return_inverse=True)
+            F_used = F[used]
+        else:
+            F_used, indices = F, rows.indices
+        Yw = F_used @ C_inv.T.astype(dtype) if feedback == "implicit" else F_used  # C^-1 y_i
         # One zero row / zero weight at the end: padding entries point there.
         Yw = np.vstack([Yw, np.zeros((1, k), dtype)])
-        nnz = len(rows.indices)
-        indices = np.append(rows.indices, F.shape[0])
+        indices = np.append(indices, len(F_used))
         sqrt_w = np.append(np.sqrt(rows.weight), 0).astype(dtype, copy=False)
         target = np.append(rows.target, 0).astype(dtype, copy=False)
         implicit = feedback == "implicit"
