@@ -834,7 +834,10 @@ class ALS:
         cache = self.__dict__.setdefault("_derived_values", {})
         key = (id(factors), what)
         if key not in cache:
-            cache[key] = compute()
+            value = compute()
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False  # shared by later calls: never edited
+            cache[key] = value
         return cache[key]
 
     def save(self, path, *, user_ids=None, item_ids=None) -> None:
