@@ -311,6 +311,25 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
         ALS().recommend(0, R[0])
 
 
+def test_a_fitted_model_keeps_its_factors_and_pickles_none_of_its_kept_values(backend):
+    """fit hands its arrays over as checked (no copy at the first query); the pickled
+    state has the factors alone, as NumPy arrays, not the values kept from them on the
+    device (a GPU model must unpickle where there is no CuPy)."""
+    import pickle
+
+    R = random_interactions(30, 20, 0.2, seed=0)
+    model = ALS(factors=3, iterations=1, backend=backend, show_progress=False).fit(R)
+    X = model.user_factors_
+    model.recalculate_user(0, R[0])
+    model.similar_items(0)
+    assert model.user_factors_ is X
+    state = model.__getstate__()
+    assert {name for name in state if name.startswith("_")} == set()
+    assert isinstance(state["user_factors_"], np.ndarray)
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(loaded.similar_items(0)[0], model.similar_items(0)[0])
+
+
 def test_partial_fit_keeps_its_factors_as_checked(fitted):
     """A partial fit's grown factors are the model's own: not copied again at the next
     query."""

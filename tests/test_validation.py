@@ -177,13 +177,21 @@ def test_input_is_not_modified_and_duplicates_are_summed(R):
 
 @pytest.mark.parametrize("method, args", [
     ("recommend", (0, None)), ("similar_items", (0,)), ("similar_users", (0,)),
-    ("recalculate_user", (0, None)), ("predict", ([0], [0])), ("to_cpu", ()),
+    ("recalculate_user", (0, None)), ("recalculate_item", (0, None)),
+    ("partial_fit_users", ([0], None)), ("partial_fit_items", ([0], None)),
+    ("explain", (0, None, 0)), ("predict", ([0], [0])), ("to_cpu", ()), ("to_gpu", ()),
+    ("save", ("model.npz",)),
 ])
-def test_unfitted_model_says_call_fit(method, args):
-    with pytest.raises(NotFittedError, match=r"not fitted yet: call fit\(user_items\) first"):
+def test_unfitted_model_says_call_fit(method, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # save() would write here
+    unfitted = r"not fitted yet: call fit\(user_items\) first"
+    with pytest.raises(NotFittedError, match=unfitted):
         getattr(ALS(), method)(*args)
-    with pytest.raises(AttributeError):  # NotFittedError is also an AttributeError
-        ALS().user_factors  # noqa: B018
+    assert not list(tmp_path.iterdir())
+    for name in ("user_factors", "item_factors"):  # also AttributeErrors, as hasattr wants
+        with pytest.raises(NotFittedError, match=unfitted):
+            getattr(ALS(), name)
+        assert not hasattr(ALS(), name)
 
 
 @pytest.mark.skipif(gpu.unavailable_reason() is None, reason="a GPU backend is available here")
