@@ -24,15 +24,26 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
+def _host(a: Any) -> np.ndarray:
+    """``a`` as a float64 NumPy array (a CuPy array is copied from the device)."""
+    if hasattr(a, "get") and not isinstance(a, np.ndarray):
+        a = a.get()
+    return np.asarray(a, dtype=np.float64)
+
+
 def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Principal components of the rows of ``factors`` (an SVD of the centred matrix).
+    """Principal components of the rows of ``factors`` (an SVD of the centred matrix;
+    NumPy or CuPy).
 
     Returns
     -------
     projected : numpy.ndarray, shape (n_rows, components)
     explained_variance_ratio : numpy.ndarray, shape (components,)
     """
-    F = np.asarray(factors, dtype=np.float64)
+    F = _host(factors)
+    if F.ndim != 2 or len(F) < 2 or F.shape[1] < components:
+        raise ValueError(f"factors of shape {F.shape}: a PCA to {components} components "
+                         f"needs at least 2 rows and {components} columns")
     centred = F - F.mean(axis=0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     variance = singular**2
@@ -42,6 +53,10 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     """The loss after each iteration, on a log scale; written to ``path`` (PNG)."""
+    loss_history = _host(loss_history)
+    if loss_history.ndim != 1 or len(loss_history) == 0:
+        raise ValueError("no loss to plot: loss_history is empty (a fit with "
+                         "calculate_training_loss=False, or iterations=0, records none)")
     fig = _figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
     iterations = np.arange(1, len(loss_history) + 1)
@@ -62,12 +77,15 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     """Item factors projected on their first two principal components, coloured by
     popularity (log scale), with the explained variance on the axes (the reference
     document's embedding visualisation)."""
+    projected, ratio = pca(item_factors)
+    popularity = _host(popularity).ravel()
+    if len(popularity) != len(projected):
+        raise ValueError(f"popularity has {len(popularity)} values for {len(projected)} "
+                         f"items: give one per row of item_factors")
+    fig = _figure(figsize=(6.5, 5), dpi=120)
     from matplotlib.colors import LogNorm
 
-    fig = _figure(figsize=(6.5, 5), dpi=120)
     ax = fig.subplots()
-    projected, ratio = pca(item_factors)
-    popularity = np.asarray(popularity, dtype=np.float64)
     order = np.argsort(popularity)  # popular items drawn last, on top
     points = ax.scatter(projected[order, 0], projected[order, 1], c=popularity[order] + 1,
                         cmap="viridis", norm=LogNorm(), alpha=0.7, s=10)
