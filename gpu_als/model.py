@@ -438,7 +438,7 @@ class ALS:
         self.user_factors_ = self._partial_fit(
             userids, user_items, self.user_factors_, self.item_factors_, "userids",
             "user_items")
-        self._remember_factors()
+        self._remember_factors(changed=self.user_factors_)
         if self.user_ids_ is not None and len(self.user_ids_) != len(self.user_factors_):
             self.user_ids_ = None  # the saved id map no longer covers every row
         return self
@@ -453,7 +453,7 @@ class ALS:
         self.item_factors_ = self._partial_fit(
             itemids, item_users, self.item_factors_, self.user_factors_, "itemids",
             "item_users")
-        self._remember_factors()
+        self._remember_factors(changed=self.item_factors_)
         if self.item_ids_ is not None and len(self.item_ids_) != len(self.item_factors_):
             self.item_ids_ = None
         return self
@@ -820,12 +820,16 @@ class ALS:
         self.item_ids_ = item_ids
         self._remember_factors()
 
-    def _remember_factors(self) -> None:
+    def _remember_factors(self, changed: Any = None) -> None:
         """Mark the factors as checked and on the backend (see :meth:`_check_fitted`): the
         pair of arrays, by identity, since the model holds them. Called whenever the model
-        changes its factors; drops the values derived from the old ones."""
+        changes its factors: drops the values derived from ``changed`` (the one array a
+        partial fit changed; None: both) and from arrays it no longer holds."""
         self._factor_ids = (id(self.user_factors_), id(self.item_factors_))
-        self._derived_values: dict[tuple[int, str], Any] = {}
+        kept = set() if changed is None else set(self._factor_ids) - {id(changed)}
+        self._derived_values: dict[tuple[int, str], Any] = {
+            key: value for key, value in self.__dict__.get("_derived_values", {}).items()
+            if key[0] in kept}
 
     def _derived(self, factors, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``: a value derived from one of the model's factor arrays (its Gram

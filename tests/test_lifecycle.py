@@ -96,6 +96,14 @@ def test_values_kept_from_the_factors_follow_every_change_of_them(backend, R):
     assert_answers_as_fresh()  # users updated in place
     model.partial_fit_items([22], RT[[1]])
     assert_answers_as_fresh()  # items grown
+    # what the other side keeps survives a partial fit (streaming users in: Y^T Y is
+    # computed once, not at every batch)
+    kept = model._derived(model.item_factors_, "gram", lambda: pytest.fail("not kept"))
+    user = R[[2]].copy()
+    user.resize(1, 23)
+    model.partial_fit_users([30], user)
+    assert model._derived(model.item_factors_, "gram", lambda: pytest.fail("lost")) is kept
+    assert_answers_as_fresh()  # users grown
     model.item_factors = to_numpy(model.item_factors_)[::-1] * 2
     assert_answers_as_fresh()  # assigned
 
