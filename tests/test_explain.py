@@ -52,6 +52,8 @@ def test_contributions_sum_to_the_folded_in_score(backend, feedback):
     fresh, fresh_top, _ = model.explain(user, R[user], 3, N=2)
     assert again == pytest.approx(fresh, rel=1e-12) and len(top_again) == 2
     assert [i for i, _ in top_again] == [i for i, _ in fresh_top]
+    busy = sp.csr_matrix(np.ones((1, R.shape[1])))  # N's default, 10, for one liking 30
+    assert model.explain(0, busy, item)[1] == model.explain(0, busy, item, N=1000)[1][:10]
 
 
 def test_the_fitted_score_is_explained_for_a_training_row(backend):
