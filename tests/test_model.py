@@ -181,6 +181,8 @@ def test_similar_items_and_users_by_cosine(real_backend, R):
     np.testing.assert_array_equal(batch_ids[0], ids)
     ids, _ = model.similar_items(4, N=3, filter_items=[4])
     assert 4 not in ids
+    ids, scores = model.similar_items(4, N=1)
+    assert list(ids) == [4] and len(scores) == 1
     subset = [9, 3, 17, 4, 29]  # each candidate keeps its own norm
     ids, scores = model.similar_items(4, N=3, items=subset)
     cosines = normed[subset] @ normed[4]
