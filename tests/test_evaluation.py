@@ -247,7 +247,17 @@ def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
     asked.clear()
     assert auc(Recording(), train, test) == pytest.approx(whole, abs=1e-12)
     assert max(asked) == 3
-    assert auc(model, train, test, batch_size=2) == pytest.approx(whole, abs=1e-12)
+    monkeypatch.setattr(evaluation, "AUC_BLOCK_SCORES", 10)  # fewer than one user's
+    asked.clear()
+    assert auc(Recording(), train, test) == pytest.approx(whole, abs=1e-12)
+    assert set(asked) == {1}
+    for batch_size in (1, 2):
+        assert auc(model, train, test, batch_size=batch_size) == pytest.approx(whole,
+                                                                               abs=1e-12)
+    with pytest.raises(TypeError, match="train must be a scipy.sparse matrix"):
+        auc(Recording(), "train.csv", test)
+    with pytest.raises(ValueError, match=r"train is empty: shape \(40, 0\)"):
+        auc(Recording(), sp.csr_matrix((40, 0)), sp.csr_matrix((40, 0)))
 
 
 @pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
@@ -391,6 +401,16 @@ def test_popularity_lists_are_the_global_order_less_the_users_items(seed):
                                                       for i in want])
     ids, _ = pop.recommend(0, None, N=3, filter_already_liked_items=False)
     np.testing.assert_array_equal(ids, order[:3])
+
+
+def test_popularity_lists_of_users_whose_own_item_is_the_last_place():
+    """A user whose only item is the least popular one: its g = n_items - 1, the largest
+    a key can hold before it would reach the next user's (whose list must not change)."""
+    train = sp.csr_matrix(np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0]], np.float32))
+    pop = PopularityRecommender().fit(train)  # order 0, 1, 2
+    liked = sp.csr_matrix(np.array([[0, 0, 1], [0, 0, 0], [0, 0, 1]], np.float32))
+    ids, _ = pop.recommend([0, 1, 2], liked, N=3)
+    np.testing.assert_array_equal(ids, [[0, 1, -1], [0, 1, 2], [0, 1, -1]])
 
 
 def test_popularity_lists_take_no_memory_for_a_heavy_user():
