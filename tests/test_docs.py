@@ -53,6 +53,9 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(namespace["ratings"],
                                (model.user_factors_[:3] * model.item_factors_[5:8]).sum(1),
                                rtol=1e-5)
+    twin = namespace["twin"]
+    assert twin.factors == 8
+    np.testing.assert_array_equal(twin.recommend(0, R[0])[0], model.recommend(0, R[0])[0])
 
 
 
