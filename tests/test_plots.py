@@ -84,3 +84,142 @@ def test_plots_take_device_arrays(tmp_path):
     plots.plot_item_pca(DeviceArray(factors), DeviceArray(np.arange(30)), tmp_path / "p.png")
     plots.plot_loss(DeviceArray([3.0, 2.0]), tmp_path / "l.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.png", "p.png"]
+
+
+# ---- what the charts show: their Figures inspected ---------------------------------------
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the plots draw, kept for inspection."""
+    from gpu_als import plots
+
+    figures = []
+    new_figure = plots._figure
+
+    def keep(**kwargs):
+        figures.append(new_figure(**kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(plots, "_figure", keep)
+    return figures
+
+
+def is_png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pca_is_that_of_the_covariance_matrix():
+    """Projections on the covariance's leading eigenvectors (up to sign) and their share
+    of the total variance: against numpy.linalg.eigh on data off centre."""
+    from gpu_als.plots import pca
+
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((300, 4)) @ rng.standard_normal((4, 4)) * [5, 2, 1, 0.5] \
+        + [10, -3, 0, 7]
+    values, vectors = np.linalg.eigh(np.cov(F.T))
+    values, vectors = values[::-1], vectors[:, ::-1]
+    projected, ratio = pca(F)
+    np.testing.assert_allclose(ratio, values[:2] / values.sum(), rtol=1e-10)
+    np.testing.assert_allclose(np.abs(projected), np.abs((F - F.mean(axis=0)) @ vectors[:, :2]),
+                               rtol=1e-8, atol=1e-8)
+    assert pca(F, components=3)[0].shape == (300, 3)
+
+
+def test_loss_chart(drawn, tmp_path):
+    from gpu_als.plots import plot_loss
+
+    path = plot_loss([4.0, 2.0, 1.5], tmp_path / "loss.png", title="my fit")
+    assert is_png(path)
+    (ax,) = drawn[0].axes
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == [4.0, 2.0, 1.5]
+    assert ax.get_yscale() == "log"
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == \
+        ("iteration", "training loss", "my fit")
+
+
+def test_item_pca_chart(drawn, tmp_path):
+    """Items at their two principal coordinates, the popular ones drawn last, coloured by
+    popularity + 1 on a log scale, the explained variance on the axes."""
+    from gpu_als.plots import pca, plot_item_pca
+
+    rng = np.random.default_rng(1)
+    factors = rng.standard_normal((40, 5)) * [3, 1, 1, 1, 1]
+    popularity = rng.permutation(40)
+    assert is_png(plot_item_pca(factors, popularity, tmp_path / "pca.png"))
+    ax, colorbar = drawn[0].axes
+    (points,) = ax.collections
+    projected, ratio = pca(factors)
+    order = np.argsort(popularity)
+    np.testing.assert_allclose(points.get_offsets(), projected[order])
+    np.testing.assert_array_equal(points.get_array(), popularity[order] + 1)
+    assert type(points.norm).__name__ == "LogNorm"
+    assert ax.get_xlabel() == f"PC1 ({ratio[0]:.1%} of variance)"
+    assert ax.get_ylabel() == f"PC2 ({ratio[1]:.1%} of variance)"
+    assert colorbar.get_ylabel().startswith("popularity")
+
+
+def test_tuning_chart(drawn, tmp_path):
+    """One panel per hyperparameter: a log axis where the values span 10x or more, one
+    column per value that is not a number (booleans too), finished trials filled and
+    stopped ones hollow, a line at the best value."""
+    from gpu_als.plots import plot_tuning
+    from gpu_als.tune import TuneResult
+
+    trials = [
+        {"factors": 4, "regularization": 0.01, "solver": "cg", "loss": True, "score": 0.1,
+         "finished": False},
+        {"factors": 64, "regularization": 0.02, "solver": "cholesky", "loss": False,
+         "score": 0.3, "finished": True},
+        {"factors": 64, "regularization": 0.01, "solver": "cg", "loss": True, "score": 0.2,
+         "finished": True},
+    ]
+    best = {"factors": 64, "regularization": 0.02, "solver": "cholesky", "loss": False}
+    result = TuneResult(best, 0.3, None, trials, "recall@10")
+    assert is_png(plot_tuning(result, tmp_path / "tune.png"))
+    figure = drawn[0]
+    factors, regularization, solver, loss = figure.axes
+    assert factors.get_xscale() == "log" and regularization.get_xscale() == "linear"
+    for ax, labels in ((solver, ["cg", "cholesky"]), (loss, ["True", "False"])):
+        assert [t.get_text() for t in ax.get_xticklabels()] == labels
+        assert ax.get_xlim() == (-0.5, 1.5)
+    stopped, finished = solver.collections
+    np.testing.assert_array_equal(stopped.get_offsets(), [[0, 0.1]])
+    np.testing.assert_array_equal(finished.get_offsets(), [[1, 0.3], [0, 0.2]])
+    assert len(stopped.get_facecolors()) == 0 or not stopped.get_facecolors()[:, 3].any()
+    assert [line.get_xdata()[0] for ax in figure.axes for line in ax.lines] == [64, 0.02, 1, 1]
+    assert [ax.get_xlabel() for ax in figure.axes] == list(best)
+    assert factors.get_ylabel() == "validation recall@10"
+    assert [t.get_text() for t in factors.get_legend().get_texts()] == \
+        ["stopped early", "finished"]
+    assert figure.get_suptitle() == "Hyperparameter search (3 configurations)"
+
+
+def test_benchmark_chart(drawn, tmp_path):
+    """One chart per dataset: seconds per iteration against factors, one line per
+    implementation (failed rows left out), log scales, the set and the device in the
+    title."""
+    from gpu_als.plots import plot_benchmark
+
+    def row(dataset, library, factors, seconds, **extra):
+        return {"dataset": dataset, "users": 100, "items": 50, "nnz": 1234, "library": library,
+                "backend": "gpu", "solver": "cg", "factors": factors,
+                "seconds_per_iteration": seconds, **extra}
+
+    rows = [row("a", "gpu_als", 128, 0.4), row("a", "gpu_als", 32, 0.1),
+            row("a", "implicit", 32, 1.0), row("a", "implicit", 64, 2.0),
+            row("a", "implicit", 128, None, error="timed out"), row("b", "gpu_als", 64, 0.5)]
+    result = {"device": "Test GPU", "commit": "abc123", "benchmarks": rows}
+    paths = plot_benchmark(result, tmp_path / "charts")
+    assert [p.name for p in paths] == ["bench-a.png", "bench-b.png"]
+    assert all(p.parent == tmp_path / "charts" and is_png(p) for p in paths)
+    (ax,) = drawn[0].axes
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+             for line in ax.lines}
+    assert lines == {"gpu_als-gpu-cg": ([32, 128], [0.1, 0.4]),
+                     "implicit-gpu-cg": ([32, 64], [1.0, 2.0])}
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128"]
+    assert ax.get_title() == "a: 100 x 50, 1,234 nnz\nTest GPU (abc123)"
+    assert ax.get_legend() is not None
+    assert [line.get_label() for line in drawn[1].axes[0].lines] == ["gpu_als-gpu-cg"]
