@@ -123,6 +123,7 @@ def test_pca_is_that_of_the_covariance_matrix():
     np.testing.assert_allclose(np.abs(projected), np.abs((F - F.mean(axis=0)) @ vectors[:, :2]),
                                rtol=1e-8, atol=1e-8)
     assert pca(F, components=3)[0].shape == (300, 3)
+    assert pca(F[:2, :2])[0].shape == (2, 2)  # the least it takes: 2 rows, 2 columns
 
 
 def test_loss_chart(drawn, tmp_path):
@@ -146,7 +147,7 @@ def test_item_pca_chart(drawn, tmp_path):
     rng = np.random.default_rng(1)
     factors = rng.standard_normal((40, 5)) * [3, 1, 1, 1, 1]
     popularity = rng.permutation(40)
-    assert is_png(plot_item_pca(factors, popularity, tmp_path / "pca.png"))
+    assert is_png(plot_item_pca(factors, popularity, tmp_path / "pca.png", title="items"))
     ax, colorbar = drawn[0].axes
     (points,) = ax.collections
     projected, ratio = pca(factors)
@@ -156,6 +157,7 @@ def test_item_pca_chart(drawn, tmp_path):
     assert type(points.norm).__name__ == "LogNorm"
     assert ax.get_xlabel() == f"PC1 ({ratio[0]:.1%} of variance)"
     assert ax.get_ylabel() == f"PC2 ({ratio[1]:.1%} of variance)"
+    assert ax.get_title() == "items"
     assert colorbar.get_ylabel().startswith("popularity")
 
 
@@ -168,18 +170,21 @@ def test_tuning_chart(drawn, tmp_path):
 
     trials = [
         {"factors": 4, "regularization": 0.01, "solver": "cg", "loss": True, "score": 0.1,
-         "finished": False},
+         "finished": False, "alpha": 1, "epsilon": 0.0},
         {"factors": 64, "regularization": 0.02, "solver": "cholesky", "loss": False,
-         "score": 0.3, "finished": True},
+         "score": 0.3, "finished": True, "alpha": 10, "epsilon": 5.0},
         {"factors": 64, "regularization": 0.01, "solver": "cg", "loss": True, "score": 0.2,
-         "finished": True},
+         "finished": True, "alpha": 10, "epsilon": 5.0},
     ]
-    best = {"factors": 64, "regularization": 0.02, "solver": "cholesky", "loss": False}
+    best = {"factors": 64, "regularization": 0.02, "solver": "cholesky", "loss": False,
+            "alpha": 10, "epsilon": 5.0}
     result = TuneResult(best, 0.3, None, trials, "recall@10")
     assert is_png(plot_tuning(result, tmp_path / "tune.png"))
     figure = drawn[0]
-    factors, regularization, solver, loss = figure.axes
+    factors, regularization, solver, loss, alpha, epsilon = figure.axes
     assert factors.get_xscale() == "log" and regularization.get_xscale() == "linear"
+    assert alpha.get_xscale() == "log"  # 10x: log
+    assert epsilon.get_xscale() == "linear"  # a zero among the values: linear
     for ax, labels in ((solver, ["cg", "cholesky"]), (loss, ["True", "False"])):
         assert [t.get_text() for t in ax.get_xticklabels()] == labels
         assert ax.get_xlim() == (-0.5, 1.5)
@@ -187,7 +192,8 @@ def test_tuning_chart(drawn, tmp_path):
     np.testing.assert_array_equal(stopped.get_offsets(), [[0, 0.1]])
     np.testing.assert_array_equal(finished.get_offsets(), [[1, 0.3], [0, 0.2]])
     assert len(stopped.get_facecolors()) == 0 or not stopped.get_facecolors()[:, 3].any()
-    assert [line.get_xdata()[0] for ax in figure.axes for line in ax.lines] == [64, 0.02, 1, 1]
+    assert [line.get_xdata()[0] for ax in figure.axes for line in ax.lines] == \
+        [64, 0.02, 1, 1, 10, 5.0]
     assert [ax.get_xlabel() for ax in figure.axes] == list(best)
     assert factors.get_ylabel() == "validation recall@10"
     assert [t.get_text() for t in factors.get_legend().get_texts()] == \
@@ -220,6 +226,7 @@ def test_benchmark_chart(drawn, tmp_path):
                      "implicit-gpu-cg": ([32, 64], [1.0, 2.0])}
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("factors", "seconds per iteration")
     assert ax.get_title() == "a: 100 x 50, 1,234 nnz\nTest GPU (abc123)"
     assert ax.get_legend() is not None
     assert [line.get_label() for line in drawn[1].axes[0].lines] == ["gpu_als-gpu-cg"]
