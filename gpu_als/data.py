@@ -82,6 +82,14 @@ def is_dataframe(value: Any) -> bool:
             and hasattr(value, "columns"))
 
 
+def to_host(a: Any, dtype: Any = None) -> np.ndarray:
+    """``a`` as a NumPy array (a CuPy array is copied from the device, which NumPy's
+    ``asarray`` refuses to do implicitly)."""
+    if hasattr(a, "get") and not isinstance(a, np.ndarray):
+        a = a.get()
+    return np.asarray(a, dtype=dtype)
+
+
 def _host_sparse(value: Any) -> Any:
     """A CuPy sparse matrix as the SciPy matrix it copies to; anything else as it is. (The
     checks and the confidences run on the host; the backend copies the result back.)"""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data import check_dtype, check_float, check_int
+from .data import check_dtype, check_float, check_int, to_host
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 #: sha256 of the files the loader reads (from the GroupLens release).
@@ -243,12 +243,12 @@ def make_power_law(
         accepted = xp.sort(xp.concatenate([accepted, fresh[keep]]))
     # The few users still short (the very active ones, once the head is exhausted) get
     # uniformly drawn items among those they do not have yet (on the host: few users).
-    need = _host(counts - xp.bincount(accepted // n_items, minlength=n_users))
+    need = to_host(counts - xp.bincount(accepted // n_items, minlength=n_users))
     extra = []
     for user in np.flatnonzero(need):
         lo, hi = (int(i) for i in xp.searchsorted(
             accepted, xp.asarray([user * n_items, (user + 1) * n_items])))
-        missing = np.setdiff1d(np.arange(n_items), _host(accepted[lo:hi]) % n_items)
+        missing = np.setdiff1d(np.arange(n_items), to_host(accepted[lo:hi]) % n_items)
         extra.append(user * n_items + rng.choice(missing, need[user], replace=False))
     if extra:
         accepted = xp.sort(xp.concatenate([accepted, xp.asarray(np.concatenate(extra))]))
@@ -260,8 +260,8 @@ def make_power_law(
                              xp.cumsum(xp.bincount(users, minlength=n_users))])
     index_dtype = np.int32 if max(nnz, n_items) < 2**31 else np.int64
     matrix = sp.csr_matrix(
-        (np.ones(nnz, dtype=dtype), _host((keys % n_items).astype(index_dtype)),
-         _host(indptr.astype(index_dtype))),
+        (np.ones(nnz, dtype=dtype), to_host((keys % n_items).astype(index_dtype)),
+         to_host(indptr.astype(index_dtype))),
         shape=(n_users, n_items),
     )
     matrix.has_sorted_indices = True
@@ -284,11 +284,6 @@ def _array_module(device: str):
     if device == "gpu":
         raise ValueError(f"device='gpu' cannot run: {reason}")
     return np
-
-
-def _host(a) -> np.ndarray:
-    """``a`` as a NumPy array (a CuPy array is copied to the host)."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def _repeat(xp, counts):

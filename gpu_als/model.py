@@ -1005,10 +1005,8 @@ def _host_factors(user_factors: Any, item_factors: Any,
     row, finite, with the same number of columns. ``where`` prefixes the errors."""
     checked = []
     for name, F in (("user_factors", user_factors), ("item_factors", item_factors)):
-        if hasattr(F, "get") and not isinstance(F, np.ndarray):
-            F = F.get()  # CuPy
         try:
-            F = np.asarray(F)
+            F = data.to_host(F)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{where}{name} is not an array of numbers ({exc})") from None
         if F.dtype.kind not in "fiu":

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import to_host
+
 
 def _figure(**kwargs):
     """A new ``matplotlib.figure.Figure`` (``savefig`` needs no display and no pyplot)."""
@@ -22,13 +24,6 @@ def _figure(**kwargs):
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install gpu-als[plot]") from exc
     return Figure(**kwargs)
-
-
-def _host(a: Any) -> np.ndarray:
-    """``a`` as a float64 NumPy array (a CuPy array is copied from the device)."""
-    if hasattr(a, "get") and not isinstance(a, np.ndarray):
-        a = a.get()
-    return np.asarray(a, dtype=np.float64)
 
 
 def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +35,7 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     projected : numpy.ndarray, shape (n_rows, components)
     explained_variance_ratio : numpy.ndarray, shape (components,)
     """
-    F = _host(factors)
+    F = to_host(factors, np.float64)
     if F.ndim != 2 or len(F) < 2 or F.shape[1] < components:
         raise ValueError(f"factors of shape {F.shape}: a PCA to {components} components "
                          f"needs at least 2 rows and {components} columns")
@@ -53,7 +48,7 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     """The loss after each iteration, on a log scale; written to ``path`` (PNG)."""
-    loss_history = _host(loss_history)
+    loss_history = to_host(loss_history, np.float64)
     if loss_history.ndim != 1 or len(loss_history) == 0:
         raise ValueError("no loss to plot: loss_history is empty (a fit with "
                          "calculate_training_loss=False, or iterations=0, records none)")
@@ -78,7 +73,7 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     popularity (log scale), with the explained variance on the axes (the reference
     document's embedding visualisation)."""
     projected, ratio = pca(item_factors)
-    popularity = _host(popularity).ravel()
+    popularity = to_host(popularity, np.float64).ravel()
     if len(popularity) != len(projected):
         raise ValueError(f"popularity has {len(popularity)} values for {len(projected)} "
                          f"items: give one per row of item_factors")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import WeightedRows
+from ..data import WeightedRows, to_host
 
 
 class PhaseTimer:
@@ -94,9 +94,7 @@ class Backend(ABC):
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """``a`` as this backend's array (no copy when it already is one)."""
-        if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
-            a = a.get()
-        return np.asarray(a, dtype=dtype)
+        return to_host(a, dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array on the host."""
