@@ -479,10 +479,15 @@ class ALS:
 
     def _fold_in(self, matrix: Any, fixed, n: int, name: str):
         """Exact solves of ``n`` rows of interactions against the ``fixed`` factors."""
+        return self._fold_in_checked(
+            data.check_rows_for(matrix, n, fixed.shape[0], fixed.dtype, name=name,
+                                columns="user" if name == "item_users" else "item"), fixed)
+
+    def _fold_in_checked(self, R, fixed):
+        """:meth:`_fold_in` of rows that ``data.check_rows_for`` has checked."""
         p = self._check_params()
         backend = self._backend
-        R = data.check_rows_for(matrix, n, fixed.shape[0], fixed.dtype, name=name,
-                                columns="user" if name == "item_users" else "item")
+        n = R.shape[0]
         rows = backend.put(data.weighted_rows(
             R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"],
@@ -554,7 +559,7 @@ class ALS:
                 user_items, len(ids), n_items, self.item_factors_.dtype, name="user_items"
             )
         if recalculate_user:
-            queries = self._fold_in(exclude, self.item_factors_, len(ids), "user_items")
+            queries = self._fold_in_checked(exclude, self.item_factors_)
         else:
             queries = self.user_factors_[backend.asarray(ids)]
         if not filter_already_liked_items:
