@@ -802,8 +802,8 @@ class ALS:
         """The fitted factors go back to the backend they were on where it can run here,
         else to the CPU (a GPU model unpickled on a machine without one), with a warning."""
         self.__dict__.update(state)
-        if "user_factors_" not in state:
-            return
+        if "user_factors_" not in state or "backend_" not in state:
+            return  # unfitted, or factors assigned by hand: the first query checks them
         try:
             backend = get_backend(state["backend_"])
         except BackendUnavailableError as exc:

@@ -309,6 +309,14 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
         fresh.recommend(0, R[0])
     with pytest.raises(NotFittedError, match="call fit.* or build a model from factors"):
         ALS().recommend(0, R[0])
+    # pickled between the assignment and its first query (joblib): checked there
+    import pickle
+
+    assigned = ALS(factors=5, backend="cpu")  # (a Backend instance pickles as its name)
+    assigned.user_factors, assigned.item_factors = X, Y
+    travelled = pickle.loads(pickle.dumps(assigned))
+    np.testing.assert_array_equal(travelled.recommend(np.arange(30), R, N=4)[0],
+                                  model.recommend(np.arange(30), R, N=4)[0])
 
 
 def test_a_fitted_model_keeps_its_factors_and_pickles_none_of_its_kept_values(backend):
