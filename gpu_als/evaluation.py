@@ -151,6 +151,7 @@ def _check_model_for(model, train) -> None:
     if shape is None or len(shape) != 2:
         return
     if isinstance(model, ALS) and hasattr(model, "user_factors_"):
+        model._check_fitted()  # factors assigned by hand (even as lists) are checked first
         known = (model.user_factors_.shape[0], model.item_factors_.shape[0])
     elif isinstance(model, _Baseline) and hasattr(model, "n_items_"):
         known = (shape[0], model.n_items_)

@@ -317,6 +317,15 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
     travelled = pickle.loads(pickle.dumps(assigned))
     np.testing.assert_array_equal(travelled.recommend(np.arange(30), R, N=4)[0],
                                   model.recommend(np.arange(30), R, N=4)[0])
+    # evaluated straight after an assignment of lists
+    from gpu_als.evaluation import ranking_metrics, train_test_split
+
+    listed = ALS(factors=5, backend="cpu")
+    listed.user_factors, listed.item_factors = X.tolist(), Y.tolist()
+    train, test = train_test_split(R, 0.3, random_state=0)
+    metrics = ranking_metrics(listed, train, test, K=3, show_progress=False)
+    assert metrics["recall"] > 0
+    assert metrics == ranking_metrics(model, train, test, K=3, show_progress=False)
 
 
 def test_a_fitted_model_keeps_its_factors_and_pickles_none_of_its_kept_values(backend):
