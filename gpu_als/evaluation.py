@@ -147,11 +147,13 @@ def _check_model_for(model, train) -> None:
     checks come with the batches)."""
     from .model import ALS
 
+    fitted_als = isinstance(model, ALS) and hasattr(model, "user_factors_")
+    if fitted_als:
+        model._check_fitted()  # factors assigned by hand (even as lists) are checked first
     shape = getattr(train, "shape", None)
     if shape is None or len(shape) != 2:
         return
-    if isinstance(model, ALS) and hasattr(model, "user_factors_"):
-        model._check_fitted()  # factors assigned by hand (even as lists) are checked first
+    if fitted_als:
         known = (model.user_factors_.shape[0], model.item_factors_.shape[0])
     elif isinstance(model, _Baseline) and hasattr(model, "n_items_"):
         known = (shape[0], model.n_items_)
@@ -367,8 +369,7 @@ def _below_by_popularity(model, train, test, batch_size, show_progress):
     """As :func:`_below_from_rankings` for a :class:`PopularityRecommender`, without ranking
     every item: every user's ranking is the global order less the user's items, so a test
     item's place is its place in that order less the user's items ahead of it."""
-    rank = np.empty(model.n_items_, np.int64)
-    rank[model.order_] = np.arange(model.n_items_)
+    rank = model._place_of()
 
     def below_of(train, test, batch):
         liked, tested = train[batch], test[batch]
@@ -414,8 +415,7 @@ def _item_scores(model):
     from .model import ALS
 
     if isinstance(model, ALS) and hasattr(model, "user_factors_"):
-        model._check_fitted()  # factors assigned by hand go to the backend
-        backend = model._backend
+        backend = model._backend  # factors checked by _check_model_for
         return (lambda users: backend.to_numpy(
             model.user_factors_[backend.asarray(users)] @ model.item_factors_.T)), backend
     return None
@@ -564,6 +564,12 @@ class PopularityRecommender(_Baseline):
         self.order_ = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
         return self
 
+    def _place_of(self) -> np.ndarray:
+        """Each item's place in ``order_``."""
+        place = np.empty(self.n_items_, np.int64)
+        place[self.order_] = np.arange(self.n_items_)
+        return place
+
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
         """Every user's list is the global order less the user's own items. A user whose
         own items sit at places ``e_0 < e_1 < ...`` of the order has ``g_m = e_m - m``
@@ -573,8 +579,7 @@ class PopularityRecommender(_Baseline):
         n_items = self.n_items_
         places = np.arange(N)[None, :].repeat(n_users, axis=0)  # i: the rank asked for
         if exclude is not None and exclude.nnz:
-            place_of = np.empty(n_items, np.int64)
-            place_of[self.order_] = np.arange(n_items)
+            place_of = self._place_of()
             rows, items = csr_pairs(exclude)
             stride = n_items + 1
             keys = np.sort(rows * stride + place_of[items])  # by user, then place
