@@ -9,8 +9,9 @@ factors are random normal (the selection's cost does not depend on how they were
 Prints the median seconds of each library over the repeats (on the GPU after a warm-up
 call each), their ratio, and whether both return the same items; then the same for
 ``similar_items`` asked one item at a time (``--similar`` items, as a service would), and
-for ``recommend`` of users folded in from their rows (``recalculate_user=True``), one
-user at a time (``--similar`` users).
+for ``recommend`` one user at a time (``--similar`` users, each with its own row, as a
+service receives them), with the fitted factors and folded in from the row
+(``recalculate_user=True``).
 """
 
 from __future__ import annotations
@@ -85,10 +86,19 @@ def main(argv=None) -> int:
     print(f"similar_items, {len(queries)} items one at a time: gpu-als {ours_similar:.3f} s")
     folded = users[:args.similar]
 
-    def folded_one_by_one(recommend):
-        return np.array([recommend(int(u), liked[int(u)], N=args.N, recalculate_user=True)[0]
-                         for u in folded])
+    single_rows = [liked[int(u)] for u in folded]  # as a service receives them
 
+    def one_by_one(recommend, recalculate_user=False):
+        return np.array([recommend(int(u), row, N=args.N,
+                                   recalculate_user=recalculate_user)[0]
+                         for u, row in zip(folded, single_rows)])
+
+    def folded_one_by_one(recommend):
+        return one_by_one(recommend, recalculate_user=True)
+
+    ours_single, single_ids = median_seconds(lambda: one_by_one(model.recommend),
+                                             args.repeats)
+    print(f"recommend, {len(folded)} users one at a time: gpu-als {ours_single:.3f} s")
     ours_folded, folded_ids = median_seconds(
         lambda: folded_one_by_one(model.recommend), args.repeats)
     print(f"recommend(recalculate_user=True), {len(folded)} users one at a time: gpu-als "
@@ -111,6 +121,8 @@ def main(argv=None) -> int:
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
         theirs_similar, their_similar_ids = median_seconds(
             lambda: similar_one_by_one(theirs_model.similar_items), args.repeats)
+        theirs_single, their_single_ids = median_seconds(
+            lambda: one_by_one(theirs_model.recommend), args.repeats)
         theirs_folded, their_folded_ids = median_seconds(
             lambda: folded_one_by_one(theirs_model.recommend), args.repeats)
     version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
@@ -120,6 +132,9 @@ def main(argv=None) -> int:
     print(f"similar_items: {version}: {theirs_similar:.3f} s; gpu-als / implicit speed: "
           f"{theirs_similar / ours_similar:.2f}x; same items for "
           f"{np.mean((similar_ids == their_similar_ids).all(axis=1)):.2%} of the queries")
+    print(f"recommend one at a time: {version}: {theirs_single:.3f} s; gpu-als / implicit "
+          f"speed: {theirs_single / ours_single:.2f}x; same items for "
+          f"{np.mean((single_ids == their_single_ids).all(axis=1)):.2%} of the users")
     print(f"recommend(recalculate_user=True): {version}: {theirs_folded:.3f} s; gpu-als / "
           f"implicit speed: {theirs_folded / ours_folded:.2f}x; same items for "
           f"{np.mean((folded_ids == their_folded_ids).all(axis=1)):.2%} of the users")
