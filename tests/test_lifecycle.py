@@ -1,5 +1,7 @@
 """Fold-in, partial fits and the conjugate-gradient solver."""
 
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -60,6 +62,33 @@ def test_partial_fit_grows_and_updates(backend, R):
     item_rows = random_interactions(1, 28, 0.3, seed=10, dtype=np.float64)
     model.partial_fit_items([20], item_rows)
     assert model.item_factors_.shape == (21, 4)
+
+
+def test_users_streamed_in_one_at_a_time_copy_the_factors_rarely(backend, R):
+    """Each growing call used to copy every factor row (O(n) per new user); the factors
+    now grow into spare rows, so 40 users added one per call copy them 8 times, not 40."""
+    model = model_for(backend).fit(R)
+    rows = random_interactions(40, 20, 0.3, seed=11, dtype=np.float64)
+    copies, X = 0, model.user_factors_
+    for j in range(40):
+        model.partial_fit_users([25 + j], rows[j])
+        if isinstance(X, np.ndarray) and not np.shares_memory(X, model.user_factors_):
+            copies += 1
+        X = model.user_factors_
+        assert X.shape == (26 + j, 4)
+    np.testing.assert_allclose(to_numpy(X[25:]), to_numpy(model.recalculate_user(
+        np.arange(40), rows)), atol=1e-10)
+    if isinstance(X, np.ndarray):
+        assert copies == 8  # at 26 rows (+ 3 spare), 30 (+ 3), 34 (+ 4), 39, 44, 50, 57, 65
+    model.partial_fit_users([70], rows[0])  # a gap: the rows between stay zero
+    assert not to_numpy(model.user_factors_)[65:70].any()
+    # the spare rows stay behind: a pickle and a saved file hold the 71 rows only
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(to_numpy(restored.user_factors_),
+                                  to_numpy(model.user_factors_))
+    assert "_spare_rows" not in restored.__dict__ or not restored._spare_rows
+    refit = model.fit(R)
+    assert not refit._spare_rows, "a refit drops the buffer"
 
 
 def test_values_kept_from_the_factors_follow_every_change_of_them(backend, R):
