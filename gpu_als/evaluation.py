@@ -399,8 +399,10 @@ def _below_at_random(model, train, test, batch_size, show_progress):
         n_candidates = train.shape[1] - np.diff(liked.indptr)
         candidate = _not_in(_pair_keys(tested), _pair_keys(liked))
         n_tests = np.bincount(csr_pairs(tested)[0][candidate], minlength=len(batch))
-        places = _random_distinct(model._rng, n_candidates, n_tests)
-        below = np.where(places >= 0, n_candidates[:, None] - 1 - places, 0).sum(axis=1)
+        places = _random_distinct(model._rng, n_candidates, n_tests)  # flat, by user
+        rows = np.repeat(np.arange(len(batch)), n_tests)
+        below = np.bincount(rows, weights=n_candidates[rows] - 1 - places,
+                            minlength=len(batch))
         return below, n_tests, n_candidates
 
     # one batch at a time: the seeded model draws its batches in order
@@ -608,48 +610,61 @@ class RandomRecommender(_Baseline):
         n_items = self.n_items_
         lengths = np.zeros(n_users, np.int64) if exclude is None else np.diff(exclude.indptr)
         keys = None if exclude is None else _pair_keys(exclude)
-        ids = np.full((n_users, N), -1, np.int64)
-        drawn = _random_distinct(self._rng, np.full(n_users, n_items),
-                                 np.minimum(N, n_items - lengths), keys, lengths)
-        ids[:, :drawn.shape[1]] = drawn
+        counts = np.minimum(N, n_items - lengths)
+        drawn = _random_distinct(self._rng, np.full(n_users, n_items), counts, keys, lengths)
+        ids = _padded(drawn, counts, N)
         return ids, np.where(ids >= 0, N - np.arange(N, dtype=np.float64), -np.inf)
 
 
 def _random_distinct(rng, sizes, counts, excluded=None, n_excluded=None) -> np.ndarray:
     """For each row ``r``: ``counts[r]`` distinct values of ``range(sizes[r])``, none of
     them excluded, in random order, each uniform among those not yet taken (the start of a
-    uniformly random ordering); ``-1`` after them. ``excluded``: sorted keys
+    uniformly random ordering); returned flat, row 0's values first (``counts.sum()`` in
+    all; :func:`_padded` lays them out in rows). ``excluded``: sorted keys
     ``r * sizes.max() + value`` (``n_excluded[r]`` of them in row ``r``); ``counts[r]``
     must not exceed the values left.
 
-    Values are drawn with replacement and repeats or excluded ones skipped, which gives
-    exactly that distribution; a row where over half its values are taken or excluded, or
-    that runs out of draws, instead takes the start of a shuffle of its values.
+    Values are drawn with replacement, ``2 counts[r] + 32`` for row ``r`` (memory in
+    proportion to the values asked for, however unequal the rows), and repeats or
+    excluded ones skipped, which gives exactly that distribution; a row where over half
+    its values are taken or excluded, or that runs out of draws, instead takes the start
+    of a shuffle of its values.
     """
     n_rows = len(sizes)
+    counts = np.asarray(counts, np.int64)
     width = max(1, int(sizes.max(initial=1)))
     n_excluded = np.zeros(n_rows, np.int64) if n_excluded is None else n_excluded
-    most = int(counts.max(initial=0))
-    out = np.full((n_rows, most), -1, np.int64)
-    if most == 0:
-        return out
-    values = rng.integers(0, np.maximum(sizes, 1)[:, None], size=(n_rows, 2 * most + 32))
-    keys = (np.arange(n_rows)[:, None] * width + values).ravel()
+    draws = np.where(counts > 0, 2 * counts + 32, 0)
+    row = np.repeat(np.arange(n_rows), draws)
+    values = rng.integers(0, np.maximum(sizes, 1)[row])
+    keys = row * width + values
     order = np.argsort(keys, kind="stable")
     fresh = np.ones(keys.size, bool)  # the first draw of its value in its row
     fresh[order[1:]] = keys[order[1:]] != keys[order[:-1]]
     if excluded is not None:
         fresh &= _not_in(keys, excluded)
-    fresh = fresh.reshape(values.shape)
-    place = np.cumsum(fresh, axis=1) - 1
-    rows, columns = np.nonzero(fresh & (place < counts[:, None]))
-    out[rows, place[rows, columns]] = values[rows, columns]
-    short = (place[:, -1] + 1 < counts) | (2 * (counts + n_excluded) > sizes)
+    fresh_so_far = np.cumsum(fresh)
+    fresh_before_row = np.concatenate([[0], fresh_so_far])[np.cumsum(draws) - draws]
+    place = fresh_so_far - 1 - fresh_before_row[row]  # of a fresh draw, in its row
+    keep = fresh & (place < counts[row])
+    first = np.cumsum(counts) - counts  # each row's start in the result
+    out = np.empty(int(counts.sum()), np.int64)
+    out[first[row[keep]] + place[keep]] = values[keep]
+    found = np.bincount(row[keep], minlength=n_rows)
+    short = (counts > 0) & ((found < counts) | (2 * (counts + n_excluded) > sizes))
     for r in np.flatnonzero(short):
         own = np.arange(sizes[r])
         if excluded is not None and n_excluded[r]:
             lo, hi = np.searchsorted(excluded, [r * width, (r + 1) * width])
             own = np.setdiff1d(own, excluded[lo:hi] - r * width, assume_unique=True)
-        out[r] = -1
-        out[r, :counts[r]] = rng.permutation(own)[:counts[r]]
+        out[first[r]:first[r] + counts[r]] = rng.permutation(own)[:counts[r]]
+    return out
+
+
+def _padded(flat: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
+    """Values given row after row (``counts[r]`` for row ``r``, at most ``width``) as a
+    ``(len(counts), width)`` array, each row padded with ``-1``."""
+    rows = np.repeat(np.arange(len(counts)), counts)
+    out = np.full((len(counts), width), -1, flat.dtype)
+    out[rows, np.arange(len(flat)) - (np.cumsum(counts) - counts)[rows]] = flat
     return out
