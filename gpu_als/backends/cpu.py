@@ -292,6 +292,8 @@ class CPUBackend(Backend):
         return self._solve_exact(rows, F, FtF, regularization, feedback, out, few=False)
 
     def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few):
+        """:meth:`solve_rows` by exact solves; ``few``: whiten only the fixed rows that
+        the entries use, by triangular solves (a fold-in), rather than all of them."""
         k = F.shape[1]
         dtype = F.dtype
         lengths = np.diff(rows.indptr)
