@@ -69,6 +69,28 @@ def test_explicit_matches_per_row_solve(backend, k, dtype):
     assert not got[0].any() and not got[9].any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedback, dtype):
+    """A fold-in: entries so few that the CPU backend whitens only the fixed rows they use
+    (FEW_ENTRIES), by triangular solves; rows shorter and longer than k, an empty one,
+    negative values."""
+    from gpu_als.backends.cpu import FEW_ENTRIES
+
+    k, n_fixed = 8, 2000
+    rng = np.random.default_rng(3)
+    F = rng.random((n_fixed, k)) * 0.5
+    R = sp.lil_matrix((4, n_fixed))
+    for u, length in enumerate([3, 0, k + 4, 1]):
+        R[u, rng.choice(n_fixed, length, replace=False)] = \
+            rng.integers(1, 6, length) * rng.choice([-1, 1], length)
+    R = R.tocsr()
+    assert 0 < R.nnz * FEW_ENTRIES < n_fixed
+    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    got = run_solve(backend, R, F, 0.1, feedback, dtype, **conf)
+    assert_close(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf), dtype)
+
+
 def test_log_confidence_matches(backend):
     R = edge_case_matrix(16)
     F = np.random.default_rng(3).random((R.shape[1], 16))
@@ -319,6 +341,7 @@ def test_concurrent_calls_leave_the_blas_threads_as_they_were():
         try:
             for _ in range(10):
                 model.recommend(users, liked, N=5)
+                model.recommend(0, R[0], N=5, recalculate_user=True)  # a fold-in, too
         except Exception as exc:  # reported below, not lost in the thread
             errors.append(exc)
 
