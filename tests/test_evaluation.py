@@ -371,14 +371,19 @@ def test_random_recommendations_and_their_auc(monkeypatch):
     assert overlapping.nnz > test.nnz
     assert auc(RandomRecommender(0).fit(train), train, overlapping,
                show_progress=False) == values[0]
-    # the places drawn become the AUC: test items first gives 1, last gives 0
+    # the places drawn become the AUC: test items first gives 1, last gives 0, right after
+    # one other candidate (n - t - 1) / (n - t), n the user's candidates and t its tests
+    n = 40 - np.diff(train.indptr)
+    t = np.diff(test.indptr)
+    tested_users = t > 0
+    after_one = np.mean(((n - t - 1) / (n - t))[tested_users])
     draw = evaluation._random_distinct
-    for first, expected in ((True, 1.0), (False, 0.0)):
+    for first, expected in ((0, 1.0), (None, 0.0), (1, after_one)):
         def fake(rng, sizes, counts, *args, first=first):
             places = draw(rng, sizes, counts)
             assert places.shape == (counts.sum(),)
-            return np.concatenate([np.arange(t) if first else n - 1 - np.arange(t)
-                                   for n, t in zip(sizes, counts)])
+            return np.concatenate([first + np.arange(t) if first is not None
+                                   else n - 1 - np.arange(t) for n, t in zip(sizes, counts)])
         monkeypatch.setattr(evaluation, "_random_distinct", fake)
         assert auc(model, train, test, show_progress=False) == pytest.approx(expected)
 
