@@ -71,21 +71,24 @@ def test_explicit_matches_per_row_solve(backend, k, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
-def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedback, dtype):
-    """A fold-in: entries so few that the CPU backend whitens only the fixed rows they use
-    (FEW_ENTRIES), by triangular solves; rows shorter and longer than k, an empty one,
-    negative values."""
-    from gpu_als.backends.cpu import FEW_ENTRIES
+@pytest.mark.parametrize("n_rows", [4, 8])
+def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedback, dtype,
+                                                                n_rows):
+    """A fold-in: on the CPU backend up to EACH_ROW_LIMIT rows are solved one by one, and
+    more rows with entries so few (FEW_ENTRIES) whiten only the fixed rows they use, by
+    triangular solves; rows shorter and longer than k, empty ones, negative values."""
+    from gpu_als.backends.cpu import EACH_ROW_LIMIT, FEW_ENTRIES
 
     k, n_fixed = 8, 2000
     rng = np.random.default_rng(3)
     F = rng.random((n_fixed, k)) * 0.5
-    R = sp.lil_matrix((4, n_fixed))
-    for u, length in enumerate([3, 0, k + 4, 1]):
+    R = sp.lil_matrix((n_rows, n_fixed))
+    for u, length in enumerate([3, 0, k + 4, 1, 2, k, 0, 5][:n_rows]):
         R[u, rng.choice(n_fixed, length, replace=False)] = \
             rng.integers(1, 6, length) * rng.choice([-1, 1], length)
     R = R.tocsr()
     assert 0 < R.nnz * FEW_ENTRIES < n_fixed
+    assert (n_rows <= EACH_ROW_LIMIT) == (n_rows == 4)
     conf = {"alpha": 3.0} if feedback == "implicit" else {}
     got = run_solve(backend, R, F, 0.1, feedback, dtype, **conf)
     assert_close(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf), dtype)

@@ -150,6 +150,11 @@ def test_singular_implicit_system_is_reported():
     with pytest.raises(ValueError, match=r"regularization=0.0: Y\^T Y \+ regularization \* I "
                                          r"is singular"):
         fit(R, factors=8, regularization=0.0)
+    model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((3, 8)),
+                             regularization=0.0, backend="cpu")
+    for users in ([0], np.arange(10)):  # a fold-in of one row, and of many
+        with pytest.raises(ValueError, match=r"Y\^T Y \+ regularization \* I is singular"):
+            model.recalculate_user(users, R[users])
 
 
 def test_input_is_not_modified_and_duplicates_are_summed(R):
