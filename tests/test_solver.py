@@ -315,6 +315,12 @@ def test_profiled_solve_is_the_same_solve_and_times_its_phases(backend, solver):
     assert set(phases) == expected
     assert all(seconds >= 0 for seconds in phases.values())
     assert sum(phases.values()) > 0
+    if b.name == "cpu" and solver == "cholesky":  # a fold-in's rows, solved one by one
+        with b.profile() as timer:
+            b.solve_rows(b.put(weighted_rows(csr[:2], feedback="implicit", alpha=3.0)), F,
+                         b.gram(F), out=profiled[:2], **kwargs)
+        np.testing.assert_allclose(profiled[:2], plain[:2], rtol=1e-12)
+        assert set(timer.seconds) == {"solve"} and timer.seconds["solve"] > 0
 
 
 def test_concurrent_calls_leave_the_blas_threads_as_they_were():

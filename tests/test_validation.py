@@ -153,7 +153,8 @@ def test_singular_implicit_system_is_reported():
     model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((3, 8)),
                              regularization=0.0, backend="cpu")
     for users in ([0], np.arange(10)):  # a fold-in of one row, and of many
-        with pytest.raises(ValueError, match=r"Y\^T Y \+ regularization \* I is singular"):
+        with pytest.raises(ValueError, match=r"Y\^T Y \+ regularization \* I is singular "
+                                             r"\(factors=8 with 3 fixed-side rows\)"):
             model.recalculate_user(users, R[users])
 
 
