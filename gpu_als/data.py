@@ -195,7 +195,10 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
 def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, name: str,
                    columns: str = "item"):
     """Check a query-time matrix that must have ``n_rows`` rows and ``n_cols`` columns
-    (one per ``columns``: "item", or "user" for an item_users matrix)."""
+    (one per ``columns``: "item", or "user" for an item_users matrix); one row may come as
+    a 1-D sparse array (:func:`as_row_matrix`)."""
+    if n_rows == 1:
+        user_items = as_row_matrix(user_items)
     csr = check_user_items_allow_empty(user_items, dtype, name=name)
     if csr.shape != (n_rows, n_cols):
         hint = ""
@@ -207,6 +210,16 @@ def check_rows_for(user_items: Any, n_rows: int, n_cols: int, dtype: Any, *, nam
             f"requested id and one column per {columns} the model was fitted on{hint}"
         )
     return csr
+
+
+def as_row_matrix(row: Any) -> Any:
+    """A 1-D sparse array, which is what indexing a SciPy sparse *array* with one int gives
+    (``R[u]`` of a ``csr_array``), as the 1 x n matrix of that row; anything else as it
+    is."""
+    row = _host_sparse(row)
+    if sp.issparse(row) and row.ndim == 1:
+        return row.reshape((1, row.shape[0]))
+    return row
 
 
 def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str):

@@ -706,8 +706,8 @@ class ALS:
         N = data.check_int("N", N, minimum=1)
         (item,), _ = _as_ids(itemid, "itemid")
         _check_range(np.array([item]), n_items, "itemid", "items")
-        csr = data.check_user_items_allow_empty(user_items, self.item_factors_.dtype,
-                                                name="user_items")
+        csr = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
+                                                self.item_factors_.dtype, name="user_items")
         if csr.shape[1] != n_items or csr.shape[0] not in (1, n_users):
             raise ValueError(f"user_items has shape {csr.shape}, expected (1, {n_items}) or "
                              f"({n_users}, {n_items}): the user's row or every user's")

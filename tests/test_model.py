@@ -170,6 +170,29 @@ def test_recalculate_user_is_the_exact_solve(backend, R):
         np.testing.assert_array_equal(ids[row], np.argsort(-(Y @ want[row]), kind="stable")[:4])
 
 
+def test_a_row_of_a_sparse_array_is_one_users_row(backend, R):
+    """Indexing a scipy sparse *array* (csr_array) with one int gives a 1-D array: the
+    query methods take it as that user's (or item's) row, as the matrix's 2-D row."""
+    model = model_for(backend, dtype=np.float64).fit(R)
+    A, RT = sp.csr_array(R), sp.csr_array(R.T.tocsr())
+    assert A[3].ndim == 1
+    for recalculate_user in (False, True):
+        got, want = (model.recommend(3, rows, N=5, recalculate_user=recalculate_user)
+                     for rows in (A[3], R[3]))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(model.recalculate_item(2, RT[2])),
+                               to_numpy(model.recalculate_item(2, R.T.tocsr()[2])), rtol=1e-12)
+    assert model.explain(3, A[3], 7)[0] == pytest.approx(model.explain(3, R[3], 7)[0])
+    model.partial_fit_users([40], A[3])
+    np.testing.assert_allclose(to_numpy(model.user_factors_)[40],
+                               to_numpy(model.recalculate_user(3, R[3])), rtol=1e-12)
+    with pytest.raises(ValueError, match="must be 2-D"):  # two ids need two rows
+        model.recommend([3, 4], A[3])
+    with pytest.raises(ValueError, match=r"has shape \(1, 29\), expected \(1, 30\)"):
+        model.recommend(3, A[3][:29])
+
+
 def test_similar_items_and_users_by_cosine(real_backend, R):
     model = model_for(real_backend).fit(R)
     Y = to_numpy(model.item_factors_).astype(np.float64)
