@@ -315,7 +315,8 @@ class CPUBackend(Backend):
 
     def _solve_each_row(self, rows, F, FtF, regularization, feedback, out):
         """:meth:`solve_rows` of a few rows: each row's k x k system formed and factorized
-        on its own, in float64 (no per-call overhead of the batched paths)."""
+        on its own, in float64 (no per-call overhead of the batched paths); a long row's
+        entries are gathered :data:`BLOCK_ELEMENTS` at a time."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
@@ -324,17 +325,21 @@ class CPUBackend(Backend):
                 out[...] = np.nan
                 return out
             B, _ = _regularized_gram(FtF, regularization, F.shape[0])
+        step = max(1, self.block_elements // k)
         for u in range(rows.n_rows):
-            entries = slice(rows.indptr[u], rows.indptr[u + 1])
-            if entries.start == entries.stop:
+            first, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
+            if first == end:
                 out[u] = 0
                 continue
-            Fu = F[rows.indices[entries]].astype(np.float64)
-            A = Fu.T @ (Fu * rows.weight[entries, None])
-            A += B if implicit else regularization * (entries.stop - entries.start) * np.eye(k)
+            A = B.copy() if implicit else regularization * (end - first) * np.eye(k)
+            b = np.zeros(k)
+            for start in range(first, end, step):
+                entries = slice(start, min(start + step, end))
+                Fu = F[rows.indices[entries]].astype(np.float64)
+                A += Fu.T @ (Fu * rows.weight[entries, None])
+                b += Fu.T @ rows.target[entries]
             factor = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
-            out[u] = scipy.linalg.cho_solve(factor, Fu.T @ rows.target[entries],
-                                            check_finite=False)
+            out[u] = scipy.linalg.cho_solve(factor, b, check_finite=False)
         if self.timer:
             self.timer.add("solve", time.perf_counter() - started)
         return out
