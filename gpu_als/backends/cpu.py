@@ -299,11 +299,12 @@ class CPUBackend(Backend):
                    solver="cholesky", cg_steps=3):
         if solver == "cg":
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps)
-        # The fixed rows the entries use: all of them, or for a few rows (a fold-in) just
-        # those, so that whitening and copying them cost O(nnz k^2), not O(n_fixed k^2).
-        # Work that small runs on one BLAS thread: threads of SciPy's own BLAS (used for
-        # its triangular solves) would otherwise spin after it and slow NumPy's next
-        # matrix product 20-fold on a small machine.
+        # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
+        # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
+        # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
+        # thread: threads of SciPy's own BLAS (its factorizations and triangular solves)
+        # would otherwise spin after them and slow NumPy's next matrix product 20-fold on
+        # a small machine.
         if rows.n_rows <= EACH_ROW_LIMIT:
             with _single_threaded_blas:
                 return self._solve_each_row(rows, F, FtF, regularization, feedback, out)
