@@ -563,10 +563,8 @@ class ALS:
         ids, scalar = _as_ids(userid, "userid")
         if not recalculate_user:
             _check_range(ids, n_users, "userid", "users")
-        candidates = _candidates(filter_items, items, n_items)
-        n_candidates = n_items if candidates is None else len(candidates)
-        N = data.check_int("N", N, minimum=1)
-        N = min(N, n_candidates)
+        candidates, blocked, n_eligible = _eligible(filter_items, items, n_items)
+        N = min(data.check_int("N", N, minimum=1), n_eligible)
         exclude = None
         if filter_already_liked_items or recalculate_user:
             if user_items is None:
@@ -583,9 +581,8 @@ class ALS:
             queries = self.user_factors_[backend.asarray(ids)]
         if not filter_already_liked_items:
             exclude = None
-        top, scores = backend.topk(
-            queries, self.item_factors_, N, exclude=exclude, candidates=candidates
-        )
+        top, scores = backend.topk(queries, self.item_factors_, N, exclude=exclude,
+                                   candidates=candidates, blocked=blocked)
         return query_result(top, scores, scalar)
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
@@ -646,8 +643,8 @@ class ALS:
         if queries is None:
             _check_range(ids, n, f"{kind}id", f"{kind}s")
             queries = factors[backend.asarray(ids)]
-        candidates = _candidates(filter_ids, only_ids, n, f"{kind}s")
-        N = min(data.check_int("N", N, minimum=1), n if candidates is None else len(candidates))
+        candidates, blocked, n_eligible = _eligible(filter_ids, only_ids, n, f"{kind}s")
+        N = min(data.check_int("N", N, minimum=1), n_eligible)
 
         def inverse_norms(F):  # a zero vector stays zero
             xp = backend.xp
@@ -655,9 +652,10 @@ class ALS:
 
         # cosines as dot products scaled by the targets' inverse norms: no normalized copy
         # of every factor (which took 90 % of a single query's time), norms kept
+        scale = self._derived(factors, "inverse norms", lambda: inverse_norms(factors))
         top, scores = backend.topk(
             queries * inverse_norms(queries)[:, None], factors, N, candidates=candidates,
-            target_scale=self._derived(factors, "inverse norms", lambda: inverse_norms(factors)))
+            blocked=blocked, target_scale=scale)
         return query_result(top, scores, scalar)
 
     def explain(self, userid: Any, user_items: Any, itemid: Any, user_weights: Any = None,
@@ -1252,20 +1250,28 @@ def _check_range(ids: np.ndarray, n: int, name: str, what: str) -> None:
         )
 
 
-def _candidates(filter_ids: Any, only_ids: Any, n: int, what: str = "items"
-                ) -> np.ndarray | None:
-    """The candidate ids left by a blocklist (``filter_<what>``) or an allowlist
-    (``<what>``) of ``n`` users or items (None: all of them)."""
+def _eligible(filter_ids: Any, only_ids: Any, n: int, what: str = "items"
+              ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """An allowlist (``<what>``) or a blocklist (``filter_<what>``) of ``n`` users or items
+    as :meth:`Backend.topk` takes them, ``(candidates, blocked)`` (None: no list), both
+    sorted and distinct, and how many users or items stay eligible. A blocklist is not
+    turned into candidates: gathering every other row's factors per query cost more than
+    scoring them all."""
     if filter_ids is not None and only_ids is not None:
         raise ValueError(f"pass filter_{what} or {what}, not both")
     if only_ids is not None:
-        ids, _ = _as_ids(only_ids, what)
-        _check_range(ids, n, what, what)
-        return np.unique(ids)
+        ids = _sorted_distinct(only_ids, what, n, what)
+        return ids, None, len(ids)
     if filter_ids is not None:
-        ids, _ = _as_ids(filter_ids, f"filter_{what}")
-        _check_range(ids, n, f"filter_{what}", what)
-        keep = np.ones(n, bool)
-        keep[ids] = False
-        return np.flatnonzero(keep)
-    return None
+        ids = _sorted_distinct(filter_ids, f"filter_{what}", n, what)
+        return None, ids, n - len(ids)
+    return None, None, n
+
+
+def _sorted_distinct(ids: Any, name: str, n: int, what: str) -> np.ndarray:
+    """Ids in ``range(n)``, checked, sorted and distinct."""
+    ids, _ = _as_ids(ids, name)
+    _check_range(ids, n, name, what)
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # not so already: sort
+        ids = np.unique(ids)
+    return ids

@@ -138,6 +138,37 @@ def test_recommend_scores_are_dot_products_and_filtering_works(backend, R):
     assert not {0, 1, 2} & set(ids)
 
 
+@pytest.mark.parametrize("rows_per_block", [1, 1000])
+def test_allow_and_block_lists_with_liked_items_equal_a_slow_loop(backend, rows_per_block,
+                                                                  monkeypatch):
+    """items= (candidates) and filter_items= (a blocklist applied to every user's scores),
+    each given with repeats, unsorted and sorted, with or without the liked items left out, over one
+    or several blocks of users; ties (integer factors) listed by id; -1 padding."""
+    rng = np.random.default_rng(4)
+    X = rng.integers(-2, 3, (12, 3)).astype(np.float64)
+    Y = rng.integers(-2, 3, (50, 3)).astype(np.float64)
+    model = ALS.from_factors(X, Y, backend=backend, dtype=np.float64)
+    monkeypatch.setattr(model._backend, "topk_block_elements", rows_per_block * 50)
+    liked = random_interactions(12, 50, 0.3, seed=8)
+    users = np.arange(12)
+    allow = rng.choice(50, 30)  # repeats, unsorted
+    block = rng.choice(50, 30)
+    for lists in ({"items": allow}, {"filter_items": block}, {"items": np.sort(allow)},
+                  {"filter_items": np.sort(block)}):  # sorted, with the repeats
+        for filter_liked in (True, False):
+            ids, scores = model.recommend(users, liked, N=45, **lists,
+                                          filter_already_liked_items=filter_liked)
+            listed = set(allow) if "items" in lists else set(range(50)) - set(block)
+            width = min(45, len(listed))  # N is at most the listed items
+            assert ids.shape == (12, width)
+            for u in users:
+                eligible = listed - set(liked[u].indices) if filter_liked else listed
+                score = Y @ X[u]
+                want = sorted(eligible, key=lambda i: (-score[i], i))[:width]
+                np.testing.assert_array_equal(ids[u], want + [-1] * (width - len(want)))
+                np.testing.assert_array_equal(scores[u, :len(want)], score[want])
+
+
 def test_batch_results_are_padded_when_filtering_leaves_too_few(backend):
     R = sp.csr_matrix(np.array([[1, 1, 1, 0], [0, 0, 0, 1], [1, 0, 1, 0]], np.float32))
     model = model_for(backend, factors=2).fit(R)

@@ -187,6 +187,7 @@ class Backend(ABC):
         *,
         exclude: Any = None,
         candidates: Any = None,
+        blocked: Any = None,
         target_scale: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best targets per query by dot product (times ``target_scale``).
@@ -200,7 +201,9 @@ class Backend(ABC):
         exclude : scipy.sparse.csr_matrix, shape (n_queries, n_targets), optional
             Stored entries are never returned for that query.
         candidates : numpy.ndarray of int, optional
-            Only these targets are considered.
+            Only these targets are considered (sorted, distinct).
+        blocked : numpy.ndarray of int, optional
+            These targets are never returned, for any query (not with ``candidates``).
         target_scale : array, shape (n_targets,), optional
             Each target's scores are multiplied by its factor (the inverse norms of the
             targets give cosines without a normalized copy of them).
@@ -219,8 +222,8 @@ class Backend(ABC):
             targets = targets[self.asarray(candidates)]
             if target_scale is not None:
                 target_scale = target_scale[self.asarray(candidates)]
-            if exclude is not None:
-                exclude = exclude[:, candidates]
+        if blocked is not None:
+            blocked = self.asarray(blocked)
         n_queries, n_targets = queries.shape[0], targets.shape[0]
         ids = np.empty((n_queries, k), dtype=np.int64)
         scores = np.empty((n_queries, k), dtype=queries.dtype)
@@ -230,10 +233,18 @@ class Backend(ABC):
             b = min(a + step, n_queries)
             pairs = None
             if exclude is not None:
-                pairs = tuple(self.asarray(p) for p in csr_pairs(exclude, a, b))
+                rows, columns = csr_pairs(exclude, a, b)
+                if candidates is not None:  # the excluded candidates, by their place
+                    place = np.minimum(np.searchsorted(candidates, columns),
+                                       len(candidates) - 1)
+                    kept = candidates[place] == columns
+                    rows, columns = rows[kept], place[kept]
+                pairs = (self.asarray(rows), self.asarray(columns))
             block_scores = queries[a:b] @ targets.T
             if target_scale is not None:
                 block_scores *= target_scale
+            if blocked is not None:
+                block_scores[:, blocked] = -np.inf
             top, top_scores = top_n(block_scores, k, pairs, xp=xp)
             ids[a:b], scores[a:b] = self.to_numpy(top), self.to_numpy(top_scores)
 
