@@ -143,7 +143,8 @@ def test_allow_and_block_lists_with_liked_items_equal_a_slow_loop(backend, rows_
                                                                   monkeypatch):
     """items= (candidates) and filter_items= (a blocklist applied to every user's scores),
     each given with repeats, unsorted and sorted, with or without the liked items left out, over one
-    or several blocks of users; ties (integer factors) listed by id; -1 padding."""
+    or several blocks of users; ties (integer factors) listed by id (those at the last place:
+    any of them, as top_n documents); -1 padding."""
     rng = np.random.default_rng(4)
     X = rng.integers(-2, 3, (12, 3)).astype(np.float64)
     Y = rng.integers(-2, 3, (50, 3)).astype(np.float64)
@@ -154,19 +155,28 @@ def test_allow_and_block_lists_with_liked_items_equal_a_slow_loop(backend, rows_
     allow = rng.choice(50, 30)  # repeats, unsorted
     block = rng.choice(50, 30)
     for lists in ({"items": allow}, {"filter_items": block}, {"items": np.sort(allow)},
-                  {"filter_items": np.sort(block)}):  # sorted, with the repeats
+                  {"filter_items": np.sort(block)},  # sorted, with the repeats
+                  {"items": [40, 3]}, {"filter_items": [40, 3]}):
         for filter_liked in (True, False):
             ids, scores = model.recommend(users, liked, N=45, **lists,
                                           filter_already_liked_items=filter_liked)
-            listed = set(allow) if "items" in lists else set(range(50)) - set(block)
+            given = set(lists.get("items", lists.get("filter_items")))
+            listed = given if "items" in lists else set(range(50)) - given
             width = min(45, len(listed))  # N is at most the listed items
             assert ids.shape == (12, width)
             for u in users:
                 eligible = listed - set(liked[u].indices) if filter_liked else listed
                 score = Y @ X[u]
                 want = sorted(eligible, key=lambda i: (-score[i], i))[:width]
-                np.testing.assert_array_equal(ids[u], want + [-1] * (width - len(want)))
+                got = list(ids[u, :len(want)])
+                assert (ids[u, len(want):] == -1).all()
                 np.testing.assert_array_equal(scores[u, :len(want)], score[want])
+                assert len(set(got)) == len(got) and set(got) <= eligible
+                assert got == sorted(got, key=lambda i: (-score[i], i))  # ties by id
+                # which of the items tied at the last place come is not specified
+                above = score[want[-1]] if want else np.inf
+                assert {i for i in got if score[i] > above} == \
+                    {i for i in want if score[i] > above}
 
 
 def test_batch_results_are_padded_when_filtering_leaves_too_few(backend):
