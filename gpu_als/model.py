@@ -9,6 +9,7 @@ CuPy: arrays come from, and go to, the backend.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import logging
@@ -37,6 +38,15 @@ SOLVERS = ("cholesky", "cg")
 #: Rows a growing partial fit allocates beyond those it needs, as a share of them: users
 #: added a few per call then copy the factors once per eighth of growth, not every call.
 SPARE_ROWS = 1 / 8
+#: The implicit library's constructor arguments that gpu-als spells otherwise: what to
+#: pass instead (ALS refuses them, saying so).
+IMPLICIT_ARGUMENTS = {
+    "use_gpu": "backend='gpu' or backend='cpu' (default 'auto': the GPU when one is usable)",
+    "use_cg": "solver='cg' (cg_steps=3 as in implicit) for use_cg=True, "
+              "solver='cholesky' (the default, exact) for use_cg=False",
+    "use_native": "nothing to pass: the CPU backend is vectorized NumPy",
+    "num_threads": "backend=gpu_als.backends.CPUBackend(num_threads=n)",
+}
 #: Tag and version of the files written by ALS.save.
 FILE_FORMAT = "gpu-als model"
 FILE_VERSION = 1
@@ -91,6 +101,10 @@ class ALS:
     callback : callable, optional
         Called after every iteration as ``callback(iteration, elapsed_seconds, loss)``
         (``loss`` is None when ``calculate_training_loss=False``).
+
+    Any other keyword is refused with a TypeError that names gpu-als's spelling of the
+    implicit library's own (``use_gpu``, ``use_cg``, ``use_native``, ``num_threads``: see
+    :data:`IMPLICIT_ARGUMENTS`) or the closest parameter name.
 
     Attributes
     ----------
@@ -164,7 +178,10 @@ class ALS:
         show_progress: bool = True,
         calculate_training_loss: bool = True,
         callback: Callable[[int, float, float | None], None] | None = None,
+        **unknown: Any,
     ):
+        if unknown:
+            raise TypeError(self._unknown_parameter(next(iter(unknown))))
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
@@ -186,7 +203,19 @@ class ALS:
     @classmethod
     def _param_names(cls) -> list[str]:
         signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
+        return [name for name, p in signature.parameters.items()
+                if name != "self" and p.kind is not p.VAR_KEYWORD]
+
+    @classmethod
+    def _unknown_parameter(cls, name: str) -> str:
+        """Why ``name`` is not a parameter, and what to pass instead."""
+        if name in IMPLICIT_ARGUMENTS:
+            return (f"{name!r} is the implicit library's argument; in gpu-als: "
+                    f"{IMPLICIT_ARGUMENTS[name]}")
+        valid = cls._param_names()
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown parameter {name!r}{hint}; the parameters: {', '.join(valid)}"
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The hyperparameters, as passed to ``__init__``."""
@@ -197,7 +226,7 @@ class ALS:
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
-                raise ValueError(f"unknown parameter {name!r}; valid ones: {', '.join(valid)}")
+                raise ValueError(self._unknown_parameter(name))
             setattr(self, name, value)
         return self
 

@@ -293,8 +293,24 @@ def test_params_repr_and_alias():
     assert repr(model) == "ALS(factors=16, backend='cpu')"
     model.set_params(alpha=2.0)
     assert model.alpha == 2.0
-    with pytest.raises(ValueError, match="unknown parameter 'alhpa'"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'alhpa' \(did you mean 'alpha'\?\); "
+                                         r"the parameters: factors, regularization"):
         model.set_params(alhpa=1)
+    # implicit's own constructor arguments: refused, saying what gpu-als takes instead
+    for name, value, instead in (("use_gpu", True, "backend='gpu' or backend='cpu'"),
+                                 ("use_cg", False, "solver='cg'"),
+                                 ("num_threads", 4, r"backend=gpu_als\.backends\.CPUBackend\("),
+                                 ("use_native", True, "nothing to pass")):
+        with pytest.raises(TypeError, match=f"{name!r} is the implicit library's argument; "
+                                            f"in gpu-als: {instead}"):
+            AlternatingLeastSquares(factors=8, **{name: value})
+        with pytest.raises(ValueError, match=f"{name!r} is the implicit library's"):
+            model.set_params(**{name: value})
+    with pytest.raises(TypeError, match=r"unknown parameter 'factor' \(did you mean "
+                                        r"'factors'\?\)"):
+        ALS(factor=8)
+    # the catch-all is no hyperparameter: cloning by get_params works as before
+    assert ALS(**model.get_params()).get_params() == model.get_params()
 
 
 def test_to_cpu_is_an_independent_cpu_model(real_backend, R):
