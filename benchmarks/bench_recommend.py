@@ -10,8 +10,9 @@ Prints the median seconds of each library over the repeats (on the GPU after a w
 call each), their ratio, and whether both return the same items; then the same for
 ``similar_items`` asked one item at a time (``--similar`` items, as a service would), and
 for ``recommend`` one user at a time (``--similar`` users, each with its own row, as a
-service receives them), with the fitted factors and folded in from the row
-(``recalculate_user=True``).
+service receives them): with the fitted factors, folded in from the row
+(``recalculate_user=True``), among an allowlist (``items=``) and without a blocklist
+(``filter_items=``) of ``--listed`` random items.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu",
                         help="where both libraries' models live")
     parser.add_argument("--similar", type=int, default=200,
-                        help="items whose similar_items are asked one at a time")
+                        help="items whose similar_items are asked one at a time, and users "
+                             "whose recommend is")
+    parser.add_argument("--listed", type=int, default=5000,
+                        help="items of the allowlist (items=) and of the blocklist "
+                             "(filter_items=) of the one-at-a-time recommend")
     args = parser.parse_args(argv)
     on_gpu = args.backend == "gpu"
     if on_gpu and gpu.unavailable_reason():
@@ -77,32 +82,35 @@ def main(argv=None) -> int:
           f"liked items filtered, on {where}")
     print(f"gpu-als {args.backend.upper()} backend: {ours:.3f} s")
     queries = np.arange(min(args.similar, R.shape[1]))
-
-    def similar_one_by_one(similar_items):
-        return np.array([similar_items(int(i), N=args.N)[0] for i in queries])
-
-    ours_similar, similar_ids = median_seconds(
-        lambda: similar_one_by_one(model.similar_items), args.repeats)
-    print(f"similar_items, {len(queries)} items one at a time: gpu-als {ours_similar:.3f} s")
     folded = users[:args.similar]
-
     single_rows = [liked[int(u)] for u in folded]  # as a service receives them
+    listed = np.sort(rng.choice(R.shape[1], min(args.listed, R.shape[1]), replace=False))
 
-    def one_by_one(recommend, recalculate_user=False):
-        return np.array([recommend(int(u), row, N=args.N,
-                                   recalculate_user=recalculate_user)[0]
-                         for u, row in zip(folded, single_rows)])
+    def similar_one_by_one(model):
+        return np.array([model.similar_items(int(i), N=args.N)[0] for i in queries])
 
-    def folded_one_by_one(recommend):
-        return one_by_one(recommend, recalculate_user=True)
+    def one_by_one(**options):
+        def run(model):
+            return np.array([model.recommend(int(u), row, N=args.N, **options)[0]
+                             for u, row in zip(folded, single_rows)])
+        return run
 
-    ours_single, single_ids = median_seconds(lambda: one_by_one(model.recommend),
-                                             args.repeats)
-    print(f"recommend, {len(folded)} users one at a time: gpu-als {ours_single:.3f} s")
-    ours_folded, folded_ids = median_seconds(
-        lambda: folded_one_by_one(model.recommend), args.repeats)
-    print(f"recommend(recalculate_user=True), {len(folded)} users one at a time: gpu-als "
-          f"{ours_folded:.3f} s")
+    # (what, how many, one call per query of each library's model)
+    cases = [
+        ("similar_items", f"{len(queries)} items", similar_one_by_one),
+        ("recommend", f"{len(folded)} users", one_by_one()),
+        ("recommend(recalculate_user=True)", f"{len(folded)} users",
+         one_by_one(recalculate_user=True)),
+        (f"recommend(items=<{len(listed):,} items>)", f"{len(folded)} users",
+         one_by_one(items=listed)),
+        (f"recommend(filter_items=<{len(listed):,} items>)", f"{len(folded)} users",
+         one_by_one(filter_items=listed)),
+    ]
+    timed = []
+    for what, count, run in cases:
+        seconds, result = median_seconds(lambda run=run: run(model), args.repeats)
+        timed.append((seconds, result))
+        print(f"{what}, {count} one at a time: gpu-als {seconds:.3f} s")
     problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS[f"implicit-{args.backend}-cg"])
     if problem:
         print(f"no comparison: {problem}")
@@ -119,25 +127,21 @@ def main(argv=None) -> int:
             theirs_model.recommend(users[:100], liked[:100], N=args.N)
         theirs, (their_ids, _) = median_seconds(
             lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
-        theirs_similar, their_similar_ids = median_seconds(
-            lambda: similar_one_by_one(theirs_model.similar_items), args.repeats)
-        theirs_single, their_single_ids = median_seconds(
-            lambda: one_by_one(theirs_model.recommend), args.repeats)
-        theirs_folded, their_folded_ids = median_seconds(
-            lambda: folded_one_by_one(theirs_model.recommend), args.repeats)
+        their_timed = [median_seconds(lambda run=run: run(theirs_model), args.repeats)
+                       for _, _, run in cases]
     version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
-    print(f"recommend: {version}: {theirs:.3f} s; gpu-als / implicit speed: "
-          f"{theirs / ours:.2f}x; same items for "
-          f"{np.mean((ids == their_ids).all(axis=1)):.2%} of the users")
-    print(f"similar_items: {version}: {theirs_similar:.3f} s; gpu-als / implicit speed: "
-          f"{theirs_similar / ours_similar:.2f}x; same items for "
-          f"{np.mean((similar_ids == their_similar_ids).all(axis=1)):.2%} of the queries")
-    print(f"recommend one at a time: {version}: {theirs_single:.3f} s; gpu-als / implicit "
-          f"speed: {theirs_single / ours_single:.2f}x; same items for "
-          f"{np.mean((single_ids == their_single_ids).all(axis=1)):.2%} of the users")
-    print(f"recommend(recalculate_user=True): {version}: {theirs_folded:.3f} s; gpu-als / "
-          f"implicit speed: {theirs_folded / ours_folded:.2f}x; same items for "
-          f"{np.mean((folded_ids == their_folded_ids).all(axis=1)):.2%} of the users")
+
+    def compare(what, ours_seconds, theirs_seconds, mine, their_ids, of):
+        same = np.mean((mine == their_ids).all(axis=1)) if mine.shape == their_ids.shape \
+            else 0.0  # lists of other lengths
+        print(f"{what}: {version}: {theirs_seconds:.3f} s; gpu-als / implicit speed: "
+              f"{theirs_seconds / ours_seconds:.2f}x; same items for {same:.2%} of the {of}")
+
+    compare("recommend", ours, theirs, ids, their_ids, "users")
+    for (what, count, _), (seconds, result), (their_seconds, their_result) in zip(
+            cases, timed, their_timed):
+        compare(f"{what} one at a time", seconds, their_seconds, result, their_result,
+                count.split()[1])
     return 0
 
 

@@ -387,13 +387,15 @@ def test_recommend_benchmark_script_runs(capsys):
     return the same items."""
     bench_recommend = benchmark_script("bench_recommend")
     assert bench_recommend.main(["--shape", "600", "900", "12000", "--users", "500",
-                                 "--repeats", "1"]) == 0
+                                 "--repeats", "1", "--listed", "300"]) == 0
     out = capsys.readouterr().out
     assert "gpu-als CPU backend:" in out
     assert "similar_items, 200 items one at a time: gpu-als" in out
-    if "no comparison" not in out:
-        assert "same items for 100.00% of the users" in out
-        assert "same items for 100.00% of the queries" in out
+    assert "recommend(filter_items=<300 items>), 200 users one at a time: gpu-als" in out
+    if "no comparison" not in out:  # the batch and the five one-at-a-time parts
+        same = re.findall(r"same items for ([\d.]+)% of the (\w+)", out)
+        assert [of for _, of in same] == ["users", "items"] + ["users"] * 4
+        assert all(share == "100.00" for share, _ in same), out
     on_gpu = ["--shape", "600", "900", "12000", "--users", "500", "--repeats", "1",
               "--backend", "gpu"]
     if gpu.unavailable_reason():
