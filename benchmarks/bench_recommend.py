@@ -11,7 +11,7 @@ call each), their ratio, and whether both return the same items; then the same f
 ``similar_items`` asked one item at a time (``--similar`` items, as a service would), and
 for ``recommend`` one user at a time (``--similar`` users, each with its own row, as a
 service receives them): with the fitted factors, folded in from the row
-(``recalculate_user=True``), among an allowlist (``items=``) and without a blocklist
+(``recalculate_user=True``), among an allowlist (``items=``) and excluding a blocklist
 (``filter_items=``) of ``--listed`` random items.
 """
 
