@@ -1262,7 +1262,8 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
         if arr.dtype.kind in "OSU":  # the DataFrame's own ids, probably
             ids_ = "user_ids_" if "user" in name else "item_ids_"
             hint = (f"; these are factor rows: after fit(df), row r is model.{ids_}[r], "
-                    f"and pd.Index(model.{ids_}).get_indexer(ids) gives the rows of ids")
+                    f"and gpu_als.data.id_positions(model.{ids_}, ids) gives the rows of "
+                    f"ids (-1 for an unknown one)")
         raise TypeError(f"{name} must be an integer or an array of integers, got "
                         f"{arr.dtype}{hint}")
     if arr.ndim > 1:

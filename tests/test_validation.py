@@ -280,7 +280,8 @@ class TestQueryErrors:
     def test_string_ids_point_to_the_id_maps(self, fitted):
         model, R = fitted
         with pytest.raises(TypeError, match=r"got <U5; these are factor rows: .*row r is "
-                                            r"model.user_ids_\[r\], and pd.Index"):
+                                            r"model.user_ids_\[r\], and gpu_als.data."
+                                            r"id_positions\(model.user_ids_, ids\) gives"):
             model.recommend("alice", R[0])
         with pytest.raises(TypeError, match=r"got object; .*model.item_ids_\[r\]"):
             model.similar_items(np.array(["x", "y"], dtype=object))
