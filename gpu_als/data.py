@@ -216,8 +216,7 @@ def as_row_matrix(row: Any) -> Any:
     """A 1-D sparse array, which is what indexing a SciPy sparse *array* with one int gives
     (``R[u]`` of a ``csr_array``), as the 1 x n matrix of that row; anything else as it
     is."""
-    row = _host_sparse(row)
-    if sp.issparse(row) and row.ndim == 1:
+    if sp.issparse(row) and row.ndim == 1:  # (CuPy has no 1-D sparse arrays)
         return row.reshape((1, row.shape[0]))
     return row
 

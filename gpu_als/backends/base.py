@@ -250,7 +250,7 @@ class Backend(ABC):
 
         self._each_block(block, range(0, n_queries, step))
         if candidates is not None:
-            ids = np.where(ids >= 0, np.asarray(candidates)[np.maximum(ids, 0)], -1)
+            ids = np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1)
         return ids, scores
 
     def map_in_order(self, work: Callable[[Any], Any], items: Iterable[Any],
