@@ -249,8 +249,8 @@ def train(args: argparse.Namespace) -> int:
     print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
           f"interactions; trained on '{model.backend_}' in {time.perf_counter() - start:.2f} s,"
           f" final loss {model.loss_history_[-1]:.6g}")
-    model.save(args.output, user_ids=user_ids, item_ids=item_ids)
-    print(f"saved to {args.output} (load with gpu_als.ALS.load)")
+    written = model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+    print(f"saved to {written} (load with gpu_als.ALS.load)")
     return 0
 
 
@@ -330,8 +330,8 @@ def tune_command(args: argparse.Namespace) -> int:
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
     if args.output:  # before the plot, which needs matplotlib
-        result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
-        print(f"best model refitted on all the data: {args.output}")
+        written = result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+        print(f"best model refitted on all the data: {written}")
     if args.plot:
         from .plots import plot_tuning
 

@@ -901,7 +901,7 @@ class ALS:
             cache[key] = value
         return cache[key]
 
-    def save(self, path, *, user_ids=None, item_ids=None) -> None:
+    def save(self, path, *, user_ids=None, item_ids=None) -> str:
         """Write the model to one ``.npz`` file: factors, hyperparameters, format version.
 
         Nothing is pickled; a GPU model's file loads on a CPU-only machine and vice versa.
@@ -910,11 +910,16 @@ class ALS:
         Parameters
         ----------
         path : str or path-like
-            Where to write (NumPy adds ``.npz`` if missing).
+            Where to write (``.npz`` is added if missing, as NumPy does).
         user_ids, item_ids : array-like, optional
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
             stored as numbers, booleans, datetimes or strings (others as their strings);
             default: those of the model, if it has any.
+
+        Returns
+        -------
+        str
+            The file written: ``path``, with ``.npz`` added if it was missing.
 
         The ``factors`` and ``dtype`` saved are those of the fitted factors, should
         ``set_params`` have changed the estimator's since the fit.
@@ -947,7 +952,7 @@ class ALS:
                 if ids.shape != (n,):
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
-        _write_atomically(path, arrays)
+        return _write_atomically(path, arrays)
 
     @classmethod
     def from_factors(cls, user_factors: Any, item_factors: Any, *, user_ids: Any = None,
@@ -1006,7 +1011,8 @@ class ALS:
 
     @classmethod
     def load(cls, path, backend: str | Backend = "auto") -> ALS:
-        """Read a model written by :meth:`save`, onto ``backend``.
+        """Read a model written by :meth:`save`, onto ``backend``. ``path`` as given to
+        ``save``: without its ``.npz`` suffix too.
 
         Raises
         ------
@@ -1190,8 +1196,9 @@ class _Training:
 
 
 def read_archive(path, kind: str) -> dict[str, np.ndarray]:
-    """The arrays of the ``.npz`` file at ``path``, pickles refused; ``kind`` names the
-    file expected ("gpu-als model") in the errors.
+    """The arrays of the ``.npz`` file at ``path`` (or at ``path + ".npz"``, the name
+    ``save`` and ``np.savez`` give a path without that suffix), pickles refused; ``kind``
+    names the file expected ("gpu-als model") in the errors.
 
     Raises
     ------
@@ -1201,6 +1208,9 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
         For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
         pickled objects.
     """
+    if not os.path.isfile(path) and not os.fspath(path).endswith(".npz") \
+            and os.path.isfile(os.fspath(path) + ".npz"):
+        path = os.fspath(path) + ".npz"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
     if not zipfile.is_zipfile(path):
@@ -1219,10 +1229,11 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
                          f"{type(exc).__name__}: {exc}") from None
 
 
-def _write_atomically(path, arrays: dict[str, Any]) -> None:
+def _write_atomically(path, arrays: dict[str, Any]) -> str:
     """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
     replaces ``path``: a reader (a server reloading the model) sees the old file or the new
-    one, never half of one, and a failed save leaves the old file as it was."""
+    one, never half of one, and a failed save leaves the old file as it was. Returns the
+    file's name (``path``, ``.npz`` added if missing)."""
     final = os.fspath(path)
     if os.path.isdir(final):
         raise IsADirectoryError(f"cannot save the model to {final}: it is a folder; give a "
@@ -1241,6 +1252,7 @@ def _write_atomically(path, arrays: dict[str, Any]) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+    return final
 
 
 #: The implicit library's name for the same estimator.

@@ -31,8 +31,9 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert model.user_ids_[0] == "u0" and model.item_ids_[0] == 100
     assert model.solver == "cholesky"
     assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2", "--solver",
-                 "cg", "--cg-steps", "2", "--backend", "cpu", "--output", str(out)]) == 0
-    model = ALS.load(out, backend="cpu")
+                 "cg", "--cg-steps", "2", "--backend", "cpu", "--output", str(out)[:-4]]) == 0
+    assert f"saved to {out} (" in capsys.readouterr().out  # the name of the file written
+    model = ALS.load(str(out)[:-4], backend="cpu")  # found as it was given
     assert (model.solver, model.cg_steps) == ("cg", 2)
 
 
@@ -157,10 +158,11 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     args = ["tune", str(csv_file), "--grid", "factors=2,4", "--grid", "alpha=1,10.5",
             "--iterations", "4", "--min-iterations", "2", "--backend", "cpu",
             "--trials", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png"),
-            "--output", str(tmp_path / "best.npz")]
+            "--output", str(tmp_path / "best")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "4 configurations, 2 trained to the end" in out
+    assert f"refitted on all the data: {tmp_path / 'best.npz'}\n" in out
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
     assert main(["tune", str(csv_file), "--grid", "factors"]) == 2

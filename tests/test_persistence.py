@@ -58,8 +58,11 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
     other.save(path)  # over an existing file
     np.testing.assert_array_equal(ALS.load(path, backend="cpu").user_factors_,
                                   other.user_factors_)
-    model.save(tmp_path / "no_suffix")
+    assert model.save(tmp_path / "no_suffix") == str(tmp_path / "no_suffix.npz")
     assert (tmp_path / "no_suffix.npz").is_file()
+    for name in (tmp_path / "no_suffix", str(tmp_path / "no_suffix")):  # as it was saved
+        np.testing.assert_array_equal(ALS.load(name, backend="cpu").user_factors_,
+                                      model.user_factors_)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
     with pytest.raises(FileNotFoundError, match=r"there is no folder .*missing$"):
         model.save(tmp_path / "missing" / "model.npz")
@@ -185,8 +188,10 @@ def test_not_a_model(tmp_path):
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="not a readable gpu-als model file"):
         ALS.load(tmp_path / "text.npz")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.npz$"):
         ALS.load(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="no model file at .*missing$"):
+        ALS.load(tmp_path / "missing")
 
 
 def test_wrong_version(saved, tmp_path):
