@@ -153,7 +153,12 @@ def read_interactions(args: argparse.Namespace):
     """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe."""
     from .data import from_dataframe
 
-    return from_dataframe(read_frame(args), args.user_col, args.item_col, args.value_col)
+    df = read_frame(args)
+    if getattr(args, "feedback", None) == "explicit" and args.value_col not in df.columns:
+        raise ValueError(f"{args.file} has no column {args.value_col!r}: --feedback explicit "
+                         f"learns ratings; name their column with --value-col (the columns "
+                         f"are {[str(c) for c in df.columns]})")
+    return from_dataframe(df, args.user_col, args.item_col, args.value_col)
 
 
 def print_table(rows: dict[str, dict[str, float]], columns: list[tuple[str, str]]) -> None:

@@ -14,6 +14,7 @@ confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -248,6 +249,30 @@ class Interactions(NamedTuple):
     item_ids: np.ndarray
 
 
+def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32
+                       ) -> Interactions:
+    """What ``fit(df)`` trains on: the columns ``user``, ``item`` and (optionally)
+    ``value`` of a DataFrame, through :func:`from_dataframe`.
+
+    Raises
+    ------
+    ValueError
+        When a column ``user`` or ``item`` is missing, or, for explicit feedback (ratings,
+        which all-ones values cannot stand for), the column ``value``.
+    """
+    missing = [c for c in ("user", "item") if c not in df.columns]
+    if feedback == "explicit" and "value" not in df.columns:
+        missing.append("value")
+    if missing:
+        needs = "'user', 'item' and optionally 'value'" if "value" not in missing else \
+            "'user', 'item' and, for feedback='explicit', the ratings in 'value'"
+        raise ValueError(
+            f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}. "
+            f"Rename them, or use from_dataframe(df, user_col, item_col, value_col) and "
+            f"fit its matrix")
+    return from_dataframe(df, dtype=dtype)
+
+
 def from_dataframe(
     df: Any,
     user_col: str = "user",
@@ -269,8 +294,9 @@ def from_dataframe(
         Column names of the user and item ids.
     value_col : str or None
         Column of the interaction values (counts, ratings). ``None``, or a missing column
-        named by the default ``"value"``, counts every row as 1. Repeated (user, item)
-        pairs are summed.
+        named by the default ``"value"``, counts every row as 1 (the latter with a
+        ``UserWarning`` when ``df`` has other columns: perhaps one of them holds the values).
+        Repeated (user, item) pairs are summed.
     dtype : float32 or float64
     user_ids, item_ids : array-like, optional
         Id maps to build the matrix against instead of the DataFrame's own sorted ids, e.g.
@@ -310,6 +336,12 @@ def from_dataframe(
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)
     item_ids, cols = _positions(_id_column(df, item_col), item_ids, item_col, drop_unknown)
     if value_col is None or (value_col == "value" and value_col not in df.columns):
+        unused = [str(c) for c in df.columns if c not in (user_col, item_col)]
+        if value_col is not None and unused:
+            warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} "
+                          f"are not used; name the values' column with value_col= (in the "
+                          f"command line --value-col), or value_col=None to count rows",
+                          UserWarning, stacklevel=2)
         values = np.ones(len(df))
     elif value_col not in df.columns:
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")

@@ -176,7 +176,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
     user_ids = item_ids = None
     if data.is_dataframe(user_items):
-        user_items, user_ids, item_ids = data.from_dataframe(user_items, dtype=p["dtype"])
+        user_items, user_ids, item_ids = data.frame_interactions(user_items, p["feedback"],
+                                                                 p["dtype"])
     prepared = data.Prepared(user_items, p["dtype"])
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])

@@ -315,14 +315,8 @@ class ALS:
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         user_ids = item_ids = None
         if data.is_dataframe(user_items):
-            missing = [c for c in ("user", "item") if c not in user_items.columns]
-            if missing:
-                raise ValueError(
-                    f"fit(df) reads the columns 'user', 'item' and optionally 'value'; this "
-                    f"DataFrame has {list(user_items.columns)}. Rename them, or use "
-                    f"from_dataframe(df, user_col, item_col, value_col) and fit its matrix")
-            user_items, user_ids, item_ids = data.from_dataframe(
-                user_items, dtype=data.check_dtype(self.dtype))
+            user_items, user_ids, item_ids = data.frame_interactions(
+                user_items, self.feedback, data.check_dtype(self.dtype))
         training = _Training(self, user_items)
         training.run(training.p["iterations"],
                      show_progress=self.show_progress if show_progress is None else show_progress,

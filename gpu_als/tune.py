@@ -174,7 +174,9 @@ def tune(
                                              "dtype": base.get("dtype", np.float32)})
     if data.is_dataframe(user_items):  # the refit below keeps the frame's ids
         frame = user_items
-        user_items = data.from_dataframe(frame).matrix
+        feedbacks = [base.get("feedback"), *param_grid.get("feedback", [])]
+        user_items = data.frame_interactions(
+            frame, "explicit" if "explicit" in feedbacks else "implicit").matrix
     else:
         frame = None
     fit_part, validation = train_test_split(user_items, validation_fraction, random_state)

@@ -87,6 +87,12 @@ def test_bad_columns(csv_file, capsys):
     assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
             "id columns with --user-col and --item-col, or pass --no-header"
             in capsys.readouterr().err)
+    for command in ("train", "evaluate"):  # ratings are what explicit feedback learns
+        assert main([command, str(csv_file), "--value-col", "rating", "--feedback",
+                     "explicit", "--backend", "cpu"]) == 2
+        assert ("has no column 'rating': --feedback explicit learns ratings; name their "
+                "column with --value-col (the columns are ['user', 'item', 'value'])"
+                in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("content, says", [

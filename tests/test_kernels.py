@@ -66,6 +66,9 @@ def test_nvrtc_of_cuda_12_and_13_is_installed():
     missing = {12, 13} - set(_kernels.nvrtc_libraries())
     if missing:
         skip_or_fail(f"no NVRTC of CUDA {sorted(missing)} (pip install gpu-als[dev])")
+    for cuda in _kernels.nvrtc_libraries():  # each library is the release it is filed as
+        major, minor = _kernels.nvrtc_version(cuda).split(".")
+        assert int(major) == cuda and int(minor) >= 0
 
 
 @pytest.mark.parametrize("toolchain", TOOLCHAINS, ids=str)

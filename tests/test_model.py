@@ -1,6 +1,7 @@
 """The estimator's behaviour, on every backend."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -406,6 +407,17 @@ def test_from_dataframe():
     np.testing.assert_array_equal(matrix.toarray(), [[0, 2], [5, 3]])
     counts, _, _ = from_dataframe(df.drop(columns="value"))
     np.testing.assert_array_equal(counts.toarray(), [[0, 1], [2, 1]])
+    rated = df.rename(columns={"value": "rating"})  # values under another name: said so
+    with pytest.warns(UserWarning, match=r"no column 'value': every row counts 1, and "
+                                         r"column\(s\) \['rating'\] are not used"):
+        counts, _, _ = from_dataframe(rated)
+    np.testing.assert_array_equal(counts.toarray(), [[0, 1], [2, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(from_dataframe(rated, value_col=None).matrix.toarray(),
+                                      counts.toarray())
+        np.testing.assert_array_equal(from_dataframe(rated, value_col="rating").matrix
+                                      .toarray(), [[0, 2], [5, 3]])
     with pytest.raises(ValueError, match="column 'usr' not found"):
         from_dataframe(df, user_col="usr")
     with pytest.raises(TypeError, match="must be a pandas or polars DataFrame"):

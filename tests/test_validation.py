@@ -69,6 +69,10 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
                                          r"optionally 'value'; this DataFrame has \['customer', "
                                          r"'item'\]. .*from_dataframe\(df, user_col"):
         fit(pd.DataFrame({"customer": [0], "item": [1]}))
+    with pytest.raises(ValueError, match=r"'user', 'item' and, for feedback='explicit', the "
+                                         r"ratings in 'value'; this DataFrame has \['user', "
+                                         r"'item', 'rating'\]"):
+        fit(pd.DataFrame({"user": [0], "item": [1], "rating": [4.0]}), feedback="explicit")
 
 
 def test_non_2d_input():
