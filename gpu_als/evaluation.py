@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -269,8 +270,9 @@ def map_at_k(model: Any, train: Any, test: Any, K: int = 10,
 def rmse(model: Any, test: Any) -> float:
     """Root mean squared error of ``model.predict`` on the stored entries of ``test``.
 
-    For explicit feedback (ratings); pairs outside the model's users or items raise the
-    model's ``ValueError``.
+    For explicit feedback (ratings): a model of implicit feedback predicts preferences
+    (about 0 or 1), not ratings, and gets a ``UserWarning``. Pairs outside the model's users
+    or items raise the model's ``ValueError``.
 
     Parameters
     ----------
@@ -283,6 +285,10 @@ def rmse(model: Any, test: Any) -> float:
     float
     """
     coo = check_user_items(test, np.float64, name="test").tocoo()
+    if getattr(model, "feedback", None) == "implicit":
+        warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "
+                      "preferences (about 0 or 1), not the ratings in test; fit with "
+                      "feedback='explicit' to predict ratings", UserWarning, stacklevel=2)
     errors = model.predict(coo.row, coo.col).astype(np.float64) - coo.data
     return float(np.sqrt(np.mean(errors ** 2)))
 

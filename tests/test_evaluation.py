@@ -18,6 +18,7 @@ from gpu_als.evaluation import (
     precision_at_k,
     ranking_metrics,
     recall_at_k,
+    rmse,
     train_test_split,
 )
 
@@ -552,3 +553,18 @@ def test_a_model_on_any_backend_is_evaluated_as_its_cpu_copy(backend):
         ranking_metrics(on_cpu, train, test, K=5))
     assert auc(model, train, test, batch_size=16) == pytest.approx(
         auc(on_cpu, train, test, batch_size=16), abs=1e-12)
+
+
+def test_rmse_is_that_of_predict_on_the_test_entries():
+    from gpu_als import ALS
+
+    X, Y = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [3.0, 0.0]])
+    test = sp.csr_matrix(([2.0, 5.0, 3.0], ([0, 1, 1], [0, 0, 1])), shape=(2, 2))
+    # predictions x_u . y_i: (0, 0) 1, (1, 0) 2, (1, 1) 0; errors -1, -3, -3
+    explicit = ALS.from_factors(X, Y, feedback="explicit", backend="cpu")
+    assert rmse(explicit, test) == pytest.approx(np.sqrt(19 / 3))
+    with pytest.warns(UserWarning, match="feedback='implicit': it predicts preferences"):
+        assert rmse(ALS.from_factors(X, Y, backend="cpu"), test) == pytest.approx(
+            np.sqrt(19 / 3))
+    with pytest.raises(ValueError, match="itemids 2 is out of range"):
+        rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
