@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--nnz", type=int, default=2_000_000)
     args = parser.parse_args()
     R = make_power_law(args.users, args.items, args.nnz, random_state=0, device="cpu")
-    train, test = train_test_split(R, 0.2, random_state=42)
+    train, test = train_test_split(R, test_fraction=0.2, random_state=42)
     als = ALS(factors=16, iterations=2, backend="cpu", random_state=0,
               show_progress=False).fit(train)
     print(f"{R.shape[0]:,} users x {R.shape[1]:,} items, {train.nnz:,} train / "

@@ -38,7 +38,7 @@ class ImplicitModel:
 def main() -> int:
     from implicit.cpu.als import AlternatingLeastSquares
 
-    train, test = train_test_split(binarize(load_movielens_100k().ratings, 4), 0.2,
+    train, test = train_test_split(binarize(load_movielens_100k().ratings, 4), test_fraction=0.2,
                                    random_state=42)
     print(f"{'seed':>4} {'gpu_als R@10':>13} {'implicit R@10':>14} {'gpu_als NDCG':>13} "
           f"{'implicit NDCG':>14} {'max |dY|':>9}")

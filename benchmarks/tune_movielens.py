@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    train, test = train_test_split(binarize(load_movielens_100k().ratings, 4), 0.2,
+    train, test = train_test_split(binarize(load_movielens_100k().ratings, 4), test_fraction=0.2,
                                    random_state=42)
     start = time.perf_counter()
     result = tune(train, base_params={"backend": args.backend}, halving=not args.no_halving,

@@ -52,12 +52,14 @@ def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
 
 
 def train_test_split(
-    user_items: Any, test_fraction: float = 0.2, random_state: int | None = 42
+    user_items: Any, *, test_fraction: float = 0.2, random_state: int | None = 42
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Split each user's stored entries into train and test.
 
     A user with ``n >= 2`` entries gets ``max(1, round(test_fraction * n))`` of them,
     chosen uniformly at random, in the test set; a user with one entry keeps it in train.
+    ``test_fraction`` is a keyword (as scikit-learn's ``test_size``): the implicit
+    library's ``train_test_split(ratings, 0.8)`` means 80 % *train*.
 
     Parameters
     ----------

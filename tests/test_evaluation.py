@@ -30,16 +30,18 @@ def test_split_is_per_user_disjoint_and_seeded():
     R[7] = 0
     R[7, 3] = 1  # a user with one entry keeps it in train
     R = R.tocsr()
-    train, test = train_test_split(R, 0.2, random_state=42)
+    train, test = train_test_split(R, test_fraction=0.2, random_state=42)
     assert (train + test != R).nnz == 0
     assert train.multiply(test).nnz == 0
     n = np.diff(R.indptr)
     expected = np.where(n >= 2, np.maximum(1, np.rint(0.2 * n)), 0)
     np.testing.assert_array_equal(np.diff(test.indptr), expected)
     assert test[7].nnz == 0
-    again, _ = train_test_split(R, 0.2, random_state=42)
+    again, _ = train_test_split(R, test_fraction=0.2, random_state=42)
     assert (again != train).nnz == 0
-    other, _ = train_test_split(R, 0.2, random_state=1)
+    other, _ = train_test_split(R, test_fraction=0.2, random_state=1)
+    with pytest.raises(TypeError, match="positional"):  # implicit's 0.8 is the train share
+        train_test_split(R, 0.8)
     assert (other != train).nnz > 0
 
 

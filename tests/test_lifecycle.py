@@ -168,7 +168,7 @@ def test_partial_fit_new_users_beat_popularity(movielens):
     known = positives[:893]
     model = ALS(factors=64, regularization=0.001, alpha=10, iterations=20, random_state=42,
                 backend="cpu", show_progress=False).fit(known)
-    train_new, test_new = train_test_split(positives[new], 0.2, random_state=42)
+    train_new, test_new = train_test_split(positives[new], test_fraction=0.2, random_state=42)
     model.partial_fit_users(new, train_new)
     assert model.user_factors_.shape[0] == 943
 

@@ -327,7 +327,7 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
 
     listed = ALS(factors=5, backend="cpu")
     listed.user_factors, listed.item_factors = X.tolist(), Y.tolist()
-    train, test = train_test_split(R, 0.3, random_state=0)
+    train, test = train_test_split(R, test_fraction=0.3, random_state=0)
     metrics = ranking_metrics(listed, train, test, K=3, show_progress=False)
     assert metrics["recall"] > 0
     assert metrics == ranking_metrics(model, train, test, K=3, show_progress=False)

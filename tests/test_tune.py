@@ -26,7 +26,7 @@ def run(R, **kwargs):
 def test_exhaustive_search_scores_every_trial_like_a_fresh_fit(R):
     result = run(R, halving=False)
     assert len(result.trials) == 8 and all(t["finished"] for t in result.trials)
-    fit_part, validation = train_test_split(R, 0.2, random_state=3)
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
     for trial in result.trials[:3]:
         params = {name: trial[name] for name in GRID}
         model = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
