@@ -80,7 +80,7 @@ DATAFRAME_LIBRARIES = ("pandas", "polars")
 def is_dataframe(value: Any) -> bool:
     """Whether ``value`` is a pandas or polars DataFrame (without importing either)."""
     return (type(value).__module__.split(".")[0] in DATAFRAME_LIBRARIES
-            and hasattr(value, "columns"))
+            and hasattr(type(value), "columns"))  # (not resolving a LazyFrame's schema)
 
 
 def to_host(a: Any, dtype: Any = None) -> np.ndarray:
@@ -260,6 +260,7 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         When a column ``user`` or ``item`` is missing, or, for explicit feedback (ratings,
         which all-ones values cannot stand for), the column ``value``.
     """
+    _check_eager(df)
     missing = [c for c in ("user", "item") if c not in df.columns]
     if feedback == "explicit" and "value" not in df.columns:
         missing.append("value")
@@ -267,10 +268,28 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         needs = "'user', 'item' and optionally 'value'" if "value" not in missing else \
             "'user', 'item' and, for feedback='explicit', the ratings in 'value'"
         raise ValueError(
-            f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}. "
-            f"Rename them, or use from_dataframe(df, user_col, item_col, value_col) and "
-            f"fit its matrix")
+            f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
+            f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
+            f"item_col, value_col) and fit its matrix")
     return from_dataframe(df, dtype=dtype)
+
+
+def _check_eager(df: Any) -> None:
+    """Refuse a lazy frame (a polars LazyFrame, a Dask DataFrame), which has no rows to
+    read until it is collected or computed."""
+    for method in ("collect", "compute"):
+        if callable(getattr(type(df), method, None)):
+            raise TypeError(f"df is a {type(df).__name__}, whose rows are not there until "
+                            f"it is evaluated: pass df.{method}()")
+
+
+def _index_hint(df: Any, missing: list[str]) -> str:
+    """``" ('user' is its index: pass df.reset_index())"`` when a missing column is the
+    name of a pandas DataFrame's index; else ``""``."""
+    names = [n for n in getattr(getattr(df, "index", None), "names", None) or []
+             if n in missing]
+    return f" ({', '.join(map(repr, names))} {'is' if len(names) == 1 else 'are'} its " \
+           f"index: pass df.reset_index())" if names else ""
 
 
 def from_dataframe(
@@ -326,11 +345,13 @@ def from_dataframe(
     array([[1., 3.],
            [0., 2.]], dtype=float32)
     """
-    if not hasattr(df, "columns") or not hasattr(df, "__getitem__"):
+    if not hasattr(type(df), "columns") or not hasattr(df, "__getitem__"):
         raise TypeError(f"df must be a pandas or polars DataFrame, got {type(df).__name__}")
+    _check_eager(df)
     for col in (user_col, item_col):
         if col not in df.columns:
-            raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}")
+            raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"
+                             f"{_index_hint(df, [col])}")
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)

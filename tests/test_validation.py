@@ -1,12 +1,13 @@
 """Bad input gets a clear error that names the problem; never a crash or a silent NaN."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_als import ALS, BackendUnavailableError, NotFittedError
+from gpu_als import ALS, BackendUnavailableError, NotFittedError, from_dataframe
 from gpu_als.backends import gpu
 
 from .conftest import random_interactions
@@ -73,6 +74,25 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
                                          r"ratings in 'value'; this DataFrame has \['user', "
                                          r"'item', 'rating'\]"):
         fit(pd.DataFrame({"user": [0], "item": [1], "rating": [4.0]}), feedback="explicit")
+    indexed = pd.DataFrame({"user": [0, 1], "item": [1, 0]}).set_index("user")
+    with pytest.raises(ValueError, match=r"has \['item'\] \('user' is its index: pass "
+                                         r"df.reset_index\(\)\)"):
+        fit(indexed)
+    with pytest.raises(ValueError, match=r"column 'user' not found; the DataFrame has "
+                                         r"\['item'\] \('user' is its index"):
+        from_dataframe(indexed)
+
+
+def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
+    pl = pytest.importorskip("polars")
+    lazy = pl.DataFrame({"user": [0, 1], "item": [1, 0]}).lazy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor is its schema resolved on the way
+        for call in (fit, from_dataframe):
+            with pytest.raises(TypeError, match=r"df is a LazyFrame, whose rows are not "
+                                                r"there until it is evaluated: pass "
+                                                r"df.collect\(\)"):
+                call(lazy)
 
 
 def test_non_2d_input():
