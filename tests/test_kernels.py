@@ -130,6 +130,25 @@ def test_every_kernel_file_is_listed():
     assert on_disk == set(_kernels.SPECIALISATIONS)
 
 
+def test_each_source_carries_a_digest_of_every_kernel_file(tmp_path, monkeypatch):
+    """CuPy caches a binary by its source text: an edit to a header that a file includes
+    must change that file's source too (through the digest on its first line)."""
+    for path in _kernels.kernel_files():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(_kernels, "kernel_dir", lambda: tmp_path)
+    _kernels.sources_digest.cache_clear()
+    try:
+        before = _kernels.source("loss.cu").splitlines()
+        header = tmp_path / "common.cuh"
+        header.write_text(header.read_text() + "\n// an edit\n")
+        _kernels.sources_digest.cache_clear()
+        after = _kernels.source("loss.cu").splitlines()
+    finally:
+        _kernels.sources_digest.cache_clear()
+    assert before[0] != after[0] and before[1:] == after[1:]
+    assert before[1] == f'#line 1 "{tmp_path / "loss.cu"}"'
+
+
 def test_launch_bounds_and_block_size_agree():
     """The kernels' __launch_bounds__ and the backend's block size come from one macro."""
     assert _kernels.block_threads() == 128
