@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -799,9 +800,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
+    def show_warning(message, category, *_args, **_kwargs):  # one line, as the errors
+        print(f"gpu-als {args.command}: warning: {message}", file=sys.stderr)
+
     try:
         check_output_folders(args)
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", UserWarning)
+            warnings.showwarning = show_warning
+            return args.func(args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
         print(f"gpu-als {args.command}: error: {exc}", file=sys.stderr)
         return 2

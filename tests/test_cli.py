@@ -87,6 +87,13 @@ def test_bad_columns(csv_file, capsys):
     assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
             "id columns with --user-col and --item-col, or pass --no-header"
             in capsys.readouterr().err)
+    rated = csv_file.with_name("rated.csv")
+    rated.write_text(csv_file.read_text().replace("value", "rating", 1))
+    assert main(["train", str(rated), "--factors", "2", "--iterations", "1", "--backend", "cpu",
+                 "--output", str(csv_file.with_name("m.npz"))]) == 0
+    err = capsys.readouterr().err  # trained on counts, and says so in one line
+    assert err.startswith("gpu-als train: warning: no column 'value': every row counts 1, "
+                          "and column(s) ['rating'] are not used") and err.count("\n") == 1
     for command in ("train", "evaluate"):  # ratings are what explicit feedback learns
         assert main([command, str(csv_file), "--value-col", "rating", "--feedback",
                      "explicit", "--backend", "cpu"]) == 2
