@@ -326,7 +326,8 @@ def tune_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = tune(matrix, parse_grid(args.grid), n_samples=args.n_samples,
                   metric=args.metric, K=args.K, validation_fraction=args.validation_fraction,
-                  base_params={"iterations": args.iterations, "backend": args.backend},
+                  base_params={"iterations": args.iterations, "backend": args.backend,
+                               "feedback": args.feedback},
                   halving=not args.no_halving, min_iterations=args.min_iterations,
                   reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
@@ -696,8 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: factors, regularization and alpha around the reference")
     p.add_argument("--n-samples", type=int, default=None,
                    help="try this many random configurations of the grid instead of all")
-    p.add_argument("--metric", choices=["recall", "ndcg", "precision", "map"],
-                   default="recall", help="validation metric (default recall)")
+    p.add_argument("--metric", choices=["recall", "ndcg", "precision", "map", "rmse"],
+                   default="recall", help="validation metric (default recall; rmse, the "
+                                          "lower the better, needs --feedback explicit)")
+    p.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
+                   help="implicit (default) or explicit (ratings: ALS-WR, with a grid of "
+                        "factors and regularization by default)")
     p.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of each user's interactions for validation (default 0.2)")

@@ -2,7 +2,8 @@
 
 :func:`tune` carves a validation split out of the *training* data (the caller's test split
 is never seen), fits one model per configuration and scores it on the validation split by
-a ranking metric at K, then refits the best configuration on all the training data.
+a ranking metric at K (or, for explicit ratings, the RMSE of the predicted ratings), then
+refits the best configuration on all the training data.
 
 Early termination (successive halving, ``halving=True``): every configuration is trained
 to the first rung of iterations (``min_iterations``), scored, and only the best
@@ -35,10 +36,17 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .evaluation import ranking_metrics, train_test_split
+from .evaluation import ranking_metrics, rmse, train_test_split
 from .model import ALS, _check_fit_memory, _Training
 
-METRICS = ("recall", "ndcg", "precision", "map")
+#: Validation metrics: ranking metrics at K, higher is better, and the RMSE of predicted
+#: ratings (explicit feedback only), lower is better.
+METRICS = ("recall", "ndcg", "precision", "map", "rmse")
+LOWER_IS_BETTER = ("rmse",)
+#: The default grid; explicit feedback has no alpha to search.
+DEFAULT_GRID = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1],
+                "alpha": [1.0, 5.0, 10.0, 20.0, 40.0]}
+DEFAULT_EXPLICIT_GRID = {"factors": [16, 32, 64], "regularization": [0.01, 0.03, 0.1, 0.3]}
 
 
 @dataclass
@@ -58,7 +66,9 @@ class TuneResult:
         it reached), ``iterations`` (trained), ``finished`` (reached its full iterations),
         ``seconds`` (training time).
     metric : str
-        e.g. ``"recall@10"``.
+        e.g. ``"recall@10"``, or ``"rmse"``.
+    lower_is_better : bool
+        True for the RMSE, False for the ranking metrics.
     """
 
     best_params: dict[str, Any]
@@ -66,17 +76,20 @@ class TuneResult:
     model: ALS
     trials: list[dict[str, Any]] = field(default_factory=list)
     metric: str = ""
+    lower_is_better: bool = False
 
     def table(self):
         """The trials as a pandas DataFrame, best first (needs pandas)."""
         import pandas as pd
 
         return pd.DataFrame(self.trials).sort_values(
-            ["finished", "score"], ascending=[False, False]).reset_index(drop=True)
+            ["finished", "score"], ascending=[False, self.lower_is_better]
+        ).reset_index(drop=True)
 
     def to_csv(self, path) -> Path:
         """Write the trials, best first, as CSV (no pandas needed)."""
-        rows = sorted(self.trials, key=lambda t: (not t["finished"], -t["score"]))
+        sign = 1 if self.lower_is_better else -1
+        rows = sorted(self.trials, key=lambda t: (not t["finished"], sign * t["score"]))
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -120,11 +133,16 @@ def tune(
     param_grid : dict of str -> list
         Values to try per hyperparameter of :class:`ALS`, e.g.
         ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``.
-        Default: factors, regularization and alpha around the reference settings.
+        Default: factors, regularization and alpha around the reference settings
+        (:data:`DEFAULT_GRID`); factors and regularization for explicit feedback
+        (:data:`DEFAULT_EXPLICIT_GRID`).
     n_samples : int, optional
         Try this many configurations drawn at random (seeded) from the grid instead of all.
-    metric : {"recall", "ndcg", "precision", "map"}
-        Validation metric at ``K`` (:func:`gpu_als.evaluation.ranking_metrics`).
+    metric : {"recall", "ndcg", "precision", "map", "rmse"}
+        Validation metric: a ranking metric at ``K``
+        (:func:`gpu_als.evaluation.ranking_metrics`), the higher the better; or, for
+        ``feedback="explicit"`` only, the RMSE of the predicted ratings
+        (:func:`gpu_als.evaluation.rmse`), the lower the better.
     K : int, default 10
     validation_fraction : float, default 0.2
         Share of each user's training interactions held out for validation.
@@ -149,17 +167,22 @@ def tune(
     K = data.check_int("K", K, minimum=1)
     min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
     reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
-    if param_grid is None:
-        param_grid = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1],
-                      "alpha": [1.0, 5.0, 10.0, 20.0, 40.0]}
     base = {"iterations": 20, "show_progress": False, "random_state": random_state,
             **(base_params or {})}
+    if param_grid is None:
+        param_grid = DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit" else \
+            DEFAULT_GRID
     known = set(ALS._param_names())
     for name in (*param_grid, *base):
         if name not in known:
             raise ValueError(f"{name!r} is not a hyperparameter of ALS; valid: "
                              f"{', '.join(sorted(known))}")
     configurations = _grid(param_grid)
+    feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
+                 for config in configurations}
+    if metric == "rmse" and feedbacks != {"explicit"}:
+        raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
+                         "feedback='explicit' (base_params={'feedback': 'explicit'})")
     if n_samples is not None:
         n_samples = data.check_int("n_samples", n_samples, minimum=1)
         rng = np.random.default_rng(random_state)
@@ -174,7 +197,6 @@ def tune(
                                              "dtype": base.get("dtype", np.float32)})
     if data.is_dataframe(user_items):  # the refit below keeps the frame's ids
         frame = user_items
-        feedbacks = [base.get("feedback"), *param_grid.get("feedback", [])]
         user_items = data.frame_interactions(
             frame, "explicit" if "explicit" in feedbacks else "implicit").matrix
     else:
@@ -198,9 +220,13 @@ def tune(
                        "seconds": 0.0})
     targets = [t.p["iterations"] for t in trainings]
 
+    sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
+
     def score(i: int) -> float:
         model = ALS(**{**base, **configurations[i]})
         trainings[i].finish(model)
+        if metric == "rmse":
+            return rmse(model, validation)
         return ranking_metrics(model, fit_part, validation, K=K, show_progress=False)[metric]
 
     alive = list(range(len(trainings)))
@@ -220,17 +246,19 @@ def tune(
             done = [i for i in alive if trials[i]["finished"]]
             running = [i for i in alive if not trials[i]["finished"]]
             keep = math.ceil(len(running) / reduction_factor) if halving else len(running)
-            ranked = sorted(running, key=lambda i: -trials[i]["score"])
+            ranked = sorted(running, key=lambda i: sign * trials[i]["score"])
             progress.update(len(done) + len(ranked) - keep)
             alive = ranked[:keep]
             for i in done + ranked[keep:]:
                 trainings[i] = None  # free the factors of trials that stopped
             rung *= reduction_factor
     finished = [t for t in trials if t["finished"]]
-    best = max(finished, key=lambda t: t["score"])
+    best = min(finished, key=lambda t: sign * t["score"])
     best_params = {name: best[name] for name in param_grid}
     refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
     model = ALS(**{**refit, **best_params})
     model.set_params(backend=backend).fit(user_items if frame is None else frame)  # same device
     model.set_params(backend=refit["backend"])
-    return TuneResult(best_params, best["score"], model, trials, f"{metric}@{K}")
+    return TuneResult(best_params, best["score"], model, trials,
+                      metric if metric in LOWER_IS_BETTER else f"{metric}@{K}",
+                      metric in LOWER_IS_BETTER)

@@ -179,6 +179,14 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
     assert main(["tune", str(csv_file), "--grid", "factors"]) == 2
+    args = ["tune", str(csv_file), "--feedback", "explicit", "--metric", "rmse", "--grid",
+            "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "2",
+            "--backend", "cpu", "--trials", str(tmp_path / "r.csv"), "--no-halving"]
+    assert main(args) == 0
+    assert "validation rmse " in capsys.readouterr().out
+    scores = [float(line.split(",")[2]) for line in
+              (tmp_path / "r.csv").read_text().splitlines()[1:]]
+    assert len(scores) == 4 and scores == sorted(scores)  # the lowest first
 
 
 @pytest.fixture

@@ -161,3 +161,42 @@ def test_each_confidence_setting_goes_to_the_backend_once(R):
                   base_params={"iterations": 2, "backend": backend}, show_progress=False)
     assert len(result.trials) == 4
     assert backend.puts == 2 * 2 + 2
+
+
+def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R):
+    """metric="rmse": each trial's score is the RMSE of a fresh fit's predicted ratings,
+    the lowest wins, halving keeps the lowest, and the outputs list the lowest first."""
+    from gpu_als.evaluation import rmse
+
+    grid = {"factors": [2, 6], "regularization": [0.02, 0.2, 2.0]}
+    base = {"iterations": 4, "backend": "cpu", "feedback": "explicit"}
+    result = tune(R, grid, metric="rmse", base_params=base, halving=False, random_state=3,
+                  show_progress=False)
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    for trial in result.trials:
+        model = ALS(random_state=3, show_progress=False,
+                    **{**base, **{name: trial[name] for name in grid}}).fit(fit_part)
+        assert trial["score"] == pytest.approx(rmse(model, validation))
+    scores = sorted(t["score"] for t in result.trials)
+    assert result.best_score == scores[0] < scores[-1]
+    assert (result.metric, result.lower_is_better) == ("rmse", True)
+    assert list(result.table()["score"]) == scores
+    halved = tune(R, grid, metric="rmse", base_params=base, min_iterations=2,
+                  reduction_factor=3, random_state=3, show_progress=False)
+    at_rung_2 = tune(R, grid, metric="rmse", base_params={**base, "iterations": 2},
+                     halving=False, random_state=3, show_progress=False).trials
+    lowest_two = sorted(at_rung_2, key=lambda t: t["score"])[:2]  # 6 trials -> keep 2
+    assert {tuple(t[n] for n in grid) for t in lowest_two} == \
+        {tuple(t[n] for n in grid) for t in halved.trials if t["finished"]}
+
+
+def test_rmse_needs_explicit_feedback_and_explicit_has_no_alpha_to_search(R):
+    with pytest.raises(ValueError, match="metric='rmse' scores predicted ratings: every "
+                                         "trial needs feedback='explicit'"):
+        tune(R, {"factors": [2], "feedback": ["explicit", "implicit"]}, metric="rmse",
+             base_params={"backend": "cpu"}, show_progress=False)
+    result = tune(R[:40, :30], base_params={"iterations": 1, "backend": "cpu",
+                                            "feedback": "explicit"},
+                  metric="rmse", halving=False, show_progress=False)
+    assert set(result.best_params) == {"factors", "regularization"}
+    assert len(result.trials) == 12
