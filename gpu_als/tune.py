@@ -44,9 +44,11 @@ from .model import ALS, _check_fit_memory, _Training
 METRICS = ("recall", "ndcg", "precision", "map", "rmse")
 LOWER_IS_BETTER = ("rmse",)
 #: The default grid; explicit feedback has no alpha to search.
-DEFAULT_GRID = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1],
-                "alpha": [1.0, 5.0, 10.0, 20.0, 40.0]}
-DEFAULT_EXPLICIT_GRID = {"factors": [16, 32, 64], "regularization": [0.01, 0.03, 0.1, 0.3]}
+DEFAULT_GRID: dict[str, list] = {"factors": [32, 64, 128],
+                                 "regularization": [0.001, 0.01, 0.1],
+                                 "alpha": [1.0, 5.0, 10.0, 20.0, 40.0]}
+DEFAULT_EXPLICIT_GRID: dict[str, list] = {"factors": [16, 32, 64],
+                                          "regularization": [0.01, 0.03, 0.1, 0.3]}
 
 
 @dataclass
@@ -170,8 +172,8 @@ def tune(
     base = {"iterations": 20, "show_progress": False, "random_state": random_state,
             **(base_params or {})}
     if param_grid is None:
-        param_grid = DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit" else \
-            DEFAULT_GRID
+        param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
+                          else DEFAULT_GRID)
     known = set(ALS._param_names())
     for name in (*param_grid, *base):
         if name not in known:
