@@ -130,6 +130,15 @@ def test_every_kernel_file_is_listed():
     assert on_disk == set(_kernels.SPECIALISATIONS)
 
 
+def test_the_kept_binary_is_the_compiled_elf_file(nvrtc):
+    """``keep_cubin`` (benchmarks/kernel_report.py disassembles it): the whole binary."""
+    nvrtc("loss.cu", TOOLCHAINS[0])  # skips (or fails under CI) without NVRTC
+    cuda, arch = TOOLCHAINS[0]
+    result = _kernels.nvrtc_compile("loss.cu", arch, cuda=cuda, keep_cubin=True)
+    assert result["ok"] and len(result["cubin"]) == result["cubin_bytes"] > 0
+    assert result["cubin"][:4] == b"\x7fELF"
+
+
 def test_each_source_carries_a_digest_of_every_kernel_file(tmp_path, monkeypatch):
     """CuPy caches a binary by its source text: an edit to a header that a file includes
     must change that file's source too (through the digest on its first line)."""
