@@ -3,6 +3,7 @@ answer every query as they do and solve implicit's problem when they solve again
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from gpu_als import ALS, from_implicit
 from gpu_als.datasets import make_power_law
@@ -154,3 +155,27 @@ def test_the_command_line_serves_an_implicit_model_file(implicit_cpu, tmp_path, 
     rows = [line.split(",") for line in captured.out.splitlines()[1:]]
     ids, _ = theirs.similar_items(4, N=4)
     assert [int(row[1]) for row in rows] == [i for i in ids.tolist() if i != 4][:3]
+
+
+def test_ranking_metrics_against_implicits_ranking_metrics_at_k(implicit_cpu):
+    """The same recommendations scored by both: NDCG and MAP agree; implicit's "precision"
+    is another quantity, the hits of all users over their sum of min(K, test items)."""
+    from implicit.evaluation import ranking_metrics_at_k
+
+    from gpu_als.evaluation import ranking_metrics, train_test_split
+
+    train, test = train_test_split(R, test_fraction=0.3, random_state=0)
+    theirs = implicit_cpu()
+    with threadpool_limits(1, "blas"):
+        expected = ranking_metrics_at_k(theirs, train, test, K=10, show_progress=False)
+    ours_model = from_implicit(theirs, backend="cpu")
+    ours = ranking_metrics(ours_model, train, test, K=10, show_progress=False)
+    assert ours["ndcg"] == pytest.approx(expected["ndcg"], rel=1e-9)
+    assert ours["map"] == pytest.approx(expected["map"], rel=1e-9)
+    users = np.flatnonzero(np.diff(test.indptr))
+    ids, _ = ours_model.recommend(users, train[users], N=10)
+    hits = [len(np.intersect1d(ids[j], test[u].indices)) for j, u in enumerate(users)]
+    assert expected["precision"] == pytest.approx(
+        sum(hits) / np.minimum(10, np.diff(test.indptr)[users]).sum(), rel=1e-9)
+    assert ours["precision"] == pytest.approx(np.mean(hits) / 10, rel=1e-9)
+    assert ours["precision"] < expected["precision"]
