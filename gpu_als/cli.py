@@ -805,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
+
     def show_warning(message, category, *_args, **_kwargs):  # one line, as the errors
         print(f"gpu-als {args.command}: warning: {message}", file=sys.stderr)
 

@@ -899,7 +899,9 @@ class ALS:
         """Write the model to one ``.npz`` file: factors, hyperparameters, format version.
 
         Nothing is pickled; a GPU model's file loads on a CPU-only machine and vice versa.
-        ``callback`` is not saved, nor is a ``random_state`` that is not an integer.
+        ``callback`` is not saved, nor is a ``random_state`` that is not an integer. The
+        ``factors`` and ``dtype`` saved are those of the fitted factors, should
+        ``set_params`` have changed the estimator's since the fit.
 
         Parameters
         ----------
@@ -914,9 +916,6 @@ class ALS:
         -------
         str
             The file written: ``path``, with ``.npz`` added if it was missing.
-
-        The ``factors`` and ``dtype`` saved are those of the fitted factors, should
-        ``set_params`` have changed the estimator's since the fit.
         """
         self._check_fitted()
         params = self.get_params()
