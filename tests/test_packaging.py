@@ -50,3 +50,16 @@ def test_installed_wheel_finds_its_kernels(wheel, tmp_path):
     assert Path(folder) == site / "gpu_als" / "kernels"
     assert files.split() == sorted(p.name for p in (ROOT / "kernels").iterdir() if p.is_file())
 
+
+
+def test_missing_kernels_name_both_places_looked_in(tmp_path, monkeypatch):
+    from gpu_als.backends import _kernels
+
+    package = tmp_path / "site" / "gpu_als"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(_kernels, "_PACKAGE_DIR", package)
+    with pytest.raises(FileNotFoundError) as error:
+        _kernels.kernel_dir()
+    assert str(error.value) == (
+        f"the CUDA kernel sources were not found in {package / 'kernels'} (installed wheel) "
+        f"nor in {tmp_path / 'site' / 'kernels'} (source checkout); reinstall gpu-als")
