@@ -1,18 +1,20 @@
 """recommend(): gpu-als against the implicit library, same factors, same users, on the CPU
 or on the GPU.
 
-    python benchmarks/bench_recommend.py [--users 20000] [--factors 64] [--N 10] [--repeats 3]
+    python benchmarks/bench_recommend.py [--users 20000] [--factors 64] [--N 10] [--repeats 5]
     python benchmarks/bench_recommend.py --backend gpu --users 138000
 
 ml20m-like interactions (138,000 x 27,000 x 10M) filter each user's liked items; the
 factors are random normal (the selection's cost does not depend on how they were fitted).
-Prints the median seconds of each library over the repeats (on the GPU after a warm-up
-call each), their ratio, and whether both return the same items; then the same for
-``similar_items`` asked one item at a time (``--similar`` items, as a service would), and
-for ``recommend`` one user at a time (``--similar`` users, each with its own row, as a
-service receives them): with the fitted factors, folded in from the row
-(``recalculate_user=True``), among an allowlist (``items=``) and excluding a blocklist
-(``filter_items=``) of ``--listed`` random items.
+The cases: ``recommend`` for ``--users`` users at once; ``similar_items`` asked one item
+at a time (``--similar`` items, as a service would); ``recommend`` one user at a time
+(``--similar`` users, each with its own row, as a service receives them) with the fitted
+factors, folded in from the row (``recalculate_user=True``), among an allowlist
+(``items=``) and excluding a blocklist (``filter_items=``) of ``--listed`` random items.
+Each case runs ``--repeats`` rounds in which the two libraries take turns, so that a
+change in the (shared) machine's load hits both alike; printed: the median seconds of
+each, the median and the range of the per-round speed ratios, and whether both return
+the same items. On the GPU the first round includes the warm-up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from gpu_als import ALS, benchmark  # noqa: E402
 from gpu_als.backends import gpu  # noqa: E402
@@ -46,7 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=20_000, help="users to recommend to")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--N", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds; in each, both libraries run every case once")
     parser.add_argument("--shape", type=int, nargs=3, default=[138_000, 27_000, 10_000_000],
                         metavar=("USERS", "ITEMS", "NNZ"),
                         help="the power-law set (default ml20m-like)")
@@ -75,12 +80,9 @@ def main(argv=None) -> int:
     model = ALS.from_factors(X, Y, alpha=9.0, regularization=0.01, backend=args.backend)
     if on_gpu:
         model.recommend(users[:100], liked[:100], N=args.N)  # compiles, allocates
-    ours, (ids, _) = median_seconds(lambda: model.recommend(users, liked, N=args.N),
-                                    args.repeats)
     where = benchmark.device_name() if on_gpu else "CPU"
     print(f"{len(users)} users x {R.shape[1]:,} items, k = {args.factors}, N = {args.N}, "
           f"liked items filtered, on {where}")
-    print(f"gpu-als {args.backend.upper()} backend: {ours:.3f} s")
     queries = np.arange(min(args.similar, R.shape[1]))
     folded = users[:args.similar]
     single_rows = [liked[int(u)] for u in folded]  # as a service receives them
@@ -95,53 +97,50 @@ def main(argv=None) -> int:
                              for u, row in zip(folded, single_rows)])
         return run
 
-    # (what, how many, one call per query of each library's model)
+    # (what, of what, one call with each library's model)
     cases = [
-        ("similar_items", f"{len(queries)} items", similar_one_by_one),
-        ("recommend", f"{len(folded)} users", one_by_one()),
-        ("recommend(recalculate_user=True)", f"{len(folded)} users",
+        ("recommend", "users", lambda model: model.recommend(users, liked, N=args.N)[0]),
+        (f"similar_items, {len(queries)} items one at a time", "items", similar_one_by_one),
+        (f"recommend, {len(folded)} users one at a time", "users", one_by_one()),
+        (f"recommend(recalculate_user=True), {len(folded)} users one at a time", "users",
          one_by_one(recalculate_user=True)),
-        (f"recommend(items=<{len(listed):,} items>)", f"{len(folded)} users",
-         one_by_one(items=listed)),
-        (f"recommend(filter_items=<{len(listed):,} items>)", f"{len(folded)} users",
-         one_by_one(filter_items=listed)),
+        (f"recommend(items=<{len(listed):,} items>), {len(folded)} users one at a time",
+         "users", one_by_one(items=listed)),
+        (f"recommend(filter_items=<{len(listed):,} items>), {len(folded)} users one at a "
+         f"time", "users", one_by_one(filter_items=listed)),
     ]
-    timed = []
-    for what, count, run in cases:
-        seconds, result = median_seconds(lambda run=run: run(model), args.repeats)
-        timed.append((seconds, result))
-        print(f"{what}, {count} one at a time: gpu-als {seconds:.3f} s")
     problem = benchmark.unavailable(benchmark.IMPLEMENTATIONS[f"implicit-{args.backend}-cg"])
+    theirs_model = None
     if problem:
         print(f"no comparison: {problem}")
-        return 0
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
+    else:
+        from implicit.cpu.als import AlternatingLeastSquares
 
-    with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
         theirs_model = AlternatingLeastSquares(factors=args.factors, alpha=10.0,
                                                regularization=0.01)
         theirs_model.user_factors, theirs_model.item_factors = X, Y
         if on_gpu:
             theirs_model = theirs_model.to_gpu()
             theirs_model.recommend(users[:100], liked[:100], N=args.N)
-        theirs, (their_ids, _) = median_seconds(
-            lambda: theirs_model.recommend(users, liked, N=args.N), args.repeats)
-        their_timed = [median_seconds(lambda run=run: run(theirs_model), args.repeats)
-                       for _, _, run in cases]
-    version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
-
-    def compare(what, ours_seconds, theirs_seconds, mine, their_ids, of):
-        same = np.mean((mine == their_ids).all(axis=1)) if mine.shape == their_ids.shape \
-            else 0.0  # lists of other lengths
-        print(f"{what}: {version}: {theirs_seconds:.3f} s; gpu-als / implicit speed: "
-              f"{theirs_seconds / ours_seconds:.2f}x; same items for {same:.2%} of the {of}")
-
-    compare("recommend", ours, theirs, ids, their_ids, "users")
-    for (what, count, _), (seconds, result), (their_seconds, their_result) in zip(
-            cases, timed, their_timed):
-        compare(f"{what} one at a time", seconds, their_seconds, result, their_result,
-                count.split()[1])
+        version = f"implicit {__import__('implicit').__version__} {args.backend.upper()}"
+    for what, of, run in cases:
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # the libraries take turns: drift hits both alike
+            seconds, mine = median_seconds(lambda run=run: run(model), 1)
+            ours.append(seconds)
+            if theirs_model is not None:
+                with threadpool_limits(1, "blas"):  # as implicit asks (it threads itself)
+                    seconds, their_ids = median_seconds(lambda run=run: run(theirs_model), 1)
+                theirs.append(seconds)
+        line = f"{what}: gpu-als {statistics.median(ours):.3f} s"
+        if theirs:
+            same = np.mean((mine == their_ids).all(axis=1)) \
+                if mine.shape == their_ids.shape else 0.0  # lists of other lengths
+            ratios = sorted(t / o for o, t in zip(ours, theirs))
+            line += (f", {version} {statistics.median(theirs):.3f} s; gpu-als / implicit "
+                     f"speed: {statistics.median(ratios):.2f}x (rounds: {ratios[0]:.2f}-"
+                     f"{ratios[-1]:.2f}x); same items for {same:.2%} of the {of}")
+        print(line, flush=True)
     return 0
 
 

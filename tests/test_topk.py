@@ -61,6 +61,37 @@ def test_exclusions_ties_and_short_rows(monkeypatch):
     assert np.isneginf(best[4, 3:]).all()
 
 
+@pytest.mark.parametrize("module", ["numpy", "cupy-shaped"])
+def test_one_row_at_a_time_as_the_batch(module, monkeypatch):
+    """One query (a service's request) takes the threshold path's 1-D steps: the same
+    ids, ties and padding as each row of the batch gives, with exclusions."""
+    xp = np if module == "numpy" else cupy_shaped_numpy()
+    S = np.round(scores(9, 1500, seed=1), 1)
+    S[2, 1400:] = S[2, 0] = 5.0  # ties for first place
+    excluded = {4: np.arange(3, 1500), 7: np.array([5, 17])}  # row 4 keeps 3 items
+    calls = []
+    original = base._top_n_above_threshold
+    monkeypatch.setattr(base, "_top_n_above_threshold",
+                        lambda *a, **kw: calls.append(original(*a, **kw)) or calls[-1])
+    for r in range(len(S)):
+        cols = excluded.get(r, np.empty(0, np.int64))
+        exclude = (np.zeros(len(cols), np.int64), cols) if len(cols) else None
+        row = np.where(_mask((1, S.shape[1]), np.zeros(len(cols), int), cols), -np.inf,
+                       S[r:r + 1])
+        ids, best = top_n(S[r:r + 1].copy(), 10, exclude, xp=xp)
+        # the threshold path answered (row 4, mostly -inf, is partitioned instead)
+        assert (calls[-1] is None) == (r == 4)
+        np.testing.assert_array_equal((ids, best), full_sort(row, 10))
+    assert (ids.shape, best.dtype) == ((1, 10), S.dtype)
+    few = scores(1, 4 * base._threshold_chunks(10), seed=3)  # 5 eligible columns of 512
+    cols = np.setdiff1d(np.arange(few.shape[1]), [7, 90, 91, 300, 511])
+    ids, best = top_n(few.copy(), 10, (np.zeros(len(cols), np.int64), cols), xp=xp)
+    assert calls[-1] is not None  # answered, padded
+    few[0, cols] = -np.inf
+    np.testing.assert_array_equal((ids, best), full_sort(few, 10))
+    assert sorted(ids[0, :5]) == [7, 90, 91, 300, 511] and (ids[0, 5:] == -1).all()
+
+
 def _mask(shape, rows, cols):
     mask = np.zeros(shape, bool)
     mask[rows, cols] = True

@@ -182,6 +182,23 @@ def test_singular_implicit_system_is_reported():
             model.recalculate_user(users, R[users])
 
 
+def test_a_row_system_that_does_not_factorize_is_reported(monkeypatch):
+    """Rounding alone could make a regularized system fail to factorize: an error naming
+    the row, not SciPy's LinAlgError (here forced: the factorization always fails)."""
+    import scipy.linalg
+
+    def fail(*args, **kwargs):
+        raise np.linalg.LinAlgError("not positive definite (test)")
+
+    R = random_interactions(10, 30, 0.3, seed=2)
+    model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((30, 8)),
+                             regularization=0.5, backend="cpu")
+    monkeypatch.setattr(scipy.linalg, "cho_factor", fail)
+    with pytest.raises(ValueError, match=r"row 0's system is not numerically positive "
+                                         r"definite \(regularization=0.5, factors=8\)"):
+        model.recalculate_user(0, R[0])
+
+
 def test_input_is_not_modified_and_duplicates_are_summed(R):
     """A CSR matrix with unsorted indices and repeated entries (scipy keeps both when
     built from its arrays) is fitted as its canonical form, with the repeats summed (as
@@ -341,3 +358,83 @@ def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypa
                                           "172 MiB"):
         model.partial_fit_users([10_000_000], sp.csr_matrix(np.eye(3, dtype=np.float32)[:1]))
     assert model.user_factors_.shape == (3, 4)
+
+
+def _variants(rng):
+    """CSR matrices and arrays, canonical or not, valid or not, as scipy builds them from
+    their three arrays (which it does not check for order, repeats or range)."""
+    R = sp.random(6, 9, density=0.4, format="csr", random_state=rng, dtype=np.float64)
+    R.data[rng.random(R.nnz) < 0.2] = 0.0  # explicit zeros stay stored
+    yield "canonical", R
+    yield "csr_array", sp.csr_array(R)
+    yield "float32", R.astype(np.float32)
+    yield "int values", R.astype(np.int64)
+    yield "int64 indices", sp.csr_matrix((R.data, R.indices.astype(np.int64),
+                                          R.indptr.astype(np.int64)), shape=R.shape)
+    yield "one row", R[2]
+    yield "empty rows", sp.csr_matrix(([1.0, 2.0, 3.0], [1, 5, 8], [0, 0, 3, 3, 3, 3, 3]),
+                                      shape=R.shape)
+
+    def raw(data, indices, indptr):
+        m = sp.csr_matrix(R.shape)
+        m.data, m.indices, m.indptr = (np.asarray(data, np.float64),
+                                       np.asarray(indices, np.int32),
+                                       np.asarray(indptr, np.int32))
+        return m
+
+    yield "unsorted", raw([1, 2, 3], [4, 1, 7], [0, 2, 3, 3, 3, 3, 3])
+    yield "repeated", raw([1, 2, 3], [4, 4, 7], [0, 2, 3, 3, 3, 3, 3])
+    yield "one column, 3 rows", raw([1, 2, 3], [4, 4, 4], [0, 1, 2, 3, 3, 3, 3])
+    yield "repeat after an empty row", raw([1, 2], [4, 4], [0, 0, 2, 2, 2, 2, 2])
+    yield "index out of range", raw([1, 2], [3, 9], [0, 2, 2, 2, 2, 2, 2])
+    yield "negative index", raw([1, 2], [3, -1], [0, 1, 2, 2, 2, 2, 2])
+    yield "indptr falls", raw([1, 2, 3], [1, 2, 3], [0, 2, 1, 3, 3, 3, 3])
+    yield "extra capacity", raw([1, 2, 3, 4], [1, 2, 3, 4], [0, 1, 3, 3, 3, 3, 3])
+    yield "indptr too short", raw([1], [1], [0, 1])
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_checked_rows_equal_scipys_canonical_form(copy, monkeypatch):
+    """The NumPy-checked path for canonical CSR input gives what SciPy's copy, full check
+    and sum_duplicates give (the same arrays, dtypes and errors); anything else takes
+    SciPy's path; the input is never modified, and is shared only with copy=False."""
+    from gpu_als import data
+
+    answered = []
+
+    def fast(*args):
+        answered.append(original(*args))
+        return answered[-1]
+
+    original = data._canonical_csr
+    canonical = ("canonical", "csr_array", "float32", "int values", "int64 indices",
+                 "one row", "empty rows", "one column, 3 rows")
+    for seed in range(3):
+        for kind, matrix in _variants(np.random.default_rng(seed)):
+            before = [a.copy() for a in (matrix.data, matrix.indices, matrix.indptr)]
+            results = []
+            answered.clear()
+            for path in (fast, lambda *args: None):
+                monkeypatch.setattr(data, "_canonical_csr", path)
+                try:
+                    results.append(data.check_user_items_allow_empty(
+                        matrix, np.float32, name="rows", copy=copy))
+                except (ValueError, TypeError) as exc:
+                    results.append(f"{type(exc).__name__}: {exc}")
+            got, expected = results
+            assert (answered[0] is not None) == (kind in canonical), kind  # its path
+            if isinstance(expected, str):
+                assert got == expected, kind
+            else:
+                assert type(got) is sp.csr_matrix and got.dtype == np.float32, kind
+                for a, b in ((got.data, expected.data), (got.indices, expected.indices),
+                             (got.indptr, expected.indptr)):
+                    np.testing.assert_array_equal(a, b, err_msg=kind)
+                    assert a.dtype == b.dtype, kind
+                assert got.has_canonical_format, kind
+                shared = any(np.shares_memory(a, b) for a in (got.data, got.indices)
+                             for b in (matrix.data, matrix.indices))
+                assert not (copy and shared), kind
+                assert (got is matrix) == (not copy and kind == "float32"), kind
+            for a, b in zip((matrix.data, matrix.indices, matrix.indptr), before):
+                np.testing.assert_array_equal(a, b, err_msg=kind)

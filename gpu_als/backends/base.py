@@ -340,6 +340,16 @@ def _top_n_above_threshold(scores: Any, k: int, *, xp: Any = np):
     above = scores >= t[:, None]
     if int(xp.count_nonzero(above)) > n * 4 * chunks:
         return None
+    ids = xp.full((n, k), -1, np.int64)
+    top_scores = xp.full((n, k), -np.inf, scores.dtype)
+    if n == 1:  # one query, as a service asks: the steps below in 1-D, 2-3x faster
+        cols = xp.flatnonzero(above[0])
+        values = scores[0, cols]
+        order = _stable_argsort(-values, xp)[:k]  # by score descending, then column
+        cols, values = cols[order], values[order]
+        found = int(xp.count_nonzero(values > -np.inf))  # -inf (excluded) come last
+        ids[0, :found], top_scores[0, :found] = cols[:found], values[:found]
+        return ids, top_scores
     flat = xp.flatnonzero(above)  # by row, then column (2-D nonzero is 5x slower)
     rows, cols = flat // m, flat % m
     values = scores[rows, cols]
@@ -349,8 +359,6 @@ def _top_n_above_threshold(scores: Any, k: int, *, xp: Any = np):
     rows, cols, values = rows[order], cols[order], values[order]
     rank = xp.arange(len(rows)) - xp.searchsorted(rows, xp.arange(n))[rows]
     keep = (rank < k) & (values > -np.inf)
-    ids = xp.full((n, k), -1, np.int64)
-    top_scores = xp.full((n, k), -np.inf, scores.dtype)
     ids[rows[keep], rank[keep]] = cols[keep]
     top_scores[rows[keep], rank[keep]] = values[keep]
     return ids, top_scores
