@@ -257,7 +257,7 @@ def _canonical_csr(m: Any, dtype: np.dtype, copy: bool) -> sp.csr_matrix | None:
             and len(indptr) == n_rows + 1 and indptr[0] == 0
             and len(indices) == len(data) == indptr[-1]):
         return None
-    if n_rows > 1 and (np.diff(indptr) < 0).any():
+    if (np.diff(indptr) < 0).any():
         return None
     if len(indices):
         if indices.min() < 0 or indices.max() >= n_cols:

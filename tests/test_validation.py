@@ -389,6 +389,10 @@ def _variants(rng):
     yield "index out of range", raw([1, 2], [3, 9], [0, 2, 2, 2, 2, 2, 2])
     yield "negative index", raw([1, 2], [3, -1], [0, 1, 2, 2, 2, 2, 2])
     yield "indptr falls", raw([1, 2, 3], [1, 2, 3], [0, 2, 1, 3, 3, 3, 3])
+    two = sp.csr_matrix((2, 9))
+    two.data, two.indices, two.indptr = np.ones(2), np.array([1, 2], np.int32), \
+        np.array([0, 3, 2], np.int32)
+    yield "indptr falls, 2 rows", two
     yield "extra capacity", raw([1, 2, 3, 4], [1, 2, 3, 4], [0, 1, 3, 3, 3, 3, 3])
     yield "indptr too short", raw([1], [1], [0, 1])
 
