@@ -389,7 +389,7 @@ def test_recommend_benchmark_script_runs(capsys):
     assert bench_recommend.main(["--shape", "600", "900", "12000", "--users", "500",
                                  "--repeats", "1", "--listed", "300"]) == 0
     out = capsys.readouterr().out
-    assert "gpu-als CPU backend:" in out
+    assert re.search(r"^recommend: gpu-als [\d.]+ s", out, re.M)
     assert "similar_items, 200 items one at a time: gpu-als" in out
     assert "recommend(filter_items=<300 items>), 200 users one at a time: gpu-als" in out
     if "no comparison" not in out:  # the batch and the five one-at-a-time parts
@@ -405,7 +405,8 @@ def test_recommend_benchmark_script_runs(capsys):
         return
     assert bench_recommend.main(on_gpu) == 0
     out = capsys.readouterr().out
-    assert "gpu-als GPU backend:" in out
+    assert "liked items filtered, on NVIDIA" in out
+    assert re.search(r"^recommend: gpu-als [\d.]+ s", out, re.M)
     if "no comparison" not in out:
         assert "same items for 100.00% of the users" in out
 
