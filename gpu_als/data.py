@@ -137,8 +137,8 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
         dtype of the returned values.
     copy : bool, default True
         False: the result may share the input's arrays, or be the input itself when it is
-        a canonical ``csr_matrix`` of ``dtype`` (for callers that only read it, such as
-        a query's rows).
+        a canonical ``csr_matrix`` of ``dtype`` (for callers that only read it: a query's
+        rows, checked then by NumPy rather than by SciPy's copy).
 
     Returns
     -------
@@ -178,7 +178,7 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
         raise TypeError(
             f"{name} has dtype {value_dtype}: expected real numbers (bool, int or float)"
         )
-    csr = _canonical_csr(user_items, dtype, copy)
+    csr = None if copy else _shared_canonical_csr(user_items, dtype)
     if csr is None:
         try:
             csr = sp.csr_matrix(user_items, copy=True)  # never modify the caller's matrix
@@ -241,13 +241,14 @@ def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str,
     return check_user_items(user_items, dtype, name=name, copy=copy)
 
 
-def _canonical_csr(m: Any, dtype: np.dtype, copy: bool) -> sp.csr_matrix | None:
-    """``m`` as a CSR matrix of ``dtype`` when it is a valid CSR matrix or array in
-    canonical form already (each row's indices sorted and distinct, nothing stored past
-    the last row), as SciPy makes them, checked by NumPy on its three arrays; None for
-    anything else, which then takes SciPy's copy, full format check and
-    ``sum_duplicates``. For one user's row, SciPy's way was most of a ``recommend`` call's
-    own overhead (about 60 us of 130)."""
+def _shared_canonical_csr(m: Any, dtype: np.dtype) -> sp.csr_matrix | None:
+    """``m`` as a CSR matrix of ``dtype`` sharing its index arrays (``m`` itself if it is
+    a ``csr_matrix`` of ``dtype``), when it is a valid CSR matrix or array in canonical
+    form already (each row's indices sorted and distinct, nothing stored past the last
+    row), as SciPy makes them, checked by NumPy on its three arrays; None for anything
+    else, which then takes SciPy's copy, full format check and ``sum_duplicates``. For
+    one user's row, SciPy's way was most of a ``recommend`` call's own overhead (about
+    60 us of 130)."""
     if m.format != "csr":
         return None
     indptr, indices, data = m.indptr, m.indices, m.data
@@ -266,9 +267,9 @@ def _canonical_csr(m: Any, dtype: np.dtype, copy: bool) -> sp.csr_matrix | None:
         # an index may fall (or repeat) only where a new row starts
         if len(descents) and not np.isin(descents, indptr[1:-1]).all():
             return None
-    if not copy and type(m) is sp.csr_matrix and data.dtype == dtype:
+    if type(m) is sp.csr_matrix and data.dtype == dtype:
         return m
-    csr = sp.csr_matrix((data, indices, indptr), shape=m.shape, dtype=dtype, copy=copy)
+    csr = sp.csr_matrix((data, indices, indptr), shape=m.shape, dtype=dtype)
     csr.has_canonical_format = True
     return csr
 
