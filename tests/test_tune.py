@@ -70,6 +70,11 @@ def test_a_dataframe_is_searched_like_its_matrix_and_the_model_keeps_its_ids(R):
                                   from_matrix.model.item_factors_)
     assert from_frame.model.user_ids_[0] == 1000 and from_frame.model.item_ids_[0] == "i000"
     assert from_matrix.model.user_ids_ is None
+    counts = df.drop(columns="value")  # every row counts 1: fine for implicit feedback
+    assert len(run(counts, n_samples=1).trials) == 1
+    with pytest.raises(ValueError, match="for feedback='explicit', the ratings in 'value'"):
+        tune(counts, {"factors": [2], "feedback": ["implicit", "explicit"]},
+             base_params={"backend": "cpu"}, show_progress=False)
 
 
 def test_deterministic_and_random_sampling(R):
@@ -113,7 +118,6 @@ def test_data_without_a_user_to_validate_on_is_refused_before_training():
 
 def test_a_search_that_cannot_fit_in_memory_is_refused_before_copying(monkeypatch):
     from gpu_als import data
-
     from gpu_als import tune as tune_module
 
     monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**20)  # 10 MiB
