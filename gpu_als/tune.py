@@ -203,8 +203,8 @@ def tune(
             frame, "explicit" if "explicit" in feedbacks else "implicit").matrix
     else:
         frame = None
-    fit_part, validation = train_test_split(user_items, test_fraction=validation_fraction,
-                                               random_state=random_state)
+    fit_part, validation = train_test_split(
+        user_items, test_fraction=validation_fraction, random_state=random_state)
     if validation.nnz == 0:
         raise ValueError("no user has 2 or more interactions: there is nothing to hold out "
                          "for validation")
