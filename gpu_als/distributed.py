@@ -40,8 +40,8 @@ NumPy runs unaligned arrays through slow buffered copies.
 The result is an ordinary fitted :class:`gpu_als.ALS` whose factors are NumPy arrays
 (convert with ``to_gpu()``), equal to the single-process fit to floating-point tolerance:
 the per-row solves are the same, only the Gram matrices are summed in another order. The
-model's ``show_progress``, ``callback`` and ``calculate_training_loss`` act as in
-:meth:`ALS.fit` (the driver always sums the loss from the workers' parts, which costs it
+model's ``show_progress``, ``callback``, ``calculate_training_loss`` and ``warm_start`` act as
+in :meth:`ALS.fit` (the driver always sums the loss from the workers' parts, which costs it
 little, to catch NaN factors after each iteration; the setting decides whether it is kept
 in ``loss_history_`` and passed to the callback).
 """
@@ -188,7 +188,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
     cpu = get_backend("cpu")
-    X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"])
+    X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
+                                  (user_ids, item_ids))
     placed: dict[str, list] = {}
     holders: dict[str, list] = {}  # the worker(s) holding each placed block
 
@@ -224,7 +225,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         whichever side they are counted from)."""
         fixed_future = client.scatter(fixed, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, params,
-                                 current[first:last] if warm_start else None,
+                                 current[first:last] if send_current else None,
                                  workers=workers, allow_other_workers=False, pure=False)
                    for block, workers, (first, last, _) in zip(placed[side], holders[side],
                                                                sides[side])]
@@ -232,7 +233,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         factors = np.concatenate([r[0] for r in results]).astype(p["dtype"], copy=False)
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
 
-    warm_start = p["solver"] == "cg"
+    send_current = p["solver"] == "cg"  # CG starts from the current factors
     place("user")
     place("item")
     YtY = cpu.gram(Y)
@@ -254,7 +255,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
                 loss_history.append(kept)
             # Y then X broadcast to every worker, and each side's new factors coming back
             # (with CG, also each side's current factors going out, a block to each worker)
-            moved.append(int((n_workers + 1 + warm_start) * (X.nbytes + Y.nbytes)))
+            moved.append(int((n_workers + 1 + send_current) * (X.nbytes + Y.nbytes)))
             if model.callback is not None:
                 model.callback(iteration, time.perf_counter() - start, kept)
     model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)

@@ -90,6 +90,13 @@ class ALS:
         ``"auto"`` uses the GPU when CuPy sees a usable one, else the CPU, and logs which.
     random_state : int, numpy.random.Generator or None
         Seed of the initial factors.
+    warm_start : bool, default False
+        When the model is already fitted, ``fit`` starts from its current factors instead
+        of random ones (scikit-learn's ``warm_start``; the implicit library's ``fit``
+        always does this): more iterations continue a fit, and a refit on updated
+        interactions starts near its answer. A matrix must have the model's shape (its row
+        ``u`` is the model's row ``u``); a DataFrame is matched to the model's
+        ``user_ids_`` and ``item_ids_``, and ids new to the model start random.
     show_progress : bool, default True
         Show a progress bar while fitting (only on a terminal).
     calculate_training_loss : bool, default True
@@ -175,6 +182,7 @@ class ALS:
         dtype: Any = np.float32,
         backend: str | Backend = "auto",
         random_state: int | np.random.Generator | None = None,
+        warm_start: bool = False,
         show_progress: bool = True,
         calculate_training_loss: bool = True,
         callback: Callable[[int, float, float | None], None] | None = None,
@@ -194,6 +202,7 @@ class ALS:
         self.dtype = dtype
         self.backend = backend
         self.random_state = random_state
+        self.warm_start = warm_start
         self.show_progress = show_progress
         self.calculate_training_loss = calculate_training_loss
         self.callback = callback
@@ -263,10 +272,11 @@ class ALS:
             raise ValueError(
                 f"backend={self.backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}"
             )
-        if not isinstance(self.calculate_training_loss, (bool, np.bool_)):
-            raise TypeError("calculate_training_loss must be True or False, got "
-                            f"{type(self.calculate_training_loss).__name__}")
-        p["calculate_training_loss"] = bool(self.calculate_training_loss)
+        for name in ("calculate_training_loss", "warm_start"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+            p[name] = bool(value)
         seed = self.random_state
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
             if seed < 0:
@@ -317,7 +327,7 @@ class ALS:
         if data.is_dataframe(user_items):
             user_items, user_ids, item_ids = data.frame_interactions(
                 user_items, self.feedback, data.check_dtype(self.dtype))
-        training = _Training(self, user_items)
+        training = _Training(self, user_items, ids=(user_ids, item_ids))
         training.run(training.p["iterations"],
                      show_progress=self.show_progress if show_progress is None else show_progress,
                      callback=self.callback if callback is None else callback)
@@ -325,12 +335,22 @@ class ALS:
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         return self
 
-    def _initial_factors(self, backend: Backend, shape, factors: int, dtype):
+    def _initial_factors(self, backend: Backend, shape, factors: int, dtype,
+                         ids: tuple[Any, Any] = (None, None)):
+        """The factors a fit of a ``shape`` matrix starts from, on ``backend``: random, or
+        with ``warm_start`` on a fitted model its current ones, matched to the data's rows
+        by ``ids`` (the user and item ids of a DataFrame's rows; None for a matrix)."""
         # Drawn on the host in the model's dtype, users first: the same start on every
         # backend, and the implicit library's start for the same integer seed.
         rng = np.random.default_rng(self.random_state)
         X = rng.random((shape[0], factors), dtype=dtype) * dtype.type(INIT_SCALE)
         Y = rng.random((shape[1], factors), dtype=dtype) * dtype.type(INIT_SCALE)
+        if self.warm_start and (hasattr(self, "user_factors_") or hasattr(self, "item_factors_")):
+            self._check_fitted()
+            for start, current, data_ids, model_ids, what in (
+                    (X, self.user_factors_, ids[0], self.user_ids_, "users"),
+                    (Y, self.item_factors_, ids[1], self.item_ids_, "items")):
+                _warm_rows(start, self._backend.to_numpy(current), data_ids, model_ids, what)
         return backend.asarray(X), backend.asarray(Y)
 
     @staticmethod
@@ -1080,6 +1100,33 @@ def _host_factors(user_factors: Any, item_factors: Any,
     return X, Y
 
 
+def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids: Any,
+               what: str) -> None:
+    """Copy a fitted model's factors of ``what`` ("users" or "items"), ``current``, into
+    a fit's ``start``: every row, by position, for a matrix (``data_ids`` None); for a
+    DataFrame, the rows whose id (in ``data_ids``) the model knows (in ``model_ids``)."""
+    where = "warm_start=True"
+    if current.shape[1] != start.shape[1]:
+        raise ValueError(f"{where}: the model's factors have {current.shape[1]} columns, not "
+                         f"factors={start.shape[1]}; fit with warm_start=False to start afresh")
+    if data_ids is None:
+        if len(current) != len(start):
+            raise ValueError(
+                f"{where}: the model has {len(current):,} {what} and the matrix "
+                f"{len(start):,}; a matrix's rows must be the model's (partial_fit_users / "
+                f"partial_fit_items add rows), or fit with warm_start=False")
+        start[:] = current
+        return
+    if model_ids is None:
+        raise ValueError(
+            f"{where} with a DataFrame: the model has no {what[:-1]} ids to match its rows "
+            f"to the DataFrame's (it was fitted on a matrix); fit a matrix whose rows are "
+            f"the model's, or fit with warm_start=False")
+    rows = data.id_positions(model_ids, data_ids)
+    known = rows >= 0
+    start[known] = current[rows[known]]
+
+
 def _checked_ids(ids: Any, n: int, name: str) -> np.ndarray | None:
     """``ids`` as a 1-D array of ``n`` original ids, or None."""
     if ids is None:
@@ -1110,7 +1157,9 @@ class _Training:
     model of n + m iterations.
     """
 
-    def __init__(self, model: ALS, user_items: Any):
+    def __init__(self, model: ALS, user_items: Any, ids: tuple[Any, Any] = (None, None)):
+        """``ids``: the user and item ids of the rows of a DataFrame's ``user_items``, for a
+        warm start (see ``ALS._initial_factors``)."""
         p = model._check_params()
         backend = get_backend(model.backend)
         if backend.max_factors is not None and p["factors"] > backend.max_factors:
@@ -1129,7 +1178,7 @@ class _Training:
             backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"])
         self.X, self.Y = model._initial_factors(backend, prepared.shape, p["factors"],
-                                                p["dtype"])
+                                                p["dtype"], ids)
         self.YtY = backend.gram(self.Y)
         self.loss_history: list[float] = []
         self.iterations_done = 0

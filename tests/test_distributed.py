@@ -81,6 +81,19 @@ def test_a_dataframe_is_fitted_as_by_fit_with_its_ids(client):
     assert distributed.item_ids_[0] == "i0" and distributed.user_ids_[1] == 7
 
 
+def test_a_warm_start_continues_a_fit_as_in_fit(client):
+    """2 iterations in this process, then 2 on the cluster from there: the 4-iteration fit
+    (with CG, whose half-steps start from both sides' current factors)."""
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(400, 150, 5000, random_state=4)
+    params = {**PARAMS, "solver": "cg", "iterations": 2, "warm_start": True}
+    model = fit_distributed(ALS(**params).fit(R), R, client)
+    whole = ALS(**{**params, "iterations": 4}).fit(R)
+    np.testing.assert_allclose(model.user_factors_, whole.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(model.item_factors_, whole.item_factors_, atol=1e-9)
+
+
 def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
     """A progress bar over iterations (on a terminal) unless show_progress is False; the
     callback gets each iteration's loss, or None with calculate_training_loss=False, which

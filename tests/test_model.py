@@ -74,6 +74,77 @@ def test_zero_iterations_keeps_the_random_start(real_backend, R):
         assert factors.min() >= 0 and 0.009 < factors.max() < 0.01
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_a_warm_start_continues_the_fit(real_backend, R, solver):
+    """5 iterations, then 3 more from where they ended, are the 8-iteration fit: both
+    sides' factors are carried over (CG starts each half-step from the current factors,
+    so the user factors matter too); the loss goes on falling."""
+    whole = model_for(real_backend, solver=solver, iterations=8).fit(R)
+    model = model_for(real_backend, solver=solver, iterations=5, warm_start=True).fit(R)
+    first = model.loss_history_
+    model.set_params(iterations=3).fit(R)
+    for continued, reference in ((model.user_factors_, whole.user_factors_),
+                                 (model.item_factors_, whole.item_factors_)):
+        np.testing.assert_allclose(to_numpy(continued), to_numpy(reference), rtol=1e-4,
+                                   atol=1e-6)
+    assert model.loss_history_[0] <= first[-1] * (1 + 1e-6)
+    np.testing.assert_allclose(first + model.loss_history_, whole.loss_history_, rtol=1e-5)
+
+
+def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
+    """Users and items the model knows start from their factors wherever their rows are
+    now; new ones start random; a matrix must have the model's shape and a DataFrame
+    needs a model with ids."""
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(25, 12, 0.4, seed=3).tocoo()
+    df = pd.DataFrame({"user": [f"u{r:02d}" for r in R.row], "item": R.col * 10,
+                       "value": R.data})
+    model = ALS(factors=3, iterations=3, backend="cpu", random_state=0,
+                warm_start=True).fit(df)
+    X, Y = model.user_factors_.copy(), model.item_factors_.copy()
+    users, items = model.user_ids_, model.item_ids_
+    # users u00-u04 and item 0 leave; a new user and a new item come
+    later = pd.concat([df[(df.user > "u04") & (df.item > 0)],
+                       pd.DataFrame({"user": ["new", "u07"], "item": [20, 999],
+                                     "value": [1.0, 2.0]})])
+    model.set_params(iterations=0).fit(later)
+    assert "new" in model.user_ids_ and 999 in model.item_ids_
+    for start, before, ids, before_ids in ((model.user_factors_, X, model.user_ids_, users),
+                                           (model.item_factors_, Y, model.item_ids_, items)):
+        for row, id_ in enumerate(ids):
+            if id_ in ("new", 999):
+                assert (0 <= start[row]).all() and (start[row] < 0.01).all()  # random
+            else:
+                np.testing.assert_array_equal(start[row], before[list(before_ids).index(id_)])
+    assert len(model.user_ids_) == 21 and len(model.item_ids_) == 12
+
+    matrix = from_dataframe(df)[0]
+    with pytest.raises(ValueError, match="the model has 21 users and the matrix 25; a "
+                                         "matrix's rows must be the model's"):
+        model.fit(matrix)
+    with pytest.raises(ValueError, match="the model's factors have 3 columns, not factors=4"):
+        model.set_params(factors=4).fit(matrix[:21, :12])
+    model = ALS(factors=3, iterations=1, backend="cpu", warm_start=True).fit(matrix)
+    with pytest.raises(ValueError, match="the model has no user ids to match its rows"):
+        model.fit(df)
+
+
+def test_a_warm_start_uses_factors_assigned_by_hand(R):
+    """The implicit library's way of starting from given factors: assign them, then fit."""
+    X = np.full((40, 8), 0.5, np.float32)
+    Y = np.linspace(0, 1, 30 * 8, dtype=np.float32).reshape(30, 8)
+    model = model_for("cpu", iterations=0, warm_start=True)
+    model.fit(R)  # unfitted: a random start, as without warm_start
+    np.testing.assert_array_equal(model.user_factors_,
+                                  model_for("cpu", iterations=0).fit(R).user_factors_)
+    model.user_factors, model.item_factors = X, Y
+    model.fit(R)
+    np.testing.assert_array_equal(model.user_factors_, X)
+    np.testing.assert_array_equal(model.item_factors_, Y)
+    with pytest.raises(TypeError, match="warm_start must be True or False, got str"):
+        model_for("cpu", warm_start="yes").fit(R)
+
+
 def test_defaults_are_the_documented_ones():
     """The defaults the docstring and README state (changing one changes every user's
     model)."""
@@ -81,7 +152,8 @@ def test_defaults_are_the_documented_ones():
         "factors": 64, "regularization": 0.01, "alpha": 10.0, "iterations": 15,
         "feedback": "implicit", "confidence": "linear", "epsilon": 1.0, "solver": "cholesky",
         "cg_steps": 3, "dtype": np.float32, "backend": "auto", "random_state": None,
-        "show_progress": True, "calculate_training_loss": True, "callback": None}
+        "warm_start": False, "show_progress": True, "calculate_training_loss": True,
+        "callback": None}
 
 
 def test_without_the_loss_nan_after_a_single_iteration_is_an_error(R):
