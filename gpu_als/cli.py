@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,40 +38,79 @@ REFERENCE_TABLE = {"Random": (0.0096, 0.0036), "Popularity": (0.0817, 0.0399),
 
 # ---- shared pieces ----------------------------------------------------------------------
 
+class _DefaultInt(int):
+    """An int option's default value, told apart from the same number typed (see
+    :func:`default`)."""
+
+
+class _DefaultFloat(float):
+    """A float option's default value (see :func:`default`)."""
+
+
+class _DefaultStr(str):
+    """A str option's default value (see :func:`default`)."""
+
+
+def default(value: int | float | str):
+    """``value`` as an option's default: equal to it, of a subclass of its type, so that
+    :func:`model_params` can tell it from the same value given on the command line."""
+    return {int: _DefaultInt, float: _DefaultFloat, str: _DefaultStr}[type(value)](value)
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, regularization: float = 0.01,
                       iterations: int = 15) -> None:
     g = parser.add_argument_group("model hyperparameters (see gpu_als.ALS)")
-    g.add_argument("--factors", type=int, default=64, help="latent factors k (default 64)")
-    g.add_argument("--regularization", type=float, default=regularization,
+    g.add_argument("--factors", type=int, default=default(64),
+                   help="latent factors k (default 64)")
+    g.add_argument("--regularization", type=float, default=default(regularization),
                    help=f"L2 penalty lambda (default {regularization})")
-    g.add_argument("--alpha", type=float, default=10.0,
+    g.add_argument("--alpha", type=float, default=default(10.0),
                    help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
-    g.add_argument("--iterations", type=int, default=iterations,
+    g.add_argument("--iterations", type=int, default=default(iterations),
                    help=f"ALS sweeps (default {iterations})")
-    g.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
+    g.add_argument("--feedback", choices=["implicit", "explicit"], default=default("implicit"),
                    help="values are interaction amounts (implicit) or ratings (explicit)")
-    g.add_argument("--confidence", choices=["linear", "log"], default="linear",
+    g.add_argument("--confidence", choices=["linear", "log"], default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log)")
-    g.add_argument("--epsilon", type=float, default=1.0, help="scale of the log confidence")
-    g.add_argument("--solver", choices=["cholesky", "cg"], default="cholesky",
+    g.add_argument("--epsilon", type=float, default=default(1.0),
+                   help="scale of the log confidence")
+    g.add_argument("--solver", choices=["cholesky", "cg"], default=default("cholesky"),
                    help="exact per-row solves, or conjugate-gradient steps (default cholesky)")
-    g.add_argument("--cg-steps", type=int, default=3,
+    g.add_argument("--cg-steps", type=int, default=default(3),
                    help="CG steps per row and half-step with --solver cg (default 3)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+    g.add_argument("--dtype", choices=["float32", "float64"], default=default("float32"))
+    g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=default("auto"),
                    help="where to train (default auto: the GPU when usable)")
-    g.add_argument("--seed", type=int, default=42, help="initialisation and split seed")
+    g.add_argument("--seed", type=int, default=default(42),
+                   help="initialisation and split seed")
+
+
+#: The options of add_model_options (as argparse names them), and the ALS parameter each
+#: sets where it is not the same name.
+MODEL_OPTIONS = ("factors", "regularization", "alpha", "iterations", "feedback", "confidence",
+                 "epsilon", "solver", "cg_steps", "dtype", "backend", "seed")
+PARAMETER_OF_OPTION = {"seed": "random_state"}
+_DEFAULTS = (_DefaultInt, _DefaultFloat, _DefaultStr)
+
+
+def model_params(args: argparse.Namespace, *, given_only: bool = False) -> dict[str, Any]:
+    """The model options as ALS's parameters: all of them, or (``given_only``) only those
+    given on the command line."""
+    params = {}
+    for option in MODEL_OPTIONS:
+        value = getattr(args, option)
+        if isinstance(value, _DEFAULTS):
+            if given_only:
+                continue
+            value = type(value).__mro__[1](value)  # the plain int, float or str
+        params[PARAMETER_OF_OPTION.get(option, option)] = value
+    return params
 
 
 def make_model(args: argparse.Namespace, **overrides):
     from .model import ALS
 
-    params = dict(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
-                  iterations=args.iterations, feedback=args.feedback,
-                  confidence=args.confidence, epsilon=args.epsilon, solver=args.solver,
-                  cg_steps=args.cg_steps, dtype=args.dtype,
-                  backend=args.backend, random_state=args.seed)
-    return ALS(**{**params, **overrides})
+    return ALS(**{**model_params(args), **overrides})
 
 
 def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None) -> None:
@@ -150,12 +190,14 @@ def sniff_delimiter(path: Path, lines: int = 20) -> str:
         return ","
 
 
-def read_interactions(args: argparse.Namespace):
-    """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe."""
+def read_interactions(args: argparse.Namespace, feedback: str | None = None):
+    """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe;
+    ``feedback`` (default: the option's) "explicit" needs a value column."""
     from .data import from_dataframe
 
     df = read_frame(args)
-    if getattr(args, "feedback", None) == "explicit" and args.value_col not in df.columns:
+    feedback = feedback or getattr(args, "feedback", None)
+    if feedback == "explicit" and args.value_col not in df.columns:
         raise ValueError(f"{args.file} has no column {args.value_col!r}: --feedback explicit "
                          f"learns ratings; name their column with --value-col (the columns "
                          f"are {[str(c) for c in df.columns]})")
@@ -248,14 +290,20 @@ def write_demo_plots(model, train, folder: Path) -> None:
 # ---- train and evaluate --------------------------------------------------------------
 
 def train(args: argparse.Namespace) -> int:
-    matrix, user_ids, item_ids = read_interactions(args)
-    model = make_model(args)
+    if args.init is None:
+        model = make_model(args)
+    else:  # its hyperparameters but those given, its factors for the ids it knows
+        model = load_model(args.init, backend=model_params(args)["backend"])
+        model.set_params(**model_params(args, given_only=True), warm_start=True)
+    matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
     start = time.perf_counter()
-    model.fit(matrix)
+    model.fit(matrix, user_ids=user_ids, item_ids=item_ids)
+    loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
     print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
-          f"interactions; trained on '{model.backend_}' in {time.perf_counter() - start:.2f} s,"
-          f" final loss {model.loss_history_[-1]:.6g}")
-    written = model.save(args.output, user_ids=user_ids, item_ids=item_ids)
+          f"interactions; trained on '{model.backend_}'"
+          f"{f' from {args.init}' if args.init else ''} in "
+          f"{time.perf_counter() - start:.2f} s{loss}")
+    written = model.save(args.output)
     print(f"saved to {written} (load with gpu_als.ALS.load)")
     return 0
 
@@ -672,6 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--output", type=Path, default=Path("model.npz"),
                    help="model file to write (default model.npz)")
+    p.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                   help="go on from this model file: its hyperparameters (but those given "
+                        "here) and its factors for the users and items it knows (by id; "
+                        "new ones start random)")
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",

@@ -312,7 +312,7 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         raise ValueError(
             f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
             f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
-            f"item_col, value_col) and fit its matrix")
+            f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     return from_dataframe(df, dtype=dtype)
 
 

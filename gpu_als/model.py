@@ -95,8 +95,9 @@ class ALS:
         of random ones (scikit-learn's ``warm_start``; the implicit library's ``fit``
         always does this): more iterations continue a fit, and a refit on updated
         interactions starts near its answer. A matrix must have the model's shape (its row
-        ``u`` is the model's row ``u``); a DataFrame is matched to the model's
-        ``user_ids_`` and ``item_ids_``, and ids new to the model start random.
+        ``u`` is the model's row ``u``); a DataFrame, or a matrix given with ``fit``'s
+        ``user_ids`` and ``item_ids``, is matched to the model's ``user_ids_`` and
+        ``item_ids_`` by id, and ids new to the model start random.
     show_progress : bool, default True
         Show a progress bar while fitting (only on a terminal).
     calculate_training_loss : bool, default True
@@ -126,8 +127,8 @@ class ALS:
         The backend that holds the model: "cpu" or "gpu".
     user_ids_, item_ids_ : numpy.ndarray or None
         Original ids of the factor rows: ``user_ids_[u]`` is row ``u``'s. Set by ``fit`` on
-        a DataFrame and by :meth:`load` of a file saved with them (see :meth:`save`);
-        None after ``fit`` on a matrix.
+        a DataFrame or with ``user_ids`` / ``item_ids``, and by :meth:`load` of a file
+        saved with them (see :meth:`save`); None after ``fit`` on a matrix without them.
 
     To change the factors, assign new arrays (``model.item_factors = Y``, or
     :meth:`from_factors`) rather than editing them in place: queries keep values derived
@@ -292,7 +293,8 @@ class ALS:
     # ---- training -------------------------------------------------------------------
 
     def fit(self, user_items: Any, show_progress: bool | None = None,
-            callback: Callable | None = None) -> ALS:
+            callback: Callable | None = None, *, user_ids: Any = None,
+            item_ids: Any = None) -> ALS:
         """Learn user and item factors from a users x items matrix.
 
         Parameters
@@ -302,11 +304,17 @@ class ALS:
             real dtype (a CuPy sparse matrix is copied to the host for the checks). A
             pandas or polars DataFrame has one row per interaction in columns
             ``user``, ``item`` and (optionally) ``value``: it goes through
-            :func:`gpu_als.data.from_dataframe` (other column names: call that directly),
-            and ``user_ids_`` / ``item_ids_`` then map factor rows to its ids.
+            :func:`gpu_als.data.from_dataframe`, and ``user_ids_`` / ``item_ids_`` then map
+            factor rows to its ids (other column names: call ``from_dataframe`` and pass
+            its ids below).
         show_progress, callback : optional
             For this fit, instead of the estimator's own (the implicit library's ``fit``
             arguments).
+        user_ids, item_ids : array-like, shape (n_users,) and (n_items,), optional
+            The original ids of a matrix's rows and columns (as :func:`from_dataframe
+            <gpu_als.data.from_dataframe>` returns them): kept as ``user_ids_`` and
+            ``item_ids_``, and what ``warm_start`` matches the model's rows by. A
+            DataFrame's come from its columns.
 
         Returns
         -------
@@ -319,12 +327,15 @@ class ALS:
         BackendUnavailableError
             For ``backend="gpu"`` where no GPU backend can run.
         FloatingPointError
-            When a half-step produces NaN or infinite factors; the model is left unfitted.
+            When a half-step produces NaN or infinite factors; the model is left as it was
+            (unfitted, or with its previous fit).
         """
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        user_ids = item_ids = None
         if data.is_dataframe(user_items):
+            if user_ids is not None or item_ids is not None:
+                raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
+                                "columns: pass user_ids / item_ids with a matrix only")
             user_items, user_ids, item_ids = data.frame_interactions(
                 user_items, self.feedback, data.check_dtype(self.dtype))
         training = _Training(self, user_items, ids=(user_ids, item_ids))
@@ -332,7 +343,6 @@ class ALS:
                      show_progress=self.show_progress if show_progress is None else show_progress,
                      callback=self.callback if callback is None else callback)
         training.finish(self)
-        self.user_ids_, self.item_ids_ = user_ids, item_ids
         return self
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype,
@@ -1103,8 +1113,8 @@ def _host_factors(user_factors: Any, item_factors: Any,
 def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids: Any,
                what: str) -> None:
     """Copy a fitted model's factors of ``what`` ("users" or "items"), ``current``, into
-    a fit's ``start``: every row, by position, for a matrix (``data_ids`` None); for a
-    DataFrame, the rows whose id (in ``data_ids``) the model knows (in ``model_ids``)."""
+    a fit's ``start``: every row, by position, for data without ids (``data_ids`` None);
+    else the rows whose id (in ``data_ids``) the model knows (in ``model_ids``)."""
     where = "warm_start=True"
     if current.shape[1] != start.shape[1]:
         raise ValueError(f"{where}: the model's factors have {current.shape[1]} columns, not "
@@ -1119,9 +1129,9 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
         return
     if model_ids is None:
         raise ValueError(
-            f"{where} with a DataFrame: the model has no {what[:-1]} ids to match its rows "
-            f"to the DataFrame's (it was fitted on a matrix); fit a matrix whose rows are "
-            f"the model's, or fit with warm_start=False")
+            f"{where}: the model has no {what[:-1]} ids to match the data's against (it was "
+            f"fitted on a matrix without ids); fit a matrix whose rows are the model's, or "
+            f"fit with warm_start=False")
     rows = data.id_positions(model_ids, data_ids)
     known = rows >= 0
     start[known] = current[rows[known]]
@@ -1158,8 +1168,7 @@ class _Training:
     """
 
     def __init__(self, model: ALS, user_items: Any, ids: tuple[Any, Any] = (None, None)):
-        """``ids``: the user and item ids of the rows of a DataFrame's ``user_items``, for a
-        warm start (see ``ALS._initial_factors``)."""
+        """``ids``: the ids of ``user_items``' rows and columns, or None (see ``ALS.fit``)."""
         p = model._check_params()
         backend = get_backend(model.backend)
         if backend.max_factors is not None and p["factors"] > backend.max_factors:
@@ -1174,11 +1183,13 @@ class _Training:
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend
+        self.ids = (_checked_ids(ids[0], prepared.shape[0], "user_ids"),
+                    _checked_ids(ids[1], prepared.shape[1], "item_ids"))
         self.Cu, self.Ci = prepared.on_backend(
             backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"])
         self.X, self.Y = model._initial_factors(backend, prepared.shape, p["factors"],
-                                                p["dtype"], ids)
+                                                p["dtype"], self.ids)
         self.YtY = backend.gram(self.Y)
         self.loss_history: list[float] = []
         self.iterations_done = 0
@@ -1233,7 +1244,7 @@ class _Training:
         model.loss_history_ = list(self.loss_history)
         model.backend_ = self.backend.name
         model._backend = self.backend
-        model.user_ids_ = model.item_ids_ = None
+        model.user_ids_, model.item_ids_ = self.ids
         model._remember_factors()
 
 

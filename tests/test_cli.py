@@ -37,6 +37,39 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert (model.solver, model.cg_steps) == ("cg", 2)
 
 
+def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
+    """--init: the model's hyperparameters except those given, its factors for the ids it
+    knows: 2 iterations, then 3 more from the file, are a 5-iteration fit; a later file's
+    new ids start random."""
+    first, second, whole = (tmp_path / f"{name}.npz" for name in ("first", "second", "whole"))
+    common = ["--factors", "4", "--solver", "cg", "--backend", "cpu"]
+    assert main(["train", str(csv_file), *common, "--iterations", "2", "--alpha", "5",
+                 "--output", str(first)]) == 0
+    assert main(["train", str(csv_file), "--init", str(first), "--iterations", "3",
+                 "--output", str(second)]) == 0
+    assert f"trained on 'cpu' from {first} in" in capsys.readouterr().out
+    assert main(["train", str(csv_file), *common, "--iterations", "5", "--alpha", "5",
+                 "--output", str(whole)]) == 0
+    continued, reference = ALS.load(second, backend="cpu"), ALS.load(whole, backend="cpu")
+    assert (continued.alpha, continued.solver, continued.iterations) == (5.0, "cg", 3)
+    np.testing.assert_allclose(continued.item_factors_, reference.item_factors_, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_array_equal(continued.user_ids_, reference.user_ids_)
+
+    later = tmp_path / "later.csv"
+    later.write_text(csv_file.read_text() + "someone_new,100,1.0\n")
+    assert main(["train", str(later), "--init", str(second), "--iterations", "0",
+                 "--output", str(first)]) == 0
+    start = ALS.load(first, backend="cpu")
+    new = list(start.user_ids_).index("someone_new")  # the ids are sorted
+    assert (start.user_factors_[new] < 0.01).all()
+    np.testing.assert_array_equal(np.delete(start.user_factors_, new, axis=0),
+                                  continued.user_factors_)
+    assert main(["train", str(csv_file), "--init", str(second), "--factors", "8",
+                 "--output", str(first)]) == 2
+    assert "the model's factors have 4 columns, not factors=8" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|", " "])
 def test_the_delimiter_is_detected(sep, csv_file, tmp_path):
     """Any of , ; tab | space, found from the first lines (then read by pandas' C parser):

@@ -125,7 +125,7 @@ def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
     with pytest.raises(ValueError, match="the model's factors have 3 columns, not factors=4"):
         model.set_params(factors=4).fit(matrix[:21, :12])
     model = ALS(factors=3, iterations=1, backend="cpu", warm_start=True).fit(matrix)
-    with pytest.raises(ValueError, match="the model has no user ids to match its rows"):
+    with pytest.raises(ValueError, match="the model has no user ids to match the data's against"):
         model.fit(df)
 
 
@@ -520,6 +520,19 @@ def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
     assert reference.user_ids_ is None  # a matrix has no ids
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(ALS.load(tmp_path / "m.npz", backend="cpu").item_ids_, items)
+
+    # other column names: from_dataframe, then its matrix with its ids
+    named = df.rename(columns={"user": "uid", "item": "sku", "value": "clicks"})
+    matrix, users, items = from_dataframe(named, "uid", "sku", "clicks", dtype=np.float64)
+    with_ids = ALS(**params).fit(matrix, user_ids=users, item_ids=items)
+    np.testing.assert_array_equal(with_ids.user_factors_, model.user_factors_)
+    np.testing.assert_array_equal(with_ids.user_ids_, model.user_ids_)
+    np.testing.assert_array_equal(with_ids.item_ids_, model.item_ids_)
+    with pytest.raises(ValueError, match=r"item_ids has shape \(11,\), expected \(12,\)"):
+        ALS(**params).fit(matrix, user_ids=users, item_ids=items[1:])
+    with pytest.raises(TypeError, match="fit.df. takes its ids from the DataFrame's"):
+        ALS(**params).fit(df, user_ids=users)
+    assert ALS(**params).fit(matrix, user_ids=users).item_ids_ is None
 
 
 def test_from_dataframe_against_given_id_maps():
