@@ -382,6 +382,19 @@ def test_thread_scaling_script_runs(capsys):
     assert out.count("us per call on 1 thread") == 3
 
 
+def test_warm_start_script_runs(movielens, capsys):
+    """benchmarks/warm_start.py (its numbers in the README): a refit from the model of
+    before ends lower than one from scratch after as many iterations."""
+    assert benchmark_script("warm_start").main([]) == 0
+    rows = {int(line.split()[0]): [float(v.replace(",", "")) for v in line.split()[1:]]
+            for line in capsys.readouterr().out.splitlines()[2:]}
+    assert sorted(rows) == [1, 2, 3, 5, 15] and len(rows[15]) == 2
+    for n in (1, 2, 3, 5):
+        warm_loss, _, cold_loss, _ = rows[n]
+        assert warm_loss < cold_loss
+    assert rows[3][0] < 1.02 * rows[15][0]  # 3 warm iterations: near 15 from scratch
+
+
 def test_recommend_benchmark_script_runs(capsys):
     """benchmarks/bench_recommend.py (its README numbers), on a small set: both libraries
     return the same items."""
