@@ -349,7 +349,7 @@ class ALS:
                          ids: tuple[Any, Any] = (None, None)):
         """The factors a fit of a ``shape`` matrix starts from, on ``backend``: random, or
         with ``warm_start`` on a fitted model its current ones, matched to the data's rows
-        by ``ids`` (the user and item ids of a DataFrame's rows; None for a matrix)."""
+        by ``ids`` (the data's user and item ids, or None: see :func:`_warm_rows`)."""
         # Drawn on the host in the model's dtype, users first: the same start on every
         # backend, and the implicit library's start for the same integer seed.
         rng = np.random.default_rng(self.random_state)

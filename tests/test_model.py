@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS, AlternatingLeastSquares, from_dataframe
 from gpu_als.backends import CPUBackend
+from gpu_als.exceptions import NotFittedError
 
 from .conftest import backend_name, emulated_backend, random_interactions
 from .reference import solve_rows_loop
@@ -141,6 +142,15 @@ def test_a_warm_start_uses_factors_assigned_by_hand(R):
     model.fit(R)
     np.testing.assert_array_equal(model.user_factors_, X)
     np.testing.assert_array_equal(model.item_factors_, Y)
+    fresh = model_for("cpu", iterations=0, warm_start=True)  # never fitted
+    fresh.user_factors = X.astype(np.float64)
+    with pytest.raises(NotFittedError, match="item_factors_ is not set"):
+        fresh.fit(R)
+    fresh.item_factors = Y
+    np.testing.assert_array_equal(fresh.fit(R).user_factors_, X)
+    fresh.user_factors = np.where(X > 0, np.nan, X)
+    with pytest.raises(ValueError, match="user_factors .*finite"):
+        fresh.fit(R)
     with pytest.raises(TypeError, match="warm_start must be True or False, got str"):
         model_for("cpu", warm_start="yes").fit(R)
 
