@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .model import ALS
+from .model import ALS, _checked_ids
 
 logger = logging.getLogger("gpu_als")
 
@@ -133,7 +133,8 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
         backend.stored_loss(rows, out, F)
 
 
-def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: int = 1,
+def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None,
+                    item_ids: Any = None, blocks_per_worker: int = 1,
                     max_retries: int = 3) -> ALS:
     """Fit ``model`` on the Dask cluster of ``client``; returns the fitted ``model``.
 
@@ -145,6 +146,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
     user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
         As for :meth:`ALS.fit` (a DataFrame's ids end up in ``user_ids_`` / ``item_ids_``).
     client : dask.distributed.Client
+    user_ids, item_ids : array-like, optional
+        The ids of a matrix's rows and columns, as for :meth:`ALS.fit`.
     blocks_per_worker : int, default 1
         Row blocks per worker and side.
     max_retries : int, default 3
@@ -174,11 +177,10 @@ def fit_distributed(model: ALS, user_items: Any, client, *, blocks_per_worker: i
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
-    user_ids = item_ids = None
-    if data.is_dataframe(user_items):
-        user_items, user_ids, item_ids = data.frame_interactions(user_items, p["feedback"],
-                                                                 p["dtype"])
+    user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     prepared = data.Prepared(user_items, p["dtype"])
+    user_ids, item_ids = (_checked_ids(ids[0], prepared.shape[0], "user_ids"),
+                          _checked_ids(ids[1], prepared.shape[1], "item_ids"))
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
     n_workers = max(1, len(client.scheduler_info()["workers"]))

@@ -332,18 +332,26 @@ class ALS:
         """
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        if data.is_dataframe(user_items):
-            if user_ids is not None or item_ids is not None:
-                raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
-                                "columns: pass user_ids / item_ids with a matrix only")
-            user_items, user_ids, item_ids = data.frame_interactions(
-                user_items, self.feedback, data.check_dtype(self.dtype))
-        training = _Training(self, user_items, ids=(user_ids, item_ids))
+        user_items, ids = self._fit_input(user_items, user_ids, item_ids)
+        training = _Training(self, user_items, ids)
         training.run(training.p["iterations"],
                      show_progress=self.show_progress if show_progress is None else show_progress,
                      callback=self.callback if callback is None else callback)
         training.finish(self)
         return self
+
+    def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
+                   ) -> tuple[Any, tuple[Any, Any]]:
+        """``fit``'s interactions and their (user ids, item ids): a DataFrame's through
+        :func:`gpu_als.data.frame_interactions`, a matrix's as given."""
+        if not data.is_dataframe(user_items):
+            return user_items, (user_ids, item_ids)
+        if user_ids is not None or item_ids is not None:
+            raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
+                            "columns: pass user_ids / item_ids with a matrix only")
+        matrix, user_ids, item_ids = data.frame_interactions(user_items, self.feedback,
+                                                             data.check_dtype(self.dtype))
+        return matrix, (user_ids, item_ids)
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype,
                          ids: tuple[Any, Any] = (None, None)):

@@ -80,6 +80,18 @@ def test_a_dataframe_is_fitted_as_by_fit_with_its_ids(client):
     np.testing.assert_array_equal(distributed.item_ids_, single.item_ids_)
     assert distributed.item_ids_[0] == "i0" and distributed.user_ids_[1] == 7
 
+    from gpu_als.data import from_dataframe
+    from gpu_als.distributed import fit_distributed
+
+    matrix, users, items = from_dataframe(df)
+    with_ids = fit_distributed(ALS(**PARAMS), matrix, client, user_ids=users, item_ids=items)
+    np.testing.assert_allclose(with_ids.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_array_equal(with_ids.item_ids_, single.item_ids_)
+    with pytest.raises(ValueError, match=r"user_ids has shape \(3,\), expected"):
+        fit_distributed(ALS(**PARAMS), matrix, client, user_ids=users[:3])
+    with pytest.raises(TypeError, match="takes its ids from the DataFrame's"):
+        fit_distributed(ALS(**PARAMS), df, client, item_ids=items)
+
 
 def test_a_warm_start_continues_a_fit_as_in_fit(client):
     """2 iterations in this process, then 2 on the cluster from there: the 4-iteration fit
