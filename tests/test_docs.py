@@ -83,6 +83,13 @@ def test_coming_from_implicit(alpha):
                                    atol=rtol * scale, err_msg=solver)
         np.testing.assert_allclose(ours.item_factors_, theirs.item_factors,
                                    atol=rtol * np.abs(theirs.item_factors).max(), err_msg=solver)
+        # the table's refit row: implicit's second fit goes on from its factors, as ours
+        # with warm_start=True
+        with threadpool_limits(1, "blas"):
+            theirs.fit(R, show_progress=False)
+        ours.set_params(warm_start=True).fit(R)
+        np.testing.assert_allclose(ours.item_factors_, theirs.item_factors,
+                                   atol=rtol * np.abs(theirs.item_factors).max(), err_msg=solver)
 
 
 def test_readme_from_implicit_block_runs(tmp_path, monkeypatch):
