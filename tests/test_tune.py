@@ -93,10 +93,30 @@ def test_outputs_table_csv_plot(R, tmp_path):
     assert table.iloc[0]["score"] == result.best_score
     path = result.to_csv(tmp_path / "trials.csv")
     assert path.read_text().splitlines()[0].startswith("factors,regularization,alpha,score")
+    assert_csv_is_the_table(path, result)
     pytest.importorskip("matplotlib")
     from gpu_als.plots import plot_tuning
 
     assert plot_tuning(result, tmp_path / "t.png").stat().st_size > 10_000
+
+
+def assert_csv_is_the_table(path, result):
+    """The trials CSV: every trial, in the table's order (finished first, best first)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    table = result.table()
+    assert len(rows) == len(table) == len(result.trials)
+    assert [row["finished"] == "True" for row in rows] == list(table["finished"])
+    np.testing.assert_array_equal([float(row["score"]) for row in rows], table["score"])
+    np.testing.assert_array_equal([int(row["factors"]) for row in rows], table["factors"])
+
+
+def test_the_default_iterations_are_20(R):
+    result = tune(R, {"factors": [2]}, base_params={"backend": "cpu"}, halving=False,
+                  show_progress=False)
+    assert result.trials[0]["iterations"] == 20 and len(result.model.loss_history_) == 20
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -104,6 +124,8 @@ def test_outputs_table_csv_plot(R, tmp_path):
     ({"param_grid": {"factor": [2]}}, "'factor' is not a hyperparameter of ALS"),
     ({"param_grid": {"factors": []}}, r"param_grid\['factors'\] must be a non-empty list"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
+    ({"K": 0}, "K=0: must be >= 1"),
+    ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
 ])
 def test_bad_arguments(R, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -171,7 +193,7 @@ def test_each_confidence_setting_goes_to_the_backend_once(R):
     assert backend.puts == 2 * 2 + 2
 
 
-def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R):
+def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R, tmp_path):
     """metric="rmse": each trial's score is the RMSE of a fresh fit's predicted ratings,
     the lowest wins, halving keeps the lowest, and the outputs list the lowest first."""
     from gpu_als.evaluation import rmse
@@ -196,6 +218,7 @@ def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R):
     lowest_two = sorted(at_rung_2, key=lambda t: t["score"])[:2]  # 6 trials -> keep 2
     assert {tuple(t[n] for n in grid) for t in lowest_two} == \
         {tuple(t[n] for n in grid) for t in halved.trials if t["finished"]}
+    assert_csv_is_the_table(halved.to_csv(tmp_path / "trials.csv"), halved)
 
 
 def test_rmse_needs_explicit_feedback_and_explicit_has_no_alpha_to_search(R):
