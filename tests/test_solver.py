@@ -182,24 +182,68 @@ def test_gpu_plans_serve_only_the_rows_they_were_made_for():
                  np.float64)
 
 
-def test_cpu_block_size_does_not_change_results(monkeypatch):
-    """Tiny blocks (one row each) and many threads give the same factors as the default."""
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_cpu_block_size_does_not_change_results(solver, monkeypatch):
+    """Tiny blocks (one row each, none merged), many threads, and every block merged into
+    the next give the same factors as the default."""
     from gpu_als.backends import CPUBackend, cpu
 
     monkeypatch.setattr(cpu, "CHOLESKY_PARALLEL_ELEMENTS", 0)  # threads even for this size
+    monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", 0)
 
     R = random_interactions(300, 120, 0.1, seed=7)
     F = np.random.default_rng(8).random((120, 16)).astype(np.float32)
     rows = weighted_rows(check_user_items(R), feedback="implicit", alpha=5.0)
-    results = []
-    for backend in (CPUBackend(), CPUBackend(num_threads=4, block_elements=1),
-                    CPUBackend(num_threads=1)):
-        out = np.empty((300, 16), np.float32)
+    start = np.random.default_rng(9).random((300, 16)).astype(np.float32)  # CG's
+
+    def solve(backend, min_elements=None):
+        if min_elements is not None:
+            monkeypatch.setattr(cpu, "MIN_BLOCK_ELEMENTS", min_elements)
+            monkeypatch.setattr(cpu, "CG_MIN_BLOCK_ELEMENTS", min_elements)
+        out = start.copy()
         backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
-                           out=out)
-        results.append(out)
-    np.testing.assert_allclose(results[1], results[0], atol=1e-5)
-    np.testing.assert_allclose(results[2], results[0], atol=1e-5)
+                           out=out, solver=solver)
+        return out
+
+    default = solve(CPUBackend())
+    one_thread = solve(CPUBackend(num_threads=1))
+    tiny = solve(CPUBackend(num_threads=4, block_elements=1), min_elements=0)
+    merged = solve(CPUBackend(), min_elements=2**40)
+    # float32 CG: each step divides by dot products that other blockings round otherwise
+    atol = 1e-5 if solver == "cholesky" else 5e-4
+    for result in (one_thread, tiny, merged):
+        np.testing.assert_allclose(result, default, atol=atol)
+
+
+@pytest.mark.parametrize("k", [4, 32])
+def test_cpu_row_blocks(k):
+    """Every non-empty row once, in a block padded to at least its length; no block across
+    k; blocks within the element bound and, unmerged, within BUCKET_GROWTH; a small block
+    merged into the next unless that would pad more than min_elements, or cross k."""
+    from gpu_als.backends.cpu import BUCKET_GROWTH, row_blocks
+
+    lengths = np.random.default_rng(k).zipf(1.6, 3000).clip(max=5000)
+    lengths[::7] = 0
+    for block_elements, min_elements in ((2**14, 0), (2**14, 2**12), (2**20, 2**16)):
+        blocks = list(row_blocks(lengths, k, block_elements, min_elements))
+        ids = np.concatenate([rows for rows, _ in blocks])
+        np.testing.assert_array_equal(np.sort(ids), np.flatnonzero(lengths))
+        for rows, padded in blocks:
+            assert lengths[rows].max() <= padded
+            assert (lengths[rows] < k).all() or (lengths[rows] >= k).all()
+            if len(rows) > 1:
+                # a small block (< min_elements), padded by at most min_elements more
+                assert len(rows) * padded * k <= block_elements + 2 * min_elements
+            if min_elements == 0:
+                shortest = lengths[rows].min()
+                assert padded <= (shortest if shortest < 16 else shortest * BUCKET_GROWTH)
+        for (rows, padded), (_, next_padded) in zip(blocks, blocks[1:]):
+            if len(rows) * padded * k < min_elements and (padded < k) == (next_padded < k):
+                # not merged: padded to the next block's length, it would grow too much
+                assert len(rows) * (next_padded - padded) * k > min_elements
+        if min_elements:
+            unmerged = list(row_blocks(lengths, k, block_elements, 0))
+            assert len(blocks) < len(unmerged)
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
