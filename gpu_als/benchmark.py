@@ -727,15 +727,17 @@ def merge_results(documents: list[dict]) -> list[dict]:
 
     Each has the rows of all its device's runs; where two runs have a row for the same
     dataset, factors and implementation, the row of the later run (by ``date``, whatever
-    the order of the arguments: file names sort by commit) replaces the earlier one.
-    ``commit`` joins the runs' commits in date order ("8737698 + b3fbc04"), ``date`` is the
-    latest, and the comparisons are recomputed from the merged rows.
+    the order of the arguments: file names sort by commit) replaces the earlier one. Each
+    row gets its run's ``commit`` (unless it has one); the document's ``commit`` joins the
+    runs' commits in date order ("8737698 + b3fbc04"), ``date`` is the latest, and the
+    comparisons are recomputed from the merged rows.
     """
     merged: dict[str, dict] = {}
     for document in sorted(documents, key=lambda d: d["date"]):
         into = merged.setdefault(document["device"], {**document, "benchmarks": {}})
         into["benchmarks"].update(
-            ((r["dataset"], r["factors"], r["library"], r["backend"], r["solver"]), r)
+            ((r["dataset"], r["factors"], r["library"], r["backend"], r["solver"]),
+             {"commit": document["commit"], **r})
             for r in document["benchmarks"])
         if document["commit"] not in into["commit"].split(" + "):
             into["commit"] += f" + {document['commit']}"

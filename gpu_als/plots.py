@@ -180,9 +180,10 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
         ax.set_xlabel("factors")
         ax.set_ylabel("seconds per iteration")
         first = mine[0]
+        # the commits of this chart's rows (merge_results marks each row with its run's)
+        commits = " + ".join(dict.fromkeys(r.get("commit", document["commit"]) for r in mine))
         ax.set_title(f"{dataset}: {first['users']:,} x {first['items']:,}, "
-                     f"{first['nnz']:,} nnz\n{document['device']} ({document['commit']})",
-                     fontsize=9)
+                     f"{first['nnz']:,} nnz\n{document['device']} ({commits})", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -253,6 +253,7 @@ def test_runs_in_pieces_merge_per_device(tmp_path):
     assert [(r["factors"], r["library"], r["seconds_per_iteration"])
             for r in a["benchmarks"]] == [(64, "gpu_als", 1.0), (64, "implicit", 4.0),
                                           (128, "gpu_als", 3.0), (128, "implicit", 12.0)]
+    assert [r["commit"] for r in a["benchmarks"]] == ["aaa", "bbb", "bbb", "bbb"]
     assert [c["speedup"] for c in a["comparisons"]] == [4.0, 4.0]
     assert merged[1]["commit"] == "ccc" and len(merged[1]["benchmarks"]) == 1
     assert first["commit"] == "aaa" and len(first["benchmarks"]) == 2  # inputs untouched

@@ -213,7 +213,7 @@ def test_benchmark_chart(drawn, tmp_path):
                 "seconds_per_iteration": seconds, **extra}
 
     rows = [row("a", "gpu_als", 128, 0.4), row("a", "gpu_als", 32, 0.1),
-            row("a", "implicit", 32, 1.0), row("a", "implicit", 64, 2.0),
+            row("a", "implicit", 32, 1.0), row("a", "implicit", 64, 2.0, commit="def456"),
             row("a", "implicit", 128, None, error="timed out"), row("b", "gpu_als", 64, 0.5)]
     result = {"device": "Test GPU", "commit": "abc123", "benchmarks": rows}
     paths = plot_benchmark(result, tmp_path / "charts")
@@ -227,6 +227,8 @@ def test_benchmark_chart(drawn, tmp_path):
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("factors", "seconds per iteration")
-    assert ax.get_title() == "a: 100 x 50, 1,234 nnz\nTest GPU (abc123)"
+    # the commits of the chart's own rows (a merged result's rows each have theirs)
+    assert ax.get_title() == "a: 100 x 50, 1,234 nnz\nTest GPU (abc123 + def456)"
+    assert drawn[1].axes[0].get_title().endswith("Test GPU (abc123)")
     assert ax.get_legend() is not None
     assert [line.get_label() for line in drawn[1].axes[0].lines] == ["gpu_als-gpu-cg"]
