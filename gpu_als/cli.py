@@ -873,6 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; a model file is written whole or not
+        print(f"gpu-als {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

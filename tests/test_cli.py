@@ -70,6 +70,20 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
     assert "the model's factors have 4 columns, not factors=8" in capsys.readouterr().err
 
 
+def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, capsys,
+                                                             monkeypatch):
+    """Ctrl-C during a fit: exit status 130 (as a shell reports SIGINT), one line, no
+    traceback, and no model file."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ALS, "fit", interrupted)
+    out = tmp_path / "m.npz"
+    assert main(["train", str(csv_file), "--backend", "cpu", "--output", str(out)]) == 130
+    assert capsys.readouterr().err == "gpu-als train: interrupted\n"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|", " "])
 def test_the_delimiter_is_detected(sep, csv_file, tmp_path):
     """Any of , ; tab | space, found from the first lines (then read by pandas' C parser):
