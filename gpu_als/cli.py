@@ -295,6 +295,9 @@ def train(args: argparse.Namespace) -> int:
     else:  # its hyperparameters but those given, its factors for the ids it knows
         model = load_model(args.init, backend=model_params(args)["backend"])
         model.set_params(**model_params(args, given_only=True), warm_start=True)
+        # a model without ids (as implicit's): its row numbers, as recommend reads them
+        model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
+        model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
     matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
     start = time.perf_counter()
     model.fit(matrix, user_ids=user_ids, item_ids=item_ids)
@@ -722,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file to write (default model.npz)")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
-                        "here) and its factors for the users and items it knows (by id; "
-                        "new ones start random)")
+                        "here) and its factors for the users and items it knows (by id, or "
+                        "by row number for a model without ids; new ones start random)")
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",

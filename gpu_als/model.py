@@ -17,6 +17,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -1142,6 +1143,11 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
             f"fit with warm_start=False")
     rows = data.id_positions(model_ids, data_ids)
     known = rows >= 0
+    if len(rows) and not known.any():
+        warnings.warn(f"{where}: none of the data's {what} is among the model's "
+                      f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
+                      f"all start random",
+                      stacklevel=4)
     start[known] = current[rows[known]]
 
 

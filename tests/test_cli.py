@@ -70,6 +70,33 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
     assert "the model's factors have 4 columns, not factors=8" in capsys.readouterr().err
 
 
+def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
+    """A model without ids (as implicit's) is read with its row numbers as ids, as
+    `recommend` reads it; a file whose ids are none of them is warned about."""
+    pd = pytest.importorskip("pandas")
+    R = sp.csr_matrix(random_interactions(40, 20, 0.3, seed=4).toarray() + np.eye(40, 20))
+    model = ALS(factors=3, iterations=2, backend="cpu", random_state=0,
+                show_progress=False).fit(R)
+    model.save(tmp_path / "plain.npz")  # no ids
+    coo = R.tocoo()
+    numbers = tmp_path / "numbers.csv"
+    pd.DataFrame({"user": coo.row, "item": coo.col, "value": coo.data}).to_csv(numbers,
+                                                                               index=False)
+    out = tmp_path / "out.npz"
+    assert main(["train", str(numbers), "--init", str(tmp_path / "plain.npz"),
+                 "--iterations", "0", "--output", str(out)]) == 0
+    start = ALS.load(out, backend="cpu")
+    np.testing.assert_array_equal(start.user_factors_, model.user_factors_)
+    np.testing.assert_array_equal(start.item_factors_, model.item_factors_)
+    named = tmp_path / "named.csv"
+    pd.DataFrame({"user": [f"u{r}" for r in coo.row], "item": coo.col,
+                  "value": coo.data}).to_csv(named, index=False)
+    assert main(["train", str(named), "--init", str(tmp_path / "plain.npz"),
+                 "--iterations", "0", "--output", str(out)]) == 0
+    assert "gpu-als train: warning: warm_start=True: none of the data's users is among " \
+           "the model's (40, e.g. 0); all start random" in capsys.readouterr().err
+
+
 def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, capsys,
                                                              monkeypatch):
     """Ctrl-C during a fit: exit status 130 (as a shell reports SIGINT), one line, no

@@ -128,6 +128,12 @@ def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
     model = ALS(factors=3, iterations=1, backend="cpu", warm_start=True).fit(matrix)
     with pytest.raises(ValueError, match="the model has no user ids to match the data's against"):
         model.fit(df)
+    model.set_params(warm_start=False).fit(matrix, user_ids=np.arange(25) + 100,
+                                           item_ids=np.arange(12))
+    model.set_params(warm_start=True)
+    with pytest.warns(UserWarning, match=r"none of the data's users is among the model's "
+                                         r"\(25, e.g. 100\); all start random"):
+        model.fit(df)  # its users are "u00".., not 100..
 
 
 def test_a_warm_start_uses_factors_assigned_by_hand(R):
