@@ -3,7 +3,7 @@
 from ._version import __version__
 from .data import from_dataframe
 from .exceptions import BackendUnavailableError, NotFittedError
-from .interop import from_implicit
+from .interop import from_implicit, to_implicit
 from .model import ALS, AlternatingLeastSquares
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "NotFittedError",
     "from_dataframe",
     "from_implicit",
+    "to_implicit",
     "__version__",
 ]

@@ -1,12 +1,13 @@
-"""Models of the implicit library as gpu-als models.
+"""Models of the implicit library as gpu-als models, and back.
 
     import implicit
-    from gpu_als.interop import from_implicit
+    from gpu_als.interop import from_implicit, to_implicit
 
     theirs = implicit.als.AlternatingLeastSquares(factors=64).fit(user_items)
     model = from_implicit(theirs)          # or from_implicit("theirs.npz"), its save()
     model.recommend(0, user_items[0])      # the items and scores of theirs.recommend
     model.save("model.npz")                # then: gpu-als recommend model.npz ...
+    theirs = to_implicit(model)            # a gpu-als model for code written for implicit
 
 The factors are taken as they are, so every query (recommend, similar items, explain,
 the evaluation metrics) answers as the implicit model does. The hyperparameters matter
@@ -24,6 +25,7 @@ only for what solves again (``fit``, the ``partial_fit_*`` methods, fold-in with
   become float32.
 
 Any gpu-als hyperparameter can be set instead with a keyword argument.
+:func:`to_implicit` translates the other way (``alpha + 1``, ``solver`` to ``use_cg``).
 """
 
 from __future__ import annotations
@@ -87,6 +89,52 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
         return ALS.from_factors(X, Y, **{**translated, **params, "backend": backend})
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
+
+
+def to_implicit(model: ALS):
+    """The implicit library's CPU ALS model with the factors and hyperparameters of a
+    fitted gpu-als ``model``: the inverse of :func:`from_implicit`.
+
+    Its queries (``recommend``, ``similar_items``, ``explain``) answer as ``model``'s, and
+    what it solves again (``recalculate_user``, ``partial_fit_*``, a refit, which goes on
+    from these factors) solves ``model``'s problem on 0/1 data: ``alpha`` becomes
+    ``alpha + 1`` (implicit's confidence is ``alpha * r``, gpu-als's ``1 + alpha * r``),
+    ``solver`` becomes ``use_cg`` and ``cg_steps``, and ``factors``, ``regularization``,
+    ``iterations``, ``dtype``, ``calculate_training_loss`` and an integer ``random_state``
+    carry over. Its ``to_gpu()`` gives implicit's GPU model.
+
+    Raises
+    ------
+    ImportError
+        Where implicit is not installed.
+    ValueError
+        For a model implicit's ALS cannot express: explicit feedback, or
+        ``confidence="log"``.
+    NotFittedError
+        For a model without factors.
+    """
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+    except ImportError as exc:
+        raise ImportError(f"to_implicit needs the implicit library (pip install implicit): "
+                          f"{exc}") from exc
+    model._check_fitted()
+    p = model._check_params()
+    if p["feedback"] != "implicit":
+        raise ValueError("feedback='explicit': implicit's ALS learns implicit feedback only")
+    if p["confidence"] != "linear":
+        raise ValueError(f"confidence={p['confidence']!r}: implicit's ALS takes confidences "
+                         f"alpha * r only (reweight the values before fitting instead)")
+    X = np.array(model._backend.to_numpy(model.user_factors_))  # copies: never shared
+    Y = np.array(model._backend.to_numpy(model.item_factors_))
+    seed = model.random_state if isinstance(model.random_state, (int, np.integer)) else None
+    theirs = AlternatingLeastSquares(
+        factors=X.shape[1], regularization=p["regularization"], alpha=p["alpha"] + 1.0,
+        dtype=X.dtype.type, use_cg=p["solver"] == "cg", iterations=p["iterations"],
+        calculate_training_loss=p["calculate_training_loss"], random_state=seed)
+    theirs.cg_steps = p["cg_steps"]  # an attribute in implicit 0.7, not an argument
+    theirs.user_factors, theirs.item_factors = X, Y
+    return theirs
 
 
 def _read_model(model: Any) -> dict[str, Any]:

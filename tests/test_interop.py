@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from gpu_als import ALS, from_implicit
+from gpu_als import ALS, NotFittedError, from_implicit, to_implicit
 from gpu_als.datasets import make_power_law
 
 from .conftest import skip_or_fail
@@ -63,6 +63,55 @@ def test_fold_in_solves_implicits_problem(implicit_cpu):
     _, scores = untranslated.recommend(3, R[3], N=10, recalculate_user=True)
     assert not np.allclose(scores, theirs.recommend(3, R[3], N=10, recalculate_user=True)[1],
                            rtol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_to_implicit_answers_and_solves_as_the_model(implicit_cpu, solver):
+    """to_implicit: implicit's model of our factors recommends our items with our scores,
+    folds a user in to our exact solution on 0/1 data (alpha + 1), goes on fitting from
+    our factors as ours does with warm_start, and converts back unchanged."""
+    implicit_cpu()  # skips where implicit is not installed
+    ours = ALS(factors=12, alpha=4.0, regularization=0.05, iterations=3, solver=solver,
+               cg_steps=2, backend="cpu", random_state=7, show_progress=False).fit(R)
+    theirs = to_implicit(ours)
+    assert (theirs.alpha, theirs.use_cg, theirs.cg_steps) == (5.0, solver == "cg", 2)
+    assert (theirs.factors, theirs.regularization, theirs.iterations) == (12, 0.05, 3)
+    users = np.arange(50)
+    ids, scores = ours.recommend(users, R[users], N=10)
+    their_ids, their_scores = theirs.recommend(users, R[users], N=10)
+    np.testing.assert_array_equal(their_ids, ids)
+    np.testing.assert_allclose(their_scores, scores, rtol=1e-5)
+    if solver == "cholesky":  # implicit's fold-in is always exact
+        for user in (3, 77):
+            with threadpool_limits(1, "blas"):
+                their_x = theirs.recalculate_user(user, R[user])
+            np.testing.assert_allclose(their_x, ours.recalculate_user(user, R[user]),
+                                       atol=1e-4 * np.abs(their_x).max())
+    back = from_implicit(theirs, backend="cpu")
+    np.testing.assert_array_equal(back.item_factors_, ours.item_factors_)
+    assert {name: back.get_params()[name] for name in ("alpha", "solver", "cg_steps")} == \
+        {"alpha": 4.0, "solver": solver, "cg_steps": 2}
+    theirs.user_factors[0, 0] = 9.0  # its own copies
+    assert ours.user_factors_[0, 0] != 9.0
+    theirs.user_factors[0, 0] = ours.user_factors_[0, 0]
+    with threadpool_limits(1, "blas"):
+        theirs.fit(R, show_progress=False)  # 3 more iterations, from our factors
+    ours.set_params(warm_start=True).fit(R)
+    tolerance = 1e-4 if solver == "cholesky" else 2e-3  # as test_docs' comparison
+    np.testing.assert_allclose(theirs.item_factors, ours.item_factors_,
+                               atol=tolerance * np.abs(ours.item_factors_).max())
+
+
+def test_to_implicit_refuses_what_implicit_cannot_express(implicit_cpu):
+    implicit_cpu()
+    with pytest.raises(NotFittedError):
+        to_implicit(ALS())
+    for params, message in (({"feedback": "explicit"}, "implicit feedback only"),
+                            ({"confidence": "log"}, "takes confidences alpha \\* r only")):
+        model = ALS(factors=4, iterations=1, backend="cpu", show_progress=False,
+                    **params).fit(R)
+        with pytest.raises(ValueError, match=message):
+            to_implicit(model)
 
 
 def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_path):
