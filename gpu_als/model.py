@@ -1147,7 +1147,7 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
         warnings.warn(f"{where}: none of the data's {what} is among the model's "
                       f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
                       f"all start random",
-                      stacklevel=4)
+                      stacklevel=5)  # the caller of fit
     start[known] = current[rows[known]]
 
 
