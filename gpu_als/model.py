@@ -1139,8 +1139,8 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     if model_ids is None:
         raise ValueError(
             f"{where}: the model has no {what[:-1]} ids to match the data's against (it was "
-            f"fitted on a matrix without ids); fit a matrix whose rows are the model's, or "
-            f"fit with warm_start=False")
+            f"fitted on a matrix without ids, or grown by partial_fit_{what}); fit a matrix "
+            f"whose rows are the model's, or fit with warm_start=False")
     rows = data.id_positions(model_ids, data_ids)
     known = rows >= 0
     if len(rows) and not known.any():
