@@ -98,7 +98,8 @@ class ALS:
         interactions starts near its answer. A matrix must have the model's shape (its row
         ``u`` is the model's row ``u``); a DataFrame, or a matrix given with ``fit``'s
         ``user_ids`` and ``item_ids``, is matched to the model's ``user_ids_`` and
-        ``item_ids_`` by id, and ids new to the model start random.
+        ``item_ids_`` by id, and ids new to the model start random. ``loss_history_``
+        then holds this fit's iterations.
     show_progress : bool, default True
         Show a progress bar while fitting (only on a terminal).
     calculate_training_loss : bool, default True
