@@ -294,13 +294,16 @@ def train(args: argparse.Namespace) -> int:
         model = make_model(args)
     else:  # its hyperparameters but those given, its factors for the ids it knows
         model = load_model(args.init, backend=model_params(args)["backend"])
-        model.set_params(**model_params(args, given_only=True), warm_start=True)
+        model.set_params(**model_params(args, given_only=True))
         # a model without ids (as implicit's): its row numbers, as recommend reads them
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
     matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
     start = time.perf_counter()
+    saved_warm_start = model.warm_start  # --init is this command's, not the model's setting
+    model.set_params(warm_start=args.init is not None)
     model.fit(matrix, user_ids=user_ids, item_ids=item_ids)
+    model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
     print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
           f"interactions; trained on '{model.backend_}'"

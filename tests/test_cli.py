@@ -52,6 +52,7 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
                  "--output", str(whole)]) == 0
     continued, reference = ALS.load(second, backend="cpu"), ALS.load(whole, backend="cpu")
     assert (continued.alpha, continued.solver, continued.iterations) == (5.0, "cg", 3)
+    assert not continued.warm_start  # --init is the command's, not saved with the model
     np.testing.assert_allclose(continued.item_factors_, reference.item_factors_, rtol=1e-4,
                                atol=1e-6)
     np.testing.assert_array_equal(continued.user_ids_, reference.user_ids_)
