@@ -161,6 +161,17 @@ def test_an_error_on_the_workers_is_reported(client):
         fit_distributed(ALS(**{**PARAMS, "backend": "gpu"}), R, client)
 
 
+def test_bad_arguments_are_refused_before_any_work(client):
+    from gpu_als.backends import CPUBackend
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(200, 100, 2_000, random_state=3)
+    with pytest.raises(ValueError, match="blocks_per_worker=0: must be >= 1"):
+        fit_distributed(ALS(**PARAMS), R, client, blocks_per_worker=0)
+    with pytest.raises(TypeError, match="needs a backend name"):
+        fit_distributed(ALS(**{**PARAMS, "backend": CPUBackend()}), R, client)
+
+
 def test_blocks_arriving_unaligned_are_aligned_before_solving():
     """Dask may deserialize an array at any byte offset of a frame (seen: the fixed factors
     at an odd address); the worker aligns its inputs, and the solution is unchanged."""
