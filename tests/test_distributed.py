@@ -161,6 +161,82 @@ def test_an_error_on_the_workers_is_reported(client):
         fit_distributed(ALS(**{**PARAMS, "backend": "gpu"}), R, client)
 
 
+def test_nan_factors_are_an_error_not_a_model(client, monkeypatch):
+    """A half-step that returns NaN factors (here: every block's, made so) ends the fit
+    with the single-process fit's FloatingPointError, and the model stays unfitted."""
+    from gpu_als import distributed
+    from gpu_als.exceptions import NotFittedError
+
+    solve = distributed._solve_block
+
+    def poisoned(*args):  # sent to the workers by value (a closure)
+        factors, gram, loss = solve(*args)
+        return np.full_like(factors, np.nan), gram, loss
+
+    monkeypatch.setattr(distributed, "_solve_block", poisoned)
+    model = ALS(**PARAMS)
+    with pytest.raises(FloatingPointError, match="the user factors hold NaN or infinite "
+                                                 "values after the user half-step of "
+                                                 "iteration 0"):
+        distributed.fit_distributed(model, make_power_law(200, 100, 2_000, random_state=3),
+                                    client)
+    with pytest.raises(NotFittedError):
+        model.recommend(0, N=1, filter_already_liked_items=False)
+
+
+def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
+        client, monkeypatch, caplog):
+    """Each failure that looks like a lost worker is logged and retried, blocks scattered
+    again; after max_retries retries a RuntimeError says why."""
+    from gpu_als import distributed
+
+    attempts = []
+
+    def lost(*args):
+        raise OSError("connection to the worker lost")
+
+    def counted_place(*args, **kwargs):
+        attempts.append(1)
+        return original_scatter(*args, **kwargs)
+
+    original_scatter = client.scatter
+    monkeypatch.setattr(distributed, "_solve_block", lost)
+    monkeypatch.setattr(client, "scatter", counted_place)
+    with caplog.at_level("WARNING", logger="gpu_als"), \
+            pytest.raises(RuntimeError, match="a half-step failed 3 times, last with OSError: "
+                                              "connection to the worker lost"):
+        distributed.fit_distributed(ALS(**PARAMS), make_power_law(200, 100, 2_000,
+                                                                  random_state=3),
+                                    client, max_retries=2)
+    retries = [r for r in caplog.records if "scattering the blocks again" in r.getMessage()]
+    assert len(retries) == 2
+    # the user and item blocks at the start and after each retry, and the fixed factors of
+    # each of the 3 attempts
+    assert len(attempts) == 2 + 2 * 2 + 3
+
+
+def test_blocks_split_the_entries_about_evenly():
+    """_split: contiguous blocks covering every row once, each within a row's length of an
+    equal share of the entries."""
+    from gpu_als.data import Prepared
+    from gpu_als.distributed import _split
+
+    users, _ = Prepared(make_power_law(1000, 300, 20_000, random_state=5)).rows(
+        feedback="implicit", alpha=1.0, confidence="linear", epsilon=1.0)
+    longest = int(np.diff(users.indptr).max())
+    for n_blocks in (1, 3, 8):
+        blocks = _split(users, n_blocks)
+        assert len(blocks) == n_blocks
+        assert [b[0] for b in blocks] == [0] + [b[1] for b in blocks[:-1]]
+        assert blocks[-1][1] == users.n_rows
+        share = users.indptr[-1] / n_blocks
+        for first, last, block in blocks:
+            assert block.n_rows == last - first
+            np.testing.assert_array_equal(block.indices, users.indices[
+                users.indptr[first]:users.indptr[last]])
+            assert abs(block.indptr[-1] - share) <= longest
+
+
 def test_bad_arguments_are_refused_before_any_work(client):
     from gpu_als.backends import CPUBackend
     from gpu_als.distributed import fit_distributed
