@@ -122,6 +122,8 @@ def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
                                 callback=lambda *a: calls.append(a)), R, client)
     assert bars[-1].iterable == [0, 1, 2, 3] and bars[-1].disable is None
     assert [c[2] for c in calls] == shown.loss_history_ and len(calls) == 4
+    elapsed = [c[1] for c in calls]  # seconds since the fit started, as fit's callback
+    assert 0 < elapsed[0] and elapsed == sorted(elapsed) and elapsed[-1] < 600
     assert [b["loss"] for b in bars[-1].postfixes] == [f"{v:.5g}" for v in
                                                       shown.loss_history_]
     calls.clear()
