@@ -61,24 +61,35 @@ def run_tests(timeout: int) -> dict:
             else expired.stdout or ""
         stderr, exit_code = f"timed out after {timeout} s", None
     print(stdout[-4000:], stderr[-2000:], sep="\n", flush=True)
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
     if exit_code is not None and report.exists():
-        suite = ElementTree.parse(report).getroot()
-        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-        total = int(suite.get("tests", 0))
-        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-        skipped = int(suite.get("skipped", 0))
-        counts = {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
-    else:  # count the progress characters of the tests that finished
-        marks = "".join(line.split()[0] for line in stdout.splitlines()
-                        if re.fullmatch(r"[.FEsxX]+\s+\[\s*\d+%\]", line.strip()))
-        counts = {"passed": marks.count("."), "failed": marks.count("F") + marks.count("E")
-                  + 1, "skipped": marks.count("s"), "timed_out": True}
+        counts = counts_from_junit(report)
+    else:
+        counts = counts_from_progress(stdout)
     counts["failures"] = [line for line in stdout.splitlines()
                           if line.startswith(("FAILED ", "ERROR "))]
     counts["seconds"] = round(time.perf_counter() - started, 1)
     counts["exit_code"] = exit_code
     return counts
+
+
+def counts_from_junit(report: Path) -> dict:
+    """``passed``, ``failed`` (failures and errors) and ``skipped`` of a pytest JUnit XML
+    report."""
+    suite = ElementTree.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    total = int(suite.get("tests", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    skipped = int(suite.get("skipped", 0))
+    return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
+
+
+def counts_from_progress(stdout: str) -> dict:
+    """The counts of a pytest run that ran out of time, from the progress characters of
+    the tests that finished (``-q`` output); the test it was in counts as failed."""
+    marks = "".join(line.split()[0] for line in stdout.splitlines()
+                    if re.fullmatch(r"[.FEsxX]+\s+\[\s*\d+%\]", line.strip()))
+    return {"passed": marks.count("."), "failed": marks.count("F") + marks.count("E") + 1,
+            "skipped": marks.count("s"), "timed_out": True}
 
 
 def info_text() -> str:

@@ -361,6 +361,68 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
         assert len(result["benchmarks"]) >= 2
 
 
+def test_gpu_check_counts_the_tests_from_the_report_or_from_the_progress(tmp_path):
+    """From pytest's JUnit report (failures and errors both fail), and, for a run cut short
+    by its time limit, from the progress characters of the tests that finished (the one
+    it was in counts as failed)."""
+    gpu_check = benchmark_script("gpu_check")
+    report = tmp_path / "report.xml"
+    for wrapped in (True, False):  # pytest writes <testsuites><testsuite>, or the suite
+        suite = '<testsuite tests="10" failures="2" errors="1" skipped="3"></testsuite>'
+        report.write_text(f"<testsuites>{suite}</testsuites>" if wrapped else suite)
+        assert gpu_check.counts_from_junit(report) == {"passed": 4, "failed": 3,
+                                                       "skipped": 3}
+    stdout = ("..s.F..E" + " " * 60 + "[ 10%]\nss.x" + " " * 60 + "[ 12%]\n"
+              "FAILED tests/test_gpu.py::test_one - AssertionError\n")
+    assert gpu_check.counts_from_progress(stdout) == {
+        "passed": 6, "failed": 3, "skipped": 3, "timed_out": True}
+    assert gpu_check.counts_from_progress("") == {"passed": 0, "failed": 1, "skipped": 0,
+                                                  "timed_out": True}
+
+
+@pytest.mark.parametrize("failed_tests, row_error, status", [
+    (0, False, 0), (1, False, 1), (0, True, 1)])
+def test_gpu_check_fails_on_a_failed_test_or_fit_and_writes_out_either_way(
+        tmp_path, monkeypatch, failed_tests, row_error, status):
+    """Its exit status is 1 when a GPU test failed or a fit did; the JSON, in the results
+    folder and copied into $OUT, has the tests' counts and every row either way."""
+    gpu_check = benchmark_script("gpu_check")
+    row = {"dataset": "ml20m-like", "factors": 64, "library": "gpu_als", "backend": "gpu",
+           "solver": "cholesky", **({"error": "timed out after 60 s"} if row_error else
+                                    {"seconds_per_iteration": 0.02, "final_loss": 1.0})}
+
+    comparison = {"dataset": "ml20m-like", "factors": 64, "backend": "gpu",
+                  "gpu_als": "cholesky", "implicit": "cg", "speedup": 12.5, "loss_ratio": 0.99}
+
+    def fake_run(profile, *, factors, iterations, timeout, on_row):
+        assert (profile, factors, timeout) == ("quick", [64], 60)
+        on_row(row)
+        return {"comparisons": [comparison]}
+
+    monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: {
+        "passed": 5, "failed": failed_tests, "skipped": 0, "failures": []})
+    monkeypatch.setattr(gpu_check.benchmark, "run", fake_run)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("OUT", str(out))
+    assert gpu_check.main(["--allow-cpu", "--commit", "abc", "--factors", "64",
+                           "--results", str(tmp_path / "results")]) == status
+    (written,) = (tmp_path / "results").glob("gpu-check-*-abc.json")
+    result = json.loads(written.read_text())
+    assert result["tests"]["failed"] == failed_tests and result["benchmarks"] == [row]
+    assert result["comparisons"] == [comparison]
+    assert json.loads((out / written.name).read_text()) == result
+
+
+def test_gpu_check_refuses_to_run_without_a_gpu_unless_asked(monkeypatch, capsys):
+    gpu_check = benchmark_script("gpu_check")
+    monkeypatch.setattr(gpu_check.benchmark, "device_name", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--skip-tests"])
+    assert exit_info.value.code == 2
+    assert "no GPU here (pass --allow-cpu" in capsys.readouterr().err
+
+
 def test_gpu_check_runs_the_kernel_parity_tests_first():
     """A GPU run cut short by its time limit has checked the numbers first; every test
     file runs once."""
