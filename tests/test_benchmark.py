@@ -414,6 +414,28 @@ def test_gpu_check_fails_on_a_failed_test_or_fit_and_writes_out_either_way(
     assert json.loads((out / written.name).read_text()) == result
 
 
+def test_gpu_check_has_written_the_test_counts_before_the_benchmark_starts(tmp_path,
+                                                                          monkeypatch):
+    """A run killed during the benchmark (its time limit) still leaves the tests' counts
+    in the results folder and in $OUT."""
+    gpu_check = benchmark_script("gpu_check")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as the time limit's signal would stop it
+
+    monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: {
+        "passed": 7, "failed": 0, "skipped": 1, "failures": []})
+    monkeypatch.setattr(gpu_check.benchmark, "run", killed)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("OUT", str(out))
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--allow-cpu", "--commit", "abc", "--results", str(tmp_path)])
+    (copied,) = out.glob("gpu-check-*-abc.json")
+    result = json.loads(copied.read_text())
+    assert result["tests"]["passed"] == 7 and result["benchmarks"] == []
+
+
 def test_gpu_check_refuses_to_run_without_a_gpu_unless_asked(monkeypatch, capsys):
     gpu_check = benchmark_script("gpu_check")
     monkeypatch.setattr(gpu_check.benchmark, "device_name", lambda: None)
