@@ -420,7 +420,10 @@ def test_gpu_check_has_written_the_test_counts_before_the_benchmark_starts(tmp_p
     in the results folder and in $OUT."""
     gpu_check = benchmark_script("gpu_check")
 
-    def killed(*args, **kwargs):
+    asked = {}
+
+    def killed(profile, **kwargs):
+        asked.update(kwargs)
         raise KeyboardInterrupt  # as the time limit's signal would stop it
 
     monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: {
@@ -434,6 +437,7 @@ def test_gpu_check_has_written_the_test_counts_before_the_benchmark_starts(tmp_p
     (copied,) = out.glob("gpu-check-*-abc.json")
     result = json.loads(copied.read_text())
     assert result["tests"]["passed"] == 7 and result["benchmarks"] == []
+    assert (asked["factors"], asked["timeout"]) == ([64, 128], 60)  # the issue's defaults
 
 
 def test_gpu_check_refuses_to_run_without_a_gpu_unless_asked(monkeypatch, capsys):
