@@ -244,6 +244,11 @@ def test_cpu_row_blocks(k):
         if min_elements:
             unmerged = list(row_blocks(lengths, k, block_elements, 0))
             assert len(blocks) < len(unmerged)
+    # 10 rows of 20 entries (800 elements at k = 4, under 1,000) take in the 10 rows of 30
+    # for 400 elements of padding; the block (2,400) is no longer small: 60 stays apart
+    lengths = np.repeat([20, 30, 60], 10)
+    blocks = [(sorted(rows), padded) for rows, padded in row_blocks(lengths, 4, 2**14, 1000)]
+    assert blocks == [(list(range(20)), 30), (list(range(20, 30)), 60)]
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
