@@ -51,10 +51,14 @@ class _DefaultStr(str):
     """A str option's default value (see :func:`default`)."""
 
 
+#: The marked type of each option type's defaults.
+_DEFAULT_TYPES = {int: _DefaultInt, float: _DefaultFloat, str: _DefaultStr}
+
+
 def default(value: int | float | str):
     """``value`` as an option's default: equal to it, of a subclass of its type, so that
     :func:`model_params` can tell it from the same value given on the command line."""
-    return {int: _DefaultInt, float: _DefaultFloat, str: _DefaultStr}[type(value)](value)
+    return _DEFAULT_TYPES[type(value)](value)
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, regularization: float = 0.01,
@@ -90,7 +94,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
 MODEL_OPTIONS = ("factors", "regularization", "alpha", "iterations", "feedback", "confidence",
                  "epsilon", "solver", "cg_steps", "dtype", "backend", "seed")
 PARAMETER_OF_OPTION = {"seed": "random_state"}
-_DEFAULTS = (_DefaultInt, _DefaultFloat, _DefaultStr)
+_DEFAULTS = tuple(_DEFAULT_TYPES.values())
 
 
 def model_params(args: argparse.Namespace, *, given_only: bool = False) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .model import ALS, _checked_ids
+from .model import ALS, _checked_data_ids
 
 logger = logging.getLogger("gpu_als")
 
@@ -179,8 +179,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     prepared = data.Prepared(user_items, p["dtype"])
-    user_ids, item_ids = (_checked_ids(ids[0], prepared.shape[0], "user_ids"),
-                          _checked_ids(ids[1], prepared.shape[1], "item_ids"))
+    user_ids, item_ids = _checked_data_ids(ids, prepared.shape)
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
     n_workers = max(1, len(client.scheduler_info()["workers"]))

@@ -1163,6 +1163,12 @@ def _checked_ids(ids: Any, n: int, name: str) -> np.ndarray | None:
     return ids
 
 
+def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:
+    """``fit``'s ``(user_ids, item_ids)`` for a matrix of ``shape``, checked."""
+    return (_checked_ids(ids[0], shape[0], "user_ids"),
+            _checked_ids(ids[1], shape[1], "item_ids"))
+
+
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
     """Refuse a fit that cannot fit in host memory before allocating any of it: the row
     pointers of both orientations and the factors of every user and item (drawn on the
@@ -1198,8 +1204,7 @@ class _Training:
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend
-        self.ids = (_checked_ids(ids[0], prepared.shape[0], "user_ids"),
-                    _checked_ids(ids[1], prepared.shape[1], "item_ids"))
+        self.ids = _checked_data_ids(ids, prepared.shape)
         self.Cu, self.Ci = prepared.on_backend(
             backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"])
