@@ -485,47 +485,92 @@ class ALS:
         out = self._fold_in(item_users, self.user_factors_, len(ids), "item_users")
         return out[0] if scalar else out
 
-    def partial_fit_users(self, userids: Any, user_items: Any) -> ALS:
+    def partial_fit_users(self, userids: Any = None, user_items: Any = None, *,
+                          user_ids: Any = None) -> ALS:
         """Add new users, or update existing ones, without refitting.
 
         Each given user's factors are solved exactly from ``user_items`` against the fixed
-        item factors. Ids at or beyond the current number of users grow ``user_factors_``;
-        users in a gap that were not given get zero factors (all their scores are 0 until
-        they are fitted). Growing drops ``user_ids_`` (set to None): the new rows have no
-        original ids; updating existing users keeps it. Growing reserves an eighth more
-        rows than it needs (:data:`SPARE_ROWS`, not part of ``user_factors_``), so users
-        streamed in a few per call copy the factors once per eighth of growth: one new
-        user at a time into 138,000 x 64 factors takes 0.5 ms a call instead of 6 ms.
-        Returns ``self``.
+        item factors. Users are named by factor row (``userids``) or, for a model with
+        :attr:`user_ids_` (fitted on a DataFrame or with ``fit(..., user_ids=...)``), by
+        original id (``user_ids``).
+
+        - By row: rows at or beyond the current number of users grow ``user_factors_``;
+          users in a gap that were not given get zero factors (all their scores are 0
+          until they are fitted). Growing this way drops ``user_ids_`` (set to None): the
+          new rows have no original ids; updating existing rows keeps it.
+        - By id: a known id updates its row; the new ids get new rows after the last one,
+          in the order given, and are appended to ``user_ids_``.
+
+        Growing reserves an eighth more rows than it needs (:data:`SPARE_ROWS`, not part of
+        ``user_factors_``), so users streamed in a few per call copy the factors once per
+        eighth of growth: one new user at a time into 138,000 x 64 factors takes 0.5 ms a
+        call instead of 6 ms. Nothing changes when an argument is refused. Returns ``self``.
 
         Parameters
         ----------
-        userids : array-like of int, shape (n,)
-            Distinct user ids, >= 0.
+        userids : array-like of int, shape (n,), optional
+            Distinct factor rows, >= 0. Give this or ``user_ids``.
         user_items : scipy.sparse matrix, shape (n, n_items)
-        """
-        self._check_fitted()
-        self.user_factors_ = self._partial_fit(
-            userids, user_items, self.user_factors_, self.item_factors_, "userids",
-            "user_items")
-        self._remember_factors(changed=self.user_factors_)
-        if self.user_ids_ is not None and len(self.user_ids_) != len(self.user_factors_):
-            self.user_ids_ = None  # the saved id map no longer covers every row
-        return self
+            The users' interactions, one row per user given; its columns are the model's
+            item rows (``from_dataframe(df, item_ids=model.item_ids_)`` builds it from a
+            DataFrame).
+        user_ids : array-like, shape (n,), optional
+            Distinct original ids, of the kind of ``user_ids_`` (numbers or strings).
 
-    def partial_fit_items(self, itemids: Any, item_users: Any) -> ALS:
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from gpu_als.data import from_dataframe
+        >>> df = pd.DataFrame({"user": ["ann", "bob", "bob"], "item": ["x", "x", "y"]})
+        >>> model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
+        >>> new = pd.DataFrame({"user": ["cy", "ann"], "item": ["y", "y"]})
+        >>> rows, users, _ = from_dataframe(new, item_ids=model.item_ids_)
+        >>> list(model.partial_fit_users(user_items=rows, user_ids=users).user_ids_)
+        ['ann', 'bob', 'cy']
+        """
+        return self._partial_fit_side("user", userids, user_items, user_ids)
+
+    def partial_fit_items(self, itemids: Any = None, item_users: Any = None, *,
+                          item_ids: Any = None) -> ALS:
         """Add new items, or update existing ones, without refitting.
 
         The item-side twin of :meth:`partial_fit_users`; ``item_users`` has one row per
-        item id and one column per user. Returns ``self``.
+        item given and one column per user row, and ``item_ids`` names items by their
+        original ids in :attr:`item_ids_`. Returns ``self``.
         """
+        return self._partial_fit_side("item", itemids, item_users, item_ids)
+
+    def _partial_fit_side(self, side: str, rows: Any, matrix: Any, ids: Any) -> ALS:
+        """:meth:`partial_fit_users` (``side`` "user") or :meth:`partial_fit_items`."""
         self._check_fitted()
-        self.item_factors_ = self._partial_fit(
-            itemids, item_users, self.item_factors_, self.user_factors_, "itemids",
-            "item_users")
-        self._remember_factors(changed=self.item_factors_)
-        if self.item_ids_ is not None and len(self.item_ids_) != len(self.item_factors_):
-            self.item_ids_ = None
+        other = "item" if side == "user" else "user"
+        rows_name, matrix_name, ids_name = f"{side}ids", f"{side}_{other}s", f"{side}_ids"
+        method = f"partial_fit_{side}s()"
+        known = getattr(self, f"{side}_ids_")
+        factors = getattr(self, f"{side}_factors_")
+        if matrix is None:
+            raise TypeError(f"{method} needs {matrix_name}, one row per {side} given")
+        if ids is None and rows is None:
+            raise TypeError(f"{method} needs {rows_name} (factor rows) or {ids_name} "
+                            f"(original ids)")
+        if ids is not None:
+            if rows is not None:
+                raise ValueError(f"give {rows_name} (factor rows) or {ids_name} (original "
+                                 f"ids), not both")
+            rows, new_ids = _rows_of_ids(known, ids, len(factors), side)
+            grown_ids = _appended_ids(known, new_ids) if len(new_ids) else known
+        elif np.asarray(rows).dtype.kind in "OSU":
+            raise TypeError(f"{rows_name} are factor rows, integers; to name {side}s by "
+                            f"their original ids, pass them as {ids_name}=")
+        factors = self._partial_fit(rows, matrix, factors,
+                                    getattr(self, f"{other}_factors_"), rows_name,
+                                    matrix_name)
+        setattr(self, f"{side}_factors_", factors)
+        self._remember_factors(changed=factors)
+        if ids is not None:
+            setattr(self, f"{side}_ids_", grown_ids)
+        elif known is not None and len(known) != len(factors):
+            setattr(self, f"{side}_ids_", None)  # the id map no longer covers every row
         return self
 
     def _partial_fit(self, ids, matrix, factors, fixed, ids_name, matrix_name):
@@ -1161,6 +1206,47 @@ def _checked_ids(ids: Any, n: int, name: str) -> np.ndarray | None:
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
     return ids
+
+
+def _rows_of_ids(known: np.ndarray | None, ids: Any, n: int, side: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The factor rows of the original ``ids`` in ``known`` (the model's ``n`` rows'
+    ids): a known id's row, ``n``, ``n + 1``, ... for the new ones in order; and the new
+    ids."""
+    name, attr = f"{side}_ids", f"{side}_ids_"
+    if known is None:
+        raise ValueError(
+            f"the model has no {attr} to match {name} against (fitted on a matrix without "
+            f"ids, or grown by row); name factor rows with {side}ids instead")
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
+    if len(ids) == 0:
+        raise ValueError(f"{name} is empty")
+    family = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings",
+              "S": "strings"}
+    mine, theirs = family.get(known.dtype.kind), family.get(ids.dtype.kind)
+    if mine and theirs and mine != theirs:
+        raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
+                        f"{mine} ({known.dtype})")
+    if (data.id_positions(ids, ids) != np.arange(len(ids))).any():
+        raise ValueError(f"{name} holds duplicates; give each id once")
+    rows = data.id_positions(known, ids)
+    new = rows < 0
+    rows[new] = n + np.arange(int(new.sum()))
+    return rows, ids[new]
+
+
+def _appended_ids(known: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """``known`` ids followed by ``new`` ones, keeping ``known``'s dtype where numbers
+    are."""
+    if known.dtype.kind in "iuf":
+        cast = new.astype(known.dtype)
+        if not np.array_equal(cast, new):
+            raise TypeError(f"ids {new[cast != new][:3].tolist()} do not fit the model's "
+                            f"id type {known.dtype}")
+        new = cast
+    return np.concatenate([known, new])
 
 
 def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:

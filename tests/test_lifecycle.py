@@ -152,6 +152,95 @@ def test_partial_fit_keeps_the_id_map_unless_it_grows():
     assert model.item_ids_ is None
 
 
+def fit_with_ids(backend, user_ids, item_ids, R):
+    return model_for(backend).fit(R, user_ids=user_ids, item_ids=item_ids)
+
+
+def test_partial_fit_by_id_updates_known_and_appends_new(backend, R):
+    """Known ids update their rows, new ones are appended in order: the same factors as
+    the same solves named by row, and the id map grows with them."""
+    users = np.array([f"u{j}" for j in range(25)], dtype=object)
+    items = np.arange(100, 120)
+    by_id = fit_with_ids(backend, users, items, R)
+    by_row = fit_with_ids(backend, users, items, R)
+    rows = random_interactions(3, 20, 0.3, seed=9, dtype=np.float64)
+    by_id.partial_fit_users(user_items=rows, user_ids=["new1", "u3", "new2"])
+    by_row.partial_fit_users([25, 3, 26], rows)
+    assert list(by_id.user_ids_) == [*users, "new1", "new2"]
+    np.testing.assert_array_equal(to_numpy(by_id.user_factors_),
+                                  to_numpy(by_row.user_factors_))
+    ids, _ = by_id.recommend(26, rows[2], N=3)  # a grown row answers queries
+    assert len(ids) == 3
+    by_id.partial_fit_users(user_items=rows[[1]], user_ids=["new2"])  # now a known id
+    assert len(by_id.user_ids_) == 27 and to_numpy(by_id.user_factors_).shape == (27, 4)
+    np.testing.assert_allclose(to_numpy(by_id.user_factors_)[26],
+                               to_numpy(by_id.recalculate_user(0, rows[1])))
+
+    item_users = sp.hstack([R.T.tocsr()[[0, 1]], sp.csr_matrix((2, 2))]).tocsr()  # 27 users
+    by_id.partial_fit_items(item_users=item_users, item_ids=[120, 101])
+    assert by_id.item_ids_.dtype == items.dtype
+    assert list(by_id.item_ids_) == [*items, 120]
+    assert to_numpy(by_id.item_factors_).shape == (21, 4)
+
+
+def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from gpu_als.data import from_dataframe
+    df = pd.DataFrame({"user": [7, 7, 9, 11], "item": ["x", "y", "y", "z"]})
+    model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
+    new = pd.DataFrame({"user": [12, 12, 9], "item": ["x", "z", "x"]})
+    rows, users, _ = from_dataframe(new, item_ids=model.item_ids_)
+    model.partial_fit_users(user_items=rows, user_ids=users)
+    assert model.user_ids_.tolist() == [7, 9, 11, 12]
+    assert model.user_ids_.dtype == np.int64
+    loaded = ALS.load(model.save(tmp_path / "m.npz"))
+    assert loaded.user_ids_.tolist() == [7, 9, 11, 12]
+    np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (dict(user_ids=["a", "a"]), ValueError, "user_ids holds duplicates"),
+    (dict(user_ids=[]), ValueError, "user_ids is empty"),
+    (dict(user_ids=[["a"]]), ValueError, r"user_ids must be 1-D, got shape \(1, 1\)"),
+    (dict(user_ids=[1, 2]), TypeError,
+     r"user_ids are integers \(int64\) but the model's user_ids_ are strings"),
+    (dict(user_ids=["a"], userids=[0]), ValueError, "give userids .* or user_ids .*not both"),
+    (dict(), TypeError, r"needs userids \(factor rows\) or user_ids \(original ids\)"),
+    (dict(user_ids=["a"], user_items=None), TypeError, "needs user_items"),
+    (dict(userids=["u1"]), TypeError,
+     "userids are factor rows, integers; to name users by their original ids, pass them as "
+     "user_ids="),
+    (dict(user_ids=["new", "u1"], user_items=sp.csr_matrix((2, 19))), ValueError, "19"),
+])
+def test_partial_fit_by_id_refusals_change_nothing(R, call, error, message):
+    users = np.array([f"u{j}" for j in range(25)])
+    model = fit_with_ids("cpu", users, None, R)
+    before = model.user_factors_.copy()
+    n = len(call.get("user_ids", [0]))
+    call = {"user_items": sp.csr_matrix((max(n, 1), 20)), **call}
+    with pytest.raises(error, match=message):
+        model.partial_fit_users(**call)
+    np.testing.assert_array_equal(model.user_factors_, before)
+    assert list(model.user_ids_) == list(users)
+
+
+def test_partial_fit_by_id_needs_a_model_with_ids(R):
+    model = model_for("cpu").fit(R)
+    with pytest.raises(ValueError, match="the model has no user_ids_ to match user_ids "
+                                         "against .* name factor rows with userids"):
+        model.partial_fit_users(user_items=R[[0]], user_ids=["a"])
+    with pytest.raises(ValueError, match="no item_ids_ to match item_ids"):
+        model.partial_fit_items(item_users=R.T.tocsr()[[0]], item_ids=[3])
+
+
+def test_partial_fit_by_id_refuses_ids_that_do_not_fit_the_type(R):
+    model = fit_with_ids("cpu", np.arange(25, dtype=np.int32), None, R)
+    with pytest.raises(TypeError, match=r"ids \[4000000000\] do not fit the model's id "
+                                        r"type int32"):
+        model.partial_fit_users(user_items=R[[0, 1]], user_ids=[4_000_000_000, 3])
+    assert model.user_factors_.shape == (25, 4)
+
+
 @pytest.mark.parametrize("ids, message", [
     ([1, 1], "holds duplicates"), ([-1, 2], "-1 is negative"), ([], "is empty"),
 ])
