@@ -1241,10 +1241,14 @@ def _appended_ids(known: np.ndarray, new: np.ndarray) -> np.ndarray:
     """``known`` ids followed by ``new`` ones, keeping ``known``'s dtype where numbers
     are."""
     if known.dtype.kind in "iuf":
-        cast = new.astype(known.dtype)
-        if not np.array_equal(cast, new):
-            raise TypeError(f"ids {new[cast != new][:3].tolist()} do not fit the model's "
-                            f"id type {known.dtype}")
+        try:
+            cast = new.astype(known.dtype)
+            fits = np.array_equal(cast, new)
+        except (ValueError, TypeError, OverflowError):  # "x" or 10**20 as an int64
+            fits = False
+        if not fits:
+            raise TypeError(f"ids {new[:5].tolist()} do not fit the model's id type "
+                            f"{known.dtype}")
         new = cast
     return np.concatenate([known, new])
 

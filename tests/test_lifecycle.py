@@ -238,6 +238,9 @@ def test_partial_fit_by_id_refuses_ids_that_do_not_fit_the_type(R):
     with pytest.raises(TypeError, match=r"ids \[4000000000\] do not fit the model's id "
                                         r"type int32"):
         model.partial_fit_users(user_items=R[[0, 1]], user_ids=[4_000_000_000, 3])
+    for ids in ([10**20], np.array(["x"], dtype=object)):  # no int64; a string
+        with pytest.raises(TypeError, match="do not fit the model's id type int32"):
+            model.partial_fit_users(user_items=R[[0]], user_ids=ids)
     assert model.user_factors_.shape == (25, 4)
 
 
