@@ -35,9 +35,12 @@ def check_int(name: str, value: Any, *, minimum: int) -> int:
     """Return ``value`` as an int >= ``minimum``, or raise naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name}={value}: must be >= {minimum}")
-    return int(value)
+    if value > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}={value}: too large (at most 2**63 - 1)")
+    return value
 
 
 def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:

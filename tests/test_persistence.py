@@ -126,6 +126,9 @@ def test_ids_are_saved_with_the_model(fitted, tmp_path):
         np.testing.assert_array_equal(loaded.item_ids_, expected)
     with pytest.raises(IsADirectoryError, match=r"it is a folder; give a file name such as"):
         model.save(tmp_path)
+    with pytest.raises(TypeError, match="path must be a str or a path-like object, got int"):
+        model.save(1)
+    assert model.save(bytes(tmp_path / "b")) == str(tmp_path / "b.npz")
 
 
 def test_to_cpu_copies(fitted):
@@ -173,7 +176,7 @@ def test_corrupted_file(saved, tmp_path):
         ALS.load(bad)
 
 
-def test_not_a_model(tmp_path):
+def test_not_a_model(saved, tmp_path):
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
     with pytest.raises(ValueError, match=r"is not a gpu-als model file \(missing: format, "
                                          r"item_factors, loss_history, params, user_factors, "
@@ -192,6 +195,12 @@ def test_not_a_model(tmp_path):
         ALS.load(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="no model file at .*missing$"):
         ALS.load(tmp_path / "missing")
+    for path in (0, None, 2.5):  # 0 would be a file descriptor to os and open()
+        with pytest.raises(TypeError, match=f"path must be a str or a path-like object, "
+                                             f"got {type(path).__name__} {path}"):
+            ALS.load(path)
+    loaded = ALS.load(str(saved).encode())  # bytes are a path
+    np.testing.assert_array_equal(loaded.item_factors_, ALS.load(saved).item_factors_)
 
 
 def test_wrong_version(saved, tmp_path):

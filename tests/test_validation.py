@@ -142,6 +142,7 @@ def test_indices_out_of_range():
     ({"alpha": -1}, ValueError, r"alpha=-1.0: must be >= 0"),
     ({"alpha": "10"}, TypeError, r"alpha must be a real number, got str"),
     ({"iterations": -1}, ValueError, r"iterations=-1: must be >= 0"),
+    ({"iterations": 10**20}, ValueError, r"iterations=10{20}: too large"),
     ({"epsilon": 0}, ValueError, r"epsilon=0.0: must be > 0"),
     ({"feedback": "implict"}, ValueError, r"feedback='implict': expected one of 'implicit'"),
     ({"confidence": "sqrt"}, ValueError, r"confidence='sqrt': expected one of"),
