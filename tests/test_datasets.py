@@ -79,6 +79,28 @@ def test_power_law_full_and_bad_sizes():
         make_power_law(6, 5, 3)
 
 
+@pytest.mark.parametrize("sigma", [0.0, 50.0, 1e20, 1e308])
+def test_power_law_any_activity_sigma(sigma):
+    """The lognormal weights of a huge sigma overflow: the counts must still add up
+    (they once spun forever), from at least 1 to at most n_items per user."""
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no warnings
+        m = make_power_law(500, 300, 20_000, activity_sigma=sigma, device="cpu")
+    activity = np.diff(m.indptr)
+    assert m.nnz == 20_000 and activity.min() >= 1 and activity.max() <= 300
+    if sigma == 0:  # equal weights: equal counts, to one
+        assert activity.max() - activity.min() <= 1
+    else:
+        assert activity.max() == 300  # the heaviest users are capped at every item
+
+
+def test_power_law_refuses_what_memory_cannot_hold(monkeypatch):
+    monkeypatch.setattr("gpu_als.data.available_memory", lambda: 10 * 2**20)
+    with pytest.raises(MemoryError, match=r"make_power_law\(1,000, 1,000,000, 100,000\) "
+                                          r"needs at least 33 MiB of memory and 10 MiB"):
+        make_power_law(1000, 10**6, 100_000, device="cpu")
+    assert make_power_law(1000, 1000, 20_000, device="cpu").nnz == 20_000  # 2 MiB: fine
+
+
 def test_movielens_files(movielens):
     assert movielens.ratings.shape == (943, 1682) and movielens.ratings.nnz == 100_000
     assert movielens.u1_base.nnz == 80_000 and movielens.u1_test.nnz == 20_000
