@@ -35,7 +35,7 @@ def python_block(heading: str) -> str:
 
 
 def test_readme_api_block_runs(tmp_path, monkeypatch):
-    """README's "API in 20 lines", with a small clicks.npz and the rows it leaves to the
+    """README's "API at a glance", with a small clicks.npz and the rows it leaves to the
     reader."""
     R = sp.random(943, 60, density=0.05, format="csr", random_state=0, dtype=np.float32)
     R.data[:] = np.ceil(R.data * 5)
@@ -43,7 +43,7 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"new_row": R[3], "new_rows": R[[4, 5]], "userids": np.array([0, 1, 2]),
                  "itemids": np.array([5, 6, 7])}
-    block = python_block("## The API in 20 lines").replace("factors=64", "factors=8")
+    block = python_block("## The API at a glance").replace("factors=64", "factors=8")
     exec(compile(block, str(README), "exec"), namespace)
     model = namespace["model"]
     assert namespace["ids"].shape == (10,) and namespace["factors"].shape == (8,)
@@ -57,6 +57,32 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     assert twin.factors == 8
     np.testing.assert_array_equal(twin.recommend(0, R[0])[0], model.recommend(0, R[0])[0])
 
+
+def test_readme_own_ids_block_runs(tmp_path, monkeypatch, capsys):
+    """README's "Your own ids": string ids through fit, recommend and a partial fit that
+    updates a known user and appends new ones."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    people = ["ann", "bob"] + [f"user{j}" for j in range(40)]
+    skus = [f"sku{j}" for j in range(25)]
+    pairs = {(u, skus[i]) for u in people for i in rng.choice(25, 6, replace=False)}
+    pd.DataFrame(sorted(pairs), columns=["uid", "sku"]).assign(n=2).to_csv(
+        tmp_path / "clicks.csv", index=False)
+    pd.DataFrame({"uid": ["ann", "cy", "cy", "dee"], "sku": ["sku3", "sku1", "new", "sku2"],
+                  "n": [1, 4, 1, 2]}).to_csv(tmp_path / "today.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    block = python_block("### Your own ids").replace("factors=64", "factors=4")
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    model, ids = namespace["model"], namespace["ids"]
+    assert ids.shape == (2, 10) and set(model.item_ids_[ids].ravel()) <= set(skus)
+    assert "sku" in capsys.readouterr().out
+    assert list(model.user_ids_) == sorted(people) + ["cy", "dee"]
+    ann = list(model.user_ids_).index("ann")  # solved again from today's row only
+    sku3 = list(model.item_ids_).index("sku3")  # sorted as strings: not column 3
+    today = sp.csr_matrix(([1.0], ([0], [sku3])), shape=(1, 25))
+    np.testing.assert_allclose(model.user_factors_[ann], model.recalculate_user(0, today),
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 40.0])
