@@ -547,6 +547,48 @@ def recommend_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def fold_in_command(args: argparse.Namespace) -> int:
+    """A saved model with the users of a file added (exact solves against its item
+    factors, as ``ALS.partial_fit_users``), written to a new model file."""
+    from .data import from_dataframe, id_positions
+
+    model = load_model(args.model, args.backend)
+    # a model without ids (as implicit's): its row numbers are its ids from now on
+    users = id_map(model.user_ids_, model.user_factors_.shape[0])
+    items = id_map(model.item_ids_, model.item_factors_.shape[0])
+    df = read_frame(args)
+    R, file_users, _ = from_dataframe(df, args.user_col, args.item_col, args.value_col,
+                                      item_ids=items, drop_unknown=True)
+    unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
+    known = id_positions(users, file_users) >= 0
+    empty = R.getnnz(axis=1) == 0
+    chosen = ~empty & (~known | args.update_known)
+    if not chosen.any():
+        raise ValueError(
+            f"no user of {args.file} to fold in: {counted(int(known.sum()), 'user')} already "
+            f"in the model{' (--update-known solves them again)' if not args.update_known else ''}"
+            f", {int((empty & ~known).sum())} new without interactions with its items")
+    start = time.perf_counter()
+    model.user_ids_ = users
+    model.partial_fit_users(user_items=R[chosen], user_ids=file_users[chosen])
+    new = int((chosen & ~known).sum())
+    notes = [f"{counted(new, 'new user')} added"]
+    if args.update_known:
+        notes.append(f"{int((chosen & known).sum())} known solved again from their rows")
+    elif known.any():
+        notes.append(f"{int(known.sum())} known kept as they were")
+    if (empty & ~known).any():
+        notes.append(f"{int((empty & ~known).sum())} new skipped: no interactions with the "
+                     f"model's items ({examples(file_users[empty & ~known])})")
+    if unknown_items:
+        notes.append(f"{counted(unknown_items, 'row')} naming items the model lacks left out")
+    print(f"{args.file}: " + "; ".join(notes) + f" ({time.perf_counter() - start:.2f} s on "
+          f"'{model.backend_}'); the model now has {len(model.user_ids_):,} users")
+    written = model.save(args.output)
+    print(f"saved to {written} (load with gpu_als.ALS.load)")
+    return 0
+
+
 def similar_command(args: argparse.Namespace) -> int:
     """The N items (or users) most similar to each given one, the query itself left out."""
     from .data import id_positions
@@ -796,6 +838,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow items the user has in FILE")
     add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
+
+    p = commands.add_parser("fold-in", help="add a file's new users to a saved model",
+                            description="Add the users of FILE that a saved model lacks, "
+                            "each solved exactly from its rows of FILE against the model's "
+                            "item factors (no retraining: items and known users keep their "
+                            "factors), and save the model (ALS.partial_fit_users).")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p)
+    p.add_argument("--update-known", action="store_true",
+                   help="also solve the users the model has again, from their rows of FILE "
+                        "(which should then hold all of their interactions)")
+    p.add_argument("--output", type=Path, required=True, help="model file to write")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to load the model (default auto)")
+    p.set_defaults(func=fold_in_command)
 
     p = commands.add_parser("similar", help="most similar items (or users) from a saved model",
                             description="The items (or users) whose factors have the largest "

@@ -332,6 +332,67 @@ def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, c
     np.testing.assert_array_equal(kept["item"], items[ids])
 
 
+def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
+    """fold-in: new users solved from their rows (an unknown item left out), known ones
+    kept (or solved again with --update-known), items untouched; the model file written
+    answers for the new ids."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    pd.DataFrame({"user": ["u3", "new", "new", "new", "ghost"],
+                  "item": [100, 102, 103, 999, 999], "value": [1, 3, 1, 5, 2]}
+                 ).to_csv(tmp_path / "today.csv", index=False)
+    out = tmp_path / "more.npz"
+    argv = ["fold-in", str(path), str(tmp_path / "today.csv"), "--backend", "cpu",
+            "--output", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert ("today.csv: 1 new user added; 1 known kept as they were; 1 new skipped: no "
+            "interactions with the model's items ('ghost'); 2 rows naming items the model "
+            "lacks left out") in said
+    assert f"the model now has {len(model.user_ids_) + 1} users" in said
+    grown = ALS.load(out, backend="cpu")
+    assert list(grown.user_ids_) == [*model.user_ids_, "new"]
+    np.testing.assert_array_equal(grown.user_factors_[:-1], model.user_factors_)
+    np.testing.assert_array_equal(grown.item_factors_, model.item_factors_)
+    items = model.item_ids_
+    row = sp.csr_matrix(([3.0, 1.0], ([0, 0], [row_of(items, 102), row_of(items, 103)])),
+                        shape=(1, len(items)))
+    np.testing.assert_allclose(grown.user_factors_[-1], model.recalculate_user(0, row),
+                               rtol=1e-5)
+    assert (grown.factors, grown.alpha) == (model.factors, model.alpha)
+
+    assert main(argv[:-1] + [str(tmp_path / "again.npz"), "--update-known"]) == 0
+    assert "1 known solved again from their rows" in capsys.readouterr().out
+    again = ALS.load(tmp_path / "again.npz", backend="cpu")
+    u3 = row_of(model.user_ids_, "u3")
+    only = sp.csr_matrix(([1.0], ([0], [row_of(items, 100)])), shape=(1, len(items)))
+    np.testing.assert_allclose(again.user_factors_[u3], model.recalculate_user(0, only),
+                               rtol=1e-5)
+    # nothing new: a one-line error, no model written
+    assert main(["fold-in", str(out), str(tmp_path / "today.csv"), "--backend", "cpu",
+                 "--output", str(tmp_path / "none.npz")]) == 2
+    assert ("no user of " in capsys.readouterr().err and
+            not (tmp_path / "none.npz").exists())
+
+
+def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(20, 12, 0.3, seed=1)
+    model = ALS(factors=3, iterations=2, backend="cpu", random_state=0,
+                show_progress=False).fit(R)
+    model.save(tmp_path / "plain.npz")
+    pd.DataFrame({"user": [40, 40, 3], "item": [1, 2, 0]}).to_csv(tmp_path / "q.csv",
+                                                                   index=False)
+    assert main(["fold-in", str(tmp_path / "plain.npz"), str(tmp_path / "q.csv"),
+                 "--backend", "cpu", "--output", str(tmp_path / "grown.npz")]) == 0
+    grown = ALS.load(tmp_path / "grown.npz", backend="cpu")
+    assert list(grown.user_ids_) == [*range(20), 40] and grown.item_ids_ is None
+    np.testing.assert_allclose(
+        grown.user_factors_[20],
+        model.recalculate_user(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])), shape=(1, 12))),
+        rtol=1e-5)
+
+
 def test_recommend_named_users_without_a_file(trained, capsys):
     path, model = trained
     assert main(["recommend", str(path), "--users", "u7", "ghost", "--N", "3",
@@ -493,6 +554,7 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
     ["tune", "{csv}", "--trials", "{missing}/trials.csv"],
     ["tune", "{csv}", "--plot", "{missing}/tune.png"],
     ["recommend", "{model}", "{csv}", "--output", "{missing}/recs.csv"],
+    ["fold-in", "{model}", "{csv}", "--output", "{missing}/m.npz"],
 ])
 def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_file,
                                                                   tmp_path, capsys):
