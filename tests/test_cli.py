@@ -350,6 +350,7 @@ def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
             "interactions with the model's items ('ghost'); 2 rows naming items the model "
             "lacks left out") in said
     assert f"the model now has {len(model.user_ids_) + 1} users" in said
+    assert f"saved to {out} (load with" in said
     grown = ALS.load(out, backend="cpu")
     assert list(grown.user_ids_) == [*model.user_ids_, "new"]
     np.testing.assert_array_equal(grown.user_factors_[:-1], model.user_factors_)
@@ -371,8 +372,10 @@ def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
     # nothing new: a one-line error, no model written
     assert main(["fold-in", str(out), str(tmp_path / "today.csv"), "--backend", "cpu",
                  "--output", str(tmp_path / "none.npz")]) == 2
-    assert ("no user of " in capsys.readouterr().err and
-            not (tmp_path / "none.npz").exists())
+    assert ("today.csv to fold in: 2 users already in the model "
+            "(--update-known solves them again), 1 new without interactions with its items"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "none.npz").exists()
 
 
 def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
@@ -381,12 +384,13 @@ def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
     model = ALS(factors=3, iterations=2, backend="cpu", random_state=0,
                 show_progress=False).fit(R)
     model.save(tmp_path / "plain.npz")
-    pd.DataFrame({"user": [40, 40, 3], "item": [1, 2, 0]}).to_csv(tmp_path / "q.csv",
+    pd.DataFrame({"user": [40, 40, 0], "item": [1, 2, 0]}).to_csv(tmp_path / "q.csv",
                                                                    index=False)
     assert main(["fold-in", str(tmp_path / "plain.npz"), str(tmp_path / "q.csv"),
                  "--backend", "cpu", "--output", str(tmp_path / "grown.npz")]) == 0
     grown = ALS.load(tmp_path / "grown.npz", backend="cpu")
     assert list(grown.user_ids_) == [*range(20), 40] and grown.item_ids_ is None
+    np.testing.assert_array_equal(grown.user_factors_[:20], model.user_factors_)  # 0 kept
     np.testing.assert_allclose(
         grown.user_factors_[20],
         model.recalculate_user(0, sp.csr_matrix(([1.0, 1.0], ([0, 0], [1, 2])), shape=(1, 12))),
