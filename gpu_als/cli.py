@@ -563,11 +563,12 @@ def fold_in_command(args: argparse.Namespace) -> int:
     known = id_positions(users, file_users) >= 0
     empty = R.getnnz(axis=1) == 0
     chosen = ~empty & (~known | args.update_known)
+    skipped = empty & ~known  # new, but without interactions with the model's items
     if not chosen.any():
         raise ValueError(
             f"no user of {args.file} to fold in: {counted(int(known.sum()), 'user')} already "
             f"in the model{' (--update-known solves them again)' if not args.update_known else ''}"
-            f", {int((empty & ~known).sum())} new without interactions with its items")
+            f", {int(skipped.sum())} new without interactions with its items")
     start = time.perf_counter()
     model.user_ids_ = users
     model.partial_fit_users(user_items=R[chosen], user_ids=file_users[chosen])
@@ -577,9 +578,9 @@ def fold_in_command(args: argparse.Namespace) -> int:
         notes.append(f"{int((chosen & known).sum())} known solved again from their rows")
     elif known.any():
         notes.append(f"{int(known.sum())} known kept as they were")
-    if (empty & ~known).any():
-        notes.append(f"{int((empty & ~known).sum())} new skipped: no interactions with the "
-                     f"model's items ({examples(file_users[empty & ~known])})")
+    if skipped.any():
+        notes.append(f"{int(skipped.sum())} new skipped: no interactions with the model's "
+                     f"items ({examples(file_users[skipped])})")
     if unknown_items:
         notes.append(f"{counted(unknown_items, 'row')} naming items the model lacks left out")
     print(f"{args.file}: " + "; ".join(notes) + f" ({time.perf_counter() - start:.2f} s on "
