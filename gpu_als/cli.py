@@ -548,43 +548,49 @@ def recommend_command(args: argparse.Namespace) -> int:
 
 
 def fold_in_command(args: argparse.Namespace) -> int:
-    """A saved model with the users of a file added (exact solves against its item
-    factors, as ``ALS.partial_fit_users``), written to a new model file."""
+    """A saved model with the users (or, with ``--items``, the items) of a file added:
+    exact solves against the other side's factors, as ``ALS.partial_fit_users`` /
+    ``partial_fit_items``, written to a new model file."""
     from .data import from_dataframe, id_positions
 
     model = load_model(args.model, args.backend)
+    side, other = ("item", "user") if args.items else ("user", "item")
+    columns = {"user": args.user_col, "item": args.item_col}
     # a model without ids (as implicit's): its row numbers are its ids from now on
-    users = id_map(model.user_ids_, model.user_factors_.shape[0])
-    items = id_map(model.item_ids_, model.item_factors_.shape[0])
+    known_ids = id_map(getattr(model, f"{side}_ids_"), len(getattr(model, f"{side}_factors_")))
+    fixed_ids = id_map(getattr(model, f"{other}_ids_"),
+                       len(getattr(model, f"{other}_factors_")))
     df = read_frame(args)
-    R, file_users, _ = from_dataframe(df, args.user_col, args.item_col, args.value_col,
-                                      item_ids=items, drop_unknown=True)
-    unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
-    known = id_positions(users, file_users) >= 0
+    # one row per user (item) of the file, one column per item (user) of the model
+    R, file_ids, _ = from_dataframe(df, columns[side], columns[other], args.value_col,
+                                    item_ids=fixed_ids, drop_unknown=True)
+    unknown = int((id_positions(fixed_ids, np.asarray(df[columns[other]])) < 0).sum())
+    known = id_positions(known_ids, file_ids) >= 0
     empty = R.getnnz(axis=1) == 0
     chosen = ~empty & (~known | args.update_known)
-    skipped = empty & ~known  # new, but without interactions with the model's items
+    skipped = empty & ~known  # new, but without interactions with the model's other side
     if not chosen.any():
         raise ValueError(
-            f"no user of {args.file} to fold in: {counted(int(known.sum()), 'user')} already "
+            f"no {side} of {args.file} to fold in: {counted(int(known.sum()), side)} already "
             f"in the model{' (--update-known solves them again)' if not args.update_known else ''}"
-            f", {int(skipped.sum())} new without interactions with its items")
+            f", {int(skipped.sum())} new without interactions with its {other}s")
     start = time.perf_counter()
-    model.user_ids_ = users
-    model.partial_fit_users(user_items=R[chosen], user_ids=file_users[chosen])
-    new = int((chosen & ~known).sum())
-    notes = [f"{counted(new, 'new user')} added"]
+    setattr(model, f"{side}_ids_", known_ids)
+    getattr(model, f"partial_fit_{side}s")(**{f"{side}_{other}s": R[chosen],
+                                              f"{side}_ids": file_ids[chosen]})
+    notes = [f"{counted(int((chosen & ~known).sum()), f'new {side}')} added"]
     if args.update_known:
         notes.append(f"{int((chosen & known).sum())} known solved again from their rows")
     elif known.any():
         notes.append(f"{int(known.sum())} known kept as they were")
     if skipped.any():
         notes.append(f"{int(skipped.sum())} new skipped: no interactions with the model's "
-                     f"items ({examples(file_users[skipped])})")
-    if unknown_items:
-        notes.append(f"{counted(unknown_items, 'row')} naming items the model lacks left out")
+                     f"{other}s ({examples(file_ids[skipped])})")
+    if unknown:
+        notes.append(f"{counted(unknown, 'row')} naming {other}s the model lacks left out")
     print(f"{args.file}: " + "; ".join(notes) + f" ({time.perf_counter() - start:.2f} s on "
-          f"'{model.backend_}'); the model now has {len(model.user_ids_):,} users")
+          f"'{model.backend_}'); the model now has "
+          f"{counted(len(getattr(model, f'{side}_ids_')), side)}")
     written = model.save(args.output)
     print(f"saved to {written} (load with gpu_als.ALS.load)")
     return 0
@@ -840,16 +846,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
 
-    p = commands.add_parser("fold-in", help="add a file's new users to a saved model",
-                            description="Add the users of FILE that a saved model lacks, "
-                            "each solved exactly from its rows of FILE against the model's "
-                            "item factors (no retraining: items and known users keep their "
-                            "factors), and save the model (ALS.partial_fit_users).")
+    p = commands.add_parser("fold-in", help="add a file's new users (or items) to a saved "
+                            "model", description="Add the users of FILE that a saved model "
+                            "lacks, each solved exactly from its rows of FILE against the "
+                            "model's item factors (no retraining: items and known users keep "
+                            "their factors), and save the model (ALS.partial_fit_users). "
+                            "With --items, the same for new items against the user factors.")
     p.add_argument("model", type=Path, help="model file (.npz)")
     add_file_options(p)
+    p.add_argument("--items", action="store_true",
+                   help="fold in the file's new items (cold-start items, from the users who "
+                        "had them) instead of its new users")
     p.add_argument("--update-known", action="store_true",
-                   help="also solve the users the model has again, from their rows of FILE "
-                        "(which should then hold all of their interactions)")
+                   help="also solve the users (items) the model has again, from their rows "
+                        "of FILE (which should then hold all of their interactions)")
     p.add_argument("--output", type=Path, required=True, help="model file to write")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to load the model (default auto)")

@@ -378,6 +378,29 @@ def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
     assert not (tmp_path / "none.npz").exists()
 
 
+def test_fold_in_items_adds_cold_start_items(trained, tmp_path, capsys):
+    """--items: a new item solved from the users who had it, against the user factors."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    pd.DataFrame({"user": ["u1", "u4", "nobody", "u2"], "item": [500, 500, 500, 100],
+                  "value": [2, 1, 1, 1]}).to_csv(tmp_path / "items.csv", index=False)
+    out = tmp_path / "items.npz"
+    assert main(["fold-in", str(path), str(tmp_path / "items.csv"), "--items", "--backend",
+                 "cpu", "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert ("1 new item added; 1 known kept as they were; 1 row naming users the model "
+            "lacks left out") in said and f"{len(model.item_ids_) + 1} items" in said
+    grown = ALS.load(out, backend="cpu")
+    assert list(grown.item_ids_) == [*model.item_ids_, 500]
+    np.testing.assert_array_equal(grown.user_factors_, model.user_factors_)
+    np.testing.assert_array_equal(grown.item_factors_[:-1], model.item_factors_)
+    users = model.user_ids_
+    column = sp.csr_matrix(([2.0, 1.0], ([0, 0], [row_of(users, "u1"), row_of(users, "u4")])),
+                           shape=(1, len(users)))
+    np.testing.assert_allclose(grown.item_factors_[-1], model.recalculate_item(0, column),
+                               rtol=1e-5)
+
+
 def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     R = random_interactions(20, 12, 0.3, seed=1)
