@@ -183,6 +183,43 @@ def test_partial_fit_by_id_updates_known_and_appends_new(backend, R):
     assert to_numpy(by_id.item_factors_).shape == (21, 4)
 
 
+@pytest.mark.parametrize("known, queries", [
+    (np.array([7, 3, 9, 3]), [np.array([3, 9, 4]), np.array([3.0, 7.5]), np.array(["9", "x"])]),
+    (np.array([0.5, 2.0]), [np.array([2, 0]), np.array([0.5])]),
+    (np.array(["b", "a", "b"]), [np.array(["a", "b", "c"]), np.array([1])]),
+    (np.array(["1", 2, 2.5], dtype=object), [np.array([1, 2]), np.array(["2.5", "3"])]),
+])
+def test_the_id_index_finds_what_id_positions_finds(known, queries):
+    """Partial fits look ids up in a kept dict (model._IdIndex), not by id_positions:
+    the same rows (numbers match numbers, else strings; the first of repeated ids),
+    also once extended."""
+    from gpu_als.data import id_positions
+    from gpu_als.model import _IdIndex
+    index = _IdIndex(known)
+    for ids in queries:
+        np.testing.assert_array_equal(index.positions(ids), id_positions(known, ids))
+    grown = np.concatenate([known, known[:1]])  # a repeated id: the first row stays
+    index.extend(grown)
+    assert index.ids is grown
+    for ids in queries:
+        np.testing.assert_array_equal(index.positions(ids), id_positions(grown, ids))
+
+
+def test_the_id_index_follows_the_models_ids(R):
+    users = np.array([f"u{j}" for j in range(25)])
+    model = fit_with_ids("cpu", users, None, R)
+    model.partial_fit_users(user_items=R[[0]], user_ids=["new"])
+    model.user_ids_ = np.array([f"v{j}" for j in range(26)])  # renamed by hand
+    model.partial_fit_users(user_items=R[[1, 2]], user_ids=["v3", "new"])
+    assert list(model.user_ids_[-2:]) == ["v25", "new"]  # "new" is new again
+    np.testing.assert_allclose(model.user_factors_[3], model.recalculate_user(0, R[[1]]))
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_id_indexes" not in copy.__dict__
+    copy.partial_fit_users(user_items=R[[2]], user_ids=["new"])
+    assert len(copy.user_ids_) == 27
+    np.testing.assert_allclose(copy.user_factors_[26], model.recalculate_user(0, R[[2]]))
+
+
 def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
     pd = pytest.importorskip("pandas")
     from gpu_als.data import from_dataframe
