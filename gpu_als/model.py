@@ -504,7 +504,8 @@ class ALS:
         Growing reserves an eighth more rows than it needs (:data:`SPARE_ROWS`, not part of
         ``user_factors_``), so users streamed in a few per call copy the factors once per
         eighth of growth: one new user at a time into 138,000 x 64 factors takes 0.5 ms a
-        call instead of 6 ms. Nothing changes when an argument is refused. Returns ``self``.
+        call instead of 6 ms (by id, 2 ms with 138,000 string ids: the id array is copied
+        each time). Nothing changes when an argument is refused. Returns ``self``.
 
         Parameters
         ----------
