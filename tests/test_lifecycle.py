@@ -164,8 +164,8 @@ def test_partial_fit_by_id_updates_known_and_appends_new(backend, R):
     by_id = fit_with_ids(backend, users, items, R)
     by_row = fit_with_ids(backend, users, items, R)
     rows = random_interactions(3, 20, 0.3, seed=9, dtype=np.float64)
-    by_id.partial_fit_users(user_items=rows, user_ids=["new1", "u3", "new2"])
-    by_row.partial_fit_users([25, 3, 26], rows)
+    by_id.partial_fit_users(user_items=rows, user_ids=["new1", "u0", "new2"])
+    by_row.partial_fit_users([25, 0, 26], rows)  # row 0 too: a known id
     assert list(by_id.user_ids_) == [*users, "new1", "new2"]
     np.testing.assert_array_equal(to_numpy(by_id.user_factors_),
                                   to_numpy(by_row.user_factors_))
@@ -209,6 +209,7 @@ def test_the_id_index_follows_the_models_ids(R):
     users = np.array([f"u{j}" for j in range(25)])
     model = fit_with_ids("cpu", users, None, R)
     model.partial_fit_users(user_items=R[[0]], user_ids=["new"])
+    assert model.__dict__["_id_indexes"]["user"].ids is model.user_ids_  # kept, extended
     model.user_ids_ = np.array([f"v{j}" for j in range(26)])  # renamed by hand
     model.partial_fit_users(user_items=R[[1, 2]], user_ids=["v3", "new"])
     assert list(model.user_ids_[-2:]) == ["v25", "new"]  # "new" is new again
