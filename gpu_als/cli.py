@@ -565,6 +565,8 @@ def fold_in_command(args: argparse.Namespace) -> int:
     R, file_ids, _ = from_dataframe(df, columns[side], columns[other], args.value_col,
                                     item_ids=fixed_ids, drop_unknown=True)
     unknown = int((id_positions(fixed_ids, np.asarray(df[columns[other]])) < 0).sum())
+    if known_ids.dtype.kind in "SU" and file_ids.dtype.kind in "iuf":
+        file_ids = file_ids.astype(str)  # "5" in the model, 5 read from the file: one id
     known = id_positions(known_ids, file_ids) >= 0
     empty = R.getnnz(axis=1) == 0
     chosen = ~empty & (~known | args.update_known)

@@ -401,6 +401,19 @@ def test_fold_in_items_adds_cold_start_items(trained, tmp_path, capsys):
                                rtol=1e-5)
 
 
+def test_fold_in_reads_numbers_as_the_models_string_ids(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(5, 4, 0.6, seed=0)
+    model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(
+        R, user_ids=np.array(["1", "2", "3", "4", "5"]), item_ids=np.array(list("abcd")))
+    model.save(tmp_path / "m.npz")
+    pd.DataFrame({"user": [1, 9], "item": ["a", "b"]}).to_csv(tmp_path / "q.csv", index=False)
+    assert main(["fold-in", str(tmp_path / "m.npz"), str(tmp_path / "q.csv"), "--backend",
+                 "cpu", "--output", str(tmp_path / "m2.npz")]) == 0
+    assert "1 new user added; 1 known kept as they were" in capsys.readouterr().out
+    assert list(ALS.load(tmp_path / "m2.npz").user_ids_) == ["1", "2", "3", "4", "5", "9"]
+
+
 def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     R = random_interactions(20, 12, 0.3, seed=1)
