@@ -164,7 +164,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     RuntimeError
         When a half-step keeps failing (e.g. every worker is gone).
     """
-    from distributed import wait
+    from distributed import Client, wait
     from distributed.client import FutureCancelledError
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
@@ -172,11 +172,17 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     # How a dead worker shows up; an exception raised by the work itself is not retried.
     worker_lost = (FutureCancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
 
+    if not isinstance(model, ALS):
+        raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
+    if not isinstance(client, Client):
+        raise TypeError(f"client must be a dask.distributed.Client, got "
+                        f"{type(client).__name__}")
     p = model._check_params()
     if not isinstance(model.backend, str):
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
+    data.check_int("max_retries", max_retries, minimum=0)
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     prepared = data.Prepared(user_items, p["dtype"])
     user_ids, item_ids = _checked_data_ids(ids, prepared.shape)

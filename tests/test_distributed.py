@@ -248,6 +248,12 @@ def test_bad_arguments_are_refused_before_any_work(client):
         fit_distributed(ALS(**PARAMS), R, client, blocks_per_worker=0)
     with pytest.raises(TypeError, match="needs a backend name"):
         fit_distributed(ALS(**{**PARAMS, "backend": CPUBackend()}), R, client)
+    with pytest.raises(ValueError, match="max_retries=-1: must be >= 0"):
+        fit_distributed(ALS(**PARAMS), R, client, max_retries=-1)
+    with pytest.raises(TypeError, match="model must be a gpu_als.ALS, got dict"):
+        fit_distributed(PARAMS, R, client)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client, got str"):
+        fit_distributed(ALS(**PARAMS), R, "tcp://127.0.0.1:8786")
 
 
 def test_blocks_arriving_unaligned_are_aligned_before_solving():
