@@ -286,6 +286,9 @@ def rmse(model: Any, test: Any) -> float:
     -------
     float
     """
+    if not callable(getattr(model, "predict", None)):
+        raise TypeError(f"model must have a predict method (a fitted ALS), got "
+                        f"{type(model).__name__}")
     coo = check_user_items(test, np.float64, name="test").tocoo()
     if getattr(model, "feedback", None) == "implicit":
         warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "

@@ -118,6 +118,8 @@ def to_implicit(model: ALS):
     except ImportError as exc:
         raise ImportError(f"to_implicit needs the implicit library (pip install implicit): "
                           f"{exc}") from exc
+    if not isinstance(model, ALS):
+        raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
     model._check_fitted()
     p = model._check_params()
     if p["feedback"] != "implicit":

@@ -570,3 +570,5 @@ def test_rmse_is_that_of_predict_on_the_test_entries():
             np.sqrt(19 / 3))
     with pytest.raises(ValueError, match="itemids 2 is out of range"):
         rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
+    with pytest.raises(TypeError, match="model must have a predict method .*got csr_matrix"):
+        rmse(test, test)  # the arguments swapped
