@@ -9,6 +9,7 @@ working).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ def _figure(**kwargs):
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install gpu-als[plot]") from exc
     return Figure(**kwargs)
+
+
+def _save(fig, path) -> Path:
+    """Write ``fig`` as PNG to ``path`` (a str or path-like) and return it as a Path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a path-like object, got "
+                        f"{type(path).__name__} {path!r}")
+    fig.savefig(path)
+    return Path(path)
 
 
 def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +73,7 @@ def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embeddings (PCA)"
@@ -89,8 +98,7 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     ax.set_ylabel(f"PC2 ({ratio[1]:.1%} of variance)")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_tuning(result, path, *, title: str | None = None) -> Path:
@@ -100,6 +108,9 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     successive halving, at the score of the last rung they reached. A hyperparameter with
     values that are not numbers (``solver``, ``dtype``, booleans) gets one column per value.
     """
+    if not (hasattr(result, "best_params") and hasattr(result, "trials")):
+        raise TypeError(f"result must be what gpu_als.tune.tune returns (a TuneResult), got "
+                        f"{type(result).__name__}")
     names = list(result.best_params)
     fig = _figure(figsize=(4 * len(names), 3.6), dpi=120)
     axes = fig.subplots(1, len(names), squeeze=False, sharey=True)
@@ -132,8 +143,7 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     axes[0][0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations)")
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return _save(fig, path)
 
 
 #: Line style per implementation in the benchmark charts: gpu_als solid, implicit dashed;
@@ -159,6 +169,9 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
 
     document: dict = result if isinstance(result, dict) else \
         json.loads(Path(result).read_text())
+    if not isinstance(document, dict) or "benchmarks" not in document:
+        raise ValueError(f"{result if not isinstance(result, dict) else 'result'} is not a "
+                         f"benchmark result (gpu_als.benchmark): it has no 'benchmarks' rows")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]

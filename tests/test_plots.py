@@ -64,6 +64,15 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
         plots.plot_item_pca(factors, np.ones(19), tmp_path / "pca.png")
     with pytest.raises(ValueError, match=r"factors of shape \(1, 3\)"):
         plots.pca(factors[:1])
+    with pytest.raises(TypeError, match="path must be a str or a path-like object, got "
+                                        "NoneType"):
+        plots.plot_loss([2.0, 1.0], None)
+    with pytest.raises(TypeError, match="result must be what gpu_als.tune.tune returns"):
+        plots.plot_tuning({"factors": [8]}, tmp_path / "tune.png")
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="other.json is not a benchmark result"):
+        plots.plot_benchmark(tmp_path / "other.json", tmp_path / "charts")
+    (tmp_path / "other.json").unlink()
     assert not list(tmp_path.iterdir())
 
 
