@@ -830,6 +830,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.iterations is not None and args.iterations < 2:
         parser.error("--iterations must be >= 2 (the first is a warm-up)")
+    if args.factors is not None and min(args.factors) < 1:
+        parser.error(f"--factors must be >= 1, got {min(args.factors)}")
+    if args.cpu_max_nnz is not None and args.cpu_max_nnz < 1:
+        parser.error("--cpu-max-nnz must be >= 1")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error("--timeout must be > 0 seconds")
 
     def save(document: dict) -> Path:
         name = f"bench-{slug(document['device'])}-{document['commit']}.json"

@@ -329,6 +329,12 @@ def test_command_line_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli_main(["bench", "--iterations", "1"])
     assert "--iterations must be >= 2" in capsys.readouterr().err
+    for argv, says in ((["--factors", "64", "0"], "--factors must be >= 1, got 0"),
+                       (["--cpu-max-nnz", "0"], "--cpu-max-nnz must be >= 1"),
+                       (["--timeout", "-3"], "--timeout must be > 0 seconds")):
+        with pytest.raises(SystemExit):
+            cli_main(["bench", *argv])
+        assert says in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["bench", "--quick", "--full"])
     assert "not allowed with argument" in capsys.readouterr().err
