@@ -328,6 +328,8 @@ def evaluate(args: argparse.Namespace) -> int:
         train_test_split,
     )
 
+    if args.min_value is not None and not np.isfinite(args.min_value):
+        raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
     matrix, _, _ = read_interactions(args)
     train_m, test_m = train_test_split(matrix, test_fraction=args.test_fraction,
                                        random_state=args.seed)

@@ -169,6 +169,10 @@ def tune(
     K = data.check_int("K", K, minimum=1)
     min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
     reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
+    validation_fraction = data.check_float("validation_fraction", validation_fraction,
+                                           strict=True)
+    if validation_fraction >= 1:
+        raise ValueError(f"validation_fraction={validation_fraction}: must be < 1")
     base = {"iterations": 20, "show_progress": False, "random_state": random_state,
             **(base_params or {})}
     if param_grid is None:

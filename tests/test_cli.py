@@ -529,6 +529,8 @@ def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys
         counts.append(int(re.search(r"/ (\d+) test interactions", capsys.readouterr().out)[1]))
     assert counts == [test.nnz, int((test.data >= threshold).sum())]
     assert 0 < counts[1] < counts[0]
+    assert main(["evaluate", str(csv_file), "--min-value", "nan"]) == 2
+    assert "--min-value must be a finite number, got nan" in capsys.readouterr().err
 
 
 def test_demo_without_movielens_runs_on_synthetic_data(tmp_path, monkeypatch, capsys):

@@ -126,6 +126,8 @@ def test_the_default_iterations_are_20(R):
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
     ({"K": 0}, "K=0: must be >= 1"),
     ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
+    ({"validation_fraction": 1.5}, "validation_fraction=1.5: must be < 1"),
+    ({"validation_fraction": 0}, "validation_fraction=0.0: must be > 0"),
 ])
 def test_bad_arguments(R, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
