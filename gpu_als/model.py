@@ -131,6 +131,7 @@ class ALS:
         Original ids of the factor rows: ``user_ids_[u]`` is row ``u``'s. Set by ``fit`` on
         a DataFrame or with ``user_ids`` / ``item_ids``, and by :meth:`load` of a file
         saved with them (see :meth:`save`); None after ``fit`` on a matrix without them.
+        :meth:`user_rows` / :meth:`item_rows` go the other way, from ids to rows.
 
     To change the factors, assign new arrays (``model.item_factors = Y``, or
     :meth:`from_factors`) rather than editing them in place: queries keep values derived
@@ -443,6 +444,52 @@ class ALS:
     def item_factors(self, value) -> None:
         self.item_factors_ = value
 
+    def user_rows(self, ids: Any):
+        """The factor rows of original user ids (those in :attr:`user_ids_`), ``-1`` for
+        an id the model does not have: ``recommend(model.user_rows(ids), ...)``.
+
+        Numbers match numbers (``5`` matches ``5.0``); otherwise ids are compared as
+        strings, as :func:`gpu_als.data.id_positions` compares them. The lookup is built
+        on the first call and kept while ``user_ids_`` is the same array (partial fits by
+        id extend it): one id among 138,000 string ids takes 6 us a call after a first of
+        60 ms, where ``id_positions(model.user_ids_, ids)`` takes the 60 ms every time.
+
+        Parameters
+        ----------
+        ids : id or array-like of ids
+
+        Returns
+        -------
+        int or numpy.ndarray of int64, shape (n,)
+
+        Raises
+        ------
+        ValueError
+            When the model has no ``user_ids_`` (fitted on a matrix without ids).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "bob", "bob"], "item": ["x", "x", "y"]})
+        >>> model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
+        >>> model.user_rows(["bob", "zoe"]), model.item_rows("y")
+        (array([ 1, -1]), 1)
+        """
+        return self._rows_of("user", ids)
+
+    def item_rows(self, ids: Any):
+        """The factor rows of original item ids (those in :attr:`item_ids_`), ``-1`` for
+        an id the model does not have; the item-side twin of :meth:`user_rows`."""
+        return self._rows_of("item", ids)
+
+    def _rows_of(self, side: str, ids: Any):
+        self._check_fitted()
+        ids = np.asarray(ids)
+        if ids.ndim > 1:
+            raise ValueError(f"ids must be one id or 1-D, got shape {ids.shape}")
+        rows = self._id_index(side).positions(ids.reshape(-1))
+        return int(rows[0]) if ids.ndim == 0 else rows
+
     def recalculate_user(self, userid: Any, user_items: Any):
         """Factors for users from their interactions, against the fixed item factors.
 
@@ -582,9 +629,8 @@ class ALS:
         ids = getattr(self, f"{side}_ids_")
         if ids is None:
             raise ValueError(
-                f"the model has no {side}_ids_ to match {side}_ids against (fitted on a "
-                f"matrix without ids, or grown by row); name factor rows with {side}ids "
-                f"instead")
+                f"the model has no {side}_ids_ to match ids against (fitted on a matrix "
+                f"without ids, or grown by row): name its {side}s by factor row")
         indexes = self.__dict__.setdefault("_id_indexes", {})
         if side not in indexes or indexes[side].ids is not ids:
             indexes[side] = _IdIndex(ids)
@@ -1492,9 +1538,9 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
     if arr.dtype.kind not in "iu" and arr.size > 0:
         hint = ""
         if arr.dtype.kind in "OSU":  # the DataFrame's own ids, probably
-            ids_ = "user_ids_" if "user" in name else "item_ids_"
-            hint = (f"; these are factor rows: after fit(df), row r is model.{ids_}[r], "
-                    f"and gpu_als.data.id_positions(model.{ids_}, ids) gives the rows of "
+            side = "user" if "user" in name else "item"
+            hint = (f"; these are factor rows: after fit(df), row r is "
+                    f"model.{side}_ids_[r], and model.{side}_rows(ids) gives the rows of "
                     f"ids (-1 for an unknown one)")
         raise TypeError(f"{name} must be an integer or an array of integers, got "
                         f"{arr.dtype}{hint}")

@@ -205,6 +205,27 @@ def test_the_id_index_finds_what_id_positions_finds(known, queries):
         np.testing.assert_array_equal(index.positions(ids), id_positions(grown, ids))
 
 
+def test_user_rows_and_item_rows_map_ids_to_factor_rows(R):
+    from gpu_als.data import id_positions
+    from gpu_als.exceptions import NotFittedError
+    users = np.array([f"u{j}" for j in range(25)])
+    model = fit_with_ids("cpu", users, np.arange(100, 120), R)
+    asked = np.array(["u7", "nobody", "u0", "u24"])
+    np.testing.assert_array_equal(model.user_rows(asked), [7, -1, 0, 24])
+    np.testing.assert_array_equal(model.user_rows(asked), id_positions(users, asked))
+    assert model.user_rows("u3") == 3 and isinstance(model.user_rows("u3"), int)
+    np.testing.assert_array_equal(model.item_rows([119, 100.0, 5]), [19, 0, -1])
+    assert model.item_rows("101") == 1  # typed: compared as strings
+    model.partial_fit_users(user_items=R[[0]], user_ids=["late"])
+    assert model.user_rows("late") == 25
+    with pytest.raises(ValueError, match=r"one id or 1-D, got shape \(1, 2\)"):
+        model.user_rows([["u1", "u2"]])
+    with pytest.raises(ValueError, match="no user_ids_ to match ids against"):
+        model_for("cpu").fit(R).user_rows([0])
+    with pytest.raises(NotFittedError):
+        ALS().item_rows([0])
+
+
 def test_the_id_index_follows_the_models_ids(R):
     users = np.array([f"u{j}" for j in range(25)])
     model = fit_with_ids("cpu", users, None, R)
@@ -264,10 +285,10 @@ def test_partial_fit_by_id_refusals_change_nothing(R, call, error, message):
 
 def test_partial_fit_by_id_needs_a_model_with_ids(R):
     model = model_for("cpu").fit(R)
-    with pytest.raises(ValueError, match="the model has no user_ids_ to match user_ids "
-                                         "against .* name factor rows with userids"):
+    with pytest.raises(ValueError, match="the model has no user_ids_ to match ids "
+                                         "against .*: name its users by factor row"):
         model.partial_fit_users(user_items=R[[0]], user_ids=["a"])
-    with pytest.raises(ValueError, match="no item_ids_ to match item_ids"):
+    with pytest.raises(ValueError, match="no item_ids_ to match ids"):
         model.partial_fit_items(item_users=R.T.tocsr()[[0]], item_ids=[3])
 
 

@@ -322,10 +322,11 @@ class TestQueryErrors:
     def test_string_ids_point_to_the_id_maps(self, fitted):
         model, R = fitted
         with pytest.raises(TypeError, match=r"got <U5; these are factor rows: .*row r is "
-                                            r"model.user_ids_\[r\], and gpu_als.data."
-                                            r"id_positions\(model.user_ids_, ids\) gives"):
+                                            r"model.user_ids_\[r\], and "
+                                            r"model.user_rows\(ids\) gives"):
             model.recommend("alice", R[0])
-        with pytest.raises(TypeError, match=r"got object; .*model.item_ids_\[r\]"):
+        with pytest.raises(TypeError, match=r"got object; .*model.item_ids_\[r\], and "
+                                            r"model.item_rows\(ids\)"):
             model.similar_items(np.array(["x", "y"], dtype=object))
 
     def test_filter_items_and_items_together(self, fitted):
