@@ -452,7 +452,9 @@ class ALS:
         strings, as :func:`gpu_als.data.id_positions` compares them. The lookup is built
         on the first call and kept while ``user_ids_`` is the same array (partial fits by
         id extend it): one id among 138,000 string ids takes 6 us a call after a first of
-        60 ms, where ``id_positions(model.user_ids_, ids)`` takes the 60 ms every time.
+        60 ms, where ``id_positions(model.user_ids_, ids)`` takes the 60 ms every time. The
+        lookup is a Python dict of about 120 bytes per id (measured at a million ids,
+        strings or integers), kept with the model (not pickled or saved).
 
         Parameters
         ----------
