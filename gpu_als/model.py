@@ -451,8 +451,9 @@ class ALS:
         Numbers match numbers (``5`` matches ``5.0``); otherwise ids are compared as
         strings, as :func:`gpu_als.data.id_positions` compares them. The lookup is built
         on the first call and kept while ``user_ids_`` is the same array (partial fits by
-        id extend it): one id among 138,000 string ids takes 6 us a call after a first of
-        60 ms, where ``id_positions(model.user_ids_, ids)`` takes the 60 ms every time. The
+        id extend it): one id among 138,000 string ids takes 4-6 us a call after a first
+        of 55-60 ms, where ``id_positions(model.user_ids_, ids)`` takes 60-70 ms every time
+        (``python benchmarks/bench_ids.py``). The
         lookup is a Python dict of about 120 bytes per id (measured at a million ids,
         strings or integers), kept with the model (not pickled or saved).
 
@@ -554,7 +555,8 @@ class ALS:
         ``user_factors_``), so users streamed in a few per call copy the factors once per
         eighth of growth: one new user at a time into 138,000 x 64 factors takes 0.5 ms a
         call instead of 6 ms (by id, 2 ms with 138,000 string ids: the id array is copied
-        each time). Nothing changes when an argument is refused. Returns ``self``.
+        each time; ``python benchmarks/bench_ids.py``). Nothing changes when an argument is
+        refused. Returns ``self``.
 
         Parameters
         ----------

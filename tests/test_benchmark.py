@@ -490,6 +490,18 @@ def test_warm_start_script_runs(movielens, capsys):
     assert rows[3][0] < 1.02 * rows[15][0]  # 3 warm iterations: near 15 from scratch
 
 
+def test_ids_benchmark_script_runs(capsys):
+    """benchmarks/bench_ids.py (its numbers in the README and docstrings), small: every
+    call timed, first and median."""
+    assert benchmark_script("bench_ids").main(["--users", "3000", "--factors", "8",
+                                               "--calls", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3,000 users with string ids x 2,000 items, factors 8, 5 calls each" in out
+    for call in ("partial_fit_users by row", "partial_fit_users by id", "user_rows",
+                 "id_positions"):
+        assert re.search(rf"^{call} +[\d.]+ +[\d.]+$", out, re.M), call
+
+
 def test_recommend_benchmark_script_runs(capsys):
     """benchmarks/bench_recommend.py (its README numbers), on a small set: both libraries
     return the same items."""
