@@ -14,6 +14,7 @@ confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -53,6 +54,15 @@ def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = F
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name}={value}: must be {'>' if strict else '>='} {minimum}")
     return value
+
+
+def check_path(path: Any) -> str:
+    """``path`` (a str, bytes or path-like) as a str; anything else, an int's file
+    descriptor included, is a ``TypeError``."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or a path-like object, got "
+                        f"{type(path).__name__} {path!r}")
+    return os.fsdecode(path)
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -1468,7 +1468,7 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
         For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
         pickled objects.
     """
-    path = _file_path(path)
+    path = data.check_path(path)
     if not os.path.isfile(path) and not path.endswith(".npz") \
             and os.path.isfile(path + ".npz"):
         path += ".npz"
@@ -1490,21 +1490,12 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
                          f"{type(exc).__name__}: {exc}") from None
 
 
-def _file_path(path: Any) -> str:
-    """``path`` (a str, bytes or path-like) as a str; anything else, an int's file
-    descriptor included, is a ``TypeError``."""
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"path must be a str or a path-like object, got "
-                        f"{type(path).__name__} {path!r}")
-    return os.fsdecode(path)
-
-
 def _write_atomically(path, arrays: dict[str, Any]) -> str:
     """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
     replaces ``path``: a reader (a server reloading the model) sees the old file or the new
     one, never half of one, and a failed save leaves the old file as it was. Returns the
     file's name (``path``, ``.npz`` added if missing)."""
-    final = _file_path(path)
+    final = data.check_path(path)
     if os.path.isdir(final):
         raise IsADirectoryError(f"cannot save the model to {final}: it is a folder; give a "
                                 f"file name such as {os.path.join(final, 'model.npz')}")

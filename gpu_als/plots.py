@@ -9,13 +9,12 @@ working).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import to_host
+from .data import check_path, to_host
 
 
 def _figure(**kwargs):
@@ -28,12 +27,11 @@ def _figure(**kwargs):
 
 
 def _save(fig, path) -> Path:
-    """Write ``fig`` as PNG to ``path`` (a str or path-like) and return it as a Path."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or a path-like object, got "
-                        f"{type(path).__name__} {path!r}")
+    """Write ``fig`` as PNG to ``path`` (a str, bytes or path-like) and return it as a
+    Path."""
+    path = Path(check_path(path))
     fig.savefig(path)
-    return Path(path)
+    return path
 
 
 def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
