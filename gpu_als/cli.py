@@ -484,9 +484,22 @@ def load_model(path: str, backend: str):
         return from_implicit(path, backend=backend)
 
 
+def rows_against(args: argparse.Namespace, df, row_col: str, column_col: str,
+                 column_ids: np.ndarray, row_ids: Any = None):
+    """The file's rows as a matrix whose columns are a model's ``column_ids`` (rows of the
+    file naming a column the model lacks left out), the ids of its rows (``row_ids`` when
+    given), and how many rows of the file named an unknown column."""
+    from .data import from_dataframe, id_positions
+
+    R, ids, _ = from_dataframe(df, row_col, column_col, args.value_col, user_ids=row_ids,
+                               item_ids=column_ids, drop_unknown=True)
+    unknown = int((id_positions(column_ids, np.asarray(df[column_col])) < 0).sum())
+    return R, ids, unknown
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
-    from .data import from_dataframe, id_positions
+    from .data import id_positions
 
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
@@ -505,9 +518,8 @@ def recommend_command(args: argparse.Namespace) -> int:
         # The users' rows (every user of the file unless named), with the model's item
         # columns; rows of items the model lacks are left out.
         df = read_frame(args)
-        R, wanted, _ = from_dataframe(df, args.user_col, args.item_col, args.value_col,
-                                      user_ids=named, item_ids=items, drop_unknown=True)
-        unknown_items = int((id_positions(items, np.asarray(df[args.item_col])) < 0).sum())
+        R, wanted, unknown_items = rows_against(args, df, args.user_col, args.item_col,
+                                                items, row_ids=named)
         has_rows = R.getnnz(axis=1) > 0
     else:
         wanted = np.asarray(named)
@@ -553,7 +565,7 @@ def fold_in_command(args: argparse.Namespace) -> int:
     """A saved model with the users (or, with ``--items``, the items) of a file added:
     exact solves against the other side's factors, as ``ALS.partial_fit_users`` /
     ``partial_fit_items``, written to a new model file."""
-    from .data import from_dataframe, id_positions
+    from .data import id_positions
 
     model = load_model(args.model, args.backend)
     side, other = ("item", "user") if args.items else ("user", "item")
@@ -564,9 +576,7 @@ def fold_in_command(args: argparse.Namespace) -> int:
                        len(getattr(model, f"{other}_factors_")))
     df = read_frame(args)
     # one row per user (item) of the file, one column per item (user) of the model
-    R, file_ids, _ = from_dataframe(df, columns[side], columns[other], args.value_col,
-                                    item_ids=fixed_ids, drop_unknown=True)
-    unknown = int((id_positions(fixed_ids, np.asarray(df[columns[other]])) < 0).sum())
+    R, file_ids, unknown = rows_against(args, df, columns[side], columns[other], fixed_ids)
     if known_ids.dtype.kind in "SU" and file_ids.dtype.kind in "iuf":
         file_ids = file_ids.astype(str)  # "5" in the model, 5 read from the file: one id
     known = id_positions(known_ids, file_ids) >= 0
