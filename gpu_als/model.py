@@ -552,11 +552,12 @@ class ALS:
           in the order given, and are appended to ``user_ids_``.
 
         Growing reserves an eighth more rows than it needs (:data:`SPARE_ROWS`, not part of
-        ``user_factors_``), so users streamed in a few per call copy the factors once per
-        eighth of growth: one new user at a time into 138,000 x 64 factors takes 0.5 ms a
-        call instead of 6 ms (by id, 2 ms with 138,000 string ids: the id array is copied
-        each time; ``python benchmarks/bench_ids.py``). Nothing changes when an argument is
-        refused. Returns ``self``.
+        ``user_factors_`` or ``user_ids_``), so users streamed in a few per call copy the
+        factors and ids once per eighth of growth. One new user a call into 138,000 x 64
+        factors took 6 ms by row when the factors were copied each time, and takes 0.2-0.3
+        ms by row or by id now; by id with a million string ids, 0.24 ms where copying the
+        ids took 8.7 (``python benchmarks/bench_ids.py [--users 1000000]``). Nothing changes
+        when an argument is refused. Returns ``self``.
 
         Parameters
         ----------
@@ -611,16 +612,17 @@ class ALS:
                                  f"ids), not both")
             index = self._id_index(side)
             rows, new_ids = _rows_of_ids(index, ids, len(factors), side)
-            grown_ids = _appended_ids(known, new_ids) if len(new_ids) else known
+            new_ids = _ids_to_append(known, new_ids)
         elif np.asarray(rows).dtype.kind in "OSU":
             raise TypeError(f"{rows_name} are factor rows, integers; to name {side}s by "
                             f"their original ids, pass them as {ids_name}=")
-        factors = self._partial_fit(rows, matrix, factors,
-                                    getattr(self, f"{other}_factors_"), rows_name,
-                                    matrix_name)
+        factors = self._partial_fit(side, rows, matrix)
         setattr(self, f"{side}_factors_", factors)
         self._remember_factors(changed=factors)
-        if ids is not None:
+        if ids is not None and len(new_ids):
+            grown_ids = self._grown(known, len(known) + len(new_ids), f"{side}_ids_",
+                                    np.result_type(known, new_ids))
+            grown_ids[len(known):] = new_ids
             setattr(self, f"{side}_ids_", grown_ids)
             index.extend(grown_ids)
         elif known is not None and len(known) != len(factors):
@@ -640,35 +642,42 @@ class ALS:
             indexes[side] = _IdIndex(ids)
         return indexes[side]
 
-    def _partial_fit(self, ids, matrix, factors, fixed, ids_name, matrix_name):
-        ids, _ = _as_ids(ids, ids_name)
-        if len(ids) == 0:
-            raise ValueError(f"{ids_name} is empty")
-        if ids.min() < 0:
-            raise ValueError(f"{ids_name} {int(ids.min())} is negative")
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError(f"{ids_name} holds duplicates; give each id once")
-        solved = self._fold_in(matrix, fixed, len(ids), matrix_name)
-        if int(ids.max()) >= factors.shape[0]:
-            factors = self._grown(factors, int(ids.max()) + 1, ids_name)
-        factors[self._backend.asarray(ids)] = solved
+    def _partial_fit(self, side: str, rows: Any, matrix: Any):
+        """The ``side``'s factors with ``rows`` solved from ``matrix``, grown if needed."""
+        other = "item" if side == "user" else "user"
+        rows_name, matrix_name = f"{side}ids", f"{side}_{other}s"
+        factors = getattr(self, f"{side}_factors_")
+        rows, _ = _as_ids(rows, rows_name)
+        if len(rows) == 0:
+            raise ValueError(f"{rows_name} is empty")
+        if rows.min() < 0:
+            raise ValueError(f"{rows_name} {int(rows.min())} is negative")
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError(f"{rows_name} holds duplicates; give each id once")
+        solved = self._fold_in(matrix, getattr(self, f"{other}_factors_"), len(rows),
+                               matrix_name)
+        if int(rows.max()) >= factors.shape[0]:
+            factors = self._grown(factors, int(rows.max()) + 1, f"{side}_factors_")
+        factors[self._backend.asarray(rows)] = solved
         return factors
 
-    def _grown(self, factors, n: int, ids_name: str):
-        """``factors`` with ``n`` rows, the new ones zero: the leading rows of a buffer
-        with :data:`SPARE_ROWS` to spare, which the next growth of the same array fills
-        without copying it (while the model still holds it)."""
+    def _grown(self, array, n: int, name: str, dtype: Any = None):
+        """The model's ``array`` (its attribute ``name``: factors or ids) with ``n`` rows,
+        the new ones zero: the leading rows of a buffer with :data:`SPARE_ROWS` to spare,
+        which the next growth of the same array fills without copying it (while the model
+        still holds it). ``dtype`` (default the array's) may widen it: longer strings."""
+        dtype = array.dtype if dtype is None else np.dtype(dtype)
         spare = self.__dict__.setdefault("_spare_rows", {})
-        held, buffer = spare.get(ids_name, (None, None))
-        if held is not factors or buffer.shape[0] < n:
-            rows = n + int(n * SPARE_ROWS)
-            k = factors.shape[1]
-            data.check_memory(rows * k * factors.dtype.itemsize,
-                              f"growing to {ids_name} {n - 1}", "; are the ids compact?")
-            buffer = self._backend.xp.zeros((rows, k), factors.dtype)
-            buffer[:len(factors)] = factors
+        held, buffer = spare.get(name, (None, None))
+        if held is not array or buffer.shape[0] < n or buffer.dtype != dtype:
+            shape = (n + int(n * SPARE_ROWS),) + array.shape[1:]
+            data.check_memory(math.prod(shape) * dtype.itemsize,
+                              f"growing {name} to {n:,} rows", "; are the ids compact?")
+            xp = np if isinstance(array, np.ndarray) else self._backend.xp
+            buffer = xp.zeros(shape, dtype)
+            buffer[:len(array)] = array
         grown = buffer[:n]  # rows past the old ones: zero, never handed out before
-        spare[ids_name] = (grown, buffer)
+        spare[name] = (grown, buffer)
         return grown
 
     def _fold_in(self, matrix: Any, fixed, n: int, name: str):
@@ -1033,7 +1042,7 @@ class ALS:
         self._spare_rows: dict[str, tuple[Any, Any]] = {
             name: (held, buffer) for name, (held, buffer)
             in self.__dict__.get("_spare_rows", {}).items()
-            if held is self.user_factors_ or held is self.item_factors_}
+            if held is self.__dict__.get(name)}
 
     def _derived(self, factors, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``: a value derived from one of the model's factor arrays (its Gram
@@ -1326,7 +1335,7 @@ def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
     if mine and theirs and mine != theirs:
         raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
                         f"{mine} ({known.dtype})")
-    if (data.id_positions(ids, ids) != np.arange(len(ids))).any():
+    if len(ids) > 1 and (data.id_positions(ids, ids) != np.arange(len(ids))).any():
         raise ValueError(f"{name} holds duplicates; give each id once")
     rows = index.positions(ids)
     new = rows < 0
@@ -1334,10 +1343,10 @@ def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
     return rows, ids[new]
 
 
-def _appended_ids(known: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """``known`` ids followed by ``new`` ones, keeping ``known``'s dtype where numbers
-    are."""
-    if known.dtype.kind in "iuf":
+def _ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """``new`` ids to append to a model's ``known`` ones, in ``known``'s dtype where
+    numbers are (a ``TypeError`` where they do not fit it)."""
+    if known.dtype.kind in "iuf" and len(new):
         try:
             cast = new.astype(known.dtype)
             fits = np.array_equal(cast, new)
@@ -1346,8 +1355,8 @@ def _appended_ids(known: np.ndarray, new: np.ndarray) -> np.ndarray:
         if not fits:
             raise TypeError(f"ids {new[:5].tolist()} do not fit the model's id type "
                             f"{known.dtype}")
-        new = cast
-    return np.concatenate([known, new])
+        return cast
+    return new
 
 
 def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:

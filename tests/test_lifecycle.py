@@ -183,6 +183,36 @@ def test_partial_fit_by_id_updates_known_and_appends_new(backend, R):
     assert to_numpy(by_id.item_factors_).shape == (21, 4)
 
 
+def test_ids_streamed_in_one_at_a_time_grow_into_spare_rows(R):
+    """As the factors do, the id array grows into spare rows: 40 new users added one per
+    call by id copy the ids 8 times, not 40 (at a million ids a copy per call took 8.7
+    ms); a longer string than the array holds widens it, and numbers keep their dtype."""
+    users = np.array([f"u{j}" for j in range(25)], dtype=object)
+    model = fit_with_ids("cpu", users, np.arange(20, dtype=np.int32), R)
+    rows = random_interactions(40, 20, 0.3, seed=11, dtype=np.float64)
+    copies, ids = 0, model.user_ids_
+    for j in range(40):
+        model.partial_fit_users(user_items=rows[j], user_ids=[f"n{j}"])
+        copies += not np.shares_memory(ids, model.user_ids_)
+        ids = model.user_ids_
+    assert copies == 8  # as the factors' (test above)
+    assert list(ids) == [*users, *(f"n{j}" for j in range(40))]
+    np.testing.assert_array_equal(model.user_rows([f"n{j}" for j in range(40)]),
+                                  np.arange(25, 65))
+    np.testing.assert_allclose(model.user_factors_[25:], model.recalculate_user(
+        np.arange(40), rows), atol=1e-10)
+    restored = pickle.loads(pickle.dumps(model))
+    assert list(restored.user_ids_) == list(ids)
+
+    fixed = fit_with_ids("cpu", np.array([f"u{j}" for j in range(25)]), None, R)  # <U3
+    fixed.partial_fit_users(user_items=rows[0], user_ids=["n0"])
+    fixed.partial_fit_users(user_items=rows[1], user_ids=["a-longer-id"])
+    assert fixed.user_ids_.dtype == "<U11"
+    assert list(fixed.user_ids_[-3:]) == ["u24", "n0", "a-longer-id"]
+    model.partial_fit_items(item_users=sp.csr_matrix((2, 65)), item_ids=[20, 21])
+    assert model.item_ids_.dtype == np.int32 and list(model.item_ids_[-3:]) == [19, 20, 21]
+
+
 @pytest.mark.parametrize("known, queries", [
     (np.array([7, 3, 9, 3]), [np.array([3, 9, 4]), np.array([3.0, 7.5]), np.array(["9", "x"])]),
     (np.array([0.5, 2.0]), [np.array([2, 0]), np.array([0.5])]),
