@@ -375,6 +375,20 @@ def test_predict(real_backend, R):
     assert got[1, 0] == pytest.approx(float(X[2] @ Y[6]), rel=1e-5)
 
 
+@pytest.mark.parametrize("elements", [1, 8, 10**6])  # a pair, 2 pairs (k = 4), all at once
+def test_predict_in_blocks_equals_the_whole_product(real_backend, R, elements, monkeypatch):
+    from gpu_als import model as model_module
+    monkeypatch.setattr(model_module, "PREDICT_BLOCK_ELEMENTS", elements)
+    model = model_for(real_backend).fit(R)
+    X, Y = to_numpy(model.user_factors_), to_numpy(model.item_factors_)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, R.shape[0], 37), rng.integers(0, R.shape[1], 37)
+    got = model.predict(users, items)
+    assert got.shape == (37,) and got.dtype == X.dtype
+    np.testing.assert_allclose(got, (X[users] * Y[items]).sum(axis=1), rtol=1e-6)
+    assert model.predict([], []).shape == (0,)
+
+
 def test_params_repr_and_alias():
     model = AlternatingLeastSquares(factors=16, backend="cpu")
     assert AlternatingLeastSquares is ALS
