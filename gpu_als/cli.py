@@ -460,7 +460,7 @@ def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.nda
     query = np.repeat(queries, present.sum(axis=1))
     rank = np.cumsum(present, axis=1)[present]
     result = results[ids[present]]
-    score = ["%.6g" % value for value in scores[present].tolist()]  # 2x np.char.mod's speed
+    score = [f"{value:.6g}" for value in scores[present].tolist()]  # 2x np.char.mod's speed
     with csv_writer(path, header) as writer:
         writer.writerows(zip(query.tolist(), result.tolist(), rank.tolist(), score))
     return len(result)
