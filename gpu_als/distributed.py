@@ -248,7 +248,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     start = time.perf_counter()
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
-    with progress:
+    with model._restored_on_failure(), progress:
         for iteration in progress:
             X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None, X)
             Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None, Y)
@@ -263,7 +263,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             # Y then X broadcast to every worker, and each side's new factors coming back
             # (with CG, also each side's current factors going out, a block to each worker)
             moved.append(int((n_workers + 1 + send_current) * (X.nbytes + Y.nbytes)))
-            if model.callback is not None:
+            if model.callback is not None:  # which may query the model so far, as in fit
+                model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
                 model.callback(iteration, time.perf_counter() - start, kept)
     model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
     model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits

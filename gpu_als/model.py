@@ -9,6 +9,7 @@ CuPy: arrays come from, and go to, the backend.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import json
@@ -115,7 +116,11 @@ class ALS:
         factors are found once, at the end of ``fit``.
     callback : callable, optional
         Called after every iteration as ``callback(iteration, elapsed_seconds, loss)``
-        (``loss`` is None when ``calculate_training_loss=False``).
+        (``loss`` is None when ``calculate_training_loss=False``). While it runs, the model
+        is that of the iterations so far, so that it can be queried or evaluated (e.g.
+        Recall@10 after each iteration); its factor arrays change as the fit goes on (copy
+        them to keep them), and a fit that then fails or is interrupted leaves the model
+        as it was before ``fit``.
 
     Any other keyword is refused with a TypeError that names gpu-als's spelling of the
     implicit library's own (``use_gpu``, ``use_cg``, ``use_native``, ``num_threads``: see
@@ -340,13 +345,34 @@ class ALS:
         """
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
-        training.run(training.p["iterations"],
-                     show_progress=self.show_progress if show_progress is None else show_progress,
-                     callback=self.callback if callback is None else callback)
+
+        def report(iteration: int, seconds: float, loss: float | None) -> None:
+            training.finish(self)  # the callback may query the model of the fit so far
+            callback(iteration, seconds, loss)
+
+        with self._restored_on_failure():
+            training.run(training.p["iterations"],
+                         show_progress=self.show_progress if show_progress is None
+                         else show_progress,
+                         callback=None if callback is None else report)
         training.finish(self)
         return self
+
+    @contextlib.contextmanager
+    def _restored_on_failure(self):
+        """Leave the model as it was before the block if the block raises (also when
+        interrupted): a fit shows its callback the model so far, and must not leave it
+        half-trained."""
+        saved = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
     def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
                    ) -> tuple[Any, tuple[Any, Any]]:

@@ -106,6 +106,30 @@ def test_a_warm_start_continues_a_fit_as_in_fit(client):
     np.testing.assert_allclose(model.item_factors_, whole.item_factors_, atol=1e-9)
 
 
+def test_the_callback_sees_the_model_so_far_and_a_failure_leaves_it_as_it_was(client):
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(300, 120, 3000, random_state=4)
+    seen = []
+    model = ALS(**PARAMS)
+    model.callback = lambda *a: seen.append((model.user_factors_.copy(),
+                                             model.recommend(0, R[0], N=3)[0]))
+    fit_distributed(model, R, client)
+    once = ALS(**{**PARAMS, "iterations": 1}).fit(R)
+    np.testing.assert_allclose(seen[0][0], once.user_factors_, atol=1e-9)
+    np.testing.assert_array_equal(seen[0][1], once.recommend(0, R[0], N=3)[0])
+    np.testing.assert_array_equal(seen[-1][0], model.user_factors_)
+
+    def stop(iteration, seconds, loss):
+        if iteration == 1:
+            raise KeyboardInterrupt
+
+    failing = ALS(**PARAMS, callback=stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit_distributed(failing, R, client)
+    assert not hasattr(failing, "user_factors_")
+
+
 def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
     """A progress bar over iterations (on a terminal) unless show_progress is False; the
     callback gets each iteration's loss, or None with calculate_training_loss=False, which

@@ -185,6 +185,64 @@ def test_callback_gets_every_iteration(real_backend, R):
     assert all(later >= earlier for (_, earlier, _), (_, later, _) in zip(calls, calls[1:]))
 
 
+def test_the_callback_sees_the_model_of_the_iterations_so_far(real_backend, R):
+    """As with implicit, a callback can query the model mid-fit (e.g. its Recall@10 after
+    each iteration): it is then the model of the iterations done, as a fit of that many."""
+    seen = []
+    model = model_for(real_backend)
+
+    def evaluate(iteration, seconds, loss):
+        ids, _ = model.recommend(0, R[0], N=3, recalculate_user=True)  # kept Y^T Y renewed
+        seen.append((to_numpy(model.user_factors_).copy(), list(model.loss_history_),
+                     to_numpy(ids)))
+
+    model.fit(R, callback=evaluate)
+    for iteration, (X, losses, ids) in enumerate(seen):
+        shorter = model_for(real_backend, iterations=iteration + 1).fit(R)
+        np.testing.assert_array_equal(X, to_numpy(shorter.user_factors_))
+        assert losses == shorter.loss_history_
+        np.testing.assert_array_equal(ids, to_numpy(shorter.recommend(
+            0, R[0], N=3, recalculate_user=True)[0]))
+    assert len(model.loss_history_) == 3
+
+
+@pytest.mark.parametrize("fitted_before", [False, True])
+@pytest.mark.parametrize("failure", ["callback", "nan"])
+def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_before,
+                                                                   failure):
+    class LateNaN(CPUBackend):  # NaN from the third half-step on: iteration 1's items
+        calls = 0
+
+        def solve_rows(self, *args, out, **kwargs):
+            super().solve_rows(*args, out=out, **kwargs)
+            LateNaN.calls += 1
+            if LateNaN.calls >= 4 and failure == "nan":
+                out[0, 0] = np.nan
+            return out
+
+    def stop_at_1(iteration, seconds, loss):
+        if iteration == 1 and failure == "callback":
+            raise KeyboardInterrupt  # as Ctrl-C in a slow callback
+
+    model = model_for(LateNaN())
+    if fitted_before:
+        model.set_params(backend="cpu").fit(R[:, :20])
+        before = model.user_factors_.copy(), model.item_factors_.copy()
+        model.set_params(backend=LateNaN())
+    LateNaN.calls = 0
+    with pytest.raises(KeyboardInterrupt if failure == "callback" else FloatingPointError):
+        model.fit(R, callback=stop_at_1)
+    if fitted_before:
+        np.testing.assert_array_equal(model.user_factors_, before[0])
+        np.testing.assert_array_equal(model.item_factors_, before[1])
+        assert model.item_factors_.shape == (20, 8) and len(model.loss_history_) == 3
+        model.recommend(0, R[0, :20], N=3)  # still a working model
+    else:
+        assert not hasattr(model, "user_factors_")
+        with pytest.raises(NotFittedError):
+            model.recommend(0, R[0], N=3)
+
+
 def test_fit_takes_implicits_fit_arguments(R, capsys):
     """implicit's ``fit(user_items, show_progress=True, callback=None)``: for one fit."""
     calls = []
