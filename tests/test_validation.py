@@ -356,8 +356,8 @@ def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypa
     model = ALS(factors=4, iterations=1, backend="cpu", show_progress=False).fit(
         sp.csr_matrix(np.eye(3, dtype=np.float32)))
     # 10,000,001 rows and an eighth to spare (SPARE_ROWS), 4 float32 factors: 172 MiB
-    with pytest.raises(MemoryError, match="growing to userids 10000000 needs at least "
-                                          "172 MiB"):
+    with pytest.raises(MemoryError, match="growing user_factors_ to 10,000,001 rows needs "
+                                          "at least 172 MiB"):
         model.partial_fit_users([10_000_000], sp.csr_matrix(np.eye(3, dtype=np.float32)[:1]))
     assert model.user_factors_.shape == (3, 4)
 
