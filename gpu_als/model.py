@@ -348,16 +348,11 @@ class ALS:
         callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
-
-        def report(iteration: int, seconds: float, loss: float | None) -> None:
-            training.finish(self)  # the callback may query the model of the fit so far
-            callback(iteration, seconds, loss)
-
         with self._restored_on_failure():
             training.run(training.p["iterations"],
                          show_progress=self.show_progress if show_progress is None
                          else show_progress,
-                         callback=None if callback is None else report)
+                         callback=None if callback is None else training.reporting(self, callback))
         training.finish(self)
         return self
 
@@ -1487,6 +1482,14 @@ class _Training:
         if not with_loss and iterations > 0 and not (backend.all_finite(X)
                                                      and backend.all_finite(Y)):
             ALS._raise_non_finite(backend, X, self.iterations_done - 1, p)
+
+    def reporting(self, model: ALS, callback: Callable) -> Callable:
+        """``callback`` for :meth:`run`, called once ``model`` holds the iterations so far
+        (so that it may query the model: see ``ALS``'s ``callback``)."""
+        def report(iteration: int, seconds: float, loss: float | None) -> None:
+            self.finish(model)
+            callback(iteration, seconds, loss)
+        return report
 
     def finish(self, model: ALS) -> None:
         """Hand the factors to ``model`` (only now: a failed fit leaves no model)."""
