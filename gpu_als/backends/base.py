@@ -291,10 +291,8 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
 
     ``scores`` (n, m) is overwritten with ``-inf`` at the ``exclude = (rows, columns)``
     pairs, which are never returned; a row with fewer than ``k`` eligible columns is padded
-    with id ``-1`` and score ``-inf``. Tied columns are listed by id. Which of several
-    columns tied at the k-th place are returned: the lowest ids with at least
-    ``max(512, 16 k)`` columns (:func:`_top_n_above_threshold`), unless many rows tie
-    throughout; otherwise ``argpartition`` chooses. ``xp`` is the array module of
+    with id ``-1`` and score ``-inf``. Tied columns are listed by id, and of several tied
+    at the k-th place the lowest ids are returned. ``xp`` is the array module of
     ``scores`` (numpy or cupy).
     """
     n, m = scores.shape
@@ -305,8 +303,20 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
         if found is not None:
             return found
     if k < m:
-        top = xp.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top.sort(axis=1)  # so that the stable sort below breaks ties by column id
+        # every column above the k-th score, then the lowest ids of those tied with it
+        # (argpartition's choice among ties depends on the NumPy release): k per row,
+        # in column order, so that the stable sort below breaks ties by column id
+        kth = xp.take_along_axis(scores, xp.argpartition(-scores, k - 1, axis=1)[:, k - 1:k],
+                                 axis=1)
+        above = scores > kth
+        tied = scores == kth
+        keep = above | (tied & (xp.cumsum(tied, axis=1) <= k - above.sum(axis=1,
+                                                                          keepdims=True)))
+        flat = xp.flatnonzero(keep)
+        if len(flat) != n * k:  # NaN scores (from factors whose products overflow) in a
+            # row with fewer than k others: ranked last, as excluded items
+            return top_n(xp.where(xp.isnan(scores), -np.inf, scores), k, xp=xp)
+        top = (flat % m).reshape(n, k)
     else:
         top = xp.broadcast_to(xp.arange(m), (n, m))
     top_scores = xp.take_along_axis(scores, top, axis=1)
@@ -338,8 +348,8 @@ def _top_n_above_threshold(scores: Any, k: int, *, xp: Any = np):
                                 axis=1)
     t = xp.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
     above = scores >= t[:, None]
-    if int(xp.count_nonzero(above)) > n * 4 * chunks:
-        return None
+    if int(xp.count_nonzero(above)) > n * 4 * chunks or bool(xp.isnan(t).any()):
+        return None  # too many candidates; or NaN scores (the fallback ranks them last)
     ids = xp.full((n, k), -1, np.int64)
     top_scores = xp.full((n, k), -np.inf, scores.dtype)
     if n == 1:  # one query, as a service asks: the steps below in 1-D, 2-3x faster
