@@ -164,13 +164,14 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     RuntimeError
         When a half-step keeps failing (e.g. every worker is gone).
     """
+    from concurrent.futures import CancelledError  # distributed's FutureCancelledError's base
+
     from distributed import Client, wait
-    from distributed.client import FutureCancelledError
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
 
     # How a dead worker shows up; an exception raised by the work itself is not retried.
-    worker_lost = (FutureCancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
+    worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
 
     if not isinstance(model, ALS):
         raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")

@@ -361,9 +361,12 @@ def test_recalculate_user_is_the_exact_solve(backend, R):
 def test_a_row_of_a_sparse_array_is_one_users_row(backend, R):
     """Indexing a scipy sparse *array* (csr_array) with one int gives a 1-D array: the
     query methods take it as that user's (or item's) row, as the matrix's 2-D row."""
-    model = model_for(backend, dtype=np.float64).fit(R)
     A, RT = sp.csr_array(R), sp.csr_array(R.T.tocsr())
-    assert A[3].ndim == 1
+    try:
+        assert A[3].ndim == 1
+    except NotImplementedError:  # SciPy before 1.14 refuses to make 1-D sparse rows
+        pytest.skip("this SciPy's sparse arrays have no 1-D rows")
+    model = model_for(backend, dtype=np.float64).fit(R)
     for recalculate_user in (False, True):
         got, want = (model.recommend(3, rows, N=5, recalculate_user=recalculate_user)
                      for rows in (A[3], R[3]))
