@@ -13,7 +13,7 @@ else ifneq ($(wildcard $(CURDIR)/.data/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(CURDIR)/.data
 endif
 
-.PHONY: venv test demo bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
+.PHONY: venv test test-oldest demo bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -30,6 +30,17 @@ venv: $(BIN)/.installed
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The suite on the oldest Python and dependencies pyproject.toml allows (the pins in
+# .ci/oldest-constraints.txt), in a venv of its own: not part of `make test` (the set-up
+# takes minutes); run it before relying on, or raising, a minimum.
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV   ?= .venv-oldest
+test-oldest:
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c .ci/oldest-constraints.txt -e '.[dev]'
+	$(OLDEST_VENV)/bin/python -m pytest -q -W ignore::DeprecationWarning
 
 demo: $(BIN)/.demo
 	$(BIN)/gpu-als demo
@@ -91,4 +102,4 @@ lint: venv
 	$(BIN)/mypy gpu_als
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) build dist .pytest_cache
