@@ -242,9 +242,10 @@ def make_power_law(
         owner = fresh // n_items
         order = xp.argsort(owner * 2**32 + (draws.random(len(fresh)) * 2**32).astype(np.int64))
         fresh, owner = fresh[order], owner[order]
-        first = xp.searchsorted(owner, owner, side="left")
+        per_owner = xp.bincount(owner, minlength=n_users)
+        first = (xp.cumsum(per_owner) - per_owner)[owner]  # each owner's first place
         keep = xp.arange(len(fresh)) - first < need[owner]
-        accepted = xp.sort(xp.concatenate([accepted, fresh[keep]]))
+        accepted = _merged(xp, accepted, xp.sort(fresh[keep]))
     # The few users still short (the very active ones, once the head is exhausted) get
     # uniformly drawn items among those they do not have yet (on the host: few users).
     need = to_host(counts - xp.bincount(accepted // n_items, minlength=n_users))
@@ -252,10 +253,12 @@ def make_power_law(
     for user in np.flatnonzero(need):
         lo, hi = (int(i) for i in xp.searchsorted(
             accepted, xp.asarray([user * n_items, (user + 1) * n_items])))
-        missing = np.setdiff1d(np.arange(n_items), to_host(accepted[lo:hi]) % n_items)
+        missing = np.ones(n_items, bool)
+        missing[to_host(accepted[lo:hi]) % n_items] = False
+        missing = np.flatnonzero(missing)  # the items the user lacks, ascending
         extra.append(user * n_items + rng.choice(missing, need[user], replace=False))
     if extra:
-        accepted = xp.sort(xp.concatenate([accepted, xp.asarray(np.concatenate(extra))]))
+        accepted = _merged(xp, accepted, xp.sort(xp.asarray(np.concatenate(extra))))
     # Shuffle popularity ranks into item ids, then sort each row's ids.
     item_ids = xp.asarray(rng.permutation(n_items))
     users = accepted // n_items
@@ -293,9 +296,22 @@ def _array_module(device: str):
 def _repeat(xp, counts):
     """``[0] * counts[0] + [1] * counts[1] + ...`` (``np.repeat(arange, counts)``; CuPy's
     repeat takes no array of counts)."""
+    if xp is np:
+        return np.repeat(np.arange(len(counts)), counts)
     ends = xp.cumsum(counts)
     total = int(ends[-1]) if len(ends) else 0
     return xp.searchsorted(ends, xp.arange(total), side="right")
+
+
+def _merged(xp, a, b):
+    """The sorted union of the sorted arrays ``a`` and ``b`` of distinct keys, none in
+    both: NumPy inserts ``b`` (8x faster than sorting 9.5M keys again for 0.5M new), CuPy
+    (which has no ``insert``) sorts."""
+    if len(a) == 0:
+        return b
+    if xp is np:
+        return np.insert(a, np.searchsorted(a, b), b)
+    return xp.sort(xp.concatenate([a, b]))
 
 
 def _sorted_contains(xp, haystack, needles):
