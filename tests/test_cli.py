@@ -143,6 +143,22 @@ def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
         assert word in out
 
 
+def test_evaluate_without_auc_prints_the_same_ranking_metrics(csv_file, capsys, monkeypatch):
+    from gpu_als import evaluation
+
+    common = ["evaluate", str(csv_file), "--factors", "4", "--iterations", "2", "--backend",
+              "cpu", "--K", "5"]
+    assert main(common) == 0
+    full = capsys.readouterr().out.splitlines()
+    monkeypatch.setattr(evaluation, "auc", lambda *a, **k: pytest.fail("AUC computed"))
+    assert main(common + ["--no-auc"]) == 0
+    lean = capsys.readouterr().out.splitlines()
+    header = lean.index(next(line for line in lean if line.startswith("Model")))
+    assert "AUC" not in lean[header] and "AUC" in full[header]
+    for mine, theirs in zip(lean[header:header + 4], full[header:header + 4]):
+        assert theirs.startswith(mine)  # the same columns, AUC's left out at the end
+
+
 def test_explicit_evaluate_reports_rmse(csv_file, capsys):
     assert main(["evaluate", str(csv_file), "--feedback", "explicit", "--regularization",
                  "0.1", "--factors", "3", "--iterations", "3", "--backend", "cpu"]) == 0
