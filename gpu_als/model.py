@@ -622,8 +622,8 @@ class ALS:
     def _partial_fit_side(self, side: str, rows: Any, matrix: Any, ids: Any) -> ALS:
         """:meth:`partial_fit_users` (``side`` "user") or :meth:`partial_fit_items`."""
         self._check_fitted()
-        other = "item" if side == "user" else "user"
-        rows_name, matrix_name, ids_name = f"{side}ids", f"{side}_{other}s", f"{side}_ids"
+        other, rows_name, matrix_name = _side_names(side)
+        ids_name = f"{side}_ids"
         method = f"partial_fit_{side}s()"
         known = getattr(self, f"{side}_ids_")
         factors = getattr(self, f"{side}_factors_")
@@ -670,8 +670,7 @@ class ALS:
 
     def _partial_fit(self, side: str, rows: Any, matrix: Any):
         """The ``side``'s factors with ``rows`` solved from ``matrix``, grown if needed."""
-        other = "item" if side == "user" else "user"
-        rows_name, matrix_name = f"{side}ids", f"{side}_{other}s"
+        other, rows_name, matrix_name = _side_names(side)
         factors = getattr(self, f"{side}_factors_")
         rows, _ = _as_ids(rows, rows_name)
         if len(rows) == 0:
@@ -1371,6 +1370,13 @@ def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
     new = rows < 0
     rows[new] = n + np.arange(int(new.sum()))
     return rows, ids[new]
+
+
+def _side_names(side: str) -> tuple[str, str, str]:
+    """For ``side`` "user" (or "item"): the other side, and the partial fits' names of
+    the factor rows and of the interaction matrix ("userids", "user_items")."""
+    other = "item" if side == "user" else "user"
+    return other, f"{side}ids", f"{side}_{other}s"
 
 
 def _ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:

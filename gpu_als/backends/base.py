@@ -315,8 +315,9 @@ def top_n(scores: Any, k: int, exclude: tuple[Any, Any] | None = None, *, xp: An
         flat = xp.flatnonzero(keep)
         if len(flat) != n * k:  # NaN scores (from factors whose products overflow) in a
             # row with fewer than k others: ranked last, as excluded items
-            assert bool(xp.isnan(scores).any()), "k columns per row unless NaN"
-            return top_n(xp.where(xp.isnan(scores), -np.inf, scores), k, xp=xp)
+            nan = xp.isnan(scores)
+            assert bool(nan.any()), "k columns per row unless NaN"
+            return top_n(xp.where(nan, -np.inf, scores), k, xp=xp)
         top = (flat % m).reshape(n, k)
     else:
         top = xp.broadcast_to(xp.arange(m), (n, m))
