@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .model import ALS, _checked_data_ids
+from .model import ALS, _checked_data_ids, asks_to_stop
 
 logger = logging.getLogger("gpu_als")
 
@@ -247,6 +247,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     start = time.perf_counter()
+    stopped = False
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
     with model._restored_on_failure(), progress:
@@ -266,7 +267,10 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             moved.append(int((n_workers + 1 + send_current) * (X.nbytes + Y.nbytes)))
             if model.callback is not None:  # which may query the model so far, as in fit
                 model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
-                model.callback(iteration, time.perf_counter() - start, kept)
-    model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
+                if asks_to_stop(model.callback(iteration, time.perf_counter() - start, kept)):
+                    stopped = True
+                    break
+    if not stopped:  # else the model is as the callback that stopped the fit left it
+        model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
     model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits
     return model

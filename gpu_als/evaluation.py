@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -38,6 +39,8 @@ from .data import (
     check_user_items,
     check_user_items_allow_empty,
 )
+
+logger = logging.getLogger("gpu_als")
 
 
 def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
@@ -498,6 +501,161 @@ def _count_true(mask: np.ndarray) -> np.ndarray:
     """The number of True in each row of a boolean matrix (1.7x faster than
     ``np.count_nonzero(mask, axis=1)``, which converts the booleans first)."""
     return mask.view(np.uint8).sum(axis=1, dtype=np.int64)
+
+
+#: The validation metrics of :class:`EarlyStopping` and :func:`gpu_als.tune.tune`: a ranking
+#: metric at K of :func:`ranking_metrics` (higher is better) or, for ratings, :func:`rmse`.
+VALIDATION_METRICS = ("recall", "ndcg", "precision", "map", "rmse")
+#: Those of VALIDATION_METRICS for which lower is better.
+LOWER_IS_BETTER = ("rmse",)
+
+
+def validation_score(model: Any, train: Any, validation: Any, metric: str,
+                     K: int = 10) -> float:
+    """One of :data:`VALIDATION_METRICS` for ``model`` on ``validation``: the ranking
+    metric at ``K`` (recommending with ``train``'s items filtered out) or the RMSE."""
+    if metric not in VALIDATION_METRICS:
+        raise ValueError(f"metric={metric!r}: expected one of "
+                         f"{', '.join(map(repr, VALIDATION_METRICS))}")
+    if metric == "rmse":
+        return rmse(model, validation)
+    return ranking_metrics(model, train, validation, K=K, show_progress=False)[metric]
+
+
+class EarlyStopping:
+    """A ``fit`` callback that stops training once a validation metric stops improving.
+
+    After each iteration it scores the model so far on ``validation``
+    (:func:`validation_score`). When ``patience`` iterations in a row have not beaten the
+    best score by more than ``min_delta``, it stops the fit; with ``restore_best`` the model
+    then gets back the factors (and ``loss_history_``) of its best iteration, as it does
+    when the fit runs out of iterations after a better one. It costs one evaluation per
+    iteration, and with ``restore_best`` a copy of the factors at each new best.
+
+    Parameters
+    ----------
+    model : ALS
+        The model whose fit it watches: pass it to that model's ``fit(callback=...)`` or
+        set it as its ``callback`` (also for :func:`gpu_als.distributed.fit_distributed`).
+    train : scipy.sparse matrix, shape (n_users, n_items), or None
+        What the model is fitted on; its items are filtered out of the recommendations
+        (may be None for ``metric="rmse"``).
+    validation : scipy.sparse matrix, shape (n_users, n_items)
+        Held-out interactions, e.g. from :func:`train_test_split` of the training data
+        (not of the test set you report).
+    metric : {"recall", "ndcg", "precision", "map", "rmse"}, default "recall"
+        A ranking metric at ``K``, higher is better; or, for ``feedback="explicit"``,
+        the RMSE of the predicted ratings, lower is better.
+    K : int, default 10
+    patience : int, default 3
+        Iterations without improvement before stopping.
+    min_delta : float, default 0.0
+        How much a score must beat the best by to count as an improvement.
+    restore_best : bool, default True
+        End the fit with the best iteration's model rather than the last one.
+
+    Attributes
+    ----------
+    scores : list of float
+        The metric after each iteration of the latest fit (a new fit starts a new list).
+    best_iteration : int or None
+        The best iteration, numbered from 0 as the callback's ``iteration``: a fit of
+        ``best_iteration + 1`` iterations from the same start gives the same model.
+    best_score : float or None
+    stopped_iteration : int or None
+        The iteration after which the fit was stopped; None when it ran all its iterations.
+
+    Examples
+    --------
+    >>> from gpu_als import ALS
+    >>> from gpu_als.datasets import make_power_law
+    >>> from gpu_als.evaluation import EarlyStopping, train_test_split
+    >>> R = make_power_law(300, 200, 6000, random_state=0, device="cpu")
+    >>> train, validation = train_test_split(R, test_fraction=0.2, random_state=42)
+    >>> model = ALS(factors=16, iterations=30, backend="cpu", show_progress=False,
+    ...             random_state=0)
+    >>> stop = EarlyStopping(model, train, validation, metric="ndcg", patience=2)
+    >>> model = model.fit(train, callback=stop)
+    >>> len(stop.scores) <= 30 and stop.best_score == max(stop.scores)
+    True
+    """
+
+    def __init__(self, model: Any, train: Any, validation: Any, *, metric: str = "recall",
+                 K: int = 10, patience: int = 3, min_delta: float = 0.0,
+                 restore_best: bool = True):
+        from .model import ALS
+
+        if not isinstance(model, ALS):
+            raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
+        if metric not in VALIDATION_METRICS:
+            raise ValueError(f"metric={metric!r}: expected one of "
+                             f"{', '.join(map(repr, VALIDATION_METRICS))}")
+        if metric == "rmse" and model.feedback != "explicit":
+            raise ValueError("metric='rmse' scores predicted ratings: it needs a model with "
+                             "feedback='explicit'; use a ranking metric for implicit feedback")
+        if train is None and metric != "rmse":
+            raise ValueError(f"metric={metric!r} needs train: its items are filtered out of "
+                             f"the recommendations")
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__}")
+        shape = getattr(validation, "shape", None)
+        if shape is None or len(shape) != 2:
+            raise TypeError(f"validation must be a users x items sparse matrix, got "
+                            f"{type(validation).__name__}")
+        if train is not None and getattr(train, "shape", None) != shape:
+            raise ValueError(f"train has shape {getattr(train, 'shape', None)} but validation "
+                             f"has shape {shape}: pass the two parts of one split")
+        self.model, self.train, self.validation = model, train, validation
+        self.metric = metric
+        self.K = check_int("K", K, minimum=1)
+        self.patience = check_int("patience", patience, minimum=1)
+        self.min_delta = check_float("min_delta", min_delta)
+        self.restore_best = bool(restore_best)
+        self._start()
+
+    def _start(self) -> None:
+        self.scores: list[float] = []
+        self.best_iteration: int | None = None
+        self.best_score: float | None = None
+        self.stopped_iteration: int | None = None
+        self._best_model: tuple[Any, Any, list[float]] | None = None
+
+    def __repr__(self) -> str:
+        return (f"EarlyStopping(metric={self.metric!r}, K={self.K}, "
+                f"patience={self.patience}, best_score={self.best_score!r}, "
+                f"best_iteration={self.best_iteration!r})")
+
+    def __call__(self, iteration: int, seconds: float, loss: float | None) -> bool:
+        """Score the model of iterations 0..``iteration``; True (stop the fit) once
+        ``patience`` iterations have passed without improvement, or when the best model has
+        been put back."""
+        if iteration == 0:  # a new fit
+            self._start()
+        model = self.model
+        score = validation_score(model, self.train, self.validation, self.metric, self.K)
+        self.scores.append(score)
+        sign = -1.0 if self.metric in LOWER_IS_BETTER else 1.0
+        if self.best_score is None or sign * (score - self.best_score) > self.min_delta:
+            self.best_iteration, self.best_score = iteration, score
+            if self.restore_best:
+                self._best_model = (model.user_factors_.copy(), model.item_factors_.copy(),
+                                    list(model.loss_history_))
+        best_iteration, best_score = self.best_iteration, self.best_score
+        assert best_iteration is not None and best_score is not None  # set just above
+        logger.info("iteration %d: %s %.5g (best %.5g, iteration %d)", iteration,
+                    self.metric, score, best_score, best_iteration)
+        out_of_patience = iteration - best_iteration >= self.patience
+        last = iteration == model.iterations - 1
+        if out_of_patience and not last:
+            self.stopped_iteration = iteration
+        if (out_of_patience or last) and self.restore_best and best_iteration != iteration:
+            assert self._best_model is not None
+            user_factors, item_factors, loss_history = self._best_model
+            model.user_factors_, model.item_factors_ = user_factors, item_factors
+            model.loss_history_ = list(loss_history)
+            model._remember_factors()  # copies of the model's own arrays: checked already
+            return True  # the fit must not hand its last factors to the model after this
+        return out_of_patience
 
 
 def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:

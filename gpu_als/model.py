@@ -120,7 +120,10 @@ class ALS:
         is that of the iterations so far, so that it can be queried or evaluated (e.g.
         Recall@10 after each iteration); its factor arrays change as the fit goes on (copy
         them to keep them), and a fit that then fails or is interrupted leaves the model
-        as it was before ``fit``.
+        as it was before ``fit``. Returning ``True`` stops the fit after this iteration,
+        the model staying as the callback left it (see
+        :class:`gpu_als.evaluation.EarlyStopping`); any other return value is ignored, as
+        in the implicit library.
 
     Any other keyword is refused with a TypeError that names gpu-als's spelling of the
     implicit library's own (``use_gpu``, ``use_cg``, ``use_native``, ``num_threads``: see
@@ -199,7 +202,7 @@ class ALS:
         warm_start: bool = False,
         show_progress: bool = True,
         calculate_training_loss: bool = True,
-        callback: Callable[[int, float, float | None], None] | None = None,
+        callback: Callable[[int, float, float | None], Any] | None = None,
         **unknown: Any,
     ):
         if unknown:
@@ -349,11 +352,12 @@ class ALS:
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
         with self._restored_on_failure():
-            training.run(training.p["iterations"],
-                         show_progress=self.show_progress if show_progress is None
-                         else show_progress,
-                         callback=None if callback is None else training.reporting(self, callback))
-        training.finish(self)
+            stopped = training.run(
+                training.p["iterations"],
+                show_progress=self.show_progress if show_progress is None else show_progress,
+                callback=None if callback is None else training.reporting(self, callback))
+        if not stopped:  # else the model is as the callback that stopped the fit left it
+            training.finish(self)
         return self
 
     @contextlib.contextmanager
@@ -1447,9 +1451,10 @@ class _Training:
         self.iterations_done = 0
         self.seconds = 0.0
 
-    def run(self, iterations: int, *, show_progress: bool = False, callback=None) -> None:
+    def run(self, iterations: int, *, show_progress: bool = False, callback=None) -> bool:
         """``iterations`` more sweeps: a user half-step, an item half-step, the loss (when
-        it is calculated)."""
+        it is calculated). True when the callback stopped them early (see
+        :func:`asks_to_stop`)."""
         p, backend = self.p, self.backend
         X, Y = self.X, self.Y
         with_loss = p["calculate_training_loss"]
@@ -1460,6 +1465,7 @@ class _Training:
                                cg_steps=p["cg_steps"])
 
         start = time.perf_counter() - self.seconds
+        stopped = False
         progress = tqdm(
             range(self.iterations_done, self.iterations_done + iterations),
             desc=f"ALS ({backend.name})", unit="it", disable=None if show_progress else True,
@@ -1483,18 +1489,21 @@ class _Training:
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
                 self.seconds = time.perf_counter() - start
-                if callback is not None:
-                    callback(iteration, self.seconds, loss)
+                if callback is not None and asks_to_stop(
+                        callback(iteration, self.seconds, loss)):
+                    stopped = True
+                    break
         if not with_loss and iterations > 0 and not (backend.all_finite(X)
                                                      and backend.all_finite(Y)):
             ALS._raise_non_finite(backend, X, self.iterations_done - 1, p)
+        return stopped
 
     def reporting(self, model: ALS, callback: Callable) -> Callable:
         """``callback`` for :meth:`run`, called once ``model`` holds the iterations so far
         (so that it may query the model: see ``ALS``'s ``callback``)."""
-        def report(iteration: int, seconds: float, loss: float | None) -> None:
+        def report(iteration: int, seconds: float, loss: float | None) -> Any:
             self.finish(model)
-            callback(iteration, seconds, loss)
+            return callback(iteration, seconds, loss)
         return report
 
     def finish(self, model: ALS) -> None:
@@ -1506,6 +1515,13 @@ class _Training:
         model._backend = self.backend
         model.user_ids_, model.item_ids_ = self.ids
         model._remember_factors()
+
+
+def asks_to_stop(returned: Any) -> bool:
+    """Whether a fit callback's return value stops the fit: ``True`` (or NumPy's) only,
+    so that a callback returning something else by the way (``file.write``'s count, a
+    list's ``append``) never ends a fit."""
+    return isinstance(returned, (bool, np.bool_)) and bool(returned)
 
 
 def read_archive(path, kind: str) -> dict[str, np.ndarray]:

@@ -36,13 +36,10 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .evaluation import ranking_metrics, rmse, train_test_split
+from .evaluation import LOWER_IS_BETTER, train_test_split, validation_score
+from .evaluation import VALIDATION_METRICS as METRICS
 from .model import ALS, _check_fit_memory, _Training
 
-#: Validation metrics: ranking metrics at K, higher is better, and the RMSE of predicted
-#: ratings (explicit feedback only), lower is better.
-METRICS = ("recall", "ndcg", "precision", "map", "rmse")
-LOWER_IS_BETTER = ("rmse",)
 #: The default grid; explicit feedback has no alpha to search.
 DEFAULT_GRID: dict[str, list] = {"factors": [32, 64, 128],
                                  "regularization": [0.001, 0.01, 0.1],
@@ -231,9 +228,7 @@ def tune(
     def score(i: int) -> float:
         model = ALS(**{**base, **configurations[i]})
         trainings[i].finish(model)
-        if metric == "rmse":
-            return rmse(model, validation)
-        return ranking_metrics(model, fit_part, validation, K=K, show_progress=False)[metric]
+        return validation_score(model, fit_part, validation, metric, K)
 
     alive = list(range(len(trainings)))
     rung = min_iterations if halving else max(targets)

@@ -130,6 +130,29 @@ def test_the_callback_sees_the_model_so_far_and_a_failure_leaves_it_as_it_was(cl
     assert not hasattr(failing, "user_factors_")
 
 
+def test_a_callback_returning_true_stops_the_distributed_fit(client):
+    """As in fit: True stops after that iteration; EarlyStopping puts the best model back."""
+    from gpu_als.distributed import fit_distributed
+    from gpu_als.evaluation import EarlyStopping, ranking_metrics, train_test_split
+
+    R = make_power_law(300, 120, 3000, random_state=4)
+    model = fit_distributed(ALS(**PARAMS, callback=lambda iteration, *_: iteration == 1),
+                            R, client)
+    twice = ALS(**{**PARAMS, "iterations": 2}).fit(R)
+    np.testing.assert_allclose(model.user_factors_, twice.user_factors_, atol=1e-9)
+    assert model.loss_history_ == pytest.approx(twice.loss_history_, rel=1e-12)
+
+    train, validation = train_test_split(R, test_fraction=0.2, random_state=0)
+    model = ALS(**PARAMS)
+    model.callback = stop = EarlyStopping(model, train, validation, patience=2,
+                                          min_delta=1.0)  # no iteration beats the first by 1
+    fit_distributed(model, train, client)
+    once = ALS(**{**PARAMS, "iterations": 1}).fit(train)
+    assert stop.stopped_iteration == 2 and len(model.loss_history_) == 1
+    np.testing.assert_allclose(model.item_factors_, once.item_factors_, atol=1e-9)
+    assert ranking_metrics(model, train, validation)["recall"] == stop.best_score
+
+
 def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
     """A progress bar over iterations (on a terminal) unless show_progress is False; the
     callback gets each iteration's loss, or None with calculate_training_loss=False, which

@@ -58,6 +58,24 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     np.testing.assert_array_equal(twin.recommend(0, R[0])[0], model.recommend(0, R[0])[0])
 
 
+def test_readme_early_stopping_block_runs():
+    """README's EarlyStopping example, smaller: it stops, and the refit has the best
+    iteration's count."""
+    from gpu_als import ALS
+    from gpu_als.datasets import make_power_law
+
+    def small_als(**params):
+        return ALS(**{**params, "factors": 8, "backend": "cpu", "random_state": 0,
+                      "show_progress": False})
+
+    namespace = {"ALS": small_als, "train": make_power_law(300, 100, 4000, random_state=0,
+                                                            device="cpu")}
+    exec(compile(python_block("Metrics per iteration"), str(README), "exec"), namespace)
+    stop, model = namespace["stop"], namespace["model"]
+    assert len(stop.scores) == len(model.loss_history_) + stop.patience < 50
+    assert model.loss_history_ and len(model.loss_history_) == stop.best_iteration + 1
+
+
 def test_readme_own_ids_block_runs(tmp_path, monkeypatch, capsys):
     """README's "Your own ids": string ids through fit, recommend and a partial fit that
     updates a known user and appends new ones."""

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from gpu_als.evaluation import (
+    EarlyStopping,
     PopularityRecommender,
     RandomRecommender,
     auc,
@@ -572,3 +573,107 @@ def test_rmse_is_that_of_predict_on_the_test_entries():
         rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
     with pytest.raises(TypeError, match="model must have a predict method .*got csr_matrix"):
         rmse(test, test)  # the arguments swapped
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def assert_same_model(model, shorter, backend):
+    """``model`` is ``shorter`` (exactly on the CPU; the GPU's atomic sums vary a little)."""
+    for a, b in ((model.user_factors_, shorter.user_factors_),
+                 (model.item_factors_, shorter.item_factors_)):
+        if backend == "cpu":
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+        else:
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-6)
+    assert model.loss_history_ == pytest.approx(shorter.loss_history_, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_once_recall_stops_improving_and_keeps_the_best(
+        real_backend, movielens):
+    """ML-100K at k = 128 with little regularization: Recall@10 on the validation part peaks
+    after about 7 iterations of 15, then falls. The fit stops ``patience`` iterations after
+    the peak and ends with the peak's model: a fit of that many iterations."""
+    from gpu_als import ALS
+
+    train, validation = train_test_split(binarize(movielens.ratings, 4), test_fraction=0.2,
+                                         random_state=42)
+    params = dict(factors=128, regularization=0.001, alpha=10, random_state=42,
+                  backend=real_backend, show_progress=False)
+    model = ALS(iterations=15, **params)
+    stop = EarlyStopping(model, train, validation, patience=2)
+    model.fit(train, callback=stop)
+    scores = stop.scores
+    assert stop.stopped_iteration is not None and len(scores) == stop.stopped_iteration + 1 < 15
+    assert stop.best_score == max(scores) and stop.best_iteration == scores.index(max(scores))
+    assert stop.stopped_iteration - stop.best_iteration == 2
+    assert all(score <= stop.best_score for score in scores[stop.best_iteration:])
+    assert scores[stop.best_iteration] > scores[0] + 0.05  # it did learn before stopping
+    assert ranking_metrics(model, train, validation)["recall"] == stop.best_score
+    assert_same_model(model, ALS(iterations=stop.best_iteration + 1, **params).fit(train),
+                      real_backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("iterations, restore_best, kept", [
+    (12, True, 1), (12, False, 3), (2, True, 1), (2, False, 2)])
+def test_early_stopping_on_rmse_restores_the_best_or_keeps_the_last(
+        movielens, iterations, restore_best, kept):
+    """Explicit feedback with weak regularization overfits at once: the test RMSE is best
+    after the first iteration (1.015, then 1.37). With patience 2 a fit of 12 iterations
+    stops after the third; one of 2 runs out first, and ``restore_best`` still goes back."""
+    from gpu_als import ALS
+
+    params = dict(factors=32, regularization=0.01, feedback="explicit", random_state=42,
+                  backend="cpu", show_progress=False)
+    model = ALS(iterations=iterations, **params)
+    stop = EarlyStopping(model, None, movielens.u1_test, metric="rmse", patience=2,
+                         restore_best=restore_best)
+    model.fit(movielens.u1_base, callback=stop)
+    assert stop.best_iteration == 0 and stop.best_score == min(stop.scores)
+    assert stop.stopped_iteration == (2 if iterations == 12 else None)
+    assert len(stop.scores) == min(iterations, 3) and len(model.loss_history_) == kept
+    assert rmse(model, movielens.u1_test) == stop.scores[kept - 1]
+    assert_same_model(model, ALS(iterations=kept, **params).fit(movielens.u1_base), "cpu")
+
+    model.set_params(iterations=1).fit(movielens.u1_base, callback=stop)  # a new fit
+    assert len(stop.scores) == 1 and stop.stopped_iteration is None
+
+
+def test_early_stopping_with_min_delta_needs_that_much_improvement():
+    from gpu_als import ALS
+
+    R = random_interactions(80, 40, 0.2, seed=2)
+    train, validation = train_test_split(R, test_fraction=0.3, random_state=0)
+    model = ALS(factors=4, iterations=10, backend="cpu", random_state=0, show_progress=False)
+    stop = EarlyStopping(model, train, validation, metric="ndcg", K=5, patience=3,
+                         min_delta=1.0)  # nothing beats the first iteration by 1
+    model.fit(train, callback=stop)
+    assert stop.best_iteration == 0 and stop.stopped_iteration == 3 and len(stop.scores) == 4
+    assert ranking_metrics(model, train, validation, K=5)["ndcg"] == stop.scores[0]
+    assert "best_iteration=0" in repr(stop)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"model": "ALS"}, TypeError, r"model must be a gpu_als.ALS, got str"),
+    ({"metric": "auc"}, ValueError, r"metric='auc': expected one of 'recall', 'ndcg'"),
+    ({"metric": "rmse"}, ValueError, r"metric='rmse' .* needs a model with feedback='explicit'"),
+    ({"train": None}, ValueError, r"metric='recall' needs train"),
+    ({"validation": [[1, 0]]}, TypeError, r"validation must be a users x items sparse matrix"),
+    ({"train": sp.csr_matrix((3, 5))}, ValueError,
+     r"train has shape \(3, 5\) but validation has shape \(4, 5\)"),
+    ({"patience": 0}, ValueError, r"patience=0: must be >= 1"),
+    ({"K": 2.5}, TypeError, r"K must be an integer"),
+    ({"min_delta": -0.1}, ValueError, r"min_delta=-0.1: must be >= 0"),
+    ({"restore_best": "yes"}, TypeError, r"restore_best must be a bool, got str"),
+])
+def test_early_stopping_refuses_bad_arguments(change, error, match):
+    from gpu_als import ALS
+
+    arguments = {"model": ALS(), "train": sp.csr_matrix((4, 5)),
+                 "validation": sp.csr_matrix((4, 5)), **change}
+    with pytest.raises(error, match=match):
+        EarlyStopping(arguments.pop("model"), arguments.pop("train"),
+                      arguments.pop("validation"), **arguments)

@@ -206,6 +206,38 @@ def test_the_callback_sees_the_model_of_the_iterations_so_far(real_backend, R):
     assert len(model.loss_history_) == 3
 
 
+@pytest.mark.parametrize("stop", [True, np.True_])
+def test_a_callback_returning_true_stops_the_fit_there(real_backend, R, stop):
+    """As XGBoost's callbacks: the model is that of the iterations done, as a fit of that
+    many, and keeps whatever the callback made of it."""
+    model = model_for(real_backend, iterations=6)
+    model.fit(R, callback=lambda iteration, *_: stop if iteration == 2 else None)
+    shorter = model_for(real_backend, iterations=3).fit(R)
+    np.testing.assert_array_equal(to_numpy(model.user_factors_),
+                                  to_numpy(shorter.user_factors_))
+    assert model.loss_history_ == shorter.loss_history_ and len(model.loss_history_) == 3
+
+    kept = to_numpy(shorter.user_factors_)
+
+    def replace_and_stop(iteration, seconds, loss):  # as EarlyStopping's restore_best
+        model.user_factors = kept
+        return True
+
+    model.fit(R, callback=replace_and_stop)
+    np.testing.assert_array_equal(to_numpy(model.user_factors), kept)
+    assert len(model.loss_history_) == 1
+
+
+@pytest.mark.parametrize("returned", [1, "stop", [True], np.array([True, True]), False])
+def test_only_true_stops_a_fit(R, returned):
+    """implicit ignores a callback's result: a callback that returns something by the way
+    (``file.write``'s count, say) must not end the fit."""
+    calls = []
+    model = model_for("cpu", iterations=4)
+    model.fit(R, callback=lambda *a: calls.append(a) or returned)
+    assert len(calls) == 4 and len(model.loss_history_) == 4
+
+
 @pytest.mark.parametrize("fitted_before", [False, True])
 @pytest.mark.parametrize("failure", ["callback", "nan"])
 def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_before,
