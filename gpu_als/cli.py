@@ -306,6 +306,9 @@ def train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     saved_warm_start = model.warm_start  # --init is this command's, not the model's setting
     model.set_params(warm_start=args.init is not None)
+    if args.early_stopping is not None:
+        model.set_params(iterations=iterations_by_early_stopping(args, model, matrix,
+                                                                 user_ids, item_ids))
     model.fit(matrix, user_ids=user_ids, item_ids=item_ids)
     model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
@@ -316,6 +319,47 @@ def train(args: argparse.Namespace) -> int:
     written = model.save(args.output)
     print(f"saved to {written} (load with gpu_als.ALS.load)")
     return 0
+
+
+def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_ids,
+                                 item_ids) -> int:
+    """``train --early-stopping``: how many iterations to train ``model`` (not fitted) for,
+    found by a fit of a copy on all but ``--validation-fraction`` of each user's interactions that
+    :class:`gpu_als.evaluation.EarlyStopping` stops once ``--metric`` on the rest has not
+    improved for ``--early-stopping`` iterations."""
+    from .evaluation import EarlyStopping, train_test_split
+    from .model import ALS
+
+    if args.init is not None:
+        raise ValueError("--early-stopping does not combine with --init: the model to go on "
+                         "from may have seen the interactions held out for validation, which "
+                         "would favour stopping at once")
+    if args.early_stopping < 1:
+        raise ValueError(f"--early-stopping (the patience) must be >= 1, got "
+                         f"{args.early_stopping}")
+    metric = args.metric or ("rmse" if model.feedback == "explicit" else "recall")
+    fraction = args.validation_fraction
+    if not 0 < fraction < 1:
+        raise ValueError(f"--validation-fraction must be between 0 and 1, got {fraction}")
+    fit_part, validation = train_test_split(matrix, test_fraction=fraction,
+                                            random_state=args.seed)
+    if validation.nnz == 0:
+        raise ValueError("--early-stopping: no user has 2 or more interactions, so there is "
+                         "nothing to hold out for validation")
+    probe = ALS(**model.get_params())
+    stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
+                         patience=args.early_stopping, restore_best=False)
+    probe.fit(fit_part, callback=stop, user_ids=user_ids, item_ids=item_ids)
+    if stop.best_iteration is None:  # --iterations 0
+        return 0
+    best = stop.best_iteration + 1
+    name = metric if metric == "rmse" else f"{metric}@{args.K}"
+    ran = (f"stopped after {stop.stopped_iteration + 1}" if stop.stopped_iteration is not None
+           else "ran all")
+    print(f"early stopping: {name} on {fraction:.0%} of each user's interactions held out "
+          f"was best, {stop.best_score:.4f}, after {best} iteration(s) ({ran} of "
+          f"{model.iterations}); training on all of them for {best}")
+    return best
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -799,6 +843,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "
                         "by row number for a model without ids; new ones start random)")
+    g = p.add_argument_group("early stopping (see gpu_als.evaluation.EarlyStopping)")
+    g.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="first find the number of iterations (at most --iterations): fit on "
+                        "all but --validation-fraction of each user's interactions until "
+                        "--metric on the rest has not improved for PATIENCE iterations; "
+                        "then train on everything for the best number")
+    g.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of each user's interactions held out (default 0.1)")
+    g.add_argument("--metric", choices=["recall", "ndcg", "precision", "map", "rmse"],
+                   default=None, help="validation metric (default recall, or rmse with "
+                                      "--feedback explicit)")
+    g.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",

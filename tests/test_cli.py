@@ -71,6 +71,49 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
     assert "the model's factors have 4 columns, not factors=8" in capsys.readouterr().err
 
 
+def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
+        csv_file, tmp_path, capsys):
+    """--early-stopping: EarlyStopping on a seeded split of the file picks the count, then
+    the model trains on every interaction for that many iterations."""
+    from gpu_als import from_dataframe
+    from gpu_als.evaluation import EarlyStopping, train_test_split
+
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "m.npz"
+    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
+               "--backend", "cpu", "--seed", "5"]
+    assert main(["train", str(csv_file), *options, "--early-stopping", "2", "--metric",
+                 "ndcg", "--K", "5", "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    best = int(said.split("after ")[1].split(" iteration")[0])
+    model = ALS.load(out, backend="cpu")
+    assert model.iterations == best and len(model.loss_history_) == best
+
+    R, user_ids, item_ids = from_dataframe(pd.read_csv(csv_file))  # what the command did
+    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
+    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, validation, metric="ndcg", K=5, patience=2)
+    probe.fit(fit_part, callback=stop)
+    assert stop.best_iteration + 1 == best and stop.stopped_iteration is not None
+    assert f"ndcg@5 on 10% of each user's interactions held out was best, " \
+           f"{stop.best_score:.4f}, after {best} iteration(s) (stopped after " \
+           f"{stop.stopped_iteration + 1} of 30)" in said
+    whole = ALS(factors=8, regularization=0.001, iterations=best, backend="cpu",
+                random_state=5, show_progress=False).fit(R)
+    np.testing.assert_allclose(model.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-7)
+
+    assert main(["train", str(csv_file), *options, "--early-stopping", "2",
+                 "--validation-fraction", "1.5", "--output", str(out)]) == 2
+    assert "--validation-fraction must be between 0 and 1, got 1.5" in capsys.readouterr().err
+    assert main(["train", str(csv_file), *options, "--early-stopping", "0",
+                 "--output", str(out)]) == 2
+    assert "--early-stopping (the patience) must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", str(csv_file), "--init", str(out), "--early-stopping", "2",
+                 "--output", str(out)]) == 2
+    assert "--early-stopping does not combine with --init" in capsys.readouterr().err
+
+
 def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
     """A model without ids (as implicit's) is read with its row numbers as ids, as
     `recommend` reads it; a file whose ids are none of them is warned about."""
