@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .evaluation import VALIDATION_METRICS
 
 #: The reference document's table (protocol unstated, so not comparable to ours).
 REFERENCE_TABLE = {"Random": (0.0096, 0.0036), "Popularity": (0.0817, 0.0399),
@@ -851,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "then train on everything for the best number")
     g.add_argument("--validation-fraction", type=float, default=0.1,
                    help="share of each user's interactions held out (default 0.1)")
-    g.add_argument("--metric", choices=["recall", "ndcg", "precision", "map", "rmse"],
+    g.add_argument("--metric", choices=VALIDATION_METRICS,
                    default=None, help="validation metric (default recall, or rmse with "
                                       "--feedback explicit)")
     g.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
@@ -883,7 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: factors, regularization and alpha around the reference")
     p.add_argument("--n-samples", type=int, default=None,
                    help="try this many random configurations of the grid instead of all")
-    p.add_argument("--metric", choices=["recall", "ndcg", "precision", "map", "rmse"],
+    p.add_argument("--metric", choices=VALIDATION_METRICS,
                    default="recall", help="validation metric (default recall; rmse, the "
                                           "lower the better, needs --feedback explicit)")
     p.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
