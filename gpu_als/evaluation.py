@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result
 from .data import (
+    check_choice,
     check_float,
     check_int,
     check_rows_for,
@@ -510,19 +511,11 @@ VALIDATION_METRICS = ("recall", "ndcg", "precision", "map", "rmse")
 LOWER_IS_BETTER = ("rmse",)
 
 
-def check_metric(metric: Any) -> str:
-    """``metric`` if it is one of :data:`VALIDATION_METRICS`, else a ValueError naming them."""
-    if metric not in VALIDATION_METRICS:
-        raise ValueError(f"metric={metric!r}: expected one of "
-                         f"{', '.join(map(repr, VALIDATION_METRICS))}")
-    return metric
-
-
 def validation_score(model: Any, train: Any, validation: Any, metric: str,
                      K: int = 10) -> float:
     """One of :data:`VALIDATION_METRICS` for ``model`` on ``validation``: the ranking
     metric at ``K`` (recommending with ``train``'s items filtered out) or the RMSE."""
-    if check_metric(metric) == "rmse":
+    if check_choice("metric", metric, VALIDATION_METRICS) == "rmse":
         return rmse(model, validation)
     return ranking_metrics(model, train, validation, K=K, show_progress=False)[metric]
 
@@ -592,7 +585,8 @@ class EarlyStopping:
 
         if not isinstance(model, ALS):
             raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
-        if check_metric(metric) == "rmse" and model.feedback != "explicit":
+        if check_choice("metric", metric, VALIDATION_METRICS) == "rmse" and \
+                model.feedback != "explicit":
             raise ValueError("metric='rmse' scores predicted ratings: it needs a model with "
                              "feedback='explicit'; use a ranking metric for implicit feedback")
         if train is None and metric != "rmse":

@@ -36,7 +36,12 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
-from .evaluation import LOWER_IS_BETTER, check_metric, train_test_split, validation_score
+from .evaluation import (
+    LOWER_IS_BETTER,
+    VALIDATION_METRICS,
+    train_test_split,
+    validation_score,
+)
 from .model import ALS, _check_fit_memory, _Training
 
 #: The default grid; explicit feedback has no alpha to search.
@@ -160,7 +165,7 @@ def tune(
     -------
     TuneResult
     """
-    check_metric(metric)
+    data.check_choice("metric", metric, VALIDATION_METRICS)
     K = data.check_int("K", K, minimum=1)
     min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
     reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
