@@ -34,7 +34,7 @@ import numpy as np
 
 from gpu_als.backends import _kernels
 
-from .cupy_shaped import cupy_shaped_numpy
+from .cupy_shaped import DeviceArray, cupy_shaped_numpy
 
 HEADER = Path(__file__).resolve().parent / "cuda_host.h"
 #: Opt-in shared memory per block of an sm_80 GPU (A100), the smallest we target.
@@ -179,9 +179,10 @@ class EmulatedKernel:
         params = (ctypes.c_void_p * len(args))()
         for i, (arg, code) in enumerate(zip(args, self.signature)):
             if code.startswith("P"):
-                if not isinstance(arg, np.ndarray):
-                    raise TypeError(f"{self.name} argument {i}: expected an array ({code}), "
-                                    f"got {type(arg).__name__}")
+                if not isinstance(arg, DeviceArray):
+                    raise TypeError(f"{self.name} argument {i}: expected a device array "
+                                    f"({code}), got {type(arg).__name__}")
+                arg = arg._a
                 if not arg.flags.c_contiguous:
                     raise ValueError(f"{self.name} argument {i}: array is not C-contiguous")
                 if _type_code(arg.dtype) != code[1:]:
@@ -236,7 +237,7 @@ class EmulatedRuntime:
 
     #: The GPU backend's array module: NumPy, shaped like CuPy (tests/cupy_shaped.py), so
     #: that the backend's own code takes its CuPy branches and uses only what CuPy has.
-    xp = cupy_shaped_numpy()
+    xp = cupy_shaped_numpy(device_arrays=True)
     device_name = "CUDA host emulation"
 
     def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS,
@@ -255,13 +256,11 @@ class EmulatedRuntime:
     def free_memory(self) -> int:
         return self._free_memory
 
-    def asarray(self, a, dtype=None) -> np.ndarray:
-        if hasattr(a, "get") and not isinstance(a, np.ndarray):
-            a = a.get()
-        return np.ascontiguousarray(a, dtype=dtype)
+    def asarray(self, a, dtype=None) -> DeviceArray:
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a) -> np.ndarray:
-        return np.asarray(a)
+        return self.xp.asnumpy(a)
 
     def synchronize(self) -> None:  # kernels run to completion when called
         pass
@@ -277,12 +276,14 @@ class EmulatedRuntime:
     # overwritten, ``nrhs`` 1. Each pointer must lie, with the whole matrix it names,
     # inside an array this runtime handed out an address for.
 
-    def address(self, a: np.ndarray) -> int:
+    def address(self, a: DeviceArray) -> int:
+        if not isinstance(a, DeviceArray):
+            raise TypeError(f"address of a {type(a).__name__}: a device array expected")
         if not a.flags.c_contiguous:
             raise ValueError("address of an array that is not C-contiguous")
         self._arrays = [r for r in self._arrays if r() is not None]
         self._arrays.append(weakref.ref(a))
-        return a.ctypes.data
+        return a.data.ptr
 
     def _matrix(self, pointer: int, rows: int, cols: int, ld: int, dtype) -> np.ndarray:
         """A writable view of the column-major ``rows x cols`` matrix at ``pointer``."""
@@ -290,13 +291,13 @@ class EmulatedRuntime:
         size = (ld * (cols - 1) + rows) * dtype.itemsize
         for ref in self._arrays:
             a = ref()
-            if a is not None and a.dtype == dtype and a.ctypes.data <= pointer and \
-                    pointer + size <= a.ctypes.data + a.nbytes:
+            if a is not None and a.dtype == dtype and a.data.ptr <= pointer and \
+                    pointer + size <= a.data.ptr + a.nbytes:
                 break
         else:
             raise RuntimeError(f"pointer {pointer:#x} (+{size} bytes of {dtype}) is in no "
                                "array handed to the device: an illegal address")
-        if (pointer - a.ctypes.data) % dtype.itemsize:
+        if (pointer - a.data.ptr) % dtype.itemsize:
             raise RuntimeError(f"pointer {pointer:#x} is not aligned to {dtype}")
         buffer = (ctypes.c_char * (ld * cols * dtype.itemsize)).from_address(pointer)
         return np.frombuffer(buffer, dtype).reshape(cols, ld)[:, :rows].T

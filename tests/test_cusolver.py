@@ -106,7 +106,8 @@ def test_fit_with_cusolver_equals_fit_with_the_kernels():
     ours = ALS(backend=emulated_backend(), **params).fit(R)
     theirs = ALS(backend=emulated_cusolver(), **params).fit(R)
     np.testing.assert_allclose(theirs.loss_history_, ours.loss_history_, rtol=1e-10)
-    np.testing.assert_allclose(theirs.item_factors_, ours.item_factors_, atol=1e-10)
+    np.testing.assert_allclose(theirs.to_cpu().item_factors_, ours.to_cpu().item_factors_,
+                               atol=1e-10)
 
 
 def test_cholesky_choice_is_checked():
@@ -119,13 +120,15 @@ def test_cholesky_choice_is_checked():
 
 def test_emulated_cusolver_checks_its_pointers():
     runtime = emulation.EmulatedRuntime()
-    A = np.eye(3)[None].repeat(2, 0)
+    A = runtime.asarray(np.eye(3)[None].repeat(2, 0))
     base = runtime.address(A)
-    info = np.zeros(2, np.int32)
-    runtime.potrf_batched("upper", 3, np.array([base, base + 72], np.uint64), 3, info, 2,
-                          np.float64)
-    assert not info.any()
+    info = runtime.asarray(np.zeros(2, np.int32))
+    runtime.potrf_batched("upper", 3, runtime.asarray([base, base + 72], np.uint64), 3, info,
+                          2, np.float64)
+    assert not runtime.to_numpy(info).any()
     with pytest.raises(RuntimeError, match="illegal address"):  # one matrix past the end
-        runtime.potrf_batched("upper", 3, np.array([base + 72, base + 144], np.uint64), 3,
-                              info, 2, np.float64)
+        runtime.potrf_batched("upper", 3, runtime.asarray([base + 72, base + 144], np.uint64),
+                              3, info, 2, np.float64)
+    with pytest.raises(TypeError, match="a device array expected"):  # CuPy has no host ones
+        runtime.address(np.eye(3))
 

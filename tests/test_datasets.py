@@ -12,10 +12,11 @@ from .cupy_shaped import cupy_shaped_numpy
 @pytest.mark.parametrize("device", ["cpu", "cupy-shaped", pytest.param("gpu", marks=needs_gpu)])
 def test_power_law_shape_distinctness_and_skew(device, monkeypatch):
     """"cupy-shaped": the GPU's code path (CuPy's generator, no array repeats, no sort
-    kinds) on NumPy arrays."""
+    kinds, device arrays that reach the host only by copies) on NumPy."""
     if device == "cupy-shaped":
         cpu = make_power_law(2000, 500, 30_000, random_state=3, device="cpu")
-        monkeypatch.setattr(datasets, "_array_module", lambda device: cupy_shaped_numpy())
+        xp = cupy_shaped_numpy(device_arrays=True)
+        monkeypatch.setattr(datasets, "_array_module", lambda device: xp)
         device = "gpu"
         assert (make_power_law(2000, 500, 30_000, random_state=3, device=device)
                 != cpu).nnz > 0  # the device's own draws

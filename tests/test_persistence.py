@@ -257,7 +257,7 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
     np.testing.assert_array_equal(rebuilt.user_ids_, np.arange(30) + 100)
     ids, scores = rebuilt.recommend(np.arange(30), R, N=4)
     np.testing.assert_array_equal(ids, model.recommend(np.arange(30), R, N=4)[0])
-    np.testing.assert_allclose(rebuilt.recalculate_user(3, R[3]),
+    np.testing.assert_allclose(to_host(rebuilt.recalculate_user(3, R[3])),
                                model.recalculate_user(3, R[3]), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(rebuilt.similar_items(2, N=5)[0],
                                   model.similar_items(2, N=5)[0])

@@ -25,6 +25,16 @@ def full_sort(scores, k):
     return ids, best
 
 
+def top_n_on(xp, S, k, exclude=None):
+    """``top_n`` with its arrays in ``xp``'s memory (NumPy's, or the device arrays of the
+    CuPy-shaped module: copied over as the GPU backend does), the results on the host."""
+    if xp is np:
+        return top_n(S, k, exclude)
+    exclude = None if exclude is None else tuple(xp.asarray(a) for a in exclude)
+    ids, best = top_n(xp.asarray(S), k, exclude, xp=xp)
+    return xp.asnumpy(ids), xp.asnumpy(best)
+
+
 def scores(n, m, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal((n, m)).astype(dtype)
 
@@ -65,7 +75,7 @@ def test_exclusions_ties_and_short_rows(monkeypatch):
 def test_one_row_at_a_time_as_the_batch(module, monkeypatch):
     """One query (a service's request) takes the threshold path's 1-D steps: the same
     ids, ties and padding as each row of the batch gives, with exclusions."""
-    xp = np if module == "numpy" else cupy_shaped_numpy()
+    xp = np if module == "numpy" else cupy_shaped_numpy(device_arrays=True)
     S = np.round(scores(9, 1500, seed=1), 1)
     S[2, 1400:] = S[2, 0] = 5.0  # ties for first place
     excluded = {4: np.arange(3, 1500), 7: np.array([5, 17])}  # row 4 keeps 3 items
@@ -78,14 +88,14 @@ def test_one_row_at_a_time_as_the_batch(module, monkeypatch):
         exclude = (np.zeros(len(cols), np.int64), cols) if len(cols) else None
         row = np.where(_mask((1, S.shape[1]), np.zeros(len(cols), int), cols), -np.inf,
                        S[r:r + 1])
-        ids, best = top_n(S[r:r + 1].copy(), 10, exclude, xp=xp)
+        ids, best = top_n_on(xp, S[r:r + 1].copy(), 10, exclude)
         # the threshold path answered (row 4, mostly -inf, is partitioned instead)
         assert (calls[-1] is None) == (r == 4)
         np.testing.assert_array_equal((ids, best), full_sort(row, 10))
     assert (ids.shape, best.dtype) == ((1, 10), S.dtype)
     few = scores(1, 4 * base._threshold_chunks(10), seed=3)  # 5 eligible columns of 512
     cols = np.setdiff1d(np.arange(few.shape[1]), [7, 90, 91, 300, 511])
-    ids, best = top_n(few.copy(), 10, (np.zeros(len(cols), np.int64), cols), xp=xp)
+    ids, best = top_n_on(xp, few.copy(), 10, (np.zeros(len(cols), np.int64), cols))
     assert calls[-1] is not None  # answered, padded
     few[0, cols] = -np.inf
     np.testing.assert_array_equal((ids, best), full_sort(few, 10))
@@ -104,7 +114,7 @@ def test_rows_of_equal_scores_fall_back_to_partitioning(module, monkeypatch):
     threshold path steps aside; the tied items that come back are still the lowest ids
     (argpartition alone chose among them as the NumPy release did: NumPy 1.24 returned
     other items than 2.x for a zero user)."""
-    xp = np if module == "numpy" else cupy_shaped_numpy()
+    xp = np if module == "numpy" else cupy_shaped_numpy(device_arrays=True)
     S = scores(6, 2000, seed=2)
     S[:4] = 0.0
     S[1, 1000:1003] = 1.0  # three above, the other seven of the top 10 tied
@@ -112,12 +122,12 @@ def test_rows_of_equal_scores_fall_back_to_partitioning(module, monkeypatch):
     original = base._top_n_above_threshold
     monkeypatch.setattr(base, "_top_n_above_threshold",
                         lambda *a, **kw: calls.append(original(*a, **kw)) or calls[-1])
-    ids, best = top_n(S.copy(), 10, xp=xp)
+    ids, best = top_n_on(xp, S.copy(), 10)
     assert calls == [None]
     np.testing.assert_array_equal((ids, best), full_sort(S, 10))
     assert list(ids[1]) == [1000, 1001, 1002, *range(7)]
     for r in range(4):  # one query at a time: the same
-        np.testing.assert_array_equal(top_n(S[r:r + 1].copy(), 10, xp=xp)[0], ids[r:r + 1])
+        np.testing.assert_array_equal(top_n_on(xp, S[r:r + 1].copy(), 10)[0], ids[r:r + 1])
 
 
 def test_small_catalogues_and_k_at_least_m_use_partitioning():
@@ -150,7 +160,8 @@ def test_partitioning_lists_ties_by_id(cupy_shaped):
     """With ties, also at the k-th place, the list is a full sort's: by score, then id."""
     S = np.round(scores(40, 300, seed=3), 1)  # about 60 distinct values: many ties
     S[3, 7] = -np.inf  # excluded before
-    ids, best = top_n(S.copy(), 20, xp=cupy_shaped_numpy() if cupy_shaped else np)
+    xp = cupy_shaped_numpy(device_arrays=True) if cupy_shaped else np
+    ids, best = top_n_on(xp, S.copy(), 20)
     np.testing.assert_array_equal((ids, best), full_sort(S, 20))
     tied = best[:, 1:] == best[:, :-1]
     assert tied.sum() > 100 and (best[:, -1] == best[:, -2]).sum() > 10
@@ -172,17 +183,17 @@ def test_nan_scores_rank_last_and_are_not_returned(m):
 def test_the_cupy_path_equals_a_full_sort_without_sorting_rows(k):
     """Catalogues of a few hundred items and more take the threshold path with CuPy too:
     the same answer as a full sort, ties to the lowest id, with no full row sort."""
-    xp = cupy_shaped_numpy()
+    xp = cupy_shaped_numpy(device_arrays=True)
     S = np.round(scores(31, 4 * base._threshold_chunks(k) + 5, seed=k), 2)  # ties too
-    ids, best = top_n(S.copy(), k, xp=xp)
+    ids, best = top_n_on(xp, S.copy(), k)
     np.testing.assert_array_equal((ids, best), full_sort(S, k))
     assert xp.full_row_sorts == 0
     rows, cols = np.nonzero(np.random.default_rng(k).random(S.shape) < 0.3)
-    ids, best = top_n(S.copy(), k, (rows, cols), xp=xp)
+    ids, best = top_n_on(xp, S.copy(), k, (rows, cols))
     np.testing.assert_array_equal((ids, best), full_sort(
         np.where(_mask(S.shape, rows, cols), -np.inf, S), k))
     S[:] = 0.0  # equal scores throughout: too many candidates, the partitioning fallback
-    _, best = top_n(S.copy(), k, xp=xp)
+    _, best = top_n_on(xp, S.copy(), k)
     np.testing.assert_array_equal(best, full_sort(S, k)[1])
     assert xp.full_row_sorts == 1
 

@@ -79,14 +79,18 @@ def test_zero_regularization_leaves_short_rows_to_the_fused_kernel():
 
 def test_a_base_that_is_not_positive_definite_gives_nan_not_a_wrong_answer(monkeypatch):
     backend = emulated_backend()
+
+    def inverse_cholesky_factor(base):
+        return backend.to_numpy(backend._inverse_cholesky_factor(backend.asarray(base)))
+
     base = np.diag([1.0, -1.0, 2.0])
-    assert np.isnan(backend._inverse_cholesky_factor(base)).all()  # NumPy raises
+    assert np.isnan(inverse_cholesky_factor(base)).all()  # NumPy raises
     # CuPy does not raise: it returns a wrong factor, which the residual catches
-    monkeypatch.setattr(np.linalg, "cholesky", lambda a: np.tril(np.abs(a)))
-    assert np.isnan(backend._inverse_cholesky_factor(base)).all()
+    monkeypatch.setattr(backend.xp.linalg, "cholesky", lambda a: backend.xp.tril(abs(a)))
+    assert np.isnan(inverse_cholesky_factor(base)).all()
     good = np.array([[4.0, 2.0], [2.0, 3.0]])
     monkeypatch.undo()
-    C_inv = backend._inverse_cholesky_factor(good)
+    C_inv = inverse_cholesky_factor(good)
     np.testing.assert_allclose(C_inv @ good @ C_inv.T, np.eye(2), atol=1e-12)
 
 
@@ -151,7 +155,7 @@ def test_rows_with_targets_but_no_weights_take_the_subtraction_form():
         if backend.name == "gpu":
             assert bool(backend._plan(placed, k, np.dtype(np.float64)).short) == \
                 backend.woodbury
-        out = np.zeros((3, k))
-        backend.solve_rows(placed, F, F.T @ F, regularization=0.1, feedback="implicit",
-                           out=out)
-        assert_close(out, want, np.float64)
+        F_there, out = backend.asarray(F), backend.asarray(np.zeros((3, k)))
+        backend.solve_rows(placed, F_there, backend.asarray(F.T @ F), regularization=0.1,
+                           feedback="implicit", out=out)
+        assert_close(backend.to_numpy(out), want, np.float64)
