@@ -56,7 +56,7 @@ bench-quick: venv
 # On a GPU machine whose python3 has cupy, numpy, scipy and pytest (no venv, no network):
 # GPU tests + the benchmark's quick profile -> benchmarks/results/gpu-check-<device>-
 # <commit>.json (copied into $$OUT when set). COMMIT names the commit when .git is not
-# there. Wheels in .whl/ (benchmarks/fetch_implicit_wheels.sh: implicit's GPU ALS and RMM)
+# there. Wheels in .whl/ (benchmarks/fetch_gpu_wheels.sh: implicit's GPU ALS, RMM, Dask)
 # are installed into $(GPU_SITE) first. `make gpu-carry` prepares .whl/ and .data/ here;
 # carry both to the GPU machine.
 GPU_PYTHON ?= python3
@@ -87,7 +87,7 @@ gpu-bench: gpu-site
 		--users 138000 | tee $(or $(OUT),benchmarks/results)/recommend-gpu-$(COMMIT).txt
 
 gpu-wheels:
-	benchmarks/fetch_implicit_wheels.sh .whl 3.12
+	benchmarks/fetch_gpu_wheels.sh .whl 3.12
 
 # What a GPU machine without network needs, in git-ignored folders to carry there: the
 # wheels above and MovieLens 100K (never committed: its license forbids redistribution).

@@ -2,7 +2,7 @@
 
 Runs the GPU tests (pytest -m gpu) and the benchmark's quick profile (ml20m-like at factors
 64 and 128 on the GPU, against implicit's GPU ALS when its wheels are installed, see
-benchmarks/fetch_implicit_wheels.sh; MovieLens 100K on every implementation), and writes
+benchmarks/fetch_gpu_wheels.sh; MovieLens 100K on every implementation), and writes
 benchmarks/results/gpu-check-<device>-<commit>.json with the test counts and one row per
 fit, rewritten after each fit and copied into $OUT when that is set (the device tool
 brings back only what is written there, also when the command runs out of time). Needs

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .backends import get_backend
+from .exceptions import BackendUnavailableError
 from .model import ALS, _checked_data_ids, asks_to_stop
 
 logger = logging.getLogger("gpu_als")
@@ -133,6 +134,17 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
         backend.stored_loss(rows, out, F)
 
 
+def _driver_backend(name: str):
+    """Where the fitted model's factors go in this process: the model's backend, or the
+    CPU where this process cannot run it (GPU workers driven from a machine without a
+    GPU, as a model pickled on a GPU and loaded without one)."""
+    try:
+        return get_backend(name)
+    except BackendUnavailableError as exc:
+        logger.info("distributed ALS: the fitted model is on the CPU here: %s", exc)
+        return get_backend("cpu")
+
+
 def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None,
                     item_ids: Any = None, blocks_per_worker: int = 1,
                     max_retries: int = 3) -> ALS:
@@ -156,8 +168,10 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     Returns
     -------
     ALS
-        ``model``, fitted; also ``model.bytes_moved_``: bytes sent between the driver and
-        the workers in each iteration.
+        ``model``, fitted, its factors on its backend in this process (a GPU model where
+        this process has a GPU, as after ``fit``; else a CPU model); also
+        ``model.bytes_moved_``: bytes sent between the driver and the workers in each
+        iteration.
 
     Raises
     ------
@@ -196,6 +210,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
     cpu = get_backend("cpu")
+    home = _driver_backend(model.backend)
     X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
     placed: dict[str, list] = {}
@@ -266,11 +281,11 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             # (with CG, also each side's current factors going out, a block to each worker)
             moved.append(int((n_workers + 1 + send_current) * (X.nbytes + Y.nbytes)))
             if model.callback is not None:  # which may query the model so far, as in fit
-                model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
+                model._set_fitted(home, X, Y, loss_history, user_ids, item_ids)
                 if asks_to_stop(model.callback(iteration, time.perf_counter() - start, kept)):
                     stopped = True
                     break
     if not stopped:  # else the model is as the callback that stopped the fit left it
-        model._set_fitted(cpu, X, Y, loss_history, user_ids, item_ids)
+        model._set_fitted(home, X, Y, loss_history, user_ids, item_ids)
     model.bytes_moved_ = moved  # type: ignore[attr-defined]  # only distributed fits
     return model

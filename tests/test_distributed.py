@@ -1,4 +1,5 @@
-"""gpu_als.distributed on a LocalCluster of 2 worker processes (CPU backend)."""
+"""gpu_als.distributed on a LocalCluster of 2 worker processes (CPU backend), and on a
+worker of the GPU backend."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ from gpu_als import ALS
 from gpu_als.datasets import make_power_law
 from gpu_als.evaluation import binarize
 
-from .conftest import ProgressBars, skip_or_fail
+from .conftest import ProgressBars, needs_gpu, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -394,3 +395,48 @@ def test_workers_keep_their_blocks_only_during_the_fit(client):
         [8] * PARAMS["iterations"], during
     after = cached_after_release(client)
     assert after == 0, f"{after} blocks left on the workers after the fit"
+
+
+@pytest.mark.parametrize("backend", [pytest.param("gpu", marks=needs_gpu)])
+def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend):
+    """Workers on the GPU backend: the blocks put on the device once, the factors and Grams
+    copied back to the driver; the model of ``ALS(backend="gpu").fit``. One worker thread
+    in this process (a GPU is one device; in CI the emulation stands in for CuPy, which
+    worker processes would not have)."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:  # the GPU machine has Dask only from the carried wheels
+        pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(60, 30, 400, random_state=5, device="cpu")
+    params = {**PARAMS, "backend": backend, "iterations": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        distributed = fit_distributed(ALS(**params), R, client)
+    single = ALS(**params).fit(R)
+    assert distributed.backend_ == single.backend_ == "gpu"
+    np.testing.assert_allclose(distributed.to_cpu().item_factors_,
+                               single.to_cpu().item_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.to_cpu().user_factors_,
+                               single.to_cpu().user_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-9)
+    ids, _ = distributed.recommend(np.arange(5), R[:5], N=4)
+    np.testing.assert_array_equal(ids, single.recommend(np.arange(5), R[:5], N=4)[0])
+
+
+def test_the_model_is_on_the_cpu_where_the_driver_cannot_run_its_backend(monkeypatch,
+                                                                          caplog):
+    """GPU workers driven from a machine without a GPU: the fitted model's factors stay
+    on the driver's CPU (and a log line says why), as a GPU model unpickled there."""
+    import logging
+
+    from gpu_als import distributed
+    from gpu_als.backends import gpu
+
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no CUDA device here")
+    with caplog.at_level(logging.INFO, logger="gpu_als"):
+        assert distributed._driver_backend("gpu").name == "cpu"
+    assert "the fitted model is on the CPU here" in caplog.text
+    assert "no CUDA device here" in caplog.text
+    assert distributed._driver_backend("cpu").name == "cpu"
