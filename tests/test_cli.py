@@ -1,5 +1,7 @@
 """The command line: every command, end to end on small inputs."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,7 +9,7 @@ import scipy.sparse as sp
 from gpu_als import ALS
 from gpu_als.cli import main
 
-from .conftest import random_interactions
+from .conftest import needs_gpu, random_interactions
 
 
 @pytest.fixture
@@ -737,3 +739,46 @@ def test_command_line_defaults_are_the_library_defaults():
     args = parser.parse_args(["evaluate", "f.csv"])
     assert args.K == defaults(ranking_metrics)["K"]
     assert args.test_fraction == defaults(train_test_split)["test_fraction"]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("gpu", marks=needs_gpu)])
+def test_every_model_command_answers_on_the_gpu_as_on_the_cpu(backend, csv_file, tmp_path,
+                                                              capsys):
+    """train, recommend, similar, explain, fold-in and evaluate with ``--backend gpu``:
+    the CPU's results (the same ids in the same order, scores to float32 accuracy)."""
+    pd = pytest.importorskip("pandas")
+    query = tmp_path / "q.csv"
+    pd.DataFrame({"user": ["u3", "u3", "new", "new"], "item": [100, 101, 102, 103],
+                  "value": [1, 2, 3, 1]}).to_csv(query, index=False)
+    outputs = {}
+    for where in ("cpu", backend):
+        model = tmp_path / f"{where}.npz"
+        runs = {
+            "train": ["train", str(csv_file), "--factors", "4", "--iterations", "3",
+                      "--output", str(model)],
+            "recommend": ["recommend", str(model), str(query), "--N", "4"],
+            "similar": ["similar", str(model), "--items", "105", "101", "--N", "3"],
+            "explain": ["explain", str(model), str(csv_file), "--user", "u3", "--items",
+                        "105", "--N", "2"],
+            "fold-in": ["fold-in", str(model), str(query), "--output",
+                        str(tmp_path / f"{where}-grown.npz")],
+            "evaluate": ["evaluate", str(csv_file), "--factors", "4", "--iterations", "2",
+                         "--K", "5"],
+        }
+        for name, argv in runs.items():
+            assert main([*argv, "--backend", where]) == 0, name
+            outputs[where, name] = capsys.readouterr().out
+        outputs[where, "factors"] = ALS.load(model, backend="cpu").user_factors_
+        outputs[where, "grown"] = ALS.load(tmp_path / f"{where}-grown.npz",
+                                           backend="cpu").user_factors_
+    for name in ("factors", "grown"):
+        np.testing.assert_allclose(outputs[backend, name], outputs["cpu", name],
+                                   rtol=1e-3, atol=1e-4)
+    numbers = re.compile(r"-?\d+\.\d+(?:e-?\d+)?")
+    timed = re.compile(r"trained on '\w+' in [\d.]+ s")  # where and how long: differ
+    for name in ("recommend", "similar", "explain", "evaluate"):
+        cpu, gpu = (timed.sub("", outputs[where, name]) for where in ("cpu", backend))
+        assert numbers.sub("#", gpu) == numbers.sub("#", cpu), name  # ids, order, words
+        np.testing.assert_allclose([float(v) for v in numbers.findall(gpu)],
+                                   [float(v) for v in numbers.findall(cpu)],
+                                   rtol=1e-3, atol=1e-4, err_msg=name)

@@ -531,7 +531,7 @@ def test_gpu_tests_pass_with_the_emulation_standing_in():
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
     files = ["test_solver.py", "test_woodbury.py", "test_cusolver.py", "test_gpu.py",
              "test_topk.py", "test_persistence.py", "test_explain.py", "test_lifecycle.py",
-             "test_model.py", "test_evaluation.py", "test_distributed.py"]
+             "test_model.py", "test_evaluation.py", "test_distributed.py", "test_cli.py"]
     left_out = "(every_size and (32 or 64 or 100 or 128 or 256 or 512 or 1024)) or " \
                "(long_row and (64 or 128 or 256)) or fit_matches_cpu or on_movielens or " \
                "cupy_sparse_matrix or warm_start or explicit_feedback_fits_ratings or " \
