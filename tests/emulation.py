@@ -236,7 +236,9 @@ class EmulatedRuntime:
     """
 
     #: The GPU backend's array module: NumPy, shaped like CuPy (tests/cupy_shaped.py), so
-    #: that the backend's own code takes its CuPy branches and uses only what CuPy has.
+    #: that the backend's own code takes its CuPy branches and uses only what CuPy has; its
+    #: arrays are device arrays, which reach NumPy only through ``to_numpy`` (a copy), as
+    #: CuPy's. The kernels take only them.
     xp = cupy_shaped_numpy(device_arrays=True)
     device_name = "CUDA host emulation"
 
