@@ -58,8 +58,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import data
-from .backends import get_backend
-from .exceptions import BackendUnavailableError
+from .backends import get_backend, get_backend_or_cpu
 from .model import ALS, _checked_data_ids, asks_to_stop
 
 logger = logging.getLogger("gpu_als")
@@ -134,17 +133,6 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
         backend.stored_loss(rows, out, F)
 
 
-def _driver_backend(name: str):
-    """Where the fitted model's factors go in this process: the model's backend, or the
-    CPU where this process cannot run it (GPU workers driven from a machine without a
-    GPU, as a model pickled on a GPU and loaded without one)."""
-    try:
-        return get_backend(name)
-    except BackendUnavailableError as exc:
-        logger.info("distributed ALS: the fitted model is on the CPU here: %s", exc)
-        return get_backend("cpu")
-
-
 def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None,
                     item_ids: Any = None, blocks_per_worker: int = 1,
                     max_retries: int = 3) -> ALS:
@@ -210,7 +198,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
     cpu = get_backend("cpu")
-    home = _driver_backend(model.backend)
+    # where the fitted model goes: the model's backend here (a GPU model where this
+    # process has a GPU), or the CPU (GPU workers driven from a machine without one)
+    home = get_backend_or_cpu(model.backend, f"the distributed {model.backend} model")
     X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
     placed: dict[str, list] = {}

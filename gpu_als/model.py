@@ -28,9 +28,9 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from . import data
-from .backends import BACKEND_NAMES, Backend, get_backend
+from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
 from .backends.base import query_result
-from .exceptions import BackendUnavailableError, ImplicitModelFileError, NotFittedError
+from .exceptions import ImplicitModelFileError, NotFittedError
 
 logger = logging.getLogger("gpu_als")
 
@@ -1040,12 +1040,8 @@ class ALS:
         self.__dict__.update(state)
         if "user_factors_" not in state or "backend_" not in state:
             return  # unfitted, or factors assigned by hand: the first query checks them
-        try:
-            backend = get_backend(state["backend_"])
-        except BackendUnavailableError as exc:
-            logger.warning("unpickling a %s model on the CPU backend: %s",
-                           state["backend_"], exc)
-            backend = get_backend("cpu")
+        backend = get_backend_or_cpu(state["backend_"],
+                                     f"unpickling a {state['backend_']} model")
         self._set_fitted(backend, state["user_factors_"], state["item_factors_"],
                          state["loss_history_"], state.get("user_ids_"),
                          state.get("item_ids_"))

@@ -424,19 +424,3 @@ def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend):
     ids, _ = distributed.recommend(np.arange(5), R[:5], N=4)
     np.testing.assert_array_equal(ids, single.recommend(np.arange(5), R[:5], N=4)[0])
 
-
-def test_the_model_is_on_the_cpu_where_the_driver_cannot_run_its_backend(monkeypatch,
-                                                                          caplog):
-    """GPU workers driven from a machine without a GPU: the fitted model's factors stay
-    on the driver's CPU (and a log line says why), as a GPU model unpickled there."""
-    import logging
-
-    from gpu_als import distributed
-    from gpu_als.backends import gpu
-
-    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no CUDA device here")
-    with caplog.at_level(logging.INFO, logger="gpu_als"):
-        assert distributed._driver_backend("gpu").name == "cpu"
-    assert "the fitted model is on the CPU here" in caplog.text
-    assert "no CUDA device here" in caplog.text
-    assert distributed._driver_backend("cpu").name == "cpu"

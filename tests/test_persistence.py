@@ -68,6 +68,19 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
         model.save(tmp_path / "missing" / "model.npz")
 
 
+def test_factors_from_elsewhere_land_on_the_cpu_where_their_backend_cannot_run(
+        monkeypatch, caplog):
+    """(A GPU model unpickled, or fitted by GPU workers, where there is no GPU.)"""
+    from gpu_als.backends import get_backend_or_cpu, gpu
+
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no CUDA device here")
+    with caplog.at_level("WARNING", logger="gpu_als"):
+        assert get_backend_or_cpu("gpu", "a gpu model").name == "cpu"
+    assert "a gpu model on the CPU backend: backend='gpu' cannot run: no CUDA device " \
+        "here" in caplog.text
+    assert get_backend_or_cpu("cpu", "a cpu model").name == "cpu"
+
+
 def test_pickle_round_trip(backend, caplog):
     """joblib / multiprocessing: the factors travel as NumPy arrays and land on the same
     kind of backend where it runs here, else on the CPU with a warning (the emulated GPU

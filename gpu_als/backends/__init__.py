@@ -51,5 +51,16 @@ def get_backend(backend: str | Backend = "auto") -> Backend:
     return BACKENDS[backend]()
 
 
+def get_backend_or_cpu(backend: str | Backend, what: str) -> Backend:
+    """:func:`get_backend`, or the CPU backend with a warning (logger ``gpu_als``) where
+    ``backend`` cannot run here: for factors made elsewhere (``what`` says which) that
+    must still be usable here, e.g. a GPU model unpickled on a machine without a GPU."""
+    try:
+        return get_backend(backend)
+    except BackendUnavailableError as exc:
+        logger.warning("%s on the CPU backend: %s", what, exc)
+        return BACKENDS["cpu"]()
+
+
 __all__ = ["Backend", "BackendUnavailableError", "CPUBackend", "GPUBackend", "get_backend",
-           "BACKEND_NAMES"]
+           "get_backend_or_cpu", "BACKEND_NAMES"]
