@@ -265,35 +265,21 @@ class _DeviceGenerator:
 
 
 def _on_device(xp):
-    """``xp`` (a CuPy-shaped NumPy) with :class:`DeviceArray` arrays."""
-    device = types.SimpleNamespace()
-    for name, value in vars(xp).items():
+    """``xp`` (a CuPy-shaped NumPy), changed in place to have :class:`DeviceArray` arrays
+    (in place: its functions keep counting into ``xp.full_row_sorts``)."""
+    for name, value in list(vars(xp).items()):
         if name in NOT_IN_CUPY:
-            continue
-        if callable(value) and not isinstance(value, type):  # functions and ufuncs
-            value = _on_device_function(value, f"xp.{name}")
-        setattr(device, name, value)
-    device.linalg = types.SimpleNamespace(**{
+            delattr(xp, name)
+        elif callable(value) and not isinstance(value, type):  # functions and ufuncs
+            setattr(xp, name, _on_device_function(value, f"xp.{name}"))
+    xp.linalg = types.SimpleNamespace(**{
         name: _on_device_function(getattr(np.linalg, name), f"xp.linalg.{name}")
         for name in dir(np.linalg)
         if not name.startswith("_") and name not in NOT_IN_CUPY_LINALG
         and callable(getattr(np.linalg, name))
         and not isinstance(getattr(np.linalg, name), type)})
-    device.random = types.SimpleNamespace(default_rng=_DeviceGenerator)
-    device.asarray, device.array = _asarray, _array
-    device.ascontiguousarray, device.asnumpy = _ascontiguousarray, _asnumpy
-    device.ndarray = DeviceArray
-    device.full_row_sorts = 0
-    device.argpartition = _counting_full_sorts(device, xp.argpartition)
-    return device
-
-
-def _counting_full_sorts(device, argpartition):
-    """The shaped ``argpartition``, counting its full sorts on ``device``."""
-    inner = _on_device_function(argpartition, "xp.argpartition")
-
-    @functools.wraps(argpartition)
-    def counted(*args, **kwargs):
-        device.full_row_sorts += 1
-        return inner(*args, **kwargs)
-    return counted
+    xp.random = types.SimpleNamespace(default_rng=_DeviceGenerator)
+    xp.asarray, xp.array = _asarray, _array
+    xp.ascontiguousarray, xp.asnumpy = _ascontiguousarray, _asnumpy
+    xp.ndarray = DeviceArray
+    return xp
