@@ -551,6 +551,11 @@ class EarlyStopping:
         How much a score must beat the best by to count as an improvement.
     restore_best : bool, default True
         End the fit with the best iteration's model rather than the last one.
+    max_users : int, optional
+        Score a random sample of this many validation users (drawn once, here) instead of
+        all of them, so that an evaluation costs the same on any size of data.
+    random_state : int or None, default 42
+        Seed of that sample.
 
     Attributes
     ----------
@@ -562,6 +567,9 @@ class EarlyStopping:
     best_score : float or None
     stopped_iteration : int or None
         The iteration after which the fit was stopped; None when it ran all its iterations.
+    validation : scipy.sparse matrix
+        What it scores on: ``validation``, or with ``max_users`` its sampled users' rows
+        (the others empty).
 
     Examples
     --------
@@ -580,7 +588,8 @@ class EarlyStopping:
 
     def __init__(self, model: Any, train: Any, validation: Any, *, metric: str = "recall",
                  K: int = 10, patience: int = 3, min_delta: float = 0.0,
-                 restore_best: bool = True):
+                 restore_best: bool = True, max_users: int | None = None,
+                 random_state: int | None = 42):
         from .model import ALS
 
         if not isinstance(model, ALS):
@@ -601,6 +610,9 @@ class EarlyStopping:
         if train is not None and getattr(train, "shape", None) != shape:
             raise ValueError(f"train has shape {getattr(train, 'shape', None)} but validation "
                              f"has shape {shape}: pass the two parts of one split")
+        if max_users is not None:
+            validation = _sample_users(validation, check_int("max_users", max_users,
+                                                             minimum=1), random_state)
         self.model, self.train, self.validation = model, train, validation
         self.metric = metric
         self.K = check_int("K", K, minimum=1)
@@ -652,6 +664,21 @@ class EarlyStopping:
             model._remember_factors()  # copies of the model's own arrays: checked already
             return True  # the fit must not hand its last factors to the model after this
         return out_of_patience
+
+
+def _sample_users(matrix: Any, n: int, random_state: int | None):
+    """``matrix`` (CSR) with the rows of ``n`` of its non-empty rows drawn at random, the
+    others emptied; ``matrix`` itself where it has no more than ``n`` non-empty rows."""
+    csr = sp.csr_matrix(matrix)
+    lengths = np.diff(csr.indptr)
+    users = np.flatnonzero(lengths)
+    if len(users) <= n:
+        return matrix
+    keep = np.zeros(csr.shape[0], bool)
+    keep[np.random.default_rng(random_state).choice(users, n, replace=False)] = True
+    entries = np.repeat(keep, lengths)
+    indptr = np.concatenate([[0], np.cumsum(np.where(keep, lengths, 0))])
+    return sp.csr_matrix((csr.data[entries], csr.indices[entries], indptr), shape=csr.shape)
 
 
 def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:

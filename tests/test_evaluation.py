@@ -656,8 +656,31 @@ def test_early_stopping_with_min_delta_needs_that_much_improvement():
     assert "best_iteration=0" in repr(stop)
 
 
+def test_early_stopping_can_score_a_fixed_sample_of_the_validation_users():
+    """``max_users``: the scores are those of the sampled users' rows (drawn once, seeded),
+    the same sample at every iteration; with no more users than that, all of them."""
+    from gpu_als import ALS
+
+    R = random_interactions(200, 60, 0.15, seed=3)
+    train, validation = train_test_split(R, test_fraction=0.3, random_state=0)
+    model = ALS(factors=4, iterations=4, backend="cpu", random_state=0, show_progress=False)
+    stop = EarlyStopping(model, train, validation, max_users=50, patience=10)
+    sample = stop.validation
+    rows = np.flatnonzero(np.diff(sample.indptr))
+    assert len(rows) == 50 and sample.shape == validation.shape
+    for u in rows[:10]:  # a sampled user's row is the whole of its validation row
+        np.testing.assert_array_equal(sample[u].toarray(), validation[u].toarray())
+    other = EarlyStopping(model, train, validation, max_users=50, random_state=1).validation
+    assert set(np.flatnonzero(np.diff(other.indptr))) != set(rows)  # another seed
+    model.fit(train, callback=stop)  # ends with the best iteration's model
+    assert stop.best_score == ranking_metrics(model, train, sample)["recall"]
+    assert ranking_metrics(model, train, sample)["users"] == 50
+    assert EarlyStopping(model, train, validation, max_users=10**6).validation is validation
+
+
 @pytest.mark.parametrize("change, error, match", [
     ({"model": "ALS"}, TypeError, r"model must be a gpu_als.ALS, got str"),
+    ({"max_users": 0}, ValueError, r"max_users=0: must be >= 1"),
     ({"metric": "auc"}, ValueError, r"metric='auc': expected one of 'recall', 'ndcg'"),
     ({"metric": "rmse"}, ValueError, r"metric='rmse' .* needs a model with feedback='explicit'"),
     ({"train": None}, ValueError, r"metric='recall' needs train"),
