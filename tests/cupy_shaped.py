@@ -182,10 +182,9 @@ def _wrap(value):
         return DeviceArray(value)
     if isinstance(value, np.generic):
         return DeviceArray(np.asarray(value))
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_wrap(v) for v in value)
-    if isinstance(value, tuple):  # a named tuple (np.unique_all, ...)
-        return type(value)(*(_wrap(v) for v in value))
+    if isinstance(value, tuple):  # also a named tuple (np.unique_all, ...)
+        items = [_wrap(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
         return [_wrap(v) for v in value]
     return value
@@ -224,7 +223,7 @@ def _on_device_function(function, where: str):
     return on_device
 
 
-def _asarray(a, dtype=None, order=None, copy=None):
+def _asarray(a, dtype=None, order=None):
     """CuPy's ``asarray``: a device array as it is (or cast), anything else copied over."""
     if isinstance(a, DeviceArray):
         if dtype is None or np.dtype(dtype) == a.dtype:
