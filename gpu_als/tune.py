@@ -27,6 +27,7 @@ import csv
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,23 +179,12 @@ def tune(
     if param_grid is None:
         param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
                           else DEFAULT_GRID)
-    known = set(ALS._param_names())
-    for name in (*param_grid, *base):
-        if name not in known:
-            raise ValueError(f"{name!r} is not a hyperparameter of ALS; valid: "
-                             f"{', '.join(sorted(known))}")
-    configurations = _grid(param_grid)
+    configurations = _configurations(param_grid, base, n_samples, random_state)
     feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
                  for config in configurations}
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
-    if n_samples is not None:
-        n_samples = data.check_int("n_samples", n_samples, minimum=1)
-        rng = np.random.default_rng(random_state)
-        chosen = rng.choice(len(configurations), min(n_samples, len(configurations)),
-                            replace=False)
-        configurations = [configurations[i] for i in sorted(chosen)]
 
     if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
@@ -212,52 +202,21 @@ def tune(
     if validation.nnz == 0:
         raise ValueError("no user has 2 or more interactions: there is nothing to hold out "
                          "for validation")
-    dtype = data.check_dtype(base.get("dtype", np.float32))
-    prepared = data.Prepared(fit_part, dtype)
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 
-    trainings: list[Any] = []  # _Training, None once its trial has stopped
-    trials: list[dict[str, Any]] = []
-    for config in configurations:
-        model = ALS(**{**base, **config})
-        trainings.append(_Training(model, prepared))
-        trials.append({**config, "score": float("nan"), "iterations": 0, "finished": False,
-                       "seconds": 0.0})
-    targets = [t.p["iterations"] for t in trainings]
-
-    sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
-
-    def score(i: int) -> float:
-        model = ALS(**{**base, **configurations[i]})
-        trainings[i].finish(model)
+    def score(model: ALS) -> float:
         return validation_score(model, fit_part, validation, metric, K)
 
-    alive = list(range(len(trainings)))
-    rung = min_iterations if halving else max(targets)
-    progress = tqdm(total=len(trainings), desc="tune", unit="trial",
-                    disable=None if show_progress else True)
-    with progress:
-        while alive:
-            for i in alive:
-                budget = min(rung, targets[i])
-                start = time.perf_counter()
-                trainings[i].run(budget - trainings[i].iterations_done)
-                trials[i]["seconds"] += time.perf_counter() - start
-                trials[i]["iterations"] = budget
-                trials[i]["score"] = score(i)
-                trials[i]["finished"] = budget == targets[i]
-            done = [i for i in alive if trials[i]["finished"]]
-            running = [i for i in alive if not trials[i]["finished"]]
-            keep = math.ceil(len(running) / reduction_factor) if halving else len(running)
-            ranked = sorted(running, key=lambda i: sign * trials[i]["score"])
-            progress.update(len(done) + len(ranked) - keep)
-            alive = ranked[:keep]
-            for i in done + ranked[keep:]:
-                trainings[i] = None  # free the factors of trials that stopped
-            rung *= reduction_factor
-    finished = [t for t in trials if t["finished"]]
-    best = min(finished, key=lambda t: sign * t["score"])
+    trials = _successive_halving(
+        [ALS(**{**base, **config}) for config in configurations],
+        data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
+        lower_is_better=metric in LOWER_IS_BETTER,
+        first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
+        show_progress=show_progress)
+    trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
+    sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
+    best = min((t for t in trials if t["finished"]), key=lambda t: sign * t["score"])
     best_params = {name: best[name] for name in param_grid}
     refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
     model = ALS(**{**refit, **best_params})
@@ -266,3 +225,69 @@ def tune(
     return TuneResult(best_params, best["score"], model, trials,
                       metric if metric in LOWER_IS_BETTER else f"{metric}@{K}",
                       metric in LOWER_IS_BETTER)
+
+
+def _configurations(param_grid: dict[str, list], base: dict[str, Any],
+                    n_samples: int | None, random_state: int | None) -> list[dict[str, Any]]:
+    """The grid's configurations (all, or ``n_samples`` drawn at random, in grid order),
+    each hyperparameter name checked against :class:`ALS`'s."""
+    known = set(ALS._param_names())
+    for name in (*param_grid, *base):
+        if name not in known:
+            raise ValueError(f"{name!r} is not a hyperparameter of ALS; valid: "
+                             f"{', '.join(sorted(known))}")
+    configurations = _grid(param_grid)
+    if n_samples is None:
+        return configurations
+    n_samples = data.check_int("n_samples", n_samples, minimum=1)
+    chosen = np.random.default_rng(random_state).choice(
+        len(configurations), min(n_samples, len(configurations)), replace=False)
+    return [configurations[i] for i in sorted(chosen)]
+
+
+def _successive_halving(models: list[ALS], prepared: data.Prepared,
+                        score: Callable[[ALS], float], *, lower_is_better: bool,
+                        first_rung: int | None, reduction_factor: int,
+                        show_progress: bool) -> list[dict[str, Any]]:
+    """Train a fit of each model's configuration in rungs (the models are templates: never
+    fitted themselves) and return one record per model: its ``score`` at the last rung it
+    reached, ``iterations`` trained, ``finished`` and ``seconds``.
+
+    At each rung every surviving model trains up to ``rung`` iterations (at most its own
+    ``iterations``) and is scored; the finished ones leave, and the best
+    ``1 / reduction_factor`` of the others (at least one) go on to the next rung, ``rung *
+    reduction_factor``. ``first_rung=None``: one rung, every model trained to the end.
+    """
+    trainings: list[_Training | None] = [_Training(model, prepared) for model in models]
+    targets = [model._check_params()["iterations"] for model in models]
+    trials = [{"score": float("nan"), "iterations": 0, "finished": False, "seconds": 0.0}
+              for _ in models]
+    sign = 1 if lower_is_better else -1  # sorting by sign * score: best first
+    alive = list(range(len(models)))
+    rung = max(targets) if first_rung is None else first_rung
+    progress = tqdm(total=len(models), desc="tune", unit="trial",
+                    disable=None if show_progress else True)
+    with progress:
+        while alive:
+            for i in alive:
+                training = trainings[i]
+                assert training is not None
+                budget = min(rung, targets[i])
+                start = time.perf_counter()
+                training.run(budget - training.iterations_done)
+                trials[i]["seconds"] += time.perf_counter() - start
+                scored = ALS(**models[i].get_params())  # transient: holds no factors later
+                training.finish(scored)
+                trials[i].update(score=score(scored), iterations=budget,
+                                 finished=budget == targets[i])
+            done = [i for i in alive if trials[i]["finished"]]
+            running = [i for i in alive if not trials[i]["finished"]]
+            keep = len(running) if first_rung is None else \
+                math.ceil(len(running) / reduction_factor)
+            ranked = sorted(running, key=lambda i: sign * trials[i]["score"])
+            progress.update(len(done) + len(ranked) - keep)
+            alive = ranked[:keep]
+            for i in done + ranked[keep:]:
+                trainings[i] = None  # free the factors of trials that stopped
+            rung *= reduction_factor
+    return trials
