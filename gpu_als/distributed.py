@@ -37,10 +37,10 @@ those two environment variables on the workers) restores the speed. And arrays r
 worker at any byte offset of Dask's message frames; :func:`_solve_block` aligns them, as
 NumPy runs unaligned arrays through slow buffered copies.
 
-The result is an ordinary fitted :class:`gpu_als.ALS` whose factors are NumPy arrays
-(convert with ``to_gpu()``), equal to the single-process fit to floating-point tolerance:
-the per-row solves are the same, only the Gram matrices are summed in another order. The
-model's ``show_progress``, ``callback``, ``calculate_training_loss`` and ``warm_start`` act as
+The result is an ordinary fitted :class:`gpu_als.ALS` on its backend in this process (a
+GPU model where the driver has a GPU, else a CPU one), equal to the single-process fit to
+floating-point tolerance: the per-row solves are the same, only the Gram matrices are
+summed in another order. The model's ``show_progress``, ``callback``, ``calculate_training_loss`` and ``warm_start`` act as
 in :meth:`ALS.fit` (the driver always sums the loss from the workers' parts, which costs it
 little, to catch NaN factors after each iteration; the setting decides whether it is kept
 in ``loss_history_`` and passed to the callback).
@@ -48,6 +48,7 @@ in ``loss_history_`` and passed to the callback).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -133,6 +134,82 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
         backend.stored_loss(rows, out, F)
 
 
+class _ClusterBlocks:
+    """Both sides' row blocks, held by the cluster's workers for a whole fit, and the
+    half-step that solves them there, retried after a worker is lost."""
+
+    def __init__(self, client, sides: dict[str, list[tuple[int, int, data.WeightedRows]]],
+                 params: dict[str, Any], max_retries: int):
+        """``sides``: each side's blocks as :func:`_split` cuts them (scattered here);
+        ``params``: what :func:`_solve_block` needs."""
+        from concurrent.futures import CancelledError  # FutureCancelledError's base
+
+        from distributed.comm import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        # How a dead worker shows up; an exception raised by the work itself is not retried.
+        self.worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError,
+                            TimeoutError)
+        self.client, self.sides, self.params = client, sides, params
+        self.max_retries = max_retries
+        self.placed: dict[str, list] = {}   # each block's future
+        self.holders: dict[str, list] = {}  # the worker(s) holding each placed block
+        self.place()
+
+    def place(self) -> None:
+        """Scatter every block to the workers (again, after a worker was lost)."""
+        from distributed import wait
+
+        for side, blocks in self.sides.items():
+            self.placed[side] = self.client.scatter([block for _, _, block in blocks],
+                                                    hash=False)
+            wait(self.placed[side])
+            who_has = self.client.who_has(self.placed[side])
+            self.holders[side] = [list(who_has[block.key]) for block in self.placed[side]]
+
+    def close(self) -> None:
+        """Let the workers drop the blocks (whatever still refers to this object)."""
+        self.placed.clear()
+        self.holders.clear()
+
+    def half_step(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
+        """New factors of ``side`` (``current``: its factors now, the CG solver's start),
+        their Gram matrix (summed over blocks) and the stored loss terms (the same entries
+        whichever side they are counted from). A lost worker: the blocks are scattered
+        again and the half-step retried, ``max_retries`` times."""
+        for trial in range(self.max_retries + 1):
+            try:
+                return self._solve(side, fixed, fixed_gram, current)
+            except self.worker_lost as exc:
+                if trial == self.max_retries:
+                    raise RuntimeError(
+                        f"distributed ALS: a half-step failed {self.max_retries + 1} times, "
+                        f"last with {type(exc).__name__}: {exc}") from exc
+                # The exception's traceback holds frames that hold futures (this
+                # half-step's, and through self the placed blocks): logged as text and its
+                # frames cleared, so that whatever keeps it (Dask's state of the failed
+                # futures, a log handler) does not keep blocks on the workers.
+                logger.warning("distributed ALS: %s: %s; scattering the blocks again and "
+                               "retrying", type(exc).__name__, str(exc))
+                traceback.clear_frames(exc.__traceback__)
+                self.client.wait_for_workers(1, timeout=60)
+                self.place()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _solve(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
+        client = self.client
+        send_current = self.params["solver"] == "cg"  # CG starts from the current factors
+        fixed_future = client.scatter(fixed, broadcast=True, hash=False)
+        futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, self.params,
+                                 current[first:last] if send_current else None,
+                                 workers=workers, allow_other_workers=False, pure=False)
+                   for block, workers, (first, last, _)
+                   in zip(self.placed[side], self.holders[side], self.sides[side])]
+        results = client.gather(futures)
+        factors = np.concatenate([r[0] for r in results]).astype(current.dtype, copy=False)
+        return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
+
+
 def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None,
                     item_ids: Any = None, blocks_per_worker: int = 1,
                     max_retries: int = 3) -> ALS:
@@ -166,14 +243,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     RuntimeError
         When a half-step keeps failing (e.g. every worker is gone).
     """
-    from concurrent.futures import CancelledError  # distributed's FutureCancelledError's base
-
-    from distributed import Client, wait
-    from distributed.comm import CommClosedError
-    from distributed.scheduler import KilledWorker
-
-    # How a dead worker shows up; an exception raised by the work itself is not retried.
-    worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
+    from distributed import Client
 
     if not isinstance(model, ALS):
         raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
@@ -192,8 +262,6 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
     n_workers = max(1, len(client.scheduler_info()["workers"]))
-    sides = {"user": _split(users, n_workers * blocks_per_worker),
-             "item": _split(items, n_workers * blocks_per_worker)}
     params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps")}
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
@@ -203,62 +271,20 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     home = get_backend_or_cpu(model.backend, f"the distributed {model.backend} model")
     X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
-    placed: dict[str, list] = {}
-    holders: dict[str, list] = {}  # the worker(s) holding each placed block
-
-    def place(side: str) -> None:
-        placed[side] = client.scatter([block for _, _, block in sides[side]], hash=False)
-        wait(placed[side])
-        who_has = client.who_has(placed[side])
-        holders[side] = [list(who_has[block.key]) for block in placed[side]]
-
-    def attempt(step, *args):
-        for trial in range(max_retries + 1):
-            try:
-                return step(*args)
-            except worker_lost as exc:
-                if trial == max_retries:
-                    raise RuntimeError(
-                        f"distributed ALS: a half-step failed {max_retries + 1} times, last "
-                        f"with {type(exc).__name__}: {exc}") from exc
-                # The exception's traceback holds frames that hold futures (this
-                # half-step's, and through the closures the placed blocks): logged as text
-                # and its frames cleared, so that whatever keeps it (Dask's state of the
-                # failed futures, a log handler) does not keep blocks on the workers.
-                logger.warning("distributed ALS: %s: %s; scattering the blocks again and "
-                               "retrying", type(exc).__name__, str(exc))
-                traceback.clear_frames(exc.__traceback__)
-                client.wait_for_workers(1, timeout=60)
-                place("user")
-                place("item")
-
-    def half_step(side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
-        """New factors of ``side`` (``current``: its factors now, the CG solver's start),
-        their Gram matrix (summed over blocks) and the stored loss terms (the same entries
-        whichever side they are counted from)."""
-        fixed_future = client.scatter(fixed, broadcast=True, hash=False)
-        futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, params,
-                                 current[first:last] if send_current else None,
-                                 workers=workers, allow_other_workers=False, pure=False)
-                   for block, workers, (first, last, _) in zip(placed[side], holders[side],
-                                                               sides[side])]
-        results = client.gather(futures)
-        factors = np.concatenate([r[0] for r in results]).astype(p["dtype"], copy=False)
-        return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
-
+    cluster = _ClusterBlocks(client, {"user": _split(users, n_workers * blocks_per_worker),
+                                      "item": _split(items, n_workers * blocks_per_worker)},
+                             params, max_retries)
     send_current = p["solver"] == "cg"  # CG starts from the current factors
-    place("user")
-    place("item")
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     start = time.perf_counter()
     stopped = False
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
-    with model._restored_on_failure(), progress:
+    with model._restored_on_failure(), progress, contextlib.closing(cluster):
         for iteration in progress:
-            X, XtX, _ = attempt(half_step, "user", Y, YtY if implicit else None, X)
-            Y, YtY, stored = attempt(half_step, "item", X, XtX if implicit else None, Y)
+            X, XtX, _ = cluster.half_step("user", Y, YtY if implicit else None, X)
+            Y, YtY, stored = cluster.half_step("item", X, XtX if implicit else None, Y)
             loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors

@@ -396,6 +396,14 @@ def test_workers_keep_their_blocks_only_during_the_fit(client):
     after = cached_after_release(client)
     assert after == 0, f"{after} blocks left on the workers after the fit"
 
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    # a failed fit too, while its exception (whose frames hold the fit's locals) is kept
+    with pytest.raises(KeyboardInterrupt) as failure:
+        fit_distributed(ALS(**PARAMS, callback=interrupt), R, client, blocks_per_worker=2)
+    assert cached_after_release(client) == 0, failure.traceback
+
 
 @pytest.mark.parametrize("backend", [pytest.param("gpu", marks=needs_gpu)])
 def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend):
