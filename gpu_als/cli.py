@@ -348,8 +348,11 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
         raise ValueError("--early-stopping: no user has 2 or more interactions, so there is "
                          "nothing to hold out for validation")
     probe = ALS(**model.get_params())
+    if args.validation_users is not None and args.validation_users < 1:
+        raise ValueError(f"--validation-users must be >= 1, got {args.validation_users}")
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
-                         patience=args.early_stopping, restore_best=False)
+                         patience=args.early_stopping, restore_best=False,
+                         max_users=args.validation_users, random_state=args.seed)
     probe.fit(fit_part, callback=stop, user_ids=user_ids, item_ids=item_ids)
     if stop.best_iteration is None:  # --iterations 0
         return 0
@@ -357,8 +360,10 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     name = metric if metric == "rmse" else f"{metric}@{args.K}"
     ran = (f"stopped after {stop.stopped_iteration + 1}" if stop.stopped_iteration is not None
            else "ran all")
-    print(f"early stopping: {name} on {fraction:.0%} of each user's interactions held out "
-          f"was best, {stop.best_score:.4f}, after {best} iteration(s) ({ran} of "
+    scored = "" if args.validation_users is None else \
+        f" (a sample of {counted(int((stop.validation.getnnz(axis=1) > 0).sum()), 'user')})"
+    print(f"early stopping: {name} on {fraction:.0%} of each user's interactions held out"
+          f"{scored} was best, {stop.best_score:.4f}, after {best} iteration(s) ({ran} of "
           f"{model.iterations}); training on all of them for {best}")
     return best
 
@@ -852,6 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "then train on everything for the best number")
     g.add_argument("--validation-fraction", type=float, default=0.1,
                    help="share of each user's interactions held out (default 0.1)")
+    g.add_argument("--validation-users", type=int, default=None, metavar="N",
+                   help="score a fixed random sample (--seed) of N of the users with held-out "
+                        "interactions after each iteration, not all of them: on large data "
+                        "an evaluation of every user can cost more than an iteration")
     g.add_argument("--metric", choices=VALIDATION_METRICS,
                    default=None, help="validation metric (default recall, or rmse with "
                                       "--feedback explicit)")

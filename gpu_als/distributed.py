@@ -40,10 +40,11 @@ NumPy runs unaligned arrays through slow buffered copies.
 The result is an ordinary fitted :class:`gpu_als.ALS` on its backend in this process (a
 GPU model where the driver has a GPU, else a CPU one), equal to the single-process fit to
 floating-point tolerance: the per-row solves are the same, only the Gram matrices are
-summed in another order. The model's ``show_progress``, ``callback``, ``calculate_training_loss`` and ``warm_start`` act as
-in :meth:`ALS.fit` (the driver always sums the loss from the workers' parts, which costs it
-little, to catch NaN factors after each iteration; the setting decides whether it is kept
-in ``loss_history_`` and passed to the callback).
+summed in another order. The model's ``show_progress``, ``callback``,
+``calculate_training_loss`` and ``warm_start`` act as in :meth:`ALS.fit` (the driver
+always sums the loss from the workers' parts, which costs it little, to catch NaN factors
+after each iteration; the setting decides whether it is kept in ``loss_history_`` and
+passed to the callback).
 """
 
 from __future__ import annotations

@@ -116,6 +116,35 @@ def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
     assert "--early-stopping does not combine with --init" in capsys.readouterr().err
 
 
+def test_early_stopping_can_score_a_sample_of_the_validation_users(csv_file, tmp_path,
+                                                                   capsys):
+    """--validation-users N: EarlyStopping(max_users=N, random_state=--seed) decides."""
+    from gpu_als import from_dataframe
+    from gpu_als.evaluation import EarlyStopping, train_test_split
+
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "m.npz"
+    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
+               "--backend", "cpu", "--seed", "5", "--early-stopping", "2", "--output",
+               str(out)]
+    assert main(["train", str(csv_file), *options, "--validation-users", "20"]) == 0
+    said = capsys.readouterr().out
+    R, _, _ = from_dataframe(pd.read_csv(csv_file))
+    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
+    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, validation, patience=2, max_users=20,
+                         random_state=5)
+    probe.fit(fit_part, callback=stop)
+    assert (stop.validation.getnnz(axis=1) > 0).sum() == 20 < \
+        (validation.getnnz(axis=1) > 0).sum()
+    assert f"recall@10 on 10% of each user's interactions held out (a sample of 20 users) " \
+           f"was best, {stop.best_score:.4f}, after {stop.best_iteration + 1} " in said
+    assert ALS.load(out, backend="cpu").iterations == stop.best_iteration + 1
+    assert main(["train", str(csv_file), *options, "--validation-users", "0"]) == 2
+    assert "--validation-users must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
     """A model without ids (as implicit's) is read with its row numbers as ids, as
     `recommend` reads it; a file whose ids are none of them is warned about."""
