@@ -91,7 +91,10 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
     are allowed, as in CuPy (which copies them to the device).
     """
 
-    __slots__ = ("_a", "__weakref__")
+    # weak references for the emulated runtime's address table (NumPy < 1.25's mixin has
+    # no __slots__, so its instances have them already)
+    __slots__ = ("_a",) + (() if hasattr(np.lib.mixins.NDArrayOperatorsMixin, "__weakref__")
+                           else ("__weakref__",))
 
     def __init__(self, array: np.ndarray):
         self._a = array

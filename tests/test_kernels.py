@@ -538,10 +538,15 @@ def test_gpu_tests_pass_with_the_emulation_standing_in():
                "checkerboard or same_seed or early_stopping"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.gpu_standin", "-p", "no:cacheprovider",
-         "-q", "-m", "gpu", "-k", f"not ({left_out})", *(str(ROOT / "tests" / f) for f in files)],
+         "-q", "-rs", "-m", "gpu", "-k", f"not ({left_out})",
+         *(str(ROOT / "tests" / f) for f in files)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) >= 100 and "skipped" not in summary, summary
+    assert passed and int(passed.group(1)) >= 100, summary
+    # nothing skipped, but what older releases lack (make test-oldest: SciPy 1.10)
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("this SciPy's sparse arrays have no 1-D rows" in line for line in skipped), \
+        skipped
