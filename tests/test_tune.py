@@ -195,6 +195,24 @@ def test_each_confidence_setting_goes_to_the_backend_once(R):
     assert backend.puts == 2 * 2 + 2
 
 
+def test_each_confidence_setting_trains_with_its_own_confidences(R):
+    """Trials that differ only in how values become confidences (each setting's weights
+    computed once and reused) score as fresh fits with their settings."""
+    grid = {"confidence": ["linear", "log"], "epsilon": [0.1, 10.0]}
+    base = {"iterations": 3, "backend": "cpu", "factors": 4, "alpha": 5.0}
+    result = tune(R, grid, metric="ndcg", halving=False, base_params=base, random_state=3,
+                  show_progress=False)
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    scores = {}
+    for trial in result.trials:
+        settings = {name: trial[name] for name in grid}
+        model = ALS(**base, **settings, random_state=3, show_progress=False).fit(fit_part)
+        assert trial["score"] == pytest.approx(
+            ranking_metrics(model, fit_part, validation, K=10)["ndcg"]), settings
+        scores[tuple(settings.values())] = trial["score"]
+    assert scores[("log", 0.1)] != scores[("log", 10.0)]  # epsilon mattered here
+
+
 def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R, tmp_path):
     """metric="rmse": each trial's score is the RMSE of a fresh fit's predicted ratings,
     the lowest wins, halving keeps the lowest, and the outputs list the lowest first."""
