@@ -1117,6 +1117,9 @@ class ALS:
         params["callback"] = None
         if not isinstance(params["random_state"], (int, np.integer)):
             params["random_state"] = None
+        # NumPy scalars (from a grid in an array, say) as the Python numbers JSON writes
+        params = {name: value.item() if isinstance(value, np.generic) else value
+                  for name, value in params.items()}
         X = self._backend.to_numpy(self.user_factors_)
         Y = self._backend.to_numpy(self.item_factors_)
         arrays: dict[str, Any] = {

@@ -33,6 +33,22 @@ def test_round_trip_is_bit_identical(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.recommend(2, R[2])[0], model.recommend(2, R[2])[0])
 
 
+def test_hyperparameters_given_as_numpy_scalars_are_saved_as_numbers(fitted, tmp_path):
+    """As from a grid held in an array: NumPy integers, floats and booleans (JSON knows
+    none of them) come back as the same Python values; the seed is kept."""
+    _, R = fitted
+    given = {"factors": np.int64(4), "iterations": np.int32(2), "alpha": np.float32(4.0),
+             "regularization": np.float64(0.05), "random_state": np.int64(7),
+             "calculate_training_loss": np.bool_(True)}
+    model = ALS(backend="cpu", show_progress=False, **given).fit(R)
+    loaded = ALS.load(model.save(tmp_path / "numpy.npz"), backend="cpu")
+    for name, value in given.items():
+        assert getattr(loaded, name) == value and type(getattr(loaded, name)) is \
+            type(value.item()), name
+    np.testing.assert_array_equal(ALS(**loaded.get_params()).fit(R).user_factors_,
+                                  model.user_factors_)  # the same seed
+
+
 def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypatch):
     """Written beside the target and moved over it: a failed save leaves the old model and
     no stray file; a path without .npz gets it, as np.savez does."""
@@ -216,9 +232,11 @@ def test_not_a_model(saved, tmp_path):
     np.testing.assert_array_equal(loaded.item_factors_, ALS.load(saved).item_factors_)
 
 
-def test_wrong_version(saved, tmp_path):
-    path = rewrite(saved, tmp_path / "v2.npz", version=np.array(2))
-    with pytest.raises(ValueError, match="format version 2; this gpu-als reads version 1"):
+@pytest.mark.parametrize("version", [0, 2])
+def test_wrong_version(saved, tmp_path, version):
+    path = rewrite(saved, tmp_path / "v.npz", version=np.array(version))
+    with pytest.raises(ValueError, match=f"format version {version}; this gpu-als reads "
+                                         f"version 1"):
         ALS.load(path)
 
 
