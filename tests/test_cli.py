@@ -406,11 +406,11 @@ def test_recommend_matches_the_model_and_folds_in_new_users(trained, tmp_path, c
     np.testing.assert_allclose(mine["score"], scores, rtol=1e-5)
     assert not set(mine["item"]) & {102, 103}
     # named users (in the order given, each once) with the file: the same rows for them
-    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--users", "new", "u3",
-                 "new", "--N", "4", "--backend", "cpu", "--output", str(out)]) == 0
+    assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--users", "u3", "new",
+                 "u3", "--N", "4", "--backend", "cpu", "--output", str(out)]) == 0
     named = read_ranking(out)
-    assert list(named.user) == ["new"] * 4 + ["u3"] * 4
-    np.testing.assert_array_equal(named.item[:4], items[ids])
+    assert list(named.user) == ["u3"] * 4 + ["new"] * 4
+    np.testing.assert_array_equal(named.item[4:], items[ids])
     # --keep-liked: the file's items may come back; a huge --N is the whole catalogue
     assert main(["recommend", str(path), str(tmp_path / "q.csv"), "--users", "u3", "--N",
                  str(10**12), "--keep-liked", "--backend", "cpu", "--output", str(out)]) == 0
@@ -428,16 +428,17 @@ def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
     answers for the new ids."""
     pd = pytest.importorskip("pandas")
     path, model = trained
-    pd.DataFrame({"user": ["u3", "new", "new", "new", "ghost"],
-                  "item": [100, 102, 103, 999, 999], "value": [1, 3, 1, 5, 2]}
+    # u5: known, its one row naming an item the model lacks (kept, not "new skipped")
+    pd.DataFrame({"user": ["u3", "new", "new", "new", "ghost", "u5"],
+                  "item": [100, 102, 103, 999, 999, 999], "value": [1, 3, 1, 5, 2, 4]}
                  ).to_csv(tmp_path / "today.csv", index=False)
     out = tmp_path / "more.npz"
     argv = ["fold-in", str(path), str(tmp_path / "today.csv"), "--backend", "cpu",
             "--output", str(out)]
     assert main(argv) == 0
     said = capsys.readouterr().out
-    assert ("today.csv: 1 new user added; 1 known kept as they were; 1 new skipped: no "
-            "interactions with the model's items ('ghost'); 2 rows naming items the model "
+    assert ("today.csv: 1 new user added; 2 known kept as they were; 1 new skipped: no "
+            "interactions with the model's items ('ghost'); 3 rows naming items the model "
             "lacks left out") in said
     assert f"the model now has {len(model.user_ids_) + 1} users" in said
     assert f"saved to {out} (load with" in said
@@ -462,7 +463,7 @@ def test_fold_in_adds_new_users_and_keeps_the_rest(trained, tmp_path, capsys):
     # nothing new: a one-line error, no model written
     assert main(["fold-in", str(out), str(tmp_path / "today.csv"), "--backend", "cpu",
                  "--output", str(tmp_path / "none.npz")]) == 2
-    assert ("today.csv to fold in: 2 users already in the model "
+    assert ("today.csv to fold in: 3 users already in the model "
             "(--update-known solves them again), 1 new without interactions with its items"
             in capsys.readouterr().err)
     assert not (tmp_path / "none.npz").exists()
