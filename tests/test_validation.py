@@ -370,6 +370,7 @@ def _variants(rng):
     yield "canonical", R
     yield "csr_array", sp.csr_array(R)
     yield "float32", R.astype(np.float32)
+    yield "float32 csr_array", sp.csr_array(R.astype(np.float32))
     yield "int values", R.astype(np.int64)
     yield "int64 indices", sp.csr_matrix((R.data, R.indices.astype(np.int64),
                                           R.indptr.astype(np.int64)), shape=R.shape)
@@ -397,6 +398,7 @@ def _variants(rng):
     yield "indptr falls, 2 rows", two
     yield "extra capacity", raw([1, 2, 3, 4], [1, 2, 3, 4], [0, 1, 3, 3, 3, 3, 3])
     yield "indptr too short", raw([1], [1], [0, 1])
+    yield "indptr starts above 0", raw([1, 2, 3], [1, 2, 3], [1, 2, 3, 3, 3, 3, 3])
 
 
 @pytest.mark.parametrize("copy", [True, False])
@@ -414,7 +416,8 @@ def test_checked_rows_equal_scipys_canonical_form(copy, monkeypatch):
         return answered[-1]
 
     original = data._shared_canonical_csr
-    canonical = ("canonical", "csr_array", "float32", "int values", "int64 indices",
+    canonical = ("canonical", "csr_array", "float32", "float32 csr_array", "int values",
+                 "int64 indices",
                  "one row", "empty rows", "one column, 3 rows")
     for seed in range(3):
         for kind, matrix in _variants(np.random.default_rng(seed)):
