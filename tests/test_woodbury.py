@@ -34,6 +34,33 @@ def test_length_classes():
     assert gpu._length_classes(64) == [8, 16, 32, 64]
 
 
+def test_rows_past_the_split_length_are_cut_into_whole_segments():
+    """split_length 10, segment_length 4: a row of up to 10 entries is solved by one block
+    (Woodbury's k / 2 = 20 notwithstanding at k = 40; at k = 8 the fused kernel from 5
+    entries on), a longer one takes the two-kernel path in ceil(n / 4) segments that
+    cover its entries once."""
+    backend = emulated_backend(split_length=10, segment_length=4)
+    lengths = [10, 11, 12, 16, 3, 5]
+    R = rows_of_lengths(lengths, 60)
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit"))
+    for k, short, fused in ((40, {0, 4, 5}, set()), (8, {4}, {0, 5})):
+        plan = backend._plan(rows, k, np.dtype(np.float64))
+        assert {int(r) for _, members in plan.short for r in backend.to_numpy(members)} == \
+            short, k
+        assert set(backend.to_numpy(plan.fused_rows).tolist()) == fused, k
+        chunks = [{name: backend.to_numpy(getattr(chunk, name)) for name in (
+            "slot_rows", "segment_slot", "segment_start", "segment_end")}
+            for chunk in plan.chunks]
+        assert [r for c in chunks for r in c["slot_rows"]] == [3, 2, 1], k  # longest first
+        for c in chunks:
+            for slot, row in enumerate(c["slot_rows"]):
+                mine = c["segment_slot"] == slot
+                starts, ends = c["segment_start"][mine], c["segment_end"][mine]
+                assert mine.sum() == -(-lengths[row] // 4), (k, row)
+                assert starts[0] == R.indptr[row] and ends[-1] == R.indptr[row + 1]
+                assert (starts[1:] == ends[:-1]).all() and (ends > starts).all()
+
+
 def test_short_rows_are_scheduled_by_length_class():
     """k = 40: rows of 1..20 entries take woodbury_solve in the classes <= 8, <= 16, <= 20
     (longest first in each); 21 and more the fused kernel; empty rows the fused kernel."""
