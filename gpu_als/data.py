@@ -424,7 +424,8 @@ def from_dataframe(
     else:
         values = _column(df, value_col)
         if values.dtype.kind not in "biuf":
-            raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected numbers")
+            raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected "
+                            f"numbers{_first_non_number(values)}")
         bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
         if len(bad):
             raise ValueError(f"column {value_col!r} holds {len(bad)} missing, NaN or infinite "
@@ -436,6 +437,16 @@ def from_dataframe(
     )
     check = check_user_items_allow_empty if drop_unknown else check_user_items
     return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
+
+
+def _first_non_number(values: np.ndarray) -> str:
+    """`` (row 3 holds '1,5')``: the first value that is not a number, if any."""
+    for row, value in enumerate(values):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f" (row {row} holds {value!r})"
+    return ""
 
 
 def id_positions(known_ids: Any, ids: Any) -> np.ndarray:

@@ -710,8 +710,9 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [float("nan"), 2.0]}))
     with pytest.raises(ValueError, match=r"'value' holds 1 missing, NaN .* first in row 1"):
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": [1.0, None]}))
-    with pytest.raises(TypeError, match="column 'value' has dtype object"):
-        from_dataframe(pl.DataFrame({"user": [1], "item": [1], "value": ["x"]}))
+    with pytest.raises(TypeError, match="column 'value' has dtype object: expected numbers "
+                                        r"\(row 1 holds '1,5'\)"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": ["2", "1,5"]}))
 
 
 def test_id_lookups_by_hashing_equal_numpys(monkeypatch):
