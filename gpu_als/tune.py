@@ -234,8 +234,7 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
     known = set(ALS._param_names())
     for name in (*param_grid, *base):
         if name not in known:
-            raise ValueError(f"{name!r} is not a hyperparameter of ALS; valid: "
-                             f"{', '.join(sorted(known))}")
+            raise ValueError(ALS._unknown_parameter(name))
     configurations = _grid(param_grid)
     if n_samples is None:
         return configurations

@@ -121,7 +121,7 @@ def test_the_default_iterations_are_20(R):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"metric": "auc"}, "metric='auc': expected one of"),
-    ({"param_grid": {"factor": [2]}}, "'factor' is not a hyperparameter of ALS"),
+    ({"param_grid": {"factor": [2]}}, r"unknown parameter 'factor' \(did you mean 'factors'\?\)"),
     ({"param_grid": {"factors": []}}, r"param_grid\['factors'\] must be a non-empty list"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
     ({"K": 0}, "K=0: must be >= 1"),
