@@ -272,17 +272,17 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     home = get_backend_or_cpu(model.backend, f"the distributed {model.backend} model")
     X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
-    cluster = _ClusterBlocks(client, {"user": _split(users, n_workers * blocks_per_worker),
-                                      "item": _split(items, n_workers * blocks_per_worker)},
-                             params, max_retries)
+    sides = {"user": _split(users, n_workers * blocks_per_worker),
+             "item": _split(items, n_workers * blocks_per_worker)}
     send_current = p["solver"] == "cg"  # CG starts from the current factors
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
-    start = time.perf_counter()
     stopped = False
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
-    with model._restored_on_failure(), progress, contextlib.closing(cluster):
+    with model._restored_on_failure(), progress, \
+            contextlib.closing(_ClusterBlocks(client, sides, params, max_retries)) as cluster:
+        start = time.perf_counter()  # the blocks placed
         for iteration in progress:
             X, XtX, _ = cluster.half_step("user", Y, YtY if implicit else None, X)
             Y, YtY, stored = cluster.half_step("item", X, XtX if implicit else None, Y)
