@@ -1,12 +1,13 @@
 """`make gpu-check`: the one command to run on a GPU machine.
 
-Runs the GPU tests (pytest -m gpu) and the benchmark's quick profile (ml20m-like at factors
-64 and 128 on the GPU, against implicit's GPU ALS when its wheels are installed, see
-benchmarks/fetch_gpu_wheels.sh; MovieLens 100K on every implementation), and writes
-benchmarks/results/gpu-check-<device>-<commit>.json with the test counts and one row per
-fit, rewritten after each fit and copied into $OUT when that is set (the device tool
-brings back only what is written there, also when the command runs out of time). Needs
-python3 with cupy, numpy, scipy and pytest; run from the repository root with PYTHONPATH=.
+Runs the GPU tests (pytest -m gpu) and the benchmark's quick profile (ml20m-like at
+factors 64 and 128 on the GPU, against implicit's GPU ALS when its wheels are installed,
+see benchmarks/fetch_gpu_wheels.sh; MovieLens 100K on every implementation), and writes
+benchmarks/results/gpu-check-<device>-<commit>.json with the test counts (and the end of
+each failed test's traceback) and one row per fit, rewritten after each fit and copied
+into $OUT when that is set (the device tool brings back only what is written there, also
+when the command runs out of time). Needs python3 with cupy, numpy, scipy and pytest; run
+from the repository root with PYTHONPATH=.
 
     PYTHONPATH=. python3 benchmarks/gpu_check.py --commit abc1234
 """
@@ -63,6 +64,7 @@ def run_tests(timeout: int) -> dict:
     print(stdout[-4000:], stderr[-2000:], sep="\n", flush=True)
     if exit_code is not None and report.exists():
         counts = counts_from_junit(report)
+        counts["failure_details"] = failure_details(report)
     else:
         counts = counts_from_progress(stdout)
     counts["failures"] = [line for line in stdout.splitlines()
@@ -81,6 +83,20 @@ def counts_from_junit(report: Path) -> dict:
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     skipped = int(suite.get("skipped", 0))
     return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
+
+
+def failure_details(report: Path, most: int = 20, chars: int = 3000) -> list[dict]:
+    """The first ``most`` failed tests of a JUnit report, each with the end of its
+    traceback (``chars`` characters): what a fix needs once the GPU machine is gone."""
+    details = []
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        for outcome in ("failure", "error"):
+            found = case.find(outcome)
+            if found is not None:
+                text = found.text or found.get("message", "")
+                details.append({"test": f"{case.get('classname')}::{case.get('name')}",
+                                "outcome": outcome, "text": text[-chars:]})
+    return details[:most]
 
 
 def counts_from_progress(stdout: str) -> dict:

@@ -386,6 +386,28 @@ def test_gpu_check_counts_the_tests_from_the_report_or_from_the_progress(tmp_pat
                                                   "timed_out": True}
 
 
+def test_gpu_check_keeps_the_failures_tracebacks(tmp_path):
+    """Each failed test's traceback (its end) goes into the result, for fixing it after
+    the GPU machine has gone back; passed and skipped tests add nothing."""
+    gpu_check = benchmark_script("gpu_check")
+    report = tmp_path / "report.xml"
+    report.write_text(
+        '<testsuites><testsuite tests="4" failures="1" errors="1" skipped="1">'
+        '<testcase classname="tests.test_gpu" name="test_ok"/>'
+        '<testcase classname="tests.test_gpu" name="test_skip"><skipped message="no"/>'
+        '</testcase>'
+        '<testcase classname="tests.test_solver" name="test_a[gpu]"><failure message="m">'
+        + "x" * 5000 + 'assert 1 == 2</failure></testcase>'
+        '<testcase classname="tests.test_cli" name="test_b"><error message="fixture">'
+        'E   RuntimeError: boom</error></testcase></testsuite></testsuites>')
+    details = gpu_check.failure_details(report)
+    assert [(d["test"], d["outcome"]) for d in details] == [
+        ("tests.test_solver::test_a[gpu]", "failure"), ("tests.test_cli::test_b", "error")]
+    assert len(details[0]["text"]) == 3000 and details[0]["text"].endswith("assert 1 == 2")
+    assert details[1]["text"] == "E   RuntimeError: boom"
+    assert gpu_check.failure_details(report, most=1) == details[:1]
+
+
 @pytest.mark.parametrize("failed_tests, row_error, status", [
     (0, False, 0), (1, False, 1), (0, True, 1)])
 def test_gpu_check_fails_on_a_failed_test_or_fit_and_writes_out_either_way(
