@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -49,13 +50,16 @@ def test_files() -> list[str]:
 def run_tests(timeout: int) -> dict:
     """pytest -m gpu: the counts, the failures' one-line summaries, and whether it ran out of
     time (then the counts are those of the tests that had finished)."""
-    report = Path(tempfile.mkdtemp()) / "gpu-tests.xml"
+    folder = Path(tempfile.mkdtemp())
+    report, failure_log = folder / "gpu-tests.xml", folder / "failures.jsonl"
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p",
-               "no:cacheprovider", f"--junitxml={report}", *test_files()]
+               "no:cacheprovider", "-p", "tests.failure_log", f"--junitxml={report}",
+               *test_files()]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout,
+                              env={**os.environ, "GPU_ALS_FAILURE_LOG": str(failure_log)})
         stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
         stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) \
@@ -64,9 +68,9 @@ def run_tests(timeout: int) -> dict:
     print(stdout[-4000:], stderr[-2000:], sep="\n", flush=True)
     if exit_code is not None and report.exists():
         counts = counts_from_junit(report)
-        counts["failure_details"] = failure_details(report)
     else:
         counts = counts_from_progress(stdout)
+    counts["failure_details"] = failure_details(failure_log)
     counts["failures"] = [line for line in stdout.splitlines()
                           if line.startswith(("FAILED ", "ERROR "))]
     counts["seconds"] = round(time.perf_counter() - started, 1)
@@ -85,18 +89,14 @@ def counts_from_junit(report: Path) -> dict:
     return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
 
 
-def failure_details(report: Path, most: int = 20, chars: int = 3000) -> list[dict]:
-    """The first ``most`` failed tests of a JUnit report, each with the end of its
-    traceback (``chars`` characters): what a fix needs once the GPU machine is gone."""
-    details = []
-    for case in ElementTree.parse(report).getroot().iter("testcase"):
-        for outcome in ("failure", "error"):
-            found = case.find(outcome)
-            if found is not None:
-                text = found.text or found.get("message", "")
-                details.append({"test": f"{case.get('classname')}::{case.get('name')}",
-                                "outcome": outcome, "text": text[-chars:]})
-    return details[:most]
+def failure_details(log: Path, most: int = 20) -> list[dict]:
+    """The first ``most`` failures that tests/failure_log.py wrote to ``log`` as they
+    happened (``test``, ``outcome``, the end of the traceback): what a fix needs once the
+    GPU machine is gone, also after a run that ran out of time."""
+    if not log.exists():
+        return []
+    with open(log) as lines:
+        return [json.loads(line) for line in itertools.islice(lines, most)]
 
 
 def counts_from_progress(stdout: str) -> dict:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from .conftest import emulated_backend, random_interactions, skip_or_fail
 
 TINY = benchmark.Dataset("tiny", 300, 120, 4_000, iterations=4)
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def benchmark_script(name: str):
@@ -281,6 +283,7 @@ def test_implicit_gpu_is_checked_after_the_cuda_libraries_load():
     pytest.importorskip("implicit")
     code = """
 import sys
+import textwrap
 from gpu_als import benchmark
 from gpu_als.backends import gpu
 print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-cpu-cholesky"]))
@@ -386,26 +389,44 @@ def test_gpu_check_counts_the_tests_from_the_report_or_from_the_progress(tmp_pat
                                                   "timed_out": True}
 
 
-def test_gpu_check_keeps_the_failures_tracebacks(tmp_path):
-    """Each failed test's traceback (its end) goes into the result, for fixing it after
-    the GPU machine has gone back; passed and skipped tests add nothing."""
+def test_gpu_check_keeps_the_failures_tracebacks_as_they_happen(tmp_path):
+    """tests/failure_log.py writes each failure (the end of its traceback) when it
+    happens, so that a run stopped by its time limit still says why; gpu-check puts the
+    first ones in its result. Passed and skipped tests add nothing."""
     gpu_check = benchmark_script("gpu_check")
-    report = tmp_path / "report.xml"
-    report.write_text(
-        '<testsuites><testsuite tests="4" failures="1" errors="1" skipped="1">'
-        '<testcase classname="tests.test_gpu" name="test_ok"/>'
-        '<testcase classname="tests.test_gpu" name="test_skip"><skipped message="no"/>'
-        '</testcase>'
-        '<testcase classname="tests.test_solver" name="test_a[gpu]"><failure message="m">'
-        + "x" * 5000 + 'assert 1 == 2</failure></testcase>'
-        '<testcase classname="tests.test_cli" name="test_b"><error message="fixture">'
-        'E   RuntimeError: boom</error></testcase></testsuite></testsuites>')
-    details = gpu_check.failure_details(report)
-    assert [(d["test"], d["outcome"]) for d in details] == [
-        ("tests.test_solver::test_a[gpu]", "failure"), ("tests.test_cli::test_b", "error")]
-    assert len(details[0]["text"]) == 3000 and details[0]["text"].endswith("assert 1 == 2")
-    assert details[1]["text"] == "E   RuntimeError: boom"
-    assert gpu_check.failure_details(report, most=1) == details[:1]
+    (tmp_path / "test_some.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("boom")
+
+        def test_ok():
+            pass
+
+        def test_skip():
+            pytest.skip("no")
+
+        def test_fails():
+            assert 1 == 2, "x" * 5000
+
+        def test_errors(broken):
+            pass
+    """))
+    log = tmp_path / "failures.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "tests.failure_log", str(tmp_path / "test_some.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GPU_ALS_FAILURE_LOG": str(log)})
+    assert done.returncode == 1, done.stdout[-2000:]
+    details = gpu_check.failure_details(log)
+    assert [(d["test"].split("::")[1], d["outcome"]) for d in details] == [
+        ("test_fails", "failure"), ("test_errors", "error")]
+    assert len(details[0]["text"]) == 3000 and "assert 1 == 2" in details[0]["text"]
+    assert "RuntimeError: boom" in details[1]["text"]
+    assert gpu_check.failure_details(log, most=1) == details[:1]
+    assert gpu_check.failure_details(tmp_path / "none.jsonl") == []
 
 
 @pytest.mark.parametrize("failed_tests, row_error, status", [
