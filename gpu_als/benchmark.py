@@ -576,8 +576,10 @@ def _run_subprocess(spec: dict, timeout: float) -> dict:
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return {**failed, "error": f"exit code {done.returncode}: {' | '.join(tail)}"}
+    output = (done.stderr or done.stdout).strip()
+    tail = output.splitlines()[-3:]
+    return {**failed, "error": f"exit code {done.returncode}: {' | '.join(tail)}",
+            "output_tail": output[-3000:]}  # the traceback, to fix it from the result
 
 
 def compare(rows: list[dict]) -> list[dict]:

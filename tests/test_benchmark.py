@@ -187,6 +187,8 @@ def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
     row = benchmark._run_subprocess(spec(str(tmp_path / "missing.npz")), timeout=120)
     assert "error" in row and "missing.npz" in row["error"]
     assert row["dataset"] == "tiny" and row["factors"] == 8
+    # the traceback too, where the error line alone would not say where it came from
+    assert row["output_tail"].startswith("Traceback") and "run_one" in row["output_tail"]
 
 
 def test_compare_and_plot(tmp_path):
