@@ -1,5 +1,6 @@
 """Bad input gets a clear error that names the problem; never a crash or a silent NaN."""
 
+import re
 import sys
 import warnings
 
@@ -246,6 +247,45 @@ def test_unfitted_model_says_call_fit(method, args, tmp_path, monkeypatch):
 def test_gpu_backend_without_gpu_says_why(R):
     with pytest.raises(BackendUnavailableError, match=r"backend='gpu' cannot run: .*backend='cpu'"):
         fit(R, backend="gpu")
+
+
+def test_what_keeps_the_gpu_backend_from_running_is_named(monkeypatch, R, caplog):
+    """gpu.unavailable_reason against a stand-in ``cupy`` module in each state: no
+    device, a broken driver, no NVRTC (CuPy loads it only to compile the first kernel,
+    too late for backend="auto" to choose the CPU), or ready."""
+    import types
+
+    def fake_cupy(devices=1, nvrtc_error=None, driver_error=None):
+        def count():
+            if driver_error:
+                raise driver_error
+            return devices
+
+        def nvrtc_version():
+            if nvrtc_error:
+                raise nvrtc_error
+            return (12, 8)
+
+        cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count),
+                                     nvrtc=types.SimpleNamespace(getVersion=nvrtc_version))
+        return types.SimpleNamespace(cuda=cuda)
+
+    for module, reason in [
+            (fake_cupy(devices=0), "CuPy found no CUDA device"),
+            (fake_cupy(driver_error=RuntimeError("driver too old")),
+             r"CuPy found no usable CUDA device \(driver too old\)"),
+            (fake_cupy(nvrtc_error=OSError('Failure finding "libnvrtc.so.12"')),
+             r'CuPy cannot load NVRTC, which compiles the kernels \(Failure finding '
+             r'"libnvrtc.so.12"\); install gpu-als\[gpu\] .* which bring it')]:
+        monkeypatch.setitem(sys.modules, "cupy", module)
+        assert re.fullmatch(reason, gpu.unavailable_reason()), reason
+        with pytest.raises(BackendUnavailableError, match="backend='gpu' cannot run: " +
+                           reason):
+            fit(R, backend="gpu")
+        with caplog.at_level("INFO", logger="gpu_als"):
+            assert fit(R, backend="auto").backend_ == "cpu"
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    assert gpu.unavailable_reason() is None
 
 
 def test_auto_backend_logs_its_choice(R, caplog):

@@ -77,6 +77,11 @@ def unavailable_reason() -> str | None:
         return f"CuPy found no usable CUDA device ({exc})"
     if count == 0:
         return "CuPy found no CUDA device"
+    try:  # NVRTC compiles the kernels; CuPy loads it at first use, where it would fail
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as exc:
+        return (f"CuPy cannot load NVRTC, which compiles the kernels ({exc}); "
+                f"{INSTALL_HINT}, which bring it")
     return None
 
 
