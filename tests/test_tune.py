@@ -81,6 +81,9 @@ def test_deterministic_and_random_sampling(R):
     a, b = run(R, n_samples=4), run(R, n_samples=4)
     assert [t["score"] for t in a.trials] == [t["score"] for t in b.trials]
     assert len(a.trials) == 4
+    grid = [tuple(t[name] for name in GRID) for t in run(R, halving=False).trials]
+    sampled = [tuple(t[name] for name in GRID) for t in a.trials]
+    assert sorted(sampled, key=grid.index) == sampled  # in the grid's order
     np.testing.assert_array_equal(a.model.item_factors_, b.model.item_factors_)
 
 
@@ -173,6 +176,18 @@ def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, mo
         assert all(s > 0 for s in seconds) and sum(seconds) < wall
     one = run(R, n_samples=1)
     assert len(one.trials) == 1 and one.trials[0]["finished"]
+
+
+def test_a_trials_seconds_add_up_over_its_rungs(R, monkeypatch):
+    """Each rung's training time is added to the trial's (here a clock that ticks 0.5 s
+    per reading: 0.5 s per rung)."""
+    from gpu_als import tune as tune_module
+
+    ticks = iter(np.arange(0, 1000, 0.5))
+    monkeypatch.setattr(tune_module, "time", type("Clock", (), {
+        "perf_counter": staticmethod(lambda: float(next(ticks)))}))
+    result = run(R, halving=True, min_iterations=2)  # rungs of 2 and 6 iterations
+    assert {(t["iterations"], t["seconds"]) for t in result.trials} == {(2, 0.5), (6, 1.0)}
 
 
 def test_each_confidence_setting_goes_to_the_backend_once(R):
