@@ -90,18 +90,25 @@ def test_woodbury_equals_the_fused_kernel(gpu_backend, k, feedback, dtype):
     assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), dtype)
 
 
-def test_zero_regularization_leaves_short_rows_to_the_fused_kernel():
-    """Implicit with lambda = 0: F^T F alone need not be invertible (here 3 item rows for
-    k = 6), so there is nothing to whiten with; the fused kernel solves the short rows,
-    whose own entries make their systems definite."""
+def test_zero_regularization_is_whitened_like_any_other():
+    """Implicit with lambda = 0: a row's system A = F^T C_u F (C_u >= I) has F's rank, so
+    it is definite exactly when the whitening base F^T F is. Full rank (8 item rows, k =
+    6): the short rows' solutions are the reference's; rank 3 (3 item rows): every row is
+    singular, and both GPU paths give NaN (the fit then stops), never finite values."""
     k = 6
-    R = rows_of_lengths([1, 2, 3], 3)
-    F = np.random.default_rng(1).random((3, k))
     backend = emulated_backend()
-    got = run_solve(backend, R, F, 0.0, "implicit", np.float64, alpha=5.0)
-    want = run_solve(backend.with_options(woodbury=False), R, F, 0.0, "implicit",
-                     np.float64, alpha=5.0)
-    np.testing.assert_array_equal(got, want)
+    for n_items, singular in ((8, False), (3, True)):
+        R = rows_of_lengths([1, 2, 3], n_items)
+        F = np.random.default_rng(1).random((n_items, k))
+        for path in (backend, backend.with_options(woodbury=False)):
+            assert bool(path._plan(path.put(weighted_rows(
+                check_user_items(R, np.float64), feedback="implicit")), k,
+                np.dtype(np.float64)).short) == path.woodbury
+            got = run_solve(path, R, F, 0.0, "implicit", np.float64, alpha=5.0)
+            if singular:
+                assert np.isnan(got).all(), path
+            else:
+                assert_close(got, solve_rows_loop(R, F, 0.0, alpha=5.0), np.float64)
 
 
 def test_a_base_that_is_not_positive_definite_gives_nan_not_a_wrong_answer(monkeypatch):
@@ -137,8 +144,7 @@ def test_shared_memory_bounds_the_longest_short_row():
 def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
     """k = 24 in float64 on a device with 4 KiB of shared memory: no fused kernel, so long
     rows take the two-kernel path while rows of up to 11 entries still take woodbury_solve
-    (no k x k system in global memory for them); with implicit feedback and lambda = 0 the
-    short rows join the two-kernel path."""
+    (no k x k system in global memory for them), lambda = 0 too."""
     from gpu_als.backends.gpu import GPUBackend
 
     from . import emulation
@@ -150,8 +156,9 @@ def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
     R = rows_of_lengths([0, 1, 5, 11, 12, 30, 3], 60, seed=3)
     rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
     plan = backend._plan(rows, k, np.dtype(np.float64))
-    assert len(plan.fused_rows) == 0 and plan.short_chunks is not None
-    assert sorted(plan.short_rows) == [1, 2, 3, 6]
+    assert len(plan.fused_rows) == 0
+    assert sorted(int(r) for _, members in plan.short for r in backend.to_numpy(members)) \
+        == [1, 2, 3, 6]
     F = np.random.default_rng(4).standard_normal((60, k)) * 0.3
     conf = {"alpha": 3.0} if feedback == "implicit" else {}
     for regularization in (0.1, 0.0) if feedback == "implicit" else (0.1,):

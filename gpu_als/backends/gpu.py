@@ -221,8 +221,6 @@ class _Plan:
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
     short: list[tuple[int, Any]]  # (max_length, rows) per woodbury_solve launch
-    short_rows: Any  # every row of `short`, for fused_solve when woodbury cannot run ...
-    short_chunks: list[_Chunk] | None  # ... or these chunks when the fused kernel cannot
 
 
 def fused_stride(k: int) -> int:
@@ -407,7 +405,6 @@ class GPUBackend(Backend):
             if len(members):
                 short.append((bound, longest_first(members)))
             lower = bound
-        short_rows = np.concatenate([m for _, m in short]) if short else np.empty(0, np.int64)
         if fused:
             in_fused = (lengths <= self.split_length) & ~is_short
             fused_rows = longest_first(np.flatnonzero(in_fused))
@@ -421,10 +418,7 @@ class GPUBackend(Backend):
         plan = _Plan(self.asarray(all_rows, np.int64), self.asarray(fused_rows, np.int64),
                      self._chunks(longest_first(split_rows), lengths, starts, k, dtype),
                      self.asarray(zero_rows, np.int64),
-                     [(bound, self.asarray(members, np.int64)) for bound, members in short],
-                     self.asarray(short_rows, np.int64),
-                     None if fused or not short else
-                     self._chunks(short_rows, lengths, starts, k, dtype))
+                     [(bound, self.asarray(members, np.int64)) for bound, members in short])
         self._plans[key] = (weakref.ref(rows), plan)
         return plan
 
@@ -475,13 +469,9 @@ class GPUBackend(Backend):
                     self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
                 return out
             fused_rows, chunks = plan.fused_rows, plan.chunks
-            if plan.short and implicit and regularization == 0:
-                # No whitening: F^T F alone may be singular. The other paths solve them.
-                if plan.short_chunks is None:
-                    fused_rows = xp.concatenate([fused_rows, plan.short_rows])
-                else:
-                    chunks = chunks + plan.short_chunks
-            elif plan.short:
+            # With lambda = 0 too: a row's A = F^T C_u F has F's rank, so it is definite
+            # exactly when the whitening base F^T F is.
+            if plan.short:
                 with self._phase("woodbury"):
                     self._solve_short(rows, F, base if implicit else None, diag_scale, out,
                                       plan, index_dtype)
