@@ -720,6 +720,7 @@ class ALS:
         p = self._check_params()
         backend = self._backend
         n = R.shape[0]
+        _check_definite(p, fixed.shape[0], "fixed-side rows", fixed.shape[1])
         rows = backend.put(data.weighted_rows(
             R, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"],
@@ -729,6 +730,11 @@ class ALS:
             if p["feedback"] == "implicit" else None
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
                            feedback=p["feedback"], out=out)
+        if not backend.all_finite(out):  # a GPU's Cholesky says so by NaN, not by raising
+            raise ValueError(
+                f"regularization={p['regularization']}: the rows' systems are not positive "
+                f"definite (fixed factors of rank below factors={fixed.shape[1]}?); use "
+                f"regularization > 0")
         return out
 
     def recommend(
@@ -1404,6 +1410,17 @@ def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:
             _checked_ids(ids[1], shape[1], "item_ids"))
 
 
+def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -> None:
+    """Implicit feedback with regularization 0: each row's system F^T C_u F (C_u >= I) has
+    the rank of the fixed factors F, so with fewer fixed rows than factors every system is
+    singular. Refused before any work, alike on every backend."""
+    if p["feedback"] == "implicit" and p["regularization"] == 0 and n_fixed < factors:
+        raise ValueError(
+            f"regularization=0 with factors={factors} and {n_fixed} {fixed}: Y^T Y, and with "
+            f"it every user's and item's system, is singular; use regularization > 0 or "
+            f"factors <= {n_fixed}")
+
+
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
     """Refuse a fit that cannot fit in host memory before allocating any of it: the row
     pointers of both orientations and the factors of every user and item (drawn on the
@@ -1436,6 +1453,8 @@ class _Training:
             _check_fit_memory(user_items.shape, p)
         prepared = user_items if isinstance(user_items, data.Prepared) \
             else data.Prepared(user_items, p["dtype"])
+        n_fixed, fixed = min(zip(prepared.shape, ("users", "items")))
+        _check_definite(p, n_fixed, fixed, p["factors"])
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend

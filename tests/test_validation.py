@@ -170,20 +170,6 @@ def test_failed_fit_leaves_no_model(R):
         model.recommend(0, R[0])
 
 
-def test_singular_implicit_system_is_reported():
-    """regularization=0 with more factors than items: Y^T Y is singular."""
-    R = random_interactions(10, 3, 0.6, seed=2)
-    with pytest.raises(ValueError, match=r"regularization=0.0: Y\^T Y \+ regularization \* I "
-                                         r"is singular"):
-        fit(R, factors=8, regularization=0.0)
-    model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((3, 8)),
-                             regularization=0.0, backend="cpu")
-    for users in ([0], np.arange(10)):  # a fold-in of one row, and of many
-        with pytest.raises(ValueError, match=r"Y\^T Y \+ regularization \* I is singular "
-                                             r"\(factors=8 with 3 fixed-side rows\)"):
-            model.recalculate_user(users, R[users])
-
-
 def test_a_row_system_that_does_not_factorize_is_reported(monkeypatch):
     """Rounding alone could make a regularized system fail to factorize: an error naming
     the row, not SciPy's LinAlgError (here forced: the factorization always fails)."""
@@ -247,6 +233,34 @@ def test_unfitted_model_says_call_fit(method, args, tmp_path, monkeypatch):
 def test_gpu_backend_without_gpu_says_why(R):
     with pytest.raises(BackendUnavailableError, match=r"backend='gpu' cannot run: .*backend='cpu'"):
         fit(R, backend="gpu")
+
+
+def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(backend):
+    """Implicit, lambda = 0: each row's system has the fixed factors' rank. Fewer items
+    (or users) than factors: refused before training or solving, alike everywhere;
+    factors of lower rank (found by solving): a ValueError too, where the GPU's Cholesky
+    gives NaN, and a partial fit leaves the model as it was."""
+    R = random_interactions(12, 3, 0.6, seed=1)
+    with pytest.raises(ValueError, match="regularization=0 with factors=6 and 3 items: "
+                                         "Y\\^T Y, .* is singular; use regularization > 0 "
+                                         "or factors <= 3"):
+        fit(R, factors=6, regularization=0.0, backend=backend)
+    X = np.random.default_rng(0).random((4, 6))
+    Y = np.random.default_rng(1).random((8, 6))
+    row = sp.csr_matrix(np.array([[1.0, 0, 2.0, 0, 0, 0, 0, 0]]))
+    few = ALS.from_factors(X, Y[:3], regularization=0.0, backend=backend)
+    for users in ([0], np.arange(4)):  # a fold-in of one row, and of many
+        with pytest.raises(ValueError, match="factors=6 and 3 fixed-side rows"):
+            few.recalculate_user(users, R[users])
+    Y[:, 5] = Y[:, 4]  # rank 5 < 6
+    model = ALS.from_factors(X, Y, regularization=0.0, backend=backend)
+    for call in (lambda: model.recalculate_user(0, row),
+                 lambda: model.recommend(0, row, recalculate_user=True),
+                 lambda: model.partial_fit_users([4], row)):
+        with pytest.raises(ValueError, match="singular|not positive definite"):
+            call()
+    assert model.to_cpu().user_factors_.shape == (4, 6)
+    np.testing.assert_array_equal(model.to_cpu().user_factors_, X.astype(np.float32))
 
 
 def test_what_keeps_the_gpu_backend_from_running_is_named(monkeypatch, R, caplog):
