@@ -84,17 +84,18 @@ def test_the_filled_triangle_is_the_one_cusolver_reads(monkeypatch):
 
 @pytest.mark.parametrize("path", ["cusolver", "fused", "two-kernel"])
 def test_a_system_that_is_not_positive_definite_gives_nan(path):
-    """Zero regularization and identical fixed factors leave every A of rank one: the
-    factorization fails at the second column, and the row becomes NaN, which the model's
-    finiteness check turns into an error, where the solves alone would return finite
-    garbage. cuSOLVER's info flags it; the kernels' Cholesky (fused, and cholesky.cu
-    after gram.cu: split_length 0 sends every row there) flags a pivot that is not
-    positive."""
+    """Zero regularization and fixed factors with a zero column leave every A singular
+    with an exactly zero pivot (whatever the rounding): the factorization fails at that
+    column, and the row becomes NaN, which the model's finiteness check turns into an
+    error, where the solves alone would return finite garbage. cuSOLVER's info flags it;
+    the kernels' Cholesky (fused, and cholesky.cu after gram.cu: split_length 0 sends
+    every row there) flags a pivot that is not positive."""
     backend = emulated_cusolver() if path == "cusolver" else \
         emulated_backend(split_length=0 if path == "two-kernel" else EMULATED_SPLIT_LENGTH)
     R = edge_case_matrix(4, negative=False)
-    got = run_solve(backend, R, np.full((R.shape[1], 4), 0.5), 0.0, "implicit",
-                    np.float64, alpha=1.0)
+    F = np.random.default_rng(5).random((R.shape[1], 4))
+    F[:, 2] = 0
+    got = run_solve(backend, R, F, 0.0, "implicit", np.float64, alpha=1.0)
     lengths = np.diff(R.indptr)
     assert np.isnan(got[lengths > 0]).all() and not got[lengths == 0].any()
 
