@@ -132,6 +132,18 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
         from_implicit(tmp_path / "ours.npz")
 
 
+def test_a_file_of_factors_alone_takes_implicits_defaults(tmp_path):
+    """What implicit 0.7's ALS defaults to where its file leaves a setting out: CG with 3
+    steps, 15 iterations, regularization 0.01, alpha 1 (gpu-als's 0)."""
+    X, Y = np.random.default_rng(0).random((5, 4)), np.random.default_rng(1).random((7, 4))
+    np.savez(tmp_path / "factors.npz", user_factors=X.astype(np.float32),
+             item_factors=Y.astype(np.float32))
+    ours = from_implicit(tmp_path / "factors.npz", backend="cpu")
+    assert (ours.solver, ours.cg_steps, ours.iterations, ours.regularization, ours.alpha) \
+        == ("cg", 3, 15, 0.01, 0.0)
+    np.testing.assert_array_equal(ours.item_factors_, Y.astype(np.float32))
+
+
 def test_float64_factors_stay_float64(implicit_cpu, tmp_path):
     theirs = implicit_cpu(dtype=np.float64)
     assert theirs.item_factors.dtype == np.float64
