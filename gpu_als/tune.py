@@ -257,8 +257,9 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     ``1 / reduction_factor`` of the others (at least one) go on to the next rung, ``rung *
     reduction_factor``. ``first_rung=None``: one rung, every model trained to the end.
     """
+    # None once its trial has stopped, so that its factors are freed
     trainings: list[_Training | None] = [_Training(model, prepared) for model in models]
-    targets = [model._check_params()["iterations"] for model in models]
+    targets = [training.p["iterations"] for training in trainings if training is not None]
     trials = [{"score": float("nan"), "iterations": 0, "finished": False, "seconds": 0.0}
               for _ in models]
     sign = 1 if lower_is_better else -1  # sorting by sign * score: best first
