@@ -220,3 +220,22 @@ def test_stored_zeros_keep_the_accurate_form(backend):
     got = run_solve(backend, R, F, 0.01, "implicit", np.float32, alpha=alpha)
     error = (np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)).max()
     assert error < 1e-5
+
+
+def test_a_singular_short_row_gives_nan_not_a_wrong_answer(gpu_backend):
+    """Explicit feedback with regularization 0: a short row's system in its own space is
+    S = F_u F_u^T, singular when an item of the row has all-zero factors (an exactly zero
+    pivot, whatever the rounding). woodbury_solve must then return NaN, which the model's
+    finiteness check reports, not the finite garbage of solves through a pivot of 1."""
+    k = 8
+    R = sp.csr_matrix((np.ones(9), ([0, 0, 1, 1, 1, 2, 2, 2, 2], [3, 0, 0, 5, 6, 1, 2, 0, 7])),
+                      shape=(3, 10))
+    F = np.random.default_rng(7).standard_normal((10, k))
+    F[0] = 0
+    placed = gpu_backend.put(weighted_rows(check_user_items(R, np.float64),
+                                           feedback="explicit"))
+    plan = gpu_backend._plan(placed, k, np.dtype(np.float64))
+    assert sorted(np.concatenate([gpu_backend.to_numpy(rows) for _, rows in plan.short])) \
+        == [0, 1, 2]
+    got = run_solve(gpu_backend, R, F, 0.0, "explicit", np.float64)
+    assert np.isnan(got).all()
