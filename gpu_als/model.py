@@ -921,7 +921,7 @@ class ALS:
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         k = self.item_factors_.shape[1]
         N = data.check_int("N", N, minimum=1)
-        (item,), _ = _as_ids(itemid, "itemid")
+        item = _as_id(itemid, "itemid")
         _check_range(np.array([item]), n_items, "itemid", "items")
         csr = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
                                                 self.item_factors_.dtype, name="user_items")
@@ -929,7 +929,7 @@ class ALS:
             raise ValueError(f"user_items has shape {csr.shape}, expected (1, {n_items}) or "
                              f"({n_users}, {n_items}): the user's row or every user's")
         if csr.shape[0] > 1:
-            (user,), _ = _as_ids(userid, "userid")
+            user = _as_id(userid, "userid")
             _check_range(np.array([user]), n_users, "userid", "users")
             csr = csr[user]
         rows = data.weighted_rows(csr, feedback=p["feedback"], alpha=p["alpha"],
@@ -1629,6 +1629,14 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {arr.shape}")
     return arr.astype(np.int64).reshape(-1), arr.ndim == 0
+
+
+def _as_id(value: Any, name: str) -> int:
+    """One id (an integer scalar, or a 1-D array of one), for a method about one row."""
+    ids, _ = _as_ids(value, name)
+    if len(ids) != 1:
+        raise ValueError(f"{name} must be a single id, got {len(ids)}")
+    return int(ids[0])
 
 
 def _check_range(ids: np.ndarray, n: int, name: str, what: str) -> None:

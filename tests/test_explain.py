@@ -100,6 +100,16 @@ def test_bad_arguments(R):
     assert score == 0.0 and top == []
     with pytest.raises(ValueError, match="N=0: must be >= 1"):
         model.explain(0, R, 1, N=0)
+    with pytest.raises(ValueError, match="itemid must be a single id, got 2"):
+        model.explain(0, R, [1, 2])
+    with pytest.raises(ValueError, match="userid must be a single id, got 0"):
+        model.explain([], R, 1)
+    # regularization 0 and an item factor that no item uses: A_u is singular
+    Y = model.item_factors_.copy()
+    Y[:, 1] = 0
+    singular = ALS.from_factors(model.user_factors_, Y, regularization=0.0, backend="cpu")
+    with pytest.raises(ValueError, match="the user's system is singular"):
+        singular.explain(0, R, 1)
 
 
 def test_two_users_whole_matrix_is_the_users_row(R):

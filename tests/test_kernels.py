@@ -363,6 +363,17 @@ def test_factors_above_the_kernel_limit_are_refused_before_launch():
     R = sp.random(5, 5, density=0.5, format="csr", random_state=0)
     with pytest.raises(ValueError, match=r"factors=1025: the GPU backend supports factors <= 1024"):
         ALS(factors=1025, backend=emulated_backend(), show_progress=False).fit(R)
+    # the backend itself, called directly (as a fold-in of factors made elsewhere is)
+    from gpu_als.data import check_user_items, weighted_rows
+
+    backend = emulated_backend()
+    rows = backend.put(weighted_rows(check_user_items(R), feedback="implicit", alpha=1.0))
+    F = backend.asarray(np.zeros((5, 1025), np.float32))
+    for solver in ("cholesky", "cg"):
+        with pytest.raises(ValueError, match="factors=1025: the GPU kernels support factors "
+                                             "<= 1024"):
+            backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                               feedback="implicit", out=F[:5], solver=solver)
 
 
 TSAN_SCRIPT = textwrap.dedent("""
