@@ -363,6 +363,22 @@ def trained(csv_file, tmp_path):
     return path, ALS.load(path, backend="cpu")
 
 
+def test_a_count_below_one_is_refused(trained, csv_file, capsys):
+    path, _ = trained
+    for command in (["similar", str(path), "--items", "100"],
+                    ["explain", str(path), str(csv_file), "--user", "u0", "--items", "100"]):
+        assert main([*command, "--N", "0", "--backend", "cpu"]) == 2
+        assert "--N must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_early_stopping_needs_users_with_two_interactions(tmp_path, capsys):
+    file = tmp_path / "single.csv"
+    file.write_text("user,item\n" + "".join(f"{u},{u % 5}\n" for u in range(20)))
+    assert main(["train", str(file), "--early-stopping", "2", "--backend", "cpu"]) == 2
+    assert "no user has 2 or more interactions, so there is nothing to hold out" in \
+        capsys.readouterr().err
+
+
 def row_of(ids, wanted):
     return int(np.flatnonzero(np.asarray(ids) == wanted)[0])
 

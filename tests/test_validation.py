@@ -84,6 +84,16 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
         from_dataframe(indexed)
 
 
+def test_an_empty_frame_and_a_missing_value_column_are_named():
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(ValueError, match="df has no rows: there is nothing to learn from"):
+        fit(pd.DataFrame({"user": [], "item": []}))
+    with pytest.raises(ValueError, match=r"column 'score' not found; the DataFrame has "
+                                         r"\['user', 'item', 'value'\]"):
+        from_dataframe(pd.DataFrame({"user": [0], "item": [1], "value": [2.0]}),
+                       value_col="score")
+
+
 def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
     pl = pytest.importorskip("polars")
     lazy = pl.DataFrame({"user": [0, 1], "item": [1, 0]}).lazy()
