@@ -534,6 +534,13 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
             metric(PopularityRecommender().fit(train), train, test[:, :19])
         with pytest.raises(ValueError, match="test has no stored entries: there is no user"):
             metric(PopularityRecommender().fit(train), train, sp.csr_matrix(train.shape))
+    with pytest.raises(ValueError, match="test_fraction=1.0: must be < 1"):
+        train_test_split(train, test_fraction=1.0)
+    with pytest.raises(ValueError, match="this PopularityRecommender is not fitted yet"):
+        PopularityRecommender().recommend(0, train[0])
+    with pytest.raises(ValueError, match="user_items is required with "
+                                         "filter_already_liked_items=True"):
+        popularity.recommend(0)
     # a model that has more users than train (added by partial_fit_users) is fine
     more = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train)
     more.partial_fit_users([35], train[[0]])

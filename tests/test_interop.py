@@ -179,6 +179,10 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
         from_implicit(tmp_path / "other.npz")
     with pytest.raises(FileNotFoundError):
         from_implicit(tmp_path / "none.npz")
+    np.savez(tmp_path / "counts.npz", user_factors=np.ones((3, 2), np.int64),
+             item_factors=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="user_factors has dtype int64, expected floats"):
+        from_implicit(tmp_path / "counts.npz")
     theirs.user_factors[0, 0] = np.nan
     with pytest.raises(ValueError, match="AlternatingLeastSquares: user_factors holds NaN"):
         from_implicit(theirs, alpha=0.0)
