@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.backends import CPUBackend, get_backend
-from gpu_als.data import check_user_items, weighted_rows
+from gpu_als.data import check_user_items, check_user_items_allow_empty, weighted_rows
 
 from .conftest import random_interactions
 from .reference import loss_dense, solve_rows_loop
@@ -318,15 +318,12 @@ def test_loss_matches_dense_definition(backend, feedback):
 def test_loss_without_stored_entries(backend, feedback):
     """No entries (a fold-in of users without interactions): the loss is the dense part
     alone, sum (x_u . y_i)^2 (implicit) or nothing (explicit), plus the penalty."""
-    from gpu_als.data import check_user_items_allow_empty
-
     R = sp.csr_matrix((4, 3))
     rng = np.random.default_rng(10)
     X, Y = rng.standard_normal((4, 2)), rng.standard_normal((3, 2))
     b = get_backend(backend)
     rows = b.put(weighted_rows(check_user_items_allow_empty(R, np.float64, name="R"),
-                               feedback=feedback,
-                               alpha=2.0))
+                               feedback=feedback, alpha=2.0))
     Xb, Yb = b.asarray(X), b.asarray(Y)
     got = b.loss(rows, Xb, Yb, b.gram(Yb), regularization=0.3, feedback=feedback)
     assert got == pytest.approx(loss_dense(R, X, Y, 0.3, feedback=feedback), rel=1e-10)
