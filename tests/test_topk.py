@@ -151,8 +151,9 @@ def test_nothing_eligible_gives_empty_results():
     """k = 0 (every candidate filtered out): one empty row per query, for a batch too."""
     from gpu_als.backends import CPUBackend
 
-    ids, best = CPUBackend().topk(np.ones((3, 4)), np.ones((6, 4)), 0)
+    ids, best = CPUBackend().topk(np.ones((3, 4), np.float32), np.ones((6, 4), np.float32), 0)
     assert ids.shape == best.shape == (3, 0) and ids.dtype == np.int64
+    assert best.dtype == np.float32  # the scores' dtype of any other result
 
 
 @pytest.mark.parametrize("cupy_shaped", [False, True])

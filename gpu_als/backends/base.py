@@ -217,7 +217,8 @@ class Backend(ABC):
         """
         xp = self.xp
         if k == 0:  # nothing eligible (e.g. every candidate filtered out)
-            return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0))
+            return (np.empty((queries.shape[0], 0), np.int64),
+                    np.empty((queries.shape[0], 0), queries.dtype))
         if candidates is not None:
             targets = targets[self.asarray(candidates)]
             if target_scale is not None:
