@@ -1594,7 +1594,12 @@ def _write_atomically(path, arrays: dict[str, Any]) -> str:
                                 f"{folder}")
     temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(temporary, "xb") as file:
+        file = open(temporary, "xb")
+    except OSError as error:  # a read-only folder, say: name the file asked for
+        raise type(error)(error.errno, f"cannot save the model to {final}: "
+                                       f"{error.strerror}") from error
+    try:
+        with file:
             np.savez(file, **arrays)
         os.replace(temporary, final)
     finally:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -82,6 +83,22 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
     with pytest.raises(FileNotFoundError, match=r"there is no folder .*missing$"):
         model.save(tmp_path / "missing" / "model.npz")
+
+
+def test_a_folder_that_refuses_the_file_is_named_in_the_error(fitted, tmp_path, monkeypatch):
+    """(A read-only folder; root, who runs CI, may write to any, hence the stand-in.) The
+    error names the file asked for, not the temporary file beside it, and leaves nothing."""
+    from gpu_als import model as model_module
+
+    def refuse(name, mode):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(model_module, "open", refuse, raising=False)
+    path = tmp_path / "model.npz"
+    expected = f"cannot save the model to {re.escape(str(path))}: Permission denied$"
+    with pytest.raises(PermissionError, match=expected):
+        fitted[0].save(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_factors_from_elsewhere_land_on_the_cpu_where_their_backend_cannot_run(
