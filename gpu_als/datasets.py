@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ def _sha256(path: Path) -> str:
 
 
 def _download(cache: Path) -> Path:
+    """Fetch the GroupLens zip into ``cache/ml-100k``: its files are checked against their
+    sha256 before any is written, and each is written to a temporary file that then
+    replaces it, ``u.data`` (by which a copy is found) last: a failed or interrupted
+    download leaves no partial copy for the next call to find."""
     target = cache / "ml-100k"
     try:
         with urllib.request.urlopen(ML100K_URL, timeout=60) as response:
@@ -83,10 +88,24 @@ def _download(cache: Path) -> Path:
             f"u1.test, u.item) in {cache}, or point the {DATA_ENV} environment variable at "
             f"the folder that holds it."
         ) from exc
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            files = {name: archive.read(f"ml-100k/{name}")
+                     for name in (*ML100K_SHA256, "u.item", "README")}
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"the download from {ML100K_URL} is not the MovieLens 100K zip "
+                         f"({exc})") from None
+    for name, digest in ML100K_SHA256.items():
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise ValueError(f"{name} in the download from {ML100K_URL} does not match the "
+                             f"published MovieLens 100K checksum; nothing was written")
     target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-        for name in (*ML100K_SHA256, "u.item", "README"):
-            (target / name).write_bytes(archive.read(f"ml-100k/{name}"))
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".ml-100k-") as staging:
+        for name, content in files.items():
+            (Path(staging) / name).write_bytes(content)
+        # each file replaced whole; u.data, by which a copy is found, last
+        for name in sorted(files, key=lambda name: name == "u.data"):
+            os.replace(Path(staging) / name, target / name)
     return target
 
 

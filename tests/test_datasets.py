@@ -1,3 +1,7 @@
+import contextlib
+import io
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -162,3 +166,62 @@ def test_corrupted_copy_is_refused(tmp_path, movielens):
         handle.write(b"1\t1\t5\t0\n")
     with pytest.raises(ValueError, match="u1.test does not match the published"):
         load_movielens_100k(data_home=tmp_path)
+
+
+def _serve(monkeypatch, payload: bytes):
+    """Stand in for GroupLens: ``urlopen`` answers ``payload`` (the tests never download)."""
+    calls = []
+
+    def urlopen(url, timeout):
+        calls.append(url)
+        return contextlib.closing(io.BytesIO(payload))
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def _zip_of(folder, changed: dict[str, bytes] | None = None) -> bytes:
+    """The GroupLens zip's layout (``ml-100k/<name>``) of the files in ``folder``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in ("u.data", "u1.base", "u1.test", "u.item", "README"):
+            content = (changed or {}).get(name, (folder / name).read_bytes())
+            archive.writestr(f"ml-100k/{name}", content)
+    return buffer.getvalue()
+
+
+def test_a_download_lands_in_the_cache_and_is_read_from_there_next_time(
+        tmp_path, monkeypatch, movielens):
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = _serve(monkeypatch, _zip_of(movielens.path))
+    loaded = load_movielens_100k()
+    assert calls == [datasets.ML100K_URL]
+    assert loaded.path == tmp_path / "gpu_als" / "ml-100k"
+    # and no temporary folder left behind
+    assert sorted(p.name for p in (tmp_path / "gpu_als").iterdir()) == ["ml-100k"]
+    assert (loaded.ratings != movielens.ratings).nnz == 0
+    assert loaded.item_titles[0] == "Toy Story (1995)"
+    assert load_movielens_100k().path == loaded.path and len(calls) == 1  # not again
+
+
+@pytest.mark.parametrize("damage", ["checksum", "not a zip", "a file missing"])
+def test_a_bad_download_writes_nothing(tmp_path, monkeypatch, movielens, damage):
+    """Checked before anything is written: a bad download leaves no copy behind for the
+    next call to find (and then refuse by its checksum)."""
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    if damage == "checksum":
+        payload = _zip_of(movielens.path, {"u1.test": b"1\t1\t5\t0\n"})
+        expected = "u1.test in the download .* does not match the published"
+    elif damage == "not a zip":
+        payload, expected = b"<html>rate limited</html>", "is not the MovieLens 100K zip"
+    else:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("ml-100k/u.data", (movielens.path / "u.data").read_bytes())
+        payload, expected = buffer.getvalue(), "is not the MovieLens 100K zip .*u1.base"
+    _serve(monkeypatch, payload)
+    with pytest.raises(ValueError, match=expected):
+        load_movielens_100k()
+    assert not (tmp_path / "gpu_als" / "ml-100k" / "u.data").exists()
