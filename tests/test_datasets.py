@@ -1,5 +1,6 @@
 import contextlib
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -106,7 +107,11 @@ def test_power_law_device_argument():
 
 
 def test_power_law_full_and_bad_sizes():
-    assert make_power_law(6, 5, 30).nnz == 30  # every pair
+    full = make_power_law(6, 5, 30)
+    assert full.nnz == 30  # every pair
+    assert full.indices.dtype == full.indptr.dtype == np.int32  # half of int64's memory
+    with pytest.raises(ValueError, match=r"n_users=2147483648: at most 2\*\*31 - 1"):
+        make_power_law(2**31, 1, 2**31)
     with pytest.raises(ValueError, match="nnz=31: at most"):
         make_power_law(6, 5, 31)
     with pytest.raises(ValueError, match="nnz=3: must be >= 6"):
@@ -155,6 +160,25 @@ def test_offline_without_copy_says_where_to_put_files(tmp_path, monkeypatch):
         load_movielens_100k()
     with pytest.raises(FileNotFoundError, match="not found in"):
         load_movielens_100k(download=False)
+
+
+@pytest.mark.parametrize("layout", ["the folder that holds ml-100k/", "ml-100k/ itself"])
+def test_a_local_copy_is_found_in_either_layout(tmp_path, monkeypatch, movielens, layout):
+    """(The folder of ``data_home`` and ``$GPU_ALS_DATA`` alike; found, never downloaded.)"""
+    copy = tmp_path / "ml-100k"
+    copy.mkdir()
+    for name in ("u.data", "u1.base", "u1.test"):
+        (copy / name).symlink_to(movielens.path / name)
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", None)
+    home = tmp_path if layout.startswith("the folder") else copy
+    assert load_movielens_100k(data_home=home).path == copy
+    monkeypatch.setenv(datasets.DATA_ENV, str(home))
+    loaded = load_movielens_100k()
+    assert loaded.path == copy and loaded.ratings.nnz == 100_000
+    assert loaded.item_titles[0] == "item 0"  # without u.item: placeholder titles
+    (copy / "u1.base").unlink()
+    with pytest.raises(FileNotFoundError, match="u1.base is missing from the MovieLens"):
+        load_movielens_100k()
 
 
 def test_corrupted_copy_is_refused(tmp_path, movielens):
@@ -225,3 +249,27 @@ def test_a_bad_download_writes_nothing(tmp_path, monkeypatch, movielens, damage)
     with pytest.raises(ValueError, match=expected):
         load_movielens_100k()
     assert not (tmp_path / "gpu_als" / "ml-100k" / "u.data").exists()
+
+
+def test_an_interrupted_download_leaves_no_copy_to_find(tmp_path, monkeypatch, movielens):
+    """The files are put in place one by one, u.data (by which a copy is found) last: a
+    download interrupted on the way is not taken for a copy by the next call."""
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _serve(monkeypatch, _zip_of(movielens.path))
+    replace = datasets.os.replace
+    placed = []
+
+    def interrupted(source, target):
+        if len(placed) == 4:
+            raise KeyboardInterrupt
+        placed.append(os.path.basename(target))
+        replace(source, target)
+
+    monkeypatch.setattr(datasets.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_movielens_100k()
+    assert "u.data" not in placed and len(placed) == 4
+    with pytest.raises(FileNotFoundError, match="not found in"):
+        load_movielens_100k(download=False)
+    assert sorted(p.name for p in (tmp_path / "gpu_als").iterdir()) == ["ml-100k"]
