@@ -280,7 +280,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     stopped = False
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
-    with model._restored_on_failure(), progress, \
+    with model._fitting(), progress, \
             contextlib.closing(_ClusterBlocks(client, sides, params, max_retries)) as cluster:
         start = time.perf_counter()  # the blocks placed
         for iteration in progress:

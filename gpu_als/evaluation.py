@@ -637,9 +637,14 @@ class EarlyStopping:
         """Score the model of iterations 0..``iteration``; True (stop the fit) once
         ``patience`` iterations have passed without improvement, or when the best model has
         been put back."""
+        model = self.model
+        if not model.fit_in_progress:  # another model's fit, whose model it would not see
+            raise ValueError(
+                "EarlyStopping was called outside a fit of the model it watches: pass it to "
+                "the fit of the model it was made with (stop = EarlyStopping(model, ...); "
+                "model.fit(train, callback=stop))")
         if iteration == 0:  # a new fit
             self._start()
-        model = self.model
         score = validation_score(model, self.train, self.validation, self.metric, self.K)
         self.scores.append(score)
         sign = -1.0 if self.metric in LOWER_IS_BETTER else 1.0

@@ -145,6 +145,10 @@ class ALS:
         a DataFrame or with ``user_ids`` / ``item_ids``, and by :meth:`load` of a file
         saved with them (see :meth:`save`); None after ``fit`` on a matrix without them.
         :meth:`user_rows` / :meth:`item_rows` go the other way, from ids to rows.
+    fit_in_progress : bool
+        True while a fit of this model runs (so while its ``callback`` is called): a
+        callback made for one model can check that it is that model's fit that calls it,
+        as :class:`~gpu_als.evaluation.EarlyStopping` does.
 
     To change the factors, assign new arrays (``model.item_factors = Y``, or
     :meth:`from_factors`) rather than editing them in place: queries keep values derived
@@ -351,7 +355,7 @@ class ALS:
         callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
-        with self._restored_on_failure():
+        with self._fitting():
             stopped = training.run(
                 training.p["iterations"],
                 show_progress=self.show_progress if show_progress is None else show_progress,
@@ -361,17 +365,27 @@ class ALS:
         return self
 
     @contextlib.contextmanager
-    def _restored_on_failure(self):
-        """Leave the model as it was before the block if the block raises (also when
+    def _fitting(self):
+        """The iterations of a fit: :attr:`fit_in_progress` is true within the block (for a
+        callback to check that the model it watches is the one being fitted), and the
+        model is left as it was before the block if the block raises (also when
         interrupted): a fit shows its callback the model so far, and must not leave it
         half-trained."""
         saved = dict(self.__dict__)
+        self.__dict__["_fit_in_progress"] = True
         try:
             yield
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
+        finally:
+            self.__dict__.pop("_fit_in_progress", None)
+
+    @property
+    def fit_in_progress(self) -> bool:
+        """Whether a fit of this model is running (true while its callback is called)."""
+        return bool(self.__dict__.get("_fit_in_progress", False))
 
     def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
                    ) -> tuple[Any, tuple[Any, Any]]:
@@ -1034,6 +1048,7 @@ class ALS:
         state.pop("_derived_values", None)
         state.pop("_spare_rows", None)
         state.pop("_id_indexes", None)
+        state.pop("_fit_in_progress", None)  # a copy (a checkpoint in a callback) is not
         backend = state.pop("_backend", None)
         if backend is not None:
             state["user_factors_"] = backend.to_numpy(self.user_factors_)

@@ -685,6 +685,55 @@ def test_early_stopping_can_score_a_fixed_sample_of_the_validation_users():
     assert EarlyStopping(model, train, validation, max_users=10**6).validation is validation
 
 
+@pytest.mark.parametrize("watched", ["unfitted", "fitted"])
+def test_early_stopping_given_to_another_models_fit_is_refused(watched):
+    """Made with one model and passed to another's fit, it would score a model that does
+    not change (a fitted one: stopping the fit after ``patience`` iterations, silently).
+    It refuses at the first iteration, and the fitted model is left as it was."""
+    from gpu_als import ALS
+
+    R = random_interactions(80, 40, 0.2, seed=2)
+    train, validation = train_test_split(R, test_fraction=0.3, random_state=0)
+    params = dict(factors=4, iterations=6, backend="cpu", random_state=0, show_progress=False)
+    other = ALS(**params)
+    if watched == "fitted":
+        other.fit(train)
+    stop = EarlyStopping(other, train, validation, patience=2)
+    model = ALS(**params)
+    with pytest.raises(ValueError, match=r"EarlyStopping was called outside a fit of the "
+                                         r"model it watches: pass it to the fit of the "
+                                         r"model it was made with"):
+        model.fit(train, callback=stop)
+    assert not hasattr(model, "user_factors_") and stop.scores == []
+    assert not model.fit_in_progress and not other.fit_in_progress
+    with pytest.raises(ValueError, match="outside a fit"):
+        stop(0, 0.0, None)  # by hand, too
+
+
+def test_fit_in_progress_is_true_only_while_the_model_fits():
+    """(What a callback checks; a copy taken in a callback, a checkpoint, is not fitting.)"""
+    import pickle
+
+    from gpu_als import ALS
+
+    model = ALS(factors=4, iterations=2, backend="cpu", show_progress=False)
+    seen = []
+
+    def callback(iteration, seconds, loss):
+        seen.append((model.fit_in_progress, pickle.loads(pickle.dumps(model)).fit_in_progress))
+
+    assert not model.fit_in_progress
+    model.fit(random_interactions(30, 20, 0.2, seed=0), callback=callback)
+    assert seen == [(True, False)] * 2 and not model.fit_in_progress
+
+    def failing(iteration, seconds, loss):
+        raise KeyError("stop")
+
+    with pytest.raises(KeyError):
+        model.fit(random_interactions(30, 20, 0.2, seed=1), callback=failing)
+    assert not model.fit_in_progress
+
+
 @pytest.mark.parametrize("change, error, match", [
     ({"model": "ALS"}, TypeError, r"model must be a gpu_als.ALS, got str"),
     ({"max_users": 0}, ValueError, r"max_users=0: must be >= 1"),
