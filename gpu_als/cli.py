@@ -419,6 +419,9 @@ def parse_grid(items: list[str] | None) -> dict[str, list] | None:
         name, _, values = item.partition("=")
         if not name or not values:
             raise ValueError(f"--grid {item!r}: expected NAME=VALUE,VALUE,...")
+        if name in grid:
+            raise ValueError(f"--grid {name}= is given twice: list all of its values in one, "
+                             f"{name}=A,B,...")
         parsed = []
         for value in values.split(","):
             for kind in (int, float, str):

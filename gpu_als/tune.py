@@ -27,7 +27,7 @@ import csv
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,15 +101,26 @@ class TuneResult:
         return Path(path)
 
 
-def _grid(param_grid: dict[str, list]) -> list[dict[str, Any]]:
-    names = list(param_grid)
-    for name in names:
-        values = param_grid[name]
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or \
-                len(list(values)) == 0:
+def _grid(param_grid: Any) -> list[dict[str, Any]]:
+    """Every combination of ``param_grid``'s values, in grid order, after checking it: a
+    dict of non-empty lists (any iterable but a string, read once) of distinct values,
+    NumPy scalars as Python's."""
+    if not isinstance(param_grid, Mapping):
+        raise TypeError(f"param_grid must be a dict of hyperparameter name -> list of "
+                        f"values, got {type(param_grid).__name__}")
+    lists = {}
+    for name, values in param_grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            values = []
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+        if not values:
             raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values")
-    return [dict(zip(names, combination))
-            for combination in itertools.product(*(list(param_grid[n]) for n in names))]
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise ValueError(f"param_grid[{name!r}] holds {repeated[0]!r} more than once: "
+                             f"each configuration would be trained twice")
+        lists[name] = values
+    return [dict(zip(lists, combination)) for combination in itertools.product(*lists.values())]
 
 
 def tune(
@@ -231,11 +242,11 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
                     n_samples: int | None, random_state: int | None) -> list[dict[str, Any]]:
     """The grid's configurations (all, or ``n_samples`` drawn at random, in grid order),
     each hyperparameter name checked against :class:`ALS`'s."""
+    configurations = _grid(param_grid)
     known = set(ALS._param_names())
     for name in (*param_grid, *base):
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
-    configurations = _grid(param_grid)
     if n_samples is None:
         return configurations
     n_samples = data.check_int("n_samples", n_samples, minimum=1)

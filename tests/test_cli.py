@@ -344,6 +344,9 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
     assert main(["tune", str(csv_file), "--grid", "factors"]) == 2
+    assert main(["tune", str(csv_file), "--grid", "factors=2", "--grid", "factors=4"]) == 2
+    assert "--grid factors= is given twice: list all of its values in one, factors=A,B" \
+        in capsys.readouterr().err
     args = ["tune", str(csv_file), "--feedback", "explicit", "--metric", "rmse", "--grid",
             "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "2",
             "--backend", "cpu", "--trials", str(tmp_path / "r.csv"), "--no-halving"]

@@ -116,6 +116,16 @@ def assert_csv_is_the_table(path, result):
     np.testing.assert_array_equal([int(row["factors"]) for row in rows], table["factors"])
 
 
+def test_any_iterable_of_values_is_read_once_numpy_scalars_as_pythons(R):
+    """(A generator's values were once counted, which used it up: no configuration.)"""
+    result = tune(R, {"factors": (k for k in [2, 3]), "alpha": np.array([1.0, 5.0])},
+                  base_params={"backend": "cpu", "iterations": 2}, show_progress=False)
+    assert [(t["factors"], t["alpha"]) for t in result.trials] == [
+        (2, 1.0), (2, 5.0), (3, 1.0), (3, 5.0)]
+    assert all(type(t["factors"]) is int and type(t["alpha"]) is float
+               for t in result.trials)
+
+
 def test_the_default_iterations_are_20(R):
     result = tune(R, {"factors": [2]}, base_params={"backend": "cpu"}, halving=False,
                   show_progress=False)
@@ -126,6 +136,11 @@ def test_the_default_iterations_are_20(R):
     ({"metric": "auc"}, "metric='auc': expected one of"),
     ({"param_grid": {"factor": [2]}}, r"unknown parameter 'factor' \(did you mean 'factors'\?\)"),
     ({"param_grid": {"factors": []}}, r"param_grid\['factors'\] must be a non-empty list"),
+    ({"param_grid": {"factors": 4}}, r"param_grid\['factors'\] must be a non-empty list"),
+    ({"param_grid": {"solver": "cg"}}, r"param_grid\['solver'\] must be a non-empty list"),
+    ({"param_grid": {"factors": [2, 4, 2]}}, r"param_grid\['factors'\] holds 2 more than once"),
+    ({"param_grid": [("factors", [2, 4])]}, r"param_grid must be a dict of hyperparameter "
+                                            r"name -> list of values, got list"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
     ({"K": 0}, "K=0: must be >= 1"),
     ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
