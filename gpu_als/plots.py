@@ -27,9 +27,18 @@ def _figure(**kwargs):
 
 
 def _save(fig, path) -> Path:
-    """Write ``fig`` as PNG to ``path`` (a str, bytes or path-like) and return it as a
-    Path."""
+    """Write ``fig`` to ``path`` (a str, bytes or path-like) in the format its suffix names,
+    PNG for a name without one (``.png`` then added, as matplotlib does), and return the
+    file written as a Path."""
     path = Path(check_path(path))
+    if path.is_dir():  # matplotlib would write <folder>.png beside it
+        raise IsADirectoryError(f"cannot write the chart to {path}: it is a folder; give a "
+                                f"file name such as {path / 'chart.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write the chart to {path}: there is no folder "
+                                f"{path.parent}")
     fig.savefig(path)
     return path
 
@@ -47,10 +56,13 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     if F.ndim != 2 or len(F) < 2 or F.shape[1] < components:
         raise ValueError(f"factors of shape {F.shape}: a PCA to {components} components "
                          f"needs at least 2 rows and {components} columns")
+    if not np.isfinite(F).all():
+        raise ValueError("factors hold NaN or infinite values: no PCA of them")
     centred = F - F.mean(axis=0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     variance = singular**2
-    ratio = variance[:components] / variance.sum()
+    total = variance.sum()  # 0 for rows all alike: no variance, none explained
+    ratio = variance[:components] / total if total > 0 else np.zeros(components)
     return centred @ vt[:components].T, ratio
 
 

@@ -73,7 +73,25 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
     with pytest.raises(ValueError, match="other.json is not a benchmark result"):
         plots.plot_benchmark(tmp_path / "other.json", tmp_path / "charts")
     (tmp_path / "other.json").unlink()
+    with pytest.raises(ValueError, match="factors hold NaN or infinite values"):
+        plots.pca(np.full((5, 3), np.nan))  # not numpy's "SVD did not converge"
+    with pytest.raises(IsADirectoryError, match=r"cannot write the chart to .*: it is a "
+                                                r"folder; give a file name such as"):
+        plots.plot_loss([2.0, 1.0], tmp_path)  # matplotlib wrote <tmp_path>.png beside it
+    with pytest.raises(FileNotFoundError, match=r"there is no folder .*missing$"):
+        plots.plot_loss([2.0, 1.0], tmp_path / "missing" / "loss.png")
     assert not list(tmp_path.iterdir())
+    assert not tmp_path.with_name(tmp_path.name + ".png").exists()
+
+
+def test_a_chart_without_a_suffix_is_a_png_named_as_written(tmp_path):
+    """matplotlib adds ".png" to a name without a suffix: the path returned is the file's."""
+    from gpu_als import plots
+
+    written = plots.plot_loss([2.0, 1.0], tmp_path / "loss")
+    assert written == tmp_path / "loss.png" and written.read_bytes()[:4] == b"\x89PNG"
+    assert plots.plot_loss([2.0, 1.0], str(tmp_path / "l.svg")).read_bytes()[:5] == b"<?xml"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.svg", "loss.png"]
 
 
 def test_plots_take_device_arrays(tmp_path):
@@ -133,6 +151,8 @@ def test_pca_is_that_of_the_covariance_matrix():
                                rtol=1e-8, atol=1e-8)
     assert pca(F, components=3)[0].shape == (300, 3)
     assert pca(F[:2, :2])[0].shape == (2, 2)  # the least it takes: 2 rows, 2 columns
+    with np.errstate(all="raise"):  # rows all alike: no variance, none explained
+        np.testing.assert_array_equal(pca(np.ones((5, 3)))[1], [0.0, 0.0])
 
 
 def test_loss_chart(drawn, tmp_path):
