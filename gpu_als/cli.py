@@ -997,8 +997,8 @@ OUTPUT_OPTIONS = ("output", "trials", "plot")
 
 
 def check_output_folders(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output file whose folder does not exist (``demo``
-    creates its output folder; ``-`` is standard output)."""
+    """Refuse, before any work, an output file whose folder does not exist or that is a
+    folder itself (``demo`` creates its output folder; ``-`` is standard output)."""
     if args.command == "demo":
         return
     for name in OUTPUT_OPTIONS:
@@ -1008,6 +1008,15 @@ def check_output_folders(args: argparse.Namespace) -> None:
         folder = Path(path).parent
         if not folder.is_dir():
             raise FileNotFoundError(f"--{name} {path}: there is no folder {folder}")
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"--{name} {path} is a folder: give a file name")
+
+
+def error_message(exc: Exception) -> str:
+    """An error as one line: an operating system's without its "[Errno N]" prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1033,12 +1042,12 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = show_warning
             return args.func(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
-        print(f"gpu-als {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        print(f"gpu-als {args.command}: error: {error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a model file is written whole or not
         print(f"gpu-als {args.command}: interrupted", file=sys.stderr)
         return 130

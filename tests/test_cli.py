@@ -708,18 +708,44 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
     ["recommend", "{model}", "{csv}", "--output", "{missing}/recs.csv"],
     ["fold-in", "{model}", "{csv}", "--output", "{missing}/m.npz"],
 ])
+@pytest.mark.parametrize("wrong", ["a missing folder", "a folder"])
 def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_file,
-                                                                  tmp_path, capsys):
+                                                                  tmp_path, capsys, wrong):
+    """(Or an output that is a folder itself: the file could not be written there either.)"""
     missing = tmp_path / "no" / "such"
     model = tmp_path / "m.npz"
     assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
                  "cpu", "--output", str(model)]) == 0
     capsys.readouterr()
     argv = [a.format(csv=csv_file, missing=missing, model=model) for a in command]
+    if wrong == "a folder":
+        argv = [str(tmp_path) if a.startswith(str(missing)) else a for a in argv]
     assert main(argv + ["--backend", "cpu"]) == 2
     out, err = capsys.readouterr()
-    assert f"there is no folder {missing}" in err
+    if wrong == "a folder":
+        assert f" {tmp_path} is a folder: give a file name" in err
+    else:
+        assert f"there is no folder {missing}" in err
     assert out == ""  # nothing was trained or ranked
+
+
+def test_an_operating_system_error_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
+    """A folder that refuses the model file (read-only; root, who runs CI, may write to
+    any, hence the stand-in): an error line without "[Errno 13]", no traceback."""
+    from gpu_als import model as model_module
+
+    def refuse(name, mode):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(model_module, "open", refuse, raising=False)
+    assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gpu-als train: error: cannot save the model to {tmp_path / 'm.npz'}: "
+                   f"Permission denied\n")
+    assert main(["recommend", str(tmp_path / "m.npz"), str(csv_file)]) == 2  # not written
+    assert capsys.readouterr().err == f"gpu-als recommend: error: no model file at " \
+                                      f"{tmp_path / 'm.npz'}\n"
 
 
 def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
