@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -601,7 +602,8 @@ class ALS:
         factors took 6 ms by row when the factors were copied each time, and takes 0.2-0.3
         ms by row or by id now; by id with a million string ids, 0.24 ms where copying the
         ids took 8.7 (``python benchmarks/bench_ids.py [--users 1000000]``). Nothing changes
-        when an argument is refused. Returns ``self``.
+        when an argument is refused. Partial fits called from several threads take turns;
+        queries running meanwhile see the model of before or after each. Returns ``self``.
 
         Parameters
         ----------
@@ -638,7 +640,16 @@ class ALS:
         return self._partial_fit_side("item", itemids, item_users, item_ids)
 
     def _partial_fit_side(self, side: str, rows: Any, matrix: Any, ids: Any) -> ALS:
-        """:meth:`partial_fit_users` (``side`` "user") or :meth:`partial_fit_items`."""
+        """:meth:`partial_fit_users` (``side`` "user") or :meth:`partial_fit_items`.
+
+        Partial fits from several threads (a server folding in users per request) take
+        turns, each growing the factors and ids that the one before left: unlocked, two
+        growths at once could each copy the old rows and one of them be lost. Queries
+        do not wait: they see the factors of before or after a partial fit."""
+        with self.__dict__.setdefault("_update_lock", threading.RLock()):
+            return self._partial_fit_side_unlocked(side, rows, matrix, ids)
+
+    def _partial_fit_side_unlocked(self, side: str, rows: Any, matrix: Any, ids: Any) -> ALS:
         self._check_fitted()
         other, rows_name, matrix_name = _side_names(side)
         ids_name = f"{side}_ids"
@@ -1048,7 +1059,8 @@ class ALS:
         state.pop("_derived_values", None)
         state.pop("_spare_rows", None)
         state.pop("_id_indexes", None)
-        state.pop("_fit_in_progress", None)  # a copy (a checkpoint in a callback) is not
+        state.pop("_fit_in_progress", None)  # a copy (a callback's checkpoint) is not fitting
+        state.pop("_update_lock", None)  # a copy has locks of its own
         backend = state.pop("_backend", None)
         if backend is not None:
             state["user_factors_"] = backend.to_numpy(self.user_factors_)

@@ -213,6 +213,40 @@ def test_ids_streamed_in_one_at_a_time_grow_into_spare_rows(R):
     assert model.item_ids_.dtype == np.int32 and list(model.item_ids_[-3:]) == [19, 20, 21]
 
 
+@pytest.mark.parametrize("by", ["row", "id"])
+def test_partial_fits_from_several_threads_lose_no_user(R, by):
+    """A server folding in users per request from several threads: each partial fit
+    grows the factors (and ids) that the previous one left. Unlocked, two growths at once
+    each copied the old rows and one was lost (56 of 100 users kept, here)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = np.array([f"u{j}" for j in range(25)])
+    model = fit_with_ids("cpu", users, None, R)
+    rows = random_interactions(100, 20, 0.3, seed=12, dtype=np.float64)
+    start = threading.Barrier(8)
+
+    def add(j):
+        if j < 8:
+            start.wait()  # all threads at once
+        if by == "row":
+            model.partial_fit_users([25 + j], rows[j])
+        else:
+            model.partial_fit_users(user_items=rows[j], user_ids=[f"n{j}"])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(100)))
+    assert model.user_factors_.shape == (125, 4)
+    solved = model.recalculate_user(np.arange(100), rows)
+    if by == "row":
+        np.testing.assert_allclose(model.user_factors_[25:], solved, atol=1e-10)
+    else:
+        placed = model.user_rows([f"n{j}" for j in range(100)])
+        assert sorted(placed) == list(range(25, 125))
+        np.testing.assert_allclose(model.user_factors_[placed], solved, atol=1e-10)
+    assert pickle.loads(pickle.dumps(model)).user_factors_.shape == (125, 4)  # no lock kept
+
+
 @pytest.mark.parametrize("known, queries", [
     (np.array([7, 3, 9, 3]), [np.array([3, 9, 4]), np.array([3.0, 7.5]), np.array(["9", "x"])]),
     (np.array([0.5, 2.0]), [np.array([2, 0]), np.array([0.5])]),
