@@ -641,13 +641,17 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
     cache = cache or default_cache()
     commit = _commit()  # of the code that runs (the fits import it as they start)
 
-    runnable = []
+    runnable, reasons = [], []
     for name in chosen:
         reason = unavailable(IMPLEMENTATIONS[name])
         if reason is None:
             runnable.append(IMPLEMENTATIONS[name])
         else:
-            print(f"skipping {name}: {reason}", flush=True)
+            reasons.append(f"{name}: {reason}")
+            print(f"skipping {reasons[-1]}", flush=True)
+    if not runnable:  # else an empty result, and each dataset "skipped" for its size
+        raise ValueError(f"none of the implementations asked for can run here "
+                         f"({'; '.join(reasons)})")
     rows = []
     for dataset in (DATASETS[n] for n in names):
         here = [i for i in runnable if i.backend == "gpu" or dataset.nnz <= cpu_max_nnz]

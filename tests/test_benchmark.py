@@ -345,6 +345,19 @@ def test_command_line_refuses_unknown_names(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_a_run_of_nothing_that_can_run_here_is_an_error_not_an_empty_result(
+        tmp_path, monkeypatch, capsys):
+    """(It wrote an empty file, exit status 0, each dataset "skipped" for its size.)"""
+    monkeypatch.setattr(benchmark, "unavailable", lambda implementation: "no such card")
+    argv = ["bench", "--implementations", "gpu_als-gpu-cholesky", "implicit-gpu-cg",
+            "--datasets", "ml-100k", "--output", str(tmp_path / "b.json")]
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err == (
+        "gpu-als bench: error: none of the implementations asked for can run here "
+        "(gpu_als-gpu-cholesky: no such card; implicit-gpu-cg: no such card)\n")
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
     """`make gpu-check`'s script (benchmarks/gpu_check.py), with --allow-cpu: the device
     minutes it is written for are too scarce to find its bugs there."""
