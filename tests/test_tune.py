@@ -40,6 +40,20 @@ def test_exhaustive_search_scores_every_trial_like_a_fresh_fit(R):
     assert result.model.get_params()["backend"] == "cpu"
 
 
+def test_a_dtype_searched_over_trains_each_trial_in_its_own(R):
+    """The data is prepared once in the base dtype; a trial of another dtype gets its own
+    copy, and scores as a fresh fit in that dtype does."""
+    result = tune(R, {"dtype": ["float32", "float64"]}, halving=False, random_state=3,
+                  base_params={"iterations": 4, "backend": "cpu", "factors": 4},
+                  show_progress=False)
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    for trial in result.trials:
+        model = ALS(factors=4, iterations=4, backend="cpu", random_state=3,
+                    show_progress=False, dtype=trial["dtype"]).fit(fit_part)
+        assert trial["score"] == ranking_metrics(model, fit_part, validation)["recall"]
+    assert result.model.user_factors_.dtype == result.best_params["dtype"]
+
+
 def test_halving_keeps_the_best_third_and_their_results_are_exact(R):
     exhaustive = run(R, halving=False)
     halved = run(R, halving=True, min_iterations=2, reduction_factor=3)
