@@ -403,6 +403,9 @@ def from_dataframe(
     if not hasattr(type(df), "columns") or not hasattr(df, "__getitem__"):
         raise TypeError(f"df must be a pandas or polars DataFrame, got {type(df).__name__}")
     _check_eager(df)
+    if user_col == item_col:  # else a diagonal matrix of the column's ids
+        raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
+                         f"the users and the column of the items")
     for col in (user_col, item_col):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"

@@ -92,6 +92,8 @@ def test_an_empty_frame_and_a_missing_value_column_are_named():
                                          r"\['user', 'item', 'value'\]"):
         from_dataframe(pd.DataFrame({"user": [0], "item": [1], "value": [2.0]}),
                        value_col="score")
+    with pytest.raises(ValueError, match="user_col and item_col are both 'user'"):
+        from_dataframe(pd.DataFrame({"user": [0, 1], "item": [1, 0]}), "user", "user")
 
 
 def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
