@@ -56,7 +56,8 @@ def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
 
 
 def train_test_split(
-    user_items: Any, *, test_fraction: float = 0.2, random_state: int | None = 42
+    user_items: Any, *implicit_args: Any, test_fraction: float = 0.2,
+    random_state: int | None = 42, train_percentage: Any = None,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Split each user's stored entries into train and test.
 
@@ -70,12 +71,23 @@ def train_test_split(
     user_items : scipy.sparse matrix, shape (n_users, n_items)
     test_fraction : float in (0, 1), default 0.2
     random_state : int or None, default 42
+    *implicit_args, train_percentage
+        implicit's spelling, refused with a ``TypeError`` that gives the
+        ``test_fraction`` meant (its 0.8 is 0.2 here), rather than misread.
 
     Returns
     -------
     train, test : scipy.sparse.csr_matrix, shape (n_users, n_items)
         Disjoint, and together the entries of ``user_items``.
     """
+    if implicit_args or train_percentage is not None:  # implicit's train_test_split call
+        kept = implicit_args[0] if implicit_args else train_percentage
+        hint = f" (test_fraction={1 - kept:g})" if isinstance(kept, (int, float)) \
+            and 0 < kept < 1 else ""
+        raise TypeError(
+            f"train_test_split takes the share held out for testing as a keyword, "
+            f"test_fraction=; the implicit library's train_test_split(ratings, "
+            f"{kept!r}) keeps that share for training instead{hint}")
     test_fraction = check_float("test_fraction", test_fraction, strict=True)
     if test_fraction >= 1:
         raise ValueError(f"test_fraction={test_fraction}: must be < 1")

@@ -41,9 +41,14 @@ def test_split_is_per_user_disjoint_and_seeded():
     again, _ = train_test_split(R, test_fraction=0.2, random_state=42)
     assert (again != train).nnz == 0
     other, _ = train_test_split(R, test_fraction=0.2, random_state=1)
-    with pytest.raises(TypeError, match="positional"):  # implicit's 0.8 is the train share
-        train_test_split(R, 0.8)
     assert (other != train).nnz > 0
+    for implicit_call in (lambda: train_test_split(R, 0.8),  # implicit's: the train share
+                          lambda: train_test_split(R, train_percentage=0.8)):
+        with pytest.raises(TypeError, match=r"takes the share held out for testing as a "
+                                            r"keyword, test_fraction=; the implicit library's "
+                                            r"train_test_split\(ratings, 0.8\) keeps that "
+                                            r"share for training instead \(test_fraction=0.2\)"):
+            implicit_call()
 
 
 @pytest.mark.parametrize("K", [1, 3])
