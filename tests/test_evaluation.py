@@ -585,6 +585,9 @@ def test_rmse_is_that_of_predict_on_the_test_entries():
         rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
     with pytest.raises(TypeError, match="model must have a predict method .*got csr_matrix"):
         rmse(test, test)  # the arguments swapped
+    with pytest.raises(ValueError, match="test has no stored entries: there is nothing to "
+                                         "evaluate$"):
+        rmse(explicit, sp.csr_matrix((2, 2)))
 
 
 def to_numpy(a):
