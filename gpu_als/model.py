@@ -1255,10 +1255,14 @@ class ALS:
         if missing or str(contents.get("format", "")) != FILE_FORMAT:
             raise ValueError(f"{path} is not a gpu-als model file (missing: "
                              f"{', '.join(sorted(missing)) or 'the format tag'})")
-        version = int(contents["version"])
-        if version != FILE_VERSION:
-            raise ValueError(f"{path} has model format version {version}; this gpu-als "
-                             f"reads version {FILE_VERSION}")
+        version = contents["version"]
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise ValueError(f"{path}: its format version is not an integer ({version!r})")
+        if int(version) != FILE_VERSION:
+            newer = "; a newer gpu-als wrote it: upgrade to read it" \
+                if int(version) > FILE_VERSION else ""
+            raise ValueError(f"{path} has model format version {int(version)}; this gpu-als "
+                             f"reads version {FILE_VERSION}{newer}")
         try:
             params = json.loads(str(contents["params"]))
             params["dtype"] = np.dtype(params["dtype"]).type
@@ -1277,8 +1281,11 @@ class ALS:
                                   for name, F in (("user_ids", X), ("item_ids", Y)))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        model._set_fitted(get_backend(backend), X, Y, contents["loss_history"], user_ids,
-                          item_ids)
+        loss_history = contents["loss_history"]
+        if loss_history.ndim != 1 or loss_history.dtype.kind not in "fiu":
+            raise ValueError(f"{path}: loss_history has shape {loss_history.shape} and dtype "
+                             f"{loss_history.dtype}, expected a 1-D array of numbers")
+        model._set_fitted(get_backend(backend), X, Y, loss_history, user_ids, item_ids)
         return model
 
 

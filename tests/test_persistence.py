@@ -249,12 +249,17 @@ def test_not_a_model(saved, tmp_path):
     np.testing.assert_array_equal(loaded.item_factors_, ALS.load(saved).item_factors_)
 
 
-@pytest.mark.parametrize("version", [0, 2])
-def test_wrong_version(saved, tmp_path, version):
+@pytest.mark.parametrize("version, newer", [(0, False), (2, True)])
+def test_wrong_version(saved, tmp_path, version, newer):
     path = rewrite(saved, tmp_path / "v.npz", version=np.array(version))
+    upgrade = "; a newer gpu-als wrote it: upgrade to read it" if newer else ""
     with pytest.raises(ValueError, match=f"format version {version}; this gpu-als reads "
-                                         f"version 1"):
+                                         f"version 1{upgrade}$"):
         ALS.load(path)
+    for odd in (np.array("1"), np.array([1, 1])):  # Python's TypeError or ValueError before
+        path = rewrite(saved, tmp_path / "v.npz", version=odd)
+        with pytest.raises(ValueError, match="its format version is not an integer"):
+            ALS.load(path)
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -262,6 +267,9 @@ def test_wrong_version(saved, tmp_path, version):
     ("item_factors", np.ones((20, 5), np.float64), r"dtype float64, expected"),
     ("item_factors", np.full((20, 5), np.nan, np.float32), "NaN or infinite"),
     ("user_ids", np.arange(3), r"user_ids has shape \(3,\), expected \(30,\)"),
+    ("loss_history", np.ones((2, 2)), r"loss_history has shape \(2, 2\) and dtype float64, "
+                                      r"expected a 1-D array of numbers"),
+    ("loss_history", np.array(["x"]), r"loss_history has shape \(1,\) and dtype <U1"),
 ])
 def test_wrong_arrays(saved, tmp_path, name, value, message):
     path = rewrite(saved, tmp_path / "bad.npz", **{name: value})
