@@ -68,17 +68,21 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
     for name, F in (("user_factors", X), ("item_factors", Y)):
         if F.dtype.kind != "f":
             raise ValueError(f"{where}: {name} has dtype {F.dtype}, expected floats")
-    translated: dict[str, Any] = {
-        "regularization": float(found.get("regularization", 0.01)),
-        "iterations": int(found.get("iterations", 15)),
-        "solver": "cg" if found.get("use_cg", True) else "cholesky",
-        "cg_steps": int(found.get("cg_steps", 3)),
-        "calculate_training_loss": bool(found.get("calculate_training_loss", False)),
-        "dtype": np.float64 if X.dtype == np.float64 and Y.dtype == np.float64 else np.float32,
-    }
+    try:  # a file's values are arrays of any kind: a corrupted one's say so here
+        translated: dict[str, Any] = {
+            "regularization": float(found.get("regularization", 0.01)),
+            "iterations": int(found.get("iterations", 15)),
+            "solver": "cg" if found.get("use_cg", True) else "cholesky",
+            "cg_steps": int(found.get("cg_steps", 3)),
+            "calculate_training_loss": bool(found.get("calculate_training_loss", False)),
+            "dtype": np.float64 if X.dtype == np.float64 and Y.dtype == np.float64
+            else np.float32,
+        }
+        implicit_alpha = float(found.get("alpha", 1.0))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} holds invalid hyperparameters: {exc}") from None
     if isinstance(found.get("random_state"), (int, np.integer)):
         translated["random_state"] = int(found["random_state"])
-    implicit_alpha = float(found.get("alpha", 1.0))
     if "alpha" not in params:
         if implicit_alpha < 1:
             raise ValueError(

@@ -183,6 +183,12 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
              item_factors=np.ones((4, 2)))
     with pytest.raises(ValueError, match="user_factors has dtype int64, expected floats"):
         from_implicit(tmp_path / "counts.npz")
+    for name, value, says in (("regularization", np.ones(3), "only (0-dimensional|size-1) arrays"),
+                              ("alpha", np.array("x"), "could not convert string")):
+        np.savez(tmp_path / "odd.npz", user_factors=np.ones((3, 2)),
+                 item_factors=np.ones((4, 2)), **{name: value})
+        with pytest.raises(ValueError, match=f"odd.npz holds invalid hyperparameters: {says}"):
+            from_implicit(tmp_path / "odd.npz")
     theirs.user_factors[0, 0] = np.nan
     with pytest.raises(ValueError, match="AlternatingLeastSquares: user_factors holds NaN"):
         from_implicit(theirs, alpha=0.0)
