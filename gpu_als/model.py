@@ -1225,8 +1225,8 @@ class ALS:
                              f"columns")
         model._set_fitted(get_backend(model.backend), X.astype(p["dtype"], copy=False),
                           Y.astype(p["dtype"], copy=False), [],
-                          _checked_ids(user_ids, len(X), "user_ids"),
-                          _checked_ids(item_ids, len(Y), "item_ids"))
+                          _checked_ids(user_ids, len(X), "user_ids", distinct=True),
+                          _checked_ids(item_ids, len(Y), "item_ids", distinct=True))
         return model
 
     @classmethod
@@ -1346,15 +1346,37 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     start[known] = current[rows[known]]
 
 
-def _checked_ids(ids: Any, n: int, name: str) -> np.ndarray | None:
-    """``ids`` as a 1-D array of ``n`` original ids, or None."""
+def _checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
+                 ) -> np.ndarray | None:
+    """``ids`` as a 1-D array of ``n`` original ids, or None; with ``distinct`` (ids given
+    by the user, not read back from a model) each id once, as the lookups by id need."""
     if ids is None:
         return None
     ids = np.asarray(ids)
     if ids.shape != (n,):
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
+    if distinct and (repeated := _repeated_id(ids)) is not None:
+        raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
+                         f"an id of its own (the lookups by id find only the first)")
     return ids
+
+
+def _repeated_id(ids: np.ndarray) -> Any:
+    """An id that ``ids`` holds more than once, as the lookups by id match them (numbers
+    as numbers, anything else as its string), or None."""
+    if len(ids) < 2:
+        return None
+    try:
+        if bool(np.all(ids[1:] > ids[:-1])):  # sorted, so distinct: from_dataframe's ids
+            return None
+    except TypeError:  # ids that do not compare (numbers and strings): look them up
+        pass
+    repeated = np.flatnonzero(data.id_positions(ids, ids) != np.arange(len(ids)))
+    if not len(repeated):
+        return None
+    value = ids[repeated[0]]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class _IdIndex:
@@ -1440,8 +1462,8 @@ def _ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:
     """``fit``'s ``(user_ids, item_ids)`` for a matrix of ``shape``, checked."""
-    return (_checked_ids(ids[0], shape[0], "user_ids"),
-            _checked_ids(ids[1], shape[1], "item_ids"))
+    return (_checked_ids(ids[0], shape[0], "user_ids", distinct=True),
+            _checked_ids(ids[1], shape[1], "item_ids", distinct=True))
 
 
 def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -> None:

@@ -658,6 +658,13 @@ def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
     with pytest.raises(TypeError, match="fit.df. takes its ids from the DataFrame's"):
         ALS(**params).fit(df, user_ids=users)
     assert ALS(**params).fit(matrix, user_ids=users).item_ids_ is None
+    repeated = users.copy()
+    repeated[-1] = repeated[0]  # a second row that user_rows(id) could never find
+    with pytest.raises(ValueError, match=f"user_ids holds {repeated[0]!r} more than once"):
+        ALS(**params).fit(matrix, user_ids=repeated)
+    mixed = np.array([1, "1", *range(2, len(users))], dtype=object)  # 1 and "1": one id
+    with pytest.raises(ValueError, match="user_ids holds '1' more than once"):
+        ALS(**params).fit(matrix, user_ids=mixed)
 
 
 def test_from_dataframe_against_given_id_maps():
