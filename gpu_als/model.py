@@ -1356,15 +1356,16 @@ def _checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     if ids.shape != (n,):
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
-    if distinct and (repeated := _repeated_id(ids)) is not None:
+    if distinct and (at := _repeated_at(ids)) is not None:
+        repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
         raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
                          f"an id of its own (the lookups by id find only the first)")
     return ids
 
 
-def _repeated_id(ids: np.ndarray) -> Any:
-    """An id that ``ids`` holds more than once, as the lookups by id match them (numbers
-    as numbers, anything else as its string), or None."""
+def _repeated_at(ids: np.ndarray) -> int | None:
+    """The position of an id that ``ids`` holds earlier too, as the lookups by id match
+    them (numbers as numbers, anything else as its string), or None."""
     if len(ids) < 2:
         return None
     try:
@@ -1373,10 +1374,7 @@ def _repeated_id(ids: np.ndarray) -> Any:
     except TypeError:  # ids that do not compare (numbers and strings): look them up
         pass
     repeated = np.flatnonzero(data.id_positions(ids, ids) != np.arange(len(ids)))
-    if not len(repeated):
-        return None
-    value = ids[repeated[0]]
-    return value.item() if isinstance(value, np.generic) else value
+    return int(repeated[0]) if len(repeated) else None
 
 
 class _IdIndex:
@@ -1429,7 +1427,7 @@ def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
     if mine and theirs and mine != theirs:
         raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
                         f"{mine} ({known.dtype})")
-    if len(ids) > 1 and (data.id_positions(ids, ids) != np.arange(len(ids))).any():
+    if _repeated_at(ids) is not None:
         raise ValueError(f"{name} holds duplicates; give each id once")
     rows = index.positions(ids)
     new = rows < 0
