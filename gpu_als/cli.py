@@ -998,8 +998,12 @@ OUTPUT_OPTIONS = ("output", "trials", "plot")
 
 def check_output_folders(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output file whose folder does not exist or that is a
-    folder itself (``demo`` creates its output folder; ``-`` is standard output)."""
-    if args.command == "demo":
+    folder itself, or a file as the demo's output folder (which it creates; ``-`` is
+    standard output)."""
+    if args.command == "demo":  # a folder, made when the charts are drawn
+        if Path(args.output).exists() and not Path(args.output).is_dir():
+            raise FileExistsError(f"--output {args.output} is a file: the demo writes its "
+                                  f"charts into a folder")
         return
     for name in OUTPUT_OPTIONS:
         path = getattr(args, name, None)

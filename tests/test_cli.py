@@ -643,6 +643,16 @@ def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys
     assert "--min-value must be a finite number, got nan" in capsys.readouterr().err
 
 
+def test_demo_into_a_file_is_refused_before_any_work(tmp_path, capsys):
+    """(It trained and ranked first, then failed to make the folder: "File exists".)"""
+    (tmp_path / "taken").write_text("mine")
+    assert main(["demo", "--output", str(tmp_path / "taken")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"gpu-als demo: error: --output {tmp_path / 'taken'} is a "
+                                 f"file: the demo writes its charts into a folder\n")
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 def test_demo_without_movielens_runs_on_synthetic_data(tmp_path, monkeypatch, capsys):
     """Offline and without a copy (`make demo` on a fresh machine): it says so and goes on."""
     from gpu_als import datasets
