@@ -65,6 +65,18 @@ def check_path(path: Any) -> str:
     return os.fsdecode(path)
 
 
+def check_output_file(path: str, action: str, example: str) -> None:
+    """Refuse, before writing, a ``path`` that is a folder (naming ``example``, a file name
+    to give in it) or whose folder does not exist; ``action`` says what was to be done
+    ("save the model")."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot {action} to {path}: it is a folder; give a file name "
+                                f"such as {os.path.join(path, example)}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot {action} to {path}: there is no folder {folder}")
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
@@ -479,6 +491,20 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
 
 
+def repeated_at(ids: np.ndarray) -> int | None:
+    """The position of an id that ``ids`` holds earlier too, as the lookups by id match
+    them (numbers as numbers, anything else as its string), or None."""
+    if len(ids) < 2:
+        return None
+    try:
+        if bool(np.all(ids[1:] > ids[:-1])):  # sorted, so distinct: from_dataframe's ids
+            return None
+    except TypeError:  # ids that do not compare (numbers and strings): look them up
+        pass
+    repeated = np.flatnonzero(id_positions(ids, ids) != np.arange(len(ids)))
+    return int(repeated[0]) if len(repeated) else None
+
+
 def _pandas():
     """The pandas module, or None where it is not installed."""
     try:
@@ -537,7 +563,7 @@ def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
                             f"df[{name!r}].astype(str)") from None
         return ids, positions.ravel()
     ids = np.asarray(id_map)
-    if ids.ndim != 1 or len(np.unique(ids)) != len(ids):
+    if ids.ndim != 1 or repeated_at(ids) is not None:
         raise ValueError(f"the id map for column {name!r} must be 1-D without repeated ids")
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():

@@ -1356,25 +1356,11 @@ def _checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     if ids.shape != (n,):
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
-    if distinct and (at := _repeated_at(ids)) is not None:
+    if distinct and (at := data.repeated_at(ids)) is not None:
         repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
         raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
                          f"an id of its own (the lookups by id find only the first)")
     return ids
-
-
-def _repeated_at(ids: np.ndarray) -> int | None:
-    """The position of an id that ``ids`` holds earlier too, as the lookups by id match
-    them (numbers as numbers, anything else as its string), or None."""
-    if len(ids) < 2:
-        return None
-    try:
-        if bool(np.all(ids[1:] > ids[:-1])):  # sorted, so distinct: from_dataframe's ids
-            return None
-    except TypeError:  # ids that do not compare (numbers and strings): look them up
-        pass
-    repeated = np.flatnonzero(data.id_positions(ids, ids) != np.arange(len(ids)))
-    return int(repeated[0]) if len(repeated) else None
 
 
 class _IdIndex:
@@ -1427,7 +1413,7 @@ def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
     if mine and theirs and mine != theirs:
         raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
                         f"{mine} ({known.dtype})")
-    if _repeated_at(ids) is not None:
+    if data.repeated_at(ids) is not None:
         raise ValueError(f"{name} holds duplicates; give each id once")
     rows = index.positions(ids)
     new = rows < 0
@@ -1637,15 +1623,10 @@ def _write_atomically(path, arrays: dict[str, Any]) -> str:
     one, never half of one, and a failed save leaves the old file as it was. Returns the
     file's name (``path``, ``.npz`` added if missing)."""
     final = data.check_path(path)
-    if os.path.isdir(final):
-        raise IsADirectoryError(f"cannot save the model to {final}: it is a folder; give a "
-                                f"file name such as {os.path.join(final, 'model.npz')}")
+    # checked here, else the errors would name the temporary file
+    data.check_output_file(final, "save the model", "model.npz")
     if not final.endswith(".npz"):  # as np.savez names it
         final += ".npz"
-    folder = os.path.dirname(final) or "."
-    if not os.path.isdir(folder):  # else the error would name the temporary file
-        raise FileNotFoundError(f"cannot save the model to {final}: there is no folder "
-                                f"{folder}")
     temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         file = open(temporary, "xb")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import check_path, to_host
+from .data import check_output_file, check_path, to_host
 
 
 def _figure(**kwargs):
@@ -31,14 +31,10 @@ def _save(fig, path) -> Path:
     PNG for a name without one (``.png`` then added, as matplotlib does), and return the
     file written as a Path."""
     path = Path(check_path(path))
-    if path.is_dir():  # matplotlib would write <folder>.png beside it
-        raise IsADirectoryError(f"cannot write the chart to {path}: it is a folder; give a "
-                                f"file name such as {path / 'chart.png'}")
-    if not path.suffix:
+    if not path.suffix and not path.is_dir():  # a folder: refused below
         path = path.with_name(path.name + ".png")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write the chart to {path}: there is no folder "
-                                f"{path.parent}")
+    # a folder would make matplotlib write <folder>.png beside it
+    check_output_file(str(path), "write the chart", "chart.png")
     fig.savefig(path)
     return path
 
