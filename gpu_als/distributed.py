@@ -140,9 +140,10 @@ class _ClusterBlocks:
     half-step that solves them there, retried after a worker is lost."""
 
     def __init__(self, client, sides: dict[str, list[tuple[int, int, data.WeightedRows]]],
-                 params: dict[str, Any], max_retries: int):
+                 params: dict[str, Any], max_retries: int, worker_timeout: float):
         """``sides``: each side's blocks as :func:`_split` cuts them (scattered here);
-        ``params``: what :func:`_solve_block` needs."""
+        ``params``: what :func:`_solve_block` needs; ``worker_timeout``: how long to wait
+        for a worker after losing all of them."""
         from concurrent.futures import CancelledError  # FutureCancelledError's base
 
         from distributed.comm import CommClosedError
@@ -152,7 +153,7 @@ class _ClusterBlocks:
         self.worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError,
                             TimeoutError)
         self.client, self.sides, self.params = client, sides, params
-        self.max_retries = max_retries
+        self.max_retries, self.worker_timeout = max_retries, worker_timeout
         self.placed: dict[str, list] = {}   # each block's future
         self.holders: dict[str, list] = {}  # the worker(s) holding each placed block
         self.place()
@@ -193,7 +194,7 @@ class _ClusterBlocks:
                 logger.warning("distributed ALS: %s: %s; scattering the blocks again and "
                                "retrying", type(exc).__name__, str(exc))
                 traceback.clear_frames(exc.__traceback__)
-                self.client.wait_for_workers(1, timeout=60)
+                _running_workers(self.client, self.worker_timeout)
                 self.place()
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -211,9 +212,26 @@ class _ClusterBlocks:
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
 
 
+def _running_workers(client, timeout: float) -> int:
+    """The number of the cluster's workers, after waiting up to ``timeout`` seconds for a
+    first one (an adaptive cluster that is still scaling up has none)."""
+    from distributed import TimeoutError as DaskTimeoutError
+
+    if client.status != "running":
+        raise ValueError(f"the Dask client is {client.status}: fit_distributed needs a "
+                         f"running Client")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (DaskTimeoutError, TimeoutError):
+        raise RuntimeError(
+            f"distributed ALS: the cluster has no worker (waited {timeout:g} s for one); "
+            f"start some, e.g. LocalCluster(n_workers=2), or scale the cluster up") from None
+    return len(client.nthreads())  # every worker (scheduler_info may list only some)
+
+
 def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None,
                     item_ids: Any = None, blocks_per_worker: int = 1,
-                    max_retries: int = 3) -> ALS:
+                    max_retries: int = 3, worker_timeout: float = 60.0) -> ALS:
     """Fit ``model`` on the Dask cluster of ``client``; returns the fitted ``model``.
 
     Parameters
@@ -230,6 +248,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         Row blocks per worker and side.
     max_retries : int, default 3
         Attempts of a half-step after a worker failure before giving up.
+    worker_timeout : float, default 60
+        Seconds to wait for a worker when the cluster has none (at the start, or after
+        losing every worker mid-fit), before giving up with a ``RuntimeError``.
 
     Returns
     -------
@@ -242,7 +263,10 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     Raises
     ------
     RuntimeError
-        When a half-step keeps failing (e.g. every worker is gone).
+        When a half-step keeps failing, or no worker joins the cluster within
+        ``worker_timeout`` seconds.
+    ValueError
+        When ``client`` is closed.
     """
     from distributed import Client
 
@@ -257,12 +281,13 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
                         "each worker resolves, not a Backend instance")
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
     data.check_int("max_retries", max_retries, minimum=0)
+    worker_timeout = data.check_float("worker_timeout", worker_timeout, strict=True)
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     prepared = data.Prepared(user_items, p["dtype"])
     user_ids, item_ids = _checked_data_ids(ids, prepared.shape)
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
-    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    n_workers = _running_workers(client, worker_timeout)
     params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps")}
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
@@ -281,7 +306,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
     with model._fitting(), progress, \
-            contextlib.closing(_ClusterBlocks(client, sides, params, max_retries)) as cluster:
+            contextlib.closing(_ClusterBlocks(client, sides, params, max_retries,
+                                                worker_timeout)) as cluster:
         start = time.perf_counter()  # the blocks placed
         for iteration in progress:
             X, XtX, _ = cluster.half_step("user", Y, YtY if implicit else None, X)

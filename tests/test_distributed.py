@@ -302,6 +302,29 @@ def test_bad_arguments_are_refused_before_any_work(client):
         fit_distributed(PARAMS, R, client)
     with pytest.raises(TypeError, match="client must be a dask.distributed.Client, got str"):
         fit_distributed(ALS(**PARAMS), R, "tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="worker_timeout=0.0: must be > 0"):
+        fit_distributed(ALS(**PARAMS), R, client, worker_timeout=0)
+
+
+def test_a_cluster_without_workers_or_a_closed_client_is_a_clear_error():
+    """Dask's own errors were a KeyError ('workers') for a closed client, and a
+    TimeoutError 'No valid workers found' after 30 s for a cluster without workers."""
+    from dask.distributed import Client, LocalCluster
+
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(200, 100, 2_000, random_state=3)
+    model = ALS(**PARAMS)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as empty:
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"the cluster has no worker \(waited 0.5 s"):
+            fit_distributed(model, R, empty, worker_timeout=0.5)
+        assert time.perf_counter() - start < 10
+        assert not hasattr(model, "user_factors_") and not model.fit_in_progress
+    with pytest.raises(ValueError, match="the Dask client is closed: fit_distributed needs a "
+                                         "running Client"):
+        fit_distributed(model, R, empty)
 
 
 def test_blocks_arriving_unaligned_are_aligned_before_solving():
