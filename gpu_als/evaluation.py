@@ -61,8 +61,9 @@ def train_test_split(
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Split each user's stored entries into train and test.
 
-    A user with ``n >= 2`` entries gets ``max(1, round(test_fraction * n))`` of them,
-    chosen uniformly at random, in the test set; a user with one entry keeps it in train.
+    A user with ``n >= 2`` entries gets ``max(1, round(test_fraction * n))`` of them, but
+    at most ``n - 1``, chosen uniformly at random, in the test set: every user keeps at
+    least one entry in train (a user with one entry keeps it there).
     ``test_fraction`` is a keyword (as scikit-learn's ``test_size``): the implicit
     library's ``train_test_split(ratings, 0.8)`` means 80 % *train*.
 
@@ -93,7 +94,8 @@ def train_test_split(
         raise ValueError(f"test_fraction={test_fraction}: must be < 1")
     csr = check_user_items(user_items, np.float32)
     lengths = np.diff(csr.indptr)
-    n_test = np.where(lengths >= 2, np.maximum(1, np.rint(test_fraction * lengths)), 0)
+    n_test = np.where(lengths >= 2, np.clip(np.rint(test_fraction * lengths), 1, lengths - 1),
+                      0)
     return _split(csr, n_test, random_state)
 
 

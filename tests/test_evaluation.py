@@ -51,6 +51,19 @@ def test_split_is_per_user_disjoint_and_seeded():
             implicit_call()
 
 
+@pytest.mark.parametrize("test_fraction", [0.5, 0.8, 0.95])
+def test_a_large_test_fraction_leaves_every_user_an_entry_in_train(test_fraction):
+    """Before, round(0.8 * 2) = 2 held out both entries of a user with two, and at 0.95
+    every user of up to 10 entries lost all of them to test."""
+    R = random_interactions(300, 80, 0.05, seed=2)
+    train, test = train_test_split(R, test_fraction=test_fraction)
+    n = np.diff(R.indptr)
+    expected = np.where(n >= 2, np.clip(np.rint(test_fraction * n), 1, n - 1), 0)
+    np.testing.assert_array_equal(np.diff(test.indptr), expected)
+    assert (np.diff(train.indptr)[n >= 1] >= 1).all()
+    assert ((n == 2) & (expected == 1)).any() and (expected == n - 1).any()
+
+
 @pytest.mark.parametrize("K", [1, 3])
 def test_leave_k_out_holds_out_k_of_each_user_with_more(K):
     R = random_interactions(300, 80, 0.05, seed=2)
