@@ -317,10 +317,11 @@ class Interactions(NamedTuple):
     item_ids: np.ndarray
 
 
-def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32
-                       ) -> Interactions:
+def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32, *,
+                       stacklevel: int = 2) -> Interactions:
     """What ``fit(df)`` trains on: the columns ``user``, ``item`` and (optionally)
-    ``value`` of a DataFrame, through :func:`from_dataframe`.
+    ``value`` of a DataFrame, through :func:`from_dataframe`; for explicit feedback, with
+    :func:`warn_summed_ratings`' warning (``stacklevel`` as ``warnings.warn``'s, here).
 
     Raises
     ------
@@ -339,7 +340,28 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
             f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
-    return from_dataframe(df, dtype=dtype)
+    interactions = from_dataframe(df, dtype=dtype)
+    if feedback == "explicit":
+        warn_summed_ratings(len(df), interactions.matrix, stacklevel=stacklevel)
+    return interactions
+
+
+def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, str] = (
+        "user", "item"), stacklevel: int = 2) -> None:
+    """For explicit feedback: warn when the ``matrix`` that :func:`from_dataframe` made of
+    ``n_rows`` rows has fewer entries, that is, when rows repeating a (user, item) pair
+    were summed. Summing is right for counts (implicit feedback), but two ratings of 4
+    then train as one rating of 8. ``stacklevel``: as ``warnings.warn``'s, from the
+    caller."""
+    repeated = n_rows - matrix.nnz
+    if repeated > 0:
+        user, item = columns
+        warnings.warn(
+            f"{repeated:,} of the {n_rows:,} rows repeat a ({user}, {item}) pair, and the "
+            f"ratings of a pair are summed (two ratings of 4 train as one of 8); for "
+            f"feedback='explicit' keep one rating per pair, e.g. with pandas "
+            f"df.drop_duplicates([{user!r}, {item!r}], keep='last')",
+            UserWarning, stacklevel=stacklevel + 1)
 
 
 def _check_eager(df: Any) -> None:

@@ -397,8 +397,8 @@ class ALS:
         if user_ids is not None or item_ids is not None:
             raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
                             "columns: pass user_ids / item_ids with a matrix only")
-        matrix, user_ids, item_ids = data.frame_interactions(user_items, self.feedback,
-                                                             data.check_dtype(self.dtype))
+        matrix, user_ids, item_ids = data.frame_interactions(  # warnings: fit's caller
+            user_items, self.feedback, data.check_dtype(self.dtype), stacklevel=4)
         return matrix, (user_ids, item_ids)
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype,

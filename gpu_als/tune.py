@@ -197,17 +197,16 @@ def tune(
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
 
+    user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
+    if data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
+        user_items, user_ids, item_ids = data.frame_interactions(
+            user_items, "explicit" if "explicit" in feedbacks else "implicit", np.float64,
+            stacklevel=3)
     if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
                       for config in configurations)
         _check_fit_memory(user_items.shape, {"factors": largest,
                                              "dtype": base.get("dtype", np.float32)})
-    if data.is_dataframe(user_items):  # the refit below keeps the frame's ids
-        frame = user_items
-        user_items = data.frame_interactions(
-            frame, "explicit" if "explicit" in feedbacks else "implicit").matrix
-    else:
-        frame = None
     fit_part, validation = train_test_split(
         user_items, test_fraction=validation_fraction, random_state=random_state)
     if validation.nnz == 0:
@@ -231,7 +230,8 @@ def tune(
     best_params = {name: best[name] for name in param_grid}
     refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
     model = ALS(**{**refit, **best_params})
-    model.set_params(backend=backend).fit(user_items if frame is None else frame)  # same device
+    model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same device
+                                          item_ids=item_ids)
     model.set_params(backend=refit["backend"])
     return TuneResult(best_params, best["score"], model, trials,
                       metric if metric in LOWER_IS_BETTER else f"{metric}@{K}",

@@ -667,6 +667,44 @@ def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
         ALS(**params).fit(matrix, user_ids=mixed)
 
 
+def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, capsys):
+    """Summing a pair's rows is right for counts, but turns two ratings of 4 into an 8:
+    fit(df), tune(df) and the command line say so for explicit feedback, and only then."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    from gpu_als.cli import main
+    from gpu_als.tune import tune
+
+    df = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [7, 7, 7, 8, 8, 8],
+                       "value": [4.0, 4.0, 3.0, 5.0, 1.0, 2.0]})
+    params = dict(factors=2, iterations=2, backend="cpu", show_progress=False, random_state=0)
+    message = (r"2 of the 6 rows repeat a \(user, item\) pair, and the ratings of a pair are "
+               r"summed \(two ratings of 4 train as one of 8\); for feedback='explicit' keep "
+               r"one rating per pair, e.g. with pandas df.drop_duplicates\(\['user', "
+               r"'item'\], keep='last'\)")
+    with pytest.warns(UserWarning, match=message) as caught:
+        model = ALS(**params, feedback="explicit").fit(df)
+    assert caught[0].filename == __file__  # the line that called fit
+    assert model.predict([0], [0])[0] == pytest.approx(8, abs=1.5)  # the 8 it learnt
+    with pytest.warns(UserWarning, match=message) as caught:
+        result = tune(df, {"factors": [1, 2]}, metric="rmse", show_progress=False,
+                      base_params={**params, "feedback": "explicit"})
+    assert len(caught) == 1 and caught[0].filename == __file__  # tune's refit: no second
+    assert list(result.model.user_ids_) == [1, 2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ALS(**params).fit(df)  # implicit: counts, summed as they should be
+        ALS(**params, feedback="explicit").fit(df.drop_duplicates(["user", "item"]))
+    file = tmp_path / "ratings.csv"
+    df.rename(columns={"user": "uid"}).to_csv(file, index=False)
+    assert main(["train", str(file), "--user-col", "uid", "--feedback", "explicit",
+                 "--factors", "2", "--iterations", "1", "--backend", "cpu",
+                 "--output", str(tmp_path / "m.npz")]) == 0
+    assert "gpu-als train: warning: 2 of the 6 rows repeat a (uid, item) pair" in \
+        capsys.readouterr().err
+
+
 def test_from_dataframe_against_given_id_maps():
     """New interactions lined up with a fitted model's ids: given order, unknown ids
     refused by default or left out, users without rows empty."""
