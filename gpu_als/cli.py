@@ -335,17 +335,18 @@ def train(args: argparse.Namespace) -> int:
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
     matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
-    start = time.perf_counter()
-    saved_warm_start = model.warm_start  # --init is this command's, not the model's setting
-    model.set_params(warm_start=args.init is not None)
-    if args.early_stopping is not None:
-        model.set_params(iterations=iterations_by_early_stopping(args, model, matrix,
-                                                                 user_ids, item_ids))
-    model.fit(matrix, user_ids=user_ids, item_ids=item_ids)
-    model.set_params(warm_start=saved_warm_start)
+    with fitting_on(args.scheduler) as (fit, where):
+        start = time.perf_counter()
+        saved_warm_start = model.warm_start  # --init is this command's, not the model's
+        model.set_params(warm_start=args.init is not None)
+        if args.early_stopping is not None:
+            model.set_params(iterations=iterations_by_early_stopping(
+                args, model, matrix, user_ids, item_ids, fit))
+        fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
+        model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
     print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
-          f"interactions; trained on '{model.backend_}'"
+          f"interactions; trained on {where or repr(str(model.backend_))}"
           f"{f' from {args.init}' if args.init else ''} in "
           f"{time.perf_counter() - start:.2f} s{loss}")
     written = model.save(args.output)
@@ -353,10 +354,33 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def fitting_on(scheduler: str | None):
+    """``train``'s fit, as ``fit(model, matrix, user_ids=, item_ids=)``, and where it runs
+    (None: this process): ``model.fit``; or, with ``--scheduler``,
+    :func:`gpu_als.distributed.fit_distributed` on that Dask cluster, through a client
+    that is closed when the context ends."""
+    if scheduler is None:
+        yield (lambda model, matrix, **ids: model.fit(matrix, **ids)), None
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise RuntimeError("--scheduler needs Dask: pip install gpu-als[dist]") from exc
+    from .distributed import fit_distributed
+
+    with Client(scheduler, set_as_default=False) as client:
+        def fit(model, matrix, **ids):
+            return fit_distributed(model, matrix, client, **ids)
+
+        yield fit, f"the Dask cluster at {scheduler}"
+
+
 def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_ids,
-                                 item_ids) -> int:
+                                 item_ids, fit) -> int:
     """``train --early-stopping``: how many iterations to train ``model`` (not fitted) for,
-    found by a fit of a copy on all but ``--validation-fraction`` of each user's interactions that
+    found by a fit (``fit``, as :func:`fitting_on` gives it) of a copy on all but
+    ``--validation-fraction`` of each user's interactions that
     :class:`gpu_als.evaluation.EarlyStopping` stops once ``--metric`` on the rest has not
     improved for ``--early-stopping`` iterations."""
     from .evaluation import EarlyStopping, train_test_split
@@ -384,7 +408,8 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
                          patience=args.early_stopping, restore_best=False,
                          max_users=args.validation_users, random_state=args.seed)
-    probe.fit(fit_part, callback=stop, user_ids=user_ids, item_ids=item_ids)
+    probe.set_params(callback=stop)
+    fit(probe, fit_part, user_ids=user_ids, item_ids=item_ids)
     if stop.best_iteration is None:  # --iterations 0
         return 0
     best = stop.best_iteration + 1
@@ -879,6 +904,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--output", type=Path, default=Path("model.npz"),
                    help="model file to write (default model.npz)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="fit on the Dask cluster of this scheduler (e.g. tcp://host:8786; "
+                        "gpu_als.distributed.fit_distributed), each worker on --backend: "
+                        "needs gpu-als[dist]")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "

@@ -1,6 +1,7 @@
 """The command line: every command, end to end on small inputs."""
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -209,6 +210,23 @@ def test_the_delimiter_is_detected(sep, csv_file, tmp_path, capsys):
     single.write_text("user\na\nb\n")
     assert sniff_delimiter(single) == ","
     assert "warning" not in capsys.readouterr().err
+
+
+def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tmp_path,
+                                                                      capsys, monkeypatch):
+    """(The fit on a cluster itself: tests/test_distributed.py.)"""
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("dask.distributed")  # its defaults in dask.config before the set
+    common = ["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
+              "cpu", "--output", str(tmp_path / "m.npz"), "--scheduler"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main([*common, "tcp://127.0.0.1:9"]) == 2  # the discard port: refused
+    assert "Timed out trying to connect to tcp://127.0.0.1:9" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # not installed
+    assert main([*common, "tcp://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == ("gpu-als train: error: --scheduler needs Dask: pip "
+                                       "install gpu-als[dist]\n")
+    assert not (tmp_path / "m.npz").exists()
 
 
 @pytest.mark.parametrize("header", [None, "infer"])

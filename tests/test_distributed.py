@@ -306,6 +306,33 @@ def test_bad_arguments_are_refused_before_any_work(client):
         fit_distributed(ALS(**PARAMS), R, client, worker_timeout=0)
 
 
+def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, capsys):
+    """gpu-als train --scheduler: fit_distributed on that cluster, with early stopping's
+    probe fit there too, and the same model as without it."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.cli import main
+
+    R = make_power_law(200, 100, 2_000, random_state=3).tocoo()
+    file = tmp_path / "clicks.csv"
+    pd.DataFrame({"user": R.row + 100, "item": R.col, "value": R.data}).to_csv(file,
+                                                                              index=False)
+    address = client.scheduler.address
+    models, printed = [], []
+    for where in ([], ["--scheduler", address]):
+        out = tmp_path / f"m{len(models)}.npz"
+        assert main(["train", str(file), "--factors", "6", "--iterations", "12",
+                     "--early-stopping", "2", "--backend", "cpu", "--dtype", "float64",
+                     "--output", str(out), *where]) == 0
+        printed.append(capsys.readouterr().out)
+        models.append(ALS.load(out, backend="cpu"))
+    assert f"trained on the Dask cluster at {address} in" in printed[1]
+    assert "trained on 'cpu' in" in printed[0]
+    assert printed[0].splitlines()[0] == printed[1].splitlines()[0]  # the same stop
+    np.testing.assert_allclose(models[1].item_factors_, models[0].item_factors_, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
+
+
 def test_a_cluster_without_workers_or_a_closed_client_is_a_clear_error():
     """Dask's own errors were a KeyError ('workers') for a closed client, and a
     TimeoutError 'No valid workers found' after 30 s for a cluster without workers."""
