@@ -596,15 +596,21 @@ def load_model(path: str, backend: str):
 
 
 def rows_against(args: argparse.Namespace, df, row_col: str, column_col: str,
-                 column_ids: np.ndarray, row_ids: Any = None):
+                 column_ids: np.ndarray, row_ids: Any = None, feedback: str = "implicit"):
     """The file's rows as a matrix whose columns are a model's ``column_ids`` (rows of the
     file naming a column the model lacks left out), the ids of its rows (``row_ids`` when
-    given), and how many rows of the file named an unknown column."""
-    from .data import from_dataframe, id_positions
+    given), and how many rows of the file named an unknown column. For a model of
+    ``feedback="explicit"``, the warning of ratings summed."""
+    from .data import from_dataframe, id_positions, warn_summed_ratings
 
     R, ids, _ = from_dataframe(df, row_col, column_col, args.value_col, user_ids=row_ids,
                                item_ids=column_ids, drop_unknown=True)
-    unknown = int((id_positions(column_ids, np.asarray(df[column_col])) < 0).sum())
+    used = id_positions(column_ids, np.asarray(df[column_col])) >= 0
+    unknown = int((~used).sum())
+    if feedback == "explicit":
+        if row_ids is not None:
+            used &= id_positions(row_ids, np.asarray(df[row_col])) >= 0
+        warn_summed_ratings(int(used.sum()), R, (row_col, column_col))
     return R, ids, unknown
 
 
@@ -630,7 +636,7 @@ def recommend_command(args: argparse.Namespace) -> int:
         # columns; rows of items the model lacks are left out.
         df = read_frame(args)
         R, wanted, unknown_items = rows_against(args, df, args.user_col, args.item_col,
-                                                items, row_ids=named)
+                                                items, row_ids=named, feedback=model.feedback)
         has_rows = R.getnnz(axis=1) > 0
     else:
         wanted = np.asarray(named)
@@ -687,7 +693,8 @@ def fold_in_command(args: argparse.Namespace) -> int:
                        len(getattr(model, f"{other}_factors_")))
     df = read_frame(args)
     # one row per user (item) of the file, one column per item (user) of the model
-    R, file_ids, unknown = rows_against(args, df, columns[side], columns[other], fixed_ids)
+    R, file_ids, unknown = rows_against(args, df, columns[side], columns[other], fixed_ids,
+                                        feedback=model.feedback)
     if known_ids.dtype.kind in "SU" and file_ids.dtype.kind in "iuf":
         file_ids = file_ids.astype(str)  # "5" in the model, 5 read from the file: one id
     known = id_positions(known_ids, file_ids) >= 0

@@ -703,6 +703,17 @@ def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, c
                  "--output", str(tmp_path / "m.npz")]) == 0
     assert "gpu-als train: warning: 2 of the 6 rows repeat a (uid, item) pair" in \
         capsys.readouterr().err
+    # new users' rows, folded in: one rating of a pair repeated, and a row of an item the
+    # model lacks (left out, so not counted)
+    today = tmp_path / "today.csv"
+    pd.DataFrame({"uid": [9, 9, 9, 3], "item": [7, 7, 99, 8],
+                  "value": [5.0, 5.0, 1.0, 2.0]}).to_csv(today, index=False)
+    for command in (["fold-in", str(tmp_path / "m.npz"), str(today), "--output",
+                     str(tmp_path / "m2.npz")],
+                    ["recommend", str(tmp_path / "m.npz"), str(today), "--users", "9"]):
+        assert main([*command, "--user-col", "uid", "--backend", "cpu"]) == 0
+        assert f"gpu-als {command[0]}: warning: 1 of the {3 if command[0] == 'fold-in' else 2}" \
+               f" rows repeat a (uid, item) pair" in capsys.readouterr().err
 
 
 def test_from_dataframe_against_given_id_maps():
