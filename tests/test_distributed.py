@@ -342,7 +342,7 @@ def test_a_cluster_without_workers_or_a_closed_client_is_a_clear_error():
 
     R = make_power_law(200, 100, 2_000, random_state=3)
     model = ALS(**PARAMS)
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as empty:
         start = time.perf_counter()
         with pytest.raises(RuntimeError, match=r"the cluster has no worker \(waited 0.5 s"):
