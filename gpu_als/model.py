@@ -580,6 +580,36 @@ class ALS:
         out = self._fold_in(item_users, self.user_factors_, len(ids), "item_users")
         return out[0] if scalar else out
 
+    def transform(self, user_items: Any):
+        """The factors of the users whose interactions are the rows of ``user_items``,
+        solved against the fitted item factors as :meth:`recalculate_user` solves them
+        (scikit-learn's ``transform``, as its ``NMF`` and ``TruncatedSVD`` have it). The
+        model is not changed.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse matrix, shape (n_rows, n_items)
+            Columns as the model's items (for a DataFrame: ``from_dataframe(df,
+            item_ids=model.item_ids_, drop_unknown=True)``); rows may be any users.
+
+        Returns
+        -------
+        array, shape (n_rows, factors), on the model's backend (an empty row: zeros)
+        """
+        self._check_fitted()
+        R = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
+                                              self.item_factors_.dtype, name="user_items",
+                                              copy=False)
+        if R.shape[1] != self.item_factors_.shape[0]:
+            raise ValueError(f"user_items has {R.shape[1]} columns, but the model has "
+                             f"{self.item_factors_.shape[0]} items: one column per item")
+        return self._fold_in_checked(R, self.item_factors_)
+
+    def fit_transform(self, user_items: Any, **fit_params: Any):
+        """``fit(user_items, **fit_params)``, then the fitted ``user_factors_``
+        (scikit-learn's ``fit_transform``)."""
+        return self.fit(user_items, **fit_params).user_factors_
+
     def partial_fit_users(self, userids: Any = None, user_items: Any = None, *,
                           user_ids: Any = None) -> ALS:
         """Add new users, or update existing ones, without refitting.

@@ -47,6 +47,7 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     exec(compile(block, str(README), "exec"), namespace)
     model = namespace["model"]
     assert namespace["ids"].shape == (10,) and namespace["factors"].shape == (8,)
+    assert namespace["vectors"].shape == (2, 8)
     folded_in = model.recalculate_user(0, R[0]) @ model.item_factors_[5]
     assert namespace["score"] == pytest.approx(float(folded_in), rel=1e-4)
     assert model.user_factors_.shape == (945, 8)  # grown by partial_fit_users

@@ -392,6 +392,29 @@ def test_recalculate_user_is_the_exact_solve(backend, R):
         np.testing.assert_array_equal(ids[row], np.argsort(-(Y @ want[row]), kind="stable")[:4])
 
 
+def test_transform_solves_each_row_as_recalculate_user_does(backend, R):
+    """scikit-learn's transform / fit_transform: the users' factors of a matrix's rows."""
+    model = model_for(backend, regularization=0.05, alpha=4.0, dtype=np.float64)
+    assert model.fit_transform(R) is model.user_factors_
+    new_rows = random_interactions(4, 30, 0.3, seed=5, dtype=np.float64).tolil()
+    new_rows[2] = 0  # an empty row: no interactions, zero factors
+    new_rows = new_rows.tocsr()
+    want = solve_rows_loop(new_rows, to_numpy(model.item_factors_), 0.05, alpha=4.0)
+    before = to_numpy(model.user_factors_).copy()
+    got = to_numpy(model.transform(new_rows))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert not got[2].any()
+    np.testing.assert_array_equal(to_numpy(model.user_factors_), before)  # unchanged
+    np.testing.assert_allclose(to_numpy(model.transform(R)),
+                               to_numpy(model.recalculate_user(np.arange(R.shape[0]), R)),
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="user_items has 20 columns, but the model has 30 "
+                                         "items: one column per item"):
+        model.transform(new_rows[:, :20])
+    with pytest.raises(NotFittedError):
+        model_for(backend).transform(new_rows)
+
+
 def test_a_row_of_a_sparse_array_is_one_users_row(backend, R):
     """Indexing a scipy sparse *array* (csr_array) with one int gives a 1-D array: the
     query methods take it as that user's (or item's) row, as the matrix's 2-D row."""
