@@ -187,8 +187,10 @@ def _read_csv(pd, path: Path, sep: str, header):
         try:
             df = pd.read_csv(path, sep=sep[0], header=header)
         except pd.errors.ParserError:  # rows of different widths: a lone character somewhere
-            df = None
+            df = None  # (and below: rows wider than the header, whose first fields pandas
+            # would take for an index, as its Python parser does on the whole separator)
         if df is not None and df.shape[1] % width == 1 \
+                and isinstance(df.index, pd.RangeIndex) \
                 and df.iloc[:, [c for c in range(df.shape[1]) if c % width]].isna().all().all():
             df = df.iloc[:, ::width]
             if header is None:  # the fields in order: 0, 1, 2, ...

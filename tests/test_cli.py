@@ -240,7 +240,7 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
     engines = []
 
     class Spy:  # pandas, recording the parser of each read
-        errors = pd.errors
+        errors, RangeIndex = pd.errors, pd.RangeIndex
 
         @staticmethod
         def read_csv(*args, **kwargs):
@@ -249,11 +249,17 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
 
     lines = ["user::item::value", "1::10::4.5", "2::20::3", "u3::30::"]
     for body, parsers in ((lines, ["c"]), ([*lines, "4::a:b::1"], ["c", "python"]),
-                          ([lines[0], "1::a:b::2", "2::c:d::3"], ["c", "python"])):
+                          ([lines[0], "1::a:b::2", "2::c:d::3"], ["c", "python"]),
+                          ([lines[0], "1::10::4.5::123", "2::20::3::456"], ["c", "python"])):
         path = tmp_path / "ratings.dat"
         path.write_text("\n".join(body) + "\n")
-        expected = pd.read_csv(path, sep="::", header=header, engine="python")
         engines.clear()
+        try:
+            expected = pd.read_csv(path, sep="::", header=header, engine="python")
+        except pd.errors.ParserError:  # rows wider than the first: pandas refuses the file
+            with pytest.raises(pd.errors.ParserError):
+                _read_csv(Spy, path, "::", header)
+            continue
         pd.testing.assert_frame_equal(_read_csv(Spy, path, "::", header), expected)
         assert engines == parsers
 
