@@ -209,6 +209,8 @@ def test_the_delimiter_is_detected(sep, csv_file, tmp_path, capsys):
     single = tmp_path / "one_column.csv"
     single.write_text("user\na\nb\n")
     assert sniff_delimiter(single) == ","
+    single.write_text("user,item\na,x::y\nb,z\n")  # '::' in one field: not the delimiter
+    assert sniff_delimiter(single) == ","
     assert "warning" not in capsys.readouterr().err
 
 
@@ -250,7 +252,11 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
     lines = ["user::item::value", "1::10::4.5", "2::20::3", "u3::30::"]
     for body, parsers in ((lines, ["c"]), ([*lines, "4::a:b::1"], ["c", "python"]),
                           ([lines[0], "1::a:b::2", "2::c:d::3"], ["c", "python"]),
-                          ([lines[0], "1::10::4.5::123", "2::20::3::456"], ["c", "python"])):
+                          ([lines[0], "1::10::4.5::123", "2::20::3::456"], ["c", "python"]),
+                          # a lone ':' in some rows' fields, in rows of the same width
+                          ([lines[0], "1:2::3", "4::5::6"], ["c", "python"]),
+                          # a ':' ending every line: an even number of ':'-fields
+                          ([f"{line}:" for line in lines], ["c", "python"])):
         path = tmp_path / "ratings.dat"
         path.write_text("\n".join(body) + "\n")
         engines.clear()

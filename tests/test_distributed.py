@@ -249,7 +249,10 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
         attempts.append(1)
         return original_scatter(*args, **kwargs)
 
-    original_scatter = client.scatter
+    original_scatter, original_wait = client.scatter, distributed._running_workers
+    waits = []  # for a worker: at the start, and before each retry (all may be gone)
+    monkeypatch.setattr(distributed, "_running_workers",
+                        lambda *args: waits.append(args[1]) or original_wait(*args))
     monkeypatch.setattr(distributed, "_solve_block", lost)
     monkeypatch.setattr(client, "scatter", counted_place)
     with caplog.at_level("WARNING", logger="gpu_als"), \
@@ -257,9 +260,9 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
                                               "connection to the worker lost"):
         distributed.fit_distributed(ALS(**PARAMS), make_power_law(200, 100, 2_000,
                                                                   random_state=3),
-                                    client, max_retries=2)
+                                    client, max_retries=2, worker_timeout=7)
     retries = [r for r in caplog.records if "scattering the blocks again" in r.getMessage()]
-    assert len(retries) == 2
+    assert len(retries) == 2 and waits == [7.0, 7.0, 7.0]
     # the user and item blocks at the start and after each retry, and the fixed factors of
     # each of the 3 attempts
     assert len(attempts) == 2 + 2 * 2 + 3
