@@ -124,9 +124,15 @@ def test_non_real_dtype(dtype):
 
 
 def test_bool_and_int_inputs_are_fine():
+    """Taken as the floats they stand for: the same model as from those."""
     R = sp.random(30, 20, density=0.2, format="csr", random_state=1)
-    fit(R.astype(bool))
-    fit((R * 5).astype(np.int64))
+    counts = (R * 5).astype(np.int64)
+    for given, meant in ((R.astype(bool), R.astype(bool).astype(np.float32)),
+                         (counts, counts.astype(np.float32))):
+        got, want = fit(given, random_state=0), fit(meant, random_state=0)
+        np.testing.assert_array_equal(got.user_factors_, want.user_factors_)
+        np.testing.assert_array_equal(got.item_factors_, want.item_factors_)
+    assert counts.data.max() > 1  # the counts are not all ones
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
