@@ -399,8 +399,10 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     fraction = args.validation_fraction
     if not 0 < fraction < 1:
         raise ValueError(f"--validation-fraction must be between 0 and 1, got {fraction}")
-    fit_part, validation = train_test_split(matrix, test_fraction=fraction,
-                                            random_state=args.seed)
+    with warnings.catch_warnings():  # that warning: an error here, just below
+        warnings.filterwarnings("ignore", "no user has 2 or more entries")
+        fit_part, validation = train_test_split(matrix, test_fraction=fraction,
+                                                random_state=args.seed)
     if validation.nnz == 0:
         raise ValueError("--early-stopping: no user has 2 or more interactions, so there is "
                          "nothing to hold out for validation")
@@ -439,11 +441,19 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.min_value is not None and not np.isfinite(args.min_value):
         raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
     matrix, _, _ = read_interactions(args)
-    train_m, test_m = train_test_split(matrix, test_fraction=args.test_fraction,
-                                       random_state=args.seed)
+    with warnings.catch_warnings():  # that warning: an error here, just below
+        warnings.filterwarnings("ignore", "no user has 2 or more entries")
+        train_m, test_m = train_test_split(matrix, test_fraction=args.test_fraction,
+                                           random_state=args.seed)
+    if test_m.nnz == 0:
+        raise ValueError(f"{args.file}: no user has 2 or more interactions, so there is "
+                         f"nothing to hold out for testing")
     if args.feedback == "implicit" and args.min_value is not None:
         test_m = test_m.multiply(test_m >= args.min_value).tocsr()
         test_m.eliminate_zeros()
+        if test_m.nnz == 0:
+            raise ValueError(f"no held-out interaction has a value >= --min-value "
+                             f"{args.min_value:g}: nothing to test")
     model = make_model(args)
     start = time.perf_counter()
     model.fit(train_m)

@@ -96,6 +96,9 @@ def train_test_split(
     lengths = np.diff(csr.indptr)
     n_test = np.where(lengths >= 2, np.clip(np.rint(test_fraction * lengths), 1, lengths - 1),
                       0)
+    if not n_test.any():
+        warnings.warn("no user has 2 or more entries: every entry stays in train and the "
+                      "test set is empty", UserWarning, stacklevel=2)
     return _split(csr, n_test, random_state)
 
 
@@ -120,6 +123,10 @@ def leave_k_out_split(
     K = check_int("K", K, minimum=1)
     csr = check_user_items(user_items, np.float32)
     lengths = np.diff(csr.indptr)
+    if not (lengths > K).any():
+        warnings.warn(f"no user has more than K={K} entries (the most: {lengths.max()}): "
+                      f"every entry stays in train and the test set is empty", UserWarning,
+                      stacklevel=2)
     return _split(csr, np.where(lengths > K, K, 0), random_state)
 
 

@@ -27,6 +27,7 @@ import csv
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,8 +208,10 @@ def tune(
                       for config in configurations)
         _check_fit_memory(user_items.shape, {"factors": largest,
                                              "dtype": base.get("dtype", np.float32)})
-    fit_part, validation = train_test_split(
-        user_items, test_fraction=validation_fraction, random_state=random_state)
+    with warnings.catch_warnings():  # that warning: an error here, just below
+        warnings.filterwarnings("ignore", "no user has 2 or more entries")
+        fit_part, validation = train_test_split(
+            user_items, test_fraction=validation_fraction, random_state=random_state)
     if validation.nnz == 0:
         raise ValueError("no user has 2 or more interactions: there is nothing to hold out "
                          "for validation")

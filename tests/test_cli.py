@@ -702,6 +702,16 @@ def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys
     assert 0 < counts[1] < counts[0]
     assert main(["evaluate", str(csv_file), "--min-value", "nan"]) == 2
     assert "--min-value must be a finite number, got nan" in capsys.readouterr().err
+    # nothing left to test: refused before training, not after
+    assert main(["evaluate", str(csv_file), "--min-value", "1e9", "--backend", "cpu"]) == 2
+    assert capsys.readouterr() == ("", "gpu-als evaluate: error: no held-out interaction has "
+                                       "a value >= --min-value 1e+09: nothing to test\n")
+    singles = csv_file.with_name("singles.csv")
+    singles.write_text("user,item\na,1\nb,2\n")
+    assert main(["evaluate", str(singles), "--backend", "cpu"]) == 2
+    assert capsys.readouterr() == ("", f"gpu-als evaluate: error: {singles}: no user has 2 or "
+                                       f"more interactions, so there is nothing to hold out "
+                                       f"for testing\n")
 
 
 def test_demo_into_a_file_is_refused_before_any_work(tmp_path, capsys):

@@ -62,6 +62,10 @@ def test_a_large_test_fraction_leaves_every_user_an_entry_in_train(test_fraction
     np.testing.assert_array_equal(np.diff(test.indptr), expected)
     assert (np.diff(train.indptr)[n >= 1] >= 1).all()
     assert ((n == 2) & (expected == 1)).any() and (expected == n - 1).any()
+    with pytest.warns(UserWarning, match="no user has 2 or more entries: every entry stays "
+                                         "in train and the test set is empty"):
+        train, test = train_test_split(sp.eye(5, format="csr"), test_fraction=test_fraction)
+    assert test.nnz == 0 and train.nnz == 5
 
 
 @pytest.mark.parametrize("K", [1, 3])
@@ -82,6 +86,11 @@ def test_leave_k_out_holds_out_k_of_each_user_with_more(K):
     assert np.all(np.abs(held - expected) < 5 * np.sqrt(expected)), (held, expected)
     with pytest.raises(ValueError, match="K"):
         leave_k_out_split(R, K=0)
+    with pytest.warns(UserWarning, match=f"no user has more than K=500 entries \\(the most: "
+                                         f"{n.max()}\\): every entry stays in train and the "
+                                         f"test set is empty"):
+        train, test = leave_k_out_split(R, K=500)
+    assert test.nnz == 0 and (train != R).nnz == 0
 
 
 def test_binarize():
