@@ -385,7 +385,7 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     ``--validation-fraction`` of each user's interactions that
     :class:`gpu_als.evaluation.EarlyStopping` stops once ``--metric`` on the rest has not
     improved for ``--early-stopping`` iterations."""
-    from .evaluation import EarlyStopping, train_test_split
+    from .evaluation import EarlyStopping, held_out_split
     from .model import ALS
 
     if args.init is not None:
@@ -399,13 +399,8 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     fraction = args.validation_fraction
     if not 0 < fraction < 1:
         raise ValueError(f"--validation-fraction must be between 0 and 1, got {fraction}")
-    with warnings.catch_warnings():  # that warning: an error here, just below
-        warnings.filterwarnings("ignore", "no user has 2 or more entries")
-        fit_part, validation = train_test_split(matrix, test_fraction=fraction,
-                                                random_state=args.seed)
-    if validation.nnz == 0:
-        raise ValueError("--early-stopping: no user has 2 or more interactions, so there is "
-                         "nothing to hold out for validation")
+    fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",
+                                          "--early-stopping: ")
     probe = ALS(**model.get_params())
     if args.validation_users is not None and args.validation_users < 1:
         raise ValueError(f"--validation-users must be >= 1, got {args.validation_users}")
@@ -433,21 +428,16 @@ def evaluate(args: argparse.Namespace) -> int:
         PopularityRecommender,
         RandomRecommender,
         auc,
+        held_out_split,
         ranking_metrics,
         rmse,
-        train_test_split,
     )
 
     if args.min_value is not None and not np.isfinite(args.min_value):
         raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
     matrix, _, _ = read_interactions(args)
-    with warnings.catch_warnings():  # that warning: an error here, just below
-        warnings.filterwarnings("ignore", "no user has 2 or more entries")
-        train_m, test_m = train_test_split(matrix, test_fraction=args.test_fraction,
-                                           random_state=args.seed)
-    if test_m.nnz == 0:
-        raise ValueError(f"{args.file}: no user has 2 or more interactions, so there is "
-                         f"nothing to hold out for testing")
+    train_m, test_m = held_out_split(matrix, args.test_fraction, args.seed, "testing",
+                                     f"{args.file}: ")
     if args.feedback == "implicit" and args.min_value is not None:
         test_m = test_m.multiply(test_m >= args.min_value).tocsr()
         test_m.eliminate_zeros()

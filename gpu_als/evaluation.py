@@ -102,6 +102,22 @@ def train_test_split(
     return _split(csr, n_test, random_state)
 
 
+def held_out_split(user_items: Any, test_fraction: float, random_state: int | None,
+                   purpose: str, where: str = "") -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:func:`train_test_split` where the held-out part must not be empty (a validation
+    set, the command line's test set): where no user has 2 or more entries, a
+    ``ValueError`` that ``where`` starts ("--early-stopping: ") and ``purpose`` ends
+    ("validation") rather than the split's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "no user has 2 or more entries")
+        train, held_out = train_test_split(user_items, test_fraction=test_fraction,
+                                           random_state=random_state)
+    if held_out.nnz == 0:
+        raise ValueError(f"{where}no user has 2 or more interactions, so there is nothing "
+                         f"to hold out for {purpose}")
+    return train, held_out
+
+
 def leave_k_out_split(
     user_items: Any, K: int = 1, random_state: int | None = 42
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:

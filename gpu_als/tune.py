@@ -27,7 +27,6 @@ import csv
 import itertools
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from .backends import get_backend
 from .evaluation import (
     LOWER_IS_BETTER,
     VALIDATION_METRICS,
-    train_test_split,
+    held_out_split,
     validation_score,
 )
 from .model import ALS, _check_fit_memory, _Training
@@ -208,13 +207,8 @@ def tune(
                       for config in configurations)
         _check_fit_memory(user_items.shape, {"factors": largest,
                                              "dtype": base.get("dtype", np.float32)})
-    with warnings.catch_warnings():  # that warning: an error here, just below
-        warnings.filterwarnings("ignore", "no user has 2 or more entries")
-        fit_part, validation = train_test_split(
-            user_items, test_fraction=validation_fraction, random_state=random_state)
-    if validation.nnz == 0:
-        raise ValueError("no user has 2 or more interactions: there is nothing to hold out "
-                         "for validation")
+    fit_part, validation = held_out_split(user_items, validation_fraction, random_state,
+                                          "validation")
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 

@@ -177,7 +177,7 @@ def test_a_search_that_cannot_fit_in_memory_is_refused_before_copying(monkeypatc
     from gpu_als import tune as tune_module
 
     monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**20)  # 10 MiB
-    monkeypatch.setattr(tune_module, "train_test_split",  # the split copies: not reached
+    monkeypatch.setattr(tune_module, "held_out_split",  # the split copies: not reached
                         lambda *args, **kwargs: pytest.fail("split before the check"))
     wide = sp.csr_matrix((np.ones(4, np.float32), ([0, 0, 1, 1], [0, 1, 0, 99_999])),
                          shape=(2, 100_000))
