@@ -159,13 +159,14 @@ class _ClusterBlocks:
         self.place()
 
     def place(self) -> None:
-        """Scatter every block to the workers (again, after a worker was lost)."""
-        from distributed import wait
-
+        """Scatter every block to the workers (again, after a worker was lost). Only the
+        client's own methods: Dask's module functions (``distributed.wait``) use the
+        default client, which the caller's client need not be (``gpu-als train
+        --scheduler``'s is not); and the blocks are on the workers when ``scatter``
+        returns."""
         for side, blocks in self.sides.items():
             self.placed[side] = self.client.scatter([block for _, _, block in blocks],
                                                     hash=False)
-            wait(self.placed[side])
             who_has = self.client.who_has(self.placed[side])
             self.holders[side] = [list(who_has[block.key]) for block in self.placed[side]]
 
