@@ -160,8 +160,14 @@ def main(argv=None) -> int:
     save()
     # The benchmark's quick profile (gpu_als/benchmark.py): ml20m-like on every GPU
     # implementation that can run here, MovieLens 100K on all of them.
-    bench = benchmark.run("quick", factors=args.factors, iterations=args.iterations,
-                          timeout=args.bench_timeout, on_row=save)
+    try:
+        bench = benchmark.run("quick", factors=args.factors, iterations=args.iterations,
+                              timeout=args.bench_timeout, on_row=save)
+    except ValueError as exc:  # nothing could be measured: said in the file, not lost
+        result["benchmark_error"] = str(exc)
+        save()
+        print(f"benchmark: {exc}\nwrote {output}", flush=True)
+        return 1
     result["comparisons"] = bench["comparisons"]
     save()
     benchmark.print_comparisons(bench["comparisons"])

@@ -652,17 +652,17 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
     if not runnable:  # else an empty result, and each dataset "skipped" for its size
         raise ValueError(f"none of the implementations asked for can run here "
                          f"({'; '.join(reasons)})")
-    rows = []
+    rows, skipped = [], []
     for dataset in (DATASETS[n] for n in names):
         here = [i for i in runnable if i.backend == "gpu" or dataset.nnz <= cpu_max_nnz]
-        if not here:
-            print(f"skipping {dataset.name}: nothing to run on it here "
-                  f"(CPU implementations run up to {cpu_max_nnz:,} interactions)", flush=True)
-            continue
         try:
+            if not here:
+                raise ValueError(f"nothing to run on it here (CPU implementations run up "
+                                 f"to {cpu_max_nnz:,} interactions)")
             path = prepare(dataset, cache)
         except (OSError, ValueError) as exc:
-            print(f"skipping {dataset.name}: {exc}", flush=True)
+            skipped.append(f"{dataset.name}: {exc}")
+            print(f"skipping {skipped[-1]}", flush=True)
             continue
         for k in factor_list:
             for implementation in here:
@@ -675,6 +675,8 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
                 print(_format_row(row), flush=True)
                 if on_row is not None:
                     on_row(row)
+    if not rows:  # else a result file without a row, and exit status 0
+        raise ValueError(f"nothing was measured: {'; '.join(skipped)}")
     return result_document(profile, rows, commit)
 
 

@@ -269,7 +269,11 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     ValueError
         When ``client`` is closed.
     """
-    from distributed import Client
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ImportError(f"fit_distributed needs Dask ({exc}): pip install "
+                          f"gpu-als[dist]") from exc
 
     if not isinstance(model, ALS):
         raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")

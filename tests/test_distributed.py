@@ -354,6 +354,17 @@ def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, 
     np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
 
 
+def test_without_dask_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    from gpu_als.distributed import fit_distributed
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"fit_distributed needs Dask \(.*\): pip install "
+                                          r"gpu-als\[dist\]"):
+        fit_distributed(ALS(**PARAMS), make_power_law(20, 10, 50, random_state=3), None)
+
+
 def test_a_cluster_without_workers_or_a_closed_client_is_a_clear_error():
     """Dask's own errors were a KeyError ('workers') for a closed client, and a
     TimeoutError 'No valid workers found' after 30 s for a cluster without workers."""
