@@ -266,8 +266,8 @@ def demo(args: argparse.Namespace) -> int:
         positives = binarize(load_movielens_100k().ratings, threshold=4)
         dataset = "MovieLens 100K (ratings >= 4 as positives)"
     except (OSError, ValueError) as exc:
-        print(f"MovieLens 100K is unavailable: {exc}\n"
-              "Running on synthetic power-law data instead (943 users x 1682 items).")
+        print(f"{exc}\nRunning on synthetic power-law data instead (943 users x 1682 "
+              f"items).")  # (the loader's errors name MovieLens 100K)
         positives = make_power_law(943, 1682, 55_000, random_state=args.seed)
         dataset = "synthetic power-law data"
     train, test = train_test_split(positives, test_fraction=0.2, random_state=args.seed)
