@@ -152,7 +152,8 @@ def read_frame(args: argparse.Namespace):
         try:
             df = pd.read_parquet(args.file)
         except ImportError as exc:
-            raise RuntimeError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+            raise RuntimeError("reading Parquet needs pyarrow: pip install "
+                               "gpu-als[parquet]") from exc
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
     else:

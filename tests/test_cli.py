@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from gpu_als import ALS
 from gpu_als.cli import main
 
-from .conftest import needs_gpu, random_interactions
+from .conftest import needs_gpu, random_interactions, skip_or_fail
 
 
 @pytest.fixture
@@ -342,20 +342,40 @@ def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
     assert says in err and err.count("\n") == 1
 
 
-def test_unreadable_parquet_is_named(tmp_path, capsys, monkeypatch):
-    """pyarrow's error for a file that is not Parquet (ArrowInvalid, a ValueError; faked
-    here: pyarrow is not a test dependency) comes back naming the file."""
+def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsys,
+                                                      monkeypatch):
+    """Read by pyarrow for real (the dev extras have it); a file that is not Parquet is
+    named in the error, and without pyarrow the error says what to install."""
     pd = pytest.importorskip("pandas")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        skip_or_fail(f"pyarrow is not installed: {exc}")
+    parquet = tmp_path / "clicks.parquet"
+    pd.read_csv(csv_file).to_parquet(parquet)
+    models = []
+    for file in (csv_file, parquet):
+        out = tmp_path / f"{file.suffix[1:]}.npz"
+        assert main(["train", str(file), "--factors", "3", "--iterations", "2", "--backend",
+                     "cpu", "--output", str(out)]) == 0
+        models.append(ALS.load(out, backend="cpu"))
+    np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
+    np.testing.assert_array_equal(models[1].item_ids_, models[0].item_ids_)
+    np.testing.assert_array_equal(models[1].user_factors_, models[0].user_factors_)
+    capsys.readouterr()
+    not_parquet = tmp_path / "other.parquet"
+    not_parquet.write_bytes(b"user,item\n1,2\n")
+    assert main(["train", str(not_parquet), "--backend", "cpu"]) == 2
+    assert "other.parquet cannot be read as Parquet: " in capsys.readouterr().err
 
-    def not_parquet(path, *args, **kwargs):
-        raise ValueError("Parquet magic bytes not found in footer")
+    def without_pyarrow(*args, **kwargs):  # pandas' words where no engine is installed
+        raise ImportError("Unable to find a usable engine; tried using: 'pyarrow', "
+                          "'fastparquet'.")
 
-    monkeypatch.setattr(pd, "read_parquet", not_parquet)
-    file = tmp_path / "clicks.parquet"
-    file.write_bytes(b"user,item\n1,2\n")
-    assert main(["train", str(file), "--backend", "cpu"]) == 2
-    assert "clicks.parquet cannot be read as Parquet: Parquet magic bytes not found" in \
-        capsys.readouterr().err
+    monkeypatch.setattr(pd, "read_parquet", without_pyarrow)
+    assert main(["train", str(parquet), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == ("gpu-als train: error: reading Parquet needs pyarrow: "
+                                       "pip install gpu-als[parquet]\n")
 
 
 def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
