@@ -844,6 +844,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cpu-max-nnz must be >= 1")
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be > 0 seconds")
+    if args.plots is not None:  # the charts come after every fit: matplotlib checked first
+        from .plots import check_matplotlib
+
+        check_matplotlib()
 
     def save(document: dict) -> Path:
         name = f"bench-{slug(document['device'])}-{document['commit']}.json"

@@ -496,6 +496,10 @@ def parse_grid(items: list[str] | None) -> dict[str, list] | None:
 def tune_command(args: argparse.Namespace) -> int:
     from .tune import tune
 
+    if args.plot:  # the plot comes after the search: matplotlib is checked before it
+        from .plots import check_matplotlib
+
+        check_matplotlib()
     matrix, user_ids, item_ids = read_interactions(args)
     start = time.perf_counter()
     result = tune(matrix, parse_grid(args.grid), n_samples=args.n_samples,
@@ -510,7 +514,7 @@ def tune_command(args: argparse.Namespace) -> int:
     print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}")
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
-    if args.output:  # before the plot, which needs matplotlib
+    if args.output:
         written = result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
         print(f"best model refitted on all the data: {written}")
     if args.plot:
@@ -1100,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return benchmark.main(argv[1:])
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:
             print(f"gpu-als bench: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
@@ -1119,7 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as exc:
         print(f"gpu-als {args.command}: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a model file is written whole or not

@@ -17,12 +17,21 @@ import numpy as np
 from .data import check_output_file, check_path, to_host
 
 
+def check_matplotlib() -> None:
+    """Raise the ``ImportError`` the plots would raise where matplotlib is not installed:
+    for a command to fail before its work rather than after it."""
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"plots need matplotlib ({exc}): pip install gpu-als[plot]"
+                          ) from exc
+
+
 def _figure(**kwargs):
     """A new ``matplotlib.figure.Figure`` (``savefig`` needs no display and no pyplot)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install gpu-als[plot]") from exc
+    check_matplotlib()
+    from matplotlib.figure import Figure
+
     return Figure(**kwargs)
 
 

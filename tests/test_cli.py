@@ -231,6 +231,24 @@ def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tm
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_plots_without_matplotlib_are_refused_before_the_work(csv_file, tmp_path, capsys,
+                                                              monkeypatch):
+    """tune --plot and bench --plots drew after the search or the fits, and tune's
+    ImportError came out as a traceback."""
+    from gpu_als import benchmark
+    from gpu_als import tune as tune_module
+
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    monkeypatch.setattr(tune_module, "tune", lambda *a, **k: pytest.fail("searched"))
+    monkeypatch.setattr(benchmark, "run", lambda *a, **k: pytest.fail("measured"))
+    says = r"error: plots need matplotlib \(.+\): pip install gpu-als\[plot\]\n"
+    assert main(["tune", str(csv_file), "--plot", str(tmp_path / "t.png")]) == 2
+    assert re.fullmatch(f"gpu-als tune: {says}", capsys.readouterr().err)
+    assert main(["bench", "--datasets", "ml-100k", "--plots", str(tmp_path)]) == 2
+    assert re.fullmatch(f"gpu-als bench: {says}", capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("header", [None, "infer"])
 def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_path, header):
     """'::' is read by the C parser on ':' where that gives the same table; a lone ':' in a
