@@ -387,13 +387,15 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=root,
         env={**os.environ, "OUT": str(out),
              "GPU_ALS_BENCH_CACHE": str(tmp_path / "cache")})
-    # without MovieLens here nothing can be measured on the CPU: said in the file, status 1
-    measured = bool(os.environ.get("GPU_ALS_DATA"))
-    assert done.returncode == (0 if measured else 1), \
-        done.stdout[-2000:] + done.stderr[-2000:]
     written = list(tmp_path.glob("gpu-check-*-test.json"))
     assert len(written) == 1 and (out / written[0].name).exists()  # and the $OUT copy
     result = json.loads(written[0].read_text())
+    # without MovieLens (offline, no copy) nothing can be measured on the CPU: said in the
+    # file (test_gpu_check_records_a_benchmark_that_measured_nothing), status 1
+    measured = bool(result["benchmarks"])
+    assert done.returncode == (0 if measured else 1), \
+        done.stdout[-2000:] + done.stderr[-2000:]
+    assert measured or os.environ.get("GPU_ALS_DATA") is None
     assert result["commit"] == "test"
     tests = result["tests"]  # pytest -m gpu: every GPU test skipped here, none failed
     assert tests["failed"] == 0 and tests["skipped"] > 0 and tests["failures"] == []
@@ -405,6 +407,26 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
         assert len(result["benchmarks"]) >= 2 and "benchmark_error" not in result
     else:
         assert result["benchmark_error"].startswith("nothing was measured: ml-100k: ")
+
+
+def test_gpu_check_records_a_benchmark_that_measured_nothing(tmp_path, monkeypatch, capsys):
+    """Its file keeps the reason (and the test counts); status 1, not a traceback."""
+    gpu_check = benchmark_script("gpu_check")
+
+    def nothing(*args, **kwargs):
+        raise ValueError("nothing was measured: ml-100k: not here")
+
+    monkeypatch.setattr(benchmark, "run", nothing)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    results = tmp_path / "results"
+    assert gpu_check.main(["--allow-cpu", "--skip-tests", "--commit", "t", "--results",
+                           str(results)]) == 1
+    written = list(results.glob("gpu-check-*-t.json"))
+    assert len(written) == 1 and (tmp_path / written[0].name).exists()  # and the $OUT copy
+    result = json.loads(written[0].read_text())
+    assert result["benchmark_error"] == "nothing was measured: ml-100k: not here"
+    assert result["benchmarks"] == [] and result["tests"]["failed"] == 0
+    assert "benchmark: nothing was measured" in capsys.readouterr().out
 
 
 def test_gpu_check_counts_the_tests_from_the_report_or_from_the_progress(tmp_path):

@@ -86,11 +86,12 @@ def test_leave_k_out_holds_out_k_of_each_user_with_more(K):
     assert np.all(np.abs(held - expected) < 5 * np.sqrt(expected)), (held, expected)
     with pytest.raises(ValueError, match="K"):
         leave_k_out_split(R, K=0)
-    with pytest.warns(UserWarning, match=f"no user has more than K=500 entries \\(the most: "
-                                         f"{n.max()}\\): every entry stays in train and the "
-                                         f"test set is empty"):
-        train, test = leave_k_out_split(R, K=500)
-    assert test.nnz == 0 and (train != R).nnz == 0
+    for too_many in (n.max(), 500):  # (a user with exactly K entries keeps them all)
+        with pytest.warns(UserWarning, match=f"no user has more than K={too_many} entries "
+                                             f"\\(the most: {n.max()}\\): every entry stays "
+                                             f"in train and the test set is empty"):
+            train, test = leave_k_out_split(R, K=int(too_many))
+        assert test.nnz == 0 and (train != R).nnz == 0
 
 
 def test_binarize():
