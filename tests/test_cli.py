@@ -231,6 +231,18 @@ def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tm
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_python_dash_m_gpu_als_is_the_command_line():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "gpu_als", "info"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gpu-als ") and "backend='auto' uses" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "gpu_als", "train"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("usage: gpu-als train")
+
+
 def test_plots_without_matplotlib_are_refused_before_the_work(csv_file, tmp_path, capsys,
                                                               monkeypatch):
     """tune --plot and bench --plots drew after the search or the fits, and tune's
