@@ -184,7 +184,8 @@ def _read_csv(pd, path: Path, sep: str, header):
     separator's characters then dropped: where those are not all empty (a lone ``:`` in a
     field), the Python parser reads the file instead."""
     width = len(sep)
-    if width > 1 and sep != r"\s+" and sep == sep[0] * width and sep[0] not in '\\"':
+    long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
+    if long and sep == sep[0] * width and sep[0] not in '\\"':
         try:
             df = pd.read_csv(path, sep=sep[0], header=header)
         except pd.errors.ParserError:  # rows of different widths: a lone character somewhere
@@ -197,8 +198,7 @@ def _read_csv(pd, path: Path, sep: str, header):
             if header is None:  # the fields in order: 0, 1, 2, ...
                 df.columns = range(df.shape[1])
             return df
-    return pd.read_csv(path, sep=sep, header=header,
-                       engine="python" if width > 1 and sep != r"\s+" else "c")
+    return pd.read_csv(path, sep=sep, header=header, engine="python" if long else "c")
 
 
 def counted(n: int, noun: str) -> str:
