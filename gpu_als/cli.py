@@ -124,7 +124,8 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     if optional:
         parser.add_argument("file", type=Path, nargs="?", help=optional)
     else:
-        parser.add_argument("file", type=Path, help="CSV (any delimiter) or Parquet file")
+        parser.add_argument("file", type=Path, help="CSV (any delimiter; may be "
+                                                    "compressed, e.g. .csv.gz) or Parquet file")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -206,6 +207,44 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+@contextlib.contextmanager
+def _open_binary(path: Path):
+    """``path``'s bytes, decompressed where its name ends as pandas' ``compression="infer"``
+    knows (.gz, .bz2, .xz, .zst, and the one file of a .zip, .tar, .tar.gz, .tar.bz2 or
+    .tar.xz), so that the delimiter is looked for in the lines pandas will read."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+    import zipfile
+
+    name = path.name.lower()
+    with contextlib.ExitStack() as stack:
+        if name.endswith((".tar", ".tar.gz", ".tar.bz2", ".tar.xz")):
+            archive = stack.enter_context(tarfile.open(path))
+            member = next((m for m in archive.getmembers() if m.isfile()), None)
+            stream = None if member is None else archive.extractfile(member)
+        elif name.endswith(".zip"):
+            zipped = stack.enter_context(zipfile.ZipFile(path))
+            files = [n for n in zipped.namelist() if not n.endswith("/")]
+            stream = zipped.open(files[0]) if files else None
+        elif name.endswith(".zst"):
+            try:
+                import zstandard
+            except ImportError as exc:
+                raise ImportError("reading .zst files needs the zstandard package (pip "
+                                  "install zstandard), as pandas does") from exc
+            stream = zstandard.open(path, "rb")
+        else:
+            openers: dict[str, Callable[..., Any]] = {
+                ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+            opener = openers.get(path.suffix.lower(), open)
+            stream = opener(path, "rb")
+        if stream is None:
+            raise ValueError(f"{path}: the archive holds no file")
+        yield stack.enter_context(stream)
+
+
 def sniff_delimiter(path: Path, lines: int = 20) -> str:
     """The delimiter of a CSV file, from its first ``lines`` lines (``csv.Sniffer``, as
     pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
@@ -213,10 +252,12 @@ def sniff_delimiter(path: Path, lines: int = 20) -> str:
     has it (MovieLens 1M and 10M's ``ratings.dat``), which the Sniffer, being for
     one-character delimiters, does not find. A comma if unclear."""
     import csv
+    import io
     import itertools
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as file:
-        sample = "".join(itertools.islice(file, lines))
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        sample = "".join(itertools.islice(text, lines))
     rows = [line for line in sample.splitlines() if line.strip()]
     if rows and all("::" in line for line in rows):
         return "::"

@@ -214,6 +214,60 @@ def test_the_delimiter_is_detected(sep, csv_file, tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip", ".tar", ".tar.gz",
+                                    ".tar.xz", ".zst"])
+@pytest.mark.parametrize("sep", ["\t", "::"])
+def test_the_delimiter_is_found_in_compressed_files(suffix, sep, csv_file, tmp_path):
+    """pandas decompresses by the name's ending; the delimiter is looked for in the same
+    text (it was looked for in the compressed bytes: MovieLens' ratings.dat.gz came in as
+    one column). Every format gives the model of the plain file; .zst needs zstandard."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+    import zipfile
+
+    from gpu_als.cli import sniff_delimiter
+
+    plain = tmp_path / "clicks.txt"
+    plain.write_text(csv_file.read_text().replace(",", sep))
+    packed = tmp_path / f"clicks{suffix}"
+    data = plain.read_bytes()
+    if suffix.startswith(".tar"):
+        with tarfile.open(packed, "w:" + suffix[5:]) as archive:
+            archive.add(plain, arcname="clicks.txt")
+    elif suffix == ".zip":
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(plain, arcname="clicks.txt")
+    elif suffix == ".zst":
+        zstandard = pytest.importorskip("zstandard")
+        packed.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        packed.write_bytes({".gz": gzip, ".bz2": bz2, ".xz": lzma}[suffix].compress(data))
+    assert sniff_delimiter(packed) == sep
+    models = []
+    for path in (plain, packed):
+        out = tmp_path / "m.npz"
+        assert main(["train", str(path), "--factors", "3", "--iterations", "1",
+                     "--backend", "cpu", "--output", str(out)]) == 0
+        models.append(ALS.load(out, backend="cpu"))
+    np.testing.assert_array_equal(models[1].user_factors_, models[0].user_factors_)
+    np.testing.assert_array_equal(models[1].item_ids_, models[0].item_ids_)
+
+
+def test_a_compressed_file_without_its_decompressor_or_contents(tmp_path, capsys,
+                                                                monkeypatch):
+    empty = tmp_path / "empty.zip"
+    __import__("zipfile").ZipFile(empty, "w").close()
+    assert main(["train", str(empty), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {empty}: the archive holds no file\n")
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # not installed
+    packed = tmp_path / "clicks.csv.zst"
+    packed.write_bytes(b"(not read)")
+    assert main(["train", str(packed), "--backend", "cpu"]) == 2
+    assert "reading .zst files needs the zstandard package" in capsys.readouterr().err
+
+
 def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tmp_path,
                                                                       capsys, monkeypatch):
     """(The fit on a cluster itself: tests/test_distributed.py.)"""
