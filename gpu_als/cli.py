@@ -159,8 +159,12 @@ def read_frame(args: argparse.Namespace):
             raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
     else:
         sep = args.sep if args.sep is not None else sniff_delimiter(args.file)
+        header = None if args.no_header else "infer"
+        # the id columns where they are (by position without a header line)
+        ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
         try:
-            df = _read_csv(pd, args.file, sep, header=None if args.no_header else "infer")
+            padded = _zero_padded(pd, args.file, sep, header, ids)
+            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
         if args.no_header:
@@ -177,18 +181,37 @@ def read_frame(args: argparse.Namespace):
     return df
 
 
-def _read_csv(pd, path: Path, sep: str, header):
+#: Rows of a CSV file read to find ids written with leading zeros (:func:`_zero_padded`).
+ID_SAMPLE_ROWS = 10_000
+
+
+def _zero_padded(pd, path: Path, sep: str, header, columns) -> list:
+    """Those of the id ``columns`` that hold numbers written with leading zeros (``007``)
+    in the file's first :data:`ID_SAMPLE_ROWS` rows, to be read as text: pandas would
+    read them as integers, so that ``007`` became the id 7 (written back as ``7``, and not
+    found by ``--users 007``), and ``007`` and ``7`` one id."""
+    sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS)
+    return [column for column in columns if column in sample.columns
+            and sample[column].dropna().str.strip().str.match(r"[-+]?0[0-9]").any()]
+
+
+def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None):
     """``pd.read_csv`` with pandas' fast C parser where it can serve: it takes one
     character (or ``\\s+``); for a longer separator pandas falls back to its Python parser,
     40x slower (a million MovieLens rows: 4.9 s against 0.12 s here). A character repeated
     (MovieLens' ``::``) is read as that one character, the empty fields between the
     separator's characters then dropped: where those are not all empty (a lone ``:`` in a
-    field), the Python parser reads the file instead."""
+    field), the Python parser reads the file instead. ``dtype``: one type, or a dict of
+    columns by name (or position, without a header line), as the file has them."""
     width = len(sep)
     long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
+    options = {"header": header, "dtype": dtype, "nrows": nrows}
     if long and sep == sep[0] * width and sep[0] not in '\\"':
+        fast = options
+        if header is None and isinstance(dtype, dict):  # field p is column p * width there
+            fast = {**options, "dtype": {p * width: t for p, t in dtype.items()}}
         try:
-            df = pd.read_csv(path, sep=sep[0], header=header)
+            df = pd.read_csv(path, sep=sep[0], **fast)
         except pd.errors.ParserError:  # rows of different widths: a lone character somewhere
             df = None  # (and below: rows wider than the header, whose first fields pandas
             # would take for an index, as its Python parser does on the whole separator)
@@ -199,7 +222,7 @@ def _read_csv(pd, path: Path, sep: str, header):
             if header is None:  # the fields in order: 0, 1, 2, ...
                 df.columns = range(df.shape[1])
             return df
-    return pd.read_csv(path, sep=sep, header=header, engine="python" if long else "c")
+    return pd.read_csv(path, sep=sep, engine="python" if long else "c", **options)
 
 
 def counted(n: int, noun: str) -> str:

@@ -268,6 +268,40 @@ def test_a_compressed_file_without_its_decompressor_or_contents(tmp_path, capsys
     assert "reading .zst files needs the zstandard package" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("sep, header", [(",", True), ("::", True), ("::", False),
+                                         ("; ", False)])
+def test_ids_written_with_leading_zeros_stay_as_written(sep, header, tmp_path, capsys):
+    """pandas reads 007 as 7: the model's ids, its output and the ids asked for on the
+    command line must be the file's text (and 007 and 7 two ids); ids written as plain
+    numbers stay numbers. Every reader: the C parser, the :: fast path (whose fields are
+    every other column), pandas' Python parser (a separator of two characters)."""
+    pytest.importorskip("pandas")
+    rows = [("007", "0001"), ("007", "0002"), ("7", "0001"), ("008", "0002"),
+            ("008", "0003"), ("009", "0003")]
+    path = tmp_path / "padded.txt"
+    lines = [f"{u}{sep}{i}{sep}1" for u, i in rows]
+    path.write_text("\n".join(([f"user{sep}item{sep}value"] if header else []) + lines))
+    model_file = tmp_path / "m.npz"
+    options = ["--sep", sep] + ([] if header else ["--no-header"])
+    assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(model_file), *options]) == 0
+    model = ALS.load(model_file, backend="cpu")
+    assert model.user_ids_.tolist() == ["007", "008", "009", "7"]
+    assert model.item_ids_.tolist() == ["0001", "0002", "0003"]
+    capsys.readouterr()
+    assert main(["recommend", str(model_file), "--users", "007", "--N", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("007,000")
+    assert main(["similar", str(model_file), "--items", "0001", "--N", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("0001,")
+    path.write_text(path.read_text().replace("007", "17").replace("008", "18")
+                    .replace("009", "19"))  # users written plainly, items still padded
+    assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(model_file), *options]) == 0
+    model = ALS.load(model_file, backend="cpu")
+    assert model.user_ids_.tolist() == [7, 17, 18, 19]
+    assert model.item_ids_.tolist() == ["0001", "0002", "0003"]
+
+
 def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tmp_path,
                                                                       capsys, monkeypatch):
     """(The fit on a cluster itself: tests/test_distributed.py.)"""
