@@ -116,6 +116,10 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     return _save(fig, path)
 
 
+#: A numeric hyperparameter tried at up to this many values gets a tick at each of them.
+MAX_VALUE_TICKS = 8
+
+
 def plot_tuning(result, path, *, title: str | None = None) -> Path:
     """The validation metric against each searched hyperparameter (one panel each).
 
@@ -148,6 +152,10 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
                            **style)
         if numeric and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
+        tried = sorted(set(values)) if numeric else []
+        if 0 < len(tried) <= MAX_VALUE_TICKS:  # ticks at the values tried, as written
+            ax.set_xticks(tried, [f"{v:g}" for v in tried])
+            ax.minorticks_off()
         if not numeric:
             ax.set_xticks(range(len(labels)), labels)
             ax.set_xlim(-0.5, len(labels) - 0.5)

@@ -193,7 +193,8 @@ def test_item_pca_chart(drawn, tmp_path):
 def test_tuning_chart(drawn, tmp_path):
     """One panel per hyperparameter: a log axis where the values span 10x or more, one
     column per value that is not a number (booleans too), finished trials filled and
-    stopped ones hollow, a line at the best value."""
+    stopped ones hollow, a line at the best value, a tick at each value tried (16 and
+    32, not 17.5, 20, 22.5, ...)."""
     from gpu_als.plots import plot_tuning
     from gpu_als.tune import TuneResult
 
@@ -214,6 +215,11 @@ def test_tuning_chart(drawn, tmp_path):
     assert factors.get_xscale() == "log" and regularization.get_xscale() == "linear"
     assert alpha.get_xscale() == "log"  # 10x: log
     assert epsilon.get_xscale() == "linear"  # a zero among the values: linear
+    for ax, labels in ((factors, ["4", "64"]), (regularization, ["0.01", "0.02"]),
+                       (alpha, ["1", "10"]), (epsilon, ["0", "5"])):
+        assert [t.get_text() for t in ax.get_xticklabels()] == labels
+        assert [float(x) for x in ax.get_xticks()] == [float(x) for x in labels]
+        assert not ax.get_xticks(minor=True).size
     for ax, labels in ((solver, ["cg", "cholesky"]), (loss, ["True", "False"])):
         assert [t.get_text() for t in ax.get_xticklabels()] == labels
         assert ax.get_xlim() == (-0.5, 1.5)
