@@ -13,6 +13,7 @@ confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("
 
 from __future__ import annotations
 
+import decimal
 import numbers
 import os
 import warnings
@@ -460,7 +461,7 @@ def from_dataframe(
     elif value_col not in df.columns:
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
     else:
-        values = _column(df, value_col)
+        values = _numbers(_column(df, value_col))
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected "
                             f"numbers{_first_non_number(values)}")
@@ -475,6 +476,19 @@ def from_dataframe(
     )
     check = check_user_items_allow_empty if drop_unknown else check_user_items
     return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (a decimal too) or None (a missing one) in an object column."""
+    return isinstance(value, (numbers.Real, decimal.Decimal)) or value is None
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """An object column of numbers as float64 (a missing one as NaN): decimals, as SQL
+    databases, Parquet files and polars' Decimal type give them; anything else as it is."""
+    if values.dtype.kind != "O" or not all(map(_is_number, values)):
+        return values
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
 def _first_non_number(values: np.ndarray) -> str:

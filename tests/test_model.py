@@ -796,6 +796,36 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": ["2", "1,5"]}))
 
 
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_decimal_values_are_numbers(library):
+    """Values typed DECIMAL (SQL exports, Parquet files, polars' Decimal) come as Python
+    Decimals in an object column: they were refused as "dtype object"."""
+    import decimal
+
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+
+    def frame(values, users=("a", "b", "a"), items=("x", "y", "y")):
+        if library == "polars":  # (its constructor takes no decimals of other scales)
+            return frames.DataFrame({"user": users, "item": items, "value": values}) \
+                .with_columns(frames.col("value").cast(frames.Decimal(5, 2)))
+        return pd.DataFrame({"user": users, "item": items,
+                             "value": [None if v is None else decimal.Decimal(str(v))
+                                       for v in values]})
+
+    expected = from_dataframe(pd.DataFrame({"user": ["a", "b", "a"], "item": ["x", "y", "y"],
+                                            "value": [1.5, 2.0, 3.25]})).matrix
+    got = from_dataframe(frame([1.5, 2, 3.25])).matrix
+    assert got.dtype == expected.dtype and (got != expected).nnz == 0
+    bad = [[1.5, None]] + ([] if library == "polars" else [[float("nan"), 1]])
+    for values in bad:
+        with pytest.raises(ValueError, match="'value' holds 1 missing, NaN or infinite"):
+            from_dataframe(frame(values, (1, 2), (1, 2)))
+    with pytest.raises(TypeError, match=r"dtype object: expected numbers \(row 1 holds"):
+        from_dataframe(pd.DataFrame({"user": [1, 2], "item": [1, 2],
+                                     "value": [decimal.Decimal(1), "x"]}))
+
+
 def test_id_lookups_by_hashing_equal_numpys(monkeypatch):
     """With pandas, ids are coded and looked up by hashing (factorize, Index.get_indexer);
     without it, by NumPy's sort: the same codes, ids and positions either way."""
