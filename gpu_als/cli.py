@@ -124,8 +124,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     if optional:
         parser.add_argument("file", type=Path, nargs="?", help=optional)
     else:
-        parser.add_argument("file", type=Path, help="CSV (any delimiter; may be "
-                                                    "compressed, e.g. .csv.gz) or Parquet file")
+        parser.add_argument("file", type=Path, help="CSV (any delimiter; may be compressed, "
+                                                    "e.g. .csv.gz) or Parquet file, or a "
+                                                    "folder of Parquet files")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -144,9 +145,13 @@ def read_frame(args: argparse.Namespace):
         import pandas as pd
     except ImportError as exc:
         raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
-    if not args.file.is_file():
+    if args.file.is_dir():  # Spark's and Dask's output: a folder of Parquet part files
+        if next(args.file.rglob("*.parquet"), None) is None:
+            raise ValueError(f"{args.file} is a folder without .parquet files: give a CSV "
+                             f"or Parquet file, or a folder of Parquet files")
+    elif not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
-    if args.file.suffix.lower() in (".parquet", ".pq"):
+    if args.file.is_dir() or args.file.suffix.lower() in (".parquet", ".pq"):
         if args.no_header:
             raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
                              f"columns)")

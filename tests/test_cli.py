@@ -462,8 +462,9 @@ def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
 
 def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsys,
                                                       monkeypatch):
-    """Read by pyarrow for real (the dev extras have it); a file that is not Parquet is
-    named in the error, and without pyarrow the error says what to install."""
+    """Read by pyarrow for real (the dev extras have it), also as a folder of part files
+    (as Spark writes it); a file that is not Parquet is named in the error, and without
+    pyarrow the error says what to install."""
     pd = pytest.importorskip("pandas")
     try:
         import pyarrow  # noqa: F401
@@ -471,16 +472,30 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
         skip_or_fail(f"pyarrow is not installed: {exc}")
     parquet = tmp_path / "clicks.parquet"
     pd.read_csv(csv_file).to_parquet(parquet)
+    folder = tmp_path / "spark_output"
+    folder.mkdir()
+    rows = pd.read_csv(csv_file)
+    half = len(rows) // 2
+    rows.iloc[:half].to_parquet(folder / "part-00000-1.snappy.parquet")
+    rows.iloc[half:].to_parquet(folder / "part-00001-1.snappy.parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
     models = []
-    for file in (csv_file, parquet):
-        out = tmp_path / f"{file.suffix[1:]}.npz"
+    for file in (csv_file, parquet, folder):
+        out = tmp_path / f"{file.name}.npz"
         assert main(["train", str(file), "--factors", "3", "--iterations", "2", "--backend",
                      "cpu", "--output", str(out)]) == 0
         models.append(ALS.load(out, backend="cpu"))
-    np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
-    np.testing.assert_array_equal(models[1].item_ids_, models[0].item_ids_)
-    np.testing.assert_array_equal(models[1].user_factors_, models[0].user_factors_)
+    for model in models[1:]:
+        np.testing.assert_array_equal(model.user_ids_, models[0].user_ids_)
+        np.testing.assert_array_equal(model.item_ids_, models[0].item_ids_)
+        np.testing.assert_array_equal(model.user_factors_, models[0].user_factors_)
     capsys.readouterr()
+    (folder / "part-00000-1.snappy.parquet").unlink()
+    (folder / "part-00001-1.snappy.parquet").unlink()
+    assert main(["train", str(folder), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {folder} is a folder without .parquet "
+                                            f"files: give a CSV or Parquet file, or a folder "
+                                            f"of Parquet files\n")
     not_parquet = tmp_path / "other.parquet"
     not_parquet.write_bytes(b"user,item\n1,2\n")
     assert main(["train", str(not_parquet), "--backend", "cpu"]) == 2
