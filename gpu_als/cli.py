@@ -603,7 +603,8 @@ def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10)
     """--N, --output and --backend of the commands that rank with a saved model."""
     parser.add_argument("--N", type=int, default=n, help=f"{what} (default {n})")
     parser.add_argument("--output", default="-",
-                        help="CSV file to write (default: standard output)")
+                        help="CSV file to write (default: standard output), or Parquet "
+                             "where the name ends in .parquet")
     parser.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                         help="where to load the model (default auto)")
 
@@ -641,12 +642,23 @@ def csv_writer(path: str, header: list[str]):
 
 def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
                   scores: np.ndarray, results: np.ndarray) -> int:
-    """CSV rows ``query, result, rank, score`` (``-``: standard output); a result id of
-    ``-1`` (nothing left to rank) is left out. Returns the number of rows written."""
+    """Rows ``query, result, rank, score`` as CSV (``-``: standard output), or as Parquet
+    where ``path`` ends in ``.parquet``; a result id of ``-1`` (nothing left to rank) is
+    left out. Returns the number of rows written."""
     present = ids >= 0
     query = np.repeat(queries, present.sum(axis=1))
     rank = np.cumsum(present, axis=1)[present]
     result = results[ids[present]]
+    if path.lower().endswith(".parquet"):
+        try:
+            import pandas as pd
+
+            pd.DataFrame(dict(zip(header, (query, result, rank, scores[present])))) \
+                .to_parquet(path, index=False)
+        except ImportError as exc:
+            raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
+                               "gpu-als[parquet]") from exc
+        return len(result)
     score = [f"{value:.6g}" for value in scores[present].tolist()]  # 2x np.char.mod's speed
     with csv_writer(path, header) as writer:
         writer.writerows(zip(query.tolist(), result.tolist(), rank.tolist(), score))
@@ -736,7 +748,10 @@ def recommend_command(args: argparse.Namespace) -> int:
                 R[at] if R is not None else None, N=N, recalculate_user=fold,
                 filter_already_liked_items=filter_liked)
             top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
-    written = write_ranking(args.output, ["user", "item", "rank", "score"], wanted, top,
+    # the users as the model has them ("5" typed on the command line: its id 5), unless
+    # some are new to it (a column of one type)
+    queries = users[rows] if len(known) == len(wanted) else wanted
+    written = write_ranking(args.output, ["user", "item", "rank", "score"], queries, top,
                             scores, items)
     notes = [f"{counted(len(known), 'user')} known to the model"]
     if len(fold_in):
@@ -833,8 +848,8 @@ def similar_command(args: argparse.Namespace) -> int:
         top[part] = np.take_along_axis(found, order, axis=1)
         scores[part] = np.take_along_axis(s, order, axis=1)
     top[top == positions[:, None]] = -1
-    written = write_ranking(args.output, [kind, f"similar_{kind}", "rank", "score"], query,
-                            top, scores, ids)
+    written = write_ranking(args.output, [kind, f"similar_{kind}", "rank", "score"],
+                            ids[positions], top, scores, ids)  # the queries as the model has them
     where = "standard output" if args.output == "-" else args.output
     print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
           file=sys.stderr)

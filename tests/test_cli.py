@@ -775,6 +775,41 @@ def test_recommend_named_users_without_a_file(trained, capsys):
     assert main(["recommend", str(path), "--users", "u1", "--N", "0"]) == 2
 
 
+def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys,
+                                                       monkeypatch):
+    """``--output *.parquet``: the same rows as the CSV file, with the ids' own types
+    and unrounded scores; without pyarrow one error line says what to install."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path, model = trained
+    pd.DataFrame({"user": ["u3", "u3", "new"], "item": [100, 101, 102]}).to_csv(
+        tmp_path / "q.csv", index=False)
+    commands = {"recommend": [str(tmp_path / "q.csv"), "--N", "4"],
+                "similar": ["--items", "105", "101", "--N", "3"]}
+    for command, options in commands.items():
+        files = [tmp_path / f"{command}.csv", tmp_path / f"{command}.parquet"]
+        for out in files:
+            assert main([command, str(path), *options, "--backend", "cpu", "--output",
+                         str(out)]) == 0
+        written, expected = pd.read_parquet(files[1]), pd.read_csv(files[0])
+        assert list(written.columns) == list(expected.columns) and len(written) > 0
+        for column in written.columns[:3]:
+            assert written[column].tolist() == expected[column].tolist()
+        np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-5)
+        assert written["score"].dtype == np.float64
+    capsys.readouterr()
+
+    def without_pyarrow(*args, **kwargs):
+        raise ImportError("Unable to find a usable engine; tried using: 'pyarrow', "
+                          "'fastparquet'.")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", without_pyarrow)
+    assert main(["similar", str(path), "--items", "105", "--backend", "cpu", "--output",
+                 str(tmp_path / "s.parquet")]) == 2
+    assert capsys.readouterr().err == ("gpu-als similar: error: writing Parquet needs pandas "
+                                       "and pyarrow: pip install gpu-als[parquet]\n")
+
+
 def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
     path, model = trained
     out = tmp_path / "sim.csv"
