@@ -101,11 +101,20 @@ def check_dtype(dtype: Any) -> np.dtype:
 
 #: The libraries whose DataFrames ``fit`` and :func:`from_dataframe` take.
 DATAFRAME_LIBRARIES = ("pandas", "polars")
+#: Libraries whose tables are read through their ``to_pandas()``: cuDF's DataFrame (on
+#: the GPU), Modin's, and pyarrow's Table; and Dask's DataFrame, refused as lazy.
+OTHER_FRAME_LIBRARIES = ("cudf", "modin", "pyarrow", "dask", "dask_expr")
+
+
+def _library(value: Any) -> str:
+    return type(value).__module__.split(".")[0]
 
 
 def is_dataframe(value: Any) -> bool:
-    """Whether ``value`` is a pandas or polars DataFrame (without importing either)."""
-    return (type(value).__module__.split(".")[0] in DATAFRAME_LIBRARIES
+    """Whether ``value`` is a table :func:`from_dataframe` reads (or refuses with a reason):
+    a pandas or polars DataFrame, and those of :data:`OTHER_FRAME_LIBRARIES` (without
+    importing any of them)."""
+    return (_library(value) in DATAFRAME_LIBRARIES + OTHER_FRAME_LIBRARIES
             and hasattr(type(value), "columns"))  # (not resolving a LazyFrame's schema)
 
 
@@ -330,7 +339,7 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         When a column ``user`` or ``item`` is missing, or, for explicit feedback (ratings,
         which all-ones values cannot stand for), the column ``value``.
     """
-    _check_eager(df)
+    df = _eager_frame(df)
     missing = [c for c in ("user", "item") if c not in df.columns]
     if feedback == "explicit" and "value" not in df.columns:
         missing.append("value")
@@ -365,13 +374,18 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, 
             UserWarning, stacklevel=stacklevel + 1)
 
 
-def _check_eager(df: Any) -> None:
-    """Refuse a lazy frame (a polars LazyFrame, a Dask DataFrame), which has no rows to
-    read until it is collected or computed."""
+def _eager_frame(df: Any) -> Any:
+    """``df`` as a pandas or polars DataFrame: a table of :data:`OTHER_FRAME_LIBRARIES`
+    through its ``to_pandas()`` (a cuDF one copied from the device); a lazy frame (a
+    polars LazyFrame, a Dask DataFrame), which has no rows to read until it is collected
+    or computed, refused with a ``TypeError``."""
     for method in ("collect", "compute"):
         if callable(getattr(type(df), method, None)):
-            raise TypeError(f"df is a {type(df).__name__}, whose rows are not there until "
-                            f"it is evaluated: pass df.{method}()")
+            raise TypeError(f"df is a {_library(df)} {type(df).__name__}, whose rows are not "
+                            f"there until it is evaluated: pass df.{method}()")
+    if _library(df) in OTHER_FRAME_LIBRARIES and callable(getattr(df, "to_pandas", None)):
+        return df.to_pandas()
+    return df
 
 
 def _index_hint(df: Any, missing: list[str]) -> str:
@@ -437,8 +451,9 @@ def from_dataframe(
            [0., 2.]], dtype=float32)
     """
     if not hasattr(type(df), "columns") or not hasattr(df, "__getitem__"):
-        raise TypeError(f"df must be a pandas or polars DataFrame, got {type(df).__name__}")
-    _check_eager(df)
+        raise TypeError(f"df must be a pandas or polars DataFrame (or a cuDF or Modin one, "
+                        f"or a pyarrow Table), got {type(df).__name__}")
+    df = _eager_frame(df)
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")

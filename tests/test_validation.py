@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS, BackendUnavailableError, NotFittedError, from_dataframe
 from gpu_als.backends import gpu
+from gpu_als.tune import tune
 
 from .conftest import random_interactions
 
@@ -102,10 +103,50 @@ def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nor is its schema resolved on the way
         for call in (fit, from_dataframe):
-            with pytest.raises(TypeError, match=r"df is a LazyFrame, whose rows are not "
-                                                r"there until it is evaluated: pass "
+            with pytest.raises(TypeError, match=r"df is a polars LazyFrame, whose rows are "
+                                                r"not there until it is evaluated: pass "
                                                 r"df.collect\(\)"):
                 call(lazy)
+
+
+def test_a_dask_frame_is_refused_with_how_to_compute_it():
+    """It failed deep in fit with "int() argument must be ... not 'Scalar'" (its shape)."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    lazy = dd.from_pandas(pd.DataFrame({"user": [0, 1, 2], "item": [1, 0, 1]}), npartitions=2)
+    for call in (fit, from_dataframe, lambda df: tune(df, {"factors": [2]})):
+        with pytest.raises(TypeError, match=r"df is a dask .*DataFrame, whose rows are not "
+                                            r"there until it is evaluated: pass "
+                                            r"df.compute\(\)"):
+            call(lazy)
+
+
+def test_tables_of_other_libraries_are_read_through_to_pandas():
+    """A pyarrow Table (and, by the same to_pandas(), cuDF's and Modin's DataFrames, which
+    are not installed here: a stand-in from a module named cudf) trains as its pandas
+    DataFrame."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"user": ["a", "b", "a", "c"], "item": [1, 2, 2, 1],
+                          "value": [1.0, 2.0, 3.0, 1.0]})
+    expected = ALS(factors=2, iterations=2, backend="cpu", random_state=0).fit(frame)
+
+    class DataFrame:  # cuDF's, as far as gpu-als reads it (np.asarray of it would raise)
+        __module__ = "cudf.core.dataframe"
+        columns = frame.columns
+
+        def to_pandas(self):
+            return frame
+
+        def __getitem__(self, name):
+            raise AssertionError("read without to_pandas()")
+
+    for table in (pa.Table.from_pandas(frame), DataFrame()):
+        model = ALS(factors=2, iterations=2, backend="cpu", random_state=0).fit(table)
+        np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+        np.testing.assert_array_equal(model.user_factors_, expected.user_factors_)
+        got = from_dataframe(table)
+        assert (got.matrix != from_dataframe(frame).matrix).nnz == 0
 
 
 def test_non_2d_input():
