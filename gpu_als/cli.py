@@ -175,15 +175,45 @@ def read_frame(args: argparse.Namespace):
         if args.no_header:
             names = [args.user_col, args.item_col, args.value_col]
             df = df.rename(columns=dict(enumerate(names)))
+            _warn_if_a_header(df, args)
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
-            raise ValueError(
-                f"{args.file} has no column {column!r}; its columns are "
-                f"{[str(c) for c in df.columns]}. Name the id columns with --user-col and "
-                f"--item-col, or pass --no-header for a file without a header line")
+            names = [str(c) for c in df.columns]
+            if not args.no_header and all(map(_is_number, names)):
+                hint = ("Its first line holds values, not column names: pass --no-header "
+                        "(the columns are then user, item and value, in that order)")
+            else:
+                example = f" (e.g. --user-col {names[0]} --item-col {names[1]})" \
+                    if len(names) > 1 else ""
+                hint = (f"Name the id columns with --user-col and --item-col{example}, or "
+                        f"pass --no-header for a file without a header line")
+            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
+                             f"{names}. {hint}")
     if len(df) == 0:
         raise ValueError(f"{args.file} has a header line but no rows")
     return df
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _warn_if_a_header(df, args: argparse.Namespace, rows: int = 100) -> None:
+    """With --no-header: warn when the first line looks like column names (ids that are
+    not numbers, above ids that all are), which would train as a user and an item."""
+    if len(df) < 2:
+        return
+    first = [str(df[c].iloc[0]) for c in (args.user_col, args.item_col)]
+    later = [str(v) for c in (args.user_col, args.item_col) for v in df[c].iloc[1:rows]]
+    if not any(map(_is_number, first)) and all(map(_is_number, later)):
+        warnings.warn(f"the first line of {args.file} looks like column names "
+                      f"({', '.join(first)}), and is read as an interaction of user "
+                      f"{first[0]!r} with item {first[1]!r}: without --no-header it names "
+                      f"the columns (--user-col, --item-col)", UserWarning, stacklevel=2)
 
 
 #: Rows of a CSV file read to find ids written with leading zeros (:func:`_zero_padded`).

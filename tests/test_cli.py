@@ -429,8 +429,8 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
 def test_bad_columns(csv_file, capsys):
     assert main(["train", str(csv_file), "--user-col", "customer", "--backend", "cpu"]) == 2
     assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
-            "id columns with --user-col and --item-col, or pass --no-header"
-            in capsys.readouterr().err)
+            "id columns with --user-col and --item-col (e.g. --user-col user --item-col "
+            "item), or pass --no-header" in capsys.readouterr().err)
     rated = csv_file.with_name("rated.csv")
     rated.write_text(csv_file.read_text().replace("value", "rating", 1))
     assert main(["train", str(rated), "--factors", "2", "--iterations", "1", "--backend", "cpu",
@@ -516,7 +516,10 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
     with --no-header as the same rows with a header do; without it, the error says how."""
     u_data = movielens.path / "u.data"
     assert main(["train", str(u_data), "--backend", "cpu"]) == 2
-    assert "pass --no-header" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(
+        "its columns are ['196', '242', '3', '881250949']. Its first line holds values, not "
+        "column names: pass --no-header (the columns are then user, item and value, in "
+        "that order)\n")
     with_header = tmp_path / "ratings.csv"
     with_header.write_text("user,item,value,timestamp\n"
                            + u_data.read_text().replace("\t", ","))
@@ -528,6 +531,29 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
         models.append(ALS.load(out))
     np.testing.assert_array_equal(models[0].user_ids_, models[1].user_ids_)
     np.testing.assert_array_equal(models[0].user_factors_, models[1].user_factors_)
+    capsys.readouterr()
+    # the other way round: a header line read as data (the first user and item ids not
+    # numbers, all below them numbers) is said, once
+    assert main(["train", str(with_header), "--no-header", "--factors", "2", "--iterations",
+                 "1", "--backend", "cpu", "--output", str(tmp_path / "m.npz")]) == 2
+    assert "column 'value' has dtype" in capsys.readouterr().err  # 'value' in a rating
+    two_columns = tmp_path / "pairs.csv"
+    two_columns.write_text("userId,movieId\n1,10\n2,20\n1,20\n")
+    assert main(["train", str(two_columns), "--no-header", "--factors", "2",
+                 "--iterations", "1", "--backend", "cpu", "--output",
+                 str(tmp_path / "m.npz")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and (
+        "warning: the first line of " in err and "looks like column names (userId, movieId), "
+        "and is read as an interaction of user 'userId' with item 'movieId': without "
+        "--no-header it names the columns" in err)
+    two_columns.write_text("7,10\n1,10\n2,20\n1,20\n")  # no header: no warning
+    assert main(["train", str(two_columns), "--no-header", "--factors", "2",
+                 "--iterations", "1", "--backend", "cpu", "--output",
+                 str(tmp_path / "m.npz")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["train", str(two_columns), "--backend", "cpu"]) == 2
+    assert "Its first line holds values, not column names" in capsys.readouterr().err
     parquet = tmp_path / "r.parquet"
     parquet.write_bytes(b"")
     assert main(["train", str(parquet), "--no-header"]) == 2
