@@ -179,7 +179,7 @@ def read_frame(args: argparse.Namespace):
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
-            if not args.no_header and all(map(_is_number, names)):
+            if all(map(_is_number, names)):
                 hint = ("Its first line holds values, not column names: pass --no-header "
                         "(the columns are then user, item and value, in that order)")
             else:
@@ -227,7 +227,7 @@ def _zero_padded(pd, path: Path, sep: str, header, columns) -> list:
     found by ``--users 007``), and ``007`` and ``7`` one id."""
     sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS)
     return [column for column in columns if column in sample.columns
-            and sample[column].dropna().str.strip().str.match(r"[-+]?0[0-9]").any()]
+            and sample[column].dropna().str.strip().str.match("0[0-9]").any()]
 
 
 def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None):
@@ -276,16 +276,22 @@ def _open_binary(path: Path):
     import tarfile
     import zipfile
 
+    def only_member(names: list[str]) -> None:  # as pandas reads archives
+        if len(names) != 1:
+            listed = f": {', '.join(names[:3])}{', ...' * (len(names) > 3)}" if names else ""
+            raise ValueError(f"{path}: an archive read as CSV must hold one file, as pandas "
+                             f"reads it; this one holds {len(names)}{listed}")
+
     name = path.name.lower()
     with contextlib.ExitStack() as stack:
         if name.endswith((".tar", ".tar.gz", ".tar.bz2", ".tar.xz")):
             archive = stack.enter_context(tarfile.open(path))
-            member = next((m for m in archive.getmembers() if m.isfile()), None)
-            stream = None if member is None else archive.extractfile(member)
+            only_member(archive.getnames())
+            stream = archive.extractfile(archive.getmembers()[0])
         elif name.endswith(".zip"):
             zipped = stack.enter_context(zipfile.ZipFile(path))
-            files = [n for n in zipped.namelist() if not n.endswith("/")]
-            stream = zipped.open(files[0]) if files else None
+            only_member(zipped.namelist())
+            stream = zipped.open(zipped.namelist()[0])
         elif name.endswith(".zst"):
             try:
                 import zstandard
@@ -298,8 +304,8 @@ def _open_binary(path: Path):
                 ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
             opener = openers.get(path.suffix.lower(), open)
             stream = opener(path, "rb")
-        if stream is None:
-            raise ValueError(f"{path}: the archive holds no file")
+        if stream is None:  # a tar archive's one member is a folder or a link
+            raise ValueError(f"{path}: the archive's one member is not a file")
         yield stack.enter_context(stream)
 
 

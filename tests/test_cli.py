@@ -260,7 +260,23 @@ def test_a_compressed_file_without_its_decompressor_or_contents(tmp_path, capsys
     empty = tmp_path / "empty.zip"
     __import__("zipfile").ZipFile(empty, "w").close()
     assert main(["train", str(empty), "--backend", "cpu"]) == 2
-    assert capsys.readouterr().err.endswith(f"error: {empty}: the archive holds no file\n")
+    assert capsys.readouterr().err.endswith(f"error: {empty}: an archive read as CSV must "
+                                            f"hold one file, as pandas reads it; this one "
+                                            f"holds 0\n")
+    import tarfile
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "c.csv").write_text("user,item\n1,2\n")
+    with tarfile.open(tmp_path / "two.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="d")  # the folder's entry, then its file's
+    assert main(["train", str(tmp_path / "two.tar.gz"), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("this one holds 2: d, d/c.csv\n")
+    with tarfile.open(tmp_path / "folder.tar", "w") as archive:
+        archive.add(folder, arcname="d", recursive=False)
+    assert main(["train", str(tmp_path / "folder.tar"), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("folder.tar: the archive's one member is not "
+                                            "a file\n")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # not installed
     packed = tmp_path / "clicks.csv.zst"
     packed.write_bytes(b"(not read)")
@@ -300,6 +316,11 @@ def test_ids_written_with_leading_zeros_stay_as_written(sep, header, tmp_path, c
     model = ALS.load(model_file, backend="cpu")
     assert model.user_ids_.tolist() == [7, 17, 18, 19]
     assert model.item_ids_.tolist() == ["0001", "0002", "0003"]
+    if sep == ",":  # a space after the separator, which pandas' numbers may have too
+        path.write_text("user,item\n1, 0001\n2, 0002\n")
+        assert main(["train", str(path), "--factors", "2", "--iterations", "1",
+                     "--backend", "cpu", "--output", str(model_file)]) == 0
+        assert ALS.load(model_file).item_ids_.tolist() == [" 0001", " 0002"]
 
 
 def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tmp_path,
@@ -547,11 +568,12 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
         "warning: the first line of " in err and "looks like column names (userId, movieId), "
         "and is read as an interaction of user 'userId' with item 'movieId': without "
         "--no-header it names the columns" in err)
-    two_columns.write_text("7,10\n1,10\n2,20\n1,20\n")  # no header: no warning
-    assert main(["train", str(two_columns), "--no-header", "--factors", "2",
-                 "--iterations", "1", "--backend", "cpu", "--output",
-                 str(tmp_path / "m.npz")]) == 0
-    assert "warning" not in capsys.readouterr().err
+    for lines in ("a,x\nb,x\nc,y\n", "7,10\n1,10\n2,20\n1,20\n"):  # no header line
+        two_columns.write_text(lines)
+        assert main(["train", str(two_columns), "--no-header", "--factors", "2",
+                     "--iterations", "1", "--backend", "cpu", "--output",
+                     str(tmp_path / "m.npz")]) == 0
+        assert "warning" not in capsys.readouterr().err
     assert main(["train", str(two_columns), "--backend", "cpu"]) == 2
     assert "Its first line holds values, not column names" in capsys.readouterr().err
     parquet = tmp_path / "r.parquet"
@@ -823,6 +845,13 @@ def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys
             assert written[column].tolist() == expected[column].tolist()
         np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-5)
         assert written["score"].dtype == np.float64
+    numbered = tmp_path / "numbered.csv"  # users named on the command line: "5" is 5
+    numbered.write_text("user,item\n5,1\n5,2\n6,2\n6,3\n7,1\n")
+    assert main(["train", str(numbered), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(tmp_path / "numbered.npz")]) == 0
+    assert main(["recommend", str(tmp_path / "numbered.npz"), "--users", "6", "5", "--N", "1",
+                 "--backend", "cpu", "--output", str(tmp_path / "r.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "r.parquet")["user"].tolist() == [6, 5]
     capsys.readouterr()
 
     def without_pyarrow(*args, **kwargs):
