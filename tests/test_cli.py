@@ -568,7 +568,7 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
         "warning: the first line of " in err and "looks like column names (userId, movieId), "
         "and is read as an interaction of user 'userId' with item 'movieId': without "
         "--no-header it names the columns" in err)
-    for lines in ("a,x\nb,x\nc,y\n", "7,10\n1,10\n2,20\n1,20\n"):  # no header line
+    for lines in ("a,x\n", "a,x\nb,x\nc,y\n", "7,10\n1,10\n2,20\n1,20\n"):  # no header
         two_columns.write_text(lines)
         assert main(["train", str(two_columns), "--no-header", "--factors", "2",
                      "--iterations", "1", "--backend", "cpu", "--output",
