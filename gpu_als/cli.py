@@ -133,6 +133,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
                         help="value column (default value; every row counts 1 if absent)")
     parser.add_argument("--sep", default=None,
                         help="CSV delimiter (default: detected)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="the CSV file's text encoding (default utf-8; e.g. latin-1, "
+                             "cp1252 for files from Excel on Windows)")
     parser.add_argument("--no-header", action="store_true",
                         help="the CSV file has no header line: its columns are user, item "
                              "and value, in that order (more are ignored), as in "
@@ -163,14 +166,26 @@ def read_frame(args: argparse.Namespace):
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
     else:
-        sep = args.sep if args.sep is not None else sniff_delimiter(args.file)
+        try:
+            "".encode(args.encoding)
+        except LookupError:
+            raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
+                             f"(e.g. utf-8, latin-1, cp1252)") from None
+        sep = args.sep if args.sep is not None else sniff_delimiter(args.file, args.encoding)
         header = None if args.no_header else "infer"
         # the id columns where they are (by position without a header line)
         ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
         try:
-            padded = _zero_padded(pd, args.file, sep, header, ids)
-            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
+            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
+                           encoding=args.encoding)
+        except UnicodeDecodeError as exc:
+            with _open_binary(args.file) as raw:  # a byte order mark: UTF-16 (Excel's
+                utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")  # "Unicode text")
+            raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): name its "
+                             f"encoding with --encoding, e.g. --encoding "
+                             f"{'utf-16' if utf16 else 'latin-1'}") from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
         if args.no_header:
             names = [args.user_col, args.item_col, args.value_col]
@@ -220,17 +235,19 @@ def _warn_if_a_header(df, args: argparse.Namespace, rows: int = 100) -> None:
 ID_SAMPLE_ROWS = 10_000
 
 
-def _zero_padded(pd, path: Path, sep: str, header, columns) -> list:
+def _zero_padded(pd, path: Path, sep: str, header, columns, encoding: str = "utf-8") -> list:
     """Those of the id ``columns`` that hold numbers written with leading zeros (``007``)
     in the file's first :data:`ID_SAMPLE_ROWS` rows, to be read as text: pandas would
     read them as integers, so that ``007`` became the id 7 (written back as ``7``, and not
     found by ``--users 007``), and ``007`` and ``7`` one id."""
-    sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS)
+    sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS,
+                       encoding=encoding)
     return [column for column in columns if column in sample.columns
             and sample[column].dropna().str.strip().str.match("0[0-9]").any()]
 
 
-def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None):
+def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None,
+              encoding: str = "utf-8"):
     """``pd.read_csv`` with pandas' fast C parser where it can serve: it takes one
     character (or ``\\s+``); for a longer separator pandas falls back to its Python parser,
     40x slower (a million MovieLens rows: 4.9 s against 0.12 s here). A character repeated
@@ -240,7 +257,7 @@ def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None
     columns by name (or position, without a header line), as the file has them."""
     width = len(sep)
     long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
-    options = {"header": header, "dtype": dtype, "nrows": nrows}
+    options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding}
     if long and sep == sep[0] * width and sep[0] not in '\\"':
         fast = options
         if header is None and isinstance(dtype, dict):  # field p is column p * width there
@@ -309,7 +326,7 @@ def _open_binary(path: Path):
         yield stack.enter_context(stream)
 
 
-def sniff_delimiter(path: Path, lines: int = 20) -> str:
+def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str:
     """The delimiter of a CSV file, from its first ``lines`` lines (``csv.Sniffer``, as
     pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
     rows than the C parser used here with the sniffed delimiter). ``::`` where every line
@@ -320,7 +337,7 @@ def sniff_delimiter(path: Path, lines: int = 20) -> str:
     import itertools
 
     with _open_binary(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
         sample = "".join(itertools.islice(text, lines))
     rows = [line for line in sample.splitlines() if line.strip()]
     if rows and all("::" in line for line in rows):

@@ -255,6 +255,26 @@ def test_the_delimiter_is_found_in_compressed_files(suffix, sep, csv_file, tmp_p
     np.testing.assert_array_equal(models[1].item_ids_, models[0].item_ids_)
 
 
+def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
+    """Not UTF-8 (Latin-1, Windows' cp1252, Excel's UTF-16 "Unicode text"): the error
+    names --encoding and a likely one; with it, the ids are the file's text."""
+    text = csv_file.read_text().replace("u1,", "José,")
+    assert "José" in text
+    for encoding, sep in (("latin-1", ","), ("utf-16", "\t")):
+        path = tmp_path / f"clicks-{encoding}.csv"
+        path.write_bytes(text.replace(",", sep).encode(encoding))
+        assert main(["train", str(path), "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.endswith(
+            f"name its encoding with --encoding, e.g. --encoding {encoding}\n")
+        out = tmp_path / "m.npz"
+        assert main(["train", str(path), "--encoding", encoding, "--factors", "2",
+                     "--iterations", "1", "--backend", "cpu", "--output", str(out)]) == 0
+        assert "José" in ALS.load(out).user_ids_.tolist()
+    assert main(["train", str(path), "--encoding", "klingon", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("--encoding klingon: not an encoding Python "
+                                            "knows (e.g. utf-8, latin-1, cp1252)\n")
+
+
 def test_a_compressed_file_without_its_decompressor_or_contents(tmp_path, capsys,
                                                                 monkeypatch):
     empty = tmp_path / "empty.zip"
