@@ -180,11 +180,16 @@ def read_frame(args: argparse.Namespace):
             df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
                            encoding=args.encoding)
         except UnicodeDecodeError as exc:
-            with _open_binary(args.file) as raw:  # a byte order mark: UTF-16 (Excel's
-                utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")  # "Unicode text")
-            raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): name its "
-                             f"encoding with --encoding, e.g. --encoding "
-                             f"{'utf-16' if utf16 else 'latin-1'}") from exc
+            with _open_binary(args.file) as raw:
+                head = raw.read(4096)
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
+                hint = "name its encoding with --encoding, e.g. --encoding utf-16"
+            elif b"\x00" in head:
+                hint = "it holds NUL bytes, as binary files do: is it a CSV file?"
+            else:
+                hint = "name its encoding with --encoding, e.g. --encoding latin-1"
+            raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
+                             f"{hint}") from exc
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
         if args.no_header:

@@ -490,7 +490,9 @@ def test_bad_columns(csv_file, capsys):
 @pytest.mark.parametrize("content, says", [
     (b"", "empty.csv cannot be read as CSV: No columns to parse"),
     (b"user,item\n\"a,x\n", "empty.csv cannot be read as CSV: Error tokenizing data"),
-    (b"\x89PNG\x00\x01", "empty.csv cannot be read as CSV: 'utf-8' codec"),
+    (b"\x89PNG\x00\x01", "empty.csv is not utf-8 text ('utf-8' codec can't decode byte "
+                        "0x89 in position 0: invalid start byte): it holds NUL bytes, as "
+                        "binary files do: is it a CSV file?"),
     (b"user,item,value\n", "empty.csv has a header line but no rows"),
 ])
 def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
