@@ -683,44 +683,44 @@ def batches(n: int, desc: str):
             bar.update(stop - start)
 
 
-@contextlib.contextmanager
-def csv_writer(path: str, header: list[str]):
-    """A ``csv.writer`` on the file ``path`` (``-``: standard output), header written."""
-    import csv
-
-    stream = sys.stdout if path == "-" else open(path, "w", newline="")
-    try:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(header)
-        yield writer
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
-
-
-def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
-                  scores: np.ndarray, results: np.ndarray) -> int:
-    """Rows ``query, result, rank, score`` as CSV (``-``: standard output), or as Parquet
-    where ``path`` ends in ``.parquet``; a result id of ``-1`` (nothing left to rank) is
-    left out. Returns the number of rows written."""
-    present = ids >= 0
-    query = np.repeat(queries, present.sum(axis=1))
-    rank = np.cumsum(present, axis=1)[present]
-    result = results[ids[present]]
+def write_table(path: str, columns: dict[str, Any]) -> int:
+    """Columns of equal length as CSV (``-``: standard output; floats to 6 significant
+    digits), or as Parquet where ``path`` ends in ``.parquet`` (the ids in their types,
+    floats unrounded). Returns the number of rows written."""
+    arrays = {name: np.asarray(values) for name, values in columns.items()}
+    rows = len(next(iter(arrays.values())))
     if path.lower().endswith(".parquet"):
         try:
             import pandas as pd
 
-            pd.DataFrame(dict(zip(header, (query, result, rank, scores[present])))) \
-                .to_parquet(path, index=False)
+            pd.DataFrame(arrays).to_parquet(path, index=False)
         except ImportError as exc:
             raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
                                "gpu-als[parquet]") from exc
-        return len(result)
-    score = [f"{value:.6g}" for value in scores[present].tolist()]  # 2x np.char.mod's speed
-    with csv_writer(path, header) as writer:
-        writer.writerows(zip(query.tolist(), result.tolist(), rank.tolist(), score))
-    return len(result)
+        return rows
+    import csv
+
+    texts = [[f"{value:.6g}" for value in a.tolist()] if a.dtype.kind == "f" else a.tolist()
+             for a in arrays.values()]  # (formatting floats: 2x np.char.mod's speed)
+    stream = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(list(arrays))
+        writer.writerows(zip(*texts))
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return rows
+
+
+def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
+                  scores: np.ndarray, results: np.ndarray) -> int:
+    """Rows ``query, result, rank, score`` (:func:`write_table`); a result id of ``-1``
+    (nothing left to rank) is left out. Returns the number of rows written."""
+    present = ids >= 0
+    return write_table(path, dict(zip(header, (
+        np.repeat(queries, present.sum(axis=1)), results[ids[present]],
+        np.cumsum(present, axis=1)[present], scores[present]))))
 
 
 def examples(ids: np.ndarray) -> str:
@@ -932,15 +932,14 @@ def explain_command(args: argparse.Namespace) -> int:
     if row.nnz == 0:
         raise ValueError(f"{args.file} has no interactions of user {args.user!r} with items "
                          f"the model knows: nothing to explain")
+    rows: list[tuple] = []
+    weights = None  # the user's factorization, reused for every item
+    for position in positions.tolist():
+        score, top, weights = model.explain(0, row, position, user_weights=weights, N=args.N)
+        rows += [(args.user, items[position], score, items[other], contribution)
+                 for other, contribution in top]
     header = ["user", "item", "score", "because_item", "contribution"]
-    with csv_writer(args.output, header) as writer:
-        weights = None  # the user's factorization, reused for every item
-        for item, position in zip(wanted.tolist(), positions.tolist()):
-            score, top, weights = model.explain(0, row, position, user_weights=weights,
-                                                N=args.N)
-            for other, contribution in top:
-                writer.writerow([args.user, item, f"{score:.6g}", items[other].item(),
-                                 f"{contribution:.6g}"])
+    write_table(args.output, {name: [r[c] for r in rows] for c, name in enumerate(header)})
     return 0
 
 
