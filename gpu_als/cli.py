@@ -143,7 +143,7 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
 
 
 def read_frame(args: argparse.Namespace):
-    """The file named by ``args.file`` as a pandas DataFrame."""
+    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked."""
     try:
         import pandas as pd
     except ImportError as exc:
@@ -155,47 +155,9 @@ def read_frame(args: argparse.Namespace):
     elif not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
     if args.file.is_dir() or args.file.suffix.lower() in (".parquet", ".pq"):
-        if args.no_header:
-            raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
-                             f"columns)")
-        try:
-            df = pd.read_parquet(args.file)
-        except ImportError as exc:
-            raise RuntimeError("reading Parquet needs pyarrow: pip install "
-                               "gpu-als[parquet]") from exc
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
+        df = _read_parquet_file(pd, args)
     else:
-        try:
-            "".encode(args.encoding)
-        except LookupError:
-            raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
-                             f"(e.g. utf-8, latin-1, cp1252)") from None
-        sep = args.sep if args.sep is not None else sniff_delimiter(args.file, args.encoding)
-        header = None if args.no_header else "infer"
-        # the id columns where they are (by position without a header line)
-        ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
-        try:
-            padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
-            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
-                           encoding=args.encoding)
-        except UnicodeDecodeError as exc:
-            with _open_binary(args.file) as raw:
-                head = raw.read(4096)
-            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
-                hint = "name its encoding with --encoding, e.g. --encoding utf-16"
-            elif b"\x00" in head:
-                hint = "it holds NUL bytes, as binary files do: is it a CSV file?"
-            else:
-                hint = "name its encoding with --encoding, e.g. --encoding latin-1"
-            raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
-                             f"{hint}") from exc
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
-        if args.no_header:
-            names = [args.user_col, args.item_col, args.value_col]
-            df = df.rename(columns=dict(enumerate(names)))
-            _warn_if_a_header(df, args)
+        df = _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
@@ -211,6 +173,57 @@ def read_frame(args: argparse.Namespace):
                              f"{names}. {hint}")
     if len(df) == 0:
         raise ValueError(f"{args.file} has a header line but no rows")
+    return df
+
+
+def _read_parquet_file(pd, args: argparse.Namespace):
+    """A Parquet file, or a folder of them, through pyarrow."""
+    if args.no_header:
+        raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
+                         f"columns)")
+    try:
+        return pd.read_parquet(args.file)
+    except ImportError as exc:
+        raise RuntimeError("reading Parquet needs pyarrow: pip install "
+                           "gpu-als[parquet]") from exc
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
+
+
+def _read_csv_file(pd, args: argparse.Namespace):
+    """A CSV file (compressed or not) in ``--encoding``, its delimiter ``--sep`` or found,
+    ids written with leading zeros read as text (:func:`_zero_padded`); without a header
+    line, its first three columns named user, item and value."""
+    try:
+        "".encode(args.encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
+                         f"(e.g. utf-8, latin-1, cp1252)") from None
+    sep = args.sep if args.sep is not None else sniff_delimiter(args.file, args.encoding)
+    header = None if args.no_header else "infer"
+    # the id columns where they are (by position without a header line)
+    ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
+    try:
+        padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
+        df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
+                       encoding=args.encoding)
+    except UnicodeDecodeError as exc:
+        with _open_binary(args.file) as raw:
+            head = raw.read(4096)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
+            hint = "name its encoding with --encoding, e.g. --encoding utf-16"
+        elif b"\x00" in head:
+            hint = "it holds NUL bytes, as binary files do: is it a CSV file?"
+        else:
+            hint = "name its encoding with --encoding, e.g. --encoding latin-1"
+        raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
+                         f"{hint}") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
+    if args.no_header:
+        names = [args.user_col, args.item_col, args.value_col]
+        df = df.rename(columns=dict(enumerate(names)))
+        _warn_if_a_header(df, args)
     return df
 
 
