@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend
-from .model import ALS, read_archive
+from .model import ALS, file_name, is_file_object, read_archive
 
 
 def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
@@ -45,8 +45,9 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
 
     Parameters
     ----------
-    model_or_path : implicit.als.AlternatingLeastSquares, str or path-like
-        A fitted model of implicit's ALS (CPU or GPU), or a file its ``save()`` wrote.
+    model_or_path : implicit.als.AlternatingLeastSquares, str, path-like or file object
+        A fitted model of implicit's ALS (CPU or GPU), or a file its ``save()`` wrote
+        (its path, or a binary file object).
     backend : str or Backend, default "auto"
         Where the gpu-als model's factors go.
     **params
@@ -60,8 +61,8 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
     TypeError
         For an object that is neither an implicit ALS model nor a path.
     """
-    if isinstance(model_or_path, (str, os.PathLike)):
-        found, where = _read_file(model_or_path), os.fspath(model_or_path)
+    if isinstance(model_or_path, (str, os.PathLike)) or is_file_object(model_or_path):
+        found, where = _read_file(model_or_path), file_name(model_or_path)
     else:
         found, where = _read_model(model_or_path), type(model_or_path).__name__
     X, Y = found.pop("user_factors"), found.pop("item_factors")
@@ -164,9 +165,10 @@ def _read_model(model: Any) -> dict[str, Any]:
     return found
 
 
-def _read_file(path: str | os.PathLike) -> dict[str, Any]:
+def _read_file(path: Any) -> dict[str, Any]:
     """Factors and hyperparameters of a file written by implicit's ``save()``."""
     contents = read_archive(path, "implicit model")
+    path = file_name(path)  # as the errors name it
     if "format" in contents:
         raise ValueError(f"{path} is a gpu-als model file: read it with ALS.load")
     if "learning_rate" in contents:

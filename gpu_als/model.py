@@ -1159,8 +1159,10 @@ class ALS:
 
         Parameters
         ----------
-        path : str or path-like
-            Where to write (``.npz`` is added if missing, as NumPy does).
+        path : str, path-like or file object
+            Where to write (``.npz`` is added if missing, as NumPy does); or a binary file
+            object (opened with ``"wb"``, an ``io.BytesIO``, a file of an fsspec
+            filesystem), written from where it is.
         user_ids, item_ids : array-like, optional
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
             stored as numbers, booleans, datetimes or strings (others as their strings);
@@ -1169,7 +1171,8 @@ class ALS:
         Returns
         -------
         str
-            The file written: ``path``, with ``.npz`` added if it was missing.
+            The file written: ``path``, with ``.npz`` added if it was missing (a file
+            object's ``name``).
         """
         self._check_fitted()
         params = self.get_params()
@@ -1262,7 +1265,8 @@ class ALS:
     @classmethod
     def load(cls, path, backend: str | Backend = "auto") -> ALS:
         """Read a model written by :meth:`save`, onto ``backend``. ``path`` as given to
-        ``save``: without its ``.npz`` suffix too.
+        ``save``: without its ``.npz`` suffix too; or a binary file object (opened with
+        ``"rb"``, an ``io.BytesIO``, a file of an fsspec filesystem), read from where it is.
 
         Raises
         ------
@@ -1275,23 +1279,24 @@ class ALS:
             When there is no such file.
         """
         contents = read_archive(path, "gpu-als model")
+        where = file_name(path)  # what the errors call it
         missing = {"format", "version", "params", "user_factors", "item_factors",
                    "loss_history"} - set(contents)
         if "format" not in contents and {"user_factors", "item_factors", "regularization"
                                          } <= set(contents):
-            raise ImplicitModelFileError(f"{path} looks like a model saved by the implicit "
-                                         f"library: gpu_als.from_implicit({str(path)!r}) "
+            raise ImplicitModelFileError(f"{where} looks like a model saved by the implicit "
+                                         f"library: gpu_als.from_implicit({where!r}) "
                                          f"reads it")
         if missing or str(contents.get("format", "")) != FILE_FORMAT:
-            raise ValueError(f"{path} is not a gpu-als model file (missing: "
+            raise ValueError(f"{where} is not a gpu-als model file (missing: "
                              f"{', '.join(sorted(missing)) or 'the format tag'})")
         version = contents["version"]
         if version.shape != () or version.dtype.kind not in "iu":
-            raise ValueError(f"{path}: its format version is not an integer ({version!r})")
+            raise ValueError(f"{where}: its format version is not an integer ({version!r})")
         if int(version) != FILE_VERSION:
             newer = "; a newer gpu-als wrote it: upgrade to read it" \
                 if int(version) > FILE_VERSION else ""
-            raise ValueError(f"{path} has model format version {int(version)}; this gpu-als "
+            raise ValueError(f"{where} has model format version {int(version)}; this gpu-als "
                              f"reads version {FILE_VERSION}{newer}")
         try:
             params = json.loads(str(contents["params"]))
@@ -1299,21 +1304,21 @@ class ALS:
             model = cls(**{**params, "backend": backend})
             p = model._check_params()
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path} holds invalid hyperparameters: {exc}") from None
+            raise ValueError(f"{where} holds invalid hyperparameters: {exc}") from None
         X, Y = contents["user_factors"], contents["item_factors"]
         for name, F in (("user_factors", X), ("item_factors", Y)):
             if F.ndim != 2 or F.shape[1] != p["factors"] or F.dtype != p["dtype"]:
-                raise ValueError(f"{path}: {name} has shape {F.shape} and dtype {F.dtype}, "
+                raise ValueError(f"{where}: {name} has shape {F.shape} and dtype {F.dtype}, "
                                  f"expected (n, {p['factors']}) of {p['dtype'].name}")
-        X, Y = _host_factors(X, Y, f"{path}: ")
+        X, Y = _host_factors(X, Y, f"{where}: ")
         try:
             user_ids, item_ids = (_checked_ids(contents.get(name), len(F), name)
                                   for name, F in (("user_ids", X), ("item_ids", Y)))
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
         loss_history = contents["loss_history"]
         if loss_history.ndim != 1 or loss_history.dtype.kind not in "fiu":
-            raise ValueError(f"{path}: loss_history has shape {loss_history.shape} and dtype "
+            raise ValueError(f"{where}: loss_history has shape {loss_history.shape} and dtype "
                              f"{loss_history.dtype}, expected a 1-D array of numbers")
         model._set_fitted(get_backend(backend), X, Y, loss_history, user_ids, item_ids)
         return model
@@ -1612,10 +1617,24 @@ def asks_to_stop(returned: Any) -> bool:
     return isinstance(returned, (bool, np.bool_)) and bool(returned)
 
 
+def is_file_object(path: Any) -> bool:
+    """Whether ``path`` is an open file (anything with ``read`` or ``write``)."""
+    return callable(getattr(path, "read", None)) or callable(getattr(path, "write", None))
+
+
+def file_name(path: Any) -> str:
+    """How messages name ``path``: the path, or a file object's name (its class's if it
+    has none)."""
+    if is_file_object(path):
+        return str(getattr(path, "name", f"the {type(path).__name__}"))
+    return data.check_path(path)
+
+
 def read_archive(path, kind: str) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` file at ``path`` (or at ``path + ".npz"``, the name
-    ``save`` and ``np.savez`` give a path without that suffix), pickles refused; ``kind``
-    names the file expected ("gpu-als model") in the errors.
+    ``save`` and ``np.savez`` give a path without that suffix), or of a binary file
+    object from where it is, pickles refused; ``kind`` names the file expected
+    ("gpu-als model") in the errors.
 
     Raises
     ------
@@ -1625,25 +1644,36 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
         For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
         pickled objects.
     """
-    path = data.check_path(path)
-    if not os.path.isfile(path) and not path.endswith(".npz") \
-            and os.path.isfile(path + ".npz"):
-        path += ".npz"
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a readable {kind} file (not an .npz archive)")
+    if is_file_object(path):
+        name = file_name(path)
+        try:
+            start = path.tell()
+            archive_ok = zipfile.is_zipfile(path)  # (which moves to the end)
+            path.seek(start)
+        except (AttributeError, OSError) as exc:  # io.UnsupportedOperation is an OSError
+            raise ValueError(f"{name}: reading a {kind} file needs a file object that "
+                             f"can seek ({type(exc).__name__}: {exc})") from None
+    else:
+        path = name = data.check_path(path)
+        if not os.path.isfile(path) and not path.endswith(".npz") \
+                and os.path.isfile(path + ".npz"):
+            path = name = path + ".npz"
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no model file at {path}")
+        archive_ok = zipfile.is_zipfile(path)
+    if not archive_ok:
+        raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ValueError(f"{path}: refusing to load pickled objects ({exc})") from None
-        raise ValueError(f"{path} is not a readable {kind} file: {exc}") from None
+            raise ValueError(f"{name}: refusing to load pickled objects ({exc})") from None
+        raise ValueError(f"{name} is not a readable {kind} file: {exc}") from None
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
-        raise ValueError(f"{path} is not a readable {kind} file (truncated or corrupted?): "
+        raise ValueError(f"{name} is not a readable {kind} file (truncated or corrupted?): "
                          f"{type(exc).__name__}: {exc}") from None
 
 
@@ -1651,7 +1681,11 @@ def _write_atomically(path, arrays: dict[str, Any]) -> str:
     """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
     replaces ``path``: a reader (a server reloading the model) sees the old file or the new
     one, never half of one, and a failed save leaves the old file as it was. Returns the
-    file's name (``path``, ``.npz`` added if missing)."""
+    file's name (``path``, ``.npz`` added if missing). A file object is written as it
+    is, where it is, and named as :func:`file_name` names it."""
+    if is_file_object(path):
+        np.savez(path, **arrays)
+        return file_name(path)
     final = data.check_path(path)
     # checked here, else the errors would name the temporary file
     data.check_output_file(final, "save the model", "model.npz")

@@ -7,6 +7,7 @@ from threadpoolctl import threadpool_limits
 
 from gpu_als import ALS, NotFittedError, from_implicit, to_implicit
 from gpu_als.datasets import make_power_law
+from gpu_als.exceptions import ImplicitModelFileError
 
 from .conftest import skip_or_fail
 
@@ -130,6 +131,16 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
                                   .item_factors_, theirs.item_factors)
     with pytest.raises(ValueError, match="is a gpu-als model file: read it with ALS.load"):
         from_implicit(tmp_path / "ours.npz")
+    import io  # implicit's save() and load() take file objects: so does from_implicit
+
+    buffer = io.BytesIO()
+    theirs.save(buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(from_implicit(buffer, backend="cpu").item_factors_,
+                                  theirs.item_factors)
+    with pytest.raises(ImplicitModelFileError, match=r"the BytesIO looks like a model saved "
+                                                     r"by the implicit library"):
+        ALS.load(io.BytesIO(buffer.getvalue()))
 
 
 def test_a_file_of_factors_alone_takes_implicits_defaults(tmp_path):

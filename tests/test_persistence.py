@@ -34,6 +34,38 @@ def test_round_trip_is_bit_identical(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.recommend(2, R[2])[0], model.recommend(2, R[2])[0])
 
 
+def test_a_model_saves_to_and_loads_from_file_objects(fitted, tmp_path):
+    """As implicit's save/load: an open binary file or an io.BytesIO (a file of an fsspec
+    filesystem alike), from where it is; the same model as through a path. A file object
+    that cannot seek, or holds no archive, is a ValueError that names it."""
+    import io
+
+    model, R = fitted
+    buffer = io.BytesIO(b"header")  # written after, and read from, where the file is
+    buffer.seek(0, io.SEEK_END)
+    assert model.save(buffer) == "the BytesIO"
+    buffer.seek(len(b"header"))
+    with open(tmp_path / "model.npz", "wb") as file:
+        assert model.save(file) == str(tmp_path / "model.npz")
+    with open(tmp_path / "model.npz", "rb") as file:
+        from_file = ALS.load(file, backend="cpu")
+    for loaded in (ALS.load(buffer, backend="cpu"), from_file):
+        np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+        np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)
+        assert loaded.get_params() == model.get_params()
+    with pytest.raises(ValueError, match="the BytesIO is not a readable gpu-als model file "
+                                         r"\(not an .npz archive\)"):
+        ALS.load(io.BytesIO(b"not a zip"))
+
+    class Pipe(io.RawIOBase):  # a stream that cannot go back
+        def readable(self):
+            return True
+
+    with pytest.raises(ValueError, match="the Pipe: reading a gpu-als model file needs a "
+                                         "file object that can seek"):
+        ALS.load(Pipe())
+
+
 def test_hyperparameters_given_as_numpy_scalars_are_saved_as_numbers(fitted, tmp_path):
     """As from a grid held in an array: NumPy integers, floats and booleans (JSON knows
     none of them) come back as the same Python values; the seed is kept."""
