@@ -696,10 +696,10 @@ def batches(n: int, desc: str):
             bar.update(stop - start)
 
 
-def write_table(path: str, columns: dict[str, Any]) -> int:
-    """Columns of equal length as CSV (``-``: standard output; floats to 6 significant
-    digits), or as Parquet where ``path`` ends in ``.parquet`` (the ids in their types,
-    floats unrounded). Returns the number of rows written."""
+def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> int:
+    """Columns of equal length as CSV (``-``: standard output; the columns named in
+    ``scores`` to 6 significant digits), or as Parquet where ``path`` ends in ``.parquet``
+    (the ids in their types, the scores unrounded). Returns the number of rows written."""
     arrays = {name: np.asarray(values) for name, values in columns.items()}
     rows = len(next(iter(arrays.values())))
     if path.lower().endswith(".parquet"):
@@ -713,8 +713,8 @@ def write_table(path: str, columns: dict[str, Any]) -> int:
         return rows
     import csv
 
-    texts = [[f"{value:.6g}" for value in a.tolist()] if a.dtype.kind == "f" else a.tolist()
-             for a in arrays.values()]  # (formatting floats: 2x np.char.mod's speed)
+    texts = [[f"{value:.6g}" for value in a.tolist()] if name in scores else a.tolist()
+             for name, a in arrays.items()]  # (formatting floats: 2x np.char.mod's speed)
     stream = sys.stdout if path == "-" else open(path, "w", newline="")
     try:
         writer = csv.writer(stream, lineterminator="\n")
@@ -733,7 +733,7 @@ def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.nda
     present = ids >= 0
     return write_table(path, dict(zip(header, (
         np.repeat(queries, present.sum(axis=1)), results[ids[present]],
-        np.cumsum(present, axis=1)[present], scores[present]))))
+        np.cumsum(present, axis=1)[present], scores[present]))), scores=(header[3],))
 
 
 def examples(ids: np.ndarray) -> str:
@@ -952,7 +952,8 @@ def explain_command(args: argparse.Namespace) -> int:
         rows += [(args.user, items[position], score, items[other], contribution)
                  for other, contribution in top]
     header = ["user", "item", "score", "because_item", "contribution"]
-    write_table(args.output, {name: [r[c] for r in rows] for c, name in enumerate(header)})
+    write_table(args.output, {name: [r[c] for r in rows] for c, name in enumerate(header)},
+                scores=("score", "contribution"))
     return 0
 
 

@@ -891,6 +891,18 @@ def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys
                                        "and pyarrow: pip install gpu-als[parquet]\n")
 
 
+def test_ids_that_are_floats_are_written_in_full(tmp_path, capsys):
+    """Only the scores are rounded to 6 digits: a float id 1234567.5 is not 1.23457e+06."""
+    path = tmp_path / "f.csv"
+    path.write_text("user,item\n1234567.5,10\n1234567.5,20\n2.5,10\n2.5,30\n")
+    assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(tmp_path / "f.npz")]) == 0
+    capsys.readouterr()
+    assert main(["similar", str(tmp_path / "f.npz"), "--users", "2.5", "--backend",
+                 "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("2.5,1234567.5,1,")
+
+
 def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
     path, model = trained
     out = tmp_path / "sim.csv"
