@@ -1284,9 +1284,9 @@ class ALS:
                    "loss_history"} - set(contents)
         if "format" not in contents and {"user_factors", "item_factors", "regularization"
                                          } <= set(contents):
+            given = "file" if is_file_object(path) else repr(where)
             raise ImplicitModelFileError(f"{where} looks like a model saved by the implicit "
-                                         f"library: gpu_als.from_implicit({where!r}) "
-                                         f"reads it")
+                                         f"library: gpu_als.from_implicit({given}) reads it")
         if missing or str(contents.get("format", "")) != FILE_FORMAT:
             raise ValueError(f"{where} is not a gpu-als model file (missing: "
                              f"{', '.join(sorted(missing)) or 'the format tag'})")

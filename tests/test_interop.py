@@ -139,7 +139,8 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
     np.testing.assert_array_equal(from_implicit(buffer, backend="cpu").item_factors_,
                                   theirs.item_factors)
     with pytest.raises(ImplicitModelFileError, match=r"the BytesIO looks like a model saved "
-                                                     r"by the implicit library"):
+                                                     r"by the implicit library: "
+                                                     r"gpu_als.from_implicit\(file\) reads"):
         ALS.load(io.BytesIO(buffer.getvalue()))
 
 
