@@ -1618,8 +1618,9 @@ def asks_to_stop(returned: Any) -> bool:
 
 
 def is_file_object(path: Any) -> bool:
-    """Whether ``path`` is an open file (anything with ``read`` or ``write``)."""
-    return callable(getattr(path, "read", None)) or callable(getattr(path, "write", None))
+    """Whether ``path`` is an open file: anything with ``read``, as NumPy's ``savez`` and
+    ``load`` tell them from paths (a file opened for writing has one too)."""
+    return callable(getattr(path, "read", None))
 
 
 def file_name(path: Any) -> str:

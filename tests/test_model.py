@@ -814,9 +814,9 @@ def test_decimal_values_are_numbers(library):
                                        for v in values]})
 
     expected = from_dataframe(pd.DataFrame({"user": ["a", "b", "a"], "item": ["x", "y", "y"],
-                                            "value": [1.5, 2.0, 3.25]})).matrix
-    got = from_dataframe(frame([1.5, 2, 3.25])).matrix
-    assert got.dtype == expected.dtype and (got != expected).nnz == 0
+                                            "value": [1.5, 0.1, 3.25]}), dtype=np.float64)
+    got = from_dataframe(frame([1.5, 0.1, 3.25]), dtype=np.float64)  # 0.1: not float32's
+    assert got.matrix.dtype == np.float64 and (got.matrix != expected.matrix).nnz == 0
     bad = [[1.5, None]] + ([] if library == "polars" else [[float("nan"), 1]])
     for values in bad:
         with pytest.raises(ValueError, match="'value' holds 1 missing, NaN or infinite"):
