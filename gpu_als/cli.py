@@ -205,8 +205,10 @@ def _read_csv_file(pd, args: argparse.Namespace):
     ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
     try:
         padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
-        df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
-                       encoding=args.encoding)
+        with warnings.catch_warnings():  # mixed types: handled below
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
+                           encoding=args.encoding)
     except UnicodeDecodeError as exc:
         with _open_binary(args.file) as raw:
             head = raw.read(4096)
@@ -224,6 +226,13 @@ def _read_csv_file(pd, args: argparse.Namespace):
         names = [args.user_col, args.item_col, args.value_col]
         df = df.rename(columns=dict(enumerate(names)))
         _warn_if_a_header(df, args)
+    for column in (args.user_col, args.item_col):
+        # pandas types a large file's columns a block of rows at a time: ids that are
+        # numbers in one block and text in another come as both, which do not sort
+        # together; as text, they are the file's
+        if column in df.columns and df[column].dtype == object and \
+                pd.api.types.infer_dtype(df[column], skipna=True).startswith("mixed"):
+            df[column] = df[column].map(lambda v: v if v is None or v != v else str(v))
     return df
 
 

@@ -893,6 +893,22 @@ def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys
                                        "and pyarrow: pip install gpu-als[parquet]\n")
 
 
+def test_ids_that_are_numbers_in_one_block_of_rows_and_text_in_another(tmp_path, capsys):
+    """pandas types a large file's columns a block of rows at a time: user ids that are
+    all numbers for 300,000 rows and then "abc" came as ints and strs, which failed with
+    advice for Python (and pandas' warning about low_memory); they are now the file's
+    text."""
+    path = tmp_path / "mixed.csv"
+    path.write_text("user,item\n" + "".join(f"{i % 5000},{i % 700}\n" for i in range(300_000))
+                    + "abc,1\n")
+    out = tmp_path / "m.npz"
+    assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    ids = ALS.load(out).user_ids_
+    assert len(ids) == 5001 and {"0", "4999", "abc"} <= set(ids.tolist())
+
+
 def test_ids_that_are_floats_are_written_in_full(tmp_path, capsys):
     """Only the scores are rounded to 6 digits: a float id 1234567.5 is not 1.23457e+06."""
     path = tmp_path / "f.csv"
