@@ -284,7 +284,10 @@ def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None
     columns by name (or position, without a header line), as the file has them."""
     width = len(sep)
     long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
-    options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding}
+    # only an empty field is missing: pandas' default also takes NA, null, None, N/A, ...
+    # for missing, which are ids too (Namibia's country code, a user named null)
+    options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding,
+               "keep_default_na": False, "na_values": [""]}
     if long and sep == sep[0] * width and sep[0] not in '\\"':
         fast = options
         if header is None and isinstance(dtype, dict):  # field p is column p * width there

@@ -507,13 +507,18 @@ def _numbers(values: np.ndarray) -> np.ndarray:
 
 
 def _first_non_number(values: np.ndarray) -> str:
-    """`` (row 3 holds '1,5')``: the first value that is not a number, if any."""
+    """`` (row 3 holds '1,5')``: the first value that does not read as a finite number
+    (``'1,5'``, ``'nan'``), else the first text (``'2'``), if any."""
     for row, value in enumerate(values):
         try:
-            float(value)
+            finite = np.isfinite(float(value))
         except (TypeError, ValueError):
+            finite = False
+        if not finite:
             return f" (row {row} holds {value!r})"
-    return ""
+    texts = (row for row, value in enumerate(values) if isinstance(value, str))
+    row = next(texts, None)
+    return "" if row is None else f" (row {row} holds {values[row]!r})"
 
 
 def id_positions(known_ids: Any, ids: Any) -> np.ndarray:

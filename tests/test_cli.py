@@ -909,6 +909,29 @@ def test_ids_that_are_numbers_in_one_block_of_rows_and_text_in_another(tmp_path,
     assert len(ids) == 5001 and {"0", "4999", "abc"} <= set(ids.tolist())
 
 
+def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
+    """NA (Namibia), null, None, N/A are ids; pandas' default took them for missing and
+    the file was refused. An empty field is still a missing id or value."""
+    path = tmp_path / "na.csv"
+    path.write_text("user,item,value\nNA,x,1\nnull,y,2\nNone,x,1\nb,N/A,1\n")
+    out = tmp_path / "m.npz"
+    assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(out)]) == 0
+    model = ALS.load(out)
+    assert model.user_ids_.tolist() == ["NA", "None", "b", "null"]
+    assert model.item_ids_.tolist() == ["N/A", "x", "y"]
+    for lines, says in (("a,x,\nb,y,1\n", "column 'value' holds 1 missing, NaN or infinite "
+                                          "value(s), the first in row 0"),
+                        (",x,1\nb,y,1\n", "column 'user' has 1 missing ids (NaN or None), "
+                                          "the first in row 0"),
+                        ("a,x,NA\nb,y,1\n", "expected numbers (row 0 holds 'NA')"),
+                        ("a,x,1\nb,y,nan\n", "expected numbers (row 1 holds 'nan')")):
+        path.write_text("user,item,value\n" + lines)
+        capsys.readouterr()
+        assert main(["train", str(path), "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.endswith(says + "\n"), says
+
+
 def test_ids_that_are_floats_are_written_in_full(tmp_path, capsys):
     """Only the scores are rounded to 6 digits: a float id 1234567.5 is not 1.23457e+06."""
     path = tmp_path / "f.csv"
