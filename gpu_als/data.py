@@ -516,9 +516,8 @@ def _first_non_number(values: np.ndarray) -> str:
             finite = False
         if not finite:
             return f" (row {row} holds {value!r})"
-    texts = (row for row, value in enumerate(values) if isinstance(value, str))
-    row = next(texts, None)
-    return "" if row is None else f" (row {row} holds {values[row]!r})"
+    text = next((row for row, value in enumerate(values) if isinstance(value, str)), None)
+    return "" if text is None else f" (row {text} holds {values[text]!r})"
 
 
 def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
