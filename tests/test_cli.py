@@ -933,6 +933,11 @@ def test_ids_that_are_numbers_in_one_block_of_rows_and_text_in_another(tmp_path,
     assert "warning" not in capsys.readouterr().err
     ids = ALS.load(out).user_ids_
     assert len(ids) == 5001 and {"0", "4999", "abc"} <= set(ids.tolist())
+    with path.open("a") as file:
+        file.write(",2\n")  # an empty field stays a missing id, not the id "nan"
+    assert main(["train", str(path), "--backend", "cpu"]) == 2
+    assert "column 'user' has 1 missing ids (NaN or None), the first in row 300001" in \
+        capsys.readouterr().err
 
 
 def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
@@ -951,7 +956,8 @@ def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
                         (",x,1\nb,y,1\n", "column 'user' has 1 missing ids (NaN or None), "
                                           "the first in row 0"),
                         ("a,x,NA\nb,y,1\n", "expected numbers (row 0 holds 'NA')"),
-                        ("a,x,1\nb,y,nan\n", "expected numbers (row 1 holds 'nan')")):
+                        ("a,x,1\nb,y,nan\n", "expected numbers (row 1 holds 'nan')"),
+                        ("a,x,1\nb,y,inf\nc,z,x\n", "expected numbers (row 1 holds 'inf')")):
         path.write_text("user,item,value\n" + lines)
         capsys.readouterr()
         assert main(["train", str(path), "--backend", "cpu"]) == 2
