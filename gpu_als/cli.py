@@ -213,16 +213,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
             df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
                            encoding=args.encoding)
     except UnicodeDecodeError as exc:
-        with _open_binary(args.file) as raw:
-            head = raw.read(4096)
-        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
-            hint = "name its encoding with --encoding, e.g. --encoding utf-16"
-        elif b"\x00" in head:
-            hint = "it holds NUL bytes, as binary files do: is it a CSV file?"
-        else:
-            hint = "name its encoding with --encoding, e.g. --encoding latin-1"
         raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
-                         f"{hint}") from exc
+                         f"{_not_text_hint(args.file)}") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
     if args.no_header:
@@ -237,6 +229,18 @@ def _read_csv_file(pd, args: argparse.Namespace):
                 pd.api.types.infer_dtype(df[column], skipna=True).startswith("mixed"):
             df[column] = df[column].map(lambda v: v if v is None or v != v else str(v))
     return df
+
+
+def _not_text_hint(path: Path) -> str:
+    """What to do about a file that is not text in the encoding asked for, from its
+    first bytes."""
+    with _open_binary(path) as raw:
+        head = raw.read(4096)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
+        return "name its encoding with --encoding, e.g. --encoding utf-16"
+    if b"\x00" in head:
+        return "it holds NUL bytes, as binary files do: is it a CSV file?"
+    return "name its encoding with --encoding, e.g. --encoding latin-1"
 
 
 def _is_number(text: str) -> bool:
