@@ -292,20 +292,24 @@ def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None
     width = len(sep)
     long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
     # only an empty field is missing: pandas' default also takes NA, null, None, N/A, ...
-    # for missing, which are ids too (Namibia's country code, a user named null)
+    # for missing, which are ids too (Namibia's country code, a user named null); and no
+    # column is the index: a delimiter at the end of every line would make pandas take the
+    # first column for one, and shift the others (user <- item, item <- value)
     options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding,
-               "keep_default_na": False, "na_values": [""]}
+               "keep_default_na": False, "na_values": [""], "index_col": False}
     if long and sep == sep[0] * width and sep[0] not in '\\"':
         fast = options
         if header is None and isinstance(dtype, dict):  # field p is column p * width there
             fast = {**options, "dtype": {p * width: t for p, t in dtype.items()}}
-        try:
-            df = pd.read_csv(path, sep=sep[0], **fast)
-        except pd.errors.ParserError:  # rows of different widths: a lone character somewhere
-            df = None  # (and below: rows wider than the header, whose first fields pandas
-            # would take for an index, as its Python parser does on the whole separator)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            try:
+                df = pd.read_csv(path, sep=sep[0], **fast)
+            except pd.errors.ParserError:  # rows of different widths: a lone character
+                df = None
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            df = None  # rows wider than the header, cut: the Python parser says so itself
         if df is not None and df.shape[1] % width == 1 \
-                and isinstance(df.index, pd.RangeIndex) \
                 and df.iloc[:, [c for c in range(df.shape[1]) if c % width]].isna().all().all():
             df = df.iloc[:, ::width]
             if header is None:  # the fields in order: 0, 1, 2, ...

@@ -2,6 +2,7 @@
 
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -420,8 +421,10 @@ def test_plots_without_matplotlib_are_refused_before_the_work(csv_file, tmp_path
 
 @pytest.mark.parametrize("header", [None, "infer"])
 def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_path, header):
-    """'::' is read by the C parser on ':' where that gives the same table; a lone ':' in a
-    field (in every row, or in some) sends the file to the Python parser instead."""
+    """'::' is read by the C parser on ':' where that gives the same table (as the Python
+    parser reads it with the command line's options); a lone ':' in a field (in every
+    row, or in some), or rows wider than the header, send the file to the Python parser
+    instead, which then warns of the cut fields itself."""
     import pandas as pd
 
     from gpu_als.cli import _read_csv
@@ -447,14 +450,22 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
         path = tmp_path / "ratings.dat"
         path.write_text("\n".join(body) + "\n")
         engines.clear()
-        try:
-            expected = pd.read_csv(path, sep="::", header=header, engine="python")
-        except pd.errors.ParserError:  # rows wider than the first: pandas refuses the file
-            with pytest.raises(pd.errors.ParserError):
-                _read_csv(Spy, path, "::", header)
-            continue
-        pd.testing.assert_frame_equal(_read_csv(Spy, path, "::", header), expected)
+        options = {"keep_default_na": False, "na_values": [""], "index_col": False}
+        with warnings.catch_warnings(record=True) as theirs:
+            warnings.simplefilter("always")
+            try:
+                expected = pd.read_csv(path, sep="::", header=header, engine="python",
+                                       **options)
+            except pd.errors.ParserError:  # rows wider than the first: pandas refuses it
+                with pytest.raises(pd.errors.ParserError):
+                    _read_csv(Spy, path, "::", header)
+                continue
+        with warnings.catch_warnings(record=True) as ours:
+            warnings.simplefilter("always")
+            got = _read_csv(Spy, path, "::", header)
+        pd.testing.assert_frame_equal(got, expected)
         assert engines == parsers
+        assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
 
 
 def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
@@ -962,6 +973,26 @@ def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
         capsys.readouterr()
         assert main(["train", str(path), "--backend", "cpu"]) == 2
         assert capsys.readouterr().err.endswith(says + "\n"), says
+
+
+def test_a_delimiter_ending_every_line(tmp_path, capsys):
+    """``1,10,3,``: pandas took the first column for the index and shifted the others
+    (user <- item, item <- value: an error about missing values, or worse, a model of the
+    wrong columns); the fields are the header's. Rows wider than the header keep their
+    first fields, with pandas' warning of the cut."""
+    path = tmp_path / "trailing.csv"
+    out = tmp_path / "m.npz"
+    for text, users, items, warned in (
+            ("user,item,value\n1,10,3,\n2,20,4,\n1,20,5,\n", [1, 2], [10, 20], False),
+            ("user,item\n1,10,\n2,20,\n", [1, 2], [10, 20], False),
+            ("user,item\n1,10,7\n2,20,8\n", [1, 2], [10, 20], True)):
+        path.write_text(text)
+        assert main(["train", str(path), "--factors", "2", "--iterations", "1", "--backend",
+                     "cpu", "--output", str(out)]) == 0
+        model = ALS.load(out)
+        assert model.user_ids_.tolist() == users and model.item_ids_.tolist() == items
+        assert ("warning: Length of header or names does not match length of data" in
+                capsys.readouterr().err) == warned
 
 
 def test_ids_that_are_floats_are_written_in_full(tmp_path, capsys):
