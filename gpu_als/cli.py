@@ -277,7 +277,7 @@ def _zero_padded(pd, path: Path, sep: str, header, columns, encoding: str = "utf
     sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS,
                        encoding=encoding)
     return [column for column in columns if column in sample.columns
-            and sample[column].dropna().str.strip().str.match("0[0-9]").any()]
+            and sample[column].dropna().str.match("0[0-9]").any()]
 
 
 def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None,
@@ -292,11 +292,13 @@ def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None
     width = len(sep)
     long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
     # only an empty field is missing: pandas' default also takes NA, null, None, N/A, ...
-    # for missing, which are ids too (Namibia's country code, a user named null); and no
+    # for missing, which are ids too (Namibia's country code, a user named null); no
     # column is the index: a delimiter at the end of every line would make pandas take the
-    # first column for one, and shift the others (user <- item, item <- value)
+    # first column for one, and shift the others (user <- item, item <- value); and the
+    # spaces after a delimiter ("user, item") are not part of the names and ids
     options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding,
-               "keep_default_na": False, "na_values": [""], "index_col": False}
+               "keep_default_na": False, "na_values": [""], "index_col": False,
+               "skipinitialspace": True}
     if long and sep == sep[0] * width and sep[0] not in '\\"':
         fast = options
         if header is None and isinstance(dtype, dict):  # field p is column p * width there
