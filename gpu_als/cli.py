@@ -148,20 +148,20 @@ def read_frame(args: argparse.Namespace):
         import pandas as pd
     except ImportError as exc:
         raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
-    if args.file.is_dir():  # Spark's and Dask's output: a folder of Parquet part files
-        if next(args.file.rglob("*.parquet"), None) is None:
-            raise ValueError(f"{args.file} is a folder without .parquet files: give a CSV "
-                             f"or Parquet file, or a folder of Parquet files")
-    elif not args.file.is_file():
+    folder = args.file.is_dir()  # Spark's and Dask's output: a folder of Parquet part files
+    if folder and next(args.file.rglob("*.parquet"), None) is None:
+        raise ValueError(f"{args.file} is a folder without .parquet files: give a CSV or "
+                         f"Parquet file, or a folder of Parquet files")
+    if not folder and not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
-    if args.file.is_dir() or args.file.suffix.lower() in (".parquet", ".pq"):
+    if folder or args.file.suffix.lower() in (".parquet", ".pq"):
         df = _read_parquet_file(pd, args)
     else:
         df = _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
-            if all(map(_is_number, names)):
+            if all(map(_reads_as_number, names)):
                 hint = ("Its first line holds values, not column names: pass --no-header "
                         "(the columns are then user, item and value, in that order)")
             else:
@@ -243,7 +243,8 @@ def _not_text_hint(path: Path) -> str:
     return "name its encoding with --encoding, e.g. --encoding latin-1"
 
 
-def _is_number(text: str) -> bool:
+def _reads_as_number(text: str) -> bool:
+    """Whether a field's text is a number, as pandas would read it (``"196"``, ``"4.5"``)."""
     try:
         float(text)
     except ValueError:
@@ -258,7 +259,7 @@ def _warn_if_a_header(df, args: argparse.Namespace, rows: int = 100) -> None:
         return
     first = [str(df[c].iloc[0]) for c in (args.user_col, args.item_col)]
     later = [str(v) for c in (args.user_col, args.item_col) for v in df[c].iloc[1:rows]]
-    if not any(map(_is_number, first)) and all(map(_is_number, later)):
+    if not any(map(_reads_as_number, first)) and all(map(_reads_as_number, later)):
         warnings.warn(f"the first line of {args.file} looks like column names "
                       f"({', '.join(first)}), and is read as an interaction of user "
                       f"{first[0]!r} with item {first[1]!r}: without --no-header it names "
