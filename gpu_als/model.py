@@ -1165,7 +1165,8 @@ class ALS:
             filesystem), written from where it is.
         user_ids, item_ids : array-like, optional
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
-            stored as numbers, booleans, datetimes or strings (others as their strings);
+            stored as numbers, booleans, strings, bytes or datetimes (others as their
+            strings);
             default: those of the model, if it has any.
 
         Returns
@@ -1200,8 +1201,7 @@ class ALS:
             ids = getattr(self, f"{name}_", None) if ids is None else ids
             if ids is not None:
                 ids = np.asarray(ids)
-                if ids.dtype.kind not in "biufUM":  # stored as they are, without pickle
-                    ids = np.array([str(i) for i in ids.ravel()]).reshape(ids.shape)
+                ids = _storable_ids(ids)
                 if ids.shape != (n,):
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
@@ -1413,7 +1413,8 @@ class _IdIndex:
         self.rows = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
 
     def _keys(self, ids: np.ndarray) -> list:
-        return ids.tolist() if self.numeric else ids.astype(str).tolist()
+        return ids.tolist() if self.numeric else \
+            data.id_text(data.in_kind_of(ids, self.ids)).tolist()
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The row of each of ``ids``, ``-1`` where it is absent."""
@@ -1676,6 +1677,19 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
         raise ValueError(f"{name} is not a readable {kind} file (truncated or corrupted?): "
                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _storable_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as ``np.savez`` stores them without pickle, found alike by the lookups
+    by id of the model loaded: numbers, booleans, strings, bytes, datetimes and
+    durations as they are, an object array of bytes as bytes, other objects as their
+    strings (:func:`gpu_als.data.id_text`)."""
+    if ids.dtype.kind in "biufUSmM":
+        return ids
+    items = ids.ravel().tolist()
+    if items and all(isinstance(i, bytes) and not i.endswith(b"\0") for i in items):
+        return np.array(items, dtype="S").reshape(ids.shape)  # ("S" drops trailing NULs)
+    return data.id_text(ids)
 
 
 def _write_atomically(path, arrays: dict[str, Any]) -> str:

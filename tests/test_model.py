@@ -1,5 +1,6 @@
 """The estimator's behaviour, on every backend."""
 
+import datetime
 import sys
 import warnings
 
@@ -839,7 +840,9 @@ def test_id_lookups_by_hashing_equal_numpys(monkeypatch):
                np.array([], dtype=object)]
     lookups = [(["b", "a", "c"], ["a", "z", "c", "b"]), ([5, 1, 3], [3.0, 1, 4]),
                (np.array([5, 1, 3]), ["3", "7"]), ([], ["a"]), (["a", "a", "b"], ["a", "b"]),
-               ([1.5, 2.5], [2.5, 1.5, 3])]
+               ([1.5, 2.5], [2.5, 1.5, 3]), (np.array([b"\xff", b"a"]), [b"a", b"\xff"]),
+               (np.array(["2026-01-01", "2026-01-02"], "datetime64[D]"),
+                ["2026-01-02", "x", "2026-01-01T00:00"])]
     hashed = [_sorted_codes(c) for c in columns], [id_positions(*x) for x in lookups]
     monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` fails
     for (ids, codes), column in zip(hashed[0], columns):
@@ -860,6 +863,16 @@ def test_id_positions():
     np.testing.assert_array_equal(id_positions([5, 1, 3], [3.0, 1, 4]), [2, 1, -1])
     np.testing.assert_array_equal(id_positions(np.array([5, 1, 3]), ["3", "7"]), [2, -1])
     np.testing.assert_array_equal(id_positions([], ["a"]), [-1])
+    # bytes match their UTF-8 text, and bytes that are not UTF-8 only themselves
+    np.testing.assert_array_equal(id_positions(np.array([b"\xff", b"a", b"\xc3\xa9"]),
+                                               ["a", "\xff", "é", "ÿ"]), [1, -1, 2, -1])
+    np.testing.assert_array_equal(id_positions(np.array([b"\xff", b"a"], dtype=object),
+                                               np.array([b"a", b"\xff", b"b"])), [1, 0, -1])
+    # datetimes match the same instants, written in any way numpy reads
+    days = np.array(["2026-01-01", "2026-01-02"], "datetime64[D]")
+    np.testing.assert_array_equal(
+        id_positions(days, [datetime.datetime(2026, 1, 2), "2026-01-01", "x", 5]),
+        [1, 0, -1, -1])
     assert id_positions(["a"], []).shape == (0,)
 
 

@@ -1,5 +1,6 @@
 """save / load / to_cpu: round trips and every kind of broken file."""
 
+import datetime
 import json
 import os
 import re
@@ -207,6 +208,32 @@ def test_ids_are_saved_with_the_model(fitted, tmp_path):
     with pytest.raises(TypeError, match="path must be a str or a path-like object, got int"):
         model.save(1)
     assert model.save(bytes(tmp_path / "b")) == str(tmp_path / "b.npz")
+
+
+def test_bytes_and_time_ids_are_found_after_a_load(fitted, tmp_path):
+    """Ids of bytes (an HDF5 file's strings, a Parquet binary column), datetimes and
+    durations are saved as they are: the model loaded finds them by the same ids (bytes
+    were saved as their repr, b'a' as "b'a'", which no lookup found)."""
+    pd = pytest.importorskip("pandas")
+    model, _ = fitted
+    names = [f"u{i}".encode() for i in range(29)] + [b"\xff\xfe"]  # the last: not UTF-8
+    in_objects = np.empty(30, dtype=object)
+    in_objects[:] = names
+    stamps = np.datetime64("2026-01-01T00:00", "s") + np.arange(30) * 3600
+    for ids, query in ((np.array(names), [b"\xff\xfe", b"u3", b"u3", b"zz"]),
+                       (in_objects, [b"\xff\xfe", b"u3", b"u3", b"zz"]),
+                       (stamps, [pd.Timestamp("2026-01-01 03:00"), "2026-01-01T01:00",
+                                 datetime.datetime(2026, 1, 2, 5), "not a time"]),
+                       (stamps - stamps[0], [np.timedelta64(3, "h"), pd.Timedelta(hours=1),
+                                             np.timedelta64(29 * 3600, "s"), "x"])):
+        model.save(tmp_path / "m.npz", user_ids=ids)
+        loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
+        assert loaded.user_ids_.tolist() == list(ids)
+        for m in (ALS.from_factors(model.user_factors_, model.item_factors_, user_ids=ids),
+                  loaded):
+            np.testing.assert_array_equal(m.user_rows(query), [29, 3, 3, -1]
+                                          if ids.dtype.kind in "SO" else [3, 1, 29, -1])
+            assert m.user_rows("u3") == (3 if ids.dtype.kind in "SO" else -1)  # text typed
 
 
 def test_to_cpu_copies(fitted):
