@@ -797,10 +797,11 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": ["2", "1,5"]}))
 
 
-@pytest.mark.parametrize("library", ["pandas", "polars"])
+@pytest.mark.parametrize("library", ["pandas", "polars", "pyarrow"])
 def test_decimal_values_are_numbers(library):
     """Values typed DECIMAL (SQL exports, Parquet files, polars' Decimal) come as Python
-    Decimals in an object column: they were refused as "dtype object"."""
+    Decimals in an object column: they were refused as "dtype object". polars' Decimal
+    and pandas' Arrow decimal128 (library "pyarrow") are converted by their library."""
     import decimal
 
     pd = pytest.importorskip("pandas")
@@ -810,6 +811,11 @@ def test_decimal_values_are_numbers(library):
         if library == "polars":  # (its constructor takes no decimals of other scales)
             return frames.DataFrame({"user": users, "item": items, "value": values}) \
                 .with_columns(frames.col("value").cast(frames.Decimal(5, 2)))
+        if library == "pyarrow":  # a Parquet file read with dtype_backend="pyarrow"
+            values = frames.array([None if v != v else v for v in values]).cast(
+                frames.decimal128(5, 2))
+            return pd.DataFrame({"user": users, "item": items,
+                                 "value": pd.Series(values, dtype=pd.ArrowDtype(values.type))})
         return pd.DataFrame({"user": users, "item": items,
                              "value": [None if v is None else decimal.Decimal(str(v))
                                        for v in values]})
@@ -818,7 +824,7 @@ def test_decimal_values_are_numbers(library):
                                             "value": [1.5, 0.1, 3.25]}), dtype=np.float64)
     got = from_dataframe(frame([1.5, 0.1, 3.25]), dtype=np.float64)  # 0.1: not float32's
     assert got.matrix.dtype == np.float64 and (got.matrix != expected.matrix).nnz == 0
-    bad = [[1.5, None]] + ([] if library == "polars" else [[float("nan"), 1]])
+    bad = [[1.5, None]] + ([[float("nan"), 1]] if library == "pandas" else [])
     for values in bad:
         with pytest.raises(ValueError, match="'value' holds 1 missing, NaN or infinite"):
             from_dataframe(frame(values, (1, 2), (1, 2)))
