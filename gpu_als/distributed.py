@@ -60,8 +60,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import data
+from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, _checked_data_ids, asks_to_stop
+from .model import ALS, asks_to_stop
 
 logger = logging.getLogger("gpu_als")
 
@@ -289,7 +290,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     worker_timeout = data.check_float("worker_timeout", worker_timeout, strict=True)
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     prepared = data.Prepared(user_items, p["dtype"])
-    user_ids, item_ids = _checked_data_ids(ids, prepared.shape)
+    user_ids, item_ids = checked_data_ids(ids, prepared.shape)
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])
     n_workers = _running_workers(client, worker_timeout)

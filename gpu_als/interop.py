@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from ._files import file_name, is_file_object, read_archive
 from .backends import Backend
-from .model import ALS, file_name, is_file_object, read_archive
+from .model import ALS
 
 
 def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",

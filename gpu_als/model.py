@@ -15,12 +15,9 @@ import inspect
 import json
 import logging
 import math
-import os
 import threading
 import time
-import uuid
 import warnings
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +25,7 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
-from . import data
+from . import _files, _ids, data
 from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
 from .backends.base import query_result
 from .exceptions import ImplicitModelFileError, NotFittedError
@@ -464,8 +461,8 @@ class ALS:
         backend = self.__dict__.get("_backend") or get_backend(self.backend)
         self._set_fitted(backend, X.astype(p["dtype"], copy=False),
                          Y.astype(p["dtype"], copy=False), getattr(self, "loss_history_", []),
-                         _checked_ids(getattr(self, "user_ids_", None), len(X), "user_ids_"),
-                         _checked_ids(getattr(self, "item_ids_", None), len(Y), "item_ids_"))
+                         _ids.checked_ids(getattr(self, "user_ids_", None), len(X), "user_ids_"),
+                         _ids.checked_ids(getattr(self, "item_ids_", None), len(Y), "item_ids_"))
 
     @property
     def user_factors(self):
@@ -696,8 +693,8 @@ class ALS:
                 raise ValueError(f"give {rows_name} (factor rows) or {ids_name} (original "
                                  f"ids), not both")
             index = self._id_index(side)
-            rows, new_ids = _rows_of_ids(index, ids, len(factors), side)
-            new_ids = _ids_to_append(known, new_ids)
+            rows, new_ids = _ids.rows_of_ids(index, ids, len(factors), side)
+            new_ids = _ids.ids_to_append(known, new_ids)
         elif np.asarray(rows).dtype.kind in "OSU":
             raise TypeError(f"{rows_name} are factor rows, integers; to name {side}s by "
                             f"their original ids, pass them as {ids_name}=")
@@ -714,7 +711,7 @@ class ALS:
             setattr(self, f"{side}_ids_", None)  # the id map no longer covers every row
         return self
 
-    def _id_index(self, side: str) -> _IdIndex:
+    def _id_index(self, side: str) -> _ids.IdIndex:
         """The lookup of ``{side}_ids_``, kept while the array is the model's: partial fits
         by id extend it instead of hashing every id again."""
         ids = getattr(self, f"{side}_ids_")
@@ -724,7 +721,7 @@ class ALS:
                 f"without ids, or grown by row): name its {side}s by factor row")
         indexes = self.__dict__.setdefault("_id_indexes", {})
         if side not in indexes or indexes[side].ids is not ids:
-            indexes[side] = _IdIndex(ids)
+            indexes[side] = _ids.IdIndex(ids)
         return indexes[side]
 
     def _partial_fit(self, side: str, rows: Any, matrix: Any):
@@ -1201,11 +1198,11 @@ class ALS:
             ids = getattr(self, f"{name}_", None) if ids is None else ids
             if ids is not None:
                 ids = np.asarray(ids)
-                ids = _storable_ids(ids)
+                ids = _ids.storable_ids(ids)
                 if ids.shape != (n,):
                     raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
                 arrays[name] = ids
-        return _write_atomically(path, arrays)
+        return _files.write_atomically(path, arrays)
 
     @classmethod
     def from_factors(cls, user_factors: Any, item_factors: Any, *, user_ids: Any = None,
@@ -1258,8 +1255,8 @@ class ALS:
                              f"columns")
         model._set_fitted(get_backend(model.backend), X.astype(p["dtype"], copy=False),
                           Y.astype(p["dtype"], copy=False), [],
-                          _checked_ids(user_ids, len(X), "user_ids", distinct=True),
-                          _checked_ids(item_ids, len(Y), "item_ids", distinct=True))
+                          _ids.checked_ids(user_ids, len(X), "user_ids", distinct=True),
+                          _ids.checked_ids(item_ids, len(Y), "item_ids", distinct=True))
         return model
 
     @classmethod
@@ -1278,13 +1275,13 @@ class ALS:
         FileNotFoundError
             When there is no such file.
         """
-        contents = read_archive(path, "gpu-als model")
-        where = file_name(path)  # what the errors call it
+        contents = _files.read_archive(path, "gpu-als model")
+        where = _files.file_name(path)  # what the errors call it
         missing = {"format", "version", "params", "user_factors", "item_factors",
                    "loss_history"} - set(contents)
         if "format" not in contents and {"user_factors", "item_factors", "regularization"
                                          } <= set(contents):
-            given = "file" if is_file_object(path) else repr(where)
+            given = "file" if _files.is_file_object(path) else repr(where)
             raise ImplicitModelFileError(f"{where} looks like a model saved by the implicit "
                                          f"library: gpu_als.from_implicit({given}) reads it")
         if missing or str(contents.get("format", "")) != FILE_FORMAT:
@@ -1312,7 +1309,7 @@ class ALS:
                                  f"expected (n, {p['factors']}) of {p['dtype'].name}")
         X, Y = _host_factors(X, Y, f"{where}: ")
         try:
-            user_ids, item_ids = (_checked_ids(contents.get(name), len(F), name)
+            user_ids, item_ids = (_ids.checked_ids(contents.get(name), len(F), name)
                                   for name, F in (("user_ids", X), ("item_ids", Y)))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -1381,109 +1378,11 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     start[known] = current[rows[known]]
 
 
-def _checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
-                 ) -> np.ndarray | None:
-    """``ids`` as a 1-D array of ``n`` original ids, or None; with ``distinct`` (ids given
-    by the user, not read back from a model) each id once, as the lookups by id need."""
-    if ids is None:
-        return None
-    ids = np.asarray(ids)
-    if ids.shape != (n,):
-        raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
-                         f"row")
-    if distinct and (at := data.repeated_at(ids)) is not None:
-        repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
-        raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
-                         f"an id of its own (the lookups by id find only the first)")
-    return ids
-
-
-class _IdIndex:
-    """The rows of original ids in a model's id array, as :func:`gpu_als.data.id_positions`
-    finds them (numbers match numbers, anything else is compared as a string; the first
-    of repeated ids), from a dict built once and extended as partial fits append ids:
-    id_positions hashes every known id on each call (50 ms a call at 138,000 string ids,
-    against 0.3 ms for the rest of a one-user partial fit)."""
-
-    def __init__(self, ids: np.ndarray):
-        self.ids = ids
-        self.numeric = ids.dtype.kind in "iuf"
-        keys = self._keys(ids)
-        # reversed: a repeated id keeps its first row
-        self.rows = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
-
-    def _keys(self, ids: np.ndarray) -> list:
-        return ids.tolist() if self.numeric else \
-            data.id_text(data.in_kind_of(ids, self.ids)).tolist()
-
-    def positions(self, ids: np.ndarray) -> np.ndarray:
-        """The row of each of ``ids``, ``-1`` where it is absent."""
-        if self.numeric and ids.dtype.kind not in "iuf":  # compared as strings: rare
-            return data.id_positions(self.ids, ids)
-        get = self.rows.get
-        return np.fromiter((get(key, -1) for key in self._keys(ids)), np.int64, len(ids))
-
-    def extend(self, grown: np.ndarray) -> None:
-        """Follow the model's ids to ``grown``: these ids and then new ones."""
-        if len(grown) > len(self.ids):
-            added = self._keys(grown[len(self.ids):])
-            for row, key in enumerate(added, start=len(self.ids)):
-                self.rows.setdefault(key, row)
-        self.ids = grown
-
-
-def _rows_of_ids(index: _IdIndex, ids: Any, n: int, side: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The factor rows of the original ``ids`` among the model's ``n`` rows' (in
-    ``index``): a known id's row, ``n``, ``n + 1``, ... for the new ones in order; and the
-    new ids."""
-    name, attr, known = f"{side}_ids", f"{side}_ids_", index.ids
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
-    if len(ids) == 0:
-        raise ValueError(f"{name} is empty")
-    family = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings",
-              "S": "strings"}
-    mine, theirs = family.get(known.dtype.kind), family.get(ids.dtype.kind)
-    if mine and theirs and mine != theirs:
-        raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
-                        f"{mine} ({known.dtype})")
-    if data.repeated_at(ids) is not None:
-        raise ValueError(f"{name} holds duplicates; give each id once")
-    rows = index.positions(ids)
-    new = rows < 0
-    rows[new] = n + np.arange(int(new.sum()))
-    return rows, ids[new]
-
-
 def _side_names(side: str) -> tuple[str, str, str]:
     """For ``side`` "user" (or "item"): the other side, and the partial fits' names of
     the factor rows and of the interaction matrix ("userids", "user_items")."""
     other = "item" if side == "user" else "user"
     return other, f"{side}ids", f"{side}_{other}s"
-
-
-def _ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """``new`` ids to append to a model's ``known`` ones, in ``known``'s dtype where
-    numbers are (a ``TypeError`` where they do not fit it)."""
-    if known.dtype.kind in "iuf" and len(new):
-        try:
-            cast = new.astype(known.dtype)
-            fits = np.array_equal(cast, new)
-        except (ValueError, TypeError, OverflowError):  # "x" or 10**20 as an int64
-            fits = False
-        if not fits:
-            raise TypeError(f"ids {new[:5].tolist()} do not fit the model's id type "
-                            f"{known.dtype}")
-        return cast
-    return new
-
-
-def _checked_data_ids(ids: tuple[Any, Any], shape) -> tuple[Any, Any]:
-    """``fit``'s ``(user_ids, item_ids)`` for a matrix of ``shape``, checked."""
-    return (_checked_ids(ids[0], shape[0], "user_ids", distinct=True),
-            _checked_ids(ids[1], shape[1], "item_ids", distinct=True))
 
 
 def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -> None:
@@ -1534,7 +1433,7 @@ class _Training:
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend
-        self.ids = _checked_data_ids(ids, prepared.shape)
+        self.ids = _ids.checked_data_ids(ids, prepared.shape)
         self.Cu, self.Ci = prepared.on_backend(
             backend, feedback=p["feedback"], alpha=p["alpha"], confidence=p["confidence"],
             epsilon=p["epsilon"])
@@ -1616,110 +1515,6 @@ def asks_to_stop(returned: Any) -> bool:
     so that a callback returning something else by the way (``file.write``'s count, a
     list's ``append``) never ends a fit."""
     return isinstance(returned, (bool, np.bool_)) and bool(returned)
-
-
-def is_file_object(path: Any) -> bool:
-    """Whether ``path`` is an open file: anything with ``read``, as NumPy's ``savez`` and
-    ``load`` tell them from paths (a file opened for writing has one too)."""
-    return callable(getattr(path, "read", None))
-
-
-def file_name(path: Any) -> str:
-    """How messages name ``path``: the path, or a file object's name (its class's if it
-    has none)."""
-    if is_file_object(path):
-        return str(getattr(path, "name", f"the {type(path).__name__}"))
-    return data.check_path(path)
-
-
-def read_archive(path, kind: str) -> dict[str, np.ndarray]:
-    """The arrays of the ``.npz`` file at ``path`` (or at ``path + ".npz"``, the name
-    ``save`` and ``np.savez`` give a path without that suffix), or of a binary file
-    object from where it is, pickles refused; ``kind`` names the file expected
-    ("gpu-als model") in the errors.
-
-    Raises
-    ------
-    FileNotFoundError
-        When there is no such file.
-    ValueError
-        For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
-        pickled objects.
-    """
-    if is_file_object(path):
-        name = file_name(path)
-        try:
-            start = path.tell()
-            archive_ok = zipfile.is_zipfile(path)  # (which moves to the end)
-            path.seek(start)
-        except (AttributeError, OSError) as exc:  # io.UnsupportedOperation is an OSError
-            raise ValueError(f"{name}: reading a {kind} file needs a file object that "
-                             f"can seek ({type(exc).__name__}: {exc})") from None
-    else:
-        path = name = data.check_path(path)
-        if not os.path.isfile(path) and not path.endswith(".npz") \
-                and os.path.isfile(path + ".npz"):
-            path = name = path + ".npz"
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model file at {path}")
-        archive_ok = zipfile.is_zipfile(path)
-    if not archive_ok:
-        raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise ValueError(f"{name}: refusing to load pickled objects ({exc})") from None
-        raise ValueError(f"{name} is not a readable {kind} file: {exc}") from None
-    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
-        raise ValueError(f"{name} is not a readable {kind} file (truncated or corrupted?): "
-                         f"{type(exc).__name__}: {exc}") from None
-
-
-def _storable_ids(ids: np.ndarray) -> np.ndarray:
-    """``ids`` as ``np.savez`` stores them without pickle, found alike by the lookups
-    by id of the model loaded: numbers, booleans, strings, bytes, datetimes and
-    durations as they are, an object array of bytes as bytes, other objects as their
-    strings (:func:`gpu_als.data.id_text`)."""
-    if ids.dtype.kind in "biufUSmM":
-        return ids
-    items = ids.ravel().tolist()
-    if items and all(isinstance(i, bytes) and not i.endswith(b"\0") for i in items):
-        return np.array(items, dtype="S").reshape(ids.shape)  # ("S" drops trailing NULs)
-    return data.id_text(ids)
-
-
-def _write_atomically(path, arrays: dict[str, Any]) -> str:
-    """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
-    replaces ``path``: a reader (a server reloading the model) sees the old file or the new
-    one, never half of one, and a failed save leaves the old file as it was. Returns the
-    file's name (``path``, ``.npz`` added if missing). A file object is written as it
-    is, where it is, and named as :func:`file_name` names it."""
-    if is_file_object(path):
-        np.savez(path, **arrays)
-        return file_name(path)
-    final = data.check_path(path)
-    # checked here, else the errors would name the temporary file
-    data.check_output_file(final, "save the model", "model.npz")
-    if not final.endswith(".npz"):  # as np.savez names it
-        final += ".npz"
-    temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        file = open(temporary, "xb")
-    except OSError as error:  # a read-only folder, say: name the file asked for
-        raise type(error)(error.errno, f"cannot save the model to {final}: "
-                                       f"{error.strerror}") from error
-    try:
-        with file:
-            np.savez(file, **arrays)
-        os.replace(temporary, final)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return final
 
 
 #: The implicit library's name for the same estimator.

@@ -1228,12 +1228,12 @@ def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_f
 def test_an_operating_system_error_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
     """A folder that refuses the model file (read-only; root, who runs CI, may write to
     any, hence the stand-in): an error line without "[Errno 13]", no traceback."""
-    from gpu_als import model as model_module
+    from gpu_als import _files
 
     def refuse(name, mode):
         raise PermissionError(13, "Permission denied", name)
 
-    monkeypatch.setattr(model_module, "open", refuse, raising=False)
+    monkeypatch.setattr(_files, "open", refuse, raising=False)
     assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
                  "cpu", "--output", str(tmp_path / "m.npz")]) == 2
     err = capsys.readouterr().err

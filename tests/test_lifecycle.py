@@ -254,12 +254,12 @@ def test_partial_fits_from_several_threads_lose_no_user(R, by):
     (np.array(["1", 2, 2.5], dtype=object), [np.array([1, 2]), np.array(["2.5", "3"])]),
 ])
 def test_the_id_index_finds_what_id_positions_finds(known, queries):
-    """Partial fits look ids up in a kept dict (model._IdIndex), not by id_positions:
+    """Partial fits look ids up in a kept dict (gpu_als._ids.IdIndex), not by id_positions:
     the same rows (numbers match numbers, else strings; the first of repeated ids),
     also once extended."""
+    from gpu_als._ids import IdIndex
     from gpu_als.data import id_positions
-    from gpu_als.model import _IdIndex
-    index = _IdIndex(known)
+    index = IdIndex(known)
     for ids in queries:
         np.testing.assert_array_equal(index.positions(ids), id_positions(known, ids))
     grown = np.concatenate([known, known[:1]])  # a repeated id: the first row stays

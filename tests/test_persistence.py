@@ -121,12 +121,12 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
 def test_a_folder_that_refuses_the_file_is_named_in_the_error(fitted, tmp_path, monkeypatch):
     """(A read-only folder; root, who runs CI, may write to any, hence the stand-in.) The
     error names the file asked for, not the temporary file beside it, and leaves nothing."""
-    from gpu_als import model as model_module
+    from gpu_als import _files
 
     def refuse(name, mode):
         raise PermissionError(13, "Permission denied", name)
 
-    monkeypatch.setattr(model_module, "open", refuse, raising=False)
+    monkeypatch.setattr(_files, "open", refuse, raising=False)
     path = tmp_path / "model.npz"
     expected = f"cannot save the model to {re.escape(str(path))}: Permission denied$"
     with pytest.raises(PermissionError, match=expected):

@@ -1,0 +1,106 @@
+"""Model files: ``.npz`` archives, read without pickle and written atomically, at a path
+or through a binary file object (``io.BytesIO``, an fsspec file), as the implicit
+library's ``save`` and ``load`` take them. Used by :meth:`gpu_als.ALS.save`,
+:meth:`gpu_als.ALS.load` and :func:`gpu_als.from_implicit`."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from . import data
+
+
+def is_file_object(path: Any) -> bool:
+    """Whether ``path`` is an open file: anything with ``read``, as NumPy's ``savez`` and
+    ``load`` tell them from paths (a file opened for writing has one too)."""
+    return callable(getattr(path, "read", None))
+
+
+def file_name(path: Any) -> str:
+    """How messages name ``path``: the path, or a file object's name (its class's if it
+    has none)."""
+    if is_file_object(path):
+        return str(getattr(path, "name", f"the {type(path).__name__}"))
+    return data.check_path(path)
+
+
+def read_archive(path, kind: str) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` file at ``path`` (or at ``path + ".npz"``, the name
+    ``save`` and ``np.savez`` give a path without that suffix), or of a binary file
+    object from where it is, pickles refused; ``kind`` names the file expected
+    ("gpu-als model") in the errors.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
+        pickled objects.
+    """
+    if is_file_object(path):
+        name = file_name(path)
+        try:
+            start = path.tell()
+            archive_ok = zipfile.is_zipfile(path)  # (which moves to the end)
+            path.seek(start)
+        except (AttributeError, OSError) as exc:  # io.UnsupportedOperation is an OSError
+            raise ValueError(f"{name}: reading a {kind} file needs a file object that "
+                             f"can seek ({type(exc).__name__}: {exc})") from None
+    else:
+        path = name = data.check_path(path)
+        if not os.path.isfile(path) and not path.endswith(".npz") \
+                and os.path.isfile(path + ".npz"):
+            path = name = path + ".npz"
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no model file at {path}")
+        archive_ok = zipfile.is_zipfile(path)
+    if not archive_ok:
+        raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{name}: refusing to load pickled objects ({exc})") from None
+        raise ValueError(f"{name} is not a readable {kind} file: {exc}") from None
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
+        raise ValueError(f"{name} is not a readable {kind} file (truncated or corrupted?): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def write_atomically(path, arrays: dict[str, Any]) -> str:
+    """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
+    replaces ``path``: a reader (a server reloading the model) sees the old file or the new
+    one, never half of one, and a failed save leaves the old file as it was. Returns the
+    file's name (``path``, ``.npz`` added if missing). A file object is written as it
+    is, where it is, and named as :func:`file_name` names it."""
+    if is_file_object(path):
+        np.savez(path, **arrays)
+        return file_name(path)
+    final = data.check_path(path)
+    # checked here, else the errors would name the temporary file
+    data.check_output_file(final, "save the model", "model.npz")
+    if not final.endswith(".npz"):  # as np.savez names it
+        final += ".npz"
+    temporary = f"{final}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        file = open(temporary, "xb")
+    except OSError as error:  # a read-only folder, say: name the file asked for
+        raise type(error)(error.errno, f"cannot save the model to {final}: "
+                                       f"{error.strerror}") from error
+    try:
+        with file:
+            np.savez(file, **arrays)
+        os.replace(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return final
