@@ -200,6 +200,10 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
                 "gpu_als.data.from_dataframe(df), which also returns the id maps (with "
                 "item_ids=model.item_ids_ to line its columns up with a fitted model)"
             )
+        elif getattr(getattr(user_items, "index", None), "nlevels", 0) == 2:
+            # counts.groupby(["user_id", "item_id"]).size(), say
+            hint = ("; for a Series indexed by (user, item) pairs use its rows: "
+                    "s.rename_axis(['user', 'item']).rename('value').reset_index()")
         elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
             hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"
         raise TypeError(f"{name} must be a scipy.sparse matrix or array, got {kind}{hint}")

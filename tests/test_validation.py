@@ -41,6 +41,24 @@ def test_dense_input_is_a_type_error(R):
         fit(R.toarray())
 
 
+def test_a_series_of_pairs_is_refused_with_the_frame_to_make(R):
+    """``df.groupby(["user_id", "item_id"]).size()``, a Series: the message's expression
+    makes the DataFrame that fits (it said "convert a dense array" before)."""
+    pd = pytest.importorskip("pandas")
+    coo = R.tocoo()
+    counts = pd.DataFrame({"user_id": coo.row, "item_id": coo.col, "n": coo.data}) \
+        .groupby(["user_id", "item_id"])["n"].sum()
+    with pytest.raises(TypeError, match=r"got pandas.Series; for a Series indexed by \(user, "
+                                        r"item\) pairs use its rows: (s.rename_axis.*)$") as e:
+        fit(counts)
+    make = e.value.args[0].rsplit(": ", 1)[1]
+    model = fit(eval(make, {"s": counts}), random_state=0)
+    rows = fit(pd.DataFrame({"user": coo.row, "item": coo.col, "value": coo.data}),
+               random_state=0)
+    np.testing.assert_array_equal(model.user_ids_, rows.user_ids_)
+    np.testing.assert_array_equal(model.user_factors_, rows.user_factors_)
+
+
 class CupySparseStandIn:
     """Shaped like a cupyx.scipy.sparse matrix where it matters here: its module's name,
     and ``get()`` giving the SciPy matrix (tests/test_gpu.py uses the real one)."""
