@@ -874,11 +874,15 @@ def test_id_positions():
                                                ["a", "\xff", "é", "ÿ"]), [1, -1, 2, -1])
     np.testing.assert_array_equal(id_positions(np.array([b"\xff", b"a"], dtype=object),
                                                np.array([b"a", b"\xff", b"b"])), [1, 0, -1])
-    # datetimes match the same instants, written in any way numpy reads
-    days = np.array(["2026-01-01", "2026-01-02"], "datetime64[D]")
+    # datetimes match the same instants, written in any way numpy reads; a number is no
+    # instant (numpy would read 5 as 1970-01-06, five days)
+    days = np.array(["2026-01-01", "2026-01-02", "1970-01-06"], "datetime64[D]")
     np.testing.assert_array_equal(
         id_positions(days, [datetime.datetime(2026, 1, 2), "2026-01-01", "x", 5]),
         [1, 0, -1, -1])
+    np.testing.assert_array_equal(id_positions(days, [datetime.datetime(2026, 1, 2), 5]),
+                                  [1, -1])
+    np.testing.assert_array_equal(id_positions(days, np.array([5, 2])), [-1, -1])
     assert id_positions(["a"], []).shape == (0,)
 
 
