@@ -177,22 +177,34 @@ def read_frame(args: argparse.Namespace):
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):
-    """A Parquet file, or a folder of them, through pyarrow: its user, item and value
-    columns where it has the three (a file of events with five more columns of text:
-    11x faster, in a quarter of the memory), else every column (the messages about the
-    missing ones name them)."""
+    """A Parquet file, or a folder of them, through pyarrow. Only its user, item and
+    value columns are read (an event log with five more columns of text: 11x faster, in a
+    quarter of the memory), or the first two without a column 'value' (every row then
+    counts 1; warned here, as ``from_dataframe`` would, with the columns not read), and
+    ``df.attrs["file_columns"]`` lists them all; every column where a column named is
+    missing (the errors list them)."""
     if args.no_header:
         raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
                          f"columns)")
     try:
         import pyarrow.dataset
 
+        from .data import warn_unused_columns
+
         # the columns, without reading them (a folder's partition keys, day=.../, too)
         names = pyarrow.dataset.dataset(args.file, format="parquet",
                                         partitioning="hive").schema.names
-        wanted = list(dict.fromkeys((args.user_col, args.item_col, args.value_col)))
-        return pd.read_parquet(args.file,
-                               columns=wanted if set(wanted) <= set(names) else None)
+        ids = list(dict.fromkeys((args.user_col, args.item_col)))
+        if not set(ids) <= set(names) or (args.value_col not in names
+                                          and args.value_col != "value"):
+            return pd.read_parquet(args.file)
+        counted = args.value_col not in names  # (the default column 'value' is missing)
+        df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
+        df.attrs["file_columns"] = names
+        unused = [name for name in names if name not in ids]
+        if counted and unused:
+            warn_unused_columns(unused)
+        return df
     except ImportError as exc:
         raise RuntimeError("reading Parquet needs pyarrow: pip install "
                            "gpu-als[parquet]") from exc
@@ -410,9 +422,10 @@ def read_interactions(args: argparse.Namespace, feedback: str | None = None):
     df = read_frame(args)
     feedback = feedback or getattr(args, "feedback", None)
     if feedback == "explicit" and args.value_col not in df.columns:
+        columns = [str(c) for c in df.attrs.get("file_columns", df.columns)]
         raise ValueError(f"{args.file} has no column {args.value_col!r}: --feedback explicit "
                          f"learns ratings; name their column with --value-col (the columns "
-                         f"are {[str(c) for c in df.columns]})")
+                         f"are {columns})")
     interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col)
     if feedback == "explicit":
         warn_summed_ratings(len(df), interactions.matrix, (args.user_col, args.item_col))

@@ -472,10 +472,7 @@ def from_dataframe(
     if value_col is None or (value_col == "value" and value_col not in df.columns):
         unused = [str(c) for c in df.columns if c not in (user_col, item_col)]
         if value_col is not None and unused:
-            warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} "
-                          f"are not used; name the values' column with value_col= (in the "
-                          f"command line --value-col), or value_col=None to count rows",
-                          UserWarning, stacklevel=2)
+            warn_unused_columns(unused, stacklevel=2)  # from_dataframe's caller
         values = np.ones(len(df))
     elif value_col not in df.columns:
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
@@ -495,6 +492,16 @@ def from_dataframe(
     )
     check = check_user_items_allow_empty if drop_unknown else check_user_items
     return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
+
+
+def warn_unused_columns(unused: list[str], stacklevel: int = 2) -> None:
+    """The warning of :func:`from_dataframe` where there is no column 'value' (so every
+    row counts 1) but there are ``unused`` other columns, one of which may hold them.
+    ``stacklevel``: as ``warnings.warn``'s, from the caller."""
+    warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
+                  f"used; name the values' column with value_col= (in the command line "
+                  f"--value-col), or value_col=None to count rows", UserWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def _is_number(value: Any) -> bool:

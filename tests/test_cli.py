@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.cli import main
+from gpu_als.data import from_dataframe
 
 from .conftest import needs_gpu, random_interactions, skip_or_fail
 
@@ -597,9 +598,9 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
 def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, capsys,
                                                           monkeypatch):
     """An event log's other columns are not read (11x faster and a quarter of the memory
-    with five more text columns); a file without the value column is read whole, so the
-    warning names the columns that could have been it; a folder's partition keys
-    (day=1/) are columns too."""
+    with five more text columns), nor those of a file without a column 'value', whose
+    warning names them as from_dataframe's does; the errors about a missing column list
+    every column; a folder's partition keys (day=1/) are columns too."""
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     rows = pd.read_csv(csv_file)
@@ -618,8 +619,18 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
         assert main(["train", str(tmp_path / file), "--factors", "2", "--iterations", "1",
                      "--backend", "cpu", "--output", str(out), *extra]) == 0
         assert ALS.load(out).user_ids_.tolist() == sorted(set(rows["user"]))
-    assert asked == [["user", "item", "value"], None, ["user", "item", "day"]]
-    assert "column(s) ['session', 'ts'] are not used" in capsys.readouterr().err
+    assert asked == [["user", "item", "value"], ["user", "item"], ["user", "item", "day"]]
+    assert capsys.readouterr().err.count("column(s) ['session', 'ts'] are not used") == 1
+    with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts'\] are not used"):
+        from_dataframe(wide.drop(columns="value"))  # the same words
+    for extra, says in ((["--feedback", "explicit"], "has no column 'value': --feedback "
+                         "explicit learns ratings; name their column with --value-col (the "
+                         "columns are ['user', 'item', 'session', 'ts'])"),
+                        (["--value-col", "n"], "column 'n' not found; the DataFrame has "
+                         "['user', 'item', 'session', 'ts']")):
+        assert main(["train", str(tmp_path / "no_value.parquet"), "--backend", "cpu",
+                     *extra]) == 2
+        assert says in capsys.readouterr().err
 
 
 def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
