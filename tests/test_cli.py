@@ -194,7 +194,7 @@ def test_the_delimiter_is_detected(sep, csv_file, tmp_path, capsys):
     """Any of , ; tab | space, found from the first lines (then read by pandas' C parser),
     and MovieLens 1M's :: (pandas' Python parser, without its warning about falling back
     to it): the same model as from the comma file; --sep overrides."""
-    from gpu_als.cli import sniff_delimiter
+    from gpu_als._tables import sniff_delimiter
 
     other = tmp_path / "clicks.txt"
     other.write_text(csv_file.read_text().replace(",", sep))
@@ -255,7 +255,7 @@ def test_the_delimiter_is_found_in_compressed_files(suffix, sep, csv_file, tmp_p
     import tarfile
     import zipfile
 
-    from gpu_als.cli import sniff_delimiter
+    from gpu_als._tables import sniff_delimiter
 
     plain = tmp_path / "clicks.txt"
     plain.write_text(csv_file.read_text().replace(",", sep))
@@ -428,7 +428,7 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
     instead, which then warns of the cut fields itself."""
     import pandas as pd
 
-    from gpu_als.cli import _read_csv
+    from gpu_als._tables import _read_csv
 
     engines = []
 

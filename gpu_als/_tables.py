@@ -1,0 +1,312 @@
+"""The command line's tables: interaction files read into a pandas DataFrame (CSV with
+any delimiter, compressed or not, in any encoding, ids as the file writes them; Parquet
+files and folders of them) and result tables written (CSV or Parquet)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_frame(args: argparse.Namespace):
+    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
+    folder = args.file.is_dir()  # Spark's and Dask's output: a folder of Parquet part files
+    if folder and next(args.file.rglob("*.parquet"), None) is None:
+        raise ValueError(f"{args.file} is a folder without .parquet files: give a CSV or "
+                         f"Parquet file, or a folder of Parquet files")
+    if not folder and not args.file.is_file():
+        raise ValueError(f"{args.file}: no such file")
+    if folder or args.file.suffix.lower() in (".parquet", ".pq"):
+        df = _read_parquet_file(pd, args)
+    else:
+        df = _read_csv_file(pd, args)
+    for column in (args.user_col, args.item_col):
+        if column not in df.columns:
+            names = [str(c) for c in df.columns]
+            if all(map(_reads_as_number, names)):
+                hint = ("Its first line holds values, not column names: pass --no-header "
+                        "(the columns are then user, item and value, in that order)")
+            else:
+                example = f" (e.g. --user-col {names[0]} --item-col {names[1]})" \
+                    if len(names) > 1 else ""
+                hint = (f"Name the id columns with --user-col and --item-col{example}, or "
+                        f"pass --no-header for a file without a header line")
+            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
+                             f"{names}. {hint}")
+    if len(df) == 0:
+        raise ValueError(f"{args.file} has a header line but no rows")
+    return df
+
+
+def _read_parquet_file(pd, args: argparse.Namespace):
+    """A Parquet file, or a folder of them, through pyarrow. Only its user, item and
+    value columns are read (an event log with five more columns of text: 11x faster, in a
+    quarter of the memory), or the first two without a column 'value' (every row then
+    counts 1; warned here, as ``from_dataframe`` would, with the columns not read), and
+    ``df.attrs["file_columns"]`` lists them all; every column where a column named is
+    missing (the errors list them)."""
+    if args.no_header:
+        raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
+                         f"columns)")
+    try:
+        import pyarrow.dataset
+
+        from .data import warn_unused_columns
+
+        # the columns, without reading them (a folder's partition keys, day=.../, too)
+        names = pyarrow.dataset.dataset(args.file, format="parquet",
+                                        partitioning="hive").schema.names
+        ids = list(dict.fromkeys((args.user_col, args.item_col)))
+        if not set(ids) <= set(names) or (args.value_col not in names
+                                          and args.value_col != "value"):
+            return pd.read_parquet(args.file)
+        counted = args.value_col not in names  # (the default column 'value' is missing)
+        df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
+        df.attrs["file_columns"] = names
+        unused = [name for name in names if name not in ids]
+        if counted and unused:
+            warn_unused_columns(unused)
+        return df
+    except ImportError as exc:
+        raise RuntimeError("reading Parquet needs pyarrow: pip install "
+                           "gpu-als[parquet]") from exc
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
+
+
+def _read_csv_file(pd, args: argparse.Namespace):
+    """A CSV file (compressed or not) in ``--encoding``, its delimiter ``--sep`` or found,
+    ids written with leading zeros read as text (:func:`_zero_padded`); without a header
+    line, its first three columns named user, item and value."""
+    try:
+        "".encode(args.encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
+                         f"(e.g. utf-8, latin-1, cp1252)") from None
+    # --sep '\t' as typed in a shell is a backslash and a t: a tab, read by the C parser
+    # (pandas would take the two characters for a regular expression, 40x slower)
+    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep) if args.sep is not None \
+        else sniff_delimiter(args.file, args.encoding)
+    header = None if args.no_header else "infer"
+    # the id columns where they are (by position without a header line)
+    ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
+    try:
+        padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
+        with warnings.catch_warnings():  # mixed types: handled below
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
+                           encoding=args.encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
+                         f"{_not_text_hint(args.file)}") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
+    if args.no_header:
+        names = [args.user_col, args.item_col, args.value_col]
+        df = df.rename(columns=dict(enumerate(names)))
+        _warn_if_a_header(df, args)
+    for column in (args.user_col, args.item_col):
+        # pandas types a large file's columns a block of rows at a time: ids that are
+        # numbers in one block and text in another come as both, which do not sort
+        # together; as text, they are the file's
+        if column in df.columns and df[column].dtype == object and \
+                pd.api.types.infer_dtype(df[column], skipna=True).startswith("mixed"):
+            df[column] = df[column].map(lambda v: v if v is None or v != v else str(v))
+    return df
+
+
+def _not_text_hint(path: Path) -> str:
+    """What to do about a file that is not text in the encoding asked for, from its
+    first bytes."""
+    with _open_binary(path) as raw:
+        head = raw.read(4096)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
+        return "name its encoding with --encoding, e.g. --encoding utf-16"
+    if b"\x00" in head:
+        return "it holds NUL bytes, as binary files do: is it a CSV file?"
+    return "name its encoding with --encoding, e.g. --encoding latin-1"
+
+
+def _reads_as_number(text: str) -> bool:
+    """Whether a field's text is a number, as pandas would read it (``"196"``, ``"4.5"``)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _warn_if_a_header(df, args: argparse.Namespace, rows: int = 100) -> None:
+    """With --no-header: warn when the first line looks like column names (ids that are
+    not numbers, above ids that all are), which would train as a user and an item."""
+    if len(df) < 2:
+        return
+    first = [str(df[c].iloc[0]) for c in (args.user_col, args.item_col)]
+    later = [str(v) for c in (args.user_col, args.item_col) for v in df[c].iloc[1:rows]]
+    if not any(map(_reads_as_number, first)) and all(map(_reads_as_number, later)):
+        warnings.warn(f"the first line of {args.file} looks like column names "
+                      f"({', '.join(first)}), and is read as an interaction of user "
+                      f"{first[0]!r} with item {first[1]!r}: without --no-header it names "
+                      f"the columns (--user-col, --item-col)", UserWarning, stacklevel=2)
+
+
+#: Rows of a CSV file read to find ids written with leading zeros (:func:`_zero_padded`).
+ID_SAMPLE_ROWS = 10_000
+
+
+def _zero_padded(pd, path: Path, sep: str, header, columns, encoding: str = "utf-8") -> list:
+    """Those of the id ``columns`` that hold numbers written with leading zeros (``007``)
+    in the file's first :data:`ID_SAMPLE_ROWS` rows, to be read as text: pandas would
+    read them as integers, so that ``007`` became the id 7 (written back as ``7``, and not
+    found by ``--users 007``), and ``007`` and ``7`` one id."""
+    sample = _read_csv(pd, path, sep, header, dtype=str, nrows=ID_SAMPLE_ROWS,
+                       encoding=encoding)
+    return [column for column in columns if column in sample.columns
+            and sample[column].dropna().str.match("0[0-9]").any()]
+
+
+def _read_csv(pd, path: Path, sep: str, header, *, dtype=None, nrows: int | None = None,
+              encoding: str = "utf-8"):
+    """``pd.read_csv`` with pandas' fast C parser where it can serve: it takes one
+    character (or ``\\s+``); for a longer separator pandas falls back to its Python parser,
+    40x slower (a million MovieLens rows: 4.9 s against 0.12 s here). A character repeated
+    (MovieLens' ``::``) is read as that one character, the empty fields between the
+    separator's characters then dropped: where those are not all empty (a lone ``:`` in a
+    field), the Python parser reads the file instead. ``dtype``: one type, or a dict of
+    columns by name (or position, without a header line), as the file has them."""
+    width = len(sep)
+    long = width > 1 and sep != r"\s+"  # what pandas' C parser does not take
+    # only an empty field is missing: pandas' default also takes NA, null, None, N/A, ...
+    # for missing, which are ids too (Namibia's country code, a user named null); no
+    # column is the index: a delimiter at the end of every line would make pandas take the
+    # first column for one, and shift the others (user <- item, item <- value); and the
+    # spaces after a delimiter ("user, item") are not part of the names and ids
+    options = {"header": header, "dtype": dtype, "nrows": nrows, "encoding": encoding,
+               "keep_default_na": False, "na_values": [""], "index_col": False,
+               "skipinitialspace": True}
+    if long and sep == sep[0] * width and sep[0] not in '\\"':
+        fast = options
+        if header is None and isinstance(dtype, dict):  # field p is column p * width there
+            fast = {**options, "dtype": {p * width: t for p, t in dtype.items()}}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            try:
+                df = pd.read_csv(path, sep=sep[0], **fast)
+            except pd.errors.ParserError:  # rows of different widths: a lone character
+                df = None
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            df = None  # rows wider than the header, cut: the Python parser says so itself
+        if df is not None and df.shape[1] % width == 1 \
+                and df.iloc[:, [c for c in range(df.shape[1]) if c % width]].isna().all().all():
+            df = df.iloc[:, ::width]
+            if header is None:  # the fields in order: 0, 1, 2, ...
+                df.columns = range(df.shape[1])
+            return df
+    return pd.read_csv(path, sep=sep, engine="python" if long else "c", **options)
+
+
+@contextlib.contextmanager
+def _open_binary(path: Path):
+    """``path``'s bytes, decompressed where its name ends as pandas' ``compression="infer"``
+    knows (.gz, .bz2, .xz, .zst, and the one file of a .zip, .tar, .tar.gz, .tar.bz2 or
+    .tar.xz), so that the delimiter is looked for in the lines pandas will read."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+    import zipfile
+
+    def only_member(names: list[str]) -> None:  # as pandas reads archives
+        if len(names) != 1:
+            listed = f": {', '.join(names[:3])}{', ...' * (len(names) > 3)}" if names else ""
+            raise ValueError(f"{path}: an archive read as CSV must hold one file, as pandas "
+                             f"reads it; this one holds {len(names)}{listed}")
+
+    name = path.name.lower()
+    with contextlib.ExitStack() as stack:
+        if name.endswith((".tar", ".tar.gz", ".tar.bz2", ".tar.xz")):
+            archive = stack.enter_context(tarfile.open(path))
+            only_member(archive.getnames())
+            stream = archive.extractfile(archive.getmembers()[0])
+        elif name.endswith(".zip"):
+            zipped = stack.enter_context(zipfile.ZipFile(path))
+            only_member(zipped.namelist())
+            stream = zipped.open(zipped.namelist()[0])
+        elif name.endswith(".zst"):
+            try:
+                import zstandard
+            except ImportError as exc:
+                raise ImportError("reading .zst files needs the zstandard package (pip "
+                                  "install zstandard), as pandas does") from exc
+            stream = zstandard.open(path, "rb")
+        else:
+            openers: dict[str, Callable[..., Any]] = {
+                ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+            opener = openers.get(path.suffix.lower(), open)
+            stream = opener(path, "rb")
+        if stream is None:  # a tar archive's one member is a folder or a link
+            raise ValueError(f"{path}: the archive's one member is not a file")
+        yield stack.enter_context(stream)
+
+
+def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str:
+    """The delimiter of a CSV file, from its first ``lines`` lines (``csv.Sniffer``, as
+    pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
+    rows than the C parser used here with the sniffed delimiter). ``::`` where every line
+    has it (MovieLens 1M and 10M's ``ratings.dat``), which the Sniffer, being for
+    one-character delimiters, does not find. A comma if unclear."""
+    import csv
+    import io
+    import itertools
+
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+        sample = "".join(itertools.islice(text, lines))
+    rows = [line for line in sample.splitlines() if line.strip()]
+    if rows and all("::" in line for line in rows):
+        return "::"
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t| ").delimiter
+    except csv.Error:
+        return ","
+
+
+def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> int:
+    """Columns of equal length as CSV (``-``: standard output; the columns named in
+    ``scores`` to 6 significant digits), or as Parquet where ``path`` ends in ``.parquet``
+    (the ids in their types, the scores unrounded). Returns the number of rows written."""
+    arrays = {name: np.asarray(values) for name, values in columns.items()}
+    rows = len(next(iter(arrays.values())))
+    if path.lower().endswith(".parquet"):
+        try:
+            import pandas as pd
+
+            pd.DataFrame(arrays).to_parquet(path, index=False)
+        except ImportError as exc:
+            raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
+                               "gpu-als[parquet]") from exc
+        return rows
+    import csv
+
+    texts = [[f"{value:.6g}" for value in a.tolist()] if name in scores else a.tolist()
+             for name, a in arrays.items()]  # (formatting floats: 2x np.char.mod's speed)
+    stream = sys.stdout if path == "-" else open(path, "w", newline="")
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(list(arrays))
+        writer.writerows(zip(*texts))
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return rows
