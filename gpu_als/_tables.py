@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import warn_unused_columns
+
 
 def read_frame(args: argparse.Namespace):
     """The file named by ``args.file`` as a pandas DataFrame, its id columns checked."""
@@ -61,8 +63,6 @@ def _read_parquet_file(pd, args: argparse.Namespace):
                          f"columns)")
     try:
         import pyarrow.dataset
-
-        from .data import warn_unused_columns
 
         # the columns, without reading them (a folder's partition keys, day=.../, too)
         names = pyarrow.dataset.dataset(args.file, format="parquet",
