@@ -57,10 +57,13 @@ def test_bm25_by_hand_and_the_input_is_left_alone():
 
 
 def test_k1_zero_counts_presence_only():
-    X = sp.csr_matrix(([2.0, 0.0, 5.0], ([0, 0, 1], [0, 1, 1])), shape=(3, 2))
+    """A stored 0 (whose saturation K1 * norm + x is then 0) stays 0."""
+    X = sp.csr_matrix(([2.0, 0.0, 5.0], ([0, 0, 1], [0, 1, 1])), shape=(4, 2))
     W = bm25_weight(X, K1=0.0, B=0.5)
-    idf = np.log(3) - np.log1p(np.array([1.0, 2.0]))
-    np.testing.assert_allclose(W.toarray(), [[idf[0], 0.0], [0.0, idf[1]], [0.0, 0.0]])
+    idf = np.log(4) - np.log1p(np.array([1.0, 2.0]))
+    assert (idf != 0).all()
+    np.testing.assert_allclose(W.toarray(), [[idf[0], 0.0], [0.0, idf[1]], [0.0, 0.0],
+                                             [0.0, 0.0]])
 
 
 def test_bad_input_is_refused():
@@ -71,5 +74,9 @@ def test_bad_input_is_refused():
         tfidf_weight(sp.csr_matrix(([0.0], ([0], [0])), shape=(2, 2)))
     with pytest.raises(ValueError, match="B=1.5"):
         bm25_weight(sp.eye(3, format="csr"), B=1.5)
+    with pytest.raises(ValueError, match="K1=-1.0: must be >= 0"):
+        bm25_weight(sp.eye(3, format="csr"), K1=-1)
+    with pytest.raises(TypeError, match="K1 must be a real number, got str '2'"):
+        bm25_weight(sp.eye(3, format="csr"), K1="2")
     with pytest.raises(TypeError):
         bm25_weight(np.ones((3, 3)))
