@@ -104,24 +104,45 @@ class Barrier {
 using Barrier = std::barrier<Completion>;
 #endif
 
+// Bytes kept past the launch's dynamic shared memory, poisoned as it is and checked after
+// every block: a kernel that writes past its shared memory (a host size too small), by up
+// to this many bytes, gets a fault naming it, where it used to overwrite the harness's own
+// state and hang. None under AddressSanitizer, which reports the access itself.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr std::size_t SHARED_GUARD_BYTES = 0;
+#else
+inline constexpr std::size_t SHARED_GUARD_BYTES = 16 * 1024;
+#endif
+
 struct Launch {
     dim3 grid, block;
     int nthreads = 0;
-    std::vector<unsigned char> dynamic_shared;  // the launch's shared_mem bytes
+    std::size_t shared_bytes = 0;
+    std::vector<unsigned char> dynamic_shared;  // shared_bytes, then the guard bytes
     std::unique_ptr<Barrier> block_barrier;
     std::vector<std::unique_ptr<Barrier>> warp_barriers;
     std::vector<std::array<unsigned char, 8>> warp_buffer;  // one slot per thread
 
 };
 
-// Fresh barriers and poisoned shared memory for the next block.
+inline void report_fault(const std::string& what);
+
+// Fresh barriers and poisoned shared memory for the next block (after checking that the
+// block before left the guard bytes as they were).
 inline void start_block(Launch* launch) {
+    const auto& shared = launch->dynamic_shared;
+    if (std::any_of(shared.begin() + launch->shared_bytes, shared.end(),
+                    [](unsigned char byte) { return byte != 0xFF; }))
+        report_fault("a block wrote past the launch's " +
+                     std::to_string(launch->shared_bytes) +
+                     " bytes of dynamic shared memory (shared_mem too small?)");
     launch->block_barrier = std::make_unique<Barrier>(launch->nthreads);
     launch->warp_barriers.clear();
     for (int first = 0; first < launch->nthreads; first += 32)
         launch->warp_barriers.push_back(
             std::make_unique<Barrier>(std::min(32, launch->nthreads - first)));
-    std::fill(launch->dynamic_shared.begin(), launch->dynamic_shared.end(), 0xFF);
+    std::fill_n(launch->dynamic_shared.begin(), launch->shared_bytes, 0xFF);  // (the guard:
+    // as it was, or reported)
 }
 
 inline Barrier& warp_barrier() { return *current->warp_barriers[linear_tid / 32]; }
@@ -173,9 +194,10 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
     state.grid = grid;
     state.block = block;
     state.nthreads = static_cast<int>(block.x * block.y * block.z);
-    // Exactly shared_mem bytes (malloc's 16-byte alignment, as CUDA's at least): an
-    // AddressSanitizer build then reports any access past the launch's shared memory.
-    state.dynamic_shared.assign(shared_bytes, 0xFF);
+    // shared_mem bytes (malloc's 16-byte alignment, as CUDA's at least), then the guard:
+    // none in an AddressSanitizer build, which then reports any access past them.
+    state.shared_bytes = shared_bytes;
+    state.dynamic_shared.assign(shared_bytes + SHARED_GUARD_BYTES, 0xFF);
     state.warp_buffer.resize(state.nthreads);
     start_block(&state);
     current = &state;

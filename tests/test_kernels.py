@@ -277,6 +277,20 @@ def test_unwritten_shared_memory_reads_as_nan(selftest):
     assert np.isnan(out).all()
 
 
+def test_writes_past_the_shared_memory_are_a_fault(selftest):
+    """A host that sizes a kernel's shared memory too small: on a GPU an out-of-bounds
+    access; here the writes land in guard bytes, and the launch reports them (they used
+    to overwrite the harness's own state, and a woodbury_solve test hung)."""
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros_like(x)
+    kernel = selftest.get_function("reverse_through_shared<float>")
+    with pytest.raises(RuntimeError, match="a block wrote past the launch's 128 bytes of "
+                                           r"dynamic shared memory \(shared_mem too small"):
+        kernel((1,), (64,), on_device(x, out), shared_mem=32 * x.itemsize)
+    kernel((2,), (32,), on_device(x, out), shared_mem=32 * x.itemsize)  # the fault is gone
+    np.testing.assert_array_equal(out, x.reshape(2, 32)[:, ::-1].ravel())
+
+
 def test_vector_loads_need_alignment_as_on_a_gpu(selftest):
     """x86 forgives a misaligned 16-byte load; a GPU faults: the emulation reports it."""
     x = np.arange(32, dtype=np.float32)
