@@ -74,8 +74,8 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         counted = args.value_col not in names  # (the default column 'value' is missing)
         df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
         df.attrs["file_columns"] = names
-        unused = [name for name in names if name not in ids]
-        if counted and unused:
+        unused = [name for name in names if name not in ids] if counted else []
+        if unused:
             warn_unused_columns(unused)
         return df
     except ImportError as exc:
