@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._id_queries import batches, examples, id_map, recommend_by_id, rows_against
 from ._tables import read_frame, write_table
 from .evaluation import VALIDATION_METRICS
 
@@ -449,10 +450,6 @@ def tune_command(args: argparse.Namespace) -> int:
 
 # ---- recommend and similar -----------------------------------------------------------
 
-#: Queries per call of the model in ``recommend`` and ``similar`` (one progress-bar step).
-QUERY_BATCH = 10_000
-
-
 def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10) -> None:
     """--N, --output and --backend of the commands that rank with a saved model."""
     parser.add_argument("--N", type=int, default=n, help=f"{what} (default {n})")
@@ -463,22 +460,6 @@ def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10)
                         help="where to load the model (default auto)")
 
 
-def id_map(ids, n: int) -> np.ndarray:
-    """A saved model's ids for its ``n`` factor rows, or the row numbers if it has none."""
-    return np.arange(n) if ids is None else np.asarray(ids)
-
-
-def batches(n: int, desc: str):
-    """Slices of ``QUERY_BATCH`` over ``range(n)``, with a progress bar on a terminal."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=n, desc=desc, unit="query", disable=None, file=sys.stderr) as bar:
-        for start in range(0, n, QUERY_BATCH):
-            stop = min(start + QUERY_BATCH, n)
-            yield slice(start, stop)
-            bar.update(stop - start)
-
-
 def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
                   scores: np.ndarray, results: np.ndarray) -> int:
     """Rows ``query, result, rank, score`` (:func:`write_table`); a result id of ``-1``
@@ -487,10 +468,6 @@ def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.nda
     return write_table(path, dict(zip(header, (
         np.repeat(queries, present.sum(axis=1)), results[ids[present]],
         np.cumsum(present, axis=1)[present], scores[present]))), scores=(header[3],))
-
-
-def examples(ids: np.ndarray) -> str:
-    return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
 
 
 def load_model(path: str, backend: str):
@@ -507,88 +484,31 @@ def load_model(path: str, backend: str):
         return from_implicit(path, backend=backend)
 
 
-def rows_against(args: argparse.Namespace, df, row_col: str, column_col: str,
-                 column_ids: np.ndarray, row_ids: Any = None, feedback: str = "implicit"):
-    """The file's rows as a matrix whose columns are a model's ``column_ids`` (rows of the
-    file naming a column the model lacks left out), the ids of its rows (``row_ids`` when
-    given), and how many rows of the file named an unknown column. For a model of
-    ``feedback="explicit"``, the warning of ratings summed."""
-    from .data import from_dataframe, id_positions, warn_summed_ratings
-
-    R, ids, _ = from_dataframe(df, row_col, column_col, args.value_col, user_ids=row_ids,
-                               item_ids=column_ids, drop_unknown=True)
-    used = id_positions(column_ids, np.asarray(df[column_col])) >= 0
-    unknown = int((~used).sum())
-    if feedback == "explicit":
-        if row_ids is not None:
-            used &= id_positions(row_ids, np.asarray(df[row_col])) >= 0
-        warn_summed_ratings(int(used.sum()), R, (row_col, column_col))
-    return R, ids, unknown
-
-
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
-    from .data import id_positions
-
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     if args.file is None and args.users is None:
         raise ValueError("name the users (--users) or give an interaction file: its users "
                          "get recommendations, without the items they already have")
     model = load_model(args.model, args.backend)
-    users = id_map(model.user_ids_, model.user_factors_.shape[0])
-    items = id_map(model.item_ids_, model.item_factors_.shape[0])
-    named = None
-    if args.users is not None:  # in the order given, each once
-        named = np.asarray(args.users)
-        named = named[np.sort(np.unique(named, return_index=True)[1])]
-    R = None
-    if args.file is not None:
-        # The users' rows (every user of the file unless named), with the model's item
-        # columns; rows of items the model lacks are left out.
-        df = read_frame(args)
-        R, wanted, unknown_items = rows_against(args, df, args.user_col, args.item_col,
-                                                items, row_ids=named, feedback=model.feedback)
-        has_rows = R.getnnz(axis=1) > 0
-    else:
-        wanted = np.asarray(named)
-        has_rows = np.zeros(len(wanted), dtype=np.bool_)
-    rows = id_positions(users, wanted)
-    known = np.flatnonzero(rows >= 0)
-    fold_in = np.flatnonzero((rows < 0) & has_rows)
-    skipped = wanted[(rows < 0) & ~has_rows]
-    if len(known) + len(fold_in) == 0:
-        raise ValueError(f"none of the {len(wanted)} users is in the model or has "
-                         f"interactions with its items to fold in (e.g. {examples(skipped)})")
-    filter_liked = R is not None and not args.keep_liked
-    N = min(args.N, len(items))
-    top = np.full((len(wanted), N), -1, np.int64)
-    scores = np.zeros((len(wanted), N))
-    for chosen, fold in ((known, False), (fold_in, True)):
-        for part in batches(len(chosen), "fold-in" if fold else "recommend"):
-            at = chosen[part]
-            ids, s = model.recommend(
-                np.arange(len(at)) if fold else rows[at],
-                R[at] if R is not None else None, N=N, recalculate_user=fold,
-                filter_already_liked_items=filter_liked)
-            top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
-    # the users as the model has them ("5" typed on the command line: its id 5), unless
-    # some are new to it (a column of one type)
-    queries = users[rows] if len(known) == len(wanted) else wanted
-    written = write_ranking(args.output, ["user", "item", "rank", "score"], queries, top,
-                            scores, items)
-    notes = [f"{counted(len(known), 'user')} known to the model"]
-    if len(fold_in):
-        notes.append(f"{len(fold_in)} folded in from their rows in {args.file}")
-    if len(skipped):
-        notes.append(f"{len(skipped)} skipped: not in the model and no interactions with "
-                     f"its items ({examples(skipped)})")
-    if R is not None and unknown_items:
-        notes.append(f"{unknown_items} rows of {args.file} name items the model lacks and "
-                     f"were left out")
+    found = recommend_by_id(
+        model, args.users, None if args.file is None else read_frame(args), args.N,
+        filter_already_liked_items=not args.keep_liked, user_col=args.user_col,
+        item_col=args.item_col, value_col=args.value_col)
+    written = write_table(args.output, found.table, scores=("score",))
+    notes = [f"{counted(found.n_known, 'user')} known to the model"]
+    if found.n_folded_in:
+        notes.append(f"{found.n_folded_in} folded in from their rows in {args.file}")
+    if len(found.skipped):
+        notes.append(f"{len(found.skipped)} skipped: not in the model and no interactions "
+                     f"with its items ({examples(found.skipped)})")
+    if found.n_unknown_item_rows:
+        notes.append(f"{found.n_unknown_item_rows} rows of {args.file} name items the "
+                     f"model lacks and were left out")
     where = "standard output" if args.output == "-" else args.output
-    print(f"{counted(written, 'recommendation')} (up to {N} per user, "
-          f"{'liked items filtered' if filter_liked else 'liked items not filtered'}) to "
+    print(f"{counted(written, 'recommendation')} (up to {found.N} per user, "
+          f"{'liked items filtered' if found.filtered else 'liked items not filtered'}) to "
           f"{where}; " + "; ".join(notes), file=sys.stderr)
     return 0
 
@@ -608,8 +528,8 @@ def fold_in_command(args: argparse.Namespace) -> int:
                        len(getattr(model, f"{other}_factors_")))
     df = read_frame(args)
     # one row per user (item) of the file, one column per item (user) of the model
-    R, file_ids, unknown = rows_against(args, df, columns[side], columns[other], fixed_ids,
-                                        feedback=model.feedback)
+    R, file_ids, unknown = rows_against(df, columns[side], columns[other], args.value_col,
+                                        fixed_ids, feedback=model.feedback)
     if known_ids.dtype.kind in "SU" and file_ids.dtype.kind in "iuf":
         file_ids = file_ids.astype(str)  # "5" in the model, 5 read from the file: one id
     known = id_positions(known_ids, file_ids) >= 0

@@ -1,0 +1,140 @@
+"""Recommendations by original ids, as a table: :meth:`gpu_als.ALS.recommend_frame` and
+``gpu-als recommend`` (one implementation for both).
+
+Users and items are named by a model's ids (``user_ids_``, ``item_ids_``; factor rows for
+a model without ids). The users' interactions, a DataFrame of (user, item, value) rows,
+give the items to leave out of their recommendations, and fold in the users the model
+lacks: an exact solve against the item factors, no retraining.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .data import check_int, from_dataframe, id_positions, warn_summed_ratings
+
+#: Queries per call of ``recommend`` (and per step of the progress bar).
+QUERY_BATCH = 10_000
+
+
+def id_map(ids: Any, n: int) -> np.ndarray:
+    """A model's ids for its ``n`` factor rows, or the row numbers if it has none."""
+    return np.arange(n) if ids is None else np.asarray(ids)
+
+
+def examples(ids: np.ndarray) -> str:
+    """The first three of ``ids`` for a message: ``'a', 'b', 'c', ...``."""
+    return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
+
+
+def batches(n: int, desc: str, show_progress: bool | None = None) -> Iterator[slice]:
+    """Slices of :data:`QUERY_BATCH` over ``range(n)``, with a progress bar on standard
+    error (``show_progress`` None: where that is a terminal)."""
+    from tqdm.auto import tqdm
+
+    disable = None if show_progress is None else not show_progress
+    with tqdm(total=n, desc=desc, unit="query", disable=disable, file=sys.stderr) as bar:
+        for start in range(0, n, QUERY_BATCH):
+            stop = min(start + QUERY_BATCH, n)
+            yield slice(start, stop)
+            bar.update(stop - start)
+
+
+def rows_against(df: Any, row_col: str, column_col: str, value_col: str | None,
+                 column_ids: np.ndarray, row_ids: Any = None, feedback: str = "implicit"):
+    """The rows of ``df`` as a matrix whose columns are a model's ``column_ids`` (rows of
+    ``df`` naming a column the model lacks left out), the ids of its rows (``row_ids`` when
+    given), and how many rows of ``df`` named an unknown column. For a model of
+    ``feedback="explicit"``, the warning of ratings summed."""
+    R, ids, _ = from_dataframe(df, row_col, column_col, value_col, user_ids=row_ids,
+                               item_ids=column_ids, drop_unknown=True)
+    used = id_positions(column_ids, np.asarray(df[column_col])) >= 0
+    unknown = int((~used).sum())
+    if feedback == "explicit":
+        if row_ids is not None:
+            used &= id_positions(row_ids, np.asarray(df[row_col])) >= 0
+        warn_summed_ratings(int(used.sum()), R, (row_col, column_col))
+    return R, ids, unknown
+
+
+@dataclass
+class Recommendations:
+    """What :func:`recommend_by_id` found."""
+
+    #: Columns ``user``, ``item``, ``rank`` (1 = best), ``score``: a row per
+    #: recommendation, each user's best first, the users in the order asked for.
+    table: dict[str, np.ndarray]
+    #: Items per user asked for (fewer where filtering left fewer).
+    N: int
+    #: Whether each user's items in the interactions were left out.
+    filtered: bool
+    #: Users recommended for with their fitted factors.
+    n_known: int
+    #: Users the model lacks, folded in from their interactions.
+    n_folded_in: int
+    #: Users the model lacks that have no interactions with its items: no recommendations.
+    skipped: np.ndarray
+    #: Rows of the interactions that name items the model lacks (left out).
+    n_unknown_item_rows: int
+
+
+def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: int = 10, *,
+                    filter_already_liked_items: bool = True, user_col: str = "user",
+                    item_col: str = "item", value_col: str | None = "value",
+                    show_progress: bool | None = None) -> Recommendations:
+    """The top ``N`` items of each user, by the model's ids; see
+    :meth:`gpu_als.ALS.recommend_frame` for the arguments. Raises ``ValueError`` when no
+    user is left to recommend for."""
+    N = check_int("N", N, minimum=1)
+    user_ids = id_map(model.user_ids_, model.user_factors_.shape[0])
+    item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    named = None
+    if users is not None:  # in the order given, each once
+        named = np.atleast_1d(np.asarray(users))
+        if named.ndim > 1:
+            raise ValueError(f"users must be one id or 1-D, got shape {named.shape}")
+        named = named[np.sort(np.unique(named, return_index=True)[1])]
+    R = None
+    if interactions is not None:
+        # the users' rows (every user of the interactions unless named), with the model's
+        # item columns; rows of items the model lacks are left out
+        R, wanted, unknown_items = rows_against(
+            interactions, user_col, item_col, value_col, item_ids, row_ids=named,
+            feedback=model.feedback)
+        has_rows = R.getnnz(axis=1) > 0
+    else:
+        wanted = user_ids if named is None else named
+        has_rows = np.zeros(len(wanted), dtype=np.bool_)
+        unknown_items = 0
+    rows = id_positions(user_ids, wanted)
+    known = np.flatnonzero(rows >= 0)
+    fold_in = np.flatnonzero((rows < 0) & has_rows)
+    skipped = wanted[(rows < 0) & ~has_rows]
+    if len(known) + len(fold_in) == 0:
+        raise ValueError(f"none of the {len(wanted)} users is in the model or has "
+                         f"interactions with its items to fold in (e.g. {examples(skipped)})")
+    filtered = R is not None and bool(filter_already_liked_items)
+    N = min(N, len(item_ids))
+    top = np.full((len(wanted), N), -1, np.int64)
+    scores = np.zeros((len(wanted), N))
+    for chosen, fold in ((known, False), (fold_in, True)):
+        for part in batches(len(chosen), "fold-in" if fold else "recommend", show_progress):
+            at = chosen[part]
+            ids, s = model.recommend(
+                np.arange(len(at)) if fold else rows[at],
+                R[at] if R is not None else None, N=N, recalculate_user=fold,
+                filter_already_liked_items=filtered)
+            top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
+    # the users as the model has them ("5" typed on a command line: its id 5), unless some
+    # are new to it (a column of one type)
+    queries = user_ids[rows] if len(known) == len(wanted) else wanted
+    present = top >= 0  # -1: nothing left to recommend at that rank
+    table = {"user": np.repeat(queries, present.sum(axis=1)), "item": item_ids[top[present]],
+             "rank": np.cumsum(present, axis=1)[present], "score": scores[present]}
+    return Recommendations(table, N, filtered, len(known), len(fold_in), skipped,
+                           unknown_items)
