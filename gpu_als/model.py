@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
-from . import _files, _ids, data
+from . import _files, _id_queries, _ids, data
 from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
 from .backends.base import query_result
 from .exceptions import ImplicitModelFileError, NotFittedError
@@ -855,6 +855,79 @@ class ALS:
         top, scores = backend.topk(queries, self.item_factors_, N, exclude=exclude,
                                    candidates=candidates, blocked=blocked)
         return query_result(top, scores, scalar)
+
+    def recommend_frame(self, users: Any = None, interactions: Any = None, N: int = 10, *,
+                        filter_already_liked_items: bool = True, user_col: str = "user",
+                        item_col: str = "item", value_col: str | None = "value"):
+        """The top ``N`` items of each user, by original ids, as a pandas DataFrame (as
+        ``gpu-als recommend`` writes them; needs pandas).
+
+        Users and items are the model's ids (:attr:`user_ids_`, :attr:`item_ids_`; factor
+        rows for a model fitted without ids). Users the model lacks are folded in from
+        their ``interactions`` (an exact solve against the item factors, as
+        ``recommend(..., recalculate_user=True)``; the model is not changed); those without
+        interactions with its items are skipped, with a warning that counts them.
+
+        Parameters
+        ----------
+        users : id or array-like of ids, optional
+            The users, each once, in this order. Default: every user of ``interactions``
+            (in the order of their ids), or without it every user of the model.
+        interactions : pandas or polars DataFrame, optional
+            The users' (user, item, value) rows, as ``fit`` takes them: their items are
+            not recommended (``filter_already_liked_items``), and they fold in new users.
+            Rows naming items the model lacks are left out, with a warning that counts
+            them.
+        N : int, default 10
+            Items per user (fewer where filtering leaves fewer).
+        filter_already_liked_items : bool, default True
+            Leave out each user's items in ``interactions``.
+        user_col, item_col, value_col : str
+            The columns of ``interactions`` (``value_col`` as in
+            :func:`gpu_als.data.from_dataframe`: missing or None counts each row as 1).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user``, ``item``, ``rank`` (1 = best) and ``score`` (``x_u . y_i``),
+            a row per recommendation, each user's best first.
+
+        Raises
+        ------
+        ValueError
+            When no user given is in the model or has interactions to fold in from.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"],
+        ...                    "item": ["x", "y", "y", "z", "x"]})
+        >>> model = ALS(factors=2, iterations=5, backend="cpu", show_progress=False,
+        ...             random_state=0).fit(df)
+        >>> new = pd.DataFrame({"user": ["dan"], "item": ["x"]})  # a user the model lacks
+        >>> model.recommend_frame(interactions=new, N=2)[["user", "item", "rank"]]
+          user item  rank
+        0  dan    y     1
+        1  dan    z     2
+        """
+        self._check_fitted()
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("recommend_frame returns a pandas DataFrame: pip install "
+                              "gpu-als[pandas] (or use recommend)") from exc
+        found = _id_queries.recommend_by_id(
+            self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
+            user_col=user_col, item_col=item_col, value_col=value_col,
+            show_progress=None if self.show_progress else False)
+        if len(found.skipped):
+            warnings.warn(f"no recommendations for {len(found.skipped)} of the users: not in "
+                          f"the model and no interactions with its items to fold in "
+                          f"({_id_queries.examples(found.skipped)})", stacklevel=2)
+        if found.n_unknown_item_rows:
+            warnings.warn(f"rows of interactions that name items the model lacks: "
+                          f"{found.n_unknown_item_rows} left out", stacklevel=2)
+        return pd.DataFrame(found.table)
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
                       item_users: Any = None, filter_items: Any = None,

@@ -93,8 +93,10 @@ def test_readme_own_ids_block_runs(tmp_path, monkeypatch, capsys):
     block = python_block("### Your own ids").replace("factors=64", "factors=4")
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
-    model, ids = namespace["model"], namespace["ids"]
+    model, ids, top = namespace["model"], namespace["ids"], namespace["top"]
     assert ids.shape == (2, 10) and set(model.item_ids_[ids].ravel()) <= set(skus)
+    assert list(top["user"]) == ["ann"] * 10 + ["bob"] * 10  # before the partial fit
+    assert list(top["item"]) == list(model.item_ids_[ids].ravel())
     assert "sku" in capsys.readouterr().out
     assert list(model.user_ids_) == sorted(people) + ["cy", "dee"]
     ann = list(model.user_ids_).index("ann")  # solved again from today's row only

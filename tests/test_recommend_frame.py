@@ -1,0 +1,161 @@
+"""ALS.recommend_frame: recommendations by original ids, as a DataFrame (the table that
+`gpu-als recommend` writes), checked against recommend() on factor rows."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpu_als import ALS, from_dataframe
+
+from .conftest import random_interactions
+
+pd = pytest.importorskip("pandas")
+
+
+def frame_of(R, user_ids, item_ids):
+    """The stored entries of ``R`` as (user, item, value) rows named by the ids."""
+    coo = R.tocoo()
+    return pd.DataFrame({"user": np.asarray(user_ids)[coo.row],
+                         "item": np.asarray(item_ids)[coo.col], "value": coo.data})
+
+
+@pytest.fixture(scope="module")
+def clicks():
+    """Interactions of 30 users (string ids) with 20 items (integer ids)."""
+    R = random_interactions(30, 20, 0.25, seed=4)
+    return frame_of(R, [f"u{u:02d}" for u in range(30)], np.arange(20) * 7)
+
+
+def fitted(df, backend="cpu"):
+    return ALS(factors=4, iterations=4, backend=backend, random_state=0,
+               show_progress=False).fit(df)
+
+
+def expected_rows(model, rows, matrix, N, **options):
+    """(user id, item id, rank, score) of model.recommend on factor rows, -1s left out."""
+    ids, scores = model.recommend(rows, matrix, N=N, **options)
+    found = []
+    for j, row in enumerate(rows if not options.get("recalculate_user") else range(len(ids))):
+        for rank, (item, score) in enumerate(zip(ids[j], scores[j]), start=1):
+            if item >= 0:
+                found.append((row, model.item_ids_[item], rank, score))
+    return found
+
+
+def rows_of(frame):
+    return list(frame.itertuples(index=False, name=None))
+
+
+def test_known_users_get_what_recommend_gives_them(backend, clicks):
+    model = fitted(clicks, backend)
+    frame = model.recommend_frame(interactions=clicks, N=5)
+    assert list(frame.columns) == ["user", "item", "rank", "score"]
+    matrix, users, _ = from_dataframe(clicks, item_ids=model.item_ids_)
+    rows = model.user_rows(users)
+    want = [(model.user_ids_[r], item, rank, score)
+            for r, item, rank, score in expected_rows(model, rows, matrix, 5)]
+    got = rows_of(frame)
+    assert [g[:3] for g in got] == [w[:3] for w in want] and len(got) == 30 * 5
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-6)
+    # none of a user's own items is recommended
+    liked = set(zip(clicks["user"], clicks["item"]))
+    assert not any((user, item) in liked for user, item, _, _ in got)
+
+    # liked items kept
+    kept = model.recommend_frame(interactions=clicks, N=5, filter_already_liked_items=False)
+    want = expected_rows(model, rows, matrix, 5, filter_already_liked_items=False)
+    assert [g[1:3] for g in rows_of(kept)] == [w[1:3] for w in want]
+    assert any((user, item) in liked for user, item, _, _ in rows_of(kept))
+
+
+def test_new_users_are_folded_in_from_their_interactions(clicks):
+    model = fitted(clicks)
+    before = model.user_factors_.copy()
+    new = frame_of(random_interactions(3, 20, 0.3, seed=9), ["n1", "n2", "n3"],
+                   np.arange(20) * 7)
+    both = pd.concat([clicks[clicks["user"] == "u05"], new])
+    frame = model.recommend_frame(interactions=both, N=4)
+    matrix, users, _ = from_dataframe(new, item_ids=model.item_ids_)
+    folded = expected_rows(model, np.arange(3), matrix, 4, recalculate_user=True)
+    want = [(users[j], item, rank, score) for j, item, rank, score in folded]
+    got = [row for row in rows_of(frame) if row[0] != "u05"]
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5)
+    assert [row[0] for row in rows_of(frame)][-4:] == ["u05"] * 4  # in the order of the ids
+    np.testing.assert_array_equal(model.user_factors_, before)  # the model is unchanged
+    assert len(model.user_ids_) == 30
+
+
+def test_named_users_in_the_order_given_each_once_without_interactions(clicks):
+    model = fitted(clicks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no interactions: no rows of unknown items
+        frame = model.recommend_frame(["u07", "u02", "u07"], N=3)
+    want = expected_rows(model, model.user_rows(["u07", "u02"]), None, 3,
+                         filter_already_liked_items=False)
+    assert [row[:3] for row in rows_of(frame)] == [
+        (model.user_ids_[r], item, rank) for r, item, rank, _ in want]
+    assert list(model.recommend_frame("u02", N=3)["item"]) == list(frame["item"][3:])
+    every_item = model.recommend_frame("u02", N=50)  # nothing filtered: all 20 items
+    assert sorted(every_item["item"]) == sorted(model.item_ids_)
+    # no users named, no interactions: every user of the model, nothing filtered
+    everyone = model.recommend_frame(N=2)
+    assert list(everyone["user"]) == list(np.repeat(model.user_ids_, 2))
+
+
+def test_fewer_items_than_n_give_fewer_rows_never_a_padding_id(clicks):
+    """recommend pads with -1, which model.item_ids_[-1] would read as the last item."""
+    model = fitted(clicks)
+    user = clicks[clicks["user"] == "u03"]
+    frame = model.recommend_frame(interactions=user, N=50)
+    assert len(frame) == 20 - len(user)
+    assert list(frame["rank"]) == list(range(1, 21 - len(user)))
+    assert set(frame["item"]).isdisjoint(user["item"])
+    assert set(frame["item"]) | set(user["item"]) == set(model.item_ids_)
+
+
+def test_users_and_items_the_model_lacks_are_counted_in_warnings(clicks):
+    model = fitted(clicks)
+    odd = pd.DataFrame({"user": ["u01", "u01", "zed", "new"],
+                        "item": [0, 999, 998, 7], "value": 1.0})
+    with pytest.warns(UserWarning) as caught:
+        frame = model.recommend_frame(["u01", "zed", "new", "ghost"], odd, N=2)
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        "no recommendations for 2 of the users: not in the model and no interactions with "
+        "its items to fold in ('zed', 'ghost')",
+        "rows of interactions that name items the model lacks: 2 left out"]
+    assert list(frame["user"]) == ["u01", "u01", "new", "new"]
+    assert 0 not in set(frame["item"][:2]) and 7 not in set(frame["item"][2:])
+    with pytest.raises(ValueError, match="none of the 2 users is in the model or has "
+                                         "interactions with its items to fold in"):
+        model.recommend_frame(["ghost", "zed"], odd[odd["user"] == "zed"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about
+        model.recommend_frame(interactions=clicks, N=1)
+
+
+def test_a_model_without_ids_is_named_by_factor_rows(clicks):
+    R = random_interactions(30, 20, 0.25, seed=4)
+    model = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
+                show_progress=False).fit(R)
+    frame = model.recommend_frame([4, 1], frame_of(R, np.arange(30), np.arange(20)), N=3)
+    ids, scores = model.recommend([4, 1], R[[4, 1]], N=3)
+    assert list(frame["user"]) == [4] * 3 + [1] * 3  # in the order given
+    # ids typed as text (as on a command line) come back as the model has them
+    assert list(model.recommend_frame(["4", "1"], N=3)["user"]) == [4] * 3 + [1] * 3
+    np.testing.assert_array_equal(frame["item"], ids.ravel())
+    np.testing.assert_allclose(frame["score"], scores.ravel(), rtol=1e-6)
+
+
+def test_bad_arguments_are_refused(clicks):
+    model = fitted(clicks)
+    with pytest.raises(ValueError, match="N=0: must be >= 1"):
+        model.recommend_frame(N=0)
+    with pytest.raises(ValueError, match=r"users must be one id or 1-D, got shape \(1, 2\)"):
+        model.recommend_frame([["u01", "u02"]])
+    with pytest.raises(ValueError, match="column 'who'"):
+        model.recommend_frame(interactions=clicks, user_col="who")
+    with pytest.raises(Exception, match="not fitted|NotFitted|fit"):
+        ALS().recommend_frame(N=1)
