@@ -168,7 +168,7 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
     (``train`` and ``test`` checked), yielded in order and counted on a progress bar (on a
     terminal, with ``show_progress``); a ``backend``'s threads compute several batches at
     once (:meth:`Backend.map_in_order`)."""
-    train = check_user_items(train, np.float32, name="train")
+    train = _checked_train(train)
     test = check_user_items_allow_empty(test, np.float32, name="test")
     if test.shape != train.shape:
         raise ValueError(f"test has shape {test.shape} and train {train.shape}: they must "
@@ -184,6 +184,15 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
         for batch, result in zip(batches, each(lambda b: work(train, test, b), batches)):
             progress.update(len(batch))
             yield result
+
+
+def _checked_train(train) -> sp.csr_matrix:
+    """``train`` checked as a users x items matrix; without stored entries is fine (users
+    new to a model trained elsewhere: nothing to filter out of their rankings)."""
+    train = check_user_items_allow_empty(train, np.float32, name="train")
+    if 0 in train.shape:
+        raise ValueError(f"train is empty: shape {train.shape}")
+    return train
 
 
 def _check_model_for(model, train) -> None:
@@ -394,7 +403,7 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
     """Per batch: for each user, the candidates ranked below its test items (summed),
     from ``recommend`` with every item; its numbers of test items among the candidates
     (those in the full ranking) and of candidates."""
-    n_items = check_user_items(train, np.float32, name="train").shape[1]
+    n_items = _checked_train(train).shape[1]
     for _, hits, _, n_train in _ranked_hits(model, train, test, n_items, batch_size,
                                             show_progress):
         n_candidates = n_items - n_train

@@ -155,6 +155,30 @@ def test_auc_by_hand():
     assert np.isnan(auc(Full(), train.tocsr(), only_2_and_3.tocsr()))
 
 
+def test_a_train_part_without_entries_ranks_every_item():
+    """Users new to a model trained elsewhere (cold start): nothing is filtered, every item
+    is a candidate. (An empty train part was refused with 'nothing to learn from'.)"""
+    from gpu_als import ALS
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((6, 3)), rng.standard_normal((9, 3))
+    model = ALS.from_factors(X, Y, backend="cpu", dtype=np.float64)
+    empty = sp.csr_matrix((6, 9))
+    test = random_interactions(6, 9, 0.3, seed=4)
+    order = np.argsort(-(X @ Y.T), axis=1, kind="stable")
+    recall, pairs_won = [], []
+    for u in np.flatnonzero(np.diff(test.indptr)):
+        relevant = np.isin(order[u], test[u].indices)
+        recall.append(relevant[:3].sum() / relevant.sum())
+        # each test item beats the non-test items ranked below it
+        below = (~relevant)[::-1].cumsum()[::-1]
+        pairs_won.append(below[relevant].sum() / (relevant.sum() * (~relevant).sum()))
+    assert ranking_metrics(model, empty, test, K=3)["recall"] == pytest.approx(np.mean(recall))
+    assert auc(model, empty, test) == pytest.approx(np.mean(pairs_won))
+    popularity = PopularityRecommender().fit(test)
+    assert auc(popularity, empty, test) > 0.5  # its own test items are the popular ones
+
+
 def test_metrics_against_a_slow_loop():
     rng = np.random.default_rng(0)
     train = random_interactions(50, 30, 0.1, seed=1)
