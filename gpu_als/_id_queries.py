@@ -1,5 +1,7 @@
-"""Recommendations by original ids, as a table: :meth:`gpu_als.ALS.recommend_frame` and
-``gpu-als recommend`` (one implementation for both).
+"""Queries by original ids, as tables: recommendations (:meth:`gpu_als.ALS.recommend_frame`,
+``gpu-als recommend``) and similar items or users (:meth:`gpu_als.ALS.similar_items_frame`,
+``similar_users_frame``, ``gpu-als similar``); one implementation for Python and the
+command line.
 
 Users and items are named by a model's ids (``user_ids_``, ``item_ids_``; factor rows for
 a model without ids). The users' interactions, a DataFrame of (user, item, value) rows,
@@ -30,6 +32,16 @@ def id_map(ids: Any, n: int) -> np.ndarray:
 def examples(ids: np.ndarray) -> str:
     """The first three of ``ids`` for a message: ``'a', 'b', 'c', ...``."""
     return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
+
+
+def ranked_table(header: list[str], queries: np.ndarray, top: np.ndarray, scores: np.ndarray,
+                 results: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns ``header`` = (query, result, rank, score) of the rankings ``top`` (result
+    rows, one row of them per query; ``-1``: nothing left at that rank, left out), the
+    queries and results named by ``queries`` and ``results[top]``."""
+    present = top >= 0
+    return dict(zip(header, (np.repeat(queries, present.sum(axis=1)), results[top[present]],
+                             np.cumsum(present, axis=1)[present], scores[present])))
 
 
 def batches(n: int, desc: str, show_progress: bool | None = None) -> Iterator[slice]:
@@ -133,8 +145,36 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     # the users as the model has them ("5" typed on a command line: its id 5), unless some
     # are new to it (a column of one type)
     queries = user_ids[rows] if len(known) == len(wanted) else wanted
-    present = top >= 0  # -1: nothing left to recommend at that rank
-    table = {"user": np.repeat(queries, present.sum(axis=1)), "item": item_ids[top[present]],
-             "rank": np.cumsum(present, axis=1)[present], "score": scores[present]}
+    table = ranked_table(["user", "item", "rank", "score"], queries, top, scores, item_ids)
     return Recommendations(table, N, filtered, len(known), len(fold_in), skipped,
                            unknown_items)
+
+
+def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
+                  show_progress: bool | None = None) -> dict[str, np.ndarray]:
+    """The ``N`` items (``kind`` "item") or users most similar to each of ``query`` (the
+    model's ids; default: all of them), the query itself left out: columns ``kind``,
+    ``similar_<kind>``, ``rank`` and ``score`` (cosine of the factors)."""
+    N = check_int("N", N, minimum=1)
+    ids = id_map(getattr(model, f"{kind}_ids_"), getattr(model, f"{kind}_factors_").shape[0])
+    query = ids if query is None else np.atleast_1d(np.asarray(query))
+    if query.ndim > 1:
+        raise ValueError(f"{kind}s must be one id or 1-D, got shape {query.shape}")
+    positions = id_positions(ids, query)
+    if (positions < 0).any():
+        raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "
+                         f"({(positions < 0).sum()} of the {len(query)} given)")
+    similar = model.similar_items if kind == "item" else model.similar_users
+    N = min(N, len(ids) - 1)
+    top = np.full((len(query), N), -1, np.int64)
+    scores = np.zeros(top.shape)
+    for part in batches(len(query) if N > 0 else 0, f"similar {kind}s", show_progress):
+        found, s = similar(positions[part], N=N + 1)
+        # the query itself (normally first, with cosine 1) moves to the end and is cut
+        order = np.argsort(found == positions[part, None], axis=1, kind="stable")[:, :N]
+        top[part] = np.take_along_axis(found, order, axis=1)
+        scores[part] = np.take_along_axis(s, order, axis=1)
+    top[top == positions[:, None]] = -1
+    # the queries as the model has them ("5" typed on a command line: its id 5)
+    return ranked_table([kind, f"similar_{kind}", "rank", "score"], ids[positions], top,
+                        scores, ids)

@@ -23,14 +23,13 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._id_queries import batches, examples, id_map, recommend_by_id, rows_against
+from ._id_queries import examples, id_map, recommend_by_id, rows_against, similar_by_id
 from ._tables import read_frame, write_table
 from .evaluation import VALIDATION_METRICS
 
@@ -460,16 +459,6 @@ def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10)
                         help="where to load the model (default auto)")
 
 
-def write_ranking(path: str, header: list[str], queries: np.ndarray, ids: np.ndarray,
-                  scores: np.ndarray, results: np.ndarray) -> int:
-    """Rows ``query, result, rank, score`` (:func:`write_table`); a result id of ``-1``
-    (nothing left to rank) is left out. Returns the number of rows written."""
-    present = ids >= 0
-    return write_table(path, dict(zip(header, (
-        np.repeat(queries, present.sum(axis=1)), results[ids[present]],
-        np.cumsum(present, axis=1)[present], scores[present]))), scores=(header[3],))
-
-
 def load_model(path: str, backend: str):
     """A model saved by gpu-als, or by the implicit library (converted, and said so)."""
     from .exceptions import ImplicitModelFileError
@@ -565,35 +554,13 @@ def fold_in_command(args: argparse.Namespace) -> int:
 
 def similar_command(args: argparse.Namespace) -> int:
     """The N items (or users) most similar to each given one, the query itself left out."""
-    from .data import id_positions
-
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     model = load_model(args.model, args.backend)
-    similar: Callable[..., tuple[np.ndarray, np.ndarray]]
-    if args.users is not None:
-        kind, ids = "user", id_map(model.user_ids_, model.user_factors_.shape[0])
-        query, similar = np.asarray(args.users), model.similar_users
-    else:
-        kind, ids = "item", id_map(model.item_ids_, model.item_factors_.shape[0])
-        query, similar = (ids if args.items is None else np.asarray(args.items)), \
-            model.similar_items
-    positions = id_positions(ids, query)
-    if (positions < 0).any():
-        raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "
-                         f"({(positions < 0).sum()} of the {len(query)} given)")
-    N = min(args.N, len(ids) - 1)
-    top = np.full((len(query), max(N, 0)), -1, np.int64)
-    scores = np.zeros(top.shape)
-    for part in batches(len(query) if N > 0 else 0, f"similar {kind}s"):
-        found, s = similar(positions[part], N=N + 1)
-        # the query itself (normally first, with cosine 1) moves to the end and is cut
-        order = np.argsort(found == positions[part, None], axis=1, kind="stable")[:, :N]
-        top[part] = np.take_along_axis(found, order, axis=1)
-        scores[part] = np.take_along_axis(s, order, axis=1)
-    top[top == positions[:, None]] = -1
-    written = write_ranking(args.output, [kind, f"similar_{kind}", "rank", "score"],
-                            ids[positions], top, scores, ids)  # the queries as the model has them
+    kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
+    table = similar_by_id(model, kind, query, args.N)
+    written = write_table(args.output, table, scores=("score",))
+    N = min(args.N, len(getattr(model, f"{kind}_factors_")) - 1)
     where = "standard output" if args.output == "-" else args.output
     print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
           file=sys.stderr)
