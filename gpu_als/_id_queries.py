@@ -174,7 +174,6 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
         order = np.argsort(found == positions[part, None], axis=1, kind="stable")[:, :N]
         top[part] = np.take_along_axis(found, order, axis=1)
         scores[part] = np.take_along_axis(s, order, axis=1)
-    top[top == positions[:, None]] = -1
     # the queries as the model has them ("5" typed on a command line: its id 5)
     return ranked_table([kind, f"similar_{kind}", "rank", "score"], ids[positions], top,
                         scores, ids)

@@ -911,11 +911,7 @@ class ALS:
         1  dan    z     2
         """
         self._check_fitted()
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("recommend_frame returns a pandas DataFrame: pip install "
-                              "gpu-als[pandas] (or use recommend)") from exc
+        pd = _pandas_for("recommend_frame", "recommend")
         found = _id_queries.recommend_by_id(
             self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
             user_col=user_col, item_col=item_col, value_col=value_col,
@@ -977,6 +973,55 @@ class ALS:
         """
         self._check_fitted()
         return self._similar(self.user_factors_, userid, N, filter_users, users, "user")
+
+    def similar_items_frame(self, items: Any = None, N: int = 10):
+        """The ``N`` items most similar to each given item, by original ids, as a pandas
+        DataFrame (as ``gpu-als similar`` writes them; needs pandas).
+
+        Parameters
+        ----------
+        items : id or array-like of ids, optional
+            The model's item ids (:attr:`item_ids_`; factor rows for a model fitted without
+            ids). Default: every item.
+        N : int, default 10
+            Similar items per item (at most the number of other items).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item``, ``similar_item``, ``rank`` (1 = most similar) and ``score``
+            (cosine of the factors), a row per pair; an item is never its own match.
+
+        Raises
+        ------
+        ValueError
+            For an id the model does not have.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"],
+        ...                    "item": ["x", "y", "y", "z", "x"]})
+        >>> model = ALS(factors=2, iterations=5, backend="cpu", show_progress=False,
+        ...             random_state=0).fit(df)
+        >>> model.similar_items_frame("x", N=2)[["item", "similar_item", "rank"]]
+          item similar_item  rank
+        0    x            y     1
+        1    x            z     2
+        """
+        return self._similar_frame("item", items, N)
+
+    def similar_users_frame(self, users: Any = None, N: int = 10):
+        """The ``N`` users most similar to each given user, by original ids, as a pandas
+        DataFrame: columns ``user``, ``similar_user``, ``rank``, ``score``. The user-side
+        twin of :meth:`similar_items_frame`."""
+        return self._similar_frame("user", users, N)
+
+    def _similar_frame(self, kind: str, query: Any, N: int):
+        self._check_fitted()
+        pd = _pandas_for(f"similar_{kind}s_frame", f"similar_{kind}s")
+        return pd.DataFrame(_id_queries.similar_by_id(
+            self, kind, query, N, show_progress=None if self.show_progress else False))
 
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
         """Cosine top-N against ``factors`` (of ``kind`` "user" or "item") for the rows
@@ -1449,6 +1494,17 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
                       f"all start random",
                       stacklevel=5)  # the caller of fit
     start[known] = current[rows[known]]
+
+
+def _pandas_for(method: str, instead: str):
+    """The pandas module, which ``method`` returns a DataFrame of; an ImportError naming the
+    extra and the method ``instead`` (which needs no pandas) where it is not installed."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(f"{method} returns a pandas DataFrame: pip install gpu-als[pandas] "
+                          f"(or use {instead})") from exc
+    return pandas
 
 
 def _side_names(side: str) -> tuple[str, str, str]:

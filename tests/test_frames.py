@@ -1,5 +1,6 @@
-"""ALS.recommend_frame: recommendations by original ids, as a DataFrame (the table that
-`gpu-als recommend` writes), checked against recommend() on factor rows."""
+"""ALS.recommend_frame, similar_items_frame and similar_users_frame: queries by original ids
+as DataFrames (the tables that `gpu-als recommend` and `gpu-als similar` write), checked
+against recommend() and similar_items() on factor rows."""
 
 import warnings
 
@@ -159,3 +160,48 @@ def test_bad_arguments_are_refused(clicks):
         model.recommend_frame(interactions=clicks, user_col="who")
     with pytest.raises(Exception, match="not fitted|NotFitted|fit"):
         ALS().recommend_frame(N=1)
+
+
+def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
+    model = fitted(clicks, backend)
+    frame = model.similar_items_frame([14, 7], N=4)
+    assert list(frame.columns) == ["item", "similar_item", "rank", "score"]
+    rows = model.item_rows([14, 7])
+    ids, scores = model.similar_items(rows, N=5)
+    want = []
+    for j, row in enumerate(rows):
+        others = [(model.item_ids_[i], s) for i, s in zip(ids[j], scores[j]) if i != row]
+        want += [(model.item_ids_[row], item, rank, s)
+                 for rank, (item, s) in enumerate(others[:4], start=1)]
+    got = rows_of(frame)
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5)
+    # every item by default; N above the other items: all 19 of them, never itself
+    everything = model.similar_items_frame(N=100)
+    assert len(everything) == 20 * 19
+    assert not (everything["item"] == everything["similar_item"]).any()
+    assert list(everything["rank"][:19]) == list(range(1, 20))
+
+
+def test_similar_users_by_id(clicks):
+    model = fitted(clicks)
+    frame = model.similar_users_frame("u03", N=3)
+    ids, scores = model.similar_users(model.user_rows("u03"), N=4)
+    assert list(frame["user"]) == ["u03"] * 3
+    assert list(frame["similar_user"]) == list(model.user_ids_[ids[1:]])
+    np.testing.assert_allclose(frame["score"], scores[1:], rtol=1e-5)
+    # ids typed as text come back as the model has them (a model without ids: its rows)
+    R = random_interactions(30, 20, 0.25, seed=4)
+    by_rows = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
+                  show_progress=False).fit(R)
+    assert list(by_rows.similar_items_frame(["3"], N=2)["item"]) == [3, 3]
+
+
+def test_similar_frames_refuse_ids_the_model_lacks(clicks):
+    model = fitted(clicks)
+    with pytest.raises(ValueError, match=r"the model has no item 999 \(1 of the 2 given\)"):
+        model.similar_items_frame([7, 999])
+    with pytest.raises(ValueError, match=r"users must be one id or 1-D, got shape \(1, 1\)"):
+        model.similar_users_frame([["u01"]])
+    with pytest.raises(ValueError, match="N=0: must be >= 1"):
+        model.similar_users_frame(N=0)
