@@ -95,9 +95,31 @@ class Recommendations:
     n_unknown_item_rows: int
 
 
+def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: Any = None
+                       ) -> dict[str, np.ndarray]:
+    """An allowlist and a blocklist of item ids as ``recommend``'s ``items`` or
+    ``filter_items`` (rows; the blocklist alone stays one: scoring every item is cheaper
+    than gathering the others' factors). Ids the model lacks are ignored, but an allowlist
+    must name one it has."""
+    def rows_of(ids: np.ndarray) -> np.ndarray:
+        rows = id_positions(item_ids, ids)
+        return np.unique(rows[rows >= 0])
+
+    blocked = None if filter_items is None else rows_of(np.atleast_1d(np.asarray(filter_items)))
+    if items is None:
+        return {} if blocked is None else {"filter_items": blocked}
+    wanted = np.atleast_1d(np.asarray(items))
+    allowed = rows_of(wanted)
+    if len(allowed) == 0 and len(wanted):
+        raise ValueError(f"the model has none of the {len(wanted)} items to recommend among "
+                         f"(e.g. {examples(wanted)})")
+    return {"items": allowed if blocked is None else np.setdiff1d(allowed, blocked)}
+
+
 def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: int = 10, *,
-                    filter_already_liked_items: bool = True, user_col: str = "user",
-                    item_col: str = "item", value_col: str | None = "value",
+                    filter_already_liked_items: bool = True, items: Any = None,
+                    filter_items: Any = None, user_col: str = "user", item_col: str = "item",
+                    value_col: str | None = "value",
                     show_progress: bool | None = None) -> Recommendations:
     """The top ``N`` items of each user, by the model's ids; see
     :meth:`gpu_als.ALS.recommend_frame` for the arguments. Raises ``ValueError`` when no
@@ -105,6 +127,7 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     N = check_int("N", N, minimum=1)
     user_ids = id_map(model.user_ids_, model.user_factors_.shape[0])
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    eligible = item_rows_eligible(item_ids, items, filter_items)
     named = None
     if users is not None:  # in the order given, each once
         named = np.atleast_1d(np.asarray(users))
@@ -140,7 +163,7 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
             ids, s = model.recommend(
                 np.arange(len(at)) if fold else rows[at],
                 R[at] if R is not None else None, N=N, recalculate_user=fold,
-                filter_already_liked_items=filtered)
+                filter_already_liked_items=filtered, **eligible)
             top[at, :ids.shape[1]], scores[at, :ids.shape[1]] = ids, s
     # the users as the model has them ("5" typed on a command line: its id 5), unless some
     # are new to it (a column of one type)

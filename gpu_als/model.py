@@ -857,7 +857,8 @@ class ALS:
         return query_result(top, scores, scalar)
 
     def recommend_frame(self, users: Any = None, interactions: Any = None, N: int = 10, *,
-                        filter_already_liked_items: bool = True, user_col: str = "user",
+                        filter_already_liked_items: bool = True, items: Any = None,
+                        filter_items: Any = None, user_col: str = "user",
                         item_col: str = "item", value_col: str | None = "value"):
         """The top ``N`` items of each user, by original ids, as a pandas DataFrame (as
         ``gpu-als recommend`` writes them; needs pandas).
@@ -882,6 +883,10 @@ class ALS:
             Items per user (fewer where filtering leaves fewer).
         filter_already_liked_items : bool, default True
             Leave out each user's items in ``interactions``.
+        items, filter_items : array-like of ids, optional
+            Recommend only among ``items`` (an allowlist: what is in stock, say), and never
+            ``filter_items`` (a blocklist); both may be given. Ids the model lacks are
+            ignored, but ``items`` must name at least one it has.
         user_col, item_col, value_col : str
             The columns of ``interactions`` (``value_col`` as in
             :func:`gpu_als.data.from_dataframe`: missing or None counts each row as 1).
@@ -914,7 +919,8 @@ class ALS:
         pd = _pandas_for("recommend_frame", "recommend")
         found = _id_queries.recommend_by_id(
             self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
-            user_col=user_col, item_col=item_col, value_col=value_col,
+            items=items, filter_items=filter_items, user_col=user_col, item_col=item_col,
+            value_col=value_col,
             show_progress=None if self.show_progress else False)
         if len(found.skipped):
             warnings.warn(f"no recommendations for {len(found.skipped)} of the users: not in "

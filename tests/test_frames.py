@@ -162,6 +162,26 @@ def test_bad_arguments_are_refused(clicks):
         ALS().recommend_frame(N=1)
 
 
+def test_allowlists_and_blocklists_of_item_ids(clicks):
+    model = fitted(clicks)
+    allowed = [0, 7, 14, 21, 28, 35, 42, 999]  # 999: not in the model, ignored
+    frame = model.recommend_frame(interactions=clicks, N=3, items=allowed,
+                                  filter_items=[14, 998])
+    matrix, users, _ = from_dataframe(clicks, item_ids=model.item_ids_)
+    rows = model.user_rows(users)
+    want = expected_rows(model, rows, matrix, 3, items=[0, 1, 3, 4, 5, 6])  # rows: ids / 7
+    assert [row[1:3] for row in rows_of(frame)] == [w[1:3] for w in want]
+    assert set(frame["item"]) <= {0, 7, 21, 28, 35, 42}
+    blocked = model.recommend_frame(interactions=clicks, N=3, filter_items=[0, 7])
+    want = expected_rows(model, rows, matrix, 3, filter_items=[0, 1])
+    assert [row[1:3] for row in rows_of(blocked)] == [w[1:3] for w in want]
+    nothing = model.recommend_frame(interactions=clicks, filter_items=model.item_ids_)
+    assert len(nothing) == 0 and list(nothing.columns) == ["user", "item", "rank", "score"]
+    with pytest.raises(ValueError, match=r"the model has none of the 2 items to recommend "
+                                         r"among \(e.g. 'a', 'b'\)"):
+        model.recommend_frame(interactions=clicks, items=["a", "b"])
+
+
 def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
     model = fitted(clicks, backend)
     frame = model.similar_items_frame([14, 7], N=4)
