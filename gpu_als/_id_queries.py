@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .data import check_int, from_dataframe, id_positions, warn_summed_ratings
+from .data import (
+    _column,
+    _eager_frame,
+    check_int,
+    from_dataframe,
+    id_positions,
+    is_dataframe,
+    warn_summed_ratings,
+)
 
 #: Queries per call of ``recommend`` (and per step of the progress bar).
 QUERY_BATCH = 10_000
@@ -58,18 +66,20 @@ def batches(n: int, desc: str, show_progress: bool | None = None) -> Iterator[sl
 
 
 def rows_against(df: Any, row_col: str, column_col: str, value_col: str | None,
-                 column_ids: np.ndarray, row_ids: Any = None, feedback: str = "implicit"):
+                 column_ids: np.ndarray, row_ids: Any = None, feedback: str = "implicit",
+                 name: str = "df"):
     """The rows of ``df`` as a matrix whose columns are a model's ``column_ids`` (rows of
     ``df`` naming a column the model lacks left out), the ids of its rows (``row_ids`` when
     given), and how many rows of ``df`` named an unknown column. For a model of
-    ``feedback="explicit"``, the warning of ratings summed."""
+    ``feedback="explicit"``, the warning of ratings summed. ``name``: ``df`` in messages."""
+    df = _eager_frame(df, name)  # a pyarrow Table, a cuDF DataFrame: read once, as pandas
     R, ids, _ = from_dataframe(df, row_col, column_col, value_col, user_ids=row_ids,
                                item_ids=column_ids, drop_unknown=True)
-    used = id_positions(column_ids, np.asarray(df[column_col])) >= 0
+    used = id_positions(column_ids, _column(df, column_col)) >= 0
     unknown = int((~used).sum())
     if feedback == "explicit":
         if row_ids is not None:
-            used &= id_positions(row_ids, np.asarray(df[row_col])) >= 0
+            used &= id_positions(row_ids, _column(df, row_col)) >= 0
         warn_summed_ratings(int(used.sum()), R, (row_col, column_col))
     return R, ids, unknown
 
@@ -135,12 +145,16 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
             raise ValueError(f"users must be one id or 1-D, got shape {named.shape}")
         named = named[np.sort(np.unique(named, return_index=True)[1])]
     R = None
+    if interactions is not None and not is_dataframe(interactions):
+        raise TypeError(f"interactions must be a DataFrame of (user, item, value) rows, got "
+                        f"{type(interactions).__name__}; for a matrix whose rows are factor "
+                        f"rows' interactions, use recommend(rows, user_items)")
     if interactions is not None:
         # the users' rows (every user of the interactions unless named), with the model's
         # item columns; rows of items the model lacks are left out
         R, wanted, unknown_items = rows_against(
             interactions, user_col, item_col, value_col, item_ids, row_ids=named,
-            feedback=model.feedback)
+            feedback=model.feedback, name="interactions")
         has_rows = R.getnnz(axis=1) > 0
     else:
         wanted = user_ids if named is None else named

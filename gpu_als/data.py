@@ -378,15 +378,15 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, 
             UserWarning, stacklevel=stacklevel + 1)
 
 
-def _eager_frame(df: Any) -> Any:
+def _eager_frame(df: Any, name: str = "df") -> Any:
     """``df`` as a pandas or polars DataFrame: a table of :data:`OTHER_FRAME_LIBRARIES`
     through its ``to_pandas()`` (a cuDF one copied from the device); a lazy frame (a
     polars LazyFrame, a Dask DataFrame), which has no rows to read until it is collected
-    or computed, refused with a ``TypeError``."""
+    or computed, refused with a ``TypeError`` that calls it ``name``."""
     for method in ("collect", "compute"):
         if callable(getattr(type(df), method, None)):
-            raise TypeError(f"df is a {_library(df)} {type(df).__name__}, whose rows are not "
-                            f"there until it is evaluated: pass df.{method}()")
+            raise TypeError(f"{name} is a {_library(df)} {type(df).__name__}, whose rows are "
+                            f"not there until it is evaluated: pass {name}.{method}()")
     if _library(df) in OTHER_FRAME_LIBRARIES and callable(getattr(df, "to_pandas", None)):
         return df.to_pandas()
     return df

@@ -137,6 +137,28 @@ def test_users_and_items_the_model_lacks_are_counted_in_warnings(clicks):
         model.recommend_frame(interactions=clicks, N=1)
 
 
+def test_interactions_of_other_table_libraries_are_read_through_to_pandas(clicks):
+    """A pyarrow Table, and cuDF's DataFrame (a stand-in from a module named cudf, whose
+    columns cannot be read as NumPy arrays), as fit(df) reads them."""
+    pa = pytest.importorskip("pyarrow")
+    model = fitted(clicks)
+    expected = model.recommend_frame(interactions=clicks, N=3)
+
+    class DataFrame:  # cuDF's, as far as gpu-als reads it
+        __module__ = "cudf.core.dataframe"
+        columns = clicks.columns
+
+        def to_pandas(self):
+            return clicks
+
+        def __getitem__(self, name):
+            raise AssertionError("read without to_pandas()")
+
+    for table in (pa.Table.from_pandas(clicks), DataFrame()):
+        pd.testing.assert_frame_equal(model.recommend_frame(interactions=table, N=3),
+                                      expected)
+
+
 def test_a_model_without_ids_is_named_by_factor_rows(clicks):
     R = random_interactions(30, 20, 0.25, seed=4)
     model = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
@@ -158,6 +180,15 @@ def test_bad_arguments_are_refused(clicks):
         model.recommend_frame([["u01", "u02"]])
     with pytest.raises(ValueError, match="column 'who'"):
         model.recommend_frame(interactions=clicks, user_col="who")
+    matrix = from_dataframe(clicks).matrix
+    with pytest.raises(TypeError, match="interactions must be a DataFrame of .user, item, "
+                                        "value. rows, got csr_matrix; for a matrix"):
+        model.recommend_frame(interactions=matrix)
+    pl = pytest.importorskip("polars")
+    with pytest.raises(TypeError, match=r"interactions is a polars LazyFrame, whose rows are "
+                                        r"not there until it is evaluated: pass "
+                                        r"interactions.collect\(\)"):
+        model.recommend_frame(interactions=pl.from_pandas(clicks).lazy())
     with pytest.raises(Exception, match="not fitted|NotFitted|fit"):
         ALS().recommend_frame(N=1)
 
