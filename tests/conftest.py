@@ -103,6 +103,24 @@ def movielens():
         skip_or_fail(f"MovieLens 100K not available: {exc}")
 
 
+def cudf_stand_in(frame):
+    """A stand-in for a cuDF DataFrame of ``frame``'s rows, as far as gpu-als reads one
+    (cuDF is not installed here): from a module named cudf, with ``to_pandas()``, and
+    columns that cannot be read as NumPy arrays."""
+
+    class DataFrame:
+        __module__ = "cudf.core.dataframe"
+        columns = frame.columns
+
+        def to_pandas(self):
+            return frame
+
+        def __getitem__(self, name):
+            raise AssertionError("read without to_pandas()")
+
+    return DataFrame()
+
+
 def random_interactions(n_users, n_items, density, seed, *, negative=False, dtype=np.float32):
     """A random sparse matrix of positive counts (and some negatives if asked)."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import pytest
 
 from gpu_als import ALS, from_dataframe
 
-from .conftest import random_interactions
+from .conftest import cudf_stand_in, random_interactions
 
 pd = pytest.importorskip("pandas")
 
@@ -144,17 +144,7 @@ def test_interactions_of_other_table_libraries_are_read_through_to_pandas(clicks
     model = fitted(clicks)
     expected = model.recommend_frame(interactions=clicks, N=3)
 
-    class DataFrame:  # cuDF's, as far as gpu-als reads it
-        __module__ = "cudf.core.dataframe"
-        columns = clicks.columns
-
-        def to_pandas(self):
-            return clicks
-
-        def __getitem__(self, name):
-            raise AssertionError("read without to_pandas()")
-
-    for table in (pa.Table.from_pandas(clicks), DataFrame()):
+    for table in (pa.Table.from_pandas(clicks), cudf_stand_in(clicks)):
         pd.testing.assert_frame_equal(model.recommend_frame(interactions=table, N=3),
                                       expected)
 
