@@ -560,7 +560,7 @@ def similar_command(args: argparse.Namespace) -> int:
     kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
     table = similar_by_id(model, kind, query, args.N)
     written = write_table(args.output, table, scores=("score",))
-    N = min(args.N, len(getattr(model, f"{kind}_factors_")) - 1)
+    N = int(table["rank"].max(initial=0))  # (args.N, or every other one where fewer)
     where = "standard output" if args.output == "-" else args.output
     print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
           file=sys.stderr)
