@@ -119,6 +119,34 @@ def make_model(args: argparse.Namespace, **overrides):
     return ALS(**{**model_params(args), **overrides})
 
 
+class IdList(argparse.Action):
+    """An option of ids (``nargs="+"``): each value is an id, or ``@FILE``, the ids in FILE,
+    one per line (blank lines skipped), for lists too long to type."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        ids: list[str] = []
+        for value in values:
+            if not value.startswith("@"):
+                ids.append(value)
+                continue
+            path = Path(value[1:])
+            try:
+                text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel) is not an id
+            except (OSError, UnicodeDecodeError) as exc:
+                raise argparse.ArgumentError(
+                    self, f"{value}: cannot read the file of ids ({error_message(exc)}); an "
+                          f"id that begins with @ is read from a file too") from None
+            lines = [line.strip() for line in text.splitlines()]
+            if not any(lines):
+                raise argparse.ArgumentError(self, f"{value}: the file has no ids")
+            ids += [line for line in lines if line]
+        setattr(namespace, self.dest, ids)
+
+
+#: The help of an IdList option's ``@FILE``.
+ID_FILE_HELP = "; @FILE: the ids in FILE, one per line"
+
+
 def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None) -> None:
     """The interaction file and its columns; ``optional``: the file may be left out, and
     this says what it is for."""
@@ -475,16 +503,20 @@ def load_model(path: str, backend: str):
 
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
+    from .data import id_positions
+
     if args.N < 1:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     if args.file is None and args.users is None:
         raise ValueError("name the users (--users) or give an interaction file: its users "
                          "get recommendations, without the items they already have")
     model = load_model(args.model, args.backend)
+    item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
     found = recommend_by_id(
         model, args.users, None if args.file is None else read_frame(args), args.N,
-        filter_already_liked_items=not args.keep_liked, user_col=args.user_col,
-        item_col=args.item_col, value_col=args.value_col)
+        filter_already_liked_items=not args.keep_liked, items=args.items,
+        filter_items=args.exclude_items, user_col=args.user_col, item_col=args.item_col,
+        value_col=args.value_col)
     written = write_table(args.output, found.table, scores=("score",))
     notes = [f"{counted(found.n_known, 'user')} known to the model"]
     if found.n_folded_in:
@@ -495,6 +527,11 @@ def recommend_command(args: argparse.Namespace) -> int:
     if found.n_unknown_item_rows:
         notes.append(f"{found.n_unknown_item_rows} rows of {args.file} name items the "
                      f"model lacks and were left out")
+    for option, ids in (("--items", args.items), ("--exclude-items", args.exclude_items)):
+        unknown = 0 if ids is None else int((id_positions(item_ids, ids) < 0).sum())
+        if unknown:
+            notes.append(f"{option}: {unknown} of its {len(ids)} ids not items of the model "
+                         f"(ignored)")
     where = "standard output" if args.output == "-" else args.output
     print(f"{counted(written, 'recommendation')} (up to {found.N} per user, "
           f"{'liked items filtered' if found.filtered else 'liked items not filtered'}) to "
@@ -796,10 +833,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_options(p, optional="interactions (CSV or Parquet): its users get "
                      "recommendations without the items they have; users the model lacks "
                      "are folded in from their rows")
-    p.add_argument("--users", nargs="+", metavar="ID",
-                   help="recommend to these users only (default: every user in FILE)")
+    p.add_argument("--users", nargs="+", metavar="ID", action=IdList,
+                   help="recommend to these users only (default: every user in FILE)"
+                        + ID_FILE_HELP)
     p.add_argument("--keep-liked", action="store_true",
                    help="allow items the user has in FILE")
+    p.add_argument("--items", nargs="+", metavar="ID", action=IdList,
+                   help="recommend among these items only (e.g. those in stock)"
+                        + ID_FILE_HELP)
+    p.add_argument("--exclude-items", nargs="+", metavar="ID", action=IdList,
+                   help="never recommend these items" + ID_FILE_HELP)
     add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
 
@@ -828,9 +871,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "rows item,similar_item,rank,score.")
     p.add_argument("model", type=Path, help="model file (.npz)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--items", nargs="+", metavar="ID",
-                       help="these items (default: every item of the model)")
-    which.add_argument("--users", nargs="+", metavar="ID", help="these users instead")
+    which.add_argument("--items", nargs="+", metavar="ID", action=IdList,
+                       help="these items (default: every item of the model)" + ID_FILE_HELP)
+    which.add_argument("--users", nargs="+", metavar="ID", action=IdList,
+                       help="these users instead")
     add_ranking_options(p, "results per query")
     p.set_defaults(func=similar_command)
 
@@ -842,8 +886,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model file (.npz)")
     add_file_options(p)
     p.add_argument("--user", required=True, metavar="ID", help="the user, as in FILE")
-    p.add_argument("--items", required=True, nargs="+", metavar="ID",
-                   help="the items whose scores to explain")
+    p.add_argument("--items", required=True, nargs="+", metavar="ID", action=IdList,
+                   help="the items whose scores to explain" + ID_FILE_HELP)
     add_ranking_options(p, "contributions per item", n=5)
     p.set_defaults(func=explain_command)
 

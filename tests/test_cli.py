@@ -924,6 +924,45 @@ def test_recommend_named_users_without_a_file(trained, capsys):
     assert main(["recommend", str(path), "--users", "u1", "--N", "0"]) == 2
 
 
+def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, capsys):
+    """--items (an allowlist, here read from a file with @FILE) and --exclude-items: the
+    model's recommend with items= and filter_items=; ids the model lacks are counted; @FILE
+    works for every option of ids, and a file that cannot be read is a usage error."""
+    path, model = trained
+    allowed = tmp_path / "in_stock.txt"
+    allowed.write_text("\ufeff101\n103\n\n105\n107\n999\n", encoding="utf-8")  # BOM, blank
+    assert main(["recommend", str(path), "--users", "u7", "--items", f"@{allowed}", "110",
+                 "--exclude-items", "103", "--N", "3", "--keep-liked", "--backend", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    rows = np.flatnonzero(np.isin(model.item_ids_, [101, 105, 107, 110]))
+    ids, _ = model.recommend(row_of(model.user_ids_, "u7"), N=3, items=rows,
+                             filter_already_liked_items=False)
+    assert [int(line.split(",")[1]) for line in out.splitlines()[1:]] == \
+        list(model.item_ids_[ids])
+    assert "--items: 1 of its 6 ids not items of the model (ignored)" in err
+    assert main(["recommend", str(path), "--users", "u7", "--exclude-items", "101", "102",
+                 "--N", "30", "--backend", "cpu"]) == 0
+    items = [int(line.split(",")[1]) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(items) == 28 and not {101, 102} & set(items)
+    users = tmp_path / "users.txt"
+    users.write_text("u3\nu5\n")
+    assert main(["recommend", str(path), "--users", f"@{users}", "--N", "1",
+                 "--backend", "cpu"]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+        ["u3", "u5"]
+    assert main(["similar", str(path), "--items", f"@{allowed}", "--N", "1",
+                 "--backend", "cpu"]) == 2  # 999: not an item of the model
+    assert "the model has no item '999'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["recommend", str(path), "--users", "@nowhere.txt"])
+    assert "argument --users: @nowhere.txt: cannot read the file of ids" in \
+        capsys.readouterr().err
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(SystemExit):
+        main(["recommend", str(path), "--items", f"@{tmp_path / 'blank.txt'}"])
+    assert "the file has no ids" in capsys.readouterr().err
+
+
 def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys,
                                                        monkeypatch):
     """``--output *.parquet`` (recommend, similar, explain): the same rows as the CSV
