@@ -513,6 +513,17 @@ def test_bad_columns(csv_file, capsys):
     assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
             "id columns with --user-col and --item-col (e.g. --user-col user --item-col "
             "item), or pass --no-header" in capsys.readouterr().err)
+    # a header with a number among its names is still a header; two columns: still an
+    # example of the options
+    dated = csv_file.with_name("dated.csv")
+    dated.write_text("uid,sku,2024\nu1,7,1\n")
+    paired = csv_file.with_name("paired.csv")
+    paired.write_text("uid,sku\nu1,7\n")
+    for file, names in ((dated, "['uid', 'sku', '2024']"), (paired, "['uid', 'sku']")):
+        assert main(["train", str(file), "--backend", "cpu"]) == 2
+        assert (f"has no column 'user'; its columns are {names}. Name the id columns with "
+                f"--user-col and --item-col (e.g. --user-col uid --item-col sku), or pass "
+                f"--no-header" in capsys.readouterr().err)
     rated = csv_file.with_name("rated.csv")
     rated.write_text(csv_file.read_text().replace("value", "rating", 1))
     assert main(["train", str(rated), "--factors", "2", "--iterations", "1", "--backend", "cpu",
@@ -620,7 +631,9 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
                      "--backend", "cpu", "--output", str(out), *extra]) == 0
         assert ALS.load(out).user_ids_.tolist() == sorted(set(rows["user"]))
     assert asked == [["user", "item", "value"], ["user", "item"], ["user", "item", "day"]]
-    assert capsys.readouterr().err.count("column(s) ['session', 'ts'] are not used") == 1
+    err = capsys.readouterr().err  # one warning: the file without values, which counts rows
+    assert err.count("column(s) ['session', 'ts'] are not used") == 1
+    assert err.count("warning") == 1
     with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts'\] are not used"):
         from_dataframe(wide.drop(columns="value"))  # the same words
     for extra, says in ((["--feedback", "explicit"], "has no column 'value': --feedback "

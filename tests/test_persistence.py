@@ -106,6 +106,7 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
     other = ALS(factors=5, iterations=1, backend="cpu", random_state=9,
                 show_progress=False).fit(R)
     other.save(path)  # over an existing file
+    other_bytes = path.read_bytes()
     np.testing.assert_array_equal(ALS.load(path, backend="cpu").user_factors_,
                                   other.user_factors_)
     assert model.save(tmp_path / "no_suffix") == str(tmp_path / "no_suffix.npz")
@@ -114,6 +115,15 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
         np.testing.assert_array_equal(ALS.load(name, backend="cpu").user_factors_,
                                       model.user_factors_)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "no_suffix.npz"]
+    (tmp_path / "no_suffix").write_bytes(path.read_bytes())  # the name itself comes first
+    np.testing.assert_array_equal(ALS.load(tmp_path / "no_suffix", backend="cpu")
+                                  .user_factors_, other.user_factors_)
+    (tmp_path / "no_suffix").unlink()
+    with open(path, "rb") as reader:  # a server reading the old model as a save lands:
+        model.save(path)  # its open file stays the old one, whole
+        assert reader.read() == other_bytes
+    np.testing.assert_array_equal(ALS.load(path, backend="cpu").user_factors_,
+                                  model.user_factors_)
     with pytest.raises(FileNotFoundError, match=r"there is no folder .*missing$"):
         model.save(tmp_path / "missing" / "model.npz")
 
