@@ -1319,13 +1319,12 @@ class ALS:
             "loss_history": np.asarray(self.loss_history_, dtype=np.float64),
         }
         for name, ids, n in (("user_ids", user_ids, len(X)), ("item_ids", item_ids, len(Y))):
-            ids = getattr(self, f"{name}_", None) if ids is None else ids
+            if ids is None:
+                ids = getattr(self, f"{name}_", None)
+            else:  # as fit and from_factors check them
+                ids = _ids.checked_ids(ids, n, name, distinct=True)
             if ids is not None:
-                ids = np.asarray(ids)
-                ids = _ids.storable_ids(ids)
-                if ids.shape != (n,):
-                    raise ValueError(f"{name} has shape {ids.shape}, expected ({n},)")
-                arrays[name] = ids
+                arrays[name] = _ids.storable_ids(np.asarray(ids))
         return _files.write_atomically(path, arrays)
 
     @classmethod
