@@ -305,6 +305,19 @@ def test_blocks_split_the_entries_about_evenly():
             np.testing.assert_array_equal(block.indices, users.indices[
                 users.indptr[first]:users.indptr[last]])
             assert abs(block.indptr[-1] - share) <= longest
+    # a row with most of the entries, and empty rows at the end: fewer blocks, none empty
+    # (a task that solves nothing)
+    import scipy.sparse as sp
+
+    heavy = sp.csr_matrix((np.ones(120), (np.r_[np.zeros(100, int), np.arange(1, 21)],
+                                          np.r_[np.arange(100), np.arange(20)])),
+                          shape=(30, 100))
+    users, _ = Prepared(heavy).rows(feedback="implicit", alpha=1.0)
+    for n_blocks in (2, 5):
+        blocks = _split(users, n_blocks)
+        assert len(blocks) <= n_blocks and all(first < last for first, last, _ in blocks)
+        assert [b[0] for b in blocks] == [0] + [b[1] for b in blocks[:-1]]
+        assert blocks[-1][1] == 30 and blocks[0][1] == 1  # the heavy row alone
 
 
 def test_bad_arguments_are_refused_before_any_work(client):
@@ -411,6 +424,12 @@ def test_blocks_arriving_unaligned_are_aligned_before_solving():
     got = _solve_block(shifted, unaligned(Y), Y.T @ Y, params)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+    # CG from the current factors: an in-process worker is handed the driver's own array,
+    # which must stay as it was (a retried half-step starts from it again)
+    current = np.random.default_rng(3).random((block.n_rows, 8), dtype=np.float32)
+    kept = current.copy()
+    _solve_block(block, Y, Y.T @ Y, {**params, "solver": "cg"}, start=current)
+    np.testing.assert_array_equal(current, kept)
 
 
 def test_a_block_is_put_on_its_backend_once_per_fit(monkeypatch):
