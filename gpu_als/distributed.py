@@ -321,7 +321,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
-                ALS._raise_non_finite(cpu, X, iteration, {**p, "calculate_training_loss": True})
+                ALS._raise_non_finite(cpu, X, Y, iteration,
+                                      {**p, "calculate_training_loss": True})
             progress.set_postfix(loss=f"{loss:.5g}")
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:

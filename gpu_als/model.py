@@ -417,22 +417,29 @@ class ALS:
         return backend.asarray(X), backend.asarray(Y)
 
     @staticmethod
-    def _raise_non_finite(backend: Backend, X, iteration: int, p: dict[str, Any]):
-        """Name the half-step that produced NaN or infinite factors.
+    def _raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any]):
+        """Name the half-step that produced NaN or infinite factors, or say that finite
+        factors grew so large that the training loss overflowed.
 
         Checked once per iteration through the loss (any non-finite factor makes it
         non-finite), so that the GPU need not synchronise after every half-step; without
         the loss, once at the end of the fit.
         """
-        side = "user" if not backend.all_finite(X) else "item"
-        where = f"the {side} half-step of iteration {iteration}" \
+        side = "user" if not backend.all_finite(X) else \
+            "item" if not backend.all_finite(Y) else None
+        where = f"the {side or 'item'} half-step of iteration {iteration}" \
             if p["calculate_training_loss"] else \
             f"iteration {iteration} (checked at the end of fit; calculate_training_loss=True " \
             "finds the first bad half-step)"
+        if side is None:
+            largest = max(float(backend.xp.abs(F).max()) for F in (X, Y))
+            what = (f"the factors grew so large (up to {largest:.3g}) that the training loss "
+                    f"overflowed after {where}")
+        else:
+            what = f"the {side} factors hold NaN or infinite values after {where}"
         raise FloatingPointError(
-            f"the {side} factors hold NaN or infinite values after {where}; the input or "
-            f"the hyperparameters (regularization={p['regularization']}, alpha={p['alpha']}) "
-            "make the problem numerically unstable"
+            f"{what}; the input or the hyperparameters (regularization="
+            f"{p['regularization']}, alpha={p['alpha']}) make the problem numerically unstable"
         )
 
     # ---- queries --------------------------------------------------------------------
@@ -1611,7 +1618,7 @@ class _Training:
                                             regularization=p["regularization"],
                                             feedback=p["feedback"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
-                        ALS._raise_non_finite(backend, X, iteration, p)
+                        ALS._raise_non_finite(backend, X, Y, iteration, p)
                     self.loss_history.append(loss)
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
@@ -1622,7 +1629,7 @@ class _Training:
                     break
         if not with_loss and iterations > 0 and not (backend.all_finite(X)
                                                      and backend.all_finite(Y)):
-            ALS._raise_non_finite(backend, X, self.iterations_done - 1, p)
+            ALS._raise_non_finite(backend, X, Y, self.iterations_done - 1, p)
         return stopped
 
     def reporting(self, model: ALS, callback: Callable) -> Callable:

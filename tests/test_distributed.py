@@ -250,6 +250,15 @@ def test_nan_factors_are_an_error_not_a_model(client, monkeypatch):
     with pytest.raises(NotFittedError):
         model.recommend(0, N=1, filter_already_liked_items=False)
 
+    def diverging(*args):  # finite factors, too large for their loss
+        factors, gram, loss = solve(*args)
+        return np.full_like(factors, 1e30), gram, loss
+
+    monkeypatch.setattr(distributed, "_solve_block", diverging)
+    with pytest.raises(FloatingPointError, match="the factors grew so large"):
+        distributed.fit_distributed(model, make_power_law(200, 100, 2_000, random_state=3),
+                                    client)
+
 
 def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
         client, monkeypatch, caplog):

@@ -574,6 +574,21 @@ def test_nan_in_the_item_half_step_is_attributed_to_it(R):
         model_for(BrokenItems()).fit(R)
 
 
+def test_finite_factors_whose_loss_overflows_are_said_to_have_grown_too_large(R):
+    """A diverging fit: factors of 1e30, finite, but their loss overflows; the error says
+    so (it said they held NaN or infinite values)."""
+    class Diverging(CPUBackend):
+        def solve_rows(self, rows, *args, out, **kwargs):
+            super().solve_rows(rows, *args, out=out, **kwargs)
+            out[...] = 1e30
+            return out
+
+    with pytest.raises(FloatingPointError, match=r"the factors grew so large \(up to 1e\+30\) "
+                                                 r"that the training loss overflowed after "
+                                                 r"the item half-step of iteration 0"):
+        model_for(Diverging()).fit(R)
+
+
 def test_without_the_loss_the_fit_is_the_same(backend, R):
     seen = []
     plain = model_for(backend).fit(R)

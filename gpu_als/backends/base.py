@@ -111,8 +111,10 @@ class Backend(ABC):
     # ---- numerics -------------------------------------------------------------------
 
     def gram(self, F: Any) -> Any:
-        """``F^T F`` (k x k, float64), multiplied in F's dtype: its accuracy is F's anyway."""
-        return (F.T @ F).astype(np.float64)
+        """``F^T F`` (k x k, float64), multiplied in F's dtype: its accuracy is F's anyway.
+        Overflow gives infinities without a warning: the fit reports them (its loss check)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (F.T @ F).astype(np.float64)
 
     @abstractmethod
     def solve_rows(

@@ -243,7 +243,14 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     and releases the GIL, so blocks solve in parallel. (A loop of LAPACK ``dposv`` calls is
     faster per system at n = 64 but holds the GIL; it lost on the power-law benchmark.)
     """
-    x = np.linalg.solve(A.astype(np.float64), b.astype(np.float64)[:, :, None])[:, :, 0]
+    A64, b64 = A.astype(np.float64), b.astype(np.float64)
+    try:
+        x = np.linalg.solve(A64, b64[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # an exactly singular system (from overflowed factors):
+        x = np.full(b64.shape, np.nan)  # NaN for it, as the GPU kernels give, which the
+        for j in range(len(A64)):       # fit reports; the others solved
+            with contextlib.suppress(np.linalg.LinAlgError):
+                x[j] = np.linalg.solve(A64[j], b64[j])
     return x.astype(A.dtype, copy=False)
 
 
