@@ -144,6 +144,31 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
         ALS.load(io.BytesIO(buffer.getvalue()))
 
 
+def test_a_live_model_carries_its_settings_and_a_gpu_model_is_read_through_to_cpu(
+        implicit_cpu):
+    """Every setting of a live implicit model carries over (a NumPy integer seed too); a
+    model of implicit's GPU ALS (here a stand-in of its class: no GPU) is read through its
+    to_cpu() and is CG, as its fit always is."""
+    theirs = implicit_cpu(use_cg=False, iterations=6, calculate_training_loss=True,
+                          random_state=np.int64(11), regularization=0.2, alpha=3.0)
+    ours = from_implicit(theirs, backend="cpu")
+    assert {name: ours.get_params()[name] for name in (
+        "solver", "iterations", "calculate_training_loss", "random_state", "regularization",
+        "alpha")} == {"solver": "cholesky", "iterations": 6, "calculate_training_loss": True,
+                      "random_state": 11, "regularization": 0.2, "alpha": 2.0}
+    back = to_implicit(ours)
+    assert (back.calculate_training_loss, back.iterations, back.use_cg) == (True, 6, False)
+
+    class AlternatingLeastSquares:  # implicit.gpu.als's class, by name and module
+        def to_cpu(self):
+            return theirs  # its CPU twin, which says use_cg=False
+
+    AlternatingLeastSquares.__module__ = "implicit.gpu.als"
+    converted = from_implicit(AlternatingLeastSquares(), backend="cpu")
+    assert converted.solver == "cg"
+    np.testing.assert_array_equal(converted.item_factors_, theirs.item_factors)
+
+
 def test_a_file_of_factors_alone_takes_implicits_defaults(tmp_path):
     """What implicit 0.7's ALS defaults to where its file leaves a setting out: CG with 3
     steps, 15 iterations, regularization 0.01, alpha 1 (gpu-als's 0)."""
