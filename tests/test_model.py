@@ -124,6 +124,8 @@ def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
     with pytest.raises(ValueError, match="the model has 21 users and the matrix 25; a "
                                          "matrix's rows must be the model's"):
         model.fit(matrix)
+    with pytest.raises(ValueError, match="the model has 21 users and the matrix 20"):
+        model.fit(matrix[:20, :12])  # fewer rows: no more a match by position
     with pytest.raises(ValueError, match="the model's factors have 3 columns, not factors=4"):
         model.set_params(factors=4).fit(matrix[:21, :12])
     model = ALS(factors=3, iterations=1, backend="cpu", warm_start=True).fit(matrix)
@@ -492,6 +494,11 @@ def test_predict(real_backend, R):
     got = model.predict([[0, 1], [2, 3]], [[4, 5], [6, 7]])
     assert got.shape == (2, 2)
     assert got[1, 0] == pytest.approx(float(X[2] @ Y[6]), rel=1e-5)
+    with pytest.raises(ValueError, match=r"userids has shape \(2, 3\) but itemids has shape "
+                                         r"\(3, 2\)"):  # as many, paired how?
+        model.predict(np.zeros((2, 3), int), np.zeros((3, 2), int))
+    with pytest.raises(ValueError, match=r"userid must be a scalar or 1-D, got shape \(1, 2\)"):
+        model.recommend([[0, 1]], N=2, filter_already_liked_items=False)
 
 
 @pytest.mark.parametrize("elements", [1, 8, 10**6])  # a pair, 2 pairs (k = 4), all at once
@@ -513,6 +520,8 @@ def test_params_repr_and_alias():
     assert AlternatingLeastSquares is ALS
     assert model.get_params()["factors"] == 16
     assert repr(model) == "ALS(factors=16, backend='cpu')"
+    # a default's value in another type is shown: 1 for True is not what the default is
+    assert repr(ALS(alpha=10.0, calculate_training_loss=1)) == "ALS(calculate_training_loss=1)"
     model.set_params(alpha=2.0)
     assert model.alpha == 2.0
     with pytest.raises(ValueError, match=r"unknown parameter 'alhpa' \(did you mean 'alpha'\?\); "

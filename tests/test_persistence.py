@@ -427,6 +427,8 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
     (np.ones((3, 2)), np.full((4, 2), np.inf), {}, ValueError,
      "item_factors holds NaN or infinite"),
     (np.array([["a", "b"]]), np.ones((4, 2)), {}, TypeError, "user_factors has dtype <U1"),
+    (np.ones((3, 0)), np.ones((4, 0)), {}, ValueError,
+     r"user_factors has shape \(3, 0\), expected \(n, factors\) with n >= 1 and factors >= 1"),
     ([[1.0, 2.0], [3.0]], np.ones((4, 2)), {}, TypeError,
      "user_factors is not an array of numbers"),
     (np.ones((3, 2)), np.ones((4, 2)), {"factors": 3}, ValueError,

@@ -312,6 +312,7 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
                                          "Y\\^T Y, .* is singular; use regularization > 0 "
                                          "or factors <= 3"):
         fit(R, factors=6, regularization=0.0, backend=backend)
+    fit(R, factors=3, regularization=0.0, backend=backend)  # as many items as factors: fine
     X = np.random.default_rng(0).random((4, 6))
     Y = np.random.default_rng(1).random((8, 6))
     row = sp.csr_matrix(np.array([[1.0, 0, 2.0, 0, 0, 0, 0, 0]]))
