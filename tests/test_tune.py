@@ -99,11 +99,25 @@ def test_deterministic_and_random_sampling(R):
     sampled = [tuple(t[name] for name in GRID) for t in a.trials]
     assert sorted(sampled, key=grid.index) == sampled  # in the grid's order
     np.testing.assert_array_equal(a.model.item_factors_, b.model.item_factors_)
+    samples = {tuple(tuple(t[name] for name in GRID) for t in
+                     tune(R, GRID, n_samples=4, halving=False, random_state=seed,
+                          base_params={"iterations": 1, "backend": "cpu"},
+                          show_progress=False).trials)
+               for seed in range(4)}
+    assert len(samples) > 1  # the seed draws the sample
+    assert len(run(R, n_samples=100).trials) == 8  # more than the grid: all of it
 
 
 def test_outputs_table_csv_plot(R, tmp_path):
     result = run(R, metric="ndcg", K=5)
     assert result.metric == "ndcg@5"
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    best = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+               **result.best_params).fit(fit_part)
+    assert result.best_score == pytest.approx(  # scored at K=5
+        ranking_metrics(best, fit_part, validation, K=5)["ndcg"])
+    assert result.best_score != pytest.approx(
+        ranking_metrics(best, fit_part, validation, K=10)["ndcg"])
     pd = pytest.importorskip("pandas")
     table = result.table()
     assert isinstance(table, pd.DataFrame) and table.iloc[0]["finished"]
@@ -159,6 +173,9 @@ def test_the_default_iterations_are_20(R):
     ({"K": 0}, "K=0: must be >= 1"),
     ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
     ({"validation_fraction": 1.5}, "validation_fraction=1.5: must be < 1"),
+    ({"validation_fraction": 1}, "validation_fraction=1.0: must be < 1"),
+    ({"base_params": {"iteration": 2}},
+     r"unknown parameter 'iteration' \(did you mean 'iterations'\?\)"),
     ({"validation_fraction": 0}, "validation_fraction=0.0: must be > 0"),
 ])
 def test_bad_arguments(R, kwargs, message):
@@ -168,7 +185,8 @@ def test_bad_arguments(R, kwargs, message):
 
 def test_data_without_a_user_to_validate_on_is_refused_before_training():
     one_each = sp.csr_matrix((np.ones(5, np.float32), (np.arange(5), np.arange(5))))
-    with pytest.raises(ValueError, match="no user has 2 or more interactions"):
+    with pytest.raises(ValueError, match="no user has 2 or more interactions, so there "
+                                         "is nothing to hold out for validation"):
         tune(one_each, param_grid=GRID, show_progress=False)
 
 
@@ -219,10 +237,11 @@ def test_a_trials_seconds_add_up_over_its_rungs(R, monkeypatch):
     assert {(t["iterations"], t["seconds"]) for t in result.trials} == {(2, 0.5), (6, 1.0)}
 
 
-def test_each_confidence_setting_goes_to_the_backend_once(R):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_each_confidence_setting_goes_to_the_backend_once(R, dtype):
     """The search hands the training data to the backend once per confidence setting
-    (both orientations), not once per trial: on a GPU it stays on the device; the refit
-    on all the data puts its own."""
+    (both orientations), not once per trial, in the trials' dtype: on a GPU it stays on
+    the device; the refit on all the data puts its own."""
     from gpu_als.backends import CPUBackend
 
     class Counting(CPUBackend):
@@ -234,9 +253,80 @@ def test_each_confidence_setting_goes_to_the_backend_once(R):
 
     backend = Counting()
     result = tune(R, {"factors": [2, 4], "alpha": [1.0, 20.0]}, halving=False,
-                  base_params={"iterations": 2, "backend": backend}, show_progress=False)
+                  base_params={"iterations": 2, "backend": backend, "dtype": dtype},
+                  show_progress=False)
     assert len(result.trials) == 4
     assert backend.puts == 2 * 2 + 2
+    assert result.model.item_factors_.dtype == dtype
+
+
+def test_the_refit_trains_on_the_searchs_backend(R, monkeypatch):
+    """A backend named by a string is made once: the trials and the refit use that one
+    instance (on a GPU, the same device), and the model keeps the name."""
+    from gpu_als import tune as tune_module
+    from gpu_als.backends import CPUBackend
+
+    made = []
+
+    class Counting(CPUBackend):
+        puts = 0
+
+        def put(self, rows):
+            self.puts += 1
+            return super().put(rows)
+
+    def get_backend(name):
+        assert name == "cpu"
+        made.append(Counting())
+        return made[-1]
+
+    monkeypatch.setattr(tune_module, "get_backend", get_backend)
+    result = tune(R, {"factors": [2, 4]}, halving=False,
+                  base_params={"iterations": 2, "backend": "cpu"}, show_progress=False)
+    assert len(made) == 1 and made[0].puts == 2 + 2
+    assert result.model.get_params()["backend"] == "cpu"
+
+
+def test_the_best_is_a_finished_trial(R, monkeypatch):
+    """A trial stopped at an early rung may have scored better there than any finished
+    trial did at the end: the winner is still the best finished one."""
+    from gpu_als import tune as tune_module
+
+    def validation_score(model, fit_part, validation, metric, K):  # fewer iterations: better
+        return 1.0 / len(model.loss_history_) + 1e-3 * model.factors
+
+    monkeypatch.setattr(tune_module, "validation_score", validation_score)
+    result = tune(R, {"factors": [2, 3, 4, 5]}, min_iterations=2, reduction_factor=2,
+                  base_params={"iterations": 4, "backend": "cpu"}, show_progress=False)
+    finished = [t for t in result.trials if t["finished"]]
+    assert [t["factors"] for t in finished] == [4, 5]
+    assert result.best_params == {"factors": 5}
+    assert result.best_score == pytest.approx(1 / 4 + 5e-3)
+    assert max(t["score"] for t in result.trials) > result.best_score
+
+
+def test_a_trial_that_stops_frees_its_factors(R, monkeypatch):
+    """At each rung only the surviving trials hold their training state."""
+    import weakref
+
+    from gpu_als import tune as tune_module
+
+    made, live_at_scoring = [], []
+
+    class Training(tune_module._Training):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    def validation_score(model, fit_part, validation, metric, K):
+        live_at_scoring.append(sum(ref() is not None for ref in made))
+        return float(model.factors)
+
+    monkeypatch.setattr(tune_module, "_Training", Training)
+    monkeypatch.setattr(tune_module, "validation_score", validation_score)
+    result = run(R, min_iterations=2, reduction_factor=3)  # 8 trials, then 3
+    assert sum(t["finished"] for t in result.trials) == 3
+    assert live_at_scoring == [8] * 8 + [3] * 3
 
 
 def test_each_confidence_setting_trains_with_its_own_confidences(R):
