@@ -98,8 +98,10 @@ def test_a_seed_gives_the_same_matrix_across_releases(args, digest):
 
 
 def test_power_law_device_argument():
-    with pytest.raises(ValueError, match="device='tpu'"):
-        make_power_law(6, 5, 10, device="tpu")
+    for device in ("tpu", "cuda", "GPU", None):  # the names of ALS's backends only
+        with pytest.raises(ValueError, match=f"device={device!r}: expected 'auto', 'cpu' "
+                                             f"or 'gpu'"):
+            make_power_law(6, 5, 10, device=device)
     if gpu.unavailable_reason() is not None:
         with pytest.raises(ValueError, match="device='gpu' cannot run"):
             make_power_law(6, 5, 10, device="gpu")
