@@ -291,8 +291,8 @@ def ranking_metrics(
         totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
         precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
         totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
-    n = max(1, n_users)
-    return {**{name: value / n for name, value in totals.items()}, "users": n_users}
+    # n_users >= 1: a test without users is refused by _for_test_batches
+    return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
 
 
 def precision_at_k(model: Any, train: Any, test: Any, K: int = 10,
@@ -500,9 +500,7 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
         # most test items first (the mean over users does not depend on their order): the
         # users whose k-th test item is compared are then the leading rows of the scores
         batch = batch[np.argsort(-np.diff(test.indptr)[batch], kind="stable")]
-        scores = np.asarray(scores_of(batch))  # a new array, its own dtype: float32 is faster
-        if scores.dtype.kind != "f":
-            scores = scores.astype(np.float64)
+        scores = np.asarray(scores_of(batch))  # a new array of the factors' float dtype
         liked, tested = train[batch], test[batch]
         scores[csr_pairs(liked)] = np.nan  # not candidates: never compare as >= or ==
         n_candidates = train.shape[1] - np.diff(liked.indptr)

@@ -49,6 +49,9 @@ def test_split_is_per_user_disjoint_and_seeded():
                                             r"train_test_split\(ratings, 0.8\) keeps that "
                                             r"share for training instead \(test_fraction=0.2\)"):
             implicit_call()
+    with pytest.raises(TypeError, match=r"train_test_split\(ratings, 80\) keeps that share "
+                                        r"for training instead$"):  # no test_fraction=-79
+        train_test_split(R, 80)
 
 
 @pytest.mark.parametrize("test_fraction", [0.5, 0.8, 0.95])
@@ -127,6 +130,9 @@ def test_metrics_by_hand():
     assert m["ndcg"] == pytest.approx((dcg0 / idcg0 + 1.0) / 2)
     # AP: user 0: (1/2)(1/2 + 2/4); user 2: 1
     assert m["map"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 1.0) / 2)
+    only_2 = sp.csr_matrix(([1.0], ([2], [5])), shape=(3, 6))  # user 2's test item alone
+    assert ranking_metrics(Fixed(lists), train, only_2, K=4) == {  # that user's numbers
+        "precision": 1 / 4, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "users": 1}
 
 
 def test_auc_by_hand():
@@ -451,6 +457,9 @@ def test_popularity_and_random_baselines():
     np.testing.assert_array_equal(ids, [[2, 3], [1, 2]])  # counts 3,1,1,0; ties by id
     ids, _ = RandomRecommender(0).fit(train).recommend(2, train[2], N=3)
     assert sorted(ids) == [1, 2, 3]
+    for model in (pop, RandomRecommender(0).fit(train)):  # N above the items: all of them
+        ids, scores = model.recommend([0], train[[0]], N=10)
+        assert ids.shape == scores.shape == (1, 4) and sorted(ids[0]) == [-1, -1, 2, 3]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -628,6 +637,9 @@ def test_rmse_is_that_of_predict_on_the_test_entries():
     with pytest.warns(UserWarning, match="feedback='implicit': it predicts preferences"):
         assert rmse(ALS.from_factors(X, Y, backend="cpu"), test) == pytest.approx(
             np.sqrt(19 / 3))
+    close = ALS.from_factors(np.ones((1, 1)), np.full((1, 1), 1 + 1e-9),
+                             feedback="explicit", backend="cpu", dtype="float64")
+    assert rmse(close, sp.csr_matrix(np.ones((1, 1)))) == pytest.approx(1e-9, rel=1e-6)
     with pytest.raises(ValueError, match="itemids 2 is out of range"):
         rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
     with pytest.raises(TypeError, match="model must have a predict method .*got csr_matrix"):
@@ -716,6 +728,23 @@ def test_early_stopping_with_min_delta_needs_that_much_improvement():
     assert stop.best_iteration == 0 and stop.stopped_iteration == 3 and len(stop.scores) == 4
     assert ranking_metrics(model, train, validation, K=5)["ndcg"] == stop.scores[0]
     assert "best_iteration=0" in repr(stop)
+
+
+@pytest.mark.parametrize("iterations, stopped", [(6, 2), (3, None)])
+def test_early_stopping_a_score_equal_to_the_best_is_no_improvement(
+        monkeypatch, iterations, stopped):
+    """A flat score: the first iteration stays the best, and the fit stops after
+    ``patience`` more; when that is its last iteration it was not stopped."""
+    from gpu_als import ALS, evaluation
+
+    monkeypatch.setattr(evaluation, "validation_score", lambda *args: 0.25)
+    R = random_interactions(40, 30, 0.2, seed=2)
+    model = ALS(factors=2, iterations=iterations, backend="cpu", random_state=0,
+                show_progress=False)
+    stop = EarlyStopping(model, R, R, patience=2)
+    model.fit(R, callback=stop)
+    assert (stop.best_iteration, stop.stopped_iteration) == (0, stopped)
+    assert stop.scores == [0.25] * 3 and len(model.loss_history_) == 1
 
 
 def test_early_stopping_can_score_a_fixed_sample_of_the_validation_users():
