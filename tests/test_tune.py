@@ -5,10 +5,22 @@ import pytest
 import scipy.sparse as sp
 
 from gpu_als import ALS
+from gpu_als.backends import CPUBackend
 from gpu_als.evaluation import ranking_metrics, train_test_split
 from gpu_als.tune import tune
 
 from .conftest import ProgressBars, random_interactions
+
+
+class Counting(CPUBackend):
+    """The CPU backend, counting the matrices handed to it."""
+
+    puts = 0
+
+    def put(self, rows):
+        self.puts += 1
+        return super().put(rows)
+
 
 GRID = {"factors": [2, 8], "regularization": [0.01, 1.0], "alpha": [1.0, 20.0]}
 
@@ -242,15 +254,6 @@ def test_each_confidence_setting_goes_to_the_backend_once(R, dtype):
     """The search hands the training data to the backend once per confidence setting
     (both orientations), not once per trial, in the trials' dtype: on a GPU it stays on
     the device; the refit on all the data puts its own."""
-    from gpu_als.backends import CPUBackend
-
-    class Counting(CPUBackend):
-        puts = 0
-
-        def put(self, rows):
-            self.puts += 1
-            return super().put(rows)
-
     backend = Counting()
     result = tune(R, {"factors": [2, 4], "alpha": [1.0, 20.0]}, halving=False,
                   base_params={"iterations": 2, "backend": backend, "dtype": dtype},
@@ -264,16 +267,7 @@ def test_the_refit_trains_on_the_searchs_backend(R, monkeypatch):
     """A backend named by a string is made once: the trials and the refit use that one
     instance (on a GPU, the same device), and the model keeps the name."""
     from gpu_als import tune as tune_module
-    from gpu_als.backends import CPUBackend
-
     made = []
-
-    class Counting(CPUBackend):
-        puts = 0
-
-        def put(self, rows):
-            self.puts += 1
-            return super().put(rows)
 
     def get_backend(name):
         assert name == "cpu"
