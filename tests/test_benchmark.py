@@ -211,9 +211,11 @@ def test_compare_and_plot(tmp_path):
             row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
             row("gpu_als", "cholesky", 1.0, 99.0, backend="cpu"),
             {"dataset": "d", "factors": 256, "library": "implicit", "backend": "gpu",
-             "solver": "cg", "error": "timed out"}]
+             "solver": "cg", "error": "timed out"},
+            {"dataset": "d", "factors": 64, "library": "gpu_als", "backend": "gpu",
+             "solver": "cg", "error": "out of memory"}]
     comparisons = benchmark.compare(rows)
-    assert len(comparisons) == 2  # per factors and device; the failed row is left out
+    assert len(comparisons) == 2  # per factors and device; the failed rows are left out
     assert comparisons[0]["speedup"] == pytest.approx(30.0)
     assert comparisons[0]["loss_ratio"] == pytest.approx(0.99)
     result = {"device": "Test GPU", "commit": "abc", "date": "2026-11-28T10:00:00+00:00",
@@ -227,6 +229,22 @@ def test_compare_and_plot(tmp_path):
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000
+
+
+def test_iterations_slugs_and_a_rows_own_commit():
+    """MovieLens runs its own iterations, a synthetic set what was asked, else the
+    profile's, else its own; a device's slug has no dashes at its ends; a merged row keeps
+    the commit it already names."""
+    ml, synthetic = benchmark.DATASETS["ml-100k"], benchmark.DATASETS["ml20m-like"]
+    assert benchmark._iterations(ml, {"iterations": 4}, 3) == ml.iterations == 15
+    assert benchmark._iterations(synthetic, {"iterations": 4}, 3) == 3
+    assert benchmark._iterations(synthetic, {"iterations": 4}, None) == 4
+    assert benchmark._iterations(synthetic, {"iterations": None}, None) == 6
+    assert benchmark.slug(" NVIDIA H200 (SXM) ") == "nvidia-h200-sxm"
+    document = {"device": "X", "commit": "new", "date": "2026-11-28T10:00:00+00:00",
+                "benchmarks": [{"dataset": "d", "factors": 8, "library": "gpu_als",
+                                "backend": "cpu", "solver": "cholesky", "commit": "old"}]}
+    assert benchmark.merge_results([document])[0]["benchmarks"][0]["commit"] == "old"
 
 
 def test_runs_in_pieces_merge_per_device(tmp_path):
