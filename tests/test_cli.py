@@ -1129,6 +1129,10 @@ def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
     assert "the model has no item '7777'" in capsys.readouterr().err
 
 
+def _raise(exc):
+    raise exc
+
+
 def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     from gpu_als.backends import _kernels, gpu
 
@@ -1138,6 +1142,14 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     assert out.startswith("gpu-als ") and "numpy " in out and "CPU: " in out
     assert "GPU: not usable: no device (test)" in out
     assert "backend='auto' uses the CPU backend here" in out
+    # a device CuPy sees, whose details cannot be read (here: no CuPy): said, and used
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(gpu, "GPUBackend", lambda: _raise(RuntimeError("driver too old")))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU: usable, but its details could not be read: RuntimeError: driver too old\n" \
+           "backend='auto' uses the GPU backend here\n" in out
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no device (test)")
     # --compile: every listed specialisation through NVRTC (one file here, for time)
     monkeypatch.setattr(_kernels, "SPECIALISATIONS",
                         {"loss.cu": _kernels.SPECIALISATIONS["loss.cu"]})
