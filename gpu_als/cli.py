@@ -390,10 +390,11 @@ def evaluate(args: argparse.Namespace) -> int:
     matrix, _, _ = read_interactions(args)
     train_m, test_m = held_out_split(matrix, args.test_fraction, args.seed, "testing",
                                      f"{args.file}: ")
-    if args.feedback == "implicit" and args.min_value is not None:
-        test_m = test_m.multiply(test_m >= args.min_value).tocsr()
-        test_m.eliminate_zeros()
-        if test_m.nnz == 0:
+    relevant = test_m  # what the ranking metrics count as hits
+    if args.min_value is not None:
+        relevant = test_m.multiply(test_m >= args.min_value).tocsr()
+        relevant.eliminate_zeros()
+        if relevant.nnz == 0:
             raise ValueError(f"no held-out interaction has a value >= --min-value "
                              f"{args.min_value:g}: nothing to test")
     model = make_model(args)
@@ -402,16 +403,18 @@ def evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items; "
           f"{train_m.nnz} train / {test_m.nnz} test interactions "
-          f"({args.test_fraction:.0%} of each user's, seed {args.seed}); "
-          f"trained on '{model.backend_}' in {seconds:.2f} s\n")
+          f"({args.test_fraction:.0%} of each user's, seed {args.seed}"
+          + ("" if args.min_value is None else
+             f"; {relevant.nnz} of them >= {args.min_value:g} count as relevant")
+          + f"); trained on '{model.backend_}' in {seconds:.2f} s\n")
     K = args.K
     rows = {}
     for name, recommender in (("Random", RandomRecommender(args.seed).fit(train_m)),
                               ("Popularity", PopularityRecommender().fit(train_m)),
                               ("ALS", model)):
-        rows[name] = ranking_metrics(recommender, train_m, test_m, K=K)
+        rows[name] = ranking_metrics(recommender, train_m, relevant, K=K)
         if not args.no_auc:
-            rows[name]["auc"] = auc(recommender, train_m, test_m)
+            rows[name]["auc"] = auc(recommender, train_m, relevant)
     print_table(rows, [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
                        ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}")]
                 + ([] if args.no_auc else [("auc", "AUC")]))
@@ -785,8 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each user's interactions held out (default 0.2)")
     p.add_argument("--K", type=int, default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
-                   help="implicit: count only test values >= this as relevant "
-                        "(e.g. 4 for ratings)")
+                   help="count only held-out values >= this as relevant in the ranking "
+                        "metrics (e.g. 4 for ratings); the RMSE of --feedback explicit "
+                        "still scores every held-out rating")
     p.add_argument("--no-auc", action="store_true",
                    help="leave out AUC, which places every test item among all of its "
                         "user's candidates: on large data most of the time")

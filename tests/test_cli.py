@@ -1172,23 +1172,37 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
             in capsys.readouterr().out)
 
 
-def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys):
-    import re
-
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys, feedback):
+    """--min-value: the ranking metrics (and AUC) count only the held-out values at or above
+    it as relevant; explicit feedback's RMSE still scores every held-out rating."""
     pd = pytest.importorskip("pandas")
     from gpu_als.data import from_dataframe
-    from gpu_als.evaluation import train_test_split
+    from gpu_als.evaluation import auc, ranking_metrics, train_test_split
 
     matrix, _, _ = from_dataframe(pd.read_csv(csv_file))
     threshold = float(np.median(matrix.data))
-    _, test = train_test_split(matrix, test_fraction=0.2, random_state=42)
-    counts = []
+    train, test = train_test_split(matrix, test_fraction=0.2, random_state=42)
+    strong = test.multiply(test >= threshold).tocsr()
+    assert 0 < strong.nnz < test.nnz
+    params = ["--factors", "3", "--iterations", "2", "--regularization", "0.1"]
+    outs = []
     for extra in ([], ["--min-value", str(threshold)]):
-        assert main(["evaluate", str(csv_file), "--factors", "3", "--iterations", "2",
+        assert main(["evaluate", str(csv_file), *params, "--feedback", feedback,
                      "--backend", "cpu", *extra]) == 0
-        counts.append(int(re.search(r"/ (\d+) test interactions", capsys.readouterr().out)[1]))
-    assert counts == [test.nnz, int((test.data >= threshold).sum())]
-    assert 0 < counts[1] < counts[0]
+        outs.append(capsys.readouterr().out)
+    assert f"/ {test.nnz} test interactions (20% of each user's, seed 42); trained" in outs[0]
+    assert (f"/ {test.nnz} test interactions (20% of each user's, seed 42; {strong.nnz} of "
+            f"them >= {threshold:g} count as relevant); trained") in outs[1]
+    model = ALS(factors=3, iterations=2, regularization=0.1, feedback=feedback,
+                backend="cpu", random_state=42, show_progress=False).fit(train)
+    for out, relevant in zip(outs, (test, strong)):
+        metrics = {**ranking_metrics(model, train, relevant, K=10, show_progress=False),
+                   "auc": auc(model, train, relevant)}
+        assert f"{'ALS':<12}" + "".join(f"{metrics[key]:>11.4f}" for key in (
+            "precision", "recall", "ndcg", "map", "auc")) + "\n" in out
+    rmse = [line for out in outs for line in out.splitlines() if line.startswith("RMSE")]
+    assert len(rmse) == (2 if feedback == "explicit" else 0) and len(set(rmse)) <= 1
     assert main(["evaluate", str(csv_file), "--min-value", "nan"]) == 2
     assert "--min-value must be a finite number, got nan" in capsys.readouterr().err
     # nothing left to test: refused before training, not after
