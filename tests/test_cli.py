@@ -30,8 +30,9 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     out = tmp_path / "m.npz"
     assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2",
                  "--backend", "cpu", "--output", str(out)]) == 0
-    assert "saved to" in capsys.readouterr().out
+    said = capsys.readouterr().out
     model = ALS.load(out, backend="cpu")
+    assert f" s, final loss {model.loss_history_[-1]:.6g}\nsaved to {out} (" in said
     assert model.factors == 4 and model.user_factors_.shape == (60, 4)
     assert model.user_ids_[0] == "u0" and model.item_ids_[0] == 100
     assert model.solver == "cholesky"
@@ -108,9 +109,19 @@ def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
                 random_state=5, show_progress=False).fit(R)
     np.testing.assert_allclose(model.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-7)
 
-    assert main(["train", str(csv_file), *options, "--early-stopping", "2",
-                 "--validation-fraction", "1.5", "--output", str(out)]) == 2
-    assert "--validation-fraction must be between 0 and 1, got 1.5" in capsys.readouterr().err
+    for fraction in ("1.5", "1"):
+        assert main(["train", str(csv_file), *options, "--early-stopping", "2",
+                     "--validation-fraction", fraction, "--output", str(out)]) == 2
+        assert f"--validation-fraction must be between 0 and 1, got {float(fraction)}" in \
+            capsys.readouterr().err
+    assert main(["train", str(csv_file), "--feedback", "explicit", "--factors", "2",
+                 "--iterations", "3", "--backend", "cpu", "--early-stopping", "1",
+                 "--output", str(out)]) == 0  # ratings: the RMSE by default
+    assert "early stopping: rmse on 10% of each user's interactions held out was best" in \
+        capsys.readouterr().out
+    assert main(["train", str(csv_file), *options[:4], "--iterations", "0", "--backend",
+                 "cpu", "--early-stopping", "2", "--output", str(out)]) == 0
+    assert ALS.load(out, backend="cpu").iterations == 0  # nothing to stop: no iterations
     assert main(["train", str(csv_file), *options, "--early-stopping", "0",
                  "--output", str(out)]) == 2
     assert "--early-stopping (the patience) must be >= 1, got 0" in capsys.readouterr().err
@@ -390,6 +401,21 @@ def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tm
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_verbose_logs_at_info_level(csv_file, tmp_path):
+    """-v: the library's INFO messages (here, where backend='auto' trains) on stderr."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "gpu_als", "train", str(csv_file), "--factors", "2",
+            "--iterations", "1", "--output", str(tmp_path / "m.npz")]
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    loud = subprocess.run(argv[:3] + ["-v"] + argv[3:], capture_output=True, text=True,
+                          timeout=120)
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert "backend='auto'" not in quiet.stderr
+    assert re.search(r"^gpu_als: backend='auto': using the (CPU|GPU) backend",
+                     loud.stderr, re.M), loud.stderr
+
+
 def test_python_dash_m_gpu_als_is_the_command_line():
     import subprocess
 
@@ -526,8 +552,9 @@ def test_bad_columns(csv_file, capsys):
                 f"--no-header" in capsys.readouterr().err)
     rated = csv_file.with_name("rated.csv")
     rated.write_text(csv_file.read_text().replace("value", "rating", 1))
+    model = csv_file.with_name("m.npz")
     assert main(["train", str(rated), "--factors", "2", "--iterations", "1", "--backend", "cpu",
-                 "--output", str(csv_file.with_name("m.npz"))]) == 0
+                 "--output", str(model)]) == 0
     err = capsys.readouterr().err  # trained on counts, and says so in one line
     assert err.startswith("gpu-als train: warning: no column 'value': every row counts 1, "
                           "and column(s) ['rating'] are not used") and err.count("\n") == 1
@@ -537,6 +564,13 @@ def test_bad_columns(csv_file, capsys):
         assert ("has no column 'rating': --feedback explicit learns ratings; name their "
                 "column with --value-col (the columns are ['user', 'item', 'value'])"
                 in capsys.readouterr().err)
+    # a model of ratings to go on from: the file needs them too (the model's feedback)
+    assert main(["train", str(csv_file), "--feedback", "explicit", "--factors", "2",
+                 "--iterations", "1", "--backend", "cpu", "--output", str(model)]) == 0
+    assert main(["train", str(rated), "--init", str(model), "--output", str(model)]) == 2
+    assert ("has no column 'value': --feedback explicit learns ratings; name their column "
+            "with --value-col (the columns are ['user', 'item', 'rating'])"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("content, says", [
@@ -702,6 +736,14 @@ def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
                  "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Recall@10" in out and "Personalization" in out and "recommend(): all 943" in out
+    # DESIGN.md section 6: ratings >= 4, 20% of each user's held out (seed 42), lambda 0.001
+    from gpu_als.evaluation import binarize, train_test_split
+
+    train, test = train_test_split(binarize(movielens.ratings, threshold=4), test_fraction=0.2,
+                                   random_state=42)
+    assert train.nnz + test.nnz == 55_375
+    assert f"943 users x 1682 items, {train.nnz} train / {test.nnz} test positives" in out
+    assert "ALS: factors=16, regularization=0.001, alpha=10.0, iterations=3;" in out
     for name in ("loss.png", "item_pca.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert np.isfinite(float(out.split("Personalization: ")[1].split()[0]))
@@ -719,15 +761,19 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert f"refitted on all the data: {tmp_path / 'best.npz'}\n" in out
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
-    assert main(["tune", str(csv_file), "--grid", "factors"]) == 2
+    for grid in ("factors", "factors=", "=2,4"):
+        assert main(["tune", str(csv_file), "--grid", grid]) == 2
+        assert f"--grid {grid!r}: expected NAME=VALUE,VALUE,..." in capsys.readouterr().err
     assert main(["tune", str(csv_file), "--grid", "factors=2", "--grid", "factors=4"]) == 2
     assert "--grid factors= is given twice: list all of its values in one, factors=A,B" \
         in capsys.readouterr().err
     args = ["tune", str(csv_file), "--feedback", "explicit", "--metric", "rmse", "--grid",
-            "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "2",
-            "--backend", "cpu", "--trials", str(tmp_path / "r.csv"), "--no-halving"]
+            "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "4",
+            "--backend", "cpu", "--trials", str(tmp_path / "r.csv"), "--no-halving",
+            "--min-iterations", "2"]  # (halving would stop 2 of the 4 after 2)
     assert main(args) == 0
-    assert "validation rmse " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 configurations, 4 trained to the end" in out and "validation rmse " in out
     scores = [float(line.split(",")[2]) for line in
               (tmp_path / "r.csv").read_text().splitlines()[1:]]
     assert len(scores) == 4 and scores == sorted(scores)  # the lowest first
@@ -744,7 +790,8 @@ def trained(csv_file, tmp_path):
 
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
     path, _ = trained
-    for command in (["similar", str(path), "--items", "100"],
+    for command in (["recommend", str(path), "--users", "u0"],
+                    ["similar", str(path), "--items", "100"],
                     ["explain", str(path), str(csv_file), "--user", "u0", "--items", "100"]):
         assert main([*command, "--N", "0", "--backend", "cpu"]) == 2
         assert "--N must be at least 1, got 0" in capsys.readouterr().err
@@ -968,7 +1015,8 @@ def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, 
     assert "the model has no item '999'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["recommend", str(path), "--users", "@nowhere.txt"])
-    assert "argument --users: @nowhere.txt: cannot read the file of ids" in \
+    assert "argument --users: @nowhere.txt: cannot read the file of ids (No such file or " \
+           "directory: nowhere.txt); an id that begins with @ is read from a file too" in \
         capsys.readouterr().err
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(SystemExit):
@@ -1365,6 +1413,8 @@ def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
                  "--output", str(out)]) == 0
     similar = read_ranking(out)
     assert sorted(similar["similar_item"]) == list(range(1, 12))
+    assert capsys.readouterr().err == f"11 similar items (cosine of the factors, 11 per item) " \
+                                      f"to {out}\n"
     assert main(["explain", str(path), str(tmp_path / "q.csv"), "--user", "0", "--items",
                  "0", "--backend", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -1378,7 +1428,7 @@ def test_command_line_defaults_are_the_library_defaults():
     and cut-off default to what the library's functions default to."""
     import inspect
 
-    from gpu_als.cli import build_parser, make_model
+    from gpu_als.cli import build_parser, make_model, model_params
     from gpu_als.evaluation import ranking_metrics, train_test_split
     from gpu_als.tune import tune
 
@@ -1396,6 +1446,9 @@ def test_command_line_defaults_are_the_library_defaults():
     for name in ("metric", "K", "validation_fraction", "min_iterations", "reduction_factor"):
         assert getattr(args, name) == searched[name], name
     assert args.iterations == 20  # tune's base iterations (the reference settings)
+    # the values ALS gets are plain int, float and str, not the options' marked defaults
+    assert {type(v) for v in model_params(parser.parse_args(["train", "f.csv"])).values()} \
+        == {int, float, str}
     args = parser.parse_args(["evaluate", "f.csv"])
     assert args.K == defaults(ranking_metrics)["K"]
     assert args.test_fraction == defaults(train_test_split)["test_fraction"]
