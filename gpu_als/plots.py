@@ -74,7 +74,10 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     """The loss after each iteration, on a log scale; written to ``path`` (PNG)."""
     loss_history = to_host(loss_history, np.float64)
-    if loss_history.ndim != 1 or len(loss_history) == 0:
+    if loss_history.ndim != 1:
+        raise ValueError(f"loss_history must hold one loss per iteration (1-D), got shape "
+                         f"{loss_history.shape}")
+    if len(loss_history) == 0:
         raise ValueError("no loss to plot: loss_history is empty (a fit with "
                          "calculate_training_loss=False, or iterations=0, records none)")
     fig = _figure(figsize=(6, 4), dpi=120)

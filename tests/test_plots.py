@@ -1,6 +1,8 @@
 """gpu_als.plots: files written without touching pyplot's state; every kind of searched
 hyperparameter plotted."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,10 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
 
     with pytest.raises(ValueError, match="no loss to plot: loss_history is empty"):
         plots.plot_loss([], tmp_path / "loss.png")
+    for shape, losses in (("(1, 2)", [[3.0, 2.0]]), ("()", 3.0)):
+        with pytest.raises(ValueError, match=r"loss_history must hold one loss per iteration "
+                                             r"\(1-D\), got shape " + re.escape(shape)):
+            plots.plot_loss(losses, tmp_path / "loss.png")
     factors = np.random.default_rng(0).random((20, 3))
     with pytest.raises(ValueError, match="popularity has 19 values for 20 items"):
         plots.plot_item_pca(factors, np.ones(19), tmp_path / "pca.png")
@@ -235,6 +241,14 @@ def test_tuning_chart(drawn, tmp_path):
         ["stopped early", "finished"]
     # (Figure.get_suptitle is matplotlib 3.8's; the package takes 3.6)
     assert figure._suptitle.get_text() == "Hyperparameter search (3 configurations)"
+    plot_tuning(result, tmp_path / "tune.png", title="my search")
+    assert drawn[1]._suptitle.get_text() == "my search"
+    # more values than MAX_VALUE_TICKS: matplotlib's own ticks, not one at each value
+    many = [{**trials[1], "factors": k, "finished": True} for k in range(1, 10)]
+    plot_tuning(TuneResult({**best, "factors": 9}, 0.3, None, many, "recall@10"),
+                tmp_path / "many.png")
+    ticks = [float(x) for x in drawn[2].axes[0].get_xticks()]
+    assert ticks and ticks != list(range(1, 10))
 
 
 def test_benchmark_chart(drawn, tmp_path):
