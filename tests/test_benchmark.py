@@ -52,7 +52,9 @@ def needs_implicit():
         skip_or_fail(f"implicit is not installed: {exc}")
 
 
-def test_a_row_has_every_field(tiny):
+def test_a_row_has_every_field(tiny, monkeypatch):
+    readings = iter([1000, 5000])  # the process's peak RSS, before the fit and after it
+    monkeypatch.setattr(benchmark, "_max_rss_bytes", lambda: next(readings))
     row = benchmark.run_one(spec(tiny))
     assert (row["users"], row["items"], row["nnz"]) == (300, 120, 4_000)
     assert row["seconds_per_iteration"] > 0 and row["first_iteration_seconds"] > 0
@@ -70,7 +72,8 @@ def test_a_row_has_every_field(tiny):
         sum(side["gram_build"] for side in row["phases"].values()))
     # 2 nnz k^2 FLOP per half-step, two half-steps
     assert row["gram_gflops"] == pytest.approx(4 * 4_000 * 8**2 / row["gram_seconds"] / 1e9)
-    assert row["host_peak_bytes"] >= row["host_before_fit_bytes"] > 0
+    assert (row["host_before_fit_bytes"], row["host_peak_bytes"]) == (1000, 5000)
+    assert row["setup_seconds"] > 0  # the CSR's both orientations, the initial factors
     assert row["device_peak_bytes"] is None
     assert row["csr_and_factors_bytes"] == 2 * (4_000 * 8 + 301 * 4) + 420 * 8 * 4
     json.dumps(row)  # goes to a JSON file as it is
@@ -87,6 +90,22 @@ def test_implicit_fed_our_confidences_solves_our_objective(tiny):
     theirs_cg = benchmark.run_one(spec(tiny, library="implicit", solver="cg"))
     assert theirs_cg["final_loss"] == pytest.approx(ours_cg["final_loss"], rel=1e-3)
     assert ours_cg["final_loss"] >= ours["final_loss"] * (1 - 1e-6)  # CG is no better
+    # the factors themselves, after 2 iterations (where the losses of different starts, or
+    # of CG and the exact solver, can still be close): float32 rounding apart for the exact
+    # solvers, CG's own rounding apart for CG; CG and exact differ by percents
+    R, _ = benchmark._load(tiny)
+    factors = {}
+    for library in ("gpu_als", "implicit"):
+        fit = benchmark._fit_gpu_als if library == "gpu_als" else benchmark._fit_implicit
+        for solver in ("cholesky", "cg"):
+            done = fit(R, {**spec(tiny, library=library, solver=solver), "iterations": 2})
+            factors[library, solver] = np.vstack([done["X"], done["Y"]])
+    scale = np.abs(factors["gpu_als", "cholesky"]).max()
+    for solver, tolerance in (("cholesky", 2e-5), ("cg", 5e-4)):
+        np.testing.assert_allclose(factors["implicit", solver], factors["gpu_als", solver],
+                                   atol=tolerance * scale, rtol=0)
+    assert np.abs(factors["gpu_als", "cg"] - factors["gpu_als", "cholesky"]).max() > \
+        0.01 * scale
 
 
 def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
@@ -104,7 +123,8 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     for side in ("user", "item"):
         assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
         two_kernel = row["phases_two_kernel"][side]
-        assert {"gram_build", "solve"} <= set(two_kernel)
+        # every row through gram.cu and cholesky.cu: none fused, none split apart
+        assert set(two_kernel) == {"fixed_gram", "shared", "gram_build", "solve"}
         assert two_kernel["gram_build"] > 0 and two_kernel["solve"] > 0
     assert np.isfinite(row["X"]).all() and len(row["stamps"]) == 3
     # With the default tile (32 rows), the fused kernel is profiled with smaller ones too.
@@ -186,9 +206,134 @@ def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):
 def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
     row = benchmark._run_subprocess(spec(str(tmp_path / "missing.npz")), timeout=120)
     assert "error" in row and "missing.npz" in row["error"]
+    assert row["error"].startswith("exit code 1: ") and row["error"].count(" | ") == 2
     assert row["dataset"] == "tiny" and row["factors"] == 8
     # the traceback too, where the error line alone would not say where it came from
     assert row["output_tail"].startswith("Traceback") and "run_one" in row["output_tail"]
+
+
+def test_a_fit_that_runs_out_of_time_is_a_row_that_says_so(monkeypatch):
+    def too_slow(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(benchmark.subprocess, "run", too_slow)
+    row = benchmark._run_subprocess(spec("unused.npz"), timeout=60)
+    assert row == {"dataset": "tiny", "factors": 8, "library": "gpu_als", "backend": "cpu",
+                   "solver": "cholesky", "error": "timed out after 60 s"}
+    assert benchmark._format_row(row) == \
+        "        tiny k=8    gpu_als-cpu-cholesky  failed: timed out after 60 s"
+
+
+def test_run_passes_its_limits_on_and_names_what_it_does_not_know(tiny, tmp_path,
+                                                                   monkeypatch):
+    """run()'s timeout reaches each fit; --cpu-max-nnz is inclusive (tiny has 4,000)."""
+    timeouts = []
+
+    def fake(spec, timeout):
+        timeouts.append(timeout)
+        return {**spec, "error": "not run (test)"}
+
+    monkeypatch.setattr(benchmark, "_run_subprocess", fake)
+    options = dict(datasets=["tiny"], factors=[4], implementations=["gpu_als-cpu-cholesky"],
+                   cache=Path(tiny).parent)
+    result = benchmark.run("quick", cpu_max_nnz=4_000, timeout=7, **options)
+    assert timeouts == [7] and len(result["benchmarks"]) == 1
+    with pytest.raises(ValueError, match=r"tiny: nothing to run on it here \(CPU "
+                                         r"implementations run up to 3,999 interactions\)"):
+        benchmark.run("quick", cpu_max_nnz=3_999, **options)
+    with pytest.raises(ValueError, match=r"unknown datasets \['nope'\]: expected some of"):
+        benchmark.run("quick", datasets=["nope"])
+    with pytest.raises(ValueError, match=r"unknown implementations \['nope'\]"):
+        benchmark.run("quick", datasets=["tiny"], implementations=["nope"])
+
+
+def test_command_line_writes_where_asked_plots_and_fails_on_a_failed_fit(tmp_path,
+                                                                       monkeypatch, capsys):
+    """--output into folders it makes; --plots into FOLDER/<device>/, matplotlib checked
+    before any fit; the comparisons kept with each row; exit status 1 if a fit failed."""
+    pytest.importorskip("matplotlib")
+
+    def row(library, seconds, **extra):
+        return {"dataset": "d", "users": 10, "items": 5, "nnz": 20, "factors": 8,
+                "library": library, "backend": "cpu", "solver": "cholesky",
+                "seconds_per_iteration": seconds, "final_loss": 9.0, **extra}
+
+    rows = [row("gpu_als", 1.0), row("implicit", 2.0)]
+    kept = []
+
+    def fake_run(profile, *, on_row, **options):
+        for r in rows:
+            on_row(r)
+            kept.append(json.loads(output.read_text()))
+        return benchmark.result_document(profile, rows)
+
+    monkeypatch.setattr(benchmark, "run", fake_run)
+    output = tmp_path / "new" / "folder" / "r.json"
+    assert benchmark.main(["--output", str(output), "--plots", str(tmp_path / "charts")]) == 0
+    assert [len(k["benchmarks"]) for k in kept] == [1, 2]
+    assert [len(k["comparisons"]) for k in kept] == [0, 1]  # as each row came
+    assert json.loads(output.read_text())["comparisons"][0]["speedup"] == 2.0
+    device = benchmark.slug(json.loads(output.read_text())["device"])
+    assert [p.name for p in (tmp_path / "charts" / device).iterdir()] == ["bench-d.png"]
+    out = capsys.readouterr().out
+    assert "implicit's s/iteration / gpu_als's" in out and f"wrote {output}" in out
+    rows.append({**row("gpu_als", None), "error": "exit code 1: boom"})
+    assert benchmark.main(["--output", str(output)]) == 1
+    capsys.readouterr()
+    kept.clear()
+    from gpu_als import plots
+
+    def no_matplotlib():
+        raise ImportError("plots need matplotlib (test)")
+
+    monkeypatch.setattr(plots, "check_matplotlib", no_matplotlib)
+    with pytest.raises(ImportError, match="plots need matplotlib"):
+        benchmark.main(["--output", str(output), "--plots", str(tmp_path / "charts")])
+    assert kept == []  # before any fit
+    benchmark.print_comparisons([])
+    assert capsys.readouterr().out == ""
+
+
+def test_prepare_generates_a_synthetic_set_once_and_leaves_movielens_to_each_fit(
+        tmp_path, monkeypatch, movielens):
+    """The cache: a second prepare reads the file the first wrote. MovieLens is loaded by
+    each fit, split as DESIGN.md section 6 says, and scored by its Recall@10."""
+    from gpu_als import datasets
+    from gpu_als.evaluation import binarize, train_test_split
+
+    calls = []
+    real = datasets.make_power_law
+    monkeypatch.setattr(datasets, "make_power_law",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    mini = benchmark.Dataset("mini", 40, 30, 300)
+    first = benchmark.prepare(mini, tmp_path)
+    assert benchmark.prepare(mini, tmp_path) == first and calls == [(40, 30, 300)]
+    assert benchmark.prepare(benchmark.DATASETS["ml-100k"], tmp_path) is None
+    assert list(tmp_path.iterdir()) == [first]
+    row = benchmark.run_one({"dataset": "ml-100k", "path": None, "factors": 8,
+                             "library": "gpu_als", "backend": "cpu", "solver": "cholesky",
+                             "iterations": 3})
+    train, test = train_test_split(binarize(movielens.ratings, threshold=4),
+                                   test_fraction=0.2, random_state=42)
+    assert (row["users"], row["items"], row["nnz"]) == (943, 1682, train.nnz)
+    model = ALS(factors=8, regularization=benchmark.REGULARIZATION, alpha=benchmark.ALPHA,
+                iterations=3, random_state=benchmark.SEED, backend="cpu",
+                show_progress=False).fit(train)
+    assert row["recall_at_10"] == pytest.approx(
+        benchmark._recall_at_10(model.user_factors_, model.item_factors_, train, test),
+        abs=0.01)
+
+
+def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
+    """run_one on the (emulated) GPU backend: the Gram phase's seconds and FLOP/s are the
+    two-kernel path's gram_build, where the build is timed apart from the solves."""
+    path = str(benchmark.prepare(benchmark.Dataset("mini", 40, 30, 300), tmp_path))
+    row = benchmark.run_one({**spec(path, factors=6), "dataset": "mini",
+                             "backend": emulated_backend(), "iterations": 2})
+    two_kernel = row["phases_two_kernel"]
+    assert row["gram_seconds"] == pytest.approx(
+        sum(side["gram_build"] for side in two_kernel.values()))
+    assert row["gram_gflops"] == pytest.approx(4 * 300 * 6**2 / row["gram_seconds"] / 1e9)
 
 
 def test_compare_and_plot(tmp_path):
@@ -221,7 +366,7 @@ def test_compare_and_plot(tmp_path):
     result = {"device": "Test GPU", "commit": "abc", "date": "2026-11-28T10:00:00+00:00",
               "benchmarks": rows, "comparisons": comparisons}
     tables = benchmark.markdown_tables(result)
-    assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |" in tables
+    assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |  |  |  | 4.95000 |  |" in tables
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
     # as run, without Woodbury, tile 8, tile 16 (not profiled), two-kernel
