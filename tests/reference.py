@@ -11,28 +11,59 @@ def confidence(r, alpha, kind="linear", epsilon=1.0):
     return 1 + alpha * magnitude
 
 
-def solve_rows_loop(R, F, regularization, *, feedback="implicit", alpha=1.0,
-                    confidence_kind="linear", epsilon=1.0):
-    """Every row's ridge system of DESIGN.md section 1, one np.linalg.solve per row (float64)."""
+def row_system(R, F, u, regularization, *, feedback="implicit", alpha=1.0,
+               confidence_kind="linear", epsilon=1.0):
+    """Row ``u``'s ridge system ``(A, b)`` of DESIGN.md section 1, formed densely (float64);
+    None for an empty row."""
     R = sp.csr_matrix(R, dtype=np.float64)
     F = np.asarray(F, dtype=np.float64)
     k = F.shape[1]
-    out = np.zeros((R.shape[0], k))
+    cols = R.indices[R.indptr[u]:R.indptr[u + 1]]
+    r = R.data[R.indptr[u]:R.indptr[u + 1]]
+    if len(cols) == 0:
+        return None
+    Fu = F[cols]
+    if feedback == "implicit":
+        c = confidence(r, alpha, confidence_kind, epsilon)
+        p = (r > 0).astype(np.float64)
+        return (F.T @ F + Fu.T @ ((c - 1)[:, None] * Fu) + regularization * np.eye(k),
+                Fu.T @ (c * p))
+    return Fu.T @ Fu + regularization * len(cols) * np.eye(k), Fu.T @ r
+
+
+def solve_rows_loop(R, F, regularization, **conf):
+    """Every row's ridge system of DESIGN.md section 1, one np.linalg.solve per row (float64);
+    ``conf``: feedback, alpha, confidence_kind, epsilon as :func:`row_system` takes them."""
+    out = np.zeros((R.shape[0], np.shape(F)[1]))
     for u in range(R.shape[0]):
-        cols = R.indices[R.indptr[u]:R.indptr[u + 1]]
-        r = R.data[R.indptr[u]:R.indptr[u + 1]]
-        if len(cols) == 0:
+        system = row_system(R, F, u, regularization, **conf)
+        if system is not None:
+            out[u] = np.linalg.solve(*system)
+    return out
+
+
+def cg_rows_loop(R, F, X0, regularization, steps, **conf):
+    """``steps`` textbook conjugate-gradient steps on every row's system from its row of
+    ``X0`` (Hestenes and Stiefel, 1952; float64); an empty row's solution is 0."""
+    out = np.zeros((R.shape[0], np.shape(F)[1]))
+    for u in range(R.shape[0]):
+        system = row_system(R, F, u, regularization, **conf)
+        if system is None:
             continue
-        Fu = F[cols]
-        if feedback == "implicit":
-            c = confidence(r, alpha, confidence_kind, epsilon)
-            p = (r > 0).astype(np.float64)
-            A = F.T @ F + Fu.T @ ((c - 1)[:, None] * Fu) + regularization * np.eye(k)
-            b = Fu.T @ (c * p)
-        else:
-            A = Fu.T @ Fu + regularization * len(cols) * np.eye(k)
-            b = Fu.T @ r
-        out[u] = np.linalg.solve(A, b)
+        A, b = system
+        x = np.array(X0[u], dtype=np.float64)
+        r = b - A @ x
+        p = r.copy()
+        for _ in range(steps):
+            Ap = A @ p
+            if p @ Ap == 0:  # r = 0: solved
+                break
+            step = (r @ r) / (p @ Ap)
+            x += step * p
+            r_next = r - step * Ap
+            p = r_next + (r_next @ r_next) / (r @ r) * p
+            r = r_next
+        out[u] = x
     return out
 
 

@@ -11,7 +11,7 @@ from gpu_als.backends import CPUBackend, get_backend
 from gpu_als.data import check_user_items, check_user_items_allow_empty, weighted_rows
 
 from .conftest import random_interactions
-from .reference import loss_dense, solve_rows_loop
+from .reference import cg_rows_loop, loss_dense, solve_rows_loop
 
 TOL = {np.float32: 2e-4, np.float64: 1e-9}
 
@@ -97,6 +97,77 @@ def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedbac
     if backend == "cpu":  # long rows gathered a block at a time: 3 entries here
         small_blocks = CPUBackend(block_elements=3 * k)
         assert_close(run_solve(small_blocks, R, F, 0.1, feedback, dtype, **conf), want, dtype)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("steps", [1, 2, 8])
+def test_cg_steps_match_per_row_conjugate_gradients(backend, feedback, steps):
+    """solver="cg": ``steps`` conjugate-gradient steps on every row's system from the
+    current factors, against textbook CG on each row's dense system; at k = 8, 8 steps
+    reach the exact solution; an empty row's factors are 0."""
+    k = 8
+    R = edge_case_matrix(k, negative=feedback == "implicit")
+    rng = np.random.default_rng(5)
+    F = rng.random((R.shape[1], k)) * 0.5 if feedback == "implicit" else \
+        rng.standard_normal((R.shape[1], k))
+    X0 = rng.standard_normal((R.shape[0], k)) * 0.1
+    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, **conf))
+    Fb, out = b.asarray(F, np.float64), b.asarray(X0.copy(), np.float64)  # (X0 kept)
+    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback=feedback, out=out,
+                 solver="cg", cg_steps=steps)
+    got = b.to_numpy(out)
+    want = cg_rows_loop(R, F, X0, 0.1, steps, feedback=feedback, **conf)
+    # (after a few steps CG's rounding grows apart with the order of its sums)
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-9 if steps < 3 else 1e-6)
+                               * np.abs(want).max())
+    if steps == k:
+        np.testing.assert_allclose(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf),
+                                   rtol=0, atol=1e-6 * np.abs(got).max())
+    assert not got[0].any() and not got[9].any()
+
+
+def test_cg_leaves_a_solved_row_as_it_is(backend):
+    """A row whose residual is already 0 (ratings of 0 from factors of 0: the exact
+    solution) takes no step: 0, not the NaN of a 0 / 0 step size."""
+    R = sp.csr_matrix((np.array([0.0, 0.0, 4.0]), np.array([0, 1, 1]), np.array([0, 2, 3])),
+                      shape=(2, 3))  # row 0: two stored ratings of 0
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback="explicit"))
+    F = b.asarray(np.random.default_rng(6).standard_normal((3, 2)), np.float64)
+    out = b.asarray(np.zeros((2, 2)), np.float64)
+    b.solve_rows(rows, F, b.gram(F), regularization=0.1, feedback="explicit", out=out,
+                 solver="cg", cg_steps=3)
+    got = b.to_numpy(out)
+    assert np.isfinite(got).all() and not got[0].any() and got[1].any()
+
+
+def test_entries_with_a_target_but_no_weight_beside_weighted_ones(backend):
+    """A row shorter than k whose entries have a target but no weight (confidence 1) next to
+    weighted ones, as the backend contract allows: its dense system's solution (the CPU
+    solves such a block in the Woodbury form, not the push-through one)."""
+    from gpu_als.data import WeightedRows
+
+    k, n_fixed = 6, 20
+    F = np.random.default_rng(7).random((n_fixed, k))
+    # more rows than the CPU's EACH_ROW_LIMIT, so that they take the batched paths
+    indptr = np.array([0, 3, 5, 6, 6, 6, 6], np.int32)  # (the index dtype of weighted_rows)
+    indices = np.array([1, 4, 7, 2, 9, 3], np.int32)
+    weight = np.array([0.0, 2.0, 0.0, 1.5, 0.0, 0.0])
+    target = np.array([1.0, 3.0, 1.0, 2.5, 0.0, 1.0])
+    b = get_backend(backend)
+    rows = b.put(WeightedRows(indptr, indices, weight, target, n_fixed, 0.0))
+    Fb = b.asarray(F, np.float64)
+    out = b.asarray(np.full((6, k), np.nan), np.float64)
+    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback="implicit", out=out)
+    want = np.zeros((6, k))
+    for u in range(3):
+        entries = slice(indptr[u], indptr[u + 1])
+        Fu = F[indices[entries]]
+        A = F.T @ F + 0.1 * np.eye(k) + Fu.T @ (weight[entries, None] * Fu)
+        want[u] = np.linalg.solve(A, Fu.T @ target[entries])
+    assert_close(b.to_numpy(out), want, np.float64)
 
 
 def test_log_confidence_matches(backend):
@@ -460,8 +531,11 @@ def test_concurrent_calls_leave_the_blas_threads_as_they_were():
     def blas_threads():
         return [pool["num_threads"] for pool in ThreadpoolController().info()]
 
+    # two threads to begin with, whatever an earlier test (or a mutant) left behind
+    limits = ThreadpoolController().limit(limits=2)
     before = blas_threads()
     if not before or max(before) < 2:
+        limits.restore_original_limits()
         pytest.skip("BLAS runs on one thread here: nothing to restore")
     R = random_interactions(300, 2000, 0.01, seed=1)
     model = ALS(factors=8, iterations=1, backend=cpu.CPUBackend(num_threads=2),
@@ -483,8 +557,10 @@ def test_concurrent_calls_leave_the_blas_threads_as_they_were():
         thread.start()
     for thread in threads:
         thread.join()
+    after = blas_threads()
+    limits.restore_original_limits()
     assert not errors
-    assert blas_threads() == before
+    assert after == before
 
 
 @pytest.mark.parametrize("num_threads", [1, 3])
@@ -522,3 +598,26 @@ def test_map_in_order_yields_in_order_and_stays_a_few_items_ahead(num_threads):
     with pytest.raises(ValueError, match="item 5"):
         list(backend.map_in_order(fail_at_5, range(1000)))
     assert len(started) < 5 + 2 * num_threads
+
+
+def test_map_in_order_drops_the_items_not_started_after_an_error():
+    """Three threads, six items submitted ahead: item 0 fails at once, items 1 to 3 hold
+    the three threads for 0.3 s, so items 4 and 5, submitted but not started when the
+    error comes, are cancelled rather than run."""
+    import threading
+
+    from gpu_als.backends import cpu
+
+    started, lock = [], threading.Lock()
+
+    def work(item):
+        with lock:
+            started.append(item)
+        if item == 0:
+            raise ValueError("item 0")
+        time.sleep(0.3)
+        return item
+
+    with pytest.raises(ValueError, match="item 0"):
+        list(cpu.CPUBackend(num_threads=3).map_in_order(work, range(100)))
+    assert sorted(started) == [0, 1, 2, 3]
