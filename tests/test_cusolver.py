@@ -100,6 +100,18 @@ def test_a_system_that_is_not_positive_definite_gives_nan(path):
     assert np.isnan(got[lengths > 0]).all() and not got[lengths == 0].any()
 
 
+def test_an_indefinite_system_gives_nan_not_what_potrs_makes_of_it():
+    """cuSOLVER's potrs solves with whatever potrf left in a matrix it could not factorize
+    (finite garbage for an indefinite one): info, not the solve, decides; the systems that
+    factorize are solved."""
+    backend = emulated_cusolver()
+    A = backend.asarray(np.array([[[4.0, 0.0], [0.0, 9.0]], [[1.0, 2.0], [2.0, 1.0]]]))
+    b = backend.asarray(np.array([[4.0, 9.0], [1.0, 1.0]]))
+    x = backend.to_numpy(backend._cusolver_solve(A, b))
+    np.testing.assert_allclose(x[0], [1.0, 1.0])
+    assert np.isnan(x[1]).all()
+
+
 def test_fit_with_cusolver_equals_fit_with_the_kernels():
     R = random_interactions(60, 40, 0.15, seed=7)
     params = dict(factors=6, regularization=0.05, alpha=4.0, iterations=3, random_state=3,

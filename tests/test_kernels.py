@@ -390,6 +390,36 @@ def test_factors_above_the_kernel_limit_are_refused_before_launch():
                                feedback="implicit", out=F[:5], solver=solver)
 
 
+def test_backend_options_carry_over_and_tiles_have_their_floors():
+    """with_options changes what it is given and keeps the rest; the fused kernel's tile
+    is never below CHOLESKY_PANEL rows (its column buffer once the system is built),
+    whatever tile_rows asks for; CG with tile_rows far above the block's threads is still
+    textbook CG."""
+    from gpu_als.data import check_user_items, weighted_rows
+
+    from .reference import cg_rows_loop
+    from .test_solver import edge_case_matrix
+
+    backend = emulated_backend(woodbury=False, cholesky="cusolver", memory_fraction=0.25)
+    changed = backend.with_options(tile_rows=8)
+    assert (changed.tile_rows, changed.woodbury, changed.cholesky, changed.memory_fraction,
+            changed.split_length, changed.segment_length, changed.runtime) == \
+        (8, False, "cusolver", 0.25, backend.split_length, backend.segment_length,
+         backend.runtime)
+    assert emulated_backend(tile_rows=1)._tile(4, 8, fused=True) == gpu.CHOLESKY_PANEL
+    wide = emulated_backend(tile_rows=4 * _kernels.block_threads())
+    R = edge_case_matrix(4)
+    F = np.random.default_rng(8).random((R.shape[1], 4))
+    X0 = np.random.default_rng(9).random((R.shape[0], 4))
+    rows = wide.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
+                                  alpha=2.0))
+    out, F_device = wide.asarray(X0.copy()), wide.asarray(F)
+    wide.solve_rows(rows, F_device, wide.gram(F_device), regularization=0.1,
+                    feedback="implicit", out=out, solver="cg", cg_steps=2)
+    want = cg_rows_loop(R, F, X0, 0.1, 2, alpha=2.0)
+    np.testing.assert_allclose(wide.to_numpy(out), want, atol=1e-9 * np.abs(want).max())
+
+
 TSAN_SCRIPT = textwrap.dedent("""
     import numpy as np
     from gpu_als.backends.gpu import GPUBackend

@@ -399,6 +399,21 @@ def test_loss_matches_dense_definition(backend, feedback):
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_loss_of_fewer_entries_than_a_block_has_threads(backend, feedback):
+    """(The GPU's loss kernel takes one thread per entry: its grid rounds up.)"""
+    R = random_interactions(6, 5, 0.4, seed=11, negative=feedback == "implicit")
+    assert 0 < R.nnz < 32
+    rng = np.random.default_rng(12)
+    X, Y = rng.standard_normal((6, 3)), rng.standard_normal((5, 3))
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=2.0))
+    Xb, Yb = b.asarray(X), b.asarray(Y)
+    got = b.loss(rows, Xb, Yb, b.gram(Yb), regularization=0.3, feedback=feedback)
+    assert got == pytest.approx(loss_dense(R, X, Y, 0.3, feedback=feedback, alpha=2.0),
+                                rel=1e-10)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 def test_loss_without_stored_entries(backend, feedback):
     """No entries (a fold-in of users without interactions): the loss is the dense part
     alone, sum (x_u . y_i)^2 (implicit) or nothing (explicit), plus the penalty."""
