@@ -34,7 +34,8 @@ def row_system(R, F, u, regularization, *, feedback="implicit", alpha=1.0,
 def solve_rows_loop(R, F, regularization, **conf):
     """Every row's ridge system of DESIGN.md section 1, one np.linalg.solve per row (float64);
     ``conf``: feedback, alpha, confidence_kind, epsilon as :func:`row_system` takes them."""
-    out = np.zeros((R.shape[0], np.shape(F)[1]))
+    R, F = sp.csr_matrix(R, dtype=np.float64), np.asarray(F, np.float64)  # once, not per row
+    out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
         system = row_system(R, F, u, regularization, **conf)
         if system is not None:
@@ -45,7 +46,8 @@ def solve_rows_loop(R, F, regularization, **conf):
 def cg_rows_loop(R, F, X0, regularization, steps, **conf):
     """``steps`` textbook conjugate-gradient steps on every row's system from its row of
     ``X0`` (Hestenes and Stiefel, 1952; float64); an empty row's solution is 0."""
-    out = np.zeros((R.shape[0], np.shape(F)[1]))
+    R, F = sp.csr_matrix(R, dtype=np.float64), np.asarray(F, np.float64)
+    out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
         system = row_system(R, F, u, regularization, **conf)
         if system is None:
