@@ -848,11 +848,15 @@ def weighted_rows(
         weight, target, constant = _weights(r, feedback, alpha, confidence, epsilon)
     if not (np.isfinite(weight).all() and np.isfinite(target).all() and np.isfinite(constant)):
         largest = float(np.abs(r).max())
+        if feedback == "explicit":  # only the loss's sum of squares (in float64) can
+            raise ValueError(f"the squares of the ratings overflow float64 (the largest "
+                             f"value is {largest:.3g}): scale the values down")
         scaled = f"log(1 + {largest:.3g} / epsilon={epsilon:.3g})" if confidence == "log" \
-            and feedback == "implicit" else f"the largest value {largest:.3g}"
+            else f"the largest value {largest:.3g}"
+        hint = " or use dtype=float64" if dtype == np.float32 else ""
         raise ValueError(
             f"the confidences overflow {dtype}: alpha={alpha} times {scaled} is too large; "
-            "scale the values down or use dtype=float64"
+            f"scale the values down{hint}"
         )
     indptr, indices = _same_index_dtype(csr.indptr, csr.indices)
     return WeightedRows(indptr, indices, weight, target, csr.shape[1], constant)

@@ -574,3 +574,40 @@ def test_checked_rows_equal_scipys_canonical_form(copy, monkeypatch):
                 assert (got is matrix) == (not copy and kind == "float32"), kind
             for a, b in zip((matrix.data, matrix.indices, matrix.indptr), before):
                 np.testing.assert_array_equal(a, b, err_msg=kind)
+
+
+def test_weighted_rows_overflow_unify_index_dtypes_and_sum_in_float64():
+    """The overflow of the loss's constant part (float64 values near the limit) is said as
+    what it is, for ratings too; indptr and indices get one dtype (the GPU kernels take one
+    index type for both); the constant sum(c * p) is summed in float64 (float32 rounds
+    127 ones added to 1e8 away)."""
+    from gpu_als.data import weighted_rows
+
+    huge = sp.csr_matrix(np.array([[1e200, 0.0], [0.0, 1e200]]))
+    with pytest.raises(ValueError, match=r"^the squares of the ratings overflow float64 "
+                                         r"\(the largest value is 1e\+200\): scale the "
+                                         r"values down$"):
+        weighted_rows(huge, feedback="explicit")
+    limit = sp.csr_matrix(np.array([[1e308, 0.0], [0.0, 1e308]]))
+    with pytest.raises(ValueError, match=r"^the confidences overflow float64: alpha=1.0 times "
+                                         r"the largest value 1e\+308 is too large; scale the "
+                                         r"values down$"):  # (float64 already: no hint)
+        weighted_rows(limit, feedback="implicit", alpha=1.0)
+    R = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], np.float32))
+    R.indptr = R.indptr.astype(np.int64)  # as SciPy may leave them: only one widened
+    rows = weighted_rows(R, feedback="implicit", alpha=1.0)
+    assert rows.indptr.dtype == rows.indices.dtype == np.int64
+    values = np.array([99_999_999.0] + [1e-9] * 127, np.float32)  # targets 1e8, then 1s
+    one_row = sp.csr_matrix((values, np.arange(128), [0, 128]), shape=(1, 128))
+    assert weighted_rows(one_row, feedback="implicit", alpha=1.0).loss_constant == \
+        1e8 + 127
+
+
+def test_an_empty_query_matrix_keeps_the_dtype_and_refuses_complex_values():
+    from gpu_als.data import check_user_items_allow_empty
+
+    empty = check_user_items_allow_empty(sp.csr_matrix((2, 3)), np.float32, name="rows")
+    assert empty.shape == (2, 3) and empty.nnz == 0 and empty.dtype == np.float32
+    with pytest.raises(TypeError, match="rows has dtype complex128: expected real numbers"):
+        check_user_items_allow_empty(sp.csr_matrix((2, 3), dtype=complex), np.float32,
+                                     name="rows")
