@@ -191,15 +191,17 @@ def test_callback_gets_every_iteration(real_backend, R):
 def test_the_callback_sees_the_model_of_the_iterations_so_far(real_backend, R):
     """As with implicit, a callback can query the model mid-fit (e.g. its Recall@10 after
     each iteration): it is then the model of the iterations done, as a fit of that many."""
-    seen = []
+    seen, histories = [], []
     model = model_for(real_backend)
 
     def evaluate(iteration, seconds, loss):
         ids, _ = model.recommend(0, R[0], N=3, recalculate_user=True)  # kept Y^T Y renewed
         seen.append((to_numpy(model.user_factors_).copy(), list(model.loss_history_),
                      to_numpy(ids)))
+        histories.append(model.loss_history_)  # the list itself: later ones do not grow it
 
     model.fit(R, callback=evaluate)
+    assert [len(history) for history in histories] == [1, 2, 3]
     for iteration, (X, losses, ids) in enumerate(seen):
         shorter = model_for(real_backend, iterations=iteration + 1).fit(R)
         np.testing.assert_array_equal(X, to_numpy(shorter.user_factors_))
@@ -208,6 +210,22 @@ def test_the_callback_sees_the_model_of_the_iterations_so_far(real_backend, R):
         np.testing.assert_array_equal(ids, to_numpy(shorter.recommend(
             0, R[0], N=3, recalculate_user=True)[0]))
     assert len(model.loss_history_) == 3
+
+
+def test_a_training_run_in_parts_counts_on(R):
+    """gpu_als.tune runs a training a few iterations at a time: the iterations are numbered
+    on, the seconds add up and the losses go on, as in one run of them all."""
+    from gpu_als.model import _Training
+
+    training = _Training(model_for("cpu"), R)
+    calls = []
+    for iterations in (2, 3):
+        training.run(iterations, callback=lambda *args: calls.append(args))
+    assert [call[0] for call in calls] == [0, 1, 2, 3, 4] and training.iterations_done == 5
+    seconds = [call[1] for call in calls]
+    assert seconds == sorted(seconds) and training.seconds == seconds[-1]
+    whole = model_for("cpu", iterations=5).fit(R)
+    assert training.loss_history == pytest.approx(whole.loss_history_, rel=1e-12)
 
 
 @pytest.mark.parametrize("stop", [True, np.True_])
