@@ -395,10 +395,8 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
     is never below CHOLESKY_PANEL rows (its column buffer once the system is built),
     whatever tile_rows asks for; CG with tile_rows far above the block's threads is still
     textbook CG."""
-    from gpu_als.data import check_user_items, weighted_rows
-
     from .reference import cg_rows_loop
-    from .test_solver import edge_case_matrix
+    from .test_solver import edge_case_matrix, run_solve
 
     backend = emulated_backend(woodbury=False, cholesky="cusolver", memory_fraction=0.25)
     changed = backend.with_options(tile_rows=8)
@@ -411,13 +409,10 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
     R = edge_case_matrix(4)
     F = np.random.default_rng(8).random((R.shape[1], 4))
     X0 = np.random.default_rng(9).random((R.shape[0], 4))
-    rows = wide.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
-                                  alpha=2.0))
-    out, F_device = wide.asarray(X0.copy()), wide.asarray(F)
-    wide.solve_rows(rows, F_device, wide.gram(F_device), regularization=0.1,
-                    feedback="implicit", out=out, solver="cg", cg_steps=2)
+    got = run_solve(wide, R, F, 0.1, "implicit", np.float64, start=X0, solver="cg",
+                    cg_steps=2, alpha=2.0)
     want = cg_rows_loop(R, F, X0, 0.1, 2, alpha=2.0)
-    np.testing.assert_allclose(wide.to_numpy(out), want, atol=1e-9 * np.abs(want).max())
+    np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
 
 
 TSAN_SCRIPT = textwrap.dedent("""

@@ -33,14 +33,20 @@ def edge_case_matrix(k, seed=0, negative=True):
     return R
 
 
-def run_solve(backend_name, R, F, regularization, feedback, dtype, **conf):
+def run_solve(backend_name, R, F, regularization, feedback, dtype, *, start=None,
+              solver="cholesky", cg_steps=3, **conf):
+    """One half-step of ``backend_name`` on ``R``'s rows against ``F``, from the factors
+    ``start`` (default NaN: an exact solve must not read them), as NumPy."""
     backend = get_backend(backend_name)
     csr = check_user_items(R, dtype)
     rows = backend.put(weighted_rows(csr, feedback=feedback, **conf))
     Fb = backend.asarray(F, dtype)
-    out = backend.asarray(np.full((R.shape[0], F.shape[1]), np.nan), dtype)
+    if start is None:
+        start = np.full((R.shape[0], F.shape[1]), np.nan)
+    out = backend.asarray(np.array(start, dtype))  # a copy: the caller's start is kept
     FtF = backend.gram(Fb)
-    backend.solve_rows(rows, Fb, FtF, regularization=regularization, feedback=feedback, out=out)
+    backend.solve_rows(rows, Fb, FtF, regularization=regularization, feedback=feedback,
+                       out=out, solver=solver, cg_steps=cg_steps)
     return backend.to_numpy(out)
 
 
@@ -112,12 +118,8 @@ def test_cg_steps_match_per_row_conjugate_gradients(backend, feedback, steps):
         rng.standard_normal((R.shape[1], k))
     X0 = rng.standard_normal((R.shape[0], k)) * 0.1
     conf = {"alpha": 3.0} if feedback == "implicit" else {}
-    b = get_backend(backend)
-    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, **conf))
-    Fb, out = b.asarray(F, np.float64), b.asarray(X0.copy(), np.float64)  # (X0 kept)
-    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback=feedback, out=out,
-                 solver="cg", cg_steps=steps)
-    got = b.to_numpy(out)
+    got = run_solve(backend, R, F, 0.1, feedback, np.float64, start=X0, solver="cg",
+                    cg_steps=steps, **conf)
     want = cg_rows_loop(R, F, X0, 0.1, steps, feedback=feedback, **conf)
     # (after a few steps CG's rounding grows apart with the order of its sums)
     np.testing.assert_allclose(got, want, rtol=0, atol=(1e-9 if steps < 3 else 1e-6)
@@ -133,13 +135,9 @@ def test_cg_leaves_a_solved_row_as_it_is(backend):
     solution) takes no step: 0, not the NaN of a 0 / 0 step size."""
     R = sp.csr_matrix((np.array([0.0, 0.0, 4.0]), np.array([0, 1, 1]), np.array([0, 2, 3])),
                       shape=(2, 3))  # row 0: two stored ratings of 0
-    b = get_backend(backend)
-    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback="explicit"))
-    F = b.asarray(np.random.default_rng(6).standard_normal((3, 2)), np.float64)
-    out = b.asarray(np.zeros((2, 2)), np.float64)
-    b.solve_rows(rows, F, b.gram(F), regularization=0.1, feedback="explicit", out=out,
-                 solver="cg", cg_steps=3)
-    got = b.to_numpy(out)
+    F = np.random.default_rng(6).standard_normal((3, 2))
+    got = run_solve(backend, R, F, 0.1, "explicit", np.float64, start=np.zeros((2, 2)),
+                    solver="cg", cg_steps=3)
     assert np.isfinite(got).all() and not got[0].any() and got[1].any()
 
 
@@ -538,32 +536,33 @@ def test_concurrent_calls_leave_the_blas_threads_as_they_were():
 
     # two threads to begin with, whatever an earlier test (or a mutant) left behind
     limits = ThreadpoolController().limit(limits=2)
-    before = blas_threads()
-    if not before or max(before) < 2:
+    try:
+        before = blas_threads()
+        if not before or max(before) < 2:
+            pytest.skip("BLAS runs on one thread here: nothing to restore")
+        R = random_interactions(300, 2000, 0.01, seed=1)
+        model = ALS(factors=8, iterations=1, backend=cpu.CPUBackend(num_threads=2),
+                    show_progress=False, random_state=0).fit(R)
+        users = np.tile(np.arange(300), 30)  # 9,000 queries: several blocks, in parallel
+        liked = R[users]
+        errors = []
+
+        def serve():
+            try:
+                for _ in range(10):
+                    model.recommend(users, liked, N=5)
+                    model.recommend(0, R[0], N=5, recalculate_user=True)  # a fold-in, too
+            except Exception as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=serve) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        after = blas_threads()
+    finally:
         limits.restore_original_limits()
-        pytest.skip("BLAS runs on one thread here: nothing to restore")
-    R = random_interactions(300, 2000, 0.01, seed=1)
-    model = ALS(factors=8, iterations=1, backend=cpu.CPUBackend(num_threads=2),
-                show_progress=False, random_state=0).fit(R)
-    users = np.tile(np.arange(300), 30)  # 9,000 queries: several blocks, in parallel
-    liked = R[users]
-    errors = []
-
-    def serve():
-        try:
-            for _ in range(10):
-                model.recommend(users, liked, N=5)
-                model.recommend(0, R[0], N=5, recalculate_user=True)  # a fold-in, too
-        except Exception as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=serve) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    after = blas_threads()
-    limits.restore_original_limits()
     assert not errors
     assert after == before
 
