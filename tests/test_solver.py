@@ -601,13 +601,15 @@ def test_map_in_order_yields_in_order_and_stays_a_few_items_ahead(num_threads):
     started.clear()
     with pytest.raises(ValueError, match="item 5"):
         list(backend.map_in_order(fail_at_5, range(1000)))
-    assert len(started) < 5 + 2 * num_threads
+    # items 0 to 4 were yielded, so at most items 5 to 4 + 2 * num_threads were submitted;
+    # on a loaded machine the threads may start all of them before the error is seen
+    assert len(started) <= 5 + 2 * num_threads
 
 
 def test_map_in_order_drops_the_items_not_started_after_an_error():
-    """Three threads, six items submitted ahead: item 0 fails at once, items 1 to 3 hold
-    the three threads for 0.3 s, so items 4 and 5, submitted but not started when the
-    error comes, are cancelled rather than run."""
+    """Three threads, six items submitted ahead: item 0 fails at once and items 1 and 2
+    hold two threads for 0.3 s. The thread item 0 freed may or may not take item 3 before
+    the error reaches the caller (a race); items 4 and 5 are cancelled rather than run."""
     import threading
 
     from gpu_als.backends import cpu
@@ -624,4 +626,4 @@ def test_map_in_order_drops_the_items_not_started_after_an_error():
 
     with pytest.raises(ValueError, match="item 0"):
         list(cpu.CPUBackend(num_threads=3).map_in_order(work, range(100)))
-    assert sorted(started) == [0, 1, 2, 3]
+    assert sorted(started) in ([0, 1, 2], [0, 1, 2, 3])

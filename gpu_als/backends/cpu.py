@@ -545,7 +545,9 @@ class CPUBackend(Backend):
                     while ahead:
                         yield ahead.popleft().result()
                 finally:
-                    for future in ahead:
+                    # the newest first, so that a thread freed meanwhile cannot skip a
+                    # cancelled item and start the next one
+                    for future in reversed(ahead):
                         future.cancel()
 
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
