@@ -76,6 +76,7 @@ def test_to_implicit_answers_and_solves_as_the_model(implicit_cpu, solver):
                cg_steps=2, backend="cpu", random_state=7, show_progress=False).fit(R)
     theirs = to_implicit(ours)
     assert (theirs.alpha, theirs.use_cg, theirs.cg_steps) == (5.0, solver == "cg", 2)
+    assert theirs.random_state == 7
     assert (theirs.factors, theirs.regularization, theirs.iterations) == (12, 0.05, 3)
     users = np.arange(50)
     ids, scores = ours.recommend(users, R[users], N=10)
@@ -158,6 +159,9 @@ def test_a_live_model_carries_its_settings_and_a_gpu_model_is_read_through_to_cp
                       "random_state": 11, "regularization": 0.2, "alpha": 2.0}
     back = to_implicit(ours)
     assert (back.calculate_training_loss, back.iterations, back.use_cg) == (True, 6, False)
+    assert back.random_state == 11
+    ours.random_state = np.random.default_rng(0)  # a generator: implicit gets no seed
+    assert to_implicit(ours).random_state is None
 
     class AlternatingLeastSquares:  # implicit.gpu.als's class, by name and module
         def to_cpu(self):
@@ -176,9 +180,14 @@ def test_a_file_of_factors_alone_takes_implicits_defaults(tmp_path):
     np.savez(tmp_path / "factors.npz", user_factors=X.astype(np.float32),
              item_factors=Y.astype(np.float32))
     ours = from_implicit(tmp_path / "factors.npz", backend="cpu")
-    assert (ours.solver, ours.cg_steps, ours.iterations, ours.regularization, ours.alpha) \
-        == ("cg", 3, 15, 0.01, 0.0)
+    assert (ours.solver, ours.cg_steps, ours.iterations, ours.regularization, ours.alpha,
+            ours.calculate_training_loss) == ("cg", 3, 15, 0.01, 0.0, False)
     np.testing.assert_array_equal(ours.item_factors_, Y.astype(np.float32))
+    # keyword arguments replace what is translated
+    ours = from_implicit(tmp_path / "factors.npz", backend="cpu", solver="cholesky",
+                         regularization=0.5, iterations=2, calculate_training_loss=True)
+    assert (ours.solver, ours.regularization, ours.iterations,
+            ours.calculate_training_loss) == ("cholesky", 0.5, 2, True)
 
 
 def test_float64_factors_stay_float64(implicit_cpu, tmp_path):
@@ -189,6 +198,9 @@ def test_float64_factors_stay_float64(implicit_cpu, tmp_path):
         ours = from_implicit(source, backend="cpu")
         assert ours.dtype is np.float64 and ours.item_factors_.dtype == np.float64
         np.testing.assert_array_equal(ours.item_factors_, theirs.item_factors)
+    np.savez(tmp_path / "mixed.npz", user_factors=theirs.user_factors,
+             item_factors=theirs.item_factors.astype(np.float32))
+    assert from_implicit(tmp_path / "mixed.npz", backend="cpu").dtype is np.float32
 
 
 def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
@@ -196,6 +208,18 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
 
     with pytest.raises(ValueError, match="not fitted"):
         from_implicit(AlternatingLeastSquares(factors=4))
+    half = AlternatingLeastSquares(factors=4)
+    half.user_factors = np.ones((3, 4), np.float32)  # no item factors yet
+    with pytest.raises(ValueError, match="not fitted"):
+        from_implicit(half)
+
+    class Lookalike:  # the name of implicit's class, from another library
+        pass
+
+    Lookalike.__name__ = "AlternatingLeastSquares"
+    with pytest.raises(TypeError, match=r"or a path, got tests\.test_interop\."
+                                        r"AlternatingLeastSquares"):
+        from_implicit(Lookalike())
     theirs = implicit_cpu(alpha=0.5)
     with pytest.raises(ValueError, match="alpha=0.5 .* has no gpu-als equivalent"):
         from_implicit(theirs)
