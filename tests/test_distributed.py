@@ -12,7 +12,7 @@ from gpu_als import ALS
 from gpu_als.datasets import make_power_law
 from gpu_als.evaluation import binarize
 
-from .conftest import ProgressBars, needs_gpu, skip_or_fail
+from .conftest import ProgressBars, emulated_backend, needs_gpu, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -515,24 +515,37 @@ def test_workers_keep_their_blocks_only_during_the_fit(client):
     assert cached_after_release(client) == 0, failure.traceback
 
 
-@pytest.mark.parametrize("backend", [pytest.param("gpu", marks=needs_gpu)])
-def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend):
+@pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
+def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, monkeypatch):
     """Workers on the GPU backend: the blocks put on the device once, the factors and Grams
-    copied back to the driver; the model of ``ALS(backend="gpu").fit``. One worker thread
-    in this process (a GPU is one device; in CI the emulation stands in for CuPy, which
-    worker processes would not have)."""
+    copied back to the driver; the model of ``ALS(backend="gpu").fit``, a GPU model in the
+    driver. One worker thread in this process (a GPU is one device; without one, the name
+    "gpu" resolves to the emulated backend here, which worker processes would not see)."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:  # the GPU machine has Dask only from the carried wheels
         pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als import distributed as distributed_module
     from gpu_als.distributed import fit_distributed
 
+    single_backend, puts = "gpu", []
+    if backend == "gpu-emulated":
+        single_backend = emulated = emulated_backend()
+        put = emulated.put
+        monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
+        resolve = distributed_module.get_backend
+        monkeypatch.setattr(distributed_module, "get_backend",
+                            lambda name: emulated if name == "gpu" else resolve(name))
+        monkeypatch.setattr(distributed_module, "get_backend_or_cpu",
+                            lambda name, what: emulated if name == "gpu" else resolve(name))
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
-    params = {**PARAMS, "backend": backend, "iterations": 2}
+    params = {**PARAMS, "backend": "gpu", "iterations": 2}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         distributed = fit_distributed(ALS(**params), R, client)
-    single = ALS(**params).fit(R)
+    if backend == "gpu-emulated":
+        assert len(puts) == 2  # each side's one block, once for the whole fit
+    single = ALS(**{**params, "backend": single_backend}).fit(R)
     assert distributed.backend_ == single.backend_ == "gpu"
     np.testing.assert_allclose(distributed.to_cpu().item_factors_,
                                single.to_cpu().item_factors_, atol=1e-9)
