@@ -161,7 +161,8 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     parser.add_argument("--value-col", default="value",
                         help="value column (default value; every row counts 1 if absent)")
     parser.add_argument("--sep", default=None,
-                        help="CSV delimiter (default: detected; a tab: '\\t' or tab)")
+                        help="CSV delimiter, taken literally (default: detected; a tab: "
+                             "'\\t' or tab)")
     parser.add_argument("--encoding", default="utf-8",
                         help="the CSV file's text encoding (default utf-8; e.g. latin-1, "
                              "cp1252 for files from Excel on Windows)")

@@ -253,6 +253,32 @@ def test_a_tab_typed_as_backslash_t_is_a_tab(csv_file, tmp_path, monkeypatch):
         np.testing.assert_array_equal(model, models[0])
 
 
+@pytest.mark.parametrize("typed, sep", [("|;", "|;"), ("+-", "+-"), ("[]", "[]"),
+                                        ("\\\\", "\\\\"), ("\\t\\t", "\t\t")])
+def test_a_separator_of_several_characters_is_taken_literally(typed, sep, csv_file, tmp_path,
+                                                               capsys):
+    """pandas takes a separator of several characters for a regular expression: '|;'
+    split every character off (a model of nonsense ids, trained without a word), '+-' and
+    '[]' raised re.error, two backslashes split at each. --sep is the delimiter itself
+    ('\\t' a tab in it too): each gives the comma file's model; an empty one is refused."""
+    other = tmp_path / "clicks.txt"
+    other.write_text(csv_file.read_text().replace(",", sep))
+    models = []
+    for path, extra in ((csv_file, []), (other, ["--sep", typed])):
+        out = tmp_path / "m.npz"
+        assert main(["train", str(path), "--factors", "3", "--iterations", "1",
+                     "--backend", "cpu", "--output", str(out), *extra]) == 0
+        models.append(ALS.load(out, backend="cpu"))
+    np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
+    np.testing.assert_array_equal(models[1].item_ids_, models[0].item_ids_)
+    np.testing.assert_array_equal(models[1].user_factors_, models[0].user_factors_)
+    capsys.readouterr()
+    assert main(["train", str(other), "--sep", "", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("error: --sep is empty: name the delimiter, e.g. "
+                                            "--sep ';' (or leave the option out to have it "
+                                            "detected)\n")
+
+
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip", ".tar", ".tar.gz",
                                     ".tar.xz", ".zst"])
 @pytest.mark.parametrize("sep", ["\t", "::"])
@@ -550,6 +576,14 @@ def test_bad_columns(csv_file, capsys):
         assert (f"has no column 'user'; its columns are {names}. Name the id columns with "
                 f"--user-col and --item-col (e.g. --user-col uid --item-col sku), or pass "
                 f"--no-header" in capsys.readouterr().err)
+    single = csv_file.with_name("single.csv")  # one column: no example to give
+    single.write_text("uid\nu1\n")
+    assert main(["train", str(single), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "has no column 'user'; its columns are ['uid']. Name the id columns with --user-col "
+        "and --item-col, or pass --no-header for a file without a header line\n")
+    assert main(["train", str(csv_file.with_name("none.csv")), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("none.csv: no such file\n")
     rated = csv_file.with_name("rated.csv")
     rated.write_text(csv_file.read_text().replace("value", "rating", 1))
     model = csv_file.with_name("m.npz")
@@ -608,8 +642,10 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
     rows.iloc[:half].to_parquet(folder / "part-00000-1.snappy.parquet")
     rows.iloc[half:].to_parquet(folder / "part-00001-1.snappy.parquet")
     (folder / "_SUCCESS").write_bytes(b"")
+    short = tmp_path / "CLICKS.PQ"  # the other suffix, in capitals
+    short.write_bytes(parquet.read_bytes())
     models = []
-    for file in (csv_file, parquet, folder):
+    for file in (csv_file, parquet, folder, short):
         out = tmp_path / f"{file.name}.npz"
         assert main(["train", str(file), "--factors", "3", "--iterations", "2", "--backend",
                      "cpu", "--output", str(out)]) == 0
@@ -1038,7 +1074,7 @@ def test_rankings_written_as_parquet_hold_the_csv_rows(trained, tmp_path, capsys
                 "similar": ["--items", "105", "101", "--N", "3"],
                 "explain": [str(tmp_path / "q.csv"), "--user", "u3", "--items", "105", "101"]}
     for command, options in commands.items():
-        files = [tmp_path / f"{command}.csv", tmp_path / f"{command}.parquet"]
+        files = [tmp_path / f"{command}.csv", tmp_path / f"{command}.Parquet"]  # any case
         for out in files:
             assert main([command, str(path), *options, "--backend", "cpu", "--output",
                          str(out)]) == 0
