@@ -137,6 +137,22 @@ def test_users_and_items_the_model_lacks_are_counted_in_warnings(clicks):
         model.recommend_frame(interactions=clicks, N=1)
 
 
+def test_repeated_ratings_of_the_users_asked_for_are_warned_of(clicks):
+    """For a model of ratings, interactions that repeat a (user, item) pair are summed (two
+    ratings of 4 fold in as one of 8): warned of, counting the rows of the users asked
+    for only; counts (implicit feedback) are summed rightly, without a word."""
+    twice = pd.DataFrame({"user": ["u01", "u01", "u02", "u02"], "item": [0, 0, 7, 14],
+                          "value": [4.0, 4.0, 3.0, 5.0]})
+    ratings = ALS(factors=4, iterations=2, feedback="explicit", backend="cpu",
+                  random_state=0, show_progress=False).fit(clicks)
+    with pytest.warns(UserWarning, match=r"^1 of the 2 rows repeat a \(user, item\) pair"):
+        ratings.recommend_frame(["u01"], twice, N=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ratings.recommend_frame(["u02"], twice, N=2)  # u01's pair is not asked for
+        fitted(clicks).recommend_frame(["u01"], twice, N=2)
+
+
 def test_interactions_of_other_table_libraries_are_read_through_to_pandas(clicks):
     """A pyarrow Table, and cuDF's DataFrame (a stand-in from a module named cudf, whose
     columns cannot be read as NumPy arrays), as fit(df) reads them."""
@@ -222,6 +238,34 @@ def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
     assert len(everything) == 20 * 19
     assert not (everything["item"] == everything["similar_item"]).any()
     assert list(everything["rank"][:19]) == list(range(1, 20))
+    # in similar_items' order, the item itself taken out (20 to sort: not insertion sort)
+    ranked, _ = model.similar_items(np.arange(20), N=20)
+    assert list(everything["similar_item"]) == [
+        model.item_ids_[i] for row, found in enumerate(ranked) for i in found
+        if i != row]
+
+
+def test_queries_go_in_batches_counted_on_a_progress_bar(clicks, monkeypatch):
+    """recommend_frame and the similar frames query QUERY_BATCH ids a call: the same
+    rows as in one call, and a bar that counts every query once."""
+    import tqdm.auto
+
+    from gpu_als import _id_queries
+
+    from .conftest import ProgressBars
+
+    model = fitted(clicks)
+    whole = [model.recommend_frame(interactions=clicks, N=3), model.similar_items_frame(N=2),
+             model.similar_users_frame(N=2)]
+    progress = ProgressBars()
+    monkeypatch.setattr(tqdm.auto, "tqdm", progress)
+    monkeypatch.setattr(_id_queries, "QUERY_BATCH", 7)
+    batched = [model.recommend_frame(interactions=clicks, N=3),
+               model.similar_items_frame(N=2), model.similar_users_frame(N=2)]
+    for one, parts in zip(whole, batched):
+        pd.testing.assert_frame_equal(parts, one)
+    assert [(bar.total, bar.counted) for bar in progress.bars] == [
+        (30, 30), (0, 0), (20, 20), (30, 30)]  # recommend: 30 known users, none folded in
 
 
 def test_similar_users_by_id(clicks):
@@ -242,6 +286,10 @@ def test_similar_frames_refuse_ids_the_model_lacks(clicks):
     model = fitted(clicks)
     with pytest.raises(ValueError, match=r"the model has no item 999 \(1 of the 2 given\)"):
         model.similar_items_frame([7, 999])
+    with pytest.raises(ValueError, match=r"no item 'a', 'b', 'c' \(3 of the 3 given\)"):
+        model.similar_items_frame(["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"no item 'a', 'b', 'c', \.\.\. \(4 of the 4"):
+        model.similar_items_frame(["a", "b", "c", "d"])
     with pytest.raises(ValueError, match=r"users must be one id or 1-D, got shape \(1, 1\)"):
         model.similar_users_frame([["u01"]])
     with pytest.raises(ValueError, match="N=0: must be >= 1"):

@@ -321,6 +321,17 @@ def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
     loaded = ALS.load(model.save(tmp_path / "m.npz"))
     assert loaded.user_ids_.tolist() == [7, 9, 11, 12]
     np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+    with pytest.raises(TypeError, match=r"user_ids are floats \(float64\) but the model's "
+                                        r"user_ids_ are integers \(int64\)"):
+        model.partial_fit_users(user_items=rows[:1], user_ids=[13.0])
+    # float ids: appended in the model's float type, where they fit it
+    floats = ALS.from_factors(np.ones((2, 2)), np.ones((3, 2)), backend="cpu",
+                              user_ids=np.array([0.5, 1.5], np.float32))
+    one = sp.csr_matrix(np.ones((1, 3)))
+    floats.partial_fit_users(user_items=one, user_ids=[2.5])
+    assert floats.user_ids_.dtype == np.float32 and floats.user_ids_.tolist() == [0.5, 1.5, 2.5]
+    with pytest.raises(TypeError, match=r"ids \[0.1\] do not fit the model's id type float32"):
+        floats.partial_fit_users(user_items=one, user_ids=[0.1])
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -435,6 +435,8 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
      "factors=3, but the factor arrays have 2 columns"),
     (np.ones((3, 2)), np.ones((4, 2)), {"user_ids": ["a"]}, ValueError,
      r"user_ids has shape \(1,\), expected \(3,\)"),
+    (np.ones((3, 2)), np.ones((4, 2)), {"user_ids": [["a"], ["b"], ["c"]]}, ValueError,
+     r"user_ids has shape \(3, 1\), expected \(3,\)"),
     (np.ones((3, 2)), np.ones((4, 2)), {"item_ids": [7, 3, 9, 3]}, ValueError,
      "item_ids holds 3 more than once: each factor row needs an id of its own"),
     (np.ones((3, 2)), np.ones((4, 2)), {"alpha": -1}, ValueError, "alpha=-1"),
