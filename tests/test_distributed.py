@@ -27,7 +27,7 @@ def client():
 
     dask.config.set(WORKER_MALLOC)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     client = Client(cluster)
     yield client
     client.close()
@@ -541,7 +541,7 @@ def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, monkeypatch):
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
     params = {**PARAMS, "backend": "gpu", "iterations": 2}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         distributed = fit_distributed(ALS(**params), R, client)
     if backend == "gpu-emulated":
         assert len(puts) == 2  # each side's one block, once for the whole fit
