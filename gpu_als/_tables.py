@@ -95,9 +95,9 @@ def _read_csv_file(pd, args: argparse.Namespace):
     except LookupError:
         raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
                          f"(e.g. utf-8, latin-1, cp1252)") from None
-    # --sep '\t' as typed in a shell is a backslash and a t: a tab, read by the C parser
-    # (pandas would take the two characters for a regular expression, 40x slower); so in
-    # a longer separator ('\t\t')
+    # --sep '\t' as typed in a shell is a backslash and a t: a tab, alone (read by the C
+    # parser; pandas would take the two characters for a regular expression, 40x slower)
+    # or within a longer separator ('\t\t')
     sep = ("\t" if args.sep == "tab" else args.sep.replace("\\t", "\t")) \
         if args.sep is not None else sniff_delimiter(args.file, args.encoding)
     if sep == "":

@@ -87,6 +87,23 @@ def test_nvrtc_of_cuda_12_and_13_is_installed():
     for cuda in _kernels.nvrtc_libraries():  # each library is the release it is filed as
         major, minor = _kernels.nvrtc_version(cuda).split(".")
         assert int(major) == cuda and int(minor) >= 0
+        # the A100's and the H100/H200's architectures are checked with each release
+        assert {"sm_80", "sm_90"} <= set(_kernels.nvrtc_archs(cuda))
+    assert _kernels.nvrtc_version() == _kernels.nvrtc_version(13)  # the newest by default
+
+
+def test_a_kernel_that_does_not_compile_fails_the_check(monkeypatch):
+    """The compile check can fail: a source with an error gives ok=False and NVRTC's
+    message naming the line, and no kernel names."""
+    try:
+        _kernels._nvrtc_library()
+    except ImportError as exc:
+        skip_or_fail(str(exc))
+    monkeypatch.setattr(_kernels, "source", lambda file: f'#line 1 "{file}"\n'
+                        "__global__ void broken() { undeclared = 1; }\n")
+    result = _kernels.nvrtc_compile("loss.cu", "sm_80")
+    assert not result["ok"] and result["lowered"] == {} and result["cubin_bytes"] == 0
+    assert 'loss.cu(1): error: identifier "undeclared" is undefined' in result["log"]
 
 
 @pytest.mark.parametrize("toolchain", TOOLCHAINS, ids=str)
@@ -110,6 +127,27 @@ def test_per_row_kernels_keep_their_register_blocks_in_registers(nvrtc, file, to
     for name, usage in result["usage"].items():
         assert usage["spill_bytes"] <= allowed, (name, usage)
         assert usage["registers"] <= 255
+
+
+def test_ptxas_usage_reads_registers_and_spills_per_entry_function():
+    """The resource usage that the spill test checks, parsed from ptxas's verbose log (CUDA
+    12's and 13's layout): per entry function; a device function's lines before the first
+    entry are nobody's."""
+    log = """ptxas info    : 0 bytes gmem
+ptxas info    : Function properties for _Z6helperv
+    8 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads
+ptxas info    : Compiling entry function '_Z3fooPf' for 'sm_80'
+ptxas info    : Function properties for _Z3fooPf
+    24 bytes stack frame, 24 bytes spill stores, 20 bytes spill loads
+ptxas info    : Used 128 registers, used 1 barriers, 380 bytes cmem[0]
+ptxas info    : Compiling entry function '_Z3barPd' for 'sm_80'
+ptxas info    : Function properties for _Z3barPd
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 40 registers, 380 bytes cmem[0]
+"""
+    assert _kernels._ptxas_usage(log) == {
+        "_Z3fooPf": {"registers": 128, "spill_bytes": 24},
+        "_Z3barPd": {"registers": 40, "spill_bytes": 0}}
 
 
 def test_fused_stride_spreads_a_column_over_every_bank():
