@@ -926,6 +926,20 @@ def test_id_positions():
                                   [1, -1])
     np.testing.assert_array_equal(id_positions(days, np.array([5, 2])), [-1, -1])
     assert id_positions(["a"], []).shape == (0,)
+    # repeated known ids (no hash index then): the first of them, also among more than
+    # 16 (where an unstable sort reorders equal ids)
+    known = np.random.default_rng(0).permutation(np.r_[np.arange(40), np.arange(40)])
+    np.testing.assert_array_equal(id_positions(known, np.arange(41)),
+                                  [list(known).index(i) for i in range(40)] + [-1])
+
+
+def test_from_dataframe_takes_boolean_values_and_names_text_ones():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": [1, 2], "item": [1, 2], "value": [True, False]})
+    np.testing.assert_array_equal(from_dataframe(df).matrix.toarray(), [[1, 0], [0, 0]])
+    with pytest.raises(TypeError, match=r"column 'value' has dtype object: expected numbers "
+                                        r"\(row 0 holds '1'\)$"):
+        from_dataframe(df.assign(value=["1", "2"]))  # numbers as text: read, not guessed
 
 
 def test_gpu_work_is_named_for_profilers(R, monkeypatch):

@@ -439,6 +439,9 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
      r"user_ids has shape \(3, 1\), expected \(3,\)"),
     (np.ones((3, 2)), np.ones((4, 2)), {"item_ids": [7, 3, 9, 3]}, ValueError,
      "item_ids holds 3 more than once: each factor row needs an id of its own"),
+    # sorted, but the lookups (NumPy's strings drop trailing NULs) find "a" for "a\0"
+    (np.ones((3, 2)), np.ones((4, 2)), {"user_ids": np.array(["a", "a\0", "b"], object)},
+     ValueError, r"user_ids holds 'a\\x00' more than once"),
     (np.ones((3, 2)), np.ones((4, 2)), {"alpha": -1}, ValueError, "alpha=-1"),
 ])
 def test_from_factors_refuses_bad_factors(X, Y, params, error, message):
