@@ -848,7 +848,8 @@ def weighted_rows(
         weight, target, constant = _weights(r, feedback, alpha, confidence, epsilon)
     if not (np.isfinite(weight).all() and np.isfinite(target).all() and np.isfinite(constant)):
         largest = float(np.abs(r).max())
-        if feedback == "explicit":  # only the loss's sum of squares (in float64) can
+        if feedback == "explicit":  # weight 1, target r: only the loss's constant (the
+            # sum of the squares, in float64) can overflow
             raise ValueError(f"the squares of the ratings overflow float64 (the largest "
                              f"value is {largest:.3g}): scale the values down")
         scaled = f"log(1 + {largest:.3g} / epsilon={epsilon:.3g})" if confidence == "log" \

@@ -11,12 +11,11 @@ def confidence(r, alpha, kind="linear", epsilon=1.0):
     return 1 + alpha * magnitude
 
 
-def row_system(R, F, u, regularization, *, feedback="implicit", alpha=1.0,
+def row_system(R, F, FtF, u, regularization, *, feedback="implicit", alpha=1.0,
                confidence_kind="linear", epsilon=1.0):
-    """Row ``u``'s ridge system ``(A, b)`` of DESIGN.md section 1, formed densely (float64);
-    None for an empty row."""
-    R = sp.csr_matrix(R, dtype=np.float64)
-    F = np.asarray(F, dtype=np.float64)
+    """Row ``u``'s ridge system ``(A, b)`` of DESIGN.md section 1, formed densely; None for
+    an empty row. ``R``: a float64 CSR matrix, ``F``: float64 factors, ``FtF``: ``F^T F``
+    (as :func:`_float64_problem` gives them, once for every row)."""
     k = F.shape[1]
     cols = R.indices[R.indptr[u]:R.indptr[u + 1]]
     r = R.data[R.indptr[u]:R.indptr[u + 1]]
@@ -26,18 +25,24 @@ def row_system(R, F, u, regularization, *, feedback="implicit", alpha=1.0,
     if feedback == "implicit":
         c = confidence(r, alpha, confidence_kind, epsilon)
         p = (r > 0).astype(np.float64)
-        return (F.T @ F + Fu.T @ ((c - 1)[:, None] * Fu) + regularization * np.eye(k),
+        return (FtF + Fu.T @ ((c - 1)[:, None] * Fu) + regularization * np.eye(k),
                 Fu.T @ (c * p))
     return Fu.T @ Fu + regularization * len(cols) * np.eye(k), Fu.T @ r
+
+
+def _float64_problem(R, F):
+    """``R`` as a float64 CSR matrix, ``F`` as float64 factors, and ``F^T F``."""
+    R, F = sp.csr_matrix(R, dtype=np.float64), np.asarray(F, np.float64)
+    return R, F, F.T @ F
 
 
 def solve_rows_loop(R, F, regularization, **conf):
     """Every row's ridge system of DESIGN.md section 1, one np.linalg.solve per row (float64);
     ``conf``: feedback, alpha, confidence_kind, epsilon as :func:`row_system` takes them."""
-    R, F = sp.csr_matrix(R, dtype=np.float64), np.asarray(F, np.float64)  # once, not per row
+    R, F, FtF = _float64_problem(R, F)
     out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
-        system = row_system(R, F, u, regularization, **conf)
+        system = row_system(R, F, FtF, u, regularization, **conf)
         if system is not None:
             out[u] = np.linalg.solve(*system)
     return out
@@ -46,10 +51,10 @@ def solve_rows_loop(R, F, regularization, **conf):
 def cg_rows_loop(R, F, X0, regularization, steps, **conf):
     """``steps`` textbook conjugate-gradient steps on every row's system from its row of
     ``X0`` (Hestenes and Stiefel, 1952; float64); an empty row's solution is 0."""
-    R, F = sp.csr_matrix(R, dtype=np.float64), np.asarray(F, np.float64)
+    R, F, FtF = _float64_problem(R, F)
     out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
-        system = row_system(R, F, u, regularization, **conf)
+        system = row_system(R, F, FtF, u, regularization, **conf)
         if system is None:
             continue
         A, b = system
