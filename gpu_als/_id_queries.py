@@ -139,6 +139,10 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
     eligible = item_rows_eligible(item_ids, items, filter_items)
     named = None
+    if is_dataframe(users):
+        raise TypeError(f"users is a {type(users).__name__}: pass a table of (user, item, "
+                        f"value) rows as interactions= (its users are then recommended for), "
+                        f"or name the users by their ids")
     if users is not None:  # in the order given, each once
         named = np.atleast_1d(np.asarray(users))
         if named.ndim > 1:

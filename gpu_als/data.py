@@ -534,8 +534,10 @@ def _first_non_number(values: np.ndarray) -> str:
 def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     """The position of each of ``ids`` in ``known_ids``, ``-1`` where it is absent.
 
-    Numbers match numbers (``5`` matches ``5.0``); otherwise ids are compared as strings,
-    so ``"5"`` typed on a command line matches a saved integer id ``5``.
+    Numbers match numbers (``5`` matches ``5.0``); datetimes and durations match the same
+    instant or span, on either side (a ``pandas.Timestamp`` or an ISO 8601 string among
+    ``datetime64`` ids, or a ``datetime64`` among Timestamps); otherwise ids are compared
+    as strings, so ``"5"`` typed on a command line matches a saved integer id ``5``.
 
     Examples
     --------
@@ -544,6 +546,8 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     """
     known, ids = np.asarray(known_ids).ravel(), np.asarray(ids).ravel()
     if not (known.dtype.kind in "iuf" and ids.dtype.kind in "iuf"):
+        if known.dtype.kind not in "mM":  # Timestamps named by a user, a datetime column
+            known = in_kind_of(known, ids)
         known, ids = id_text(known), id_text(in_kind_of(ids, known))
     if len(known) == 0:
         return np.full(len(ids), -1, np.int64)

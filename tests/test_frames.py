@@ -105,6 +105,22 @@ def test_named_users_in_the_order_given_each_once_without_interactions(clicks):
     assert list(everyone["user"]) == list(np.repeat(model.user_ids_, 2))
 
 
+def test_users_named_in_another_type_of_datetime_are_filtered_as_any_other(clicks):
+    """Users named by pandas Timestamps (an object array) among interactions whose user
+    column holds datetimes: their own items are left out, as for ids named as text. The
+    lookup of the frame's users among the ones named used to find none of them."""
+    days = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(30), "D")
+    stamped = clicks.assign(user=clicks["user"].map(dict(zip(sorted(set(clicks["user"])),
+                                                             days))))
+    model = fitted(stamped)
+    user = days[3]
+    want = model.recommend_frame([user.isoformat()], stamped, N=5)
+    for named in (user, user.to_pydatetime(), np.datetime64(user)):
+        got = model.recommend_frame([named], stamped, N=5)
+        pd.testing.assert_frame_equal(got, want)
+        assert set(got["item"]).isdisjoint(stamped[stamped["user"] == user]["item"])
+
+
 def test_fewer_items_than_n_give_fewer_rows_never_a_padding_id(clicks):
     """recommend pads with -1, which model.item_ids_[-1] would read as the last item."""
     model = fitted(clicks)
@@ -184,6 +200,9 @@ def test_bad_arguments_are_refused(clicks):
         model.recommend_frame(N=0)
     with pytest.raises(ValueError, match=r"users must be one id or 1-D, got shape \(1, 2\)"):
         model.recommend_frame([["u01", "u02"]])
+    with pytest.raises(TypeError, match=r"users is a DataFrame: pass a table of \(user, item, "
+                                        r"value\) rows as interactions="):
+        model.recommend_frame(clicks)
     with pytest.raises(ValueError, match="column 'who'"):
         model.recommend_frame(interactions=clicks, user_col="who")
     matrix = from_dataframe(clicks).matrix

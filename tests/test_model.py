@@ -925,6 +925,13 @@ def test_id_positions():
     np.testing.assert_array_equal(id_positions(days, [datetime.datetime(2026, 1, 2), 5]),
                                   [1, -1])
     np.testing.assert_array_equal(id_positions(days, np.array([5, 2])), [-1, -1])
+    # ... on either side: datetimes or ISO text named by a user, looked up in a datetime
+    # column (recommend_frame's users in its interactions); spans alike
+    for named in ([datetime.datetime(2026, 1, 2), "x", 5], np.array(["2026-01-02T00:00"])):
+        np.testing.assert_array_equal(id_positions(named, days), [-1, 0, -1])
+    np.testing.assert_array_equal(id_positions([datetime.timedelta(days=2)],
+                                               np.array([1, 2, 3], "timedelta64[D]")),
+                                  [-1, 0, -1])
     assert id_positions(["a"], []).shape == (0,)
     # repeated known ids (no hash index then): the first of them, also among more than
     # 16 (where an unstable sort reorders equal ids)
