@@ -676,8 +676,12 @@ def _value_column(df: Any, name: str) -> np.ndarray:
 
 
 def _id_column(df: Any, name: str) -> np.ndarray:
-    """An id column as an array; a missing id (NaN, None, a polars null) is refused."""
+    """An id column as an array; a missing id (NaN, None, a polars null) is refused, and
+    so is a column of several values per row (polars' ``Struct`` and ``Array``)."""
     column, values = df[name], _column(df, name)
+    if values.ndim != 1:
+        raise TypeError(f"column {name!r} holds {column.dtype} values, not one id per row; "
+                        f"make an id of each, e.g. as text")
     if hasattr(column, "is_null"):  # polars: null and NaN are distinct
         missing = column.is_null().to_numpy()
         if values.dtype.kind == "f":
@@ -713,8 +717,9 @@ def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
             ids, positions = _sorted_codes(column)
         except TypeError:  # e.g. numbers and strings in one object column
             types = sorted({type(value).__name__ for value in column})
-            raise TypeError(f"column {name!r} mixes ids of types {', '.join(types)} that "
-                            f"cannot be sorted together; convert it first, e.g. "
+            what = (f"mixes ids of types {', '.join(types)} that cannot be sorted together"
+                    if len(types) > 1 else f"holds ids of type {types[0]} that cannot be sorted")
+            raise TypeError(f"column {name!r} {what}; convert it first, e.g. "
                             f"df[{name!r}].astype(str)") from None
         return ids, positions.ravel()
     ids = np.asarray(id_map)

@@ -691,6 +691,9 @@ def test_from_dataframe():
         from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": ["x", None]}))
     with pytest.raises(TypeError, match="column 'user' mixes ids of types int, str"):
         from_dataframe(pd.DataFrame({"user": ["a", 1], "item": ["x", "y"]}))
+    with pytest.raises(TypeError, match="column 'item' holds ids of type dict that cannot "
+                                        r"be sorted; convert it first, e.g. df\['item'\]"):
+        from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": [{1: 2}, {3: 4}]}))
     with pytest.raises(ValueError, match=r"'value' holds 2 missing, NaN .* first in row 0"):
         from_dataframe(df.assign(value=[np.nan, 1.0, np.inf, 2.0]))
 
@@ -837,6 +840,13 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
     with pytest.raises(TypeError, match="column 'value' has dtype object: expected numbers "
                                         r"\(row 1 holds '1,5'\)"):
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": ["2", "1,5"]}))
+    # several values in each row of an id column (NumPy reads them as a 2-D array)
+    with pytest.raises(TypeError, match=r"column 'user' holds Struct\(.*\) values, not one "
+                                        r"id per row; make an id of each"):
+        from_dataframe(pl.DataFrame({"user": [{"a": 1}, {"a": 2}], "item": [1, 2]}))
+    with pytest.raises(TypeError, match=r"column 'item' holds Array\(.*\) values, not one"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": pl.Series(
+            [[1, 2], [3, 4]], dtype=pl.Array(pl.Int64, 2))}))
 
 
 @pytest.mark.parametrize("library", ["pandas", "polars", "pyarrow"])
