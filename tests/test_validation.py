@@ -391,6 +391,11 @@ class TestQueryErrors:
             model.recommend(20, R[0])
         with pytest.raises(ValueError, match=r"userid -1 is out of range"):
             model.recommend([0, -1], R[:2])
+        # uint64 ids past int64's range are named as given, not wrapped round to negative
+        with pytest.raises(ValueError, match=r"^userid 18446744073709551615 is out of range"):
+            model.recommend(np.array([3, 2**64 - 1], np.uint64), R[:2])
+        with pytest.raises(ValueError, match=r"^userids 9223372036854775808 is out of range"):
+            model.partial_fit_users(np.uint64(2**63), R[:1])
 
     def test_itemid_out_of_range(self, fitted):
         model, _ = fitted
