@@ -220,7 +220,8 @@ def _check_model_for(model, train) -> None:
 
 def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
-    (``hits``, shape (users, N)), and their numbers of test and of train items."""
+    (``hits``, shape (users, N)), their numbers of test and of train items, and how many
+    of their test entries are in train too."""
     if not callable(getattr(model, "recommend", None)):
         raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
                         f"of this module), got {type(model).__name__}")
@@ -230,10 +231,11 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
         n_items = train.shape[1]
         ids, _ = model.recommend(batch, train[batch], N=N, filter_already_liked_items=True)
         ids = np.asarray(ids).reshape(len(batch), -1)[:, :N]
-        tested = test[batch]
-        keys = np.arange(len(batch))[:, None] * n_items + ids
-        hits = ~_not_in(keys, _pair_keys(tested)) & (ids >= 0)
-        return batch, hits, np.diff(tested.indptr), np.diff(train.indptr)[batch]
+        tested, trained = test[batch], train[batch]
+        keys, test_keys = np.arange(len(batch))[:, None] * n_items + ids, _pair_keys(tested)
+        hits = ~_not_in(keys, test_keys) & (ids >= 0)
+        shared = len(test_keys) - int(_not_in(test_keys, _pair_keys(trained)).sum())
+        return batch, hits, np.diff(tested.indptr), np.diff(trained.indptr), shared
 
     return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of)
 
@@ -256,7 +258,8 @@ def ranking_metrics(
 
     ``train`` and ``test`` are meant to be the two disjoint parts of a split: a test item
     also in ``train[u]`` is filtered out of the recommendations yet counts in
-    ``|test[u]|`` (as in the implicit library's ``ranking_metrics_at_k``).
+    ``|test[u]|`` (as in the implicit library's ``ranking_metrics_at_k``), with a warning
+    that counts such items.
 
     Parameters
     ----------
@@ -279,10 +282,11 @@ def ranking_metrics(
     discount = 1.0 / np.log2(np.arange(K) + 2)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])
     totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
-    n_users = 0
-    for batch, hits, n_relevant, _ in _ranked_hits(model, train, test, K, batch_size,
-                                                   show_progress):
+    n_users = n_shared = 0
+    for batch, hits, n_relevant, _, shared in _ranked_hits(model, train, test, K, batch_size,
+                                                           show_progress):
         n_users += len(batch)
+        n_shared += shared
         hits = hits.astype(np.float64)
         n_hits = hits.sum(axis=1)
         m = np.minimum(n_relevant, K)
@@ -291,6 +295,11 @@ def ranking_metrics(
         totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
         precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
         totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
+    if n_shared:
+        warnings.warn(f"test shares {n_shared} entries with train: those items are left out "
+                      f"of the recommendations as the users' own, and count as missed "
+                      f"(train and test are meant to be the disjoint parts of a split)",
+                      stacklevel=2)
     # n_users >= 1: a test without users is refused by _for_test_batches
     return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
 
@@ -404,8 +413,8 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
     from ``recommend`` with every item; its numbers of test items among the candidates
     (those in the full ranking) and of candidates."""
     n_items = _checked_train(train).shape[1]
-    for _, hits, _, n_train in _ranked_hits(model, train, test, n_items, batch_size,
-                                            show_progress):
+    for _, hits, _, n_train, _ in _ranked_hits(model, train, test, n_items, batch_size,
+                                               show_progress):
         n_candidates = n_items - n_train
         positions = np.arange(hits.shape[1])
         below = np.where(hits, n_candidates[:, None] - 1 - positions, 0).sum(axis=1)

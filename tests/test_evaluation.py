@@ -102,6 +102,14 @@ def test_binarize():
     np.testing.assert_array_equal(binarize(R, 4).toarray(), [[1, 0, 1], [0, 0, 1]])
 
 
+def without(test, train):
+    """``test`` less the entries that ``train`` has too: random parts made disjoint, as a
+    split's are (metrics warn of shared ones)."""
+    test = (test - test.multiply(train != 0)).tocsr()
+    test.eliminate_zeros()
+    return test
+
+
 class Fixed:
     """Recommends a fixed list per user."""
 
@@ -191,7 +199,11 @@ def test_metrics_against_a_slow_loop():
     test = random_interactions(50, 30, 0.15, seed=2)
     lists = {u: list(rng.permutation(30)) for u in range(50)}
     K = 7
-    got = ranking_metrics(Fixed(lists), train, test, K=K)
+    shared = train.multiply(test).nnz  # (random parts, not a split: warned of)
+    assert shared > 0
+    with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: those "
+                                         f"items are left out of the recommendations"):
+        got = ranking_metrics(Fixed(lists), train, test, K=K)
     rec, nd, pr, ap = [], [], [], []
     for u in range(50):
         relevant = set(test[u].indices)
@@ -216,8 +228,7 @@ def test_metric_functions_and_auc_on_a_model():
 
     train = random_interactions(80, 40, 0.15, seed=3)
     test = random_interactions(80, 40, 0.05, seed=4)
-    test = (test - test.multiply(train != 0)).tocsr()
-    test.eliminate_zeros()
+    test = without(test, train)
     model = ALS(factors=4, iterations=3, backend="cpu", random_state=0,
                 show_progress=False).fit(train)
     m = ranking_metrics(model, train, test, K=5)
@@ -249,7 +260,7 @@ def test_metrics_count_the_test_users_on_a_progress_bar(monkeypatch):
     bars = progress.bars
     monkeypatch.setattr(evaluation, "tqdm", progress)
     train = random_interactions(50, 30, 0.2, seed=1)
-    test = random_interactions(50, 30, 0.05, seed=2)
+    test = without(random_interactions(50, 30, 0.05, seed=2), train)
     model = PopularityRecommender().fit(train)
     users = int((np.diff(test.indptr) > 0).sum())
     whole = ranking_metrics(model, train, test, K=5)
@@ -337,8 +348,7 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
     train = train.tocsr()
     train.eliminate_zeros()
     test = random_interactions(120, 60, 0.08, seed=6)
-    test = (test - test.multiply(train != 0)).tocsr()
-    test.eliminate_zeros()
+    test = without(test, train)
 
     def make():
         if kind == "als":
@@ -414,8 +424,7 @@ def test_random_recommendations_and_their_auc(monkeypatch):
 
     train = random_interactions(300, 40, 0.3, seed=3)
     test = random_interactions(300, 40, 0.1, seed=4)
-    test = (test - test.multiply(train != 0)).tocsr()
-    test.eliminate_zeros()
+    test = without(test, train)
     model = RandomRecommender(5).fit(train)
     ids, scores = model.recommend(np.arange(300), train, N=30)
     for u in range(300):
@@ -580,7 +589,7 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
     from gpu_als import ALS
 
     train = random_interactions(30, 20, 0.2, seed=1)
-    test = random_interactions(30, 20, 0.1, seed=2)
+    test = without(random_interactions(30, 20, 0.1, seed=2), train)
     model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train[:10])
     popularity = PopularityRecommender().fit(train[:, :15])
     for metric in (ranking_metrics, auc):
@@ -615,8 +624,7 @@ def test_a_model_on_any_backend_is_evaluated_as_its_cpu_copy(backend):
 
     train = random_interactions(90, 50, 0.15, seed=8)
     test = random_interactions(90, 50, 0.08, seed=9)
-    test = (test - test.multiply(train != 0)).tocsr()
-    test.eliminate_zeros()
+    test = without(test, train)
     model = ALS(factors=6, iterations=2, backend=backend, random_state=0,
                 show_progress=False).fit(train)
     on_cpu = model.to_cpu()
