@@ -818,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="same as --profile full")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
                         metavar="DATASET", help="default: the profile's")
-    parser.add_argument("--factors", type=int, nargs="+", default=None)
+    parser.add_argument("--factors", type=int, nargs="+", default=None,
+                        help="factor counts to time (default: the profile's)")
     parser.add_argument("--implementations", nargs="+", default=None,
                         choices=list(IMPLEMENTATIONS), metavar="IMPLEMENTATION",
                         help="default: every one that can run here")

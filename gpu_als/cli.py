@@ -79,16 +79,17 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
     g.add_argument("--confidence", choices=["linear", "log"], default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log)")
     g.add_argument("--epsilon", type=float, default=default(1.0),
-                   help="scale of the log confidence")
+                   help="scale of the log confidence (default 1)")
     g.add_argument("--solver", choices=["cholesky", "cg"], default=default("cholesky"),
                    help="exact per-row solves, or conjugate-gradient steps (default cholesky)")
     g.add_argument("--cg-steps", type=int, default=default(3),
                    help="CG steps per row and half-step with --solver cg (default 3)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default=default("float32"))
+    g.add_argument("--dtype", choices=["float32", "float64"], default=default("float32"),
+                   help="precision of the factors and the solves (default float32)")
     g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=default("auto"),
                    help="where to train (default auto: the GPU when usable)")
     g.add_argument("--seed", type=int, default=default(42),
-                   help="initialisation and split seed")
+                   help="initialisation and split seed (default 42)")
 
 
 #: The options of add_model_options (as argparse names them), and the ALS parameter each
@@ -803,8 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "iterations (see gpu_als.tune).")
     add_file_options(p)
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
-                   help="values to try for one hyperparameter (repeat the option); "
-                        "default: factors, regularization and alpha around the reference")
+                   help="values to try for one hyperparameter (repeat the option; one "
+                        "value fixes it, e.g. factors=64); default: factors, "
+                        "regularization and alpha around the reference")
     p.add_argument("--n-samples", type=int, default=None,
                    help="try this many random configurations of the grid instead of all")
     p.add_argument("--metric", choices=VALIDATION_METRICS,
@@ -816,14 +818,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of each user's interactions for validation (default 0.2)")
-    p.add_argument("--iterations", type=int, default=20, help="iterations per trial")
+    p.add_argument("--iterations", type=int, default=20,
+                   help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",
                    help="train every configuration to the end")
-    p.add_argument("--min-iterations", type=int, default=3, help="first halving rung")
+    p.add_argument("--min-iterations", type=int, default=3,
+                   help="iterations of the first halving rung (default 3)")
     p.add_argument("--reduction-factor", type=int, default=3,
                    help="keep the best 1/this of the trials at each rung (default 3)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto")
-    p.add_argument("--seed", type=int, default=42, help="split, sampling and start seed")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to train (default auto: the GPU when usable)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="split, sampling and start seed (default 42)")
     p.add_argument("--trials", type=Path, default=Path("trials.csv"),
                    help="CSV of every trial (default trials.csv)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of metric vs hyperparameters")
