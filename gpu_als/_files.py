@@ -5,6 +5,7 @@ library's ``save`` and ``load`` take them. Used by :meth:`gpu_als.ALS.save`,
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 import zipfile
@@ -19,6 +20,14 @@ def is_file_object(path: Any) -> bool:
     """Whether ``path`` is an open file: anything with ``read``, as NumPy's ``savez`` and
     ``load`` tell them from paths (a file opened for writing has one too)."""
     return callable(getattr(path, "read", None))
+
+
+def check_binary(file: Any, mode: str) -> None:
+    """Refuse a file object opened in text mode (``open(name)``, ``io.StringIO``) by name:
+    NumPy reads and writes bytes. ``mode``: the one to open it with (``"rb"``, ``"wb"``)."""
+    if isinstance(file, io.TextIOBase):
+        raise TypeError(f"{file_name(file)} is open in text mode: model files are binary "
+                        f"(open it with {mode!r}, or use io.BytesIO)")
 
 
 def file_name(path: Any) -> str:
@@ -44,6 +53,7 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
         pickled objects.
     """
     if is_file_object(path):
+        check_binary(path, "rb")
         name = file_name(path)
         try:
             start = path.tell()
@@ -83,6 +93,7 @@ def write_atomically(path, arrays: dict[str, Any]) -> str:
     file's name (``path``, ``.npz`` added if missing). A file object is written as it
     is, where it is, and named as :func:`file_name` names it."""
     if is_file_object(path):
+        check_binary(path, "wb")
         np.savez(path, **arrays)
         return file_name(path)
     final = data.check_path(path)

@@ -38,7 +38,8 @@ def test_round_trip_is_bit_identical(fitted, tmp_path):
 def test_a_model_saves_to_and_loads_from_file_objects(fitted, tmp_path):
     """As implicit's save/load: an open binary file or an io.BytesIO (a file of an fsspec
     filesystem alike), from where it is; the same model as through a path. A file object
-    that cannot seek, or holds no archive, is a ValueError that names it."""
+    that cannot seek, or holds no archive, is a ValueError that names it, and one open in
+    text mode a TypeError."""
     import io
 
     model, R = fitted
@@ -65,6 +66,14 @@ def test_a_model_saves_to_and_loads_from_file_objects(fitted, tmp_path):
     with pytest.raises(ValueError, match="the Pipe: reading a gpu-als model file needs a "
                                          "file object that can seek"):
         ALS.load(Pipe())
+    # a file opened in text mode: named (a good model file read so said it was no archive)
+    named = re.escape(str(tmp_path / "model.npz"))
+    with open(tmp_path / "model.npz") as text, \
+            pytest.raises(TypeError, match=f"^{named} is open in text mode: model files are "
+                                           f"binary \\(open it with 'rb'"):
+        ALS.load(text)
+    with pytest.raises(TypeError, match=r"^the StringIO is open in text mode: .* with 'wb'"):
+        model.save(io.StringIO())
 
 
 def test_hyperparameters_given_as_numpy_scalars_are_saved_as_numbers(fitted, tmp_path):
