@@ -286,7 +286,13 @@ def train(args: argparse.Namespace) -> int:
         model = make_model(args)
     else:  # its hyperparameters but those given, its factors for the ids it knows
         model = load_model(args.init, backend=model_params(args)["backend"])
-        model.set_params(**model_params(args, given_only=True))
+        given = model_params(args, given_only=True)
+        kept = model.user_factors_.shape[1]
+        if given.get("factors", kept) != kept:
+            raise ValueError(f"--factors {given['factors']} with --init {args.init}, a model "
+                             f"of {kept} factors: going on from it keeps them (leave "
+                             f"--factors out, or leave --init out to train afresh)")
+        model.set_params(**given)
         # a model without ids (as implicit's): its row numbers, as recommend reads them
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))

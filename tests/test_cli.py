@@ -74,7 +74,10 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
                                   continued.user_factors_)
     assert main(["train", str(csv_file), "--init", str(second), "--factors", "8",
                  "--output", str(first)]) == 2
-    assert "the model's factors have 4 columns, not factors=8" in capsys.readouterr().err
+    assert (f"--factors 8 with --init {second}, a model of 4 factors: going on from it keeps "
+            f"them (leave --factors out, or leave --init out") in capsys.readouterr().err
+    assert main(["train", str(csv_file), "--init", str(second), "--factors", "4",
+                 "--iterations", "0", "--output", str(first)]) == 0  # the same: fine
 
 
 def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
