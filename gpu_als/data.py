@@ -465,6 +465,10 @@ def from_dataframe(
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"
                              f"{_index_hint(df, [col])}")
+    for used in (user_col, item_col, value_col):  # pandas allows repeated names, and
+        if (times := list(df.columns).count(used)) > 1:  # df[used] is a DataFrame then
+            raise ValueError(f"the DataFrame has {times} columns named {used!r}: keep one, "
+                             f"e.g. df.loc[:, ~df.columns.duplicated()]")
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)

@@ -683,6 +683,10 @@ def test_from_dataframe():
                                       .toarray(), [[0, 2], [5, 3]])
     with pytest.raises(ValueError, match="column 'usr' not found"):
         from_dataframe(df, user_col="usr")
+    for repeated in ("item", "value"):  # (df[name] is then a DataFrame, which had no dtype)
+        with pytest.raises(ValueError, match=f"^the DataFrame has 2 columns named "
+                                             f"'{repeated}': keep one, e.g. df.loc"):
+            from_dataframe(pd.concat([df, df[[repeated]]], axis=1))
     with pytest.raises(TypeError, match="must be a pandas or polars DataFrame"):
         from_dataframe([1, 2])
     with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
