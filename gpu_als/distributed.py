@@ -278,6 +278,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
 
     if not isinstance(model, ALS):
         raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
+    model._refuse_while_fitting("fit_distributed()")
     if not isinstance(client, Client):
         raise TypeError(f"client must be a dask.distributed.Client, got "
                         f"{type(client).__name__}")

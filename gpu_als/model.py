@@ -116,9 +116,10 @@ class ALS:
         Called after every iteration as ``callback(iteration, elapsed_seconds, loss)``
         (``loss`` is None when ``calculate_training_loss=False``). While it runs, the model
         is that of the iterations so far, so that it can be queried or evaluated (e.g.
-        Recall@10 after each iteration); its factor arrays change as the fit goes on (copy
-        them to keep them), and a fit that then fails or is interrupted leaves the model
-        as it was before ``fit``. Returning ``True`` stops the fit after this iteration,
+        Recall@10 after each iteration), not changed (``fit``, ``set_params`` and the
+        partial fits raise ``RuntimeError``); its factor arrays change as the fit goes on
+        (copy them to keep them), and a fit that then fails or is interrupted leaves the
+        model as it was before ``fit``. Returning ``True`` stops the fit after this iteration,
         the model staying as the callback left it (see
         :class:`gpu_als.evaluation.EarlyStopping`); any other return value is ignored, as
         in the implicit library.
@@ -250,7 +251,9 @@ class ALS:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> ALS:
-        """Set hyperparameters by name; returns ``self``."""
+        """Set hyperparameters by name; returns ``self``. Not during a fit of the model
+        (from its callback): the fit goes on with the ones it started with."""
+        self._refuse_while_fitting("set_params()")
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -369,6 +372,7 @@ class ALS:
         model is left as it was before the block if the block raises (also when
         interrupted): a fit shows its callback the model so far, and must not leave it
         half-trained."""
+        self._refuse_while_fitting("fit()")
         saved = dict(self.__dict__)
         self.__dict__["_fit_in_progress"] = True
         try:
@@ -384,6 +388,16 @@ class ALS:
     def fit_in_progress(self) -> bool:
         """Whether a fit of this model is running (true while its callback is called)."""
         return bool(self.__dict__.get("_fit_in_progress", False))
+
+    def _refuse_while_fitting(self, call: str) -> None:
+        """A ``RuntimeError`` for ``call``, a change of the model, while it is being fitted
+        (from the fit's callback, or another thread): the fit would go on from what it
+        had, and then overwrite the change or hold hyperparameters it was not fitted
+        with."""
+        if self.fit_in_progress:
+            raise RuntimeError(f"{call} while a fit of this model is in progress (called from "
+                               f"its callback?): a callback may query the model, not change "
+                               f"it; call {call} once the fit has returned")
 
     def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
                    ) -> tuple[Any, tuple[Any, Any]]:
@@ -680,6 +694,7 @@ class ALS:
         turns, each growing the factors and ids that the one before left: unlocked, two
         growths at once could each copy the old rows and one of them be lost. Queries
         do not wait: they see the factors of before or after a partial fit."""
+        self._refuse_while_fitting(f"partial_fit_{side}s()")
         with self.__dict__.setdefault("_update_lock", threading.RLock()):
             return self._partial_fit_side_unlocked(side, rows, matrix, ids)
 

@@ -261,6 +261,31 @@ def test_only_true_stops_a_fit(R, returned):
     assert len(calls) == 4 and len(model.loss_history_) == 4
 
 
+@pytest.mark.parametrize("change", ["fit", "set_params", "partial_fit_users",
+                                    "partial_fit_items", "fit_distributed"])
+def test_a_callback_may_not_change_the_model_being_fitted(R, change):
+    """A fit's callback changing its model: a nested fit finished, then the outer fit
+    overwrote it; a partial fit's users were lost; new hyperparameters were saved with
+    factors not fitted with them. Now a RuntimeError, and the model is that of before."""
+    model = model_for("cpu", iterations=3).fit(R)
+    before = model.user_factors_.copy(), model.get_params()
+    changes = {
+        "fit": lambda: model.fit(R),
+        "set_params": lambda: model.set_params(regularization=1.0),
+        "partial_fit_users": lambda: model.partial_fit_users([R.shape[0]], R[[0]]),
+        "partial_fit_items": lambda: model.partial_fit_items([R.shape[1]], R[:, [0]].T),
+        "fit_distributed": lambda: pytest.importorskip("gpu_als.distributed").fit_distributed(
+            model, R, client=None)}
+    with pytest.raises(RuntimeError, match=rf"^{change}\(\) while a fit of this model is in "
+                                           rf"progress .* a callback may query the model, "
+                                           rf"not change it"):
+        model.fit(R, callback=lambda i, s, loss: changes[change]() if i == 1 else None)
+    np.testing.assert_array_equal(model.user_factors_, before[0])
+    assert model.get_params() == before[1] and not model.fit_in_progress
+    if change != "fit_distributed":  # (which needs a cluster: test_distributed's)
+        changes[change]()  # after the fit: fine
+
+
 @pytest.mark.parametrize("fitted_before", [False, True])
 @pytest.mark.parametrize("failure", ["callback", "nan"])
 def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_before,
