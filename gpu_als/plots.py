@@ -71,9 +71,20 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     return centred @ vt[:components].T, ratio
 
 
+def _of_model(value: Any, attribute: str) -> Any:
+    """``value``, or where it is a fitted :class:`gpu_als.ALS`, its ``attribute``."""
+    from .model import ALS
+
+    if isinstance(value, ALS):
+        value._check_fitted()  # NotFittedError for a model not fitted yet
+        return getattr(value, attribute)
+    return value
+
+
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
-    """The loss after each iteration, on a log scale; written to ``path`` (PNG)."""
-    loss_history = to_host(loss_history, np.float64)
+    """The loss after each iteration, on a log scale; written to ``path`` (PNG).
+    ``loss_history``: a fitted model's ``loss_history_``, or the model itself."""
+    loss_history = to_host(_of_model(loss_history, "loss_history_"), np.float64)
     if loss_history.ndim != 1:
         raise ValueError(f"loss_history must hold one loss per iteration (1-D), got shape "
                          f"{loss_history.shape}")
@@ -98,8 +109,9 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
                   ) -> Path:
     """Item factors projected on their first two principal components, coloured by
     popularity (log scale), with the explained variance on the axes (the reference
-    document's embedding visualisation)."""
-    projected, ratio = pca(item_factors)
+    document's embedding visualisation). ``item_factors``: a fitted model's
+    ``item_factors_``, or the model itself."""
+    projected, ratio = pca(_of_model(item_factors, "item_factors_"))
     popularity = to_host(popularity, np.float64).ravel()
     if len(popularity) != len(projected):
         raise ValueError(f"popularity has {len(popularity)} values for {len(projected)} "

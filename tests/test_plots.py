@@ -174,6 +174,24 @@ def test_loss_chart(drawn, tmp_path):
         ("iteration", "training loss", "my fit")
 
 
+def test_charts_of_a_model_take_the_model_itself(drawn, tmp_path):
+    """plot_loss(model, ...) and plot_item_pca(model, ...): its loss history and item
+    factors (a model used to fail inside float()); an unfitted one is NotFittedError."""
+    from gpu_als import ALS
+    from gpu_als.exceptions import NotFittedError
+    from gpu_als.plots import pca, plot_item_pca, plot_loss
+
+    model = ALS(factors=3, iterations=3, random_state=0, show_progress=False).fit(
+        random_interactions(20, 10, 0.3, seed=0))
+    plot_loss(model, tmp_path / "loss.png")
+    assert list(drawn[0].axes[0].lines[0].get_ydata()) == model.loss_history_
+    plot_item_pca(model, np.arange(10), tmp_path / "pca.png")
+    np.testing.assert_allclose(drawn[1].axes[0].collections[0].get_offsets(),
+                               pca(model.item_factors_)[0])
+    with pytest.raises(NotFittedError):
+        plot_loss(ALS(), tmp_path / "unfitted.png")
+
+
 def test_item_pca_chart(drawn, tmp_path):
     """Items at their two principal coordinates, the popular ones drawn last, coloured by
     popularity + 1 on a log scale, the explained variance on the axes."""
