@@ -68,7 +68,8 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
                 and os.path.isfile(path + ".npz"):
             path = name = path + ".npz"
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model file at {path}")
+            what = " (a folder)" if os.path.isdir(path) else ""
+            raise FileNotFoundError(f"no model file at {path}{what}")
         archive_ok = zipfile.is_zipfile(path)
     if not archive_ok:
         raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")

@@ -320,7 +320,7 @@ def test_corrupted_file(saved, tmp_path):
         ALS.load(bad)
 
 
-def test_not_a_model(saved, tmp_path):
+def test_not_a_model(saved, tmp_path, monkeypatch):
     np.savez(tmp_path / "other.npz", weights=np.ones(3))
     with pytest.raises(ValueError, match=r"is not a gpu-als model file \(missing: format, "
                                          r"item_factors, loss_history, params, user_factors, "
@@ -339,6 +339,16 @@ def test_not_a_model(saved, tmp_path):
         ALS.load(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="no model file at .*missing$"):
         ALS.load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"no model file at .* \(a folder\)$"):
+        ALS.load(tmp_path)
+
+    def vanished(*args, **kwargs):  # the file removed between the checks and the read
+        raise FileNotFoundError(2, "No such file or directory")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(np, "load", vanished)
+        with pytest.raises(FileNotFoundError, match="No such file"):  # not "not readable"
+            ALS.load(tmp_path / "tagged.npz")
     for path in (0, None, 2.5):  # 0 would be a file descriptor to os and open()
         with pytest.raises(TypeError, match=f"path must be a str or a path-like object, "
                                              f"got {type(path).__name__} {path}"):
