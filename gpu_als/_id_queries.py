@@ -147,7 +147,9 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
         named = np.atleast_1d(np.asarray(users))
         if named.ndim > 1:
             raise ValueError(f"users must be one id or 1-D, got shape {named.shape}")
-        named = named[np.sort(np.unique(named, return_index=True)[1])]
+        # the first of each id, as the lookups match them (np.unique would sort them, and
+        # refuse ids that do not compare, such as None and text)
+        named = named[id_positions(named, named) == np.arange(len(named))]
     R = None
     if interactions is not None and not is_dataframe(interactions):
         raise TypeError(f"interactions must be a DataFrame of (user, item, value) rows, got "

@@ -98,6 +98,11 @@ def test_named_users_in_the_order_given_each_once_without_interactions(clicks):
     assert [row[:3] for row in rows_of(frame)] == [
         (model.user_ids_[r], item, rank) for r, item, rank, _ in want]
     assert list(model.recommend_frame("u02", N=3)["item"]) == list(frame["item"][3:])
+    # ids that do not sort together (None among text): each once all the same, the one
+    # the model lacks warned of (np.unique, sorting them, raised a TypeError)
+    with pytest.warns(UserWarning, match=r"no recommendations for 1 of the users: .* \(None\)"):
+        mixed = model.recommend_frame(np.array(["u07", None, "u02", "u07"], object), N=3)
+    pd.testing.assert_frame_equal(mixed, frame)
     every_item = model.recommend_frame("u02", N=50)  # nothing filtered: all 20 items
     assert sorted(every_item["item"]) == sorted(model.item_ids_)
     # no users named, no interactions: every user of the model, nothing filtered
