@@ -731,7 +731,8 @@ def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
         raise ValueError(f"the id map for column {name!r} must be 1-D without repeated ids")
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():
-        missing = np.unique(column[positions < 0])
+        unknown = column[positions < 0]  # each once, in the order of the rows
+        missing = unknown[id_positions(unknown, unknown) == np.arange(len(unknown))]
         raise ValueError(f"column {name!r} holds {len(missing)} ids that the given map lacks "
                          f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); pass "
                          f"drop_unknown=True to leave their rows out")

@@ -824,6 +824,12 @@ def test_from_dataframe_against_given_id_maps():
         from_dataframe(df, user_ids=["a", "b"])
     with pytest.raises(ValueError, match="column 'item' holds 1 ids .* 99"):
         from_dataframe(df, user_ids=["a", "b", "x"], item_ids=[20, 10])
+    # unknown ids each once, in the order of the rows, also where they do not sort together
+    mixed = pd.DataFrame({"user": ["z", 7, "a", "z", 8, 9], "item": [10] * 6})
+    with pytest.raises(ValueError, match=r"^column 'user' holds 4 ids that the given map "
+                                         r"lacks \(e\.g\. 'z', 7, 8\); pass "
+                                         r"drop_unknown=True"):
+        from_dataframe(mixed, user_ids=["a"])
     matrix, users, items = from_dataframe(df, user_ids=["b", "a", "q"], item_ids=[20, 10],
                                           drop_unknown=True)
     assert list(users) == ["b", "a", "q"] and list(items) == [20, 10]
