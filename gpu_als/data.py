@@ -79,9 +79,12 @@ def check_output_file(path: str, action: str, example: str) -> None:
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, as a plain ``str`` (a NumPy string is one
+    too, and named as one)."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
-    return value
+        shown = str(value) if isinstance(value, str) else value
+        raise ValueError(f"{name}={shown!r}: expected one of {', '.join(map(repr, choices))}")
+    return str(value)
 
 
 def check_dtype(dtype: Any) -> np.dtype:

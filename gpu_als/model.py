@@ -290,10 +290,8 @@ class ALS:
                 "regularization=0 with feedback='explicit': a user or item with fewer ratings "
                 "than factors then has no unique solution; use regularization > 0"
             )
-        if not isinstance(self.backend, Backend) and self.backend not in BACKEND_NAMES:
-            raise ValueError(
-                f"backend={self.backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}"
-            )
+        if not isinstance(self.backend, Backend):
+            data.check_choice("backend", self.backend, BACKEND_NAMES)
         for name in ("calculate_training_loss", "warm_start"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):

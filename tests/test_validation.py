@@ -214,6 +214,7 @@ def test_indices_out_of_range():
     ({"epsilon": 0}, ValueError, r"epsilon=0.0: must be > 0"),
     ({"feedback": "implict"}, ValueError, r"feedback='implict': expected one of 'implicit'"),
     ({"confidence": "sqrt"}, ValueError, r"confidence='sqrt': expected one of"),
+    ({"solver": np.str_("lu")}, ValueError, r"^solver='lu': expected one of"),  # not np.str_(
     ({"dtype": np.float16}, ValueError, r"dtype=float16: expected float32 or float64"),
     ({"dtype": "banana"}, TypeError, r"dtype='banana' is not a NumPy dtype"),
     ({"backend": "tpu"}, ValueError, r"backend='tpu': expected one of 'auto', 'cpu', 'gpu'"),
