@@ -364,20 +364,22 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
 
 
 def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, str] = (
-        "user", "item"), stacklevel: int = 2) -> None:
+        "user", "item"), stacklevel: int = 2, *, rows: str = "rows") -> None:
     """For explicit feedback: warn when the ``matrix`` that :func:`from_dataframe` made of
     ``n_rows`` rows has fewer entries, that is, when rows repeating a (user, item) pair
     were summed. Summing is right for counts (implicit feedback), but two ratings of 4
     then train as one rating of 8. ``stacklevel``: as ``warnings.warn``'s, from the
-    caller."""
+    caller. ``rows``: what the ``n_rows`` are ("rows" of a DataFrame, else the stored
+    entries of a sparse matrix, which have no pandas remedy)."""
     repeated = n_rows - matrix.nnz
     if repeated > 0:
         user, item = columns
+        remedy = (f", e.g. with pandas df.drop_duplicates([{user!r}, {item!r}], keep='last')"
+                  if rows == "rows" else "")
         warnings.warn(
-            f"{repeated:,} of the {n_rows:,} rows repeat a ({user}, {item}) pair, and the "
+            f"{repeated:,} of the {n_rows:,} {rows} repeat a ({user}, {item}) pair, and the "
             f"ratings of a pair are summed (two ratings of 4 train as one of 8); for "
-            f"feedback='explicit' keep one rating per pair, e.g. with pandas "
-            f"df.drop_duplicates([{user!r}, {item!r}], keep='last')",
+            f"feedback='explicit' keep one rating per pair{remedy}",
             UserWarning, stacklevel=stacklevel + 1)
 
 
@@ -797,6 +799,8 @@ class Prepared:
     """
 
     def __init__(self, user_items: Any, dtype: Any = np.float32):
+        #: the entries given, repeated (user, item) pairs counted: a COO matrix's, say
+        self._stored = getattr(user_items, "nnz", None)
         self.csr = check_user_items(user_items, dtype)
         self.dtype = self.csr.dtype
         # R^T's structure, and where each of its entries sits in R's data
@@ -817,6 +821,9 @@ class Prepared:
         """The user rows (of R) and item rows (of R^T) for these confidence settings."""
         key = (feedback, alpha, confidence, epsilon)
         if key not in self._rows:
+            if feedback == "explicit" and self._stored is not None:
+                warn_summed_ratings(int(self._stored), self.csr, stacklevel=5,  # fit's
+                                    rows="stored entries of user_items")  # caller
             users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
                                   confidence=confidence, epsilon=epsilon)
             items = WeightedRows(

@@ -767,7 +767,8 @@ def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
 
 def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, capsys):
     """Summing a pair's rows is right for counts, but turns two ratings of 4 into an 8:
-    fit(df), tune(df) and the command line say so for explicit feedback, and only then."""
+    fit(df), fit of a COO matrix, tune(df) and the command line say so for explicit
+    feedback, and only then."""
     import warnings
 
     pd = pytest.importorskip("pandas")
@@ -790,10 +791,20 @@ def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, c
                       base_params={**params, "feedback": "explicit"})
     assert len(caught) == 1 and caught[0].filename == __file__  # tune's refit: no second
     assert list(result.model.user_ids_) == [1, 2, 3]
+    # a sparse matrix of ratings with repeated entries (COO, as scipy sums them), alike
+    coo = sp.coo_matrix((df["value"], (df["user"] - 1, df["item"] - 7)))
+    with pytest.warns(UserWarning, match=r"^2 of the 6 stored entries of user_items repeat a "
+                                         r"\(user, item\) pair, .* keep one rating per "
+                                         r"pair$") as caught:
+        from_matrix = ALS(**params, feedback="explicit").fit(coo)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    np.testing.assert_array_equal(from_matrix.item_factors_, model.item_factors_)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ALS(**params).fit(df)  # implicit: counts, summed as they should be
+        ALS(**params).fit(coo)
         ALS(**params, feedback="explicit").fit(df.drop_duplicates(["user", "item"]))
+        ALS(**params, feedback="explicit").fit(coo.tocsr())  # summed by the caller: fine
     file = tmp_path / "ratings.csv"
     df.rename(columns={"user": "uid"}).to_csv(file, index=False)
     assert main(["train", str(file), "--user-col", "uid", "--feedback", "explicit",
