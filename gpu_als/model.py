@@ -1696,8 +1696,9 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
                         f"{arr.dtype}{hint}")
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {arr.shape}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        # (int64 would wrap it round to a negative id, and the message would name that)
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.uint64(np.iinfo(np.int64).max):
+        # (int64 would wrap it round to a negative id, and the message would name that;
+        # compared as uint64: NumPy 1 compares a uint64 with a Python int as float64)
         raise ValueError(f"{name} {int(arr.max())} is out of range: no model has that many "
                          f"rows")
     return arr.astype(np.int64).reshape(-1), arr.ndim == 0
