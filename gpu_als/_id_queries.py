@@ -37,6 +37,16 @@ def id_map(ids: Any, n: int) -> np.ndarray:
     return np.arange(n) if ids is None else np.asarray(ids)
 
 
+def each_once(ids: Any, what: str) -> np.ndarray:
+    """One id or a 1-D array-like of them (``what`` in the message where it is not), the
+    first of each as the lookups match them, in the order given (np.unique would sort
+    them, and refuse ids that do not compare, such as None and text)."""
+    ids = np.atleast_1d(np.asarray(ids))
+    if ids.ndim > 1:
+        raise ValueError(f"{what} must be one id or 1-D, got shape {ids.shape}")
+    return ids[id_positions(ids, ids) == np.arange(len(ids))]
+
+
 def examples(ids: np.ndarray) -> str:
     """The first three of ``ids`` for a message: ``'a', 'b', 'c', ...``."""
     return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
@@ -143,13 +153,8 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
         raise TypeError(f"users is a {type(users).__name__}: pass a table of (user, item, "
                         f"value) rows as interactions= (its users are then recommended for), "
                         f"or name the users by their ids")
-    if users is not None:  # in the order given, each once
-        named = np.atleast_1d(np.asarray(users))
-        if named.ndim > 1:
-            raise ValueError(f"users must be one id or 1-D, got shape {named.shape}")
-        # the first of each id, as the lookups match them (np.unique would sort them, and
-        # refuse ids that do not compare, such as None and text)
-        named = named[id_positions(named, named) == np.arange(len(named))]
+    if users is not None:
+        named = each_once(users, "users")
     R = None
     if interactions is not None and not is_dataframe(interactions):
         raise TypeError(f"interactions must be a DataFrame of (user, item, value) rows, got "
@@ -196,13 +201,11 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
 def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
                   show_progress: bool | None = None) -> dict[str, np.ndarray]:
     """The ``N`` items (``kind`` "item") or users most similar to each of ``query`` (the
-    model's ids; default: all of them), the query itself left out: columns ``kind``,
+    model's ids, each once; default: all of them), the query itself left out: columns ``kind``,
     ``similar_<kind>``, ``rank`` and ``score`` (cosine of the factors)."""
     N = check_int("N", N, minimum=1)
     ids = id_map(getattr(model, f"{kind}_ids_"), getattr(model, f"{kind}_factors_").shape[0])
-    query = ids if query is None else np.atleast_1d(np.asarray(query))
-    if query.ndim > 1:
-        raise ValueError(f"{kind}s must be one id or 1-D, got shape {query.shape}")
+    query = ids if query is None else each_once(query, f"{kind}s")
     positions = id_positions(ids, query)
     if (positions < 0).any():
         raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "

@@ -1008,7 +1008,7 @@ class ALS:
         ----------
         items : id or array-like of ids, optional
             The model's item ids (:attr:`item_ids_`; factor rows for a model fitted without
-            ids). Default: every item.
+            ids), each once, in this order. Default: every item.
         N : int, default 10
             Similar items per item (at most the number of other items).
 

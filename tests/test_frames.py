@@ -257,6 +257,9 @@ def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
     got = rows_of(frame)
     assert [g[:3] for g in got] == [w[:3] for w in want]
     np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5)
+    # items named twice (7 as a number and as the text a command line gives): once each
+    pd.testing.assert_frame_equal(
+        model.similar_items_frame(np.array([14, 7, 14, "7"], object), N=4), frame)
     # every item by default; N above the other items: all 19 of them, never itself
     everything = model.similar_items_frame(N=100)
     assert len(everything) == 20 * 19
