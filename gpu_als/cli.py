@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._id_queries import examples, id_map, recommend_by_id, rows_against, similar_by_id
+from ._id_queries import (
+    each_once,
+    examples,
+    id_map,
+    recommend_by_id,
+    rows_against,
+    similar_by_id,
+)
 from ._tables import read_frame, write_table
 from .evaluation import VALIDATION_METRICS
 
@@ -623,7 +630,7 @@ def explain_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--N must be at least 1, got {args.N}")
     model = load_model(args.model, args.backend)
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
-    wanted = np.asarray(args.items)
+    wanted = each_once(args.items, "--items")
     positions = id_positions(items, wanted)
     if (positions < 0).any():
         raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")

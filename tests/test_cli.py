@@ -1338,7 +1338,7 @@ def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
     matrix, users, items = from_dataframe(pd.read_csv(csv_file))
     u = row_of(users, "u3")
     assert main(["explain", str(path), str(csv_file), "--user", "u3", "--items", "105",
-                 "101", "--N", "2", "--backend", "cpu"]) == 0
+                 "101", "105", "--N", "2", "--backend", "cpu"]) == 0  # (each item once)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "user,item,score,because_item,contribution" and len(lines) == 5
     for item, rows in ((105, lines[1:3]), (101, lines[3:5])):
