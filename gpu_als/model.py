@@ -273,6 +273,10 @@ class ALS:
 
     def _check_params(self) -> dict[str, Any]:
         """Validate every hyperparameter; return them normalized."""
+        if isinstance(self.iterations, (type, np.dtype)):  # ALS(64, 0.01, 1.0, np.float32)
+            raise TypeError(f"iterations must be an integer, got the dtype {self.iterations!r}: "
+                            f"the 4th argument of implicit's AlternatingLeastSquares is its "
+                            f"dtype, and gpu-als's is iterations; pass dtype= by name")
         p = {
             "factors": data.check_int("factors", self.factors, minimum=1),
             "iterations": data.check_int("iterations", self.iterations, minimum=0),

@@ -211,6 +211,9 @@ def test_indices_out_of_range():
     ({"alpha": "10"}, TypeError, r"alpha must be a real number, got str"),
     ({"iterations": -1}, ValueError, r"iterations=-1: must be >= 0"),
     ({"iterations": 10**20}, ValueError, r"iterations=10{20}: too large"),
+    ({"iterations": np.float64}, TypeError,  # implicit's 4th positional argument: a dtype
+     r"^iterations must be an integer, got the dtype <class 'numpy.float64'>: the 4th "
+     r"argument of implicit's AlternatingLeastSquares is its dtype, .* pass dtype= by name$"),
     ({"epsilon": 0}, ValueError, r"epsilon=0.0: must be > 0"),
     ({"feedback": "implict"}, ValueError, r"feedback='implict': expected one of 'implicit'"),
     ({"confidence": "sqrt"}, ValueError, r"confidence='sqrt': expected one of"),
