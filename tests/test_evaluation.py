@@ -201,9 +201,11 @@ def test_metrics_against_a_slow_loop():
     K = 7
     shared = train.multiply(test).nnz  # (random parts, not a split: warned of)
     assert shared > 0
-    with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: those "
-                                         f"items are left out of the recommendations"):
-        got = ranking_metrics(Fixed(lists), train, test, K=K)
+    for batch_size in (2048, 7):  # counted over every batch
+        with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "
+                                             f"those items are left out of the "
+                                             f"recommendations"):
+            got = ranking_metrics(Fixed(lists), train, test, K=K, batch_size=batch_size)
     rec, nd, pr, ap = [], [], [], []
     for u in range(50):
         relevant = set(test[u].indices)
