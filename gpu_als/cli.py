@@ -338,7 +338,13 @@ def fitting_on(scheduler: str | None):
         raise RuntimeError("--scheduler needs Dask: pip install gpu-als[dist]") from exc
     from .distributed import fit_distributed
 
-    with Client(scheduler, set_as_default=False) as client:
+    try:
+        client = Client(scheduler, set_as_default=False)
+    except OSError as exc:  # Dask's "Timed out trying to connect"
+        raise OSError(f"--scheduler {scheduler}: no Dask scheduler answered ({exc}); start "
+                      f"one there with `dask scheduler`, and its workers with `dask worker "
+                      f"{scheduler}`") from exc
+    with client:
         def fit(model, matrix, **ids):
             return fit_distributed(model, matrix, client, **ids)
 

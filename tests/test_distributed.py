@@ -376,6 +376,26 @@ def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, 
     np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
 
 
+def test_a_scheduler_that_does_not_answer_is_named_with_how_to_start_one(tmp_path, capsys):
+    """--scheduler at an address where none listens: Dask's connection timeout (1 s here),
+    said with the command that starts a scheduler there."""
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    from gpu_als.cli import main
+
+    file = tmp_path / "clicks.csv"
+    file.write_text("user,item\n1,2\n3,4\n")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(["train", str(file), "--scheduler", "tcp://127.0.0.1:9",
+                     "--output", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --scheduler tcp://127.0.0.1:9: no Dask scheduler answered (Timed out " \
+           "trying to connect" in err
+    assert "start one there with `dask scheduler`, and its workers with `dask worker " \
+           "tcp://127.0.0.1:9`" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_without_dask_the_error_says_what_to_install(monkeypatch):
     import sys
 
