@@ -21,6 +21,10 @@ import scipy.sparse as sp
 
 from .data import check_dtype, check_float, check_int, check_memory, to_host
 
+__all__ = ["load_movielens_100k", "MovieLens100K", "make_power_law", "default_cache_dir",
+           "DATA_ENV", "ML100K_URL", "ML100K_SHA256", "ML100K_SHAPE"]
+
+
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 #: sha256 of the files the loader reads (from the GroupLens release).
 ML100K_SHA256 = {

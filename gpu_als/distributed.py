@@ -64,6 +64,9 @@ from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
 from .model import ALS, asks_to_stop
 
+__all__ = ["fit_distributed", "WORKER_MALLOC"]
+
+
 logger = logging.getLogger("gpu_als")
 
 #: Dask configuration that gives worker processes glibc settings fit for large NumPy

@@ -41,6 +41,13 @@ from .data import (
     check_user_items_allow_empty,
 )
 
+__all__ = ["train_test_split", "leave_k_out_split", "held_out_split", "binarize",
+           "ranking_metrics", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "auc",
+           "rmse", "personalization", "validation_score", "EarlyStopping",
+           "PopularityRecommender", "RandomRecommender", "AUC_BLOCK_SCORES", "COMPARE_LIMIT",
+           "VALIDATION_METRICS", "LOWER_IS_BETTER"]
+
+
 logger = logging.getLogger("gpu_als")
 
 

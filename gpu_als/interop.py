@@ -39,6 +39,8 @@ from ._files import file_name, is_file_object, read_archive
 from .backends import Backend
 from .model import ALS
 
+__all__ = ["from_implicit", "to_implicit"]
+
 
 def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
                   **params: Any) -> ALS:

@@ -16,6 +16,9 @@ import numpy as np
 
 from .data import check_output_file, check_path, to_host
 
+__all__ = ["plot_loss", "plot_item_pca", "plot_tuning", "plot_benchmark", "pca",
+           "check_matplotlib", "MAX_VALUE_TICKS"]
+
 
 def check_matplotlib() -> None:
     """Raise the ``ImportError`` the plots would raise where matplotlib is not installed:

@@ -45,6 +45,9 @@ from .evaluation import (
 )
 from .model import ALS, _check_fit_memory, _Training
 
+__all__ = ["tune", "TuneResult", "DEFAULT_GRID", "DEFAULT_EXPLICIT_GRID"]
+
+
 #: The default grid; explicit feedback has no alpha to search.
 DEFAULT_GRID: dict[str, list] = {"factors": [32, 64, 128],
                                  "regularization": [0.001, 0.01, 0.1],

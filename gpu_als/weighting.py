@@ -24,6 +24,8 @@ import scipy.sparse as sp
 
 from .data import check_float, check_user_items
 
+__all__ = ["bm25_weight", "tfidf_weight"]
+
 
 def _checked(X: Any) -> sp.csr_matrix:
     X = check_user_items(X, np.float64, name="X")

@@ -27,6 +27,26 @@ def test_docstring_examples_run():
     assert attempted >= 10  # the examples are there to be run
 
 
+@pytest.mark.parametrize("name", ["gpu_als", "gpu_als.evaluation", "gpu_als.datasets",
+                                  "gpu_als.weighting", "gpu_als.tune", "gpu_als.plots",
+                                  "gpu_als.distributed", "gpu_als.interop"])
+def test_public_modules_say_what_they_export(name):
+    """``__all__`` of each public module: every name in it exists, and every public
+    function and class defined there is in it (``from gpu_als.evaluation import *`` gave
+    numpy as ``np``, ``logging``, ``tqdm`` ... too)."""
+    if name == "gpu_als.distributed":
+        pytest.importorskip("dask")
+    module = importlib.import_module(name)
+    exported = set(module.__all__)
+    assert len(exported) == len(module.__all__) and all(hasattr(module, n) for n in exported)
+    defined = {n for n, value in vars(module).items() if not n.startswith("_")
+               and callable(value) and getattr(value, "__module__", None) == name}
+    assert defined <= exported, defined - exported
+    star: dict = {}
+    exec(f"from {name} import *", star)
+    assert set(star) - {"__builtins__"} == exported
+
+
 def python_block(heading: str) -> str:
     """The first ```python block after ``heading`` in README.md."""
     text = README.read_text()
