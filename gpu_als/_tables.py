@@ -83,7 +83,9 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         raise RuntimeError("reading Parquet needs pyarrow: pip install "
                            "gpu-als[parquet]") from exc
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(f"{args.file} cannot be read as Parquet: {exc}") from exc
+        # a folder is read with the schema of one of its files
+        hint = " (do its files give a column different types?)" if args.file.is_dir() else ""
+        raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
 
 
 def _read_csv_file(pd, args: argparse.Namespace):

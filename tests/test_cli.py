@@ -667,7 +667,16 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
     not_parquet = tmp_path / "other.parquet"
     not_parquet.write_bytes(b"user,item\n1,2\n")
     assert main(["train", str(not_parquet), "--backend", "cpu"]) == 2
-    assert "other.parquet cannot be read as Parquet: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other.parquet cannot be read as Parquet: " in err and "its files" not in err
+    # part files that disagree on a column's type (written by two programs, say): said so
+    rows.iloc[:half].to_parquet(folder / "part-0.parquet")
+    rows.iloc[half:].assign(item=rows["item"].iloc[half:].astype(str) + "x").to_parquet(
+        folder / "part-1.parquet")
+    assert main(["train", str(folder), "--backend", "cpu",
+                 "--output", str(tmp_path / "never.npz")]) == 2
+    assert f"{folder} cannot be read as Parquet: " in (err := capsys.readouterr().err)
+    assert err.endswith("(do its files give a column different types?)\n")
 
     def without_pyarrow(*args, **kwargs):  # pandas' words where no engine is installed
         raise ImportError("Unable to find a usable engine; tried using: 'pyarrow', "
