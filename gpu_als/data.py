@@ -16,6 +16,7 @@ from __future__ import annotations
 import decimal
 import numbers
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -363,14 +364,26 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
     return interactions
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` at which ``warnings.warn``, called in the caller of this function,
+    names the first line outside gpu_als: the user's call, however deep in the package
+    the warning is raised."""
+    frame: Any = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("gpu_als."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, str] = (
-        "user", "item"), stacklevel: int = 2, *, rows: str = "rows") -> None:
+        "user", "item"), stacklevel: int | None = 2, *, rows: str = "rows") -> None:
     """For explicit feedback: warn when the ``matrix`` that :func:`from_dataframe` made of
     ``n_rows`` rows has fewer entries, that is, when rows repeating a (user, item) pair
     were summed. Summing is right for counts (implicit feedback), but two ratings of 4
     then train as one rating of 8. ``stacklevel``: as ``warnings.warn``'s, from the
-    caller. ``rows``: what the ``n_rows`` are ("rows" of a DataFrame, else the stored
-    entries of a sparse matrix, which have no pandas remedy)."""
+    caller (None: the first line outside gpu_als). ``rows``: what the ``n_rows`` are
+    ("rows" of a DataFrame, else the stored entries of a sparse matrix, which have no
+    pandas remedy)."""
     repeated = n_rows - matrix.nnz
     if repeated > 0:
         user, item = columns
@@ -380,7 +393,7 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, 
             f"{repeated:,} of the {n_rows:,} {rows} repeat a ({user}, {item}) pair, and the "
             f"ratings of a pair are summed (two ratings of 4 train as one of 8); for "
             f"feedback='explicit' keep one rating per pair{remedy}",
-            UserWarning, stacklevel=stacklevel + 1)
+            UserWarning, stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1)
 
 
 def _eager_frame(df: Any, name: str = "df") -> Any:
@@ -822,8 +835,8 @@ class Prepared:
         key = (feedback, alpha, confidence, epsilon)
         if key not in self._rows:
             if feedback == "explicit" and self._stored is not None:
-                warn_summed_ratings(int(self._stored), self.csr, stacklevel=5,  # fit's
-                                    rows="stored entries of user_items")  # caller
+                warn_summed_ratings(int(self._stored), self.csr, stacklevel=None,
+                                    rows="stored entries of user_items")
             users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
                                   confidence=confidence, epsilon=epsilon)
             items = WeightedRows(

@@ -623,7 +623,7 @@ class ALS:
         if R.shape[1] != self.item_factors_.shape[0]:
             raise ValueError(f"user_items has {R.shape[1]} columns, but the model has "
                              f"{self.item_factors_.shape[0]} items: one column per item")
-        return self._fold_in_checked(R, self.item_factors_)
+        return self._fold_in_checked(R, self.item_factors_, given=(user_items, "user_items"))
 
     def fit_transform(self, user_items: Any, **fit_params: Any):
         """``fit(user_items, **fit_params)``, then the fitted ``user_factors_``
@@ -789,11 +789,18 @@ class ALS:
         """Exact solves of ``n`` rows of interactions against the ``fixed`` factors."""
         return self._fold_in_checked(
             data.check_rows_for(matrix, n, fixed.shape[0], fixed.dtype, name=name,
-                                columns="user" if name == "item_users" else "item"), fixed)
+                                columns="user" if name == "item_users" else "item"), fixed,
+            given=(matrix, name))
 
-    def _fold_in_checked(self, R, fixed):
-        """:meth:`_fold_in` of rows that ``data.check_rows_for`` has checked."""
+    def _fold_in_checked(self, R, fixed, given: tuple[Any, str] | None = None):
+        """:meth:`_fold_in` of rows that ``data.check_rows_for`` has checked, from the
+        matrix ``given`` (and its name), whose repeated ratings (explicit feedback) were
+        summed by the check: warned of."""
         p = self._check_params()
+        if given is not None and p["feedback"] == "explicit" and hasattr(given[0], "nnz"):
+            data.warn_summed_ratings(
+                int(given[0].nnz), R, ("item", "user") if given[1] == "item_users" else
+                ("user", "item"), stacklevel=None, rows=f"stored entries of {given[1]}")
         backend = self._backend
         n = R.shape[0]
         _check_definite(p, fixed.shape[0], "fixed-side rows", fixed.shape[1])
@@ -871,7 +878,8 @@ class ALS:
                 user_items, len(ids), n_items, self.item_factors_.dtype, name="user_items"
             )
         if recalculate_user:
-            queries = self._fold_in_checked(exclude, self.item_factors_)
+            queries = self._fold_in_checked(exclude, self.item_factors_,
+                                            given=(user_items, "user_items"))
         else:
             queries = self.user_factors_[backend.asarray(ids)]
         if not filter_already_liked_items:

@@ -799,10 +799,23 @@ def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, c
         from_matrix = ALS(**params, feedback="explicit").fit(coo)
     assert len(caught) == 1 and caught[0].filename == __file__
     np.testing.assert_array_equal(from_matrix.item_factors_, model.item_factors_)
+    # ... and rows folded in, by every call that solves them
+    row = sp.coo_matrix(([4.0, 4.0, 3.0], ([0, 0, 0], [0, 0, 1])), shape=(1, 2))
+    column = sp.coo_matrix(([4.0, 4.0], ([0, 0], [2, 2])), shape=(1, 3))
+    for fold_in in (lambda: from_matrix.recalculate_user(0, row),
+                    lambda: from_matrix.transform(row),
+                    lambda: from_matrix.recommend(0, row, recalculate_user=True),
+                    lambda: from_matrix.recalculate_item(1, column),
+                    lambda: from_matrix.partial_fit_users([3], row)):
+        with pytest.warns(UserWarning, match=r"^1 of the \d stored entries of (user_items|"
+                                             r"item_users) repeat a \((user, item|item, "
+                                             r"user)\) pair") as caught:
+            fold_in()
+        assert len(caught) == 1 and caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ALS(**params).fit(df)  # implicit: counts, summed as they should be
-        ALS(**params).fit(coo)
+        ALS(**params).fit(coo).recalculate_user(0, row)
         ALS(**params, feedback="explicit").fit(df.drop_duplicates(["user", "item"]))
         ALS(**params, feedback="explicit").fit(coo.tocsr())  # summed by the caller: fine
     file = tmp_path / "ratings.csv"
