@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import warn_unused_columns
+from .data import user_stacklevel, warn_unused_columns
 
 
 def read_frame(args: argparse.Namespace):
@@ -165,7 +165,8 @@ def _warn_if_a_header(df, args: argparse.Namespace, rows: int = 100) -> None:
         warnings.warn(f"the first line of {args.file} looks like column names "
                       f"({', '.join(first)}), and is read as an interaction of user "
                       f"{first[0]!r} with item {first[1]!r}: without --no-header it names "
-                      f"the columns (--user-col, --item-col)", UserWarning, stacklevel=2)
+                      f"the columns (--user-col, --item-col)", UserWarning,
+                      stacklevel=user_stacklevel())
 
 
 #: Rows of a CSV file read to find ids written with leading zeros (:func:`_zero_padded`).

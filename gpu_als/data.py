@@ -335,11 +335,11 @@ class Interactions(NamedTuple):
     item_ids: np.ndarray
 
 
-def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32, *,
-                       stacklevel: int = 2) -> Interactions:
+def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32
+                       ) -> Interactions:
     """What ``fit(df)`` trains on: the columns ``user``, ``item`` and (optionally)
     ``value`` of a DataFrame, through :func:`from_dataframe`; for explicit feedback, with
-    :func:`warn_summed_ratings`' warning (``stacklevel`` as ``warnings.warn``'s, here).
+    :func:`warn_summed_ratings`' warning.
 
     Raises
     ------
@@ -360,14 +360,14 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     interactions = from_dataframe(df, dtype=dtype)
     if feedback == "explicit":
-        warn_summed_ratings(len(df), interactions.matrix, stacklevel=stacklevel)
+        warn_summed_ratings(len(df), interactions.matrix)
     return interactions
 
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` at which ``warnings.warn``, called in the caller of this function,
     names the first line outside gpu_als: the user's call, however deep in the package
-    the warning is raised."""
+    the warning is raised (every warning of the package is given it)."""
     frame: Any = sys._getframe(1)
     level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("gpu_als."):
@@ -376,14 +376,13 @@ def user_stacklevel() -> int:
 
 
 def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, str] = (
-        "user", "item"), stacklevel: int | None = 2, *, rows: str = "rows") -> None:
+        "user", "item"), *, rows: str = "rows") -> None:
     """For explicit feedback: warn when the ``matrix`` that :func:`from_dataframe` made of
     ``n_rows`` rows has fewer entries, that is, when rows repeating a (user, item) pair
     were summed. Summing is right for counts (implicit feedback), but two ratings of 4
-    then train as one rating of 8. ``stacklevel``: as ``warnings.warn``'s, from the
-    caller (None: the first line outside gpu_als). ``rows``: what the ``n_rows`` are
-    ("rows" of a DataFrame, else the stored entries of a sparse matrix, which have no
-    pandas remedy)."""
+    then train as one rating of 8. ``rows``: what the ``n_rows`` are ("rows" of a
+    DataFrame, else the stored entries of a sparse matrix, which have no pandas
+    remedy)."""
     repeated = n_rows - matrix.nnz
     if repeated > 0:
         user, item = columns
@@ -393,7 +392,7 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, 
             f"{repeated:,} of the {n_rows:,} {rows} repeat a ({user}, {item}) pair, and the "
             f"ratings of a pair are summed (two ratings of 4 train as one of 8); for "
             f"feedback='explicit' keep one rating per pair{remedy}",
-            UserWarning, stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1)
+            UserWarning, stacklevel=user_stacklevel())
 
 
 def _eager_frame(df: Any, name: str = "df") -> Any:
@@ -494,7 +493,7 @@ def from_dataframe(
     if value_col is None or (value_col == "value" and value_col not in df.columns):
         unused = [str(c) for c in df.columns if c not in (user_col, item_col)]
         if value_col is not None and unused:
-            warn_unused_columns(unused, stacklevel=2)  # from_dataframe's caller
+            warn_unused_columns(unused)
         values = np.ones(len(df))
     elif value_col not in df.columns:
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
@@ -516,14 +515,13 @@ def from_dataframe(
     return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
 
 
-def warn_unused_columns(unused: list[str], stacklevel: int = 2) -> None:
+def warn_unused_columns(unused: list[str]) -> None:
     """The warning of :func:`from_dataframe` where there is no column 'value' (so every
-    row counts 1) but there are ``unused`` other columns, one of which may hold them.
-    ``stacklevel``: as ``warnings.warn``'s, from the caller."""
+    row counts 1) but there are ``unused`` other columns, one of which may hold them."""
     warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
                   f"used; name the values' column with value_col= (in the command line "
                   f"--value-col), or value_col=None to count rows", UserWarning,
-                  stacklevel=stacklevel + 1)
+                  stacklevel=user_stacklevel())
 
 
 def _is_number(value: Any) -> bool:
@@ -835,7 +833,7 @@ class Prepared:
         key = (feedback, alpha, confidence, epsilon)
         if key not in self._rows:
             if feedback == "explicit" and self._stored is not None:
-                warn_summed_ratings(int(self._stored), self.csr, stacklevel=None,
+                warn_summed_ratings(int(self._stored), self.csr,
                                     rows="stored entries of user_items")
             users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
                                   confidence=confidence, epsilon=epsilon)

@@ -39,6 +39,7 @@ from .data import (
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
+    user_stacklevel,
 )
 
 __all__ = ["train_test_split", "leave_k_out_split", "held_out_split", "binarize",
@@ -105,7 +106,7 @@ def train_test_split(
                       0)
     if not n_test.any():
         warnings.warn("no user has 2 or more entries: every entry stays in train and the "
-                      "test set is empty", UserWarning, stacklevel=2)
+                      "test set is empty", UserWarning, stacklevel=user_stacklevel())
     return _split(csr, n_test, random_state)
 
 
@@ -149,7 +150,7 @@ def leave_k_out_split(
     if not (lengths > K).any():
         warnings.warn(f"no user has more than K={K} entries (the most: {lengths.max()}): "
                       f"every entry stays in train and the test set is empty", UserWarning,
-                      stacklevel=2)
+                      stacklevel=user_stacklevel())
     return _split(csr, np.where(lengths > K, K, 0), random_state)
 
 
@@ -306,7 +307,7 @@ def ranking_metrics(
         warnings.warn(f"test shares {n_shared} entries with train: those items are left out "
                       f"of the recommendations as the users' own, and count as missed "
                       f"(train and test are meant to be the disjoint parts of a split)",
-                      stacklevel=2)
+                      stacklevel=user_stacklevel())
     # n_users >= 1: a test without users is refused by _for_test_batches
     return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
 
@@ -359,7 +360,8 @@ def rmse(model: Any, test: Any) -> float:
     if getattr(model, "feedback", None) == "implicit":
         warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "
                       "preferences (about 0 or 1), not the ratings in test; fit with "
-                      "feedback='explicit' to predict ratings", UserWarning, stacklevel=2)
+                      "feedback='explicit' to predict ratings", UserWarning,
+                      stacklevel=user_stacklevel())
     errors = model.predict(coo.row, coo.col).astype(np.float64) - coo.data
     return float(np.sqrt(np.mean(errors ** 2)))
 

@@ -410,8 +410,8 @@ class ALS:
         if user_ids is not None or item_ids is not None:
             raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
                             "columns: pass user_ids / item_ids with a matrix only")
-        matrix, user_ids, item_ids = data.frame_interactions(  # warnings: fit's caller
-            user_items, self.feedback, data.check_dtype(self.dtype), stacklevel=4)
+        matrix, user_ids, item_ids = data.frame_interactions(
+            user_items, self.feedback, data.check_dtype(self.dtype))
         return matrix, (user_ids, item_ids)
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype,
@@ -800,7 +800,7 @@ class ALS:
         if given is not None and p["feedback"] == "explicit" and hasattr(given[0], "nnz"):
             data.warn_summed_ratings(
                 int(given[0].nnz), R, ("item", "user") if given[1] == "item_users" else
-                ("user", "item"), stacklevel=None, rows=f"stored entries of {given[1]}")
+                ("user", "item"), rows=f"stored entries of {given[1]}")
         backend = self._backend
         n = R.shape[0]
         _check_definite(p, fixed.shape[0], "fixed-side rows", fixed.shape[1])
@@ -957,10 +957,12 @@ class ALS:
         if len(found.skipped):
             warnings.warn(f"no recommendations for {len(found.skipped)} of the users: not in "
                           f"the model and no interactions with its items to fold in "
-                          f"({_id_queries.examples(found.skipped)})", stacklevel=2)
+                          f"({_id_queries.examples(found.skipped)})",
+                          stacklevel=data.user_stacklevel())
         if found.n_unknown_item_rows:
             warnings.warn(f"rows of interactions that name items the model lacks: "
-                          f"{found.n_unknown_item_rows} left out", stacklevel=2)
+                          f"{found.n_unknown_item_rows} left out",
+                          stacklevel=data.user_stacklevel())
         return pd.DataFrame(found.table)
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
@@ -1528,8 +1530,7 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     if len(rows) and not known.any():
         warnings.warn(f"{where}: none of the data's {what} is among the model's "
                       f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
-                      f"all start random",
-                      stacklevel=5)  # the caller of fit
+                      f"all start random", stacklevel=data.user_stacklevel())
     start[known] = current[rows[known]]
 
 

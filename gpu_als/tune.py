@@ -203,8 +203,7 @@ def tune(
     user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
     if data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
         user_items, user_ids, item_ids = data.frame_interactions(
-            user_items, "explicit" if "explicit" in feedbacks else "implicit", np.float64,
-            stacklevel=3)
+            user_items, "explicit" if "explicit" in feedbacks else "implicit", np.float64)
     if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
                       for config in configurations)

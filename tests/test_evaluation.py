@@ -206,6 +206,9 @@ def test_metrics_against_a_slow_loop():
                                              f"those items are left out of the "
                                              f"recommendations"):
             got = ranking_metrics(Fixed(lists), train, test, K=K, batch_size=batch_size)
+    with pytest.warns(UserWarning, match="^test shares") as caught:
+        precision_at_k(Fixed(lists), train, test, K=K)  # through ranking_metrics:
+    assert caught[0].filename == __file__  # the warning names this line all the same
     rec, nd, pr, ap = [], [], [], []
     for u in range(50):
         relevant = set(test[u].indices)
