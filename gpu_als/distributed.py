@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from . import data
 from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, asks_to_stop
+from .model import ALS, _warn_idle_settings, asks_to_stop
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -286,6 +286,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         raise TypeError(f"client must be a dask.distributed.Client, got "
                         f"{type(client).__name__}")
     p = model._check_params()
+    _warn_idle_settings(p)
     if not isinstance(model.backend, str):
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")

@@ -1563,6 +1563,31 @@ def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -
             f"factors <= {n_fixed}")
 
 
+def _warn_idle_settings(p: dict[str, Any]) -> None:
+    """Warn of hyperparameters set (away from their defaults) where the others make them
+    act on nothing: ``alpha``, ``confidence`` and ``epsilon`` with explicit feedback (no
+    confidences), ``epsilon`` with linear confidence, ``cg_steps`` with the Cholesky
+    solver (as scikit-learn warns of ``l1_ratio`` without an elastic-net penalty)."""
+    defaults = {name: parameter.default for name, parameter
+                in inspect.signature(ALS.__init__).parameters.items()}
+    explicit = p["feedback"] == "explicit"
+    idle_with = {  # what makes them idle: the settings it makes idle
+        "feedback='explicit' (ratings, no confidences)":
+            ("alpha", "confidence", "epsilon") if explicit else (),
+        "confidence='linear'": ("epsilon",) if not explicit and p["confidence"] == "linear"
+        else (),
+        "solver='cholesky'": ("cg_steps",) if p["solver"] == "cholesky" else (),
+    }
+    idle = []
+    for reason, names in idle_with.items():
+        changed = [f"{name}={p[name]!r}" for name in names if p[name] != defaults[name]]
+        if changed:
+            idle.append(f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no "
+                        f"effect with {reason}")
+    if idle:
+        warnings.warn("; ".join(idle), UserWarning, stacklevel=data.user_stacklevel())
+
+
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
     """Refuse a fit that cannot fit in host memory before allocating any of it: the row
     pointers of both orientations and the factors of every user and item (drawn on the
@@ -1585,6 +1610,7 @@ class _Training:
     def __init__(self, model: ALS, user_items: Any, ids: tuple[Any, Any] = (None, None)):
         """``ids``: the ids of ``user_items``' rows and columns, or None (see ``ALS.fit``)."""
         p = model._check_params()
+        _warn_idle_settings(p)
         backend = get_backend(model.backend)
         if backend.max_factors is not None and p["factors"] > backend.max_factors:
             raise ValueError(

@@ -346,6 +346,10 @@ def test_bad_arguments_are_refused_before_any_work(client):
         fit_distributed(ALS(**PARAMS), R, "tcp://127.0.0.1:8786")
     with pytest.raises(ValueError, match="worker_timeout=0.0: must be > 0"):
         fit_distributed(ALS(**PARAMS), R, client, worker_timeout=0)
+    # settings that act on nothing: warned of before any work, as by fit
+    with pytest.warns(UserWarning, match="^cg_steps=5 has no effect with solver='cholesky'"), \
+            pytest.raises(ValueError, match="blocks_per_worker=0"):
+        fit_distributed(ALS(**PARAMS, cg_steps=5), R, client, blocks_per_worker=0)
 
 
 def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, capsys):

@@ -323,9 +323,11 @@ def test_a_trial_that_stops_frees_its_factors(R, monkeypatch):
     assert live_at_scoring == [8] * 8 + [3] * 3
 
 
+@pytest.mark.filterwarnings("ignore:epsilon=.* has no effect with confidence='linear'")
 def test_each_confidence_setting_trains_with_its_own_confidences(R):
     """Trials that differ only in how values become confidences (each setting's weights
-    computed once and reused) score as fresh fits with their settings."""
+    computed once and reused) score as fresh fits with their settings. (The linear trials
+    are told that their epsilon acts on nothing, as it does not.)"""
     grid = {"confidence": ["linear", "log"], "epsilon": [0.1, 10.0]}
     base = {"iterations": 3, "backend": "cpu", "factors": 4, "alpha": 5.0}
     result = tune(R, grid, metric="ndcg", halving=False, base_params=base, random_state=3,

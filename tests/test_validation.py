@@ -233,6 +233,28 @@ def test_bad_hyperparameters(R, params, error, message):
         fit(R, **params)
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"feedback": "explicit", "alpha": 40}, "alpha=40.0 has no effect with "
+                                            "feedback='explicit' (ratings, no confidences)"),
+    ({"feedback": "explicit", "confidence": "log", "epsilon": 2.0},
+     "confidence='log', epsilon=2.0 have no effect with feedback='explicit'"),
+    ({"epsilon": 3.0}, "epsilon=3.0 has no effect with confidence='linear'"),
+    ({"cg_steps": 5, "feedback": "explicit", "alpha": 2},
+     "alpha=2.0 has no effect with feedback='explicit' (ratings, no confidences); "
+     "cg_steps=5 has no effect with solver='cholesky'"),
+])
+def test_settings_that_act_on_nothing_are_warned_of(R, params, message):
+    """(As scikit-learn warns of l1_ratio without an elastic-net penalty.) The same values
+    where they act, or left at their defaults, say nothing."""
+    with pytest.warns(UserWarning, match=f"^{re.escape(message)}") as caught:
+        fit(R, **params)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(R, alpha=40, confidence="log", epsilon=2.0, solver="cg", cg_steps=5)
+        fit(R, feedback="explicit", alpha=10, epsilon=1)  # the defaults (an int alpha too)
+
+
 def test_failed_fit_leaves_no_model(R):
     model = ALS(factors=0, backend="cpu")
     with pytest.raises(ValueError):
