@@ -28,9 +28,10 @@ def fitted(backend, feedback="implicit", **params):
     R = interactions()
     if feedback == "explicit":
         R.data = np.abs(R.data) * 5
-    model = ALS(factors=6, iterations=3, regularization=0.1, alpha=5.0, feedback=feedback,
+    confidence = {"alpha": 5.0} if feedback == "implicit" else {}  # (ratings have none)
+    model = ALS(factors=6, iterations=3, regularization=0.1, feedback=feedback,
                 backend=backend, dtype=np.float64, show_progress=False, random_state=0,
-                **params).fit(R)
+                **confidence, **params).fit(R)
     return model, R
 
 

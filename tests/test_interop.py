@@ -67,6 +67,7 @@ def test_fold_in_solves_implicits_problem(implicit_cpu):
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.filterwarnings("ignore:cg_steps=2 has no effect")  # (carried over all the same)
 def test_to_implicit_answers_and_solves_as_the_model(implicit_cpu, solver):
     """to_implicit: implicit's model of our factors recommends our items with our scores,
     folds a user in to our exact solution on 0/1 data (alpha + 1), goes on fitting from
