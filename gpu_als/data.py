@@ -459,8 +459,11 @@ def from_dataframe(
     Raises
     ------
     ValueError
-        For a missing column, an empty DataFrame, or (without ``drop_unknown``) an id
-        that a given map lacks.
+        For a missing or repeated column, an empty DataFrame, a missing id or value, or
+        (without ``drop_unknown``) an id that a given map lacks.
+    TypeError
+        For values that are not numbers, and ids that are not single values (a polars
+        ``Struct`` or ``Array`` column) or do not sort together (numbers and text).
 
     Examples
     --------
