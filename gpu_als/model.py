@@ -352,6 +352,8 @@ class ALS:
         FloatingPointError
             When a half-step produces NaN or infinite factors; the model is left as it was
             (unfitted, or with its previous fit).
+        RuntimeError
+            When called while a fit of this model is in progress (from its callback).
         """
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
