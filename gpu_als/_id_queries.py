@@ -22,6 +22,7 @@ from .data import (
     _column,
     _eager_frame,
     check_int,
+    first_of_each,
     from_dataframe,
     id_positions,
     is_dataframe,
@@ -38,13 +39,12 @@ def id_map(ids: Any, n: int) -> np.ndarray:
 
 
 def each_once(ids: Any, what: str) -> np.ndarray:
-    """One id or a 1-D array-like of them (``what`` in the message where it is not), the
-    first of each as the lookups match them, in the order given (np.unique would sort
-    them, and refuse ids that do not compare, such as None and text)."""
+    """One id or a 1-D array-like of them (``what`` in the message where it is not), each
+    once in the order given (:func:`gpu_als.data.first_of_each`)."""
     ids = np.atleast_1d(np.asarray(ids))
     if ids.ndim > 1:
         raise ValueError(f"{what} must be one id or 1-D, got shape {ids.shape}")
-    return ids[id_positions(ids, ids) == np.arange(len(ids))]
+    return first_of_each(ids)
 
 
 def examples(ids: np.ndarray) -> str:

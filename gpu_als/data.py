@@ -485,8 +485,9 @@ def from_dataframe(
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"
                              f"{_index_hint(df, [col])}")
-    for used in (user_col, item_col, value_col):  # pandas allows repeated names, and
-        if (times := list(df.columns).count(used)) > 1:  # df[used] is a DataFrame then
+    # pandas allows repeated column names, and df[name] is then a DataFrame
+    for used in (user_col, item_col, value_col):
+        if (times := list(df.columns).count(used)) > 1:
             raise ValueError(f"the DataFrame has {times} columns named {used!r}: keep one, "
                              f"e.g. df.loc[:, ~df.columns.duplicated()]")
     if len(df) == 0:
@@ -586,6 +587,13 @@ def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
     order = np.argsort(known, kind="stable")  # the first of repeated known ids
     where = np.minimum(np.searchsorted(known, ids, sorter=order), len(known) - 1)
     return np.where(known[order[where]] == ids, order[where], -1).astype(np.int64)
+
+
+def first_of_each(ids: np.ndarray) -> np.ndarray:
+    """``ids`` each once, in their order: the first of those the lookups match alike
+    (``np.unique`` would sort them, and refuse ids that do not compare, such as None and
+    text)."""
+    return ids[id_positions(ids, ids) == np.arange(len(ids))]
 
 
 def id_text(ids: np.ndarray) -> np.ndarray:
@@ -750,8 +758,7 @@ def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
         raise ValueError(f"the id map for column {name!r} must be 1-D without repeated ids")
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():
-        unknown = column[positions < 0]  # each once, in the order of the rows
-        missing = unknown[id_positions(unknown, unknown) == np.arange(len(unknown))]
+        missing = first_of_each(column[positions < 0])
         raise ValueError(f"column {name!r} holds {len(missing)} ids that the given map lacks "
                          f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); pass "
                          f"drop_unknown=True to leave their rows out")

@@ -236,6 +236,12 @@ class ALS:
                 if name != "self" and p.kind is not p.VAR_KEYWORD]
 
     @classmethod
+    def _param_defaults(cls) -> dict[str, Any]:
+        """Each hyperparameter's default, as ``__init__`` has it."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return {name: parameters[name].default for name in cls._param_names()}
+
+    @classmethod
     def _unknown_parameter(cls, name: str) -> str:
         """Why ``name`` is not a parameter, and what to pass instead."""
         if name in IMPLICIT_ARGUMENTS:
@@ -262,9 +268,7 @@ class ALS:
         return self
 
     def __repr__(self) -> str:
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-        }
+        defaults = self._param_defaults()
         shown = [
             f"{name}={value!r}" for name, value in self.get_params().items()
             if not _same(value, defaults.get(name))
@@ -1570,8 +1574,7 @@ def _warn_idle_settings(p: dict[str, Any]) -> None:
     act on nothing: ``alpha``, ``confidence`` and ``epsilon`` with explicit feedback (no
     confidences), ``epsilon`` with linear confidence, ``cg_steps`` with the Cholesky
     solver (as scikit-learn warns of ``l1_ratio`` without an elastic-net penalty)."""
-    defaults = {name: parameter.default for name, parameter
-                in inspect.signature(ALS.__init__).parameters.items()}
+    defaults = ALS._param_defaults()
     explicit = p["feedback"] == "explicit"
     idle_with = {  # what makes them idle: the settings it makes idle
         "feedback='explicit' (ratings, no confidences)":
