@@ -803,7 +803,15 @@ def markdown_tables(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _per_profile(setting: str) -> str:
+    """A setting's value in each profile, for the help: "5 for quick, 6 for full"."""
+    def value(profile: dict) -> int:  # iterations None: the synthetic sets' own
+        return profile[setting] or Dataset.iterations
+    return ", ".join(f"{value(settings):,} for {name}" for name, settings in PROFILES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``gpu-als bench`` (and ``python -m gpu_als.benchmark``)."""
     parser = argparse.ArgumentParser(
         prog="gpu-als bench", description=__doc__.splitlines()[0],
         epilog=f"datasets: {', '.join(DATASETS)}; implementations: "
@@ -817,24 +825,32 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
                          help="same as --profile full")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
-                        metavar="DATASET", help="default: the profile's")
+                        metavar="DATASET", help="datasets to time on (default: the profile's)")
     parser.add_argument("--factors", type=int, nargs="+", default=None,
                         help="factor counts to time (default: the profile's)")
     parser.add_argument("--implementations", nargs="+", default=None,
                         choices=list(IMPLEMENTATIONS), metavar="IMPLEMENTATION",
-                        help="default: every one that can run here")
+                        help="what to time (default: every one that can run here)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="iterations per fit on the synthetic sets, the first being the "
-                             "warm-up (MovieLens 100K always runs 15)")
+                             f"warm-up (default: the profile's, {_per_profile('iterations')}; "
+                             "MovieLens 100K always runs 15)")
     parser.add_argument("--cpu-max-nnz", type=int, default=None,
-                        help="largest dataset the CPU implementations run on")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per fit")
+                        help="largest dataset (in interactions) the CPU implementations "
+                             f"run on (default: the profile's, {_per_profile('cpu_max_nnz')})")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds per fit (default: the profile's, {_per_profile('timeout')})")
     parser.add_argument("--output", type=Path, default=None,
                         help="result JSON, or a folder for it (default benchmarks/results/"
                              "bench-<device>-<commit>.json); rewritten after every fit")
-    parser.add_argument("--plots", type=Path, default=None,
+    parser.add_argument("--plots", type=Path, default=None, metavar="FOLDER",
                         help="also draw the charts into FOLDER/<device>/")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.child is not None:
         row = run_one(json.loads(args.child))

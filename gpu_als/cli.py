@@ -82,9 +82,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
     g.add_argument("--iterations", type=int, default=default(iterations),
                    help=f"ALS sweeps (default {iterations})")
     g.add_argument("--feedback", choices=["implicit", "explicit"], default=default("implicit"),
-                   help="values are interaction amounts (implicit) or ratings (explicit)")
+                   help="values are interaction amounts (implicit) or ratings (explicit) "
+                        "(default implicit)")
     g.add_argument("--confidence", choices=["linear", "log"], default=default("linear"),
-                   help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log)")
+                   help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log) "
+                        "(default linear)")
     g.add_argument("--epsilon", type=float, default=default(1.0),
                    help="scale of the log confidence (default 1)")
     g.add_argument("--solver", choices=["cholesky", "cg"], default=default("cholesky"),
@@ -764,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="train on MovieLens 100K and compare with baselines",
                             description=demo.__doc__)
     add_model_options(p, regularization=0.001, iterations=20)
-    p.add_argument("--output", default="demo-output", help="folder for the plots")
+    p.add_argument("--output", default="demo-output",
+                   help="folder for the charts (default demo-output)")
     p.set_defaults(func=demo)
 
     p = commands.add_parser("train", help="fit on an interaction file and save the model",
@@ -810,8 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=int, default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "
-                        "metrics (e.g. 4 for ratings); the RMSE of --feedback explicit "
-                        "still scores every held-out rating")
+                        "metrics (e.g. 4 for ratings; default: every held-out entry); the RMSE "
+                        "of --feedback explicit still scores every held-out rating")
     p.add_argument("--no-auc", action="store_true",
                    help="leave out AUC, which places every test item among all of its "
                         "user's candidates: on large data most of the time")
@@ -827,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "value fixes it, e.g. factors=64); default: factors, "
                         "regularization and alpha around the reference")
     p.add_argument("--n-samples", type=int, default=None,
-                   help="try this many random configurations of the grid instead of all")
+                   help="try this many random configurations of the grid (default: all of "
+                        "them)")
     p.add_argument("--metric", choices=VALIDATION_METRICS,
                    default="recall", help="validation metric (default recall; rmse, the "
                                           "lower the better, needs --feedback explicit)")
@@ -851,8 +855,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split, sampling and start seed (default 42)")
     p.add_argument("--trials", type=Path, default=Path("trials.csv"),
                    help="CSV of every trial (default trials.csv)")
-    p.add_argument("--plot", type=Path, default=None, help="PNG of metric vs hyperparameters")
-    p.add_argument("--output", type=Path, default=None, help="save the refitted best model")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="PNG of metric vs hyperparameters (default: none drawn)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="save the refitted best model (default: not saved)")
     p.set_defaults(func=tune_command)
 
     p = commands.add_parser("recommend", help="top-N items per user from a saved model",

@@ -1,5 +1,6 @@
 """The command line: every command, end to end on small inputs."""
 
+import argparse
 import re
 import sys
 import warnings
@@ -561,6 +562,31 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--regularization" in capsys.readouterr().out
+
+
+def _options(parser: argparse.ArgumentParser):
+    """Every (command, option) of ``parser`` and its subcommands that takes a value."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((f"{name} {where}", a) for where, a in _options(sub))
+        elif (action.option_strings and action.nargs != 0 and not action.required
+              and action.help != argparse.SUPPRESS):
+            yield action.option_strings[-1], action
+
+
+def test_every_option_help_says_its_default():
+    """An option that falls back to a value when left out says which, in its help."""
+    from gpu_als import benchmark
+    from gpu_als.cli import build_parser
+
+    options = [*_options(build_parser()), *_options(benchmark.build_parser())]
+    assert len(options) > 60
+    silent = [where for where, action in options
+              if action.default is not None and "default" not in (action.help or "")]
+    assert not silent, f"options whose help does not give their default: {silent}"
+    unhelped = [where for where, action in options if not action.help]
+    assert not unhelped, f"options without help: {unhelped}"
 
 
 def test_bad_columns(csv_file, capsys):
