@@ -131,6 +131,9 @@ def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: An
     wanted = np.atleast_1d(np.asarray(items))
     allowed = rows_of(wanted)
     if len(allowed) == 0 and len(wanted):
+        if len(wanted) == 1:
+            raise ValueError(f"the model lacks item {examples(wanted)}, the only item to "
+                             f"recommend among")
         raise ValueError(f"the model has none of the {len(wanted)} items to recommend among "
                          f"(e.g. {examples(wanted)})")
     return {"items": allowed if blocked is None else np.setdiff1d(allowed, blocked)}
@@ -176,6 +179,9 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     fold_in = np.flatnonzero((rows < 0) & has_rows)
     skipped = wanted[(rows < 0) & ~has_rows]
     if len(known) + len(fold_in) == 0:
+        if len(wanted) == 1:
+            raise ValueError(f"user {examples(skipped)} is not in the model and has no "
+                             f"interactions with its items to fold in")
         raise ValueError(f"none of the {len(wanted)} users is in the model or has "
                          f"interactions with its items to fold in (e.g. {examples(skipped)})")
     filtered = R is not None and bool(filter_already_liked_items)

@@ -551,8 +551,8 @@ def recommend_command(args: argparse.Namespace) -> int:
         notes.append(f"{len(found.skipped)} skipped: not in the model and no interactions "
                      f"with its items ({examples(found.skipped)})")
     if found.n_unknown_item_rows:
-        notes.append(f"{found.n_unknown_item_rows} rows of {args.file} name items the "
-                     f"model lacks and were left out")
+        rows = counted(found.n_unknown_item_rows, "row")
+        notes.append(f"{rows} of {args.file} naming items the model lacks left out")
     for option, ids in (("--items", args.items), ("--exclude-items", args.exclude_items)):
         unknown = 0 if ids is None else int((id_positions(item_ids, ids) < 0).sum())
         if unknown:

@@ -759,7 +759,8 @@ def _positions(column: np.ndarray, id_map: Any, name: str, drop_unknown: bool):
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():
         missing = first_of_each(column[positions < 0])
-        raise ValueError(f"column {name!r} holds {len(missing)} ids that the given map lacks "
+        what = "an id" if len(missing) == 1 else f"{len(missing)} ids"
+        raise ValueError(f"column {name!r} holds {what} that the given map lacks "
                          f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); pass "
                          f"drop_unknown=True to leave their rows out")
     return ids, positions

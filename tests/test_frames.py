@@ -241,6 +241,9 @@ def test_allowlists_and_blocklists_of_item_ids(clicks):
     with pytest.raises(ValueError, match=r"the model has none of the 2 items to recommend "
                                          r"among \(e.g. 'a', 'b'\)"):
         model.recommend_frame(interactions=clicks, items=["a", "b"])
+    with pytest.raises(ValueError, match=r"the model lacks item 'a', the only item to "
+                                         r"recommend among"):
+        model.recommend_frame(interactions=clicks, items=["a"])
 
 
 def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
