@@ -87,9 +87,10 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
     return rows, ids[new]
 
 
-def ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """``new`` ids to append to a model's ``known`` ones, in ``known``'s dtype where
-    numbers are (a ``TypeError`` where they do not fit it)."""
+def ids_to_append(known: np.ndarray, new: np.ndarray, side: str) -> np.ndarray:
+    """``new`` ids to append to a model's ``known`` ones of its ``side`` ("user" or
+    "item"), in ``known``'s dtype where numbers are (a ``TypeError`` where they do not fit
+    it)."""
     if known.dtype.kind in "iuf" and len(new):
         try:
             cast = new.astype(known.dtype)
@@ -97,8 +98,8 @@ def ids_to_append(known: np.ndarray, new: np.ndarray) -> np.ndarray:
         except (ValueError, TypeError, OverflowError):  # "x" or 10**20 as an int64
             fits = False
         if not fits:
-            raise TypeError(f"ids {new[:5].tolist()} do not fit the model's id type "
-                            f"{known.dtype}")
+            raise TypeError(f"{side}_ids {new[:5].tolist()} do not fit the model's "
+                            f"{side}_ids_ ({known.dtype}): a model's ids are all of one type")
         return cast
     return new
 

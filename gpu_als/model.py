@@ -724,7 +724,7 @@ class ALS:
                                  f"ids), not both")
             index = self._id_index(side)
             rows, new_ids = _ids.rows_of_ids(index, ids, len(factors), side)
-            new_ids = _ids.ids_to_append(known, new_ids)
+            new_ids = _ids.ids_to_append(known, new_ids, side)
         elif np.asarray(rows).dtype.kind in "OSU":
             raise TypeError(f"{rows_name} are factor rows, integers; to name {side}s by "
                             f"their original ids, pass them as {ids_name}=")

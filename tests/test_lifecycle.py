@@ -330,7 +330,8 @@ def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
     one = sp.csr_matrix(np.ones((1, 3)))
     floats.partial_fit_users(user_items=one, user_ids=[2.5])
     assert floats.user_ids_.dtype == np.float32 and floats.user_ids_.tolist() == [0.5, 1.5, 2.5]
-    with pytest.raises(TypeError, match=r"ids \[0.1\] do not fit the model's id type float32"):
+    with pytest.raises(TypeError, match=r"user_ids \[0.1\] do not fit the model's user_ids_ "
+                                        r"\(float32\): a model's ids are all of one type"):
         floats.partial_fit_users(user_items=one, user_ids=[0.1])
 
 
@@ -371,11 +372,11 @@ def test_partial_fit_by_id_needs_a_model_with_ids(R):
 
 def test_partial_fit_by_id_refuses_ids_that_do_not_fit_the_type(R):
     model = fit_with_ids("cpu", np.arange(25, dtype=np.int32), None, R)
-    with pytest.raises(TypeError, match=r"ids \[4000000000\] do not fit the model's id "
-                                        r"type int32"):
+    with pytest.raises(TypeError, match=r"user_ids \[4000000000\] do not fit the "
+                                        r"model's user_ids_ \(int32\)"):
         model.partial_fit_users(user_items=R[[0, 1]], user_ids=[4_000_000_000, 3])
     for ids in ([10**20], np.array(["x"], dtype=object)):  # no int64; a string
-        with pytest.raises(TypeError, match="do not fit the model's id type int32"):
+        with pytest.raises(TypeError, match=r"do not fit the model's user_ids_ \(int32\)"):
             model.partial_fit_users(user_items=R[[0]], user_ids=ids)
     assert model.user_factors_.shape == (25, 4)
 
