@@ -126,7 +126,16 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
     Looks, in order, in ``data_home``; in the folder named by ``$GPU_ALS_DATA``; in
     :func:`default_cache_dir`. Each may hold the files directly or an ``ml-100k/``
     subfolder. Otherwise, if ``download``, fetches the official zip from GroupLens into
-    the cache folder. Every file read is checked against its published sha256.
+    ``data_home/ml-100k`` (the cache folder's when ``data_home`` is not given). Every
+    file read is checked against its published sha256.
+
+    Parameters
+    ----------
+    data_home : str or path-like, optional
+        A folder to look in first, and to download into (created if need be).
+    download : bool, default True
+        Fetch the files when no copy is found; with False, a missing copy is a
+        ``FileNotFoundError``.
 
     Returns
     -------
@@ -153,7 +162,7 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
                 f"unzipped ml-100k folder in one of them, set {DATA_ENV}, or call with "
                 "download=True"
             )
-        path = _download(cache)
+        path = _download(cache if data_home is None else Path(data_home))
     for name, digest in ML100K_SHA256.items():
         file = path / name
         if not file.is_file():

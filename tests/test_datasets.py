@@ -229,6 +229,12 @@ def test_a_download_lands_in_the_cache_and_is_read_from_there_next_time(
     assert (loaded.ratings != movielens.ratings).nnz == 0
     assert loaded.item_titles[0] == "Toy Story (1995)"
     assert load_movielens_100k().path == loaded.path and len(calls) == 1  # not again
+    # a data_home of the caller's is where the download goes (made if need be)
+    home = tmp_path / "shared" / "datasets"
+    assert load_movielens_100k(data_home=home).path == loaded.path  # the cache's copy found
+    (loaded.path / "u.data").unlink()
+    assert load_movielens_100k(data_home=home).path == home / "ml-100k"
+    assert len(calls) == 2 and load_movielens_100k(data_home=home).ratings.nnz == 100_000
 
 
 @pytest.mark.parametrize("damage", ["checksum", "not a zip", "a file missing"])
