@@ -70,7 +70,7 @@ class TuneResult:
         The winning configuration refitted on all of ``user_items``.
     trials : list of dict
         One per configuration: its hyperparameters, ``score`` (the metric at the last rung
-        it reached), ``iterations`` (trained), ``finished`` (reached its full iterations),
+        it reached), ``iterations_trained``, ``finished`` (reached its full iterations),
         ``seconds`` (training time).
     metric : str
         e.g. ``"recall@10"``, or ``"rmse"``.
@@ -260,7 +260,8 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                         show_progress: bool) -> list[dict[str, Any]]:
     """Train a fit of each model's configuration in rungs (the models are templates: never
     fitted themselves) and return one record per model: its ``score`` at the last rung it
-    reached, ``iterations`` trained, ``finished`` and ``seconds``.
+    reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
+    ``finished`` and ``seconds``.
 
     At each rung every surviving model trains up to ``rung`` iterations (at most its own
     ``iterations``) and is scored; the finished ones leave, and the best
@@ -270,7 +271,8 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     # None once its trial has stopped, so that its factors are freed
     trainings: list[_Training | None] = [_Training(model, prepared) for model in models]
     targets = [training.p["iterations"] for training in trainings if training is not None]
-    trials = [{"score": float("nan"), "iterations": 0, "finished": False, "seconds": 0.0}
+    trials = [{"score": float("nan"), "iterations_trained": 0, "finished": False,
+               "seconds": 0.0}
               for _ in models]
     sign = 1 if lower_is_better else -1  # sorting by sign * score: best first
     alive = list(range(len(models)))
@@ -288,7 +290,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                 trials[i]["seconds"] += time.perf_counter() - start
                 scored = ALS(**models[i].get_params())  # transient: holds no factors later
                 training.finish(scored)
-                trials[i].update(score=score(scored), iterations=budget,
+                trials[i].update(score=score(scored), iterations_trained=budget,
                                  finished=budget == targets[i])
             done = [i for i in alive if trials[i]["finished"]]
             running = [i for i in alive if not trials[i]["finished"]]

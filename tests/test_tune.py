@@ -71,7 +71,7 @@ def test_halving_keeps_the_best_third_and_their_results_are_exact(R):
     halved = run(R, halving=True, min_iterations=2, reduction_factor=3)
     # rung 2: 8 trials -> keep 3; rung 6 (= iterations): 3 finish
     assert sum(t["finished"] for t in halved.trials) == 3
-    assert sorted(t["iterations"] for t in halved.trials) == [2] * 5 + [6] * 3
+    assert sorted(t["iterations_trained"] for t in halved.trials) == [2] * 5 + [6] * 3
     by_params = {tuple(t[n] for n in GRID): t for t in exhaustive.trials}
     for trial in halved.trials:
         if trial["finished"]:  # continuing a trial equals fitting it in one go
@@ -169,7 +169,23 @@ def test_any_iterable_of_values_is_read_once_numpy_scalars_as_pythons(R):
 def test_the_default_iterations_are_20(R):
     result = tune(R, {"factors": [2]}, base_params={"backend": "cpu"}, halving=False,
                   show_progress=False)
-    assert result.trials[0]["iterations"] == 20 and len(result.model.loss_history_) == 20
+    assert result.trials[0]["iterations_trained"] == 20
+    assert len(result.model.loss_history_) == 20
+
+
+def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_path):
+    """A trial stopped at a rung records what it would have trained (the grid's
+    ``iterations``) and what it did; the CSV and the chart get both."""
+    result = tune(R, {"iterations": [2, 9], "factors": [2, 8, 16]},
+                  base_params={"backend": "cpu"}, min_iterations=1, reduction_factor=3,
+                  random_state=3, show_progress=False)
+    assert sorted(t["iterations"] for t in result.trials) == [2, 2, 2, 9, 9, 9]
+    for trial in result.trials:
+        assert trial["finished"] == (trial["iterations_trained"] == trial["iterations"])
+    stopped = [t for t in result.trials if not t["finished"]]
+    assert stopped and all(t["iterations_trained"] < 9 for t in stopped)
+    header = result.to_csv(tmp_path / "trials.csv").read_text().splitlines()[0]
+    assert header == "iterations,factors,score,iterations_trained,finished,seconds"
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -246,7 +262,7 @@ def test_a_trials_seconds_add_up_over_its_rungs(R, monkeypatch):
     monkeypatch.setattr(tune_module, "time", type("Clock", (), {
         "perf_counter": staticmethod(lambda: float(next(ticks)))}))
     result = run(R, halving=True, min_iterations=2)  # rungs of 2 and 6 iterations
-    assert {(t["iterations"], t["seconds"]) for t in result.trials} == {(2, 0.5), (6, 1.0)}
+    assert {(t["iterations_trained"], t["seconds"]) for t in result.trials} == {(2, 0.5), (6, 1.0)}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
