@@ -494,6 +494,18 @@ class TestQueryErrors:
         with pytest.raises(ValueError, match=r"userids has shape \(2,\) but itemids has shape"):
             model.predict([0, 1], [0])
 
+    def test_predict_ids_out_of_range(self, fitted):
+        """(A negative id would otherwise score the last rows, without a word.)"""
+        model, R = fitted
+        n_users, n_items = R.shape
+        for users, items, message in (
+                ([0], [n_items], f"itemids {n_items} is out of range"),
+                ([0], [-1], "itemids -1 is out of range"),
+                ([n_users], [0], f"userids {n_users} is out of range"),
+                ([-2], [0], "userids -2 is out of range")):
+            with pytest.raises(ValueError, match=message):
+                model.predict(users, items)
+
 
 def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypatch):
     """A matrix whose shape needs more memory than there is (ids used as indices, e.g.
