@@ -594,6 +594,18 @@ def test_to_cpu_is_an_independent_cpu_model(real_backend, R):
     assert isinstance(cpu.user_factors_, np.ndarray)
     np.testing.assert_array_equal(cpu.user_factors_, to_numpy(model.user_factors_))
     np.testing.assert_array_equal(cpu.recommend(1, R[1])[0], model.recommend(1, R[1])[0])
+    assert cpu.loss_history_ == model.loss_history_ and len(cpu.loss_history_) == 3
+    assert cpu.loss_history_ is not model.loss_history_
+
+
+def test_to_cpu_keeps_the_ids(real_backend):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": ["a", "b", "b", "c"], "item": [30, 10, 20, 30]})
+    model = ALS(factors=2, iterations=1, backend=real_backend).fit(df)
+    cpu = model.to_cpu()
+    assert list(cpu.user_ids_) == ["a", "b", "c"] and list(cpu.item_ids_) == [10, 20, 30]
+    assert cpu.recommend_frame(["b"], N=1)["item"].tolist() == \
+        model.recommend_frame(["b"], N=1)["item"].tolist()
 
 
 class NaNSolver(CPUBackend):

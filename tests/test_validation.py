@@ -237,7 +237,10 @@ def test_bad_hyperparameters(R, params, error, message):
     ({"feedback": "explicit", "alpha": 40}, "alpha=40.0 has no effect with "
                                             "feedback='explicit' (ratings, no confidences)"),
     ({"feedback": "explicit", "confidence": "log", "epsilon": 2.0},
-     "confidence='log', epsilon=2.0 have no effect with feedback='explicit'"),
+     "confidence='log', epsilon=2.0 have no effect with feedback='explicit' (ratings, no "
+     "confidences)"),
+    ({"feedback": "explicit", "epsilon": 2.0},  # one reason, not linear confidence's too
+     "epsilon=2.0 has no effect with feedback='explicit' (ratings, no confidences)"),
     ({"epsilon": 3.0}, "epsilon=3.0 has no effect with confidence='linear'"),
     ({"cg_steps": 5, "feedback": "explicit", "alpha": 2},
      "alpha=2.0 has no effect with feedback='explicit' (ratings, no confidences); "
@@ -246,7 +249,7 @@ def test_bad_hyperparameters(R, params, error, message):
 def test_settings_that_act_on_nothing_are_warned_of(R, params, message):
     """(As scikit-learn warns of l1_ratio without an elastic-net penalty.) The same values
     where they act, or left at their defaults, say nothing."""
-    with pytest.warns(UserWarning, match=f"^{re.escape(message)}") as caught:
+    with pytest.warns(UserWarning, match=f"^{re.escape(message)}$") as caught:
         fit(R, **params)
     assert len(caught) == 1 and caught[0].filename == __file__
     with warnings.catch_warnings():
