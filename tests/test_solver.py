@@ -383,6 +383,17 @@ def test_cpu_work_arrays_are_reused_and_change_no_result(solver, monkeypatch):
     assert len(made) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_is_float64_whatever_the_factors(backend, dtype):
+    """(The contract: the solves add ``lambda I`` and the loss its traces to it in float64.)"""
+    F = np.random.default_rng(4).standard_normal((23, 6)).astype(dtype)
+    b = get_backend(backend)
+    got = b.gram(b.asarray(F))
+    assert got.dtype == np.float64 and got.shape == (6, 6)
+    np.testing.assert_allclose(b.to_numpy(got), F.astype(np.float64).T @ F,
+                               rtol=TOL[dtype], atol=TOL[dtype])
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("users, items, density", [
     (40, 30, 0.2),
