@@ -874,6 +874,47 @@ def test_from_dataframe_against_given_id_maps():
         from_dataframe(df, user_ids=["a", "a"], drop_unknown=True)
 
 
+def test_text_ids_coded_in_arrow_come_out_as_through_python_strings(monkeypatch):
+    """pandas' string dtypes and polars' String are coded by pandas in Arrow, without a
+    Python string per row: the same ids (Python strings, in code point order) and the
+    same matrix as an object column of Python strings gives; polars without pyarrow too."""
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    pa = pytest.importorskip("pyarrow")
+    from gpu_als.data import _text_series
+
+    names = ["b", "a", "Z", "é", "ß", "😀", "", "10", "9", "a b", "e\u0301", "\u00e9"]
+    rng = np.random.default_rng(2)
+    users = [names[j] for j in rng.integers(0, len(names), 60)]
+    items = [names[j] + "!" for j in rng.integers(0, len(names), 60)]
+    values = rng.integers(1, 5, 60).astype(np.float64)
+    reference = from_dataframe(pd.DataFrame({"user": pd.Series(users, dtype=object),
+                                             "item": pd.Series(items, dtype=object),
+                                             "value": values}))
+    assert list(reference.user_ids) == sorted(set(users))
+    frames = {str(dtype): pd.DataFrame({"user": pd.Series(users, dtype=dtype),
+                                        "item": pd.Series(items, dtype=dtype),
+                                        "value": values})
+              for dtype in ("string[python]", "string[pyarrow]", "str",
+                            pd.ArrowDtype(pa.string()))}
+    frames["polars"] = pl.DataFrame({"user": users, "item": items, "value": values})
+    for name, frame in frames.items():
+        arrow = frame["user"].dtype != object  # pandas < 3 reads "str" as object
+        assert (_text_series(frame["user"]) is not None) == arrow, name  # coded in Arrow
+        got = from_dataframe(frame)
+        assert got.user_ids.dtype == object and got.item_ids.dtype == object, name
+        assert list(got.user_ids) == list(reference.user_ids), name
+        assert list(got.item_ids) == list(reference.item_ids), name
+        assert all(type(i) is str for i in got.user_ids), name
+        assert (got.matrix != reference.matrix).nnz == 0, name
+    monkeypatch.setattr(pl.Series, "to_pandas", lambda *a, **k: (_ for _ in ()).throw(
+        ImportError("pyarrow is not installed")))
+    assert _text_series(frames["polars"]["user"]) is None
+    got = from_dataframe(frames["polars"])
+    assert list(got.user_ids) == list(reference.user_ids)
+    assert (got.matrix != reference.matrix).nnz == 0
+
+
 def test_polars_frames_give_what_the_same_pandas_frames_give():
     """fit and from_dataframe on a polars DataFrame: the matrix, ids and factors of the
     same pandas frame; polars nulls and NaN ids refused, categorical ids read as strings."""
