@@ -934,6 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and sm_100)")
     p.set_defaults(func=info_command)
 
+    for command in commands.choices.values():  # -v after the command too: gpu-als train -v
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log at INFO level")
     # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.
     commands.add_parser("bench", add_help=False,
                         help="time ALS against the implicit library, CPU and GPU "

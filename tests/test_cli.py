@@ -589,6 +589,15 @@ def test_every_option_help_says_its_default():
     assert not unhelped, f"options without help: {unhelped}"
 
 
+def test_verbose_before_or_after_the_command():
+    from gpu_als.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["-v", "train", "f.csv"]).verbose and parse(["train", "f.csv", "-v"]).verbose
+    assert parse(["recommend", "m.npz", "--verbose", "--users", "1"]).verbose
+    assert not parse(["train", "f.csv"]).verbose
+
+
 def test_bad_columns(csv_file, capsys):
     assert main(["train", str(csv_file), "--user-col", "customer", "--backend", "cpu"]) == 2
     assert ("has no column 'customer'; its columns are ['user', 'item', 'value']. Name the "
