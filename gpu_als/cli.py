@@ -176,6 +176,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     parser.add_argument("--encoding", default="utf-8",
                         help="the CSV file's text encoding (default utf-8; e.g. latin-1, "
                              "cp1252 for files from Excel on Windows)")
+    parser.add_argument("--decimal", default=".",
+                        help="the CSV file's decimal mark (default .; --decimal , for "
+                             "values written 4,5)")
     parser.add_argument("--no-header", action="store_true",
                         help="the CSV file has no header line: its columns are user, item "
                              "and value, in that order (more are ignored), as in "

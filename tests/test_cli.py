@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from gpu_als import ALS
-from gpu_als.cli import main
+from gpu_als.cli import build_parser, main
 from gpu_als.data import from_dataframe
 
 from .conftest import needs_gpu, random_interactions, skip_or_fail
@@ -202,6 +202,27 @@ def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, 
     assert main(["train", str(csv_file), "--backend", "cpu", "--output", str(out)]) == 130
     assert capsys.readouterr().err == "gpu-als train: interrupted\n"
     assert not out.exists()
+
+
+def test_values_with_a_decimal_comma(tmp_path, capsys):
+    """(As Excel writes them in much of Europe, beside a ';' delimiter.) Read with
+    --decimal ,; without it, refused with that hint rather than read as text."""
+    from gpu_als.cli import read_interactions
+
+    path = tmp_path / "ratings.csv"
+    path.write_text("user;item;value\na;x;1,5\nb;y;2\na;y;-0,25\n")
+    out = tmp_path / "m.npz"
+    assert main(["train", str(path), "--feedback", "explicit", "--backend", "cpu",
+                 "--output", str(out)]) == 2
+    assert (f"{path}: column 'value' holds numbers written with a decimal comma (e.g. "
+            f"'1,5'): pass --decimal ," in capsys.readouterr().err)
+    args = build_parser().parse_args(["train", str(path), "--decimal", ","])
+    matrix = read_interactions(args).matrix
+    assert sorted(matrix.data.tolist()) == [-0.25, 1.5, 2.0]
+    assert main(["train", str(path), "--decimal", ";", "--output", str(out)]) == 2
+    assert "--decimal ';': one character, not the delimiter ';'" in capsys.readouterr().err
+    path.write_text("user;item;value\na;x;1\nb;y;2\n")  # whole numbers: no comma needed
+    assert sorted(read_interactions(args).matrix.data.tolist()) == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|", " ", "::"])
@@ -578,7 +599,6 @@ def _options(parser: argparse.ArgumentParser):
 def test_every_option_help_says_its_default():
     """An option that falls back to a value when left out says which, in its help."""
     from gpu_als import benchmark
-    from gpu_als.cli import build_parser
 
     options = [*_options(build_parser()), *_options(benchmark.build_parser())]
     assert len(options) > 60
@@ -590,8 +610,6 @@ def test_every_option_help_says_its_default():
 
 
 def test_verbose_before_or_after_the_command():
-    from gpu_als.cli import build_parser
-
     parse = build_parser().parse_args
     assert parse(["-v", "train", "f.csv"]).verbose and parse(["train", "f.csv", "-v"]).verbose
     assert parse(["recommend", "m.npz", "--verbose", "--users", "1"]).verbose
