@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from .data import (
-    _column,
     _eager_frame,
     check_int,
     first_of_each,
-    from_dataframe,
+    frame_positions,
     id_positions,
     is_dataframe,
     warn_summed_ratings,
@@ -83,13 +82,13 @@ def rows_against(df: Any, row_col: str, column_col: str, value_col: str | None,
     given), and how many rows of ``df`` named an unknown column. For a model of
     ``feedback="explicit"``, the warning of ratings summed. ``name``: ``df`` in messages."""
     df = _eager_frame(df, name)  # a pyarrow Table, a cuDF DataFrame: read once, as pandas
-    R, ids, _ = from_dataframe(df, row_col, column_col, value_col, user_ids=row_ids,
-                               item_ids=column_ids, drop_unknown=True)
-    used = id_positions(column_ids, _column(df, column_col)) >= 0
+    (R, ids, _), rows, columns = frame_positions(
+        df, row_col, column_col, value_col, user_ids=row_ids, item_ids=column_ids,
+        drop_unknown=True)
+    used = columns >= 0
     unknown = int((~used).sum())
     if feedback == "explicit":
-        if row_ids is not None:
-            used &= id_positions(row_ids, _column(df, row_col)) >= 0
+        used &= rows >= 0
         warn_summed_ratings(int(used.sum()), R, (row_col, column_col))
     return R, ids, unknown
 

@@ -474,6 +474,17 @@ def from_dataframe(
     array([[1., 3.],
            [0., 2.]], dtype=float32)
     """
+    interactions, _, _ = frame_positions(df, user_col, item_col, value_col, dtype=dtype,
+                                         user_ids=user_ids, item_ids=item_ids,
+                                         drop_unknown=drop_unknown)
+    return interactions
+
+
+def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None, *,
+                    dtype: Any = np.float32, user_ids: Any = None, item_ids: Any = None,
+                    drop_unknown: bool = False) -> tuple[Interactions, np.ndarray, np.ndarray]:
+    """:func:`from_dataframe`, and the row and column of each of ``df``'s rows in the
+    matrix (``-1`` for an id a given map lacks), for a caller that counts those."""
     if not hasattr(type(df), "columns") or not hasattr(df, "__getitem__"):
         raise TypeError(f"df must be a pandas or polars DataFrame (or a cuDF or Modin one, "
                         f"or a pyarrow Table), got {type(df).__name__}")
@@ -516,7 +527,7 @@ def from_dataframe(
         shape=(len(user_ids), len(item_ids)),
     )
     check = check_user_items_allow_empty if drop_unknown else check_user_items
-    return Interactions(check(coo, dtype, name="df"), user_ids, item_ids)
+    return Interactions(check(coo, dtype, name="df"), user_ids, item_ids), rows, cols
 
 
 def warn_unused_columns(unused: list[str]) -> None:
