@@ -155,6 +155,10 @@ def test_a_warm_start_uses_factors_assigned_by_hand(R):
     fresh.user_factors = X.astype(np.float64)
     with pytest.raises(NotFittedError, match="item_factors_ is not set"):
         fresh.fit(R)
+    items_only = model_for("cpu", iterations=0, warm_start=True)  # the other half alone
+    items_only.item_factors = Y
+    with pytest.raises(NotFittedError, match="user_factors_ is not set"):
+        items_only.fit(R)
     fresh.item_factors = Y
     np.testing.assert_array_equal(fresh.fit(R).user_factors_, X)
     fresh.user_factors = np.where(X > 0, np.nan, X)
