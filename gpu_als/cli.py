@@ -40,6 +40,8 @@ from ._id_queries import (
 from ._tables import read_frame, write_table
 from .evaluation import VALIDATION_METRICS
 
+logger = logging.getLogger("gpu_als")
+
 #: The reference document's table (protocol unstated, so not comparable to ours).
 REFERENCE_TABLE = {"Random": (0.0096, 0.0036), "Popularity": (0.0817, 0.0399),
                    "ALS": (0.1316, 0.0675)}
@@ -195,14 +197,21 @@ def read_interactions(args: argparse.Namespace, feedback: str | None = None):
     ``feedback`` (default: the option's) "explicit" needs a value column."""
     from .data import from_dataframe, warn_summed_ratings
 
+    start = time.perf_counter()
     df = read_frame(args)
+    logger.info("read %s: %s rows in %.2f s", args.file, f"{len(df):,}",
+                time.perf_counter() - start)
     feedback = feedback or getattr(args, "feedback", None)
     if feedback == "explicit" and args.value_col not in df.columns:
         columns = [str(c) for c in df.attrs.get("file_columns", df.columns)]
         raise ValueError(f"{args.file} has no column {args.value_col!r}: --feedback explicit "
                          f"learns ratings; name their column with --value-col (the columns "
                          f"are {columns})")
+    start = time.perf_counter()
     interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col)
+    logger.info("coded its %s users and %s items in %.2f s",
+                f"{len(interactions.user_ids):,}", f"{len(interactions.item_ids):,}",
+                time.perf_counter() - start)
     if feedback == "explicit":
         warn_summed_ratings(len(df), interactions.matrix, (args.user_col, args.item_col))
     return interactions

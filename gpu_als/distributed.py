@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from . import data
 from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, _warn_idle_settings, asks_to_stop
+from .model import ALS, _warn_idle_settings, asks_to_stop, log_iteration
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -332,6 +332,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:
                 loss_history.append(kept)
+            log_iteration(iteration + 1, kept, time.perf_counter() - start)
             # Y then X broadcast to every worker, and each side's new factors coming back
             # (with CG, also each side's current factors going out, a block to each worker)
             moved.append(int((n_workers + 1 + send_current) * (X.nbytes + Y.nbytes)))

@@ -1680,6 +1680,7 @@ class _Training:
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
                 self.seconds = time.perf_counter() - start
+                log_iteration(self.iterations_done, loss, self.seconds)
                 if callback is not None and asks_to_stop(
                         callback(iteration, self.seconds, loss)):
                     stopped = True
@@ -1706,6 +1707,13 @@ class _Training:
         model._backend = self.backend
         model.user_ids_, model.item_ids_ = self.ids
         model._remember_factors()
+
+
+def log_iteration(done: int, loss: float | None, seconds: float) -> None:
+    """An INFO line for each iteration of a fit, for logs where no progress bar shows (a
+    batch job's, ``gpu-als train -v``)."""
+    logger.info("iteration %d: %s%.3g s so far", done,
+                "" if loss is None else f"loss {loss:.6g}, ", seconds)
 
 
 def asks_to_stop(returned: Any) -> bool:

@@ -609,6 +609,18 @@ def test_every_option_help_says_its_default():
     assert not unhelped, f"options without help: {unhelped}"
 
 
+def test_verbose_logs_the_reading_the_coding_and_each_iteration(csv_file, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="gpu_als"):
+        assert main(["train", str(csv_file), "--iterations", "2", "--backend", "cpu",
+                     "--output", str(tmp_path / "m.npz"), "-v"]) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(rf"read {re.escape(str(csv_file))}: [0-9,]+ rows in [0-9.]+ s",
+                            line) for line in lines)
+    assert any(re.fullmatch(r"coded its [0-9,]+ users and [0-9,]+ items in [0-9.]+ s", line)
+               for line in lines)
+    assert sum(line.startswith("iteration ") for line in lines) == 2
+
+
 def test_verbose_before_or_after_the_command():
     parse = build_parser().parse_args
     assert parse(["-v", "train", "f.csv"]).verbose and parse(["train", "f.csv", "-v"]).verbose

@@ -124,6 +124,17 @@ def test_a_warm_start_continues_a_fit_as_in_fit(client):
     np.testing.assert_allclose(model.item_factors_, whole.item_factors_, atol=1e-9)
 
 
+def test_each_iteration_is_logged_at_info_as_in_fit(client, caplog):
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(300, 120, 3000, random_state=4)
+    with caplog.at_level("INFO", logger="gpu_als"):
+        model = fit_distributed(ALS(**{**PARAMS, "iterations": 2}), R, client)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration")]
+    assert [line.split(" s so far")[0].rsplit(", ", 1)[0] for line in lines] == [
+        f"iteration {i + 1}: loss {loss:.6g}" for i, loss in enumerate(model.loss_history_)]
+
+
 def test_the_callback_sees_the_model_so_far_and_a_failure_leaves_it_as_it_was(client):
     from gpu_als.distributed import fit_distributed
 

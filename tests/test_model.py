@@ -1,6 +1,7 @@
 """The estimator's behaviour, on every backend."""
 
 import datetime
+import re
 import sys
 import warnings
 
@@ -74,6 +75,20 @@ def test_zero_iterations_keeps_the_random_start(real_backend, R):
     assert model.loss_history_ == []
     for factors in (to_numpy(model.user_factors_), to_numpy(model.item_factors_)):
         assert factors.min() >= 0 and 0.009 < factors.max() < 0.01
+
+
+def test_each_iteration_is_logged_at_info(R, caplog):
+    """(Where no progress bar shows: a batch job's log, ``gpu-als train -v``.)"""
+    with caplog.at_level("INFO", logger="gpu_als"):
+        model = model_for("cpu", iterations=3).fit(R)
+        model_for("cpu", iterations=1, calculate_training_loss=False).fit(R)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration")]
+    assert len(lines) == 4
+    for line, loss in zip(lines, model.loss_history_):
+        assert re.fullmatch(rf"iteration \d: loss {loss:.6g}, [0-9.e+-]+ s so far", line)
+    assert [line.split(":")[0] for line in lines] == [
+        "iteration 1", "iteration 2", "iteration 3", "iteration 1"]
+    assert re.fullmatch(r"iteration 1: [0-9.e+-]+ s so far", lines[3])  # no loss
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
