@@ -724,6 +724,8 @@ def _id_column(df: Any, name: str) -> Any:
     (polars' ``Struct`` and ``Array``)."""
     column = df[name]
     text = _text_series(column)
+    if text is None and _pandas() is not None and _is_categorical(column):
+        text = column  # coded from its categories (see _sorted_codes)
     values = _column(df, name) if text is None else None
     if values is not None and values.ndim != 1:
         raise TypeError(f"column {name!r} holds {column.dtype} values, not one id per row; "
@@ -768,13 +770,30 @@ def _text_series(column: Any) -> Any:
     return column
 
 
+def _is_categorical(column: Any) -> bool:
+    """Whether ``column`` is a pandas Series of the category dtype."""
+    pd = _pandas()
+    return isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype)
+
+
 def _sorted_codes(column: Any) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(column, return_inverse=True)``, by hashing (pandas' ``factorize``) where
     pandas is there: 5x faster on 5M string ids, 13x on integers, than NumPy's sort. An
     object column of anything but strings goes to NumPy, which refuses mixed types
-    (``factorize`` would sort numbers before strings). ``column``: an array, or a text
-    Series of :func:`_text_series`."""
+    (``factorize`` would sort numbers before strings). ``column``: an array, a text Series
+    of :func:`_text_series`, or a categorical Series (coded from its categories: 5M rows
+    in 0.51-0.52 s against 1.63-1.65 s through their values,
+    ``benchmarks/bench_from_dataframe.py --ids category``)."""
     pd = _pandas()
+    if pd is not None and _is_categorical(column):  # from its codes: no value per row
+        # (pandas' own factorize orders a categorical by its categories, not by value)
+        codes = column.cat.codes.to_numpy()
+        categories = np.asarray(column.cat.categories)
+        used = np.flatnonzero(np.bincount(codes, minlength=len(categories)))
+        ids, positions = _sorted_codes(categories[used])
+        place = np.full(len(categories), -1, np.int64)
+        place[used] = positions
+        return ids, place[codes]
     mixed = pd is not None and isinstance(column, np.ndarray) and column.dtype.kind == "O" \
         and pd.api.types.infer_dtype(column, skipna=False) != "string"
     if pd is None or mixed:

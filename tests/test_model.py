@@ -934,6 +934,33 @@ def test_text_ids_coded_in_arrow_come_out_as_through_python_strings(monkeypatch)
     assert (got.matrix != reference.matrix).nnz == 0
 
 
+def test_categorical_ids_come_out_as_their_values_would():
+    """A pandas categorical id column is coded from its categories: the ids and matrix of
+    the same values in a plain column, whatever the categories' order, unused
+    categories, ordered or not, text or numbers; mixed types refused alike."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    for values, categories in ((["b", "a", "é", "10", "9", "b"], ["é", "zz", "b", "9", "a", "10"]),
+                               ([30, 10, 20, 10], [40, 30, 20, 10]),
+                               (["x"], None)):
+        items = rng.integers(0, 4, len(values))
+        plain = from_dataframe(pd.DataFrame({"user": pd.Series(values, dtype=object),
+                                             "item": items}))
+        for ordered in (False, True):
+            column = pd.Categorical(values, categories=categories, ordered=ordered)
+            got = from_dataframe(pd.DataFrame({"user": column, "item": items}))
+            assert list(got.user_ids) == list(plain.user_ids)
+            assert (got.matrix != plain.matrix).nnz == 0
+            # against an id map (a model's), by value
+            lined_up = from_dataframe(pd.DataFrame({"user": column, "item": items}),
+                                      user_ids=plain.user_ids[::-1])
+            assert (lined_up.matrix != plain.matrix[::-1]).nnz == 0
+    with pytest.raises(TypeError, match="column 'user' mixes ids of types int, str"):
+        from_dataframe(pd.DataFrame({"user": pd.Categorical([1, "a"]), "item": [1, 2]}))
+    with pytest.raises(ValueError, match="column 'user' has 1 missing ids"):
+        from_dataframe(pd.DataFrame({"user": pd.Categorical(["a", None]), "item": [1, 2]}))
+
+
 def test_polars_frames_give_what_the_same_pandas_frames_give():
     """fit and from_dataframe on a polars DataFrame: the matrix, ids and factors of the
     same pandas frame; polars nulls and NaN ids refused, categorical ids read as strings."""
