@@ -223,6 +223,10 @@ def test_values_with_a_decimal_comma(tmp_path, capsys):
     assert "--decimal ';': one character, not the delimiter ';'" in capsys.readouterr().err
     path.write_text("user;item;value\na;x;1\nb;y;2\n")  # whole numbers: no comma needed
     assert sorted(read_interactions(args).matrix.data.tolist()) == [1.0, 2.0]
+    path.write_text("user;item;value\na;x;liked,twice\nb;y;2\n")  # text, not a number
+    assert main(["train", str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "decimal" not in err and "expected numbers (row 0 holds 'liked,twice')" in err
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|", " ", "::"])
