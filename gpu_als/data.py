@@ -358,7 +358,12 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
             f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
-    interactions = from_dataframe(df, dtype=dtype)
+    unused = [str(c) for c in df.columns if c not in ("user", "item")]
+    if "value" not in df.columns and unused:  # (fit has no value_col: say how to name it)
+        warn_unused_columns(unused, f"to train on one, name it 'value', e.g. "
+                                    f"df.rename(columns={{{unused[0]!r}: 'value'}})")
+    interactions = from_dataframe(df, dtype=dtype,
+                                  value_col="value" if "value" in df.columns else None)
     if feedback == "explicit":
         warn_summed_ratings(len(df), interactions.matrix)
     return interactions
@@ -530,13 +535,14 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
     return Interactions(check(coo, dtype, name="df"), user_ids, item_ids), rows, cols
 
 
-def warn_unused_columns(unused: list[str]) -> None:
+def warn_unused_columns(unused: list[str], remedy: str | None = None) -> None:
     """The warning of :func:`from_dataframe` where there is no column 'value' (so every
-    row counts 1) but there are ``unused`` other columns, one of which may hold them."""
+    row counts 1) but there are ``unused`` other columns, one of which may hold them;
+    ``remedy``: how to name it, for a caller without ``value_col``."""
+    remedy = remedy or ("name the values' column with value_col= (in the command line "
+                        "--value-col), or value_col=None to count rows")
     warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
-                  f"used; name the values' column with value_col= (in the command line "
-                  f"--value-col), or value_col=None to count rows", UserWarning,
-                  stacklevel=user_stacklevel())
+                  f"used; {remedy}", UserWarning, stacklevel=user_stacklevel())
 
 
 def _is_number(value: Any) -> bool:

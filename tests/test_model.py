@@ -731,6 +731,13 @@ def test_from_dataframe():
                                          r"column\(s\) \['rating'\] are not used"):
         counts, _, _ = from_dataframe(rated)
     np.testing.assert_array_equal(counts.toarray(), [[0, 1], [2, 1]])
+    # fit(df) has no value_col: its warning says to rename the column instead
+    with pytest.warns(UserWarning, match=r"^no column 'value': every row counts 1, and "
+                                         r"column\(s\) \['rating'\] are not used; to train "
+                                         r"on one, name it 'value', e\.g\. df\.rename\("
+                                         r"columns=\{'rating': 'value'\}\)$") as caught:
+        ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(rated)
+    assert len(caught) == 1 and caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(from_dataframe(rated, value_col=None).matrix.toarray(),
