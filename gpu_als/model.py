@@ -1712,8 +1712,9 @@ class _Training:
 def log_iteration(done: int, loss: float | None, seconds: float) -> None:
     """An INFO line for each iteration of a fit, for logs where no progress bar shows (a
     batch job's, ``gpu-als train -v``)."""
-    logger.info("iteration %d: %s%.3g s so far", done,
-                "" if loss is None else f"loss {loss:.6g}, ", seconds)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("iteration %d: %s%.3g s so far", done,
+                    "" if loss is None else f"loss {loss:.6g}, ", seconds)
 
 
 def asks_to_stop(returned: Any) -> bool:
