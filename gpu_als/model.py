@@ -1642,9 +1642,11 @@ class _Training:
         self.iterations_done = 0
         self.seconds = 0.0
 
-    def run(self, iterations: int, *, show_progress: bool = False, callback=None) -> bool:
+    def run(self, iterations: int, *, show_progress: bool = False, callback=None,
+            log: bool = True) -> bool:
         """``iterations`` more sweeps: a user half-step, an item half-step, the loss (when
-        it is calculated). True when the callback stopped them early (see
+        it is calculated), each logged at INFO unless ``log`` is false (a search logs its
+        trials instead). True when the callback stopped them early (see
         :func:`asks_to_stop`)."""
         p, backend = self.p, self.backend
         X, Y = self.X, self.Y
@@ -1680,7 +1682,8 @@ class _Training:
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
                 self.seconds = time.perf_counter() - start
-                log_iteration(self.iterations_done, loss, self.seconds)
+                if log:
+                    log_iteration(self.iterations_done, loss, self.seconds)
                 if callback is not None and asks_to_stop(
                         callback(iteration, self.seconds, loss)):
                     stopped = True

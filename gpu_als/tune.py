@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,8 @@ from .evaluation import (
     validation_score,
 )
 from .model import ALS, _check_fit_memory, _Training
+
+logger = logging.getLogger("gpu_als")
 
 __all__ = ["tune", "TuneResult", "DEFAULT_GRID", "DEFAULT_EXPLICIT_GRID"]
 
@@ -222,13 +225,17 @@ def tune(
         data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
-        show_progress=show_progress)
+        show_progress=show_progress,
+        labels=[f"{metric}{'' if metric in LOWER_IS_BETTER else f'@{K}'} of "
+                + ", ".join(f"{name}={value!r}" for name, value in config.items())
+                for config in configurations])
     trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
     sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
     best = min((t for t in trials if t["finished"]), key=lambda t: sign * t["score"])
     best_params = {name: best[name] for name in param_grid}
     refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
     model = ALS(**{**refit, **best_params})
+    logger.info("refitting the best, %s, on all the data", best_params)
     model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same device
                                           item_ids=item_ids)
     model.set_params(backend=refit["backend"])
@@ -257,7 +264,8 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
 def _successive_halving(models: list[ALS], prepared: data.Prepared,
                         score: Callable[[ALS], float], *, lower_is_better: bool,
                         first_rung: int | None, reduction_factor: int,
-                        show_progress: bool) -> list[dict[str, Any]]:
+                        show_progress: bool, labels: list[str] | None = None
+                        ) -> list[dict[str, Any]]:
     """Train a fit of each model's configuration in rungs (the models are templates: never
     fitted themselves) and return one record per model: its ``score`` at the last rung it
     reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
@@ -267,6 +275,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     ``iterations``) and is scored; the finished ones leave, and the best
     ``1 / reduction_factor`` of the others (at least one) go on to the next rung, ``rung *
     reduction_factor``. ``first_rung=None``: one rung, every model trained to the end.
+    Each score is logged at INFO, the trial named by its ``labels`` entry.
     """
     # None once its trial has stopped, so that its factors are freed
     trainings: list[_Training | None] = [_Training(model, prepared) for model in models]
@@ -286,12 +295,15 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                 assert training is not None
                 budget = min(rung, targets[i])
                 start = time.perf_counter()
-                training.run(budget - training.iterations_done)
+                training.run(budget - training.iterations_done, log=False)
                 trials[i]["seconds"] += time.perf_counter() - start
                 scored = ALS(**models[i].get_params())  # transient: holds no factors later
                 training.finish(scored)
                 trials[i].update(score=score(scored), iterations_trained=budget,
                                  finished=budget == targets[i])
+                logger.info("trial %d of %d: %s: %.5g after %d iterations", i + 1,
+                            len(models), f"trial {i + 1}" if labels is None else labels[i],
+                            trials[i]["score"], budget)
             done = [i for i in alive if trials[i]["finished"]]
             running = [i for i in alive if not trials[i]["finished"]]
             keep = len(running) if first_rung is None else \

@@ -1,5 +1,7 @@
 """gpu_als.tune: the search, halving, determinism, the outputs."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -171,6 +173,28 @@ def test_the_default_iterations_are_20(R):
                   show_progress=False)
     assert result.trials[0]["iterations_trained"] == 20
     assert len(result.model.loss_history_) == 20
+
+
+def test_each_trial_score_is_logged_at_info_then_the_refit(R, caplog):
+    """A trial's score at each rung it reaches, named by its configuration; its
+    iterations are not logged one by one (they would not say whose), the refit's are."""
+    with caplog.at_level("INFO", logger="gpu_als"):
+        result = run(R, halving=True, min_iterations=2, reduction_factor=3)
+    lines = [r.getMessage() for r in caplog.records]
+    trials = [line for line in lines if line.startswith("trial ")]
+    assert len(trials) == 8 + 3  # every trial at rung 2, the best three at rung 6
+    assert re.fullmatch(r"trial 1 of 8: recall@10 of factors=2, regularization=0\.01, "
+                        r"alpha=1\.0: [0-9.e-]+ after 2 iterations", trials[0])
+    for i, trial in enumerate(result.trials):  # the finished ones' last line: their score
+        if trial["finished"]:
+            params = ", ".join(f"{name}={trial[name]!r}" for name in GRID)
+            assert (f"trial {i + 1} of 8: recall@10 of {params}: {trial['score']:.5g} "
+                    f"after 6 iterations") in trials[8:]
+    refit = lines.index(f"refitting the best, {result.best_params}, on all the data")
+    assert refit > lines.index(trials[-1])
+    assert [line.split(":")[0] for line in lines[refit + 1:]
+            if line.startswith("iteration")] == [f"iteration {i}" for i in range(1, 7)]
+    assert not any(line.startswith("iteration") for line in lines[:refit])
 
 
 def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_path):
