@@ -38,7 +38,7 @@ from ._id_queries import (
     similar_by_id,
 )
 from ._tables import read_frame, write_table
-from .evaluation import VALIDATION_METRICS
+from .evaluation import VALIDATION_METRICS, metric_name
 
 logger = logging.getLogger("gpu_als")
 
@@ -399,7 +399,7 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     if stop.best_iteration is None:  # --iterations 0
         return 0
     best = stop.best_iteration + 1
-    name = metric if metric == "rmse" else f"{metric}@{args.K}"
+    name = metric_name(metric, args.K)
     ran = (f"stopped after {stop.stopped_iteration + 1}" if stop.stopped_iteration is not None
            else "ran all")
     scored = "" if args.validation_users is None else \

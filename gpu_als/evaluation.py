@@ -44,7 +44,7 @@ from .data import (
 
 __all__ = ["train_test_split", "leave_k_out_split", "held_out_split", "binarize",
            "ranking_metrics", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "auc",
-           "rmse", "personalization", "validation_score", "EarlyStopping",
+           "rmse", "personalization", "validation_score", "metric_name", "EarlyStopping",
            "PopularityRecommender", "RandomRecommender", "AUC_BLOCK_SCORES", "COMPARE_LIMIT",
            "VALIDATION_METRICS", "LOWER_IS_BETTER"]
 
@@ -573,6 +573,11 @@ VALIDATION_METRICS = ("recall", "ndcg", "precision", "map", "rmse")
 LOWER_IS_BETTER = ("rmse",)
 
 
+def metric_name(metric: str, K: int) -> str:
+    """A validation metric as messages name it: ``"recall@10"``, ``"rmse"``."""
+    return metric if metric in LOWER_IS_BETTER else f"{metric}@{K}"
+
+
 def validation_score(model: Any, train: Any, validation: Any, metric: str,
                      K: int = 10) -> float:
     """One of :data:`VALIDATION_METRICS` for ``model`` on ``validation``: the ranking
@@ -717,8 +722,10 @@ class EarlyStopping:
                                     list(model.loss_history_))
         best_iteration, best_score = self.best_iteration, self.best_score
         assert best_iteration is not None and best_score is not None  # set just above
-        logger.info("iteration %d: %s %.5g (best %.5g, iteration %d)", iteration,
-                    self.metric, score, best_score, best_iteration)
+        # counted from 1, as the fit's own lines (best_iteration counts from 0, as callbacks)
+        logger.info("iteration %d: %s %.5g on the validation part (best %.5g, after "
+                    "iteration %d)", iteration + 1, metric_name(self.metric, self.K), score,
+                    best_score, best_iteration + 1)
         out_of_patience = iteration - best_iteration >= self.patience
         last = iteration == model.iterations - 1
         if out_of_patience and not last:

@@ -42,6 +42,7 @@ from .evaluation import (
     LOWER_IS_BETTER,
     VALIDATION_METRICS,
     held_out_split,
+    metric_name,
     validation_score,
 )
 from .model import ALS, _check_fit_memory, _Training
@@ -226,7 +227,7 @@ def tune(
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
         show_progress=show_progress,
-        labels=[f"{metric}{'' if metric in LOWER_IS_BETTER else f'@{K}'} of "
+        labels=[f"{metric_name(metric, K)} of "
                 + ", ".join(f"{name}={value!r}" for name, value in config.items())
                 for config in configurations])
     trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
@@ -240,7 +241,7 @@ def tune(
                                           item_ids=item_ids)
     model.set_params(backend=refit["backend"])
     return TuneResult(best_params, best["score"], model, trials,
-                      metric if metric in LOWER_IS_BETTER else f"{metric}@{K}",
+                      metric_name(metric, K),
                       metric in LOWER_IS_BETTER)
 
 

@@ -729,7 +729,7 @@ def test_early_stopping_on_rmse_restores_the_best_or_keeps_the_last(
     assert len(stop.scores) == 1 and stop.stopped_iteration is None
 
 
-def test_early_stopping_with_min_delta_needs_that_much_improvement():
+def test_early_stopping_with_min_delta_needs_that_much_improvement(caplog):
     from gpu_als import ALS
 
     R = random_interactions(80, 40, 0.2, seed=2)
@@ -737,8 +737,14 @@ def test_early_stopping_with_min_delta_needs_that_much_improvement():
     model = ALS(factors=4, iterations=10, backend="cpu", random_state=0, show_progress=False)
     stop = EarlyStopping(model, train, validation, metric="ndcg", K=5, patience=3,
                          min_delta=1.0)  # nothing beats the first iteration by 1
-    model.fit(train, callback=stop)
+    with caplog.at_level("INFO", logger="gpu_als"):
+        model.fit(train, callback=stop)
     assert stop.best_iteration == 0 and stop.stopped_iteration == 3 and len(stop.scores) == 4
+    # its lines count the iterations from 1, as the fit's own (best_iteration: from 0)
+    lines = [r.getMessage() for r in caplog.records if "validation" in r.getMessage()]
+    assert lines == [f"iteration {i + 1}: ndcg@5 {score:.5g} on the validation part (best "
+                     f"{stop.scores[0]:.5g}, after iteration 1)"
+                     for i, score in enumerate(stop.scores)]
     assert ranking_metrics(model, train, validation, K=5)["ndcg"] == stop.scores[0]
     assert "best_iteration=0" in repr(stop)
 
