@@ -49,7 +49,22 @@ def read_frame(args: argparse.Namespace):
                              f"{names}. {hint}")
     if len(df) == 0:
         raise ValueError(f"{args.file} has a header line but no rows")
+    ids = list(dict.fromkeys((args.user_col, args.item_col)))
+    unused = [str(c) for c in df.columns if c not in ids]
+    if args.value_col == "value" and "value" not in df.columns and unused and \
+            getattr(args, "feedback", None) != "explicit":  # (which refuses it)
+        # every row counts 1: said here in the command line's words (from_dataframe would
+        # name its value_col=), once, the other columns then left out
+        warn_unused_columns(unused, _value_col_remedy(unused))
+        names = df.attrs.get("file_columns", [str(c) for c in df.columns])
+        df = df[ids]
+        df.attrs["file_columns"] = names
     return df
+
+
+def _value_col_remedy(unused: list[str]) -> str:
+    """How the command line names the values' column, for :func:`warn_unused_columns`."""
+    return f"name the values' column with --value-col (e.g. --value-col {unused[0]})"
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):
@@ -76,8 +91,8 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
         df.attrs["file_columns"] = names
         unused = [name for name in names if name not in ids] if counted else []
-        if unused:
-            warn_unused_columns(unused)
+        if unused and getattr(args, "feedback", None) != "explicit":  # (which refuses it)
+            warn_unused_columns(unused, _value_col_remedy(unused))
         return df
     except ImportError as exc:
         raise RuntimeError("reading Parquet needs pyarrow: pip install "

@@ -663,7 +663,15 @@ def test_bad_columns(csv_file, capsys):
                  "--output", str(model)]) == 0
     err = capsys.readouterr().err  # trained on counts, and says so in one line
     assert err.startswith("gpu-als train: warning: no column 'value': every row counts 1, "
-                          "and column(s) ['rating'] are not used") and err.count("\n") == 1
+                          "and column(s) ['rating'] are not used; name the values' column "
+                          "with --value-col (e.g. --value-col rating)\n")  # options' words
+    assert err.count("\n") == 1
+    assert main(["train", str(rated), "--feedback", "explicit", "--backend", "cpu",
+                 "--output", str(model)]) == 2  # refused: no "every row counts 1" first
+    assert capsys.readouterr().err == (
+        f"gpu-als train: error: {rated} has no column 'value': --feedback explicit learns "
+        f"ratings; name their column with --value-col (the columns are ['user', 'item', "
+        f"'rating'])\n")
     for command in ("train", "evaluate"):  # ratings are what explicit feedback learns
         assert main([command, str(csv_file), "--value-col", "rating", "--feedback",
                      "explicit", "--backend", "cpu"]) == 2
@@ -783,10 +791,12 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
         assert ALS.load(out).user_ids_.tolist() == sorted(set(rows["user"]))
     assert asked == [["user", "item", "value"], ["user", "item"], ["user", "item", "day"]]
     err = capsys.readouterr().err  # one warning: the file without values, which counts rows
-    assert err.count("column(s) ['session', 'ts'] are not used") == 1
+    assert err.count("column(s) ['session', 'ts'] are not used; name the values' column "
+                     "with --value-col (e.g. --value-col session)") == 1
     assert err.count("warning") == 1
-    with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts'\] are not used"):
-        from_dataframe(wide.drop(columns="value"))  # the same words
+    with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts'\] are not used; "
+                                         r"name the values' column with value_col="):
+        from_dataframe(wide.drop(columns="value"))  # the same, in the API's words
     for extra, says in ((["--feedback", "explicit"], "has no column 'value': --feedback "
                          "explicit learns ratings; name their column with --value-col (the "
                          "columns are ['user', 'item', 'session', 'ts'])"),
@@ -794,7 +804,8 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
                          "['user', 'item', 'session', 'ts']")):
         assert main(["train", str(tmp_path / "no_value.parquet"), "--backend", "cpu",
                      *extra]) == 2
-        assert says in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert says in err and "warning" not in err  # (not also "every row counts 1")
 
 
 def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
