@@ -539,8 +539,8 @@ def warn_unused_columns(unused: list[str], remedy: str | None = None) -> None:
     """The warning of :func:`from_dataframe` where there is no column 'value' (so every
     row counts 1) but there are ``unused`` other columns, one of which may hold them;
     ``remedy``: how to name it, for a caller without ``value_col``."""
-    remedy = remedy or ("name the values' column with value_col= (in the command line "
-                        "--value-col), or value_col=None to count rows")
+    remedy = remedy or "name the values' column with value_col=, or value_col=None to " \
+        "count rows"
     warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
                   f"used; {remedy}", UserWarning, stacklevel=user_stacklevel())
 
