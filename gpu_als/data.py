@@ -919,6 +919,13 @@ class Prepared:
             if feedback == "explicit" and self._stored is not None:
                 warn_summed_ratings(int(self._stored), self.csr,
                                     rows="stored entries of user_items")
+            if feedback == "implicit" and not (self.csr.data > 0).any():
+                warnings.warn(
+                    "user_items has no positive value: implicit feedback learns the "
+                    "preference p = [r > 0] of each entry, so nothing is learned (the "
+                    "factors go to 0, and every score with them); give amounts > 0 (or "
+                    "ratings with feedback='explicit')", UserWarning,
+                    stacklevel=user_stacklevel())
             users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
                                   confidence=confidence, epsilon=epsilon)
             items = WeightedRows(

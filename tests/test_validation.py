@@ -258,6 +258,23 @@ def test_settings_that_act_on_nothing_are_warned_of(R, params, message):
         fit(R, feedback="explicit", alpha=10, epsilon=1)  # the defaults (an int alpha too)
 
 
+@pytest.mark.parametrize("values", [[0.0, 0.0, 0.0], [0.0, -1.0, -2.0]])
+def test_implicit_feedback_without_a_positive_value_is_warned_of(values):
+    """Nothing to learn (every preference 0): the factors go to 0. Said once; not for
+    ratings, nor where one value is positive."""
+    R = sp.csr_matrix((values, ([0, 1, 2], [0, 1, 2])), shape=(3, 3))
+    with pytest.warns(UserWarning, match=r"^user_items has no positive value: implicit "
+                                         r"feedback learns the preference p = \[r > 0\] "
+                                         r"of each entry, so nothing is learned") as caught:
+        model = fit(R, factors=2, iterations=2)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert not model.user_factors_.any() and not model.item_factors_.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(R, factors=2, iterations=2, feedback="explicit")
+        fit(R + sp.csr_matrix(([1.0], ([0], [1])), shape=(3, 3)), factors=2, iterations=2)
+
+
 def test_failed_fit_leaves_no_model(R):
     model = ALS(factors=0, backend="cpu")
     with pytest.raises(ValueError):
