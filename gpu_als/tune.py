@@ -265,8 +265,7 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
 def _successive_halving(models: list[ALS], prepared: data.Prepared,
                         score: Callable[[ALS], float], *, lower_is_better: bool,
                         first_rung: int | None, reduction_factor: int,
-                        show_progress: bool, labels: list[str] | None = None
-                        ) -> list[dict[str, Any]]:
+                        show_progress: bool, labels: list[str]) -> list[dict[str, Any]]:
     """Train a fit of each model's configuration in rungs (the models are templates: never
     fitted themselves) and return one record per model: its ``score`` at the last rung it
     reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
@@ -303,8 +302,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                 trials[i].update(score=score(scored), iterations_trained=budget,
                                  finished=budget == targets[i])
                 logger.info("trial %d of %d: %s: %.5g after %d iterations", i + 1,
-                            len(models), f"trial {i + 1}" if labels is None else labels[i],
-                            trials[i]["score"], budget)
+                            len(models), labels[i], trials[i]["score"], budget)
             done = [i for i in alive if trials[i]["finished"]]
             running = [i for i in alive if not trials[i]["finished"]]
             keep = len(running) if first_rung is None else \
