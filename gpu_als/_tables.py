@@ -312,7 +312,9 @@ def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str
     pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
     rows than the C parser used here with the sniffed delimiter). ``::`` where every line
     has it (MovieLens 1M and 10M's ``ratings.dat``), which the Sniffer, being for
-    one-character delimiters, does not find. A comma if unclear."""
+    one-character delimiters, does not find. A semicolon, not a comma, where every line
+    has as many semicolons and every comma is within a number (``a;x;1,5``, as Excel
+    writes CSV in much of Europe, without a header line to tell). A comma if unclear."""
     import csv
     import io
     import itertools
@@ -324,9 +326,13 @@ def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str
     if rows and all("::" in line for line in rows):
         return "::"
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t| ").delimiter
+        found = csv.Sniffer().sniff(sample, delimiters=",;\t| ").delimiter
     except csv.Error:
         return ","
+    if found == "," and len({row.count(";") for row in rows}) == 1 and ";" in rows[0] \
+            and not any(re.search(r"[^0-9],|,[^0-9]|^,|,$", row) for row in rows):
+        return ";"  # every comma within a number (1,5): decimal commas, as Excel writes
+    return found
 
 
 def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> int:

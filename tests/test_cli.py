@@ -227,6 +227,18 @@ def test_values_with_a_decimal_comma(tmp_path, capsys):
     assert main(["train", str(path), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "decimal" not in err and "expected numbers (row 0 holds 'liked,twice')" in err
+    # without a header line, as many commas as semicolons a line: the semicolon is the
+    # delimiter where every comma is within a number (it trained a,x;1 as a user, before)
+    path.write_text("a;x;1,5\nb;y;2,0\na;y;-0,25\n")
+    assert main(["train", str(path), "--no-header", "--output", str(out)]) == 2
+    assert "decimal comma (e.g. '1,5'): pass --decimal ," in capsys.readouterr().err
+    args = build_parser().parse_args(["train", str(path), "--no-header", "--decimal", ","])
+    assert sorted(read_interactions(args).matrix.data.tolist()) == [-0.25, 1.5, 2.0]
+    from gpu_als._tables import sniff_delimiter
+    for text, sep in (("1,2,3\n4,5,6\n", ","), ("7;8;1,5\n9;3;2,5\n", ";"),
+                      ("a,b;c,1\nd,e;f,2\n", ","), ("u,i\na;1,x\n", ",")):
+        path.write_text(text)
+        assert sniff_delimiter(path) == sep, text
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|", " ", "::"])
