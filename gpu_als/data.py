@@ -730,7 +730,7 @@ def _id_column(df: Any, name: str) -> Any:
     (polars' ``Struct`` and ``Array``)."""
     column = df[name]
     text = _text_series(column)
-    if text is None and _pandas() is not None and _is_categorical(column):
+    if text is None and _is_categorical(column):
         text = column  # coded from its categories (see _sorted_codes)
     values = _column(df, name) if text is None else None
     if values is not None and values.ndim != 1:
@@ -777,9 +777,10 @@ def _text_series(column: Any) -> Any:
 
 
 def _is_categorical(column: Any) -> bool:
-    """Whether ``column`` is a pandas Series of the category dtype."""
+    """Whether ``column`` is a pandas Series of the category dtype (never without pandas)."""
     pd = _pandas()
-    return isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype)
+    return pd is not None and isinstance(column, pd.Series) and \
+        isinstance(column.dtype, pd.CategoricalDtype)
 
 
 def _sorted_codes(column: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -791,7 +792,7 @@ def _sorted_codes(column: Any) -> tuple[np.ndarray, np.ndarray]:
     in 0.51-0.52 s against 1.63-1.65 s through their values,
     ``benchmarks/bench_from_dataframe.py --ids category``)."""
     pd = _pandas()
-    if pd is not None and _is_categorical(column):  # from its codes: no value per row
+    if _is_categorical(column):  # from its codes: no value per row
         # (pandas' own factorize orders a categorical by its categories, not by value)
         codes = column.cat.codes.to_numpy()
         categories = np.asarray(column.cat.categories)
