@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_options(p, optional="interactions (CSV or Parquet): its users get "
                      "recommendations without the items they have; users the model lacks "
                      "are folded in from their rows")
-    p.add_argument("--users", nargs="+", metavar="ID", action=IdList,
+    p.add_argument("--users", "--user", nargs="+", metavar="ID", action=IdList,
                    help="recommend to these users only (default: every user in FILE)"
                         + ID_FILE_HELP)
     p.add_argument("--keep-liked", action="store_true",
@@ -934,8 +934,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model file (.npz)")
     add_file_options(p)
     p.add_argument("--user", required=True, metavar="ID", help="the user, as in FILE")
-    p.add_argument("--items", required=True, nargs="+", metavar="ID", action=IdList,
-                   help="the items whose scores to explain" + ID_FILE_HELP)
+    p.add_argument("--items", "--item", required=True, nargs="+", metavar="ID",
+                   action=IdList, help="the items whose scores to explain" + ID_FILE_HELP)
     add_ranking_options(p, "contributions per item", n=5)
     p.set_defaults(func=explain_command)
 

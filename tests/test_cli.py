@@ -1117,6 +1117,8 @@ def test_recommend_named_users_without_a_file(trained, capsys):
     assert lines[0] == "user,item,rank,score" and len(lines) == 4
     assert [int(line.split(",")[1]) for line in lines[1:]] == list(model.item_ids_[ids])
     assert "liked items not filtered" in err and "1 skipped" in err and "'ghost'" in err
+    assert main(["recommend", str(path), "--user", "u7", "--N", "3", "--backend", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines  # --user: --users (not ambiguous)
     assert main(["recommend", str(path), "--users", "ghost", "--backend", "cpu"]) == 2
     assert ("user 'ghost' is not in the model and has no interactions with its items to "
             "fold in" in capsys.readouterr().err)
@@ -1450,6 +1452,9 @@ def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
             assert (user, int(shown), int(because)) == ("u3", item, items[other])
             assert float(shown_score) == pytest.approx(score, rel=1e-5)
             assert float(value) == pytest.approx(contribution, rel=1e-5)
+    assert main(["explain", str(path), str(csv_file), "--user", "u3", "--item", "101",
+                 "--N", "2", "--backend", "cpu"]) == 0  # --item: --items (not ambiguous)
+    assert capsys.readouterr().out.splitlines() == lines[:1] + lines[3:5]
     assert main(["explain", str(path), str(csv_file), "--user", "nobody", "--items", "101",
                  "--backend", "cpu"]) == 2
     assert "no interactions of user 'nobody'" in capsys.readouterr().err
