@@ -94,8 +94,8 @@ def test_zero_regularization_is_whitened_like_any_other():
     """Implicit with lambda = 0: a row's system A = F^T C_u F (C_u >= I) has F's rank, so
     it is definite exactly when the whitening base F^T F is. Full rank (8 item rows, k =
     6): the short rows' solutions are the reference's; rank 5 (a zero column, so a zero
-    pivot whatever the rounding): every row is singular, and both GPU paths give NaN (the
-    fit then stops), never finite values."""
+    pivot whatever the rounding): every row is singular, and every GPU path (Woodbury,
+    fused, two-kernel) gives NaN (the fit then stops), never finite values."""
     k = 6
     backend = emulated_backend()
     R = rows_of_lengths([1, 2, 3], 8)
@@ -103,7 +103,8 @@ def test_zero_regularization_is_whitened_like_any_other():
         F = np.random.default_rng(1).random((8, k))
         if singular:
             F[:, 5] = 0
-        for path in (backend, backend.with_options(woodbury=False)):
+        two_kernel = backend.with_options(woodbury=False, split_length=0)
+        for path in (backend, backend.with_options(woodbury=False), two_kernel):
             assert bool(path._plan(path.put(weighted_rows(
                 check_user_items(R, np.float64), feedback="implicit")), k,
                 np.dtype(np.float64)).short) == path.woodbury
