@@ -59,12 +59,13 @@ def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = F
 
 
 def check_path(path: Any) -> str:
-    """``path`` (a str, bytes or path-like) as a str; anything else, an int's file
-    descriptor included, is a ``TypeError``."""
+    """``path`` (a str, bytes or path-like) as a str, a leading ``~`` expanded to the home
+    folder (as pandas does); anything else, an int's file descriptor included, is a
+    ``TypeError``."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or a path-like object, got "
                         f"{type(path).__name__} {path!r}")
-    return os.fsdecode(path)
+    return os.path.expanduser(os.fsdecode(path))
 
 
 def check_output_file(path: str, action: str, example: str) -> None:

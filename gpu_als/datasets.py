@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data import check_dtype, check_float, check_int, check_memory, to_host
+from .data import check_dtype, check_float, check_int, check_memory, check_path, to_host
 
 __all__ = ["load_movielens_100k", "MovieLens100K", "make_power_law", "default_cache_dir",
            "DATA_ENV", "ML100K_URL", "ML100K_SHA256", "ML100K_SHAPE"]
@@ -149,7 +149,8 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
     ValueError
         A file's checksum does not match (a corrupted or different copy).
     """
-    folders = [Path(data_home)] if data_home is not None else []
+    home = Path(check_path(data_home)) if data_home is not None else None
+    folders = [home] if home is not None else []
     if os.environ.get(DATA_ENV):
         folders.append(Path(os.environ[DATA_ENV]))
     cache = default_cache_dir()
@@ -162,7 +163,7 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
                 f"unzipped ml-100k folder in one of them, set {DATA_ENV}, or call with "
                 "download=True"
             )
-        path = _download(cache if data_home is None else Path(data_home))
+        path = _download(cache if home is None else home)
     for name, digest in ML100K_SHA256.items():
         file = path / name
         if not file.is_file():

@@ -98,7 +98,9 @@ class TuneResult:
         ).reset_index(drop=True)
 
     def to_csv(self, path) -> Path:
-        """Write the trials, best first, as CSV (no pandas needed)."""
+        """Write the trials, best first, as CSV (no pandas needed); returns the file
+        written (``path``, a leading ``~`` expanded)."""
+        path = data.check_path(path)
         sign = 1 if self.lower_is_better else -1
         rows = sorted(self.trials, key=lambda t: (not t["finished"], sign * t["score"]))
         with open(path, "w", newline="") as handle:

@@ -174,6 +174,8 @@ def test_a_local_copy_is_found_in_either_layout(tmp_path, monkeypatch, movielens
     monkeypatch.setattr(datasets.urllib.request, "urlopen", None)
     home = tmp_path if layout.startswith("the folder") else copy
     assert load_movielens_100k(data_home=home).path == copy
+    monkeypatch.setenv("HOME", str(home))
+    assert load_movielens_100k(data_home="~").path == copy  # (a leading ~ expanded)
     monkeypatch.setenv(datasets.DATA_ENV, str(home))
     loaded = load_movielens_100k()
     assert loaded.path == copy and loaded.ratings.nnz == 100_000

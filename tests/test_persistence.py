@@ -35,6 +35,16 @@ def test_round_trip_is_bit_identical(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.recommend(2, R[2])[0], model.recommend(2, R[2])[0])
 
 
+def test_a_path_under_the_home_folder_is_expanded(fitted, tmp_path, monkeypatch):
+    """"~/model.npz", as pandas reads it, not a folder named "~" in the working folder."""
+    model, _ = fitted
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert model.save("~/model") == str(tmp_path / "model.npz")
+    assert not (tmp_path / "~").exists()
+    np.testing.assert_array_equal(ALS.load("~/model.npz").user_factors_, model.user_factors_)
+
+
 def test_a_model_saves_to_and_loads_from_file_objects(fitted, tmp_path):
     """As implicit's save/load: an open binary file or an io.BytesIO (a file of an fsspec
     filesystem alike), from where it is; the same model as through a path. A file object

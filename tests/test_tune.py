@@ -122,7 +122,7 @@ def test_deterministic_and_random_sampling(R):
     assert len(run(R, n_samples=100).trials) == 8  # more than the grid: all of it
 
 
-def test_outputs_table_csv_plot(R, tmp_path):
+def test_outputs_table_csv_plot(R, tmp_path, monkeypatch):
     result = run(R, metric="ndcg", K=5)
     assert result.metric == "ndcg@5"
     fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
@@ -139,6 +139,8 @@ def test_outputs_table_csv_plot(R, tmp_path):
     path = result.to_csv(tmp_path / "trials.csv")
     assert path.read_text().splitlines()[0].startswith("factors,regularization,alpha,score")
     assert_csv_is_the_table(path, result)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert result.to_csv("~/t.csv") == tmp_path / "t.csv"  # (a leading ~ expanded)
     pytest.importorskip("matplotlib")
     from gpu_als.plots import plot_tuning
 
