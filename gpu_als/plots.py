@@ -209,11 +209,11 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
     import json
 
     document: dict = result if isinstance(result, dict) else \
-        json.loads(Path(result).read_text())
+        json.loads(Path(check_path(result)).read_text())
     if not isinstance(document, dict) or "benchmarks" not in document:
         raise ValueError(f"{result if not isinstance(result, dict) else 'result'} is not a "
                          f"benchmark result (gpu_als.benchmark): it has no 'benchmarks' rows")
-    folder = Path(folder)
+    folder = Path(check_path(folder))
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]
     paths = []

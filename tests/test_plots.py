@@ -1,6 +1,7 @@
 """gpu_als.plots: files written without touching pyplot's state; every kind of searched
 hyperparameter plotted."""
 
+import json
 import re
 
 import numpy as np
@@ -269,7 +270,7 @@ def test_tuning_chart(drawn, tmp_path):
     assert ticks and ticks != list(range(1, 10))
 
 
-def test_benchmark_chart(drawn, tmp_path):
+def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     """One chart per dataset: seconds per iteration against factors, one line per
     implementation (failed rows left out), log scales, the set and the device in the
     title."""
@@ -300,3 +301,8 @@ def test_benchmark_chart(drawn, tmp_path):
     assert drawn[1].axes[0].get_title().endswith("Test GPU (abc123)")
     assert ax.get_legend() is not None
     assert [line.get_label() for line in drawn[1].axes[0].lines] == ["gpu_als-gpu-cg"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert plot_benchmark("~/r.json", "~/home") == [tmp_path / "home" / p.name for p in paths]
+    assert not (tmp_path / "~").exists()  # (not a folder named ~ made here)
