@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import user_stacklevel, warn_unused_columns
+from .data import likely_value_column, user_stacklevel, warn_unused_columns
 
 
 def read_frame(args: argparse.Namespace):
@@ -64,7 +64,8 @@ def read_frame(args: argparse.Namespace):
 
 def _value_col_remedy(unused: list[str]) -> str:
     """How the command line names the values' column, for :func:`warn_unused_columns`."""
-    return f"name the values' column with --value-col (e.g. --value-col {unused[0]})"
+    return (f"name the values' column with --value-col (e.g. --value-col "
+            f"{likely_value_column(unused)})")
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):

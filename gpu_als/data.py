@@ -361,8 +361,9 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
     if "value" not in df.columns and unused:  # (fit has no value_col: say how to name it)
+        example = likely_value_column(unused)
         warn_unused_columns(unused, f"to train on one, name it 'value', e.g. "
-                                    f"df.rename(columns={{{unused[0]!r}: 'value'}})")
+                                    f"df.rename(columns={{{example!r}: 'value'}})")
     interactions = from_dataframe(df, dtype=dtype,
                                   value_col="value" if "value" in df.columns else None)
     if feedback == "explicit":
@@ -544,6 +545,29 @@ def warn_unused_columns(unused: list[str], remedy: str | None = None) -> None:
         "count rows"
     warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
                   f"used; {remedy}", UserWarning, stacklevel=user_stacklevel())
+
+
+#: Words in the names of columns that usually hold an interaction's amount or rating.
+_VALUE_WORDS = ("rating", "count", "play", "click", "score", "weight", "quantity", "qty",
+                "amount", "view", "listen", "purchase", "freq", "star")
+
+
+def likely_value_column(unused: list[str]) -> str:
+    """Of the columns ``unused`` (at least one), the one to name in a warning's example as
+    the values' column: the first whose name says amount or rating ('rating', 'plays',
+    'click_count'), else the first that is not a time ('timestamp', 'date', 'ts'), else
+    the first."""
+    def is_time(name: str) -> bool:
+        return name in ("t", "ts") or name.endswith("_ts") or \
+            any(word in name for word in ("time", "date", "stamp"))
+
+    names = [name.lower() for name in unused]
+    for test in (lambda n: any(word in n for word in _VALUE_WORDS),
+                 lambda n: not is_time(n)):
+        found = next((i for i, name in enumerate(names) if test(name)), None)
+        if found is not None:
+            return unused[found]
+    return unused[0]
 
 
 def _is_number(value: Any) -> bool:

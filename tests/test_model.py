@@ -738,6 +738,10 @@ def test_from_dataframe():
                                          r"columns=\{'rating': 'value'\}\)$") as caught:
         ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(rated)
     assert len(caught) == 1 and caught[0].filename == __file__
+    logged = rated.assign(timestamp=881250949)[["user", "item", "timestamp", "rating"]]
+    with pytest.warns(UserWarning, match=r"\['timestamp', 'rating'\] are not used; to train "
+                                         r"on one, .* df\.rename\(columns=\{'rating': "):
+        ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(logged)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(from_dataframe(rated, value_col=None).matrix.toarray(),
@@ -763,6 +767,19 @@ def test_from_dataframe():
         from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": [{1: 2}, {3: 4}]}))
     with pytest.raises(ValueError, match=r"'value' holds 2 missing, NaN .* first in row 0"):
         from_dataframe(df.assign(value=[np.nan, 1.0, np.inf, 2.0]))
+
+
+def test_the_example_of_a_values_column_is_the_likeliest_one():
+    """What the warnings of a frame without 'value' name as the example: the first column
+    named as an amount or a rating, else the first that is not a time, else the first."""
+    from gpu_als.data import likely_value_column
+
+    assert likely_value_column(["ts", "rating"]) == "rating"
+    assert likely_value_column(["timestamp", "session", "Play_Count"]) == "Play_Count"
+    assert likely_value_column(["event_ts", "date", "session"]) == "session"
+    assert likely_value_column(["session", "clicks"]) == "clicks"
+    assert likely_value_column(["time", "t"]) == "time"
+    assert likely_value_column(["counts_ts", "x"]) == "counts_ts"  # a word of amount first
 
 
 def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
