@@ -1158,7 +1158,7 @@ def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, 
     assert "the model has no item '999'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["recommend", str(path), "--users", "@nowhere.txt"])
-    assert "argument --users: @nowhere.txt: cannot read the file of ids (No such file or " \
+    assert "argument --users/--user: @nowhere.txt: cannot read the file of ids (No such file or " \
            "directory: nowhere.txt); an id that begins with @ is read from a file too" in \
         capsys.readouterr().err
     (tmp_path / "blank.txt").write_text("\n \n")
