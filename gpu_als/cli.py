@@ -483,18 +483,22 @@ def parse_grid(items: list[str] | None) -> dict[str, list] | None:
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from .tune import tune
+    from .tune import search_space, tune
 
     if args.plot:  # the plot comes after the search: matplotlib is checked before it
         from .plots import check_matplotlib
 
         check_matplotlib()
+    grid = parse_grid(args.grid)
+    base_params = {"iterations": args.iterations, "backend": args.backend,
+                   "feedback": args.feedback}
+    search_space(grid, base_params, metric=args.metric, n_samples=args.n_samples,
+                 random_state=args.seed)  # a mistyped grid fails before the file is read
     matrix, user_ids, item_ids = read_interactions(args)
     start = time.perf_counter()
-    result = tune(matrix, parse_grid(args.grid), n_samples=args.n_samples,
+    result = tune(matrix, grid, n_samples=args.n_samples,
                   metric=args.metric, K=args.K, validation_fraction=args.validation_fraction,
-                  base_params={"iterations": args.iterations, "backend": args.backend,
-                               "feedback": args.feedback},
+                  base_params=base_params,
                   halving=not args.no_halving, min_iterations=args.min_iterations,
                   reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
@@ -997,7 +1001,15 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ImportError) as exc:
             print(f"gpu-als bench: error: {exc}", file=sys.stderr)
             return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "tune" and all("=" in e and e[0] != "-" for e in extra):
+        print(f"gpu-als tune: error: unrecognized arguments: {' '.join(extra)}; each --grid "
+              f"takes one NAME=V1,V2,...: write --grid before each (--grid {extra[0]})",
+              file=sys.stderr)
+        return 2
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
 

@@ -49,7 +49,7 @@ from .model import ALS, _check_fit_memory, _Training
 
 logger = logging.getLogger("gpu_als")
 
-__all__ = ["tune", "TuneResult", "DEFAULT_GRID", "DEFAULT_EXPLICIT_GRID"]
+__all__ = ["tune", "search_space", "TuneResult", "DEFAULT_GRID", "DEFAULT_EXPLICIT_GRID"]
 
 
 #: The default grid; explicit feedback has no alpha to search.
@@ -194,17 +194,11 @@ def tune(
                                            strict=True)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction={validation_fraction}: must be < 1")
-    base = {"iterations": 20, "show_progress": False, "random_state": random_state,
-            **(base_params or {})}
-    if param_grid is None:
-        param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
-                          else DEFAULT_GRID)
-    configurations = _configurations(param_grid, base, n_samples, random_state)
+    base, param_grid, configurations = search_space(param_grid, base_params, metric=metric,
+                                                    n_samples=n_samples,
+                                                    random_state=random_state)
     feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
                  for config in configurations}
-    if metric == "rmse" and feedbacks != {"explicit"}:
-        raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
-                         "feedback='explicit' (base_params={'feedback': 'explicit'})")
 
     user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
     if data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
@@ -245,6 +239,36 @@ def tune(
     return TuneResult(best_params, best["score"], model, trials,
                       metric_name(metric, K),
                       metric in LOWER_IS_BETTER)
+
+
+def search_space(param_grid: dict[str, list] | None = None,
+                 base_params: dict[str, Any] | None = None, *, metric: str = "recall",
+                 n_samples: int | None = None, random_state: int | None = 0
+                 ) -> tuple[dict[str, Any], dict[str, list], list[dict[str, Any]]]:
+    """What :func:`tune` with these arguments would try, every name and value checked
+    without any data (the command line calls it before reading the file): the base
+    hyperparameters, the grid (the default one for ``None``) and its configurations.
+
+    Raises
+    ------
+    ValueError, TypeError
+        An unknown hyperparameter, a value :class:`ALS` refuses, a grid that is not a dict
+        of non-empty lists of distinct values, or ``metric="rmse"`` for implicit feedback.
+    """
+    base = {"iterations": 20, "show_progress": False, "random_state": random_state,
+            **(base_params or {})}
+    if param_grid is None:
+        param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
+                          else DEFAULT_GRID)
+    configurations = _configurations(param_grid, base, n_samples, random_state)
+    for config in configurations:
+        ALS(**{**base, **config})._check_params()
+    feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
+                 for config in configurations}
+    if metric == "rmse" and feedbacks != {"explicit"}:
+        raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
+                         "feedback='explicit' (base_params={'feedback': 'explicit'})")
+    return base, param_grid, configurations
 
 
 def _configurations(param_grid: dict[str, list], base: dict[str, Any],

@@ -907,6 +907,15 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert main(["tune", str(csv_file), "--grid", "factors=2", "--grid", "factors=4"]) == 2
     assert "--grid factors= is given twice: list all of its values in one, factors=A,B" \
         in capsys.readouterr().err
+    assert main(["tune", str(csv_file), "--grid", "factors=2,4", "alpha=1,10"]) == 2
+    assert capsys.readouterr().err == (
+        "gpu-als tune: error: unrecognized arguments: alpha=1,10; each --grid takes one "
+        "NAME=V1,V2,...: write --grid before each (--grid alpha=1,10)\n")
+    for grid, error in (("factors=2,x", "factors must be an integer, got str 'x'"),
+                        ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)")):
+        # (checked before the file is read: this one does not exist)
+        assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", grid]) == 2
+        assert capsys.readouterr().err.startswith(f"gpu-als tune: error: {error}")
     args = ["tune", str(csv_file), "--feedback", "explicit", "--metric", "rmse", "--grid",
             "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "4",
             "--backend", "cpu", "--trials", str(tmp_path / "r.csv"), "--no-halving",

@@ -423,3 +423,22 @@ def test_rmse_needs_explicit_feedback_and_explicit_has_no_alpha_to_search(R):
                   metric="rmse", halving=False, show_progress=False)
     assert set(result.best_params) == {"factors", "regularization"}
     assert len(result.trials) == 12
+
+
+def test_the_search_space_is_checked_without_data():
+    """search_space: tune's base, grid and configurations (the default grid for None, by
+    feedback); what tune would refuse, refused before any data."""
+    from gpu_als.tune import DEFAULT_EXPLICIT_GRID, search_space
+
+    base, grid, configurations = search_space({"factors": [8, 16], "alpha": [1.0]},
+                                              {"iterations": 5})
+    assert base["iterations"] == 5 and grid == {"factors": [8, 16], "alpha": [1.0]}
+    assert configurations == [{"factors": 8, "alpha": 1.0}, {"factors": 16, "alpha": 1.0}]
+    _, grid, configurations = search_space(None, {"feedback": "explicit"}, metric="rmse")
+    assert grid == DEFAULT_EXPLICIT_GRID and len(configurations) == 12
+    with pytest.raises(ValueError, match="factors=0: must be >= 1"):
+        search_space({"factors": [8, 0]})
+    with pytest.raises(TypeError, match="regularization must be a real number"):
+        search_space({"regularization": ["a"]})
+    with pytest.raises(ValueError, match="every trial needs feedback='explicit'"):
+        search_space({"factors": [8]}, metric="rmse")
