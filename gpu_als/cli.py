@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,31 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
                    help="initialisation and split seed (default 42)")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``, refused as the options are parsed
+    (before any file is read)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type``: a number strictly between 0 and 1 (a share held out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
 #: The options of add_model_options (as argparse names them), and the ALS parameter each
 #: sets where it is not the same name.
 MODEL_OPTIONS = ("factors", "regularization", "alpha", "iterations", "feedback", "confidence",
@@ -126,9 +152,12 @@ def model_params(args: argparse.Namespace, *, given_only: bool = False) -> dict[
 
 
 def make_model(args: argparse.Namespace, **overrides):
+    """The model of the options, its hyperparameters checked (before any file is read)."""
     from .model import ALS
 
-    return ALS(**{**model_params(args), **overrides})
+    model = ALS(**{**model_params(args), **overrides})
+    model._check_params()
+    return model
 
 
 class IdList(argparse.Action):
@@ -314,6 +343,7 @@ def train(args: argparse.Namespace) -> int:
                              f"of {kept} factors: going on from it keeps them (leave "
                              f"--factors out, or leave --init out to train afresh)")
         model.set_params(**given)
+        model._check_params()
         # a model without ids (as implicit's): its row numbers, as recommend reads them
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
@@ -379,18 +409,11 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
         raise ValueError("--early-stopping does not combine with --init: the model to go on "
                          "from may have seen the interactions held out for validation, which "
                          "would favour stopping at once")
-    if args.early_stopping < 1:
-        raise ValueError(f"--early-stopping (the patience) must be >= 1, got "
-                         f"{args.early_stopping}")
     metric = args.metric or ("rmse" if model.feedback == "explicit" else "recall")
     fraction = args.validation_fraction
-    if not 0 < fraction < 1:
-        raise ValueError(f"--validation-fraction must be between 0 and 1, got {fraction}")
     fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",
                                           "--early-stopping: ")
     probe = ALS(**model.get_params())
-    if args.validation_users is not None and args.validation_users < 1:
-        raise ValueError(f"--validation-users must be >= 1, got {args.validation_users}")
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
                          patience=args.early_stopping, restore_best=False,
                          max_users=args.validation_users, random_state=args.seed)
@@ -422,6 +445,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.min_value is not None and not np.isfinite(args.min_value):
         raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
+    model = make_model(args)
     matrix, _, _ = read_interactions(args)
     train_m, test_m = held_out_split(matrix, args.test_fraction, args.seed, "testing",
                                      f"{args.file}: ")
@@ -432,7 +456,6 @@ def evaluate(args: argparse.Namespace) -> int:
         if relevant.nnz == 0:
             raise ValueError(f"no held-out interaction has a value >= --min-value "
                              f"{args.min_value:g}: nothing to test")
-    model = make_model(args)
     start = time.perf_counter()
     model.fit(train_m)
     seconds = time.perf_counter() - start
@@ -521,7 +544,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
 def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10) -> None:
     """--N, --output and --backend of the commands that rank with a saved model."""
-    parser.add_argument("--N", type=int, default=n, help=f"{what} (default {n})")
+    parser.add_argument("--N", type=at_least(1), default=n, help=f"{what} (default {n})")
     parser.add_argument("--output", default="-",
                         help="CSV file to write (default: standard output), or Parquet "
                              "where the name ends in .parquet")
@@ -547,8 +570,6 @@ def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
     from .data import id_positions
 
-    if args.N < 1:
-        raise ValueError(f"--N must be at least 1, got {args.N}")
     if args.file is None and args.users is None:
         raise ValueError("name the users (--users) or give an interaction file: its users "
                          "get recommendations, without the items they already have")
@@ -633,8 +654,6 @@ def fold_in_command(args: argparse.Namespace) -> int:
 
 def similar_command(args: argparse.Namespace) -> int:
     """The N items (or users) most similar to each given one, the query itself left out."""
-    if args.N < 1:
-        raise ValueError(f"--N must be at least 1, got {args.N}")
     model = load_model(args.model, args.backend)
     kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
     table = similar_by_id(model, kind, query, args.N)
@@ -650,8 +669,6 @@ def explain_command(args: argparse.Namespace) -> int:
     """Why a saved model scores items for a user: each score split over the user's items."""
     from .data import from_dataframe, id_positions
 
-    if args.N < 1:
-        raise ValueError(f"--N must be at least 1, got {args.N}")
     model = load_model(args.model, args.backend)
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
     wanted = each_once(args.items, "--items")
@@ -802,21 +819,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "here) and its factors for the users and items it knows (by id, or "
                         "by row number for a model without ids; new ones start random)")
     g = p.add_argument_group("early stopping (see gpu_als.evaluation.EarlyStopping)")
-    g.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+    g.add_argument("--early-stopping", type=at_least(1), default=None, metavar="PATIENCE",
                    help="first find the number of iterations (at most --iterations): fit on "
                         "all but --validation-fraction of each user's interactions until "
                         "--metric on the rest has not improved for PATIENCE iterations; "
                         "then train on everything for the best number")
-    g.add_argument("--validation-fraction", type=float, default=0.1,
+    g.add_argument("--validation-fraction", type=fraction, default=0.1,
                    help="share of each user's interactions held out (default 0.1)")
-    g.add_argument("--validation-users", type=int, default=None, metavar="N",
+    g.add_argument("--validation-users", type=at_least(1), default=None, metavar="N",
                    help="score a fixed random sample (--seed) of N of the users with held-out "
                         "interactions after each iteration, not all of them: on large data "
                         "an evaluation of every user can cost more than an iteration")
     g.add_argument("--metric", choices=VALIDATION_METRICS,
                    default=None, help="validation metric (default recall, or rmse with "
                                       "--feedback explicit)")
-    g.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
+    g.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",
@@ -824,9 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "on the rest and report ranking metrics against baselines.")
     add_file_options(p)
     add_model_options(p)
-    p.add_argument("--test-fraction", type=float, default=0.2,
+    p.add_argument("--test-fraction", type=fraction, default=0.2,
                    help="share of each user's interactions held out (default 0.2)")
-    p.add_argument("--K", type=int, default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "
                         "metrics (e.g. 4 for ratings; default: every held-out entry); the RMSE "
@@ -845,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values to try for one hyperparameter (repeat the option; one "
                         "value fixes it, e.g. factors=64); default: factors, "
                         "regularization and alpha around the reference")
-    p.add_argument("--n-samples", type=int, default=None,
+    p.add_argument("--n-samples", type=at_least(1), default=None,
                    help="try this many random configurations of the grid (default: all of "
                         "them)")
     p.add_argument("--metric", choices=VALIDATION_METRICS,
@@ -854,16 +871,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
                    help="implicit (default) or explicit (ratings: ALS-WR, with a grid of "
                         "factors and regularization by default)")
-    p.add_argument("--K", type=int, default=10, help="cut-off of the metric (default 10)")
-    p.add_argument("--validation-fraction", type=float, default=0.2,
+    p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
+    p.add_argument("--validation-fraction", type=fraction, default=0.2,
                    help="share of each user's interactions for validation (default 0.2)")
     p.add_argument("--iterations", type=int, default=20,
                    help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",
                    help="train every configuration to the end")
-    p.add_argument("--min-iterations", type=int, default=3,
+    p.add_argument("--min-iterations", type=at_least(1), default=3,
                    help="iterations of the first halving rung (default 3)")
-    p.add_argument("--reduction-factor", type=int, default=3,
+    p.add_argument("--reduction-factor", type=at_least(2), default=3,
                    help="keep the best 1/this of the trials at each rung (default 3)")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to train (default auto: the GPU when usable)")

@@ -113,11 +113,12 @@ def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
                 random_state=5, show_progress=False).fit(R)
     np.testing.assert_allclose(model.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-7)
 
-    for fraction in ("1.5", "1"):
-        assert main(["train", str(csv_file), *options, "--early-stopping", "2",
-                     "--validation-fraction", fraction, "--output", str(out)]) == 2
-        assert f"--validation-fraction must be between 0 and 1, got {float(fraction)}" in \
-            capsys.readouterr().err
+    for fraction in ("1.5", "1"):  # refused as the options are read
+        with pytest.raises(SystemExit):
+            main(["train", str(tmp_path / "nowhere.csv"), *options, "--early-stopping", "2",
+                  "--validation-fraction", fraction, "--output", str(out)])
+        assert f"argument --validation-fraction: must be between 0 and 1, got {fraction}" \
+            in capsys.readouterr().err
     assert main(["train", str(csv_file), "--feedback", "explicit", "--factors", "2",
                  "--iterations", "3", "--backend", "cpu", "--early-stopping", "1",
                  "--output", str(out)]) == 0  # ratings: the RMSE by default
@@ -126,9 +127,9 @@ def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
     assert main(["train", str(csv_file), *options[:4], "--iterations", "0", "--backend",
                  "cpu", "--early-stopping", "2", "--output", str(out)]) == 0
     assert ALS.load(out, backend="cpu").iterations == 0  # nothing to stop: no iterations
-    assert main(["train", str(csv_file), *options, "--early-stopping", "0",
-                 "--output", str(out)]) == 2
-    assert "--early-stopping (the patience) must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(csv_file), *options, "--early-stopping", "0", "--output", str(out)])
+    assert "argument --early-stopping: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", str(csv_file), "--init", str(out), "--early-stopping", "2",
                  "--output", str(out)]) == 2
     assert "--early-stopping does not combine with --init" in capsys.readouterr().err
@@ -159,8 +160,9 @@ def test_early_stopping_can_score_a_sample_of_the_validation_users(csv_file, tmp
     assert f"recall@10 on 10% of each user's interactions held out (a sample of 20 users) " \
            f"was best, {stop.best_score:.4f}, after {stop.best_iteration + 1} " in said
     assert ALS.load(out, backend="cpu").iterations == stop.best_iteration + 1
-    assert main(["train", str(csv_file), *options, "--validation-users", "0"]) == 2
-    assert "--validation-users must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(csv_file), *options, "--validation-users", "0"])
+    assert "argument --validation-users: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
@@ -937,13 +939,40 @@ def trained(csv_file, tmp_path):
     return path, ALS.load(path, backend="cpu")
 
 
+def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
+    """A mistyped option fails at once, not after minutes of reading a large file: here
+    the file does not exist, and the option is what the error names."""
+    path, _ = trained
+    missing = str(tmp_path / "nowhere.csv")
+    for argv, error in (
+            (["train", missing, "--factors", "0", "--output", "m.npz"], "factors=0: must be"),
+            (["train", missing, "--init", str(path), "--regularization", "-2", "--output",
+              "m.npz"], "regularization=-2.0: must be >= 0"),
+            (["evaluate", missing, "--feedback", "explicit", "--regularization", "0"],
+             "regularization=0 with feedback='explicit'"),
+            (["tune", missing, "--iterations", "-1"], "iterations=-1: must be >= 0")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith(f"gpu-als {argv[0]}: error: {error}")
+    for argv, error in ((["evaluate", missing, "--K", "0"], "--K: must be >= 1, got 0"),
+                        (["evaluate", missing, "--test-fraction", "0"],
+                         "--test-fraction: must be between 0 and 1, got 0"),
+                        (["tune", missing, "--reduction-factor", "1"],
+                         "--reduction-factor: must be >= 2, got 1"),
+                        (["tune", missing, "--n-samples", "2.5"],
+                         "--n-samples: expected an integer, got '2.5'")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert f"gpu-als {argv[0]}: error: argument {error}" in capsys.readouterr().err
+
+
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
     path, _ = trained
     for command in (["recommend", str(path), "--users", "u0"],
                     ["similar", str(path), "--items", "100"],
                     ["explain", str(path), str(csv_file), "--user", "u0", "--items", "100"]):
-        assert main([*command, "--N", "0", "--backend", "cpu"]) == 2
-        assert "--N must be at least 1, got 0" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main([*command, "--N", "0", "--backend", "cpu"])
+        assert "argument --N: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_early_stopping_needs_users_with_two_interactions(tmp_path, capsys):
@@ -1133,7 +1162,8 @@ def test_recommend_named_users_without_a_file(trained, capsys):
             "fold in" in capsys.readouterr().err)
     assert main(["recommend", str(path), "--backend", "cpu"]) == 2
     assert "name the users (--users)" in capsys.readouterr().err
-    assert main(["recommend", str(path), "--users", "u1", "--N", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["recommend", str(path), "--users", "u1", "--N", "0"])
 
 
 def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, capsys):
