@@ -913,6 +913,10 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert capsys.readouterr().err == (
         "gpu-als tune: error: unrecognized arguments: alpha=1,10; each --grid takes one "
         "NAME=V1,V2,...: write --grid before each (--grid alpha=1,10)\n")
+    with pytest.raises(SystemExit):  # not all of them grid items: argparse's own error
+        main(["tune", str(csv_file), "--grid", "factors=2,4", "alpha=1,10", "stray"])
+    assert capsys.readouterr().err.endswith(
+        "gpu-als: error: unrecognized arguments: alpha=1,10 stray\n")
     for grid, error in (("factors=2,x", "factors must be an integer, got str 'x'"),
                         ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)")):
         # (checked before the file is read: this one does not exist)
