@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import __version__
 from ._id_queries import (
@@ -1033,9 +1034,11 @@ def main(argv: list[str] | None = None) -> int:
     def show_warning(message, category, *_args, **_kwargs):  # one line, as the errors
         print(f"gpu-als {args.command}: warning: {message}", file=sys.stderr)
 
+    # -v on a terminal: each log line printed above the progress bar, not into it
+    console = logging_redirect_tqdm() if args.verbose else contextlib.nullcontext()
     try:
         check_output_folders(args)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), console:
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = show_warning
             return args.func(args)

@@ -639,6 +639,30 @@ def test_verbose_logs_the_reading_the_coding_and_each_iteration(csv_file, tmp_pa
     assert sum(line.startswith("iteration ") for line in lines) == 2
 
 
+def test_verbose_log_lines_go_above_the_progress_bar_not_into_it(csv_file, tmp_path, capsys,
+                                                                 monkeypatch):
+    """-v on a terminal (the bar forced on here): each log line on its own line, printed
+    over the cleared bar (tqdm's logging redirect), not appended to the bar's line."""
+    import logging
+
+    from tqdm.auto import tqdm
+
+    import gpu_als.model
+
+    monkeypatch.setattr(gpu_als.model, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
+    console = logging.StreamHandler(sys.stderr)  # as basicConfig would add on a terminal
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [*root.handlers, console])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    assert main(["train", str(csv_file), "--iterations", "3", "--backend", "cpu",
+                 "--output", str(tmp_path / "m.npz"), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "it/s" in err and err.count("iteration ") == 3  # the bar, and the 3 lines
+    for line in re.findall(r"[^\r\n]*iteration \d+: loss", err):
+        assert line.startswith("iteration "), line  # (not "...loss=1.2e+03]iteration 1")
+    assert root.handlers[-1] is console  # the console handler given back
+
+
 def test_verbose_before_or_after_the_command():
     parse = build_parser().parse_args
     assert parse(["-v", "train", "f.csv"]).verbose and parse(["train", "f.csv", "-v"]).verbose
