@@ -333,6 +333,10 @@ def write_demo_plots(model, train, folder: Path) -> None:
 # ---- train and evaluate --------------------------------------------------------------
 
 def train(args: argparse.Namespace) -> int:
+    if args.early_stopping is not None and args.init is not None:
+        raise ValueError("--early-stopping does not combine with --init: the model to go on "
+                         "from may have seen the interactions held out for validation, which "
+                         "would favour stopping at once")
     if args.init is None:
         model = make_model(args)
     else:  # its hyperparameters but those given, its factors for the ids it knows
@@ -348,8 +352,8 @@ def train(args: argparse.Namespace) -> int:
         # a model without ids (as implicit's): its row numbers, as recommend reads them
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
-    matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
-    with fitting_on(args.scheduler) as (fit, where):
+    with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
+        matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
         start = time.perf_counter()
         saved_warm_start = model.warm_start  # --init is this command's, not the model's
         model.set_params(warm_start=args.init is not None)
@@ -406,10 +410,6 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     from .evaluation import EarlyStopping, held_out_split
     from .model import ALS
 
-    if args.init is not None:
-        raise ValueError("--early-stopping does not combine with --init: the model to go on "
-                         "from may have seen the interactions held out for validation, which "
-                         "would favour stopping at once")
     metric = args.metric or ("rmse" if model.feedback == "explicit" else "recall")
     fraction = args.validation_fraction
     fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",

@@ -978,7 +978,9 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
               "m.npz"], "regularization=-2.0: must be >= 0"),
             (["evaluate", missing, "--feedback", "explicit", "--regularization", "0"],
              "regularization=0 with feedback='explicit'"),
-            (["tune", missing, "--iterations", "-1"], "iterations=-1: must be >= 0")):
+            (["tune", missing, "--iterations", "-1"], "iterations=-1: must be >= 0"),
+            (["train", missing, "--init", str(path), "--early-stopping", "2", "--output",
+              "m.npz"], "--early-stopping does not combine with --init")):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith(f"gpu-als {argv[0]}: error: {error}")
     for argv, error in ((["evaluate", missing, "--K", "0"], "--K: must be >= 1, got 0"),

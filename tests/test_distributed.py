@@ -398,8 +398,7 @@ def test_a_scheduler_that_does_not_answer_is_named_with_how_to_start_one(tmp_pat
     pytest.importorskip("distributed")
     from gpu_als.cli import main
 
-    file = tmp_path / "clicks.csv"
-    file.write_text("user,item\n1,2\n3,4\n")
+    file = tmp_path / "clicks.csv"  # (never read: the cluster is reached first)
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main(["train", str(file), "--scheduler", "tcp://127.0.0.1:9",
                      "--output", str(tmp_path / "m.npz")]) == 2
