@@ -39,6 +39,7 @@ from .data import (
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
+    is_dataframe,
     user_stacklevel,
 )
 
@@ -212,8 +213,8 @@ def _check_model_for(model, train) -> None:
     if fitted_als:
         model._check_fitted()  # factors assigned by hand (even as lists) are checked first
     shape = getattr(train, "shape", None)
-    if shape is None or len(shape) != 2:
-        return
+    if shape is None or len(shape) != 2 or is_dataframe(train):  # (the matrix check says
+        return  # what to do with a DataFrame, whose shape is not users x items)
     if fitted_als:
         known = (model.user_factors_.shape[0], model.item_factors_.shape[0])
     elif isinstance(model, _Baseline) and hasattr(model, "n_items_"):

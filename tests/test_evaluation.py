@@ -609,6 +609,14 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
             metric(PopularityRecommender().fit(train), train, test[:, :19])
         with pytest.raises(ValueError, match="test has no stored entries: there is no user"):
             metric(PopularityRecommender().fit(train), train, sp.csr_matrix(train.shape))
+    pd = pytest.importorskip("pandas")
+    coo = train.tocoo()  # its (user, item, value) rows: a shape that is not users x items
+    rows = pd.DataFrame({"user": coo.row, "item": coo.col, "value": coo.data})
+    for metric in (ranking_metrics, auc):
+        with pytest.raises(TypeError, match=r"train must be a scipy.sparse matrix or array, "
+                                            r"got pandas.DataFrame; for a DataFrame of "
+                                            r"\(user, item, value\) rows use .*from_dataframe"):
+            metric(model, rows, test)
     with pytest.raises(ValueError, match="test_fraction=1.0: must be < 1"):
         train_test_split(train, test_fraction=1.0)
     with pytest.raises(ValueError, match="this PopularityRecommender is not fitted yet"):
