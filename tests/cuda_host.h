@@ -1,13 +1,16 @@
 // Host emulation of the CUDA features that kernels/*.cu use, so that each kernel file
 // compiles unchanged with g++ (C++20) and runs on the CPU in the tests.
 //
-// Model: a launch runs the blocks of its grid one after another; each CUDA thread of a
-// block is a real OS thread. __syncthreads is a barrier of the block's threads, warp
-// primitives exchange values through a per-warp buffer between two barriers of the warp's
-// threads. Static __shared__ variables are function-local statics (shared by the block's
-// threads; blocks never overlap); dynamic shared memory is one buffer per launch, refilled
-// with 0xFF bytes (NaN for floats) before every block so that a kernel reading shared
-// memory it never wrote fails the parity tests.
+// Model: a launch runs the blocks of its grid one after another, or (``lanes`` > 1) that
+// many at a time, block b in lane b % lanes; each CUDA thread of a block is a real OS
+// thread. __syncthreads is a barrier of the block's threads, warp primitives exchange
+// values through a per-warp buffer between two barriers of the warp's threads. Static
+// __shared__ variables are function-local statics (shared by the block's threads, and by
+// every lane: a kernel that declares one runs one lane); dynamic shared memory is one
+// buffer per lane, refilled with 0xFF bytes (NaN for floats) before every block so that a
+// kernel reading shared memory it never wrote fails the parity tests. Blocks in lanes
+// that run at once let ThreadSanitizer see two blocks updating one address without
+// atomicAdd, as a GPU runs many blocks at once.
 //
 // What this cannot see: the CUDA memory model (every store here is immediately visible to
 // all threads; ThreadSanitizer builds catch missing barriers, not missing __threadfence),
@@ -47,7 +50,7 @@ namespace gpu_als_emu {
 struct Launch;
 inline thread_local dim3 thread_idx, block_idx;
 inline thread_local int linear_tid = 0;
-inline Launch* current = nullptr;
+inline thread_local Launch* current = nullptr;  // the lane of this thread's block
 void start_block(Launch* launch);
 
 // Runs when the last thread arrives at a phase of a barrier (prepares the next block).
@@ -188,42 +191,51 @@ std::tuple<Args...> unpack(void** params, std::index_sequence<I...>) {
 
 template <typename... Args>
 void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_bytes,
-            void** params) {
+            void** params, unsigned lanes) {
     auto args = unpack<Args...>(params, std::index_sequence_for<Args...>{});
-    Launch state;
-    state.grid = grid;
-    state.block = block;
-    state.nthreads = static_cast<int>(block.x * block.y * block.z);
-    // shared_mem bytes (malloc's 16-byte alignment, as CUDA's at least), then the guard:
-    // none in an AddressSanitizer build, which then reports any access past them.
-    state.shared_bytes = shared_bytes;
-    state.dynamic_shared.assign(shared_bytes + SHARED_GUARD_BYTES, 0xFF);
-    state.warp_buffer.resize(state.nthreads);
-    start_block(&state);
-    current = &state;
     const long long n_blocks = 1LL * grid.x * grid.y * grid.z;
-    // Every thread meets here after each block; the last one in prepares the next block.
-    Barrier block_end(state.nthreads, Completion{&state});
+    lanes = static_cast<unsigned>(std::clamp<long long>(lanes, 1, n_blocks));
+    const int nthreads = static_cast<int>(block.x * block.y * block.z);
+    std::vector<std::unique_ptr<Launch>> states;  // one per lane
+    std::vector<std::unique_ptr<Barrier>> block_ends;
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+        auto state = std::make_unique<Launch>();
+        state->grid = grid;
+        state->block = block;
+        state->nthreads = nthreads;
+        // shared_mem bytes (malloc's 16-byte alignment, as CUDA's at least), then the
+        // guard: none in an AddressSanitizer build, which then reports any access past them.
+        state->shared_bytes = shared_bytes;
+        state->dynamic_shared.assign(shared_bytes + SHARED_GUARD_BYTES, 0xFF);
+        state->warp_buffer.resize(nthreads);
+        start_block(state.get());
+        // The lane's threads meet here after each block; the last one in prepares the next.
+        block_ends.push_back(std::make_unique<Barrier>(nthreads, Completion{state.get()}));
+        states.push_back(std::move(state));
+    }
     std::vector<std::thread> threads;
-    threads.reserve(state.nthreads);
-    for (int t = 0; t < state.nthreads; ++t) {
-        threads.emplace_back([&, t]() {
-            linear_tid = t;
-            thread_idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            for (long long b = 0; b < n_blocks; ++b) {
-                block_idx = {static_cast<unsigned>(b % grid.x),
-                             static_cast<unsigned>((b / grid.x) % grid.y),
-                             static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
-                std::apply(kernel, args);
-                // An exited thread no longer counts at barriers (as on sm_70 and later).
-                current->block_barrier->arrive_and_drop();
-                current->warp_barriers[t / 32]->arrive_and_drop();
-                block_end.arrive_and_wait();
-            }
-        });
+    threads.reserve(lanes * nthreads);
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+        for (int t = 0; t < nthreads; ++t) {
+            threads.emplace_back([&, lane, t]() {
+                current = states[lane].get();
+                linear_tid = t;
+                thread_idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                for (long long b = lane; b < n_blocks; b += lanes) {
+                    block_idx = {static_cast<unsigned>(b % grid.x),
+                                 static_cast<unsigned>((b / grid.x) % grid.y),
+                                 static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
+                    std::apply(kernel, args);
+                    // An exited thread no longer counts at barriers (as on sm_70 and later).
+                    current->block_barrier->arrive_and_drop();
+                    current->warp_barriers[t / 32]->arrive_and_drop();
+                    block_ends[lane]->arrive_and_wait();
+                }
+                current = nullptr;
+            });
+        }
     }
     for (auto& thread : threads) thread.join();
-    current = nullptr;
 }
 
 // Parameter signature for the Python launcher's checks: "Pf4" (pointer to 4-byte float),
@@ -324,8 +336,8 @@ using std::min;
 using std::sqrt;
 
 // One exported C entry point per kernel specialisation, for the Python launcher:
-//   GPU_ALS_EMU_EXPORT(symbol, kernel<...>) defines symbol(grid, block, shared, params)
-//   and symbol_signature() returning the parameter type codes.
+//   GPU_ALS_EMU_EXPORT(symbol, kernel<...>) defines symbol(grid, block, shared, params,
+//   lanes) and symbol_signature() returning the parameter type codes.
 // The launch's fault (see report_fault), or "", clearing it.
 extern "C" const char* gpu_als_emu_take_fault() {
     static std::string taken;
@@ -337,9 +349,10 @@ extern "C" const char* gpu_als_emu_take_fault() {
 
 #define GPU_ALS_EMU_EXPORT(symbol, ...)                                                   \
     extern "C" void symbol(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
-                           unsigned bz, std::size_t shared, void** params) {             \
+                           unsigned bz, std::size_t shared, void** params,               \
+                           unsigned lanes) {                                             \
         gpu_als_emu::launch(&__VA_ARGS__, dim3{gx, gy, gz}, dim3{bx, by, bz}, shared,    \
-                            params);                                                     \
+                            params, lanes);                                              \
     }                                                                                    \
     extern "C" const char* symbol##_signature() {                                        \
         static const std::string s = gpu_als_emu::signature(&__VA_ARGS__);               \

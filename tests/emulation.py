@@ -144,7 +144,10 @@ class EmulatedKernel:
         self._entry = getattr(library, symbol)
         self._entry.restype = None
         self._entry.argtypes = [ctypes.c_uint] * 6 + [ctypes.c_size_t,
-                                                      ctypes.POINTER(ctypes.c_void_p)]
+                                                      ctypes.POINTER(ctypes.c_void_p),
+                                                      ctypes.c_uint]
+        #: Blocks run at once (tests/cuda_host.h's lanes); 1: one after another.
+        self.lanes = 1
         signature = getattr(library, f"{symbol}_signature")
         signature.restype = ctypes.c_char_p
         self.signature = signature().decode().split(",")
@@ -200,7 +203,7 @@ class EmulatedKernel:
                 value = _SCALAR_TYPES[code](arg.item())
             keep.append(value)
             params[i] = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
-        self._entry(*grid, *block, shared_mem, params)
+        self._entry(*grid, *block, shared_mem, params, self.lanes)
         fault = self._take_fault().decode()
         if fault:  # a GPU would end the launch with an error (and poison the context)
             raise RuntimeError(f"{self.name}: {fault}")
@@ -226,6 +229,15 @@ class EmulatedModule:
         return self._kernels[name]
 
 
+def runs_blocks_at_once(file: str) -> bool:
+    """Whether the emulation may run several blocks of ``file``'s kernels at once: not
+    where the file (or the header it includes) declares a static ``__shared__`` variable,
+    which the emulation keeps once for all blocks."""
+    static = re.compile(r"^\s*__shared__\s", re.MULTILINE)
+    return not any(static.search((_kernels.kernel_dir() / name).read_text())
+                   for name in (file, "common.cuh"))
+
+
 class EmulatedRuntime:
     """The runtime interface of ``GPUBackend`` (see ``CudaRuntime``), on the host.
 
@@ -233,6 +245,9 @@ class EmulatedRuntime:
     its chunking paths on tiny inputs, as a small ``max_shared_memory`` sends small k to
     the two-kernel path. ``flags`` are the compiler's (``TSAN_FLAGS`` builds
     the kernels under ThreadSanitizer; the process must then preload libtsan).
+    ``concurrent_blocks`` runs that many blocks of a launch at once (1: one after another)
+    in the kernels without static shared variables (:func:`runs_blocks_at_once`), so that
+    ThreadSanitizer sees blocks that race on global memory.
     """
 
     #: The GPU backend's array module: NumPy, shaped like CuPy (tests/cupy_shaped.py), so
@@ -243,9 +258,10 @@ class EmulatedRuntime:
     device_name = "CUDA host emulation"
 
     def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS,
-                 max_shared_memory: int = SM80_SHARED_BYTES):
+                 max_shared_memory: int = SM80_SHARED_BYTES, concurrent_blocks: int = 1):
         self._free_memory = free_memory
         self._flags = flags
+        self.concurrent_blocks = concurrent_blocks
         self.max_shared_memory = max_shared_memory
         self._modules: dict[str, EmulatedModule] = {}
         self._arrays: list[weakref.ref] = []  # what address() handed out, while alive
@@ -253,7 +269,9 @@ class EmulatedRuntime:
     def kernel(self, file: str, name: str) -> EmulatedKernel:
         if file not in self._modules:
             self._modules[file] = EmulatedModule(file, self._flags)
-        return self._modules[file].get_function(name)
+        kernel = self._modules[file].get_function(name)
+        kernel.lanes = self.concurrent_blocks if runs_blocks_at_once(file) else 1
+        return kernel
 
     def free_memory(self) -> int:
         return self._free_memory

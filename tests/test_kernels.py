@@ -462,7 +462,12 @@ TSAN_SCRIPT = textwrap.dedent("""
 
     k = 4
     emulation.build_all(emulation.TSAN_FLAGS)  # two compilers at a time
-    runtime = emulation.EmulatedRuntime(free_memory=4 * k * k * 8, flags=emulation.TSAN_FLAGS)
+    # two blocks at a time where a kernel allows it: the segments of a long row, which add
+    # to one system (with atomicAdd), run at once, as on a GPU
+    runtime = emulation.EmulatedRuntime(free_memory=4 * k * k * 8, flags=emulation.TSAN_FLAGS,
+                                        concurrent_blocks=2)
+    assert runtime.kernel("gram.cu", "build_systems<float, int>").lanes == 2
+    assert runtime.kernel("cholesky.cu", "cholesky_solve_batched<float>").lanes == 1
     backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
     R = edge_case_matrix(k)
     F = backend.asarray(np.random.default_rng(1).random((R.shape[1], k)))
@@ -499,8 +504,9 @@ def run_sanitized(script: str, runtime: str, options: dict[str, str]) -> str:
 
 
 def test_kernels_are_free_of_data_races_under_thread_sanitizer():
-    """Every kernel (fused, build, Cholesky, CG, loss) under TSan: a missing __syncthreads
-    fails."""
+    """Every kernel (fused, build, Cholesky, CG, loss) under TSan, two blocks at a time
+    where the kernel has no static shared memory: a missing __syncthreads fails, and so do
+    two blocks adding to one address without atomicAdd."""
     run_sanitized(TSAN_SCRIPT, "tsan",
                   {"halt_on_error": "1", "exitcode": "66", "report_signal_unsafe": "0"})
 
