@@ -313,8 +313,8 @@ class ALS:
                                                     np.random.BitGenerator))):
             raise TypeError("random_state must be None, an int or a numpy.random.Generator, "
                             f"got {type(seed).__name__} {seed!r}")
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
+        if self.callback is not None:
+            _check_callback(self.callback)
         return p
 
     # ---- training -------------------------------------------------------------------
@@ -359,8 +359,8 @@ class ALS:
         RuntimeError
             When called while a fit of this model is in progress (from its callback).
         """
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if callback is not None:
+            _check_callback(callback)
         callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
@@ -1718,6 +1718,24 @@ def log_iteration(done: int, loss: float | None, seconds: float) -> None:
     if logger.isEnabledFor(logging.INFO):
         logger.info("iteration %d: %s%.3g s so far", done,
                     "" if loss is None else f"loss {loss:.6g}, ", seconds)
+
+
+def _check_callback(callback: Any) -> None:
+    """Refuse a fit callback that is not callable, or that cannot be called as
+    ``callback(iteration, seconds, loss)`` where its signature says so: before the first
+    iteration, not after it."""
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a callable without a signature to read: tried as is
+        return
+    try:
+        signature.bind(0, 0.5, 1.0)
+    except TypeError as exc:
+        name = getattr(callback, "__name__", type(callback).__name__)
+        raise TypeError(f"callback must take three arguments, callback(iteration, seconds, "
+                        f"loss); {name}{signature} cannot ({exc})") from None
 
 
 def asks_to_stop(returned: Any) -> bool:

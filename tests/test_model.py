@@ -353,6 +353,19 @@ def test_fit_takes_implicits_fit_arguments(R, capsys):
     with pytest.raises(TypeError, match="callback must be callable"):
         model.fit(R, callback=3)
 
+    def checkpoint(iteration, seconds, loss, path):
+        calls.append(path)
+
+    with pytest.raises(TypeError, match=r"^callback must take three arguments, .* "
+                                        r"checkpoint\(iteration, seconds, loss, path\) "
+                                        r"cannot \(missing a required argument: 'path'\)$"):
+        model.fit(R, callback=checkpoint)
+    assert calls[6:] == []  # before any iteration
+    import functools
+
+    model.fit(R, callback=functools.partial(checkpoint, path="p"))  # what it should be
+    assert calls[6:] == ["p"] * 3
+
 
 def test_recommend_batch_equals_single(real_backend, R):
     model = model_for(real_backend).fit(R)

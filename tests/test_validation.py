@@ -222,6 +222,9 @@ def test_indices_out_of_range():
     ({"dtype": "banana"}, TypeError, r"dtype='banana' is not a NumPy dtype"),
     ({"backend": "tpu"}, ValueError, r"backend='tpu': expected one of 'auto', 'cpu', 'gpu'"),
     ({"callback": 3}, TypeError, r"callback must be callable"),
+    ({"callback": lambda iteration, seconds: None}, TypeError,  # refused before iteration 1
+     r"^callback must take three arguments, callback\(iteration, seconds, loss\); "
+     r"<lambda>\(iteration, seconds\) cannot \(too many positional arguments\)$"),
     ({"random_state": -1}, ValueError, r"random_state=-1: must be >= 0"),
     ({"random_state": "x"}, TypeError, r"random_state must be None, an int or a numpy"),
     ({"random_state": 1.5}, TypeError, r"random_state must be None, .*got float 1.5"),
