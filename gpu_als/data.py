@@ -555,14 +555,14 @@ _VALUE_WORDS = ("rating", "count", "play", "click", "score", "weight", "quantity
 def likely_value_column(unused: list[str]) -> str:
     """Of the columns ``unused`` (at least one), the one to name in a warning's example as
     the values' column: the first whose name says amount or rating ('rating', 'plays',
-    'click_count'), else the first that is not a time ('timestamp', 'date', 'ts'), else
-    the first."""
+    'click_count') and is not a time ('timestamp', 'date', 'ts', 'start_time'), else the
+    first that is not a time, else the first."""
     def is_time(name: str) -> bool:
         return name in ("t", "ts") or name.endswith("_ts") or \
             any(word in name for word in ("time", "date", "stamp"))
 
     names = [name.lower() for name in unused]
-    for test in (lambda n: any(word in n for word in _VALUE_WORDS),
+    for test in (lambda n: any(word in n for word in _VALUE_WORDS) and not is_time(n),
                  lambda n: not is_time(n)):
         found = next((i for i, name in enumerate(names) if test(name)), None)
         if found is not None:

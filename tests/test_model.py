@@ -784,7 +784,8 @@ def test_from_dataframe():
 
 def test_the_example_of_a_values_column_is_the_likeliest_one():
     """What the warnings of a frame without 'value' name as the example: the first column
-    named as an amount or a rating, else the first that is not a time, else the first."""
+    named as an amount or a rating that is not a time, else the first that is not a time,
+    else the first."""
     from gpu_als.data import likely_value_column
 
     assert likely_value_column(["ts", "rating"]) == "rating"
@@ -792,7 +793,9 @@ def test_the_example_of_a_values_column_is_the_likeliest_one():
     assert likely_value_column(["event_ts", "date", "session"]) == "session"
     assert likely_value_column(["session", "clicks"]) == "clicks"
     assert likely_value_column(["time", "t"]) == "time"
-    assert likely_value_column(["counts_ts", "x"]) == "counts_ts"  # a word of amount first
+    assert likely_value_column(["start_time", "stars"]) == "stars"  # ("star" in a time)
+    assert likely_value_column(["counts_ts", "x"]) == "x"
+    assert likely_value_column(["counts_ts", "ts"]) == "counts_ts"
 
 
 def test_fit_on_a_dataframe_equals_the_matrix_fit_and_keeps_the_ids(tmp_path):
