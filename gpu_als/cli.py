@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import __version__
@@ -1009,6 +1010,16 @@ def error_message(exc: Exception) -> str:
     return str(exc)
 
 
+class _TqdmToStderr(tqdm):
+    """tqdm whose ``write`` goes to standard error unless given a file: the logging
+    redirect of older tqdm (4.60, the oldest this package allows) writes each log line
+    with ``write()`` and no file, which is standard output, where a command's CSV goes."""
+
+    @classmethod
+    def write(cls, s, file=None, end="\n", nolock=False):
+        super().write(s, file=sys.stderr if file is None else file, end=end, nolock=nolock)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -1035,7 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-als {args.command}: warning: {message}", file=sys.stderr)
 
     # -v on a terminal: each log line printed above the progress bar, not into it
-    console = logging_redirect_tqdm() if args.verbose else contextlib.nullcontext()
+    console = logging_redirect_tqdm(tqdm_class=_TqdmToStderr) if args.verbose else \
+        contextlib.nullcontext()
     try:
         check_output_folders(args)
         with warnings.catch_warnings(), console:

@@ -483,6 +483,7 @@ def test_verbose_logs_at_info_level(csv_file, tmp_path):
     assert "backend='auto'" not in quiet.stderr
     assert re.search(r"^gpu_als: backend='auto': using the (CPU|GPU) backend",
                      loud.stderr, re.M), loud.stderr
+    assert "gpu_als:" not in loud.stdout  # no log line on stdout (a command's CSV goes there)
 
 
 def test_python_dash_m_gpu_als_is_the_command_line():
