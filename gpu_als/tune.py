@@ -197,8 +197,7 @@ def tune(
     base, param_grid, configurations = search_space(param_grid, base_params, metric=metric,
                                                     n_samples=n_samples,
                                                     random_state=random_state)
-    feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
-                 for config in configurations}
+    feedbacks = _feedbacks(base, configurations)
 
     user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
     if data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
@@ -263,12 +262,17 @@ def search_space(param_grid: dict[str, list] | None = None,
     configurations = _configurations(param_grid, base, n_samples, random_state)
     for config in configurations:
         ALS(**{**base, **config})._check_params()
-    feedbacks = {config.get("feedback", base.get("feedback", "implicit"))
-                 for config in configurations}
+    feedbacks = _feedbacks(base, configurations)
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
     return base, param_grid, configurations
+
+
+def _feedbacks(base: dict[str, Any], configurations: list[dict[str, Any]]) -> set[str]:
+    """The feedbacks (implicit, explicit) that the search's trials train on."""
+    return {config.get("feedback", base.get("feedback", "implicit"))
+            for config in configurations}
 
 
 def _configurations(param_grid: dict[str, list], base: dict[str, Any],
