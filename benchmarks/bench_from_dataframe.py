@@ -2,7 +2,7 @@
 
     python benchmarks/bench_from_dataframe.py [--rows 5000000] [--users 100000] [--items 20000]
         [--values float|decimal-objects|decimal-arrow|decimal-polars]
-        [--ids str|object|category|polars]
+        [--ids str|object|category|polars|polars-categorical]
 
 String user ids ("user17"), integer item ids, one value column; prints the seconds of
 from_dataframe (the median of --repeats runs) and the matrix's shape. ``--values`` types
@@ -10,7 +10,7 @@ the values: float64, or DECIMAL(10, 2) as a database or a Parquet file gives it,
 pandas as Python Decimals (``decimal-objects``) or Arrow's decimal128, or in polars.
 ``--ids`` types the user ids: pandas' text dtype (``str``: pandas 3's default, in Arrow),
 an object column of Python strings (pandas 2's default), pandas' ``category``, or a polars
-frame's ``String``.
+frame's ``String`` or ``Categorical``.
 """
 
 import argparse
@@ -31,20 +31,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--values", default="float",
                         choices=["float", "decimal-objects", "decimal-arrow", "decimal-polars"])
-    parser.add_argument("--ids", default="str", choices=["str", "object", "category", "polars"])
+    parser.add_argument("--ids", default="str", choices=["str", "object", "category", "polars",
+                                                      "polars-categorical"])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     names = np.array([f"user{i}" for i in range(args.users)], dtype=object)
     df = pd.DataFrame({"user": pd.Series(names[rng.integers(0, args.users, args.rows)],
-                                         dtype=object if args.ids in ("object", "polars")
-                                         else args.ids),
+                                         dtype=args.ids if args.ids in ("str", "category")
+                                         else object),
                        "item": rng.integers(0, args.items, args.rows),
                        "value": rng.integers(1, 6, args.rows) / 2})
     df = typed_values(df, args.values)
-    if args.ids == "polars" and args.values != "decimal-polars":
+    if args.ids.startswith("polars") and args.values != "decimal-polars":
         import polars as pl
 
         df = pl.from_pandas(df)
+        if args.ids == "polars-categorical":
+            df = df.with_columns(pl.col("user").cast(pl.Categorical))
     seconds = []
     for _ in range(args.repeats):
         start = time.perf_counter()

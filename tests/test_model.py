@@ -1029,6 +1029,19 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
     categorical = pl.DataFrame({"user": pl.Series(["b", "a"], dtype=pl.Categorical),
                                 "item": [1, 2]})
     assert list(from_dataframe(categorical).user_ids) == ["a", "b"]
+    # Categorical and Enum (categories unused, in another order) give the String's coding
+    text = pl.DataFrame({"user": ["b", "é", "a", "b", "10"], "item": [1, 2, 3, 4, 5]})
+    plain = from_dataframe(text)
+    for dtype in (pl.Categorical, pl.Enum(["zz", "é", "b", "10", "a"])):
+        frame = text.with_columns(pl.col("user").cast(dtype))
+        got = from_dataframe(frame)
+        np.testing.assert_array_equal(got.user_ids, plain.user_ids)
+        assert (got.matrix != plain.matrix).nnz == 0
+        lined_up = from_dataframe(frame, user_ids=plain.user_ids[::-1])
+        assert (lined_up.matrix != plain.matrix[::-1]).nnz == 0
+    with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
+        from_dataframe(pl.DataFrame({"user": pl.Series(["a", None], dtype=pl.Categorical),
+                                     "item": [1, 2]}))
     with pytest.raises(ValueError, match="column 'user' has 1 missing ids .* row 1"):
         from_dataframe(pl.DataFrame({"user": [1, None], "item": [1, 2]}))
     with pytest.raises(ValueError, match="column 'item' has 1 missing ids .* row 0"):
