@@ -379,9 +379,10 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     For user ``u`` the candidates are all items not in ``train[u]``; the AUC is the share of
     (test item, other candidate) pairs in which the model ranks the test item higher
     (0.5 is random, 1 is perfect), ranked as ``recommend`` ranks them (ties: the lower id
-    first). A test item that is also in ``train[u]`` is no candidate and is left out; a
-    user with no test item among the candidates, or no other candidate, is not counted
-    (NaN when no user is left: the AUC is then undefined).
+    first). A test item that is also in ``train[u]`` is no candidate and is left out (with
+    a warning, as :func:`ranking_metrics` gives); a user with no test item among the
+    candidates, or no other candidate, is not counted (NaN, with a warning, when no user is
+    left: the AUC is then undefined).
 
     It needs where every test item falls among all of its user's candidates: ALS places
     them from each user's scores, the popularity baseline from its global order and the
@@ -405,8 +406,8 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
                                    show_progress)
     else:
         parts = _below_from_rankings(model, train, test, batch_size, show_progress)
-    total, n_users = 0.0, 0
-    for below, n_relevant, n_candidates in parts:
+    total, n_users, n_shared = 0.0, 0, 0
+    for below, n_relevant, n_candidates, shared in parts:
         # below: per user, the candidates ranked below each test item that is a candidate
         # (n_relevant of them), summed; the test items among them are the
         # n_relevant * (n_relevant - 1) / 2 test-test pairs.
@@ -415,20 +416,32 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
         valid = (n_relevant > 0) & (n_negative > 0)
         total += float((pairs_won[valid] / (n_relevant[valid] * n_negative[valid])).sum())
         n_users += int(valid.sum())
-    return total / n_users if n_users else float("nan")
+        n_shared += shared
+    if n_shared:
+        warnings.warn(f"test shares {n_shared} entries with train: those items are the "
+                      f"users' own, no candidates, and are left out of the AUC (train and "
+                      f"test are meant to be the disjoint parts of a split)",
+                      stacklevel=user_stacklevel())
+    if not n_users:
+        warnings.warn("the AUC is undefined (NaN): no user has a test item among its "
+                      "candidates (the items not in its train row) and another candidate "
+                      "to rank it against", stacklevel=user_stacklevel())
+        return float("nan")
+    return total / n_users
 
 
 def _below_from_rankings(model, train, test, batch_size, show_progress):
     """Per batch: for each user, the candidates ranked below its test items (summed),
     from ``recommend`` with every item; its numbers of test items among the candidates
-    (those in the full ranking) and of candidates."""
+    (those in the full ranking) and of candidates; and how many test entries of the batch
+    are in train too (no candidates)."""
     n_items = _checked_train(train).shape[1]
-    for _, hits, _, n_train, _ in _ranked_hits(model, train, test, n_items, batch_size,
-                                               show_progress):
+    for _, hits, _, n_train, shared in _ranked_hits(model, train, test, n_items, batch_size,
+                                                    show_progress):
         n_candidates = n_items - n_train
         positions = np.arange(hits.shape[1])
         below = np.where(hits, n_candidates[:, None] - 1 - positions, 0).sum(axis=1)
-        yield below, hits.sum(axis=1), n_candidates
+        yield below, hits.sum(axis=1), n_candidates, shared
 
 
 def _pair_keys(csr) -> np.ndarray:
@@ -465,7 +478,8 @@ def _below_by_popularity(model, train, test, batch_size, show_progress):
         place = rank[items] - ahead
         below = np.bincount(rows[candidate], minlength=len(batch),
                             weights=(n_candidates[rows] - 1 - place)[candidate])
-        return below, np.bincount(rows[candidate], minlength=len(batch)), n_candidates
+        return (below, np.bincount(rows[candidate], minlength=len(batch)), n_candidates,
+                int((~candidate).sum()))
 
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
 
@@ -483,7 +497,7 @@ def _below_at_random(model, train, test, batch_size, show_progress):
         rows = np.repeat(np.arange(len(batch)), n_tests)
         below = np.bincount(rows, weights=n_candidates[rows] - 1 - places,
                             minlength=len(batch))
-        return below, n_tests, n_candidates
+        return below, n_tests, n_candidates, int((~candidate).sum())
 
     # one batch at a time: the seeded model draws its batches in order
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of)
@@ -531,7 +545,8 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
         valid = ~np.isnan(values)
         below = np.bincount(rows[valid], minlength=len(batch),
                             weights=(n_candidates[rows] - 1 - higher)[valid])
-        return below, np.bincount(rows[valid], minlength=len(batch)), n_candidates
+        return (below, np.bincount(rows[valid], minlength=len(batch)), n_candidates,
+                int((~valid).sum()))
 
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of,
                              backend)

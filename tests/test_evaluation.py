@@ -162,11 +162,19 @@ def test_auc_by_hand():
     # user 1: candidates 0-5, test {3}: beats 4, 5 -> 2 of 5 pairs
     # user 2: its one test item is in train: no pair, not counted
     # user 3: every candidate is a test item: no pair, not counted
-    assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
-    # no user left (users 2 and 3 alone): undefined, not 0
+    with pytest.warns(UserWarning, match=r"^test shares 2 entries with train: those items "
+                                         r"are the users' own, no candidates, and are left "
+                                         r"out of the AUC") as caught:
+        assert auc(Full(), train.tocsr(), test) == pytest.approx((5 / 6 + 2 / 5) / 2)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    # no user left (users 2 and 3 alone): undefined, not 0, and said so
     only_2_and_3 = test.tolil()
     only_2_and_3[:2] = 0
-    assert np.isnan(auc(Full(), train.tocsr(), only_2_and_3.tocsr()))
+    with pytest.warns(UserWarning) as caught:
+        assert np.isnan(auc(Full(), train.tocsr(), only_2_and_3.tocsr()))
+    assert [str(w.message)[:33] for w in caught] == [
+        "test shares 1 entries with train:", "the AUC is undefined (NaN): no us"]
+    assert all(w.filename == __file__ for w in caught)
 
 
 def test_a_train_part_without_entries_ranks_every_item():
@@ -310,7 +318,7 @@ def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
     from gpu_als import evaluation
 
     train = random_interactions(40, 30, 0.2, seed=1)
-    test = random_interactions(40, 30, 0.1, seed=2)
+    test = without(random_interactions(40, 30, 0.1, seed=2), train)
     model = PopularityRecommender().fit(train)
     asked = []
 
@@ -373,8 +381,11 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
     some_train = train.copy()
     some_train.data[some_train.indices >= 20] = 0
     overlapping = (test + some_train).tocsr()  # test items in train are no candidates
-    assert auc(make(), train, overlapping) == pytest.approx(fast, abs=1e-12)
-    assert auc(RankingsOnly(make()), train, overlapping) == pytest.approx(fast, abs=1e-12)
+    shared = overlapping.astype(bool).multiply(train.astype(bool)).nnz
+    assert shared > 0
+    for model in (make(), RankingsOnly(make())):
+        with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "):
+            assert auc(model, train, overlapping) == pytest.approx(fast, abs=1e-12)
     if kind == "als":  # batches on 1 or 4 threads at once: the same sums in the same order
         model = make()
         for threads in (1, 4):
@@ -445,8 +456,10 @@ def test_random_recommendations_and_their_auc(monkeypatch):
     tested = sp.diags((np.diff(test.indptr) > 0).astype(np.float32))
     overlapping = (test + tested @ train).tocsr()
     assert overlapping.nnz > test.nnz
-    assert auc(RandomRecommender(0).fit(train), train, overlapping,
-               show_progress=False) == values[0]
+    shared = overlapping.nnz - test.nnz
+    with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "):
+        assert auc(RandomRecommender(0).fit(train), train, overlapping,
+                   show_progress=False) == values[0]
     # the places drawn become the AUC: test items first gives 1, last gives 0, right after
     # one other candidate (n - t - 1) / (n - t), n the user's candidates and t its tests
     n = 40 - np.diff(train.indptr)
