@@ -21,11 +21,21 @@ def checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     if ids.shape != (n,):
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
+    _check_single(ids, name)
     if distinct and (at := data.repeated_at(ids)) is not None:
         repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
         raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
                          f"an id of its own (the lookups by id find only the first)")
     return ids
+
+
+def _check_single(ids: np.ndarray, name: str) -> None:
+    """Refuse ids that hold several values (a tuple of a composite key, a list): the
+    lookups, and a model file, read each id as one value."""
+    if (several := data.first_container(ids)) is not None:
+        raise TypeError(f"{name} holds {type(several).__name__} ids (e.g. {several!r}): an "
+                        f"id is one value (a number, a string, bytes, a datetime); make one "
+                        f"of each, e.g. as text")
 
 
 class IdIndex:
@@ -73,6 +83,7 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
         raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
     if len(ids) == 0:
         raise ValueError(f"{name} is empty")
+    _check_single(ids, name)
     family = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings",
               "S": "strings"}
     mine, theirs = family.get(known.dtype.kind), family.get(ids.dtype.kind)

@@ -681,6 +681,23 @@ def _in_dtype(value: Any, dtype: np.dtype) -> Any:
     return np.array("NaT", dtype)
 
 
+#: Values that hold several values, which are never one id (nor, but a tuple, hashable).
+_CONTAINERS = (tuple, list, dict, set, frozenset, np.ndarray)
+
+
+def first_container(values: np.ndarray) -> Any:
+    """The first element of ``values`` that holds several values (a tuple, list, dict,
+    set or array), or None. Only an object array can hold one; where pandas is there,
+    only one of mixed types is searched (its type inference says which, in C)."""
+    if values.dtype.kind != "O" or values.size == 0:
+        return None
+    pd = _pandas()
+    if pd is not None and pd.api.types.infer_dtype(values.ravel(), skipna=True) not in (
+            "mixed", "mixed-integer"):
+        return None
+    return next((v for v in values.ravel() if isinstance(v, _CONTAINERS)), None)
+
+
 def repeated_at(ids: np.ndarray) -> int | None:
     """The position of an id that ``ids`` holds earlier too, as the lookups by id match
     them (numbers as numbers, anything else as its string), or None."""
@@ -761,6 +778,12 @@ def _id_column(df: Any, name: str) -> Any:
     if values is not None and values.ndim != 1:
         raise TypeError(f"column {name!r} holds {column.dtype} values, not one id per row; "
                         f"make an id of each, e.g. as text")
+    # (the first row alone: a column of tuples, as a composite key makes, holds one in every
+    # row; one further down in a column of other ids cannot be sorted with them and is
+    # refused as such by _positions, or matches no id of a model's map)
+    if values is not None and (several := first_container(values[:1])) is not None:
+        raise TypeError(f"column {name!r} holds {type(several).__name__} values (e.g. "
+                        f"{several!r}), not one id per row; make an id of each, e.g. as text")
     if hasattr(column, "is_null"):  # polars: null and NaN are distinct
         missing = column.is_null().to_numpy()
         if values is not None and values.dtype.kind == "f":

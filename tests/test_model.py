@@ -775,8 +775,11 @@ def test_from_dataframe():
         from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": ["x", None]}))
     with pytest.raises(TypeError, match="column 'user' mixes ids of types int, str"):
         from_dataframe(pd.DataFrame({"user": ["a", 1], "item": ["x", "y"]}))
-    with pytest.raises(TypeError, match="column 'item' holds ids of type dict that cannot "
+    with pytest.raises(TypeError, match="column 'item' holds ids of type object that cannot "
                                         r"be sorted; convert it first, e.g. df\['item'\]"):
+        from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": [object(), object()]}))
+    with pytest.raises(TypeError, match=r"column 'item' holds dict values \(e.g. \{1: 2\}\), "
+                                        r"not one id per row"):
         from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": [{1: 2}, {3: 4}]}))
     with pytest.raises(ValueError, match=r"'value' holds 2 missing, NaN .* first in row 0"):
         from_dataframe(df.assign(value=[np.nan, 1.0, np.inf, 2.0]))
@@ -999,6 +1002,40 @@ def test_categorical_ids_come_out_as_their_values_would():
         from_dataframe(pd.DataFrame({"user": pd.Categorical([1, "a"]), "item": [1, 2]}))
     with pytest.raises(ValueError, match="column 'user' has 1 missing ids"):
         from_dataframe(pd.DataFrame({"user": pd.Categorical(["a", None]), "item": [1, 2]}))
+
+
+def test_ids_of_several_values_are_refused():
+    """A tuple id (a composite key), a list or a set is not one id: lookups would read a
+    list of them as a 2-D array and a model file would keep their text. Refused where ids
+    come in: a frame's column, fit's, from_factors' and the partial fits' ids."""
+    pd = pytest.importorskip("pandas")
+
+    def objects(*values):
+        array = np.empty(len(values), object)
+        array[:] = values
+        return array
+
+    pairs = objects(("a", 1), ("b", 2))
+    frame = pd.DataFrame({"user": pd.Series(list(pairs) + [("a", 1)], dtype=object),
+                          "item": [1, 2, 3]})
+    message = r"column 'user' holds tuple values \(e.g. \('a', 1\)\), not one id per row"
+    with pytest.raises(TypeError, match=message):
+        from_dataframe(frame)
+    with pytest.raises(TypeError, match=message):
+        ALS(factors=2, iterations=1, backend="cpu").fit(frame)
+    for column in (objects([1], [2]), objects({1}, {2})):
+        with pytest.raises(TypeError, match="column 'user' holds (list|set) values"):
+            from_dataframe(pd.DataFrame({"user": column, "item": [1, 2]}))
+    R = sp.csr_matrix(np.eye(2, dtype=np.float32))
+    message = r"user_ids holds tuple ids \(e.g. \('a', 1\)\): an id is one value"
+    with pytest.raises(TypeError, match=message):
+        ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=pairs)
+    with pytest.raises(TypeError, match=message):
+        ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)), user_ids=pairs)
+    model = ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=["a", "b"])
+    with pytest.raises(TypeError, match=message):
+        model.partial_fit_users(user_items=R, user_ids=pairs)
+    assert list(model.user_ids_) == ["a", "b"]  # the model unchanged
 
 
 def test_polars_frames_give_what_the_same_pandas_frames_give():

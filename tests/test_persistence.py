@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import re
+import uuid
 import zipfile
 
 import numpy as np
@@ -223,9 +224,9 @@ def test_ids_are_saved_with_the_model(fitted, tmp_path):
         model.save(tmp_path / "bad.npz", user_ids=["a", "b", "c"])
     with pytest.raises(ValueError, match="item_ids holds 0 more than once"):  # as fit says
         model.save(tmp_path / "bad.npz", item_ids=np.arange(20) % 10)
-    # numbers, booleans and datetimes keep their type; other objects become strings
+    # numbers, booleans and datetimes keep their type; other objects (UUIDs) become strings
     pairs = np.empty(20, dtype=object)
-    pairs[:] = [(i, "x") for i in range(20)]
+    pairs[:] = [uuid.UUID(int=i) for i in range(20)]
     two_items = ALS.from_factors(model.user_factors_, model.item_factors_[:2])
     for ids in (np.linspace(0.5, 10, 20), np.array([True, False]),
                 np.datetime64("2026-01-01") + np.arange(20), np.arange(20, dtype=np.uint16),
@@ -235,6 +236,10 @@ def test_ids_are_saved_with_the_model(fitted, tmp_path):
         expected = np.array([str(i) for i in ids]) if ids.dtype == object else ids
         assert loaded.item_ids_.dtype == expected.dtype
         np.testing.assert_array_equal(loaded.item_ids_, expected)
+    pairs[:] = [(i, "x") for i in range(20)]  # a composite key: not one id (nor saved as text)
+    with pytest.raises(TypeError, match=r"item_ids holds tuple ids \(e.g. \(0, 'x'\)\)"):
+        model.save(tmp_path / "pairs.npz", item_ids=pairs)
+    assert not (tmp_path / "pairs.npz").exists()
     with pytest.raises(IsADirectoryError, match=r"it is a folder; give a file name such as"):
         model.save(tmp_path)
     with pytest.raises(TypeError, match="path must be a str or a path-like object, got int"):
