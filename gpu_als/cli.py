@@ -690,8 +690,14 @@ def explain_command(args: argparse.Namespace) -> int:
         rows += [(args.user, items[position], score, items[other], contribution)
                  for other, contribution in top]
     header = ["user", "item", "score", "because_item", "contribution"]
-    write_table(args.output, {name: [r[c] for r in rows] for c, name in enumerate(header)},
-                scores=("score", "contribution"))
+    written = write_table(args.output, {name: [r[c] for r in rows]
+                                        for c, name in enumerate(header)},
+                          scores=("score", "contribution"))
+    where = "standard output" if args.output == "-" else args.output
+    print(f"{counted(written, 'contribution')} (up to {args.N} per item) for "
+          f"{counted(len(positions), 'item')} and user {args.user!r}, from "
+          f"{counted(row.nnz, 'interaction')} with the model's items, to {where}",
+          file=sys.stderr)
     return 0
 
 

@@ -1513,8 +1513,12 @@ def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
     u = row_of(users, "u3")
     assert main(["explain", str(path), str(csv_file), "--user", "u3", "--items", "105",
                  "101", "105", "--N", "2", "--backend", "cpu"]) == 0  # (each item once)
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
     assert lines[0] == "user,item,score,because_item,contribution" and len(lines) == 5
+    assert err == (f"4 contributions (up to 2 per item) for 2 items and user 'u3', from "
+                   f"{matrix[u].nnz} interactions with the model's items, to standard "
+                   f"output\n")
     for item, rows in ((105, lines[1:3]), (101, lines[3:5])):
         score, top, _ = model.explain(u, matrix, row_of(items, item), N=2)
         for line, (other, contribution) in zip(rows, top):
@@ -1524,7 +1528,9 @@ def test_explain_splits_each_score_as_the_model_does(trained, csv_file, capsys):
             assert float(value) == pytest.approx(contribution, rel=1e-5)
     assert main(["explain", str(path), str(csv_file), "--user", "u3", "--item", "101",
                  "--N", "2", "--backend", "cpu"]) == 0  # --item: --items (not ambiguous)
-    assert capsys.readouterr().out.splitlines() == lines[:1] + lines[3:5]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == lines[:1] + lines[3:5]
+    assert err.startswith("2 contributions (up to 2 per item) for 1 item and user 'u3'")
     assert main(["explain", str(path), str(csv_file), "--user", "nobody", "--items", "101",
                  "--backend", "cpu"]) == 2
     assert "no interactions of user 'nobody'" in capsys.readouterr().err
