@@ -480,6 +480,12 @@ def evaluate(args: argparse.Namespace) -> int:
                 + ([] if args.no_auc else [("auc", "AUC")]))
     if args.feedback == "explicit":
         print(f"\nRMSE of the predicted test values: {rmse(model, test_m):.4f}")
+        if rows["ALS"]["recall"] < rows["Popularity"]["recall"]:
+            print("ALS ranks below popularity here, as models of explicit ratings often do: "
+                  "it orders items by predicted rating, and an item with few ratings gets an "
+                  "extreme one. For top-N lists, train on implicit feedback (without "
+                  "--feedback explicit; the ratings are then confidences), which learns what "
+                  "each user chose to rate.")
     return 0
 
 

@@ -596,6 +596,24 @@ def test_explicit_evaluate_reports_rmse(csv_file, capsys):
     assert "RMSE of the predicted test values" in capsys.readouterr().out
 
 
+def test_explicit_evaluate_says_why_it_ranks_below_popularity(movielens, capsys):
+    """An explicit model ranks MovieLens 100K by predicted rating, below popularity: the
+    output says why and what to train instead; the implicit model (above it) no note."""
+    u_data = str(movielens.path / "u.data")
+    common = ["evaluate", u_data, "--no-header", "--no-auc", "--factors", "8",
+              "--iterations", "3", "--backend", "cpu", "--min-value", "4"]
+    notes = []
+    for feedback in ("explicit", "implicit"):
+        assert main(common + ["--feedback", feedback]) == 0
+        out = capsys.readouterr().out
+        table = [line.split() for line in out.splitlines()]
+        recall = {cells[0]: float(cells[2]) for cells in table
+                  if len(cells) == 5 and cells[0] in ("Popularity", "ALS")}
+        notes.append((recall["ALS"] < recall["Popularity"],
+                      "ALS ranks below popularity here, as models of explicit" in out))
+    assert notes == [(True, True), (False, False)]
+
+
 def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.csv"), "--backend", "cpu"]) == 2
     assert "error:" in capsys.readouterr().err
