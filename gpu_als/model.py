@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import math
+import sys
 import threading
 import time
 import warnings
@@ -899,7 +900,8 @@ class ALS:
                         filter_items: Any = None, user_col: str = "user",
                         item_col: str = "item", value_col: str | None = "value"):
         """The top ``N`` items of each user, by original ids, as a pandas DataFrame (as
-        ``gpu-als recommend`` writes them; needs pandas).
+        ``gpu-als recommend`` writes them; needs pandas), or a polars one for polars
+        ``interactions``.
 
         Users and items are the model's ids (:attr:`user_ids_`, :attr:`item_ids_`; factor
         rows for a model fitted without ids). Users the model lacks are folded in from
@@ -931,7 +933,7 @@ class ALS:
 
         Returns
         -------
-        pandas.DataFrame
+        pandas.DataFrame, or polars.DataFrame where ``interactions`` is one
             Columns ``user``, ``item``, ``rank`` (1 = best) and ``score`` (``x_u . y_i``),
             a row per recommendation, each user's best first.
 
@@ -954,7 +956,9 @@ class ALS:
         1  dan    z     2
         """
         self._check_fitted()
-        pd = _pandas_for("recommend_frame", "recommend")
+        # polars in, polars out (a polars frame's library is imported); else pandas
+        frames = sys.modules["polars"] if data._library(interactions) == "polars" else \
+            _pandas_for("recommend_frame", "recommend")
         found = _id_queries.recommend_by_id(
             self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
             items=items, filter_items=filter_items, user_col=user_col, item_col=item_col,
@@ -969,7 +973,7 @@ class ALS:
             warnings.warn(f"rows of interactions that name items the model lacks: "
                           f"{found.n_unknown_item_rows} left out",
                           stacklevel=data.user_stacklevel())
-        return pd.DataFrame(found.table)
+        return frames.DataFrame(found.table)
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
                       item_users: Any = None, filter_items: Any = None,

@@ -186,6 +186,26 @@ def test_interactions_of_other_table_libraries_are_read_through_to_pandas(clicks
                                       expected)
 
 
+def test_polars_interactions_give_a_polars_frame(clicks):
+    """polars in, polars out: the rows the same pandas interactions give, new users folded
+    in alike; the ids in their polars types."""
+    pl = pytest.importorskip("polars")
+    model = fitted(clicks)
+    newcomer = pd.DataFrame({"user": ["new"] * 3, "item": [0, 7, 14], "value": 1.0})
+    both = pd.concat([clicks, newcomer], ignore_index=True)
+    expected = model.recommend_frame(["u03", "new", "u01"], both, N=3)
+    got = model.recommend_frame(["u03", "new", "u01"], pl.from_pandas(both), N=3)
+    assert isinstance(got, pl.DataFrame)
+    assert got.columns == ["user", "item", "rank", "score"]
+    assert (got["user"].dtype, got["item"].dtype, got["rank"].dtype) == (pl.String,
+                                                                          pl.Int64, pl.Int64)
+    assert got["user"].to_list() == expected["user"].tolist() == ["u03"] * 3 + ["new"] * 3 \
+        + ["u01"] * 3
+    assert got["item"].to_list() == expected["item"].tolist()
+    np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
+    assert isinstance(model.recommend_frame(["u03"], N=3), pd.DataFrame)  # no frame given
+
+
 def test_a_model_without_ids_is_named_by_factor_rows(clicks):
     R = random_interactions(30, 20, 0.25, seed=4)
     model = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
