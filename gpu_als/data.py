@@ -681,7 +681,7 @@ def _in_dtype(value: Any, dtype: np.dtype) -> Any:
     return np.array("NaT", dtype)
 
 
-#: Values that hold several values, which are never one id (nor, but a tuple, hashable).
+#: Values that hold several values: never one id (and, but for a tuple, not hashable).
 _CONTAINERS = (tuple, list, dict, set, frozenset, np.ndarray)
 
 
@@ -832,7 +832,7 @@ def _categorical_series(column: Any) -> Any:
     column, and for polars without pyarrow."""
     if _is_categorical(column):
         return column
-    if not hasattr(column, "is_null") or _pandas() is None:  # not polars
+    if not hasattr(column, "is_null") or _pandas() is None:  # not polars, or no pandas
         return None
     import polars
     kinds = tuple(getattr(polars, name) for name in ("Categorical", "Enum")
