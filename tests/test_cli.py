@@ -596,22 +596,33 @@ def test_explicit_evaluate_reports_rmse(csv_file, capsys):
     assert "RMSE of the predicted test values" in capsys.readouterr().out
 
 
-def test_explicit_evaluate_says_why_it_ranks_below_popularity(movielens, capsys):
+def test_explicit_evaluate_says_why_it_ranks_below_popularity(movielens, tmp_path, capsys):
     """An explicit model ranks MovieLens 100K by predicted rating, below popularity: the
-    output says why and what to train instead; the implicit model (above it) no note."""
+    output says why and what to train instead; no note for the implicit model (above
+    it), nor for an explicit one above it (ratings of rank 2, observed at random)."""
     u_data = str(movielens.path / "u.data")
-    common = ["evaluate", u_data, "--no-header", "--no-auc", "--factors", "8",
-              "--iterations", "3", "--backend", "cpu", "--min-value", "4"]
+    rng = np.random.default_rng(0)
+    ratings = np.clip(np.round(3 + 1.2 * rng.normal(size=(80, 2)) @ rng.normal(size=(2, 50))),
+                      1, 5)
+    users, items = np.nonzero(rng.random(ratings.shape) < 0.5)
+    low_rank = tmp_path / "low_rank.csv"
+    low_rank.write_text("user,item,value\n" + "".join(
+        f"{u},{i},{ratings[u, i]:g}\n" for u, i in zip(users, items)))
+    common = ["--no-auc", "--backend", "cpu", "--min-value", "4"]
     notes = []
-    for feedback in ("explicit", "implicit"):
-        assert main(common + ["--feedback", feedback]) == 0
+    for args in ([u_data, "--no-header", "--factors", "8", "--iterations", "3",
+                  "--feedback", "explicit"],
+                 [u_data, "--no-header", "--factors", "8", "--iterations", "3"],
+                 [str(low_rank), "--factors", "2", "--regularization", "0.1", "--iterations",
+                  "10", "--feedback", "explicit"]):
+        assert main(["evaluate", *args, *common]) == 0
         out = capsys.readouterr().out
         table = [line.split() for line in out.splitlines()]
         recall = {cells[0]: float(cells[2]) for cells in table
                   if len(cells) == 5 and cells[0] in ("Popularity", "ALS")}
         notes.append((recall["ALS"] < recall["Popularity"],
                       "ALS ranks below popularity here, as models of explicit" in out))
-    assert notes == [(True, True), (False, False)]
+    assert notes == [(True, True), (False, False), (False, False)]
 
 
 def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):

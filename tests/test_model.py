@@ -1032,6 +1032,8 @@ def test_ids_of_several_values_are_refused():
         ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=pairs)
     with pytest.raises(TypeError, match=message):
         ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)), user_ids=pairs)
+    with pytest.raises(TypeError, match=r"item_ids holds tuple ids \(e.g. \(1, 2\)\)"):
+        ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)), item_ids=objects(7, (1, 2)))
     model = ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=["a", "b"])
     with pytest.raises(TypeError, match=message):
         model.partial_fit_users(user_items=R, user_ids=pairs)
