@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable
@@ -41,8 +42,8 @@ def read_frame(args: argparse.Namespace):
                 hint = ("Its first line holds values, not column names: pass --no-header "
                         "(the columns are then user, item and value, in that order)")
             else:
-                example = f" (e.g. --user-col {names[0]} --item-col {names[1]})" \
-                    if len(names) > 1 else ""
+                example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
+                           f"{shlex.quote(names[1])})") if len(names) > 1 else ""
                 hint = (f"Name the id columns with --user-col and --item-col{example}, or "
                         f"pass --no-header for a file without a header line")
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
@@ -65,7 +66,7 @@ def read_frame(args: argparse.Namespace):
 def _value_col_remedy(unused: list[str]) -> str:
     """How the command line names the values' column, for :func:`warn_unused_columns`."""
     return (f"name the values' column with --value-col (e.g. --value-col "
-            f"{likely_value_column(unused)})")
+            f"{shlex.quote(str(likely_value_column(unused)))})")  # (as a shell reads it)
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):

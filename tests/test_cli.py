@@ -716,6 +716,15 @@ def test_bad_columns(csv_file, capsys):
         assert (f"has no column 'user'; its columns are {names}. Name the id columns with "
                 f"--user-col and --item-col (e.g. --user-col uid --item-col sku), or pass "
                 f"--no-header" in capsys.readouterr().err)
+    spaced = csv_file.with_name("spaced.csv")  # names as a shell would need them typed
+    spaced.write_text("user id,item's id,\nu1,7,2\n")
+    assert main(["train", str(spaced), "--backend", "cpu"]) == 2
+    assert ("(e.g. --user-col 'user id' --item-col 'item'\"'\"'s id'), or pass --no-header"
+            in capsys.readouterr().err)
+    assert main(["train", str(spaced), "--user-col", "user id", "--item-col", "item's id",
+                 "--backend", "cpu", "--output", str(csv_file.with_name("s.npz"))]) == 0
+    assert ("column(s) ['Unnamed: 2'] are not used; name the values' column with --value-col "
+            "(e.g. --value-col 'Unnamed: 2')" in capsys.readouterr().err)
     single = csv_file.with_name("single.csv")  # one column: no example to give
     single.write_text("uid\nu1\n")
     assert main(["train", str(single), "--backend", "cpu"]) == 2
