@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shlex
 import sys
@@ -79,13 +80,16 @@ def _read_parquet_file(pd, args: argparse.Namespace):
     if args.no_header:
         raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
                          f"columns)")
+    folder = args.file.is_dir()
     try:
         import pyarrow.dataset
 
         # the columns, without reading them (a folder's partition keys, day=.../, too)
-        names = pyarrow.dataset.dataset(args.file, format="parquet",
-                                        partitioning="hive").schema.names
+        dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
+        names = dataset.schema.names
         ids = list(dict.fromkeys((args.user_col, args.item_col)))
+        if folder:
+            _check_parts_have(dataset, args.file, [*ids, args.value_col])
         if not set(ids) <= set(names) or (args.value_col not in names
                                           and args.value_col != "value"):
             return pd.read_parquet(args.file)
@@ -99,10 +103,35 @@ def _read_parquet_file(pd, args: argparse.Namespace):
     except ImportError as exc:
         raise RuntimeError("reading Parquet needs pyarrow: pip install "
                            "gpu-als[parquet]") from exc
+    except _PartsDiffer:
+        raise
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         # a folder is read with the schema of one of its files
-        hint = " (do its files give a column different types?)" if args.file.is_dir() else ""
+        hint = " (do its files give a column different types?)" if folder else ""
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
+
+
+class _PartsDiffer(ValueError):
+    """The files of a Parquet folder disagree on a column the command reads."""
+
+
+def _check_parts_have(dataset, folder: Path, wanted: list[str]) -> None:
+    """Refuse a folder of Parquet files of which some lack a column of ``wanted`` that the
+    others have: pyarrow reads the folder with one file's schema, and that column as
+    missing in the others' rows (an error about missing values far from its cause). Only
+    the files' footers are read; a partition key (day=.../) is in no file, and fine."""
+    import pyarrow.parquet
+
+    columns = {file: set(pyarrow.parquet.read_schema(file).names) for file in dataset.files}
+    for name in dict.fromkeys(wanted):
+        lacking = [file for file, names in columns.items() if name not in names]
+        if lacking and len(lacking) < len(columns):
+            first = lacking[0]
+            raise _PartsDiffer(
+                f"{folder}: {len(lacking)} of its {len(columns)} Parquet files "
+                f"{'lacks' if len(lacking) == 1 else 'lack'} the column {name!r} that the "
+                f"others have (e.g. {os.path.relpath(first, folder)}, with columns "
+                f"{sorted(columns[first])}): give every file the same columns")
 
 
 def _read_csv_file(pd, args: argparse.Namespace):

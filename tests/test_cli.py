@@ -1,6 +1,7 @@
 """The command line: every command, end to end on small inputs."""
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -831,6 +832,23 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
                  "--output", str(tmp_path / "never.npz")]) == 2
     assert f"{folder} cannot be read as Parquet: " in (err := capsys.readouterr().err)
     assert err.endswith("(do its files give a column different types?)\n")
+    # part files of which one lacks a column read (renamed): that file named, not the
+    # missing values pyarrow would give its rows
+    day = folder / "day=2"  # a partition key (in no file): fine
+    day.mkdir()
+    rows.iloc[half:].to_parquet(folder / "part-1.parquet")
+    rows.iloc[:4].rename(columns={"value": "clicks"}).to_parquet(day / "part-2.parquet")
+    assert main(["train", str(folder), "--backend", "cpu",
+                 "--output", str(tmp_path / "never.npz")]) == 2
+    assert capsys.readouterr().err == (
+        f"gpu-als train: error: {folder}: 1 of its 3 Parquet files lacks the column 'value' "
+        f"that the others have (e.g. {os.path.join('day=2', 'part-2.parquet')}, with columns "
+        f"['clicks', 'item', 'user']): give every file the same columns\n")
+    rows.iloc[:4].to_parquet(day / "part-2.parquet")
+    assert main(["train", str(folder), "--backend", "cpu", "--factors", "2",
+                 "--iterations", "1", "--output", str(tmp_path / "days.npz")]) == 0
+    np.testing.assert_array_equal(ALS.load(tmp_path / "days.npz").user_ids_,
+                                  models[0].user_ids_)
 
     def without_pyarrow(*args, **kwargs):  # pandas' words where no engine is installed
         raise ImportError("Unable to find a usable engine; tried using: 'pyarrow', "
