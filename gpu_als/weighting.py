@@ -17,12 +17,13 @@ matrix for the other way round. Each returns a new CSR matrix; the input is unch
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .data import check_float, check_user_items
+from .data import check_float, check_user_items, user_stacklevel
 
 __all__ = ["bm25_weight", "tfidf_weight"]
 
@@ -37,9 +38,17 @@ def _checked(X: Any) -> sp.csr_matrix:
 
 
 def _idf(X: sp.csr_matrix) -> np.ndarray:
-    """log(N / (1 + df)) per column: N rows, df the rows in which the column is stored."""
+    """log(N / (1 + df)) per column: N rows, df the rows in which the column is stored;
+    a warning names the columns stored in N - 1 or N rows, whose idf is 0 or negative."""
     df = np.bincount(X.indices, minlength=X.shape[1])
-    return np.log(X.shape[0]) - np.log1p(df)
+    idf = np.log(X.shape[0]) - np.log1p(df)
+    if (everywhere := np.flatnonzero(df >= X.shape[0] - 1)).size:
+        warnings.warn(f"{everywhere.size} column(s) of X (e.g. column {everywhere[0]}) are "
+                      f"stored in all rows or all but one: their idf, log(N / (1 + df)), is "
+                      f"0 or negative, and so are their weights, which ALS reads as no "
+                      f"interaction or as a dislike (the implicit library's functions give "
+                      f"the same values)", UserWarning, stacklevel=user_stacklevel())
+    return idf
 
 
 def _rows(X: sp.csr_matrix) -> np.ndarray:

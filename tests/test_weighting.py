@@ -1,5 +1,7 @@
 """BM25 and TF-IDF weighting against the implicit library's functions of the same names."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -80,3 +82,24 @@ def test_bad_input_is_refused():
         bm25_weight(sp.eye(3, format="csr"), K1="2")
     with pytest.raises(TypeError):
         bm25_weight(np.ones((3, 3)))
+
+
+def test_columns_in_almost_every_row_are_warned_of(implicit_nn):
+    """A column stored in all N rows gets idf log(N / (N + 1)) < 0, in N - 1 rows 0: its
+    weights then read as dislikes or as nothing to ALS. The values stay implicit's; the
+    warning names how many columns and one of them."""
+    X = sp.csr_matrix(np.array([[1.0, 2.0, 0.0, 1.0], [0.0, 1.0, 3.0, 2.0],
+                                [0.0, 4.0, 5.0, 1.0]]))  # columns 1 and 3 in all, 2 in two
+    for weight in (bm25_weight, tfidf_weight):
+        with pytest.warns(UserWarning, match=r"^3 column\(s\) of X \(e.g. column 1\) are stored "
+                                             r"in all rows or all but one") as caught:
+            ours = weight(X)
+        assert len(caught) == 1 and caught[0].filename == __file__
+        theirs = getattr(implicit_nn, weight.__name__)(X)
+        np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-12)
+        assert (ours[:, 1].data < 0).all() and (ours[:, 3].data < 0).all()
+        assert np.abs(ours[:, 2].data).max() < 1e-12  # (log 3 - log 3)
+    spread = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))  # df 1 of 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (tfidf_weight(spread).data > 0).all()
