@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import inspect
 import json
 import logging
@@ -900,8 +901,8 @@ class ALS:
                         filter_items: Any = None, user_col: str = "user",
                         item_col: str = "item", value_col: str | None = "value"):
         """The top ``N`` items of each user, by original ids, as a pandas DataFrame (as
-        ``gpu-als recommend`` writes them; needs pandas), or a polars one for polars
-        ``interactions``.
+        ``gpu-als recommend`` writes them), or a polars one for polars ``interactions`` or
+        where only polars is installed.
 
         Users and items are the model's ids (:attr:`user_ids_`, :attr:`item_ids_`; factor
         rows for a model fitted without ids). Users the model lacks are folded in from
@@ -933,7 +934,7 @@ class ALS:
 
         Returns
         -------
-        pandas.DataFrame, or polars.DataFrame where ``interactions`` is one
+        pandas.DataFrame (or polars.DataFrame)
             Columns ``user``, ``item``, ``rank`` (1 = best) and ``score`` (``x_u . y_i``),
             a row per recommendation, each user's best first.
 
@@ -956,9 +957,7 @@ class ALS:
         1  dan    z     2
         """
         self._check_fitted()
-        # polars in, polars out (a polars frame's library is imported); else pandas
-        frames = sys.modules["polars"] if data._library(interactions) == "polars" else \
-            _pandas_for("recommend_frame", "recommend")
+        frames = _frame_module("recommend_frame", "recommend", like=interactions)
         found = _id_queries.recommend_by_id(
             self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
             items=items, filter_items=filter_items, user_col=user_col, item_col=item_col,
@@ -1026,7 +1025,8 @@ class ALS:
 
     def similar_items_frame(self, items: Any = None, N: int = 10):
         """The ``N`` items most similar to each given item, by original ids, as a pandas
-        DataFrame (as ``gpu-als similar`` writes them; needs pandas).
+        DataFrame (as ``gpu-als similar`` writes them; a polars one where only polars is
+        installed).
 
         Parameters
         ----------
@@ -1038,7 +1038,7 @@ class ALS:
 
         Returns
         -------
-        pandas.DataFrame
+        pandas.DataFrame (or polars.DataFrame)
             Columns ``item``, ``similar_item``, ``rank`` (1 = most similar) and ``score``
             (cosine of the factors), a row per pair; an item is never its own match.
 
@@ -1069,8 +1069,8 @@ class ALS:
 
     def _similar_frame(self, kind: str, query: Any, N: int):
         self._check_fitted()
-        pd = _pandas_for(f"similar_{kind}s_frame", f"similar_{kind}s")
-        return pd.DataFrame(_id_queries.similar_by_id(
+        frames = _frame_module(f"similar_{kind}s_frame", f"similar_{kind}s")
+        return frames.DataFrame(_id_queries.similar_by_id(
             self, kind, query, N, show_progress=None if self.show_progress else False))
 
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
@@ -1544,15 +1544,20 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     start[known] = current[rows[known]]
 
 
-def _pandas_for(method: str, instead: str):
-    """The pandas module, which ``method`` returns a DataFrame of; an ImportError naming the
-    extra and the method ``instead`` (which needs no pandas) where it is not installed."""
-    try:
-        import pandas
-    except ImportError as exc:
-        raise ImportError(f"{method} returns a pandas DataFrame: pip install gpu-als[pandas] "
-                          f"(or use {instead})") from exc
-    return pandas
+def _frame_module(method: str, instead: str, like: Any = None):
+    """The module whose DataFrame ``method`` returns: polars for a polars frame ``like``
+    (polars in, polars out), else pandas, or polars where only polars is installed; an
+    ImportError naming the extra and the method ``instead`` (which needs neither) where
+    neither is."""
+    if data._library(like) == "polars":
+        return sys.modules["polars"]  # (imported: it made ``like``)
+    for name in ("pandas", "polars"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError(f"{method} returns a DataFrame of pandas (or polars): pip install "
+                      f"gpu-als[pandas] (or use {instead})")
 
 
 def _side_names(side: str) -> tuple[str, str, str]:

@@ -2,6 +2,7 @@
 as DataFrames (the tables that `gpu-als recommend` and `gpu-als similar` write), checked
 against recommend() and similar_items() on factor rows."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -330,6 +331,33 @@ def test_similar_users_by_id(clicks):
     by_rows = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
                   show_progress=False).fit(R)
     assert list(by_rows.similar_items_frame(["3"], N=2)["item"]) == [3, 3]
+
+
+def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
+        clicks, monkeypatch):
+    pl = pytest.importorskip("polars")
+    model = fitted(clicks)
+    expected = {"recommend": model.recommend_frame(["u03"], N=3),
+                "items": model.similar_items_frame([7, 14], N=2),
+                "users": model.similar_users_frame("u03", N=2)}
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas: an ImportError
+    got = {"recommend": model.recommend_frame(["u03"], N=3),
+           "items": model.similar_items_frame([7, 14], N=2),
+           "users": model.similar_users_frame("u03", N=2)}
+    for name, frame in got.items():
+        assert isinstance(frame, pl.DataFrame), name
+        assert frame.columns == list(expected[name].columns)
+        for column in frame.columns:
+            np.testing.assert_array_equal(frame[column].to_numpy(),
+                                          expected[name][column].to_numpy())
+    monkeypatch.setitem(sys.modules, "polars", None)
+    for call, instead in ((lambda: model.recommend_frame(["u03"]), "recommend"),
+                          (lambda: model.similar_items_frame([7]), "similar_items"),
+                          (lambda: model.similar_users_frame("u03"), "similar_users")):
+        with pytest.raises(ImportError, match=r"returns a DataFrame of pandas \(or polars\): "
+                                              rf"pip install gpu-als\[pandas\] \(or use "
+                                              rf"{instead}\)"):
+            call()
 
 
 def test_similar_frames_refuse_ids_the_model_lacks(clicks):
