@@ -218,6 +218,11 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
                              "MovieLens' u.data")
 
 
+def destination(output: str) -> str:
+    """Where a table was written, for a command's closing line: ``-`` is standard output."""
+    return "standard output" if output == "-" else output
+
+
 def counted(n: int, noun: str) -> str:
     """``"1 user"``, ``"2 users"``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -603,7 +608,7 @@ def recommend_command(args: argparse.Namespace) -> int:
         if unknown:
             notes.append(f"{option}: {unknown} of its {len(ids)} ids not items of the model "
                          f"(ignored)")
-    where = "standard output" if args.output == "-" else args.output
+    where = destination(args.output)
     print(f"{counted(written, 'recommendation')} (up to {found.N} per user, "
           f"{'liked items filtered' if found.filtered else 'liked items not filtered'}) to "
           f"{where}; " + "; ".join(notes), file=sys.stderr)
@@ -667,7 +672,7 @@ def similar_command(args: argparse.Namespace) -> int:
     table = similar_by_id(model, kind, query, args.N)
     written = write_table(args.output, table, scores=("score",))
     N = int(table["rank"].max(initial=0))  # (args.N, or every other one where fewer)
-    where = "standard output" if args.output == "-" else args.output
+    where = destination(args.output)
     print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
           file=sys.stderr)
     return 0
@@ -699,7 +704,7 @@ def explain_command(args: argparse.Namespace) -> int:
     written = write_table(args.output, {name: [r[c] for r in rows]
                                         for c, name in enumerate(header)},
                           scores=("score", "contribution"))
-    where = "standard output" if args.output == "-" else args.output
+    where = destination(args.output)
     print(f"{counted(written, 'contribution')} (up to {args.N} per item) for "
           f"{counted(len(positions), 'item')} and user {args.user!r}, from "
           f"{counted(row.nnz, 'interaction')} with the model's items, to {where}",
