@@ -972,7 +972,7 @@ class ALS:
             warnings.warn(f"rows of interactions that name items the model lacks: "
                           f"{found.n_unknown_item_rows} left out",
                           stacklevel=data.user_stacklevel())
-        return frames.DataFrame(found.table)
+        return _frame(frames, found.table, {"user": self.user_ids_, "item": self.item_ids_})
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
                       item_users: Any = None, filter_items: Any = None,
@@ -1070,8 +1070,10 @@ class ALS:
     def _similar_frame(self, kind: str, query: Any, N: int):
         self._check_fitted()
         frames = _frame_module(f"similar_{kind}s_frame", f"similar_{kind}s")
-        return frames.DataFrame(_id_queries.similar_by_id(
-            self, kind, query, N, show_progress=None if self.show_progress else False))
+        ids = getattr(self, f"{kind}_ids_")
+        return _frame(frames, _id_queries.similar_by_id(
+            self, kind, query, N, show_progress=None if self.show_progress else False),
+            {kind: ids, f"similar_{kind}": ids})
 
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
         """Cosine top-N against ``factors`` (of ``kind`` "user" or "item") for the rows
@@ -1542,6 +1544,18 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
                       f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
                       f"all start random", stacklevel=data.user_stacklevel())
     start[known] = current[rows[known]]
+
+
+def _frame(frames, table: dict[str, np.ndarray], ids: dict[str, Any]):
+    """``table`` as a DataFrame of ``frames`` (the pandas or polars module). polars types
+    an empty object column as Object: an empty column of ids takes the type that polars
+    gives the model's ids, ``ids[name]`` (None: factor rows, integers, never empty), so
+    that a result without rows still concatenates with others."""
+    if frames.__name__ == "polars":
+        table = {name: frames.Series(name, np.asarray(ids[name])[:1])[:0]
+                 if values.dtype == object and len(values) == 0 and ids.get(name) is not None
+                 else values for name, values in table.items()}
+    return frames.DataFrame(table)
 
 
 def _frame_module(method: str, instead: str, like: Any = None):

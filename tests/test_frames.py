@@ -205,6 +205,13 @@ def test_polars_interactions_give_a_polars_frame(clicks):
     assert got["item"].to_list() == expected["item"].tolist()
     np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
     assert isinstance(model.recommend_frame(["u03"], N=3), pd.DataFrame)  # no frame given
+    # every item filtered: no rows, but the columns typed as the ids (not polars' Object),
+    # so that the frame concatenates with others
+    everything = pl.DataFrame({"user": ["u03"] * 20, "item": np.arange(20) * 7})
+    empty = model.recommend_frame(["u03"], everything, N=3)
+    assert empty.shape == (0, 4)
+    assert empty.schema == got.schema
+    assert pl.concat([got, empty]).shape == got.shape
 
 
 def test_a_model_without_ids_is_named_by_factor_rows(clicks):
