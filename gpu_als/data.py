@@ -740,9 +740,15 @@ def _pandas():
 
 
 def _column(df: Any, name: str) -> np.ndarray:
-    """Column ``name`` of a pandas or polars DataFrame as a NumPy array."""
+    """Column ``name`` of a pandas or polars DataFrame as a NumPy array; datetimes with a
+    time zone as UTC instants in ``datetime64``, as polars gives them (NumPy would hold
+    pandas' as Timestamp objects, which a model file keeps as text only)."""
     column = df[name]
-    return column.to_numpy() if hasattr(column, "is_null") else np.asarray(column)
+    if hasattr(column, "is_null"):  # polars
+        return column.to_numpy()
+    if getattr(getattr(column, "dt", None), "tz", None) is not None:
+        return column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return np.asarray(column)
 
 
 def _value_column(df: Any, name: str) -> np.ndarray:

@@ -290,6 +290,29 @@ def test_bytes_and_time_ids_are_found_after_a_load(fitted, tmp_path):
     assert not (tmp_path / "nul.npz").exists()
 
 
+def test_datetimes_with_a_time_zone_are_ids_as_utc_instants(tmp_path):
+    """pandas' time-zone-aware datetimes as ids are the UTC instants, as polars gives them:
+    found by the same instant in any zone or as an ISO 8601 string, before and after a
+    load (they were Timestamp objects, saved as text, and an ISO string with an offset
+    matched nothing)."""
+    pd = pytest.importorskip("pandas")
+    instants = pd.to_datetime(["2026-01-01T00:00", "2026-01-02T00:00", "2026-01-03T00:00"],
+                              utc=True)
+    df = pd.DataFrame({"user": instants[[0, 1, 2, 0, 1]].tz_convert("Asia/Tokyo"),
+                       "item": [1, 2, 3, 2, 3]})
+    model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(df)
+    assert model.user_ids_.dtype.kind == "M"
+    np.testing.assert_array_equal(model.user_ids_, instants.tz_localize(None).to_numpy())
+    model.save(tmp_path / "m.npz")
+    queries = [instants[1], instants[2].tz_convert("America/New_York"),
+               "2026-01-01T09:00:00+09:00", datetime.datetime(2026, 1, 2),
+               datetime.datetime(2026, 1, 3, tzinfo=datetime.timezone.utc), "2026-01-04"]
+    for m in (model, ALS.load(tmp_path / "m.npz")):
+        np.testing.assert_array_equal(m.user_rows(queries), [1, 2, 0, 1, 2, -1])
+    again = model.recommend_frame(interactions=df.iloc[:1], N=1)  # the frame's ids match
+    assert list(again["user"]) == [instants[0].tz_localize(None)]
+
+
 def test_to_cpu_copies(fitted):
     model, _ = fitted
     copy = model.to_cpu()
