@@ -17,7 +17,7 @@ def checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     by the user, not read back from a model) each id once, as the lookups by id need."""
     if ids is None:
         return None
-    ids = np.asarray(ids)
+    ids = data.id_array(ids)
     if ids.shape != (n,):
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
@@ -78,7 +78,7 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
     ``index``): a known id's row, ``n``, ``n + 1``, ... for the new ones in order; and the
     new ids."""
     name, attr, known = f"{side}_ids", f"{side}_ids_", index.ids
-    ids = np.asarray(ids)
+    ids = data.id_array(ids)
     if ids.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {ids.shape}")
     if len(ids) == 0:

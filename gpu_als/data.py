@@ -746,9 +746,17 @@ def _column(df: Any, name: str) -> np.ndarray:
     column = df[name]
     if hasattr(column, "is_null"):  # polars
         return column.to_numpy()
-    if getattr(getattr(column, "dt", None), "tz", None) is not None:
-        return column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-    return np.asarray(column)
+    return id_array(column)
+
+
+def id_array(ids: Any) -> np.ndarray:
+    """Ids (or any values) as a NumPy array; pandas datetimes with a time zone (a Series or
+    an index) as UTC instants in ``datetime64``, as polars gives them."""
+    if getattr(getattr(ids, "dt", None), "tz", None) is not None:  # a Series
+        return ids.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    if getattr(ids, "tz", None) is not None and hasattr(ids, "tz_convert"):  # an index
+        return ids.tz_convert("UTC").tz_localize(None).to_numpy()
+    return np.asarray(ids)
 
 
 def _value_column(df: Any, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.exceptions import NotFittedError
@@ -311,6 +312,14 @@ def test_datetimes_with_a_time_zone_are_ids_as_utc_instants(tmp_path):
         np.testing.assert_array_equal(m.user_rows(queries), [1, 2, 0, 1, 2, -1])
     again = model.recommend_frame(interactions=df.iloc[:1], N=1)  # the frame's ids match
     assert list(again["user"]) == [instants[0].tz_localize(None)]
+    # given as an index to fit or a partial fit alike
+    R = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    by_index = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(
+        R, user_ids=instants.tz_convert("Asia/Tokyo"))
+    np.testing.assert_array_equal(by_index.user_ids_, model.user_ids_)
+    by_index.partial_fit_users(user_items=R[:1], user_ids=pd.DatetimeIndex(
+        ["2026-01-04T09:00"]).tz_localize("Asia/Tokyo"))
+    assert by_index.user_rows("2026-01-04T00:00") == 3
 
 
 def test_to_cpu_copies(fitted):
