@@ -32,25 +32,24 @@ def read_frame(args: argparse.Namespace):
                          f"Parquet file, or a folder of Parquet files")
     if not folder and not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
-    if folder or args.file.suffix.lower() in (".parquet", ".pq"):
-        df = _read_parquet_file(pd, args)
-    else:
-        df = _read_csv_file(pd, args)
+    parquet = folder or args.file.suffix.lower() in (".parquet", ".pq")
+    df = _read_parquet_file(pd, args) if parquet else _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
-            if all(map(_reads_as_number, names)):
+            if not parquet and all(map(_reads_as_number, names)):
                 hint = ("Its first line holds values, not column names: pass --no-header "
                         "(the columns are then user, item and value, in that order)")
             else:
                 example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
                            f"{shlex.quote(names[1])})") if len(names) > 1 else ""
-                hint = (f"Name the id columns with --user-col and --item-col{example}, or "
-                        f"pass --no-header for a file without a header line")
+                hint = f"Name the id columns with --user-col and --item-col{example}" + (
+                    "" if parquet else ", or pass --no-header for a file without a header line")
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
                              f"{names}. {hint}")
     if len(df) == 0:
-        raise ValueError(f"{args.file} has a header line but no rows")
+        raise ValueError(f"{args.file} has no rows" if parquet else
+                         f"{args.file} has a header line but no rows")
     ids = list(dict.fromkeys((args.user_col, args.item_col)))
     unused = [str(c) for c in df.columns if c not in ids]
     if args.value_col == "value" and "value" not in df.columns and unused and \
@@ -105,8 +104,10 @@ def _read_parquet_file(pd, args: argparse.Namespace):
                            "gpu-als[parquet]") from exc
     except _PartsDiffer:
         raise
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        # a folder is read with the schema of one of its files
+    except (OSError, ValueError, NotImplementedError) as exc:
+        # pyarrow's ArrowInvalid is a ValueError, its ArrowNotImplementedError ("Unsupported
+        # cast from ...") a NotImplementedError; a folder is read with the schema of one of
+        # its files
         hint = " (do its files give a column different types?)" if folder else ""
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
 

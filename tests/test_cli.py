@@ -1,6 +1,7 @@
 """The command line: every command, end to end on small inputs."""
 
 import argparse
+import datetime
 import os
 import re
 import sys
@@ -858,6 +859,39 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
     assert main(["train", str(parquet), "--backend", "cpu"]) == 2
     assert capsys.readouterr().err == ("gpu-als train: error: reading Parquet needs pyarrow: "
                                        "pip install gpu-als[parquet]\n")
+
+
+def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
+    """A Parquet file names its columns: a missing id column's hint is the options alone
+    (not --no-header, which Parquet refuses, not even for number-like names); part files
+    whose types pyarrow cannot unify (its NotImplementedError) are said to be the folder's
+    problem, in one line."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    numbered = tmp_path / "numbered.parquet"
+    pq.write_table(pa.table({"1": [1, 2], "2": [3, 4]}), numbered)
+    assert main(["train", str(numbered), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"gpu-als train: error: {numbered} has no column 'user'; its columns are ['1', '2']. "
+        f"Name the id columns with --user-col and --item-col (e.g. --user-col 1 --item-col "
+        f"2)\n")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"user": pa.array([], pa.int64()), "item": pa.array([], pa.int64())}),
+                   empty)
+    assert main(["train", str(empty), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == f"gpu-als train: error: {empty} has no rows\n"
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(pa.table({"user": [1.5, 2.5], "item": [1, 2]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"user": pa.array([datetime.date(2026, 1, 1)] * 2),
+                             "item": [1, 2]}), folder / "part-1.parquet")
+    assert main(["train", str(folder), "--backend", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpu-als train: error: {folder} cannot be read as Parquet: "
+                          f"Unsupported cast from ")
+    assert err.endswith("(do its files give a column different types?)\n")
+    assert err.count("\n") == 1
 
 
 def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, capsys,
