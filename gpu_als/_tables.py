@@ -136,19 +136,21 @@ def _check_parts_have(dataset, folder: Path, wanted: list[str]) -> None:
 
 
 def _read_csv_file(pd, args: argparse.Namespace):
-    """A CSV file (compressed or not) in ``--encoding``, its delimiter ``--sep`` or found,
-    ids written with leading zeros read as text (:func:`_zero_padded`); without a header
-    line, its first three columns named user, item and value."""
+    """A CSV file (compressed or not) in ``--encoding`` (default: UTF-8, or UTF-16 by its
+    byte order mark), its delimiter ``--sep`` or found, ids written with leading zeros
+    read as text (:func:`_zero_padded`); without a header line, its first three columns
+    named user, item and value."""
+    encoding = args.encoding or _default_encoding(args.file)
     try:
-        "".encode(args.encoding)
+        "".encode(encoding)
     except LookupError:
-        raise ValueError(f"--encoding {args.encoding}: not an encoding Python knows "
+        raise ValueError(f"--encoding {encoding}: not an encoding Python knows "
                          f"(e.g. utf-8, latin-1, cp1252)") from None
     # --sep '\t' as typed in a shell is a backslash and a t: a tab, alone (read by the C
     # parser; pandas would take the two characters for a regular expression, 40x slower)
     # or within a longer separator ('\t\t')
     sep = ("\t" if args.sep == "tab" else args.sep.replace("\\t", "\t")) \
-        if args.sep is not None else sniff_delimiter(args.file, args.encoding)
+        if args.sep is not None else sniff_delimiter(args.file, encoding)
     if sep == "":
         raise ValueError("--sep is empty: name the delimiter, e.g. --sep ';' (or leave the "
                          "option out to have it detected)")
@@ -160,13 +162,13 @@ def _read_csv_file(pd, args: argparse.Namespace):
     # the id columns where they are (by position without a header line)
     ids = (0, 1) if args.no_header else (args.user_col, args.item_col)
     try:
-        padded = _zero_padded(pd, args.file, sep, header, ids, args.encoding)
+        padded = _zero_padded(pd, args.file, sep, header, ids, encoding)
         with warnings.catch_warnings():  # mixed types: handled below
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
-                           encoding=args.encoding, decimal=decimal)
+                           encoding=encoding, decimal=decimal)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{args.file} is not {args.encoding} text ({exc}): "
+        raise ValueError(f"{args.file} is not {encoding} text ({exc}): "
                          f"{_not_text_hint(args.file)}") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
@@ -198,12 +200,24 @@ def _check_decimal_point(df, args: argparse.Namespace, decimal: str) -> None:
                          f"decimal comma (e.g. {example!r}): pass --decimal ,")
 
 
+#: UTF-16's byte order marks (little- and big-endian), with which a file of Excel's
+#: "Unicode text" starts; a UTF-8 file cannot (neither byte is UTF-8).
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _default_encoding(path: Path) -> str:
+    """The encoding of a CSV file read without ``--encoding``: UTF-16 where its first
+    bytes are UTF-16's byte order mark, else UTF-8."""
+    with _open_binary(path) as raw:
+        return "utf-16" if raw.read(2) in UTF16_MARKS else "utf-8"
+
+
 def _not_text_hint(path: Path) -> str:
     """What to do about a file that is not text in the encoding asked for, from its
     first bytes."""
     with _open_binary(path) as raw:
         head = raw.read(4096)
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte order mark
+    if head[:2] in UTF16_MARKS:  # (with --encoding other than utf-16)
         return "name its encoding with --encoding, e.g. --encoding utf-16"
     if b"\x00" in head:
         return "it holds NUL bytes, as binary files do: is it a CSV file?"

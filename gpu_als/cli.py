@@ -206,9 +206,11 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     parser.add_argument("--sep", default=None,
                         help="CSV delimiter, taken literally (default: detected; a tab: "
                              "'\\t' or tab)")
-    parser.add_argument("--encoding", default="utf-8",
-                        help="the CSV file's text encoding (default utf-8; e.g. latin-1, "
-                             "cp1252 for files from Excel on Windows)")
+    parser.add_argument("--encoding", default=None,
+                        help="the CSV file's text encoding (default utf-8, or utf-16 for a "
+                             "file that starts with its byte order mark, as Excel's "
+                             "Unicode text does; e.g. latin-1, cp1252 for files from Excel "
+                             "on Windows)")
     parser.add_argument("--decimal", default=".",
                         help="the CSV file's decimal mark (default .; --decimal , for "
                              "values written 4,5)")

@@ -2,6 +2,7 @@
 
 import argparse
 import datetime
+import gzip
 import os
 import re
 import sys
@@ -366,8 +367,10 @@ def test_the_delimiter_is_found_in_compressed_files(suffix, sep, csv_file, tmp_p
 
 
 def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
-    """Not UTF-8 (Latin-1, Windows' cp1252, Excel's UTF-16 "Unicode text"): the error
-    names --encoding and a likely one; with it, the ids are the file's text."""
+    """Not UTF-8 (Latin-1, Windows' cp1252): the error names --encoding and a likely one;
+    with it, the ids are the file's text. Excel's UTF-16 "Unicode text" starts with a byte
+    order mark, and is read as UTF-16 without --encoding (gzipped too); with another
+    --encoding, the error names utf-16."""
     text = csv_file.read_text().replace("u1,", "José,")
     assert "José" in text
     for encoding, sep, bom in (("latin-1", ",", b""), ("utf-16-le", "\t", b"\xff\xfe"),
@@ -375,13 +378,20 @@ def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
         path = tmp_path / f"clicks-{encoding}.csv"
         path.write_bytes(bom + text.replace(",", sep).encode(encoding))
         named = encoding[:6] if bom else encoding  # UTF-16 finds its order from the mark
-        assert main(["train", str(path), "--backend", "cpu"]) == 2
+        wrong = ["--encoding", "utf-8"] if bom else []
+        assert main(["train", str(path), "--backend", "cpu", *wrong]) == 2
         assert capsys.readouterr().err.endswith(
             f"name its encoding with --encoding, e.g. --encoding {named}\n")
         out = tmp_path / "m.npz"
-        assert main(["train", str(path), "--encoding", named, "--factors", "2",
-                     "--iterations", "1", "--backend", "cpu", "--output", str(out)]) == 0
-        assert "José" in ALS.load(out).user_ids_.tolist()
+        for given in [["--encoding", named]] + ([[]] if bom else []):
+            assert main(["train", str(path), *given, "--factors", "2", "--iterations", "1",
+                         "--backend", "cpu", "--output", str(out)]) == 0
+            assert "José" in ALS.load(out).user_ids_.tolist()
+    zipped = tmp_path / "clicks-utf-16.csv.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert main(["train", str(zipped), "--factors", "2", "--iterations", "1", "--backend",
+                 "cpu", "--output", str(out)]) == 0
+    assert "José" in ALS.load(out).user_ids_.tolist()
     assert main(["train", str(path), "--encoding", "klingon", "--backend", "cpu"]) == 2
     assert capsys.readouterr().err.endswith("--encoding klingon: not an encoding Python "
                                             "knows (e.g. utf-8, latin-1, cp1252)\n")
