@@ -50,6 +50,8 @@ def read_frame(args: argparse.Namespace):
     if len(df) == 0:
         raise ValueError(f"{args.file} has no rows" if parquet else
                          f"{args.file} has a header line but no rows")
+    if not parquet and not args.no_header:
+        _refuse_repeated_header(df, args)
     ids = list(dict.fromkeys((args.user_col, args.item_col)))
     unused = [str(c) for c in df.columns if c not in ids]
     if args.value_col == "value" and "value" not in df.columns and unused and \
@@ -61,6 +63,24 @@ def read_frame(args: argparse.Namespace):
         df = df[ids]
         df.attrs["file_columns"] = names
     return df
+
+
+def _refuse_repeated_header(df, args: argparse.Namespace) -> None:
+    """Refuse a CSV file whose rows repeat its header line, as files joined with their
+    header lines (``cat a.csv b.csv``) do: such a row would be a user named as the user
+    column with an item named as the item column (or, with values, an error about text
+    among them). A column of numbers holds no header: only text columns are compared."""
+    repeated = None
+    for column in dict.fromkeys((args.user_col, args.item_col)):
+        if df[column].dtype.kind in "biufcmM":
+            return
+        named = (df[column] == column).to_numpy(dtype=bool, na_value=False)
+        repeated = named if repeated is None else repeated & named
+    if repeated is not None and repeated.any():
+        where = np.flatnonzero(repeated)
+        raise ValueError(f"{args.file}: {len(where)} row(s) repeat the header line, the "
+                         f"first in row {where[0]} (files joined with their header "
+                         f"lines?): keep the first header line only")
 
 
 def _value_col_remedy(unused: list[str]) -> str:

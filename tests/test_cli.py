@@ -871,6 +871,28 @@ def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsy
                                        "pip install gpu-als[parquet]\n")
 
 
+def test_a_header_line_repeated_among_the_rows_is_refused(tmp_path, capsys):
+    """Files joined with their header lines: the repeated header was a user named 'user'
+    with an item named 'item' (without values, trained silently), or an error about text
+    among the values. A user and an item that merely share the column names are fine."""
+    for text in ("user,item\nu1,m1\nuser,item\nu2,m2\n",       # ids only: trained before
+                 "user,item,value\n1,10,1\n2,20,2\nuser,item,value\n3,10,1\n"):
+        path = tmp_path / "joined.csv"
+        path.write_text(text)
+        assert main(["train", str(path), "--backend", "cpu",
+                     "--output", str(tmp_path / "m.npz")]) == 2
+        row = 1 if text.count("\n") == 4 else 2
+        assert capsys.readouterr().err == (
+            f"gpu-als train: error: {path}: 1 row(s) repeat the header line, the first in "
+            f"row {row} (files joined with their header lines?): keep the first header "
+            f"line only\n")
+    named = tmp_path / "named.csv"
+    named.write_text("user,item,value\nuser,x,1\nu2,item,2\n")
+    assert main(["train", str(named), "--backend", "cpu", "--factors", "2", "--iterations",
+                 "1", "--output", str(tmp_path / "m.npz")]) == 0
+    assert sorted(ALS.load(tmp_path / "m.npz").user_ids_) == ["u2", "user"]
+
+
 def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
     """A Parquet file names its columns: a missing id column's hint is the options alone
     (not --no-header, which Parquet refuses, not even for number-like names); part files
