@@ -32,6 +32,13 @@ def read_frame(args: argparse.Namespace):
                          f"Parquet file, or a folder of Parquet files")
     if not folder and not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
+    if not folder and args.file.suffix.lower() == ".npz":  # (a model given for the data)
+        raise ValueError(f"{args.file} is an .npz file, as models are: give the "
+                         f"interactions as a CSV or Parquet file")
+    if folder and (other := _not_parquet(args.file)):
+        raise ValueError(f"{args.file} is read as the Parquet files of one table, but holds "
+                         f"other files too (e.g. {other}): give a folder of Parquet files "
+                         f"only, or one file")
     parquet = folder or args.file.suffix.lower() in (".parquet", ".pq")
     df = _read_parquet_file(pd, args) if parquet else _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
@@ -130,6 +137,18 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         # its files
         hint = " (do its files give a column different types?)" if folder else ""
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
+
+
+def _not_parquet(folder: Path) -> str | None:
+    """A file under ``folder`` (relative to it) that pyarrow would read as a Parquet part
+    file and is not named as one, or None. pyarrow leaves out names starting with ``.``
+    or ``_`` (Spark's ``_SUCCESS``, ``.crc`` checksums), and so does this."""
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if path.is_file() and not any(p.startswith((".", "_")) for p in parts) and \
+                path.suffix.lower() not in (".parquet", ".pq"):
+            return str(path.relative_to(folder))
+    return None
 
 
 class _PartsDiffer(ValueError):

@@ -924,6 +924,26 @@ def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
                           f"Unsupported cast from ")
     assert err.endswith("(do its files give a column different types?)\n")
     assert err.count("\n") == 1
+    # a folder with other files than Parquet (pyarrow's message: "Parquet magic bytes not
+    # found in footer ... (do its files give a column different types?)"); names starting
+    # with _ or . are left out, as pyarrow leaves them (Spark's _SUCCESS, .crc files)
+    (folder / "part-1.parquet").unlink()
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-0.parquet.crc").write_bytes(b"\0")
+    assert main(["train", str(folder), "--backend", "cpu", "--factors", "2",
+                 "--iterations", "1", "--output", str(tmp_path / "m.npz")]) == 0
+    (folder / "day=2").mkdir()
+    (folder / "day=2" / "notes.txt").write_text("user,item\n")
+    assert main(["train", str(folder), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"gpu-als train: error: {folder} is read as the Parquet files of one table, but "
+        f"holds other files too (e.g. {os.path.join('day=2', 'notes.txt')}): give a folder "
+        f"of Parquet files only, or one file\n")
+    model = tmp_path / "m.npz"  # a model given where the interactions go
+    assert main(["recommend", str(model), str(model), "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"gpu-als recommend: error: {model} is an .npz file, as models are: give the "
+        f"interactions as a CSV or Parquet file\n")
 
 
 def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, capsys,
