@@ -256,9 +256,13 @@ def read_interactions(args: argparse.Namespace, feedback: str | None = None):
 
 
 def print_table(rows: dict[str, dict[str, float]], columns: list[tuple[str, str]]) -> None:
-    print(f"{'Model':<12}" + "".join(f"{title:>11}" for _, title in columns))
+    """One row per model, one column per metric; each column at least 11 wide and two more
+    than its title (``Recall@5000``)."""
+    widths = [max(11, len(title) + 2) for _, title in columns]
+    print(f"{'Model':<12}" + "".join(f"{title:>{w}}" for (_, title), w in zip(columns, widths)))
     for name, metrics in rows.items():
-        print(f"{name:<12}" + "".join(f"{metrics[key]:>11.4f}" for key, _ in columns))
+        print(f"{name:<12}" + "".join(f"{metrics[key]:>{w}.4f}"
+                                      for (key, _), w in zip(columns, widths)))
 
 
 # ---- demo ---------------------------------------------------------------------------

@@ -602,6 +602,22 @@ def test_evaluate_without_auc_prints_the_same_ranking_metrics(csv_file, capsys, 
         assert theirs.startswith(mine)  # the same columns, AUC's left out at the end
 
 
+def test_evaluate_keeps_its_columns_apart_at_a_large_k(csv_file, capsys):
+    """Titles as wide as the columns ("P@1000Recall@1000" ran together): every title and
+    number ends where its column ends."""
+    assert main(["evaluate", str(csv_file), "--factors", "2", "--iterations", "1",
+                 "--backend", "cpu", "--K", "1000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("Model"))):][:4]
+    assert table[0].split() == ["Model", "P@1000", "Recall@1000", "NDCG@1000", "MAP@1000",
+                                "AUC"]
+
+    def ends(line):  # where each cell after the name ends
+        return [m.end() for m in re.finditer(r"\S+", line)][1:]
+
+    assert ends(table[1]) == ends(table[2]) == ends(table[3]) == ends(table[0])
+
+
 def test_explicit_evaluate_reports_rmse(csv_file, capsys):
     assert main(["evaluate", str(csv_file), "--feedback", "explicit", "--regularization",
                  "0.1", "--factors", "3", "--iterations", "3", "--backend", "cpu"]) == 0
