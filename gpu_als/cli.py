@@ -995,6 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():  # -v after the command too: gpu-als train -v
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="log at INFO level")
+        command.set_defaults(command_parser=command)  # its own usage in main()'s errors
     # Listed here for --help; main() hands its arguments to gpu_als.benchmark unparsed.
     commands.add_parser("bench", add_help=False,
                         help="time ALS against the implicit library, CPU and GPU "
@@ -1043,6 +1044,19 @@ class _TqdmToStderr(tqdm):
         super().write(s, file=sys.stderr if file is None else file, end=end, nolock=nolock)
 
 
+def _as_grid(extra: list[str]) -> str:
+    """``--factors 64 --alpha 2`` given to tune, as its ``--grid`` options, for a message;
+    empty where ``extra`` names no hyperparameter of ALS."""
+    from .model import ALS
+
+    names = set(ALS().get_params())
+    grid = [f"--grid {option[2:].replace('-', '_')}={value}"
+            for option, value in zip(extra, [*extra[1:], ""])
+            if option.startswith("--") and option[2:].replace("-", "_") in names
+            and value and not value.startswith("--")]
+    return " ".join(grid)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -1061,7 +1075,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        if args.command == "tune" and (grid := _as_grid(extra)):
+            message += (f"; tune takes hyperparameters through --grid (one value fixes "
+                        f"one): {grid}")
+        args.command_parser.error(message)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
 

@@ -1098,8 +1098,16 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
         "NAME=V1,V2,...: write --grid before each (--grid alpha=1,10)\n")
     with pytest.raises(SystemExit):  # not all of them grid items: argparse's own error
         main(["tune", str(csv_file), "--grid", "factors=2,4", "alpha=1,10", "stray"])
+    err = capsys.readouterr().err  # (with the usage of tune, not of gpu-als)
+    assert err.startswith("usage: gpu-als tune ")
+    assert err.endswith("gpu-als tune: error: unrecognized arguments: alpha=1,10 stray\n")
+    # hyperparameters as train takes them: tune takes them through --grid, and says so
+    with pytest.raises(SystemExit):
+        main(["tune", str(csv_file), "--factors", "8", "--confidence", "log", "--stray"])
     assert capsys.readouterr().err.endswith(
-        "gpu-als: error: unrecognized arguments: alpha=1,10 stray\n")
+        "gpu-als tune: error: unrecognized arguments: --factors 8 --confidence log --stray; "
+        "tune takes hyperparameters through --grid (one value fixes one): --grid factors=8 "
+        "--grid confidence=log\n")
     for grid, error in (("factors=2,x", "factors must be an integer, got str 'x'"),
                         ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)")):
         # (checked before the file is read: this one does not exist)
