@@ -5,6 +5,7 @@ files and folders of them) and result tables written (CSV or Parquet)."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import os
 import re
@@ -188,8 +189,11 @@ def _read_csv_file(pd, args: argparse.Namespace):
     # --sep '\t' as typed in a shell is a backslash and a t: a tab, alone (read by the C
     # parser; pandas would take the two characters for a regular expression, 40x slower)
     # or within a longer separator ('\t\t')
-    sep = ("\t" if args.sep == "tab" else args.sep.replace("\\t", "\t")) \
-        if args.sep is not None else sniff_delimiter(args.file, encoding)
+    try:
+        sep = ("\t" if args.sep == "tab" else args.sep.replace("\\t", "\t")) \
+            if args.sep is not None else sniff_delimiter(args.file, encoding)
+    except UnicodeError as exc:  # (decoding errors are replaced there, not a missing mark)
+        raise _not_text(args.file, encoding, exc) from exc
     if sep == "":
         raise ValueError("--sep is empty: name the delimiter, e.g. --sep ';' (or leave the "
                          "option out to have it detected)")
@@ -206,9 +210,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             df = _read_csv(pd, args.file, sep, header, dtype={c: str for c in padded},
                            encoding=encoding, decimal=decimal)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{args.file} is not {encoding} text ({exc}): "
-                         f"{_not_text_hint(args.file)}") from exc
+    except UnicodeError as exc:  # (UTF-16 without its mark: a UnicodeError, not a Decode one)
+        raise _not_text(args.file, encoding, exc) from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
     if args.no_header:
@@ -251,8 +254,13 @@ def _default_encoding(path: Path) -> str:
         return "utf-16" if raw.read(2) in UTF16_MARKS else "utf-8"
 
 
-def _not_text_hint(path: Path) -> str:
-    """What to do about a file that is not text in the encoding asked for, from its
+def _not_text(path: Path, encoding: str, exc: UnicodeError) -> ValueError:
+    return ValueError(f"{path} is not {encoding} text ({exc}): "
+                      f"{_not_text_hint(path, encoding)}")
+
+
+def _not_text_hint(path: Path, encoding: str) -> str:
+    """What to do about a file that is not text in the ``encoding`` asked for, from its
     first bytes."""
     with _open_binary(path) as raw:
         head = raw.read(4096)
@@ -260,7 +268,18 @@ def _not_text_hint(path: Path) -> str:
         return "name its encoding with --encoding, e.g. --encoding utf-16"
     if b"\x00" in head:
         return "it holds NUL bytes, as binary files do: is it a CSV file?"
+    if codecs.lookup(encoding).name != "utf-8" and _reads_as_utf8(head):
+        return "its first bytes read as UTF-8: leave --encoding out"
     return "name its encoding with --encoding, e.g. --encoding latin-1"
+
+
+def _reads_as_utf8(head: bytes) -> bool:
+    """Whether the first bytes of a file are UTF-8 (but for a character cut at the end)."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
 
 
 def _reads_as_number(text: str) -> bool:

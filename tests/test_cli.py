@@ -387,6 +387,14 @@ def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
             assert main(["train", str(path), *given, "--factors", "2", "--iterations", "1",
                          "--backend", "cpu", "--output", str(out)]) == 0
             assert "José" in ALS.load(out).user_ids_.tolist()
+    utf8 = tmp_path / "clicks-utf-8.csv"  # an encoding given that the file is not in
+    utf8.write_text(text, encoding="utf-8")
+    for given, why in (("utf-16", "UTF-16 stream does not start with BOM"),
+                       ("ascii", "'ascii' codec can't decode byte 0xc3")):
+        assert main(["train", str(utf8), "--encoding", given, "--backend", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gpu-als train: error: {utf8} is not {given} text ({why}")
+        assert err.endswith("): its first bytes read as UTF-8: leave --encoding out\n")
     zipped = tmp_path / "clicks-utf-16.csv.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     assert main(["train", str(zipped), "--factors", "2", "--iterations", "1", "--backend",
