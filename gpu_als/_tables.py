@@ -45,9 +45,15 @@ def read_frame(args: argparse.Namespace):
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
+            inside = next((d for d in ",;\t|" if len(names) == 1 and d in names[0]), None)
             if not parquet and all(map(_reads_as_number, names)):
                 hint = ("Its first line holds values, not column names: pass --no-header "
                         "(the columns are then user, item and value, in that order)")
+            elif not parquet and inside is not None:  # one column: the wrong delimiter
+                hint = (f"Its header line reads as one column: is the delimiter {inside!r}? "
+                        f"Pass --sep {'tab' if inside == chr(9) else shlex.quote(inside)}"
+                        + ("" if args.sep is None else ", or leave --sep out to have it "
+                                                       "detected"))
             else:
                 example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
                            f"{shlex.quote(names[1])})") if len(names) > 1 else ""

@@ -761,6 +761,14 @@ def test_bad_columns(csv_file, capsys):
                  "--backend", "cpu", "--output", str(csv_file.with_name("s.npz"))]) == 0
     assert ("column(s) ['Unnamed: 2'] are not used; name the values' column with --value-col "
             "(e.g. --value-col 'Unnamed: 2')" in capsys.readouterr().err)
+    for sep, told in ((",", "','? Pass --sep ,"), ("\t", "'\\t'? Pass --sep tab"),
+                      ("|", "'|'? Pass --sep '|'")):  # the wrong --sep: one column
+        joined = csv_file.with_name("joined.csv")
+        joined.write_text(csv_file.read_text().replace(",", sep))
+        assert main(["train", str(joined), "--sep", ";", "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.endswith(
+            f"Its header line reads as one column: is the delimiter {told}, or leave --sep "
+            f"out to have it detected\n")
     single = csv_file.with_name("single.csv")  # one column: no example to give
     single.write_text("uid\nu1\n")
     assert main(["train", str(single), "--backend", "cpu"]) == 2
