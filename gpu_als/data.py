@@ -499,6 +499,10 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")
+    if value_col is not None and value_col in (user_col, item_col):
+        side = "user" if value_col == user_col else "item"
+        raise ValueError(f"value_col and {side}_col are both {value_col!r}: name the column "
+                         f"of the values (or none, to count each row as 1)")
     for col in (user_col, item_col):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"

@@ -113,6 +113,10 @@ def test_an_empty_frame_and_a_missing_value_column_are_named():
                        value_col="score")
     with pytest.raises(ValueError, match="user_col and item_col are both 'user'"):
         from_dataframe(pd.DataFrame({"user": [0, 1], "item": [1, 0]}), "user", "user")
+    for ids in ("user", "item"):  # (numbers: they were read as the values, silently)
+        with pytest.raises(ValueError, match=f"value_col and {ids}_col are both {ids!r}: "
+                                             f"name the column of the values"):
+            from_dataframe(pd.DataFrame({"user": [0, 1], "item": [1, 0]}), value_col=ids)
 
 
 def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
