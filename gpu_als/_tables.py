@@ -45,22 +45,8 @@ def read_frame(args: argparse.Namespace):
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
-            inside = next((d for d in ",;\t|" if len(names) == 1 and d in names[0]), None)
-            if not parquet and all(map(_reads_as_number, names)):
-                hint = ("Its first line holds values, not column names: pass --no-header "
-                        "(the columns are then user, item and value, in that order)")
-            elif not parquet and inside is not None:  # one column: the wrong delimiter
-                hint = (f"Its header line reads as one column: is the delimiter {inside!r}? "
-                        f"Pass --sep {'tab' if inside == chr(9) else shlex.quote(inside)}"
-                        + ("" if args.sep is None else ", or leave --sep out to have it "
-                                                       "detected"))
-            else:
-                example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
-                           f"{shlex.quote(names[1])})") if len(names) > 1 else ""
-                hint = f"Name the id columns with --user-col and --item-col{example}" + (
-                    "" if parquet else ", or pass --no-header for a file without a header line")
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
-                             f"{names}. {hint}")
+                             f"{names}. {_missing_column_hint(names, parquet, args)}")
     if len(df) == 0:
         raise ValueError(f"{args.file} has no rows" if parquet else
                          f"{args.file} has a header line but no rows")
@@ -77,6 +63,29 @@ def read_frame(args: argparse.Namespace):
         df = df[ids]
         df.attrs["file_columns"] = names
     return df
+
+
+def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespace) -> str:
+    """What to do about a file without the id columns named, from its column ``names``:
+    a CSV file's header line that holds values (no header line), or reads as one column
+    (the wrong delimiter); else the options that name the columns."""
+    if parquet:
+        return _name_the_columns(names)
+    if all(map(_reads_as_number, names)):
+        return ("Its first line holds values, not column names: pass --no-header (the "
+                "columns are then user, item and value, in that order)")
+    inside = next((d for d in ",;\t|" if len(names) == 1 and d in names[0]), None)
+    if inside is not None:
+        return (f"Its header line reads as one column: is the delimiter {inside!r}? Pass "
+                f"--sep {'tab' if inside == chr(9) else shlex.quote(inside)}"
+                + ("" if args.sep is None else ", or leave --sep out to have it detected"))
+    return _name_the_columns(names) + ", or pass --no-header for a file without a header line"
+
+
+def _name_the_columns(names: list[str]) -> str:
+    example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
+               f"{shlex.quote(names[1])})") if len(names) > 1 else ""
+    return f"Name the id columns with --user-col and --item-col{example}"
 
 
 def _refuse_repeated_header(df, args: argparse.Namespace) -> None:
