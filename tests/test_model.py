@@ -181,6 +181,11 @@ def test_a_warm_start_uses_factors_assigned_by_hand(R):
         fresh.fit(R)
     with pytest.raises(TypeError, match="warm_start must be True or False, got str"):
         model_for("cpu", warm_start="yes").fit(R)
+    # show_progress="no" would be true: refused on the model and in fit alike
+    with pytest.raises(TypeError, match="show_progress must be True or False, got str"):
+        model_for("cpu", show_progress="no").fit(R)
+    with pytest.raises(TypeError, match="show_progress must be True or False, got int"):
+        model_for("cpu").fit(R, show_progress=0)
 
 
 def test_defaults_are_the_documented_ones():
