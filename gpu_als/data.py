@@ -34,6 +34,14 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------------------
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` of option ``name`` as a bool; a ``TypeError`` for anything but True or
+    False (``show_progress="no"`` would otherwise be true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
+
+
 def check_int(name: str, value: Any, *, minimum: int) -> int:
     """Return ``value`` as an int >= ``minimum``, or raise naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

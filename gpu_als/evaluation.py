@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result
 from .data import (
+    check_bool,
     check_choice,
     check_float,
     check_int,
@@ -177,6 +178,7 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
     (``train`` and ``test`` checked), yielded in order and counted on a progress bar (on a
     terminal, with ``show_progress``); a ``backend``'s threads compute several batches at
     once (:meth:`Backend.map_in_order`)."""
+    check_bool("show_progress", show_progress)
     train = _checked_train(train)
     test = check_user_items_allow_empty(test, np.float32, name="test")
     if test.shape != train.shape:

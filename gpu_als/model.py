@@ -303,7 +303,7 @@ class ALS:
         if not isinstance(self.backend, Backend):
             data.check_choice("backend", self.backend, BACKEND_NAMES)
         for name in ("calculate_training_loss", "warm_start", "show_progress"):
-            p[name] = _check_bool(name, getattr(self, name))
+            p[name] = data.check_bool(name, getattr(self, name))
         seed = self.random_state
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
             if seed < 0:
@@ -361,7 +361,7 @@ class ALS:
         if callback is not None:
             _check_callback(callback)
         if show_progress is not None:
-            _check_bool("show_progress", show_progress)
+            data.check_bool("show_progress", show_progress)
         callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
         training = _Training(self, user_items, ids)
@@ -1543,14 +1543,6 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
                       f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
                       f"all start random", stacklevel=data.user_stacklevel())
     start[known] = current[rows[known]]
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    """``value`` of option ``name`` as a bool; a ``TypeError`` for anything but True or
-    False (``show_progress="no"`` would otherwise be true)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
-    return bool(value)
 
 
 def _frame(frames, table: dict[str, np.ndarray], ids: dict[str, Any]):

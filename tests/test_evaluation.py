@@ -296,6 +296,10 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         binarize(train, threshold=float("nan"))
     with pytest.raises(TypeError, match="model must have a recommend method.*got object"):
         ranking_metrics(object(), train, train)
+    fitted = PopularityRecommender().fit(train)
+    for metric in (ranking_metrics, auc):  # "no" would be true: a bar after all
+        with pytest.raises(TypeError, match="show_progress must be True or False, got str"):
+            metric(fitted, train, train, show_progress="no")
     with pytest.raises(ValueError, match=r"must be 2-D \(users x N\), got shape \(3,\)"):
         personalization(np.array([0, 1, 2]), 5)
     with pytest.raises(ValueError, match=r"holds item 9, but there are n_items=5"):
