@@ -20,6 +20,7 @@ import numpy as np
 
 from .data import (
     _eager_frame,
+    check_bool,
     check_int,
     first_of_each,
     frame_positions,
@@ -147,6 +148,8 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     :meth:`gpu_als.ALS.recommend_frame` for the arguments. Raises ``ValueError`` when no
     user is left to recommend for."""
     N = check_int("N", N, minimum=1)
+    filter_already_liked_items = check_bool("filter_already_liked_items",
+                                            filter_already_liked_items)
     user_ids = id_map(model.user_ids_, model.user_factors_.shape[0])
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
     eligible = item_rows_eligible(item_ids, items, filter_items)

@@ -504,6 +504,7 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
         raise TypeError(f"df must be a pandas or polars DataFrame (or a cuDF or Modin one, "
                         f"or a pyarrow Table), got {type(df).__name__}")
     df = _eager_frame(df)
+    drop_unknown = check_bool("drop_unknown", drop_unknown)
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")

@@ -686,8 +686,7 @@ class EarlyStopping:
         if train is None and metric != "rmse":
             raise ValueError(f"metric={metric!r} needs train: its items are filtered out of "
                              f"the recommendations")
-        if not isinstance(restore_best, (bool, np.bool_)):
-            raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__}")
+        check_bool("restore_best", restore_best)
         shape = getattr(validation, "shape", None)
         if shape is None or len(shape) != 2:
             raise TypeError(f"validation must be a users x items sparse matrix, got "

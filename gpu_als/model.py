@@ -867,6 +867,9 @@ class ALS:
             fewer than ``N`` items.
         """
         self._check_fitted()
+        filter_already_liked_items = data.check_bool("filter_already_liked_items",
+                                                     filter_already_liked_items)
+        recalculate_user = data.check_bool("recalculate_user", recalculate_user)
         backend = self._backend
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         ids, scalar = _as_ids(userid, "userid")
@@ -1004,7 +1007,7 @@ class ALS:
         """
         self._check_fitted()
         queries = None
-        if recalculate_item:
+        if data.check_bool("recalculate_item", recalculate_item):
             if item_users is None:
                 raise ValueError("item_users is required with recalculate_item=True: pass "
                                  "the items' rows of the users x items matrix, transposed")

@@ -874,7 +874,7 @@ def test_fit_in_progress_is_true_only_while_the_model_fits():
     ({"patience": 0}, ValueError, r"patience=0: must be >= 1"),
     ({"K": 2.5}, TypeError, r"K must be an integer"),
     ({"min_delta": -0.1}, ValueError, r"min_delta=-0.1: must be >= 0"),
-    ({"restore_best": "yes"}, TypeError, r"restore_best must be a bool, got str"),
+    ({"restore_best": "yes"}, TypeError, r"restore_best must be True or False, got str"),
 ])
 def test_early_stopping_refuses_bad_arguments(change, error, match):
     from gpu_als import ALS

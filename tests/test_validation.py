@@ -681,3 +681,30 @@ def test_an_empty_query_matrix_keeps_the_dtype_and_refuses_complex_values():
     with pytest.raises(TypeError, match="rows has dtype complex128: expected real numbers"):
         check_user_items_allow_empty(sp.csr_matrix((2, 3), dtype=complex), np.float32,
                                      name="rows")
+
+
+def test_flags_must_be_true_or_false():
+    """A flag given as text ("no") or a number was taken for its truth: "no" filtered, or
+    folded in. Every flag of the queries and of from_dataframe is refused unless a bool."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.evaluation import EarlyStopping
+
+    R = sp.random(20, 15, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    model = ALS(factors=3, iterations=2, random_state=0, backend="cpu",
+                show_progress=False).fit(R)
+    frame = pd.DataFrame({"user": [1], "item": [2]})
+    for flag, call in (
+            ("filter_already_liked_items",
+             lambda v: model.recommend(0, R[0], filter_already_liked_items=v)),
+            ("recalculate_user", lambda v: model.recommend(0, R[0], recalculate_user=v)),
+            ("recalculate_item",
+             lambda v: model.similar_items(0, recalculate_item=v, item_users=R.T.tocsr()[0])),
+            ("filter_already_liked_items",
+             lambda v: model.recommend_frame([0], N=2, filter_already_liked_items=v)),
+            ("drop_unknown", lambda v: from_dataframe(frame, item_ids=[2], drop_unknown=v)),
+            ("restore_best", lambda v: EarlyStopping(model, R, R, restore_best=v))):
+        for value in ("no", 0):
+            with pytest.raises(TypeError, match=f"{flag} must be True or False, got "
+                                                f"{type(value).__name__}"):
+                call(value)
+        call(np.bool_(False))  # NumPy's bools are bools
