@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data import check_dtype, check_float, check_int, check_memory, check_path, to_host
+from .data import (
+    check_bool,
+    check_dtype,
+    check_float,
+    check_int,
+    check_memory,
+    check_path,
+    to_host,
+)
 
 __all__ = ["load_movielens_100k", "MovieLens100K", "make_power_law", "default_cache_dir",
            "DATA_ENV", "ML100K_URL", "ML100K_SHA256", "ML100K_SHAPE"]
@@ -149,6 +157,7 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
     ValueError
         A file's checksum does not match (a corrupted or different copy).
     """
+    download = check_bool("download", download)
     home = Path(check_path(data_home)) if data_home is not None else None
     folders = [home] if home is not None else []
     if os.environ.get(DATA_ENV):

@@ -188,6 +188,8 @@ def tune(
     """
     data.check_choice("metric", metric, VALIDATION_METRICS)
     K = data.check_int("K", K, minimum=1)
+    halving = data.check_bool("halving", halving)
+    show_progress = data.check_bool("show_progress", show_progress)
     min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
     reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
     validation_fraction = data.check_float("validation_fraction", validation_fraction,
