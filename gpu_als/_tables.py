@@ -28,18 +28,13 @@ def read_frame(args: argparse.Namespace):
     except ImportError as exc:
         raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
     folder = args.file.is_dir()  # Spark's and Dask's output: a folder of Parquet part files
-    if folder and next(args.file.rglob("*.parquet"), None) is None:
-        raise ValueError(f"{args.file} is a folder without .parquet files: give a CSV or "
-                         f"Parquet file, or a folder of Parquet files")
-    if not folder and not args.file.is_file():
+    if folder:
+        _check_parquet_folder(args.file)
+    elif not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
-    if not folder and args.file.suffix.lower() == ".npz":  # (a model given for the data)
+    elif args.file.suffix.lower() == ".npz":  # (a model given for the data)
         raise ValueError(f"{args.file} is an .npz file, as models are: give the "
                          f"interactions as a CSV or Parquet file")
-    if folder and (other := _not_parquet(args.file)):
-        raise ValueError(f"{args.file} is read as the Parquet files of one table, but holds "
-                         f"other files too (e.g. {other}): give a folder of Parquet files "
-                         f"only, or one file")
     parquet = folder or args.file.suffix.lower() in (".parquet", ".pq")
     df = _read_parquet_file(pd, args) if parquet else _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
@@ -155,16 +150,21 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
 
 
-def _not_parquet(folder: Path) -> str | None:
-    """A file under ``folder`` (relative to it) that pyarrow would read as a Parquet part
-    file and is not named as one, or None. pyarrow leaves out names starting with ``.``
-    or ``_`` (Spark's ``_SUCCESS``, ``.crc`` checksums), and so does this."""
-    for path in sorted(folder.rglob("*")):
-        parts = path.relative_to(folder).parts
-        if path.is_file() and not any(p.startswith((".", "_")) for p in parts) and \
-                path.suffix.lower() not in (".parquet", ".pq"):
-            return str(path.relative_to(folder))
-    return None
+def _check_parquet_folder(folder: Path) -> None:
+    """Refuse a folder that is not the Parquet files of one table: one without .parquet
+    files, or one with other files that pyarrow would read as part files too (it leaves
+    out names starting with ``.`` or ``_``: Spark's ``_SUCCESS``, ``.crc`` checksums)."""
+    files = [path.relative_to(folder) for path in sorted(folder.rglob("*")) if path.is_file()]
+    if not any(file.name.endswith(".parquet") for file in files):
+        raise ValueError(f"{folder} is a folder without .parquet files: give a CSV or "
+                         f"Parquet file, or a folder of Parquet files")
+    other = next((file for file in files
+                  if not any(part.startswith((".", "_")) for part in file.parts)
+                  and file.suffix.lower() not in (".parquet", ".pq")), None)
+    if other is not None:
+        raise ValueError(f"{folder} is read as the Parquet files of one table, but holds "
+                         f"other files too (e.g. {other}): give a folder of Parquet files "
+                         f"only, or one file")
 
 
 class _PartsDiffer(ValueError):

@@ -306,13 +306,18 @@ def ranking_metrics(
         totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
         precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
         totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
-    if n_shared:
-        warnings.warn(f"test shares {n_shared} entries with train: those items are left out "
-                      f"of the recommendations as the users' own, and count as missed "
-                      f"(train and test are meant to be the disjoint parts of a split)",
-                      stacklevel=user_stacklevel())
+    _warn_shared(n_shared, "left out of the recommendations as the users' own, and count "
+                           "as missed")
     # n_users >= 1: a test without users is refused by _for_test_batches
     return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
+
+
+def _warn_shared(n_shared: int, fate: str) -> None:
+    """Warn, where ``n_shared`` test entries are in train too, of what became of them."""
+    if n_shared:
+        warnings.warn(f"test shares {n_shared} entries with train: those items are {fate} "
+                      f"(train and test are meant to be the disjoint parts of a split)",
+                      stacklevel=user_stacklevel())
 
 
 def precision_at_k(model: Any, train: Any, test: Any, K: int = 10,
@@ -419,11 +424,7 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
         total += float((pairs_won[valid] / (n_relevant[valid] * n_negative[valid])).sum())
         n_users += int(valid.sum())
         n_shared += shared
-    if n_shared:
-        warnings.warn(f"test shares {n_shared} entries with train: those items are the "
-                      f"users' own, no candidates, and are left out of the AUC (train and "
-                      f"test are meant to be the disjoint parts of a split)",
-                      stacklevel=user_stacklevel())
+    _warn_shared(n_shared, "the users' own, no candidates, and are left out of the AUC")
     if not n_users:
         warnings.warn("the AUC is undefined (NaN): no user has a test item among its "
                       "candidates (the items not in its train row) and another candidate "
