@@ -1460,15 +1460,17 @@ class ALS:
                              f"{', '.join(sorted(missing)) or 'the format tag'})")
         version = contents["version"]
         if version.shape != () or version.dtype.kind not in "iu":
-            raise ValueError(f"{where}: its format version is not an integer ({version!r})")
+            raise ValueError(f"{where}: its format version is not an integer (an array of "
+                             f"shape {version.shape} and dtype {version.dtype})")
         if int(version) != FILE_VERSION:
             newer = "; a newer gpu-als wrote it: upgrade to read it" \
                 if int(version) > FILE_VERSION else ""
             raise ValueError(f"{where} has model format version {int(version)}; this gpu-als "
                              f"reads version {FILE_VERSION}{newer}")
+        params = _stored_params(contents["params"], where)
         try:
-            params = json.loads(str(contents["params"]))
-            params["dtype"] = np.dtype(params["dtype"]).type
+            if "dtype" in params:  # as a type, as the default is
+                params["dtype"] = data.check_dtype(params["dtype"]).type
             model = cls(**{**params, "backend": backend})
             p = model._check_params()
         except (TypeError, ValueError) as exc:
@@ -1490,6 +1492,24 @@ class ALS:
                              f"{loss_history.dtype}, expected a 1-D array of numbers")
         model._set_fitted(get_backend(backend), X, Y, loss_history, user_ids, item_ids)
         return model
+
+
+def _stored_params(stored: np.ndarray, where: str) -> dict[str, Any]:
+    """The hyperparameters of a model file: ``stored``, its ``params`` array, holds one
+    JSON object (text) naming them. ``where`` names the file in the errors."""
+    text = stored.item() if stored.shape == () and stored.dtype.kind == "U" else None
+    try:
+        params = json.loads(text) if text is not None else None
+    except ValueError as exc:
+        raise ValueError(f"{where}: its hyperparameters are not valid JSON ({exc})") from None
+    if not isinstance(params, dict):
+        json_names = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                      float: "a number", type(None): "null"}
+        found = (f"{json_names[type(params)]} in JSON" if text is not None
+                 else f"an array of shape {stored.shape} and dtype {stored.dtype}")
+        raise ValueError(f"{where}: its hyperparameters are {found}, expected one JSON "
+                         f"object naming them")
+    return params
 
 
 def _host_factors(user_factors: Any, item_factors: Any,

@@ -413,7 +413,8 @@ def test_wrong_version(saved, tmp_path, version, newer):
         ALS.load(path)
     for odd in (np.array("1"), np.array([1, 1])):  # Python's TypeError or ValueError before
         path = rewrite(saved, tmp_path / "v.npz", version=odd)
-        with pytest.raises(ValueError, match="its format version is not an integer"):
+        with pytest.raises(ValueError, match=r"its format version is not an integer \(an array "
+                                             r"of shape " + re.escape(str(odd.shape))):
             ALS.load(path)
 
 
@@ -439,6 +440,40 @@ def test_bad_hyperparameters_in_file(saved, tmp_path):
     path = rewrite(saved, tmp_path / "p.npz", params=np.array(json.dumps(params)))
     with pytest.raises(ValueError, match="invalid hyperparameters: factors=-2"):
         ALS.load(path)
+    params["factors"] = 4
+    params["dtype"] = {"a": 1}  # NumPy's TypeError: "object of type 'int' has no len()"
+    path = rewrite(saved, tmp_path / "p.npz", params=np.array(json.dumps(params)))
+    with pytest.raises(ValueError, match=r"invalid hyperparameters: dtype=\{'a': 1\} is not "
+                                         r"a NumPy dtype"):
+        ALS.load(path)
+
+
+@pytest.mark.parametrize("stored, says", [
+    (np.array("[4, 0.01]"), r"its hyperparameters are an array in JSON, expected one JSON "
+                            r"object naming them"),
+    (np.array('{"factors": 4'), r"its hyperparameters are not valid JSON \(Expecting"),
+    (np.array([['{"factors": 4}']]), r"its hyperparameters are an array of shape \(1, 1\) "
+                                     r"and dtype <U14"),
+    (np.array(b'{"factors": 4}'), r"its hyperparameters are an array of shape \(\) and "
+                                  r"dtype \|S14"),
+])
+def test_malformed_hyperparameters_in_file(saved, tmp_path, stored, says):
+    path = rewrite(saved, tmp_path / "p.npz", params=stored)
+    with pytest.raises(ValueError, match=f"p.npz: {says}"):
+        ALS.load(path)
+
+
+def test_file_without_dtype_loads_as_float32(saved, tmp_path):
+    """Hyperparameters left out take their defaults (KeyError for dtype before)."""
+    with np.load(saved) as archive:
+        params = json.loads(str(archive["params"]))
+        factors = archive["user_factors"]
+    del params["dtype"]
+    path = rewrite(saved, tmp_path / "p.npz", params=np.array(json.dumps(params)))
+    assert factors.dtype == np.float32
+    loaded = ALS.load(path)
+    assert loaded.dtype is np.float32
+    np.testing.assert_array_equal(loaded.user_factors_, factors)
 
 
 def test_pickled_object_is_refused(saved, tmp_path):
