@@ -38,11 +38,13 @@ def file_name(path: Any) -> str:
     return data.check_path(path)
 
 
-def read_archive(path, kind: str) -> dict[str, np.ndarray]:
+def read_archive(path, kind: str, skip_pickled: tuple[str, ...] = ()
+                 ) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` file at ``path`` (or at ``path + ".npz"``, the name
     ``save`` and ``np.savez`` give a path without that suffix), or of a binary file
-    object from where it is, pickles refused; ``kind`` names the file expected
-    ("gpu-als model") in the errors.
+    object from where it is, pickles refused (those of the arrays named in
+    ``skip_pickled`` left out); ``kind`` names the file expected ("gpu-als model") in
+    the errors.
 
     Raises
     ------
@@ -73,14 +75,22 @@ def read_archive(path, kind: str) -> dict[str, np.ndarray]:
         archive_ok = zipfile.is_zipfile(path)
     if not archive_ok:
         raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")
+    arrays, key = {}, None
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc) or key not in skip_pickled:
+                        raise
+        return arrays
     except FileNotFoundError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ValueError(f"{name}: refusing to load pickled objects ({exc})") from None
+            raise ValueError(f"{name}: refusing to load pickled objects (in {key!r}: "
+                             f"{exc})") from None
         raise ValueError(f"{name} is not a readable {kind} file: {exc}") from None
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
         raise ValueError(f"{name} is not a readable {kind} file (truncated or corrupted?): "

@@ -60,7 +60,9 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
     ------
     ValueError
         For a model that is not fitted, a file that is not an implicit ALS model, factors
-        with NaN or infinite values, or an implicit ``alpha`` below 1 without ``alpha``.
+        with NaN or infinite values, settings of the wrong kind (``iterations`` that is
+        not an integer, say: a corrupted file's), or an implicit ``alpha`` below 1
+        without ``alpha``.
     TypeError
         For an object that is neither an implicit ALS model nor a path.
     """
@@ -74,19 +76,21 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
             raise ValueError(f"{where}: {name} has dtype {F.dtype}, expected floats")
     try:  # a file's values are arrays of any kind: a corrupted one's say so here
         translated: dict[str, Any] = {
-            "regularization": float(found.get("regularization", 0.01)),
-            "iterations": int(found.get("iterations", 15)),
-            "solver": "cg" if found.get("use_cg", True) else "cholesky",
-            "cg_steps": int(found.get("cg_steps", 3)),
-            "calculate_training_loss": bool(found.get("calculate_training_loss", False)),
+            "regularization": _setting(found, "regularization", 0.01, "a number"),
+            "iterations": _setting(found, "iterations", 15, "an integer"),
+            "solver": "cg" if _setting(found, "use_cg", True, "True or False") else "cholesky",
+            "cg_steps": _setting(found, "cg_steps", 3, "an integer"),
+            "calculate_training_loss": _setting(found, "calculate_training_loss", False,
+                                                "True or False"),
             "dtype": np.float64 if X.dtype == np.float64 and Y.dtype == np.float64
             else np.float32,
         }
-        implicit_alpha = float(found.get("alpha", 1.0))
+        implicit_alpha = _setting(found, "alpha", 1.0, "a number")
+        seed = _setting(found, "random_state", None, "an integer")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} holds invalid hyperparameters: {exc}") from None
-    if isinstance(found.get("random_state"), (int, np.integer)):
-        translated["random_state"] = int(found["random_state"])
+    if seed is not None:
+        translated["random_state"] = seed
     if "alpha" not in params:
         if implicit_alpha < 1:
             raise ValueError(
@@ -147,6 +151,25 @@ def to_implicit(model: ALS):
     return theirs
 
 
+#: The array kinds (NumPy's ``dtype.kind``) that each kind of setting takes.
+_KINDS = {"a number": "iuf", "an integer": "iu", "True or False": "b"}
+
+
+def _setting(found: dict[str, Any], name: str, default: Any, expected: str) -> Any:
+    """implicit's setting ``name`` in ``found`` (``default`` where it is left out), as the
+    Python number or bool that ``expected`` names; a ValueError names a value of another
+    kind or shape (a corrupted file's, or one set by hand on a live model), which
+    implicit itself does not check."""
+    value = found.get(name)
+    if value is None:
+        return default
+    array = np.asarray(value)
+    if array.shape != () or array.dtype.kind not in _KINDS[expected]:
+        shown = f"{array.item()!r}" if array.shape == () else f"an array of shape {array.shape}"
+        raise ValueError(f"{name} is {shown} ({array.dtype}), expected {expected}")
+    return array.item()
+
+
 def _read_model(model: Any) -> dict[str, Any]:
     """Factors and hyperparameters of a live implicit ALS model."""
     if type(model).__name__ != "AlternatingLeastSquares" or \
@@ -161,6 +184,8 @@ def _read_model(model: Any) -> dict[str, Any]:
     found = {name: getattr(model, name) for name in (
         "regularization", "iterations", "use_cg", "cg_steps", "calculate_training_loss",
         "random_state", "alpha") if getattr(model, name, None) is not None}
+    if not isinstance(found.get("random_state"), (int, np.integer)):
+        found.pop("random_state", None)  # a generator: gpu-als's model gets no seed
     if gpu_model:
         found["use_cg"] = True
     found["user_factors"] = np.asarray(model.user_factors)
@@ -170,7 +195,9 @@ def _read_model(model: Any) -> dict[str, Any]:
 
 def _read_file(path: Any) -> dict[str, Any]:
     """Factors and hyperparameters of a file written by implicit's ``save()``."""
-    contents = read_archive(path, "implicit model")
+    # implicit pickles a random_state that is a generator: the model then gets no seed,
+    # as from a live model
+    contents = read_archive(path, "implicit model", skip_pickled=("random_state",))
     path = file_name(path)  # as the errors name it
     if "format" in contents:
         raise ValueError(f"{path} is a gpu-als model file: read it with ALS.load")
@@ -181,5 +208,4 @@ def _read_file(path: Any) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} is not an implicit ALS model file (missing: "
                          f"{', '.join(sorted(missing))})")
-    return {name: value.item() if value.shape == () else value
-            for name, value in contents.items()}
+    return contents

@@ -1446,7 +1446,8 @@ class ALS:
         FileNotFoundError
             When there is no such file.
         """
-        contents = _files.read_archive(path, "gpu-als model")
+        # (an implicit file's pickled random_state left out, to say which file it is)
+        contents = _files.read_archive(path, "gpu-als model", skip_pickled=("random_state",))
         where = _files.file_name(path)  # what the errors call it
         missing = {"format", "version", "params", "user_factors", "item_factors",
                    "loss_history"} - set(contents)

@@ -191,6 +191,25 @@ def test_a_file_of_factors_alone_takes_implicits_defaults(tmp_path):
             ours.calculate_training_loss) == ("cholesky", 0.5, 2, True)
 
 
+def test_a_model_seeded_with_a_generator_converts_without_a_seed(implicit_cpu, tmp_path):
+    """implicit pickles a generator given as random_state into its file: the file reads
+    as the live model does, without a seed (refused as pickled before); ALS.load still
+    says it is implicit's."""
+    theirs = implicit_cpu(random_state=np.random.default_rng(3))
+    theirs.save(str(tmp_path / "theirs.npz"))
+    for source in (theirs, tmp_path / "theirs.npz"):
+        ours = from_implicit(source, backend="cpu")
+        assert ours.random_state is None
+        np.testing.assert_array_equal(ours.item_factors_, theirs.item_factors)
+    with pytest.raises(ValueError, match="looks like a model saved by the implicit library"):
+        ALS.load(tmp_path / "theirs.npz")
+    arrays = dict(np.load(tmp_path / "theirs.npz", allow_pickle=True))
+    arrays["alpha"] = np.array([object()], dtype=object)  # other pickles stay refused
+    np.savez(tmp_path / "pickled.npz", **arrays)
+    with pytest.raises(ValueError, match="refusing to load pickled objects \\(in 'alpha'"):
+        from_implicit(tmp_path / "pickled.npz")
+
+
 def test_float64_factors_stay_float64(implicit_cpu, tmp_path):
     theirs = implicit_cpu(dtype=np.float64)
     assert theirs.item_factors.dtype == np.float64
@@ -245,12 +264,23 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
              item_factors=np.ones((4, 2)))
     with pytest.raises(ValueError, match="user_factors has dtype int64, expected floats"):
         from_implicit(tmp_path / "counts.npz")
-    for name, value, says in (("regularization", np.ones(3), "only (0-dimensional|size-1) arrays"),
-                              ("alpha", np.array("x"), "could not convert string")):
+    for name, value, says in (  # Python's messages, a crash or a silent truncation before
+            ("regularization", np.ones(3), r"regularization is an array of shape \(3,\) "
+                                           r"\(float64\), expected a number"),
+            ("alpha", np.array("x"), r"alpha is 'x' \(<U1\), expected a number"),
+            ("iterations", np.array(2.5), r"iterations is 2.5 \(float64\), expected an "
+                                          r"integer"),
+            ("cg_steps", np.array(np.inf), r"cg_steps is inf \(float64\)"),
+            ("use_cg", np.array("no"), r"use_cg is 'no' \(<U2\), expected True or False"),
+            ("random_state", np.array(1.5), r"random_state is 1.5 \(float64\), expected an "
+                                            r"integer")):
         np.savez(tmp_path / "odd.npz", user_factors=np.ones((3, 2)),
                  item_factors=np.ones((4, 2)), **{name: value})
         with pytest.raises(ValueError, match=f"odd.npz holds invalid hyperparameters: {says}"):
             from_implicit(tmp_path / "odd.npz")
+    np.savez(tmp_path / "odd.npz", user_factors=np.array(1.0), item_factors=np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"odd.npz: user_factors has shape \(\), expected"):
+        from_implicit(tmp_path / "odd.npz")  # AttributeError before
     theirs.user_factors[0, 0] = np.nan
     with pytest.raises(ValueError, match="AlternatingLeastSquares: user_factors holds NaN"):
         from_implicit(theirs, alpha=0.0)
