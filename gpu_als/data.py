@@ -88,6 +88,20 @@ def check_output_file(path: str, action: str, example: str) -> None:
         raise FileNotFoundError(f"cannot {action} to {path}: there is no folder {folder}")
 
 
+def check_random_state(seed: Any, name: str = "random_state") -> Any:
+    """``seed`` if it can seed ``numpy.random.default_rng``: None, an integer >= 0, or a
+    ``Generator``, ``BitGenerator`` or ``SeedSequence``; else an error naming ``name``,
+    rather than NumPy's ("expected non-negative integer", "SeedSequence expects int")."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if seed < 0:
+            raise ValueError(f"{name}={seed}: must be >= 0")
+    elif not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence,
+                                                np.random.BitGenerator))):
+        raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got "
+                        f"{type(seed).__name__} {seed!r}")
+    return seed
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``, as a plain ``str`` (a NumPy string is one
     too, and named as one)."""

@@ -26,6 +26,7 @@ from .data import (
     check_int,
     check_memory,
     check_path,
+    check_random_state,
     to_host,
 )
 
@@ -260,7 +261,7 @@ def make_power_law(
     # on the host; the CSR matrix (12 bytes per pair) drawing on the GPU
     check_memory((82 * nnz + 26 * n_items if xp is np else 12 * nnz) + 16 * n_users,
                  f"make_power_law({n_users:,}, {n_items:,}, {nnz:,})")
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(check_random_state(random_state))
     draws = rng if xp is np else xp.random.default_rng(int(rng.integers(2**63)))
 
     counts = xp.asarray(_activity_counts(rng, n_users, n_items, nnz, activity_sigma))

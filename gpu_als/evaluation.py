@@ -37,6 +37,7 @@ from .data import (
     check_choice,
     check_float,
     check_int,
+    check_random_state,
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
@@ -159,7 +160,7 @@ def leave_k_out_split(
 def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
            ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """``n_test[u]`` entries of each row ``u``, chosen uniformly at random, to test."""
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(check_random_state(random_state))
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     # Rank each entry within its row by a random key; the lowest ranks go to test.
     order = np.lexsort((rng.random(csr.nnz), rows))
@@ -290,8 +291,6 @@ def ranking_metrics(
         scored).
     """
     K = check_int("K", K, minimum=1)
-    discount = 1.0 / np.log2(np.arange(K) + 2)
-    ideal = np.concatenate([[0.0], np.cumsum(discount)])
     totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
     n_users = n_shared = 0
     for batch, hits, n_relevant, _, shared in _ranked_hits(model, train, test, K, batch_size,
@@ -300,7 +299,10 @@ def ranking_metrics(
         n_shared += shared
         hits = hits.astype(np.float64)
         n_hits = hits.sum(axis=1)
-        m = np.minimum(n_relevant, K)
+        m = np.minimum(n_relevant, min(K, int(n_relevant.max())))  # (K of any size)
+        # the ranks that count: at most the items, however large K is
+        discount = 1.0 / np.log2(np.arange(max(hits.shape[1], int(m.max()))) + 2)
+        ideal = np.concatenate([[0.0], np.cumsum(discount)])
         totals["precision"] += float((n_hits / K).sum())
         totals["recall"] += float((n_hits / n_relevant).sum())
         totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
@@ -688,6 +690,7 @@ class EarlyStopping:
             raise ValueError(f"metric={metric!r} needs train: its items are filtered out of "
                              f"the recommendations")
         check_bool("restore_best", restore_best)
+        check_random_state(random_state)
         shape = getattr(validation, "shape", None)
         if shape is None or len(shape) != 2:
             raise TypeError(f"validation must be a users x items sparse matrix, got "
@@ -767,7 +770,8 @@ def _sample_users(matrix: Any, n: int, random_state: int | None):
     if len(users) <= n:
         return matrix
     keep = np.zeros(csr.shape[0], bool)
-    keep[np.random.default_rng(random_state).choice(users, n, replace=False)] = True
+    rng = np.random.default_rng(check_random_state(random_state))
+    keep[rng.choice(users, n, replace=False)] = True
     entries = np.repeat(keep, lengths)
     indptr = np.concatenate([[0], np.cumsum(np.where(keep, lengths, 0))])
     return sp.csr_matrix((csr.data[entries], csr.indices[entries], indptr), shape=csr.shape)
@@ -897,7 +901,7 @@ class RandomRecommender(_Baseline):
 
     def __init__(self, random_state: int | None = 42):
         self.random_state = random_state
-        self._rng = np.random.default_rng(random_state)
+        self._rng = np.random.default_rng(check_random_state(random_state))
 
     def _top_n(self, n_users: int, N: int, exclude) -> tuple[np.ndarray, np.ndarray]:
         n_items = self.n_items_

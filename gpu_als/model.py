@@ -304,14 +304,7 @@ class ALS:
             data.check_choice("backend", self.backend, BACKEND_NAMES)
         for name in ("calculate_training_loss", "warm_start", "show_progress"):
             p[name] = data.check_bool(name, getattr(self, name))
-        seed = self.random_state
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
-            if seed < 0:
-                raise ValueError(f"random_state={seed}: must be >= 0")
-        elif not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence,
-                                                    np.random.BitGenerator))):
-            raise TypeError("random_state must be None, an int or a numpy.random.Generator, "
-                            f"got {type(seed).__name__} {seed!r}")
+        data.check_random_state(self.random_state)
         if self.callback is not None:
             _check_callback(self.callback)
         return p

@@ -289,7 +289,7 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
     if n_samples is None:
         return configurations
     n_samples = data.check_int("n_samples", n_samples, minimum=1)
-    chosen = np.random.default_rng(random_state).choice(
+    chosen = np.random.default_rng(data.check_random_state(random_state)).choice(
         len(configurations), min(n_samples, len(configurations)), replace=False)
     return [configurations[i] for i in sorted(chosen)]
 

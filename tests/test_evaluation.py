@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from gpu_als import ALS
 from gpu_als.evaluation import (
     EarlyStopping,
     PopularityRecommender,
@@ -201,12 +202,12 @@ def test_a_train_part_without_entries_ranks_every_item():
     assert auc(popularity, empty, test) > 0.5  # its own test items are the popular ones
 
 
-def test_metrics_against_a_slow_loop():
+@pytest.mark.parametrize("K", [7, 30, 10**12])  # K beyond the items: a MemoryError before
+def test_metrics_against_a_slow_loop(K):
     rng = np.random.default_rng(0)
     train = random_interactions(50, 30, 0.1, seed=1)
     test = random_interactions(50, 30, 0.15, seed=2)
     lists = {u: list(rng.permutation(30)) for u in range(50)}
-    K = 7
     shared = train.multiply(test).nnz  # (random parts, not a split: warned of)
     assert shared > 0
     for batch_size in (2048, 7):  # counted over every batch
@@ -228,7 +229,7 @@ def test_metrics_against_a_slow_loop():
         rec.append(sum(hits) / len(relevant))
         dcg = sum(h / np.log2(j + 2) for j, h in enumerate(hits))
         nd.append(dcg / sum(1 / np.log2(j + 2) for j in range(min(len(relevant), K))))
-        ap.append(sum(hits[j] * sum(hits[:j + 1]) / (j + 1) for j in range(K))
+        ap.append(sum(hits[j] * sum(hits[:j + 1]) / (j + 1) for j in range(len(hits)))
                   / min(len(relevant), K))
     assert got["recall"] == pytest.approx(np.mean(rec))
     assert got["ndcg"] == pytest.approx(np.mean(nd))
@@ -314,6 +315,29 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.array([[0.0, 1.0]]), 5)
     with pytest.raises(ValueError, match="no recommendations"):
         personalization(np.empty((3, 0), np.int64), 5)
+
+
+@pytest.mark.parametrize("seed, error, says", [
+    (-1, ValueError, r"random_state=-1: must be >= 0"),  # NumPy: "expected non-negative"
+    (1.5, TypeError, r"random_state must be None, an int or a numpy.random.Generator, got "
+                     r"float 1.5"),  # NumPy: "SeedSequence expects int or sequence of ints"
+    (True, TypeError, r"got bool True"),  # NumPy: seeded with 1
+])
+def test_every_seed_is_checked_as_the_models_is(seed, error, says):
+    from gpu_als.datasets import make_power_law
+    from gpu_als.tune import search_space
+
+    train = random_interactions(20, 10, 0.3, seed=1)
+    model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(train)
+    for draw in (lambda: train_test_split(train, random_state=seed),
+                 lambda: leave_k_out_split(train, random_state=seed),
+                 lambda: RandomRecommender(random_state=seed),
+                 lambda: EarlyStopping(model, train, train, max_users=2, random_state=seed),
+                 lambda: EarlyStopping(model, train, train, random_state=seed),
+                 lambda: make_power_law(20, 10, 40, random_state=seed, device="cpu"),
+                 lambda: search_space({"factors": [2, 4]}, n_samples=1, random_state=seed)):
+        with pytest.raises(error, match=says):
+            draw()
 
 
 def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
