@@ -207,9 +207,9 @@ def _checked_train(train) -> sp.csr_matrix:
     return train
 
 
-def _check_model_for(model, train) -> None:
+def _check_model_for(model, train, name: str = "train") -> None:
     """A model of this module must know the users and the items of ``train`` (whose own
-    checks come with the batches)."""
+    checks come with the batches; ``name`` names it in the error)."""
     from .model import ALS
 
     fitted_als = isinstance(model, ALS) and hasattr(model, "user_factors_")
@@ -225,9 +225,9 @@ def _check_model_for(model, train) -> None:
     else:
         return
     if shape[0] > known[0] or shape[1] != known[1]:
-        raise ValueError(f"train has shape {shape}, but the {type(model).__name__} was fitted "
-                         f"on {known[0]} users x {known[1]} items: evaluate it on the matrices "
-                         f"it was trained on (the train part of the same split)")
+        raise ValueError(f"{name} has shape {shape}, but the {type(model).__name__} was fitted "
+                         f"on {known[0]} users x {known[1]} items: evaluate it on the {name} "
+                         f"part of the split whose train part it was fitted on")
 
 
 def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
@@ -350,8 +350,8 @@ def rmse(model: Any, test: Any) -> float:
     """Root mean squared error of ``model.predict`` on the stored entries of ``test``.
 
     For explicit feedback (ratings): a model of implicit feedback predicts preferences
-    (about 0 or 1), not ratings, and gets a ``UserWarning``. Pairs outside the model's users
-    or items raise the model's ``ValueError``.
+    (about 0 or 1), not ratings, and gets a ``UserWarning``. A ``test`` of other items than
+    the model's, or of more users, raises a ``ValueError``.
 
     Parameters
     ----------
@@ -366,6 +366,7 @@ def rmse(model: Any, test: Any) -> float:
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"model must have a predict method (a fitted ALS), got "
                         f"{type(model).__name__}")
+    _check_model_for(model, test, "test")
     coo = check_user_items(test, np.float64, name="test").tocoo()
     if getattr(model, "feedback", None) == "implicit":
         warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "

@@ -1,6 +1,7 @@
 """The split, the metrics (against a hand-computed example and a slow loop), the baselines."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -702,8 +703,11 @@ def test_rmse_is_that_of_predict_on_the_test_entries():
     close = ALS.from_factors(np.ones((1, 1)), np.full((1, 1), 1 + 1e-9),
                              feedback="explicit", backend="cpu", dtype="float64")
     assert rmse(close, sp.csr_matrix(np.ones((1, 1)))) == pytest.approx(1e-9, rel=1e-6)
-    with pytest.raises(ValueError, match="itemids 2 is out of range"):
-        rmse(explicit, sp.csr_matrix(([1.0], ([0], [2])), shape=(2, 3)))
+    for shape in ((2, 3), (3, 2), (2, 1)):  # "itemids 2 is out of range" before, or none
+        with pytest.raises(ValueError, match=rf"^test has shape {re.escape(str(shape))}, but "
+                                             rf"the ALS was fitted on 2 users x 2 items: "
+                                             rf"evaluate it on the test part of the split"):
+            rmse(explicit, sp.csr_matrix(([1.0], ([0], [0])), shape=shape))
     with pytest.raises(TypeError, match="model must have a predict method .*got csr_matrix"):
         rmse(test, test)  # the arguments swapped
     with pytest.raises(ValueError, match="test has no stored entries: there is nothing to "
