@@ -22,6 +22,8 @@ def checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
         raise ValueError(f"{name} has shape {ids.shape}, expected ({n},): one id per factor "
                          f"row")
     _check_single(ids, name)
+    if distinct:
+        _check_present(ids, name)
     if distinct and (at := data.repeated_at(ids)) is not None:
         repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
         raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
@@ -36,6 +38,14 @@ def _check_single(ids: np.ndarray, name: str) -> None:
         raise TypeError(f"{name} holds {type(several).__name__} ids (e.g. {several!r}): an "
                         f"id is one value (a number, a string, bytes, a datetime); make one "
                         f"of each, e.g. as text")
+
+
+def _check_present(ids: np.ndarray, name: str) -> None:
+    """Refuse a missing id (NaN, NaT, None): no lookup by id finds it, and as a model's
+    id it names no user or item (a DataFrame's id column is refused alike)."""
+    if (at := data.missing_at(ids)) is not None:
+        raise ValueError(f"{name} holds a missing id ({ids[at]}) at position {at}: each "
+                         f"row needs an id; drop it, or give it one")
 
 
 class IdIndex:
@@ -84,6 +94,7 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
     if len(ids) == 0:
         raise ValueError(f"{name} is empty")
     _check_single(ids, name)
+    _check_present(ids, name)
     family = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings",
               "S": "strings"}
     mine, theirs = family.get(known.dtype.kind), family.get(ids.dtype.kind)

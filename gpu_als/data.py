@@ -741,6 +741,24 @@ def repeated_at(ids: np.ndarray) -> int | None:
     return int(repeated[0]) if len(repeated) else None
 
 
+def missing_at(ids: np.ndarray) -> int | None:
+    """The position of the first missing id in ``ids`` (NaN, NaT, None, pandas' NA), or
+    None: no lookup finds such an id, nor tells two of them apart."""
+    kind = ids.dtype.kind
+    if kind in "fc":
+        missing = np.isnan(ids)
+    elif kind in "mM":
+        missing = np.isnat(ids)
+    elif kind == "O":
+        pd = _pandas()
+        missing = np.asarray(pd.isna(ids), bool) if pd is not None else np.fromiter(
+            (i is None or (isinstance(i, float) and i != i) for i in ids), bool, len(ids))
+    else:
+        return None
+    where = np.flatnonzero(missing)
+    return int(where[0]) if len(where) else None
+
+
 def _ends_in_nul(ids: np.ndarray) -> bool:
     """Whether an id of a sortable object array is text or bytes ending in a NUL character
     (or, rarely, holds NUL, SOH in its middle: then True too). Text sorts with neither

@@ -1,6 +1,7 @@
 """The estimator's behaviour, on every backend."""
 
 import datetime
+import io
 import re
 import sys
 import warnings
@@ -1043,6 +1044,39 @@ def test_ids_of_several_values_are_refused():
     with pytest.raises(TypeError, match=message):
         model.partial_fit_users(user_items=R, user_ids=pairs)
     assert list(model.user_ids_) == ["a", "b"]  # the model unchanged
+
+
+@pytest.mark.parametrize("missing, shown", [
+    (None, "None"), (np.nan, "nan"), ("NA", "<NA>"), ("NaT", "NaT")])
+def test_a_missing_id_is_refused_wherever_ids_come_in(missing, shown):
+    """As a DataFrame's id column is: no lookup finds NaN, NaT or None, yet fit, the
+    partial fits, from_factors and save kept them as ids (None saved as "None")."""
+    pd = pytest.importorskip("pandas")
+    kind, missing = missing, {"NA": pd.NA, "NaT": pd.NaT}.get(missing, missing)
+    R = sp.csr_matrix(np.eye(2, dtype=np.float32))
+    ids = pd.Series(["a", missing], dtype=object)
+    message = rf"user_ids holds a missing id \({shown}\) at position 1: each row needs an id"
+    with pytest.raises(ValueError, match=message):
+        ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=ids)
+    with pytest.raises(ValueError, match=message):
+        ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)), user_ids=ids)
+    model = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(
+        R, user_ids=["a", "b"], item_ids=[1.5, 2.5])
+    with pytest.raises(ValueError, match=message.replace("position 1", "position 0")):
+        model.partial_fit_users(user_items=R[:1], user_ids=[missing])
+    with pytest.raises(ValueError, match=message.replace("user", "item")):
+        model.partial_fit_items(item_users=R, item_ids=[3.5, missing])
+    with pytest.raises(ValueError, match=message):
+        model.save(io.BytesIO(), user_ids=ids)
+    assert list(model.user_ids_) == ["a", "b"]  # the model unchanged
+    assert list(model.item_ids_) == [1.5, 2.5]
+    if kind is np.nan:  # and in arrays of numbers
+        with pytest.raises(ValueError, match=r"item_ids holds a missing id \(nan\)"):
+            model.partial_fit_items(item_users=R[:1], item_ids=np.array([np.nan]))
+    if kind == "NaT":
+        with pytest.raises(ValueError, match=r"item_ids holds a missing id \(NaT\)"):
+            ALS.from_factors(np.ones((1, 2)), np.ones((1, 2)),
+                             item_ids=np.array(["NaT"], "datetime64[D]"))
 
 
 def test_polars_frames_give_what_the_same_pandas_frames_give():
