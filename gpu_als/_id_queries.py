@@ -24,6 +24,7 @@ from .data import (
     check_int,
     first_of_each,
     frame_positions,
+    id_array,
     id_positions,
     is_dataframe,
     warn_summed_ratings,
@@ -41,7 +42,7 @@ def id_map(ids: Any, n: int) -> np.ndarray:
 def each_once(ids: Any, what: str) -> np.ndarray:
     """One id or a 1-D array-like of them (``what`` in the message where it is not), each
     once in the order given (:func:`gpu_als.data.first_of_each`)."""
-    ids = np.atleast_1d(np.asarray(ids))
+    ids = np.atleast_1d(id_array(ids))
     if ids.ndim > 1:
         raise ValueError(f"{what} must be one id or 1-D, got shape {ids.shape}")
     return first_of_each(ids)

@@ -801,7 +801,14 @@ def id_array(ids: Any) -> np.ndarray:
         return ids.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     if getattr(ids, "tz", None) is not None and hasattr(ids, "tz_convert"):  # an index
         return ids.tz_convert("UTC").tz_localize(None).to_numpy()
-    return np.asarray(ids)
+    try:
+        return np.asarray(ids)
+    except ValueError:  # a list holding tuples or lists among other ids ("inhomogeneous"):
+        if not isinstance(ids, (list, tuple)):  # one object each, for the checks to name
+            raise
+        array = np.empty(len(ids), object)
+        array[:] = [*ids]
+        return array
 
 
 def _value_column(df: Any, name: str) -> np.ndarray:

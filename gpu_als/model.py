@@ -552,7 +552,7 @@ class ALS:
 
     def _rows_of(self, side: str, ids: Any):
         self._check_fitted()
-        ids = np.asarray(ids)
+        ids = data.id_array(ids)
         if ids.ndim > 1:
             raise ValueError(f"ids must be one id or 1-D, got shape {ids.shape}")
         rows = self._id_index(side).positions(ids.reshape(-1))

@@ -1043,7 +1043,13 @@ def test_ids_of_several_values_are_refused():
     model = ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=["a", "b"])
     with pytest.raises(TypeError, match=message):
         model.partial_fit_users(user_items=R, user_ids=pairs)
+    # a list of an id and a tuple: NumPy's "inhomogeneous shape" ValueError before
+    with pytest.raises(TypeError, match=r"user_ids holds tuple ids \(e.g. \('c',\)\)"):
+        model.partial_fit_users(user_items=R, user_ids=["c", ("c",)])
+    with pytest.raises(TypeError, match=r"user_ids holds list ids \(e.g. \[1, 2\]\)"):
+        ALS(factors=2, iterations=1, backend="cpu").fit(R, user_ids=["c", [1, 2]])
     assert list(model.user_ids_) == ["a", "b"]  # the model unchanged
+    np.testing.assert_array_equal(model.user_rows(["b", ("a",)]), [1, -1])  # found: none
 
 
 @pytest.mark.parametrize("missing, shown", [
