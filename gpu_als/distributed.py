@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from . import data
 from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, _warn_idle_settings, asks_to_stop, log_iteration
+from .model import ALS, _warn_idle_settings, asks_to_stop, check_fit_shape, log_iteration
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -294,6 +294,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     data.check_int("max_retries", max_retries, minimum=0)
     worker_timeout = data.check_float("worker_timeout", worker_timeout, strict=True)
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
+    check_fit_shape(user_items, p)  # before Prepared allocates
     prepared = data.Prepared(user_items, p["dtype"])
     user_ids, item_ids = checked_data_ids(ids, prepared.shape)
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],

@@ -1632,6 +1632,19 @@ def _warn_idle_settings(p: dict[str, Any]) -> None:
         warnings.warn("; ".join(idle), UserWarning, stacklevel=data.user_stacklevel())
 
 
+def check_fit_shape(user_items: Any, p: dict[str, Any]) -> None:
+    """Refuse, before any work, a fit of the matrix ``user_items`` that cannot fit in host
+    memory or whose systems are all singular: alike for ``fit``, a search and
+    :func:`gpu_als.distributed.fit_distributed`. (What is not a 2-D matrix is refused
+    as such by :class:`gpu_als.data.Prepared`.)"""
+    shape = getattr(user_items, "shape", None)
+    if shape is None or len(shape) != 2:
+        return
+    _check_fit_memory(shape, p)
+    n_fixed, fixed = min(zip(shape, ("users", "items")))
+    _check_definite(p, n_fixed, fixed, p["factors"])
+
+
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
     """Refuse a fit that cannot fit in host memory before allocating any of it: the row
     pointers of both orientations and the factors of every user and item (drawn on the
@@ -1661,12 +1674,9 @@ class _Training:
                 f"factors={p['factors']}: the {backend.name.upper()} backend supports "
                 f"factors <= {backend.max_factors}"
             )
-        if hasattr(user_items, "shape") and len(user_items.shape) == 2:
-            _check_fit_memory(user_items.shape, p)
+        check_fit_shape(user_items, p)  # before Prepared allocates
         prepared = user_items if isinstance(user_items, data.Prepared) \
             else data.Prepared(user_items, p["dtype"])
-        n_fixed, fixed = min(zip(prepared.shape, ("users", "items")))
-        _check_definite(p, n_fixed, fixed, p["factors"])
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
         self.p, self.backend = p, backend

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als import ALS
 from gpu_als.datasets import make_power_law
@@ -361,6 +362,17 @@ def test_bad_arguments_are_refused_before_any_work(client):
     with pytest.warns(UserWarning, match="^cg_steps=5 has no effect with solver='cholesky'"), \
             pytest.raises(ValueError, match="blocks_per_worker=0"):
         fit_distributed(ALS(**PARAMS, cg_steps=5), R, client, blocks_per_worker=0)
+    # systems that are all singular, and a fit too large for memory, as fit refuses them
+    # (with CG the workers solved the singular ones without a word before)
+    few_items = R[:, :3]
+    for solver in ("cholesky", "cg"):
+        singular = ALS(**{**PARAMS, "regularization": 0.0, "solver": solver})
+        with pytest.raises(ValueError, match="regularization=0 with factors=12 and 3 items: "
+                                             "Y\\^T Y, and with it every user's"):
+            fit_distributed(singular, few_items, client)
+        assert not hasattr(singular, "user_factors_")
+    with pytest.raises(MemoryError, match="a fit of 200 users x 10,000,000,000,000 items"):
+        fit_distributed(ALS(**PARAMS), sp.csr_matrix((200, 10**13), dtype=np.float32), client)
 
 
 def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, capsys):
