@@ -849,6 +849,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_folder(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
+    """Make ``folder`` (and its parents) for what ``option`` writes there, or exit with
+    the parser's error saying why it cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"{option}: {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"{option}: cannot make the folder {folder} ({exc.strerror})")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"{option}: cannot write in the folder {folder}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -868,6 +881,10 @@ def main(argv: list[str] | None = None) -> int:
         from .plots import check_matplotlib
 
         check_matplotlib()
+        _check_folder(parser, "--plots", args.plots)
+    # (a folder that cannot be written is named now, not after the last fit)
+    output = args.output or Path("benchmarks") / "results" / "bench.json"
+    _check_folder(parser, "--output", output if output.is_dir() else output.parent)
 
     def save(document: dict) -> Path:
         name = f"bench-{slug(document['device'])}-{document['commit']}.json"

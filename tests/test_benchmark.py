@@ -508,6 +508,31 @@ def test_command_line_refuses_unknown_names(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_folders_that_cannot_be_written_are_named_before_any_fit(tmp_path, monkeypatch,
+                                                                 capsys):
+    """(--plots naming a file failed with NotADirectoryError after the last fit.)"""
+    monkeypatch.setattr(benchmark, "run", lambda *a, **k: pytest.fail("ran the benchmark"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    pytest.importorskip("matplotlib")
+    for argv, says in ((["--plots", str(a_file)], f"--plots: {a_file} is a file, not a "
+                                                  f"folder"),
+                       (["--output", str(a_file / "b.json")], f"--output: {a_file} is a "
+                                                               f"file, not a folder"),
+                       (["--plots", str(a_file / "charts")], "--plots: cannot make the "
+                                                            "folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["bench", *argv])
+        assert exit_info.value.code == 2
+        assert says in capsys.readouterr().err
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    if not os.access(read_only, os.W_OK):  # (root may write anywhere)
+        with pytest.raises(SystemExit):
+            cli_main(["bench", "--output", str(read_only)])
+        assert f"--output: cannot write in the folder {read_only}" in capsys.readouterr().err
+
+
 def test_a_run_of_nothing_that_can_run_here_is_an_error_not_an_empty_result(
         tmp_path, monkeypatch, capsys):
     """(It wrote an empty file, exit status 0, each dataset "skipped" for its size.)"""
