@@ -24,7 +24,6 @@ may need ``n_samples`` or a smaller grid.
 from __future__ import annotations
 
 import csv
-import itertools
 import logging
 import math
 import time
@@ -110,10 +109,14 @@ class TuneResult:
         return Path(path)
 
 
-def _grid(param_grid: Any) -> list[dict[str, Any]]:
-    """Every combination of ``param_grid``'s values, in grid order, after checking it: a
-    dict of non-empty lists (any iterable but a string, read once) of distinct values,
-    NumPy scalars as Python's."""
+#: The most configurations a grid may have without ``n_samples``: each is a fit, and a
+#: larger grid (1,000 values of each of three hyperparameters make 10**9) is drawn from.
+MAX_CONFIGURATIONS = 100_000
+
+
+def _grid(param_grid: Any) -> dict[str, list]:
+    """``param_grid`` checked: a dict of non-empty lists (any iterable but a string, read
+    once) of distinct values, NumPy scalars as Python's."""
     if not isinstance(param_grid, Mapping):
         raise TypeError(f"param_grid must be a dict of hyperparameter name -> list of "
                         f"values, got {type(param_grid).__name__}")
@@ -124,12 +127,35 @@ def _grid(param_grid: Any) -> list[dict[str, Any]]:
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         if not values:
             raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values")
-        repeated = [v for i, v in enumerate(values) if v in values[:i]]
-        if repeated:
-            raise ValueError(f"param_grid[{name!r}] holds {repeated[0]!r} more than once: "
+        if (repeated := _repeated(values)) is not None:
+            raise ValueError(f"param_grid[{name!r}] holds {repeated!r} more than once: "
                              f"each configuration would be trained twice")
         lists[name] = values
-    return [dict(zip(lists, combination)) for combination in itertools.product(*lists.values())]
+    return lists
+
+
+def _repeated(values: list) -> Any:
+    """A value that ``values`` holds twice (as ``==`` compares: 1 and 1.0 are one), or
+    None; by hashing, so that a list of 100,000 values takes milliseconds."""
+    try:
+        seen: set = set()
+        for value in values:
+            if value in seen:
+                return value
+            seen.add(value)
+        return None
+    except TypeError:  # unhashable values (lists): compared pairwise
+        return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
+def _combination(lists: dict[str, list], index: int) -> dict[str, Any]:
+    """Configuration ``index`` of the grid ``lists``, in the order of
+    ``itertools.product`` (the last hyperparameter varying fastest)."""
+    chosen = {}
+    for name in reversed(list(lists)):
+        index, position = divmod(index, len(lists[name]))
+        chosen[name] = lists[name][position]
+    return {name: chosen[name] for name in lists}
 
 
 def tune(
@@ -280,18 +306,26 @@ def _feedbacks(base: dict[str, Any], configurations: list[dict[str, Any]]) -> se
 def _configurations(param_grid: dict[str, list], base: dict[str, Any],
                     n_samples: int | None, random_state: int | None) -> list[dict[str, Any]]:
     """The grid's configurations (all, or ``n_samples`` drawn at random, in grid order),
-    each hyperparameter name checked against :class:`ALS`'s."""
-    configurations = _grid(param_grid)
+    each hyperparameter name checked against :class:`ALS`'s; the draw never lists the
+    whole grid, which may be far larger than what is drawn from it."""
+    lists = _grid(param_grid)
     known = set(ALS._param_names())
     for name in (*param_grid, *base):
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
+    total = math.prod(len(values) for values in lists.values())
+    if n_samples is not None:
+        n_samples = data.check_int("n_samples", n_samples, minimum=1)
+    if min(total, n_samples or total) > MAX_CONFIGURATIONS:
+        fix = "pass n_samples to try that many, drawn at random" if n_samples is None \
+            else f"n_samples={n_samples:,} is more"
+        raise ValueError(f"the grid has {total:,} configurations, each a fit, and at most "
+                         f"{MAX_CONFIGURATIONS:,} are tried: {fix}")
     if n_samples is None:
-        return configurations
-    n_samples = data.check_int("n_samples", n_samples, minimum=1)
+        return [_combination(lists, i) for i in range(total)]
     chosen = np.random.default_rng(data.check_random_state(random_state)).choice(
-        len(configurations), min(n_samples, len(configurations)), replace=False)
-    return [configurations[i] for i in sorted(chosen)]
+        total, min(n_samples, total), replace=False)
+    return [_combination(lists, i) for i in sorted(chosen.tolist())]
 
 
 def _successive_halving(models: list[ALS], prepared: data.Prepared,

@@ -1,5 +1,6 @@
 """gpu_als.tune: the search, halving, determinism, the outputs."""
 
+import itertools
 import re
 
 import numpy as np
@@ -122,6 +123,41 @@ def test_deterministic_and_random_sampling(R):
     assert len(run(R, n_samples=100).trials) == 8  # more than the grid: all of it
 
 
+def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid():
+    """A fine random-search grid (10**12 configurations here) is drawn from directly: the
+    search listed every configuration first (a hang, then out of memory). The draw is the
+    one of the grid's list, in the order of itertools.product."""
+    from gpu_als.tune import MAX_CONFIGURATIONS, search_space
+
+    huge = {"regularization": np.logspace(-4, 1, 10_000), "alpha": np.linspace(1, 100, 10_000),
+            "factors": range(1, 10_001)}
+    _, _, drawn = search_space(huge, n_samples=5, random_state=3)
+    chosen = np.random.default_rng(3).choice(10**12, 5, replace=False)
+    values = {name: list(v) for name, v in huge.items()}
+    expected = []
+    for i in sorted(chosen):
+        r, a, f = np.unravel_index(i, (10_000, 10_000, 10_000))
+        expected.append({"regularization": values["regularization"][r],
+                         "alpha": values["alpha"][a], "factors": values["factors"][f]})
+    assert drawn == expected
+    small = {"factors": [2, 4, 8], "alpha": [1.0, 5.0], "regularization": [0.1, 0.01]}
+    listed = [dict(zip(small, c)) for c in itertools.product(*small.values())]
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        assert search_space(small, n_samples=5, random_state=seed)[2] == \
+            [listed[i] for i in sorted(rng.choice(12, 5, replace=False))]
+    assert search_space(small)[2] == listed
+    side = int(np.sqrt(MAX_CONFIGURATIONS)) + 1
+    square = {"factors": range(1, side + 1), "iterations": range(1, side + 1)}
+    with pytest.raises(ValueError, match=f"the grid has {side * side:,} configurations, "
+                                         f"each a fit, and at most {MAX_CONFIGURATIONS:,} "
+                                         f"are tried: pass n_samples"):
+        search_space(square)
+    with pytest.raises(ValueError, match=f"n_samples={MAX_CONFIGURATIONS + 1:,} is more"):
+        search_space(square, n_samples=MAX_CONFIGURATIONS + 1)
+    assert len(search_space(square, n_samples=MAX_CONFIGURATIONS)[2]) == MAX_CONFIGURATIONS
+
+
 def test_outputs_table_csv_plot(R, tmp_path, monkeypatch):
     result = run(R, metric="ndcg", K=5)
     assert result.metric == "ndcg@5"
@@ -221,6 +257,11 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"param_grid": {"factors": 4}}, r"param_grid\['factors'\] must be a non-empty list"),
     ({"param_grid": {"solver": "cg"}}, r"param_grid\['solver'\] must be a non-empty list"),
     ({"param_grid": {"factors": [2, 4, 2]}}, r"param_grid\['factors'\] holds 2 more than once"),
+    ({"param_grid": {"alpha": [1, 2, 1.0]}}, r"param_grid\['alpha'\] holds 1.0 more than once"),
+    ({"param_grid": {"factors": list(range(10**5)) + [7]}},  # (compared pairwise before)
+     r"param_grid\['factors'\] holds 7 more than once"),
+    ({"param_grid": {"factors": [[2], [4], [2]]}}, r"param_grid\['factors'\] holds \[2\] "
+                                                   r"more than once"),  # unhashable values
     ({"param_grid": [("factors", [2, 4])]}, r"param_grid must be a dict of hyperparameter "
                                             r"name -> list of values, got list"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
