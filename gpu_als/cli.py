@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -524,6 +525,22 @@ def parse_grid(items: list[str] | None) -> dict[str, list] | None:
     return grid
 
 
+#: What gpu_als.tune's messages call the search's arguments, and the options they are.
+_TUNE_OPTIONS = ((r"param_grid\['([^']+)'\]", r"--grid \1"),
+                 (r"\bn_samples=([\d,]+)", r"--n-samples \1"),
+                 (r"\bn_samples\b", "--n-samples"),
+                 (r"\bmetric='(\w+)'", r"--metric \1"),
+                 (r"\bbase_params=\{'feedback': '(\w+)'\}", r"--feedback \1"))
+
+
+def _in_option_terms(message: str) -> str:
+    """A message of :func:`gpu_als.tune.search_space`, naming the command's options
+    rather than the Python arguments they become."""
+    for pattern, option in _TUNE_OPTIONS:
+        message = re.sub(pattern, option, message)
+    return message
+
+
 def tune_command(args: argparse.Namespace) -> int:
     from .tune import search_space, tune
 
@@ -534,8 +551,11 @@ def tune_command(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)
     base_params = {"iterations": args.iterations, "backend": args.backend,
                    "feedback": args.feedback}
-    search_space(grid, base_params, metric=args.metric, n_samples=args.n_samples,
-                 random_state=args.seed)  # a mistyped grid fails before the file is read
+    try:  # a mistyped grid fails before the file is read
+        search_space(grid, base_params, metric=args.metric, n_samples=args.n_samples,
+                     random_state=args.seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(_in_option_terms(str(exc))) from None
     matrix, user_ids, item_ids = read_interactions(args)
     start = time.perf_counter()
     result = tune(matrix, grid, n_samples=args.n_samples,

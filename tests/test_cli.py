@@ -1124,10 +1124,22 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
         "gpu-als tune: error: unrecognized arguments: --factors 8 --confidence log --stray; "
         "tune takes hyperparameters through --grid (one value fixes one): --grid factors=8 "
         "--grid confidence=log\n")
+    wide = ",".join(map(str, range(1, 401)))  # 160,000 configurations
     for grid, error in (("factors=2,x", "factors must be an integer, got str 'x'"),
-                        ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)")):
+                        ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)"),
+                        # in the options' terms, not tune()'s (param_grid['factors'] ...)
+                        ("factors=2,4,2", "--grid factors holds 2 more than once"),
+                        (f"factors={wide} --grid iterations={wide}",
+                         "the grid has 160,000 configurations, each a fit, and at most "
+                         "100,000 are tried: pass --n-samples to try that many"),
+                        (f"factors={wide} --grid iterations={wide} --n-samples 150000",
+                         "the grid has 160,000 configurations, each a fit, and at most "
+                         "100,000 are tried: --n-samples 150,000 is more"),
+                        ("factors=2 --metric rmse", "--metric rmse scores predicted ratings: "
+                                                    "every trial needs feedback='explicit' "
+                                                    "(--feedback explicit)")):
         # (checked before the file is read: this one does not exist)
-        assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", grid]) == 2
+        assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", *grid.split()]) == 2
         assert capsys.readouterr().err.startswith(f"gpu-als tune: error: {error}")
     args = ["tune", str(csv_file), "--feedback", "explicit", "--metric", "rmse", "--grid",
             "factors=2,4", "--grid", "regularization=0.1,1", "--iterations", "4",
