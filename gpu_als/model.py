@@ -1648,12 +1648,15 @@ def check_fit_shape(user_items: Any, p: dict[str, Any]) -> None:
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:
     """Refuse a fit that cannot fit in host memory before allocating any of it: the row
     pointers of both orientations and the factors of every user and item (drawn on the
-    host on every backend)."""
-    n = int(shape[0]) + int(shape[1])
-    nbytes = n * (8 + p["factors"] * np.dtype(p["dtype"]).itemsize)
-    data.check_memory(nbytes, f"a fit of {shape[0]:,} users x {shape[1]:,} items at "
-                      f"factors={p['factors']}",
-                      "; are the ids compact (from_dataframe codes any ids as 0..n-1)?")
+    host on every backend), and three k x k matrices in float64 (a side's Gram matrix,
+    regularized, and its Cholesky factor; NumPy's bare "Unable to allocate 37.3 GiB"
+    at factors=100,000 before)."""
+    n, k = int(shape[0]) + int(shape[1]), p["factors"]
+    rows, systems = n * (8 + k * np.dtype(p["dtype"]).itemsize), 3 * k * k * 8
+    hint = "; are the ids compact (from_dataframe codes any ids as 0..n-1)?" \
+        if rows >= systems else f"; its {k:,} x {k:,} systems alone take most of it"
+    data.check_memory(rows + systems, f"a fit of {shape[0]:,} users x {shape[1]:,} items "
+                      f"at factors={k:,}", hint)
 
 
 class _Training:
