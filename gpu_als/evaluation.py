@@ -808,17 +808,28 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     if n_users == 0 or N == 0:
         raise ValueError(f"recommended_ids has shape {ids.shape}: no recommendations to "
                          f"compare")
-    valid = ids >= 0
-    M = sp.csr_matrix((np.ones(int(valid.sum())),
-                       (np.repeat(np.arange(n_users), valid.sum(axis=1)), ids[valid])),
-                      shape=(n_users, n_items))
-    # The overlaps of all pairs of different lists, sum_{u != v} (M M^T)_uv, without the
-    # n_users x n_users matrix: every entry of M M^T summed, less its diagonal.
-    counts = np.asarray(M.sum(axis=0)).ravel()  # lists holding each item
-    off_diagonal = float(counts @ counts) - float(M.data @ M.data)
+    # M (users x items) counts each item in each list. The overlaps of all pairs of
+    # different lists, sum_{u != v} (M M^T)_uv, without the n_users x n_users matrix:
+    # every entry of M M^T summed, less its diagonal; counted over the items recommended,
+    # never over all n_items.
+    counts = np.unique(ids[ids >= 0], return_counts=True)[1].astype(np.float64)
+    off_diagonal = float(counts @ counts) - _sum_of_squared_counts(ids)
     pairs = n_users * (n_users - 1)
     return {"personalization": 1.0 - off_diagonal / pairs / N if pairs else float("nan"),
-            "coverage": float(np.count_nonzero(counts)) / n_items}
+            "coverage": len(counts) / n_items}
+
+
+def _sum_of_squared_counts(ids: np.ndarray) -> float:
+    """sum over lists u and items i of M_ui ** 2, M_ui the times list ``u`` (a row of
+    ``ids``, ``-1`` padding ignored) holds item ``i``: a list's repeated item counts the
+    square of its repeats. From the rows sorted, where repeats are runs: a run of length
+    c adds c ** 2 = c + 2 * (0 + 1 + ... + c - 1), each entry its place in its run."""
+    rows = np.sort(ids, axis=1)
+    repeats = np.zeros(rows.shape, bool)  # an entry equal to the one before it in its list
+    repeats[:, 1:] = (rows[:, 1:] == rows[:, :-1]) & (rows[:, 1:] >= 0)
+    at = np.arange(repeats.size)
+    place = at - np.maximum.accumulate(np.where(repeats.ravel(), 0, at))
+    return float(np.count_nonzero(rows >= 0) + 2 * place.sum())
 
 
 class _Baseline:
