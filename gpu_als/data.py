@@ -962,9 +962,15 @@ def _positions(column: Any, id_map: Any, name: str, drop_unknown: bool):
             raise TypeError(f"column {name!r} {what}; convert it first, e.g. "
                             f"df[{name!r}].astype(str)") from None
         return ids, positions.ravel()
-    ids = np.asarray(id_map)
-    if ids.ndim != 1 or repeated_at(ids) is not None:
-        raise ValueError(f"the id map for column {name!r} must be 1-D without repeated ids")
+    ids = id_array(id_map)
+    where = f"the id map for column {name!r}"
+    if ids.ndim != 1:
+        raise ValueError(f"{where} must be 1-D, got shape {ids.shape}")
+    if (at := missing_at(ids)) is not None:
+        raise ValueError(f"{where} holds a missing id ({ids[at]}) at position {at}")
+    if (at := repeated_at(ids)) is not None:
+        repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
+        raise ValueError(f"{where} holds {repeated!r} more than once")
     column = np.asarray(column)
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():

@@ -938,8 +938,15 @@ def test_from_dataframe_against_given_id_maps():
                                           drop_unknown=True)
     assert list(users) == ["b", "a", "q"] and list(items) == [20, 10]
     np.testing.assert_array_equal(matrix.toarray(), [[0, 1], [2, 0], [0, 0]])
-    with pytest.raises(ValueError, match="without repeated ids"):
+    with pytest.raises(ValueError, match="the id map for column 'user' holds 'a' more than "
+                                         "once"):
         from_dataframe(df, user_ids=["a", "a"], drop_unknown=True)
+    with pytest.raises(ValueError, match=r"the id map for column 'user' holds a missing id "
+                                         r"\(None\) at position 1"):  # (a map of one id)
+        from_dataframe(df, user_ids=["a", None], drop_unknown=True)
+    with pytest.raises(ValueError, match=r"the id map for column 'item' must be 1-D, got "
+                                         r"shape \(1, 2\)"):
+        from_dataframe(df, item_ids=[[20, 10]], drop_unknown=True)
 
 
 def test_text_ids_coded_in_arrow_come_out_as_through_python_strings(monkeypatch):
