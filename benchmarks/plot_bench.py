@@ -10,24 +10,27 @@ file's row replaces an earlier one for the same dataset, factors and implementat
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_als.benchmark import markdown_tables, merge_results, slug  # noqa: E402
+from gpu_als.benchmark import markdown_tables, merge_results, read_result, slug  # noqa: E402
 from gpu_als.plots import plot_benchmark  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="plot_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="+", help="result JSON files")
     parser.add_argument("--output", type=Path, default=Path("docs") / "bench")
     parser.add_argument("--markdown", action="store_true",
                         help="print Markdown tables instead of drawing charts")
     args = parser.parse_args(argv)
-    for result in merge_results([json.loads(path.read_text()) for path in args.results]):
+    try:
+        documents = [read_result(path) for path in args.results]
+    except (OSError, ValueError) as exc:  # no such file, not a result: what and where
+        parser.error(str(exc))
+    for result in merge_results(documents):
         if args.markdown:
             print(markdown_tables(result))
             continue

@@ -733,6 +733,55 @@ def print_comparisons(comparisons: list[dict]) -> None:
               f"loss {c['loss_ratio']:.4f}")
 
 
+#: What every result document has (``result_document``'s, ``make gpu-check``'s), what
+#: every row has, and what a row that measured a fit (no ``error``) has too.
+RESULT_KEYS = ("device", "commit", "date", "benchmarks")
+ROW_KEYS = ("dataset", "factors", "library", "backend", "solver")
+MEASURED_KEYS = ("users", "items", "nnz", "seconds_per_iteration", "final_loss")
+
+
+def read_result(path: str | Path) -> dict:
+    """The result document in the JSON file at ``path`` (of ``gpu-als bench`` or ``make
+    gpu-check``), checked as :func:`check_result` checks it; a ``ValueError`` naming the
+    file for one that is not JSON."""
+    from .data import check_path
+
+    path = Path(check_path(path))
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON file ({exc})") from None
+    check_result(document, str(path))
+    return document
+
+
+def check_result(document: Any, name: str = "result") -> None:
+    """A ``ValueError`` naming ``name`` and what it lacks, unless ``document`` is a result
+    document whose rows the tables, the charts and :func:`merge_results` can read."""
+    what = "is not a benchmark result (gpu-als bench, make gpu-check)"
+    if not isinstance(document, dict):
+        raise ValueError(f"{name} {what}: it holds a JSON {type(document).__name__}, not an "
+                         f"object")
+    if missing := [key for key in RESULT_KEYS if key not in document]:
+        raise ValueError(f"{name} {what}: it has no {', '.join(map(repr, missing))}")
+    rows = document["benchmarks"]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{name}: its 'benchmarks' must be a list of rows (objects)")
+    for i, row in enumerate(rows):
+        needed = ROW_KEYS if "error" in row else ROW_KEYS + MEASURED_KEYS
+        if missing := [key for key in needed if key not in row]:
+            raise ValueError(f"{name}: row {i} ({row.get('dataset', '?')}) has no "
+                             f"{', '.join(map(repr, missing))}")
+        if "error" not in row and not all(
+                isinstance(row[key], (int, float)) and not isinstance(row[key], bool)
+                for key in MEASURED_KEYS):
+            raise ValueError(f"{name}: row {i} ({row['dataset']}) holds a measure that is "
+                             f"not a number: " + ", ".join(
+                                 f"{key}={row[key]!r}" for key in MEASURED_KEYS
+                                 if not isinstance(row[key], (int, float))
+                                 or isinstance(row[key], bool)))
+
+
 def merge_results(documents: list[dict]) -> list[dict]:
     """Result documents of several runs (a benchmark run in pieces), one per device.
 

@@ -206,13 +206,12 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
     iteration against factors, one line per implementation, log scales, the device in the
     title. ``result`` is the result dict or its JSON file; writes
     ``folder/bench-<dataset>.png`` and returns the paths."""
-    import json
+    from .benchmark import read_result
 
-    document: dict = result if isinstance(result, dict) else \
-        json.loads(Path(check_path(result)).read_text())
-    if not isinstance(document, dict) or "benchmarks" not in document:
-        raise ValueError(f"{result if not isinstance(result, dict) else 'result'} is not a "
-                         f"benchmark result (gpu_als.benchmark): it has no 'benchmarks' rows")
+    document = result if isinstance(result, dict) else read_result(result)
+    if "benchmarks" not in document:
+        raise ValueError("result is not a benchmark result (gpu_als.benchmark): it has no "
+                         "'benchmarks' rows")
     folder = Path(check_path(folder))
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]

@@ -392,6 +392,39 @@ def test_iterations_slugs_and_a_rows_own_commit():
     assert benchmark.merge_results([document])[0]["benchmarks"][0]["commit"] == "old"
 
 
+@pytest.mark.parametrize("content, says", [
+    ("{", r"is not a JSON file \(Expecting property name"),
+    ("[]", r"is not a benchmark result \(gpu-als bench, make gpu-check\): it holds a JSON "
+           r"list, not an object"),
+    ('{"device": "X", "commit": "c"}', r"it has no 'date', 'benchmarks'"),
+    ('{"device": "X", "commit": "c", "date": "d", "benchmarks": {}}',
+     r"its 'benchmarks' must be a list of rows"),
+    ('{"device": "X", "commit": "c", "date": "d", "benchmarks": [{"dataset": "d"}]}',
+     r"row 0 \(d\) has no 'factors', 'library', 'backend', 'solver'"),
+    ('{"device": "X", "commit": "c", "date": "d", "benchmarks": [{"dataset": "d", '
+     '"factors": 8, "library": "gpu_als", "backend": "cpu", "solver": "cg", "users": 1, '
+     '"items": 1, "nnz": 1, "seconds_per_iteration": null, "final_loss": 2.0}]}',
+     r"row 0 \(d\) holds a measure that is not a number: seconds_per_iteration=None"),
+])
+def test_plot_bench_names_a_file_it_cannot_read(tmp_path, capsys, content, says):
+    """(A traceback before: JSONDecodeError, KeyError: 'date', TypeError.) A failed row
+    needs no measures; every result file committed here reads."""
+    plot_bench = benchmark_script("plot_bench")
+    (tmp_path / "r.json").write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        plot_bench.main([str(tmp_path / "r.json"), "--markdown"])
+    assert exit_info.value.code == 2
+    assert re.search(f"plot_bench.py: error: {re.escape(str(tmp_path / 'r.json'))}.* {says}",
+                     capsys.readouterr().err)
+    failed = {"device": "X", "commit": "c", "date": "d", "benchmarks": [
+        {"dataset": "d", "factors": 8, "library": "gpu_als", "backend": "cpu",
+         "solver": "cg", "error": "timed out"}]}
+    benchmark.check_result(failed)
+    root = Path(benchmark.__file__).resolve().parent.parent
+    for path in (root / "benchmarks" / "results").glob("*.json"):
+        benchmark.read_result(path)
+
+
 def test_runs_in_pieces_merge_per_device(tmp_path):
     """plot_bench.py draws one chart per dataset from several files: the rows of a device's
     runs together, a later run's row replacing an earlier one for the same fit."""
@@ -577,7 +610,7 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
              "GPU_ALS_BENCH_CACHE": str(tmp_path / "cache")})
     written = list(tmp_path.glob("gpu-check-*-test.json"))
     assert len(written) == 1 and (out / written[0].name).exists()  # and the $OUT copy
-    result = json.loads(written[0].read_text())
+    result = benchmark.read_result(written[0])  # (what plot_bench.py --markdown reads)
     # without MovieLens (offline, no copy) nothing can be measured on the CPU: said in the
     # file (test_gpu_check_records_a_benchmark_that_measured_nothing), status 1
     measured = bool(result["benchmarks"])

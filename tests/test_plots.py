@@ -279,7 +279,7 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     def row(dataset, library, factors, seconds, **extra):
         return {"dataset": dataset, "users": 100, "items": 50, "nnz": 1234, "library": library,
                 "backend": "gpu", "solver": "cg", "factors": factors,
-                "seconds_per_iteration": seconds, **extra}
+                "seconds_per_iteration": seconds, "final_loss": 9.5, **extra}
 
     rows = [row("a", "gpu_als", 128, 0.4), row("a", "gpu_als", 32, 0.1),
             row("a", "implicit", 32, 1.0), row("a", "implicit", 64, 2.0, commit="def456"),
@@ -303,6 +303,6 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     assert [line.get_label() for line in drawn[1].axes[0].lines] == ["gpu_als-gpu-cg"]
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "r.json").write_text(json.dumps(result))
+    (tmp_path / "r.json").write_text(json.dumps({**result, "date": "2026-12-04"}))
     assert plot_benchmark("~/r.json", "~/home") == [tmp_path / "home" / p.name for p in paths]
     assert not (tmp_path / "~").exists()  # (not a folder named ~ made here)
