@@ -268,6 +268,8 @@ def test_what_cannot_be_translated_is_refused(implicit_cpu, tmp_path):
             ("regularization", np.ones(3), r"regularization is an array of shape \(3,\) "
                                            r"\(float64\), expected a number"),
             ("alpha", np.array("x"), r"alpha is 'x' \(<U1\), expected a number"),
+            ("regularization", np.array(True), r"regularization is True \(bool\), expected a "
+                                               r"number"),
             ("iterations", np.array(2.5), r"iterations is 2.5 \(float64\), expected an "
                                           r"integer"),
             ("cg_steps", np.array(np.inf), r"cg_steps is inf \(float64\)"),
