@@ -557,6 +557,8 @@ def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypa
     assert model.user_factors_.shape == (3, 4)
     # the k x k systems: 3 float64 matrices, 2.4 GB at 10,000 factors ("Unable to allocate")
     monkeypatch.setattr(data, "available_memory", lambda: 2**31)  # 2 GiB
+    # (should the check miss it, fail at once rather than fit 10,000 factors)
+    monkeypatch.setattr(data, "Prepared", lambda *a, **k: pytest.fail("not refused"))
     with pytest.raises(MemoryError, match=r"a fit of 1 users x 100 items at factors=10,000 "
                                           r"needs at least 2.2 GiB of memory and 2.0 GiB is "
                                           r"available; its 10,000 x 10,000 systems alone take "
