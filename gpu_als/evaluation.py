@@ -792,8 +792,9 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     dict
         ``personalization``: 1 minus the mean overlap ``|A & B| / N`` of two different users'
         lists (0: everyone gets the same list, 1: no two lists share an item; NaN for a
-        single user); ``coverage``: the share of all items recommended to at least one
-        user. Computed from each item's count of lists, in O(n_users N) time and memory.
+        single user; an item repeated in a list counts once); ``coverage``: the share of
+        all items recommended to at least one user. Computed from each item's count of
+        lists, in O(n_users N log N) time and O(n_users N) memory.
     """
     ids = np.asarray(recommended_ids)
     n_items = check_int("n_items", n_items, minimum=1)
@@ -808,28 +809,19 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     if n_users == 0 or N == 0:
         raise ValueError(f"recommended_ids has shape {ids.shape}: no recommendations to "
                          f"compare")
-    # M (users x items) counts each item in each list. The overlaps of all pairs of
-    # different lists, sum_{u != v} (M M^T)_uv, without the n_users x n_users matrix:
-    # every entry of M M^T summed, less its diagonal; counted over the items recommended,
-    # never over all n_items.
-    counts = np.unique(ids[ids >= 0], return_counts=True)[1].astype(np.float64)
-    off_diagonal = float(counts @ counts) - _sum_of_squared_counts(ids)
+    # M (users x items) is 1 where a list holds an item (a repeat in a list counts once,
+    # as |A & B| of sets). The overlaps of all pairs of different lists, sum_{u != v}
+    # (M M^T)_uv, without the n_users x n_users matrix: every entry of M M^T summed, less
+    # its diagonal (each list's size); counted over the items recommended, not n_items.
+    rows = np.sort(ids, axis=1)
+    first = np.ones(rows.shape, bool)  # an item's first place in its (sorted) list
+    first[:, 1:] = rows[:, 1:] != rows[:, :-1]
+    held = rows[first & (rows >= 0)]
+    counts = np.unique(held, return_counts=True)[1].astype(np.float64)  # lists per item
+    off_diagonal = float(counts @ counts) - len(held)
     pairs = n_users * (n_users - 1)
     return {"personalization": 1.0 - off_diagonal / pairs / N if pairs else float("nan"),
             "coverage": len(counts) / n_items}
-
-
-def _sum_of_squared_counts(ids: np.ndarray) -> float:
-    """sum over lists u and items i of M_ui ** 2, M_ui the times list ``u`` (a row of
-    ``ids``, ``-1`` padding ignored) holds item ``i``: a list's repeated item counts the
-    square of its repeats. From the rows sorted, where repeats are runs: a run of length
-    c adds c ** 2 = c + 2 * (0 + 1 + ... + c - 1), each entry its place in its run."""
-    rows = np.sort(ids, axis=1)
-    repeats = np.zeros(rows.shape, bool)  # an entry equal to the one before it in its list
-    repeats[:, 1:] = (rows[:, 1:] == rows[:, :-1]) & (rows[:, 1:] >= 0)
-    at = np.arange(repeats.size)
-    place = at - np.maximum.accumulate(np.where(repeats.ravel(), 0, at))
-    return float(np.count_nonzero(rows >= 0) + 2 * place.sum())
 
 
 class _Baseline:

@@ -634,6 +634,10 @@ def test_personalization():
     assert personalization(half, 10**12) == {"personalization": 0.5, "coverage": 3e-12}
     assert personalization(np.full((2, 3), -1), 4) == {"personalization": 1.0,
                                                        "coverage": 0.0}  # nothing shared
+    # an item repeated in a list counts once, as in |A & B| of sets: both lists are {0, 1}
+    # (the repeats counted as 2 x 1 + 1 x 2 = 4 shared items of 3 before: -0.33)
+    repeated = personalization(np.array([[0, 0, 1], [1, 0, 1]]), 5)
+    assert repeated["personalization"] == pytest.approx(1 - 2 / 3)
 
 
 def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
