@@ -20,9 +20,47 @@ import numpy as np
 
 from .data import likely_value_column, user_stacklevel, warn_unused_columns
 
+#: The first bytes of what standard input may bring, and the name its copy takes, so that
+#: it is read as a file of that name is (compressed as its name says, or Parquet).
+STDIN_KINDS = ((b"\x1f\x8b", "stdin.csv.gz"), (b"BZh", "stdin.csv.bz2"),
+               (b"\xfd7zXZ\x00", "stdin.csv.xz"), (b"\x28\xb5\x2f\xfd", "stdin.csv.zst"),
+               (b"PK\x03\x04", "stdin.csv.zip"), (b"PAR1", "stdin.parquet"))
+
 
 def read_frame(args: argparse.Namespace):
-    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked."""
+    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked;
+    ``-`` reads standard input (CSV, compressed or not, or Parquet), copied to a temporary
+    file first: the file is read more than once (its delimiter, its ids' types)."""
+    if str(args.file) != "-":
+        return _read_frame(args)
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gpu-als-") as folder:
+        head = sys.stdin.buffer.peek(8)[:8] if hasattr(sys.stdin.buffer, "peek") \
+            else b""
+        name = next((name for magic, name in STDIN_KINDS if head.startswith(magic)),
+                    "stdin.csv")
+        path = Path(folder) / name
+        with open(path, "wb") as copy:
+            shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
+        if path.stat().st_size == 0:
+            raise ValueError("standard input is empty: pipe the interactions in (e.g. "
+                             "zcat data.csv.gz | gpu-als train -), or name their file")
+        if name == "stdin.csv" and not head:  # (a stream that cannot peek: by its bytes)
+            with open(path, "rb") as copied:
+                head = copied.read(8)
+            name = next((name for magic, name in STDIN_KINDS if head.startswith(magic)),
+                        name)
+            path = path.rename(path.with_name(name))
+        try:
+            return _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
+        except (TypeError, ValueError) as exc:  # named as the user named it
+            raise type(exc)(str(exc).replace(str(path), "standard input")) from None
+
+
+def _read_frame(args: argparse.Namespace):
+    """:func:`read_frame` of a file or folder."""
     try:
         import pandas as pd
     except ImportError as exc:

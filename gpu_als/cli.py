@@ -198,8 +198,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
         parser.add_argument("file", type=Path, nargs="?", help=optional)
     else:
         parser.add_argument("file", type=Path, help="CSV (any delimiter; may be compressed, "
-                                                    "e.g. .csv.gz) or Parquet file, or a "
-                                                    "folder of Parquet files")
+                                                    "e.g. .csv.gz) or Parquet file, a "
+                                                    "folder of Parquet files, or - for "
+                                                    "standard input")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -221,6 +222,11 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
                              "MovieLens' u.data")
 
 
+def shown(file: Any) -> str:
+    """An interaction file as messages name it: ``-`` is standard input."""
+    return "standard input" if str(file) == "-" else str(file)
+
+
 def destination(output: str) -> str:
     """Where a table was written, for a command's closing line: ``-`` is standard output."""
     return "standard output" if output == "-" else output
@@ -238,14 +244,14 @@ def read_interactions(args: argparse.Namespace, feedback: str | None = None):
 
     start = time.perf_counter()
     df = read_frame(args)
-    logger.info("read %s: %s rows in %.2f s", args.file, f"{len(df):,}",
+    logger.info("read %s: %s rows in %.2f s", shown(args.file), f"{len(df):,}",
                 time.perf_counter() - start)
     feedback = feedback or getattr(args, "feedback", None)
     if feedback == "explicit" and args.value_col not in df.columns:
         columns = [str(c) for c in df.attrs.get("file_columns", df.columns)]
-        raise ValueError(f"{args.file} has no column {args.value_col!r}: --feedback explicit "
-                         f"learns ratings; name their column with --value-col (the columns "
-                         f"are {columns})")
+        raise ValueError(f"{shown(args.file)} has no column {args.value_col!r}: --feedback "
+                         f"explicit learns ratings; name their column with --value-col (the "
+                         f"columns are {columns})")
     start = time.perf_counter()
     interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col)
     logger.info("coded its %s users and %s items in %.2f s",
@@ -376,7 +382,7 @@ def train(args: argparse.Namespace) -> int:
         fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
         model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
-    print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
+    print(f"{shown(args.file)}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
           f"interactions; trained on {where or repr(str(model.backend_))}"
           f"{f' from {args.init}' if args.init else ''} in "
           f"{time.perf_counter() - start:.2f} s{loss}")
@@ -462,7 +468,7 @@ def evaluate(args: argparse.Namespace) -> int:
     model = make_model(args)
     matrix, _, _ = read_interactions(args)
     train_m, test_m = held_out_split(matrix, args.test_fraction, args.seed, "testing",
-                                     f"{args.file}: ")
+                                     f"{shown(args.file)}: ")
     relevant = test_m  # what the ranking metrics count as hits
     if args.min_value is not None:
         relevant = test_m.multiply(test_m >= args.min_value).tocsr()
@@ -473,7 +479,7 @@ def evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.fit(train_m)
     seconds = time.perf_counter() - start
-    print(f"{args.file}: {matrix.shape[0]} users x {matrix.shape[1]} items; "
+    print(f"{shown(args.file)}: {matrix.shape[0]} users x {matrix.shape[1]} items; "
           f"{train_m.nnz} train / {test_m.nnz} test interactions "
           f"({args.test_fraction:.0%} of each user's, seed {args.seed}"
           + ("" if args.min_value is None else
@@ -622,13 +628,13 @@ def recommend_command(args: argparse.Namespace) -> int:
     written = write_table(args.output, found.table, scores=("score",))
     notes = [f"{counted(found.n_known, 'user')} known to the model"]
     if found.n_folded_in:
-        notes.append(f"{found.n_folded_in} folded in from their rows in {args.file}")
+        notes.append(f"{found.n_folded_in} folded in from their rows in {shown(args.file)}")
     if len(found.skipped):
         notes.append(f"{len(found.skipped)} skipped: not in the model and no interactions "
                      f"with its items ({examples(found.skipped)})")
     if found.n_unknown_item_rows:
         rows = counted(found.n_unknown_item_rows, "row")
-        notes.append(f"{rows} of {args.file} naming items the model lacks left out")
+        notes.append(f"{rows} of {shown(args.file)} naming items the model lacks left out")
     for option, ids in (("--items", args.items), ("--exclude-items", args.exclude_items)):
         unknown = 0 if ids is None else int((id_positions(item_ids, ids) < 0).sum())
         if unknown:
@@ -665,10 +671,11 @@ def fold_in_command(args: argparse.Namespace) -> int:
     chosen = ~empty & (~known | args.update_known)
     skipped = empty & ~known  # new, but without interactions with the model's other side
     if not chosen.any():
+        again = "" if args.update_known else " (--update-known solves them again)"
         raise ValueError(
-            f"no {side} of {args.file} to fold in: {counted(int(known.sum()), side)} already "
-            f"in the model{' (--update-known solves them again)' if not args.update_known else ''}"
-            f", {int(skipped.sum())} new without interactions with its {other}s")
+            f"no {side} of {shown(args.file)} to fold in: {counted(int(known.sum()), side)} "
+            f"already in the model{again}, {int(skipped.sum())} new without interactions "
+            f"with its {other}s")
     start = time.perf_counter()
     setattr(model, f"{side}_ids_", known_ids)
     getattr(model, f"partial_fit_{side}s")(**{f"{side}_{other}s": R[chosen],
@@ -683,7 +690,7 @@ def fold_in_command(args: argparse.Namespace) -> int:
                      f"{other}s ({examples(file_ids[skipped])})")
     if unknown:
         notes.append(f"{counted(unknown, 'row')} naming {other}s the model lacks left out")
-    print(f"{args.file}: " + "; ".join(notes) + f" ({time.perf_counter() - start:.2f} s on "
+    print(f"{shown(args.file)}: " + "; ".join(notes) + f" ({time.perf_counter() - start:.2f} s on "
           f"'{model.backend_}'); the model now has "
           f"{counted(len(getattr(model, f'{side}_ids_')), side)}")
     written = model.save(args.output)
@@ -718,7 +725,7 @@ def explain_command(args: argparse.Namespace) -> int:
                          user_ids=np.asarray([args.user]), item_ids=items,
                          drop_unknown=True).matrix
     if row.nnz == 0:
-        raise ValueError(f"{args.file} has no interactions of user {args.user!r} with items "
+        raise ValueError(f"{shown(args.file)} has no interactions of user {args.user!r} with items "
                          f"the model knows: nothing to explain")
     rows: list[tuple] = []
     weights = None  # the user's factorization, reused for every item
