@@ -37,22 +37,16 @@ def read_frame(args: argparse.Namespace):
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gpu-als-") as folder:
-        head = sys.stdin.buffer.peek(8)[:8] if hasattr(sys.stdin.buffer, "peek") \
-            else b""
-        name = next((name for magic, name in STDIN_KINDS if head.startswith(magic)),
-                    "stdin.csv")
-        path = Path(folder) / name
+        path = Path(folder) / "stdin"
         with open(path, "wb") as copy:
             shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
-        if path.stat().st_size == 0:
+        with open(path, "rb") as copied:
+            head = copied.read(8)
+        if not head:
             raise ValueError("standard input is empty: pipe the interactions in (e.g. "
                              "zcat data.csv.gz | gpu-als train -), or name their file")
-        if name == "stdin.csv" and not head:  # (a stream that cannot peek: by its bytes)
-            with open(path, "rb") as copied:
-                head = copied.read(8)
-            name = next((name for magic, name in STDIN_KINDS if head.startswith(magic)),
-                        name)
-            path = path.rename(path.with_name(name))
+        path = path.rename(path.with_name(next(
+            (name for magic, name in STDIN_KINDS if head.startswith(magic)), "stdin.csv")))
         try:
             return _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
         except (TypeError, ValueError) as exc:  # named as the user named it
