@@ -24,10 +24,10 @@ def checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     _check_single(ids, name)
     if distinct:
         _check_present(ids, name)
-    if distinct and (at := data.repeated_at(ids)) is not None:
-        repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
-        raise ValueError(f"{name} holds {repeated!r} more than once: each factor row needs "
-                         f"an id of its own (the lookups by id find only the first)")
+        if (at := data.repeated_at(ids)) is not None:
+            repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
+            raise ValueError(f"{name} holds {repeated!r} more than once: each factor row "
+                             f"needs an id of its own (the lookups by id find only the first)")
     return ids
 
 

@@ -772,14 +772,12 @@ def check_result(document: Any, name: str = "result") -> None:
         if missing := [key for key in needed if key not in row]:
             raise ValueError(f"{name}: row {i} ({row.get('dataset', '?')}) has no "
                              f"{', '.join(map(repr, missing))}")
-        if "error" not in row and not all(
-                isinstance(row[key], (int, float)) and not isinstance(row[key], bool)
-                for key in MEASURED_KEYS):
+        not_numbers = [] if "error" in row else [
+            f"{key}={row[key]!r}" for key in MEASURED_KEYS
+            if isinstance(row[key], bool) or not isinstance(row[key], (int, float))]
+        if not_numbers:
             raise ValueError(f"{name}: row {i} ({row['dataset']}) holds a measure that is "
-                             f"not a number: " + ", ".join(
-                                 f"{key}={row[key]!r}" for key in MEASURED_KEYS
-                                 if not isinstance(row[key], (int, float))
-                                 or isinstance(row[key], bool)))
+                             f"not a number: {', '.join(not_numbers)}")
 
 
 def merge_results(documents: list[dict]) -> list[dict]:
