@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -611,6 +612,21 @@ def load_model(path: str, backend: str):
         return from_implicit(path, backend=backend)
 
 
+def check_not_comma_separated(option: str, ids: list[str] | None, known: np.ndarray) -> None:
+    """Refuse an id of ``option`` that the model lacks (``known``: its ids) but whose
+    comma-separated parts it has: ``--users 1,2`` meant ``--users 1 2`` (an id may hold a
+    comma, so only such a one is refused)."""
+    from .data import id_positions
+
+    for value in ids or ():
+        parts = [part.strip() for part in value.split(",")]
+        if len(parts) > 1 and all(parts) and id_positions(known, [value])[0] < 0 and \
+                (id_positions(known, parts) >= 0).all():
+            raise ValueError(f"{option} {value!r} is no id of the model, but "
+                             f"{', '.join(map(repr, parts))} are: separate ids with spaces "
+                             f"({option} {' '.join(map(shlex.quote, parts))})")
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
     from .data import id_positions
@@ -620,6 +636,10 @@ def recommend_command(args: argparse.Namespace) -> int:
                          "get recommendations, without the items they already have")
     model = load_model(args.model, args.backend)
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    check_not_comma_separated("--users", args.users,
+                              id_map(model.user_ids_, model.user_factors_.shape[0]))
+    check_not_comma_separated("--items", args.items, item_ids)
+    check_not_comma_separated("--exclude-items", args.exclude_items, item_ids)
     found = recommend_by_id(
         model, args.users, None if args.file is None else read_frame(args), args.N,
         filter_already_liked_items=not args.keep_liked, items=args.items,
@@ -702,6 +722,8 @@ def similar_command(args: argparse.Namespace) -> int:
     """The N items (or users) most similar to each given one, the query itself left out."""
     model = load_model(args.model, args.backend)
     kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
+    check_not_comma_separated(f"--{kind}s", query, id_map(getattr(model, f"{kind}_ids_"),
+                                                          len(getattr(model, f"{kind}_factors_"))))
     table = similar_by_id(model, kind, query, args.N)
     written = write_table(args.output, table, scores=("score",))
     N = int(table["rank"].max(initial=0))  # (args.N, or every other one where fewer)
@@ -717,6 +739,7 @@ def explain_command(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, args.backend)
     items = id_map(model.item_ids_, model.item_factors_.shape[0])
+    check_not_comma_separated("--items", args.items, items)
     wanted = each_once(args.items, "--items")
     positions = id_positions(items, wanted)
     if (positions < 0).any():

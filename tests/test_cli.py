@@ -1433,6 +1433,31 @@ def test_recommend_named_users_without_a_file(trained, capsys):
         main(["recommend", str(path), "--users", "u1", "--N", "0"])
 
 
+def test_ids_joined_by_commas_are_named_with_how_to_give_them(trained, tmp_path, capsys):
+    """`--users u1,u2` is one id the model lacks ("user 'u1,u2' is not in the model"
+    before): where its parts are ids, the error says to separate them with spaces; an id
+    with a comma that is not made of ids is looked up as it is."""
+    path, _ = trained
+    csv = tmp_path / "e.csv"
+    csv.write_text("user,item\nu1,100\n")
+    for command, says in (
+            (["recommend", str(path), "--users", "u1,u2"],
+             "--users 'u1,u2' is no id of the model, but 'u1', 'u2' are: separate ids with "
+             "spaces (--users u1 u2)"),
+            (["recommend", str(path), "--users", "u1", "--items", "100, 101"],
+             "--items '100, 101' is no id of the model, but '100', '101' are"),
+            (["recommend", str(path), "--users", "u1", "--exclude-items", "100,101"],
+             "--exclude-items '100,101' is no id"),
+            (["similar", str(path), "--items", "100,101"], "--items '100,101' is no id"),
+            (["similar", str(path), "--users", "u3,u4"], "--users 'u3,u4' is no id"),
+            (["explain", str(path), str(csv), "--user", "u1", "--items", "100,101"],
+             "--items '100,101' is no id")):
+        assert main([*command, "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.startswith(f"gpu-als {command[0]}: error: {says}")
+    assert main(["recommend", str(path), "--users", "u1,ghost", "--backend", "cpu"]) == 2
+    assert "user 'u1,ghost' is not in the model" in capsys.readouterr().err
+
+
 def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, capsys):
     """--items (an allowlist, here read from a file with @FILE) and --exclude-items: the
     model's recommend with items= and filter_items=; ids the model lacks are counted; @FILE
