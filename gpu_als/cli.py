@@ -104,7 +104,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
                    help="precision of the factors and the solves (default float32)")
     g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=default("auto"),
                    help="where to train (default auto: the GPU when usable)")
-    g.add_argument("--seed", type=int, default=default(42),
+    g.add_argument("--seed", type=at_least(0), default=default(42),
                    help="initialisation and split seed (default 42)")
 
 
@@ -959,7 +959,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the best 1/this of the trials at each rung (default 3)")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to train (default auto: the GPU when usable)")
-    p.add_argument("--seed", type=int, default=42,
+    p.add_argument("--seed", type=at_least(0), default=42,
                    help="split, sampling and start seed (default 42)")
     p.add_argument("--trials", type=Path, default=Path("trials.csv"),
                    help="CSV of every trial (default trials.csv)")

@@ -1226,7 +1226,10 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
                         (["tune", missing, "--reduction-factor", "1"],
                          "--reduction-factor: must be >= 2, got 1"),
                         (["tune", missing, "--n-samples", "2.5"],
-                         "--n-samples: expected an integer, got '2.5'")):
+                         "--n-samples: expected an integer, got '2.5'"),
+                        # (named random_state=-1 after the file was read, before)
+                        (["evaluate", missing, "--seed", "-1"], "--seed: must be >= 0, got -1"),
+                        (["tune", missing, "--seed", "-2"], "--seed: must be >= 0, got -2")):
         with pytest.raises(SystemExit):
             main(argv)
         assert f"gpu-als {argv[0]}: error: argument {error}" in capsys.readouterr().err
