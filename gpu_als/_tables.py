@@ -47,10 +47,17 @@ def read_frame(args: argparse.Namespace):
                              "zcat data.csv.gz | gpu-als train -), or name their file")
         path = path.rename(path.with_name(next(
             (name for magic, name in STDIN_KINDS if head.startswith(magic)), "stdin.csv")))
-        try:
-            return _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
-        except (TypeError, ValueError) as exc:  # named as the user named it
+        caught: list[warnings.WarningMessage] = []
+        try:  # errors and warnings named as the user named the file
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
+        except (TypeError, ValueError) as exc:
             raise type(exc)(str(exc).replace(str(path), "standard input")) from None
+        finally:
+            for said in caught:
+                warnings.warn_explicit(str(said.message).replace(str(path), "standard input"),
+                                       said.category, said.filename, said.lineno)
 
 
 def _read_frame(args: argparse.Namespace):

@@ -87,6 +87,11 @@ def test_a_file_piped_in_as_dash_is_read_as_the_file(csv_file, tmp_path, capsys,
     assert main(["train", "-", *common]) == 2
     assert "error: standard input is empty: pipe the interactions in" in \
         capsys.readouterr().err
+    Stdin.buffer = io.BytesIO(b"user,item\n1,100\n2,101\n")  # (its temporary copy's
+    assert main(["train", "-", *common, "--no-header", "--output",  # name before)
+                 str(tmp_path / "h.npz")]) == 0
+    assert "warning: the first line of standard input looks like column names" in \
+        capsys.readouterr().err
 
 
 def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
