@@ -25,9 +25,9 @@ def checked_ids(ids: Any, n: int, name: str, *, distinct: bool = False
     if distinct:
         _check_present(ids, name)
         if (at := data.repeated_at(ids)) is not None:
-            repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
-            raise ValueError(f"{name} holds {repeated!r} more than once: each factor row "
-                             f"needs an id of its own (the lookups by id find only the first)")
+            raise ValueError(f"{name} holds {data.shown_id(ids[at])!r} more than once: each "
+                             f"factor row needs an id of its own (the lookups by id find "
+                             f"only the first)")
     return ids
 
 

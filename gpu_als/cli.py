@@ -618,10 +618,16 @@ def check_not_comma_separated(option: str, ids: list[str] | None, known: np.ndar
     comma, so only such a one is refused)."""
     from .data import id_positions
 
-    for value in ids or ():
-        parts = [part.strip() for part in value.split(",")]
-        if len(parts) > 1 and all(parts) and id_positions(known, [value])[0] < 0 and \
-                (id_positions(known, parts) >= 0).all():
+    joined = [value for value in ids or () if "," in value]
+    if not joined:
+        return
+    split = [[part.strip() for part in value.split(",")] for value in joined]
+    # one lookup of them all: each hashes every id of the model
+    found = id_positions(known, joined + [part for parts in split for part in parts]) >= 0
+    at = len(joined)
+    for value, parts, value_found in zip(joined, split, found):
+        parts_found, at = found[at:at + len(parts)], at + len(parts)
+        if not value_found and all(parts) and parts_found.all():
             raise ValueError(f"{option} {value!r} is no id of the model, but "
                              f"{', '.join(map(repr, parts))} are: separate ids with spaces "
                              f"({option} {' '.join(map(shlex.quote, parts))})")

@@ -741,6 +741,12 @@ def repeated_at(ids: np.ndarray) -> int | None:
     return int(repeated[0]) if len(repeated) else None
 
 
+def shown_id(value: Any) -> Any:
+    """An id for a message: a NumPy scalar as the Python value it holds (``'a'``, not
+    ``np.str_('a')``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def missing_at(ids: np.ndarray) -> int | None:
     """The position of the first missing id in ``ids`` (NaN, NaT, None, pandas' NA), or
     None: no lookup finds such an id, nor tells two of them apart."""
@@ -969,8 +975,7 @@ def _positions(column: Any, id_map: Any, name: str, drop_unknown: bool):
     if (at := missing_at(ids)) is not None:
         raise ValueError(f"{where} holds a missing id ({ids[at]}) at position {at}")
     if (at := repeated_at(ids)) is not None:
-        repeated = ids[at].item() if isinstance(ids[at], np.generic) else ids[at]
-        raise ValueError(f"{where} holds {repeated!r} more than once")
+        raise ValueError(f"{where} holds {shown_id(ids[at])!r} more than once")
     column = np.asarray(column)
     positions = id_positions(ids, column)
     if not drop_unknown and (positions < 0).any():
