@@ -89,3 +89,19 @@ def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0):
     n_i = stored.sum(axis=0)
     return float((((D - S) ** 2) * stored).sum()
                  + regularization * (n_u @ (X**2).sum(1) + n_i @ (Y**2).sum(1)))
+
+
+def assert_dot_products_close(got, U, V):
+    """``got[i]`` is the dot product of rows ``U[i]`` and ``V[i]`` up to the rounding of a
+    sum in ``got``'s dtype, whatever the order of the sum (a GPU's BLAS adds in another
+    order than NumPy, so a relative tolerance fails on a product near 0): within
+    ``(k + 1) eps sum_j |U_ij V_ij|`` of the float64 product, twice Higham's bound for a sum
+    of k products of exact inputs."""
+    got = np.asarray(got)
+    U, V = np.broadcast_arrays(np.asarray(U, np.float64), np.asarray(V, np.float64))
+    exact = (U * V).sum(axis=1)
+    bound = (U.shape[1] + 1) * np.finfo(got.dtype).eps * (np.abs(U) * np.abs(V)).sum(axis=1)
+    error = np.abs(got.astype(np.float64) - exact)
+    assert got.shape == exact.shape and np.all(error <= bound), (
+        f"dot products off by up to {error.max():.3g} (allowed {bound.max():.3g}) "
+        f"at {np.flatnonzero(error > bound)[:10]}")
