@@ -828,6 +828,10 @@ def _gpu_summary(backend) -> str:
                  f"block: the fused kernel takes k <= {backend.fused_limit(np.float32)} "
                  f"(float32), <= {backend.fused_limit(np.float64)} (float64), the "
                  f"two-kernel path up to {backend.max_factors}")
+    sm = backend.runtime.multiprocessor
+    parts.append(f"per multiprocessor {sm.shared_memory // 1024} KiB of shared memory "
+                 f"({sm.reserved_shared_memory} bytes reserved per block), {sm.registers} "
+                 f"registers, {sm.threads} threads, {sm.blocks} blocks")
     return ", ".join(parts)
 
 

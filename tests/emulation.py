@@ -258,11 +258,16 @@ class EmulatedRuntime:
     device_name = "CUDA host emulation"
 
     def __init__(self, free_memory: int = 1 << 30, flags: tuple[str, ...] = FLAGS,
-                 max_shared_memory: int = SM80_SHARED_BYTES, concurrent_blocks: int = 1):
+                 max_shared_memory: int = SM80_SHARED_BYTES, concurrent_blocks: int = 1,
+                 multiprocessor=None, registers: int = 0):
         self._free_memory = free_memory
         self._flags = flags
         self.concurrent_blocks = concurrent_blocks
         self.max_shared_memory = max_shared_memory
+        #: A gpu.Multiprocessor for the backend's occupancy choices (None: none made), and
+        #: the registers per thread it is told every kernel uses.
+        self.multiprocessor = multiprocessor
+        self._registers = registers
         self._modules: dict[str, EmulatedModule] = {}
         self._arrays: list[weakref.ref] = []  # what address() handed out, while alive
 
@@ -275,6 +280,10 @@ class EmulatedRuntime:
 
     def free_memory(self) -> int:
         return self._free_memory
+
+    def registers(self, file: str, name: str) -> int:
+        self.kernel(file, name)  # as CUDA's runtime, which compiles the kernel to count
+        return self._registers
 
     def asarray(self, a, dtype=None) -> DeviceArray:
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))

@@ -15,7 +15,13 @@ from . import emulation
 
 
 class StandInRuntime(emulation.EmulatedRuntime):
-    """What ``CudaRuntime()`` returns while this plugin is active."""
+    """What ``CudaRuntime()`` returns while this plugin is active: an sm_90 multiprocessor,
+    and the register count of fused_solve<float, int> there for every kernel."""
+
+    def __init__(self):
+        super().__init__(multiprocessor=gpu.Multiprocessor(
+            shared_memory=228 * 1024, reserved_shared_memory=1024, registers=65536,
+            threads=2048, blocks=32), registers=95)
 
 
 emulation.build_all()

@@ -81,3 +81,24 @@ def test_gpu_cusolver_matches_cpu_with_a_long_row(k, feedback):
     backend = GPUBackend(cholesky="cusolver")
     assert_close(run_solve(backend, R, F, 0.1, feedback, np.float64, **conf), cpu, np.float64)
     assert_close(run_solve(backend, R, F, 0.1, feedback, np.float32, **conf), cpu, np.float32)
+
+
+def test_the_device_reports_its_multiprocessor_and_the_fused_tile_follows():
+    """CUDA's limits per multiprocessor, read through CuPy, are a real card's; the fused
+    kernel's register count comes back from the compiled kernel, and the tile chosen for
+    k = 128 keeps at least as many blocks resident as the largest tile that fits."""
+    from gpu_als.backends import _kernels, gpu
+
+    backend = GPUBackend()
+    sm = backend.runtime.multiprocessor
+    assert sm.shared_memory >= backend.runtime.max_shared_memory > 0
+    assert 0 <= sm.reserved_shared_memory <= 4096
+    assert sm.registers >= 32768 and sm.threads >= 1024 and sm.blocks >= 16
+    float32, index = np.dtype(np.float32), np.dtype(np.int32)
+    registers = backend.runtime.registers(
+        "solve.cu", _kernels.specialisation("fused_solve", float32, index))
+    assert 16 <= registers <= 255
+    tile, largest = backend._fused_tile(128, float32, index), backend._tile(128, 4, True)
+    assert gpu.CHOLESKY_PANEL <= tile <= largest
+    assert sm.resident_blocks(128, registers, gpu._shared_bytes_fused(128, tile, 4)) >= \
+        sm.resident_blocks(128, registers, gpu._shared_bytes_fused(128, largest, 4)) >= 1

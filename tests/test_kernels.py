@@ -381,6 +381,89 @@ def test_fused_limit_on_the_target_cards(device, shared_kib, float32, float64):
     assert backend._tile(float32, 4, fused=True) >= gpu.CHOLESKY_PANEL
 
 
+#: H100 and H200 (sm_90) and A100 (sm_80) multiprocessors, as CUDA reports them; 95: the
+#: registers per thread of fused_solve<float, int> (benchmarks/kernel_report.py, sm_90).
+SM90 = gpu.Multiprocessor(shared_memory=228 * 1024, reserved_shared_memory=1024,
+                          registers=65536, threads=2048, blocks=32)
+SM80 = gpu.Multiprocessor(shared_memory=164 * 1024, reserved_shared_memory=1024,
+                          registers=65536, threads=2048, blocks=32)
+
+
+@pytest.mark.parametrize("multiprocessor, k, tile, resident", [
+    (SM90, 64, 32, 5),  # the registers allow 5 blocks whatever the tile: the largest
+    (SM90, 128, 19, 3),  # 32 rows: 82 KiB a block, 2 resident; 19 rows: 75 KiB, 3
+    (SM80, 128, 31, 2),  # 32 rows: 1 resident
+    (None, 128, 32, None),  # no occupancy known: the largest tile that fits
+])
+def test_the_fused_tile_keeps_the_most_blocks_resident(multiprocessor, k, tile, resident):
+    """The largest tile of those that keep the most blocks resident. Measured on an H200
+    (gpu-check results): at k = 128, tiles of 16 rows (3 blocks) made the half-steps
+    15-18% faster than tiles of 32 (2 blocks); at k = 64, 32 rows were the faster."""
+    runtime = emulation.EmulatedRuntime(max_shared_memory=227 * 1024,
+                                        multiprocessor=multiprocessor, registers=95)
+    backend = gpu.GPUBackend(runtime)
+    float32, index = np.dtype(np.float32), np.dtype(np.int32)
+    assert backend._fused_tile(k, float32, index) == tile
+    if multiprocessor is not None:
+        assert multiprocessor.resident_blocks(
+            128, 95, gpu._shared_bytes_fused(k, tile, 4)) == resident
+        assert multiprocessor.resident_blocks(
+            128, 95, gpu._shared_bytes_fused(k, 32, 4)) == (5 if k == 64 else resident - 1)
+    assert backend.with_options(tile_rows=8)._fused_tile(k, float32, index) == 8
+
+
+def test_multiprocessor_limits_count_as_cuda_counts():
+    """Each limit alone: threads, block slots, registers (given per warp in units of 256),
+    shared memory (in units of 128 bytes, plus what the runtime reserves per block)."""
+    roomy = gpu.Multiprocessor(shared_memory=1 << 20, reserved_shared_memory=0,
+                               registers=1 << 20, threads=2048, blocks=32)
+    assert roomy.resident_blocks(128, 0, 0) == 16  # threads
+    assert roomy.resident_blocks(32, 0, 0) == 32  # block slots
+    tight = gpu.Multiprocessor(shared_memory=10_120, reserved_shared_memory=1000,
+                               registers=65536, threads=2048, blocks=32)
+    assert tight.resident_blocks(128, 95, 0) == 5  # 96 x 32 = 3072 per warp: 21 warps
+    assert tight.resident_blocks(128, 96, 0) == 5 and tight.resident_blocks(128, 97, 0) == 4
+    assert tight.resident_blocks(32, 0, 1000) == 5  # 1024 + 1000 a block
+    assert tight.resident_blocks(32, 0, 1025) == 4  # 1152 + 1000
+
+
+def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
+    """A tile below the largest that fits, for occupancy: launched with it and with its
+    shared memory, and the solutions still equal a loop of np.linalg.solve."""
+    from gpu_als.data import check_user_items, weighted_rows
+
+    from .reference import solve_rows_loop
+    from .test_solver import edge_case_matrix
+
+    k = 8  # float64: (81 + 10 tile) * 8 bytes; 5 rows take 1,048 (two 1,152-byte blocks
+    # do not fit 2,048 bytes), 4 rows 968 (two fit)
+    runtime = emulation.EmulatedRuntime(multiprocessor=gpu.Multiprocessor(
+        shared_memory=2048, reserved_shared_memory=0, registers=65536, threads=2048,
+        blocks=32), registers=40)
+    backend = gpu.GPUBackend(runtime, tile_rows=5, split_length=10**6, woodbury=False)
+    assert backend._tile(k, 8, fused=True) == 5
+    launched = []
+    launch = backend._launch
+
+    def recording(file, name, grid, args, shared=0):
+        if name.startswith("fused_solve"):
+            launched.append((int(args[-2]), shared))
+        return launch(file, name, grid, args, shared)
+
+    monkeypatch.setattr(backend, "_launch", recording)
+    R = edge_case_matrix(k)
+    F = np.random.default_rng(3).random((R.shape[1], k)) * 0.2
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
+                                     alpha=2.0))
+    F_device = backend.asarray(F)
+    out = backend.asarray(np.full((R.shape[0], k), np.nan))
+    backend.solve_rows(rows, F_device, backend.gram(F_device), regularization=0.1,
+                       feedback="implicit", out=out)
+    assert launched == [(4, gpu._shared_bytes_fused(k, 4, 8))]
+    want = solve_rows_loop(R, F, 0.1, alpha=2.0)
+    np.testing.assert_allclose(backend.to_numpy(out), want, atol=1e-9 * np.abs(want).max())
+
+
 def test_factors_above_shared_memory_take_the_two_kernel_path():
     """When the k x k system does not fit shared memory (k = 150 in float64 on an sm_80
     block; here a device with 2 KiB, to keep k small): build + Cholesky for every row."""

@@ -48,7 +48,8 @@ from .base import Backend
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 #: Largest number of factors the kernels accept (the implicit library's GPU limit too).
 MAX_FACTORS = 1024
-#: Factor rows loaded into shared memory per tile (fewer when shared memory is short).
+#: Factor rows loaded into shared memory per tile (fewer when shared memory is short, or
+#: when fewer keep more fused blocks resident: GPUBackend._fused_tile).
 TILE_ROWS = 32
 #: Columns per panel of the kernels' blocked Cholesky (ALS_CHOLESKY_PANEL): the fused
 #: kernel's tile, its column buffer once the system is built, needs this many rows.
@@ -114,6 +115,42 @@ def _nvtx_range(name: str):
     return nvtx.annotate(f"gpu_als:{name}", domain="gpu_als")
 
 
+@dataclass(frozen=True)
+class Multiprocessor:
+    """What bounds the thread blocks of one kernel resident on a multiprocessor at once:
+    its shared memory, registers, threads and block slots (CUDA's occupancy rules)."""
+
+    shared_memory: int  # bytes per multiprocessor
+    reserved_shared_memory: int  # bytes the CUDA runtime takes per resident block
+    registers: int  # 32-bit registers per multiprocessor
+    threads: int
+    blocks: int
+
+    #: Registers are given to warps in units of this many; shared memory in units of
+    #: SHARED_UNIT bytes.
+    REGISTER_UNIT = 256
+    SHARED_UNIT = 128
+
+    def resident_blocks(self, threads: int, registers_per_thread: int, shared: int) -> int:
+        """Blocks of ``threads`` threads, each thread using ``registers_per_thread``
+        registers and each block ``shared`` bytes of dynamic shared memory, that one
+        multiprocessor runs at once."""
+        warps = -(-threads // 32)
+        warp_registers = -(-registers_per_thread * 32 // self.REGISTER_UNIT) * \
+            self.REGISTER_UNIT
+        by_registers = self.registers // warp_registers // warps if warp_registers \
+            else self.blocks
+        block_shared = -(-shared // self.SHARED_UNIT) * self.SHARED_UNIT + \
+            self.reserved_shared_memory
+        by_shared = self.shared_memory // block_shared if block_shared else self.blocks
+        return min(self.blocks, self.threads // threads, by_registers, by_shared)
+
+
+#: CUDA's device attribute numbers (cudaDeviceAttr) of Multiprocessor's fields.
+_MULTIPROCESSOR_ATTRIBUTES = {"shared_memory": 81, "reserved_shared_memory": 111,
+                              "registers": 82, "threads": 39, "blocks": 106}
+
+
 class CudaRuntime:
     """What :class:`GPUBackend` needs from CUDA, through CuPy."""
 
@@ -123,8 +160,15 @@ class CudaRuntime:
         self.xp = cupy
         device = cupy.cuda.Device()
         self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
+        self.multiprocessor = Multiprocessor(**{
+            field: int(cupy.cuda.runtime.deviceGetAttribute(number, device.id))
+            for field, number in _MULTIPROCESSOR_ATTRIBUTES.items()})
         self.device_name = current_device_name()
         self._kernels: dict[tuple[int, str, str], Any] = {}
+
+    def registers(self, file: str, name: str) -> int:
+        """Registers per thread of kernel ``name`` in ``file`` (compiles it if need be)."""
+        return int(self.kernel(file, name).num_regs)
 
     def kernel(self, file: str, name: str):
         """The ``cupy.RawKernel`` of specialisation ``name`` in ``file`` for the current
@@ -366,6 +410,29 @@ class GPUBackend(Backend):
                 return tile
         return None
 
+    def _fused_tile(self, k: int, dtype: np.dtype, index_dtype: np.dtype) -> int | None:
+        """The fused kernel's tile: the largest (<= tile_rows) of those that fit and keep
+        the most blocks resident per multiprocessor (the device's occupancy rules, when
+        the runtime knows them; else the largest that fits). The system takes most of a
+        block's shared memory at large k, so a few tile rows too many can cost a resident
+        block: on an H200 at k = 128 (float32), 19 rows or fewer keep three blocks, 32
+        two, and with 16 rows the half-steps took 15-18% less time than with 32 (the
+        benchmark's tile phases)."""
+        largest = self._tile(k, dtype.itemsize, fused=True)
+        multiprocessor = getattr(self.runtime, "multiprocessor", None)
+        if largest is None or multiprocessor is None:
+            return largest
+        registers = self.runtime.registers(
+            "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype))
+
+        def resident(tile: int) -> int:
+            return multiprocessor.resident_blocks(
+                self.block_threads, registers, _shared_bytes_fused(k, tile, dtype.itemsize))
+
+        tiles = range(largest, CHOLESKY_PANEL - 1, -1)
+        most = max(resident(tile) for tile in tiles)
+        return next(tile for tile in tiles if resident(tile) == most)
+
     def fused_limit(self, dtype: Any = np.float32) -> int:
         """The largest k whose systems the fused kernel builds and solves in this device's
         shared memory (larger k take the two-kernel path)."""
@@ -476,7 +543,7 @@ class GPUBackend(Backend):
                     self._solve_short(rows, F, base if implicit else None, diag_scale, out,
                                       plan, index_dtype)
             if len(fused_rows):
-                tile = self._tile(k, dtype.itemsize, fused=True)
+                tile = self._fused_tile(k, dtype, index_dtype)
                 assert tile is not None, "the plan sends rows here only when a tile fits"
                 with self._phase("fused"):
                     self._launch(
@@ -607,4 +674,5 @@ class GPUBackend(Backend):
         return float(self.to_numpy(total)[0])
 
 
-__all__ = ["CudaRuntime", "GPUBackend", "create_backend", "unavailable_reason"]
+__all__ = ["CudaRuntime", "GPUBackend", "Multiprocessor", "create_backend",
+           "unavailable_reason"]
