@@ -829,9 +829,13 @@ def _gpu_summary(backend) -> str:
                  f"(float32), <= {backend.fused_limit(np.float64)} (float64), the "
                  f"two-kernel path up to {backend.max_factors}")
     sm = backend.runtime.multiprocessor
-    parts.append(f"per multiprocessor {sm.shared_memory // 1024} KiB of shared memory "
-                 f"({sm.reserved_shared_memory} bytes reserved per block), {sm.registers} "
-                 f"registers, {sm.threads} threads, {sm.blocks} blocks")
+    if sm is None:
+        parts.append(f"occupancy limits unknown ({backend.runtime.multiprocessor_error}): "
+                     f"the fused kernel takes the largest tile that fits")
+    else:
+        parts.append(f"per multiprocessor {sm.shared_memory // 1024} KiB of shared memory "
+                     f"({sm.reserved_shared_memory} bytes reserved per block), "
+                     f"{sm.registers} registers, {sm.threads} threads, {sm.blocks} blocks")
     return ", ".join(parts)
 
 

@@ -427,6 +427,35 @@ def test_multiprocessor_limits_count_as_cuda_counts():
     assert tight.resident_blocks(32, 0, 1025) == 4  # 1152 + 1000
 
 
+def test_cuda_runtime_reads_the_occupancy_limits_or_goes_without(monkeypatch):
+    """CudaRuntime asks CUDA for each limit by its cudaDeviceAttr number; where CUDA refuses
+    one, it keeps why and the backend takes the largest tile that fits (a stand-in for
+    CuPy: the real one is checked by tests/test_gpu.py)."""
+    import types
+
+    numbers = {81: 228 * 1024, 111: 1024, 82: 65536, 39: 2048, 106: 32}
+    runtime = types.SimpleNamespace(
+        deviceGetAttribute=lambda number, device: numbers[number],
+        getDeviceProperties=lambda device: {"name": b"Stand-in"})
+
+    class Device:
+        id = 0
+        attributes = {"MaxSharedMemoryPerBlockOptin": 227 * 1024}
+
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=Device, runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    cuda = gpu.CudaRuntime()
+    assert (cuda.multiprocessor, cuda.multiprocessor_error) == (SM90, None)
+
+    def refuse(number, device):
+        raise RuntimeError("cudaErrorInvalidValue: invalid argument")
+
+    runtime.deviceGetAttribute = refuse
+    cuda = gpu.CudaRuntime()
+    assert cuda.multiprocessor is None
+    assert cuda.multiprocessor_error == "RuntimeError: cudaErrorInvalidValue: invalid argument"
+
+
 def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
     """A tile below the largest that fits, for occupancy: launched with it and with its
     shared memory, and the solutions still equal a loop of np.linalg.solve."""

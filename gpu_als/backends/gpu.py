@@ -160,9 +160,16 @@ class CudaRuntime:
         self.xp = cupy
         device = cupy.cuda.Device()
         self.max_shared_memory = int(device.attributes["MaxSharedMemoryPerBlockOptin"])
-        self.multiprocessor = Multiprocessor(**{
-            field: int(cupy.cuda.runtime.deviceGetAttribute(number, device.id))
-            for field, number in _MULTIPROCESSOR_ATTRIBUTES.items()})
+        #: The occupancy limits, or None (with why in ``multiprocessor_error``) if CUDA
+        #: does not report them: the fused kernel then takes the largest tile that fits.
+        self.multiprocessor: Multiprocessor | None = None
+        self.multiprocessor_error: str | None = None
+        try:
+            self.multiprocessor = Multiprocessor(**{
+                field: int(cupy.cuda.runtime.deviceGetAttribute(number, device.id))
+                for field, number in _MULTIPROCESSOR_ATTRIBUTES.items()})
+        except Exception as exc:  # CuPy raises its own CUDA error types
+            self.multiprocessor_error = f"{type(exc).__name__}: {exc}"
         self.device_name = current_device_name()
         self._kernels: dict[tuple[int, str, str], Any] = {}
 
