@@ -406,15 +406,18 @@ def _fit_gpu_als(R, spec: dict) -> dict:
 #: Fused-kernel tiles (factor rows in shared memory) profiled besides the default: a
 #: smaller tile leaves room for more blocks per multiprocessor at large k.
 PROFILED_TILES = (8, 16)
+#: Longest rows of the Woodbury path, as fractions of k, profiled besides the default 1/2.
+PROFILED_WOODBURY = (0.25, 1.0)
 
 
 def _profile_phases(training, spec: dict) -> dict:
     """The phases of one more half-step per side (into scratch copies of the factors):
     ``{"phases": {"user": {...}, "item": {...}}}``; for the GPU's exact solver also
     ``"phases_two_kernel"`` (every row on the two-kernel path), ``"phases_no_woodbury"``
-    (short rows on the fused kernel too) and ``"phases_tile<t>"`` (the fused kernel with
-    ``t`` tile rows, for each of PROFILED_TILES): the data for choosing between the paths
-    and the tile size."""
+    (short rows on the fused kernel too), ``"phases_tile<t>"`` (the fused kernel with
+    ``t`` tile rows, for each of PROFILED_TILES) and ``"phases_woodbury<p>"`` (rows of up
+    to p % of k on the Woodbury path, for each of PROFILED_WOODBURY): the data for
+    choosing between the paths, the tile size and the Woodbury bound."""
     from .backends.gpu import GPUBackend
 
     backend, solver = training.backend, training.p["solver"]
@@ -425,6 +428,9 @@ def _profile_phases(training, spec: dict) -> dict:
         for tile in PROFILED_TILES:
             if tile < backend.tile_rows:
                 backends[f"phases_tile{tile}"] = backend.with_options(tile_rows=tile)
+        for fraction in PROFILED_WOODBURY:
+            backends[f"phases_woodbury{round(fraction * 100)}"] = \
+                backend.with_options(woodbury_fraction=fraction)
     result = {}
     for key, b in backends.items():
         phases = {}
@@ -831,13 +837,18 @@ def markdown_tables(result: dict) -> str:
     paths = [r for r in result["benchmarks"] if "phases_two_kernel" in r]
     if paths:  # the GPU exact solver's half-steps on each path and tile: ms, user + item
         tiles = [f"phases_tile{t}" for t in PROFILED_TILES]
+        bounds = [f"phases_woodbury{round(f * 100)}" for f in PROFILED_WOODBURY]
         lines += ["", "| dataset | k | half-steps, ms (user + item): as run | "
                   "no Woodbury | " + " | ".join(f"fused, {t[len('phases_'):]}" for t in tiles)
-                  + " | two-kernel |", "|---|---:|---:|---:|" + "---:|" * (len(tiles) + 1)]
+                  + " | " + " | ".join(f"Woodbury to {round(f * 100)}% of k"
+                                       for f in PROFILED_WOODBURY)
+                  + " | two-kernel |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(tiles) + len(bounds) + 1)]
         for r in paths:
             cells = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                          for side in r[key].values()) * 1e3 if key in r else None
-                     for key in ("phases", "phases_no_woodbury", *tiles, "phases_two_kernel")]
+                     for key in ("phases", "phases_no_woodbury", *tiles, *bounds,
+                                 "phases_two_kernel")]
             lines.append(f"| {r['dataset']} | {r['factors']} | " + " | ".join(
                 "" if c is None else f"{c:,.1f}" for c in cells) + " |")
     if result.get("comparisons"):

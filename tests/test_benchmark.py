@@ -119,7 +119,10 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     row = benchmark._fit_gpu_als(R, fit_spec)
     row.update(benchmark._profile_phases(row.pop("training"), fit_spec))
     assert {key for key in row if key.startswith("phases")} == \
-        {"phases", "phases_two_kernel", "phases_no_woodbury"}
+        {"phases", "phases_two_kernel", "phases_no_woodbury", "phases_woodbury25",
+         "phases_woodbury100"}
+    # k = 6: rows of up to 1 entry on the Woodbury path at 25 %, 3 by default, 6 at 100 %
+    assert all(row["phases_woodbury100"][side]["woodbury"] > 0 for side in ("user", "item"))
     for side in ("user", "item"):
         assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
         two_kernel = row["phases_two_kernel"][side]
@@ -133,7 +136,8 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     row = benchmark._fit_gpu_als(R, {**fit_spec, "backend": wide})
     profiled = benchmark._profile_phases(row.pop("training"), fit_spec)
     assert set(profiled) == {"phases", "phases_two_kernel", "phases_no_woodbury",
-                             "phases_tile8", "phases_tile16"}
+                             "phases_tile8", "phases_tile16", "phases_woodbury25",
+                             "phases_woodbury100"}
     assert all(profiled["phases_tile8"][side]["fused"] > 0 for side in ("user", "item"))
 
 
@@ -350,7 +354,8 @@ def test_compare_and_plot(tmp_path):
                          "solve": item_ms / 2e3}}
 
     profiled = {"phases": phases(3, 5), "phases_no_woodbury": phases(5, 6),
-                "phases_tile8": phases(4, 6), "phases_two_kernel": phases(10, 20)}
+                "phases_tile8": phases(4, 6), "phases_woodbury100": phases(2, 3),
+                "phases_two_kernel": phases(10, 20)}
     rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
             row("implicit", "cg", 0.3, 100.0),
             row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
@@ -369,8 +374,10 @@ def test_compare_and_plot(tmp_path):
     assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |  |  |  | 4.95000 |  |" in tables
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
-    # as run, without Woodbury, tile 8, tile 16 (not profiled), two-kernel
-    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  | 30.0 |" in tables
+    # as run, without Woodbury, tile 8, tile 16 (not profiled), Woodbury to 25 % of k (not
+    # profiled) and to 100 %, two-kernel
+    assert "Woodbury to 25% of k | Woodbury to 100% of k | two-kernel |" in tables
+    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 | 30.0 |" in tables
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000

@@ -90,6 +90,32 @@ def test_woodbury_equals_the_fused_kernel(gpu_backend, k, feedback, dtype):
     assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), dtype)
 
 
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [9, 20])  # k <= the emulated split length, 24
+def test_woodbury_up_to_k_entries_equals_the_fused_kernel(gpu_backend, k, feedback):
+    """woodbury_fraction=1: rows of up to k entries in their own space (an n x n system
+    as large as the fused kernel's), still the fused kernel's solutions; a fraction
+    outside (0, 1] is refused."""
+    lengths = [1, 4, k // 2 + 1, k - 1, k, k + 1, 2 * k]
+    R = rows_of_lengths(lengths, 3 * k + 10, seed=k + 1, negative=feedback == "implicit")
+    F = np.random.default_rng(k).standard_normal((R.shape[1], k)) * 0.3
+    conf = {"alpha": 4.0} if feedback == "implicit" else {}
+    whole = gpu_backend.with_options(woodbury_fraction=1.0)
+    rows = whole.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
+    plan = whole._plan(rows, k, np.dtype(np.float64))
+    assert sorted(int(r) for _, members in plan.short for r in whole.to_numpy(members)) == \
+        [0, 1, 2, 3, 4]
+    short = run_solve(whole, R, F, 0.05, feedback, np.float64, **conf)
+    fused = run_solve(gpu_backend.with_options(woodbury=False), R, F, 0.05, feedback,
+                      np.float64, **conf)
+    assert_close(short, fused, np.float64)
+    assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), np.float64)
+    for fraction in (0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"woodbury_fraction=.*: expected a fraction "
+                                             r"of k in \(0, 1\]"):
+            gpu_backend.with_options(woodbury_fraction=fraction)
+
+
 def test_zero_regularization_is_whitened_like_any_other():
     """Implicit with lambda = 0: a row's system A = F^T C_u F (C_u >= I) has F's rank, so
     it is definite exactly when the whitening base F^T F is. Full rank (8 item rows, k =

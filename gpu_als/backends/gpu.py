@@ -11,8 +11,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   ``segment_length`` entries, one block per segment adds its share of ``A`` and ``b`` to the
   row's slot (kernels/gram.cu), then one block per slot factorizes and solves
   (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
-* rows of 1 to k / 2 entries (``woodbury=True``, the default; fewer if shared memory is
-  short) take neither path but ``woodbury_solve`` (kernels/woodbury.cu): one block per row
+* rows of 1 to k / 2 entries (``woodbury=True``, the default; ``woodbury_fraction`` sets
+  the share of k; fewer if shared memory is short) take neither path but
+  ``woodbury_solve`` (kernels/woodbury.cu): one block per row
   solves an n x n system in the row's own space (the Woodbury identity, on factors
   whitened by the Cholesky factor of ``F^T F + lambda I``), launched per length class so
   that short rows take little shared memory; exact, with O(n^2 k + n^3) work instead of
@@ -323,6 +324,11 @@ class GPUBackend(Backend):
         Solve rows of at most k / 2 entries in their own space (kernels/woodbury.cu)
         instead of on the fused or two-kernel path: same solutions, less work. (Implicit
         feedback with regularization 0 leaves them on those paths: nothing to whiten with.)
+    woodbury_fraction : float, default 0.5
+        The longest row the Woodbury path takes, as a fraction of k (0 < fraction <= 1;
+        fewer entries if shared memory is short). Its work per row, O(n^2 k + n^3),
+        equals the fused kernel's, O(n k^2 + k^3), near n = k; the benchmark times other
+        fractions to find where it pays on each card.
     cholesky : {"kernels", "cusolver"}, default "kernels"
         Who solves the exact solver's systems. "kernels": the fused build + solve kernel
         where the system fits shared memory, else kernels/cholesky.cu. "cusolver": every
@@ -340,7 +346,7 @@ class GPUBackend(Backend):
     def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
-                 cholesky: str = "kernels"):
+                 woodbury_fraction: float = 0.5, cholesky: str = "kernels"):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -351,6 +357,10 @@ class GPUBackend(Backend):
         self.tile_rows = tile_rows
         self.memory_fraction = memory_fraction
         self.woodbury = bool(woodbury)
+        if not 0 < woodbury_fraction <= 1:
+            raise ValueError(f"woodbury_fraction={woodbury_fraction!r}: expected a fraction "
+                             f"of k in (0, 1]")
+        self.woodbury_fraction = float(woodbury_fraction)
         self.cholesky = cholesky
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
@@ -360,7 +370,7 @@ class GPUBackend(Backend):
         e.g. ``backend.with_options(cholesky="cusolver")``."""
         options = {name: getattr(self, name) for name in (
             "split_length", "segment_length", "tile_rows", "memory_fraction", "woodbury",
-            "cholesky")}
+            "woodbury_fraction", "cholesky")}
         return GPUBackend(self.runtime, **{**options, **changes})
 
     def __repr__(self) -> str:
@@ -448,8 +458,9 @@ class GPUBackend(Backend):
                     if self._tile(k, itemsize, fused=True) is not None), default=0)
 
     def _woodbury_limit(self, k: int, itemsize: int) -> int:
-        """Longest row (<= k / 2 entries) woodbury_solve takes in shared memory; 0: none."""
-        limit = k // 2
+        """Longest row (<= woodbury_fraction * k entries) woodbury_solve takes in shared
+        memory; 0: none."""
+        limit = int(k * self.woodbury_fraction)
         while limit > 0 and _shared_bytes_woodbury(k, limit, itemsize) > \
                 self.runtime.max_shared_memory:
             limit -= 1
