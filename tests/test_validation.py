@@ -725,3 +725,46 @@ def test_flags_must_be_true_or_false():
                 call(value)
         with contextlib.suppress(FileNotFoundError):  # (no local MovieLens copy)
             call(np.bool_(False))  # NumPy's bools are bools
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"num_threads": 0}, ValueError, "num_threads=0: must be >= 1"),
+    ({"num_threads": -1}, ValueError, "num_threads=-1: must be >= 1"),
+    ({"num_threads": "4"}, TypeError, "num_threads must be an integer, got str '4'"),
+    ({"num_threads": 2.5}, TypeError, "num_threads must be an integer, got float 2.5"),
+    ({"block_elements": 0}, ValueError, "block_elements=0: must be >= 1"),
+])
+def test_cpu_backend_options_are_checked(options, error, message):
+    """Before, each of these was taken: num_threads=0 or -1 as the default, "4" and 2.5
+    as given, block_elements=0 as one element per block."""
+    from gpu_als.backends import CPUBackend
+
+    with pytest.raises(error, match=re.escape(message)):
+        CPUBackend(**options)
+    assert CPUBackend(num_threads=None).num_threads >= 1
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"split_length": -1}, ValueError, "split_length=-1: must be >= 0"),
+    ({"segment_length": 0}, ValueError, "segment_length=0: must be >= 1"),
+    ({"tile_rows": 0}, ValueError, "tile_rows=0: must be >= 1"),
+    ({"tile_rows": 2.5}, TypeError, "tile_rows must be an integer, got float 2.5"),
+    ({"memory_fraction": 0}, ValueError, "memory_fraction=0.0: must be > 0"),
+    ({"memory_fraction": 2}, ValueError, "memory_fraction=2.0: must be <= 1"),
+    ({"memory_fraction": float("nan")}, ValueError, "memory_fraction=nan: must be finite"),
+    ({"woodbury": "no"}, TypeError, "woodbury must be True or False, got str"),
+    ({"woodbury_fraction": True}, TypeError, "woodbury_fraction must be a real number"),
+    ({"woodbury_fraction": 1.5}, ValueError, "woodbury_fraction=1.5: must be <= 1"),
+    ({"woodbury_fraction": -0.5}, ValueError, "woodbury_fraction=-0.5: must be > 0"),
+])
+def test_gpu_backend_options_are_checked_before_the_device(options, error, message,
+                                                          monkeypatch):
+    """Before, each of these was taken without a word: woodbury="no" as True,
+    memory_fraction=2 as twice the free device memory, segment_length=0 as a division by
+    zero. The check comes before the runtime, so no device is needed to be told."""
+    def no_device():
+        raise AssertionError("the runtime was made before the options were checked")
+
+    monkeypatch.setattr(gpu, "CudaRuntime", no_device)
+    with pytest.raises(error, match=re.escape(message)):
+        gpu.GPUBackend(**options)

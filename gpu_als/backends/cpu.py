@@ -44,7 +44,7 @@ import numpy as np
 import scipy.linalg
 from threadpoolctl import ThreadpoolController
 
-from ..data import WeightedRows
+from ..data import WeightedRows, check_int
 from .base import Backend, PhaseTimer
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
@@ -314,8 +314,9 @@ class CPUBackend(Backend):
     name = "cpu"
 
     def __init__(self, num_threads: int | None = None, block_elements: int = BLOCK_ELEMENTS):
-        self.num_threads = num_threads or _default_threads()
-        self.block_elements = block_elements
+        self.num_threads = _default_threads() if num_threads is None \
+            else check_int("num_threads", num_threads, minimum=1)
+        self.block_elements = check_int("block_elements", block_elements, minimum=1)
 
     def __repr__(self) -> str:
         return f"CPUBackend(num_threads={self.num_threads})"

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import WeightedRows
+from ..data import WeightedRows, check_bool, check_float, check_int
 from . import _kernels
 from .base import Backend
 
@@ -306,6 +306,14 @@ def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int) -> in
     return (4 * k + tile * k + 3 * tile + block_threads // 32) * itemsize
 
 
+def _fraction(name: str, value: Any) -> float:
+    """``value`` of option ``name`` as a float in (0, 1], or raise naming it."""
+    value = check_float(name, value, strict=True)
+    if value > 1:
+        raise ValueError(f"{name}={value}: must be <= 1")
+    return value
+
+
 class GPUBackend(Backend):
     """The CUDA backend.
 
@@ -319,7 +327,8 @@ class GPUBackend(Backend):
     tile_rows : int
         Factor rows a block loads into shared memory at once (fewer if they do not fit).
     memory_fraction : float
-        Share of the free device memory the k x k systems of the two-kernel path may take.
+        Share of the free device memory (0 < share <= 1) the k x k systems of the
+        two-kernel path may take.
     woodbury : bool, default True
         Solve rows of at most k / 2 entries in their own space (kernels/woodbury.cu)
         instead of on the fused or two-kernel path: same solutions, less work. (Implicit
@@ -350,18 +359,16 @@ class GPUBackend(Backend):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
+        # Checked before the runtime, which needs a device: a wrong option is named first.
+        self.split_length = check_int("split_length", split_length, minimum=0)
+        self.segment_length = check_int("segment_length", segment_length, minimum=1)
+        self.tile_rows = check_int("tile_rows", tile_rows, minimum=1)
+        self.memory_fraction = _fraction("memory_fraction", memory_fraction)
+        self.woodbury = check_bool("woodbury", woodbury)
+        self.woodbury_fraction = _fraction("woodbury_fraction", woodbury_fraction)
+        self.cholesky = cholesky
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
-        self.split_length = split_length
-        self.segment_length = segment_length
-        self.tile_rows = tile_rows
-        self.memory_fraction = memory_fraction
-        self.woodbury = bool(woodbury)
-        if not 0 < woodbury_fraction <= 1:
-            raise ValueError(f"woodbury_fraction={woodbury_fraction!r}: expected a fraction "
-                             f"of k in (0, 1]")
-        self.woodbury_fraction = float(woodbury_fraction)
-        self.cholesky = cholesky
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
 
