@@ -412,6 +412,38 @@ def test_the_fused_tile_keeps_the_most_blocks_resident(multiprocessor, k, tile, 
     assert backend.with_options(tile_rows=8)._fused_tile(k, float32, index) == 8
 
 
+def test_the_fused_tile_is_the_best_by_brute_force():
+    """Random cards, registers, k, dtypes and tile_rows: the tile fits the block's shared
+    memory, no tile that fits keeps more blocks resident, and none larger keeps as many."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sm = gpu.Multiprocessor(
+            shared_memory=int(rng.integers(16, 256)) * 1024,
+            reserved_shared_memory=int(rng.choice([0, 1024])),
+            registers=int(rng.choice([32768, 65536])), threads=int(rng.choice([1024, 2048])),
+            blocks=int(rng.choice([16, 24, 32])))
+        per_block = int(rng.integers(8, 228)) * 1024
+        registers = int(rng.integers(16, 129))
+        runtime = emulation.EmulatedRuntime(max_shared_memory=per_block, multiprocessor=sm,
+                                            registers=registers)
+        backend = gpu.GPUBackend(runtime, tile_rows=int(rng.integers(1, 65)))
+        dtype = np.dtype(rng.choice([np.float32, np.float64]))
+        k = int(rng.integers(1, 260))
+        tile = backend._fused_tile(k, dtype, np.dtype(np.int64))
+        fits = [t for t in range(max(backend.tile_rows, gpu.CHOLESKY_PANEL),
+                                 gpu.CHOLESKY_PANEL - 1, -1)
+                if gpu._shared_bytes_fused(k, t, dtype.itemsize) <= per_block]
+        if not fits:
+            assert tile is None
+            continue
+
+        resident = {t: sm.resident_blocks(128, registers, gpu._shared_bytes_fused(
+            k, t, dtype.itemsize)) for t in fits}
+        assert tile in fits
+        assert resident[tile] == max(resident.values())
+        assert all(resident[t] < resident[tile] for t in fits if t > tile)
+
+
 def test_multiprocessor_limits_count_as_cuda_counts():
     """Each limit alone: threads, block slots, registers (given per warp in units of 256),
     shared memory (in units of 128 bytes, plus what the runtime reserves per block)."""
