@@ -2,7 +2,9 @@
 
 Runs the GPU tests (pytest -m gpu) and the benchmark's quick profile (ml20m-like at
 factors 64 and 128 on the GPU, against implicit's GPU ALS when its wheels are installed,
-see benchmarks/fetch_gpu_wheels.sh; MovieLens 100K on every implementation), and writes
+see benchmarks/fetch_gpu_wheels.sh; MovieLens 100K on every implementation), then, where
+Nsight Compute (`ncu`) is installed, reads the fused kernel's counters in one ml20m-like
+fit at k = 128 (benchmarks/profile_fused.py), and writes
 benchmarks/results/gpu-check-<device>-<commit>.json with the test counts (and the end of
 each failed test's traceback) and one row per fit, rewritten after each fit and copied
 into $OUT when that is set (the device tool brings back only what is written there, also
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import glob
 import io
 import itertools
 import json
@@ -121,6 +125,76 @@ def info_text() -> str:
     return printed.getvalue()
 
 
+#: Nsight Compute's sections read for the fused kernel: what bounds it (throughputs,
+#: occupancy and what limits it, warp stalls, the pipes and shared memory it uses).
+NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "WarpStateStats",
+                "ComputeWorkloadAnalysis", "MemoryWorkloadAnalysis")
+#: Of those, the metrics printed at the end of the run (all of them go to the JSON).
+NCU_SUMMARY = ("Duration", "Compute (SM) Throughput", "Memory Throughput",
+               "Registers Per Thread", "Block Limit Registers", "Block Limit Shared Mem",
+               "Theoretical Occupancy", "Achieved Occupancy")
+
+
+def find_ncu() -> str | None:
+    """Nsight Compute's command line: on the PATH, else where CUDA's installers put it."""
+    found = shutil.which("ncu")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/opt/nvidia/nsight-compute/*/ncu")) + \
+        sorted(glob.glob("/usr/local/cuda*/bin/ncu"))
+    return candidates[-1] if candidates else None
+
+
+def parse_ncu_csv(text: str) -> list[dict]:
+    """The metric rows of ``ncu --csv --page details`` output, as ``launch``, ``kernel``,
+    ``section``, ``metric``, ``unit`` and ``value`` (ncu's text, kept as printed);
+    ncu's own messages and the program's output around the table are skipped."""
+    lines = [line for line in text.splitlines() if not line.startswith("==")]
+    start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
+    if start is None:
+        return []
+    return [{"launch": record.get("ID"), "kernel": record.get("Kernel Name"),
+             "section": record.get("Section Name"), "metric": record.get("Metric Name"),
+             "unit": record.get("Metric Unit"), "value": record.get("Metric Value")}
+            for record in csv.DictReader(lines[start:]) if record.get("Metric Name")]
+
+
+def profile_kernels(timeout: int, factors: int = 128) -> dict:
+    """Nsight Compute's counters for the fused kernel's first two launches (the user and
+    the item half-step) in one ml20m-like fit: ``{"command", "factors", "metrics"}``, and
+    ``"error"`` when there is no ncu, it failed or it ran out of time."""
+    ncu = find_ncu()
+    if ncu is None:
+        return {"error": "Nsight Compute (ncu) not found"}
+    sections = [arg for section in NCU_SECTIONS for arg in ("--section", section)]
+    command = [ncu, "--kernel-name", "regex:fused_solve", "--launch-count", "2", "--csv",
+               "--page", "details", *sections, sys.executable,
+               str(ROOT / "benchmarks" / "profile_fused.py"), "--factors", str(factors)]
+    result: dict = {"command": " ".join(["ncu", *command[1:]]), "factors": factors,
+                    "metrics": []}
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        result["error"] = f"timed out after {timeout} s"
+        return result
+    result["metrics"] = parse_ncu_csv(done.stdout)
+    if done.returncode != 0 or not result["metrics"]:
+        result["error"] = (f"ncu exited with status {done.returncode}: "
+                           f"{(done.stderr.strip() or done.stdout.strip())[-1500:]}")
+    return result
+
+
+def print_profile(profile: dict) -> None:
+    """The summary metrics of each profiled launch, one line each."""
+    if "error" in profile:
+        print(f"kernel profile: {profile['error']}", flush=True)
+    for metric in profile.get("metrics", []):
+        if metric["metric"] in NCU_SUMMARY:
+            print(f"  launch {metric['launch']} {metric['metric']}: {metric['value']} "
+                  f"{metric['unit'] or ''}".rstrip(), flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commit", default=None, help="commit being checked")
@@ -131,6 +205,10 @@ def main(argv=None) -> int:
                         help="seconds per fit (a hung kernel costs at most this much)")
     parser.add_argument("--test-timeout", type=int, default=150)
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--profile-timeout", type=int, default=90,
+                        help="seconds for the fused kernel's Nsight Compute profile")
+    parser.add_argument("--skip-profile", action="store_true",
+                        help="no Nsight Compute profile of the fused kernel")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
                         help="folder for the result JSON")
     parser.add_argument("--allow-cpu", action="store_true",
@@ -171,6 +249,13 @@ def main(argv=None) -> int:
     result["comparisons"] = bench["comparisons"]
     save()
     benchmark.print_comparisons(bench["comparisons"])
+    if args.skip_profile or benchmark.device_name() is None:
+        result["kernel_profile"] = {"error": "not asked for" if args.skip_profile
+                                    else "no GPU here"}
+    else:  # informative only: its failure fails nothing
+        result["kernel_profile"] = profile_kernels(args.profile_timeout)
+        print_profile(result["kernel_profile"])
+    save()
     print(f"wrote {output}", flush=True)
     failed = [row for row in result["benchmarks"] if "error" in row]
     return 0 if tests["failed"] == 0 and not failed else 1

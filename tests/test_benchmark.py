@@ -629,6 +629,8 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
     assert tests["failed"] == 0 and tests["skipped"] > 0 and tests["failures"] == []
     assert {"date", "device", "host", "versions", "benchmarks", "comparisons"} <= set(result)
     assert result["info"].startswith("gpu-als ") and "\nGPU: " in result["info"]
+    if measured:
+        assert result["kernel_profile"] == {"error": "no GPU here"}
     for row in result["benchmarks"]:  # ML-100K's CPU rows when the data is here
         assert row["dataset"] == "ml-100k" and row["factors"] == 4 and "error" not in row
     if measured:
@@ -882,3 +884,72 @@ def test_per_iteration_times_and_recall_at_10():
                         if line.startswith("VmHWM:"))
 
     assert benchmark._max_rss_bytes() == pytest.approx(high_water_mark(), rel=0.1)
+
+
+_NCU_KERNEL = ('"void fused_solve<float, int>(const long long *, const int *)","1","7",'
+               '"(128, 1, 1)"')
+NCU_OUTPUT = "\n".join([
+    "==PROF== Connected to process 4242 (/usr/bin/python3.12)",
+    '==PROF== Profiling "fused_solve": 0%....50%....100% - 9 passes',
+    '"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream",'
+    '"Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit",'
+    '"Metric Value"',
+    f'"0","4242","python3.12","127.0.0.1",{_NCU_KERNEL},"(48686, 1, 1)","0","9.0",'
+    '"GPU Speed Of Light Throughput","Duration","msecond","48.21"',
+    f'"0","4242","python3.12","127.0.0.1",{_NCU_KERNEL},"(48686, 1, 1)","0","9.0",'
+    '"Occupancy","Achieved Occupancy","%","17.93"',
+    f'"1","4242","python3.12","127.0.0.1",{_NCU_KERNEL},"(19983, 1, 1)","0","9.0",'
+    '"Launch Statistics","Registers Per Thread","register/thread","95"',
+    "==PROF== Disconnected from process 4242", ""])
+
+
+def test_the_kernel_profile_reads_ncus_table(tmp_path, monkeypatch, capsys):
+    """gpu_check's Nsight Compute step, with a stand-in ncu on the PATH: the command it
+    runs (the fused kernel's first two launches, benchmarks/profile_fused.py at k = 128),
+    the metrics of its CSV table, and what it says when ncu fails, hangs or is missing."""
+    gpu_check = benchmark_script("gpu_check")
+    assert gpu_check.parse_ncu_csv(NCU_OUTPUT) == [
+        {"launch": "0", "kernel": "void fused_solve<float, int>(const long long *, "
+         "const int *)", "section": "GPU Speed Of Light Throughput", "metric": "Duration",
+         "unit": "msecond", "value": "48.21"},
+        {"launch": "0", "kernel": "void fused_solve<float, int>(const long long *, "
+         "const int *)", "section": "Occupancy", "metric": "Achieved Occupancy", "unit": "%",
+         "value": "17.93"},
+        {"launch": "1", "kernel": "void fused_solve<float, int>(const long long *, "
+         "const int *)", "section": "Launch Statistics", "metric": "Registers Per Thread",
+         "unit": "register/thread", "value": "95"}]
+    assert gpu_check.parse_ncu_csv("==PROF== no kernels were profiled\n") == []
+
+    (tmp_path / "ncu.out").write_text(NCU_OUTPUT)
+    ncu = tmp_path / "ncu"
+    ncu.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n'
+                   f'[ -n "$NCU_SLEEP" ] && sleep "$NCU_SLEEP"\n'
+                   f'cat {tmp_path}/ncu.out\nexit "${{NCU_STATUS:-0}}"\n')
+    ncu.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    profile = gpu_check.profile_kernels(timeout=30)
+    assert "error" not in profile and profile["factors"] == 128
+    assert len(profile["metrics"]) == 3
+    args = (tmp_path / "args").read_text().split()
+    assert args[:4] == ["--kernel-name", "regex:fused_solve", "--launch-count", "2"]
+    assert args[-3:] == [str(Path(gpu_check.ROOT) / "benchmarks" / "profile_fused.py"),
+                         "--factors", "128"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--section"] == \
+        list(gpu_check.NCU_SECTIONS)
+    gpu_check.print_profile(profile)
+    assert capsys.readouterr().out.splitlines() == [
+        "  launch 0 Duration: 48.21 msecond", "  launch 0 Achieved Occupancy: 17.93 %",
+        "  launch 1 Registers Per Thread: 95 register/thread"]
+
+    monkeypatch.setenv("NCU_STATUS", "3")
+    profile = gpu_check.profile_kernels(timeout=30)
+    assert profile["error"].startswith("ncu exited with status 3: ==PROF== Connected")
+    assert len(profile["metrics"]) == 3  # kept: what was read before the failure
+    (tmp_path / "ncu.out").write_text("==ERROR== the profiler could not start\n")
+    monkeypatch.setenv("NCU_STATUS", "0")
+    assert gpu_check.profile_kernels(timeout=30)["error"] == \
+        "ncu exited with status 0: ==ERROR== the profiler could not start"
+    monkeypatch.setenv("NCU_SLEEP", "5")
+    assert gpu_check.profile_kernels(timeout=1)["error"] == "timed out after 1 s"
+    monkeypatch.setattr(gpu_check, "find_ncu", lambda: None)
+    assert gpu_check.profile_kernels(timeout=1) == {"error": "Nsight Compute (ncu) not found"}
