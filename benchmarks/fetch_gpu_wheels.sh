@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Download the wheels a GPU machine without network needs beyond cupy, numpy, scipy and
-# pytest: Dask (dask[distributed] with its dependencies, 5 MB: the distributed GPU test) and
+# pytest: nvtx (3 MB: the GPU tests then run with its ranges open, as a profiled fit
+# does), Dask (dask[distributed] with its dependencies, 5 MB: the distributed GPU test) and
 # what implicit's GPU ALS needs (the benchmark's comparison): implicit itself (its PyPI
 # wheel carries the CUDA 13 extension), rmm-cu13, librmm-cu13 and rapids-logger (RMM,
 # which implicit.gpu requires). cuBLAS and cuRAND are not fetched
@@ -28,7 +29,8 @@ python3 -m pip download --no-deps --only-binary=:all: --dest "$folder" \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 \
     --extra-index-url https://pypi.nvidia.com \
-    "implicit==0.7.3" "rmm-cu13==26.4.*" "librmm-cu13==26.4.*" "rapids-logger==0.2.*"
+    "implicit==0.7.3" "rmm-cu13==26.4.*" "librmm-cu13==26.4.*" "rapids-logger==0.2.*" \
+    "nvtx>=0.2"
 # Dask with its dependencies (all of them wheels: pure Python or small extensions).
 python3 -m pip download --only-binary=:all: --dest "$folder" \
     --python-version "$python_version" --implementation cp \
