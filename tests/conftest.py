@@ -58,7 +58,7 @@ def emulated_backend(free_memory: int = EMULATED_FREE_MEMORY, **options):
     return gpu.GPUBackend(
         emulation.EmulatedRuntime(free_memory=free_memory),
         **{"split_length": EMULATED_SPLIT_LENGTH, "segment_length": EMULATED_SEGMENT_LENGTH,
-           "tile_rows": EMULATED_TILE_ROWS, **options},
+           "tile_rows": EMULATED_TILE_ROWS, "woodbury_min_rows": 1, **options},
     )
 
 
@@ -74,10 +74,13 @@ def backend(request):
 
 @pytest.fixture(params=["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
 def gpu_backend(request):
-    """The GPU backend as a GPUBackend instance: emulated, and the real one where present."""
+    """The GPU backend as a GPUBackend instance: emulated, and the real one where present
+    (both with the Woodbury path for every short row, however few: tests' inputs are
+    tiny)."""
     from gpu_als.backends import get_backend
 
-    return emulated_backend() if request.param == "gpu-emulated" else get_backend("gpu")
+    return emulated_backend() if request.param == "gpu-emulated" else \
+        get_backend("gpu").with_options(woodbury_min_rows=1)
 
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=needs_gpu)])

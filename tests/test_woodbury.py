@@ -75,6 +75,32 @@ def test_short_rows_are_scheduled_by_length_class():
     assert not backend.with_options(woodbury=False)._plan(rows, 40, np.dtype(np.float64)).short
 
 
+def test_too_few_short_rows_are_left_to_the_fused_kernel():
+    """Below woodbury_min_rows short rows (default WOODBURY_MIN_ROWS), a half-step takes
+    no Woodbury launch: its fixed work would cost more than it saves (H200 measurements
+    in gpu.py). At the bound, every short row takes it; the solutions are the same."""
+    from . import emulation
+
+    assert gpu.GPUBackend(emulation.EmulatedRuntime()).woodbury_min_rows == \
+        gpu.WOODBURY_MIN_ROWS == 2048
+    lengths = [0, 1, 8, 9, 16, 17, 20, 21, 23, 5]  # 7 short rows at k = 40
+    R = rows_of_lengths(lengths, 60)
+    F = np.random.default_rng(2).standard_normal((60, 40)) * 0.3
+    got = {}
+    for least in (7, 8):
+        backend = emulated_backend(woodbury_min_rows=least)
+        rows = backend.put(weighted_rows(check_user_items(R, np.float64),
+                                         feedback="implicit"))
+        plan = backend._plan(rows, 40, np.dtype(np.float64))
+        short = sorted(int(r) for _, members in plan.short for r in backend.to_numpy(members))
+        fused = sorted(backend.to_numpy(plan.fused_rows).tolist())
+        assert (short, fused) == (([1, 2, 3, 4, 5, 6, 9], [0, 7, 8]) if least == 7 else
+                                  ([], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])), least
+        got[least] = run_solve(backend, R, F, 0.05, "implicit", np.float64, alpha=4.0)
+    assert_close(got[7], got[8], np.float64)
+    assert_close(got[8], solve_rows_loop(R, F, 0.05, alpha=4.0), np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [2, 9, 40])
@@ -176,7 +202,7 @@ def test_short_rows_where_the_fused_kernel_does_not_fit(feedback):
 
     emulated_backend()  # builds the emulation (or skips without it)
     backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=4096), tile_rows=3,
-                         split_length=20, segment_length=8)
+                         split_length=20, segment_length=8, woodbury_min_rows=1)
     k = 24
     R = rows_of_lengths([0, 1, 5, 11, 12, 30, 3], 60, seed=3)
     rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback))
@@ -230,7 +256,8 @@ def test_stored_zeros_keep_the_accurate_form(backend):
     two-kernel paths, 2e-5). The CPU backend solves these rows the same way."""
     if backend != "cpu":  # every row on the Woodbury path: none split
         backend = (emulated_backend() if backend == "gpu-emulated"
-                   else gpu.create_backend()).with_options(split_length=4096)
+                   else gpu.create_backend()).with_options(split_length=4096,
+                                                           woodbury_min_rows=1)
     rng = np.random.default_rng(0)
     k, n_items, alpha = 64, 500, 40.0
     lengths = [3, 10, 20, 31, 32]

@@ -61,6 +61,13 @@ SPLIT_LENGTH = 4096
 SEGMENT_LENGTH = 2048
 #: Dynamic shared memory a kernel may use without opting in.
 DEFAULT_SHARED_BYTES = 48 * 1024
+#: Fewest short rows for which a half-step takes the Woodbury path. Its fixed work
+#: (whitening the fixed factors, a launch per length class) cost 0.6-1.0 ms per half-step
+#: on an H200, more than it saved below about 1,700 short rows (ML-100K at k = 64 and 128:
+#: half-steps of 0.2-1.1 ms without it, 1.0-1.3 ms with it; ml20m-like's 10 short items at
+#: k = 64: 7.4 ms without, 8.1 with), and it saved 3-325 ms from 6,700 short rows up
+#: (ml20m-like's 6,716 short items at k = 128: 39.4 ms without, 36.2 with).
+WOODBURY_MIN_ROWS = 2048
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
 #: Who factorizes the exact solver's systems: this package's kernels or cuSOLVER.
@@ -338,6 +345,9 @@ class GPUBackend(Backend):
         fewer entries if shared memory is short). Its work per row, O(n^2 k + n^3),
         equals the fused kernel's, O(n k^2 + k^3), near n = k; the benchmark times other
         fractions to find where it pays on each card.
+    woodbury_min_rows : int, default WOODBURY_MIN_ROWS (2048)
+        A half-step with fewer short rows leaves them to the fused kernel: the Woodbury
+        path's fixed work costs more than it saves on so few rows.
     cholesky : {"kernels", "cusolver"}, default "kernels"
         Who solves the exact solver's systems. "kernels": the fused build + solve kernel
         where the system fits shared memory, else kernels/cholesky.cu. "cusolver": every
@@ -355,7 +365,8 @@ class GPUBackend(Backend):
     def __init__(self, runtime: Any = None, *, split_length: int = SPLIT_LENGTH,
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
-                 woodbury_fraction: float = 0.5, cholesky: str = "kernels"):
+                 woodbury_fraction: float = 0.5, woodbury_min_rows: int = WOODBURY_MIN_ROWS,
+                 cholesky: str = "kernels"):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -366,6 +377,7 @@ class GPUBackend(Backend):
         self.memory_fraction = _fraction("memory_fraction", memory_fraction)
         self.woodbury = check_bool("woodbury", woodbury)
         self.woodbury_fraction = _fraction("woodbury_fraction", woodbury_fraction)
+        self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
@@ -377,7 +389,7 @@ class GPUBackend(Backend):
         e.g. ``backend.with_options(cholesky="cusolver")``."""
         options = {name: getattr(self, name) for name in (
             "split_length", "segment_length", "tile_rows", "memory_fraction", "woodbury",
-            "woodbury_fraction", "cholesky")}
+            "woodbury_fraction", "woodbury_min_rows", "cholesky")}
         return GPUBackend(self.runtime, **{**options, **changes})
 
     def __repr__(self) -> str:
@@ -491,6 +503,8 @@ class GPUBackend(Backend):
         limit = self._woodbury_limit(k, dtype.itemsize) \
             if self.woodbury and self.cholesky == "kernels" else 0
         is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
+        if np.count_nonzero(is_short) < self.woodbury_min_rows:
+            limit, is_short = 0, np.zeros_like(is_short)
         short, lower = [], 0
         for bound in _length_classes(limit) if limit else []:
             members = np.flatnonzero(is_short & (lengths > lower) & (lengths <= bound))
