@@ -491,11 +491,6 @@ def test_cuda_runtime_reads_the_occupancy_limits_or_goes_without(monkeypatch):
 def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
     """A tile below the largest that fits, for occupancy: launched with it and with its
     shared memory, and the solutions still equal a loop of np.linalg.solve."""
-    from gpu_als.data import check_user_items, weighted_rows
-
-    from .reference import solve_rows_loop
-    from .test_solver import edge_case_matrix
-
     k = 8  # float64: (81 + 10 tile) * 8 bytes; 5 rows take 1,048 (two 1,152-byte blocks
     # do not fit 2,048 bytes), 4 rows 968 (two fit)
     runtime = emulation.EmulatedRuntime(multiprocessor=gpu.Multiprocessor(
@@ -512,15 +507,26 @@ def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
         return launch(file, name, grid, args, shared)
 
     monkeypatch.setattr(backend, "_launch", recording)
+    assert_edge_cases_solve_as_the_loop(backend, k, seed=3)
+    assert launched == [(4, gpu._shared_bytes_fused(k, 4, 8))]
+
+
+def assert_edge_cases_solve_as_the_loop(backend, k, seed):
+    """The edge-case rows (test_solver.edge_case_matrix), float64, implicit, solved by
+    ``backend`` as by one np.linalg.solve per row."""
+    from gpu_als.data import check_user_items, weighted_rows
+
+    from .reference import solve_rows_loop
+    from .test_solver import edge_case_matrix
+
     R = edge_case_matrix(k)
-    F = np.random.default_rng(3).random((R.shape[1], k)) * 0.2
+    F = np.random.default_rng(seed).random((R.shape[1], k)) * 0.2
     rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
                                      alpha=2.0))
     F_device = backend.asarray(F)
     out = backend.asarray(np.full((R.shape[0], k), np.nan))
     backend.solve_rows(rows, F_device, backend.gram(F_device), regularization=0.1,
                        feedback="implicit", out=out)
-    assert launched == [(4, gpu._shared_bytes_fused(k, 4, 8))]
     want = solve_rows_loop(R, F, 0.1, alpha=2.0)
     np.testing.assert_allclose(backend.to_numpy(out), want, atol=1e-9 * np.abs(want).max())
 
@@ -529,26 +535,14 @@ def test_factors_above_shared_memory_take_the_two_kernel_path():
     """When the k x k system does not fit shared memory (k = 150 in float64 on an sm_80
     block; here a device with 2 KiB, to keep k small): build + Cholesky for every row."""
     from gpu_als.backends.gpu import GPUBackend
-    from gpu_als.data import check_user_items, weighted_rows
 
-    from .reference import solve_rows_loop
-    from .test_solver import edge_case_matrix
 
     assert emulated_backend()._tile(150, 8, fused=True) is None
     backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=2048), tile_rows=3,
                          split_length=20, segment_length=8, woodbury=False)
     k = 20
     assert backend._tile(k, 8, fused=True) is None
-    R = edge_case_matrix(k)
-    F = np.random.default_rng(0).random((R.shape[1], k)) * 0.2
-    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback="implicit",
-                                     alpha=2.0))
-    F_device = backend.asarray(F)
-    out = backend.asarray(np.full((R.shape[0], k), np.nan))
-    backend.solve_rows(rows, F_device, backend.gram(F_device), regularization=0.1,
-                       feedback="implicit", out=out)
-    want = solve_rows_loop(R, F, 0.1, alpha=2.0)
-    np.testing.assert_allclose(backend.to_numpy(out), want, atol=1e-9 * np.abs(want).max())
+    assert_edge_cases_solve_as_the_loop(backend, k, seed=0)
 
 
 def test_factors_above_the_kernel_limit_are_refused_before_launch():
