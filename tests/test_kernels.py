@@ -536,7 +536,6 @@ def test_factors_above_shared_memory_take_the_two_kernel_path():
     block; here a device with 2 KiB, to keep k small): build + Cholesky for every row."""
     from gpu_als.backends.gpu import GPUBackend
 
-
     assert emulated_backend()._tile(150, 8, fused=True) is None
     backend = GPUBackend(emulation.EmulatedRuntime(max_shared_memory=2048), tile_rows=3,
                          split_length=20, segment_length=8, woodbury=False)
