@@ -12,8 +12,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   row's slot (kernels/gram.cu), then one block per slot factorizes and solves
   (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
 * rows of 1 to k / 2 entries (``woodbury=True``, the default; ``woodbury_fraction`` sets
-  the share of k; fewer if shared memory is short) take neither path but
-  ``woodbury_solve`` (kernels/woodbury.cu): one block per row
+  the share of k; fewer if shared memory is short), in a half-step with at least
+  ``woodbury_min_rows`` of them, take neither path but ``woodbury_solve``
+  (kernels/woodbury.cu): one block per row
   solves an n x n system in the row's own space (the Woodbury identity, on factors
   whitened by the Cholesky factor of ``F^T F + lambda I``), launched per length class so
   that short rows take little shared memory; exact, with O(n^2 k + n^3) work instead of
@@ -383,6 +384,7 @@ class GPUBackend(Backend):
         self.xp = self.runtime.xp
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
+        self._fused_tiles: dict[tuple, int | None] = {}
 
     def with_options(self, **changes: Any) -> GPUBackend:
         """A backend on the same runtime (device) with these constructor options changed,
@@ -453,7 +455,13 @@ class GPUBackend(Backend):
         block's shared memory at large k, so a few tile rows too many can cost a resident
         block: on an H200 at k = 128 (float32), 19 rows or fewer keep three blocks, 32
         two, and with 16 rows the half-steps took 15-18% less time than with 32 (the
-        benchmark's tile phases)."""
+        benchmark's tile phases). Chosen once per k and dtypes."""
+        key = (k, dtype.str, index_dtype.str)
+        if key not in self._fused_tiles:
+            self._fused_tiles[key] = self._most_resident_tile(k, dtype, index_dtype)
+        return self._fused_tiles[key]
+
+    def _most_resident_tile(self, k: int, dtype: np.dtype, index_dtype: np.dtype) -> int | None:
         largest = self._tile(k, dtype.itemsize, fused=True)
         multiprocessor = getattr(self.runtime, "multiprocessor", None)
         if largest is None or multiprocessor is None:
