@@ -64,10 +64,11 @@ SEGMENT_LENGTH = 2048
 DEFAULT_SHARED_BYTES = 48 * 1024
 #: Fewest short rows for which a half-step takes the Woodbury path. Its fixed work
 #: (whitening the fixed factors, a launch per length class) cost 0.6-1.0 ms per half-step
-#: on an H200, more than it saved below about 1,700 short rows (ML-100K at k = 64 and 128:
-#: half-steps of 0.2-1.1 ms without it, 1.0-1.3 ms with it; ml20m-like's 10 short items at
-#: k = 64: 7.4 ms without, 8.1 with), and it saved 3-325 ms from 6,700 short rows up
-#: (ml20m-like's 6,716 short items at k = 128: 39.4 ms without, 36.2 with).
+#: on an H200, more than it saved with at most 1,682 short rows (ML-100K at k = 64 and
+#: 128: half-steps of 0.2-1.1 ms without it, 1.0-1.3 ms with it; ml20m-like's items at
+#: k = 64, about 10 short: 7.4 ms without, 8.1 with), and it saved 3-325 ms from about
+#: 6,700 short rows up (ml20m-like's items at k = 128: 39.4 ms without, 36.2 with). The
+#: counts of ml20m-like's short rows are those of the CPU's draw of the same generator.
 WOODBURY_MIN_ROWS = 2048
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
