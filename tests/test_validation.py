@@ -768,3 +768,20 @@ def test_gpu_backend_options_are_checked_before_the_device(options, error, messa
     monkeypatch.setattr(gpu, "CudaRuntime", no_device)
     with pytest.raises(error, match=re.escape(message)):
         gpu.GPUBackend(**options)
+
+
+def test_prepared_item_rows_are_the_user_rows_transposed():
+    """The item rows (R^T) come from the user rows through each entry's position in R,
+    kept as int32 while the entries number fewer than 2^31 (4 bytes per entry less than
+    int64 while held): the same weights and targets as weighting R^T directly."""
+    from gpu_als.data import Prepared, weighted_rows
+
+    R = random_interactions(40, 30, 0.2, seed=3)
+    R.data = np.arange(1, R.nnz + 1, dtype=R.dtype)  # every entry told apart
+    prepared = Prepared(R)
+    assert prepared._t_position.dtype == np.int32
+    _, items = prepared.rows(feedback="implicit", alpha=3.0)
+    want = weighted_rows(sp.csr_matrix(R.T, dtype=np.float32), feedback="implicit",
+                         alpha=3.0)
+    for name in ("indptr", "indices", "weight", "target"):
+        np.testing.assert_array_equal(getattr(items, name), getattr(want, name), name)
