@@ -205,7 +205,7 @@ def main(argv=None) -> int:
                         help="seconds per fit (a hung kernel costs at most this much)")
     parser.add_argument("--test-timeout", type=int, default=150)
     parser.add_argument("--skip-tests", action="store_true")
-    parser.add_argument("--profile-timeout", type=int, default=90,
+    parser.add_argument("--profile-timeout", type=int, default=60,
                         help="seconds for the fused kernel's Nsight Compute profile")
     parser.add_argument("--skip-profile", action="store_true",
                         help="no Nsight Compute profile of the fused kernel")
