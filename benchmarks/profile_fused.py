@@ -5,7 +5,8 @@ stalls), which say what bounds it on this card. Needs a GPU.
     ncu -k regex:fused_solve -c 2 --section Occupancy --section WarpStateStats \\
         python3 benchmarks/profile_fused.py --factors 128
 
-(`make gpu-check` does not run this; on a device call it follows it, as one command.)
+`make gpu-check` runs it so (benchmarks/gpu_check.py, profile_kernels) where ncu is
+installed, and keeps the counters in its result file.
 """
 
 from __future__ import annotations
