@@ -54,8 +54,10 @@ def check_int(name: str, value: Any, *, minimum: int) -> int:
     return value
 
 
-def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
-    """Return ``value`` as a finite float >= ``minimum`` (> when ``strict``)."""
+def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
+                maximum: float | None = None) -> float:
+    """Return ``value`` as a finite float >= ``minimum`` (> when ``strict``) and, when
+    given, <= ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
@@ -63,6 +65,8 @@ def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = F
         raise ValueError(f"{name}={value}: must be finite")
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name}={value}: must be {'>' if strict else '>='} {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value}: must be <= {maximum:g}")
     return value
 
 

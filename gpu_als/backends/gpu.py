@@ -315,14 +315,6 @@ def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int) -> in
     return (4 * k + tile * k + 3 * tile + block_threads // 32) * itemsize
 
 
-def _fraction(name: str, value: Any) -> float:
-    """``value`` of option ``name`` as a float in (0, 1], or raise naming it."""
-    value = check_float(name, value, strict=True)
-    if value > 1:
-        raise ValueError(f"{name}={value}: must be <= 1")
-    return value
-
-
 class GPUBackend(Backend):
     """The CUDA backend.
 
@@ -376,9 +368,11 @@ class GPUBackend(Backend):
         self.split_length = check_int("split_length", split_length, minimum=0)
         self.segment_length = check_int("segment_length", segment_length, minimum=1)
         self.tile_rows = check_int("tile_rows", tile_rows, minimum=1)
-        self.memory_fraction = _fraction("memory_fraction", memory_fraction)
+        self.memory_fraction = check_float("memory_fraction", memory_fraction, strict=True,
+                                           maximum=1)
         self.woodbury = check_bool("woodbury", woodbury)
-        self.woodbury_fraction = _fraction("woodbury_fraction", woodbury_fraction)
+        self.woodbury_fraction = check_float("woodbury_fraction", woodbury_fraction,
+                                             strict=True, maximum=1)
         self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
         self.runtime = runtime if runtime is not None else CudaRuntime()
