@@ -1052,8 +1052,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="versions, backends and GPU limits here",
                             description=info_command.__doc__)
     p.add_argument("--compile", action="store_true",
-                   help="also build every kernel (on the GPU, or with NVRTC for sm_80, sm_90 "
-                        "and sm_100)")
+                   help="also build every kernel (on the GPU, or with NVRTC for sm_75, sm_80, "
+                        "sm_90 and sm_100)")
     p.set_defaults(func=info_command)
 
     for command in commands.choices.values():  # -v after the command too: gpu-als train -v

@@ -13,6 +13,11 @@
 #define ALS_BLOCK_THREADS 128
 // Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
 #define ALS_MAX_FACTORS 1024
+// 1: tiles are loaded with cp.async on sm_80 and later (copy_async); 0: with plain copies,
+// as before sm_80 (GPUBackend(async_copies=False) compiles with 0, for comparison).
+#ifndef ALS_ASYNC_COPIES
+#define ALS_ASYNC_COPIES 1
+#endif
 // Columns per panel of the blocked Cholesky; its column buffer holds this many columns
 // (gpu_als/backends/gpu.py's CHOLESKY_PANEL; a test checks).
 #define ALS_CHOLESKY_PANEL 4
@@ -291,18 +296,61 @@ __device__ void accumulate_tile(T* A, int lda, T* b, const T* tile, const T* w,
     }
 }
 
+// Starts copying WIDTH values (4, 8 or 16 bytes, aligned to that size) from global to
+// shared memory; wait_copies() waits for this thread's copies. On sm_80 and later this is
+// cp.async: the values go to shared memory without passing through registers, so a thread
+// can have all of its copies in flight at once, where a plain copy (load, then store)
+// waits for each load before the next. Before sm_80 (or with ALS_ASYNC_COPIES 0), a plain
+// copy.
+template <typename T, int WIDTH>
+__device__ __forceinline__ void copy_async(T* to, const T* from) {
+    constexpr int BYTES = WIDTH * sizeof(T);
+    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(GPU_ALS_HOST_EMULATION)
+    gpu_als_emu::check_aligned(to, BYTES);
+    gpu_als_emu::check_aligned(from, BYTES);
+    std::memcpy(to, from, BYTES);
+#elif __CUDA_ARCH__ >= 800 && ALS_ASYNC_COPIES
+    const unsigned address = (unsigned)__cvta_generic_to_shared(to);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n"
+                 :: "r"(address), "l"(from), "n"(BYTES) : "memory");
+#else
+    for (int i = 0; i < WIDTH; ++i) to[i] = from[i];
+#endif
+}
+
+__device__ __forceinline__ void wait_copies() {
+#if !defined(GPU_ALS_HOST_EMULATION) && __CUDA_ARCH__ >= 800 && ALS_ASYNC_COPIES
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 // Loads entries [start, start + n) of the CSR into the tile: the factor rows F[indices[e]]
-// and the entries' weights and targets.
+// (n x k, row-major, 16-byte aligned) and the entries' weights and targets. The rows move in
+// 16-byte pieces when k is a multiple of their width and F is 16-byte aligned (CuPy's
+// allocations are; a view need not be), else value by value; either way by copy_async, so
+// that a thread's gathers overlap. The caller's __syncthreads makes the tile visible.
 template <typename T, typename I>
 __device__ void load_tile(T* tile, T* w, T* t, const I* indices, const T* weight,
                           const T* target, const T* F, long long start, int n, int k) {
+    constexpr int VECTOR = 16 / sizeof(T);
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (FlatWalk at(n, k); at.valid(); at.next())
-        tile[at.row * k + at.col] = F[(long long)indices[start + at.row] * k + at.col];
-    for (int j = tid; j < n; j += nthreads) {
-        w[j] = weight[start + j];
-        t[j] = target[start + j];
+    if (k % VECTOR == 0 && reinterpret_cast<unsigned long long>(F) % 16 == 0) {
+        for (FlatWalk at(n, k / VECTOR); at.valid(); at.next()) {
+            const int col = at.col * VECTOR;
+            copy_async<T, VECTOR>(tile + at.row * k + col,
+                                  F + (long long)indices[start + at.row] * k + col);
+        }
+    } else {
+        for (FlatWalk at(n, k); at.valid(); at.next())
+            copy_async<T, 1>(tile + at.row * k + at.col,
+                             F + (long long)indices[start + at.row] * k + at.col);
     }
+    for (int j = tid; j < n; j += nthreads) {
+        copy_async<T, 1>(w + j, weight + start + j);
+        copy_async<T, 1>(t + j, target + start + j);
+    }
+    wait_copies();
 }
 
 // Adds CSR entries [start, end) to a system, tile by tile: A += sum w f f^T (lower

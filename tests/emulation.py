@@ -268,21 +268,24 @@ class EmulatedRuntime:
         #: the registers per thread it is told every kernel uses.
         self.multiprocessor = multiprocessor
         self._registers = registers
-        self._modules: dict[str, EmulatedModule] = {}
+        self._modules: dict[tuple[str, tuple[str, ...]], EmulatedModule] = {}
         self._arrays: list[weakref.ref] = []  # what address() handed out, while alive
 
-    def kernel(self, file: str, name: str) -> EmulatedKernel:
-        if file not in self._modules:
-            self._modules[file] = EmulatedModule(file, self._flags)
-        kernel = self._modules[file].get_function(name)
+    def kernel(self, file: str, name: str, defines: tuple[str, ...] = ()) -> EmulatedKernel:
+        """``defines`` go to the compiler as ``-D`` options, as ``CudaRuntime.kernel``'s
+        (the host code takes no branch on ALS_ASYNC_COPIES: its copies are plain)."""
+        if (file, defines) not in self._modules:
+            self._modules[file, defines] = EmulatedModule(
+                file, (*self._flags, *(f"-D{d}" for d in defines)))
+        kernel = self._modules[file, defines].get_function(name)
         kernel.lanes = self.concurrent_blocks if runs_blocks_at_once(file) else 1
         return kernel
 
     def free_memory(self) -> int:
         return self._free_memory
 
-    def registers(self, file: str, name: str) -> int:
-        self.kernel(file, name)  # as CUDA's runtime, which compiles the kernel to count
+    def registers(self, file: str, name: str, defines: tuple[str, ...] = ()) -> int:
+        self.kernel(file, name, defines)  # as CUDA's runtime, which compiles it to count
         return self._registers
 
     def asarray(self, a, dtype=None) -> DeviceArray:

@@ -108,19 +108,31 @@ def test_implicit_fed_our_confidences_solves_our_objective(tiny):
         0.01 * scale
 
 
-def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
+def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     """The GPU backend's profile, through the host emulation of the kernels: the fused
-    path's phases, and the two-kernel path's Gram build and solve timed apart."""
+    path's phases, and the two-kernel path's Gram build and solve timed apart; no kernel
+    is compiled inside a timed half-step (the plain copies' binaries are built first)."""
+    from gpu_als.backends import gpu
     from gpu_als.datasets import make_power_law
 
+    compiled_while_timed = []
+    launch = gpu.GPUBackend._launch
+
+    def watching(self, file, name, grid, args, shared=0):
+        if self.timer is not None and (file, self._defines) not in self.runtime._modules:
+            compiled_while_timed.append((file, self._defines))
+        return launch(self, file, name, grid, args, shared)
+
+    monkeypatch.setattr(gpu.GPUBackend, "_launch", watching)
     backend = emulated_backend()
     R = make_power_law(40, 30, 300, random_state=1, device="cpu")  # rows up to 30 > split 24
     fit_spec = {**spec(tiny, factors=6), "backend": backend, "iterations": 2}
     row = benchmark._fit_gpu_als(R, fit_spec)
     row.update(benchmark._profile_phases(row.pop("training"), fit_spec))
+    assert compiled_while_timed == []
     assert {key for key in row if key.startswith("phases")} == \
         {"phases", "phases_two_kernel", "phases_no_woodbury", "phases_woodbury25",
-         "phases_woodbury100"}
+         "phases_woodbury100", "phases_plain_copies"}
     # k = 6: rows of up to 1 entry on the Woodbury path at 25 %, 3 by default, 6 at 100 %
     assert all(row["phases_woodbury100"][side]["woodbury"] > 0 for side in ("user", "item"))
     for side in ("user", "item"):
@@ -137,7 +149,7 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny):
     profiled = benchmark._profile_phases(row.pop("training"), fit_spec)
     assert set(profiled) == {"phases", "phases_two_kernel", "phases_no_woodbury",
                              "phases_tile8", "phases_tile16", "phases_woodbury25",
-                             "phases_woodbury100"}
+                             "phases_woodbury100", "phases_plain_copies"}
     assert all(profiled["phases_tile8"][side]["fused"] > 0 for side in ("user", "item"))
 
 
@@ -355,7 +367,7 @@ def test_compare_and_plot(tmp_path):
 
     profiled = {"phases": phases(3, 5), "phases_no_woodbury": phases(5, 6),
                 "phases_tile8": phases(4, 6), "phases_woodbury100": phases(2, 3),
-                "phases_two_kernel": phases(10, 20)}
+                "phases_plain_copies": phases(7, 9), "phases_two_kernel": phases(10, 20)}
     rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
             row("implicit", "cg", 0.3, 100.0),
             row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
@@ -375,9 +387,10 @@ def test_compare_and_plot(tmp_path):
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
     # as run, without Woodbury, tile 8, tile 16 (not profiled), Woodbury to 25 % of k (not
-    # profiled) and to 100 %, two-kernel
-    assert "Woodbury to 25% of k | Woodbury to 100% of k | two-kernel |" in tables
-    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 | 30.0 |" in tables
+    # profiled) and to 100 %, plain copies, two-kernel
+    assert "Woodbury to 25% of k | Woodbury to 100% of k | plain copies | two-kernel |" \
+        in tables
+    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 | 16.0 | 30.0 |" in tables
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000

@@ -1692,13 +1692,13 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     assert main(["info", "--compile"]) == 0
     out = capsys.readouterr().out
     for cuda in _kernels.nvrtc_libraries():
-        assert f"sm_80, sm_90, sm_100 with NVRTC {_kernels.nvrtc_version(cuda)}" in out
-    assert "\nloss.cu: 4 specialisations built for sm_80, sm_90" in out
+        assert f"sm_75, sm_80, sm_90, sm_100 with NVRTC {_kernels.nvrtc_version(cuda)}" in out
+    assert "\nloss.cu: 4 specialisations built for sm_75, sm_80, sm_90" in out
     monkeypatch.setattr(_kernels, "nvrtc_compile", lambda file, arch, cuda:
                         {"ok": False, "log": "loss.cu(3): error: oops"})
     assert main(["info", "--compile"]) == 1
     first = _kernels.nvrtc_version(min(_kernels.nvrtc_libraries()))
-    assert (f"loss.cu: FAILED\nNVRTC {first}, sm_80:\nloss.cu(3): error: oops"
+    assert (f"loss.cu: FAILED\nNVRTC {first}, sm_75:\nloss.cu(3): error: oops"
             in capsys.readouterr().out)
 
 

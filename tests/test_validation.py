@@ -756,6 +756,7 @@ def test_cpu_backend_options_are_checked(options, error, message):
     ({"woodbury_fraction": True}, TypeError, "woodbury_fraction must be a real number"),
     ({"woodbury_fraction": 1.5}, ValueError, "woodbury_fraction=1.5: must be <= 1"),
     ({"woodbury_fraction": -0.5}, ValueError, "woodbury_fraction=-0.5: must be > 0"),
+    ({"async_copies": 0}, TypeError, "async_copies must be True or False, got int"),
 ])
 def test_gpu_backend_options_are_checked_before_the_device(options, error, message,
                                                           monkeypatch):

@@ -116,12 +116,14 @@ def _options() -> tuple[str, ...]:
 
 
 @functools.cache
-def load_module(file: str):
-    """A ``cupy.RawModule`` of ``file`` with all its specialisations (cached per process)."""
+def load_module(file: str, defines: tuple[str, ...] = ()):
+    """A ``cupy.RawModule`` of ``file`` with all its specialisations (cached per process),
+    compiled with ``-D`` of each of ``defines`` (e.g. ``("ALS_ASYNC_COPIES=0",)``)."""
     import cupy
 
     return cupy.RawModule(
-        code=source(file), options=_options(), name_expressions=SPECIALISATIONS[file]
+        code=source(file), options=(*_options(), *(f"-D{d}" for d in defines)),
+        name_expressions=SPECIALISATIONS[file],
     )
 
 
@@ -147,9 +149,10 @@ def _ptxas_usage(log: str) -> dict[str, dict[str, int]]:
     return usage
 
 
-#: Architectures the kernels are checked for without a device: A100 (sm_80), H100 and H200
+#: Architectures the kernels are checked for without a device: T4 (sm_75: before cp.async,
+#: so the tile loads' plain-copy fallback compiles too), A100 (sm_80), H100 and H200
 #: (sm_90), B200 (sm_100; NVRTC 12.8 and later), where the NVRTC release knows them.
-CHECK_ARCHS = ("sm_80", "sm_90", "sm_100")
+CHECK_ARCHS = ("sm_75", "sm_80", "sm_90", "sm_100")
 
 
 @functools.cache

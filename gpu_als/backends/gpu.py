@@ -181,18 +181,19 @@ class CudaRuntime:
         except Exception as exc:  # CuPy raises its own CUDA error types
             self.multiprocessor_error = f"{type(exc).__name__}: {exc}"
         self.device_name = current_device_name()
-        self._kernels: dict[tuple[int, str, str], Any] = {}
+        self._kernels: dict[tuple, Any] = {}
 
-    def registers(self, file: str, name: str) -> int:
+    def registers(self, file: str, name: str, defines: tuple[str, ...] = ()) -> int:
         """Registers per thread of kernel ``name`` in ``file`` (compiles it if need be)."""
-        return int(self.kernel(file, name).num_regs)
+        return int(self.kernel(file, name, defines).num_regs)
 
-    def kernel(self, file: str, name: str):
-        """The ``cupy.RawKernel`` of specialisation ``name`` in ``file`` for the current
-        device (``get_function`` builds a new wrapper per call: one per kernel is kept)."""
-        key = (self.xp.cuda.runtime.getDevice(), file, name)
+    def kernel(self, file: str, name: str, defines: tuple[str, ...] = ()):
+        """The ``cupy.RawKernel`` of specialisation ``name`` in ``file``, compiled with
+        ``defines`` (see ``_kernels.load_module``), for the current device
+        (``get_function`` builds a new wrapper per call: one per kernel is kept)."""
+        key = (self.xp.cuda.runtime.getDevice(), file, name, defines)
         if key not in self._kernels:
-            self._kernels[key] = _kernels.load_module(file).get_function(name)
+            self._kernels[key] = _kernels.load_module(file, defines).get_function(name)
         return self._kernels[key]
 
     def free_memory(self) -> int:
@@ -348,6 +349,11 @@ class GPUBackend(Backend):
         row's system is built in global memory (kernels/gram.cu) and solved by cuSOLVER's
         batched Cholesky; same results, for comparison (``gpu-als bench``). The CG solver
         (``ALS(solver="cg")``) ignores this.
+    async_copies : bool, default True
+        Load the tiles of factor rows into shared memory with ``cp.async`` (sm_80 and
+        later), so that a thread's copies are in flight together. False compiles the
+        kernels with plain copies, as on older devices: for comparison (the benchmark's
+        profile times both).
     """
 
     name = "gpu"
@@ -360,7 +366,7 @@ class GPUBackend(Backend):
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
                  woodbury_fraction: float = 0.5, woodbury_min_rows: int = WOODBURY_MIN_ROWS,
-                 cholesky: str = "kernels"):
+                 cholesky: str = "kernels", async_copies: bool = True):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -375,6 +381,9 @@ class GPUBackend(Backend):
                                              strict=True, maximum=1)
         self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
+        self.async_copies = check_bool("async_copies", async_copies)
+        #: -D options of every kernel this backend compiles
+        self._defines: tuple[str, ...] = () if async_copies else ("ALS_ASYNC_COPIES=0",)
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
         self.block_threads = _kernels.block_threads()
@@ -386,13 +395,14 @@ class GPUBackend(Backend):
         e.g. ``backend.with_options(cholesky="cusolver")``."""
         options = {name: getattr(self, name) for name in (
             "split_length", "segment_length", "tile_rows", "memory_fraction", "woodbury",
-            "woodbury_fraction", "woodbury_min_rows", "cholesky")}
+            "woodbury_fraction", "woodbury_min_rows", "cholesky", "async_copies")}
         return GPUBackend(self.runtime, **{**options, **changes})
 
     def __repr__(self) -> str:
         device = getattr(self.runtime, "device_name", "?")
         extra = "" if self.woodbury else ", woodbury=False"
         extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
+        extra += "" if self.async_copies else ", async_copies=False"
         return f"GPUBackend(device={device!r}{extra})"
 
     # ---- arrays ---------------------------------------------------------------------
@@ -425,7 +435,7 @@ class GPUBackend(Backend):
             timer.add(name, self.runtime.elapsed(start, self.runtime.mark()))
 
     def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
-        kernel = self.runtime.kernel(file, name)
+        kernel = self.runtime.kernel(file, name, self._defines)
         if shared > DEFAULT_SHARED_BYTES and kernel.max_dynamic_shared_size_bytes < shared:
             kernel.max_dynamic_shared_size_bytes = shared  # opt in above 48 KiB
         kernel((grid,), (self.block_threads,), args, shared_mem=shared)
@@ -462,7 +472,8 @@ class GPUBackend(Backend):
         if largest is None or multiprocessor is None:
             return largest
         registers = self.runtime.registers(
-            "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype))
+            "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
+            self._defines)
 
         def resident(tile: int) -> int:
             return multiprocessor.resident_blocks(
