@@ -11,6 +11,14 @@
 
 // Threads per block of every kernel; gpu_als/backends/gpu.py reads the same value.
 #define ALS_BLOCK_THREADS 128
+// Blocks of the fused kernel (solve.cu) that its registers leave room for on one
+// multiprocessor (__launch_bounds__'s minimum): ptxas then keeps it to 65536 / (6 * 128) =
+// 85 registers a thread (68 to 80 in the builds checked; float32 spills nothing, float64
+// 4 to 8 bytes with CUDA 13). Left to itself, ptxas picked 64 to 128 registers and, in some
+// builds, spilled up to 36 bytes. Registers bound the resident blocks only at small k: at
+// k = 64 in float32 shared memory allows 8 on an H100/H200 and 6 on an A100, the 95
+// registers ptxas had picked for sm_90 allowed 5; at k = 128 shared memory allows 3.
+#define ALS_FUSED_MIN_BLOCKS 6
 // Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
 #define ALS_MAX_FACTORS 1024
 // 1: tiles are loaded with cp.async on sm_80 and later (copy_async); 0: with plain copies,
@@ -141,15 +149,32 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
             }
     }
     // A[i][c] -= sum_t L[i][j + t] L[c][j + t] for j + WIDTH <= c <= i: warps take rows,
-    // lanes columns (contiguous, none above the diagonal); one read and one write of A per
-    // element for WIDTH updates.
-    for (int i = j + WIDTH + warp; i < k; i += warps) {
-        T li[WIDTH];
-        for (int t = 0; t < WIDTH; ++t) li[t] = column[t * k + i];
-        for (int c = j + WIDTH + lane; c <= i; c += 32) {
-            T s = A[i * lda + c];
-            for (int t = 0; t < WIDTH; ++t) s -= li[t] * column[t * k + c];
-            A[i * lda + c] = s;
+    // two at a time (i and i + warps), lanes columns (contiguous, none above the
+    // diagonal); one read and one write of A per element for WIDTH updates. The two rows
+    // share each column's reads of the buffer, and their updates are independent, so a
+    // warp has two in flight where one row at a time waited on each.
+    for (int i = j + WIDTH + warp; i < k; i += 2 * warps) {
+        const int i2 = i + warps;  // the second row, if there is one
+        const bool second = i2 < k;
+        T li[WIDTH], li2[WIDTH];
+        for (int t = 0; t < WIDTH; ++t) {
+            li[t] = column[t * k + i];
+            li2[t] = second ? column[t * k + i2] : T(0);
+        }
+        const int last = second ? i2 : i;
+        for (int c = j + WIDTH + lane; c <= last; c += 32) {
+            T lc[WIDTH];
+            for (int t = 0; t < WIDTH; ++t) lc[t] = column[t * k + c];
+            if (c <= i) {
+                T s = A[i * lda + c];
+                for (int t = 0; t < WIDTH; ++t) s -= li[t] * lc[t];
+                A[i * lda + c] = s;
+            }
+            if (second) {
+                T s = A[i2 * lda + c];
+                for (int t = 0; t < WIDTH; ++t) s -= li2[t] * lc[t];
+                A[i2 * lda + c] = s;
+            }
         }
     }
     __syncthreads();
