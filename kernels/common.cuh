@@ -141,11 +141,13 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
         }
     }
     __syncthreads();  // the panel is in the column buffer, and every thread has read D
-    if (tid == 0) {   // D's factor and its mirror (no thread reads D's entries any more)
+    if (tid == 0) {   // D's factor and its mirror (no thread reads D's entries any more),
+                      // with 1 / L_aa on the diagonal for the solves
         for (int a = 0; a < WIDTH; ++a)
             for (int c = 0; c <= a; ++c) {
-                A[(j + a) * lda + j + c] = L[a][c];
-                A[(j + c) * lda + j + a] = L[a][c];
+                const T value = c == a ? inv[a] : L[a][c];
+                A[(j + a) * lda + j + c] = value;
+                A[(j + c) * lda + j + a] = value;
             }
     }
     // A[i][c] -= sum_t L[i][j + t] L[c][j + t] for j + WIDTH <= c <= i: warps take rows,
@@ -182,7 +184,9 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
 
 // In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, `lda`
 // the row stride): L overwrites the lower triangle and L^T the upper one (so that both
-// solves read L row-wise), then the solves L y = b and L^T x = y leave x in b. Blocked by
+// solves read L row-wise), each with 1 / L_jj on the diagonal (so that the solves'
+// serial steps multiply instead of divide), then the solves L y = b and L^T x = y leave x
+// in b. Blocked by
 // panels of ALS_CHOLESKY_PANEL columns (cholesky_panel): two block barriers and one pass
 // over the trailing triangle per panel instead of per column. `column` (shared memory,
 // ALS_CHOLESKY_PANEL * k values) holds the panel's columns of L. Runs on the whole block
@@ -205,14 +209,14 @@ __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     }
     if (warp == 0) {
         for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T
-            const T y = b[j] / A[j * lda + j];
+            const T y = b[j] * A[j * lda + j];  // 1 / L_jj
             __syncwarp();  // every lane has read b[j]
             if (lane == 0) b[j] = y;
             for (int i = j + 1 + lane; i < k; i += 32) b[i] -= A[j * lda + i] * y;
             __syncwarp();
         }
         for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y, L[j][i] from row j of L
-            const T x = b[j] / A[j * lda + j];
+            const T x = b[j] * A[j * lda + j];
             __syncwarp();
             if (lane == 0) b[j] = x;
             for (int i = lane; i < j; i += 32) b[i] -= A[j * lda + i] * x;
