@@ -182,21 +182,70 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
     __syncthreads();
 }
 
+// The triangular solves L y = b, then L^T x = y, leaving x in b, with A as the
+// factorization below leaves it (L below the diagonal, L^T above, 1 / L_jj on it). Blocked
+// by 32 rows: warp 0 solves a block's 32 x 32 triangle with the block's values in its
+// lanes' registers (per step a shuffle, a multiply and a multiply-add; the unblocked solve
+// went through shared memory with two warp syncs per step), then every thread takes the
+// block's part out of the rows still to solve; two block barriers per block. Both steps
+// read A contiguously across lanes: A[(first + s) * lda + i] is L[i][first + s] above the
+// diagonal (forward) and L[first + s][i] below it (backward).
+template <typename T>
+__device__ void triangular_solves(const T* A, T* b, int k, int lda) {
+    const int tid = threadIdx.x, nthreads = blockDim.x, lane = tid % 32, warp = tid / 32;
+    for (int first = 0; first < k; first += 32) {  // forward: L y = b
+        const int size = k - first < 32 ? k - first : 32;
+        if (warp == 0) {
+            T v = lane < size ? b[first + lane] : T(0);
+            for (int s = 0; s < size; ++s) {
+                const T y = __shfl_sync(0xffffffffu, v, s) * A[(first + s) * lda + first + s];
+                if (lane == s) v = y;
+                if (lane > s && lane < size) v -= A[(first + s) * lda + first + lane] * y;
+            }
+            if (lane < size) b[first + lane] = v;
+        }
+        __syncthreads();
+        for (int i = first + size + tid; i < k; i += nthreads) {
+            T acc = b[i];
+            for (int s = 0; s < size; ++s) acc -= A[(first + s) * lda + i] * b[first + s];
+            b[i] = acc;
+        }
+        __syncthreads();
+    }
+    for (int last = k; last > 0; last -= 32) {  // backward: L^T x = y
+        const int first = last > 32 ? last - 32 : 0, size = last - first;
+        if (warp == 0) {
+            T v = lane < size ? b[first + lane] : T(0);
+            for (int s = size - 1; s >= 0; --s) {
+                const T x = __shfl_sync(0xffffffffu, v, s) * A[(first + s) * lda + first + s];
+                if (lane == s) v = x;
+                if (lane < s) v -= A[(first + s) * lda + first + lane] * x;
+            }
+            if (lane < size) b[first + lane] = v;
+        }
+        __syncthreads();
+        for (int i = tid; i < first; i += nthreads) {
+            T acc = b[i];
+            for (int s = 0; s < size; ++s) acc -= A[(first + s) * lda + i] * b[first + s];
+            b[i] = acc;
+        }
+        __syncthreads();
+    }
+}
+
 // In-place Cholesky factorization A = L L^T of the k x k SPD matrix A (row-major, `lda`
 // the row stride): L overwrites the lower triangle and L^T the upper one (so that both
-// solves read L row-wise), each with 1 / L_jj on the diagonal (so that the solves'
+// solves read L contiguously), each with 1 / L_jj on the diagonal (so that the solves'
 // serial steps multiply instead of divide), then the solves L y = b and L^T x = y leave x
-// in b. Blocked by
-// panels of ALS_CHOLESKY_PANEL columns (cholesky_panel): two block barriers and one pass
-// over the trailing triangle per panel instead of per column. `column` (shared memory,
-// ALS_CHOLESKY_PANEL * k values) holds the panel's columns of L. Runs on the whole block
-// (blockDim.x a multiple of 32); A and b may live in shared or global memory. The
-// triangular solves run on one warp (O(k^2) work, warp-level syncs only). Returns false (on
-// every thread) if A is not numerically positive definite.
+// in b (triangular_solves). Blocked by panels of ALS_CHOLESKY_PANEL columns
+// (cholesky_panel): two block barriers and one pass over the trailing triangle per panel
+// instead of per column. `column` (shared memory, ALS_CHOLESKY_PANEL * k values) holds the
+// panel's columns of L. Runs on the whole block (blockDim.x a multiple of 32); A and b may
+// live in shared or global memory. Returns false (on every thread) if A is not
+// numerically positive definite.
 template <typename T>
 __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
     const int tid = threadIdx.x;
-    const int lane = tid % 32, warp = tid / 32;
     static_assert(ALS_CHOLESKY_PANEL == 4, "the switch below has a case per narrower panel");
     if (tid == 0) *flag = 0;  // only thread 0 writes the flag until the end
     for (int j = 0; j < k; j += ALS_CHOLESKY_PANEL) {
@@ -207,23 +256,7 @@ __device__ bool cholesky_solve(T* A, T* b, int k, int lda, T* flag, T* column) {
             default: cholesky_panel<ALS_CHOLESKY_PANEL>(A, lda, k, j, column, flag);
         }
     }
-    if (warp == 0) {
-        for (int j = 0; j < k; ++j) {  // forward: L y = b, L[i][j] read from row j of L^T
-            const T y = b[j] * A[j * lda + j];  // 1 / L_jj
-            __syncwarp();  // every lane has read b[j]
-            if (lane == 0) b[j] = y;
-            for (int i = j + 1 + lane; i < k; i += 32) b[i] -= A[j * lda + i] * y;
-            __syncwarp();
-        }
-        for (int j = k - 1; j >= 0; --j) {  // backward: L^T x = y, L[j][i] from row j of L
-            const T x = b[j] * A[j * lda + j];
-            __syncwarp();
-            if (lane == 0) b[j] = x;
-            for (int i = lane; i < j; i += 32) b[i] -= A[j * lda + i] * x;
-            __syncwarp();
-        }
-    }
-    __syncthreads();
+    triangular_solves(A, b, k, lda);  // ends with a block barrier
     const bool ok = *flag == 0;
     __syncthreads();
     return ok;
