@@ -5,7 +5,8 @@ NVRTC) and, where a `cuobjdump` is found, the instruction mix of the machine cod
     python benchmarks/kernel_report.py --arch sm_80 --files solve.cu gram.cu
 
 Counts are per kernel, over its whole code (loops counted once): they show what an inner
-loop issues (e.g. LDS.128, 128-bit shared loads; STL/LDL, local-memory spills), not how often
+loop issues (e.g. LDS.128, 128-bit shared loads; LDGSTS, cp.async copies from global to
+shared memory; STL/LDL, local-memory spills), not how often
 it runs. `cuobjdump` comes from the CUDA toolkit or the `nvidia-cuda-cuobjdump` and
 `nvidia-cuda-nvdisasm` wheels (set CUOBJDUMP to its path); without it only the ptxas
 figures are printed.
@@ -28,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpu_als.backends import _kernels  # noqa: E402
 
 #: Instruction classes counted in the machine code (LDS counts every shared load, LDS.128
-#: the 128-bit ones again; ATOM/RED every global or shared atomic).
-CLASSES = ("FFMA", "DFMA", "LDS", "LDS.128", "STS", "LDG", "STG", "SHFL", "BAR", "ATOM/RED",
-           "STL", "LDL")
-_PLAIN = {"FFMA", "DFMA", "LDS", "STS", "LDG", "STG", "SHFL", "BAR", "STL", "LDL"}
+#: the 128-bit ones again; LDGSTS the copies from global to shared memory, cp.async;
+#: ATOM/RED every global or shared atomic).
+CLASSES = ("FFMA", "DFMA", "LDS", "LDS.128", "STS", "LDG", "LDGSTS", "STG", "SHFL", "BAR",
+           "ATOM/RED", "STL", "LDL")
+_PLAIN = {"FFMA", "DFMA", "LDS", "STS", "LDG", "LDGSTS", "STG", "SHFL", "BAR", "STL", "LDL"}
 _ATOMIC = {"ATOM", "ATOMG", "ATOMS", "RED", "REDG"}
 
 

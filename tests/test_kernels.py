@@ -188,6 +188,7 @@ def test_kernel_report_prints_each_specialisation(nvrtc, capsys, monkeypatch):
     assert kernel_report.classify("REDG.E.ADD.F32.FTZ.RN.STRONG.GPU") == ["ATOM/RED"]
     assert kernel_report.classify("BAR.SYNC.DEFER_BLOCKING") == ["BAR"]
     assert kernel_report.classify("IMAD.MOV.U32") == []
+    assert kernel_report.classify("LDGSTS.E.128") == ["LDGSTS"]  # cp.async
 
 
 def test_every_kernel_file_is_listed():
