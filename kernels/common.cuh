@@ -52,6 +52,12 @@ template <typename T> __device__ __forceinline__ T sqrt_(T x);
 template <> __device__ __forceinline__ float sqrt_<float>(float x) { return sqrtf(x); }
 template <> __device__ __forceinline__ double sqrt_<double>(double x) { return sqrt(x); }
 
+// 1 / sqrt(x): in float32 one instruction (MUFU.RSQ, within 2 ulp), where sqrtf and then a
+// division are two correctly rounded sequences in a row.
+template <typename T> __device__ __forceinline__ T rsqrt_(T x);
+template <> __device__ __forceinline__ float rsqrt_<float>(float x) { return rsqrtf(x); }
+template <> __device__ __forceinline__ double rsqrt_<double>(double x) { return rsqrt(x); }
+
 // Sum of `value` over the block; every thread gets the result. `scratch` holds at least
 // blockDim.x / 32 values. Contains __syncthreads: call from all threads of the block.
 template <typename T>
@@ -121,10 +127,10 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
             for (int t = 0; t < c; ++t) s -= L[a][t] * L[c][t];
             if (c < a) {
                 L[a][c] = s * inv[c];
-            } else {
+            } else {  // the pivot: L_aa = sqrt(s) = s / sqrt(s), kept with its reciprocal
                 positive = positive && s > 0;
-                L[a][a] = s > 0 ? sqrt_(s) : T(1);
-                inv[a] = T(1) / L[a][a];
+                inv[a] = s > 0 ? rsqrt_(s) : T(1);
+                L[a][a] = s > 0 ? s * inv[a] : T(1);
             }
         }
     }
