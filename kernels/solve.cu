@@ -32,12 +32,18 @@ fused_solve(const long long* rows, const I* indptr, const I* indices, const T* w
     if (als::solved_if_empty(x, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
     // The lower triangle only: nothing reads the upper one before the Cholesky writes L^T
-    // there (the emulation's NaN-filled shared memory would show it).
-    for (als::FlatWalk at(k, k); at.valid(); at.next())
-        if (at.col <= at.row)
-            A[at.row * lda + at.col] =
-                base[at.row * k + at.col] + (at.row == at.col ? diag : T(0));
+    // there (the emulation's NaN-filled shared memory would show it). Below the diagonal
+    // by copy_async, so that a thread's k^2 / 256 reads of base are in flight together
+    // (a load-then-store loop waited on each); each diagonal entry, plus diag, by the
+    // thread that reaches it.
+    for (als::FlatWalk at(k, k); at.valid(); at.next()) {
+        if (at.col < at.row)
+            als::copy_async<T, 1>(A + at.row * lda + at.col, base + at.row * k + at.col);
+        else if (at.col == at.row)
+            A[at.row * lda + at.col] = base[at.row * k + at.col] + diag;
+    }
     for (int p = tid; p < k; p += nthreads) b[p] = 0;
+    als::wait_copies();
     __syncthreads();
     als::accumulate_entries<false>(A, lda, b, indices, weight, target, F, start, end, k,
                                    tile_rows, tile, w, t);
