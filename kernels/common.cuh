@@ -14,15 +14,16 @@
 // Blocks of the fused kernel (solve.cu) that its registers leave room for on one
 // multiprocessor (__launch_bounds__'s minimum): ptxas then keeps it to 65536 / (6 * 128) =
 // 85 registers a thread (68 to 80 in the builds checked; float32 spills nothing, float64
-// 4 to 8 bytes with CUDA 13). Left to itself, ptxas picked 64 to 128 registers and, in some
+// 4 to 12 bytes). Left to itself, ptxas picked 64 to 128 registers and, in some
 // builds, spilled up to 36 bytes. Registers bound the resident blocks only at small k: at
 // k = 64 in float32 shared memory allows 8 on an H100/H200 and 6 on an A100, the 95
 // registers ptxas had picked for sm_90 allowed 5; at k = 128 shared memory allows 3.
 #define ALS_FUSED_MIN_BLOCKS 6
 // Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
 #define ALS_MAX_FACTORS 1024
-// 1: tiles are loaded with cp.async on sm_80 and later (copy_async); 0: with plain copies,
-// as before sm_80 (GPUBackend(async_copies=False) compiles with 0, for comparison).
+// 1: copy_async (the tiles, the Woodbury path's rows, the fused kernel's base) is cp.async
+// on sm_80 and later; 0: plain copies, as before sm_80 (GPUBackend(async_copies=False)
+// compiles with 0, for comparison).
 #ifndef ALS_ASYNC_COPIES
 #define ALS_ASYNC_COPIES 1
 #endif

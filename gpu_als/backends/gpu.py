@@ -350,10 +350,10 @@ class GPUBackend(Backend):
         batched Cholesky; same results, for comparison (``gpu-als bench``). The CG solver
         (``ALS(solver="cg")``) ignores this.
     async_copies : bool, default True
-        Load the tiles of factor rows into shared memory with ``cp.async`` (sm_80 and
-        later), so that a thread's copies are in flight together. False compiles the
-        kernels with plain copies, as on older devices: for comparison (the benchmark's
-        profile times both).
+        Copy the factor rows (and the fused kernel's ``F^T F + lambda I``) into shared
+        memory with ``cp.async`` (sm_80 and later), so that a thread's copies are in
+        flight together. False compiles the kernels with plain copies, as on older
+        devices: for comparison (the benchmark's profile times both).
     """
 
     name = "gpu"
@@ -382,8 +382,6 @@ class GPUBackend(Backend):
         self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
         self.async_copies = check_bool("async_copies", async_copies)
-        #: -D options of every kernel this backend compiles
-        self._defines: tuple[str, ...] = () if async_copies else ("ALS_ASYNC_COPIES=0",)
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
         self.block_threads = _kernels.block_threads()
@@ -404,6 +402,11 @@ class GPUBackend(Backend):
         extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
         extra += "" if self.async_copies else ", async_copies=False"
         return f"GPUBackend(device={device!r}{extra})"
+
+    @property
+    def _defines(self) -> tuple[str, ...]:
+        """The ``-D`` options of every kernel this backend compiles."""
+        return () if self.async_copies else ("ALS_ASYNC_COPIES=0",)
 
     # ---- arrays ---------------------------------------------------------------------
 
