@@ -394,6 +394,19 @@ __device__ __forceinline__ void wait_copies() {
 #endif
 }
 
+// Starts copying the factor rows F[indices[start + j]] (k values each), j < n, to the rows
+// of `to`, `stride` values apart, in pieces of WIDTH values (copy_async: k % WIDTH == 0 and
+// both sides aligned for the pieces); the caller waits for them (wait_copies).
+template <int WIDTH, typename T, typename I>
+__device__ __forceinline__ void copy_factor_rows(T* to, int stride, const I* indices,
+                                                 long long start, const T* F, int n, int k) {
+    for (FlatWalk at(n, k / WIDTH); at.valid(); at.next()) {
+        const int col = at.col * WIDTH;
+        copy_async<T, WIDTH>(to + at.row * stride + col,
+                             F + (long long)indices[start + at.row] * k + col);
+    }
+}
+
 // Loads entries [start, start + n) of the CSR into the tile: the factor rows F[indices[e]]
 // (n x k, row-major, 16-byte aligned) and the entries' weights and targets. The rows move in
 // 16-byte pieces when k is a multiple of their width and F is 16-byte aligned (CuPy's
@@ -404,17 +417,10 @@ __device__ void load_tile(T* tile, T* w, T* t, const I* indices, const T* weight
                           const T* target, const T* F, long long start, int n, int k) {
     constexpr int VECTOR = 16 / sizeof(T);
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    if (k % VECTOR == 0 && reinterpret_cast<unsigned long long>(F) % 16 == 0) {
-        for (FlatWalk at(n, k / VECTOR); at.valid(); at.next()) {
-            const int col = at.col * VECTOR;
-            copy_async<T, VECTOR>(tile + at.row * k + col,
-                                  F + (long long)indices[start + at.row] * k + col);
-        }
-    } else {
-        for (FlatWalk at(n, k); at.valid(); at.next())
-            copy_async<T, 1>(tile + at.row * k + at.col,
-                             F + (long long)indices[start + at.row] * k + at.col);
-    }
+    if (k % VECTOR == 0 && reinterpret_cast<unsigned long long>(F) % 16 == 0)
+        copy_factor_rows<VECTOR>(tile, k, indices, start, F, n, k);
+    else
+        copy_factor_rows<1>(tile, k, indices, start, F, n, k);
     for (int j = tid; j < n; j += nthreads) {
         copy_async<T, 1>(w + j, weight + start + j);
         copy_async<T, 1>(t + j, target + start + j);

@@ -44,9 +44,7 @@ woodbury_solve(const long long* rows, const I* indptr, const I* indices, const T
     const int tid = threadIdx.x, nthreads = blockDim.x;
     // The row's factor rows, value by value (lda_f is odd: rows are not 16-byte aligned)
     // but all of a thread's copies in flight at once (copy_async).
-    for (als::FlatWalk at(n, k); at.valid(); at.next())
-        als::copy_async<T, 1>(Fu + at.row * lda_f + at.col,
-                              F + (long long)indices[start + at.row] * k + at.col);
+    als::copy_factor_rows<1>(Fu, lda_f, indices, start, F, n, k);
     als::wait_copies();
     T unweighted = 0;  // entries with a target but no weight
     for (int i = tid; i < n; i += nthreads) {
