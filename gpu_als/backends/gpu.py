@@ -37,6 +37,7 @@ CUDA.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -391,9 +392,8 @@ class GPUBackend(Backend):
     def with_options(self, **changes: Any) -> GPUBackend:
         """A backend on the same runtime (device) with these constructor options changed,
         e.g. ``backend.with_options(cholesky="cusolver")``."""
-        options = {name: getattr(self, name) for name in (
-            "split_length", "segment_length", "tile_rows", "memory_fraction", "woodbury",
-            "woodbury_fraction", "woodbury_min_rows", "cholesky", "async_copies")}
+        options = {name: getattr(self, name)  # every option is kept under its own name
+                   for name in inspect.signature(GPUBackend).parameters if name != "runtime"}
         return GPUBackend(self.runtime, **{**options, **changes})
 
     def __repr__(self) -> str:
