@@ -218,7 +218,7 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
         For a dense array, a DataFrame, or a non-numeric (or complex) dtype.
     ValueError
         For a matrix that is not 2-D, has no rows, columns or stored entries, has indices
-        out of range, or holds NaN or infinite values.
+        out of range, or holds NaN or infinite values or ones beyond ``dtype``'s range.
     """
     dtype = check_dtype(dtype)
     user_items = _host_sparse(user_items)
@@ -248,15 +248,17 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
         raise TypeError(
             f"{name} has dtype {value_dtype}: expected real numbers (bool, int or float)"
         )
-    csr = None if copy else _shared_canonical_csr(user_items, dtype)
-    if csr is None:
-        try:
-            csr = sp.csr_matrix(user_items, copy=True)  # never modify the caller's matrix
-            csr.check_format(full_check=True)
-        except ValueError as exc:
-            raise ValueError(f"{name} is not a valid sparse matrix: {exc}") from exc
-        csr.sum_duplicates()  # also sorts indices
-        csr = csr.astype(dtype, copy=False)
+    # a finite value beyond dtype's range becomes inf here: named below, not warned of
+    with np.errstate(over="ignore"):
+        csr = None if copy else _shared_canonical_csr(user_items, dtype)
+        if csr is None:
+            try:
+                csr = sp.csr_matrix(user_items, copy=True)  # never modify the caller's
+                csr.check_format(full_check=True)
+            except ValueError as exc:
+                raise ValueError(f"{name} is not a valid sparse matrix: {exc}") from exc
+            csr.sum_duplicates()  # also sorts indices
+            csr = csr.astype(dtype, copy=False)
     if csr.nnz == 0:
         purpose = {"test": "evaluate", "X": "weight", "ratings": "binarize"}.get(name, "learn from")
         raise ValueError(f"{name} has no stored entries: there is nothing to {purpose}")
@@ -264,10 +266,14 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
     if bad.any():
         where = np.flatnonzero(bad)[0]
         row = int(np.searchsorted(csr.indptr, where, side="right") - 1)
-        raise ValueError(
-            f"{name} holds {int(bad.sum())} NaN or infinite value(s), the first at "
-            f"row {row}, column {int(csr.indices[where])}"
-        )
+        at = f"the first at row {row}, column {int(csr.indices[where])}"
+        if _all_finite(user_items):  # then the cast (or summing duplicates) overflowed
+            raise ValueError(
+                f"{name} holds {int(bad.sum())} value(s) beyond {dtype.name}'s range "
+                f"(largest magnitude {np.finfo(dtype).max:.3g}), {at}: scale the values "
+                f"down" + (" or use dtype=float64" if dtype != np.float64 else "")
+            )
+        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s), {at}")
     return csr
 
 
@@ -310,6 +316,13 @@ def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str,
             raise TypeError(f"{name} has dtype {user_items.dtype}: expected real numbers")
         return sp.csr_matrix(user_items.shape, dtype=check_dtype(dtype))
     return check_user_items(user_items, dtype, name=name, copy=copy)
+
+
+def _all_finite(m: Any) -> bool:
+    """Whether every stored value of the scipy.sparse matrix ``m`` is finite in its own
+    dtype (only called on the way to an error)."""
+    data = m.tocoo().data
+    return data.dtype.kind != "f" or bool(np.isfinite(data).all())
 
 
 def _shared_canonical_csr(m: Any, dtype: np.dtype) -> sp.csr_matrix | None:
@@ -559,6 +572,13 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
         if len(bad):
             raise ValueError(f"column {value_col!r} holds {len(bad)} missing, NaN or infinite "
                              f"value(s), the first in row {bad[0]}")
+        limit = np.finfo(check_dtype(dtype)).max
+        big = np.flatnonzero(np.abs(values.astype(np.float64)) > limit)
+        if len(big):
+            raise ValueError(f"column {value_col!r} holds {len(big)} value(s) beyond "
+                             f"{np.dtype(dtype).name}'s range (largest magnitude {limit:.3g}), "
+                             f"the first in row {big[0]}: scale the values down or use "
+                             f"dtype=float64")
     known = (rows >= 0) & (cols >= 0)
     coo = sp.coo_matrix(
         (values[known].astype(np.float64), (rows[known], cols[known])),

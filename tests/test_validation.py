@@ -36,6 +36,40 @@ def test_nan_and_inf_values(R, value):
         fit(R)
 
 
+@pytest.mark.parametrize("fmt", ["csr", "coo", "lil"])
+def test_finite_values_beyond_the_dtypes_range_are_named_as_such(R, fmt):
+    """A float64 value that float32 cannot hold becomes inf in the cast: the error says
+    that, not that the user's (finite) data holds infinities, and no RuntimeWarning of
+    NumPy's cast leaks out first (pytest.ini turns one into an error here)."""
+    R = R.astype(np.float64)
+    R.data[3] = 1e39
+    row = int(np.searchsorted(R.indptr, 3, side="right")) - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"1 value\(s\) beyond float32's range \(largest "
+                                             rf"magnitude 3.4e\+38\), the first at row {row}, "
+                                             rf"column {R.indices[3]}: scale the values down "
+                                             rf"or use dtype=float64$"):
+            fit(R.asformat(fmt))
+        fit(R.asformat(fmt), dtype="float64", alpha=1e-38)  # fine there
+    # duplicates whose sum overflows, in float64 too
+    twice = sp.coo_matrix(([1e308, 1e308, 1.0], ([0, 0, 1], [1, 1, 0])), shape=(2, 2))
+    with pytest.raises(ValueError, match=r"1 value\(s\) beyond float64's range .* scale the "
+                                         r"values down$"):
+        fit(twice, dtype="float64", factors=1)
+
+
+def test_a_frames_value_beyond_float32_is_named_by_its_row():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": [1, 2, 3, 1], "item": ["a", "b", "a", "c"],
+                       "value": [1.0, 2.0, -1e39, 3.0]})
+    with pytest.raises(ValueError, match=r"column 'value' holds 1 value\(s\) beyond float32's "
+                                         r"range .*, the first in row 2: scale the values "
+                                         r"down or use dtype=float64$"):
+        fit(df)
+    assert from_dataframe(df, dtype=np.float64).matrix[2, 0] == -1e39
+
+
 def test_dense_input_is_a_type_error(R):
     with pytest.raises(TypeError, match="scipy.sparse matrix or array, got numpy.ndarray; "
                                         "convert a dense array"):
