@@ -408,6 +408,8 @@ def _fit_gpu_als(R, spec: dict) -> dict:
 PROFILED_TILES = (8, 16)
 #: Longest rows of the Woodbury path, as fractions of k, profiled besides the default 1/2.
 PROFILED_WOODBURY = (0.25, 1.0)
+#: Threads per block of the fused kernel, each profiled (the default picks one by occupancy).
+PROFILED_FUSED_THREADS = (128, 256)
 
 
 def _profile_phases(training, spec: dict) -> dict:
@@ -416,10 +418,11 @@ def _profile_phases(training, spec: dict) -> dict:
     ``"phases_two_kernel"`` (every row on the two-kernel path), ``"phases_no_woodbury"``
     (short rows on the fused kernel too), ``"phases_tile<t>"`` (the fused kernel with
     ``t`` tile rows, for each of PROFILED_TILES), ``"phases_woodbury<p>"`` (rows of up
-    to p % of k on the Woodbury path, for each of PROFILED_WOODBURY) and
-    ``"phases_plain_copies"`` (the tiles loaded with plain copies instead of cp.async):
-    the data for choosing between the paths, the tile size, the Woodbury bound and the
-    way tiles are loaded."""
+    to p % of k on the Woodbury path, for each of PROFILED_WOODBURY),
+    ``"phases_threads<n>"`` (the fused kernel in blocks of n threads, for each of
+    PROFILED_FUSED_THREADS) and ``"phases_plain_copies"`` (the tiles loaded with plain
+    copies instead of cp.async): the data for choosing between the paths, the tile size,
+    the Woodbury bound, the fused kernel's block size and the way tiles are loaded."""
     from .backends.gpu import GPUBackend
 
     backend, solver = training.backend, training.p["solver"]
@@ -433,6 +436,8 @@ def _profile_phases(training, spec: dict) -> dict:
         for fraction in PROFILED_WOODBURY:
             backends[f"phases_woodbury{round(fraction * 100)}"] = \
                 backend.with_options(woodbury_fraction=fraction)
+        for threads in PROFILED_FUSED_THREADS:
+            backends[f"phases_threads{threads}"] = backend.with_options(fused_threads=threads)
         if backend.async_copies:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
     result = {}
@@ -844,16 +849,19 @@ def markdown_tables(result: dict) -> str:
     if paths:  # the GPU exact solver's half-steps on each path and tile: ms, user + item
         tiles = [f"phases_tile{t}" for t in PROFILED_TILES]
         bounds = [f"phases_woodbury{round(f * 100)}" for f in PROFILED_WOODBURY]
+        blocks = [f"phases_threads{n}" for n in PROFILED_FUSED_THREADS]
         lines += ["", "| dataset | k | half-steps, ms (user + item): as run | "
                   "no Woodbury | " + " | ".join(f"fused, {t[len('phases_'):]}" for t in tiles)
                   + " | " + " | ".join(f"Woodbury to {round(f * 100)}% of k"
                                        for f in PROFILED_WOODBURY)
+                  + " | " + " | ".join(f"fused, {n} threads" for n in PROFILED_FUSED_THREADS)
                   + " | plain copies | two-kernel |",
-                  "|---|---:|---:|---:|" + "---:|" * (len(tiles) + len(bounds) + 2)]
+                  "|---|---:|---:|---:|" + "---:|" * (len(tiles) + len(bounds) + len(blocks)
+                                                      + 2)]
         for r in paths:
             cells = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                          for side in r[key].values()) * 1e3 if key in r else None
-                     for key in ("phases", "phases_no_woodbury", *tiles, *bounds,
+                     for key in ("phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
                                  "phases_plain_copies", "phases_two_kernel")]
             lines.append(f"| {r['dataset']} | {r['factors']} | " + " | ".join(
                 "" if c is None else f"{c:,.1f}" for c in cells) + " |")

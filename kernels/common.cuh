@@ -11,14 +11,20 @@
 
 // Threads per block of every kernel; gpu_als/backends/gpu.py reads the same value.
 #define ALS_BLOCK_THREADS 128
-// Blocks of the fused kernel (solve.cu) that its registers leave room for on one
-// multiprocessor (__launch_bounds__'s minimum): ptxas then keeps it to 65536 / (6 * 128) =
-// 85 registers a thread (68 to 80 in the builds checked; float32 spills nothing, float64
-// 4 to 12 bytes). Left to itself, ptxas picked 64 to 128 registers and, in some
-// builds, spilled up to 36 bytes. Registers bound the resident blocks only at small k: at
-// k = 64 in float32 shared memory allows 8 on an H100/H200 and 6 on an A100, the 95
-// registers ptxas had picked for sm_90 allowed 5; at k = 128 shared memory allows 3.
-#define ALS_FUSED_MIN_BLOCKS 6
+// Most threads per block of the fused kernel (solve.cu), whose code takes any multiple of
+// 32: gpu.py launches it with ALS_BLOCK_THREADS or with this many, whichever keeps more
+// warps resident per multiprocessor. At k = 128 in float32 shared memory holds three
+// blocks on an H100/H200 whatever their threads: 12 warps of 128-thread blocks, 24 of
+// 256-thread ones, to hide the latency of the shared-memory loads and barriers.
+#define ALS_FUSED_THREADS 256
+// Blocks of ALS_FUSED_THREADS threads that the fused kernel's registers leave room for on
+// one multiprocessor (__launch_bounds__'s minimum): ptxas then keeps it to 65536 / (3 *
+// 256) = 85 registers a thread (68 to 80 in the builds checked; float32 spills nothing,
+// float64 4 to 12 bytes), which is also room for 6 blocks of 128. Left to itself, ptxas
+// picked 64 to 128 registers and, in some builds, spilled up to 36 bytes. Registers bound
+// the resident blocks only at small k: at k = 64 in float32 shared memory allows 8 blocks
+// on an H100/H200 and 6 on an A100, the 95 registers ptxas had picked for sm_90 allowed 5.
+#define ALS_FUSED_MIN_BLOCKS 3
 // Largest number of factors (gpu_als/backends/gpu.py's MAX_FACTORS; a test checks).
 #define ALS_MAX_FACTORS 1024
 // 1: copy_async (the tiles, the Woodbury path's rows, the fused kernel's base) is cp.async

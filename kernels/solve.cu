@@ -13,7 +13,7 @@
 #include "common.cuh"
 
 template <typename T, typename I>
-__global__ void __launch_bounds__(ALS_BLOCK_THREADS, ALS_FUSED_MIN_BLOCKS)
+__global__ void __launch_bounds__(ALS_FUSED_THREADS, ALS_FUSED_MIN_BLOCKS)
 fused_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
             const T* target, const T* F, const T* base, T diag_scale, int k, int lda,
             int tile_rows, T* out) {

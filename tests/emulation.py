@@ -164,9 +164,9 @@ class EmulatedKernel:
             raise RuntimeError(f"{self.name}: invalid grid {grid} (a CUDA launch needs "
                                f"1 <= x < 2**31 and 1 <= y, z <= 65535)")
         threads = int(np.prod(block))
-        if min(block) < 1 or threads > _kernels.block_threads():
-            raise RuntimeError(f"{self.name}: block {block} ({threads} threads) exceeds the "
-                               f"kernels' __launch_bounds__({_kernels.block_threads()})")
+        if min(block) < 1 or threads > _kernels.max_threads(self.name):
+            raise RuntimeError(f"{self.name}: block {block} ({threads} threads) exceeds its "
+                               f"__launch_bounds__({_kernels.max_threads(self.name)})")
         if shared_mem > self.max_dynamic_shared_size_bytes:
             raise RuntimeError(
                 f"{self.name}: {shared_mem} bytes of dynamic shared memory without raising "
@@ -207,6 +207,12 @@ class EmulatedKernel:
         fault = self._take_fault().decode()
         if fault:  # a GPU would end the launch with an error (and poison the context)
             raise RuntimeError(f"{self.name}: {fault}")
+
+
+#: Kernel defines that choose between device code paths only: ALS_ASYNC_COPIES picks
+#: cp.async or plain copies, and the host code's copies (GPU_ALS_HOST_EMULATION) are plain
+#: either way.
+DEVICE_ONLY_DEFINES = ("ALS_ASYNC_COPIES",)
 
 
 class EmulatedModule:
@@ -272,11 +278,13 @@ class EmulatedRuntime:
         self._arrays: list[weakref.ref] = []  # what address() handed out, while alive
 
     def kernel(self, file: str, name: str, defines: tuple[str, ...] = ()) -> EmulatedKernel:
-        """``defines`` go to the compiler as ``-D`` options, as ``CudaRuntime.kernel``'s
-        (the host code takes no branch on ALS_ASYNC_COPIES: its copies are plain)."""
+        """``defines`` go to the compiler as ``-D`` options, as ``CudaRuntime.kernel``'s,
+        but for those in DEVICE_ONLY_DEFINES: the host code takes no branch on them, so
+        the library built without them serves (not a second build of every file)."""
         if (file, defines) not in self._modules:
             self._modules[file, defines] = EmulatedModule(
-                file, (*self._flags, *(f"-D{d}" for d in defines)))
+                file, (*self._flags, *(f"-D{d}" for d in defines
+                                       if d.split("=")[0] not in DEVICE_ONLY_DEFINES)))
         kernel = self._modules[file, defines].get_function(name)
         kernel.lanes = self.concurrent_blocks if runs_blocks_at_once(file) else 1
         return kernel

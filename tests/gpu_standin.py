@@ -21,7 +21,7 @@ class StandInRuntime(emulation.EmulatedRuntime):
     def __init__(self):
         super().__init__(multiprocessor=gpu.Multiprocessor(
             shared_memory=228 * 1024, reserved_shared_memory=1024, registers=65536,
-            threads=2048, blocks=32), registers=95)
+            threads=2048, blocks=32), registers=80)
 
 
 emulation.build_all()

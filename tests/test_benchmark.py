@@ -118,10 +118,10 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     compiled_while_timed = []
     launch = gpu.GPUBackend._launch
 
-    def watching(self, file, name, grid, args, shared=0):
+    def watching(self, file, name, grid, args, shared=0, threads=None):
         if self.timer is not None and (file, self._defines) not in self.runtime._modules:
             compiled_while_timed.append((file, self._defines))
-        return launch(self, file, name, grid, args, shared)
+        return launch(self, file, name, grid, args, shared, threads)
 
     monkeypatch.setattr(gpu.GPUBackend, "_launch", watching)
     backend = emulated_backend()
@@ -132,9 +132,12 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     assert compiled_while_timed == []
     assert {key for key in row if key.startswith("phases")} == \
         {"phases", "phases_two_kernel", "phases_no_woodbury", "phases_woodbury25",
-         "phases_woodbury100", "phases_plain_copies"}
+         "phases_woodbury100", "phases_threads128", "phases_threads256",
+         "phases_plain_copies"}
     # k = 6: rows of up to 1 entry on the Woodbury path at 25 %, 3 by default, 6 at 100 %
     assert all(row["phases_woodbury100"][side]["woodbury"] > 0 for side in ("user", "item"))
+    assert all(row[f"phases_threads{n}"][side]["fused"] > 0
+               for n in (128, 256) for side in ("user", "item"))
     for side in ("user", "item"):
         assert {"fixed_gram", "shared", "fused"} <= set(row["phases"][side])
         two_kernel = row["phases_two_kernel"][side]
@@ -149,7 +152,8 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     profiled = benchmark._profile_phases(row.pop("training"), fit_spec)
     assert set(profiled) == {"phases", "phases_two_kernel", "phases_no_woodbury",
                              "phases_tile8", "phases_tile16", "phases_woodbury25",
-                             "phases_woodbury100", "phases_plain_copies"}
+                             "phases_woodbury100", "phases_threads128",
+                             "phases_threads256", "phases_plain_copies"}
     assert all(profiled["phases_tile8"][side]["fused"] > 0 for side in ("user", "item"))
 
 
@@ -367,7 +371,8 @@ def test_compare_and_plot(tmp_path):
 
     profiled = {"phases": phases(3, 5), "phases_no_woodbury": phases(5, 6),
                 "phases_tile8": phases(4, 6), "phases_woodbury100": phases(2, 3),
-                "phases_plain_copies": phases(7, 9), "phases_two_kernel": phases(10, 20)}
+                "phases_threads256": phases(6, 7), "phases_plain_copies": phases(7, 9),
+                "phases_two_kernel": phases(10, 20)}
     rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
             row("implicit", "cg", 0.3, 100.0),
             row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
@@ -387,10 +392,11 @@ def test_compare_and_plot(tmp_path):
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
     # as run, without Woodbury, tile 8, tile 16 (not profiled), Woodbury to 25 % of k (not
-    # profiled) and to 100 %, plain copies, two-kernel
-    assert "Woodbury to 25% of k | Woodbury to 100% of k | plain copies | two-kernel |" \
-        in tables
-    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 | 16.0 | 30.0 |" in tables
+    # profiled) and to 100 %, blocks of 128 threads (not profiled) and of 256, plain
+    # copies, two-kernel
+    assert "Woodbury to 25% of k | Woodbury to 100% of k | fused, 128 threads | fused, 256 " \
+        "threads | plain copies | two-kernel |" in tables
+    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 |  | 13.0 | 16.0 | 30.0 |" in tables
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000

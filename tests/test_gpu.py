@@ -85,8 +85,9 @@ def test_gpu_cusolver_matches_cpu_with_a_long_row(k, feedback):
 
 def test_the_device_reports_its_multiprocessor_and_the_fused_tile_follows():
     """CUDA's limits per multiprocessor, read through CuPy, are a real card's; the fused
-    kernel's register count comes back from the compiled kernel, and the tile chosen for
-    k = 128 keeps at least as many blocks resident as the largest tile that fits."""
+    kernel's register count comes back from the compiled kernel, and the tile and block
+    size chosen for k = 128 keep at least as many warps resident as the largest tile that
+    fits in blocks of 128 threads."""
     from gpu_als.backends import _kernels, gpu
 
     backend = GPUBackend()
@@ -98,7 +99,9 @@ def test_the_device_reports_its_multiprocessor_and_the_fused_tile_follows():
     registers = backend.runtime.registers(
         "solve.cu", _kernels.specialisation("fused_solve", float32, index))
     assert 16 <= registers <= 255
-    tile, largest = backend._fused_tile(128, float32, index), backend._tile(128, 4, True)
-    assert gpu.CHOLESKY_PANEL <= tile <= largest
-    assert sm.resident_blocks(128, registers, gpu._shared_bytes_fused(128, tile, 4)) >= \
-        sm.resident_blocks(128, registers, gpu._shared_bytes_fused(128, largest, 4)) >= 1
+    (tile, threads), largest = backend._fused_shape(128, float32, index), \
+        backend._tile(128, 4, True)
+    assert gpu.CHOLESKY_PANEL <= tile <= largest and threads in (128, 256)
+    assert sm.resident_blocks(threads, registers, gpu._shared_bytes_fused(128, tile, 4)) * \
+        threads >= sm.resident_blocks(128, registers, gpu._shared_bytes_fused(
+            128, largest, 4)) * 128 >= 128

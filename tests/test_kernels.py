@@ -225,11 +225,22 @@ def test_each_source_carries_a_digest_of_every_kernel_file(tmp_path, monkeypatch
 
 
 def test_launch_bounds_and_block_size_agree():
-    """The kernels' __launch_bounds__ and the backend's block size come from one macro."""
-    assert _kernels.block_threads() == 128
+    """The kernels' __launch_bounds__ and the backend's block sizes come from the same
+    macros: ALS_BLOCK_THREADS for every kernel but fused_solve, whose ALS_FUSED_THREADS
+    is a multiple of it (the backend launches it with either)."""
+    assert _kernels.block_threads() == 128 and _kernels.fused_threads() == 256
+    kernels = {}
     for file in _kernels.SPECIALISATIONS:
         text = (_kernels.kernel_dir() / file).read_text()
-        assert re.search(r"__launch_bounds__\(ALS_BLOCK_THREADS[,)]", text), file
+        for bound, name in re.findall(
+                r"__launch_bounds__\((\w+)[^)]*\)\s*(\w+)\s*\(", text):
+            kernels[name] = bound
+    assert set(kernels) >= {"fused_solve", "build_systems", "cholesky_solve_batched",
+                            "cg_solve", "woodbury_solve"}, kernels
+    for name, bound in kernels.items():
+        expected = "ALS_FUSED_THREADS" if name == "fused_solve" else "ALS_BLOCK_THREADS"
+        assert bound == expected, name
+        assert _kernels.max_threads(name) == _kernels.header_value(bound)
 
 
 def test_kernel_and_backend_factor_limits_agree():
@@ -403,7 +414,7 @@ def test_launch_checks_catch_what_cuda_would_reject(selftest):
         kernel((1,), (32,), (x[::2], x[:32].copy()))
     with pytest.raises(RuntimeError, match=r"invalid grid \(0, 1, 1\)"):
         kernel((0,), (64,), (x, x.copy()))
-    with pytest.raises(RuntimeError, match=r"256 threads\) exceeds the kernels' __launch_bounds"):
+    with pytest.raises(RuntimeError, match=r"256 threads\) exceeds its __launch_bounds__\(128\)"):
         kernel((1,), (256,), (x, x.copy()))
     with pytest.raises(RuntimeError, match="without raising max_dynamic_shared_size_bytes"):
         kernel((1,), (64,), (x, x.copy()), shared_mem=64 * 1024)
@@ -428,40 +439,55 @@ def test_fused_limit_on_the_target_cards(device, shared_kib, float32, float64):
     assert backend._tile(float32, 4, fused=True) >= gpu.CHOLESKY_PANEL
 
 
-#: H100 and H200 (sm_90) and A100 (sm_80) multiprocessors, as CUDA reports them; 95: the
-#: registers per thread of fused_solve<float, int> (benchmarks/kernel_report.py, sm_90).
+#: H100 and H200 (sm_90) and A100 (sm_80) multiprocessors, as CUDA reports them.
 SM90 = gpu.Multiprocessor(shared_memory=228 * 1024, reserved_shared_memory=1024,
                           registers=65536, threads=2048, blocks=32)
 SM80 = gpu.Multiprocessor(shared_memory=164 * 1024, reserved_shared_memory=1024,
                           registers=65536, threads=2048, blocks=32)
 
 
-@pytest.mark.parametrize("multiprocessor, k, tile, resident", [
-    (SM90, 64, 32, 5),  # the registers allow 5 blocks whatever the tile: the largest
-    (SM90, 128, 19, 3),  # 32 rows: 82 KiB a block, 2 resident; 19 rows: 75 KiB, 3
-    (SM80, 128, 31, 2),  # 32 rows: 1 resident
-    (None, 128, 32, None),  # no occupancy known: the largest tile that fits
+@pytest.mark.parametrize("multiprocessor, registers, k, shape, warps", [
+    # 80: fused_solve<float, int>'s registers for sm_90 (benchmarks/kernel_report.py):
+    # 6 blocks of 128 threads or 3 of 256, 24 warps either way: the fewer threads
+    (SM90, 80, 64, (32, 128), 24),
+    # shared memory holds 3 blocks with 19 tile rows (75 KiB), 2 with 32: 12 warps of
+    # 128-thread blocks, 24 of 256-thread ones
+    (SM90, 80, 128, (19, 256), 24),
+    (SM80, 80, 128, (31, 256), 16),  # 2 blocks with 31 rows, 1 with 32
+    # 95 registers (ptxas's own choice before __launch_bounds__ held it to 85): 5 blocks
+    # of 128 threads, 2 of 256; at k = 128 those 2 take the largest tile
+    (SM90, 95, 64, (32, 128), 20),
+    (SM90, 95, 128, (32, 256), 16),
+    (None, 80, 128, (32, 128), None),  # no occupancy known: the largest tile that fits
 ])
-def test_the_fused_tile_keeps_the_most_blocks_resident(multiprocessor, k, tile, resident):
-    """The largest tile of those that keep the most blocks resident. Measured on an H200
-    (gpu-check results): at k = 128, tiles of 16 rows (3 blocks) made the half-steps
-    15-18% faster than tiles of 32 (2 blocks); at k = 64, 32 rows were the faster."""
+def test_the_fused_shape_keeps_the_most_warps_resident(multiprocessor, registers, k, shape,
+                                                      warps):
+    """The fused kernel's tile and block size: the most warps resident, then the fewer
+    threads, then the largest tile. Measured on an H200 (gpu-check results): at k = 128,
+    tiles of 16 rows (3 blocks) made the half-steps 15-18% faster than tiles of 32 (2
+    blocks); at k = 64, 32 rows were the faster. (256-thread blocks: not yet timed.)"""
     runtime = emulation.EmulatedRuntime(max_shared_memory=227 * 1024,
-                                        multiprocessor=multiprocessor, registers=95)
+                                        multiprocessor=multiprocessor, registers=registers)
     backend = gpu.GPUBackend(runtime)
     float32, index = np.dtype(np.float32), np.dtype(np.int32)
-    assert backend._fused_tile(k, float32, index) == tile
+    assert backend._fused_shape(k, float32, index) == shape
+    tile, threads = shape
     if multiprocessor is not None:
         assert multiprocessor.resident_blocks(
-            128, 95, gpu._shared_bytes_fused(k, tile, 4)) == resident
-        assert multiprocessor.resident_blocks(
-            128, 95, gpu._shared_bytes_fused(k, 32, 4)) == (5 if k == 64 else resident - 1)
-    assert backend.with_options(tile_rows=8)._fused_tile(k, float32, index) == 8
+            threads, registers, gpu._shared_bytes_fused(k, tile, 4)) * threads // 32 == warps
+    assert backend.with_options(tile_rows=8)._fused_shape(k, float32, index)[0] == 8
+    for forced in (128, 256):
+        forced_tile, forced_threads = backend.with_options(
+            fused_threads=forced)._fused_shape(k, float32, index)
+        assert forced_threads == forced
+        if forced == threads:
+            assert forced_tile == tile
 
 
-def test_the_fused_tile_is_the_best_by_brute_force():
+def test_the_fused_shape_is_the_best_by_brute_force():
     """Random cards, registers, k, dtypes and tile_rows: the tile fits the block's shared
-    memory, no tile that fits keeps more blocks resident, and none larger keeps as many."""
+    memory, no tile and block size keep more warps resident, and of those that keep as
+    many, none has fewer threads, or as many and a larger tile."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         sm = gpu.Multiprocessor(
@@ -476,19 +502,21 @@ def test_the_fused_tile_is_the_best_by_brute_force():
         backend = gpu.GPUBackend(runtime, tile_rows=int(rng.integers(1, 65)))
         dtype = np.dtype(rng.choice([np.float32, np.float64]))
         k = int(rng.integers(1, 260))
-        tile = backend._fused_tile(k, dtype, np.dtype(np.int64))
+        shape = backend._fused_shape(k, dtype, np.dtype(np.int64))
         fits = [t for t in range(max(backend.tile_rows, gpu.CHOLESKY_PANEL),
                                  gpu.CHOLESKY_PANEL - 1, -1)
                 if gpu._shared_bytes_fused(k, t, dtype.itemsize) <= per_block]
         if not fits:
-            assert tile is None
+            assert shape is None
             continue
 
-        resident = {t: sm.resident_blocks(128, registers, gpu._shared_bytes_fused(
-            k, t, dtype.itemsize)) for t in fits}
-        assert tile in fits
-        assert resident[tile] == max(resident.values())
-        assert all(resident[t] < resident[tile] for t in fits if t > tile)
+        warps = {(t, b): sm.resident_blocks(b, registers, gpu._shared_bytes_fused(
+            k, t, dtype.itemsize)) * b // 32 for t in fits for b in (128, 256)}
+        assert shape in warps
+        assert warps[shape] == max(warps.values())
+        tile, threads = shape
+        assert all(warps[t, b] < warps[shape] for t, b in warps
+                   if b < threads or (b == threads and t > tile))
 
 
 def test_multiprocessor_limits_count_as_cuda_counts():
@@ -537,7 +565,8 @@ def test_cuda_runtime_reads_the_occupancy_limits_or_goes_without(monkeypatch):
 
 def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
     """A tile below the largest that fits, for occupancy: launched with it and with its
-    shared memory, and the solutions still equal a loop of np.linalg.solve."""
+    shared memory (in blocks of 256 threads: two of either size fit, and 256 make more
+    warps), and the solutions still equal a loop of np.linalg.solve."""
     k = 8  # float64: (81 + 10 tile) * 8 bytes; 5 rows take 1,048 (two 1,152-byte blocks
     # do not fit 2,048 bytes), 4 rows 968 (two fit)
     runtime = emulation.EmulatedRuntime(multiprocessor=gpu.Multiprocessor(
@@ -548,14 +577,14 @@ def test_the_fused_kernel_runs_with_the_tile_occupancy_picks(monkeypatch):
     launched = []
     launch = backend._launch
 
-    def recording(file, name, grid, args, shared=0):
+    def recording(file, name, grid, args, shared=0, threads=None):
         if name.startswith("fused_solve"):
-            launched.append((int(args[-2]), shared))
-        return launch(file, name, grid, args, shared)
+            launched.append((int(args[-2]), shared, threads))
+        return launch(file, name, grid, args, shared, threads)
 
     monkeypatch.setattr(backend, "_launch", recording)
     assert_edge_cases_solve_as_the_loop(backend, k, seed=3)
-    assert launched == [(4, gpu._shared_bytes_fused(k, 4, 8))]
+    assert launched == [(4, gpu._shared_bytes_fused(k, 4, 8), 256)]
 
 
 def assert_edge_cases_solve_as_the_loop(backend, k, seed):
@@ -660,6 +689,52 @@ def test_plain_copies_compile_every_kernel_with_their_define(gpu_backend, monkey
     asked.clear()
     assert_edge_cases_solve_as_the_loop(backend.with_options(async_copies=True), 8, seed=3)
     assert asked and set(asked) == {()}
+
+
+@pytest.mark.parametrize("k", [1, 6, 33, 70, 133])
+def test_the_fused_kernel_solves_as_the_loop_in_blocks_of_either_size(gpu_backend, k,
+                                                                      monkeypatch):
+    """fused_solve in blocks of 128 and of 256 threads (what the occupancy choice takes at
+    k = 128 on an H100/H200: 8 warps instead of 4 over the same system) solves the edge
+    cases as the loop; k ends the warps' row groups, column chunks, trailing-update row
+    pairs and 32-row solve blocks early. The emulation refuses a block above the kernel's
+    __launch_bounds__, as CUDA does."""
+    launched = []
+    for threads in (128, 256):
+        backend = gpu_backend.with_options(fused_threads=threads, woodbury=False,
+                                           split_length=24, segment_length=16, tile_rows=5)
+        launch = backend._launch
+
+        def recording(file, name, grid, args, shared=0, threads=None, launch=launch):
+            launched.append((name.split("<")[0], threads or 128))
+            return launch(file, name, grid, args, shared, threads)
+
+        monkeypatch.setattr(backend, "_launch", recording)
+        assert_edge_cases_solve_as_the_loop(backend, k, seed=k)
+        assert ("fused_solve", threads) in launched
+    assert {threads for name, threads in launched if name != "fused_solve"} == {128}
+    with pytest.raises(ValueError, match=r"fused_threads=512: expected None \(by occupancy\), "
+                                         r"128 or 256"):
+        gpu_backend.with_options(fused_threads=512)
+    assert "fused_threads=256" in repr(gpu_backend.with_options(fused_threads=256))
+
+
+def test_device_only_defines_leave_the_host_code_as_it_is(tmp_path):
+    """The emulation builds its libraries without the defines of DEVICE_ONLY_DEFINES (one
+    build of each file serves both settings): true only while the host code, as g++'s
+    preprocessor makes it, is the same with them."""
+    if emulation.unavailable_reason() is not None:
+        skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
+    for file in _kernels.SPECIALISATIONS:
+        wrapper = tmp_path / f"{file}.cpp"
+        wrapper.write_text(emulation.wrapper_source(file))
+        texts = set()
+        for defines in ((), tuple(f"-D{d}=0" for d in emulation.DEVICE_ONLY_DEFINES)):
+            done = subprocess.run([emulation.CXX, "-std=c++20", "-E", "-P", *defines,
+                                   f"-I{_kernels.kernel_dir()}", str(wrapper)],
+                                  capture_output=True, text=True, check=True)
+            texts.add(done.stdout)
+        assert len(texts) == 1, file
 
 
 TSAN_SCRIPT = textwrap.dedent("""

@@ -791,6 +791,10 @@ def test_cpu_backend_options_are_checked(options, error, message):
     ({"woodbury_fraction": 1.5}, ValueError, "woodbury_fraction=1.5: must be <= 1"),
     ({"woodbury_fraction": -0.5}, ValueError, "woodbury_fraction=-0.5: must be > 0"),
     ({"async_copies": 0}, TypeError, "async_copies must be True or False, got int"),
+    ({"fused_threads": 512}, ValueError,
+     "fused_threads=512: expected None (by occupancy), 128 or 256"),
+    ({"fused_threads": True}, TypeError, "fused_threads must be an integer, got bool"),
+    ({"fused_threads": 128.0}, TypeError, "fused_threads must be an integer, got float"),
 ])
 def test_gpu_backend_options_are_checked_before_the_device(options, error, message,
                                                           monkeypatch):

@@ -72,16 +72,32 @@ def kernel_files() -> list[Path]:
 
 
 @functools.cache
+def header_value(name: str) -> int:
+    """The integer that ``kernels/common.cuh`` defines as ``name`` (``#define NAME 128``)."""
+    text = (kernel_dir() / "common.cuh").read_text()
+    match = re.search(rf"#define\s+{name}\s+(\d+)", text)
+    if match is None:  # pragma: no cover - guards against an edit of the header
+        raise RuntimeError(f"{name} is not defined in kernels/common.cuh")
+    return int(match.group(1))
+
+
 def block_threads() -> int:
-    """Threads per block, read from ``ALS_BLOCK_THREADS`` in ``kernels/common.cuh``.
+    """Threads per block, ``ALS_BLOCK_THREADS`` in ``kernels/common.cuh``.
 
     The kernels' ``__launch_bounds__`` use the same macro, so the two cannot disagree.
     """
-    text = (kernel_dir() / "common.cuh").read_text()
-    match = re.search(r"#define\s+ALS_BLOCK_THREADS\s+(\d+)", text)
-    if match is None:  # pragma: no cover - guards against an edit of the header
-        raise RuntimeError("ALS_BLOCK_THREADS is not defined in kernels/common.cuh")
-    return int(match.group(1))
+    return header_value("ALS_BLOCK_THREADS")
+
+
+def fused_threads() -> int:
+    """The most threads per block of ``fused_solve`` (``ALS_FUSED_THREADS``, its
+    ``__launch_bounds__``); it also runs with ``block_threads()``."""
+    return header_value("ALS_FUSED_THREADS")
+
+
+def max_threads(kernel: str) -> int:
+    """The ``__launch_bounds__`` of kernel ``kernel`` (a name, or a specialisation's)."""
+    return fused_threads() if kernel.startswith("fused_solve") else block_threads()
 
 
 def specialisation(template: str, value_dtype, index_dtype=None) -> str:

@@ -5,7 +5,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
 * rows of at most ``split_length`` entries, when the k x k system fits the opt-in shared
   memory, go to ``fused_solve`` (kernels/solve.cu): one thread block per row builds
   ``A = base + sum weight f f^T`` and ``b`` in shared memory and solves it there, so no
-  n x k x k array is ever written. Rows are launched longest first for balance.
+  n x k x k array is ever written. Rows are launched longest first for balance; the
+  tile and the block size (128 or 256 threads) are those that keep the most warps
+  resident per multiprocessor.
 * longer rows, and every row when k is too large for shared memory, take the two-kernel
   path in chunks sized from the free device memory: rows are cut into segments of at most
   ``segment_length`` entries, one block per segment adds its share of ``A`` and ``b`` to the
@@ -52,7 +54,7 @@ INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 #: Largest number of factors the kernels accept (the implicit library's GPU limit too).
 MAX_FACTORS = 1024
 #: Factor rows loaded into shared memory per tile (fewer when shared memory is short, or
-#: when fewer keep more fused blocks resident: GPUBackend._fused_tile).
+#: when fewer keep more fused blocks resident: GPUBackend._fused_shape).
 TILE_ROWS = 32
 #: Columns per panel of the kernels' blocked Cholesky (ALS_CHOLESKY_PANEL): the fused
 #: kernel's tile, its column buffer once the system is built, needs this many rows.
@@ -355,6 +357,12 @@ class GPUBackend(Backend):
         memory with ``cp.async`` (sm_80 and later), so that a thread's copies are in
         flight together. False compiles the kernels with plain copies, as on older
         devices: for comparison (the benchmark's profile times both).
+    fused_threads : int or None, default None
+        Threads per block of the fused kernel: ``ALS_BLOCK_THREADS`` (128) or
+        ``ALS_FUSED_THREADS`` (256). None: with its tile, whichever keeps more warps
+        resident per multiprocessor by the device's occupancy rules (at k = 128 in
+        float32 on an H100/H200, 256: shared memory holds three blocks either way), the
+        fewer threads when both keep as many.
     """
 
     name = "gpu"
@@ -367,7 +375,8 @@ class GPUBackend(Backend):
                  segment_length: int = SEGMENT_LENGTH, tile_rows: int = TILE_ROWS,
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
                  woodbury_fraction: float = 0.5, woodbury_min_rows: int = WOODBURY_MIN_ROWS,
-                 cholesky: str = "kernels", async_copies: bool = True):
+                 cholesky: str = "kernels", async_copies: bool = True,
+                 fused_threads: int | None = None):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -383,11 +392,18 @@ class GPUBackend(Backend):
         self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
         self.async_copies = check_bool("async_copies", async_copies)
+        choices = (_kernels.block_threads(), _kernels.fused_threads())
+        if fused_threads is not None:
+            fused_threads = check_int("fused_threads", fused_threads, minimum=1)
+            if fused_threads not in choices:
+                raise ValueError(f"fused_threads={fused_threads}: expected None (by "
+                                 f"occupancy), {choices[0]} or {choices[1]}")
+        self.fused_threads = fused_threads
         self.runtime = runtime if runtime is not None else CudaRuntime()
         self.xp = self.runtime.xp
         self.block_threads = _kernels.block_threads()
         self._plans: dict[tuple, tuple[weakref.ref, _Plan]] = {}
-        self._fused_tiles: dict[tuple, int | None] = {}
+        self._fused_shapes: dict[tuple, tuple[int, int] | None] = {}
 
     def with_options(self, **changes: Any) -> GPUBackend:
         """A backend on the same runtime (device) with these constructor options changed,
@@ -401,6 +417,7 @@ class GPUBackend(Backend):
         extra = "" if self.woodbury else ", woodbury=False"
         extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
         extra += "" if self.async_copies else ", async_copies=False"
+        extra += "" if self.fused_threads is None else f", fused_threads={self.fused_threads}"
         return f"GPUBackend(device={device!r}{extra})"
 
     @property
@@ -437,11 +454,12 @@ class GPUBackend(Backend):
             yield
             timer.add(name, self.runtime.elapsed(start, self.runtime.mark()))
 
-    def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0) -> None:
+    def _launch(self, file: str, name: str, grid: int, args: tuple, shared: int = 0,
+                threads: int | None = None) -> None:
         kernel = self.runtime.kernel(file, name, self._defines)
         if shared > DEFAULT_SHARED_BYTES and kernel.max_dynamic_shared_size_bytes < shared:
             kernel.max_dynamic_shared_size_bytes = shared  # opt in above 48 KiB
-        kernel((grid,), (self.block_threads,), args, shared_mem=shared)
+        kernel((grid,), (threads or self.block_threads,), args, shared_mem=shared)
 
     def _tile(self, k: int, itemsize: int, fused: bool) -> int | None:
         """Largest tile (<= tile_rows; >= CHOLESKY_PANEL when fused) whose shared memory
@@ -456,35 +474,43 @@ class GPUBackend(Backend):
                 return tile
         return None
 
-    def _fused_tile(self, k: int, dtype: np.dtype, index_dtype: np.dtype) -> int | None:
-        """The fused kernel's tile: the largest (<= tile_rows) of those that fit and keep
-        the most blocks resident per multiprocessor (the device's occupancy rules, when
-        the runtime knows them; else the largest that fits). The system takes most of a
-        block's shared memory at large k, so a few tile rows too many can cost a resident
-        block: on an H200 at k = 128 (float32), 19 rows or fewer keep three blocks, 32
-        two, and with 16 rows the half-steps took 15-18% less time than with 32 (the
-        benchmark's tile phases). Chosen once per k and dtypes."""
+    def _fused_shape(self, k: int, dtype: np.dtype,
+                     index_dtype: np.dtype) -> tuple[int, int] | None:
+        """The fused kernel's tile rows and threads per block (None: no tile fits): of the
+        tiles that fit (<= tile_rows) and the block sizes allowed (``fused_threads``, or
+        128 and 256), those that keep the most warps resident per multiprocessor (the
+        device's occupancy rules, when the runtime knows them; else the largest tile and
+        the fewer threads); of those the fewer threads, then the largest tile. The system
+        takes most of a block's shared memory at large k, so a few tile rows too many can
+        cost a resident block: on an H200 at k = 128 (float32), 19 rows or fewer keep
+        three blocks, 32 two, and with 16 rows the half-steps took 15-18% less time than
+        with 32 (the benchmark's tile phases). Chosen once per k and dtypes."""
         key = (k, dtype.str, index_dtype.str)
-        if key not in self._fused_tiles:
-            self._fused_tiles[key] = self._most_resident_tile(k, dtype, index_dtype)
-        return self._fused_tiles[key]
+        if key not in self._fused_shapes:
+            self._fused_shapes[key] = self._most_resident_shape(k, dtype, index_dtype)
+        return self._fused_shapes[key]
 
-    def _most_resident_tile(self, k: int, dtype: np.dtype, index_dtype: np.dtype) -> int | None:
+    def _most_resident_shape(self, k: int, dtype: np.dtype,
+                             index_dtype: np.dtype) -> tuple[int, int] | None:
         largest = self._tile(k, dtype.itemsize, fused=True)
+        threads = [self.fused_threads] if self.fused_threads is not None else \
+            [self.block_threads, _kernels.fused_threads()]
         multiprocessor = getattr(self.runtime, "multiprocessor", None)
         if largest is None or multiprocessor is None:
-            return largest
+            return None if largest is None else (largest, threads[0])
         registers = self.runtime.registers(
             "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
             self._defines)
 
-        def resident(tile: int) -> int:
+        def resident_warps(shape: tuple[int, int]) -> int:
+            tile, block = shape
             return multiprocessor.resident_blocks(
-                self.block_threads, registers, _shared_bytes_fused(k, tile, dtype.itemsize))
+                block, registers, _shared_bytes_fused(k, tile, dtype.itemsize)) * block // 32
 
-        tiles = range(largest, CHOLESKY_PANEL - 1, -1)
-        most = max(resident(tile) for tile in tiles)
-        return next(tile for tile in tiles if resident(tile) == most)
+        shapes = [(tile, block) for block in threads
+                  for tile in range(largest, CHOLESKY_PANEL - 1, -1)]
+        most = max(map(resident_warps, shapes))
+        return next(shape for shape in shapes if resident_warps(shape) == most)
 
     def fused_limit(self, dtype: Any = np.float32) -> int:
         """The largest k whose systems the fused kernel builds and solves in this device's
@@ -599,16 +625,17 @@ class GPUBackend(Backend):
                     self._solve_short(rows, F, base if implicit else None, diag_scale, out,
                                       plan, index_dtype)
             if len(fused_rows):
-                tile = self._fused_tile(k, dtype, index_dtype)
-                assert tile is not None, "the plan sends rows here only when a tile fits"
+                shape = self._fused_shape(k, dtype, index_dtype)
+                assert shape is not None, "the plan sends rows here only when a tile fits"
+                fused_tile, threads = shape
                 with self._phase("fused"):
                     self._launch(
                         "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
                         len(fused_rows),
                         (fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
                          F, base, diag_scale, np.int32(k), np.int32(fused_stride(k)),
-                         np.int32(tile), out),
-                        _shared_bytes_fused(k, tile, dtype.itemsize),
+                         np.int32(fused_tile), out),
+                        _shared_bytes_fused(k, fused_tile, dtype.itemsize), threads,
                     )
             tile = self._tile(k, dtype.itemsize, fused=False)
             assert tile is not None, "a one-row tile of any k <= MAX_FACTORS fits 48 KiB"
