@@ -836,7 +836,19 @@ def _gpu_summary(backend) -> str:
         parts.append(f"per multiprocessor {sm.shared_memory // 1024} KiB of shared memory "
                      f"({sm.reserved_shared_memory} bytes reserved per block), "
                      f"{sm.registers} registers, {sm.threads} threads, {sm.blocks} blocks")
+    parts.append(fused_shapes(backend))
     return ", ".join(parts)
+
+
+def fused_shapes(backend, factors: tuple[int, ...] = (64, 128)) -> str:
+    """How the fused kernel runs at each of ``factors`` in float32 on ``backend``'s
+    device: the tile and block size chosen for occupancy."""
+    shapes = []
+    for k in factors:
+        shape = backend.fused_shape(k, np.float32)
+        shapes.append(f"k = {k}: the two-kernel path" if shape is None else
+                      f"k = {k}: tiles of {shape[0]} rows, {shape[1]} threads a block")
+    return "the fused kernel (float32) at " + "; ".join(shapes)
 
 
 def _compile_kernels(*, on_device: bool) -> int:

@@ -484,6 +484,24 @@ def test_the_fused_shape_keeps_the_most_warps_resident(multiprocessor, registers
             assert forced_tile == tile
 
 
+def test_info_names_the_fused_kernels_shape_at_64_and_128_factors():
+    """gpu-als info's line on the fused kernel: its tile and block size at k = 64 and 128
+    in float32 (an H100/H200's multiprocessor, 80 registers), or the two-kernel path
+    where the system does not fit."""
+    from gpu_als.cli import fused_shapes
+
+    backend = gpu.GPUBackend(emulation.EmulatedRuntime(
+        max_shared_memory=227 * 1024, multiprocessor=SM90, registers=80))
+    assert fused_shapes(backend) == (
+        "the fused kernel (float32) at k = 64: tiles of 32 rows, 128 threads a block; "
+        "k = 128: tiles of 19 rows, 256 threads a block")
+    assert backend.fused_shape(300) is None
+    assert fused_shapes(backend, (300,)) == "the fused kernel (float32) at k = 300: the " \
+        "two-kernel path"
+    with pytest.raises(ValueError, match="k=0: must be >= 1"):
+        backend.fused_shape(0)
+
+
 def test_the_fused_shape_is_the_best_by_brute_force():
     """Random cards, registers, k, dtypes and tile_rows: the tile fits the block's shared
     memory, no tile and block size keep more warps resident, and of those that keep as

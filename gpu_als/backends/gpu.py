@@ -512,6 +512,13 @@ class GPUBackend(Backend):
         most = max(map(resident_warps, shapes))
         return next(shape for shape in shapes if resident_warps(shape) == most)
 
+    def fused_shape(self, k: int, dtype: Any = np.float32) -> tuple[int, int] | None:
+        """The tile rows and threads per block of the fused kernel at ``k`` factors (for
+        int32 CSR indices), as chosen for occupancy; None where the system does not fit
+        shared memory (the two-kernel path). Compiles the kernel to count its registers."""
+        return self._fused_shape(check_int("k", k, minimum=1), np.dtype(dtype),
+                                 np.dtype(np.int32))
+
     def fused_limit(self, dtype: Any = np.float32) -> int:
         """The largest k whose systems the fused kernel builds and solves in this device's
         shared memory (larger k take the two-kernel path)."""
