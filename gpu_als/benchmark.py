@@ -569,9 +569,10 @@ def run_one(spec: dict) -> dict:
         row["recall_at_10"] = _recall_at_10(result["X"], result["Y"], R, test)
     row.update({key: value for key, value in result.items() if key.startswith("phases")})
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
-    # builds the systems apart from the solves.
+    # builds the systems apart from the solves (not CG's: it builds the long rows' only).
     phases = result.get("phases_two_kernel") or result.get("phases")
-    if phases and all("gram_build" in side for side in phases.values()):
+    if spec["solver"] != "cg" and phases and \
+            all("gram_build" in side for side in phases.values()):
         seconds = sum(side["gram_build"] for side in phases.values())
         row["gram_seconds"] = seconds
         row["gram_gflops"] = 2 * 2 * R.nnz * k * k / seconds / 1e9 if seconds > 0 else None

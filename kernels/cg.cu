@@ -8,6 +8,11 @@
 // base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
 // Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
 // scratch (ALS_BLOCK_THREADS / 32).
+//
+// A row longer than the backend's split_length would hold one block for all of its
+// entries at every step (a top item of a power-law set has hundreds of thousands, and its
+// block ran for most of the half-step): its A is built instead by gram.cu, spread over
+// many blocks, and cg_dense_batched runs the same iterations on it.
 #include "common.cuh"
 
 namespace als {
@@ -64,6 +69,45 @@ __device__ T dot_block(const T* a, const T* b, int k, T* scratch) {
     return block_sum(part, scratch);
 }
 
+// `steps` CG iterations from x, whose residual b - A x is in r, leaving the result in x
+// (p, Ap: k values of scratch space each). apply(v, out) sets out = A v for the whole
+// block and ends with a block barrier.
+template <typename T, typename Apply>
+__device__ void cg_iterations(T* x, T* r, T* p, T* Ap, int k, int steps, T* scratch,
+                              Apply apply) {
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (int q = tid; q < k; q += nthreads) p[q] = r[q];
+    __syncthreads();
+    T rs = dot_block(r, r, k, scratch);
+    for (int step = 0; step < steps; ++step) {
+        apply(p, Ap);
+        const T pAp = dot_block(p, Ap, k, scratch);
+        const T alpha = pAp > 0 ? rs / pAp : T(0);
+        for (int q = tid; q < k; q += nthreads) {
+            x[q] += alpha * p[q];
+            r[q] -= alpha * Ap[q];
+        }
+        __syncthreads();
+        const T rs_new = dot_block(r, r, k, scratch);
+        const T beta = rs > 0 ? rs_new / rs : T(0);
+        for (int q = tid; q < k; q += nthreads) p[q] = r[q] + beta * p[q];
+        __syncthreads();
+        rs = rs_new;
+    }
+}
+
+// out = A v for a symmetric k x k matrix A in global memory, both triangles stored: thread
+// i reads column i (A[j][i] = A[i][j]), contiguous across the warp for each j.
+template <typename T>
+__device__ void apply_dense(const T* A, const T* v, T* out, int k) {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+        T acc = 0;
+        for (int j = 0; j < k; ++j) acc += A[(long long)j * k + i] * v[j];
+        out[i] = acc;
+    }
+    __syncthreads();
+}
+
 }  // namespace als
 
 template <typename T, typename I>
@@ -94,27 +138,41 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     als::apply_system(x, Ap, r, indices, weight, target, F, base, diag, start, end, k,
                       tile_rows, tile, w, t, s, false);
     const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
-    for (int q = tid; q < k; q += nthreads) {
-        r[q] -= Ap[q];
-        p[q] = r[q];
-    }
-    __syncthreads();
-    T rs = als::dot_block(r, r, k, scratch);
-    for (int step = 0; step < steps; ++step) {
-        als::apply_system(p, Ap, (T*)nullptr, indices, weight, target, F, base, diag, start,
-                          end, k, tile_rows, tile, w, t, s, one_tile);
-        const T pAp = als::dot_block(p, Ap, k, scratch);
-        const T alpha = pAp > 0 ? rs / pAp : T(0);
-        for (int q = tid; q < k; q += nthreads) {
-            x[q] += alpha * p[q];
-            r[q] -= alpha * Ap[q];
-        }
-        __syncthreads();
-        const T rs_new = als::dot_block(r, r, k, scratch);
-        const T beta = rs > 0 ? rs_new / rs : T(0);
-        for (int q = tid; q < k; q += nthreads) p[q] = r[q] + beta * p[q];
-        __syncthreads();
-        rs = rs_new;
-    }
+    for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
+    als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
+        als::apply_system(v, result, (T*)nullptr, indices, weight, target, F, base, diag,
+                          start, end, k, tile_rows, tile, w, t, s, one_tile);
+    });
+    for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
+}
+
+// The iterations of cg_solve for the rows whose systems gram.cu built (A: one k x k slot
+// per block, its lower triangle and the base; b: the right-hand sides), from and into
+// out[slot_row[slot]]. The upper triangle is mirrored from the lower one first, so that
+// each product reads A by columns. Shared memory: x, r, p, Ap (k each), scratch
+// (ALS_BLOCK_THREADS / 32).
+template <typename T>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+cg_dense_batched(T* A, const T* b, const long long* slot_row, int k, int steps, T* out) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* x = shared;
+    T* r = x + k;
+    T* p = r + k;
+    T* Ap = p + k;
+    T* scratch = Ap + k;
+
+    T* a = A + (long long)blockIdx.x * k * k;
+    const T* rhs = b + (long long)blockIdx.x * k;
+    T* xo = out + slot_row[blockIdx.x] * k;
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (als::FlatWalk at(k, k); at.valid(); at.next())
+        if (at.col > at.row) a[at.row * k + at.col] = a[at.col * k + at.row];
+    for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
+    __syncthreads();  // the mirror (global memory) and x are visible to the whole block
+    als::apply_dense(a, x, Ap, k);
+    for (int q = tid; q < k; q += nthreads) r[q] = rhs[q] - Ap[q];
+    als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
+        als::apply_dense(a, v, result, k);
+    });
     for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
 }

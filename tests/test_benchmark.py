@@ -354,6 +354,13 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     assert row["gram_seconds"] == pytest.approx(
         sum(side["gram_build"] for side in two_kernel.values()))
     assert row["gram_gflops"] == pytest.approx(4 * 300 * 6**2 / row["gram_seconds"] / 1e9)
+    # CG builds the systems of the long rows only (here on both sides): no Gram rate
+    backend = emulated_backend(split_length=8)
+    row = benchmark.run_one({**spec(path, factors=6, solver="cg"), "dataset": "mini",
+                             "backend": backend, "iterations": 2})
+    assert all(side["gram_build"] > 0 and side["cg_dense"] > 0
+               for side in row["phases"].values())
+    assert "gram_gflops" not in row and "gram_seconds" not in row
 
 
 def test_compare_and_plot(tmp_path):

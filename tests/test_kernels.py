@@ -755,6 +755,53 @@ def test_device_only_defines_leave_the_host_code_as_it_is(tmp_path):
         assert len(texts) == 1, file
 
 
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [3, 33])
+def test_cg_on_long_rows_runs_on_systems_built_over_many_blocks(gpu_backend, feedback, k,
+                                                                monkeypatch):
+    """solver="cg": rows beyond split_length are not streamed by one block at every step
+    (cg_solve launches for the others only); gram.cu builds their systems, segment by
+    segment, and cg_dense_batched takes the same CG steps on them: textbook CG on each
+    row's dense system, for the long rows and the rest, over several chunks."""
+    from .reference import cg_rows_loop
+    from .test_solver import edge_case_matrix
+
+    backend = gpu_backend.with_options(split_length=4, segment_length=3, tile_rows=5,
+                                       memory_fraction=0.0005)
+    R = edge_case_matrix(k, negative=feedback == "implicit")
+    lengths = np.diff(R.indptr)
+    rng = np.random.default_rng(k)
+    F = rng.random((R.shape[1], k)) * 0.5
+    X0 = rng.standard_normal((R.shape[0], k)) * 0.1
+    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    rows = backend.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback,
+                                     **conf))
+    plan = backend._plan(rows, k, np.dtype(np.float64))
+    launched = []
+    launch = backend._launch
+
+    def recording(file, name, grid, args, shared=0, threads=None):
+        launched.append((name.split("<")[0], grid))
+        return launch(file, name, grid, args, shared, threads)
+
+    monkeypatch.setattr(backend, "_launch", recording)
+    Fb = backend.asarray(F)
+    out = backend.asarray(X0.copy())
+    backend.solve_rows(rows, Fb, backend.gram(Fb), regularization=0.1, feedback=feedback,
+                       out=out, solver="cg", cg_steps=2)
+    want = cg_rows_loop(R, F, X0, 0.1, 2, feedback=feedback, **conf)
+    np.testing.assert_allclose(backend.to_numpy(out), want, rtol=0,
+                               atol=1e-9 * np.abs(want).max())
+    long = int(np.count_nonzero(lengths > 4))
+    assert long >= 2
+    if isinstance(backend.runtime, emulation.EmulatedRuntime):  # 256 KiB free: 1 slot each
+        assert len(plan.cg_chunks) == long
+    assert [grid for name, grid in launched if name == "cg_solve"] == [len(R.indptr) - 1 - long]
+    assert sum(grid for name, grid in launched if name == "cg_dense_batched") == long
+    assert sum(grid for name, grid in launched if name == "build_systems") == \
+        int(np.sum(-(-lengths[lengths > 4] // 3)))
+
+
 TSAN_SCRIPT = textwrap.dedent("""
     import numpy as np
     from gpu_als.backends.gpu import GPUBackend

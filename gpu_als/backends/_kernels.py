@@ -41,7 +41,8 @@ SPECIALISATIONS: dict[str, list[str]] = {
     "gram.cu": [f"build_systems<{t}, {i}>" for t in _VALUES for i in _INDICES],
     "cholesky.cu": [f"cholesky_solve_batched<{t}>" for t in _VALUES],
     "loss.cu": [f"loss_terms<{t}, {i}>" for t in _VALUES for i in _INDICES],
-    "cg.cu": [f"cg_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "cg.cu": [f"cg_solve<{t}, {i}>" for t in _VALUES for i in _INDICES]
+    + [f"cg_dense_batched<{t}>" for t in _VALUES],
     "woodbury.cu": [f"woodbury_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
 }
 

@@ -24,6 +24,10 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
 * ``GPUBackend(cholesky="cusolver")`` sends every row down the two-kernel path and solves
   the slots with cuSOLVER's batched Cholesky (``potrfBatched`` + ``potrsBatched``) instead
   of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
+* ``solver="cg"``: ``cg_solve`` (kernels/cg.cu), one block per row of at most
+  ``split_length`` entries, never forming A; the longer rows' systems are built by
+  kernels/gram.cu in chunks, as above, and ``cg_dense_batched`` takes the same CG steps
+  on them, so that no single block streams a popular item's entries at every step.
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
@@ -281,7 +285,8 @@ class _Chunk:
 
 @dataclass
 class _Plan:
-    all_rows: Any  # int64, every row, longest first (the CG solver's launch)
+    cg_rows: Any  # int64 rows for cg_solve: all of at most split_length entries, longest first
+    cg_chunks: list[_Chunk]  # the longer ones, for gram.cu + cg_dense_batched
     fused_rows: Any  # int64 rows for fused_solve, longest first (may include empty rows)
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
@@ -570,9 +575,14 @@ class GPUBackend(Backend):
             fused_rows = np.empty(0, np.int64)
             split_rows = np.flatnonzero((lengths > 0) & ~is_short)
             zero_rows = np.flatnonzero(lengths == 0)
-        all_rows = np.argsort(-lengths, kind="stable")
-        plan = _Plan(self.asarray(all_rows, np.int64), self.asarray(fused_rows, np.int64),
-                     self._chunks(longest_first(split_rows), lengths, starts, k, dtype),
+        chunks = self._chunks(longest_first(split_rows), lengths, starts, k, dtype)
+        long_rows = np.flatnonzero(lengths > self.split_length)
+        # with the fused kernel, the two-kernel path's rows are exactly the long ones
+        cg_chunks = chunks if fused else \
+            self._chunks(longest_first(long_rows), lengths, starts, k, dtype)
+        cg_rows = longest_first(np.flatnonzero(lengths <= self.split_length))
+        plan = _Plan(self.asarray(cg_rows, np.int64), cg_chunks,
+                     self.asarray(fused_rows, np.int64), chunks,
                      self.asarray(zero_rows, np.int64),
                      [(bound, self.asarray(members, np.int64)) for bound, members in short])
         self._plans[key] = (weakref.ref(rows), plan)
@@ -621,8 +631,8 @@ class GPUBackend(Backend):
                     base = xp.zeros((k, k), dtype)
                     diag_scale = T(regularization)
             if solver == "cg":
-                with self._phase("cg"):
-                    self._solve_cg(rows, F, base, diag_scale, out, cg_steps, plan, index_dtype)
+                self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
+                               index_dtype)
                 return out
             fused_rows, chunks = plan.fused_rows, plan.chunks
             # With lambda = 0 too: a row's A = F^T C_u F has F's rank, so it is definite
@@ -644,26 +654,10 @@ class GPUBackend(Backend):
                          np.int32(fused_tile), out),
                         _shared_bytes_fused(k, fused_tile, dtype.itemsize), threads,
                     )
-            tile = self._tile(k, dtype.itemsize, fused=False)
-            assert tile is not None, "a one-row tile of any k <= MAX_FACTORS fits 48 KiB"
             for chunk in chunks:
                 n_slots = len(chunk.slot_rows)
                 with self._phase("gram_build"):
-                    A = xp.empty((n_slots, k, k), dtype)
-                    A[...] = base
-                    if not implicit:
-                        diag = xp.arange(k)
-                        A[:, diag, diag] += \
-                            (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
-                    b = xp.zeros((n_slots, k), dtype)
-                    self._launch(
-                        "gram.cu", _kernels.specialisation("build_systems", dtype, index_dtype),
-                        len(chunk.segment_slot),
-                        (chunk.segment_slot, chunk.segment_start, chunk.segment_end,
-                         rows.indices, rows.weight, rows.target, F, np.int32(k),
-                         np.int32(tile), A, b),
-                        _shared_bytes_build(k, tile, dtype.itemsize),
-                    )
+                    A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
                 with self._phase("solve"):
                     if self.cholesky == "cusolver":
                         out[chunk.slot_rows] = self._cusolver_solve(A, b)
@@ -676,6 +670,31 @@ class GPUBackend(Backend):
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale, implicit: bool):
+        """The systems ``(A, b)`` of a chunk's rows in global memory (kernels/gram.cu: the
+        lower triangle of each row's entries' part, added to ``base``, by one block per
+        segment; the explicit diagonal added here)."""
+        xp = self.xp
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        n_slots = len(chunk.slot_rows)
+        tile = self._tile(k, dtype.itemsize, fused=False)
+        assert tile is not None, "a one-row tile of any k <= MAX_FACTORS fits 48 KiB"
+        A = xp.empty((n_slots, k, k), dtype)
+        A[...] = base
+        if not implicit:
+            diag = xp.arange(k)
+            A[:, diag, diag] += (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
+        b = xp.zeros((n_slots, k), dtype)
+        self._launch(
+            "gram.cu", _kernels.specialisation("build_systems", dtype, rows.indices.dtype),
+            len(chunk.segment_slot),
+            (chunk.segment_slot, chunk.segment_start, chunk.segment_end, rows.indices,
+             rows.weight, rows.target, F, np.int32(k), np.int32(tile), A, b),
+            _shared_bytes_build(k, tile, dtype.itemsize),
+        )
+        return A, b
 
     def _solve_short(self, rows, F, base, diag_scale, out, plan, index_dtype) -> None:
         """The rows of ``plan.short`` by woodbury_solve, one launch per length class.
@@ -731,21 +750,38 @@ class GPUBackend(Backend):
                                    xp.zeros(1, np.int32), n, dtype)
         return xp.where((info != 0)[:, None], dtype.type(np.nan), b)
 
-    def _solve_cg(self, rows, F, base, diag_scale, out, steps, plan, index_dtype):
-        """Every row's CG iterations in one launch (kernels/cg.cu), longest rows first."""
+    def _solve_cg(self, rows, F, base, diag_scale, implicit: bool, out, steps, plan,
+                  index_dtype):
+        """The CG iterations (kernels/cg.cu): rows of at most ``split_length`` entries in
+        one launch of cg_solve, longest first (phase "cg"); the longer ones from systems
+        built by gram.cu over many blocks ("gram_build"), then cg_dense_batched on them
+        ("cg_dense"): one block streaming a long row's entries at every step held back the
+        whole half-step."""
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
-        tile = min(self.tile_rows, self.block_threads)
-        while tile > 1 and _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads) > \
-                self.runtime.max_shared_memory:
-            tile -= 1
-        self._launch(
-            "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
-            len(plan.all_rows),
-            (plan.all_rows, rows.indptr, rows.indices, rows.weight, rows.target, F, base,
-             diag_scale, np.int32(k), np.int32(steps), np.int32(tile), out),
-            _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
-        )
+        if len(plan.cg_rows):
+            tile = min(self.tile_rows, self.block_threads)
+            while tile > 1 and _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads) \
+                    > self.runtime.max_shared_memory:
+                tile -= 1
+            with self._phase("cg"):
+                self._launch(
+                    "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
+                    len(plan.cg_rows),
+                    (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
+                     base, diag_scale, np.int32(k), np.int32(steps), np.int32(tile), out),
+                    _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
+                )
+        for chunk in plan.cg_chunks:
+            with self._phase("gram_build"):
+                A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
+            with self._phase("cg_dense"):
+                self._launch(
+                    "cg.cu", _kernels.specialisation("cg_dense_batched", dtype),
+                    len(chunk.slot_rows), (A, b, chunk.slot_rows, np.int32(k),
+                                           np.int32(steps), out),
+                    (4 * k + self.block_threads // 32) * dtype.itemsize,
+                )
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
         nnz = len(rows.indices)
