@@ -872,8 +872,8 @@ ASAN_SCRIPT = textwrap.dedent("""
     # k: 1, odd, not a multiple of 4, a multiple of 4 (vector loads), above one 128-column
     # chunk (once per path: it is slow here); float32 (implicit) and float64 (explicit);
     # the fused and the two-kernel path (2 KiB of shared memory sends most rows to the
-    # latter); the Woodbury path for short rows; tiles that end mid-row; long rows split
-    # into segments.
+    # latter), the fused kernel in blocks of 256 threads in float32; the Woodbury path for
+    # short rows; tiles that end mid-row; long rows split into segments.
     fused, two_kernel = emulation.SM80_SHARED_BYTES, 2048
     cases = [(k, dtype, shared, feedback) for k in (1, 3, 6, 8, 33)
              for dtype, feedback in ((np.float32, "implicit"), (np.float64, "explicit"))
@@ -883,7 +883,8 @@ ASAN_SCRIPT = textwrap.dedent("""
         runtime = emulation.EmulatedRuntime(free_memory=8 * k * k * 8,
                                             flags=emulation.ASAN_FLAGS,
                                             max_shared_memory=shared)
-        backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=3)
+        backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=3,
+                             fused_threads=256 if dtype == np.float32 else 128)
         R = edge_case_matrix(k)
         F = backend.asarray(np.random.default_rng(k).random((R.shape[1], k)), dtype)
         rows = backend.put(weighted_rows(check_user_items(R, dtype), feedback=feedback))
