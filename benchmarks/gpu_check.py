@@ -259,6 +259,12 @@ def main(argv=None) -> int:
         result["kernel_profile"] = profile_kernels(args.profile_timeout)
         print_profile(result["kernel_profile"])
     save()
+    # every row and the half-steps by path, tile and block size, for the log's tail
+    # (informative: the file is written, and a table that cannot be made fails nothing)
+    try:
+        print(benchmark.markdown_tables(result), flush=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        print(f"the tables could not be made: {type(exc).__name__}: {exc}", flush=True)
     print(f"wrote {output}", flush=True)
     failed = [row for row in result["benchmarks"] if "error" in row]
     return 0 if tests["failed"] == 0 and not failed else 1

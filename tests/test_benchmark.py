@@ -661,6 +661,8 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path):
         assert row["dataset"] == "ml-100k" and row["factors"] == 4 and "error" not in row
     if measured:
         assert len(result["benchmarks"]) >= 2 and "benchmark_error" not in result
+        # the tables at the end of the log, as plot_bench.py --markdown prints them
+        assert benchmark.markdown_tables(result) in done.stdout
     else:
         assert result["benchmark_error"].startswith("nothing was measured: ml-100k: ")
 
@@ -747,13 +749,14 @@ def test_gpu_check_keeps_the_failures_tracebacks_as_they_happen(tmp_path):
 @pytest.mark.parametrize("failed_tests, row_error, status", [
     (0, False, 0), (1, False, 1), (0, True, 1)])
 def test_gpu_check_fails_on_a_failed_test_or_fit_and_writes_out_either_way(
-        tmp_path, monkeypatch, failed_tests, row_error, status):
+        tmp_path, monkeypatch, capsys, failed_tests, row_error, status):
     """Its exit status is 1 when a GPU test failed or a fit did; the JSON, in the results
     folder and copied into $OUT, has the tests' counts and every row either way."""
     gpu_check = benchmark_script("gpu_check")
     row = {"dataset": "ml20m-like", "factors": 64, "library": "gpu_als", "backend": "gpu",
            "solver": "cholesky", **({"error": "timed out after 60 s"} if row_error else
-                                    {"seconds_per_iteration": 0.02, "final_loss": 1.0})}
+                                    {"seconds_per_iteration": 0.02, "final_loss": 1.0,
+                                     "users": 3, "items": 2, "nnz": 4})}
 
     comparison = {"dataset": "ml20m-like", "factors": 64, "backend": "gpu",
                   "gpu_als": "cholesky", "implicit": "cg", "speedup": 12.5, "loss_ratio": 0.99}
@@ -776,6 +779,14 @@ def test_gpu_check_fails_on_a_failed_test_or_fit_and_writes_out_either_way(
     assert result["tests"]["failed"] == failed_tests and result["benchmarks"] == [row]
     assert result["comparisons"] == [comparison]
     assert json.loads((out / written.name).read_text()) == result
+    printed = capsys.readouterr().out  # the tables end the log, before "wrote ..."
+    assert "| ml20m-like | 64 | gpu_als-gpu-cholesky | " + \
+        ("failed: timed out after 60 s |" if row_error else "20.0 |") in printed
+    if not row_error:  # a row the tables cannot show: said, and the status is the same
+        del row["nnz"]
+        assert gpu_check.main(["--allow-cpu", "--commit", "abc", "--factors", "64",
+                               "--results", str(tmp_path / "results")]) == status
+        assert "the tables could not be made: KeyError: 'nnz'" in capsys.readouterr().out
 
 
 def test_gpu_check_has_written_the_test_counts_before_the_benchmark_starts(tmp_path,
