@@ -9,7 +9,8 @@
 // (explicit), target = c * p (implicit) or r (explicit).
 #pragma once
 
-// Threads per block of every kernel; gpu_als/backends/gpu.py reads the same value.
+// Threads per block of every kernel (the fused one: this or ALS_FUSED_THREADS);
+// gpu_als/backends/gpu.py reads the same value.
 #define ALS_BLOCK_THREADS 128
 // Most threads per block of the fused kernel (solve.cu), whose code takes any multiple of
 // 32: gpu.py launches it with ALS_BLOCK_THREADS or with this many, whichever keeps more
