@@ -422,10 +422,14 @@ def _profile_phases(training, spec: dict) -> dict:
     ``"phases_threads<n>"`` (the fused kernel in blocks of n threads, for each of
     PROFILED_FUSED_THREADS) and ``"phases_plain_copies"`` (the tiles loaded with plain
     copies instead of cp.async): the data for choosing between the paths, the tile size,
-    the Woodbury bound, the fused kernel's block size and the way tiles are loaded."""
+    the Woodbury bound, the fused kernel's block size and the way tiles are loaded.
+
+    A setting whose half-steps fail (a kernel that does not compile or launch on this
+    device, say) gets ``{"error": "..."}`` instead of its phases, and the others are still
+    timed: one variant's failure costs its own column, not the row."""
     from .backends.gpu import GPUBackend
 
-    backend, solver = training.backend, training.p["solver"]
+    backend = training.backend
     backends = {"phases": backend}
     if isinstance(backend, GPUBackend) and spec["solver"] == "cholesky":
         backends["phases_two_kernel"] = backend.with_options(split_length=0, woodbury=False)
@@ -442,24 +446,43 @@ def _profile_phases(training, spec: dict) -> dict:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
     result = {}
     for key, b in backends.items():
-        phases = {}
-        for side, rows, fixed, solved in (("user", training.Cu, training.Y, training.X),
-                                          ("item", training.Ci, training.X, training.Y)):
-            b.synchronize()
-            mark = time.perf_counter()
-            FtF = b.gram(fixed)
-            b.synchronize()
-            fixed_gram = time.perf_counter() - mark
-            arguments = dict(regularization=REGULARIZATION, feedback="implicit",
-                             solver=solver, cg_steps=training.p["cg_steps"])
-            if getattr(b, "async_copies", None) != getattr(backend, "async_copies", None):
-                # other kernel binaries, compiled at first use: not in the timed half-step
-                b.solve_rows(rows, fixed, FtF, out=solved.copy(), **arguments)
-            with b.profile() as timer:
-                b.solve_rows(rows, fixed, FtF, out=solved.copy(), **arguments)
-            phases[side] = {"fixed_gram": fixed_gram, **timer.seconds}
-        result[key] = phases
+        try:
+            result[key] = _half_step_phases(training, b, compile_first=getattr(
+                b, "async_copies", None) != getattr(backend, "async_copies", None))
+        except Exception as error:  # CuPy's CUDA errors have no common base but Exception
+            result[key] = {"error": f"{type(error).__name__}: {error}"}
+            print(f"profiling {key} failed: {result[key]['error']}", file=sys.stderr,
+                  flush=True)
     return result
+
+
+def timed_phases(row: dict, key: str = "phases") -> dict | None:
+    """A row's half-step phases under ``key`` (``{"user": {phase: seconds}, "item":
+    ...}``), or None when they were not profiled or their profile failed."""
+    phases = row.get(key)
+    return None if phases is None or "error" in phases else phases
+
+
+def _half_step_phases(training, b, compile_first: bool) -> dict:
+    """``{"user": {phase: seconds}, "item": {...}}``: one half-step per side on backend
+    ``b`` (into scratch copies of the factors), after a half-step that compiles its
+    kernels when ``compile_first`` (kernel binaries built at first use are not timed)."""
+    arguments = dict(regularization=REGULARIZATION, feedback="implicit",
+                     solver=training.p["solver"], cg_steps=training.p["cg_steps"])
+    phases = {}
+    for side, rows, fixed, solved in (("user", training.Cu, training.Y, training.X),
+                                      ("item", training.Ci, training.X, training.Y)):
+        b.synchronize()
+        mark = time.perf_counter()
+        FtF = b.gram(fixed)
+        b.synchronize()
+        fixed_gram = time.perf_counter() - mark
+        if compile_first:
+            b.solve_rows(rows, fixed, FtF, out=solved.copy(), **arguments)
+        with b.profile() as timer:
+            b.solve_rows(rows, fixed, FtF, out=solved.copy(), **arguments)
+        phases[side] = {"fixed_gram": fixed_gram, **timer.seconds}
+    return phases
 
 
 def _initial_factors(shape, factors: int):
@@ -559,18 +582,18 @@ def run_one(spec: dict) -> dict:
     row["host_peak_bytes"] = _max_rss_bytes()
     row["device_peak_bytes"] = monitor.peak_bytes \
         if isinstance(monitor, _DeviceMemoryMonitor) else None
-    if "training" in result:  # after the memory readings: the profile's buffers are extra
-        result.update(_profile_phases(result.pop("training"), spec))
     row["seconds_per_iteration"], row["first_iteration_seconds"] = \
         _per_iteration(result["stamps"])
     row["setup_seconds"] = result.get("setup_seconds")
     row["final_loss"] = shared_loss(R, result["X"], result["Y"])
     if test is not None:
         row["recall_at_10"] = _recall_at_10(result["X"], result["Y"], R, test)
-    row.update({key: value for key, value in result.items() if key.startswith("phases")})
+    if "training" in result:  # after the memory readings (the profile's buffers are extra)
+        # and the fit's measures, which a variant that breaks the device cannot take along
+        row.update(_profile_phases(result.pop("training"), spec))
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
     # builds the systems apart from the solves (not CG's: it builds the long rows' only).
-    phases = result.get("phases_two_kernel") or result.get("phases")
+    phases = timed_phases(row, "phases_two_kernel") or timed_phases(row, "phases")
     if spec["solver"] != "cg" and phases and \
             all("gram_build" in side for side in phases.values()):
         seconds = sum(side["gram_build"] for side in phases.values())
@@ -825,7 +848,9 @@ def merge_results(documents: list[dict]) -> list[dict]:
 
 
 def markdown_tables(result: dict) -> str:
-    """The result as two Markdown tables: every fit, then gpu_als against implicit."""
+    """The result as Markdown tables: every fit; the GPU exact solver's half-steps with
+    each profiled setting (where profiled); each gpu_als fit's half-steps phase by phase;
+    gpu_als against implicit."""
     def mib(value):
         return "" if value is None else f"{value / 2**20:,.0f}"
 
@@ -860,12 +885,11 @@ def markdown_tables(result: dict) -> str:
                   "|---|---:|---:|---:|" + "---:|" * (len(tiles) + len(bounds) + len(blocks)
                                                       + 2)]
         for r in paths:
-            cells = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
-                         for side in r[key].values()) * 1e3 if key in r else None
-                     for key in ("phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
-                                 "phases_plain_copies", "phases_two_kernel")]
             lines.append(f"| {r['dataset']} | {r['factors']} | " + " | ".join(
-                "" if c is None else f"{c:,.1f}" for c in cells) + " |")
+                _half_steps_cell(r, key) for key in (
+                    "phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
+                    "phases_plain_copies", "phases_two_kernel")) + " |")
+    lines += _phase_table(result["benchmarks"])
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",
                   "|---|---:|---|---|---|---:|---:|"]
@@ -874,6 +898,49 @@ def markdown_tables(result: dict) -> str:
                          f"{c['gpu_als']} | {c['implicit']} | {c['speedup']:.2f}x | "
                          f"{c['loss_ratio']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+#: The phases of a half-step (Backend.profile's names, and F^T F timed by the benchmark)
+#: in the order the phase table shows them, with their column headings.
+PHASE_COLUMNS: dict[str, str] = {"fixed_gram": "F^T F", "shared": "shared", "woodbury": "Woodbury",
+                 "fused": "fused", "gram_build": "Gram build", "solve": "solve", "cg": "CG",
+                 "cg_dense": "CG, built systems"}
+
+
+def _half_steps_cell(row: dict, key: str) -> str:
+    """The half-steps table's cell: the milliseconds of both half-steps' solves (F^T F
+    left out) with the setting ``key``; blank when not profiled, "failed" when it failed."""
+    if key not in row:
+        return ""
+    phases = timed_phases(row, key)
+    if phases is None:
+        return "failed"
+    seconds = sum(sum(v for name, v in side.items() if name != "fixed_gram")
+                  for side in phases.values())
+    return f"{seconds * 1e3:,.1f}"
+
+
+def _phase_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of each gpu_als fit's half-steps as run, phase by phase (ms), one
+    line per side; none when no row was profiled."""
+    profiled = [(r, phases) for r in rows
+                if "error" not in r and (phases := timed_phases(r)) is not None]
+    if not profiled:
+        return []
+    found: set[str] = {name for _, phases in profiled for side in phases.values() for name in side}
+    names = [name for name in PHASE_COLUMNS if name in found] + \
+        sorted(found - set(PHASE_COLUMNS))  # a phase named since, under its own name
+    lines = ["", "| dataset | k | implementation | half-step | "
+             + " | ".join(PHASE_COLUMNS.get(name, name) for name in names) + " | total |",
+             "|---|---:|---|---|" + "---:|" * (len(names) + 1)]
+    for r, phases in profiled:
+        for side, seconds in phases.items():
+            cells = [f"{seconds[name] * 1e3:,.2f}" if name in seconds else ""
+                     for name in names]
+            lines.append(f"| {r['dataset']} | {r['factors']} | {r['library']}-{r['backend']}-"
+                         f"{r['solver']} | {side} | " + " | ".join(cells)
+                         + f" | {sum(seconds.values()) * 1e3:,.2f} |")
+    return lines
 
 
 def _per_profile(setting: str) -> str:

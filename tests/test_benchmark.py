@@ -344,6 +344,41 @@ def test_prepare_generates_a_synthetic_set_once_and_leaves_movielens_to_each_fit
         abs=0.01)
 
 
+def test_a_profiled_setting_that_fails_costs_its_own_phases_only(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A setting of the profile whose half-steps raise (as a kernel that does not compile
+    or launch on a device would) is recorded as failed, named on stderr and in its table
+    cell; the row keeps its timing, its loss and the other settings' phases, and its Gram
+    rate comes from the as-run phases when the two-kernel path's failed."""
+    from gpu_als.backends import gpu
+
+    solve_rows = gpu.GPUBackend.solve_rows
+
+    def failing(self, *args, **kwargs):
+        if not self.async_copies or self.split_length == 0:  # plain copies, two-kernel
+            raise RuntimeError("no kernel image is available for execution on the device")
+        return solve_rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(gpu.GPUBackend, "solve_rows", failing)
+    path = str(benchmark.prepare(benchmark.Dataset("mini", 40, 30, 300), tmp_path))
+    row = benchmark.run_one({**spec(path, factors=6), "dataset": "mini",
+                             "backend": emulated_backend(split_length=8), "iterations": 2})
+    message = "RuntimeError: no kernel image is available for execution on the device"
+    assert row["phases_plain_copies"] == row["phases_two_kernel"] == {"error": message}
+    assert f"profiling phases_plain_copies failed: {message}" in capsys.readouterr().err
+    assert row["seconds_per_iteration"] > 0 and np.isfinite(row["final_loss"])
+    for key in ("phases", "phases_no_woodbury", "phases_threads256"):
+        assert all(side["fused"] > 0 for side in row[key].values())
+    assert benchmark.timed_phases(row, "phases_two_kernel") is None
+    # the long rows (over split_length 8) are built apart on the default path too
+    assert row["gram_seconds"] == pytest.approx(
+        sum(side["gram_build"] for side in row["phases"].values()))
+    tables = benchmark.markdown_tables({"device": "Test GPU", "commit": "abc",
+                                        "date": "2026-12-04T10:00:00+00:00",
+                                        "benchmarks": [row], "comparisons": []})
+    assert "| failed | failed |" in tables  # plain copies, two-kernel: the last two cells
+
+
 def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     """run_one on the (emulated) GPU backend: the Gram phase's seconds and FLOP/s are the
     two-kernel path's gram_build, where the build is timed apart from the solves."""
@@ -377,7 +412,8 @@ def test_compare_and_plot(tmp_path):
                          "solve": item_ms / 2e3}}
 
     profiled = {"phases": phases(3, 5), "phases_no_woodbury": phases(5, 6),
-                "phases_tile8": phases(4, 6), "phases_woodbury100": phases(2, 3),
+                "phases_tile8": phases(4, 6), "phases_tile16": {"error": "RuntimeError: x"},
+                "phases_woodbury100": phases(2, 3),
                 "phases_threads256": phases(6, 7), "phases_plain_copies": phases(7, 9),
                 "phases_two_kernel": phases(10, 20)}
     rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
@@ -398,12 +434,19 @@ def test_compare_and_plot(tmp_path):
     assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |  |  |  | 4.95000 |  |" in tables
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
-    # as run, without Woodbury, tile 8, tile 16 (not profiled), Woodbury to 25 % of k (not
+    # as run, without Woodbury, tile 8, tile 16 (failed), Woodbury to 25 % of k (not
     # profiled) and to 100 %, blocks of 128 threads (not profiled) and of 256, plain
     # copies, two-kernel
     assert "Woodbury to 25% of k | Woodbury to 100% of k | fused, 128 threads | fused, 256 " \
         "threads | plain copies | two-kernel |" in tables
-    assert "| d | 64 | 8.0 | 11.0 | 10.0 |  |  | 5.0 |  | 13.0 | 16.0 | 30.0 |" in tables
+    assert "| d | 64 | 8.0 | 11.0 | 10.0 | failed |  | 5.0 |  | 13.0 | 16.0 | 30.0 |" in tables
+    # the half-steps as run, phase by phase (ms), only the phases some row has
+    assert "| dataset | k | implementation | half-step | F^T F | fused | Gram build | solve " \
+        "| total |" in tables
+    assert "| d | 64 | gpu_als-gpu-cholesky | user | 1,000.00 | 3.00 |  |  | 1,003.00 |" \
+        in tables
+    assert "| d | 64 | gpu_als-gpu-cholesky | item | 1,000.00 |  | 2.50 | 2.50 | 1,005.00 |" \
+        in tables
     paths = benchmark_plots(result, tmp_path)
     assert [p.name for p in paths] == ["bench-d.png"]
     assert paths[0].stat().st_size > 10_000

@@ -31,7 +31,9 @@ class PhaseTimer:
     Phases: ``"shared"`` (the part common to every row: ``FtF + lambda I`` and, on the CPU,
     its whitening), ``"gram_build"`` (each row's weighted Gram matrix and right-hand side),
     ``"solve"`` (the factorizations and triangular solves), ``"fused"`` (the GPU kernel that
-    does build and solve in one pass) and ``"cg"`` (conjugate-gradient steps).
+    does build and solve in one pass), ``"woodbury"`` (the GPU's short rows, solved in
+    their own space), ``"cg"`` (conjugate-gradient steps) and ``"cg_dense"`` (the GPU's CG
+    steps on systems built by ``"gram_build"``: its long rows').
     """
 
     def __init__(self):
