@@ -410,6 +410,8 @@ PROFILED_TILES = (8, 16)
 PROFILED_WOODBURY = (0.25, 1.0)
 #: Threads per block of the fused kernel, each profiled (the default picks one by occupancy).
 PROFILED_FUSED_THREADS = (128, 256)
+#: A split_length no row reaches: every row on the one-block path.
+ONE_BLOCK = 2**62
 
 
 def _profile_phases(training, spec: dict) -> dict:
@@ -422,7 +424,9 @@ def _profile_phases(training, spec: dict) -> dict:
     ``"phases_threads<n>"`` (the fused kernel in blocks of n threads, for each of
     PROFILED_FUSED_THREADS) and ``"phases_plain_copies"`` (the tiles loaded with plain
     copies instead of cp.async): the data for choosing between the paths, the tile size,
-    the Woodbury bound, the fused kernel's block size and the way tiles are loaded.
+    the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
+    the GPU's CG solver, ``"phases_cg_one_block"``: every row's CG steps in one block,
+    the long rows' too (their systems not built apart by kernels/gram.cu).
 
     A setting whose half-steps fail (a kernel that does not compile or launch on this
     device, say) gets ``{"error": "..."}`` instead of its phases, and the others are still
@@ -444,6 +448,9 @@ def _profile_phases(training, spec: dict) -> dict:
             backends[f"phases_threads{threads}"] = backend.with_options(fused_threads=threads)
         if backend.async_copies:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
+    if isinstance(backend, GPUBackend) and spec["solver"] == "cg":
+        # every row in one cg_solve block, as before the long rows' systems were built apart
+        backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
     result = {}
     for key, b in backends.items():
         try:
@@ -849,8 +856,8 @@ def merge_results(documents: list[dict]) -> list[dict]:
 
 def markdown_tables(result: dict) -> str:
     """The result as Markdown tables: every fit; the GPU exact solver's half-steps with
-    each profiled setting (where profiled); each gpu_als fit's half-steps phase by phase;
-    gpu_als against implicit."""
+    each profiled setting, and the GPU CG solver's with every row in one block (where
+    profiled); each gpu_als fit's half-steps phase by phase; gpu_als against implicit."""
     def mib(value):
         return "" if value is None else f"{value / 2**20:,.0f}"
 
@@ -889,6 +896,12 @@ def markdown_tables(result: dict) -> str:
                 _half_steps_cell(r, key) for key in (
                     "phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
                     "phases_plain_copies", "phases_two_kernel")) + " |")
+    cg = [r for r in result["benchmarks"] if "phases_cg_one_block" in r]
+    if cg:  # the GPU's CG solver's half-steps with and without the long rows built apart
+        lines += ["", "| dataset | k | CG half-steps, ms (user + item): as run | "
+                  "every row in one block |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['dataset']} | {r['factors']} | {_half_steps_cell(r, 'phases')} | "
+                  f"{_half_steps_cell(r, 'phases_cg_one_block')} |" for r in cg]
     lines += _phase_table(result["benchmarks"])
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",

@@ -396,6 +396,18 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     assert all(side["gram_build"] > 0 and side["cg_dense"] > 0
                for side in row["phases"].values())
     assert "gram_gflops" not in row and "gram_seconds" not in row
+    # and profiles every row in one cg_solve block, as before the long rows were built apart
+    assert [set(side) for side in row["phases_cg_one_block"].values()] == \
+        [{"fixed_gram", "shared", "cg"}] * 2
+    assert not any(key.startswith("phases_") and key != "phases_cg_one_block" for key in row)
+    tables = benchmark.markdown_tables({"device": "Test GPU", "commit": "abc",
+                                        "date": "2026-12-04T10:00:00+00:00",
+                                        "benchmarks": [row], "comparisons": []})
+    half_steps = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
+                      for side in row[key].values()) * 1e3
+                  for key in ("phases", "phases_cg_one_block")]
+    assert "| CG half-steps, ms (user + item): as run | every row in one block |" in tables
+    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |" in tables
 
 
 def test_compare_and_plot(tmp_path):
