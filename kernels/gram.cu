@@ -26,3 +26,23 @@ build_systems(const long long* segment_slot, const long long* segment_start,
     als::accumulate_entries<true>(As, k, bs, indices, weight, target, F, start, end, k,
                                   tile_rows, tile, w, t);
 }
+
+// The part of every row's implicit system that its entries leave unchanged, from the fixed
+// factors' Gram matrix G = F^T F (k x k, float64, row-major; symmetric up to the rounding
+// of its product):
+//
+//   base = (G + G^T) / 2 + regularization * I,   rounded to T
+//
+// exactly symmetric, as the CG kernels need (they read base by columns). One launch where
+// the same CuPy expression took seven, each with its host overhead: on small data (the
+// H200's ML-100K half-steps) that overhead was most of this phase.
+template <typename T>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+shared_base(const double* gram, double regularization, int k, T* base) {
+    const int n = k * k;  // k <= ALS_MAX_FACTORS: n fits an int
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+        const int i = e / k, j = e - i * k;
+        const double mean = (gram[e] + gram[j * k + i]) / 2;
+        base[e] = (T)(i == j ? mean + regularization : mean);
+    }
+}

@@ -243,6 +243,22 @@ def test_launch_bounds_and_block_size_agree():
         assert _kernels.max_threads(name) == _kernels.header_value(bound)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, grid", [(1, 1), (3, 1), (12, 2), (130, 3)])
+def test_shared_base_is_the_symmetric_gram_plus_regularization(dtype, k, grid):
+    """gram.cu's shared_base: (G + G^T) / 2 + lambda I rounded to the factors' dtype, the
+    same bits as the CuPy expression it replaces, exactly symmetric though G is not (a
+    float32 product's rounding), over a grid smaller than k^2 / 128 blocks."""
+    G = np.random.default_rng(k).standard_normal((k, k))
+    base = np.full((k, k), np.nan, dtype)
+    kernel = emulation.EmulatedModule("gram.cu").get_function(
+        _kernels.specialisation("shared_base", dtype))
+    kernel((grid,), (_kernels.block_threads(),),
+           (*on_device(G), np.float64(0.3), np.int32(k), *on_device(base)))
+    np.testing.assert_array_equal(base, ((G + G.T) / 2 + 0.3 * np.eye(k)).astype(dtype))
+    assert (base == base.T).all()
+
+
 def test_kernel_and_backend_factor_limits_agree():
     """cholesky.cu sizes its static column buffer by ALS_MAX_FACTORS panels of
     ALS_CHOLESKY_PANEL columns; the backend refuses larger factors before launching and

@@ -38,7 +38,8 @@ _INDICES = ("int", "long long")
 #: file -> every specialisation compiled from it.
 SPECIALISATIONS: dict[str, list[str]] = {
     "solve.cu": [f"fused_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
-    "gram.cu": [f"build_systems<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "gram.cu": [f"build_systems<{t}, {i}>" for t in _VALUES for i in _INDICES]
+    + [f"shared_base<{t}>" for t in _VALUES],
     "cholesky.cu": [f"cholesky_solve_batched<{t}>" for t in _VALUES],
     "loss.cu": [f"loss_terms<{t}, {i}>" for t in _VALUES for i in _INDICES],
     "cg.cu": [f"cg_solve<{t}, {i}>" for t in _VALUES for i in _INDICES]

@@ -624,8 +624,8 @@ class GPUBackend(Backend):
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype)
             with self._phase("shared"):
-                if implicit:  # exactly symmetric (the CG kernel reads it by columns)
-                    base = ((FtF + FtF.T) / 2 + regularization * xp.eye(k)).astype(dtype)
+                if implicit:
+                    base = self._shared_base(FtF, regularization, dtype)
                     diag_scale = T(0)
                 else:
                     base = xp.zeros((k, k), dtype)
@@ -670,6 +670,17 @@ class GPUBackend(Backend):
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _shared_base(self, FtF, regularization: float, dtype: np.dtype):
+        """``(FtF + FtF^T) / 2 + regularization I`` in ``dtype``: exactly symmetric (the CG
+        kernels read it by columns), computed in float64, by one kernel (gram.cu)."""
+        k = FtF.shape[0]
+        base = self.xp.empty((k, k), dtype)
+        self._launch("gram.cu", _kernels.specialisation("shared_base", dtype),
+                     min(-(-k * k // self.block_threads), 1024),
+                     (self.asarray(FtF, np.float64), np.float64(regularization), np.int32(k),
+                      base))
+        return base
 
     def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale, implicit: bool):
         """The systems ``(A, b)`` of a chunk's rows in global memory (kernels/gram.cu: the
