@@ -14,6 +14,8 @@ confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("
 from __future__ import annotations
 
 import decimal
+import functools
+import importlib
 import numbers
 import os
 import sys
@@ -805,13 +807,27 @@ def _ends_in_nul(ids: np.ndarray) -> bool:
     return False
 
 
-def _pandas():
-    """The pandas module, or None where it is not installed."""
+def optional_module(name: str):
+    """The module ``name`` (an optional dependency), or None where it is not installed.
+    Python does not remember a failed import, and each retry searches ``sys.path`` again
+    (34 us on the 2-core development machine), so it is tried once; a module in
+    ``sys.modules`` (None there: hidden, as the tests hide pandas) is taken as it is."""
+    if name in sys.modules:
+        return sys.modules[name]
+    return _import_once(name)
+
+
+@functools.cache
+def _import_once(name: str):
     try:
-        import pandas
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return pandas
+
+
+def _pandas():
+    """The pandas module, or None where it is not installed."""
+    return optional_module("pandas")
 
 
 def _column(df: Any, name: str) -> np.ndarray:

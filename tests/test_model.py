@@ -1276,3 +1276,35 @@ def test_gpu_work_is_named_for_profilers(R, monkeypatch):
     assert {"gpu_als:user half-step", "gpu_als:item half-step", "gpu_als:training loss",
             "gpu_als:solve_rows", "gpu_als:shared", "gpu_als:loss"} <= names
     assert names & {"gpu_als:fused", "gpu_als:gram_build"}
+
+
+def test_a_missing_nvtx_package_is_looked_for_once(monkeypatch):
+    """Without nvtx, the GPU backend's ranges cost no import each: Python does not remember
+    a failed import, and every retry searched sys.path again (tens of microseconds, four
+    ranges or more per half-step)."""
+    import builtins
+    import importlib
+
+    from gpu_als import data
+    from gpu_als.backends import gpu
+
+    attempts = []
+    real_import = builtins.__import__
+
+    def counting(name, *args, **kwargs):
+        if name == "nvtx":
+            attempts.append(name)
+            raise ImportError("No module named 'nvtx'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "nvtx", raising=False)
+    monkeypatch.setattr(builtins, "__import__", counting)
+    monkeypatch.setattr(importlib, "import_module", lambda name: counting(name))
+    data._import_once.cache_clear()
+    try:
+        for _ in range(3):
+            with gpu._nvtx_range("user half-step"):
+                pass
+    finally:
+        data._import_once.cache_clear()
+    assert attempts == ["nvtx"]

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import WeightedRows, check_bool, check_float, check_int
+from ..data import WeightedRows, check_bool, check_float, check_int, optional_module
 from . import _kernels
 from .base import Backend
 
@@ -124,10 +124,10 @@ def current_device_name() -> str:
 
 
 def _nvtx_range(name: str):
-    """An NVTX range named ``gpu_als:<name>`` when the optional ``nvtx`` package is there."""
-    try:
-        import nvtx
-    except ImportError:
+    """An NVTX range named ``gpu_als:<name>`` when the optional ``nvtx`` package is there
+    (looked for once: a half-step opens four ranges or more)."""
+    nvtx = optional_module("nvtx")
+    if nvtx is None:
         return contextlib.nullcontext()
     return nvtx.annotate(f"gpu_als:{name}", domain="gpu_als")
 
