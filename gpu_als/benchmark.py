@@ -426,7 +426,8 @@ def _profile_phases(training, spec: dict) -> dict:
     copies instead of cp.async): the data for choosing between the paths, the tile size,
     the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
     the GPU's CG solver, ``"phases_cg_one_block"``: every row's CG steps in one block,
-    the long rows' too (their systems not built apart by kernels/gram.cu).
+    the long rows' too (their systems not built apart by kernels/gram.cu), and
+    ``"phases_cg_small_tiles"``: tiles of ``tile_rows`` rows, not ``cg_tile_bytes``.
 
     A setting whose half-steps fail (a kernel that does not compile or launch on this
     device, say) gets ``{"error": "..."}`` instead of its phases, and the others are still
@@ -451,6 +452,8 @@ def _profile_phases(training, spec: dict) -> dict:
     if isinstance(backend, GPUBackend) and spec["solver"] == "cg":
         # every row in one cg_solve block, as before the long rows' systems were built apart
         backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
+        if backend.cg_tile_bytes:  # tiles of tile_rows, as before cg_tile_bytes
+            backends["phases_cg_small_tiles"] = backend.with_options(cg_tile_bytes=0)
     result = {}
     for key, b in backends.items():
         try:
@@ -899,9 +902,10 @@ def markdown_tables(result: dict) -> str:
     cg = [r for r in result["benchmarks"] if "phases_cg_one_block" in r]
     if cg:  # the GPU's CG solver's half-steps with and without the long rows built apart
         lines += ["", "| dataset | k | CG half-steps, ms (user + item): as run | "
-                  "every row in one block |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['dataset']} | {r['factors']} | {_half_steps_cell(r, 'phases')} | "
-                  f"{_half_steps_cell(r, 'phases_cg_one_block')} |" for r in cg]
+                  "every row in one block | tiles of tile_rows |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['dataset']} | {r['factors']} | " + " | ".join(
+            _half_steps_cell(r, key) for key in (
+                "phases", "phases_cg_one_block", "phases_cg_small_tiles")) + " |" for r in cg]
     lines += _phase_table(result["benchmarks"])
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",

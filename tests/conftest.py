@@ -58,7 +58,8 @@ def emulated_backend(free_memory: int = EMULATED_FREE_MEMORY, **options):
     return gpu.GPUBackend(
         emulation.EmulatedRuntime(free_memory=free_memory),
         **{"split_length": EMULATED_SPLIT_LENGTH, "segment_length": EMULATED_SEGMENT_LENGTH,
-           "tile_rows": EMULATED_TILE_ROWS, "woodbury_min_rows": 1, **options},
+           "tile_rows": EMULATED_TILE_ROWS, "woodbury_min_rows": 1, "cg_tile_bytes": 0,
+           **options},
     )
 
 

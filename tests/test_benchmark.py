@@ -396,7 +396,8 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     assert all(side["gram_build"] > 0 and side["cg_dense"] > 0
                for side in row["phases"].values())
     assert "gram_gflops" not in row and "gram_seconds" not in row
-    # and profiles every row in one cg_solve block, as before the long rows were built apart
+    # and profiles every row in one cg_solve block, as before the long rows were built
+    # apart (none here: cg_tile_bytes=0 is the emulated backend's default)
     assert [set(side) for side in row["phases_cg_one_block"].values()] == \
         [{"fixed_gram", "shared", "cg"}] * 2
     assert not any(key.startswith("phases_") and key != "phases_cg_one_block" for key in row)
@@ -406,8 +407,14 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     half_steps = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                       for side in row[key].values()) * 1e3
                   for key in ("phases", "phases_cg_one_block")]
-    assert "| CG half-steps, ms (user + item): as run | every row in one block |" in tables
-    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |" in tables
+    assert "| CG half-steps, ms (user + item): as run | every row in one block | tiles of " \
+        "tile_rows |" in tables
+    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |  |" in tables
+    # with tiles sized by cg_tile_bytes, also with tiles of tile_rows rows
+    row = benchmark.run_one({**spec(path, factors=6, solver="cg"), "dataset": "mini",
+                             "backend": backend.with_options(cg_tile_bytes=512),
+                             "iterations": 2})
+    assert all(side["cg"] > 0 for side in row["phases_cg_small_tiles"].values())
 
 
 def test_compare_and_plot(tmp_path):

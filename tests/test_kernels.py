@@ -700,6 +700,47 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
     np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
 
 
+def test_the_cg_tile_holds_the_rows_its_bytes_hold():
+    """cg_solve's tile: as many rows (factors, weight, target, product) as cg_tile_bytes
+    hold, at least tile_rows, at most split_length, and within the block's shared
+    memory; cg_tile_bytes=0 gives tile_rows."""
+    card = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=227 * 1024))
+    assert card.cg_tile_bytes == gpu.CG_TILE_BYTES == 32 * 1024
+    assert [card._cg_tile(k, 4) for k in (32, 64, 128, 256)] == [234, 122, 62, gpu.TILE_ROWS]
+    assert card._cg_tile(64, 8) == 61
+    assert card.with_options(cg_tile_bytes=0)._cg_tile(64, 4) == gpu.TILE_ROWS
+    assert card.with_options(split_length=50)._cg_tile(64, 4) == 50
+    small = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=48 * 1024),
+                           cg_tile_bytes=1 << 20)
+    tile = small._cg_tile(64, 4)
+    assert gpu._shared_bytes_cg(64, tile, 4, small.block_threads) <= 48 * 1024 < \
+        gpu._shared_bytes_cg(64, tile + 1, 4, small.block_threads)
+    with pytest.raises(ValueError, match="cg_tile_bytes=-1: must be >= 0"):
+        card.with_options(cg_tile_bytes=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cg_rows_in_one_tile_and_in_several_are_textbook_cg(dtype):
+    """With a tile of 8 rows (k = 4: cg_tile_bytes for 8 rows), rows of up to 8 entries
+    are gathered once and reused at every step, longer ones (11, and 51 on the gram.cu
+    path) streamed tile by tile: each is textbook CG from the same start."""
+    from .reference import cg_rows_loop
+    from .test_solver import edge_case_matrix, run_solve
+
+    itemsize = np.dtype(dtype).itemsize
+    backend = emulated_backend(cg_tile_bytes=8 * (4 + 3) * itemsize + itemsize - 1)
+    assert backend._cg_tile(4, itemsize) == 8
+    R = edge_case_matrix(4, seed=5)
+    assert 11 in np.diff(R.indptr)  # a row of two tiles; most fit one
+    F = np.random.default_rng(10).random((R.shape[1], 4))
+    X0 = np.random.default_rng(11).random((R.shape[0], 4))
+    got = run_solve(backend, R, F, 0.1, "implicit", dtype, start=X0, solver="cg",
+                    cg_steps=3, alpha=2.0)
+    want = cg_rows_loop(R, F, X0, 0.1, 3, alpha=2.0)
+    tolerance = 1e-9 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(got, want, atol=tolerance * np.abs(want).max())
+
+
 def test_plain_copies_compile_every_kernel_with_their_define(gpu_backend, monkeypatch):
     """GPUBackend(async_copies=False) has every kernel compiled with ALS_ASYNC_COPIES=0
     (the tile loads' plain copies, as on devices before sm_80: the benchmark's profile

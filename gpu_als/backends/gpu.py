@@ -25,7 +25,8 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   the slots with cuSOLVER's batched Cholesky (``potrfBatched`` + ``potrsBatched``) instead
   of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
 * ``solver="cg"``: ``cg_solve`` (kernels/cg.cu), one block per row of at most
-  ``split_length`` entries, never forming A; the longer rows' systems are built by
+  ``split_length`` entries, never forming A, its tile as large as ``cg_tile_bytes`` allows
+  (a row that fits is gathered once, not at every step); the longer rows' systems are built by
   kernels/gram.cu in chunks, as above, and ``cg_dense_batched`` takes the same CG steps
   on them, so that no single block streams a popular item's entries at every step.
 
@@ -77,6 +78,12 @@ DEFAULT_SHARED_BYTES = 48 * 1024
 #: 6,700 short rows up (ml20m-like's items at k = 128: 39.4 ms without, 36.2 with). The
 #: counts of ml20m-like's short rows are those of the CPU's draw of the same generator.
 WOODBURY_MIN_ROWS = 2048
+#: Shared memory (bytes) for cg_solve's tile of factor rows, with their weights, targets
+#: and products: a row that fits one tile is gathered from global memory once per solve,
+#: not once per CG step (four times with the default three steps). 32 KiB hold 122 rows at
+#: k = 64 in float32, 62 at k = 128 (tiles of TILE_ROWS = 32 rows before), and leave room
+#: for six 128-thread blocks per H100/H200 multiprocessor.
+CG_TILE_BYTES = 32 * 1024
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
 #: Who factorizes the exact solver's systems: this package's kernels or cuSOLVER.
@@ -335,7 +342,8 @@ class GPUBackend(Backend):
         Rows longer than ``split_length`` entries are cut into segments of
         ``segment_length`` entries, one thread block each.
     tile_rows : int
-        Factor rows a block loads into shared memory at once (fewer if they do not fit).
+        Factor rows a block loads into shared memory at once (fewer if they do not fit; the
+        CG solver's tile may take more, see ``cg_tile_bytes``).
     memory_fraction : float
         Share of the free device memory (0 < share <= 1) the k x k systems of the
         two-kernel path may take.
@@ -362,6 +370,11 @@ class GPUBackend(Backend):
         memory with ``cp.async`` (sm_80 and later), so that a thread's copies are in
         flight together. False compiles the kernels with plain copies, as on older
         devices: for comparison (the benchmark's profile times both).
+    cg_tile_bytes : int, default CG_TILE_BYTES (32 KiB)
+        Shared memory for the CG solver's tile: as many factor rows as fit (with their
+        weights, targets and products), at least ``tile_rows``, so that the rows that fit
+        one tile are gathered once per solve instead of at every CG step. 0: tiles of
+        ``tile_rows`` rows (the benchmark's profile times both).
     fused_threads : int or None, default None
         Threads per block of the fused kernel: ``ALS_BLOCK_THREADS`` (128) or
         ``ALS_FUSED_THREADS`` (256). None: with its tile, whichever keeps more warps
@@ -381,7 +394,7 @@ class GPUBackend(Backend):
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
                  woodbury_fraction: float = 0.5, woodbury_min_rows: int = WOODBURY_MIN_ROWS,
                  cholesky: str = "kernels", async_copies: bool = True,
-                 fused_threads: int | None = None):
+                 cg_tile_bytes: int = CG_TILE_BYTES, fused_threads: int | None = None):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -397,6 +410,7 @@ class GPUBackend(Backend):
         self.woodbury_min_rows = check_int("woodbury_min_rows", woodbury_min_rows, minimum=0)
         self.cholesky = cholesky
         self.async_copies = check_bool("async_copies", async_copies)
+        self.cg_tile_bytes = check_int("cg_tile_bytes", cg_tile_bytes, minimum=0)
         choices = (_kernels.block_threads(), _kernels.fused_threads())
         if fused_threads is not None:
             fused_threads = check_int("fused_threads", fused_threads, minimum=1)
@@ -422,6 +436,8 @@ class GPUBackend(Backend):
         extra = "" if self.woodbury else ", woodbury=False"
         extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
         extra += "" if self.async_copies else ", async_copies=False"
+        extra += "" if self.cg_tile_bytes == CG_TILE_BYTES else \
+            f", cg_tile_bytes={self.cg_tile_bytes}"
         extra += "" if self.fused_threads is None else f", fused_threads={self.fused_threads}"
         return f"GPUBackend(device={device!r}{extra})"
 
@@ -771,10 +787,7 @@ class GPUBackend(Backend):
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         if len(plan.cg_rows):
-            tile = min(self.tile_rows, self.block_threads)
-            while tile > 1 and _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads) \
-                    > self.runtime.max_shared_memory:
-                tile -= 1
+            tile = self._cg_tile(k, dtype.itemsize)
             with self._phase("cg"):
                 self._launch(
                     "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
@@ -793,6 +806,17 @@ class GPUBackend(Backend):
                                            np.int32(steps), out),
                     (4 * k + self.block_threads // 32) * dtype.itemsize,
                 )
+
+    def _cg_tile(self, k: int, itemsize: int) -> int:
+        """cg_solve's tile rows: as many as ``cg_tile_bytes`` hold (a factor row, its
+        weight, target and product each), at least ``tile_rows``, at most ``split_length``
+        (no longer row comes here); fewer if the block's shared memory does not fit."""
+        tile = max(self.tile_rows, self.cg_tile_bytes // ((k + 3) * itemsize))
+        tile = max(1, min(tile, self.split_length))
+        while tile > 1 and _shared_bytes_cg(k, tile, itemsize, self.block_threads) > \
+                self.runtime.max_shared_memory:
+            tile -= 1
+        return tile
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
         nnz = len(rows.indices)
