@@ -900,7 +900,7 @@ def markdown_tables(result: dict) -> str:
                     "phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
                     "phases_plain_copies", "phases_two_kernel")) + " |")
     cg = [r for r in result["benchmarks"] if "phases_cg_one_block" in r]
-    if cg:  # the GPU's CG solver's half-steps with and without the long rows built apart
+    if cg:  # the GPU's CG solver's half-steps as run, and as before two of its changes
         lines += ["", "| dataset | k | CG half-steps, ms (user + item): as run | "
                   "every row in one block | tiles of tile_rows |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['dataset']} | {r['factors']} | " + " | ".join(
@@ -919,9 +919,9 @@ def markdown_tables(result: dict) -> str:
 
 #: The phases of a half-step (Backend.profile's names, and F^T F timed by the benchmark)
 #: in the order the phase table shows them, with their column headings.
-PHASE_COLUMNS: dict[str, str] = {"fixed_gram": "F^T F", "shared": "shared", "woodbury": "Woodbury",
-                 "fused": "fused", "gram_build": "Gram build", "solve": "solve", "cg": "CG",
-                 "cg_dense": "CG, built systems"}
+PHASE_COLUMNS: dict[str, str] = {
+    "fixed_gram": "F^T F", "shared": "shared", "woodbury": "Woodbury", "fused": "fused",
+    "gram_build": "Gram build", "solve": "solve", "cg": "CG", "cg_dense": "CG, built systems"}
 
 
 def _half_steps_cell(row: dict, key: str) -> str:
@@ -944,7 +944,8 @@ def _phase_table(rows: list[dict]) -> list[str]:
                 if "error" not in r and (phases := timed_phases(r)) is not None]
     if not profiled:
         return []
-    found: set[str] = {name for _, phases in profiled for side in phases.values() for name in side}
+    found: set[str] = {name for _, phases in profiled
+                       for side in phases.values() for name in side}
     names = [name for name in PHASE_COLUMNS if name in found] + \
         sorted(found - set(PHASE_COLUMNS))  # a phase named since, under its own name
     lines = ["", "| dataset | k | implementation | half-step | "

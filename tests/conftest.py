@@ -42,6 +42,7 @@ _EMULATION_REASON = emulation.unavailable_reason()
 EMULATED_SPLIT_LENGTH = 24
 EMULATED_SEGMENT_LENGTH = 16
 EMULATED_TILE_ROWS = 5  # rows of 6 to 24 entries take several tiles in the fused kernel
+# and in cg_solve (cg_tile_bytes=0: CG's tile is tile_rows rows, not what 32 KiB hold)
 EMULATED_FREE_MEMORY = 256 * 1024
 
 
