@@ -130,6 +130,7 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     row = benchmark._fit_gpu_als(R, fit_spec)
     row.update(benchmark._profile_phases(row.pop("training"), fit_spec))
     assert compiled_while_timed == []
+    assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
     assert {key for key in row if key.startswith("phases")} == \
         {"phases", "phases_two_kernel", "phases_no_woodbury", "phases_woodbury25",
          "phases_woodbury100", "phases_threads128", "phases_threads256",
@@ -155,6 +156,7 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
                              "phases_woodbury100", "phases_threads128",
                              "phases_threads256", "phases_plain_copies"}
     assert all(profiled["phases_tile8"][side]["fused"] > 0 for side in ("user", "item"))
+    assert not [key for key, phases in profiled.items() if "error" in phases]
 
 
 def test_the_cusolver_implementation_builds_with_the_kernels_and_solves_with_cusolver(tiny):
@@ -415,6 +417,7 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
                              "backend": backend.with_options(cg_tile_bytes=512),
                              "iterations": 2})
     assert all(side["cg"] > 0 for side in row["phases_cg_small_tiles"].values())
+    assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
 
 
 def test_compare_and_plot(tmp_path):
