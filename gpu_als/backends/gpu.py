@@ -563,8 +563,8 @@ class GPUBackend(Backend):
         cached = self._plans.get(key)
         if cached is not None and cached[0]() is rows:
             return cached[1]
-        lengths = np.diff(self.to_numpy(rows.indptr)).astype(np.int64)
-        starts = self.to_numpy(rows.indptr)[:-1].astype(np.int64)
+        indptr = self.to_numpy(rows.indptr).astype(np.int64)
+        lengths, starts = np.diff(indptr), indptr[:-1]
 
         def longest_first(members):
             return members[np.argsort(-lengths[members], kind="stable")]
