@@ -5,7 +5,8 @@
 //   A v = base v + diag_scale * n_u * v + sum_{i in N(u)} weight_i (f_i . v) f_i
 //   b   = sum_{i in N(u)} target_i f_i
 //
-// base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda).
+// base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda: cg_solve
+// is told so by use_base = 0 and skips base's k^2 products at every step).
 // Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
 // scratch (ALS_BLOCK_THREADS / 32).
 //
@@ -113,8 +114,8 @@ __device__ void apply_dense(const T* A, const T* v, T* out, int k) {
 template <typename T, typename I>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
-         const T* target, const T* F, const T* base, T diag_scale, int k, int steps,
-         int tile_rows, T* out) {
+         const T* target, const T* F, const T* base, int use_base, T diag_scale, int k,
+         int steps, int tile_rows, T* out) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
     T* r = x + k;
@@ -132,16 +133,17 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (als::solved_if_empty(xo, k, start, end)) return;
     const T diag = diag_scale * (T)(end - start);
+    const T* shared_part = use_base ? base : nullptr;  // explicit: base is 0
     for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
     __syncthreads();
     // r = b - A x  (b accumulated into r, A x into Ap)
-    als::apply_system(x, Ap, r, indices, weight, target, F, base, diag, start, end, k,
-                      tile_rows, tile, w, t, s, false);
+    als::apply_system(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end,
+                      k, tile_rows, tile, w, t, s, false);
     const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
     for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
     als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
-        als::apply_system(v, result, (T*)nullptr, indices, weight, target, F, base, diag,
-                          start, end, k, tile_rows, tile, w, t, s, one_tile);
+        als::apply_system(v, result, (T*)nullptr, indices, weight, target, F, shared_part,
+                          diag, start, end, k, tile_rows, tile, w, t, s, one_tile);
     });
     for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
 }

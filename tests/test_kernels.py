@@ -741,6 +741,30 @@ def test_cg_rows_in_one_tile_and_in_several_are_textbook_cg(dtype):
     np.testing.assert_allclose(got, want, atol=tolerance * np.abs(want).max())
 
 
+def test_explicit_cg_never_reads_the_zero_base(monkeypatch):
+    """Explicit feedback: cg_solve is told (use_base = 0) that the shared part is 0 and
+    skips its k^2 products per step; handed NaN for it, the rows still come out as
+    textbook CG (the long rows' systems, built by gram.cu, keep the real zeros)."""
+    from .reference import cg_rows_loop
+    from .test_solver import edge_case_matrix, run_solve
+
+    launch = gpu.GPUBackend._launch
+
+    def nan_base(self, file, name, grid, args, shared=0, threads=None):
+        if name.startswith("cg_solve"):  # (only explicit solves here) base: argument 6
+            args = (*args[:6], self.xp.full_like(args[6], np.nan), *args[7:])
+        return launch(self, file, name, grid, args, shared, threads)
+
+    monkeypatch.setattr(gpu.GPUBackend, "_launch", nan_base)
+    R = edge_case_matrix(5, seed=6)
+    F = np.random.default_rng(12).random((R.shape[1], 5))
+    X0 = np.random.default_rng(13).random((R.shape[0], 5))
+    got = run_solve(emulated_backend(), R, F, 0.2, "explicit", np.float64, start=X0,
+                    solver="cg", cg_steps=3)
+    want = cg_rows_loop(R, F, X0, 0.2, 3, feedback="explicit")
+    np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
+
+
 def test_plain_copies_compile_every_kernel_with_their_define(gpu_backend, monkeypatch):
     """GPUBackend(async_copies=False) has every kernel compiled with ALS_ASYNC_COPIES=0
     (the tile loads' plain copies, as on devices before sm_80: the benchmark's profile

@@ -793,7 +793,8 @@ class GPUBackend(Backend):
                     "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
                     len(plan.cg_rows),
                     (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     base, diag_scale, np.int32(k), np.int32(steps), np.int32(tile), out),
+                     base, np.int32(implicit), diag_scale, np.int32(k), np.int32(steps),
+                     np.int32(tile), out),
                     _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
                 )
         for chunk in plan.cg_chunks:
