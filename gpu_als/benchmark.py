@@ -412,6 +412,8 @@ PROFILED_WOODBURY = (0.25, 1.0)
 PROFILED_FUSED_THREADS = (128, 256)
 #: A split_length no row reaches: every row on the one-block path.
 ONE_BLOCK = 2**62
+#: Sizes of the CG solver's tile by bytes, each profiled but the one run (0: tile_rows rows).
+PROFILED_CG_TILE_BYTES = (0, 32 * 1024)
 
 
 def _profile_phases(training, spec: dict) -> dict:
@@ -427,7 +429,8 @@ def _profile_phases(training, spec: dict) -> dict:
     the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
     the GPU's CG solver, ``"phases_cg_one_block"``: every row's CG steps in one block,
     the long rows' too (their systems not built apart by kernels/gram.cu), and
-    ``"phases_cg_small_tiles"``: tiles of ``tile_rows`` rows, not ``cg_tile_bytes``.
+    ``"phases_cg_tile_bytes<b>"``: the tile sized by ``cg_tile_bytes=b``, for each of
+    PROFILED_CG_TILE_BYTES but the one run.
 
     A setting whose half-steps fail (a kernel that does not compile or launch on this
     device, say) gets ``{"error": "..."}`` instead of its phases, and the others are still
@@ -452,8 +455,10 @@ def _profile_phases(training, spec: dict) -> dict:
     if isinstance(backend, GPUBackend) and spec["solver"] == "cg":
         # every row in one cg_solve block, as before the long rows' systems were built apart
         backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
-        if backend.cg_tile_bytes:  # tiles of tile_rows, as before cg_tile_bytes
-            backends["phases_cg_small_tiles"] = backend.with_options(cg_tile_bytes=0)
+        for size in PROFILED_CG_TILE_BYTES:
+            if size != backend.cg_tile_bytes:
+                backends[f"phases_cg_tile_bytes{size}"] = \
+                    backend.with_options(cg_tile_bytes=size)
     result = {}
     for key, b in backends.items():
         try:
@@ -900,12 +905,16 @@ def markdown_tables(result: dict) -> str:
                     "phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
                     "phases_plain_copies", "phases_two_kernel")) + " |")
     cg = [r for r in result["benchmarks"] if "phases_cg_one_block" in r]
-    if cg:  # the GPU's CG solver's half-steps as run, and as before two of its changes
+    if cg:  # the GPU's CG solver's half-steps as run, every row in one block, each tile
+        sizes = [f"phases_cg_tile_bytes{b}" for b in PROFILED_CG_TILE_BYTES]
         lines += ["", "| dataset | k | CG half-steps, ms (user + item): as run | "
-                  "every row in one block | tiles of tile_rows |", "|---|---:|---:|---:|---:|"]
+                  "every row in one block | " + " | ".join(
+                      "tiles of tile_rows" if b == 0 else f"tiles of {b // 1024} KiB"
+                      for b in PROFILED_CG_TILE_BYTES) + " |",
+                  "|---|---:|---:|---:|" + "---:|" * len(sizes)]
         lines += [f"| {r['dataset']} | {r['factors']} | " + " | ".join(
-            _half_steps_cell(r, key) for key in (
-                "phases", "phases_cg_one_block", "phases_cg_small_tiles")) + " |" for r in cg]
+            _half_steps_cell(r, key) for key in ("phases", "phases_cg_one_block", *sizes))
+            + " |" for r in cg]
     lines += _phase_table(result["benchmarks"])
     if result.get("comparisons"):
         lines += ["", "| dataset | k | device | gpu_als | implicit | speed-up | loss ratio |",

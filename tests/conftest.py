@@ -42,7 +42,6 @@ _EMULATION_REASON = emulation.unavailable_reason()
 EMULATED_SPLIT_LENGTH = 24
 EMULATED_SEGMENT_LENGTH = 16
 EMULATED_TILE_ROWS = 5  # rows of 6 to 24 entries take several tiles in the fused kernel
-# and in cg_solve (cg_tile_bytes=0: CG's tile is tile_rows rows, not what 32 KiB hold)
 EMULATED_FREE_MEMORY = 256 * 1024
 
 
@@ -59,8 +58,7 @@ def emulated_backend(free_memory: int = EMULATED_FREE_MEMORY, **options):
     return gpu.GPUBackend(
         emulation.EmulatedRuntime(free_memory=free_memory),
         **{"split_length": EMULATED_SPLIT_LENGTH, "segment_length": EMULATED_SEGMENT_LENGTH,
-           "tile_rows": EMULATED_TILE_ROWS, "woodbury_min_rows": 1, "cg_tile_bytes": 0,
-           **options},
+           "tile_rows": EMULATED_TILE_ROWS, "woodbury_min_rows": 1, **options},
     )
 
 

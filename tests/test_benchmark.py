@@ -399,24 +399,26 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
                for side in row["phases"].values())
     assert "gram_gflops" not in row and "gram_seconds" not in row
     # and profiles every row in one cg_solve block, as before the long rows were built
-    # apart (none here: cg_tile_bytes=0 is the emulated backend's default)
+    # apart, and CG's tile of 32 KiB beside the tile_rows rows run
     assert [set(side) for side in row["phases_cg_one_block"].values()] == \
         [{"fixed_gram", "shared", "cg"}] * 2
-    assert not any(key.startswith("phases_") and key != "phases_cg_one_block" for key in row)
+    assert {key for key in row if key.startswith("phases_")} == \
+        {"phases_cg_one_block", "phases_cg_tile_bytes32768"}
     tables = benchmark.markdown_tables({"device": "Test GPU", "commit": "abc",
                                         "date": "2026-12-04T10:00:00+00:00",
                                         "benchmarks": [row], "comparisons": []})
     half_steps = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                       for side in row[key].values()) * 1e3
-                  for key in ("phases", "phases_cg_one_block")]
+                  for key in ("phases", "phases_cg_one_block", "phases_cg_tile_bytes32768")]
     assert "| CG half-steps, ms (user + item): as run | every row in one block | tiles of " \
-        "tile_rows |" in tables
-    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |  |" in tables
-    # with tiles sized by cg_tile_bytes, also with tiles of tile_rows rows
+        "tile_rows | tiles of 32 KiB |" in tables
+    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |  | " \
+        f"{half_steps[2]:,.1f} |" in tables
+    # run with tiles sized by bytes, the tiles of tile_rows rows are profiled instead
     row = benchmark.run_one({**spec(path, factors=6, solver="cg"), "dataset": "mini",
                              "backend": backend.with_options(cg_tile_bytes=512),
                              "iterations": 2})
-    assert all(side["cg"] > 0 for side in row["phases_cg_small_tiles"].values())
+    assert all(side["cg"] > 0 for side in row["phases_cg_tile_bytes0"].values())
     assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
 
 

@@ -703,12 +703,13 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
 def test_the_cg_tile_holds_the_rows_its_bytes_hold():
     """cg_solve's tile: as many rows (factors, weight, target, product) as cg_tile_bytes
     hold, at least tile_rows, at most split_length, and within the block's shared
-    memory; cg_tile_bytes=0 gives tile_rows."""
-    card = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=227 * 1024))
-    assert card.cg_tile_bytes == gpu.CG_TILE_BYTES == 32 * 1024
+    memory; cg_tile_bytes=0 (the default) gives tile_rows."""
+    default = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=227 * 1024))
+    assert default.cg_tile_bytes == 0 and default._cg_tile(64, 4) == gpu.TILE_ROWS
+    card = default.with_options(cg_tile_bytes=gpu.CG_LARGE_TILE_BYTES)
+    assert gpu.CG_LARGE_TILE_BYTES == 32 * 1024 and "cg_tile_bytes=32768" in repr(card)
     assert [card._cg_tile(k, 4) for k in (32, 64, 128, 256)] == [234, 122, 62, gpu.TILE_ROWS]
     assert card._cg_tile(64, 8) == 61
-    assert card.with_options(cg_tile_bytes=0)._cg_tile(64, 4) == gpu.TILE_ROWS
     assert card.with_options(split_length=50)._cg_tile(64, 4) == 50
     small = gpu.GPUBackend(emulation.EmulatedRuntime(max_shared_memory=48 * 1024),
                            cg_tile_bytes=1 << 20)

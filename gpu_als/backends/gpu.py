@@ -25,10 +25,11 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   the slots with cuSOLVER's batched Cholesky (``potrfBatched`` + ``potrsBatched``) instead
   of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
 * ``solver="cg"``: ``cg_solve`` (kernels/cg.cu), one block per row of at most
-  ``split_length`` entries, never forming A, its tile as large as ``cg_tile_bytes`` allows
-  (a row that fits is gathered once, not at every step); the longer rows' systems are built by
-  kernels/gram.cu in chunks, as above, and ``cg_dense_batched`` takes the same CG steps
-  on them, so that no single block streams a popular item's entries at every step.
+  ``split_length`` entries, never forming A (a row that fits its tile is gathered once,
+  not at every step; ``cg_tile_bytes`` sizes the tile by bytes); the longer rows'
+  systems are built by kernels/gram.cu in chunks, as above, and ``cg_dense_batched``
+  takes the same CG steps on them, so that no single block streams a popular item's
+  entries at every step.
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
@@ -78,12 +79,14 @@ DEFAULT_SHARED_BYTES = 48 * 1024
 #: 6,700 short rows up (ml20m-like's items at k = 128: 39.4 ms without, 36.2 with). The
 #: counts of ml20m-like's short rows are those of the CPU's draw of the same generator.
 WOODBURY_MIN_ROWS = 2048
-#: Shared memory (bytes) for cg_solve's tile of factor rows, with their weights, targets
-#: and products: a row that fits one tile is gathered from global memory once per solve,
-#: not once per CG step (four times with the default three steps). 32 KiB hold 122 rows at
-#: k = 64 in float32, 62 at k = 128 (tiles of TILE_ROWS = 32 rows before), and leave room
-#: for six 128-thread blocks per H100/H200 multiprocessor.
-CG_TILE_BYTES = 32 * 1024
+#: A size for cg_solve's tile by bytes (``GPUBackend(cg_tile_bytes=)``; the benchmark's
+#: profile times it beside the default tiles of tile_rows): a row that fits one tile is
+#: gathered from global memory once per solve, not once per CG step (four times with the
+#: default three steps). 32 KiB hold 122 rows at k = 64 in float32 and 62 at k = 128,
+#: where TILE_ROWS = 32; they leave room for six 128-thread blocks per H100/H200
+#: multiprocessor instead of eight, and less of its L1 cache, where each step's product
+#: with the k x k shared part (64 KiB at k = 128) is read. Which wins is not measured yet.
+CG_LARGE_TILE_BYTES = 32 * 1024
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
 #: Who factorizes the exact solver's systems: this package's kernels or cuSOLVER.
@@ -370,11 +373,12 @@ class GPUBackend(Backend):
         memory with ``cp.async`` (sm_80 and later), so that a thread's copies are in
         flight together. False compiles the kernels with plain copies, as on older
         devices: for comparison (the benchmark's profile times both).
-    cg_tile_bytes : int, default CG_TILE_BYTES (32 KiB)
+    cg_tile_bytes : int, default 0
         Shared memory for the CG solver's tile: as many factor rows as fit (with their
-        weights, targets and products), at least ``tile_rows``, so that the rows that fit
-        one tile are gathered once per solve instead of at every CG step. 0: tiles of
-        ``tile_rows`` rows (the benchmark's profile times both).
+        weights, targets and products), at least ``tile_rows``, so that more rows are
+        gathered once per solve instead of at every CG step, at the price of fewer
+        resident blocks and less L1 cache (see CG_LARGE_TILE_BYTES). 0: tiles of
+        ``tile_rows`` rows. The benchmark's profile times both.
     fused_threads : int or None, default None
         Threads per block of the fused kernel: ``ALS_BLOCK_THREADS`` (128) or
         ``ALS_FUSED_THREADS`` (256). None: with its tile, whichever keeps more warps
@@ -394,7 +398,7 @@ class GPUBackend(Backend):
                  memory_fraction: float = MEMORY_FRACTION, woodbury: bool = True,
                  woodbury_fraction: float = 0.5, woodbury_min_rows: int = WOODBURY_MIN_ROWS,
                  cholesky: str = "kernels", async_copies: bool = True,
-                 cg_tile_bytes: int = CG_TILE_BYTES, fused_threads: int | None = None):
+                 cg_tile_bytes: int = 0, fused_threads: int | None = None):
         if cholesky not in CHOLESKY_CHOICES:
             raise ValueError(f"cholesky={cholesky!r}: expected one of "
                              f"{', '.join(map(repr, CHOLESKY_CHOICES))}")
@@ -436,8 +440,7 @@ class GPUBackend(Backend):
         extra = "" if self.woodbury else ", woodbury=False"
         extra += "" if self.cholesky == "kernels" else f", cholesky={self.cholesky!r}"
         extra += "" if self.async_copies else ", async_copies=False"
-        extra += "" if self.cg_tile_bytes == CG_TILE_BYTES else \
-            f", cg_tile_bytes={self.cg_tile_bytes}"
+        extra += f", cg_tile_bytes={self.cg_tile_bytes}" if self.cg_tile_bytes else ""
         extra += "" if self.fused_threads is None else f", fused_threads={self.fused_threads}"
         return f"GPUBackend(device={device!r}{extra})"
 
