@@ -63,6 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import __version__
+from .backends.gpu import CG_LARGE_TILE_BYTES
 
 ALPHA = 10.0
 REGULARIZATION = 0.01
@@ -413,7 +414,7 @@ PROFILED_FUSED_THREADS = (128, 256)
 #: A split_length no row reaches: every row on the one-block path.
 ONE_BLOCK = 2**62
 #: Sizes of the CG solver's tile by bytes, each profiled but the one run (0: tile_rows rows).
-PROFILED_CG_TILE_BYTES = (0, 32 * 1024)
+PROFILED_CG_TILE_BYTES = (0, CG_LARGE_TILE_BYTES)
 
 
 def _profile_phases(training, spec: dict) -> dict:
