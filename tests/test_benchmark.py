@@ -926,6 +926,19 @@ def test_warm_start_script_runs(movielens, capsys):
     assert rows[3][0] < 1.02 * rows[15][0]  # 3 warm iterations: near 15 from scratch
 
 
+def test_preconditioned_cg_script_runs(movielens, capsys):
+    """benchmarks/preconditioned_cg.py (its numbers in its docstring): with as many steps,
+    CG preconditioned by the shared part ends every iteration below gpu-als's CG and near
+    the exact solve, on MovieLens 100K."""
+    assert benchmark_script("preconditioned_cg").main(["--iterations", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [[float(v) for v in line.split()[1:]] for line in lines[2:6]]
+    assert [line.split()[0] for line in lines[2:7]] == ["1", "2", "3", "4", "ms/iter"]
+    assert all(preconditioned < cg for _, cg, preconditioned in rows)
+    exact, cg, preconditioned = rows[-1]
+    assert preconditioned < 1.005 * exact < cg
+
+
 def test_ids_benchmark_script_runs(capsys):
     """benchmarks/bench_ids.py (its numbers in the README and docstrings), small: every
     call timed, first and median."""
