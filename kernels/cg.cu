@@ -2,11 +2,14 @@
 // thread block per row runs `steps` CG iterations on A x = b from the row's previous
 // factors in out (a warm start), never forming A:
 //
-//   A v = base v + diag_scale * n_u * v + sum_{i in N(u)} weight_i (f_i . v) f_i
+//   A v = base v + (diag_constant + diag_scale * n_u) v
+//         + sum_{i in N(u)} weight_i (f_i . v) f_i
 //   b   = sum_{i in N(u)} target_i f_i
 //
-// base = F^T F + lambda I (implicit) or 0 (explicit, where diag_scale = lambda: cg_solve
-// is told so by use_base = 0 and skips base's k^2 products at every step).
+// base = F^T F + lambda I (implicit CG, diag_constant = diag_scale = 0) or no base
+// (use_base = 0: base's k^2 products skipped at every step): explicit feedback, where
+// diag_scale = lambda; and preconditioned CG, on factors whitened by the shared part
+// (F C^-T, F^T F + lambda I = C C^T), where the shared part becomes I: diag_constant = 1.
 // Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
 // scratch (ALS_BLOCK_THREADS / 32).
 //
@@ -114,8 +117,8 @@ __device__ void apply_dense(const T* A, const T* v, T* out, int k) {
 template <typename T, typename I>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
-         const T* target, const T* F, const T* base, int use_base, T diag_scale, int k,
-         int steps, int tile_rows, T* out) {
+         const T* target, const T* F, const T* base, int use_base, T diag_constant,
+         T diag_scale, int k, int steps, int tile_rows, T* out) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
     T* r = x + k;
@@ -132,8 +135,8 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     T* xo = out + row * k;
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (als::solved_if_empty(xo, k, start, end)) return;
-    const T diag = diag_scale * (T)(end - start);
-    const T* shared_part = use_base ? base : nullptr;  // explicit: base is 0
+    const T diag = diag_constant + diag_scale * (T)(end - start);
+    const T* shared_part = use_base ? base : nullptr;
     for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
     __syncthreads();
     // r = b - A x  (b accumulated into r, A x into Ap)

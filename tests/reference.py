@@ -74,6 +74,39 @@ def cg_rows_loop(R, F, X0, regularization, steps, **conf):
     return out
 
 
+def pcg_rows_loop(R, F, X0, regularization, steps, *, feedback="implicit", **conf):
+    """``steps`` textbook preconditioned conjugate-gradient steps on every row's system from
+    its row of ``X0``, the preconditioner ``M = F^T F + regularization * I`` applied by
+    ``np.linalg.solve`` at every step (float64); an empty row's solution is 0. Explicit
+    feedback: ``M = I`` (the rows' shared part, ``regularization * n_u * I``, is a multiple
+    of I, and a multiple of M changes no step), i.e. :func:`cg_rows_loop`."""
+    R, F, FtF = _float64_problem(R, F)
+    k = F.shape[1]
+    M = FtF + regularization * np.eye(k) if feedback == "implicit" else np.eye(k)
+    out = np.zeros((R.shape[0], k))
+    for u in range(R.shape[0]):
+        system = row_system(R, F, FtF, u, regularization, feedback=feedback, **conf)
+        if system is None:
+            continue
+        A, b = system
+        x = np.array(X0[u], dtype=np.float64)
+        r = b - A @ x
+        z = np.linalg.solve(M, r)
+        p = z.copy()
+        for _ in range(steps):
+            Ap = A @ p
+            if p @ Ap == 0:  # r = 0: solved
+                break
+            step = (r @ z) / (p @ Ap)
+            x += step * p
+            r_next = r - step * Ap
+            z_next = np.linalg.solve(M, r_next)
+            p = z_next + (r_next @ z_next) / (r @ z) * p
+            r, z = r_next, z_next
+        out[u] = x
+    return out
+
+
 def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0):
     """The loss of DESIGN.md section 1 from a dense R (small inputs only)."""
     D = np.asarray(sp.csr_matrix(R).toarray(), dtype=np.float64)

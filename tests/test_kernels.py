@@ -19,7 +19,7 @@ from gpu_als.backends import _kernels, gpu
 from gpu_als.data import check_user_items, weighted_rows
 
 from . import emulation
-from .conftest import emulated_backend, skip_or_fail
+from .conftest import EMULATED_SPLIT_LENGTH, emulated_backend, skip_or_fail
 from .cupy_shaped import DeviceArray, cupy_shaped_numpy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -742,17 +742,22 @@ def test_cg_rows_in_one_tile_and_in_several_are_textbook_cg(dtype):
     np.testing.assert_allclose(got, want, atol=tolerance * np.abs(want).max())
 
 
-def test_explicit_cg_never_reads_the_zero_base(monkeypatch):
-    """Explicit feedback: cg_solve is told (use_base = 0) that the shared part is 0 and
-    skips its k^2 products per step; handed NaN for it, the rows still come out as
-    textbook CG (the long rows' systems, built by gram.cu, keep the real zeros)."""
-    from .reference import cg_rows_loop
+@pytest.mark.parametrize("solver", ["cg", "pcg"])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_cg_reads_the_shared_part_only_where_it_is_not_a_multiple_of_i(monkeypatch, solver,
+                                                                     feedback):
+    """cg_solve is told (use_base = 0) when the shared part is a multiple of I, and then
+    skips its k^2 products per step: explicit feedback (0, and lambda n_u I on the
+    diagonal) and preconditioned CG (I, on whitened factors). Handed NaN for it there,
+    the rows still come out as textbook (preconditioned) CG, the long rows' systems built
+    by gram.cu; implicit CG reads it, and gets NaN."""
+    from .reference import cg_rows_loop, pcg_rows_loop
     from .test_solver import edge_case_matrix, run_solve
 
     launch = gpu.GPUBackend._launch
 
     def nan_base(self, file, name, grid, args, shared=0, threads=None):
-        if name.startswith("cg_solve"):  # (only explicit solves here) base: argument 6
+        if name.startswith("cg_solve"):  # base: argument 6
             args = (*args[:6], self.xp.full_like(args[6], np.nan), *args[7:])
         return launch(self, file, name, grid, args, shared, threads)
 
@@ -760,9 +765,14 @@ def test_explicit_cg_never_reads_the_zero_base(monkeypatch):
     R = edge_case_matrix(5, seed=6)
     F = np.random.default_rng(12).random((R.shape[1], 5))
     X0 = np.random.default_rng(13).random((R.shape[0], 5))
-    got = run_solve(emulated_backend(), R, F, 0.2, "explicit", np.float64, start=X0,
-                    solver="cg", cg_steps=3)
-    want = cg_rows_loop(R, F, X0, 0.2, 3, feedback="explicit")
+    got = run_solve(emulated_backend(), R, F, 0.2, feedback, np.float64, start=X0,
+                    solver=solver, cg_steps=3)
+    if solver == "cg" and feedback == "implicit":
+        long = np.diff(R.indptr) > EMULATED_SPLIT_LENGTH  # from built systems
+        assert np.isnan(got[~long & (np.diff(R.indptr) > 0)]).all()
+        return
+    reference = pcg_rows_loop if solver == "pcg" else cg_rows_loop
+    want = reference(R, F, X0, 0.2, 3, feedback=feedback)
     np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
 
 

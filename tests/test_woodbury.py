@@ -165,17 +165,19 @@ def test_zero_regularization_is_whitened_like_any_other():
 def test_a_base_that_is_not_positive_definite_gives_nan_not_a_wrong_answer(monkeypatch):
     backend = emulated_backend()
 
-    def inverse_cholesky_factor(base):
-        return backend.to_numpy(backend._inverse_cholesky_factor(backend.asarray(base)))
+    def cholesky_factors(base):
+        return [backend.to_numpy(a) for a in backend._cholesky_factors(backend.asarray(base))]
 
     base = np.diag([1.0, -1.0, 2.0])
-    assert np.isnan(inverse_cholesky_factor(base)).all()  # NumPy raises
+    assert all(np.isnan(a).all() for a in cholesky_factors(base))  # NumPy raises
     # CuPy does not raise: it returns a wrong factor, which the residual catches
     monkeypatch.setattr(backend.xp.linalg, "cholesky", lambda a: backend.xp.tril(abs(a)))
-    assert np.isnan(inverse_cholesky_factor(base)).all()
+    assert all(np.isnan(a).all() for a in cholesky_factors(base))
     good = np.array([[4.0, 2.0], [2.0, 3.0]])
     monkeypatch.undo()
-    C_inv = inverse_cholesky_factor(good)
+    C, C_inv = cholesky_factors(good)
+    np.testing.assert_allclose(C @ C.T, good, atol=1e-12)
+    np.testing.assert_allclose(np.tril(C), C, atol=0)
     np.testing.assert_allclose(C_inv @ good @ C_inv.T, np.eye(2), atol=1e-12)
 
 

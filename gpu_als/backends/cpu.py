@@ -255,12 +255,14 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, padded, F, base,
-              regularization, x, steps, array: WorkArray):
+              diag: tuple[float, float], x, steps, array: WorkArray):
     """CG on the rows ``block = (ids, L)`` (each with at most ``L`` entries) from ``x``,
     never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
     zero-padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
-    matrix-vector products: ``A p = p base + Fg^T (w * (Fg p))`` (implicit) or
-    ``A p = lambda n_u p + Fg^T (w * (Fg p))`` (explicit, ``base`` None). ``padded``: the
+    matrix-vector products: ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG) or, with
+    ``base`` None and ``diag = (constant, scale)``, ``A p = (constant + scale n_u) p +
+    Fg^T (w * (Fg p))`` (explicit: ``(0, lambda)``; preconditioned CG on whitened factors:
+    ``(1, 0)``), as kernels/cg.cu's cg_solve. ``padded``: the
     rows' indices, weights and targets with one entry more, of index ``len(F) - 1`` (a
     zero row of ``F``) and weight and target 0, where padding points. ``array`` gives the
     work arrays (see _Scratch)."""
@@ -276,12 +278,12 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, padded, F, base
     Fg = np.take(F, np.take(indices, pos), axis=0, mode="clip",
                  out=array("gathered", (len(ids), L, k), F.dtype))
     w = np.take(weight, pos)
-    counts = lengths.astype(F.dtype)
+    scale = (diag[0] + diag[1] * lengths).astype(F.dtype)  # the diagonal without base
 
     def A(P):
         dots = np.matmul(Fg, P[:, :, None])[:, :, 0]  # (rows, L)
         dots *= w
-        shared = P @ base if base is not None else (regularization * counts)[:, None] * P
+        shared = P @ base if base is not None else scale[:, None] * P
         return np.matmul(dots[:, None, :], Fg)[:, 0, :] + shared.astype(P.dtype, copy=False)
 
     r = np.matmul(np.take(target, pos)[:, None, :], Fg)[:, 0, :] - A(x)
@@ -339,8 +341,9 @@ class CPUBackend(Backend):
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
                    solver="cholesky", cg_steps=3):
-        if solver == "cg":
-            return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps)
+        if solver in ("cg", "pcg"):
+            return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
+                                  preconditioned=solver == "pcg" and feedback == "implicit")
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
         # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
         # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
@@ -551,21 +554,39 @@ class CPUBackend(Backend):
                     for future in reversed(ahead):
                         future.cancel()
 
-    def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps):
+    def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps,
+                  preconditioned=False):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
 
         Rows go in blocks of similar length (:func:`row_blocks`), whose fixed factors
         ``F[N(u)]`` are gathered once and serve every step (:func:`_cg_block`).
+        ``preconditioned`` (implicit feedback): the steps are taken on the whitened system
+        ``(I + Z_u^T W_u Z_u) h = Z_u^T t_u`` with ``Z = F C^-T`` (``F^T F + lambda I =
+        C C^T``), from ``h = C^T x`` and back by ``x = C^-T h``: CG preconditioned by the
+        shared part, with no k x k product per step (see the ``"pcg"`` solver).
         """
         implicit = feedback == "implicit"
         started = time.perf_counter()
         k = F.shape[1]
-        base = (FtF + regularization * np.eye(k)).astype(F.dtype) if implicit else None
+        dtype = F.dtype
+        if preconditioned:
+            if not np.isfinite(FtF).all():  # as _solve_exact
+                out[...] = np.nan
+                return out
+            _, C = _regularized_gram(FtF, regularization, F.shape[0])
+            C_inv = np.linalg.inv(C)
+            F = F @ C_inv.T.astype(dtype)  # rows C^-1 f_i
+            out[...] = out @ C  # h = C^T x, as rows (float64: out's dtype on assignment)
+            base, diag = None, (1.0, 0.0)
+        elif implicit:
+            base, diag = (FtF + regularization * np.eye(k)).astype(dtype), (0.0, 0.0)
+        else:
+            base, diag = None, (0.0, regularization)
         # one entry more, where the blocks' padding points: a zero row, no weight or target
-        F = np.vstack([F, np.zeros((1, k), F.dtype)])
+        F = np.vstack([F, np.zeros((1, k), dtype)])
         padded = (np.append(rows.indices, len(F) - 1),
-                  np.append(rows.weight, 0).astype(F.dtype, copy=False),
-                  np.append(rows.target, 0).astype(F.dtype, copy=False))
+                  np.append(rows.weight, 0).astype(dtype, copy=False),
+                  np.append(rows.target, 0).astype(dtype, copy=False))
         if self.timer:
             self.timer.add("shared", time.perf_counter() - started)
             started = time.perf_counter()
@@ -573,7 +594,7 @@ class CPUBackend(Backend):
 
         def solve_block(block):
             with scratch.borrow() as array:
-                out[block[0]] = _cg_block(block, rows, padded, F, base, regularization,
+                out[block[0]] = _cg_block(block, rows, padded, F, base, diag,
                                           out[block[0]], steps, array)
 
         lengths = np.diff(rows.indptr)
@@ -583,6 +604,11 @@ class CPUBackend(Backend):
         out[lengths == 0] = 0  # the exact solution of an empty row
         if self.timer:
             self.timer.add("cg", time.perf_counter() - started)
+        if preconditioned:
+            started = time.perf_counter()
+            out[...] = out @ C_inv  # x = C^-T h, as rows
+            if self.timer:
+                self.timer.add("shared", time.perf_counter() - started)
         return out
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:

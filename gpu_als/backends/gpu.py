@@ -649,9 +649,9 @@ class GPUBackend(Backend):
                 else:
                     base = xp.zeros((k, k), dtype)
                     diag_scale = T(regularization)
-            if solver == "cg":
+            if solver in ("cg", "pcg"):
                 self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
-                               index_dtype)
+                               index_dtype, preconditioned=solver == "pcg" and implicit)
                 return out
             fused_rows, chunks = plan.fused_rows, plan.chunks
             # With lambda = 0 too: a row's A = F^T C_u F has F's rank, so it is definite
@@ -735,7 +735,7 @@ class GPUBackend(Backend):
         dtype = np.dtype(F.dtype)
         implicit = base is not None
         if implicit:
-            C_inv = self._inverse_cholesky_factor(base)
+            _, C_inv = self._cholesky_factors(base)
             F = F @ C_inv.T  # rows C^-1 f_i
         for max_length, members in plan.short:
             H = xp.empty((len(members), k), dtype)
@@ -749,19 +749,21 @@ class GPUBackend(Backend):
             )
             out[members] = H @ C_inv if implicit else H  # x = C^-T h, as rows
 
-    def _inverse_cholesky_factor(self, base):
-        """``C^-1`` for ``base = C C^T`` (computed in float64), all NaN when ``base`` is not
-        numerically positive definite (then the model's finiteness check reports it):
-        NumPy raises there, CuPy returns a wrong factor, caught by its residual. No host
-        synchronisation."""
+    def _cholesky_factors(self, base):
+        """``C`` and ``C^-1`` for ``base = C C^T`` (computed in float64, returned in base's
+        dtype), all NaN when ``base`` is not numerically positive definite (then the
+        model's finiteness check reports it): NumPy raises there, CuPy returns a wrong
+        factor, caught by its residual. No host synchronisation."""
         xp = self.xp
         B = base.astype(np.float64)
         try:
             C = xp.linalg.cholesky(B)
         except np.linalg.LinAlgError:
-            return xp.full(base.shape, np.nan, base.dtype)
+            nan = xp.full(base.shape, np.nan, base.dtype)
+            return nan, nan
         ok = xp.abs(C @ C.T - B).max() <= 1e-10 * xp.abs(B).max()
-        return xp.where(ok, xp.linalg.inv(C), np.nan).astype(base.dtype)
+        return (xp.where(ok, C, np.nan).astype(base.dtype),
+                xp.where(ok, xp.linalg.inv(C), np.nan).astype(base.dtype))
 
     def _cusolver_solve(self, A, b):
         """The solutions of ``A[j] x = b[j]`` by cuSOLVER's batched Cholesky (overwrites
@@ -781,14 +783,25 @@ class GPUBackend(Backend):
         return xp.where((info != 0)[:, None], dtype.type(np.nan), b)
 
     def _solve_cg(self, rows, F, base, diag_scale, implicit: bool, out, steps, plan,
-                  index_dtype):
+                  index_dtype, preconditioned: bool = False):
         """The CG iterations (kernels/cg.cu): rows of at most ``split_length`` entries in
         one launch of cg_solve, longest first (phase "cg"); the longer ones from systems
         built by gram.cu over many blocks ("gram_build"), then cg_dense_batched on them
         ("cg_dense"): one block streaming a long row's entries at every step held back the
-        whole half-step."""
+        whole half-step. ``preconditioned`` (implicit feedback): the same iterations on
+        the factors whitened by ``base = C C^T`` (``Z = F C^-T``, where every row's shared
+        part is I: no k x k product per step), from ``h = C^T x`` and back by
+        ``x = C^-T h`` (phase "shared"): CG preconditioned by ``base``."""
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
+        use_base, diag_constant, x = implicit, dtype.type(0), out
+        if preconditioned:
+            with self._phase("shared"):
+                C, C_inv = self._cholesky_factors(base)
+                F = F @ C_inv.T  # rows C^-1 f_i
+                x = out @ C  # h = C^T x, as rows
+                base = self.xp.eye(k, dtype=dtype)  # the long rows' systems start from it
+                use_base, diag_constant = False, dtype.type(1)
         if len(plan.cg_rows):
             tile = self._cg_tile(k, dtype.itemsize)
             with self._phase("cg"):
@@ -796,8 +809,8 @@ class GPUBackend(Backend):
                     "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
                     len(plan.cg_rows),
                     (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     base, np.int32(implicit), diag_scale, np.int32(k), np.int32(steps),
-                     np.int32(tile), out),
+                     base, np.int32(use_base), diag_constant, diag_scale, np.int32(k),
+                     np.int32(steps), np.int32(tile), x),
                     _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
                 )
         for chunk in plan.cg_chunks:
@@ -807,9 +820,12 @@ class GPUBackend(Backend):
                 self._launch(
                     "cg.cu", _kernels.specialisation("cg_dense_batched", dtype),
                     len(chunk.slot_rows), (A, b, chunk.slot_rows, np.int32(k),
-                                           np.int32(steps), out),
+                                           np.int32(steps), x),
                     (4 * k + self.block_threads // 32) * dtype.itemsize,
                 )
+        if preconditioned:
+            with self._phase("shared"):
+                out[...] = x @ C_inv  # x = C^-T h, as rows
 
     def _cg_tile(self, k: int, itemsize: int) -> int:
         """cg_solve's tile rows: as many as ``cg_tile_bytes`` hold (a factor row, its
