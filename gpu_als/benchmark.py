@@ -98,8 +98,9 @@ DATASETS = {d.name: d for d in [
 class Implementation:
     library: str  # "gpu_als" or "implicit"
     backend: str  # "cpu" or "gpu"
-    solver: str  # "cholesky" (exact), "cg" (3 conjugate-gradient steps) or "cusolver"
-    # (gpu_als's exact solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
+    solver: str  # "cholesky" (exact), "cg" (3 conjugate-gradient steps), "pcg" (gpu_als's
+    # 3 steps of CG preconditioned by Y^T Y + lambda I) or "cusolver" (gpu_als's exact
+    # solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
 
     @property
     def name(self) -> str:
@@ -109,10 +110,12 @@ class Implementation:
 IMPLEMENTATIONS = {i.name: i for i in [
     Implementation("gpu_als", "gpu", "cholesky"),
     Implementation("gpu_als", "gpu", "cg"),
+    Implementation("gpu_als", "gpu", "pcg"),
     Implementation("implicit", "gpu", "cg"),  # implicit's GPU ALS has no exact solver
     Implementation("gpu_als", "gpu", "cusolver"),
     Implementation("gpu_als", "cpu", "cholesky"),
     Implementation("gpu_als", "cpu", "cg"),
+    Implementation("gpu_als", "cpu", "pcg"),
     Implementation("implicit", "cpu", "cholesky"),
     Implementation("implicit", "cpu", "cg"),
 ]}
@@ -610,7 +613,7 @@ def run_one(spec: dict) -> dict:
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
     # builds the systems apart from the solves (not CG's: it builds the long rows' only).
     phases = timed_phases(row, "phases_two_kernel") or timed_phases(row, "phases")
-    if spec["solver"] != "cg" and phases and \
+    if spec["solver"] not in ("cg", "pcg") and phases and \
             all("gram_build" in side for side in phases.values()):
         seconds = sum(side["gram_build"] for side in phases.values())
         row["gram_seconds"] = seconds

@@ -96,10 +96,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, regularization: float 
                         "(default linear)")
     g.add_argument("--epsilon", type=float, default=default(1.0),
                    help="scale of the log confidence (default 1)")
-    g.add_argument("--solver", choices=["cholesky", "cg"], default=default("cholesky"),
-                   help="exact per-row solves, or conjugate-gradient steps (default cholesky)")
+    g.add_argument("--solver", choices=["cholesky", "cg", "pcg"], default=default("cholesky"),
+                   help="exact per-row solves, conjugate-gradient steps, or CG steps "
+                        "preconditioned by Y^T Y + regularization I (default cholesky)")
     g.add_argument("--cg-steps", type=int, default=default(3),
-                   help="CG steps per row and half-step with --solver cg (default 3)")
+                   help="CG steps per row and half-step with --solver cg or pcg (default 3)")
     g.add_argument("--dtype", choices=["float32", "float64"], default=default("float32"),
                    help="precision of the factors and the solves (default float32)")
     g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=default("auto"),

@@ -62,7 +62,14 @@ from tqdm.auto import tqdm
 from . import data
 from ._ids import checked_data_ids
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, _warn_idle_settings, asks_to_stop, check_fit_shape, log_iteration
+from .model import (
+    ALS,
+    ITERATIVE_SOLVERS,
+    _warn_idle_settings,
+    asks_to_stop,
+    check_fit_shape,
+    log_iteration,
+)
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -205,7 +212,7 @@ class _ClusterBlocks:
 
     def _solve(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
         client = self.client
-        send_current = self.params["solver"] == "cg"  # CG starts from the current factors
+        send_current = self.params["solver"] in ITERATIVE_SOLVERS  # CG starts from them
         fixed_future = client.scatter(fixed, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, self.params,
                                  current[first:last] if send_current else None,
@@ -311,7 +318,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
                                   (user_ids, item_ids))
     sides = {"user": _split(users, n_workers * blocks_per_worker),
              "item": _split(items, n_workers * blocks_per_worker)}
-    send_current = p["solver"] == "cg"  # CG starts from the current factors
+    send_current = p["solver"] in ITERATIVE_SOLVERS  # CG starts from the current factors
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     stopped = False

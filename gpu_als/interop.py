@@ -37,7 +37,7 @@ import numpy as np
 
 from ._files import file_name, is_file_object, read_archive
 from .backends import Backend
-from .model import ALS
+from .model import ALS, ITERATIVE_SOLVERS
 
 __all__ = ["from_implicit", "to_implicit"]
 
@@ -111,7 +111,8 @@ def to_implicit(model: ALS):
     what it solves again (``recalculate_user``, ``partial_fit_*``, a refit, which goes on
     from these factors) solves ``model``'s problem on 0/1 data: ``alpha`` becomes
     ``alpha + 1`` (implicit's confidence is ``alpha * r``, gpu-als's ``1 + alpha * r``),
-    ``solver`` becomes ``use_cg`` and ``cg_steps``, and ``factors``, ``regularization``,
+    ``solver`` becomes ``use_cg`` and ``cg_steps`` (``"pcg"``: implicit's CG, with
+    as many steps; implicit has no preconditioned CG), and ``factors``, ``regularization``,
     ``iterations``, ``dtype``, ``calculate_training_loss`` and an integer ``random_state``
     carry over. Its ``to_gpu()`` gives implicit's GPU model.
 
@@ -144,7 +145,7 @@ def to_implicit(model: ALS):
     seed = model.random_state if isinstance(model.random_state, (int, np.integer)) else None
     theirs = AlternatingLeastSquares(
         factors=X.shape[1], regularization=p["regularization"], alpha=p["alpha"] + 1.0,
-        dtype=X.dtype.type, use_cg=p["solver"] == "cg", iterations=p["iterations"],
+        dtype=X.dtype.type, use_cg=p["solver"] in ITERATIVE_SOLVERS, iterations=p["iterations"],
         calculate_training_loss=p["calculate_training_loss"], random_state=seed)
     theirs.cg_steps = p["cg_steps"]  # an attribute in implicit 0.7, not an argument
     theirs.user_factors, theirs.item_factors = X, Y

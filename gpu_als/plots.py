@@ -192,10 +192,12 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
 _BENCH_STYLE = {
     "gpu_als-gpu-cholesky": ("tab:red", "-", "o"),
     "gpu_als-gpu-cg": ("tab:orange", "-", "s"),
+    "gpu_als-gpu-pcg": ("tab:olive", "-", "D"),
     "gpu_als-gpu-cusolver": ("tab:pink", ":", "^"),
     "implicit-gpu-cg": ("tab:brown", "--", "s"),
     "gpu_als-cpu-cholesky": ("tab:blue", "-", "o"),
     "gpu_als-cpu-cg": ("tab:cyan", "-", "s"),
+    "gpu_als-cpu-pcg": ("tab:green", "-", "D"),
     "implicit-cpu-cholesky": ("tab:purple", "--", "o"),
     "implicit-cpu-cg": ("tab:gray", "--", "s"),
 }

@@ -420,6 +420,13 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
                              "iterations": 2})
     assert all(side["cg"] > 0 for side in row["phases_cg_tile_bytes0"].values())
     assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
+    # preconditioned CG: the same kernels, whitening in "shared"; no variant profiled
+    row = benchmark.run_one({**spec(path, factors=6, solver="pcg"), "dataset": "mini",
+                             "backend": backend, "iterations": 2})
+    assert [set(side) for side in row["phases"].values()] == \
+        [{"fixed_gram", "shared", "cg", "gram_build", "cg_dense"}] * 2
+    assert {key for key in row if key.startswith("phases")} == {"phases"}
+    assert "gram_gflops" not in row and row["final_loss"] > 0
 
 
 def test_compare_and_plot(tmp_path):

@@ -45,6 +45,19 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert f"saved to {out} (" in capsys.readouterr().out  # the name of the file written
     model = ALS.load(str(out)[:-4], backend="cpu")  # found as it was given
     assert (model.solver, model.cg_steps) == ("cg", 2)
+    assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2", "--solver",
+                 "pcg", "--backend", "cpu", "--output", str(out)]) == 0
+    assert ALS.load(out, backend="cpu").solver == "pcg"
+
+
+def test_the_solver_option_offers_every_solver():
+    from gpu_als.cli import build_parser
+    from gpu_als.model import SOLVERS
+
+    train = next(action for action in build_parser()._actions
+                 if action.dest == "command").choices["train"]
+    solver = next(action for action in train._actions if action.dest == "solver")
+    assert tuple(solver.choices) == SOLVERS
 
 
 @pytest.mark.parametrize("packed", ["plain", "gzip", "parquet"])

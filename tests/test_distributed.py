@@ -66,7 +66,8 @@ def fit_both(R, client, blocks_per_worker=1, **params):
 
 
 @pytest.mark.parametrize("feedback, solver", [("implicit", "cholesky"),
-                                              ("explicit", "cholesky"), ("implicit", "cg")])
+                                              ("explicit", "cholesky"), ("implicit", "cg"),
+                                              ("implicit", "pcg")])
 def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     """The same factors, also with CG, which starts each half-step from the current
     factors (the workers are sent their blocks' share of them)."""
@@ -77,7 +78,8 @@ def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
     np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
     X, Y = single.user_factors_, single.item_factors_
-    assert distributed.bytes_moved_ == [(2 + 1 + (solver == "cg")) * (X.nbytes + Y.nbytes)] * 4
+    sent_current = solver in ("cg", "pcg")  # CG starts from the current factors
+    assert distributed.bytes_moved_ == [(2 + 1 + sent_current) * (X.nbytes + Y.nbytes)] * 4
 
 
 def test_equals_single_process_fit_on_movielens(client, movielens):

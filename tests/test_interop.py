@@ -105,6 +105,17 @@ def test_to_implicit_answers_and_solves_as_the_model(implicit_cpu, solver):
                                atol=tolerance * np.abs(ours.item_factors_).max())
 
 
+def test_to_implicit_gives_preconditioned_cg_implicits_cg(implicit_cpu):
+    """implicit has no preconditioned CG: a solver="pcg" model becomes use_cg=True with
+    its steps (the nearest in cost per iteration), and comes back as solver="cg"."""
+    implicit_cpu()
+    ours = ALS(factors=6, iterations=2, solver="pcg", cg_steps=2, backend="cpu",
+               random_state=7, show_progress=False).fit(R)
+    theirs = to_implicit(ours)
+    assert (theirs.use_cg, theirs.cg_steps) == (True, 2)
+    assert from_implicit(theirs, backend="cpu").solver == "cg"
+
+
 def test_to_implicit_refuses_what_implicit_cannot_express(implicit_cpu):
     implicit_cpu()
     with pytest.raises(NotFittedError):

@@ -92,7 +92,7 @@ def test_each_iteration_is_logged_at_info(R, caplog):
     assert re.fullmatch(r"iteration 1: [0-9.e+-]+ s so far", lines[3])  # no loss
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
 def test_a_warm_start_continues_the_fit(real_backend, R, solver):
     """5 iterations, then 3 more from where they ended, are the 8-iteration fit: both
     sides' factors are carried over (CG starts each half-step from the current factors,

@@ -306,3 +306,11 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     (tmp_path / "r.json").write_text(json.dumps({**result, "date": "2026-12-04"}))
     assert plot_benchmark("~/r.json", "~/home") == [tmp_path / "home" / p.name for p in paths]
     assert not (tmp_path / "~").exists()  # (not a folder named ~ made here)
+
+
+def test_every_benchmark_implementation_has_its_own_line_style():
+    from gpu_als import benchmark
+    from gpu_als.plots import _BENCH_STYLE
+
+    assert set(_BENCH_STYLE) == set(benchmark.IMPLEMENTATIONS)
+    assert len(set(_BENCH_STYLE.values())) == len(_BENCH_STYLE)

@@ -137,7 +137,9 @@ class Backend(ABC):
         Explicit (ALS-WR): ``(sum_i f_i f_i^T + regularization * n_u * I) x = sum_i r_i f_i``
         (``FtF`` unused). A row without stored entries gets the zero vector.
         ``solver="cholesky"`` solves exactly; ``"cg"`` runs ``cg_steps`` conjugate-gradient
-        steps from the current contents of ``out`` (a warm start). Returns ``out``.
+        steps from the current contents of ``out`` (a warm start); ``"pcg"`` as many steps
+        of CG preconditioned by ``FtF + regularization * I`` (implicit; explicit feedback:
+        CG's steps, its shared part being a multiple of I). Returns ``out``.
         """
 
     @abstractmethod
