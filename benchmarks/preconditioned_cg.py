@@ -1,31 +1,31 @@
-"""CG preconditioned by the shared part of the systems, against gpu-als's CG and the exact
-solve: the training loss after each iteration, and the time per iteration, on the CPU.
+"""CG preconditioned by the shared part of the systems (``solver="pcg"``), against
+gpu-als's CG (implicit's iterates) and the exact solve: the training loss after each
+iteration, and the time per iteration, on the CPU.
 
 gpu-als's CG, as implicit's, takes ``cg_steps`` steps on each row's ``A x = b``, with
 ``A = F^T F + lambda I + F_u^T W_u F_u``, from the row's previous factors, and multiplies
 by the k x k shared part ``B = F^T F + lambda I`` at every step. Whitened by B's Cholesky
 factor, ``B = C C^T``, the same system reads ``(I + Z_u^T W_u Z_u) h = Z_u^T t_u`` with
 ``Z = F C^-T`` and ``x = C^-T h``: CG there is CG preconditioned by B, and its steps need
-no k x k product (the shared part is I). Before either backend gets such a solver, this
-measures what it buys per step: each of its half-steps whitens F, runs the CPU backend's
-CG on the whitened rows from ``h = C^T x`` and maps the result back.
+no k x k product (the shared part is I). ``ALS(solver="pcg")`` takes those steps; this
+script runs the three solvers' half-steps from the same initial factors.
 
     python benchmarks/preconditioned_cg.py                      # MovieLens 100K positives
     python benchmarks/preconditioned_cg.py --dataset power-law  # a quarter of ml20m-like
 
 Measured on the 2-core development machine (one run each; loss per entry after the last
-iteration, from the same initial factors):
+iteration, from the same initial factors; ms per iteration in brackets):
 
-    data, factors, steps, iterations     exact      CG         preconditioned CG
-    ML-100K positives, 64, 3, 10         1.35369    1.36426    1.35467
-    ML-100K positives, 128, 3, 10        0.76873    0.80254    0.77090
-    ML-100K positives, 64, 1, 10         1.35369    1.88571    1.41067
-    34,500 x 6,750 power law, 64, 3, 6   4.74971    4.75367    4.74956
+    data, factors, steps, iterations     exact            CG               preconditioned CG
+    ML-100K positives, 64, 3, 10         1.35369 (32.3)   1.36426 (10.1)   1.35467 (9.8)
+    ML-100K positives, 128, 3, 10        0.76873 (93.6)   0.80254 (17.3)   0.77090 (17.8)
+    ML-100K positives, 64, 1, 10         1.35369 (34.2)   1.88571 (6.8)    1.41067 (7.1)
+    34,500 x 6,750 power law, 64, 3, 6   4.74971 (805)    4.75367 (291)    4.74956 (315)
 
-With as many steps, preconditioned CG ends within 0.3 % of the exact solver's loss where
-CG ends 0.1-4.4 % above it. Its times here are not the solver's: the whitening is done
-in float64 by SciPy for every half-step, and the CPU backend still multiplies by the
-(now identity) shared part at every step.
+With 3 steps, preconditioned CG ends within 0.3 % of the exact solver's loss (on the
+power-law set, below it) where CG ends 0.1-4.4 % above it; with 1 step, 4.2 % above
+where CG ends 39 % above; at 0.97-1.08x CG's time per iteration (one run, the solvers one
+after the other: within this machine's noise).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,27 +46,14 @@ from gpu_als.datasets import load_movielens_100k, make_power_law  # noqa: E402
 from gpu_als.evaluation import binarize  # noqa: E402
 
 ALPHA, REGULARIZATION = 10.0, 0.01
-SOLVERS = ("exact", "cg", "preconditioned cg")
+#: The columns, and the solvers that make them.
+SOLVERS = {"exact": "cholesky", "cg": "cg", "preconditioned cg": "pcg"}
 
 
 def half_step(backend, rows, F, x, solver: str, steps: int) -> None:
     """New factors ``x`` (in place) for ``rows`` against the fixed factors ``F``."""
-    FtF = backend.gram(F)
-    if solver != "preconditioned cg":
-        backend.solve_rows(rows, F, FtF, regularization=REGULARIZATION, feedback="implicit",
-                           out=x, solver="cholesky" if solver == "exact" else "cg",
-                           cg_steps=steps)
-        return
-    k = F.shape[1]
-    C = np.linalg.cholesky(FtF + REGULARIZATION * np.eye(k))
-    Z = scipy.linalg.solve_triangular(C, F.T.astype(np.float64), lower=True).T  # F C^-T
-    h = (x.astype(np.float64) @ C).astype(x.dtype)  # C^T x, as rows
-    # the backend adds lambda I to the shared part it is given: (1 - lambda) I makes it I
-    backend.solve_rows(rows, Z.astype(F.dtype), (1 - REGULARIZATION) * np.eye(k),
-                       regularization=REGULARIZATION, feedback="implicit", out=h,
-                       solver="cg", cg_steps=steps)
-    x[:] = scipy.linalg.solve_triangular(C, h.T.astype(np.float64), lower=True,
-                                         trans="T").T  # C^-T h
+    backend.solve_rows(rows, F, backend.gram(F), regularization=REGULARIZATION,
+                       feedback="implicit", out=x, solver=SOLVERS[solver], cg_steps=steps)
 
 
 def fit(R, solver: str, factors: int, iterations: int, steps: int):
