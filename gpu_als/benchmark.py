@@ -431,7 +431,8 @@ def _profile_phases(training, spec: dict) -> dict:
     PROFILED_FUSED_THREADS) and ``"phases_plain_copies"`` (the tiles loaded with plain
     copies instead of cp.async): the data for choosing between the paths, the tile size,
     the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
-    the GPU's CG solver, ``"phases_cg_one_block"``: every row's CG steps in one block,
+    the GPU's CG solvers (``"cg"``, ``"pcg"``), ``"phases_cg_one_block"``: every row's CG
+    steps in one block,
     the long rows' too (their systems not built apart by kernels/gram.cu), and
     ``"phases_cg_tile_bytes<b>"``: the tile sized by ``cg_tile_bytes=b``, for each of
     PROFILED_CG_TILE_BYTES but the one run.
@@ -456,7 +457,7 @@ def _profile_phases(training, spec: dict) -> dict:
             backends[f"phases_threads{threads}"] = backend.with_options(fused_threads=threads)
         if backend.async_copies:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
-    if isinstance(backend, GPUBackend) and spec["solver"] == "cg":
+    if isinstance(backend, GPUBackend) and spec["solver"] in ("cg", "pcg"):
         # every row in one cg_solve block, as before the long rows' systems were built apart
         backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
         for size in PROFILED_CG_TILE_BYTES:
@@ -868,8 +869,9 @@ def merge_results(documents: list[dict]) -> list[dict]:
 
 def markdown_tables(result: dict) -> str:
     """The result as Markdown tables: every fit; the GPU exact solver's half-steps with
-    each profiled setting, and the GPU CG solver's with every row in one block (where
-    profiled); each gpu_als fit's half-steps phase by phase; gpu_als against implicit."""
+    each profiled setting, and the GPU CG solvers' with every row in one block and each
+    tile (where profiled); each gpu_als fit's half-steps phase by phase; gpu_als against
+    implicit."""
     def mib(value):
         return "" if value is None else f"{value / 2**20:,.0f}"
 
@@ -909,14 +911,14 @@ def markdown_tables(result: dict) -> str:
                     "phases", "phases_no_woodbury", *tiles, *bounds, *blocks,
                     "phases_plain_copies", "phases_two_kernel")) + " |")
     cg = [r for r in result["benchmarks"] if "phases_cg_one_block" in r]
-    if cg:  # the GPU's CG solver's half-steps as run, every row in one block, each tile
+    if cg:  # the GPU's CG solvers' half-steps as run, every row in one block, each tile
         sizes = [f"phases_cg_tile_bytes{b}" for b in PROFILED_CG_TILE_BYTES]
-        lines += ["", "| dataset | k | CG half-steps, ms (user + item): as run | "
+        lines += ["", "| dataset | k | solver | CG half-steps, ms (user + item): as run | "
                   "every row in one block | " + " | ".join(
                       "tiles of tile_rows" if b == 0 else f"tiles of {b // 1024} KiB"
                       for b in PROFILED_CG_TILE_BYTES) + " |",
-                  "|---|---:|---:|---:|" + "---:|" * len(sizes)]
-        lines += [f"| {r['dataset']} | {r['factors']} | " + " | ".join(
+                  "|---|---:|---|---:|---:|" + "---:|" * len(sizes)]
+        lines += [f"| {r['dataset']} | {r['factors']} | {r['solver']} | " + " | ".join(
             _half_steps_cell(r, key) for key in ("phases", "phases_cg_one_block", *sizes))
             + " |" for r in cg]
     lines += _phase_table(result["benchmarks"])

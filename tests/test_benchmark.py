@@ -410,9 +410,9 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
     half_steps = [sum(sum(v for name, v in side.items() if name != "fixed_gram")
                       for side in row[key].values()) * 1e3
                   for key in ("phases", "phases_cg_one_block", "phases_cg_tile_bytes32768")]
-    assert "| CG half-steps, ms (user + item): as run | every row in one block | tiles of " \
-        "tile_rows | tiles of 32 KiB |" in tables
-    assert f"| mini | 6 | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |  | " \
+    assert "| solver | CG half-steps, ms (user + item): as run | every row in one block | " \
+        "tiles of tile_rows | tiles of 32 KiB |" in tables
+    assert f"| mini | 6 | cg | {half_steps[0]:,.1f} | {half_steps[1]:,.1f} |  | " \
         f"{half_steps[2]:,.1f} |" in tables
     # run with tiles sized by bytes, the tiles of tile_rows rows are profiled instead
     row = benchmark.run_one({**spec(path, factors=6, solver="cg"), "dataset": "mini",
@@ -420,13 +420,18 @@ def test_a_gpu_rows_gram_rate_is_timed_on_the_two_kernel_path(tmp_path):
                              "iterations": 2})
     assert all(side["cg"] > 0 for side in row["phases_cg_tile_bytes0"].values())
     assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
-    # preconditioned CG: the same kernels, whitening in "shared"; no variant profiled
+    # preconditioned CG: the same kernels (whitening in "shared"), the same variants
     row = benchmark.run_one({**spec(path, factors=6, solver="pcg"), "dataset": "mini",
                              "backend": backend, "iterations": 2})
     assert [set(side) for side in row["phases"].values()] == \
         [{"fixed_gram", "shared", "cg", "gram_build", "cg_dense"}] * 2
-    assert {key for key in row if key.startswith("phases")} == {"phases"}
+    assert {key for key in row if key.startswith("phases_")} == \
+        {"phases_cg_one_block", "phases_cg_tile_bytes32768"}
+    assert not [key for key in row if key.startswith("phases") and "error" in row[key]]
     assert "gram_gflops" not in row and row["final_loss"] > 0
+    assert "| mini | 6 | pcg | " in benchmark.markdown_tables(
+        {"device": "Test GPU", "commit": "abc", "date": "2026-12-04T10:00:00+00:00",
+         "benchmarks": [row], "comparisons": []})
 
 
 def test_compare_and_plot(tmp_path):
