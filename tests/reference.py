@@ -51,6 +51,24 @@ def solve_rows_loop(R, F, regularization, **conf):
 def cg_rows_loop(R, F, X0, regularization, steps, **conf):
     """``steps`` textbook conjugate-gradient steps on every row's system from its row of
     ``X0`` (Hestenes and Stiefel, 1952; float64); an empty row's solution is 0."""
+    return _pcg_rows(R, F, X0, regularization, steps, None, **conf)
+
+
+def pcg_rows_loop(R, F, X0, regularization, steps, *, feedback="implicit", **conf):
+    """``steps`` textbook preconditioned conjugate-gradient steps on every row's system from
+    its row of ``X0``, the preconditioner ``M = F^T F + regularization * I`` applied by
+    ``np.linalg.solve`` at every step (float64); an empty row's solution is 0. Explicit
+    feedback: no preconditioner (the rows' shared part, ``regularization * n_u * I``, is a
+    multiple of I, and a multiple of M changes no step), i.e. :func:`cg_rows_loop`."""
+    M = None
+    if feedback == "implicit":
+        F64 = np.asarray(F, np.float64)
+        M = F64.T @ F64 + regularization * np.eye(F64.shape[1])
+    return _pcg_rows(R, F, X0, regularization, steps, M, feedback=feedback, **conf)
+
+
+def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
+    """The loop of both: ``z = M^-1 r`` (``z = r`` without ``M``, where the steps are CG's)."""
     R, F, FtF = _float64_problem(R, F)
     out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
@@ -60,38 +78,7 @@ def cg_rows_loop(R, F, X0, regularization, steps, **conf):
         A, b = system
         x = np.array(X0[u], dtype=np.float64)
         r = b - A @ x
-        p = r.copy()
-        for _ in range(steps):
-            Ap = A @ p
-            if p @ Ap == 0:  # r = 0: solved
-                break
-            step = (r @ r) / (p @ Ap)
-            x += step * p
-            r_next = r - step * Ap
-            p = r_next + (r_next @ r_next) / (r @ r) * p
-            r = r_next
-        out[u] = x
-    return out
-
-
-def pcg_rows_loop(R, F, X0, regularization, steps, *, feedback="implicit", **conf):
-    """``steps`` textbook preconditioned conjugate-gradient steps on every row's system from
-    its row of ``X0``, the preconditioner ``M = F^T F + regularization * I`` applied by
-    ``np.linalg.solve`` at every step (float64); an empty row's solution is 0. Explicit
-    feedback: ``M = I`` (the rows' shared part, ``regularization * n_u * I``, is a multiple
-    of I, and a multiple of M changes no step), i.e. :func:`cg_rows_loop`."""
-    R, F, FtF = _float64_problem(R, F)
-    k = F.shape[1]
-    M = FtF + regularization * np.eye(k) if feedback == "implicit" else np.eye(k)
-    out = np.zeros((R.shape[0], k))
-    for u in range(R.shape[0]):
-        system = row_system(R, F, FtF, u, regularization, feedback=feedback, **conf)
-        if system is None:
-            continue
-        A, b = system
-        x = np.array(X0[u], dtype=np.float64)
-        r = b - A @ x
-        z = np.linalg.solve(M, r)
+        z = r if M is None else np.linalg.solve(M, r)
         p = z.copy()
         for _ in range(steps):
             Ap = A @ p
@@ -100,7 +87,7 @@ def pcg_rows_loop(R, F, X0, regularization, steps, *, feedback="implicit", **con
             step = (r @ z) / (p @ Ap)
             x += step * p
             r_next = r - step * Ap
-            z_next = np.linalg.solve(M, r_next)
+            z_next = r_next if M is None else np.linalg.solve(M, r_next)
             p = z_next + (r_next @ z_next) / (r @ z) * p
             r, z = r_next, z_next
         out[u] = x

@@ -105,6 +105,17 @@ def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedbac
         assert_close(run_solve(small_blocks, R, F, 0.1, feedback, dtype, **conf), want, dtype)
 
 
+def cg_problem(feedback, k):
+    """Rows of every length class (:func:`edge_case_matrix`), fixed factors, a warm start
+    and the confidence settings for the CG tests."""
+    R = edge_case_matrix(k, negative=feedback == "implicit")
+    rng = np.random.default_rng(5)
+    F = rng.random((R.shape[1], k)) * 0.5 if feedback == "implicit" else \
+        rng.standard_normal((R.shape[1], k))
+    X0 = rng.standard_normal((R.shape[0], k)) * 0.1
+    return R, F, X0, {"alpha": 3.0} if feedback == "implicit" else {}
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("steps", [1, 2, 8])
 def test_cg_steps_match_per_row_conjugate_gradients(backend, feedback, steps):
@@ -112,12 +123,7 @@ def test_cg_steps_match_per_row_conjugate_gradients(backend, feedback, steps):
     current factors, against textbook CG on each row's dense system; at k = 8, 8 steps
     reach the exact solution; an empty row's factors are 0."""
     k = 8
-    R = edge_case_matrix(k, negative=feedback == "implicit")
-    rng = np.random.default_rng(5)
-    F = rng.random((R.shape[1], k)) * 0.5 if feedback == "implicit" else \
-        rng.standard_normal((R.shape[1], k))
-    X0 = rng.standard_normal((R.shape[0], k)) * 0.1
-    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    R, F, X0, conf = cg_problem(feedback, k)
     got = run_solve(backend, R, F, 0.1, feedback, np.float64, start=X0, solver="cg",
                     cg_steps=steps, **conf)
     want = cg_rows_loop(R, F, X0, 0.1, steps, feedback=feedback, **conf)
@@ -145,12 +151,7 @@ def test_pcg_steps_match_per_row_preconditioned_conjugate_gradients(backend, fee
     explicit feedback takes CG's steps (its shared part is a multiple of I). (In float32,
     near convergence, the steps of any CG drift apart with rounding: 8 steps in float64.)"""
     k = 8
-    R = edge_case_matrix(k, negative=feedback == "implicit")
-    rng = np.random.default_rng(5)
-    F = rng.random((R.shape[1], k)) * 0.5 if feedback == "implicit" else \
-        rng.standard_normal((R.shape[1], k))
-    X0 = rng.standard_normal((R.shape[0], k)) * 0.1
-    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    R, F, X0, conf = cg_problem(feedback, k)
     got = run_solve(backend, R, F, 0.1, feedback, dtype, start=X0, solver="pcg",
                     cg_steps=steps, **conf)
     want = pcg_rows_loop(R, F, X0, 0.1, steps, feedback=feedback, **conf)
