@@ -81,7 +81,7 @@ GPU_BENCH_ARGS ?= --factors 64 128
 gpu-bench: gpu-site
 	PYTHONPATH=$(CURDIR):$(GPU_SITE) GPU_ALS_COMMIT=$(COMMIT) $(GPU_PYTHON) -m gpu_als.benchmark \
 		--profile full --implementations gpu_als-gpu-cholesky gpu_als-gpu-cg gpu_als-gpu-pcg \
-		implicit-gpu-cg gpu_als-gpu-cusolver \
+		gpu_als-gpu-pcg2 implicit-gpu-cg gpu_als-gpu-cusolver \
 		--output $(or $(OUT),benchmarks/results) $(GPU_BENCH_ARGS)
 	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) benchmarks/bench_recommend.py --backend gpu \
 		--users 138000 | tee $(or $(OUT),benchmarks/results)/recommend-gpu-$(COMMIT).txt

@@ -99,8 +99,8 @@ class Implementation:
     library: str  # "gpu_als" or "implicit"
     backend: str  # "cpu" or "gpu"
     solver: str  # "cholesky" (exact), "cg" (3 conjugate-gradient steps), "pcg" (gpu_als's
-    # 3 steps of CG preconditioned by Y^T Y + lambda I) or "cusolver" (gpu_als's exact
-    # solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
+    # 3 steps of CG preconditioned by Y^T Y + lambda I), "pcg2" (2 of them) or "cusolver"
+    # (gpu_als's exact solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
 
     @property
     def name(self) -> str:
@@ -111,6 +111,8 @@ IMPLEMENTATIONS = {i.name: i for i in [
     Implementation("gpu_als", "gpu", "cholesky"),
     Implementation("gpu_als", "gpu", "cg"),
     Implementation("gpu_als", "gpu", "pcg"),
+    # 2 preconditioned steps ended below 3 of CG on the CPU (power-law sets, k = 64, 128)
+    Implementation("gpu_als", "gpu", "pcg2"),
     Implementation("implicit", "gpu", "cg"),  # implicit's GPU ALS has no exact solver
     Implementation("gpu_als", "gpu", "cusolver"),
     Implementation("gpu_als", "cpu", "cholesky"),
@@ -368,28 +370,37 @@ def _per_iteration(stamps: list[float]) -> tuple[float, float]:
     return float(np.median(steps[1:] if len(steps) > 1 else steps)), float(steps[0])
 
 
-def _gpu_als_solver(spec: dict) -> tuple[Any, str]:
-    """The backend and ALS ``solver`` of a gpu_als implementation ("cusolver": the exact
-    solver on a GPU backend that solves with cuSOLVER, on the same device)."""
+#: ALS's ``solver`` and ``cg_steps`` for each gpu_als implementation's solver.
+GPU_ALS_SOLVERS = {"cholesky": ("cholesky", 3), "cg": ("cg", 3), "pcg": ("pcg", 3),
+                   "pcg2": ("pcg", 2), "cusolver": ("cholesky", 3)}
+#: The implementations' solvers that take CG steps.
+CG_SOLVERS = ("cg", "pcg", "pcg2")
+
+
+def _gpu_als_solver(spec: dict) -> tuple[Any, str, int]:
+    """The backend, ALS ``solver`` and ``cg_steps`` of a gpu_als implementation
+    ("cusolver": the exact solver on a GPU backend that solves with cuSOLVER, on the same
+    device)."""
     from .backends import get_backend
     from .backends.gpu import GPUBackend
 
     backend = get_backend(spec["backend"])
+    solver, steps = GPU_ALS_SOLVERS[spec["solver"]]
     if spec["solver"] != "cusolver":
-        return backend, spec["solver"]
+        return backend, solver, steps
     if not isinstance(backend, GPUBackend):
         raise ValueError(f"the cusolver implementation needs the GPU backend, not {backend}")
-    return backend.with_options(cholesky="cusolver"), "cholesky"
+    return backend.with_options(cholesky="cusolver"), solver, steps
 
 
 def _fit_gpu_als(R, spec: dict) -> dict:
     from .model import ALS, _Training
 
-    backend, solver = _gpu_als_solver(spec)
+    backend, solver, steps = _gpu_als_solver(spec)
     # Like implicit here, without the per-iteration loss (every library's loss is
     # computed afterwards by shared_loss).
     model = ALS(factors=spec["factors"], regularization=REGULARIZATION, alpha=ALPHA,
-                solver=solver, backend=backend, random_state=SEED,
+                solver=solver, cg_steps=steps, backend=backend, random_state=SEED,
                 show_progress=False, calculate_training_loss=False)
     started = time.perf_counter()
     training = _Training(model, R)
@@ -457,7 +468,7 @@ def _profile_phases(training, spec: dict) -> dict:
             backends[f"phases_threads{threads}"] = backend.with_options(fused_threads=threads)
         if backend.async_copies:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
-    if isinstance(backend, GPUBackend) and spec["solver"] in ("cg", "pcg"):
+    if isinstance(backend, GPUBackend) and spec["solver"] in CG_SOLVERS:
         # every row in one cg_solve block, as before the long rows' systems were built apart
         backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
         for size in PROFILED_CG_TILE_BYTES:
@@ -614,7 +625,7 @@ def run_one(spec: dict) -> dict:
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
     # builds the systems apart from the solves (not CG's: it builds the long rows' only).
     phases = timed_phases(row, "phases_two_kernel") or timed_phases(row, "phases")
-    if spec["solver"] not in ("cg", "pcg") and phases and \
+    if spec["solver"] not in CG_SOLVERS and phases and \
             all("gram_build" in side for side in phases.values()):
         seconds = sum(side["gram_build"] for side in phases.values())
         row["gram_seconds"] = seconds

@@ -193,6 +193,7 @@ _BENCH_STYLE = {
     "gpu_als-gpu-cholesky": ("tab:red", "-", "o"),
     "gpu_als-gpu-cg": ("tab:orange", "-", "s"),
     "gpu_als-gpu-pcg": ("tab:olive", "-", "D"),
+    "gpu_als-gpu-pcg2": ("tab:olive", ":", "d"),
     "gpu_als-gpu-cusolver": ("tab:pink", ":", "^"),
     "implicit-gpu-cg": ("tab:brown", "--", "s"),
     "gpu_als-cpu-cholesky": ("tab:blue", "-", "o"),

@@ -159,6 +159,18 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
     assert not [key for key, phases in profiled.items() if "error" in phases]
 
 
+@pytest.mark.parametrize(("name", "solver", "steps"), [
+    ("cholesky", "cholesky", 3), ("cg", "cg", 3), ("pcg", "pcg", 3), ("pcg2", "pcg", 2)])
+def test_each_implementation_fits_with_its_solver_and_steps(tiny, name, solver, steps):
+    from gpu_als.datasets import make_power_law
+
+    R = make_power_law(40, 30, 300, random_state=1, device="cpu")
+    row = benchmark._fit_gpu_als(R, {**spec(tiny, solver=name), "iterations": 1})
+    assert (row["training"].p["solver"], row["training"].p["cg_steps"]) == (solver, steps)
+    assert set(benchmark.GPU_ALS_SOLVERS) == {
+        i.solver for i in benchmark.IMPLEMENTATIONS.values() if i.library == "gpu_als"}
+
+
 def test_the_cusolver_implementation_builds_with_the_kernels_and_solves_with_cusolver(tiny):
     """gpu_als-gpu-cusolver (emulated cuSOLVER): every row's system is built by gram.cu and
     solved by potrf/potrs; same solution as the kernels' exact solver."""
@@ -949,6 +961,14 @@ def test_preconditioned_cg_script_runs(movielens, capsys):
     assert all(preconditioned < cg for _, cg, preconditioned in rows)
     exact, cg, preconditioned = rows[-1]
     assert preconditioned < 1.005 * exact < cg
+    # --pcg-steps: the preconditioned column takes its own number of steps
+    assert benchmark_script("preconditioned_cg").main(["--iterations", "2",
+                                                       "--pcg-steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "3 CG steps (preconditioned: 1)" in lines[0]
+    exact_2, cg_2, one_step_2 = (float(v) for v in lines[3].split()[1:])
+    assert (exact_2, cg_2) == pytest.approx(rows[1][:2], rel=1e-6)  # as many steps as before
+    assert one_step_2 > rows[1][2]  # 1 preconditioned step: above 3 of them
 
 
 def test_ids_benchmark_script_runs(capsys):
