@@ -442,9 +442,8 @@ def _profile_phases(training, spec: dict) -> dict:
     PROFILED_FUSED_THREADS) and ``"phases_plain_copies"`` (the tiles loaded with plain
     copies instead of cp.async): the data for choosing between the paths, the tile size,
     the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
-    the GPU's CG solvers (``"cg"``, ``"pcg"``), ``"phases_cg_one_block"``: every row's CG
-    steps in one block,
-    the long rows' too (their systems not built apart by kernels/gram.cu), and
+    the GPU's CG solvers (CG_SOLVERS), ``"phases_cg_one_block"``: every row's CG steps in
+    one block, the long rows' too (their systems not built apart by kernels/gram.cu), and
     ``"phases_cg_tile_bytes<b>"``: the tile sized by ``cg_tile_bytes=b``, for each of
     PROFILED_CG_TILE_BYTES but the one run.
 
