@@ -51,6 +51,22 @@ def test_gpu_matches_cpu_at_every_size(k, feedback):
     assert_close(run_solve("gpu", R, F, 0.1, feedback, np.float32, **conf), cpu, np.float32)
 
 
+@pytest.mark.parametrize("solver", ["cg", "pcg"])
+@pytest.mark.parametrize("k", [7, 128, 1024])
+def test_gpu_cg_matches_cpu_at_every_size(k, solver):
+    """3 CG (or preconditioned CG) steps from the same start on both backends, up to
+    k = 1024, with a row of 100,001 entries (its system built over many blocks)."""
+    R = with_long_row(k)
+    F = np.random.default_rng(1).standard_normal((R.shape[1], k)) * 0.1
+    start = np.random.default_rng(2).standard_normal((R.shape[0], k)) * 0.1
+    cpu = run_solve("cpu", R, F, 0.1, "implicit", np.float64, start=start, solver=solver,
+                    alpha=2.0)
+    gpu = run_solve("gpu", R, F, 0.1, "implicit", np.float64, start=start, solver=solver,
+                    alpha=2.0)
+    # (CG's rounding grows apart with the order of its sums, as in test_solver)
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-6 * np.abs(cpu).max())
+
+
 def test_fit_matches_cpu_from_the_same_start():
     R = make_power_law(3000, 800, 60_000, random_state=2)
     params = dict(factors=48, regularization=0.05, alpha=5.0, iterations=5, random_state=7,
