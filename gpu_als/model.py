@@ -29,16 +29,14 @@ from tqdm.auto import tqdm
 
 from . import _files, _id_queries, _ids, data
 from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
-from .backends.base import query_result
+from .backends.base import ITERATIVE_SOLVERS, query_result
 from .exceptions import ImplicitModelFileError, NotFittedError
 
 logger = logging.getLogger("gpu_als")
 
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
 INIT_SCALE = 0.01
-SOLVERS = ("cholesky", "cg", "pcg")
-#: The solvers that take steps from the current factors (a warm start) rather than solve.
-ITERATIVE_SOLVERS = ("cg", "pcg")
+SOLVERS = ("cholesky", *ITERATIVE_SOLVERS)
 #: Rows a growing partial fit allocates beyond those it needs, as a share of them: users
 #: added a few per call then copy the factors once per eighth of growth, not every call.
 SPARE_ROWS = 1 / 8

@@ -24,6 +24,10 @@ import numpy as np
 
 from ..data import WeightedRows, to_host
 
+#: The solvers of :meth:`Backend.solve_rows` that take CG steps from the current factors
+#: (a warm start) rather than solve.
+ITERATIVE_SOLVERS = ("cg", "pcg")
+
 
 class PhaseTimer:
     """Seconds spent in each named phase of ``solve_rows`` (see :meth:`Backend.profile`).

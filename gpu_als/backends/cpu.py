@@ -45,7 +45,7 @@ import scipy.linalg
 from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows, check_int
-from .base import Backend, PhaseTimer
+from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
 #: which keeps a block in cache on a typical core (chosen on the power-law CPU benchmark).
@@ -341,7 +341,7 @@ class CPUBackend(Backend):
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
                    solver="cholesky", cg_steps=3):
-        if solver in ("cg", "pcg"):
+        if solver in ITERATIVE_SOLVERS:
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
                                   preconditioned=solver == "pcg" and feedback == "implicit")
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on

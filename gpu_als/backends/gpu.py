@@ -54,7 +54,7 @@ import numpy as np
 
 from ..data import WeightedRows, check_bool, check_float, check_int, optional_module
 from . import _kernels
-from .base import Backend
+from .base import ITERATIVE_SOLVERS, Backend
 
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 #: Largest number of factors the kernels accept (the implicit library's GPU limit too).
@@ -649,7 +649,7 @@ class GPUBackend(Backend):
                 else:
                     base = xp.zeros((k, k), dtype)
                     diag_scale = T(regularization)
-            if solver in ("cg", "pcg"):
+            if solver in ITERATIVE_SOLVERS:
                 self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
                                index_dtype, preconditioned=solver == "pcg" and implicit)
                 return out
