@@ -400,7 +400,12 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
                                          "Y\\^T Y, .* is singular; use regularization > 0 "
                                          "or factors <= 3"):
         fit(R, factors=6, regularization=0.0, backend=backend)
-    fit(R, factors=3, regularization=0.0, backend=backend)  # as many items as factors: fine
+    # As many items as factors: allowed, and each user's square system is solved exactly
+    # (X Y^T = P). Seeded: lambda = 0 leaves the factors' scale free, and some starts grow
+    # them until float32's Cholesky of X^T C X fails (CI drew one at stop 48).
+    model = fit(R, factors=3, regularization=0.0, backend=backend, random_state=0).to_cpu()
+    np.testing.assert_allclose(model.user_factors_ @ model.item_factors_.T,
+                               (R.toarray() > 0).astype(np.float32), atol=1e-3)
     X = np.random.default_rng(0).random((4, 6))
     Y = np.random.default_rng(1).random((8, 6))
     row = sp.csr_matrix(np.array([[1.0, 0, 2.0, 0, 0, 0, 0, 0]]))
