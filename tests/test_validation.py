@@ -17,8 +17,9 @@ from .conftest import cudf_stand_in, random_interactions
 
 
 def fit(R, **params):
+    """A small fit, seeded: the same start on every run, as a failure needs to be replayed."""
     return ALS(**{"factors": 4, "iterations": 2, "backend": "cpu", "show_progress": False,
-                  **params}).fit(R)
+                  "random_state": 0, **params}).fit(R)
 
 
 @pytest.fixture
@@ -401,9 +402,9 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
                                          "or factors <= 3"):
         fit(R, factors=6, regularization=0.0, backend=backend)
     # As many items as factors: allowed, and each user's square system is solved exactly
-    # (X Y^T = P). Seeded: lambda = 0 leaves the factors' scale free, and some starts grow
-    # them until float32's Cholesky of X^T C X fails (CI drew one at stop 48).
-    model = fit(R, factors=3, regularization=0.0, backend=backend, random_state=0).to_cpu()
+    # (X Y^T = P). fit() is seeded: lambda = 0 leaves the factors' scale free, and some
+    # starts grow them until float32's Cholesky of X^T C X fails (CI drew one at stop 48).
+    model = fit(R, factors=3, regularization=0.0, backend=backend).to_cpu()
     np.testing.assert_allclose(model.user_factors_ @ model.item_factors_.T,
                                (R.toarray() > 0).astype(np.float32), atol=1e-3)
     X = np.random.default_rng(0).random((4, 6))
