@@ -443,7 +443,7 @@ def _profile_phases(training, spec: dict) -> dict:
     copies instead of cp.async): the data for choosing between the paths, the tile size,
     the Woodbury bound, the fused kernel's block size and the way tiles are loaded. For
     the GPU's CG solvers (CG_SOLVERS), ``"phases_cg_one_block"``: every row's CG steps in
-    one block, the long rows' too (their systems not built apart by kernels/gram.cu), and
+    one block, the long rows' too (not spread over their segments), and
     ``"phases_cg_tile_bytes<b>"``: the tile sized by ``cg_tile_bytes=b``, for each of
     PROFILED_CG_TILE_BYTES but the one run.
 
@@ -468,7 +468,7 @@ def _profile_phases(training, spec: dict) -> dict:
         if backend.async_copies:
             backends["phases_plain_copies"] = backend.with_options(async_copies=False)
     if isinstance(backend, GPUBackend) and spec["solver"] in CG_SOLVERS:
-        # every row in one cg_solve block, as before the long rows' systems were built apart
+        # every row in one cg_solve block, as before the long rows were spread over blocks
         backends["phases_cg_one_block"] = backend.with_options(split_length=ONE_BLOCK)
         for size in PROFILED_CG_TILE_BYTES:
             if size != backend.cg_tile_bytes:
@@ -622,10 +622,9 @@ def run_one(spec: dict) -> dict:
         # and the fit's measures, which a variant that breaks the device cannot take along
         row.update(_profile_phases(result.pop("training"), spec))
     # The Gram phase: nominally 2 nnz k^2 FLOP per half-step, timed on the path that
-    # builds the systems apart from the solves (not CG's: it builds the long rows' only).
+    # builds the systems apart from the solves (CG builds none).
     phases = timed_phases(row, "phases_two_kernel") or timed_phases(row, "phases")
-    if spec["solver"] not in CG_SOLVERS and phases and \
-            all("gram_build" in side for side in phases.values()):
+    if phases and all("gram_build" in side for side in phases.values()):
         seconds = sum(side["gram_build"] for side in phases.values())
         row["gram_seconds"] = seconds
         row["gram_gflops"] = 2 * 2 * R.nnz * k * k / seconds / 1e9 if seconds > 0 else None
@@ -946,7 +945,7 @@ def markdown_tables(result: dict) -> str:
 #: in the order the phase table shows them, with their column headings.
 PHASE_COLUMNS: dict[str, str] = {
     "fixed_gram": "F^T F", "shared": "shared", "woodbury": "Woodbury", "fused": "fused",
-    "gram_build": "Gram build", "solve": "solve", "cg": "CG", "cg_dense": "CG, built systems"}
+    "gram_build": "Gram build", "solve": "solve", "cg": "CG", "cg_long": "CG, long rows"}
 
 
 def _half_steps_cell(row: dict, key: str) -> str:

@@ -15,11 +15,26 @@
 //
 // A row longer than the backend's split_length would hold one block for all of its
 // entries at every step (a top item of a power-law set has hundreds of thousands, and its
-// block ran for most of the half-step): its A is built instead by gram.cu, spread over
-// many blocks, and cg_dense_batched runs the same iterations on it.
+// block ran for most of the half-step). Such rows take the same iterations spread over
+// many blocks, a launch pair per step: cg_segment_products, one block per segment of the
+// row, adds the segment's share of the entries' part of A v (and, first, of b) to the
+// row's slot with atomicAdd; then cg_long_step, one block per row, adds the shared part
+// and takes the step (cg_long_start sets up the residual). Their state (r, p, r.r) stays
+// in global memory between launches. O(n k) per step, as in cg_solve, where building the
+// row's A would take O(n k^2).
 #include "common.cuh"
 
 namespace als {
+
+// Element p of (base + diag I) v: the part of A v that the row's entries leave out (base
+// null: none but the diagonal). base is symmetric: its column p is read, coalesced.
+template <typename T>
+__device__ T shared_part(const T* v, const T* base, T diag, int k, int p) {
+    T acc = diag * v[p];
+    if (base != nullptr)
+        for (int q = 0; q < k; ++q) acc += base[q * k + p] * v[q];
+    return acc;
+}
 
 // out = A v, and b (when non-null) = the right-hand side, streaming the row's entries.
 // tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
@@ -32,10 +47,7 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     for (int p = tid; p < k; p += nthreads) {
-        T acc = diag * v[p];
-        if (base != nullptr)  // base is symmetric: read its column p, coalesced
-            for (int q = 0; q < k; ++q) acc += base[q * k + p] * v[q];
-        out[p] = acc;
+        out[p] = shared_part(v, base, diag, k, p);
         if (b != nullptr) b[p] = 0;
     }
     for (long long first = start; first < end; first += tile_rows) {
@@ -100,18 +112,6 @@ __device__ void cg_iterations(T* x, T* r, T* p, T* Ap, int k, int steps, T* scra
     }
 }
 
-// out = A v for a symmetric k x k matrix A in global memory, both triangles stored: thread
-// i reads column i (A[j][i] = A[i][j]), contiguous across the warp for each j.
-template <typename T>
-__device__ void apply_dense(const T* A, const T* v, T* out, int k) {
-    for (int i = threadIdx.x; i < k; i += blockDim.x) {
-        T acc = 0;
-        for (int j = 0; j < k; ++j) acc += A[(long long)j * k + i] * v[j];
-        out[i] = acc;
-    }
-    __syncthreads();
-}
-
 }  // namespace als
 
 template <typename T, typename I>
@@ -151,33 +151,104 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
 }
 
-// The iterations of cg_solve for the rows whose systems gram.cu built (A: one k x k slot
-// per block, its lower triangle and the base; b: the right-hand sides), from and into
-// out[slot_row[slot]]. The upper triangle is mirrored from the lower one first, so that
-// each product reads A by columns. Shared memory: x, r, p, Ap (k each), scratch
-// (ALS_BLOCK_THREADS / 32).
+// The long rows' entries' part of A v, for the slots' vectors V (slots x k): one block
+// per segment adds sum_{i in segment} weight_i (f_i . v) f_i to products[slot] and, with
+// with_rhs, sum target_i f_i to rhs[slot] (both zeroed by the caller; segments of a row
+// add with atomicAdd). Shared memory: v, the segment's sums (2 k), tile (tile_rows * k),
+// w, t, s (tile_rows each).
+template <typename T, typename I>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+cg_segment_products(const long long* segment_slot, const long long* segment_start,
+                    const long long* segment_end, const I* indices, const T* weight,
+                    const T* target, const T* F, const T* V, int k, int tile_rows,
+                    int with_rhs, T* products, T* rhs) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* v = shared;
+    T* part = v + k;
+    T* b = part + k;
+    T* tile = b + k;
+    T* w = tile + (long long)tile_rows * k;
+    T* t = w + tile_rows;
+    T* s = t + tile_rows;
+
+    const long long slot = segment_slot[blockIdx.x];
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (int q = tid; q < k; q += nthreads) v[q] = V[slot * k + q];
+    __syncthreads();
+    als::apply_system(v, part, with_rhs ? b : (T*)nullptr, indices, weight, target, F,
+                      (const T*)nullptr, T(0), segment_start[blockIdx.x],
+                      segment_end[blockIdx.x], k, tile_rows, tile, w, t, s, false);
+    for (int q = tid; q < k; q += nthreads) {
+        atomicAdd(products + slot * k + q, part[q]);
+        if (with_rhs) atomicAdd(rhs + slot * k + q, b[q]);
+    }
+}
+
+// The start of the long rows' iterations, one block per slot, from x = out[slot_row]:
+// r = b - A x (A x = the shared part's product + products[slot], from x), p = r, rs = r.r.
+// Shared memory: x (k), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
-cg_dense_batched(T* A, const T* b, const long long* slot_row, int k, int steps, T* out) {
+cg_long_start(const long long* slot_row, const long long* slot_length, const T* products,
+              const T* rhs, const T* base, int use_base, T diag_constant, T diag_scale,
+              int k, const T* out, T* R, T* P, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
-    T* r = x + k;
-    T* p = r + k;
+    T* scratch = x + k;
+
+    const long long slot = blockIdx.x, at = slot * k;
+    const T* xo = out + slot_row[slot] * k;
+    const T diag = diag_constant + diag_scale * (T)slot_length[slot];
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
+    __syncthreads();
+    T part = 0;
+    for (int q = tid; q < k; q += nthreads) {
+        const T r = rhs[at + q] - products[at + q] -
+                    als::shared_part(x, use_base ? base : (const T*)nullptr, diag, k, q);
+        R[at + q] = r;
+        P[at + q] = r;
+        part += r * r;
+    }
+    const T rs = als::block_sum(part, scratch);
+    if (tid == 0) RS[slot] = rs;
+}
+
+// One CG step of the long rows, one block per slot, as cg_iterations takes it: A p from
+// products[slot] (the entries' part of A p) and the shared part; then x (in out[slot_row]),
+// r, p and rs. Shared memory: p, Ap (k each), scratch (ALS_BLOCK_THREADS / 32).
+template <typename T>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+cg_long_step(const long long* slot_row, const long long* slot_length, const T* products,
+             const T* base, int use_base, T diag_constant, T diag_scale, int k, T* out,
+             T* R, T* P, T* RS) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    T* p = shared;
     T* Ap = p + k;
     T* scratch = Ap + k;
 
-    T* a = A + (long long)blockIdx.x * k * k;
-    const T* rhs = b + (long long)blockIdx.x * k;
-    T* xo = out + slot_row[blockIdx.x] * k;
+    const long long slot = blockIdx.x, at = slot * k;
+    T* xo = out + slot_row[slot] * k;
+    const T diag = diag_constant + diag_scale * (T)slot_length[slot];
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (als::FlatWalk at(k, k); at.valid(); at.next())
-        if (at.col > at.row) a[at.row * k + at.col] = a[at.col * k + at.row];
-    for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
-    __syncthreads();  // the mirror (global memory) and x are visible to the whole block
-    als::apply_dense(a, x, Ap, k);
-    for (int q = tid; q < k; q += nthreads) r[q] = rhs[q] - Ap[q];
-    als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
-        als::apply_dense(a, v, result, k);
-    });
-    for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
+    for (int q = tid; q < k; q += nthreads) p[q] = P[at + q];
+    __syncthreads();
+    for (int q = tid; q < k; q += nthreads)
+        Ap[q] = products[at + q] +
+                als::shared_part(p, use_base ? base : (const T*)nullptr, diag, k, q);
+    __syncthreads();
+    const T rs = RS[slot];
+    const T pAp = als::dot_block(p, Ap, k, scratch);
+    const T alpha = pAp > 0 ? rs / pAp : T(0);
+    T part = 0;
+    for (int q = tid; q < k; q += nthreads) {
+        xo[q] += alpha * p[q];
+        const T r = R[at + q] - alpha * Ap[q];
+        R[at + q] = r;
+        part += r * r;
+    }
+    const T rs_new = als::block_sum(part, scratch);
+    const T beta = rs > 0 ? rs_new / rs : T(0);
+    for (int q = tid; q < k; q += nthreads) P[at + q] = R[at + q] + beta * p[q];
+    if (tid == 0) RS[slot] = rs_new;
 }

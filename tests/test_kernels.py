@@ -849,12 +849,12 @@ def test_device_only_defines_leave_the_host_code_as_it_is(tmp_path):
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [3, 33])
-def test_cg_on_long_rows_runs_on_systems_built_over_many_blocks(gpu_backend, feedback, k,
-                                                                monkeypatch):
+def test_cg_on_long_rows_runs_over_many_blocks(gpu_backend, feedback, k, monkeypatch):
     """solver="cg": rows beyond split_length are not streamed by one block at every step
-    (cg_solve launches for the others only); gram.cu builds their systems, segment by
-    segment, and cg_dense_batched takes the same CG steps on them: textbook CG on each
-    row's dense system, for the long rows and the rest, over several chunks."""
+    (cg_solve launches for the others only); each step of theirs is one block per segment
+    (cg_segment_products, once more for b) and one per row (cg_long_start, then
+    cg_long_step), no system built: textbook CG on each row's dense system, for the long
+    rows and the rest, over several chunks."""
     from .reference import cg_rows_loop
     from .test_solver import edge_case_matrix
 
@@ -889,9 +889,11 @@ def test_cg_on_long_rows_runs_on_systems_built_over_many_blocks(gpu_backend, fee
     if isinstance(backend.runtime, emulation.EmulatedRuntime):  # 256 KiB free: 1 slot each
         assert len(plan.cg_chunks) == long
     assert [grid for name, grid in launched if name == "cg_solve"] == [len(R.indptr) - 1 - long]
-    assert sum(grid for name, grid in launched if name == "cg_dense_batched") == long
-    assert sum(grid for name, grid in launched if name == "build_systems") == \
-        int(np.sum(-(-lengths[lengths > 4] // 3)))
+    grids = {name: sum(grid for launched_name, grid in launched if launched_name == name)
+             for name in ("cg_segment_products", "cg_long_start", "cg_long_step",
+                          "build_systems")}
+    assert grids == {"cg_segment_products": 3 * int(np.sum(-(-lengths[lengths > 4] // 3))),
+                     "cg_long_start": long, "cg_long_step": 2 * long, "build_systems": 0}
 
 
 TSAN_SCRIPT = textwrap.dedent("""
@@ -904,10 +906,11 @@ TSAN_SCRIPT = textwrap.dedent("""
     k = 4
     emulation.build_all(emulation.TSAN_FLAGS)  # two compilers at a time
     # two blocks at a time where a kernel allows it: the segments of a long row, which add
-    # to one system (with atomicAdd), run at once, as on a GPU
+    # to one system or one CG product (with atomicAdd), run at once, as on a GPU
     runtime = emulation.EmulatedRuntime(free_memory=4 * k * k * 8, flags=emulation.TSAN_FLAGS,
                                         concurrent_blocks=2)
     assert runtime.kernel("gram.cu", "build_systems<float, int>").lanes == 2
+    assert runtime.kernel("cg.cu", "cg_segment_products<double, int>").lanes == 2
     assert runtime.kernel("cholesky.cu", "cholesky_solve_batched<float>").lanes == 1
     backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
     R = edge_case_matrix(k)

@@ -36,8 +36,8 @@ class PhaseTimer:
     its whitening), ``"gram_build"`` (each row's weighted Gram matrix and right-hand side),
     ``"solve"`` (the factorizations and triangular solves), ``"fused"`` (the GPU kernel that
     does build and solve in one pass), ``"woodbury"`` (the GPU's short rows, solved in
-    their own space), ``"cg"`` (conjugate-gradient steps) and ``"cg_dense"`` (the GPU's CG
-    steps on systems built by ``"gram_build"``: its long rows').
+    their own space), ``"cg"`` (conjugate-gradient steps) and ``"cg_long"`` (the GPU's CG
+    steps on its long rows, spread over their segments).
     """
 
     def __init__(self):

@@ -26,10 +26,10 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   of kernels/cholesky.cu: the alternative DESIGN.md section 4 asks to benchmark against.
 * ``solver="cg"``: ``cg_solve`` (kernels/cg.cu), one block per row of at most
   ``split_length`` entries, never forming A (a row that fits its tile is gathered once,
-  not at every step; ``cg_tile_bytes`` sizes the tile by bytes); the longer rows'
-  systems are built by kernels/gram.cu in chunks, as above, and ``cg_dense_batched``
-  takes the same CG steps on them, so that no single block streams a popular item's
-  entries at every step.
+  not at every step; ``cg_tile_bytes`` sizes the tile by bytes); the longer rows take
+  the same CG steps spread over many blocks, a launch pair per step (one block per
+  segment for the entries' part of ``A p``, then one per row for the step), so that no
+  single block streams a popular item's entries at every step, and no ``A`` is formed.
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
@@ -67,8 +67,11 @@ TILE_ROWS = 32
 CHOLESKY_PANEL = 4
 #: Rows longer than this are spread over several blocks (two-kernel path).
 SPLIT_LENGTH = 4096
-#: Entries per block on the two-kernel path.
+#: Entries per block on the two-kernel path (and CG's long rows).
 SEGMENT_LENGTH = 2048
+#: Device memory of a long row in CG, in vectors of k values: its x, the entries' part
+#: of A p, b, r and p.
+CG_SLOT_VECTORS = 5
 #: Dynamic shared memory a kernel may use without opting in.
 DEFAULT_SHARED_BYTES = 48 * 1024
 #: Fewest short rows for which a half-step takes the Woodbury path. Its fixed work
@@ -284,7 +287,8 @@ def _cublas_fill(fill: str) -> int:
 
 @dataclass
 class _Chunk:
-    """Rows solved together on the two-kernel path: one k x k slot each."""
+    """Rows solved together over segments: on the two-kernel path one k x k slot each,
+    for CG a few vectors each."""
 
     slot_rows: Any  # (n_slots,) int64: the row of each slot
     slot_lengths: Any  # (n_slots,) the rows' entry counts (explicit diagonal)
@@ -296,7 +300,7 @@ class _Chunk:
 @dataclass
 class _Plan:
     cg_rows: Any  # int64 rows for cg_solve: all of at most split_length entries, longest first
-    cg_chunks: list[_Chunk]  # the longer ones, for gram.cu + cg_dense_batched
+    cg_chunks: list[_Chunk]  # the longer ones, CG over segments (no k x k slots)
     fused_rows: Any  # int64 rows for fused_solve, longest first (may include empty rows)
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
@@ -332,6 +336,10 @@ def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
 
 def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int) -> int:
     return (4 * k + tile * k + 3 * tile + block_threads // 32) * itemsize
+
+
+def _shared_bytes_cg_segment(k: int, tile: int, itemsize: int) -> int:
+    return (3 * k + tile * k + 3 * tile) * itemsize
 
 
 class GPUBackend(Backend):
@@ -594,11 +602,11 @@ class GPUBackend(Backend):
             fused_rows = np.empty(0, np.int64)
             split_rows = np.flatnonzero((lengths > 0) & ~is_short)
             zero_rows = np.flatnonzero(lengths == 0)
-        chunks = self._chunks(longest_first(split_rows), lengths, starts, k, dtype)
+        chunks = self._chunks(longest_first(split_rows), lengths, starts,
+                              k * k * dtype.itemsize)
         long_rows = np.flatnonzero(lengths > self.split_length)
-        # with the fused kernel, the two-kernel path's rows are exactly the long ones
-        cg_chunks = chunks if fused else \
-            self._chunks(longest_first(long_rows), lengths, starts, k, dtype)
+        cg_chunks = self._chunks(longest_first(long_rows), lengths, starts,
+                                 CG_SLOT_VECTORS * k * dtype.itemsize)
         cg_rows = longest_first(np.flatnonzero(lengths <= self.split_length))
         plan = _Plan(self.asarray(cg_rows, np.int64), cg_chunks,
                      self.asarray(fused_rows, np.int64), chunks,
@@ -607,10 +615,9 @@ class GPUBackend(Backend):
         self._plans[key] = (weakref.ref(rows), plan)
         return plan
 
-    def _chunks(self, split_rows, lengths, starts, k: int, dtype: np.dtype) -> list[_Chunk]:
-        """The two-kernel path's chunks for ``split_rows``: as many k x k slots per chunk
-        as the memory budget holds, each row cut into segments of ``segment_length``."""
-        slot_bytes = k * k * dtype.itemsize
+    def _chunks(self, split_rows, lengths, starts, slot_bytes: int) -> list[_Chunk]:
+        """The chunks for ``split_rows``: as many slots of ``slot_bytes`` per chunk as the
+        memory budget holds, each row cut into segments of ``segment_length``."""
         budget = int(self.runtime.free_memory() * self.memory_fraction)
         per_chunk = max(1, budget // slot_bytes)
         chunks = []
@@ -785,13 +792,13 @@ class GPUBackend(Backend):
     def _solve_cg(self, rows, F, base, diag_scale, implicit: bool, out, steps, plan,
                   index_dtype, preconditioned: bool = False):
         """The CG iterations (kernels/cg.cu): rows of at most ``split_length`` entries in
-        one launch of cg_solve, longest first (phase "cg"); the longer ones from systems
-        built by gram.cu over many blocks ("gram_build"), then cg_dense_batched on them
-        ("cg_dense"): one block streaming a long row's entries at every step held back the
-        whole half-step. ``preconditioned`` (implicit feedback): the same iterations on
-        the factors whitened by ``base = C C^T`` (``Z = F C^-T``, where every row's shared
-        part is I: no k x k product per step), from ``h = C^T x`` and back by
-        ``x = C^-T h`` (phase "shared"): CG preconditioned by ``base``."""
+        one launch of cg_solve, longest first (phase "cg"); the longer ones over their
+        segments, a launch pair per step ("cg_long", :meth:`_solve_cg_long`): one block
+        streaming a long row's entries at every step held back the whole half-step.
+        ``preconditioned`` (implicit feedback): the same iterations on the factors
+        whitened by ``base = C C^T`` (``Z = F C^-T``, where every row's shared part is I:
+        no k x k product per step), from ``h = C^T x`` and back by ``x = C^-T h`` (phase
+        "shared"): CG preconditioned by ``base``."""
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         use_base, diag_constant, x = implicit, dtype.type(0), out
@@ -800,8 +807,8 @@ class GPUBackend(Backend):
                 C, C_inv = self._cholesky_factors(base)
                 F = F @ C_inv.T  # rows C^-1 f_i
                 x = out @ C  # h = C^T x, as rows
-                base = self.xp.eye(k, dtype=dtype)  # the long rows' systems start from it
                 use_base, diag_constant = False, dtype.type(1)
+        system = (base, np.int32(use_base), diag_constant, diag_scale)
         if len(plan.cg_rows):
             tile = self._cg_tile(k, dtype.itemsize)
             with self._phase("cg"):
@@ -809,23 +816,51 @@ class GPUBackend(Backend):
                     "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
                     len(plan.cg_rows),
                     (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     base, np.int32(use_base), diag_constant, diag_scale, np.int32(k),
-                     np.int32(steps), np.int32(tile), x),
+                     *system, np.int32(k), np.int32(steps), np.int32(tile), x),
                     _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
                 )
         for chunk in plan.cg_chunks:
-            with self._phase("gram_build"):
-                A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
-            with self._phase("cg_dense"):
-                self._launch(
-                    "cg.cu", _kernels.specialisation("cg_dense_batched", dtype),
-                    len(chunk.slot_rows), (A, b, chunk.slot_rows, np.int32(k),
-                                           np.int32(steps), x),
-                    (4 * k + self.block_threads // 32) * dtype.itemsize,
-                )
+            with self._phase("cg_long"):
+                self._solve_cg_long(chunk, rows, F, system, steps, x)
         if preconditioned:
             with self._phase("shared"):
                 out[...] = x @ C_inv  # x = C^-T h, as rows
+
+    def _solve_cg_long(self, chunk: _Chunk, rows, F, system, steps: int, x) -> None:
+        """cg_solve's iterations for a chunk of long rows, from and into ``x``, spread
+        over their segments: cg_segment_products adds each segment's share of the entries'
+        part of ``A v`` (and first of ``b``) to its row's slot, cg_long_start and
+        cg_long_step (one block per row) add the shared part (``system``: base, use_base,
+        diag_constant, diag_scale, as cg_solve takes them) and take the steps."""
+        xp = self.xp
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        n_slots, index_dtype = len(chunk.slot_rows), rows.indices.dtype
+        tile = self._cg_tile(k, dtype.itemsize)
+        products, rhs = xp.zeros((n_slots, k), dtype), xp.zeros((n_slots, k), dtype)
+        R, P, RS = xp.empty((n_slots, k), dtype), xp.empty((n_slots, k), dtype), \
+            xp.empty(n_slots, dtype)
+        per_row = (chunk.slot_rows, chunk.slot_lengths, products)
+        small = (2 * k + self.block_threads // 32) * dtype.itemsize  # two vectors + scratch
+
+        def add_products(V, with_rhs: bool) -> None:
+            self._launch(
+                "cg.cu", _kernels.specialisation("cg_segment_products", dtype, index_dtype),
+                len(chunk.segment_slot),
+                (chunk.segment_slot, chunk.segment_start, chunk.segment_end, rows.indices,
+                 rows.weight, rows.target, F, V, np.int32(k), np.int32(tile),
+                 np.int32(with_rhs), products, rhs),
+                _shared_bytes_cg_segment(k, tile, dtype.itemsize),
+            )
+
+        add_products(x[chunk.slot_rows], with_rhs=True)
+        self._launch("cg.cu", _kernels.specialisation("cg_long_start", dtype), n_slots,
+                     (*per_row, rhs, *system, np.int32(k), x, R, P, RS), small)
+        for _ in range(steps):
+            products[...] = 0
+            add_products(P, with_rhs=False)
+            self._launch("cg.cu", _kernels.specialisation("cg_long_step", dtype), n_slots,
+                         (*per_row, *system, np.int32(k), x, R, P, RS), small)
 
     def _cg_tile(self, k: int, itemsize: int) -> int:
         """cg_solve's tile rows: as many as ``cg_tile_bytes`` hold (a factor row, its
