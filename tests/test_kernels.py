@@ -1071,10 +1071,13 @@ def test_gpu_tests_pass_with_the_emulation_standing_in():
     files = ["test_solver.py", "test_woodbury.py", "test_cusolver.py", "test_gpu.py",
              "test_topk.py", "test_persistence.py", "test_explain.py", "test_lifecycle.py",
              "test_model.py", "test_evaluation.py", "test_distributed.py", "test_cli.py"]
+    # (cg_matches_cpu_at_every_size: CG's 4 passes over a row of 100,001 entries, each
+    # entry's dot product by warp shuffles, which the emulation syncs through OS threads:
+    # 2 minutes a case; CG's long rows are checked against textbook CG in this file)
     left_out = "(every_size and (32 or 64 or 100 or 128 or 256 or 512 or 1024)) or " \
                "(long_row and (64 or 128 or 256)) or fit_matches_cpu or on_movielens or " \
                "cupy_sparse_matrix or warm_start or explicit_feedback_fits_ratings or " \
-               "checkerboard or same_seed or early_stopping"
+               "checkerboard or same_seed or early_stopping or cg_matches_cpu_at_every_size"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.gpu_standin", "-p", "no:cacheprovider",
          "-q", "-rs", "-m", "gpu", "-k", f"not ({left_out})",
