@@ -36,40 +36,58 @@ __device__ T shared_part(const T* v, const T* base, T diag, int k, int p) {
     return acc;
 }
 
+// The shared memory through which apply_system streams a row's entries, carved from
+// `at`: up to `capacity` gathered factor rows (k values each), then each row's weight w,
+// target t and s = w (f . v). end() is the first value after it.
+template <typename T>
+struct EntryTile {
+    int capacity;
+    T* rows;
+    T* w;
+    T* t;
+    T* s;
+    __device__ EntryTile(T* at, int k, int tile_rows)
+        : capacity(tile_rows), rows(at), w(at + (long long)tile_rows * k), t(w + tile_rows),
+          s(t + tile_rows) {}
+    __device__ T* end() const { return s + capacity; }
+};
+
 // out = A v, and b (when non-null) = the right-hand side, streaming the row's entries.
 // tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
 // short row's factor rows are gathered from global memory once per solve, not per step).
 template <typename T, typename I>
 __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T* weight,
                              const T* target, const T* F, const T* base, T diag,
-                             long long start, long long end, int k, int tile_rows, T* tile,
-                             T* w, T* t, T* s, bool tile_loaded) {
+                             long long start, long long end, int k,
+                             const EntryTile<T>& tile, bool tile_loaded) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     for (int p = tid; p < k; p += nthreads) {
         out[p] = shared_part(v, base, diag, k, p);
         if (b != nullptr) b[p] = 0;
     }
-    for (long long first = start; first < end; first += tile_rows) {
-        const int n = (int)(end - first < tile_rows ? end - first : tile_rows);
+    T* const rows = tile.rows;
+    for (long long first = start; first < end; first += tile.capacity) {
+        const int n = (int)(end - first < tile.capacity ? end - first : tile.capacity);
         __syncthreads();  // the previous tile is no longer read
-        if (!tile_loaded) load_tile(tile, w, t, indices, weight, target, F, first, n, k);
+        if (!tile_loaded)
+            load_tile(rows, tile.w, tile.t, indices, weight, target, F, first, n, k);
         __syncthreads();
         // s_j = w_j (f_j . v): one warp per entry, lanes over the factors (contiguous
-        // reads; one thread per entry would read tile[j * k + q] 32-way bank-conflicted)
+        // reads; one thread per entry would read rows[j * k + q] 32-way bank-conflicted)
         for (int j = warp; j < n; j += warps) {
             T dot = 0;
-            for (int q = lane; q < k; q += 32) dot += tile[j * k + q] * v[q];
+            for (int q = lane; q < k; q += 32) dot += rows[j * k + q] * v[q];
             for (int offset = 16; offset > 0; offset /= 2)
                 dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-            if (lane == 0) s[j] = w[j] * dot;
+            if (lane == 0) tile.s[j] = tile.w[j] * dot;
         }
         __syncthreads();
         for (int p = tid; p < k; p += nthreads) {
             T acc = 0, rhs = 0;
             for (int j = 0; j < n; ++j) {
-                acc += s[j] * tile[j * k + p];
-                rhs += t[j] * tile[j * k + p];
+                acc += tile.s[j] * rows[j * k + p];
+                rhs += tile.t[j] * rows[j * k + p];
             }
             out[p] += acc;
             if (b != nullptr) b[p] += rhs;
@@ -124,11 +142,8 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     T* r = x + k;
     T* p = r + k;
     T* Ap = p + k;
-    T* tile = Ap + k;
-    T* w = tile + (long long)tile_rows * k;
-    T* t = w + tile_rows;
-    T* s = t + tile_rows;
-    T* scratch = s + tile_rows;
+    const als::EntryTile<T> tile(Ap + k, k, tile_rows);
+    T* scratch = tile.end();
 
     const long long row = rows[blockIdx.x];
     const long long start = indptr[row], end = indptr[row + 1];
@@ -141,12 +156,12 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     __syncthreads();
     // r = b - A x  (b accumulated into r, A x into Ap)
     als::apply_system(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end,
-                      k, tile_rows, tile, w, t, s, false);
+                      k, tile, false);
     const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
     for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
     als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
         als::apply_system(v, result, (T*)nullptr, indices, weight, target, F, shared_part,
-                          diag, start, end, k, tile_rows, tile, w, t, s, one_tile);
+                          diag, start, end, k, tile, one_tile);
     });
     for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
 }
@@ -166,10 +181,7 @@ cg_segment_products(const long long* segment_slot, const long long* segment_star
     T* v = shared;
     T* part = v + k;
     T* b = part + k;
-    T* tile = b + k;
-    T* w = tile + (long long)tile_rows * k;
-    T* t = w + tile_rows;
-    T* s = t + tile_rows;
+    const als::EntryTile<T> tile(b + k, k, tile_rows);
 
     const long long slot = segment_slot[blockIdx.x];
     const int tid = threadIdx.x, nthreads = blockDim.x;
@@ -177,7 +189,7 @@ cg_segment_products(const long long* segment_slot, const long long* segment_star
     __syncthreads();
     als::apply_system(v, part, with_rhs ? b : (T*)nullptr, indices, weight, target, F,
                       (const T*)nullptr, T(0), segment_start[blockIdx.x],
-                      segment_end[blockIdx.x], k, tile_rows, tile, w, t, s, false);
+                      segment_end[blockIdx.x], k, tile, false);
     for (int q = tid; q < k; q += nthreads) {
         atomicAdd(products + slot * k + q, part[q]);
         if (with_rhs) atomicAdd(rhs + slot * k + q, b[q]);
