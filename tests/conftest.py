@@ -86,7 +86,8 @@ def gpu_backend(request):
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=needs_gpu)])
 def real_backend(request):
     """The backends for tests that train many iterations or on real data: the emulation
-    runs every CUDA thread as an OS thread and is kept to the conformance tests' tiny fits."""
+    runs every CUDA thread as a fiber on one core and is kept to the conformance tests'
+    tiny fits."""
     return request.param
 
 

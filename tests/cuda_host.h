@@ -2,9 +2,17 @@
 // compiles unchanged with g++ (C++20) and runs on the CPU in the tests.
 //
 // Model: a launch runs the blocks of its grid one after another, or (``lanes`` > 1) that
-// many at a time, block b in lane b % lanes; each CUDA thread of a block is a real OS
-// thread. __syncthreads is a barrier of the block's threads, warp primitives exchange
-// values through a per-warp buffer between two barriers of the warp's threads. Static
+// many at a time, block b in lane b % lanes. __syncthreads is a barrier of the block's
+// threads, warp primitives exchange values through a per-warp buffer between two barriers
+// of the warp's threads. Each CUDA thread is a fiber (a stack of its own, ucontext) on the
+// launching OS thread: it runs until it waits at a barrier, then the next one runs, so a
+// barrier costs a few context switches in user space, where OS threads (128 per block)
+// took a futex wake-up each and most of the emulated suite's time on two cores. Threads
+// that wait at barriers no other thread can complete (a __syncthreads some threads skip
+// while others wait at a warp primitive: a GPU hangs) are a fault, not a hang. Under the
+// sanitizers each CUDA thread is a real OS thread instead (GPU_ALS_EMU_OS_THREADS):
+// ThreadSanitizer sees races only between OS threads, and AddressSanitizer keeps no
+// bookkeeping of stacks switched under it. Static
 // __shared__ variables are function-local statics (shared by the block's threads, and by
 // every lane: a kernel that declares one runs one lane); dynamic shared memory is one
 // buffer per lane, refilled with 0xFF bytes (NaN for floats) before every block so that a
@@ -41,6 +49,14 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define GPU_ALS_EMU_OS_THREADS 1
+#else
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+#endif
+
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
@@ -61,7 +77,62 @@ struct Completion {
     }
 };
 
-#if defined(__SANITIZE_THREAD__)
+#if !defined(GPU_ALS_EMU_OS_THREADS)
+// One CUDA thread: a fiber, and the thread-local state that says which thread it is,
+// kept while the other fibers run.
+struct Fiber {
+    ucontext_t context{};
+    ucontext_t* scheduler = nullptr;
+    const std::function<void(int)>* body = nullptr;
+    int index = 0;
+    bool done = false;
+    const class Barrier* waiting = nullptr;  // and the phase it waits to see pass
+    unsigned long waiting_phase = 0;
+    Launch* current = nullptr;
+    int linear_tid = 0;
+    dim3 thread_idx, block_idx;
+};
+inline thread_local Fiber* running_fiber = nullptr;
+
+// A barrier of fibers: the last to arrive completes the phase; the others give the OS
+// thread back to the scheduler (run_threads), which resumes them once it has passed.
+class Barrier {
+   public:
+    explicit Barrier(int expected, Completion completion = {})
+        : expected_(expected), completion_(completion) {}
+
+    void arrive_and_wait() {
+        const unsigned long phase = phase_;
+        if (++arrived_ >= expected_) {
+            complete();
+            return;
+        }
+        Fiber* self = running_fiber;
+        self->waiting = this;
+        self->waiting_phase = phase;
+        swapcontext(&self->context, self->scheduler);
+    }
+
+    void arrive_and_drop() {
+        --expected_;
+        if (arrived_ > 0 && arrived_ >= expected_) complete();
+    }
+
+    bool passed(unsigned long phase) const { return phase_ != phase; }
+
+   private:
+    void complete() {
+        arrived_ = 0;
+        completion_();
+        ++phase_;
+    }
+
+    int expected_;
+    int arrived_ = 0;
+    unsigned long phase_ = 0;
+    Completion completion_;
+};
+#elif defined(__SANITIZE_THREAD__)
 // Under ThreadSanitizer: the same barrier built on a mutex and a condition variable, which
 // TSan intercepts; it does not model the fences inside libstdc++'s std::barrier and would
 // report the harness's own block changes as races. (Much slower: TSan builds only.)
@@ -189,6 +260,94 @@ std::tuple<Args...> unpack(void** params, std::index_sequence<I...>) {
     return std::tuple<Args...>{*static_cast<std::remove_reference_t<Args>*>(params[I])...};
 }
 
+#if defined(GPU_ALS_EMU_OS_THREADS)
+// body(0), ..., body(count - 1), each on an OS thread of its own, all at once.
+inline void run_threads(int count, const std::function<void(int)>& body) {
+    std::vector<std::thread> threads;
+    threads.reserve(count);
+    for (int i = 0; i < count; ++i) threads.emplace_back(body, i);
+    for (auto& thread : threads) thread.join();
+}
+#else
+// Bytes of a fiber's stack, the lowest page of it a guard (an overflow faults there).
+inline constexpr std::size_t FIBER_STACK_BYTES = 256 * 1024;
+
+// The fibers' stacks, mapped once per OS thread and reused by every launch after.
+struct FiberStacks {
+    std::vector<void*> stacks;
+    ~FiberStacks() {
+        for (void* stack : stacks) munmap(stack, FIBER_STACK_BYTES);
+    }
+    void* operator[](int i) {
+        while ((int)stacks.size() <= i) {
+            void* stack = mmap(nullptr, FIBER_STACK_BYTES, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (stack == MAP_FAILED) throw std::bad_alloc();
+            mprotect(stack, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)), PROT_NONE);
+            stacks.push_back(stack);
+        }
+        return stacks[i];
+    }
+};
+
+inline void fiber_main() {
+    Fiber* self = running_fiber;
+    (*self->body)(self->index);
+    self->done = true;
+    swapcontext(&self->context, self->scheduler);  // not resumed again
+}
+
+// body(0), ..., body(count - 1), each on a fiber, on this OS thread: round after round,
+// every fiber not waiting on a barrier runs until it waits on one or ends. A round in
+// which none can run, with fibers left, is a deadlock: reported as a fault, the fibers
+// abandoned (the kernels hold nothing that needs their destructors).
+inline void run_threads(int count, const std::function<void(int)>& body) {
+    static thread_local FiberStacks stacks;
+    std::vector<Fiber> fibers(count);
+    ucontext_t scheduler;
+    for (int i = 0; i < count; ++i) {
+        Fiber& fiber = fibers[i];
+        fiber.index = i;
+        fiber.body = &body;
+        fiber.scheduler = &scheduler;
+        getcontext(&fiber.context);
+        fiber.context.uc_stack.ss_sp = stacks[i];
+        fiber.context.uc_stack.ss_size = FIBER_STACK_BYTES;
+        fiber.context.uc_link = nullptr;
+        makecontext(&fiber.context, fiber_main, 0);
+    }
+    for (int left = count; left > 0;) {
+        bool ran = false;
+        for (Fiber& fiber : fibers) {
+            if (fiber.done || (fiber.waiting != nullptr &&
+                               !fiber.waiting->passed(fiber.waiting_phase)))
+                continue;
+            ran = true;
+            fiber.waiting = nullptr;
+            running_fiber = &fiber;
+            current = fiber.current;
+            linear_tid = fiber.linear_tid;
+            thread_idx = fiber.thread_idx;
+            block_idx = fiber.block_idx;
+            swapcontext(&scheduler, &fiber.context);
+            fiber.current = current;
+            fiber.linear_tid = linear_tid;
+            fiber.thread_idx = thread_idx;
+            fiber.block_idx = block_idx;
+            left -= fiber.done;
+        }
+        if (!ran) {
+            report_fault("deadlock: the threads of a block wait at barriers that none of "
+                         "them can complete (a __syncthreads or warp primitive that some "
+                         "threads skip while others wait there; a GPU hangs)");
+            break;
+        }
+    }
+    running_fiber = nullptr;
+    current = nullptr;
+}
+#endif
+
 template <typename... Args>
 void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_bytes,
             void** params, unsigned lanes) {
@@ -213,29 +372,25 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
         block_ends.push_back(std::make_unique<Barrier>(nthreads, Completion{state.get()}));
         states.push_back(std::move(state));
     }
-    std::vector<std::thread> threads;
-    threads.reserve(lanes * nthreads);
-    for (unsigned lane = 0; lane < lanes; ++lane) {
-        for (int t = 0; t < nthreads; ++t) {
-            threads.emplace_back([&, lane, t]() {
-                current = states[lane].get();
-                linear_tid = t;
-                thread_idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-                for (long long b = lane; b < n_blocks; b += lanes) {
-                    block_idx = {static_cast<unsigned>(b % grid.x),
-                                 static_cast<unsigned>((b / grid.x) % grid.y),
-                                 static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
-                    std::apply(kernel, args);
-                    // An exited thread no longer counts at barriers (as on sm_70 and later).
-                    current->block_barrier->arrive_and_drop();
-                    current->warp_barriers[t / 32]->arrive_and_drop();
-                    block_ends[lane]->arrive_and_wait();
-                }
-                current = nullptr;
-            });
+    // CUDA thread t of lane `lane` is run_threads' index lane * nthreads + t.
+    run_threads(static_cast<int>(lanes) * nthreads, [&](int index) {
+        const unsigned lane = static_cast<unsigned>(index / nthreads);
+        const int t = index % nthreads;
+        current = states[lane].get();
+        linear_tid = t;
+        thread_idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+        for (long long b = lane; b < n_blocks; b += lanes) {
+            block_idx = {static_cast<unsigned>(b % grid.x),
+                         static_cast<unsigned>((b / grid.x) % grid.y),
+                         static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
+            std::apply(kernel, args);
+            // An exited thread no longer counts at barriers (as on sm_70 and later).
+            current->block_barrier->arrive_and_drop();
+            current->warp_barriers[t / 32]->arrive_and_drop();
+            block_ends[lane]->arrive_and_wait();
         }
-    }
-    for (auto& thread : threads) thread.join();
+        current = nullptr;
+    });
 }
 
 // Parameter signature for the Python launcher's checks: "Pf4" (pointer to 4-byte float),

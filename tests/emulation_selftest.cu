@@ -48,3 +48,13 @@ __global__ void load4_from_shared(const float* in, float* out, int offset) {
     __syncthreads();
     if (threadIdx.x == 0) als::load4(buffer + offset, out);
 }
+
+// Thread 1 waits at its warp's barrier, the others at the block's: neither can complete
+// (a GPU hangs); the emulation reports the deadlock.
+__global__ void wait_at_different_barriers(float* out) {
+    if (threadIdx.x == 1)
+        __syncwarp();
+    else
+        __syncthreads();
+    out[threadIdx.x] = 1;
+}
