@@ -49,7 +49,8 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+// (Fibers need glibc's ucontext: elsewhere, OS threads too.)
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || !defined(__linux__)
 #define GPU_ALS_EMU_OS_THREADS 1
 #else
 #include <sys/mman.h>
