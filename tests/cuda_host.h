@@ -3,8 +3,8 @@
 //
 // Model: a launch runs the blocks of its grid one after another, or (``lanes`` > 1) that
 // many at a time, block b in lane b % lanes. __syncthreads is a barrier of the block's
-// threads, warp primitives exchange values through a per-warp buffer between two barriers
-// of the warp's threads. Each CUDA thread is a fiber (a stack of its own, ucontext) on the
+// threads, warp primitives exchange values through a per-warp buffer and a barrier of the
+// warp's threads. Each CUDA thread is a fiber (a stack of its own, ucontext) on the
 // launching OS thread: it runs until it waits at a barrier, then the next one runs, so a
 // barrier costs a few context switches in user space, where OS threads (128 per block)
 // took a futex wake-up each and most of the emulated suite's time on two cores. Threads
@@ -196,7 +196,10 @@ struct Launch {
     std::vector<unsigned char> dynamic_shared;  // shared_bytes, then the guard bytes
     std::unique_ptr<Barrier> block_barrier;
     std::vector<std::unique_ptr<Barrier>> warp_barriers;
-    std::vector<std::array<unsigned char, 8>> warp_buffer;  // one slot per thread
+    // Two slots per thread for the warp primitives' values (see warp_publish), and the
+    // one each thread writes next.
+    std::vector<std::array<unsigned char, 8>> warp_buffer;
+    std::vector<unsigned char> exchange_parity;
 
 };
 
@@ -216,6 +219,7 @@ inline void start_block(Launch* launch) {
     for (int first = 0; first < launch->nthreads; first += 32)
         launch->warp_barriers.push_back(
             std::make_unique<Barrier>(std::min(32, launch->nthreads - first)));
+    std::fill(launch->exchange_parity.begin(), launch->exchange_parity.end(), 0);
     std::fill_n(launch->dynamic_shared.begin(), launch->shared_bytes, 0xFF);  // (the guard:
     // as it was, or reported)
 }
@@ -240,18 +244,32 @@ inline void check_aligned(const void* p, std::size_t alignment) {
                      "-byte vector access at an address that is not a multiple of it");
 }
 
+// A warp primitive's exchange: publishes this thread's value, waits for the warp's
+// threads, and returns the slots they published to (lane i's at [i]; warp_size of them).
+// A thread's exchanges alternate between its two slots, so one barrier per exchange does:
+// exchange n + 2 overwrites a slot only after every thread of the warp has passed the
+// barrier of exchange n + 1, that is, has read exchange n.
+template <typename T>
+const std::array<unsigned char, 8>* warp_publish(T value, int& warp_size) {
+    static_assert(sizeof(T) <= 8, "warp exchanges of at most 8 bytes");
+    Launch& launch = *current;
+    const int warp_start = linear_tid - linear_tid % 32;
+    warp_size = std::min(32, launch.nthreads - warp_start);
+    const int parity = launch.exchange_parity[linear_tid];
+    launch.exchange_parity[linear_tid] = static_cast<unsigned char>(parity ^ 1);
+    auto* slots = launch.warp_buffer.data() + parity * launch.nthreads + warp_start;
+    std::memcpy(slots[linear_tid - warp_start].data(), &value, sizeof(T));
+    warp_barrier().arrive_and_wait();
+    return slots;
+}
+
 template <typename T>
 T warp_exchange(T value, int source_lane) {
-    static_assert(sizeof(T) <= 8, "warp shuffles of at most 8 bytes");
-    auto& buffer = current->warp_buffer;
-    const int warp_start = linear_tid - linear_tid % 32;
-    const int warp_size = std::min(32, current->nthreads - warp_start);
-    std::memcpy(buffer[linear_tid].data(), &value, sizeof(T));
-    warp_barrier().arrive_and_wait();
+    int warp_size;
+    const auto* slots = warp_publish(value, warp_size);
     T result = value;
     if (source_lane >= 0 && source_lane < warp_size)
-        std::memcpy(&result, buffer[warp_start + source_lane].data(), sizeof(T));
-    warp_barrier().arrive_and_wait();
+        std::memcpy(&result, slots[source_lane].data(), sizeof(T));
     return result;
 }
 
@@ -367,7 +385,8 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
         // guard: none in an AddressSanitizer build, which then reports any access past them.
         state->shared_bytes = shared_bytes;
         state->dynamic_shared.assign(shared_bytes + SHARED_GUARD_BYTES, 0xFF);
-        state->warp_buffer.resize(nthreads);
+        state->warp_buffer.resize(2 * nthreads);
+        state->exchange_parity.assign(nthreads, 0);
         start_block(state.get());
         // The lane's threads meet here after each block; the last one in prepares the next.
         block_ends.push_back(std::make_unique<Barrier>(nthreads, Completion{state.get()}));
@@ -459,16 +478,12 @@ T __shfl_up_sync(unsigned, T value, unsigned delta, int width = 32) {
         value, source >= 0 && source / width == lane_id / width ? source : lane_id);
 }
 inline unsigned __ballot_sync(unsigned, int predicate) {
-    auto& buffer = gpu_als_emu::current->warp_buffer;
-    const int tid = gpu_als_emu::linear_tid;
-    const int warp_start = tid - tid % 32;
-    const int warp_size = std::min(32, gpu_als_emu::current->nthreads - warp_start);
-    buffer[tid][0] = predicate != 0;
-    gpu_als_emu::warp_barrier().arrive_and_wait();
+    int warp_size;
+    const auto* slots =
+        gpu_als_emu::warp_publish(static_cast<unsigned char>(predicate != 0), warp_size);
     unsigned bits = 0;
     for (int lane = 0; lane < warp_size; ++lane)
-        bits |= static_cast<unsigned>(buffer[warp_start + lane][0]) << lane;
-    gpu_als_emu::warp_barrier().arrive_and_wait();
+        bits |= static_cast<unsigned>(slots[lane][0]) << lane;
     return bits;
 }
 
