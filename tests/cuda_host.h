@@ -79,8 +79,7 @@ struct Completion {
 };
 
 #if !defined(GPU_ALS_EMU_OS_THREADS)
-// One CUDA thread: a fiber, and the thread-local state that says which thread it is,
-// kept while the other fibers run.
+// One CUDA thread: a fiber of the scheduler (run_threads).
 struct Fiber {
     ucontext_t context{};
     ucontext_t* scheduler = nullptr;
@@ -89,14 +88,13 @@ struct Fiber {
     bool done = false;
     const class Barrier* waiting = nullptr;  // and the phase it waits to see pass
     unsigned long waiting_phase = 0;
-    Launch* current = nullptr;
-    int linear_tid = 0;
-    dim3 thread_idx, block_idx;
 };
 inline thread_local Fiber* running_fiber = nullptr;
 
 // A barrier of fibers: the last to arrive completes the phase; the others give the OS
-// thread back to the scheduler (run_threads), which resumes them once it has passed.
+// thread back to the scheduler (run_threads), which resumes them once it has passed. The
+// thread-local state that says which CUDA thread runs (current, linear_tid, thread_idx,
+// block_idx) is the other fibers' meanwhile: a waiting fiber keeps its own on its stack.
 class Barrier {
    public:
     explicit Barrier(int expected, Completion completion = {})
@@ -111,7 +109,9 @@ class Barrier {
         Fiber* self = running_fiber;
         self->waiting = this;
         self->waiting_phase = phase;
+        const auto identity = std::tuple(current, linear_tid, thread_idx, block_idx);
         swapcontext(&self->context, self->scheduler);
+        std::tie(current, linear_tid, thread_idx, block_idx) = identity;
     }
 
     void arrive_and_drop() {
@@ -344,15 +344,7 @@ inline void run_threads(int count, const std::function<void(int)>& body) {
             ran = true;
             fiber.waiting = nullptr;
             running_fiber = &fiber;
-            current = fiber.current;
-            linear_tid = fiber.linear_tid;
-            thread_idx = fiber.thread_idx;
-            block_idx = fiber.block_idx;
             swapcontext(&scheduler, &fiber.context);
-            fiber.current = current;
-            fiber.linear_tid = linear_tid;
-            fiber.thread_idx = thread_idx;
-            fiber.block_idx = block_idx;
             left -= fiber.done;
         }
         if (!ran) {
