@@ -143,6 +143,9 @@ def test_metrics_by_hand():
     only_2 = sp.csr_matrix(([1.0], ([2], [5])), shape=(3, 6))  # user 2's test item alone
     assert ranking_metrics(Fixed(lists), train, only_2, K=4) == {  # that user's numbers
         "precision": 1 / 4, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "users": 1}
+    # K = 1, the first item alone: user 0's misses, user 2's hits
+    assert ranking_metrics(Fixed(lists), train, test, K=1) == {
+        "precision": 0.5, "recall": 0.5, "ndcg": 0.5, "map": 0.5, "users": 2}
 
 
 def test_auc_by_hand():
@@ -459,6 +462,36 @@ def test_random_distinct_draws_every_ordered_choice_equally_often(size, count, e
     cells = {choice: i for i, choice in enumerate(itertools.permutations(left, count))}
     observed = np.bincount([cells[tuple(row)] for row in drawn], minlength=len(cells))
     assert chisquare(observed).pvalue > 1e-4
+
+
+def test_random_distinct_keeps_each_row_to_its_own_values():
+    """Rows of different sizes, counts and exclusions, drawn together: each row gets its
+    own count of distinct values of its own range, none excluded, whether drawn or
+    shuffled (a value landing in another row's place would show here: the rows' ranges
+    differ, and the last row's is the smallest)."""
+    from gpu_als.evaluation import _random_distinct
+
+    rng = np.random.default_rng(7)
+    n_rows = 400
+    sizes = rng.integers(40, 5_000, n_rows)
+    sizes[-1] = 30  # the last row: the smallest range, drawn (2 * (10 + 0) <= 30)
+    counts = np.minimum(rng.integers(0, 25, n_rows), sizes // 3)
+    counts[0], counts[-1] = 20, 10
+    excluded = [np.sort(rng.choice(s, rng.integers(0, 5), replace=False)) for s in sizes]
+    excluded[-1] = np.empty(0, np.int64)
+    dense = np.flatnonzero(2 * (counts + [len(e) for e in excluded]) > sizes)
+    width = int(sizes.max())
+    keys = np.concatenate([r * width + e for r, e in enumerate(excluded)]).astype(np.int64)
+    drawn = _random_distinct(np.random.default_rng(0), sizes, counts, keys,
+                             np.array([len(e) for e in excluded]))
+    assert drawn.shape == (counts.sum(),)
+    starts = np.cumsum(counts) - counts
+    for r in range(n_rows):
+        row = drawn[starts[r]:starts[r] + counts[r]]
+        assert len(set(row.tolist())) == counts[r], r
+        assert ((row >= 0) & (row < sizes[r])).all(), (r, sizes[r], row)
+        assert not np.isin(row, excluded[r]).any(), r
+    assert len(dense) < n_rows // 4, "most rows are drawn, not shuffled"
 
 
 def test_random_recommendations_and_their_auc(monkeypatch):
