@@ -539,18 +539,29 @@ class TestQueryErrors:
 
     def test_non_integer_ids(self, fitted):
         model, R = fitted
-        with pytest.raises(TypeError, match="userid must be an integer"):
+        with pytest.raises(TypeError, match=r"^userid must be an integer or an array of "
+                                            r"integers, got float 1.5$"):
             model.recommend(1.5, R[0])
+        with pytest.raises(TypeError, match=r"^userid must be an integer or an array of "
+                                            r"integers, got an array of dtype float64$"):
+            model.recommend([1.0, 2.0], R[[1, 2]])
 
     def test_string_ids_point_to_the_id_maps(self, fitted):
         model, R = fitted
-        with pytest.raises(TypeError, match=r"got <U5; these are factor rows: .*row r is "
-                                            r"model.user_ids_\[r\], and "
+        with pytest.raises(TypeError, match=r"got str 'alice'; these are factor rows: .*row "
+                                            r"r is model.user_ids_\[r\], and "
                                             r"model.user_rows\(ids\) gives"):
             model.recommend("alice", R[0])
-        with pytest.raises(TypeError, match=r"got object; .*model.item_ids_\[r\], and "
+        with pytest.raises(TypeError, match=r"got an array of dtype object; "
+                                            r".*model.item_ids_\[r\], and "
                                             r"model.item_rows\(ids\)"):
             model.similar_items(np.array(["x", "y"], dtype=object))
+        # no id at all: said as such, without the hint about ids
+        with pytest.raises(TypeError, match=r"^itemid must be an integer or an array of "
+                                            r"integers, got NoneType None$"):
+            model.similar_items(None)
+        with pytest.raises(TypeError, match=r"got float32 2.0$"):  # a NumPy scalar's value
+            model.similar_items(np.float32(2))
 
     def test_filter_items_and_items_together(self, fitted):
         model, R = fitted
