@@ -1101,3 +1101,36 @@ def test_the_kernel_profile_reads_ncus_table(tmp_path, monkeypatch, capsys):
     assert gpu_check.profile_kernels(timeout=1)["error"] == "timed out after 1 s"
     monkeypatch.setattr(gpu_check, "find_ncu", lambda: None)
     assert gpu_check.profile_kernels(timeout=1) == {"error": "Nsight Compute (ncu) not found"}
+
+
+def test_mutation_check_changes_one_place_and_reports_who_caught_it(capsys):
+    """benchmarks/mutation_check.py: each mutant differs from the module in exactly the one
+    place drawn; a run on a copy of the tree says which mutants the tests caught."""
+    import ast
+
+    mutation = benchmark_script("mutation_check")
+    source = "def f(a, b):\n    return a + 1 if a < b and not b else a * 2\n"
+    tree = ast.parse(source)
+    sites = mutation.mutation_sites(tree)
+    assert sorted(kind for kind, _, _ in sites) == [
+        "compare", "constant", "constant", "not", "operator", "operator", "operator"]
+    def dumped(sources):  # compared as syntax trees: unparse's parentheses vary
+        return {ast.dump(ast.parse(text)) for text in sources}
+
+    mutants = [mutation.mutated_source(tree, site) for site in sites]
+    assert ast.dump(tree) == ast.dump(ast.parse(source))  # left as it was
+    assert dumped(mutants) == dumped(f"def f(a, b):\n    return {body}\n" for body in (
+        "a - 1 if a < b and not b else a * 2", "a + 2 if a < b and not b else a * 2",
+        "a + 1 if a <= b and not b else a * 2", "a + 1 if a < b or not b else a * 2",
+        "a + 1 if a < b and +b else a * 2", "a + 1 if a < b and not b else a / 2",
+        "a + 1 if a < b and not b else a * 3"))
+    # end to end, on a module whose tests are quick: the tests catch the mutant, and the
+    # working tree is never written to
+    weighting = ROOT / "gpu_als" / "weighting.py"
+    before = weighting.read_text()
+    assert mutation.main(["gpu_als/weighting.py", "tests/test_weighting.py", "--mutants",
+                          "1", "--seed", "0"]) == 0
+    assert weighting.read_text() == before
+    out = capsys.readouterr().out
+    assert "  0 killed operator line 86: length_norm = " in out
+    assert out.endswith("1 of 1 killed, 0 survived\n")
