@@ -371,6 +371,9 @@ def test_similar_frames_refuse_ids_the_model_lacks(clicks):
     model = fitted(clicks)
     with pytest.raises(ValueError, match=r"the model has no item 999 \(1 of the 2 given\)"):
         model.similar_items_frame([7, 999])
+    first = model.item_ids_[0]  # row 0: known, however its row is written
+    with pytest.raises(ValueError, match=r"the model has no item 999 \(1 of the 2 given\)"):
+        model.similar_items_frame([first, 999])
     with pytest.raises(ValueError, match=r"no item 'a', 'b', 'c' \(3 of the 3 given\)"):
         model.similar_items_frame(["a", "b", "c"])
     with pytest.raises(ValueError, match=r"no item 'a', 'b', 'c', \.\.\. \(4 of the 4"):
