@@ -455,6 +455,15 @@ def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"gpu-als train: error: {utf8} is not {given} text ({why}")
         assert err.endswith("): its first bytes read as UTF-8: leave --encoding out\n")
+    # UTF-8 still when the bytes read to tell (the first 4,096) end inside a character:
+    # a user id whose "é" starts at byte 4,095
+    rows = "user,item,value\n" + "".join(f"u{i},i{i % 7},1\n" for i in range(300))
+    cut = tmp_path / "cut.csv"
+    cut.write_text(rows + "u" + "x" * (4094 - len(rows)) + "é,i1,1\n", encoding="utf-8")
+    assert cut.read_bytes()[4095:4097] == "é".encode()
+    assert main(["train", str(cut), "--encoding", "ascii", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "): its first bytes read as UTF-8: leave --encoding out\n")
     zipped = tmp_path / "clicks-utf-16.csv.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     assert main(["train", str(zipped), "--factors", "2", "--iterations", "1", "--backend",
