@@ -59,12 +59,13 @@ def test_bm25_by_hand_and_the_input_is_left_alone():
 
 
 def test_k1_zero_counts_presence_only():
-    """A stored 0 (whose saturation K1 * norm + x is then 0) stays 0."""
-    X = sp.csr_matrix(([2.0, 0.0, 5.0], ([0, 0, 1], [0, 1, 1])), shape=(4, 2))
+    """Every stored value > 0, a fraction too, weighs its column's idf; a stored 0 (whose
+    saturation K1 * norm + x is then 0) stays 0."""
+    X = sp.csr_matrix(([2.0, 0.0, 5.0, 0.5], ([0, 0, 1, 2], [0, 1, 1, 0])), shape=(4, 2))
     W = bm25_weight(X, K1=0.0, B=0.5)
-    idf = np.log(4) - np.log1p(np.array([1.0, 2.0]))
+    idf = np.log(4) - np.log1p(np.array([2.0, 2.0]))
     assert (idf != 0).all()
-    np.testing.assert_allclose(W.toarray(), [[idf[0], 0.0], [0.0, idf[1]], [0.0, 0.0],
+    np.testing.assert_allclose(W.toarray(), [[idf[0], 0.0], [0.0, idf[1]], [idf[0], 0.0],
                                              [0.0, 0.0]])
 
 
