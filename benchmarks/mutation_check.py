@@ -42,7 +42,7 @@ SWAPS: dict[type, type] = {
 
 
 def mutation_sites(tree: ast.AST, lines: tuple[int, int] | None = None) -> list[tuple]:
-    """Every place ``mutate`` can change, as (kind, node, operand index)."""
+    """Every place :func:`mutated_source` can change, as (kind, node, operand index)."""
     sites = []
     for node in ast.walk(tree):
         line = getattr(node, "lineno", None)
@@ -103,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                         "\"-k 'not sanitizer'\" (split as a shell would)")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
-    lines = tuple(map(int, args.lines.split("-"))) if args.lines else None
+    lines = None
+    if args.lines:
+        first, last = args.lines.split("-")
+        lines = (int(first), int(last))
     source = (ROOT / args.module).read_text()
     tree = ast.parse(source)
-    sites = mutation_sites(tree, lines)  # type: ignore[arg-type]
+    sites = mutation_sites(tree, lines)
     random.Random(args.seed).shuffle(sites)
     chosen = sites[:args.mutants]
     print(f"{args.module}: {len(sites)} places, {len(chosen)} mutants; tests: "
@@ -136,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{number:3d} {'killed' if killed else 'SURVIVED'} {site[0]} line {line}: "
                   f"{source.splitlines()[line - 1].strip()[:100]} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-        (copy / args.module).write_text(source)
     print(f"{len(chosen) - survivors} of {len(chosen)} killed, {survivors} survived")
     return 0
 
