@@ -253,6 +253,16 @@ def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
                  "--iterations", "0", "--output", str(out)]) == 0
     assert "gpu-als train: warning: warm_start=True: none of the data's users is among " \
            "the model's (40, e.g. 0); all start random" in capsys.readouterr().err
+    # recommend reads it so too: its items are its 20 rows (not, say, its 3 factors), and
+    # of --items only 99 is not one of them
+    assert main(["recommend", str(tmp_path / "plain.npz"), "--users", "5", "12", "--N", "2",
+                 "--items", "15", "16", "17", "99", "--backend", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    ids, _ = model.recommend([5, 12], N=2, filter_already_liked_items=False,
+                             items=[15, 16, 17])
+    assert [[int(line.split(",")[1]) for line in out.splitlines() if line.startswith(f"{u},")]
+            for u in (5, 12)] == ids.tolist()
+    assert err.endswith("; --items: 1 of its 4 ids not items of the model (ignored)\n")
 
 
 def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, capsys,
