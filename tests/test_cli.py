@@ -466,14 +466,24 @@ def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
         assert err.startswith(f"gpu-als train: error: {utf8} is not {given} text ({why}")
         assert err.endswith("): its first bytes read as UTF-8: leave --encoding out\n")
     # UTF-8 still when the bytes read to tell (the first 4,096) end inside a character:
-    # a user id whose "é" starts at byte 4,095
+    # a user id whose "é" starts at byte 4,095 (1 of its 2 bytes read), or whose emoji
+    # starts at byte 4,093 (3 of 4)
     rows = "user,item,value\n" + "".join(f"u{i},i{i % 7},1\n" for i in range(300))
     cut = tmp_path / "cut.csv"
-    cut.write_text(rows + "u" + "x" * (4094 - len(rows)) + "é,i1,1\n", encoding="utf-8")
-    assert cut.read_bytes()[4095:4097] == "é".encode()
+    for char in ("é", "\N{GRINNING FACE}"):
+        start = 4096 - len(char.encode()) + 1
+        cut.write_text(rows + "u" + "x" * (start - 1 - len(rows)) + char + ",i1,1\n",
+                       encoding="utf-8")
+        assert cut.read_bytes()[start:4096 + 1] == char.encode()
+        assert main(["train", str(cut), "--encoding", "ascii", "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.endswith(
+            "): its first bytes read as UTF-8: leave --encoding out\n")
+    # but a Latin-1 "é" there is no cut UTF-8 character (a lead byte, then no follower)
+    cut.write_bytes((rows + "u" + "x" * (4093 - len(rows))).encode() + "é,i1,1\n".encode(
+        "latin-1"))
     assert main(["train", str(cut), "--encoding", "ascii", "--backend", "cpu"]) == 2
     assert capsys.readouterr().err.endswith(
-        "): its first bytes read as UTF-8: leave --encoding out\n")
+        "name its encoding with --encoding, e.g. --encoding latin-1\n")
     zipped = tmp_path / "clicks-utf-16.csv.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     assert main(["train", str(zipped), "--factors", "2", "--iterations", "1", "--backend",
