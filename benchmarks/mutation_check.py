@@ -65,15 +65,14 @@ def mutated_source(tree: ast.AST, site: tuple) -> str:
     """The module's source with ``site`` changed (the tree is left as it was)."""
     kind, node, i = site
     if kind == "compare":
-        old = node.ops[i]
-        node.ops[i] = SWAPS[type(old)]()
-        try:
-            return ast.unparse(tree)
-        finally:
-            node.ops[i] = old
-    attribute, old = ("value", node.value) if kind == "constant" else ("op", node.op)
-    new = old + 1 if kind == "constant" else \
-        ast.UAdd() if kind == "not" else SWAPS[type(old)]()
+        ops = list(node.ops)
+        ops[i] = SWAPS[type(ops[i])]()
+        attribute, new = "ops", ops
+    elif kind == "constant":
+        attribute, new = "value", node.value + 1
+    else:  # "not" is dropped (a unary +); an operator swapped
+        attribute, new = "op", ast.UAdd() if kind == "not" else SWAPS[type(node.op)]()
+    old = getattr(node, attribute)
     setattr(node, attribute, new)
     try:
         return ast.unparse(tree)

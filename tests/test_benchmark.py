@@ -1114,6 +1114,7 @@ def test_mutation_check_changes_one_place_and_reports_who_caught_it(capsys):
     sites = mutation.mutation_sites(tree)
     assert sorted(kind for kind, _, _ in sites) == [
         "compare", "constant", "constant", "not", "operator", "operator", "operator"]
+
     def dumped(sources):  # compared as syntax trees: unparse's parentheses vary
         return {ast.dump(ast.parse(text)) for text in sources}
 

@@ -479,11 +479,11 @@ def test_random_distinct_keeps_each_row_to_its_own_values():
     counts[0], counts[-1] = 20, 10
     excluded = [np.sort(rng.choice(s, rng.integers(0, 5), replace=False)) for s in sizes]
     excluded[-1] = np.empty(0, np.int64)
-    dense = np.flatnonzero(2 * (counts + [len(e) for e in excluded]) > sizes)
+    n_excluded = np.array([len(e) for e in excluded])
+    dense = np.flatnonzero(2 * (counts + n_excluded) > sizes)
     width = int(sizes.max())
     keys = np.concatenate([r * width + e for r, e in enumerate(excluded)]).astype(np.int64)
-    drawn = _random_distinct(np.random.default_rng(0), sizes, counts, keys,
-                             np.array([len(e) for e in excluded]))
+    drawn = _random_distinct(np.random.default_rng(0), sizes, counts, keys, n_excluded)
     assert drawn.shape == (counts.sum(),)
     starts = np.cumsum(counts) - counts
     for r in range(n_rows):
