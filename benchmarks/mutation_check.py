@@ -9,7 +9,9 @@ comparison ``<`` / ``<=``, ``==`` / ``!=``, ``in`` / ``not in``, ``is`` / ``is n
 operator ``+`` / ``-``, ``*`` / ``/``, ``//`` to ``*``; ``and`` / ``or``; a constant 0, 1
 or 2 plus one; a ``not`` dropped), runs the given tests on the copy (``pytest -x``) and
 prints whether they failed ("killed") or passed ("SURVIVED"); a run past ``--timeout``
-seconds counts as killed (the mutant made something loop). A survivor is a place to look
+seconds counts as killed (the mutant made something loop). The tests run as under CI
+(``CI=true``), where a test that would skip for a missing input (MovieLens, the compiler)
+fails instead: a mutant that only makes a test skip is caught. A survivor is a place to look
 at, not a verdict: many are equivalent (a bound on a block size, a heuristic that only
 changes speed), and some are caught by tests outside the ones given. The tree itself is
 never written to.
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_als_mutants_") as folder:
         copy = Path(folder)
         copy_tree(copy)
-        env = {**os.environ, "PYTHONPATH": str(copy)}
+        env = {**os.environ, "PYTHONPATH": str(copy), "CI": "true"}
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                    *args.tests, *shlex.split(args.pytest_args)]
         baseline = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)

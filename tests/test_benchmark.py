@@ -1135,3 +1135,18 @@ def test_mutation_check_changes_one_place_and_reports_who_caught_it(capsys):
     out = capsys.readouterr().out
     assert "  0 killed operator line 86: length_norm = " in out
     assert out.endswith("1 of 1 killed, 0 survived\n")
+
+
+def test_mutation_check_counts_a_mutant_that_only_makes_a_test_skip_as_caught(
+        capsys, movielens):
+    """The mutant runs its tests as CI does: a MovieLens test that would skip (the loader
+    reporting every file missing) fails instead, so the mutant is reported killed."""
+    mutation = benchmark_script("mutation_check")
+    line = next(number for number, text in enumerate(
+        (ROOT / "gpu_als" / "datasets.py").read_text().splitlines(), 1)
+        if "if not file.is_file():" in text)
+    assert mutation.main(["gpu_als/datasets.py", "tests/test_datasets.py", "--lines",
+                          f"{line}-{line}", "--pytest-args", "-k local_copy"]) == 0
+    out = capsys.readouterr().out
+    assert f"  0 killed not line {line}: if not file.is_file():" in out
+    assert out.endswith("1 of 1 killed, 0 survived\n")

@@ -180,6 +180,10 @@ def test_a_local_copy_is_found_in_either_layout(tmp_path, monkeypatch, movielens
     loaded = load_movielens_100k()
     assert loaded.path == copy and loaded.ratings.nnz == 100_000
     assert loaded.item_titles[0] == "item 0"  # without u.item: placeholder titles
+    # a u.item with blank lines (as an edited copy may have): the titles it names
+    (copy / "u.item").write_text("\n2|GoldenEye (1995)|01-Jan-1995||\n\n", encoding="latin-1")
+    titles = load_movielens_100k().item_titles
+    assert titles[1] == "GoldenEye (1995)" and titles[0] == "item 0" and len(titles) == 1682
     (copy / "u1.base").unlink()
     with pytest.raises(FileNotFoundError, match="u1.base is missing from the MovieLens"):
         load_movielens_100k()
