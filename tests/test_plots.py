@@ -3,6 +3,7 @@ hyperparameter plotted."""
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,6 +77,8 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
         plots.plot_loss([2.0, 1.0], None)
     with pytest.raises(TypeError, match="result must be what gpu_als.tune.tune returns"):
         plots.plot_tuning({"factors": [8]}, tmp_path / "tune.png")
+    with pytest.raises(TypeError, match="got SimpleNamespace"):  # best_params, no trials
+        plots.plot_tuning(SimpleNamespace(best_params={"factors": 8}), tmp_path / "tune.png")
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(ValueError, match="other.json is not a benchmark result"):
         plots.plot_benchmark(tmp_path / "other.json", tmp_path / "charts")
@@ -156,6 +159,8 @@ def test_pca_is_that_of_the_covariance_matrix():
     np.testing.assert_allclose(ratio, values[:2] / values.sum(), rtol=1e-10)
     np.testing.assert_allclose(np.abs(projected), np.abs((F - F.mean(axis=0)) @ vectors[:, :2]),
                                rtol=1e-8, atol=1e-8)
+    # the share explained does not depend on the scale, however small the variance
+    np.testing.assert_allclose(pca(F * 1e-3)[1], ratio, rtol=1e-10)
     assert pca(F, components=3)[0].shape == (300, 3)
     assert pca(F[:2, :2])[0].shape == (2, 2)  # the least it takes: 2 rows, 2 columns
     with np.errstate(all="raise"):  # rows all alike: no variance, none explained
@@ -220,7 +225,7 @@ def test_tuning_chart(drawn, tmp_path):
     column per value that is not a number (booleans too), finished trials filled and
     stopped ones hollow, a line at the best value, a tick at each value tried (16 and
     32, not 17.5, 20, 22.5, ...)."""
-    from gpu_als.plots import plot_tuning
+    from gpu_als.plots import MAX_VALUE_TICKS, plot_tuning
     from gpu_als.tune import TuneResult
 
     trials = [
@@ -262,12 +267,20 @@ def test_tuning_chart(drawn, tmp_path):
     assert figure._suptitle.get_text() == "Hyperparameter search (3 configurations)"
     plot_tuning(result, tmp_path / "tune.png", title="my search")
     assert drawn[1]._suptitle.get_text() == "my search"
-    # more values than MAX_VALUE_TICKS: matplotlib's own ticks, not one at each value
-    many = [{**trials[1], "factors": k, "finished": True} for k in range(1, 10)]
-    plot_tuning(TuneResult({**best, "factors": 9}, 0.3, None, many, "recall@10"),
-                tmp_path / "many.png")
-    ticks = [float(x) for x in drawn[2].axes[0].get_xticks()]
-    assert ticks and ticks != list(range(1, 10))
+    # MAX_VALUE_TICKS values: a tick at each; more: matplotlib's own ticks
+    for count in (MAX_VALUE_TICKS, MAX_VALUE_TICKS + 1):
+        many = [{**trials[1], "factors": k, "finished": True} for k in range(1, count + 1)]
+        plot_tuning(TuneResult({**best, "factors": count}, 0.3, None, many, "recall@10"),
+                    tmp_path / "many.png")
+        ticks = [float(x) for x in drawn[-1].axes[0].get_xticks()]
+        assert ticks and (ticks == list(range(1, count + 1))) == (count == MAX_VALUE_TICKS)
+    # values below 1 that span 100x: a log axis too; one value tried: linear, one tick at it
+    small = [{**trials[1], "regularization": r} for r in (0.001, 0.1)]
+    plot_tuning(TuneResult({**best, "regularization": 0.1}, 0.3, None, small, "recall@10"),
+                tmp_path / "small.png")
+    factors, regularization = drawn[-1].axes[:2]
+    assert regularization.get_xscale() == "log" and factors.get_xscale() == "linear"
+    assert [float(x) for x in factors.get_xticks()] == [64.0]
 
 
 def test_benchmark_chart(drawn, tmp_path, monkeypatch):
