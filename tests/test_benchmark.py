@@ -235,6 +235,15 @@ def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):
     assert [(r["factors"], r["solver"]) for r in document["benchmarks"]] == [(4, "cholesky")]
     assert "error" not in document["benchmarks"][0] and document["device"]
     assert document["profile"] == "full"
+    # without --output: into benchmarks/results/ under the working folder, made as needed
+    calls.clear()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(["--full", "--datasets", "tiny", "--factors", "4", "8",
+                        "--implementations", "gpu_als-cpu-cholesky"])
+    [default] = (tmp_path / "elsewhere" / "benchmarks" / "results").glob("bench-*.json")
+    assert default.name == written.name
 
 
 def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
