@@ -14,7 +14,7 @@ from gpu_als import ALS, AlternatingLeastSquares, from_dataframe
 from gpu_als.backends import CPUBackend
 from gpu_als.exceptions import NotFittedError
 
-from .conftest import backend_name, emulated_backend, random_interactions
+from .conftest import ProgressBars, backend_name, emulated_backend, random_interactions
 from .reference import assert_dot_products_close, solve_rows_loop
 
 
@@ -348,8 +348,17 @@ def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_bef
             model.recommend(0, R[0], N=3)
 
 
-def test_fit_takes_implicits_fit_arguments(R, capsys):
+def test_fit_takes_implicits_fit_arguments(R, capsys, monkeypatch):
     """implicit's ``fit(user_items, show_progress=True, callback=None)``: for one fit."""
+    import gpu_als.model
+
+    progress = ProgressBars()
+    monkeypatch.setattr(gpu_als.model, "tqdm", progress)
+    for own, given, shown in ((False, True, True), (True, False, False), (True, None, True),
+                              (False, None, False)):
+        model_for("cpu", iterations=1, show_progress=own).fit(R, show_progress=given)
+        # tqdm's disable=None: a bar where the output is a terminal
+        assert progress.bars[-1].disable is (None if shown else True), (own, given)
     calls = []
     model = model_for("cpu", callback=lambda *a: calls.append("constructor"))
     model.fit(R, show_progress=False, callback=lambda *a: calls.append(a))
@@ -882,14 +891,16 @@ def test_explicit_ratings_repeating_a_pair_are_summed_with_a_warning(tmp_path, c
     # ... and rows folded in, by every call that solves them
     row = sp.coo_matrix(([4.0, 4.0, 3.0], ([0, 0, 0], [0, 0, 1])), shape=(1, 2))
     column = sp.coo_matrix(([4.0, 4.0], ([0, 0], [2, 2])), shape=(1, 3))
-    for fold_in in (lambda: from_matrix.recalculate_user(0, row),
-                    lambda: from_matrix.transform(row),
-                    lambda: from_matrix.recommend(0, row, recalculate_user=True),
-                    lambda: from_matrix.recalculate_item(1, column),
-                    lambda: from_matrix.partial_fit_users([3], row)):
-        with pytest.warns(UserWarning, match=r"^1 of the \d stored entries of (user_items|"
-                                             r"item_users) repeat a \((user, item|item, "
-                                             r"user)\) pair") as caught:
+    users = r"^1 of the 3 stored entries of user_items repeat a \(user, item\) pair"
+    items = r"^1 of the 2 stored entries of item_users repeat a \(item, user\) pair"
+    for fold_in, message in ((lambda: from_matrix.recalculate_user(0, row), users),
+                             (lambda: from_matrix.transform(row), users),
+                             (lambda: from_matrix.recommend(0, row, recalculate_user=True),
+                              users),
+                             (lambda: from_matrix.recalculate_item(1, column), items),
+                             (lambda: from_matrix.partial_fit_items([1], column), items),
+                             (lambda: from_matrix.partial_fit_users([3], row), users)):
+        with pytest.warns(UserWarning, match=message) as caught:
             fold_in()
         assert len(caught) == 1 and caught[0].filename == __file__
     with warnings.catch_warnings():
