@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from gpu_als import ALS
 from gpu_als.backends import CPUBackend
 from gpu_als.evaluation import ranking_metrics, train_test_split
-from gpu_als.tune import tune
+from gpu_als.tune import search_space, tune
 
 from .conftest import ProgressBars, random_interactions
 
@@ -121,6 +121,15 @@ def test_deterministic_and_random_sampling(R):
                for seed in range(4)}
     assert len(samples) > 1  # the seed draws the sample
     assert len(run(R, n_samples=100).trials) == 8  # more than the grid: all of it
+    # the default seed is 0, as documented: the sample, the split and the fits
+    drawn = search_space(GRID, n_samples=3)[2]
+    assert drawn == search_space(GRID, n_samples=3, random_state=0)[2]
+    assert drawn != search_space(GRID, n_samples=3, random_state=1)[2]
+    default, zero = (tune(R, GRID, n_samples=2, halving=False, show_progress=False,
+                          base_params={"iterations": 1, "backend": "cpu"}, **seed)
+                     for seed in ({}, {"random_state": 0}))
+    assert [t["score"] for t in default.trials] == [t["score"] for t in zero.trials]
+    np.testing.assert_array_equal(default.model.item_factors_, zero.model.item_factors_)
 
 
 def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
@@ -128,7 +137,6 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
     search listed every configuration first (a hang, then out of memory). The draw is the
     one of the grid's list, in the order of itertools.product."""
     from gpu_als import tune as tune_module
-    from gpu_als.tune import search_space
 
     huge = {"regularization": np.logspace(-4, 1, 10_000), "alpha": np.linspace(1, 100, 10_000),
             "factors": range(1, 10_001)}
@@ -261,7 +269,7 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"param_grid": {"alpha": [1, 2, 1.0]}}, r"param_grid\['alpha'\] holds 1.0 more than once"),
     ({"param_grid": {"factors": list(range(10**5)) + [7]}},  # (compared pairwise before)
      r"param_grid\['factors'\] holds 7 more than once"),
-    ({"param_grid": {"factors": [[2], [4], [2]]}}, r"param_grid\['factors'\] holds \[2\] "
+    ({"param_grid": {"factors": [[4], [2], [2]]}}, r"param_grid\['factors'\] holds \[2\] "
                                                    r"more than once"),  # unhashable values
     ({"param_grid": [("factors", [2, 4])]}, r"param_grid must be a dict of hyperparameter "
                                             r"name -> list of values, got list"),
@@ -277,6 +285,15 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
 def test_bad_arguments(R, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         tune(R, **{"param_grid": GRID, "show_progress": False, **kwargs})
+
+
+@pytest.mark.parametrize("given, name", [([[1.0, 0.0], [0.0, 1.0]], "builtins.list"),
+                                         (None, "builtins.NoneType"),
+                                         ("ratings.csv", "builtins.str")])
+def test_what_is_not_a_matrix_or_a_frame_is_refused_by_name(given, name):
+    with pytest.raises(TypeError, match=f"^user_items must be a scipy.sparse matrix or "
+                                        f"array, got {name}$"):
+        tune(given, param_grid=GRID, show_progress=False)
 
 
 def test_data_without_a_user_to_validate_on_is_refused_before_training():
@@ -299,7 +316,8 @@ def test_a_search_that_cannot_fit_in_memory_is_refused_before_copying(monkeypatc
         tune(wide, param_grid={"factors": [8, 64]}, show_progress=False)
 
 
-def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, monkeypatch):
+def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, monkeypatch,
+                                                                           tmp_path):
     """The progress bar ends at the number of trials, halving or not; a trial's seconds
     are its training time (positive, and together within the search's wall time); one
     sampled configuration is a search too."""
@@ -319,6 +337,9 @@ def test_progress_counts_each_trial_once_and_seconds_are_its_training_time(R, mo
         assert all(s > 0 for s in seconds) and sum(seconds) < wall
     one = run(R, n_samples=1)
     assert len(one.trials) == 1 and one.trials[0]["finished"]
+    lines = one.to_csv(tmp_path / "one.csv").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == "factors,regularization,alpha,score,"\
+        "iterations_trained,finished,seconds"
 
 
 def test_a_trials_seconds_add_up_over_its_rungs(R, monkeypatch):
@@ -470,7 +491,7 @@ def test_rmse_needs_explicit_feedback_and_explicit_has_no_alpha_to_search(R):
 def test_the_search_space_is_checked_without_data():
     """search_space: tune's base, grid and configurations (the default grid for None, by
     feedback); what tune would refuse, refused before any data."""
-    from gpu_als.tune import DEFAULT_EXPLICIT_GRID, search_space
+    from gpu_als.tune import DEFAULT_EXPLICIT_GRID
 
     base, grid, configurations = search_space({"factors": [8, 16], "alpha": [1.0]},
                                               {"iterations": 5})
