@@ -676,11 +676,17 @@ def test_a_repeated_character_separator_reads_as_pandas_python_parser_does(tmp_p
 
 
 def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
+    import time
+
+    start = time.perf_counter()
     assert main(["evaluate", str(csv_file), "--factors", "4", "--iterations", "2",
                  "--backend", "cpu", "--K", "5"]) == 0
+    wall = time.perf_counter() - start
     out = capsys.readouterr().out
     for word in ("P@5", "Recall@5", "NDCG@5", "MAP@5", "AUC", "Random", "Popularity", "ALS"):
         assert word in out
+    seconds = float(re.search(r"; trained on 'cpu' in ([\d.]+) s\n", out).group(1))
+    assert 0 <= seconds <= wall  # the fit's time, within the command's
 
 
 def test_evaluate_without_auc_prints_the_same_ranking_metrics(csv_file, capsys, monkeypatch):
@@ -1282,6 +1288,39 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
         assert f"gpu-als {argv[0]}: error: argument {error}" in capsys.readouterr().err
 
 
+#: Each integer option with a floor: (command, option, the least value it takes).
+FLOORS = [(command, "--seed", 0) for command in ("demo", "train", "evaluate", "tune")] + \
+    [(command, "--N", 1) for command in ("recommend", "similar", "explain")] + \
+    [("train", "--early-stopping", 1), ("train", "--validation-users", 1), ("train", "--K", 1),
+     ("evaluate", "--K", 1), ("tune", "--K", 1), ("tune", "--n-samples", 1),
+     ("tune", "--min-iterations", 1), ("tune", "--reduction-factor", 2)]
+
+
+def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
+    """The floor itself parses, one below it is refused by the option's name; the table
+    above lists every option with a floor (a new one must be added to it)."""
+    import argparse
+
+    from gpu_als.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction)).choices
+    floored = {(name, action.option_strings[0])
+               for name, command in commands.items() for action in command._actions
+               if getattr(action.type, "__qualname__", "") == "at_least.<locals>.parse"}
+    assert floored == {(command, option) for command, option, _ in FLOORS}
+    for command, option, least in FLOORS:
+        parser = commands[command]
+        dest = next(a.dest for a in parser._actions if option in a.option_strings)
+        required = [[*a.option_strings[:1], "x"] for a in parser._actions if a.required]
+        argv = [word for words in required for word in words] + [option, str(least)]
+        assert getattr(parser.parse_args(argv), dest) == least, (command, option)
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv[:-1] + [str(least - 1)])
+        assert f"argument {option}: must be >= {least}, got {least - 1}" in \
+            capsys.readouterr().err, (command, option)
+
+
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
     path, _ = trained
     for command in (["recommend", str(path), "--users", "u0"],
@@ -1506,6 +1545,25 @@ def test_ids_joined_by_commas_are_named_with_how_to_give_them(trained, tmp_path,
         assert capsys.readouterr().err.startswith(f"gpu-als {command[0]}: error: {says}")
     assert main(["recommend", str(path), "--users", "u1,ghost", "--backend", "cpu"]) == 2
     assert "user 'u1,ghost' is not in the model" in capsys.readouterr().err
+    # a model without ids: its ids are its rows (30 users, 6 items; fewer factors, 4)
+    rng = np.random.default_rng(0)
+    rows = tmp_path / "rows.npz"
+    ALS.from_factors(rng.random((30, 4)), rng.random((6, 4))).save(rows)
+    for command, says in ((["recommend", str(rows), "--users", "20,21"],
+                           "--users '20,21' is no id of the model, but '20', '21' are"),
+                          (["similar", str(rows), "--items", "4,5"],
+                           "--items '4,5' is no id of the model, but '4', '5' are")):
+        assert main([*command, "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err.startswith(f"gpu-als {command[0]}: error: {says}")
+
+
+def test_similar_to_the_only_item_is_a_header_and_zero_per_item(tmp_path, capsys):
+    path = tmp_path / "one.npz"
+    ALS.from_factors(np.ones((3, 4)), np.ones((1, 4))).save(path)
+    assert main(["similar", str(path), "--items", "0", "--backend", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "item,similar_item,rank,score\n"
+    assert err == "0 similar items (cosine of the factors, 0 per item) to standard output\n"
 
 
 def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, capsys):
@@ -1714,6 +1772,18 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     assert out.startswith("gpu-als ") and "numpy " in out and "CPU: " in out
     assert "GPU: not usable: no device (test)" in out
     assert "backend='auto' uses the CPU backend here" in out
+    # each BLAS/OpenMP pool threadpoolctl finds, its version where it has one
+    from gpu_als.backends import cpu
+
+    for pools, said in (([{"internal_api": "openblas", "version": "0.3.30", "num_threads": 2},
+                          {"internal_api": "openmp", "version": None, "num_threads": 4}],
+                         "openblas 0.3.30 (2 threads), openmp (4 threads)"),
+                        ([], "none found")):
+        monkeypatch.setattr(cpu, "_thread_pools",
+                            lambda pools=pools: type("Pools", (), {"info": lambda _: pools})())
+        assert main(["info"]) == 0
+        assert re.search(rf"^CPU: .* threads; BLAS/OpenMP: {re.escape(said)}$",
+                         capsys.readouterr().out, re.M)
     # a device CuPy sees, whose details cannot be read (here: no CuPy): said, and used
     monkeypatch.setattr(gpu, "unavailable_reason", lambda: None)
     monkeypatch.setattr(gpu, "GPUBackend", lambda: _raise(RuntimeError("driver too old")))
