@@ -942,6 +942,7 @@ def test_fit_in_progress_is_true_only_while_the_model_fits():
      r"train has shape \(3, 5\) but validation has shape \(4, 5\)"),
     ({"patience": 0}, ValueError, r"patience=0: must be >= 1"),
     ({"K": 2.5}, TypeError, r"K must be an integer"),
+    ({"K": 0}, ValueError, r"K=0: must be >= 1"),
     ({"min_delta": -0.1}, ValueError, r"min_delta=-0.1: must be >= 0"),
     ({"restore_best": "yes"}, TypeError, r"restore_best must be True or False, got str"),
 ])
@@ -953,3 +954,11 @@ def test_early_stopping_refuses_bad_arguments(change, error, match):
     with pytest.raises(error, match=match):
         EarlyStopping(arguments.pop("model"), arguments.pop("train"),
                       arguments.pop("validation"), **arguments)
+
+
+def test_early_stopping_takes_each_setting_at_its_floor():
+    from gpu_als import ALS
+
+    stopper = EarlyStopping(ALS(), sp.csr_matrix((4, 5)), sp.csr_matrix((4, 5)), K=1,
+                            patience=1, min_delta=0.0, max_users=1)
+    assert (stopper.K, stopper.patience, stopper.min_delta) == (1, 1, 0.0)
