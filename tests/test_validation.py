@@ -69,6 +69,9 @@ def test_a_frames_value_beyond_float32_is_named_by_its_row():
                                          r"down or use dtype=float64$"):
         fit(df)
     assert from_dataframe(df, dtype=np.float64).matrix[2, 0] == -1e39
+    largest = float(np.finfo(np.float32).max)  # the range's end itself is in it
+    df["value"] = [1.0, 2.0, -largest, 3.0]
+    assert from_dataframe(df).matrix[2, 0] == -largest
 
 
 def test_dense_input_is_a_type_error(R):
@@ -793,6 +796,26 @@ def test_cpu_backend_options_are_checked(options, error, message):
     with pytest.raises(error, match=re.escape(message)):
         CPUBackend(**options)
     assert CPUBackend(num_threads=None).num_threads >= 1
+
+
+def test_gpu_backend_options_at_their_bounds_are_taken():
+    from .conftest import emulated_backend
+
+    backend = emulated_backend(memory_fraction=1, woodbury_fraction=1, split_length=0,
+                               segment_length=1, tile_rows=1, woodbury_min_rows=0,
+                               cg_tile_bytes=0)
+    assert (backend.memory_fraction, backend.woodbury_fraction, backend.split_length,
+            backend.segment_length, backend.tile_rows) == (1.0, 1.0, 0, 1, 1)
+
+
+def test_memory_is_told_in_gib_from_one_gib(monkeypatch):
+    from gpu_als import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2**30 - 2**20)
+    for nbytes, said in ((2**30, "1.0 GiB"), (2**30 - 1, "1,024 MiB")):
+        with pytest.raises(MemoryError, match=rf"^x needs at least {said} of memory and "
+                                              rf"1,023 MiB is available$"):
+            data.check_memory(nbytes, "x")
 
 
 @pytest.mark.parametrize("options, error, message", [
