@@ -940,6 +940,9 @@ def test_thread_scaling_script_runs(capsys):
     out = capsys.readouterr().out
     assert "300 users x 80 items, 5,000 interactions; solver cg, factors 4" in out
     assert re.search(r"run 1 gpu_als +1 thread: +\d+ ms \(1.00x\)  2 threads: +\d+ ms", out)
+    # the median of the iterations after the first, from the time at each one's end (the
+    # difference of a 4- and a 1-iteration fit, before, came out negative under load)
+    assert cpu_thread_scaling.per_iteration(lambda n: [5.0, 6.0, 8.0, 9.0][:n]) == 1.0
     assert cpu_thread_scaling.main(["--calls"]) == 0
     out = capsys.readouterr().out
     assert out.count("us per call on 1 thread") == 3
