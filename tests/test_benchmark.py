@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,12 @@ def needs_implicit():
 def test_a_row_has_every_field(tiny, monkeypatch):
     readings = iter([1000, 5000])  # the process's peak RSS, before the fit and after it
     monkeypatch.setattr(benchmark, "_max_rss_bytes", lambda: next(readings))
+    started = time.perf_counter()
     row = benchmark.run_one(spec(tiny))
+    wall = time.perf_counter() - started
     assert (row["users"], row["items"], row["nnz"]) == (300, 120, 4_000)
     assert row["seconds_per_iteration"] > 0 and row["first_iteration_seconds"] > 0
+    assert row["seconds_per_iteration"] + row["first_iteration_seconds"] < wall
     # the benchmark's fit is a normal fit, and the shared loss function agrees with the
     # loss that fit reports
     fitted = ALS(factors=8, regularization=benchmark.REGULARIZATION, alpha=benchmark.ALPHA,
@@ -68,6 +72,7 @@ def test_a_row_has_every_field(tiny, monkeypatch):
     for side in row["phases"].values():
         assert set(side) == {"fixed_gram", "shared", "gram_build", "solve"}
         assert all(seconds >= 0 for seconds in side.values())
+    assert sum(sum(side.values()) for side in row["phases"].values()) < wall
     assert row["gram_seconds"] == pytest.approx(
         sum(side["gram_build"] for side in row["phases"].values()))
     # 2 nnz k^2 FLOP per half-step, two half-steps
@@ -338,7 +343,7 @@ def test_command_line_writes_where_asked_plots_and_fails_on_a_failed_fit(tmp_pat
 
 
 def test_prepare_generates_a_synthetic_set_once_and_leaves_movielens_to_each_fit(
-        tmp_path, monkeypatch, movielens):
+        tmp_path, monkeypatch, movielens, capsys):
     """The cache: a second prepare reads the file the first wrote. MovieLens is loaded by
     each fit, split as DESIGN.md section 6 says, and scored by its Recall@10."""
     from gpu_als import datasets
@@ -349,8 +354,13 @@ def test_prepare_generates_a_synthetic_set_once_and_leaves_movielens_to_each_fit
     monkeypatch.setattr(datasets, "make_power_law",
                         lambda *a, **k: calls.append(a) or real(*a, **k))
     mini = benchmark.Dataset("mini", 40, 30, 300)
+    started = time.perf_counter()
     first = benchmark.prepare(mini, tmp_path)
+    wall = time.perf_counter() - started
+    said = re.fullmatch(r"  generated mini on the CPU in (\d+\.\d) s\n", capsys.readouterr().out)
+    assert said and float(said.group(1)) <= wall + 0.05  # (rounded to 0.1 s)
     assert benchmark.prepare(mini, tmp_path) == first and calls == [(40, 30, 300)]
+    assert capsys.readouterr().out == ""  # read from the cache, without a word
     assert benchmark.prepare(benchmark.DATASETS["ml-100k"], tmp_path) is None
     assert list(tmp_path.iterdir()) == [first]
     row = benchmark.run_one({"dataset": "ml-100k", "path": None, "factors": 8,
@@ -474,7 +484,9 @@ def test_compare_and_plot(tmp_path):
                 "phases_two_kernel": phases(10, 20)}
     rows = [{**row("gpu_als", "cholesky", 0.01, 99.0), **profiled},
             row("implicit", "cg", 0.3, 100.0),
-            row("gpu_als", "cholesky", 0.02, 50.0, k=128), row("implicit", "cg", 0.5, 52.0, k=128),
+            {**row("gpu_als", "cholesky", 0.02, 50.0, k=128), "host_peak_bytes": 2**30,
+             "device_peak_bytes": 2**31},
+            row("implicit", "cg", 0.5, 52.0, k=128),
             row("gpu_als", "cholesky", 1.0, 99.0, backend="cpu"),
             {"dataset": "d", "factors": 256, "library": "implicit", "backend": "gpu",
              "solver": "cg", "error": "timed out"},
@@ -488,6 +500,13 @@ def test_compare_and_plot(tmp_path):
               "benchmarks": rows, "comparisons": comparisons}
     tables = benchmark.markdown_tables(result)
     assert "| d | 64 | gpu_als-gpu-cholesky | 10.0 |  |  |  | 4.95000 |  |" in tables
+    assert "| d | 128 | gpu_als-gpu-cholesky | 20.0 |  | 1,024 | 2,048 | 2.50000 |  |" in tables
+    lines = tables.splitlines()
+    for at, line in enumerate(lines):  # each table's separator has a cell per title
+        if line.startswith("|---"):
+            assert line.count("|") == lines[at - 1].count("|"), lines[at - 1]
+    assert benchmark._format_row(rows[2]) == "           d k=128  gpu_als-gpu-cholesky     " \
+        "  20.00 ms/it  loss/nnz 2.50000  device peak 2048 MiB"
     assert "| d | 256 | implicit-gpu-cg | failed: timed out |" in tables
     assert "| d | 64 | gpu | cholesky | cg | 30.00x | 0.9900 |" in tables
     # as run, without Woodbury, tile 8, tile 16 (failed), Woodbury to 25 % of k (not
@@ -522,6 +541,35 @@ def test_iterations_slugs_and_a_rows_own_commit():
                 "benchmarks": [{"dataset": "d", "factors": 8, "library": "gpu_als",
                                 "backend": "cpu", "solver": "cholesky", "commit": "old"}]}
     assert benchmark.merge_results([document])[0]["benchmarks"][0]["commit"] == "old"
+
+
+def test_the_commit_is_gits_unless_given(monkeypatch):
+    """GPU_ALS_COMMIT (a checkout without git, as on the GPU machine), else git's short
+    hash, else "unknown" when git fails (not a checkout) or is missing."""
+    monkeypatch.setenv("GPU_ALS_COMMIT", "given1")
+    assert benchmark._commit() == "given1"
+    monkeypatch.delenv("GPU_ALS_COMMIT")
+    for answer, commit in ((subprocess.CompletedProcess([], 0, "abc1234\n", ""), "abc1234"),
+                           (subprocess.CompletedProcess([], 128, "", "not a git "
+                                                        "repository"), "unknown"),
+                           (FileNotFoundError("git"), "unknown")):
+        def git(command, answer=answer, **kwargs):
+            assert command == ["git", "rev-parse", "--short", "HEAD"]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        monkeypatch.setattr(benchmark.subprocess, "run", git)
+        assert benchmark._commit() == commit
+
+
+def test_seconds_per_iteration_are_the_median_after_the_first():
+    """From the time at each iteration's end (0 first): the median of the steps after
+    the first, and the first apart; one iteration is its own median."""
+    assert benchmark._per_iteration([0.0, 5.0, 6.0, 8.0, 9.0]) == (1.0, 5.0)
+    assert benchmark._per_iteration([0.0, 5.0, 6.0, 8.0]) == (1.5, 5.0)
+    assert benchmark._per_iteration([0.0, 5.0, 6.0]) == (1.0, 5.0)
+    assert benchmark._per_iteration([0.0, 5.0]) == (5.0, 5.0)
 
 
 @pytest.mark.parametrize("content, says", [
