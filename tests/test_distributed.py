@@ -309,8 +309,8 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
 
 
 def test_blocks_split_the_entries_about_evenly():
-    """_split: contiguous blocks covering every row once, each within a row's length of an
-    equal share of the entries."""
+    """_split: contiguous blocks covering every row once, each ending at the first row
+    boundary at or past its equal share of the entries."""
     from gpu_als.data import Prepared
     from gpu_als.distributed import _split
 
@@ -328,6 +328,8 @@ def test_blocks_split_the_entries_about_evenly():
             np.testing.assert_array_equal(block.indices, users.indices[
                 users.indptr[first]:users.indptr[last]])
             assert abs(block.indptr[-1] - share) <= longest
+        for j, (_, last, _) in enumerate(blocks[:-1], start=1):  # the first row boundary
+            assert users.indptr[last - 1] < j * share <= users.indptr[last]  # at its share
     # a row with most of the entries, and empty rows at the end: fewer blocks, none empty
     # (a task that solves nothing)
     import scipy.sparse as sp
