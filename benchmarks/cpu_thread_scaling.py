@@ -28,6 +28,7 @@ import threadpoolctl
 
 from gpu_als import ALS
 from gpu_als.backends import CPUBackend
+from gpu_als.benchmark import _per_iteration
 from gpu_als.datasets import make_power_law
 
 #: Iterations of each timed fit: the first (and set-up) left out, the median of the rest.
@@ -37,7 +38,7 @@ ITERATIONS = 4
 def per_iteration(fit) -> float:
     """Seconds per iteration of ``fit(iterations)``, which returns the time since its start
     at the end of each iteration: the median over the iterations after the first."""
-    return float(np.median(np.diff([0.0, *fit(ITERATIONS)])[1:]))
+    return _per_iteration([0.0, *fit(ITERATIONS)])[0]
 
 
 def call_scaling(calls: int = 400) -> None:
