@@ -15,14 +15,30 @@ fails instead: a mutant that only makes a test skip is caught. A survivor is a p
 at, not a verdict: many are equivalent (a bound on a block size, a heuristic that only
 changes speed), and some are caught by tests outside the ones given. The tree itself is
 never written to.
+
+A kernel file (``kernels/*.cu``, ``*.cuh``) is mutated the same way, token by token, with
+``+=`` / ``-=`` and ``*=`` / ``/=`` too, outside comments, strings and preprocessor
+lines:
+
+    python benchmarks/mutation_check.py kernels/solve.cu tests/test_kernels.py \
+        --pytest-args "-k 'not sanitizer and not nvrtc'"
+
+The tests see a kernel mutant through the host emulation (tests/emulation.py), which
+compiles the kernels with g++. A mutant that g++ does not compile (``*`` of a pointer
+declaration made ``/``, ``<`` of a template made ``<=``), and one in code that only the
+GPU compiles (the host's preprocessed source is unchanged: ``cp.async``), are passed over
+and counted apart: the tests could not see them here. ``--mutants`` counts the mutants
+tested.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -82,6 +98,75 @@ def mutated_source(tree: ast.AST, site: tuple) -> str:
         setattr(node, attribute, old)
 
 
+#: Each mutable C++ operator and what it becomes (SWAPS, and the compound assignments).
+CUDA_SWAPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
+              "+": "-", "-": "+", "*": "/", "/": "*", "+=": "-=", "-=": "+=",
+              "*=": "/=", "/=": "*=", "&&": "||", "||": "&&"}
+#: A C++ token this script may change, the longer operators first so that ``<<``, ``->``
+#: and ``++`` (left alone) are not read as ``<``, ``-`` and ``+``; an integer 0, 1 or 2
+#: that is not part of a name or of a number such as ``2.0f`` or ``0x7f``.
+CUDA_TOKEN = re.compile(r"<<=|>>=|<<|>>|->|\+\+|--|&&|\|\||[-+*/<>=!]=|[-+*/<>!]"
+                        r"|(?<![\w.])[0-2](?![\w.])")
+#: Comments, string and character literals and preprocessor lines (with their
+#: continuations): never mutated.
+CUDA_NOT_CODE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"'
+                           r"|'(?:\\.|[^'\\\n])*'"
+                           r"|^[ \t]*#(?:[^\n]*\\\n)*[^\n]*", re.DOTALL | re.MULTILINE)
+
+
+def cuda_sites(source: str, lines: tuple[int, int] | None = None) -> list[tuple]:
+    """Every place :func:`cuda_mutated_source` can change in a C++ source, as (kind,
+    offset, token, line)."""
+    code = CUDA_NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+    sites = []
+    for match in CUDA_TOKEN.finditer(code):
+        token, line = match.group(), code.count("\n", 0, match.start()) + 1
+        if lines is not None and not lines[0] <= line <= lines[1]:
+            continue
+        if token.isdigit():
+            sites.append(("constant", match.start(), token, line))
+        elif token == "!":
+            sites.append(("not", match.start(), token, line))
+        elif token in CUDA_SWAPS:
+            kind = "compare" if token in ("<", "<=", ">", ">=", "==", "!=") else "operator"
+            sites.append((kind, match.start(), token, line))
+    return sites
+
+
+def cuda_mutated_source(source: str, site: tuple) -> str:
+    """``source`` with ``site`` (from :func:`cuda_sites`) changed: an operator swapped, a
+    constant plus one, a ``!`` dropped."""
+    kind, offset, token, _ = site
+    if kind == "constant":
+        new = str(int(token) + 1)
+    else:
+        new = "" if kind == "not" else CUDA_SWAPS[token]
+    return source[:offset] + new + source[offset + len(token):]
+
+
+#: Run in the copy: for each kernel file, a digest of what the host compiler sees of it;
+#: then the emulation libraries of the files named as arguments, into
+#: GPU_ALS_EMULATION_CACHE, where the tests find them.
+HOST_BUILD = """
+import hashlib, sys
+from tests import emulation
+for file in emulation._kernels.SPECIALISATIONS:
+    print(file, hashlib.sha256(emulation.host_source(file).encode()).hexdigest(), flush=True)
+for file in sys.argv[1:]:
+    emulation.build(file)
+"""
+
+
+def host_build(copy: Path, env: dict, build: tuple[str, ...] = ()) -> dict[str, str] | None:
+    """Each kernel file's digest of what the host compiler sees of it, after building the
+    emulation libraries of the files in ``build``; None where one does not compile."""
+    result = subprocess.run([sys.executable, "-c", HOST_BUILD, *build], cwd=copy, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return dict(line.split() for line in result.stdout.splitlines())
+
+
 def copy_tree(to: Path) -> None:
     """The files git tracks (as they are in the working tree) under ``to``."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
@@ -95,7 +180,8 @@ def copy_tree(to: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("module", help="the module to mutate, e.g. gpu_als/evaluation.py")
+    parser.add_argument("module", help="the module to mutate, e.g. gpu_als/evaluation.py, "
+                        "or a kernel file, e.g. kernels/solve.cu")
     parser.add_argument("tests", nargs="+", help="the test files that should catch it")
     parser.add_argument("--mutants", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,17 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         first, last = args.lines.split("-")
         lines = (int(first), int(last))
     source = (ROOT / args.module).read_text()
-    tree = ast.parse(source)
-    sites = mutation_sites(tree, lines)
-    random.Random(args.seed).shuffle(sites)
-    chosen = sites[:args.mutants]
-    print(f"{args.module}: {len(sites)} places, {len(chosen)} mutants; tests: "
-          f"{' '.join(args.tests)}", flush=True)
-    survivors = 0
+    kernel = Path(args.module).suffix in (".cu", ".cuh")
+    if kernel:  # (kind, line, the mutant's source when called)
+        mutants = [(site[0], site[3], functools.partial(cuda_mutated_source, source, site))
+                   for site in cuda_sites(source, lines)]
+    else:
+        tree = ast.parse(source)
+        mutants = [(site[0], site[1].lineno, functools.partial(mutated_source, tree, site))
+                   for site in mutation_sites(tree, lines)]
+    random.Random(args.seed).shuffle(mutants)
+    print(f"{args.module}: {len(mutants)} places, {min(args.mutants, len(mutants))} mutants; "
+          f"tests: {' '.join(args.tests)}", flush=True)
+    tested = survivors = not_compiled = device_only = 0
     with tempfile.TemporaryDirectory(prefix="gpu_als_mutants_") as folder:
         copy = Path(folder)
         copy_tree(copy)
-        env = {**os.environ, "PYTHONPATH": str(copy), "CI": "true"}
+        env = {**os.environ, "PYTHONPATH": str(copy), "CI": "true",
+               "GPU_ALS_EMULATION_CACHE": str(copy / ".emulation")}
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                    *args.tests, *shlex.split(args.pytest_args)]
         baseline = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
@@ -127,22 +219,40 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the tests fail on the unmutated copy:\n{baseline.stdout[-3000:]}"
                   f"{baseline.stderr[-2000:]}")
             return 1
-        for number, site in enumerate(chosen):
-            (copy / args.module).write_text(mutated_source(tree, site))
+        host = host_build(copy, env) if kernel else {}
+        if host is None:
+            print("the kernels do not compile for the host emulation on the unmutated copy")
+            return 1
+        for kind, line, mutant in mutants:
+            if tested == args.mutants:
+                break
+            (copy / args.module).write_text(mutant())
+            text = f"{kind} line {line}: {source.splitlines()[line - 1].strip()[:100]}"
+            if kernel:  # the tests see only what the host compiler sees and compiles
+                seen = host_build(copy, env)
+                changed = [file for file in host if seen is None or seen[file] != host[file]]
+                if not changed:
+                    device_only += 1
+                    print(f"    passed over (the host does not compile it) {text}", flush=True)
+                    continue
+                if seen is None or host_build(copy, env, tuple(changed)) is None:
+                    not_compiled += 1
+                    print(f"    passed over (does not compile) {text}", flush=True)
+                    continue
             started = time.perf_counter()
             try:
                 killed = subprocess.run(command, cwd=copy, env=env, capture_output=True,
                                         timeout=args.timeout).returncode != 0
             except subprocess.TimeoutExpired:
                 killed = True
-            line = site[1].lineno
             survivors += not killed
-            print(f"{number:3d} {'killed' if killed else 'SURVIVED'} {site[0]} line {line}: "
-                  f"{source.splitlines()[line - 1].strip()[:100]} "
+            print(f"{tested:3d} {'killed' if killed else 'SURVIVED'} {text} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-    print(f"{len(chosen) - survivors} of {len(chosen)} killed, {survivors} survived")
+            tested += 1
+    passed_over = (f"; passed over: {not_compiled} that do not compile, {device_only} "
+                   f"in code only the GPU compiles" if kernel else "")
+    print(f"{tested - survivors} of {tested} killed, {survivors} survived{passed_over}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

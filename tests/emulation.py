@@ -89,9 +89,11 @@ def cache_dir() -> Path:
                                Path(tempfile.gettempdir()) / "gpu_als_emulation"))
 
 
-def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) -> Path:
-    """Compile the emulation library of ``file`` (cached by the hash of all its inputs)."""
-    source = wrapper_source(file) if source is None else source
+def library_path(file: str, flags: tuple[str, ...], source: str) -> Path:
+    """Where the emulation library of ``file`` built from ``source`` with ``flags`` is
+    cached: named by the hash of all its inputs (the source, the flags, the compiler, the
+    files the source includes and the headers they include), so an edit of one ``.cu`` file
+    rebuilds its library only, and an edit of a header every library."""
     digest = hashlib.sha256()
     for part in (source, " ".join(flags), CXX):
         digest.update(part.encode())
@@ -99,10 +101,13 @@ def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) 
         digest.update(Path(included).read_bytes())
     for path in sorted(_kernels.kernel_dir().glob("*.cuh")):  # what the .cu files include
         digest.update(path.read_bytes())
-    for path in sorted(_kernels.kernel_dir().iterdir()):
-        if path.suffix in (".cu", ".cuh"):
-            digest.update(path.read_bytes())
-    target = cache_dir() / f"{Path(file).stem}-{digest.hexdigest()[:16]}.so"
+    return cache_dir() / f"{Path(file).stem}-{digest.hexdigest()[:16]}.so"
+
+
+def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) -> Path:
+    """Compile the emulation library of ``file`` (cached: :func:`library_path`)."""
+    source = wrapper_source(file) if source is None else source
+    target = library_path(file, flags, source)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +121,19 @@ def build(file: str, flags: tuple[str, ...] = FLAGS, source: str | None = None) 
         raise RuntimeError(f"emulation build of {file} failed:\n{result.stderr}")
     partial.replace(target)  # atomic: concurrent builders never see half a library
     return target
+
+
+def host_source(file: str, defines: tuple[str, ...] = ()) -> str:
+    """What the host compiler sees of ``file``'s kernels (with ``defines``, ``-D``
+    options): the emulation's translation unit, preprocessed, without line markers. Code
+    in a branch that only the GPU takes (``#else`` of ``GPU_ALS_HOST_EMULATION``,
+    ``__CUDA_ARCH__ >= 800``) is not in it."""
+    result = subprocess.run([CXX, "-std=c++20", "-E", "-P", *defines,
+                             f"-I{_kernels.kernel_dir()}", "-x", "c++", "-"],
+                            input=wrapper_source(file), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"preprocessing {file} for the emulation failed:\n{result.stderr}")
+    return result.stdout
 
 
 def build_all(flags: tuple[str, ...] = FLAGS) -> dict[str, Path]:

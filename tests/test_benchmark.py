@@ -1197,6 +1197,94 @@ def test_mutation_check_changes_one_place_and_reports_who_caught_it(capsys):
     assert out.endswith("1 of 1 killed, 0 survived\n")
 
 
+def test_mutation_check_changes_cuda_operators_outside_comments_strings_and_directives():
+    """In a kernel file, the places are C++ operators and the integers 0, 1, 2 of the code:
+    not those of comments, strings, #define lines, ``<<``, ``->``, ``++`` or numbers such as
+    ``2.0f``; each mutant changes one of them and nothing else."""
+    mutation = benchmark_script("mutation_check")
+    source = textwrap.dedent("""\
+        // a < b + 1
+        #define LIMIT (1 + 2) \\
+            * 2
+        /* a multi-line
+           comment, a * b */
+        float f(const float* v, int a, int b) {
+            const char* s = "a < b && 1";
+            if (a != 0 && !(b >= 2)) return v[a] * 2.0f - v[b] / a;
+            for (int i = 0; i < b; ++i) a += v->x << 1;
+            return a > b || a == 1e-6;
+        }
+        """)
+    sites = mutation.cuda_sites(source)
+    found = [(line, kind, token) for kind, _, token, line in sites]
+    assert found == [
+        (6, "operator", "*"),
+        (7, "operator", "*"),
+        (8, "compare", "!="), (8, "constant", "0"), (8, "operator", "&&"), (8, "not", "!"),
+        (8, "compare", ">="), (8, "constant", "2"), (8, "operator", "*"),
+        (8, "operator", "-"), (8, "operator", "/"),
+        (9, "constant", "0"), (9, "compare", "<"), (9, "operator", "+="),
+        (9, "constant", "1"),
+        (10, "compare", ">"), (10, "operator", "||"), (10, "compare", "=="),
+        (10, "operator", "-")]
+    assert mutation.cuda_sites(source, (9, 9)) == [s for s in sites if s[3] == 9]
+    changed = {}
+    for site in sites:
+        mutant = mutation.cuda_mutated_source(source, site)
+        differing = [(old, new) for old, new in zip(source.splitlines(), mutant.splitlines())
+                     if old != new]
+        assert len(mutant.splitlines()) == len(source.splitlines()) and len(differing) == 1
+        changed[site[3], site[2], site[1]] = differing[0][1].strip()
+    line8, line9 = source.splitlines()[7].strip(), source.splitlines()[8].strip()
+    by_token = {(line, token): text for (line, token, _), text in changed.items()}
+    assert by_token[8, "!"] == line8.replace("!(b", "(b")
+    assert by_token[8, "&&"] == line8.replace("&&", "||")
+    assert by_token[8, "2"] == line8.replace(">= 2", ">= 3")
+    assert by_token[8, "-"] == line8.replace(" - ", " + ")
+    assert by_token[9, "+="] == line9.replace("+=", "-=")
+    assert by_token[9, "<"] == line9.replace("i < b", "i <= b")
+    assert by_token[9, "1"] == line9.replace("<< 1", "<< 2")
+    assert changed[10, "-", source.index("1e-6") + 2] == "return a > b || a == 1e+6;"
+
+
+def test_mutation_check_tests_kernel_mutants_through_the_emulation(capsys):
+    """A kernel mutant runs the tests against the emulation built from it; mutants that g++
+    does not compile, and those in code that only the GPU compiles, are passed over and
+    counted apart (no test could see them here)."""
+    mutation = benchmark_script("mutation_check")
+
+    def line_of(file, text):
+        return next(number for number, line in enumerate(
+            (ROOT / "kernels" / file).read_text().splitlines(), 1) if text in line)
+
+    quick = ["tests/test_kernels.py", "--pytest-args", "-k every_kernel_file_is_listed"]
+    # the loss of each entry: every mutant of it changes the loss
+    line = line_of("loss.cu", "sum += (double)weight[e] * s * s")
+    assert mutation.main(["kernels/loss.cu", "tests/test_solver.py", "--lines",
+                          f"{line}-{line}", "--mutants", "1", "--pytest-args",
+                          "-k 'loss_matches_dense_definition and emulated'"]) == 0
+    out = capsys.readouterr().out
+    assert f"  0 killed operator line {line}: sum += (double)weight[e]" in out
+    assert out.endswith("1 of 1 killed, 0 survived; passed over: 0 that do not compile, "
+                        "0 in code only the GPU compiles\n")
+    # the pointers of the kernel's signature: "T/ weight" is no C++
+    line = line_of("loss.cu", "loss_terms(const I* indptr")
+    assert mutation.main(["kernels/loss.cu", quick[0], "--lines", f"{line}-{line}", *quick[1:]]
+                         ) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"passed over (does not compile) operator line {line}:") == 3
+    assert out.endswith("0 of 0 killed, 0 survived; passed over: 3 that do not compile, "
+                        "0 in code only the GPU compiles\n")
+    # load4's vector load, which the host emulation replaces by a memcpy
+    line = line_of("common.cuh", "const Quad q = *reinterpret_cast<const Quad*>(p);")
+    assert mutation.main(["kernels/common.cuh", quick[0], "--lines", f"{line}-{line}",
+                          *quick[1:]]) == 0
+    out = capsys.readouterr().out
+    assert out.count("passed over (the host does not compile it)") == 4  # * < * >
+    assert out.endswith("0 of 0 killed, 0 survived; passed over: 0 that do not compile, "
+                        "4 in code only the GPU compiles\n")
+
+
 def test_mutation_check_counts_a_mutant_that_only_makes_a_test_skip_as_caught(
         capsys, movielens):
     """The mutant runs its tests as CI does: a MovieLens test that would skip (the loader

@@ -7,6 +7,7 @@ checks, the emulation's own features, its launch checks, and ThreadSanitizer.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -715,6 +716,11 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
         (8, False, "cusolver", 0.25, backend.split_length, backend.segment_length,
          backend.runtime)
     assert emulated_backend(tile_rows=1)._tile(4, 8, fused=True) == gpu.CHOLESKY_PANEL
+    # the two-kernel build takes tiles down to one row: none only where one row is too many
+    assert emulated_backend(tile_rows=1)._tile(4, 8, fused=False) == 1
+    one_row = gpu.DEFAULT_SHARED_BYTES // 8 - 2  # k whose one row (+ weight, target) fits
+    assert emulated_backend()._tile(one_row, 8, fused=False) == 1
+    assert emulated_backend()._tile(one_row + 1, 8, fused=False) is None
     wide = emulated_backend(tile_rows=4 * _kernels.block_threads())
     R = edge_case_matrix(4)
     F = np.random.default_rng(8).random((R.shape[1], 4))
@@ -854,22 +860,42 @@ def test_the_fused_kernel_solves_as_the_loop_in_blocks_of_either_size(gpu_backen
     assert "fused_threads=256" in repr(gpu_backend.with_options(fused_threads=256))
 
 
-def test_device_only_defines_leave_the_host_code_as_it_is(tmp_path):
+def test_device_only_defines_leave_the_host_code_as_it_is():
     """The emulation builds its libraries without the defines of DEVICE_ONLY_DEFINES (one
     build of each file serves both settings): true only while the host code, as g++'s
     preprocessor makes it, is the same with them."""
     if emulation.unavailable_reason() is not None:
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
+    device_only = tuple(f"-D{d}=0" for d in emulation.DEVICE_ONLY_DEFINES)
     for file in _kernels.SPECIALISATIONS:
-        wrapper = tmp_path / f"{file}.cpp"
-        wrapper.write_text(emulation.wrapper_source(file))
-        texts = set()
-        for defines in ((), tuple(f"-D{d}=0" for d in emulation.DEVICE_ONLY_DEFINES)):
-            done = subprocess.run([emulation.CXX, "-std=c++20", "-E", "-P", *defines,
-                                   f"-I{_kernels.kernel_dir()}", str(wrapper)],
-                                  capture_output=True, text=True, check=True)
-            texts.add(done.stdout)
-        assert len(texts) == 1, file
+        host = emulation.host_source(file)
+        assert "cp.async.wait_all" not in host and "ALS_CHOLESKY_PANEL" not in host, file
+        assert emulation.host_source(file, device_only) == host, file
+
+
+def test_an_edit_of_a_kernel_file_rebuilds_its_library_and_one_of_a_header_all(tmp_path,
+                                                                              monkeypatch):
+    """The emulation's libraries are cached by the hash of what they are built from: an
+    edit of loss.cu names a new library for loss.cu only, one of common.cuh (which every
+    file includes) a new one for every file, other flags another."""
+    kernels = tmp_path / "kernels"
+    shutil.copytree(_kernels.kernel_dir(), kernels)
+    monkeypatch.setattr(_kernels, "kernel_dir", lambda: kernels)
+
+    def libraries(flags=emulation.FLAGS):
+        return {file: emulation.library_path(file, flags, emulation.wrapper_source(file))
+                for file in _kernels.SPECIALISATIONS}
+
+    first = libraries()
+    assert libraries() == first and len(set(first.values())) == len(first)
+    with open(kernels / "loss.cu", "a") as source:
+        source.write("// an edit\n")
+    edited = libraries()
+    assert {file for file in first if edited[file] != first[file]} == {"loss.cu"}
+    with open(kernels / "common.cuh", "a") as source:
+        source.write("// an edit\n")
+    assert all(libraries()[file] != edited[file] for file in first)
+    assert all(libraries(emulation.TSAN_FLAGS)[file] != edited[file] for file in first)
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])

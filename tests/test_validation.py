@@ -833,6 +833,9 @@ def test_memory_is_told_in_gib_from_one_gib(monkeypatch):
     ({"async_copies": 0}, TypeError, "async_copies must be True or False, got int"),
     ({"fused_threads": 512}, ValueError,
      "fused_threads=512: expected None (by occupancy), 128 or 256"),
+    ({"fused_threads": 1}, ValueError,  # a positive count, but not a block size it has
+     "fused_threads=1: expected None (by occupancy), 128 or 256"),
+    ({"fused_threads": 0}, ValueError, "fused_threads=0: must be >= 1"),
     ({"fused_threads": True}, TypeError, "fused_threads must be an integer, got bool"),
     ({"fused_threads": 128.0}, TypeError, "fused_threads must be an integer, got float"),
 ])
