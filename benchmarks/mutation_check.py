@@ -226,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind, line, mutant in mutants:
             if tested == args.mutants:
                 break
-            (copy / args.module).write_text(mutant())
-            text = f"{kind} line {line}: {source.splitlines()[line - 1].strip()[:100]}"
+            mutated = mutant()
+            (copy / args.module).write_text(mutated)
+            # a kernel mutant keeps every line where it was: its own line shows the change
+            shown = (mutated if kernel else source).splitlines()[line - 1].strip()
+            text = f"{kind} line {line}: {shown[:100]}"
             if kernel:  # the tests see only what the host compiler sees and compiles
                 seen = host_build(copy, env)
                 changed = [file for file in host if seen is None or seen[file] != host[file]]

@@ -135,10 +135,9 @@ __device__ __forceinline__ void cholesky_panel(T* A, int lda, int k, int j, T* c
             for (int t = 0; t < c; ++t) s -= L[a][t] * L[c][t];
             if (c < a) {
                 L[a][c] = s * inv[c];
-            } else {  // the pivot: L_aa = sqrt(s) = s / sqrt(s), kept with its reciprocal
+            } else {  // the pivot L_aa = sqrt(s): only its reciprocal is ever used
                 positive = positive && s > 0;
                 inv[a] = s > 0 ? rsqrt_(s) : T(1);
-                L[a][a] = s > 0 ? s * inv[a] : T(1);
             }
         }
     }

@@ -1264,7 +1264,12 @@ def test_mutation_check_tests_kernel_mutants_through_the_emulation(capsys):
                           f"{line}-{line}", "--mutants", "1", "--pytest-args",
                           "-k 'loss_matches_dense_definition and emulated'"]) == 0
     out = capsys.readouterr().out
-    assert f"  0 killed operator line {line}: sum += (double)weight[e]" in out
+    source = (ROOT / "kernels" / "loss.cu").read_text()
+    mutants = {mutation.cuda_mutated_source(source, site).splitlines()[line - 1].strip()
+               for site in mutation.cuda_sites(source, (line, line))}
+    assert len(mutants) == 6  # the line's four *, its - and its +=
+    assert re.search(rf"^  0 killed operator line {line}: (.*) \(\d+ s\)$", out, re.M)[1] \
+        in mutants  # the mutant's line, as it was tested
     assert out.endswith("1 of 1 killed, 0 survived; passed over: 0 that do not compile, "
                         "0 in code only the GPU compiles\n")
     # the pointers of the kernel's signature: "T/ weight" is no C++
