@@ -21,7 +21,8 @@ A kernel file (``kernels/*.cu``, ``*.cuh``) is mutated the same way, token by to
 lines:
 
     python benchmarks/mutation_check.py kernels/solve.cu tests/test_kernels.py \
-        --pytest-args "-k 'not sanitizer and not nvrtc'"
+        tests/test_solver.py tests/test_woodbury.py tests/test_cusolver.py --timeout 900 \
+        --pytest-args "-k 'not sanitizer and not nvrtc and not standing_in'"
 
 The tests see a kernel mutant through the host emulation (tests/emulation.py), which
 compiles the kernels with g++. A mutant that g++ does not compile (``*`` of a pointer
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"in code only the GPU compiles" if kernel else "")
     print(f"{tested - survivors} of {tested} killed, {survivors} survived{passed_over}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
