@@ -145,27 +145,30 @@ def cuda_mutated_source(source: str, site: tuple) -> str:
     return source[:offset] + new + source[offset + len(token):]
 
 
-#: Run in the copy: for each kernel file, a digest of what the host compiler sees of it;
-#: then the emulation libraries of the files named as arguments, into
-#: GPU_ALS_EMULATION_CACHE, where the tests find them.
+#: Run in the copy: for each kernel file, a digest of what the host compiler sees of it,
+#: then, for those whose digest differs from the one given as an argument ("file=digest"),
+#: the emulation library, into GPU_ALS_EMULATION_CACHE, where the tests find it.
 HOST_BUILD = """
 import hashlib, sys
 from tests import emulation
+before = dict(argument.split("=") for argument in sys.argv[1:])
 for file in emulation._kernels.SPECIALISATIONS:
-    print(file, hashlib.sha256(emulation.host_source(file).encode()).hexdigest(), flush=True)
-for file in sys.argv[1:]:
-    emulation.build(file)
+    digest = hashlib.sha256(emulation.host_source(file).encode()).hexdigest()
+    print(file, digest, flush=True)
+    if before and before[file] != digest:
+        emulation.build(file)
 """
 
 
-def host_build(copy: Path, env: dict, build: tuple[str, ...] = ()) -> dict[str, str] | None:
-    """Each kernel file's digest of what the host compiler sees of it, after building the
-    emulation libraries of the files in ``build``; None where one does not compile."""
-    result = subprocess.run([sys.executable, "-c", HOST_BUILD, *build], cwd=copy, env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return None
-    return dict(line.split() for line in result.stdout.splitlines())
+def host_build(copy: Path, env: dict, before: dict[str, str] | None = None
+               ) -> tuple[dict[str, str], bool]:
+    """Each kernel file's digest of what the host compiler sees of it (those it did not
+    reach: missing), and whether all went well; given the digests ``before``, the
+    emulation libraries of the files whose digest changed are built too."""
+    arguments = [f"{file}={digest}" for file, digest in (before or {}).items()]
+    result = subprocess.run([sys.executable, "-c", HOST_BUILD, *arguments], cwd=copy,
+                            env=env, capture_output=True, text=True)
+    return dict(line.split() for line in result.stdout.splitlines()), result.returncode == 0
 
 
 def copy_tree(to: Path) -> None:
@@ -220,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the tests fail on the unmutated copy:\n{baseline.stdout[-3000:]}"
                   f"{baseline.stderr[-2000:]}")
             return 1
-        host = host_build(copy, env) if kernel else {}
-        if host is None:
-            print("the kernels do not compile for the host emulation on the unmutated copy")
+        host, ok = host_build(copy, env) if kernel else ({}, True)
+        if not ok:
+            print("the kernels cannot be preprocessed for the host emulation")
             return 1
         for kind, line, mutant in mutants:
             if tested == args.mutants:
@@ -233,13 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             shown = (mutated if kernel else source).splitlines()[line - 1].strip()
             text = f"{kind} line {line}: {shown[:100]}"
             if kernel:  # the tests see only what the host compiler sees and compiles
-                seen = host_build(copy, env)
-                changed = [file for file in host if seen is None or seen[file] != host[file]]
-                if not changed:
+                seen, ok = host_build(copy, env, host)
+                if ok and seen == host:
                     device_only += 1
                     print(f"    passed over (the host does not compile it) {text}", flush=True)
                     continue
-                if seen is None or host_build(copy, env, tuple(changed)) is None:
+                if not ok:
                     not_compiled += 1
                     print(f"    passed over (does not compile) {text}", flush=True)
                     continue

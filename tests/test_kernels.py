@@ -940,7 +940,7 @@ def test_cg_on_long_rows_runs_over_many_blocks(gpu_backend, feedback, k, memory_
                                atol=1e-9 * np.abs(want).max())
     long = int(np.count_nonzero(lengths > 4))
     assert long >= 2
-    if isinstance(backend.runtime, emulation.EmulatedRuntime):  # 256 KiB free: 1 slot each
+    if isinstance(backend.runtime, emulation.EmulatedRuntime):  # 256 KiB free
         assert len(plan.cg_chunks) == (long if memory_fraction < 1 else 1)
     assert [grid for name, grid in launched if name == "cg_solve"] == [len(R.indptr) - 1 - long]
     grids = {name: sum(grid for launched_name, grid in launched if launched_name == name)
