@@ -151,6 +151,16 @@ def test_users_and_items_the_model_lacks_are_counted_in_warnings(clicks):
         "rows of interactions that name items the model lacks: 2 left out"]
     assert list(frame["user"]) == ["u01", "u01", "new", "new"]
     assert 0 not in set(frame["item"][:2]) and 7 not in set(frame["item"][2:])
+    # a known user without rows in the interactions (the model's first, at row 0) is
+    # recommended for from its factors, and is not among those skipped
+    first = model.user_ids_[0]
+    assert first not in set(odd["user"])
+    with pytest.warns(UserWarning) as caught:
+        frame = model.recommend_frame(["zed", first, "ghost"], odd, N=2)
+    assert sorted(str(w.message) for w in caught)[0] == messages[0]
+    ids, _ = model.recommend(0, N=2, filter_already_liked_items=False)
+    assert list(frame["user"]) == [first] * 2
+    assert list(frame["item"]) == list(model.item_ids_[ids])
     with pytest.raises(ValueError, match="none of the 2 users is in the model or has "
                                          "interactions with its items to fold in"):
         model.recommend_frame(["ghost", "zed"], odd[odd["user"] == "zed"])
@@ -324,6 +334,13 @@ def test_queries_go_in_batches_counted_on_a_progress_bar(clicks, monkeypatch):
         pd.testing.assert_frame_equal(parts, one)
     assert [(bar.total, bar.counted) for bar in progress.bars] == [
         (30, 30), (0, 0), (20, 20), (30, 30)]  # recommend: 30 known users, none folded in
+    # a model made with show_progress=False shows no bar; with True, a bar where standard
+    # error is a terminal (tqdm's disable=None)
+    assert [bar.disable for bar in progress.bars] == [True] * 4
+    progress.bars.clear()
+    model.show_progress = True
+    model.recommend_frame(interactions=clicks, N=3), model.similar_items_frame(N=2)
+    assert [bar.disable for bar in progress.bars] == [None] * 3
 
 
 def test_similar_users_by_id(clicks):
@@ -333,6 +350,8 @@ def test_similar_users_by_id(clicks):
     assert list(frame["user"]) == ["u03"] * 3
     assert list(frame["similar_user"]) == list(model.user_ids_[ids[1:]])
     np.testing.assert_allclose(frame["score"], scores[1:], rtol=1e-5)
+    # N=1: the one most similar other user
+    pd.testing.assert_frame_equal(model.similar_users_frame("u03", N=1), frame[:1])
     # ids typed as text come back as the model has them (a model without ids: its rows)
     R = random_interactions(30, 20, 0.25, seed=4)
     by_rows = ALS(factors=4, iterations=4, backend="cpu", random_state=0,
