@@ -118,6 +118,11 @@ def test_power_law_full_and_bad_sizes():
         make_power_law(6, 5, 31)
     with pytest.raises(ValueError, match="nnz=3: must be >= 6"):
         make_power_law(6, 5, 3)
+    # the smallest: one user, one item; one pair more than one per user
+    assert make_power_law(1, 1, 1).toarray().tolist() == [[1.0]]
+    assert np.diff(make_power_law(6, 5, 7).indptr).tolist().count(2) == 1
+    # the default seed is 0: the same matrix every call
+    assert (make_power_law(40, 30, 200) != make_power_law(40, 30, 200, random_state=0)).nnz == 0
 
 
 @pytest.mark.parametrize("sigma", [0.0, 50.0, 1e20, 1e308])
@@ -132,6 +137,11 @@ def test_power_law_any_activity_sigma(sigma):
         assert activity.max() - activity.min() <= 1
     else:
         assert activity.max() == 300  # the heaviest users are capped at every item
+    # every pair: a huge sigma's heaviest user is capped at once and the others' weights
+    # are 0 (underflow), so what is left goes evenly to the users with room (one slot each)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        full = make_power_law(4, 3, 12, activity_sigma=sigma, device="cpu")
+    assert np.diff(full.indptr).tolist() == [3] * 4
 
 
 def test_power_law_refuses_what_memory_cannot_hold(monkeypatch):
