@@ -650,6 +650,9 @@ def test_personalization():
     assert personalization(apart, 6)["personalization"] == 1.0
     half = np.array([[0, 1], [0, 2]])  # one shared item of two
     assert personalization(half, 3)["personalization"] == pytest.approx(0.5)
+    # one item: every list is that item
+    assert personalization(np.zeros((2, 1), int), 1) == {"personalization": 0.0,
+                                                         "coverage": 1.0}
     assert np.isnan(personalization(np.array([[0, 1]]), 3)["personalization"])  # no pair
     # against every pair by hand, with -1 padding
     ids = np.random.default_rng(0).integers(-1, 12, (30, 5))

@@ -1072,7 +1072,7 @@ def test_ids_of_several_values_are_refused():
 
 @pytest.mark.parametrize("missing, shown", [
     (None, "None"), (np.nan, "nan"), ("NA", "<NA>"), ("NaT", "NaT")])
-def test_a_missing_id_is_refused_wherever_ids_come_in(missing, shown):
+def test_a_missing_id_is_refused_wherever_ids_come_in(missing, shown, monkeypatch):
     """As a DataFrame's id column is: no lookup finds NaN, NaT or None, yet fit, the
     partial fits, from_factors and save kept them as ids (None saved as "None")."""
     pd = pytest.importorskip("pandas")
@@ -1101,6 +1101,15 @@ def test_a_missing_id_is_refused_wherever_ids_come_in(missing, shown):
         with pytest.raises(ValueError, match=r"item_ids holds a missing id \(NaT\)"):
             ALS.from_factors(np.ones((1, 2)), np.ones((1, 2)),
                              item_ids=np.array(["NaT"], "datetime64[D]"))
+    if kind in (None, np.nan):  # found without pandas too (pandas' NA and NaT need it)
+        monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` fails
+        with pytest.raises(ValueError, match=message):
+            ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)),
+                             user_ids=np.array(["a", missing], object))
+        model.partial_fit_users(user_items=R[:1], user_ids=np.array(["c"], object))
+        assert list(model.user_ids_) == ["a", "b", "c"]  # present ids are not missing,
+        model.partial_fit_items(item_users=sp.csr_matrix((1, 3)), item_ids=np.array([4.5], object))
+        assert list(model.item_ids_) == [1.5, 2.5, 4.5]  # a number (not NaN) included
 
 
 def test_polars_frames_give_what_the_same_pandas_frames_give():
