@@ -100,9 +100,9 @@ def test_a_file_piped_in_as_dash_is_read_as_the_file(csv_file, tmp_path, capsys,
     assert main(["train", "-", *common]) == 2
     assert "error: standard input is empty: pipe the interactions in" in \
         capsys.readouterr().err
-    Stdin.buffer = io.BytesIO(b"user,item\n1,100\n2,101\n")  # (its temporary copy's
-    assert main(["train", "-", *common, "--no-header", "--output",  # name before)
-                 str(tmp_path / "h.npz")]) == 0
+    # (its temporary copy's name before); two lines: the fewest that the check reads
+    Stdin.buffer = io.BytesIO(b"user,item\n1,100\n")
+    assert main(["train", "-", *common, "--no-header", "--output", str(tmp_path / "h.npz")]) == 0
     assert "warning: the first line of standard input looks like column names" in \
         capsys.readouterr().err
 
@@ -762,6 +762,11 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--regularization" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # what gpu-als is, then its commands
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "The gpu-als command line: train, serve, evaluate and benchmark ALS models." \
+        in help_text and "recommend" in help_text
 
 
 def _options(parser: argparse.ArgumentParser):
@@ -1582,6 +1587,10 @@ def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, 
     assert [int(line.split(",")[1]) for line in out.splitlines()[1:]] == \
         list(model.item_ids_[ids])
     assert "--items: 1 of its 6 ids not items of the model (ignored)" in err
+    first = str(model.item_ids_[0])  # at row 0: an item of the model, as every other
+    assert main(["recommend", str(path), "--users", "u7", "--items", first, "107",
+                 "--exclude-items", first, "--N", "3", "--backend", "cpu"]) == 0
+    assert "not items of the model" not in capsys.readouterr().err
     assert main(["recommend", str(path), "--users", "u7", "--exclude-items", "101", "102",
                  "--N", "30", "--backend", "cpu"]) == 0
     items = [int(line.split(",")[1]) for line in capsys.readouterr().out.splitlines()[1:]]
