@@ -716,6 +716,10 @@ def test_command_line_refuses_unknown_names(capsys):
         with pytest.raises(SystemExit):
             cli_main(["bench", *argv])
         assert says in capsys.readouterr().err
+    # the smallest allowed values pass (the bad --timeout after them is what is refused)
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--factors", "1", "--cpu-max-nnz", "1", "--timeout", "0"])
+    assert capsys.readouterr().err.endswith("error: --timeout must be > 0 seconds\n")
     with pytest.raises(SystemExit):
         cli_main(["bench", "--quick", "--full"])
     assert "not allowed with argument" in capsys.readouterr().err
