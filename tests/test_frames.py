@@ -339,7 +339,8 @@ def test_queries_go_in_batches_counted_on_a_progress_bar(clicks, monkeypatch):
     assert [bar.disable for bar in progress.bars] == [True] * 4
     progress.bars.clear()
     model.show_progress = True
-    model.recommend_frame(interactions=clicks, N=3), model.similar_items_frame(N=2)
+    model.recommend_frame(interactions=clicks, N=3)
+    model.similar_items_frame(N=2)
     assert [bar.disable for bar in progress.bars] == [None] * 3
 
 
