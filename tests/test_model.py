@@ -135,6 +135,12 @@ def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
             else:
                 np.testing.assert_array_equal(start[row], before[list(before_ids).index(id_)])
     assert len(model.user_ids_) == 21 and len(model.item_ids_) == 12
+    # the same users and items again (the first of each at row 0 too): every one goes on
+    again = ALS(factors=3, iterations=2, backend="cpu", warm_start=True).fit(later)
+    X, Y = again.user_factors_.copy(), again.item_factors_.copy()
+    again.set_params(iterations=0).fit(later.iloc[::-1])
+    np.testing.assert_array_equal(again.user_factors_, X)
+    np.testing.assert_array_equal(again.item_factors_, Y)
 
     matrix = from_dataframe(df)[0]
     with pytest.raises(ValueError, match="the model has 21 users and the matrix 25; a "
