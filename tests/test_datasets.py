@@ -79,6 +79,15 @@ def test_merged_is_the_sorted_union(module):
     np.testing.assert_array_equal(datasets._merged(xp, a, b[:0]), a)
 
 
+@pytest.mark.parametrize("module", ["numpy", "cupy-shaped"])
+def test_sorted_contains_finds_the_first_and_last_keys_too(module):
+    xp = np if module == "numpy" else cupy_shaped_numpy()
+    found = datasets._sorted_contains(xp, np.array([1, 3, 5]), np.array([5, 0, 3, 6, 4, 1]))
+    assert found.tolist() == [True, False, True, False, False, True]
+    assert datasets._sorted_contains(xp, np.array([], np.int64), np.array([2])).tolist() == [
+        False]
+
+
 @pytest.mark.parametrize("args, digest", [
     ((2000, 5000, 60_000, 1.0, 1.0, 0), "41fd3c5cfb022ece"),
     ((500, 50, 20_000, 1.5, 2.0, 1), "3395c83d2d69c81d"),  # users short of popular items
@@ -114,7 +123,7 @@ def test_power_law_full_and_bad_sizes():
     assert full.indices.dtype == full.indptr.dtype == np.int32  # half of int64's memory
     with pytest.raises(ValueError, match=r"n_users=2147483648: at most 2\*\*31 - 1"):
         make_power_law(2**31, 1, 2**31)
-    with pytest.raises(ValueError, match="nnz=31: at most"):
+    with pytest.raises(ValueError, match=r"nnz=31: at most n_users \* n_items = 30$"):
         make_power_law(6, 5, 31)
     with pytest.raises(ValueError, match="nnz=3: must be >= 6"):
         make_power_law(6, 5, 3)
