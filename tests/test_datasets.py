@@ -84,8 +84,8 @@ def test_sorted_contains_finds_the_first_and_last_keys_too(module):
     xp = np if module == "numpy" else cupy_shaped_numpy()
     found = datasets._sorted_contains(xp, np.array([1, 3, 5]), np.array([5, 0, 3, 6, 4, 1]))
     assert found.tolist() == [True, False, True, False, False, True]
-    assert datasets._sorted_contains(xp, np.array([], np.int64), np.array([2])).tolist() == [
-        False]
+    empty = np.array([], np.int64)
+    assert datasets._sorted_contains(xp, empty, np.array([2])).tolist() == [False]
 
 
 @pytest.mark.parametrize("args, digest", [

@@ -1107,7 +1107,7 @@ def test_a_missing_id_is_refused_wherever_ids_come_in(missing, shown, monkeypatc
         with pytest.raises(ValueError, match=r"item_ids holds a missing id \(NaT\)"):
             ALS.from_factors(np.ones((1, 2)), np.ones((1, 2)),
                              item_ids=np.array(["NaT"], "datetime64[D]"))
-    if kind in (None, np.nan):  # found without pandas too (pandas' NA and NaT need it)
+    if kind is None or kind is np.nan:  # found without pandas too (NA and NaT need it)
         monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` fails
         with pytest.raises(ValueError, match=message):
             ALS.from_factors(np.ones((2, 2)), np.ones((2, 2)),
