@@ -493,8 +493,8 @@ class ALS:
         backend = self.__dict__.get("_backend") or get_backend(self.backend)
         self._set_fitted(backend, X.astype(p["dtype"], copy=False),
                          Y.astype(p["dtype"], copy=False), getattr(self, "loss_history_", []),
-                         _ids.checked_ids(getattr(self, "user_ids_", None), len(X), "user_ids_"),
-                         _ids.checked_ids(getattr(self, "item_ids_", None), len(Y), "item_ids_"))
+                         _ids.checked_ids(self._own_ids("user"), len(X), "user_ids_"),
+                         _ids.checked_ids(self._own_ids("item"), len(Y), "item_ids_"))
 
     @property
     def user_factors(self):
@@ -876,8 +876,9 @@ class ALS:
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         ids, scalar = _as_ids(userid, "userid")
         if not recalculate_user:
-            _check_range(ids, n_users, "userid", "users")
-        candidates, blocked, n_eligible = _eligible(filter_items, items, n_items)
+            _check_range(ids, n_users, "userid", "users", self._own_ids("user"))
+        candidates, blocked, n_eligible = _eligible(filter_items, items, n_items,
+                                                    model_ids=self._own_ids("item"))
         N = min(data.check_int("N", N, minimum=1), n_eligible)
         exclude = None
         if filter_already_liked_items or recalculate_user:
@@ -1084,11 +1085,13 @@ class ALS:
         ``query_id`` of it, or for the given ``queries`` factors (one per id)."""
         backend = self._backend
         n = factors.shape[0]
+        model_ids = self._own_ids(kind)
         ids, scalar = _as_ids(query_id, f"{kind}id")
         if queries is None:
-            _check_range(ids, n, f"{kind}id", f"{kind}s")
+            _check_range(ids, n, f"{kind}id", f"{kind}s", model_ids)
             queries = factors[backend.asarray(ids)]
-        candidates, blocked, n_eligible = _eligible(filter_ids, only_ids, n, f"{kind}s")
+        candidates, blocked, n_eligible = _eligible(filter_ids, only_ids, n, f"{kind}s",
+                                                    model_ids)
         N = min(data.check_int("N", N, minimum=1), n_eligible)
 
         def inverse_norms(F):  # a zero vector stays zero
@@ -1148,7 +1151,7 @@ class ALS:
         k = self.item_factors_.shape[1]
         N = data.check_int("N", N, minimum=1)
         item = _as_id(itemid, "itemid")
-        _check_range(np.array([item]), n_items, "itemid", "items")
+        _check_range(np.array([item]), n_items, "itemid", "items", self._own_ids("item"))
         csr = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
                                                 self.item_factors_.dtype, name="user_items")
         if csr.shape[1] != n_items or csr.shape[0] not in (1, n_users):
@@ -1156,7 +1159,7 @@ class ALS:
                              f"({n_users}, {n_items}): the user's row or every user's")
         if csr.shape[0] > 1:
             user = _as_id(userid, "userid")
-            _check_range(np.array([user]), n_users, "userid", "users")
+            _check_range(np.array([user]), n_users, "userid", "users", self._own_ids("user"))
             csr = csr[user]
         rows = data.weighted_rows(csr, feedback=p["feedback"], alpha=p["alpha"],
                                   confidence=p["confidence"], epsilon=p["epsilon"])
@@ -1208,8 +1211,8 @@ class ALS:
             )
         u, _ = _as_ids(users.ravel(), "userids")
         i, _ = _as_ids(items.ravel(), "itemids")
-        _check_range(u, self.user_factors_.shape[0], "userids", "users")
-        _check_range(i, self.item_factors_.shape[0], "itemids", "items")
+        _check_range(u, self.user_factors_.shape[0], "userids", "users", self._own_ids("user"))
+        _check_range(i, self.item_factors_.shape[0], "itemids", "items", self._own_ids("item"))
         backend = self._backend
         X, Y = self.user_factors_, self.item_factors_
         out = backend.xp.empty(len(u), X.dtype)
@@ -1245,8 +1248,8 @@ class ALS:
             self._backend.to_numpy(self.user_factors_),
             self._backend.to_numpy(self.item_factors_),
             self.loss_history_,
-            getattr(self, "user_ids_", None),
-            getattr(self, "item_ids_", None),
+            self._own_ids("user"),
+            self._own_ids("item"),
         )
         return clone
 
@@ -1290,6 +1293,11 @@ class ALS:
         self.user_ids_ = user_ids
         self.item_ids_ = item_ids
         self._remember_factors()
+
+    def _own_ids(self, kind: str) -> np.ndarray | None:
+        """The original ids of the ``kind`` ("user" or "item") factor rows, or None: a model
+        given its factors by assignment (``model.user_factors = X``) has none."""
+        return getattr(self, f"{kind}_ids_", None)
 
     def _remember_factors(self, changed: Any = None) -> None:
         """Mark the factors as checked and on the backend (see :meth:`_check_fitted`): the
@@ -1851,16 +1859,27 @@ def _as_id(value: Any, name: str) -> int:
     return int(ids[0])
 
 
-def _check_range(ids: np.ndarray, n: int, name: str, what: str) -> None:
+def _check_range(ids: np.ndarray, n: int, name: str, what: str,
+                 model_ids: np.ndarray | None = None) -> None:
+    """Raise for an id outside ``range(n)``; where the model has original ids
+    (``model_ids``: its ``user_ids_`` or ``item_ids_``), the message says that these ids
+    are factor rows, since an integer id of one's own is the likely mistake."""
     bad = (ids < 0) | (ids >= n)
     if bad.any():
+        hint = ""
+        if model_ids is not None:
+            side = what[:-1]  # "users" -> "user"
+            hint = (f"; these are factor rows, not the model's own ids: row r is "
+                    f"model.{side}_ids_[r], and model.{side}_rows(ids) gives the rows of "
+                    f"ids (-1 for an unknown one)")
         raise ValueError(
             f"{name} {int(ids[bad][0])} is out of range: the model has {n} {what} "
-            f"(valid ids 0..{n - 1})"
+            f"(valid ids 0..{n - 1}){hint}"
         )
 
 
-def _eligible(filter_ids: Any, only_ids: Any, n: int, what: str = "items"
+def _eligible(filter_ids: Any, only_ids: Any, n: int, what: str = "items",
+              model_ids: np.ndarray | None = None
               ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
     """An allowlist (``<what>``) or a blocklist (``filter_<what>``) of ``n`` users or items
     as :meth:`Backend.topk` takes them, ``(candidates, blocked)`` (None: no list), both
@@ -1870,18 +1889,19 @@ def _eligible(filter_ids: Any, only_ids: Any, n: int, what: str = "items"
     if filter_ids is not None and only_ids is not None:
         raise ValueError(f"pass filter_{what} or {what}, not both")
     if only_ids is not None:
-        ids = _sorted_distinct(only_ids, what, n, what)
+        ids = _sorted_distinct(only_ids, what, n, what, model_ids)
         return ids, None, len(ids)
     if filter_ids is not None:
-        ids = _sorted_distinct(filter_ids, f"filter_{what}", n, what)
+        ids = _sorted_distinct(filter_ids, f"filter_{what}", n, what, model_ids)
         return None, ids, n - len(ids)
     return None, None, n
 
 
-def _sorted_distinct(ids: Any, name: str, n: int, what: str) -> np.ndarray:
+def _sorted_distinct(ids: Any, name: str, n: int, what: str,
+                     model_ids: np.ndarray | None = None) -> np.ndarray:
     """Ids in ``range(n)``, checked, sorted and distinct."""
     ids, _ = _as_ids(ids, name)
-    _check_range(ids, n, name, what)
+    _check_range(ids, n, name, what, model_ids)
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # not so already: sort
         ids = np.unique(ids)
     return ids

@@ -588,6 +588,45 @@ class TestQueryErrors:
             with pytest.raises(ValueError, match=message):
                 model.predict(users, items)
 
+    def test_own_integer_ids_out_of_range_point_to_the_id_maps(self, fitted):
+        """After fit(df) with integer ids, ``recommend(1001)`` for the user with id 1001 is
+        the likely mistake: out of range, the message says the queries take factor rows
+        and names the map; a model without ids (fitted on a matrix) says nothing of it."""
+        pd = pytest.importorskip("pandas")
+        model, R = fitted
+        coo = R.tocoo()
+        df = pd.DataFrame({"user": coo.row + 1000, "item": coo.col + 500, "value": coo.data})
+        own = fit(df)
+        assert own.user_ids_.min() == 1000
+        n_users, n_items = len(own.user_ids_), len(own.item_ids_)
+        user_hint = (r"is out of range: the model has \d+ users \(valid ids 0\.\.\d+\); these "
+                     r"are factor rows, not the model's own ids: row r is "
+                     r"model\.user_ids_\[r\], and model\.user_rows\(ids\) gives the rows")
+        item_hint = (r"is out of range: the model has \d+ items .*; these are factor rows, "
+                     r".*model\.item_ids_\[r\], and model\.item_rows")
+        rows = own.user_rows([1000])
+        for call, name, hint in (
+                (lambda: own.recommend(1000, R[0]), "userid 1000 ", user_hint),
+                (lambda: own.recommend(0, R[0], items=[500]), "items 500 ", item_hint),
+                (lambda: own.recommend(0, R[0], filter_items=[n_items]),
+                 f"filter_items {n_items} ", item_hint),
+                (lambda: own.similar_items(500), "itemid 500 ", item_hint),
+                (lambda: own.similar_users(1000), "userid 1000 ", user_hint),
+                (lambda: own.similar_users(0, users=[n_users]), f"users {n_users} ",
+                 user_hint),
+                (lambda: own.predict([1000], [0]), "userids 1000 ", user_hint),
+                (lambda: own.predict(rows, [500]), "itemids 500 ", item_hint),
+                (lambda: own.explain(0, R, 500), "itemid 500 ", item_hint),
+                (lambda: own.explain(1000, sp.csr_matrix((n_users, n_items)), 0),
+                 "userid 1000 ", user_hint)):
+            with pytest.raises(ValueError, match=f"^{name}{hint}"):
+                call()
+        with pytest.raises(ValueError, match=r"^userid 20 is out of range: the model has 20 "
+                                             r"users \(valid ids 0\.\.19\)$"):
+            model.recommend(20, R[0])
+        with pytest.raises(ValueError, match=r"\(valid ids 0\.\.14\)$"):
+            model.similar_items(0, items=[15])
+
 
 def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypatch):
     """A matrix whose shape needs more memory than there is (ids used as indices, e.g.
