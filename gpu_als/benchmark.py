@@ -1022,7 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"run on (default: the profile's, {_per_profile('cpu_max_nnz')})")
     parser.add_argument("--timeout", type=float, default=None,
                         help=f"seconds per fit (default: the profile's, {_per_profile('timeout')})")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("-o", "--output", type=Path, default=None,
                         help="result JSON, or a folder for it (default benchmarks/results/"
                              "bench-<device>-<commit>.json); rewritten after every fit")
     parser.add_argument("--plots", type=Path, default=None, metavar="FOLDER",

@@ -591,8 +591,8 @@ def tune_command(args: argparse.Namespace) -> int:
 
 def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10) -> None:
     """--N, --output and --backend of the commands that rank with a saved model."""
-    parser.add_argument("--N", type=at_least(1), default=n, help=f"{what} (default {n})")
-    parser.add_argument("--output", default="-",
+    parser.add_argument("-N", "--N", type=at_least(1), default=n, help=f"{what} (default {n})")
+    parser.add_argument("-o", "--output", default="-",
                         help="CSV file to write (default: standard output), or Parquet "
                              "where the name ends in .parquet")
     parser.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
@@ -901,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="train on MovieLens 100K and compare with baselines",
                             description=demo.__doc__)
     add_model_options(p, regularization=0.001, iterations=20)
-    p.add_argument("--output", default="demo-output",
+    p.add_argument("-o", "--output", default="demo-output",
                    help="folder for the charts (default demo-output)")
     p.set_defaults(func=demo)
 
@@ -910,7 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "value) rows and save it as .npz (with the id maps).")
     add_file_options(p)
     add_model_options(p)
-    p.add_argument("--output", type=Path, default=Path("model.npz"),
+    p.add_argument("-o", "--output", type=Path, default=Path("model.npz"),
                    help="model file to write (default model.npz)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="fit on the Dask cluster of this scheduler (e.g. tcp://host:8786; "
@@ -992,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV of every trial (default trials.csv)")
     p.add_argument("--plot", type=Path, default=None,
                    help="PNG of metric vs hyperparameters (default: none drawn)")
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("-o", "--output", type=Path, default=None,
                    help="save the refitted best model (default: not saved)")
     p.set_defaults(func=tune_command)
 
@@ -1031,7 +1031,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-known", action="store_true",
                    help="also solve the users (items) the model has again, from their rows "
                         "of FILE (which should then hold all of their interactions)")
-    p.add_argument("--output", type=Path, required=True, help="model file to write")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where to load the model (default auto)")
     p.set_defaults(func=fold_in_command)

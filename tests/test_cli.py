@@ -60,6 +60,26 @@ def test_the_solver_option_offers_every_solver():
     assert tuple(solver.choices) == SOLVERS
 
 
+
+@pytest.mark.parametrize("command", [["demo"], ["train", "f.csv"], ["tune", "f.csv"],
+                                     ["recommend", "m.npz"], ["similar", "m.npz"],
+                                     ["explain", "m.npz", "f.csv", "--user", "7", "--items", "1"],
+                                     ["fold-in", "m.npz", "f.csv"], ["bench"]])
+def test_output_and_N_have_the_short_forms_o_and_N(command):
+    """``-o`` for ``--output`` on every command that writes, ``-N`` for ``--N`` on those
+    that rank: what a user types first."""
+    from gpu_als import benchmark
+    from gpu_als.cli import build_parser
+
+    def parse(*options):
+        if command[0] == "bench":
+            return benchmark.build_parser().parse_args(list(options))
+        return build_parser().parse_args([*command, *options])
+
+    assert str(parse("-o", "out.x").output) == "out.x"
+    assert parse("-o", "out.x").output == parse("--output", "out.x").output
+    if command[0] in ("recommend", "similar", "explain"):
+        assert parse("-N", "3").N == 3 == parse("--N", "3").N
 @pytest.mark.parametrize("packed", ["plain", "gzip", "parquet"])
 def test_a_file_piped_in_as_dash_is_read_as_the_file(csv_file, tmp_path, capsys,
                                                       monkeypatch, packed):
@@ -1310,7 +1330,7 @@ def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
 
     commands = next(action for action in build_parser()._actions
                     if isinstance(action, argparse._SubParsersAction)).choices
-    floored = {(name, action.option_strings[0])
+    floored = {(name, action.option_strings[-1])  # the long name (-N is --N)
                for name, command in commands.items() for action in command._actions
                if getattr(action.type, "__qualname__", "") == "at_least.<locals>.parse"}
     assert floored == {(command, option) for command, option, _ in FLOORS}
@@ -1322,8 +1342,8 @@ def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
         assert getattr(parser.parse_args(argv), dest) == least, (command, option)
         with pytest.raises(SystemExit):
             parser.parse_args(argv[:-1] + [str(least - 1)])
-        assert f"argument {option}: must be >= {least}, got {least - 1}" in \
-            capsys.readouterr().err, (command, option)
+        assert re.search(rf"argument (-\w/)?{option}: must be >= {least}, got {least - 1}",
+                         capsys.readouterr().err), (command, option)
 
 
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
@@ -1333,7 +1353,7 @@ def test_a_count_below_one_is_refused(trained, csv_file, capsys):
                     ["explain", str(path), str(csv_file), "--user", "u0", "--items", "100"]):
         with pytest.raises(SystemExit):
             main([*command, "--N", "0", "--backend", "cpu"])
-        assert "argument --N: must be >= 1, got 0" in capsys.readouterr().err
+        assert "argument -N/--N: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_early_stopping_needs_users_with_two_interactions(tmp_path, capsys):
