@@ -44,6 +44,7 @@ from .data import (
     is_dataframe,
     user_stacklevel,
 )
+from .exceptions import NotFittedError
 
 __all__ = ["train_test_split", "leave_k_out_split", "held_out_split", "binarize",
            "ranking_metrics", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "auc",
@@ -840,7 +841,8 @@ class _Baseline:
         ``user_items`` holds the users' rows (one per id), whose items are left out
         unless ``filter_already_liked_items`` is false."""
         if not hasattr(self, "n_items_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit "
+                                 f"first")
         ids = np.atleast_1d(np.asarray(userid))
         exclude = None
         if filter_already_liked_items:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_als import ALS
+from gpu_als import ALS, NotFittedError
 from gpu_als.evaluation import (
     EarlyStopping,
     PopularityRecommender,
@@ -51,9 +51,10 @@ def test_split_is_per_user_disjoint_and_seeded():
                                             r"train_test_split\(ratings, 0.8\) keeps that "
                                             r"share for training instead \(test_fraction=0.2\)"):
             implicit_call()
-    with pytest.raises(TypeError, match=r"train_test_split\(ratings, 80\) keeps that share "
-                                        r"for training instead$"):  # no test_fraction=-79
-        train_test_split(R, 80)
+    for kept in (80, 1, 0, 1.0):  # no test_fraction=-79, =0 or =1: none is a split
+        with pytest.raises(TypeError, match=rf"train_test_split\(ratings, {kept}\) keeps "
+                                            rf"that share for training instead$"):
+            train_test_split(R, kept)
 
 
 @pytest.mark.parametrize("test_fraction", [0.5, 0.8, 0.95])
@@ -705,8 +706,12 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
             metric(model, rows, test)
     with pytest.raises(ValueError, match="test_fraction=1.0: must be < 1"):
         train_test_split(train, test_fraction=1.0)
-    with pytest.raises(ValueError, match="this PopularityRecommender is not fitted yet"):
-        PopularityRecommender().recommend(0, train[0])
+    for unfitted in (PopularityRecommender(), RandomRecommender()):  # as an ALS's error
+        with pytest.raises(NotFittedError, match=rf"^this {type(unfitted).__name__} is not "
+                                                 rf"fitted yet: call fit first$"):
+            unfitted.recommend(0, train[0])
+        with pytest.raises(NotFittedError, match="is not fitted yet"):
+            ranking_metrics(unfitted, train, test)
     with pytest.raises(ValueError, match="user_items is required with "
                                          "filter_already_liked_items=True"):
         popularity.recommend(0)
