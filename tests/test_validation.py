@@ -244,6 +244,17 @@ def test_indices_out_of_range():
         fit(R)
 
 
+def test_an_integer_option_takes_int64s_whole_range_and_no_more():
+    """(Counts go to NumPy as int64: 2**63 would wrap round to a negative one.)"""
+    from gpu_als.data import check_int
+
+    largest = int(np.iinfo(np.int64).max)
+    assert check_int("n", largest, minimum=0) == largest
+    assert check_int("n", np.int64(largest), minimum=0) == largest
+    with pytest.raises(ValueError, match=r"^n=9223372036854775808: too large \(at most "
+                                         r"2\*\*63 - 1\)$"):
+        check_int("n", largest + 1, minimum=0)
+
 @pytest.mark.parametrize("params, error, message", [
     ({"factors": 0}, ValueError, r"factors=0: must be >= 1"),
     ({"factors": 2.5}, TypeError, r"factors must be an integer, got float 2.5"),
