@@ -239,6 +239,8 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
                     "s.rename_axis(['user', 'item']).rename('value').reset_index()")
         elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
             hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"
+        elif sp.issparse(getattr(user_items, "ratings", None)):  # load_movielens_100k()'s
+            hint = "; pass its .ratings (or its own split's .u1_base and .u1_test)"
         raise TypeError(f"{name} must be a scipy.sparse matrix or array, got {kind}{hint}")
     if user_items.ndim != 2:
         raise ValueError(f"{name} must be 2-D (users x items), got {user_items.ndim}-D")

@@ -6,9 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from gpu_als import datasets
+from gpu_als import ALS, datasets
 from gpu_als.backends import gpu
 from gpu_als.datasets import load_movielens_100k, make_power_law
+from gpu_als.evaluation import train_test_split
 
 from .conftest import needs_gpu
 from .cupy_shaped import cupy_shaped_numpy
@@ -166,6 +167,13 @@ def test_movielens_files(movielens):
     assert movielens.u1_base.nnz == 80_000 and movielens.u1_test.nnz == 20_000
     assert set(np.unique(movielens.ratings.data)) == {1, 2, 3, 4, 5}
     assert movielens.item_titles[0] == "Toy Story (1995)"
+    # the dataset given where its matrix is wanted points at the matrix
+    for call in (lambda: ALS().fit(movielens), lambda: train_test_split(movielens)):
+        with pytest.raises(TypeError, match=r"^user_items must be a scipy.sparse matrix or "
+                                            r"array, got gpu_als.MovieLens100K; pass its "
+                                            r"\.ratings \(or its own split's \.u1_base and "
+                                            r"\.u1_test\)$"):
+            call()
 
 
 def test_offline_without_copy_says_where_to_put_files(tmp_path, monkeypatch):
