@@ -77,13 +77,20 @@ def default(value: int | float | str):
     return _DEFAULT_TYPES[type(value)](value)
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, regularization: float = 0.01,
-                      iterations: int = 15) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *,
+                      regularization: float | None = None, iterations: int = 15) -> None:
+    """The options of the ALS hyperparameters; ``regularization`` None: ALS's default,
+    which depends on the feedback."""
     g = parser.add_argument_group("model hyperparameters (see gpu_als.ALS)")
     g.add_argument("--factors", type=int, default=default(64),
                    help="latent factors k (default 64)")
-    g.add_argument("--regularization", type=float, default=default(regularization),
-                   help=f"L2 penalty lambda (default {regularization})")
+    if regularization is None:
+        g.add_argument("--regularization", type=float, default=None,
+                       help="L2 penalty lambda (default 0.01 for implicit feedback, 0.1 for "
+                            "explicit)")
+    else:
+        g.add_argument("--regularization", type=float, default=default(regularization),
+                       help=f"L2 penalty lambda (default {regularization})")
     g.add_argument("--alpha", type=float, default=default(10.0),
                    help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
     g.add_argument("--iterations", type=int, default=default(iterations),
@@ -148,6 +155,8 @@ def model_params(args: argparse.Namespace, *, given_only: bool = False) -> dict[
     params = {}
     for option in MODEL_OPTIONS:
         value = getattr(args, option)
+        if value is None:  # not given, and left to ALS (the regularization by feedback)
+            continue
         if isinstance(value, _DEFAULTS):
             if given_only:
                 continue

@@ -37,6 +37,12 @@ logger = logging.getLogger("gpu_als")
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
 INIT_SCALE = 0.01
 SOLVERS = ("cholesky", *ITERATIVE_SOLVERS)
+#: ``regularization=None``'s value for each kind of feedback: the implicit library's
+#: default, and Spark MLlib's ``regParam`` for explicit ratings (ALS-WR scales it by each
+#: row's number of ratings, as Spark does). On MovieLens 100K's u1 split (15 iterations)
+#: explicit feedback at 0.01 has test RMSE 1.14 (k = 8) and 1.29 (k = 32); at 0.1,
+#: 0.939 and 0.937 (CPU backend, seed 0).
+DEFAULT_REGULARIZATION = {"implicit": 0.01, "explicit": 0.1}
 #: Rows a growing partial fit allocates beyond those it needs, as a share of them: users
 #: added a few per call then copy the factors once per eighth of growth, not every call.
 SPARE_ROWS = 1 / 8
@@ -74,8 +80,11 @@ class ALS:
     ----------
     factors : int, default 64
         Number of latent factors ``k``.
-    regularization : float, default 0.01
-        ``lambda``, the L2 penalty (>= 0; > 0 for explicit feedback).
+    regularization : float or None, default None
+        ``lambda``, the L2 penalty (>= 0; > 0 for explicit feedback). None: 0.01 for
+        implicit feedback (the implicit library's default) and 0.1 for explicit feedback
+        (Spark MLlib's, for the same penalty per rating), see
+        :data:`DEFAULT_REGULARIZATION`: a ratings model at 0.01 overfits.
     alpha : float, default 10.0
         Confidence scaling for implicit feedback (>= 0). Ignored for explicit feedback.
     iterations : int, default 15
@@ -201,7 +210,7 @@ class ALS:
     def __init__(
         self,
         factors: int = 64,
-        regularization: float = 0.01,
+        regularization: float | None = None,
         alpha: float = 10.0,
         iterations: int = 15,
         *,
@@ -292,13 +301,15 @@ class ALS:
             raise TypeError(f"iterations must be an integer, got the dtype {self.iterations!r}: "
                             f"the 4th argument of implicit's AlternatingLeastSquares is its "
                             f"dtype, and gpu-als's is iterations; pass dtype= by name")
+        feedback = data.check_choice("feedback", self.feedback, data.FEEDBACKS)
         p = {
             "factors": data.check_int("factors", self.factors, minimum=1),
             "iterations": data.check_int("iterations", self.iterations, minimum=0),
-            "regularization": data.check_float("regularization", self.regularization),
+            "regularization": DEFAULT_REGULARIZATION[feedback] if self.regularization is None
+            else data.check_float("regularization", self.regularization),
             "alpha": data.check_float("alpha", self.alpha),
             "epsilon": data.check_float("epsilon", self.epsilon, strict=True),
-            "feedback": data.check_choice("feedback", self.feedback, data.FEEDBACKS),
+            "feedback": feedback,
             "confidence": data.check_choice("confidence", self.confidence, data.CONFIDENCES),
             "solver": data.check_choice("solver", self.solver, SOLVERS),
             "cg_steps": data.check_int("cg_steps", self.cg_steps, minimum=1),

@@ -50,6 +50,30 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert ALS.load(out, backend="cpu").solver == "pcg"
 
 
+def test_the_regularization_option_defaults_to_that_of_the_feedback(csv_file, tmp_path,
+                                                                    capsys):
+    """Not given, --regularization is left to ALS (0.01 implicit, 0.1 explicit); given, it
+    is kept; the help says both defaults. The demo keeps its own 0.001."""
+    from gpu_als.cli import build_parser, model_params
+
+    out = tmp_path / "m.npz"
+    for feedback, given, fitted in (("implicit", [], 0.01), ("explicit", [], 0.1),
+                                    ("explicit", ["--regularization", "0.05"], 0.05)):
+        assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1",
+                     "--feedback", feedback, *given, "--backend", "cpu",
+                     "--output", str(out)]) == 0
+        model = ALS.load(out, backend="cpu")
+        assert model.regularization == (float(given[1]) if given else None)
+        assert model._check_params()["regularization"] == fitted
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "L2 penalty lambda (default 0.01 for implicit feedback, 0.1 for explicit)" in \
+        " ".join(capsys.readouterr().out.split())
+    assert model_params(build_parser().parse_args(["demo"]))["regularization"] == 0.001
+    assert "regularization" not in model_params(build_parser().parse_args(["train", "f"]))
+
+
 def test_the_solver_option_offers_every_solver():
     from gpu_als.cli import build_parser
     from gpu_als.model import SOLVERS

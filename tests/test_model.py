@@ -199,11 +199,29 @@ def test_defaults_are_the_documented_ones():
     """The defaults the docstring and README state (changing one changes every user's
     model)."""
     assert ALS().get_params() == {
-        "factors": 64, "regularization": 0.01, "alpha": 10.0, "iterations": 15,
+        "factors": 64, "regularization": None, "alpha": 10.0, "iterations": 15,
         "feedback": "implicit", "confidence": "linear", "epsilon": 1.0, "solver": "cholesky",
         "cg_steps": 3, "dtype": np.float32, "backend": "auto", "random_state": None,
         "warm_start": False, "show_progress": True, "calculate_training_loss": True,
         "callback": None}
+
+
+@pytest.mark.parametrize("feedback, value", [("implicit", 0.01), ("explicit", 0.1)])
+def test_the_default_regularization_is_that_of_the_feedback(R, feedback, value):
+    """``regularization=None`` fits as implicit's 0.01 for implicit feedback and Spark's
+    0.1 for ratings (tests/test_movielens.py: RMSE 0.94 against 1.29 at 0.01); the model
+    keeps None, as given, so that a change of feedback changes it too."""
+    fitted = model_for("cpu", feedback=feedback).fit(R)
+    assert fitted.regularization is None and "regularization" not in repr(fitted)
+    same = model_for("cpu", feedback=feedback, regularization=value).fit(R)
+    np.testing.assert_array_equal(fitted.user_factors_, same.user_factors_)
+    np.testing.assert_array_equal(fitted.item_factors_, same.item_factors_)
+    other = 0.1 if value == 0.01 else 0.01
+    assert not np.array_equal(
+        model_for("cpu", feedback=feedback, regularization=other).fit(R).user_factors_,
+        fitted.user_factors_)
+    assert fitted.recalculate_user(0, R[0]) == pytest.approx(
+        same.recalculate_user(0, R[0]), rel=1e-6)  # a fold-in solves with it too
 
 
 def test_without_the_loss_nan_after_a_single_iteration_is_an_error(R):

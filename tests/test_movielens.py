@@ -35,8 +35,10 @@ def test_implicit_recall_at_10(real_backend, split):
 
 
 def test_explicit_rmse_on_u1_split(real_backend, movielens):
-    model = ALS(factors=32, regularization=0.1, iterations=15, feedback="explicit",
-                random_state=42, backend=real_backend, show_progress=False).fit(movielens.u1_base)
+    """With the default regularization (0.1 for ratings; at implicit's 0.01 the RMSE is
+    1.29)."""
+    model = ALS(factors=32, iterations=15, feedback="explicit", random_state=42,
+                backend=real_backend, show_progress=False).fit(movielens.u1_base)
     error = rmse(model, movielens.u1_test)
     test = movielens.u1_test.tocoo()
     by_hand = np.sqrt(np.mean((model.predict(test.row, test.col) - test.data) ** 2))
