@@ -679,6 +679,29 @@ print(benchmark.unavailable(benchmark.IMPLEMENTATIONS["implicit-gpu-cg"]))
     assert "RMM" in gpu_reason or "CUDA" in gpu_reason, gpu_reason
 
 
+@pytest.mark.parametrize("has_rmm, has_cuda, reason", [
+    (True, False, "implicit's GPU ALS is disabled: no CUDA extension in this build"),
+    (False, False, "implicit's GPU ALS needs RMM (rmm-cu13, librmm-cu13, rapids-logger)"),
+    (True, True, None)])
+def test_implicit_gpu_problem_names_the_cause(monkeypatch, has_rmm, has_cuda, reason):
+    """implicit.gpu's flags, read without a GPU: a build without its CUDA extension (no
+    warning to quote) says so, rather than ending in an empty reason."""
+    import types
+
+    fake_gpu = types.ModuleType("implicit.gpu")
+    fake_gpu.HAS_RMM, fake_gpu.HAS_CUDA = has_rmm, has_cuda
+    fake = types.ModuleType("implicit")
+    fake.gpu = fake_gpu
+    monkeypatch.setitem(sys.modules, "implicit", fake)
+    monkeypatch.setitem(sys.modules, "implicit.gpu", fake_gpu)
+    monkeypatch.setattr(benchmark, "_preload_cuda_libraries", lambda: None)
+    benchmark._implicit_gpu_problem.cache_clear()
+    try:
+        assert benchmark._implicit_gpu_problem() == reason
+    finally:
+        benchmark._implicit_gpu_problem.cache_clear()  # the real one for the other tests
+
+
 def test_fp32_peak_from_the_device_attributes():
     """Against the vendors' published FP32 peaks: A100 SXM 19.5 TFLOP/s, H100 SXM 67."""
     assert benchmark.peak_gflops("80", {"MultiProcessorCount": 108, "ClockRate": 1_410_000}) \
