@@ -382,9 +382,7 @@ __device__ __forceinline__ void copy_async(T* to, const T* from) {
     constexpr int BYTES = WIDTH * sizeof(T);
     static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
 #if defined(GPU_ALS_HOST_EMULATION)
-    gpu_als_emu::check_aligned(to, BYTES);
-    gpu_als_emu::check_aligned(from, BYTES);
-    std::memcpy(to, from, BYTES);
+    gpu_als_emu::copy_async(to, from, BYTES);  // lands at wait_copies (tests/cuda_host.h)
 #elif __CUDA_ARCH__ >= 800 && ALS_ASYNC_COPIES
     const unsigned address = (unsigned)__cvta_generic_to_shared(to);
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n"
@@ -395,7 +393,9 @@ __device__ __forceinline__ void copy_async(T* to, const T* from) {
 }
 
 __device__ __forceinline__ void wait_copies() {
-#if !defined(GPU_ALS_HOST_EMULATION) && __CUDA_ARCH__ >= 800 && ALS_ASYNC_COPIES
+#if defined(GPU_ALS_HOST_EMULATION)
+    gpu_als_emu::wait_copies();
+#elif __CUDA_ARCH__ >= 800 && ALS_ASYNC_COPIES
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
 }

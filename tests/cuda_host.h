@@ -18,7 +18,10 @@
 // buffer per lane, refilled with 0xFF bytes (NaN for floats) before every block so that a
 // kernel reading shared memory it never wrote fails the parity tests. Blocks in lanes
 // that run at once let ThreadSanitizer see two blocks updating one address without
-// atomicAdd, as a GPU runs many blocks at once.
+// atomicAdd, as a GPU runs many blocks at once. An asynchronous copy (cp.async, the kernels'
+// copy_async) reads its source when issued and writes shared memory only at the thread's
+// wait_copies(), the latest moment a GPU may: a read before the wait sees the poison, and a
+// thread that ends with copies it never waited for is a fault.
 //
 // What this cannot see: the CUDA memory model (every store here is immediately visible to
 // all threads; ThreadSanitizer builds catch missing barriers, not missing __threadfence),
@@ -200,7 +203,13 @@ struct Launch {
     // one each thread writes next.
     std::vector<std::array<unsigned char, 8>> warp_buffer;
     std::vector<unsigned char> exchange_parity;
-
+    // Each thread's asynchronous copies not yet waited for (see copy_async).
+    struct PendingCopy {
+        void* to;
+        std::array<unsigned char, 16> bytes;
+        std::size_t size;
+    };
+    std::vector<std::vector<PendingCopy>> pending_copies;
 };
 
 inline void report_fault(const std::string& what);
@@ -242,6 +251,24 @@ inline void check_aligned(const void* p, std::size_t alignment) {
     if (reinterpret_cast<std::uintptr_t>(p) % alignment != 0)
         report_fault("misaligned address: a " + std::to_string(alignment) +
                      "-byte vector access at an address that is not a multiple of it");
+}
+
+// cp.async of `bytes` (4, 8 or 16, aligned to that size): the source is read now, and the
+// destination written at this thread's wait_copies(), not before (a GPU may land it at any
+// time up to the wait): a kernel that reads it without waiting reads the poison.
+inline void copy_async(void* to, const void* from, std::size_t bytes) {
+    check_aligned(to, bytes);
+    check_aligned(from, bytes);
+    Launch::PendingCopy copy{to, {}, bytes};
+    std::memcpy(copy.bytes.data(), from, bytes);
+    current->pending_copies[linear_tid].push_back(copy);
+}
+
+// cp.async.wait_all: this thread's copies land.
+inline void wait_copies() {
+    auto& pending = current->pending_copies[linear_tid];
+    for (const auto& copy : pending) std::memcpy(copy.to, copy.bytes.data(), copy.size);
+    pending.clear();
 }
 
 // A warp primitive's exchange: publishes this thread's value, waits for the warp's
@@ -379,6 +406,7 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
         state->dynamic_shared.assign(shared_bytes + SHARED_GUARD_BYTES, 0xFF);
         state->warp_buffer.resize(2 * nthreads);
         state->exchange_parity.assign(nthreads, 0);
+        state->pending_copies.resize(nthreads);
         start_block(state.get());
         // The lane's threads meet here after each block; the last one in prepares the next.
         block_ends.push_back(std::make_unique<Barrier>(nthreads, Completion{state.get()}));
@@ -396,6 +424,11 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, std::size_t shared_b
                          static_cast<unsigned>((b / grid.x) % grid.y),
                          static_cast<unsigned>(b / (1LL * grid.x * grid.y))};
             std::apply(kernel, args);
+            if (!current->pending_copies[t].empty()) {
+                report_fault("a thread ended with cp.async copies it never waited for "
+                             "(copy_async without wait_copies)");
+                current->pending_copies[t].clear();
+            }
             // An exited thread no longer counts at barriers (as on sm_70 and later).
             current->block_barrier->arrive_and_drop();
             current->warp_barriers[t / 32]->arrive_and_drop();

@@ -58,3 +58,15 @@ __global__ void wait_at_different_barriers(float* out) {
         __syncthreads();
     out[threadIdx.x] = 1;
 }
+
+// Each thread copies in[t] to shared memory by copy_async, waits for it (if `wait`), and
+// after the barrier reads its neighbour's: in[(t + 1) % n] with the wait; without it the
+// copies have not landed (the poison, NaN) and the launch reports them never waited for.
+__global__ void copy_async_then_read(const float* in, float* out, int wait) {
+    ALS_DYNAMIC_SHARED(float, buffer);
+    const int t = threadIdx.x, n = blockDim.x;
+    als::copy_async<float, 1>(buffer + t, in + t);
+    if (wait) als::wait_copies();
+    __syncthreads();
+    out[t] = buffer[(t + 1) % n];
+}

@@ -309,7 +309,8 @@ def selftest():
         skip_or_fail(f"kernel emulation unavailable: {emulation.unavailable_reason()}")
     return emulation.EmulatedModule(SELFTEST, names=[
         "warp_features", "reverse_through_shared<float>", "reverse_through_shared<double>",
-        "read_unwritten_shared", "load4_from_shared", "wait_at_different_barriers"])
+        "read_unwritten_shared", "load4_from_shared", "wait_at_different_barriers",
+        "copy_async_then_read"])
 
 
 def test_emulated_warp_primitives_and_atomics(selftest):
@@ -381,6 +382,24 @@ def test_threads_waiting_at_barriers_none_can_complete_are_a_fault(selftest):
     selftest.get_function("reverse_through_shared<float>")(
         (2,), (32,), on_device(x, reversed_), shared_mem=32 * x.itemsize)
     np.testing.assert_array_equal(reversed_, x.reshape(2, 32)[:, ::-1].ravel())
+
+
+def test_async_copies_land_at_the_wait_as_they_may_on_a_gpu(selftest):
+    """cp.async (copy_async) may write shared memory at any time up to the thread's
+    wait_copies(): the emulation writes it at the wait, so that a kernel that reads it
+    without waiting (a race on a GPU, invisible to synchronous copies) reads the poison,
+    and a thread that ends with copies not waited for is a fault."""
+    x = np.arange(1, 33, dtype=np.float32)
+    out = np.zeros_like(x)
+    kernel = selftest.get_function("copy_async_then_read")
+    kernel((1,), (32,), (*on_device(x, out), np.int32(1)), shared_mem=128)
+    np.testing.assert_array_equal(out, np.roll(x, -1))
+    with pytest.raises(RuntimeError, match=r"a thread ended with cp.async copies it never "
+                                           r"waited for \(copy_async without wait_copies\)"):
+        kernel((1,), (32,), (*on_device(x, out), np.int32(0)), shared_mem=128)
+    assert np.isnan(out).all()  # read before the copies landed
+    kernel((1,), (32,), (*on_device(x, out), np.int32(1)), shared_mem=128)  # no fault left
+    np.testing.assert_array_equal(out, np.roll(x, -1))
 
 
 def test_vector_loads_need_alignment_as_on_a_gpu(selftest):
