@@ -84,13 +84,11 @@ def add_model_options(parser: argparse.ArgumentParser, *,
     g = parser.add_argument_group("model hyperparameters (see gpu_als.ALS)")
     g.add_argument("--factors", type=int, default=default(64),
                    help="latent factors k (default 64)")
-    if regularization is None:
-        g.add_argument("--regularization", type=float, default=None,
-                       help="L2 penalty lambda (default 0.01 for implicit feedback, 0.1 for "
-                            "explicit)")
-    else:
-        g.add_argument("--regularization", type=float, default=default(regularization),
-                       help=f"L2 penalty lambda (default {regularization})")
+    g.add_argument("--regularization", type=float,
+                   default=None if regularization is None else default(regularization),
+                   help="L2 penalty lambda (default " + (
+                       "0.01 for implicit feedback, 0.1 for explicit" if regularization is None
+                       else str(regularization)) + ")")
     g.add_argument("--alpha", type=float, default=default(10.0),
                    help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
     g.add_argument("--iterations", type=int, default=default(iterations),
