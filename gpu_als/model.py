@@ -74,7 +74,9 @@ class ALS:
     ``1 + alpha * log(1 + |r| / epsilon)``); unstored entries have ``p = 0, c = 1``, and a
     negative value means "disliked". With ``feedback="explicit"`` (ALS-WR, Zhou et al. 2008,
     as Spark MLlib) stored values are ratings, unstored ones are unknown, and each row's
-    regularization is scaled by its number of ratings.
+    regularization is scaled by its number of ratings. A stored 0 is a rating of 0 (a
+    ``R.data[R.data < 3] = 0`` keeps its entries: ``R.eliminate_zeros()`` makes them
+    unknown); with implicit feedback it is the same as no entry.
 
     Parameters
     ----------
