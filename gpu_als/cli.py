@@ -43,7 +43,10 @@ from ._id_queries import (
     similar_by_id,
 )
 from ._tables import read_frame, write_table
+from .backends import BACKEND_NAMES
+from .data import CONFIDENCES, DTYPES, FEEDBACKS
 from .evaluation import VALIDATION_METRICS, metric_name
+from .model import SOLVERS
 
 logger = logging.getLogger("gpu_als")
 
@@ -93,22 +96,22 @@ def add_model_options(parser: argparse.ArgumentParser, *,
                    help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
     g.add_argument("--iterations", type=int, default=default(iterations),
                    help=f"ALS sweeps (default {iterations})")
-    g.add_argument("--feedback", choices=["implicit", "explicit"], default=default("implicit"),
+    g.add_argument("--feedback", choices=FEEDBACKS, default=default("implicit"),
                    help="values are interaction amounts (implicit) or ratings (explicit) "
                         "(default implicit)")
-    g.add_argument("--confidence", choices=["linear", "log"], default=default("linear"),
+    g.add_argument("--confidence", choices=CONFIDENCES, default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log) "
                         "(default linear)")
     g.add_argument("--epsilon", type=float, default=default(1.0),
                    help="scale of the log confidence (default 1)")
-    g.add_argument("--solver", choices=["cholesky", "cg", "pcg"], default=default("cholesky"),
+    g.add_argument("--solver", choices=SOLVERS, default=default("cholesky"),
                    help="exact per-row solves, conjugate-gradient steps, or CG steps "
                         "preconditioned by Y^T Y + regularization I (default cholesky)")
     g.add_argument("--cg-steps", type=int, default=default(3),
                    help="CG steps per row and half-step with --solver cg or pcg (default 3)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default=default("float32"),
+    g.add_argument("--dtype", choices=[dtype.name for dtype in DTYPES], default=default("float32"),
                    help="precision of the factors and the solves (default float32)")
-    g.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=default("auto"),
+    g.add_argument("--backend", choices=BACKEND_NAMES, default=default("auto"),
                    help="where to train (default auto: the GPU when usable)")
     g.add_argument("--seed", type=at_least(0), default=default(42),
                    help="initialisation and split seed (default 42)")
@@ -602,7 +605,7 @@ def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10)
     parser.add_argument("-o", "--output", default="-",
                         help="CSV file to write (default: standard output), or Parquet "
                              "where the name ends in .parquet")
-    parser.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
                         help="where to load the model (default auto)")
 
 
@@ -977,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=VALIDATION_METRICS,
                    default="recall", help="validation metric (default recall; rmse, the "
                                           "lower the better, needs --feedback explicit)")
-    p.add_argument("--feedback", choices=["implicit", "explicit"], default="implicit",
+    p.add_argument("--feedback", choices=FEEDBACKS, default="implicit",
                    help="implicit (default) or explicit (ratings: ALS-WR, with a grid of "
                         "factors and regularization by default)")
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
@@ -991,7 +994,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations of the first halving rung (default 3)")
     p.add_argument("--reduction-factor", type=at_least(2), default=3,
                    help="keep the best 1/this of the trials at each rung (default 3)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
                    help="where to train (default auto: the GPU when usable)")
     p.add_argument("--seed", type=at_least(0), default=42,
                    help="split, sampling and start seed (default 42)")
@@ -1039,7 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also solve the users (items) the model has again, from their rows "
                         "of FILE (which should then hold all of their interactions)")
     p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
                    help="where to load the model (default auto)")
     p.set_defaults(func=fold_in_command)
 

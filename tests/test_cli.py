@@ -74,15 +74,25 @@ def test_the_regularization_option_defaults_to_that_of_the_feedback(csv_file, tm
     assert "regularization" not in model_params(build_parser().parse_args(["train", "f"]))
 
 
-def test_the_solver_option_offers_every_solver():
+def test_the_options_offer_what_the_library_has():
+    """Every command's --solver, --feedback, --confidence, --dtype and --backend offer the
+    library's own list, so that a solver (say) added to ALS is on the command line too."""
+    from gpu_als.backends import BACKEND_NAMES
     from gpu_als.cli import build_parser
+    from gpu_als.data import CONFIDENCES, DTYPES, FEEDBACKS
     from gpu_als.model import SOLVERS
 
-    train = next(action for action in build_parser()._actions
-                 if action.dest == "command").choices["train"]
-    solver = next(action for action in train._actions if action.dest == "solver")
-    assert tuple(solver.choices) == SOLVERS
-
+    library = {"solver": SOLVERS, "feedback": FEEDBACKS, "confidence": CONFIDENCES,
+               "dtype": tuple(dtype.name for dtype in DTYPES), "backend": BACKEND_NAMES}
+    commands = next(action for action in build_parser()._actions
+                    if action.dest == "command").choices
+    offered = {(name, action.dest): tuple(action.choices)
+               for name, command in commands.items() for action in command._actions
+               if action.dest in library}
+    assert {dest for _, dest in offered} == set(library)
+    assert {(name, "solver") for name in ("train", "evaluate", "demo")} <= set(offered)
+    for (name, dest), choices in offered.items():
+        assert choices == library[dest], (name, dest)
 
 
 @pytest.mark.parametrize("command", [["demo"], ["train", "f.csv"], ["tune", "f.csv"],
