@@ -12,7 +12,7 @@ later calls reuse) of:
 - ``gpu_als.data.id_positions(model.user_ids_, [id])``: the same without it.
 
 Its numbers are in the docstrings of ``partial_fit_users`` and ``user_rows`` and in the
-README ("Your own ids").
+docs/guide.md ("DataFrames and your own ids").
 """
 
 import argparse

@@ -1024,7 +1024,7 @@ def test_thread_scaling_script_runs(capsys):
 
 
 def test_warm_start_script_runs(movielens, capsys):
-    """benchmarks/warm_start.py (its numbers in the README): a refit from the model of
+    """benchmarks/warm_start.py (its numbers in docs/command-line.md): a refit from the model of
     before ends lower than one from scratch after as many iterations."""
     assert benchmark_script("warm_start").main([]) == 0
     rows = {int(line.split()[0]): [float(v.replace(",", "")) for v in line.split()[1:]]
@@ -1058,7 +1058,7 @@ def test_preconditioned_cg_script_runs(movielens, capsys):
 
 
 def test_ids_benchmark_script_runs(capsys):
-    """benchmarks/bench_ids.py (its numbers in the README and docstrings), small: every
+    """benchmarks/bench_ids.py (its numbers in docs/guide.md and docstrings), small: every
     call timed, first and median."""
     assert benchmark_script("bench_ids").main(["--users", "3000", "--factors", "8",
                                                "--calls", "5"]) == 0

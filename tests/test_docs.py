@@ -1,4 +1,5 @@
-"""The documentation runs: every docstring example in the package, and README's API block."""
+"""The documentation runs: every docstring example in the package, the code blocks of README
+and the user guide; and its links lead somewhere."""
 
 import doctest
 import importlib
@@ -14,7 +15,9 @@ import gpu_als
 
 from .conftest import skip_or_fail
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guide.md"
 
 
 def test_docstring_examples_run():
@@ -47,9 +50,9 @@ def test_public_modules_say_what_they_export(name):
     assert set(star) - {"__builtins__"} == exported
 
 
-def python_block(heading: str) -> str:
-    """The first ```python block after ``heading`` in README.md."""
-    text = README.read_text()
+def python_block(heading: str, document: Path = README) -> str:
+    """The first ```python block after ``heading`` in ``document`` (README.md)."""
+    text = document.read_text()
     start = text.index(heading)
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 
@@ -79,9 +82,9 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
     np.testing.assert_array_equal(twin.recommend(0, R[0])[0], model.recommend(0, R[0])[0])
 
 
-def test_readme_early_stopping_block_runs():
-    """README's EarlyStopping example, smaller: it stops, and the refit has the best
-    iteration's count."""
+def test_guide_early_stopping_block_runs():
+    """The user guide's EarlyStopping example, smaller: it stops, and the refit has the
+    best iteration's count."""
     from gpu_als import ALS
     from gpu_als.datasets import make_power_law
 
@@ -91,7 +94,8 @@ def test_readme_early_stopping_block_runs():
 
     namespace = {"ALS": small_als, "train": make_power_law(300, 100, 4000, random_state=0,
                                                             device="cpu")}
-    exec(compile(python_block("Metrics per iteration"), str(README), "exec"), namespace)
+    exec(compile(python_block("## Metrics per iteration", GUIDE), str(GUIDE), "exec"),
+         namespace)
     stop, model = namespace["stop"], namespace["model"]
     assert len(stop.scores) == len(model.loss_history_) + stop.patience < 50
     assert model.loss_history_ and len(model.loss_history_) == stop.best_iteration + 1
@@ -175,3 +179,30 @@ def test_readme_from_implicit_block_runs(tmp_path, monkeypatch):
     exec(compile(block, str(README), "exec"), {"implicit_model": theirs})
     saved = gpu_als.ALS.load(tmp_path / "model.npz", backend="cpu")
     np.testing.assert_array_equal(saved.item_factors_, theirs.item_factors)
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation dropped,
+    spaces as hyphens (a repeated heading's -1, -2 suffixes are not needed here)."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_lead_somewhere():
+    """Every relative link of README.md and docs/*.md names a file of the checkout, and
+    a heading of it where it has a #anchor (moving text between pages breaks these)."""
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.name}: {target} (no such file)"
+            if anchor:
+                assert anchor in heading_anchors(linked.read_text()), \
+                    f"{page.name}: {target} (no such heading)"
+            checked += 1
+    assert checked > 20
