@@ -530,16 +530,17 @@ def from_dataframe(
     return interactions
 
 
-def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None, *,
-                    dtype: Any = np.float32, user_ids: Any = None, item_ids: Any = None,
-                    drop_unknown: bool = False) -> tuple[Interactions, np.ndarray, np.ndarray]:
-    """:func:`from_dataframe`, and the row and column of each of ``df``'s rows in the
-    matrix (``-1`` for an id a given map lacks), for a caller that counts those."""
+def _check_frame(df: Any, name: str = "df") -> Any:
+    """``df`` itself where it is a table (a DataFrame, a pyarrow Table), else a TypeError."""
     if not hasattr(type(df), "columns") or not hasattr(df, "__getitem__"):
-        raise TypeError(f"df must be a pandas or polars DataFrame (or a cuDF or Modin one, "
-                        f"or a pyarrow Table), got {type(df).__name__}")
-    df = _eager_frame(df)
-    drop_unknown = check_bool("drop_unknown", drop_unknown)
+        raise TypeError(f"{name} must be a pandas or polars DataFrame (or a cuDF or Modin "
+                        f"one, or a pyarrow Table), got {type(df).__name__}")
+    return df
+
+
+def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None) -> None:
+    """The id columns (and ``value_col``, if not None) are distinct names, and each id
+    column is one column of ``df``."""
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")
@@ -556,6 +557,28 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
         if (times := list(df.columns).count(used)) > 1:
             raise ValueError(f"the DataFrame has {times} columns named {used!r}: keep one, "
                              f"e.g. df.loc[:, ~df.columns.duplicated()]")
+
+
+def pair_positions(df: Any, user_col: str, item_col: str, user_ids: Any, item_ids: Any
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The row in ``user_ids`` and in ``item_ids`` (a model's id maps) of each (user, item)
+    row of ``df``, ``-1`` for an id the map lacks. ``df`` is an eager pandas or polars
+    DataFrame; its id columns are checked as :func:`from_dataframe` checks them (a missing
+    id is refused)."""
+    _check_columns(df, user_col, item_col, None)
+    _, rows = _positions(_id_column(df, user_col), user_ids, user_col, True)
+    _, cols = _positions(_id_column(df, item_col), item_ids, item_col, True)
+    return rows, cols
+
+
+def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None, *,
+                    dtype: Any = np.float32, user_ids: Any = None, item_ids: Any = None,
+                    drop_unknown: bool = False) -> tuple[Interactions, np.ndarray, np.ndarray]:
+    """:func:`from_dataframe`, and the row and column of each of ``df``'s rows in the
+    matrix (``-1`` for an id a given map lacks), for a caller that counts those."""
+    df = _eager_frame(_check_frame(df))
+    drop_unknown = check_bool("drop_unknown", drop_unknown)
+    _check_columns(df, user_col, item_col, value_col)
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)

@@ -1235,6 +1235,78 @@ class ALS:
             out[block] = (X[backend.asarray(u[block])] * Y[backend.asarray(i[block])]).sum(axis=1)
         return backend.to_numpy(out).reshape(users.shape)
 
+    def predict_frame(self, pairs: Any, *, user_col: str = "user", item_col: str = "item",
+                      score_col: str = "score"):
+        """:meth:`predict` for (user, item) pairs named by id: ``pairs`` with a column of
+        predicted values added (as Spark MLlib's ``ALSModel.transform``), a pandas
+        DataFrame, or a polars one for polars ``pairs``.
+
+        Users and items are the model's ids (:attr:`user_ids_`, :attr:`item_ids_`; factor
+        rows for a model fitted without ids), matched as :meth:`user_rows` matches them. A
+        pair whose user or item the model lacks gets a NaN score, with a warning that
+        counts them (Spark's ``coldStartStrategy="nan"``; ``.dropna(subset=["score"])``
+        drops them, as its ``"drop"``).
+
+        Parameters
+        ----------
+        pairs : pandas or polars DataFrame (or a table ``fit`` reads)
+            One row per pair; other columns are kept. A rating column makes
+            ``rmse``-style checks a column difference away.
+        user_col, item_col : str
+            The columns of the ids.
+        score_col : str, default "score"
+            The name of the added column; refused if ``pairs`` already has one.
+
+        Returns
+        -------
+        pandas.DataFrame (or polars.DataFrame)
+            ``pairs``' rows in order, with ``score_col``: ``x_u . y_i`` in the factors'
+            dtype (a rating for explicit feedback, a preference score for implicit), NaN for
+            a pair the model cannot score.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob"],
+        ...                    "item": ["x", "y", "y", "z"], "value": [5.0, 3.0, 4.0, 1.0]})
+        >>> model = ALS(factors=2, iterations=10, feedback="explicit", backend="cpu",
+        ...             show_progress=False, random_state=0).fit(df)
+        >>> scored = model.predict_frame(df)
+        >>> list(scored.columns), bool((scored["score"] - scored["value"]).abs().max() < 1)
+        (['user', 'item', 'value', 'score'], True)
+        """
+        self._check_fitted()
+        frames = _frame_module("predict_frame", "predict", like=pairs)
+        df = data._eager_frame(data._check_frame(pairs, "pairs"), "pairs")
+        if not isinstance(score_col, str):
+            raise TypeError(f"score_col must be a str, got {type(score_col).__name__}")
+        if score_col in df.columns:
+            raise ValueError(f"pairs already has a column {score_col!r}: name the scores' "
+                             f"column with score_col=")
+        X, Y = self.user_factors_, self.item_factors_
+        rows, cols = data.pair_positions(
+            df, user_col, item_col, _id_queries.id_map(self.user_ids_, X.shape[0]),
+            _id_queries.id_map(self.item_ids_, Y.shape[0]))
+        known = (rows >= 0) & (cols >= 0)
+        scores = np.full(len(rows), np.nan, X.dtype)
+        if known.any():
+            scores[known] = self.predict(rows[known], cols[known])
+        if not known.all():
+            lacking = []
+            for side, col, positions in (("user", user_col, rows), ("item", item_col, cols)):
+                ids = _id_queries.each_once(data._column(df, col)[positions < 0], col)
+                if len(ids):
+                    lacking.append(f"{len(ids)} {side}{'s' if len(ids) > 1 else ''}, e.g. "
+                                   f"{_id_queries.examples(ids)}")
+            n = int((~known).sum())
+            name = "names a user or item" if n == 1 else "name users or items"
+            warnings.warn(f"{n} of the {len(known)} pairs {name} the model lacks "
+                          f"({'; '.join(lacking)}): their {score_col} is NaN",
+                          stacklevel=data.user_stacklevel())
+        if frames.__name__ == "polars":
+            return df.with_columns(frames.Series(score_col, scores))
+        return df.assign(**{score_col: scores})
+
     # ---- conversion and persistence ----------------------------------------------------
 
     def to_cpu(self) -> ALS:

@@ -121,6 +121,11 @@ def test_readme_own_ids_block_runs(tmp_path, monkeypatch, capsys):
     assert ids.shape == (2, 10) and set(model.item_ids_[ids].ravel()) <= set(skus)
     assert list(top["user"]) == ["ann"] * 10 + ["bob"] * 10  # before the partial fit
     assert list(top["item"]) == list(model.item_ids_[ids].ravel())
+    scored = namespace["scored"]
+    assert list(scored.columns) == ["uid", "sku", "n", "score"]
+    bob = scored[scored["uid"] == "bob"].iloc[0]  # a user the partial fit leaves as it was
+    assert bob["score"] == pytest.approx(float(
+        model.predict(model.user_rows("bob"), model.item_rows(bob["sku"]))), rel=1e-6)
     assert "sku" in capsys.readouterr().out
     assert list(model.user_ids_) == sorted(people) + ["cy", "dee"]
     ann = list(model.user_ids_).index("ann")  # solved again from today's row only

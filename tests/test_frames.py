@@ -402,3 +402,106 @@ def test_similar_frames_refuse_ids_the_model_lacks(clicks):
         model.similar_users_frame([["u01"]])
     with pytest.raises(ValueError, match="N=0: must be >= 1"):
         model.similar_users_frame(N=0)
+
+
+# ---- predict_frame ----------------------------------------------------------------------
+
+def test_predict_frame_scores_each_pair_as_predict_does(backend, clicks):
+    """Every pair's score is predict() of its factor rows; the frame's other columns, its
+    row order and its index are kept."""
+    model = fitted(clicks, backend)
+    pairs = clicks.sample(frac=1.0, random_state=0).set_index(np.arange(len(clicks)) * 3)
+    pairs["note"] = "kept"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every pair known: no warning
+        scored = model.predict_frame(pairs)
+    assert list(scored.columns) == ["user", "item", "value", "note", "score"]
+    pd.testing.assert_frame_equal(scored.drop(columns="score"), pairs)
+    want = model.predict(model.user_rows(pairs["user"]), model.item_rows(pairs["item"]))
+    assert scored["score"].dtype == np.float32
+    np.testing.assert_array_equal(scored["score"].to_numpy(), want)
+    assert "score" not in pairs.columns  # a new frame, not the caller's changed
+
+
+def test_predict_frame_of_ratings_gives_the_rmse_of_evaluation(clicks):
+    """An explicit model's predict_frame on held-out ratings: its RMSE is rmse()'s."""
+    from gpu_als.evaluation import rmse
+
+    ratings = clicks.assign(value=(clicks["value"] * 7) % 5 + 1)
+    train = ratings.iloc[::2]
+    test = pd.concat([ratings.iloc[1::2], pd.DataFrame({"user": ["new"], "item": [7],
+                                                        "value": [3.0]})])
+    model = ALS(factors=3, iterations=5, feedback="explicit", backend="cpu", random_state=0,
+                show_progress=False).fit(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # test pairs the model lacks
+        scored = model.predict_frame(test).dropna(subset=["score"])
+    assert 0 < len(scored) < len(test)
+    matrix, _, _ = from_dataframe(scored, user_ids=model.user_ids_, item_ids=model.item_ids_)
+    by_frame = float(np.sqrt(((scored["score"] - scored["value"]) ** 2).mean()))
+    assert by_frame == pytest.approx(rmse(model, matrix), rel=1e-6)
+
+
+def test_predict_frame_gives_nan_for_pairs_the_model_lacks_and_counts_them(clicks):
+    model = fitted(clicks)
+    pairs = pd.DataFrame({"user": ["u01", "zoe", "u02", "amy", "u03"],
+                          "item": [7, 7, 999, 14, 0]})
+    with pytest.warns(UserWarning, match=r"3 of the 5 pairs name users or items the model "
+                                         r"lacks \(2 users, e.g. 'zoe', 'amy'; 1 item, e.g. "
+                                         r"999\): their score is NaN"):
+        scored = model.predict_frame(pairs)
+    assert list(np.isnan(scored["score"])) == [False, True, True, True, False]
+    assert scored["score"][0] == model.predict(model.user_rows("u01"), model.item_rows(7))
+    with pytest.warns(UserWarning, match=r"1 of the 1 pairs names a user or item the model "
+                                         r"lacks \(1 item, e\.g\. 999\): their rating is NaN"):
+        model.predict_frame(pairs.iloc[[2]], score_col="rating")
+
+
+def test_predict_frame_of_other_tables_and_of_a_model_without_ids(clicks):
+    """polars in, polars out; a pyarrow Table and cuDF's DataFrame (a stand-in) as pandas;
+    a model fitted on a matrix is named by factor rows (ids typed as text too)."""
+    pl = pytest.importorskip("polars")
+    pa = pytest.importorskip("pyarrow")
+    model = fitted(clicks)
+    expected = model.predict_frame(clicks)
+    got = model.predict_frame(pl.from_pandas(clicks))
+    assert isinstance(got, pl.DataFrame) and got.columns == list(expected.columns)
+    np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
+    for table in (pa.Table.from_pandas(clicks), cudf_stand_in(clicks)):
+        pd.testing.assert_frame_equal(model.predict_frame(table), expected)
+    empty = model.predict_frame(clicks.iloc[:0])
+    assert list(empty.columns) == list(expected.columns) and len(empty) == 0
+
+    R = random_interactions(30, 20, 0.25, seed=4)
+    by_row = ALS(factors=4, iterations=2, backend="cpu", random_state=0,
+                 show_progress=False).fit(R)
+    with pytest.warns(UserWarning, match=r"1 of the 3 pairs .*\(1 user, e\.g\. 30\)"):
+        scored = by_row.predict_frame(pd.DataFrame({"user": [4, 29, 30], "item": [1, 0, 2]}))
+    np.testing.assert_array_equal(scored["score"][:2], by_row.predict([4, 29], [1, 0]))
+    as_text = by_row.predict_frame(pd.DataFrame({"user": ["4"], "item": ["1"]}))
+    assert as_text["score"][0] == scored["score"][0]
+
+
+def test_predict_frame_refuses_bad_arguments(clicks):
+    model = fitted(clicks)
+    with pytest.raises(ValueError, match="pairs already has a column 'value': name the "
+                                         "scores' column with score_col="):
+        model.predict_frame(clicks, score_col="value")
+    with pytest.raises(TypeError, match="score_col must be a str, got int"):
+        model.predict_frame(clicks, score_col=1)
+    with pytest.raises(ValueError, match=r"column 'who' not found; the DataFrame has "
+                                         r"\['user', 'item', 'value'\]"):
+        model.predict_frame(clicks, user_col="who")
+    with pytest.raises(ValueError, match="user_col and item_col are both 'user'"):
+        model.predict_frame(clicks, item_col="user")
+    with pytest.raises(ValueError, match="column 'user' has 1 missing ids"):
+        model.predict_frame(pd.DataFrame({"user": [None, "u01"], "item": [7, 7]}))
+    with pytest.raises(TypeError, match="pairs must be a pandas or polars DataFrame .*got "
+                                        "ndarray"):
+        model.predict_frame(clicks.to_numpy())
+    pl = pytest.importorskip("polars")
+    with pytest.raises(TypeError, match=r"pairs is a polars LazyFrame, whose rows are not "
+                                        r"there until it is evaluated: pass pairs.collect\(\)"):
+        model.predict_frame(pl.from_pandas(clicks).lazy())
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        ALS().predict_frame(clicks)
