@@ -1,7 +1,8 @@
 """Queries by original ids, as tables: recommendations (:meth:`gpu_als.ALS.recommend_frame`,
-``gpu-als recommend``) and similar items or users (:meth:`gpu_als.ALS.similar_items_frame`,
-``similar_users_frame``, ``gpu-als similar``); one implementation for Python and the
-command line.
+``gpu-als recommend``), similar items or users (:meth:`gpu_als.ALS.similar_items_frame`,
+``similar_users_frame``, ``gpu-als similar``) and predictions for pairs
+(:meth:`gpu_als.ALS.predict_frame`, ``gpu-als predict``); one implementation for Python and
+the command line.
 
 Users and items are named by a model's ids (``user_ids_``, ``item_ids_``; factor rows for
 a model without ids). The users' interactions, a DataFrame of (user, item, value) rows,
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .data import (
+    _column,
     _eager_frame,
     check_bool,
     check_int,
@@ -27,6 +29,7 @@ from .data import (
     id_array,
     id_positions,
     is_dataframe,
+    pair_positions,
     warn_summed_ratings,
 )
 
@@ -232,3 +235,38 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
     # the queries as the model has them ("5" typed on a command line: its id 5)
     return ranked_table([kind, f"similar_{kind}", "rank", "score"], ids[positions], top,
                         scores, ids)
+
+
+@dataclass
+class Predictions:
+    """What :func:`predict_by_id` found."""
+
+    #: ``x_u . y_i`` of each pair, in the factors' dtype; NaN where the model lacks either.
+    scores: np.ndarray
+    #: Pairs the model lacks the user or the item of.
+    n_unknown: int
+    #: The users and the items the model lacks, each once, in order of appearance.
+    unknown_users: np.ndarray
+    unknown_items: np.ndarray
+
+    def lacking(self) -> str:
+        """``2 users, e.g. 'zoe', 'amy'; 1 item, e.g. 999`` for a message."""
+        return "; ".join(f"{len(ids)} {side}{'s' if len(ids) > 1 else ''}, e.g. {examples(ids)}"
+                         for side, ids in (("user", self.unknown_users),
+                                           ("item", self.unknown_items)) if len(ids))
+
+
+def predict_by_id(model: Any, df: Any, user_col: str = "user", item_col: str = "item"
+                  ) -> Predictions:
+    """``model.predict`` of each (user, item) row of ``df`` (an eager pandas or polars
+    DataFrame), the pair named by the model's ids (factor rows for a model without ids)."""
+    X, Y = model.user_factors_, model.item_factors_
+    rows, cols = pair_positions(df, user_col, item_col, id_map(model.user_ids_, X.shape[0]),
+                                id_map(model.item_ids_, Y.shape[0]))
+    known = (rows >= 0) & (cols >= 0)
+    scores = np.full(len(rows), np.nan, X.dtype)
+    if known.any():
+        scores[known] = model.predict(rows[known], cols[known])
+    return Predictions(scores, int((~known).sum()),
+                       each_once(_column(df, user_col)[rows < 0], user_col),
+                       each_once(_column(df, item_col)[cols < 0], item_col))

@@ -60,6 +60,14 @@ def read_frame(args: argparse.Namespace):
                                        said.category, said.filename, said.lineno)
 
 
+def counts_rows(args: argparse.Namespace) -> bool:
+    """Whether the command counts each row as 1 where the file has no value column (and
+    so warns of the columns it leaves out). Not explicit feedback, which refuses a file
+    without ratings, nor ``predict``, whose value column is only copied through."""
+    return getattr(args, "values_counted", True) and getattr(args, "feedback", None) != \
+        "explicit"
+
+
 def _read_frame(args: argparse.Namespace):
     """:func:`read_frame` of a file or folder."""
     try:
@@ -88,8 +96,7 @@ def _read_frame(args: argparse.Namespace):
         _refuse_repeated_header(df, args)
     ids = list(dict.fromkeys((args.user_col, args.item_col)))
     unused = [str(c) for c in df.columns if c not in ids]
-    if args.value_col == "value" and "value" not in df.columns and unused and \
-            getattr(args, "feedback", None) != "explicit":  # (which refuses it)
+    if args.value_col == "value" and "value" not in df.columns and unused and counts_rows(args):
         # every row counts 1: said here in the command line's words (from_dataframe would
         # name its value_col=), once, the other columns then left out
         warn_unused_columns(unused, _value_col_remedy(unused))
@@ -173,7 +180,7 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
         df.attrs["file_columns"] = names
         unused = [name for name in names if name not in ids] if counted else []
-        if unused and getattr(args, "feedback", None) != "explicit":  # (which refuses it)
+        if unused and counts_rows(args):
             warn_unused_columns(unused, _value_col_remedy(unused))
         return df
     except ImportError as exc:

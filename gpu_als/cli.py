@@ -602,6 +602,11 @@ def tune_command(args: argparse.Namespace) -> int:
 def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10) -> None:
     """--N, --output and --backend of the commands that rank with a saved model."""
     parser.add_argument("-N", "--N", type=at_least(1), default=n, help=f"{what} (default {n})")
+    add_table_options(parser)
+
+
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """--output and --backend of the commands that write a table from a saved model."""
     parser.add_argument("-o", "--output", default="-",
                         help="CSV file to write (default: standard output), or Parquet "
                              "where the name ends in .parquet")
@@ -681,6 +686,28 @@ def recommend_command(args: argparse.Namespace) -> int:
     print(f"{counted(written, 'recommendation')} (up to {found.N} per user, "
           f"{'liked items filtered' if found.filtered else 'liked items not filtered'}) to "
           f"{where}; " + "; ".join(notes), file=sys.stderr)
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``x_u . y_i`` of each (user, item) row of a file from a saved model, as
+    ``ALS.predict_frame``; pairs the model cannot score get NaN, and are counted."""
+    from ._id_queries import predict_by_id
+
+    model = load_model(args.model, args.backend)
+    df = read_frame(args)
+    found = predict_by_id(model, df, args.user_col, args.item_col)
+    columns = {"user": df[args.user_col].to_numpy(), "item": df[args.item_col].to_numpy()}
+    if args.value_col in df.columns and args.value_col not in (args.user_col, args.item_col):
+        columns["value"] = df[args.value_col].to_numpy()
+    columns["score"] = found.scores
+    written = write_table(args.output, columns, scores=("score",))
+    notes = ""
+    if found.n_unknown:
+        notes = (f"; {found.n_unknown} name users or items the model lacks "
+                 f"({found.lacking()}): their score is nan")
+    print(f"{counted(written, 'pair')} scored to {destination(args.output)}{notes}",
+          file=sys.stderr)
     return 0
 
 
@@ -1026,6 +1053,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never recommend these items" + ID_FILE_HELP)
     add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
+
+    p = commands.add_parser("predict", help="score (user, item) pairs with a saved model",
+                            description="Score each (user, item) row of FILE with a model "
+                            "saved by 'gpu-als train' (or ALS.save): x_u . y_i, a predicted "
+                            "rating for a model of explicit feedback, as CSV rows "
+                            "user,item,score in the file's order (and value, where FILE has "
+                            "the value column). Pairs whose user or item the model lacks get "
+                            "nan, and are counted (ALS.predict_frame).")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p)
+    add_table_options(p)
+    p.set_defaults(func=predict_command, values_counted=False)
 
     p = commands.add_parser("fold-in", help="add a file's new users (or items) to a saved "
                             "model", description="Add the users of FILE that a saved model "

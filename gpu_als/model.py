@@ -1283,29 +1283,15 @@ class ALS:
         if score_col in df.columns:
             raise ValueError(f"pairs already has a column {score_col!r}: name the scores' "
                              f"column with score_col=")
-        X, Y = self.user_factors_, self.item_factors_
-        rows, cols = data.pair_positions(
-            df, user_col, item_col, _id_queries.id_map(self.user_ids_, X.shape[0]),
-            _id_queries.id_map(self.item_ids_, Y.shape[0]))
-        known = (rows >= 0) & (cols >= 0)
-        scores = np.full(len(rows), np.nan, X.dtype)
-        if known.any():
-            scores[known] = self.predict(rows[known], cols[known])
-        if not known.all():
-            lacking = []
-            for side, col, positions in (("user", user_col, rows), ("item", item_col, cols)):
-                ids = _id_queries.each_once(data._column(df, col)[positions < 0], col)
-                if len(ids):
-                    lacking.append(f"{len(ids)} {side}{'s' if len(ids) > 1 else ''}, e.g. "
-                                   f"{_id_queries.examples(ids)}")
-            n = int((~known).sum())
-            name = "names a user or item" if n == 1 else "name users or items"
-            warnings.warn(f"{n} of the {len(known)} pairs {name} the model lacks "
-                          f"({'; '.join(lacking)}): their {score_col} is NaN",
+        found = _id_queries.predict_by_id(self, df, user_col, item_col)
+        if found.n_unknown:
+            name = "names a user or item" if found.n_unknown == 1 else "name users or items"
+            warnings.warn(f"{found.n_unknown} of the {len(found.scores)} pairs {name} the "
+                          f"model lacks ({found.lacking()}): their {score_col} is NaN",
                           stacklevel=data.user_stacklevel())
         if frames.__name__ == "polars":
-            return df.with_columns(frames.Series(score_col, scores))
-        return df.assign(**{score_col: scores})
+            return df.with_columns(frames.Series(score_col, found.scores))
+        return df.assign(**{score_col: found.scores})
 
     # ---- conversion and persistence ----------------------------------------------------
 

@@ -1559,6 +1559,48 @@ def test_fold_in_gives_a_model_without_ids_its_row_numbers(tmp_path, capsys):
         rtol=1e-5)
 
 
+def test_predict_scores_each_pair_of_the_file_in_order(trained, tmp_path, capsys):
+    """gpu-als predict: x_u . y_i of each row (predict_frame's), the value column copied,
+    nan for pairs the model lacks, counted; other columns neither warned of nor written."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    query = pd.DataFrame({"user": ["u3", "zoe", "u5", "u3"], "item": [101, 100, 999, 129],
+                          "value": [2.0, 1.0, 4.0, 3.0], "day": ["mon", "tue", "wed", "thu"]})
+    query.to_csv(tmp_path / "q.csv", index=False)
+    assert main(["predict", str(path), str(tmp_path / "q.csv"), "--backend", "cpu",
+                 "-o", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert err == ("4 pairs scored to " + str(tmp_path / "p.csv") + "; 2 name users or items "
+                   "the model lacks (1 user, e.g. 'zoe'; 1 item, e.g. 999): their score is "
+                   "nan\n")
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert list(got.columns) == ["user", "item", "value", "score"]
+    assert list(got["user"]) == list(query["user"]) and list(got["item"]) == list(query["item"])
+    assert list(got["value"]) == list(query["value"])
+    want = model.predict([row_of(model.user_ids_, "u3")] * 2,
+                         [row_of(model.item_ids_, 101), row_of(model.item_ids_, 129)])
+    np.testing.assert_allclose(got["score"][[0, 3]], want, rtol=1e-5)  # 6 digits written
+    assert got["score"][[1, 2]].isna().all()
+
+
+def test_predict_without_values_and_into_parquet(trained, tmp_path, capsys):
+    """A file without a value column: no rows are counted, so its other columns are not
+    warned of (as train warns); Parquet keeps the scores unrounded."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path, model = trained
+    pd.DataFrame({"user": ["u1", "u2"], "item": [100, 101], "day": [1, 2]}).to_csv(
+        tmp_path / "q.csv", index=False)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(path), str(tmp_path / "q.csv"), "--backend", "cpu",
+                 "--output", str(out)]) == 0
+    assert capsys.readouterr().err == f"2 pairs scored to {out}\n"
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["user", "item", "score"]
+    want = model.predict(model.user_rows(["u1", "u2"]), model.item_rows([100, 101]))
+    np.testing.assert_array_equal(got["score"].to_numpy(), want)  # unrounded in Parquet
+
+
 def test_recommend_named_users_without_a_file(trained, capsys):
     path, model = trained
     assert main(["recommend", str(path), "--users", "u7", "ghost", "--N", "3",
