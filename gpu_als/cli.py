@@ -203,9 +203,10 @@ class IdList(argparse.Action):
 ID_FILE_HELP = "; @FILE: the ids in FILE, one per line"
 
 
-def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None) -> None:
+def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None,
+                     values: str = "every row counts 1 if absent") -> None:
     """The interaction file and its columns; ``optional``: the file may be left out, and
-    this says what it is for."""
+    this says what it is for; ``values``: what the value column is for."""
     if optional:
         parser.add_argument("file", type=Path, nargs="?", help=optional)
     else:
@@ -216,7 +217,7 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
-                        help="value column (default value; every row counts 1 if absent)")
+                        help=f"value column (default value; {values})")
     parser.add_argument("--sep", default=None,
                         help="CSV delimiter, taken literally (default: detected; a tab: "
                              "'\\t' or tab)")
@@ -1062,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the value column). Pairs whose user or item the model lacks get "
                             "nan, and are counted (ALS.predict_frame).")
     p.add_argument("model", type=Path, help="model file (.npz)")
-    add_file_options(p)
+    add_file_options(p, values="copied to the output, as value, where the file has it")
     add_table_options(p)
     p.set_defaults(func=predict_command, values_counted=False)
 

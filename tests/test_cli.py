@@ -1581,6 +1581,10 @@ def test_predict_scores_each_pair_of_the_file_in_order(trained, tmp_path, capsys
                          [row_of(model.item_ids_, 101), row_of(model.item_ids_, 129)])
     np.testing.assert_allclose(got["score"][[0, 3]], want, rtol=1e-5)  # 6 digits written
     assert got["score"][[1, 2]].isna().all()
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "value column (default value; copied to the output, as value, where the file " \
+        "has it)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_predict_without_values_and_into_parquet(trained, tmp_path, capsys):

@@ -444,8 +444,8 @@ def test_predict_frame_of_ratings_gives_the_rmse_of_evaluation(clicks):
 
 def test_predict_frame_gives_nan_for_pairs_the_model_lacks_and_counts_them(clicks):
     model = fitted(clicks)
-    pairs = pd.DataFrame({"user": ["u01", "zoe", "u02", "amy", "u03"],
-                          "item": [7, 7, 999, 14, 0]})
+    pairs = pd.DataFrame({"user": ["u01", "zoe", "u02", "amy", model.user_ids_[0]],
+                          "item": [7, 7, 999, 14, model.item_ids_[0]]})  # row 0 is known
     with pytest.warns(UserWarning, match=r"3 of the 5 pairs name users or items the model "
                                          r"lacks \(2 users, e.g. 'zoe', 'amy'; 1 item, e.g. "
                                          r"999\): their score is NaN"):
@@ -476,8 +476,8 @@ def test_predict_frame_of_other_tables_and_of_a_model_without_ids(clicks):
     by_row = ALS(factors=4, iterations=2, backend="cpu", random_state=0,
                  show_progress=False).fit(R)
     with pytest.warns(UserWarning, match=r"1 of the 3 pairs .*\(1 user, e\.g\. 30\)"):
-        scored = by_row.predict_frame(pd.DataFrame({"user": [4, 29, 30], "item": [1, 0, 2]}))
-    np.testing.assert_array_equal(scored["score"][:2], by_row.predict([4, 29], [1, 0]))
+        scored = by_row.predict_frame(pd.DataFrame({"user": [4, 29, 30], "item": [1, 19, 2]}))
+    np.testing.assert_array_equal(scored["score"][:2], by_row.predict([4, 29], [1, 19]))
     as_text = by_row.predict_frame(pd.DataFrame({"user": ["4"], "item": ["1"]}))
     assert as_text["score"][0] == scored["score"][0]
 
