@@ -102,11 +102,14 @@ class ALS:
         2011, the implicit library's default): cheaper per iteration, approximate.
         ``"pcg"``: as many steps of CG preconditioned by the part every row's system
         shares, ``Y^T Y + regularization * I`` (taken on the factors whitened by its
-        Cholesky factor, so a step costs no more than CG's): mostly nearer the exact
-        solution in as many steps (the benchmark's MovieLens 100K fits, 15 iterations of
-        3 steps at 32 to 256 factors: at most 0.04 % above the exact solver's training
-        loss, 0.5 % below it at 256, where CG's end up to 2.8 % above; at 64 factors
-        CG's were the nearer, 0.02 % above against 0.03 %); it does not repeat
+        Cholesky factor, so a step costs no more than CG's): on 0/1 data, ratings and
+        small confidences mostly nearer the exact solution in as many steps (the
+        benchmark's MovieLens 100K fits, 15 iterations of 3 steps at 32 to 256 factors:
+        at most 0.04 % above the exact solver's training loss, 0.5 % below it at 256,
+        where CG's end up to 2.8 % above; at 64 factors CG's were the nearer, 0.02 %
+        above against 0.03 %), but farther on heavy-tailed counts with large linear
+        confidences (play counts at alpha 40: 13.8 % above the exact loss after 10
+        iterations, CG 3.6 %; ``benchmarks/preconditioned_cg.py``); it does not repeat
         implicit's iterates as ``"cg"`` does. With explicit feedback that shared part is
         ``regularization * n_u * I`` and ``"pcg"`` takes CG's steps.
     cg_steps : int, default 3
