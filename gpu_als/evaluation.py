@@ -797,6 +797,11 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
         all items recommended to at least one user. Computed from each item's count of
         lists, in O(n_users N log N) time and O(n_users N) memory.
     """
+    if callable(getattr(recommended_ids, "recommend", None)):  # as the other metrics take
+        raise TypeError(
+            f"personalization takes the recommended item ids, not a model "
+            f"({type(recommended_ids).__name__}): pass model.recommend(users, "
+            f"user_items[users], N=10)[0] and the number of items")
     ids = np.asarray(recommended_ids)
     n_items = check_int("n_items", n_items, minimum=1)
     if ids.ndim != 2:

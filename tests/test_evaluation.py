@@ -320,6 +320,12 @@ def test_bad_arguments_of_the_evaluation_functions_are_named():
         personalization(np.array([[0.0, 1.0]]), 5)
     with pytest.raises(ValueError, match="no recommendations"):
         personalization(np.empty((3, 0), np.int64), 5)
+    # a model, as the other metrics take one (before: "n_items must be an integer")
+    with pytest.raises(TypeError, match=r"personalization takes the recommended item ids, "
+                                        r"not a model \(PopularityRecommender\): pass "
+                                        r"model.recommend\(users, user_items\[users\], "
+                                        r"N=10\)\[0\] and the number of items"):
+        personalization(fitted, train)
 
 
 @pytest.mark.parametrize("seed, error, says", [
