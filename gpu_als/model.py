@@ -93,7 +93,9 @@ class ALS:
         Full sweeps (a user half-step then an item half-step); 0 leaves the random start.
     feedback : {"implicit", "explicit"}, default "implicit"
     confidence : {"linear", "log"}, default "linear"
-        How implicit values become confidences (see above).
+        How implicit values become confidences (see above). ``"log"`` (Hu et al.'s
+        alternative) keeps heavy-tailed counts, such as play counts, from letting a few
+        huge values dominate, and keeps the CG solvers near the exact solution there.
     epsilon : float, default 1.0
         Scale of the "log" confidence.
     solver : {"cholesky", "cg", "pcg"}, default "cholesky"
