@@ -1209,7 +1209,8 @@ class ALS:
         return float(contributions.sum()), top, user_weights
 
     def predict(self, userids: Any, itemids: Any) -> np.ndarray:
-        """Predicted values ``x_u . y_i`` for pairs of users and items.
+        """Predicted values ``x_u . y_i`` for pairs of users and items, by factor row
+        (:meth:`predict_frame` takes a DataFrame of pairs named by id).
 
         Parameters
         ----------
