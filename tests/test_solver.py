@@ -683,3 +683,29 @@ def test_map_in_order_drops_the_items_not_started_after_an_error():
     with pytest.raises(ValueError, match="item 0"):
         list(cpu.CPUBackend(num_threads=3).map_in_order(work, range(100)))
     assert sorted(started) in ([0, 1, 2], [0, 1, 2, 3])
+
+
+def test_single_threaded_blas_is_held_while_any_caller_is_inside():
+    """The one-thread limit of a fold-in and of a solve's parallel blocks: the first
+    caller to enter sets it, overlapping callers keep it, the last to leave restores the
+    pools as they were (each restoring its own would undo another's limit, or leave one
+    for good)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from gpu_als.backends.cpu import _single_threaded_blas
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info()
+                if pool["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        with _single_threaded_blas:
+            assert blas_threads() == {1}
+            _single_threaded_blas.__enter__()  # a second caller, overlapping
+            assert blas_threads() == {1}
+        assert blas_threads() == {1}  # the first has left, the second is still inside
+        _single_threaded_blas.__exit__(None, None, None)
+        assert blas_threads() == {2}
+        with _single_threaded_blas:  # and again, from the restored state
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
