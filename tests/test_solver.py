@@ -698,7 +698,8 @@ def test_single_threaded_blas_is_held_while_any_caller_is_inside():
                 if pool["user_api"] == "blas"}
 
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        assert blas_threads() == {2}
+        if blas_threads() != {2}:
+            pytest.skip(f"this BLAS does not run 2 threads: {threadpoolctl.threadpool_info()}")
         with _single_threaded_blas:
             assert blas_threads() == {1}
             _single_threaded_blas.__enter__()  # a second caller, overlapping
