@@ -1122,6 +1122,8 @@ class ALS:
         top, scores = backend.topk(
             queries * inverse_norms(queries)[:, None], factors, N, candidates=candidates,
             blocked=blocked, target_scale=scale)
+        # a vector's cosine with itself rounds to 1 + 1e-7 in float32: a cosine is <= 1
+        np.minimum(scores, 1, out=scores)
         return query_result(top, scores, scalar)
 
     def explain(self, userid: Any, user_items: Any, itemid: Any, user_weights: Any = None,

@@ -558,6 +558,17 @@ def test_a_row_of_a_sparse_array_is_one_users_row(backend, R):
         model.recommend(3, A[3][:29])
 
 
+def test_cosines_are_at_most_one(backend):
+    """A vector's cosine with itself rounds above 1 in float32 (1.0000001): reported as 1."""
+    R = random_interactions(300, 120, 0.08, seed=3)
+    model = ALS(factors=8, iterations=3, backend=backend, random_state=0,
+                show_progress=False).fit(R)
+    _, user_scores = model.similar_users(np.arange(300), N=3)
+    _, item_scores = model.similar_items(np.arange(120), N=3)
+    for scores in (user_scores, item_scores):
+        assert scores.max() == 1.0 and (scores[:, 0] > 1 - 1e-6).all()
+
+
 def test_similar_items_and_users_by_cosine(real_backend, R):
     model = model_for(real_backend).fit(R)
     Y = to_numpy(model.item_factors_).astype(np.float64)
