@@ -211,3 +211,28 @@ def test_relative_links_lead_somewhere():
                     f"{page.name}: {target} (no such heading)"
             checked += 1
     assert checked > 20
+
+
+def test_guide_spark_block_runs():
+    """The user guide's translation of a Spark job, on MovieLens-like ratings: its RMSE is
+    evaluation.rmse's on the pairs the model has, and the top-N has N items per user."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.data import from_dataframe
+    from gpu_als.evaluation import rmse
+
+    rng = np.random.default_rng(0)
+    R = sp.random(60, 40, density=0.3, format="coo", random_state=1)
+    ratings = pd.DataFrame({"userId": R.row + 1, "movieId": R.col + 100,
+                            "rating": np.ceil(R.data * 5)})
+    held = rng.random(len(ratings)) < 0.2
+    train, test = ratings[~held], ratings[held]
+    namespace = {"train": train, "test": test}
+    exec(compile(python_block("## Coming from Spark MLlib", GUIDE), str(GUIDE), "exec"),
+         namespace)
+    model, scored, top = namespace["model"], namespace["scored"], namespace["top"]
+    assert model.feedback == "explicit" and model.factors == 10
+    assert 0 < len(scored) <= len(test)
+    matrix, _, _ = from_dataframe(scored, "userId", "movieId", "rating",
+                                  user_ids=model.user_ids_, item_ids=model.item_ids_)
+    assert namespace["rmse"] == pytest.approx(rmse(model, matrix), rel=1e-6)
+    assert len(top) == 10 * len(model.user_ids_)
