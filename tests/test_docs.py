@@ -236,3 +236,19 @@ def test_guide_spark_block_runs():
                                   user_ids=model.user_ids_, item_ids=model.item_ids_)
     assert namespace["rmse"] == pytest.approx(rmse(model, matrix), rel=1e-6)
     assert len(top) == 10 * len(model.user_ids_)
+
+
+def test_guide_evaluation_block_runs(movielens, capsys):
+    """The user guide's evaluation example, on MovieLens 100K's positives: ALS above the
+    popularity baseline, as the README's table has it."""
+    from gpu_als.evaluation import binarize
+
+    namespace = {"user_items": binarize(movielens.ratings, 4)}
+    block = python_block("## Evaluation", GUIDE).replace("factors=64)", "factors=32, "
+                                                         "backend='cpu', iterations=10)")
+    assert "backend='cpu'" in block
+    exec(compile(block, str(GUIDE), "exec"), namespace)
+    als, popular = namespace["als"], namespace["popular"]
+    assert set(als) == {"precision", "recall", "ndcg", "map", "users"}
+    assert als["recall"] > popular["recall"] > 0.05
+    assert capsys.readouterr().out.startswith("Recall@10: ALS 0.")
