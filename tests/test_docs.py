@@ -79,6 +79,7 @@ def test_readme_api_block_runs(tmp_path, monkeypatch):
                                rtol=1e-5)
     twin = namespace["twin"]
     assert twin.factors == 8
+    np.testing.assert_array_equal(namespace["same"].item_factors_, model.item_factors_)
     np.testing.assert_array_equal(twin.recommend(0, R[0])[0], model.recommend(0, R[0])[0])
 
 
