@@ -506,17 +506,26 @@ def evaluate(args: argparse.Namespace) -> int:
         rows[name] = ranking_metrics(recommender, train_m, relevant, K=K)
         if not args.no_auc:
             rows[name]["auc"] = auc(recommender, train_m, relevant)
-    print_table(rows, [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
-                       ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}")]
-                + ([] if args.no_auc else [("auc", "AUC")]))
+    metrics = [("precision", f"P@{K}"), ("recall", f"Recall@{K}"), ("ndcg", f"NDCG@{K}"),
+               ("map", f"MAP@{K}")] + ([] if args.no_auc else [("auc", "AUC")])
+    print_table(rows, metrics)
     if args.feedback == "explicit":
-        print(f"\nRMSE of the predicted test values: {rmse(model, test_m):.4f}")
+        rows["ALS"]["rmse"] = rmse(model, test_m)
+        metrics.append(("rmse", "RMSE"))
+        print(f"\nRMSE of the predicted test values: {rows['ALS']['rmse']:.4f}")
         if rows["ALS"]["recall"] < rows["Popularity"]["recall"]:
             print("ALS ranks below popularity here, as models of explicit ratings often do: "
                   "it orders items by predicted rating, and an item with few ratings gets an "
                   "extreme one. For top-N lists, train on implicit feedback (without "
                   "--feedback explicit; the ratings are then confidences), which learns what "
                   "each user chose to rate.")
+    if args.output is not None:
+        columns = {"model": np.array(list(rows)), "K": np.full(len(rows), K),
+                   **{key: np.array([row.get(key, np.nan) for row in rows.values()])
+                      for key, _ in metrics},
+                   "users": np.array([row["users"] for row in rows.values()])}
+        write_table(args.output, columns, scores=tuple(key for key, _ in metrics))
+        print(f"\nmetrics written to {args.output}")
     return 0
 
 
@@ -991,6 +1000,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auc", action="store_true",
                    help="leave out AUC, which places every test item among all of its "
                         "user's candidates: on large data most of the time")
+    p.add_argument("-o", "--output", default=None,
+                   help="also write the table to this CSV file (Parquet where the name ends "
+                        "in .parquet): a row per model, a column per metric, the RMSE of "
+                        "--feedback explicit on the ALS row (default: printed only)")
     p.set_defaults(func=evaluate)
 
     p = commands.add_parser("tune", help="search hyperparameters on a validation split",

@@ -743,6 +743,36 @@ def test_evaluate_prints_metrics_against_baselines(csv_file, capsys):
     assert 0 <= seconds <= wall  # the fit's time, within the command's
 
 
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_evaluate_writes_its_table_with_output(csv_file, tmp_path, capsys, feedback):
+    """--output: the printed table as CSV, a row per model (the same numbers), and the
+    RMSE of explicit feedback on the ALS row; before any work, a folder that is not there
+    is refused."""
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "metrics.csv"
+    argv = ["evaluate", str(csv_file), "--factors", "4", "--iterations", "2", "--backend",
+            "cpu", "--K", "5", "--feedback", feedback]
+    assert main(argv + ["-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out)
+    metrics = ["precision", "recall", "ndcg", "map", "auc"]
+    assert list(table.columns) == ["model", "K", *metrics] + \
+        (["rmse"] if feedback == "explicit" else []) + ["users"]
+    assert list(table["model"]) == ["Random", "Popularity", "ALS"]
+    assert (table["K"] == 5).all() and (table["users"] > 0).all()
+    for _, row in table.iterrows():  # the printed row, to its 4 decimals
+        line = next(line for line in printed.splitlines() if line.startswith(row["model"]))
+        assert [float(v) for v in line.split()[1:]] == pytest.approx(
+            [row[m] for m in metrics], abs=5.1e-5)
+    if feedback == "explicit":
+        shown = float(re.search(r"RMSE of the predicted test values: ([\d.]+)", printed)[1])
+        assert table["rmse"][2] == pytest.approx(shown, abs=5.1e-5)
+        assert table["rmse"][:2].isna().all()
+    assert f"metrics written to {out}" in printed
+    assert main(argv + ["--output", str(tmp_path / "nowhere" / "m.csv")]) == 2
+    assert "there is no folder" in capsys.readouterr().err
+
+
 def test_evaluate_without_auc_prints_the_same_ranking_metrics(csv_file, capsys, monkeypatch):
     from gpu_als import evaluation
 
