@@ -1910,6 +1910,15 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith("gpu-als ") and "numpy " in out and "CPU: " in out
     assert "GPU: not usable: no device (test)" in out
+    # the optional packages, each with its version or "-" (not those of the first line)
+    from gpu_als.benchmark import installed_version, versions
+
+    optional = re.search(r"^optional packages: (.*)$", out, re.M)[1].split(", ")
+    assert [entry.split()[0] for entry in optional] == [
+        name for name in ("cupy", "pandas", "polars", "matplotlib", "dask", "nvtx", "implicit")
+        if name not in versions()]
+    assert "pandas" in out.splitlines()[1]
+    assert f"pandas {installed_version('pandas') or '-'}" in optional
     assert "backend='auto' uses the CPU backend here" in out
     # each BLAS/OpenMP pool threadpoolctl finds, its version where it has one
     from gpu_als.backends import cpu
