@@ -79,6 +79,16 @@ def test_dense_input_is_a_type_error(R):
                                         "convert a dense array"):
         fit(R.toarray())
 
+    class ArrayLike:  # a torch or JAX array, say: not NumPy's, but NumPy reads it
+        __module__ = "torch"
+
+        def __array__(self, dtype=None, copy=None):
+            return R.toarray()
+
+    with pytest.raises(TypeError, match=r"got torch.ArrayLike; convert a dense array with "
+                                        r"scipy.sparse.csr_matrix\(array\)"):
+        fit(ArrayLike())
+
 
 def test_a_series_of_pairs_is_refused_with_the_frame_to_make(R):
     """``df.groupby(["user_id", "item_id"]).size()``, a Series: the message's expression
