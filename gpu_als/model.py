@@ -1704,26 +1704,33 @@ def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -
             f"factors <= {n_fixed}")
 
 
+def idle_settings(p: dict[str, Any]) -> dict[str, str]:
+    """The hyperparameters that the others (in ``p``, resolved) make act on nothing, each
+    with what makes it idle: ``alpha``, ``confidence`` and ``epsilon`` with explicit
+    feedback (no confidences), ``epsilon`` with linear confidence, ``cg_steps`` with the
+    Cholesky solver."""
+    idle = {}
+    if p["feedback"] == "explicit":
+        idle.update(dict.fromkeys(("alpha", "confidence", "epsilon"),
+                                  "feedback='explicit' (ratings, no confidences)"))
+    elif p["confidence"] == "linear":
+        idle["epsilon"] = "confidence='linear'"
+    if p["solver"] == "cholesky":
+        idle["cg_steps"] = "solver='cholesky'"
+    return idle
+
+
 def _warn_idle_settings(p: dict[str, Any]) -> None:
     """Warn of hyperparameters set (away from their defaults) where the others make them
-    act on nothing: ``alpha``, ``confidence`` and ``epsilon`` with explicit feedback (no
-    confidences), ``epsilon`` with linear confidence, ``cg_steps`` with the Cholesky
-    solver (as scikit-learn warns of ``l1_ratio`` without an elastic-net penalty)."""
+    act on nothing (:func:`idle_settings`), as scikit-learn warns of ``l1_ratio`` without
+    an elastic-net penalty."""
     defaults = ALS._param_defaults()
-    explicit = p["feedback"] == "explicit"
-    idle_with = {  # what makes them idle: the settings it makes idle
-        "feedback='explicit' (ratings, no confidences)":
-            ("alpha", "confidence", "epsilon") if explicit else (),
-        "confidence='linear'": ("epsilon",) if not explicit and p["confidence"] == "linear"
-        else (),
-        "solver='cholesky'": ("cg_steps",) if p["solver"] == "cholesky" else (),
-    }
-    idle = []
-    for reason, names in idle_with.items():
-        changed = [f"{name}={p[name]!r}" for name in names if p[name] != defaults[name]]
-        if changed:
-            idle.append(f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no "
-                        f"effect with {reason}")
+    changed: dict[str, list[str]] = {}  # what makes them idle: those set
+    for name, reason in idle_settings(p).items():
+        if p[name] != defaults[name]:
+            changed.setdefault(reason, []).append(f"{name}={p[name]!r}")
+    idle = [f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no effect with "
+            f"{reason}" for reason, names in changed.items()]
     if idle:
         warnings.warn("; ".join(idle), UserWarning, stacklevel=data.user_stacklevel())
 

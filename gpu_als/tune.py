@@ -44,7 +44,7 @@ from .evaluation import (
     metric_name,
     validation_score,
 )
-from .model import ALS, _check_fit_memory, _Training
+from .model import ALS, _check_fit_memory, _Training, idle_settings
 
 logger = logging.getLogger("gpu_als")
 
@@ -288,8 +288,14 @@ def search_space(param_grid: dict[str, list] | None = None,
         param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
                           else DEFAULT_GRID)
     configurations = _configurations(param_grid, base, n_samples, random_state)
-    for config in configurations:
-        ALS(**{**base, **config})._check_params()
+    idle = [idle_settings(ALS(**{**base, **config})._check_params())
+            for config in configurations]
+    for name in configurations[0]:  # searched, but idle in every trial
+        values = len({repr(config[name]) for config in configurations})
+        if values > 1 and all(name in settings for settings in idle):
+            raise ValueError(f"param_grid[{name!r}]: {name} has no effect with "
+                             f"{idle[0][name]}, so its {values} values would train the "
+                             f"same model; leave it out of the grid")
     feedbacks = _feedbacks(base, configurations)
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "

@@ -1289,6 +1289,10 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     for grid in ("factors", "factors=", "=2,4"):
         assert main(["tune", str(csv_file), "--grid", grid]) == 2
         assert f"--grid {grid!r}: expected NAME=VALUE,VALUE,..." in capsys.readouterr().err
+    assert main(["tune", str(csv_file), "--feedback", "explicit", "--grid", "alpha=1,5"]) == 2
+    assert "gpu-als tune: error: --grid alpha: alpha has no effect with feedback='explicit' " \
+        "(ratings, no confidences), so its 2 values would train the same model" \
+        in capsys.readouterr().err
     assert main(["tune", str(csv_file), "--grid", "factors=2", "--grid", "factors=4"]) == 2
     assert "--grid factors= is given twice: list all of its values in one, factors=A,B" \
         in capsys.readouterr().err

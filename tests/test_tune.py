@@ -505,3 +505,26 @@ def test_the_search_space_is_checked_without_data():
         search_space({"regularization": ["a"]})
     with pytest.raises(ValueError, match="every trial needs feedback='explicit'"):
         search_space({"factors": [8]}, metric="rmse")
+
+
+@pytest.mark.parametrize("grid, base, idle", [
+    ({"alpha": [1, 5]}, {"feedback": "explicit"},
+     "alpha has no effect with feedback='explicit' (ratings, no confidences)"),
+    ({"confidence": ["linear", "log"], "factors": [4, 8]}, {"feedback": "explicit"},
+     "confidence has no effect with feedback='explicit'"),
+    ({"epsilon": [0.5, 2.0]}, {}, "epsilon has no effect with confidence='linear'"),
+    ({"cg_steps": [2, 3], "alpha": [1, 5]}, {}, "cg_steps has no effect with "
+                                                "solver='cholesky'"),
+])
+def test_a_grid_over_a_setting_that_acts_on_nothing_is_refused(grid, base, idle):
+    """Every value would train the same model (each trial warned of it before, and the
+    search paid for every one); idle in some trials only, it is searched."""
+    name = next(name for name in grid if idle.startswith(name))
+    with pytest.raises(ValueError, match=re.escape(
+            f"param_grid[{name!r}]: {idle}") + r".*, so its 2 values would train the same "
+                                               r"model; leave it out of the grid"):
+        search_space(grid, base)
+    assert len(search_space({"epsilon": [0.5, 2.0], "confidence": ["linear", "log"]})[2]) == 4
+    assert len(search_space({"cg_steps": [2, 3], "solver": ["cholesky", "cg"]})[2]) == 4
+    assert len(search_space({"alpha": [5], "factors": [4, 8]}, {"feedback": "explicit"})[2]) \
+        == 2  # one value fixes it: not searched (fit warns of it)
