@@ -23,7 +23,9 @@ True
 
 from __future__ import annotations
 
+import datetime
 import logging
+import numbers
 import warnings
 from typing import Any
 
@@ -33,6 +35,13 @@ from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result
 from .data import (
+    _check_frame,
+    _column,
+    _eager_frame,
+    _id_column,
+    _index_hint,
+    _library,
+    _positions,
     check_bool,
     check_choice,
     check_float,
@@ -46,7 +55,7 @@ from .data import (
 )
 from .exceptions import NotFittedError
 
-__all__ = ["train_test_split", "leave_k_out_split", "held_out_split", "binarize",
+__all__ = ["train_test_split", "leave_k_out_split", "temporal_split", "held_out_split", "binarize",
            "ranking_metrics", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "auc",
            "rmse", "personalization", "validation_score", "metric_name", "EarlyStopping",
            "PopularityRecommender", "RandomRecommender", "AUC_BLOCK_SCORES", "COMPARE_LIMIT",
@@ -101,17 +110,24 @@ def train_test_split(
             f"train_test_split takes the share held out for testing as a keyword, "
             f"test_fraction=; the implicit library's train_test_split(ratings, "
             f"{kept!r}) keeps that share for training instead{hint}")
+    csr = check_user_items(user_items, np.float32)
+    return _split(csr, _test_counts(np.diff(csr.indptr), test_fraction, "entries"),
+                  random_state)
+
+
+def _test_counts(lengths: np.ndarray, test_fraction: float, what: str) -> np.ndarray:
+    """How many of each user's ``lengths`` entries (or rows) go to test: none of one, else
+    ``max(1, round(test_fraction * n))`` but at most ``n - 1``; warned of where that is
+    none for every user (``what`` names the entries in the warning)."""
     test_fraction = check_float("test_fraction", test_fraction, strict=True)
     if test_fraction >= 1:
         raise ValueError(f"test_fraction={test_fraction}: must be < 1")
-    csr = check_user_items(user_items, np.float32)
-    lengths = np.diff(csr.indptr)
     n_test = np.where(lengths >= 2, np.clip(np.rint(test_fraction * lengths), 1, lengths - 1),
-                      0)
+                      0).astype(np.int64)
     if not n_test.any():
-        warnings.warn("no user has 2 or more entries: every entry stays in train and the "
-                      "test set is empty", UserWarning, stacklevel=user_stacklevel())
-    return _split(csr, n_test, random_state)
+        warnings.warn(f"no user has 2 or more {what}: all of them stay in train and the "
+                      f"test set is empty", UserWarning, stacklevel=user_stacklevel())
+    return n_test
 
 
 def held_out_split(user_items: Any, test_fraction: float, random_state: int | None,
@@ -156,6 +172,165 @@ def leave_k_out_split(
                       f"every entry stays in train and the test set is empty", UserWarning,
                       stacklevel=user_stacklevel())
     return _split(csr, np.where(lengths > K, K, 0), random_state)
+
+
+def temporal_split(
+    df: Any, time_col: str = "timestamp", *, test_fraction: float | None = None,
+    cutoff: Any = None, user_col: str = "user",
+) -> tuple[Any, Any]:
+    """Split a DataFrame of interactions by time: the later rows go to test.
+
+    * By default, each user's latest ``test_fraction`` (0.2) of their rows: a user with
+      ``n >= 2`` rows gets the last ``max(1, round(test_fraction * n))`` of them, but at
+      most ``n - 1``, in test (as :func:`train_test_split` counts), so that a model is
+      asked what each user did next rather than to fill in gaps at random.
+    * With ``cutoff``, every row at or after that time goes to test and every row before
+      it to train: no train row is later than a test row, as in production, where a
+      model trained up to a day serves the days after it. ``df[time_col].quantile(0.8)``
+      makes the latest 20 % of all rows the test set.
+
+    Rows with the same time keep their order in ``df``: the later row counts as later.
+    Each row is one interaction, so a (user, item) pair with rows on both sides of the
+    split is in both parts (a repeat purchase or play); :func:`ranking_metrics` counts
+    such test items as missed, with a warning, and
+    ``from_dataframe(test, user_ids=..., item_ids=..., drop_unknown=True)`` makes the
+    test matrix of the model's users and items (see the guide's example).
+
+    Parameters
+    ----------
+    df : pandas or polars DataFrame (or a table :func:`gpu_als.from_dataframe` reads)
+        One row per interaction.
+    time_col : str, default "timestamp"
+        When each interaction happened: numbers (e.g. Unix seconds, as MovieLens has
+        them) or datetimes (a column with a time zone is compared in UTC).
+    test_fraction : float in (0, 1), optional
+        Each user's share of rows held out (0.2 when neither it nor ``cutoff`` is given).
+    cutoff : number, datetime or date text, optional
+        The first time in test (instead of ``test_fraction``): a number for a column of
+        numbers; a datetime, ``numpy.datetime64`` or text such as ``"1998-03-01"`` for
+        datetimes (without a time zone: UTC).
+    user_col : str, default "user"
+        The users' column (not read with ``cutoff``).
+
+    Returns
+    -------
+    train, test : DataFrame
+        ``df``'s rows in their order (a pandas frame keeps its index), a pandas DataFrame,
+        or a polars one for polars ``df``; together all of ``df``'s rows.
+
+    Raises
+    ------
+    ValueError
+        For a missing column or time, both ``test_fraction`` and ``cutoff``, or a
+        ``cutoff`` that leaves train or test empty.
+    TypeError
+        For a time column that holds neither numbers nor datetimes, or a ``cutoff`` of
+        the other kind.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user": ["a", "a", "a", "b", "b"], "item": [1, 2, 3, 1, 4],
+    ...                    "timestamp": [30, 10, 20, 5, 6]})
+    >>> train, test = temporal_split(df, test_fraction=0.3)
+    >>> test  # a's latest (item 1, at 30) and b's (item 4, at 6)
+      user  item  timestamp
+    0    a     1         30
+    4    b     4          6
+    >>> train, test = temporal_split(df, cutoff=20)
+    >>> test["timestamp"].tolist()
+    [30, 20]
+    """
+    if test_fraction is not None and cutoff is not None:
+        raise ValueError("give test_fraction (each user's latest share) or cutoff (one time "
+                         "for all users), not both")
+    frame = _eager_frame(_check_frame(df))
+    for name, value in (("time_col", time_col), ("user_col", user_col)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a column name (a str), got "
+                            f"{type(value).__name__}")
+    if cutoff is None and user_col == time_col:
+        raise ValueError(f"user_col and time_col are both {time_col!r}: name the column of "
+                         f"the users and the column of the times")
+    times = _times(frame, time_col)
+    if cutoff is not None:
+        is_test = times >= _cutoff_like(cutoff, times)
+        if is_test.all() or not is_test.any():
+            raise ValueError(f"cutoff={cutoff!r} leaves the "
+                             f"{'train' if is_test.all() else 'test'} part empty: column "
+                             f"{time_col!r} runs from {times.min()} to {times.max()}")
+    else:
+        if user_col not in frame.columns:
+            raise ValueError(f"column {user_col!r} not found; the DataFrame has "
+                             f"{list(frame.columns)}{_index_hint(frame, [user_col])}")
+        _, users = _positions(_id_column(frame, user_col), None, user_col, False)
+        lengths = np.bincount(users)
+        n_test = _test_counts(lengths, 0.2 if test_fraction is None else test_fraction,
+                              "rows")
+        order = np.lexsort((times, users))  # stable: rows of one time keep their order
+        ranked = users[order]
+        from_end = np.cumsum(lengths)[ranked] - np.arange(len(order))  # 1 for the last
+        is_test = np.empty(len(order), dtype=bool)
+        is_test[order] = from_end <= n_test[ranked]
+    return _rows(frame, ~is_test), _rows(frame, is_test)
+
+
+def _times(df: Any, name: str) -> np.ndarray:
+    """Column ``name`` of ``df`` as numbers or ``datetime64`` (UTC), refused where it is
+    missing, holds anything else, or has a missing time."""
+    if name not in df.columns:
+        raise ValueError(f"column {name!r} not found; the DataFrame has {list(df.columns)}"
+                         f"{_index_hint(df, [name])}: name the column of the times with "
+                         f"time_col=")
+    column = df[name]
+    missing = np.asarray(column.is_null() if hasattr(column, "is_null") else column.isna())
+    times = _column(df, name)
+    if times.dtype.kind == "O" and not missing.any():  # pandas' nullable numbers, say
+        try:
+            times = times.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    if times.dtype.kind not in "iufM":
+        example = next(iter(times[:1].tolist()), None)
+        raise TypeError(f"column {name!r} has dtype {column.dtype}: expected numbers or "
+                        f"datetimes (e.g. {example!r}); convert it, e.g. with "
+                        f"pandas.to_datetime(df[{name!r}])")
+    if times.dtype.kind == "f":
+        missing = missing | np.isnan(times)
+    elif times.dtype.kind == "M":
+        missing = missing | np.isnat(times)
+    if (where := np.flatnonzero(missing)).size:
+        raise ValueError(f"column {name!r} has {where.size} missing "
+                         f"{'time' if where.size == 1 else 'times'}, the first in row "
+                         f"{where[0]}")
+    return times
+
+
+def _cutoff_like(cutoff: Any, times: np.ndarray) -> Any:
+    """``cutoff`` as a value that compares with ``times``: a number for numbers, a
+    ``datetime64`` (UTC) for datetimes."""
+    if times.dtype.kind == "M":
+        if isinstance(cutoff, (numbers.Number, np.number)):
+            raise TypeError(f"cutoff={cutoff!r} is a number, but the times are datetimes: "
+                            f"give a datetime or text such as '2024-01-31'")
+        if getattr(cutoff, "tzinfo", None) is not None:  # as the column: UTC, without a zone
+            cutoff = cutoff.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        try:
+            return np.datetime64(cutoff)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cutoff={cutoff!r} is not a time: {exc}") from None
+    if isinstance(cutoff, (bool, np.bool_)) or not isinstance(cutoff, (numbers.Real, np.number)):
+        raise TypeError(f"cutoff={cutoff!r}: the times are numbers, so give a number")
+    if not np.isfinite(float(cutoff)):
+        raise ValueError(f"cutoff must be a finite number, got {cutoff}")
+    return cutoff
+
+
+def _rows(df: Any, mask: np.ndarray) -> Any:
+    """The rows of a pandas or polars DataFrame where ``mask`` is True, in order."""
+    if _library(df) == "polars":
+        return df.filter(mask)
+    return df[mask]
 
 
 def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
