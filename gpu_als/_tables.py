@@ -89,21 +89,34 @@ def _read_frame(args: argparse.Namespace):
             names = [str(c) for c in df.columns]
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
                              f"{names}. {_missing_column_hint(names, parquet, args)}")
+    for column in _other_columns(args):
+        if column not in df.columns:
+            names = [str(c) for c in df.attrs.get("file_columns", df.columns)]
+            fourth = " (with --no-header, the fourth)" if args.no_header else ""
+            raise ValueError(f"{args.file} has no column {column!r}{fourth} for --time-col; "
+                             f"its columns are {names}")
     if len(df) == 0:
         raise ValueError(f"{args.file} has no rows" if parquet else
                          f"{args.file} has a header line but no rows")
     if not parquet and not args.no_header:
         _refuse_repeated_header(df, args)
-    ids = list(dict.fromkeys((args.user_col, args.item_col)))
-    unused = [str(c) for c in df.columns if c not in ids]
+    kept = [*dict.fromkeys((args.user_col, args.item_col)), *_other_columns(args)]
+    unused = [str(c) for c in df.columns if c not in kept]
     if args.value_col == "value" and "value" not in df.columns and unused and counts_rows(args):
         # every row counts 1: said here in the command line's words (from_dataframe would
         # name its value_col=), once, the other columns then left out
         warn_unused_columns(unused, _value_col_remedy(unused))
         names = df.attrs.get("file_columns", [str(c) for c in df.columns])
-        df = df[ids]
+        df = df[kept]
         df.attrs["file_columns"] = names
     return df
+
+
+def _other_columns(args: argparse.Namespace) -> list[str]:
+    """The columns a command reads besides the ids and the values: ``evaluate
+    --time-col``'s."""
+    time_col = getattr(args, "time_col", None)
+    return [] if time_col is None else [time_col]
 
 
 def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespace) -> str:
@@ -171,15 +184,16 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
         names = dataset.schema.names
         ids = list(dict.fromkeys((args.user_col, args.item_col)))
+        kept = [*ids, *_other_columns(args)]  # (the time column of evaluate --time-col)
         if folder:
-            _check_parts_have(dataset, args.file, [*ids, args.value_col])
-        if not set(ids) <= set(names) or (args.value_col not in names
-                                          and args.value_col != "value"):
+            _check_parts_have(dataset, args.file, [*kept, args.value_col])
+        if not set(kept) <= set(names) or (args.value_col not in names
+                                           and args.value_col != "value"):
             return pd.read_parquet(args.file)
         counted = args.value_col not in names  # (the default column 'value' is missing)
-        df = pd.read_parquet(args.file, columns=ids if counted else [*ids, args.value_col])
+        df = pd.read_parquet(args.file, columns=kept if counted else [*kept, args.value_col])
         df.attrs["file_columns"] = names
-        unused = [name for name in names if name not in ids] if counted else []
+        unused = [name for name in names if name not in kept] if counted else []
         if unused and counts_rows(args):
             warn_unused_columns(unused, _value_col_remedy(unused))
         return df
@@ -276,7 +290,7 @@ def _read_csv_file(pd, args: argparse.Namespace):
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
     if args.no_header:
-        names = [args.user_col, args.item_col, args.value_col]
+        names = [args.user_col, args.item_col, args.value_col, *_other_columns(args)]
         df = df.rename(columns=dict(enumerate(names)))
         _warn_if_a_header(df, args)
     for column in (args.user_col, args.item_col):

@@ -253,12 +253,17 @@ def counted(n: int, noun: str) -> str:
 def read_interactions(args: argparse.Namespace, feedback: str | None = None):
     """The file as (matrix, user_ids, item_ids), through gpu_als.data.from_dataframe;
     ``feedback`` (default: the option's) "explicit" needs a value column."""
-    from .data import from_dataframe, warn_summed_ratings
-
     start = time.perf_counter()
     df = read_frame(args)
     logger.info("read %s: %s rows in %.2f s", shown(args.file), f"{len(df):,}",
                 time.perf_counter() - start)
+    return coded_interactions(args, df, feedback)
+
+
+def coded_interactions(args: argparse.Namespace, df, feedback: str | None = None):
+    """:func:`read_interactions` of a DataFrame read from ``args.file``."""
+    from .data import from_dataframe, warn_summed_ratings
+
     feedback = feedback or getattr(args, "feedback", None)
     if feedback == "explicit" and args.value_col not in df.columns:
         columns = [str(c) for c in df.attrs.get("file_columns", df.columns)]
@@ -479,9 +484,18 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.min_value is not None and not np.isfinite(args.min_value):
         raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
     model = make_model(args)
-    matrix, _, _ = read_interactions(args)
-    train_m, test_m = held_out_split(matrix, args.test_fraction, args.seed, "testing",
-                                     f"{shown(args.file)}: ")
+    if args.cutoff is not None and args.time_col is None:
+        raise ValueError("--cutoff is a time: name the column of the times with --time-col")
+    if args.cutoff is not None and args.test_fraction is not None:
+        raise ValueError("--cutoff holds out what is at or after a time, --test-fraction a "
+                         "share of each user's interactions: give one of them")
+    if args.time_col is None:
+        matrix, _, _ = read_interactions(args)
+        train_m, test_m = held_out_split(matrix, held_out_fraction(args), args.seed, "testing",
+                                         f"{shown(args.file)}: ")
+        held_out = f"{held_out_fraction(args):.0%} of each user's, seed {args.seed}"
+    else:
+        train_m, test_m, held_out = split_by_time(args)
     relevant = test_m  # what the ranking metrics count as hits
     if args.min_value is not None:
         relevant = test_m.multiply(test_m >= args.min_value).tocsr()
@@ -492,9 +506,8 @@ def evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.fit(train_m)
     seconds = time.perf_counter() - start
-    print(f"{shown(args.file)}: {matrix.shape[0]} users x {matrix.shape[1]} items; "
-          f"{train_m.nnz} train / {test_m.nnz} test interactions "
-          f"({args.test_fraction:.0%} of each user's, seed {args.seed}"
+    print(f"{shown(args.file)}: {train_m.shape[0]} users x {train_m.shape[1]} items; "
+          f"{train_m.nnz} train / {test_m.nnz} test interactions ({held_out}"
           + ("" if args.min_value is None else
              f"; {relevant.nnz} of them >= {args.min_value:g} count as relevant")
           + f"); trained on '{model.backend_}' in {seconds:.2f} s\n")
@@ -527,6 +540,110 @@ def evaluate(args: argparse.Namespace) -> int:
         write_table(args.output, columns, scores=tuple(key for key, _ in metrics))
         print(f"\nmetrics written to {args.output}")
     return 0
+
+
+def held_out_fraction(args: argparse.Namespace) -> float:
+    """``evaluate --test-fraction``, 0.2 where not given."""
+    return 0.2 if args.test_fraction is None else args.test_fraction
+
+
+def split_by_time(args: argparse.Namespace):
+    """``evaluate --time-col``: the file split by :func:`gpu_als.evaluation.temporal_split`
+    (each user's latest ``--test-fraction``, or what is at or after ``--cutoff``), as the
+    train matrix of the users and items of the earlier part and the test matrix of the
+    later part's interactions that a model of them can be asked about (a new user or item,
+    or a pair already in train, is left out and counted), and how they were held out, in
+    words."""
+    import scipy.sparse as sp
+
+    from .data import frame_positions, warn_summed_ratings
+    from .evaluation import _not_in, _pair_keys, temporal_split
+
+    named = {"--user-col": args.user_col, "--item-col": args.item_col,
+             "--value-col": args.value_col}
+    for option, column in named.items():
+        if column == args.time_col:
+            raise ValueError(f"--time-col and {option} both name {column!r}: name the "
+                             f"column of the times")
+    df = read_frame(args)
+    df[args.time_col] = _time_column(df, args.time_col)
+    if args.cutoff is None:
+        train_df, test_df = temporal_split(df, args.time_col, user_col=args.user_col,
+                                           test_fraction=held_out_fraction(args))
+        held_out = f"each user's latest {held_out_fraction(args):.0%} by {args.time_col!r}"
+    else:
+        cutoff = args.cutoff
+        if df[args.time_col].dtype.kind in "iuf":
+            try:
+                cutoff = float(args.cutoff)
+            except ValueError:
+                raise ValueError(f"--cutoff {args.cutoff}: column {args.time_col!r} holds "
+                                 f"numbers, so give one{_as_unix_seconds(args.cutoff)}"
+                                 ) from None
+        try:
+            train_df, test_df = temporal_split(df, args.time_col, cutoff=cutoff)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace(f"cutoff={cutoff!r}", f"--cutoff {args.cutoff}")
+                            ) from None
+        held_out = f"those at or after {args.cutoff} by {args.time_col!r}"
+    # (the times used, a file without values is counted as if it had no other column)
+    train_df, test_df = (part.drop(columns=args.time_col) for part in (train_df, test_df))
+    train_m, users, items = coded_interactions(args, train_df)
+    (test_m, _, _), rows, columns = frame_positions(
+        test_df, args.user_col, args.item_col, args.value_col, user_ids=users,
+        item_ids=items, drop_unknown=True)
+    known = (rows >= 0) & (columns >= 0)
+    new = int((~known).sum())
+    if args.feedback == "explicit":
+        warn_summed_ratings(int(known.sum()), test_m, (args.user_col, args.item_col))
+    repeats = ~_not_in(_pair_keys(test_m), _pair_keys(train_m))
+    if repeats.any():
+        coo = test_m.tocoo()
+        test_m = sp.csr_matrix((coo.data[~repeats], (coo.row[~repeats], coo.col[~repeats])),
+                               shape=test_m.shape)
+    n_repeats = int(repeats.sum())
+    left_out = []
+    if new:
+        left_out.append("1 row of a new user or item" if new == 1 else
+                        f"{new} rows of new users or items")
+    if n_repeats:
+        left_out.append(f"{n_repeats} {'pair' if n_repeats == 1 else 'pairs'} already in "
+                        f"train")
+    if left_out:
+        held_out += f"; {' and '.join(left_out)} left out"
+    if test_m.nnz == 0:
+        raise ValueError(f"{shown(args.file)}: every held-out row names a user or item not in "
+                         f"the train part, or a pair already in it: nothing to test")
+    return train_m, test_m, held_out
+
+
+def _as_unix_seconds(text: str) -> str:
+    """`` (if they are Unix seconds, 1998-03-01 is 888710400)`` for a date, else a
+    hint of what a number of a time is."""
+    import pandas as pd
+
+    try:
+        seconds = pd.Timestamp(text, tz="UTC").timestamp()
+    except (TypeError, ValueError):
+        return " (e.g. Unix seconds)"
+    return f" (if they are Unix seconds, {text} is {seconds:.0f})"
+
+
+def _time_column(df, name: str):
+    """Column ``name`` of a file as numbers or datetimes: text (as CSV files hold dates)
+    read as datetimes, each in UTC where it names a time zone."""
+    import pandas as pd
+
+    column = df[name]
+    if column.dtype.kind in "iufmM" or isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column
+    try:
+        with warnings.catch_warnings():  # (pandas' "could not infer format")
+            warnings.simplefilter("ignore", UserWarning)
+            return pd.to_datetime(column, utc=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--time-col {name}: its values are neither numbers nor dates and "
+                         f"times ({exc})") from None
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list] | None:
@@ -990,8 +1107,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "on the rest and report ranking metrics against baselines.")
     add_file_options(p)
     add_model_options(p)
-    p.add_argument("--test-fraction", type=fraction, default=0.2,
+    p.add_argument("--test-fraction", type=fraction, default=None,
                    help="share of each user's interactions held out (default 0.2)")
+    p.add_argument("--time-col", default=None, metavar="COLUMN",
+                   help="hold out each user's latest interactions by this column of times "
+                        "(numbers, or dates and times), not a random share (with "
+                        "--no-header, the fourth column, as MovieLens' timestamps); test "
+                        "rows of new users or items, and pairs already in train, are left "
+                        "out")
+    p.add_argument("--cutoff", default=None, metavar="TIME",
+                   help="with --time-col: hold out every interaction at or after this time "
+                        "(a number, or a date such as 1998-03-01), for all users at once")
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "

@@ -2184,7 +2184,7 @@ def test_command_line_defaults_are_the_library_defaults():
     and cut-off default to what the library's functions default to."""
     import inspect
 
-    from gpu_als.cli import build_parser, make_model, model_params
+    from gpu_als.cli import build_parser, held_out_fraction, make_model, model_params
     from gpu_als.evaluation import ranking_metrics, train_test_split
     from gpu_als.tune import tune
 
@@ -2207,7 +2207,7 @@ def test_command_line_defaults_are_the_library_defaults():
         == {int, float, str}
     args = parser.parse_args(["evaluate", "f.csv"])
     assert args.K == defaults(ranking_metrics)["K"]
-    assert args.test_fraction == defaults(train_test_split)["test_fraction"]
+    assert held_out_fraction(args) == defaults(train_test_split)["test_fraction"]
 
 
 @pytest.mark.parametrize("backend", [pytest.param("gpu", marks=needs_gpu)])
@@ -2251,3 +2251,132 @@ def test_every_model_command_answers_on_the_gpu_as_on_the_cpu(backend, csv_file,
         np.testing.assert_allclose([float(v) for v in numbers.findall(gpu)],
                                    [float(v) for v in numbers.findall(cpu)],
                                    rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+@pytest.fixture
+def timed_csv(tmp_path):
+    """Interactions with a column of dates: 40 users, 25 items, times over 30 days."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(4)
+    n = 600
+    df = pd.DataFrame({"user": rng.integers(0, 40, n), "item": rng.integers(0, 25, n),
+                       "value": rng.integers(1, 6, n),
+                       "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(
+                           rng.integers(0, 30 * 86400, n), unit="s")})
+    df.loc[n - 1, ["item", "when"]] = 99, pd.Timestamp("2024-01-31")  # an item new in test
+    path = tmp_path / "timed.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+@pytest.mark.parametrize("split", ["latest", "cutoff"])
+def test_evaluate_holds_out_by_time(timed_csv, capsys, split):
+    """--time-col: the file split by temporal_split (each user's latest --test-fraction,
+    or all at or after --cutoff), the test rows of items or users new to train and the
+    pairs already in train left out and counted; the metrics are those of a model fitted
+    on the train part."""
+    from gpu_als.evaluation import ranking_metrics, temporal_split
+
+    path, df = timed_csv
+    extra = ["--test-fraction", "0.25"] if split == "latest" else ["--cutoff", "2024-01-24"]
+    assert main(["evaluate", str(path), "--time-col", "when", "--factors", "3",
+                 "--iterations", "2", "--backend", "cpu", "--no-auc", *extra]) == 0
+    out = capsys.readouterr().out
+    train_df, test_df = (temporal_split(df, "when", test_fraction=0.25) if split == "latest"
+                         else temporal_split(df, "when", cutoff="2024-01-24"))
+    train, users, items = from_dataframe(train_df)
+    test, _, _ = from_dataframe(test_df, user_ids=users, item_ids=items, drop_unknown=True)
+    new = int((~test_df["user"].isin(users) | ~test_df["item"].isin(items)).sum())
+    shared = test.multiply(train != 0).tocsr()
+    shared.eliminate_zeros()
+    test = test - test.multiply(train != 0)
+    test.eliminate_zeros()
+    assert new == 1 and shared.nnz > 1  # the item 99
+    held = ("each user's latest 25% by 'when'" if split == "latest"
+            else "those at or after 2024-01-24 by 'when'")
+    assert (f"{train.shape[0]} users x {train.shape[1]} items; {train.nnz} train / {test.nnz} "
+            f"test interactions ({held}; 1 row of a new user or item and {shared.nnz} "
+            f"pairs already in train left out); trained") in out
+    model = ALS(factors=3, iterations=2, backend="cpu", random_state=42,
+                show_progress=False).fit(train)
+    metrics = ranking_metrics(model, train, test, K=10, show_progress=False)
+    assert f"{'ALS':<12}" + "".join(f"{metrics[key]:>11.4f}" for key in (
+        "precision", "recall", "ndcg", "map")) + "\n" in out
+
+
+def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
+    """u.data without a header line: its fourth column is --time-col's; a --cutoff date
+    for times in seconds is refused with the number it means."""
+    u_data = str(movielens.path / "u.data")
+    common = ["evaluate", u_data, "--no-header", "--time-col", "timestamp", "--factors", "4",
+              "--iterations", "1", "--backend", "cpu", "--no-auc"]
+    assert main(common) == 0
+    assert ("943 users x 1613 items; 80000 train / 19914 test interactions (each user's "
+            "latest 20% by 'timestamp'; 86 rows of new users or items left out)"
+            in capsys.readouterr().out)
+    assert main(common + ["--cutoff", "1998-03-01"]) == 2
+    assert capsys.readouterr().err == (
+        "gpu-als evaluate: error: --cutoff 1998-03-01: column 'timestamp' holds numbers, so "
+        "give one (if they are Unix seconds, 1998-03-01 is 888710400)\n")
+    assert main(common + ["--cutoff", "888710400"]) == 0
+    assert ("736 users x 1608 items; 77985 train / 3715 test interactions (those at or after "
+            "888710400 by 'timestamp'; 18300 rows of new users or items left out)"
+            in capsys.readouterr().out)
+
+
+def test_evaluate_by_time_refuses_what_it_cannot_split(timed_csv, tmp_path, capsys):
+    path, _ = timed_csv
+    common = ["evaluate", str(path), "--backend", "cpu", "--iterations", "1"]
+    cases = [
+        (["--cutoff", "2024-01-24"], "--cutoff is a time: name the column of the times with "
+                                     "--time-col"),
+        (["--time-col", "when", "--cutoff", "2024-01-24", "--test-fraction", "0.1"],
+         "--cutoff holds out what is at or after a time, --test-fraction a share of each "
+         "user's interactions: give one of them"),
+        (["--time-col", "when", "--cutoff", "2025-01-01"],
+         "--cutoff 2025-01-01 leaves the test part empty: column 'when' runs from "),
+        (["--time-col", "when", "--cutoff", "soon"], "--cutoff soon is not a time"),
+        (["--time-col", "time"], f"{path} has no column 'time' for --time-col; its columns "
+                                 f"are ['user', 'item', 'value', 'when']"),
+        (["--time-col", "value"], "--time-col and --value-col both name 'value'"),
+        (["--time-col", "user"], "--time-col and --user-col both name 'user'"),
+    ]
+    for extra, message in cases:
+        assert main(common + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err, (extra, err)
+    text = tmp_path / "text.csv"
+    text.write_text("user,item,when\na,1,soon\na,2,later\n")
+    assert main(["evaluate", str(text), "--time-col", "when"]) == 2
+    assert "--time-col when: its values are neither numbers nor dates and times" in \
+        capsys.readouterr().err
+    three = tmp_path / "three.tsv"
+    three.write_text("1\t2\t3\n1\t3\t4\n")
+    assert main(["evaluate", str(three), "--no-header", "--time-col", "t"]) == 2
+    assert (f"{three} has no column 't' (with --no-header, the fourth) for --time-col"
+            in capsys.readouterr().err)
+    late = tmp_path / "late.csv"  # what comes after the cutoff is all new
+    late.write_text("user,item,t\na,1,1\nb,2,2\n")
+    assert main(["evaluate", str(late), "--time-col", "t", "--cutoff", "2"]) == 2
+    assert "every held-out row names a user or item not in the train part, or a pair " \
+           "already in it: nothing to test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_evaluate_by_time_keeps_the_time_column_of_a_file_without_values(timed_csv, tmp_path,
+                                                                          capsys, suffix):
+    """A file without a value column counts each row as 1 and leaves its other columns
+    out, with a warning that names them: not the --time-col one, which is read."""
+    pytest.importorskip("pyarrow")
+    _, df = timed_csv
+    df = df.drop(columns="value").assign(note="x")
+    path = tmp_path / f"counts.{suffix}"
+    df.to_csv(path, index=False) if suffix == "csv" else df.to_parquet(path)
+    assert main(["evaluate", str(path), "--time-col", "when", "--factors", "2",
+                 "--iterations", "1", "--backend", "cpu", "--no-auc"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("gpu-als evaluate: warning: no column 'value': every row counts 1, and "
+                   "column(s) ['note'] are not used; name the values' column with --value-col "
+                   "(e.g. --value-col note)\n")
+    assert "test interactions (each user's latest 20% by 'when'; 1 row of a new user or " \
+           "item and" in out
