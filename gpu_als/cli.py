@@ -554,10 +554,8 @@ def split_by_time(args: argparse.Namespace):
     later part's interactions that a model of them can be asked about (a new user or item,
     or a pair already in train, is left out and counted), and how they were held out, in
     words."""
-    import scipy.sparse as sp
-
     from .data import frame_positions, warn_summed_ratings
-    from .evaluation import _not_in, _pair_keys, temporal_split
+    from .evaluation import scorable_part, temporal_split
 
     named = {"--user-col": args.user_col, "--item-col": args.item_col,
              "--value-col": args.value_col}
@@ -596,12 +594,7 @@ def split_by_time(args: argparse.Namespace):
     new = int((~known).sum())
     if args.feedback == "explicit":
         warn_summed_ratings(int(known.sum()), test_m, (args.user_col, args.item_col))
-    repeats = ~_not_in(_pair_keys(test_m), _pair_keys(train_m))
-    if repeats.any():
-        coo = test_m.tocoo()
-        test_m = sp.csr_matrix((coo.data[~repeats], (coo.row[~repeats], coo.col[~repeats])),
-                               shape=test_m.shape)
-    n_repeats = int(repeats.sum())
+    test_m, _, n_repeats = scorable_part(train_m, test_m)  # (its users and items: train's)
     left_out = []
     if new:
         left_out.append("1 row of a new user or item" if new == 1 else

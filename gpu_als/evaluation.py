@@ -1,4 +1,5 @@
-"""Offline evaluation: the per-user split, ranking metrics at K, and two baselines.
+"""Offline evaluation: per-user splits (at random, or by time with :func:`temporal_split`),
+ranking metrics at K, and two baselines.
 
 The protocol of DESIGN.md section 6: positives are ratings >= 4; for every user, 20 % of
 their positives (seeded) go to the test set; models are trained on the rest and recommend
@@ -57,7 +58,8 @@ from .exceptions import NotFittedError
 
 __all__ = ["train_test_split", "leave_k_out_split", "temporal_split", "held_out_split", "binarize",
            "ranking_metrics", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "auc",
-           "rmse", "personalization", "validation_score", "metric_name", "EarlyStopping",
+           "rmse", "personalization", "validation_score", "scorable_part", "metric_name",
+           "EarlyStopping",
            "PopularityRecommender", "RandomRecommender", "AUC_BLOCK_SCORES", "COMPARE_LIMIT",
            "VALIDATION_METRICS", "LOWER_IS_BETTER"]
 
@@ -624,6 +626,24 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
         positions = np.arange(hits.shape[1])
         below = np.where(hits, n_candidates[:, None] - 1 - positions, 0).sum(axis=1)
         yield below, hits.sum(axis=1), n_candidates, shared
+
+
+def scorable_part(train: sp.csr_matrix, held_out: sp.csr_matrix
+                  ) -> tuple[sp.csr_matrix, int, int]:
+    """The entries of ``held_out`` (canonical CSR of ``train``'s shape) that a model
+    fitted on ``train`` can be scored on, how many were left out as entries of a user or
+    item without entries in ``train`` (a factor it never learned), and how many as
+    entries ``train`` has too (an item the user's own, filtered out of a ranking)."""
+    rows, columns = csr_pairs(held_out)
+    known = (np.diff(train.indptr) > 0)[rows] & \
+        (np.bincount(train.indices, minlength=train.shape[1]) > 0)[columns]
+    shared = ~_not_in(_pair_keys(held_out), _pair_keys(train))
+    keep = known & ~shared
+    if keep.all():
+        return held_out, 0, 0
+    kept = sp.csr_matrix((held_out.data[keep], (rows[keep], columns[keep])),
+                         shape=held_out.shape)
+    return kept, int((~known).sum()), int((known & shared).sum())
 
 
 def _pair_keys(csr) -> np.ndarray:

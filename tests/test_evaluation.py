@@ -90,7 +90,7 @@ def _latest_by_loop(users, times, test_fraction):
 
 
 @pytest.mark.parametrize("library", ["pandas", "polars"])
-@pytest.mark.parametrize("test_fraction", [None, 0.1, 0.35])
+@pytest.mark.parametrize("test_fraction", [None, 0.1, 0.35, 0.9])  # (0.9: n - 1 at most)
 def test_temporal_split_holds_out_each_users_latest_rows(library, test_fraction):
     """Each user's latest rows go to test, as a loop over the users picks them, with
     times that tie (the later row counts as later); the parts keep the frame's rows, in
@@ -183,6 +183,11 @@ def test_temporal_split_refuses_what_it_cannot_split():
         temporal_split(df.assign(timestamp=[5, None, 7, 8]))
     with pytest.raises(ValueError, match="has 2 missing times"):
         temporal_split(df.assign(timestamp=pd.array([5, None, None, 8], dtype="Int64")))
+    pl = pytest.importorskip("polars")  # NaN is not null there: missing all the same
+    with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first in "
+                                         "row 2"):
+        temporal_split(pl.from_pandas(df).with_columns(pl.Series("timestamp",
+                                                                 [5.0, 6.0, np.nan, 8.0])))
     with pytest.raises(TypeError, match=r"column 'timestamp' has dtype .*: expected numbers "
                                         r"or datetimes \(e.g. '1998-03-01'\); convert it"):
         temporal_split(df.assign(timestamp=["1998-03-01"] * 4))
