@@ -5,6 +5,12 @@ configuration on the test split beside the reference document's settings (factor
 regularization=0.001, alpha=10, iterations=20).
 
     python benchmarks/tune_movielens.py [--no-halving] [--backend cpu] [--plot docs/tune.png]
+        [--split time]
+
+``--split time`` holds out each user's latest 20 % of positives by u.data's timestamps
+for the test, and the latest 20 % of the rest for validation
+(:func:`gpu_als.evaluation.temporal_split`, ``tune(..., validation=...)``), instead of
+20 % at random for each.
 """
 
 from __future__ import annotations
@@ -12,14 +18,38 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_als import ALS  # noqa: E402
+from gpu_als import ALS, from_dataframe  # noqa: E402
 from gpu_als.datasets import load_movielens_100k  # noqa: E402
-from gpu_als.evaluation import binarize, ranking_metrics, train_test_split  # noqa: E402
+from gpu_als.evaluation import (  # noqa: E402
+    binarize,
+    ranking_metrics,
+    temporal_split,
+    train_test_split,
+)
 from gpu_als.tune import tune  # noqa: E402
+
+
+def split_by_time(u_data: Path):
+    """MovieLens 100K's positives split by time: the train and test matrices (of the
+    train part's users and items) and ``tune``'s arguments (the train part split again)."""
+    import pandas as pd
+
+    df = pd.read_csv(u_data, sep="\t", names=["user", "item", "rating", "timestamp"])
+    positives = df.loc[df["rating"] >= 4, ["user", "item", "timestamp"]]
+    train_df, test_df = temporal_split(positives, test_fraction=0.2)
+    fit_df, validation_df = temporal_split(train_df, test_fraction=0.2)
+    ids = ["user", "item"]
+    train, users, items = from_dataframe(train_df[ids])
+    test, _, _ = from_dataframe(test_df[ids], user_ids=users, item_ids=items,
+                                drop_unknown=True)
+    fit_part, validation = (from_dataframe(part[ids], user_ids=users, item_ids=items).matrix
+                            for part in (fit_df, validation_df))
+    return train, test, {"user_items": fit_part, "validation": validation}
 
 
 def main(argv=None) -> int:
@@ -27,13 +57,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-halving", action="store_true")
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--split", choices=["random", "time"], default="random")
     args = parser.parse_args(argv)
 
-    train, test = train_test_split(binarize(load_movielens_100k().ratings, 4), test_fraction=0.2,
-                                   random_state=42)
+    movielens = load_movielens_100k()
+    if args.split == "random":
+        train, test = train_test_split(binarize(movielens.ratings, 4), test_fraction=0.2,
+                                       random_state=42)
+        searched = {"user_items": train}
+    else:
+        train, test, searched = split_by_time(movielens.path / "u.data")
     start = time.perf_counter()
-    result = tune(train, base_params={"backend": args.backend}, halving=not args.no_halving,
-                  random_state=42, show_progress=False)
+    with warnings.catch_warnings():  # validation's rows of items first rated in it
+        warnings.filterwarnings("ignore", "of the .* entries of validation")
+        result = tune(**searched, base_params={"backend": args.backend},
+                      halving=not args.no_halving, random_state=42, show_progress=False)
     wall = time.perf_counter() - start
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations ({finished} trained to 20 iterations) "

@@ -1,8 +1,9 @@
 """Hyperparameter search on a validation split (the reference document's tuning strategy).
 
 :func:`tune` carves a validation split out of the *training* data (the caller's test split
-is never seen), fits one model per configuration and scores it on the validation split by
-a ranking metric at K (or, for explicit ratings, the RMSE of the predicted ratings), then
+is never seen), or takes one given with it (``validation=``, e.g. the later part of a split
+by time), fits one model per configuration and scores it on the validation split by a
+ranking metric at K (or, for explicit ratings, the RMSE of the predicted ratings), then
 refits the best configuration on all the training data.
 
 Early termination (successive halving, ``halving=True``): every configuration is trained
@@ -27,12 +28,14 @@ import csv
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from . import data
@@ -42,6 +45,7 @@ from .evaluation import (
     VALIDATION_METRICS,
     held_out_split,
     metric_name,
+    scorable_part,
     validation_score,
 )
 from .model import ALS, _check_fit_memory, _Training, idle_settings
@@ -166,6 +170,7 @@ def tune(
     metric: str = "recall",
     K: int = 10,
     validation_fraction: float = 0.2,
+    validation: Any = None,
     base_params: dict[str, Any] | None = None,
     halving: bool = True,
     min_iterations: int = 3,
@@ -196,6 +201,15 @@ def tune(
     K : int, default 10
     validation_fraction : float, default 0.2
         Share of each user's training interactions held out for validation.
+    validation : scipy.sparse matrix or DataFrame, optional
+        The interactions to score on, instead of ``validation_fraction`` of
+        ``user_items``: e.g. the later part of
+        :func:`~gpu_als.evaluation.temporal_split`, for a search that predicts what users
+        do next. A matrix of ``user_items``' shape, or a DataFrame of the same columns
+        where ``user_items`` is one. The trials fit on ``user_items`` and are scored on
+        the entries of ``validation`` that they can be asked about (a user or item
+        without interactions in ``user_items``, or a pair it has too, is left out, with
+        a warning that counts them); the best is refitted on both together.
     base_params : dict, optional
         Hyperparameters shared by every trial (default: the reference settings'
         iterations=20 and the ALS defaults; ``backend``, ``dtype`` ... go here).
@@ -204,7 +218,8 @@ def tune(
     min_iterations, reduction_factor : int
         First rung and the factor between rungs (and of trials kept at each rung).
     random_state : int or None
-        Seeds the validation split, the sampling and every trial's initial factors.
+        Seeds the validation split (without ``validation``), the sampling and every
+        trial's initial factors.
     show_progress : bool
         A progress bar over trials.
 
@@ -226,18 +241,28 @@ def tune(
                                                     n_samples=n_samples,
                                                     random_state=random_state)
     feedbacks = _feedbacks(base, configurations)
-
+    feedback = "explicit" if "explicit" in feedbacks else "implicit"
     user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
-    if data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
-        user_items, user_ids, item_ids = data.frame_interactions(
-            user_items, "explicit" if "explicit" in feedbacks else "implicit", np.float64)
+    if validation is not None:
+        user_items, validation, user_ids, item_ids = _given_parts(user_items, validation,
+                                                                  feedback)
+    elif data.is_dataframe(user_items):  # float64: each fit takes its own dtype from it
+        user_items, user_ids, item_ids = data.frame_interactions(user_items, feedback,
+                                                                 np.float64)
     if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
                       for config in configurations)
         _check_fit_memory(user_items.shape, {"factors": largest,
                                              "dtype": base.get("dtype", np.float32)})
-    fit_part, validation = held_out_split(user_items, validation_fraction, random_state,
-                                          "validation")
+    if validation is None:
+        fit_part, validation = held_out_split(user_items, validation_fraction, random_state,
+                                              "validation")
+    else:  # the refit's: both parts
+        fit_part, user_items = user_items, (user_items + validation).tocsr()
+        if feedback == "explicit":
+            data.warn_summed_ratings(fit_part.nnz + validation.nnz, user_items,
+                                     rows="entries of user_items and validation")
+        validation = _scored_part(fit_part, validation)
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 
@@ -266,6 +291,58 @@ def tune(
     return TuneResult(best_params, best["score"], model, trials,
                       metric_name(metric, K),
                       metric in LOWER_IS_BETTER)
+
+
+def _given_parts(user_items: Any, validation: Any, feedback: str
+                 ) -> tuple[sp.csr_matrix, sp.csr_matrix, Any, Any]:
+    """``tune``'s ``user_items`` and a ``validation`` given with it as two checked
+    matrices of the same users and items (and their ids: for DataFrames, those of
+    either)."""
+    if data.is_dataframe(user_items) != data.is_dataframe(validation):
+        kinds = ("a DataFrame", "a matrix") if data.is_dataframe(user_items) else \
+            ("a matrix", "a DataFrame")
+        raise TypeError(f"user_items is {kinds[0]} but validation is {kinds[1]}: give the "
+                        f"two parts of one split alike")
+    if not data.is_dataframe(user_items):
+        fit_part = data.check_user_items(user_items, np.float32)
+        held_out = data.check_user_items_allow_empty(validation, np.float32,
+                                                     name="validation")
+        if held_out.shape != fit_part.shape:
+            raise ValueError(f"validation has shape {held_out.shape}, user_items "
+                             f"{fit_part.shape}: give the two parts of one split, of the "
+                             f"same users and items")
+        return fit_part, held_out, None, None
+    (fit_part, fit_users, fit_items), (held_out, held_users, held_items) = (
+        data.frame_interactions(part, feedback, np.float64) for part in (user_items, validation))
+    user_ids, user_at = data._positions(np.concatenate([fit_users, held_users]), None, "user",
+                                        False)
+    item_ids, item_at = data._positions(np.concatenate([fit_items, held_items]), None, "item",
+                                        False)
+
+    def placed(matrix, rows_at, columns_at):  # in the rows and columns of both parts' ids
+        coo = matrix.tocoo()
+        return sp.csr_matrix((coo.data, (rows_at[coo.row], columns_at[coo.col])),
+                             shape=(len(user_ids), len(item_ids)))
+
+    return (placed(fit_part, user_at[:len(fit_users)], item_at[:len(fit_items)]),
+            placed(held_out, user_at[len(fit_users):], item_at[len(fit_items):]),
+            user_ids, item_ids)
+
+
+def _scored_part(fit_part: sp.csr_matrix, validation: sp.csr_matrix) -> sp.csr_matrix:
+    """The entries of a given ``validation`` that trials fitted on ``fit_part`` are
+    scored on (see :func:`gpu_als.evaluation.scorable_part`), the rest warned of."""
+    scored, new, shared = scorable_part(fit_part, validation)
+    left_out = [f"{new:,} of users or items without interactions in user_items"] * bool(new) \
+        + [f"{shared:,} that user_items has too"] * bool(shared)
+    if scored.nnz == 0:
+        raise ValueError("validation has no entries to score trials on"
+                         + (f" ({' and '.join(left_out)})" if left_out else ""))
+    if left_out:
+        warnings.warn(f"of the {validation.nnz:,} entries of validation, "
+                      f"{' and '.join(left_out)} are left out of the scoring",
+                      UserWarning, stacklevel=data.user_stacklevel())
+    return scored
 
 
 def search_space(param_grid: dict[str, list] | None = None,

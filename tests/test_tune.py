@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_als import ALS
+from gpu_als import ALS, from_dataframe
 from gpu_als.backends import CPUBackend
 from gpu_als.evaluation import ranking_metrics, train_test_split
 from gpu_als.tune import search_space, tune
@@ -104,6 +104,77 @@ def test_a_dataframe_is_searched_like_its_matrix_and_the_model_keeps_its_ids(R):
     with pytest.raises(ValueError, match="for feedback='explicit', the ratings in 'value'"):
         tune(counts, {"factors": [2], "feedback": ["implicit", "explicit"]},
              base_params={"backend": "cpu"}, show_progress=False)
+
+
+def test_a_given_validation_scores_the_trials_and_joins_the_refit(R):
+    """``validation=``: each trial fits on ``user_items`` and scores on the validation
+    entries it can be asked about (a user or item it has never seen, and a pair it has
+    too, left out and counted); the best refits on both parts together."""
+    fit_part, validation = train_test_split(R, test_fraction=0.3, random_state=8)
+    fit_part = fit_part.tolil()
+    fit_part[5, :] = 0  # a user seen only in validation
+    fit_part[:, 7] = 0  # and an item
+    fit_part = fit_part.tocsr()
+    fit_part.eliminate_zeros()
+    validation = validation.tolil()
+    validation[6, R[6].indices[0]] = 1.0  # a pair of both parts
+    validation = validation.tocsr()
+    unseen = validation[5].nnz + validation[:, 7].nnz - (validation[5, 7] != 0)
+    assert unseen >= 2 and fit_part[6, R[6].indices[0]] != 0
+    scored = validation.tolil()
+    scored[5, :] = 0
+    scored[:, 7] = 0
+    scored[6, R[6].indices[0]] = 0
+    scored = scored.tocsr()
+    scored.eliminate_zeros()
+    with pytest.warns(UserWarning, match=f"of the {validation.nnz} entries of validation, "
+                                         f"{unseen} of users or items without interactions in "
+                                         f"user_items and 1 that user_items has too are left "
+                                         f"out of the scoring"):
+        result = run(fit_part, halving=False, validation=validation)
+    for trial in result.trials[:3]:
+        params = {name: trial[name] for name in GRID}
+        model = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                    **params).fit(fit_part)
+        assert trial["score"] == pytest.approx(
+            ranking_metrics(model, fit_part, scored, K=10)["recall"])
+    refit = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                **result.best_params).fit(fit_part + validation)
+    np.testing.assert_allclose(result.model.item_factors_, refit.item_factors_, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"validation has shape \(10, 60\), user_items "
+                                         r"\(120, 60\): give the two parts of one split"):
+        run(fit_part, validation=validation[:10])
+    with pytest.raises(ValueError, match="validation has no entries to score trials on "
+                                         r"\(1 that user_items has too\)"):
+        run(fit_part, validation=sp.csr_matrix((np.ones(1), ([6], [R[6].indices[0]])),
+                                               shape=R.shape))
+
+
+def test_a_given_validation_frame_joins_the_ids_of_both_parts(R):
+    """DataFrames: the model refitted on both parts has the ids of either, in order, and
+    its trials score as on the matrices of those ids."""
+    pd = pytest.importorskip("pandas")
+    coo = R.tocoo()
+    df = pd.DataFrame({"user": coo.row + 1000, "item": [f"i{c:03d}" for c in coo.col],
+                       "value": coo.data})
+    later = (coo.row % 7 == 0) & (coo.col % 2 == 0)
+    fit_df, held_df = df[~later & (df["user"] != 1007)], df[later]
+    assert 1007 in set(held_df["user"])  # a user of validation alone
+    with pytest.warns(UserWarning, match="of users or items without interactions"):
+        result = run(fit_df, halving=False, validation=held_df)
+    _, users, items = from_dataframe(pd.concat([fit_df, held_df]))
+    assert result.model.user_ids_.tolist() == users.tolist() == sorted(set(df["user"]))
+    assert result.model.item_ids_.tolist() == items.tolist()
+    fit_part, held_out = (from_dataframe(part, user_ids=users, item_ids=items).matrix
+                          for part in (fit_df, held_df))
+    with pytest.warns(UserWarning, match="of users or items without interactions"):
+        matrix_result = run(fit_part, halving=False, validation=held_out)
+    assert [t["score"] for t in result.trials] == [t["score"] for t in matrix_result.trials]
+    np.testing.assert_array_equal(result.model.item_factors_,
+                                  matrix_result.model.item_factors_)
+    with pytest.raises(TypeError, match="user_items is a DataFrame but validation is a "
+                                        "matrix: give the two parts of one split alike"):
+        run(fit_df, validation=R)
 
 
 def test_deterministic_and_random_sampling(R):
