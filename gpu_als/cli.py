@@ -547,15 +547,13 @@ def held_out_fraction(args: argparse.Namespace) -> float:
     return 0.2 if args.test_fraction is None else args.test_fraction
 
 
-def split_by_time(args: argparse.Namespace):
-    """``evaluate --time-col``: the file split by :func:`gpu_als.evaluation.temporal_split`
-    (each user's latest ``--test-fraction``, or what is at or after ``--cutoff``), as the
-    train matrix of the users and items of the earlier part and the test matrix of the
-    later part's interactions that a model of them can be asked about (a new user or item,
-    or a pair already in train, is left out and counted), and how they were held out, in
-    words."""
-    from .data import frame_positions, warn_summed_ratings
-    from .evaluation import scorable_part, temporal_split
+def file_parts_by_time(args: argparse.Namespace, fraction: float, cutoff: str | None = None):
+    """The file read and split by :func:`gpu_als.evaluation.temporal_split` on
+    ``--time-col``: each user's latest ``fraction`` of rows, or those at or after
+    ``--cutoff`` (``cutoff``), as the earlier and the later DataFrame (without the times,
+    so that a file without values is counted as if it had no other column), and how the
+    later one was held out, in words."""
+    from .evaluation import temporal_split
 
     named = {"--user-col": args.user_col, "--item-col": args.item_col,
              "--value-col": args.value_col}
@@ -565,27 +563,38 @@ def split_by_time(args: argparse.Namespace):
                              f"column of the times")
     df = read_frame(args)
     df[args.time_col] = _time_column(df, args.time_col)
-    if args.cutoff is None:
-        train_df, test_df = temporal_split(df, args.time_col, user_col=args.user_col,
-                                           test_fraction=held_out_fraction(args))
-        held_out = f"each user's latest {held_out_fraction(args):.0%} by {args.time_col!r}"
+    if cutoff is None:
+        earlier, later = temporal_split(df, args.time_col, user_col=args.user_col,
+                                        test_fraction=fraction)
+        held_out = f"each user's latest {fraction:.0%} by {args.time_col!r}"
     else:
-        cutoff = args.cutoff
+        value: Any = cutoff
         if df[args.time_col].dtype.kind in "iuf":
             try:
-                cutoff = float(args.cutoff)
+                value = float(cutoff)
             except ValueError:
-                raise ValueError(f"--cutoff {args.cutoff}: column {args.time_col!r} holds "
-                                 f"numbers, so give one{_as_unix_seconds(args.cutoff)}"
-                                 ) from None
+                raise ValueError(f"--cutoff {cutoff}: column {args.time_col!r} holds "
+                                 f"numbers, so give one{_as_unix_seconds(cutoff)}") from None
         try:
-            train_df, test_df = temporal_split(df, args.time_col, cutoff=cutoff)
+            earlier, later = temporal_split(df, args.time_col, cutoff=value)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace(f"cutoff={cutoff!r}", f"--cutoff {args.cutoff}")
+            raise type(exc)(str(exc).replace(f"cutoff={value!r}", f"--cutoff {cutoff}")
                             ) from None
-        held_out = f"those at or after {args.cutoff} by {args.time_col!r}"
-    # (the times used, a file without values is counted as if it had no other column)
-    train_df, test_df = (part.drop(columns=args.time_col) for part in (train_df, test_df))
+        held_out = f"those at or after {cutoff} by {args.time_col!r}"
+    return earlier.drop(columns=args.time_col), later.drop(columns=args.time_col), held_out
+
+
+def split_by_time(args: argparse.Namespace):
+    """``evaluate --time-col``: the file split by :func:`file_parts_by_time`, as the
+    train matrix of the users and items of the earlier part and the test matrix of the
+    later part's interactions that a model of them can be asked about (a new user or item,
+    or a pair already in train, is left out and counted), and how they were held out, in
+    words."""
+    from .data import frame_positions, warn_summed_ratings
+    from .evaluation import scorable_part
+
+    train_df, test_df, held_out = file_parts_by_time(args, held_out_fraction(args),
+                                                     args.cutoff)
     train_m, users, items = coded_interactions(args, train_df)
     (test_m, _, _), rows, columns = frame_positions(
         test_df, args.user_col, args.item_col, args.value_col, user_ids=users,
@@ -680,6 +689,8 @@ def _in_option_terms(message: str) -> str:
 
 
 def tune_command(args: argparse.Namespace) -> int:
+    from .data import from_dataframe
+    from .evaluation import scorable_part
     from .tune import search_space, tune
 
     if args.plot:  # the plot comes after the search: matplotlib is checked before it
@@ -694,13 +705,31 @@ def tune_command(args: argparse.Namespace) -> int:
                      random_state=args.seed)
     except (TypeError, ValueError) as exc:
         raise type(exc)(_in_option_terms(str(exc))) from None
-    matrix, user_ids, item_ids = read_interactions(args)
+    validation = None
+    if args.time_col is None:
+        matrix, user_ids, item_ids = read_interactions(args)
+    else:  # validated on what comes later: the parts in the ids of the whole file
+        import pandas as pd
+
+        earlier, later, held_out = file_parts_by_time(args, args.validation_fraction)
+        both = (earlier, later)
+        _, user_ids, item_ids = coded_interactions(args, pd.concat(both))
+        matrix, validation = (from_dataframe(part, args.user_col, args.item_col,
+                                             args.value_col, user_ids=user_ids,
+                                             item_ids=item_ids).matrix for part in both)
+        _, new, shared = scorable_part(matrix, validation)  # (tune's warning, in words here)
+        left_out = [f"{new} of users or items new in them"] * bool(new) + \
+            [f"{shared} of pairs in both"] * bool(shared)
+        print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} "
+              f"rows" + (f" ({' and '.join(left_out)} not scored)" if left_out else ""))
     start = time.perf_counter()
-    result = tune(matrix, grid, n_samples=args.n_samples,
-                  metric=args.metric, K=args.K, validation_fraction=args.validation_fraction,
-                  base_params=base_params,
-                  halving=not args.no_halving, min_iterations=args.min_iterations,
-                  reduction_factor=args.reduction_factor, random_state=args.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "of the .* entries of validation")
+        result = tune(matrix, grid, n_samples=args.n_samples, metric=args.metric, K=args.K,
+                      validation_fraction=args.validation_fraction, validation=validation,
+                      base_params=base_params, halving=not args.no_halving,
+                      min_iterations=args.min_iterations,
+                      reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
           f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
@@ -1146,6 +1175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
     p.add_argument("--validation-fraction", type=fraction, default=0.2,
                    help="share of each user's interactions for validation (default 0.2)")
+    p.add_argument("--time-col", default=None, metavar="COLUMN",
+                   help="validate on each user's latest interactions by this column of "
+                        "times (numbers, or dates and times), not a random share (with "
+                        "--no-header, the fourth column); validation rows of users or items "
+                        "new to the rest, and pairs in both, are not scored")
     p.add_argument("--iterations", type=int, default=20,
                    help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",

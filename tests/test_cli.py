@@ -2380,3 +2380,37 @@ def test_evaluate_by_time_keeps_the_time_column_of_a_file_without_values(timed_c
                    "(e.g. --value-col note)\n")
     assert "test interactions (each user's latest 20% by 'when'; 1 row of a new user or " \
            "item and" in out
+
+
+def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp_path,
+                                                                  capsys):
+    """tune --time-col: the trials are scored on each user's latest --validation-fraction
+    (as tune(..., validation=) scores them on those rows), and the best model, refitted on
+    the whole file, has its ids."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.evaluation import temporal_split
+    from gpu_als.tune import tune
+
+    path, df = timed_csv
+    trials, saved = tmp_path / "trials.csv", tmp_path / "best.npz"
+    assert main(["tune", str(path), "--time-col", "when", "--validation-fraction", "0.3",
+                 "--grid", "factors=2,3", "--grid", "regularization=0.1", "--iterations", "3",
+                 "--no-halving", "--backend", "cpu", "--trials", str(trials), "-o",
+                 str(saved)]) == 0
+    out = capsys.readouterr().out
+    earlier, later = temporal_split(df, "when", test_fraction=0.3)
+    _, users, items = from_dataframe(df.drop(columns="when"))
+    fit_part, validation = (from_dataframe(part.drop(columns="when"), user_ids=users,
+                                           item_ids=items).matrix for part in (earlier, later))
+    assert out.startswith(f"validating on each user's latest 30% by 'when': {len(later)} of "
+                          f"the {len(df)} rows (1 of users or items new in them and ")
+    with pytest.warns(UserWarning, match="1 of users or items without interactions"):
+        expected = tune(fit_part, {"factors": [2, 3], "regularization": [0.1]},
+                        validation=validation, halving=False, random_state=42,
+                        base_params={"iterations": 3, "backend": "cpu"}, show_progress=False)
+    np.testing.assert_allclose(pd.read_csv(trials)["score"],
+                               [t["score"] for t in expected.trials], rtol=1e-6)
+    model = ALS.load(saved)
+    np.testing.assert_array_equal(model.user_ids_, users)
+    np.testing.assert_array_equal(model.item_ids_, items)
+    np.testing.assert_allclose(model.item_factors_, expected.model.item_factors_, rtol=1e-5)
