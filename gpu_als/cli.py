@@ -389,14 +389,21 @@ def train(args: argparse.Namespace) -> int:
         # a model without ids (as implicit's): its row numbers, as recommend reads them
         model.user_ids_ = id_map(model.user_ids_, len(model.user_factors_))
         model.item_ids_ = id_map(model.item_ids_, len(model.item_factors_))
+    if args.time_col is not None and args.early_stopping is None:
+        raise ValueError("--time-col chooses --early-stopping's validation interactions (each "
+                         "user's latest): give --early-stopping too")
     with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
-        matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
+        parts = None
+        if args.time_col is None:
+            matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
+        else:
+            matrix, user_ids, item_ids, *parts = coded_parts_by_time(args, model.feedback)
         start = time.perf_counter()
         saved_warm_start = model.warm_start  # --init is this command's, not the model's
         model.set_params(warm_start=args.init is not None)
         if args.early_stopping is not None:
             model.set_params(iterations=iterations_by_early_stopping(
-                args, model, matrix, user_ids, item_ids, fit))
+                args, model, matrix, user_ids, item_ids, fit, parts))
         fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
         model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
@@ -438,19 +445,29 @@ def fitting_on(scheduler: str | None):
 
 
 def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_ids,
-                                 item_ids, fit) -> int:
+                                 item_ids, fit, parts=None) -> int:
     """``train --early-stopping``: how many iterations to train ``model`` (not fitted) for,
     found by a fit (``fit``, as :func:`fitting_on` gives it) of a copy on all but
-    ``--validation-fraction`` of each user's interactions that
+    ``--validation-fraction`` of each user's interactions (at random, or the latest ones:
+    ``parts``, the two matrices of :func:`coded_parts_by_time`) that
     :class:`gpu_als.evaluation.EarlyStopping` stops once ``--metric`` on the rest has not
     improved for ``--early-stopping`` iterations."""
-    from .evaluation import EarlyStopping, held_out_split
+    from .evaluation import EarlyStopping, held_out_split, scorable_part
     from .model import ALS
 
     metric = args.metric or ("rmse" if model.feedback == "explicit" else "recall")
     fraction = args.validation_fraction
-    fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",
-                                          "--early-stopping: ")
+    if parts is None:
+        fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",
+                                              "--early-stopping: ")
+        held_out = f"{fraction:.0%} of each user's interactions held out"
+    else:
+        fit_part, validation = parts
+        validation = scorable_part(fit_part, validation)[0]  # (the rest counted before)
+        if validation.nnz == 0:
+            raise ValueError("--early-stopping: no validation interaction can be scored (each "
+                             "names a user or item first seen there, or a pair seen before)")
+        held_out = f"each user's latest {fraction:.0%} by {args.time_col!r}"
     probe = ALS(**model.get_params())
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
                          patience=args.early_stopping, restore_best=False,
@@ -465,9 +482,9 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
            else "ran all")
     scored = "" if args.validation_users is None else \
         f" (a sample of {counted(int((stop.validation.getnnz(axis=1) > 0).sum()), 'user')})"
-    print(f"early stopping: {name} on {fraction:.0%} of each user's interactions held out"
-          f"{scored} was best, {stop.best_score:.4f}, after {best} iteration(s) ({ran} of "
-          f"{model.iterations}); training on all of them for {best}")
+    print(f"early stopping: {name} on {held_out}{scored} was best, {stop.best_score:.4f}, "
+          f"after {best} iteration(s) ({ran} of {model.iterations}); training on all of them "
+          f"for {best}")
     return best
 
 
@@ -619,6 +636,32 @@ def split_by_time(args: argparse.Namespace):
     return train_m, test_m, held_out
 
 
+def coded_parts_by_time(args: argparse.Namespace, feedback: str | None = None):
+    """``tune --time-col`` and ``train --early-stopping --time-col``: the whole file as
+    ``(matrix, user_ids, item_ids)``, and its earlier part and each user's latest
+    ``--validation-fraction`` (:func:`file_parts_by_time`) as matrices in its ids; the
+    validation rows that cannot be scored (a user or item first seen there, a pair seen
+    before) are counted in a printed line, and left for the scoring to leave out."""
+    import pandas as pd
+
+    from .data import from_dataframe
+    from .evaluation import scorable_part
+
+    earlier, later, held_out = file_parts_by_time(args, args.validation_fraction)
+    matrix, user_ids, item_ids = coded_interactions(args, pd.concat([earlier, later]),
+                                                    feedback)
+    fit_part, validation = (from_dataframe(part, args.user_col, args.item_col,
+                                           args.value_col, user_ids=user_ids,
+                                           item_ids=item_ids).matrix
+                            for part in (earlier, later))
+    _, new, shared = scorable_part(fit_part, validation)
+    left_out = [f"{new} of users or items first seen there"] * bool(new) + \
+        [f"{shared} of pairs seen before"] * bool(shared)
+    print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} rows"
+          + (f" ({' and '.join(left_out)} not scored)" if left_out else ""))
+    return matrix, user_ids, item_ids, fit_part, validation
+
+
 def _as_unix_seconds(text: str) -> str:
     """`` (if they are Unix seconds, 1998-03-01 is 888710400)`` for a date, else a
     hint of what a number of a time is."""
@@ -689,8 +732,6 @@ def _in_option_terms(message: str) -> str:
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from .data import from_dataframe
-    from .evaluation import scorable_part
     from .tune import search_space, tune
 
     if args.plot:  # the plot comes after the search: matplotlib is checked before it
@@ -708,20 +749,8 @@ def tune_command(args: argparse.Namespace) -> int:
     validation = None
     if args.time_col is None:
         matrix, user_ids, item_ids = read_interactions(args)
-    else:  # validated on what comes later: the parts in the ids of the whole file
-        import pandas as pd
-
-        earlier, later, held_out = file_parts_by_time(args, args.validation_fraction)
-        both = (earlier, later)
-        _, user_ids, item_ids = coded_interactions(args, pd.concat(both))
-        matrix, validation = (from_dataframe(part, args.user_col, args.item_col,
-                                             args.value_col, user_ids=user_ids,
-                                             item_ids=item_ids).matrix for part in both)
-        _, new, shared = scorable_part(matrix, validation)  # (tune's warning, in words here)
-        left_out = [f"{new} of users or items new in them"] * bool(new) + \
-            [f"{shared} of pairs in both"] * bool(shared)
-        print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} "
-              f"rows" + (f" ({' and '.join(left_out)} not scored)" if left_out else ""))
+    else:
+        _, user_ids, item_ids, matrix, validation = coded_parts_by_time(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "of the .* entries of validation")
@@ -1114,6 +1143,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "then train on everything for the best number")
     g.add_argument("--validation-fraction", type=fraction, default=0.1,
                    help="share of each user's interactions held out (default 0.1)")
+    g.add_argument("--time-col", default=None, metavar="COLUMN",
+                   help="hold out each user's latest interactions by this column of times "
+                        "(numbers, or dates and times), not a random share (with "
+                        "--no-header, the fourth column)")
     g.add_argument("--validation-users", type=at_least(1), default=None, metavar="N",
                    help="score a fixed random sample (--seed) of N of the users with held-out "
                         "interactions after each iteration, not all of them: on large data "

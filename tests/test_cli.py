@@ -2403,7 +2403,7 @@ def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp
     fit_part, validation = (from_dataframe(part.drop(columns="when"), user_ids=users,
                                            item_ids=items).matrix for part in (earlier, later))
     assert out.startswith(f"validating on each user's latest 30% by 'when': {len(later)} of "
-                          f"the {len(df)} rows (1 of users or items new in them and ")
+                          f"the {len(df)} rows (1 of users or items first seen there and ")
     with pytest.warns(UserWarning, match="1 of users or items without interactions"):
         expected = tune(fit_part, {"factors": [2, 3], "regularization": [0.1]},
                         validation=validation, halving=False, random_state=42,
@@ -2414,3 +2414,42 @@ def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp
     np.testing.assert_array_equal(model.user_ids_, users)
     np.testing.assert_array_equal(model.item_ids_, items)
     np.testing.assert_allclose(model.item_factors_, expected.model.item_factors_, rtol=1e-5)
+
+
+def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
+        timed_csv, tmp_path, capsys):
+    """train --early-stopping --time-col: EarlyStopping on each user's latest
+    --validation-fraction (the rows it can score) picks the count, then the model trains on
+    every interaction; --time-col without --early-stopping is refused."""
+    from gpu_als.evaluation import EarlyStopping, scorable_part, temporal_split
+
+    path, df = timed_csv
+    out = tmp_path / "m.npz"
+    options = ["--factors", "4", "--regularization", "0.01", "--iterations", "25",
+               "--backend", "cpu", "--seed", "5"]
+    assert main(["train", str(path), *options, "--early-stopping", "2", "--time-col", "when",
+                 "--validation-fraction", "0.25", "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    earlier, later = temporal_split(df, "when", test_fraction=0.25)
+    R, users, items = from_dataframe(df.drop(columns="when"))
+    fit_part, validation = (from_dataframe(part.drop(columns="when"), user_ids=users,
+                                           item_ids=items).matrix for part in (earlier, later))
+    scored, new, shared = scorable_part(fit_part, validation)
+    assert new == 1 and shared > 0
+    assert said.startswith(f"validating on each user's latest 25% by 'when': {len(later)} of "
+                           f"the {len(df)} rows (1 of users or items first seen there and "
+                           f"{shared} of pairs seen before not scored)\n")
+    probe = ALS(factors=4, regularization=0.01, iterations=25, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, scored, metric="recall", K=10, patience=2)
+    probe.fit(fit_part, callback=stop)
+    best = stop.best_iteration + 1
+    assert (f"early stopping: recall@10 on each user's latest 25% by 'when' was best, "
+            f"{stop.best_score:.4f}, after {best} iteration(s)") in said
+    model = ALS.load(out, backend="cpu")
+    whole = ALS(factors=4, regularization=0.01, iterations=best, backend="cpu",
+                random_state=5, show_progress=False).fit(R)
+    np.testing.assert_allclose(model.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-7)
+    assert main(["train", str(path), "--time-col", "when", "--output", str(out)]) == 2
+    assert "--time-col chooses --early-stopping's validation interactions (each user's " \
+           "latest): give --early-stopping too" in capsys.readouterr().err
