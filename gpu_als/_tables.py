@@ -113,8 +113,8 @@ def _read_frame(args: argparse.Namespace):
 
 
 def _other_columns(args: argparse.Namespace) -> list[str]:
-    """The columns a command reads besides the ids and the values: ``evaluate
-    --time-col``'s."""
+    """The columns a command reads besides the ids and the values: ``--time-col``'s
+    (evaluate, tune, train)."""
     time_col = getattr(args, "time_col", None)
     return [] if time_col is None else [time_col]
 
@@ -184,7 +184,7 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
         names = dataset.schema.names
         ids = list(dict.fromkeys((args.user_col, args.item_col)))
-        kept = [*ids, *_other_columns(args)]  # (the time column of evaluate --time-col)
+        kept = [*ids, *_other_columns(args)]  # (--time-col's column)
         if folder:
             _check_parts_have(dataset, args.file, [*kept, args.value_col])
         if not set(kept) <= set(names) or (args.value_col not in names

@@ -466,7 +466,7 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
         validation = scorable_part(fit_part, validation)[0]  # (the rest counted before)
         if validation.nnz == 0:
             raise ValueError("--early-stopping: no validation interaction can be scored (each "
-                             "names a user or item first seen there, or a pair seen before)")
+                             "is of a new user or item, or a pair already in the rest)")
         held_out = f"each user's latest {fraction:.0%} by {args.time_col!r}"
     probe = ALS(**model.get_params())
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
@@ -620,16 +620,9 @@ def split_by_time(args: argparse.Namespace):
     new = int((~known).sum())
     if args.feedback == "explicit":
         warn_summed_ratings(int(known.sum()), test_m, (args.user_col, args.item_col))
-    test_m, _, n_repeats = scorable_part(train_m, test_m)  # (its users and items: train's)
-    left_out = []
-    if new:
-        left_out.append("1 row of a new user or item" if new == 1 else
-                        f"{new} rows of new users or items")
-    if n_repeats:
-        left_out.append(f"{n_repeats} {'pair' if n_repeats == 1 else 'pairs'} already in "
-                        f"train")
-    if left_out:
-        held_out += f"; {' and '.join(left_out)} left out"
+    test_m, _, shared = scorable_part(train_m, test_m)  # (its users and items: train's)
+    if new or shared:
+        held_out += f"; {unscorable(new, shared, 'train')} left out"
     if test_m.nnz == 0:
         raise ValueError(f"{shown(args.file)}: every held-out row names a user or item not in "
                          f"the train part, or a pair already in it: nothing to test")
@@ -640,8 +633,8 @@ def coded_parts_by_time(args: argparse.Namespace, feedback: str | None = None):
     """``tune --time-col`` and ``train --early-stopping --time-col``: the whole file as
     ``(matrix, user_ids, item_ids)``, and its earlier part and each user's latest
     ``--validation-fraction`` (:func:`file_parts_by_time`) as matrices in its ids; the
-    validation rows that cannot be scored (a user or item first seen there, a pair seen
-    before) are counted in a printed line, and left for the scoring to leave out."""
+    validation rows that cannot be scored (:func:`unscorable`) are counted in a printed
+    line, and left for the scoring to leave out."""
     import pandas as pd
 
     from .data import from_dataframe
@@ -655,11 +648,17 @@ def coded_parts_by_time(args: argparse.Namespace, feedback: str | None = None):
                                            item_ids=item_ids).matrix
                             for part in (earlier, later))
     _, new, shared = scorable_part(fit_part, validation)
-    left_out = [f"{new} of users or items first seen there"] * bool(new) + \
-        [f"{shared} of pairs seen before"] * bool(shared)
     print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} rows"
-          + (f" ({' and '.join(left_out)} not scored)" if left_out else ""))
+          + (f" ({unscorable(new, shared, 'the rest')} not scored)" if new or shared else ""))
     return matrix, user_ids, item_ids, fit_part, validation
+
+
+def unscorable(new: int, shared: int, earlier: str) -> str:
+    """``"86 interactions of new users or items and 12 pairs already in train"``: the
+    held-out interactions of a split by time that a model of the ``earlier`` part cannot
+    be scored on, in words."""
+    return " and ".join([f"{counted(new, 'interaction')} of new users or items"] * bool(new)
+                        + [f"{counted(shared, 'pair')} already in {earlier}"] * bool(shared))
 
 
 def _as_unix_seconds(text: str) -> str:
@@ -1211,8 +1210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-col", default=None, metavar="COLUMN",
                    help="validate on each user's latest interactions by this column of "
                         "times (numbers, or dates and times), not a random share (with "
-                        "--no-header, the fourth column); validation rows of users or items "
-                        "new to the rest, and pairs in both, are not scored")
+                        "--no-header, the fourth column); validation rows of new users or "
+                        "items, and pairs already in the rest, are not scored")
     p.add_argument("--iterations", type=int, default=20,
                    help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",

@@ -2295,7 +2295,7 @@ def test_evaluate_holds_out_by_time(timed_csv, capsys, split):
     held = ("each user's latest 25% by 'when'" if split == "latest"
             else "those at or after 2024-01-24 by 'when'")
     assert (f"{train.shape[0]} users x {train.shape[1]} items; {train.nnz} train / {test.nnz} "
-            f"test interactions ({held}; 1 row of a new user or item and {shared.nnz} "
+            f"test interactions ({held}; 1 interaction of new users or items and {shared.nnz} "
             f"pairs already in train left out); trained") in out
     model = ALS(factors=3, iterations=2, backend="cpu", random_state=42,
                 show_progress=False).fit(train)
@@ -2312,7 +2312,7 @@ def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
               "--iterations", "1", "--backend", "cpu", "--no-auc"]
     assert main(common) == 0
     assert ("943 users x 1613 items; 80000 train / 19914 test interactions (each user's "
-            "latest 20% by 'timestamp'; 86 rows of new users or items left out)"
+            "latest 20% by 'timestamp'; 86 interactions of new users or items left out)"
             in capsys.readouterr().out)
     assert main(common + ["--cutoff", "1998-03-01"]) == 2
     assert capsys.readouterr().err == (
@@ -2320,7 +2320,7 @@ def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
         "give one (if they are Unix seconds, 1998-03-01 is 888710400)\n")
     assert main(common + ["--cutoff", "888710400"]) == 0
     assert ("736 users x 1608 items; 77985 train / 3715 test interactions (those at or after "
-            "888710400 by 'timestamp'; 18300 rows of new users or items left out)"
+            "888710400 by 'timestamp'; 18300 interactions of new users or items left out)"
             in capsys.readouterr().out)
 
 
@@ -2378,8 +2378,8 @@ def test_evaluate_by_time_keeps_the_time_column_of_a_file_without_values(timed_c
     assert err == ("gpu-als evaluate: warning: no column 'value': every row counts 1, and "
                    "column(s) ['note'] are not used; name the values' column with --value-col "
                    "(e.g. --value-col note)\n")
-    assert "test interactions (each user's latest 20% by 'when'; 1 row of a new user or " \
-           "item and" in out
+    assert "test interactions (each user's latest 20% by 'when'; 1 interaction of new users " \
+           "or items and" in out
 
 
 def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp_path,
@@ -2403,7 +2403,7 @@ def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp
     fit_part, validation = (from_dataframe(part.drop(columns="when"), user_ids=users,
                                            item_ids=items).matrix for part in (earlier, later))
     assert out.startswith(f"validating on each user's latest 30% by 'when': {len(later)} of "
-                          f"the {len(df)} rows (1 of users or items first seen there and ")
+                          f"the {len(df)} rows (1 interaction of new users or items and ")
     with pytest.warns(UserWarning, match="1 of users or items without interactions"):
         expected = tune(fit_part, {"factors": [2, 3], "regularization": [0.1]},
                         validation=validation, halving=False, random_state=42,
@@ -2437,8 +2437,8 @@ def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
     scored, new, shared = scorable_part(fit_part, validation)
     assert new == 1 and shared > 0
     assert said.startswith(f"validating on each user's latest 25% by 'when': {len(later)} of "
-                           f"the {len(df)} rows (1 of users or items first seen there and "
-                           f"{shared} of pairs seen before not scored)\n")
+                           f"the {len(df)} rows (1 interaction of new users or items and "
+                           f"{shared} pairs already in the rest not scored)\n")
     probe = ALS(factors=4, regularization=0.01, iterations=25, backend="cpu", random_state=5,
                 show_progress=False)
     stop = EarlyStopping(probe, fit_part, scored, metric="recall", K=10, patience=2)
