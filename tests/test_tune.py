@@ -150,6 +150,28 @@ def test_a_given_validation_scores_the_trials_and_joins_the_refit(R):
                                                shape=R.shape))
 
 
+def test_ratings_of_a_pair_in_both_given_parts_are_warned_of_as_summed(R):
+    """Explicit feedback: a (user, item) rated in both parts is summed in the refit (two
+    ratings of 4 as one of 8), warned of as ``fit`` warns of repeated pairs; counts
+    (implicit feedback) sum without a word."""
+    fit_part, validation = train_test_split(R, test_fraction=0.3, random_state=8)
+    validation = validation.tolil()
+    validation[6, R[6].indices[0]] = 1.0  # a pair of both parts
+    validation = validation.tocsr()
+    grid, base = {"factors": [2]}, {"iterations": 2, "backend": "cpu", "feedback": "explicit"}
+    with pytest.warns(UserWarning) as caught:
+        tune(fit_part, grid, metric="rmse", validation=validation, base_params=base,
+             show_progress=False)
+    said = [str(w.message) for w in caught]
+    assert any(f"1 of the {fit_part.nnz + validation.nnz:,} entries of user_items and "
+               f"validation repeat a (user, item) pair, and the ratings of a pair are summed"
+               in message for message in said), said
+    with pytest.warns(UserWarning) as caught:
+        tune(fit_part, grid, validation=validation, show_progress=False,
+             base_params={**base, "feedback": "implicit"})
+    assert not any("are summed" in str(w.message) for w in caught)
+
+
 def test_a_given_validation_frame_joins_the_ids_of_both_parts(R):
     """DataFrames: the model refitted on both parts has the ids of either, in order, and
     its trials score as on the matrices of those ids."""
