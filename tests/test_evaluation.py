@@ -22,6 +22,7 @@ from gpu_als.evaluation import (
     ranking_metrics,
     recall_at_k,
     rmse,
+    scorable_part,
     temporal_split,
     train_test_split,
 )
@@ -205,6 +206,35 @@ def test_temporal_split_refuses_what_it_cannot_split():
                                          "train and the test set is empty"):
         train, test = temporal_split(df.iloc[[0, 2]])
     assert len(train) == 2 and len(test) == 0
+
+
+def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
+    """Against a loop over the entries: a held-out entry stays where train has its user
+    and its item but not the pair; the others are counted, new users or items first."""
+    train = random_interactions(50, 40, 0.1, seed=11).tolil()
+    train[3, :] = 0
+    train[:, 5] = 0
+    train = sp.csr_matrix(train)
+    train.eliminate_zeros()
+    some_of_train = train.multiply(np.r_[np.ones(20), np.zeros(20)])  # pairs of both
+    held_out = (random_interactions(50, 40, 0.1, seed=12) + some_of_train).tocsr()
+    held_out.sum_duplicates()
+    kept, new, shared = scorable_part(train, held_out)
+    rows, columns = held_out.nonzero()
+    users, items = train.getnnz(axis=1) > 0, train.getnnz(axis=0) > 0
+    expected = np.zeros(held_out.shape)
+    n_new = n_shared = 0
+    for r, c in zip(rows, columns):
+        if not (users[r] and items[c]):
+            n_new += 1
+        elif train[r, c] != 0:
+            n_shared += 1
+        else:
+            expected[r, c] = held_out[r, c]
+    assert (new, shared) == (n_new, n_shared) and n_new > 0 and n_shared > 0
+    np.testing.assert_array_equal(kept.toarray(), expected)
+    assert kept.has_canonical_format
+    assert scorable_part(train, kept)[0] is kept  # nothing to leave out: as given
 
 
 @pytest.mark.slow
