@@ -234,7 +234,8 @@ def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
     assert (new, shared) == (n_new, n_shared) and n_new > 0 and n_shared > 0
     np.testing.assert_array_equal(kept.toarray(), expected)
     assert kept.has_canonical_format
-    assert scorable_part(train, kept)[0] is kept  # nothing to leave out: as given
+    again = scorable_part(train, kept)  # nothing to leave out: as given
+    assert again[0] is kept and again[1:] == (0, 0)
 
 
 @pytest.mark.slow
