@@ -2414,6 +2414,12 @@ def test_tune_validates_on_each_users_latest_interactions_by_time(timed_csv, tmp
     np.testing.assert_array_equal(model.user_ids_, users)
     np.testing.assert_array_equal(model.item_ids_, items)
     np.testing.assert_allclose(model.item_factors_, expected.model.item_factors_, rtol=1e-5)
+    once = tmp_path / "once.csv"  # no pair twice: none in both parts
+    df.drop_duplicates(["user", "item"], keep="last").to_csv(once, index=False)
+    assert main(["tune", str(once), "--time-col", "when", "--grid", "factors=2",
+                 "--iterations", "1", "--backend", "cpu", "--trials", str(trials)]) == 0
+    assert "rows (1 interaction of new users or items not scored)\n" in \
+        capsys.readouterr().out
 
 
 def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
@@ -2450,6 +2456,17 @@ def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
     whole = ALS(factors=4, regularization=0.01, iterations=best, backend="cpu",
                 random_state=5, show_progress=False).fit(R)
     np.testing.assert_allclose(model.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-7)
+    assert f"{R.shape[0]} users x {R.shape[1]} items, {R.nnz} interactions; trained" in said
     assert main(["train", str(path), "--time-col", "when", "--output", str(out)]) == 2
     assert "--time-col chooses --early-stopping's validation interactions (each user's " \
            "latest): give --early-stopping too" in capsys.readouterr().err
+    repeats = tmp_path / "repeats.csv"  # each user's latest row repeats an earlier pair
+    repeats.write_text("user,item,t\na,1,1\na,2,2\na,1,3\nb,2,1\nb,1,2\nb,2,3\n")
+    assert main(["train", str(repeats), "--time-col", "t", "--early-stopping", "1",
+                 "--validation-fraction", "0.3", "--backend", "cpu", "--output",
+                 str(out)]) == 2
+    assert capsys.readouterr() == (
+        "validating on each user's latest 30% by 't': 2 of the 6 rows (2 pairs already in "
+        "the rest not scored)\n",
+        "gpu-als train: error: --early-stopping: no validation interaction can be scored "
+        "(each is of a new user or item, or a pair already in the rest)\n")
