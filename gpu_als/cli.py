@@ -501,11 +501,17 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.min_value is not None and not np.isfinite(args.min_value):
         raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
     model = make_model(args)
-    if args.cutoff is not None and args.time_col is None:
-        raise ValueError("--cutoff is a time: name the column of the times with --time-col")
-    if args.cutoff is not None and args.test_fraction is not None:
-        raise ValueError("--cutoff holds out what is at or after a time, --test-fraction a "
-                         "share of each user's interactions: give one of them")
+    for option, value in (("--cutoff", args.cutoff), ("--latest", args.latest)):
+        if value is not None and args.time_col is None:
+            raise ValueError(f"{option} holds out by time: name the column of the times with "
+                             f"--time-col")
+    given = [option for option, value in (("--test-fraction", args.test_fraction),
+                                          ("--latest", args.latest),
+                                          ("--cutoff", args.cutoff)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)}: give one way to hold out (a share of each "
+                         f"user's interactions, each user's latest K, or all at or after a "
+                         f"time)")
     if args.time_col is None:
         matrix, _, _ = read_interactions(args)
         train_m, test_m = held_out_split(matrix, held_out_fraction(args), args.seed, "testing",
@@ -564,12 +570,13 @@ def held_out_fraction(args: argparse.Namespace) -> float:
     return 0.2 if args.test_fraction is None else args.test_fraction
 
 
-def file_parts_by_time(args: argparse.Namespace, fraction: float, cutoff: str | None = None):
+def file_parts_by_time(args: argparse.Namespace, fraction: float, cutoff: str | None = None,
+                       latest: int | None = None):
     """The file read and split by :func:`gpu_als.evaluation.temporal_split` on
-    ``--time-col``: each user's latest ``fraction`` of rows, or those at or after
-    ``--cutoff`` (``cutoff``), as the earlier and the later DataFrame (without the times,
-    so that a file without values is counted as if it had no other column), and how the
-    later one was held out, in words."""
+    ``--time-col``: each user's latest ``fraction`` of rows (or ``latest`` rows, for the
+    users with more), or those at or after ``--cutoff`` (``cutoff``), as the earlier and
+    the later DataFrame (without the times, so that a file without values is counted as
+    if it had no other column), and how the later one was held out, in words."""
     from .evaluation import temporal_split
 
     named = {"--user-col": args.user_col, "--item-col": args.item_col,
@@ -580,7 +587,11 @@ def file_parts_by_time(args: argparse.Namespace, fraction: float, cutoff: str | 
                              f"column of the times")
     df = read_frame(args)
     df[args.time_col] = _time_column(df, args.time_col)
-    if cutoff is None:
+    if latest is not None:
+        earlier, later = temporal_split(df, args.time_col, user_col=args.user_col, K=latest)
+        which = "interaction" if latest == 1 else f"{latest} interactions"
+        held_out = f"each user's latest {which} by {args.time_col!r}"
+    elif cutoff is None:
         earlier, later = temporal_split(df, args.time_col, user_col=args.user_col,
                                         test_fraction=fraction)
         held_out = f"each user's latest {fraction:.0%} by {args.time_col!r}"
@@ -611,7 +622,7 @@ def split_by_time(args: argparse.Namespace):
     from .evaluation import scorable_part
 
     train_df, test_df, held_out = file_parts_by_time(args, held_out_fraction(args),
-                                                     args.cutoff)
+                                                     args.cutoff, args.latest)
     train_m, users, items = coded_interactions(args, train_df)
     (test_m, _, _), rows, columns = frame_positions(
         test_df, args.user_col, args.item_col, args.value_col, user_ids=users,
@@ -1172,6 +1183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutoff", default=None, metavar="TIME",
                    help="with --time-col: hold out every interaction at or after this time "
                         "(a number, or a date such as 1998-03-01), for all users at once")
+    p.add_argument("--latest", type=at_least(1), default=None, metavar="K",
+                   help="with --time-col: hold out each user's latest K interactions (of the "
+                        "users with more than K; 1: leave the last one out)")
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "

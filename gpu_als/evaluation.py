@@ -168,17 +168,22 @@ def leave_k_out_split(
     """
     K = check_int("K", K, minimum=1)
     csr = check_user_items(user_items, np.float32)
-    lengths = np.diff(csr.indptr)
+    return _split(csr, _latest_counts(np.diff(csr.indptr), K, "entries"), random_state)
+
+
+def _latest_counts(lengths: np.ndarray, K: int, what: str) -> np.ndarray:
+    """``K`` for each user of more than ``K`` entries (or rows), else 0; warned of where
+    that is 0 for every user (``what`` names the entries in the warning)."""
     if not (lengths > K).any():
-        warnings.warn(f"no user has more than K={K} entries (the most: {lengths.max()}): "
-                      f"every entry stays in train and the test set is empty", UserWarning,
+        warnings.warn(f"no user has more than K={K} {what} (the most: {lengths.max()}): "
+                      f"all of them stay in train and the test set is empty", UserWarning,
                       stacklevel=user_stacklevel())
-    return _split(csr, np.where(lengths > K, K, 0), random_state)
+    return np.where(lengths > K, K, 0)
 
 
 def temporal_split(
     df: Any, time_col: str = "timestamp", *, test_fraction: float | None = None,
-    cutoff: Any = None, user_col: str = "user",
+    K: int | None = None, cutoff: Any = None, user_col: str = "user",
 ) -> tuple[Any, Any]:
     """Split a DataFrame of interactions by time: the later rows go to test.
 
@@ -186,6 +191,9 @@ def temporal_split(
       ``n >= 2`` rows gets the last ``max(1, round(test_fraction * n))`` of them, but at
       most ``n - 1``, in test (as :func:`train_test_split` counts), so that a model is
       asked what each user did next rather than to fill in gaps at random.
+    * With ``K``, each user's latest ``K`` rows, for the users with more than ``K`` (as
+      :func:`leave_k_out_split` counts): ``K=1`` is the leave-last-one-out protocol of
+      next-item evaluation.
     * With ``cutoff``, every row at or after that time goes to test and every row before
       it to train: no train row is later than a test row, as in production, where a
       model trained up to a day serves the days after it. ``df[time_col].quantile(0.8)``
@@ -206,7 +214,10 @@ def temporal_split(
         When each interaction happened: numbers (e.g. Unix seconds, as MovieLens has
         them) or datetimes (a column with a time zone is compared in UTC).
     test_fraction : float in (0, 1), optional
-        Each user's share of rows held out (0.2 when neither it nor ``cutoff`` is given).
+        Each user's share of rows held out (0.2 when neither it, ``K`` nor ``cutoff`` is
+        given).
+    K : int >= 1, optional
+        Each user's number of rows held out, instead.
     cutoff : number, datetime or date text, optional
         The first time in test (instead of ``test_fraction``): a number for a column of
         numbers; a datetime, ``numpy.datetime64`` or text such as ``"1998-03-01"`` for
@@ -223,8 +234,8 @@ def temporal_split(
     Raises
     ------
     ValueError
-        For a missing column or time, both ``test_fraction`` and ``cutoff``, or a
-        ``cutoff`` that leaves train or test empty.
+        For a missing column or time, more than one of ``test_fraction``, ``K`` and
+        ``cutoff``, or a ``cutoff`` that leaves train or test empty.
     TypeError
         For a time column that holds neither numbers nor datetimes, or a ``cutoff`` of
         the other kind.
@@ -239,13 +250,21 @@ def temporal_split(
       user  item  timestamp
     0    a     1         30
     4    b     4          6
+    >>> train, test = temporal_split(df, K=2)  # b has no more than 2 rows: none held out
+    >>> test["item"].tolist()
+    [1, 3]
     >>> train, test = temporal_split(df, cutoff=20)
     >>> test["timestamp"].tolist()
     [30, 20]
     """
-    if test_fraction is not None and cutoff is not None:
-        raise ValueError("give test_fraction (each user's latest share) or cutoff (one time "
-                         "for all users), not both")
+    given = [name for name, value in (("test_fraction", test_fraction), ("K", K),
+                                      ("cutoff", cutoff)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of test_fraction (each user's latest share), K (each "
+                         f"user's latest K rows) and cutoff (one time for all users), not "
+                         f"{' and '.join(given)}")
+    if K is not None:
+        K = check_int("K", K, minimum=1)
     frame = _eager_frame(_check_frame(df))
     for name, value in (("time_col", time_col), ("user_col", user_col)):
         if not isinstance(value, str):
@@ -267,8 +286,11 @@ def temporal_split(
                              f"{list(frame.columns)}{_index_hint(frame, [user_col])}")
         _, users = _positions(_id_column(frame, user_col), None, user_col, False)
         lengths = np.bincount(users)
-        n_test = _test_counts(lengths, 0.2 if test_fraction is None else test_fraction,
-                              "rows")
+        if K is None:
+            n_test = _test_counts(lengths, 0.2 if test_fraction is None else test_fraction,
+                                  "rows")
+        else:
+            n_test = _latest_counts(lengths, K, "rows")
         order = np.lexsort((times, users))  # stable: rows of one time keep their order
         ranked = users[order]
         from_end = np.cumsum(lengths)[ranked] - np.arange(len(order))  # 1 for the last

@@ -2269,21 +2269,25 @@ def timed_csv(tmp_path):
     return path, df
 
 
-@pytest.mark.parametrize("split", ["latest", "cutoff"])
+@pytest.mark.parametrize("split", ["share", "latest", "cutoff"])
 def test_evaluate_holds_out_by_time(timed_csv, capsys, split):
     """--time-col: the file split by temporal_split (each user's latest --test-fraction,
-    or all at or after --cutoff), the test rows of items or users new to train and the
-    pairs already in train left out and counted; the metrics are those of a model fitted
-    on the train part."""
+    or --latest K, or all at or after --cutoff), the test rows of items or users new to
+    train and the pairs already in train left out and counted; the metrics are those of a
+    model fitted on the train part."""
     from gpu_als.evaluation import ranking_metrics, temporal_split
 
     path, df = timed_csv
-    extra = ["--test-fraction", "0.25"] if split == "latest" else ["--cutoff", "2024-01-24"]
+    extra, kwargs, held = {
+        "share": (["--test-fraction", "0.25"], {"test_fraction": 0.25},
+                  "each user's latest 25% by 'when'"),
+        "latest": (["--latest", "4"], {"K": 4}, "each user's latest 4 interactions by 'when'"),
+        "cutoff": (["--cutoff", "2024-01-24"], {"cutoff": "2024-01-24"},
+                   "those at or after 2024-01-24 by 'when'")}[split]
     assert main(["evaluate", str(path), "--time-col", "when", "--factors", "3",
                  "--iterations", "2", "--backend", "cpu", "--no-auc", *extra]) == 0
     out = capsys.readouterr().out
-    train_df, test_df = (temporal_split(df, "when", test_fraction=0.25) if split == "latest"
-                         else temporal_split(df, "when", cutoff="2024-01-24"))
+    train_df, test_df = temporal_split(df, "when", **kwargs)
     train, users, items = from_dataframe(train_df)
     test, _, _ = from_dataframe(test_df, user_ids=users, item_ids=items, drop_unknown=True)
     new = int((~test_df["user"].isin(users) | ~test_df["item"].isin(items)).sum())
@@ -2292,8 +2296,6 @@ def test_evaluate_holds_out_by_time(timed_csv, capsys, split):
     test = test - test.multiply(train != 0)
     test.eliminate_zeros()
     assert new == 1 and shared.nnz > 1  # the item 99
-    held = ("each user's latest 25% by 'when'" if split == "latest"
-            else "those at or after 2024-01-24 by 'when'")
     assert (f"{train.shape[0]} users x {train.shape[1]} items; {train.nnz} train / {test.nnz} "
             f"test interactions ({held}; 1 interaction of new users or items and {shared.nnz} "
             f"pairs already in train left out); trained") in out
@@ -2328,11 +2330,15 @@ def test_evaluate_by_time_refuses_what_it_cannot_split(timed_csv, tmp_path, caps
     path, _ = timed_csv
     common = ["evaluate", str(path), "--backend", "cpu", "--iterations", "1"]
     cases = [
-        (["--cutoff", "2024-01-24"], "--cutoff is a time: name the column of the times with "
-                                     "--time-col"),
+        (["--cutoff", "2024-01-24"], "--cutoff holds out by time: name the column of the "
+                                     "times with --time-col"),
+        (["--latest", "1"], "--latest holds out by time: name the column of the times with "
+                            "--time-col"),
         (["--time-col", "when", "--cutoff", "2024-01-24", "--test-fraction", "0.1"],
-         "--cutoff holds out what is at or after a time, --test-fraction a share of each "
-         "user's interactions: give one of them"),
+         "--test-fraction and --cutoff: give one way to hold out (a share of each user's "
+         "interactions, each user's latest K, or all at or after a time)"),
+        (["--time-col", "when", "--latest", "1", "--test-fraction", "0.1"],
+         "--test-fraction and --latest: give one way to hold out"),
         (["--time-col", "when", "--cutoff", "2025-01-01"],
          "--cutoff 2025-01-01 leaves the test part empty: column 'when' runs from "),
         (["--time-col", "when", "--cutoff", "soon"], "--cutoff soon is not a time"),

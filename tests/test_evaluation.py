@@ -76,23 +76,28 @@ def test_a_large_test_fraction_leaves_every_user_an_entry_in_train(test_fraction
     assert test.nnz == 0 and train.nnz == 5
 
 
-def _latest_by_loop(users, times, test_fraction):
+def _latest_by_loop(users, times, test_fraction=None, K=None):
     """The rows :func:`temporal_split` holds out, one user at a time: the user's rows
     sorted by time (ties in row order), the last ``max(1, round(f * n))``, at most
-    ``n - 1``."""
+    ``n - 1`` (or the last ``K`` of a user with more than ``K``)."""
     held = np.zeros(len(users), dtype=bool)
     for user in set(users):
         rows = [r for r in range(len(users)) if users[r] == user]
         rows.sort(key=lambda r: (times[r], r))
         n = len(rows)
-        k = 0 if n < 2 else min(max(1, int(np.rint(test_fraction * n))), n - 1)
+        if K is not None:
+            k = K if n > K else 0
+        else:
+            k = 0 if n < 2 else min(max(1, int(np.rint(test_fraction * n))), n - 1)
         held[rows[n - k:]] = True
     return held
 
 
 @pytest.mark.parametrize("library", ["pandas", "polars"])
-@pytest.mark.parametrize("test_fraction", [None, 0.1, 0.35, 0.9])  # (0.9: n - 1 at most)
-def test_temporal_split_holds_out_each_users_latest_rows(library, test_fraction):
+@pytest.mark.parametrize("held", [{}, {"test_fraction": 0.1}, {"test_fraction": 0.35},
+                                  {"test_fraction": 0.9},  # (n - 1 at most)
+                                  {"K": 1}, {"K": 7}])
+def test_temporal_split_holds_out_each_users_latest_rows(library, held):
     """Each user's latest rows go to test, as a loop over the users picks them, with
     times that tie (the later row counts as later); the parts keep the frame's rows, in
     order, with their index and every column."""
@@ -107,9 +112,9 @@ def test_temporal_split_holds_out_each_users_latest_rows(library, test_fraction)
                        "row": np.arange(n)}, index=np.arange(n) * 7 + 100)
     if library == "polars":
         df = pytest.importorskip("polars").from_pandas(df)
-    train, test = temporal_split(df, "timestamp", test_fraction=test_fraction)
+    train, test = temporal_split(df, "timestamp", **held)
     assert type(train) is type(df) and type(test) is type(df)
-    held = _latest_by_loop(users, times, 0.2 if test_fraction is None else test_fraction)
+    held = _latest_by_loop(users, times, **(held or {"test_fraction": 0.2}))
     assert 0 < held.sum() < n
     np.testing.assert_array_equal(np.asarray(test["row"]), np.flatnonzero(held))
     np.testing.assert_array_equal(np.asarray(train["row"]), np.flatnonzero(~held))
@@ -161,8 +166,12 @@ def test_temporal_split_refuses_what_it_cannot_split():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"user": [1, 1, 2, 2], "item": [1, 2, 1, 3], "timestamp": [5, 6, 7, 8]})
     cases = [
-        ({"test_fraction": 0.2, "cutoff": 6}, ValueError, "test_fraction .* or cutoff .*, not "
-                                                          "both"),
+        ({"test_fraction": 0.2, "cutoff": 6}, ValueError, "give one of test_fraction .*, K "
+                                                          ".* and cutoff .*, not test_fraction "
+                                                          "and cutoff"),
+        ({"test_fraction": 0.2, "K": 1}, ValueError, "not test_fraction and K"),
+        ({"K": 0}, ValueError, "K=0: must be >= 1"),
+        ({"K": 1.5}, TypeError, "K must be an integer"),
         ({"cutoff": 9}, ValueError, r"cutoff=9 leaves the test part empty: column "
                                     r"'timestamp' runs from 5 to 8"),
         ({"cutoff": 5}, ValueError, "cutoff=5 leaves the train part empty"),
@@ -206,6 +215,10 @@ def test_temporal_split_refuses_what_it_cannot_split():
                                          "train and the test set is empty"):
         train, test = temporal_split(df.iloc[[0, 2]])
     assert len(train) == 2 and len(test) == 0
+    with pytest.warns(UserWarning, match=r"no user has more than K=2 rows \(the most: 2\): "
+                                         r"all of them stay in train"):
+        train, test = temporal_split(df, K=2)
+    assert len(train) == 4 and len(test) == 0
 
 
 def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
@@ -287,8 +300,8 @@ def test_leave_k_out_holds_out_k_of_each_user_with_more(K):
         leave_k_out_split(R, K=0)
     for too_many in (n.max(), 500):  # (a user with exactly K entries keeps them all)
         with pytest.warns(UserWarning, match=f"no user has more than K={too_many} entries "
-                                             f"\\(the most: {n.max()}\\): every entry stays "
-                                             f"in train and the test set is empty"):
+                                             f"\\(the most: {n.max()}\\): all of them "
+                                             f"stay in train and the test set is empty"):
             train, test = leave_k_out_split(R, K=int(too_many))
         assert test.nnz == 0 and (train != R).nnz == 0
 
