@@ -2476,3 +2476,27 @@ def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
         "the rest not scored)\n",
         "gpu-als train: error: --early-stopping: no validation interaction can be scored "
         "(each is of a new user or item, or a pair already in the rest)\n")
+
+
+def test_evaluate_by_time_reads_the_day_partitions_of_a_parquet_folder(tmp_path, capsys):
+    """A Parquet folder partitioned by day (day=2024-01-03/, as Spark writes event logs):
+    the partition key is --time-col's column, its text read as dates."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"user": rng.integers(0, 30, 600), "item": rng.integers(0, 20, 600),
+                       "day": rng.choice(["2024-01-01", "2024-01-02", "2024-01-03"], 600)})
+    pq.write_to_dataset(pa.Table.from_pandas(df), tmp_path / "log", partition_cols=["day"])
+    assert main(["evaluate", str(tmp_path / "log"), "--time-col", "day", "--cutoff",
+                 "2024-01-03", "--backend", "cpu", "--iterations", "1", "--factors", "2",
+                 "--no-auc"]) == 0
+    earlier, later = df[df["day"] < "2024-01-03"], df[df["day"] >= "2024-01-03"]
+    train, users, items = from_dataframe(earlier.drop(columns="day"))
+    test, _, _ = from_dataframe(later.drop(columns="day"), user_ids=users, item_ids=items,
+                                drop_unknown=True)
+    shared = test.multiply(train != 0).nnz
+    assert (f"{train.nnz} train / {test.nnz - shared} test interactions (those at or after "
+            f"2024-01-03 by 'day'; {shared} pairs already in train left out)"
+            in capsys.readouterr().out)
