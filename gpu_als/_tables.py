@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .data import likely_value_column, user_stacklevel, warn_unused_columns
+from .data import (
+    likely_value_column,
+    numeric_columns,
+    user_stacklevel,
+    value_candidates,
+    warn_unused_columns,
+)
 
 #: The first bytes of what standard input may bring, and the name its copy takes, so that
 #: it is read as a file of that name is (compressed as its name says, or Parquet).
@@ -105,7 +111,9 @@ def _read_frame(args: argparse.Namespace):
     if args.value_col == "value" and "value" not in df.columns and unused and counts_rows(args):
         # every row counts 1: said here in the command line's words (from_dataframe would
         # name its value_col=), once, the other columns then left out
-        warn_unused_columns(unused, _value_col_remedy(unused))
+        candidates = value_candidates(unused, numeric_columns(df, tuple(kept)))
+        if candidates:
+            warn_unused_columns(unused, _value_col_remedy(candidates))
         names = df.attrs.get("file_columns", [str(c) for c in df.columns])
         df = df[kept]
         df.attrs["file_columns"] = names
@@ -160,10 +168,11 @@ def _refuse_repeated_header(df, args: argparse.Namespace) -> None:
                          f"lines?): keep the first header line only")
 
 
-def _value_col_remedy(unused: list[str]) -> str:
-    """How the command line names the values' column, for :func:`warn_unused_columns`."""
+def _value_col_remedy(candidates: list[str]) -> str:
+    """How the command line names the values' column (one of ``candidates``, as
+    :func:`gpu_als.data.value_candidates` finds them), for :func:`warn_unused_columns`."""
     return (f"name the values' column with --value-col (e.g. --value-col "
-            f"{shlex.quote(str(likely_value_column(unused)))})")  # (as a shell reads it)
+            f"{shlex.quote(str(likely_value_column(candidates)))})")  # (as a shell reads it)
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):
@@ -194,8 +203,13 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         df = pd.read_parquet(args.file, columns=kept if counted else [*kept, args.value_col])
         df.attrs["file_columns"] = names
         unused = [name for name in names if name not in kept] if counted else []
-        if unused and counts_rows(args):
-            warn_unused_columns(unused, _value_col_remedy(unused))
+        numeric = {field.name for field in dataset.schema
+                   if pyarrow.types.is_integer(field.type) or pyarrow.types.is_floating(
+                       field.type) or pyarrow.types.is_decimal(field.type)
+                   or pyarrow.types.is_boolean(field.type)}
+        candidates = value_candidates(unused, numeric)
+        if candidates and counts_rows(args):
+            warn_unused_columns(unused, _value_col_remedy(candidates))
         return df
     except ImportError as exc:
         raise RuntimeError("reading Parquet needs pyarrow: pip install "

@@ -403,8 +403,9 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
-    if "value" not in df.columns and unused:  # (fit has no value_col: say how to name it)
-        example = likely_value_column(unused)
+    candidates = value_candidates(unused, numeric_columns(df, ("user", "item")))
+    if "value" not in df.columns and candidates:  # (fit has no value_col: say how to name it)
+        example = likely_value_column(candidates)
         warn_unused_columns(unused, f"to train on one, name it 'value', e.g. "
                                     f"df.rename(columns={{{example!r}: 'value'}})")
     interactions = from_dataframe(df, dtype=dtype,
@@ -490,7 +491,9 @@ def from_dataframe(
     value_col : str or None
         Column of the interaction values (counts, ratings). ``None``, or a missing column
         named by the default ``"value"``, counts every row as 1 (the latter with a
-        ``UserWarning`` when ``df`` has other columns: perhaps one of them holds the values).
+        ``UserWarning`` when one of ``df``'s other columns may hold the values: one of
+        numbers not named as a time, or one named as a rating or amount; not an event
+        log's event types, session ids or times).
         Repeated (user, item) pairs are summed.
     dtype : float32 or float64
     user_ids, item_ids : array-like, optional
@@ -585,7 +588,8 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
     item_ids, cols = _positions(_id_column(df, item_col), item_ids, item_col, drop_unknown)
     if value_col is None or (value_col == "value" and value_col not in df.columns):
         unused = [str(c) for c in df.columns if c not in (user_col, item_col)]
-        if value_col is not None and unused:
+        if value_col is not None and value_candidates(
+                unused, numeric_columns(df, (user_col, item_col))):
             warn_unused_columns(unused)
         values = np.ones(len(df))
     elif value_col not in df.columns:
@@ -617,8 +621,9 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
 
 def warn_unused_columns(unused: list[str], remedy: str | None = None) -> None:
     """The warning of :func:`from_dataframe` where there is no column 'value' (so every
-    row counts 1) but there are ``unused`` other columns, one of which may hold them;
-    ``remedy``: how to name it, for a caller without ``value_col``."""
+    row counts 1) but there are ``unused`` other columns, one of which may hold them (see
+    :func:`value_candidates`); ``remedy``: how to name it, for a caller without
+    ``value_col``."""
     remedy = remedy or "name the values' column with value_col=, or value_col=None to " \
         "count rows"
     warnings.warn(f"no column 'value': every row counts 1, and column(s) {unused} are not "
@@ -630,22 +635,61 @@ _VALUE_WORDS = ("rating", "count", "play", "click", "score", "weight", "quantity
                 "amount", "view", "listen", "purchase", "freq", "star")
 
 
+def _is_time_name(name: str) -> bool:
+    """'timestamp', 'date', 'ts', 'start_time', 'event_ts', 'day' ... (lower case)."""
+    return name in ("t", "ts", "dt", "day", "hour", "week", "month", "year") or \
+        name.endswith("_ts") or any(word in name for word in ("time", "date", "stamp"))
+
+
+def _is_value_name(name: str) -> bool:
+    """'rating', 'plays', 'click_count' ... and not a time (lower case)."""
+    return any(word in name for word in _VALUE_WORDS) and not _is_time_name(name)
+
+
 def likely_value_column(unused: list[str]) -> str:
     """Of the columns ``unused`` (at least one), the one to name in a warning's example as
     the values' column: the first whose name says amount or rating ('rating', 'plays',
     'click_count') and is not a time ('timestamp', 'date', 'ts', 'start_time'), else the
     first that is not a time, else the first."""
-    def is_time(name: str) -> bool:
-        return name in ("t", "ts") or name.endswith("_ts") or \
-            any(word in name for word in ("time", "date", "stamp"))
-
     names = [name.lower() for name in unused]
-    for test in (lambda n: any(word in n for word in _VALUE_WORDS) and not is_time(n),
-                 lambda n: not is_time(n)):
+    for test in (_is_value_name, lambda n: not _is_time_name(n)):
         found = next((i for i, name in enumerate(names) if test(name)), None)
         if found is not None:
             return unused[found]
     return unused[0]
+
+
+def value_candidates(unused: list[str], numeric: Any) -> list[str]:
+    """Of the columns ``unused`` of a table without a column 'value', those that may be
+    the values' column it lacks (so that counting each row as 1 is worth a warning that
+    names them): one of ``numeric`` (those that hold numbers) not named as a time, or one
+    named as an amount or rating, whatever it holds (a rating written '4,5' reads as
+    text). An event log's other columns (an event type, a session id, a time) are not."""
+    return [name for name in unused
+            if (name in numeric and not _is_time_name(str(name).lower()))
+            or _is_value_name(str(name).lower())]
+
+
+def numeric_columns(df: Any, but: tuple) -> set[str]:
+    """The names (as text) of the columns of a pandas or polars DataFrame, other than
+    those of ``but``, that hold numbers (bool too)."""
+    found = set()
+    for name in df.columns:
+        if name in but:
+            continue
+        dtype = df[name].dtype
+        if hasattr(dtype, "is_numeric"):  # polars
+            numeric = dtype.is_numeric() or dtype == _polars_boolean()
+        else:
+            numeric = getattr(dtype, "kind", "O") in "biuf"
+        if numeric:
+            found.add(str(name))
+    return found
+
+
+def _polars_boolean():
+    import polars
+    return polars.Boolean
 
 
 def _is_number(value: Any) -> bool:

@@ -1166,39 +1166,47 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
                                                           monkeypatch):
     """An event log's other columns are not read (11x faster and a quarter of the memory
     with five more text columns), nor those of a file without a column 'value', whose
-    warning names them as from_dataframe's does; the errors about a missing column list
-    every column; a folder's partition keys (day=1/) are columns too."""
+    warning names them as from_dataframe's does where one of them may hold the values (a
+    column of numbers: not a session id nor a time, as in an event log, which counts its
+    rows without a word); the errors about a missing column list every column; a folder's
+    partition keys (day=1/) are columns too."""
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     rows = pd.read_csv(csv_file)
-    wide = rows.assign(session=[f"s{i}" for i in range(len(rows))], ts=pd.Timestamp(0))
+    wide = rows.assign(session=[f"s{i}" for i in range(len(rows))], ts=pd.Timestamp(0),
+                       price=2.5)
     wide.to_parquet(tmp_path / "wide.parquet")
     wide.drop(columns="value").to_parquet(tmp_path / "no_value.parquet")
+    wide.drop(columns=["value", "price"]).to_parquet(tmp_path / "log.parquet")
     (tmp_path / "days" / "day=1").mkdir(parents=True)
     wide.to_parquet(tmp_path / "days" / "day=1" / "part-0.parquet")
     asked = []
     read_parquet = pd.read_parquet
     monkeypatch.setattr(pd, "read_parquet", lambda path, columns=None: (
         asked.append(columns), read_parquet(path, columns=columns))[1])
-    for file, extra in (("wide.parquet", []), ("no_value.parquet", []),
+    for file, extra in (("wide.parquet", []), ("no_value.parquet", []), ("log.parquet", []),
                         ("days", ["--value-col", "day"])):
         out = tmp_path / f"{file}.npz"
         assert main(["train", str(tmp_path / file), "--factors", "2", "--iterations", "1",
                      "--backend", "cpu", "--output", str(out), *extra]) == 0
         assert ALS.load(out).user_ids_.tolist() == sorted(set(rows["user"]))
-    assert asked == [["user", "item", "value"], ["user", "item"], ["user", "item", "day"]]
+    assert asked == [["user", "item", "value"], ["user", "item"], ["user", "item"],
+                     ["user", "item", "day"]]
     err = capsys.readouterr().err  # one warning: the file without values, which counts rows
-    assert err.count("column(s) ['session', 'ts'] are not used; name the values' column "
-                     "with --value-col (e.g. --value-col session)") == 1
+    assert err.count("column(s) ['session', 'ts', 'price'] are not used; name the values' "
+                     "column with --value-col (e.g. --value-col price)") == 1
     assert err.count("warning") == 1
-    with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts'\] are not used; "
-                                         r"name the values' column with value_col="):
+    with pytest.warns(UserWarning, match=r"column\(s\) \['session', 'ts', 'price'\] are not "
+                                         r"used; name the values' column with value_col="):
         from_dataframe(wide.drop(columns="value"))  # the same, in the API's words
+    with warnings.catch_warnings():  # the event log: no column that may hold values
+        warnings.simplefilter("error")
+        from_dataframe(wide.drop(columns=["value", "price"]))
     for extra, says in ((["--feedback", "explicit"], "has no column 'value': --feedback "
                          "explicit learns ratings; name their column with --value-col (the "
-                         "columns are ['user', 'item', 'session', 'ts'])"),
+                         "columns are ['user', 'item', 'session', 'ts', 'price'])"),
                         (["--value-col", "n"], "column 'n' not found; the DataFrame has "
-                         "['user', 'item', 'session', 'ts']")):
+                         "['user', 'item', 'session', 'ts', 'price']")):
         assert main(["train", str(tmp_path / "no_value.parquet"), "--backend", "cpu",
                      *extra]) == 2
         err = capsys.readouterr().err
@@ -1385,7 +1393,8 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
 FLOORS = [(command, "--seed", 0) for command in ("demo", "train", "evaluate", "tune")] + \
     [(command, "--N", 1) for command in ("recommend", "similar", "explain")] + \
     [("train", "--early-stopping", 1), ("train", "--validation-users", 1), ("train", "--K", 1),
-     ("evaluate", "--K", 1), ("tune", "--K", 1), ("tune", "--n-samples", 1),
+     ("evaluate", "--K", 1), ("evaluate", "--latest", 1), ("tune", "--K", 1),
+     ("tune", "--n-samples", 1),
      ("tune", "--min-iterations", 1), ("tune", "--reduction-factor", 2)]
 
 
@@ -2372,10 +2381,11 @@ def test_evaluate_by_time_refuses_what_it_cannot_split(timed_csv, tmp_path, caps
 def test_evaluate_by_time_keeps_the_time_column_of_a_file_without_values(timed_csv, tmp_path,
                                                                           capsys, suffix):
     """A file without a value column counts each row as 1 and leaves its other columns
-    out, with a warning that names them: not the --time-col one, which is read."""
+    out, with a warning that names them (one of numbers may hold the values): not the
+    --time-col one, which is read."""
     pytest.importorskip("pyarrow")
     _, df = timed_csv
-    df = df.drop(columns="value").assign(note="x")
+    df = df.drop(columns="value").assign(note=2.5)
     path = tmp_path / f"counts.{suffix}"
     df.to_csv(path, index=False) if suffix == "csv" else df.to_parquet(path)
     assert main(["evaluate", str(path), "--time-col", "when", "--factors", "2",

@@ -505,3 +505,36 @@ def test_predict_frame_refuses_bad_arguments(clicks):
         model.predict_frame(pl.from_pandas(clicks).lazy())
     with pytest.raises(NotFittedError, match="is not fitted yet"):
         ALS().predict_frame(clicks)
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_counting_rows_is_warned_of_only_where_a_column_may_hold_the_values(library):
+    """A table without a column 'value' counts each row as 1. That is warned of where one
+    of its other columns may hold the values (numbers not named as a time, or a column
+    named as a rating or amount, whatever it holds), with that column as the example; an
+    event log's event type, session id and times are not such columns."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    event_log = pd.DataFrame({"user": [1, 1, 2], "item": [5, 6, 5],
+                              "event_type": ["view", "cart", "view"],
+                              "session": ["a", "a", "b"], "ts": pd.to_datetime([1, 2, 3], unit="D"),
+                              "timestamp": [10, 20, 30], "day": [1, 1, 2]})
+
+    def said(df, call):
+        df = frames.from_pandas(df) if library == "polars" else df
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(df)
+        return [str(w.message) for w in caught if "every row counts 1" in str(w.message)]
+
+    def fit(df):
+        return ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(df)
+
+    for call in (from_dataframe, fit):
+        assert said(event_log, call) == []
+    assert said(event_log.assign(flag=[True, False, True]), from_dataframe) != []  # bools
+    for extra, example in (({"price": 2.5}, "price"),
+                           ({"rating": "4,5"}, "rating")):  # text, but named as the values
+        message = said(event_log.assign(**extra), fit)
+        assert len(message) == 1, message
+        assert f"e.g. df.rename(columns={{{example!r}: 'value'}})" in message[0]
