@@ -309,20 +309,19 @@ def _times(df: Any, name: str) -> np.ndarray:
     column = df[name]
     missing = np.asarray(column.is_null() if hasattr(column, "is_null") else column.isna())
     times = _column(df, name)
-    if times.dtype.kind == "O" and not missing.any():  # pandas' nullable numbers, say
-        try:
-            times = times.astype(np.float64)
-        except (TypeError, ValueError):
-            pass
-    if times.dtype.kind not in "iufM":
-        example = next(iter(times[:1].tolist()), None)
-        raise TypeError(f"column {name!r} has dtype {column.dtype}: expected numbers or "
-                        f"datetimes (e.g. {example!r}); convert it, e.g. with "
-                        f"pandas.to_datetime(df[{name!r}])")
-    if times.dtype.kind == "f":
-        missing = missing | np.isnan(times)
-    elif times.dtype.kind == "M":
-        missing = missing | np.isnat(times)
+    if not missing.any():
+        if times.dtype.kind == "O":  # pandas' nullable numbers, say
+            try:
+                times = times.astype(np.float64)
+            except (TypeError, ValueError):
+                pass
+        if times.dtype.kind not in "iufM":
+            example = next(iter(times[:1].tolist()), None)
+            raise TypeError(f"column {name!r} has dtype {column.dtype}: expected numbers or "
+                            f"datetimes (e.g. {example!r}); convert it, e.g. with "
+                            f"pandas.to_datetime(df[{name!r}])")
+        if times.dtype.kind == "f":  # (polars: NaN is not null)
+            missing = np.isnan(times)
     if (where := np.flatnonzero(missing)).size:
         raise ValueError(f"column {name!r} has {where.size} missing "
                          f"{'time' if where.size == 1 else 'times'}, the first in row "
