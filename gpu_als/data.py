@@ -403,8 +403,9 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
-    candidates = value_candidates(unused, numeric_columns(df, ("user", "item")))
-    if "value" not in df.columns and candidates:  # (fit has no value_col: say how to name it)
+    # fit has no value_col: its warning says how to name the values' column instead
+    if "value" not in df.columns and (candidates := value_candidates(
+            unused, numeric_columns(df, ("user", "item")))):
         example = likely_value_column(candidates)
         warn_unused_columns(unused, f"to train on one, name it 'value', e.g. "
                                     f"df.rename(columns={{{example!r}: 'value'}})")
