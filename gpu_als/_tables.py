@@ -69,9 +69,34 @@ def read_frame(args: argparse.Namespace):
 def counts_rows(args: argparse.Namespace) -> bool:
     """Whether the command counts each row as 1 where the file has no value column (and
     so warns of the columns it leaves out). Not explicit feedback, which refuses a file
-    without ratings, nor ``predict``, whose value column is only copied through."""
+    without ratings, nor ``predict``, whose value column is only copied through, nor
+    with ``--event-weights``, which makes the values."""
     return getattr(args, "values_counted", True) and getattr(args, "feedback", None) != \
-        "explicit"
+        "explicit" and getattr(args, "event_weights", None) is None
+
+
+def event_weights(text: str) -> tuple[str, dict[str, float]]:
+    """``--event-weights``' ``COLUMN=LABEL:WEIGHT,...`` as ``(COLUMN, {LABEL: WEIGHT})``
+    (an argparse type: a malformed one is refused as the options are read)."""
+    example = "e.g. event_type=view:1,cart:3,purchase:5"
+    column, _, pairs = text.partition("=")
+    if not column or not pairs:
+        raise argparse.ArgumentTypeError(f"expected COLUMN=LABEL:WEIGHT,..., {example}; "
+                                         f"got {text!r}")
+    weights: dict[str, float] = {}
+    for pair in pairs.split(","):
+        label, _, weight = pair.rpartition(":")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = float("nan")
+        if not label or not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{pair!r} is not LABEL:WEIGHT with a finite "
+                                             f"number ({example})")
+        if label in weights:
+            raise argparse.ArgumentTypeError(f"label {label!r} is given twice")
+        weights[label] = value
+    return column, weights
 
 
 def _read_frame(args: argparse.Namespace):
@@ -80,6 +105,9 @@ def _read_frame(args: argparse.Namespace):
         import pandas as pd
     except ImportError as exc:
         raise RuntimeError("reading files needs pandas: pip install gpu-als[pandas]") from exc
+    if getattr(args, "event_weights", None) is not None and args.no_header:
+        raise ValueError("--event-weights names a column, and --no-header leaves the file's "
+                         "columns unnamed: give the file a header line")
     folder = args.file.is_dir()  # Spark's and Dask's output: a folder of Parquet part files
     if folder:
         _check_parquet_folder(args.file)
@@ -106,6 +134,8 @@ def _read_frame(args: argparse.Namespace):
                          f"{args.file} has a header line but no rows")
     if not parquet and not args.no_header:
         _refuse_repeated_header(df, args)
+    if getattr(args, "event_weights", None) is not None:
+        df = _weigh_events(df, args)
     kept = [*dict.fromkeys((args.user_col, args.item_col)), *_other_columns(args)]
     unused = [str(c) for c in df.columns if c not in kept]
     if args.value_col == "value" and "value" not in df.columns and unused and counts_rows(args):
@@ -122,9 +152,36 @@ def _read_frame(args: argparse.Namespace):
 
 def _other_columns(args: argparse.Namespace) -> list[str]:
     """The columns a command reads besides the ids and the values: ``--time-col``'s
-    (evaluate, tune, train)."""
+    (evaluate, tune, train) and ``--event-weights``'."""
     time_col = getattr(args, "time_col", None)
-    return [] if time_col is None else [time_col]
+    weighted = getattr(args, "event_weights", None)
+    return ([] if time_col is None else [time_col]) + ([] if weighted is None else
+                                                       [weighted[0]])
+
+
+def _weigh_events(df, args: argparse.Namespace):
+    """``--event-weights``: the value column made of the weights of the event column's
+    labels (compared as text), the rows of weight 0 left out, and the event column with
+    them; a label without a weight is refused, with how many rows have it."""
+    column, weights = args.event_weights
+    if args.value_col in df.columns:
+        raise ValueError(f"{args.file} has a column {args.value_col!r} already: "
+                         f"--event-weights makes the values from column {column!r} (leave "
+                         f"one of them out, or name another values' column with --value-col)")
+    labels = df[column].astype(str)
+    values = labels.map(weights)
+    unknown = labels[values.isna()].value_counts()
+    if len(unknown):
+        shown = ", ".join(f"{label!r} ({n} rows)" for label, n in unknown.head(5).items())
+        raise ValueError(f"--event-weights gives no weight to {len(unknown)} label(s) of "
+                         f"column {column!r}: {shown}; give each a weight (0 leaves its rows "
+                         f"out)")
+    kept = (values != 0).to_numpy()
+    if not kept.any():
+        raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
+                         f"nothing is left to learn from")
+    df = df.assign(**{args.value_col: values.astype(np.float64)})[kept]
+    return df.drop(columns=column) if column not in (args.user_col, args.item_col) else df
 
 
 def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespace) -> str:

@@ -42,7 +42,7 @@ from ._id_queries import (
     rows_against,
     similar_by_id,
 )
-from ._tables import read_frame, write_table
+from ._tables import event_weights, read_frame, write_table
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS
 from .evaluation import VALIDATION_METRICS, metric_name
@@ -233,6 +233,11 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
                         help="the CSV file has no header line: its columns are user, item "
                              "and value, in that order (more are ignored), as in "
                              "MovieLens' u.data")
+    parser.add_argument("--event-weights", type=event_weights, default=None,
+                        metavar="COLUMN=LABEL:WEIGHT,...",
+                        help="make the values from an event log's column of labels, e.g. "
+                             "event_type=view:1,cart:3,purchase:5 (every label needs a "
+                             "weight; 0 leaves its rows out)")
 
 
 def shown(file: Any) -> str:

@@ -2510,3 +2510,58 @@ def test_evaluate_by_time_reads_the_day_partitions_of_a_parquet_folder(tmp_path,
     assert (f"{train.nnz} train / {test.nnz - shared} test interactions (those at or after "
             f"2024-01-03 by 'day'; {shared} pairs already in train left out)"
             in capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_event_weights_make_the_values_of_an_event_log(tmp_path, capsys, suffix):
+    """--event-weights COLUMN=LABEL:WEIGHT,...: each row's value is its label's weight
+    (summed over a pair's rows, as values are), rows of weight 0 are left out, and a label
+    without a weight, a malformed option, --no-header and a file that has values already
+    are refused."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(2)
+    n = 400
+    log = pd.DataFrame({"user_id": rng.integers(0, 40, n), "item_id": rng.integers(0, 30, n),
+                        "event_type": rng.choice(["view", "cart", "purchase", "hover"], n),
+                        "timestamp": rng.integers(0, 10**6, n)})
+    path = tmp_path / f"events.{suffix}"
+    log.to_csv(path, index=False) if suffix == "csv" else log.to_parquet(path)
+    weights = {"view": 1.0, "cart": 3.0, "purchase": 5.0, "hover": 0.0}
+    option = "event_type=" + ",".join(f"{label}:{w:g}" for label, w in weights.items())
+    common = ["--user-col", "user_id", "--item-col", "item_id", "--event-weights", option]
+    out = tmp_path / "m.npz"
+    assert main(["train", str(path), *common, "--factors", "3", "--iterations", "2",
+                 "--backend", "cpu", "--output", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err  # (the values are made, not counted)
+    weighted = log.assign(value=log["event_type"].map(weights))
+    weighted = weighted[weighted["value"] != 0]
+    R, users, items = from_dataframe(weighted, "user_id", "item_id", "value")
+    expected = ALS(factors=3, iterations=2, backend="cpu", random_state=42,
+                   show_progress=False).fit(R, user_ids=users, item_ids=items)
+    model = ALS.load(out)
+    np.testing.assert_array_equal(model.item_ids_, items)
+    np.testing.assert_allclose(model.item_factors_, expected.item_factors_, rtol=1e-5)
+    assert main(["evaluate", str(path), *common, "--time-col", "timestamp", "--factors", "2",
+                 "--iterations", "1", "--backend", "cpu", "--no-auc"]) == 0
+    assert "each user's latest 20% by 'timestamp'" in capsys.readouterr().out
+    for extra, message in (
+            (["--event-weights", "event_type=view:1,cart:3"],
+             "--event-weights gives no weight to 2 label(s) of column 'event_type': "),
+            (["--event-weights", "event_type=view:0,cart:0,purchase:0,hover:0"],
+             "--event-weights gives every row of"),
+            ([*common, "--value-col", "timestamp"],
+             "has a column 'timestamp' already: --event-weights makes the values from column "
+             "'event_type'")):
+        args = ["train", str(path), "--user-col", "user_id", "--item-col", "item_id",
+                "--backend", "cpu", "--output", str(out), *extra]
+        assert main(args) == 2, extra
+        assert message in capsys.readouterr().err
+    for bad in ("event_type", "event_type=view", "event_type=view:x", "event_type=a:1,a:2"):
+        with pytest.raises(SystemExit):
+            main(["train", str(path), "--event-weights", bad])
+        assert "argument --event-weights: " in capsys.readouterr().err
+    if suffix == "csv":
+        assert main(["train", str(path), "--no-header", "--event-weights", option]) == 2
+        assert "--event-weights names a column, and --no-header leaves the file's columns " \
+               "unnamed" in capsys.readouterr().err
