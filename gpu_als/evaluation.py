@@ -273,6 +273,10 @@ def temporal_split(
     if cutoff is None and user_col == time_col:
         raise ValueError(f"user_col and time_col are both {time_col!r}: name the column of "
                          f"the users and the column of the times")
+    for name in (time_col,) if cutoff is not None else (time_col, user_col):
+        if (count := list(frame.columns).count(name)) > 1:  # (pandas allows it)
+            raise ValueError(f"the DataFrame has {count} columns named {name!r}: keep one, "
+                             f"e.g. df.loc[:, ~df.columns.duplicated()]")
     times = _times(frame, time_col)
     if cutoff is not None:
         is_test = times >= _cutoff_like(cutoff, times)

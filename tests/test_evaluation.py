@@ -208,6 +208,11 @@ def test_temporal_split_refuses_what_it_cannot_split():
         temporal_split(dated, cutoff="soon")
     with pytest.raises(TypeError, match="must be a pandas or polars DataFrame"):
         temporal_split(np.zeros((4, 3)))
+    for twice in (["user", "item", "timestamp", "timestamp"], ["user", "user", "item",
+                                                               "timestamp"]):
+        name = twice[1] if twice[0] == twice[1] else twice[3]
+        with pytest.raises(ValueError, match=f"the DataFrame has 2 columns named '{name}'"):
+            temporal_split(pd.DataFrame([[1, 2, 3, 4], [1, 3, 4, 5]], columns=twice))
     # nullable integers without a missing one are numbers
     train, test = temporal_split(df.assign(timestamp=pd.array([6, 5, 8, 7], dtype="Int64")))
     assert list(test["item"]) == [1, 1]
