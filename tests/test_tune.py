@@ -197,6 +197,9 @@ def test_a_given_validation_frame_joins_the_ids_of_both_parts(R):
     with pytest.raises(TypeError, match="user_items is a DataFrame but validation is a "
                                         "matrix: give the two parts of one split alike"):
         run(fit_df, validation=R)
+    with pytest.raises(ValueError, match="user_items has a column 'value' but validation "
+                                         "has not"):
+        run(fit_df, validation=held_df.drop(columns="value"))
 
 
 def test_deterministic_and_random_sampling(R):
