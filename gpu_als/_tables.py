@@ -161,8 +161,8 @@ def _other_columns(args: argparse.Namespace) -> list[str]:
 
 def _weigh_events(df, args: argparse.Namespace):
     """``--event-weights``: the value column made of the weights of the event column's
-    labels (compared as text), the rows of weight 0 left out, and the event column with
-    them; a label without a weight is refused, with how many rows have it."""
+    labels (compared as text), the rows of weight 0 left out; a label without a weight is
+    refused, with how many rows have it."""
     column, weights = args.event_weights
     if args.value_col in df.columns:
         raise ValueError(f"{args.file} has a column {args.value_col!r} already: "
@@ -180,8 +180,7 @@ def _weigh_events(df, args: argparse.Namespace):
     if not kept.any():
         raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
                          f"nothing is left to learn from")
-    df = df.assign(**{args.value_col: values.astype(np.float64)})[kept]
-    return df.drop(columns=column) if column not in (args.user_col, args.item_col) else df
+    return df.assign(**{args.value_col: values.astype(np.float64)})[kept]
 
 
 def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespace) -> str:
