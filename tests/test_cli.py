@@ -2557,10 +2557,14 @@ def test_event_weights_make_the_values_of_an_event_log(tmp_path, capsys, suffix)
                 "--backend", "cpu", "--output", str(out), *extra]
         assert main(args) == 2, extra
         assert message in capsys.readouterr().err
-    for bad in ("event_type", "event_type=view", "event_type=view:x", "event_type=a:1,a:2"):
+    for bad, says in (("event_type", "expected COLUMN=LABEL:WEIGHT,..."),
+                      ("=view:1", "expected COLUMN=LABEL:WEIGHT,..."),
+                      ("event_type=view", "'view' is not LABEL:WEIGHT"),
+                      ("event_type=view:x", "'view:x' is not LABEL:WEIGHT"),
+                      ("event_type=a:1,a:2", "label 'a' is given twice")):
         with pytest.raises(SystemExit):
             main(["train", str(path), "--event-weights", bad])
-        assert "argument --event-weights: " in capsys.readouterr().err
+        assert f"argument --event-weights: {says}" in capsys.readouterr().err, bad
     if suffix == "csv":
         assert main(["train", str(path), "--no-header", "--event-weights", option]) == 2
         assert "--event-weights names a column, and --no-header leaves the file's columns " \
