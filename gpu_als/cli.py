@@ -1173,8 +1173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",
-                            description="Hold out a share of each user's interactions, fit "
-                            "on the rest and report ranking metrics against baselines.")
+                            description="Hold out a share of each user's interactions (at "
+                            "random, or the latest by --time-col), fit on the rest and report "
+                            "ranking metrics against baselines.")
     add_file_options(p)
     add_model_options(p)
     p.add_argument("--test-fraction", type=fraction, default=None,
