@@ -8,8 +8,11 @@
 * ``similar MODEL``: the most similar items (or users) as CSV.
 * ``explain MODEL FILE --user ID --items ...``: each item's score split over the user's
   items (``ALS.explain``) as CSV.
-* ``evaluate FILE``: per-user split of the file, fit, and ranking metrics against baselines.
+* ``evaluate FILE``: per-user split of the file (at random, or by ``--time-col``), fit, and
+  ranking metrics against baselines.
 * ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
+* ``predict MODEL FILE``, ``fold-in MODEL FILE``: scores of (user, item) pairs; a file's new
+  users (or items) added to a model.
 * ``info``: versions, the backends here, the GPU's limits; ``--compile`` builds the kernels.
 * ``bench``: the benchmark (``gpu_als.benchmark``).
 """
