@@ -1367,3 +1367,17 @@ def test_mutation_check_counts_a_mutant_that_only_makes_a_test_skip_as_caught(
     out = capsys.readouterr().out
     assert f"  0 killed not line {line}: if not file.is_file():" in out
     assert out.endswith("1 of 1 killed, 0 survived\n")
+
+
+def test_splits_benchmark_script_runs(capsys):
+    """benchmarks/bench_splits.py (its numbers in a closing note), small: a line per split."""
+    pytest.importorskip("pandas")
+    assert benchmark_script("bench_splits").main(["--rows", "20000", "--users", "500",
+                                                  "--items", "300"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "20,000 rows of 500 users x 300 items"
+    assert [line.split("  ")[0] for line in lines[1:]] == [
+        "temporal_split, each user's latest 20 %", "temporal_split, each user's latest row "
+        "(K=1)", "temporal_split at a cutoff", "from_dataframe (for the matrix below)",
+        "train_test_split of the matrix, 20 %"]
+    assert all(float(line.split()[-2]) >= 0 for line in lines[1:])
