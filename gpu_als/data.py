@@ -556,10 +556,15 @@ def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None)
         if col not in df.columns:
             raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"
                              f"{_index_hint(df, [col])}")
-    # pandas allows repeated column names, and df[name] is then a DataFrame
-    for used in (user_col, item_col, value_col):
-        if (times := list(df.columns).count(used)) > 1:
-            raise ValueError(f"the DataFrame has {times} columns named {used!r}: keep one, "
+    check_named_once(df, (user_col, item_col, value_col))
+
+
+def check_named_once(df: Any, names: tuple) -> None:
+    """Refuse a DataFrame with more than one column of any of ``names``: pandas allows
+    repeated column names, and ``df[name]`` is then a DataFrame."""
+    for name in names:
+        if (count := list(df.columns).count(name)) > 1:
+            raise ValueError(f"the DataFrame has {count} columns named {name!r}: keep one, "
                              f"e.g. df.loc[:, ~df.columns.duplicated()]")
 
 

@@ -47,6 +47,7 @@ from .data import (
     check_choice,
     check_float,
     check_int,
+    check_named_once,
     check_random_state,
     check_rows_for,
     check_user_items,
@@ -273,10 +274,7 @@ def temporal_split(
     if cutoff is None and user_col == time_col:
         raise ValueError(f"user_col and time_col are both {time_col!r}: name the column of "
                          f"the users and the column of the times")
-    for name in (time_col,) if cutoff is not None else (time_col, user_col):
-        if (count := list(frame.columns).count(name)) > 1:  # (pandas allows it)
-            raise ValueError(f"the DataFrame has {count} columns named {name!r}: keep one, "
-                             f"e.g. df.loc[:, ~df.columns.duplicated()]")
+    check_named_once(frame, (time_col,) if cutoff is not None else (time_col, user_col))
     times = _times(frame, time_col)
     if cutoff is not None:
         is_test = times >= _cutoff_like(cutoff, times)
