@@ -52,6 +52,8 @@ from .data import (
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
+    frame_interactions,
+    frame_positions,
     is_dataframe,
     user_stacklevel,
 )
@@ -431,6 +433,34 @@ def _check_model_for(model, train, name: str = "train") -> None:
                          f"part of the split whose train part it was fitted on")
 
 
+def _model_rows(model, table, name: str = "train"):
+    """``table`` (``train``, ``test``: ``name``) for a model of this module: a matrix as it
+    is; a DataFrame of (user, item[, value]) rows, as ``fit(df)`` reads them, as the
+    matrix of the model's ids (a model fitted on a DataFrame, or given ids), its rows of
+    users or items the model lacks left out, with a warning that counts them."""
+    if not is_dataframe(table):
+        return table
+    if isinstance(model, _Baseline) and not hasattr(model, "n_items_"):
+        raise NotFittedError(f"this {type(model).__name__} is not fitted yet: call fit first")
+    if callable(getattr(model, "_check_fitted", None)):  # an ALS
+        model._check_fitted()
+    user_ids, item_ids = getattr(model, "user_ids_", None), getattr(model, "item_ids_", None)
+    if user_ids is None or item_ids is None:
+        raise TypeError(f"{name} is a DataFrame, but the {type(model).__name__} has no ids to "
+                        f"find its rows by: fit the model on a DataFrame (or with user_ids= "
+                        f"and item_ids=), or pass {name} as a matrix, e.g. "
+                        f"gpu_als.from_dataframe({name}).matrix")
+    df = _eager_frame(table, name)
+    (matrix, _, _), rows, columns = frame_positions(
+        df, "user", "item", "value" if "value" in df.columns else None, user_ids=user_ids,
+        item_ids=item_ids, drop_unknown=True)
+    if (unknown := int(((rows < 0) | (columns < 0)).sum())):
+        warnings.warn(f"{unknown} of the {len(df)} rows of {name} name users or items the "
+                      f"{type(model).__name__} lacks: left out", UserWarning,
+                      stacklevel=user_stacklevel())
+    return matrix
+
+
 def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
     (``hits``, shape (users, N)), their numbers of test and of train items, and how many
@@ -439,6 +469,7 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
         raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
                         f"of this module), got {type(model).__name__}")
     _check_model_for(model, train)
+    train, test = _model_rows(model, train), _model_rows(model, test, "test")
 
     def hits_of(train, test, batch):
         n_items = train.shape[1]
@@ -478,7 +509,11 @@ def ranking_metrics(
     ----------
     model : fitted ALS, or any object with ALS's ``recommend`` (e.g. the baselines here);
         the recommendations are computed on the model's backend.
-    train, test : scipy.sparse matrix, shape (n_users, n_items)
+    train, test : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        DataFrames of (user, item[, value]) rows (as :meth:`ALS.fit` reads them) for a
+        model with ids (fitted on a DataFrame, as the baselines here can be too): their
+        rows are found by the model's ids, and a test row of a user or item it lacks is
+        left out, with a warning that counts them.
     K : int, default 10
     batch_size : int
         Users recommended for at once.
@@ -557,8 +592,9 @@ def rmse(model: Any, test: Any) -> float:
     Parameters
     ----------
     model : fitted ALS
-    test : scipy.sparse matrix, shape (n_users, n_items)
-        The held-out ratings.
+    test : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        The held-out ratings; a DataFrame of (user, item, value) rows for a model with
+        ids, as :func:`ranking_metrics` takes it.
 
     Returns
     -------
@@ -567,7 +603,11 @@ def rmse(model: Any, test: Any) -> float:
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"model must have a predict method (a fitted ALS), got "
                         f"{type(model).__name__}")
+    if is_dataframe(test) and "value" not in _eager_frame(test, "test").columns:
+        raise ValueError("test is a DataFrame without a column 'value': rmse compares the "
+                         "predicted ratings with the ones there")
     _check_model_for(model, test, "test")
+    test = _model_rows(model, test, "test")
     coo = check_user_items(test, np.float64, name="test").tocoo()
     if getattr(model, "feedback", None) == "implicit":
         warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "
@@ -600,9 +640,11 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     random one by drawing their places; any other model is asked to ``recommend`` every
     item, a full ranking per user (slower). ``batch_size`` and ``show_progress`` as in
     :func:`ranking_metrics`; a batch has fewer users when its users x items scores would
-    exceed :data:`AUC_BLOCK_SCORES` values.
+    exceed :data:`AUC_BLOCK_SCORES` values. ``train`` and ``test`` may be DataFrames, as
+    :func:`ranking_metrics` takes them.
     """
     _check_model_for(model, train)
+    train, test = _model_rows(model, train), _model_rows(model, test, "test")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     shape = getattr(train, "shape", None)
     if shape is not None and len(shape) == 2 and shape[1] > 0:
@@ -1052,7 +1094,12 @@ class _Baseline:
     """A recommender scored without factors; ``recommend`` follows :meth:`ALS.recommend`."""
 
     def fit(self, user_items: Any):
-        """Learn from ``user_items`` (scipy.sparse, users x items); returns ``self``."""
+        """Learn from ``user_items`` (scipy.sparse, users x items, or a DataFrame of
+        (user, item[, value]) rows, as :meth:`ALS.fit` reads them, whose ids it keeps as
+        ``user_ids_`` and ``item_ids_``); returns ``self``."""
+        self.user_ids_ = self.item_ids_ = None
+        if is_dataframe(user_items):
+            user_items, self.user_ids_, self.item_ids_ = frame_interactions(user_items)
         csr = check_user_items(user_items, np.float32)
         self.item_counts_ = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
         self.n_items_ = csr.shape[1]
@@ -1087,7 +1134,7 @@ class PopularityRecommender(_Baseline):
     """Recommends the items with the most training interactions (ties: lower id first)."""
 
     def fit(self, user_items: Any):
-        """Count each item's users in ``user_items`` (scipy.sparse, users x items)."""
+        """Count each item's users in ``user_items`` (as :meth:`_Baseline.fit` takes it)."""
         super().fit(user_items)
         self.order_ = np.argsort(-self.item_counts_, kind="stable")  # counts down, ids up
         return self

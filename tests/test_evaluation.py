@@ -226,6 +226,55 @@ def test_temporal_split_refuses_what_it_cannot_split():
     assert len(train) == 4 and len(test) == 0
 
 
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_metrics_of_a_model_fitted_on_a_dataframe_take_dataframes(library):
+    """A model fitted on a DataFrame (ALS or a baseline) is scored on DataFrames of the
+    same columns as on the matrices of its ids, a test row of a user or item it lacks left
+    out with a warning that counts them; rmse needs the values."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    from gpu_als import from_dataframe
+
+    R = random_interactions(60, 40, 0.2, seed=4).tocoo()
+    df = pd.DataFrame({"user": [f"u{r}" for r in R.row], "item": R.col + 1000,
+                       "value": np.ceil(R.data * 5)})
+    held = np.random.default_rng(0).random(len(df)) < 0.25
+    train_df, test_df = df[~held], pd.concat([df[held], pd.DataFrame(
+        {"user": ["new"], "item": [1000], "value": [3.0]})])  # a user no model has
+    if library == "polars":
+        train_df, test_df = frames.from_pandas(train_df), frames.from_pandas(test_df)
+    train, users, items = from_dataframe(train_df)
+    test, _, _ = from_dataframe(test_df, user_ids=users, item_ids=items, drop_unknown=True)
+    unknown = int((~(np.isin(np.asarray(test_df["user"]), users)
+                     & np.isin(np.asarray(test_df["item"]), items))).sum())
+    assert unknown >= 1  # the new user at least
+    for feedback in ("implicit", "explicit"):
+        als = ALS(factors=3, iterations=3, feedback=feedback, backend="cpu",
+                  show_progress=False, random_state=0).fit(train_df)
+        models = [als, PopularityRecommender().fit(train_df), RandomRecommender(1).fit(train_df)]
+        for model in models if feedback == "implicit" else models[:1]:
+            name = type(model).__name__
+            np.testing.assert_array_equal(model.item_ids_, items)
+
+            def anew(model=model):  # the random model draws anew from its seed
+                return RandomRecommender(1).fit(train_df) \
+                    if isinstance(model, RandomRecommender) else model
+
+            with pytest.warns(UserWarning, match=f"{unknown} of the {len(test_df)} rows of test "
+                                                 f"name users or items the {name} lacks: left "
+                                                 f"out"):
+                by_frame = ranking_metrics(anew(), train_df, test_df, K=5, show_progress=False)
+            assert by_frame == ranking_metrics(anew(), train, test, K=5, show_progress=False)
+            with pytest.warns(UserWarning, match="rows of test name users or items"):
+                assert auc(anew(), train_df, test_df) == pytest.approx(auc(anew(), train, test))
+        if feedback == "explicit":
+            with pytest.warns(UserWarning, match="rows of test name users or items"):
+                assert rmse(als, test_df) == pytest.approx(rmse(als, test))
+            with pytest.raises(ValueError, match="test is a DataFrame without a column "
+                                                 "'value'"):
+                rmse(als, test_df[["user", "item"]])
+
+
 def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
     """Against a loop over the entries: a held-out entry stays where train has its user
     and its item but not the pair; the others are counted, new users or items first."""
@@ -916,10 +965,10 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
     pd = pytest.importorskip("pandas")
     coo = train.tocoo()  # its (user, item, value) rows: a shape that is not users x items
     rows = pd.DataFrame({"user": coo.row, "item": coo.col, "value": coo.data})
-    for metric in (ranking_metrics, auc):
-        with pytest.raises(TypeError, match=r"train must be a scipy.sparse matrix or array, "
-                                            r"got pandas.DataFrame; for a DataFrame of "
-                                            r"\(user, item, value\) rows use .*from_dataframe"):
+    for metric in (ranking_metrics, auc):  # (a model fitted on a matrix has no ids)
+        with pytest.raises(TypeError, match=r"train is a DataFrame, but the ALS has no ids to "
+                                            r"find its rows by: fit the model on a DataFrame "
+                                            r".*gpu_als.from_dataframe\(train\).matrix"):
             metric(model, rows, test)
     with pytest.raises(ValueError, match="test_fraction=1.0: must be < 1"):
         train_test_split(train, test_fraction=1.0)
