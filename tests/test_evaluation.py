@@ -273,6 +273,10 @@ def test_metrics_of_a_model_fitted_on_a_dataframe_take_dataframes(library):
             with pytest.raises(ValueError, match="test is a DataFrame without a column "
                                                  "'value'"):
                 rmse(als, test_df[["user", "item"]])
+    half = ALS.from_factors(als.user_factors_, als.item_factors_, user_ids=users,
+                            backend="cpu")  # user ids, but items by row
+    with pytest.raises(TypeError, match="train is a DataFrame, but the ALS has no ids"):
+        ranking_metrics(half, train_df, test_df)
 
 
 def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
