@@ -433,11 +433,12 @@ def _check_model_for(model, train, name: str = "train") -> None:
                          f"part of the split whose train part it was fitted on")
 
 
-def _model_rows(model, table, name: str = "train"):
+def _model_rows(model, table, name: str = "train", *, rated: bool = False):
     """``table`` (``train``, ``test``: ``name``) for a model of this module: a matrix as it
     is; a DataFrame of (user, item[, value]) rows, as ``fit(df)`` reads them, as the
     matrix of the model's ids (a model fitted on a DataFrame, or given ids), its rows of
-    users or items the model lacks left out, with a warning that counts them."""
+    users or items the model lacks left out, with a warning that counts them. ``rated``:
+    the values are needed (:func:`rmse`'s), so a DataFrame without them is refused."""
     if not is_dataframe(table):
         return table
     if isinstance(model, _Baseline) and not hasattr(model, "n_items_"):
@@ -451,6 +452,9 @@ def _model_rows(model, table, name: str = "train"):
                         f"and item_ids=), or pass {name} as a matrix, e.g. "
                         f"gpu_als.from_dataframe({name}).matrix")
     df = _eager_frame(table, name)
+    if rated and "value" not in df.columns:
+        raise ValueError(f"{name} is a DataFrame without a column 'value': rmse compares the "
+                         f"predicted ratings with the ones there")
     (matrix, _, _), rows, columns = frame_positions(
         df, "user", "item", "value" if "value" in df.columns else None, user_ids=user_ids,
         item_ids=item_ids, drop_unknown=True)
@@ -603,11 +607,8 @@ def rmse(model: Any, test: Any) -> float:
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"model must have a predict method (a fitted ALS), got "
                         f"{type(model).__name__}")
-    if is_dataframe(test) and "value" not in _eager_frame(test, "test").columns:
-        raise ValueError("test is a DataFrame without a column 'value': rmse compares the "
-                         "predicted ratings with the ones there")
     _check_model_for(model, test, "test")
-    test = _model_rows(model, test, "test")
+    test = _model_rows(model, test, "test", rated=True)
     coo = check_user_items(test, np.float64, name="test").tocoo()
     if getattr(model, "feedback", None) == "implicit":
         warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "
