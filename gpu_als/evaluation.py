@@ -886,12 +886,17 @@ class EarlyStopping:
     model : ALS
         The model whose fit it watches: pass it to that model's ``fit(callback=...)`` or
         set it as its ``callback`` (also for :func:`gpu_als.distributed.fit_distributed`).
-    train : scipy.sparse matrix, shape (n_users, n_items), or None
+    train : scipy.sparse matrix, shape (n_users, n_items), DataFrame, or None
         What the model is fitted on; its items are filtered out of the recommendations
         (may be None for ``metric="rmse"``).
-    validation : scipy.sparse matrix, shape (n_users, n_items)
+    validation : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
         Held-out interactions, e.g. from :func:`train_test_split` of the training data
-        (not of the test set you report).
+        (not of the test set you report). For a model fitted on a DataFrame, ``train``
+        and ``validation`` may be DataFrames of the same columns (``user``, ``item`` and,
+        for ``metric="rmse"``, ``value``), e.g. from :func:`temporal_split`: at the first
+        iteration of each fit their rows are found by the model's ids, as the metrics
+        find them, and a row of a user or item the model lacks is left out with a
+        warning that counts them.
     metric : {"recall", "ndcg", "precision", "map", "rmse"}, default "recall"
         A ranking metric at ``K``, higher is better; or, for ``feedback="explicit"``,
         the RMSE of the predicted ratings, lower is better.
@@ -904,7 +909,8 @@ class EarlyStopping:
         End the fit with the best iteration's model rather than the last one.
     max_users : int, optional
         Score a random sample of this many validation users (drawn once, here) instead of
-        all of them, so that an evaluation costs the same on any size of data.
+        all of them, so that an evaluation costs the same on any size of data. Of a
+        DataFrame, the sample is drawn among its distinct users and keeps all their rows.
     random_state : int or None, default 42
         Seed of that sample.
 
@@ -918,9 +924,9 @@ class EarlyStopping:
     best_score : float or None
     stopped_iteration : int or None
         The iteration after which the fit was stopped; None when it ran all its iterations.
-    validation : scipy.sparse matrix
+    validation : scipy.sparse matrix or DataFrame
         What it scores on: ``validation``, or with ``max_users`` its sampled users' rows
-        (the others empty).
+        (of a matrix, the others emptied).
 
     Examples
     --------
@@ -954,16 +960,24 @@ class EarlyStopping:
                              f"the recommendations")
         check_bool("restore_best", restore_best)
         check_random_state(random_state)
-        shape = getattr(validation, "shape", None)
-        if shape is None or len(shape) != 2:
-            raise TypeError(f"validation must be a users x items sparse matrix, got "
-                            f"{type(validation).__name__}")
-        if train is not None and getattr(train, "shape", None) != shape:
-            raise ValueError(f"train has shape {getattr(train, 'shape', None)} but validation "
-                             f"has shape {shape}: pass the two parts of one split")
+        if is_dataframe(validation):
+            validation = _interaction_frame(validation, "validation", rated=metric == "rmse")
+        else:
+            shape = getattr(validation, "shape", None)
+            if shape is None or len(shape) != 2:
+                raise TypeError(f"validation must be a users x items sparse matrix or a "
+                                f"DataFrame, got {type(validation).__name__}")
+            if train is not None and not is_dataframe(train) and \
+                    getattr(train, "shape", None) != shape:
+                raise ValueError(f"train has shape {getattr(train, 'shape', None)} but "
+                                 f"validation has shape {shape}: pass the two parts of one "
+                                 f"split")
+        if is_dataframe(train):
+            train = _interaction_frame(train, "train")
         if max_users is not None:
-            validation = _sample_users(validation, check_int("max_users", max_users,
-                                                             minimum=1), random_state)
+            sample = _sample_frame_users if is_dataframe(validation) else _sample_users
+            validation = sample(validation, check_int("max_users", max_users, minimum=1),
+                                random_state)
         self.model, self.train, self.validation = model, train, validation
         self.metric = metric
         self.K = check_int("K", K, minimum=1)
@@ -978,6 +992,7 @@ class EarlyStopping:
         self.best_score: float | None = None
         self.stopped_iteration: int | None = None
         self._best_model: tuple[Any, Any, list[float]] | None = None
+        self._parts: tuple[Any, Any] | None = None  # train and validation, as matrices
 
     def __repr__(self) -> str:
         return (f"EarlyStopping(metric={self.metric!r}, K={self.K}, "
@@ -996,7 +1011,11 @@ class EarlyStopping:
                 "model.fit(train, callback=stop))")
         if iteration == 0:  # a new fit
             self._start()
-        score = validation_score(model, self.train, self.validation, self.metric, self.K)
+        if self._parts is None:  # DataFrames: by the ids of the model of this fit
+            self._parts = (_model_rows(model, self.train),
+                           _model_rows(model, self.validation, "validation",
+                                       rated=self.metric == "rmse"))
+        score = validation_score(model, *self._parts, self.metric, self.K)
         self.scores.append(score)
         sign = -1.0 if self.metric in LOWER_IS_BETTER else 1.0
         if self.best_score is None or sign * (score - self.best_score) > self.min_delta:
@@ -1022,6 +1041,33 @@ class EarlyStopping:
             model._remember_factors()  # copies of the model's own arrays: checked already
             return True  # the fit must not hand its last factors to the model after this
         return out_of_patience
+
+
+def _interaction_frame(df: Any, name: str, *, rated: bool = False) -> Any:
+    """``df`` (``EarlyStopping``'s ``name``) as a pandas or polars DataFrame, refused now
+    rather than at the first iteration where it lacks the columns ``user`` and ``item``
+    (and, when ``rated``, ``value``)."""
+    df = _eager_frame(df, name)
+    needed = ("user", "item", "value") if rated else ("user", "item")
+    if missing := [c for c in needed if c not in df.columns]:
+        raise ValueError(f"{name} is a DataFrame without the column(s) {missing}: it needs "
+                         f"{list(needed)}, as fit(df) reads them; it has "
+                         f"{list(df.columns)}{_index_hint(df, missing)}")
+    if len(df) == 0:
+        raise ValueError(f"{name} is a DataFrame without rows")
+    return df
+
+
+def _sample_frame_users(df: Any, n: int, random_state: int | None):
+    """The rows of ``n`` of ``df``'s distinct users, drawn at random; ``df`` itself where it
+    has no more than ``n`` users."""
+    ids, positions = _positions(_id_column(df, "user"), None, "user", False)
+    if len(ids) <= n:
+        return df
+    rng = np.random.default_rng(check_random_state(random_state))
+    keep = np.zeros(len(ids), bool)
+    keep[rng.choice(len(ids), n, replace=False)] = True
+    return _rows(df, keep[positions])
 
 
 def _sample_users(matrix: Any, n: int, random_state: int | None):

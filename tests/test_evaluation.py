@@ -1160,6 +1160,115 @@ def test_early_stopping_can_score_a_fixed_sample_of_the_validation_users():
     assert EarlyStopping(model, train, validation, max_users=10**6).validation is validation
 
 
+def _frames_of(R, library, seed=0):
+    """``R`` as a DataFrame of (user, item, value) rows with text user ids and offset item
+    ids, split at random into train and validation rows; validation also names a user
+    that train lacks."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    R = R.tocoo()
+    df = pd.DataFrame({"user": [f"u{r}" for r in R.row], "item": R.col + 1000,
+                       "value": np.ceil(R.data * 5)})
+    held = np.random.default_rng(seed).random(len(df)) < 0.25
+    train_df, validation_df = df[~held], pd.concat([df[held], pd.DataFrame(
+        {"user": ["new"], "item": [1000], "value": [3.0]})])
+    if library == "polars":
+        return frames.from_pandas(train_df), frames.from_pandas(validation_df)
+    return train_df, validation_df
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_early_stopping_takes_dataframes_for_a_model_fitted_on_one(library):
+    """Scores on DataFrames are those on the matrices of the model's ids (a validation
+    row of a user the model lacks left out, warned of at each fit); a second fit on other
+    data finds the rows by that fit's ids; ``max_users`` draws among the frame's users."""
+    from gpu_als import from_dataframe
+
+    train_df, validation_df = _frames_of(random_interactions(90, 50, 0.15, seed=5), library)
+    train, users, items = from_dataframe(train_df)
+    validation, _, _ = from_dataframe(validation_df, user_ids=users, item_ids=items,
+                                      drop_unknown=True)
+    unknown = len(validation_df) - validation.nnz
+    assert unknown >= 1  # the new user at least
+    params = dict(factors=4, iterations=6, backend="cpu", random_state=0, show_progress=False)
+    by_matrix = EarlyStopping(ALS(**params), train, validation, patience=2)
+    by_matrix.model.fit(train, callback=by_matrix)
+    model = ALS(**params)
+    stop = EarlyStopping(model, train_df, validation_df, patience=2)
+    with pytest.warns(UserWarning, match=rf"^{unknown} of the {len(validation_df)} rows of "
+                                         rf"validation name users or items the ALS lacks"):
+        model.fit(train_df, callback=stop)
+    assert stop.scores == by_matrix.scores and len(stop.scores) >= 3
+    assert stop.best_iteration == by_matrix.best_iteration
+    np.testing.assert_array_equal(model.user_factors_, by_matrix.model.user_factors_)
+
+    # another fit, on fewer users: its rows and columns are not the first fit's
+    other_df, other_validation_df = _frames_of(random_interactions(70, 45, 0.2, seed=6),
+                                               library, seed=1)
+    other, users, items = from_dataframe(other_df)
+    other_validation, _, _ = from_dataframe(other_validation_df, user_ids=users,
+                                            item_ids=items, drop_unknown=True)
+    again = EarlyStopping(model, other_df, other_validation_df, patience=2)
+    with pytest.warns(UserWarning, match="rows of validation name users or items"):
+        model.fit(other_df, callback=again)
+    assert again.scores[0] == ranking_metrics(
+        ALS(**{**params, "iterations": 1}).fit(other), other, other_validation,
+        show_progress=False)["recall"]
+    with pytest.warns(UserWarning) as fit_warnings:
+        model.fit(other_df, callback=stop)  # the first frames, by the new fit's ids
+    first = ALS(**{**params, "iterations": 1}).fit(other_df)
+    with pytest.warns(UserWarning) as metric_warnings:
+        assert stop.scores[0] == ranking_metrics(first, train_df, validation_df,
+                                                 show_progress=False)["recall"]
+    assert [re.sub(" rows of (train|validation|test)", "", str(w.message))
+            for w in fit_warnings] == [re.sub(" rows of (train|validation|test)", "",
+                                              str(w.message)) for w in metric_warnings]
+    assert [str(w.message).split(" name")[0].split("rows of ")[1]
+            for w in fit_warnings] == ["train", "validation"]
+
+    sample = EarlyStopping(model, train_df, validation_df, max_users=20).validation
+    sampled = np.asarray(sample["user"])
+    assert len(set(sampled)) == 20
+    everyone = np.asarray(validation_df["user"])
+    assert len(sampled) == int(np.isin(everyone, sampled).sum())  # all their rows
+    redrawn = EarlyStopping(model, train_df, validation_df, max_users=20).validation
+    assert list(np.asarray(redrawn["user"])) == list(sampled)  # seeded
+    other_seed = EarlyStopping(model, train_df, validation_df, max_users=20,
+                               random_state=1).validation
+    assert set(np.asarray(other_seed["user"])) != set(sampled)
+    assert EarlyStopping(model, train_df, validation_df, max_users=1000).validation \
+        is validation_df
+
+
+def test_early_stopping_refuses_dataframes_it_cannot_score():
+    """Columns missing are refused when it is made; a model fitted on a matrix, which
+    has no ids to find the rows by, at the first iteration, and the model stays unfitted."""
+    train_df, validation_df = _frames_of(random_interactions(40, 30, 0.2, seed=2), "pandas")
+    model = ALS(factors=2, iterations=3, backend="cpu", show_progress=False)
+    with pytest.raises(ValueError, match=r"validation is a DataFrame without the column\(s\) "
+                                         r"\['item'\]: it needs \['user', 'item'\]"):
+        EarlyStopping(model, train_df, validation_df.rename(columns={"item": "movie"}))
+    with pytest.raises(ValueError, match=r"train is a DataFrame without the column\(s\) "
+                                         r"\['user'\].*\('user' is its index"):
+        EarlyStopping(model, train_df.set_index("user"), validation_df)
+    explicit = ALS(factors=2, feedback="explicit", backend="cpu", show_progress=False)
+    with pytest.raises(ValueError, match=r"the column\(s\) \['value'\]: it needs \['user', "
+                                         r"'item', 'value'\]"):
+        EarlyStopping(explicit, None, validation_df[["user", "item"]], metric="rmse")
+    with pytest.raises(ValueError, match="validation is a DataFrame without rows"):
+        EarlyStopping(model, train_df, validation_df[:0])
+    pl = pytest.importorskip("polars")
+    with pytest.raises(TypeError, match="validation is a polars LazyFrame"):
+        EarlyStopping(model, train_df, pl.from_pandas(validation_df).lazy())
+    from gpu_als import from_dataframe
+
+    matrix = from_dataframe(train_df).matrix
+    stop = EarlyStopping(model, matrix, validation_df)
+    with pytest.raises(TypeError, match="validation is a DataFrame, but the ALS has no ids"):
+        model.fit(matrix, callback=stop)
+    assert not hasattr(model, "user_factors_")
+
+
 @pytest.mark.parametrize("watched", ["unfitted", "fitted"])
 def test_early_stopping_given_to_another_models_fit_is_refused(watched):
     """Made with one model and passed to another's fit, it would score a model that does
@@ -1215,7 +1324,8 @@ def test_fit_in_progress_is_true_only_while_the_model_fits():
     ({"metric": "auc"}, ValueError, r"metric='auc': expected one of 'recall', 'ndcg'"),
     ({"metric": "rmse"}, ValueError, r"metric='rmse' .* needs a model with feedback='explicit'"),
     ({"train": None}, ValueError, r"metric='recall' needs train"),
-    ({"validation": [[1, 0]]}, TypeError, r"validation must be a users x items sparse matrix"),
+    ({"validation": [[1, 0]]}, TypeError, r"validation must be a users x items sparse matrix "
+                                          r"or a DataFrame, got list"),
     ({"train": sp.csr_matrix((3, 5))}, ValueError,
      r"train has shape \(3, 5\) but validation has shape \(4, 5\)"),
     ({"patience": 0}, ValueError, r"patience=0: must be >= 1"),
