@@ -1201,6 +1201,11 @@ def test_early_stopping_takes_dataframes_for_a_model_fitted_on_one(library):
     assert stop.scores == by_matrix.scores and len(stop.scores) >= 3
     assert stop.best_iteration == by_matrix.best_iteration
     np.testing.assert_array_equal(model.user_factors_, by_matrix.model.user_factors_)
+    unvalued = EarlyStopping(ALS(**params), train_df, validation_df[["user", "item"]],
+                             patience=2)  # a ranking metric needs no values
+    with pytest.warns(UserWarning, match="rows of validation name users or items"):
+        unvalued.model.fit(train_df, callback=unvalued)
+    assert unvalued.scores == by_matrix.scores
 
     # another fit, on fewer users: its rows and columns are not the first fit's
     other_df, other_validation_df = _frames_of(random_interactions(70, 45, 0.2, seed=6),
@@ -1236,8 +1241,12 @@ def test_early_stopping_takes_dataframes_for_a_model_fitted_on_one(library):
     other_seed = EarlyStopping(model, train_df, validation_df, max_users=20,
                                random_state=1).validation
     assert set(np.asarray(other_seed["user"])) != set(sampled)
-    assert EarlyStopping(model, train_df, validation_df, max_users=1000).validation \
-        is validation_df
+    n_users = len(set(everyone))
+    for max_users in (n_users, 1000):
+        assert EarlyStopping(model, train_df, validation_df, max_users=max_users).validation \
+            is validation_df
+    assert len(set(EarlyStopping(model, train_df, validation_df, max_users=n_users - 1)
+                   .validation["user"])) == n_users - 1
 
 
 def test_early_stopping_refuses_dataframes_it_cannot_score():
