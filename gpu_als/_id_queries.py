@@ -102,8 +102,9 @@ def rows_against(df: Any, row_col: str, column_col: str, value_col: str | None,
 class Recommendations:
     """What :func:`recommend_by_id` found."""
 
-    #: Columns ``user``, ``item``, ``rank`` (1 = best), ``score``: a row per
-    #: recommendation, each user's best first, the users in the order asked for.
+    #: Columns ``user``, ``item``, ``rank`` (1 = best), ``score`` (the names of
+    #: ``sides``): a row per recommendation, each user's best first, the users in the
+    #: order asked for.
     table: dict[str, np.ndarray]
     #: Items per user asked for (fewer where filtering left fewer).
     N: int
@@ -119,12 +120,13 @@ class Recommendations:
     n_unknown_item_rows: int
 
 
-def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: Any = None
-                       ) -> dict[str, np.ndarray]:
+def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: Any = None,
+                       item: str = "item") -> dict[str, np.ndarray]:
     """An allowlist and a blocklist of item ids as ``recommend``'s ``items`` or
     ``filter_items`` (rows; the blocklist alone stays one: scoring every item is cheaper
     than gathering the others' factors). Ids the model lacks are ignored, but an allowlist
-    must name one it has."""
+    must name one it has. ``item``: what the items are called in messages ("user" where
+    users are ranked for items)."""
     def rows_of(ids: np.ndarray) -> np.ndarray:
         rows = id_positions(item_ids, ids)
         return np.unique(rows[rows >= 0])
@@ -136,9 +138,9 @@ def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: An
     allowed = rows_of(wanted)
     if len(allowed) == 0 and len(wanted):
         if len(wanted) == 1:
-            raise ValueError(f"the model lacks item {examples(wanted)}, the only item to "
+            raise ValueError(f"the model lacks {item} {examples(wanted)}, the only {item} to "
                              f"recommend among")
-        raise ValueError(f"the model has none of the {len(wanted)} items to recommend among "
+        raise ValueError(f"the model has none of the {len(wanted)} {item}s to recommend among "
                          f"(e.g. {examples(wanted)})")
     return {"items": allowed if blocked is None else np.setdiff1d(allowed, blocked)}
 
@@ -146,29 +148,34 @@ def item_rows_eligible(item_ids: np.ndarray, items: Any = None, filter_items: An
 def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: int = 10, *,
                     filter_already_liked_items: bool = True, items: Any = None,
                     filter_items: Any = None, user_col: str = "user", item_col: str = "item",
-                    value_col: str | None = "value",
-                    show_progress: bool | None = None) -> Recommendations:
+                    value_col: str | None = "value", show_progress: bool | None = None,
+                    sides: tuple[str, str] = ("user", "item")) -> Recommendations:
     """The top ``N`` items of each user, by the model's ids; see
     :meth:`gpu_als.ALS.recommend_frame` for the arguments. Raises ``ValueError`` when no
-    user is left to recommend for."""
+    user is left to recommend for. ``sides``: what the model's users and items are called
+    in messages (``("item", "user")`` for a model transposed to rank users for items:
+    :meth:`gpu_als.ALS.recommend_users_frame`)."""
+    user, item = sides
     N = check_int("N", N, minimum=1)
-    filter_already_liked_items = check_bool("filter_already_liked_items",
+    filter_already_liked_items = check_bool(f"filter_already_liked_{item}s",
                                             filter_already_liked_items)
     user_ids = id_map(model.user_ids_, model.user_factors_.shape[0])
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
-    eligible = item_rows_eligible(item_ids, items, filter_items)
+    eligible = item_rows_eligible(item_ids, items, filter_items, item)
     named = None
     if is_dataframe(users):
-        raise TypeError(f"users is a {type(users).__name__}: pass a table of (user, item, "
-                        f"value) rows as interactions= (its users are then recommended for), "
-                        f"or name the users by their ids")
+        raise TypeError(f"{user}s is a {type(users).__name__}: pass a table of ({user}, "
+                        f"{item}, value) rows as interactions= (its {user}s are then "
+                        f"recommended for), or name the {user}s by their ids")
     if users is not None:
-        named = each_once(users, "users")
+        named = each_once(users, f"{user}s")
     R = None
     if interactions is not None and not is_dataframe(interactions):
-        raise TypeError(f"interactions must be a DataFrame of (user, item, value) rows, got "
-                        f"{type(interactions).__name__}; for a matrix whose rows are factor "
-                        f"rows' interactions, use recommend(rows, user_items)")
+        hint = "recommend(rows, user_items)" if user == "user" else \
+            "recommend_users_frame with a DataFrame"
+        raise TypeError(f"interactions must be a DataFrame of ({user}, {item}, value) rows, "
+                        f"got {type(interactions).__name__}; for a matrix whose rows are "
+                        f"factor rows' interactions, use {hint}")
     if interactions is not None:
         # the users' rows (every user of the interactions unless named), with the model's
         # item columns; rows of items the model lacks are left out
@@ -186,10 +193,10 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     skipped = wanted[(rows < 0) & ~has_rows]
     if len(known) + len(fold_in) == 0:
         if len(wanted) == 1:
-            raise ValueError(f"user {examples(skipped)} is not in the model and has no "
-                             f"interactions with its items to fold in")
-        raise ValueError(f"none of the {len(wanted)} users is in the model or has "
-                         f"interactions with its items to fold in (e.g. {examples(skipped)})")
+            raise ValueError(f"{user} {examples(skipped)} is not in the model and has no "
+                             f"interactions with its {item}s to fold in")
+        raise ValueError(f"none of the {len(wanted)} {user}s is in the model or has "
+                         f"interactions with its {item}s to fold in (e.g. {examples(skipped)})")
     filtered = R is not None and bool(filter_already_liked_items)
     N = min(N, len(item_ids))
     top = np.full((len(wanted), N), -1, np.int64)
@@ -205,7 +212,7 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     # the users as the model has them ("5" typed on a command line: its id 5), unless some
     # are new to it (a column of one type)
     queries = user_ids[rows] if len(known) == len(wanted) else wanted
-    table = ranked_table(["user", "item", "rank", "score"], queries, top, scores, item_ids)
+    table = ranked_table([user, item, "rank", "score"], queries, top, scores, item_ids)
     return Recommendations(table, N, filtered, len(known), len(fold_in), skipped,
                            unknown_items)
 

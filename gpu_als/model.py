@@ -997,6 +997,97 @@ class ALS:
                           stacklevel=data.user_stacklevel())
         return _frame(frames, found.table, {"user": self.user_ids_, "item": self.item_ids_})
 
+    def recommend_users_frame(self, items: Any = None, interactions: Any = None, N: int = 10,
+                              *, filter_already_liked_users: bool = True, users: Any = None,
+                              filter_users: Any = None, user_col: str = "user",
+                              item_col: str = "item", value_col: str | None = "value"):
+        """The top ``N`` users of each item (the users to show it to), by original ids, as
+        a pandas DataFrame, or a polars one as :meth:`recommend_frame` gives: Spark's
+        ``recommendForAllItems`` and ``recommendForItemSubset``.
+
+        It is :meth:`recommend_frame` with users and items swapped: the scores are the
+        same ``x_u . y_i``, ranked over the users for each item. Items the model lacks are
+        folded in from their ``interactions`` (an exact solve against the user factors, as
+        ``recalculate_item``; the model is not changed); those without interactions with
+        its users are skipped, with a warning that counts them.
+
+        Parameters
+        ----------
+        items : id or array-like of ids, optional
+            The items, each once, in this order. Default: every item of ``interactions``
+            (in the order of their ids), or without it every item of the model.
+        interactions : pandas or polars DataFrame, optional
+            (user, item, value) rows, as ``fit`` takes them: the users of an item there are
+            not recommended for it (``filter_already_liked_users``), and they fold in new
+            items. Rows naming users the model lacks are left out, with a warning that
+            counts them.
+        N : int, default 10
+            Users per item (fewer where filtering leaves fewer).
+        filter_already_liked_users : bool, default True
+            Leave out each item's users in ``interactions``.
+        users, filter_users : array-like of ids, optional
+            Rank only ``users`` (an allowlist: those who may be contacted, say), and never
+            ``filter_users`` (a blocklist); both may be given. Ids the model lacks are
+            ignored, but ``users`` must name at least one it has.
+        user_col, item_col, value_col : str
+            The columns of ``interactions``, as in :meth:`recommend_frame`.
+
+        Returns
+        -------
+        pandas.DataFrame (or polars.DataFrame)
+            Columns ``item``, ``user``, ``rank`` (1 = best) and ``score``, a row per
+            recommendation, each item's best first.
+
+        Raises
+        ------
+        ValueError
+            When no item given is in the model or has interactions to fold in from.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"],
+        ...                    "item": ["x", "y", "y", "z", "x"]})
+        >>> model = ALS(factors=2, iterations=5, backend="cpu", show_progress=False,
+        ...             random_state=0).fit(df)
+        >>> top = model.recommend_users_frame(["z"], interactions=df, N=2)
+        >>> list(top.columns), list(top["user"])  # bob has z already
+        (['item', 'user', 'rank', 'score'], ['ann', 'cy'])
+        """
+        self._check_fitted()
+        frames = _frame_module("recommend_users_frame", "predict", like=interactions)
+        found = _id_queries.recommend_by_id(
+            self._transposed(), items, interactions, N,
+            filter_already_liked_items=filter_already_liked_users, items=users,
+            filter_items=filter_users, user_col=item_col, item_col=user_col,
+            value_col=value_col, show_progress=None if self.show_progress else False,
+            sides=("item", "user"))
+        if len(found.skipped):
+            warnings.warn(f"no recommendations for {len(found.skipped)} of the items: not in "
+                          f"the model and no interactions with its users to fold in "
+                          f"({_id_queries.examples(found.skipped)})",
+                          stacklevel=data.user_stacklevel())
+        if found.n_unknown_item_rows:
+            warnings.warn(f"rows of interactions that name users the model lacks: "
+                          f"{found.n_unknown_item_rows} left out",
+                          stacklevel=data.user_stacklevel())
+        return _frame(frames, found.table, {"item": self.item_ids_, "user": self.user_ids_})
+
+    def _transposed(self) -> ALS:
+        """This fitted model with users and items swapped, sharing its factors (not
+        copied) and the values derived from them: the model of the items x users matrix,
+        whose recommendations rank users for items. (The objective is the same on either
+        side, so folding in an item there is ``recalculate_item`` here.)"""
+        swapped = object.__new__(type(self))  # not copy.copy: __setstate__ copies factors
+        state = swapped.__dict__
+        state.update(self.__dict__)
+        state["user_factors_"], state["item_factors_"] = self.item_factors_, self.user_factors_
+        state["user_ids_"], state["item_ids_"] = self._own_ids("item"), self._own_ids("user")
+        state["_factor_ids"] = (id(self.item_factors_), id(self.user_factors_))
+        state["_derived_values"] = dict(self.__dict__.get("_derived_values", {}))
+        state["_spare_rows"] = {}
+        return swapped
+
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,
                       item_users: Any = None, filter_items: Any = None,
                       items: Any = None) -> tuple[np.ndarray, np.ndarray]:

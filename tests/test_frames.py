@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als import ALS, NotFittedError, from_dataframe
 
@@ -284,6 +285,113 @@ def test_allowlists_and_blocklists_of_item_ids(clicks):
         model.recommend_frame(interactions=clicks, items=["a"])
 
 
+def users_by_loop(model, item_factors, liked=frozenset(), N=5, users=None):
+    """(item, user, rank, score) rows: for each item (an id and its factors), the users
+    with the highest ``x_u . y_i`` (among ``users`` if given), those that ``liked`` pairs
+    it with left out, by a loop over the users."""
+    X = np.asarray(model.user_factors_, np.float64)
+    found = []
+    for item, y in item_factors:
+        scores = X @ np.asarray(y, np.float64)
+        ranked = [u for u in np.argsort(-scores, kind="stable")
+                  if (model.user_ids_[u], item) not in liked
+                  and (users is None or model.user_ids_[u] in users)][:N]
+        found += [(item, model.user_ids_[u], rank, scores[u])
+                  for rank, u in enumerate(ranked, start=1)]
+    return found
+
+
+def test_users_are_ranked_for_each_item_by_their_scores(backend, clicks):
+    """recommend_users_frame: each item's best users by ``x_u . y_i`` (a loop over the
+    users), its own users in the interactions left out unless asked; named items in the
+    order given; an allowlist and a blocklist of users. The model is left as it was."""
+    model = fitted(clicks, backend)
+    before = model.to_cpu()
+    Y = before.item_factors_
+    liked = set(zip(clicks["user"], clicks["item"]))
+    everyone = list(zip(model.item_ids_, Y))
+    frame = model.recommend_users_frame(interactions=clicks, N=5)
+    assert list(frame.columns) == ["item", "user", "rank", "score"]
+    want = users_by_loop(model.to_cpu(), everyone, liked)
+    got = rows_of(frame)
+    assert [g[:3] for g in got] == [w[:3] for w in want] and len(got) == 20 * 5
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5)
+    assert not any((user, item) in liked for item, user, _, _ in got)
+    kept = model.recommend_users_frame(interactions=clicks, N=5,
+                                       filter_already_liked_users=False)
+    assert [g[:3] for g in rows_of(kept)] == \
+        [w[:3] for w in users_by_loop(model.to_cpu(), everyone)]
+    # items named (each once, in this order), no interactions: every user ranked
+    named = model.recommend_users_frame([14, 0, 14], N=3)
+    assert [g[:3] for g in rows_of(named)] == [w[:3] for w in users_by_loop(
+        model.to_cpu(), [everyone[2], everyone[0]], N=3)]
+    allowed = {"u01", "u02", "u03", "u04", "u05"}
+    chosen = model.recommend_users_frame([14], N=3, users=sorted(allowed) + ["nobody"],
+                                         filter_users=["u02"])
+    assert [g[:3] for g in rows_of(chosen)] == [w[:3] for w in users_by_loop(
+        model.to_cpu(), [everyone[2]], N=3, users=allowed - {"u02"})]
+    everyone_once = model.recommend_users_frame(N=1)
+    assert list(everyone_once["item"]) == list(model.item_ids_)
+    np.testing.assert_array_equal(model.to_cpu().user_factors_, before.user_factors_)
+    np.testing.assert_array_equal(model.to_cpu().item_factors_, before.item_factors_)
+    assert list(model.recommend_frame(["u03"], N=2).columns)[0] == "user"
+
+
+def test_new_items_are_folded_in_to_rank_users_for(clicks):
+    """An item the model lacks is folded in from its users (``recalculate_item``'s
+    factors); rows of users the model lacks are left out, and items with nothing to fold
+    in from are skipped, each warned of with its count."""
+    model = fitted(clicks)
+    new = pd.DataFrame({"user": ["u01", "u04", "u09", "u22", "stranger"],
+                        "item": [999] * 4 + [0], "value": [3.0, 1.0, 2.0, 5.0, 1.0]})
+    with pytest.warns(UserWarning, match="rows of interactions that name users the model "
+                                         "lacks: 1 left out"):
+        frame = model.recommend_users_frame(interactions=new, N=4)
+    known = new[new["user"] != "stranger"]
+    rows = model.user_rows(list(known["user"]))
+    item_users = np.zeros((1, 30))
+    item_users[0, rows[:4]] = known["value"][:4]
+    y = model.recalculate_item(0, sp.csr_matrix(item_users))
+    want = users_by_loop(model, [(0, model.item_factors_[0]), (999, y)],
+                         liked=set(zip(known["user"], known["item"])), N=4)
+    assert [g[:3] for g in rows_of(frame)] == [w[:3] for w in want]
+    np.testing.assert_allclose([g[3] for g in rows_of(frame)], [w[3] for w in want],
+                               rtol=1e-5)
+    with pytest.warns(UserWarning, match=r"no recommendations for 1 of the items: not in the "
+                                         r"model and no interactions with its users to fold "
+                                         r"in \(998\)"):
+        model.recommend_users_frame([998, 7], N=2)
+    with pytest.raises(ValueError, match="item 998 is not in the model and has no "
+                                         "interactions with its users to fold in"):
+        model.recommend_users_frame(998)
+
+
+def test_ranking_users_for_items_refuses_bad_arguments(clicks):
+    model = fitted(clicks)
+    with pytest.raises(ValueError, match="N=0: must be >= 1"):
+        model.recommend_users_frame(N=0)
+    with pytest.raises(TypeError, match="filter_already_liked_users must be True or False"):
+        model.recommend_users_frame(filter_already_liked_users="yes")
+    with pytest.raises(TypeError, match=r"items is a DataFrame: pass a table of \(item, user, "
+                                        r"value\) rows as interactions="):
+        model.recommend_users_frame(clicks)
+    with pytest.raises(ValueError, match=r"items must be one id or 1-D"):
+        model.recommend_users_frame([[0, 7]])
+    with pytest.raises(ValueError, match=r"the model lacks user 'a', the only user to "
+                                         r"recommend among"):
+        model.recommend_users_frame(users=["a"])
+    with pytest.raises(TypeError, match=r"interactions must be a DataFrame of \(item, user, "
+                                        r"value\) rows, got csr_matrix"):
+        model.recommend_users_frame(interactions=from_dataframe(clicks).matrix)
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        ALS().recommend_users_frame(N=1)
+    pl = pytest.importorskip("polars")
+    polars_frame = model.recommend_users_frame(interactions=pl.from_pandas(clicks), N=2)
+    assert isinstance(polars_frame, pl.DataFrame)
+    pandas_frame = model.recommend_users_frame(interactions=clicks, N=2)
+    assert polars_frame["user"].to_list() == list(pandas_frame["user"])
+
+
 def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
     model = fitted(clicks, backend)
     frame = model.similar_items_frame([14, 7], N=4)
@@ -365,10 +473,12 @@ def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
     pl = pytest.importorskip("polars")
     model = fitted(clicks)
     expected = {"recommend": model.recommend_frame(["u03"], N=3),
+                "users for items": model.recommend_users_frame([7, 14], N=3),
                 "items": model.similar_items_frame([7, 14], N=2),
                 "users": model.similar_users_frame("u03", N=2)}
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas: an ImportError
     got = {"recommend": model.recommend_frame(["u03"], N=3),
+           "users for items": model.recommend_users_frame([7, 14], N=3),
            "items": model.similar_items_frame([7, 14], N=2),
            "users": model.similar_users_frame("u03", N=2)}
     for name, frame in got.items():
@@ -379,6 +489,7 @@ def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
                                           expected[name][column].to_numpy())
     monkeypatch.setitem(sys.modules, "polars", None)
     for call, instead in ((lambda: model.recommend_frame(["u03"]), "recommend"),
+                          (lambda: model.recommend_users_frame([7]), "predict"),
                           (lambda: model.similar_items_frame([7]), "similar_items"),
                           (lambda: model.similar_users_frame("u03"), "similar_users")):
         with pytest.raises(ImportError, match=r"returns a DataFrame of pandas \(or polars\): "
