@@ -95,9 +95,7 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
         raise ValueError(f"{name} is empty")
     _check_single(ids, name)
     _check_present(ids, name)
-    family = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings",
-              "S": "strings"}
-    mine, theirs = family.get(known.dtype.kind), family.get(ids.dtype.kind)
+    mine, theirs = _family(known), _family(ids)
     if mine and theirs and mine != theirs:
         raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
                         f"{mine} ({known.dtype})")
@@ -107,6 +105,19 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
     new = rows < 0
     rows[new] = n + np.arange(int(new.sum()))
     return rows, ids[new]
+
+
+_FAMILIES = {**dict.fromkeys("iu", "integers"), "f": "floats", "U": "strings", "S": "strings"}
+
+
+def _family(ids: np.ndarray) -> str | None:
+    """"integers", "floats" or "strings": the kind of ``ids`` (an object array's, as
+    ``fit(df)`` makes of text ids, by its first id), or None for others (datetimes,
+    booleans), which are not compared."""
+    kind = ids.dtype.kind
+    if kind == "O" and len(ids):
+        kind = np.asarray(ids[:1].tolist()).dtype.kind
+    return _FAMILIES.get(kind)
 
 
 def ids_to_append(known: np.ndarray, new: np.ndarray, side: str) -> np.ndarray:

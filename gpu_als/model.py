@@ -682,10 +682,16 @@ class ALS:
         when an argument is refused. Partial fits called from several threads take turns;
         queries running meanwhile see the model of before or after each. Returns ``self``.
 
+        A DataFrame of (user, item[, value]) rows, as ``fit(df)`` reads them, may be given
+        alone instead (``model.partial_fit_users(today)``): its users by id, its items by
+        the model's ids. Its rows of items the model lacks are left out, and so are its
+        users left without rows (a known one keeps its factors), each with a warning
+        that counts them.
+
         Parameters
         ----------
-        userids : array-like of int, shape (n,), optional
-            Distinct factor rows, >= 0. Give this or ``user_ids``.
+        userids : array-like of int, shape (n,), or DataFrame, optional
+            Distinct factor rows, >= 0. Give this or ``user_ids``; or the DataFrame alone.
         user_items : scipy.sparse matrix, shape (n, n_items)
             The users' interactions, one row per user given; its columns are the model's
             item rows (``from_dataframe(df, item_ids=model.item_ids_)`` builds it from a
@@ -703,6 +709,9 @@ class ALS:
         >>> rows, users, _ = from_dataframe(new, item_ids=model.item_ids_)
         >>> list(model.partial_fit_users(user_items=rows, user_ids=users).user_ids_)
         ['ann', 'bob', 'cy']
+        >>> list(model.partial_fit_users(pd.DataFrame({"user": ["dee"], "item": ["x"]}))
+        ...      .user_ids_)  # the same from the DataFrame alone
+        ['ann', 'bob', 'cy', 'dee']
         """
         return self._partial_fit_side("user", userids, user_items, user_ids)
 
@@ -712,7 +721,9 @@ class ALS:
 
         The item-side twin of :meth:`partial_fit_users`; ``item_users`` has one row per
         item given and one column per user row, and ``item_ids`` names items by their
-        original ids in :attr:`item_ids_`. Returns ``self``.
+        original ids in :attr:`item_ids_`. A DataFrame of (user, item[, value]) rows
+        given alone adds or updates its items by id, their users found by the model's
+        ids. Returns ``self``.
         """
         return self._partial_fit_side("item", itemids, item_users, item_ids)
 
@@ -724,8 +735,43 @@ class ALS:
         growths at once could each copy the old rows and one of them be lost. Queries
         do not wait: they see the factors of before or after a partial fit."""
         self._refuse_while_fitting(f"partial_fit_{side}s()")
+        if data.is_dataframe(rows) or data.is_dataframe(matrix):
+            matrix, ids = self._frame_rows(side, rows, matrix, ids)
+            rows = None
         with self.__dict__.setdefault("_update_lock", threading.RLock()):
             return self._partial_fit_side_unlocked(side, rows, matrix, ids)
+
+    def _frame_rows(self, side: str, rows: Any, matrix: Any, ids: Any) -> tuple[Any, Any]:
+        """A partial fit's DataFrame (given as ``rows`` or ``matrix``, alone) as the
+        matrix of its ``side``'s rows against the model's other side and their ids: rows
+        of the other side's ids the model lacks, and then the ``side``'s ids without
+        rows, left out with a warning that counts them."""
+        other, rows_name, matrix_name = _side_names(side)
+        df = rows if data.is_dataframe(rows) else matrix
+        if (matrix if df is rows else rows) is not None or ids is not None:
+            raise TypeError(f"partial_fit_{side}s() takes a DataFrame alone (its {side}s by "
+                            f"id, in its column '{side}'), or {rows_name} / {side}_ids with "
+                            f"the matrix {matrix_name}")
+        self._check_fitted()
+        if self.feedback == "explicit" and "value" not in data._eager_frame(df).columns:
+            raise ValueError(f"partial_fit_{side}s(df) with feedback='explicit' reads the "
+                             f"ratings in the column 'value', which df lacks")
+        fixed = getattr(self, f"{other}_factors_")
+        R, frame_ids, unknown = _id_queries.rows_against(
+            df, side, other, "value", _id_queries.id_map(self._own_ids(other), len(fixed)),
+            feedback=self.feedback)
+        if unknown:
+            warnings.warn(f"{unknown} of the rows of df name {other}s the model lacks: left "
+                          f"out", UserWarning, stacklevel=data.user_stacklevel())
+        kept = R.getnnz(axis=1) > 0
+        if not kept.any():
+            raise ValueError(f"df has no rows of {other}s the model has: no {side} to fit")
+        if not kept.all():
+            left = frame_ids[~kept]
+            warnings.warn(f"{len(left)} {side}(s) of df name only {other}s the model lacks: "
+                          f"not fitted ({_id_queries.examples(left)})", UserWarning,
+                          stacklevel=data.user_stacklevel())
+        return R[kept], frame_ids[kept]
 
     def _partial_fit_side_unlocked(self, side: str, rows: Any, matrix: Any, ids: Any) -> ALS:
         self._check_fitted()

@@ -185,6 +185,81 @@ def test_partial_fit_by_id_updates_known_and_appends_new(backend, R):
     assert to_numpy(by_id.item_factors_).shape == (21, 4)
 
 
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_partial_fit_of_a_dataframe_alone_names_rows_by_id(backend, R, library):
+    """``partial_fit_users(df)`` / ``partial_fit_items(df)``: the same factors and ids as
+    the matrix of ``from_dataframe(df, item_ids=model.item_ids_, drop_unknown=True)``
+    given by id; rows of items the model lacks are left out, and a user left with none
+    is not fitted (a known one keeps its factors), each warned of with its count."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    from gpu_als import from_dataframe
+
+    users = np.array([f"u{j}" for j in range(25)], dtype=object)
+    items = np.arange(100, 120)
+    by_frame = fit_with_ids(backend, users, items, R)
+    by_matrix = fit_with_ids(backend, users, items, R)
+    before = to_numpy(by_frame.user_factors_).copy()
+    today = pd.DataFrame({"user": ["new1", "u3", "new1", "u3", "u7", "new2", "new1"],
+                          "item": [101, 105, 119, 999, 998, 997, 101],
+                          "value": [2.0, 1.0, 3.0, 4.0, 1.0, 1.0, 1.0]})
+    given = today if library == "pandas" else frames.from_pandas(today)
+    with pytest.warns(UserWarning) as caught:
+        by_frame.partial_fit_users(given)
+    assert [str(w.message) for w in caught] == [
+        "3 of the rows of df name items the model lacks: left out",
+        "2 user(s) of df name only items the model lacks: not fitted ('new2', 'u7')"]
+    known = today[today["item"] < 120]
+    matrix, ids, _ = from_dataframe(known, item_ids=items)
+    by_matrix.partial_fit_users(user_items=matrix, user_ids=ids)  # new1 (2 rows), u3
+    assert list(by_frame.user_ids_) == [*users, "new1"] == list(by_matrix.user_ids_)
+    np.testing.assert_array_equal(to_numpy(by_frame.user_factors_),
+                                  to_numpy(by_matrix.user_factors_))
+    np.testing.assert_array_equal(to_numpy(by_frame.user_factors_)[7], before[7])  # u7 kept
+    assert not np.array_equal(to_numpy(by_frame.user_factors_)[3], before[3])  # u3 updated
+
+    news = pd.DataFrame({"user": ["u1", "u2", "new1"], "item": [500, 500, 501]})
+    by_frame.partial_fit_items(news if library == "pandas" else frames.from_pandas(news))
+    assert list(by_frame.item_ids_) == [*items, 500, 501]
+    item_users = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 0, 1], [1, 2, 25])), shape=(2, 26))
+    by_matrix.partial_fit_items(item_users=item_users, item_ids=[500, 501])
+    np.testing.assert_array_equal(to_numpy(by_frame.item_factors_),
+                                  to_numpy(by_matrix.item_factors_))
+
+
+def test_partial_fit_of_a_dataframe_refuses_what_it_cannot_fit(R):
+    pd = pytest.importorskip("pandas")
+    users = np.array([f"u{j}" for j in range(25)], dtype=object)
+    model = fit_with_ids("cpu", users, np.arange(20), R)
+    before = model.user_factors_.copy()
+    today = pd.DataFrame({"user": ["u1", "x"], "item": [3, 4]})
+    for call in (lambda: model.partial_fit_users(today, user_ids=["u1", "x"]),
+                 lambda: model.partial_fit_users(today, R[[0, 1]]),
+                 lambda: model.partial_fit_users(user_items=today, user_ids=["u1", "x"])):
+        with pytest.raises(TypeError, match=r"partial_fit_users\(\) takes a DataFrame alone "
+                                            r"\(its users by id, in its column 'user'\), or "
+                                            r"userids / user_ids with the matrix user_items"):
+            call()
+    with pytest.raises(ValueError, match="df has no rows of items the model has: no user to "
+                                         "fit"):
+        with pytest.warns(UserWarning, match="2 of the rows of df name items the model lacks"):
+            model.partial_fit_users(today.assign(item=[50, 51]))
+    with pytest.raises(ValueError, match="column 'item' not found"):
+        model.partial_fit_users(today.rename(columns={"item": "sku"}))
+    with pytest.raises(TypeError, match=r"user_ids are integers .* but the model's user_ids_ "
+                                        r"are strings"):
+        model.partial_fit_users(today.assign(user=[1, 2]))
+    explicit = model_for("cpu", feedback="explicit", alpha=10.0).fit(
+        R, user_ids=users, item_ids=np.arange(20))
+    with pytest.raises(ValueError, match=r"partial_fit_users\(df\) with feedback='explicit' "
+                                         r"reads the ratings in the column 'value'"):
+        explicit.partial_fit_users(today)
+    np.testing.assert_array_equal(model.user_factors_, before)
+    assert list(model.user_ids_) == list(users)
+    with pytest.raises(ValueError, match="the model has no user_ids_ to match ids against"):
+        model_for("cpu").fit(R).partial_fit_users(today)
+
+
 def test_ids_streamed_in_one_at_a_time_grow_into_spare_rows(R):
     """As the factors do, the id array grows into spare rows: 40 new users added one per
     call by id copy the ids 8 times, not 40 (at a million ids a copy per call took 8.7
@@ -375,9 +450,17 @@ def test_partial_fit_by_id_refuses_ids_that_do_not_fit_the_type(R):
     with pytest.raises(TypeError, match=r"user_ids \[4000000000\] do not fit the "
                                         r"model's user_ids_ \(int32\)"):
         model.partial_fit_users(user_items=R[[0, 1]], user_ids=[4_000_000_000, 3])
-    for ids in ([10**20], np.array(["x"], dtype=object)):  # no int64; a string
-        with pytest.raises(TypeError, match=r"do not fit the model's user_ids_ \(int32\)"):
-            model.partial_fit_users(user_items=R[[0]], user_ids=ids)
+    with pytest.raises(TypeError, match=r"do not fit the model's user_ids_ \(int32\)"):
+        model.partial_fit_users(user_items=R[[0]], user_ids=[10**20])  # no int64
+    with pytest.raises(TypeError, match=r"user_ids are strings \(object\) but the model's "
+                                        r"user_ids_ are integers \(int32\)"):
+        model.partial_fit_users(user_items=R[[0]], user_ids=np.array(["x"], dtype=object))
+    # text ids, as fit(df) keeps them (an object array), refuse numbers alike
+    text = fit_with_ids("cpu", np.array([f"u{j}" for j in range(25)], dtype=object), None, R)
+    with pytest.raises(TypeError, match=r"user_ids are integers \(int64\) but the model's "
+                                        r"user_ids_ are strings \(object\)"):
+        text.partial_fit_users(user_items=R[[0]], user_ids=np.array([7]))
+    assert len(text.user_ids_) == 25
     assert model.user_factors_.shape == (25, 4)
 
 
