@@ -2,14 +2,17 @@
 
     python benchmarks/bench_ids.py [--users 138000] [--factors 64] [--calls 50]
 
-A CPU model of --users x 2,000 items with string user ids ("user17"), factors drawn at
-random. Prints the median milliseconds per call (and the first call, which builds what
+A CPU model of --users x 2,000 items with string ids ("user17", "item5"), factors drawn
+at random. Prints the median milliseconds per call (and the first call, which builds what
 later calls reuse) of:
 
 - ``partial_fit_users([row], ...)``: one new user a call, by factor row;
 - ``partial_fit_users(user_ids=[id], ...)``: one new user a call, by original id;
+- ``partial_fit_users(df)``: one new user a call, from a DataFrame of its 2 rows;
 - ``model.user_rows([id])``: one known id to its row (the kept lookup);
-- ``gpu_als.data.id_positions(model.user_ids_, [id])``: the same without it.
+- ``gpu_als.data.id_positions(model.user_ids_, [id])``: the same without it;
+- ``recommend_frame([id])``: a known user's top 10, nothing filtered;
+- ``recommend_frame(interactions=df)``: a known user's top 10, its 20 rows filtered.
 
 Its numbers are in the docstrings of ``partial_fit_users`` and ``user_rows`` and in the
 docs/guide.md ("DataFrames and your own ids").
@@ -20,6 +23,7 @@ import statistics
 import time
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from gpu_als import ALS
@@ -48,22 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     X = rng.random((args.users, args.factors), dtype=np.float32)
     Y = rng.random((ITEMS, args.factors), dtype=np.float32)
     names = np.array([f"user{i}" for i in range(args.users)], dtype=object)
+    items = np.array([f"item{i}" for i in range(ITEMS)], dtype=object)
     row = sp.csr_matrix(([1.0, 2.0], ([0, 0], [3, 7])), shape=(1, ITEMS))
 
     def model(ids=None) -> ALS:
-        return ALS.from_factors(X, Y, user_ids=ids, backend="cpu")
+        return ALS.from_factors(X, Y, user_ids=ids, item_ids=None if ids is None else items,
+                                backend="cpu")
 
-    by_row, by_id, lookup = model(), model(names), model(names)
+    by_row, by_id, by_frame, lookup = model(), model(names), model(names), model(names)
     known = [f"user{(j * 7919) % args.users}" for j in range(args.calls)]
+    seen = [pd.DataFrame({"user": [user] * 20, "item": items[rng.integers(0, ITEMS, 20)]})
+            for user in known]
     results = {
         "partial_fit_users by row": timed(
             args.calls, lambda j: by_row.partial_fit_users([args.users + j], row)),
         "partial_fit_users by id": timed(
             args.calls, lambda j: by_id.partial_fit_users(user_items=row,
                                                           user_ids=[f"new{j}"])),
+        "partial_fit_users(df)": timed(
+            args.calls, lambda j: by_frame.partial_fit_users(pd.DataFrame(
+                {"user": [f"new{j}"] * 2, "item": ["item3", "item7"]}))),
         "user_rows": timed(args.calls, lambda j: lookup.user_rows([known[j]])),
         "id_positions": timed(args.calls,
                               lambda j: id_positions(lookup.user_ids_, [known[j]])),
+        "recommend_frame([id])": timed(args.calls,
+                                       lambda j: lookup.recommend_frame([known[j]])),
+        "recommend_frame(df)": timed(args.calls,
+                                     lambda j: lookup.recommend_frame(interactions=seen[j])),
     }
     print(f"{args.users:,} users with string ids x {ITEMS:,} items, factors "
           f"{args.factors}, {args.calls} calls each, CPU")

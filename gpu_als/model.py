@@ -756,10 +756,8 @@ class ALS:
         if self.feedback == "explicit" and "value" not in data._eager_frame(df).columns:
             raise ValueError(f"partial_fit_{side}s(df) with feedback='explicit' reads the "
                              f"ratings in the column 'value', which df lacks")
-        fixed = getattr(self, f"{other}_factors_")
         R, frame_ids, unknown = _id_queries.rows_against(
-            df, side, other, "value", _id_queries.id_map(self._own_ids(other), len(fixed)),
-            feedback=self.feedback)
+            df, side, other, "value", _id_queries.lookup(self, other), feedback=self.feedback)
         if unknown:
             warnings.warn(f"{unknown} of the rows of df name {other}s the model lacks: left "
                           f"out", UserWarning, stacklevel=data.user_stacklevel())
@@ -1132,6 +1130,11 @@ class ALS:
         state["_factor_ids"] = (id(self.item_factors_), id(self.user_factors_))
         state["_derived_values"] = dict(self.__dict__.get("_derived_values", {}))
         state["_spare_rows"] = {}
+        # the lookups of the ids, swapped: built (once) on this model, which keeps them
+        indexes = {side: self._id_index(side) for side in ("user", "item")
+                   if self._own_ids(side) is not None}
+        state["_id_indexes"] = {side: indexes[other] for side, other
+                                in (("user", "item"), ("item", "user")) if other in indexes}
         return swapped
 
     def similar_items(self, itemid: Any, N: int = 10, recalculate_item: bool = False,

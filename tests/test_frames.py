@@ -392,6 +392,37 @@ def test_ranking_users_for_items_refuses_bad_arguments(clicks):
     assert polars_frame["user"].to_list() == list(pandas_frame["user"])
 
 
+def test_queries_by_id_find_ids_through_the_models_kept_lookups(clicks, monkeypatch):
+    """recommend_frame, recommend_users_frame and partial_fit_users(df) find ids through
+    the lookups the model keeps (built once), not by hashing all its ids on each call
+    (16 ms a call at 27,000 item ids); an item column of mixed types is still matched
+    as text, as before."""
+    from gpu_als import _id_queries, data
+
+    model = fitted(clicks)
+    one = clicks[clicks["user"] == "u05"]
+    model.recommend_frame(interactions=one, N=3)  # builds the lookups
+    hashed = []
+
+    def counting(known, ids):
+        hashed.append(len(np.asarray(known)))
+        return id_positions(known, ids)
+
+    id_positions = data.id_positions
+    monkeypatch.setattr(data, "id_positions", counting)
+    monkeypatch.setattr(_id_queries, "id_positions", counting)
+    again = model.recommend_frame(interactions=one, N=3, items=[0, 7, 14, 21, 28])
+    model.recommend_frame(["u05", "u06"], N=3)
+    model.recommend_users_frame([7], interactions=one, N=3, users=["u01", "u05"])
+    model.partial_fit_users(one.assign(user="new"))
+    assert max(hashed, default=0) < 20  # (the few ids of a query, among themselves)
+    assert set(again["item"]) <= {0, 7, 14, 21, 28} - set(one["item"])
+    mixed = pd.DataFrame({"user": ["u01", "u01"], "item": np.array([7, "14"], dtype=object)})
+    shown = model.recommend_frame(interactions=mixed, N=20)
+    assert not {7, 14} & set(shown["item"]) and len(shown) == 18  # both found, as text
+    assert 20 in hashed  # the fallback for ids of several types
+
+
 def test_similar_items_by_id_leave_the_item_itself_out(backend, clicks):
     model = fitted(clicks, backend)
     frame = model.similar_items_frame([14, 7], N=4)
