@@ -190,11 +190,10 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
         named = each_once(users, f"{user}s")
     R = None
     if interactions is not None and not is_dataframe(interactions):
-        hint = "recommend(rows, user_items)" if user == "user" else \
-            "recommend_users_frame with a DataFrame"
+        hint = "; for a matrix whose rows are factor rows' interactions, use " \
+            "recommend(rows, user_items)" if user == "user" else ""
         raise TypeError(f"interactions must be a DataFrame of ({user}, {item}, value) rows, "
-                        f"got {type(interactions).__name__}; for a matrix whose rows are "
-                        f"factor rows' interactions, use {hint}")
+                        f"got {type(interactions).__name__}{hint}")
     if interactions is not None:
         # the users' rows (every user of the interactions unless named), with the model's
         # item columns; rows of items the model lacks are left out

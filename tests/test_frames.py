@@ -380,8 +380,8 @@ def test_ranking_users_for_items_refuses_bad_arguments(clicks):
     with pytest.raises(ValueError, match=r"the model lacks user 'a', the only user to "
                                          r"recommend among"):
         model.recommend_users_frame(users=["a"])
-    with pytest.raises(TypeError, match=r"interactions must be a DataFrame of \(item, user, "
-                                        r"value\) rows, got csr_matrix"):
+    with pytest.raises(TypeError, match=r"^interactions must be a DataFrame of \(item, user, "
+                                        r"value\) rows, got csr_matrix$"):
         model.recommend_users_frame(interactions=from_dataframe(clicks).matrix)
     with pytest.raises(NotFittedError, match="is not fitted yet"):
         ALS().recommend_users_frame(N=1)
