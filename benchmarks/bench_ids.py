@@ -12,7 +12,8 @@ later calls reuse) of:
 - ``model.user_rows([id])``: one known id to its row (the kept lookup);
 - ``gpu_als.data.id_positions(model.user_ids_, [id])``: the same without it;
 - ``recommend_frame([id])``: a known user's top 10, nothing filtered;
-- ``recommend_frame(interactions=df)``: a known user's top 10, its 20 rows filtered.
+- ``recommend_frame(interactions=df)``: a known user's top 10, its 20 rows filtered;
+- ``predict_frame(df)``: the scores of those 20 pairs.
 
 Its numbers are in the docstrings of ``partial_fit_users`` and ``user_rows`` and in the
 docs/guide.md ("DataFrames and your own ids").
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                        lambda j: lookup.recommend_frame([known[j]])),
         "recommend_frame(df)": timed(args.calls,
                                      lambda j: lookup.recommend_frame(interactions=seen[j])),
+        "predict_frame(df)": timed(args.calls, lambda j: lookup.predict_frame(seen[j])),
     }
     print(f"{args.users:,} users with string ids x {ITEMS:,} items, factors "
           f"{args.factors}, {args.calls} calls each, CPU")

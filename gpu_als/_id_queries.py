@@ -243,7 +243,7 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
     N = check_int("N", N, minimum=1)
     ids = id_map(getattr(model, f"{kind}_ids_"), getattr(model, f"{kind}_factors_").shape[0])
     query = ids if query is None else each_once(query, f"{kind}s")
-    positions = id_positions(ids, query)
+    positions = find(lookup(model, kind), query)
     if (positions < 0).any():
         raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "
                          f"({(positions < 0).sum()} of the {len(query)} given)")
@@ -285,9 +285,9 @@ def predict_by_id(model: Any, df: Any, user_col: str = "user", item_col: str = "
                   ) -> Predictions:
     """``model.predict`` of each (user, item) row of ``df`` (an eager pandas or polars
     DataFrame), the pair named by the model's ids (factor rows for a model without ids)."""
-    X, Y = model.user_factors_, model.item_factors_
-    rows, cols = pair_positions(df, user_col, item_col, id_map(model.user_ids_, X.shape[0]),
-                                id_map(model.item_ids_, Y.shape[0]))
+    X = model.user_factors_
+    rows, cols = pair_positions(df, user_col, item_col, lookup(model, "user"),
+                                lookup(model, "item"))
     known = (rows >= 0) & (cols >= 0)
     scores = np.full(len(rows), np.nan, X.dtype)
     if known.any():

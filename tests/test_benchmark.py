@@ -1103,7 +1103,7 @@ def test_ids_benchmark_script_runs(capsys):
     assert "3,000 users with string ids x 2,000 items, factors 8, 5 calls each" in out
     for call in ("partial_fit_users by row", "partial_fit_users by id",
                  "partial_fit_users(df)", "user_rows", "id_positions",
-                 "recommend_frame([id])", "recommend_frame(df)"):
+                 "recommend_frame([id])", "recommend_frame(df)", "predict_frame(df)"):
         assert re.search(rf"^{re.escape(call)} +[\d.]+ +[\d.]+$", out, re.M), call
 
 

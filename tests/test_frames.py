@@ -393,10 +393,10 @@ def test_ranking_users_for_items_refuses_bad_arguments(clicks):
 
 
 def test_queries_by_id_find_ids_through_the_models_kept_lookups(clicks, monkeypatch):
-    """recommend_frame, recommend_users_frame and partial_fit_users(df) find ids through
-    the lookups the model keeps (built once), not by hashing all its ids on each call
-    (16 ms a call at 27,000 item ids); an item column of mixed types is still matched
-    as text, as before."""
+    """recommend_frame, recommend_users_frame, partial_fit_users(df), predict_frame and
+    the similar_*_frame queries find ids through the lookups the model keeps (built
+    once), not by hashing all its ids on each call (16 ms a call at 27,000 item ids); an
+    item column of mixed types is still matched as text, as before."""
     from gpu_als import _id_queries, data
 
     model = fitted(clicks)
@@ -415,6 +415,9 @@ def test_queries_by_id_find_ids_through_the_models_kept_lookups(clicks, monkeypa
     model.recommend_frame(["u05", "u06"], N=3)
     model.recommend_users_frame([7], interactions=one, N=3, users=["u01", "u05"])
     model.partial_fit_users(one.assign(user="new"))
+    model.predict_frame(one)
+    model.similar_items_frame([7], N=2)
+    model.similar_users_frame(["u05"], N=2)
     assert max(hashed, default=0) < 20  # (the few ids of a query, among themselves)
     assert set(again["item"]) <= {0, 7, 14, 21, 28} - set(one["item"])
     mixed = pd.DataFrame({"user": ["u01", "u01"], "item": np.array([7, "14"], dtype=object)})
