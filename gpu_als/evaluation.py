@@ -465,7 +465,7 @@ def _model_rows(model, table, name: str = "train", *, rated: bool = False):
     return matrix
 
 
-def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
+def _ranked_hits(model, train, test, N, batch_size, show_progress=True, part="test"):
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
     (``hits``, shape (users, N)), their numbers of test and of train items, and how many
     of their test entries are in train too."""
@@ -473,7 +473,7 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True):
         raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
                         f"of this module), got {type(model).__name__}")
     _check_model_for(model, train)
-    train, test = _model_rows(model, train), _model_rows(model, test, "test")
+    train, test = _model_rows(model, train), _model_rows(model, test, part)
 
     def hits_of(train, test, batch):
         n_items = train.shape[1]
@@ -530,11 +530,18 @@ def ranking_metrics(
         ``precision``, ``recall``, ``ndcg``, ``map`` (floats) and ``users`` (how many were
         scored).
     """
+    return _ranking_metrics(model, train, test, K, batch_size, show_progress)
+
+
+def _ranking_metrics(model: Any, train: Any, test: Any, K: int, batch_size: int = 2048,
+                     show_progress: bool = True, part: str = "test") -> dict[str, float]:
+    """:func:`ranking_metrics`, whose warnings call ``test`` ``part`` (``"validation"``
+    for :func:`validation_score`)."""
     K = check_int("K", K, minimum=1)
     totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
     n_users = n_shared = 0
     for batch, hits, n_relevant, _, shared in _ranked_hits(model, train, test, K, batch_size,
-                                                           show_progress):
+                                                           show_progress, part):
         n_users += len(batch)
         n_shared += shared
         hits = hits.astype(np.float64)
@@ -549,16 +556,17 @@ def ranking_metrics(
         precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
         totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
     _warn_shared(n_shared, "left out of the recommendations as the users' own, and count "
-                           "as missed")
+                           "as missed", part)
     # n_users >= 1: a test without users is refused by _for_test_batches
     return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
 
 
-def _warn_shared(n_shared: int, fate: str) -> None:
-    """Warn, where ``n_shared`` test entries are in train too, of what became of them."""
+def _warn_shared(n_shared: int, fate: str, part: str = "test") -> None:
+    """Warn, where ``n_shared`` entries of ``part`` (test) are in train too, of what became
+    of them."""
     if n_shared:
-        warnings.warn(f"test shares {n_shared} entries with train: those items are {fate} "
-                      f"(train and test are meant to be the disjoint parts of a split)",
+        warnings.warn(f"{part} shares {n_shared} entries with train: those items are {fate} "
+                      f"(train and {part} are meant to be the disjoint parts of a split)",
                       stacklevel=user_stacklevel())
 
 
@@ -868,7 +876,8 @@ def validation_score(model: Any, train: Any, validation: Any, metric: str,
     metric at ``K`` (recommending with ``train``'s items filtered out) or the RMSE."""
     if check_choice("metric", metric, VALIDATION_METRICS) == "rmse":
         return rmse(model, validation)
-    return ranking_metrics(model, train, validation, K=K, show_progress=False)[metric]
+    return _ranking_metrics(model, train, validation, K, show_progress=False,
+                            part="validation")[metric]
 
 
 class EarlyStopping:

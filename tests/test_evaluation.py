@@ -1160,6 +1160,24 @@ def test_early_stopping_can_score_a_fixed_sample_of_the_validation_users():
     assert EarlyStopping(model, train, validation, max_users=10**6).validation is validation
 
 
+def test_early_stopping_calls_its_held_out_part_validation_in_warnings():
+    """Validation entries that train has too are warned of as the validation part's (the
+    metrics' own warning calls it test)."""
+    R = random_interactions(80, 40, 0.2, seed=2)
+    train, validation = train_test_split(R, test_fraction=0.3, random_state=0)
+    some = sp.csr_matrix(train.multiply(np.r_[np.ones(10), np.zeros(70)][:, None]))
+    some.eliminate_zeros()
+    overlapping = (validation + some).tocsr()
+    model = ALS(factors=4, iterations=2, backend="cpu", random_state=0, show_progress=False)
+    stop = EarlyStopping(model, train, overlapping, patience=5)
+    with pytest.warns(UserWarning, match=rf"^validation shares {some.nnz} entries with train: "
+                                         rf"those items are left out .* \(train and "
+                                         rf"validation are meant to be the disjoint parts"):
+        model.fit(train, callback=stop)
+    with pytest.warns(UserWarning, match=rf"^test shares {some.nnz} entries with train"):
+        ranking_metrics(model, train, overlapping, show_progress=False)
+
+
 def _frames_of(R, library, seed=0):
     """``R`` as a DataFrame of (user, item, value) rows with text user ids and offset item
     ids, split at random into train and validation rows; validation also names a user
