@@ -1030,15 +1030,7 @@ class ALS:
             items=items, filter_items=filter_items, user_col=user_col, item_col=item_col,
             value_col=value_col,
             show_progress=None if self.show_progress else False)
-        if len(found.skipped):
-            warnings.warn(f"no recommendations for {len(found.skipped)} of the users: not in "
-                          f"the model and no interactions with its items to fold in "
-                          f"({_id_queries.examples(found.skipped)})",
-                          stacklevel=data.user_stacklevel())
-        if found.n_unknown_item_rows:
-            warnings.warn(f"rows of interactions that name items the model lacks: "
-                          f"{found.n_unknown_item_rows} left out",
-                          stacklevel=data.user_stacklevel())
+        _warn_unanswered(found)
         return _frame(frames, found.table, {"user": self.user_ids_, "item": self.item_ids_})
 
     def recommend_users_frame(self, items: Any = None, interactions: Any = None, N: int = 10,
@@ -1106,15 +1098,7 @@ class ALS:
             filter_items=filter_users, user_col=item_col, item_col=user_col,
             value_col=value_col, show_progress=None if self.show_progress else False,
             sides=("item", "user"))
-        if len(found.skipped):
-            warnings.warn(f"no recommendations for {len(found.skipped)} of the items: not in "
-                          f"the model and no interactions with its users to fold in "
-                          f"({_id_queries.examples(found.skipped)})",
-                          stacklevel=data.user_stacklevel())
-        if found.n_unknown_item_rows:
-            warnings.warn(f"rows of interactions that name users the model lacks: "
-                          f"{found.n_unknown_item_rows} left out",
-                          stacklevel=data.user_stacklevel())
+        _warn_unanswered(found, "item", "user")
         return _frame(frames, found.table, {"item": self.item_ids_, "user": self.user_ids_})
 
     def _transposed(self) -> ALS:
@@ -1796,6 +1780,23 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
                       f"({len(model_ids):,}, e.g. {np.asarray(model_ids)[0].item()!r}); "
                       f"all start random", stacklevel=data.user_stacklevel())
     start[known] = current[rows[known]]
+
+
+def _warn_unanswered(found: _id_queries.Recommendations, queried: str = "user",
+                     ranked: str = "item") -> None:
+    """Warn of what :meth:`ALS.recommend_frame` (or, ``queried`` "item" and ``ranked``
+    "user", :meth:`ALS.recommend_users_frame`) ``found`` it could not use: queries neither
+    in the model nor with interactions to fold in from, and rows of interactions naming
+    what the model lacks."""
+    if len(found.skipped):
+        warnings.warn(f"no recommendations for {len(found.skipped)} of the {queried}s: not in "
+                      f"the model and no interactions with its {ranked}s to fold in "
+                      f"({_id_queries.examples(found.skipped)})",
+                      stacklevel=data.user_stacklevel())
+    if found.n_unknown_item_rows:
+        warnings.warn(f"rows of interactions that name {ranked}s the model lacks: "
+                      f"{found.n_unknown_item_rows} left out",
+                      stacklevel=data.user_stacklevel())
 
 
 def _frame(frames, table: dict[str, np.ndarray], ids: dict[str, Any]):
