@@ -4,7 +4,8 @@
   document's table beside ours and writes the plots.
 * ``train FILE``: fit on a CSV or Parquet file of (user, item, value) rows; save the model.
 * ``recommend MODEL [FILE]``: top-N items per user as CSV; users the model lacks are folded
-  in from their rows of FILE.
+  in from their rows of FILE. ``recommend-users`` is the same the other way round: top-N
+  users per item.
 * ``similar MODEL``: the most similar items (or users) as CSV.
 * ``explain MODEL FILE --user ID --items ...``: each item's score split over the user's
   items (``ALS.explain``) as CSV.
@@ -847,41 +848,62 @@ def check_not_comma_separated(option: str, ids: list[str] | None, known: np.ndar
 
 def recommend_command(args: argparse.Namespace) -> int:
     """Top-N items per user from a saved model; users the model lacks are folded in."""
+    return _ranking_command(args, "user", "item")
+
+
+def recommend_users_command(args: argparse.Namespace) -> int:
+    """Top-N users per item from a saved model (``ALS.recommend_users_frame``); items the
+    model lacks are folded in."""
+    return _ranking_command(args, "item", "user")
+
+
+def _ranking_command(args: argparse.Namespace, queried: str, ranked: str) -> int:
+    """``recommend`` (``queried`` "user", ``ranked`` "item") or ``recommend-users`` (the
+    other way round): each ``queried`` one's top ``ranked`` ones, from the options
+    ``--{queried}s``, ``--{ranked}s`` and ``--exclude-{ranked}s``."""
     from .data import id_positions
 
-    if args.file is None and args.users is None:
-        raise ValueError("name the users (--users) or give an interaction file: its users "
-                         "get recommendations, without the items they already have")
+    queries, allowed, blocked = (getattr(args, name) for name in (
+        f"{queried}s", f"{ranked}s", f"exclude_{ranked}s"))
+    if args.file is None and queries is None:
+        raise ValueError(f"name the {queried}s (--{queried}s) or give an interaction file: "
+                         f"its {queried}s get {ranked}s, without the {ranked}s they already "
+                         f"have")
     model = load_model(args.model, args.backend)
-    item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
-    check_not_comma_separated("--users", args.users,
+    if queried == "item":
+        model = model._transposed()  # its users are the items
+    check_not_comma_separated(f"--{queried}s", queries,
                               id_map(model.user_ids_, model.user_factors_.shape[0]))
-    check_not_comma_separated("--items", args.items, item_ids)
-    check_not_comma_separated("--exclude-items", args.exclude_items, item_ids)
+    ranked_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    check_not_comma_separated(f"--{ranked}s", allowed, ranked_ids)
+    check_not_comma_separated(f"--exclude-{ranked}s", blocked, ranked_ids)
+    columns = {"user": args.user_col, "item": args.item_col}
     found = recommend_by_id(
-        model, args.users, None if args.file is None else read_frame(args), args.N,
-        filter_already_liked_items=not args.keep_liked, items=args.items,
-        filter_items=args.exclude_items, user_col=args.user_col, item_col=args.item_col,
-        value_col=args.value_col)
+        model, queries, None if args.file is None else read_frame(args), args.N,
+        filter_already_liked_items=not args.keep_liked, items=allowed, filter_items=blocked,
+        user_col=columns[queried], item_col=columns[ranked], value_col=args.value_col,
+        sides=(queried, ranked))
     written = write_table(args.output, found.table, scores=("score",))
-    notes = [f"{counted(found.n_known, 'user')} known to the model"]
+    notes = [f"{counted(found.n_known, queried)} known to the model"]
     if found.n_folded_in:
         notes.append(f"{found.n_folded_in} folded in from their rows in {shown(args.file)}")
     if len(found.skipped):
         notes.append(f"{len(found.skipped)} skipped: not in the model and no interactions "
-                     f"with its items ({examples(found.skipped)})")
+                     f"with its {ranked}s ({examples(found.skipped)})")
     if found.n_unknown_item_rows:
         rows = counted(found.n_unknown_item_rows, "row")
-        notes.append(f"{rows} of {shown(args.file)} naming items the model lacks left out")
-    for option, ids in (("--items", args.items), ("--exclude-items", args.exclude_items)):
-        unknown = 0 if ids is None else int((id_positions(item_ids, ids) < 0).sum())
+        notes.append(f"{rows} of {shown(args.file)} naming {ranked}s the model lacks left "
+                     f"out")
+    for option, ids in ((f"--{ranked}s", allowed), (f"--exclude-{ranked}s", blocked)):
+        unknown = 0 if ids is None else int((id_positions(ranked_ids, ids) < 0).sum())
         if unknown:
-            notes.append(f"{option}: {unknown} of its {len(ids)} ids not items of the model "
-                         f"(ignored)")
-    where = destination(args.output)
-    print(f"{counted(written, 'recommendation')} (up to {found.N} per user, "
-          f"{'liked items filtered' if found.filtered else 'liked items not filtered'}) to "
-          f"{where}; " + "; ".join(notes), file=sys.stderr)
+            notes.append(f"{option}: {unknown} of its {len(ids)} ids not {ranked}s of the "
+                         f"model (ignored)")
+    liked = f"liked {ranked}s {'filtered' if found.filtered else 'not filtered'}" \
+        if queried == "user" else \
+        f"{ranked}s who have the {queried} {'filtered' if found.filtered else 'kept'}"
+    print(f"{counted(written, 'recommendation')} (up to {found.N} per {queried}, {liked}) "
+          f"to {destination(args.output)}; " + "; ".join(notes), file=sys.stderr)
     return 0
 
 
@@ -1275,6 +1297,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never recommend these items" + ID_FILE_HELP)
     add_ranking_options(p, "items per user")
     p.set_defaults(func=recommend_command)
+
+    p = commands.add_parser("recommend-users", help="top-N users per item from a saved model",
+                            description="The users to show items to (a campaign's audience), "
+                            "with a model saved by 'gpu-als train' (or ALS.save), as CSV rows "
+                            "item,user,rank,score: recommend with the sides swapped "
+                            "(ALS.recommend_users_frame). Items the model lacks are folded in "
+                            "from their rows of FILE.")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p, optional="interactions (CSV or Parquet): its items get users, "
+                     "without the users who have them; items the model lacks are folded in "
+                     "from their rows")
+    p.add_argument("--items", "--item", nargs="+", metavar="ID", action=IdList,
+                   help="rank users for these items only (default: every item in FILE)"
+                        + ID_FILE_HELP)
+    p.add_argument("--keep-liked", action="store_true",
+                   help="allow users who have the item in FILE")
+    p.add_argument("--users", nargs="+", metavar="ID", action=IdList,
+                   help="rank only these users (e.g. those who may be contacted)"
+                        + ID_FILE_HELP)
+    p.add_argument("--exclude-users", nargs="+", metavar="ID", action=IdList,
+                   help="never rank these users" + ID_FILE_HELP)
+    add_ranking_options(p, "users per item")
+    p.set_defaults(func=recommend_users_command)
 
     p = commands.add_parser("predict", help="score (user, item) pairs with a saved model",
                             description="Score each (user, item) row of FILE with a model "

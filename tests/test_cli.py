@@ -1391,7 +1391,8 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
 
 #: Each integer option with a floor: (command, option, the least value it takes).
 FLOORS = [(command, "--seed", 0) for command in ("demo", "train", "evaluate", "tune")] + \
-    [(command, "--N", 1) for command in ("recommend", "similar", "explain")] + \
+    [(command, "--N", 1) for command in ("recommend", "recommend-users", "similar",
+                                         "explain")] + \
     [("train", "--early-stopping", 1), ("train", "--validation-users", 1), ("train", "--K", 1),
      ("evaluate", "--K", 1), ("evaluate", "--latest", 1), ("tune", "--K", 1),
      ("tune", "--n-samples", 1),
@@ -1646,6 +1647,54 @@ def test_predict_without_values_and_into_parquet(trained, tmp_path, capsys):
     assert list(got.columns) == ["user", "item", "score"]
     want = model.predict(model.user_rows(["u1", "u2"]), model.item_rows([100, 101]))
     np.testing.assert_array_equal(got["score"].to_numpy(), want)  # unrounded in Parquet
+
+
+def test_recommend_users_writes_what_recommend_users_frame_gives(trained, tmp_path, capsys):
+    """`gpu-als recommend-users`: the users to show each item to, as the model's
+    recommend_users_frame ranks them (an item the model lacks folded in from the file's
+    rows, the users who have an item there filtered unless --keep-liked), with --users
+    and --exclude-users as the allow- and blocklist; its line counts what it did."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    query = pd.DataFrame({"user": ["u3", "u4", "u5", "u6", "ghost", "u1"],
+                          "item": [100, 100, 777, 777, 777, 101],
+                          "value": [1.0, 2.0, 3.0, 1.0, 1.0, 1.0]})
+    query.to_csv(tmp_path / "q.csv", index=False)
+    out = tmp_path / "audience.csv"
+    assert main(["recommend-users", str(path), str(tmp_path / "q.csv"), "--N", "5",
+                 "--backend", "cpu", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "15 recommendations (up to 5 per item, users who have the item filtered)" in err
+    assert "2 items known to the model; 1 folded in" in err
+    assert f"1 row of {tmp_path / 'q.csv'} naming users the model lacks left out" in err
+    got = pd.read_csv(out, dtype={1: str})
+    assert list(got.columns) == ["item", "user", "rank", "score"]
+    with pytest.warns(UserWarning, match="name users the model lacks: 1 left out"):
+        want = model.recommend_users_frame(interactions=query, N=5)
+    assert list(got["item"]) == list(want["item"]) == [100] * 5 + [101] * 5 + [777] * 5
+    assert list(got["user"]) == list(want["user"])
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5)
+    assert not {"u3", "u4"} & set(got[got["item"] == 100]["user"])
+
+    assert main(["recommend-users", str(path), "--items", "101", "100", "--users", "u1", "u2",
+                 "u3", "u9", "nobody", "--exclude-users", "u2", "--N", "2",
+                 "--backend", "cpu"]) == 0
+    printed, err = capsys.readouterr()
+    want = model.recommend_users_frame([101, 100], N=2, users=["u1", "u3", "u9"])
+    assert printed.splitlines()[0] == "item,user,rank,score"
+    assert [line.split(",")[:3] for line in printed.splitlines()[1:]] == \
+        [[str(i), u, str(r)] for i, u, r in zip(want["item"], want["user"], want["rank"])]
+    assert "users who have the item kept" in err
+    assert "--users: 1 of its 5 ids not users of the model (ignored)" in err
+    assert main(["recommend-users", str(path), "--backend", "cpu"]) == 2
+    assert "name the items (--items) or give an interaction file: its items get users, " \
+        "without the users they already have" in capsys.readouterr().err
+    assert main(["recommend-users", str(path), "--items", "100,101", "--backend", "cpu"]) == 2
+    assert "--items '100,101' is no id of the model, but '100', '101' are" in \
+        capsys.readouterr().err
+    assert main(["recommend-users", str(path), "--items", "555", "--backend", "cpu"]) == 2
+    assert "item '555' is not in the model and has no interactions with its users to fold " \
+        "in" in capsys.readouterr().err
 
 
 def test_recommend_named_users_without_a_file(trained, capsys):
