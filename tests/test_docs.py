@@ -216,7 +216,8 @@ def test_relative_links_lead_somewhere():
 
 def test_guide_spark_block_runs():
     """The user guide's translation of a Spark job, on MovieLens-like ratings: its RMSE is
-    evaluation.rmse's on the pairs the model has, and the top-N has N items per user."""
+    evaluation.rmse's on the pairs the model has, the top-N has N items per user, and the
+    audiences N users per item, the best first."""
     pd = pytest.importorskip("pandas")
     from gpu_als.data import from_dataframe
     from gpu_als.evaluation import rmse
@@ -237,6 +238,13 @@ def test_guide_spark_block_runs():
                                   user_ids=model.user_ids_, item_ids=model.item_ids_)
     assert namespace["rmse"] == pytest.approx(rmse(model, matrix), rel=1e-6)
     assert len(top) == 10 * len(model.user_ids_)
+    audience = namespace["audience"]
+    assert list(audience.columns) == ["item", "user", "rank", "score"]
+    assert len(audience) == 10 * len(model.item_ids_)
+    best = audience[audience["rank"] == 1].iloc[0]  # the highest x_u . y_i of its item
+    row = model.item_rows([best["item"]])[0]
+    assert best["score"] == pytest.approx(float((model.user_factors_ @ model.item_factors_[row])
+                                                .max()), rel=1e-6)
 
 
 def test_guide_evaluation_block_runs(movielens, capsys):
