@@ -899,9 +899,8 @@ def _ranking_command(args: argparse.Namespace, queried: str, ranked: str) -> int
         if unknown:
             notes.append(f"{option}: {unknown} of its {len(ids)} ids not {ranked}s of the "
                          f"model (ignored)")
-    liked = f"liked {ranked}s {'filtered' if found.filtered else 'not filtered'}" \
-        if queried == "user" else \
-        f"{ranked}s who have the {queried} {'filtered' if found.filtered else 'kept'}"
+    liked = f"liked {ranked}s" if queried == "user" else f"{ranked}s who have the {queried}"
+    liked += " filtered" if found.filtered else " not filtered"
     print(f"{counted(written, 'recommendation')} (up to {found.N} per {queried}, {liked}) "
           f"to {destination(args.output)}; " + "; ".join(notes), file=sys.stderr)
     return 0

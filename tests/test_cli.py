@@ -1684,7 +1684,7 @@ def test_recommend_users_writes_what_recommend_users_frame_gives(trained, tmp_pa
     assert printed.splitlines()[0] == "item,user,rank,score"
     assert [line.split(",")[:3] for line in printed.splitlines()[1:]] == \
         [[str(i), u, str(r)] for i, u, r in zip(want["item"], want["user"], want["rank"])]
-    assert "users who have the item kept" in err
+    assert "users who have the item not filtered" in err
     assert "--users: 1 of its 5 ids not users of the model (ignored)" in err
     assert main(["recommend-users", str(path), "--backend", "cpu"]) == 2
     assert "name the items (--items) or give an interaction file: its items get users, " \
