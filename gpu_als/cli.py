@@ -9,8 +9,8 @@
 * ``similar MODEL``: the most similar items (or users) as CSV.
 * ``explain MODEL FILE --user ID --items ...``: each item's score split over the user's
   items (``ALS.explain``) as CSV.
-* ``evaluate FILE``: per-user split of the file (at random, or by ``--time-col``), fit, and
-  ranking metrics against baselines.
+* ``evaluate FILE``: per-user split of the file (at random, or by ``--time-col``; or a
+  ``--test`` file), fit, and ranking metrics against baselines.
 * ``tune FILE``: hyperparameter search on a validation split (``gpu_als.tune``).
 * ``predict MODEL FILE``, ``fold-in MODEL FILE``: scores of (user, item) pairs; a file's new
   users (or items) added to a model.
@@ -516,12 +516,21 @@ def evaluate(args: argparse.Namespace) -> int:
                              f"--time-col")
     given = [option for option, value in (("--test-fraction", args.test_fraction),
                                           ("--latest", args.latest),
-                                          ("--cutoff", args.cutoff)) if value is not None]
+                                          ("--cutoff", args.cutoff),
+                                          ("--test", args.test)) if value is not None]
     if len(given) > 1:
         raise ValueError(f"{' and '.join(given)}: give one way to hold out (a share of each "
-                         f"user's interactions, each user's latest K, or all at or after a "
-                         f"time)")
-    if args.time_col is None:
+                         f"user's interactions, each user's latest K, all at or after a "
+                         f"time, or a test file)")
+    if args.test is not None and args.time_col is not None:
+        raise ValueError("--test and --time-col: the test file is the held-out part; "
+                         "--time-col splits FILE instead")
+    if args.test is not None:
+        train_m, test_m, held_out = scorable_parts(
+            args, read_frame(args), read_frame(argparse.Namespace(**{**vars(args),
+                                                                     "file": args.test})),
+            f"the rows of {shown(args.test)}", f"every row of {shown(args.test)}")
+    elif args.time_col is None:
         matrix, _, _ = read_interactions(args)
         train_m, test_m = held_out_split(matrix, held_out_fraction(args), args.seed, "testing",
                                          f"{shown(args.file)}: ")
@@ -627,11 +636,22 @@ def split_by_time(args: argparse.Namespace):
     later part's interactions that a model of them can be asked about (a new user or item,
     or a pair already in train, is left out and counted), and how they were held out, in
     words."""
+    train_df, test_df, held_out = file_parts_by_time(args, held_out_fraction(args),
+                                                     args.cutoff, args.latest)
+    return scorable_parts(args, train_df, test_df, held_out, "every held-out row")
+
+
+def scorable_parts(args: argparse.Namespace, train_df, test_df, held_out: str,
+                   tested: str):
+    """``evaluate``'s train and test matrices of two DataFrames (the parts of a split by
+    time, or the file and the ``--test`` file): the train matrix of ``train_df``'s users
+    and items, and the test matrix of ``test_df``'s interactions that a model of them can
+    be asked about (a new user or item, or a pair already in train, is left out and
+    counted in ``held_out``, the words that say how the test part was held out);
+    ``tested``: what the test rows are called where none is left."""
     from .data import frame_positions, warn_summed_ratings
     from .evaluation import scorable_part
 
-    train_df, test_df, held_out = file_parts_by_time(args, held_out_fraction(args),
-                                                     args.cutoff, args.latest)
     train_m, users, items = coded_interactions(args, train_df)
     (test_m, _, _), rows, columns = frame_positions(
         test_df, args.user_col, args.item_col, args.value_col, user_ids=users,
@@ -644,8 +664,8 @@ def split_by_time(args: argparse.Namespace):
     if new or shared:
         held_out += f"; {unscorable(new, shared, 'train')} left out"
     if test_m.nnz == 0:
-        raise ValueError(f"{shown(args.file)}: every held-out row names a user or item not in "
-                         f"the train part, or a pair already in it: nothing to test")
+        raise ValueError(f"{shown(args.file)}: {tested} names a user or item not in the "
+                         f"train part, or a pair already in it: nothing to test")
     return train_m, test_m, held_out
 
 
@@ -1199,7 +1219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",
                             description="Hold out a share of each user's interactions (at "
                             "random, or the latest by --time-col), fit on the rest and report "
-                            "ranking metrics against baselines.")
+                            "ranking metrics against baselines; or, with --test, fit on the "
+                            "file and score a test file.")
     add_file_options(p)
     add_model_options(p)
     p.add_argument("--test-fraction", type=fraction, default=None,
@@ -1216,6 +1237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", type=at_least(1), default=None, metavar="K",
                    help="with --time-col: hold out each user's latest K interactions (of the "
                         "users with more than K; 1: leave the last one out)")
+    p.add_argument("--test", type=Path, default=None, metavar="TEST_FILE",
+                   help="the held-out interactions, as a second file of the same columns "
+                        "(a split made beforehand, e.g. MovieLens' u1.base and u1.test): "
+                        "FILE is all of train; test rows of new users or items, and pairs "
+                        "already in FILE, are left out")
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metrics (default 10)")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "

@@ -2364,6 +2364,71 @@ def test_evaluate_holds_out_by_time(timed_csv, capsys, split):
         "precision", "recall", "ndcg", "map")) + "\n" in out
 
 
+def test_evaluate_scores_a_given_test_file(timed_csv, tmp_path, capsys):
+    """--test FILE: a split made beforehand. The model fits on the whole of FILE; the
+    test file's rows of users or items new to it, and its pairs already in FILE, are left
+    out and counted; the metrics are those of that model on the rest."""
+    from gpu_als.evaluation import ranking_metrics
+
+    path, df = timed_csv
+    early = df["when"] < "2024-01-22"
+    df[early].to_csv(tmp_path / "train.csv", index=False)
+    df[~early].to_csv(tmp_path / "test.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+                 "--factors", "3", "--iterations", "2", "--backend", "cpu", "--no-auc"]) == 0
+    out = capsys.readouterr().out
+    train, users, items = from_dataframe(df[early].drop(columns="when"))
+    test, _, _ = from_dataframe(df[~early].drop(columns="when"), user_ids=users,
+                                item_ids=items, drop_unknown=True)
+    later = df[~early]
+    new = int((~later["user"].isin(users) | ~later["item"].isin(items)).sum())
+    shared = test.multiply(train != 0).tocsr()
+    shared.eliminate_zeros()
+    test = test - test.multiply(train != 0)
+    test.eliminate_zeros()
+    assert new >= 1 and shared.nnz > 1
+    assert (f"{train.shape[0]} users x {train.shape[1]} items; {train.nnz} train / {test.nnz} "
+            f"test interactions (the rows of {tmp_path / 'test.csv'}; {new} interaction"
+            f"{'s' if new > 1 else ''} of new users or items and {shared.nnz} pairs already "
+            f"in train left out); trained") in out
+    model = ALS(factors=3, iterations=2, backend="cpu", random_state=42,
+                show_progress=False).fit(train)
+    metrics = ranking_metrics(model, train, test, K=10, show_progress=False)
+    assert f"{'ALS':<12}" + "".join(f"{metrics[key]:>11.4f}" for key in (
+        "precision", "recall", "ndcg", "map")) + "\n" in out
+
+    common = ["evaluate", str(tmp_path / "train.csv"), "--backend", "cpu", "--iterations", "1"]
+    for extra, says in (
+            (["--test", str(tmp_path / "test.csv"), "--test-fraction", "0.1"],
+             "--test-fraction and --test: give one way to hold out"),
+            (["--test", str(tmp_path / "test.csv"), "--time-col", "when"],
+             "--test and --time-col: the test file is the held-out part"),
+            (["--test", str(tmp_path / "nowhere.csv")], "nowhere.csv")):
+        assert main(common + extra) == 2
+        assert says in capsys.readouterr().err
+    unknown = df[~early].assign(user=df[~early]["user"] + 1000)
+    unknown.to_csv(tmp_path / "strangers.csv", index=False)
+    assert main(common + ["--test", str(tmp_path / "strangers.csv")]) == 2
+    assert (f"every row of {tmp_path / 'strangers.csv'} names a user or item not in the "
+            f"train part, or a pair already in it: nothing to test") in capsys.readouterr().err
+
+
+def test_evaluate_scores_movielens_u1_test(movielens, capsys):
+    """MovieLens' own split, u1.base and u1.test: the README's command and numbers."""
+    assert main(["evaluate", str(movielens.path / "u1.base"), "--test",
+                 str(movielens.path / "u1.test"), "--no-header", "--min-value", "4",
+                 "--factors", "32", "--regularization", "0.1", "--iterations", "15",
+                 "--backend", "cpu", "--no-auc"]) == 0
+    out = capsys.readouterr().out
+    assert ("943 users x 1650 items; 80000 train / 19968 test interactions (the rows of "
+            f"{movielens.path / 'u1.test'}; 32 interactions of new users or items left out; "
+            "11227 of them >= 4 count as relevant)") in out
+    recall = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
+              if line.split()[:1] in (["ALS"], ["Popularity"])}
+    assert recall["ALS"] == pytest.approx(0.1757, abs=0.003)
+    assert recall["Popularity"] == pytest.approx(0.1180, abs=0.0005)
+
+
 def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
     """u.data without a header line: its fourth column is --time-col's; a --cutoff date
     for times in seconds is refused with the number it means."""
@@ -2394,7 +2459,7 @@ def test_evaluate_by_time_refuses_what_it_cannot_split(timed_csv, tmp_path, caps
                             "--time-col"),
         (["--time-col", "when", "--cutoff", "2024-01-24", "--test-fraction", "0.1"],
          "--test-fraction and --cutoff: give one way to hold out (a share of each user's "
-         "interactions, each user's latest K, or all at or after a time)"),
+         "interactions, each user's latest K, all at or after a time, or a test file)"),
         (["--time-col", "when", "--latest", "1", "--test-fraction", "0.1"],
          "--test-fraction and --latest: give one way to hold out"),
         (["--time-col", "when", "--cutoff", "2025-01-01"],
