@@ -401,12 +401,18 @@ def train(args: argparse.Namespace) -> int:
     if args.time_col is not None and args.early_stopping is None:
         raise ValueError("--time-col chooses --early-stopping's validation interactions (each "
                          "user's latest): give --early-stopping too")
+    if args.validation is not None and args.early_stopping is None:
+        raise ValueError("--validation holds --early-stopping's validation interactions: "
+                         "give --early-stopping too")
+    check_one_validation(args)
     with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
         parts = None
-        if args.time_col is None:
-            matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
-        else:
+        if args.time_col is not None:
             matrix, user_ids, item_ids, *parts = coded_parts_by_time(args, model.feedback)
+        elif args.validation is not None:
+            matrix, user_ids, item_ids, *parts = coded_given_parts(args, model.feedback)
+        else:
+            matrix, user_ids, item_ids = read_interactions(args, feedback=model.feedback)
         start = time.perf_counter()
         saved_warm_start = model.warm_start  # --init is this command's, not the model's
         model.set_params(warm_start=args.init is not None)
@@ -457,8 +463,8 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
                                  item_ids, fit, parts=None) -> int:
     """``train --early-stopping``: how many iterations to train ``model`` (not fitted) for,
     found by a fit (``fit``, as :func:`fitting_on` gives it) of a copy on all but
-    ``--validation-fraction`` of each user's interactions (at random, or the latest ones:
-    ``parts``, the two matrices of :func:`coded_parts_by_time`) that
+    ``--validation-fraction`` of each user's interactions (at random; or ``parts``, the
+    two matrices of :func:`coded_parts` and how they were split, in words) that
     :class:`gpu_als.evaluation.EarlyStopping` stops once ``--metric`` on the rest has not
     improved for ``--early-stopping`` iterations."""
     from .evaluation import EarlyStopping, held_out_split, scorable_part
@@ -471,12 +477,11 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
                                               "--early-stopping: ")
         held_out = f"{fraction:.0%} of each user's interactions held out"
     else:
-        fit_part, validation = parts
+        fit_part, validation, held_out = parts
         validation = scorable_part(fit_part, validation)[0]  # (the rest counted before)
         if validation.nnz == 0:
             raise ValueError("--early-stopping: no validation interaction can be scored (each "
                              "is of a new user or item, or a pair already in the rest)")
-        held_out = f"each user's latest {fraction:.0%} by {args.time_col!r}"
     probe = ALS(**model.get_params())
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
                          patience=args.early_stopping, restore_best=False,
@@ -670,17 +675,41 @@ def scorable_parts(args: argparse.Namespace, train_df, test_df, held_out: str,
 
 
 def coded_parts_by_time(args: argparse.Namespace, feedback: str | None = None):
-    """``tune --time-col`` and ``train --early-stopping --time-col``: the whole file as
-    ``(matrix, user_ids, item_ids)``, and its earlier part and each user's latest
-    ``--validation-fraction`` (:func:`file_parts_by_time`) as matrices in its ids; the
-    validation rows that cannot be scored (:func:`unscorable`) are counted in a printed
-    line, and left for the scoring to leave out."""
+    """``tune --time-col`` and ``train --early-stopping --time-col``: :func:`coded_parts`
+    of the file's earlier part and each user's latest ``--validation-fraction``
+    (:func:`file_parts_by_time`)."""
+    earlier, later, held_out = file_parts_by_time(args, args.validation_fraction)
+    return coded_parts(args, earlier, later, held_out, feedback)
+
+
+def coded_given_parts(args: argparse.Namespace, feedback: str | None = None):
+    """``tune --validation`` and ``train --early-stopping --validation``:
+    :func:`coded_parts` of the file and the validation file (read with the same
+    options)."""
+    later = read_frame(argparse.Namespace(**{**vars(args), "file": args.validation}))
+    return coded_parts(args, read_frame(args), later, f"the rows of {shown(args.validation)}",
+                       feedback)
+
+
+def check_one_validation(args: argparse.Namespace) -> None:
+    """Refuse ``--validation`` with ``--time-col``: each names the validation rows."""
+    if args.validation is not None and args.time_col is not None:
+        raise ValueError("--validation and --time-col: the validation file is the held-out "
+                         "part; --time-col splits FILE instead")
+
+
+def coded_parts(args: argparse.Namespace, earlier, later, held_out: str,
+                feedback: str | None = None):
+    """Two DataFrames of a split, ``earlier`` to fit on and ``later`` to validate on (split
+    as ``held_out`` says, in words), as ``(matrix, user_ids, item_ids)`` of both together
+    and the two parts as matrices in its ids, and ``held_out``; the validation rows that
+    cannot be scored (:func:`unscorable`) are counted in a printed line, and left for the
+    scoring to leave out."""
     import pandas as pd
 
     from .data import from_dataframe
     from .evaluation import scorable_part
 
-    earlier, later, held_out = file_parts_by_time(args, args.validation_fraction)
     matrix, user_ids, item_ids = coded_interactions(args, pd.concat([earlier, later]),
                                                     feedback)
     fit_part, validation = (from_dataframe(part, args.user_col, args.item_col,
@@ -690,7 +719,7 @@ def coded_parts_by_time(args: argparse.Namespace, feedback: str | None = None):
     _, new, shared = scorable_part(fit_part, validation)
     print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} rows"
           + (f" ({unscorable(new, shared, 'the rest')} not scored)" if new or shared else ""))
-    return matrix, user_ids, item_ids, fit_part, validation
+    return matrix, user_ids, item_ids, fit_part, validation, held_out
 
 
 def unscorable(new: int, shared: int, earlier: str) -> str:
@@ -785,11 +814,14 @@ def tune_command(args: argparse.Namespace) -> int:
                      random_state=args.seed)
     except (TypeError, ValueError) as exc:
         raise type(exc)(_in_option_terms(str(exc))) from None
+    check_one_validation(args)
     validation = None
-    if args.time_col is None:
-        matrix, user_ids, item_ids = read_interactions(args)
+    if args.time_col is not None:
+        _, user_ids, item_ids, matrix, validation, _ = coded_parts_by_time(args)
+    elif args.validation is not None:
+        _, user_ids, item_ids, matrix, validation, _ = coded_given_parts(args)
     else:
-        _, user_ids, item_ids, matrix, validation = coded_parts_by_time(args)
+        matrix, user_ids, item_ids = read_interactions(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "of the .* entries of validation")
@@ -1206,6 +1238,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out each user's latest interactions by this column of times "
                         "(numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column)")
+    g.add_argument("--validation", type=Path, default=None, metavar="VALIDATION_FILE",
+                   help="validate on this file of the same columns instead (a split made "
+                        "beforehand); the model then trains on both files")
     g.add_argument("--validation-users", type=at_least(1), default=None, metavar="N",
                    help="score a fixed random sample (--seed) of N of the users with held-out "
                         "interactions after each iteration, not all of them: on large data "
@@ -1282,6 +1317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "times (numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column); validation rows of new users or "
                         "items, and pairs already in the rest, are not scored")
+    p.add_argument("--validation", type=Path, default=None, metavar="VALIDATION_FILE",
+                   help="validate on this file of the same columns instead (a split made "
+                        "beforehand; its rows of new users or items, and pairs already in "
+                        "FILE, are not scored); the best model is refitted on both files")
     p.add_argument("--iterations", type=int, default=20,
                    help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",

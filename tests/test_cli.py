@@ -2602,6 +2602,76 @@ def test_train_with_early_stopping_validates_on_the_latest_interactions_by_time(
         "(each is of a new user or item, or a pair already in the rest)\n")
 
 
+def test_tune_and_early_stopping_validate_on_a_given_file(timed_csv, tmp_path, capsys):
+    """--validation VALIDATION_FILE (tune, and train --early-stopping): the file is the part
+    to fit on and the validation file the rows to score on (those a model of the file
+    cannot be asked about counted, not scored), as tune(..., validation=) and
+    EarlyStopping score them; the best model, or the trained one, fits on both files."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.evaluation import EarlyStopping, scorable_part
+    from gpu_als.tune import tune
+
+    path, df = timed_csv
+    early = df["when"] < "2024-01-22"
+    first, later = df[early].drop(columns="when"), df[~early].drop(columns="when")
+    first.to_csv(tmp_path / "fit.csv", index=False)
+    later.to_csv(tmp_path / "valid.csv", index=False)
+    R, users, items = from_dataframe(pd.concat([first, later]))
+    fit_part, validation = (from_dataframe(part, user_ids=users, item_ids=items).matrix
+                            for part in (first, later))
+    scored, new, shared = scorable_part(fit_part, validation)
+    assert new >= 1 and shared > 1
+    said = (f"validating on the rows of {tmp_path / 'valid.csv'}: {len(later)} of the "
+            f"{len(df)} rows ({new} interaction{'s' if new > 1 else ''} of new users or items "
+            f"and {shared} pairs already in the rest not scored)\n")
+
+    trials, saved = tmp_path / "trials.csv", tmp_path / "best.npz"
+    assert main(["tune", str(tmp_path / "fit.csv"), "--validation", str(tmp_path / "valid.csv"),
+                 "--grid", "factors=2,3", "--grid", "regularization=0.1", "--iterations", "3",
+                 "--no-halving", "--backend", "cpu", "--trials", str(trials), "-o",
+                 str(saved)]) == 0
+    assert capsys.readouterr().out.startswith(said)
+    with pytest.warns(UserWarning, match="of users or items without interactions"):
+        expected = tune(fit_part, {"factors": [2, 3], "regularization": [0.1]},
+                        validation=validation, halving=False, random_state=42,
+                        base_params={"iterations": 3, "backend": "cpu"}, show_progress=False)
+    np.testing.assert_allclose(pd.read_csv(trials)["score"],
+                               [t["score"] for t in expected.trials], rtol=1e-6)
+    np.testing.assert_allclose(ALS.load(saved).item_factors_, expected.model.item_factors_,
+                               rtol=1e-5)
+
+    out = tmp_path / "m.npz"
+    options = ["--factors", "4", "--regularization", "0.01", "--iterations", "25",
+               "--backend", "cpu", "--seed", "5", "--output", str(out)]
+    assert main(["train", str(tmp_path / "fit.csv"), *options, "--early-stopping", "2",
+                 "--validation", str(tmp_path / "valid.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(said)
+    probe = ALS(factors=4, regularization=0.01, iterations=25, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, scored, metric="recall", K=10, patience=2)
+    probe.fit(fit_part, callback=stop)
+    best = stop.best_iteration + 1
+    assert (f"early stopping: recall@10 on the rows of {tmp_path / 'valid.csv'} was best, "
+            f"{stop.best_score:.4f}, after {best} iteration(s)") in printed
+    whole = ALS(factors=4, regularization=0.01, iterations=best, backend="cpu",
+                random_state=5, show_progress=False).fit(R)
+    np.testing.assert_allclose(ALS.load(out, backend="cpu").user_factors_,
+                               whole.user_factors_, rtol=1e-5, atol=1e-7)
+
+    for argv, says in (
+            (["train", str(tmp_path / "fit.csv"), "--validation", str(tmp_path / "valid.csv")],
+             "--validation holds --early-stopping's validation interactions: give "
+             "--early-stopping too"),
+            (["train", str(path), "--early-stopping", "2", "--validation",
+              str(tmp_path / "valid.csv"), "--time-col", "when"],
+             "--validation and --time-col: the validation file is the held-out part"),
+            (["tune", str(path), "--validation", str(tmp_path / "valid.csv"), "--time-col",
+              "when"], "--validation and --time-col")):
+        assert main([*argv, "--backend", "cpu", "--output", str(out)]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_evaluate_by_time_reads_the_day_partitions_of_a_parquet_folder(tmp_path, capsys):
     """A Parquet folder partitioned by day (day=2024-01-03/, as Spark writes event logs):
     the partition key is --time-col's column, its text read as dates."""
