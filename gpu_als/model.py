@@ -735,10 +735,11 @@ class ALS:
         growths at once could each copy the old rows and one of them be lost. Queries
         do not wait: they see the factors of before or after a partial fit."""
         self._refuse_while_fitting(f"partial_fit_{side}s()")
-        if data.is_dataframe(rows) or data.is_dataframe(matrix):
-            matrix, ids = self._frame_rows(side, rows, matrix, ids)
-            rows = None
         with self.__dict__.setdefault("_update_lock", threading.RLock()):
+            if data.is_dataframe(rows) or data.is_dataframe(matrix):
+                # (in the lock: the other side's ids, its columns, must not grow meanwhile)
+                matrix, ids = self._frame_rows(side, rows, matrix, ids)
+                rows = None
             return self._partial_fit_side_unlocked(side, rows, matrix, ids)
 
     def _frame_rows(self, side: str, rows: Any, matrix: Any, ids: Any) -> tuple[Any, Any]:

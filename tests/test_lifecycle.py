@@ -290,6 +290,37 @@ def test_ids_streamed_in_one_at_a_time_grow_into_spare_rows(R):
     assert model.item_ids_.dtype == np.int32 and list(model.item_ids_[-3:]) == [19, 20, 21]
 
 
+@pytest.mark.filterwarnings("ignore:1 of the rows of df name items the model lacks")
+def test_partial_fits_of_dataframes_on_both_sides_from_several_threads():
+    """New users and new items folded in from DataFrames on several threads at once: a
+    user's frame is coded against the item ids inside the lock, so that an item added
+    meanwhile cannot leave it a column short (a ValueError of its width)."""
+    pd = pytest.importorskip("pandas")
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    R = random_interactions(25, 20, 0.3, seed=3, dtype=np.float64)
+    model = fit_with_ids("cpu", np.array([f"u{j}" for j in range(25)]), np.arange(20), R)
+    start = threading.Barrier(8)
+
+    def add(j):
+        if j < 8:
+            start.wait()
+        if j % 2:
+            model.partial_fit_items(pd.DataFrame({"user": ["u1", "u2", f"u{j % 25}"],
+                                                  "item": [1000 + j] * 3}))
+        else:
+            model.partial_fit_users(pd.DataFrame({"user": [f"n{j}"] * 3,
+                                                  "item": [j % 20, (j + 7) % 20, 1000 + j + 1]
+                                                  }).iloc[:2 + (j > 40)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(80)))
+    assert model.user_factors_.shape == (65, 4) and len(model.user_ids_) == 65
+    assert model.item_factors_.shape == (60, 4) and len(model.item_ids_) == 60
+    assert sorted(model.item_ids_[20:]) == [1000 + j for j in range(1, 80, 2)]
+
+
 @pytest.mark.parametrize("by", ["row", "id"])
 def test_partial_fits_from_several_threads_lose_no_user(R, by):
     """A server folding in users per request from several threads: each partial fit
