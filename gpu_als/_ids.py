@@ -82,6 +82,21 @@ class IdIndex:
         self.ids = grown
 
 
+class FrozenIds:
+    """A model's :class:`IdIndex` as it finds the model's ``ids`` of one moment: a query's
+    (``ALS._snapshot``), while partial fits on other threads append ids to the index. Rows
+    from ``len(ids)`` on, of ids appended since, are not found (``-1``)."""
+
+    def __init__(self, index: IdIndex, ids: np.ndarray):
+        self.index, self.ids = index, ids
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """The row of each of ``ids`` among :attr:`ids`, ``-1`` where it is absent."""
+        rows = self.index.positions(ids)
+        rows[rows >= len(self.ids)] = -1
+        return rows
+
+
 def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The factor rows of the original ``ids`` among the model's ``n`` rows' (in

@@ -1027,10 +1027,10 @@ class ALS:
         self._check_fitted()
         frames = _frame_module("recommend_frame", "recommend", like=interactions)
         found = _id_queries.recommend_by_id(
-            self, users, interactions, N, filter_already_liked_items=filter_already_liked_items,
-            items=items, filter_items=filter_items, user_col=user_col, item_col=item_col,
-            value_col=value_col,
-            show_progress=None if self.show_progress else False)
+            self._snapshot(), users, interactions, N,
+            filter_already_liked_items=filter_already_liked_items, items=items,
+            filter_items=filter_items, user_col=user_col, item_col=item_col,
+            value_col=value_col, show_progress=None if self.show_progress else False)
         _warn_unanswered(found)
         return _frame(frames, found.table, {"user": self.user_ids_, "item": self.item_ids_})
 
@@ -1102,22 +1102,40 @@ class ALS:
         _warn_unanswered(found, "item", "user")
         return _frame(frames, found.table, {"item": self.item_ids_, "user": self.user_ids_})
 
+    def _snapshot(self) -> ALS:
+        """This fitted model as it is now, for one query by id: it shares the factors, the
+        ids and the values derived from them (nothing is copied), but a partial fit on
+        another thread meanwhile, which grows the model, does not grow it. The query reads
+        the factors and ids at several moments, and found them of different sizes when
+        an item was added between two reads (a ValueError of a matrix's width).
+
+        Taken under the partial fits' lock, with the lookups of the ids as they are for
+        these ids (:class:`gpu_als._ids.FrozenIds`). The values derived from the factors
+        stay shared: the model puts a new dict of them in place whenever its factors
+        change, so that what the snapshot adds later goes to the old one."""
+        self._check_fitted()
+        with self.__dict__.setdefault("_update_lock", threading.RLock()):
+            view = object.__new__(type(self))  # not copy.copy: __setstate__ copies factors
+            state = view.__dict__
+            state.update(self.__dict__)
+            state["_id_indexes"] = {side: _ids.FrozenIds(self._id_index(side), ids)
+                                    for side in ("user", "item")
+                                    if (ids := self._own_ids(side)) is not None}
+            state["_spare_rows"] = {}
+        return view
+
     def _transposed(self) -> ALS:
-        """This fitted model with users and items swapped, sharing its factors (not
-        copied) and the values derived from them: the model of the items x users matrix,
-        whose recommendations rank users for items. (The objective is the same on either
-        side, so folding in an item there is ``recalculate_item`` here.)"""
-        swapped = object.__new__(type(self))  # not copy.copy: __setstate__ copies factors
+        """A :meth:`_snapshot` of this model with users and items swapped: the model of
+        the items x users matrix, whose recommendations rank users for items. (The
+        objective is the same on either side, so folding in an item there is
+        ``recalculate_item`` here.)"""
+        swapped = self._snapshot()
         state = swapped.__dict__
-        state.update(self.__dict__)
-        state["user_factors_"], state["item_factors_"] = self.item_factors_, self.user_factors_
-        state["user_ids_"], state["item_ids_"] = self._own_ids("item"), self._own_ids("user")
-        state["_factor_ids"] = (id(self.item_factors_), id(self.user_factors_))
-        state["_derived_values"] = dict(self.__dict__.get("_derived_values", {}))
-        state["_spare_rows"] = {}
-        # the lookups of the ids, swapped: built (once) on this model, which keeps them
-        indexes = {side: self._id_index(side) for side in ("user", "item")
-                   if self._own_ids(side) is not None}
+        state["user_factors_"], state["item_factors_"] = \
+            state["item_factors_"], state["user_factors_"]
+        state["user_ids_"], state["item_ids_"] = state["item_ids_"], state["user_ids_"]
+        state["_factor_ids"] = (id(state["user_factors_"]), id(state["item_factors_"]))
+        indexes = state["_id_indexes"]
         state["_id_indexes"] = {side: indexes[other] for side, other
                                 in (("user", "item"), ("item", "user")) if other in indexes}
         return swapped
@@ -1220,7 +1238,8 @@ class ALS:
         frames = _frame_module(f"similar_{kind}s_frame", f"similar_{kind}s")
         ids = getattr(self, f"{kind}_ids_")
         return _frame(frames, _id_queries.similar_by_id(
-            self, kind, query, N, show_progress=None if self.show_progress else False),
+            self._snapshot(), kind, query, N,
+            show_progress=None if self.show_progress else False),
             {kind: ids, f"similar_{kind}": ids})
 
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
@@ -1416,7 +1435,7 @@ class ALS:
         if score_col in df.columns:
             raise ValueError(f"pairs already has a column {score_col!r}: name the scores' "
                              f"column with score_col=")
-        found = _id_queries.predict_by_id(self, df, user_col, item_col)
+        found = _id_queries.predict_by_id(self._snapshot(), df, user_col, item_col)
         if found.n_unknown:
             name = "names a user or item" if found.n_unknown == 1 else "name users or items"
             warnings.warn(f"{found.n_unknown} of the {len(found.scores)} pairs {name} the "

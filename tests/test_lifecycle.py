@@ -321,6 +321,45 @@ def test_partial_fits_of_dataframes_on_both_sides_from_several_threads():
     assert sorted(model.item_ids_[20:]) == [1000 + j for j in range(1, 80, 2)]
 
 
+def test_queries_by_id_while_items_are_folded_in_on_another_thread():
+    """recommend_frame, recommend_users_frame, predict_frame and similar_items_frame each
+    answer from the model of one moment (ALS._snapshot), while partial fits on another
+    thread add items: before, a query read the items' ids and factors at two moments and
+    found them of different sizes (a ValueError of its matrix's width, in about one query
+    of ten here)."""
+    pd = pytest.importorskip("pandas")
+    import threading
+
+    R = random_interactions(300, 200, 0.05, seed=3, dtype=np.float64)
+    model = fit_with_ids("cpu", np.array([f"u{j}" for j in range(300)]), np.arange(200), R)
+    rows = pd.DataFrame({"user": ["u5"] * 3 + ["new"] * 2, "item": [1, 2, 3, 4, 5]})
+    start, done = threading.Barrier(2), threading.Event()
+    added = []
+
+    def grow():
+        start.wait()
+        for j in range(2000):
+            if done.is_set():
+                break
+            model.partial_fit_items(pd.DataFrame({"user": ["u1", "u2"], "item": [1000 + j] * 2}))
+            added.append(j)
+
+    grower = threading.Thread(target=grow)
+    grower.start()
+    start.wait()
+    try:
+        for _ in range(60):
+            assert len(model.recommend_frame(interactions=rows, N=5)) == 10
+            assert len(model.recommend_users_frame([1, 2], interactions=rows[:3], N=3)) == 6
+            assert model.predict_frame(rows[:3])["score"].notna().all()
+            assert len(model.similar_items_frame([1], N=2)) == 2
+    finally:
+        done.set()
+        grower.join()
+    assert len(added) > 20  # items were added while the queries ran
+    assert len(model.item_ids_) == 200 + len(added) == model.item_factors_.shape[0]
+
+
 @pytest.mark.parametrize("by", ["row", "id"])
 def test_partial_fits_from_several_threads_lose_no_user(R, by):
     """A server folding in users per request from several threads: each partial fit
