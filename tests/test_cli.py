@@ -1748,6 +1748,10 @@ def test_ids_joined_by_commas_are_named_with_how_to_give_them(trained, tmp_path,
     ALS.from_factors(rng.random((30, 4)), rng.random((6, 4))).save(rows)
     for command, says in ((["recommend", str(rows), "--users", "20,21"],
                            "--users '20,21' is no id of the model, but '20', '21' are"),
+                          (["recommend", str(rows), "--users", "1", "--items", "4,5"],
+                           "--items '4,5' is no id of the model, but '4', '5' are"),
+                          (["recommend-users", str(rows), "--items", "1", "--users", "20,21"],
+                           "--users '20,21' is no id of the model, but '20', '21' are"),
                           (["similar", str(rows), "--items", "4,5"],
                            "--items '4,5' is no id of the model, but '4', '5' are")):
         assert main([*command, "--backend", "cpu"]) == 2
