@@ -532,8 +532,7 @@ def evaluate(args: argparse.Namespace) -> int:
                          "--time-col splits FILE instead")
     if args.test is not None:
         train_m, test_m, held_out = scorable_parts(
-            args, read_frame(args), read_frame(argparse.Namespace(**{**vars(args),
-                                                                     "file": args.test})),
+            args, read_frame(args), read_second_file(args, args.test),
             f"the rows of {shown(args.test)}", f"every row of {shown(args.test)}")
     elif args.time_col is None:
         matrix, _, _ = read_interactions(args)
@@ -686,9 +685,14 @@ def coded_given_parts(args: argparse.Namespace, feedback: str | None = None):
     """``tune --validation`` and ``train --early-stopping --validation``:
     :func:`coded_parts` of the file and the validation file (read with the same
     options)."""
-    later = read_frame(argparse.Namespace(**{**vars(args), "file": args.validation}))
-    return coded_parts(args, read_frame(args), later, f"the rows of {shown(args.validation)}",
-                       feedback)
+    return coded_parts(args, read_frame(args), read_second_file(args, args.validation),
+                       f"the rows of {shown(args.validation)}", feedback)
+
+
+def read_second_file(args: argparse.Namespace, path: Path):
+    """The file at ``path`` (``--test``'s, ``--validation``'s) as ``read_frame`` reads
+    FILE: with the same columns, delimiter, encoding and event weights."""
+    return read_frame(argparse.Namespace(**{**vars(args), "file": path}))
 
 
 def check_one_validation(args: argparse.Namespace) -> None:
