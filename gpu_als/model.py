@@ -754,7 +754,8 @@ class ALS:
                             f"id, in its column '{side}'), or {rows_name} / {side}_ids with "
                             f"the matrix {matrix_name}")
         self._check_fitted()
-        if self.feedback == "explicit" and "value" not in data._eager_frame(df).columns:
+        df = data._eager_frame(df)  # (a pyarrow or cuDF table read once, as pandas)
+        if self.feedback == "explicit" and "value" not in df.columns:
             raise ValueError(f"partial_fit_{side}s(df) with feedback='explicit' reads the "
                              f"ratings in the column 'value', which df lacks")
         R, frame_ids, unknown = _id_queries.rows_against(
