@@ -235,31 +235,76 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
                            unknown_items)
 
 
+@dataclass
+class Similarities:
+    """What :func:`similar_by_id` found."""
+
+    #: Columns ``<kind>``, ``similar_<kind>``, ``rank`` (1 = most similar) and ``score``
+    #: (cosine of the factors): a row per pair, the queries in the order asked for.
+    table: dict[str, np.ndarray]
+    #: Queries the model lacks, folded in from their interactions.
+    n_folded_in: int
+    #: Rows of the interactions that name users (for items; items, for users) the model
+    #: lacks: left out.
+    n_unknown_rows: int
+
+
 def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
-                  show_progress: bool | None = None) -> dict[str, np.ndarray]:
+                  interactions: Any = None, user_col: str = "user", item_col: str = "item",
+                  value_col: str | None = "value",
+                  show_progress: bool | None = None) -> Similarities:
     """The ``N`` items (``kind`` "item") or users most similar to each of ``query`` (the
-    model's ids, each once; default: all of them), the query itself left out: columns ``kind``,
-    ``similar_<kind>``, ``rank`` and ``score`` (cosine of the factors)."""
+    model's ids, each once; default: all of them, or all of ``interactions``), the query
+    itself left out. A query the model lacks is folded in from its rows of
+    ``interactions`` (an exact solve against the other side's factors); one without rows
+    is refused."""
     N = check_int("N", N, minimum=1)
+    other = "user" if kind == "item" else "item"
     ids = id_map(getattr(model, f"{kind}_ids_"), getattr(model, f"{kind}_factors_").shape[0])
-    query = ids if query is None else each_once(query, f"{kind}s")
+    named = None if query is None else each_once(query, f"{kind}s")
+    R, n_unknown_rows = None, 0
+    if interactions is not None:
+        if not is_dataframe(interactions):
+            raise TypeError(f"interactions must be a DataFrame of (user, item, value) rows, "
+                            f"got {type(interactions).__name__}")
+        columns = {"user": user_col, "item": item_col}
+        R, query, n_unknown_rows = rows_against(
+            interactions, columns[kind], columns[other], value_col, lookup(model, other),
+            row_ids=named, feedback=model.feedback, name="interactions")
+        has_rows = R.getnnz(axis=1) > 0
+    else:
+        query = ids if named is None else named
+        has_rows = np.zeros(len(query), dtype=np.bool_)
     positions = find(lookup(model, kind), query)
-    if (positions < 0).any():
-        raise ValueError(f"the model has no {kind} {examples(query[positions < 0])} "
-                         f"({(positions < 0).sum()} of the {len(query)} given)")
-    similar = model.similar_items if kind == "item" else model.similar_users
-    N = min(N, len(ids) - 1)
-    top = np.full((len(query), N), -1, np.int64)
+    lacking = (positions < 0) & ~has_rows
+    if lacking.any():
+        rows = f" and no interactions with its {other}s to fold in" if R is not None else ""
+        raise ValueError(f"the model has no {kind} {examples(query[lacking])} "
+                         f"({lacking.sum()} of the {len(query)} given){rows}")
+    known, fold = np.flatnonzero(positions >= 0), np.flatnonzero(positions < 0)
+    n_known, n_new = min(N, len(ids) - 1), min(N, len(ids))  # (a known one is left out)
+    top = np.full((len(query), n_new if len(fold) else n_known), -1, np.int64)
     scores = np.zeros(top.shape)
-    for part in batches(len(query) if N > 0 else 0, f"similar {kind}s", show_progress):
-        found, s = similar(positions[part], N=N + 1)
+    similar = model.similar_items if kind == "item" else model.similar_users
+    for part in batches(len(known) if n_known > 0 else 0, f"similar {kind}s", show_progress):
+        at = known[part]
+        found, s = similar(positions[at], N=n_known + 1)
         # the query itself (normally first, with cosine 1) moves to the end and is cut
-        order = np.argsort(found == positions[part, None], axis=1, kind="stable")[:, :N]
-        top[part] = np.take_along_axis(found, order, axis=1)
-        scores[part] = np.take_along_axis(s, order, axis=1)
-    # the queries as the model has them ("5" typed on a command line: its id 5)
-    return ranked_table([kind, f"similar_{kind}", "rank", "score"], ids[positions], top,
-                        scores, ids)
+        order = np.argsort(found == positions[at, None], axis=1, kind="stable")[:, :n_known]
+        top[at, :n_known] = np.take_along_axis(found, order, axis=1)
+        scores[at, :n_known] = np.take_along_axis(s, order, axis=1)
+    fixed, factors = getattr(model, f"{other}_factors_"), getattr(model, f"{kind}_factors_")
+    for part in batches(len(fold), f"similar {kind}s (folded in)", show_progress):
+        at = fold[part]
+        assert R is not None  # (a query the model lacks has rows of interactions)
+        folded = model._fold_in(R[at], fixed, len(at), f"{kind}_{other}s")
+        top[at], scores[at] = model._similar(factors, np.arange(len(at)), n_new, None, None,
+                                             kind, queries=folded)
+    # the queries as the model has them ("5" typed on a command line: its id 5), unless
+    # some are new to it (a column of one type)
+    queries = ids[positions] if len(fold) == 0 else query
+    return Similarities(ranked_table([kind, f"similar_{kind}", "rank", "score"], queries, top,
+                                     scores, ids), len(fold), n_unknown_rows)
 
 
 @dataclass

@@ -1041,11 +1041,21 @@ def similar_command(args: argparse.Namespace) -> int:
     kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
     check_not_comma_separated(f"--{kind}s", query, id_map(getattr(model, f"{kind}_ids_"),
                                                           len(getattr(model, f"{kind}_factors_"))))
-    table = similar_by_id(model, kind, query, args.N)
-    written = write_table(args.output, table, scores=("score",))
-    N = int(table["rank"].max(initial=0))  # (args.N, or every other one where fewer)
-    where = destination(args.output)
-    print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to {where}",
+    found = similar_by_id(model, kind, query, args.N,
+                          interactions=None if args.file is None else read_frame(args),
+                          user_col=args.user_col, item_col=args.item_col,
+                          value_col=args.value_col)
+    written = write_table(args.output, found.table, scores=("score",))
+    N = int(found.table["rank"].max(initial=0))  # (args.N, or every other one where fewer)
+    notes = []
+    if found.n_folded_in:
+        notes.append(f"{found.n_folded_in} folded in from their rows in {shown(args.file)}")
+    if found.n_unknown_rows:
+        other = "user" if kind == "item" else "item"
+        notes.append(f"{counted(found.n_unknown_rows, 'row')} of {shown(args.file)} naming "
+                     f"{other}s the model lacks left out")
+    print(f"{written} similar {kind}s (cosine of the factors, {N} per {kind}) to "
+          f"{destination(args.output)}" + "".join(f"; {note}" for note in notes),
           file=sys.stderr)
     return 0
 
@@ -1425,9 +1435,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "cosine with each given one's, the query itself left out, as CSV "
                             "rows item,similar_item,rank,score.")
     p.add_argument("model", type=Path, help="model file (.npz)")
+    add_file_options(p, optional="interactions (CSV or Parquet) that fold in the items (or "
+                     "users) the model lacks, from their rows: the items most like a new "
+                     "one, from its first users")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--items", nargs="+", metavar="ID", action=IdList,
-                       help="these items (default: every item of the model)" + ID_FILE_HELP)
+                       help="these items (default: every item of FILE, or without it of the "
+                            "model)" + ID_FILE_HELP)
     which.add_argument("--users", nargs="+", metavar="ID", action=IdList,
                        help="these users instead")
     add_ranking_options(p, "results per query")

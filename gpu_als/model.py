@@ -1190,18 +1190,31 @@ class ALS:
         self._check_fitted()
         return self._similar(self.user_factors_, userid, N, filter_users, users, "user")
 
-    def similar_items_frame(self, items: Any = None, N: int = 10):
+    def similar_items_frame(self, items: Any = None, N: int = 10, interactions: Any = None,
+                            *, user_col: str = "user", item_col: str = "item",
+                            value_col: str | None = "value"):
         """The ``N`` items most similar to each given item, by original ids, as a pandas
-        DataFrame (as ``gpu-als similar`` writes them; a polars one where only polars is
-        installed).
+        DataFrame (as ``gpu-als similar`` writes them; a polars one for polars
+        ``interactions`` or where only polars is installed).
+
+        Items the model lacks are folded in from their ``interactions`` (an exact solve
+        against the user factors, as ``similar_items(..., recalculate_item=True)``; the
+        model is not changed): the items most like a new one, from its first users.
 
         Parameters
         ----------
         items : id or array-like of ids, optional
             The model's item ids (:attr:`item_ids_`; factor rows for a model fitted without
-            ids), each once, in this order. Default: every item.
+            ids), each once, in this order, or new items of ``interactions``. Default:
+            every item of ``interactions``, or without it every item of the model.
         N : int, default 10
             Similar items per item (at most the number of other items).
+        interactions : pandas or polars DataFrame, optional
+            (user, item, value) rows, as ``fit`` takes them, that fold in the items the
+            model lacks (the known ones keep their factors). Rows naming users the model
+            lacks are left out, with a warning that counts them.
+        user_col, item_col, value_col : str
+            The columns of ``interactions``, as in :meth:`recommend_frame`.
 
         Returns
         -------
@@ -1212,7 +1225,7 @@ class ALS:
         Raises
         ------
         ValueError
-            For an id the model does not have.
+            For an id the model does not have and ``interactions`` cannot fold in.
 
         Examples
         --------
@@ -1226,22 +1239,34 @@ class ALS:
         0    x            y     1
         1    x            z     2
         """
-        return self._similar_frame("item", items, N)
+        return self._similar_frame("item", items, N, interactions, user_col, item_col,
+                                   value_col)
 
-    def similar_users_frame(self, users: Any = None, N: int = 10):
+    def similar_users_frame(self, users: Any = None, N: int = 10, interactions: Any = None,
+                            *, user_col: str = "user", item_col: str = "item",
+                            value_col: str | None = "value"):
         """The ``N`` users most similar to each given user, by original ids, as a pandas
         DataFrame: columns ``user``, ``similar_user``, ``rank``, ``score``. The user-side
-        twin of :meth:`similar_items_frame`."""
-        return self._similar_frame("user", users, N)
+        twin of :meth:`similar_items_frame` (users the model lacks folded in from their
+        ``interactions`` against the item factors)."""
+        return self._similar_frame("user", users, N, interactions, user_col, item_col,
+                                   value_col)
 
-    def _similar_frame(self, kind: str, query: Any, N: int):
+    def _similar_frame(self, kind: str, query: Any, N: int, interactions: Any,
+                       user_col: str, item_col: str, value_col: str | None):
         self._check_fitted()
-        frames = _frame_module(f"similar_{kind}s_frame", f"similar_{kind}s")
+        frames = _frame_module(f"similar_{kind}s_frame", f"similar_{kind}s",
+                               like=interactions)
+        found = _id_queries.similar_by_id(
+            self._snapshot(), kind, query, N, interactions=interactions, user_col=user_col,
+            item_col=item_col, value_col=value_col,
+            show_progress=None if self.show_progress else False)
+        if found.n_unknown_rows:
+            other = "user" if kind == "item" else "item"
+            warnings.warn(f"rows of interactions that name {other}s the model lacks: "
+                          f"{found.n_unknown_rows} left out", stacklevel=data.user_stacklevel())
         ids = getattr(self, f"{kind}_ids_")
-        return _frame(frames, _id_queries.similar_by_id(
-            self._snapshot(), kind, query, N,
-            show_progress=None if self.show_progress else False),
-            {kind: ids, f"similar_{kind}": ids})
+        return _frame(frames, found.table, {kind: ids, f"similar_{kind}": ids})
 
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
         """Cosine top-N against ``factors`` (of ``kind`` "user" or "item") for the rows

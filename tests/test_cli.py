@@ -1758,6 +1758,32 @@ def test_ids_joined_by_commas_are_named_with_how_to_give_them(trained, tmp_path,
         assert capsys.readouterr().err.startswith(f"gpu-als {command[0]}: error: {says}")
 
 
+def test_similar_folds_in_the_new_items_of_a_file(trained, tmp_path, capsys):
+    """`gpu-als similar MODEL FILE`: the items of FILE the model lacks are folded in from
+    their rows (the items most like a new one, from its first users), as
+    similar_items_frame(interactions=) finds them; the line counts what it did."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    rows = pd.DataFrame({"user": ["u3", "u4", "u8", "ghost"], "item": [777] * 4,
+                         "value": [1.0, 2.0, 1.0, 1.0]})
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["similar", str(path), str(tmp_path / "new.csv"), "--items", "101", "777",
+                 "--N", "3", "--backend", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"6 similar items (cosine of the factors, 3 per item) to standard output; "
+                   f"1 folded in from their rows in {tmp_path / 'new.csv'}; 1 row of "
+                   f"{tmp_path / 'new.csv'} naming users the model lacks left out\n")
+    with pytest.warns(UserWarning, match="name users the model lacks: 1 left out"):
+        want = model.similar_items_frame([101, 777], N=3, interactions=rows)
+    got = [line.split(",") for line in out.splitlines()[1:]]
+    assert [(int(i), int(j), int(r)) for i, j, r, _ in got] == \
+        list(zip(want["item"], want["similar_item"], want["rank"]))
+    assert main(["similar", str(path), str(tmp_path / "new.csv"), "--N", "2",
+                 "--backend", "cpu"]) == 0  # every item of the file: 777
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == \
+        ["777", "777"]
+
+
 def test_similar_to_the_only_item_is_a_header_and_zero_per_item(tmp_path, capsys):
     path = tmp_path / "one.npz"
     ALS.from_factors(np.ones((3, 4)), np.ones((1, 4))).save(path)

@@ -475,15 +475,58 @@ def test_queries_go_in_batches_counted_on_a_progress_bar(clicks, monkeypatch):
     for one, parts in zip(whole, batched):
         pd.testing.assert_frame_equal(parts, one)
     assert [(bar.total, bar.counted) for bar in progress.bars] == [
-        (30, 30), (0, 0), (20, 20), (30, 30)]  # recommend: 30 known users, none folded in
+        (30, 30), (0, 0), (20, 20), (0, 0), (30, 30), (0, 0)]  # each: known, none folded in
     # a model made with show_progress=False shows no bar; with True, a bar where standard
     # error is a terminal (tqdm's disable=None)
-    assert [bar.disable for bar in progress.bars] == [True] * 4
+    assert [bar.disable for bar in progress.bars] == [True] * 6
     progress.bars.clear()
     model.show_progress = True
     model.recommend_frame(interactions=clicks, N=3)
     model.similar_items_frame(N=2)
-    assert [bar.disable for bar in progress.bars] == [None] * 3
+    assert [bar.disable for bar in progress.bars] == [None] * 4
+
+
+def test_similar_frames_fold_in_what_the_model_lacks_from_interactions(backend, clicks):
+    """similar_items_frame(items, N, interactions): an item the model lacks is folded in
+    from its users there (similar_items' recalculate_item), a known one keeps its
+    factors and leaves itself out; similar_users_frame alike (a loop of cosines against
+    recalculate_user's factors). Rows naming what the model lacks are counted."""
+    model = fitted(clicks, backend)
+    cpu = model.to_cpu()
+    new = pd.DataFrame({"user": ["u01", "u04", "u09", "stranger"], "item": [500] * 4,
+                        "value": [2.0, 1.0, 3.0, 1.0]})
+    with pytest.warns(UserWarning, match="rows of interactions that name users the model "
+                                         "lacks: 1 left out"):
+        frame = model.similar_items_frame([7, 500], N=4, interactions=new)
+    assert list(frame["item"]) == [7] * 4 + [500] * 4
+    known = model.similar_items_frame([7], N=4)
+    assert [row[1:3] for row in rows_of(frame)[:4]] == [row[1:3] for row in rows_of(known)]
+    item_users = sp.csr_matrix(([2.0, 1.0, 3.0], ([0, 0, 0], model.user_rows(
+        ["u01", "u04", "u09"]))), shape=(1, 30))
+    ids, scores = cpu.similar_items(0, N=4, recalculate_item=True, item_users=item_users)
+    assert list(frame["similar_item"][4:]) == list(model.item_ids_[ids])
+    np.testing.assert_allclose(frame["score"][4:], scores, rtol=1e-4, atol=1e-6)
+    everyone = model.similar_items_frame(interactions=new[:3], N=2)  # its items: just 500
+    assert list(everyone["item"]) == [500, 500]
+
+    seen = clicks[clicks["user"] == "u03"].assign(user="newcomer")
+    users = model.similar_users_frame(["newcomer"], N=3, interactions=seen)
+    x = cpu.recalculate_user(0, from_dataframe(seen, item_ids=model.item_ids_).matrix)
+    X = np.asarray(cpu.user_factors_, np.float64)
+    cosines = X @ x / np.linalg.norm(X, axis=1) / np.linalg.norm(x)
+    best = np.argsort(-cosines, kind="stable")[:3]
+    assert list(users["similar_user"]) == list(model.user_ids_[best])
+    np.testing.assert_allclose(users["score"], cosines[best], rtol=1e-4, atol=1e-6)
+
+    pl = pytest.importorskip("polars")
+    assert isinstance(model.similar_items_frame([500], N=2, interactions=pl.from_pandas(
+        new[:3])), pl.DataFrame)
+    with pytest.raises(ValueError, match=r"the model has no item 998 \(1 of the 2 given\) "
+                                         r"and no interactions with its users to fold in"):
+        model.similar_items_frame([500, 998], interactions=new[:3])
+    with pytest.raises(TypeError, match="interactions must be a DataFrame of .user, item, "
+                                        "value. rows, got csr_matrix"):
+        model.similar_items_frame([7], interactions=item_users)
 
 
 def test_similar_users_by_id(clicks):
