@@ -1791,6 +1791,10 @@ def test_similar_to_the_only_item_is_a_header_and_zero_per_item(tmp_path, capsys
     out, err = capsys.readouterr()
     assert out == "item,similar_item,rank,score\n"
     assert err == "0 similar items (cosine of the factors, 0 per item) to standard output\n"
+    two = tmp_path / "two.npz"  # each item's only other one
+    ALS.from_factors(np.ones((3, 4)), np.ones((2, 4))).save(two)
+    assert main(["similar", str(two), "--N", "5", "--backend", "cpu"]) == 0
+    assert capsys.readouterr().out == "item,similar_item,rank,score\n0,1,1,1\n1,0,1,1\n"
 
 
 def test_recommend_among_named_items_and_ids_read_from_files(trained, tmp_path, capsys):
