@@ -1,8 +1,9 @@
 """Queries by original ids, as tables: recommendations (:meth:`gpu_als.ALS.recommend_frame`,
 ``gpu-als recommend``), similar items or users (:meth:`gpu_als.ALS.similar_items_frame`,
-``similar_users_frame``, ``gpu-als similar``) and predictions for pairs
-(:meth:`gpu_als.ALS.predict_frame`, ``gpu-als predict``); one implementation for Python and
-the command line.
+``similar_users_frame``, ``gpu-als similar``), predictions for pairs
+(:meth:`gpu_als.ALS.predict_frame`, ``gpu-als predict``) and the factors themselves
+(:meth:`gpu_als.ALS.item_factors_frame`, ``gpu-als export``); one implementation for Python
+and the command line.
 
 Users and items are named by a model's ids (``user_ids_``, ``item_ids_``; factor rows for
 a model without ids). The users' interactions, a DataFrame of (user, item, value) rows,
@@ -305,6 +306,29 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
     queries = ids[positions] if len(fold) == 0 else query
     return Similarities(ranked_table([kind, f"similar_{kind}", "rank", "score"], queries, top,
                                      scores, ids), len(fold), n_unknown_rows)
+
+
+def factors_by_id(model: Any, kind: str, query: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``kind`` ("user" or "item") factors of ``query`` (the model's ids, each once, in
+    the order given; default: every one, in the model's order): the ids as the model has
+    them ("5" typed on a command line: its id 5) and their factor rows, copied to the host.
+    An id the model lacks is refused."""
+    ids = id_map(getattr(model, f"{kind}_ids_"), getattr(model, f"{kind}_factors_").shape[0])
+    factors = getattr(model, f"{kind}_factors_")
+    if query is None:
+        positions = np.arange(len(ids))
+    else:
+        named = each_once(query, f"{kind}s")
+        positions = find(lookup(model, kind), named)
+        lacking = positions < 0
+        if lacking.any():
+            raise ValueError(f"the model has no {kind} {examples(named[lacking])} "
+                             f"({lacking.sum()} of the {len(named)} given)")
+    backend = model._backend
+    rows = backend.to_numpy(factors if query is None else factors[backend.asarray(positions)])
+    if isinstance(factors, np.ndarray) and np.shares_memory(rows, factors):
+        rows = rows.copy()  # the rows handed out are the caller's to change, not the model's
+    return ids[positions], rows
 
 
 @dataclass

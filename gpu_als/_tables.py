@@ -589,20 +589,43 @@ def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> 
     ``scores`` to 6 significant digits), or as Parquet where ``path`` ends in ``.parquet``
     (the ids in their types, the scores unrounded). Returns the number of rows written."""
     arrays = {name: np.asarray(values) for name, values in columns.items()}
-    rows = len(next(iter(arrays.values())))
     if path.lower().endswith(".parquet"):
-        try:
-            import pandas as pd
+        return _write_parquet(path, arrays)
+    return _write_csv(path, arrays, {name: "%.6g" for name in scores})
 
-            pd.DataFrame(arrays).to_parquet(path, index=False)
-        except ImportError as exc:
-            raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
-                               "gpu-als[parquet]") from exc
-        return rows
+
+def write_factors(path: str, kind: str, ids: np.ndarray, factors: np.ndarray) -> int:
+    """Factor rows by id (``kind`` "user" or "item"): as CSV, columns ``kind``,
+    ``factor_0`` ... ``factor_<k-1>``, each value to the digits that read back as the same
+    float (9 significant for float32, 17 for float64); as Parquet (``path`` ending in
+    ``.parquet``), columns ``kind`` and ``factors``, a list per row (Spark MLlib's
+    layout). Returns the number of rows written."""
+    if path.lower().endswith(".parquet"):
+        return _write_parquet(path, {kind: ids, "factors": list(factors)})
+    names = [f"factor_{j}" for j in range(factors.shape[1])]
+    exact = "%.9g" if factors.dtype.itemsize <= 4 else "%.17g"
+    return _write_csv(path, {kind: ids, **dict(zip(names, factors.T))},
+                      dict.fromkeys(names, exact))
+
+
+def _write_parquet(path: str, columns: dict[str, Any]) -> int:
+    try:
+        import pandas as pd
+
+        pd.DataFrame(columns).to_parquet(path, index=False)
+    except ImportError as exc:
+        raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
+                           "gpu-als[parquet]") from exc
+    return len(next(iter(columns.values())))
+
+
+def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str]) -> int:
+    """``arrays`` as CSV columns, those named in ``formats`` as numbers in their
+    %-format, the others as their values print."""
     import csv
 
-    texts = [[f"{value:.6g}" for value in a.tolist()] if name in scores else a.tolist()
-             for name, a in arrays.items()]  # (formatting floats: 2x np.char.mod's speed)
+    texts = [[formats[name] % value for value in a.tolist()] if name in formats
+             else a.tolist() for name, a in arrays.items()]  # (2x np.char.mod's speed)
     stream = sys.stdout if path == "-" else open(path, "w", newline="")
     try:
         writer = csv.writer(stream, lineterminator="\n")
@@ -611,4 +634,4 @@ def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> 
     finally:
         if stream is not sys.stdout:
             stream.close()
-    return rows
+    return len(next(iter(arrays.values())))

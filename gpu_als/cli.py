@@ -41,12 +41,13 @@ from . import __version__
 from ._id_queries import (
     each_once,
     examples,
+    factors_by_id,
     id_map,
     recommend_by_id,
     rows_against,
     similar_by_id,
 )
-from ._tables import event_weights, read_frame, write_table
+from ._tables import event_weights, read_frame, write_factors, write_table
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS
 from .evaluation import VALIDATION_METRICS, metric_name
@@ -1060,6 +1061,20 @@ def similar_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """The factors of a saved model's items (or users) by id, a row each, as
+    ``ALS.item_factors_frame`` gives them."""
+    model = load_model(args.model, args.backend)
+    kind, query = ("user", args.users) if args.users is not None else ("item", args.items)
+    check_not_comma_separated(f"--{kind}s", query, id_map(getattr(model, f"{kind}_ids_"),
+                                                          len(getattr(model, f"{kind}_factors_"))))
+    ids, factors = factors_by_id(model, kind, query or None)  # (--users alone: all of them)
+    written = write_factors(args.output, kind, ids, factors)
+    print(f"factors of {counted(written, kind)} ({factors.shape[1]} {factors.dtype} values "
+          f"each) to {destination(args.output)}", file=sys.stderr)
+    return 0
+
+
 def explain_command(args: argparse.Namespace) -> int:
     """Why a saved model scores items for a user: each score split over the user's items."""
     from .data import from_dataframe, id_positions
@@ -1446,6 +1461,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="these users instead")
     add_ranking_options(p, "results per query")
     p.set_defaults(func=similar_command)
+
+    p = commands.add_parser("export", help="the factors of a saved model's items (or users)",
+                            description="Each item's (or user's) factors, a row per id, for "
+                            "a warehouse table, a feature store or a vector index: CSV "
+                            "columns item,factor_0,...,factor_<k-1> (to the digits that read "
+                            "back as the same floats), or, where the output ends in "
+                            ".parquet, columns item and factors, a list per row (as Spark "
+                            "MLlib's itemFactors).")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--items", nargs="*", metavar="ID", action=IdList,
+                       help="these items (default: every item of the model)" + ID_FILE_HELP)
+    which.add_argument("--users", nargs="*", metavar="ID", action=IdList,
+                       help="users instead: these, or with no ids every user")
+    add_table_options(p)
+    p.set_defaults(func=export_command)
 
     p = commands.add_parser("explain", help="why a saved model scores items for a user",
                             description="Split each item's score for the user over the "

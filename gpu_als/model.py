@@ -1268,6 +1268,55 @@ class ALS:
         ids = getattr(self, f"{kind}_ids_")
         return _frame(frames, found.table, {kind: ids, f"similar_{kind}": ids})
 
+    def item_factors_frame(self, items: Any = None):
+        """The item factors by original id, as a pandas DataFrame (a polars one where only
+        polars is installed), as Spark MLlib's ``itemFactors``: for a warehouse table, a
+        feature store or a vector index. ``gpu-als export`` writes it to a file.
+
+        Parameters
+        ----------
+        items : id or array-like of ids, optional
+            The model's item ids (:attr:`item_ids_`; factor rows for a model fitted without
+            ids), each once, in this order. Default: every item, in the model's order.
+
+        Returns
+        -------
+        pandas.DataFrame (or polars.DataFrame)
+            Columns ``item`` (the ids as the model has them) and ``factors``: each item's
+            factors, a NumPy array in the model's dtype (in polars, an ``Array`` column).
+            They are copied from the model (to the host, for a GPU model): changing them
+            leaves the model as it was. ``np.stack(frame["factors"])`` is the matrix, and
+            ``to_parquet`` writes the column as a list.
+
+        Raises
+        ------
+        ValueError
+            For an id the model does not have.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob"], "item": ["x", "y", "y"]})
+        >>> model = ALS(factors=3, iterations=2, backend="cpu", show_progress=False).fit(df)
+        >>> frame = model.item_factors_frame(["y"])
+        >>> list(frame.columns), frame["factors"][0].shape
+        (['item', 'factors'], (3,))
+        """
+        return self._factors_frame("item", items)
+
+    def user_factors_frame(self, users: Any = None):
+        """The user factors by original id, as a pandas DataFrame: columns ``user`` and
+        ``factors`` (Spark's ``userFactors``). The user-side twin of
+        :meth:`item_factors_frame`."""
+        return self._factors_frame("user", users)
+
+    def _factors_frame(self, kind: str, query: Any):
+        self._check_fitted()
+        frames = _frame_module(f"{kind}_factors_frame", f"{kind}_factors_")
+        ids, factors = _id_queries.factors_by_id(self._snapshot(), kind, query)
+        column = factors if frames.__name__ == "polars" else list(factors)
+        return _frame(frames, {kind: ids, "factors": column}, {kind: self._own_ids(kind)})
+
     def _similar(self, factors, query_id, N, filter_ids, only_ids, kind, queries=None):
         """Cosine top-N against ``factors`` (of ``kind`` "user" or "item") for the rows
         ``query_id`` of it, or for the given ``queries`` factors (one per id)."""
@@ -1845,7 +1894,7 @@ def _warn_unanswered(found: _id_queries.Recommendations, queried: str = "user",
                       stacklevel=data.user_stacklevel())
 
 
-def _frame(frames, table: dict[str, np.ndarray], ids: dict[str, Any]):
+def _frame(frames, table: dict[str, Any], ids: dict[str, Any]):
     """``table`` as a DataFrame of ``frames`` (the pandas or polars module). polars types
     an empty object column as Object: an empty column of ids takes the type that polars
     gives the model's ids, ``ids[name]`` (None: factor rows, integers, never empty), so

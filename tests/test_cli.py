@@ -1994,6 +1994,48 @@ def test_similar_items_and_users_leave_the_query_out(trained, tmp_path, capsys):
     assert "the model has no item '7777'" in capsys.readouterr().err
 
 
+def test_export_writes_factors_that_read_back_as_the_same_model(trained, tmp_path, capsys):
+    """gpu-als export: CSV columns item,factor_0.. whose values read back as the same
+    float32s (a model made of them recommends as the trained one), Parquet a list column
+    per id; --users alone: every user; ids the model lacks are refused."""
+    pd = pytest.importorskip("pandas")
+    path, model = trained
+    items, users = tmp_path / "items.csv", tmp_path / "users.csv"
+    assert main(["export", str(path), "--backend", "cpu", "-o", str(items)]) == 0
+    assert capsys.readouterr().err == (f"factors of 30 items (4 float32 values each) to "
+                                       f"{items}\n")
+    assert main(["export", str(path), "--users", "--backend", "cpu", "-o", str(users)]) == 0
+    assert capsys.readouterr().err.startswith("factors of 60 users (4 float32 values each)")
+    Y, X = pd.read_csv(items), pd.read_csv(users, dtype={"user": str})
+    assert list(Y.columns) == ["item", "factor_0", "factor_1", "factor_2", "factor_3"]
+    np.testing.assert_array_equal(Y["item"], model.item_ids_)
+    np.testing.assert_array_equal(X["user"], model.user_ids_)
+    for read, factors in ((Y, model.item_factors_), (X, model.user_factors_)):
+        np.testing.assert_array_equal(read.iloc[:, 1:].to_numpy().astype(np.float32), factors)
+    again = ALS.from_factors(X.iloc[:, 1:].to_numpy(), Y.iloc[:, 1:].to_numpy(),
+                             user_ids=X["user"].to_numpy(), item_ids=Y["item"].to_numpy(),
+                             backend="cpu")
+    pd.testing.assert_frame_equal(again.recommend_frame(N=5), model.recommend_frame(N=5))
+
+    pytest.importorskip("pyarrow")
+    some = tmp_path / "some.parquet"
+    assert main(["export", str(path), "--items", "105", "101", "-o", str(some)]) == 0
+    assert capsys.readouterr().err.startswith("factors of 2 items (4 float32 values each)")
+    read = pd.read_parquet(some)
+    assert list(read["item"]) == [105, 101]  # (the model's integer ids, not the text typed)
+    np.testing.assert_array_equal(np.stack(read["factors"]),
+                                  model.item_factors_[model.item_rows([105, 101])])
+    assert main(["export", str(path), "--users", "u2", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "user,factor_0,factor_1,factor_2,factor_3" and len(out) == 2
+    assert out[1].split(",")[1:] == [f"{v:.9g}" for v in model.user_factors_[row_of(
+        model.user_ids_, "u2")]]
+    assert main(["export", str(path), "--items", "105", "7777", "--backend", "cpu"]) == 2
+    assert "the model has no item '7777' (1 of the 2 given)" in capsys.readouterr().err
+    assert main(["export", str(path), "--items", "101,105", "--backend", "cpu"]) == 2
+    assert "separate ids with spaces (--items 101 105)" in capsys.readouterr().err
+
+
 def _raise(exc):
     raise exc
 

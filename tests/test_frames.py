@@ -545,6 +545,44 @@ def test_similar_users_by_id(clicks):
     assert list(by_rows.similar_items_frame(["3"], N=2)["item"]) == [3, 3]
 
 
+def test_factors_frames_give_each_ids_factor_row_as_a_copy(backend, clicks):
+    """item_factors_frame / user_factors_frame: the factor row of each id, in the order
+    asked (each once; text ids as the model has them), or all of them in the model's order;
+    copies that the caller may change without changing the model."""
+    model = fitted(clicks, backend)
+    X, Y = model.to_cpu().user_factors_, model.to_cpu().item_factors_
+    every = model.item_factors_frame()
+    assert list(every.columns) == ["item", "factors"]
+    assert list(every["item"]) == list(model.item_ids_)
+    np.testing.assert_array_equal(np.stack(every["factors"]), Y)
+    assert every["factors"][0].dtype == np.float32
+    some = model.item_factors_frame(np.array([14, "7", 126, 14], object))
+    assert list(some["item"]) == [14, 7, 126]  # (7 typed as text: the model's id 7)
+    np.testing.assert_array_equal(np.stack(some["factors"]), Y[model.item_rows([14, 7, 126])])
+    users = model.user_factors_frame("u03")
+    assert list(users["user"]) == ["u03"] and list(users.columns) == ["user", "factors"]
+    np.testing.assert_array_equal(users["factors"][0], X[model.user_rows("u03")])
+    assert len(model.user_factors_frame([])) == 0
+    for frame in (every, some, users):
+        frame["factors"][0][:] = 123.0
+    assert not (model.to_cpu().item_factors_ == 123.0).any()
+    assert not (model.to_cpu().user_factors_ == 123.0).any()
+    with pytest.raises(ValueError, match=r"the model has no item 999 \(1 of the 2 given\)"):
+        model.item_factors_frame([7, 999])
+    with pytest.raises(ValueError, match=r"users must be one id or 1-D, got shape \(1, 1\)"):
+        model.user_factors_frame([["u01"]])
+    # a model without ids: its factor rows are its ids; float64 factors stay float64
+    R = random_interactions(30, 20, 0.25, seed=4)
+    by_rows = ALS(factors=3, iterations=2, backend=backend, dtype=np.float64,
+                  random_state=0, show_progress=False).fit(R)
+    rows = by_rows.item_factors_frame(["3", 0])
+    assert list(rows["item"]) == [3, 0] and rows["factors"][0].dtype == np.float64
+    np.testing.assert_array_equal(np.stack(rows["factors"]),
+                                  by_rows.to_cpu().item_factors_[[3, 0]])
+    with pytest.raises(NotFittedError):
+        ALS().item_factors_frame()
+
+
 def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
         clicks, monkeypatch):
     pl = pytest.importorskip("polars")
@@ -552,23 +590,28 @@ def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
     expected = {"recommend": model.recommend_frame(["u03"], N=3),
                 "users for items": model.recommend_users_frame([7, 14], N=3),
                 "items": model.similar_items_frame([7, 14], N=2),
-                "users": model.similar_users_frame("u03", N=2)}
+                "users": model.similar_users_frame("u03", N=2),
+                "item factors": model.item_factors_frame([7, 14])}
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas: an ImportError
     got = {"recommend": model.recommend_frame(["u03"], N=3),
            "users for items": model.recommend_users_frame([7, 14], N=3),
            "items": model.similar_items_frame([7, 14], N=2),
-           "users": model.similar_users_frame("u03", N=2)}
+           "users": model.similar_users_frame("u03", N=2),
+           "item factors": model.item_factors_frame([7, 14])}
     for name, frame in got.items():
         assert isinstance(frame, pl.DataFrame), name
         assert frame.columns == list(expected[name].columns)
         for column in frame.columns:
+            want = expected[name][column].to_numpy()
             np.testing.assert_array_equal(frame[column].to_numpy(),
-                                          expected[name][column].to_numpy())
+                                          np.stack(want) if column == "factors" else want)
+    assert got["item factors"].schema["factors"] == pl.Array(pl.Float32, 4)
     monkeypatch.setitem(sys.modules, "polars", None)
     for call, instead in ((lambda: model.recommend_frame(["u03"]), "recommend"),
                           (lambda: model.recommend_users_frame([7]), "predict"),
                           (lambda: model.similar_items_frame([7]), "similar_items"),
-                          (lambda: model.similar_users_frame("u03"), "similar_users")):
+                          (lambda: model.similar_users_frame("u03"), "similar_users"),
+                          (lambda: model.user_factors_frame(), "user_factors_")):
         with pytest.raises(ImportError, match=r"returns a DataFrame of pandas \(or polars\): "
                                               rf"pip install gpu-als\[pandas\] \(or use "
                                               rf"{instead}\)"):
