@@ -619,19 +619,26 @@ def _write_parquet(path: str, columns: dict[str, Any]) -> int:
     return len(next(iter(columns.values())))
 
 
-def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str]) -> int:
+def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str],
+               cells: int = 1 << 19) -> int:
     """``arrays`` as CSV columns, those named in ``formats`` as numbers in their
-    %-format, the others as their values print."""
+    %-format, the others as their values print; about ``cells`` values at a time, so that
+    the text of a large table is never all in memory (the factors of 138,000 users at
+    k = 64 took 750 MB at once)."""
     import csv
 
-    texts = [[formats[name] % value for value in a.tolist()] if name in formats
-             else a.tolist() for name, a in arrays.items()]  # (2x np.char.mod's speed)
+    rows = len(next(iter(arrays.values())))
+    chunk = max(1, cells // len(arrays))
     stream = sys.stdout if path == "-" else open(path, "w", newline="")
     try:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(list(arrays))
-        writer.writerows(zip(*texts))
+        for start in range(0, rows, chunk):
+            texts = [[formats[name] % value for value in a[start:start + chunk].tolist()]
+                     if name in formats else a[start:start + chunk].tolist()
+                     for name, a in arrays.items()]  # (2x np.char.mod's speed)
+            writer.writerows(zip(*texts))
     finally:
         if stream is not sys.stdout:
             stream.close()
-    return len(next(iter(arrays.values())))
+    return rows
