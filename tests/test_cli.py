@@ -2032,6 +2032,15 @@ def test_export_writes_factors_that_read_back_as_the_same_model(trained, tmp_pat
         model.user_ids_, "u2")]]
     assert main(["export", str(path), "--items", "105", "7777", "--backend", "cpu"]) == 2
     assert "the model has no item '7777' (1 of the 2 given)" in capsys.readouterr().err
+    # a float64 model's factors to 17 digits: the same float64s read back
+    wide = tmp_path / "wide.npz"
+    rng = np.random.default_rng(0)
+    ALS.from_factors(rng.standard_normal((3, 2)), rng.standard_normal((4, 2)),
+                     dtype=np.float64, backend="cpu").save(wide)
+    assert main(["export", str(wide), "--backend", "cpu", "-o", str(items)]) == 0
+    assert "(2 float64 values each)" in capsys.readouterr().err
+    np.testing.assert_array_equal(pd.read_csv(items).iloc[:, 1:].to_numpy(),
+                                  ALS.load(wide, backend="cpu").item_factors_)
     assert main(["export", str(path), "--items", "101,105", "--backend", "cpu"]) == 2
     assert "separate ids with spaces (--items 101 105)" in capsys.readouterr().err
 
