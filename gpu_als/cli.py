@@ -557,32 +557,42 @@ def evaluate(args: argparse.Namespace) -> int:
           + ("" if args.min_value is None else
              f"; {relevant.nnz} of them >= {args.min_value:g} count as relevant")
           + f"); trained on '{model.backend_}' in {seconds:.2f} s\n")
-    K = args.K
-    rows = {}
+    cutoffs = list(dict.fromkeys(args.K))  # (each once, in the order given)
+    scored: dict[int, dict[str, dict[str, float]]] = {K: {} for K in cutoffs}
     for name, recommender in (("Random", RandomRecommender(args.seed).fit(train_m)),
                               ("Popularity", PopularityRecommender().fit(train_m)),
                               ("ALS", model)):
-        rows[name] = ranking_metrics(recommender, train_m, relevant, K=K)
-        if not args.no_auc:
-            rows[name]["auc"] = auc(recommender, train_m, relevant)
-    metrics = [("precision", f"P@{K}"), ("recall", f"Recall@{K}"), ("ndcg", f"NDCG@{K}"),
-               ("map", f"MAP@{K}")] + ([] if args.no_auc else [("auc", "AUC")])
-    print_table(rows, metrics)
+        at = ranking_metrics(recommender, train_m, relevant, K=cutoffs)  # one ranking
+        area = {} if args.no_auc else {"auc": auc(recommender, train_m, relevant)}
+        for K in cutoffs:
+            scored[K][name] = {**at[K], **area}
+    extra = [] if args.no_auc else [("auc", "AUC")]
+    for K in cutoffs:
+        print("" if K == cutoffs[0] else "\n", end="")
+        print_table(scored[K], [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
+                                ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}"), *extra])
+    metrics = [("precision", "P@K"), ("recall", "Recall@K"), ("ndcg", "NDCG@K"),
+               ("map", "MAP@K"), *extra]
     if args.feedback == "explicit":
-        rows["ALS"]["rmse"] = rmse(model, test_m)
+        error = rmse(model, test_m)
+        for K in cutoffs:
+            scored[K]["ALS"]["rmse"] = error
         metrics.append(("rmse", "RMSE"))
-        print(f"\nRMSE of the predicted test values: {rows['ALS']['rmse']:.4f}")
-        if rows["ALS"]["recall"] < rows["Popularity"]["recall"]:
+        print(f"\nRMSE of the predicted test values: {error:.4f}")
+        if any(rows["ALS"]["recall"] < rows["Popularity"]["recall"]
+               for rows in scored.values()):
             print("ALS ranks below popularity here, as models of explicit ratings often do: "
                   "it orders items by predicted rating, and an item with few ratings gets an "
                   "extreme one. For top-N lists, train on implicit feedback (without "
                   "--feedback explicit; the ratings are then confidences), which learns what "
                   "each user chose to rate.")
-    if args.output is not None:
-        columns = {"model": np.array(list(rows)), "K": np.full(len(rows), K),
-                   **{key: np.array([row.get(key, np.nan) for row in rows.values()])
+    if args.output is not None:  # a row per model and K
+        table = [(name, K, row) for K, rows in scored.items() for name, row in rows.items()]
+        columns = {"model": np.array([name for name, _, _ in table]),
+                   "K": np.array([K for _, K, _ in table]),
+                   **{key: np.array([row.get(key, np.nan) for _, _, row in table])
                       for key, _ in metrics},
-                   "users": np.array([row["users"] for row in rows.values()])}
+                   "users": np.array([row["users"] for _, _, row in table])}
         write_table(args.output, columns, scores=tuple(key for key, _ in metrics))
         print(f"\nmetrics written to {args.output}")
     return 0
@@ -1306,7 +1316,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a split made beforehand, e.g. MovieLens' u1.base and u1.test): "
                         "FILE is all of train; test rows of new users or items, and pairs "
                         "already in FILE, are left out")
-    p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--K", type=at_least(1), nargs="+", default=[10],
+                   help="cut-off of the metrics (default 10); several (--K 5 10 20) are "
+                        "scored from one ranking, a table each")
     p.add_argument("--min-value", type=float, default=None,
                    help="count only held-out values >= this as relevant in the ranking "
                         "metrics (e.g. 4 for ratings; default: every held-out entry); the RMSE "

@@ -28,7 +28,8 @@ import datetime
 import logging
 import numbers
 import warnings
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -488,10 +489,19 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True, part="te
     return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of)
 
 
-def ranking_metrics(
-    model: Any, train: Any, test: Any, K: int = 10, batch_size: int = 2048,
-    show_progress: bool = True,
-) -> dict[str, float]:
+@overload
+def ranking_metrics(model: Any, train: Any, test: Any, K: int = 10, batch_size: int = 2048,
+                    show_progress: bool = True) -> dict[str, float]: ...
+
+
+@overload
+def ranking_metrics(model: Any, train: Any, test: Any, K: Sequence[int],
+                    batch_size: int = 2048, show_progress: bool = True
+                    ) -> dict[int, dict[str, float]]: ...
+
+
+def ranking_metrics(model: Any, train: Any, test: Any, K: Any = 10, batch_size: int = 2048,
+                    show_progress: bool = True) -> Any:
     """Precision, recall, NDCG and MAP at ``K``, averaged over the users with test items.
 
     For each such user ``u`` the model recommends ``K`` items with the items of
@@ -518,7 +528,11 @@ def ranking_metrics(
         model with ids (fitted on a DataFrame, as the baselines here can be too): their
         rows are found by the model's ids, and a test row of a user or item it lacks is
         left out, with a warning that counts them.
-    K : int, default 10
+    K : int or sequence of int, default 10
+        The cut-off. Several (``K=[5, 10, 20]``, each once) are scored from one ranking of
+        the largest: each one's top K are the first K of it (ties broken by item id, as
+        ``recommend`` breaks them), so the metrics equal those of one call per K, at the
+        cost of one.
     batch_size : int
         Users recommended for at once.
     show_progress : bool, default True
@@ -528,37 +542,74 @@ def ranking_metrics(
     -------
     dict
         ``precision``, ``recall``, ``ndcg``, ``map`` (floats) and ``users`` (how many were
-        scored).
+        scored); for several K, such a dict for each, keyed by K in the order given.
+
+    Examples
+    --------
+    >>> from gpu_als.datasets import make_power_law
+    >>> R = make_power_law(200, 100, 3000, random_state=0)
+    >>> train, test = train_test_split(R, test_fraction=0.2, random_state=0)
+    >>> model = PopularityRecommender().fit(train)
+    >>> at = ranking_metrics(model, train, test, K=[5, 20], show_progress=False)
+    >>> list(at), at[20]["recall"] > at[5]["recall"]
+    ([5, 20], True)
     """
+    if isinstance(K, Iterable) and not isinstance(K, (str, bytes)):
+        return _ranking_metrics_at(model, train, test, _cutoffs(K), batch_size, show_progress)
     return _ranking_metrics(model, train, test, K, batch_size, show_progress)
+
+
+def _cutoffs(K: Iterable[Any]) -> list[int]:
+    """Several cut-offs, each an int >= 1, each once in the order given; none is refused."""
+    cutoffs = list(dict.fromkeys(check_int("K", k, minimum=1) for k in K))
+    if not cutoffs:
+        raise ValueError("K is empty: give a cut-off, or several (K=[5, 10, 20])")
+    return cutoffs
 
 
 def _ranking_metrics(model: Any, train: Any, test: Any, K: int, batch_size: int = 2048,
                      show_progress: bool = True, part: str = "test") -> dict[str, float]:
-    """:func:`ranking_metrics`, whose warnings call ``test`` ``part`` (``"validation"``
-    for :func:`validation_score`)."""
+    """:func:`ranking_metrics` at one ``K``, whose warnings call ``test`` ``part``
+    (``"validation"`` for :func:`validation_score`)."""
     K = check_int("K", K, minimum=1)
-    totals = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
+    return _ranking_metrics_at(model, train, test, [K], batch_size, show_progress, part)[K]
+
+
+def _ranking_metrics_at(model: Any, train: Any, test: Any, cutoffs: list[int],
+                        batch_size: int = 2048, show_progress: bool = True,
+                        part: str = "test") -> dict[int, dict[str, float]]:
+    """The metrics at each of ``cutoffs`` (ints >= 1, each once), from one ranking of the
+    largest."""
+    totals = {K: {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0} for K in cutoffs}
     n_users = n_shared = 0
-    for batch, hits, n_relevant, _, shared in _ranked_hits(model, train, test, K, batch_size,
-                                                           show_progress, part):
+    for batch, hits, n_relevant, _, shared in _ranked_hits(model, train, test, max(cutoffs),
+                                                           batch_size, show_progress, part):
         n_users += len(batch)
         n_shared += shared
         hits = hits.astype(np.float64)
-        n_hits = hits.sum(axis=1)
-        m = np.minimum(n_relevant, min(K, int(n_relevant.max())))  # (K of any size)
-        # the ranks that count: at most the items, however large K is
-        discount = 1.0 / np.log2(np.arange(max(hits.shape[1], int(m.max()))) + 2)
-        ideal = np.concatenate([[0.0], np.cumsum(discount)])
-        totals["precision"] += float((n_hits / K).sum())
-        totals["recall"] += float((n_hits / n_relevant).sum())
-        totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
-        precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
-        totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
+        for K in cutoffs:
+            _add_ranking_sums(totals[K], hits[:, :K], n_relevant, K)
     _warn_shared(n_shared, "left out of the recommendations as the users' own, and count "
                            "as missed", part)
     # n_users >= 1: a test without users is refused by _for_test_batches
-    return {**{name: value / n_users for name, value in totals.items()}, "users": n_users}
+    return {K: {**{name: value / n_users for name, value in sums.items()}, "users": n_users}
+            for K, sums in totals.items()}
+
+
+def _add_ranking_sums(totals: dict[str, float], hits: np.ndarray, n_relevant: np.ndarray,
+                      K: int) -> None:
+    """Add a batch of users' metrics at ``K`` to ``totals``: ``hits`` (float, users x at
+    most K) says which of each one's top K are test items, ``n_relevant`` counts them."""
+    n_hits = hits.sum(axis=1)
+    m = np.minimum(n_relevant, min(K, int(n_relevant.max())))  # (K of any size)
+    # the ranks that count: at most the items, however large K is
+    discount = 1.0 / np.log2(np.arange(max(hits.shape[1], int(m.max()))) + 2)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])
+    totals["precision"] += float((n_hits / K).sum())
+    totals["recall"] += float((n_hits / n_relevant).sum())
+    totals["ndcg"] += float((hits @ discount[:hits.shape[1]] / ideal[m]).sum())
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    totals["map"] += float(((hits * precision_at).sum(axis=1) / m).sum())
 
 
 def _warn_shared(n_shared: int, fate: str, part: str = "test") -> None:

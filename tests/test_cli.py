@@ -773,6 +773,33 @@ def test_evaluate_writes_its_table_with_output(csv_file, tmp_path, capsys, feedb
     assert "there is no folder" in capsys.readouterr().err
 
 
+def test_evaluate_at_several_k_prints_a_table_each_from_one_ranking(csv_file, tmp_path,
+                                                                      capsys):
+    """--K 5 2 5: a table per K (each once, in the order given), and with --output a row
+    per model and K; ALS's and popularity's numbers are those of --K 5 and --K 2 alone
+    (the random model draws again: its numbers differ)."""
+    pd = pytest.importorskip("pandas")
+    common = ["evaluate", str(csv_file), "--factors", "4", "--iterations", "2", "--backend",
+              "cpu"]
+    both, alone = tmp_path / "both.csv", {K: tmp_path / f"{K}.csv" for K in (5, 2)}
+    assert main(common + ["--K", "5", "2", "5", "-o", str(both)]) == 0
+    printed = capsys.readouterr().out
+    titles = [line.split() for line in printed.splitlines() if line.startswith("Model")]
+    assert titles == [["Model", f"P@{K}", f"Recall@{K}", f"NDCG@{K}", f"MAP@{K}", "AUC"]
+                      for K in (5, 2)]
+    table = pd.read_csv(both)
+    assert list(table["K"]) == [5, 5, 5, 2, 2, 2]
+    assert list(table["model"]) == ["Random", "Popularity", "ALS"] * 2
+    for K, path in alone.items():
+        assert main(common + ["--K", str(K), "-o", str(path)]) == 0
+        one = pd.read_csv(path)
+        pd.testing.assert_frame_equal(table[table["K"] == K][1:].reset_index(drop=True),
+                                      one[1:].reset_index(drop=True))
+    with pytest.raises(SystemExit):  # (argparse's exit)
+        main(common + ["--K", "5", "0"])
+    assert "argument --K: must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_evaluate_without_auc_prints_the_same_ranking_metrics(csv_file, capsys, monkeypatch):
     from gpu_als import evaluation
 
@@ -1417,7 +1444,9 @@ def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
         dest = next(a.dest for a in parser._actions if option in a.option_strings)
         required = [[*a.option_strings[:1], "x"] for a in parser._actions if a.required]
         argv = [word for words in required for word in words] + [option, str(least)]
-        assert getattr(parser.parse_args(argv), dest) == least, (command, option)
+        parsed = getattr(parser.parse_args(argv), dest)
+        assert parsed == ([least] if option == "--K" and command == "evaluate" else least), \
+            (command, option)  # (evaluate --K takes several)
         with pytest.raises(SystemExit):
             parser.parse_args(argv[:-1] + [str(least - 1)])
         assert re.search(rf"argument (-\w/)?{option}: must be >= {least}, got {least - 1}",
@@ -2367,7 +2396,7 @@ def test_command_line_defaults_are_the_library_defaults():
     assert {type(v) for v in model_params(parser.parse_args(["train", "f.csv"])).values()} \
         == {int, float, str}
     args = parser.parse_args(["evaluate", "f.csv"])
-    assert args.K == defaults(ranking_metrics)["K"]
+    assert args.K == [defaults(ranking_metrics)["K"]]  # (a list: --K 5 10 20 takes several)
     assert held_out_fraction(args) == defaults(train_test_split)["test_fraction"]
 
 

@@ -506,6 +506,38 @@ def test_metrics_against_a_slow_loop(K):
     assert got["map"] == pytest.approx(np.mean(ap))
 
 
+def test_metrics_at_several_k_are_those_of_a_call_at_each(backend, monkeypatch):
+    """K=[...]: each K once, in the order given, its metrics those of a call at that K
+    (ALS's, and the popularity baseline's, whose ties are broken by item id), from one
+    ranking of the largest K: a recommend per batch of users, not per K."""
+    train = random_interactions(80, 40, 0.15, seed=3)
+    test = without(random_interactions(80, 40, 0.05, seed=4), train)
+    model = ALS(factors=4, iterations=3, backend=backend, random_state=0,
+                show_progress=False).fit(train)
+    popular = PopularityRecommender().fit(train)
+    for recommender in (model, popular):
+        at = ranking_metrics(recommender, train, test, K=[10, 1, 3, 10, 100],
+                             batch_size=32)
+        assert list(at) == [10, 1, 3, 100]
+        for K, metrics in at.items():
+            assert metrics == ranking_metrics(recommender, train, test, K=K, batch_size=32)
+    assert at[1]["recall"] < at[3]["recall"] < at[10]["recall"] < at[100]["recall"]
+    asked = []
+    recommend = popular.recommend
+    monkeypatch.setattr(popular, "recommend", lambda *a, N, **k: (
+        asked.append(N), recommend(*a, N=N, **k))[1])
+    ranking_metrics(popular, train, test, K=(5, 20, 2), batch_size=32)
+    n_batches = -(-int((np.diff(test.indptr) > 0).sum()) // 32)
+    assert n_batches > 1 and asked == [20] * n_batches  # each batch of users ranked once
+    assert list(ranking_metrics(popular, train, test, K=np.arange(1, 3))) == [1, 2]
+    for K, error in (([], r"K is empty: give a cut-off, or several \(K=\[5, 10, 20\]\)"),
+                     ([5, 0], "K=0: must be >= 1"), ((5, "7"), "K must be an integer, got "
+                                                            "str '7'")):
+        with pytest.raises(ValueError if "must be an integer" not in error else TypeError,
+                           match=error):
+            ranking_metrics(popular, train, test, K=K)
+
+
 def test_metric_functions_and_auc_on_a_model():
     from gpu_als import ALS
 
