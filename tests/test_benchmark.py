@@ -1107,6 +1107,21 @@ def test_ids_benchmark_script_runs(capsys):
         assert re.search(rf"^{re.escape(call)} +[\d.]+ +[\d.]+$", out, re.M), call
 
 
+def test_evaluate_benchmark_script_runs(capsys):
+    """benchmarks/bench_evaluate.py (its numbers in docs/guide.md and the notes), small:
+    each model's ranking and AUC, and ALS at several K in one call and apart, the same."""
+    script = benchmark_script("bench_evaluate")
+    small = ["--users", "300", "--items", "80", "--nnz", "4000"]
+    assert script.main(small) == 0
+    out = capsys.readouterr().out
+    for name in ("Random", "Popularity", "ALS"):
+        assert re.search(rf"^{name} +ranking +[\d.]+ s \(Recall@10 [\d.]+\) +auc", out, re.M)
+    assert script.main([*small, "--K", "5", "20"]) == 0
+    assert re.search(r"^K = \[5, 20\]: one call +[\d.]+ s, a call per K +[\d.]+ s "
+                     r"\(Recall @5 [\d.]+, @20 [\d.]+; the same apart: True\)$",
+                     capsys.readouterr().out, re.M)
+
+
 def test_recommend_benchmark_script_runs(capsys):
     """benchmarks/bench_recommend.py (its README numbers), on a small set: both libraries
     return the same items."""
