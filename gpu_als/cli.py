@@ -566,18 +566,16 @@ def evaluate(args: argparse.Namespace) -> int:
         area = {} if args.no_auc else {"auc": auc(recommender, train_m, relevant)}
         for K in cutoffs:
             scored[K][name] = {**at[K], **area}
-    extra = [] if args.no_auc else [("auc", "AUC")]
+    metrics = ["precision", "recall", "ndcg", "map"] + ([] if args.no_auc else ["auc"])
     for K in cutoffs:
         print("" if K == cutoffs[0] else "\n", end="")
-        print_table(scored[K], [("precision", f"P@{K}"), ("recall", f"Recall@{K}"),
-                                ("ndcg", f"NDCG@{K}"), ("map", f"MAP@{K}"), *extra])
-    metrics = [("precision", "P@K"), ("recall", "Recall@K"), ("ndcg", "NDCG@K"),
-               ("map", "MAP@K"), *extra]
+        print_table(scored[K], list(zip(metrics, [f"P@{K}", f"Recall@{K}", f"NDCG@{K}",
+                                                  f"MAP@{K}", "AUC"])))
     if args.feedback == "explicit":
         error = rmse(model, test_m)
         for K in cutoffs:
             scored[K]["ALS"]["rmse"] = error
-        metrics.append(("rmse", "RMSE"))
+        metrics.append("rmse")
         print(f"\nRMSE of the predicted test values: {error:.4f}")
         if any(rows["ALS"]["recall"] < rows["Popularity"]["recall"]
                for rows in scored.values()):
@@ -591,9 +589,9 @@ def evaluate(args: argparse.Namespace) -> int:
         columns = {"model": np.array([name for name, _, _ in table]),
                    "K": np.array([K for _, K, _ in table]),
                    **{key: np.array([row.get(key, np.nan) for _, _, row in table])
-                      for key, _ in metrics},
+                      for key in metrics},
                    "users": np.array([row["users"] for _, _, row in table])}
-        write_table(args.output, columns, scores=tuple(key for key, _ in metrics))
+        write_table(args.output, columns, scores=tuple(metrics))
         print(f"\nmetrics written to {args.output}")
     return 0
 

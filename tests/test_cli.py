@@ -784,9 +784,11 @@ def test_evaluate_at_several_k_prints_a_table_each_from_one_ranking(csv_file, tm
     both, alone = tmp_path / "both.csv", {K: tmp_path / f"{K}.csv" for K in (5, 2)}
     assert main(common + ["--K", "5", "2", "5", "-o", str(both)]) == 0
     printed = capsys.readouterr().out
-    titles = [line.split() for line in printed.splitlines() if line.startswith("Model")]
-    assert titles == [["Model", f"P@{K}", f"Recall@{K}", f"NDCG@{K}", f"MAP@{K}", "AUC"]
-                      for K in (5, 2)]
+    lines = printed.splitlines()
+    headers = [at for at, line in enumerate(lines) if line.startswith("Model")]
+    assert [lines[at].split() for at in headers] == [
+        ["Model", f"P@{K}", f"Recall@{K}", f"NDCG@{K}", f"MAP@{K}", "AUC"] for K in (5, 2)]
+    assert [lines[at - 2:at] for at in headers] == [[lines[0], ""], [lines[headers[0] + 3], ""]]
     table = pd.read_csv(both)
     assert list(table["K"]) == [5, 5, 5, 2, 2, 2]
     assert list(table["model"]) == ["Random", "Popularity", "ALS"] * 2
