@@ -245,6 +245,9 @@ def test_guide_spark_block_runs():
     row = model.item_rows([best["item"]])[0]
     assert best["score"] == pytest.approx(float((model.user_factors_ @ model.item_factors_[row])
                                                 .max()), rel=1e-6)
+    table = namespace["item_table"]
+    assert list(table["item"]) == list(model.item_ids_)
+    np.testing.assert_array_equal(np.stack(table["factors"]), model.item_factors_)
 
 
 def test_guide_evaluation_block_runs(movielens, capsys):
