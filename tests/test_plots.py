@@ -242,6 +242,7 @@ def test_tuning_chart(drawn, tmp_path):
     assert is_png(plot_tuning(result, tmp_path / "tune.png"))
     figure = drawn[0]
     factors, regularization, solver, loss, alpha, epsilon = figure.axes
+    assert list(figure.get_size_inches()) == [4 * 6, 3.6]  # 4 inches per hyperparameter
     assert factors.get_xscale() == "log" and regularization.get_xscale() == "linear"
     assert alpha.get_xscale() == "log"  # 10x: log
     assert epsilon.get_xscale() == "linear"  # a zero among the values: linear
@@ -307,6 +308,7 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     assert lines == {"gpu_als-gpu-cg": ([32, 128], [0.1, 0.4]),
                      "implicit-gpu-cg": ([32, 64], [1.0, 2.0])}
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.xaxis.get_transform().base == 2  # factors double: 32, 64, 128, 256
     assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("factors", "seconds per iteration")
     # the commits of the chart's own rows (a merged result's rows each have theirs)
