@@ -1121,7 +1121,12 @@ def explain_command(args: argparse.Namespace) -> int:
 # ---- info -------------------------------------------------------------------------------
 
 def info_command(args: argparse.Namespace) -> int:
-    """Versions, the CPU and GPU backends as they are here, and optionally a kernel build."""
+    """Versions, the CPU and GPU backends as they are here, and optionally a kernel build;
+    or, given a model file, what the model holds."""
+    if args.model is not None:
+        if args.compile:
+            raise ValueError("--compile builds the kernels here: give it without a model file")
+        return model_summary(args.model)
     from . import benchmark
     from .backends import CPUBackend, gpu
     from .backends.cpu import _thread_pools
@@ -1151,6 +1156,34 @@ def info_command(args: argparse.Namespace) -> int:
     if args.compile:
         return _compile_kernels(on_device=reason is None)
     return 0
+
+
+def model_summary(path: Path) -> int:
+    """``gpu-als info MODEL``: a saved model's hyperparameters, its users and items (how
+    many, and their ids), its factors and its recorded training loss."""
+    model = load_model(str(path), "cpu")
+    X, Y = model.user_factors_, model.item_factors_
+    # (the backend it was loaded onto here is no hyperparameter of the file's)
+    print(f"{path}: {type(model)(**{**model.get_params(), 'backend': 'auto'})!r}")
+    for side, factors in (("user", X), ("item", Y)):
+        ids = getattr(model, f"{side}_ids_")
+        named = ("no ids: its factor rows are its ids" if ids is None else
+                 f"ids of {ID_KINDS.get(np.asarray(ids).dtype.kind, 'objects')}, e.g. "
+                 f"{examples(np.asarray(ids))}")
+        print(f"{side}s: {len(factors):,} ({named})")
+    print(f"factors: {X.shape[1]} per user and item, {X.dtype}, "
+          f"{(X.nbytes + Y.nbytes) / 2**20:.1f} MiB in all")
+    losses = model.loss_history_
+    print(f"training loss: {len(losses)} iterations recorded, from {losses[0]:.6g} to "
+          f"{losses[-1]:.6g}" if losses else
+          "training loss: none recorded (fitted with calculate_training_loss=False, or made "
+          "of factors)")
+    return 0
+
+
+#: How ``model_summary`` names a kind of ids (NumPy's ``dtype.kind``).
+ID_KINDS = {"i": "integers", "u": "integers", "f": "numbers", "b": "booleans", "U": "text",
+            "S": "bytes", "M": "datetimes", "m": "durations", "O": "text"}
 
 
 def _gpu_summary(backend) -> str:
@@ -1501,8 +1534,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ranking_options(p, "contributions per item", n=5)
     p.set_defaults(func=explain_command)
 
-    p = commands.add_parser("info", help="versions, backends and GPU limits here",
+    p = commands.add_parser("info", help="versions, backends and GPU limits here (or what a "
+                                         "model file holds)",
                             description=info_command.__doc__)
+    p.add_argument("model", type=Path, nargs="?", default=None,
+                   help="a model file (.npz): show its hyperparameters, users, items, "
+                        "factors and training loss instead")
     p.add_argument("--compile", action="store_true",
                    help="also build every kernel (on the GPU, or with NVRTC for sm_75, sm_80, "
                         "sm_90 and sm_100)")

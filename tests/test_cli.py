@@ -2098,6 +2098,38 @@ def _raise(exc):
     raise exc
 
 
+def test_info_of_a_model_file_says_what_it_holds(trained, tmp_path, capsys):
+    """gpu-als info MODEL: its hyperparameters (as saved, not the backend it loads onto
+    here), its users and items with examples of their ids, its factors and its loss."""
+    path, model = trained
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{path}: ALS(factors=4, iterations=3, random_state=42)",
+        "users: 60 (ids of text, e.g. 'u0', 'u1', 'u10', ...)",
+        "items: 30 (ids of integers, e.g. 100, 101, 102, ...)",
+        "factors: 4 per user and item, float32, 0.0 MiB in all",
+        f"training loss: 3 iterations recorded, from {model.loss_history_[0]:.6g} to "
+        f"{model.loss_history_[-1]:.6g}"]
+    made = tmp_path / "made.npz"
+    ALS.from_factors(np.ones((2000, 64)), np.ones((3, 64)), dtype=np.float64,
+                     regularization=0.5, backend="cpu").save(made)
+    assert main(["info", str(made)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{made}: ALS(regularization=0.5, dtype=")
+    assert lines[1:] == [
+        "users: 2,000 (no ids: its factor rows are its ids)",
+        "items: 3 (no ids: its factor rows are its ids)",
+        "factors: 64 per user and item, float64, 1.0 MiB in all",
+        "training loss: none recorded (fitted with calculate_training_loss=False, or made of "
+        "factors)"]
+    assert main(["info", str(path), "--compile"]) == 2
+    assert "--compile builds the kernels here: give it without a model file" in \
+        capsys.readouterr().err
+    assert main(["info", str(tmp_path / "none.npz")]) == 2
+    assert "no model file at" in capsys.readouterr().err
+
+
 def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
     from gpu_als.backends import _kernels, gpu
 
