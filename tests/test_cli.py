@@ -2076,11 +2076,18 @@ def test_export_writes_factors_that_read_back_as_the_same_model(trained, tmp_pat
     assert "separate ids with spaces (--items 101 105)" in capsys.readouterr().err
 
 
-def test_csv_tables_are_written_a_chunk_of_rows_at_a_time_as_in_one(tmp_path):
+def test_csv_tables_are_written_a_chunk_of_rows_at_a_time_as_in_one(tmp_path, monkeypatch):
     """Large tables are formatted a chunk of rows at a time (their text all at once took
     750 MB for 138,000 users' factors): the file is the same, rows neither lost nor
-    repeated where the chunks do not divide the rows."""
+    repeated where the chunks do not divide the rows; a progress bar (on a terminal)
+    counts the rows where there is more than one chunk."""
+    from gpu_als import _tables
     from gpu_als._tables import _write_csv
+
+    from .conftest import ProgressBars
+
+    progress = ProgressBars()
+    monkeypatch.setattr(_tables, "tqdm", progress)
 
     factors = np.arange(15, dtype=np.float32).reshape(5, 3) / 7
     columns = {"item": np.array(["a", "b", "c", "d", "e"]),
@@ -2090,6 +2097,8 @@ def test_csv_tables_are_written_a_chunk_of_rows_at_a_time_as_in_one(tmp_path):
     assert _write_csv(str(whole), columns, formats) == 5
     assert _write_csv(str(parts), columns, formats, cells=8) == 5  # 2 rows: 2 + 2 + 1
     assert parts.read_text() == whole.read_text()
+    assert [(bar.total, bar.counted, bar.disable) for bar in progress.bars] == [
+        (5, 5, True), (5, 5, None)]  # one chunk: no bar; three: a bar where a terminal
     assert whole.read_text().splitlines()[1:] == [
         ",".join([item, *(f"{v:.9g}" for v in row)]) for item, row in zip("abcde", factors)]
 
