@@ -2121,15 +2121,15 @@ def test_info_of_a_model_file_says_what_it_holds(trained, tmp_path, capsys):
         f"training loss: 3 iterations recorded, from {model.loss_history_[0]:.6g} to "
         f"{model.loss_history_[-1]:.6g}"]
     made = tmp_path / "made.npz"
-    ALS.from_factors(np.ones((2000, 64)), np.ones((3, 64)), dtype=np.float64,
+    ALS.from_factors(np.ones((2000, 64)), np.ones((1000, 64)), dtype=np.float64,
                      regularization=0.5, backend="cpu").save(made)
     assert main(["info", str(made)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{made}: ALS(regularization=0.5, dtype=")
     assert lines[1:] == [
         "users: 2,000 (no ids: its factor rows are its ids)",
-        "items: 3 (no ids: its factor rows are its ids)",
-        "factors: 64 per user and item, float64, 1.0 MiB in all",
+        "items: 1,000 (no ids: its factor rows are its ids)",
+        "factors: 64 per user and item, float64, 1.5 MiB in all",  # (1,536,000 bytes)
         "training loss: none recorded (fitted with calculate_training_loss=False, or made of "
         "factors)"]
     assert main(["info", str(path), "--compile"]) == 2
