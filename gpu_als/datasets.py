@@ -1,8 +1,9 @@
-"""Datasets: the MovieLens 100K loader and a seeded power-law generator.
+"""Datasets: the MovieLens loaders and a seeded power-law generator.
 
-MovieLens 100K (GroupLens Research) may not be redistributed, so it is never shipped: the
-loader reads a local copy or downloads the official zip, and checks every file it uses
-against its published sha256.
+MovieLens (GroupLens Research) may not be redistributed, so it is never shipped: the
+loaders read a local copy or download the official zip. MovieLens 100K's files are
+checked against their sha256; the larger releases' zips against the MD5 that GroupLens
+publishes beside each, and their ratings against the published count.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,8 +32,9 @@ from .data import (
     to_host,
 )
 
-__all__ = ["load_movielens_100k", "MovieLens100K", "make_power_law", "default_cache_dir",
-           "DATA_ENV", "ML100K_URL", "ML100K_SHA256", "ML100K_SHAPE"]
+__all__ = ["load_movielens_100k", "MovieLens100K", "load_movielens", "MovieLensRelease",
+           "MOVIELENS", "MOVIELENS_URL", "make_power_law", "default_cache_dir", "DATA_ENV",
+           "ML100K_URL", "ML100K_SHA256", "ML100K_SHAPE"]
 
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -198,6 +201,200 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
         item_titles=titles,
         path=path,
     )
+
+
+@dataclass(frozen=True)
+class MovieLensRelease:
+    """A MovieLens release that :func:`load_movielens` reads."""
+
+    #: The zip's name at :data:`MOVIELENS_URL` (and in a folder that holds a copy).
+    archive: str
+    #: The ratings file in the zip (``::``-separated ``.dat`` or a ``.csv`` with a header).
+    ratings: str
+    #: The MD5 of the zip that GroupLens publishes beside it (``<archive>.md5``).
+    md5: str
+    #: The number of ratings, as the release's README gives it.
+    n_ratings: int
+
+
+#: Where the releases are downloaded from (``{}``: :attr:`MovieLensRelease.archive`).
+MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/{}"
+#: The releases beyond 100K, by the name :func:`load_movielens` takes.
+MOVIELENS = {
+    "1m": MovieLensRelease("ml-1m.zip", "ml-1m/ratings.dat",
+                           "c4d9eecfca2ab87c1945afe126590906", 1_000_209),
+    "10m": MovieLensRelease("ml-10m.zip", "ml-10M100K/ratings.dat",
+                            "ce571fd55effeba0271552578f2648bd", 10_000_054),
+    "20m": MovieLensRelease("ml-20m.zip", "ml-20m/ratings.csv",
+                            "cd245b17a1ae2cc31bb14903e1204af3", 20_000_263),
+    "25m": MovieLensRelease("ml-25m.zip", "ml-25m/ratings.csv",
+                            "6b51fb2759a8657d3bfcbfc42b592ada", 25_000_095),
+}
+
+#: The columns of :func:`load_movielens`'s DataFrame.
+_MOVIELENS_COLUMNS = ["user", "item", "rating", "timestamp"]
+
+
+def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = None,
+                   download: bool = True) -> Any:
+    """The ratings of a MovieLens release as a pandas DataFrame, downloading its zip once
+    if no local copy is found.
+
+    Columns ``user`` and ``item`` (the release's user and movie ids), ``rating`` (1 to 5,
+    in half stars from 10M on) and ``timestamp`` (Unix seconds), one row per rating in the
+    file's order: ``ALS().fit(df[df["rating"] >= 4][["user", "item"]])`` learns the
+    positives, as the README's evaluation does, and ``temporal_split(df)`` splits by time.
+
+    Looks, in order, in ``data_home``; in the folder named by ``$GPU_ALS_DATA``; in
+    :func:`default_cache_dir`: for the zip (``ml-20m.zip``), whose MD5 is checked against
+    the one GroupLens publishes, or for the unzipped folder (``ml-20m/ratings.csv``).
+    Otherwise, if ``download``, fetches the zip from GroupLens (with a progress bar on a
+    terminal) into ``data_home`` (the cache folder when it is not given), checks its MD5,
+    and only then keeps it. The ratings read must number as the release's README says.
+
+    Parameters
+    ----------
+    variant : {"100k", "1m", "10m", "20m", "25m"}, default "20m"
+        The release: 100K is read through :func:`load_movielens_100k` (its ``u.data``);
+        1M (6,040 users, 3,706 movies rated), 10M (69,878 x 10,677), 20M (138,493 x
+        26,744) and 25M (162,541 x 59,047) from their zips (6, 63, 190 and 250 MB).
+    data_home : str or path-like, optional
+        A folder to look in first, and to download into (created if need be).
+    download : bool, default True
+        Fetch the zip when no copy is found; with False, a missing copy is a
+        ``FileNotFoundError``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user``, ``item`` (int32 for 100K to 25M), ``rating`` (float32), ``timestamp``
+        (int64).
+
+    Raises
+    ------
+    FileNotFoundError
+        No local copy and the download was not allowed or failed; says where to put it.
+    ValueError
+        An unknown ``variant``; a zip whose MD5 differs from the published one, or ratings
+        that do not number as published (a corrupted or different copy).
+    ImportError
+        Without pandas (``pip install gpu-als[pandas]``).
+    """
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("load_movielens returns a pandas DataFrame: pip install "
+                          "gpu-als[pandas] (or use load_movielens_100k)") from exc
+    names = ["100k", *MOVIELENS]
+    if variant not in names:
+        raise ValueError(f"variant={variant!r}: expected one of {', '.join(map(repr, names))}")
+    if variant == "100k":
+        path = load_movielens_100k(data_home, download).path / "u.data"
+        return _ratings_frame(pd, path.read_bytes(), "\t", False)
+    release = MOVIELENS[variant]
+    download = check_bool("download", download)
+    home = Path(check_path(data_home)) if data_home is not None else None
+    folders = [home] if home is not None else []
+    if os.environ.get(DATA_ENV):
+        folders.append(Path(os.environ[DATA_ENV]))
+    folders.append(default_cache_dir())
+    content = next((found for folder in folders
+                    if (found := _local_ratings(folder, release)) is not None), None)
+    if content is None:
+        if not download:
+            raise FileNotFoundError(
+                f"MovieLens {variant.upper()} not found in {', '.join(map(str, folders))}: "
+                f"put {release.archive} (or its unzipped {Path(release.ratings).parent} "
+                f"folder) in one of them, set {DATA_ENV}, or call with download=True")
+        target = (home if home is not None else folders[-1]) / release.archive
+        content = _read_member(_download_release(release, target), release)
+    if release.ratings.endswith(".dat"):  # (double colons, which pandas' fast parser
+        df = _ratings_frame(pd, content.replace(b"::", b"\t"), "\t", False)  # cannot split)
+    else:
+        df = _ratings_frame(pd, content, ",", True)
+    if len(df) != release.n_ratings:
+        raise ValueError(f"{release.ratings} holds {len(df):,} ratings where MovieLens "
+                         f"{variant.upper()} has {release.n_ratings:,}: a damaged or "
+                         f"different copy; delete it so that a clean one can be downloaded")
+    return df
+
+
+def _local_ratings(folder: Path, release: MovieLensRelease) -> bytes | None:
+    """The ratings file's bytes from ``folder``'s copy of ``release`` (its zip, checked
+    against the published MD5, or the unzipped ratings file), or None where it has none."""
+    archive = folder / release.archive
+    if archive.is_file():
+        if _md5(archive) != release.md5:
+            raise ValueError(f"{archive} does not match the MD5 that GroupLens publishes "
+                             f"for it; delete it so that a clean copy can be downloaded")
+        return _read_member(archive, release)
+    unzipped = folder / release.ratings
+    return unzipped.read_bytes() if unzipped.is_file() else None
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_member(archive: Path, release: MovieLensRelease) -> bytes:
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            return opened.read(release.ratings)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{archive} is not the MovieLens zip it is named after ({exc})"
+                         ) from None
+
+
+def _download_release(release: MovieLensRelease, target: Path) -> Path:
+    """Fetch ``release``'s zip to ``target``: streamed to a temporary file beside it (with
+    a progress bar on a terminal), its MD5 checked, and only then renamed to ``target``,
+    so that a failed, interrupted or different download leaves nothing to be found."""
+    from tqdm.auto import tqdm
+
+    url = MOVIELENS_URL.format(release.archive)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.md5(usedforsecurity=False)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{release.archive}-",
+                                     delete=False) as part:
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    size = response.headers.get("Content-Length")
+                    with tqdm(total=int(size) if size else None, unit="B", unit_scale=True,
+                              desc=f"downloading {release.archive}", disable=None,
+                              leave=False) as bar:
+                        for block in iter(lambda: response.read(1 << 20), b""):
+                            part.write(block)
+                            digest.update(block)
+                            bar.update(len(block))
+            except OSError as exc:
+                raise FileNotFoundError(
+                    f"{release.archive} is not available locally and could not be "
+                    f"downloaded from {url} ({exc}). Put it (or its unzipped folder) in "
+                    f"{target.parent}, or point the {DATA_ENV} environment variable at the "
+                    f"folder that holds it.") from exc
+            if digest.hexdigest() != release.md5:
+                raise ValueError(f"the download from {url} does not match the MD5 that "
+                                 f"GroupLens publishes for it; nothing was kept")
+            part.close()
+            os.replace(part.name, target)
+        finally:
+            if os.path.exists(part.name):
+                os.unlink(part.name)
+    return target
+
+
+def _ratings_frame(pd: Any, content: bytes, sep: str, header: bool) -> Any:
+    """The ratings file ``content`` (user, movie, rating, time; a header line to skip
+    where ``header``) as the DataFrame of :func:`load_movielens`."""
+    return pd.read_csv(io.BytesIO(content), sep=sep, header=0 if header else None,
+                       names=_MOVIELENS_COLUMNS,
+                       dtype={"user": np.int32, "item": np.int32, "rating": np.float32,
+                              "timestamp": np.int64})
 
 
 def make_power_law(

@@ -314,3 +314,143 @@ def test_an_interrupted_download_leaves_no_copy_to_find(tmp_path, monkeypatch, m
     with pytest.raises(FileNotFoundError, match="not found in"):
         load_movielens_100k(download=False)
     assert sorted(p.name for p in (tmp_path / "gpu_als").iterdir()) == ["ml-100k"]
+
+
+# ---- load_movielens: the larger releases, by stand-ins of their zips -------------------
+
+def test_load_movielens_100k_is_u_data_as_a_frame(movielens):
+    pd = pytest.importorskip("pandas")
+    df = datasets.load_movielens("100k", data_home=movielens.path)
+    assert list(df.columns) == ["user", "item", "rating", "timestamp"]
+    assert [str(t) for t in df.dtypes] == ["int32", "int32", "float32", "int64"]
+    table = np.loadtxt(movielens.path / "u.data", dtype=np.int64, delimiter="\t")
+    np.testing.assert_array_equal(df.to_numpy(np.int64), table)
+    ratings = pd.DataFrame({"u": df["user"] - 1, "i": df["item"] - 1, "r": df["rating"]})
+    assert (movielens.ratings[ratings["u"], ratings["i"]].A1 == ratings["r"]).all()
+
+
+class _Response(io.BytesIO):
+    """What ``urlopen`` answers: the payload, and its length as a header."""
+
+    def __init__(self, payload: bytes):
+        super().__init__(payload)
+        self.headers = {"Content-Length": str(len(payload))}
+
+
+RATINGS = [(1, 1193, 5.0, 978300760), (1, 661, 3.5, 978302109), (2, 3068, 4.0, 978299000)]
+
+
+def _release(monkeypatch, variant: str, rows=RATINGS, md5: str | None = None):
+    """A stand-in of ``variant``'s zip (its layout, ``rows`` as its ratings), made the
+    release that load_movielens expects (its MD5, or ``md5``; its count of ratings), and
+    served in place of GroupLens: the zip's bytes and the URLs asked for."""
+    import hashlib
+
+    release = datasets.MOVIELENS[variant]
+    if release.ratings.endswith(".dat"):
+        text = "".join(f"{u}::{i}::{r:g}::{t}\n" for u, i, r, t in rows)
+    else:
+        text = "userId,movieId,rating,timestamp\n" + "".join(
+            f"{u},{i},{r:g},{t}\n" for u, i, r, t in rows)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(release.ratings, text)
+        archive.writestr(release.ratings.replace("ratings", "movies"), "1::Toy Story::x\n")
+    payload = buffer.getvalue()
+    monkeypatch.setitem(datasets.MOVIELENS, variant, datasets.MovieLensRelease(
+        release.archive, release.ratings, md5 or hashlib.md5(payload).hexdigest(), 3))
+    calls = []
+
+    def urlopen(url, timeout):
+        calls.append(url)
+        return _Response(payload)
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    return payload, calls
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "gpu_als"
+
+
+@pytest.mark.parametrize("variant", ["1m", "10m", "20m", "25m"])
+def test_load_movielens_downloads_each_release_once_and_reads_its_ratings(cache, monkeypatch,
+                                                                          variant):
+    """The zip lands in the cache (nothing else left there) and is read from there next
+    time; its ratings, ::-separated (1M, 10M) or a CSV with a header (20M, 25M), come as
+    the DataFrame's rows, in the file's order."""
+    pytest.importorskip("pandas")
+    payload, calls = _release(monkeypatch, variant)
+    archive = datasets.MOVIELENS[variant].archive
+    df = datasets.load_movielens(variant)
+    assert calls == [f"https://files.grouplens.org/datasets/movielens/{archive}"]
+    assert sorted(p.name for p in cache.iterdir()) == [archive]
+    assert (cache / archive).read_bytes() == payload
+    assert list(df.itertuples(index=False, name=None)) == RATINGS
+    assert [str(t) for t in df.dtypes] == ["int32", "int32", "float32", "int64"]
+    assert datasets.load_movielens(variant).equals(df) and len(calls) == 1  # not again
+
+
+def test_load_movielens_finds_a_zip_or_an_unzipped_folder_and_checks_them(
+        cache, tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
+    payload, calls = _release(monkeypatch, "20m")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ml-20m.zip").write_bytes(payload)
+    assert len(datasets.load_movielens("20m", data_home=home)) == 3 and not calls
+    monkeypatch.setenv(datasets.DATA_ENV, str(home))
+    assert len(datasets.load_movielens("20m")) == 3 and not calls
+    # a zip that is not the published one: refused, never read
+    (home / "ml-20m.zip").write_bytes(payload + b"\0")
+    with pytest.raises(ValueError, match=r"ml-20m.zip does not match the MD5 that GroupLens "
+                                         r"publishes for it; delete it"):
+        datasets.load_movielens("20m")
+    # the unzipped folder (no MD5 to check): its count of ratings is
+    (home / "ml-20m.zip").unlink()
+    (home / "ml-20m").mkdir()
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        content = archive.read("ml-20m/ratings.csv")
+    (home / "ml-20m" / "ratings.csv").write_bytes(content)
+    assert len(datasets.load_movielens("20m")) == 3 and not calls
+    (home / "ml-20m" / "ratings.csv").write_bytes(content + b"9,9,1,0\n")
+    with pytest.raises(ValueError, match=r"ml-20m/ratings.csv holds 4 ratings where "
+                                         r"MovieLens 20M has 3: a damaged or different copy"):
+        datasets.load_movielens("20m")
+
+
+def test_load_movielens_keeps_nothing_of_a_bad_or_failed_download(cache, monkeypatch):
+    pytest.importorskip("pandas")
+    _, calls = _release(monkeypatch, "1m", md5="0" * 32)
+    with pytest.raises(ValueError, match=r"the download from https://files.grouplens.org/"
+                                         r"datasets/movielens/ml-1m.zip does not match the "
+                                         r"MD5 .* nothing was kept"):
+        datasets.load_movielens("1m")
+    assert list(cache.iterdir()) == []  # neither the zip nor its part
+
+    def offline(url, timeout):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match=r"ml-1m.zip is not available locally and "
+                                                r"could not be downloaded .*unreachable"):
+        datasets.load_movielens("1m")
+    assert list(cache.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match=r"MovieLens 1M not found in .*gpu_als: put "
+                                                r"ml-1m.zip \(or its unzipped ml-1m folder\)"):
+        datasets.load_movielens("1m", download=False)
+    with pytest.raises(ValueError, match=r"variant='20M': expected one of '100k', '1m', "
+                                         r"'10m', '20m', '25m'"):
+        datasets.load_movielens("20M")
+
+
+def test_load_movielens_needs_pandas(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"load_movielens returns a pandas DataFrame: pip "
+                                          r"install gpu-als\[pandas\]"):
+        datasets.load_movielens("1m")
