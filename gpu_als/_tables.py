@@ -599,10 +599,22 @@ def write_factors(path: str, kind: str, ids: np.ndarray, factors: np.ndarray) ->
     """Factor rows by id (``kind`` "user" or "item"): as CSV, columns ``kind``,
     ``factor_0`` ... ``factor_<k-1>``, each value to the digits that read back as the same
     float (9 significant for float32, 17 for float64); as Parquet (``path`` ending in
-    ``.parquet``), columns ``kind`` and ``factors``, a list per row (Spark MLlib's
-    layout). Returns the number of rows written."""
+    ``.parquet``), columns ``kind`` and ``factors``, a fixed-size list per row (Spark
+    MLlib's layout, with the length that vector databases ask of a vector column).
+    Returns the number of rows written."""
     if path.lower().endswith(".parquet"):
-        return _write_parquet(path, {kind: ids, "factors": list(factors)})
+        try:
+            import pandas as pd
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
+                               "gpu-als[parquet]") from exc
+        table = pa.Table.from_pandas(pd.DataFrame({kind: ids}), preserve_index=False)
+        vectors = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(factors).reshape(-1)), factors.shape[1])
+        pq.write_table(table.append_column("factors", vectors), path)
+        return len(ids)
     names = [f"factor_{j}" for j in range(factors.shape[1])]
     exact = "%.9g" if factors.dtype.itemsize <= 4 else "%.17g"
     return _write_csv(path, {kind: ids, **dict(zip(names, factors.T))},

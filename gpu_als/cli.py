@@ -1510,8 +1510,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "a warehouse table, a feature store or a vector index: CSV "
                             "columns item,factor_0,...,factor_<k-1> (to the digits that read "
                             "back as the same floats), or, where the output ends in "
-                            ".parquet, columns item and factors, a list per row (as Spark "
-                            "MLlib's itemFactors).")
+                            ".parquet, columns item and factors, a fixed-size list per row "
+                            "(as Spark MLlib's itemFactors).")
     p.add_argument("model", type=Path, help="model file (.npz)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--items", nargs="*", metavar="ID", action=IdList,

@@ -2054,6 +2054,12 @@ def test_export_writes_factors_that_read_back_as_the_same_model(trained, tmp_pat
     assert capsys.readouterr().err.startswith("factors of 2 items (4 float32 values each)")
     read = pd.read_parquet(some)
     assert list(read["item"]) == [105, 101]  # (the model's integer ids, not the text typed)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = pq.read_schema(some).field("factors").type  # a fixed length: a vector column
+    assert pa.types.is_fixed_size_list(vectors) and vectors.list_size == 4
+    assert vectors.value_type == pa.float32()
     np.testing.assert_array_equal(np.stack(read["factors"]),
                                   model.item_factors_[model.item_rows([105, 101])])
     assert main(["export", str(path), "--users", "u2", "--backend", "cpu"]) == 0
