@@ -621,28 +621,37 @@ def _warn_shared(n_shared: int, fate: str, part: str = "test") -> None:
                       stacklevel=user_stacklevel())
 
 
+def _one_k(model: Any, train: Any, test: Any, K: Any, show_progress: bool) -> dict[str, float]:
+    """:func:`ranking_metrics` at one ``K`` (a list is refused: ranking_metrics takes
+    several), for the functions of one metric."""
+    if isinstance(K, Iterable) and not isinstance(K, (str, bytes)):
+        raise TypeError(f"K must be an integer, got {type(K).__name__} {K!r}: for several "
+                        f"cut-offs, ranking_metrics(..., K={list(K)!r}) scores them all")
+    return _ranking_metrics(model, train, test, K, show_progress=show_progress)
+
+
 def precision_at_k(model: Any, train: Any, test: Any, K: int = 10,
                    show_progress: bool = True) -> float:
     """Mean precision at ``K`` (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K, show_progress=show_progress)["precision"]
+    return _one_k(model, train, test, K, show_progress)["precision"]
 
 
 def recall_at_k(model: Any, train: Any, test: Any, K: int = 10,
                 show_progress: bool = True) -> float:
     """Mean recall at ``K``: hits / number of test items (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K, show_progress=show_progress)["recall"]
+    return _one_k(model, train, test, K, show_progress)["recall"]
 
 
 def ndcg_at_k(model: Any, train: Any, test: Any, K: int = 10,
               show_progress: bool = True) -> float:
     """Mean NDCG at ``K`` with binary relevance (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K, show_progress=show_progress)["ndcg"]
+    return _one_k(model, train, test, K, show_progress)["ndcg"]
 
 
 def map_at_k(model: Any, train: Any, test: Any, K: int = 10,
              show_progress: bool = True) -> float:
     """Mean average precision at ``K`` (see :func:`ranking_metrics`)."""
-    return ranking_metrics(model, train, test, K, show_progress=show_progress)["map"]
+    return _one_k(model, train, test, K, show_progress)["map"]
 
 
 def rmse(model: Any, test: Any) -> float:

@@ -536,6 +536,15 @@ def test_metrics_at_several_k_are_those_of_a_call_at_each(backend, monkeypatch):
         with pytest.raises(ValueError if "must be an integer" not in error else TypeError,
                            match=error):
             ranking_metrics(popular, train, test, K=K)
+    # the functions of one metric take one K, and say which function takes several
+    three = ranking_metrics(popular, train, test, K=3)
+    for metric, key in ((precision_at_k, "precision"), (recall_at_k, "recall"),
+                        (ndcg_at_k, "ndcg"), (map_at_k, "map")):
+        with pytest.raises(TypeError, match=r"K must be an integer, got list \[5, 10\]: for "
+                                            r"several cut-offs, ranking_metrics\(\.\.\., "
+                                            r"K=\[5, 10\]\) scores them all"):
+            metric(popular, train, test, K=[5, 10])
+        assert metric(popular, train, test, K=3) == three[key]
 
 
 def test_metric_functions_and_auc_on_a_model():
