@@ -33,6 +33,7 @@ confidence ``c = 1 + alpha * r``; implicit treats a stored value as the confiden
     python -m gpu_als.benchmark --profile full      # every dataset at factors 32..256
     python -m gpu_als.benchmark --datasets ml-100k --factors 64 \
         --implementations gpu_als-cpu-cholesky implicit-cpu-cholesky
+    python -m gpu_als.benchmark --matrix clicks.npz  # your own data (scipy.sparse.save_npz)
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class Dataset:
     synthetic: bool = True
     #: Iterations per fit (the first is the warm-up).
     iterations: int = 6
+    #: A user's own users x items matrix (a ``scipy.sparse.save_npz`` file), timed as
+    #: the synthetic sets are: see :func:`matrix_dataset`.
+    file: str | None = None
 
 
 DATASETS = {d.name: d for d in [
@@ -287,11 +291,33 @@ def default_cache() -> Path:
                                Path.home() / ".cache" / "gpu_als" / "bench"))
 
 
+def matrix_dataset(path: str | os.PathLike) -> Dataset:
+    """A dataset of one's own: a users x items sparse matrix of interaction strengths
+    ``r`` (as ``fit`` takes them) saved by ``scipy.sparse.save_npz``, named by its file's
+    stem (``clicks.npz``: "clicks"), its shape and entries read from the file."""
+    path = Path(path)
+    try:
+        R = sp.load_npz(path)
+    except FileNotFoundError:
+        raise ValueError(f"--matrix {path}: no such file") from None
+    except (OSError, ValueError, KeyError, EOFError):
+        raise ValueError(f"--matrix {path}: not a sparse matrix saved by "
+                         f"scipy.sparse.save_npz (from a DataFrame: "
+                         f"save_npz(path, gpu_als.data.from_dataframe(df).matrix))") from None
+    if R.ndim != 2 or R.nnz == 0:
+        raise ValueError(f"--matrix {path}: a matrix of shape {R.shape} with {R.nnz} "
+                         f"stored entries has nothing to fit")
+    return Dataset(path.stem, R.shape[0], R.shape[1], int(R.nnz), file=str(path))
+
+
 def prepare(dataset: Dataset, cache: Path) -> Path | None:
     """Generate a synthetic dataset once (on the GPU when there is one) and keep it as
-    .npz for the fits' subprocesses; None for MovieLens, which each subprocess loads."""
+    .npz for the fits' subprocesses; None for MovieLens, which each subprocess loads; a
+    matrix of one's own as its file is."""
     from .datasets import make_power_law
 
+    if dataset.file is not None:
+        return Path(dataset.file)
     if not dataset.synthetic:
         from .datasets import load_movielens_100k
 
@@ -693,16 +719,26 @@ def _format_row(row: dict) -> str:
 
 def run(profile: str = "quick", *, datasets=None, factors=None, implementations=None,
         iterations=None, cpu_max_nnz=None, timeout=None, cache: Path | None = None,
-        on_row=None) -> dict:
+        on_row=None, matrices=None) -> dict:
     """Run the benchmark; the result as written to JSON (see :func:`main`).
 
     ``on_row(row)``, when given, is called with each row as soon as it is measured.
+    ``matrices``: paths of one's own users x items matrices (:func:`matrix_dataset`),
+    timed after ``datasets``, or alone where ``datasets`` is not given.
     """
     settings = PROFILES[profile]
-    names = datasets or settings["datasets"]
+    own = [matrix_dataset(path) for path in matrices or []]
+    names = datasets or ([] if own else settings["datasets"])
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise ValueError(f"unknown datasets {unknown}: expected some of {list(DATASETS)}")
+    taken = set(DATASETS)
+    for dataset in own:  # a row names its dataset: one name, one dataset
+        if dataset.name in taken:
+            raise ValueError(f"--matrix {dataset.file}: its name {dataset.name!r} is taken "
+                             f"(by a dataset of the benchmark's or another --matrix): "
+                             f"rename the file")
+        taken.add(dataset.name)
     chosen = implementations or list(IMPLEMENTATIONS)
     unknown = [n for n in chosen if n not in IMPLEMENTATIONS]
     if unknown:
@@ -726,7 +762,7 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
         raise ValueError(f"none of the implementations asked for can run here "
                          f"({'; '.join(reasons)})")
     rows, skipped = [], []
-    for dataset in (DATASETS[n] for n in names):
+    for dataset in [*(DATASETS[n] for n in names), *own]:
         here = [i for i in runnable if i.backend == "gpu" or dataset.nnz <= cpu_max_nnz]
         try:
             if not here:
@@ -1007,7 +1043,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
                          help="same as --profile full")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS),
-                        metavar="DATASET", help="datasets to time on (default: the profile's)")
+                        metavar="DATASET", help="datasets to time on (default: the profile's, "
+                                                "or none with --matrix)")
+    parser.add_argument("--matrix", nargs="+", default=None, type=Path, metavar="NPZ",
+                        help="your own data too: users x items sparse matrices of "
+                             "interaction strengths saved by scipy.sparse.save_npz, each a "
+                             "dataset named by its file (timed as the synthetic sets are)")
     parser.add_argument("--factors", type=int, nargs="+", default=None,
                         help="factor counts to time (default: the profile's)")
     parser.add_argument("--implementations", nargs="+", default=None,
@@ -1088,7 +1129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run(args.profile, datasets=args.datasets, factors=args.factors,
                  implementations=args.implementations, iterations=args.iterations,
-                 cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout, on_row=on_row)
+                 cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout, on_row=on_row,
+                 matrices=args.matrix)
     print_comparisons(result["comparisons"])
     output = save(result)
     print(f"\nwrote {output}")

@@ -251,6 +251,47 @@ def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):
     assert default.name == written.name
 
 
+def test_own_matrices_are_datasets_named_by_their_files(tmp_path, capsys):
+    """--matrix: a users x items matrix saved by scipy.sparse.save_npz is timed as the
+    synthetic sets are (its shape and entries in the rows, its own loss), alone where no
+    dataset is named; a file that is not one, or whose name is taken, is refused before
+    any fit."""
+    import scipy.sparse as sp
+
+    from gpu_als.datasets import make_power_law
+
+    R = make_power_law(200, 80, 2_500, random_state=3)
+    clicks = tmp_path / "clicks.npz"
+    sp.save_npz(clicks, R)
+    rows = []
+    result = benchmark.run("quick", factors=[4], implementations=["gpu_als-cpu-cholesky"],
+                           matrices=[clicks], cache=tmp_path, on_row=rows.append)
+    [row] = result["benchmarks"]
+    assert (row["dataset"], row["users"], row["items"], row["nnz"]) == ("clicks", 200, 80,
+                                                                        2_500)
+    fitted = ALS(factors=4, regularization=benchmark.REGULARIZATION, alpha=benchmark.ALPHA,
+                 iterations=row["iterations"], random_state=benchmark.SEED, backend="cpu",
+                 show_progress=False).fit(R)
+    assert row["final_loss"] == pytest.approx(fitted.loss_history_[-1], rel=1e-6)
+    assert row["iterations"] == benchmark.PROFILES["quick"]["iterations"]
+    assert [r["dataset"] for r in benchmark.run(
+        "quick", datasets=["ml-100k"], factors=[4], implementations=["gpu_als-cpu-cholesky"],
+        matrices=[clicks], cache=tmp_path, cpu_max_nnz=3_000)["benchmarks"]] == ["clicks"]
+    assert "skipping ml-100k: nothing to run on it here" in capsys.readouterr().out
+    (tmp_path / "table.csv").write_text("user,item\n1,2\n")
+    sp.save_npz(tmp_path / "empty.npz", sp.csr_matrix((3, 4)))
+    (tmp_path / "ml-100k.npz").write_bytes(clicks.read_bytes())
+    for name, error in (("table.csv", r"not a sparse matrix saved by scipy.sparse.save_npz"),
+                        ("none.npz", "no such file"),
+                        ("empty.npz", r"a matrix of shape \(3, 4\) with 0 stored entries"),
+                        ("ml-100k.npz", r"its name 'ml-100k' is taken")):
+        with pytest.raises(ValueError, match=rf"--matrix .*{re.escape(name)}: {error}"):
+            benchmark.run("quick", factors=[4], implementations=["gpu_als-cpu-cholesky"],
+                          matrices=[tmp_path / name], cache=tmp_path)
+    with pytest.raises(ValueError, match=r"its name 'clicks' is taken .*another --matrix"):
+        benchmark.run("quick", matrices=[clicks, clicks], cache=tmp_path)
+
+
 def test_a_failing_fit_is_a_row_with_its_error(tmp_path):
     row = benchmark._run_subprocess(spec(str(tmp_path / "missing.npz")), timeout=120)
     assert "error" in row and "missing.npz" in row["error"]
