@@ -263,6 +263,8 @@ def test_own_matrices_are_datasets_named_by_their_files(tmp_path, capsys):
     R = make_power_law(200, 80, 2_500, random_state=3)
     clicks = tmp_path / "clicks.npz"
     sp.save_npz(clicks, R)
+    assert benchmark.matrix_dataset(clicks) == benchmark.Dataset("clicks", 200, 80, 2_500,
+                                                                 file=str(clicks))
     rows = []
     result = benchmark.run("quick", factors=[4], implementations=["gpu_als-cpu-cholesky"],
                            matrices=[clicks], cache=tmp_path, on_row=rows.append)
