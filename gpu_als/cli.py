@@ -1118,6 +1118,28 @@ def explain_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- fetch ------------------------------------------------------------------------------
+
+#: The MovieLens releases ``gpu-als fetch`` takes (``movielens-<name>``).
+MOVIELENS_RELEASES = ("100k", "1m", "10m", "20m", "25m")
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """A MovieLens release's ratings (downloaded once, checked) written as a table."""
+    from .datasets import load_movielens
+
+    release = args.dataset.removeprefix("movielens-")
+    df = load_movielens(release, data_home=args.data_home)
+    written = write_table(args.output, {name: df[name].to_numpy() for name in df.columns},
+                          scores=())
+    where = "FILE" if args.output == "-" else shlex.quote(args.output)
+    print(f"{written:,} ratings of MovieLens {release.upper()} "
+          f"({df['user'].nunique():,} users, {df['item'].nunique():,} items) to "
+          f"{destination(args.output)}; e.g. gpu-als evaluate {where} --value-col rating "
+          f"--min-value 4 --time-col timestamp", file=sys.stderr)
+    return 0
+
+
 # ---- info -------------------------------------------------------------------------------
 
 def info_command(args: argparse.Namespace) -> int:
@@ -1533,6 +1555,22 @@ def build_parser() -> argparse.ArgumentParser:
                    action=IdList, help="the items whose scores to explain" + ID_FILE_HELP)
     add_ranking_options(p, "contributions per item", n=5)
     p.set_defaults(func=explain_command)
+
+    p = commands.add_parser("fetch", help="a MovieLens release's ratings, downloaded, to a file",
+                            description="The ratings of a MovieLens release as a table for the "
+                            "other commands: columns user,item,rating,timestamp "
+                            "(gpu_als.datasets.load_movielens). GroupLens' zip is downloaded "
+                            "once into the cache (or --data-home) and kept only if its "
+                            "checksum is the published one.")
+    p.add_argument("dataset", choices=[f"movielens-{name}" for name in MOVIELENS_RELEASES],
+                   help="the release")
+    p.add_argument("-o", "--output", default="-",
+                   help="CSV file to write (default: standard output), or Parquet where the "
+                        "name ends in .parquet")
+    p.add_argument("--data-home", type=Path, default=None, metavar="FOLDER",
+                   help="a folder to look in first for a copy (the zip or its unzipped "
+                        "folder), and to download into")
+    p.set_defaults(func=fetch_command)
 
     p = commands.add_parser("info", help="versions, backends and GPU limits here (or what a "
                                          "model file holds)",

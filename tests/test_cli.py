@@ -2113,6 +2113,47 @@ def _raise(exc):
     raise exc
 
 
+def test_fetch_writes_a_movielens_release_as_a_table_the_other_commands_read(
+        movielens, tmp_path, capsys, monkeypatch):
+    """gpu-als fetch movielens-100k: load_movielens's DataFrame as CSV or Parquet, which
+    evaluate then reads as its closing line suggests; a release that cannot be had here
+    (no copy, no network) is an error that says where to put it."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als import datasets
+
+    out = tmp_path / "ml.csv"
+    assert main(["fetch", "movielens-100k", "--data-home", str(movielens.path), "-o",
+                 str(out)]) == 0
+    said = capsys.readouterr().err
+    assert said == (f"100,000 ratings of MovieLens 100K (943 users, 1,682 items) to {out}; "
+                    f"e.g. gpu-als evaluate {out} --value-col rating --min-value 4 "
+                    f"--time-col timestamp\n")
+    written = pd.read_csv(out)
+    expected = datasets.load_movielens("100k", data_home=movielens.path)
+    assert list(written.columns) == ["user", "item", "rating", "timestamp"]
+    np.testing.assert_array_equal(written.to_numpy(np.float64), expected.to_numpy(np.float64))
+    pytest.importorskip("pyarrow")
+    table = tmp_path / "ml.parquet"
+    assert main(["fetch", "movielens-100k", "--data-home", str(movielens.path), "-o",
+                 str(table)]) == 0
+    capsys.readouterr()
+    pd.testing.assert_frame_equal(pd.read_parquet(table), expected)
+    assert main(["evaluate", str(table), "--value-col", "rating", "--min-value", "4",
+                 "--time-col", "timestamp", "--iterations", "2", "--factors", "4",
+                 "--no-auc", "--backend", "cpu"]) == 0
+    assert "943 users x 1613 items" in capsys.readouterr().out
+
+    def offline(url, timeout):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["fetch", "movielens-1m"]) == 2
+    assert "ml-1m.zip is not available locally and could not be downloaded" in \
+        capsys.readouterr().err
+
+
 def test_info_of_a_model_file_says_what_it_holds(trained, tmp_path, capsys):
     """gpu-als info MODEL: its hyperparameters (as saved, not the backend it loads onto
     here), its users and items with examples of their ids, its factors and its loss."""
