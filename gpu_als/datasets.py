@@ -77,6 +77,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpu_als"
 
 
+def _search_folders(data_home: str | os.PathLike | None) -> list[Path]:
+    """Where the loaders look for a copy, in order: ``data_home``, the folder named by
+    ``$GPU_ALS_DATA``, :func:`default_cache_dir`."""
+    folders = [] if data_home is None else [Path(check_path(data_home))]
+    if os.environ.get(DATA_ENV):
+        folders.append(Path(os.environ[DATA_ENV]))
+    return [*folders, default_cache_dir()]
+
+
+def _download_folder(data_home: str | os.PathLike | None, folders: list[Path]) -> Path:
+    """Where a download goes: ``data_home`` where given (the first of ``folders``), else
+    the cache folder (the last)."""
+    return folders[0] if data_home is not None else folders[-1]
+
+
 def _find_local(folder: Path) -> Path | None:
     for candidate in (folder / "ml-100k", folder):
         if (candidate / "u.data").is_file():
@@ -162,12 +177,7 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
         A file's checksum does not match (a corrupted or different copy).
     """
     download = check_bool("download", download)
-    home = Path(check_path(data_home)) if data_home is not None else None
-    folders = [home] if home is not None else []
-    if os.environ.get(DATA_ENV):
-        folders.append(Path(os.environ[DATA_ENV]))
-    cache = default_cache_dir()
-    folders.append(cache)
+    folders = _search_folders(data_home)
     path = next((found for f in folders if (found := _find_local(f)) is not None), None)
     if path is None:
         if not download:
@@ -176,7 +186,7 @@ def load_movielens_100k(data_home: str | os.PathLike | None = None,
                 f"unzipped ml-100k folder in one of them, set {DATA_ENV}, or call with "
                 "download=True"
             )
-        path = _download(cache if home is None else home)
+        path = _download(_download_folder(data_home, folders))
     for name, digest in ML100K_SHA256.items():
         file = path / name
         if not file.is_file():
@@ -293,11 +303,7 @@ def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = N
         return _ratings_frame(pd, path.read_bytes(), "\t", False)
     release = MOVIELENS[variant]
     download = check_bool("download", download)
-    home = Path(check_path(data_home)) if data_home is not None else None
-    folders = [home] if home is not None else []
-    if os.environ.get(DATA_ENV):
-        folders.append(Path(os.environ[DATA_ENV]))
-    folders.append(default_cache_dir())
+    folders = _search_folders(data_home)
     content = next((found for folder in folders
                     if (found := _local_ratings(folder, release)) is not None), None)
     if content is None:
@@ -306,7 +312,7 @@ def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = N
                 f"MovieLens {variant.upper()} not found in {', '.join(map(str, folders))}: "
                 f"put {release.archive} (or its unzipped {Path(release.ratings).parent} "
                 f"folder) in one of them, set {DATA_ENV}, or call with download=True")
-        target = (home if home is not None else folders[-1]) / release.archive
+        target = _download_folder(data_home, folders) / release.archive
         content = _read_member(_download_release(release, target), release)
     if release.ratings.endswith(".dat"):  # (double colons, which pandas' fast parser
         df = _ratings_frame(pd, content.replace(b"::", b"\t"), "\t", False)  # cannot split)
