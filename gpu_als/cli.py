@@ -50,6 +50,7 @@ from ._id_queries import (
 from ._tables import event_weights, read_frame, write_factors, write_table
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS
+from .datasets import MOVIELENS
 from .evaluation import VALIDATION_METRICS, metric_name
 from .model import SOLVERS
 
@@ -1120,10 +1121,6 @@ def explain_command(args: argparse.Namespace) -> int:
 
 # ---- fetch ------------------------------------------------------------------------------
 
-#: The MovieLens releases ``gpu-als fetch`` takes (``movielens-<name>``).
-MOVIELENS_RELEASES = ("100k", "1m", "10m", "20m", "25m")
-
-
 def fetch_command(args: argparse.Namespace) -> int:
     """A MovieLens release's ratings (downloaded once, checked) written as a table."""
     from .datasets import load_movielens
@@ -1562,7 +1559,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(gpu_als.datasets.load_movielens). GroupLens' zip is downloaded "
                             "once into the cache (or --data-home) and kept only if its "
                             "checksum is the published one.")
-    p.add_argument("dataset", choices=[f"movielens-{name}" for name in MOVIELENS_RELEASES],
+    p.add_argument("dataset", choices=[f"movielens-{name}" for name in ("100k", *MOVIELENS)],
                    help="the release")
     p.add_argument("-o", "--output", default="-",
                    help="CSV file to write (default: standard output), or Parquet where the "
