@@ -713,9 +713,10 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
                        show_progress=False).fit(train)
         return PopularityRecommender().fit(train)
 
-    class RankingsOnly:  # a model known only by its recommend
-        def __init__(self, model):
+    class RankingsOnly:  # a model known only by its recommend (factors of its own, as
+        def __init__(self, model):  # implicit's models have, are not this module's)
             self.recommend = model.recommend
+            self.user_factors_ = np.zeros((3, 2))
 
     for batch_size in (512, 7):
         fast = auc(make(), train, test, batch_size=batch_size)
