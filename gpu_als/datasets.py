@@ -8,12 +8,14 @@ publishes beside each, and their ratings against the published count.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,24 +302,26 @@ def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = N
         raise ValueError(f"variant={variant!r}: expected one of {', '.join(map(repr, names))}")
     if variant == "100k":
         path = load_movielens_100k(data_home, download).path / "u.data"
-        return _ratings_frame(pd, path.read_bytes(), "\t", False)
+        return _ratings_frame(pd, path, "\t", False)
     release = MOVIELENS[variant]
     download = check_bool("download", download)
     folders = _search_folders(data_home)
-    content = next((found for folder in folders
-                    if (found := _local_ratings(folder, release)) is not None), None)
-    if content is None:
+    source = next((found for folder in folders
+                   if (found := _local_ratings(folder, release)) is not None), None)
+    if source is None:
         if not download:
             raise FileNotFoundError(
                 f"MovieLens {variant.upper()} not found in {', '.join(map(str, folders))}: "
                 f"put {release.archive} (or its unzipped {Path(release.ratings).parent} "
                 f"folder) in one of them, set {DATA_ENV}, or call with download=True")
         target = _download_folder(data_home, folders) / release.archive
-        content = _read_member(_download_release(release, target), release)
-    if release.ratings.endswith(".dat"):  # (double colons, which pandas' fast parser
-        df = _ratings_frame(pd, content.replace(b"::", b"\t"), "\t", False)  # cannot split)
-    else:
-        df = _ratings_frame(pd, content, ",", True)
+        source = _download_release(release, target)
+    with _open_ratings(source, release) as stream:
+        if release.ratings.endswith(".dat"):  # double colons, which pandas' fast parser
+            content = stream.read().replace(b"::", b"\t")  # cannot split: made tabs
+            df = _ratings_frame(pd, io.BytesIO(content), "\t", False)
+        else:  # parsed as it is decompressed (20M rows: 515 MB of text never held whole)
+            df = _ratings_frame(pd, stream, ",", True)
     if len(df) != release.n_ratings:
         raise ValueError(f"{release.ratings} holds {len(df):,} ratings where MovieLens "
                          f"{variant.upper()} has {release.n_ratings:,}: a damaged or "
@@ -325,17 +329,35 @@ def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = N
     return df
 
 
-def _local_ratings(folder: Path, release: MovieLensRelease) -> bytes | None:
-    """The ratings file's bytes from ``folder``'s copy of ``release`` (its zip, checked
-    against the published MD5, or the unzipped ratings file), or None where it has none."""
+def _local_ratings(folder: Path, release: MovieLensRelease) -> Path | None:
+    """``folder``'s copy of ``release``: its zip (checked against the published MD5) or
+    the unzipped ratings file; None where it has neither."""
     archive = folder / release.archive
     if archive.is_file():
         if _md5(archive) != release.md5:
             raise ValueError(f"{archive} does not match the MD5 that GroupLens publishes "
                              f"for it; delete it so that a clean copy can be downloaded")
-        return _read_member(archive, release)
+        return archive
     unzipped = folder / release.ratings
-    return unzipped.read_bytes() if unzipped.is_file() else None
+    return unzipped if unzipped.is_file() else None
+
+
+@contextlib.contextmanager
+def _open_ratings(source: Path, release: MovieLensRelease) -> Iterator[Any]:
+    """The ratings file of ``source`` (the release's zip, or the file itself), opened for
+    reading as bytes."""
+    if source.name != release.archive:
+        with open(source, "rb") as handle:
+            yield handle
+        return
+    try:
+        opened = zipfile.ZipFile(source)
+        member = opened.open(release.ratings)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{source} is not the MovieLens zip it is named after ({exc})"
+                         ) from None
+    with opened, member:
+        yield member
 
 
 def _md5(path: Path) -> str:
@@ -344,15 +366,6 @@ def _md5(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _read_member(archive: Path, release: MovieLensRelease) -> bytes:
-    try:
-        with zipfile.ZipFile(archive) as opened:
-            return opened.read(release.ratings)
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{archive} is not the MovieLens zip it is named after ({exc})"
-                         ) from None
 
 
 def _download_release(release: MovieLensRelease, target: Path) -> Path:
@@ -394,10 +407,10 @@ def _download_release(release: MovieLensRelease, target: Path) -> Path:
     return target
 
 
-def _ratings_frame(pd: Any, content: bytes, sep: str, header: bool) -> Any:
-    """The ratings file ``content`` (user, movie, rating, time; a header line to skip
-    where ``header``) as the DataFrame of :func:`load_movielens`."""
-    return pd.read_csv(io.BytesIO(content), sep=sep, header=0 if header else None,
+def _ratings_frame(pd: Any, stream: Any, sep: str, header: bool) -> Any:
+    """The ratings file read from ``stream`` (user, movie, rating, time; a header line to
+    skip where ``header``) as the DataFrame of :func:`load_movielens`."""
+    return pd.read_csv(stream, sep=sep, header=0 if header else None,
                        names=_MOVIELENS_COLUMNS,
                        dtype={"user": np.int32, "item": np.int32, "rating": np.float32,
                               "timestamp": np.int64})
