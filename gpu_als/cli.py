@@ -870,11 +870,16 @@ def add_ranking_options(parser: argparse.ArgumentParser, what: str, n: int = 10)
 
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     """--output and --backend of the commands that write a table from a saved model."""
+    add_table_output(parser)
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
+                        help="where to load the model (default auto)")
+
+
+def add_table_output(parser: argparse.ArgumentParser) -> None:
+    """--output of the commands that write a table (CSV, or Parquet by its name)."""
     parser.add_argument("-o", "--output", default="-",
                         help="CSV file to write (default: standard output), or Parquet "
                              "where the name ends in .parquet")
-    parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
-                        help="where to load the model (default auto)")
 
 
 def load_model(path: str, backend: str):
@@ -1561,9 +1566,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "checksum is the published one.")
     p.add_argument("dataset", choices=[f"movielens-{name}" for name in ("100k", *MOVIELENS)],
                    help="the release")
-    p.add_argument("-o", "--output", default="-",
-                   help="CSV file to write (default: standard output), or Parquet where the "
-                        "name ends in .parquet")
+    add_table_output(p)
     p.add_argument("--data-home", type=Path, default=None, metavar="FOLDER",
                    help="a folder to look in first for a copy (the zip or its unzipped "
                         "folder), and to download into")
