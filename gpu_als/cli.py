@@ -1689,7 +1689,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as exc:
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError, MemoryError) as exc:
         print(f"gpu-als {args.command}: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a model file is written whole or not

@@ -2419,6 +2419,20 @@ def test_an_operating_system_error_is_one_line(csv_file, tmp_path, capsys, monke
                                       f"{tmp_path / 'm.npz'}\n"
 
 
+def test_too_little_memory_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
+    """A fit beyond the memory there is (gpu_als.data.check_memory's MemoryError, as
+    CuPy's OutOfMemoryError is one): an error line and exit status 2, no traceback."""
+    from gpu_als import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2**20)  # 1 MiB
+    assert main(["train", str(csv_file), "--factors", "400", "--iterations", "1",
+                 "--backend", "cpu", "--output", str(tmp_path / "m.npz")]) == 2
+    assert re.fullmatch(r"gpu-als train: error: a fit of 60 users x 30 items at "
+                        r"factors=400 needs at least \S+ MiB of memory and 1 MiB is "
+                        r"available[^\n]*\n", capsys.readouterr().err)
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_a_model_without_ids_serves_rows_by_number(tmp_path, capsys):
     """A model saved from a matrix (no id maps): users and items are row numbers, the
     first of each included; a new user with a single interaction is folded in; similar
