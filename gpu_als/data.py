@@ -20,6 +20,7 @@ import numbers
 import os
 import sys
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -545,6 +546,11 @@ def _check_frame(df: Any, name: str = "df") -> Any:
 def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None) -> None:
     """The id columns (and ``value_col``, if not None) are distinct names, and each id
     column is one column of ``df``."""
+    for param, name in (("user_col", user_col), ("item_col", item_col),
+                        ("value_col", value_col)):
+        if not isinstance(name, Hashable):  # else "unhashable type: 'list'"
+            raise TypeError(f"{param}={name!r} is not a column name: give the name of one "
+                            f"column")
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")

@@ -166,6 +166,12 @@ def test_an_empty_frame_and_a_missing_value_column_are_named():
         with pytest.raises(ValueError, match=f"value_col and {ids}_col are both {ids!r}: "
                                              f"name the column of the values"):
             from_dataframe(pd.DataFrame({"user": [0, 1], "item": [1, 0]}), value_col=ids)
+    # several names, as a list or an array, where one is asked for: not "unhashable type"
+    for param in ("user_col", "item_col", "value_col"):
+        with pytest.raises(TypeError, match=rf"^{param}=\['user', 'item'\] is not a column "
+                                            rf"name: give the name of one column$"):
+            from_dataframe(pd.DataFrame({"user": [0], "item": [1]}),
+                           **{param: ["user", "item"]})
 
 
 def test_a_lazy_frame_is_refused_with_how_to_evaluate_it():
