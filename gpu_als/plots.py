@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import check_output_file, check_path, to_host
+from .data import check_int, check_output_file, check_path, to_host
 
 __all__ = ["plot_loss", "plot_item_pca", "plot_tuning", "plot_benchmark", "pca",
            "check_matplotlib", "MAX_VALUE_TICKS"]
@@ -60,6 +60,7 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     projected : numpy.ndarray, shape (n_rows, components)
     explained_variance_ratio : numpy.ndarray, shape (components,)
     """
+    components = check_int("components", components, minimum=1)
     F = to_host(factors, np.float64)
     if F.ndim != 2 or len(F) < 2 or F.shape[1] < components:
         raise ValueError(f"factors of shape {F.shape}: a PCA to {components} components "

@@ -165,6 +165,9 @@ def test_pca_is_that_of_the_covariance_matrix():
     assert pca(F[:2, :2])[0].shape == (2, 2)  # the least it takes: 2 rows, 2 columns
     with np.errstate(all="raise"):  # rows all alike: no variance, none explained
         np.testing.assert_array_equal(pca(np.ones((5, 3)))[1], [0.0, 0.0])
+    for bad, error in ((0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="components"):  # -1 gave all but the last one
+            pca(F, components=bad)
 
 
 def test_loss_chart(drawn, tmp_path):
