@@ -364,6 +364,9 @@ def search_space(param_grid: dict[str, list] | None = None,
         An unknown hyperparameter, a value :class:`ALS` refuses, a grid that is not a dict
         of non-empty lists of distinct values, or ``metric="rmse"`` for implicit feedback.
     """
+    if base_params is not None and not isinstance(base_params, Mapping):
+        raise TypeError(f"base_params must be a dict of hyperparameter name -> value, got "
+                        f"{type(base_params).__name__}")
     base = {"iterations": 20, "show_progress": False, "random_state": random_state,
             **(base_params or {})}
     if param_grid is None:

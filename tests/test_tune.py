@@ -377,6 +377,9 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"base_params": {"iteration": 2}},
      r"unknown parameter 'iteration' \(did you mean 'iterations'\?\)"),
     ({"validation_fraction": 0}, "validation_fraction=0.0: must be > 0"),
+    ({"base_params": 0}, r"base_params must be a dict of hyperparameter name -> value, "
+                         r"got int"),  # (0 and [] were taken for no base_params)
+    ({"base_params": [("iterations", 2)]}, r"base_params must be a dict .*got list"),
 ])
 def test_bad_arguments(R, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
