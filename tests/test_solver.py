@@ -299,17 +299,18 @@ def test_cpu_block_size_does_not_change_results(solver, monkeypatch):
     from gpu_als.backends import CPUBackend, cpu
 
     monkeypatch.setattr(cpu, "CHOLESKY_PARALLEL_ELEMENTS", 0)  # threads even for this size
-    monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", 0)
 
     R = random_interactions(300, 120, 0.1, seed=7)
     F = np.random.default_rng(8).random((120, 16)).astype(np.float32)
     rows = weighted_rows(check_user_items(R), feedback="implicit", alpha=5.0)
     start = np.random.default_rng(9).random((300, 16)).astype(np.float32)  # CG's
 
-    def solve(backend, min_elements=None):
+    def solve(backend, min_elements=None, parallel_from=0):
+        monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", parallel_from)
         if min_elements is not None:
-            monkeypatch.setattr(cpu, "MIN_BLOCK_ELEMENTS", min_elements)
-            monkeypatch.setattr(cpu, "CG_MIN_BLOCK_ELEMENTS", min_elements)
+            for name in ("MIN_BLOCK_ELEMENTS", "CG_MIN_BLOCK_ELEMENTS",
+                         "CG_SERIAL_MIN_BLOCK_ELEMENTS"):
+                monkeypatch.setattr(cpu, name, min_elements)
         out = start.copy()
         backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
                            out=out, solver=solver)
@@ -319,9 +320,12 @@ def test_cpu_block_size_does_not_change_results(solver, monkeypatch):
     one_thread = solve(CPUBackend(num_threads=1))
     tiny = solve(CPUBackend(num_threads=4, block_elements=1), min_elements=0)
     merged = solve(CPUBackend(), min_elements=2**40)
+    # a CG half-step small enough for one thread takes its own block sizes
+    tiny_serial = solve(CPUBackend(block_elements=1), min_elements=0, parallel_from=2**40)
+    merged_serial = solve(CPUBackend(), min_elements=2**40, parallel_from=2**40)
     # float32 CG: each step divides by dot products that other blockings round otherwise
     atol = 1e-5 if solver == "cholesky" else 5e-4
-    for result in (one_thread, tiny, merged):
+    for result in (one_thread, tiny, merged, tiny_serial, merged_serial):
         np.testing.assert_allclose(result, default, atol=atol)
 
 
