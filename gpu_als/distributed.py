@@ -335,7 +335,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
                 ALS._raise_non_finite(cpu, X, Y, iteration,
-                                      {**p, "calculate_training_loss": True})
+                                      {**p, "calculate_training_loss": True}, users)
             progress.set_postfix(loss=f"{loss:.5g}")
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:

@@ -460,9 +460,12 @@ class ALS:
         return backend.asarray(X), backend.asarray(Y)
 
     @staticmethod
-    def _raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any]):
+    def _raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
+                          rows: data.WeightedRows | None = None):
         """Name the half-step that produced NaN or infinite factors, or say that finite
-        factors grew so large that the training loss overflowed.
+        factors grew so large that the training loss overflowed; with the largest
+        confidence (implicit) or rating (explicit) of ``rows``, the user rows on
+        ``backend``, where given.
 
         Checked once per iteration through the loss (any non-finite factor makes it
         non-finite), so that the GPU need not synchronise after every half-step; without
@@ -480,9 +483,16 @@ class ALS:
                     f"overflowed after {where}")
         else:
             what = f"the {side} factors hold NaN or infinite values after {where}"
+        scale = ""
+        if rows is not None and len(rows.weight):
+            if p["feedback"] == "implicit":  # weight = c - 1
+                scale = f" (confidences up to {1 + float(abs(rows.weight).max()):.3g})"
+            else:
+                scale = f" (ratings up to {float(abs(rows.target).max()):.3g})"
+        alpha = f", alpha={p['alpha']}" if p["feedback"] == "implicit" else ""
         raise FloatingPointError(
-            f"{what}; the input or the hyperparameters (regularization="
-            f"{p['regularization']}, alpha={p['alpha']}) make the problem numerically unstable"
+            f"{what}; the input{scale} or the hyperparameters (regularization="
+            f"{p['regularization']}{alpha}) make the problem numerically unstable"
         )
 
     # ---- queries --------------------------------------------------------------------
@@ -2068,7 +2078,7 @@ class _Training:
                                             regularization=p["regularization"],
                                             feedback=p["feedback"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
-                        ALS._raise_non_finite(backend, X, Y, iteration, p)
+                        ALS._raise_non_finite(backend, X, Y, iteration, p, self.Cu)
                     self.loss_history.append(loss)
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
@@ -2081,7 +2091,7 @@ class _Training:
                     break
         if not with_loss and iterations > 0 and not (backend.all_finite(X)
                                                      and backend.all_finite(Y)):
-            ALS._raise_non_finite(backend, X, Y, self.iterations_done - 1, p)
+            ALS._raise_non_finite(backend, X, Y, self.iterations_done - 1, p, self.Cu)
         return stopped
 
     def reporting(self, model: ALS, callback: Callable) -> Callable:

@@ -256,9 +256,10 @@ def test_nan_factors_are_an_error_not_a_model(client, monkeypatch):
 
     monkeypatch.setattr(distributed, "_solve_block", poisoned)
     model = ALS(**PARAMS)
-    with pytest.raises(FloatingPointError, match="the user factors hold NaN or infinite "
-                                                 "values after the user half-step of "
-                                                 "iteration 0"):
+    with pytest.raises(FloatingPointError, match=r"the user factors hold NaN or infinite "
+                                                 r"values after the user half-step of "
+                                                 r"iteration 0; the input \(confidences up "
+                                                 r"to 11\)"):  # 1 + alpha x 1
         distributed.fit_distributed(model, make_power_law(200, 100, 2_000, random_state=3),
                                     client)
     with pytest.raises(NotFittedError):
