@@ -739,13 +739,13 @@ def test_finite_factors_whose_loss_overflows_are_said_to_have_grown_too_large(R)
 @pytest.mark.parametrize("feedback, scale", [("implicit", r"confidences up to 1e\+31"),
                                              ("explicit", r"ratings up to 1e\+30")])
 @pytest.mark.parametrize("calculate_training_loss", [True, False])
-def test_an_unstable_fit_names_the_size_of_its_input(feedback, scale,
+def test_an_unstable_fit_names_the_size_of_its_input(backend, feedback, scale,
                                                      calculate_training_loss):
     """Values of 1e30 overflow float32 CG's products: the error gives the largest
     confidence (alpha x 1e30 + 1) or rating, and alpha only where it acts."""
     R = random_interactions(30, 20, 0.3, seed=3)
     R.data[:] = 1e30
-    model = ALS(factors=4, iterations=2, solver="cg", feedback=feedback, backend="cpu",
+    model = ALS(factors=4, iterations=2, solver="cg", feedback=feedback, backend=backend,
                 calculate_training_loss=calculate_training_loss, show_progress=False)
     hyper = r"regularization=0.01, alpha=10.0" if feedback == "implicit" else \
         r"regularization=0.1"
