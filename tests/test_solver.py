@@ -329,6 +329,47 @@ def test_cpu_block_size_does_not_change_results(solver, monkeypatch):
         np.testing.assert_allclose(result, default, atol=atol)
 
 
+def test_cpu_paths_take_their_own_block_sizes_unless_one_is_given(monkeypatch):
+    """The exact solver, CG on several threads and on one, and the loss each cut their
+    work at their own size (see cpu.py's constants); block_elements, where given, is the
+    size of every one."""
+    from gpu_als.backends import CPUBackend, cpu
+
+    sizes = []
+
+    def spy(lengths, factors, block_elements, min_elements):
+        sizes.append((block_elements, min_elements))
+        return row_blocks(lengths, factors, block_elements, min_elements)
+
+    row_blocks = cpu.row_blocks
+    monkeypatch.setattr(cpu, "row_blocks", spy)
+    R = random_interactions(300, 120, 0.1, seed=7)
+    F = np.random.default_rng(8).random((120, 16)).astype(np.float32)
+    rows = weighted_rows(check_user_items(R), feedback="implicit", alpha=5.0)
+    for given in (None, 1000):
+        backend = CPUBackend(block_elements=given)
+        for solver, parallel_from in (("cholesky", 2**40), ("cg", 0), ("cg", 2**40)):
+            monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", parallel_from)
+            backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                               feedback="implicit", out=np.zeros((300, 16), np.float32),
+                               solver=solver)
+    assert sizes == [(cpu.BLOCK_ELEMENTS, cpu.MIN_BLOCK_ELEMENTS),
+                     (cpu.CG_BLOCK_ELEMENTS, cpu.CG_MIN_BLOCK_ELEMENTS),
+                     (cpu.CG_SERIAL_BLOCK_ELEMENTS, cpu.CG_SERIAL_MIN_BLOCK_ELEMENTS),
+                     (1000, cpu.MIN_BLOCK_ELEMENTS), (1000, cpu.CG_MIN_BLOCK_ELEMENTS),
+                     (1000, cpu.CG_SERIAL_MIN_BLOCK_ELEMENTS)]
+    dense = weighted_rows(check_user_items(random_interactions(300, 120, 0.5, seed=7)),
+                          feedback="implicit", alpha=5.0)  # more entries than a chunk
+    X = np.random.default_rng(9).random((300, 16)).astype(np.float32)
+    taken = []
+    monkeypatch.setattr(cpu.np, "take", lambda a, ids, *args, **kw:
+                        taken.append(len(ids)) or np.asarray(a)[ids])
+    for given, chunk in ((None, cpu.LOSS_CHUNK_ELEMENTS // 16), (160, 10)):
+        taken.clear()
+        CPUBackend(block_elements=given).stored_loss(dense, X, F)
+        assert dense.indptr[-1] > chunk and max(taken) == chunk
+
+
 def test_cpu_batched_solve_gives_nan_for_a_singular_system_and_solves_the_others():
     """As the GPU kernels do (NaN rows, which the fit reports as a FloatingPointError): an
     exactly singular system, as overflowed factors make, is not a LinAlgError out of fit."""

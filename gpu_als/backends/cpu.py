@@ -65,6 +65,14 @@ CG_MIN_BLOCK_ELEMENTS = 1 << 18
 #: machine, ms per iteration on one thread vs two: CG k = 64 27 vs 40-49; Cholesky k = 32
 #: 30 vs 42-48, k = 64 77-82 vs 80-89 (even), k = 256 602-628 vs 429-431.
 CG_PARALLEL_ELEMENTS = 16 * BLOCK_ELEMENTS
+#: A CG half-step on several threads gathers blocks of at most this many elements (16 MiB
+#: of float32): as each step streams them from memory anyway, fewer blocks mean fewer of
+#: the small NumPy calls that the threads take turns at the GIL for. Measured (ms per
+#: iteration, against 2^20): a quarter of ml20m-like (2.5M entries) 250-257 against
+#: 315-330 at k = 32, 443-451 against 550-558 at 64, 862-905 against 1056-1107 at 128
+#: (2^23 the same, 2^21 and 2^24 between); ml20m-like 2.01-2.19 against 2.33-2.58 s at
+#: k = 64, 3.65-3.66 against 4.32-4.39 s at 128.
+CG_BLOCK_ELEMENTS = 1 << 22
 #: Such a one-thread CG half-step gathers blocks of at most this many elements (1 MiB of
 #: float32), merging those under CG_SERIAL_MIN_BLOCK_ELEMENTS: each step streams a block
 #: twice, from cache where it fits. Measured on MovieLens 100K's positives (ms per
@@ -324,16 +332,26 @@ class CPUBackend(Backend):
     ----------
     num_threads : int, optional
         Threads that solve row blocks in parallel; default: the CPUs this process may use.
-    block_elements : int
-        Size bound of one gathered block (see :func:`row_blocks`).
+    block_elements : int, optional
+        Size bound of one gathered block of rows (see :func:`row_blocks`) and of one chunk
+        of the loss's entries, in elements (rows x padded length x factors), for every
+        path; default: each path's own (``BLOCK_ELEMENTS`` for the exact solver,
+        ``CG_BLOCK_ELEMENTS`` and ``CG_SERIAL_BLOCK_ELEMENTS`` for CG on several threads
+        and on one, ``LOSS_CHUNK_ELEMENTS`` for the loss).
     """
 
     name = "cpu"
 
-    def __init__(self, num_threads: int | None = None, block_elements: int = BLOCK_ELEMENTS):
+    def __init__(self, num_threads: int | None = None, block_elements: int | None = None):
         self.num_threads = _default_threads() if num_threads is None \
             else check_int("num_threads", num_threads, minimum=1)
-        self.block_elements = check_int("block_elements", block_elements, minimum=1)
+        self.block_elements = None if block_elements is None \
+            else check_int("block_elements", block_elements, minimum=1)
+
+    def _elements(self, default: int) -> int:
+        """A path's block (or chunk) size: its ``default``, or the ``block_elements``
+        given."""
+        return default if self.block_elements is None else self.block_elements
 
     def __repr__(self) -> str:
         return f"CPUBackend(num_threads={self.num_threads})"
@@ -341,7 +359,7 @@ class CPUBackend(Backend):
     @contextlib.contextmanager
     def reusing_buffers(self) -> Iterator[None]:
         """Within the block, :meth:`solve_rows` keeps its largest work arrays (a few per
-        thread, each about ``block_elements`` values) from one call to the next, instead of
+        thread, each about a block's elements) from one call to the next, instead of
         allocating them per call (see _Scratch). ``fit`` runs its iterations in one."""
         if _fit_scratch.get() is not None:  # nested: the outer block's arrays serve
             yield
@@ -389,7 +407,7 @@ class CPUBackend(Backend):
             # system is at least B (confidences >= 1), so it fails to factorize only if B
             # is singular, and _regularized_gram then says so.
             B = FtF + regularization * np.eye(k)
-        step = max(1, self.block_elements // k)
+        step = max(1, self._elements(BLOCK_ELEMENTS) // k)
         for u in range(rows.n_rows):
             first, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
             if first == end:
@@ -510,7 +528,7 @@ class CPUBackend(Backend):
 
         rows_started = time.perf_counter()
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
-        self._run_parallel(solve_block, row_blocks(lengths, k, self.block_elements,
+        self._run_parallel(solve_block, row_blocks(lengths, k, self._elements(BLOCK_ELEMENTS),
                                                    MIN_BLOCK_ELEMENTS), threads)
         rows_ended = time.perf_counter()
         if implicit and few:  # x_u = C^-T h_u
@@ -617,11 +635,11 @@ class CPUBackend(Backend):
 
         lengths = np.diff(rows.indptr)
         if len(rows.indices) * k > CG_PARALLEL_ELEMENTS:
-            threads, block, merged = None, self.block_elements, CG_MIN_BLOCK_ELEMENTS
+            threads, block, merged = None, CG_BLOCK_ELEMENTS, CG_MIN_BLOCK_ELEMENTS
         else:
-            threads, block, merged = 1, min(self.block_elements, CG_SERIAL_BLOCK_ELEMENTS), \
-                CG_SERIAL_MIN_BLOCK_ELEMENTS
-        self._run_parallel(solve_block, row_blocks(lengths, k, block, merged), threads)
+            threads, block, merged = 1, CG_SERIAL_BLOCK_ELEMENTS, CG_SERIAL_MIN_BLOCK_ELEMENTS
+        self._run_parallel(solve_block, row_blocks(lengths, k, self._elements(block), merged),
+                           threads)
         out[lengths == 0] = 0  # the exact solution of an empty row
         if self.timer:
             self.timer.add("cg", time.perf_counter() - started)
@@ -635,7 +653,7 @@ class CPUBackend(Backend):
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
         row_of = np.repeat(np.arange(rows.n_rows), np.diff(rows.indptr))
         total = 0.0
-        step = max(1, min(self.block_elements, LOSS_CHUNK_ELEMENTS) // X.shape[1])
+        step = max(1, self._elements(LOSS_CHUNK_ELEMENTS) // X.shape[1])
         for a in range(0, len(rows.indices), step):
             b = min(a + step, len(rows.indices))
             # s_ui = x_u . y_i in the factors' dtype; the sums below in float64.
