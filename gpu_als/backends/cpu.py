@@ -75,10 +75,10 @@ CG_PARALLEL_ELEMENTS = 16 * BLOCK_ELEMENTS
 CG_BLOCK_ELEMENTS = 1 << 22
 #: Such a one-thread CG half-step gathers blocks of at most this many elements (1 MiB of
 #: float32), merging those under CG_SERIAL_MIN_BLOCK_ELEMENTS: each step streams a block
-#: twice, from cache where it fits. Measured on MovieLens 100K's positives (ms per
-#: iteration, side by side, 3 runs, against blocks of 2^20 merged below 2^18): k = 32
-#: 9.5-10.5 vs 10.0-11.9, k = 64 16.3-16.5 vs 18.1-19.3, k = 128 27.7-28.0 vs 34.0-37.5,
-#: k = 256 63-66 vs 81-83.
+#: twice, from cache where it fits. Measured on MovieLens 100K's positives (`gpu-als bench
+#: --datasets ml-100k`, ms per iteration, two runs each, against blocks of 2^20 merged
+#: below 2^18): k = 64 12.1-13.5 vs 14.4-15.4, k = 128 22.1-24.1 vs 27.1-28.3, k = 256
+#: 59.0-60.5 vs 68.6-69.3 (docs/cpu-backend.md).
 #: On two threads the smaller blocks lose (1.5M entries, k = 64: 581 against 368 ms):
 #: each block's NumPy calls wait for the GIL.
 CG_SERIAL_BLOCK_ELEMENTS = 1 << 18
