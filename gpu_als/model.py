@@ -461,11 +461,11 @@ class ALS:
 
     @staticmethod
     def _raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
-                          rows: data.WeightedRows | None = None):
+                          rows: data.WeightedRows):
         """Name the half-step that produced NaN or infinite factors, or say that finite
         factors grew so large that the training loss overflowed; with the largest
-        confidence (implicit) or rating (explicit) of ``rows``, the user rows on
-        ``backend``, where given.
+        confidence (implicit) or rating (explicit) of ``rows``, the fit's user rows on
+        ``backend`` (never empty: fit refuses a matrix without entries).
 
         Checked once per iteration through the loss (any non-finite factor makes it
         non-finite), so that the GPU need not synchronise after every half-step; without
@@ -483,15 +483,13 @@ class ALS:
                     f"overflowed after {where}")
         else:
             what = f"the {side} factors hold NaN or infinite values after {where}"
-        scale = ""
-        if rows is not None and len(rows.weight):
-            if p["feedback"] == "implicit":  # weight = c - 1
-                scale = f" (confidences up to {1 + float(abs(rows.weight).max()):.3g})"
-            else:
-                scale = f" (ratings up to {float(abs(rows.target).max()):.3g})"
+        if p["feedback"] == "implicit":  # weight = c - 1
+            scale = f"confidences up to {1 + float(abs(rows.weight).max()):.3g}"
+        else:
+            scale = f"ratings up to {float(abs(rows.target).max()):.3g}"
         alpha = f", alpha={p['alpha']}" if p["feedback"] == "implicit" else ""
         raise FloatingPointError(
-            f"{what}; the input{scale} or the hyperparameters (regularization="
+            f"{what}; the input ({scale}) or the hyperparameters (regularization="
             f"{p['regularization']}{alpha}) make the problem numerically unstable"
         )
 
