@@ -855,8 +855,10 @@ def _item_scores(model):
 
 #: A user with at most this many test items has them placed by counting the candidates
 #: scored higher (two comparisons of the row per item); one with more by sorting the row
-#: once. On 20,000 items a sort of one row costs about as much as 16 items' comparisons.
-COMPARE_LIMIT = 16
+#: once. Measured (ALS, k = 64, 30,000 users with 8 test items on average, median 5; two
+#: runs, seconds for the AUC): 20,000 items 2.2-2.4 s with 4, 2.3-2.5 with 8, 2.8-2.9 with
+#: 16; 50,000 items 6.0-7.0, 6.5-7.2 and 8.0-8.6 (NumPy 2's vectorized sort).
+COMPARE_LIMIT = 4
 
 
 def _below_from_scores(scores_of, backend, train, test, batch_size, show_progress):
@@ -902,19 +904,28 @@ def _count_higher(scores, tested, values, n_candidates):
         row = np.sort(scores[b])[:n_candidates[b]]  # without the NaN, sorted last
         higher[own] = len(row) - np.searchsorted(row, values[own], side="right")
         at_least[own] = len(row) - np.searchsorted(row, values[own], side="left")
-    # every other row's s-th test item at once: those rows are scores[sorted_rows:stop]
+    # every other row's s-th test item at once: those rows are scores[sorted_rows:stop],
+    # compared into the leading columns of a mask whose rows are whole 8-byte words
+    n_items = scores.shape[1]
+    mask = np.zeros((len(scores) - sorted_rows, -(-n_items // 8) * 8), bool)  # padding: 0
     for s in range(int(n_tests[sorted_rows:].max(initial=0))):
         stop = sorted_rows + np.count_nonzero(n_tests[sorted_rows:] > s)
         entries = tested.indptr[sorted_rows:stop] + s
         these, threshold = scores[sorted_rows:stop], values[entries, None]
-        higher[entries] = _count_true(these > threshold)
-        at_least[entries] = _count_true(these >= threshold)
+        rows = mask[:stop - sorted_rows]
+        np.greater(these, threshold, out=rows[:, :n_items])
+        higher[entries] = _count_true(rows)
+        np.greater_equal(these, threshold, out=rows[:, :n_items])
+        at_least[entries] = _count_true(rows)
     return higher, at_least - higher - 1
 
 
 def _count_true(mask: np.ndarray) -> np.ndarray:
-    """The number of True in each row of a boolean matrix (1.7x faster than
-    ``np.count_nonzero(mask, axis=1)``, which converts the booleans first)."""
+    """The number of True in each row of a C-contiguous boolean matrix whose rows are whole
+    8-byte words: the set bits of the words (NumPy 2's ``bitwise_count``; 3.1x faster than
+    summing the bytes, itself 1.7x faster than ``np.count_nonzero(mask, axis=1)``)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(mask.view(np.uint64)).sum(axis=1, dtype=np.int64)
     return mask.view(np.uint8).sum(axis=1, dtype=np.int64)
 
 
