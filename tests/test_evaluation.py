@@ -691,12 +691,14 @@ def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
 
 
 @pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
-@pytest.mark.parametrize("kind", ["als", "popularity"])
+@pytest.mark.parametrize("kind", ["als", "als on the emulated GPU", "popularity"])
 def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypatch):
     """This module's models are placed from their scores (comparisons, or the sorted row
-    for users with many test items); any other model through a full recommend: the same
-    AUC, with ties (cold items' zero factors, equal counts)."""
+    for users with many test items; a GPU model's on the GPU); any other model through a
+    full recommend: the same AUC, with ties (cold items' zero factors, equal counts)."""
     from gpu_als import ALS, evaluation
+
+    from .conftest import emulated_backend
 
     monkeypatch.setattr(evaluation, "COMPARE_LIMIT", compare_limit)
 
@@ -708,8 +710,9 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
     test = without(test, train)
 
     def make():
-        if kind == "als":
-            return ALS(factors=4, iterations=2, backend="cpu", random_state=0,
+        if kind.startswith("als"):
+            backend = "cpu" if kind == "als" else emulated_backend()
+            return ALS(factors=4, iterations=2, backend=backend, random_state=0,
                        show_progress=False).fit(train)
         return PopularityRecommender().fit(train)
 
@@ -736,6 +739,13 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         for threads in (1, 4):
             model._backend.num_threads = threads
             assert auc(model, train, test, batch_size=7) == fast
+    if kind == "als on the emulated GPU":  # the scores stay on the GPU: only counts come
+        model, copied = make(), []     # back, one number per test entry or fewer
+        to_numpy = model._backend.to_numpy
+        monkeypatch.setattr(model._backend, "to_numpy",
+                            lambda a: copied.append(a.size) or to_numpy(a))
+        assert auc(model, train, test) == pytest.approx(fast, abs=1e-12)  # one batch
+        assert copied and max(copied) <= test.nnz < test.shape[0] * test.shape[1]
 
 
 @pytest.mark.parametrize("size, count, excluded", [
