@@ -335,6 +335,9 @@ def test_cpu_paths_take_their_own_block_sizes_unless_one_is_given(monkeypatch):
     size of every one."""
     from gpu_als.backends import CPUBackend, cpu
 
+    assert repr(CPUBackend(num_threads=2)) == "CPUBackend(num_threads=2)"
+    assert repr(CPUBackend(num_threads=2, block_elements=1000)) == \
+        "CPUBackend(num_threads=2, block_elements=1000)"
     sizes = []
 
     def spy(lengths, factors, block_elements, min_elements):

@@ -355,7 +355,8 @@ class CPUBackend(Backend):
         return default if self.block_elements is None else self.block_elements
 
     def __repr__(self) -> str:
-        return f"CPUBackend(num_threads={self.num_threads})"
+        extra = "" if self.block_elements is None else f", block_elements={self.block_elements}"
+        return f"CPUBackend(num_threads={self.num_threads}{extra})"
 
     @contextlib.contextmanager
     def reusing_buffers(self) -> Iterator[None]:
