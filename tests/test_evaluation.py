@@ -748,6 +748,34 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         assert copied and max(copied) <= test.nnz < test.shape[0] * test.shape[1]
 
 
+@pytest.mark.parametrize("compare_limit", [0, 10**6])  # sorted rows, comparisons
+def test_auc_breaks_a_single_tie_by_the_item_id(compare_limit, monkeypatch):
+    """Two items of the same factors: each test entry of one ties with exactly one other
+    candidate, and the lower id ranks first, as in a full recommend."""
+    from gpu_als import evaluation
+
+    monkeypatch.setattr(evaluation, "COMPARE_LIMIT", compare_limit)
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((12, 3))
+    Y[7] = Y[3]
+    model = ALS.from_factors(rng.standard_normal((30, 3)), Y, backend="cpu")
+    train = random_interactions(30, 12, 0.2, seed=1).tolil()
+    train[:, [3, 7]] = 0
+    train = train.tocsr()
+    train.eliminate_zeros()
+    test = sp.lil_matrix((30, 12))
+    test[:, 7] = 1  # each user's test items: 7, and 3 for the even users
+    test[::2, 3] = 1
+    test = without(sp.csr_matrix(test) + random_interactions(30, 12, 0.1, seed=2), train)
+
+    class RankingsOnly:  # placed by a full recommend, which breaks ties by id
+        recommend = model.recommend
+        user_factors_ = np.zeros((3, 2))
+
+    assert auc(model, train, test) == pytest.approx(auc(RankingsOnly(), train, test),
+                                                    abs=1e-12)
+
+
 @pytest.mark.parametrize("size, count, excluded", [
     (5, 2, ()),      # drawn with replacement, repeats skipped
     (9, 2, (3, 7)),  # ... and excluded values skipped
