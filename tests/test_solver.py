@@ -515,8 +515,8 @@ def test_loss_without_stored_entries(backend, feedback):
 
 
 def test_cpu_loss_adds_every_chunk_of_entries():
-    """stored_loss takes min(block_elements, LOSS_CHUNK_ELEMENTS) // k entries at a time:
-    with chunks of one to a few entries the loss is the one-pass value."""
+    """stored_loss takes LOSS_CHUNK_ELEMENTS // k entries at a time (block_elements // k
+    where given): with chunks of one to a few entries the loss is the one-pass value."""
     R = random_interactions(40, 30, 0.2, seed=9)
     rng = np.random.default_rng(10)
     X, Y = rng.standard_normal((40, 5)), rng.standard_normal((30, 5))
