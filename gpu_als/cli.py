@@ -207,6 +207,9 @@ class IdList(argparse.Action):
 
 #: The help of an IdList option's ``@FILE``.
 ID_FILE_HELP = "; @FILE: the ids in FILE, one per line"
+#: --min-value's help, of the held-out part that it applies to.
+MIN_VALUE_HELP = ("count only {part} values >= this as relevant in the ranking metric "
+                  "(e.g. 4 for ratings from 1 to 5; default: every {part} entry)")
 
 
 def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = None,
@@ -406,6 +409,11 @@ def train(args: argparse.Namespace) -> int:
     if args.validation is not None and args.early_stopping is None:
         raise ValueError("--validation holds --early-stopping's validation interactions: "
                          "give --early-stopping too")
+    if args.min_value is not None and args.early_stopping is None:
+        raise ValueError("--min-value chooses the validation interactions that "
+                         "--early-stopping's metric counts as relevant: give "
+                         "--early-stopping too")
+    check_min_value(args, early_stopping_metric(args, model))
     check_one_validation(args)
     with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
         parts = None
@@ -461,6 +469,12 @@ def fitting_on(scheduler: str | None):
         yield fit, f"the Dask cluster at {scheduler}"
 
 
+def early_stopping_metric(args: argparse.Namespace, model) -> str:
+    """``train --early-stopping``'s ``--metric``: by default recall, or the RMSE for a
+    model of explicit ratings."""
+    return args.metric or ("rmse" if model.feedback == "explicit" else "recall")
+
+
 def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_ids,
                                  item_ids, fit, parts=None) -> int:
     """``train --early-stopping``: how many iterations to train ``model`` (not fitted) for,
@@ -472,7 +486,7 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
     from .evaluation import EarlyStopping, held_out_split, scorable_part
     from .model import ALS
 
-    metric = args.metric or ("rmse" if model.feedback == "explicit" else "recall")
+    metric = early_stopping_metric(args, model)
     fraction = args.validation_fraction
     if parts is None:
         fit_part, validation = held_out_split(matrix, fraction, args.seed, "validation",
@@ -484,6 +498,7 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
         if validation.nnz == 0:
             raise ValueError("--early-stopping: no validation interaction can be scored (each "
                              "is of a new user or item, or a pair already in the rest)")
+    validation = relevant_part(args, validation, "nothing to validate on")
     probe = ALS(**model.get_params())
     stop = EarlyStopping(probe, fit_part, validation, metric=metric, K=args.K,
                          patience=args.early_stopping, restore_best=False,
@@ -498,10 +513,39 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
            else "ran all")
     scored = "" if args.validation_users is None else \
         f" (a sample of {counted(int((stop.validation.getnnz(axis=1) > 0).sum()), 'user')})"
+    if args.min_value is not None:
+        scored += f" (values >= {args.min_value:g} relevant)"
     print(f"early stopping: {name} on {held_out}{scored} was best, {stop.best_score:.4f}, "
           f"after {best} iteration(s) ({ran} of {model.iterations}); training on all of them "
           f"for {best}")
     return best
+
+
+def check_min_value(args: argparse.Namespace, metric: str | None = None) -> None:
+    """``--min-value`` (``evaluate``, ``tune``, ``train --early-stopping``): a finite number,
+    and not for ``--metric rmse``, which scores every rating."""
+    if args.min_value is None:
+        return
+    if not np.isfinite(args.min_value):
+        raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
+    if metric == "rmse":
+        raise ValueError("--min-value chooses the held-out interactions a ranking metric "
+                         "counts as relevant; --metric rmse scores every rating")
+
+
+def relevant_part(args: argparse.Namespace, held_out, nothing: str):
+    """The entries of the ``held_out`` matrix that the ranking metrics count as hits: those
+    of a value of at least ``--min-value`` (all without it); a ValueError that ends in
+    ``nothing`` where none is left."""
+    from .evaluation import binarize
+
+    if args.min_value is None:
+        return held_out
+    relevant = binarize(held_out, args.min_value)
+    if relevant.nnz == 0:
+        raise ValueError(f"no held-out interaction has a value >= --min-value "
+                         f"{args.min_value:g}: {nothing}")
+    return relevant
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -514,8 +558,7 @@ def evaluate(args: argparse.Namespace) -> int:
         rmse,
     )
 
-    if args.min_value is not None and not np.isfinite(args.min_value):
-        raise ValueError(f"--min-value must be a finite number, got {args.min_value}")
+    check_min_value(args)
     model = make_model(args)
     for option, value in (("--cutoff", args.cutoff), ("--latest", args.latest)):
         if value is not None and args.time_col is None:
@@ -543,13 +586,7 @@ def evaluate(args: argparse.Namespace) -> int:
         held_out = f"{held_out_fraction(args):.0%} of each user's, seed {args.seed}"
     else:
         train_m, test_m, held_out = split_by_time(args)
-    relevant = test_m  # what the ranking metrics count as hits
-    if args.min_value is not None:
-        relevant = test_m.multiply(test_m >= args.min_value).tocsr()
-        relevant.eliminate_zeros()
-        if relevant.nnz == 0:
-            raise ValueError(f"no held-out interaction has a value >= --min-value "
-                             f"{args.min_value:g}: nothing to test")
+    relevant = relevant_part(args, test_m, "nothing to test")  # the ranking's hits
     start = time.perf_counter()
     model.fit(train_m)
     seconds = time.perf_counter() - start
@@ -802,7 +839,21 @@ _TUNE_OPTIONS = ((r"param_grid\['([^']+)'\]", r"--grid \1"),
                  (r"\bn_samples=([\d,]+)", r"--n-samples \1"),
                  (r"\bn_samples\b", "--n-samples"),
                  (r"\bmetric='(\w+)'", r"--metric \1"),
-                 (r"\bbase_params=\{'feedback': '(\w+)'\}", r"--feedback \1"))
+                 (r"\bbase_params=\{'feedback': '(\w+)'\}", r"--feedback \1"),
+                 (r"\bmin_value=", "--min-value "))
+
+
+@contextlib.contextmanager
+def option_terms():
+    """Within the block, a TypeError or ValueError of :mod:`gpu_als.tune` is raised again in
+    the command's terms (:func:`_in_option_terms`)."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        message = _in_option_terms(str(exc))
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
 
 
 def _in_option_terms(message: str) -> str:
@@ -820,14 +871,13 @@ def tune_command(args: argparse.Namespace) -> int:
         from .plots import check_matplotlib
 
         check_matplotlib()
+    check_min_value(args, args.metric)
     grid = parse_grid(args.grid)
     base_params = {"iterations": args.iterations, "backend": args.backend,
                    "feedback": args.feedback}
-    try:  # a mistyped grid fails before the file is read
+    with option_terms():  # a mistyped grid fails before the file is read
         search_space(grid, base_params, metric=args.metric, n_samples=args.n_samples,
                      random_state=args.seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(_in_option_terms(str(exc))) from None
     check_one_validation(args)
     validation = None
     if args.time_col is not None:
@@ -837,12 +887,12 @@ def tune_command(args: argparse.Namespace) -> int:
     else:
         matrix, user_ids, item_ids = read_interactions(args)
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), option_terms():
         warnings.filterwarnings("ignore", "of the .* entries of validation")
         result = tune(matrix, grid, n_samples=args.n_samples, metric=args.metric, K=args.K,
                       validation_fraction=args.validation_fraction, validation=validation,
-                      base_params=base_params, halving=not args.no_halving,
-                      min_iterations=args.min_iterations,
+                      min_value=args.min_value, base_params=base_params,
+                      halving=not args.no_halving, min_iterations=args.min_iterations,
                       reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
@@ -1343,6 +1393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="validation metric (default recall, or rmse with "
                                       "--feedback explicit)")
     g.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
+    g.add_argument("--min-value", type=float, default=None,
+                   help=MIN_VALUE_HELP.format(part="validation"))
     p.set_defaults(func=train)
 
     p = commands.add_parser("evaluate", help="split an interaction file, fit and score",
@@ -1375,9 +1427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut-off of the metrics (default 10); several (--K 5 10 20) are "
                         "scored from one ranking, a table each")
     p.add_argument("--min-value", type=float, default=None,
-                   help="count only held-out values >= this as relevant in the ranking "
-                        "metrics (e.g. 4 for ratings; default: every held-out entry); the RMSE "
-                        "of --feedback explicit still scores every held-out rating")
+                   help=MIN_VALUE_HELP.format(part="held-out") + "; the RMSE of --feedback "
+                        "explicit still scores every held-out rating")
     p.add_argument("--no-auc", action="store_true",
                    help="leave out AUC, which places every test item among all of its "
                         "user's candidates: on large data most of the time")
@@ -1408,6 +1459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=at_least(1), default=10, help="cut-off of the metric (default 10)")
     p.add_argument("--validation-fraction", type=fraction, default=0.2,
                    help="share of each user's interactions for validation (default 0.2)")
+    p.add_argument("--min-value", type=float, default=None,
+                   help=MIN_VALUE_HELP.format(part="validation") + " (not with --metric rmse)")
     p.add_argument("--time-col", default=None, metavar="COLUMN",
                    help="validate on each user's latest interactions by this column of "
                         "times (numbers, or dates and times), not a random share (with "

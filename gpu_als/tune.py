@@ -43,6 +43,7 @@ from .backends import get_backend
 from .evaluation import (
     LOWER_IS_BETTER,
     VALIDATION_METRICS,
+    binarize,
     held_out_split,
     metric_name,
     scorable_part,
@@ -171,6 +172,7 @@ def tune(
     K: int = 10,
     validation_fraction: float = 0.2,
     validation: Any = None,
+    min_value: float | None = None,
     base_params: dict[str, Any] | None = None,
     halving: bool = True,
     min_iterations: int = 3,
@@ -210,6 +212,12 @@ def tune(
         the entries of ``validation`` that they can be asked about (a user or item
         without interactions in ``user_items``, or a pair it has too, is left out, with
         a warning that counts them); the best is refitted on both together.
+    min_value : float, optional
+        A ranking metric counts only the validation entries with a value of at least
+        this as relevant, e.g. 4 for ratings from 1 to 5 (as ``gpu-als evaluate
+        --min-value``; :func:`~gpu_als.evaluation.binarize`): the others are still held
+        out of the trials' fits, and ranked as misses. Default: every validation entry.
+        Not with ``metric="rmse"``, which scores every rating.
     base_params : dict, optional
         Hyperparameters shared by every trial (default: the reference settings'
         iterations=20 and the ALS defaults; ``backend``, ``dtype`` ... go here).
@@ -237,6 +245,11 @@ def tune(
                                            strict=True)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction={validation_fraction}: must be < 1")
+    if min_value is not None:
+        min_value = data.check_float("min_value", min_value, minimum=-math.inf)
+        if metric == "rmse":
+            raise ValueError("min_value chooses the validation entries a ranking metric "
+                             "counts as relevant; metric='rmse' scores every rating")
     base, param_grid, configurations = search_space(param_grid, base_params, metric=metric,
                                                     n_samples=n_samples,
                                                     random_state=random_state)
@@ -263,6 +276,11 @@ def tune(
             data.warn_summed_ratings(fit_part.nnz + validation.nnz, user_items,
                                      rows="entries of user_items and validation")
         validation = _scored_part(fit_part, validation)
+    if min_value is not None:  # what a ranking metric counts as hits
+        validation = binarize(validation, min_value)
+        if validation.nnz == 0:
+            raise ValueError(f"no validation entry has a value >= min_value={min_value:g}: "
+                             f"nothing to score trials on")
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 

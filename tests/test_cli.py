@@ -282,6 +282,64 @@ def test_early_stopping_can_score_a_sample_of_the_validation_users(csv_file, tmp
     assert "argument --validation-users: must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
+        csv_file, tmp_path, capsys):
+    """--min-value, as evaluate's: tune (gpu_als.tune's min_value) and train
+    --early-stopping (EarlyStopping on the validation entries of at least that value)
+    count only those as relevant; not with --metric rmse, and train only with
+    --early-stopping."""
+    from gpu_als import from_dataframe
+    from gpu_als.evaluation import EarlyStopping, binarize, train_test_split
+    from gpu_als.tune import tune
+
+    pd = pytest.importorskip("pandas")
+    R, _, _ = from_dataframe(pd.read_csv(csv_file))
+    grid = {"factors": [2, 4], "alpha": [1.0, 10.0]}
+    assert main(["tune", str(csv_file), "--grid", "factors=2,4", "--grid", "alpha=1,10",
+                 "--iterations", "4", "--backend", "cpu", "--min-value", "3", "--trials",
+                 str(tmp_path / "t.csv")]) == 0
+    said = capsys.readouterr().out
+    result = tune(R, grid, min_value=3, base_params={"iterations": 4, "backend": "cpu"},
+                  random_state=42, show_progress=False)
+    assert f"validation recall@10 {result.best_score:.4f}\n" in said
+    plain = tune(R, grid, base_params={"iterations": 4, "backend": "cpu"}, random_state=42,
+                 show_progress=False)
+    assert [t["score"] for t in result.trials] != [t["score"] for t in plain.trials]
+
+    out = tmp_path / "m.npz"
+    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
+               "--backend", "cpu", "--seed", "5", "--early-stopping", "2", "--output",
+               str(out)]
+    assert main(["train", str(csv_file), *options, "--min-value", "3"]) == 0
+    said = capsys.readouterr().out
+    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
+    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, binarize(validation, 3), patience=2)
+    probe.fit(fit_part, callback=stop)
+    assert f"recall@10 on 10% of each user's interactions held out (values >= 3 relevant) " \
+           f"was best, {stop.best_score:.4f}, after {stop.best_iteration + 1} " in said
+    assert ALS.load(out, backend="cpu").iterations == stop.best_iteration + 1
+
+    for command, error in (
+            (["tune", "--min-value", "9"], "no validation entry has a value >= --min-value 9: "
+                                           "nothing to score trials on"),
+            (["tune", "--min-value", "3", "--metric", "rmse", "--feedback", "explicit"],
+             "--min-value chooses the held-out interactions a ranking metric counts as "
+             "relevant; --metric rmse scores every rating"),
+            (["tune", "--min-value", "inf"], "--min-value must be a finite number, got inf"),
+            (["train", *options, "--min-value", "9"],
+             "no held-out interaction has a value >= --min-value 9: nothing to validate on"),
+            (["train", *options, "--min-value", "3", "--feedback", "explicit"],
+             "--min-value chooses the held-out interactions a ranking metric counts as "
+             "relevant; --metric rmse scores every rating"),  # (explicit: the RMSE)
+            (["train", "--min-value", "3", "--output", str(out)],
+             "--min-value chooses the validation interactions that --early-stopping's "
+             "metric counts as relevant: give --early-stopping too")):
+        assert main([command[0], str(csv_file), *command[1:]]) == 2
+        assert capsys.readouterr().err == f"gpu-als {command[0]}: error: {error}\n"
+
+
 def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
     """A model without ids (as implicit's) is read with its row numbers as ids, as
     `recommend` reads it; a file whose ids are none of them is warned about."""
@@ -2283,6 +2341,15 @@ def test_evaluate_min_value_keeps_only_strong_test_interactions(csv_file, capsys
             "precision", "recall", "ndcg", "map", "auc")) + "\n" in out
     rmse = [line for out in outs for line in out.splitlines() if line.startswith("RMSE")]
     assert len(rmse) == (2 if feedback == "explicit" else 0) and len(set(rmse)) <= 1
+    # a bound at or below 0 keeps every stored entry, never the unstored ones (a sparse
+    # comparison `>= 0` is True for all of them: a dense matrix of users x items)
+    for bound in ("0", "-1"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sp.SparseEfficiencyWarning)
+            assert main(["evaluate", str(csv_file), *params, "--feedback", feedback,
+                         "--backend", "cpu", "--min-value", bound]) == 0
+        assert (f"/ {test.nnz} test interactions (20% of each user's, seed 42; {test.nnz} "
+                f"of them >= {bound} count as relevant)") in capsys.readouterr().out
     assert main(["evaluate", str(csv_file), "--min-value", "nan"]) == 2
     assert "--min-value must be a finite number, got nan" in capsys.readouterr().err
     # nothing left to test: refused before training, not after

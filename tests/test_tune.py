@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from gpu_als import ALS, from_dataframe
 from gpu_als.backends import CPUBackend
-from gpu_als.evaluation import ranking_metrics, train_test_split
+from gpu_als.evaluation import binarize, ranking_metrics, train_test_split
 from gpu_als.tune import search_space, tune
 
 from .conftest import ProgressBars, random_interactions
@@ -148,6 +148,40 @@ def test_a_given_validation_scores_the_trials_and_joins_the_refit(R):
                                          r"\(1 that user_items has too\)"):
         run(fit_part, validation=sp.csr_matrix((np.ones(1), ([6], [R[6].indices[0]])),
                                                shape=R.shape))
+
+
+def test_min_value_scores_the_trials_on_the_strong_validation_entries_only(R):
+    """``min_value``: a trial's ranking counts only the validation entries of at least
+    that value as relevant; the weaker ones stay out of the trials' fits (ranked as
+    misses), and the refit trains on every entry."""
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    strong = binarize(validation, 3)
+    assert 0 < strong.nnz < validation.nnz
+    result = run(R, halving=False, min_value=3)
+    for trial in result.trials[:3]:
+        model = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                    **{name: trial[name] for name in GRID}).fit(fit_part)
+        assert trial["score"] == pytest.approx(
+            ranking_metrics(model, fit_part, strong, K=10)["recall"])
+        assert trial["score"] != pytest.approx(
+            ranking_metrics(model, fit_part, validation, K=10)["recall"])
+    refit = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                **result.best_params).fit(R)
+    np.testing.assert_allclose(result.model.item_factors_, refit.item_factors_, rtol=1e-5)
+    # a validation given: the same scores as that validation's strong entries alone
+    given = run(fit_part, halving=False, validation=validation, min_value=3)
+    alone = run(fit_part, halving=False, validation=strong)
+    assert [t["score"] for t in given.trials] == [t["score"] for t in alone.trials]
+    with pytest.raises(ValueError, match=r"^no validation entry has a value >= "
+                                         r"min_value=5: nothing to score trials on$"):
+        run(R, min_value=5)
+    with pytest.raises(ValueError, match="min_value chooses the validation entries a ranking "
+                                         "metric counts as relevant; metric='rmse' scores "
+                                         "every rating"):
+        tune(R, {"factors": [2]}, metric="rmse", min_value=3,
+             base_params={"feedback": "explicit"}, show_progress=False)
+    with pytest.raises(ValueError, match="min_value=nan: must be finite"):
+        run(R, min_value=float("nan"))
 
 
 def test_ratings_of_a_pair_in_both_given_parts_are_warned_of_as_summed(R):
