@@ -992,7 +992,10 @@ class EarlyStopping:
         for ``metric="rmse"``, ``value``), e.g. from :func:`temporal_split`: at the first
         iteration of each fit their rows are found by the model's ids, as the metrics
         find them, and a row of a user or item the model lacks is left out with a
-        warning that counts them.
+        warning that counts them. For a ranking metric that counts only some entries as
+        relevant (ratings of 4 and up), pass those alone: ``binarize(validation, 4)``
+        (of a DataFrame, its rows with values of 4 and up), as ``gpu-als train
+        --early-stopping --min-value 4`` does.
     metric : {"recall", "ndcg", "precision", "map", "rmse"}, default "recall"
         A ranking metric at ``K``, higher is better; or, for ``feedback="explicit"``,
         the RMSE of the predicted ratings, lower is better.
