@@ -313,11 +313,13 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, padded, F, base
     r = np.matmul(np.take(target, pos)[:, None, :], Fg)[:, 0, :] - A(x)
     p = r.copy()
     rs = np.einsum("ij,ij->i", r, r)
-    for _ in range(steps):
+    for step in range(steps):
         Ap = A(p)
         pAp = np.einsum("ij,ij->i", p, Ap)
         alpha = np.divide(rs, pAp, out=np.zeros_like(rs), where=pAp > 0)
         x += alpha[:, None] * p
+        if step == steps - 1:  # the last: no next direction to make
+            break
         r -= alpha[:, None] * Ap
         rs_new = np.einsum("ij,ij->i", r, r)
         beta = np.divide(rs_new, rs, out=np.zeros_like(rs), where=rs > 0)
