@@ -897,7 +897,9 @@ def tune_command(args: argparse.Namespace) -> int:
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
           f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
-    print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}")
+    relevant = "" if args.min_value is None else f" (values >= {args.min_value:g} relevant)"
+    print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}"
+          f"{relevant}")
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
     if args.output:

@@ -301,7 +301,7 @@ def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
     said = capsys.readouterr().out
     result = tune(R, grid, min_value=3, base_params={"iterations": 4, "backend": "cpu"},
                   random_state=42, show_progress=False)
-    assert f"validation recall@10 {result.best_score:.4f}\n" in said
+    assert f"validation recall@10 {result.best_score:.4f} (values >= 3 relevant)\n" in said
     plain = tune(R, grid, base_params={"iterations": 4, "backend": "cpu"}, random_state=42,
                  show_progress=False)
     assert [t["score"] for t in result.trials] != [t["score"] for t in plain.trials]
