@@ -901,27 +901,48 @@ def _count_higher(backend, scores, tested, values, n_candidates):
     """For each stored entry of ``tested`` (rows: those of ``scores``, where NaN marks a
     non-candidate, ordered by their number of test items, most first) whose score is
     ``values`` (``scores`` and ``values`` arrays of ``backend``): how many candidates
-    score higher, and how many others score the same (NumPy arrays)."""
-    xp, host = backend.xp, backend.to_numpy
+    score higher, and how many others score the same (NumPy arrays; counted on the
+    backend, and copied to the host once)."""
+    xp = backend.xp
     n_tests = np.diff(tested.indptr)
     assert not (np.diff(n_tests) > 0).any(), "rows with the most test items come first"
-    higher = np.zeros(tested.nnz, np.int64)
-    at_least = np.zeros(tested.nnz, np.int64)  # with the entry itself
+    higher = xp.zeros(tested.nnz, np.int64)
+    at_least = xp.zeros(tested.nnz, np.int64)  # with the entry itself
     sorted_rows = np.count_nonzero(n_tests > COMPARE_LIMIT)  # the leading rows
-    for b in range(sorted_rows):
-        own = slice(int(tested.indptr[b]), int(tested.indptr[b + 1]))
-        row = xp.sort(scores[b])[:int(n_candidates[b])]  # without the NaN, sorted last
-        higher[own] = len(row) - host(xp.searchsorted(row, values[own], side="right"))
-        at_least[own] = len(row) - host(xp.searchsorted(row, values[own], side="left"))
+    if sorted_rows:  # their test items found in their sorted rows, all at once
+        lead = slice(0, int(tested.indptr[sorted_rows]))
+        ordered = xp.sort(scores[:sorted_rows], axis=1)  # the NaN (no candidates) last
+        rows = backend.asarray(np.repeat(np.arange(sorted_rows), n_tests[:sorted_rows]))
+        ends = backend.asarray(n_candidates[:sorted_rows])[rows]
+        for counts, right in ((higher, True), (at_least, False)):
+            counts[lead] = ends - _sorted_position(xp, ordered, rows, ends, values[lead],
+                                                   right)
     # every other row's s-th test item at once: those rows are scores[sorted_rows:stop]
     count = _counter(xp, len(scores) - sorted_rows, scores.shape[1])
     for s in range(int(n_tests[sorted_rows:].max(initial=0))):
         stop = sorted_rows + np.count_nonzero(n_tests[sorted_rows:] > s)
-        entries = tested.indptr[sorted_rows:stop] + s
-        these, threshold = scores[sorted_rows:stop], values[backend.asarray(entries)][:, None]
-        higher[entries] = host(count(xp.greater, these, threshold))
-        at_least[entries] = host(count(xp.greater_equal, these, threshold))
-    return higher, at_least - higher - 1
+        entries = backend.asarray(tested.indptr[sorted_rows:stop] + s)
+        these, threshold = scores[sorted_rows:stop], values[entries][:, None]
+        higher[entries] = count(xp.greater, these, threshold)
+        at_least[entries] = count(xp.greater_equal, these, threshold)
+    return backend.to_numpy(higher), backend.to_numpy(at_least - higher - 1)
+
+
+def _sorted_position(xp, ordered, rows, ends, values, right: bool):
+    """Per entry, ``searchsorted(ordered[row][:end], value, side)`` (``"right"`` or
+    ``"left"``) of its ``rows``, ``ends`` and ``values``: a binary search of every entry
+    at once, in steps over all of them (on a GPU: a few launches per step, and no wait,
+    where a search per row took a launch and a copy to the host each)."""
+    low = xp.zeros(len(rows), dtype=ends.dtype)
+    high = ends.copy()
+    last = ordered.shape[1] - 1
+    for _ in range(int(ends.max()).bit_length()):  # each step halves every range
+        middle = (low + high) // 2
+        probe = ordered[rows, xp.minimum(middle, last)]
+        below = (probe <= values if right else probe < values) & (middle < high)
+        low = xp.where(below, middle + 1, low)
+        high = xp.where(below, high, middle)
+    return low
 
 
 def _counter(xp, n_rows: int, n_items: int):

@@ -746,6 +746,8 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
                             lambda a: copied.append(a.size) or to_numpy(a))
         assert auc(model, train, test) == pytest.approx(fast, abs=1e-12)  # one batch
         assert copied and max(copied) <= test.nnz < test.shape[0] * test.shape[1]
+        # the counts wait for the device once per batch, not once per user or test item
+        assert len(copied) == 3  # the scores of the test entries, and two counts of each
 
 
 @pytest.mark.parametrize("compare_limit", [0, 10**6])  # sorted rows, comparisons
