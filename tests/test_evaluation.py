@@ -750,6 +750,27 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         assert len(copied) == 3  # the scores of the test entries, and two counts of each
 
 
+def test_sorted_position_is_searchsorted_of_each_rows_candidates():
+    """_sorted_position: every entry's searchsorted in its row's first ``end`` values (the
+    candidates, NaN after them), both sides, values tied with some or none, ends from 0 to
+    the whole row."""
+    from gpu_als.evaluation import _sorted_position
+
+    rng = np.random.default_rng(0)
+    for n_items in (1, 2, 7, 64, 100):
+        ends = rng.integers(0, n_items + 1, 30)
+        ordered = np.full((30, n_items), np.nan)
+        for row, end in enumerate(ends):
+            ordered[row, :end] = np.sort(rng.integers(0, 5, end).astype(float))
+        rows = rng.integers(0, 30, 200)
+        values = rng.integers(-1, 7, 200).astype(float)
+        for right in (True, False):
+            got = _sorted_position(np, ordered, rows, ends[rows], values, right)
+            want = [np.searchsorted(ordered[r, :ends[r]], v, "right" if right else "left")
+                    for r, v in zip(rows, values)]
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("compare_limit", [0, 10**6])  # sorted rows, comparisons
 def test_auc_breaks_a_single_tie_by_the_item_id(compare_limit, monkeypatch):
     """Two items of the same factors: each test entry of one ties with exactly one other
