@@ -868,7 +868,6 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
     score, or for a user with many test items (``COMPARE_LIMIT``) found in the sorted row;
     on ``backend``, where the scores are (a GPU's: only the counts come to the host).
     """
-    xp = backend.xp
 
     def below_of(train, test, batch):
         # most test items first (the mean over users does not depend on their order): the
@@ -883,11 +882,8 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
         # NaN: the item is also in train, not a candidate
         values = scores[backend.asarray(rows), backend.asarray(items)]
         higher, tied = _count_higher(backend, scores, tested, values, n_candidates)
-        values = backend.to_numpy(values)
-        for j in np.flatnonzero(tied > 0):  # ties: the lower ids come first
-            higher[j] += int(xp.count_nonzero(scores[int(rows[j]), :int(items[j])]
-                                              == values[j]))
-        valid = ~np.isnan(values)
+        higher += _tied_before(backend, scores, rows, items, values, tied > 0)
+        valid = ~np.isnan(backend.to_numpy(values))
         below = np.bincount(rows[valid], minlength=len(batch),
                             weights=(n_candidates[rows] - 1 - higher)[valid])
         return (below, np.bincount(rows[valid], minlength=len(batch)), n_candidates,
@@ -895,6 +891,32 @@ def _below_from_scores(scores_of, backend, train, test, batch_size, show_progres
 
     return _for_test_batches(train, test, batch_size, show_progress, "AUC", below_of,
                              backend)
+
+
+def _tied_before(backend, scores, rows, items, values, tied):
+    """Per test entry (at ``rows`` and ``items`` of ``scores``, of score ``values``): how
+    many candidates of a lower id score the same, which ``recommend`` ranks first; counted
+    only for the entries that are ``tied`` (a NumPy mask), 0 for the others. On the host,
+    from each entry's row up to its item; on a GPU, a bounded block of entries' whole rows
+    at a time (a slice per entry took a launch and a wait each; on the host the slices
+    were faster: 40,000 tied entries among 5,000 items, 0.31-0.34 s against 0.38-0.41 s
+    for the whole AUC)."""
+    xp = backend.xp
+    counts = np.zeros(len(rows), np.int64)
+    at = np.flatnonzero(tied)
+    if xp is np:
+        for j in at:
+            counts[j] = np.count_nonzero(scores[rows[j], :items[j]] == values[j])
+        return counts
+    ids = xp.arange(scores.shape[1])
+    step = max(1, AUC_BLOCK_SCORES // max(1, scores.shape[1]))
+    for first in range(0, len(at), step):
+        these = at[first:first + step]
+        entries = backend.asarray(these)
+        same = scores[backend.asarray(rows[these])] == values[entries][:, None]
+        same &= ids < backend.asarray(items[these])[:, None]
+        counts[these] = backend.to_numpy(xp.count_nonzero(same, axis=1))
+    return counts
 
 
 def _count_higher(backend, scores, tested, values, n_candidates):

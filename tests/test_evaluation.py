@@ -747,7 +747,12 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         assert auc(model, train, test) == pytest.approx(fast, abs=1e-12)  # one batch
         assert copied and max(copied) <= test.nnz < test.shape[0] * test.shape[1]
         # the counts wait for the device once per batch, not once per user or test item
-        assert len(copied) == 3  # the scores of the test entries, and two counts of each
+        # the scores of the test entries, two counts of each, and the ties' counts (here
+        # among the cold items) of the entries tied
+        assert len(copied) == 4 and copied[2] < test.nnz
+        # blocks of 5 users' scores, and of 5 tied entries' rows
+        monkeypatch.setattr(evaluation, "AUC_BLOCK_SCORES", 5 * train.shape[1])
+        assert auc(make(), train, test) == pytest.approx(fast, abs=1e-12)
 
 
 def test_sorted_position_is_searchsorted_of_each_rows_candidates():
