@@ -198,17 +198,35 @@ def test_train_goes_on_from_a_model(csv_file, tmp_path, capsys):
                  "--iterations", "0", "--output", str(first)]) == 0  # the same: fine
 
 
+#: train's options in the early-stopping tests, and what early_stopped() fits with them.
+EARLY_STOPPING_OPTIONS = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
+                          "--backend", "cpu", "--seed", "5", "--early-stopping", "2"]
+
+
+def early_stopped(R, relevant=lambda validation: validation, **options):
+    """What ``train EARLY_STOPPING_OPTIONS`` decides by, on the file's matrix ``R``: an
+    EarlyStopping (``options`` added) of a fit on all but 10 % of each user's entries
+    (seed 5), scored on ``relevant`` of those held out; returns it after the fit, and
+    the entries held out."""
+    from gpu_als.evaluation import EarlyStopping, train_test_split
+
+    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
+    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
+                show_progress=False)
+    stop = EarlyStopping(probe, fit_part, relevant(validation), patience=2, **options)
+    probe.fit(fit_part, callback=stop)
+    return stop, validation
+
+
 def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
         csv_file, tmp_path, capsys):
     """--early-stopping: EarlyStopping on a seeded split of the file picks the count, then
     the model trains on every interaction for that many iterations."""
     from gpu_als import from_dataframe
-    from gpu_als.evaluation import EarlyStopping, train_test_split
 
     pd = pytest.importorskip("pandas")
     out = tmp_path / "m.npz"
-    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
-               "--backend", "cpu", "--seed", "5"]
+    options = EARLY_STOPPING_OPTIONS[:-2]
     assert main(["train", str(csv_file), *options, "--early-stopping", "2", "--metric",
                  "ndcg", "--K", "5", "--output", str(out)]) == 0
     said = capsys.readouterr().out
@@ -217,11 +235,7 @@ def test_train_with_early_stopping_trains_for_the_best_number_of_iterations(
     assert model.iterations == best and len(model.loss_history_) == best
 
     R, user_ids, item_ids = from_dataframe(pd.read_csv(csv_file))  # what the command did
-    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
-    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
-                show_progress=False)
-    stop = EarlyStopping(probe, fit_part, validation, metric="ndcg", K=5, patience=2)
-    probe.fit(fit_part, callback=stop)
+    stop, _ = early_stopped(R, metric="ndcg", K=5)
     assert stop.best_iteration + 1 == best and stop.stopped_iteration is not None
     assert f"ndcg@5 on 10% of each user's interactions held out was best, " \
            f"{stop.best_score:.4f}, after {best} iteration(s) (stopped after " \
@@ -256,22 +270,14 @@ def test_early_stopping_can_score_a_sample_of_the_validation_users(csv_file, tmp
                                                                    capsys):
     """--validation-users N: EarlyStopping(max_users=N, random_state=--seed) decides."""
     from gpu_als import from_dataframe
-    from gpu_als.evaluation import EarlyStopping, train_test_split
 
     pd = pytest.importorskip("pandas")
     out = tmp_path / "m.npz"
-    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
-               "--backend", "cpu", "--seed", "5", "--early-stopping", "2", "--output",
-               str(out)]
+    options = [*EARLY_STOPPING_OPTIONS, "--output", str(out)]
     assert main(["train", str(csv_file), *options, "--validation-users", "20"]) == 0
     said = capsys.readouterr().out
     R, _, _ = from_dataframe(pd.read_csv(csv_file))
-    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
-    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
-                show_progress=False)
-    stop = EarlyStopping(probe, fit_part, validation, patience=2, max_users=20,
-                         random_state=5)
-    probe.fit(fit_part, callback=stop)
+    stop, validation = early_stopped(R, max_users=20, random_state=5)
     assert (stop.validation.getnnz(axis=1) > 0).sum() == 20 < \
         (validation.getnnz(axis=1) > 0).sum()
     assert f"recall@10 on 10% of each user's interactions held out (a sample of 20 users) " \
@@ -289,7 +295,7 @@ def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
     count only those as relevant; not with --metric rmse, and train only with
     --early-stopping."""
     from gpu_als import from_dataframe
-    from gpu_als.evaluation import EarlyStopping, binarize, train_test_split
+    from gpu_als.evaluation import binarize
     from gpu_als.tune import tune
 
     pd = pytest.importorskip("pandas")
@@ -307,16 +313,10 @@ def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
     assert [t["score"] for t in result.trials] != [t["score"] for t in plain.trials]
 
     out = tmp_path / "m.npz"
-    options = ["--factors", "8", "--regularization", "0.001", "--iterations", "30",
-               "--backend", "cpu", "--seed", "5", "--early-stopping", "2", "--output",
-               str(out)]
+    options = [*EARLY_STOPPING_OPTIONS, "--output", str(out)]
     assert main(["train", str(csv_file), *options, "--min-value", "3"]) == 0
     said = capsys.readouterr().out
-    fit_part, validation = train_test_split(R, test_fraction=0.1, random_state=5)
-    probe = ALS(factors=8, regularization=0.001, iterations=30, backend="cpu", random_state=5,
-                show_progress=False)
-    stop = EarlyStopping(probe, fit_part, binarize(validation, 3), patience=2)
-    probe.fit(fit_part, callback=stop)
+    stop, _ = early_stopped(R, lambda validation: binarize(validation, 3))
     assert f"recall@10 on 10% of each user's interactions held out (values >= 3 relevant) " \
            f"was best, {stop.best_score:.4f}, after {stop.best_iteration + 1} " in said
     assert ALS.load(out, backend="cpu").iterations == stop.best_iteration + 1
