@@ -891,15 +891,18 @@ def tune_command(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", "of the .* entries of validation")
         result = tune(matrix, grid, n_samples=args.n_samples, metric=args.metric, K=args.K,
                       validation_fraction=args.validation_fraction, validation=validation,
-                      min_value=args.min_value, base_params=base_params,
-                      halving=not args.no_halving, min_iterations=args.min_iterations,
+                      min_value=args.min_value, max_users=args.validation_users,
+                      base_params=base_params, halving=not args.no_halving,
+                      min_iterations=args.min_iterations,
                       reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
           f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
-    relevant = "" if args.min_value is None else f" (values >= {args.min_value:g} relevant)"
+    notes = [f"values >= {args.min_value:g} relevant"] * (args.min_value is not None) + \
+        [f"a sample of at most {counted(args.validation_users, 'user')}"] * \
+        (args.validation_users is not None)
     print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}"
-          f"{relevant}")
+          + "".join(f" ({note})" for note in notes))
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
     if args.output:
@@ -1463,6 +1466,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each user's interactions for validation (default 0.2)")
     p.add_argument("--min-value", type=float, default=None,
                    help=MIN_VALUE_HELP.format(part="validation") + " (not with --metric rmse)")
+    p.add_argument("--validation-users", type=at_least(1), default=None, metavar="N",
+                   help="score each trial on a fixed random sample (--seed) of N of the users "
+                        "with validation interactions, not all of them: on large data a "
+                        "ranking of every user can cost as much as a trial's training")
     p.add_argument("--time-col", default=None, metavar="COLUMN",
                    help="validate on each user's latest interactions by this column of "
                         "times (numbers, or dates and times), not a random share (with "

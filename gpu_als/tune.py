@@ -43,6 +43,7 @@ from .backends import get_backend
 from .evaluation import (
     LOWER_IS_BETTER,
     VALIDATION_METRICS,
+    _sample_users,
     binarize,
     held_out_split,
     metric_name,
@@ -173,6 +174,7 @@ def tune(
     validation_fraction: float = 0.2,
     validation: Any = None,
     min_value: float | None = None,
+    max_users: int | None = None,
     base_params: dict[str, Any] | None = None,
     halving: bool = True,
     min_iterations: int = 3,
@@ -218,6 +220,11 @@ def tune(
         --min-value``; :func:`~gpu_als.evaluation.binarize`): the others are still held
         out of the trials' fits, and ranked as misses. Default: every validation entry.
         Not with ``metric="rmse"``, which scores every rating.
+    max_users : int, optional
+        Score the trials on a random sample (``random_state``) of this many of the
+        validation users, the same for every trial, instead of all of them: on large data
+        a ranking of every validation user can cost as much as a trial's training (as
+        :class:`~gpu_als.evaluation.EarlyStopping`'s ``max_users``).
     base_params : dict, optional
         Hyperparameters shared by every trial (default: the reference settings'
         iterations=20 and the ALS defaults; ``backend``, ``dtype`` ... go here).
@@ -245,6 +252,8 @@ def tune(
                                            strict=True)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction={validation_fraction}: must be < 1")
+    if max_users is not None:
+        max_users = data.check_int("max_users", max_users, minimum=1)
     if min_value is not None:
         min_value = data.check_float("min_value", min_value, minimum=-math.inf)
         if metric == "rmse":
@@ -281,6 +290,8 @@ def tune(
         if validation.nnz == 0:
             raise ValueError(f"no validation entry has a value >= min_value={min_value:g}: "
                              f"nothing to score trials on")
+    if max_users is not None:  # (after min_value: users with entries that count)
+        validation = _sample_users(validation, max_users, random_state)
     backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
     base["backend"] = backend
 

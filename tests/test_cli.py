@@ -293,7 +293,7 @@ def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
     """--min-value, as evaluate's: tune (gpu_als.tune's min_value) and train
     --early-stopping (EarlyStopping on the validation entries of at least that value)
     count only those as relevant; not with --metric rmse, and train only with
-    --early-stopping."""
+    --early-stopping. tune --validation-users N samples the users scored (max_users)."""
     from gpu_als import from_dataframe
     from gpu_als.evaluation import binarize
     from gpu_als.tune import tune
@@ -311,6 +311,15 @@ def test_tune_and_early_stopping_count_only_values_of_at_least_min_value(
     plain = tune(R, grid, base_params={"iterations": 4, "backend": "cpu"}, random_state=42,
                  show_progress=False)
     assert [t["score"] for t in result.trials] != [t["score"] for t in plain.trials]
+    # --validation-users N: tune's max_users
+    assert main(["tune", str(csv_file), "--grid", "factors=2,4", "--grid", "alpha=1,10",
+                 "--iterations", "4", "--backend", "cpu", "--min-value", "3",
+                 "--validation-users", "15", "--trials", str(tmp_path / "t.csv")]) == 0
+    sampled = tune(R, grid, min_value=3, max_users=15, random_state=42,
+                   base_params={"iterations": 4, "backend": "cpu"}, show_progress=False)
+    assert f"validation recall@10 {sampled.best_score:.4f} (values >= 3 relevant) (a sample " \
+           f"of at most 15 users)\n" in capsys.readouterr().out
+    assert [t["score"] for t in sampled.trials] != [t["score"] for t in result.trials]
 
     out = tmp_path / "m.npz"
     options = [*EARLY_STOPPING_OPTIONS, "--output", str(out)]

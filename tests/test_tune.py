@@ -184,6 +184,33 @@ def test_min_value_scores_the_trials_on_the_strong_validation_entries_only(R):
         run(R, min_value=float("nan"))
 
 
+def test_max_users_scores_every_trial_on_one_sample_of_the_validation_users(R):
+    """``max_users``: the trials are scored on the validation rows of that many users,
+    drawn once (seeded by ``random_state``), after ``min_value`` has chosen the entries;
+    the refit trains on every entry."""
+    from gpu_als.evaluation import _sample_users
+
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=3)
+    for min_value, relevant in ((None, validation), (3, binarize(validation, 3))):
+        sample = _sample_users(relevant, 15, 3)
+        assert (np.diff(sample.indptr) > 0).sum() == 15 < (np.diff(relevant.indptr) > 0).sum()
+        result = run(R, halving=False, max_users=15, min_value=min_value)
+        for trial in result.trials[:3]:
+            model = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                        **{name: trial[name] for name in GRID}).fit(fit_part)
+            assert trial["score"] == pytest.approx(
+                ranking_metrics(model, fit_part, sample, K=10)["recall"])
+        refit = ALS(iterations=6, backend="cpu", random_state=3, show_progress=False,
+                    **result.best_params).fit(R)
+        np.testing.assert_allclose(result.model.item_factors_, refit.item_factors_,
+                                   rtol=1e-5)
+    everyone = run(R, halving=False, max_users=10**6)  # more than there are: all of them
+    assert [t["score"] for t in everyone.trials] == \
+        [t["score"] for t in run(R, halving=False).trials]
+    with pytest.raises(ValueError, match="max_users=0: must be >= 1"):
+        run(R, max_users=0)
+
+
 def test_ratings_of_a_pair_in_both_given_parts_are_warned_of_as_summed(R):
     """Explicit feedback: a (user, item) rated in both parts is summed in the refit (two
     ratings of 4 as one of 8), warned of as ``fit`` warns of repeated pairs; counts
