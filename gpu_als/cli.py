@@ -898,9 +898,11 @@ def tune_command(args: argparse.Namespace) -> int:
     finished = sum(t["finished"] for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
           f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
-    notes = [f"values >= {args.min_value:g} relevant"] * (args.min_value is not None) + \
-        [f"a sample of at most {counted(args.validation_users, 'user')}"] * \
-        (args.validation_users is not None)
+    notes = []
+    if args.min_value is not None:
+        notes.append(f"values >= {args.min_value:g} relevant")
+    if args.validation_users is not None:
+        notes.append(f"a sample of at most {counted(args.validation_users, 'user')}")
     print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}"
           + "".join(f" ({note})" for note in notes))
     result.to_csv(args.trials)

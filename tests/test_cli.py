@@ -1495,7 +1495,7 @@ FLOORS = [(command, "--seed", 0) for command in ("demo", "train", "evaluate", "t
                                          "explain")] + \
     [("train", "--early-stopping", 1), ("train", "--validation-users", 1), ("train", "--K", 1),
      ("evaluate", "--K", 1), ("evaluate", "--latest", 1), ("tune", "--K", 1),
-     ("tune", "--n-samples", 1),
+     ("tune", "--n-samples", 1), ("tune", "--validation-users", 1),
      ("tune", "--min-iterations", 1), ("tune", "--reduction-factor", 2)]
 
 
