@@ -69,6 +69,7 @@ from .model import (
     asks_to_stop,
     check_fit_shape,
     log_iteration,
+    warn_idle_factors,
 )
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
@@ -303,6 +304,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     user_items, ids = model._fit_input(user_items, user_ids, item_ids)
     check_fit_shape(user_items, p)  # before Prepared allocates
     prepared = data.Prepared(user_items, p["dtype"])
+    warn_idle_factors(prepared.shape, p["factors"])
     user_ids, item_ids = checked_data_ids(ids, prepared.shape)
     users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                  confidence=p["confidence"], epsilon=p["epsilon"])

@@ -1305,10 +1305,10 @@ class ALS:
         --------
         >>> import pandas as pd
         >>> df = pd.DataFrame({"user": ["ann", "ann", "bob"], "item": ["x", "y", "y"]})
-        >>> model = ALS(factors=3, iterations=2, backend="cpu", show_progress=False).fit(df)
+        >>> model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(df)
         >>> frame = model.item_factors_frame(["y"])
         >>> list(frame.columns), frame["factors"][0].shape
-        (['item', 'factors'], (3,))
+        (['item', 'factors'], (2,))
         """
         return self._factors_frame("item", items)
 
@@ -1948,6 +1948,22 @@ def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -
             f"factors <= {n_fixed}")
 
 
+def warn_idle_factors(shape: tuple[int, int], factors: int) -> None:
+    """Warn of more factors than users or items (of a fit of a ``shape`` matrix, its
+    input checked): ``X Y^T`` has rank at most the fewer side's count, so the factors
+    beyond it fit nothing and are set by the regularization alone (and a small one leaves
+    every system near singular: a float32 fit on a GPU may then fail)."""
+    n_fixed, fixed = min(zip(shape, ("users", "items")))
+    if 0 < n_fixed < factors:
+        rows = fixed if n_fixed > 1 else fixed[:-1]  # "1 item"
+        dimensions = "dimensions" if n_fixed > 1 else "dimension"
+        warnings.warn(f"factors={factors} with {n_fixed} {rows}: the factors span at most "
+                      f"{n_fixed} {dimensions}, and the other {factors - n_fixed} fit nothing "
+                      f"(only the regularization sets them); factors={n_fixed} can fit the "
+                      f"data as well, for less work", UserWarning,
+                      stacklevel=data.user_stacklevel())
+
+
 def idle_settings(p: dict[str, Any]) -> dict[str, str]:
     """The hyperparameters that the others (in ``p``, resolved) make act on nothing, each
     with what makes it idle: ``alpha``, ``confidence`` and ``epsilon`` with explicit
@@ -2029,6 +2045,7 @@ class _Training:
             else data.Prepared(user_items, p["dtype"])
         if prepared.dtype != p["dtype"]:
             prepared = data.Prepared(prepared.csr, p["dtype"])
+        warn_idle_factors(prepared.shape, p["factors"])
         self.p, self.backend = p, backend
         self.ids = _ids.checked_data_ids(ids, prepared.shape)
         self.Cu, self.Ci = prepared.on_backend(

@@ -1351,7 +1351,7 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
         "--no-header it names the columns" in err)
     for lines in ("a,x\n", "a,x\nb,x\nc,y\n", "7,10\n1,10\n2,20\n1,20\n"):  # no header
         two_columns.write_text(lines)
-        assert main(["train", str(two_columns), "--no-header", "--factors", "2",
+        assert main(["train", str(two_columns), "--no-header", "--factors", "1",
                      "--iterations", "1", "--backend", "cpu", "--output",
                      str(tmp_path / "m.npz")]) == 0
         assert "warning" not in capsys.readouterr().err

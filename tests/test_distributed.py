@@ -378,6 +378,10 @@ def test_bad_arguments_are_refused_before_any_work(client):
         assert not hasattr(singular, "user_factors_")
     with pytest.raises(MemoryError, match="a fit of 200 users x 10,000,000,000,000 items"):
         fit_distributed(ALS(**PARAMS), sp.csr_matrix((200, 10**13), dtype=np.float32), client)
+    # more factors than items: warned of, as by fit
+    with pytest.warns(UserWarning, match="^factors=12 with 3 items: the factors span at most "
+                                         "3 dimensions"):
+        fit_distributed(ALS(**{**PARAMS, "iterations": 1}), few_items, client)
 
 
 def test_the_command_line_trains_on_a_cluster_as_it_does_here(client, tmp_path, capsys):

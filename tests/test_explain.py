@@ -116,7 +116,7 @@ def test_bad_arguments(R):
 def test_two_users_whole_matrix_is_the_users_row(R):
     """With two users, a 2-row user_items is the whole matrix (the user's row taken)."""
     two = R[:2]
-    model = ALS(factors=3, iterations=2, backend="cpu", show_progress=False).fit(two)
+    model = ALS(factors=2, iterations=2, backend="cpu", show_progress=False).fit(two)
     for user in (0, 1):
         whole = model.explain(user, two, 4)
         alone = model.explain(user, two[user], 4)

@@ -636,6 +636,7 @@ def test_explicit_ratings_are_searched_by_the_rmse_lowest_first(R, tmp_path):
     assert_csv_is_the_table(halved.to_csv(tmp_path / "trials.csv"), halved)
 
 
+@pytest.mark.filterwarnings("ignore:factors=.* fit nothing")  # (the grid's 64, 128 on 30 items)
 def test_rmse_needs_explicit_feedback_and_explicit_has_no_alpha_to_search(R):
     with pytest.raises(ValueError, match="metric='rmse' scores predicted ratings: every "
                                          "trial needs feedback='explicit'"):

@@ -457,6 +457,26 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
     np.testing.assert_array_equal(model.to_cpu().user_factors_, X.astype(np.float32))
 
 
+def test_more_factors_than_users_or_items_is_warned_of(backend):
+    """More factors than the fewer side's rows: the factors beyond them fit nothing, and
+    the fit says so (a small regularization leaves every system near singular there: in
+    float32 on a GPU a fit can fail); as many is silent."""
+    import warnings
+
+    R = random_interactions(12, 3, 0.6, seed=1)
+    with pytest.warns(UserWarning, match=r"^factors=5 with 3 items: the factors span at "
+                                         r"most 3 dimensions, and the other 2 fit nothing "
+                                         r"\(only the regularization sets them\); factors=3 "
+                                         r"can fit the data as well, for less work$"):
+        fit(R, factors=5, backend=backend)
+    with pytest.warns(UserWarning, match=r"^factors=2 with 1 user: the factors span at "
+                                         r"most 1 dimension, and the other 1"):
+        fit(R[:1], factors=2, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(R, factors=3, backend=backend)
+
+
 def test_what_keeps_the_gpu_backend_from_running_is_named(monkeypatch, R, caplog):
     """gpu.unavailable_reason against a stand-in ``cupy`` module in each state: no
     device, a broken driver, no NVRTC (CuPy loads it only to compile the first kernel,
@@ -669,12 +689,12 @@ def test_a_fit_or_growth_beyond_the_memory_is_refused_before_allocating(monkeypa
                                           r"available; are the ids compact"):
         ALS(factors=64, backend="cpu", show_progress=False).fit(wide)
     model = ALS(factors=4, iterations=1, backend="cpu", show_progress=False).fit(
-        sp.csr_matrix(np.eye(3, dtype=np.float32)))
+        sp.csr_matrix(np.eye(4, dtype=np.float32)))
     # 10,000,001 rows and an eighth to spare (SPARE_ROWS), 4 float32 factors: 172 MiB
     with pytest.raises(MemoryError, match="growing user_factors_ to 10,000,001 rows needs "
                                           "at least 172 MiB"):
-        model.partial_fit_users([10_000_000], sp.csr_matrix(np.eye(3, dtype=np.float32)[:1]))
-    assert model.user_factors_.shape == (3, 4)
+        model.partial_fit_users([10_000_000], sp.csr_matrix(np.eye(4, dtype=np.float32)[:1]))
+    assert model.user_factors_.shape == (4, 4)
     # the k x k systems: 3 float64 matrices, 2.4 GB at 10,000 factors ("Unable to allocate")
     monkeypatch.setattr(data, "available_memory", lambda: 2**31)  # 2 GiB
     # (should the check miss it, fail at once rather than fit 10,000 factors)
