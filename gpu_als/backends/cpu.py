@@ -253,9 +253,13 @@ def _regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
     try:
         return B, np.linalg.cholesky(B)
     except np.linalg.LinAlgError:
+        # > 0 and still singular: tiny against the factors' scale (grown large)
+        what, fix = ("singular", "use regularization > 0") if regularization == 0 else \
+            ("numerically singular", "use a larger regularization")
+        few = f" or factors <= {n_fixed}" if n_fixed < k else ""
         raise ValueError(
-            f"regularization={regularization}: Y^T Y + regularization * I is singular "
-            f"(factors={k} with {n_fixed} fixed-side rows); use regularization > 0"
+            f"regularization={regularization}: Y^T Y + regularization * I is {what} "
+            f"(factors={k} with {n_fixed} fixed-side rows); {fix}{few}"
         ) from None
 
 
