@@ -361,6 +361,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
     if args.no_header:
+        if df.shape[1] < 2:
+            raise ValueError(_one_column(args, df, sep))
         names = [args.user_col, args.item_col, args.value_col, *_other_columns(args)]
         df = df.rename(columns=dict(enumerate(names)))
         _warn_if_a_header(df, args)
@@ -373,6 +375,19 @@ def _read_csv_file(pd, args: argparse.Namespace):
             df[column] = df[column].map(lambda v: v if v is None or v != v else str(v))
     _check_decimal_point(df, args, decimal)
     return df
+
+
+def _one_column(args: argparse.Namespace, df, sep: str) -> str:
+    """Why a file read with --no-header has no item column: its lines read as one field,
+    with what to pass where its first line holds another delimiter."""
+    first = str(df.iloc[0, 0]) if len(df) else ""
+    inside = next((d for d in ",;\t|" if d != sep and d in first), None)
+    hint = (f": is the delimiter {inside!r}? Pass --sep "
+            f"{'tab' if inside == chr(9) else shlex.quote(inside)}") if inside else \
+        " (give the file a user and an item column, in that order)"
+    return (f"{args.file}: its lines read as one column with the delimiter {sep!r}, and "
+            f"--no-header takes the first for the user ids and the second for the item "
+            f"ids{hint}")
 
 
 def _check_decimal_point(df, args: argparse.Namespace, decimal: str) -> None:

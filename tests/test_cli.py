@@ -1363,6 +1363,28 @@ def test_a_file_without_a_header_line(movielens, tmp_path, capsys):
     assert "--no-header is for CSV files" in capsys.readouterr().err
 
 
+def test_a_file_without_a_header_line_read_as_one_column(tmp_path, capsys):
+    """With --no-header, lines that read as one field (a delimiter the detection missed,
+    as where one line is cut short, or a file of one column) are refused by what to pass;
+    it was a KeyError's traceback."""
+    path = tmp_path / "cut.csv"
+    path.write_text("11;18;3\n2;13;5\n13\n")  # the last line cut: ';' is not detected
+    assert main(["train", str(path), "--no-header", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"gpu-als train: error: {path}: its lines read as one column with the delimiter "
+        f"',', and --no-header takes the first for the user ids and the second for the item "
+        f"ids: is the delimiter ';'? Pass --sep ';'\n")
+    path.write_text("1\n2\n")
+    assert main(["evaluate", str(path), "--no-header", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "--no-header takes the first for the user ids and the second for the item ids "
+        "(give the file a user and an item column, in that order)\n")
+    path.write_text("11;18;3\n2;13;5\n13;1;4\n")  # with --sep, the same lines train
+    assert main(["train", str(path), "--no-header", "--sep", ";", "--factors", "1",
+                 "--iterations", "1", "--backend", "cpu", "--output",
+                 str(tmp_path / "m.npz")]) == 0
+
+
 def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert main(["demo", "--backend", "cpu", "--iterations", "3", "--factors", "16",
