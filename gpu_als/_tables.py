@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import io
+import itertools
 import os
 import re
 import shlex
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from .data import (
     likely_value_column,
     numeric_columns,
+    row_name,
     user_stacklevel,
     value_candidates,
     warn_unused_columns,
@@ -58,7 +61,9 @@ def read_frame(args: argparse.Namespace):
         try:  # errors and warnings named as the user named the file
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                return _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
+                df = _read_frame(argparse.Namespace(**{**vars(args), "file": path}))
+            df.attrs.pop("csv_file", None)  # (lines of a copy about to be deleted)
+            return df
         except (TypeError, ValueError) as exc:
             raise type(exc)(str(exc).replace(str(path), "standard input")) from None
         finally:
@@ -220,8 +225,8 @@ def _refuse_repeated_header(df, args: argparse.Namespace) -> None:
         repeated = named if repeated is None else repeated & named
     if repeated is not None and repeated.any():
         where = np.flatnonzero(repeated)
-        raise ValueError(f"{args.file}: {len(where)} row(s) repeat the header line, the "
-                         f"first in row {where[0]} (files joined with their header "
+        raise ValueError(f"{len(where)} row(s) repeat the header line, the first at "
+                         f"{row_name(df, where[0])} (files joined with their header "
                          f"lines?): keep the first header line only")
 
 
@@ -374,6 +379,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
                 pd.api.types.infer_dtype(df[column], skipna=True).startswith("mixed"):
             df[column] = df[column].map(lambda v: v if v is None or v != v else str(v))
     _check_decimal_point(df, args, decimal)
+    # where a message names a row, it names the file's line (gpu_als.data.row_name)
+    df.attrs["csv_file"] = (str(args.file), encoding, not args.no_header)
     return df
 
 
@@ -572,6 +579,21 @@ def _open_binary(path: Path):
         yield stack.enter_context(stream)
 
 
+def csv_line(path: str, encoding: str, header: bool, row: int) -> int | None:
+    """The line of the CSV file at ``path`` (counted from 1) that holds its data row
+    ``row`` (counted from 0, as pandas numbers the rows it reads), skipping blank lines
+    and a header line as pandas does; None where the file is gone or shorter. A quoted
+    field that spans lines is not followed: the line is then an estimate."""
+    wanted = row + 1 if header else row
+    try:
+        with _open_binary(Path(path)) as raw:
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="replace")
+            filled = (number for number, line in enumerate(text, 1) if line.strip())
+            return next(itertools.islice(filled, wanted, None), None)
+    except (OSError, ValueError):
+        return None
+
+
 def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str:
     """The delimiter of a CSV file, from its first ``lines`` lines (``csv.Sniffer``, as
     pandas' ``sep=None`` does; but then pandas reads with its Python parser, 19x slower on 2M
@@ -581,8 +603,6 @@ def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str
     has as many semicolons and every comma is within a number (``a;x;1,5``, as Excel
     writes CSV in much of Europe, without a header line to tell). A comma if unclear."""
     import csv
-    import io
-    import itertools
 
     with _open_binary(path) as raw:
         text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")

@@ -610,18 +610,18 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
         values = _numbers(_value_column(df, value_col))
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected "
-                            f"numbers{_first_non_number(values)}")
+                            f"numbers{_first_non_number(df, values)}")
         bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
         if len(bad):
             raise ValueError(f"column {value_col!r} holds {len(bad)} missing, NaN or infinite "
-                             f"value(s), the first in row {bad[0]}")
+                             f"value(s), the first at {row_name(df, bad[0])}")
         limit = np.finfo(check_dtype(dtype)).max
         big = np.flatnonzero(np.abs(values.astype(np.float64)) > limit)
         if len(big):
             raise ValueError(f"column {value_col!r} holds {len(big)} value(s) beyond "
                              f"{np.dtype(dtype).name}'s range (largest magnitude {limit:.3g}), "
-                             f"the first in row {big[0]}: scale the values down or use "
-                             f"dtype=float64")
+                             f"the first at {row_name(df, big[0])}: scale the values down or "
+                             f"use dtype=float64")
     known = (rows >= 0) & (cols >= 0)
     coo = sp.coo_matrix(
         (values[known].astype(np.float64), (rows[known], cols[known])),
@@ -717,18 +717,33 @@ def _numbers(values: np.ndarray) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def _first_non_number(values: np.ndarray) -> str:
-    """`` (row 3 holds '1,5')``: the first value that does not read as a finite number
-    (``'1,5'``, ``'nan'``), else the first text (``'2'``), if any."""
+def _first_non_number(df: Any, values: np.ndarray) -> str:
+    """`` (row 3 holds '1,5')``: the first of ``df``'s ``values`` that does not read as a
+    finite number (``'1,5'``, ``'nan'``), else the first text (``'2'``), if any."""
     for row, value in enumerate(values):
         try:
             finite = np.isfinite(float(value))
         except (TypeError, ValueError):
             finite = False
         if not finite:
-            return f" (row {row} holds {value!r})"
+            return f" ({row_name(df, row)} holds {value!r})"
     text = next((row for row, value in enumerate(values) if isinstance(value, str)), None)
-    return "" if text is None else f" (row {text} holds {values[text]!r})"
+    return "" if text is None else f" ({row_name(df, text)} holds {values[text]!r})"
+
+
+def row_name(df: Any, position: int) -> str:
+    """How a message names ``df``'s row at ``position``: ``row 3``, counted from 0 as
+    ``df.iloc`` counts; for a frame the command line read from a CSV file, that file's
+    line instead (``line 5 of ratings.csv``), as an editor or ``sed -n 5p`` finds it."""
+    source = getattr(df, "attrs", {}).get("csv_file")  # (polars' frames have no attrs)
+    if source is not None:
+        from ._tables import csv_line
+
+        path, encoding, header = source
+        line = csv_line(path, encoding, header, int(df.index[position]))
+        if line is not None:
+            return f"line {line} of {path}"
+    return f"row {position}"
 
 
 def id_positions(known_ids: Any, ids: Any) -> np.ndarray:
@@ -986,7 +1001,7 @@ def _id_column(df: Any, name: str) -> Any:
     where = np.flatnonzero(missing)
     if len(where):
         raise ValueError(f"column {name!r} has {len(where)} missing ids (NaN or None), the "
-                         f"first in row {where[0]}")
+                         f"first at {row_name(df, where[0])}")
     return values if text is None else text
 
 

@@ -56,6 +56,7 @@ from .data import (
     frame_interactions,
     frame_positions,
     is_dataframe,
+    row_name,
     user_stacklevel,
 )
 from .exceptions import NotFittedError
@@ -329,8 +330,8 @@ def _times(df: Any, name: str) -> np.ndarray:
             missing = np.isnan(times)
     if (where := np.flatnonzero(missing)).size:
         raise ValueError(f"column {name!r} has {where.size} missing "
-                         f"{'time' if where.size == 1 else 'times'}, the first in row "
-                         f"{where[0]}")
+                         f"{'time' if where.size == 1 else 'times'}, the first at "
+                         f"{row_name(df, where[0])}")
     return times
 
 

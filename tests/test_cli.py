@@ -3,6 +3,7 @@
 import argparse
 import datetime
 import gzip
+import io
 import os
 import re
 import sys
@@ -422,7 +423,8 @@ def test_values_with_a_decimal_comma(tmp_path, capsys):
     path.write_text("user;item;value\na;x;liked,twice\nb;y;2\n")  # text, not a number
     assert main(["train", str(path), "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "decimal" not in err and "expected numbers (row 0 holds 'liked,twice')" in err
+    assert "decimal" not in err.replace(str(path), "") and \
+        f"expected numbers (line 2 of {path} holds 'liked,twice')" in err
     # without a header line, as many commas as semicolons a line: the semicolon is the
     # delimiter where every comma is within a number (it trained a,x;1 as a user, before)
     path.write_text("a;x;1,5\nb;y;2,0\na;y;-0,25\n")
@@ -1197,11 +1199,11 @@ def test_a_header_line_repeated_among_the_rows_is_refused(tmp_path, capsys):
         path.write_text(text)
         assert main(["train", str(path), "--backend", "cpu",
                      "--output", str(tmp_path / "m.npz")]) == 2
-        row = 1 if text.count("\n") == 4 else 2
+        line = 3 if text.count("\n") == 4 else 4
         assert capsys.readouterr().err == (
-            f"gpu-als train: error: {path}: 1 row(s) repeat the header line, the first in "
-            f"row {row} (files joined with their header lines?): keep the first header "
-            f"line only\n")
+            f"gpu-als train: error: 1 row(s) repeat the header line, the first at line "
+            f"{line} of {path} (files joined with their header lines?): keep the first "
+            f"header line only\n")
     named = tmp_path / "named.csv"
     named.write_text("user,item,value\nuser,x,1\nu2,item,2\n")
     assert main(["train", str(named), "--backend", "cpu", "--factors", "2", "--iterations",
@@ -2028,11 +2030,11 @@ def test_ids_that_are_numbers_in_one_block_of_rows_and_text_in_another(tmp_path,
     with path.open("a") as file:
         file.write(",2\n")  # an empty field stays a missing id, not the id "nan"
     assert main(["train", str(path), "--backend", "cpu"]) == 2
-    assert "column 'user' has 1 missing ids (NaN or None), the first in row 300001" in \
-        capsys.readouterr().err
+    assert f"column 'user' has 1 missing ids (NaN or None), the first at line 300003 of " \
+        f"{path}" in capsys.readouterr().err
 
 
-def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
+def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys, monkeypatch):
     """NA (Namibia), null, None, N/A are ids; pandas' default took them for missing and
     the file was refused. An empty field is still a missing id or value."""
     path = tmp_path / "na.csv"
@@ -2044,16 +2046,23 @@ def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys):
     assert model.user_ids_.tolist() == ["NA", "None", "b", "null"]
     assert model.item_ids_.tolist() == ["N/A", "x", "y"]
     for lines, says in (("a,x,\nb,y,1\n", "column 'value' holds 1 missing, NaN or infinite "
-                                          "value(s), the first in row 0"),
+                                          "value(s), the first at line 2"),
                         (",x,1\nb,y,1\n", "column 'user' has 1 missing ids (NaN or None), "
-                                          "the first in row 0"),
-                        ("a,x,NA\nb,y,1\n", "expected numbers (row 0 holds 'NA')"),
-                        ("a,x,1\nb,y,nan\n", "expected numbers (row 1 holds 'nan')"),
-                        ("a,x,1\nb,y,inf\nc,z,x\n", "expected numbers (row 1 holds 'inf')")):
-        path.write_text("user,item,value\n" + lines)
+                                          "the first at line 2"),
+                        ("a,x,NA\nb,y,1\n", "expected numbers (line 2"),
+                        ("a,x,1\nb,y,nan\n", "expected numbers (line 3"),
+                        ("a,x,1\n\n  \nb,y,inf\nc,z,x\n", "expected numbers (line 5"),
+                        ("a,x,1\r\nb,y,\r\n", "holds 1 missing, NaN or infinite value(s), "
+                                                "the first at line 3")):
+        # (a file's line: blank lines counted, as an editor counts them, and pandas skips)
+        path.write_text("user,item,value\n" + lines, newline="")
         capsys.readouterr()
         assert main(["train", str(path), "--backend", "cpu"]) == 2
-        assert capsys.readouterr().err.endswith(says + "\n"), says
+        assert f"{says} of {path}" in capsys.readouterr().err, says
+    stdin = "user,item,value\na,x,1\nb,y,\n"  # (no lines: the copy of standard input is gone)
+    monkeypatch.setattr(sys, "stdin", argparse.Namespace(buffer=io.BytesIO(stdin.encode())))
+    assert main(["train", "-", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("the first at row 1\n")
 
 
 def test_a_delimiter_ending_every_line(tmp_path, capsys):

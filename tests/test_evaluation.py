@@ -188,13 +188,13 @@ def test_temporal_split_refuses_what_it_cannot_split():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             temporal_split(df, **kwargs)
-    with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first in "
+    with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first at "
                                          "row 1"):
         temporal_split(df.assign(timestamp=[5, None, 7, 8]))
     with pytest.raises(ValueError, match="has 2 missing times"):
         temporal_split(df.assign(timestamp=pd.array([5, None, None, 8], dtype="Int64")))
     pl = pytest.importorskip("polars")  # NaN is not null there: missing all the same
-    with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first in "
+    with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first at "
                                          "row 2"):
         temporal_split(pl.from_pandas(df).with_columns(pl.Series("timestamp",
                                                                  [5.0, 6.0, np.nan, 8.0])))

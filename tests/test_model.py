@@ -851,7 +851,7 @@ def test_from_dataframe():
     with pytest.raises(TypeError, match=r"column 'item' holds dict values \(e.g. \{1: 2\}\), "
                                         r"not one id per row"):
         from_dataframe(pd.DataFrame({"user": ["a", "b"], "item": [{1: 2}, {3: 4}]}))
-    with pytest.raises(ValueError, match=r"'value' holds 2 missing, NaN .* first in row 0"):
+    with pytest.raises(ValueError, match=r"'value' holds 2 missing, NaN .* first at row 0"):
         from_dataframe(df.assign(value=[np.nan, 1.0, np.inf, 2.0]))
 
 
@@ -1212,7 +1212,7 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
         from_dataframe(pl.DataFrame({"user": [1, None], "item": [1, 2]}))
     with pytest.raises(ValueError, match="column 'item' has 1 missing ids .* row 0"):
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [float("nan"), 2.0]}))
-    with pytest.raises(ValueError, match=r"'value' holds 1 missing, NaN .* first in row 1"):
+    with pytest.raises(ValueError, match=r"'value' holds 1 missing, NaN .* first at row 1"):
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": [1.0, None]}))
     with pytest.raises(TypeError, match="column 'value' has dtype object: expected numbers "
                                         r"\(row 1 holds '1,5'\)"):

@@ -65,7 +65,7 @@ def test_a_frames_value_beyond_float32_is_named_by_its_row():
     df = pd.DataFrame({"user": [1, 2, 3, 1], "item": ["a", "b", "a", "c"],
                        "value": [1.0, 2.0, -1e39, 3.0]})
     with pytest.raises(ValueError, match=r"column 'value' holds 1 value\(s\) beyond float32's "
-                                         r"range .*, the first in row 2: scale the values "
+                                         r"range .*, the first at row 2: scale the values "
                                          r"down or use dtype=float64$"):
         fit(df)
     assert from_dataframe(df, dtype=np.float64).matrix[2, 0] == -1e39
