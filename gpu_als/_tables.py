@@ -198,7 +198,7 @@ def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespa
     if all(map(_reads_as_number, names)):
         return ("Its first line holds values, not column names: pass --no-header (the "
                 "columns are then user, item and value, in that order)")
-    inside = next((d for d in ",;\t|" if len(names) == 1 and d in names[0]), None)
+    inside = next((d for d in ("::", *",;\t|") if len(names) == 1 and d in names[0]), None)
     if inside is not None:
         return (f"Its header line reads as one column: is the delimiter {inside!r}? Pass "
                 f"--sep {'tab' if inside == chr(9) else shlex.quote(inside)}"
@@ -388,7 +388,7 @@ def _one_column(args: argparse.Namespace, df, sep: str) -> str:
     """Why a file read with --no-header has no item column: its lines read as one field,
     with what to pass where its first line holds another delimiter."""
     first = str(df.iloc[0, 0]) if len(df) else ""
-    inside = next((d for d in ",;\t|" if d != sep and d in first), None)
+    inside = next((d for d in ("::", *",;\t|") if d != sep and d in first), None)
     hint = (f": is the delimiter {inside!r}? Pass --sep "
             f"{'tab' if inside == chr(9) else shlex.quote(inside)}") if inside else \
         " (give the file a user and an item column, in that order)"

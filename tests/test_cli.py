@@ -1048,7 +1048,8 @@ def test_bad_columns(csv_file, capsys):
     assert ("column(s) ['Unnamed: 2'] are not used; name the values' column with --value-col "
             "(e.g. --value-col 'Unnamed: 2')" in capsys.readouterr().err)
     for sep, told in ((",", "','? Pass --sep ,"), ("\t", "'\\t'? Pass --sep tab"),
-                      ("|", "'|'? Pass --sep '|'")):  # the wrong --sep: one column
+                      ("|", "'|'? Pass --sep '|'"), ("::", "'::'? Pass --sep ::")):
+        # the wrong --sep: one column
         joined = csv_file.with_name("joined.csv")
         joined.write_text(csv_file.read_text().replace(",", sep))
         assert main(["train", str(joined), "--sep", ";", "--backend", "cpu"]) == 2
@@ -1376,6 +1377,9 @@ def test_a_file_without_a_header_line_read_as_one_column(tmp_path, capsys):
         f"gpu-als train: error: {path}: its lines read as one column with the delimiter "
         f"',', and --no-header takes the first for the user ids and the second for the item "
         f"ids: is the delimiter ';'? Pass --sep ';'\n")
+    path.write_text("1::2\n3::4\n5:6\n")  # (MovieLens' ratings.dat, a line mistyped)
+    assert main(["train", str(path), "--no-header", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("is the delimiter '::'? Pass --sep ::\n")
     path.write_text("1\n2\n")
     assert main(["evaluate", str(path), "--no-header", "--backend", "cpu"]) == 2
     assert capsys.readouterr().err.endswith(
