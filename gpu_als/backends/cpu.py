@@ -284,13 +284,15 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _gathered(block: tuple[np.ndarray, int], rows: WeightedRows, indices: np.ndarray,
               F: np.ndarray, array: WorkArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows ``block = (ids, L)`` laid out ``L`` entries each: their positions in the
-    entry arrays (rows, L), their fixed factors ``F[indices[pos]]`` (rows, L, k; into the
-    work array "gathered") and where they are padding (rows, L). A padding entry repeats
-    its row's last entry, and a caller gives it weight and target 0, so that it adds exact
-    zeros (it reads only factors its row reads: a non-finite one stays in its own rows).
-    No copy of the entry arrays with a zero entry appended is made for padding to point
-    at: that took 72 ms per half-step of 10M entries (the rows of a block are non-empty)."""
+    """The (non-empty) rows ``block = (ids, L)`` laid out ``L`` entries each: their
+    positions in the entry arrays (rows, L), their fixed factors ``F[indices[pos]]``
+    (rows, L, k; into the work array "gathered") and where they are padding (rows, L).
+
+    A padding entry repeats its row's last entry, and the caller gives it weight and
+    target 0 (:func:`_entries`), so that it adds exact zeros; it reads only factors its
+    row reads, so a non-finite one stays in its own rows. (Padding used to point at a zero
+    row appended to copies of the entry arrays and of ``F``, made at every half-step:
+    72 ms per half-step of 10M entries.)"""
     ids, L = block
     first = rows.indptr[ids]
     lengths = (rows.indptr[ids + 1] - first)[:, None]
@@ -320,7 +322,7 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
               diag: tuple[float, float], x, steps, array: WorkArray):
     """CG on the rows ``block = (ids, L)`` (each with at most ``L`` entries) from ``x``,
     never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
-    zero-padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
+    padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
     matrix-vector products: ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG) or, with
     ``base`` None and ``diag = (constant, scale)``, ``A p = (constant + scale n_u) p +
     Fg^T (w * (Fg p))`` (explicit: ``(0, lambda)``; preconditioned CG on whitened factors:
