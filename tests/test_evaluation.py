@@ -27,7 +27,7 @@ from gpu_als.evaluation import (
     train_test_split,
 )
 
-from .conftest import ProgressBars, random_interactions
+from .conftest import ProgressBars, needs_gpu, random_interactions
 
 
 def test_split_is_per_user_disjoint_and_seeded():
@@ -691,11 +691,13 @@ def test_auc_batches_hold_a_bounded_number_of_scores(monkeypatch):
 
 
 @pytest.mark.parametrize("compare_limit", [0, 4, 10**6])  # sorted rows, both, comparisons
-@pytest.mark.parametrize("kind", ["als", "als on the emulated GPU", "popularity"])
+@pytest.mark.parametrize("kind", ["als", "als on the emulated GPU", "popularity",
+                                  pytest.param("als on the GPU", marks=needs_gpu)])
 def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypatch):
     """This module's models are placed from their scores (comparisons, or the sorted row
-    for users with many test items; a GPU model's on the GPU); any other model through a
-    full recommend: the same AUC, with ties (cold items' zero factors, equal counts)."""
+    for users with many test items; a GPU model's on the GPU, with CuPy's sort and the
+    binary search of _sorted_position); any other model through a full recommend: the
+    same AUC, with ties (cold items' zero factors, equal counts)."""
     from gpu_als import ALS, evaluation
 
     from .conftest import emulated_backend
@@ -711,7 +713,7 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
 
     def make():
         if kind.startswith("als"):
-            backend = "cpu" if kind == "als" else emulated_backend()
+            backend = {"als": "cpu", "als on the GPU": "gpu"}.get(kind) or emulated_backend()
             return ALS(factors=4, iterations=2, backend=backend, random_state=0,
                        show_progress=False).fit(train)
         return PopularityRecommender().fit(train)
@@ -739,7 +741,7 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
         for threads in (1, 4):
             model._backend.num_threads = threads
             assert auc(model, train, test, batch_size=7) == fast
-    if kind == "als on the emulated GPU":  # the scores stay on the GPU: only counts come
+    if kind.startswith("als on the"):  # the scores stay on the GPU: only counts come
         model, copied = make(), []     # back, one number per test entry or fewer
         to_numpy = model._backend.to_numpy
         monkeypatch.setattr(model._backend, "to_numpy",
