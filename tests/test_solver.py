@@ -130,9 +130,13 @@ def test_cg_steps_match_per_row_conjugate_gradients(backend, feedback, steps):
     # (after a few steps CG's rounding grows apart with the order of its sums)
     np.testing.assert_allclose(got, want, rtol=0, atol=(1e-9 if steps < 3 else 1e-6)
                                * np.abs(want).max())
-    if steps == k:
+    if steps == k:  # (in float64, k steps of CG land near it, not on it: textbook CG 4.6e-7
+        # of the largest value away here, the CPU backend's 1.4e-6, and 7.4e-7 with its
+        # initial residual summed in the other order; on 60 random systems of positive
+        # factors like these, the two orders' medians 7e-6 and 8e-6, largest 2.4e-4 and
+        # 1.0e-4)
         np.testing.assert_allclose(got, solve_rows_loop(R, F, 0.1, feedback=feedback, **conf),
-                                   rtol=0, atol=1e-6 * np.abs(got).max())
+                                   rtol=0, atol=1e-5 * np.abs(got).max())
     assert not got[0].any() and not got[9].any()
 
 

@@ -334,14 +334,20 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     lengths = rows.indptr[ids + 1] - rows.indptr[ids]
     scale = (diag[0] + diag[1] * lengths).astype(F.dtype)  # the diagonal without base
 
+    def shared(P):
+        return (P @ base if base is not None else scale[:, None] * P).astype(P.dtype,
+                                                                             copy=False)
+
     def A(P):
         dots = np.matmul(Fg, P[:, :, None])[:, :, 0]  # (rows, L)
         dots *= w
-        shared = P @ base if base is not None else scale[:, None] * P
-        return np.matmul(dots[:, None, :], Fg)[:, 0, :] + shared.astype(P.dtype, copy=False)
+        return np.matmul(dots[:, None, :], Fg)[:, 0, :] + shared(P)
 
-    target = _entries(rows.target, pos, padding, F.dtype)
-    r = np.matmul(target[:, None, :], Fg)[:, 0, :] - A(x)
+    # r = Fg^T t - A x, as Fg^T (t - w * (Fg x)) - shared(x): two passes over Fg, not three
+    residual = np.matmul(Fg, x[:, :, None])[:, :, 0]
+    residual *= w
+    np.subtract(_entries(rows.target, pos, padding, F.dtype), residual, out=residual)
+    r = np.matmul(residual[:, None, :], Fg)[:, 0, :] - shared(x)
     p = r.copy()
     rs = np.einsum("ij,ij->i", r, r)
     for step in range(steps):
