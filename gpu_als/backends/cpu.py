@@ -351,11 +351,16 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     p = r.copy()
     rs = np.einsum("ij,ij->i", r, r)
     for step in range(steps):
-        Ap = A(p)
-        pAp = np.einsum("ij,ij->i", p, Ap)
+        last = step == steps - 1
+        if last:  # p.Ap from Fg p alone, one pass over Fg: A p would serve only a next step
+            dots = np.matmul(Fg, p[:, :, None])[:, :, 0]
+            pAp = np.einsum("ij,ij->i", dots * w, dots) + np.einsum("ij,ij->i", p, shared(p))
+        else:
+            Ap = A(p)
+            pAp = np.einsum("ij,ij->i", p, Ap)
         alpha = np.divide(rs, pAp, out=np.zeros_like(rs), where=pAp > 0)
         x += alpha[:, None] * p
-        if step == steps - 1:  # the last: no next direction to make
+        if last:  # no next direction to make
             break
         r -= alpha[:, None] * Ap
         rs_new = np.einsum("ij,ij->i", r, r)
