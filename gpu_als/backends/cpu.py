@@ -557,7 +557,8 @@ class CPUBackend(Backend):
                     s = solve(S, q)
                     H[ids] = ((sw * s)[:, None, :] @ Yg)[:, 0, :]
             else:
-                M = Yg.transpose(0, 2, 1) @ (Yg * (sw * sw)[:, :, None])
+                Yg *= sw[:, :, None]  # Z = sw * Yg in place (g is taken): M = Z^T Z, with
+                M = Yg.transpose(0, 2, 1) @ Yg  # no (rows, L, k) temporary
                 diag = np.arange(k)
                 M[:, diag, diag] += m[:, None]
                 H[ids] = solve(M, g)
