@@ -375,6 +375,14 @@ def test_cpu_paths_take_their_own_block_sizes_unless_one_is_given(monkeypatch):
         taken.clear()
         CPUBackend(block_elements=given).stored_loss(dense, X, F)
         assert dense.indptr[-1] > chunk and max(taken) == chunk
+    serial = CPUBackend(num_threads=2).stored_loss(dense, X, F)
+    # a large half-step's loss: its own chunks, on both threads, added in order
+    monkeypatch.setattr(cpu, "CG_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(cpu, "LOSS_PARALLEL_CHUNK_ELEMENTS", 16 * 700)
+    taken.clear()
+    assert CPUBackend(num_threads=2).stored_loss(dense, X, F) == pytest.approx(serial,
+                                                                               rel=1e-12)
+    assert max(taken) == 700 < dense.indptr[-1]
 
 
 def test_cpu_batched_solve_gives_nan_for_a_singular_system_and_solves_the_others():

@@ -89,6 +89,9 @@ CG_SERIAL_MIN_BLOCK_ELEMENTS = 1 << 17
 #: k = 128; 1.5M power-law entries 39 against 47 ms at k = 32, 112 against 154 at 128,
 #: 201 against 302 at 256 (2^15 and 2^17 fell between).
 LOSS_CHUNK_ELEMENTS = 1 << 16
+#: ... and where it runs on several threads (above CG_PARALLEL_ELEMENTS): fewer, larger
+#: chunks, whose NumPy calls wait less for the GIL.
+LOSS_PARALLEL_CHUNK_ELEMENTS = 1 << 20
 CHOLESKY_PARALLEL_ELEMENTS = 4 * BLOCK_ELEMENTS
 #: A half-step whose entries are fewer than 1 / FEW_ENTRIES of the fixed side's rows (a
 #: fold-in of a few users) whitens only the fixed rows that its entries use.
@@ -382,7 +385,8 @@ class CPUBackend(Backend):
         of the loss's entries, in elements (rows x padded length x factors), for every
         path; default: each path's own (``BLOCK_ELEMENTS`` for the exact solver,
         ``CG_BLOCK_ELEMENTS`` and ``CG_SERIAL_BLOCK_ELEMENTS`` for CG on several threads
-        and on one, ``LOSS_CHUNK_ELEMENTS`` for the loss).
+        and on one, ``LOSS_CHUNK_ELEMENTS`` and ``LOSS_PARALLEL_CHUNK_ELEMENTS`` for the loss on
+        one and on several).
     """
 
     name = "cpu"
@@ -683,16 +687,23 @@ class CPUBackend(Backend):
         return out
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
+        """The stored entries' terms, a chunk of entries at a time: their rows of ``X`` and
+        ``Y`` gathered, ``s_ui = x_u . y_i`` in the factors' dtype, the sums in float64
+        (the chunks' added in order). A large half-step's chunks run on every thread."""
         row_of = np.repeat(np.arange(rows.n_rows), np.diff(rows.indptr))
-        total = 0.0
-        step = max(1, self._elements(LOSS_CHUNK_ELEMENTS) // X.shape[1])
-        for a in range(0, len(rows.indices), step):
-            b = min(a + step, len(rows.indices))
-            # s_ui = x_u . y_i in the factors' dtype; the sums below in float64.
+        nnz, k = len(rows.indices), X.shape[1]
+        parallel = nnz * k > CG_PARALLEL_ELEMENTS
+        step = max(1, self._elements(LOSS_PARALLEL_CHUNK_ELEMENTS if parallel else
+                                     LOSS_CHUNK_ELEMENTS) // k)
+
+        def chunk_loss(a: int) -> float:
+            b = min(a + step, nnz)
             Xs = np.take(X, row_of[a:b], axis=0)
             Ys = np.take(Y, rows.indices[a:b], axis=0)
             s = np.einsum("ij,ij->i", Xs, Ys).astype(np.float64)
             w = rows.weight[a:b].astype(np.float64)
             t = rows.target[a:b].astype(np.float64)
-            total += float(np.dot(w * s - 2 * t, s))
-        return total
+            return float(np.dot(w * s - 2 * t, s))
+
+        chunks = range(0, nnz, step)
+        return sum(self.map_in_order(chunk_loss, chunks, None if parallel else 1), 0.0)
