@@ -326,7 +326,8 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     """CG on the rows ``block = (ids, L)`` (each with at most ``L`` entries) from ``x``,
     never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
     padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
-    matrix-vector products: ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG) or, with
+    matrix-vector products (the last step, one; each a pass over ``Fg`` from memory):
+    ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG) or, with
     ``base`` None and ``diag = (constant, scale)``, ``A p = (constant + scale n_u) p +
     Fg^T (w * (Fg p))`` (explicit: ``(0, lambda)``; preconditioned CG on whitened factors:
     ``(1, 0)``), as kernels/cg.cu's cg_solve. Padding entries (see :func:`_gathered`)
@@ -385,8 +386,8 @@ class CPUBackend(Backend):
         of the loss's entries, in elements (rows x padded length x factors), for every
         path; default: each path's own (``BLOCK_ELEMENTS`` for the exact solver,
         ``CG_BLOCK_ELEMENTS`` and ``CG_SERIAL_BLOCK_ELEMENTS`` for CG on several threads
-        and on one, ``LOSS_CHUNK_ELEMENTS`` and ``LOSS_PARALLEL_CHUNK_ELEMENTS`` for the loss on
-        one and on several).
+        and on one, ``LOSS_PARALLEL_CHUNK_ELEMENTS`` and ``LOSS_CHUNK_ELEMENTS`` for the
+        loss likewise).
     """
 
     name = "cpu"
