@@ -733,8 +733,10 @@ def _first_non_number(df: Any, values: np.ndarray) -> str:
 
 def row_name(df: Any, position: int) -> str:
     """How a message names ``df``'s row at ``position``: ``row 3``, counted from 0 as
-    ``df.iloc`` counts; for a frame the command line read from a CSV file, that file's
-    line instead (``line 5 of ratings.csv``), as an editor or ``sed -n 5p`` finds it."""
+    ``df.iloc`` counts, with its index label where a pandas index is not those positions
+    (``row 3 (index 1207)``, as ``df.loc`` finds it, in a frame filtered or indexed by
+    time); for a frame the command line read from a CSV file, that file's line instead
+    (``line 5 of ratings.csv``), as an editor or ``sed -n 5p`` finds it."""
     source = getattr(df, "attrs", {}).get("csv_file")  # (polars' frames have no attrs)
     if source is not None:
         from ._tables import csv_line
@@ -743,6 +745,8 @@ def row_name(df: Any, position: int) -> str:
         line = csv_line(path, encoding, header, int(df.index[position]))
         if line is not None:
             return f"line {line} of {path}"
+    if _library(df) == "pandas" and not df.index.equals(_pandas().RangeIndex(len(df))):
+        return f"row {position} (index {shown_id(df.index[position])!r})"
     return f"row {position}"
 
 

@@ -74,6 +74,24 @@ def test_a_frames_value_beyond_float32_is_named_by_its_row():
     assert from_dataframe(df).matrix[2, 0] == -largest
 
 
+def test_a_frames_row_is_named_with_its_index_label_where_that_is_not_its_position():
+    """A missing value, id or time names its row counted from 0 (df.iloc), and where the
+    frame's index is not 0, 1, 2, ... (filtered, or indexed by something else) its label
+    too (df.loc): a filtered frame's "row 0" was its index 1."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": [1, 2, 3, 4], "item": [1, 2, 1, 2],
+                       "value": [1.0, 2.0, np.nan, 3.0]})
+    for frame, says in ((df, "row 2$"), (df[df.user > 1], r"row 1 \(index 2\)$"),
+                        (df.set_index(pd.Index(["a", "b", "c", "d"])), r"row 2 \(index 'c'\)$"),
+                        (df.iloc[::-1], r"row 1 \(index 2\)$")):
+        with pytest.raises(ValueError, match="holds 1 missing, NaN or infinite value.*, the "
+                                             "first at " + says):
+            fit(frame)
+    with pytest.raises(ValueError, match=r"column 'user' has 1 missing ids \(NaN or None\), "
+                                         r"the first at row 0 \(index 7\)$"):
+        fit(pd.DataFrame({"user": [None, 1.0], "item": [1, 2]}, index=[7, 8]))
+
+
 def test_dense_input_is_a_type_error(R):
     with pytest.raises(TypeError, match="scipy.sparse matrix or array, got numpy.ndarray; "
                                         "convert a dense array"):
