@@ -2063,6 +2063,14 @@ def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys, monkey
         capsys.readouterr()
         assert main(["train", str(path), "--backend", "cpu"]) == 2
         assert f"{says} of {path}" in capsys.readouterr().err, says
+    path.write_text("a,x,1\nb,y,\n")  # without a header line, line 2 is the second row
+    assert main(["train", str(path), "--no-header", "--backend", "cpu"]) == 2
+    assert f"the first at line 2 of {path}" in capsys.readouterr().err
+    # in a time split's part, still the file's line (the part keeps the rows' numbers)
+    path.write_text("user,item,value,t\na,x,1,5\na,y,2,6\nb,x,1,7\nb,y,,8\na,z,2,9\n")
+    assert main(["evaluate", str(path), "--time-col", "t", "--test-fraction", "0.5",
+                 "--backend", "cpu"]) == 2
+    assert f"the first at line 5 of {path}" in capsys.readouterr().err
     stdin = "user,item,value\na,x,1\nb,y,\n"  # (no lines: the copy of standard input is gone)
     monkeypatch.setattr(sys, "stdin", argparse.Namespace(buffer=io.BytesIO(stdin.encode())))
     assert main(["train", "-", "--backend", "cpu"]) == 2
