@@ -198,12 +198,23 @@ def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespa
     if all(map(_reads_as_number, names)):
         return ("Its first line holds values, not column names: pass --no-header (the "
                 "columns are then user, item and value, in that order)")
-    inside = next((d for d in ("::", *",;\t|") if len(names) == 1 and d in names[0]), None)
+    inside = _delimiter_in(names[0]) if len(names) == 1 else None
     if inside is not None:
-        return (f"Its header line reads as one column: is the delimiter {inside!r}? Pass "
-                f"--sep {'tab' if inside == chr(9) else shlex.quote(inside)}"
+        return (f"Its header line reads as one column: {_delimiter_question(inside)}"
                 + ("" if args.sep is None else ", or leave --sep out to have it detected"))
     return _name_the_columns(names) + ", or pass --no-header for a file without a header line"
+
+
+def _delimiter_in(text: str, other_than: str | None = None) -> str | None:
+    """The first delimiter a CSV file commonly has (``::`` first, then , ; tab |) found in
+    ``text``, a field that should have been split, other than ``other_than``."""
+    return next((d for d in ("::", *",;\t|") if d != other_than and d in text), None)
+
+
+def _delimiter_question(delimiter: str) -> str:
+    """``is the delimiter ';'? Pass --sep ';'`` (a tab as ``--sep tab``)."""
+    option = "tab" if delimiter == "\t" else shlex.quote(delimiter)
+    return f"is the delimiter {delimiter!r}? Pass --sep {option}"
 
 
 def _name_the_columns(names: list[str]) -> str:
@@ -387,10 +398,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
 def _one_column(args: argparse.Namespace, df, sep: str) -> str:
     """Why a file read with --no-header has no item column: its lines read as one field,
     with what to pass where its first line holds another delimiter."""
-    first = str(df.iloc[0, 0]) if len(df) else ""
-    inside = next((d for d in ("::", *",;\t|") if d != sep and d in first), None)
-    hint = (f": is the delimiter {inside!r}? Pass --sep "
-            f"{'tab' if inside == chr(9) else shlex.quote(inside)}") if inside else \
+    inside = _delimiter_in(str(df.iloc[0, 0]) if len(df) else "", other_than=sep)
+    hint = f": {_delimiter_question(inside)}" if inside else \
         " (give the file a user and an item column, in that order)"
     return (f"{args.file}: its lines read as one column with the delimiter {sep!r}, and "
             f"--no-header takes the first for the user ids and the second for the item "
