@@ -228,6 +228,20 @@ def test_zero_alpha_and_regularization(backend):
     assert_close(got, solve_rows_loop(R, F, 0.0, alpha=0.0), np.float64)
 
 
+def test_zero_alpha_on_short_rows_of_one_length(backend):
+    """alpha=0 gives every entry a target and no weight, which the short rows' push-through
+    form (``h = Z^T S^-1 (t / sqrt(w))``) cannot express. Rows all of one length and all
+    positive make blocks without padding or a zero target, so that nothing else sends
+    them to the form that can."""
+    rng = np.random.default_rng(5)
+    k, n_items = 8, 40
+    cols = np.concatenate([rng.choice(n_items, 3, replace=False) for _ in range(6)])
+    R = sp.csr_matrix((np.ones(18), cols, np.arange(0, 19, 3)), shape=(6, n_items))
+    F = rng.random((n_items, k))
+    got = run_solve(backend, R, F, 0.1, "implicit", np.float64, alpha=0.0)
+    assert_close(got, solve_rows_loop(R, F, 0.1, alpha=0.0), np.float64)
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 def test_stored_zeros(backend, feedback):
     """A stored zero (scipy keeps them unless eliminated): implicit, p = 0 and c = 1, the
