@@ -1380,6 +1380,9 @@ def test_a_file_without_a_header_line_read_as_one_column(tmp_path, capsys):
     path.write_text("1::2\n3::4\n5:6\n")  # (MovieLens' ratings.dat, a line mistyped)
     assert main(["train", str(path), "--no-header", "--backend", "cpu"]) == 2
     assert capsys.readouterr().err.endswith("is the delimiter '::'? Pass --sep ::\n")
+    path.write_text("11;18;3\n")  # a file of one line, the wrong --sep given
+    assert main(["train", str(path), "--no-header", "--sep", ",", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("is the delimiter ';'? Pass --sep ';'\n")
     path.write_text("1\n2\n")
     assert main(["evaluate", str(path), "--no-header", "--backend", "cpu"]) == 2
     assert capsys.readouterr().err.endswith(
