@@ -226,9 +226,18 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
     dtype = check_dtype(dtype)
     user_items = _host_sparse(user_items)
     if not sp.issparse(user_items):
-        kind = type(user_items).__module__.split(".")[0] + "." + type(user_items).__name__
+        module = type(user_items).__module__.split(".")[0]
+        kind = "None" if user_items is None else type(user_items).__name__ \
+            if module == "builtins" else f"{module}.{type(user_items).__name__}"
         hint = ""
-        if is_dataframe(user_items):
+        if isinstance(user_items, (str, os.PathLike)):
+            hint = ("; for a file of (user, item, value) rows, read it into a DataFrame "
+                    "(fit(df) takes one), or train from the command line: gpu-als train "
+                    "FILE")
+        elif isinstance(user_items, (list, tuple)):
+            hint = ("; for dense rows use scipy.sparse.csr_matrix(rows); for (user, item, "
+                    "value) triples, a DataFrame of them (fit(df) takes one)")
+        elif is_dataframe(user_items):
             hint = (
                 "; for a DataFrame of (user, item, value) rows use "
                 "gpu_als.data.from_dataframe(df), which also returns the id maps (with "

@@ -447,12 +447,17 @@ def test_bad_arguments(R, kwargs, message):
         tune(R, **{"param_grid": GRID, "show_progress": False, **kwargs})
 
 
-@pytest.mark.parametrize("given, name", [([[1.0, 0.0], [0.0, 1.0]], "builtins.list"),
-                                         (None, "builtins.NoneType"),
-                                         ("ratings.csv", "builtins.str")])
-def test_what_is_not_a_matrix_or_a_frame_is_refused_by_name(given, name):
+@pytest.mark.parametrize("given, says", [
+    ([[1.0, 0.0], [0.0, 1.0]], r"list; for dense rows use scipy.sparse.csr_matrix\(rows\); "
+                               r"for \(user, item, value\) triples, a DataFrame of them "
+                               r"\(fit\(df\) takes one\)"),
+    (None, "None"),
+    ("ratings.csv", r"str; for a file of \(user, item, value\) rows, read it into a "
+                    r"DataFrame \(fit\(df\) takes one\), or train from the command line: "
+                    r"gpu-als train FILE")])
+def test_what_is_not_a_matrix_or_a_frame_is_refused_by_name(given, says):
     with pytest.raises(TypeError, match=f"^user_items must be a scipy.sparse matrix or "
-                                        f"array, got {name}$"):
+                                        f"array, got {says}$"):
         tune(given, param_grid=GRID, show_progress=False)
 
 
