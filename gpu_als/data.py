@@ -401,6 +401,7 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         When a column ``user`` or ``item`` is missing, or, for explicit feedback (ratings,
         which all-ones values cannot stand for), the column ``value``.
     """
+    library = _library(df)
     df = _eager_frame(df)
     missing = [c for c in ("user", "item") if c not in df.columns]
     if feedback == "explicit" and "value" not in df.columns:
@@ -408,9 +409,11 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
     if missing:
         needs = "'user', 'item' and optionally 'value'" if "value" not in missing else \
             "'user', 'item' and, for feedback='explicit', the ratings in 'value'"
+        index_hint = _index_hint(df, missing)
+        example = "" if index_hint else _rename_example(df, missing, library)
         raise ValueError(
             f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
-            f"{_index_hint(df, missing)}. Rename them, or use from_dataframe(df, user_col, "
+            f"{index_hint}. Rename them{example}, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
     # fit has no value_col: its warning says how to name the values' column instead
@@ -469,6 +472,44 @@ def _eager_frame(df: Any, name: str = "df") -> Any:
     if _library(df) in OTHER_FRAME_LIBRARIES and callable(getattr(df, "to_pandas", None)):
         return df.to_pandas()
     return df
+
+
+#: Words in the names of columns that usually hold user ids, and item ids.
+_USER_WORDS = ("user", "customer", "client", "member", "account", "visitor", "person")
+_ITEM_WORDS = ("item", "product", "movie", "sku", "song", "track", "artist", "book",
+               "article", "video", "game", "offer", "doc", "page", "course")
+
+
+def _rename_example(df: Any, missing: list[str], library: str = "pandas") -> str:
+    """`` (e.g. fit(df.rename(columns={'userId': 'user', 'movieId': 'item'})))``: which of
+    ``df``'s columns to rename to the ``missing`` names of ``fit(df)`` ('user', 'item',
+    'value'), guessed from their names ('userId', 'customer_id'; 'movieId', 'sku';
+    'rating', 'plays'), else in their order (a time is never an id), in the words of the
+    frame's ``library`` (polars: ``df.rename({...})``); ``""`` where the frame has too few
+    columns to guess from."""
+    free = [c for c in df.columns if c not in ("user", "item", "value")]
+    chosen = {}
+    for wanted, words in (("user", _USER_WORDS), ("item", _ITEM_WORDS)):
+        if wanted not in missing:
+            continue
+        names = [str(c).lower() for c in free]
+        found = next((i for i, n in enumerate(names) if any(w in n for w in words)), None)
+        if found is None:
+            found = next((i for i, n in enumerate(names) if not _is_time_name(n)), None)
+        if found is None:
+            return ""
+        chosen[free.pop(found)] = wanted
+    if "value" in missing or ("value" not in df.columns and free):
+        candidates = value_candidates(free, numeric_columns(df, ("user", "item")))
+        if candidates:
+            chosen[likely_value_column(candidates)] = "value"
+        elif "value" in missing:
+            return ""
+    renamed = "{" + ", ".join(f"{name!r}: {wanted!r}" for name, wanted in chosen.items()) + "}"
+    call = {"polars": f"df.rename({renamed})",
+            "pyarrow": f"df.to_pandas().rename(columns={renamed})"}.get(
+                library, f"df.rename(columns={renamed})")
+    return f" (e.g. fit({call}))"
 
 
 def _index_hint(df: Any, missing: list[str]) -> str:

@@ -157,9 +157,19 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
                                          r"optionally 'value'; this DataFrame has \['customer', "
                                          r"'item'\]. .*from_dataframe\(df, user_col"):
         fit(pd.DataFrame({"customer": [0], "item": [1]}))
+    # the columns to rename, guessed from their names (MovieLens' here), else their order
+    for columns, renamed in (
+            (["timestamp", "movieId", "userId", "rating"],
+             "{'userId': 'user', 'movieId': 'item', 'rating': 'value'}"),
+            (["day", "a", "b"], "{'a': 'user', 'b': 'item'}"),
+            (["customer_id", "sku", "event"], "{'customer_id': 'user', 'sku': 'item'}")):
+        with pytest.raises(ValueError, match=re.escape(f". Rename them (e.g. fit(df.rename("
+                                                       f"columns={renamed}))), or use")):
+            fit(pd.DataFrame({name: [1] for name in columns}).assign(event="view"))
     with pytest.raises(ValueError, match=r"'user', 'item' and, for feedback='explicit', the "
                                          r"ratings in 'value'; this DataFrame has \['user', "
-                                         r"'item', 'rating'\]"):
+                                         r"'item', 'rating'\]. Rename them \(e.g. fit\(df."
+                                         r"rename\(columns=\{'rating': 'value'\}\)\)\)"):
         fit(pd.DataFrame({"user": [0], "item": [1], "rating": [4.0]}), feedback="explicit")
     indexed = pd.DataFrame({"user": [0, 1], "item": [1, 0]}).set_index("user")
     with pytest.raises(ValueError, match=r"has \['item'\] \('user' is its index: pass "
@@ -168,6 +178,22 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
     with pytest.raises(ValueError, match=r"column 'user' not found; the DataFrame has "
                                          r"\['item'\] \('user' is its index"):
         from_dataframe(indexed)
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars", "pyarrow"])
+def test_the_rename_that_fit_df_suggests_fits(library):
+    """The example of fit(df)'s error for columns of other names runs as it is written,
+    in the frame's own library (polars' rename takes the mapping itself)."""
+    frames = pytest.importorskip(library)
+    pytest.importorskip("pandas")
+    columns = {"userId": [1, 2, 1], "movieId": [10, 20, 20], "rating": [4.0, 5.0, 3.0]}
+    df = frames.table(columns) if library == "pyarrow" else frames.DataFrame(columns)
+    with pytest.raises(ValueError, match=r"\(e.g. fit\(df") as error:
+        fit(df)
+    suggested = re.search(r"\(e.g. (fit\(.*\))\), or use", str(error.value)).group(1)
+    model = eval(suggested, {"fit": lambda frame: fit(frame, factors=2), "df": df})
+    assert list(model.user_ids_) == [1, 2] and list(model.item_ids_) == [10, 20]
+    assert model.user_factors_.shape == (2, 2)
 
 
 def test_an_empty_frame_and_a_missing_value_column_are_named():
