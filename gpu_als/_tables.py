@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import (
+    guess_id_columns,
     likely_value_column,
     numeric_columns,
     row_name,
@@ -218,8 +219,12 @@ def _delimiter_question(delimiter: str) -> str:
 
 
 def _name_the_columns(names: list[str]) -> str:
-    example = (f" (e.g. --user-col {shlex.quote(names[0])} --item-col "
-               f"{shlex.quote(names[1])})") if len(names) > 1 else ""
+    """The options that name the id columns, with the file's likeliest as the example
+    (:func:`gpu_als.data.guess_id_columns`: userId and movieId of MovieLens' ratings.csv,
+    whose first column is the time)."""
+    guess = {wanted: name for name, wanted in guess_id_columns(names).items()}
+    example = (f" (e.g. --user-col {shlex.quote(guess['user'])} --item-col "
+               f"{shlex.quote(guess['item'])})") if guess else ""
     return f"Name the id columns with --user-col and --item-col{example}"
 
 

@@ -480,25 +480,36 @@ _ITEM_WORDS = ("item", "product", "movie", "sku", "song", "track", "artist", "bo
                "article", "video", "game", "offer", "doc", "page", "course")
 
 
+def guess_id_columns(columns: list, wanted: tuple[str, ...] = ("user", "item")) -> dict:
+    """Which of ``columns`` likely hold the ``wanted`` ids ("user", "item"):
+    ``{'userId': 'user', 'movieId': 'item'}``, guessed from their names ('userId',
+    'customer_id'; 'movieId', 'sku'), else the first left in their order that is not named
+    as a time ('timestamp', 'day'); an empty dict where there are too few columns."""
+    free, chosen = list(columns), {}
+    for name in wanted:
+        words = _USER_WORDS if name == "user" else _ITEM_WORDS
+        lower = [str(c).lower() for c in free]
+        found = next((i for i, n in enumerate(lower) if any(w in n for w in words)), None)
+        if found is None:
+            found = next((i for i, n in enumerate(lower) if not _is_time_name(n)), None)
+        if found is None:
+            return {}
+        chosen[free.pop(found)] = name
+    return chosen
+
+
 def _rename_example(df: Any, missing: list[str], library: str = "pandas") -> str:
     """`` (e.g. fit(df.rename(columns={'userId': 'user', 'movieId': 'item'})))``: which of
     ``df``'s columns to rename to the ``missing`` names of ``fit(df)`` ('user', 'item',
-    'value'), guessed from their names ('userId', 'customer_id'; 'movieId', 'sku';
-    'rating', 'plays'), else in their order (a time is never an id), in the words of the
-    frame's ``library`` (polars: ``df.rename({...})``); ``""`` where the frame has too few
-    columns to guess from."""
+    'value'): the ids' by :func:`guess_id_columns`, the values' by their name ('rating',
+    'plays') or numbers, in the words of the frame's ``library`` (polars:
+    ``df.rename({...})``); ``""`` where the frame has too few columns to guess from."""
     free = [c for c in df.columns if c not in ("user", "item", "value")]
-    chosen = {}
-    for wanted, words in (("user", _USER_WORDS), ("item", _ITEM_WORDS)):
-        if wanted not in missing:
-            continue
-        names = [str(c).lower() for c in free]
-        found = next((i for i, n in enumerate(names) if any(w in n for w in words)), None)
-        if found is None:
-            found = next((i for i, n in enumerate(names) if not _is_time_name(n)), None)
-        if found is None:
-            return ""
-        chosen[free.pop(found)] = wanted
+    ids = [name for name in ("user", "item") if name in missing]
+    chosen = guess_id_columns(free, tuple(ids))
+    if len(chosen) < len(ids):
+        return ""
+    free = [c for c in free if c not in chosen]
     if "value" in missing or ("value" not in df.columns and free):
         candidates = value_candidates(free, numeric_columns(df, ("user", "item")))
         if candidates:

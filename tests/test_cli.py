@@ -1038,6 +1038,11 @@ def test_bad_columns(csv_file, capsys):
         assert (f"has no column 'user'; its columns are {names}. Name the id columns with "
                 f"--user-col and --item-col (e.g. --user-col uid --item-col sku), or pass "
                 f"--no-header" in capsys.readouterr().err)
+    # the example names the likeliest id columns, not the first two (a time first here)
+    timed = csv_file.with_name("timed.csv")
+    timed.write_text("timestamp,rating,movieId,userId\n100,4,10,1\n")
+    assert main(["train", str(timed), "--backend", "cpu"]) == 2
+    assert "(e.g. --user-col userId --item-col movieId)" in capsys.readouterr().err
     spaced = csv_file.with_name("spaced.csv")  # names as a shell would need them typed
     spaced.write_text("user id,item's id,\nu1,7,2\n")
     assert main(["train", str(spaced), "--backend", "cpu"]) == 2
