@@ -28,7 +28,7 @@ import datetime
 import logging
 import numbers
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, overload
 
 import numpy as np
@@ -85,8 +85,9 @@ def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
 
 def train_test_split(
     user_items: Any, *implicit_args: Any, test_fraction: float = 0.2,
-    random_state: int | None = 42, train_percentage: Any = None,
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    random_state: int | None = 42, train_percentage: Any = None, user_col: str = "user",
+    item_col: str = "item",
+) -> tuple[Any, Any]:
     """Split each user's stored entries into train and test.
 
     A user with ``n >= 2`` entries gets ``max(1, round(test_fraction * n))`` of them, but
@@ -95,19 +96,40 @@ def train_test_split(
     ``test_fraction`` is a keyword (as scikit-learn's ``test_size``): the implicit
     library's ``train_test_split(ratings, 0.8)`` means 80 % *train*.
 
+    A DataFrame is split by its (user, item) pairs, the entries of the matrix
+    ``from_dataframe(df).matrix``: every row of a pair (a repeated play or purchase) goes
+    to the same part, so that no test item is one the user has in train; with the same
+    ``random_state``, the pairs in test are that matrix's test entries.
+
     Parameters
     ----------
-    user_items : scipy.sparse matrix, shape (n_users, n_items)
+    user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        A DataFrame (pandas or polars, or a table :func:`gpu_als.from_dataframe` reads)
+        of one row per interaction, in the columns ``user_col`` and ``item_col``.
     test_fraction : float in (0, 1), default 0.2
     random_state : int or None, default 42
     *implicit_args, train_percentage
         implicit's spelling, refused with a ``TypeError`` that gives the
         ``test_fraction`` meant (its 0.8 is 0.2 here), rather than misread.
+    user_col, item_col : str, default "user", "item"
+        A DataFrame's id columns.
 
     Returns
     -------
-    train, test : scipy.sparse.csr_matrix, shape (n_users, n_items)
-        Disjoint, and together the entries of ``user_items``.
+    train, test : scipy.sparse.csr_matrix, shape (n_users, n_items), or DataFrame
+        Disjoint, and together the entries of ``user_items``; for a DataFrame, its rows
+        in their order (a pandas frame keeps its index), as a pandas DataFrame, or a
+        polars one for polars ``df``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user": ["a", "a", "a", "a", "b"], "item": [1, 2, 2, 3, 1]})
+    >>> train, test = train_test_split(df, test_fraction=0.3, random_state=4)
+    >>> test  # a's pair with item 2, both of its rows (b has one pair: kept in train)
+      user  item
+    1    a     2
+    2    a     2
     """
     if implicit_args or train_percentage is not None:  # implicit's train_test_split call
         kept = implicit_args[0] if implicit_args else train_percentage
@@ -117,6 +139,9 @@ def train_test_split(
             f"train_test_split takes the share held out for testing as a keyword, "
             f"test_fraction=; the implicit library's train_test_split(ratings, "
             f"{kept!r}) keeps that share for training instead{hint}")
+    if is_dataframe(user_items):
+        return _split_frame(user_items, user_col, item_col, random_state,
+                            lambda lengths: _test_counts(lengths, test_fraction, "entries"))
     csr = check_user_items(user_items, np.float32)
     return _split(csr, _test_counts(np.diff(csr.indptr), test_fraction, "entries"),
                   random_state)
@@ -154,24 +179,32 @@ def held_out_split(user_items: Any, test_fraction: float, random_state: int | No
 
 
 def leave_k_out_split(
-    user_items: Any, K: int = 1, random_state: int | None = 42
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    user_items: Any, K: int = 1, random_state: int | None = 42, *, user_col: str = "user",
+    item_col: str = "item",
+) -> tuple[Any, Any]:
     """Hold out ``K`` entries of each user who has more than ``K`` (leave-one-out with the
     default ``K = 1``, as implicit's ``leave_k_out_split``); the others stay in train.
 
     Parameters
     ----------
-    user_items : scipy.sparse matrix, shape (n_users, n_items)
+    user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+        A DataFrame is split by its (user, item) pairs, as :func:`train_test_split` splits
+        one.
     K : int >= 1, default 1
     random_state : int or None, default 42
+    user_col, item_col : str, default "user", "item"
+        A DataFrame's id columns.
 
     Returns
     -------
-    train, test : scipy.sparse.csr_matrix, shape (n_users, n_items)
-        Disjoint, and together the entries of ``user_items``; each test row has ``K``
-        entries or none.
+    train, test : scipy.sparse.csr_matrix, shape (n_users, n_items), or DataFrame
+        Disjoint, and together the entries of ``user_items``; each user has ``K``
+        entries (pairs) in test or none.
     """
     K = check_int("K", K, minimum=1)
+    if is_dataframe(user_items):
+        return _split_frame(user_items, user_col, item_col, random_state,
+                            lambda lengths: _latest_counts(lengths, K, "entries"))
     csr = check_user_items(user_items, np.float32)
     return _split(csr, _latest_counts(np.diff(csr.indptr), K, "entries"), random_state)
 
@@ -365,18 +398,54 @@ def _rows(df: Any, mask: np.ndarray) -> Any:
 def _split(csr: sp.csr_matrix, n_test: np.ndarray, random_state
            ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """``n_test[u]`` entries of each row ``u``, chosen uniformly at random, to test."""
-    rng = np.random.default_rng(check_random_state(random_state))
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    # Rank each entry within its row by a random key; the lowest ranks go to test.
-    order = np.lexsort((rng.random(csr.nnz), rows))
-    rank = np.empty(csr.nnz, dtype=np.int64)
-    rank[order] = np.arange(csr.nnz) - csr.indptr[rows[order]]
-    is_test = rank < n_test[rows]
+    is_test = _drawn(rows, csr.indptr, n_test, random_state)
 
     def pick(mask):
         return sp.csr_matrix((csr.data[mask], (rows[mask], csr.indices[mask])), shape=csr.shape)
 
     return pick(~is_test), pick(is_test)
+
+
+def _drawn(rows: np.ndarray, indptr: np.ndarray, n_test: np.ndarray, random_state
+           ) -> np.ndarray:
+    """Which entries go to test: ``n_test[u]`` of each row ``u``'s, chosen uniformly at
+    random (``rows``: each entry's row, in CSR order; ``indptr``: where each row starts)."""
+    rng = np.random.default_rng(check_random_state(random_state))
+    # Rank each entry within its row by a random key; the lowest ranks go to test.
+    order = np.lexsort((rng.random(len(rows)), rows))
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows)) - indptr[rows[order]]
+    return rank < n_test[rows]
+
+
+def _split_frame(df: Any, user_col: str, item_col: str, random_state,
+                 counts: Callable[[np.ndarray], np.ndarray]) -> tuple[Any, Any]:
+    """:func:`train_test_split` and :func:`leave_k_out_split` of a DataFrame: its (user,
+    item) pairs in the order of ``from_dataframe(df).matrix``'s entries (ids sorted), of
+    which ``counts(pairs per user)`` of each user's go to test, drawn as :func:`_split`
+    draws that matrix's; every row goes where its pair goes."""
+    frame = _eager_frame(df)
+    check_named_once(frame, (user_col, item_col))
+    for name in (user_col, item_col):
+        if name not in frame.columns:
+            raise ValueError(f"column {name!r} not found; the DataFrame has "
+                             f"{list(frame.columns)}{_index_hint(frame, [name])}: name the "
+                             f"id columns with user_col= and item_col=")
+    if user_col == item_col:
+        raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
+                         f"the users and the column of the items")
+    if len(frame) == 0:
+        raise ValueError("the DataFrame has no rows: there is nothing to split")
+    _, users = _positions(_id_column(frame, user_col), None, user_col, False)
+    item_ids, items = _positions(_id_column(frame, item_col), None, item_col, False)
+    pairs, pair_of_row = np.unique(users.astype(np.int64) * len(item_ids) + items,
+                                   return_inverse=True)
+    pair_users = pairs // len(item_ids)
+    lengths = np.bincount(pair_users)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    is_test = _drawn(pair_users, indptr, counts(lengths), random_state)[pair_of_row.ravel()]
+    return _rows(frame, ~is_test), _rows(frame, is_test)
 
 
 def _for_test_batches(train, test, batch_size, show_progress, desc, work, backend=None):

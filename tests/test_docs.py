@@ -266,6 +266,32 @@ def test_guide_evaluation_block_runs(movielens, capsys):
     assert capsys.readouterr().out.startswith("Recall@10: ALS 0.")
 
 
+def test_guide_evaluation_of_a_dataframe_runs(movielens):
+    """The guide's evaluation on a DataFrame, on MovieLens 100K's positives as a frame of
+    ids: the same recall as its matrix, whose split has the same pairs in test."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.evaluation import binarize
+
+    positives = binarize(movielens.ratings, 4).tocoo()
+    df = pd.DataFrame({"user": positives.row + 1, "item": positives.col + 1})  # u.data's ids
+    block = python_block("The same steps on a DataFrame", GUIDE).replace(
+        "factors=64)", "factors=32, backend='cpu', iterations=10, show_progress=False)")
+    assert "backend='cpu'" in block
+    namespace = {"df": df}
+    # items whose every row went to test: the model of train_df has no factors for them
+    with pytest.warns(UserWarning, match=r"^43 of the 11079 rows of test name users or "
+                                         r"items the ALS lacks: left out$"):
+        exec(compile(block, str(GUIDE), "exec"), namespace)
+    model, als = namespace["model"], namespace["als"]
+    assert list(model.user_ids_) == sorted(set(df["user"]))
+    matrix = {"user_items": binarize(movielens.ratings, 4)}
+    exec(compile(python_block("## Evaluation", GUIDE).replace(
+        "factors=64)", "factors=32, backend='cpu', iterations=10, show_progress=False)"),
+        str(GUIDE), "exec"), matrix)
+    assert als["recall"] == pytest.approx(matrix["als"]["recall"], abs=0.01)
+    assert als["recall"] > 0.15
+
+
 def test_guide_temporal_split_block_runs(movielens, capsys):
     """The user guide's split by time, on MovieLens 100K's u.data (found where
     $GPU_ALS_DATA points, as the ``movielens`` fixture checks): the numbers it quotes."""

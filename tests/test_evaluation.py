@@ -59,6 +59,57 @@ def test_split_is_per_user_disjoint_and_seeded():
             train_test_split(R, kept)
 
 
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_a_dataframe_is_split_by_its_pairs_as_its_matrix_is(library):
+    """train_test_split and leave_k_out_split of a DataFrame: the rows of each (user,
+    item) pair on one side, the pairs in test those of its matrix's split with the same
+    seed, the rows in their order, a pandas frame's index kept."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    from gpu_als.data import from_dataframe
+
+    rng = np.random.default_rng(0)
+    users = rng.choice([f"u{i}" for i in range(60)], 900)
+    items = rng.integers(0, 40, 900) * 3  # ids that are not positions
+    df = pd.DataFrame({"user": users, "item": items, "value": rng.integers(1, 5, 900)},
+                      index=np.arange(900) * 2)  # (repeated pairs among them)
+    matrix = from_dataframe(df).matrix
+    given = frames.DataFrame(df) if library == "polars" else df
+    for split, kwargs in ((train_test_split, {"test_fraction": 0.3, "random_state": 5}),
+                          (leave_k_out_split, {"K": 2, "random_state": 6})):
+        train, test = split(given, **kwargs)
+        assert type(train) is type(given) and type(test) is type(given)
+        if library == "polars":
+            train, test = train.to_pandas(), test.to_pandas()
+        else:  # the index kept, the rows in their order
+            assert train.index.is_monotonic_increasing and test.index.is_monotonic_increasing
+            assert sorted([*train.index, *test.index]) == list(df.index)
+        assert len(train) + len(test) == len(df)
+        pairs = {(u, i) for u, i in zip(test["user"], test["item"])}
+        assert not pairs & {(u, i) for u, i in zip(train["user"], train["item"])}
+        _, matrix_test = split(matrix, **kwargs)
+        coded = from_dataframe(df)
+        rows, cols = matrix_test.nonzero()
+        assert pairs == set(zip(coded.user_ids[rows], coded.item_ids[cols]))
+    assert test.groupby("user")[["item"]].nunique()["item"].eq(2).all()  # K = 2 pairs
+
+
+def test_a_dataframe_split_names_what_it_cannot_split():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"customer": [1, 1, 2], "sku": [3, 4, 3]})
+    with pytest.raises(ValueError, match=r"column 'user' not found; the DataFrame has "
+                                         r"\['customer', 'sku'\]: name the id columns with "
+                                         r"user_col= and item_col="):
+        train_test_split(df)
+    train, test = leave_k_out_split(df, user_col="customer", item_col="sku", random_state=0)
+    assert len(test) == 1 and test["customer"].tolist() == [1]
+    with pytest.raises(ValueError, match="user_col and item_col are both 'sku'"):
+        train_test_split(df, user_col="sku", item_col="sku")
+    with pytest.raises(ValueError, match="the DataFrame has no rows: there is nothing to "
+                                         "split"):
+        train_test_split(df.iloc[:0], user_col="customer", item_col="sku")
+
+
 @pytest.mark.parametrize("test_fraction", [0.5, 0.8, 0.95])
 def test_a_large_test_fraction_leaves_every_user_an_entry_in_train(test_fraction):
     """Before, round(0.8 * 2) = 2 held out both entries of a user with two, and at 0.95
