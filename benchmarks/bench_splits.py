@@ -10,7 +10,9 @@ one call each (the machine is shared: read them side by side):
 - ``temporal_split(df, K=1)``: each user's latest row;
 - ``temporal_split(df, cutoff=...)``: the rows at or after the 80th percentile of the times;
 - ``train_test_split(R, test_fraction=0.2)``: the random split of the same rows as a
-  matrix (``from_dataframe``, timed apart), for comparison.
+  matrix (``from_dataframe``, timed apart), for comparison;
+- ``train_test_split(df, test_fraction=0.2)``: the same split of the DataFrame, by its
+  (user, item) pairs.
 
 Its numbers are in the closing note of the stop that added ``temporal_split``.
 """
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda: matrix.append(from_dataframe(df, value_col=None).matrix)),
         "train_test_split of the matrix, 20 %": seconds(
             lambda: train_test_split(matrix[0], test_fraction=0.2)),
+        "train_test_split of the DataFrame, 20 %": seconds(
+            lambda: train_test_split(df, test_fraction=0.2)),
     }
     print(f"{args.rows:,} rows of {args.users:,} users x {args.items:,} items")
     for name, took in results.items():
