@@ -896,8 +896,10 @@ def tune_command(args: argparse.Namespace) -> int:
                       min_iterations=args.min_iterations,
                       reduction_factor=args.reduction_factor, random_state=args.seed)
     finished = sum(t["finished"] for t in result.trials)
-    print(f"{len(result.trials)} configurations, {finished} trained to the end, in "
-          f"{time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
+    failed = sum(bool(t.get("error")) for t in result.trials)
+    print(f"{len(result.trials)} configurations, {finished} trained to the end"
+          + (f", {failed} failed (their error: in the trials file)" if failed else "")
+          + f", in {time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
     notes = []
     if args.min_value is not None:
         notes.append(f"values >= {args.min_value:g} relevant")

@@ -15,6 +15,11 @@ ALS is deterministic, so its final model equals a fresh fit with the full iterat
 halving changes which trials finish, never a finished trial's result. No factors are
 shared between configurations (no warm starts across them).
 
+A trial whose fit fails for its configuration alone (a singular system, factors that turn
+NaN or overflow, memory that runs out: :data:`TRIAL_ERRORS`) is warned of, recorded with
+its ``error`` and a NaN score, and left behind, as scikit-learn's searches do with
+``error_score=nan``; the search fails only when every trial does.
+
 Reuse: the training data is checked, split and transposed once; each confidence setting's
 per-entry weights are computed once; on the GPU the data stays on the device across
 trials. Memory: every configuration's factors live at once during the first rung (they
@@ -80,7 +85,8 @@ class TuneResult:
     trials : list of dict
         One per configuration: its hyperparameters, ``score`` (the metric at the last rung
         it reached), ``iterations_trained``, ``finished`` (reached its full iterations),
-        ``seconds`` (training time).
+        ``seconds`` (training time); where a trial failed, also ``error`` (its exception
+        as ``"Type: message"``, ``""`` for the others) and a NaN score.
     metric : str
         e.g. ``"recall@10"``, or ``"rmse"``.
     lower_is_better : bool
@@ -107,13 +113,20 @@ class TuneResult:
         written (``path``, a leading ``~`` expanded)."""
         path = data.check_path(path)
         sign = 1 if self.lower_is_better else -1
-        rows = sorted(self.trials, key=lambda t: (not t["finished"], sign * t["score"]))
+        rows = sorted(self.trials, key=lambda t: (not t["finished"], math.isnan(t["score"]),
+                                                  sign * t["score"]))
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         return Path(path)
 
+
+#: What a trial's fit may raise for its configuration alone, which :func:`tune` records
+#: and searches past: ValueError (a singular ``Y^T Y + lambda I``: NumPy's LinAlgError is
+#: one), ArithmeticError (FloatingPointError: factors that turned NaN or overflowed),
+#: MemoryError (CuPy's OutOfMemoryError is one). Anything else is a bug, and raised.
+TRIAL_ERRORS = (ValueError, ArithmeticError, MemoryError)
 
 #: The most configurations a grid may have without ``n_samples``: each is a fit, and a
 #: larger grid (1,000 values of each of three hyperparameters make 10**9) is drawn from.
@@ -303,9 +316,8 @@ def tune(
         data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
-        show_progress=show_progress,
-        labels=[f"{metric_name(metric, K)} of "
-                + ", ".join(f"{name}={value!r}" for name, value in config.items())
+        show_progress=show_progress, metric=metric_name(metric, K),
+        labels=[", ".join(f"{name}={value!r}" for name, value in config.items())
                 for config in configurations])
     trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
     sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
@@ -451,7 +463,8 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
 def _successive_halving(models: list[ALS], prepared: data.Prepared,
                         score: Callable[[ALS], float], *, lower_is_better: bool,
                         first_rung: int | None, reduction_factor: int,
-                        show_progress: bool, labels: list[str]) -> list[dict[str, Any]]:
+                        show_progress: bool, labels: list[str],
+                        metric: str = "score") -> list[dict[str, Any]]:
     """Train a fit of each model's configuration in rungs (the models are templates: never
     fitted themselves) and return one record per model: its ``score`` at the last rung it
     reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
@@ -461,34 +474,64 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     ``iterations``) and is scored; the finished ones leave, and the best
     ``1 / reduction_factor`` of the others (at least one) go on to the next rung, ``rung *
     reduction_factor``. ``first_rung=None``: one rung, every model trained to the end.
-    Each score is logged at INFO, the trial named by its ``labels`` entry.
+    Each ``metric`` score is logged at INFO, the trial named by its ``labels`` entry (its
+    configuration). A trial that raises one of :data:`TRIAL_ERRORS` leaves with a
+    warning, a NaN score and its ``error`` (every record then has one); a ``ValueError``
+    when every trial fails.
     """
     # None once its trial has stopped, so that its factors are freed
-    trainings: list[_Training | None] = [_Training(model, prepared) for model in models]
-    targets = [training.p["iterations"] for training in trainings if training is not None]
-    trials = [{"score": float("nan"), "iterations_trained": 0, "finished": False,
-               "seconds": 0.0}
-              for _ in models]
+    trials: list[dict[str, Any]] = [
+        {"score": float("nan"), "iterations_trained": 0, "finished": False, "seconds": 0.0}
+        for _ in models]
+    failures: dict[int, Exception] = {}
+
+    def fail(i: int, exc: Exception, rung: int | None = None) -> None:
+        failures[i] = exc
+        when = "before training" if rung is None else f"training to {rung} iterations"
+        warnings.warn(f"trial {i + 1} of {len(models)} ({labels[i]}) failed {when}: "
+                      f"{type(exc).__name__}: {exc}; the search goes on without it",
+                      UserWarning, stacklevel=data.user_stacklevel())
+
+    trainings: list[_Training | None] = []
+    for i, model in enumerate(models):
+        try:
+            trainings.append(_Training(model, prepared))
+        except TRIAL_ERRORS as exc:  # e.g. more factors than the backend takes
+            trainings.append(None)
+            fail(i, exc)
+    targets = [model._check_params()["iterations"] for model in models]
     sign = 1 if lower_is_better else -1  # sorting by sign * score: best first
-    alive = list(range(len(models)))
+    alive = [i for i in range(len(models)) if i not in failures]
     rung = max(targets) if first_rung is None else first_rung
     progress = tqdm(total=len(models), desc="tune", unit="trial",
                     disable=None if show_progress else True)
     with progress:
+        progress.update(len(failures))
         while alive:
             for i in alive:
                 training = trainings[i]
                 assert training is not None
                 budget = min(rung, targets[i])
                 start = time.perf_counter()
-                training.run(budget - training.iterations_done, log=False)
-                trials[i]["seconds"] += time.perf_counter() - start
-                scored = ALS(**models[i].get_params())  # transient: holds no factors later
-                training.finish(scored)
-                trials[i].update(score=score(scored), iterations_trained=budget,
+                try:
+                    training.run(budget - training.iterations_done, log=False)
+                    trials[i]["seconds"] += time.perf_counter() - start
+                    scored = ALS(**models[i].get_params())  # transient: no factors later
+                    training.finish(scored)
+                    value = score(scored)
+                except TRIAL_ERRORS as exc:
+                    trials[i]["seconds"] += time.perf_counter() - start
+                    fail(i, exc, budget)
+                    continue
+                trials[i].update(score=value, iterations_trained=budget,
                                  finished=budget == targets[i])
-                logger.info("trial %d of %d: %s: %.5g after %d iterations", i + 1,
-                            len(models), labels[i], trials[i]["score"], budget)
+                logger.info("trial %d of %d: %s of %s: %.5g after %d iterations", i + 1,
+                            len(models), metric, labels[i], trials[i]["score"], budget)
+            failed = [i for i in alive if i in failures]
+            for i in failed:
+                trainings[i] = None  # free its factors
+            alive = [i for i in alive if i not in failures]
+            progress.update(len(failed))
             done = [i for i in alive if trials[i]["finished"]]
             running = [i for i in alive if not trials[i]["finished"]]
             keep = len(running) if first_rung is None else \
@@ -499,4 +542,12 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
             for i in done + ranked[keep:]:
                 trainings[i] = None  # free the factors of trials that stopped
             rung *= reduction_factor
+    errors = {i: f"{type(error).__name__}: {error}" for i, error in failures.items()}
+    if not any(trial["finished"] for trial in trials):
+        first = min(failures)
+        raise ValueError(f"every trial of the search failed; the first, trial {first + 1} "
+                         f"({labels[first]}), with {errors[first]}") from failures[first]
+    if failures:  # every record then has an error, "" for those that did not fail
+        for i, trial in enumerate(trials):
+            trial["error"] = errors.get(i, "")
     return trials

@@ -1430,6 +1430,18 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     assert f"refitted on all the data: {tmp_path / 'best.npz'}\n" in out
     assert (tmp_path / "t.csv").read_text().count("\n") == 5
     assert ALS.load(tmp_path / "best.npz", backend="cpu").factors in (2, 4)
+    # a configuration that fails (Y^T Y singular: more factors than the 30 items, no
+    # regularization) is counted, warned of, and its error is in the trials file
+    assert main(["tune", str(csv_file), "--grid", "factors=2,40", "--grid",
+                 "regularization=0", "--iterations", "2", "--backend", "cpu",
+                 "--trials", str(tmp_path / "f.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "2 configurations, 1 trained to the end, 1 failed (their error: in the trials " \
+        "file), in " in captured.out
+    assert "warning: trial 2 of 2 (factors=40, regularization=0) failed before training: " \
+        "ValueError: regularization=0 with factors=40 and 30 items" in captured.err
+    assert (tmp_path / "f.csv").read_text().splitlines()[-1].startswith(
+        '40,0,nan,0,False,0.0,"ValueError: regularization=0 with factors=40')
     for grid in ("factors", "factors=", "=2,4"):
         assert main(["tune", str(csv_file), "--grid", grid]) == 2
         assert f"--grid {grid!r}: expected NAME=VALUE,VALUE,..." in capsys.readouterr().err

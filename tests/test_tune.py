@@ -569,6 +569,63 @@ def test_the_best_is_a_finished_trial(R, monkeypatch):
     assert max(t["score"] for t in result.trials) > result.best_score
 
 
+@pytest.mark.filterwarnings("ignore:factors=64 with 60 items")
+def test_a_trial_that_fails_is_recorded_and_the_search_goes_on(R, tmp_path):
+    """A configuration whose fit fails (regularization 0 with more factors than the 60
+    items: Y^T Y is singular) is warned of and kept in the trials with its error and a NaN
+    score, as scikit-learn's error_score=nan, and the search goes on without it."""
+    with pytest.warns(UserWarning, match=r"^trial 3 of 4 \(factors=64, regularization=0\.0\) "
+                                         r"failed before training: ValueError: regularization=0 "
+                                         r"with factors=64 and 60 items: Y\^T Y, and with it "
+                                         r"every user's and item's system, is singular; .*; the "
+                                         r"search goes on without it$"):
+        result = tune(R, {"factors": [2, 64], "regularization": [0.0, 0.1]}, min_iterations=3,
+                      reduction_factor=2, base_params={"iterations": 6, "backend": "cpu"},
+                      show_progress=False)
+    failed = result.trials[2]
+    assert failed["error"].startswith("ValueError: regularization=0 with factors=64")
+    assert np.isnan(failed["score"]) and not failed["finished"]
+    assert [t["error"] for t in result.trials] == ["", "", failed["error"], ""]
+    assert result.best_params in ({"factors": 2, "regularization": 0.0},
+                                  {"factors": 2, "regularization": 0.1},
+                                  {"factors": 64, "regularization": 0.1})
+    assert np.isfinite(result.best_score)
+    rows = result.to_csv(tmp_path / "trials.csv").read_text().splitlines()
+    assert rows[0].endswith(",error") and rows[-1].startswith("64,0.0,nan,")
+    assert result.table()["error"].iloc[-1] == failed["error"]
+
+
+def test_a_search_whose_every_trial_fails_says_why(R, monkeypatch):
+    """Every trial failing is an error naming the first, also where it fails at a later
+    rung (here each fit, once past 2 iterations); an exception outside TRIAL_ERRORS (a
+    bug, not a configuration's failure) stops the search as it is."""
+    from gpu_als import tune as tune_module
+
+    class Training(tune_module._Training):
+        def run(self, iterations, **kwargs):
+            if self.iterations_done + iterations > 2:
+                raise FloatingPointError(f"diverged at factors={self.p['factors']}")
+            return super().run(iterations, **kwargs)
+
+    monkeypatch.setattr(tune_module, "_Training", Training)
+    with pytest.warns(UserWarning, match="failed training to 4 iterations: "
+                                         "FloatingPointError: diverged"), \
+            pytest.raises(ValueError, match=r"^every trial of the search failed; the first, "
+                                            r"trial 1 \(factors=2\), with FloatingPointError: "
+                                            r"diverged at factors=2$"):
+        tune(R, {"factors": [2, 3]}, min_iterations=2, reduction_factor=2,
+             base_params={"iterations": 4, "backend": "cpu"}, show_progress=False)
+
+    class Broken(tune_module._Training):
+        def run(self, iterations, **kwargs):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tune_module, "_Training", Broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        tune(R, {"factors": [2, 3]}, base_params={"iterations": 4, "backend": "cpu"},
+             show_progress=False)
+
+
 def test_a_trial_that_stops_frees_its_factors(R, monkeypatch):
     """At each rung only the surviving trials hold their training state."""
     import weakref
