@@ -104,8 +104,11 @@ def check_random_state(seed: Any, name: str = "random_state") -> Any:
             raise ValueError(f"{name}={seed}: must be >= 0")
     elif not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence,
                                                 np.random.BitGenerator))):
+        # (scikit-learn takes a legacy RandomState, which default_rng does not)
+        hint = f": draw a seed from it, {name}=rs.randint(2**31)" \
+            if isinstance(seed, np.random.RandomState) else ""
         raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got "
-                        f"{type(seed).__name__} {seed!r}")
+                        f"{type(seed).__name__} {seed!r}{hint}")
     return seed
 
 

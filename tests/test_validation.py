@@ -342,6 +342,9 @@ def test_an_integer_option_takes_int64s_whole_range_and_no_more():
     ({"random_state": -1}, ValueError, r"random_state=-1: must be >= 0"),
     ({"random_state": "x"}, TypeError, r"random_state must be None, an int or a numpy"),
     ({"random_state": 1.5}, TypeError, r"random_state must be None, .*got float 1.5"),
+    ({"random_state": np.random.RandomState(0)}, TypeError,  # scikit-learn's kind
+     r"got RandomState RandomState\(MT19937\).*: draw a seed from it, "
+     r"random_state=rs.randint\(2\*\*31\)$"),
     ({"feedback": "explicit", "regularization": 0}, ValueError,
      r"regularization=0 with feedback='explicit'"),
 ])
