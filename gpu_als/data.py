@@ -507,6 +507,8 @@ def _rename_example(df: Any, missing: list[str], library: str = "pandas") -> str
     'value'): the ids' by :func:`guess_id_columns`, the values' by their name ('rating',
     'plays') or numbers, in the words of the frame's ``library`` (polars:
     ``df.rename({...})``); ``""`` where the frame has too few columns to guess from."""
+    if not all(isinstance(c, (str, int, np.integer)) for c in df.columns):
+        return ""  # (no example: a NaN or a MultiIndex's tuple would not run as written)
     free = [c for c in df.columns if c not in ("user", "item", "value")]
     ids = [name for name in ("user", "item") if name in missing]
     chosen = guess_id_columns(free, tuple(ids))
