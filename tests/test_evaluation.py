@@ -89,8 +89,8 @@ def test_a_dataframe_is_split_by_its_pairs_as_its_matrix_is(library):
         assert not pairs & {(u, i) for u, i in zip(train["user"], train["item"])}
         _, matrix_test = split(matrix, **kwargs)
         coded = from_dataframe(df)
-        rows, cols = matrix_test.nonzero()
-        assert pairs == set(zip(coded.user_ids[rows], coded.item_ids[cols]))
+        entries = matrix_test.tocoo()  # (stored zeros too, as pairs of the frame)
+        assert pairs == set(zip(coded.user_ids[entries.row], coded.item_ids[entries.col]))
     assert test.groupby("user")[["item"]].nunique()["item"].eq(2).all()  # K = 2 pairs
 
 
