@@ -162,7 +162,9 @@ def test_dataframe_at_query_time_points_to_the_helper(R):
             (["timestamp", "movieId", "userId", "rating"],
              "{'userId': 'user', 'movieId': 'item', 'rating': 'value'}"),
             (["day", "a", "b"], "{'a': 'user', 'b': 'item'}"),
-            (["customer_id", "sku", "event"], "{'customer_id': 'user', 'sku': 'item'}")):
+            (["customer_id", "sku", "event"], "{'customer_id': 'user', 'sku': 'item'}"),
+            (["userId", "movieId", "value", "rating"],  # a 'value' already: kept as it is
+             "{'userId': 'user', 'movieId': 'item'}")):
         with pytest.raises(ValueError, match=re.escape(f". Rename them (e.g. fit(df.rename("
                                                        f"columns={renamed}))), or use")):
             fit(pd.DataFrame({name: [1] for name in columns}).assign(event="view"))
