@@ -607,6 +607,23 @@ def test_a_search_whose_every_trial_fails_says_why(R, monkeypatch):
                 raise FloatingPointError(f"diverged at factors={self.p['factors']}")
             return super().run(iterations, **kwargs)
 
+    class FailingAt3(tune_module._Training):
+        def run(self, iterations, **kwargs):
+            if self.p["factors"] == 3:
+                super().run(1)  # some training before it fails
+                raise FloatingPointError("diverged")
+            return super().run(iterations, **kwargs)
+
+    monkeypatch.setattr(tune_module, "_Training", FailingAt3)
+    with pytest.warns(UserWarning, match=r"trial 2 of 2 \(factors=3\) failed training to 4 "
+                                         r"iterations: FloatingPointError: diverged"):
+        result = tune(R, {"factors": [2, 3]}, halving=False, show_progress=False,
+                      base_params={"iterations": 4, "backend": "cpu"})
+    failed = result.trials[1]
+    assert failed["error"] == "FloatingPointError: diverged" and failed["iterations_trained"] == 0
+    assert 0 < failed["seconds"] < 60  # the training it did before failing
+    assert result.best_params == {"factors": 2}
+
     monkeypatch.setattr(tune_module, "_Training", Training)
     with pytest.warns(UserWarning, match="failed training to 4 iterations: "
                                          "FloatingPointError: diverged"), \
