@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import csr_pairs, query_result
 from .data import (
+    _check_columns,
     _check_frame,
     _column,
     _eager_frame,
@@ -426,15 +427,7 @@ def _split_frame(df: Any, user_col: str, item_col: str, random_state,
     which ``counts(pairs per user)`` of each user's go to test, drawn as :func:`_split`
     draws that matrix's; every row goes where its pair goes."""
     frame = _eager_frame(df)
-    check_named_once(frame, (user_col, item_col))
-    for name in (user_col, item_col):
-        if name not in frame.columns:
-            raise ValueError(f"column {name!r} not found; the DataFrame has "
-                             f"{list(frame.columns)}{_index_hint(frame, [name])}: name the "
-                             f"id columns with user_col= and item_col=")
-    if user_col == item_col:
-        raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
-                         f"the users and the column of the items")
+    _check_columns(frame, user_col, item_col, None)  # as from_dataframe checks them
     if len(frame) == 0:
         raise ValueError("the DataFrame has no rows: there is nothing to split")
     _, users = _positions(_id_column(frame, user_col), None, user_col, False)
