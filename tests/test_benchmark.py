@@ -1438,5 +1438,5 @@ def test_splits_benchmark_script_runs(capsys):
     assert [line.split("  ")[0] for line in lines[1:]] == [
         "temporal_split, each user's latest 20 %", "temporal_split, each user's latest row "
         "(K=1)", "temporal_split at a cutoff", "from_dataframe (for the matrix below)",
-        "train_test_split of the matrix, 20 %"]
+        "train_test_split of the matrix, 20 %", "train_test_split of the DataFrame, 20 %"]
     assert all(float(line.split()[-2]) >= 0 for line in lines[1:])
