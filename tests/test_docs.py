@@ -268,14 +268,15 @@ def test_guide_evaluation_block_runs(movielens, capsys):
 
 def test_guide_evaluation_of_a_dataframe_runs(movielens):
     """The guide's evaluation on a DataFrame, on MovieLens 100K's positives as a frame of
-    ids: the same recall as its matrix, whose split has the same pairs in test."""
+    ids: near the recall of its matrix, whose split has the same pairs in test."""
     pd = pytest.importorskip("pandas")
     from gpu_als.evaluation import binarize
 
     positives = binarize(movielens.ratings, 4).tocoo()
     df = pd.DataFrame({"user": positives.row + 1, "item": positives.col + 1})  # u.data's ids
-    block = python_block("The same steps on a DataFrame", GUIDE).replace(
-        "factors=64)", "factors=32, backend='cpu', iterations=10, show_progress=False)")
+    settings = "factors=32, backend='cpu', iterations=10, show_progress=False, random_state=0)"
+    block = python_block("The same steps on a DataFrame", GUIDE).replace("factors=64)",
+                                                                          settings)
     assert "backend='cpu'" in block
     namespace = {"df": df}
     # items whose every row went to test: the model of train_df has no factors for them
@@ -285,9 +286,10 @@ def test_guide_evaluation_of_a_dataframe_runs(movielens):
     model, als = namespace["model"], namespace["als"]
     assert list(model.user_ids_) == sorted(set(df["user"]))
     matrix = {"user_items": binarize(movielens.ratings, 4)}
-    exec(compile(python_block("## Evaluation", GUIDE).replace(
-        "factors=64)", "factors=32, backend='cpu', iterations=10, show_progress=False)"),
-        str(GUIDE), "exec"), matrix)
+    exec(compile(python_block("## Evaluation", GUIDE).replace("factors=64)", settings),
+                 str(GUIDE), "exec"), matrix)
+    # 0.2169 against 0.2148, not equal: the frame's model has no factors for the items only
+    # in test (their 43 rows left out), which the matrix's ranks among its candidates
     assert als["recall"] == pytest.approx(matrix["als"]["recall"], abs=0.01)
     assert als["recall"] > 0.15
 
