@@ -479,7 +479,6 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     warning, a NaN score and its ``error`` (every record then has one); a ``ValueError``
     when every trial fails.
     """
-    # None once its trial has stopped, so that its factors are freed
     trials: list[dict[str, Any]] = [
         {"score": float("nan"), "iterations_trained": 0, "finished": False, "seconds": 0.0}
         for _ in models]
@@ -492,7 +491,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                       f"{type(exc).__name__}: {exc}; the search goes on without it",
                       UserWarning, stacklevel=data.user_stacklevel())
 
-    trainings: list[_Training | None] = []
+    trainings: list[_Training | None] = []  # None once a trial stops: its factors freed
     for i, model in enumerate(models):
         try:
             trainings.append(_Training(model, prepared))
@@ -514,13 +513,14 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                 budget = min(rung, targets[i])
                 start = time.perf_counter()
                 try:
-                    training.run(budget - training.iterations_done, log=False)
-                    trials[i]["seconds"] += time.perf_counter() - start
+                    try:
+                        training.run(budget - training.iterations_done, log=False)
+                    finally:  # (also the training a failure cut short)
+                        trials[i]["seconds"] += time.perf_counter() - start
                     scored = ALS(**models[i].get_params())  # transient: no factors later
                     training.finish(scored)
                     value = score(scored)
                 except TRIAL_ERRORS as exc:
-                    trials[i]["seconds"] += time.perf_counter() - start
                     fail(i, exc, budget)
                     continue
                 trials[i].update(score=value, iterations_trained=budget,
