@@ -595,11 +595,30 @@ def test_a_trial_that_fails_is_recorded_and_the_search_goes_on(R, tmp_path):
     assert result.table()["error"].iloc[-1] == failed["error"]
 
 
-def test_a_search_whose_every_trial_fails_says_why(R, monkeypatch):
-    """Every trial failing is an error naming the first, also where it fails at a later
-    rung (here each fit, once past 2 iterations); an exception outside TRIAL_ERRORS (a
-    bug, not a configuration's failure) stops the search as it is."""
+def test_failed_trials_keep_their_seconds_and_all_failing_says_why(R, monkeypatch):
+    """A trial failing in its scoring or mid-training keeps the seconds it trained. Every
+    trial failing is an error naming the first, also where it fails at a later rung (here
+    each fit, once past 2 iterations); an exception outside TRIAL_ERRORS (a bug, not a
+    configuration's failure) stops the search as it is."""
     from gpu_als import tune as tune_module
+
+    # a trial that fails in its scoring counts its training's seconds once (here a clock
+    # that ticks 1 s per reading: its start and its end)
+    clock = itertools.count()
+    monkeypatch.setattr(tune_module, "time", type("Clock", (), {
+        "perf_counter": staticmethod(lambda: float(next(clock)))}))
+
+    def validation_score(model, fit_part, validation, metric, K):
+        if model.factors == 3:
+            raise ValueError("no score")
+        return 0.5
+
+    monkeypatch.setattr(tune_module, "validation_score", validation_score)
+    with pytest.warns(UserWarning, match="failed training to 4 iterations: ValueError: no"):
+        result = tune(R, {"factors": [2, 3]}, halving=False, show_progress=False,
+                      base_params={"iterations": 4, "backend": "cpu"})
+    assert [t["seconds"] for t in result.trials] == [1.0, 1.0]
+    monkeypatch.undo()
 
     class Training(tune_module._Training):
         def run(self, iterations, **kwargs):
