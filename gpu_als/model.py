@@ -51,6 +51,8 @@ SPARE_ROWS = 1 / 8
 #: 768 MB of temporaries; 0.25-0.29 s when called again) and takes 0.19 s in blocks of
 #: 2^20 values (one-off script, side by side).
 PREDICT_BLOCK_ELEMENTS = 1 << 20
+#: What ``set_output(transform=...)`` takes, as scikit-learn's transformers do.
+TRANSFORM_OUTPUTS = ("default", "pandas", "polars")
 #: The implicit library's constructor arguments that gpu-als spells otherwise: what to
 #: pass instead (ALS refuses them, saying so).
 IMPLICIT_ARGUMENTS = {
@@ -381,6 +383,13 @@ class ALS:
         if callback is not None:
             _check_callback(callback)
         if show_progress is not None:
+            if hasattr(show_progress, "__len__") and not isinstance(show_progress, str):
+                # fit(X, y), as a scikit-learn Pipeline calls its last step
+                raise TypeError(
+                    f"fit's second argument is show_progress (the implicit library's "
+                    f"order), got {type(show_progress).__name__}: ALS learns from "
+                    f"user_items alone and takes no targets y (in a scikit-learn Pipeline, "
+                    f"put it before the step that uses them)")
             data.check_bool("show_progress", show_progress)
         callback = self.callback if callback is None else callback
         user_items, ids = self._fit_input(user_items, user_ids, item_ids)
@@ -649,7 +658,9 @@ class ALS:
 
         Returns
         -------
-        array, shape (n_rows, factors), on the model's backend (an empty row: zeros)
+        array, shape (n_rows, factors), on the model's backend (an empty row: zeros): a
+            CuPy array for a GPU model, which scikit-learn's estimators after it in a
+            ``Pipeline`` do not take (give those ``backend="cpu"``, or ``to_cpu()``)
         """
         self._check_fitted()
         R = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
@@ -658,12 +669,70 @@ class ALS:
         if R.shape[1] != self.item_factors_.shape[0]:
             raise ValueError(f"user_items has {R.shape[1]} columns, but the model has "
                              f"{self.item_factors_.shape[0]} items: one column per item")
-        return self._fold_in_checked(R, self.item_factors_, given=(user_items, "user_items"))
+        factors = self._fold_in_checked(R, self.item_factors_, given=(user_items, "user_items"))
+        return self._transform_output(factors)
 
-    def fit_transform(self, user_items: Any, **fit_params: Any):
+    def fit_transform(self, user_items: Any, y: Any = None, **fit_params: Any):
         """``fit(user_items, **fit_params)``, then the fitted ``user_factors_``
-        (scikit-learn's ``fit_transform``)."""
-        return self.fit(user_items, **fit_params).user_factors_
+        (scikit-learn's ``fit_transform``). ``y`` is ignored: a scikit-learn ``Pipeline``
+        passes its targets to every step, and ALS learns from ``user_items`` alone."""
+        return self._transform_output(self.fit(user_items, **fit_params).user_factors_)
+
+    def set_output(self, *, transform: str | None = None) -> ALS:
+        """scikit-learn's ``set_output``: with ``transform="pandas"`` (or ``"polars"``),
+        :meth:`transform` and :meth:`fit_transform` return a DataFrame whose columns are
+        :meth:`get_feature_names_out`'s (on the host, for a GPU model); ``"default"``
+        returns arrays again, and None leaves the setting as it is. Unset, scikit-learn's
+        ``set_config(transform_output=...)`` decides, as it does for its own
+        transformers. Returns ``self``."""
+        if transform is not None:
+            data.check_choice("transform", transform, TRANSFORM_OUTPUTS)
+            self._sklearn_output_config = {"transform": transform}  # the name clone() copies
+        return self
+
+    def _transform_output(self, factors):
+        """``factors`` (rows of users) as :meth:`set_output` asks."""
+        output = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
+        if output == "default" and "sklearn" in sys.modules:
+            output = sys.modules["sklearn"].get_config().get("transform_output", "default")
+        if output == "default":
+            return factors
+        frames = data.optional_module(output)
+        if frames is None:
+            raise ImportError(f"set_output(transform={output!r}) returns a DataFrame of "
+                              f"{output}: pip install {output}")
+        values, columns = self._backend.to_numpy(factors), self.get_feature_names_out()
+        if output == "polars":
+            return frames.DataFrame(values, schema=list(columns))
+        return frames.DataFrame(values, columns=columns)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The names of :meth:`transform`'s columns, ``als0`` to ``als{factors-1}``
+        (scikit-learn's convention, as its ``NMF`` names its components).
+
+        Parameters
+        ----------
+        input_features : array-like of str, optional
+            The names of the items (the input's columns); only their number is checked,
+            since each output column mixes every item.
+        """
+        self._check_fitted()
+        n_items, factors = self.item_factors_.shape
+        if input_features is not None and len(input_features) != n_items:
+            raise ValueError(f"input_features has {len(input_features)} names, but the model "
+                             f"has {n_items} items: one name per item")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(factors)], dtype=object)
+
+    def __sklearn_tags__(self):
+        """What scikit-learn's meta-estimators (``Pipeline``, ``GridSearchCV``) read of an
+        estimator (scikit-learn 1.6 and later): a transformer of sparse or dense input
+        that needs no targets. Called by scikit-learn only, so it imports it here."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(),
+                    input_tags=InputTags(sparse=True))
 
     def partial_fit_users(self, userids: Any = None, user_items: Any = None, *,
                           user_ids: Any = None) -> ALS:
@@ -1557,6 +1626,8 @@ class ALS:
             self._own_ids("user"),
             self._own_ids("item"),
         )
+        if hasattr(self, "_sklearn_output_config"):  # set_output's choice goes with it
+            clone._sklearn_output_config = dict(self._sklearn_output_config)
         return clone
 
     def __getstate__(self) -> dict[str, Any]:

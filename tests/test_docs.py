@@ -305,3 +305,18 @@ def test_guide_temporal_split_block_runs(movielens, capsys):
                                          "the (ALS|PopularityRecommender) lacks: left out"):
         exec(compile(block, str(GUIDE), "exec"), {})
     assert capsys.readouterr().out == "Recall@10: ALS 0.124, popularity 0.068\n"
+
+
+def test_guide_scikit_learn_pipeline_runs(movielens):
+    """The guide's GridSearchCV over a Pipeline of ALS and a classifier, on MovieLens
+    100K's users: ALS's factors predict a user's gender far better than chance."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pandas")
+    namespace: dict = {}
+    exec(compile(python_block("## In scikit-learn's pipelines", GUIDE), str(GUIDE), "exec"),
+         namespace)
+    search = namespace["search"]
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_params_ == {"als__alpha": 1.0, "als__factors": 64}  # as printed
+    assert search.best_score_ == pytest.approx(0.773, abs=0.0005)
+    assert list(search.best_estimator_[:-1].get_feature_names_out()[:2]) == ["als0", "als1"]
