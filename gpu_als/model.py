@@ -726,13 +726,14 @@ class ALS:
 
     def __sklearn_tags__(self):
         """What scikit-learn's meta-estimators (``Pipeline``, ``GridSearchCV``) read of an
-        estimator (scikit-learn 1.6 and later): a transformer of sparse or dense input
-        that needs no targets. Called by scikit-learn only, so it imports it here."""
+        estimator (scikit-learn 1.6 and later): a transformer of sparse matrices (a dense
+        array is refused) that needs no targets. Called by scikit-learn only, so it
+        imports it here."""
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
         return Tags(estimator_type=None, target_tags=TargetTags(required=False),
                     transformer_tags=TransformerTags(),
-                    input_tags=InputTags(sparse=True))
+                    input_tags=InputTags(sparse=True, two_d_array=False))
 
     def partial_fit_users(self, userids: Any = None, user_items: Any = None, *,
                           user_ids: Any = None) -> ALS:

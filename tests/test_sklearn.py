@@ -140,5 +140,6 @@ def test_tags_say_sparse_input_and_no_targets():
     if not hasattr(sklearn.utils, "get_tags"):
         pytest.skip("scikit-learn < 1.6 has no tags to read")
     tags = sklearn.utils.get_tags(als())
-    assert tags.input_tags.sparse and not tags.target_tags.required
+    assert tags.input_tags.sparse and not tags.input_tags.two_d_array  # dense: refused
+    assert not tags.target_tags.required
     assert tags.transformer_tags is not None and tags.estimator_type is None
