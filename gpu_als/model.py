@@ -693,8 +693,9 @@ class ALS:
     def _transform_output(self, factors):
         """``factors`` (rows of users) as :meth:`set_output` asks."""
         output = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
-        if output == "default" and "sklearn" in sys.modules:
-            output = sys.modules["sklearn"].get_config().get("transform_output", "default")
+        sklearn = sys.modules.get("sklearn")  # its set_config, where it is in use
+        if output == "default" and sklearn is not None:
+            output = sklearn.get_config().get("transform_output", "default")
         if output == "default":
             return factors
         frames = data.optional_module(output)
