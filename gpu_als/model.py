@@ -707,6 +707,13 @@ class ALS:
             return frames.DataFrame(values, schema=list(columns))
         return frames.DataFrame(values, columns=columns)
 
+    @property
+    def n_features_in_(self) -> int:
+        """The number of items: the columns of the matrix ``fit`` and ``transform`` take
+        (scikit-learn's name, which a ``Pipeline`` reports of its first step)."""
+        self._check_fitted()
+        return int(self.item_factors_.shape[0])
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The names of :meth:`transform`'s columns, ``als0`` to ``als{factors-1}``
         (scikit-learn's convention, as its ``NMF`` names its components).
@@ -717,12 +724,12 @@ class ALS:
             The names of the items (the input's columns); only their number is checked,
             since each output column mixes every item.
         """
-        self._check_fitted()
-        n_items, factors = self.item_factors_.shape
+        n_items = self.n_features_in_
         if input_features is not None and len(input_features) != n_items:
             raise ValueError(f"input_features has {len(input_features)} names, but the model "
                              f"has {n_items} items: one name per item")
         prefix = type(self).__name__.lower()
+        factors = self.item_factors_.shape[1]
         return np.asarray([f"{prefix}{i}" for i in range(factors)], dtype=object)
 
     def __sklearn_tags__(self):

@@ -56,6 +56,7 @@ def test_a_pipeline_feeds_the_users_factors_to_the_next_step(users):
                                classifier.decision_function(by_hand.transform(new_users)),
                                rtol=1e-10)
     assert list(pipeline[:-1].get_feature_names_out()) == ["als0", "als1", "als2", "als3"]
+    assert pipeline.n_features_in_ == 30  # the items, as its first step has them
 
 
 @needs_sklearn
@@ -98,6 +99,7 @@ def test_feature_names(users):
     X, _ = users
     with pytest.raises(NotFittedError):
         als().get_feature_names_out()
+    assert not hasattr(als(), "n_features_in_")  # NotFittedError is an AttributeError
     model = als(factors=3).fit(X)
     names = model.get_feature_names_out([f"item{i}" for i in range(30)])
     assert names.dtype == object and list(names) == ["als0", "als1", "als2"]
