@@ -196,6 +196,37 @@ def check_memory(nbytes: int, what: str, hint: str = "") -> None:
                           f"{size(available)} is available{hint}")
 
 
+def _not_sparse(user_items: Any, name: str) -> TypeError:
+    """The error for a ``user_items`` that is not a sparse matrix: its type, named plainly,
+    and how to turn what it is (a path, rows, a DataFrame, a dense array ...) into one."""
+    module = type(user_items).__module__.split(".")[0]
+    kind = "None" if user_items is None else type(user_items).__name__ \
+        if module == "builtins" else f"{module}.{type(user_items).__name__}"
+    hint = ""
+    if isinstance(user_items, (str, os.PathLike)):
+        hint = ("; for a file of (user, item, value) rows, read it into a DataFrame "
+                "(fit(df) takes one), or train from the command line: gpu-als train "
+                "FILE")
+    elif isinstance(user_items, (list, tuple)):
+        hint = ("; for dense rows use scipy.sparse.csr_matrix(rows); for (user, item, "
+                "value) triples, a DataFrame of them (fit(df) takes one)")
+    elif is_dataframe(user_items):
+        hint = (
+            "; for a DataFrame of (user, item, value) rows use "
+            "gpu_als.data.from_dataframe(df), which also returns the id maps (with "
+            "item_ids=model.item_ids_ to line its columns up with a fitted model)"
+        )
+    elif getattr(getattr(user_items, "index", None), "nlevels", 0) == 2:
+        # counts.groupby(["user_id", "item_id"]).size(), say
+        hint = ("; for a Series indexed by (user, item) pairs use its rows: "
+                "s.rename_axis(['user', 'item']).rename('value').reset_index()")
+    elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
+        hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"
+    elif sp.issparse(getattr(user_items, "ratings", None)):  # load_movielens_100k()'s
+        hint = "; pass its .ratings (or its own split's .u1_base and .u1_test)"
+    return TypeError(f"{name} must be a scipy.sparse matrix or array, got {kind}{hint}")
+
+
 def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "user_items",
                      copy: bool = True):
     """Check a users x items interaction matrix and return it as a new canonical CSR.
@@ -229,32 +260,7 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
     dtype = check_dtype(dtype)
     user_items = _host_sparse(user_items)
     if not sp.issparse(user_items):
-        module = type(user_items).__module__.split(".")[0]
-        kind = "None" if user_items is None else type(user_items).__name__ \
-            if module == "builtins" else f"{module}.{type(user_items).__name__}"
-        hint = ""
-        if isinstance(user_items, (str, os.PathLike)):
-            hint = ("; for a file of (user, item, value) rows, read it into a DataFrame "
-                    "(fit(df) takes one), or train from the command line: gpu-als train "
-                    "FILE")
-        elif isinstance(user_items, (list, tuple)):
-            hint = ("; for dense rows use scipy.sparse.csr_matrix(rows); for (user, item, "
-                    "value) triples, a DataFrame of them (fit(df) takes one)")
-        elif is_dataframe(user_items):
-            hint = (
-                "; for a DataFrame of (user, item, value) rows use "
-                "gpu_als.data.from_dataframe(df), which also returns the id maps (with "
-                "item_ids=model.item_ids_ to line its columns up with a fitted model)"
-            )
-        elif getattr(getattr(user_items, "index", None), "nlevels", 0) == 2:
-            # counts.groupby(["user_id", "item_id"]).size(), say
-            hint = ("; for a Series indexed by (user, item) pairs use its rows: "
-                    "s.rename_axis(['user', 'item']).rename('value').reset_index()")
-        elif isinstance(user_items, np.ndarray) or hasattr(user_items, "__array__"):
-            hint = "; convert a dense array with scipy.sparse.csr_matrix(array)"
-        elif sp.issparse(getattr(user_items, "ratings", None)):  # load_movielens_100k()'s
-            hint = "; pass its .ratings (or its own split's .u1_base and .u1_test)"
-        raise TypeError(f"{name} must be a scipy.sparse matrix or array, got {kind}{hint}")
+        raise _not_sparse(user_items, name)
     if user_items.ndim != 2:
         raise ValueError(f"{name} must be 2-D (users x items), got {user_items.ndim}-D")
     n_rows, n_cols = user_items.shape
