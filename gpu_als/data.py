@@ -14,6 +14,7 @@ confidence. For implicit feedback ``p = [r > 0]`` and ``c = 1 + alpha * |r|`` ("
 from __future__ import annotations
 
 import decimal
+import difflib
 import functools
 import importlib
 import numbers
@@ -630,11 +631,46 @@ def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None)
         side = "user" if value_col == user_col else "item"
         raise ValueError(f"value_col and {side}_col are both {value_col!r}: name the column "
                          f"of the values (or none, to count each row as 1)")
-    for col in (user_col, item_col):
-        if col not in df.columns:
-            raise ValueError(f"column {col!r} not found; the DataFrame has {list(df.columns)}"
-                             f"{_index_hint(df, [col])}")
+    missing = {param: col for param, col in (("user_col", user_col), ("item_col", item_col))
+               if col not in df.columns}
+    if missing:
+        raise missing_columns(df, missing)
     check_named_once(df, (user_col, item_col, value_col))
+
+
+def missing_columns(df: Any, missing: dict[str, Any]) -> ValueError:
+    """The error for columns that ``df`` lacks (``missing``: the argument that named each,
+    ``"user_col"``, ``"item_col"`` or ``"time_col"``, and the name), with the likely fix:
+    ``df.reset_index()`` where they are the index, else the columns that look meant
+    (:func:`column_like`), e.g. ``(did you mean user_col='userId', item_col='movieId'?)``."""
+    names = list(missing.values())
+    said = f"column {names[0]!r}" if len(names) == 1 else \
+        f"columns {' and '.join(map(repr, names))}"
+    hint = _index_hint(df, names)
+    if not hint:
+        meant: dict[str, Any] = {}
+        for param, name in missing.items():
+            column = column_like(df.columns, param, name, taken=list(meant.values()))
+            if column is not None:
+                meant[param] = column
+        if meant:
+            hint = f" (did you mean {', '.join(f'{p}={c!r}' for p, c in meant.items())}?)"
+    return ValueError(f"{said} not found; the DataFrame has {list(df.columns)}{hint}")
+
+
+def column_like(columns: Any, param: str, name: Any, taken: list) -> Any:
+    """The column of ``columns`` (not in ``taken``) that argument ``param`` likely meant by
+    ``name``: a column named alike ('userId' for 'userid' or 'user'), else one whose name
+    says what it holds (:data:`_USER_WORDS` for ``user_col``, :data:`_ITEM_WORDS` for
+    ``item_col``, a time's name for ``time_col``); None where none is."""
+    free = {str(c).lower(): c for c in columns if isinstance(c, str) and c not in taken}
+    close = difflib.get_close_matches(str(name).lower(), list(free), n=1, cutoff=0.75)
+    if close:
+        return free[close[0]]
+    if param == "time_col":
+        return next((c for lower, c in free.items() if _is_time_name(lower)), None)
+    words = {"user_col": _USER_WORDS, "item_col": _ITEM_WORDS}.get(param, ())
+    return next((c for lower, c in free.items() if any(w in lower for w in words)), None)
 
 
 def check_named_once(df: Any, names: tuple) -> None:

@@ -57,6 +57,7 @@ from .data import (
     frame_interactions,
     frame_positions,
     is_dataframe,
+    missing_columns,
     row_name,
     user_stacklevel,
 )
@@ -322,8 +323,7 @@ def temporal_split(
                              f"{time_col!r} runs from {times.min()} to {times.max()}")
     else:
         if user_col not in frame.columns:
-            raise ValueError(f"column {user_col!r} not found; the DataFrame has "
-                             f"{list(frame.columns)}{_index_hint(frame, [user_col])}")
+            raise missing_columns(frame, {"user_col": user_col})
         _, users = _positions(_id_column(frame, user_col), None, user_col, False)
         lengths = np.bincount(users)
         if K is None:
@@ -343,9 +343,8 @@ def _times(df: Any, name: str) -> np.ndarray:
     """Column ``name`` of ``df`` as numbers or ``datetime64`` (UTC), refused where it is
     missing, holds anything else, or has a missing time."""
     if name not in df.columns:
-        raise ValueError(f"column {name!r} not found; the DataFrame has {list(df.columns)}"
-                         f"{_index_hint(df, [name])}: name the column of the times with "
-                         f"time_col=")
+        error = missing_columns(df, {"time_col": name})
+        raise ValueError(f"{error}: name the column of the times with time_col=")
     column = df[name]
     missing = np.asarray(column.is_null() if hasattr(column, "is_null") else column.isna())
     times = _column(df, name)

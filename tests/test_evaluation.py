@@ -97,8 +97,9 @@ def test_a_dataframe_is_split_by_its_pairs_as_its_matrix_is(library):
 def test_a_dataframe_split_names_what_it_cannot_split():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"customer": [1, 1, 2], "sku": [3, 4, 3]})
-    with pytest.raises(ValueError, match=r"^column 'user' not found; the DataFrame has "
-                                         r"\['customer', 'sku'\]$"):
+    with pytest.raises(ValueError, match=r"^columns 'user' and 'item' not found; the "
+                                         r"DataFrame has \['customer', 'sku'\] \(did you "
+                                         r"mean user_col='customer', item_col='sku'\?\)$"):
         train_test_split(df)
     train, test = leave_k_out_split(df, user_col="customer", item_col="sku", random_state=0)
     assert len(test) == 1 and test["customer"].tolist() == [1]

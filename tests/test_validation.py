@@ -200,6 +200,36 @@ def test_the_rename_that_fit_df_suggests_fits(library):
     assert model.user_factors_.shape == (2, 2)
 
 
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_missing_id_columns_name_the_columns_meant(library):
+    """from_dataframe and the splits name the columns that look meant: alike in name
+    (another case, a typo, '_id'), else named as users, items or times are."""
+    frames = pytest.importorskip(library)
+    from gpu_als.evaluation import temporal_split, train_test_split
+
+    movielens = frames.DataFrame({"userId": [1, 2], "movieId": [3, 4], "rating": [4.0, 5.0],
+                                  "ts": [10, 20]})
+    says = (r"columns 'user' and 'item' not found; the DataFrame has \['userId', 'movieId', "
+            r"'rating', 'ts'\] \(did you mean user_col='userId', item_col='movieId'\?\)$")
+    for call in (from_dataframe, train_test_split):
+        with pytest.raises(ValueError, match=says):
+            call(movielens)
+    with pytest.raises(ValueError, match=r"^column 'userid' not found; .* \(did you mean "
+                                         r"user_col='userId'\?\)$"):
+        from_dataframe(movielens, user_col="userid", item_col="movieId")  # a case apart
+    with pytest.raises(ValueError, match=r"column 'timestamp' not found; .* \(did you mean "
+                                         r"time_col='ts'\?\): name the column of the times"):
+        temporal_split(movielens, user_col="userId")
+    shop = frames.DataFrame({"customer_no": [1, 2], "sku": [3, 4], "item": [5, 6]})
+    with pytest.raises(ValueError, match=r"\(did you mean user_col='customer_no'\?\)$"):
+        from_dataframe(shop)  # 'item' is there
+    with pytest.raises(ValueError, match=r"\(did you mean item_col='sku'\?\)$"):
+        from_dataframe(shop, user_col="customer_no", item_col="skus")  # a typo
+    plain = frames.DataFrame({"a": [1, 2], "b": [3, 4]})
+    with pytest.raises(ValueError, match=r"the DataFrame has \['a', 'b'\]$"):  # no guess
+        from_dataframe(plain)
+
+
 def test_an_empty_frame_and_a_missing_value_column_are_named():
     pd = pytest.importorskip("pandas")
     with pytest.raises(ValueError, match="df has no rows: there is nothing to learn from"):
