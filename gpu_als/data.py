@@ -604,7 +604,7 @@ def from_dataframe(
     """
     interactions, _, _ = frame_positions(df, user_col, item_col, value_col, dtype=dtype,
                                          user_ids=user_ids, item_ids=item_ids,
-                                         drop_unknown=drop_unknown)
+                                         drop_unknown=drop_unknown, suggest=True)
     return interactions
 
 
@@ -616,9 +616,12 @@ def _check_frame(df: Any, name: str = "df") -> Any:
     return df
 
 
-def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None) -> None:
+def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None, *,
+                   suggest: bool = False) -> None:
     """The id columns (and ``value_col``, if not None) are distinct names, and each id
-    column is one column of ``df``."""
+    column is one column of ``df``. ``suggest``: the caller's arguments are named
+    ``user_col`` and ``item_col``, so a missing column's error may say ``did you mean
+    user_col=...`` (not where the caller has no such argument, or swaps the two)."""
     for param, name in (("user_col", user_col), ("item_col", item_col),
                         ("value_col", value_col)):
         if not isinstance(name, Hashable):  # else "unhashable type: 'list'"
@@ -634,20 +637,21 @@ def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None)
     missing = {param: col for param, col in (("user_col", user_col), ("item_col", item_col))
                if col not in df.columns}
     if missing:
-        raise missing_columns(df, missing)
+        raise missing_columns(df, missing, suggest=suggest)
     check_named_once(df, (user_col, item_col, value_col))
 
 
-def missing_columns(df: Any, missing: dict[str, Any]) -> ValueError:
+def missing_columns(df: Any, missing: dict[str, Any], *, suggest: bool = True) -> ValueError:
     """The error for columns that ``df`` lacks (``missing``: the argument that named each,
     ``"user_col"``, ``"item_col"`` or ``"time_col"``, and the name), with the likely fix:
-    ``df.reset_index()`` where they are the index, else the columns that look meant
-    (:func:`column_like`), e.g. ``(did you mean user_col='userId', item_col='movieId'?)``."""
+    ``df.reset_index()`` where they are the index, else (where ``suggest``) the columns
+    that look meant (:func:`column_like`), e.g. ``(did you mean user_col='userId',
+    item_col='movieId'?)``."""
     names = list(missing.values())
     said = f"column {names[0]!r}" if len(names) == 1 else \
         f"columns {' and '.join(map(repr, names))}"
     hint = _index_hint(df, names)
-    if not hint:
+    if not hint and suggest:
         meant: dict[str, Any] = {}
         for param, name in missing.items():
             column = column_like(df.columns, param, name, taken=list(meant.values()))
@@ -696,12 +700,14 @@ def pair_positions(df: Any, user_col: str, item_col: str, user_ids: Any, item_id
 
 def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None, *,
                     dtype: Any = np.float32, user_ids: Any = None, item_ids: Any = None,
-                    drop_unknown: bool = False) -> tuple[Interactions, np.ndarray, np.ndarray]:
+                    drop_unknown: bool = False, suggest: bool = False
+                    ) -> tuple[Interactions, np.ndarray, np.ndarray]:
     """:func:`from_dataframe`, and the row and column of each of ``df``'s rows in the
-    matrix (``-1`` for an id a given map lacks), for a caller that counts those."""
+    matrix (``-1`` for an id a given map lacks), for a caller that counts those.
+    ``suggest``: as :func:`_check_columns` has it."""
     df = _eager_frame(_check_frame(df))
     drop_unknown = check_bool("drop_unknown", drop_unknown)
-    _check_columns(df, user_col, item_col, value_col)
+    _check_columns(df, user_col, item_col, value_col, suggest=suggest)
     if len(df) == 0:
         raise ValueError("df has no rows: there is nothing to learn from")
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)

@@ -426,7 +426,7 @@ def _split_frame(df: Any, user_col: str, item_col: str, random_state,
     which ``counts(pairs per user)`` of each user's go to test, drawn as :func:`_split`
     draws that matrix's; every row goes where its pair goes."""
     frame = _eager_frame(df)
-    _check_columns(frame, user_col, item_col, None)  # as from_dataframe checks them
+    _check_columns(frame, user_col, item_col, None, suggest=True)  # as from_dataframe does
     if len(frame) == 0:
         raise ValueError("the DataFrame has no rows: there is nothing to split")
     _, users = _positions(_id_column(frame, user_col), None, user_col, False)

@@ -228,6 +228,13 @@ def test_missing_id_columns_name_the_columns_meant(library):
     plain = frames.DataFrame({"a": [1, 2], "b": [3, 4]})
     with pytest.raises(ValueError, match=r"the DataFrame has \['a', 'b'\]$"):  # no guess
         from_dataframe(plain)
+    # no "user_col=" where the method has no such argument, or swaps the two sides
+    model = fit(frames.DataFrame({"user": [1, 2, 2], "item": [3, 3, 4]}), factors=2)
+    sku = frames.DataFrame({"user": [1], "sku": [3]})
+    for call in (model.partial_fit_users, lambda df: model.recommend_users_frame([3], df)):
+        with pytest.raises(ValueError, match=r"column 'item' not found; the DataFrame has "
+                                             r"\['user', 'sku'\]$"):
+            call(sku)
 
 
 def test_an_empty_frame_and_a_missing_value_column_are_named():
