@@ -5,12 +5,15 @@ configuration on the test split beside the reference document's settings (factor
 regularization=0.001, alpha=10, iterations=20).
 
     python benchmarks/tune_movielens.py [--no-halving] [--backend cpu] [--plot docs/tune.png]
-        [--split time]
+        [--split time] [--random N]
 
 ``--split time`` holds out each user's latest 20 % of positives by u.data's timestamps
 for the test, and the latest 20 % of the rest for validation
 (:func:`gpu_als.evaluation.temporal_split`, ``tune(..., validation=...)``), instead of
 20 % at random for each.
+
+``--random N`` searches N configurations drawn from ranges (:data:`RANGES`: regularization
+and alpha on a log scale) instead of the default grid of 45.
 """
 
 from __future__ import annotations
@@ -32,6 +35,22 @@ from gpu_als.evaluation import (  # noqa: E402
     train_test_split,
 )
 from gpu_als.tune import tune  # noqa: E402
+
+#: ``--random``'s search space: the default grid's factors, and regularization and alpha
+#: drawn on a log scale over the default grid's span (and beyond it, for regularization).
+RANGES = {"factors": [32, 64, 128], "regularization": "loguniform 0.001 1",
+          "alpha": "loguniform 1 40"}
+
+
+def search_ranges() -> dict:
+    """:data:`RANGES` as ``tune`` takes them (scipy.stats' distributions)."""
+    import scipy.stats
+
+    def distribution(spec):
+        kind, low, high = spec.split()
+        return getattr(scipy.stats, kind)(float(low), float(high))
+
+    return {name: distribution(v) if isinstance(v, str) else v for name, v in RANGES.items()}
 
 
 def split_by_time(u_data: Path):
@@ -58,6 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--split", choices=["random", "time"], default="random")
+    parser.add_argument("--random", type=int, default=None, metavar="N",
+                        help="N configurations drawn from RANGES instead of the grid")
     args = parser.parse_args(argv)
 
     movielens = load_movielens_100k()
@@ -70,7 +91,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():  # validation's rows of items first rated in it
         warnings.filterwarnings("ignore", "of the .* entries of validation")
-        result = tune(**searched, base_params={"backend": args.backend},
+        result = tune(**searched, param_grid=search_ranges() if args.random else None,
+                      n_samples=args.random, base_params={"backend": args.backend},
                       halving=not args.no_halving, random_state=42, show_progress=False)
     wall = time.perf_counter() - start
     finished = sum(t["finished"] for t in result.trials)

@@ -137,6 +137,23 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+#: Endings of tables, not of a model file: ``-o trials.csv`` to train or tune would write
+#: the model to ``trials.csv.npz`` after the whole fit (NumPy adds ``.npz``).
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".json", ".gz")
+
+
+def model_file(text: str) -> Path:
+    """An argparse ``type``: the path of a model file to write, refused as the options are
+    parsed where its name ends as a table's (``.csv``, ``.parquet`` ...)."""
+    path = stem = Path(text)
+    if path.name.lower().endswith(TABLE_SUFFIXES):
+        while stem.suffix.lower() in TABLE_SUFFIXES:  # results.csv.gz: results
+            stem = stem.with_suffix("")
+        raise argparse.ArgumentTypeError(f"{text!r} is named as a table: -o writes the "
+                                         f"model, as .npz (ALS.save), e.g. -o {stem}.npz")
+    return path
+
+
 def fraction(text: str) -> float:
     """An argparse ``type``: a number strictly between 0 and 1 (a share held out)."""
     try:
@@ -810,18 +827,28 @@ def _time_column(df, name: str):
                          f"times ({exc})") from None
 
 
-def parse_grid(items: list[str] | None) -> dict[str, list] | None:
-    """``["factors=32,64", "alpha=1,10"]`` -> ``{"factors": [32, 64], "alpha": [1.0, 10.0]}``."""
+#: ``--grid NAME=KIND:LOW:HIGH``: the distributions a search can draw a value from, with
+#: ``--n-samples`` (randint's HIGH included, as a range written so reads).
+GRID_DISTRIBUTIONS = ("loguniform", "uniform", "randint")
+
+
+def parse_grid(items: list[str] | None) -> dict[str, Any] | None:
+    """``["factors=32,64", "alpha=1,10"]`` -> ``{"factors": [32, 64], "alpha": [1.0, 10.0]}``;
+    ``regularization=loguniform:0.0001:0.1`` -> a scipy.stats distribution."""
     if not items:
         return None
-    grid = {}
+    grid: dict[str, Any] = {}
     for item in items:
         name, _, values = item.partition("=")
         if not name or not values:
-            raise ValueError(f"--grid {item!r}: expected NAME=VALUE,VALUE,...")
+            raise ValueError(f"--grid {item!r}: expected NAME=VALUE,VALUE,... or "
+                             f"NAME=loguniform:LOW:HIGH")
         if name in grid:
             raise ValueError(f"--grid {name}= is given twice: list all of its values in one, "
                              f"{name}=A,B,...")
+        if values.partition(":")[0] in GRID_DISTRIBUTIONS:
+            grid[name] = grid_distribution(name, values)
+            continue
         parsed = []
         for value in values.split(","):
             for kind in (int, float, str):
@@ -832,6 +859,31 @@ def parse_grid(items: list[str] | None) -> dict[str, list] | None:
                     continue
         grid[name] = parsed
     return grid
+
+
+def grid_distribution(name: str, spec: str):
+    """``loguniform:LOW:HIGH`` (and ``uniform``, ``randint``, HIGH included) as the
+    scipy.stats distribution :func:`gpu_als.tune.tune` draws ``name``'s values from."""
+    import scipy.stats
+
+    kind, *bounds = spec.split(":")
+    example = f"--grid {name}={kind}:LOW:HIGH"
+    number = int if kind == "randint" else float
+    try:
+        low, high = (number(bound) for bound in bounds)
+    except ValueError:
+        raise ValueError(f"--grid {name}={spec}: expected {example}, with "
+                         f"{'integers' if number is int else 'numbers'} LOW < HIGH") from None
+    if not low < high:
+        raise ValueError(f"--grid {name}={spec}: LOW must be below HIGH ({example})")
+    if kind == "loguniform":
+        if low <= 0:
+            raise ValueError(f"--grid {name}={spec}: a log scale needs LOW > 0 (use "
+                             f"uniform:{low:g}:{high:g} for a linear one)")
+        return scipy.stats.loguniform(low, high)
+    if kind == "uniform":
+        return scipy.stats.uniform(low, high - low)
+    return scipy.stats.randint(low, high + 1)
 
 
 #: What gpu_als.tune's messages call the search's arguments, and the options they are.
@@ -1369,7 +1421,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "value) rows and save it as .npz (with the id maps).")
     add_file_options(p)
     add_model_options(p)
-    p.add_argument("-o", "--output", type=Path, default=Path("model.npz"),
+    p.add_argument("-o", "--output", type=model_file, default=Path("model.npz"),
                    help="model file to write (default model.npz)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="fit on the Dask cluster of this scheduler (e.g. tcp://host:8786; "
@@ -1454,11 +1506,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_options(p)
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
                    help="values to try for one hyperparameter (repeat the option; one "
-                        "value fixes it, e.g. factors=64); default: factors, "
-                        "regularization and alpha around the reference")
+                        "value fixes it, e.g. factors=64), or a range to draw them from "
+                        "with --n-samples: NAME=loguniform:LOW:HIGH (a log scale, e.g. "
+                        "regularization=loguniform:0.0001:0.1), uniform:LOW:HIGH or "
+                        "randint:LOW:HIGH (integers, both ends included); default: "
+                        "factors, regularization and alpha around the reference")
     p.add_argument("--n-samples", type=at_least(1), default=None,
                    help="try this many random configurations of the grid (default: all of "
-                        "them)")
+                        "them; needed for a range)")
     p.add_argument("--metric", choices=VALIDATION_METRICS,
                    default="recall", help="validation metric (default recall; rmse, the "
                                           "lower the better, needs --feedback explicit)")
@@ -1499,8 +1554,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV of every trial (default trials.csv)")
     p.add_argument("--plot", type=Path, default=None,
                    help="PNG of metric vs hyperparameters (default: none drawn)")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="save the refitted best model (default: not saved)")
+    p.add_argument("-o", "--output", type=model_file, default=None,
+                   help="save the refitted best model, as .npz (default: not saved; the "
+                        "trials go to --trials)")
     p.set_defaults(func=tune_command)
 
     p = commands.add_parser("recommend", help="top-N items per user from a saved model",
@@ -1573,7 +1629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-known", action="store_true",
                    help="also solve the users (items) the model has again, from their rows "
                         "of FILE (which should then hold all of their interactions)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    p.add_argument("-o", "--output", type=model_file, required=True,
+                   help="model file to write")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
                    help="where to load the model (default auto)")
     p.set_defaults(func=fold_in_command)

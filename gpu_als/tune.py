@@ -133,19 +133,30 @@ TRIAL_ERRORS = (ValueError, ArithmeticError, MemoryError)
 MAX_CONFIGURATIONS = 100_000
 
 
-def _grid(param_grid: Any) -> dict[str, list]:
+def _is_distribution(values: Any) -> bool:
+    """Whether a grid's entry is a distribution to draw values from: anything with an
+    ``rvs`` method, as scipy.stats' (``loguniform(1e-4, 1e-1)``, ``randint(16, 129)``)."""
+    return callable(getattr(values, "rvs", None))
+
+
+def _grid(param_grid: Any) -> dict[str, Any]:
     """``param_grid`` checked: a dict of non-empty lists (any iterable but a string, read
-    once) of distinct values, NumPy scalars as Python's."""
+    once) of distinct values, NumPy scalars as Python's, or of distributions
+    (:func:`_is_distribution`), kept as they are."""
     if not isinstance(param_grid, Mapping):
         raise TypeError(f"param_grid must be a dict of hyperparameter name -> list of "
                         f"values, got {type(param_grid).__name__}")
-    lists = {}
+    lists: dict[str, Any] = {}
     for name, values in param_grid.items():
+        if _is_distribution(values):
+            lists[name] = values
+            continue
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             values = []
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         if not values:
-            raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values")
+            raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values (or "
+                             f"a distribution to draw them from, such as scipy.stats')")
         if (repeated := _repeated(values)) is not None:
             raise ValueError(f"param_grid[{name!r}] holds {repeated!r} more than once: "
                              f"each configuration would be trained twice")
@@ -165,6 +176,18 @@ def _repeated(values: list) -> Any:
         return None
     except TypeError:  # unhashable values (lists): compared pairwise
         return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
+def _draw(grid: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """One configuration drawn at random: each distribution's value by its ``rvs``, each
+    list's uniformly (scikit-learn's ``ParameterSampler`` draws so), NumPy scalars as
+    Python's."""
+    chosen = {}
+    for name, values in grid.items():
+        value = values.rvs(random_state=rng) if _is_distribution(values) \
+            else values[int(rng.integers(len(values)))]
+        chosen[name] = value.item() if isinstance(value, np.generic) else value
+    return chosen
 
 
 def _combination(lists: dict[str, list], index: int) -> dict[str, Any]:
@@ -202,14 +225,18 @@ def tune(
     user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
         The training data (never the test split); a DataFrame of ``user, item[, value]``
         rows as for :meth:`ALS.fit`, whose ids the refitted model keeps.
-    param_grid : dict of str -> list
+    param_grid : dict of str -> list or distribution
         Values to try per hyperparameter of :class:`ALS`, e.g.
-        ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``.
-        Default: factors, regularization and alpha around the reference settings
-        (:data:`DEFAULT_GRID`); factors and regularization for explicit feedback
-        (:data:`DEFAULT_EXPLICIT_GRID`).
+        ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``,
+        or a distribution to draw them from, with ``n_samples`` (anything with an ``rvs``
+        method, e.g. ``scipy.stats.loguniform(1e-4, 1e-1)``; as scikit-learn's
+        ``RandomizedSearchCV`` takes them). Default: factors, regularization and alpha
+        around the reference settings (:data:`DEFAULT_GRID`); factors and regularization
+        for explicit feedback (:data:`DEFAULT_EXPLICIT_GRID`).
     n_samples : int, optional
-        Try this many configurations drawn at random (seeded) from the grid instead of all.
+        Try this many configurations drawn at random (seeded) from the grid instead of all:
+        of a grid of lists, distinct ones; where it has a distribution, each value drawn
+        by itself (lists then uniformly), as scikit-learn's ``ParameterSampler`` draws.
     metric : {"recall", "ndcg", "precision", "map", "rmse"}
         Validation metric: a ranking metric at ``K``
         (:func:`gpu_als.evaluation.ranking_metrics`), the higher the better; or, for
@@ -445,9 +472,18 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
     for name in (*param_grid, *base):
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
-    total = math.prod(len(values) for values in lists.values())
     if n_samples is not None:
         n_samples = data.check_int("n_samples", n_samples, minimum=1)
+    if drawn := [name for name, values in lists.items() if _is_distribution(values)]:
+        if n_samples is None:
+            raise ValueError(f"param_grid[{drawn[0]!r}] is a distribution: pass n_samples, "
+                             f"the number of configurations to draw from it")
+        if n_samples > MAX_CONFIGURATIONS:
+            raise ValueError(f"n_samples={n_samples:,}: each configuration is a fit, and at "
+                             f"most {MAX_CONFIGURATIONS:,} are tried")
+        rng = np.random.default_rng(data.check_random_state(random_state))
+        return [_draw(lists, rng) for _ in range(n_samples)]
+    total = math.prod(len(values) for values in lists.values())
     if min(total, n_samples or total) > MAX_CONFIGURATIONS:
         fix = "pass n_samples to try that many, drawn at random" if n_samples is None \
             else f"n_samples={n_samples:,} is more"

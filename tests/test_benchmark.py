@@ -1137,6 +1137,19 @@ def test_tune_script_splits_movielens_by_time(movielens, monkeypatch, capsys):
     assert reference == pytest.approx(0.1239, abs=3e-3) and found > reference
 
 
+def test_tune_script_draws_from_its_ranges(movielens, capsys):
+    """benchmarks/tune_movielens.py --random N (its numbers in the README): N
+    configurations drawn from RANGES, each value in its range."""
+    script = benchmark_script("tune_movielens")
+    assert script.main(["--random", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("3 configurations (")
+    best = eval(re.search(r"best on validation: (\{.*\}), recall", lines[1])[1])
+    assert best["factors"] in (32, 64, 128) and 0.001 <= best["regularization"] <= 1
+    assert 1 <= best["alpha"] <= 40
+    assert lines[3].startswith("test, reference settings: Recall@10 0.1941")
+
+
 def test_ids_benchmark_script_runs(capsys):
     """benchmarks/bench_ids.py (its numbers in docs/guide.md and docstrings), small: every
     call timed, first and median."""

@@ -1418,6 +1418,63 @@ def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
     assert np.isfinite(float(out.split("Personalization: ")[1].split()[0]))
 
 
+def test_tune_draws_from_ranges_of_the_grid(csv_file, tmp_path, capsys):
+    """--grid NAME=loguniform:LOW:HIGH (uniform, randint with HIGH included) with
+    --n-samples: each trial's value drawn in the range, as tune() draws from scipy.stats'."""
+    import scipy.stats
+
+    from gpu_als.cli import parse_grid
+    from gpu_als.tune import search_space
+
+    grid = parse_grid(["regularization=loguniform:0.001:0.1", "alpha=uniform:1:20",
+                       "factors=randint:2:4", "confidence=linear,log"])
+    assert grid["confidence"] == ["linear", "log"]
+    expected = {"regularization": scipy.stats.loguniform(0.001, 0.1),
+                "alpha": scipy.stats.uniform(1, 19), "factors": scipy.stats.randint(2, 5)}
+    assert search_space(grid, n_samples=5)[2] == search_space(
+        {**expected, "confidence": ["linear", "log"]}, n_samples=5)[2]
+    args = ["tune", str(csv_file), "--grid", "regularization=loguniform:0.001:0.1",
+            "--grid", "factors=randint:2:4", "--n-samples", "5", "--iterations", "2",
+            "--backend", "cpu", "--trials", str(tmp_path / "t.csv")]
+    assert main(args) == 0
+    assert "5 configurations" in capsys.readouterr().out
+    rows = (tmp_path / "t.csv").read_text().splitlines()
+    assert rows[0].startswith("regularization,factors,") and len(rows) == 6
+    for row in rows[1:]:
+        regularization, factors = row.split(",")[:2]
+        assert 0.001 <= float(regularization) <= 0.1 and int(factors) in (2, 3, 4)
+    for item, error in (
+            ("regularization=loguniform:0:1", "--grid regularization=loguniform:0:1: a log "
+                                              "scale needs LOW > 0 (use uniform:0:1 for a "
+                                              "linear one)"),
+            ("factors=randint:8:8", "--grid factors=randint:8:8: LOW must be below HIGH "
+                                    "(--grid factors=randint:LOW:HIGH)"),
+            ("factors=randint:2:8.5", "--grid factors=randint:2:8.5: expected --grid "
+                                      "factors=randint:LOW:HIGH, with integers LOW < HIGH"),
+            ("alpha=uniform:1", "--grid alpha=uniform:1: expected --grid "
+                                "alpha=uniform:LOW:HIGH, with numbers LOW < HIGH"),
+            ("alpha=uniform:1:5", "--grid alpha is a distribution: pass --n-samples, the "
+                                  "number of configurations to draw from it")):
+        assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", item]) == 2
+        assert capsys.readouterr().err == f"gpu-als tune: error: {error}\n"
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "fold-in"])
+def test_a_model_file_named_as_a_table_is_refused_before_training(command, csv_file,
+                                                                   tmp_path, capsys):
+    """-o results.csv wrote the model to results.csv.npz after the whole fit (the trials
+    of tune go to --trials); it is refused as the options are read."""
+    given = [str(tmp_path / "m.npz")] if command == "fold-in" else []
+    for name, instead in (("results.csv", "results.npz"), ("out.csv.gz", "out.npz"),
+                          ("best.PARQUET", "best.npz")):
+        with pytest.raises(SystemExit):
+            main([command, *given, str(csv_file), "-o", str(tmp_path / name)])
+        assert capsys.readouterr().err.endswith(
+            f"error: argument -o/--output: {str(tmp_path / name)!r} is named as a table: -o "
+            f"writes the model, as .npz (ALS.save), e.g. -o {tmp_path / instead}\n")
+        assert not list(tmp_path.glob("*.npz"))
+
+
 def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     args = ["tune", str(csv_file), "--grid", "factors=2,4", "--grid", "alpha=1,10.5",

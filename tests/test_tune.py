@@ -324,6 +324,46 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
     assert len(search_space(square, n_samples=100)[2]) == 100
 
 
+def test_distributions_are_drawn_from_per_configuration(R):
+    """A distribution in the grid (scipy.stats', as RandomizedSearchCV takes them): each of
+    n_samples configurations draws its value with the seeded generator, lists uniformly;
+    the trials train with the values drawn, as Python numbers."""
+    import scipy.stats
+
+    grid = {"factors": [2, 8], "regularization": scipy.stats.loguniform(1e-3, 1.0),
+            "alpha": scipy.stats.randint(1, 30)}
+    drawn = search_space(grid, n_samples=6, random_state=4)[2]
+    rng = np.random.default_rng(4)
+    expected = []
+    for _ in range(6):  # the draw, done by hand: the grid's order, one value each
+        factors = [2, 8][int(rng.integers(2))]
+        regularization = grid["regularization"].rvs(random_state=rng).item()
+        expected.append({"factors": factors, "regularization": regularization,
+                         "alpha": int(grid["alpha"].rvs(random_state=rng))})
+    assert drawn == expected
+    assert all(type(c["alpha"]) is int and type(c["regularization"]) is float for c in drawn)
+    assert all(1e-3 <= c["regularization"] <= 1 and 1 <= c["alpha"] < 30 for c in drawn)
+    assert len({c["regularization"] for c in drawn}) == 6
+    assert search_space(grid, n_samples=6, random_state=5)[2] != drawn
+    result = tune(R, grid, n_samples=3, halving=False, random_state=4, show_progress=False,
+                  base_params={"iterations": 2, "backend": "cpu"})
+    assert [{name: t[name] for name in grid} for t in result.trials] == \
+        search_space(grid, n_samples=3, random_state=4)[2]
+    fit_part, validation = train_test_split(R, test_fraction=0.2, random_state=4)
+    for trial in result.trials:  # each trained with the values drawn
+        model = ALS(iterations=2, backend="cpu", random_state=4, show_progress=False,
+                    **{name: trial[name] for name in grid}).fit(fit_part)
+        assert trial["score"] == pytest.approx(
+            ranking_metrics(model, fit_part, validation, K=10)["recall"])
+    assert result.best_params == {name: max(result.trials, key=lambda t: t["score"])[name]
+                                  for name in grid}
+    with pytest.raises(ValueError, match=r"param_grid\['regularization'\] is a distribution: "
+                                         r"pass n_samples, the number of configurations"):
+        search_space(grid)
+    with pytest.raises(ValueError, match=r"n_samples=100,001: each configuration is a fit"):
+        search_space(grid, n_samples=100_001)
+
+
 def test_outputs_table_csv_plot(R, tmp_path, monkeypatch):
     result = run(R, metric="ndcg", K=5)
     assert result.metric == "ndcg@5"
