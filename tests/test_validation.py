@@ -228,6 +228,12 @@ def test_missing_id_columns_name_the_columns_meant(library):
     plain = frames.DataFrame({"a": [1, 2], "b": [3, 4]})
     with pytest.raises(ValueError, match=r"the DataFrame has \['a', 'b'\]$"):  # no guess
         from_dataframe(plain)
+    things = frames.DataFrame({"uid": [1, 2], "thing": [3, 4]})  # a typo, no item's word
+    with pytest.raises(ValueError, match=r"\(did you mean item_col='thing'\?\)$"):
+        from_dataframe(things, user_col="uid", item_col="thngs")
+    one = frames.DataFrame({"customer_item": [1, 2], "x": [3, 4]})  # not meant twice
+    with pytest.raises(ValueError, match=r"\(did you mean user_col='customer_item'\?\)$"):
+        from_dataframe(one)
     # no "user_col=" where the method has no such argument, or swaps the two sides
     model = fit(frames.DataFrame({"user": [1, 2, 2], "item": [3, 3, 4]}), factors=2)
     sku = frames.DataFrame({"user": [1], "sku": [3]})
