@@ -324,7 +324,7 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
     assert len(search_space(square, n_samples=100)[2]) == 100
 
 
-def test_distributions_are_drawn_from_per_configuration(R):
+def test_distributions_are_drawn_from_per_configuration(R, monkeypatch):
     """A distribution in the grid (scipy.stats', as RandomizedSearchCV takes them): each of
     n_samples configurations draws its value with the seeded generator, lists uniformly;
     the trials train with the values drawn, as Python numbers."""
@@ -360,8 +360,13 @@ def test_distributions_are_drawn_from_per_configuration(R):
     with pytest.raises(ValueError, match=r"param_grid\['regularization'\] is a distribution: "
                                          r"pass n_samples, the number of configurations"):
         search_space(grid)
-    with pytest.raises(ValueError, match=r"n_samples=100,001: each configuration is a fit"):
-        search_space(grid, n_samples=100_001)
+    from gpu_als import tune as tune_module
+
+    monkeypatch.setattr(tune_module, "MAX_CONFIGURATIONS", 7)  # (each one is checked)
+    assert len(search_space(grid, n_samples=7)[2]) == 7
+    with pytest.raises(ValueError, match=r"n_samples=8: each configuration is a fit, and at "
+                                         r"most 7 are tried"):
+        search_space(grid, n_samples=8)
 
 
 def test_outputs_table_csv_plot(R, tmp_path, monkeypatch):
