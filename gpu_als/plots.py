@@ -143,7 +143,8 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
     """The validation metric against each searched hyperparameter (one panel each).
 
     Filled dots: trials that ran all their iterations; hollow: trials stopped early by
-    successive halving, at the score of the last rung they reached. A hyperparameter with
+    successive halving, at the score of the last rung they reached. Failed trials have no
+    score, and no dot: the title counts them. A hyperparameter with
     values that are not numbers (``solver``, ``dtype``, booleans) gets one column per value.
     """
     if not (hasattr(result, "best_params") and hasattr(result, "trials")):
@@ -164,7 +165,7 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
         for finished, style in ((False, {"facecolors": "none", "edgecolors": "tab:gray"}),
                                 (True, {"color": "tab:blue"})):
             points = [(position(t[name]), t["score"]) for t in result.trials
-                      if t["finished"] == finished]
+                      if t["finished"] == finished and not t.get("error")]
             if points:
                 x, y = zip(*points)
                 ax.scatter(x, y, s=25, label="finished" if finished else "stopped early",
@@ -183,7 +184,9 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"validation {result.metric}")
     axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations)")
+    failed = sum(bool(t.get("error")) for t in result.trials)  # (NaN scores: no dot)
+    fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations"
+                 + (f", {failed} failed, not drawn)" if failed else ")"))
     fig.tight_layout()
     return _save(fig, path)
 

@@ -271,6 +271,12 @@ def test_tuning_chart(drawn, tmp_path):
     assert figure._suptitle.get_text() == "Hyperparameter search (3 configurations)"
     plot_tuning(result, tmp_path / "tune.png", title="my search")
     assert drawn[1]._suptitle.get_text() == "my search"
+    failed = {**trials[0], "score": float("nan"), "error": "ValueError: singular"}
+    plot_tuning(TuneResult(best, 0.3, None, [*trials, failed], "recall@10"),
+                tmp_path / "failed.png")
+    assert drawn[2]._suptitle.get_text() == \
+        "Hyperparameter search (4 configurations, 1 failed, not drawn)"
+    np.testing.assert_array_equal(drawn[2].axes[2].collections[0].get_offsets(), [[0, 0.1]])
     # MAX_VALUE_TICKS values: a tick at each; more: matplotlib's own ticks
     for count in (MAX_VALUE_TICKS, MAX_VALUE_TICKS + 1):
         many = [{**trials[1], "factors": k, "finished": True} for k in range(1, count + 1)]
