@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import re
 import shlex
@@ -874,6 +875,8 @@ def grid_distribution(name: str, spec: str):
     except ValueError:
         raise ValueError(f"--grid {name}={spec}: expected {example}, with "
                          f"{'integers' if number is int else 'numbers'} LOW < HIGH") from None
+    if not math.isfinite(low) or not math.isfinite(high):
+        raise ValueError(f"--grid {name}={spec}: LOW and HIGH must be finite numbers")
     if not low < high:
         raise ValueError(f"--grid {name}={spec}: LOW must be below HIGH ({example})")
     if kind == "loguniform":
@@ -892,7 +895,8 @@ _TUNE_OPTIONS = ((r"param_grid\['([^']+)'\]", r"--grid \1"),
                  (r"\bn_samples\b", "--n-samples"),
                  (r"\bmetric='(\w+)'", r"--metric \1"),
                  (r"\bbase_params=\{'feedback': '(\w+)'\}", r"--feedback \1"),
-                 (r"\bmin_value=", "--min-value "))
+                 (r"\bmin_value=", "--min-value "),
+                 (r"scipy\.stats\.randint\(LOW, HIGH \+ 1\)", "randint:LOW:HIGH"))
 
 
 @contextlib.contextmanager

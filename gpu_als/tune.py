@@ -190,6 +190,20 @@ def _draw(grid: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return chosen
 
 
+def _check_integers_drawn(configurations: list[dict[str, Any]], drawn: list[str]) -> None:
+    """A distribution of real numbers for a hyperparameter that takes integers (factors,
+    iterations, cg_steps) is refused by name, with the distribution to use instead."""
+    defaults = ALS._param_defaults()
+    for name in drawn:
+        if isinstance(defaults.get(name), int) and not isinstance(defaults[name], bool):
+            value = next((c[name] for c in configurations if not isinstance(c[name], int)),
+                         None)
+            if value is not None:
+                raise TypeError(f"param_grid[{name!r}] drew {value!r}: {name} takes "
+                                f"integers, from a distribution of integers such as "
+                                f"scipy.stats.randint(LOW, HIGH + 1)")
+
+
 def _combination(lists: dict[str, list], index: int) -> dict[str, Any]:
     """Configuration ``index`` of the grid ``lists``, in the order of
     ``itertools.product`` (the last hyperparameter varying fastest)."""
@@ -482,7 +496,9 @@ def _configurations(param_grid: dict[str, list], base: dict[str, Any],
             raise ValueError(f"n_samples={n_samples:,}: each configuration is a fit, and at "
                              f"most {MAX_CONFIGURATIONS:,} are tried")
         rng = np.random.default_rng(data.check_random_state(random_state))
-        return [_draw(lists, rng) for _ in range(n_samples)]
+        configurations = [_draw(lists, rng) for _ in range(n_samples)]
+        _check_integers_drawn(configurations, drawn)
+        return configurations
     total = math.prod(len(values) for values in lists.values())
     if min(total, n_samples or total) > MAX_CONFIGURATIONS:
         fix = "pass n_samples to try that many, drawn at random" if n_samples is None \

@@ -1454,7 +1454,16 @@ def test_tune_draws_from_ranges_of_the_grid(csv_file, tmp_path, capsys):
             ("alpha=uniform:1", "--grid alpha=uniform:1: expected --grid "
                                 "alpha=uniform:LOW:HIGH, with numbers LOW < HIGH"),
             ("alpha=uniform:1:5", "--grid alpha is a distribution: pass --n-samples, the "
-                                  "number of configurations to draw from it")):
+                                  "number of configurations to draw from it"),
+            ("alpha=uniform:1:inf", "--grid alpha=uniform:1:inf: LOW and HIGH must be "
+                                    "finite numbers"),
+            ("factors=uniform:2:8 --n-samples 1", None)):
+        if error is None:  # factors drawn as reals: the option that draws integers
+            assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", *item.split()]) == 2
+            assert re.fullmatch(r"gpu-als tune: error: --grid factors drew [\d.]+: factors "
+                                r"takes integers, from a distribution of integers such as "
+                                r"randint:LOW:HIGH\n", capsys.readouterr().err)
+            continue
         assert main(["tune", str(tmp_path / "nowhere.csv"), "--grid", item]) == 2
         assert capsys.readouterr().err == f"gpu-als tune: error: {error}\n"
 

@@ -360,6 +360,10 @@ def test_distributions_are_drawn_from_per_configuration(R, monkeypatch):
     with pytest.raises(ValueError, match=r"param_grid\['regularization'\] is a distribution: "
                                          r"pass n_samples, the number of configurations"):
         search_space(grid)
+    with pytest.raises(TypeError, match=r"param_grid\['factors'\] drew [\d.]+: factors "
+                                        r"takes integers, from a distribution of integers "
+                                        r"such as scipy.stats.randint\(LOW, HIGH \+ 1\)"):
+        search_space({**grid, "factors": scipy.stats.uniform(2, 8)}, n_samples=2)
     from gpu_als import tune as tune_module
 
     monkeypatch.setattr(tune_module, "MAX_CONFIGURATIONS", 7)  # (each one is checked)
