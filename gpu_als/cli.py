@@ -1274,7 +1274,8 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"gpu-als {found.pop('gpu_als')}: " +
           ", ".join(f"{name} {version}" for name, version in found.items()))
     optional = [f"{name} {benchmark.installed_version(name) or '-'}"
-                for name in ("cupy", "pandas", "polars", "matplotlib", "dask", "nvtx", "implicit")
+                for name in ("cupy", "pandas", "polars", "matplotlib", "dask", "nvtx", "implicit",
+                             "scikit-learn")
                 if name not in found]
     print("optional packages: " + ", ".join(optional))
     pools = ", ".join(f"{pool['internal_api']} {pool.get('version') or ''} "
