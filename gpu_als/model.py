@@ -177,6 +177,11 @@ class ALS:
         True while a fit of this model runs (so while its ``callback`` is called): a
         callback made for one model can check that it is that model's fit that calls it,
         as :class:`~gpu_als.evaluation.EarlyStopping` does.
+    n_features_in_ : int
+        The number of items, scikit-learn's name for the input's columns. With
+        ``fit_transform`` / ``transform``, :meth:`get_feature_names_out` and
+        :meth:`set_output`, the model is a step of a scikit-learn ``Pipeline`` (users'
+        interactions in, their factors out) that ``GridSearchCV`` can tune.
 
     To change the factors, assign new arrays (``model.item_factors = Y``, or
     :meth:`from_factors`) rather than editing them in place: queries keep values derived
