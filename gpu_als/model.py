@@ -665,7 +665,8 @@ class ALS:
         -------
         array, shape (n_rows, factors), on the model's backend (an empty row: zeros): a
             CuPy array for a GPU model, which scikit-learn's estimators after it in a
-            ``Pipeline`` do not take (give those ``backend="cpu"``, or ``to_cpu()``)
+            ``Pipeline`` do not take (:meth:`set_output` with ``transform="pandas"``
+            hands them a DataFrame on the host instead)
         """
         self._check_fitted()
         R = data.check_user_items_allow_empty(data.as_row_matrix(user_items),
