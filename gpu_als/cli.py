@@ -950,12 +950,13 @@ def tune_command(args: argparse.Namespace) -> int:
                       min_value=args.min_value, max_users=args.validation_users,
                       base_params=base_params, halving=not args.no_halving,
                       min_iterations=args.min_iterations,
-                      reduction_factor=args.reduction_factor, random_state=args.seed)
+                      reduction_factor=args.reduction_factor, random_state=args.seed,
+                      refit=args.output is not None)  # (a full fit, for -o alone)
     finished = sum(t["finished"] for t in result.trials)
     failed = sum(bool(t.get("error")) for t in result.trials)
     print(f"{len(result.trials)} configurations, {finished} trained to the end"
           + (f", {failed} failed (their error: in the trials file)" if failed else "")
-          + f", in {time.perf_counter() - start:.1f} s on '{result.model.backend_}'")
+          + f", in {time.perf_counter() - start:.1f} s on '{result.backend}'")
     notes = []
     if args.min_value is not None:
         notes.append(f"values >= {args.min_value:g} relevant")
@@ -965,7 +966,7 @@ def tune_command(args: argparse.Namespace) -> int:
           + "".join(f" ({note})" for note in notes))
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")
-    if args.output:
+    if result.model is not None:
         written = result.model.save(args.output, user_ids=user_ids, item_ids=item_ids)
         print(f"best model refitted on all the data: {written}")
     if args.plot:

@@ -80,8 +80,9 @@ class TuneResult:
         The winning hyperparameters (those searched over; the rest are ``base_params``).
     best_score : float
         Its validation metric.
-    model : ALS
-        The winning configuration refitted on all of ``user_items``.
+    model : ALS or None
+        The winning configuration refitted on all of ``user_items``; None for a search
+        with ``refit=False``.
     trials : list of dict
         One per configuration: its hyperparameters, ``score`` (the metric at the last rung
         it reached), ``iterations_trained``, ``finished`` (reached its full iterations),
@@ -91,14 +92,17 @@ class TuneResult:
         e.g. ``"recall@10"``, or ``"rmse"``.
     lower_is_better : bool
         True for the RMSE, False for the ranking metrics.
+    backend : str
+        Where the trials trained: "cpu" or "gpu".
     """
 
     best_params: dict[str, Any]
     best_score: float
-    model: ALS
+    model: ALS | None
     trials: list[dict[str, Any]] = field(default_factory=list)
     metric: str = ""
     lower_is_better: bool = False
+    backend: str = ""
 
     def table(self):
         """The trials as a pandas DataFrame, best first (needs pandas)."""
@@ -231,6 +235,7 @@ def tune(
     reduction_factor: int = 3,
     random_state: int | None = 0,
     show_progress: bool = True,
+    refit: bool = True,
 ) -> TuneResult:
     """Search ALS hyperparameters on a validation split of ``user_items``.
 
@@ -291,6 +296,10 @@ def tune(
         trial's initial factors.
     show_progress : bool
         A progress bar over trials.
+    refit : bool, default True
+        Fit the best configuration on all of ``user_items`` (with ``validation``'s
+        entries) as ``model``; False: only search (``model`` is None), as scikit-learn's
+        ``refit=False``, which saves a full fit where only the best settings are wanted.
 
     Returns
     -------
@@ -300,6 +309,7 @@ def tune(
     K = data.check_int("K", K, minimum=1)
     halving = data.check_bool("halving", halving)
     show_progress = data.check_bool("show_progress", show_progress)
+    refit = data.check_bool("refit", refit)
     min_iterations = data.check_int("min_iterations", min_iterations, minimum=1)
     reduction_factor = data.check_int("reduction_factor", reduction_factor, minimum=2)
     validation_fraction = data.check_float("validation_fraction", validation_fraction,
@@ -364,15 +374,17 @@ def tune(
     sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
     best = min((t for t in trials if t["finished"]), key=lambda t: sign * t["score"])
     best_params = {name: best[name] for name in param_grid}
-    refit = {**base, "backend": (base_params or {}).get("backend", "auto")}
-    model = ALS(**{**refit, **best_params})
-    logger.info("refitting the best, %s, on all the data", best_params)
-    model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same device
-                                          item_ids=item_ids)
-    model.set_params(backend=refit["backend"])
+    model = None
+    if refit:
+        given = {**base, "backend": (base_params or {}).get("backend", "auto")}
+        model = ALS(**{**given, **best_params})
+        logger.info("refitting the best, %s, on all the data", best_params)
+        model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same
+                                              item_ids=item_ids)  # device as the trials
+        model.set_params(backend=given["backend"])
     return TuneResult(best_params, best["score"], model, trials,
                       metric_name(metric, K),
-                      metric in LOWER_IS_BETTER)
+                      metric in LOWER_IS_BETTER, backend.name)
 
 
 def _given_parts(user_items: Any, validation: Any, feedback: str

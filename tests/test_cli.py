@@ -1468,6 +1468,25 @@ def test_tune_draws_from_ranges_of_the_grid(csv_file, tmp_path, capsys):
         assert capsys.readouterr().err == f"gpu-als tune: error: {error}\n"
 
 
+def test_tune_refits_the_best_only_for_its_output(csv_file, tmp_path, capsys, monkeypatch):
+    """Without -o nothing keeps the refitted model: tune skips that full fit."""
+    import gpu_als.tune
+
+    refits = []
+    search = gpu_als.tune.tune
+    monkeypatch.setattr(gpu_als.tune, "tune", lambda *a, **k: refits.append(k["refit"])
+                        or search(*a, **k))
+    args = ["tune", str(csv_file), "--grid", "factors=2,4", "--iterations", "2",
+            "--backend", "cpu", "--trials", str(tmp_path / "t.csv")]
+    assert main(args) == 0 and main([*args, "-o", str(tmp_path / "best.npz")]) == 0
+    assert refits == [False, True]
+    out = capsys.readouterr().out
+    assert out.count("2 configurations, 2 trained to the end, in ") == 2
+    assert out.count(" s on 'cpu'\n") == 2
+    assert out.count("best model refitted on all the data") == 1
+    assert ALS.load(tmp_path / "best.npz").factors in (2, 4)
+
+
 @pytest.mark.parametrize("command", ["train", "tune", "fold-in"])
 def test_a_model_file_named_as_a_table_is_refused_before_training(command, csv_file,
                                                                    tmp_path, capsys):

@@ -324,6 +324,24 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
     assert len(search_space(square, n_samples=100)[2]) == 100
 
 
+def test_refit_false_searches_without_the_final_fit(R, monkeypatch):
+    """refit=False (scikit-learn's): the same trials and best, no model, and no fit of
+    ALS at all (the trials train through _Training); the backend is reported either way."""
+    refitted = run(R)
+    fits = []
+    monkeypatch.setattr(ALS, "fit", lambda self, *a, **k: fits.append(self))
+    searched = run(R, refit=False)
+    assert searched.model is None and fits == []
+    def timeless(trials):
+        return [{k: v for k, v in t.items() if k != "seconds"} for t in trials]
+
+    assert timeless(searched.trials) == timeless(refitted.trials)
+    assert searched.best_params == refitted.best_params
+    assert searched.backend == refitted.backend == "cpu"
+    with pytest.raises(TypeError, match="refit must be True or False, got str"):
+        run(R, refit="no")
+
+
 def test_distributions_are_drawn_from_per_configuration(R, monkeypatch):
     """A distribution in the grid (scipy.stats', as RandomizedSearchCV takes them): each of
     n_samples configurations draws its value with the seeded generator, lists uniformly;
