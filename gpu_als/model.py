@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -2066,14 +2066,14 @@ def idle_settings(p: dict[str, Any]) -> dict[str, str]:
     return idle
 
 
-def _warn_idle_settings(p: dict[str, Any]) -> None:
+def _warn_idle_settings(p: dict[str, Any], skip: Iterable[str] = ()) -> None:
     """Warn of hyperparameters set (away from their defaults) where the others make them
     act on nothing (:func:`idle_settings`), as scikit-learn warns of ``l1_ratio`` without
-    an elastic-net penalty."""
+    an elastic-net penalty; not of those in ``skip``."""
     defaults = ALS._param_defaults()
     changed: dict[str, list[str]] = {}  # what makes them idle: those set
     for name, reason in idle_settings(p).items():
-        if p[name] != defaults[name]:
+        if p[name] != defaults[name] and name not in skip:
             changed.setdefault(reason, []).append(f"{name}={p[name]!r}")
     idle = [f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no effect with "
             f"{reason}" for reason, names in changed.items()]
@@ -2116,10 +2116,13 @@ class _Training:
     model of n + m iterations.
     """
 
-    def __init__(self, model: ALS, user_items: Any, ids: tuple[Any, Any] = (None, None)):
-        """``ids``: the ids of ``user_items``' rows and columns, or None (see ``ALS.fit``)."""
+    def __init__(self, model: ALS, user_items: Any, ids: tuple[Any, Any] = (None, None), *,
+                 searched: Iterable[str] = ()):
+        """``ids``: the ids of ``user_items``' rows and columns, or None (see ``ALS.fit``);
+        ``searched``: the hyperparameters a search's grid sets, not warned of where idle
+        (the search trains each such model once)."""
         p = model._check_params()
-        _warn_idle_settings(p)
+        _warn_idle_settings(p, skip=searched)
         backend = get_backend(model.backend)
         if backend.max_factors is not None and p["factors"] > backend.max_factors:
             raise ValueError(

@@ -13,7 +13,9 @@ reduction_factor`` iterations, capped at the configuration's own ``iterations``)
 the survivors reach their full ``iterations``. A survivor continues from where it stopped:
 ALS is deterministic, so its final model equals a fresh fit with the full iterations, and
 halving changes which trials finish, never a finished trial's result. No factors are
-shared between configurations (no warm starts across them).
+shared between configurations (no warm starts across them), and configurations that
+differ only in settings idle in them (``cg_steps`` of the Cholesky solver's trials, in a
+grid over ``solver`` and ``cg_steps``) are trained once.
 
 A trial whose fit fails for its configuration alone (a singular system, factors that turn
 NaN or overflow, memory that runs out: :data:`TRIAL_ERRORS`) is warned of, recorded with
@@ -367,7 +369,7 @@ def tune(
         data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
-        show_progress=show_progress, metric=metric_name(metric, K),
+        show_progress=show_progress, metric=metric_name(metric, K), searched=param_grid,
         labels=[", ".join(f"{name}={value!r}" for name, value in config.items())
                 for config in configurations])
     trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
@@ -475,11 +477,32 @@ def search_space(param_grid: dict[str, list] | None = None,
             raise ValueError(f"param_grid[{name!r}]: {name} has no effect with "
                              f"{idle[0][name]}, so its {values} values would train the "
                              f"same model; leave it out of the grid")
+    configurations = _distinct_models(configurations, idle)
     feedbacks = _feedbacks(base, configurations)
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
     return base, param_grid, configurations
+
+
+def _distinct_models(configurations: list[dict[str, Any]], idle: list[dict[str, str]]
+                     ) -> list[dict[str, Any]]:
+    """The configurations that train different models: of those that differ only in
+    settings idle in them (``cg_steps`` of the Cholesky solver's trials in a grid over
+    ``solver`` and ``cg_steps``), the first, as the others would be the same fit again."""
+    seen: set[tuple] = set()
+    kept = []
+    for config, settings in zip(configurations, idle):
+        acting = tuple((name, repr(value)) for name, value in config.items()
+                       if name not in settings)
+        if acting not in seen:
+            seen.add(acting)
+            kept.append(config)
+    if len(kept) < len(configurations):
+        logger.info("%d of the %d configurations differ from others only in settings that "
+                    "act on nothing in them: each model is trained once",
+                    len(configurations) - len(kept), len(configurations))
+    return kept
 
 
 def _feedbacks(base: dict[str, Any], configurations: list[dict[str, Any]]) -> set[str]:
@@ -528,7 +551,8 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
                         score: Callable[[ALS], float], *, lower_is_better: bool,
                         first_rung: int | None, reduction_factor: int,
                         show_progress: bool, labels: list[str],
-                        metric: str = "score") -> list[dict[str, Any]]:
+                        metric: str = "score", searched: Iterable[str] = ()
+                        ) -> list[dict[str, Any]]:
     """Train a fit of each model's configuration in rungs (the models are templates: never
     fitted themselves) and return one record per model: its ``score`` at the last rung it
     reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
@@ -541,7 +565,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     Each ``metric`` score is logged at INFO, the trial named by its ``labels`` entry (its
     configuration). A trial that raises one of :data:`TRIAL_ERRORS` leaves with a
     warning, a NaN score and its ``error`` (every record then has one); a ``ValueError``
-    when every trial fails.
+    when every trial fails. ``searched``: the grid's names, not warned of where idle.
     """
     trials: list[dict[str, Any]] = [
         {"score": float("nan"), "iterations_trained": 0, "finished": False, "seconds": 0.0}
@@ -558,7 +582,7 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     trainings: list[_Training | None] = []  # None once a trial stops: its factors freed
     for i, model in enumerate(models):
         try:
-            trainings.append(_Training(model, prepared))
+            trainings.append(_Training(model, prepared, searched=searched))
         except TRIAL_ERRORS as exc:  # e.g. more factors than the backend takes
             trainings.append(None)
             fail(i, exc)

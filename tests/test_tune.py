@@ -2,6 +2,7 @@
 
 import itertools
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -322,6 +323,26 @@ def test_a_sample_of_a_huge_grid_is_drawn_without_listing_the_grid(monkeypatch):
     with pytest.raises(ValueError, match="n_samples=101 is more"):
         search_space(square, n_samples=101)
     assert len(search_space(square, n_samples=100)[2]) == 100
+
+
+def test_configurations_that_train_the_same_model_are_trained_once(R, caplog):
+    """A grid over solver and cg_steps: the Cholesky solver's trials differ only in
+    cg_steps, which acts on nothing there, so one of them is trained; each trial's score
+    is that of the same configuration searched alone."""
+    grid = {"solver": ["cholesky", "cg"], "cg_steps": [1, 3], "factors": [2, 8]}
+    with caplog.at_level("INFO", logger="gpu_als"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # cg_steps=1 of a Cholesky trial: searched, no warning
+        result = tune(R, grid, base_params={"iterations": 4, "backend": "cpu"},
+                      random_state=3, show_progress=False, halving=False, refit=False)
+    assert "2 of the 8 configurations differ from others only in settings that act on " \
+        "nothing in them: each model is trained once" in caplog.text
+    assert [(t["solver"], t["cg_steps"], t["factors"]) for t in result.trials] == [
+        ("cholesky", 1, 2), ("cholesky", 1, 8), ("cg", 1, 2), ("cg", 1, 8), ("cg", 3, 2),
+        ("cg", 3, 8)]
+    alone = tune(R, {"solver": ["cholesky"], "factors": [2, 8]}, random_state=3,
+                 base_params={"iterations": 4, "backend": "cpu", "cg_steps": 3},
+                 show_progress=False, halving=False)
+    assert [t["score"] for t in alone.trials] == [t["score"] for t in result.trials[:2]]
 
 
 def test_refit_false_searches_without_the_final_fit(R, monkeypatch):
@@ -844,13 +865,18 @@ def test_the_search_space_is_checked_without_data():
 ])
 def test_a_grid_over_a_setting_that_acts_on_nothing_is_refused(grid, base, idle):
     """Every value would train the same model (each trial warned of it before, and the
-    search paid for every one); idle in some trials only, it is searched."""
+    search paid for every one); idle in some trials only, it is searched where it acts,
+    and each model is trained once."""
     name = next(name for name in grid if idle.startswith(name))
     with pytest.raises(ValueError, match=re.escape(
             f"param_grid[{name!r}]: {idle}") + r".*, so its 2 values would train the same "
                                                r"model; leave it out of the grid"):
         search_space(grid, base)
-    assert len(search_space({"epsilon": [0.5, 2.0], "confidence": ["linear", "log"]})[2]) == 4
-    assert len(search_space({"cg_steps": [2, 3], "solver": ["cholesky", "cg"]})[2]) == 4
+    assert search_space({"epsilon": [0.5, 2.0], "confidence": ["linear", "log"]})[2] == [
+        {"epsilon": 0.5, "confidence": "linear"}, {"epsilon": 0.5, "confidence": "log"},
+        {"epsilon": 2.0, "confidence": "log"}]  # (epsilon=2 of linear: the first again)
+    assert search_space({"cg_steps": [2, 3], "solver": ["cholesky", "cg"]})[2] == [
+        {"cg_steps": 2, "solver": "cholesky"}, {"cg_steps": 2, "solver": "cg"},
+        {"cg_steps": 3, "solver": "cg"}]
     assert len(search_space({"alpha": [5], "factors": [4, 8]}, {"feedback": "explicit"})[2]) \
         == 2  # one value fixes it: not searched (fit warns of it)
