@@ -70,6 +70,15 @@ def test_grid_search_fits_each_candidate_with_its_parameters(users):
     best = search.best_estimator_.named_steps["als"]
     assert best.user_factors_.shape == (80, search.best_params_["als__factors"])
     assert best.regularization == search.best_params_["als__regularization"]
+    from sklearn.model_selection import StratifiedKFold
+
+    accuracies = []  # the first candidate's score, by hand: ALS on the fold's users, the
+    for train, test in StratifiedKFold(2).split(X, y):  # others folded in
+        model = als(factors=2, regularization=0.01).fit(X[train])
+        classifier = LogisticRegression().fit(model.user_factors_, y[train])
+        accuracies.append(np.mean(classifier.predict(model.transform(X[test])) == y[test]))
+    assert search.cv_results_["params"][0] == {"als__factors": 2, "als__regularization": 0.01}
+    assert search.cv_results_["mean_test_score"][0] == pytest.approx(np.mean(accuracies))
 
 
 @needs_sklearn
