@@ -962,7 +962,11 @@ def tune_command(args: argparse.Namespace) -> int:
         notes.append(f"values >= {args.min_value:g} relevant")
     if args.validation_users is not None:
         notes.append(f"a sample of at most {counted(args.validation_users, 'user')}")
-    print(f"best: {result.best_params}, validation {result.metric} {result.best_score:.4f}"
+    # a value drawn from a range to 4 digits (0.1236, not 0.12362436879527071): the trials
+    # file has them whole
+    best = {name: float(f"{value:.4g}") if isinstance(value, float) else value
+            for name, value in result.best_params.items()}
+    print(f"best: {best}, validation {result.metric} {result.best_score:.4f}"
           + "".join(f" ({note})" for note in notes))
     result.to_csv(args.trials)
     print(f"all trials: {args.trials}")

@@ -1437,9 +1437,15 @@ def test_tune_draws_from_ranges_of_the_grid(csv_file, tmp_path, capsys):
             "--grid", "factors=randint:2:4", "--n-samples", "5", "--iterations", "2",
             "--backend", "cpu", "--trials", str(tmp_path / "t.csv")]
     assert main(args) == 0
-    assert "5 configurations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 configurations" in out
     rows = (tmp_path / "t.csv").read_text().splitlines()
     assert rows[0].startswith("regularization,factors,") and len(rows) == 6
+    best = eval(re.search(r"^best: (\{.*\}), validation", out, re.M)[1])
+    drawn = [row.split(",") for row in rows[1:]]  # the best first, its values whole
+    assert best == {"regularization": float(f"{float(drawn[0][0]):.4g}"),
+                    "factors": int(drawn[0][1])}
+    assert best["regularization"] != float(drawn[0][0])  # (rounded: 4 digits)
     for row in rows[1:]:
         regularization, factors = row.split(",")[:2]
         assert 0.001 <= float(regularization) <= 0.1 and int(factors) in (2, 3, 4)
