@@ -177,3 +177,27 @@ def test_transform_without_scikit_learn(users, monkeypatch):
     model = als().fit(X)
     assert isinstance(model.transform(X[:2]), np.ndarray)
     assert model.fit_transform(X) is model.user_factors_
+
+
+@needs_sklearn
+def test_a_feature_union_and_a_pickled_pipeline(users):
+    """Beside another transformer in a FeatureUnion (its names prefixed, its DataFrame
+    joined by set_output), and a fitted pipeline through pickle (as joblib.dump keeps
+    one): the same predictions after."""
+    import pickle
+
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.pipeline import FeatureUnion
+
+    X, y = users
+    union = FeatureUnion([("als", als(factors=3)), ("svd", TruncatedSVD(2, random_state=0))])
+    assert union.fit_transform(X, y).shape == (80, 5)
+    assert list(union.get_feature_names_out()) == [
+        "als__als0", "als__als1", "als__als2", "svd__truncatedsvd0", "svd__truncatedsvd1"]
+    frame = union.set_output(transform="pandas").fit_transform(X, y)
+    np.testing.assert_array_equal(frame[["als__als0", "als__als1", "als__als2"]].to_numpy(),
+                                  als(factors=3).fit(X).user_factors_)
+    pipeline = make_pipeline(union, LogisticRegression()).fit(X, y)
+    copy = pickle.loads(pickle.dumps(pipeline))
+    np.testing.assert_array_equal(copy.decision_function(X[:10]),
+                                  pipeline.decision_function(X[:10]))
