@@ -490,6 +490,14 @@ _ITEM_WORDS = ("item", "product", "movie", "sku", "song", "track", "artist", "bo
                "article", "video", "game", "offer", "doc", "page", "course")
 
 
+def _named_as(name: str, kind: str) -> bool:
+    """Whether a column's lower-case ``name`` says it holds ``kind`` ids ("user", "item")
+    or, for ``kind="time"``, times."""
+    if kind == "time":
+        return _is_time_name(name)
+    return any(word in name for word in {"user": _USER_WORDS, "item": _ITEM_WORDS}[kind])
+
+
 def guess_id_columns(columns: list, wanted: tuple[str, ...] = ("user", "item")) -> dict:
     """Which of ``columns`` likely hold the ``wanted`` ids ("user", "item"):
     ``{'userId': 'user', 'movieId': 'item'}``, guessed from their names ('userId',
@@ -497,9 +505,8 @@ def guess_id_columns(columns: list, wanted: tuple[str, ...] = ("user", "item")) 
     as a time ('timestamp', 'day'); an empty dict where there are too few columns."""
     free, chosen = list(columns), {}
     for name in wanted:
-        words = _USER_WORDS if name == "user" else _ITEM_WORDS
         lower = [str(c).lower() for c in free]
-        found = next((i for i, n in enumerate(lower) if any(w in n for w in words)), None)
+        found = next((i for i, n in enumerate(lower) if _named_as(n, name)), None)
         if found is None:
             found = next((i for i, n in enumerate(lower) if not _is_time_name(n)), None)
         if found is None:
@@ -665,16 +672,13 @@ def missing_columns(df: Any, missing: dict[str, Any], *, suggest: bool = True) -
 def column_like(columns: Any, param: str, name: Any, taken: list) -> Any:
     """The column of ``columns`` (not in ``taken``) that argument ``param`` likely meant by
     ``name``: a column named alike ('userId' for 'userid' or 'user'), else one whose name
-    says what it holds (:data:`_USER_WORDS` for ``user_col``, :data:`_ITEM_WORDS` for
-    ``item_col``, a time's name for ``time_col``); None where none is."""
+    says it holds what ``param`` names (:func:`_named_as`); None where none is."""
     free = {str(c).lower(): c for c in columns if isinstance(c, str) and c not in taken}
     close = difflib.get_close_matches(str(name).lower(), list(free), n=1, cutoff=0.75)
     if close:
         return free[close[0]]
-    if param == "time_col":
-        return next((c for lower, c in free.items() if _is_time_name(lower)), None)
-    words = {"user_col": _USER_WORDS, "item_col": _ITEM_WORDS}.get(param, ())
-    return next((c for lower, c in free.items() if any(w in lower for w in words)), None)
+    kind = param.removesuffix("_col")  # user_col, item_col, time_col
+    return next((c for lower, c in free.items() if _named_as(lower, kind)), None)
 
 
 def check_named_once(df: Any, names: tuple) -> None:
