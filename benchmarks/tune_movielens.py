@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+import scipy.stats
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpu_als import ALS, from_dataframe  # noqa: E402
@@ -38,19 +40,8 @@ from gpu_als.tune import tune  # noqa: E402
 
 #: ``--random``'s search space: the default grid's factors, and regularization and alpha
 #: drawn on a log scale over the default grid's span (and beyond it, for regularization).
-RANGES = {"factors": [32, 64, 128], "regularization": "loguniform 0.001 1",
-          "alpha": "loguniform 1 40"}
-
-
-def search_ranges() -> dict:
-    """:data:`RANGES` as ``tune`` takes them (scipy.stats' distributions)."""
-    import scipy.stats
-
-    def distribution(spec):
-        kind, low, high = spec.split()
-        return getattr(scipy.stats, kind)(float(low), float(high))
-
-    return {name: distribution(v) if isinstance(v, str) else v for name, v in RANGES.items()}
+RANGES = {"factors": [32, 64, 128], "regularization": scipy.stats.loguniform(0.001, 1),
+          "alpha": scipy.stats.loguniform(1, 40)}
 
 
 def split_by_time(u_data: Path):
@@ -91,7 +82,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():  # validation's rows of items first rated in it
         warnings.filterwarnings("ignore", "of the .* entries of validation")
-        result = tune(**searched, param_grid=search_ranges() if args.random else None,
+        result = tune(**searched, param_grid=RANGES if args.random else None,
                       n_samples=args.random, base_params={"backend": args.backend},
                       halving=not args.no_halving, random_state=42, show_progress=False)
     wall = time.perf_counter() - start
