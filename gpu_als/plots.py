@@ -144,17 +144,19 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
 
     Filled dots: trials that ran all their iterations; hollow: trials stopped early by
     successive halving, at the score of the last rung they reached. Failed trials have no
-    score, and no dot: the title counts them. A hyperparameter with
+    score, and no dot: the title counts them; nor has a trial in the panel of a
+    hyperparameter that its grid (of a list of grids) leaves out. A hyperparameter with
     values that are not numbers (``solver``, ``dtype``, booleans) gets one column per value.
     """
     if not (hasattr(result, "best_params") and hasattr(result, "trials")):
         raise TypeError(f"result must be what gpu_als.tune.tune returns (a TuneResult), got "
                         f"{type(result).__name__}")
-    names = list(result.best_params)
+    names = getattr(result, "searched", None) or list(result.best_params)
     fig = _figure(figsize=(4 * len(names), 3.6), dpi=120)
     axes = fig.subplots(1, len(names), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
-        values = [t[name] for t in result.trials]
+        trials = [t for t in result.trials if t[name] is not None]  # (not of its grid)
+        values = [t[name] for t in trials]
         numeric = all(isinstance(v, (int, float, np.integer, np.floating))
                       and not isinstance(v, (bool, np.bool_)) for v in values)
         labels = [] if numeric else list(dict.fromkeys(map(str, values)))
@@ -164,13 +166,13 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
 
         for finished, style in ((False, {"facecolors": "none", "edgecolors": "tab:gray"}),
                                 (True, {"color": "tab:blue"})):
-            points = [(position(t[name]), t["score"]) for t in result.trials
+            points = [(position(t[name]), t["score"]) for t in trials
                       if t["finished"] == finished and not t.get("error")]
             if points:
                 x, y = zip(*points)
                 ax.scatter(x, y, s=25, label="finished" if finished else "stopped early",
                            **style)
-        if numeric and min(values) > 0 and max(values) / min(values) >= 10:
+        if numeric and values and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
         tried = sorted(set(values)) if numeric else []
         if 0 < len(tried) <= MAX_VALUE_TICKS:  # ticks at the values tried, as written
@@ -179,7 +181,8 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
         if not numeric:
             ax.set_xticks(range(len(labels)), labels)
             ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.axvline(position(result.best_params[name]), color="tab:red", alpha=0.4)
+        if name in result.best_params:
+            ax.axvline(position(result.best_params[name]), color="tab:red", alpha=0.4)
         ax.set_xlabel(name)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"validation {result.metric}")

@@ -96,6 +96,10 @@ class TuneResult:
         True for the RMSE, False for the ranking metrics.
     backend : str
         Where the trials trained: "cpu" or "gpu".
+    searched : list of str
+        The hyperparameters searched: ``param_grid``'s names (of a list of grids, all of
+        theirs; a trial's value is None where its grid has not that name, and
+        ``best_params`` has the names of the best's grid).
     """
 
     best_params: dict[str, Any]
@@ -105,6 +109,7 @@ class TuneResult:
     metric: str = ""
     lower_is_better: bool = False
     backend: str = ""
+    searched: list[str] = field(default_factory=list)
 
     def table(self):
         """The trials as a pandas DataFrame, best first (needs pandas)."""
@@ -145,13 +150,28 @@ def _is_distribution(values: Any) -> bool:
     return callable(getattr(values, "rvs", None))
 
 
-def _grid(param_grid: Any) -> dict[str, Any]:
-    """``param_grid`` checked: a dict of non-empty lists (any iterable but a string, read
-    once) of distinct values, NumPy scalars as Python's, or of distributions
-    (:func:`_is_distribution`), kept as they are."""
-    if not isinstance(param_grid, Mapping):
-        raise TypeError(f"param_grid must be a dict of hyperparameter name -> list of "
-                        f"values, got {type(param_grid).__name__}")
+def _grids(param_grid: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``param_grid`` checked, as a list of grids, each with what errors call it: a dict
+    (:func:`_grid`), or a non-empty list of them, whose configurations are those of each
+    in turn (as scikit-learn's ``ParameterGrid`` takes such a list)."""
+    if isinstance(param_grid, Mapping):
+        return [("param_grid", _grid(param_grid))]
+    if isinstance(param_grid, (list, tuple)) and param_grid and \
+            all(isinstance(grid, Mapping) for grid in param_grid):
+        return [(f"param_grid[{i}]", _grid(grid, f"param_grid[{i}]"))
+                for i, grid in enumerate(param_grid)]
+    got = type(param_grid).__name__
+    if isinstance(param_grid, (list, tuple)):
+        got = "an empty list" if not param_grid else f"a {got} of " + ", ".join(
+            dict.fromkeys(type(grid).__name__ for grid in param_grid))
+    raise TypeError(f"param_grid must be a dict of hyperparameter name -> list of values, "
+                    f"or a list of such dicts, got {got}")
+
+
+def _grid(param_grid: Mapping, where: str = "param_grid") -> dict[str, Any]:
+    """One grid checked: a dict of non-empty lists (any iterable but a string, read once)
+    of distinct values, NumPy scalars as Python's, or of distributions
+    (:func:`_is_distribution`), kept as they are; ``where`` names it in errors."""
     lists: dict[str, Any] = {}
     for name, values in param_grid.items():
         if _is_distribution(values):
@@ -161,10 +181,10 @@ def _grid(param_grid: Any) -> dict[str, Any]:
             values = []
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         if not values:
-            raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values (or "
+            raise ValueError(f"{where}[{name!r}] must be a non-empty list of values (or "
                              f"a distribution to draw them from, such as scipy.stats')")
         if (repeated := _repeated(values)) is not None:
-            raise ValueError(f"param_grid[{name!r}] holds {repeated!r} more than once: "
+            raise ValueError(f"{where}[{name!r}] holds {repeated!r} more than once: "
                              f"each configuration would be trained twice")
         lists[name] = values
     return lists
@@ -196,16 +216,17 @@ def _draw(grid: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     return chosen
 
 
-def _check_integers_drawn(configurations: list[dict[str, Any]], drawn: list[str]) -> None:
+def _check_integers_drawn(draws: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
     """A distribution of real numbers for a hyperparameter that takes integers (factors,
-    iterations, cg_steps) is refused by name, with the distribution to use instead."""
+    iterations, cg_steps) is refused by name, with the distribution to use instead.
+    ``draws``: each configuration drawn, with its grid and what errors call that grid."""
     defaults = ALS._param_defaults()
-    for name in drawn:
-        if isinstance(defaults.get(name), int) and not isinstance(defaults[name], bool):
-            value = next((c[name] for c in configurations if not isinstance(c[name], int)),
-                         None)
-            if value is not None:
-                raise TypeError(f"param_grid[{name!r}] drew {value!r}: {name} takes "
+    for where, grid, configuration in draws:
+        for name, values in grid.items():
+            value = configuration[name]
+            if _is_distribution(values) and isinstance(defaults.get(name), int) \
+                    and not isinstance(defaults[name], bool) and not isinstance(value, int):
+                raise TypeError(f"{where}[{name!r}] drew {value!r}: {name} takes "
                                 f"integers, from a distribution of integers such as "
                                 f"scipy.stats.randint(LOW, HIGH + 1)")
 
@@ -222,7 +243,7 @@ def _combination(lists: dict[str, list], index: int) -> dict[str, Any]:
 
 def tune(
     user_items: Any,
-    param_grid: dict[str, list] | None = None,
+    param_grid: dict[str, Any] | list[dict[str, Any]] | None = None,
     *,
     n_samples: int | None = None,
     metric: str = "recall",
@@ -246,18 +267,23 @@ def tune(
     user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
         The training data (never the test split); a DataFrame of ``user, item[, value]``
         rows as for :meth:`ALS.fit`, whose ids the refitted model keeps.
-    param_grid : dict of str -> list or distribution
+    param_grid : dict of str -> list or distribution, or a list of such dicts
         Values to try per hyperparameter of :class:`ALS`, e.g.
         ``{"factors": [32, 64], "regularization": [0.001, 0.01], "alpha": [1, 10]}``,
         or a distribution to draw them from, with ``n_samples`` (anything with an ``rvs``
         method, e.g. ``scipy.stats.loguniform(1e-4, 1e-1)``; as scikit-learn's
-        ``RandomizedSearchCV`` takes them). Default: factors, regularization and alpha
-        around the reference settings (:data:`DEFAULT_GRID`); factors and regularization
-        for explicit feedback (:data:`DEFAULT_EXPLICIT_GRID`).
+        ``RandomizedSearchCV`` takes them). A list of dicts (as scikit-learn's
+        ``ParameterGrid``) searches the configurations of each, e.g. ``[{"feedback":
+        ["implicit"], "alpha": [1, 10]}, {"feedback": ["explicit"], "regularization":
+        [0.1, 0.3]}]``, where one grid would cross settings that do not go together; a
+        configuration that two of them share trains once. Default: factors,
+        regularization and alpha around the reference settings (:data:`DEFAULT_GRID`);
+        factors and regularization for explicit feedback (:data:`DEFAULT_EXPLICIT_GRID`).
     n_samples : int, optional
         Try this many configurations drawn at random (seeded) from the grid instead of all:
         of a grid of lists, distinct ones; where it has a distribution, each value drawn
-        by itself (lists then uniformly), as scikit-learn's ``ParameterSampler`` draws.
+        by itself (lists then uniformly; of a list of grids, each draw's grid first), as
+        scikit-learn's ``ParameterSampler`` draws.
     metric : {"recall", "ndcg", "precision", "map", "rmse"}
         Validation metric: a ranking metric at ``K``
         (:func:`gpu_als.evaluation.ranking_metrics`), the higher the better; or, for
@@ -328,6 +354,7 @@ def tune(
     base, param_grid, configurations = search_space(param_grid, base_params, metric=metric,
                                                     n_samples=n_samples,
                                                     random_state=random_state)
+    names = _searched(param_grid)
     feedbacks = _feedbacks(base, configurations)
     feedback = "explicit" if "explicit" in feedbacks else "implicit"
     user_ids = item_ids = None  # a DataFrame's, which the refit below keeps
@@ -369,13 +396,16 @@ def tune(
         data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
-        show_progress=show_progress, metric=metric_name(metric, K), searched=param_grid,
+        show_progress=show_progress, metric=metric_name(metric, K), searched=names,
         labels=[", ".join(f"{name}={value!r}" for name, value in config.items())
                 for config in configurations])
-    trials = [{**config, **trial} for config, trial in zip(configurations, trials)]
+    # every record has every name searched: None where its grid (of a list) has not it
+    trials = [{**{name: config.get(name) for name in names}, **trial}
+              for config, trial in zip(configurations, trials)]
     sign = 1 if metric in LOWER_IS_BETTER else -1  # sorting by sign * score: best first
-    best = min((t for t in trials if t["finished"]), key=lambda t: sign * t["score"])
-    best_params = {name: best[name] for name in param_grid}
+    best = min((i for i, t in enumerate(trials) if t["finished"]),
+               key=lambda i: sign * trials[i]["score"])
+    best_params = dict(configurations[best])
     model = None
     if refit:
         given = {**base, "backend": (base_params or {}).get("backend", "auto")}
@@ -384,9 +414,8 @@ def tune(
         model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same
                                               item_ids=item_ids)  # device as the trials
         model.set_params(backend=given["backend"])
-    return TuneResult(best_params, best["score"], model, trials,
-                      metric_name(metric, K),
-                      metric in LOWER_IS_BETTER, backend.name)
+    return TuneResult(best_params, trials[best]["score"], model, trials,
+                      metric_name(metric, K), metric in LOWER_IS_BETTER, backend.name, names)
 
 
 def _given_parts(user_items: Any, validation: Any, feedback: str
@@ -446,10 +475,10 @@ def _scored_part(fit_part: sp.csr_matrix, validation: sp.csr_matrix) -> sp.csr_m
     return scored
 
 
-def search_space(param_grid: dict[str, list] | None = None,
+def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None,
                  base_params: dict[str, Any] | None = None, *, metric: str = "recall",
                  n_samples: int | None = None, random_state: int | None = 0
-                 ) -> tuple[dict[str, Any], dict[str, list], list[dict[str, Any]]]:
+                 ) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
     """What :func:`tune` with these arguments would try, every name and value checked
     without any data (the command line calls it before reading the file): the base
     hyperparameters, the grid (the default one for ``None``) and its configurations.
@@ -469,15 +498,17 @@ def search_space(param_grid: dict[str, list] | None = None,
         param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
                           else DEFAULT_GRID)
     configurations = _configurations(param_grid, base, n_samples, random_state)
-    idle = [idle_settings(ALS(**{**base, **config})._check_params())
-            for config in configurations]
-    for name in configurations[0]:  # searched, but idle in every trial
-        values = len({repr(config[name]) for config in configurations})
-        if values > 1 and all(name in settings for settings in idle):
+    resolved = [ALS(**{**base, **config})._check_params() for config in configurations]
+    idle = [idle_settings(p) for p in resolved]
+    for name in _searched(param_grid):  # searched, but idle in every trial that sets it
+        setting = [(config, settings) for config, settings in zip(configurations, idle)
+                   if name in config]
+        values = len({repr(config[name]) for config, _ in setting})
+        if values > 1 and all(name in settings for _, settings in setting):
             raise ValueError(f"param_grid[{name!r}]: {name} has no effect with "
-                             f"{idle[0][name]}, so its {values} values would train the "
-                             f"same model; leave it out of the grid")
-    configurations = _distinct_models(configurations, idle)
+                             f"{setting[0][1][name]}, so its {values} values would train "
+                             f"the same model; leave it out of the grid")
+    configurations = _distinct_models(configurations, resolved, idle)
     feedbacks = _feedbacks(base, configurations)
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
@@ -485,22 +516,25 @@ def search_space(param_grid: dict[str, list] | None = None,
     return base, param_grid, configurations
 
 
-def _distinct_models(configurations: list[dict[str, Any]], idle: list[dict[str, str]]
-                     ) -> list[dict[str, Any]]:
-    """The configurations that train different models: of those that differ only in
-    settings idle in them (``cg_steps`` of the Cholesky solver's trials in a grid over
-    ``solver`` and ``cg_steps``), the first, as the others would be the same fit again."""
+def _distinct_models(configurations: list[dict[str, Any]], resolved: list[dict[str, Any]],
+                     idle: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The configurations that train different models: of those whose hyperparameters
+    (``resolved``: as the trials take them) differ only in settings idle in them
+    (``cg_steps`` of the Cholesky solver's trials in a grid over ``solver`` and
+    ``cg_steps``), or not at all (a value that one grid of a list sets and another leaves
+    to ``base_params`` or the default), the first, as the others would be the same fit."""
     seen: set[tuple] = set()
     kept = []
-    for config, settings in zip(configurations, idle):
-        acting = tuple((name, repr(value)) for name, value in config.items()
-                       if name not in settings)
+    for config, p, settings in zip(configurations, resolved, idle):
+        acting = tuple(sorted((name, repr(value)) for name, value in {**config, **p}.items()
+                              if name not in settings))
         if acting not in seen:
             seen.add(acting)
             kept.append(config)
     if len(kept) < len(configurations):
-        logger.info("%d of the %d configurations differ from others only in settings that "
-                    "act on nothing in them: each model is trained once",
+        logger.info("%d of the %d configurations would train the model of another (they "
+                    "differ from it only in settings that act on nothing in them, or not "
+                    "at all): each model is trained once",
                     len(configurations) - len(kept), len(configurations))
     return kept
 
@@ -511,40 +545,59 @@ def _feedbacks(base: dict[str, Any], configurations: list[dict[str, Any]]) -> se
             for config in configurations}
 
 
-def _configurations(param_grid: dict[str, list], base: dict[str, Any],
-                    n_samples: int | None, random_state: int | None) -> list[dict[str, Any]]:
+def _configurations(param_grid: Any, base: dict[str, Any], n_samples: int | None,
+                    random_state: int | None) -> list[dict[str, Any]]:
     """The grid's configurations (all, or ``n_samples`` drawn at random, in grid order),
     each hyperparameter name checked against :class:`ALS`'s; the draw never lists the
-    whole grid, which may be far larger than what is drawn from it."""
-    lists = _grid(param_grid)
+    whole grid, which may be far larger than what is drawn from it. A list of grids is
+    one grid of their configurations in turn; where one has a distribution, each draw
+    picks a grid at random first, as scikit-learn's ``ParameterSampler`` does."""
+    grids = _grids(param_grid)
     known = set(ALS._param_names())
-    for name in (*param_grid, *base):
+    for name in (*(name for _, grid in grids for name in grid), *base):
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
     if n_samples is not None:
         n_samples = data.check_int("n_samples", n_samples, minimum=1)
-    if drawn := [name for name, values in lists.items() if _is_distribution(values)]:
+    if drawn := [(where, name) for where, grid in grids for name, values in grid.items()
+                 if _is_distribution(values)]:
         if n_samples is None:
-            raise ValueError(f"param_grid[{drawn[0]!r}] is a distribution: pass n_samples, "
+            where, name = drawn[0]
+            raise ValueError(f"{where}[{name!r}] is a distribution: pass n_samples, "
                              f"the number of configurations to draw from it")
         if n_samples > MAX_CONFIGURATIONS:
             raise ValueError(f"n_samples={n_samples:,}: each configuration is a fit, and at "
                              f"most {MAX_CONFIGURATIONS:,} are tried")
         rng = np.random.default_rng(data.check_random_state(random_state))
-        configurations = [_draw(lists, rng) for _ in range(n_samples)]
-        _check_integers_drawn(configurations, drawn)
-        return configurations
-    total = math.prod(len(values) for values in lists.values())
+        draws = []
+        for _ in range(n_samples):  # (one grid: no draw of it, the values as before)
+            where, grid = grids[int(rng.integers(len(grids)))] if len(grids) > 1 else grids[0]
+            draws.append((where, grid, _draw(grid, rng)))
+        _check_integers_drawn(draws)
+        return [configuration for _, _, configuration in draws]
+    sizes = [math.prod(len(values) for values in grid.values()) for _, grid in grids]
+    total = sum(sizes)
     if min(total, n_samples or total) > MAX_CONFIGURATIONS:
         fix = "pass n_samples to try that many, drawn at random" if n_samples is None \
             else f"n_samples={n_samples:,} is more"
         raise ValueError(f"the grid has {total:,} configurations, each a fit, and at most "
                          f"{MAX_CONFIGURATIONS:,} are tried: {fix}")
-    if n_samples is None:
-        return [_combination(lists, i) for i in range(total)]
-    chosen = np.random.default_rng(data.check_random_state(random_state)).choice(
-        total, min(n_samples, total), replace=False)
-    return [_combination(lists, i) for i in sorted(chosen.tolist())]
+    chosen = range(total) if n_samples is None else sorted(
+        np.random.default_rng(data.check_random_state(random_state)).choice(
+            total, min(n_samples, total), replace=False).tolist())
+    starts = np.cumsum([0, *sizes])  # where each grid's configurations begin
+
+    def configuration(index: int) -> dict[str, Any]:
+        which = int(np.searchsorted(starts, index, side="right")) - 1
+        return _combination(grids[which][1], index - int(starts[which]))
+
+    return [configuration(i) for i in chosen]
+
+
+def _searched(param_grid: Any) -> list[str]:
+    """The names of a (checked) ``param_grid``, a dict or a list of them, in order."""
+    grids = [param_grid] if isinstance(param_grid, Mapping) else param_grid
+    return list(dict.fromkeys(name for grid in grids for name in grid))
 
 
 def _successive_halving(models: list[ALS], prepared: data.Prepared,

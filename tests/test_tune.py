@@ -334,8 +334,9 @@ def test_configurations_that_train_the_same_model_are_trained_once(R, caplog):
         warnings.simplefilter("error")  # cg_steps=1 of a Cholesky trial: searched, no warning
         result = tune(R, grid, base_params={"iterations": 4, "backend": "cpu"},
                       random_state=3, show_progress=False, halving=False, refit=False)
-    assert "2 of the 8 configurations differ from others only in settings that act on " \
-        "nothing in them: each model is trained once" in caplog.text
+    assert "2 of the 8 configurations would train the model of another (they differ from " \
+        "it only in settings that act on nothing in them, or not at all): each model is " \
+        "trained once" in caplog.text
     assert [(t["solver"], t["cg_steps"], t["factors"]) for t in result.trials] == [
         ("cholesky", 1, 2), ("cholesky", 1, 8), ("cg", 1, 2), ("cg", 1, 8), ("cg", 3, 2),
         ("cg", 3, 8)]
@@ -344,8 +345,90 @@ def test_configurations_that_train_the_same_model_are_trained_once(R, caplog):
         alone = tune(R, {"solver": ["cholesky"], "factors": [2, 8]}, random_state=3,
                      base_params={"iterations": 4, "backend": "cpu", "cg_steps": 3},
                      show_progress=False, halving=False)
-    assert "differ from others" not in caplog.text  # none left out: nothing said
+    assert "would train the model of another" not in caplog.text  # none left out: nothing said
     assert [t["score"] for t in alone.trials] == [t["score"] for t in result.trials[:2]]
+
+
+LISTED = [{"solver": ["cholesky"], "factors": [2, 8]},
+          {"solver": ["cg"], "cg_steps": [1, 3], "factors": [2, 8]}]
+
+
+def test_a_list_of_grids_searches_the_configurations_of_each(R, tmp_path):
+    """A list of grids (scikit-learn's ParameterGrid takes one): the configurations of
+    each in turn, scored as searched alone; a trial's value of a name that its grid has
+    not is None (an empty cell in the CSV), and best_params has its grid's names."""
+    result = tune(R, LISTED, base_params={"iterations": 4, "backend": "cpu"},
+                  random_state=3, show_progress=False, halving=False)
+    assert result.searched == ["solver", "factors", "cg_steps"]
+    assert [(t["solver"], t["cg_steps"], t["factors"]) for t in result.trials] == [
+        ("cholesky", None, 2), ("cholesky", None, 8), ("cg", 1, 2), ("cg", 1, 8),
+        ("cg", 3, 2), ("cg", 3, 8)]
+    each = [tune(R, grid, base_params={"iterations": 4, "backend": "cpu"}, random_state=3,
+                 show_progress=False, halving=False, refit=False) for grid in LISTED]
+    assert [t["score"] for t in result.trials] == \
+        [t["score"] for one in each for t in one.trials]
+    best = max(range(6), key=lambda i: result.trials[i]["score"])
+    assert best >= 2  # (a CG trial: best_params has cg_steps)
+    assert result.best_params == {name: result.trials[best][name]
+                                  for name in ("solver", "cg_steps", "factors")}
+    assert result.model.get_params()["cg_steps"] == result.best_params["cg_steps"]
+    lines = result.to_csv(tmp_path / "trials.csv").read_text().splitlines()
+    assert lines[0].startswith("solver,factors,cg_steps,score")
+    assert sum(line.startswith("cholesky,2,,") or line.startswith("cholesky,8,,")
+               for line in lines) == 2
+    pytest.importorskip("matplotlib")
+    from gpu_als.plots import plot_tuning
+
+    assert plot_tuning(result, tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_a_configuration_of_two_grids_of_a_list_is_trained_once(R, caplog):
+    """The same model from two grids of a list, once set by both, once left to the
+    defaults by one (regularization=None is 0.01 for implicit feedback): trained once."""
+    grids = [{"factors": [2, 8]}, {"factors": [8], "regularization": [0.01, 0.1]},
+             {"alpha": [1.0]}]  # (alpha's default: factors=64, as ALS() is)
+    with caplog.at_level("INFO", logger="gpu_als"):
+        kept = search_space(grids, {"iterations": 4})[2]
+    assert kept == [{"factors": 2}, {"factors": 8}, {"factors": 8, "regularization": 0.1},
+                    {"alpha": 1.0}]
+    assert "1 of the 5 configurations would train the model of another" in caplog.text
+    readme = [{"feedback": ["implicit"], "alpha": [1, 10, 40]},  # the README's example
+              {"feedback": ["explicit"], "regularization": [0.03, 0.1, 0.3]}]
+    assert len(search_space(readme)[2]) == 6
+    assert len(search_space({"feedback": ["implicit", "explicit"], "alpha": [1, 10, 40],
+                             "regularization": [0.03, 0.1, 0.3]})[2]) == 12
+
+
+def test_a_list_of_grids_is_sampled_as_one_grid_and_drawn_from_grid_first():
+    """n_samples of a list of grids of lists: distinct configurations of their union, in
+    its order; with a distribution, each draw picks its grid at random first."""
+    import scipy.stats
+
+    listed = [{"solver": "cholesky", "factors": 2}, {"solver": "cholesky", "factors": 8}] + \
+        [{"solver": "cg", "cg_steps": c, "factors": f} for c in (1, 3) for f in (2, 8)]
+    for seed in range(3):
+        chosen = np.random.default_rng(seed).choice(6, 4, replace=False)
+        assert search_space(LISTED, n_samples=4, random_state=seed)[2] == \
+            [listed[i] for i in sorted(chosen)]
+    grids = [{"factors": [2, 4, 8]}, {"regularization": scipy.stats.loguniform(1e-3, 1.0)}]
+    rng = np.random.default_rng(6)
+    expected = []
+    for _ in range(6):
+        if rng.integers(2) == 0:
+            expected.append({"factors": [2, 4, 8][int(rng.integers(3))]})
+        else:
+            expected.append({"regularization":
+                             grids[1]["regularization"].rvs(random_state=rng).item()})
+    distinct = [c for i, c in enumerate(expected) if c not in expected[:i]]
+    assert 3 < len(distinct) < 6  # (draws of a list repeat: each trained once)
+    assert search_space(grids, n_samples=6, random_state=6)[2] == distinct
+    with pytest.raises(ValueError, match=r"param_grid\[1\]\['regularization'\] is a "
+                                         r"distribution: pass n_samples"):
+        search_space(grids)
+    with pytest.raises(TypeError, match=r"param_grid\[1\]\['factors'\] drew [\d.]+: factors "
+                                        r"takes integers"):
+        search_space([{"factors": [2]}, {"factors": scipy.stats.uniform(2, 8)}],
+                     n_samples=4, random_state=1)
 
 
 def test_refit_false_searches_without_the_final_fit(R, monkeypatch):
@@ -520,7 +603,13 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"param_grid": {"factors": [[4], [2], [2]]}}, r"param_grid\['factors'\] holds \[2\] "
                                                    r"more than once"),  # unhashable values
     ({"param_grid": [("factors", [2, 4])]}, r"param_grid must be a dict of hyperparameter "
-                                            r"name -> list of values, got list"),
+                                            r"name -> list of values, or a list of such "
+                                            r"dicts, got a list of tuple$"),
+    ({"param_grid": []}, r"param_grid must be a dict .* got an empty list$"),
+    ({"param_grid": "factors"}, r"param_grid must be a dict .* got str$"),
+    ({"param_grid": [{"factors": [2]}, {"factors": []}]},
+     r"param_grid\[1\]\['factors'\] must be a non-empty list"),
+    ({"param_grid": [{"factors": [2]}, {"factor": [2]}]}, r"unknown parameter 'factor'"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
     ({"K": 0}, "K=0: must be >= 1"),
     ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
