@@ -833,11 +833,33 @@ def _time_column(df, name: str):
 GRID_DISTRIBUTIONS = ("loguniform", "uniform", "randint")
 
 
-def parse_grid(items: list[str] | None) -> dict[str, Any] | None:
+#: What ``--or`` puts among the ``--grid`` options: the start of another grid.
+GRID_BREAK = "--or"
+
+
+def parse_grid(items: list[str] | None) -> dict[str, Any] | list[dict[str, Any]] | None:
     """``["factors=32,64", "alpha=1,10"]`` -> ``{"factors": [32, 64], "alpha": [1.0, 10.0]}``;
-    ``regularization=loguniform:0.0001:0.1`` -> a scipy.stats distribution."""
+    ``regularization=loguniform:0.0001:0.1`` -> a scipy.stats distribution; grids apart
+    (:data:`GRID_BREAK` between them, from ``--or``) -> a list of them."""
     if not items:
         return None
+    if GRID_BREAK not in items:
+        return _parse_one_grid(items)
+    groups: list[list[str]] = [[]]
+    for item in items:
+        if item == GRID_BREAK:
+            groups.append([])
+        else:
+            groups[-1].append(item)
+    if not all(groups):
+        raise ValueError("--or stands between two sets of --grid options, each one grid "
+                         "(e.g. --grid feedback=implicit --grid alpha=1,10 --or --grid "
+                         "feedback=explicit)")
+    return [_parse_one_grid(group) for group in groups]
+
+
+def _parse_one_grid(items: list[str]) -> dict[str, Any]:
+    """One grid of :func:`parse_grid`."""
     grid: dict[str, Any] = {}
     for item in items:
         name, _, values = item.partition("=")
@@ -890,7 +912,10 @@ def grid_distribution(name: str, spec: str):
 
 
 #: What gpu_als.tune's messages call the search's arguments, and the options they are.
-_TUNE_OPTIONS = ((r"param_grid\['([^']+)'\]", r"--grid \1"),
+_TUNE_OPTIONS = ((r"param_grid\[(\d+)\]\['([^']+)'\]",
+                  lambda match: f"--grid {match[2]} (of grid {int(match[1]) + 1}, counting "
+                                f"the sets of --grid options apart by --or)"),
+                 (r"param_grid\['([^']+)'\]", r"--grid \1"),
                  (r"\bn_samples=([\d,]+)", r"--n-samples \1"),
                  (r"\bn_samples\b", "--n-samples"),
                  (r"\bmetric='(\w+)'", r"--metric \1"),
@@ -1521,6 +1546,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "regularization=loguniform:0.0001:0.1), uniform:LOW:HIGH or "
                         "randint:LOW:HIGH (integers, both ends included); default: "
                         "factors, regularization and alpha around the reference")
+    p.add_argument("--or", dest="grid", action="append_const", const=GRID_BREAK,
+                   help="start another grid: the search tries the configurations of the "
+                        "--grid options before it, then those after it (settings that go "
+                        "together only in part, e.g. --grid feedback=implicit --grid "
+                        "alpha=1,10 --or --grid feedback=explicit --grid "
+                        "regularization=0.1,0.3)")
     p.add_argument("--n-samples", type=at_least(1), default=None,
                    help="try this many random configurations of the grid (default: all of "
                         "them; needed for a range)")

@@ -1474,6 +1474,36 @@ def test_tune_draws_from_ranges_of_the_grid(csv_file, tmp_path, capsys):
         assert capsys.readouterr().err == f"gpu-als tune: error: {error}\n"
 
 
+def test_tune_searches_grids_apart_by_or(csv_file, tmp_path, capsys):
+    """--or starts another grid: the search of tune() with a list of grids (the trials of
+    one grid, then of the next), its errors named by the option and the grid."""
+    from gpu_als.cli import parse_grid
+
+    items = ["solver=cholesky", "factors=2,3", "--or", "solver=cg", "cg_steps=1,2"]
+    assert parse_grid(items) == [{"solver": ["cholesky"], "factors": [2, 3]},
+                                 {"solver": ["cg"], "cg_steps": [1, 2]}]
+    args = ["tune", str(csv_file), "--grid", "solver=cholesky", "--grid", "factors=2,3",
+            "--or", "--grid", "solver=cg", "--grid", "cg_steps=1,2", "--iterations", "2",
+            "--backend", "cpu", "--no-halving", "--trials", str(tmp_path / "t.csv")]
+    assert main(args) == 0
+    assert "4 configurations, 4 trained to the end" in capsys.readouterr().out
+    rows = sorted((tmp_path / "t.csv").read_text().splitlines()[1:])
+    assert [row.split(",")[:3] for row in rows] == [
+        ["cg", "", "1"], ["cg", "", "2"], ["cholesky", "2", ""], ["cholesky", "3", ""]]
+    for grids, error in (
+            (["--or", "--grid", "factors=2"], "--or stands between two sets of --grid "
+                                              "options, each one grid"),
+            (["--grid", "factors=2", "--or"], "--or stands between"),
+            (["--grid", "factors=2", "--or", "--or", "--grid", "factors=3"],
+             "--or stands between"),
+            (["--grid", "factors=2", "--or", "--grid", "factors=uniform:2:8",
+              "--n-samples", "2"], r"--grid factors \(of grid 2, counting the sets of --grid "
+                                   r"options apart by --or\) drew [\d.]+: factors takes "
+                                   r"integers")):
+        assert main(["tune", str(tmp_path / "nowhere.csv"), *grids]) == 2
+        assert re.match(f"gpu-als tune: error: {error}", capsys.readouterr().err)
+
+
 def test_tune_refits_the_best_only_for_its_output(csv_file, tmp_path, capsys, monkeypatch):
     """Without -o nothing keeps the refitted model: tune skips that full fit."""
     import gpu_als.tune
