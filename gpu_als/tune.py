@@ -505,9 +505,10 @@ def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None
                    if name in config]
         values = len({repr(config[name]) for config, _ in setting})
         if values > 1 and all(name in settings for _, settings in setting):
-            raise ValueError(f"param_grid[{name!r}]: {name} has no effect with "
-                             f"{setting[0][1][name]}, so its {values} values would train "
-                             f"the same model; leave it out of the grid")
+            reasons = " or ".join(dict.fromkeys(settings[name] for _, settings in setting))
+            raise ValueError(f"param_grid[{name!r}]: {name} has no effect with {reasons}, "
+                             f"so its {values} values would train the same model; leave it "
+                             f"out of the grid")
     configurations = _distinct_models(configurations, resolved, idle)
     feedbacks = _feedbacks(base, configurations)
     if metric == "rmse" and feedbacks != {"explicit"}:

@@ -291,6 +291,20 @@ def test_tuning_chart(drawn, tmp_path):
     factors, regularization = drawn[-1].axes[:2]
     assert regularization.get_xscale() == "log" and factors.get_xscale() == "linear"
     assert [float(x) for x in factors.get_xticks()] == [64.0]
+    # a list of grids: a panel per name searched; a trial whose grid has not the name
+    # (None) has no dot in its panel, and a best without it no line
+    listed = [{"solver": "cholesky", "factors": 8, "cg_steps": None, "score": 0.3,
+               "finished": True},
+              {"solver": "cg", "factors": 8, "cg_steps": 1, "score": 0.1, "finished": True},
+              {"solver": "cg", "factors": 8, "cg_steps": 3, "score": 0.2, "finished": True}]
+    plot_tuning(TuneResult({"solver": "cholesky", "factors": 8}, 0.3, None, listed,
+                           "recall@10", searched=["solver", "factors", "cg_steps"]),
+                tmp_path / "listed.png")
+    solver, factors, cg_steps = drawn[-1].axes
+    assert [ax.get_xlabel() for ax in drawn[-1].axes] == ["solver", "factors", "cg_steps"]
+    np.testing.assert_array_equal(cg_steps.collections[0].get_offsets(), [[1, 0.1], [3, 0.2]])
+    assert [float(x) for x in cg_steps.get_xticks()] == [1.0, 3.0]
+    assert len(solver.lines) == len(factors.lines) == 1 and not cg_steps.lines
 
 
 def test_benchmark_chart(drawn, tmp_path, monkeypatch):

@@ -410,6 +410,8 @@ def test_a_list_of_grids_is_sampled_as_one_grid_and_drawn_from_grid_first():
         chosen = np.random.default_rng(seed).choice(6, 4, replace=False)
         assert search_space(LISTED, n_samples=4, random_state=seed)[2] == \
             [listed[i] for i in sorted(chosen)]
+    assert search_space([{"factors": [2]}, {"factors": [3, 4, 5]}, {"alpha": [2.0]}])[2] == [
+        {"factors": 2}, {"factors": 3}, {"factors": 4}, {"factors": 5}, {"alpha": 2.0}]
     grids = [{"factors": [2, 4, 8]}, {"regularization": scipy.stats.loguniform(1e-3, 1.0)}]
     rng = np.random.default_rng(6)
     expected = []
@@ -954,12 +956,16 @@ def test_the_search_space_is_checked_without_data():
     ({"epsilon": [0.5, 2.0]}, {}, "epsilon has no effect with confidence='linear'"),
     ({"cg_steps": [2, 3], "alpha": [1, 5]}, {}, "cg_steps has no effect with "
                                                 "solver='cholesky'"),
+    ([{"epsilon": [0.5], "feedback": ["explicit"]}, {"factors": [2]}, {"epsilon": [2.0]}],
+     {}, "epsilon has no effect with feedback='explicit' (ratings, no confidences) or "
+         "confidence='linear'"),  # (a list of grids: idle in each that sets it)
 ])
 def test_a_grid_over_a_setting_that_acts_on_nothing_is_refused(grid, base, idle):
     """Every value would train the same model (each trial warned of it before, and the
     search paid for every one); idle in some trials only, it is searched where it acts,
     and each model is trained once."""
-    name = next(name for name in grid if idle.startswith(name))
+    name = next(name for name in ([grid] if isinstance(grid, dict) else grid)[-1]
+                if idle.startswith(name))
     with pytest.raises(ValueError, match=re.escape(
             f"param_grid[{name!r}]: {idle}") + r".*, so its 2 values would train the same "
                                                r"model; leave it out of the grid"):
