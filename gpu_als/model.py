@@ -278,6 +278,7 @@ class ALS:
     @classmethod
     def _unknown_parameter(cls, name: str) -> str:
         """Why ``name`` is not a parameter, and what to pass instead."""
+        name = str(name)  # (NumPy's str_ named as Python's)
         if name in IMPLICIT_ARGUMENTS:
             return (f"{name!r} is the implicit library's argument; in gpu-als: "
                     f"{IMPLICIT_ARGUMENTS[name]}")

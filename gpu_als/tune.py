@@ -174,6 +174,10 @@ def _grid(param_grid: Mapping, where: str = "param_grid") -> dict[str, Any]:
     (:func:`_is_distribution`), kept as they are; ``where`` names it in errors."""
     lists: dict[str, Any] = {}
     for name, values in param_grid.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{where}'s keys must be hyperparameter names (strings), got "
+                            f"{name!r}")
+        name = str(name)  # (NumPy's str_, as pandas may give them, as Python's)
         if _is_distribution(values):
             lists[name] = values
             continue
@@ -555,6 +559,9 @@ def _configurations(param_grid: Any, base: dict[str, Any], n_samples: int | None
     picks a grid at random first, as scikit-learn's ``ParameterSampler`` does."""
     grids = _grids(param_grid)
     known = set(ALS._param_names())
+    if names := [name for name in base if not isinstance(name, str)]:
+        raise TypeError(f"base_params' keys must be hyperparameter names (strings), got "
+                        f"{names[0]!r}")
     for name in (*(name for _, grid in grids for name in grid), *base):
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
@@ -598,7 +605,7 @@ def _configurations(param_grid: Any, base: dict[str, Any], n_samples: int | None
 def _searched(param_grid: Any) -> list[str]:
     """The names of a (checked) ``param_grid``, a dict or a list of them, in order."""
     grids = [param_grid] if isinstance(param_grid, Mapping) else param_grid
-    return list(dict.fromkeys(name for grid in grids for name in grid))
+    return list(dict.fromkeys(str(name) for grid in grids for name in grid))
 
 
 def _successive_halving(models: list[ALS], prepared: data.Prepared,

@@ -539,13 +539,16 @@ def assert_csv_is_the_table(path, result):
 
 
 def test_any_iterable_of_values_is_read_once_numpy_scalars_as_pythons(R):
-    """(A generator's values were once counted, which used it up: no configuration.)"""
-    result = tune(R, {"factors": (k for k in [2, 3]), "alpha": np.array([1.0, 5.0])},
+    """(A generator's values were once counted, which used it up: no configuration.)
+    Names as NumPy strings (a DataFrame's column of them) are Python's too."""
+    result = tune(R, {"factors": (k for k in [2, 3]), np.str_("alpha"): np.array([1.0, 5.0])},
                   base_params={"backend": "cpu", "iterations": 2}, show_progress=False)
     assert [(t["factors"], t["alpha"]) for t in result.trials] == [
         (2, 1.0), (2, 5.0), (3, 1.0), (3, 5.0)]
     assert all(type(t["factors"]) is int and type(t["alpha"]) is float
                for t in result.trials)
+    assert all(type(name) is str for t in result.trials for name in t)
+    assert all(type(name) is str for name in [*result.best_params, *result.searched])
 
 
 def test_the_default_iterations_are_20(R):
@@ -612,6 +615,14 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"param_grid": [{"factors": [2]}, {"factors": []}]},
      r"param_grid\[1\]\['factors'\] must be a non-empty list"),
     ({"param_grid": [{"factors": [2]}, {"factor": [2]}]}, r"unknown parameter 'factor'"),
+    ({"param_grid": {np.str_("factor"): [2]}},  # (not np.str_\('factor'\))
+     r"^unknown parameter 'factor' \(did you mean 'factors'\?\)"),
+    ({"param_grid": {5: [2]}}, r"^param_grid's keys must be hyperparameter names "
+                               r"\(strings\), got 5$"),
+    ({"param_grid": [{"factors": [2]}, {None: [2]}]}, r"^param_grid\[1\]'s keys must be "
+                                                      r"hyperparameter names .*got None$"),
+    ({"base_params": {3: 2}}, r"^base_params' keys must be hyperparameter names \(strings\), "
+                              r"got 3$"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
     ({"K": 0}, "K=0: must be >= 1"),
     ({"min_iterations": 0}, "min_iterations=0: must be >= 1"),
