@@ -916,6 +916,8 @@ _TUNE_OPTIONS = ((r"param_grid\[(\d+)\]\['([^']+)'\]",
                   lambda match: f"--grid {match[2]} (of grid {int(match[1]) + 1}, counting "
                                 f"the sets of --grid options apart by --or)"),
                  (r"param_grid\['([^']+)'\]", r"--grid \1"),
+                 (r"param_grid's configuration (\{[^}]*\})", r"the configuration \1 of --grid"),
+                 (r"^base_params: ", ""),  # (--iterations, --feedback ...: named already)
                  (r"\bn_samples=([\d,]+)", r"--n-samples \1"),
                  (r"\bn_samples\b", "--n-samples"),
                  (r"\bmetric='(\w+)'", r"--metric \1"),

@@ -502,7 +502,11 @@ def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None
         param_grid = dict(DEFAULT_EXPLICIT_GRID if base.get("feedback") == "explicit"
                           else DEFAULT_GRID)
     configurations = _configurations(param_grid, base, n_samples, random_state)
-    resolved = [ALS(**{**base, **config})._check_params() for config in configurations]
+    try:
+        ALS(**base)._check_params()
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"base_params: {exc}") from None
+    resolved = [_checked(base, config) for config in configurations]
     idle = [idle_settings(p) for p in resolved]
     for name in _searched(param_grid):  # searched, but idle in every trial that sets it
         setting = [(config, settings) for config, settings in zip(configurations, idle)
@@ -519,6 +523,15 @@ def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
     return base, param_grid, configurations
+
+
+def _checked(base: dict[str, Any], configuration: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's hyperparameters as its trial takes them (``ALS._check_params``);
+    a value refused is raised again with the configuration that holds it."""
+    try:
+        return ALS(**{**base, **configuration})._check_params()
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"param_grid's configuration {configuration}: {exc}") from None
 
 
 def _distinct_models(configurations: list[dict[str, Any]], resolved: list[dict[str, Any]],

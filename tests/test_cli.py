@@ -1590,7 +1590,8 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
         "tune takes hyperparameters through --grid (one value fixes one): --grid factors=8 "
         "--grid confidence=log\n")
     wide = ",".join(map(str, range(1, 401)))  # 160,000 configurations
-    for grid, error in (("factors=2,x", "factors must be an integer, got str 'x'"),
+    for grid, error in (("factors=2,x", "the configuration {'factors': 'x'} of --grid: "
+                                        "factors must be an integer, got str 'x'"),
                         ("factor=2", "unknown parameter 'factor' (did you mean 'factors'?)"),
                         # in the options' terms, not tune()'s (param_grid['factors'] ...)
                         ("factors=2,4,2", "--grid factors holds 2 more than once"),

@@ -621,6 +621,12 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
                                r"\(strings\), got 5$"),
     ({"param_grid": [{"factors": [2]}, {None: [2]}]}, r"^param_grid\[1\]'s keys must be "
                                                       r"hyperparameter names .*got None$"),
+    ({"param_grid": [{"factors": [2]}, {"alpha": [1.0, np.nan]}]},  # which configuration
+     r"^param_grid's configuration \{'alpha': nan\}: alpha=nan: must be finite$"),
+    ({"param_grid": {"regularization": [0, 0.1]}, "base_params": {"feedback": "explicit"}},
+     r"^param_grid's configuration \{'regularization': 0\}: regularization=0 with "
+     r"feedback='explicit'"),
+    ({"base_params": {"iterations": -1}}, r"^base_params: iterations=-1: must be >= 0$"),
     ({"base_params": {3: 2}}, r"^base_params' keys must be hyperparameter names \(strings\), "
                               r"got 3$"),
     ({"reduction_factor": 1}, "reduction_factor=1: must be >= 2"),
