@@ -72,9 +72,10 @@ DEFAULT_EXPLICIT_GRID: dict[str, list] = {"factors": [16, 32, 64],
                                           "regularization": [0.01, 0.03, 0.1, 0.3]}
 
 
-@dataclass
+@dataclass(repr=False)
 class TuneResult:
-    """What :func:`tune` returns.
+    """What :func:`tune` returns. Its repr is a summary (the best, the trials counted);
+    :meth:`table` has every trial.
 
     Attributes
     ----------
@@ -110,6 +111,14 @@ class TuneResult:
     lower_is_better: bool = False
     backend: str = ""
     searched: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        finished = sum(bool(t["finished"]) for t in self.trials)
+        failed = sum(bool(t.get("error")) for t in self.trials)
+        return (f"TuneResult(best_params={self.best_params!r}, best_score="
+                f"{self.best_score:.4g} ({self.metric}), {len(self.trials)} trials "
+                f"({finished} finished" + (f", {failed} failed" if failed else "")
+                + f"), model={self.model!r}, backend={self.backend!r})")
 
     def table(self):
         """The trials as a pandas DataFrame, best first (needs pandas)."""

@@ -792,6 +792,21 @@ def test_a_trial_that_fails_is_recorded_and_the_search_goes_on(R, tmp_path):
     rows = result.to_csv(tmp_path / "trials.csv").read_text().splitlines()
     assert rows[0].endswith(",error") and rows[-1].startswith("64,0.0,nan,")
     assert result.table()["error"].iloc[-1] == failed["error"]
+    finished = sum(t["finished"] for t in result.trials)
+    assert repr(result) == (  # a summary: the trials are counted, not listed
+        f"TuneResult(best_params={result.best_params!r}, best_score="
+        f"{result.best_score:.4g} (recall@10), 4 trials ({finished} finished, 1 failed), "
+        f"model={result.model!r}, backend='cpu')")
+
+
+def test_a_results_repr_counts_its_trials(R):
+    """(It listed every trial: thousands of characters for a search of 45.)"""
+    result = run(R, refit=False)
+    finished = sum(t["finished"] for t in result.trials)
+    assert 0 < finished < 8
+    assert repr(result) == (f"TuneResult(best_params={result.best_params!r}, best_score="
+                            f"{result.best_score:.4g} (recall@10), 8 trials ({finished} "
+                            f"finished), model=None, backend='cpu')")
 
 
 def test_failed_trials_keep_their_seconds_and_all_failing_says_why(R, monkeypatch):
