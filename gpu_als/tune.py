@@ -15,7 +15,8 @@ ALS is deterministic, so its final model equals a fresh fit with the full iterat
 halving changes which trials finish, never a finished trial's result. No factors are
 shared between configurations (no warm starts across them), and configurations that
 differ only in settings idle in them (``cg_steps`` of the Cholesky solver's trials, in a
-grid over ``solver`` and ``cg_steps``) are trained once.
+grid over ``solver`` and ``cg_steps``), or not at all (one that two grids of a list of
+grids share), are trained once.
 
 A trial whose fit fails for its configuration alone (a singular system, factors that turn
 NaN or overflow, memory that runs out: :data:`TRIAL_ERRORS`) is warned of, recorded with
