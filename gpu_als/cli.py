@@ -472,8 +472,17 @@ def fitting_on(scheduler: str | None):
         from dask.distributed import Client
     except ImportError as exc:
         raise RuntimeError("--scheduler needs Dask: pip install gpu-als[dist]") from exc
+    from distributed.comm.addressing import parse_address, parse_host_port
+
     from .distributed import fit_distributed
 
+    try:  # before the Client: one that fails on its address waits 60 s as it is freed
+        protocol, location = parse_address(scheduler)
+        if protocol in ("tcp", "tls"):
+            parse_host_port(location)
+    except ValueError:  # (Dask's words: "missing port number", "invalid literal for int()")
+        raise ValueError(f"--scheduler {scheduler}: not a scheduler's address; give it as "
+                         f"tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786") from None
     try:
         client = Client(scheduler, set_as_default=False)
     except OSError as exc:  # Dask's "Timed out trying to connect"

@@ -699,6 +699,11 @@ def test_train_on_a_cluster_needs_dask_and_a_scheduler_that_answers(csv_file, tm
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main([*common, "tcp://127.0.0.1:9"]) == 2  # the discard port: refused
     assert "Timed out trying to connect to tcp://127.0.0.1:9" in capsys.readouterr().err
+    for address in ("out.parquet", "tcp://host", "tcp://host:port"):  # no Client made: one
+        assert main([*common, address]) == 2  # that failed so hung 60 s, then a traceback
+        assert capsys.readouterr().err == (
+            f"gpu-als train: error: --scheduler {address}: not a scheduler's address; "
+            f"give it as tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786\n")
     monkeypatch.setitem(sys.modules, "dask.distributed", None)  # not installed
     assert main([*common, "tcp://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err == ("gpu-als train: error: --scheduler needs Dask: pip "
