@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import difflib
 import io
 import itertools
 import os
@@ -136,6 +137,9 @@ def _read_frame(args: argparse.Namespace):
             fourth = " (with --no-header, the fourth)" if args.no_header else ""
             raise ValueError(f"{args.file} has no column {column!r}{fourth} for --time-col; "
                              f"its columns are {names}")
+    if args.value_col != "value" and args.value_col not in df.columns and \
+            getattr(args, "event_weights", None) is None:  # (the default: each row counts 1)
+        raise _missing_value_column(df, args)
     if len(df) == 0:
         raise ValueError(f"{args.file} has no rows" if parquet else
                          f"{args.file} has a header line but no rows")
@@ -155,6 +159,23 @@ def _read_frame(args: argparse.Namespace):
         df = df[kept]
         df.attrs["file_columns"] = names
     return df
+
+
+def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
+    """``--value-col`` naming a column that the file lacks, with the one likely meant: named
+    alike ('Rating' for 'rating'), else a column of numbers or named as values."""
+    names = [str(c) for c in df.attrs.get("file_columns", df.columns)]
+    unused = [name for name in names
+              if name not in (args.user_col, args.item_col, *_other_columns(args))]
+    lower = {name.lower(): name for name in unused}
+    close = difflib.get_close_matches(args.value_col.lower(), list(lower), n=1, cutoff=0.75)
+    candidates = value_candidates(unused, numeric_columns(df, (args.user_col, args.item_col)))
+    meant = lower[close[0]] if close else likely_value_column(candidates) if candidates \
+        else None
+    third = " (with --no-header, the third)" if args.no_header else ""
+    return ValueError(f"{args.file} has no column {args.value_col!r}{third} for --value-col; "
+                      f"its columns are {names}"
+                      + (f" (did you mean --value-col {shlex.quote(meant)}?)" if meant else ""))
 
 
 def _other_columns(args: argparse.Namespace) -> list[str]:
@@ -202,7 +223,7 @@ def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespa
     inside = _delimiter_in(names[0]) if len(names) == 1 else None
     if inside is not None:
         return (f"Its header line reads as one column: {_delimiter_question(inside)}"
-                + ("" if args.sep is None else ", or leave --sep out to have it detected"))
+                + ("" if args.sep is None else " (or leave --sep out to have it detected)"))
     return _name_the_columns(names) + ", or pass --no-header for a file without a header line"
 
 

@@ -1063,9 +1063,9 @@ def test_bad_columns(csv_file, capsys):
         joined = csv_file.with_name("joined.csv")
         joined.write_text(csv_file.read_text().replace(",", sep))
         assert main(["train", str(joined), "--sep", ";", "--backend", "cpu"]) == 2
-        assert capsys.readouterr().err.endswith(
-            f"Its header line reads as one column: is the delimiter {told}, or leave --sep "
-            f"out to have it detected\n")
+        assert capsys.readouterr().err.endswith(  # (not "Pass --sep ,, or leave")
+            f"Its header line reads as one column: is the delimiter {told} (or leave --sep "
+            f"out to have it detected)\n")
     single = csv_file.with_name("single.csv")  # one column: no example to give
     single.write_text("uid\nu1\n")
     assert main(["train", str(single), "--backend", "cpu"]) == 2
@@ -1090,12 +1090,29 @@ def test_bad_columns(csv_file, capsys):
         f"gpu-als train: error: {rated} has no column 'value': --feedback explicit learns "
         f"ratings; name their column with --value-col (the columns are ['user', 'item', "
         f"'rating'])\n")
-    for command in ("train", "evaluate"):  # ratings are what explicit feedback learns
-        assert main([command, str(csv_file), "--value-col", "rating", "--feedback",
+    for command in ("train", "evaluate", "predict"):  # a --value-col that is not there
+        given = [str(model)] if command == "predict" else []  # (was not a column, said
+        assert main([command, *given, str(csv_file), "--value-col", "rating",  # predict)
+                     "--backend", "cpu"]) == 2
+        assert capsys.readouterr().err == (
+            f"gpu-als {command}: error: {csv_file} has no column 'rating' for --value-col; "
+            f"its columns are ['user', 'item', 'value'] (did you mean --value-col value?)\n")
+    for value_col, meant in (("Rating", "rating"), ("stars", "rating")):  # spelt, or values
+        assert main(["train", str(rated), "--value-col", value_col, "--feedback",
                      "explicit", "--backend", "cpu"]) == 2
-        assert ("has no column 'rating': --feedback explicit learns ratings; name their "
-                "column with --value-col (the columns are ['user', 'item', 'value'])"
-                in capsys.readouterr().err)
+        assert capsys.readouterr().err.endswith(
+            f"has no column {value_col!r} for --value-col; its columns are ['user', 'item', "
+            f"'rating'] (did you mean --value-col {meant}?)\n")
+    unvalued = csv_file.with_name("unvalued.csv")  # nothing to suggest
+    unvalued.write_text("user,item,when\nu1,7,2024-01-02\n")
+    assert main(["train", str(unvalued), "--value-col", "n", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "has no column 'n' for --value-col; its columns are ['user', 'item', 'when']\n")
+    unvalued.write_text("u1,7\nu2,8\n")  # two columns: no third for --value-col to name
+    assert main(["train", str(unvalued), "--no-header", "--value-col", "n", "--backend",
+                 "cpu"]) == 2
+    assert "has no column 'n' (with --no-header, the third) for --value-col" in \
+        capsys.readouterr().err
     # a model of ratings to go on from: the file needs them too (the model's feedback)
     assert main(["train", str(csv_file), "--feedback", "explicit", "--factors", "2",
                  "--iterations", "1", "--backend", "cpu", "--output", str(model)]) == 0
@@ -1318,8 +1335,9 @@ def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, c
     for extra, says in ((["--feedback", "explicit"], "has no column 'value': --feedback "
                          "explicit learns ratings; name their column with --value-col (the "
                          "columns are ['user', 'item', 'session', 'ts', 'price'])"),
-                        (["--value-col", "n"], "column 'n' not found; the DataFrame has "
-                         "['user', 'item', 'session', 'ts', 'price']")):
+                        (["--value-col", "n"], "has no column 'n' for --value-col; its "
+                         "columns are ['user', 'item', 'session', 'ts', 'price'] (did you "
+                         "mean --value-col price?)")):
         assert main(["train", str(tmp_path / "no_value.parquet"), "--backend", "cpu",
                      *extra]) == 2
         err = capsys.readouterr().err
