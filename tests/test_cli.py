@@ -1103,6 +1103,10 @@ def test_bad_columns(csv_file, capsys):
         assert capsys.readouterr().err.endswith(
             f"has no column {value_col!r} for --value-col; its columns are ['user', 'item', "
             f"'rating'] (did you mean --value-col {meant}?)\n")
+    both = csv_file.with_name("both.csv")  # the spelling first, then what holds values
+    both.write_text("user,item,plays,rating\nu1,7,3,4\n")
+    assert main(["train", str(both), "--value-col", "ratng", "--backend", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith("(did you mean --value-col rating?)\n")
     unvalued = csv_file.with_name("unvalued.csv")  # nothing to suggest
     unvalued.write_text("user,item,when\nu1,7,2024-01-02\n")
     assert main(["train", str(unvalued), "--value-col", "n", "--backend", "cpu"]) == 2
