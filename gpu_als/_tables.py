@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import difflib
 import io
 import itertools
 import os
@@ -23,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import (
+    column_like,
     guess_id_columns,
     likely_value_column,
     numeric_columns,
@@ -163,15 +163,13 @@ def _read_frame(args: argparse.Namespace):
 
 def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
     """``--value-col`` naming a column that the file lacks, with the one likely meant: named
-    alike ('Rating' for 'rating'), else a column of numbers or named as values."""
+    alike ('Rating' for 'rating') or as values ('plays'), else one of numbers."""
     names = [str(c) for c in df.attrs.get("file_columns", df.columns)]
     unused = [name for name in names
               if name not in (args.user_col, args.item_col, *_other_columns(args))]
-    lower = {name.lower(): name for name in unused}
-    close = difflib.get_close_matches(args.value_col.lower(), list(lower), n=1, cutoff=0.75)
     candidates = value_candidates(unused, numeric_columns(df, (args.user_col, args.item_col)))
-    meant = lower[close[0]] if close else likely_value_column(candidates) if candidates \
-        else None
+    meant = column_like(unused, "value_col", args.value_col, []) or (
+        likely_value_column(candidates) if candidates else None)
     third = " (with --no-header, the third)" if args.no_header else ""
     return ValueError(f"{args.file} has no column {args.value_col!r}{third} for --value-col; "
                       f"its columns are {names}"

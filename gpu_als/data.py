@@ -492,9 +492,11 @@ _ITEM_WORDS = ("item", "product", "movie", "sku", "song", "track", "artist", "bo
 
 def _named_as(name: str, kind: str) -> bool:
     """Whether a column's lower-case ``name`` says it holds ``kind`` ids ("user", "item")
-    or, for ``kind="time"``, times."""
+    or, for ``kind="time"``, times, and for ``kind="value"`` amounts or ratings."""
     if kind == "time":
         return _is_time_name(name)
+    if kind == "value":
+        return _is_value_name(name)
     return any(word in name for word in {"user": _USER_WORDS, "item": _ITEM_WORDS}[kind])
 
 
@@ -677,7 +679,7 @@ def column_like(columns: Any, param: str, name: Any, taken: list) -> Any:
     close = difflib.get_close_matches(str(name).lower(), list(free), n=1, cutoff=0.75)
     if close:
         return free[close[0]]
-    kind = param.removesuffix("_col")  # user_col, item_col, time_col
+    kind = param.removesuffix("_col")  # user_col, item_col, time_col, value_col
     return next((c for lower, c in free.items() if _named_as(lower, kind)), None)
 
 
