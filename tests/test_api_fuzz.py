@@ -2,7 +2,8 @@
 raises a ValueError or TypeError in the library's words; never another exception, nor
 one that reads as Python's own (an index out of bounds, a NoneType, a broadcast).
 
-A seeded sweep over 16 methods of a fitted model, by row and by id; each argument is
+A seeded sweep over 16 methods of a fitted model, by row and by id, on every backend
+(the GPU's on a device: its queries on CuPy arrays given host inputs); each argument is
 drawn mostly from values of its kind (rows in and out of range, rows of a matrix, id
 lists, DataFrames), else from a pool of wrong ones (None, NaN, text, dicts, huge numbers,
 matrices of the wrong shape). One-off runs of 10,500 calls at three seeds found nothing
@@ -51,12 +52,12 @@ INTERNALS = re.compile(r"'NoneType' object|not subscriptable|unsupported operand
                        r"setting an array element|could not be broadcast|Cannot cast|ufunc")
 
 
-def test_random_arguments_return_or_raise_in_the_librarys_words():
+def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
     pd = pytest.importorskip("pandas")
     R = random_interactions(30, 20, 0.2, seed=1)
     coo = R.tocoo()
     df = pd.DataFrame({"user": [f"u{i}" for i in coo.row], "item": coo.col, "value": coo.data})
-    fitted = [ALS(factors=3, iterations=2, backend="cpu", show_progress=False,
+    fitted = [ALS(factors=3, iterations=2, backend=backend, show_progress=False,
                   random_state=0).fit(data) for data in (R, df)]
     by_item = R.T.tocsr()
     wrong = [0, 1, -1, 30, 100, 2.5, np.nan, None, "u1", "zz", [0, 1], [], np.array([[1]]),
@@ -86,7 +87,8 @@ def test_random_arguments_return_or_raise_in_the_librarys_words():
     for _ in range(2000):  # (about 3 s)
         source = rnd.choice(fitted)
         model = ALS.from_factors(source.user_factors_.copy(), source.item_factors_.copy(),
-                                 user_ids=source.user_ids_, item_ids=source.item_ids_)
+                                 user_ids=source.user_ids_, item_ids=source.item_ids_,
+                                 backend=backend)
         name = rnd.choice(sorted(ARGUMENTS))
         parameters = inspect.signature(getattr(model, name)).parameters
         required = [p for p in ARGUMENTS[name] if parameters[p].default is parameters[p].empty]
