@@ -135,6 +135,18 @@ def random_interactions(n_users, n_items, density, seed, *, negative=False, dtyp
     return R.astype(dtype)
 
 
+def timed_interactions(n, n_users, n_items, seed):
+    """A pandas DataFrame of ``n`` random (user, item, value, when) rows: ids below
+    ``n_users`` and ``n_items``, values 1 to 5, times over the 30 days from 2024-01-01."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"user": rng.integers(0, n_users, n),
+                         "item": rng.integers(0, n_items, n),
+                         "value": rng.integers(1, 6, n),
+                         "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(
+                             rng.integers(0, 30 * 86400, n), unit="s")})
+
+
 class ProgressBars:
     """A stand-in for ``tqdm`` (monkeypatch a module's ``tqdm`` with an instance) that
     keeps every bar made, in ``bars``: its ``total`` (or the iterable's length),

@@ -17,7 +17,7 @@ from gpu_als import ALS
 from gpu_als.cli import build_parser, main
 from gpu_als.data import from_dataframe
 
-from .conftest import needs_gpu, random_interactions, skip_or_fail
+from .conftest import needs_gpu, random_interactions, skip_or_fail, timed_interactions
 
 
 @pytest.fixture
@@ -2846,12 +2846,8 @@ def test_every_model_command_answers_on_the_gpu_as_on_the_cpu(backend, csv_file,
 def timed_csv(tmp_path):
     """Interactions with a column of dates: 40 users, 25 items, times over 30 days."""
     pd = pytest.importorskip("pandas")
-    rng = np.random.default_rng(4)
     n = 600
-    df = pd.DataFrame({"user": rng.integers(0, 40, n), "item": rng.integers(0, 25, n),
-                       "value": rng.integers(1, 6, n),
-                       "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(
-                           rng.integers(0, 30 * 86400, n), unit="s")})
+    df = timed_interactions(n, 40, 25, seed=4)
     df.loc[n - 1, ["item", "when"]] = 99, pd.Timestamp("2024-01-31")  # an item new in test
     path = tmp_path / "timed.csv"
     df.to_csv(path, index=False)

@@ -14,10 +14,11 @@ import random
 import re
 import warnings
 
-import numpy as np
 import pytest
 
 from gpu_als.cli import build_parser, main
+
+from .conftest import timed_interactions
 
 #: The values an option is given: each kind of mistake, and names that exist.
 VALUES = ["0", "1", "-1", "2", "3", "0.5", "nan", "inf", "abc", "", "user", "item", "value",
@@ -43,13 +44,7 @@ INTERNALS = re.compile(r"NoneType|not subscriptable|unsupported operand|object h
 
 @pytest.fixture
 def files(tmp_path, monkeypatch):
-    pd = pytest.importorskip("pandas")
-    rng = np.random.default_rng(0)
-    n = 400
-    df = pd.DataFrame({"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
-                       "value": rng.integers(1, 6, n),
-                       "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(
-                           rng.integers(0, 30 * 86400, n), unit="s")})
+    df = timed_interactions(400, 30, 20, seed=0)
     monkeypatch.chdir(tmp_path)
     df.to_csv("a.csv", index=False)
     df.iloc[:80].assign(user=df["user"] + 100).to_csv("b.csv", index=False)  # new users
