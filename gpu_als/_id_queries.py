@@ -31,6 +31,7 @@ from .data import (
     id_positions,
     is_dataframe,
     pair_positions,
+    short_repr,
     warn_summed_ratings,
 )
 
@@ -71,7 +72,7 @@ def each_once(ids: Any, what: str) -> np.ndarray:
 
 def examples(ids: np.ndarray) -> str:
     """The first three of ``ids`` for a message: ``'a', 'b', 'c', ...``."""
-    return ", ".join(map(repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
+    return ", ".join(map(short_repr, ids[:3].tolist())) + (", ..." if len(ids) > 3 else "")
 
 
 def ranked_table(header: list[str], queries: np.ndarray, top: np.ndarray, scores: np.ndarray,

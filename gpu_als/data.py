@@ -49,7 +49,7 @@ def check_bool(name: str, value: Any) -> bool:
 def check_int(name: str, value: Any, *, minimum: int) -> int:
     """Return ``value`` as an int >= ``minimum``, or raise naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an integer, got {described(value)}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name}={value}: must be >= {minimum}")
@@ -63,7 +63,7 @@ def check_float(name: str, value: Any, *, minimum: float = 0.0, strict: bool = F
     """Return ``value`` as a finite float >= ``minimum`` (> when ``strict``) and, when
     given, <= ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a real number, got {described(value)}")
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"{name}={value}: must be finite")
@@ -80,7 +80,7 @@ def check_path(path: Any) -> str:
     ``TypeError``."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or a path-like object, got "
-                        f"{type(path).__name__} {path!r}")
+                        f"{described(path)}")
     return os.path.expanduser(os.fsdecode(path))
 
 
@@ -109,17 +109,40 @@ def check_random_state(seed: Any, name: str = "random_state") -> Any:
         hint = f": draw a seed from it, {name}=rs.randint(2**31)" \
             if isinstance(seed, np.random.RandomState) else ""
         raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got "
-                        f"{type(seed).__name__} {seed!r}{hint}")
+                        f"{described(seed)}{hint}")
     return seed
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``, as a plain ``str`` (a NumPy string is one
     too, and named as one)."""
-    if value not in choices:
-        shown = str(value) if isinstance(value, str) else value
-        raise ValueError(f"{name}={shown!r}: expected one of {', '.join(map(repr, choices))}")
+    if not isinstance(value, str) or value not in choices:  # (an array has no truth value)
+        shown = repr(str(value)) if isinstance(value, str) else short_repr(value)
+        raise ValueError(f"{name}={shown}: expected one of {', '.join(map(repr, choices))}")
     return str(value)
+
+
+def _one_line_repr(value: Any) -> str | None:
+    """``value``'s repr for a message, cut to 80 characters; None where it takes several
+    lines (a DataFrame, a sparse matrix)."""
+    shown = repr(value)
+    if "\n" in shown:
+        return None
+    return shown if len(shown) <= 80 else f"{shown[:38]}...{shown[-39:]}"
+
+
+def short_repr(value: Any) -> str:
+    """``value``'s repr for a message, cut short, or its type's name where that repr takes
+    several lines (``<DataFrame>``)."""
+    shown = _one_line_repr(value)
+    return f"<{type(value).__name__}>" if shown is None else shown
+
+
+def described(value: Any) -> str:
+    """What a message says it got: ``value``'s type, and its repr where that is one line
+    (``float 2.5``, ``str 'zz'``; ``DataFrame`` alone), cut short."""
+    shown = _one_line_repr(value)
+    return type(value).__name__ + ("" if shown is None else f" {shown}")
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -634,8 +657,8 @@ def _check_columns(df: Any, user_col: str, item_col: str, value_col: str | None,
     for param, name in (("user_col", user_col), ("item_col", item_col),
                         ("value_col", value_col)):
         if not isinstance(name, Hashable):  # else "unhashable type: 'list'"
-            raise TypeError(f"{param}={name!r} is not a column name: give the name of one "
-                            f"column")
+            raise TypeError(f"{param}={short_repr(name)} is not a column name: give the name "
+                            f"of one column")
     if user_col == item_col:  # else a diagonal matrix of the column's ids
         raise ValueError(f"user_col and item_col are both {user_col!r}: name the column of "
                          f"the users and the column of the items")

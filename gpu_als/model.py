@@ -2267,14 +2267,15 @@ def _as_ids(ids: Any, name: str) -> tuple[np.ndarray, bool]:
     arr = np.asarray(ids)
     if arr.dtype.kind not in "iu" and arr.size > 0:
         hint = ""
-        if arr.dtype.kind in "SU" or (arr.dtype.kind == "O" and ids is not None):
+        if arr.dtype.kind in "SU" or (arr.dtype.kind == "O" and any(
+                isinstance(value, (str, bytes)) for value in arr.flat)):
             # the DataFrame's own ids, probably
             side = "user" if "user" in name else "item"
             hint = (f"; these are factor rows: after fit(df), row r is "
                     f"model.{side}_ids_[r], and model.{side}_rows(ids) gives the rows of "
                     f"ids (-1 for an unknown one)")
-        value = ids.item() if isinstance(ids, np.generic) else ids
-        given = f"{type(ids).__name__} {value!r}" if arr.ndim == 0 else \
+        given = (f"{type(ids).__name__} {ids.item()!r}" if isinstance(ids, np.generic)
+                 else data.described(ids)) if arr.ndim == 0 else \
             f"an array of dtype {arr.dtype}"  # as check_int says it: "got float 2.5"
         raise TypeError(f"{name} must be an integer or an array of integers, got "
                         f"{given}{hint}")

@@ -389,6 +389,14 @@ def test_an_integer_option_takes_int64s_whole_range_and_no_more():
     ({"random_state": -1}, ValueError, r"random_state=-1: must be >= 0"),
     ({"random_state": "x"}, TypeError, r"random_state must be None, an int or a numpy"),
     ({"random_state": 1.5}, TypeError, r"random_state must be None, .*got float 1.5"),
+    # a value whose repr takes lines is named by its type alone (its repr was the message)
+    ({"factors": sp.csr_matrix((2, 2))}, TypeError, r"^factors must be an integer, got "
+                                                    r"csr_matrix$"),
+    ({"alpha": np.arange(40.0)}, TypeError, r"^alpha must be a real number, got ndarray$"),
+    ({"alpha": "1" * 200}, TypeError, r"^alpha must be a real number, got str '1{37}\.\.\.1{38}'$"),
+    ({"solver": np.array(["cg"])}, ValueError,  # (taken as solver="['cg']" before, which
+    # is not "cg": it ran Cholesky; two values gave NumPy's "truth value of an array")
+     r"^solver=array\(\['cg'\], dtype='<U2'\): expected one of 'cholesky'"),
     ({"random_state": np.random.RandomState(0)}, TypeError,  # scikit-learn's kind
      r"got RandomState RandomState\(MT19937\).*: draw a seed from it, "
      r"random_state=rs.randint\(2\*\*31\)$"),
@@ -706,6 +714,14 @@ class TestQueryErrors:
         with pytest.raises(TypeError, match=r"^userid must be an integer or an array of "
                                             r"integers, got an array of dtype float64$"):
             model.recommend([1.0, 2.0], R[[1, 2]])
+        # a matrix given for the ids (its repr of two lines was the message, with the hint
+        # about DataFrame ids), and a DataFrame's ids not first among others
+        with pytest.raises(TypeError, match=r"^userid must be an integer or an array of "
+                                            r"integers, got csr_matrix$"):
+            model.recommend(R[:2], R[:2])
+        with pytest.raises(TypeError, match=r"got an array of dtype object; these are factor "
+                                            r"rows"):
+            model.similar_items(np.array([7, "x"], dtype=object))
 
     def test_string_ids_point_to_the_id_maps(self, fitted):
         model, R = fitted
