@@ -307,7 +307,8 @@ def check_user_items(user_items: Any, dtype: Any = np.float32, *, name: str = "u
             csr.sum_duplicates()  # also sorts indices
             csr = csr.astype(dtype, copy=False)
     if csr.nnz == 0:
-        purpose = {"test": "evaluate", "X": "weight", "ratings": "binarize"}.get(name, "learn from")
+        purpose = {"test": "evaluate", "validation": "evaluate", "X": "weight",
+                   "ratings": "binarize"}.get(name, "learn from")
         raise ValueError(f"{name} has no stored entries: there is nothing to {purpose}")
     bad = ~np.isfinite(csr.data)
     if bad.any():

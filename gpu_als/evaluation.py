@@ -54,11 +54,13 @@ from .data import (
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
+    described,
     frame_interactions,
     frame_positions,
     is_dataframe,
     missing_columns,
     row_name,
+    short_repr,
     user_stacklevel,
 )
 from .exceptions import NotFittedError
@@ -440,21 +442,22 @@ def _split_frame(df: Any, user_col: str, item_col: str, random_state,
     return _rows(frame, ~is_test), _rows(frame, is_test)
 
 
-def _for_test_batches(train, test, batch_size, show_progress, desc, work, backend=None):
+def _for_test_batches(train, test, batch_size, show_progress, desc, work, backend=None,
+                      part="test"):
     """``work(train, test, users)`` for each batch of the users that have test items
-    (``train`` and ``test`` checked), yielded in order and counted on a progress bar (on a
-    terminal, with ``show_progress``); a ``backend``'s threads compute several batches at
-    once (:meth:`Backend.map_in_order`)."""
+    (``train`` and ``test`` checked; ``part`` names ``test`` in errors), yielded in order
+    and counted on a progress bar (on a terminal, with ``show_progress``); a ``backend``'s
+    threads compute several batches at once (:meth:`Backend.map_in_order`)."""
     check_bool("show_progress", show_progress)
     train = _checked_train(train)
-    test = check_user_items_allow_empty(test, np.float32, name="test")
+    test = check_user_items_allow_empty(test, np.float32, name=part)
     if test.shape != train.shape:
-        raise ValueError(f"test has shape {test.shape} and train {train.shape}: they must "
+        raise ValueError(f"{part} has shape {test.shape} and train {train.shape}: they must "
                          f"have the same users and items (the two parts of one split)")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     users = np.flatnonzero(np.diff(test.indptr))
     if len(users) == 0:
-        raise ValueError("test has no stored entries: there is no user to evaluate")
+        raise ValueError(f"{part} has no stored entries: there is no user to evaluate")
     batches = [users[a:a + batch_size] for a in range(0, len(users), batch_size)]
     each = map if backend is None else backend.map_in_order
     with tqdm(total=len(users), desc=desc, unit="user",
@@ -532,9 +535,7 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True, part="te
     """Per batch of test users: the users, whether each of their top ``N`` is a test item
     (``hits``, shape (users, N)), their numbers of test and of train items, and how many
     of their test entries are in train too."""
-    if not callable(getattr(model, "recommend", None)):
-        raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
-                        f"of this module), got {type(model).__name__}")
+    _check_recommender(model)
     _check_model_for(model, train)
     train, test = _model_rows(model, train), _model_rows(model, test, part)
 
@@ -548,7 +549,16 @@ def _ranked_hits(model, train, test, N, batch_size, show_progress=True, part="te
         shared = len(test_keys) - int(_not_in(test_keys, _pair_keys(trained)).sum())
         return batch, hits, np.diff(tested.indptr), np.diff(trained.indptr), shared
 
-    return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of)
+    return _for_test_batches(train, test, batch_size, show_progress, "ranking", hits_of,
+                             part=part)
+
+
+def _check_recommender(model) -> None:
+    """A ``TypeError`` for a ``model`` without ``recommend`` (named before its other
+    arguments, whose errors would name the model's type as if it were one)."""
+    if not callable(getattr(model, "recommend", None)):
+        raise TypeError(f"model must have a recommend method (a fitted ALS, or a baseline "
+                        f"of this module), got {type(model).__name__}")
 
 
 @overload
@@ -686,9 +696,11 @@ def _warn_shared(n_shared: int, fate: str, part: str = "test") -> None:
 def _one_k(model: Any, train: Any, test: Any, K: Any, show_progress: bool) -> dict[str, float]:
     """:func:`ranking_metrics` at one ``K`` (a list is refused: ranking_metrics takes
     several), for the functions of one metric."""
-    if isinstance(K, Iterable) and not isinstance(K, (str, bytes)):
-        raise TypeError(f"K must be an integer, got {type(K).__name__} {K!r}: for several "
-                        f"cut-offs, ranking_metrics(..., K={list(K)!r}) scores them all")
+    if isinstance(K, (list, tuple, range, np.ndarray)) and np.ndim(K) == 1 and len(K) and \
+            all(isinstance(k, numbers.Integral) for k in K):
+        raise TypeError(f"K must be an integer, got {described(K)}: for several cut-offs, "
+                        f"ranking_metrics(..., K={short_repr([int(k) for k in K])}) scores "
+                        f"them all")
     return _ranking_metrics(model, train, test, K, show_progress=show_progress)
 
 
@@ -734,16 +746,22 @@ def rmse(model: Any, test: Any) -> float:
     -------
     float
     """
+    return _rmse(model, test)
+
+
+def _rmse(model: Any, test: Any, part: str = "test") -> float:
+    """:func:`rmse`, whose errors and warning call ``test`` ``part`` (``"validation"``
+    for :func:`validation_score`)."""
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"model must have a predict method (a fitted ALS), got "
                         f"{type(model).__name__}")
-    _check_model_for(model, test, "test")
-    test = _model_rows(model, test, "test", rated=True)
-    coo = check_user_items(test, np.float64, name="test").tocoo()
+    _check_model_for(model, test, part)
+    test = _model_rows(model, test, part, rated=True)
+    coo = check_user_items(test, np.float64, name=part).tocoo()
     if getattr(model, "feedback", None) == "implicit":
-        warnings.warn("rmse of a model fitted with feedback='implicit': it predicts "
-                      "preferences (about 0 or 1), not the ratings in test; fit with "
-                      "feedback='explicit' to predict ratings", UserWarning,
+        warnings.warn(f"rmse of a model fitted with feedback='implicit': it predicts "
+                      f"preferences (about 0 or 1), not the ratings in {part}; fit with "
+                      f"feedback='explicit' to predict ratings", UserWarning,
                       stacklevel=user_stacklevel())
     errors = model.predict(coo.row, coo.col).astype(np.float64) - coo.data
     return float(np.sqrt(np.mean(errors ** 2)))
@@ -774,6 +792,7 @@ def auc(model: Any, train: Any, test: Any, batch_size: int = 512,
     exceed :data:`AUC_BLOCK_SCORES` values. ``train`` and ``test`` may be DataFrames, as
     :func:`ranking_metrics` takes them.
     """
+    _check_recommender(model)
     _check_model_for(model, train)
     train, test = _model_rows(model, train), _model_rows(model, test, "test")
     batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -826,10 +845,16 @@ def _below_from_rankings(model, train, test, batch_size, show_progress):
 
 def scorable_part(train: sp.csr_matrix, held_out: sp.csr_matrix
                   ) -> tuple[sp.csr_matrix, int, int]:
-    """The entries of ``held_out`` (canonical CSR of ``train``'s shape) that a model
+    """The entries of ``held_out`` (a sparse matrix of ``train``'s shape) that a model
     fitted on ``train`` can be scored on, how many were left out as entries of a user or
     item without entries in ``train`` (a factor it never learned), and how many as
     entries ``train`` has too (an item the user's own, filtered out of a ranking)."""
+    dtype = np.float64 if getattr(held_out, "dtype", None) == np.float64 else np.float32
+    held_out = check_user_items_allow_empty(held_out, dtype, name="held_out", copy=False)
+    train = check_user_items_allow_empty(train, np.float32, name="train", copy=False)
+    if train.shape != held_out.shape:
+        raise ValueError(f"held_out has shape {held_out.shape} and train {train.shape}: "
+                         f"they must be two parts of one matrix")
     rows, columns = csr_pairs(held_out)
     known = (np.diff(train.indptr) > 0)[rows] & \
         (np.bincount(train.indices, minlength=train.shape[1]) > 0)[columns]
@@ -1067,7 +1092,7 @@ def validation_score(model: Any, train: Any, validation: Any, metric: str,
     """One of :data:`VALIDATION_METRICS` for ``model`` on ``validation``: the ranking
     metric at ``K`` (recommending with ``train``'s items filtered out) or the RMSE."""
     if check_choice("metric", metric, VALIDATION_METRICS) == "rmse":
-        return rmse(model, validation)
+        return _rmse(model, validation, "validation")
     return _ranking_metrics(model, train, validation, K, show_progress=False,
                             part="validation")[metric]
 
@@ -1171,11 +1196,13 @@ class EarlyStopping:
             if shape is None or len(shape) != 2:
                 raise TypeError(f"validation must be a users x items sparse matrix or a "
                                 f"DataFrame, got {type(validation).__name__}")
-            if train is not None and not is_dataframe(train) and \
-                    getattr(train, "shape", None) != shape:
-                raise ValueError(f"train has shape {getattr(train, 'shape', None)} but "
-                                 f"validation has shape {shape}: pass the two parts of one "
-                                 f"split")
+            if train is not None and not is_dataframe(train):
+                if len(getattr(train, "shape", ())) != 2:
+                    raise TypeError(f"train must be a users x items sparse matrix, a "
+                                    f"DataFrame or None, got {type(train).__name__}")
+                if train.shape != shape:
+                    raise ValueError(f"train has shape {train.shape} but validation has "
+                                     f"shape {shape}: pass the two parts of one split")
         if is_dataframe(train):
             train = _interaction_frame(train, "train")
         if max_users is not None:
@@ -1313,7 +1340,11 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
             f"personalization takes the recommended item ids, not a model "
             f"({type(recommended_ids).__name__}): pass model.recommend(users, "
             f"user_items[users], N=10)[0] and the number of items")
-    ids = np.asarray(recommended_ids)
+    try:
+        ids = np.asarray(recommended_ids)
+    except ValueError:  # (lists of several lengths)
+        raise ValueError("recommended_ids must be 2-D (users x N), a list per user of one "
+                         "length: pad shorter lists with -1") from None
     n_items = check_int("n_items", n_items, minimum=1)
     if ids.ndim != 2:
         raise ValueError(f"recommended_ids must be 2-D (users x N), got shape {ids.shape}")

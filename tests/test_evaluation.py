@@ -25,6 +25,7 @@ from gpu_als.evaluation import (
     scorable_part,
     temporal_split,
     train_test_split,
+    validation_score,
 )
 
 from .conftest import ProgressBars, needs_gpu, random_interactions
@@ -360,6 +361,23 @@ def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():
     assert again[0] is kept and again[1:] == (0, 0)
 
 
+@pytest.mark.parametrize("parts, error, match", [
+    (lambda R: ("train.csv", R), TypeError,
+     r"^train must be a scipy.sparse matrix or array, got str"),
+    (lambda R: (R, None), TypeError,
+     r"^held_out must be a scipy.sparse matrix or array, got None"),
+    (lambda R: (R, R.T), ValueError,
+     r"^held_out has shape \(20, 30\) and train \(30, 20\): they must be two parts of one "
+     r"matrix$"),
+    (lambda R: (R[:10], R), ValueError, r"held_out has shape \(30, 20\) and train \(10, 20\)"),
+    (lambda R: (R, R * np.nan), ValueError, r"^held_out holds 120 NaN or infinite value\(s\)"),
+], ids=["train-a-file-name", "held_out-None", "transposed", "fewer-users", "nan"])
+def test_scorable_part_refuses_what_is_not_two_parts_of_a_matrix(parts, error, match):
+    # (an IndexError or AttributeError before)
+    with pytest.raises(error, match=match):
+        scorable_part(*parts(random_interactions(30, 20, 0.2, seed=1)))
+
+
 @pytest.mark.slow
 def test_temporal_split_on_movielens(movielens):
     """MovieLens 100K's positives, each user's latest 20 % held out: every test row is at
@@ -596,6 +614,39 @@ def test_metrics_at_several_k_are_those_of_a_call_at_each(backend, monkeypatch):
                                             r"K=\[5, 10\]\) scores them all"):
             metric(popular, train, test, K=[5, 10])
         assert metric(popular, train, test, K=3) == three[key]
+    # no such hint where K holds no cut-offs (it gave "K=['a']" of a dict)
+    for K, got in (({"a": 1}, r"dict \{'a': 1\}"), ([], r"list \[\]"), (train, "csr_matrix"),
+                   (np.array([[5]]), r"ndarray array\(\[\[5\]\]\)")):
+        with pytest.raises(TypeError, match=rf"^K must be an integer, got {got}$"):
+            precision_at_k(popular, train, test, K=K)
+
+
+def test_validation_score_and_auc_name_what_is_wrong():
+    """validation_score's errors name its validation set (they said "test"), and auc
+    refuses a model without recommend before reading train and test by its ids (it said
+    "test is a DataFrame, but the csr_matrix has no ids")."""
+    pd = pytest.importorskip("pandas")
+    R = random_interactions(30, 20, 0.2, seed=1)
+    popular = PopularityRecommender().fit(R)
+    explicit = ALS(factors=2, iterations=1, feedback="explicit", backend="cpu",
+                   show_progress=False).fit(R)
+    for model, train, validation, metric, match in (
+            (popular, R, R.T, "recall", r"^validation has shape \(20, 30\) and train "
+                                        r"\(30, 20\): they must have the same users"),
+            (popular, R, sp.csr_matrix(R.shape), "ndcg", r"^validation has no stored entries"),
+            (explicit, None, R.T, "rmse", r"^validation has shape \(20, 30\), but the ALS was "
+                                          r"fitted on 30 users x 20 items: evaluate it on the "
+                                          r"validation part"),
+            (explicit, None, "v.csv", "rmse", r"^validation must be a scipy.sparse matrix")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            validation_score(model, train, validation, metric)
+    with pytest.warns(UserWarning, match=r"not the ratings in validation"):
+        validation_score(ALS.from_factors(explicit.user_factors_, explicit.item_factors_,
+                                          backend="cpu"), None, R, "rmse")
+    frame = pd.DataFrame({"user": [0, 1], "item": [2, 3]})
+    with pytest.raises(TypeError, match=r"^model must have a recommend method \(a fitted "
+                                        r"ALS, or a baseline of this module\), got csr_matrix"):
+        auc(R, frame, frame)
 
 
 def test_metric_functions_and_auc_on_a_model():
@@ -1106,6 +1157,11 @@ def test_personalization():
     # (the repeats counted as 2 x 1 + 1 x 2 = 4 shared items of 3 before: -0.33)
     repeated = personalization(np.array([[0, 0, 1], [1, 0, 1]]), 5)
     assert repeated["personalization"] == pytest.approx(1 - 2 / 3)
+    # lists of several lengths (NumPy's "inhomogeneous shape" before)
+    with pytest.raises(ValueError, match=r"^recommended_ids must be 2-D \(users x N\), a "
+                                         r"list per user of one length: pad shorter lists "
+                                         r"with -1$"):
+        personalization([[1, 2], [3]], 5)
 
 
 def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
@@ -1516,6 +1572,10 @@ def test_fit_in_progress_is_true_only_while_the_model_fits():
                                           r"or a DataFrame, got list"),
     ({"train": sp.csr_matrix((3, 5))}, ValueError,
      r"train has shape \(3, 5\) but validation has shape \(4, 5\)"),
+    ({"train": [[1, 0]]}, TypeError,  # (it said "train has shape None")
+     r"^train must be a users x items sparse matrix, a DataFrame or None, got list$"),
+    ({"metric": np.array(["recall", "ndcg"])}, ValueError,  # (NumPy's "truth value of an
+     r"^metric=array\(\['recall', 'ndcg'\], dtype='<U6'\): expected one of"),  # array")
     ({"patience": 0}, ValueError, r"patience=0: must be >= 1"),
     ({"K": 2.5}, TypeError, r"K must be an integer"),
     ({"K": 0}, ValueError, r"K=0: must be >= 1"),
