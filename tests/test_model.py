@@ -755,6 +755,21 @@ def test_an_unstable_fit_names_the_size_of_its_input(backend, feedback, scale,
         model.fit(R)
 
 
+@pytest.mark.filterwarnings("ignore:factors=2 with 1 user")
+@pytest.mark.parametrize("feedback, scale", [("implicit", r"confidences up to 9.2e\+19"),
+                                             ("explicit", r"ratings up to 9.2e\+18")])
+def test_a_few_rows_too_large_to_factorize_name_the_size_of_the_input(feedback, scale):
+    """Exact solves of a few rows (one at a time, by Cholesky) whose factors outgrow what
+    float64 can factorize: as the batched solves (by LU), the row becomes NaN and the fit
+    names the input's size. It said "row 0's system is not numerically positive definite
+    ...; use a larger regularization" (found by a fuzz of DataFrames)."""
+    R = sp.csr_matrix((np.full(3, 9.2e18), ([0, 0, 0], [0, 1, 2])), shape=(1, 3))
+    with pytest.raises(FloatingPointError, match=rf"after the item half-step of iteration 0; "
+                                                 rf"the input \({scale}\)"):
+        ALS(factors=2, iterations=2, feedback=feedback, backend="cpu", show_progress=False,
+            random_state=0).fit(R)
+
+
 def test_without_the_loss_the_fit_is_the_same(backend, R):
     seen = []
     plain = model_for(backend).fit(R)

@@ -458,21 +458,25 @@ def test_failed_fit_leaves_no_model(R):
         model.recommend(0, R[0])
 
 
-def test_a_row_system_that_does_not_factorize_is_reported(monkeypatch):
-    """Rounding alone could make a regularized system fail to factorize: an error naming
-    the row, not SciPy's LinAlgError (here forced: the factorization always fails)."""
+def test_a_row_system_that_does_not_factorize_is_solved_as_a_batch_would_be(monkeypatch):
+    """Rounding alone could make a regularized system fail Cholesky (here forced: it
+    always fails): the row is solved by LU, as the batched solves of many rows are, to the
+    same solution. (It raised "row 0's system is not numerically positive definite", also
+    where the system held factors that had overflowed, which fit now reports as such.)"""
     import scipy.linalg
 
     def fail(*args, **kwargs):
         raise np.linalg.LinAlgError("not positive definite (test)")
 
     R = random_interactions(10, 30, 0.3, seed=2)
-    model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((30, 8)),
-                             regularization=0.5, backend="cpu")
-    monkeypatch.setattr(scipy.linalg, "cho_factor", fail)
-    with pytest.raises(ValueError, match=r"row 0's system is not numerically positive "
-                                         r"definite \(regularization=0.5, factors=8\)"):
-        model.recalculate_user(0, R[0])
+    for feedback in ("implicit", "explicit"):
+        model = ALS.from_factors(np.ones((10, 8)), np.random.default_rng(0).random((30, 8)),
+                                 regularization=0.5, feedback=feedback, backend="cpu")
+        factorized = model.recalculate_user(0, R[0])
+        with monkeypatch.context() as patch:
+            patch.setattr(scipy.linalg, "cho_factor", fail)
+            np.testing.assert_allclose(model.recalculate_user(0, R[0]), factorized,
+                                       rtol=1e-5)
 
 
 def test_input_is_not_modified_and_duplicates_are_summed(R):

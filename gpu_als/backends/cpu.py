@@ -476,9 +476,10 @@ class CPUBackend(Backend):
             except np.linalg.LinAlgError:
                 if implicit:
                     _regularized_gram(FtF, regularization, F.shape[0])  # raises if B is
-                raise ValueError(f"row {u}'s system is not numerically positive definite "
-                                 f"(regularization={regularization}, factors={k}); use a "
-                                 f"larger regularization") from None
+                # by LU, as the batched path solves: NaN where singular (factors grown
+                # too large, say), which fit reports naming the input's scale
+                out[u] = _solve(A[None], b[None, :])[0]
+                continue
             out[u] = scipy.linalg.cho_solve(factor, b, check_finite=False)
         if self.timer:
             self.timer.add("solve", time.perf_counter() - started)
