@@ -752,6 +752,9 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
         raise ValueError(f"column {value_col!r} not found; the DataFrame has {list(df.columns)}")
     else:
         values = _numbers(_value_column(df, value_col))
+        if values.ndim != 1:  # (polars' Struct and Array columns; else SciPy's "must be 1-D")
+            raise TypeError(f"column {value_col!r} holds {df[value_col].dtype} values, not "
+                            f"one number per row")
         if values.dtype.kind not in "biuf":
             raise TypeError(f"column {value_col!r} has dtype {values.dtype}: expected "
                             f"numbers{_first_non_number(df, values)}")

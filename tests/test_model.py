@@ -1239,6 +1239,14 @@ def test_polars_frames_give_what_the_same_pandas_frames_give():
     with pytest.raises(TypeError, match=r"column 'item' holds Array\(.*\) values, not one"):
         from_dataframe(pl.DataFrame({"user": [1, 2], "item": pl.Series(
             [[1, 2], [3, 4]], dtype=pl.Array(pl.Int64, 2))}))
+    # and of the values column (SciPy's "coordinates and data arrays must be 1-D")
+    with pytest.raises(TypeError, match=r"^column 'value' holds Struct\(.*\) values, not one "
+                                        r"number per row$"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2],
+                                     "value": [{"a": 1}, {"a": 2}]}))
+    with pytest.raises(TypeError, match=r"^column 'value' holds Array\(Float64.*\) values"):
+        from_dataframe(pl.DataFrame({"user": [1, 2], "item": [1, 2], "value": pl.Series(
+            [[1.0, 2.0], [3.0, 4.0]], dtype=pl.Array(pl.Float64, 2))}))
 
 
 @pytest.mark.parametrize("library", ["pandas", "polars", "pyarrow"])
