@@ -1,13 +1,18 @@
-"""The model's queries and partial fits under random arguments: each call returns, or
-raises a ValueError or TypeError in the library's words; never another exception, nor
-one that reads as Python's own (an index out of bounds, a NoneType, a broadcast).
+"""The library under random arguments: each call returns, or raises a ValueError or
+TypeError in the library's words; never another exception, nor one that reads as
+Python's, NumPy's or SciPy's own (an index out of bounds, a NoneType, a broadcast), nor
+one of several lines (a DataFrame's repr).
 
-A seeded sweep over 16 methods of a fitted model, by row and by id, on every backend
-(the GPU's on a device: its queries on CuPy arrays given host inputs); each argument is
-drawn mostly from values of its kind (rows in and out of range, rows of a matrix, id
-lists, DataFrames), else from a pool of wrong ones (None, NaN, text, dicts, huge numbers,
-matrices of the wrong shape). One-off runs of 10,500 calls at three seeds found nothing
-(docs/testing.md, stop 67); this keeps them so.
+Three seeded sweeps, each argument drawn mostly from values of its kind, else from a pool
+of wrong ones (None, NaN, text, dicts, huge numbers, matrices of the wrong shape):
+
+* 16 methods of a fitted model, by row and by id, on every backend (the GPU's on a
+  device: its queries on CuPy arrays given host inputs). One-off runs of 10,500 calls at
+  three seeds found nothing (docs/testing.md, stop 67); the line rule of stop 68 found
+  matrices' reprs in two messages.
+* the functions of gpu_als.evaluation, of ALS models on every backend and of the
+  baselines;
+* DataFrames of columns of random kinds, fitted, folded in and split.
 """
 
 import inspect
@@ -16,9 +21,11 @@ import re
 import warnings
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from gpu_als import ALS
+from gpu_als import ALS, from_dataframe
+from gpu_als import evaluation as ev
 
 from .conftest import random_interactions
 
@@ -43,12 +50,15 @@ ARGUMENTS = {
     "similar_items_frame": ["items", "N"],
     "recommend_users_frame": ["items", "interactions", "N"],
 }
-#: Words of Python's and NumPy's own errors, which no message of the library should hold.
+#: Words of Python's, NumPy's and SciPy's own errors, which no message of the library
+#: should hold.
 INTERNALS = re.compile(r"'NoneType' object|not subscriptable|unsupported operand|object has "
                        r"no attribute|unhashable|is out of bounds|cannot unpack|referenced "
                        r"before|not callable|object is not iterable|invalid literal|could "
                        r"not convert|only integer scalar|truth value|too many indices|"
-                       r"setting an array element|could not be broadcast|Cannot cast|ufunc")
+                       r"setting an array element|could not be broadcast|Cannot cast|ufunc|"
+                       r"inhomogeneous|coordinates and data arrays|must not contain infs or "
+                       r"NaNs|Singular matrix|is not positive definite|zero-size array")
 
 
 def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
@@ -88,9 +98,7 @@ def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
         kinds.update(interactions=[df, df.head(5), df.iloc[:0], None, df.assign(user="new")],
                      pairs=[df[["user", "item"]], df.head(0), df.assign(item=99)])
     methods = sorted(name for name in ARGUMENTS if df is not None or "_frame" not in name)
-    rnd = random.Random(67)
-    failures, returned = [], 0
-    for _ in range(2000):  # (about 3 s)
+    def call(rnd):
         source = rnd.choice(fitted)
         model = ALS.from_factors(source.user_factors_.copy(), source.item_factors_.copy(),
                                  user_ids=source.user_ids_, item_ids=source.item_ids_,
@@ -98,18 +106,187 @@ def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
         name = rnd.choice(methods)
         parameters = inspect.signature(getattr(model, name)).parameters
         required = [p for p in ARGUMENTS[name] if parameters[p].default is parameters[p].empty]
-        optional = [p for p in ARGUMENTS[name] if p not in required]
+        return name, getattr(model, name), required, ARGUMENTS[name]
+
+    returned = _sweep(call, kinds, wrong, seed=67, n_calls=2000)  # (about 3 s)
+    assert 400 < returned < 1600  # (both the calls that return and those refused)
+
+
+def _sweep(call, kinds: dict, wrong: list, *, seed: int, n_calls: int,
+           errors: tuple = (ValueError, TypeError)) -> int:
+    """``n_calls`` seeded calls: ``call(rnd)`` gives a name, a function, its required
+    arguments and all those swept; each argument is drawn from ``kinds`` of its name, or
+    (15 %) from ``wrong``. Fails, naming the calls, where one raises anything but one of
+    ``errors`` in the library's words (one line, none of Python's); returns how many
+    returned."""
+    rnd = random.Random(seed)
+    failures, returned = [], 0
+    for _ in range(n_calls):
+        name, function, required, swept = call(rnd)
+        optional = [p for p in swept if p not in required]
         chosen = required + rnd.sample(optional, rnd.randint(0, len(optional)))
         kwargs = {p: rnd.choice(kinds[p] if rnd.random() < 0.85 else wrong) for p in chosen}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                getattr(model, name)(**kwargs)
+                function(**kwargs)
             returned += 1
-        except (ValueError, TypeError) as exc:
-            if INTERNALS.search(str(exc)):
+        except errors as exc:
+            if INTERNALS.search(str(exc)) or "\n" in str(exc):
                 failures.append((name, kwargs, f"{type(exc).__name__}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - what the sweep looks for
             failures.append((name, kwargs, f"{type(exc).__name__}: {exc}"))
     assert not failures, "\n".join(repr(f)[:600] for f in failures[:10])
-    assert 400 < returned < 1600  # (both the calls that return and those refused)
+    return returned
+
+
+def test_evaluation_under_random_arguments_returns_or_raises_in_the_librarys_words(backend):
+    """As above, over the functions of gpu_als.evaluation: splits, metrics of ALS models
+    (on ``backend``) and of the baselines, EarlyStopping in a fit. A one-off run of 3,000
+    calls found NumPy's words from personalization, scorable_part and metric=array(...)
+    (docs/testing.md, stop 68)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        pd = None
+    R = random_interactions(30, 20, 0.2, seed=1)
+    train, test = ev.train_test_split(R, random_state=0)
+    models = [ALS(factors=3, iterations=2, feedback=feedback, backend=backend,
+                  show_progress=False, random_state=0).fit(train)
+              for feedback in ("implicit", "explicit")]
+    models += [ev.PopularityRecommender().fit(train), ev.RandomRecommender(0).fit(train),
+               ALS(factors=3)]
+    tables = [R, train, test, R.T.tocsr(), R[:10], R * -1, R * np.nan, sp.csr_matrix(R.shape),
+              R.tocoo(), sp.csr_array(R), R.toarray()]
+    if pd is not None:
+        coo = R.tocoo()
+        df = pd.DataFrame({"user": [f"u{i}" for i in coo.row], "item": coo.col,
+                           "value": coo.data, "timestamp": np.arange(coo.nnz) * 10})
+        df_train, df_test = ev.train_test_split(df, random_state=0)
+        models.append(ALS(factors=3, iterations=2, backend=backend, show_progress=False,
+                          random_state=0).fit(df_train))
+        tables += [df, df_train, df_test, df.drop(columns="value"), df.head(1),
+                   df.rename(columns={"user": "u"})]
+    wrong = [0, 1, -1, 2.5, np.nan, np.inf, None, "u1", "", [0, 1], [], np.array([[1]]),
+             R[:2], True, {"a": 1}, 10**12, object(), np.arange(50.0)]
+    kinds = {
+        "model": models, "train": tables, "test": tables, "validation": tables,
+        "user_items": tables, "ratings": tables, "df": tables, "held_out": tables,
+        "K": [1, 5, 20, 100, [5, 10], (3, 3), 0, -1, 2.0, np.int64(4), []],
+        "batch_size": [1, 7, 2048, 0, 3.5],
+        "test_fraction": [0.2, 0.5, 0.99, 0, 1, -0.1, np.nan],
+        "random_state": [0, None, -1, 1.5, np.random.default_rng(0), np.random.RandomState(0)],
+        "threshold": [4, 0, -1, np.nan],
+        "time_col": ["timestamp", "value", "user", "nope", 3],
+        "user_col": ["user", "item", "u", 1], "item_col": ["item", "user", "x"],
+        "cutoff": [None, 50, 0, 10**9, "1998-01-01", np.datetime64("2020-01-01")],
+        "n_items": [20, 1, 0, 5],
+        "recommended_ids": [np.array([[0, 1], [1, 2]]), np.array([[0, -1]]),
+                            np.zeros((0, 3), int), [[1, 2], [3]], np.array([[0.5]]),
+                            np.array([1, 2]), np.array([[25]])],
+        "metric": ["recall", "ndcg", "rmse", "auc", None, np.array(["map", "rmse"])],
+        "show_progress": [False], "patience": [1, 0], "min_delta": [0.0, -1, np.nan],
+        "restore_best": [True, False],
+    }
+
+    def early_stopping(model, train, validation, **options):  # and a fit that it watches
+        stop = ev.EarlyStopping(model, train, validation, **options)
+        model.set_params(iterations=2).fit(train if train is not None else R, callback=stop)
+
+    splits = ["random_state", "user_col", "item_col"]
+    functions = {
+        "binarize": (ev.binarize, ["ratings"], ["threshold"]),
+        "train_test_split": (ev.train_test_split, ["user_items"], ["test_fraction", *splits]),
+        "leave_k_out_split": (ev.leave_k_out_split, ["user_items"], ["K", *splits]),
+        "temporal_split": (ev.temporal_split, ["df"],
+                           ["time_col", "test_fraction", "K", "cutoff", "user_col"]),
+        "ranking_metrics": (ev.ranking_metrics, ["model", "train", "test"],
+                            ["K", "batch_size", "show_progress"]),
+        "ndcg_at_k": (ev.ndcg_at_k, ["model", "train", "test"], ["K", "show_progress"]),
+        "auc": (ev.auc, ["model", "train", "test"], ["batch_size", "show_progress"]),
+        "rmse": (ev.rmse, ["model", "test"], []),
+        "personalization": (ev.personalization, ["recommended_ids", "n_items"], []),
+        "validation_score": (ev.validation_score, ["model", "train", "validation", "metric"],
+                             ["K"]),
+        "scorable_part": (ev.scorable_part, ["train", "held_out"], []),
+        "EarlyStopping": (early_stopping, ["model", "train", "validation"],
+                          ["metric", "K", "patience", "min_delta", "restore_best"]),
+    }
+
+    def call(rnd):
+        name = rnd.choice(sorted(functions))
+        function, required, optional = functions[name]
+        return name, function, required, required + optional
+
+    returned = _sweep(call, kinds, wrong, seed=68, n_calls=1500)
+    assert 100 < returned < 1200
+
+
+def test_dataframes_of_random_columns_train_or_are_refused_in_the_librarys_words():
+    """Frames of (user, item, value, timestamp) columns of random kinds (text, numbers,
+    NaN, booleans, categories, datetimes with and without a time zone, decimals, bytes,
+    lists, tuples, complex numbers, nullable types; some left out), pandas' or polars',
+    given to from_dataframe, fit, recommend_frame's fold-in and the splits. Each returns,
+    or raises a ValueError, TypeError or (for values too large to fit) FloatingPointError
+    in the library's words. One-off runs of 6,000 frames found SciPy's "coordinates and
+    data arrays must be 1-D" (a polars Struct of values), which this finds again, and a
+    misleading error for values of 9.2e18 (test_model's
+    test_a_few_rows_too_large_to_factorize_name_the_size_of_the_input; stop 68)."""
+    import decimal
+
+    pd = pytest.importorskip("pandas")
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    n, absent = 6, object()
+    numbers = [np.array([0, 1, 1, 2, 0, 1]), np.arange(n) + 0.5, -np.arange(n),
+               np.full(n, 2**63 + 2, np.uint64), pd.array([1, 2, None] * 2, dtype="Int64"),
+               np.array([1.0, np.nan, 2.0, 1.0, 3.0, 1.0])]
+    odd = [pd.Series([[1], [2]] * 3, dtype=object), pd.Series([(1, 2), (1, 3)] * 3,
+                                                                dtype=object),
+           pd.Series([decimal.Decimal(i % 3) for i in range(n)], dtype=object),
+           pd.arrays.IntervalArray.from_breaks(np.arange(n + 1)), np.full(n, 1 + 1j),
+           pd.to_timedelta(np.arange(n), unit="s"), absent]
+    texts = [["a", "b", "a", "c", "b", "a"], ["one"] * n, pd.Categorical(list("xyxzyx")),
+             [b"A", b"B"] * 3, pd.array(["a", None, "b"] * 2, dtype="string"),
+             pd.Series([1, "a", 2.5, 1, "a", 2.5], dtype=object), ["", "a", "b"] * 2]
+    times = [pd.to_datetime(np.arange(n) * 10**9),
+             pd.to_datetime(np.arange(n) * 10**9).tz_localize("UTC")]
+    kinds = {"user": texts + numbers[:4] + odd, "item": texts + numbers[:4] + odd,
+             "value": numbers + [np.array([True, False] * 3), np.array([1e39, 3.0] * 3),
+                                 np.array([1.0, np.inf] * 3), texts[0], *odd],
+             "timestamp": times + numbers[:2] + [texts[0], *odd]}
+    kinds["polars"] = [False, False, True] if pl is not None else [False]
+    base = ALS(factors=2, iterations=1, backend="cpu", show_progress=False).fit(
+        pd.DataFrame({"user": ["a", "b", "a"], "item": [1, 2, 3]}))
+
+    def frame(polars=False, **named):
+        df = pd.DataFrame({name: column for name, column in named.items()
+                           if column is not absent})
+        if polars:
+            try:
+                return pl.from_pandas(df)
+            except Exception:  # noqa: BLE001 - a column polars has no type for: as pandas'
+                return df
+        return df
+
+    def fit(feedback):
+        return lambda **named: ALS(factors=2, iterations=1, feedback=feedback, backend="cpu",
+                                   show_progress=False).fit(frame(**named))
+
+    functions = {
+        "from_dataframe": lambda **named: from_dataframe(frame(**named)),
+        "fit": fit("implicit"), "fit explicit": fit("explicit"),
+        "recommend_frame": lambda **named: base.recommend_frame(interactions=frame(**named)),
+        "train_test_split": lambda **named: ev.train_test_split(frame(**named)),
+        "temporal_split": lambda **named: ev.temporal_split(frame(**named)),
+    }
+
+    def call(rnd):
+        name = rnd.choice(sorted(functions))
+        return name, functions[name], ["user", "item", "value", "timestamp", "polars"], []
+
+    returned = _sweep(call, kinds, [absent], seed=68, n_calls=1000,
+                      errors=(ValueError, TypeError, FloatingPointError))
+    assert 100 < returned < 600
