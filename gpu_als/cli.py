@@ -92,16 +92,16 @@ def add_model_options(parser: argparse.ArgumentParser, *,
     """The options of the ALS hyperparameters; ``regularization`` None: ALS's default,
     which depends on the feedback."""
     g = parser.add_argument_group("model hyperparameters (see gpu_als.ALS)")
-    g.add_argument("--factors", type=int, default=default(64),
+    g.add_argument("--factors", type=at_least(1), default=default(64),
                    help="latent factors k (default 64)")
-    g.add_argument("--regularization", type=float,
+    g.add_argument("--regularization", type=real_at_least(0.0),
                    default=None if regularization is None else default(regularization),
                    help="L2 penalty lambda (default " + (
                        "0.01 for implicit feedback, 0.1 for explicit" if regularization is None
                        else str(regularization)) + ")")
-    g.add_argument("--alpha", type=float, default=default(10.0),
+    g.add_argument("--alpha", type=real_at_least(0.0), default=default(10.0),
                    help="implicit confidence scaling, c = 1 + alpha * r (default 10)")
-    g.add_argument("--iterations", type=int, default=default(iterations),
+    g.add_argument("--iterations", type=at_least(0), default=default(iterations),
                    help=f"ALS sweeps (default {iterations})")
     g.add_argument("--feedback", choices=FEEDBACKS, default=default("implicit"),
                    help="values are interaction amounts (implicit) or ratings (explicit) "
@@ -109,12 +109,12 @@ def add_model_options(parser: argparse.ArgumentParser, *,
     g.add_argument("--confidence", choices=CONFIDENCES, default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log) "
                         "(default linear)")
-    g.add_argument("--epsilon", type=float, default=default(1.0),
+    g.add_argument("--epsilon", type=real_at_least(0.0, strict=True), default=default(1.0),
                    help="scale of the log confidence (default 1)")
     g.add_argument("--solver", choices=SOLVERS, default=default("cholesky"),
                    help="exact per-row solves, conjugate-gradient steps, or CG steps "
                         "preconditioned by Y^T Y + regularization I (default cholesky)")
-    g.add_argument("--cg-steps", type=int, default=default(3),
+    g.add_argument("--cg-steps", type=at_least(1), default=default(3),
                    help="CG steps per row and half-step with --solver cg or pcg (default 3)")
     g.add_argument("--dtype", choices=[dtype.name for dtype in DTYPES], default=default("float32"),
                    help="precision of the factors and the solves (default float32)")
@@ -153,6 +153,23 @@ def model_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r} is named as a table: -o writes the "
                                          f"model, as .npz (ALS.save), e.g. -o {stem}.npz")
     return path
+
+
+def real_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number >= ``minimum`` (> where ``strict``), refused
+    as the options are parsed, as :func:`at_least` refuses integers."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, "
+                                             f"got {value:g}")
+        return value
+    return parse
 
 
 def fraction(text: str) -> float:
@@ -1590,7 +1607,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate on this file of the same columns instead (a split made "
                         "beforehand; its rows of new users or items, and pairs already in "
                         "FILE, are not scored); the best model is refitted on both files")
-    p.add_argument("--iterations", type=int, default=20,
+    p.add_argument("--iterations", type=at_least(0), default=20,
                    help="iterations per trial (default 20)")
     p.add_argument("--no-halving", action="store_true",
                    help="train every configuration to the end")
@@ -1800,6 +1817,20 @@ def error_message(exc: Exception) -> str:
     return str(exc)
 
 
+def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
+    """A message that names a setting as the Python API spells it, ``factors=0: must be
+    >= 1`` or ``... with feedback='explicit'``, as the options of ``parser`` that set it:
+    ``--factors 0: must be >= 1``, ``... with --feedback explicit``."""
+    options = {action.dest: action.option_strings[-1] for action in parser._actions
+               if action.option_strings and action.option_strings[-1].startswith("--")}
+
+    def option(match: re.Match) -> str:
+        name = options.get(match[2])
+        return match[0] if name is None else f"{match[1]}{name} {match[4]}"
+
+    return re.sub(r"(^|with )(\w+)=('?)([^\s:',]*)\3(?=[:,; ]|$)", option, message)
+
+
 class _TqdmToStderr(tqdm):
     """tqdm whose ``write`` goes to standard error unless given a file: the logging
     redirect of older tqdm (4.60, the oldest this package allows) writes each log line
@@ -1865,7 +1896,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (ValueError, TypeError, RuntimeError, OSError, ImportError, MemoryError) as exc:
-        print(f"gpu-als {args.command}: error: {error_message(exc)}", file=sys.stderr)
+        message = in_option_words(error_message(exc), args.command_parser)
+        print(f"gpu-als {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: no traceback; a model file is written whole or not
         print(f"gpu-als {args.command}: interrupted", file=sys.stderr)

@@ -1594,7 +1594,7 @@ def test_tune_writes_trials_plot_and_model(csv_file, tmp_path, capsys):
         assert main(["tune", str(csv_file), "--grid", grid]) == 2
         assert f"--grid {grid!r}: expected NAME=VALUE,VALUE,..." in capsys.readouterr().err
     assert main(["tune", str(csv_file), "--feedback", "explicit", "--grid", "alpha=1,5"]) == 2
-    assert "gpu-als tune: error: --grid alpha: alpha has no effect with feedback='explicit' " \
+    assert "gpu-als tune: error: --grid alpha: alpha has no effect with --feedback explicit " \
         "(ratings, no confidences), so its 2 values would train the same model" \
         in capsys.readouterr().err
     assert main(["tune", str(csv_file), "--grid", "factors=2", "--grid", "factors=4"]) == 2
@@ -1661,17 +1661,19 @@ def test_options_are_checked_before_the_file_is_read(trained, tmp_path, capsys):
     path, _ = trained
     missing = str(tmp_path / "nowhere.csv")
     for argv, error in (
-            (["train", missing, "--factors", "0", "--output", "m.npz"], "factors=0: must be"),
-            (["train", missing, "--init", str(path), "--regularization", "-2", "--output",
-              "m.npz"], "regularization=-2.0: must be >= 0"),
             (["evaluate", missing, "--feedback", "explicit", "--regularization", "0"],
-             "regularization=0 with feedback='explicit'"),
-            (["tune", missing, "--iterations", "-1"], "iterations=-1: must be >= 0"),
+             "--regularization 0 with --feedback explicit"),
             (["train", missing, "--init", str(path), "--early-stopping", "2", "--output",
               "m.npz"], "--early-stopping does not combine with --init")):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith(f"gpu-als {argv[0]}: error: {error}")
-    for argv, error in ((["evaluate", missing, "--K", "0"], "--K: must be >= 1, got 0"),
+    for argv, error in ((["train", missing, "--factors", "0", "--output", "m.npz"],
+                         "--factors: must be >= 1, got 0"),
+                        (["train", missing, "--init", str(path), "--regularization", "-2",
+                          "--output", "m.npz"], "--regularization: must be >= 0, got -2"),
+                        (["tune", missing, "--iterations", "-1"],
+                         "--iterations: must be >= 0, got -1"),
+                        (["evaluate", missing, "--K", "0"], "--K: must be >= 1, got 0"),
                         (["evaluate", missing, "--test-fraction", "0"],
                          "--test-fraction: must be between 0 and 1, got 0"),
                         (["tune", missing, "--reduction-factor", "1"],
@@ -1693,7 +1695,10 @@ FLOORS = [(command, "--seed", 0) for command in ("demo", "train", "evaluate", "t
     [("train", "--early-stopping", 1), ("train", "--validation-users", 1), ("train", "--K", 1),
      ("evaluate", "--K", 1), ("evaluate", "--latest", 1), ("tune", "--K", 1),
      ("tune", "--n-samples", 1), ("tune", "--validation-users", 1),
-     ("tune", "--min-iterations", 1), ("tune", "--reduction-factor", 2)]
+     ("tune", "--min-iterations", 1), ("tune", "--reduction-factor", 2),
+     ("tune", "--iterations", 0)] + \
+    [(command, option, least) for command in ("demo", "train", "evaluate")
+     for option, least in (("--factors", 1), ("--iterations", 0), ("--cg-steps", 1))]
 
 
 def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
@@ -1721,6 +1726,40 @@ def test_each_integer_option_takes_its_floor_and_refuses_below_it(capsys):
             parser.parse_args(argv[:-1] + [str(least - 1)])
         assert re.search(rf"argument (-\w/)?{option}: must be >= {least}, got {least - 1}",
                          capsys.readouterr().err), (command, option)
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate"])
+def test_the_real_hyperparameters_are_refused_below_their_floors_as_parsed(command, capsys):
+    """--regularization and --alpha take 0 and up, --epsilon more than 0, each a finite
+    number, refused by the option's name as the options are parsed (as the integer
+    options are; the library's "alpha=-1.0: must be >= 0.0" came after the file was
+    read)."""
+    from gpu_als.cli import build_parser
+
+    parser = build_parser()
+    required = [] if command == "demo" else ["data.csv"]
+    for option, floor, below in (("--regularization", "0", "-0.5"), ("--alpha", "0", "-1"),
+                                 ("--epsilon", "1e-9", "0")):
+        args = parser.parse_args([command, *required, option, floor])
+        assert getattr(args, option[2:]) == float(floor)
+        for value, error in ((below, f"must be {'>' if option == '--epsilon' else '>='} 0, "
+                                     f"got {float(below):g}"),
+                             ("nan", "must be a finite number, got nan"),
+                             ("inf", "must be a finite number, got inf"),
+                             ("x", "expected a number, got 'x'")):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, *required, option, value])
+            assert f"error: argument {option}: {error}" in capsys.readouterr().err
+
+
+def test_the_librarys_settings_are_named_as_the_options_that_set_them(csv_file, capsys):
+    """A setting refused by the library for what another option set: named as the
+    options (it said "regularization=0 with feedback='explicit'")."""
+    assert main(["train", str(csv_file), "--feedback", "explicit", "--regularization", "0",
+                 "-o", "m.npz"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "gpu-als train: error: --regularization 0 with --feedback explicit: a user or item "
+        "with fewer ratings than factors")
 
 
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
