@@ -1007,7 +1007,9 @@ def tune_command(args: argparse.Namespace) -> int:
                       refit=args.output is not None)  # (a full fit, for -o alone)
     finished = sum(t["finished"] for t in result.trials)
     failed = sum(bool(t.get("error")) for t in result.trials)
-    print(f"{len(result.trials)} configurations, {finished} trained to the end"
+    same = "" if not result.n_same else \
+        f" ({result.n_same} more would train the same model as one of these: left out)"
+    print(f"{len(result.trials)} configurations{same}, {finished} trained to the end"
           + (f", {failed} failed (their error: in the trials file)" if failed else "")
           + f", in {time.perf_counter() - start:.1f} s on '{result.backend}'")
     notes = []

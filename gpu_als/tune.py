@@ -102,6 +102,10 @@ class TuneResult:
         The hyperparameters searched: ``param_grid``'s names (of a list of grids, all of
         theirs; a trial's value is None where its grid has not that name, and
         ``best_params`` has the names of the best's grid).
+    n_same : int
+        The configurations left out because each would train the model of another (they
+        differ from it in settings that act on nothing in it, or not at all), which has
+        a trial.
     """
 
     best_params: dict[str, Any]
@@ -112,6 +116,7 @@ class TuneResult:
     lower_is_better: bool = False
     backend: str = ""
     searched: list[str] = field(default_factory=list)
+    n_same: int = 0
 
     def __repr__(self) -> str:
         finished = sum(bool(t["finished"]) for t in self.trials)
@@ -365,9 +370,8 @@ def tune(
         if metric == "rmse":
             raise ValueError("min_value chooses the validation entries a ranking metric "
                              "counts as relevant; metric='rmse' scores every rating")
-    base, param_grid, configurations = search_space(param_grid, base_params, metric=metric,
-                                                    n_samples=n_samples,
-                                                    random_state=random_state)
+    base, param_grid, configurations, n_same = _search_space(
+        param_grid, base_params, metric=metric, n_samples=n_samples, random_state=random_state)
     names = _searched(param_grid)
     feedbacks = _feedbacks(base, configurations)
     feedback = "explicit" if "explicit" in feedbacks else "implicit"
@@ -429,7 +433,8 @@ def tune(
                                               item_ids=item_ids)  # device as the trials
         model.set_params(backend=given["backend"])
     return TuneResult(best_params, trials[best]["score"], model, trials,
-                      metric_name(metric, K), metric in LOWER_IS_BETTER, backend.name, names)
+                      metric_name(metric, K), metric in LOWER_IS_BETTER, backend.name, names,
+                      n_same)
 
 
 def _given_parts(user_items: Any, validation: Any, feedback: str
@@ -503,6 +508,17 @@ def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None
         An unknown hyperparameter, a value :class:`ALS` refuses, a grid that is not a dict
         of non-empty lists of distinct values, or ``metric="rmse"`` for implicit feedback.
     """
+    base, grid, configurations, _ = _search_space(param_grid, base_params, metric=metric,
+                                                  n_samples=n_samples,
+                                                  random_state=random_state)
+    return base, grid, configurations
+
+
+def _search_space(param_grid: Any, base_params: dict[str, Any] | None, *, metric: str,
+                  n_samples: int | None, random_state: int | None
+                  ) -> tuple[dict[str, Any], Any, list[dict[str, Any]], int]:
+    """:func:`search_space`, and how many configurations it left out as the same model as
+    another's (:func:`_distinct_models`)."""
     if base_params is not None and not isinstance(base_params, Mapping):
         raise TypeError(f"base_params must be a dict of hyperparameter name -> value, got "
                         f"{type(base_params).__name__}")
@@ -527,12 +543,12 @@ def search_space(param_grid: dict[str, Any] | list[dict[str, Any]] | None = None
             raise ValueError(f"param_grid[{name!r}]: {name} has no effect with {reasons}, "
                              f"so its {values} values would train the same model; leave it "
                              f"out of the grid")
-    configurations = _distinct_models(configurations, resolved, idle)
-    feedbacks = _feedbacks(base, configurations)
+    distinct = _distinct_models(configurations, resolved, idle)
+    feedbacks = _feedbacks(base, distinct)
     if metric == "rmse" and feedbacks != {"explicit"}:
         raise ValueError("metric='rmse' scores predicted ratings: every trial needs "
                          "feedback='explicit' (base_params={'feedback': 'explicit'})")
-    return base, param_grid, configurations
+    return base, param_grid, distinct, len(configurations) - len(distinct)
 
 
 def _checked(base: dict[str, Any], configuration: dict[str, Any]) -> dict[str, Any]:

@@ -1531,6 +1531,18 @@ def test_tune_searches_grids_apart_by_or(csv_file, tmp_path, capsys):
         assert re.match(f"gpu-als tune: error: {error}", capsys.readouterr().err)
 
 
+def test_tune_counts_the_configurations_left_out_as_the_same_model(csv_file, tmp_path,
+                                                                   capsys):
+    """cg_steps acts on nothing in the Cholesky solver's trials: of the grid's 4
+    configurations one is left out, and the summary says so (it said "3 configurations"
+    of a grid of 4)."""
+    assert main(["tune", str(csv_file), "--grid", "solver=cholesky,cg", "--grid",
+                 "cg_steps=2,3", "--grid", "factors=2", "--iterations", "2", "--backend",
+                 "cpu", "--trials", str(tmp_path / "t.csv")]) == 0
+    assert "3 configurations (1 more would train the same model as one of these: left out), "\
+        "3 trained to the end, in " in capsys.readouterr().out
+
+
 def test_tune_refits_the_best_only_for_its_output(csv_file, tmp_path, capsys, monkeypatch):
     """Without -o nothing keeps the refitted model: tune skips that full fit."""
     import gpu_als.tune

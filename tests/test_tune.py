@@ -340,12 +340,14 @@ def test_configurations_that_train_the_same_model_are_trained_once(R, caplog):
     assert [(t["solver"], t["cg_steps"], t["factors"]) for t in result.trials] == [
         ("cholesky", 1, 2), ("cholesky", 1, 8), ("cg", 1, 2), ("cg", 1, 8), ("cg", 3, 2),
         ("cg", 3, 8)]
+    assert result.n_same == 2  # (the command line's summary counts them)
     caplog.clear()
     with caplog.at_level("INFO", logger="gpu_als"):
         alone = tune(R, {"solver": ["cholesky"], "factors": [2, 8]}, random_state=3,
                      base_params={"iterations": 4, "backend": "cpu", "cg_steps": 3},
                      show_progress=False, halving=False)
     assert "would train the model of another" not in caplog.text  # none left out: nothing said
+    assert alone.n_same == 0
     assert [t["score"] for t in alone.trials] == [t["score"] for t in result.trials[:2]]
 
 
