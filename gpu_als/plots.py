@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import check_int, check_output_file, check_path, to_host
+from .data import check_int, check_output_file, check_path, described, to_host
 
 __all__ = ["plot_loss", "plot_item_pca", "plot_tuning", "plot_benchmark", "pca",
            "check_matplotlib", "MAX_VALUE_TICKS"]
@@ -60,19 +60,36 @@ def pca(factors: Any, components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     projected : numpy.ndarray, shape (n_rows, components)
     explained_variance_ratio : numpy.ndarray, shape (components,)
     """
+    return _pca(factors, components)
+
+
+def _pca(factors: Any, components: int, name: str = "factors"
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pca`, whose errors call ``factors`` ``name``."""
     components = check_int("components", components, minimum=1)
-    F = to_host(factors, np.float64)
+    F = _numbers(factors, name)
     if F.ndim != 2 or len(F) < 2 or F.shape[1] < components:
-        raise ValueError(f"factors of shape {F.shape}: a PCA to {components} components "
+        raise ValueError(f"{name} of shape {F.shape}: a PCA to {components} components "
                          f"needs at least 2 rows and {components} columns")
     if not np.isfinite(F).all():
-        raise ValueError("factors hold NaN or infinite values: no PCA of them")
+        raise ValueError(f"{name} hold NaN or infinite values: no PCA of them")
     centred = F - F.mean(axis=0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     variance = singular**2
     total = variance.sum()  # 0 for rows all alike: no variance, none explained
     ratio = variance[:components] / total if total > 0 else np.zeros(components)
     return centred @ vt[:components].T, ratio
+
+
+def _numbers(value: Any, name: str) -> np.ndarray:
+    """``value`` (NumPy, CuPy or anything ``numpy.asarray`` takes) as a float64 host
+    array; a ``TypeError`` naming ``name`` for what does not read as numbers (text,
+    a sparse matrix, lists of several lengths)."""
+    try:
+        return to_host(value, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {described(value)}"
+                        ) from None
 
 
 def _of_model(value: Any, attribute: str) -> Any:
@@ -88,7 +105,7 @@ def _of_model(value: Any, attribute: str) -> Any:
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     """The loss after each iteration, on a log scale; written to ``path`` (PNG).
     ``loss_history``: a fitted model's ``loss_history_``, or the model itself."""
-    loss_history = to_host(_of_model(loss_history, "loss_history_"), np.float64)
+    loss_history = _numbers(_of_model(loss_history, "loss_history_"), "loss_history")
     if loss_history.ndim != 1:
         raise ValueError(f"loss_history must hold one loss per iteration (1-D), got shape "
                          f"{loss_history.shape}")
@@ -115,11 +132,14 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
     popularity (log scale), with the explained variance on the axes (the reference
     document's embedding visualisation). ``item_factors``: a fitted model's
     ``item_factors_``, or the model itself."""
-    projected, ratio = pca(_of_model(item_factors, "item_factors_"))
-    popularity = to_host(popularity, np.float64).ravel()
+    projected, ratio = _pca(_of_model(item_factors, "item_factors_"), 2, "item_factors")
+    popularity = _numbers(popularity, "popularity").ravel()
     if len(popularity) != len(projected):
         raise ValueError(f"popularity has {len(popularity)} values for {len(projected)} "
                          f"items: give one per row of item_factors")
+    if not (np.isfinite(popularity) & (popularity >= 0)).all():  # (matplotlib's "Invalid
+        raise ValueError("popularity must hold counts: finite and >= 0, e.g. "  # vmin")
+                         "R.getnnz(axis=0) of the training matrix R")
     fig = _figure(figsize=(6.5, 5), dpi=120)
     from matplotlib.colors import LogNorm
 

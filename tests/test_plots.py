@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gpu_als.tune import tune
 
@@ -72,6 +73,26 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
         plots.plot_item_pca(factors, np.ones(19), tmp_path / "pca.png")
     with pytest.raises(ValueError, match=r"factors of shape \(1, 3\)"):
         plots.pca(factors[:1])
+    # what does not read as numbers, by name (NumPy's "could not convert string to float"
+    # and "setting an array element with a sequence" before); counts that LogNorm cannot
+    # draw (matplotlib's "Invalid vmin or vmax")
+    for call, match in (
+            (lambda: plots.plot_loss([1.0, "a"], tmp_path / "l.png"),
+             r"^loss_history must be an array of numbers, got list \[1.0, 'a'\]$"),
+            (lambda: plots.pca("x"), r"^factors must be an array of numbers, got str 'x'$"),
+            (lambda: plots.plot_item_pca(sp.csr_matrix(factors), np.ones(20),
+                                         tmp_path / "p.png"),
+             r"^item_factors must be an array of numbers, got csr_matrix$"),
+            (lambda: plots.plot_item_pca(factors[:1], np.ones(1), tmp_path / "p.png"),
+             r"^item_factors of shape \(1, 3\)"),
+            (lambda: plots.plot_item_pca(factors, ["a"] * 20, tmp_path / "p.png"),
+             r"^popularity must be an array of numbers")):
+        with pytest.raises(TypeError if "numbers" in match else ValueError, match=match):
+            call()
+    for bad in (np.nan, -1.0):
+        with pytest.raises(ValueError, match=r"^popularity must hold counts: finite and >= "
+                                             r"0, e.g. R.getnnz\(axis=0\)"):
+            plots.plot_item_pca(factors, np.r_[np.ones(19), bad], tmp_path / "pca.png")
     with pytest.raises(TypeError, match="path must be a str or a path-like object, got "
                                         "NoneType"):
         plots.plot_loss([2.0, 1.0], None)
