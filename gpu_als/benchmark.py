@@ -1105,6 +1105,10 @@ def main(argv: list[str] | None = None) -> int:
 
         check_matplotlib()
         _check_folder(parser, "--plots", args.plots)
+    if args.output is not None and args.output.suffix.lower() not in ("", ".json") \
+            and not args.output.is_dir():  # (it overwrote -o results.csv with JSON)
+        parser.error(f"--output {args.output}: the result is JSON; name the file "
+                     f"{args.output.with_suffix('.json').name}, or give a folder for it")
     # (a folder that cannot be written is named now, not after the last fit)
     output = args.output or Path("benchmarks") / "results" / "bench.json"
     _check_folder(parser, "--output", output if output.is_dir() else output.parent)

@@ -803,7 +803,12 @@ def test_folders_that_cannot_be_written_are_named_before_any_fit(tmp_path, monke
                        (["--output", str(a_file / "b.json")], f"--output: {a_file} is a "
                                                                f"file, not a folder"),
                        (["--plots", str(a_file / "charts")], "--plots: cannot make the "
-                                                            "folder")):
+                                                            "folder"),
+                       # a table's name: it was overwritten with the JSON
+                       (["--output", str(tmp_path / "r.csv")], f"--output {tmp_path}/r.csv: "
+                                                              f"the result is JSON; name the "
+                                                              f"file r.json, or give a "
+                                                              f"folder for it")):
         with pytest.raises(SystemExit) as exit_info:
             cli_main(["bench", *argv])
         assert exit_info.value.code == 2
