@@ -1821,8 +1821,9 @@ def error_message(exc: Exception) -> str:
 
 def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
     """A message that names a setting as the Python API spells it, ``factors=0: must be
-    >= 1`` or ``... with feedback='explicit'``, as the options of ``parser`` that set it:
-    ``--factors 0: must be >= 1``, ``... with --feedback explicit``."""
+    >= 1`` or ``... with feedback='explicit'`` (at its start, or after "with" or "and"),
+    as the options of ``parser`` that set it: ``--factors 0: must be >= 1``, ``... with
+    --feedback explicit``."""
     options = {action.dest: action.option_strings[-1] for action in parser._actions
                if action.option_strings and action.option_strings[-1].startswith("--")}
 
@@ -1830,7 +1831,7 @@ def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
         name = options.get(match[2])
         return match[0] if name is None else f"{match[1]}{name} {match[4]}"
 
-    return re.sub(r"(^|with )(\w+)=('?)([^\s:',]*)\3(?=[:,; ]|$)", option, message)
+    return re.sub(r"(^|with |and )(\w+)=('?)([^\s:',]*)\3(?=[:,; )]|$)", option, message)
 
 
 class _TqdmToStderr(tqdm):

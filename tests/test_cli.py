@@ -1772,6 +1772,20 @@ def test_the_librarys_settings_are_named_as_the_options_that_set_them(csv_file, 
     assert capsys.readouterr().err.startswith(
         "gpu-als train: error: --regularization 0 with --feedback explicit: a user or item "
         "with fewer ratings than factors")
+    from gpu_als.cli import build_parser, in_option_words
+
+    train = next(action for action in build_parser()._actions
+                 if isinstance(action, argparse._SubParsersAction)).choices["train"]
+    for message, said in (
+            ("cg_steps=0: must be >= 1", "--cg-steps 0: must be >= 1"),
+            ("epsilon has no effect with confidence='linear'",
+             "epsilon has no effect with --confidence linear"),
+            # names the command has no option for, and names inside a sentence, stay
+            ("user_ids=None: no ids", "user_ids=None: no ids"),
+            ("fit(df) with factors=8 and feedback='explicit'",
+             "fit(df) with --factors 8 and --feedback explicit"),
+            ("ALS(factors=8)", "ALS(factors=8)")):
+        assert in_option_words(message, train) == said
 
 
 def test_a_count_below_one_is_refused(trained, csv_file, capsys):
