@@ -39,6 +39,7 @@ def test_plots_leave_pyplot_alone(svg_backend, tmp_path):
     rng = np.random.default_rng(0)
     plots.plot_loss([3.0, 2.0, 1.5], tmp_path / "loss.png")
     plots.plot_item_pca(rng.random((50, 4)), rng.integers(0, 9, 50), tmp_path / "pca.png")
+    plots.plot_item_pca(rng.random((50, 2)), rng.integers(0, 9, 50), tmp_path / "k2.png")
     assert matplotlib.get_backend() == "svg"
     assert plt.get_fignums() == [mine.number] and plt.gcf() is mine
     for name in ("loss.png", "pca.png"):
