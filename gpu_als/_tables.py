@@ -43,6 +43,7 @@ def read_frame(args: argparse.Namespace):
     """The file named by ``args.file`` as a pandas DataFrame, its id columns checked;
     ``-`` reads standard input (CSV, compressed or not, or Parquet), copied to a temporary
     file first: the file is read more than once (its delimiter, its ids' types)."""
+    _check_columns_apart(args)
     if str(args.file) != "-":
         return _read_frame(args)
     import shutil
@@ -174,6 +175,32 @@ def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
     return ValueError(f"{args.file} has no column {args.value_col!r}{third} for --value-col; "
                       f"its columns are {names}"
                       + (f" (did you mean --value-col {shlex.quote(meant)}?)" if meant else ""))
+
+
+def _check_columns_apart(args: argparse.Namespace) -> None:
+    """Each column option names a column of its own, before the file is read: the ids',
+    the values' (``--value-col``, ``value`` by default), ``--time-col``'s and the events'
+    of ``--event-weights``. (With ``--no-header`` the names go to the columns by position,
+    and two of one name made pandas' two-column selections, then an AttributeError.)"""
+    weighted = getattr(args, "event_weights", None)
+    named = [("--user-col", args.user_col), ("--item-col", args.item_col),
+             ("--value-col", getattr(args, "value_col", None)),
+             ("--event-weights", None if weighted is None else weighted[0]),
+             ("--time-col", getattr(args, "time_col", None))]
+    defaults = {"--user-col": "user", "--item-col": "item", "--value-col": "value"}
+    first: dict[str, str] = {}
+    for option, column in named:
+        if column is None:
+            continue
+        if column in first:
+            # the option left at its default last, and said to be: the other was typed
+            pair = sorted((first[column], option), key=lambda o: defaults.get(o) == column)
+            shown = [f"{o} (by default {column!r})" if defaults.get(o) == column else o
+                     for o in pair]
+            fix = "name the column of the times" if "--time-col" in pair else \
+                "give each a column of its own"
+            raise ValueError(f"{shown[0]} and {shown[1]} both name {column!r}: {fix}")
+        first[column] = option
 
 
 def _other_columns(args: argparse.Namespace) -> list[str]:

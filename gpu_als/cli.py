@@ -692,12 +692,6 @@ def file_parts_by_time(args: argparse.Namespace, fraction: float, cutoff: str | 
     if it had no other column), and how the later one was held out, in words."""
     from .evaluation import temporal_split
 
-    named = {"--user-col": args.user_col, "--item-col": args.item_col,
-             "--value-col": args.value_col}
-    for option, column in named.items():
-        if column == args.time_col:
-            raise ValueError(f"--time-col and {option} both name {column!r}: name the "
-                             f"column of the times")
     df = read_frame(args)
     df[args.time_col] = _time_column(df, args.time_col)
     if latest is not None:

@@ -1764,6 +1764,25 @@ def test_the_real_hyperparameters_are_refused_below_their_floors_as_parsed(comma
             assert f"error: argument {option}: {error}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--no-header", "--user-col", "value"],  # (pandas' two columns of one name: an
+     "--user-col and --value-col (by default 'value') both name 'value'"),  # AttributeError)
+    (["--no-header", "--item-col", "user"], "--item-col and --user-col (by default 'user')"),
+    (["--user-col", "value"], "--user-col and --value-col (by default 'value') both name "
+                              "'value': give each a column of its own"),  # (in Python's
+    (["--value-col", "item"], "--value-col and --item-col (by default 'item')"),  # words)
+    (["--event-weights", "user=click:1"], "--event-weights and --user-col (by default "
+                                          "'user') both name 'user'"),
+])
+def test_two_column_options_naming_one_column_are_refused(csv_file, tmp_path, capsys, argv,
+                                                          message):
+    for command in (["train", str(csv_file), "-o", str(tmp_path / "m.npz")],
+                    ["evaluate", str(csv_file)]):
+        assert main([*command, *argv, "--backend", "cpu", "--iterations", "1"]) == 2
+        assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_the_librarys_settings_are_named_as_the_options_that_set_them(csv_file, capsys):
     """A setting refused by the library for what another option set: named as the
     options (it said "regularization=0 with feedback='explicit'")."""
@@ -3059,8 +3078,10 @@ def test_evaluate_by_time_refuses_what_it_cannot_split(timed_csv, tmp_path, caps
         (["--time-col", "when", "--cutoff", "soon"], "--cutoff soon is not a time"),
         (["--time-col", "time"], f"{path} has no column 'time' for --time-col; its columns "
                                  f"are ['user', 'item', 'value', 'when']"),
-        (["--time-col", "value"], "--time-col and --value-col both name 'value'"),
-        (["--time-col", "user"], "--time-col and --user-col both name 'user'"),
+        (["--time-col", "value"], "--time-col and --value-col (by default 'value') both "
+                                  "name 'value': name the column of the times"),
+        (["--time-col", "user"], "--time-col and --user-col (by default 'user') both name "
+                                 "'user'"),
     ]
     for extra, message in cases:
         assert main(common + extra) == 2, extra
