@@ -143,10 +143,18 @@ def at_least(minimum: int) -> Callable[[str], int]:
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".json", ".gz")
 
 
+def file_path(text: str) -> Path:
+    """An argparse ``type``: a path to write, not empty (``Path("")`` is the working
+    folder, and the error would call it a folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: give a file name")
+    return Path(text)
+
+
 def model_file(text: str) -> Path:
     """An argparse ``type``: the path of a model file to write, refused as the options are
     parsed where its name ends as a table's (``.csv``, ``.parquet`` ...)."""
-    path = stem = Path(text)
+    path = stem = file_path(text)
     if path.name.lower().endswith(TABLE_SUFFIXES):
         while stem.suffix.lower() in TABLE_SUFFIXES:  # results.csv.gz: results
             stem = stem.with_suffix("")
@@ -1615,9 +1623,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to train (default auto: the GPU when usable)")
     p.add_argument("--seed", type=at_least(0), default=42,
                    help="split, sampling and start seed (default 42)")
-    p.add_argument("--trials", type=Path, default=Path("trials.csv"),
+    p.add_argument("--trials", type=file_path, default=Path("trials.csv"),
                    help="CSV of every trial (default trials.csv)")
-    p.add_argument("--plot", type=Path, default=None,
+    p.add_argument("--plot", type=file_path, default=None,
                    help="PNG of metric vs hyperparameters (default: none drawn)")
     p.add_argument("-o", "--output", type=model_file, default=None,
                    help="save the refitted best model, as .npz (default: not saved; the "
@@ -1799,6 +1807,8 @@ def check_output_folders(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if path is None or str(path) == "-":
             continue
+        if str(path) == "":  # (it said "--output  is a folder")
+            raise ValueError(f"--{name} is empty: give a file name")
         folder = Path(path).parent
         if not folder.is_dir():
             raise FileNotFoundError(f"--{name} {path}: there is no folder {folder}")

@@ -2756,22 +2756,30 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
     ["recommend", "{model}", "{csv}", "--output", "{missing}/recs.csv"],
     ["fold-in", "{model}", "{csv}", "--output", "{missing}/m.npz"],
 ])
-@pytest.mark.parametrize("wrong", ["a missing folder", "a folder"])
+@pytest.mark.parametrize("wrong", ["a missing folder", "a folder", "empty"])
 def test_an_output_in_a_missing_folder_is_refused_before_any_work(command, csv_file,
                                                                   tmp_path, capsys, wrong):
-    """(Or an output that is a folder itself: the file could not be written there either.)"""
+    """(Or an output that is a folder itself: the file could not be written there either;
+    or an empty name, which read as the working folder: "--output  is a folder".)"""
     missing = tmp_path / "no" / "such"
     model = tmp_path / "m.npz"
     assert main(["train", str(csv_file), "--factors", "2", "--iterations", "1", "--backend",
                  "cpu", "--output", str(model)]) == 0
     capsys.readouterr()
     argv = [a.format(csv=csv_file, missing=missing, model=model) for a in command]
-    if wrong == "a folder":
-        argv = [str(tmp_path) if a.startswith(str(missing)) else a for a in argv]
-    assert main(argv + ["--backend", "cpu"]) == 2
+    if wrong != "a missing folder":
+        argv = [(str(tmp_path) if wrong == "a folder" else "") if a.startswith(str(missing))
+                else a for a in argv]
+    try:
+        assert main(argv + ["--backend", "cpu"]) == 2
+    except SystemExit as exit_info:  # (an argparse type's refusal)
+        assert exit_info.code == 2
     out, err = capsys.readouterr()
     if wrong == "a folder":
         assert f" {tmp_path} is a folder: give a file name" in err
+    elif wrong == "empty":
+        assert re.search(r"error: (argument (-o/)?)?--(output|trials|plot):? is empty: give a "
+                         r"file name$", err.strip()), err
     else:
         assert f"there is no folder {missing}" in err
     assert out == ""  # nothing was trained or ranked
