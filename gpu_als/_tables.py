@@ -399,6 +399,8 @@ def _read_csv_file(pd, args: argparse.Namespace):
     except LookupError:
         raise ValueError(f"--encoding {encoding}: not an encoding Python knows "
                          f"(e.g. utf-8, latin-1, cp1252)") from None
+    if args.encoding is not None:
+        _check_byte_order_mark(args.file, encoding)
     # --sep '\t' as typed in a shell is a backslash and a t: a tab, alone (read by the C
     # parser; pandas would take the two characters for a regular expression, 40x slower)
     # or within a longer separator ('\t\t')
@@ -480,6 +482,20 @@ def _default_encoding(path: Path) -> str:
     bytes are UTF-16's byte order mark, else UTF-8."""
     with _open_binary(path) as raw:
         return "utf-16" if raw.read(2) in UTF16_MARKS else "utf-8"
+
+
+def _check_byte_order_mark(path: Path, encoding: str) -> None:
+    """Refuse an ``--encoding`` of single bytes (latin-1, cp1252) for a file that starts
+    with a byte order mark, which says its encoding: read so, UTF-16's columns were named
+    ``'ÿþu\x00s\x00e\x00r\x00'``, and the message suggested ``--user-col`` that."""
+    with _open_binary(path) as raw:
+        head = raw.read(3)
+    name = codecs.lookup(encoding).name
+    for marks, unicode in ((UTF16_MARKS, "utf-16"), ((b"\xef\xbb\xbf",), "utf-8")):
+        if head.startswith(marks) and not name.startswith(unicode):
+            raise ValueError(f"{path} starts with the byte order mark of {unicode.upper()}, "
+                             f"which --encoding {encoding} reads as characters: leave "
+                             f"--encoding out (the mark says the encoding)")
 
 
 def _not_text(path: Path, encoding: str, exc: UnicodeError) -> ValueError:

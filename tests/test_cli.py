@@ -571,15 +571,28 @@ def test_the_encoding_of_a_csv_file(csv_file, tmp_path, capsys):
         path = tmp_path / f"clicks-{encoding}.csv"
         path.write_bytes(bom + text.replace(",", sep).encode(encoding))
         named = encoding[:6] if bom else encoding  # UTF-16 finds its order from the mark
-        wrong = ["--encoding", "utf-8"] if bom else []
-        assert main(["train", str(path), "--backend", "cpu", *wrong]) == 2
-        assert capsys.readouterr().err.endswith(
-            f"name its encoding with --encoding, e.g. --encoding {named}\n")
+        for wrong in (["--encoding", "utf-8"], ["--encoding", "latin-1"]) if bom else [[]]:
+            # (latin-1 read the mark as characters: the columns were named 'ÿþu\x00s...',
+            # and the message suggested --user-col so)
+            assert main(["train", str(path), "--backend", "cpu", *wrong]) == 2
+            assert capsys.readouterr().err.endswith(
+                f"starts with the byte order mark of UTF-16, which --encoding {wrong[1]} "
+                f"reads as characters: leave --encoding out (the mark says the encoding)\n"
+                if bom else f"name its encoding with --encoding, e.g. --encoding {named}\n")
         out = tmp_path / "m.npz"
         for given in [["--encoding", named]] + ([[]] if bom else []):
             assert main(["train", str(path), *given, "--factors", "2", "--iterations", "1",
                          "--backend", "cpu", "--output", str(out)]) == 0
             assert "José" in ALS.load(out).user_ids_.tolist()
+    marked = tmp_path / "clicks-utf-8-sig.csv"  # UTF-8 with a mark, as Excel saves it
+    marked.write_text(text, encoding="utf-8-sig")
+    assert main(["train", str(marked), "--encoding", "cp1252", "--backend", "cpu"]) == 2
+    assert "starts with the byte order mark of UTF-8, which --encoding cp1252 reads as " \
+        "characters: leave --encoding out" in capsys.readouterr().err
+    for given in ([], ["--encoding", "utf-8"]):
+        assert main(["train", str(marked), *given, "--factors", "2", "--iterations", "1",
+                     "--backend", "cpu", "--output", str(tmp_path / "m.npz")]) == 0
+        assert "José" in ALS.load(tmp_path / "m.npz").user_ids_.tolist()
     utf8 = tmp_path / "clicks-utf-8.csv"  # an encoding given that the file is not in
     utf8.write_text(text, encoding="utf-8")
     # (Python's own words: 3.13 says "'utf-16' codec can't decode bytes in position 0-1:
