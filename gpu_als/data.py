@@ -17,6 +17,7 @@ import decimal
 import difflib
 import functools
 import importlib
+import math
 import numbers
 import os
 import sys
@@ -866,14 +867,21 @@ def _numbers(values: np.ndarray) -> np.ndarray:
 
 def _first_non_number(df: Any, values: np.ndarray) -> str:
     """`` (row 3 holds '1,5')``: the first of ``df``'s ``values`` that does not read as a
-    finite number (``'1,5'``, ``'nan'``), else the first text (``'2'``), if any."""
-    for row, value in enumerate(values):
+    number (``'1,5'``), else the first that is not finite (``'nan'``), else the first
+    text (``'2'``), if any. (A column of ``'inf'`` above ``'d'`` named the ``'inf'``,
+    which pandas reads as a number.)"""
+    def reads_as(value: Any) -> float | None:
+        if value is None:  # missing: as NaN
+            return math.nan
         try:
-            finite = np.isfinite(float(value))
+            return float(value)
         except (TypeError, ValueError):
-            finite = False
-        if not finite:
-            return f" ({row_name(df, row)} holds {value!r})"
+            return None
+
+    for wrong in (lambda number: number is None, lambda number: not np.isfinite(number)):
+        row = next((row for row, value in enumerate(values) if wrong(reads_as(value))), None)
+        if row is not None:
+            return f" ({row_name(df, row)} holds {values[row]!r})"
     text = next((row for row, value in enumerate(values) if isinstance(value, str)), None)
     return "" if text is None else f" ({row_name(df, text)} holds {values[text]!r})"
 

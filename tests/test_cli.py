@@ -2321,7 +2321,8 @@ def test_ids_that_pandas_would_take_for_missing_are_ids(tmp_path, capsys, monkey
                                           "the first at line 2"),
                         ("a,x,NA\nb,y,1\n", "expected numbers (line 2"),
                         ("a,x,1\nb,y,nan\n", "expected numbers (line 3"),
-                        ("a,x,1\n\n  \nb,y,inf\nc,z,x\n", "expected numbers (line 5"),
+                        # ('inf' is a number to pandas: the 'x' below it is named)
+                        ("a,x,1\n\n  \nb,y,inf\nc,z,x\n", "expected numbers (line 6"),
                         ("a,x,1\r\nb,y,\r\n", "holds 1 missing, NaN or infinite value(s), "
                                                 "the first at line 3")):
         # (a file's line: blank lines counted, as an editor counts them, and pandas skips)

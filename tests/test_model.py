@@ -1357,6 +1357,12 @@ def test_from_dataframe_takes_boolean_values_and_names_text_ones():
     with pytest.raises(TypeError, match=r"column 'value' has dtype object: expected numbers "
                                         r"\(row 0 holds '1'\)$"):
         from_dataframe(df.assign(value=["1", "2"]))  # numbers as text: read, not guessed
+    # the text that is no number is named, not a number before it that is not finite,
+    # nor a missing one ('inf' above 'd' was named: pandas reads 'inf' as a number)
+    for values, named in ((["inf", "d"], "row 1 holds 'd'"), ([None, "x"], "row 1 holds 'x'"),
+                          (["nan", "1"], "row 0 holds 'nan'")):
+        with pytest.raises(TypeError, match=rf"\({named}\)$"):
+            from_dataframe(df.assign(value=pd.Series(values, dtype=object)))
 
 
 def test_gpu_work_is_named_for_profilers(R, monkeypatch):
