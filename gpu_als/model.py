@@ -2092,7 +2092,8 @@ def check_fit_shape(user_items: Any, p: dict[str, Any]) -> None:
         return
     _check_fit_memory(shape, p)
     n_fixed, fixed = min(zip(shape, ("users", "items")))
-    _check_definite(p, n_fixed, fixed, p["factors"])
+    if n_fixed > 0:  # (an empty matrix: refused as such by Prepared, not as singular)
+        _check_definite(p, n_fixed, fixed, p["factors"])
 
 
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:

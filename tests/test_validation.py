@@ -335,9 +335,12 @@ def test_bool_and_int_inputs_are_fine():
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
-def test_empty_shape(shape):
-    with pytest.raises(ValueError, match="is empty"):
-        fit(sp.csr_matrix(shape))
+@pytest.mark.parametrize("regularization", [0.01, 0.0])
+def test_empty_shape(shape, regularization):
+    """(With regularization 0 it said "Y^T Y ... is singular; use regularization > 0 or
+    factors <= 0", of 0 users.)"""
+    with pytest.raises(ValueError, match=rf"^user_items is empty: shape {re.escape(str(shape))}$"):
+        fit(sp.csr_matrix(shape), regularization=regularization)
 
 
 def test_no_stored_entries():
