@@ -755,6 +755,24 @@ def test_an_unstable_fit_names_the_size_of_its_input(backend, feedback, scale,
         model.fit(R)
 
 
+@pytest.mark.filterwarnings("ignore:user_items has no positive value")
+def test_singular_systems_without_regularization_are_refused_alike_on_every_backend(backend):
+    """Exact solves, implicit feedback, regularization 0, no positive value: the user
+    half-step makes every user's factors 0, and each item's system, X^T C X, is then
+    singular. The CPU backend said so; the GPU's Cholesky made NaN, which fit reported as
+    "numerically unstable" (found by a fuzz of fit's arguments on the emulated GPU)."""
+    R = random_interactions(12, 8, 0.3, seed=1) * -1  # (dislikes: preference 0 throughout)
+    with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization \* I "
+                                         r"is singular \(factors=3 with 12 fixed-side rows\); "
+                                         r"use regularization > 0$"):
+        ALS(factors=3, iterations=2, regularization=0.0, backend=backend, show_progress=False,
+            random_state=0).fit(R)
+    for solver in ("cg", "pcg"):  # (steps from the factors: no definite base needed)
+        model = ALS(factors=3, iterations=2, regularization=0.0, solver=solver,
+                    backend=backend, show_progress=False, random_state=0).fit(R)
+        assert abs(model.loss_history_[-1]) < 1e-12
+
+
 @pytest.mark.filterwarnings("ignore:factors=2 with 1 user")
 @pytest.mark.parametrize("feedback, scale", [("implicit", r"confidences up to 9.2e\+19"),
                                              ("explicit", r"ratings up to 9.2e\+18")])

@@ -570,17 +570,17 @@ def test_a_regularization_too_small_for_the_factors_scale_is_named_so():
     """Y^T Y + lambda I with lambda > 0 that is singular in float64 (factors grown huge:
     lambda is lost in rounding): said to be numerically singular, with a larger lambda
     (or fewer factors than fixed rows) as the fix, not "use regularization > 0"."""
-    from gpu_als.backends.cpu import _regularized_gram
+    from gpu_als.backends.base import regularized_gram
 
     huge = np.full((3, 3), 1e20)  # rank 1
     with pytest.raises(ValueError, match=r"^regularization=0.001: Y\^T Y \+ regularization "
                                          r"\* I is numerically singular \(factors=3 with 2 "
                                          r"fixed-side rows\); use a larger regularization or "
                                          r"factors <= 2$"):
-        _regularized_gram(huge, 0.001, 2)
+        regularized_gram(huge, 0.001, 2)
     with pytest.raises(ValueError, match=r"is singular \(factors=3 with 5 fixed-side rows\); "
                                          r"use regularization > 0$"):
-        _regularized_gram(np.zeros((3, 3)), 0.0, 5)
+        regularized_gram(np.zeros((3, 3)), 0.0, 5)
 
 
 def test_more_factors_than_users_or_items_is_warned_of(backend):

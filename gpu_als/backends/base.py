@@ -29,6 +29,27 @@ from ..data import WeightedRows, to_host
 ITERATIVE_SOLVERS = ("cg", "pcg")
 
 
+def regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
+    """``B = F^T F + regularization * I`` (float64, on the host) and its lower Cholesky
+    factor ``C`` (``B = C C^T``); a ValueError that says why when ``B`` is singular (the
+    CPU backend's check of each implicit half-step, and the model's of every backend's
+    with ``regularization=0``)."""
+    k = FtF.shape[0]
+    B = FtF + regularization * np.eye(k)
+    try:
+        return B, np.linalg.cholesky(B)
+    except np.linalg.LinAlgError:
+        # > 0 and still singular: tiny against the factors' scale (grown large)
+        what, fix = ("singular", "use regularization > 0") if regularization == 0 else \
+            ("numerically singular", "use a larger regularization")
+        few = f" or factors <= {n_fixed}" if n_fixed < k else ""
+        raise ValueError(
+            f"regularization={regularization}: Y^T Y + regularization * I is {what} "
+            f"(factors={k} with {n_fixed} fixed-side rows); {fix}{few}"
+        ) from None
+
+
+
 class PhaseTimer:
     """Seconds spent in each named phase of ``solve_rows`` (see :meth:`Backend.profile`).
 

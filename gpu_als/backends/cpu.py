@@ -45,7 +45,7 @@ import scipy.linalg
 from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows, check_int
-from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer
+from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer, regularized_gram
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
 #: which keeps a block in cache on a typical core (chosen on the power-law CPU benchmark).
@@ -248,24 +248,6 @@ def _length_buckets(lengths: np.ndarray, factors: int, block_elements: int
         start = stop
 
 
-def _regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
-    """``B = F^T F + regularization * I`` (float64) and its lower Cholesky factor ``C``
-    (``B = C C^T``); a ValueError that says why when ``B`` is singular."""
-    k = FtF.shape[0]
-    B = FtF + regularization * np.eye(k)
-    try:
-        return B, np.linalg.cholesky(B)
-    except np.linalg.LinAlgError:
-        # > 0 and still singular: tiny against the factors' scale (grown large)
-        what, fix = ("singular", "use regularization > 0") if regularization == 0 else \
-            ("numerically singular", "use a larger regularization")
-        few = f" or factors <= {n_fixed}" if n_fixed < k else ""
-        raise ValueError(
-            f"regularization={regularization}: Y^T Y + regularization * I is {what} "
-            f"(factors={k} with {n_fixed} fixed-side rows); {fix}{few}"
-        ) from None
-
-
 def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve the batch of SPD systems ``A[j] x[j] = b[j]``, in float64.
 
@@ -456,7 +438,7 @@ class CPUBackend(Backend):
                 return out
             # Not factorized here (a third of the time of one user's solve): the row's
             # system is at least B (confidences >= 1), so it fails to factorize only if B
-            # is singular, and _regularized_gram then says so.
+            # is singular, and regularized_gram then says so.
             B = FtF + regularization * np.eye(k)
         step = max(1, self._elements(BLOCK_ELEMENTS) // k)
         for u in range(rows.n_rows):
@@ -475,7 +457,7 @@ class CPUBackend(Backend):
                 factor = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
             except np.linalg.LinAlgError:
                 if implicit:
-                    _regularized_gram(FtF, regularization, F.shape[0])  # raises if B is
+                    regularized_gram(FtF, regularization, F.shape[0])  # raises if B is
                 # by LU, as the batched path solves: NaN where singular (factors grown
                 # too large, say), which fit reports naming the input's scale
                 out[u] = _solve(A[None], b[None, :])[0]
@@ -497,7 +479,7 @@ class CPUBackend(Backend):
             if not np.isfinite(FtF).all():  # propagate, as the GPU kernels do; fit reports it
                 out[...] = np.nan
                 return out
-            _, C = _regularized_gram(FtF, regularization, F.shape[0])
+            _, C = regularized_gram(FtF, regularization, F.shape[0])
             mu = np.ones(rows.n_rows, dtype)
         else:
             mu = (regularization * lengths).astype(dtype)
@@ -649,7 +631,7 @@ class CPUBackend(Backend):
             if not np.isfinite(FtF).all():  # as _solve_exact
                 out[...] = np.nan
                 return out
-            _, C = _regularized_gram(FtF, regularization, F.shape[0])
+            _, C = regularized_gram(FtF, regularization, F.shape[0])
             # factorized in float64, applied in the factors' dtype (a float64 product of
             # float32 rows took 2.4x as long: 138,000 x 128 rows, 70 against 30 ms)
             C_inv = np.linalg.inv(C).astype(dtype)
