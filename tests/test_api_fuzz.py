@@ -290,3 +290,62 @@ def test_dataframes_of_random_columns_train_or_are_refused_in_the_librarys_words
     returned = _sweep(call, kinds, [absent], seed=68, n_calls=1000,
                       errors=(ValueError, TypeError, FloatingPointError))
     assert 100 < returned < 600
+
+
+def test_fit_under_random_arguments_trains_or_is_refused_in_the_librarys_words(backend):
+    """fit's arguments drawn at random (matrices of every format, dtype and shape, empty
+    or negative; DataFrames; id lists of other lengths, repeated or missing; callbacks
+    that stop or cannot be called), on models of random settings, some fitted already:
+    each fit trains finite factors with one id per row, or is refused in the library's
+    words. One-off runs of 3,900 found a singular system named otherwise on a GPU than on
+    the CPU, and an empty matrix called singular (stop 68; each has a test of its own in
+    test_model and test_validation)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        pd = None
+    from gpu_als.backends import get_backend
+
+    R = random_interactions(12, 8, 0.3, seed=1)
+    matrices = [R, R.tocoo(), R.tocsc(), sp.csr_array(R), R.astype(np.float64),
+                R.astype(np.int32), R * -1, R[:0], sp.csr_matrix((12, 8)), R.T.tocsr(),
+                R.astype(bool), R[:, :1], R[:1]]
+    if pd is not None:
+        coo = R.tocoo()
+        df = pd.DataFrame({"user": [f"u{i}" for i in coo.row], "item": coo.col,
+                           "value": coo.data})
+        matrices += [df, df.head(1), df.drop(columns="value")]
+    kinds = {
+        "user_items": matrices,
+        "user_ids": [None, [f"u{i}" for i in range(12)], np.arange(12), list(range(11)),
+                     ["a"] * 12, [None] * 12, np.arange(12).reshape(12, 1)],
+        "item_ids": [None, list("abcdefgh"), np.arange(8), list("abc"), [1, 1, *range(2, 8)]],
+        "callback": [None, lambda *_: None, lambda *_: True, lambda: None, 3],
+        "params": [{}, {"warm_start": True}, {"iterations": 0}, {"factors": 20},
+                   {"feedback": "explicit"}, {"solver": "cg", "cg_steps": 1},
+                   {"dtype": np.float64}, {"calculate_training_loss": False},
+                   {"confidence": "log", "epsilon": 0.01}, {"regularization": 0.0}],
+        "fitted": [False, True],
+    }
+    to_numpy = get_backend(backend).to_numpy if isinstance(backend, str) else backend.to_numpy
+
+    def fit(user_items, params=None, fitted=False, **arguments):
+        params = params if isinstance(params, dict) else {}  # (a wrong draw: the fit's own)
+        model = ALS(**{"factors": 3, "iterations": 2, "backend": backend,
+                       "show_progress": False, "random_state": 0, **params})
+        if fitted is True:
+            model.fit(R)
+        model.fit(user_items, **arguments)
+        factors = to_numpy(model.user_factors_)
+        assert np.isfinite(factors).all() and np.isfinite(to_numpy(model.item_factors_)).all()
+        assert model.user_ids_ is None or len(model.user_ids_) == len(factors)
+
+    def call(rnd):
+        return "fit", fit, ["user_items"], ["user_items", "user_ids", "item_ids", "callback",
+                                            "params", "fitted"]
+
+    wrong = [None, 0, "x", [1, 2], np.nan, {"a": 1}, R.toarray(), -1, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (factors=20 of 8 items, no positive value, ...)
+        returned = _sweep(call, kinds, wrong, seed=68, n_calls=200)
+    assert 30 < returned < 150
