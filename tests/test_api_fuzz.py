@@ -297,7 +297,7 @@ def test_fit_under_random_arguments_trains_or_is_refused_in_the_librarys_words(b
     or negative; DataFrames; id lists of other lengths, repeated or missing; callbacks
     that stop or cannot be called), on models of random settings, some fitted already:
     each fit trains finite factors with one id per row, or is refused in the library's
-    words. One-off runs of 3,900 found a singular system named otherwise on a GPU than on
+    words. One-off runs of 3,850 found a singular system named otherwise on a GPU than on
     the CPU, and an empty matrix called singular (stop 68; each has a test of its own in
     test_model and test_validation)."""
     try:
