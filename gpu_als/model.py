@@ -2093,7 +2093,7 @@ def check_fit_shape(user_items: Any, p: dict[str, Any]) -> None:
     _check_fit_memory(shape, p)
     n_fixed, fixed = min(zip(shape, ("users", "items")))
     if n_fixed > 0:  # (an empty matrix: refused as such by Prepared, not as singular)
-        _check_definite(p, n_fixed, fixed, p["factors"])
+        _check_definite(p, n_fixed, fixed if n_fixed > 1 else fixed[:-1], p["factors"])
 
 
 def _check_fit_memory(shape, p: dict[str, Any]) -> None:

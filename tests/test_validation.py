@@ -341,6 +341,12 @@ def test_empty_shape(shape, regularization):
     factors <= 0", of 0 users.)"""
     with pytest.raises(ValueError, match=rf"^user_items is empty: shape {re.escape(str(shape))}$"):
         fit(sp.csr_matrix(shape), regularization=regularization)
+    if regularization == 0:  # one row on a side: refused before any work, as singular
+        one = sp.csr_matrix(np.ones((1, 5)) if shape[0] == 0 else np.ones((5, 1)))
+        side = "user" if shape[0] == 0 else "item"  # ("1 users" before)
+        with pytest.raises(ValueError, match=rf"^regularization=0 with factors=4 and 1 "
+                                             rf"{side}: Y\^T Y"):
+            fit(one, regularization=regularization)
 
 
 def test_no_stored_entries():
