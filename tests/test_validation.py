@@ -347,6 +347,9 @@ def test_empty_shape(shape, regularization):
         with pytest.raises(ValueError, match=rf"^regularization=0 with factors=4 and 1 "
                                              rf"{side}: Y\^T Y"):
             fit(one, regularization=regularization)
+        with pytest.raises(ValueError, match=rf"and 2 {side}s: Y\^T Y"):
+            fit(sp.csr_matrix(np.ones((2, 5)) if shape[0] == 0 else np.ones((5, 2))),
+                regularization=regularization)
 
 
 def test_no_stored_entries():
