@@ -485,9 +485,9 @@ def _default_encoding(path: Path) -> str:
 
 
 def _check_byte_order_mark(path: Path, encoding: str) -> None:
-    """Refuse an ``--encoding`` of single bytes (latin-1, cp1252) for a file that starts
-    with a byte order mark, which says its encoding: read so, UTF-16's columns were named
-    ``'ÿþu\x00s\x00e\x00r\x00'``, and the message suggested ``--user-col`` that."""
+    """Refuse an ``--encoding`` other than the one a file's byte order mark says (UTF-16's
+    or UTF-8's): read with latin-1, UTF-16's columns were named ``'ÿþu\x00s\x00e\x00r\x00'``,
+    and the message suggested ``--user-col`` that."""
     with _open_binary(path) as raw:
         head = raw.read(3)
     name = codecs.lookup(encoding).name
