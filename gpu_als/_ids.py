@@ -112,8 +112,11 @@ def rows_of_ids(index: IdIndex, ids: Any, n: int, side: str
     _check_present(ids, name)
     mine, theirs = _family(known), _family(ids)
     if mine and theirs and mine != theirs:
-        raise TypeError(f"{name} are {theirs} ({ids.dtype}) but the model's {attr} are "
-                        f"{mine} ({known.dtype})")
+        raise TypeError(f"{name} are {theirs} ({ids.dtype}, e.g. "
+                        f"{data.short_repr(data.shown_id(ids[0]))}) but the model's {attr} are "
+                        f"{mine} ({known.dtype}, e.g. "
+                        f"{data.short_repr(data.shown_id(known[0]))}): an id is found only "
+                        f"among ids of its kind")
     if data.repeated_at(ids) is not None:
         raise ValueError(f"{name} holds duplicates; give each id once")
     rows = index.positions(ids)

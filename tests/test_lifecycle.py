@@ -466,8 +466,9 @@ def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
     loaded = ALS.load(model.save(tmp_path / "m.npz"))
     assert loaded.user_ids_.tolist() == [7, 9, 11, 12]
     np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
-    with pytest.raises(TypeError, match=r"user_ids are floats \(float64\) but the model's "
-                                        r"user_ids_ are integers \(int64\)"):
+    with pytest.raises(TypeError, match=r"user_ids are floats \(float64, e.g. 13.0\) but the "
+                                        r"model's user_ids_ are integers \(int64, e.g. 7\): an "
+                                        r"id is found only among ids of its kind$"):
         model.partial_fit_users(user_items=rows[:1], user_ids=[13.0])
     # float ids: appended in the model's float type, where they fit it
     floats = ALS.from_factors(np.ones((2, 2)), np.ones((3, 2)), backend="cpu",
@@ -485,7 +486,7 @@ def test_partial_fit_by_id_keeps_the_ids_through_save_and_load(tmp_path):
     (dict(user_ids=[]), ValueError, "user_ids is empty"),
     (dict(user_ids=[["a"]]), ValueError, r"user_ids must be 1-D, got shape \(1, 1\)"),
     (dict(user_ids=[1, 2]), TypeError,
-     r"user_ids are integers \(int64\) but the model's user_ids_ are strings"),
+     r"user_ids are integers \(int64, e.g. 1\) but the model's user_ids_ are strings"),
     (dict(user_ids=["a"], userids=[0]), ValueError, "give userids .* or user_ids .*not both"),
     (dict(), TypeError, r"needs userids \(factor rows\) or user_ids \(original ids\)"),
     (dict(user_ids=["a"], user_items=None), TypeError, "needs user_items"),
@@ -522,13 +523,13 @@ def test_partial_fit_by_id_refuses_ids_that_do_not_fit_the_type(R):
         model.partial_fit_users(user_items=R[[0, 1]], user_ids=[4_000_000_000, 3])
     with pytest.raises(TypeError, match=r"do not fit the model's user_ids_ \(int32\)"):
         model.partial_fit_users(user_items=R[[0]], user_ids=[10**20])  # no int64
-    with pytest.raises(TypeError, match=r"user_ids are strings \(object\) but the model's "
-                                        r"user_ids_ are integers \(int32\)"):
+    with pytest.raises(TypeError, match=r"user_ids are strings \(object, e.g. 'x'\) but the "
+                                        r"model's user_ids_ are integers \(int32, e.g. "):
         model.partial_fit_users(user_items=R[[0]], user_ids=np.array(["x"], dtype=object))
     # text ids, as fit(df) keeps them (an object array), refuse numbers alike
     text = fit_with_ids("cpu", np.array([f"u{j}" for j in range(25)], dtype=object), None, R)
-    with pytest.raises(TypeError, match=r"user_ids are integers \(int64\) but the model's "
-                                        r"user_ids_ are strings \(object\)"):
+    with pytest.raises(TypeError, match=r"user_ids are integers \(int64, e.g. 7\) but the "
+                                        r"model's user_ids_ are strings \(object, e.g. 'u0'\)"):
         text.partial_fit_users(user_items=R[[0]], user_ids=np.array([7]))
     assert len(text.user_ids_) == 25
     assert model.user_factors_.shape == (25, 4)
