@@ -193,15 +193,20 @@ def _grid(param_grid: Mapping, where: str = "param_grid") -> dict[str, Any]:
             raise TypeError(f"{where}'s keys must be hyperparameter names (strings), got "
                             f"{name!r}")
         name = str(name)  # (NumPy's str_, as pandas may give them, as Python's)
+        if name not in ALS._param_names():  # (named before its values are looked at)
+            raise ValueError(ALS._unknown_parameter(name))
         if _is_distribution(values):
             lists[name] = values
             continue
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            values = []
-        values = [v.item() if isinstance(v, np.generic) else v for v in values]
-        if not values:
+        listed = isinstance(values, Iterable) and not isinstance(values, (str, bytes, Mapping))
+        values = [v.item() if isinstance(v, np.generic) else v for v in values] if listed \
+            else values
+        if not listed or not values:
+            # one value where a list was meant (factors=64, as ALS takes it): the list of it
+            one = "" if listed or values is None or isinstance(values, Mapping) else \
+                f": {name}={values!r} alone is [{values!r}]"
             raise ValueError(f"{where}[{name!r}] must be a non-empty list of values (or "
-                             f"a distribution to draw them from, such as scipy.stats')")
+                             f"a distribution to draw them from, such as scipy.stats'){one}")
         if (repeated := _repeated(values)) is not None:
             raise ValueError(f"{where}[{name!r}] holds {repeated!r} more than once: "
                              f"each configuration would be trained twice")
@@ -601,7 +606,7 @@ def _configurations(param_grid: Any, base: dict[str, Any], n_samples: int | None
     if names := [name for name in base if not isinstance(name, str)]:
         raise TypeError(f"base_params' keys must be hyperparameter names (strings), got "
                         f"{names[0]!r}")
-    for name in (*(name for _, grid in grids for name in grid), *base):
+    for name in base:  # (a grid's names: checked by _grid)
         if name not in known:
             raise ValueError(ALS._unknown_parameter(name))
     if n_samples is not None:

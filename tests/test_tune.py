@@ -601,8 +601,17 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
     ({"metric": "auc"}, "metric='auc': expected one of"),
     ({"param_grid": {"factor": [2]}}, r"unknown parameter 'factor' \(did you mean 'factors'\?\)"),
     ({"param_grid": {"factors": []}}, r"param_grid\['factors'\] must be a non-empty list"),
-    ({"param_grid": {"factors": 4}}, r"param_grid\['factors'\] must be a non-empty list"),
-    ({"param_grid": {"solver": "cg"}}, r"param_grid\['solver'\] must be a non-empty list"),
+    # one value where a list was meant: the list said (it said "a non-empty list" alone)
+    ({"param_grid": {"factors": 4}}, r"param_grid\['factors'\] must be a non-empty list of "
+                                     r"values \(or a distribution to draw them from, such as "
+                                     r"scipy.stats'\): factors=4 alone is \[4\]$"),
+    ({"param_grid": {"solver": "cg"}}, r"param_grid\['solver'\] must be a non-empty list.*: "
+                                       r"solver='cg' alone is \['cg'\]$"),
+    ({"param_grid": {"factors": {2: 1}}}, r"param_grid\['factors'\] must be a non-empty list "
+                                          r"of values \(.*scipy.stats'\)$"),  # (its keys,
+    # 2, were tried before); a name ALS lacks is named before its values are looked at
+    ({"param_grid": {"factor": 64}}, r"^unknown parameter 'factor' \(did you mean "
+                                     r"'factors'\?\)"),
     ({"param_grid": {"factors": [2, 4, 2]}}, r"param_grid\['factors'\] holds 2 more than once"),
     ({"param_grid": {"alpha": [1, 2, 1.0]}}, r"param_grid\['alpha'\] holds 1.0 more than once"),
     ({"param_grid": {"factors": list(range(10**5)) + [7]}},  # (compared pairwise before)
