@@ -767,8 +767,9 @@ def test_singular_systems_without_regularization_are_refused_alike_on_every_back
                                          r"use regularization > 0$"):
         ALS(factors=3, iterations=2, regularization=0.0, backend=backend, show_progress=False,
             random_state=0).fit(R)
-    for solver in ("cg", "pcg"):  # (steps from the factors: no definite base needed)
-        model = ALS(factors=3, iterations=2, regularization=0.0, solver=solver,
+    for solver, regularization in (("cg", 0.0), ("pcg", 0.0), ("cholesky", 0.01)):
+        # (steps from the factors need no definite base; a regularized one is definite)
+        model = ALS(factors=3, iterations=2, regularization=regularization, solver=solver,
                     backend=backend, show_progress=False, random_state=0).fit(R)
         assert abs(model.loss_history_[-1]) < 1e-12
 
