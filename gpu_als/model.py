@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import _files, _id_queries, _ids, data
 from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
-from .backends.base import ITERATIVE_SOLVERS, query_result
+from .backends.base import ITERATIVE_SOLVERS, query_result, regularized_gram
 from .exceptions import ImplicitModelFileError, NotFittedError
 
 logger = logging.getLogger("gpu_als")
@@ -2159,7 +2159,18 @@ class _Training:
         X, Y = self.X, self.Y
         with_loss = p["calculate_training_loss"]
 
+        # Exact solves of implicit feedback without regularization: every row's system has
+        # the rank of the fixed factors, singular where F^T F is (all zero after a half-step
+        # of no positive value, say). Checked on the host, as the CPU backend checks it, for
+        # every backend: a GPU's Cholesky says so only by NaN ("numerically unstable"). One
+        # k x k copy a half-step, for this setting alone. (CG steps need no definite base.)
+        unregularized = p["feedback"] == "implicit" and p["regularization"] == 0 and \
+            p["solver"] == "cholesky"
+
         def solve(rows, fixed, fixed_gram, out):
+            if unregularized:
+                regularized_gram(backend.to_numpy(fixed_gram).astype(np.float64), 0.0,
+                                 fixed.shape[0])
             backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
                                feedback=p["feedback"], out=out, solver=p["solver"],
                                cg_steps=p["cg_steps"])

@@ -32,8 +32,8 @@ ITERATIVE_SOLVERS = ("cg", "pcg")
 def regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
     """``B = F^T F + regularization * I`` (float64, on the host) and its lower Cholesky
     factor ``C`` (``B = C C^T``); a ValueError that says why when ``B`` is singular (the
-    CPU backend's check of each implicit exact solve, and the GPU backend's with
-    ``regularization=0``)."""
+    CPU backend's check of each implicit half-step, and the model's of every backend's
+    with ``regularization=0``)."""
     k = FtF.shape[0]
     B = FtF + regularization * np.eye(k)
     try:
@@ -47,6 +47,7 @@ def regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
             f"regularization={regularization}: Y^T Y + regularization * I is {what} "
             f"(factors={k} with {n_fixed} fixed-side rows); {fix}{few}"
         ) from None
+
 
 
 class PhaseTimer:

@@ -54,7 +54,7 @@ import numpy as np
 
 from ..data import WeightedRows, check_bool, check_float, check_int, optional_module
 from . import _kernels
-from .base import ITERATIVE_SOLVERS, Backend, regularized_gram
+from .base import ITERATIVE_SOLVERS, Backend
 
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 #: Largest number of factors the kernels accept (the implicit library's GPU limit too).
@@ -650,13 +650,6 @@ class GPUBackend(Backend):
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype)
             with self._phase("shared"):
-                if implicit and regularization == 0 and solver not in ITERATIVE_SOLVERS:
-                    # F^T F alone as every row's base: singular where F is rank-deficient
-                    # (all zero after a half-step of no positive value, say). Checked on
-                    # the host, as the CPU backend checks it, with its message: the
-                    # kernels' Cholesky would say so only by NaN ("numerically
-                    # unstable"). One k x k copy, for this setting alone.
-                    regularized_gram(self.to_numpy(FtF).astype(np.float64), 0.0, F.shape[0])
                 if implicit:
                     base = self._shared_base(FtF, regularization, dtype)
                     diag_scale = T(0)
