@@ -557,11 +557,13 @@ def test_cpu_loss_adds_every_chunk_of_entries():
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, on purpose
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("chosen", [[0, 3, 6], list(range(12))])
-def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, value):
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
+def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, value, solver):
     """A fixed side holding NaN (a diverged half-step) makes every implicit row's system
     NaN: each path returns NaN rows, for fit to report, instead of raising an error that
     blames the regularization or (LAPACK, of an infinite matrix) returning zeros; three
-    rows take the CPU's row-by-row fold-in path."""
+    rows take the CPU's row-by-row fold-in path. PCG's preconditioner, the Cholesky
+    factor of that shared part, is NaN too rather than an error."""
     b = get_backend(backend)
     R = edge_case_matrix(7)[chosen]
     F = np.random.default_rng(1).random((R.shape[1], 7))
@@ -570,7 +572,8 @@ def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, v
                                alpha=2.0))
     Fb = b.asarray(F)
     out = b.asarray(np.zeros((len(chosen), 7)))
-    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback="implicit", out=out)
+    b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback="implicit", out=out,
+                 solver=solver)
     stored = np.diff(R.indptr) > 0
     assert np.isnan(b.to_numpy(out)[stored]).all()
 
