@@ -67,6 +67,7 @@ from .model import (
     ITERATIVE_SOLVERS,
     _warn_idle_settings,
     asks_to_stop,
+    check_definite_base,
     check_fit_shape,
     log_iteration,
     warn_idle_factors,
@@ -329,10 +330,14 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     with model._fitting(), progress, \
             contextlib.closing(_ClusterBlocks(client, sides, params, max_retries,
                                                 worker_timeout)) as cluster:
+        def half_step(side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
+            check_definite_base(p, fixed_gram, fixed.shape[0], cpu)  # as fit, on the driver
+            return cluster.half_step(side, fixed, fixed_gram if implicit else None, current)
+
         start = time.perf_counter()  # the blocks placed
         for iteration in progress:
-            X, XtX, _ = cluster.half_step("user", Y, YtY if implicit else None, X)
-            Y, YtY, stored = cluster.half_step("item", X, XtX if implicit else None, Y)
+            X, XtX, _ = half_step("user", Y, YtY, X)
+            Y, YtY, stored = half_step("item", X, XtX, Y)
             loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors

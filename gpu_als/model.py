@@ -2035,6 +2035,21 @@ def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -
             f"factors <= {n_fixed}")
 
 
+def check_definite_base(p: dict[str, Any], fixed_gram: Any, n_fixed: int,
+                        backend: Backend) -> None:
+    """Before a half-step of implicit feedback without regularization, by a solver that
+    factorizes the shared part ``F^T F`` (``fixed_gram``, on ``backend``): the exact one,
+    where every row's system has the rank of the fixed factors, and PCG, whose
+    preconditioner is its Cholesky factor. Both are singular where ``F^T F`` is (all zero
+    after a half-step of no positive value, say, or a factor space that collapsed):
+    refused on the host, as the CPU backend refuses it, for every backend (a GPU's
+    Cholesky says so only by NaN, "numerically unstable"). One k x k copy a half-step, for
+    this setting alone; CG's steps need no definite base."""
+    if p["feedback"] == "implicit" and p["regularization"] == 0 and \
+            p["solver"] in ("cholesky", "pcg"):
+        regularized_gram(backend.to_numpy(fixed_gram).astype(np.float64), 0.0, n_fixed)
+
+
 def warn_idle_factors(shape: tuple[int, int], factors: int) -> None:
     """Warn of more factors than users or items (of a fit of a ``shape`` matrix, its
     input checked): ``X Y^T`` has rank at most the fewer side's count, so the factors
@@ -2159,18 +2174,8 @@ class _Training:
         X, Y = self.X, self.Y
         with_loss = p["calculate_training_loss"]
 
-        # Exact solves of implicit feedback without regularization: every row's system has
-        # the rank of the fixed factors, singular where F^T F is (all zero after a half-step
-        # of no positive value, say). Checked on the host, as the CPU backend checks it, for
-        # every backend: a GPU's Cholesky says so only by NaN ("numerically unstable"). One
-        # k x k copy a half-step, for this setting alone. (CG steps need no definite base.)
-        unregularized = p["feedback"] == "implicit" and p["regularization"] == 0 and \
-            p["solver"] == "cholesky"
-
         def solve(rows, fixed, fixed_gram, out):
-            if unregularized:
-                regularized_gram(backend.to_numpy(fixed_gram).astype(np.float64), 0.0,
-                                 fixed.shape[0])
+            check_definite_base(p, fixed_gram, fixed.shape[0], backend)
             backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
                                feedback=p["feedback"], out=out, solver=p["solver"],
                                cg_steps=p["cg_steps"])

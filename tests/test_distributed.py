@@ -346,9 +346,9 @@ def test_blocks_split_the_entries_about_evenly():
         assert blocks[-1][1] == 30 and blocks[0][1] == 1  # the heavy row alone
 
 
-def test_bad_arguments_are_refused_before_any_work(client):
+def test_bad_arguments_are_refused_before_any_work(client, monkeypatch):
     from gpu_als.backends import CPUBackend
-    from gpu_als.distributed import fit_distributed
+    from gpu_als.distributed import _ClusterBlocks, fit_distributed
 
     R = make_power_law(200, 100, 2_000, random_state=3)
     with pytest.raises(ValueError, match="blocks_per_worker=0: must be >= 1"):
@@ -376,6 +376,19 @@ def test_bad_arguments_are_refused_before_any_work(client):
                                              "Y\\^T Y, and with it every user's"):
             fit_distributed(singular, few_items, client)
         assert not hasattr(singular, "user_factors_")
+    # a Gram matrix that turns singular mid-fit (no positive value: the user half-step
+    # zeroes X) is refused by the driver, as fit refuses it, before the item half-step is
+    # sent to the workers (a GPU worker's Cholesky would make NaN of it)
+    solved = []
+    solve = _ClusterBlocks._solve
+    monkeypatch.setattr(_ClusterBlocks, "_solve", lambda self, side, *args: (
+        solved.append(side), solve(self, side, *args))[1])
+    with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization \* "
+                                         r"I is singular \(factors=12 with 200 fixed-side "
+                                         r"rows\); use regularization > 0$"), \
+            pytest.warns(UserWarning, match="user_items has no positive value"):
+        fit_distributed(ALS(**{**PARAMS, "regularization": 0.0}), R * -1, client)
+    assert solved == ["user"]
     with pytest.raises(MemoryError, match="a fit of 200 users x 10,000,000,000,000 items"):
         fit_distributed(ALS(**PARAMS), sp.csr_matrix((200, 10**13), dtype=np.float32), client)
     # more factors than items: warned of, as by fit

@@ -768,10 +768,33 @@ def test_singular_systems_without_regularization_are_refused_alike_on_every_back
         ALS(factors=3, iterations=2, regularization=0.0, backend=backend, show_progress=False,
             random_state=0).fit(R)
     for solver, regularization in (("cg", 0.0), ("pcg", 0.0), ("cholesky", 0.01)):
-        # (steps from the factors need no definite base; a regularized one is definite)
+        # (CG's steps need no definite base; PCG's, from the factors, leave them small
+        # but not 0, so X^T X stays definite; a regularized base is definite)
         model = ALS(factors=3, iterations=2, regularization=regularization, solver=solver,
                     backend=backend, show_progress=False, random_state=0).fit(R)
         assert abs(model.loss_history_[-1]) < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore:factors=3 with 2 items")
+@pytest.mark.parametrize("solver", ["cholesky", "pcg"])
+def test_a_factor_space_that_collapses_without_regularization_is_refused_alike(backend,
+                                                                               solver):
+    """Regularization 0, three factors, and interactions with two of three items only: the
+    users' factors lose a dimension in the first user half-step, and X^T X is singular at
+    the item half-step. The exact solver factorizes it in every item's system, PCG as its
+    preconditioner: the CPU said so for both, but the GPU's PCG made NaN, reported as
+    "numerically unstable" (found by a sweep of PCG without regularization). CG, which
+    factorizes nothing, trains."""
+    R = sp.csr_matrix(np.c_[np.random.default_rng(0).integers(1, 4, (6, 2)), np.zeros(6)])
+    model = ALS(factors=3, iterations=2, regularization=0.0, solver=solver, backend=backend,
+                show_progress=False, random_state=0)
+    with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization \* I "
+                                         r"is singular \(factors=3 with 6 fixed-side rows\); "
+                                         r"use regularization > 0$"):
+        model.fit(R)
+    assert not hasattr(model, "user_factors_")
+    model.set_params(solver="cg", dtype=np.float64).fit(R)
+    assert np.isfinite(to_numpy(model.item_factors_)).all()
 
 
 @pytest.mark.filterwarnings("ignore:factors=2 with 1 user")
