@@ -977,6 +977,7 @@ class ALS:
         out = backend.asarray(np.zeros((n, fixed.shape[1])), fixed.dtype)
         gram = self._derived(fixed, "gram", lambda: backend.gram(fixed)) \
             if p["feedback"] == "implicit" else None
+        check_definite_base(p, gram, fixed.shape[0], backend, solver="cholesky")
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
                            feedback=p["feedback"], out=out)
         if not backend.all_finite(out):  # a GPU's Cholesky says so by NaN, not by raising
@@ -2036,17 +2037,17 @@ def _check_definite(p: dict[str, Any], n_fixed: int, fixed: str, factors: int) -
 
 
 def check_definite_base(p: dict[str, Any], fixed_gram: Any, n_fixed: int,
-                        backend: Backend) -> None:
-    """Before a half-step of implicit feedback without regularization, by a solver that
-    factorizes the shared part ``F^T F`` (``fixed_gram``, on ``backend``): the exact one,
-    where every row's system has the rank of the fixed factors, and PCG, whose
-    preconditioner is its Cholesky factor. Both are singular where ``F^T F`` is (all zero
-    after a half-step of no positive value, say, or a factor space that collapsed):
-    refused on the host, as the CPU backend refuses it, for every backend (a GPU's
-    Cholesky says so only by NaN, "numerically unstable"). One k x k copy a half-step, for
-    this setting alone; CG's steps need no definite base."""
+                        backend: Backend, solver: str | None = None) -> None:
+    """Before a half-step (or a fold-in) of implicit feedback without regularization, by a
+    solver (default: the model's) that factorizes the shared part ``F^T F``
+    (``fixed_gram``, on ``backend``): the exact one, where every row's system has the rank
+    of the fixed factors, and PCG, whose preconditioner is its Cholesky factor. Both are
+    singular where ``F^T F`` is (all zero after a half-step of no positive value, say, or a
+    factor space that collapsed): refused on the host, as the CPU backend refuses it, for
+    every backend (a GPU's Cholesky says so only by NaN, "numerically unstable"). One
+    k x k copy a half-step, for this setting alone; CG's steps need no definite base."""
     if p["feedback"] == "implicit" and p["regularization"] == 0 and \
-            p["solver"] in ("cholesky", "pcg"):
+            (solver or p["solver"]) in ("cholesky", "pcg"):
         regularized_gram(backend.to_numpy(fixed_gram).astype(np.float64), 0.0, n_fixed)
 
 
