@@ -3,16 +3,18 @@ TypeError in the library's words; never another exception, nor one that reads as
 Python's, NumPy's or SciPy's own (an index out of bounds, a NoneType, a broadcast), nor
 one of several lines (a DataFrame's repr).
 
-Three seeded sweeps, each argument drawn mostly from values of its kind, else from a pool
-of wrong ones (None, NaN, text, dicts, huge numbers, matrices of the wrong shape):
+Seeded sweeps, each argument drawn mostly from values of its kind, else from a pool of
+wrong ones (None, NaN, text, dicts, huge numbers, matrices of the wrong shape):
 
 * 16 methods of a fitted model, by row and by id, on every backend (the GPU's on a
   device: its queries on CuPy arrays given host inputs). One-off runs of 10,500 calls at
   three seeds found nothing (docs/testing.md, stop 67); the line rule of stop 68 found
-  matrices' reprs in two messages.
+  matrices' reprs in two messages. The same calls again, each of a CPU and a GPU model
+  of the same factors, must give the same answers, warnings or errors;
 * the functions of gpu_als.evaluation, of ALS models on every backend and of the
   baselines;
-* DataFrames of columns of random kinds, fitted, folded in and split.
+* DataFrames of columns of random kinds, fitted, folded in and split;
+* fit's arguments, on every backend.
 """
 
 import inspect
@@ -61,17 +63,18 @@ INTERNALS = re.compile(r"'NoneType' object|not subscriptable|unsupported operand
                        r"NaNs|Singular matrix|is not positive definite|zero-size array")
 
 
-def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
+def _query_inputs():
+    """The model queries' sweep: a matrix of interactions, the same as a DataFrame of ids
+    (None without pandas, as on the GPU machine: the sweeps go on without DataFrames), the
+    kinds of each argument, the wrong values and the methods swept."""
     try:
         import pandas as pd
-    except ImportError:  # (as on the GPU machine: the sweep goes on without DataFrames)
+    except ImportError:
         pd = None
     R = random_interactions(30, 20, 0.2, seed=1)
     coo = R.tocoo()
     df = None if pd is None else pd.DataFrame(
         {"user": [f"u{i}" for i in coo.row], "item": coo.col, "value": coo.data})
-    fitted = [ALS(factors=3, iterations=2, backend=backend, show_progress=False,
-                  random_state=0).fit(data) for data in (R, df) if data is not None]
     by_item = R.T.tocsr()
     wrong = [0, 1, -1, 30, 100, 2.5, np.nan, None, "u1", "zz", [0, 1], [], np.array([[1]]),
              R[:2], R, sp.csr_matrix((2, 5)), True, "", {"a": 1}, 10**12,
@@ -98,18 +101,98 @@ def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
         kinds.update(interactions=[df, df.head(5), df.iloc[:0], None, df.assign(user="new")],
                      pairs=[df[["user", "item"]], df.head(0), df.assign(item=99)])
     methods = sorted(name for name in ARGUMENTS if df is not None or "_frame" not in name)
+    return R, df, kinds, wrong, methods
+
+
+def _required(name: str) -> list[str]:
+    """The arguments of ALS method ``name`` that the sweep must give."""
+    parameters = inspect.signature(getattr(ALS, name)).parameters
+    return [p for p in ARGUMENTS[name] if parameters[p].default is parameters[p].empty]
+
+
+def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
+    R, df, kinds, wrong, methods = _query_inputs()
+    fitted = [ALS(factors=3, iterations=2, backend=backend, show_progress=False,
+                  random_state=0).fit(data) for data in (R, df) if data is not None]
+
     def call(rnd):
         source = rnd.choice(fitted)
         model = ALS.from_factors(source.user_factors_.copy(), source.item_factors_.copy(),
                                  user_ids=source.user_ids_, item_ids=source.item_ids_,
                                  backend=backend)
         name = rnd.choice(methods)
-        parameters = inspect.signature(getattr(model, name)).parameters
-        required = [p for p in ARGUMENTS[name] if parameters[p].default is parameters[p].empty]
-        return name, getattr(model, name), required, ARGUMENTS[name]
+        return name, getattr(model, name), _required(name), ARGUMENTS[name]
 
     returned = _sweep(call, kinds, wrong, seed=67, n_calls=2000)  # (about 3 s)
     assert 400 < returned < 1600  # (both the calls that return and those refused)
+
+
+def test_the_cpu_and_gpu_backends_answer_random_queries_alike(gpu_backend):
+    """The queries of the sweep above, each asked of a CPU model and of a GPU one that hold
+    the same float64 factors: the same answer (to 1e-7; a model for the partial fits,
+    compared by its factors and ids), the same warnings, or the same error in the same
+    words. One-off runs of 4,600 calls found nothing (stop 69); fold-ins against a
+    singular Y^T Y, which the GPU named in other words, have a test of their own
+    (test_validation)."""
+    R, df, kinds, wrong, methods = _query_inputs()
+    sources = [ALS(factors=3, iterations=2, backend="cpu", dtype=np.float64,
+                   show_progress=False, random_state=0).fit(data)
+               for data in (R, df) if data is not None]
+    rnd = random.Random(69)
+    differ = []
+    for _ in range(600):  # (about 2 s)
+        source, name = rnd.choice(sources), rnd.choice(methods)
+        kwargs = _drawn(rnd, _required(name), ARGUMENTS[name], kinds, wrong)
+        answers = []
+        for backend in ("cpu", gpu_backend):
+            model = ALS.from_factors(source.user_factors_, source.item_factors_,
+                                     user_ids=source.user_ids_, item_ids=source.item_ids_,
+                                     backend=backend, dtype=np.float64)
+            answers.append(_answer(getattr(model, name), kwargs))
+        if not _alike(*answers):
+            differ.append((name, kwargs, answers))
+    assert not differ, "\n".join(repr(d)[:600] for d in differ[:5])
+
+
+def _answer(function, kwargs: dict) -> tuple:
+    """What ``function(**kwargs)`` gives: its result on the host and its warnings' words,
+    or the type and words of its error."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = function(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - compared, not judged, here
+        return type(exc).__name__, str(exc)
+    return _on_host(result), sorted(str(w.message) for w in caught)
+
+
+def _on_host(value):
+    """``value`` with its arrays as NumPy's (a model: its factors and ids)."""
+    if isinstance(value, ALS):
+        value = (value.user_factors_, value.item_factors_, value.user_ids_, value.item_ids_)
+    if isinstance(value, (tuple, list)):
+        return tuple(_on_host(v) for v in value)
+    if hasattr(value, "columns"):  # a DataFrame
+        return {column: _on_host(value[column].to_numpy()) for column in value.columns}
+    if hasattr(value, "get"):  # a CuPy array
+        value = value.get()
+    return np.asarray(value) if value is not None else None
+
+
+def _alike(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_alike(a[key], b[key]) for key in a)
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_alike(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind == "f":
+            return np.allclose(a, b, rtol=1e-7, atol=1e-9, equal_nan=True)
+        return bool((a == b).all())
+    return a == b
 
 
 def _sweep(call, kinds: dict, wrong: list, *, seed: int, n_calls: int,
@@ -123,9 +206,7 @@ def _sweep(call, kinds: dict, wrong: list, *, seed: int, n_calls: int,
     failures, returned = [], 0
     for _ in range(n_calls):
         name, function, required, swept = call(rnd)
-        optional = [p for p in swept if p not in required]
-        chosen = required + rnd.sample(optional, rnd.randint(0, len(optional)))
-        kwargs = {p: rnd.choice(kinds[p] if rnd.random() < 0.85 else wrong) for p in chosen}
+        kwargs = _drawn(rnd, required, swept, kinds, wrong)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -138,6 +219,15 @@ def _sweep(call, kinds: dict, wrong: list, *, seed: int, n_calls: int,
             failures.append((name, kwargs, f"{type(exc).__name__}: {exc}"))
     assert not failures, "\n".join(repr(f)[:600] for f in failures[:10])
     return returned
+
+
+def _drawn(rnd: random.Random, required: list[str], swept: list[str], kinds: dict,
+           wrong: list) -> dict:
+    """The ``required`` arguments and a random share of the rest of ``swept``, each drawn
+    from ``kinds`` of its name, or (15 %) from ``wrong``."""
+    optional = [p for p in swept if p not in required]
+    chosen = required + rnd.sample(optional, rnd.randint(0, len(optional)))
+    return {p: rnd.choice(kinds[p] if rnd.random() < 0.85 else wrong) for p in chosen}
 
 
 def test_evaluation_under_random_arguments_returns_or_raises_in_the_librarys_words(backend):
