@@ -173,7 +173,9 @@ def _on_host(value):
     if isinstance(value, (tuple, list)):
         return tuple(_on_host(v) for v in value)
     if hasattr(value, "columns"):  # a DataFrame
-        return {column: _on_host(value[column].to_numpy()) for column in value.columns}
+        value = {column: value[column].to_numpy() for column in value.columns}
+    if isinstance(value, dict):
+        return {key: _on_host(v) for key, v in value.items()}
     if hasattr(value, "get"):  # a CuPy array
         value = value.get()
     return np.asarray(value) if value is not None else None
