@@ -565,9 +565,11 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
             few.recalculate_user(users, R[users])
     Y[:, 5] = 0  # rank 5 < 6, and a zero pivot whatever the rounding (no near-zero one)
     model = ALS.from_factors(X, Y, regularization=0.0, backend=backend)
-    for call in (lambda: model.recalculate_user(0, row),
-                 lambda: model.recommend(0, row, recalculate_user=True),
-                 lambda: model.partial_fit_users([4], row)):
+    for solver, call in (("cholesky", lambda: model.recalculate_user(0, row)),
+                         ("cholesky", lambda: model.recommend(0, row, recalculate_user=True)),
+                         ("cholesky", lambda: model.partial_fit_users([4], row)),
+                         ("cg", lambda: model.recalculate_user(0, row))):  # (solved exactly)
+        model.set_params(solver=solver)
         with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization "
                                              r"\* I is singular \(factors=6 with 8 "
                                              r"fixed-side rows\); use regularization > 0$"):
