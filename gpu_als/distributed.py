@@ -280,7 +280,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         When a half-step keeps failing, or no worker joins the cluster within
         ``worker_timeout`` seconds.
     ValueError
-        When ``client`` is closed.
+        When ``client`` is closed; or, as :meth:`ALS.fit` refuses it, when the arguments
+        are wrong, or the fixed side's Gram matrix of a half-step is singular (implicit
+        feedback with ``regularization=0``, by the exact solver or PCG).
     """
     try:
         from distributed import Client
