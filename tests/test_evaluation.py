@@ -1199,6 +1199,10 @@ def test_evaluating_on_matrices_that_do_not_match_the_model_is_refused():
             unfitted.recommend(0, train[0])
         with pytest.raises(NotFittedError, match="is not fitted yet"):
             ranking_metrics(unfitted, train, test)
+        for metric in (ranking_metrics, auc):  # also of DataFrames, whose ids need a fit
+            with pytest.raises(NotFittedError, match=rf"^this {type(unfitted).__name__} is "
+                                                     rf"not fitted yet: call fit first$"):
+                metric(unfitted, rows, rows)
     with pytest.raises(ValueError, match="user_items is required with "
                                          "filter_already_liked_items=True"):
         popularity.recommend(0)
