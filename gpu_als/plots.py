@@ -234,14 +234,16 @@ _BENCH_STYLE = {
 def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
     """One chart per dataset of a benchmark result (``gpu_als.benchmark``): seconds per
     iteration against factors, one line per implementation, log scales, the device in the
-    title. ``result`` is the result dict or its JSON file; writes
+    title. ``result`` is the result dict or its JSON file, either checked as
+    :func:`gpu_als.benchmark.check_result` checks it; writes
     ``folder/bench-<dataset>.png`` and returns the paths."""
-    from .benchmark import read_result
+    from .benchmark import check_result, read_result
 
-    document = result if isinstance(result, dict) else read_result(result)
-    if "benchmarks" not in document:
-        raise ValueError("result is not a benchmark result (gpu_als.benchmark): it has no "
-                         "'benchmarks' rows")
+    if isinstance(result, dict):
+        check_result(result)  # as read_result checks a file's
+        document = result
+    else:
+        document = read_result(result)
     folder = Path(check_path(folder))
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]

@@ -105,6 +105,16 @@ def test_plots_say_what_is_wrong_with_their_input(tmp_path):
     with pytest.raises(ValueError, match="other.json is not a benchmark result"):
         plots.plot_benchmark(tmp_path / "other.json", tmp_path / "charts")
     (tmp_path / "other.json").unlink()
+    # a result given as a dict is checked as a file's is (rows of other shapes ended in
+    # "string indices must be integers" and KeyError: 'dataset')
+    with pytest.raises(ValueError, match="^result is not a benchmark result .*: it has no "
+                                         "'device', 'commit', 'date', 'benchmarks'$"):
+        plots.plot_benchmark({"rows": []}, tmp_path / "charts")
+    head = {"device": "cpu", "commit": "abc", "date": "2026-12-06"}
+    with pytest.raises(ValueError, match="^result: its 'benchmarks' must be a list of rows"):
+        plots.plot_benchmark({**head, "benchmarks": "x"}, tmp_path / "charts")
+    with pytest.raises(ValueError, match=r"^result: row 0 \(\?\) has no 'dataset'"):
+        plots.plot_benchmark({**head, "benchmarks": [{"x": 1}]}, tmp_path / "charts")
     with pytest.raises(ValueError, match="factors hold NaN or infinite values"):
         plots.pca(np.full((5, 3), np.nan))  # not numpy's "SVD did not converge"
     with pytest.raises(IsADirectoryError, match=r"cannot write the chart to .*: it is a "
@@ -343,7 +353,7 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     rows = [row("a", "gpu_als", 128, 0.4), row("a", "gpu_als", 32, 0.1),
             row("a", "implicit", 32, 1.0), row("a", "implicit", 64, 2.0, commit="def456"),
             row("a", "implicit", 128, None, error="timed out"), row("b", "gpu_als", 64, 0.5)]
-    result = {"device": "Test GPU", "commit": "abc123", "benchmarks": rows}
+    result = {"device": "Test GPU", "commit": "abc123", "date": "2026-12-06", "benchmarks": rows}
     paths = plot_benchmark(result, tmp_path / "charts")
     assert [p.name for p in paths] == ["bench-a.png", "bench-b.png"]
     assert all(p.parent == tmp_path / "charts" and is_png(p) for p in paths)
