@@ -182,6 +182,7 @@ def _on_host(value):
 
 
 def _alike(a, b) -> bool:
+    """The same answer: the same structure and types, floats to 1e-7, the rest exactly."""
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
