@@ -530,10 +530,9 @@ class ALS:
         """Factors assigned by hand (``model.user_factors = X``): checked as
         :meth:`from_factors` checks them, in the model's dtype, on its backend."""
         p = self._check_params()
-        X, Y = _host_factors(self.user_factors_, self.item_factors_)
+        X, Y = _in_dtype(*_host_factors(self.user_factors_, self.item_factors_), p["dtype"])
         backend = self.__dict__.get("_backend") or get_backend(self.backend)
-        self._set_fitted(backend, X.astype(p["dtype"], copy=False),
-                         Y.astype(p["dtype"], copy=False), getattr(self, "loss_history_", []),
+        self._set_fitted(backend, X, Y, getattr(self, "loss_history_", []),
                          _ids.checked_ids(self._own_ids("user"), len(X), "user_ids_"),
                          _ids.checked_ids(self._own_ids("item"), len(Y), "item_ids_"))
 
@@ -981,11 +980,30 @@ class ALS:
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
                            feedback=p["feedback"], out=out)
         if not backend.all_finite(out):  # a GPU's Cholesky says so by NaN, not by raising
-            raise ValueError(
+            raise self._unsolvable(p, fixed, gram)
+        return out
+
+    def _unsolvable(self, p: dict[str, Any], fixed, gram) -> ValueError:
+        """Why a fold-in against the ``fixed`` factors (``gram``: their Gram matrix, or
+        None) solved to NaN or infinite values: the factors' products overflow their
+        dtype, or the systems are not numerically positive definite."""
+        backend, dtype = self._backend, np.dtype(fixed.dtype)
+        largest = float(backend.xp.abs(fixed).max())
+        if not backend.all_finite(backend.gram(fixed) if gram is None else gram):
+            wider = " or use dtype=float64" if dtype == np.float32 else ""
+            return ValueError(f"the fixed factors (up to {largest:.3g} in magnitude) are "
+                              f"too large: their products overflow {dtype.name}; scale them "
+                              f"down{wider}")
+        if p["regularization"] == 0:
+            return ValueError(
                 f"regularization={p['regularization']}: the rows' systems are not positive "
                 f"definite (fixed factors of rank below factors={fixed.shape[1]}?); use "
                 f"regularization > 0")
-        return out
+        return ValueError(
+            f"regularization={p['regularization']}: the rows' systems are not numerically "
+            f"positive definite in {dtype.name} (the fixed factors are up to "
+            f"{largest:.3g} in magnitude); use a larger regularization, or scale the "
+            f"factors or the values down")
 
     def recommend(
         self,
@@ -1828,8 +1846,8 @@ class ALS:
         if p["factors"] != k:
             raise ValueError(f"factors={p['factors']}, but the factor arrays have {k} "
                              f"columns")
-        model._set_fitted(get_backend(model.backend), X.astype(p["dtype"], copy=False),
-                          Y.astype(p["dtype"], copy=False), [],
+        X, Y = _in_dtype(X, Y, p["dtype"])
+        model._set_fitted(get_backend(model.backend), X, Y, [],
                           _ids.checked_ids(user_ids, len(X), "user_ids", distinct=True),
                           _ids.checked_ids(item_ids, len(Y), "item_ids", distinct=True))
         return model
@@ -1940,6 +1958,22 @@ def _host_factors(user_factors: Any, item_factors: Any,
         raise ValueError(f"{where}user_factors has {X.shape[1]} columns but item_factors has "
                          f"{Y.shape[1]}: both need one column per factor")
     return X, Y
+
+
+def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Factors checked by :func:`_host_factors`, in ``dtype``: refused where a value is
+    beyond its range (1e39 would be infinite in float32)."""
+    cast = []
+    for name, F in (("user_factors", X), ("item_factors", Y)):
+        with np.errstate(over="ignore"):
+            in_dtype = F.astype(dtype, copy=False)
+        if not np.isfinite(in_dtype).all():
+            wider = " or use dtype=float64" if np.dtype(dtype) == np.float32 else ""
+            raise ValueError(f"{name} holds values up to {float(np.abs(F).max()):.3g} in "
+                             f"magnitude, beyond what {np.dtype(dtype).name} holds: scale "
+                             f"them down{wider}")
+        cast.append(in_dtype)
+    return cast[0], cast[1]
 
 
 def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids: Any,

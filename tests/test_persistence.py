@@ -527,6 +527,10 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
     (np.ones((3, 2)), np.ones((0, 2)), {}, ValueError, r"item_factors has shape \(0, 2\)"),
     (np.ones((3, 2)), np.full((4, 2), np.inf), {}, ValueError,
      "item_factors holds NaN or infinite"),
+    # finite, but infinite in the model's float32 (a model of infinite factors before)
+    (np.full((3, 2), -1e39), np.ones((4, 2)), {}, ValueError,
+     r"^user_factors holds values up to 1e\+39 in magnitude, beyond what float32 holds: "
+     r"scale them down or use dtype=float64$"),
     (np.array([["a", "b"]]), np.ones((4, 2)), {}, TypeError, "user_factors has dtype <U1"),
     (np.ones((3, 0)), np.ones((4, 0)), {}, ValueError,
      r"user_factors has shape \(3, 0\), expected \(n, factors\) with n >= 1 and factors >= 1"),
@@ -577,6 +581,11 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
     bad[4, 1] = np.nan
     fresh.user_factors = bad
     with pytest.raises(ValueError, match="user_factors holds NaN or infinite values"):
+        fresh.recommend(0, R[0])
+    bad[4, 1] = 1e39  # finite, but not in the model's float32
+    fresh.user_factors = bad
+    with pytest.raises(ValueError, match="user_factors holds values up to 1e\\+39 in "
+                                         "magnitude, beyond what float32 holds"):
         fresh.recommend(0, R[0])
     with pytest.raises(NotFittedError, match="call fit.* or build a model from factors"):
         ALS().recommend(0, R[0])

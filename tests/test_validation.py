@@ -13,7 +13,7 @@ from gpu_als import ALS, BackendUnavailableError, NotFittedError, from_dataframe
 from gpu_als.backends import gpu
 from gpu_als.tune import tune
 
-from .conftest import cudf_stand_in, random_interactions
+from .conftest import cudf_stand_in, emulated_backend, random_interactions
 
 
 def fit(R, **params):
@@ -576,6 +576,43 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
             call()
     assert model.to_cpu().user_factors_.shape == (4, 6)
     np.testing.assert_array_equal(model.to_cpu().user_factors_, X.astype(np.float32))
+
+
+def test_a_fold_in_against_factors_too_large_for_their_dtype_says_so(backend):
+    """Fixed factors whose products overflow float32 (1e20 squared): the fold-in's systems
+    are infinite. It said "regularization=0.01: the rows' systems are not positive
+    definite (fixed factors of rank below factors=3?); use regularization > 0", of a model
+    whose regularization is > 0 (found by a sweep of fold-ins)."""
+    row = random_interactions(1, 8, 0.6, seed=3)
+    Y = np.random.default_rng(0).standard_normal((8, 3))
+    X = np.ones((4, 3))
+    model = ALS.from_factors(X, Y * 1e20, backend=backend)
+    for call in (lambda: model.transform(row),
+                 lambda: model.recommend(0, row, recalculate_user=True)):
+        with pytest.raises(ValueError, match=r"^the fixed factors \(up to 2.33e\+20 in "
+                                             r"magnitude\) are too large: their products "
+                                             r"overflow float32; scale them down or use "
+                                             r"dtype=float64$"):
+            call()
+    # in float64 the same factors fold in
+    wide = ALS.from_factors(X, Y * 1e20, backend=backend, dtype=np.float64)
+    assert np.isfinite(wide._backend.to_numpy(wide.transform(row))).all()
+
+
+def test_a_fold_in_whose_float32_systems_fail_names_the_scale():
+    """Factors of 1e18 and confidences of 4,000: Y^T Y is finite in float32, but the GPU
+    kernels' float32 Cholesky of the weighted systems is not (the CPU solves a few rows in
+    float64, and folds them in). Named with the factors' scale, not as a rank below the
+    factors with "use regularization > 0" (the regularization is 0.01)."""
+    row = sp.csr_matrix(np.array([[100.0, 0, 50, 0, 0, 3, 0, 0]]))
+    Y = np.random.default_rng(0).standard_normal((8, 3)) * 1e18
+    model = ALS.from_factors(np.ones((4, 3)), Y, alpha=40.0, backend=emulated_backend())
+    with pytest.raises(ValueError, match=r"^regularization=0.01: the rows' systems are not "
+                                         r"numerically positive definite in float32 \(the "
+                                         r"fixed factors are up to 2.33e\+18 in magnitude\); "
+                                         r"use a larger regularization, or scale the factors "
+                                         r"or the values down$"):
+        model.transform(row)
 
 
 def test_a_regularization_too_small_for_the_factors_scale_is_named_so():
