@@ -986,7 +986,7 @@ class ALS:
     def _unsolvable(self, p: dict[str, Any], fixed, gram) -> ValueError:
         """Why a fold-in against the ``fixed`` factors (``gram``: their Gram matrix, or
         None) solved to NaN or infinite values: the factors' products overflow their
-        dtype, or the systems are not numerically positive definite."""
+        dtype, or the systems are not numerically positive definite in it."""
         backend, dtype = self._backend, np.dtype(fixed.dtype)
         largest = float(backend.xp.abs(fixed).max())
         if not backend.all_finite(backend.gram(fixed) if gram is None else gram):
@@ -994,12 +994,7 @@ class ALS:
             return ValueError(f"the fixed factors (up to {largest:.3g} in magnitude) are "
                               f"too large: their products overflow {dtype.name}; scale them "
                               f"down{wider}")
-        if p["regularization"] == 0:
-            return ValueError(
-                f"regularization={p['regularization']}: the rows' systems are not positive "
-                f"definite (fixed factors of rank below factors={fixed.shape[1]}?); use "
-                f"regularization > 0")
-        return ValueError(
+        return ValueError(  # (a singular F^T F without regularization: refused before)
             f"regularization={p['regularization']}: the rows' systems are not numerically "
             f"positive definite in {dtype.name} (the fixed factors are up to "
             f"{largest:.3g} in magnitude); use a larger regularization, or scale the "

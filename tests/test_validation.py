@@ -600,19 +600,26 @@ def test_a_fold_in_against_factors_too_large_for_their_dtype_says_so(backend):
 
 
 def test_a_fold_in_whose_float32_systems_fail_names_the_scale():
-    """Factors of 1e18 and confidences of 4,000: Y^T Y is finite in float32, but the GPU
-    kernels' float32 Cholesky of the weighted systems is not (the CPU solves a few rows in
-    float64, and folds them in). Named with the factors' scale, not as a rank below the
-    factors with "use regularization > 0" (the regularization is 0.01)."""
+    """The GPU kernels solve in float32, where the CPU solves a few rows in float64 and
+    folds them in. Factors of 1e18 and confidences of 4,000: Y^T Y is finite in float32,
+    but the weighted systems' Cholesky is not: named with the factors' scale, not as a
+    rank below the factors with "use regularization > 0" (the regularization is 0.01).
+    And explicit ratings against factors of 1e20, whose products overflow float32."""
+    gpu = emulated_backend()
     row = sp.csr_matrix(np.array([[100.0, 0, 50, 0, 0, 3, 0, 0]]))
-    Y = np.random.default_rng(0).standard_normal((8, 3)) * 1e18
-    model = ALS.from_factors(np.ones((4, 3)), Y, alpha=40.0, backend=emulated_backend())
+    Y = np.random.default_rng(0).standard_normal((8, 3))
+    model = ALS.from_factors(np.ones((4, 3)), Y * 1e18, alpha=40.0, backend=gpu)
     with pytest.raises(ValueError, match=r"^regularization=0.01: the rows' systems are not "
                                          r"numerically positive definite in float32 \(the "
                                          r"fixed factors are up to 2.33e\+18 in magnitude\); "
                                          r"use a larger regularization, or scale the factors "
                                          r"or the values down$"):
         model.transform(row)
+    explicit = ALS.from_factors(np.ones((4, 3)), Y * 1e20, feedback="explicit", backend=gpu)
+    with pytest.raises(ValueError, match=r"^the fixed factors \(up to 2.33e\+20 in "
+                                         r"magnitude\) are too large: their products "
+                                         r"overflow float32"):
+        explicit.transform(row)
 
 
 def test_a_regularization_too_small_for_the_factors_scale_is_named_so():
