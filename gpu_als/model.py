@@ -418,7 +418,7 @@ class ALS:
         half-trained."""
         self._refuse_while_fitting("fit()")
         saved = dict(self.__dict__)
-        self.__dict__["_fit_in_progress"] = True
+        self.__dict__["_fit_in_progress"] = threading.get_ident()  # the fitting thread
         try:
             yield
         except BaseException:
@@ -438,10 +438,15 @@ class ALS:
         (from the fit's callback, or another thread): the fit would go on from what it
         had, and then overwrite the change or hold hyperparameters it was not fitted
         with."""
-        if self.fit_in_progress:
-            raise RuntimeError(f"{call} while a fit of this model is in progress (called from "
-                               f"its callback?): a callback may query the model, not change "
-                               f"it; call {call} once the fit has returned")
+        if not self.fit_in_progress:
+            return
+        if self.__dict__["_fit_in_progress"] != threading.get_ident():
+            raise RuntimeError(f"{call} while a fit of this model is in progress in another "
+                               f"thread: queries may run meanwhile, not changes; call {call} "
+                               f"once the fit has returned")
+        raise RuntimeError(f"{call} while a fit of this model is in progress (called from "
+                           f"its callback?): a callback may query the model, not change it; "
+                           f"call {call} once the fit has returned")
 
     def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
                    ) -> tuple[Any, tuple[Any, Any]]:

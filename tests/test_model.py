@@ -335,6 +335,35 @@ def test_a_callback_may_not_change_the_model_being_fitted(R, change):
         changes[change]()  # after the fit: fine
 
 
+def test_a_change_from_another_thread_during_a_fit_is_refused_as_such(R):
+    """A fit running in one thread, a change of the model asked in another: refused,
+    saying so (it asked whether the change came from the fit's callback), while queries
+    answer from the factors so far."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def wait_at_first_iteration(iteration, seconds, loss):
+        if iteration == 0:
+            started.set()
+            release.wait(timeout=60)
+
+    model = model_for("cpu", iterations=2).fit(R)
+    fitting = threading.Thread(target=lambda: model.fit(R, callback=wait_at_first_iteration))
+    fitting.start()
+    try:
+        assert started.wait(timeout=60) and model.fit_in_progress
+        with pytest.raises(RuntimeError, match=r"^set_params\(\) while a fit of this model is "
+                                               r"in progress in another thread: queries may "
+                                               r"run meanwhile, not changes"):
+            model.set_params(regularization=1.0)
+        assert model.recommend(0, R[0], N=2)[0].shape == (2,)
+    finally:
+        release.set()
+        fitting.join(timeout=60)
+    assert not model.fit_in_progress and model.regularization != 1.0
+
+
 @pytest.mark.parametrize("fitted_before", [False, True])
 @pytest.mark.parametrize("failure", ["callback", "nan"])
 def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_before,
