@@ -440,13 +440,11 @@ class ALS:
         with."""
         if not self.fit_in_progress:
             return
-        if self.__dict__["_fit_in_progress"] != threading.get_ident():
-            raise RuntimeError(f"{call} while a fit of this model is in progress in another "
-                               f"thread: queries may run meanwhile, not changes; call {call} "
-                               f"once the fit has returned")
-        raise RuntimeError(f"{call} while a fit of this model is in progress (called from "
-                           f"its callback?): a callback may query the model, not change it; "
-                           f"call {call} once the fit has returned")
+        where = "in another thread: queries may run meanwhile, not changes" \
+            if self.__dict__["_fit_in_progress"] != threading.get_ident() else \
+            "(called from its callback?): a callback may query the model, not change it"
+        raise RuntimeError(f"{call} while a fit of this model is in progress {where}; call "
+                           f"{call} once the fit has returned")
 
     def _fit_input(self, user_items: Any, user_ids: Any, item_ids: Any
                    ) -> tuple[Any, tuple[Any, Any]]:
@@ -1963,15 +1961,15 @@ def _host_factors(user_factors: Any, item_factors: Any,
 def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """Factors checked by :func:`_host_factors`, in ``dtype``: refused where a value is
     beyond its range (1e39 would be infinite in float32)."""
-    cast = []
+    dtype, cast = np.dtype(dtype), []
     for name, F in (("user_factors", X), ("item_factors", Y)):
         with np.errstate(over="ignore"):
             in_dtype = F.astype(dtype, copy=False)
         if not np.isfinite(in_dtype).all():
-            wider = " or use dtype=float64" if np.dtype(dtype) == np.float32 else ""
+            wider = " or use dtype=float64" if dtype == np.float32 else ""
             raise ValueError(f"{name} holds values up to {float(np.abs(F).max()):.3g} in "
-                             f"magnitude, beyond what {np.dtype(dtype).name} holds: scale "
-                             f"them down{wider}")
+                             f"magnitude, beyond what {dtype.name} holds: scale them "
+                             f"down{wider}")
         cast.append(in_dtype)
     return cast[0], cast[1]
 
