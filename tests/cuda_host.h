@@ -4,10 +4,10 @@
 // Model: a launch runs the blocks of its grid one after another, or (``lanes`` > 1) that
 // many at a time, block b in lane b % lanes. __syncthreads is a barrier of the block's
 // threads, warp primitives exchange values through a per-warp buffer and a barrier of the
-// warp's threads. Each CUDA thread is a fiber (a stack of its own, ucontext) on the
-// launching OS thread: it runs until it waits at a barrier, then the next one runs, so a
-// barrier costs a few context switches in user space, where OS threads (128 per block)
-// took a futex wake-up each and most of the emulated suite's time on two cores. Threads
+// warp's threads. Each CUDA thread is a fiber (a stack of its own, started by ucontext) on
+// the launching OS thread: it runs until it waits at a barrier, then the next one runs, so a
+// barrier costs a few context switches in user space (switch_to), where OS threads (128 per
+// block) took a futex wake-up each and most of the emulated suite's time on two cores. Threads
 // that wait at barriers no other thread can complete (a __syncthreads some threads skip
 // while others wait at a warp primitive: a GPU hangs) are a fault, not a hang. Under the
 // sanitizers each CUDA thread is a real OS thread instead (GPU_ALS_EMU_OS_THREADS):
@@ -84,8 +84,10 @@ struct Completion {
 #if !defined(GPU_ALS_EMU_OS_THREADS)
 // One CUDA thread: a fiber of the scheduler (run_threads).
 struct Fiber {
-    ucontext_t context{};
-    ucontext_t* scheduler = nullptr;
+    ucontext_t context{};  // where the fiber starts
+    void* resume[5] = {};  // where it waits: a __builtin_setjmp buffer (see switch_to)
+    void** scheduler = nullptr;
+    bool started = false;
     const std::function<void(int)>* body = nullptr;
     int index = 0;
     bool done = false;
@@ -93,6 +95,15 @@ struct Fiber {
     unsigned long waiting_phase = 0;
 };
 inline thread_local Fiber* running_fiber = nullptr;
+
+// Resumes the context saved in ``target`` by __builtin_setjmp, on the stack it was saved
+// from. GCC's builtins save and restore the frame and stack pointers and nothing else:
+// no system call for the signal mask, as swapcontext makes on every switch (two per
+// barrier wait: with swapcontext the GPU tests under the emulation took 114 s here, 41 s
+// with this). Fibers start by setcontext, once.
+[[noreturn]] __attribute__((noinline)) inline void switch_to(void** target) {
+    __builtin_longjmp(target, 1);
+}
 
 // A barrier of fibers: the last to arrive completes the phase; the others give the OS
 // thread back to the scheduler (run_threads), which resumes them once it has passed. The
@@ -113,7 +124,7 @@ class Barrier {
         self->waiting = this;
         self->waiting_phase = phase;
         const auto identity = std::tuple(current, linear_tid, thread_idx, block_idx);
-        swapcontext(&self->context, self->scheduler);
+        if (__builtin_setjmp(self->resume) == 0) switch_to(self->scheduler);
         std::tie(current, linear_tid, thread_idx, block_idx) = identity;
     }
 
@@ -340,7 +351,7 @@ inline void fiber_main() {
     Fiber* self = running_fiber;
     (*self->body)(self->index);
     self->done = true;
-    swapcontext(&self->context, self->scheduler);  // not resumed again
+    switch_to(self->scheduler);  // not resumed again
 }
 
 // body(0), ..., body(count - 1), each on a fiber, on this OS thread: round after round,
@@ -350,12 +361,12 @@ inline void fiber_main() {
 inline void run_threads(int count, const std::function<void(int)>& body) {
     static thread_local FiberStacks stacks;
     std::vector<Fiber> fibers(count);
-    ucontext_t scheduler;
+    void* scheduler[5];
     for (int i = 0; i < count; ++i) {
         Fiber& fiber = fibers[i];
         fiber.index = i;
         fiber.body = &body;
-        fiber.scheduler = &scheduler;
+        fiber.scheduler = scheduler;
         getcontext(&fiber.context);
         fiber.context.uc_stack.ss_sp = stacks[i];
         fiber.context.uc_stack.ss_size = FIBER_STACK_BYTES;
@@ -371,7 +382,11 @@ inline void run_threads(int count, const std::function<void(int)>& body) {
             ran = true;
             fiber.waiting = nullptr;
             running_fiber = &fiber;
-            swapcontext(&scheduler, &fiber.context);
+            if (__builtin_setjmp(scheduler) == 0) {
+                if (fiber.started) switch_to(fiber.resume);
+                fiber.started = true;
+                setcontext(&fiber.context);
+            }
             left -= fiber.done;
         }
         if (!ran) {
