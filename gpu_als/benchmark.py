@@ -300,6 +300,8 @@ def matrix_dataset(path: str | os.PathLike) -> Dataset:
         R = sp.load_npz(path)
     except FileNotFoundError:
         raise ValueError(f"--matrix {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"--matrix {path}: a folder, not a file") from None
     except (OSError, ValueError, KeyError, EOFError):
         raise ValueError(f"--matrix {path}: not a sparse matrix saved by "
                          f"scipy.sparse.save_npz (from a DataFrame: "
@@ -766,8 +768,9 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
         here = [i for i in runnable if i.backend == "gpu" or dataset.nnz <= cpu_max_nnz]
         try:
             if not here:
+                limit = "1 interaction" if cpu_max_nnz == 1 else f"{cpu_max_nnz:,} interactions"
                 raise ValueError(f"nothing to run on it here (CPU implementations run up "
-                                 f"to {cpu_max_nnz:,} interactions)")
+                                 f"to {limit})")
             path = prepare(dataset, cache)
         except (OSError, ValueError) as exc:
             skipped.append(f"{dataset.name}: {exc}")

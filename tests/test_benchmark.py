@@ -280,11 +280,16 @@ def test_own_matrices_are_datasets_named_by_their_files(tmp_path, capsys):
         "quick", datasets=["ml-100k"], factors=[4], implementations=["gpu_als-cpu-cholesky"],
         matrices=[clicks], cache=tmp_path, cpu_max_nnz=3_000)["benchmarks"]] == ["clicks"]
     assert "skipping ml-100k: nothing to run on it here" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"clicks: .* run up to 1 interaction\)"):
+        benchmark.run("quick", factors=[4], implementations=["gpu_als-cpu-cholesky"],
+                      matrices=[clicks], cache=tmp_path, cpu_max_nnz=1)
     (tmp_path / "table.csv").write_text("user,item\n1,2\n")
+    (tmp_path / "folder.npz").mkdir()
     sp.save_npz(tmp_path / "empty.npz", sp.csr_matrix((3, 4)))
     (tmp_path / "ml-100k.npz").write_bytes(clicks.read_bytes())
     for name, error in (("table.csv", r"not a sparse matrix saved by scipy.sparse.save_npz"),
                         ("none.npz", "no such file"),
+                        ("folder.npz", "a folder, not a file"),
                         ("empty.npz", r"a matrix of shape \(3, 4\) with 0 stored entries"),
                         ("ml-100k.npz", r"its name 'ml-100k' is taken")):
         with pytest.raises(ValueError, match=rf"--matrix .*{re.escape(name)}: {error}"):
