@@ -623,6 +623,12 @@ def _recall_at_10(X, Y, train, test) -> float:
     return ranking_metrics(model, train, test, K=10, show_progress=False)["recall"]
 
 
+#: What :func:`run_one` reads of its ``spec`` (given by :func:`run` to ``--child``).
+CHILD_SPEC_KEYS = ("dataset", "path", "factors", "library", "backend", "solver", "iterations")
+#: The longest ``--timeout``: ``subprocess.run`` waits at most 2^31 ms.
+MAX_TIMEOUT = 2_000_000
+
+
 def run_one(spec: dict) -> dict:
     """One fit as ``spec`` says; the benchmark row (run in a subprocess by :func:`run`)."""
     R, test = _load(spec["path"])
@@ -1091,8 +1097,15 @@ def _check_folder(parser: argparse.ArgumentParser, option: str, folder: Path) ->
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.child is not None:
-        row = run_one(json.loads(args.child))
+    if args.child is not None:  # (one fit, in a subprocess of run: not for users)
+        try:
+            spec = json.loads(args.child)
+        except json.JSONDecodeError:
+            spec = None
+        if not isinstance(spec, dict) or not set(CHILD_SPEC_KEYS) <= set(spec):
+            parser.error(f"--child, the option of the benchmark's own subprocesses, takes "
+                         f"a JSON object of {', '.join(CHILD_SPEC_KEYS)}")
+        row = run_one(spec)
         print("RESULT " + json.dumps(row), flush=True)
         return 0
     if args.iterations is not None and args.iterations < 2:
@@ -1103,6 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cpu-max-nnz must be >= 1")
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be > 0 seconds")
+    if args.timeout is not None and args.timeout > MAX_TIMEOUT:  # (subprocess's limit)
+        parser.error(f"--timeout {args.timeout:g}: at most {MAX_TIMEOUT:,} seconds (23 days)")
     if args.plots is not None:  # the charts come after every fit: matplotlib checked first
         from .plots import check_matplotlib
 

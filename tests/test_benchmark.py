@@ -783,7 +783,12 @@ def test_command_line_refuses_unknown_names(capsys):
     assert "--iterations must be >= 2" in capsys.readouterr().err
     for argv, says in ((["--factors", "64", "0"], "--factors must be >= 1, got 0"),
                        (["--cpu-max-nnz", "0"], "--cpu-max-nnz must be >= 1"),
-                       (["--timeout", "-3"], "--timeout must be > 0 seconds")):
+                       (["--timeout", "-3"], "--timeout must be > 0 seconds"),
+                       (["--timeout", "inf"], "--timeout inf: at most 2,000,000 seconds"),
+                       (["--timeout", "1e9"], "--timeout 1e+09: at most 2,000,000 seconds"),
+                       (["--child", "3"], "--child, the option of the benchmark's own"),
+                       (["--child", "{"], "takes a JSON object of dataset, path, factors"),
+                       (["--child", '{"dataset": "x"}'], "a JSON object of dataset")):
         with pytest.raises(SystemExit):
             cli_main(["bench", *argv])
         assert says in capsys.readouterr().err

@@ -108,3 +108,68 @@ def test_random_options_end_with_a_result_or_a_one_line_error(files):
             wrong.append((args, status, text[-500:]))
     assert not wrong, "\n".join(map(repr, wrong))
     assert 0.1 < statuses.count(0) / len(statuses) < 0.9  # (both ends are reached)
+
+
+def test_bench_under_random_options_ends_with_a_result_or_a_one_line_error(
+        tmp_path, monkeypatch):
+    """``gpu-als bench`` (its own parser) on a small matrix of one's own, under up to four
+    random options (no named dataset: MovieLens 100K takes seconds a fit, the synthetic
+    ones minutes to generate). It found a ``--timeout`` too long for ``subprocess`` and a
+    ``--child`` (the subprocesses' own option) of JSON other than an object raising
+    Python's errors, and a folder given as ``--matrix`` called "not a sparse matrix saved
+    by scipy.sparse.save_npz" (docs/testing.md, stop 70)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from gpu_als import benchmark
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPU_ALS_BENCH_CACHE", str(tmp_path / "cache"))
+    # each fit in this process, not in one of its own (a second of imports each; the
+    # subprocesses are test_benchmark's)
+    monkeypatch.setattr(benchmark, "_run_subprocess", lambda spec, timeout:
+                        benchmark.run_one(spec))
+    R = sp.random(60, 40, density=0.2, random_state=1, format="csr")
+    R.data = np.ceil(R.data * 5)
+    sp.save_npz("m.npz", R)
+    sp.save_npz("empty.npz", sp.csr_matrix((5, 4)))
+    (tmp_path / "table.csv").write_text("user,item\n1,2\n")
+    (tmp_path / "folder").mkdir()
+    values = [*VALUES, "m.npz", "empty.npz", "table.csv", "folder", "res.json"]
+    options = [a for a in benchmark.build_parser()._actions
+               if a.option_strings and a.dest != "help"]
+    rnd = random.Random(70)
+    wrong, statuses = [], []
+    for _ in range(150):  # (about 4 s)
+        chosen = {a.option_strings[-1]: a for a in rnd.sample(options, rnd.randint(1, 4))}
+        given = {"--matrix": ["m.npz"], "--factors": ["2"], "--iterations": ["2"],
+                 "--implementations": ["gpu_als-cpu-cg"], "--output": ["res.json"]}
+        for flag, action in chosen.items():
+            if action.nargs == 0:
+                given[flag] = []
+                continue
+            pool = values if action.dest == "datasets" else action.choices or values
+            given[flag] = [str(rnd.choice(list(pool)))
+                           for _ in range(rnd.choice([0, 1, 1, 2]) if action.nargs == "+"
+                                          else 1)]
+        args = ["bench", *(part for flag, parts in given.items() for part in (flag, *parts))]
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                status = main(args)
+        except SystemExit as exc:  # argparse's errors
+            status = exc.code
+        except Exception as exc:  # noqa: BLE001 - what the sweep looks for
+            wrong.append((args, f"raised {type(exc).__name__}: {exc}"))
+            continue
+        text = err.getvalue()
+        errors = [line for line in text.splitlines() if line.startswith("gpu-als bench: error: ")]
+        statuses.append(status)
+        if status not in (0, 2) or (status == 2 and len(errors) != 1) or \
+                INTERNALS.search(text) or "not a sparse matrix saved by" in text and \
+                "folder" in args:
+            wrong.append((args, status, text[-500:]))
+    assert not wrong, "\n".join(map(repr, wrong))
+    assert 0.1 < statuses.count(0) / len(statuses) < 0.9  # (both ends are reached)
