@@ -23,11 +23,20 @@ def is_file_object(path: Any) -> bool:
 
 
 def check_binary(file: Any, mode: str) -> None:
-    """Refuse a file object opened in text mode (``open(name)``, ``io.StringIO``) by name:
-    NumPy reads and writes bytes. ``mode``: the one to open it with (``"rb"``, ``"wb"``)."""
+    """Refuse, by name, a file object opened in text mode (``open(name)``,
+    ``io.StringIO``: a TypeError, as NumPy reads and writes bytes), one that is closed, or
+    one not open for what ``mode`` does (a ValueError). ``mode``: the one to open it with
+    (``"rb"``, ``"wb"``)."""
     if isinstance(file, io.TextIOBase):
         raise TypeError(f"{file_name(file)} is open in text mode: model files are binary "
                         f"(open it with {mode!r}, or use io.BytesIO)")
+    if getattr(file, "closed", False) is True:
+        raise ValueError(f"{file_name(file)} is closed: open it with {mode!r}")
+    writing = "w" in mode
+    able = getattr(file, "writable" if writing else "readable", None)
+    if callable(able) and able() is False:
+        raise ValueError(f"{file_name(file)} is not open for "
+                         f"{'writing' if writing else 'reading'}: open it with {mode!r}")
 
 
 def file_name(path: Any) -> str:

@@ -86,6 +86,20 @@ def test_a_model_saves_to_and_loads_from_file_objects(fitted, tmp_path):
         ALS.load(text)
     with pytest.raises(TypeError, match=r"^the StringIO is open in text mode: .* with 'wb'"):
         model.save(io.StringIO())
+    # closed, or open the other way: named (they said "I/O operation on closed file" and
+    # io.UnsupportedOperation's "write")
+    with open(tmp_path / "model.npz", "rb") as file, \
+            pytest.raises(ValueError, match=f"^{named} is not open for writing: open it "
+                                            f"with 'wb'"):
+        model.save(file)
+    with open(tmp_path / "other.npz", "wb") as file, \
+            pytest.raises(ValueError, match="is not open for reading: open it with 'rb'"):
+        ALS.load(file)
+    closed = io.BytesIO()
+    closed.close()
+    for call, mode in ((model.save, "wb"), (ALS.load, "rb")):
+        with pytest.raises(ValueError, match=f"^the BytesIO is closed: open it with '{mode}'"):
+            call(closed)
 
 
 def test_hyperparameters_given_as_numpy_scalars_are_saved_as_numbers(fitted, tmp_path):
