@@ -97,8 +97,10 @@ struct Fiber {
 inline thread_local Fiber* running_fiber = nullptr;
 
 // Resumes the context saved in ``target`` by __builtin_setjmp, on the stack it was saved
-// from. GCC's builtins save and restore the frame and stack pointers and nothing else:
-// no system call for the signal mask, as swapcontext makes on every switch (two per
+// from. GCC's builtins save and restore the frame and stack pointers and nothing else
+// (GCC keeps the callee-saved registers of a function that calls __builtin_setjmp in its
+// frame, so its callers' survive the jump): no system call for the signal mask, as
+// swapcontext makes on every switch (two per
 // barrier wait: with swapcontext the GPU tests under the emulation took 114 s here, 41 s
 // with this). Fibers start by setcontext, once.
 [[noreturn]] __attribute__((noinline)) inline void switch_to(void** target) {
