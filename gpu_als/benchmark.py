@@ -47,6 +47,7 @@ import glob
 import importlib.metadata
 import importlib.util
 import json
+import numbers
 import os
 import platform
 import re
@@ -56,6 +57,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .backends.gpu import CG_LARGE_TILE_BYTES
+from .data import check_choice, check_path, check_user_items, described, weighted_rows
 
 ALPHA = 10.0
 REGULARIZATION = 0.01
@@ -602,7 +605,6 @@ def shared_loss(R, X: np.ndarray, Y: np.ndarray) -> float:
     """gpu_als's implicit training loss (alpha, regularization of this benchmark) of
     factors ``X``, ``Y`` on ``R``, on the GPU when there is one."""
     from .backends import get_backend
-    from .data import check_user_items, weighted_rows
 
     backend = get_backend("auto")
     rows = backend.put(weighted_rows(check_user_items(R, np.float32), feedback="implicit",
@@ -725,6 +727,68 @@ def _format_row(row: dict) -> str:
     return text
 
 
+def _names(option: str, value: Any, example: str) -> list[str] | None:
+    """``value``, a list (or other iterable) of str given as ``option``, as a list; None
+    stays None. One str is refused: it would be taken letter by letter."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{option} must be a list, such as {example}, got {described(value)}")
+    value = list(value)
+    if not value:
+        raise ValueError(f"{option}=[]: give at least one, or None for the profile's")
+    return value
+
+
+def _integer(option: str, value: Any, list_example: str | None = None) -> int:
+    """``value`` as an int; a ``TypeError`` naming ``option`` for anything else (a bool, a
+    float), an item of a list where ``list_example`` shows one."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        if list_example is None:
+            raise TypeError(f"{option} must be an integer, got {described(value)}")
+        raise TypeError(f"{option} must be a list of integers, such as {list_example}, got "
+                        f"an item {described(value)}")
+    return int(value)
+
+
+def check_run_options(profile: Any, *, datasets: Any = None, factors: Any = None,
+                      implementations: Any = None, iterations: Any = None,
+                      cpu_max_nnz: Any = None, timeout: Any = None, matrices: Any = None,
+                      option: Callable[[str], str] = str) -> None:
+    """Refuse, before anything runs, what :func:`run` cannot take, with a ``ValueError`` or
+    ``TypeError`` naming the parameter as ``option(name)`` spells it (``"--cpu-max-nnz"``
+    for the command line)."""
+    check_choice(option("profile"), profile, tuple(PROFILES))
+    for name, value, example in (("datasets", datasets, "['ml-100k']"),
+                                 ("implementations", implementations,
+                                  "['gpu_als-gpu-cholesky']"),
+                                 ("matrices", matrices, "['clicks.npz']")):
+        for item in _names(option(name), value, example) or []:
+            if name == "matrices":
+                check_path(item)
+            elif not isinstance(item, str):
+                raise TypeError(f"{option(name)} must be a list of names, such as {example}, "
+                                f"got an item {described(item)}")
+    for k in _names(option("factors"), factors, "[64, 128]") or []:
+        if _integer(option("factors"), k, "[64, 128]") < 1:
+            raise ValueError(f"{option('factors')} must be >= 1, got {k}")
+    if iterations is not None and _integer(option("iterations"), iterations) < 2:
+        raise ValueError(f"{option('iterations')} must be >= 2 (the first is a warm-up), "
+                         f"got {iterations}")
+    if cpu_max_nnz is not None and _integer(option("cpu_max_nnz"), cpu_max_nnz) < 1:
+        raise ValueError(f"{option('cpu_max_nnz')} must be >= 1, got {cpu_max_nnz}")
+    if timeout is not None:
+        if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real):
+            raise TypeError(f"{option('timeout')} must be a number of seconds, got "
+                            f"{described(timeout)}")
+        seconds = float(timeout)
+        if not seconds > 0:  # (NaN too)
+            raise ValueError(f"{option('timeout')} must be > 0 seconds, got {seconds:g}")
+        if seconds > MAX_TIMEOUT:  # (subprocess's limit)
+            raise ValueError(f"{option('timeout')} must be at most {MAX_TIMEOUT:,} seconds "
+                             f"(23 days), got {seconds:g}")
+
+
 def run(profile: str = "quick", *, datasets=None, factors=None, implementations=None,
         iterations=None, cpu_max_nnz=None, timeout=None, cache: Path | None = None,
         on_row=None, matrices=None) -> dict:
@@ -734,6 +798,11 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
     ``matrices``: paths of one's own users x items matrices (:func:`matrix_dataset`),
     timed after ``datasets``, or alone where ``datasets`` is not given.
     """
+    check_run_options(profile, datasets=datasets, factors=factors,
+                      implementations=implementations, iterations=iterations,
+                      cpu_max_nnz=cpu_max_nnz, timeout=timeout, matrices=matrices)
+    if on_row is not None and not callable(on_row):
+        raise TypeError(f"on_row must be a function of the row, got {described(on_row)}")
     settings = PROFILES[profile]
     own = [matrix_dataset(path) for path in matrices or []]
     names = datasets or ([] if own else settings["datasets"])
@@ -859,8 +928,6 @@ def read_result(path: str | Path) -> dict:
     """The result document in the JSON file at ``path`` (of ``gpu-als bench`` or ``make
     gpu-check``), checked as :func:`check_result` checks it; a ``ValueError`` naming the
     file for one that is not JSON."""
-    from .data import check_path
-
     path = Path(check_path(path))
     try:
         document = json.loads(path.read_text())
@@ -1094,6 +1161,11 @@ def _check_folder(parser: argparse.ArgumentParser, option: str, folder: Path) ->
         parser.error(f"{option}: cannot write in the folder {folder}")
 
 
+def _option_of(name: str) -> str:
+    """The command-line option that gives :func:`run`'s parameter ``name``."""
+    return "--matrix" if name == "matrices" else "--" + name.replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1108,16 +1180,14 @@ def main(argv: list[str] | None = None) -> int:
         row = run_one(spec)
         print("RESULT " + json.dumps(row), flush=True)
         return 0
-    if args.iterations is not None and args.iterations < 2:
-        parser.error("--iterations must be >= 2 (the first is a warm-up)")
-    if args.factors is not None and min(args.factors) < 1:
-        parser.error(f"--factors must be >= 1, got {min(args.factors)}")
-    if args.cpu_max_nnz is not None and args.cpu_max_nnz < 1:
-        parser.error("--cpu-max-nnz must be >= 1")
-    if args.timeout is not None and not args.timeout > 0:
-        parser.error("--timeout must be > 0 seconds")
-    if args.timeout is not None and args.timeout > MAX_TIMEOUT:  # (subprocess's limit)
-        parser.error(f"--timeout {args.timeout:g}: at most {MAX_TIMEOUT:,} seconds (23 days)")
+    try:  # (run checks them too; here they are named as options, before any output)
+        check_run_options(args.profile, datasets=args.datasets, factors=args.factors,
+                          implementations=args.implementations, iterations=args.iterations,
+                          cpu_max_nnz=args.cpu_max_nnz, timeout=args.timeout,
+                          matrices=args.matrix,
+                          option=_option_of)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     if args.plots is not None:  # the charts come after every fit: matplotlib checked first
         from .plots import check_matplotlib
 

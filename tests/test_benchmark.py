@@ -343,6 +343,63 @@ def test_run_passes_its_limits_on_and_names_what_it_does_not_know(tiny, tmp_path
         benchmark.run("quick", datasets=["tiny"], implementations=["nope"])
 
 
+@pytest.mark.parametrize("options, error, says", [
+    (dict(profile="nope"), ValueError, "profile='nope': expected one of 'quick', 'full'"),
+    (dict(datasets="ml-100k"), TypeError,
+     "datasets must be a list, such as ['ml-100k'], got str 'ml-100k'"),
+    (dict(datasets=[]), ValueError, "datasets=[]: give at least one, or None for the"),
+    (dict(datasets=[3]), TypeError, "datasets must be a list of names, such as ['ml-100k'], "
+                                    "got an item int 3"),
+    (dict(implementations="gpu_als-cpu-cholesky"), TypeError, "implementations must be a "
+                                                              "list, such as"),
+    (dict(matrices="clicks.npz"), TypeError, "matrices must be a list, such as "
+                                             "['clicks.npz'], got str"),
+    (dict(matrices=[7]), TypeError, "path must be a str or a path-like object, got int 7"),
+    (dict(factors=64), TypeError, "factors must be a list, such as [64, 128], got int 64"),
+    (dict(factors=[64, 2.5]), TypeError, "factors must be a list of integers, such as "
+                                         "[64, 128], got an item float 2.5"),
+    (dict(factors=[True]), TypeError, "got an item bool True"),
+    (dict(factors=[64, 0]), ValueError, "factors must be >= 1, got 0"),
+    (dict(iterations=1), ValueError, "iterations must be >= 2 (the first is a warm-up), "
+                                     "got 1"),
+    (dict(iterations=5.0), TypeError, "iterations must be an integer, got float 5.0"),
+    (dict(cpu_max_nnz=0), ValueError, "cpu_max_nnz must be >= 1, got 0"),
+    (dict(timeout=0), ValueError, "timeout must be > 0 seconds, got 0"),
+    (dict(timeout=-1.5), ValueError, "timeout must be > 0 seconds, got -1.5"),
+    (dict(timeout=float("nan")), ValueError, "timeout must be > 0 seconds, got nan"),
+    (dict(timeout=3e6), ValueError, "timeout must be at most 2,000,000 seconds (23 days), "
+                                    "got 3e+06"),
+    (dict(timeout="60"), TypeError, "timeout must be a number of seconds, got str '60'"),
+    (dict(on_row=[]), TypeError, "on_row must be a function of the row, got list []"),
+])
+def test_run_refuses_what_it_cannot_take_before_anything_runs(options, error, says,
+                                                              monkeypatch):
+    """The Python API checks what the command line's parser does, naming the parameter
+    (profile='nope' was a KeyError; datasets='ml-100k' was read letter by letter)."""
+    def never(spec, timeout):
+        raise AssertionError("a fit ran")
+
+    monkeypatch.setattr(benchmark, "_run_subprocess", never)
+    with pytest.raises(error) as raised:
+        benchmark.run(**{"profile": "quick", **options})
+    assert says in str(raised.value)
+
+
+def test_run_takes_tuples_numpy_integers_and_the_largest_timeout(tiny, monkeypatch):
+    timeouts = []
+
+    def fake(spec, timeout):
+        timeouts.append((spec["factors"], spec["iterations"], timeout))
+        return {**spec, "error": "not run (test)"}
+
+    monkeypatch.setattr(benchmark, "_run_subprocess", fake)
+    result = benchmark.run("quick", datasets=("tiny",), factors=(np.int64(4),),
+                           implementations=("gpu_als-cpu-cholesky",), iterations=np.int32(2),
+                           cpu_max_nnz=np.int64(4_000), timeout=benchmark.MAX_TIMEOUT,
+                           cache=Path(tiny).parent)
+    assert timeouts == [(4, 2, benchmark.MAX_TIMEOUT)] and len(result["benchmarks"]) == 1
+
+
 def test_command_line_writes_where_asked_plots_and_fails_on_a_failed_fit(tmp_path,
                                                                        monkeypatch, capsys):
     """--output into folders it makes; --plots into FOLDER/<device>/, matplotlib checked
@@ -782,10 +839,12 @@ def test_command_line_refuses_unknown_names(capsys):
         cli_main(["bench", "--iterations", "1"])
     assert "--iterations must be >= 2" in capsys.readouterr().err
     for argv, says in ((["--factors", "64", "0"], "--factors must be >= 1, got 0"),
-                       (["--cpu-max-nnz", "0"], "--cpu-max-nnz must be >= 1"),
-                       (["--timeout", "-3"], "--timeout must be > 0 seconds"),
-                       (["--timeout", "inf"], "--timeout inf: at most 2,000,000 seconds"),
-                       (["--timeout", "1e9"], "--timeout 1e+09: at most 2,000,000 seconds"),
+                       (["--cpu-max-nnz", "0"], "--cpu-max-nnz must be >= 1, got 0"),
+                       (["--timeout", "-3"], "--timeout must be > 0 seconds, got -3"),
+                       (["--timeout", "nan"], "--timeout must be > 0 seconds, got nan"),
+                       (["--timeout", "inf"],
+                        "--timeout must be at most 2,000,000 seconds (23 days), got inf"),
+                       (["--timeout", "1e9"], "at most 2,000,000 seconds (23 days), got 1e+09"),
                        (["--child", "3"], "--child, the option of the benchmark's own"),
                        (["--child", "{"], "takes a JSON object of dataset, path, factors"),
                        (["--child", '{"dataset": "x"}'], "a JSON object of dataset")):
@@ -795,7 +854,7 @@ def test_command_line_refuses_unknown_names(capsys):
     # the smallest allowed values pass (the bad --timeout after them is what is refused)
     with pytest.raises(SystemExit):
         cli_main(["bench", "--factors", "1", "--cpu-max-nnz", "1", "--timeout", "0"])
-    assert capsys.readouterr().err.endswith("error: --timeout must be > 0 seconds\n")
+    assert capsys.readouterr().err.endswith("error: --timeout must be > 0 seconds, got 0\n")
     with pytest.raises(SystemExit):
         cli_main(["bench", "--quick", "--full"])
     assert "not allowed with argument" in capsys.readouterr().err
