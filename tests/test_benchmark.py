@@ -385,19 +385,21 @@ def test_run_refuses_what_it_cannot_take_before_anything_runs(options, error, sa
     assert says in str(raised.value)
 
 
-def test_run_takes_tuples_numpy_integers_and_the_largest_timeout(tiny, monkeypatch):
-    timeouts = []
+@pytest.mark.parametrize("timeout", [0.25, benchmark.MAX_TIMEOUT])
+def test_run_takes_tuples_numpy_integers_and_timeouts_up_to_the_largest(timeout, tiny,
+                                                                         monkeypatch):
+    taken = []
 
     def fake(spec, timeout):
-        timeouts.append((spec["factors"], spec["iterations"], timeout))
+        taken.append((spec["factors"], spec["iterations"], timeout))
         return {**spec, "error": "not run (test)"}
 
     monkeypatch.setattr(benchmark, "_run_subprocess", fake)
     result = benchmark.run("quick", datasets=("tiny",), factors=(np.int64(4),),
                            implementations=("gpu_als-cpu-cholesky",), iterations=np.int32(2),
-                           cpu_max_nnz=np.int64(4_000), timeout=benchmark.MAX_TIMEOUT,
+                           cpu_max_nnz=np.int64(4_000), timeout=timeout,
                            cache=Path(tiny).parent)
-    assert timeouts == [(4, 2, benchmark.MAX_TIMEOUT)] and len(result["benchmarks"]) == 1
+    assert taken == [(4, 2, timeout)] and len(result["benchmarks"]) == 1
 
 
 def test_command_line_writes_where_asked_plots_and_fails_on_a_failed_fit(tmp_path,
