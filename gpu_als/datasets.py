@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from .data import (
     check_bool,
+    check_choice,
     check_dtype,
     check_float,
     check_int,
@@ -536,8 +537,7 @@ def make_power_law(
 
 def _array_module(device: str):
     """numpy or cupy, for ``device`` in {"auto", "cpu", "gpu"}."""
-    if device not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"device={device!r}: expected 'auto', 'cpu' or 'gpu'")
+    device = check_choice("device", device, ("auto", "cpu", "gpu"))
     if device == "cpu":
         return np
     from .backends import gpu

@@ -524,6 +524,7 @@ def _search_space(param_grid: Any, base_params: dict[str, Any] | None, *, metric
                   ) -> tuple[dict[str, Any], Any, list[dict[str, Any]], int]:
     """:func:`search_space`, and how many configurations it left out as the same model as
     another's (:func:`_distinct_models`)."""
+    data.check_choice("metric", metric, VALIDATION_METRICS)
     if base_params is not None and not isinstance(base_params, Mapping):
         raise TypeError(f"base_params must be a dict of hyperparameter name -> value, got "
                         f"{type(base_params).__name__}")

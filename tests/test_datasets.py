@@ -108,9 +108,11 @@ def test_a_seed_gives_the_same_matrix_across_releases(args, digest):
 
 
 def test_power_law_device_argument():
-    for device in ("tpu", "cuda", "GPU", None):  # the names of ALS's backends only
-        with pytest.raises(ValueError, match=f"device={device!r}: expected 'auto', 'cpu' "
-                                             f"or 'gpu'"):
+    for device, shown in (("tpu", "'tpu'"), ("cuda", "'cuda'"), ("GPU", "'GPU'"),
+                          (None, "None"), (np.array(["cpu", "gpu"]), "array")):
+        # the names of ALS's backends only (an array was NumPy's "truth value" error)
+        with pytest.raises(ValueError, match=f"device={shown}.*: expected one of 'auto', "
+                                             f"'cpu', 'gpu'"):
             make_power_law(6, 5, 10, device=device)
     if gpu.unavailable_reason() is not None:
         with pytest.raises(ValueError, match="device='gpu' cannot run"):

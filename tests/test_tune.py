@@ -657,6 +657,16 @@ def test_bad_arguments(R, kwargs, message):
         tune(R, **{"param_grid": GRID, "show_progress": False, **kwargs})
 
 
+@pytest.mark.parametrize("metric, shown", [
+    ("auc", "'auc'"), (None, "None"), (np.array(["recall", "ndcg"]), r"array\(.*\)"),
+    (sp.csr_matrix((0, 0)), "<csr_matrix>")])
+def test_search_space_checks_the_metric_as_tune_does(metric, shown):
+    """(An array was NumPy's "truth value is ambiguous", a sparse matrix SciPy's "ufunc
+    'isnan' not supported": search_space compared them with 'rmse' unchecked.)"""
+    with pytest.raises(ValueError, match=f"^metric={shown}: expected one of 'recall', "):
+        search_space(GRID, metric=metric)
+
+
 @pytest.mark.parametrize("given, says", [
     ([[1.0, 0.0], [0.0, 1.0]], r"list; for dense rows use scipy.sparse.csr_matrix\(rows\); "
                                r"for \(user, item, value\) triples, a DataFrame of them "
