@@ -147,10 +147,12 @@ def described(value: Any) -> str:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as float32 or float64; anything else refused, shown cut short."""
     try:
         dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype={dtype!r} is not a NumPy dtype; use float32 or float64") from exc
+    except (TypeError, ValueError) as exc:  # (ValueError: a tuple of a negative shape)
+        raise TypeError(f"dtype={short_repr(dtype)} is not a NumPy dtype; use float32 or "
+                        f"float64") from exc
     if dt not in DTYPES:
         raise ValueError(f"dtype={dt.name}: expected float32 or float64")
     return dt

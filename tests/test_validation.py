@@ -393,6 +393,11 @@ def test_an_integer_option_takes_int64s_whole_range_and_no_more():
     ({"solver": np.str_("lu")}, ValueError, r"^solver='lu': expected one of"),  # not np.str_(
     ({"dtype": np.float16}, ValueError, r"dtype=float16: expected float32 or float64"),
     ({"dtype": "banana"}, TypeError, r"dtype='banana' is not a NumPy dtype"),
+    # (an array's repr of many lines was the message; a tuple of a negative shape gave
+    # NumPy's ValueError, "invalid shape in fixed-type tuple")
+    ({"dtype": np.zeros((9, 9))}, TypeError, r"^dtype=<ndarray> is not a NumPy dtype; use "
+                                             r"float32 or float64$"),
+    ({"dtype": ("f4", -1)}, TypeError, r"^dtype=\('f4', -1\) is not a NumPy dtype"),
     ({"backend": "tpu"}, ValueError, r"backend='tpu': expected one of 'auto', 'cpu', 'gpu'"),
     ({"callback": 3}, TypeError, r"callback must be callable"),
     ({"callback": lambda iteration, seconds: None}, TypeError,  # refused before iteration 1
