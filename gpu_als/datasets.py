@@ -298,9 +298,7 @@ def load_movielens(variant: str = "20m", data_home: str | os.PathLike | None = N
     except ImportError as exc:
         raise ImportError("load_movielens returns a pandas DataFrame: pip install "
                           "gpu-als[pandas] (or use load_movielens_100k)") from exc
-    names = ["100k", *MOVIELENS]
-    if variant not in names:
-        raise ValueError(f"variant={variant!r}: expected one of {', '.join(map(repr, names))}")
+    variant = check_choice("variant", variant, ("100k", *MOVIELENS))
     if variant == "100k":
         path = load_movielens_100k(data_home, download).path / "u.data"
         return _ratings_frame(pd, path, "\t", False)

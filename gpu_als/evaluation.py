@@ -372,19 +372,22 @@ def _times(df: Any, name: str) -> np.ndarray:
 
 def _cutoff_like(cutoff: Any, times: np.ndarray) -> Any:
     """``cutoff`` as a value that compares with ``times``: a number for numbers, a
-    ``datetime64`` (UTC) for datetimes."""
+    ``datetime64`` (UTC) for datetimes. One value only: an array or a list is refused."""
+    if sp.issparse(cutoff) or np.ndim(cutoff) != 0:
+        raise TypeError(f"cutoff must be one time, got {described(cutoff)}")
     if times.dtype.kind == "M":
         if isinstance(cutoff, (numbers.Number, np.number)):
-            raise TypeError(f"cutoff={cutoff!r} is a number, but the times are datetimes: "
-                            f"give a datetime or text such as '2024-01-31'")
+            raise TypeError(f"cutoff={short_repr(cutoff)} is a number, but the times are "
+                            f"datetimes: give a datetime or text such as '2024-01-31'")
         if getattr(cutoff, "tzinfo", None) is not None:  # as the column: UTC, without a zone
             cutoff = cutoff.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         try:
             return np.datetime64(cutoff)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"cutoff={cutoff!r} is not a time: {exc}") from None
+            raise ValueError(f"cutoff={short_repr(cutoff)} is not a time: {exc}") from None
     if isinstance(cutoff, (bool, np.bool_)) or not isinstance(cutoff, (numbers.Real, np.number)):
-        raise TypeError(f"cutoff={cutoff!r}: the times are numbers, so give a number")
+        raise TypeError(f"cutoff={short_repr(cutoff)}: the times are numbers, so give a "
+                        f"number")
     if not np.isfinite(float(cutoff)):
         raise ValueError(f"cutoff must be a finite number, got {cutoff}")
     return cutoff

@@ -224,8 +224,20 @@ def _repeated(values: list) -> Any:
                 return value
             seen.add(value)
         return None
-    except TypeError:  # unhashable values (lists): compared pairwise
-        return next((v for i, v in enumerate(values) if v in values[:i]), None)
+    except TypeError:  # unhashable values (lists, arrays): compared pairwise
+        return next((v for i, v in enumerate(values)
+                     if any(_equal(v, earlier) for earlier in values[:i])), None)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` as one truth; False where ``==`` gives none (arrays of several
+    elements, sparse matrices: they are refused as hyperparameters later, by name)."""
+    try:
+        with warnings.catch_warnings():  # (SciPy's "comparing sparse matrices")
+            warnings.simplefilter("ignore")
+            return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
 
 
 def _draw(grid: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -563,7 +575,9 @@ def _checked(base: dict[str, Any], configuration: dict[str, Any]) -> dict[str, A
     try:
         return ALS(**{**base, **configuration})._check_params()
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"param_grid's configuration {configuration}: {exc}") from None
+        shown = ", ".join(f"{name!r}: {data.short_repr(value)}"  # (a matrix's repr: lines)
+                          for name, value in configuration.items())
+        raise type(exc)(f"param_grid's configuration {{{shown}}}: {exc}") from None
 
 
 def _distinct_models(configurations: list[dict[str, Any]], resolved: list[dict[str, Any]],

@@ -444,9 +444,12 @@ def test_load_movielens_keeps_nothing_of_a_bad_or_failed_download(cache, monkeyp
     with pytest.raises(FileNotFoundError, match=r"MovieLens 1M not found in .*gpu_als: put "
                                                 r"ml-1m.zip \(or its unzipped ml-1m folder\)"):
         datasets.load_movielens("1m", download=False)
-    with pytest.raises(ValueError, match=r"variant='20M': expected one of '100k', '1m', "
-                                         r"'10m', '20m', '25m'"):
-        datasets.load_movielens("20M")
+    for variant, shown in (("20M", "'20M'"), (20, "20"), (np.array(["1m", "20m"]),
+                                                        r"array\(\['1m', '20m'\].*\)")):
+        # (an array was NumPy's "truth value of an array" error)
+        with pytest.raises(ValueError, match=f"variant={shown}: expected one of '100k', "
+                                             f"'1m', '10m', '20m', '25m'"):
+            datasets.load_movielens(variant)
 
 
 def test_load_movielens_needs_pandas(monkeypatch):

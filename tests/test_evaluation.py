@@ -230,6 +230,11 @@ def test_temporal_split_refuses_what_it_cannot_split():
         ({"cutoff": "1998-03-01"}, TypeError, "the times are numbers, so give a number"),
         ({"cutoff": True}, TypeError, "the times are numbers"),
         ({"cutoff": float("nan")}, ValueError, "cutoff must be a finite number"),
+        # several times: refused as such (an array's repr of many lines was the message)
+        ({"cutoff": np.zeros((9, 9))}, TypeError, r"^cutoff must be one time, got ndarray$"),
+        ({"cutoff": [6]}, TypeError, r"^cutoff must be one time, got list \[6\]$"),
+        ({"cutoff": sp.csr_matrix((2, 2))}, TypeError, "^cutoff must be one time, got "
+                                                       "csr_matrix$"),
         ({"time_col": "when"}, ValueError, r"column 'when' not found; the DataFrame has "
                                            r"\['user', 'item', 'timestamp'\]"),
         ({"time_col": "user"}, ValueError, "user_col and time_col are both 'user'"),
@@ -258,6 +263,8 @@ def test_temporal_split_refuses_what_it_cannot_split():
         temporal_split(dated, cutoff=6)
     with pytest.raises(ValueError, match="cutoff='soon' is not a time"):
         temporal_split(dated, cutoff="soon")
+    with pytest.raises(TypeError, match=r"^cutoff must be one time, got list \['2024"):
+        temporal_split(dated, cutoff=["2024-01-01", "2024-02-01"])
     with pytest.raises(TypeError, match="must be a pandas or polars DataFrame"):
         temporal_split(np.zeros((4, 3)))
     for twice in (["user", "item", "timestamp", "timestamp"], ["user", "user", "item",

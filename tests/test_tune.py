@@ -618,6 +618,13 @@ def test_iterations_searched_by_the_grid_stay_apart_from_those_trained(R, tmp_pa
      r"param_grid\['factors'\] holds 7 more than once"),
     ({"param_grid": {"factors": [[4], [2], [2]]}}, r"param_grid\['factors'\] holds \[2\] "
                                                    r"more than once"),  # unhashable values
+    # values that == does not answer with one truth (NumPy's "truth value of an array"
+    # before), each configuration shown cut short (a sparse matrix's repr has lines)
+    ({"param_grid": {"factors": sp.csr_matrix(np.ones((3, 3)))}},
+     r"^param_grid's configuration \{'factors': <csr_matrix>\}: factors must be an integer"),
+    ({"param_grid": {"factors": [np.array([4, 8]), np.array([4, 2])]}},
+     r"^param_grid's configuration \{'factors': array\(\[4, 8\]\)\}: factors must be an "
+     r"integer"),
     ({"param_grid": [("factors", [2, 4])]}, r"param_grid must be a dict of hyperparameter "
                                             r"name -> list of values, or a list of such "
                                             r"dicts, got a list of tuple$"),
