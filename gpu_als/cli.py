@@ -413,10 +413,14 @@ def write_demo_plots(model, train, folder: Path) -> None:
     from . import plots
 
     folder.mkdir(parents=True, exist_ok=True)
+    factors = model._backend.to_numpy(model.item_factors_)
     try:
         loss = plots.plot_loss(model.loss_history_, folder / "loss.png")
+        if factors.shape[1] < 2:  # (it failed after the results, with exit status 2)
+            print(f"\nPlot: {loss} (training loss); no PCA of the item factors: "
+                  f"--factors 1 has one component, and the chart shows two")
+            return
         popularity = np.asarray(train.sum(axis=0)).ravel()
-        factors = model._backend.to_numpy(model.item_factors_)
         embedding = plots.plot_item_pca(factors, popularity, folder / "item_pca.png")
     except ImportError as exc:
         print(f"\nNo plots: {exc}")
@@ -1799,6 +1803,8 @@ def check_output_folders(args: argparse.Namespace) -> None:
     folder itself, or a file as the demo's output folder (which it creates; ``-`` is
     standard output)."""
     if args.command == "demo":  # a folder, made when the charts are drawn
+        if str(args.output) == "":  # (the charts went into the working folder)
+            raise ValueError("--output is empty: give a folder for the charts")
         if Path(args.output).exists() and not Path(args.output).is_dir():
             raise FileExistsError(f"--output {args.output} is a file: the demo writes its "
                                   f"charts into a folder")

@@ -2694,6 +2694,36 @@ def test_demo_into_a_file_is_refused_before_any_work(tmp_path, capsys):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
+def test_demo_with_an_empty_output_is_refused_before_any_work(tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # (the charts went into the working folder)
+    assert main(["demo", "--output", ""]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("gpu-als demo: error: --output is empty: give a folder for "
+                                 "the charts\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_at_one_factor_draws_the_loss_and_says_why_not_the_pca(tmp_path, capsys,
+                                                                    monkeypatch):
+    """(The PCA's "needs at least 2 columns" ended it with exit status 2, after the
+    results.)"""
+    pytest.importorskip("matplotlib")
+    from gpu_als import datasets
+
+    def unavailable(*args, **kwargs):  # (the synthetic set: faster, and the same path)
+        raise FileNotFoundError("MovieLens 100K is not available locally (test)")
+
+    monkeypatch.setattr(datasets, "load_movielens_100k", unavailable)
+    assert main(["demo", "--backend", "cpu", "--iterations", "2", "--factors", "1",
+                 "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Recall@10" in out and out.endswith(
+        f"\nPlot: {tmp_path / 'loss.png'} (training loss); no PCA of the item factors: "
+        f"--factors 1 has one component, and the chart shows two\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
+
+
 def test_demo_without_movielens_runs_on_synthetic_data(tmp_path, monkeypatch, capsys):
     """Offline and without a copy (`make demo` on a fresh machine): it says so and goes on."""
     from gpu_als import datasets
