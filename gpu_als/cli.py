@@ -1908,7 +1908,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, TypeError, RuntimeError, OSError, ImportError, MemoryError) as exc:
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError, MemoryError,
+            FloatingPointError) as exc:  # (the last: a fit whose factors overflowed)
         message = in_option_words(error_message(exc), args.command_parser)
         print(f"gpu-als {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -387,6 +387,24 @@ def test_train_goes_on_from_a_model_without_ids_by_row_number(tmp_path, capsys):
     assert err.endswith("; --items: 1 of its 4 ids not items of the model (ignored)\n")
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_fit_that_overflows_ends_with_a_one_line_error_and_no_model(command, csv_file,
+                                                                      tmp_path, capsys):
+    """The fit's FloatingPointError (factors not finite after a half-step: CG's float32
+    products overflow at these confidences) was not caught: a traceback."""
+    out = tmp_path / "m.npz"
+    argv = [command, str(csv_file), "--factors", "2", "--iterations", "2", "--backend",
+            "cpu", "--alpha", "1e30", "--solver", "cg"]
+    argv += ["--output", str(out)] if command == "train" else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpu-als {command}: error: the user factors hold NaN or infinite "
+                          f"values after the user half-step of iteration 0; ")
+    assert err.count("\n") == 1 and "alpha=1e+30) make the problem numerically " \
+                                      "unstable\n" in err
+    assert not out.exists()
+
+
 def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, capsys,
                                                              monkeypatch):
     """Ctrl-C during a fit: exit status 130 (as a shell reports SIGINT), one line, no

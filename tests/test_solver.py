@@ -1,6 +1,7 @@
 """Conformance: every backend's solve_rows and loss against slow per-row references."""
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -760,6 +761,26 @@ def test_map_in_order_drops_the_items_not_started_after_an_error():
     with pytest.raises(ValueError, match="item 0"):
         list(cpu.CPUBackend(num_threads=3).map_in_order(work, range(100)))
     assert sorted(started) in ([0, 1, 2], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_map_in_order_runs_each_item_under_the_callers_numpy_error_handling(num_threads):
+    """A thread starts from NumPy's default error handling: the loss's np.errstate, which
+    keeps an overflow quiet for the fit to report, did not reach its chunks on several
+    threads (NumPy's "overflow encountered" warnings came first)."""
+    from gpu_als.backends import cpu
+
+    backend = cpu.CPUBackend(num_threads=num_threads)
+
+    def overflow(item):
+        return np.float32(3e38) * np.float32(item + 10)
+
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        list(backend.map_in_order(overflow, range(8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore"):
+            assert list(backend.map_in_order(overflow, range(8))) == [np.inf] * 8
 
 
 def test_single_threaded_blas_is_held_while_any_caller_is_inside():

@@ -407,6 +407,15 @@ class CPUBackend(Backend):
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
                    solver="cholesky", cg_steps=3):
+        # Factors or confidences large enough to overflow give non-finite factors without
+        # NumPy's warnings ("overflow encountered in multiply", or an exception where
+        # warnings are errors): the fit reports them after the half-step, naming the
+        # input's scale (ALS._raise_non_finite), as gram and loss do.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._solve_rows(rows, F, FtF, regularization, feedback, out, solver,
+                                    cg_steps)
+
+    def _solve_rows(self, rows, F, FtF, regularization, feedback, out, solver, cg_steps):
         if solver in ITERATIVE_SOLVERS:
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
                                   preconditioned=solver == "pcg" and feedback == "implicit")
@@ -589,10 +598,17 @@ class CPUBackend(Backend):
         (default ``num_threads``) at most ``2 * threads`` items ahead of the caller.
 
         The work is made of batched NumPy calls that release the GIL; BLAS is held to one
-        thread meanwhile, so that the two levels of threading do not fight. The first
-        exception is raised and the items not started are dropped.
+        thread meanwhile, so that the two levels of threading do not fight. Each item runs
+        under the caller's NumPy error handling (``np.errstate``). The first exception is
+        raised and the items not started are dropped.
         """
         threads = threads or self.num_threads
+        state = np.geterr()  # the caller's; a thread would start from NumPy's defaults
+
+        def run(item):
+            with np.errstate(**state):
+                return work(item)
+
         with _single_threaded_blas:
             if threads == 1:
                 yield from map(work, items)
@@ -601,7 +617,7 @@ class CPUBackend(Backend):
                 ahead: collections.deque = collections.deque()
                 try:
                     for item in items:
-                        ahead.append(pool.submit(work, item))
+                        ahead.append(pool.submit(run, item))
                         if len(ahead) >= 2 * threads:
                             yield ahead.popleft().result()
                     while ahead:
