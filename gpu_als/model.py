@@ -1521,6 +1521,8 @@ class ALS:
             else:
                 A = p["regularization"] * len(rows.indices) * np.eye(k)
             A += (Yu * rows.weight[:, None]).T @ Yu
+            if not np.isfinite(A).all():  # (SciPy's "array must not contain infs" below)
+                raise self._unsolvable(p, Y, None)
             try:
                 user_weights = np.linalg.cholesky(A)
             except np.linalg.LinAlgError:
@@ -1528,9 +1530,11 @@ class ALS:
                                  "regularization 0?): nothing to explain") from None
         else:
             user_weights = np.asarray(user_weights, dtype=np.float64)
-            if user_weights.shape != (k, k):
-                raise ValueError(f"user_weights has shape {user_weights.shape}, expected "
-                                 f"({k}, {k}): pass what explain returned for this user")
+            if user_weights.shape != (k, k) or not np.isfinite(user_weights).all():
+                shown = f"has shape {user_weights.shape}, expected ({k}, {k})" \
+                    if user_weights.shape != (k, k) else "holds NaN or infinite values"
+                raise ValueError(f"user_weights {shown}: pass what explain returned for "
+                                 f"this user")
         y_i = backend.to_numpy(Y[item]).astype(np.float64)
         weighted_item = scipy.linalg.cho_solve((user_weights, True), y_i)  # W y_i
         contributions = rows.target.astype(np.float64) * (Yu @ weighted_item)
@@ -1960,18 +1964,41 @@ def _host_factors(user_factors: Any, item_factors: Any,
 
 def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """Factors checked by :func:`_host_factors`, in ``dtype``: refused where a value is
-    beyond its range (1e39 would be infinite in float32)."""
+    beyond its range (1e39 would be infinite in float32), or a row's norm beyond its
+    square root, where the scores (``x_u . y_i``, and the squared norms of cosine
+    similarity) would overflow it (queries answered NumPy's overflow warnings, and
+    ``similar_items`` gave every item a score of 0)."""
     dtype, cast = np.dtype(dtype), []
+    wider = " or use dtype=float64" if dtype == np.float32 else ""
     for name, F in (("user_factors", X), ("item_factors", Y)):
         with np.errstate(over="ignore"):
             in_dtype = F.astype(dtype, copy=False)
         if not np.isfinite(in_dtype).all():
-            wider = " or use dtype=float64" if dtype == np.float32 else ""
             raise ValueError(f"{name} holds values up to {float(np.abs(F).max()):.3g} in "
                              f"magnitude, beyond what {dtype.name} holds: scale them "
                              f"down{wider}")
+        norm = _largest_norm(in_dtype)
+        if norm * norm > float(np.finfo(dtype).max):
+            raise ValueError(f"{name} has rows of norm up to {norm:.3g}: their dot products "
+                             f"(the scores) overflow {dtype.name}; scale them down{wider}")
         cast.append(in_dtype)
     return cast[0], cast[1]
+
+
+def _largest_norm(F: np.ndarray) -> float:
+    """The largest Euclidean norm of ``F``'s rows, without overflow: the rows whose
+    largest value could take their squared norm beyond ``F``'s dtype are scaled by it, in
+    float64, first."""
+    largest = np.maximum(F.max(axis=1), -F.min(axis=1))  # (no copy of F, as np.abs)
+    wide = largest >= np.sqrt(float(np.finfo(F.dtype).max) / F.shape[1])  # |row| <= m sqrt(k)
+    narrow = F[~wide] if wide.any() else F
+    norm = float(np.sqrt(np.einsum("ij,ij->i", narrow, narrow).max())) if len(narrow) else 0.0
+    if wide.any():
+        scale = largest[wide].astype(np.float64)[:, None]
+        scaled = F[wide] / scale
+        norm = max(norm, float((scale[:, 0] * np.sqrt(np.einsum("ij,ij->i", scaled,
+                                                                scaled))).max()))
+    return norm
 
 
 def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids: Any,

@@ -87,6 +87,18 @@ def test_same_answers_as_the_implicit_library():
         np.testing.assert_allclose([c for _, c in top], [c for _, c in their_top], rtol=1e-4)
 
 
+def test_item_factors_whose_gram_overflows_are_named_as_fold_ins_name_them():
+    """Rows of norm 1.7e18 (their scores are finite in float32) whose Y^T Y, over 4,000
+    items, is not: it said SciPy's "array must not contain infs or NaNs"."""
+    X = np.ones((2, 3), np.float32)
+    Y = np.full((4000, 3), 1e18, np.float32)
+    model = ALS.from_factors(X, Y, backend="cpu")
+    with pytest.raises(ValueError, match=r"^the fixed factors \(up to 1e\+18 in magnitude\) "
+                                         r"are too large: their products overflow float32; "
+                                         r"scale them down or use dtype=float64$"):
+        model.explain(0, sp.csr_matrix(np.eye(1, 4000, dtype=np.float32)), 1)
+
+
 def test_bad_arguments(R):
     model = ALS(factors=3, iterations=1, backend="cpu", show_progress=False).fit(R)
     with pytest.raises(ValueError, match="itemid 30 is out of range"):
@@ -97,6 +109,9 @@ def test_bad_arguments(R):
         model.explain(40, R, 1)
     with pytest.raises(ValueError, match=r"user_weights has shape \(2, 2\)"):
         model.explain(0, R, 1, user_weights=np.eye(2))
+    with pytest.raises(ValueError, match=r"^user_weights holds NaN or infinite values: pass "
+                                         r"what explain returned"):  # (SciPy's words before)
+        model.explain(0, R, 1, user_weights=np.full((3, 3), np.nan))
     score, top, _ = model.explain(0, sp.csr_matrix((1, 30)), 1)  # no interactions
     assert score == 0.0 and top == []
     with pytest.raises(ValueError, match="N=0: must be >= 1"):

@@ -545,6 +545,14 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
     (np.full((3, 2), -1e39), np.ones((4, 2)), {}, ValueError,
      r"^user_factors holds values up to 1e\+39 in magnitude, beyond what float32 holds: "
      r"scale them down or use dtype=float64$"),
+    # values float32 holds, but rows whose dot products (scores, squared norms) it does
+    # not: queries answered NumPy's overflow warnings, similar_items scored every item 0
+    (np.ones((3, 2)), np.full((4, 2), 1.5e19), {}, ValueError,
+     r"^item_factors has rows of norm up to 2.12e\+19: their dot products \(the scores\) "
+     r"overflow float32; scale them down or use dtype=float64$"),
+    (np.full((3, 2), 1e160), np.ones((4, 2)), {"dtype": np.float64}, ValueError,
+     r"^user_factors has rows of norm up to 1.41e\+160: their dot products \(the scores\) "
+     r"overflow float64; scale them down$"),
     (np.array([["a", "b"]]), np.ones((4, 2)), {}, TypeError, "user_factors has dtype <U1"),
     (np.ones((3, 0)), np.ones((4, 0)), {}, ValueError,
      r"user_factors has shape \(3, 0\), expected \(n, factors\) with n >= 1 and factors >= 1"),
@@ -566,6 +574,22 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
 def test_from_factors_refuses_bad_factors(X, Y, params, error, message):
     with pytest.raises(error, match=message):
         ALS.from_factors(X, Y, backend="cpu", **params)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_factors_as_large_as_their_dtype_allows_answer_every_query(backend):
+    """Rows of norm just below the square root of float32's largest value (1.84e19): the
+    largest the check lets through; every query answers without NumPy's warnings, with
+    finite scores (cosine similarity 1 for an item with itself)."""
+    X = np.full((3, 4), 9e18 / 2, np.float32)  # norms 9e18
+    Y = np.vstack([np.full((1, 4), 9e18 / 2), np.eye(4)[:3]]).astype(np.float32)
+    model = ALS.from_factors(X, Y, backend=backend)
+    R = sp.csr_matrix((3, 4), dtype=np.float32)
+    _, scores = model.recommend(np.arange(3), R, N=4)
+    assert np.isfinite(scores).all() and scores[0, 0] == pytest.approx(8.1e37, rel=1e-5)
+    ids, scores = model.similar_items(0, N=4)
+    assert ids[0] == 0 and scores[0] == pytest.approx(1.0, rel=1e-5)
+    assert np.isfinite(model.predict([0, 1], [0, 1])).all()
 
 
 def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fitted):
@@ -600,6 +624,10 @@ def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fi
     fresh.user_factors = bad
     with pytest.raises(ValueError, match="user_factors holds values up to 1e\\+39 in "
                                          "magnitude, beyond what float32 holds"):
+        fresh.recommend(0, R[0])
+    bad[4, 1] = 1e20  # in float32, but its row's products are not
+    fresh.user_factors = bad
+    with pytest.raises(ValueError, match="user_factors has rows of norm up to 1e\\+20"):
         fresh.recommend(0, R[0])
     with pytest.raises(NotFittedError, match="call fit.* or build a model from factors"):
         ALS().recommend(0, R[0])

@@ -584,24 +584,37 @@ def test_zero_regularization_with_singular_systems_is_refused_on_every_backend(b
 
 
 def test_a_fold_in_against_factors_too_large_for_their_dtype_says_so(backend):
-    """Fixed factors whose products overflow float32 (1e20 squared): the fold-in's systems
-    are infinite. It said "regularization=0.01: the rows' systems are not positive
-    definite (fixed factors of rank below factors=3?); use regularization > 0", of a model
-    whose regularization is > 0 (found by a sweep of fold-ins)."""
-    row = random_interactions(1, 8, 0.6, seed=3)
-    Y = np.random.default_rng(0).standard_normal((8, 3))
+    """Fixed factors whose products overflow float32 in sum: 4,000 rows of norm up to
+    1.1e19 (each row's scores are finite; from_factors refuses rows beyond 1.8e19), whose
+    Y^T Y is infinite, and so are the fold-in's systems. It said "regularization=0.01: the
+    rows' systems are not positive definite (fixed factors of rank below factors=3?); use
+    regularization > 0", of a model whose regularization is > 0 (found by a sweep of
+    fold-ins)."""
+    row, Y = _overflowing_fold_in()
     X = np.ones((4, 3))
-    model = ALS.from_factors(X, Y * 1e20, backend=backend)
+    model = ALS.from_factors(X, Y, backend=backend)
     for call in (lambda: model.transform(row),
                  lambda: model.recommend(0, row, recalculate_user=True)):
-        with pytest.raises(ValueError, match=r"^the fixed factors \(up to 2.33e\+20 in "
-                                             r"magnitude\) are too large: their products "
-                                             r"overflow float32; scale them down or use "
-                                             r"dtype=float64$"):
+        with pytest.raises(ValueError, match=rf"^the fixed factors \(up to {_largest(Y)} in "
+                                             rf"magnitude\) are too large: their products "
+                                             rf"overflow float32; scale them down or use "
+                                             rf"dtype=float64$"):
             call()
     # in float64 the same factors fold in
-    wide = ALS.from_factors(X, Y * 1e20, backend=backend, dtype=np.float64)
+    wide = ALS.from_factors(X, Y, backend=backend, dtype=np.float64)
     assert np.isfinite(wide._backend.to_numpy(wide.transform(row))).all()
+
+
+def _overflowing_fold_in() -> tuple[sp.csr_matrix, np.ndarray]:
+    """A row of 2,400 entries, and 4,000 item factors of up to 2e18 x 5 whose sums of
+    products (Y^T Y, and the row's own) overflow float32."""
+    Y = np.random.default_rng(0).standard_normal((4000, 3)) * 2e18
+    return random_interactions(1, 4000, 0.6, seed=3), Y
+
+
+def _largest(Y: np.ndarray) -> str:
+    """How an error shows the largest value of factors ``Y`` (as float32), for a regex."""
+    return re.escape(f"{float(np.abs(Y.astype(np.float32)).max()):.3g}")
 
 
 def test_a_fold_in_whose_float32_systems_fail_names_the_scale():
@@ -609,7 +622,7 @@ def test_a_fold_in_whose_float32_systems_fail_names_the_scale():
     folds them in. Factors of 1e18 and confidences of 4,000: Y^T Y is finite in float32,
     but the weighted systems' Cholesky is not: named with the factors' scale, not as a
     rank below the factors with "use regularization > 0" (the regularization is 0.01).
-    And explicit ratings against factors of 1e20, whose products overflow float32."""
+    And explicit ratings against factors whose products overflow float32 in sum."""
     gpu = emulated_backend()
     row = sp.csr_matrix(np.array([[100.0, 0, 50, 0, 0, 3, 0, 0]]))
     Y = np.random.default_rng(0).standard_normal((8, 3))
@@ -620,11 +633,12 @@ def test_a_fold_in_whose_float32_systems_fail_names_the_scale():
                                          r"use a larger regularization, or scale the factors "
                                          r"or the values down$"):
         model.transform(row)
-    explicit = ALS.from_factors(np.ones((4, 3)), Y * 1e20, feedback="explicit", backend=gpu)
-    with pytest.raises(ValueError, match=r"^the fixed factors \(up to 2.33e\+20 in "
-                                         r"magnitude\) are too large: their products "
-                                         r"overflow float32"):
-        explicit.transform(row)
+    long_row, Y = _overflowing_fold_in()
+    explicit = ALS.from_factors(np.ones((4, 3)), Y, feedback="explicit", backend=gpu)
+    with pytest.raises(ValueError, match=rf"^the fixed factors \(up to {_largest(Y)} in "
+                                         rf"magnitude\) are too large: their products "
+                                         rf"overflow float32"):
+        explicit.transform(long_row)
 
 
 def test_a_regularization_too_small_for_the_factors_scale_is_named_so():
