@@ -1515,9 +1515,10 @@ class ALS:
         Y = self.item_factors_
         Yu = backend.to_numpy(Y[backend.asarray(rows.indices)]).astype(np.float64)
         if user_weights is None:
+            gram = None
             if p["feedback"] == "implicit":
-                A = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y))) \
-                    + p["regularization"] * np.eye(k)
+                gram = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y)))
+                A = gram + p["regularization"] * np.eye(k)
             else:
                 A = p["regularization"] * len(rows.indices) * np.eye(k)
             A += (Yu * rows.weight[:, None]).T @ Yu
@@ -1526,8 +1527,14 @@ class ALS:
             try:
                 user_weights = np.linalg.cholesky(A)
             except np.linalg.LinAlgError:
-                raise ValueError("the user's system is singular (no interactions and "
-                                 "regularization 0?): nothing to explain") from None
+                if gram is not None:  # Y^T Y + lambda I singular: named as fold-ins name it
+                    regularized_gram(gram, p["regularization"], n_items)
+                if not len(rows.indices):  # (explicit: A_u = 0)
+                    raise ValueError("user_items holds no rating of the user: its factors "
+                                     "are 0 (explicit feedback), and no score is there to "
+                                     "explain") from None
+                raise ValueError("the user's system is numerically singular: nothing to "
+                                 "explain") from None
         else:
             user_weights = np.asarray(user_weights, dtype=np.float64)
             if user_weights.shape != (k, k) or not np.isfinite(user_weights).all():

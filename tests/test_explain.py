@@ -99,6 +99,19 @@ def test_item_factors_whose_gram_overflows_are_named_as_fold_ins_name_them():
         model.explain(0, sp.csr_matrix(np.eye(1, 4000, dtype=np.float32)), 1)
 
 
+def test_a_singular_shared_part_is_named_as_fold_ins_name_it():
+    """Identical item rows of 5e18: Y^T Y + 0.01 I is singular in float64 (the 0.01 is
+    lost in rounding). It said "the user's system is singular (no interactions and
+    regularization 0?)", of a user with interactions and a model with regularization."""
+    model = ALS.from_factors(np.ones((2, 3)), np.full((4, 3), 5e18), backend="cpu")
+    row = sp.csr_matrix(np.eye(1, 4, dtype=np.float32))
+    for call in (lambda: model.explain(0, row, 1), lambda: model.transform(row)):
+        with pytest.raises(ValueError, match=r"^regularization=0.01: Y\^T Y \+ regularization "
+                                             r"\* I is numerically singular \(factors=3 with 4 "
+                                             r"fixed-side rows\); use a larger regularization$"):
+            call()
+
+
 def test_bad_arguments(R):
     model = ALS(factors=3, iterations=1, backend="cpu", show_progress=False).fit(R)
     with pytest.raises(ValueError, match="itemid 30 is out of range"):
@@ -120,12 +133,21 @@ def test_bad_arguments(R):
         model.explain(0, R, [1, 2])
     with pytest.raises(ValueError, match="userid must be a single id, got 0"):
         model.explain([], R, 1)
-    # regularization 0 and an item factor that no item uses: A_u is singular
+    # regularization 0 and an item factor that no item uses: Y^T Y, and A_u, are singular
     Y = model.item_factors_.copy()
     Y[:, 1] = 0
     singular = ALS.from_factors(model.user_factors_, Y, regularization=0.0, backend="cpu")
-    with pytest.raises(ValueError, match="the user's system is singular"):
-        singular.explain(0, R, 1)
+    with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization \* I "
+                                         r"is singular \(factors=3 with 30 fixed-side rows\); "
+                                         r"use regularization > 0$"):
+        singular.explain(0, R, 1)  # (it said "the user's system is singular (no
+        # interactions and regularization 0?)", as below)
+    explicit = ALS.from_factors(model.user_factors_, model.item_factors_, backend="cpu",
+                                feedback="explicit")
+    with pytest.raises(ValueError, match=r"^user_items holds no rating of the user: its "
+                                         r"factors are 0 \(explicit feedback\), and no score "
+                                         r"is there to explain$"):
+        explicit.explain(0, sp.csr_matrix((1, 30)), 1)
 
 
 def test_two_users_whole_matrix_is_the_users_row(R):
