@@ -22,8 +22,8 @@ from .conftest import timed_interactions
 
 #: The values an option is given: each kind of mistake, and names that exist.
 VALUES = ["0", "1", "-1", "2", "3", "0.5", "nan", "inf", "abc", "", "user", "item", "value",
-          "when", "a.csv", "b.csv", "m.npz", "@items.txt", "1e9", "10", "x=1", "factors=2,3",
-          "alpha=uniform:1:5", "implicit", "explicit", "cpu"]
+          "when", "a.csv", "b.csv", "m.npz", "@items.txt", "1e9", "1e30", "10", "x=1",
+          "factors=2,3", "alpha=uniform:1:5", "implicit", "explicit", "cpu"]
 #: What options that write are given: never the inputs, which later runs read.
 OUTPUTS = ["out.csv", "out.npz", "out.parquet", "out.png", "", "."]
 WRITERS = {"--output", "--trials", "--plot"}
