@@ -82,11 +82,17 @@ def bm25_weight(X: Any, K1: float = 100.0, B: float = 0.8) -> sp.csr_matrix:
     if B > 1:
         raise ValueError(f"B={B}: expected a value between 0 and 1")
     X = _checked(X)
-    lengths = np.asarray(X.sum(axis=1)).ravel()
-    length_norm = (1.0 - B) + B * lengths / lengths.mean()
     x = X.data
-    saturation = K1 * length_norm[_rows(X)] + x  # 0 only for a stored 0 with K1 = 0
-    tf = np.divide(x * (K1 + 1.0), saturation, out=np.zeros_like(x), where=saturation > 0)
+    with np.errstate(over="ignore", invalid="ignore"):  # (overflow: refused below)
+        lengths = np.asarray(X.sum(axis=1)).ravel()
+        length_norm = (1.0 - B) + B * lengths / lengths.mean()
+        saturation = K1 * length_norm[_rows(X)] + x  # 0 only for a stored 0 with K1 = 0
+        tf = np.divide(x * (K1 + 1.0), saturation, out=np.zeros_like(x),
+                       where=saturation > 0)
+    if not (np.isfinite(saturation).all() and np.isfinite(tf).all()):
+        # (it warned of NumPy's overflow, and gave NaN, or 0 for a row whose sum overflowed)
+        raise ValueError(f"X's BM25 weights overflow float64 (values up to {x.max():.3g}, "
+                         f"K1={K1:g}): scale the counts down")
     X.data = tf * _idf(X)[X.indices]
     return X
 

@@ -1,5 +1,6 @@
 """BM25 and TF-IDF weighting against the implicit library's functions of the same names."""
 
+import re
 import warnings
 
 import numpy as np
@@ -83,6 +84,24 @@ def test_bad_input_is_refused():
         bm25_weight(sp.eye(3, format="csr"), K1="2")
     with pytest.raises(TypeError):
         bm25_weight(np.ones((3, 3)))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("value, K1, shown", [(1e308, 100.0, "values up to 1e+308, K1=100"),
+                                              (1e300, 1e10, "values up to 1e+300, K1=1e+10")])
+def test_bm25_weights_that_overflow_are_refused(value, K1, shown):
+    """A row whose sum overflows (it gave weights of 0) or a product x (K1 + 1) that does
+    (NaN): refused, without NumPy's overflow warnings. Just below, the weights are right."""
+    def X(v):
+        return sp.csr_matrix(np.array([[v, v, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0],
+                                       [1.0, 0, 0, 0]]))
+
+    with pytest.raises(ValueError, match=re.escape(f"X's BM25 weights overflow float64 "
+                                                   f"({shown}): scale the counts down")):
+        bm25_weight(X(value), K1=K1)
+    big, small = bm25_weight(X(1e300)), bm25_weight(X(1e30))
+    np.testing.assert_allclose(big.data, small.data, rtol=1e-12)  # (K1 saturates at once)
+    assert np.isfinite(big.data).all() and big.data.min() > 0
 
 
 def test_columns_in_almost_every_row_are_warned_of(implicit_nn):
