@@ -358,6 +358,14 @@ def as_row_matrix(row: Any) -> Any:
     return row
 
 
+def kept_dtype(user_items: Any) -> np.dtype:
+    """The dtype to check ``user_items`` in where no model's dtype applies (a split, a
+    threshold, a train matrix whose entries are filtered out): float64 for float64 values,
+    which float32 would round (1 + 1e-12 to 1) or refuse (beyond 3.4e38), else float32."""
+    return np.dtype(np.float64 if getattr(user_items, "dtype", None) == np.float64
+                    else np.float32)
+
+
 def check_user_items_allow_empty(user_items: Any, dtype: Any, *, name: str,
                                  copy: bool = True):
     """As :func:`check_user_items`, but a matrix without stored entries is fine."""

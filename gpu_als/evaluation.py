@@ -58,6 +58,7 @@ from .data import (
     frame_interactions,
     frame_positions,
     is_dataframe,
+    kept_dtype,
     missing_columns,
     row_name,
     short_repr,
@@ -79,7 +80,7 @@ logger = logging.getLogger("gpu_als")
 def binarize(ratings: Any, threshold: float = 4.0) -> sp.csr_matrix:
     """The entries with value ``>= threshold``, each set to 1 (float32 CSR)."""
     threshold = check_float("threshold", threshold, minimum=-np.inf)
-    csr = check_user_items(ratings, np.float32, name="ratings")
+    csr = check_user_items(ratings, kept_dtype(ratings), name="ratings")
     keep = csr.data >= threshold
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[keep]
     return sp.csr_matrix(
@@ -121,7 +122,8 @@ def train_test_split(
     Returns
     -------
     train, test : scipy.sparse.csr_matrix, shape (n_users, n_items), or DataFrame
-        Disjoint, and together the entries of ``user_items``; for a DataFrame, its rows
+        Disjoint, and together the entries of ``user_items`` (float64 values stay
+        float64, others become float32); for a DataFrame, its rows
         in their order (a pandas frame keeps its index), as a pandas DataFrame, or a
         polars one for polars ``df``.
 
@@ -146,7 +148,7 @@ def train_test_split(
     if is_dataframe(user_items):
         return _split_frame(user_items, user_col, item_col, random_state,
                             lambda lengths: _test_counts(lengths, test_fraction, "entries"))
-    csr = check_user_items(user_items, np.float32)
+    csr = check_user_items(user_items, kept_dtype(user_items))
     return _split(csr, _test_counts(np.diff(csr.indptr), test_fraction, "entries"),
                   random_state)
 
@@ -202,14 +204,15 @@ def leave_k_out_split(
     Returns
     -------
     train, test : scipy.sparse.csr_matrix, shape (n_users, n_items), or DataFrame
-        Disjoint, and together the entries of ``user_items``; each user has ``K``
+        Disjoint, and together the entries of ``user_items`` (of its dtype, as
+        :func:`train_test_split`); each user has ``K``
         entries (pairs) in test or none.
     """
     K = check_int("K", K, minimum=1)
     if is_dataframe(user_items):
         return _split_frame(user_items, user_col, item_col, random_state,
                             lambda lengths: _latest_counts(lengths, K, "entries"))
-    csr = check_user_items(user_items, np.float32)
+    csr = check_user_items(user_items, kept_dtype(user_items))
     return _split(csr, _latest_counts(np.diff(csr.indptr), K, "entries"), random_state)
 
 
@@ -453,7 +456,7 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
     threads compute several batches at once (:meth:`Backend.map_in_order`)."""
     check_bool("show_progress", show_progress)
     train = _checked_train(train)
-    test = check_user_items_allow_empty(test, np.float32, name=part)
+    test = check_user_items_allow_empty(test, kept_dtype(test), name=part)
     if test.shape != train.shape:
         raise ValueError(f"{part} has shape {test.shape} and train {train.shape}: they must "
                          f"have the same users and items (the two parts of one split)")
@@ -473,7 +476,7 @@ def _for_test_batches(train, test, batch_size, show_progress, desc, work, backen
 def _checked_train(train) -> sp.csr_matrix:
     """``train`` checked as a users x items matrix; without stored entries is fine (users
     new to a model trained elsewhere: nothing to filter out of their rankings)."""
-    train = check_user_items_allow_empty(train, np.float32, name="train")
+    train = check_user_items_allow_empty(train, kept_dtype(train), name="train")
     if 0 in train.shape:
         raise ValueError(f"train is empty: shape {train.shape}")
     return train
@@ -852,9 +855,9 @@ def scorable_part(train: sp.csr_matrix, held_out: sp.csr_matrix
     fitted on ``train`` can be scored on, how many were left out as entries of a user or
     item without entries in ``train`` (a factor it never learned), and how many as
     entries ``train`` has too (an item the user's own, filtered out of a ranking)."""
-    dtype = np.float64 if getattr(held_out, "dtype", None) == np.float64 else np.float32
-    held_out = check_user_items_allow_empty(held_out, dtype, name="held_out", copy=False)
-    train = check_user_items_allow_empty(train, np.float32, name="train", copy=False)
+    held_out = check_user_items_allow_empty(held_out, kept_dtype(held_out), name="held_out",
+                                            copy=False)
+    train = check_user_items_allow_empty(train, kept_dtype(train), name="train", copy=False)
     if train.shape != held_out.shape:
         raise ValueError(f"held_out has shape {held_out.shape} and train {train.shape}: "
                          f"they must be two parts of one matrix")
@@ -1385,7 +1388,7 @@ class _Baseline:
         self.user_ids_ = self.item_ids_ = None
         if is_dataframe(user_items):
             user_items, self.user_ids_, self.item_ids_ = frame_interactions(user_items)
-        csr = check_user_items(user_items, np.float32)
+        csr = check_user_items(user_items, kept_dtype(user_items))
         self.item_counts_ = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
         self.n_items_ = csr.shape[1]
         return self
@@ -1403,8 +1406,8 @@ class _Baseline:
         if filter_already_liked_items:
             if user_items is None:
                 raise ValueError("user_items is required with filter_already_liked_items=True")
-            exclude = check_rows_for(user_items, len(ids), self.n_items_, np.float32,
-                                     name="user_items")
+            exclude = check_rows_for(user_items, len(ids), self.n_items_,
+                                     kept_dtype(user_items), name="user_items")
         N = min(check_int("N", N, minimum=1), self.n_items_)
         top, scores = self._top_n(len(ids), N, exclude)
         return query_result(top, scores, np.ndim(userid) == 0)

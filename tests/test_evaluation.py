@@ -445,6 +445,32 @@ def test_binarize():
     np.testing.assert_array_equal(binarize(R, 4).toarray(), [[1, 0, 1], [0, 0, 1]])
 
 
+@pytest.mark.filterwarnings("ignore:rmse of a model fitted with feedback='implicit'")
+def test_float64_values_stay_float64_through_splits_and_metrics():
+    """Values that float32 rounds (1 + 1e-12 to 1) or cannot hold (1e45): the splits
+    returned float32 (rounded), binarize compared in float32, and the metrics, the
+    baselines and held_out_split's check refused train "beyond float32's range ... or use
+    dtype=float64" for a model of float64. float32 input stays float32."""
+    R = random_interactions(20, 12, 0.4, seed=5, dtype=np.float64)
+    R.data[::2] = 1 + 1e-12
+    R.data[1::2] = 1e45
+    for split in (train_test_split(R, test_fraction=0.3), leave_k_out_split(R)):
+        assert all(part.dtype == np.float64 for part in split)
+        assert sorted(np.unique(np.concatenate([part.data for part in split]))) == \
+            [1 + 1e-12, 1e45]
+    assert train_test_split(random_interactions(20, 12, 0.4, seed=5))[0].dtype == np.float32
+    assert binarize(R, threshold=1 + 1e-12).nnz == R.nnz
+    assert binarize(R, threshold=1 + 3e-12).nnz == R.nnz // 2
+    train, test = train_test_split(R, test_fraction=0.3)
+    model = ALS(factors=2, iterations=2, dtype=np.float64, backend="cpu",  # (fitted on
+                show_progress=False, random_state=0).fit(train > 0)  # 1 and 1e45: singular)
+    assert 0 <= ranking_metrics(model, train, test, K=3, show_progress=False)["ndcg"] <= 1
+    assert 0 <= auc(model, train, test) <= 1 and np.isfinite(rmse(model, test))
+    assert scorable_part(train, test)[0].nnz == test.nnz
+    for baseline in (PopularityRecommender(), RandomRecommender(0)):
+        assert baseline.fit(train).recommend(0, train[0], N=2)[0].shape == (2,)
+
+
 def without(test, train):
     """``test`` less the entries that ``train`` has too: random parts made disjoint, as a
     split's are (metrics warn of shared ones)."""
