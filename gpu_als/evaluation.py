@@ -204,8 +204,8 @@ def leave_k_out_split(
     Returns
     -------
     train, test : scipy.sparse.csr_matrix, shape (n_users, n_items), or DataFrame
-        Disjoint, and together the entries of ``user_items`` (of its dtype, as
-        :func:`train_test_split`); each user has ``K``
+        Disjoint, and together the entries of ``user_items`` (float64 values stay
+        float64, as in :func:`train_test_split`); each user has ``K``
         entries (pairs) in test or none.
     """
     K = check_int("K", K, minimum=1)
