@@ -495,7 +495,11 @@ class ALS:
             if p["calculate_training_loss"] else \
             f"iteration {iteration} (checked at the end of fit; calculate_training_loss=True " \
             "finds the first bad half-step)"
-        if side is None:
+        if side is None and not p["calculate_training_loss"]:  # (the scores overflow)
+            what = (f"the factors grew so large (rows of norm up to "
+                    f"{_overflowing_norm(backend, X, Y):.3g}) that their scores overflow "
+                    f"{np.dtype(X.dtype).name} after {where}")
+        elif side is None:
             largest = max(float(backend.xp.abs(F).max()) for F in (X, Y))
             what = (f"the factors grew so large (up to {largest:.3g}) that the training loss "
                     f"overflowed after {where}")
@@ -1992,6 +1996,19 @@ def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.
     return cast[0], cast[1]
 
 
+def _overflowing_norm(backend: Backend, X: Any, Y: Any) -> float | None:
+    """The largest row norm of the finite factors ``X`` and ``Y`` (on ``backend``) where
+    it is beyond the square root of their dtype's largest value, so that the scores
+    ``x_u . y_i`` may overflow (as :func:`_in_dtype` refuses for given factors); else
+    None. Their largest values tell at once, without a copy, in all but that case."""
+    limit = math.sqrt(float(np.finfo(X.dtype).max))
+    largest = max(max(float(F.max()), -float(F.min())) for F in (X, Y))
+    if largest * math.sqrt(X.shape[1]) < limit:
+        return None
+    norm = max(_largest_norm(backend.to_numpy(F)) for F in (X, Y))
+    return norm if norm >= limit else None
+
+
 def _largest_norm(F: np.ndarray) -> float:
     """The largest Euclidean norm of ``F``'s rows, without overflow: the rows whose
     largest value could take their squared norm beyond ``F``'s dtype are scaled by it, in
@@ -2278,8 +2295,9 @@ class _Training:
                         callback(iteration, self.seconds, loss)):
                     stopped = True
                     break
-        if not with_loss and iterations > 0 and not (backend.all_finite(X)
-                                                     and backend.all_finite(Y)):
+        if not with_loss and iterations > 0 and not (
+                backend.all_finite(X) and backend.all_finite(Y)
+                and _overflowing_norm(backend, X, Y) is None):
             ALS._raise_non_finite(backend, X, Y, self.iterations_done - 1, p, self.Cu)
         return stopped
 

@@ -785,6 +785,31 @@ def test_an_unstable_fit_names_the_size_of_its_input(backend, feedback, scale,
         model.fit(R)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("calculate_training_loss, says", [
+    (True, r"the factors grew so large \(up to \d\.\d+e\+3\d\) that the training loss "
+           r"overflowed after the item half-step of iteration 0"),
+    (False, r"the factors grew so large \(rows of norm up to \d\.\d+e\+3\d\) that their scores "
+            r"overflow float32 after iteration 2 \(checked at the end of fit; "
+            r"calculate_training_loss=True finds the first bad half-step\)")])
+def test_finite_factors_whose_scores_overflow_are_refused_with_or_without_the_loss(
+        backend, calculate_training_loss, says):
+    """Ratings of 1e37 beside 1 and 2 at one factor: the factors grow to about 1e35,
+    finite, but their scores are not. Without the loss the fit ended there, and every query
+    answered NumPy's overflow warnings (found by a sweep of extreme values). The GPU's
+    float32 solves overflow to infinite factors first: refused as such."""
+    R = sp.csr_matrix(np.array([[1e37, 1.0], [2.0, 1e37]], np.float32))
+    model = ALS(factors=1, iterations=3, feedback="explicit", backend=backend,
+                calculate_training_loss=calculate_training_loss, random_state=0,
+                show_progress=False)
+    if backend_name(backend) != "cpu":
+        says = r".* factors hold NaN or infinite values after .*"
+    with pytest.raises(FloatingPointError, match=rf"^{says}; the input \(ratings up to "
+                                                 rf"1e\+37\) or the hyperparameters"):
+        model.fit(R)
+    assert not hasattr(model, "user_factors_")
+
+
 @pytest.mark.filterwarnings("ignore:user_items has no positive value")
 def test_singular_systems_without_regularization_are_refused_alike_on_every_backend(backend):
     """Exact solves, implicit feedback, regularization 0, no positive value: the user
