@@ -933,6 +933,13 @@ class ALS:
             raise ValueError(f"{rows_name} holds duplicates; give each id once")
         solved = self._fold_in(matrix, getattr(self, f"{other}_factors_"), len(rows),
                                matrix_name)
+        norm = _overflowing_norm(self._backend, solved, solved)
+        if norm is not None:  # (kept out of the model, as fit and from_factors keep them)
+            dtype = np.dtype(solved.dtype)
+            wider = " or use dtype=float64" if dtype == np.float32 else ""
+            raise ValueError(f"the new {side} factors have rows of norm up to {norm:.3g}: "
+                             f"their dot products (the scores) overflow {dtype.name}; scale "
+                             f"the values of {matrix_name} down{wider}")
         if int(rows.max()) >= factors.shape[0]:
             factors = self._grown(factors, int(rows.max()) + 1, f"{side}_factors_")
         factors[self._backend.asarray(rows)] = solved

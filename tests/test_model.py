@@ -810,6 +810,28 @@ def test_finite_factors_whose_scores_overflow_are_refused_with_or_without_the_lo
     assert not hasattr(model, "user_factors_")
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_partial_fit_whose_rows_scores_would_overflow_leaves_the_model_as_it_was(backend):
+    """A rating of 1e30 folds in a row of norm 2e29: its squared norm (cosine similarity)
+    overflows float32, so similar_users scored every user 0 for it. Refused, the model
+    unchanged; the same rating scaled down folds in."""
+    R = random_interactions(15, 10, 0.4, seed=2)
+    model = ALS(factors=2, iterations=2, feedback="explicit", backend=backend,
+                show_progress=False, random_state=0).fit(R)
+    before = to_numpy(model.user_factors_).copy()
+    row = sp.csr_matrix(np.r_[1e30, np.zeros(9)][None].astype(np.float32))
+    with pytest.raises(ValueError, match=r"^the new user factors have rows of norm up to "
+                                         r"\d\.\d+e\+29: their dot products \(the scores\) "
+                                         r"overflow float32; scale the values of user_items "
+                                         r"down or use dtype=float64$"):
+        model.partial_fit_users([15], row)
+    np.testing.assert_array_equal(to_numpy(model.user_factors_), before)
+    with pytest.raises(ValueError, match=r"^the new item factors .* of item_users down"):
+        model.partial_fit_items([3], sp.csr_matrix(np.r_[1e30, np.zeros(14)][None]))
+    model.partial_fit_users([15], row / 1e25)
+    assert model.similar_users(15, N=2)[1][0] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore:user_items has no positive value")
 def test_singular_systems_without_regularization_are_refused_alike_on_every_backend(backend):
     """Exact solves, implicit feedback, regularization 0, no positive value: the user
