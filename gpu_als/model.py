@@ -1842,8 +1842,9 @@ class ALS:
         ------
         TypeError, ValueError
             For arrays that are not 2-D arrays of finite numbers with the same number of
-            columns, ``factors`` other than their columns, ids of another length, or bad
-            hyperparameters.
+            columns, values beyond ``dtype``'s range or rows whose norm is beyond its
+            square root (1.8e19 in float32: their scores would overflow), ``factors``
+            other than their columns, ids of another length, or bad hyperparameters.
 
         Examples
         --------
