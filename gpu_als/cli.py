@@ -317,6 +317,17 @@ def read_interactions(args: argparse.Namespace, feedback: str | None = None):
     return coded_interactions(args, df, feedback)
 
 
+def values_dtype(args: argparse.Namespace) -> str:
+    """The dtype a command reads its file's values in: float32 for a model of float32
+    (the default ``--dtype``, without ``--init``), else float64, which a model of float64
+    takes whole (``--dtype float64``, a model to go on from, tune's ``--grid
+    dtype=float64``: values beyond float32's range were refused there as "beyond
+    float32's range ... use dtype=float64")."""
+    if getattr(args, "dtype", "float64") == "float32" and getattr(args, "init", None) is None:
+        return "float32"
+    return "float64"
+
+
 def coded_interactions(args: argparse.Namespace, df, feedback: str | None = None):
     """:func:`read_interactions` of a DataFrame read from ``args.file``."""
     from .data import from_dataframe, warn_summed_ratings
@@ -328,7 +339,8 @@ def coded_interactions(args: argparse.Namespace, df, feedback: str | None = None
                          f"explicit learns ratings; name their column with --value-col (the "
                          f"columns are {columns})")
     start = time.perf_counter()
-    interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col)
+    interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col,
+                                  dtype=values_dtype(args))
     logger.info("coded its %s users and %s items in %.2f s",
                 f"{len(interactions.user_ids):,}", f"{len(interactions.item_ids):,}",
                 time.perf_counter() - start)
@@ -755,8 +767,8 @@ def scorable_parts(args: argparse.Namespace, train_df, test_df, held_out: str,
 
     train_m, users, items = coded_interactions(args, train_df)
     (test_m, _, _), rows, columns = frame_positions(
-        test_df, args.user_col, args.item_col, args.value_col, user_ids=users,
-        item_ids=items, drop_unknown=True)
+        test_df, args.user_col, args.item_col, args.value_col, dtype=values_dtype(args),
+        user_ids=users, item_ids=items, drop_unknown=True)
     known = (rows >= 0) & (columns >= 0)
     new = int((~known).sum())
     if args.feedback == "explicit":
@@ -814,8 +826,8 @@ def coded_parts(args: argparse.Namespace, earlier, later, held_out: str,
     matrix, user_ids, item_ids = coded_interactions(args, pd.concat([earlier, later]),
                                                     feedback)
     fit_part, validation = (from_dataframe(part, args.user_col, args.item_col,
-                                           args.value_col, user_ids=user_ids,
-                                           item_ids=item_ids).matrix
+                                           args.value_col, dtype=values_dtype(args),
+                                           user_ids=user_ids, item_ids=item_ids).matrix
                             for part in (earlier, later))
     _, new, shared = scorable_part(fit_part, validation)
     print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} rows"
@@ -1831,9 +1843,9 @@ def error_message(exc: Exception) -> str:
 
 def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
     """A message that names a setting as the Python API spells it, ``factors=0: must be
-    >= 1`` or ``... with feedback='explicit'`` (at its start, or after "with" or "and"),
-    as the options of ``parser`` that set it: ``--factors 0: must be >= 1``, ``... with
-    --feedback explicit``."""
+    >= 1`` or ``... with feedback='explicit'`` (at its start, or after "with", "and" or
+    "use"), as the options of ``parser`` that set it: ``--factors 0: must be >= 1``,
+    ``... with --feedback explicit``, ``... or use --dtype float64``."""
     options = {action.dest: action.option_strings[-1] for action in parser._actions
                if action.option_strings and action.option_strings[-1].startswith("--")}
 
@@ -1841,7 +1853,7 @@ def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
         name = options.get(match[2])
         return match[0] if name is None else f"{match[1]}{name} {match[4]}"
 
-    return re.sub(r"(^|with |and )(\w+)=('?)([^\s:',]*)\3(?=[:,; )]|$)", option, message)
+    return re.sub(r"(^|with |and |use )(\w+)=('?)([^\s:',]*)\3(?=[:,; )]|$)", option, message)
 
 
 class _TqdmToStderr(tqdm):

@@ -465,8 +465,8 @@ def _given_parts(user_items: Any, validation: Any, feedback: str
         raise TypeError(f"user_items is {kinds[0]} but validation is {kinds[1]}: give the "
                         f"two parts of one split alike")
     if not data.is_dataframe(user_items):
-        fit_part = data.check_user_items(user_items, np.float32)
-        held_out = data.check_user_items_allow_empty(validation, np.float32,
+        fit_part = data.check_user_items(user_items, data.kept_dtype(user_items))
+        held_out = data.check_user_items_allow_empty(validation, data.kept_dtype(validation),
                                                      name="validation")
         if held_out.shape != fit_part.shape:
             raise ValueError(f"validation has shape {held_out.shape}, user_items "

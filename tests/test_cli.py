@@ -405,6 +405,30 @@ def test_a_fit_that_overflows_ends_with_a_one_line_error_and_no_model(command, c
     assert not out.exists()
 
 
+def test_values_beyond_float32_train_with_dtype_float64(tmp_path, capsys):
+    """The file's values were read in float32 whatever --dtype said: "beyond float32's
+    range ... or use dtype=float64", with --dtype float64 given. Without it, the error
+    names the option."""
+    df = timed_interactions(300, 30, 20, seed=3)
+    df.assign(value=1e45).to_csv(tmp_path / "big.csv", index=False)
+    common = ["--factors", "2", "--iterations", "2", "--alpha", "1", "--backend", "cpu"]
+    assert main(["train", str(tmp_path / "big.csv"), *common, "-o",
+                 str(tmp_path / "m.npz")]) == 2
+    assert capsys.readouterr().err.endswith(": scale the values down or use --dtype "
+                                            "float64\n")
+    for command, output in (("train", ["-o", str(tmp_path / "m.npz")]),
+                            ("evaluate", []), ("evaluate", ["--time-col", "when"])):
+        assert main([command, str(tmp_path / "big.csv"), *common, "--dtype", "float64",
+                     *output]) == 0, capsys.readouterr().err
+    assert ALS.load(tmp_path / "m.npz").dtype == np.float64
+    # tune, whose trials may be of float64 (--grid dtype=float64), reads float64 too: its
+    # trials of float32 refuse the values as fit does
+    assert main(["tune", str(tmp_path / "big.csv"), "--grid", "factors=2", "--grid",
+                 "alpha=1", "--iterations", "2", "--backend", "cpu"]) == 2
+    assert re.search(r"user_items holds \d+ value\(s\) beyond float32's range",
+                     capsys.readouterr().err)
+
+
 def test_an_interrupted_command_says_so_and_writes_no_model(csv_file, tmp_path, capsys,
                                                              monkeypatch):
     """Ctrl-C during a fit: exit status 130 (as a shell reports SIGINT), one line, no

@@ -151,6 +151,24 @@ def test_a_given_validation_scores_the_trials_and_joins_the_refit(R):
                                                shape=R.shape))
 
 
+@pytest.mark.filterwarnings("ignore:factors=3 with")
+def test_a_given_validation_of_float64_values_beyond_float32_trains_in_float64():
+    """The two parts were checked in float32 whatever the trials' dtype: values of 1e45
+    were "beyond float32's range ... or use dtype=float64" with dtype=float64 given, as
+    base_params. Trials of float32 refuse them, as fit does."""
+    R = random_interactions(40, 20, 0.3, seed=1, dtype=np.float64)
+    R.data[:] = 1e45
+    fit_part, validation = train_test_split(R, test_fraction=0.2)
+    base = {"dtype": np.float64, "alpha": 1.0, "iterations": 2}
+    result = tune(fit_part, {"factors": [2, 3]}, validation=validation, base_params=base,
+                  show_progress=False, refit=False)
+    assert 0 < result.best_score <= 1
+    with pytest.raises(ValueError, match=r"user_items holds \d+ value\(s\) beyond float32's "
+                                         r"range .* or use dtype=float64$"):
+        tune(fit_part, {"factors": [2, 3]}, validation=validation, show_progress=False,
+             base_params={**base, "dtype": np.float32})
+
+
 def test_min_value_scores_the_trials_on_the_strong_validation_entries_only(R):
     """``min_value``: a trial's ranking counts only the validation entries of at least
     that value as relevant; the weaker ones stay out of the trials' fits (ranked as
