@@ -100,16 +100,17 @@ def batches(n: int, desc: str, show_progress: bool | None = None) -> Iterator[sl
 
 def rows_against(df: Any, row_col: str, column_col: str, value_col: str | None,
                  column_ids: Any, row_ids: Any = None, feedback: str = "implicit",
-                 name: str = "df"):
+                 name: str = "df", dtype: Any = np.float32):
     """The rows of ``df`` as a matrix whose columns are a model's ``column_ids`` (or
     their :func:`lookup`; rows of ``df`` naming a column the model lacks left out), the
     ids of its rows (``row_ids`` when given), and how many rows of ``df`` named an
     unknown column. For a model of
-    ``feedback="explicit"``, the warning of ratings summed. ``name``: ``df`` in messages."""
+    ``feedback="explicit"``, the warning of ratings summed. ``name``: ``df`` in messages;
+    ``dtype``: the model's, which the values must fit."""
     df = _eager_frame(df, name)  # a pyarrow Table, a cuDF DataFrame: read once, as pandas
     (R, ids, _), rows, columns = frame_positions(
-        df, row_col, column_col, value_col, user_ids=row_ids, item_ids=column_ids,
-        drop_unknown=True)
+        df, row_col, column_col, value_col, dtype=dtype, user_ids=row_ids,
+        item_ids=column_ids, drop_unknown=True)
     used = columns >= 0
     unknown = int((~used).sum())
     if feedback == "explicit":
@@ -201,7 +202,7 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
         # item columns; rows of items the model lacks are left out
         R, wanted, unknown_items = rows_against(
             interactions, user_col, item_col, value_col, items_at, row_ids=named,
-            feedback=model.feedback, name="interactions")
+            feedback=model.feedback, name="interactions", dtype=model.dtype)
         has_rows = R.getnnz(axis=1) > 0
     else:
         wanted = user_ids if named is None else named
@@ -272,7 +273,7 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
         columns = {"user": user_col, "item": item_col}
         R, query, n_unknown_rows = rows_against(
             interactions, columns[kind], columns[other], value_col, lookup(model, other),
-            row_ids=named, feedback=model.feedback, name="interactions")
+            row_ids=named, feedback=model.feedback, name="interactions", dtype=model.dtype)
         has_rows = R.getnnz(axis=1) > 0
     else:
         query = ids if named is None else named

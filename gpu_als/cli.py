@@ -1208,7 +1208,7 @@ def fold_in_command(args: argparse.Namespace) -> int:
     df = read_frame(args)
     # one row per user (item) of the file, one column per item (user) of the model
     R, file_ids, unknown = rows_against(df, columns[side], columns[other], args.value_col,
-                                        fixed_ids, feedback=model.feedback)
+                                        fixed_ids, feedback=model.feedback, dtype=model.dtype)
     if known_ids.dtype.kind in "SU" and file_ids.dtype.kind in "iuf":
         file_ids = file_ids.astype(str)  # "5" in the model, 5 read from the file: one id
     known = id_positions(known_ids, file_ids) >= 0
@@ -1294,7 +1294,7 @@ def explain_command(args: argparse.Namespace) -> int:
     if (positions < 0).any():
         raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")
     row = from_dataframe(read_frame(args), args.user_col, args.item_col, args.value_col,
-                         user_ids=np.asarray([args.user]), item_ids=items,
+                         dtype=model.dtype, user_ids=np.asarray([args.user]), item_ids=items,
                          drop_unknown=True).matrix
     if row.nnz == 0:
         raise ValueError(f"{shown(args.file)} has no interactions of user {args.user!r} with items "

@@ -527,9 +527,10 @@ def _model_rows(model, table, name: str = "train", *, rated: bool = False):
     if rated and "value" not in df.columns:
         raise ValueError(f"{name} is a DataFrame without a column 'value': rmse compares the "
                          f"predicted ratings with the ones there")
-    (matrix, _, _), rows, columns = frame_positions(
-        df, "user", "item", "value" if "value" in df.columns else None, user_ids=user_ids,
-        item_ids=item_ids, drop_unknown=True)
+    (matrix, _, _), rows, columns = frame_positions(  # (values in the model's dtype)
+        df, "user", "item", "value" if "value" in df.columns else None,
+        dtype=getattr(model, "dtype", np.float32), user_ids=user_ids, item_ids=item_ids,
+        drop_unknown=True)
     if (unknown := int(((rows < 0) | (columns < 0)).sum())):
         warnings.warn(f"{unknown} of the {len(df)} rows of {name} name users or items the "
                       f"{type(model).__name__} lacks: left out", UserWarning,

@@ -858,7 +858,8 @@ class ALS:
             raise ValueError(f"partial_fit_{side}s(df) with feedback='explicit' reads the "
                              f"ratings in the column 'value', which df lacks")
         R, frame_ids, unknown = _id_queries.rows_against(
-            df, side, other, "value", _id_queries.lookup(self, other), feedback=self.feedback)
+            df, side, other, "value", _id_queries.lookup(self, other), feedback=self.feedback,
+            dtype=self.dtype)
         if unknown:
             warnings.warn(f"{unknown} of the rows of df name {other}s the model lacks: left "
                           f"out", UserWarning, stacklevel=data.user_stacklevel())

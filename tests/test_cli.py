@@ -421,6 +421,15 @@ def test_values_beyond_float32_train_with_dtype_float64(tmp_path, capsys):
         assert main([command, str(tmp_path / "big.csv"), *common, "--dtype", "float64",
                      *output]) == 0, capsys.readouterr().err
     assert ALS.load(tmp_path / "m.npz").dtype == np.float64
+    # and the commands of a saved model read the values in its dtype (float32 before)
+    df.iloc[:40].assign(user=df["user"][:40] + 100, value=1e45).to_csv(tmp_path / "new.csv",
+                                                                        index=False)
+    for command in (["fold-in", str(tmp_path / "m.npz"), str(tmp_path / "new.csv"), "-o",
+                     str(tmp_path / "m2.npz")],
+                    ["recommend", str(tmp_path / "m.npz"), str(tmp_path / "new.csv")],
+                    ["explain", str(tmp_path / "m.npz"), str(tmp_path / "big.csv"), "--user",
+                     str(df["user"][0]), "--items", str(df["item"][0])]):
+        assert main([*command, "--backend", "cpu"]) == 0, capsys.readouterr().err
     # tune, whose trials may be of float64 (--grid dtype=float64), reads float64 too: its
     # trials of float32 refuse the values as fit does
     assert main(["tune", str(tmp_path / "big.csv"), "--grid", "factors=2", "--grid",

@@ -769,3 +769,31 @@ def test_counting_rows_is_warned_of_only_where_a_column_may_hold_the_values(libr
         message = said(event_log.assign(**extra), fit)
         assert len(message) == 1, message
         assert f"e.g. df.rename(columns={{{example!r}: 'value'}})" in message[0]
+
+
+def test_frames_of_a_float64_model_take_values_beyond_float32():
+    """A model of float64 fitted on values of 1e45: the frames given to its queries, its
+    partial fits and the metrics were read in float32, and refused "beyond float32's
+    range ... or use dtype=float64". A model of float32 still refuses them, by name."""
+    from gpu_als.evaluation import ranking_metrics, rmse
+
+    R = random_interactions(30, 12, 0.4, seed=4, dtype=np.float64)
+    R.data[:] = 1e45
+    df = frame_of(R, np.arange(30), np.arange(12))
+    model = ALS(factors=2, iterations=2, alpha=1.0, dtype=np.float64, backend="cpu",
+                show_progress=False, random_state=0).fit(df)
+    new = df[df["user"] < 5].assign(user=lambda d: d["user"] + 100)
+    assert set(model.recommend_frame(interactions=new, N=2)["user"]) == set(new["user"])
+    assert len(model.recommend_users_frame([0], interactions=df, N=2)) == 2
+    assert model.similar_users_frame(interactions=new, N=2)["user"].nunique() == \
+        new["user"].nunique()
+    model.partial_fit_users(new)
+    assert len(model.user_ids_) == 30 + new["user"].nunique()
+    assert ranking_metrics(model, df.iloc[20:], df.iloc[:20], K=2,
+                           show_progress=False)["users"] > 0
+    with pytest.warns(UserWarning, match="rmse of a model fitted with feedback='implicit'"):
+        assert np.isfinite(rmse(model, df))
+    narrow = ALS(factors=2, iterations=2, backend="cpu", show_progress=False)
+    with pytest.raises(ValueError, match=r"column 'value' holds \d+ value\(s\) beyond "
+                                         r"float32's range .* or use dtype=float64$"):
+        narrow.fit(df)
