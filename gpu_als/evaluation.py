@@ -1388,7 +1388,8 @@ class _Baseline:
         ``user_ids_`` and ``item_ids_``); returns ``self``."""
         self.user_ids_ = self.item_ids_ = None
         if is_dataframe(user_items):
-            user_items, self.user_ids_, self.item_ids_ = frame_interactions(user_items)
+            user_items, self.user_ids_, self.item_ids_ = frame_interactions(  # (any value:
+                user_items, dtype=np.float64)  # only which pairs are stored counts)
         csr = check_user_items(user_items, kept_dtype(user_items))
         self.item_counts_ = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.float64)
         self.n_items_ = csr.shape[1]

@@ -775,7 +775,12 @@ def test_frames_of_a_float64_model_take_values_beyond_float32():
     """A model of float64 fitted on values of 1e45: the frames given to its queries, its
     partial fits and the metrics were read in float32, and refused "beyond float32's
     range ... or use dtype=float64". A model of float32 still refuses them, by name."""
-    from gpu_als.evaluation import ranking_metrics, rmse
+    from gpu_als.evaluation import (
+        PopularityRecommender,
+        RandomRecommender,
+        ranking_metrics,
+        rmse,
+    )
 
     R = random_interactions(30, 12, 0.4, seed=4, dtype=np.float64)
     R.data[:] = 1e45
@@ -793,6 +798,9 @@ def test_frames_of_a_float64_model_take_values_beyond_float32():
                            show_progress=False)["users"] > 0
     with pytest.warns(UserWarning, match="rmse of a model fitted with feedback='implicit'"):
         assert np.isfinite(rmse(model, df))
+    for baseline in (PopularityRecommender(), RandomRecommender(0)):  # (values unused)
+        assert baseline.fit(df).recommend(np.arange(30), None, N=2,
+                                          filter_already_liked_items=False)[0].shape == (30, 2)
     narrow = ALS(factors=2, iterations=2, backend="cpu", show_progress=False)
     with pytest.raises(ValueError, match=r"column 'value' holds \d+ value\(s\) beyond "
                                          r"float32's range .* or use dtype=float64$"):
