@@ -934,7 +934,7 @@ class ALS:
             raise ValueError(f"{rows_name} holds duplicates; give each id once")
         solved = self._fold_in(matrix, getattr(self, f"{other}_factors_"), len(rows),
                                matrix_name)
-        norm = _overflowing_norm(self._backend, solved, solved)
+        norm = _overflowing_norm(self._backend, solved)
         if norm is not None:  # (kept out of the model, as fit and from_factors keep them)
             dtype = np.dtype(solved.dtype)
             wider = " or use dtype=float64" if dtype == np.float32 else ""
@@ -2005,16 +2005,17 @@ def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.
     return cast[0], cast[1]
 
 
-def _overflowing_norm(backend: Backend, X: Any, Y: Any) -> float | None:
-    """The largest row norm of the finite factors ``X`` and ``Y`` (on ``backend``) where
-    it is beyond the square root of their dtype's largest value, so that the scores
-    ``x_u . y_i`` may overflow (as :func:`_in_dtype` refuses for given factors); else
-    None. Their largest values tell at once, without a copy, in all but that case."""
-    limit = math.sqrt(float(np.finfo(X.dtype).max))
-    largest = max(max(float(F.max()), -float(F.min())) for F in (X, Y))
-    if largest * math.sqrt(X.shape[1]) < limit:
+def _overflowing_norm(backend: Backend, *factors: Any) -> float | None:
+    """The largest row norm of the finite ``factors`` (arrays of one dtype on
+    ``backend``) where it is beyond the square root of their dtype's largest value, so
+    that the scores ``x_u . y_i`` may overflow (as :func:`_in_dtype` refuses for given
+    factors); else None. Their largest values tell at once, without a copy, in all but
+    that case."""
+    limit = math.sqrt(float(np.finfo(factors[0].dtype).max))
+    largest = max(max(float(F.max()), -float(F.min())) for F in factors)
+    if largest * math.sqrt(factors[0].shape[1]) < limit:
         return None
-    norm = max(_largest_norm(backend.to_numpy(F)) for F in (X, Y))
+    norm = max(_largest_norm(backend.to_numpy(F)) for F in factors)
     return norm if norm >= limit else None
 
 
