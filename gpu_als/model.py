@@ -1998,7 +1998,7 @@ def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.
                              f"magnitude, beyond what {dtype.name} holds: scale them "
                              f"down{wider}")
         norm = _largest_norm(in_dtype)
-        if norm * norm > float(np.finfo(dtype).max):
+        if norm >= _score_limit(dtype):
             raise ValueError(f"{name} has rows of norm up to {norm:.3g}: their dot products "
                              f"(the scores) overflow {dtype.name}; scale them down{wider}")
         cast.append(in_dtype)
@@ -2011,7 +2011,7 @@ def _overflowing_norm(backend: Backend, *factors: Any) -> float | None:
     that the scores ``x_u . y_i`` may overflow (as :func:`_in_dtype` refuses for given
     factors); else None. Their largest values tell at once, without a copy, in all but
     that case."""
-    limit = math.sqrt(float(np.finfo(factors[0].dtype).max))
+    limit = _score_limit(factors[0].dtype)
     largest = max(max(float(F.max()), -float(F.min())) for F in factors)
     if largest * math.sqrt(factors[0].shape[1]) < limit:
         return None
@@ -2019,12 +2019,18 @@ def _overflowing_norm(backend: Backend, *factors: Any) -> float | None:
     return norm if norm >= limit else None
 
 
+def _score_limit(dtype: Any) -> float:
+    """The row norm from which factors of ``dtype`` may have scores (dot products, squared
+    norms) beyond its largest value: that value's square root (1.8e19 in float32)."""
+    return math.sqrt(float(np.finfo(dtype).max))
+
+
 def _largest_norm(F: np.ndarray) -> float:
     """The largest Euclidean norm of ``F``'s rows, without overflow: the rows whose
     largest value could take their squared norm beyond ``F``'s dtype are scaled by it, in
     float64, first."""
     largest = np.maximum(F.max(axis=1), -F.min(axis=1))  # (no copy of F, as np.abs)
-    wide = largest >= np.sqrt(float(np.finfo(F.dtype).max) / F.shape[1])  # |row| <= m sqrt(k)
+    wide = largest >= _score_limit(F.dtype) / math.sqrt(F.shape[1])  # |row| <= m sqrt(k)
     narrow = F[~wide] if wide.any() else F
     norm = float(np.sqrt(np.einsum("ij,ij->i", narrow, narrow).max())) if len(narrow) else 0.0
     if wide.any():
