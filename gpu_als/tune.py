@@ -426,9 +426,10 @@ def tune(
     def score(model: ALS) -> float:
         return validation_score(model, fit_part, validation, metric, K)
 
+    models = [ALS(**{**base, **config}) for config in configurations]
     trials = _successive_halving(
-        [ALS(**{**base, **config}) for config in configurations],
-        data.Prepared(fit_part, data.check_dtype(base.get("dtype", np.float32))), score,
+        models, _PreparedByDtype(fit_part, [model._check_params()["dtype"] for model in models]),
+        score,
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
         show_progress=show_progress, metric=metric_name(metric, K), searched=names,
@@ -667,7 +668,34 @@ def _searched(param_grid: Any) -> list[str]:
     return list(dict.fromkeys(str(name) for grid in grids for name in grid))
 
 
-def _successive_halving(models: list[ALS], prepared: data.Prepared,
+class _PreparedByDtype:
+    """The training part as :class:`gpu_als.data.Prepared` in each dtype the trials take,
+    prepared once per dtype (a trial of another dtype than the first prepared its own
+    copy, from values rounded to the first's: float64 trials learnt float32's).
+
+    Each is prepared at once: a dtype whose preparation fails (values beyond float32's
+    range) fails the trials of that dtype alone, as each asks for it; and where every
+    trial would, the search is refused with that error before any trains."""
+
+    def __init__(self, matrix: Any, dtypes: Iterable[Any]):
+        self._prepared: dict[np.dtype, data.Prepared | Exception] = {}
+        for dtype in dict.fromkeys(np.dtype(dtype) for dtype in dtypes):
+            try:
+                self._prepared[dtype] = data.Prepared(matrix, dtype)
+            except TRIAL_ERRORS as exc:
+                self._prepared[dtype] = exc
+        errors = [found for found in self._prepared.values() if isinstance(found, Exception)]
+        if len(errors) == len(self._prepared):
+            raise errors[0]
+
+    def __call__(self, dtype: Any) -> data.Prepared:
+        found = self._prepared[np.dtype(dtype)]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
                         score: Callable[[ALS], float], *, lower_is_better: bool,
                         first_rung: int | None, reduction_factor: int,
                         show_progress: bool, labels: list[str],
@@ -702,7 +730,8 @@ def _successive_halving(models: list[ALS], prepared: data.Prepared,
     trainings: list[_Training | None] = []  # None once a trial stops: its factors freed
     for i, model in enumerate(models):
         try:
-            trainings.append(_Training(model, prepared, searched=searched))
+            trainings.append(_Training(model, prepared(model._check_params()["dtype"]),
+                                       searched=searched))
         except TRIAL_ERRORS as exc:  # e.g. more factors than the backend takes
             trainings.append(None)
             fail(i, exc)

@@ -169,6 +169,37 @@ def test_a_given_validation_of_float64_values_beyond_float32_trains_in_float64()
              base_params={**base, "dtype": np.float32})
 
 
+@pytest.mark.filterwarnings("ignore:trial 2 of 4")  # (as trial 1's, below)
+def test_a_grid_over_dtype_prepares_the_data_once_per_dtype_in_that_dtype(monkeypatch):
+    """Trials of float64 beside float32 ones: each prepared its own copy of the data from
+    the float32 one (its values rounded, or refused "beyond float32's range" before any
+    trial, float64's included). Now once per dtype, in it: values of 1e45 fail the
+    float32 trials alone."""
+    from gpu_als import data
+
+    made = []
+    real = data.Prepared.__init__
+
+    def counted(self, user_items, dtype=np.float32):
+        made.append(np.dtype(dtype))
+        real(self, user_items, dtype)
+
+    monkeypatch.setattr(data.Prepared, "__init__", counted)
+    R = random_interactions(40, 20, 0.3, seed=1, dtype=np.float64)
+    grid = {"dtype": [np.float32, np.float64], "factors": [2, 3]}
+    base = {"alpha": 1.0, "iterations": 2}
+    result = tune(R, grid, base_params=base, show_progress=False, refit=False)
+    assert sorted(map(str, made)) == ["float32", "float64"]
+    assert all(np.isfinite(t["score"]) for t in result.trials)
+    R.data[:] = 1e45
+    with pytest.warns(UserWarning, match=r"trial 1 of 4 \(dtype=<class 'numpy.float32'>, "
+                                         r"factors=2\) failed before training: ValueError: "
+                                         r"user_items holds \d+ value\(s\) beyond float32's"):
+        result = tune(R, grid, base_params=base, show_progress=False, refit=False)
+    assert [np.isfinite(t["score"]) for t in result.trials] == [False, False, True, True]
+    assert result.best_params["dtype"] is np.float64
+
+
 def test_min_value_scores_the_trials_on_the_strong_validation_entries_only(R):
     """``min_value``: a trial's ranking counts only the validation entries of at least
     that value as relevant; the weaker ones stay out of the trials' fits (ranked as
