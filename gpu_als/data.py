@@ -146,6 +146,16 @@ def described(value: Any) -> str:
     return type(value).__name__ + ("" if shown is None else f" {shown}")
 
 
+def shown_value(value: Any) -> Any:
+    """A hyperparameter's value as a table, a chart or a message shows it: a NumPy dtype
+    or scalar type by its name (``float32``, not ``<class 'numpy.float32'>``), anything
+    else as it is."""
+    if isinstance(value, np.dtype) or (isinstance(value, type) and
+                                       issubclass(value, np.generic)):
+        return np.dtype(value).name
+    return value
+
+
 def check_dtype(dtype: Any) -> np.dtype:
     """``dtype`` as float32 or float64; anything else refused, shown cut short."""
     try:

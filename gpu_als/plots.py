@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import check_int, check_output_file, check_path, described, to_host
+from .data import check_int, check_output_file, check_path, described, shown_value, to_host
 
 __all__ = ["plot_loss", "plot_item_pca", "plot_tuning", "plot_benchmark", "pca",
            "check_matplotlib", "MAX_VALUE_TICKS"]
@@ -179,10 +179,10 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
         values = [t[name] for t in trials]
         numeric = all(isinstance(v, (int, float, np.integer, np.floating))
                       and not isinstance(v, (bool, np.bool_)) for v in values)
-        labels = [] if numeric else list(dict.fromkeys(map(str, values)))
+        labels = [] if numeric else list(dict.fromkeys(map(_label, values)))
 
         def position(value, numeric=numeric, labels=labels):
-            return value if numeric else labels.index(str(value))
+            return value if numeric else labels.index(_label(value))
 
         for finished, style in ((False, {"facecolors": "none", "edgecolors": "tab:gray"}),
                                 (True, {"color": "tab:blue"})):
@@ -206,12 +206,18 @@ def plot_tuning(result, path, *, title: str | None = None) -> Path:
         ax.set_xlabel(name)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"validation {result.metric}")
-    axes[0][0].legend(loc="lower right", fontsize=8)
+    axes[0][0].legend(loc="best", fontsize=8)  # (lower right hid a dot there)
     failed = sum(bool(t.get("error")) for t in result.trials)  # (NaN scores: no dot)
     fig.suptitle(title or f"Hyperparameter search ({len(result.trials)} configurations"
                  + (f", {failed} failed, not drawn)" if failed else ")"))
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _label(value) -> str:
+    """A hyperparameter's value as a tick label: ``float32``, not NumPy's class's repr
+    (the two labels of a dtype ran into each other)."""
+    return str(shown_value(value))
 
 
 #: Line style per implementation in the benchmark charts: gpu_als solid, implicit dashed;

@@ -144,7 +144,8 @@ class TuneResult:
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({name: data.shown_value(value) for name, value in row.items()}
+                             for row in rows)
         return Path(path)
 
 
@@ -433,8 +434,8 @@ def tune(
         lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
         show_progress=show_progress, metric=metric_name(metric, K), searched=names,
-        labels=[", ".join(f"{name}={value!r}" for name, value in config.items())
-                for config in configurations])
+        labels=[", ".join(f"{name}={data.shown_value(value)!r}"
+                          for name, value in config.items()) for config in configurations])
     # every record has every name searched: None where its grid (of a list) has not it
     trials = [{**{name: config.get(name) for name in names}, **trial}
               for config, trial in zip(configurations, trials)]

@@ -337,6 +337,19 @@ def test_tuning_chart(drawn, tmp_path):
     np.testing.assert_array_equal(cg_steps.collections[0].get_offsets(), [[1, 0.1], [3, 0.2]])
     assert [float(x) for x in cg_steps.get_xticks()] == [1.0, 3.0]
     assert len(solver.lines) == len(factors.lines) == 1 and not cg_steps.lines
+    # a grid over dtype: its values named as dtypes (their classes' reprs ran into each
+    # other), the best's line at its own
+    typed = [{"dtype": np.float32, "score": 0.3, "finished": True},
+             {"dtype": np.float64, "score": 0.2, "finished": True},
+             {"dtype": "float32", "score": 0.25, "finished": True}]
+    plot_tuning(TuneResult({"dtype": np.float64}, 0.3, None, typed, "recall@10"),
+                tmp_path / "typed.png")
+    (dtype,) = drawn[-1].axes
+    assert [t.get_text() for t in dtype.get_xticklabels()] == ["float32", "float64"]
+    np.testing.assert_array_equal(dtype.collections[0].get_offsets(),
+                                  [[0, 0.3], [1, 0.2], [0, 0.25]])
+    assert dtype.lines[0].get_xdata()[0] == 1
+    assert dtype.get_legend()._loc == 0  # "best": where no dot is (lower right hid one)
 
 
 def test_benchmark_chart(drawn, tmp_path, monkeypatch):

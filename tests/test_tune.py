@@ -170,7 +170,8 @@ def test_a_given_validation_of_float64_values_beyond_float32_trains_in_float64()
 
 
 @pytest.mark.filterwarnings("ignore:trial 2 of 4")  # (as trial 1's, below)
-def test_a_grid_over_dtype_prepares_the_data_once_per_dtype_in_that_dtype(monkeypatch):
+def test_a_grid_over_dtype_prepares_the_data_once_per_dtype_in_that_dtype(monkeypatch,
+                                                                          tmp_path):
     """Trials of float64 beside float32 ones: each prepared its own copy of the data from
     the float32 one (its values rounded, or refused "beyond float32's range" before any
     trial, float64's included). Now once per dtype, in it: values of 1e45 fail the
@@ -192,12 +193,16 @@ def test_a_grid_over_dtype_prepares_the_data_once_per_dtype_in_that_dtype(monkey
     assert sorted(map(str, made)) == ["float32", "float64"]
     assert all(np.isfinite(t["score"]) for t in result.trials)
     R.data[:] = 1e45
-    with pytest.warns(UserWarning, match=r"trial 1 of 4 \(dtype=<class 'numpy.float32'>, "
-                                         r"factors=2\) failed before training: ValueError: "
-                                         r"user_items holds \d+ value\(s\) beyond float32's"):
+    with pytest.warns(UserWarning, match=r"trial 1 of 4 \(dtype='float32', factors=2\) "
+                                         r"failed before training: ValueError: user_items "
+                                         r"holds \d+ value\(s\) beyond float32's"):
         result = tune(R, grid, base_params=base, show_progress=False, refit=False)
     assert [np.isfinite(t["score"]) for t in result.trials] == [False, False, True, True]
     assert result.best_params["dtype"] is np.float64
+    # the trials' table names the dtypes (it wrote "<class 'numpy.float64'>")
+    lines = result.to_csv(tmp_path / "trials.csv").read_text().splitlines()
+    assert lines[0].startswith("dtype,factors,score") and lines[1].startswith("float64,")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["float32"] * 2 + ["float64"] * 2
 
 
 def test_min_value_scores_the_trials_on_the_strong_validation_entries_only(R):
