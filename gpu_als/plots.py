@@ -103,8 +103,9 @@ def _of_model(value: Any, attribute: str) -> Any:
 
 
 def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
-    """The loss after each iteration, on a log scale; written to ``path`` (PNG).
-    ``loss_history``: a fitted model's ``loss_history_``, or the model itself."""
+    """The loss after each iteration, on a log scale (linear where a loss is 0 or
+    below); written to ``path`` (PNG). ``loss_history``: a fitted model's
+    ``loss_history_``, or the model itself."""
     loss_history = _numbers(_of_model(loss_history, "loss_history_"), "loss_history")
     if loss_history.ndim != 1:
         raise ValueError(f"loss_history must hold one loss per iteration (1-D), got shape "
@@ -112,11 +113,14 @@ def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
     if len(loss_history) == 0:
         raise ValueError("no loss to plot: loss_history is empty (a fit with "
                          "calculate_training_loss=False, or iterations=0, records none)")
+    if not np.isfinite(loss_history).all():  # (drawn with gaps before)
+        raise ValueError("loss_history holds NaN or infinite values: a fit's has none")
     fig = _figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
     iterations = np.arange(1, len(loss_history) + 1)
     ax.plot(iterations, loss_history, marker="o", markersize=3)
-    ax.set_yscale("log")
+    if loss_history.min() > 0:  # (else matplotlib's warning, "cannot be log-scaled")
+        ax.set_yscale("log")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss")

@@ -3,6 +3,7 @@ hyperparameter plotted."""
 
 import json
 import re
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -213,6 +214,15 @@ def test_loss_chart(drawn, tmp_path):
     assert ax.get_yscale() == "log"
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == \
         ("iteration", "training loss", "my fit")
+    # a loss of 0 or below (a list of one's own): a linear scale, without matplotlib's
+    # "cannot be log-scaled" warning; NaN or infinity: refused (drawn with gaps before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_loss([3.0, 0.0, -1.0], tmp_path / "flat.png")
+    assert drawn[1].axes[0].get_yscale() == "linear"
+    for bad in ([1.0, float("nan")], [float("inf")]):
+        with pytest.raises(ValueError, match="^loss_history holds NaN or infinite values"):
+            plot_loss(bad, tmp_path / "bad.png")
 
 
 def test_charts_of_a_model_take_the_model_itself(drawn, tmp_path):
