@@ -1073,9 +1073,11 @@ class ALS:
                     "user_items is required with filter_already_liked_items=True or "
                     "recalculate_user=True: pass the users' rows of the interaction matrix"
                 )
-            exclude = data.check_rows_for(
-                user_items, len(ids), n_items, self.item_factors_.dtype, name="user_items"
-            )
+            # values fold in (in the model's dtype) or only filter (any finite value)
+            dtype = self.item_factors_.dtype if recalculate_user else \
+                data.kept_dtype(user_items)
+            exclude = data.check_rows_for(user_items, len(ids), n_items, dtype,
+                                          name="user_items")
         if recalculate_user:
             queries = self._fold_in_checked(exclude, self.item_factors_,
                                             given=(user_items, "user_items"))

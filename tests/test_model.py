@@ -832,6 +832,28 @@ def test_a_partial_fit_whose_rows_scores_would_overflow_leaves_the_model_as_it_w
     assert model.similar_users(15, N=2)[1][0] == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:test shares")
+def test_rows_that_only_filter_take_values_beyond_the_models_dtype(backend):
+    """recommend's user_items filter the users' own items unless they are folded in: their
+    values do not count, and float64 values of 1e45 were refused "beyond float32's range"
+    by a model of float32 (its metrics' train too). Folded in, they are refused."""
+    from gpu_als.evaluation import ranking_metrics
+
+    R = random_interactions(20, 10, 0.4, seed=0)
+    big = R.astype(np.float64)
+    big.data[:] = 1e45
+    model = ALS(factors=2, iterations=2, backend=backend, show_progress=False,
+                random_state=0).fit(R)
+    for rows in (np.arange(20), 3):
+        np.testing.assert_array_equal(model.recommend(rows, big[rows], N=2)[0],
+                                      model.recommend(rows, R[rows], N=2)[0])
+    test = R[::-1].tocsr()
+    assert ranking_metrics(model, big, test, K=2, show_progress=False) == \
+        ranking_metrics(model, R, test, K=2, show_progress=False)
+    with pytest.raises(ValueError, match="user_items holds 4 value.s. beyond float32's"):
+        model.recommend(0, big[0], N=2, recalculate_user=True)
+
+
 @pytest.mark.filterwarnings("ignore:user_items has no positive value")
 def test_singular_systems_without_regularization_are_refused_alike_on_every_backend(backend):
     """Exact solves, implicit feedback, regularization 0, no positive value: the user
