@@ -790,11 +790,13 @@ def check_run_options(profile: Any, *, datasets: Any = None, factors: Any = None
 
 
 def run(profile: str = "quick", *, datasets=None, factors=None, implementations=None,
-        iterations=None, cpu_max_nnz=None, timeout=None, cache: Path | None = None,
-        on_row=None, matrices=None) -> dict:
+        iterations=None, cpu_max_nnz=None, timeout=None,
+        cache: str | os.PathLike | None = None, on_row=None, matrices=None) -> dict:
     """Run the benchmark; the result as written to JSON (see :func:`main`).
 
-    ``on_row(row)``, when given, is called with each row as soon as it is measured.
+    ``cache``: the folder the synthetic sets are generated into once (default
+    :func:`default_cache`). ``on_row(row)``, when given, is called with each row as soon
+    as it is measured.
     ``matrices``: paths of one's own users x items matrices (:func:`matrix_dataset`),
     timed after ``datasets``, or alone where ``datasets`` is not given.
     """
@@ -824,7 +826,10 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
     factor_list = factors or settings["factors"]
     cpu_max_nnz = settings["cpu_max_nnz"] if cpu_max_nnz is None else cpu_max_nnz
     timeout = timeout or settings["timeout"]
-    cache = cache or default_cache()
+    if cache is not None and not isinstance(cache, (str, os.PathLike)):
+        raise TypeError(f"cache must be the path of a folder, got {described(cache)}")
+    cache = default_cache() if cache is None else Path(cache).expanduser()  # (a str: its
+    # synthetic sets failed in Python's words, "unsupported operand type(s) for /")
     commit = _commit()  # of the code that runs (the fits import it as they start)
 
     runnable, reasons = [], []

@@ -385,6 +385,20 @@ def test_run_refuses_what_it_cannot_take_before_anything_runs(options, error, sa
     assert says in str(raised.value)
 
 
+def test_run_takes_its_cache_as_a_str_and_refuses_what_is_no_path(tmp_path, monkeypatch):
+    """(A str cache failed in Python's words, "unsupported operand type(s) for /", as the
+    synthetic sets were generated into it.)"""
+    monkeypatch.setitem(benchmark.DATASETS, "tiny", TINY)
+    monkeypatch.setattr(benchmark, "_run_subprocess",
+                        lambda spec, timeout: {**spec, "error": "not run (test)"})
+    result = benchmark.run("quick", datasets=["tiny"], factors=[4],
+                           implementations=["gpu_als-cpu-cholesky"], cache=str(tmp_path))
+    assert result["benchmarks"][0]["path"].startswith(str(tmp_path))
+    with pytest.raises(TypeError, match="^cache must be the path of a folder, got int 3$"):
+        benchmark.run("quick", datasets=["tiny"], factors=[4],
+                      implementations=["gpu_als-cpu-cholesky"], cache=3)
+
+
 @pytest.mark.parametrize("timeout", [0.25, benchmark.MAX_TIMEOUT])
 def test_run_takes_tuples_numpy_integers_and_timeouts_up_to_the_largest(timeout, tiny,
                                                                          monkeypatch):
