@@ -255,6 +255,8 @@ def plot_benchmark(result: dict | str | Path, folder) -> list[Path]:
     else:
         document = read_result(result)
     folder = Path(check_path(folder))
+    if folder.exists() and not folder.is_dir():  # (mkdir's "[Errno 17] File exists")
+        raise FileExistsError(f"folder {folder} is a file: give a folder for the charts")
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in document["benchmarks"] if "error" not in r]
     paths = []

@@ -399,6 +399,9 @@ def test_benchmark_chart(drawn, tmp_path, monkeypatch):
     (tmp_path / "r.json").write_text(json.dumps({**result, "date": "2026-12-04"}))
     assert plot_benchmark("~/r.json", "~/home") == [tmp_path / "home" / p.name for p in paths]
     assert not (tmp_path / "~").exists()  # (not a folder named ~ made here)
+    with pytest.raises(FileExistsError, match=r"^folder .*r\.json is a file: give a folder "
+                                              r"for the charts$"):  # (mkdir's Errno 17)
+        plot_benchmark(result, tmp_path / "r.json")
 
 
 def test_every_benchmark_implementation_has_its_own_line_style():
