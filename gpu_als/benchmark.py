@@ -425,7 +425,8 @@ def _gpu_als_solver(spec: dict) -> tuple[Any, str, int]:
 
 
 def _fit_gpu_als(R, spec: dict) -> dict:
-    from .model import ALS, _Training
+    from ._training import Training
+    from .model import ALS
 
     backend, solver, steps = _gpu_als_solver(spec)
     # Like implicit here, without the per-iteration loss (every library's loss is
@@ -434,7 +435,7 @@ def _fit_gpu_als(R, spec: dict) -> dict:
                 solver=solver, cg_steps=steps, backend=backend, random_state=SEED,
                 show_progress=False, calculate_training_loss=False)
     started = time.perf_counter()
-    training = _Training(model, R)
+    training = Training(model, R)
     backend.synchronize()
     setup = time.perf_counter() - started
     stamps = [0.0]

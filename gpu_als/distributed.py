@@ -61,17 +61,17 @@ from tqdm.auto import tqdm
 
 from . import data
 from ._ids import checked_data_ids
-from .backends import get_backend, get_backend_or_cpu
-from .model import (
-    ALS,
-    ITERATIVE_SOLVERS,
-    _warn_idle_settings,
+from ._training import (
     asks_to_stop,
     check_definite_base,
     check_fit_shape,
     log_iteration,
+    raise_non_finite,
     warn_idle_factors,
+    warn_idle_settings,
 )
+from .backends import get_backend, get_backend_or_cpu
+from .model import ALS, ITERATIVE_SOLVERS
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -297,7 +297,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         raise TypeError(f"client must be a dask.distributed.Client, got "
                         f"{type(client).__name__}")
     p = model._check_params()
-    _warn_idle_settings(p)
+    warn_idle_settings(p, ALS._param_defaults())
     if not isinstance(model.backend, str):
         raise TypeError("fit_distributed needs a backend name ('cpu', 'gpu' or 'auto') that "
                         "each worker resolves, not a Backend instance")
@@ -343,8 +343,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
-                ALS._raise_non_finite(cpu, X, Y, iteration,
-                                      {**p, "calculate_training_loss": True}, users)
+                raise_non_finite(cpu, X, Y, iteration, {**p, "calculate_training_loss": True},
+                                 users)
             progress.set_postfix(loss=f"{loss:.5g}")
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:

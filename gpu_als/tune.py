@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from . import data
+from ._training import Training, check_fit_memory, idle_settings
 from .backends import get_backend
 from .evaluation import (
     LOWER_IS_BETTER,
@@ -58,7 +59,7 @@ from .evaluation import (
     scorable_part,
     validation_score,
 )
-from .model import ALS, _check_fit_memory, _Training, idle_settings
+from .model import ALS
 
 logger = logging.getLogger("gpu_als")
 
@@ -403,7 +404,7 @@ def tune(
     if hasattr(user_items, "shape") and len(user_items.shape) == 2:  # before any copy
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
                       for config in configurations)
-        _check_fit_memory(user_items.shape, {"factors": largest,
+        check_fit_memory(user_items.shape, {"factors": largest,
                                              "dtype": base.get("dtype", np.float32)})
     if validation is None:
         fit_part, validation = held_out_split(user_items, validation_fraction, random_state,
@@ -728,10 +729,10 @@ def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
                       f"{type(exc).__name__}: {exc}; the search goes on without it",
                       UserWarning, stacklevel=data.user_stacklevel())
 
-    trainings: list[_Training | None] = []  # None once a trial stops: its factors freed
+    trainings: list[Training | None] = []  # None once a trial stops: its factors freed
     for i, model in enumerate(models):
         try:
-            trainings.append(_Training(model, prepared(model._check_params()["dtype"]),
+            trainings.append(Training(model, prepared(model._check_params()["dtype"]),
                                        searched=searched))
         except TRIAL_ERRORS as exc:  # e.g. more factors than the backend takes
             trainings.append(None)

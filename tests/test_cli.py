@@ -1068,9 +1068,10 @@ def test_verbose_log_lines_go_above_the_progress_bar_not_into_it(csv_file, tmp_p
 
     from tqdm.auto import tqdm
 
-    import gpu_als.model
+    import gpu_als._training
 
-    monkeypatch.setattr(gpu_als.model, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
+    monkeypatch.setattr(gpu_als._training, "tqdm",
+                        lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
     console = logging.StreamHandler(sys.stderr)  # as basicConfig would add on a terminal
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [*root.handlers, console])

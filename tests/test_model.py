@@ -264,9 +264,9 @@ def test_the_callback_sees_the_model_of_the_iterations_so_far(real_backend, R):
 def test_a_training_run_in_parts_counts_on(R):
     """gpu_als.tune runs a training a few iterations at a time: the iterations are numbered
     on, the seconds add up and the losses go on, as in one run of them all."""
-    from gpu_als.model import _Training
+    from gpu_als._training import Training
 
-    training = _Training(model_for("cpu"), R)
+    training = Training(model_for("cpu"), R)
     calls = []
     for iterations in (2, 3):
         training.run(iterations, callback=lambda *args: calls.append(args))
@@ -403,10 +403,10 @@ def test_a_fit_failing_after_a_callback_leaves_the_model_as_it_was(R, fitted_bef
 
 def test_fit_takes_implicits_fit_arguments(R, capsys, monkeypatch):
     """implicit's ``fit(user_items, show_progress=True, callback=None)``: for one fit."""
-    import gpu_als.model
+    import gpu_als._training
 
     progress = ProgressBars()
-    monkeypatch.setattr(gpu_als.model, "tqdm", progress)
+    monkeypatch.setattr(gpu_als._training, "tqdm", progress)
     for own, given, shown in ((False, True, True), (True, False, False), (True, None, True),
                               (False, None, False)):
         model_for("cpu", iterations=1, show_progress=own).fit(R, show_progress=given)

@@ -596,21 +596,21 @@ def test_the_largest_norm_is_found_without_overflow_in_both_dtypes():
     """Rows whose largest value is below the square root of the dtype's largest but
     whose norm is not (1.5e19 twice in float32: 2.12e19 against 1.84e19): found by the
     exact norms, which the quick bound by the largest value alone would miss."""
+    from gpu_als._training import largest_norm, overflowing_norm
     from gpu_als.backends import CPUBackend
-    from gpu_als.model import _largest_norm, _overflowing_norm
 
     cpu = CPUBackend(num_threads=1)
     ones = np.ones((3, 2), np.float32)
     for band, norm in ((np.float32(1.5e19), 2.1213e19), (np.float32(1e19), None)):
         F = np.vstack([ones, [[band, band]]]).astype(np.float32)
-        assert _largest_norm(F) == pytest.approx(float(band) * np.sqrt(2), rel=1e-6)
-        found = _overflowing_norm(cpu, F, ones)
+        assert largest_norm(F) == pytest.approx(float(band) * np.sqrt(2), rel=1e-6)
+        found = overflowing_norm(cpu, F, ones)
         assert found == (None if norm is None else pytest.approx(norm, rel=1e-4))
-        assert _overflowing_norm(cpu, ones, F) == found  # either side
+        assert overflowing_norm(cpu, ones, F) == found  # either side
     wide = np.array([[3e200, 4e200], [1.0, 1.0]])  # its squares overflow float64
-    assert _largest_norm(wide) == pytest.approx(5e200) and _largest_norm(-wide) == \
+    assert largest_norm(wide) == pytest.approx(5e200) and largest_norm(-wide) == \
         pytest.approx(5e200)
-    assert _overflowing_norm(cpu, wide, wide[1:]) == pytest.approx(5e200)
+    assert overflowing_norm(cpu, wide, wide[1:]) == pytest.approx(5e200)
 
 
 def test_factors_assigned_by_hand_are_checked_and_put_on_the_backend(backend, fitted):

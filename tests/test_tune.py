@@ -491,7 +491,7 @@ def test_a_list_of_grids_is_sampled_as_one_grid_and_drawn_from_grid_first():
 
 def test_refit_false_searches_without_the_final_fit(R, monkeypatch):
     """refit=False (scikit-learn's): the same trials and best, no model, and no fit of
-    ALS at all (the trials train through _Training); the backend is reported either way."""
+    ALS at all (the trials train through Training); the backend is reported either way."""
     refitted = run(R)
     fits = []
     monkeypatch.setattr(ALS, "fit", lambda self, *a, **k: fits.append(self))
@@ -916,20 +916,20 @@ def test_failed_trials_keep_their_seconds_and_all_failing_says_why(R, monkeypatc
     assert [t["seconds"] for t in result.trials] == [1.0, 1.0]
     monkeypatch.undo()
 
-    class Training(tune_module._Training):
+    class Training(tune_module.Training):
         def run(self, iterations, **kwargs):
             if self.iterations_done + iterations > 2:
                 raise FloatingPointError(f"diverged at factors={self.p['factors']}")
             return super().run(iterations, **kwargs)
 
-    class FailingAt3(tune_module._Training):
+    class FailingAt3(tune_module.Training):
         def run(self, iterations, **kwargs):
             if self.p["factors"] == 3:
                 super().run(1)  # some training before it fails
                 raise FloatingPointError("diverged")
             return super().run(iterations, **kwargs)
 
-    monkeypatch.setattr(tune_module, "_Training", FailingAt3)
+    monkeypatch.setattr(tune_module, "Training", FailingAt3)
     with pytest.warns(UserWarning, match=r"trial 2 of 2 \(factors=3\) failed training to 4 "
                                          r"iterations: FloatingPointError: diverged"):
         result = tune(R, {"factors": [2, 3]}, halving=False, show_progress=False,
@@ -939,7 +939,7 @@ def test_failed_trials_keep_their_seconds_and_all_failing_says_why(R, monkeypatc
     assert 0 < failed["seconds"] < 60  # the training it did before failing
     assert result.best_params == {"factors": 2}
 
-    monkeypatch.setattr(tune_module, "_Training", Training)
+    monkeypatch.setattr(tune_module, "Training", Training)
     with pytest.warns(UserWarning, match="failed training to 4 iterations: "
                                          "FloatingPointError: diverged"), \
             pytest.raises(ValueError, match=r"^every trial of the search failed; the first, "
@@ -948,11 +948,11 @@ def test_failed_trials_keep_their_seconds_and_all_failing_says_why(R, monkeypatc
         tune(R, {"factors": [2, 3]}, min_iterations=2, reduction_factor=2,
              base_params={"iterations": 4, "backend": "cpu"}, show_progress=False)
 
-    class Broken(tune_module._Training):
+    class Broken(tune_module.Training):
         def run(self, iterations, **kwargs):
             raise RuntimeError("a bug")
 
-    monkeypatch.setattr(tune_module, "_Training", Broken)
+    monkeypatch.setattr(tune_module, "Training", Broken)
     with pytest.raises(RuntimeError, match="a bug"):
         tune(R, {"factors": [2, 3]}, base_params={"iterations": 4, "backend": "cpu"},
              show_progress=False)
@@ -966,7 +966,7 @@ def test_a_trial_that_stops_frees_its_factors(R, monkeypatch):
 
     made, live_at_scoring = [], []
 
-    class Training(tune_module._Training):
+    class Training(tune_module.Training):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(weakref.ref(self))
@@ -975,7 +975,7 @@ def test_a_trial_that_stops_frees_its_factors(R, monkeypatch):
         live_at_scoring.append(sum(ref() is not None for ref in made))
         return float(model.factors)
 
-    monkeypatch.setattr(tune_module, "_Training", Training)
+    monkeypatch.setattr(tune_module, "Training", Training)
     monkeypatch.setattr(tune_module, "validation_score", validation_score)
     result = run(R, min_iterations=2, reduction_factor=3)  # 8 trials, then 3
     assert sum(t["finished"] for t in result.trials) == 3

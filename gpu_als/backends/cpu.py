@@ -410,7 +410,7 @@ class CPUBackend(Backend):
         # Factors or confidences large enough to overflow give non-finite factors without
         # NumPy's warnings ("overflow encountered in multiply", or an exception where
         # warnings are errors): the fit reports them after the half-step, naming the
-        # input's scale (ALS._raise_non_finite), as gram and loss do.
+        # input's scale (_training.raise_non_finite), as gram and loss do.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._solve_rows(rows, F, FtF, regularization, feedback, out, solver,
                                     cg_steps)
