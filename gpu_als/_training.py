@@ -318,9 +318,14 @@ def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
     else:
         scale = f"ratings up to {float(abs(rows.target).max()):.3g}"
     alpha = f", alpha={p['alpha']}" if p["feedback"] == "implicit" else ""
+    # float64 holds what overflowed float32 and carries what its rounding lost (a GPU
+    # solves a float32 model's systems in float32, the CPU backend its exact ones in
+    # float64): in float32, the way out
+    wider = " in float32; use dtype=float64 for double precision" \
+        if np.dtype(X.dtype) == np.float32 else ""
     raise FloatingPointError(
         f"{what}; the input ({scale}) or the hyperparameters (regularization="
-        f"{p['regularization']}{alpha}) make the problem numerically unstable"
+        f"{p['regularization']}{alpha}) make the problem numerically unstable{wider}"
     )
 
 

@@ -400,9 +400,11 @@ def test_a_fit_that_overflows_ends_with_a_one_line_error_and_no_model(command, c
     err = capsys.readouterr().err
     assert err.startswith(f"gpu-als {command}: error: the user factors hold NaN or infinite "
                           f"values after the user half-step of iteration 0; ")
-    assert err.count("\n") == 1 and "alpha=1e+30) make the problem numerically " \
-                                      "unstable\n" in err
+    assert err.count("\n") == 1 and err.endswith(
+        "alpha=1e+30) make the problem numerically unstable in float32; use --dtype float64 "
+        "for double precision\n")  # (the option, where the API says dtype=float64)
     assert not out.exists()
+    assert main([*argv, "--dtype", "float64"]) == 0  # which it does
 
 
 def test_values_beyond_float32_train_with_dtype_float64(tmp_path, capsys):

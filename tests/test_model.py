@@ -781,8 +781,30 @@ def test_an_unstable_fit_names_the_size_of_its_input(backend, feedback, scale,
         r"regularization=0.1"
     with pytest.raises(FloatingPointError, match=rf"; the input \({scale}\) or the "
                                                  rf"hyperparameters \({hyper}\) make the "
-                                                 rf"problem numerically unstable$"):
+                                                 rf"problem numerically unstable in float32; "
+                                                 rf"use dtype=float64 for double precision$"):
         model.fit(R)
+    model.set_params(dtype=np.float64).fit(R)  # as the advice says, double precision fits
+
+
+def test_a_gpu_fit_beyond_float32_precision_is_told_of_float64():
+    """The GPU solves a float32 model's systems in float32, the CPU backend its exact ones
+    in float64: ratings of up to 400 with regularization 0.001 and items of one to three
+    ratings make systems that the emulated GPU's float32 Cholesky cannot factorize, where
+    the CPU fits. The error said "numerically unstable" and no more (found by a sweep of
+    the CPU against the emulated GPU); it now names float32 and the way out, which fits."""
+    R = sp.random(6, 6, density=0.3, format="csr", random_state=13) * 400
+    settings = dict(factors=4, regularization=0.001, feedback="explicit", iterations=5,
+                    random_state=13, show_progress=False)
+    ALS(backend="cpu", **settings).fit(R)
+    with pytest.raises(FloatingPointError, match=r"^the item factors hold NaN or infinite "
+                                                 r"values after the item half-step of "
+                                                 r"iteration 0; the input \(ratings up to "
+                                                 r"315\) .* numerically unstable in float32; "
+                                                 r"use dtype=float64 for double precision$"):
+        ALS(backend=emulated_backend(), **settings).fit(R)
+    model = ALS(backend=emulated_backend(), dtype=np.float64, **settings).fit(R)
+    assert len(model.loss_history_) == 5 and np.isfinite(model.loss_history_).all()
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
