@@ -212,8 +212,8 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
     known = np.flatnonzero(rows >= 0)
     fold_in = np.flatnonzero((rows < 0) & has_rows)
     skipped = wanted[(rows < 0) & ~has_rows]
-    if len(known) + len(fold_in) == 0:
-        if len(wanted) == 1:
+    if len(known) + len(fold_in) == 0 and len(wanted):  # (none asked for: no rows, as
+        if len(wanted) == 1:                            # similar_by_id answers none)
             raise ValueError(f"{user} {examples(skipped)} is not in the model and has no "
                              f"interactions with its {item}s to fold in")
         raise ValueError(f"none of the {len(wanted)} {user}s is in the model or has "

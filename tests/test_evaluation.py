@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gpu_als import ALS, NotFittedError
+from gpu_als import ALS, NotFittedError, from_dataframe
 from gpu_als.evaluation import (
     EarlyStopping,
     PopularityRecommender,
@@ -336,6 +336,30 @@ def test_metrics_of_a_model_fitted_on_a_dataframe_take_dataframes(library):
                             backend="cpu")  # user ids, but items by row
     with pytest.raises(TypeError, match="train is a DataFrame, but the ALS has no ids"):
         ranking_metrics(half, train_df, test_df)
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_a_train_dataframe_without_rows_filters_nothing_as_an_empty_matrix(library):
+    """Train is what the rankings leave out: without rows, nothing, as a matrix without
+    entries is taken; a test without rows has no user to evaluate. As DataFrames both
+    raised "df has no rows: there is nothing to learn from" (found by a sweep of pandas
+    against polars)."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    R = random_interactions(30, 20, 0.3, seed=5).tocoo()
+    df = pd.DataFrame({"user": R.row + 100, "item": [f"i{c}" for c in R.col]})
+    df = df if library == "pandas" else frames.from_pandas(df)
+    model = ALS(factors=3, iterations=3, backend="cpu", show_progress=False,
+                random_state=0).fit(df)
+    nothing = sp.csr_matrix(R.shape, dtype=np.float32)
+    test = from_dataframe(df, user_ids=model.user_ids_, item_ids=model.item_ids_).matrix
+    by_frame = ranking_metrics(model, df.head(0), df, K=5, show_progress=False)
+    assert by_frame == ranking_metrics(model, nothing, test, K=5, show_progress=False)
+    assert by_frame["users"] == 30 and by_frame["recall"] > 0
+    assert auc(model, df.head(0), df) == pytest.approx(auc(model, nothing, test))
+    with pytest.raises(ValueError, match="^test has no stored entries: there is no user to "
+                                         "evaluate"):
+        ranking_metrics(model, df, df.head(0))
 
 
 def test_scorable_part_keeps_what_a_model_of_train_can_be_asked_about():

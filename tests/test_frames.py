@@ -112,6 +112,29 @@ def test_named_users_in_the_order_given_each_once_without_interactions(clicks):
     assert list(everyone["user"]) == list(np.repeat(model.user_ids_, 2))
 
 
+def test_no_users_or_interactions_without_rows_ask_for_no_recommendations(clicks):
+    """Interactions without rows filter nothing and fold nobody in: named users get what
+    they get without them, and no users named are none asked for, answered by a frame
+    without rows, as no users named are (and as similar_items_frame answers no items).
+    Both raised, one "df has no rows: there is nothing to learn from", the other "none of
+    the 0 users is in the model ... (e.g. )" (found by a sweep of pandas against polars)."""
+    model = fitted(clicks)
+    none = clicks.head(0)
+    pd.testing.assert_frame_equal(model.recommend_frame(["u07", "u02"], none, N=3),
+                                  model.recommend_frame(["u07", "u02"], N=3))
+    for frame in (model.recommend_frame(interactions=none), model.recommend_frame([]),
+                  model.recommend_frame([], clicks), model.recommend_users_frame([]),
+                  model.recommend_users_frame(interactions=none)):
+        assert len(frame) == 0 and len(frame.columns) == 4
+    assert list(model.recommend_frame([], clicks).columns) == ["user", "item", "rank", "score"]
+    pd.testing.assert_frame_equal(  # an item named is ranked for as without interactions
+        model.recommend_users_frame([model.item_ids_[0]], none, N=3),
+        model.recommend_users_frame([model.item_ids_[0]], N=3))
+    with pytest.raises(ValueError, match=r"^user 'zz' is not in the model and has no "
+                                         r"interactions with its items to fold in$"):
+        model.recommend_frame(["zz"], none)
+
+
 def test_users_named_in_another_type_of_datetime_are_filtered_as_any_other(clicks):
     """Users named by pandas Timestamps (an object array) among interactions whose user
     column holds datetimes: their own items are left out, as for ids named as text. The
