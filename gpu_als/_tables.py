@@ -427,7 +427,9 @@ def _read_csv_file(pd, args: argparse.Namespace):
                            encoding=encoding, decimal=decimal)
     except UnicodeError as exc:  # (UTF-16 without its mark: a UnicodeError, not a Decode one)
         raise _not_text(args.file, encoding, exc) from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError as exc:  # ("No columns to parse from file")
+        raise ValueError(f"{args.file} is empty: no header line and no rows") from exc
+    except pd.errors.ParserError as exc:
         raise ValueError(f"{args.file} cannot be read as CSV: {exc}") from exc
     if args.no_header:
         if df.shape[1] < 2:
