@@ -319,7 +319,10 @@ def temporal_split(
         raise ValueError(f"user_col and time_col are both {time_col!r}: name the column of "
                          f"the users and the column of the times")
     check_named_once(frame, (time_col,) if cutoff is not None else (time_col, user_col))
+    if cutoff is None and user_col not in frame.columns:
+        raise missing_columns(frame, {"user_col": user_col})
     times = _times(frame, time_col)
+    _check_rows(frame)
     if cutoff is not None:
         is_test = times >= _cutoff_like(cutoff, times)
         if is_test.all() or not is_test.any():
@@ -327,8 +330,6 @@ def temporal_split(
                              f"{'train' if is_test.all() else 'test'} part empty: column "
                              f"{time_col!r} runs from {times.min()} to {times.max()}")
     else:
-        if user_col not in frame.columns:
-            raise missing_columns(frame, {"user_col": user_col})
         _, users = _positions(_id_column(frame, user_col), None, user_col, False)
         lengths = np.bincount(users)
         if K is None:
@@ -396,6 +397,13 @@ def _cutoff_like(cutoff: Any, times: np.ndarray) -> Any:
     return cutoff
 
 
+def _check_rows(frame: Any) -> None:
+    """Refuse a DataFrame to split that has no rows (a split by time too, where NumPy's
+    "zero-size array to reduction operation" came of it)."""
+    if len(frame) == 0:
+        raise ValueError("the DataFrame has no rows: there is nothing to split")
+
+
 def _rows(df: Any, mask: np.ndarray) -> Any:
     """The rows of a pandas or polars DataFrame where ``mask`` is True, in order."""
     if _library(df) == "polars":
@@ -435,8 +443,7 @@ def _split_frame(df: Any, user_col: str, item_col: str, random_state,
     draws that matrix's; every row goes where its pair goes."""
     frame = _eager_frame(df)
     _check_columns(frame, user_col, item_col, None, suggest=True)  # as from_dataframe does
-    if len(frame) == 0:
-        raise ValueError("the DataFrame has no rows: there is nothing to split")
+    _check_rows(frame)
     _, users = _positions(_id_column(frame, user_col), None, user_col, False)
     item_ids, items = _positions(_id_column(frame, item_col), None, item_col, False)
     pairs, pair_of_row = np.unique(users.astype(np.int64) * len(item_ids) + items,

@@ -476,13 +476,16 @@ def _given_parts(user_items: Any, validation: Any, feedback: str
                              f"{fit_part.shape}: give the two parts of one split, of the "
                              f"same users and items")
         return fit_part, held_out, None, None
-    valued = ["value" in data._eager_frame(part).columns for part in (user_items, validation)]
+    frames = [data._eager_frame(part) for part in (user_items, validation)]
+    valued = ["value" in frame.columns for frame in frames]
     if valued[0] != valued[1]:
         has, lacks = ("user_items", "validation") if valued[0] else ("validation", "user_items")
         raise ValueError(f"{has} has a column 'value' but {lacks} has not (so that its rows "
                          f"would count 1 each): give both parts the same columns")
+    if len(frames[1]) == 0:  # (as a matrix without entries is told; from_dataframe's
+        raise ValueError("validation has no rows to score trials on")  # words are fit's)
     (fit_part, fit_users, fit_items), (held_out, held_users, held_items) = (
-        data.frame_interactions(part, feedback, np.float64) for part in (user_items, validation))
+        data.frame_interactions(frame, feedback, np.float64) for frame in frames)
     user_ids, user_at = data._positions(np.concatenate([fit_users, held_users]), None, "user",
                                         False)
     item_ids, item_at = data._positions(np.concatenate([fit_items, held_items]), None, "item",

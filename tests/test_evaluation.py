@@ -245,6 +245,15 @@ def test_temporal_split_refuses_what_it_cannot_split():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             temporal_split(df, **kwargs)
+    # a frame without rows, as train_test_split says it (NumPy's "zero-size array to
+    # reduction operation minimum" with cutoff, "maximum" with K; by default, two empty
+    # parts and a warning that no user had two rows)
+    for kwargs in ({}, {"K": 1}, {"cutoff": 6}):
+        with pytest.raises(ValueError, match=r"^the DataFrame has no rows: there is nothing "
+                                             r"to split$"):
+            temporal_split(df.head(0), **kwargs)
+    with pytest.raises(ValueError, match="column 'who' not found"):  # a column first
+        temporal_split(df.head(0), user_col="who")
     with pytest.raises(ValueError, match="column 'timestamp' has 1 missing time, the first at "
                                          "row 1"):
         temporal_split(df.assign(timestamp=[5, None, 7, 8]))

@@ -316,6 +316,10 @@ def test_a_given_validation_frame_joins_the_ids_of_both_parts(R):
     with pytest.raises(ValueError, match="user_items has a column 'value' but validation "
                                          "has not"):
         run(fit_df, validation=held_df.drop(columns="value"))
+    # without rows: said of validation, as of a matrix without entries (it was fit(df)'s
+    # "df has no rows: there is nothing to learn from")
+    with pytest.raises(ValueError, match="^validation has no rows to score trials on$"):
+        run(fit_df, validation=held_df.head(0))
 
 
 def test_deterministic_and_random_sampling(R):
