@@ -1367,10 +1367,16 @@ def personalization(recommended_ids: Any, n_items: int) -> dict[str, float]:
     if ids.size and ids.max() >= n_items:
         raise ValueError(f"recommended_ids holds item {ids.max()}, but there are "
                          f"n_items={n_items} (ids 0..{n_items - 1})")
+    if ids.size and ids.min() < -1:  # (-1 is recommend's padding; other negatives, a bug)
+        raise ValueError(f"recommended_ids holds item {ids.min()}: item ids are 0.."
+                         f"{n_items - 1}, and -1 pads a list of fewer items")
     n_users, N = ids.shape
     if n_users == 0 or N == 0:
         raise ValueError(f"recommended_ids has shape {ids.shape}: no recommendations to "
                          f"compare")
+    if n_users == 1:
+        warnings.warn("the personalization of one user's list is undefined (NaN): it "
+                      "compares the lists of pairs of users", stacklevel=user_stacklevel())
     # M (users x items) is 1 where a list holds an item (a repeat in a list counts once,
     # as |A & B| of sets). The overlaps of all pairs of different lists, sum_{u != v}
     # (M M^T)_uv, without the n_users x n_users matrix: every entry of M M^T summed, less

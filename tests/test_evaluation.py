@@ -1202,7 +1202,13 @@ def test_personalization():
     # one item: every list is that item
     assert personalization(np.zeros((2, 1), int), 1) == {"personalization": 0.0,
                                                          "coverage": 1.0}
-    assert np.isnan(personalization(np.array([[0, 1]]), 3)["personalization"])  # no pair
+    with pytest.warns(UserWarning, match=r"^the personalization of one user's list is "
+                                         r"undefined \(NaN\): it compares the lists of pairs "
+                                         r"of users$"):  # (a NaN said nothing of why)
+        assert np.isnan(personalization(np.array([[0, 1]]), 3)["personalization"])  # no pair
+    with pytest.raises(ValueError, match=r"^recommended_ids holds item -5: item ids are "
+                                         r"0..2, and -1 pads a list of fewer items$"):
+        personalization(np.array([[0, -5], [1, 2]]), 3)  # (taken as padding before)
     # against every pair by hand, with -1 padding
     ids = np.random.default_rng(0).integers(-1, 12, (30, 5))
     lists = [set(row[row >= 0]) for row in ids]
