@@ -405,7 +405,7 @@ def tune(
         largest = max(ALS(**{**base, **config})._check_params()["factors"]
                       for config in configurations)
         check_fit_memory(user_items.shape, {"factors": largest,
-                                             "dtype": base.get("dtype", np.float32)})
+                                            "dtype": base.get("dtype", np.float32)})
     if validation is None:
         fit_part, validation = held_out_split(user_items, validation_fraction, random_state,
                                               "validation")
