@@ -759,8 +759,8 @@ def frame_positions(df: Any, user_col: str, item_col: str, value_col: str | None
     df = _eager_frame(_check_frame(df))
     drop_unknown = check_bool("drop_unknown", drop_unknown)
     _check_columns(df, user_col, item_col, value_col, suggest=suggest)
-    if len(df) == 0 and user_ids is None and item_ids is None:  # (with a model's ids:
-        raise ValueError("df has no rows: there is nothing to learn from")  # none of them)
+    if len(df) == 0 and item_ids is None:  # (against a model's items: rows of none)
+        raise ValueError("df has no rows: there is nothing to learn from")
     user_ids, rows = _positions(_id_column(df, user_col), user_ids, user_col, drop_unknown)
     item_ids, cols = _positions(_id_column(df, item_col), item_ids, item_col, drop_unknown)
     if value_col is None or (value_col == "value" and value_col not in df.columns):

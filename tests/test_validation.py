@@ -247,6 +247,17 @@ def test_an_empty_frame_and_a_missing_value_column_are_named():
     pd = pytest.importorskip("pandas")
     with pytest.raises(ValueError, match="df has no rows: there is nothing to learn from"):
         fit(pd.DataFrame({"user": [], "item": []}))
+    for maps in ({}, {"drop_unknown": True}, {"user_ids": [5], "drop_unknown": True}):
+        with pytest.raises(ValueError, match="^df has no rows: there is nothing to learn "
+                                             "from$"):
+            from_dataframe(pd.DataFrame({"user": [], "item": []}), **maps)
+    # against a model's items, rows of none of them (as where every row names an item it
+    # lacks), which the queries and the metrics take; one row is a row
+    for users, shape in (([5, 6], (2, 1)), (None, (0, 1))):
+        none_of_them = from_dataframe(pd.DataFrame({"user": [], "item": []}),
+                                      user_ids=users, item_ids=[7], drop_unknown=True).matrix
+        assert none_of_them.shape == shape and none_of_them.nnz == 0
+    assert from_dataframe(pd.DataFrame({"user": [5], "item": [7]})).matrix.nnz == 1
     with pytest.raises(ValueError, match=r"column 'score' not found; the DataFrame has "
                                          r"\['user', 'item', 'value'\]"):
         from_dataframe(pd.DataFrame({"user": [0], "item": [1], "value": [2.0]}),
