@@ -1209,6 +1209,9 @@ def test_personalization():
     with pytest.raises(ValueError, match=r"^recommended_ids holds item -5: item ids are "
                                          r"0..2, and -1 pads a list of fewer items$"):
         personalization(np.array([[0, -5], [1, 2]]), 3)  # (taken as padding before)
+    with pytest.raises(ValueError, match=r"^recommended_ids holds item 3, but there are "
+                                         r"n_items=3 \(ids 0..2\)$"):
+        personalization(np.array([[0, 3], [1, 2]]), 3)
     # against every pair by hand, with -1 padding
     ids = np.random.default_rng(0).integers(-1, 12, (30, 5))
     lists = [set(row[row >= 0]) for row in ids]
