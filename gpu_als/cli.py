@@ -50,7 +50,7 @@ from ._id_queries import (
 )
 from ._tables import event_weights, read_frame, write_factors, write_table
 from .backends import BACKEND_NAMES
-from .data import CONFIDENCES, DTYPES, FEEDBACKS
+from .data import CONFIDENCES, DTYPES, FEEDBACKS, counted
 from .datasets import MOVIELENS
 from .evaluation import VALIDATION_METRICS, metric_name
 from .model import SOLVERS
@@ -300,11 +300,6 @@ def shown(file: Any) -> str:
 def destination(output: str) -> str:
     """Where a table was written, for a command's closing line: ``-`` is standard output."""
     return "standard output" if output == "-" else output
-
-
-def counted(n: int, noun: str) -> str:
-    """``"1 user"``, ``"2 users"``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def read_interactions(args: argparse.Namespace, feedback: str | None = None):

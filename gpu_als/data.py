@@ -146,6 +146,11 @@ def described(value: Any) -> str:
     return type(value).__name__ + ("" if shown is None else f" {shown}")
 
 
+def counted(n: int, noun: str) -> str:
+    """``"1 user"``, ``"2 users"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def shown_value(value: Any) -> Any:
     """A hyperparameter's value as a table, a chart or a message shows it: a NumPy dtype
     or scalar type by its name (``float32``, not ``<class 'numpy.float32'>``), anything

@@ -646,8 +646,9 @@ class ALS:
                                               self.item_factors_.dtype, name="user_items",
                                               copy=False)
         if R.shape[1] != self.item_factors_.shape[0]:
-            raise ValueError(f"user_items has {R.shape[1]} columns, but the model has "
-                             f"{self.item_factors_.shape[0]} items: one column per item")
+            raise ValueError(f"user_items has {data.counted(R.shape[1], 'column')}, but the "
+                             f"model has {data.counted(self.item_factors_.shape[0], 'item')}: "
+                             f"one column per item")
         factors = self._fold_in_checked(R, self.item_factors_, given=(user_items, "user_items"))
         return self._transform_output(factors)
 
@@ -1945,8 +1946,8 @@ def _host_factors(user_factors: Any, item_factors: Any,
         checked.append(F)
     X, Y = checked
     if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"{where}user_factors has {X.shape[1]} columns but item_factors has "
-                         f"{Y.shape[1]}: both need one column per factor")
+        raise ValueError(f"{where}user_factors has {data.counted(X.shape[1], 'column')} but "
+                         f"item_factors has {Y.shape[1]}: both need one column per factor")
     return X, Y
 
 
@@ -1980,8 +1981,9 @@ def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids:
     else the rows whose id (in ``data_ids``) the model knows (in ``model_ids``)."""
     where = "warm_start=True"
     if current.shape[1] != start.shape[1]:
-        raise ValueError(f"{where}: the model's factors have {current.shape[1]} columns, not "
-                         f"factors={start.shape[1]}; fit with warm_start=False to start afresh")
+        raise ValueError(f"{where}: the model's factors have "
+                         f"{data.counted(current.shape[1], 'column')}, not factors="
+                         f"{start.shape[1]}; fit with warm_start=False to start afresh")
     if data_ids is None:
         if len(current) != len(start):
             raise ValueError(

@@ -150,6 +150,10 @@ def test_a_warm_start_of_a_dataframe_matches_rows_by_id():
         model.fit(matrix[:20, :12])  # fewer rows: no more a match by position
     with pytest.raises(ValueError, match="the model's factors have 3 columns, not factors=4"):
         model.set_params(factors=4).fit(matrix[:21, :12])
+    one = ALS.from_factors(model.user_factors_[:, :1], model.item_factors_[:, :1],
+                           backend="cpu", warm_start=True, show_progress=False)
+    with pytest.raises(ValueError, match="the model's factors have 1 column, not factors=4"):
+        one.set_params(factors=4).fit(matrix[:21, :12])  # ("1 columns" before)
     model = ALS(factors=3, iterations=1, backend="cpu", warm_start=True).fit(matrix)
     with pytest.raises(ValueError, match="the model has no user ids to match the data's against"):
         model.fit(df)
@@ -557,6 +561,9 @@ def test_transform_solves_each_row_as_recalculate_user_does(backend, R):
     with pytest.raises(ValueError, match="user_items has 20 columns, but the model has 30 "
                                          "items: one column per item"):
         model.transform(new_rows[:, :20])
+    with pytest.raises(ValueError, match="user_items has 1 column, but the model has 30 "
+                                         "items: one column per item"):  # ("1 columns")
+        model.transform(new_rows[:, :1])
     with pytest.raises(NotFittedError):
         model_for(backend).transform(new_rows)
 

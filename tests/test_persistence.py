@@ -537,6 +537,8 @@ def test_a_model_from_factors_answers_from_them(backend, fitted, tmp_path):
 @pytest.mark.parametrize("X, Y, params, error, message", [
     (np.ones((3, 2)), np.ones((4, 3)), {}, ValueError,
      "user_factors has 2 columns but item_factors has 3"),
+    (np.ones((3, 1)), np.ones((4, 3)), {}, ValueError,  # ("1 columns" before)
+     "user_factors has 1 column but item_factors has 3"),
     (np.ones(3), np.ones((4, 3)), {}, ValueError, r"user_factors has shape \(3,\)"),
     (np.ones((3, 2)), np.ones((0, 2)), {}, ValueError, r"item_factors has shape \(0, 2\)"),
     (np.ones((3, 2)), np.full((4, 2), np.inf), {}, ValueError,
