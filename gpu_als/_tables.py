@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import (
     column_like,
+    counted,
     guess_id_columns,
     likely_value_column,
     numeric_columns,
@@ -225,7 +226,8 @@ def _weigh_events(df, args: argparse.Namespace):
     values = labels.map(weights)
     unknown = labels[values.isna()].value_counts()
     if len(unknown):
-        shown = ", ".join(f"{label!r} ({n} rows)" for label, n in unknown.head(5).items())
+        shown = ", ".join(f"{label!r} ({counted(n, 'row')})"
+                          for label, n in unknown.head(5).items())
         raise ValueError(f"--event-weights gives no weight to {len(unknown)} label(s) of "
                          f"column {column!r}: {shown}; give each a weight (0 leaves its rows "
                          f"out)")

@@ -486,8 +486,9 @@ def train(args: argparse.Namespace) -> int:
         fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
         model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
-    print(f"{shown(args.file)}: {matrix.shape[0]} users x {matrix.shape[1]} items, {matrix.nnz} "
-          f"interactions; trained on {where or repr(str(model.backend_))}"
+    print(f"{shown(args.file)}: {counted(matrix.shape[0], 'user')} x "
+          f"{counted(matrix.shape[1], 'item')}, {counted(matrix.nnz, 'interaction')}; "
+          f"trained on {where or repr(str(model.backend_))}"
           f"{f' from {args.init}' if args.init else ''} in "
           f"{time.perf_counter() - start:.2f} s{loss}")
     written = model.save(args.output)
@@ -653,7 +654,8 @@ def evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.fit(train_m)
     seconds = time.perf_counter() - start
-    print(f"{shown(args.file)}: {train_m.shape[0]} users x {train_m.shape[1]} items; "
+    print(f"{shown(args.file)}: {counted(train_m.shape[0], 'user')} x "
+          f"{counted(train_m.shape[1], 'item')}; "
           f"{train_m.nnz} train / {test_m.nnz} test interactions ({held_out}"
           + ("" if args.min_value is None else
              f"; {relevant.nnz} of them >= {args.min_value:g} count as relevant")

@@ -146,9 +146,9 @@ def described(value: Any) -> str:
     return type(value).__name__ + ("" if shown is None else f" {shown}")
 
 
-def counted(n: int, noun: str) -> str:
-    """``"1 user"``, ``"2 users"``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 user"``, ``"2 users"``; ``plural`` where it is not ``noun + "s"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def shown_value(value: Any) -> Any:

@@ -54,6 +54,7 @@ from .data import (
     check_rows_for,
     check_user_items,
     check_user_items_allow_empty,
+    counted,
     described,
     frame_interactions,
     frame_positions,
@@ -702,7 +703,8 @@ def _warn_shared(n_shared: int, fate: str, part: str = "test") -> None:
     """Warn, where ``n_shared`` entries of ``part`` (test) are in train too, of what became
     of them."""
     if n_shared:
-        warnings.warn(f"{part} shares {n_shared} entries with train: those items are {fate} "
+        warnings.warn(f"{part} shares {counted(n_shared, 'entry', 'entries')} with train: "
+                      f"those items are {fate} "
                       f"(train and {part} are meant to be the disjoint parts of a split)",
                       stacklevel=user_stacklevel())
 

@@ -1210,6 +1210,20 @@ def test_unreadable_or_empty_files_are_named(tmp_path, capsys, content, says):
     assert says in err and err.count("\n") == 1
 
 
+def test_a_file_of_one_interaction_is_counted_in_the_singular(tmp_path, capsys):
+    """train's and evaluate's summaries said "1 users x 1 items, 1 interactions"."""
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    one.write_text("user,item,value\na,x,3\n")
+    two.write_text("user,item,value\na,x,3\nb,x,1\n")
+    assert main(["train", str(one), "--factors", "1", "--backend", "cpu",
+                 "--iterations", "1"]) == 0
+    assert f"{one}: 1 user x 1 item, 1 interaction; trained on 'cpu'" in \
+        capsys.readouterr().out
+    assert main(["train", str(two), "--factors", "1", "--backend", "cpu",
+                 "--iterations", "1"]) == 0
+    assert f"{two}: 2 users x 1 item, 2 interactions; trained" in capsys.readouterr().out
+
+
 def test_a_parquet_file_trains_as_the_same_rows_in_csv(csv_file, tmp_path, capsys,
                                                       monkeypatch):
     """Read by pyarrow for real (the dev extras have it), also as a folder of part files

@@ -578,7 +578,7 @@ def test_auc_by_hand():
     with pytest.warns(UserWarning) as caught:
         assert np.isnan(auc(Full(), train.tocsr(), only_2_and_3.tocsr()))
     assert [str(w.message)[:33] for w in caught] == [
-        "test shares 1 entries with train:", "the AUC is undefined (NaN): no us"]
+        "test shares 1 entry with train: t", "the AUC is undefined (NaN): no us"]
     assert all(w.filename == __file__ for w in caught)
 
 
