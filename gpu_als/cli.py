@@ -1338,8 +1338,9 @@ def info_command(args: argparse.Namespace) -> int:
     """Versions, the CPU and GPU backends as they are here, and optionally a kernel build;
     or, given a model file, what the model holds."""
     if args.model is not None:
-        if args.compile:
-            raise ValueError("--compile builds the kernels here: give it without a model file")
+        for option, what in (("compile", "builds the kernels"), ("check", "checks the GPU")):
+            if getattr(args, option):
+                raise ValueError(f"--{option} {what} here: give it without a model file")
         return model_summary(args.model)
     from . import benchmark
     from .backends import CPUBackend, gpu
@@ -1368,9 +1369,32 @@ def info_command(args: argparse.Namespace) -> int:
             print(f"GPU: usable, but its details could not be read: "
                   f"{type(exc).__name__}: {exc}")
     print(f"backend='auto' uses the {'CPU' if reason else 'GPU'} backend here")
-    if args.compile:
-        return _compile_kernels(on_device=reason is None)
-    return 0
+    status = _compile_kernels(on_device=reason is None) if args.compile else 0
+    if args.check:
+        status = max(status, _check_gpu(reason))
+    return status
+
+
+def _check_gpu(reason: str | None) -> int:
+    """``--check``: the GPU backend's half-steps against the CPU backend's (gpu_als.
+    _selfcheck), a line per case; the exit status, 1 where one disagrees or there is no
+    GPU to check."""
+    from . import _selfcheck
+    from .backends import gpu
+
+    if reason is not None:
+        print(f"check: no GPU to check here ({reason})")
+        return 1
+    print(f"check: the GPU backend's half-steps against the CPU backend's in float64 (rows "
+          f"of every length, one of {_selfcheck.LONG_ROW:,} entries):")
+    start = time.perf_counter()
+    outcomes = _selfcheck.check(gpu.GPUBackend())
+    for outcome in outcomes:
+        print(f"  {outcome}")
+    failed = sum(not outcome.ok for outcome in outcomes)
+    print(f"check: {len(outcomes) - failed} of {len(outcomes)} cases agree "
+          f"({time.perf_counter() - start:.1f} s, kernel builds included)")
+    return 1 if failed else 0
 
 
 def model_summary(path: Path) -> int:
@@ -1790,6 +1814,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="also build every kernel (on the GPU, or with NVRTC for sm_75, sm_80, "
                         "sm_90 and sm_100)")
+    p.add_argument("--check", action="store_true",
+                   help="also check the GPU backend's solves against the CPU backend's, "
+                        "one half-step of each of its paths (exit status 1 if one "
+                        "disagrees, or if there is no GPU here)")
     p.set_defaults(func=info_command)
 
     for command in commands.choices.values():  # -v after the command too: gpu-als train -v

@@ -3487,3 +3487,68 @@ def test_event_weights_make_the_values_of_an_event_log(tmp_path, capsys, suffix)
         assert main(["train", str(path), "--no-header", "--event-weights", option]) == 2
         assert "--event-weights names a column, and --no-header leaves the file's columns " \
                "unnamed" in capsys.readouterr().err
+
+
+def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys, trained):
+    """``gpu-als info --check``: a line per case of gpu_als._selfcheck and their count;
+    exit status 1 where a case disagrees, or where there is no GPU to check. Here the
+    emulated GPU backend stands in for the device, on cases small enough for it."""
+    from gpu_als import _selfcheck
+    from gpu_als.backends import gpu
+
+    from .conftest import emulated_backend
+
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: "no device (test)")
+    assert main(["info", "--check"]) == 1
+    assert capsys.readouterr().out.endswith("check: no GPU to check here (no device (test))\n")
+    assert main(["info", str(trained[0]), "--check"]) == 2
+    assert "--check checks the GPU here: give it without a model file" in \
+        capsys.readouterr().err
+    stand_in = emulated_backend()
+    monkeypatch.setattr(gpu, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(gpu, "GPUBackend", lambda: stand_in)
+    monkeypatch.setattr("gpu_als.cli._gpu_summary", lambda backend: "a stand-in")
+    monkeypatch.setattr(_selfcheck, "CASES", (("implicit", "cholesky", 4, {}),
+                                              ("explicit", "cg", 3, {})))
+    monkeypatch.setattr(_selfcheck, "LONG_ROW", 40)  # (blocks of 24 entries, emulated)
+    assert main(["info", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "check: the GPU backend's half-steps against the CPU backend's in float64 (rows " \
+           "of every length, one of 40 entries):\n" in out
+    assert re.search(r"\n  implicit exact k=4    float32 \d\.\de-\d\d \(limit 2e-04\)  "
+                     r"float64 \d\.\de-\d\d \(limit 1e-09\)  ok\n  explicit CG    k=3    "
+                     r"float64 \d\.\de-\d\d \(limit 1e-06\)  ok\ncheck: 2 of 2 cases agree "
+                     r"\(\d+\.\d s, kernel builds included\)\n$", out)
+    solve_rows = type(stand_in).solve_rows
+
+    def off(self, rows, F, FtF, *, out, **kwargs):  # a kernel gone wrong: 1e-3 off
+        solve_rows(self, rows, F, FtF, out=out, **kwargs)
+        out += self.xp.asarray(1e-3, out.dtype)
+        return out
+
+    monkeypatch.setattr(type(stand_in), "solve_rows", off)
+    assert main(["info", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "  FAILED\n" in out and out.endswith(")\n") and "check: 0 of 2 cases agree" in out
+
+    def nan(self, rows, F, FtF, *, out, **kwargs):  # a solve that says so by NaN
+        out[...] = self.xp.nan
+        return out
+
+    monkeypatch.setattr(type(stand_in), "solve_rows", nan)
+    assert main(["info", "--check"]) == 1
+    assert "float32 inf (limit 2e-04)  float64 inf (limit 1e-09)  FAILED" in \
+        capsys.readouterr().out
+
+
+def test_the_checks_rows_are_of_every_length_class():
+    """gpu-als info --check's rows: empty, 1, 2, k - 1, k, k + 1, 2k + 3 and a long row (so
+    that each of the GPU backend's paths has rows to solve), values 1 to 5, some
+    negative, and a column no row has."""
+    from gpu_als._selfcheck import rows_of_every_length
+
+    R = rows_of_every_length(8, long_row=100)
+    assert np.diff(R.indptr).tolist() == [0, 1, 2, 7, 8, 9, 19, 100, 5]
+    assert R.shape[1] == 110 and R.getnnz(axis=0)[-1] == 0
+    assert (R.data < 0).any() and set(np.abs(R.data)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert rows_of_every_length(64, long_row=100).shape == (9, 3 * 64 + 40)
