@@ -17,10 +17,8 @@ from the repository root with PYTHONPATH=.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import glob
-import io
 import itertools
 import json
 import os
@@ -112,17 +110,20 @@ def counts_from_progress(stdout: str) -> dict:
             "skipped": marks.count("s"), "timed_out": True}
 
 
-def info_text() -> str:
-    """What ``gpu-als info`` prints here (the device's limits as the backend sees them)."""
-    from gpu_als import cli
-
-    printed = io.StringIO()
+def info_text(timeout: int = 120) -> str:
+    """What ``gpu-als info --check`` prints here: the device's limits as the backend sees
+    them, and each GPU path's half-step against the CPU backend's (its kernels mostly
+    built by the tests before, in CuPy's cache). In a process of its own, as the tests
+    run: a kernel that hangs costs ``timeout`` seconds, not the benchmark after it."""
     try:
-        with contextlib.redirect_stdout(printed):
-            cli.main(["info"])
-    except Exception as exc:  # recorded, never fatal: the tests and timings matter more
-        printed.write(f"gpu-als info failed: {type(exc).__name__}: {exc}\n")
-    return printed.getvalue()
+        done = subprocess.run([sys.executable, "-m", "gpu_als", "info", "--check"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:  # recorded, never fatal: the tests and
+        printed = expired.stdout.decode() if isinstance(expired.stdout, bytes) \
+            else expired.stdout or ""                # timings matter more
+        return printed + f"gpu-als info --check timed out after {timeout} s\n"
+    return done.stdout + (f"gpu-als info --check: exit status {done.returncode}\n"
+                          f"{done.stderr[-2000:]}" if done.returncode else "")
 
 
 #: Nsight Compute's sections read for the fused kernel: what bounds it (throughputs,
