@@ -1346,6 +1346,9 @@ def info_command(args: argparse.Namespace) -> int:
     from .backends import CPUBackend, gpu
     from .backends.cpu import _thread_pools
 
+    reason = gpu.unavailable_reason()
+    if args.check and reason is not None:
+        raise ValueError(f"--check: no GPU to check here ({reason})")
     found = benchmark.versions()
     print(f"gpu-als {found.pop('gpu_als')}: " +
           ", ".join(f"{name} {version}" for name, version in found.items()))
@@ -1359,7 +1362,6 @@ def info_command(args: argparse.Namespace) -> int:
                       for pool in _thread_pools().info())
     print(f"CPU: {benchmark.host_description()}; the CPU backend solves on "
           f"{CPUBackend().num_threads} threads; BLAS/OpenMP: {pools or 'none found'}")
-    reason = gpu.unavailable_reason()
     if reason is not None:
         print(f"GPU: not usable: {reason}")
     else:
@@ -1371,20 +1373,17 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"backend='auto' uses the {'CPU' if reason else 'GPU'} backend here")
     status = _compile_kernels(on_device=reason is None) if args.compile else 0
     if args.check:
-        status = max(status, _check_gpu(reason))
+        status = max(status, _check_gpu())
     return status
 
 
-def _check_gpu(reason: str | None) -> int:
-    """``--check``: the GPU backend's half-steps against the CPU backend's (gpu_als.
-    _selfcheck), a line per case; the exit status, 1 where one disagrees or there is no
-    GPU to check."""
+def _check_gpu() -> int:
+    """``--check`` on a machine with a GPU: the GPU backend's half-steps against the CPU
+    backend's (gpu_als._selfcheck), a line per case; the exit status, 1 where one
+    disagrees (as ``--compile``'s where a build fails)."""
     from . import _selfcheck
     from .backends import gpu
 
-    if reason is not None:
-        print(f"check: no GPU to check here ({reason})")
-        return 1
     print(f"check: the GPU backend's half-steps against the CPU backend's in float64 (rows "
           f"of every length, one of {_selfcheck.LONG_ROW:,} entries):")
     start = time.perf_counter()
@@ -1817,7 +1816,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="also check the GPU backend's solves against the CPU backend's, "
                         "one half-step of each of its paths (exit status 1 if one "
-                        "disagrees, or if there is no GPU here)")
+                        "disagrees; an error where there is no GPU)")
     p.set_defaults(func=info_command)
 
     for command in commands.choices.values():  # -v after the command too: gpu-als train -v
