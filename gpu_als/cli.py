@@ -1335,8 +1335,8 @@ def fetch_command(args: argparse.Namespace) -> int:
 # ---- info -------------------------------------------------------------------------------
 
 def info_command(args: argparse.Namespace) -> int:
-    """Versions, the CPU and GPU backends as they are here, and optionally a kernel build;
-    or, given a model file, what the model holds."""
+    """Versions, the CPU and GPU backends as they are here, and optionally a kernel build
+    and a check of the GPU's solves; or, given a model file, what the model holds."""
     if args.model is not None:
         for option, what in (("compile", "builds the kernels"), ("check", "checks the GPU")):
             if getattr(args, option):

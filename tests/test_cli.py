@@ -3543,6 +3543,15 @@ def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys
     assert "float32 inf (limit 2e-04)  float64 inf (limit 1e-09)  FAILED" in \
         capsys.readouterr().out
 
+    def broken(self, rows, F, FtF, *, out, **kwargs):  # what CuPy raises of a bad kernel
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    monkeypatch.setattr(type(stand_in), "solve_rows", broken)
+    assert main(["info", "--check"]) == 1  # each case said, not a traceback
+    out = capsys.readouterr().out
+    assert out.count("  FAILED: RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS\n") == 2
+    assert "check: 0 of 2 cases agree" in out
+
 
 def test_the_checks_rows_are_of_every_length_class():
     """gpu-als info --check's rows: empty, 1, 2, k - 1, k, k + 1, 2k + 3 and a long row (so
