@@ -1,9 +1,10 @@
 """Queries by original ids, as tables: recommendations (:meth:`gpu_als.ALS.recommend_frame`,
 ``gpu-als recommend``), similar items or users (:meth:`gpu_als.ALS.similar_items_frame`,
 ``similar_users_frame``, ``gpu-als similar``), predictions for pairs
-(:meth:`gpu_als.ALS.predict_frame`, ``gpu-als predict``) and the factors themselves
-(:meth:`gpu_als.ALS.item_factors_frame`, ``gpu-als export``); one implementation for Python
-and the command line.
+(:meth:`gpu_als.ALS.predict_frame`, ``gpu-als predict``), the factors themselves
+(:meth:`gpu_als.ALS.item_factors_frame`, ``gpu-als export``) and scores split over a user's
+items (:meth:`gpu_als.ALS.explain_frame`, ``gpu-als explain``); one implementation for
+Python and the command line.
 
 Users and items are named by a model's ids (``user_ids_``, ``item_ids_``; factor rows for
 a model without ids). The users' interactions, a DataFrame of (user, item, value) rows,
@@ -366,3 +367,37 @@ def predict_by_id(model: Any, df: Any, user_col: str = "user", item_col: str = "
     return Predictions(scores, int((~known).sum()),
                        each_once(_column(df, user_col)[rows < 0], user_col),
                        each_once(_column(df, item_col)[cols < 0], item_col))
+
+
+def explain_by_id(model: Any, user: Any, interactions: Any, items: Any, N: int = 10, *,
+                  user_col: str = "user", item_col: str = "item",
+                  value_col: str | None = "value", name: str = "interactions"
+                  ) -> tuple[dict[str, list], int, int]:
+    """:meth:`gpu_als.ALS.explain` of each of ``items`` (the model's ids, each once, in the
+    order given) for ``user``, from the user's rows of ``interactions`` (a DataFrame of
+    (user, item, value) rows; the user need not be in the model): the columns ``user``,
+    ``item``, ``score``, ``because_item`` and ``contribution``, up to ``N`` rows per item,
+    largest contribution first; how many items, and how many of the user's interactions
+    name items the model has. ``name``: ``interactions`` in messages."""
+    N = check_int("N", N, minimum=1)
+    item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    wanted = each_once(items, "items")
+    positions = find(lookup(model, "item"), wanted)
+    if (positions < 0).any():
+        raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")
+    row, _, _ = rows_against(interactions, user_col, item_col, value_col,
+                             lookup(model, "item"), row_ids=np.asarray([user]),
+                             feedback=model.feedback, name=name, dtype=model.dtype)
+    if row.nnz == 0:
+        raise ValueError(f"{name} has no interactions of user {user!r} with items the "
+                         f"model has: nothing to explain")
+    header = ("user", "item", "score", "because_item", "contribution")
+    table: dict[str, list] = {column: [] for column in header}
+    weights = None  # the user's factorization, reused for every item
+    for position in positions.tolist():
+        score, top, weights = model.explain(0, row, position, user_weights=weights, N=N)
+        for other, contribution in top:
+            for column, value in zip(header, (user, item_ids[position], score,
+                                              item_ids[other], contribution)):
+                table[column].append(value)
+    return table, len(positions), int(row.nnz)

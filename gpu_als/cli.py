@@ -40,8 +40,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import __version__
 from ._id_queries import (
-    each_once,
     examples,
+    explain_by_id,
     factors_by_id,
     id_map,
     recommend_by_id,
@@ -1281,35 +1281,17 @@ def export_command(args: argparse.Namespace) -> int:
 
 def explain_command(args: argparse.Namespace) -> int:
     """Why a saved model scores items for a user: each score split over the user's items."""
-    from .data import from_dataframe, id_positions
-
     model = load_model(args.model, args.backend)
-    items = id_map(model.item_ids_, model.item_factors_.shape[0])
-    check_not_comma_separated("--items", args.items, items)
-    wanted = each_once(args.items, "--items")
-    positions = id_positions(items, wanted)
-    if (positions < 0).any():
-        raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")
-    row = from_dataframe(read_frame(args), args.user_col, args.item_col, args.value_col,
-                         dtype=model.dtype, user_ids=np.asarray([args.user]), item_ids=items,
-                         drop_unknown=True).matrix
-    if row.nnz == 0:
-        raise ValueError(f"{shown(args.file)} has no interactions of user {args.user!r} with items "
-                         f"the model knows: nothing to explain")
-    rows: list[tuple] = []
-    weights = None  # the user's factorization, reused for every item
-    for position in positions.tolist():
-        score, top, weights = model.explain(0, row, position, user_weights=weights, N=args.N)
-        rows += [(args.user, items[position], score, items[other], contribution)
-                 for other, contribution in top]
-    header = ["user", "item", "score", "because_item", "contribution"]
-    written = write_table(args.output, {name: [r[c] for r in rows]
-                                        for c, name in enumerate(header)},
-                          scores=("score", "contribution"))
+    check_not_comma_separated("--items", args.items,
+                              id_map(model.item_ids_, model.item_factors_.shape[0]))
+    table, n_items, n_interactions = explain_by_id(
+        model, args.user, read_frame(args), args.items, args.N, user_col=args.user_col,
+        item_col=args.item_col, value_col=args.value_col, name=shown(args.file))
+    written = write_table(args.output, table, scores=("score", "contribution"))
     where = destination(args.output)
     print(f"{counted(written, 'contribution')} (up to {args.N} per item) for "
-          f"{counted(len(positions), 'item')} and user {args.user!r}, from "
-          f"{counted(row.nnz, 'interaction')} with the model's items, to {where}",
+          f"{counted(n_items, 'item')} and user {args.user!r}, from "
+          f"{counted(n_interactions, 'interaction')} with the model's items, to {where}",
           file=sys.stderr)
     return 0
 

@@ -1531,6 +1531,63 @@ class ALS:
         top = [(int(rows.indices[j]), float(contributions[j])) for j in order]
         return float(contributions.sum()), top, user_weights
 
+    def explain_frame(self, user: Any, interactions: Any, items: Any, N: int = 10, *,
+                      user_col: str = "user", item_col: str = "item",
+                      value_col: str | None = "value"):
+        """Why the model scores ``items`` for ``user``, by original ids, as a pandas
+        DataFrame (as ``gpu-als explain`` writes it), or a polars one for polars
+        ``interactions``: :meth:`explain` of each item, from the user's rows of
+        ``interactions``.
+
+        Parameters
+        ----------
+        user : id
+            The user, as the user column of ``interactions`` names it; it need not be in
+            the model (its factors are solved from these rows, as a fold-in's are).
+        interactions : pandas or polars DataFrame
+            (user, item, value) rows, as ``fit`` takes them: the user's, or anyone's. Rows
+            naming items the model lacks are left out.
+        items : id or array-like of ids
+            The items whose scores are explained, each once, in this order: the model's
+            ids (an id it lacks is refused).
+        N : int, default 10
+            Contributions per item: the largest.
+        user_col, item_col, value_col : str
+            The columns of ``interactions``, as in :meth:`recommend_frame`.
+
+        Returns
+        -------
+        pandas.DataFrame (or polars.DataFrame)
+            Columns ``user``, ``item``, ``score`` (the item's score, ``y_i . x_u`` with
+            ``x_u`` solved exactly from the rows), ``because_item`` (an item of the user's)
+            and ``contribution`` (its share of the score: over all the user's items they
+            sum to it), up to ``N`` rows per item, largest contribution first.
+
+        Raises
+        ------
+        ValueError
+            For an item the model lacks, or a user without rows of items it has.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"],
+        ...                    "item": ["x", "y", "y", "z", "x"]})
+        >>> model = ALS(factors=2, iterations=5, backend="cpu", show_progress=False,
+        ...             random_state=0).fit(df)
+        >>> why = model.explain_frame("ann", df, ["z"], N=2)
+        >>> list(why.columns), list(why["because_item"])
+        (['user', 'item', 'score', 'because_item', 'contribution'], ['y', 'x'])
+        >>> bool(abs(why["contribution"].sum() - why["score"].iloc[0]) < 1e-6)
+        True
+        """
+        self._check_fitted()
+        frames = _frame_module("explain_frame", "explain", like=interactions)
+        table, _, _ = _id_queries.explain_by_id(self._snapshot(), user, interactions, items,
+                                                N, user_col=user_col, item_col=item_col,
+                                                value_col=value_col)
+        return frames.DataFrame(table)
+
     def predict(self, userids: Any, itemids: Any) -> np.ndarray:
         """Predicted values ``x_u . y_i`` for pairs of users and items, by factor row
         (:meth:`predict_frame` takes a DataFrame of pairs named by id).

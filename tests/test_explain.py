@@ -158,3 +158,56 @@ def test_two_users_whole_matrix_is_the_users_row(R):
         whole = model.explain(user, two, 4)
         alone = model.explain(user, two[user], 4)
         assert whole[0] == alone[0] and whole[1] == alone[1]
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars"])
+def test_explain_frame_names_explain_by_ids(backend, library):
+    """ALS.explain_frame (gpu-als explain from Python): explain of each item named by id,
+    from the user's rows of a DataFrame, the user in the model or not; a polars frame
+    gives a polars result."""
+    pd = pytest.importorskip("pandas")
+    frames = pytest.importorskip(library)
+    R = interactions().tocoo()
+    df = pd.DataFrame({"user": [f"u{r}" for r in R.row], "item": R.col * 10,
+                       "value": np.abs(R.data)})
+    model = ALS(factors=6, iterations=3, regularization=0.1, alpha=5.0, backend=backend,
+                dtype=np.float64, show_progress=False, random_state=0).fit(df)
+    table = df if library == "pandas" else frames.from_pandas(df)
+    why = model.explain_frame("u3", table, [70, 20], N=3)
+    assert isinstance(why, frames.DataFrame)
+    got = why.to_pandas() if library == "polars" else why
+    assert list(got.columns) == ["user", "item", "score", "because_item", "contribution"]
+    from gpu_als import from_dataframe
+
+    row = model.user_rows("u3")
+    own = from_dataframe(df, user_ids=model.user_ids_, item_ids=model.item_ids_).matrix
+    want = []
+    for item in (70, 20):
+        score, top, _ = model.explain(row, own, int(model.item_rows(item)), N=3)
+        want += [("u3", item, score, int(model.item_ids_[j]), c) for j, c in top]
+    assert [(u, int(i), b) for u, i, _, b, _ in got.itertuples(index=False)] == \
+        [(u, i, b) for u, i, _, b, _ in want]
+    np.testing.assert_allclose(got[["score", "contribution"]].to_numpy(),
+                               [(s, c) for _, _, s, _, c in want], rtol=1e-9)
+    # a user the model lacks, explained from its rows alone (as a fold-in solves it)
+    new = pd.DataFrame({"user": ["zz"] * 3, "item": [0, 10, 999], "value": [1.0, 2.0, 3.0]})
+    new = new if library == "pandas" else frames.from_pandas(new)
+    alone = model.explain_frame("zz", new, [20], N=5)
+    alone = alone.to_pandas() if library == "polars" else alone
+    assert sorted(alone["because_item"]) == [0, 10]  # item 999: not the model's, left out
+    assert alone["contribution"].sum() == pytest.approx(alone["score"].iloc[0], abs=1e-9)
+    first = model.explain_frame("u3", table, [model.item_ids_[0]], N=1)  # row 0, one row
+    assert len(first) == 1 and int(first["item"][0]) == int(model.item_ids_[0]) == 0
+    with pytest.raises(ValueError, match=r"^the model has no item 5$"):
+        model.explain_frame("u3", table, [20, 5])
+    # a model without ids: users and items are factor rows
+    plain = ALS.from_factors(model.user_factors_, model.item_factors_, alpha=5.0,
+                             regularization=0.1, dtype=np.float64, backend=backend)
+    by_rows = pd.DataFrame({"user": own[row].indices * 0 + 3, "item": own[row].indices,
+                            "value": own[row].data})
+    rows_frame = plain.explain_frame(3, by_rows, [7, 2], N=3)
+    assert list(rows_frame["item"]) == [7] * 3 + [2] * 3
+    np.testing.assert_allclose(rows_frame["contribution"], got["contribution"], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"^interactions has no interactions of user 'nobody' "
+                                         r"with items the model has: nothing to explain$"):
+        model.explain_frame("nobody", table, [20])

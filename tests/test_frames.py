@@ -614,13 +614,15 @@ def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
                 "users for items": model.recommend_users_frame([7, 14], N=3),
                 "items": model.similar_items_frame([7, 14], N=2),
                 "users": model.similar_users_frame("u03", N=2),
-                "item factors": model.item_factors_frame([7, 14])}
+                "item factors": model.item_factors_frame([7, 14]),
+                "explained": model.explain_frame("u03", clicks, [7, 14], N=2)}
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas: an ImportError
     got = {"recommend": model.recommend_frame(["u03"], N=3),
            "users for items": model.recommend_users_frame([7, 14], N=3),
            "items": model.similar_items_frame([7, 14], N=2),
            "users": model.similar_users_frame("u03", N=2),
-           "item factors": model.item_factors_frame([7, 14])}
+           "item factors": model.item_factors_frame([7, 14]),
+           "explained": model.explain_frame("u03", clicks, [7, 14], N=2)}
     for name, frame in got.items():
         assert isinstance(frame, pl.DataFrame), name
         assert frame.columns == list(expected[name].columns)
@@ -634,7 +636,8 @@ def test_without_pandas_the_frames_are_polars_and_without_both_an_import_error(
                           (lambda: model.recommend_users_frame([7]), "predict"),
                           (lambda: model.similar_items_frame([7]), "similar_items"),
                           (lambda: model.similar_users_frame("u03"), "similar_users"),
-                          (lambda: model.user_factors_frame(), "user_factors_")):
+                          (lambda: model.user_factors_frame(), "user_factors_"),
+                          (lambda: model.explain_frame("u03", clicks, [7]), "explain")):
         with pytest.raises(ImportError, match=r"returns a DataFrame of pandas \(or polars\): "
                                               rf"pip install gpu-als\[pandas\] \(or use "
                                               rf"{instead}\)"):
