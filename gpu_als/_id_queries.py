@@ -31,6 +31,7 @@ from .data import (
     id_array,
     id_positions,
     is_dataframe,
+    missing_at,
     pair_positions,
     short_repr,
     warn_summed_ratings,
@@ -380,14 +381,24 @@ def explain_by_id(model: Any, user: Any, interactions: Any, items: Any, N: int =
     largest contribution first; how many items, and how many of the user's interactions
     name items the model has. ``name``: ``interactions`` in messages."""
     N = check_int("N", N, minimum=1)
+    named = id_array(user)
+    if named.ndim != 0:
+        raise ValueError(f"user must be one id, got {short_repr(user)}: explain_frame "
+                         f"explains the scores of one user")
+    if missing_at(named.reshape(1)) is not None:
+        raise ValueError(f"user is a missing id ({user!r})")
+    if not is_dataframe(interactions):
+        raise TypeError(f"{name} must be a DataFrame of (user, item, value) rows, got "
+                        f"{type(interactions).__name__}")
     item_ids = id_map(model.item_ids_, model.item_factors_.shape[0])
+    items_at = lookup(model, "item")
     wanted = each_once(items, "items")
-    positions = find(lookup(model, "item"), wanted)
+    positions = find(items_at, wanted)
     if (positions < 0).any():
         raise ValueError(f"the model has no item {examples(wanted[positions < 0])}")
-    row, _, _ = rows_against(interactions, user_col, item_col, value_col,
-                             lookup(model, "item"), row_ids=np.asarray([user]),
-                             feedback=model.feedback, name=name, dtype=model.dtype)
+    row, _, _ = rows_against(interactions, user_col, item_col, value_col, items_at,
+                             row_ids=named.reshape(1), feedback=model.feedback, name=name,
+                             dtype=model.dtype)
     if row.nnz == 0:
         raise ValueError(f"{name} has no interactions of user {user!r} with items the "
                          f"model has: nothing to explain")

@@ -211,3 +211,12 @@ def test_explain_frame_names_explain_by_ids(backend, library):
     with pytest.raises(ValueError, match=r"^interactions has no interactions of user 'nobody' "
                                          r"with items the model has: nothing to explain$"):
         model.explain_frame("nobody", table, [20])
+    # one user, named: not "the id map for column 'user' must be 1-D" or "holds a missing id"
+    with pytest.raises(ValueError, match=r"^user must be one id, got \['u3', 'u4'\]: "
+                                         r"explain_frame explains the scores of one user$"):
+        model.explain_frame(["u3", "u4"], table, [20])
+    with pytest.raises(ValueError, match=r"^user is a missing id \(None\)$"):
+        model.explain_frame(None, table, [20])
+    with pytest.raises(TypeError, match=r"^interactions must be a DataFrame of \(user, item, "
+                                        r"value\) rows, got ndarray$"):  # (it said "df")
+        model.explain_frame("u3", df.to_numpy(), [20])
