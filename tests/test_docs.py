@@ -320,3 +320,65 @@ def test_guide_scikit_learn_pipeline_runs(movielens):
     assert search.best_params_ == {"als__alpha": 1.0, "als__factors": 64}  # as printed
     assert search.best_score_ == pytest.approx(0.773, abs=0.0005)
     assert list(search.best_estimator_[:-1].get_feature_names_out()[:2]) == ["als0", "als1"]
+
+
+def test_guide_datasets_block_runs(movielens):
+    """The user guide's MovieLens example, on 100K (20M is not downloaded by the tests):
+    the model of the positives has their users and items as ids."""
+    pytest.importorskip("pandas")
+    block = python_block("## Datasets", GUIDE)
+    assert 'load_movielens("20m")' in block and "factors=128)" in block
+    block = block.replace('load_movielens("20m")', 'load_movielens("100k", download=False)')
+    block = block.replace("factors=128)", "factors=8, iterations=2, backend='cpu', "
+                                          "show_progress=False)")
+    namespace: dict = {}
+    exec(compile(block, str(GUIDE), "exec"), namespace)
+    df, model = namespace["df"], namespace["model"]
+    positives = df[df["rating"] >= 4]
+    assert len(df) == 100_000 and len(positives) == 55_375
+    assert list(model.user_ids_) == sorted(set(positives["user"]))
+    assert list(model.item_ids_) == sorted(set(positives["item"]))
+    assert model.user_factors_.shape == (len(model.user_ids_), 8)
+
+
+def test_readme_tune_block_runs():
+    """README's search: the grid's 45 configurations are trials, the best refitted."""
+    pytest.importorskip("pandas")
+    from gpu_als.datasets import make_power_law
+
+    train = make_power_law(300, 200, 5000, random_state=0, device="cpu")
+    namespace = {"train": train}
+    block = python_block("### Hyperparameter search")
+    exec(compile(block.replace("K=10)", "K=10, show_progress=False)"), str(README), "exec"),
+         namespace)
+    result = namespace["result"]
+    assert set(result.best_params) == {"factors", "regularization", "alpha"}
+    assert len(result.table()) == 3 * 3 * 5 and not any(t.get("error") for t in result.trials)
+    assert result.model.get_params()["factors"] == result.best_params["factors"]
+    assert result.model.user_factors_.shape == (300, result.best_params["factors"])
+
+
+def test_readme_dask_block_runs():
+    """README's fit on a Dask cluster, on a cluster of threads in this process: an
+    ordinary fitted ALS whose loss went down."""
+    pytest.importorskip("dask.distributed")
+    from gpu_als.datasets import make_power_law
+
+    block = python_block("### Several processes, GPUs or machines")
+    assert "LocalCluster(n_workers=2)" in block and "ALS(factors=64)" in block
+    block = block.replace("LocalCluster(n_workers=2)", "LocalCluster(n_workers=2, "
+                          "processes=False, threads_per_worker=1, dashboard_address=':0')")
+    block = block.replace("ALS(factors=64)", "ALS(factors=4, iterations=3, random_state=0, "
+                          "backend='cpu', show_progress=False, calculate_training_loss=True)")
+    namespace = {"user_items": make_power_law(150, 60, 1500, random_state=0, device="cpu")}
+    try:
+        exec(compile(block, str(README), "exec"), namespace)
+    finally:
+        if "client" in namespace:
+            cluster = namespace["client"].cluster
+            namespace["client"].close()
+            cluster.close()
+    model = namespace["model"]
+    assert model.user_factors_.shape == (150, 4) and model.item_factors_.shape == (60, 4)
+    losses = model.loss_history_
+    assert len(losses) == 3 and losses[-1] < losses[0]
