@@ -5,6 +5,7 @@ import doctest
 import importlib
 import pkgutil
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -382,3 +383,49 @@ def test_readme_dask_block_runs():
     assert model.user_factors_.shape == (150, 4) and model.item_factors_.shape == (60, 4)
     losses = model.loss_history_
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def shell_commands(markdown: str, program: str = "gpu-als") -> list[list[str]]:
+    """The arguments of each ``program`` command in the shell blocks of ``markdown``: its
+    lines joined where they end in a backslash, comments, pipes and redirections left
+    out."""
+    commands, inside, shell, line = [], False, False, ""
+    for text in markdown.splitlines():
+        if text.lstrip().startswith("```"):
+            inside, shell = not inside, text.strip()[3:] in ("bash", "sh", "console", "")
+            continue
+        if not (inside and shell):
+            continue
+        line += text.rstrip("\\") + " "
+        if text.endswith("\\"):
+            continue
+        tokens, line = shlex.split(line.strip().removeprefix("$ "), comments=True), ""
+        for end in ("|", ">", "2>&1", "&&", ";"):
+            tokens = tokens[:tokens.index(end)] if end in tokens else tokens
+        if tokens[:1] == [program]:
+            commands.append(tokens[1:])
+    return commands
+
+
+def test_documented_commands_parse(tmp_path, monkeypatch, capsys):
+    """Every ``gpu-als`` command in a shell block of README.md and docs/*.md is one the
+    command line takes: its options exist and their values parse (an option renamed or
+    dropped fails here, not in a user's terminal)."""
+    from gpu_als import benchmark, cli
+
+    (tmp_path / "in_stock.txt").write_text("50\n181\n")  # README's --items @in_stock.txt
+    monkeypatch.chdir(tmp_path)
+    checked = 0
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for argv in shell_commands(page.read_text()):
+            try:
+                if argv[0] == "bench":
+                    benchmark.build_parser().parse_args(argv[1:])
+                else:
+                    _, extra = cli.build_parser().parse_known_args(argv)
+                    assert not extra, f"{page.name}: gpu-als {shlex.join(argv)}: {extra}"
+            except SystemExit:
+                pytest.fail(f"{page.name}: gpu-als {shlex.join(argv)}: "
+                            f"{capsys.readouterr().err.strip()}")
+            checked += 1
+    assert checked >= 30
