@@ -163,7 +163,7 @@ def item_rows_eligible(item_ids: Any, items: Any = None, filter_items: Any = Non
         if len(wanted) == 1:
             raise ValueError(f"the model lacks {item} {examples(wanted)}, the only {item} to "
                              f"recommend among")
-        raise ValueError(f"the model has none of the {len(wanted)} {item}s to recommend among "
+        raise ValueError(f"the model has none of the {len(wanted):,} {item}s to recommend among "
                          f"(e.g. {examples(wanted)})")
     return {"items": allowed if blocked is None else np.setdiff1d(allowed, blocked)}
 
@@ -218,7 +218,7 @@ def recommend_by_id(model: Any, users: Any = None, interactions: Any = None, N: 
         if len(wanted) == 1:                            # similar_by_id answers none)
             raise ValueError(f"{user} {examples(skipped)} is not in the model and has no "
                              f"interactions with its {item}s to fold in")
-        raise ValueError(f"none of the {len(wanted)} {user}s is in the model or has "
+        raise ValueError(f"none of the {len(wanted):,} {user}s is in the model or has "
                          f"interactions with its {item}s to fold in (e.g. {examples(skipped)})")
     filtered = R is not None and bool(filter_already_liked_items)
     N = min(N, len(item_ids))
@@ -285,7 +285,7 @@ def similar_by_id(model: Any, kind: str, query: Any = None, N: int = 10, *,
     if lacking.any():
         rows = f" and no interactions with its {other}s to fold in" if R is not None else ""
         raise ValueError(f"the model has no {kind} {examples(query[lacking])} "
-                         f"({lacking.sum()} of the {len(query)} given){rows}")
+                         f"({lacking.sum():,} of the {len(query):,} given){rows}")
     known, fold = np.flatnonzero(positions >= 0), np.flatnonzero(positions < 0)
     n_known, n_new = min(N, len(ids) - 1), min(N, len(ids))  # (a known one is left out)
     top = np.full((len(query), n_new if len(fold) else n_known), -1, np.int64)
@@ -327,7 +327,7 @@ def factors_by_id(model: Any, kind: str, query: Any = None) -> tuple[np.ndarray,
         lacking = positions < 0
         if lacking.any():
             raise ValueError(f"the model has no {kind} {examples(named[lacking])} "
-                             f"({lacking.sum()} of the {len(named)} given)")
+                             f"({lacking.sum():,} of the {len(named):,} given)")
     backend = model._backend
     rows = backend.to_numpy(factors if query is None else factors[backend.asarray(positions)])
     if isinstance(factors, np.ndarray) and np.shares_memory(rows, factors):

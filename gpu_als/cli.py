@@ -385,8 +385,9 @@ def demo(args: argparse.Namespace) -> int:
                     "Popularity": PopularityRecommender().fit(train), "ALS": model}
     rows = {name: ranking_metrics(recommender, train, test, K=10, show_progress=False)
             for name, recommender in recommenders.items()}
-    print(f"\n{dataset}: {train.shape[0]} users x {train.shape[1]} items, "
-          f"{train.nnz} train / {test.nnz} test positives, {rows['ALS']['users']} test users")
+    print(f"\n{dataset}: {train.shape[0]:,} users x {train.shape[1]:,} items, "
+          f"{train.nnz:,} train / {test.nnz:,} test positives, {rows['ALS']['users']:,} test "
+          f"users")
     print(f"ALS: factors={args.factors}, regularization={args.regularization}, "
           f"alpha={args.alpha}, iterations={args.iterations}; backend '{model.backend_}', "
           f"trained in {seconds:.2f} s\n")
@@ -656,9 +657,9 @@ def evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(f"{shown(args.file)}: {counted(train_m.shape[0], 'user')} x "
           f"{counted(train_m.shape[1], 'item')}; "
-          f"{train_m.nnz} train / {test_m.nnz} test interactions ({held_out}"
+          f"{train_m.nnz:,} train / {test_m.nnz:,} test interactions ({held_out}"
           + ("" if args.min_value is None else
-             f"; {relevant.nnz} of them >= {args.min_value:g} count as relevant")
+             f"; {relevant.nnz:,} of them >= {args.min_value:g} count as relevant")
           + f"); trained on '{model.backend_}' in {seconds:.2f} s\n")
     cutoffs = list(dict.fromkeys(args.K))  # (each once, in the order given)
     scored: dict[int, dict[str, dict[str, float]]] = {K: {} for K in cutoffs}
@@ -827,7 +828,7 @@ def coded_parts(args: argparse.Namespace, earlier, later, held_out: str,
                                            user_ids=user_ids, item_ids=item_ids).matrix
                             for part in (earlier, later))
     _, new, shared = scorable_part(fit_part, validation)
-    print(f"validating on {held_out}: {len(later)} of the {len(earlier) + len(later)} rows"
+    print(f"validating on {held_out}: {len(later):,} of the {len(earlier) + len(later):,} rows"
           + (f" ({unscorable(new, shared, 'the rest')} not scored)" if new or shared else ""))
     return matrix, user_ids, item_ids, fit_part, validation, held_out
 

@@ -147,8 +147,9 @@ def described(value: Any) -> str:
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``"1 user"``, ``"2 users"``; ``plural`` where it is not ``noun + "s"``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+    """``"1 user"``, ``"2 users"``, ``"27,000 items"``; ``plural`` where it is not
+    ``noun + "s"``."""
+    return f"{n} {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
 
 
 def shown_value(value: Any) -> Any:

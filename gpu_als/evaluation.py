@@ -540,7 +540,7 @@ def _model_rows(model, table, name: str = "train", *, rated: bool = False):
         dtype=getattr(model, "dtype", np.float32), user_ids=user_ids, item_ids=item_ids,
         drop_unknown=True)
     if (unknown := int(((rows < 0) | (columns < 0)).sum())):
-        warnings.warn(f"{unknown} of the {len(df)} rows of {name} name users or items the "
+        warnings.warn(f"{unknown:,} of the {len(df):,} rows of {name} name users or items the "
                       f"{type(model).__name__} lacks: left out", UserWarning,
                       stacklevel=user_stacklevel())
     return matrix

@@ -1672,7 +1672,7 @@ class ALS:
         found = _id_queries.predict_by_id(self._snapshot(), df, user_col, item_col)
         if found.n_unknown:
             name = "names a user or item" if found.n_unknown == 1 else "name users or items"
-            warnings.warn(f"{found.n_unknown} of the {len(found.scores)} pairs {name} the "
+            warnings.warn(f"{found.n_unknown:,} of the {len(found.scores):,} pairs {name} the "
                           f"model lacks ({found.lacking()}): their {score_col} is NaN",
                           stacklevel=data.user_stacklevel())
         if frames.__name__ == "polars":
@@ -2070,7 +2070,7 @@ def _warn_unanswered(found: _id_queries.Recommendations, queried: str = "user",
     in the model nor with interactions to fold in from, and rows of interactions naming
     what the model lacks."""
     if len(found.skipped):
-        warnings.warn(f"no recommendations for {len(found.skipped)} of the {queried}s: not in "
+        warnings.warn(f"no recommendations for {len(found.skipped):,} of the {queried}s: not in "
                       f"the model and no interactions with its {ranked}s to fold in "
                       f"({_id_queries.examples(found.skipped)})",
                       stacklevel=data.user_stacklevel())

@@ -1520,7 +1520,7 @@ def test_demo_writes_the_table_and_plots(movielens, tmp_path, capsys):
     train, test = train_test_split(binarize(movielens.ratings, threshold=4), test_fraction=0.2,
                                    random_state=42)
     assert train.nnz + test.nnz == 55_375
-    assert f"943 users x 1682 items, {train.nnz} train / {test.nnz} test positives" in out
+    assert f"943 users x 1,682 items, {train.nnz:,} train / {test.nnz:,} test positives" in out
     assert "ALS: factors=16, regularization=0.001, alpha=10.0, iterations=3;" in out
     for name in ("loss.png", "item_pca.png"):
         assert (tmp_path / name).stat().st_size > 10_000
@@ -2593,7 +2593,7 @@ def test_fetch_writes_a_movielens_release_as_a_table_the_other_commands_read(
     assert main(["evaluate", str(table), "--value-col", "rating", "--min-value", "4",
                  "--time-col", "timestamp", "--iterations", "2", "--factors", "4",
                  "--no-auc", "--backend", "cpu"]) == 0
-    assert "943 users x 1613 items" in capsys.readouterr().out
+    assert "943 users x 1,613 items" in capsys.readouterr().out
 
     def offline(url, timeout):
         raise OSError("network unreachable")
@@ -3152,9 +3152,9 @@ def test_evaluate_scores_movielens_u1_test(movielens, capsys):
                  "--factors", "32", "--regularization", "0.1", "--iterations", "15",
                  "--backend", "cpu", "--no-auc"]) == 0
     out = capsys.readouterr().out
-    assert ("943 users x 1650 items; 80000 train / 19968 test interactions (the rows of "
+    assert ("943 users x 1,650 items; 80,000 train / 19,968 test interactions (the rows of "
             f"{movielens.path / 'u1.test'}; 32 interactions of new users or items left out; "
-            "11227 of them >= 4 count as relevant)") in out
+            "11,227 of them >= 4 count as relevant)") in out
     recall = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
               if line.split()[:1] in (["ALS"], ["Popularity"])}
     assert recall["ALS"] == pytest.approx(0.1757, abs=0.003)
@@ -3168,7 +3168,7 @@ def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
     common = ["evaluate", u_data, "--no-header", "--time-col", "timestamp", "--factors", "4",
               "--iterations", "1", "--backend", "cpu", "--no-auc"]
     assert main(common) == 0
-    assert ("943 users x 1613 items; 80000 train / 19914 test interactions (each user's "
+    assert ("943 users x 1,613 items; 80,000 train / 19,914 test interactions (each user's "
             "latest 20% by 'timestamp'; 86 interactions of new users or items left out)"
             in capsys.readouterr().out)
     assert main(common + ["--cutoff", "1998-03-01"]) == 2
@@ -3176,8 +3176,8 @@ def test_evaluate_by_time_reads_movielens_timestamps(movielens, capsys):
         "gpu-als evaluate: error: --cutoff 1998-03-01: column 'timestamp' holds numbers, so "
         "give one (if they are Unix seconds, 1998-03-01 is 888710400)\n")
     assert main(common + ["--cutoff", "888710400"]) == 0
-    assert ("736 users x 1608 items; 77985 train / 3715 test interactions (those at or after "
-            "888710400 by 'timestamp'; 18300 interactions of new users or items left out)"
+    assert ("736 users x 1,608 items; 77,985 train / 3,715 test interactions (those at or after "
+            "888710400 by 'timestamp'; 18,300 interactions of new users or items left out)"
             in capsys.readouterr().out)
 
 

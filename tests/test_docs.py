@@ -281,7 +281,7 @@ def test_guide_evaluation_of_a_dataframe_runs(movielens):
     assert "backend='cpu'" in block
     namespace = {"df": df}
     # items whose every row went to test: the model of train_df has no factors for them
-    with pytest.warns(UserWarning, match=r"^43 of the 11079 rows of test name users or "
+    with pytest.warns(UserWarning, match=r"^43 of the 11,079 rows of test name users or "
                                          r"items the ALS lacks: left out$"):
         exec(compile(block, str(GUIDE), "exec"), namespace)
     model, als = namespace["model"], namespace["als"]
@@ -302,7 +302,7 @@ def test_guide_temporal_split_block_runs(movielens, capsys):
     block = python_block("### Splitting by time", GUIDE).replace(
         "iterations=20)", "iterations=20, backend='cpu', random_state=42, show_progress=False)")
     assert "backend='cpu'" in block
-    with pytest.warns(UserWarning, match="140 of the 11079 rows of test name users or items "
+    with pytest.warns(UserWarning, match="140 of the 11,079 rows of test name users or items "
                                          "the (ALS|PopularityRecommender) lacks: left out"):
         exec(compile(block, str(GUIDE), "exec"), {})
     assert capsys.readouterr().out == "Recall@10: ALS 0.124, popularity 0.068\n"

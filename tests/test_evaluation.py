@@ -615,7 +615,7 @@ def test_metrics_against_a_slow_loop(K):
     shared = train.multiply(test).nnz  # (random parts, not a split: warned of)
     assert shared > 0
     for batch_size in (2048, 7):  # counted over every batch
-        with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "
+        with pytest.warns(UserWarning, match=f"^test shares {shared:,} entries with train: "
                                              f"those items are left out of the "
                                              f"recommendations"):
             got = ranking_metrics(Fixed(lists), train, test, K=K, batch_size=batch_size)
@@ -902,7 +902,7 @@ def test_auc_from_scores_equals_auc_from_rankings(kind, compare_limit, monkeypat
     shared = overlapping.astype(bool).multiply(train.astype(bool)).nnz
     assert shared > 0
     for model in (make(), RankingsOnly(make())):
-        with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "):
+        with pytest.warns(UserWarning, match=f"^test shares {shared:,} entries with train: "):
             assert auc(model, train, overlapping) == pytest.approx(fast, abs=1e-12)
     if kind == "als":  # batches on 1 or 4 threads at once: the same sums in the same order
         model = make()
@@ -1068,7 +1068,7 @@ def test_random_recommendations_and_their_auc(monkeypatch):
     overlapping = (test + tested @ train).tocsr()
     assert overlapping.nnz > test.nnz
     shared = overlapping.nnz - test.nnz
-    with pytest.warns(UserWarning, match=f"^test shares {shared} entries with train: "):
+    with pytest.warns(UserWarning, match=f"^test shares {shared:,} entries with train: "):
         assert auc(RandomRecommender(0).fit(train), train, overlapping,
                    show_progress=False) == values[0]
     # the places drawn become the AUC: test items first gives 1, last gives 0, right after
