@@ -608,6 +608,46 @@ def test_fit_loss_history_decreases(backend):
     assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_fits_keep_the_problems_symmetries(backend, feedback, solver):
+    """Fits from given factors, compared with fits of transformed problems that have the
+    same solution: users and items in another order (the same factors, reordered); values
+    times s with ``alpha`` / s (implicit: the same confidences) or ``regularization`` * s
+    and the factors times sqrt(s) (explicit: the objective times s^2); a user and an item
+    without entries appended, from zero factors (their solutions are 0, which adds nothing
+    to the other side's systems). A row's place in a length bucket, block or tile, or an
+    empty row's handling, that changed a result fails here."""
+    R = random_interactions(40, 30, 0.25, seed=21, negative=feedback == "implicit")
+    rng = np.random.default_rng(22)
+    X, Y = rng.standard_normal((40, 5)) * 0.1, rng.standard_normal((30, 5)) * 0.1
+    params = {"feedback": feedback, "solver": solver, "iterations": 2, "regularization": 0.1,
+              "dtype": np.float64, **({"alpha": 2.0} if feedback == "implicit" else {})}
+
+    def fit(matrix, X, Y, **changed):
+        model = ALS.from_factors(X, Y, backend=backend, warm_start=True, show_progress=False,
+                                 **{**params, **changed}).fit(matrix)
+        return (model._backend.to_numpy(model.user_factors_),
+                model._backend.to_numpy(model.item_factors_))
+
+    Xa, Ya = fit(R, X, Y)
+    users, items = rng.permutation(40), rng.permutation(30)
+    Xp, Yp = fit(R[users][:, items], X[users], Y[items])
+    if feedback == "implicit":
+        Xs, Ys = fit(R * 4, X, Y, alpha=0.5)
+    else:
+        Xs, Ys = fit(R * 4, X * 2, Y * 2, regularization=0.4)
+        Xs, Ys = Xs / 2, Ys / 2
+    grown = sp.csr_matrix((R.data, R.indices, np.append(R.indptr, R.nnz)), shape=(41, 31))
+    Xe, Ye = fit(grown, np.vstack([X, np.zeros(5)]), np.vstack([Y, np.zeros(5)]))
+    scale = max(np.abs(Xa).max(), np.abs(Ya).max())
+    for name, (x, y) in {"order": (Xp[np.argsort(users)], Yp[np.argsort(items)]),
+                         "scale": (Xs, Ys), "empty rows": (Xe[:40], Ye[:30])}.items():
+        np.testing.assert_allclose(x, Xa, rtol=0, atol=1e-9 * scale, err_msg=name)
+        np.testing.assert_allclose(y, Ya, rtol=0, atol=1e-9 * scale, err_msg=name)
+    assert not Xe[40].any() and not Ye[30].any()
+
+
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_profiled_solve_is_the_same_solve_and_times_its_phases(backend, solver):
     b = get_backend(backend)
