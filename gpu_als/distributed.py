@@ -28,6 +28,13 @@ How a fit is spread (notation of DESIGN.md section 1):
   the blocks are scattered again to the surviving or restarted workers, and the fit goes
   on with identical results; after ``max_retries`` failures in one half-step a
   ``RuntimeError`` says why. Dask is imported only here (``pip install gpu-als[dist]``).
+* The driver reads the whole matrix and keeps both orientations of it for the whole fit
+  (about 24 bytes per interaction in float32 with 32-bit indices, beside the caller's
+  matrix), to scatter the blocks again after a worker failure and to count each row's
+  entries for the loss: the data must fit in the driver's memory. Each worker holds its
+  blocks only (its share of the 24 bytes), and a GPU worker its blocks and the two sides'
+  factors on its device. So the cluster spreads the solves and the device memory, not the
+  reading of the data.
 
 Worker processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, with which glibc
 returns memory after nearly every large free and maps every large NumPy temporary afresh
