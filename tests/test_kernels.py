@@ -751,6 +751,28 @@ def test_backend_options_carry_over_and_tiles_have_their_floors():
     np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("option, lowest, refused, says", [
+    ("split_length", 0, -1, "split_length=-1: must be >= 0"),
+    ("segment_length", 1, 0, "segment_length=0: must be >= 1"),
+    ("tile_rows", 1, 0, "tile_rows=0: must be >= 1"),
+    ("woodbury_min_rows", 0, -1, "woodbury_min_rows=-1: must be >= 0"),
+    ("cg_tile_bytes", 0, -1, "cg_tile_bytes=-1: must be >= 0"),
+    ("memory_fraction", 1.0, 0.0, "memory_fraction=0.0: must be > 0"),
+    ("woodbury_fraction", 1.0, 1.5, "woodbury_fraction=1.5: must be <= 1"),
+    ("fused_threads", None, 64, "fused_threads=64: expected None (by occupancy)"),
+    ("cholesky", "cusolver", "magma", "cholesky='magma': expected one of"),
+    ("async_copies", False, "yes", "async_copies must be True or False"),
+])
+def test_backend_options_take_their_range_and_name_what_is_out_of_it(option, lowest,
+                                                                     refused, says):
+    """Each GPUBackend option at the edge of its range makes a backend; one step past it
+    is a ValueError or TypeError that names the option, raised before the device is
+    looked for (so here too, without one)."""
+    assert getattr(emulated_backend(**{option: lowest}), option) == lowest
+    with pytest.raises((ValueError, TypeError), match=re.escape(says)):
+        gpu.GPUBackend(**{option: refused})
+
+
 def test_the_cg_tile_holds_the_rows_its_bytes_hold():
     """cg_solve's tile: as many rows (factors, weight, target, product) as cg_tile_bytes
     hold, at least tile_rows, at most split_length, and within the block's shared
