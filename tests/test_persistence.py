@@ -716,3 +716,41 @@ def test_set_params_after_fit_changes_the_next_fit_only(fitted, tmp_path):
     loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
     assert loaded.factors == 5 and loaded.dtype == np.float32
     np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.mark.parametrize("name, with_ids", [("model-2026-11-28-aa1d24c.npz", False),
+                                            ("model-with-ids-2026-12-02-6f3387e.npz", True)])
+def test_files_of_earlier_versions_load(name, with_ids, tmp_path):
+    """Model files that earlier versions wrote (tests/data/README.md says how) load, with
+    the settings added since at their defaults, and are the model this version fits from
+    the same data and seed; it answers queries, trains on from there, and saves again."""
+    pd = pytest.importorskip("pandas") if with_ids else None
+    R = sp.random(20, 15, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    old = ALS.load(os.path.join(DATA, name), backend="cpu")
+    assert (old.factors, old.iterations, old.random_state, old.dtype) == (3, 2, 0, np.float32)
+    assert (old.solver, old.cg_steps, old.warm_start) == ("cholesky", 3, False)
+    settings = dict(factors=3, iterations=2, backend="cpu", random_state=0,
+                    show_progress=False)
+    if with_ids:
+        entries = R.tocoo()
+        data = pd.DataFrame({"user": [f"u{u}" for u in entries.row],
+                             "item": entries.col * 10, "value": entries.data})
+        assert list(old.user_ids_) == sorted(f"u{u}" for u in range(20))
+        assert list(old.item_ids_) == list(range(0, 150, 10))
+    else:
+        data = R
+        assert old.user_ids_ is None and old.item_ids_ is None
+    new = ALS(**settings).fit(data)
+    for got, want in ((old.user_factors_, new.user_factors_),
+                      (old.item_factors_, new.item_factors_)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(old.loss_history_, new.loss_history_, rtol=1e-5)
+    ids, _ = old.recommend(0, R[0], N=3)
+    np.testing.assert_array_equal(ids, new.recommend(0, R[0], N=3)[0])
+    old.set_params(warm_start=True, iterations=1, show_progress=False).fit(data)
+    assert old.loss_history_[-1] < new.loss_history_[-1]
+    again = ALS.load(old.save(tmp_path / "again.npz"), backend="cpu")
+    np.testing.assert_array_equal(again.user_factors_, old.user_factors_)
