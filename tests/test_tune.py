@@ -1096,3 +1096,24 @@ def test_a_grid_over_a_setting_that_acts_on_nothing_is_refused(grid, base, idle)
         {"cg_steps": 3, "solver": "cg"}]
     assert len(search_space({"alpha": [5], "factors": [4, 8]}, {"feedback": "explicit"})[2]) \
         == 2  # one value fixes it: not searched (fit warns of it)
+
+
+def test_a_search_on_the_gpu_backend_scores_its_trials_as_the_cpu_does(gpu_backend):
+    """The same search on the GPU backend (one backend for every trial, the data handed
+    to it once per dtype) scores each trial as the CPU backend does: in float64 to
+    rounding, in float32 within a few hits (a GPU's rounding may swap near-equal scores
+    in a top-5), and refits the best there."""
+    grid = {"factors": [2, 4], "alpha": [1.0, 5.0], "dtype": ["float32", "float64"]}
+    R = random_interactions(120, 60, 0.12, seed=6)
+    results = [tune(R, grid, base_params={"backend": backend, "iterations": 4}, K=5,
+                    halving=False, show_progress=False) for backend in ("cpu", gpu_backend)]
+    cpu, gpu = (result.table().sort_values(["dtype", "factors", "alpha"], ignore_index=True)
+                for result in results)
+    assert cpu[["factors", "alpha", "dtype"]].equals(gpu[["factors", "alpha", "dtype"]])
+    assert (gpu["iterations_trained"] == 4).all()
+    double = gpu["dtype"] == "float64"
+    np.testing.assert_allclose(gpu["score"][double], cpu["score"][double], rtol=1e-9)
+    np.testing.assert_allclose(gpu["score"][~double], cpu["score"][~double], atol=0.02)
+    best, model = results[1].best_params, results[1].model
+    assert model.backend is gpu_backend and model.backend_ == "gpu"
+    assert (model.factors, model.user_factors_.dtype) == (best["factors"], best["dtype"])
