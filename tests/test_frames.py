@@ -112,13 +112,13 @@ def test_named_users_in_the_order_given_each_once_without_interactions(clicks):
     assert list(everyone["user"]) == list(np.repeat(model.user_ids_, 2))
 
 
-def test_no_users_or_interactions_without_rows_ask_for_no_recommendations(clicks):
+def test_no_users_or_interactions_without_rows_ask_for_no_recommendations(backend, clicks):
     """Interactions without rows filter nothing and fold nobody in: named users get what
     they get without them, and no users named are none asked for, answered by a frame
     without rows, as no users named are (and as similar_items_frame answers no items).
     Both raised, one "df has no rows: there is nothing to learn from", the other "none of
     the 0 users is in the model ... (e.g. )" (found by a sweep of pandas against polars)."""
-    model = fitted(clicks)
+    model = fitted(clicks, backend)
     none = clicks.head(0)
     pd.testing.assert_frame_equal(model.recommend_frame(["u07", "u02"], none, N=3),
                                   model.recommend_frame(["u07", "u02"], N=3))
@@ -797,7 +797,7 @@ def test_counting_rows_is_warned_of_only_where_a_column_may_hold_the_values(libr
         assert f"e.g. df.rename(columns={{{example!r}: 'value'}})" in message[0]
 
 
-def test_frames_of_a_float64_model_take_values_beyond_float32():
+def test_frames_of_a_float64_model_take_values_beyond_float32(backend):
     """A model of float64 fitted on values of 1e45: the frames given to its queries, its
     partial fits and the metrics were read in float32, and refused "beyond float32's
     range ... or use dtype=float64". A model of float32 still refuses them, by name."""
@@ -811,7 +811,7 @@ def test_frames_of_a_float64_model_take_values_beyond_float32():
     R = random_interactions(30, 12, 0.4, seed=4, dtype=np.float64)
     R.data[:] = 1e45
     df = frame_of(R, np.arange(30), np.arange(12))
-    model = ALS(factors=2, iterations=2, alpha=1.0, dtype=np.float64, backend="cpu",
+    model = ALS(factors=2, iterations=2, alpha=1.0, dtype=np.float64, backend=backend,
                 show_progress=False, random_state=0).fit(df)
     new = df[df["user"] < 5].assign(user=lambda d: d["user"] + 100)
     assert set(model.recommend_frame(interactions=new, N=2)["user"]) == set(new["user"])
