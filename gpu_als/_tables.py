@@ -172,10 +172,11 @@ def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
     candidates = value_candidates(unused, numeric_columns(df, (args.user_col, args.item_col)))
     meant = column_like(unused, "value_col", args.value_col, []) or (
         likely_value_column(candidates) if candidates else None)
+    typed = _typed(meant) if meant else None
     third = " (with --no-header, the third)" if args.no_header else ""
     return ValueError(f"{args.file} has no column {args.value_col!r}{third} for --value-col; "
                       f"its columns are {names}"
-                      + (f" (did you mean --value-col {shlex.quote(meant)}?)" if meant else ""))
+                      + (f" (did you mean --value-col {typed}?)" if typed else ""))
 
 
 def _check_columns_apart(args: argparse.Namespace) -> None:
@@ -266,13 +267,22 @@ def _delimiter_question(delimiter: str) -> str:
     return f"is the delimiter {delimiter!r}? Pass --sep {option}"
 
 
+def _typed(name: Any) -> str | None:
+    """A column's name as a shell reads it typed after an option (``'user id'``), or None
+    where it holds a character that cannot be shown in a one-line message or typed as an
+    argument (a tab, a line break, U+2028, NUL: a header line read with the wrong
+    delimiter or encoding), so that no example is given."""
+    name = str(name)
+    return shlex.quote(name) if name.isprintable() else None
+
+
 def _name_the_columns(names: list[str]) -> str:
     """The options that name the id columns, with the file's likeliest as the example
     (:func:`gpu_als.data.guess_id_columns`: userId and movieId of MovieLens' ratings.csv,
     whose first column is the time)."""
-    guess = {wanted: name for name, wanted in guess_id_columns(names).items()}
-    example = (f" (e.g. --user-col {shlex.quote(guess['user'])} --item-col "
-               f"{shlex.quote(guess['item'])})") if guess else ""
+    guess = {wanted: _typed(name) for name, wanted in guess_id_columns(names).items()}
+    example = (f" (e.g. --user-col {guess['user']} --item-col {guess['item']})"
+               if guess and None not in guess.values() else "")
     return f"Name the id columns with --user-col and --item-col{example}"
 
 
@@ -297,8 +307,9 @@ def _refuse_repeated_header(df, args: argparse.Namespace) -> None:
 def _value_col_remedy(candidates: list[str]) -> str:
     """How the command line names the values' column (one of ``candidates``, as
     :func:`gpu_als.data.value_candidates` finds them), for :func:`warn_unused_columns`."""
-    return (f"name the values' column with --value-col (e.g. --value-col "
-            f"{shlex.quote(str(likely_value_column(candidates)))})")  # (as a shell reads it)
+    typed = _typed(likely_value_column(candidates))
+    return "name the values' column with --value-col" + \
+        (f" (e.g. --value-col {typed})" if typed else "")
 
 
 def _read_parquet_file(pd, args: argparse.Namespace):

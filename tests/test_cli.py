@@ -1133,6 +1133,26 @@ def test_bad_columns(csv_file, capsys):
         assert capsys.readouterr().err.endswith(  # (not "Pass --sep ,, or leave")
             f"Its header line reads as one column: is the delimiter {told} (or leave --sep "
             f"out to have it detected)\n")
+    # names that cannot be typed or shown in one line (a header read with the wrong
+    # delimiter): no example, and the message stays one line (the examples printed a tab
+    # and U+2028 raw, found by a sweep of random file contents)
+    garbled = csv_file.with_name("garbled.csv")
+    garbled.write_text("us\ter;it\u2028em;va\tlue\nu1;7;2\n", encoding="utf-8")
+    assert main(["train", str(garbled), "--sep", ";", "--backend", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("its columns are ['us\\ter', 'it\\u2028em', 'va\\tlue']. Name the id "
+                        "columns with --user-col and --item-col, or pass --no-header for a "
+                        "file without a header line\n") and len(err.splitlines()) == 1
+    named = ["train", str(garbled), "--sep", ";", "--user-col", "us\ter", "--item-col",
+             "it\u2028em", "--factors", "1", "--backend", "cpu"]
+    assert main([*named, "--output", str(csv_file.with_name("g.npz"))]) == 0
+    assert capsys.readouterr().err == (
+        "gpu-als train: warning: no column 'value': every row counts 1, and column(s) "
+        "['va\\tlue'] are not used; name the values' column with --value-col\n")
+    assert main([*named, "--value-col", "rating"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("has no column 'rating' for --value-col; its columns are ['us\\ter', "
+                        "'it\\u2028em', 'va\\tlue']\n") and len(err.splitlines()) == 1
     single = csv_file.with_name("single.csv")  # one column: no example to give
     single.write_text("uid\nu1\n")
     assert main(["train", str(single), "--backend", "cpu"]) == 2
