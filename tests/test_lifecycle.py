@@ -416,6 +416,20 @@ def test_the_id_index_finds_what_id_positions_finds(known, queries):
         np.testing.assert_array_equal(index.positions(ids), id_positions(grown, ids))
 
 
+def test_a_query_finds_only_the_ids_the_model_had_when_it_began():
+    """A query by id reads the model's ids of one moment (gpu_als._ids.FrozenIds over the
+    shared index): ids that a partial fit on another thread appends meanwhile, from the
+    first one on, are not found (their factor rows are not in the query's snapshot)."""
+    from gpu_als._ids import FrozenIds, IdIndex
+
+    index = IdIndex(np.array(["a", "b", "c"]))
+    frozen = FrozenIds(index, index.ids)
+    index.extend(np.array(["a", "b", "c", "d", "e"]))
+    np.testing.assert_array_equal(frozen.positions(np.array(["c", "d", "e", "a", "z"])),
+                                  [2, -1, -1, 0, -1])
+    np.testing.assert_array_equal(index.positions(np.array(["d", "e"])), [3, 4])
+
+
 def test_user_rows_and_item_rows_map_ids_to_factor_rows(R):
     from gpu_als.data import id_positions
     from gpu_als.exceptions import NotFittedError
