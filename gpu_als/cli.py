@@ -1392,8 +1392,10 @@ def model_summary(path: Path) -> int:
                  f"ids of {ID_KINDS.get(np.asarray(ids).dtype.kind, 'objects')}, e.g. "
                  f"{examples(np.asarray(ids))}")
         print(f"{side}s: {len(factors):,} ({named})")
+    held = X.nbytes + Y.nbytes  # (a small model's as KiB: "0.0 MiB" said nothing)
     print(f"factors: {X.shape[1]} per user and item, {X.dtype}, "
-          f"{(X.nbytes + Y.nbytes) / 2**20:.1f} MiB in all")
+          + (f"{held / 2**20:,.1f} MiB" if held >= 2**20 else f"{held / 2**10:.1f} KiB")
+          + " in all")
     losses = model.loss_history_
     print(f"training loss: {len(losses)} iterations recorded, from {losses[0]:.6g} to "
           f"{losses[-1]:.6g}" if losses else

@@ -2636,7 +2636,7 @@ def test_info_of_a_model_file_says_what_it_holds(trained, tmp_path, capsys):
         f"{path}: ALS(factors=4, iterations=3, random_state=42)",
         "users: 60 (ids of text, e.g. 'u0', 'u1', 'u10', ...)",
         "items: 30 (ids of integers, e.g. 100, 101, 102, ...)",
-        "factors: 4 per user and item, float32, 0.0 MiB in all",
+        "factors: 4 per user and item, float32, 1.4 KiB in all",  # (90 x 4 x 4 bytes)
         f"training loss: 3 iterations recorded, from {model.loss_history_[0]:.6g} to "
         f"{model.loss_history_[-1]:.6g}"]
     made = tmp_path / "made.npz"
