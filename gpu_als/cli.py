@@ -1392,9 +1392,9 @@ def model_summary(path: Path) -> int:
                  f"ids of {ID_KINDS.get(np.asarray(ids).dtype.kind, 'objects')}, e.g. "
                  f"{examples(np.asarray(ids))}")
         print(f"{side}s: {len(factors):,} ({named})")
-    held = X.nbytes + Y.nbytes  # (a small model's as KiB: "0.0 MiB" said nothing)
+    held = X.nbytes + Y.nbytes  # (under 0.1 MiB as KiB: "0.0 MiB" said nothing)
     print(f"factors: {X.shape[1]} per user and item, {X.dtype}, "
-          + (f"{held / 2**20:,.1f} MiB" if held >= 2**20 else f"{held / 2**10:.1f} KiB")
+          + (f"{held / 2**20:,.1f} MiB" if held >= 2**20 / 10 else f"{held / 2**10:.1f} KiB")
           + " in all")
     losses = model.loss_history_
     print(f"training loss: {len(losses)} iterations recorded, from {losses[0]:.6g} to "
