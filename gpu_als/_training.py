@@ -85,8 +85,12 @@ def check_fit_shape(user_items: Any, p: dict[str, Any]) -> None:
     :func:`gpu_als.distributed.fit_distributed`. (What is not a 2-D matrix is refused
     as such by :class:`gpu_als.data.Prepared`.)"""
     shape = getattr(user_items, "shape", None)
-    if shape is None or len(shape) != 2:
-        return
+    if shape is not None and len(shape) == 2:
+        check_fit_dimensions(shape, p)
+
+
+def check_fit_dimensions(shape: tuple[int, int], p: dict[str, Any]) -> None:
+    """:func:`check_fit_shape` of a matrix of ``shape`` (users, items)."""
     check_fit_memory(shape, p)
     n_fixed, fixed = min(zip(shape, ("users", "items")))
     if n_fixed > 0:  # (an empty matrix: refused as such by Prepared, not as singular)
@@ -232,7 +236,8 @@ class Training:
                                             regularization=p["regularization"],
                                             feedback=p["feedback"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
-                        raise_non_finite(backend, X, Y, iteration, p, self.Cu)
+                        raise_non_finite(backend, X, Y, iteration, p,
+                                         largest_input(self.Cu, p))
                     self.loss_history.append(loss)
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
@@ -246,7 +251,8 @@ class Training:
         if not with_loss and iterations > 0 and not (
                 backend.all_finite(X) and backend.all_finite(Y)
                 and overflowing_norm(backend, X, Y) is None):
-            raise_non_finite(backend, X, Y, self.iterations_done - 1, p, self.Cu)
+            raise_non_finite(backend, X, Y, self.iterations_done - 1, p,
+                             largest_input(self.Cu, p))
         return stopped
 
     def reporting(self, model: ALS, callback: Callable) -> Callable:
@@ -286,12 +292,20 @@ def asks_to_stop(returned: Any) -> bool:
 # ---- the factors a fit ends with ----------------------------------------------------
 
 
+def largest_input(rows: data.WeightedRows, p: dict[str, Any]) -> float:
+    """The largest confidence (implicit feedback) or rating magnitude (explicit) of
+    ``rows``, on any backend (never empty: fit refuses a matrix without entries), for
+    :func:`raise_non_finite`."""
+    if p["feedback"] == "implicit":  # weight = c - 1
+        return 1 + float(abs(rows.weight).max())
+    return float(abs(rows.target).max())
+
+
 def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
-                     rows: data.WeightedRows):
+                     largest: float):
     """Name the half-step that produced NaN or infinite factors, or say that finite
-    factors grew so large that the training loss overflowed; with the largest
-    confidence (implicit) or rating (explicit) of ``rows``, the fit's user rows on
-    ``backend`` (never empty: fit refuses a matrix without entries).
+    factors grew so large that the training loss overflowed; with the ``largest``
+    confidence (implicit) or rating (explicit) of the input (:func:`largest_input`).
 
     Checked once per iteration through the loss (any non-finite factor makes it
     non-finite), so that the GPU need not synchronise after every half-step; without
@@ -308,15 +322,13 @@ def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
                 f"{overflowing_norm(backend, X, Y):.3g}) that their scores overflow "
                 f"{np.dtype(X.dtype).name} after {where}")
     elif side is None:
-        largest = max(float(backend.xp.abs(F).max()) for F in (X, Y))
-        what = (f"the factors grew so large (up to {largest:.3g}) that the training loss "
+        factor = max(float(backend.xp.abs(F).max()) for F in (X, Y))
+        what = (f"the factors grew so large (up to {factor:.3g}) that the training loss "
                 f"overflowed after {where}")
     else:
         what = f"the {side} factors hold NaN or infinite values after {where}"
-    if p["feedback"] == "implicit":  # weight = c - 1
-        scale = f"confidences up to {1 + float(abs(rows.weight).max()):.3g}"
-    else:
-        scale = f"ratings up to {float(abs(rows.target).max()):.3g}"
+    scale = f"{'confidences' if p['feedback'] == 'implicit' else 'ratings'} up to " \
+        f"{largest:.3g}"
     alpha = f", alpha={p['alpha']}" if p["feedback"] == "implicit" else ""
     # float64 holds what overflowed float32 and carries what its rounding lost (a GPU
     # solves a float32 model's systems in float32, the CPU backend its exact ones in

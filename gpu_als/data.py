@@ -462,8 +462,22 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         When a column ``user`` or ``item`` is missing, or, for explicit feedback (ratings,
         which all-ones values cannot stand for), the column ``value``.
     """
-    library = _library(df)
+    library = _library(df)  # (a cuDF frame's rename example is cuDF's)
     df = _eager_frame(df)
+    value_col = check_fit_columns(df, feedback, library)
+    interactions = from_dataframe(df, dtype=dtype, value_col=value_col)
+    if feedback == "explicit":
+        warn_summed_ratings(len(df), interactions.matrix)
+    return interactions
+
+
+def check_fit_columns(df: Any, feedback: str, library: str | None = None) -> str | None:
+    """The value column that ``fit(df)`` reads (``"value"``, or None to count each row
+    as 1), once the columns ``user`` and ``item`` (and, for explicit feedback, ``value``)
+    are there, with a warning where another column may hold the values. Reads only the
+    names and types of ``df``'s columns: also a lazy frame's (a Dask DataFrame's).
+    ``library``: the one whose rename to suggest, if not ``df``'s own."""
+    library = library or _library(df)
     missing = [c for c in ("user", "item") if c not in df.columns]
     if feedback == "explicit" and "value" not in df.columns:
         missing.append("value")
@@ -476,18 +490,15 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
             f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
             f"{index_hint}. Rename them{example}, or use from_dataframe(df, user_col, "
             f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
+    if "value" in df.columns:
+        return "value"
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
     # fit has no value_col: its warning says how to name the values' column instead
-    if "value" not in df.columns and (candidates := value_candidates(
-            unused, numeric_columns(df, ("user", "item")))):
+    if candidates := value_candidates(unused, numeric_columns(df, ("user", "item"))):
         example = likely_value_column(candidates)
         warn_unused_columns(unused, f"to train on one, name it 'value', e.g. "
                                     f"df.rename(columns={{{example!r}: 'value'}})")
-    interactions = from_dataframe(df, dtype=dtype,
-                                  value_col="value" if "value" in df.columns else None)
-    if feedback == "explicit":
-        warn_summed_ratings(len(df), interactions.matrix)
-    return interactions
+    return None
 
 
 def user_stacklevel() -> int:
@@ -501,15 +512,15 @@ def user_stacklevel() -> int:
     return level
 
 
-def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix, columns: tuple[str, str] = (
-        "user", "item"), *, rows: str = "rows") -> None:
+def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix | int, columns: tuple[str, str]
+                        = ("user", "item"), *, rows: str = "rows") -> None:
     """For explicit feedback: warn when the ``matrix`` that :func:`from_dataframe` made of
-    ``n_rows`` rows has fewer entries, that is, when rows repeating a (user, item) pair
-    were summed. Summing is right for counts (implicit feedback), but two ratings of 4
-    then train as one rating of 8. ``rows``: what the ``n_rows`` are ("rows" of a
-    DataFrame, else the stored entries of a sparse matrix, which have no pandas
-    remedy)."""
-    repeated = n_rows - matrix.nnz
+    ``n_rows`` rows (or its number of stored entries) has fewer entries, that is, when
+    rows repeating a (user, item) pair were summed. Summing is right for counts (implicit
+    feedback), but two ratings of 4 then train as one rating of 8. ``rows``: what the
+    ``n_rows`` are ("rows" of a DataFrame, else the stored entries of a sparse matrix,
+    which have no pandas remedy)."""
+    repeated = n_rows - (matrix if isinstance(matrix, int) else matrix.nnz)
     if repeated > 0:
         user, item = columns
         remedy = (f", e.g. with pandas df.drop_duplicates([{user!r}, {item!r}], keep='last')"
@@ -1410,12 +1421,7 @@ class Prepared:
                 warn_summed_ratings(int(self._stored), self.csr,
                                     rows="stored entries of user_items")
             if feedback == "implicit" and not (self.csr.data > 0).any():
-                warnings.warn(
-                    "user_items has no positive value: implicit feedback learns the "
-                    "preference p = [r > 0] of each entry, so nothing is learned (the "
-                    "factors go to 0, and every score with them); give amounts > 0 (or "
-                    "ratings with feedback='explicit')", UserWarning,
-                    stacklevel=user_stacklevel())
+                warn_no_positive_value("user_items")
             users = weighted_rows(self.csr, feedback=feedback, alpha=alpha,
                                   confidence=confidence, epsilon=epsilon)
             items = WeightedRows(
@@ -1434,6 +1440,23 @@ class Prepared:
             cached = (backend, (backend.put(users), backend.put(items)))
             self._device[key] = cached
         return cached[1]
+
+
+def warn_no_positive_value(name: str) -> None:
+    """The warning of a fit of implicit feedback whose input ``name`` has no value > 0."""
+    warnings.warn(
+        f"{name} has no positive value: implicit feedback learns the preference "
+        f"p = [r > 0] of each entry, so nothing is learned (the factors go to 0, and every "
+        f"score with them); give amounts > 0 (or ratings with feedback='explicit')",
+        UserWarning, stacklevel=user_stacklevel())
+
+
+def merged_ids(parts: list[np.ndarray], name: str) -> np.ndarray:
+    """The sorted distinct ids of a column read in ``parts`` (each part's own distinct
+    ids, as :func:`from_dataframe` gives them): the ids of the whole column, as
+    :func:`from_dataframe` sorts them; ``name``: the column's, for its errors."""
+    ids, _ = _positions(np.concatenate(parts), None, name, False)
+    return ids
 
 
 def _same_index_dtype(indptr, indices):

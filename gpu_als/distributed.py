@@ -10,9 +10,10 @@
 How a fit is spread (notation of DESIGN.md section 1):
 
 * The rows of R (users) and of R^T (items) are cut into contiguous blocks of about equal
-  numbers of entries, ``blocks_per_worker`` per worker, and scattered to the workers
-  once; they stay there for the whole fit, and each block's tasks run on the worker that
-  holds it (none is stolen by an idle worker, which would copy the block over).
+  numbers of entries, ``blocks_per_worker`` per worker, and put on the workers once
+  (scattered from the driver, or built there from a Dask DataFrame: see below); they
+  stay there for the whole fit, and each block's tasks run on the worker that holds it
+  (none is stolen by an idle worker, which would copy the block over).
 * Each half-step, the fixed side's factors are broadcast to every worker, each worker
   solves its blocks with its own backend (``model.backend``: the CPU, or the GPU of a
   ``dask-cuda`` worker) exactly as the single-process fit would (the CG solver from the
@@ -25,16 +26,21 @@ How a fit is spread (notation of DESIGN.md section 1):
   is less whenever a worker's block touches most of the other side (the usual case with
   few workers and power-law data); ``bytes_moved_`` records what each iteration moved.
 * A worker that dies mid-fit is survived: the half-step is retried (its tasks are pure),
-  the blocks are scattered again to the surviving or restarted workers, and the fit goes
+  the blocks are placed again on the surviving or restarted workers, and the fit goes
   on with identical results; after ``max_retries`` failures in one half-step a
   ``RuntimeError`` says why. Dask is imported only here (``pip install gpu-als[dist]``).
-* The driver reads the whole matrix and keeps both orientations of it for the whole fit
-  (about 24 bytes per interaction in float32 with 32-bit indices, beside the caller's
-  matrix), to scatter the blocks again after a worker failure and to count each row's
-  entries for the loss: the data must fit in the driver's memory. Each worker holds its
-  blocks only (its share of the 24 bytes), and a GPU worker its blocks and the two sides'
-  factors on its device. So the cluster spreads the solves and the device memory, not the
-  reading of the data.
+* A matrix (or a pandas or polars DataFrame) is read by the driver, which keeps both
+  orientations of it for the whole fit (about 24 bytes per interaction in float32 with
+  32-bit indices, beside the caller's matrix), to scatter the blocks again after a
+  worker failure: the data must fit in the driver's memory.
+* A Dask DataFrame is read by the workers (:mod:`gpu_als._dask_frames`): each partition
+  is checked as ``fit(df)`` checks a DataFrame, the driver merges the partitions'
+  distinct ids and each side's entry counts, and each block is built on a worker from
+  its pieces of every partition. The driver holds the ids, two counts per user and item
+  and the factors, not the data; after a worker failure the blocks are built again from
+  the DataFrame (Dask keeps no copy of the partitions a block came from).
+* Each worker holds its blocks (its share of the 24 bytes), and a GPU worker its blocks
+  and the two sides' factors on its device.
 
 Worker processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, with which glibc
 returns memory after nearly every large free and maps every large NumPy temporary afresh
@@ -58,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import traceback
 import weakref
@@ -66,19 +73,20 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data
+from . import _dask_frames, data
 from ._ids import checked_data_ids
 from ._training import (
     asks_to_stop,
     check_definite_base,
     check_fit_shape,
+    largest_input,
     log_iteration,
     raise_non_finite,
     warn_idle_factors,
     warn_idle_settings,
 )
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, ITERATIVE_SOLVERS
+from .model import ALS, ITERATIVE_SOLVERS, refuse_ids_with_frame
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -95,13 +103,10 @@ WORKER_MALLOC = {
 
 def _split(rows: data.WeightedRows, n_blocks: int) -> list[tuple[int, int, data.WeightedRows]]:
     """Contiguous row blocks with about equal numbers of entries: (first, last, block)."""
-    nnz = int(rows.indptr[-1])
-    cuts = np.searchsorted(rows.indptr, np.linspace(0, nnz, n_blocks + 1)[1:-1])
-    bounds = np.unique(np.concatenate([[0], cuts, [rows.n_rows]]))
     blocks = []
-    for first, last in zip(bounds[:-1], bounds[1:]):
+    for first, last in _dask_frames.block_bounds(rows.indptr, n_blocks):
         a, b = rows.indptr[first], rows.indptr[last]
-        blocks.append((int(first), int(last), data.WeightedRows(
+        blocks.append((first, last, data.WeightedRows(
             rows.indptr[first:last + 1] - a, rows.indices[a:b], rows.weight[a:b],
             rows.target[a:b], rows.n_cols, 0.0)))
     return blocks
@@ -155,13 +160,46 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
         backend.stored_loss(rows, out, F)
 
 
+class _MatrixBlocks:
+    """The row blocks of a matrix this process holds, scattered to the workers (again,
+    after a worker was lost) by :meth:`place`; and what the driver needs of all rows (as
+    :class:`gpu_als._dask_frames.FrameBlocks` has it)."""
+
+    def __init__(self, users: data.WeightedRows, items: data.WeightedRows,
+                 ids: tuple[Any, Any], n_blocks: int, p: dict[str, Any]):
+        """``users``, ``items``: the fit's rows; ``ids``: the users' and items' ids;
+        ``n_blocks``: blocks per side, at most; ``p``: the model's hyperparameters."""
+        self.blocks = {"user": _split(users, n_blocks), "item": _split(items, n_blocks)}
+        self.bounds = {side: [(first, last) for first, last, _ in blocks]
+                       for side, blocks in self.blocks.items()}
+        self.shape = (users.n_rows, items.n_rows)
+        self.user_ids, self.item_ids = ids
+        self.loss_constant = users.loss_constant
+        self.counts = get_backend("cpu").entry_counts(users)
+        self.largest = largest_input(users, p)
+
+    def place(self, client) -> dict[str, list]:
+        """Each block's future, the block on a worker. Only the client's own methods:
+        Dask's module functions (``distributed.wait``) use the default client, which the
+        caller's client need not be (``gpu-als train --scheduler``'s is not); and the
+        blocks are on the workers when ``scatter`` returns."""
+        return {side: client.scatter([block for _, _, block in blocks], hash=False)
+                for side, blocks in self.blocks.items()}
+
+    def release(self) -> None:
+        """Nothing to do: the blocks are this process's (the workers' copies go with their
+        futures)."""
+
+
 class _ClusterBlocks:
     """Both sides' row blocks, held by the cluster's workers for a whole fit, and the
     half-step that solves them there, retried after a worker is lost."""
 
-    def __init__(self, client, sides: dict[str, list[tuple[int, int, data.WeightedRows]]],
-                 params: dict[str, Any], max_retries: int, worker_timeout: float):
-        """``sides``: each side's blocks as :func:`_split` cuts them (scattered here);
+    def __init__(self, client, source, params: dict[str, Any], max_retries: int,
+                 worker_timeout: float):
+        """``source``: the blocks, a :class:`_MatrixBlocks` or a Dask DataFrame's
+        :class:`gpu_als._dask_frames.FrameBlocks` (``bounds``: each side's blocks' first
+        and last rows; ``place(client)``: their futures, the blocks on workers);
         ``params``: what :func:`_solve_block` needs; ``worker_timeout``: how long to wait
         for a worker after losing all of them."""
         from concurrent.futures import CancelledError  # FutureCancelledError's base
@@ -172,28 +210,25 @@ class _ClusterBlocks:
         # How a dead worker shows up; an exception raised by the work itself is not retried.
         self.worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError,
                             TimeoutError)
-        self.client, self.sides, self.params = client, sides, params
+        self.client, self.source, self.params = client, source, params
         self.max_retries, self.worker_timeout = max_retries, worker_timeout
         self.placed: dict[str, list] = {}   # each block's future
         self.holders: dict[str, list] = {}  # the worker(s) holding each placed block
         self.place()
 
     def place(self) -> None:
-        """Scatter every block to the workers (again, after a worker was lost). Only the
-        client's own methods: Dask's module functions (``distributed.wait``) use the
-        default client, which the caller's client need not be (``gpu-als train
-        --scheduler``'s is not); and the blocks are on the workers when ``scatter``
-        returns."""
-        for side, blocks in self.sides.items():
-            self.placed[side] = self.client.scatter([block for _, _, block in blocks],
-                                                    hash=False)
-            who_has = self.client.who_has(self.placed[side])
-            self.holders[side] = [list(who_has[block.key]) for block in self.placed[side]]
+        """Put every block on the workers (again, after a worker was lost), and note which
+        worker holds each."""
+        self.placed = self.source.place(self.client)
+        for side, futures in self.placed.items():
+            who_has = self.client.who_has(futures)
+            self.holders[side] = [list(who_has[block.key]) for block in futures]
 
     def close(self) -> None:
         """Let the workers drop the blocks (whatever still refers to this object)."""
         self.placed.clear()
         self.holders.clear()
+        self.source.release()
 
     def half_step(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
         """New factors of ``side`` (``current``: its factors now, the CG solver's start),
@@ -212,8 +247,8 @@ class _ClusterBlocks:
                 # half-step's, and through self the placed blocks): logged as text and its
                 # frames cleared, so that whatever keeps it (Dask's state of the failed
                 # futures, a log handler) does not keep blocks on the workers.
-                logger.warning("distributed ALS: %s: %s; scattering the blocks again and "
-                               "retrying", type(exc).__name__, str(exc))
+                logger.warning("distributed ALS: %s: %s; placing the blocks on the workers again "
+                               "and retrying", type(exc).__name__, str(exc))
                 traceback.clear_frames(exc.__traceback__)
                 _running_workers(self.client, self.worker_timeout)
                 self.place()
@@ -226,11 +261,36 @@ class _ClusterBlocks:
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, self.params,
                                  current[first:last] if send_current else None,
                                  workers=workers, allow_other_workers=False, pure=False)
-                   for block, workers, (first, last, _)
-                   in zip(self.placed[side], self.holders[side], self.sides[side])]
-        results = client.gather(futures)
+                   for block, workers, (first, last)
+                   in zip(self.placed[side], self.holders[side], self.source.bounds[side])]
+        results = self._gather(futures, self.holders[side])
         factors = np.concatenate([r[0] for r in results]).astype(current.dtype, copy=False)
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
+
+
+    def _gather(self, futures: list, holders: list[list[str]]) -> list:
+        """``client.gather(futures)``, each pinned to the worker(s) of ``holders``; a
+        ``ConnectionError`` (a lost worker, retried) once every holder of one of them has
+        left the cluster: its task would wait for that worker for ever. (A block that Dask
+        cannot compute again, one scattered from this process or one built from results
+        it has since forgotten, as a Dask DataFrame's blocks are, is lost with its worker,
+        which fails the block's tasks; one that it can compute again does not fail them.)"""
+        pending = threading.Semaphore(0)
+        for future in futures:
+            future.add_done_callback(lambda _: pending.release())
+        for _ in futures:
+            while not pending.acquire(timeout=_POLL_SECONDS):
+                alive = set(self.client.nthreads())
+                stuck = [who for future, who in zip(futures, holders)
+                         if not future.done() and not alive.intersection(who)]
+                if stuck:
+                    raise ConnectionError(f"worker {stuck[0][0]} left the cluster holding "
+                                          f"a block")
+        return self.client.gather(futures)
+
+
+#: How often, in seconds, a half-step that has not ended checks its blocks' workers.
+_POLL_SECONDS = 1.0
 
 
 def _running_workers(client, timeout: float) -> int:
@@ -260,8 +320,13 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     model : ALS
         Its hyperparameters are used as they are; ``backend`` names the backend each
         worker uses ("cpu", "gpu", or "auto", resolved on the worker).
-    user_items : scipy.sparse matrix, shape (n_users, n_items), or DataFrame
+    user_items : scipy.sparse matrix, shape (n_users, n_items), DataFrame or Dask DataFrame
         As for :meth:`ALS.fit` (a DataFrame's ids end up in ``user_ids_`` / ``item_ids_``).
+        A Dask DataFrame (columns ``user``, ``item`` and optionally ``value``, as for
+        ``fit(df)``) is read by the workers, partition by partition; the model is
+        ``fit(df.compute())``'s, but that a pair repeated in two partitions is summed in
+        float64 after each partition's sum is rounded to ``dtype``, and that an error
+        names a value's row in its partition, and its index.
     client : dask.distributed.Client
     user_ids, item_ids : array-like, optional
         The ids of a matrix's rows and columns, as for :meth:`ALS.fit`.
@@ -311,14 +376,22 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     data.check_int("blocks_per_worker", blocks_per_worker, minimum=1)
     data.check_int("max_retries", max_retries, minimum=0)
     worker_timeout = data.check_float("worker_timeout", worker_timeout, strict=True)
-    user_items, ids = model._fit_input(user_items, user_ids, item_ids)
-    check_fit_shape(user_items, p)  # before Prepared allocates
-    prepared = data.Prepared(user_items, p["dtype"])
-    warn_idle_factors(prepared.shape, p["factors"])
-    user_ids, item_ids = checked_data_ids(ids, prepared.shape)
-    users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
-                                 confidence=p["confidence"], epsilon=p["epsilon"])
-    n_workers = _running_workers(client, worker_timeout)
+    if _dask_frames.is_dask_frame(user_items):  # read and blocked by the workers
+        refuse_ids_with_frame(user_ids, item_ids)
+        n_workers = _running_workers(client, worker_timeout)
+        source: Any = _dask_frames.FrameBlocks(client, user_items, p,
+                                               n_workers * blocks_per_worker)
+    else:
+        user_items, ids = model._fit_input(user_items, user_ids, item_ids)
+        check_fit_shape(user_items, p)  # before Prepared allocates
+        prepared = data.Prepared(user_items, p["dtype"])
+        warn_idle_factors(prepared.shape, p["factors"])
+        ids = checked_data_ids(ids, prepared.shape)
+        users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
+                                     confidence=p["confidence"], epsilon=p["epsilon"])
+        n_workers = _running_workers(client, worker_timeout)
+        source = _MatrixBlocks(users, items, ids, n_workers * blocks_per_worker, p)
+    user_ids, item_ids = source.user_ids, source.item_ids
     params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps")}
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
@@ -326,10 +399,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     # where the fitted model goes: the model's backend here (a GPU model where this
     # process has a GPU), or the CPU (GPU workers driven from a machine without one)
     home = get_backend_or_cpu(model.backend, f"the distributed {model.backend} model")
-    X, Y = model._initial_factors(cpu, prepared.shape, p["factors"], p["dtype"],
+    X, Y = model._initial_factors(cpu, source.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
-    sides = {"user": _split(users, n_workers * blocks_per_worker),
-             "item": _split(items, n_workers * blocks_per_worker)}
     send_current = p["solver"] in ITERATIVE_SOLVERS  # CG starts from the current factors
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
@@ -337,7 +408,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     progress = tqdm(range(p["iterations"]), desc=f"ALS (distributed, {n_workers} workers)",
                     unit="it", disable=None if model.show_progress else True)
     with model._fitting(), progress, \
-            contextlib.closing(_ClusterBlocks(client, sides, params, max_retries,
+            contextlib.closing(_ClusterBlocks(client, source, params, max_retries,
                                                 worker_timeout)) as cluster:
         def half_step(side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
             check_definite_base(p, fixed_gram, fixed.shape[0], cpu)  # as fit, on the driver
@@ -347,11 +418,12 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         for iteration in progress:
             X, XtX, _ = half_step("user", Y, YtY, X)
             Y, YtY, stored = half_step("item", X, XtX, Y)
-            loss = cpu.loss_from_parts(users, X, Y, XtX, YtY, stored, feedback=p["feedback"],
+            loss = cpu.loss_from_parts(X, Y, XtX, YtY, stored, source.loss_constant,
+                                       counts=source.counts, feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
                 raise_non_finite(cpu, X, Y, iteration, {**p, "calculate_training_loss": True},
-                                 users)
+                                 source.largest)
             progress.set_postfix(loss=f"{loss:.5g}")
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:

@@ -456,9 +456,7 @@ class ALS:
         :func:`gpu_als.data.frame_interactions`, a matrix's as given."""
         if not data.is_dataframe(user_items):
             return user_items, (user_ids, item_ids)
-        if user_ids is not None or item_ids is not None:
-            raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
-                            "columns: pass user_ids / item_ids with a matrix only")
+        refuse_ids_with_frame(user_ids, item_ids)
         matrix, user_ids, item_ids = data.frame_interactions(
             user_items, self.feedback, data.check_dtype(self.dtype))
         return matrix, (user_ids, item_ids)
@@ -2029,6 +2027,14 @@ def _in_dtype(X: np.ndarray, Y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.
                              f"(the scores) overflow {dtype.name}; scale them down{wider}")
         cast.append(in_dtype)
     return cast[0], cast[1]
+
+
+def refuse_ids_with_frame(user_ids: Any, item_ids: Any) -> None:
+    """A fit of a DataFrame takes its ids from its columns: ids given beside it are a
+    ``TypeError``."""
+    if user_ids is not None or item_ids is not None:
+        raise TypeError("fit(df) takes its ids from the DataFrame's user and item "
+                        "columns: pass user_ids / item_ids with a matrix only")
 
 
 def _warm_rows(start: np.ndarray, current: np.ndarray, data_ids: Any, model_ids: Any,

@@ -2,7 +2,9 @@
 worker of the GPU backend."""
 
 import os
+import re
 import signal
+import threading
 import time
 
 import numpy as np
@@ -213,8 +215,14 @@ def test_progress_callback_and_loss_settings_act_as_in_fit(client, monkeypatch):
     np.testing.assert_array_equal(quiet.item_factors_, shown.item_factors_)
 
 
-def test_a_worker_killed_mid_fit_is_survived(client):
+@pytest.mark.parametrize("source", ["matrix", "dask frame"])
+def test_a_worker_killed_mid_fit_is_survived(client, source):
+    """The blocks are placed again: a matrix's scattered from the driver, a Dask
+    DataFrame's (the workers' only copy) built again from the DataFrame."""
+    from gpu_als.distributed import fit_distributed
+
     R = make_power_law(1500, 600, 30_000, random_state=2)
+    fitted, given = (R, R) if source == "matrix" else (frame_of(R), dask_frame(frame_of(R), 5))
     killed = []
 
     def kill_one_worker(iteration, elapsed, loss):
@@ -225,9 +233,10 @@ def test_a_worker_killed_mid_fit_is_survived(client):
             killed.append(worker)
             time.sleep(1.0)  # let it die before the next half-step
 
-    distributed, single = fit_both(R, client, callback=kill_one_worker, iterations=4)
+    distributed = fit_distributed(ALS(**PARAMS, callback=kill_one_worker), given, client)
     assert killed
-    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.item_factors_, ALS(**PARAMS).fit(fitted).item_factors_,
+                               atol=1e-9)
     client.wait_for_workers(2, timeout=60)
     # The blocks of the failed half-step are released too (Dask keeps the exception of a
     # failed future; the frames in its traceback held them for the client's lifetime).
@@ -302,7 +311,8 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
         distributed.fit_distributed(ALS(**PARAMS), make_power_law(200, 100, 2_000,
                                                                   random_state=3),
                                     client, max_retries=2, worker_timeout=7)
-    retries = [r for r in caplog.records if "scattering the blocks again" in r.getMessage()]
+    retries = [r for r in caplog.records
+               if "placing the blocks on the workers again" in r.getMessage()]
     assert len(retries) == 2 and waits == [7.0, 7.0, 7.0]
     # the user and item blocks at the start and after each retry, and the fixed factors of
     # each of the 3 attempts
@@ -583,8 +593,153 @@ def test_workers_keep_their_blocks_only_during_the_fit(client):
     assert cached_after_release(client) == 0, failure.traceback
 
 
+# ---- Dask DataFrames: read by the workers ------------------------------------------------
+
+
+def dask_frame(df, npartitions):
+    dd = pytest.importorskip("dask.dataframe")
+    return dd.from_pandas(df, npartitions=npartitions)
+
+
+def frame_of(R, **columns):
+    """A pandas frame of the COO matrix ``R``'s entries (user ids times 7, item ids as
+    text), with ``columns`` added."""
+    pd = pytest.importorskip("pandas")
+    R = R.tocoo()
+    return pd.DataFrame({"user": R.row * 7, "item": [f"i{c}" for c in R.col],
+                         "value": R.data, **columns})
+
+
+def fits_with_warnings(fit):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = fit()
+    return model, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_a_dask_dataframe_is_fitted_as_its_computed_frame(client, monkeypatch, feedback):
+    """The workers read it: this process cannot (its from_dataframe fails), and the model
+    is fit(df.compute())'s, ids, warnings and loss included. Pairs repeated across
+    partitions are summed as fit sums them (with its warning for ratings), and an empty
+    partition is no error."""
+    from gpu_als import data
+    from gpu_als.distributed import fit_distributed
+
+    dd = pytest.importorskip("dask.dataframe")
+    from dask import delayed
+
+    df = frame_of(make_power_law(300, 120, 3000, random_state=2))
+    # 52 pairs repeated in other partitions, and an empty partition
+    parts = [df.iloc[:1200], df.iloc[1200:], df.iloc[:0], df.iloc[np.r_[0:50, 1500, 2900]]]
+    ddf = dd.from_delayed([delayed(part) for part in parts], meta=df.iloc[:0])
+    computed = ddf.compute(scheduler="sync")  # (not through the default client)
+    assert len(computed) == len(df) + 52
+    params = {**PARAMS, "feedback": feedback}
+    single, said = fits_with_warnings(lambda: ALS(**params).fit(computed))
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the driver read the DataFrame")
+
+    monkeypatch.setattr(data, "from_dataframe", not_here)  # the workers' own is not this
+    distributed, warned = fits_with_warnings(
+        lambda: fit_distributed(ALS(**params), ddf, client, blocks_per_worker=2))
+    np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
+    for got, expected in ((distributed.user_ids_, single.user_ids_),
+                          (distributed.item_ids_, single.item_ids_)):
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == expected.dtype
+    assert warned == said
+    if feedback == "explicit":
+        assert said == ["52 of the 3,052 rows repeat a (user, item) pair, and the ratings of "
+                        "a pair are summed (two ratings of 4 train as one of 8); for "
+                        "feedback='explicit' keep one rating per pair, e.g. with pandas "
+                        "df.drop_duplicates(['user', 'item'], keep='last')"]
+
+
+def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
+    """The same errors as fit(df.compute()): the columns' from the frame's schema, before
+    any work; the values' and ids' raised by the worker that reads them, which names the
+    row in its partition, and its index."""
+    from gpu_als.distributed import fit_distributed
+
+    R = make_power_law(100, 50, 800, random_state=3)
+    good = frame_of(R)
+    bad_value = good.assign(value=good["value"].where(good.index != 700))  # a NaN
+    bad_id = good.assign(user=good["user"].astype(float).where(good.index != 650))
+    for df, feedback in ((good.drop(columns="user"), "implicit"),
+                         (good.rename(columns={"value": "rating"}), "explicit"),
+                         (bad_value, "implicit"), (bad_id, "implicit"),
+                         (good.iloc[:0], "implicit")):
+        params = {**PARAMS, "feedback": feedback}
+        with pytest.raises((ValueError, TypeError)) as expected:
+            ALS(**params).fit(df)
+        # the row of the whole frame there; here the row of a partition, and its index
+        head, at_row, row = str(expected.value).rpartition("at row ")
+        said = re.escape(head + at_row) + rf"\d+ \(index {row}\)" if at_row else \
+            re.escape(row)
+        with pytest.raises(type(expected.value), match=f"^{said}$"):
+            fit_distributed(ALS(**params), dask_frame(df, 3), client)
+    with pytest.raises(TypeError, match="takes its ids from the DataFrame's"):
+        fit_distributed(ALS(**PARAMS), dask_frame(good, 2), client, user_ids=np.arange(100))
+    with pytest.warns(UserWarning, match=r"column\(s\) \['plays'\] are not used; to train on "
+                                         r"one, name it 'value'"):
+        fit_distributed(ALS(**PARAMS), dask_frame(good.rename(columns={"value": "plays"}), 2),
+                        client)
+
+
+def _given(block):
+    return block
+
+
+def _rows_of(block):
+    return block.n_rows
+
+
+def test_a_half_step_pinned_to_a_worker_that_left_is_retried_not_waited_for(
+        client, monkeypatch, tmp_path):
+    """A block that Dask can compute again (here: one sent in its task) is not lost with
+    its worker, so Dask does not fail the tasks pinned to that worker: they would wait for
+    it for ever. The half-step sees the worker gone and is retried."""
+    from gpu_als import distributed
+
+    place, solve = distributed._MatrixBlocks.place, distributed._solve_block
+
+    def recomputable(self, client):
+        placed = {side: [client.submit(_given, block, pure=False)
+                         for (_, _, block) in self.blocks[side]] for side in place(self, client)}
+        client.gather([client.submit(_rows_of, block) for blocks in placed.values()
+                       for block in blocks])  # each on a worker
+        return placed
+
+    marker = str(tmp_path / "killed")
+
+    def dies_once(*args):  # on a worker: the first block solved kills its worker
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return solve(*args)
+
+    monkeypatch.setattr(distributed._MatrixBlocks, "place", recomputable)
+    monkeypatch.setattr(distributed, "_solve_block", dies_once)
+    R, fitted = make_power_law(600, 200, 8_000, random_state=5), []
+    fit = threading.Thread(target=lambda: fitted.append(
+        distributed.fit_distributed(ALS(**PARAMS), R, client)), daemon=True)
+    fit.start()
+    fit.join(timeout=60)
+    assert os.path.exists(marker) and fitted, "the fit waited for a worker that had left"
+    np.testing.assert_allclose(fitted[0].item_factors_, ALS(**PARAMS).fit(R).item_factors_,
+                               atol=1e-9)
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.parametrize("source", ["matrix", "dask frame"])
 @pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
-def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, monkeypatch):
+def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch):
     """Workers on the GPU backend: the blocks put on the device once, the factors and Grams
     copied back to the driver; the model of ``ALS(backend="gpu").fit``, a GPU model in the
     driver. One worker thread in this process (a GPU is one device; without one, the name
@@ -607,10 +762,16 @@ def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, monkeypatch):
         monkeypatch.setattr(distributed_module, "get_backend_or_cpu",
                             lambda name, what: emulated if name == "gpu" else resolve(name))
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
+    if source == "dask frame":  # the same matrix: user and item ids 0..n-1
+        R = R.tocoo()
+        given = dask_frame(frame_of(R).assign(user=R.row, item=R.col), 3)
+        R = R.tocsr()
+    else:
+        given = R
     params = {**PARAMS, "backend": "gpu", "iterations": 2}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        distributed = fit_distributed(ALS(**params), R, client)
+        distributed = fit_distributed(ALS(**params), given, client)
     if backend == "gpu-emulated":
         assert len(puts) == 2  # each side's one block, once for the whole fit
     single = ALS(**{**params, "backend": single_backend}).fit(R)

@@ -359,10 +359,14 @@ def test_readme_tune_block_runs():
     assert result.model.user_factors_.shape == (300, result.best_params["factors"])
 
 
-def test_readme_dask_block_runs():
-    """README's fit on a Dask cluster, on a cluster of threads in this process: an
-    ordinary fitted ALS whose loss went down."""
+def test_readme_dask_block_runs(tmp_path):
+    """README's fits on a Dask cluster, on a cluster of threads in this process: of a
+    matrix, then of a Parquet dataset read by the workers; ordinary fitted ALS models
+    whose loss went down."""
     pytest.importorskip("dask.distributed")
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("dask.dataframe")
     from gpu_als.datasets import make_power_law
 
     block = python_block("### Several processes, GPUs or machines")
@@ -371,7 +375,17 @@ def test_readme_dask_block_runs():
                           "processes=False, threads_per_worker=1, dashboard_address=':0')")
     block = block.replace("ALS(factors=64)", "ALS(factors=4, iterations=3, random_state=0, "
                           "backend='cpu', show_progress=False, calculate_training_loss=True)")
-    namespace = {"user_items": make_power_law(150, 60, 1500, random_state=0, device="cpu")}
+    R = make_power_law(150, 60, 1500, random_state=0, device="cpu").tocoo()
+    events = pd.DataFrame({"user": R.row, "item": R.col, "value": R.data})
+    (tmp_path / "events").mkdir()
+    for part in range(3):  # a dataset of 3 files
+        events.iloc[part::3].to_parquet(tmp_path / "events" / f"part.{part}.parquet")
+    assert 'dd.read_parquet("events/")' in block
+    block = block.replace('"events/"', repr(str(tmp_path / "events")))
+    models = []
+    block = block.replace("model = fit_distributed(", "model = keep(fit_distributed(") \
+        .replace(", client)", ", client))")
+    namespace = {"user_items": R.tocsr(), "keep": lambda m: models.append(m) or m}
     try:
         exec(compile(block, str(README), "exec"), namespace)
     finally:
@@ -379,10 +393,12 @@ def test_readme_dask_block_runs():
             cluster = namespace["client"].cluster
             namespace["client"].close()
             cluster.close()
-    model = namespace["model"]
-    assert model.user_factors_.shape == (150, 4) and model.item_factors_.shape == (60, 4)
-    losses = model.loss_history_
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert len(models) == 2
+    for model in models:
+        assert model.user_factors_.shape == (150, 4) and model.item_factors_.shape == (60, 4)
+        losses = model.loss_history_
+        assert len(losses) == 3 and losses[-1] < losses[0]
+    np.testing.assert_allclose(models[1].item_factors_, models[0].item_factors_, atol=1e-5)
 
 
 def shell_commands(markdown: str, program: str = "gpu-als") -> list[list[str]]:

@@ -191,22 +191,32 @@ class Backend(ABC):
 
     def _loss(self, rows, X, Y, YtY, regularization, feedback) -> float:
         XtX = self.gram(X) if feedback == "implicit" else None
-        return self.loss_from_parts(rows, X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
+        counts = None if feedback == "implicit" else self.entry_counts(rows)
+        return self.loss_from_parts(X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
+                                    rows.loss_constant, counts=counts,
                                     regularization=regularization, feedback=feedback)
 
-    def loss_from_parts(self, rows, X, Y, XtX, YtY, stored: float, *, regularization,
-                        feedback) -> float:
-        """:meth:`loss` from its stored-entry terms and the two Gram matrices (implicit),
-        computed elsewhere (the distributed fit sums them over workers)."""
+    def entry_counts(self, rows: WeightedRows) -> tuple[Any, Any]:
+        """The stored entries of each row and of each column of ``rows`` (float64): the
+        weights of explicit feedback's penalty, ``n_u`` and ``n_i``."""
         xp = self.xp
-        total = stored + rows.loss_constant
+        return (xp.diff(rows.indptr).astype(np.float64),
+                xp.bincount(rows.indices, minlength=rows.n_cols).astype(np.float64))
+
+    def loss_from_parts(self, X, Y, XtX, YtY, stored: float, loss_constant: float, *,
+                        regularization, feedback, counts=None) -> float:
+        """:meth:`loss` from its stored-entry terms, the rows' ``loss_constant``, the two
+        Gram matrices (implicit) or each row's and column's number of entries
+        (``counts``, explicit: :meth:`entry_counts`), computed elsewhere (the distributed
+        fit sums them over workers)."""
+        xp = self.xp
+        total = stored + loss_constant
         if feedback == "implicit":
             total += float((XtX * YtY).sum())  # sum_u x_u^T YtY x_u = tr(XtX YtY)
             penalty = float(xp.trace(XtX) + xp.trace(YtY))
         else:
-            lengths = xp.diff(rows.indptr).astype(np.float64)
-            item_counts = xp.bincount(rows.indices, minlength=rows.n_cols).astype(np.float64)
-            penalty = float(lengths @ (X * X).sum(axis=1).astype(np.float64))
+            user_counts, item_counts = counts
+            penalty = float(user_counts @ (X * X).sum(axis=1).astype(np.float64))
             penalty += float(item_counts @ (Y * Y).sum(axis=1).astype(np.float64))
         return total + regularization * penalty
 

@@ -1,0 +1,253 @@
+"""A Dask DataFrame's interactions made into a distributed fit's row blocks on the
+workers, so that the driver never reads them (see :func:`gpu_als.distributed.fit_distributed`).
+
+The columns are those of ``fit(df)`` (``user``, ``item`` and optionally ``value``), read
+as ``fit(df.compute())`` reads them, in four rounds of tasks:
+
+1. each partition is checked and made a matrix of its own ids on its worker
+   (:func:`gpu_als.data.frame_positions`, with every check and message of ``fit(df)``),
+   and only its sorted distinct ids come back to the driver;
+2. the driver merges them into the fit's ids (sorted, as ``fit(df)``'s), and each
+   partition's entries are renumbered to them, with the number of entries of each user
+   and item (summed over the partitions on the workers, then sent to the driver, which
+   cuts each side into blocks of about equal numbers of entries);
+3. each block gathers its pieces from every partition, sums the repeated (user, item)
+   pairs and weighs its entries (:func:`gpu_als.data.weighted_rows`);
+4. each block's few totals (entries per row, the loss's constant, the largest value)
+   come back to the driver.
+
+The driver holds the ids, two counts per user and item and each side's factors; the
+workers hold the blocks, and each block is a task's result: a block lost with its worker
+is computed again by Dask from the partitions it came from (read again from their source
+where the partitions were), as it computes any lost result it still needs.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import data
+from ._ids import checked_data_ids
+from ._training import check_fit_dimensions, largest_input, warn_idle_factors
+
+SIDES = ("user", "item")
+
+
+def is_dask_frame(value: Any) -> bool:
+    """Whether ``value`` is a Dask DataFrame (without importing Dask)."""
+    return data._library(value) in ("dask", "dask_expr") and \
+        callable(getattr(value, "to_delayed", None)) and hasattr(type(value), "columns")
+
+
+class FrameBlocks:
+    """A Dask DataFrame's fit data, its rows held in blocks by the cluster's workers.
+
+    Attributes
+    ----------
+    bounds : dict
+        Each side's ("user", "item") blocks' first and last rows.
+    shape, user_ids, item_ids
+        The fit's matrix's shape and ids, as ``fit(df.compute())`` has them.
+    loss_constant, counts, largest
+        What the driver needs of all rows: the loss's constant, each user's and item's
+        number of entries (as :meth:`Backend.entry_counts` gives them), and the largest
+        confidence (implicit feedback) or rating magnitude (explicit).
+    """
+
+    def __init__(self, client, df, p: dict[str, Any], n_blocks: int):
+        """Check the Dask DataFrame ``df`` as ``fit(df)`` checks a DataFrame, and build
+        its user and item blocks (``n_blocks`` each, at most) on the workers of
+        ``client``, for a fit of the hyperparameters ``p`` (``ALS._check_params``'s)."""
+        self.df, self.dtype = df, p["dtype"]
+        self.value_col = data.check_fit_columns(df, p["feedback"])
+        self.weighting = {key: p[key] for key in ("feedback", "alpha", "confidence",
+                                                  "epsilon")}
+        local = self._read(client)
+        found = client.gather([client.submit(_ids_and_rows, m, pure=False) for m in local])
+        n_rows = sum(rows for _, _, rows in found)
+        if n_rows == 0:
+            raise ValueError("df has no rows: there is nothing to learn from")
+        user_ids, item_ids = (data.merged_ids([f[side] for f in found if f[2]], name)
+                              for side, name in ((0, "user"), (1, "item")))
+        self.shape = (len(user_ids), len(item_ids))
+        check_fit_dimensions(self.shape, p)
+        warn_idle_factors(self.shape, p["factors"])
+        self.user_ids, self.item_ids = checked_data_ids((user_ids, item_ids), self.shape)
+        entries = self._entries(client, local)
+        del local  # (the workers may drop each partition's rows once renumbered)
+        # blocks cut by the entries of each partition, before a pair repeated in two is
+        # summed: near enough
+        counts = _summed(client, [client.submit(_counts, e, self.shape, pure=False)
+                                  for e in entries])
+        self.bounds = {side: _cuts(c, n_blocks) for side, c in zip(SIDES, counts)}
+        self.futures = self._build(client, entries)
+        self.fresh = True  # the blocks just built: place them as they are
+        totals = {side: client.gather([client.submit(_totals, block, p, pure=False)
+                                       for block in self.futures[side]]) for side in SIDES}
+        users = totals["user"]
+        if p["feedback"] == "explicit":
+            data.warn_summed_ratings(n_rows, sum(t["entries"] for t in users))
+        elif not any(t["positive"] for t in users):
+            data.warn_no_positive_value("user_items")
+        self.loss_constant = float(sum(t["loss_constant"] for t in users))
+        self.counts = (_lengths(totals["user"]), _lengths(totals["item"]))
+        self.largest = max(t["largest"] for t in users)
+
+    def _read(self, client) -> list:
+        """Each partition's rows read and checked on a worker: futures."""
+        return [client.submit(_read_partition, part, self.value_col, self.dtype, pure=False)
+                for part in client.compute(self.df.to_delayed())]
+
+    def _entries(self, client, local: list) -> list:
+        """Each partition's entries (futures of :func:`_read_partition`'s) renumbered to
+        the fit's ids."""
+        known = client.scatter([self.user_ids, self.item_ids], broadcast=True, hash=False)
+        return [client.submit(_renumbered, m, *known, pure=False) for m in local]
+
+    def _build(self, client, entries: list) -> dict[str, list]:
+        """Each side's blocks, gathered on the workers from the partitions' ``entries``."""
+        return {side: _blocks(client, entries, side, self.bounds[side], self.shape,
+                              self.dtype, self.weighting) for side in SIDES}
+
+    def place(self, client) -> dict[str, list]:
+        """Each block's future, once the block is in a worker's memory. After a worker was
+        lost, every block is built again from the DataFrame: Dask keeps no copy of the
+        partitions a lost block came from."""
+        if not self.fresh:
+            self.futures = self._build(client, self._entries(client, self._read(client)))
+        self.fresh = False
+        client.gather([client.submit(_n_rows, block, pure=False)
+                       for blocks in self.futures.values() for block in blocks])
+        return self.futures
+
+    def release(self) -> None:
+        """Let the workers drop the blocks: the fit is over."""
+        self.futures.clear()
+
+
+# ---- on the workers ---------------------------------------------------------------------
+
+
+def _read_partition(part, value_col: str | None, dtype) -> tuple[Any, int]:
+    """A partition's rows as ``fit(df)`` reads a DataFrame's (None: it has none), and
+    their number."""
+    if len(part) == 0:
+        return None, 0
+    return data.from_dataframe(part, value_col=value_col, dtype=dtype), len(part)
+
+
+def _ids_and_rows(local: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """A partition's distinct user and item ids, and its number of rows, for the driver."""
+    interactions, n_rows = local
+    if interactions is None:
+        return np.array([]), np.array([]), 0
+    return interactions.user_ids, interactions.item_ids, n_rows
+
+
+def _renumbered(local: tuple[Any, int], user_ids, item_ids) -> sp.coo_matrix:
+    """A partition's entries in the rows and columns of the whole fit's ids."""
+    shape = (len(user_ids), len(item_ids))
+    interactions = local[0]
+    if interactions is None:
+        return sp.coo_matrix(shape)
+    m = interactions.matrix.tocoo()
+    rows = data.id_positions(user_ids, interactions.user_ids)[m.row]
+    cols = data.id_positions(item_ids, interactions.item_ids)[m.col]
+    return sp.coo_matrix((m.data, (rows, cols)), shape=shape)
+
+
+def _counts(entries: sp.coo_matrix, shape) -> tuple[np.ndarray, np.ndarray]:
+    """A partition's entries per user and per item."""
+    return (np.bincount(entries.row, minlength=shape[0]),
+            np.bincount(entries.col, minlength=shape[1]))
+
+
+def _add(a, b):
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _pieces(entries: sp.coo_matrix, side: str, bounds: list[tuple[int, int]]) -> list:
+    """A partition's entries cut into the blocks of ``side``: for each, (row within the
+    block, column, value)."""
+    rows, cols = (entries.row, entries.col) if side == "user" else (entries.col, entries.row)
+    order = np.argsort(rows, kind="stable")
+    rows, cols, values = rows[order], cols[order], entries.data[order]
+    ends = np.searchsorted(rows, [last for _, last in bounds])
+    starts = np.concatenate([[0], ends[:-1]])
+    return [(rows[a:b] - first, cols[a:b], values[a:b])
+            for (first, _), a, b in zip(bounds, starts, ends)]
+
+
+def _block(n_rows: int, n_cols: int, dtype, weighting: dict, *pieces) -> data.WeightedRows:
+    """One block's weighted rows from its pieces of every partition, repeated (row,
+    column) pairs summed as ``fit(df)`` sums them."""
+    rows, cols, values = (np.concatenate([piece[i] for piece in pieces]) for i in range(3))
+    csr = sp.csr_matrix((values.astype(np.float64), (rows, cols)), shape=(n_rows, n_cols))
+    csr.sum_duplicates()
+    if np.abs(csr.data).max(initial=0) > np.finfo(dtype).max:
+        raise ValueError(f"the values of a (user, item) pair repeated across the "
+                         f"DataFrame's partitions sum beyond {np.dtype(dtype).name}'s range "
+                         f"(largest magnitude {np.finfo(dtype).max:.3g}): scale the values "
+                         f"down or use dtype=float64")
+    return data.weighted_rows(csr.astype(dtype), **weighting)
+
+
+def _lengths(totals: list[dict[str, Any]]) -> np.ndarray:
+    """Each row's number of entries, from its side's blocks' :func:`_totals` (float64,
+    as :meth:`gpu_als.backends.base.Backend.entry_counts` gives them)."""
+    return np.concatenate([t["lengths"] for t in totals]).astype(np.float64)
+
+
+def _n_rows(block: data.WeightedRows) -> int:
+    return block.n_rows
+
+
+def _totals(block: data.WeightedRows, p: dict[str, Any]) -> dict[str, Any]:
+    """What the driver needs of a block: its rows' numbers of entries; of a user block,
+    also its share of the loss's constant, its largest confidence (implicit) or rating magnitude
+    (explicit), and whether it has a positive value."""
+    return {"lengths": np.diff(block.indptr), "loss_constant": block.loss_constant,
+            "entries": len(block.indices), "positive": bool((block.target > 0).any()),
+            "largest": largest_input(block, p) if len(block.indices) else 0.0}
+
+
+# ---- on the driver ----------------------------------------------------------------------
+
+
+def _summed(client, futures: list):
+    """The sum of the futures' pairs of arrays, added on the workers two by two."""
+    while len(futures) > 1:
+        pairs = [client.submit(_add, a, b, pure=False)
+                 for a, b in zip(futures[::2], futures[1::2])]
+        futures = pairs + futures[len(pairs) * 2:]
+    return client.gather(futures[0])
+
+
+def _cuts(counts: np.ndarray, n_blocks: int) -> list[tuple[int, int]]:
+    """Contiguous runs of rows with about equal numbers of entries (``counts``: each
+    row's): each block's first and last row."""
+    return block_bounds(np.concatenate([[0], np.cumsum(counts)]), n_blocks)
+
+
+def block_bounds(indptr: np.ndarray, n_blocks: int) -> list[tuple[int, int]]:
+    """Contiguous runs of the rows of ``indptr`` with about equal numbers of entries,
+    at most ``n_blocks``: each one's first and last row. (Also the cut of a matrix's
+    blocks, :func:`gpu_als.distributed._split`.)"""
+    cuts = np.searchsorted(indptr, np.linspace(0, int(indptr[-1]), n_blocks + 1)[1:-1])
+    bounds = np.unique(np.concatenate([[0], cuts, [len(indptr) - 1]]))
+    return [(int(first), int(last)) for first, last in zip(bounds[:-1], bounds[1:])]
+
+
+def _blocks(client, entries: list, side: str, bounds, shape, dtype, weighting) -> list:
+    """The blocks of ``side`` on the workers, each gathered from its piece of every
+    partition."""
+    n_cols = shape[1] if side == "user" else shape[0]
+    pieces = [client.submit(_pieces, e, side, bounds, pure=False) for e in entries]
+    return [client.submit(_block, last - first, n_cols, dtype, weighting,
+                          *[client.submit(operator.getitem, p, b, pure=False) for p in pieces],
+                          pure=False)
+            for b, (first, last) in enumerate(bounds)]
