@@ -5,21 +5,22 @@ The columns are those of ``fit(df)`` (``user``, ``item`` and optionally ``value`
 as ``fit(df.compute())`` reads them, in four rounds of tasks:
 
 1. each partition is checked and made a matrix of its own ids on its worker
-   (:func:`gpu_als.data.frame_positions`, with every check and message of ``fit(df)``),
-   and only its sorted distinct ids come back to the driver;
-2. the driver merges them into the fit's ids (sorted, as ``fit(df)``'s), and each
-   partition's entries are renumbered to them, with the number of entries of each user
-   and item (summed over the partitions on the workers, then sent to the driver, which
-   cuts each side into blocks of about equal numbers of entries);
+   (:func:`gpu_als.data.from_dataframe`, with every check and message of ``fit(df)``);
+   the partitions' sorted distinct ids are merged on the workers, two at a time, and
+   the driver receives the fit's ids (sorted as ``fit(df)`` sorts them);
+2. each partition's entries are renumbered to those ids, and their numbers per user and
+   per item are summed on the workers likewise; the driver cuts each side into blocks
+   of about equal numbers of entries;
 3. each block gathers its pieces from every partition, sums the repeated (user, item)
    pairs and weighs its entries (:func:`gpu_als.data.weighted_rows`);
 4. each block's few totals (entries per row, the loss's constant, the largest value)
    come back to the driver.
 
 The driver holds the ids, two counts per user and item and each side's factors; the
-workers hold the blocks, and each block is a task's result: a block lost with its worker
-is computed again by Dask from the partitions it came from (read again from their source
-where the partitions were), as it computes any lost result it still needs.
+workers hold the blocks. Dask forgets the partitions and pieces once the blocks are
+built, so the blocks are the only copy of the data: after a worker is lost, every block
+is built again from the DataFrame (:meth:`FrameBlocks.place`), which reads the
+partitions again from their source.
 """
 
 from __future__ import annotations
@@ -67,12 +68,12 @@ class FrameBlocks:
         self.weighting = {key: p[key] for key in ("feedback", "alpha", "confidence",
                                                   "epsilon")}
         local = self._read(client)
-        found = client.gather([client.submit(_ids_and_rows, m, pure=False) for m in local])
-        n_rows = sum(rows for _, _, rows in found)
+        # merged on the workers, two partitions at a time: the driver receives each id
+        # once, not once per partition it appears in
+        user_ids, item_ids, n_rows = _reduced(
+            client, [client.submit(_ids_and_rows, m, pure=False) for m in local], _merged)
         if n_rows == 0:
             raise ValueError("df has no rows: there is nothing to learn from")
-        user_ids, item_ids = (data.merged_ids([f[side] for f in found if f[2]], name)
-                              for side, name in ((0, "user"), (1, "item")))
         self.shape = (len(user_ids), len(item_ids))
         check_fit_dimensions(self.shape, p)
         warn_idle_factors(self.shape, p["factors"])
@@ -81,8 +82,8 @@ class FrameBlocks:
         del local  # (the workers may drop each partition's rows once renumbered)
         # blocks cut by the entries of each partition, before a pair repeated in two is
         # summed: near enough
-        counts = _summed(client, [client.submit(_counts, e, self.shape, pure=False)
-                                  for e in entries])
+        counts = _reduced(client, [client.submit(_counts, e, self.shape, pure=False)
+                                   for e in entries], _added)
         self.bounds = {side: _cuts(c, n_blocks) for side, c in zip(SIDES, counts)}
         self.futures = self._build(client, entries)
         self.fresh = True  # the blocks just built: place them as they are
@@ -141,7 +142,7 @@ def _read_partition(part, value_col: str | None, dtype) -> tuple[Any, int]:
 
 
 def _ids_and_rows(local: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """A partition's distinct user and item ids, and its number of rows, for the driver."""
+    """A partition's distinct user and item ids, and its number of rows."""
     interactions, n_rows = local
     if interactions is None:
         return np.array([]), np.array([]), 0
@@ -166,8 +167,21 @@ def _counts(entries: sp.coo_matrix, shape) -> tuple[np.ndarray, np.ndarray]:
             np.bincount(entries.col, minlength=shape[1]))
 
 
-def _add(a, b):
+def _added(a, b):
+    """Two partitions' :func:`_counts` summed."""
     return a[0] + b[0], a[1] + b[1]
+
+
+def _merged(a, b):
+    """Two partitions' (or merged partitions') :func:`_ids_and_rows` merged: the distinct
+    ids of both, sorted as ``fit(df)`` sorts them, and their numbers of rows added."""
+    return _union(a[0], b[0], "user"), _union(a[1], b[1], "item"), a[2] + b[2]
+
+
+def _union(x: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
+    if len(x) == 0 or len(y) == 0:  # (an empty partition's, of no dtype in particular)
+        return y if len(x) == 0 else x
+    return data.merged_ids([x, y], name)
 
 
 def _pieces(entries: sp.coo_matrix, side: str, bounds: list[tuple[int, int]]) -> list:
@@ -218,10 +232,11 @@ def _totals(block: data.WeightedRows, p: dict[str, Any]) -> dict[str, Any]:
 # ---- on the driver ----------------------------------------------------------------------
 
 
-def _summed(client, futures: list):
-    """The sum of the futures' pairs of arrays, added on the workers two by two."""
+def _reduced(client, futures: list, combine):
+    """The futures' results combined two by two on the workers (``combine(a, b)``), and
+    the last one gathered."""
     while len(futures) > 1:
-        pairs = [client.submit(_add, a, b, pure=False)
+        pairs = [client.submit(combine, a, b, pure=False)
                  for a, b in zip(futures[::2], futures[1::2])]
         futures = pairs + futures[len(pairs) * 2:]
     return client.gather(futures[0])

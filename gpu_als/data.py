@@ -450,11 +450,12 @@ class Interactions(NamedTuple):
     item_ids: np.ndarray
 
 
-def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32
-                       ) -> Interactions:
+def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.float32,
+                       dask_hint: str = "") -> Interactions:
     """What ``fit(df)`` trains on: the columns ``user``, ``item`` and (optionally)
     ``value`` of a DataFrame, through :func:`from_dataframe`; for explicit feedback, with
-    :func:`warn_summed_ratings`' warning.
+    :func:`warn_summed_ratings`' warning. ``dask_hint``: what the error that refuses a
+    Dask DataFrame adds to "pass df.compute()".
 
     Raises
     ------
@@ -463,7 +464,7 @@ def frame_interactions(df: Any, feedback: str = "implicit", dtype: Any = np.floa
         which all-ones values cannot stand for), the column ``value``.
     """
     library = _library(df)  # (a cuDF frame's rename example is cuDF's)
-    df = _eager_frame(df)
+    df = _eager_frame(df, dask_hint=dask_hint)
     value_col = check_fit_columns(df, feedback, library)
     interactions = from_dataframe(df, dtype=dtype, value_col=value_col)
     if feedback == "explicit":
@@ -532,15 +533,16 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix | int, columns: tuple
             UserWarning, stacklevel=user_stacklevel())
 
 
-def _eager_frame(df: Any, name: str = "df") -> Any:
+def _eager_frame(df: Any, name: str = "df", dask_hint: str = "") -> Any:
     """``df`` as a pandas or polars DataFrame: a table of :data:`OTHER_FRAME_LIBRARIES`
     through its ``to_pandas()`` (a cuDF one copied from the device); a lazy frame (a
     polars LazyFrame, a Dask DataFrame), which has no rows to read until it is collected
-    or computed, refused with a ``TypeError`` that calls it ``name``."""
-    for method in ("collect", "compute"):
+    or computed, refused with a ``TypeError`` that calls it ``name`` (and, for a Dask
+    one, ends with ``dask_hint``)."""
+    for method, hint in (("collect", ""), ("compute", dask_hint)):
         if callable(getattr(type(df), method, None)):
             raise TypeError(f"{name} is a {_library(df)} {type(df).__name__}, whose rows are "
-                            f"not there until it is evaluated: pass {name}.{method}()")
+                            f"not there until it is evaluated: pass {name}.{method}(){hint}")
     if _library(df) in OTHER_FRAME_LIBRARIES and callable(getattr(df, "to_pandas", None)):
         return df.to_pandas()
     return df

@@ -458,7 +458,9 @@ class ALS:
             return user_items, (user_ids, item_ids)
         refuse_ids_with_frame(user_ids, item_ids)
         matrix, user_ids, item_ids = data.frame_interactions(
-            user_items, self.feedback, data.check_dtype(self.dtype))
+            user_items, self.feedback, data.check_dtype(self.dtype),
+            dask_hint=", or fit it on its cluster, whose workers read it: "
+                      "gpu_als.distributed.fit_distributed(model, df, client)")
         return matrix, (user_ids, item_ids)
 
     def _initial_factors(self, backend: Backend, shape, factors: int, dtype,

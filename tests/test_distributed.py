@@ -686,6 +686,19 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
             fit_distributed(ALS(**params), dask_frame(df, 3), client)
     with pytest.raises(TypeError, match="takes its ids from the DataFrame's"):
         fit_distributed(ALS(**PARAMS), dask_frame(good, 2), client, user_ids=np.arange(100))
+    # numbers in one partition, text in another: each reads, the two do not sort together
+    # (where Dask leaves text as objects: by default it makes every such column text)
+    import dask
+    from dask import delayed
+
+    dd = pytest.importorskip("dask.dataframe")
+    numbers = good.iloc[:400].assign(user=good["user"].iloc[:400].astype(object))
+    text = good.iloc[400:].assign(user=good["user"].iloc[400:].astype(str).astype(object))
+    with dask.config.set({"dataframe.convert-string": False}):
+        mixed = dd.from_delayed([delayed(numbers), delayed(text)], meta=numbers.iloc[:0])
+        with pytest.raises(TypeError, match="^column 'user' mixes ids of types int, str that "
+                                            "cannot be sorted together; convert it first"):
+            fit_distributed(ALS(**PARAMS), mixed, client)
     with pytest.warns(UserWarning, match=r"column\(s\) \['plays'\] are not used; to train on "
                                          r"one, name it 'value'"):
         fit_distributed(ALS(**PARAMS), dask_frame(good.rename(columns={"value": "plays"}), 2),

@@ -293,10 +293,12 @@ def test_a_dask_frame_is_refused_with_how_to_compute_it():
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
     lazy = dd.from_pandas(pd.DataFrame({"user": [0, 1, 2], "item": [1, 0, 1]}), npartitions=2)
-    for call in (fit, from_dataframe, lambda df: tune(df, {"factors": [2]})):
-        with pytest.raises(TypeError, match=r"df is a dask .*DataFrame, whose rows are not "
+    for call, more in ((fit, r", or fit it on its cluster, whose workers read it: "
+                             r"gpu_als.distributed.fit_distributed\(model, df, client\)"),
+                       (from_dataframe, ""), (lambda df: tune(df, {"factors": [2]}), "")):
+        with pytest.raises(TypeError, match=r"^df is a dask .*DataFrame, whose rows are not "
                                             r"there until it is evaluated: pass "
-                                            r"df.compute\(\)"):
+                                            rf"df.compute\(\){more}$"):
             call(lazy)
 
 
