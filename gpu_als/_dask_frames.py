@@ -39,8 +39,9 @@ SIDES = ("user", "item")
 
 
 def is_dask_frame(value: Any) -> bool:
-    """Whether ``value`` is a Dask DataFrame (without importing Dask)."""
-    return data._library(value) in ("dask", "dask_expr") and \
+    """Whether ``value`` is a Dask DataFrame (without importing Dask): Dask's own, or
+    dask-cuDF's, whose partitions (cuDF DataFrames) are read through ``to_pandas()``."""
+    return data._library(value) in ("dask", "dask_expr", "dask_cudf") and \
         callable(getattr(value, "to_delayed", None)) and hasattr(type(value), "columns")
 
 
@@ -145,7 +146,7 @@ def _ids_and_rows(local: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
     """A partition's distinct user and item ids, and its number of rows."""
     interactions, n_rows = local
     if interactions is None:
-        return np.array([]), np.array([]), 0
+        return np.array([]), np.array([]), n_rows
     return interactions.user_ids, interactions.item_ids, n_rows
 
 

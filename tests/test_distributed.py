@@ -661,6 +661,56 @@ def test_a_dask_dataframe_is_fitted_as_its_computed_frame(client, monkeypatch, f
                         "df.drop_duplicates(['user', 'item'], keep='last')"]
 
 
+def test_a_dask_dataframe_warns_and_refuses_as_fit_does_where_partitions_meet(client):
+    """What only the whole frame shows: no positive value in any partition (fit's
+    warning), and a pair whose values in two partitions sum beyond float32."""
+    from dask import delayed
+
+    from gpu_als.distributed import fit_distributed
+
+    dd = pytest.importorskip("dask.dataframe")
+    df = frame_of(make_power_law(100, 50, 800, random_state=3))
+    halves = [df.iloc[:400], df.iloc[400:]]
+
+    def in_partitions(*parts):
+        return dd.from_delayed([delayed(part) for part in parts], meta=df.iloc[:0])
+
+    negative = [half.assign(value=-half["value"]) for half in halves]
+    single, said = fits_with_warnings(lambda: ALS(**PARAMS).fit(pd_concat(negative)))
+    distributed, warned = fits_with_warnings(
+        lambda: fit_distributed(ALS(**PARAMS), in_partitions(*negative), client))
+    assert warned == said and len(said) == 1 and "has no positive value" in said[0]
+    np.testing.assert_allclose(distributed.item_factors_, single.item_factors_, atol=1e-9)
+
+    huge = [half.assign(value=np.where(half.index == 0, 3e38, half["value"]))
+            for half in (df.iloc[:400], df.iloc[[0]])]  # (0 in both: 6e38 together)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        ALS(**{**PARAMS, "dtype": np.float32}).fit(pd_concat(huge))
+    with pytest.raises(ValueError, match=r"^the values of a \(user, item\) pair repeated "
+                                         r"across the DataFrame's partitions sum beyond "
+                                         r"float32's range"):
+        fit_distributed(ALS(**{**PARAMS, "dtype": np.float32}), in_partitions(*huge), client)
+
+
+def pd_concat(parts):
+    return pytest.importorskip("pandas").concat(parts)
+
+
+def test_a_warm_start_from_a_dask_dataframe_matches_the_ids(client):
+    """2 iterations in this process on the pandas frame, then 2 on the cluster from a Dask
+    DataFrame whose rows are in another order: the 4-iteration fit, each id's factors
+    carried over to its row."""
+    from gpu_als.distributed import fit_distributed
+
+    df = frame_of(make_power_law(400, 150, 5000, random_state=4))
+    params = {**PARAMS, "solver": "cg", "iterations": 2, "warm_start": True}
+    model = fit_distributed(ALS(**params).fit(df),
+                            dask_frame(df.iloc[::-1].reset_index(drop=True), 3), client)
+    whole = ALS(**{**params, "iterations": 4}).fit(df)
+    np.testing.assert_allclose(model.user_factors_, whole.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(model.item_factors_, whole.item_factors_, atol=1e-9)
+
+
 def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
     """The same errors as fit(df.compute()): the columns' from the frame's schema, before
     any work; the values' and ids' raised by the worker that reads them, which names the
