@@ -487,10 +487,14 @@ def check_fit_columns(df: Any, feedback: str, library: str | None = None) -> str
             "'user', 'item' and, for feedback='explicit', the ratings in 'value'"
         index_hint = _index_hint(df, missing)
         example = "" if index_hint else _rename_example(df, missing, library)
-        raise ValueError(
-            f"fit(df) reads the columns {needs}; this DataFrame has {list(df.columns)}"
-            f"{index_hint}. Rename them{example}, or use from_dataframe(df, user_col, "
-            f"item_col, value_col) and fit its matrix with user_ids= and item_ids=")
+        # (from_dataframe reads no lazy frame: a Dask DataFrame's columns are renamed)
+        other = "" if library in ("dask", "dask_expr", "dask_cudf") else \
+            ", or use from_dataframe(df, user_col, item_col, value_col) and fit its " \
+            "matrix with user_ids= and item_ids="
+        rename = f". Rename them{example}{other}" if example or other or not index_hint \
+            else ""
+        raise ValueError(f"fit(df) reads the columns {needs}; this DataFrame has "
+                         f"{list(df.columns)}{index_hint}{rename}")
     if "value" in df.columns:
         return "value"
     unused = [str(c) for c in df.columns if c not in ("user", "item")]
@@ -610,9 +614,11 @@ def _rename_example(df: Any, missing: list[str], library: str = "pandas") -> str
 
 def _index_hint(df: Any, missing: list[str]) -> str:
     """``" ('user' is its index: pass df.reset_index())"`` when a missing column is the
-    name of a pandas DataFrame's index; else ``""``."""
-    names = [n for n in getattr(getattr(df, "index", None), "names", None) or []
-             if n in missing]
+    name of a pandas (or Dask) DataFrame's index; else ``""``."""
+    index = getattr(df, "index", None)
+    # (a Dask DataFrame's index has one name, and no names)
+    named = getattr(index, "names", None) or [getattr(index, "name", None)]
+    names = [n for n in named if n is not None and n in missing]
     return f" ({', '.join(map(repr, names))} {'is' if len(names) == 1 else 'are'} its " \
            f"index: pass df.reset_index())" if names else ""
 

@@ -728,8 +728,11 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
         params = {**PARAMS, "feedback": feedback}
         with pytest.raises((ValueError, TypeError)) as expected:
             ALS(**params).fit(df)
-        # the row of the whole frame there; here the row of a partition, and its index
-        head, at_row, row = str(expected.value).rpartition("at row ")
+        # the row of the whole frame there; here the row of a partition, and its index;
+        # and from_dataframe, which reads no Dask DataFrame, is not offered
+        head, at_row, row = str(expected.value).replace(
+            ", or use from_dataframe(df, user_col, item_col, value_col) and fit its matrix "
+            "with user_ids= and item_ids=", "").rpartition("at row ")
         said = re.escape(head + at_row) + rf"\d+ \(index {row}\)" if at_row else \
             re.escape(row)
         with pytest.raises(type(expected.value), match=f"^{said}$"):
@@ -749,6 +752,9 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
         with pytest.raises(TypeError, match="^column 'user' mixes ids of types int, str that "
                                             "cannot be sorted together; convert it first"):
             fit_distributed(ALS(**PARAMS), mixed, client)
+    with pytest.raises(ValueError, match=r"this DataFrame has \['item', 'value'\] \('user' is "
+                                         r"its index: pass df.reset_index\(\)\)$"):
+        fit_distributed(ALS(**PARAMS), dask_frame(good.set_index("user"), 2), client)
     with pytest.warns(UserWarning, match=r"column\(s\) \['plays'\] are not used; to train on "
                                          r"one, name it 'value'"):
         fit_distributed(ALS(**PARAMS), dask_frame(good.rename(columns={"value": "plays"}), 2),
