@@ -633,7 +633,7 @@ def test_a_dask_dataframe_is_fitted_as_its_computed_frame(client, monkeypatch, f
 
     df = frame_of(make_power_law(300, 120, 3000, random_state=2))
     # 52 pairs repeated in other partitions, and an empty partition
-    parts = [df.iloc[:1200], df.iloc[1200:], df.iloc[:0], df.iloc[np.r_[0:50, 1500, 2900]]]
+    parts = [df.iloc[:0], df.iloc[:1200], df.iloc[1200:], df.iloc[np.r_[0:50, 1500, 2900]]]
     ddf = dd.from_delayed([delayed(part) for part in parts], meta=df.iloc[:0])
     computed = ddf.compute(scheduler="sync")  # (not through the default client)
     assert len(computed) == len(df) + 52
