@@ -136,10 +136,16 @@ class FrameBlocks:
 
 def _read_partition(part, value_col: str | None, dtype) -> tuple[Any, int]:
     """A partition's rows as ``fit(df)`` reads a DataFrame's (None: it has none), and
-    their number."""
+    their number. Its values are kept in float64, so that a (user, item) pair repeated
+    in several partitions is summed in float64 and rounded to ``dtype`` once, as
+    ``fit(df)`` sums it; a value (or a partition's sum) beyond ``dtype``'s range is
+    refused with ``fit(df)``'s error."""
     if len(part) == 0:
         return None, 0
-    return data.from_dataframe(part, value_col=value_col, dtype=dtype), len(part)
+    interactions = data.from_dataframe(part, value_col=value_col, dtype=np.float64)
+    if np.abs(interactions.matrix.data).max() > np.finfo(dtype).max:
+        data.from_dataframe(part, value_col=value_col, dtype=dtype)  # raises its error
+    return interactions, len(part)
 
 
 def _ids_and_rows(local: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -201,7 +207,7 @@ def _block(n_rows: int, n_cols: int, dtype, weighting: dict, *pieces) -> data.We
     """One block's weighted rows from its pieces of every partition, repeated (row,
     column) pairs summed as ``fit(df)`` sums them."""
     rows, cols, values = (np.concatenate([piece[i] for piece in pieces]) for i in range(3))
-    csr = sp.csr_matrix((values.astype(np.float64), (rows, cols)), shape=(n_rows, n_cols))
+    csr = sp.csr_matrix((values, (rows, cols)), shape=(n_rows, n_cols))  # (float64)
     csr.sum_duplicates()
     if np.abs(csr.data).max(initial=0) > np.finfo(dtype).max:
         raise ValueError(f"the values of a (user, item) pair repeated across the "

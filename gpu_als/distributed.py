@@ -323,10 +323,10 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     user_items : scipy.sparse matrix, shape (n_users, n_items), DataFrame or Dask DataFrame
         As for :meth:`ALS.fit` (a DataFrame's ids end up in ``user_ids_`` / ``item_ids_``).
         A Dask DataFrame (columns ``user``, ``item`` and optionally ``value``, as for
-        ``fit(df)``) is read by the workers, partition by partition; the model is
-        ``fit(df.compute())``'s, but that a pair repeated in two partitions is summed in
-        float64 after each partition's sum is rounded to ``dtype``, and that an error
-        names a value's row in its partition, and its index.
+        ``fit(df)``) is read by the workers, partition by partition, with the values
+        and warnings of ``fit(df.compute())`` (a pair repeated across partitions summed
+        in float64, then rounded to ``dtype``) and its errors, but that an error names a
+        value's row in its partition, and its index.
     client : dask.distributed.Client
     user_ids, item_ids : array-like, optional
         The ids of a matrix's rows and columns, as for :meth:`ALS.fit`.

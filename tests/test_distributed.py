@@ -696,6 +696,32 @@ def pd_concat(parts):
     return pytest.importorskip("pandas").concat(parts)
 
 
+def test_a_pair_repeated_across_partitions_is_summed_as_fit_sums_it(client):
+    """In float64, rounded to the model's float32 once: 1 + 2^-24 + 2^-24 is float32's
+    1 + 2^-23, where each partition's sum rounded first (1 + 2^-24 to 1) would give 1."""
+    from dask import delayed
+
+    from gpu_als import _dask_frames
+
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    tiny = 2.0 ** -24
+    first = pd.DataFrame({"user": [0, 0, 1], "item": [0, 0, 1], "value": [1.0, tiny, 2.0]})
+    second = pd.DataFrame({"user": [0, 1], "item": [0, 0], "value": [tiny, 3.0]})
+    ddf = dd.from_delayed([delayed(first), delayed(second)], meta=first.iloc[:0])
+    p = ALS(**{**PARAMS, "factors": 1, "dtype": np.float32,
+               "feedback": "explicit"})._check_params()  # (explicit: the targets are r)
+    with pytest.warns(UserWarning, match="^2 of the 5 rows repeat a"):
+        blocks = _dask_frames.FrameBlocks(client, ddf, p, n_blocks=1)
+    users = client.gather(blocks.futures["user"])[0]
+    expected = ALS(**{**PARAMS, "dtype": np.float32})._fit_input(pd.concat([first, second]),
+                                                                  None, None)[0]
+    assert expected.data.dtype == np.float32 and expected[0, 0] == np.float32(1 + 2 * tiny)
+    np.testing.assert_array_equal(users.target, expected.data)
+    np.testing.assert_array_equal(users.indices, expected.indices)
+    blocks.release()
+
+
 def test_a_warm_start_from_a_dask_dataframe_matches_the_ids(client):
     """2 iterations in this process on the pandas frame, then 2 on the cluster from a Dask
     DataFrame whose rows are in another order: the 4-iteration fit, each id's factors
