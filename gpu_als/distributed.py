@@ -267,7 +267,6 @@ class _ClusterBlocks:
         factors = np.concatenate([r[0] for r in results]).astype(current.dtype, copy=False)
         return factors, sum(r[1] for r in results), float(sum(r[2] for r in results))
 
-
     def _gather(self, futures: list, holders: list[list[str]]) -> list:
         """``client.gather(futures)``, each pinned to the worker(s) of ``holders``; a
         ``ConnectionError`` (a lost worker, retried) once every holder of one of them has
@@ -282,7 +281,7 @@ class _ClusterBlocks:
             while not pending.acquire(timeout=_POLL_SECONDS):
                 alive = set(self.client.nthreads())
                 stuck = [who for future, who in zip(futures, holders)
-                         if not future.done() and not alive.intersection(who)]
+                         if who and not future.done() and not alive.intersection(who)]
                 if stuck:
                     raise ConnectionError(f"worker {stuck[0][0]} left the cluster holding "
                                           f"a block")
