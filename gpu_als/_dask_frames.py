@@ -41,7 +41,7 @@ SIDES = ("user", "item")
 def is_dask_frame(value: Any) -> bool:
     """Whether ``value`` is a Dask DataFrame (without importing Dask): Dask's own, or
     dask-cuDF's, whose partitions (cuDF DataFrames) are read through ``to_pandas()``."""
-    return data._library(value) in ("dask", "dask_expr", "dask_cudf") and \
+    return data._library(value) in data.DASK_FRAME_LIBRARIES and \
         callable(getattr(value, "to_delayed", None)) and hasattr(type(value), "columns")
 
 

@@ -181,9 +181,12 @@ def check_dtype(dtype: Any) -> np.dtype:
 
 #: The libraries whose DataFrames ``fit`` and :func:`from_dataframe` take.
 DATAFRAME_LIBRARIES = ("pandas", "polars")
+#: The libraries of Dask DataFrames (dask-cuDF's too): lazy, refused by ``fit``, read by
+#: the workers of :func:`gpu_als.distributed.fit_distributed`.
+DASK_FRAME_LIBRARIES = ("dask", "dask_expr", "dask_cudf")
 #: Libraries whose tables are read through their ``to_pandas()``: cuDF's DataFrame (on
 #: the GPU), Modin's, and pyarrow's Table; and Dask's DataFrame, refused as lazy.
-OTHER_FRAME_LIBRARIES = ("cudf", "modin", "pyarrow", "dask", "dask_expr")
+OTHER_FRAME_LIBRARIES = ("cudf", "modin", "pyarrow", *DASK_FRAME_LIBRARIES)
 
 
 def _library(value: Any) -> str:
@@ -488,7 +491,7 @@ def check_fit_columns(df: Any, feedback: str, library: str | None = None) -> str
         index_hint = _index_hint(df, missing)
         example = "" if index_hint else _rename_example(df, missing, library)
         # (from_dataframe reads no lazy frame: a Dask DataFrame's columns are renamed)
-        other = "" if library in ("dask", "dask_expr", "dask_cudf") else \
+        other = "" if library in DASK_FRAME_LIBRARIES else \
             ", or use from_dataframe(df, user_col, item_col, value_col) and fit its " \
             "matrix with user_ids= and item_ids="
         rename = f". Rename them{example}{other}" if example or other or not index_hint \
@@ -525,7 +528,7 @@ def warn_summed_ratings(n_rows: int, matrix: sp.csr_matrix | int, columns: tuple
     feedback), but two ratings of 4 then train as one rating of 8. ``rows``: what the
     ``n_rows`` are ("rows" of a DataFrame, else the stored entries of a sparse matrix,
     which have no pandas remedy)."""
-    repeated = n_rows - (matrix if isinstance(matrix, int) else matrix.nnz)
+    repeated = n_rows - (int(matrix) if isinstance(matrix, (int, np.integer)) else matrix.nnz)
     if repeated > 0:
         user, item = columns
         remedy = (f", e.g. with pandas df.drop_duplicates([{user!r}, {item!r}], keep='last')"
