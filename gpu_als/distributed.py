@@ -6,6 +6,8 @@
 
     client = Client("scheduler-address:8786")        # or LocalCluster / LocalCUDACluster
     model = fit_distributed(ALS(factors=128, backend="gpu"), user_items, client)
+    # or a Dask DataFrame of columns user, item (and value), which the workers read
+    model = fit_distributed(ALS(factors=128), dask.dataframe.read_parquet(path), client)
 
 How a fit is spread (notation of DESIGN.md section 1):
 
