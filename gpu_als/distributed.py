@@ -204,14 +204,6 @@ class _ClusterBlocks:
         and last rows; ``place(client)``: their futures, the blocks on workers);
         ``params``: what :func:`_solve_block` needs; ``worker_timeout``: how long to wait
         for a worker after losing all of them."""
-        from concurrent.futures import CancelledError  # FutureCancelledError's base
-
-        from distributed.comm import CommClosedError
-        from distributed.scheduler import KilledWorker
-
-        # How a dead worker shows up; an exception raised by the work itself is not retried.
-        self.worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError,
-                            TimeoutError)
         self.client, self.source, self.params = client, source, params
         self.max_retries, self.worker_timeout = max_retries, worker_timeout
         self.placed: dict[str, list] = {}   # each block's future
@@ -235,26 +227,11 @@ class _ClusterBlocks:
     def half_step(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
         """New factors of ``side`` (``current``: its factors now, the CG solver's start),
         their Gram matrix (summed over blocks) and the stored loss terms (the same entries
-        whichever side they are counted from). A lost worker: the blocks are scattered
+        whichever side they are counted from). A lost worker: the blocks are placed
         again and the half-step retried, ``max_retries`` times."""
-        for trial in range(self.max_retries + 1):
-            try:
-                return self._solve(side, fixed, fixed_gram, current)
-            except self.worker_lost as exc:
-                if trial == self.max_retries:
-                    raise RuntimeError(
-                        f"distributed ALS: a half-step failed {self.max_retries + 1} times, "
-                        f"last with {type(exc).__name__}: {exc}") from exc
-                # The exception's traceback holds frames that hold futures (this
-                # half-step's, and through self the placed blocks): logged as text and its
-                # frames cleared, so that whatever keeps it (Dask's state of the failed
-                # futures, a log handler) does not keep blocks on the workers.
-                logger.warning("distributed ALS: %s: %s; placing the blocks on the workers again "
-                               "and retrying", type(exc).__name__, str(exc))
-                traceback.clear_frames(exc.__traceback__)
-                _running_workers(self.client, self.worker_timeout)
-                self.place()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _retried(lambda: self._solve(side, fixed, fixed_gram, current), self.client,
+                        "a half-step", "placing the blocks on the workers again",
+                        self.max_retries, self.worker_timeout, then=self.place)
 
     def _solve(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
         client = self.client
@@ -288,6 +265,38 @@ class _ClusterBlocks:
                     raise ConnectionError(f"worker {stuck[0][0]} left the cluster holding "
                                           f"a block")
         return self.client.gather(futures)
+
+
+def _retried(attempt, client, what: str, again: str, max_retries: int,
+             worker_timeout: float, then=None):
+    """``attempt()``, tried again after it fails as a lost worker makes work fail (at most
+    ``max_retries`` times, each logged as ``again``, ``then()`` called first), once the
+    cluster has a worker (:func:`_running_workers`); then a ``RuntimeError`` that says
+    ``what`` failed. An exception raised by the work itself is not retried."""
+    from concurrent.futures import CancelledError  # FutureCancelledError's base
+
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
+    for trial in range(max_retries + 1):
+        try:
+            return attempt()
+        except worker_lost as exc:
+            if trial == max_retries:
+                raise RuntimeError(f"distributed ALS: {what} failed {max_retries + 1} times, "
+                                   f"last with {type(exc).__name__}: {exc}") from exc
+            # The exception's traceback holds frames that hold futures (the work's, and
+            # through them the placed blocks): logged as text and its frames cleared, so
+            # that whatever keeps it (Dask's state of the failed futures, a log handler)
+            # does not keep blocks on the workers.
+            logger.warning("distributed ALS: %s: %s; %s and retrying", type(exc).__name__,
+                           str(exc), again)
+            traceback.clear_frames(exc.__traceback__)
+            _running_workers(client, worker_timeout)
+            if then is not None:
+                then()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 #: How often, in seconds, a half-step that has not ended checks its blocks' workers.
@@ -334,7 +343,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     blocks_per_worker : int, default 1
         Row blocks per worker and side.
     max_retries : int, default 3
-        Attempts of a half-step after a worker failure before giving up.
+        Attempts of a half-step (or of reading a Dask DataFrame, from the start) after
+        a worker failure before giving up.
     worker_timeout : float, default 60
         Seconds to wait for a worker when the cluster has none (at the start, or after
         losing every worker mid-fit), before giving up with a ``RuntimeError``.
@@ -350,8 +360,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     Raises
     ------
     RuntimeError
-        When a half-step keeps failing, or no worker joins the cluster within
-        ``worker_timeout`` seconds.
+        When a half-step (or the read of a Dask DataFrame) keeps failing, or no worker
+        joins the cluster within ``worker_timeout`` seconds.
     ValueError
         When ``client`` is closed; or, as :meth:`ALS.fit` refuses it, when the arguments
         are wrong, or the fixed side's Gram matrix of a half-step is singular (implicit
@@ -380,8 +390,11 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     if _dask_frames.is_dask_frame(user_items):  # read and blocked by the workers
         refuse_ids_with_frame(user_ids, item_ids)
         n_workers = _running_workers(client, worker_timeout)
-        source: Any = _dask_frames.FrameBlocks(client, user_items, p,
-                                               n_workers * blocks_per_worker)
+        source: Any = _retried(
+            lambda: _dask_frames.FrameBlocks(client, user_items, p,
+                                             n_workers * blocks_per_worker),
+            client, "reading the Dask DataFrame", "reading it again", max_retries,
+            worker_timeout)
     else:
         user_items, ids = model._fit_input(user_items, user_ids, item_ids)
         check_fit_shape(user_items, p)  # before Prepared allocates

@@ -787,6 +787,31 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
                         client)
 
 
+def test_a_worker_killed_while_a_dask_dataframe_is_read_is_survived(client, monkeypatch,
+                                                                    tmp_path):
+    """The read is started again: here a worker dies once the blocks are built, as it
+    sums one up for the driver, and Dask, which has forgotten the partitions the blocks
+    came from, cancels the rest ("already forgotten")."""
+    from gpu_als import _dask_frames
+    from gpu_als.distributed import fit_distributed
+
+    totals, marker = _dask_frames._totals, str(tmp_path / "killed")
+
+    def dies_once(*args):  # on a worker
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return totals(*args)
+
+    monkeypatch.setattr(_dask_frames, "_totals", dies_once)
+    df = frame_of(make_power_law(600, 200, 8_000, random_state=6))
+    distributed = fit_distributed(ALS(**PARAMS), dask_frame(df, 6), client)
+    assert os.path.exists(marker)
+    np.testing.assert_allclose(distributed.item_factors_, ALS(**PARAMS).fit(df).item_factors_,
+                               atol=1e-9)
+    client.wait_for_workers(2, timeout=60)
+
+
 def _given(block):
     return block
 
