@@ -812,6 +812,28 @@ def test_a_worker_killed_while_a_dask_dataframe_is_read_is_survived(client, monk
     client.wait_for_workers(2, timeout=60)
 
 
+def test_a_half_step_longer_than_the_watch_is_not_retried(client, monkeypatch, caplog):
+    """The watch of the blocks' workers fires only for a worker that has left: half-steps
+    that outlast many of its checks, their workers all there, run once each."""
+    from gpu_als import distributed
+
+    solve = distributed._solve_block
+
+    def slow(*args):  # on a worker
+        time.sleep(0.4)
+        return solve(*args)
+
+    monkeypatch.setattr(distributed, "_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(distributed, "_solve_block", slow)
+    R = make_power_law(200, 100, 2_000, random_state=3)
+    with caplog.at_level("WARNING", logger="gpu_als"):
+        model = distributed.fit_distributed(ALS(**{**PARAMS, "iterations": 2}), R, client)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    np.testing.assert_allclose(model.item_factors_,
+                               ALS(**{**PARAMS, "iterations": 2}).fit(R).item_factors_,
+                               atol=1e-9)
+
+
 def _given(block):
     return block
 
