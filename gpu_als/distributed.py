@@ -279,9 +279,13 @@ def _retried(attempt, client, what: str, again: str, max_retries: int,
     from distributed.scheduler import KilledWorker
 
     worker_lost = (CancelledError, CommClosedError, KilledWorker, OSError, TimeoutError)
+    # OSErrors of the work itself: a file of a Dask DataFrame that cannot be read
+    own = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
     for trial in range(max_retries + 1):
         try:
             return attempt()
+        except own:
+            raise
         except worker_lost as exc:
             if trial == max_retries:
                 raise RuntimeError(f"distributed ALS: {what} failed {max_retries + 1} times, "

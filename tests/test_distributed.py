@@ -765,12 +765,19 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
             fit_distributed(ALS(**params), dask_frame(df, 3), client)
     with pytest.raises(TypeError, match="takes its ids from the DataFrame's"):
         fit_distributed(ALS(**PARAMS), dask_frame(good, 2), client, user_ids=np.arange(100))
+    # a file that cannot be read: its error, not retried as a lost worker's
+    dd = pytest.importorskip("dask.dataframe")
+    from dask import delayed
+
+    def gone():
+        raise FileNotFoundError("events/part.1.parquet")
+
+    unreadable = dd.from_delayed([delayed(good), delayed(gone)()], meta=good.iloc[:0])
+    with pytest.raises(FileNotFoundError, match="^events/part.1.parquet$"):
+        fit_distributed(ALS(**PARAMS), unreadable, client)
     # numbers in one partition, text in another: each reads, the two do not sort together
     # (where Dask leaves text as objects: by default it makes every such column text)
     import dask
-    from dask import delayed
-
-    dd = pytest.importorskip("dask.dataframe")
     numbers = good.iloc[:400].assign(user=good["user"].iloc[:400].astype(object))
     text = good.iloc[400:].assign(user=good["user"].iloc[400:].astype(str).astype(object))
     with dask.config.set({"dataframe.convert-string": False}):
