@@ -25,17 +25,22 @@ partitions again from their source.
 
 from __future__ import annotations
 
+import logging
 import operator
+import time
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from . import data
 from ._ids import checked_data_ids
 from ._training import check_fit_dimensions, largest_input, warn_idle_factors
 
 SIDES = ("user", "item")
+
+logger = logging.getLogger("gpu_als")
 
 
 def is_dask_frame(value: Any) -> bool:
@@ -60,19 +65,29 @@ class FrameBlocks:
         confidence (implicit feedback) or rating magnitude (explicit).
     """
 
-    def __init__(self, client, df, p: dict[str, Any], n_blocks: int):
+    def __init__(self, client, df, p: dict[str, Any], n_blocks: int,
+                 show_progress: bool = False):
         """Check the Dask DataFrame ``df`` as ``fit(df)`` checks a DataFrame, and build
         its user and item blocks (``n_blocks`` each, at most) on the workers of
-        ``client``, for a fit of the hyperparameters ``p`` (``ALS._check_params``'s)."""
+        ``client``, for a fit of the hyperparameters ``p`` (``ALS._check_params``'s);
+        ``show_progress``: a progress bar over the partitions read (on a terminal), and
+        an INFO line after each step either way."""
         self.df, self.dtype = df, p["dtype"]
         self.value_col = data.check_fit_columns(df, p["feedback"])
         self.weighting = {key: p[key] for key in ("feedback", "alpha", "confidence",
                                                   "epsilon")}
+        start = time.perf_counter()
         local = self._read(client)
         # merged on the workers, two partitions at a time: the driver receives each id
         # once, not once per partition it appears in
-        user_ids, item_ids, n_rows = _reduced(
-            client, [client.submit(_ids_and_rows, m, pure=False) for m in local], _merged)
+        merged = _reduced(client, [client.submit(_ids_and_rows, m, pure=False)
+                                   for m in local], _merged)
+        _show_reads(client, local, show_progress)
+        user_ids, item_ids, n_rows = client.gather(merged)
+        logger.info("read %s partitions on the workers: %s, %s x %s in %.2f s",
+                    f"{len(local):,}", data.counted(n_rows, "row"),
+                    data.counted(len(user_ids), "user"), data.counted(len(item_ids), "item"),
+                    time.perf_counter() - start)
         if n_rows == 0:
             raise ValueError("df has no rows: there is nothing to learn from")
         self.shape = (len(user_ids), len(item_ids))
@@ -83,8 +98,9 @@ class FrameBlocks:
         del local  # (the workers may drop each partition's rows once renumbered)
         # blocks cut by the entries of each partition, before a pair repeated in two is
         # summed: near enough
-        counts = _reduced(client, [client.submit(_counts, e, self.shape, pure=False)
-                                   for e in entries], _added)
+        counts = client.gather(_reduced(
+            client, [client.submit(_counts, e, self.shape, pure=False) for e in entries],
+            _added))
         self.bounds = {side: _cuts(c, n_blocks) for side, c in zip(SIDES, counts)}
         self.futures = self._build(client, entries)
         self.fresh = True  # the blocks just built: place them as they are
@@ -98,6 +114,10 @@ class FrameBlocks:
         self.loss_constant = float(sum(t["loss_constant"] for t in users))
         self.counts = (_lengths(totals["user"]), _lengths(totals["item"]))
         self.largest = max(t["largest"] for t in users)
+        logger.info("built %d user and %d item blocks of %s on the workers in %.2f s",
+                    len(self.futures["user"]), len(self.futures["item"]),
+                    data.counted(sum(t["entries"] for t in users), "interaction"),
+                    time.perf_counter() - start)
 
     def _read(self, client) -> list:
         """Each partition's rows read and checked on a worker: futures."""
@@ -240,13 +260,25 @@ def _totals(block: data.WeightedRows, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reduced(client, futures: list, combine):
-    """The futures' results combined two by two on the workers (``combine(a, b)``), and
-    the last one gathered."""
+    """The future of the futures' results combined two by two on the workers
+    (``combine(a, b)``)."""
     while len(futures) > 1:
         pairs = [client.submit(combine, a, b, pure=False)
                  for a, b in zip(futures[::2], futures[1::2])]
         futures = pairs + futures[len(pairs) * 2:]
-    return client.gather(futures[0])
+    return futures[0]
+
+
+def _show_reads(client, reads: list, show_progress: bool) -> None:
+    """A progress bar over the partitions' reads (futures), until every one has ended
+    (on a terminal, with ``show_progress``)."""
+    from distributed import as_completed
+
+    with tqdm(total=len(reads), desc="reading the Dask DataFrame", unit="partition",
+              disable=None if show_progress else True) as progress:
+        # (the client's loop: without it, as_completed looks for Dask's default client)
+        for _ in as_completed(reads, loop=client.loop):
+            progress.update()
 
 
 def _cuts(counts: np.ndarray, n_blocks: int) -> list[tuple[int, int]]:

@@ -396,7 +396,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         n_workers = _running_workers(client, worker_timeout)
         source: Any = _retried(
             lambda: _dask_frames.FrameBlocks(client, user_items, p,
-                                             n_workers * blocks_per_worker),
+                                             n_workers * blocks_per_worker,
+                                             show_progress=bool(model.show_progress)),
             client, "reading the Dask DataFrame", "reading it again", max_retries,
             worker_timeout)
     else:

@@ -737,6 +737,29 @@ def test_a_warm_start_from_a_dask_dataframe_matches_the_ids(client):
     np.testing.assert_allclose(model.item_factors_, whole.item_factors_, atol=1e-9)
 
 
+def test_the_read_of_a_dask_dataframe_shows_its_progress(client, monkeypatch, caplog):
+    """A bar over the partitions read (unless show_progress is False), and an INFO line
+    for each step, for a batch job's log."""
+    from gpu_als import _dask_frames
+    from gpu_als.distributed import fit_distributed
+
+    progress = ProgressBars()
+    monkeypatch.setattr(_dask_frames, "tqdm", progress)
+    df = frame_of(make_power_law(300, 120, 3000, random_state=2))
+    with caplog.at_level("INFO", logger="gpu_als"):
+        fit_distributed(ALS(**{**PARAMS, "show_progress": True}), dask_frame(df, 5), client,
+                        blocks_per_worker=2)
+    bar = progress.bars[0]
+    assert (bar.total, bar.counted, bar.disable) == (5, 5, None)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(r"read 5 partitions on the workers: 3,000 rows, 300 users x "
+                            r"120 items in [\d.]+ s", line) for line in said), said
+    assert any(re.fullmatch(r"built 4 user and 4 item blocks of 3,000 interactions on the "
+                            r"workers in [\d.]+ s", line) for line in said), said
+    fit_distributed(ALS(**PARAMS), dask_frame(df, 5), client)
+    assert progress.bars[-1].disable is True
+
+
 def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
     """The same errors as fit(df.compute()): the columns' from the frame's schema, before
     any work; the values' and ids' raised by the worker that reads them, which names the
