@@ -601,16 +601,17 @@ def dask_frame(df, npartitions):
     return dd.from_pandas(df, npartitions=npartitions)
 
 
-def frame_of(R, **columns):
-    """A pandas frame of the COO matrix ``R``'s entries (user ids times 7, item ids as
-    text), with ``columns`` added."""
+def frame_of(R):
+    """A pandas frame of the sparse matrix ``R``'s entries: user ids times 7, item ids
+    as text."""
     pd = pytest.importorskip("pandas")
     R = R.tocoo()
     return pd.DataFrame({"user": R.row * 7, "item": [f"i{c}" for c in R.col],
-                         "value": R.data, **columns})
+                         "value": R.data})
 
 
 def fits_with_warnings(fit):
+    """``fit()``'s model, and the messages of every warning it gave."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
