@@ -249,8 +249,8 @@ def _n_rows(block: data.WeightedRows) -> int:
 
 def _totals(block: data.WeightedRows, p: dict[str, Any]) -> dict[str, Any]:
     """What the driver needs of a block: its rows' numbers of entries; of a user block,
-    also its share of the loss's constant, its largest confidence (implicit) or rating magnitude
-    (explicit), and whether it has a positive value."""
+    also its share of the loss's constant, its largest confidence (implicit) or rating
+    magnitude (explicit), and whether it has a positive value."""
     return {"lengths": np.diff(block.indptr), "loss_constant": block.loss_constant,
             "entries": len(block.indices), "positive": bool((block.target > 0).any()),
             "largest": largest_input(block, p) if len(block.indices) else 0.0}
