@@ -133,11 +133,11 @@ def _read_frame(args: argparse.Namespace):
             names = [str(c) for c in df.columns]
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
                              f"{names}. {_missing_column_hint(names, parquet, args)}")
-    for column in _other_columns(args):
+    for option, column in _other_options(args).items():
         if column not in df.columns:
             names = [str(c) for c in df.attrs.get("file_columns", df.columns)]
             fourth = " (with --no-header, the fourth)" if args.no_header else ""
-            raise ValueError(f"{args.file} has no column {column!r}{fourth} for --time-col; "
+            raise ValueError(f"{args.file} has no column {column!r}{fourth} for {option}; "
                              f"its columns are {names}")
     if args.value_col != "value" and args.value_col not in df.columns and \
             getattr(args, "event_weights", None) is None:  # (the default: each row counts 1)
@@ -208,10 +208,15 @@ def _check_columns_apart(args: argparse.Namespace) -> None:
 def _other_columns(args: argparse.Namespace) -> list[str]:
     """The columns a command reads besides the ids and the values: ``--time-col``'s
     (evaluate, tune, train) and ``--event-weights``'."""
+    return list(_other_options(args).values())
+
+
+def _other_options(args: argparse.Namespace) -> dict[str, str]:
+    """:func:`_other_columns` by the option that names each."""
     time_col = getattr(args, "time_col", None)
     weighted = getattr(args, "event_weights", None)
-    return ([] if time_col is None else [time_col]) + ([] if weighted is None else
-                                                       [weighted[0]])
+    return {option: column for option, column in (("--time-col", time_col), (
+        "--event-weights", None if weighted is None else weighted[0])) if column is not None}
 
 
 def _weigh_events(df, args: argparse.Namespace):

@@ -3490,7 +3490,10 @@ def test_event_weights_make_the_values_of_an_event_log(tmp_path, capsys, suffix)
              "--event-weights gives every row of"),
             ([*common, "--value-col", "timestamp"],
              "has a column 'timestamp' already: --event-weights makes the values from column "
-             "'event_type'")):
+             "'event_type'"),
+            (["--event-weights", "event=view:1"],  # (named --time-col's before)
+             "has no column 'event' for --event-weights; its columns are ['user_id', "
+             "'item_id', 'event_type', 'timestamp']")):
         args = ["train", str(path), "--user-col", "user_id", "--item-col", "item_id",
                 "--backend", "cpu", "--output", str(out), *extra]
         assert main(args) == 2, extra
