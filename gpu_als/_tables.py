@@ -133,12 +133,8 @@ def _read_frame(args: argparse.Namespace):
             names = [str(c) for c in df.columns]
             raise ValueError(f"{args.file} has no column {column!r}; its columns are "
                              f"{names}. {_missing_column_hint(names, parquet, args)}")
-    for option, column in _other_options(args).items():
-        if column not in df.columns:
-            names = [str(c) for c in df.attrs.get("file_columns", df.columns)]
-            fourth = " (with --no-header, the fourth)" if args.no_header else ""
-            raise ValueError(f"{args.file} has no column {column!r}{fourth} for {option}; "
-                             f"its columns are {names}")
+    _check_other_columns(args, df.columns,
+                         [str(c) for c in df.attrs.get("file_columns", df.columns)])
     if args.value_col != "value" and args.value_col not in df.columns and \
             getattr(args, "event_weights", None) is None:  # (the default: each row counts 1)
         raise _missing_value_column(df, args)
@@ -211,6 +207,16 @@ def _other_columns(args: argparse.Namespace) -> list[str]:
     return list(_other_options(args).values())
 
 
+def _check_other_columns(args: argparse.Namespace, columns, names: list[str]) -> None:
+    """Refuse a file whose ``columns`` (those read) lack one of :func:`_other_columns`;
+    ``names``: all of the file's, for the message."""
+    for option, column in _other_options(args).items():
+        if column not in columns:
+            fourth = " (with --no-header, the fourth)" if args.no_header else ""
+            raise ValueError(f"{args.file} has no column {column!r}{fourth} for {option}; "
+                             f"its columns are {names}")
+
+
 def _other_options(args: argparse.Namespace) -> dict[str, str]:
     """:func:`_other_columns` by the option that names each."""
     time_col = getattr(args, "time_col", None)
@@ -225,23 +231,37 @@ def _weigh_events(df, args: argparse.Namespace):
     refused, with how many rows have it."""
     column, weights = args.event_weights
     if args.value_col in df.columns:
-        raise ValueError(f"{args.file} has a column {args.value_col!r} already: "
-                         f"--event-weights makes the values from column {column!r} (leave "
-                         f"one of them out, or name another values' column with --value-col)")
-    labels = df[column].astype(str)
-    values = labels.map(weights)
-    unknown = labels[values.isna()].value_counts()
-    if len(unknown):
-        shown = ", ".join(f"{label!r} ({counted(n, 'row')})"
-                          for label, n in unknown.head(5).items())
-        raise ValueError(f"--event-weights gives no weight to {len(unknown)} label(s) of "
-                         f"column {column!r}: {shown}; give each a weight (0 leaves its rows "
-                         f"out)")
+        raise _values_already(args)
+    values = event_values(df[column], column, weights)
     kept = (values != 0).to_numpy()
     if not kept.any():
         raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
                          f"nothing is left to learn from")
-    return df.assign(**{args.value_col: values.astype(np.float64)})[kept]
+    return df.assign(**{args.value_col: values})[kept]
+
+
+def event_values(labels, column: str, weights: dict[str, float], where: str = ""):
+    """The weights (float64) of an event column's ``labels`` (compared as text), as
+    ``--event-weights COLUMN=LABEL:WEIGHT,...`` gives them; a label without a weight is
+    refused with how many rows have it (``where``: words after that count, where the
+    rows are not the whole file's)."""
+    labels = labels.astype(str)
+    values = labels.map(weights)
+    unknown = labels[values.isna()].value_counts()
+    if len(unknown):
+        shown = ", ".join(f"{label!r} ({counted(n, 'row')}{where})"
+                          for label, n in unknown.head(5).items())
+        raise ValueError(f"--event-weights gives no weight to {len(unknown)} label(s) of "
+                         f"column {column!r}: {shown}; give each a weight (0 leaves its rows "
+                         f"out)")
+    return values.astype(np.float64)
+
+
+def _values_already(args: argparse.Namespace) -> ValueError:
+    """``--event-weights`` on a file that has a values' column (``--value-col``'s)."""
+    return ValueError(f"{args.file} has a column {args.value_col!r} already: --event-weights "
+                      f"makes the values from column {args.event_weights[0]!r} (leave one of "
+                      f"them out, or name another values' column with --value-col)")
 
 
 def _missing_column_hint(names: list[str], parquet: bool, args: argparse.Namespace) -> str:
@@ -324,35 +344,134 @@ def _read_parquet_file(pd, args: argparse.Namespace):
     counts 1; warned here, as ``from_dataframe`` would, with the columns not read), and
     ``df.attrs["file_columns"]`` lists them all; every column where a column named is
     missing (the errors list them)."""
-    if args.no_header:
-        raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
-                         f"columns)")
-    folder = args.file.is_dir()
-    try:
-        import pyarrow.dataset
-
-        # the columns, without reading them (a folder's partition keys, day=.../, too)
-        dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
+    _refuse_no_header(args)
+    with _read_as_parquet(args):
+        dataset = _parquet_dataset(args)
         names = dataset.schema.names
         ids = list(dict.fromkeys((args.user_col, args.item_col)))
         kept = [*ids, *_other_columns(args)]  # (--time-col's column)
-        if folder:
-            _check_parts_have(dataset, args.file, [*kept, args.value_col])
         if not set(kept) <= set(names) or (args.value_col not in names
                                            and args.value_col != "value"):
             return pd.read_parquet(args.file)
         counted = args.value_col not in names  # (the default column 'value' is missing)
         df = pd.read_parquet(args.file, columns=kept if counted else [*kept, args.value_col])
         df.attrs["file_columns"] = names
-        unused = [name for name in names if name not in kept] if counted else []
-        numeric = {field.name for field in dataset.schema
-                   if pyarrow.types.is_integer(field.type) or pyarrow.types.is_floating(
-                       field.type) or pyarrow.types.is_decimal(field.type)
-                   or pyarrow.types.is_boolean(field.type)}
-        candidates = value_candidates(unused, numeric)
-        if candidates and counts_rows(args):
-            warn_unused_columns(unused, _value_col_remedy(candidates))
+        if counted:
+            _warn_unread_columns(dataset, kept, args)
         return df
+
+
+def dask_frame(args: argparse.Namespace, feedback: str):
+    """``train --read-on-workers``: the Parquet file or folder ``args.file`` as a Dask
+    DataFrame of the columns that ``fit(df)`` reads (``user``, ``item``, and ``value``
+    where the file has values or ``--event-weights`` makes them), which the cluster's
+    workers read by its absolute path (:func:`gpu_als.distributed.fit_distributed`).
+    Only the files' footers are read here, to refuse what :func:`read_frame` refuses
+    before any worker starts, with its messages and warnings; ``--event-weights``' values
+    are made on the workers, a partition at a time."""
+    _check_columns_apart(args)
+    if str(args.file) == "-":
+        raise ValueError("--read-on-workers: the workers read the file by its path, and "
+                         "standard input has none: name a Parquet file or folder, or leave "
+                         "--read-on-workers out")
+    if args.file.is_dir():
+        _check_parquet_folder(args.file)
+    elif not args.file.is_file():
+        raise ValueError(f"{args.file}: no such file")
+    elif args.file.suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError(f"--read-on-workers reads Parquet, and {args.file} is read as CSV: "
+                         f"write it as Parquet (one file, or a folder of them), or leave "
+                         f"--read-on-workers out to read it in this process")
+    _refuse_no_header(args)
+    try:
+        import dask.dataframe as dd
+    except ImportError as exc:
+        raise RuntimeError(f"--read-on-workers needs Dask's DataFrames ({exc}): pip install "
+                           f"'dask[dataframe]'") from exc
+    with _read_as_parquet(args):
+        dataset = _parquet_dataset(args)
+        n_rows = dataset.count_rows()  # (from the footers)
+    names = dataset.schema.names
+    ids = [args.user_col, args.item_col]
+    for column in ids:
+        if column not in names:
+            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
+                             f"{names}. {_missing_column_hint(names, True, args)}")
+    _check_other_columns(args, names, names)
+    has_values = args.value_col in names
+    if args.event_weights is not None:
+        if has_values:
+            raise _values_already(args)
+        if not any(args.event_weights[1].values()):
+            raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
+                             f"nothing is left to learn from")
+    elif not has_values:
+        if args.value_col != "value":
+            schema = dataset.schema.empty_table().to_pandas()
+            schema.attrs["file_columns"] = names
+            raise _missing_value_column(schema, args)
+        if feedback == "explicit":
+            raise no_ratings_column(args.file, args.value_col, names)
+        _warn_unread_columns(dataset, ids, args)
+    if n_rows == 0:
+        raise ValueError(f"{args.file} has no rows")
+    ddf = dd.read_parquet(str(args.file.resolve()), columns=[
+        *ids, *([args.value_col] if has_values else []), *_other_columns(args)])
+    if args.event_weights is None:
+        return ddf[ids + ([args.value_col] if has_values else [])].rename(columns=dict(
+            zip((*ids, args.value_col), ("user", "item", "value"))))
+    import pandas as pd  # (which Dask's DataFrames need)
+
+    weighed = (args.user_col, args.item_col, *args.event_weights)
+    empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in ddf.dtypes.items()})
+    return ddf.map_partitions(_weighed_partition, *weighed,
+                              meta=_weighed_partition(empty, *weighed))
+
+
+def _weighed_partition(part, user_col: str, item_col: str, column: str,
+                       weights: dict[str, float]):
+    """``--event-weights`` on a worker: a partition of the event log as the columns
+    ``user``, ``item`` and ``value`` (its labels' weights), its rows of weight 0 left
+    out."""
+    values = event_values(part[column], column, weights, " in the partition a worker read")
+    return part[[user_col, item_col]].set_axis(["user", "item"], axis=1).assign(
+        value=values)[(values != 0).to_numpy()]
+
+
+def no_ratings_column(file: Any, value_col: str, columns) -> ValueError:
+    """``--feedback explicit`` with a ``file`` whose ``columns`` lack the values'
+    (``--value-col``)."""
+    return ValueError(f"{file} has no column {value_col!r}: --feedback explicit learns "
+                      f"ratings; name their column with --value-col (the columns are "
+                      f"{[str(c) for c in columns]})")
+
+
+def _refuse_no_header(args: argparse.Namespace) -> None:
+    if args.no_header:
+        raise ValueError(f"{args.file}: --no-header is for CSV files (Parquet names its "
+                         f"columns)")
+
+
+def _parquet_dataset(args: argparse.Namespace):
+    """The pyarrow dataset of the Parquet file or folder ``args.file``: its columns and
+    files, no row read (a folder's partition keys, day=.../, as columns too); a folder
+    whose files lack a column the command reads that others have is refused."""
+    import pyarrow.dataset
+
+    dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
+    if args.file.is_dir():
+        _check_parts_have(dataset, args.file,
+                          [args.user_col, args.item_col, *_other_columns(args),
+                           args.value_col])
+    return dataset
+
+
+@contextlib.contextmanager
+def _read_as_parquet(args: argparse.Namespace):
+    """pyarrow's errors of reading ``args.file`` said as the file's, a missing pyarrow as
+    what to install."""
+    try:
+        yield
     except ImportError as exc:
         raise RuntimeError("reading Parquet needs pyarrow: pip install "
                            "gpu-als[parquet]") from exc
@@ -362,8 +481,24 @@ def _read_parquet_file(pd, args: argparse.Namespace):
         # pyarrow's ArrowInvalid is a ValueError, its ArrowNotImplementedError ("Unsupported
         # cast from ...") a NotImplementedError; a folder is read with the schema of one of
         # its files
-        hint = " (do its files give a column different types?)" if folder else ""
+        hint = " (do its files give a column different types?)" if args.file.is_dir() else ""
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
+
+
+def _warn_unread_columns(dataset, kept: list[str], args: argparse.Namespace) -> None:
+    """Every row of the Parquet ``dataset`` counts 1 (the default column 'value' is
+    missing): the columns other than those ``kept`` are not read, warned of as
+    ``from_dataframe`` warns where one of them holds numbers (values, likely)."""
+    import pyarrow
+
+    unused = [name for name in dataset.schema.names if name not in kept]
+    numeric = {field.name for field in dataset.schema
+               if pyarrow.types.is_integer(field.type) or pyarrow.types.is_floating(
+                   field.type) or pyarrow.types.is_decimal(field.type)
+               or pyarrow.types.is_boolean(field.type)}
+    candidates = value_candidates(unused, numeric)
+    if candidates and counts_rows(args):
+        warn_unused_columns(unused, _value_col_remedy(candidates))
 
 
 def _check_parquet_folder(folder: Path) -> None:

@@ -48,7 +48,14 @@ from ._id_queries import (
     rows_against,
     similar_by_id,
 )
-from ._tables import event_weights, read_frame, write_factors, write_table
+from ._tables import (
+    dask_frame,
+    event_weights,
+    no_ratings_column,
+    read_frame,
+    write_factors,
+    write_table,
+)
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS, counted
 from .datasets import MOVIELENS
@@ -329,10 +336,8 @@ def coded_interactions(args: argparse.Namespace, df, feedback: str | None = None
 
     feedback = feedback or getattr(args, "feedback", None)
     if feedback == "explicit" and args.value_col not in df.columns:
-        columns = [str(c) for c in df.attrs.get("file_columns", df.columns)]
-        raise ValueError(f"{shown(args.file)} has no column {args.value_col!r}: --feedback "
-                         f"explicit learns ratings; name their column with --value-col (the "
-                         f"columns are {columns})")
+        raise no_ratings_column(shown(args.file), args.value_col,
+                                df.attrs.get("file_columns", df.columns))
     start = time.perf_counter()
     interactions = from_dataframe(df, args.user_col, args.item_col, args.value_col,
                                   dtype=values_dtype(args))
@@ -470,9 +475,18 @@ def train(args: argparse.Namespace) -> int:
                          "--early-stopping too")
     check_min_value(args, early_stopping_metric(args, model))
     check_one_validation(args)
+    if args.read_on_workers and args.scheduler is None:
+        raise ValueError("--read-on-workers has the workers of a Dask cluster read the file: "
+                         "give the cluster's --scheduler too")
+    if args.read_on_workers and args.early_stopping is not None:
+        raise ValueError("--read-on-workers does not combine with --early-stopping, whose "
+                         "validation interactions are split off in this process, which "
+                         "then reads the file: leave one of them out")
     with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
-        parts = None
-        if args.time_col is not None:
+        parts = frame = None
+        if args.read_on_workers:
+            frame = dask_frame(args, model.feedback)
+        elif args.time_col is not None:
             matrix, user_ids, item_ids, *parts = coded_parts_by_time(args, model.feedback)
         elif args.validation is not None:
             matrix, user_ids, item_ids, *parts = coded_given_parts(args, model.feedback)
@@ -484,17 +498,36 @@ def train(args: argparse.Namespace) -> int:
         if args.early_stopping is not None:
             model.set_params(iterations=iterations_by_early_stopping(
                 args, model, matrix, user_ids, item_ids, fit, parts))
-        fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
+        if frame is None:
+            fit(model, matrix, user_ids=user_ids, item_ids=item_ids)
+            shape, size, done = matrix.shape, f", {counted(matrix.nnz, 'interaction')}", \
+                "trained"
+        else:  # (the interactions, counted by the workers, are logged there)
+            fit_read_on_workers(fit, model, frame, args.file)
+            shape = (len(model.user_factors_), len(model.item_factors_))
+            size, done = "", "read and trained"
         model.set_params(warm_start=saved_warm_start)
     loss = f", final loss {model.loss_history_[-1]:.6g}" if model.loss_history_ else ""
-    print(f"{shown(args.file)}: {counted(matrix.shape[0], 'user')} x "
-          f"{counted(matrix.shape[1], 'item')}, {counted(matrix.nnz, 'interaction')}; "
-          f"trained on {where or repr(str(model.backend_))}"
+    print(f"{shown(args.file)}: {counted(shape[0], 'user')} x {counted(shape[1], 'item')}"
+          f"{size}; {done} on {where or repr(str(model.backend_))}"
           f"{f' from {args.init}' if args.init else ''} in "
           f"{time.perf_counter() - start:.2f} s{loss}")
     written = model.save(args.output)
     print(f"saved to {written} (load with gpu_als.ALS.load)")
     return 0
+
+
+def fit_read_on_workers(fit, model, frame, file: Path) -> None:
+    """``train --read-on-workers``: ``fit`` (:func:`fitting_on`'s, on a cluster) of
+    ``model`` on the Dask DataFrame ``frame`` of the Parquet ``file``, which the workers
+    read by its path; a worker that finds no file there is said to need it."""
+    try:
+        fit(model, frame)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"a worker cannot read {file} ({error_message(exc)}): --read-on-workers has "
+            f"every worker read it at {file.resolve()}, as this process does (a shared file "
+            f"system); or leave --read-on-workers out to read it here") from exc
 
 
 @contextlib.contextmanager
@@ -1515,6 +1548,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit on the Dask cluster of this scheduler (e.g. tcp://host:8786; "
                         "gpu_als.distributed.fit_distributed), each worker on --backend: "
                         "needs gpu-als[dist]")
+    p.add_argument("--read-on-workers", action="store_true",
+                   help="with --scheduler: the workers read the Parquet file or folder, at "
+                        "the same path (a shared file system), and this process never holds "
+                        "the interactions (default: it reads them and sends each worker its "
+                        "part); not with --early-stopping")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "

@@ -910,6 +910,128 @@ def test_a_half_step_pinned_to_a_worker_that_left_is_retried_not_waited_for(
     client.wait_for_workers(2, timeout=60)
 
 
+def event_log_folder(tmp_path, n_files=3):
+    """A folder of ``n_files`` Parquet files of an event log (columns uid, iid, plays,
+    event) of 300 users x 120 items, and its whole frame."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    R = make_power_law(300, 120, 3000, random_state=2).tocoo()
+    log = pd.DataFrame({"uid": R.row * 3, "iid": [f"i{c}" for c in R.col], "plays": R.data,
+                        "event": np.random.default_rng(0).choice(["view", "buy", "skip"],
+                                                                 R.nnz)})
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for k in range(n_files):
+        log.iloc[k::n_files].to_parquet(folder / f"part-{k}.parquet")
+    return folder, log
+
+
+@pytest.mark.parametrize("values", [["--value-col", "plays"],
+                                    ["--event-weights", "event=view:1,buy:4,skip:0"]])
+def test_the_command_line_has_the_workers_read_a_parquet_folder(client, tmp_path, capsys,
+                                                                monkeypatch, values):
+    """train --read-on-workers: the model of the same command without it (which reads the
+    file here), and --init goes on from a model as it does there; this process reads no
+    row (its read of the file fails)."""
+    from gpu_als import _tables
+    from gpu_als.cli import main
+
+    folder, _ = event_log_folder(tmp_path)
+    common = ["train", str(folder), "--user-col", "uid", "--item-col", "iid", *values,
+              "--factors", "4", "--iterations", "3", "--backend", "cpu", "--dtype",
+              "float64", "--scheduler", client.scheduler.address]
+    assert main([*common, "-o", str(tmp_path / "here.npz")]) == 0
+    assert main([*common, "--init", str(tmp_path / "here.npz"), "-o",
+                 str(tmp_path / "here2.npz")]) == 0
+    here = capsys.readouterr().out.splitlines()[0]
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was read by this process")
+
+    monkeypatch.setattr(_tables, "_read_frame", no_read)
+    assert main([*common, "--read-on-workers", "-o", str(tmp_path / "workers.npz")]) == 0
+    assert main([*common, "--read-on-workers", "--init", str(tmp_path / "workers.npz"), "-o",
+                 str(tmp_path / "workers2.npz")]) == 0
+    printed = capsys.readouterr().out.splitlines()[0]
+    users_items = here.split(", ")[0]  # "...events: 300 users x 120 items"
+    assert printed.startswith(f"{users_items}; read and trained on the Dask cluster at "
+                              f"{client.scheduler.address} in "), printed
+    for name in ("", "2"):
+        expected = ALS.load(tmp_path / f"here{name}.npz")
+        model = ALS.load(tmp_path / f"workers{name}.npz")
+        np.testing.assert_allclose(model.user_factors_, expected.user_factors_, atol=1e-12)
+        np.testing.assert_allclose(model.item_factors_, expected.item_factors_, atol=1e-12)
+        np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+        np.testing.assert_array_equal(model.item_ids_, expected.item_ids_)
+        assert model.loss_history_ == pytest.approx(expected.loss_history_, rel=1e-12)
+
+
+def test_the_command_line_refuses_what_the_workers_cannot_read(client, tmp_path, capsys,
+                                                               monkeypatch):
+    """train --read-on-workers: each file and option refused with why, before any worker
+    reads (the file's footers are read here), or from the worker that found it (a label
+    without a weight, a file it cannot find)."""
+    from gpu_als import _tables, cli
+    from gpu_als.cli import main
+
+    folder, log = event_log_folder(tmp_path)
+    csv = tmp_path / "events.csv"
+    log.to_csv(csv, index=False)
+    empty = tmp_path / "empty.parquet"
+    log.iloc[:0].to_parquet(empty)
+    address = client.scheduler.address
+    ids = ["--user-col", "uid", "--item-col", "iid"]
+
+    def refused(*args):
+        assert main(["train", *map(str, args), "--backend", "cpu", "--read-on-workers",
+                     "-o", str(tmp_path / "m.npz")]) == 2, args
+        return capsys.readouterr().err
+
+    assert "--read-on-workers has the workers of a Dask cluster read the file: give the " \
+           "cluster's --scheduler too" in refused(folder, *ids)
+    assert "--read-on-workers does not combine with --early-stopping" in refused(
+        folder, *ids, "--scheduler", address, "--early-stopping", "2")
+    assert f"--read-on-workers reads Parquet, and {csv} is read as CSV: write it as " \
+           f"Parquet" in refused(csv, *ids, "--scheduler", address)
+    assert "standard input has none: name a Parquet file or folder" in refused(
+        "-", *ids, "--scheduler", address)
+    assert f"{folder} has no column 'user'; its columns are ['uid', 'iid', 'plays', " \
+           f"'event']. Name the id columns with --user-col and --item-col (e.g. --user-col " \
+           f"uid --item-col iid)" in refused(folder, "--scheduler", address)
+    assert f"{folder} has no column 'play' for --value-col; its columns are ['uid', 'iid', " \
+           f"'plays', 'event'] (did you mean --value-col plays?)" in refused(
+               folder, *ids, "--value-col", "play", "--scheduler", address)
+    assert f"{folder} has no column 'value': --feedback explicit learns ratings" in refused(
+        folder, *ids, "--feedback", "explicit", "--scheduler", address)
+    assert f"{folder} has no column 'kind' for --event-weights" in refused(
+        folder, *ids, "--event-weights", "kind=view:1", "--scheduler", address)
+    assert f"--event-weights gives every row of {folder} the weight 0" in refused(
+        folder, *ids, "--event-weights", "event=view:0,buy:0,skip:0", "--scheduler", address)
+    assert f"{folder} has a column 'plays' already: --event-weights makes the values" in \
+        refused(folder, *ids, "--event-weights", "event=view:1", "--value-col", "plays",
+                "--scheduler", address)
+    assert f"{empty} has no rows" in refused(empty, *ids, "--scheduler", address)
+    # found by a worker, a partition at a time
+    err = refused(folder, *ids, "--event-weights", "event=view:1,buy:4", "--scheduler",
+                  address)
+    assert re.search(r"error: --event-weights gives no weight to 1 label\(s\) of column "
+                     r"'event': 'skip' \(\d+ rows in the partition a worker read\)", err), err
+    real = _tables.dask_frame
+
+    def then_gone(args, feedback):  # the file where this process sees it, not the workers
+        frame = real(args, feedback)
+        for file in folder.iterdir():
+            file.unlink()
+        return frame
+
+    monkeypatch.setattr(cli, "dask_frame", then_gone)
+    err = refused(folder, *ids, "--scheduler", address)
+    assert f"error: a worker cannot read {folder} (" in err
+    assert f"--read-on-workers has every worker read it at {folder.resolve()}, as this " \
+           f"process does (a shared file system)" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
 @pytest.mark.parametrize("source", ["matrix", "dask frame"])
 @pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
 def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch):
