@@ -415,11 +415,11 @@ def dask_frame(args: argparse.Namespace, feedback: str):
         _warn_unread_columns(dataset, ids, args)
     if n_rows == 0:
         raise ValueError(f"{args.file} has no rows")
-    ddf = dd.read_parquet(str(args.file.resolve()), columns=[
-        *ids, *([args.value_col] if has_values else []), *_other_columns(args)])
+    values = [args.value_col] if has_values else []
+    ddf = dd.read_parquet(str(args.file.resolve()),
+                          columns=[*ids, *values, *_other_columns(args)])
     if args.event_weights is None:
-        return ddf[ids + ([args.value_col] if has_values else [])].rename(columns=dict(
-            zip((*ids, args.value_col), ("user", "item", "value"))))
+        return ddf.rename(columns=dict(zip((*ids, *values), ("user", "item", "value"))))
     import pandas as pd  # (which Dask's DataFrames need)
 
     weighed = (args.user_col, args.item_col, *args.event_weights)
