@@ -14,11 +14,15 @@ for the test, and the latest 20 % of the rest for validation
 
 ``--random N`` searches N configurations drawn from ranges (:data:`RANGES`: regularization
 and alpha on a log scale) instead of the default grid of 45.
+
+``--workers N`` trains the trials on a Dask ``LocalCluster`` of N worker processes of one
+thread each (``tune(..., client=...)``), started before the clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import warnings
@@ -70,7 +74,32 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=["random", "time"], default="random")
     parser.add_argument("--random", type=int, default=None, metavar="N",
                         help="N configurations drawn from RANGES instead of the grid")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="train the trials on a Dask LocalCluster of N processes")
     args = parser.parse_args(argv)
+    with local_cluster(args.workers) as client:
+        return search(args, client)
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int | None):
+    """A client of a LocalCluster of ``workers`` one-thread processes (None: none)."""
+    if workers is None:
+        yield None
+        return
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    from gpu_als.distributed import WORKER_MALLOC
+
+    dask.config.set(WORKER_MALLOC)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as \
+            cluster, Client(cluster) as client:
+        yield client
+
+
+def search(args: argparse.Namespace, client) -> int:
+    """The search of ``args``, on the cluster of ``client`` (None: this process)."""
 
     movielens = load_movielens_100k()
     if args.split == "random":
@@ -84,11 +113,13 @@ def main(argv=None) -> int:
         warnings.filterwarnings("ignore", "of the .* entries of validation")
         result = tune(**searched, param_grid=RANGES if args.random else None,
                       n_samples=args.random, base_params={"backend": args.backend},
-                      halving=not args.no_halving, random_state=42, show_progress=False)
+                      halving=not args.no_halving, random_state=42, show_progress=False,
+                      client=client)
     wall = time.perf_counter() - start
     finished = sum(t["finished"] for t in result.trials)
+    where = "" if client is None else f" ({args.workers} Dask workers)"
     print(f"{len(result.trials)} configurations ({finished} trained to 20 iterations) "
-          f"in {wall:.1f} s on '{result.model.backend_}'")
+          f"in {wall:.1f} s on '{result.model.backend_}'{where}")
     print(f"best on validation: {result.best_params}, {result.metric} "
           f"{result.best_score:.4f}")
     reference = ALS(factors=64, regularization=0.001, alpha=10, iterations=20,

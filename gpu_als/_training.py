@@ -255,6 +255,26 @@ class Training:
                              largest_input(self.Cu, p))
         return stopped
 
+    def state(self) -> dict[str, Any]:
+        """Where this fit stands, on the host (NumPy factors), for :meth:`resume`: a
+        search on a cluster hands it from one rung's task to the next
+        (:func:`gpu_als.tune.tune`'s ``client``)."""
+        return {"X": self.backend.to_numpy(self.X), "Y": self.backend.to_numpy(self.Y),
+                "loss_history": list(self.loss_history),
+                "iterations_done": self.iterations_done, "seconds": self.seconds}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state` of a fit of the same model and data: its next
+        iterations are those that fit's would have been."""
+        # copies: run() updates the factors in place, and ``state`` may be another task's
+        # result that Dask still holds
+        self.X = self.backend.asarray(np.array(state["X"], dtype=self.p["dtype"]))
+        self.Y = self.backend.asarray(np.array(state["Y"], dtype=self.p["dtype"]))
+        self.YtY = self.backend.gram(self.Y)
+        self.loss_history = list(state["loss_history"])
+        self.iterations_done = state["iterations_done"]
+        self.seconds = state["seconds"]
+
     def reporting(self, model: ALS, callback: Callable) -> Callable:
         """``callback`` for :meth:`run`, called once ``model`` holds the iterations so far
         (so that it may query the model: see ``ALS``'s ``callback``)."""

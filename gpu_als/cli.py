@@ -536,16 +536,31 @@ def fitting_on(scheduler: str | None):
     (None: this process): ``model.fit``; or, with ``--scheduler``,
     :func:`gpu_als.distributed.fit_distributed` on that Dask cluster, through a client
     that is closed when the context ends."""
+    with dask_client(scheduler) as client:
+        if client is None:
+            yield (lambda model, matrix, **ids: model.fit(matrix, **ids)), None
+            return
+        from .distributed import fit_distributed
+
+        def fit(model, matrix, **ids):
+            return fit_distributed(model, matrix, client, **ids)
+
+        yield fit, f"the Dask cluster at {scheduler}"
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None):
+    """A client of the Dask cluster whose scheduler is at ``--scheduler``'s address,
+    closed when the context ends (None without one); an address that is not one, or
+    where no scheduler answers, is refused with what to do."""
     if scheduler is None:
-        yield (lambda model, matrix, **ids: model.fit(matrix, **ids)), None
+        yield None
         return
     try:
         from dask.distributed import Client
     except ImportError as exc:
         raise RuntimeError("--scheduler needs Dask: pip install gpu-als[dist]") from exc
     from distributed.comm.addressing import parse_address, parse_host_port
-
-    from .distributed import fit_distributed
 
     try:  # before the Client: one that fails on its address waits 60 s as it is freed
         protocol, location = parse_address(scheduler)
@@ -561,10 +576,7 @@ def fitting_on(scheduler: str | None):
                       f"one there with `dask scheduler`, and its workers with `dask worker "
                       f"{scheduler}`") from exc
     with client:
-        def fit(model, matrix, **ids):
-            return fit_distributed(model, matrix, client, **ids)
-
-        yield fit, f"the Dask cluster at {scheduler}"
+        yield client
 
 
 def early_stopping_metric(args: argparse.Namespace, model) -> str:
@@ -1038,29 +1050,32 @@ def tune_command(args: argparse.Namespace) -> int:
                      random_state=args.seed)
     check_one_validation(args)
     validation = None
-    if args.time_col is not None:
-        _, user_ids, item_ids, matrix, validation, _ = coded_parts_by_time(args)
-    elif args.validation is not None:
-        _, user_ids, item_ids, matrix, validation, _ = coded_given_parts(args)
-    else:
-        matrix, user_ids, item_ids = read_interactions(args)
-    start = time.perf_counter()
-    with warnings.catch_warnings(), option_terms():
-        warnings.filterwarnings("ignore", "of the .* entries of validation")
-        result = tune(matrix, grid, n_samples=args.n_samples, metric=args.metric, K=args.K,
-                      validation_fraction=args.validation_fraction, validation=validation,
-                      min_value=args.min_value, max_users=args.validation_users,
-                      base_params=base_params, halving=not args.no_halving,
-                      min_iterations=args.min_iterations,
-                      reduction_factor=args.reduction_factor, random_state=args.seed,
-                      refit=args.output is not None)  # (a full fit, for -o alone)
+    with dask_client(args.scheduler) as client:  # a cluster that fails, before the read
+        if args.time_col is not None:
+            _, user_ids, item_ids, matrix, validation, _ = coded_parts_by_time(args)
+        elif args.validation is not None:
+            _, user_ids, item_ids, matrix, validation, _ = coded_given_parts(args)
+        else:
+            matrix, user_ids, item_ids = read_interactions(args)
+        start = time.perf_counter()
+        with warnings.catch_warnings(), option_terms():
+            warnings.filterwarnings("ignore", "of the .* entries of validation")
+            result = tune(matrix, grid, n_samples=args.n_samples, metric=args.metric,
+                          K=args.K, validation_fraction=args.validation_fraction,
+                          validation=validation, min_value=args.min_value,
+                          max_users=args.validation_users, base_params=base_params,
+                          halving=not args.no_halving, min_iterations=args.min_iterations,
+                          reduction_factor=args.reduction_factor, random_state=args.seed,
+                          refit=args.output is not None,  # (a full fit, for -o alone)
+                          client=client)
     finished = sum(t["finished"] for t in result.trials)
     failed = sum(bool(t.get("error")) for t in result.trials)
     same = "" if not result.n_same else \
         f" ({result.n_same} more would train the same model as one of these: left out)"
+    where = "" if client is None else f" workers of the Dask cluster at {args.scheduler}"
     print(f"{len(result.trials)} configurations{same}, {finished} trained to the end"
           + (f", {failed} failed (their error: in the trials file)" if failed else "")
-          + f", in {time.perf_counter() - start:.1f} s on '{result.backend}'")
+          + f", in {time.perf_counter() - start:.1f} s on '{result.backend}'{where}")
     notes = []
     if args.min_value is not None:
         notes.append(f"values >= {args.min_value:g} relevant")
@@ -1689,6 +1704,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=model_file, default=None,
                    help="save the refitted best model, as .npz (default: not saved; the "
                         "trials go to --trials)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="train the trials on the workers of the Dask cluster of this "
+                        "scheduler (e.g. tcp://host:8786), each rung's at once, each worker "
+                        "on --backend, and refit the best there: needs gpu-als[dist]")
     p.set_defaults(func=tune_command)
 
     p = commands.add_parser("recommend", help="top-N items per user from a saved model",

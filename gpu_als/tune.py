@@ -37,6 +37,7 @@ import logging
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +298,7 @@ def tune(
     random_state: int | None = 0,
     show_progress: bool = True,
     refit: bool = True,
+    client: Any = None,
 ) -> TuneResult:
     """Search ALS hyperparameters on a validation split of ``user_items``.
 
@@ -366,6 +368,16 @@ def tune(
         Fit the best configuration on all of ``user_items`` (with ``validation``'s
         entries) as ``model``; False: only search (``model`` is None), as scikit-learn's
         ``refit=False``, which saves a full fit where only the best settings are wanted.
+    client : dask.distributed.Client, optional
+        Train the trials on the workers of this Dask cluster (``pip install
+        gpu-als[dist]``): each rung's trials at once, a trial in a worker at a time, on
+        that worker's backend (``base_params``' ``backend``, a name, resolved on each
+        worker: with ``dask_cuda.LocalCUDACluster``, a trial per GPU). The training and
+        validation parts go to every worker once; a trial's factors stay on the workers
+        between rungs; the refit is :func:`gpu_als.distributed.fit_distributed` on the
+        same cluster. The trials and the model are those of the search without it, but
+        that each worker's BLAS may round differently from this process's. Waits up to
+        60 s for a first worker.
 
     Returns
     -------
@@ -391,6 +403,15 @@ def tune(
                              "counts as relevant; metric='rmse' scores every rating")
     base, param_grid, configurations, n_same = _search_space(
         param_grid, base_params, metric=metric, n_samples=n_samples, random_state=random_state)
+    if client is not None:
+        from .distributed import check_client, running_workers
+
+        check_client(client, "tune")
+        if not isinstance(base.get("backend", "auto"), str):
+            raise TypeError("tune on a cluster needs a backend name ('cpu', 'gpu' or "
+                            "'auto') in base_params, which each worker resolves, not a "
+                            "Backend instance")
+        running_workers(client, 60.0, "tune")
     names = _searched(param_grid)
     feedbacks = _feedbacks(base, configurations)
     feedback = "explicit" if "explicit" in feedbacks else "implicit"
@@ -422,19 +443,22 @@ def tune(
                              f"nothing to score trials on")
     if max_users is not None:  # (after min_value: users with entries that count)
         validation = _sample_users(validation, max_users, random_state)
-    backend = get_backend(base.get("backend", "auto"))  # one instance: data stays put
-    base["backend"] = backend
 
     def score(model: ALS) -> float:
         return validation_score(model, fit_part, validation, metric, K)
 
+    given_backend = base.get("backend", "auto")  # (on a cluster, each worker resolves it)
+    if client is None:  # one backend instance: the data stays put on it
+        backend = base["backend"] = get_backend(given_backend)
     models = [ALS(**{**base, **config}) for config in configurations]
-    trials = _successive_halving(
+    runner: _LocalTrials | _ClusterTrials = _LocalTrials(
         models, _PreparedByDtype(fit_part, [model._check_params()["dtype"] for model in models]),
-        score,
-        lower_is_better=metric in LOWER_IS_BETTER,
+        score, names) if client is None else \
+        _ClusterTrials(client, models, fit_part, validation, metric, K, names)
+    trials = _successive_halving(
+        runner, models, lower_is_better=metric in LOWER_IS_BETTER,
         first_rung=min_iterations if halving else None, reduction_factor=reduction_factor,
-        show_progress=show_progress, metric=metric_name(metric, K), searched=names,
+        show_progress=show_progress, metric=metric_name(metric, K),
         labels=[", ".join(f"{name}={data.shown_value(value)!r}"
                           for name, value in config.items()) for config in configurations])
     # every record has every name searched: None where its grid (of a list) has not it
@@ -446,15 +470,19 @@ def tune(
     best_params = dict(configurations[best])
     model = None
     if refit:
-        given = {**base, "backend": (base_params or {}).get("backend", "auto")}
-        model = ALS(**{**given, **best_params})
+        model = ALS(**{**base, "backend": given_backend, **best_params})
         logger.info("refitting the best, %s, on all the data", best_params)
-        model.set_params(backend=backend).fit(user_items, user_ids=user_ids,  # the same
-                                              item_ids=item_ids)  # device as the trials
-        model.set_params(backend=given["backend"])
+        if client is not None:
+            from .distributed import fit_distributed
+
+            fit_distributed(model, user_items, client, user_ids=user_ids, item_ids=item_ids)
+        else:  # on the trials' device
+            model.set_params(backend=backend).fit(user_items, user_ids=user_ids,
+                                                  item_ids=item_ids)
+            model.set_params(backend=given_backend)
     return TuneResult(best_params, trials[best]["score"], model, trials,
-                      metric_name(metric, K), metric in LOWER_IS_BETTER, backend.name, names,
-                      n_same)
+                      metric_name(metric, K), metric in LOWER_IS_BETTER,
+                      ", ".join(sorted(runner.backends)), names, n_same)
 
 
 def _given_parts(user_items: Any, validation: Any, feedback: str
@@ -700,16 +728,170 @@ class _PreparedByDtype:
         return found
 
 
-def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
-                        score: Callable[[ALS], float], *, lower_is_better: bool,
-                        first_rung: int | None, reduction_factor: int,
-                        show_progress: bool, labels: list[str],
-                        metric: str = "score", searched: Iterable[str] = ()
+class _LocalTrials:
+    """The trials of a search trained in this process, one after another, on one backend
+    instance (the data stays on it), from the training part prepared once per dtype."""
+
+    def __init__(self, models: list[ALS], prepared: _PreparedByDtype,
+                 score: Callable[[ALS], float], searched: Iterable[str]):
+        self.models, self.score = models, score
+        self.trainings: dict[int, Training] = {}
+        #: the trials that failed before training (e.g. more factors than the backend
+        #: takes), and why
+        self.failed: dict[int, Exception] = {}
+        for i, model in enumerate(models):
+            try:
+                self.trainings[i] = Training(model, prepared(model._check_params()["dtype"]),
+                                             searched=searched)
+            except TRIAL_ERRORS as exc:
+                self.failed[i] = exc
+        #: the name of the backend the trials train on
+        self.backends = {training.backend.name for training in self.trainings.values()}
+
+    def run(self, budgets: dict[int, int]):
+        """Train each trial ``i`` of ``budgets`` to ``budgets[i]`` iterations in all and
+        score it: yields ``(i, score or the exception of TRIAL_ERRORS it raised, seconds
+        of training)``."""
+        for i, budget in budgets.items():
+            training = self.trainings[i]
+            start = time.perf_counter()
+            try:
+                try:
+                    training.run(budget - training.iterations_done, log=False)
+                finally:  # (also the training a failure cut short)
+                    seconds = time.perf_counter() - start
+                scored = ALS(**self.models[i].get_params())  # transient: no factors later
+                training.finish(scored)
+                outcome: float | Exception = self.score(scored)
+            except TRIAL_ERRORS as exc:
+                outcome = exc
+            yield i, outcome, seconds
+
+    def stop(self, i: int) -> None:
+        """Free the factors of trial ``i``, which trains no more."""
+        self.trainings.pop(i, None)
+
+
+class _ClusterTrials:
+    """The trials of a search trained on the workers of a Dask cluster, each rung's at
+    once, a task per trial and rung (:func:`_trial_rung`). The training and validation
+    parts are sent to every worker once; a trial's factors go from one rung's task to
+    the next on the workers (as NumPy arrays, so that Dask can move a task, or compute it
+    again after losing a worker); only scores and times come back."""
+
+    def __init__(self, client, models: list[ALS], fit_part: sp.csr_matrix,
+                 validation: sp.csr_matrix, metric: str, K: int, searched: Iterable[str]):
+        self.client = client
+        self.params = [model.get_params() for model in models]
+        self.parts = client.scatter([fit_part, validation], broadcast=True, hash=False)
+        self.scoring = (metric, K, tuple(searched))
+        self.rungs: dict[int, Any] = {}  # each trial's last rung, a future
+        self.failed: dict[int, Exception] = {}  # (found at the first rung)
+        self.backends: set[str] = set()  # the names of those the workers trained on
+
+    def run(self, budgets: dict[int, int]):
+        """As :meth:`_LocalTrials.run`, the trials trained at once, each yielded as it
+        ends; a trial that fails before training (a configuration its worker's backend
+        refuses) is put in :attr:`failed` instead."""
+        from distributed import as_completed
+
+        summaries = {}
+        for i, budget in budgets.items():
+            self.rungs[i] = self.client.submit(
+                _trial_rung, self.params[i], *self.parts, self.rungs.get(i), budget,
+                *self.scoring, pure=False)
+            summaries[self.client.submit(_rung_summary, self.rungs[i], pure=False)] = i
+        # (the client's loop: without it, as_completed looks for Dask's default client)
+        for summary in as_completed(summaries, loop=self.client.loop):
+            i = summaries[summary]
+            outcome, seconds, started, backend, said = summary.result()
+            self.backends.add(backend)
+            for category, message in said:  # as the trial in this process would warn
+                warnings.warn(message, category, stacklevel=data.user_stacklevel())
+            if not started:
+                self.failed[i] = outcome
+                self.stop(i)
+                continue
+            yield i, outcome, seconds
+
+    def stop(self, i: int) -> None:
+        """Let the workers drop trial ``i``'s factors."""
+        self.rungs.pop(i, None)
+
+
+#: On a worker: the training part of a search as each trial's backend holds it
+#: (:class:`gpu_als.data.Prepared`, whose weights stay on that backend instance across
+#: trials and rungs), dropped when Dask releases the part. Keys: (id(part), dtype,
+#: backend name).
+_TRIAL_PARTS: dict[tuple[int, str, str], tuple[Any, data.Prepared]] = {}
+
+
+def _trial_part(fit_part: sp.csr_matrix, dtype: Any, backend_name: str):
+    """(backend, prepared part) of a worker's trials of ``dtype`` on ``backend_name``."""
+    from .distributed import _aligned
+
+    key = (id(fit_part), np.dtype(dtype).str, backend_name)
+    if key not in _TRIAL_PARTS:
+        aligned = sp.csr_matrix((_aligned(fit_part.data), _aligned(fit_part.indices),
+                                 _aligned(fit_part.indptr)), shape=fit_part.shape)
+        _TRIAL_PARTS[key] = (get_backend(backend_name), data.Prepared(aligned, dtype))
+        weakref.finalize(fit_part, _TRIAL_PARTS.pop, key, None)
+    return _TRIAL_PARTS[key]
+
+
+def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.csr_matrix,
+                previous: tuple | None, budget: int, metric: str, K: int,
+                searched: tuple[str, ...]) -> tuple:
+    """On a worker: one rung of a trial, trained on from ``previous`` (the result of its
+    last rung; None for the first) to ``budget`` iterations in all, and scored. Returns
+    ``(state, outcome, seconds, started, backend, said)``: the trial's
+    :meth:`Training.state` (None once it failed), its score or the exception of
+    :data:`TRIAL_ERRORS` it raised, the seconds of training, whether it got past its
+    set-up, the name of the backend it trained on, and the warnings it gave, as
+    ``(category, message)`` (its set-up's at its first rung only, as a trial in one
+    process warns once)."""
+    model = ALS(**params)
+    p = model._check_params()
+    backend = get_backend(params["backend"])
+    started, seconds = False, 0.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            backend, prepared = _trial_part(fit_part, p["dtype"], params["backend"])
+            model.set_params(backend=backend)  # (its data stays on this instance)
+            training = Training(model, prepared, searched=searched)
+            if previous is not None:  # (its set-up warned at the first rung)
+                training.resume(previous[0])
+                del caught[:]
+            started = True
+            start = time.perf_counter()
+            try:
+                training.run(budget - training.iterations_done, log=False)
+            finally:  # (also the training a failure cut short)
+                seconds = time.perf_counter() - start
+            training.finish(model)
+            outcome: float | Exception = validation_score(model, fit_part, validation,
+                                                          metric, K)
+        except TRIAL_ERRORS as exc:
+            outcome = exc
+    said = [(w.category, str(w.message)) for w in caught]
+    state = training.state() if started and not isinstance(outcome, Exception) else None
+    return state, outcome, seconds, started, backend.name, said
+
+
+def _rung_summary(rung: tuple) -> tuple:
+    """What the driver needs of a :func:`_trial_rung`: all but the factors."""
+    return rung[1:]
+
+
+def _successive_halving(runner: _LocalTrials | _ClusterTrials, models: list[ALS], *,
+                        lower_is_better: bool, first_rung: int | None, reduction_factor: int,
+                        show_progress: bool, labels: list[str], metric: str = "score"
                         ) -> list[dict[str, Any]]:
-    """Train a fit of each model's configuration in rungs (the models are templates: never
-    fitted themselves) and return one record per model: its ``score`` at the last rung it
-    reached, ``iterations_trained`` (not ``iterations``: a grid may search that),
-    ``finished`` and ``seconds``.
+    """Train a fit of each model's configuration in rungs, through ``runner`` (the models
+    are templates: never fitted themselves) and return one record per model: its
+    ``score`` at the last rung it reached, ``iterations_trained`` (not ``iterations``: a
+    grid may search that), ``finished`` and ``seconds``.
 
     At each rung every surviving model trains up to ``rung`` iterations (at most its own
     ``iterations``) and is scored; the finished ones leave, and the best
@@ -718,7 +900,7 @@ def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
     Each ``metric`` score is logged at INFO, the trial named by its ``labels`` entry (its
     configuration). A trial that raises one of :data:`TRIAL_ERRORS` leaves with a
     warning, a NaN score and its ``error`` (every record then has one); a ``ValueError``
-    when every trial fails. ``searched``: the grid's names, not warned of where idle.
+    when every trial fails.
     """
     trials: list[dict[str, Any]] = [
         {"score": float("nan"), "iterations_trained": 0, "finished": False, "seconds": 0.0}
@@ -727,51 +909,36 @@ def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
 
     def fail(i: int, exc: Exception, rung: int | None = None) -> None:
         failures[i] = exc
+        runner.stop(i)  # free its factors
         when = "before training" if rung is None else f"training to {rung} iterations"
         warnings.warn(f"trial {i + 1} of {len(models)} ({labels[i]}) failed {when}: "
                       f"{type(exc).__name__}: {exc}; the search goes on without it",
                       UserWarning, stacklevel=data.user_stacklevel())
 
-    trainings: list[Training | None] = []  # None once a trial stops: its factors freed
-    for i, model in enumerate(models):
-        try:
-            trainings.append(Training(model, prepared(model._check_params()["dtype"]),
-                                       searched=searched))
-        except TRIAL_ERRORS as exc:  # e.g. more factors than the backend takes
-            trainings.append(None)
-            fail(i, exc)
     targets = [model._check_params()["iterations"] for model in models]
     sign = 1 if lower_is_better else -1  # sorting by sign * score: best first
-    alive = [i for i in range(len(models)) if i not in failures]
     rung = max(targets) if first_rung is None else first_rung
     progress = tqdm(total=len(models), desc="tune", unit="trial",
                     disable=None if show_progress else True)
     with progress:
+        for i in sorted(runner.failed):  # (where known before any training)
+            fail(i, runner.failed[i])
         progress.update(len(failures))
+        alive = [i for i in range(len(models)) if i not in failures]
         while alive:
-            for i in alive:
-                training = trainings[i]
-                assert training is not None
-                budget = min(rung, targets[i])
-                start = time.perf_counter()
-                try:
-                    try:
-                        training.run(budget - training.iterations_done, log=False)
-                    finally:  # (also the training a failure cut short)
-                        trials[i]["seconds"] += time.perf_counter() - start
-                    scored = ALS(**models[i].get_params())  # transient: no factors later
-                    training.finish(scored)
-                    value = score(scored)
-                except TRIAL_ERRORS as exc:
-                    fail(i, exc, budget)
+            budgets = {i: min(rung, targets[i]) for i in alive if i not in runner.failed}
+            for i, outcome, seconds in runner.run(budgets):
+                trials[i]["seconds"] += seconds
+                if isinstance(outcome, Exception):
+                    fail(i, outcome, budgets[i])
                     continue
-                trials[i].update(score=value, iterations_trained=budget,
-                                 finished=budget == targets[i])
+                trials[i].update(score=outcome, iterations_trained=budgets[i],
+                                 finished=budgets[i] == targets[i])
                 logger.info("trial %d of %d: %s of %s: %.5g after %d iterations", i + 1,
-                            len(models), metric, labels[i], trials[i]["score"], budget)
+                            len(models), metric, labels[i], trials[i]["score"], budgets[i])
+            for i in sorted(set(runner.failed) - set(failures)):  # (in trial order)
+                fail(i, runner.failed[i])
             failed = [i for i in alive if i in failures]
-            for i in failed:
-                trainings[i] = None  # free its factors
             alive = [i for i in alive if i not in failures]
             progress.update(len(failed))
             done = [i for i in alive if trials[i]["finished"]]
@@ -782,7 +949,7 @@ def _successive_halving(models: list[ALS], prepared: _PreparedByDtype,
             progress.update(len(done) + len(ranked) - keep)
             alive = ranked[:keep]
             for i in done + ranked[keep:]:
-                trainings[i] = None  # free the factors of trials that stopped
+                runner.stop(i)  # free the factors of trials that stopped
             rung *= reduction_factor
     errors = {i: f"{type(error).__name__}: {error}" for i, error in failures.items()}
     if not any(trial["finished"] for trial in trials):

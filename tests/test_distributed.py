@@ -299,9 +299,9 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
         attempts.append(1)
         return original_scatter(*args, **kwargs)
 
-    original_scatter, original_wait = client.scatter, distributed._running_workers
+    original_scatter, original_wait = client.scatter, distributed.running_workers
     waits = []  # for a worker: at the start, and before each retry (all may be gone)
-    monkeypatch.setattr(distributed, "_running_workers",
+    monkeypatch.setattr(distributed, "running_workers",
                         lambda *args: waits.append(args[1]) or original_wait(*args))
     monkeypatch.setattr(distributed, "_solve_block", lost)
     monkeypatch.setattr(client, "scatter", counted_place)
@@ -1032,6 +1032,112 @@ def test_the_command_line_refuses_what_the_workers_cannot_read(client, tmp_path,
     assert not (tmp_path / "m.npz").exists()
 
 
+def tuned_with_warnings(tune_call):
+    """``tune_call()``'s result, and its warnings' messages, sorted (a cluster's trials
+    end, and warn, in any order)."""
+    result, said = fits_with_warnings(tune_call)
+    return result, sorted(said)
+
+
+def test_tune_on_a_cluster_finds_what_tune_finds_here(client):
+    """tune(client=...): the trials (scores, rungs reached, errors), the warnings, the best
+    and the refitted model of the search in this process. Halving runs 3 rungs. A value of
+    1e39 fails the float32 trials before training (beyond float32's range) and some
+    float64 ones in training (their factors overflow); 400 factors without
+    regularization fail before training (a singular Gram matrix)."""
+    from gpu_als.tune import tune
+
+    R = make_power_law(400, 300, 8000, random_state=4).astype(np.float64)
+    R[0, R[0].indices[0]] = 1e39  # beyond float32's range
+    grid = [{"factors": [4, 8], "regularization": [0.01, 0.1], "alpha": [1.0, 20.0],
+             "dtype": ["float32", "float64"]},
+            {"factors": [400], "regularization": [0.0], "dtype": ["float64"]}]
+    kw = dict(base_params={"backend": "cpu", "iterations": 9}, show_progress=False,
+              min_iterations=1)
+    here, said_here = tuned_with_warnings(lambda: tune(R, grid, **kw))
+    there, said_there = tuned_with_warnings(lambda: tune(R, grid, client=client, **kw))
+    assert said_there == said_here
+    assert sum("failed before training: ValueError" in message for message in said_here) \
+        == 9
+    assert any("failed training to 1 iterations: FloatingPointError" in message
+               for message in said_here)
+    assert len(there.trials) == len(here.trials) == 17
+    assert {t["iterations_trained"] for t in here.trials} == {0, 1, 3, 9}
+    for a, b in zip(there.trials, here.trials):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if k not in ("score", "seconds")} == \
+            {k: v for k, v in b.items() if k not in ("score", "seconds")}
+        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-9)
+    assert there.best_params == here.best_params and there.backend == here.backend == "cpu"
+    np.testing.assert_allclose(there.model.item_factors_, here.model.item_factors_,
+                               atol=1e-9)
+    assert there.model.backend == "cpu"
+
+
+def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_path):
+    """A trial's rungs are pure tasks on NumPy factors: Dask computes the lost ones again
+    (here a worker dies at the start of the second rung, with first rungs in its
+    memory), and the search ends as in this process."""
+    from gpu_als import tune as tune_module
+
+    rung, marker = tune_module._trial_rung, str(tmp_path / "killed")
+
+    def dies_once(params, fit_part, validation, previous, *args):  # on a worker
+        if previous is not None and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rung(params, fit_part, validation, previous, *args)
+
+    R = make_power_law(300, 200, 5000, random_state=5)
+    kw = dict(param_grid={"factors": [4, 8, 16], "alpha": [1.0, 10.0, 40.0]},
+              base_params={"backend": "cpu", "iterations": 9, "dtype": "float64"},
+              show_progress=False, refit=False)
+    here = tune_module.tune(R, **kw)
+    monkeypatch.setattr(tune_module, "_trial_rung", dies_once)
+    there = tune_module.tune(R, client=client, **kw)
+    assert os.path.exists(marker)
+    assert [t["score"] for t in there.trials] == pytest.approx(
+        [t["score"] for t in here.trials], rel=1e-9)
+    assert there.best_params == here.best_params
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_tune_on_a_cluster_refuses_what_it_cannot_send(client):
+    from gpu_als.backends import get_backend
+    from gpu_als.tune import tune
+
+    R = make_power_law(40, 30, 300, random_state=4)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client, got str"):
+        tune(R, client="tcp://127.0.0.1:8786")
+    with pytest.raises(TypeError, match="tune on a cluster needs a backend name"):
+        tune(R, base_params={"backend": get_backend("cpu")}, client=client)
+
+
+def test_the_command_line_tunes_on_a_cluster_as_it_does_here(client, tmp_path, capsys):
+    """gpu-als tune --scheduler: the trials file and the best model of the command
+    without it."""
+    pd = pytest.importorskip("pandas")
+    from gpu_als.cli import main
+
+    R = make_power_law(200, 100, 3000, random_state=3).tocoo()
+    file = tmp_path / "clicks.csv"
+    pd.DataFrame({"user": R.row, "item": R.col, "value": R.data}).to_csv(file, index=False)
+    address = client.scheduler.address
+    trials, models = [], []
+    for k, where in enumerate(([], ["--scheduler", address])):
+        assert main(["tune", str(file), "--grid", "factors=4,8", "--grid",
+                     "regularization=0.01,0.1", "--iterations", "6", "--backend", "cpu",
+                     "--trials", str(tmp_path / f"t{k}.csv"), "-o",
+                     str(tmp_path / f"m{k}.npz"), *where]) == 0
+        trials.append(pd.read_csv(tmp_path / f"t{k}.csv").drop(columns="seconds"))
+        models.append(ALS.load(tmp_path / f"m{k}.npz", backend="cpu"))
+    out = capsys.readouterr().out
+    assert f"on 'cpu' workers of the Dask cluster at {address}" in out
+    pd.testing.assert_frame_equal(trials[1], trials[0], rtol=1e-5)
+    np.testing.assert_allclose(models[1].item_factors_, models[0].item_factors_, atol=1e-5)
+    np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
+
+
 @pytest.mark.parametrize("source", ["matrix", "dask frame"])
 @pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
 def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch):
@@ -1079,3 +1185,49 @@ def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch)
     ids, _ = distributed.recommend(np.arange(5), R[:5], N=4)
     np.testing.assert_array_equal(ids, single.recommend(np.arange(5), R[:5], N=4)[0])
 
+
+
+@pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
+def test_tune_on_a_gpu_worker_finds_what_tune_finds_here(backend, monkeypatch):
+    """tune(client=...) with workers on the GPU backend: each trial's factors go from
+    the device to the host and back between rungs (Training.state and resume), the
+    training part is put on the device once per worker, dtype and weighting, and the
+    search, its scores and its refitted model (a GPU model here) are those of tune on
+    the GPU in this process. One worker thread in this process, as above."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als import distributed as distributed_module
+    from gpu_als import tune as tune_module
+
+    here_backend, puts = "gpu", []
+    if backend == "gpu-emulated":
+        here_backend = emulated = emulated_backend()
+        put = emulated.put
+        monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
+        resolve = distributed_module.get_backend
+        for module in (distributed_module, tune_module):
+            monkeypatch.setattr(module, "get_backend",
+                                lambda name: emulated if name == "gpu" else resolve(name))
+        monkeypatch.setattr(distributed_module, "get_backend_or_cpu",
+                            lambda name, what: emulated if name == "gpu" else resolve(name))
+    R = make_power_law(60, 30, 400, random_state=5, device="cpu")
+    kw = dict(param_grid={"factors": [3, 5], "alpha": [1.0, 10.0]}, min_iterations=1,
+              show_progress=False)
+    base = {"iterations": 3, "dtype": "float64"}
+    here = tune_module.tune(R, base_params={**base, "backend": here_backend}, **kw)
+    puts.clear()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        there = tune_module.tune(R, base_params={**base, "backend": "gpu"}, client=client,
+                                 **kw)
+    if backend == "gpu-emulated":  # each alpha's two sides once (not at each of the 2
+        assert len(puts) == 2 * 2 + 2  # rungs), then the refit's two blocks
+    assert there.backend == "gpu" and there.model.backend_ == "gpu"
+    assert [t["iterations_trained"] for t in there.trials] == \
+        [t["iterations_trained"] for t in here.trials]
+    assert [t["score"] for t in there.trials] == pytest.approx(
+        [t["score"] for t in here.trials], rel=1e-9)
+    np.testing.assert_allclose(there.model.to_cpu().item_factors_,
+                               here.model.to_cpu().item_factors_, atol=1e-9)
