@@ -271,7 +271,7 @@ def _retried(attempt, client, what: str, again: str, max_retries: int,
              worker_timeout: float, then=None):
     """``attempt()``, tried again after it fails as a lost worker makes work fail (at most
     ``max_retries`` times, each logged as ``again``, ``then()`` called first), once the
-    cluster has a worker (:func:`running_workers`); then a ``RuntimeError`` that says
+    cluster has a worker (:func:`_running_workers`); then a ``RuntimeError`` that says
     ``what`` failed. An exception raised by the work itself is not retried."""
     from concurrent.futures import CancelledError  # FutureCancelledError's base
 
@@ -297,7 +297,7 @@ def _retried(attempt, client, what: str, again: str, max_retries: int,
             logger.warning("distributed ALS: %s: %s; %s and retrying", type(exc).__name__,
                            str(exc), again)
             traceback.clear_frames(exc.__traceback__)
-            running_workers(client, worker_timeout)
+            _running_workers(client, worker_timeout)
             if then is not None:
                 then()
     raise AssertionError("unreachable")  # pragma: no cover
@@ -307,7 +307,7 @@ def _retried(attempt, client, what: str, again: str, max_retries: int,
 _POLL_SECONDS = 1.0
 
 
-def check_client(client, what: str) -> None:
+def _check_client(client, what: str) -> None:
     """Refuse a ``client`` that is not a ``dask.distributed.Client``, or Dask missing;
     ``what``: the function that needs it, as the messages name it."""
     try:
@@ -319,7 +319,7 @@ def check_client(client, what: str) -> None:
                         f"{type(client).__name__}")
 
 
-def running_workers(client, timeout: float, what: str = "fit_distributed") -> int:
+def _running_workers(client, timeout: float, what: str = "fit_distributed") -> int:
     """The number of the cluster's workers, after waiting up to ``timeout`` seconds for a
     first one (an adaptive cluster that is still scaling up has none); ``what``: the
     function that needs them, as the messages name it."""
@@ -387,7 +387,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     if not isinstance(model, ALS):
         raise TypeError(f"model must be a gpu_als.ALS, got {type(model).__name__}")
     model._refuse_while_fitting("fit_distributed()")
-    check_client(client, "fit_distributed")
+    _check_client(client, "fit_distributed")
     p = model._check_params()
     warn_idle_settings(p, ALS._param_defaults())
     if not isinstance(model.backend, str):
@@ -398,7 +398,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     worker_timeout = data.check_float("worker_timeout", worker_timeout, strict=True)
     if _dask_frames.is_dask_frame(user_items):  # read and blocked by the workers
         refuse_ids_with_frame(user_ids, item_ids)
-        n_workers = running_workers(client, worker_timeout)
+        n_workers = _running_workers(client, worker_timeout)
         source: Any = _retried(
             lambda: _dask_frames.FrameBlocks(client, user_items, p,
                                              n_workers * blocks_per_worker,
@@ -413,7 +413,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         ids = checked_data_ids(ids, prepared.shape)
         users, items = prepared.rows(feedback=p["feedback"], alpha=p["alpha"],
                                      confidence=p["confidence"], epsilon=p["epsilon"])
-        n_workers = running_workers(client, worker_timeout)
+        n_workers = _running_workers(client, worker_timeout)
         source = _MatrixBlocks(users, items, ids, n_workers * blocks_per_worker, p)
     user_ids, item_ids = source.user_ids, source.item_ids
     params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps")}

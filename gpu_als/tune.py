@@ -404,14 +404,14 @@ def tune(
     base, param_grid, configurations, n_same = _search_space(
         param_grid, base_params, metric=metric, n_samples=n_samples, random_state=random_state)
     if client is not None:
-        from .distributed import check_client, running_workers
+        from .distributed import _check_client, _running_workers
 
-        check_client(client, "tune")
+        _check_client(client, "tune")
         if not isinstance(base.get("backend", "auto"), str):
             raise TypeError("tune on a cluster needs a backend name ('cpu', 'gpu' or "
                             "'auto') in base_params, which each worker resolves, not a "
                             "Backend instance")
-        running_workers(client, 60.0, "tune")
+        _running_workers(client, 60.0, "tune")
     names = _searched(param_grid)
     feedbacks = _feedbacks(base, configurations)
     feedback = "explicit" if "explicit" in feedbacks else "implicit"

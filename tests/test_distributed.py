@@ -299,9 +299,9 @@ def test_a_half_step_that_keeps_losing_workers_gives_up_after_max_retries(
         attempts.append(1)
         return original_scatter(*args, **kwargs)
 
-    original_scatter, original_wait = client.scatter, distributed.running_workers
+    original_scatter, original_wait = client.scatter, distributed._running_workers
     waits = []  # for a worker: at the start, and before each retry (all may be gone)
-    monkeypatch.setattr(distributed, "running_workers",
+    monkeypatch.setattr(distributed, "_running_workers",
                         lambda *args: waits.append(args[1]) or original_wait(*args))
     monkeypatch.setattr(distributed, "_solve_block", lost)
     monkeypatch.setattr(client, "scatter", counted_place)
