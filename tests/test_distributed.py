@@ -1062,6 +1062,8 @@ def test_tune_on_a_cluster_finds_what_tune_finds_here(client):
     assert any("failed training to 1 iterations: FloatingPointError" in message
                for message in said_here)
     assert len(there.trials) == len(here.trials) == 17
+    trained = [t["seconds"] for t in there.trials if t["iterations_trained"]]
+    assert trained and all(0 < seconds < 60 for seconds in trained)  # (timed on a worker)
     assert {t["iterations_trained"] for t in here.trials} == {0, 1, 3, 9}
     for a, b in zip(there.trials, here.trials):
         assert a.keys() == b.keys()
