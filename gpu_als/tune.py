@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from ._training import Training, check_fit_memory, idle_settings
-from .backends import get_backend
+from .backends import get_backend, get_backend_or_cpu
 from .evaluation import (
     LOWER_IS_BETTER,
     VALIDATION_METRICS,
@@ -374,10 +374,11 @@ def tune(
         that worker's backend (``base_params``' ``backend``, a name, resolved on each
         worker: with ``dask_cuda.LocalCUDACluster``, a trial per GPU). The training and
         validation parts go to every worker once; a trial's factors stay on the workers
-        between rungs; the refit is :func:`gpu_als.distributed.fit_distributed` on the
-        same cluster. The trials and the model are those of the search without it, but
-        that each worker's BLAS may round differently from this process's. Waits up to
-        60 s for a first worker.
+        between rungs; the best is refitted on a worker too (the model then in this
+        process: on its backend where this process has it, else on the CPU, as
+        :func:`gpu_als.distributed.fit_distributed` leaves one). The trials and the
+        model are those of the search without it, but that each worker's BLAS may round
+        differently from this process's. Waits up to 60 s for a first worker.
 
     Returns
     -------
@@ -451,9 +452,10 @@ def tune(
     if client is None:  # one backend instance: the data stays put on it
         backend = base["backend"] = get_backend(given_backend)
     models = [ALS(**{**base, **config}) for config in configurations]
-    runner: _LocalTrials | _ClusterTrials = _LocalTrials(
-        models, _PreparedByDtype(fit_part, [model._check_params()["dtype"] for model in models]),
-        score, names) if client is None else \
+    prepared = _PreparedByDtype(fit_part, [model._check_params()["dtype"] for model in models],
+                                keep=client is None)  # (a cluster's workers prepare it)
+    runner: _LocalTrials | _ClusterTrials = \
+        _LocalTrials(models, prepared, score, names) if client is None else \
         _ClusterTrials(client, models, fit_part, validation, metric, K, names)
     trials = _successive_halving(
         runner, models, lower_is_better=metric in LOWER_IS_BETTER,
@@ -472,10 +474,8 @@ def tune(
     if refit:
         model = ALS(**{**base, "backend": given_backend, **best_params})
         logger.info("refitting the best, %s, on all the data", best_params)
-        if client is not None:
-            from .distributed import fit_distributed
-
-            fit_distributed(model, user_items, client, user_ids=user_ids, item_ids=item_ids)
+        if client is not None:  # on a worker, as a trial
+            _refit_on_worker(client, model, user_items, (user_ids, item_ids))
         else:  # on the trials' device
             model.set_params(backend=backend).fit(user_items, user_ids=user_ids,
                                                   item_ids=item_ids)
@@ -708,13 +708,18 @@ class _PreparedByDtype:
 
     Each is prepared at once: a dtype whose preparation fails (values beyond float32's
     range) fails the trials of that dtype alone, as each asks for it; and where every
-    trial would, the search is refused with that error before any trains."""
+    trial would, the search is refused with that error before any trains. ``keep=False``:
+    each dtype only checked so (a search on a cluster, whose workers prepare the data)."""
 
-    def __init__(self, matrix: Any, dtypes: Iterable[Any]):
-        self._prepared: dict[np.dtype, data.Prepared | Exception] = {}
+    def __init__(self, matrix: Any, dtypes: Iterable[Any], *, keep: bool = True):
+        self._prepared: dict[np.dtype, data.Prepared | Exception | None] = {}
         for dtype in dict.fromkeys(np.dtype(dtype) for dtype in dtypes):
             try:
-                self._prepared[dtype] = data.Prepared(matrix, dtype)
+                if keep:
+                    self._prepared[dtype] = data.Prepared(matrix, dtype)
+                else:
+                    data.check_user_items(matrix, dtype)
+                    self._prepared[dtype] = None
             except TRIAL_ERRORS as exc:
                 self._prepared[dtype] = exc
         errors = [found for found in self._prepared.values() if isinstance(found, Exception)]
@@ -725,6 +730,7 @@ class _PreparedByDtype:
         found = self._prepared[np.dtype(dtype)]
         if isinstance(found, Exception):
             raise found
+        assert found is not None, "checked only (keep=False)"
         return found
 
 
@@ -877,6 +883,32 @@ def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.
     said = [(w.category, str(w.message)) for w in caught]
     state = training.state() if started and not isinstance(outcome, Exception) else None
     return state, outcome, seconds, started, backend.name, said
+
+
+def _refit_on_worker(client, model: ALS, user_items: sp.csr_matrix,
+                     ids: tuple[Any, Any]) -> None:
+    """Fit ``model`` on ``user_items`` in one of the workers of ``client``, as its trials
+    trained (so that it is the model of the search in one process), then hold it here:
+    on ``model.backend`` where this process has it (a GPU model where it has a GPU), else
+    on the CPU, as :func:`gpu_als.distributed.fit_distributed` leaves its model."""
+    X, Y, loss_history, said = client.submit(
+        _fitted_on_worker, model.get_params(), client.scatter(user_items, hash=False),
+        pure=False).result()
+    for category, message in said:  # as the fit in this process would warn
+        warnings.warn(message, category, stacklevel=data.user_stacklevel())
+    home = get_backend_or_cpu(model.backend, f"the refitted {model.backend} model")
+    model._set_fitted(home, X, Y, loss_history, *ids)
+
+
+def _fitted_on_worker(params: dict[str, Any], user_items: sp.csr_matrix) -> tuple:
+    """On a worker: ``ALS(**params).fit(user_items)``'s factors (on the host), loss history
+    and warnings, as ``(category, message)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = ALS(**params).fit(user_items)
+    backend = model._backend
+    return (backend.to_numpy(model.user_factors_), backend.to_numpy(model.item_factors_),
+            model.loss_history_, [(w.category, str(w.message)) for w in caught])
 
 
 def _rung_summary(rung: tuple) -> tuple:

@@ -1105,6 +1105,7 @@ def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_
 
 
 def test_tune_on_a_cluster_refuses_what_it_cannot_send(client):
+    """A client that is none, a backend that is no name, data that no trial can take."""
     from gpu_als.backends import get_backend
     from gpu_als.tune import tune
 
@@ -1113,6 +1114,12 @@ def test_tune_on_a_cluster_refuses_what_it_cannot_send(client):
         tune(R, client="tcp://127.0.0.1:8786")
     with pytest.raises(TypeError, match="tune on a cluster needs a backend name"):
         tune(R, base_params={"backend": get_backend("cpu")}, client=client)
+    # every trial's dtype refused before any trains, as in one process (found by a fuzz:
+    # each trial failed on its worker, and the search with "every trial failed")
+    R = R.astype(np.float64)
+    R.data[0] = 1e39
+    with pytest.raises(ValueError, match="^user_items holds 1 value.s. beyond float32's"):
+        tune(R, client=client)
 
 
 def test_the_command_line_tunes_on_a_cluster_as_it_does_here(client, tmp_path, capsys):
@@ -1205,14 +1212,16 @@ def test_tune_on_a_gpu_worker_finds_what_tune_finds_here(backend, monkeypatch):
 
     here_backend, puts = "gpu", []
     if backend == "gpu-emulated":
+        from gpu_als import _training, model
+
         here_backend = emulated = emulated_backend()
         put = emulated.put
         monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
         resolve = distributed_module.get_backend
-        for module in (distributed_module, tune_module):
+        for module in (tune_module, _training, model):
             monkeypatch.setattr(module, "get_backend",
                                 lambda name: emulated if name == "gpu" else resolve(name))
-        monkeypatch.setattr(distributed_module, "get_backend_or_cpu",
+        monkeypatch.setattr(tune_module, "get_backend_or_cpu",
                             lambda name, what: emulated if name == "gpu" else resolve(name))
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
     kw = dict(param_grid={"factors": [3, 5], "alpha": [1.0, 10.0]}, min_iterations=1,
@@ -1225,7 +1234,7 @@ def test_tune_on_a_gpu_worker_finds_what_tune_finds_here(backend, monkeypatch):
         there = tune_module.tune(R, base_params={**base, "backend": "gpu"}, client=client,
                                  **kw)
     if backend == "gpu-emulated":  # each alpha's two sides once (not at each of the 2
-        assert len(puts) == 2 * 2 + 2  # rungs), then the refit's two blocks
+        assert len(puts) == 2 * 2 + 2  # rungs), then the refit's
     assert there.backend == "gpu" and there.model.backend_ == "gpu"
     assert [t["iterations_trained"] for t in there.trials] == \
         [t["iterations_trained"] for t in here.trials]
