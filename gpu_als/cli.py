@@ -1707,7 +1707,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="train the trials on the workers of the Dask cluster of this "
                         "scheduler (e.g. tcp://host:8786), each rung's at once, each worker "
-                        "on --backend, and refit the best there: needs gpu-als[dist]")
+                        "on --backend, and refit the best on one: needs gpu-als[dist]")
     p.set_defaults(func=tune_command)
 
     p = commands.add_parser("recommend", help="top-N items per user from a saved model",
