@@ -891,24 +891,31 @@ def _refit_on_worker(client, model: ALS, user_items: sp.csr_matrix,
     trained (so that it is the model of the search in one process), then hold it here:
     on ``model.backend`` where this process has it (a GPU model where it has a GPU), else
     on the CPU, as :func:`gpu_als.distributed.fit_distributed` leaves its model."""
-    X, Y, loss_history, said = client.submit(
+    fitted, said = client.submit(
         _fitted_on_worker, model.get_params(), client.scatter(user_items, hash=False),
         pure=False).result()
     for category, message in said:  # as the fit in this process would warn
         warnings.warn(message, category, stacklevel=data.user_stacklevel())
+    if isinstance(fitted, Exception):
+        raise fitted
+    X, Y, loss_history = fitted
     home = get_backend_or_cpu(model.backend, f"the refitted {model.backend} model")
     model._set_fitted(home, X, Y, loss_history, *ids)
 
 
 def _fitted_on_worker(params: dict[str, Any], user_items: sp.csr_matrix) -> tuple:
-    """On a worker: ``ALS(**params).fit(user_items)``'s factors (on the host), loss history
-    and warnings, as ``(category, message)``."""
+    """On a worker: ``ALS(**params).fit(user_items)``'s factors (on the host) and loss
+    history, or the exception it raised; and its warnings, as ``(category, message)``
+    (those before an exception too)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = ALS(**params).fit(user_items)
+        try:
+            model = ALS(**params).fit(user_items)
+        except Exception as exc:  # (raised in the driver, after the warnings)
+            return exc, [(w.category, str(w.message)) for w in caught]
     backend = model._backend
-    return (backend.to_numpy(model.user_factors_), backend.to_numpy(model.item_factors_),
-            model.loss_history_, [(w.category, str(w.message)) for w in caught])
+    return ((backend.to_numpy(model.user_factors_), backend.to_numpy(model.item_factors_),
+             model.loss_history_), [(w.category, str(w.message)) for w in caught])
 
 
 def _rung_summary(rung: tuple) -> tuple:

@@ -1122,6 +1122,32 @@ def test_tune_on_a_cluster_refuses_what_it_cannot_send(client):
         tune(R, client=client)
 
 
+def test_a_refit_that_fails_on_its_worker_raises_here_after_its_warnings(monkeypatch):
+    """The refit's error is raised in this process, and the warnings it gave first are
+    given too, as a refit in this process gives them (a fuzz found them lost). In-process
+    workers, so that the patched fit is theirs."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als.tune import tune
+
+    def failing_fit(self, *args, **kwargs):  # (the trials train through Training)
+        import warnings
+
+        warnings.warn("said before failing", UserWarning, stacklevel=2)
+        raise ValueError("the refit failed")
+
+    monkeypatch.setattr(ALS, "fit", failing_fit)
+    R = make_power_law(40, 30, 300, random_state=4)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        with pytest.warns(UserWarning, match="said before failing"), \
+                pytest.raises(ValueError, match="the refit failed"):
+            tune(R, {"factors": [2, 3]}, base_params={"backend": "cpu", "iterations": 2},
+                 show_progress=False, client=client)
+
+
 def test_the_command_line_tunes_on_a_cluster_as_it_does_here(client, tmp_path, capsys):
     """gpu-als tune --scheduler: the trials file and the best model of the command
     without it."""
