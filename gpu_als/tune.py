@@ -782,8 +782,12 @@ class _ClusterTrials:
     """The trials of a search trained on the workers of a Dask cluster, each rung's at
     once, a task per trial and rung (:func:`_trial_rung`). The training and validation
     parts are sent to every worker once; a trial's factors go from one rung's task to
-    the next on the workers (as NumPy arrays, so that Dask can move a task, or compute it
-    again after losing a worker); only scores and times come back."""
+    the next on the workers (as NumPy arrays); only scores and times come back. A rung
+    whose worker was lost (with the trial's factors) trains its trial again from the
+    start to that rung: ALS being deterministic, that is the same model."""
+
+    #: Times a trial is trained again after losing its worker, before the search fails.
+    MAX_RETRIES = 3
 
     def __init__(self, client, models: list[ALS], fit_part: sp.csr_matrix,
                  validation: sp.csr_matrix, metric: str, K: int, searched: Iterable[str]):
@@ -794,6 +798,7 @@ class _ClusterTrials:
         self.rungs: dict[int, Any] = {}  # each trial's last rung, a future
         self.failed: dict[int, Exception] = {}  # (found at the first rung)
         self.backends: set[str] = set()  # the names of those the workers trained on
+        self.retries: dict[int, int] = {}  # each trial's, after losing its worker
 
     def run(self, budgets: dict[int, int]):
         """As :meth:`_LocalTrials.run`, the trials trained at once, each yielded as it
@@ -801,16 +806,21 @@ class _ClusterTrials:
         refuses) is put in :attr:`failed` instead."""
         from distributed import as_completed
 
-        summaries = {}
-        for i, budget in budgets.items():
-            self.rungs[i] = self.client.submit(
-                _trial_rung, self.params[i], *self.parts, self.rungs.get(i), budget,
-                *self.scoring, pure=False)
-            summaries[self.client.submit(_rung_summary, self.rungs[i], pure=False)] = i
+        started_before = {i for i in budgets if i in self.rungs}
+        summaries = {self._submit(i, budget, self.rungs.get(i)): i
+                     for i, budget in budgets.items()}
         # (the client's loop: without it, as_completed looks for Dask's default client)
-        for summary in as_completed(summaries, loop=self.client.loop):
+        ended = as_completed(summaries, loop=self.client.loop)
+        for summary in ended:
             i = summaries[summary]
-            outcome, seconds, started, backend, said = summary.result()
+            try:
+                outcome, seconds, started, backend, said = summary.result()
+            except _worker_lost() as exc:
+                again = self._submit(i, budgets[i], None, quiet=i in started_before,
+                                     lost=exc)
+                summaries[again] = i
+                ended.add(again)
+                continue
             self.backends.add(backend)
             for category, message in said:  # as the trial in this process would warn
                 warnings.warn(message, category, stacklevel=data.user_stacklevel())
@@ -820,9 +830,42 @@ class _ClusterTrials:
                 continue
             yield i, outcome, seconds
 
+    def _submit(self, i: int, budget: int, previous, *, quiet: bool = False,
+                lost: Exception | None = None):
+        """Train trial ``i`` to ``budget`` iterations from its ``previous`` rung (None:
+        from the start; ``quiet``: its set-up's warnings were given already); returns the
+        future of the rung's summary. ``lost``: why the last try failed (a worker lost):
+        logged, and the search fails once the trial has lost one :attr:`MAX_RETRIES`
+        times."""
+        if lost is not None:
+            self.retries[i] = self.retries.get(i, 0) + 1
+            if self.retries[i] > self.MAX_RETRIES:
+                raise RuntimeError(f"tune on a cluster: trial {i + 1} lost its worker "
+                                   f"{self.retries[i]} times, last with "
+                                   f"{type(lost).__name__}: {lost}") from lost
+            logger.warning("tune: trial %d lost its worker (%s: %s); training it again from "
+                           "the start", i + 1, type(lost).__name__, lost)
+            from .distributed import _running_workers
+
+            _running_workers(self.client, 60.0, "tune")
+        self.rungs[i] = self.client.submit(
+            _trial_rung, self.params[i], *self.parts, previous, budget, *self.scoring,
+            quiet, pure=False)
+        return self.client.submit(_rung_summary, self.rungs[i], pure=False)
+
     def stop(self, i: int) -> None:
         """Let the workers drop trial ``i``'s factors."""
         self.rungs.pop(i, None)
+
+
+def _worker_lost() -> tuple[type[Exception], ...]:
+    """What a task's future raises when its worker, or one holding its inputs, was lost."""
+    from concurrent.futures import CancelledError  # FutureCancelledError's base
+
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return CancelledError, CommClosedError, KilledWorker
 
 
 #: On a worker: the training part of a search as each trial's backend holds it
@@ -847,9 +890,10 @@ def _trial_part(fit_part: sp.csr_matrix, dtype: Any, backend_name: str):
 
 def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.csr_matrix,
                 previous: tuple | None, budget: int, metric: str, K: int,
-                searched: tuple[str, ...]) -> tuple:
+                searched: tuple[str, ...], quiet: bool = False) -> tuple:
     """On a worker: one rung of a trial, trained on from ``previous`` (the result of its
-    last rung; None for the first) to ``budget`` iterations in all, and scored. Returns
+    last rung; None for the first, or to train it again from the start: then ``quiet``
+    where its set-up warned already) to ``budget`` iterations in all, and scored. Returns
     ``(state, outcome, seconds, started, backend, said)``: the trial's
     :meth:`Training.state` (None once it failed), its score or the exception of
     :data:`TRIAL_ERRORS` it raised, the seconds of training, whether it got past its
@@ -866,8 +910,9 @@ def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.
             backend, prepared = _trial_part(fit_part, p["dtype"], params["backend"])
             model.set_params(backend=backend)  # (its data stays on this instance)
             training = Training(model, prepared, searched=searched)
-            if previous is not None:  # (its set-up warned at the first rung)
+            if previous is not None:
                 training.resume(previous[0])
+            if previous is not None or quiet:  # (its set-up warned at its first rung)
                 del caught[:]
             started = True
             start = time.perf_counter()

@@ -1104,6 +1104,54 @@ def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_
     client.wait_for_workers(2, timeout=60)
 
 
+def test_a_trial_whose_rung_was_lost_is_trained_again_from_the_start(monkeypatch, caplog):
+    """A rung's future cancelled, as Dask 2024.1 cancels one whose last rung was lost with
+    its worker (the rungs before it are forgotten, so that Dask cannot compute it
+    again): the trial is trained again from the start to that rung, the same model,
+    and the search fails once a trial has lost its worker 4 times. In-process workers,
+    so that the patched scoring is theirs."""
+    import logging
+    from concurrent.futures import CancelledError
+
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als import tune as tune_module
+
+    score, calls = tune_module.validation_score, []
+
+    def cancelled_at(when):
+        def scored(*args):  # (looked up in the module as a rung runs: this very object)
+            calls.append(1)
+            if when(len(calls)):
+                raise CancelledError("a rung lost with its worker")
+            return score(*args)
+        return scored
+
+    R = make_power_law(300, 200, 5000, random_state=5)
+    kw = dict(param_grid={"factors": [4, 8, 16], "alpha": [1.0, 10.0, 40.0]},
+              base_params={"backend": "cpu", "iterations": 9, "dtype": "float64"},
+              show_progress=False, refit=False)
+    here = tune_module.tune(R, **kw)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        # the first trial scored at the second rung (9 trials at the first)
+        monkeypatch.setattr(tune_module, "validation_score", cancelled_at(lambda n: n == 10))
+        with caplog.at_level(logging.WARNING, logger="gpu_als"):
+            there = tune_module.tune(R, client=client, **kw)
+        assert len(calls) == 9 + 3 + 1  # 9 trials, the best 3, the lost one again
+        assert [t["score"] for t in there.trials] == pytest.approx(
+            [t["score"] for t in here.trials], rel=1e-9)
+        assert re.search(r"tune: trial \d lost its worker \(CancelledError: a rung lost "
+                         r"with its worker\); training it again from the start", caplog.text)
+        calls.clear()  # now every trial at the second rung, every time
+        monkeypatch.setattr(tune_module, "validation_score", cancelled_at(lambda n: n > 9))
+        with pytest.raises(RuntimeError, match=r"tune on a cluster: trial \d lost its "
+                                               r"worker 4 times, last with CancelledError"):
+            tune_module.tune(R, client=client, **kw)
+
+
 def test_tune_on_a_cluster_refuses_what_it_cannot_send(client):
     """A client that is none, a backend that is no name, data that no trial can take."""
     from gpu_als.backends import get_backend
