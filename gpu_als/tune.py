@@ -793,7 +793,8 @@ class _ClusterTrials:
                  validation: sp.csr_matrix, metric: str, K: int, searched: Iterable[str]):
         self.client = client
         self.params = [model.get_params() for model in models]
-        self.parts = client.scatter([fit_part, validation], broadcast=True, hash=False)
+        self.held = [fit_part, validation]  # (to send again where every copy was lost)
+        self.parts = client.scatter(self.held, broadcast=True, hash=False)
         self.scoring = (metric, K, tuple(searched))
         self.rungs: dict[int, Any] = {}  # each trial's last rung, a future
         self.failed: dict[int, Exception] = {}  # (found at the first rung)
@@ -848,10 +849,20 @@ class _ClusterTrials:
             from .distributed import _running_workers
 
             _running_workers(self.client, 60.0, "tune")
+            if self._parts_lost():
+                self.parts = self.client.scatter(self.held, broadcast=True, hash=False)
         self.rungs[i] = self.client.submit(
             _trial_rung, self.params[i], *self.parts, previous, budget, *self.scoring,
             quiet, pure=False)
         return self.client.submit(_rung_summary, self.rungs[i], pure=False)
+
+    def _parts_lost(self) -> bool:
+        """Whether no worker holds a copy of the training or validation part any more (a
+        cluster of one worker, which its nanny started again)."""
+        try:
+            return not all(self.client.who_has(self.parts).values())
+        except _worker_lost():  # (Dask has forgotten them: "already forgotten")
+            return True
 
     def stop(self, i: int) -> None:
         """Let the workers drop trial ``i``'s factors."""

@@ -1,6 +1,7 @@
 """gpu_als.distributed on a LocalCluster of 2 worker processes (CPU backend), and on a
 worker of the GPU backend."""
 
+import contextlib
 import os
 import re
 import signal
@@ -1076,10 +1077,14 @@ def test_tune_on_a_cluster_finds_what_tune_finds_here(client):
     assert there.model.backend == "cpu"
 
 
-def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_path):
-    """A trial's rungs are pure tasks on NumPy factors: Dask computes the lost ones again
-    (here a worker dies at the start of the second rung, with first rungs in its
-    memory), and the search ends as in this process."""
+@pytest.mark.parametrize("workers", [2, 1])
+def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_path,
+                                                       workers):
+    """A worker dies at the start of the second rung, with first rungs in its memory: the
+    search ends as in this process, whether Dask computes the lost rungs again or cancels
+    them (Dask 2024.1 does: then the trials are trained again from the start). On a
+    cluster of one worker, the training and validation parts die with it, and are sent
+    again to the worker its nanny starts."""
     from gpu_als import tune as tune_module
 
     rung, marker = tune_module._trial_rung, str(tmp_path / "killed")
@@ -1096,7 +1101,16 @@ def test_tune_survives_a_worker_killed_in_a_later_rung(client, monkeypatch, tmp_
               show_progress=False, refit=False)
     here = tune_module.tune(R, **kw)
     monkeypatch.setattr(tune_module, "_trial_rung", dies_once)
-    there = tune_module.tune(R, client=client, **kw)
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            from dask.distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            on = stack.enter_context(Client(cluster))
+        else:
+            on = client
+        there = tune_module.tune(R, client=on, **kw)
     assert os.path.exists(marker)
     assert [t["score"] for t in there.trials] == pytest.approx(
         [t["score"] for t in here.trials], rel=1e-9)
