@@ -1235,6 +1235,23 @@ def test_the_command_line_tunes_on_a_cluster_as_it_does_here(client, tmp_path, c
     np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
 
 
+def gpu_named_emulated(monkeypatch, modules: list, or_cpu_in):
+    """The emulated GPU backend, which the name "gpu" resolves to in ``modules`` (their
+    ``get_backend``) and ``or_cpu_in`` (its ``get_backend_or_cpu``), for in-process
+    workers; and the list of the rows put on it."""
+    from gpu_als.backends import get_backend
+
+    emulated, puts = emulated_backend(), []
+    put = emulated.put
+    monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
+    for module in modules:
+        monkeypatch.setattr(module, "get_backend",
+                            lambda name: emulated if name == "gpu" else get_backend(name))
+    monkeypatch.setattr(or_cpu_in, "get_backend_or_cpu",
+                        lambda name, what: emulated if name == "gpu" else get_backend(name))
+    return emulated, puts
+
+
 @pytest.mark.parametrize("source", ["matrix", "dask frame"])
 @pytest.mark.parametrize("backend", ["gpu-emulated", pytest.param("gpu", marks=needs_gpu)])
 def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch):
@@ -1251,14 +1268,8 @@ def test_a_gpu_worker_fits_as_the_gpu_backend_does(backend, source, monkeypatch)
 
     single_backend, puts = "gpu", []
     if backend == "gpu-emulated":
-        single_backend = emulated = emulated_backend()
-        put = emulated.put
-        monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
-        resolve = distributed_module.get_backend
-        monkeypatch.setattr(distributed_module, "get_backend",
-                            lambda name: emulated if name == "gpu" else resolve(name))
-        monkeypatch.setattr(distributed_module, "get_backend_or_cpu",
-                            lambda name, what: emulated if name == "gpu" else resolve(name))
+        single_backend, puts = gpu_named_emulated(monkeypatch, [distributed_module],
+                                                  distributed_module)
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
     if source == "dask frame":  # the same matrix: user and item ids 0..n-1
         R = R.tocoo()
@@ -1295,22 +1306,14 @@ def test_tune_on_a_gpu_worker_finds_what_tune_finds_here(backend, monkeypatch):
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         pytest.skip(f"dask.distributed is not installed: {exc}")
-    from gpu_als import distributed as distributed_module
     from gpu_als import tune as tune_module
 
     here_backend, puts = "gpu", []
     if backend == "gpu-emulated":
         from gpu_als import _training, model
 
-        here_backend = emulated = emulated_backend()
-        put = emulated.put
-        monkeypatch.setattr(emulated, "put", lambda rows: puts.append(rows) or put(rows))
-        resolve = distributed_module.get_backend
-        for module in (tune_module, _training, model):
-            monkeypatch.setattr(module, "get_backend",
-                                lambda name: emulated if name == "gpu" else resolve(name))
-        monkeypatch.setattr(tune_module, "get_backend_or_cpu",
-                            lambda name, what: emulated if name == "gpu" else resolve(name))
+        here_backend, puts = gpu_named_emulated(monkeypatch, [tune_module, _training, model],
+                                                tune_module)
     R = make_power_law(60, 30, 400, random_state=5, device="cpu")
     kw = dict(param_grid={"factors": [3, 5], "alpha": [1.0, 10.0]}, min_iterations=1,
               show_progress=False)
