@@ -913,13 +913,13 @@ def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.
     process warns once)."""
     model = ALS(**params)
     p = model._check_params()
-    backend = get_backend(params["backend"])
-    started, seconds = False, 0.0
+    started, seconds, name = False, 0.0, params["backend"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             backend, prepared = _trial_part(fit_part, p["dtype"], params["backend"])
             model.set_params(backend=backend)  # (its data stays on this instance)
+            name = backend.name  # ("auto" resolved)
             training = Training(model, prepared, searched=searched)
             if previous is not None:
                 training.resume(previous[0])
@@ -938,7 +938,7 @@ def _trial_rung(params: dict[str, Any], fit_part: sp.csr_matrix, validation: sp.
             outcome = exc
     said = [(w.category, str(w.message)) for w in caught]
     state = training.state() if started and not isinstance(outcome, Exception) else None
-    return state, outcome, seconds, started, backend.name, said
+    return state, outcome, seconds, started, name, said
 
 
 def _refit_on_worker(client, model: ALS, user_items: sp.csr_matrix,
