@@ -118,14 +118,7 @@ def _read_frame(args: argparse.Namespace):
     if getattr(args, "event_weights", None) is not None and args.no_header:
         raise ValueError("--event-weights names a column, and --no-header leaves the file's "
                          "columns unnamed: give the file a header line")
-    folder = args.file.is_dir()  # Spark's and Dask's output: a folder of Parquet part files
-    if folder:
-        _check_parquet_folder(args.file)
-    elif not args.file.is_file():
-        raise ValueError(f"{args.file}: no such file")
-    elif args.file.suffix.lower() == ".npz":  # (a model given for the data)
-        raise ValueError(f"{args.file} is an .npz file, as models are: give the "
-                         f"interactions as a CSV or Parquet file")
+    folder = _checked_path(args)
     parquet = folder or args.file.suffix.lower() in (".parquet", ".pq")
     df = _read_parquet_file(pd, args) if parquet else _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
@@ -157,6 +150,21 @@ def _read_frame(args: argparse.Namespace):
         df = df[kept]
         df.attrs["file_columns"] = names
     return df
+
+
+def _checked_path(args: argparse.Namespace) -> bool:
+    """Refuse an interaction file that is not there, or is a model (.npz), or a folder
+    that is not the Parquet files of one table; returns whether it is a folder (Spark's
+    and Dask's output: a folder of Parquet part files)."""
+    folder = args.file.is_dir()
+    if folder:
+        _check_parquet_folder(args.file)
+    elif not args.file.is_file():
+        raise ValueError(f"{args.file}: no such file")
+    elif args.file.suffix.lower() == ".npz":  # (a model given for the data)
+        raise ValueError(f"{args.file} is an .npz file, as models are: give the "
+                         f"interactions as a CSV or Parquet file")
+    return folder
 
 
 def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
@@ -235,8 +243,7 @@ def _weigh_events(df, args: argparse.Namespace):
     values = event_values(df[column], column, weights)
     kept = (values != 0).to_numpy()
     if not kept.any():
-        raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
-                         f"nothing is left to learn from")
+        raise _all_weighed_0(args)
     return df.assign(**{args.value_col: values})[kept]
 
 
@@ -255,6 +262,12 @@ def event_values(labels, column: str, weights: dict[str, float], where: str = ""
                          f"column {column!r}: {shown}; give each a weight (0 leaves its rows "
                          f"out)")
     return values.astype(np.float64)
+
+
+def _all_weighed_0(args: argparse.Namespace) -> ValueError:
+    """``--event-weights`` that leaves no row of the file: every one's weight is 0."""
+    return ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
+                      f"nothing is left to learn from")
 
 
 def _values_already(args: argparse.Namespace) -> ValueError:
@@ -374,11 +387,7 @@ def dask_frame(args: argparse.Namespace, feedback: str):
         raise ValueError("--read-on-workers: the workers read the file by its path, and "
                          "standard input has none: name a Parquet file or folder, or leave "
                          "--read-on-workers out")
-    if args.file.is_dir():
-        _check_parquet_folder(args.file)
-    elif not args.file.is_file():
-        raise ValueError(f"{args.file}: no such file")
-    elif args.file.suffix.lower() not in (".parquet", ".pq"):
+    if not _checked_path(args) and args.file.suffix.lower() not in (".parquet", ".pq"):
         raise ValueError(f"--read-on-workers reads Parquet, and {args.file} is read as CSV: "
                          f"write it as Parquet (one file, or a folder of them), or leave "
                          f"--read-on-workers out to read it in this process")
@@ -403,8 +412,7 @@ def dask_frame(args: argparse.Namespace, feedback: str):
         if has_values:
             raise _values_already(args)
         if not any(args.event_weights[1].values()):
-            raise ValueError(f"--event-weights gives every row of {args.file} the weight 0: "
-                             f"nothing is left to learn from")
+            raise _all_weighed_0(args)
     elif not has_values:
         if args.value_col != "value":
             schema = dataset.schema.empty_table().to_pandas()
