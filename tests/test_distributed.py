@@ -30,6 +30,10 @@ def client():
     from gpu_als.distributed import WORKER_MALLOC
 
     dask.config.set(WORKER_MALLOC)
+    # The tests that kill a worker wait for its nanny to start another. A LocalCluster
+    # closes for good the nanny of a worker not back within lost-worker-timeout (15 s),
+    # which a restart on a loaded 2-core machine can take (Dask 2024.1 did, now and then)
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "10 minutes"})
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            dashboard_address=":0")
     client = Client(cluster)
