@@ -6,15 +6,22 @@ as ``fit(df.compute())`` reads them, in four rounds of tasks:
 
 1. each partition is checked and made a matrix of its own ids on its worker
    (:func:`gpu_als.data.from_dataframe`, with every check and message of ``fit(df)``);
-   the partitions' sorted distinct ids are merged on the workers, two at a time, and
-   the driver receives the fit's ids (sorted as ``fit(df)`` sorts them);
-2. each partition's entries are renumbered to those ids, and their numbers per user and
+   once all are read, they are grouped by the worker that holds them (a group per
+   worker thread), each group's sorted distinct ids are merged on the workers, two
+   groups at a time, and the driver receives the fit's ids (sorted as ``fit(df)`` sorts
+   them);
+2. each group's entries are renumbered to those ids, and their numbers per user and
    per item are summed on the workers likewise; the driver cuts each side into blocks
    of about equal numbers of entries;
-3. each block gathers its pieces from every partition, sums the repeated (user, item)
+3. each block gathers its pieces from every group, sums the repeated (user, item)
    pairs and weighs its entries (:func:`gpu_als.data.weighted_rows`);
 4. each block's few totals (entries per row, the loss's constant, the largest value)
    come back to the driver.
+
+Rounds 2 and 3 run a task per group, not per partition: a block's pieces are cut by
+one task each (:func:`operator.getitem`), so that a DataFrame of P partitions cut into
+B blocks a side makes 2 B tasks per worker thread, not 2 P B (tens of thousands for a
+dataset of thousands of partitions, each costing the scheduler about a millisecond).
 
 The driver holds the ids, two counts per user and item and each side's factors; the
 workers hold the blocks. Dask forgets the partitions and pieces once the blocks are
@@ -77,15 +84,14 @@ class FrameBlocks:
         self.weighting = {key: p[key] for key in ("feedback", "alpha", "confidence",
                                                   "epsilon")}
         start = time.perf_counter()
-        local = self._read(client)
-        # merged on the workers, two partitions at a time: the driver receives each id
-        # once, not once per partition it appears in
-        merged = _reduced(client, [client.submit(_ids_and_rows, m, pure=False)
-                                   for m in local], _merged)
-        _show_reads(client, local, show_progress)
+        groups = self._read(client, show_progress)
+        # merged on the workers, two groups at a time: the driver receives each id once,
+        # not once per partition it appears in
+        merged = _reduced(client, [client.submit(_ids_and_rows, *group, pure=False)
+                                   for group in groups], _merged)
         user_ids, item_ids, n_rows = client.gather(merged)
         logger.info("read %s partitions on the workers: %s, %s x %s in %.2f s",
-                    f"{len(local):,}", data.counted(n_rows, "row"),
+                    f"{sum(map(len, groups)):,}", data.counted(n_rows, "row"),
                     data.counted(len(user_ids), "user"), data.counted(len(item_ids), "item"),
                     time.perf_counter() - start)
         if n_rows == 0:
@@ -94,9 +100,9 @@ class FrameBlocks:
         check_fit_dimensions(self.shape, p)
         warn_idle_factors(self.shape, p["factors"])
         self.user_ids, self.item_ids = checked_data_ids((user_ids, item_ids), self.shape)
-        entries = self._entries(client, local)
-        del local  # (the workers may drop each partition's rows once renumbered)
-        # blocks cut by the entries of each partition, before a pair repeated in two is
+        entries = self._entries(client, groups)
+        del groups  # (the workers may drop each partition's rows once renumbered)
+        # blocks cut by the entries of each group, before a pair repeated in two is
         # summed: near enough
         counts = client.gather(_reduced(
             client, [client.submit(_counts, e, self.shape, pure=False) for e in entries],
@@ -119,19 +125,26 @@ class FrameBlocks:
                     data.counted(sum(t["entries"] for t in users), "interaction"),
                     time.perf_counter() - start)
 
-    def _read(self, client) -> list:
-        """Each partition's rows read and checked on a worker: futures."""
-        return [client.submit(_read_partition, part, self.value_col, self.dtype, pure=False)
-                for part in client.compute(self.df.to_delayed())]
+    def _read(self, client, show_progress: bool = False) -> list[list]:
+        """Each partition's rows read and checked on a worker (futures of
+        :func:`_read_partition`), once every one has been, grouped by the worker that
+        holds them (:func:`_by_worker`); the first partition's error, if any, raised."""
+        reads = [client.submit(_read_partition, part, self.value_col, self.dtype,
+                               pure=False)
+                 for part in client.compute(self.df.to_delayed())]
+        _show_reads(client, reads, show_progress)
+        for read in reads:
+            if read.status == "error":
+                read.result()  # raises its error
+        return _by_worker(client, reads)
 
-    def _entries(self, client, local: list) -> list:
-        """Each partition's entries (futures of :func:`_read_partition`'s) renumbered to
-        the fit's ids."""
+    def _entries(self, client, groups: list[list]) -> list:
+        """Each group's entries (:meth:`_read`'s groups) renumbered to the fit's ids."""
         known = client.scatter([self.user_ids, self.item_ids], broadcast=True, hash=False)
-        return [client.submit(_renumbered, m, *known, pure=False) for m in local]
+        return [client.submit(_renumbered, *known, *group, pure=False) for group in groups]
 
     def _build(self, client, entries: list) -> dict[str, list]:
-        """Each side's blocks, gathered on the workers from the partitions' ``entries``."""
+        """Each side's blocks, gathered on the workers from the groups' ``entries``."""
         return {side: _blocks(client, entries, side, self.bounds[side], self.shape,
                               self.dtype, self.weighting) for side in SIDES}
 
@@ -168,51 +181,58 @@ def _read_partition(part, value_col: str | None, dtype) -> tuple[Any, int]:
     return interactions, len(part)
 
 
-def _ids_and_rows(local: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """A partition's distinct user and item ids, and its number of rows."""
-    interactions, n_rows = local
-    if interactions is None:
+def _ids_and_rows(*group: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """A group of partitions' (:func:`_read_partition`'s) distinct user and item ids,
+    and their number of rows."""
+    n_rows = sum(n for _, n in group)
+    read = [interactions for interactions, _ in group if interactions is not None]
+    if not read:
         return np.array([]), np.array([]), n_rows
-    return interactions.user_ids, interactions.item_ids, n_rows
+    return (data.merged_ids([m.user_ids for m in read], "user"),
+            data.merged_ids([m.item_ids for m in read], "item"), n_rows)
 
 
-def _renumbered(local: tuple[Any, int], user_ids, item_ids) -> sp.coo_matrix:
-    """A partition's entries in the rows and columns of the whole fit's ids."""
+def _renumbered(user_ids, item_ids, *group: tuple[Any, int]) -> sp.coo_matrix:
+    """A group of partitions' entries, in the rows and columns of the whole fit's ids."""
+    rows, cols, values = [], [], []
+    for interactions, _ in group:
+        if interactions is not None:
+            m = interactions.matrix.tocoo()
+            rows.append(data.id_positions(user_ids, interactions.user_ids)[m.row])
+            cols.append(data.id_positions(item_ids, interactions.item_ids)[m.col])
+            values.append(m.data)
     shape = (len(user_ids), len(item_ids))
-    interactions = local[0]
-    if interactions is None:
+    if not values:
         return sp.coo_matrix(shape)
-    m = interactions.matrix.tocoo()
-    rows = data.id_positions(user_ids, interactions.user_ids)[m.row]
-    cols = data.id_positions(item_ids, interactions.item_ids)[m.col]
-    return sp.coo_matrix((m.data, (rows, cols)), shape=shape)
+    return sp.coo_matrix((np.concatenate(values), (np.concatenate(rows),
+                                                   np.concatenate(cols))), shape=shape)
 
 
 def _counts(entries: sp.coo_matrix, shape) -> tuple[np.ndarray, np.ndarray]:
-    """A partition's entries per user and per item."""
+    """A group's entries per user and per item."""
     return (np.bincount(entries.row, minlength=shape[0]),
             np.bincount(entries.col, minlength=shape[1]))
 
 
 def _added(a, b):
-    """Two partitions' :func:`_counts` summed."""
+    """Two groups' :func:`_counts` summed."""
     return a[0] + b[0], a[1] + b[1]
 
 
 def _merged(a, b):
-    """Two partitions' (or merged partitions') :func:`_ids_and_rows` merged: the distinct
+    """Two groups' (or merged groups') :func:`_ids_and_rows` merged: the distinct
     ids of both, sorted as ``fit(df)`` sorts them, and their numbers of rows added."""
     return _union(a[0], b[0], "user"), _union(a[1], b[1], "item"), a[2] + b[2]
 
 
 def _union(x: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
-    if len(x) == 0 or len(y) == 0:  # (an empty partition's, of no dtype in particular)
+    if len(x) == 0 or len(y) == 0:  # (an empty group's, of no dtype in particular)
         return y if len(x) == 0 else x
     return data.merged_ids([x, y], name)
 
 
 def _pieces(entries: sp.coo_matrix, side: str, bounds: list[tuple[int, int]]) -> list:
-    """A partition's entries cut into the blocks of ``side``: for each, (row within the
+    """A group's entries cut into the blocks of ``side``: for each, (row within the
     block, column, value)."""
     rows, cols = (entries.row, entries.col) if side == "user" else (entries.col, entries.row)
     order = np.argsort(rows, kind="stable")
@@ -224,7 +244,7 @@ def _pieces(entries: sp.coo_matrix, side: str, bounds: list[tuple[int, int]]) ->
 
 
 def _block(n_rows: int, n_cols: int, dtype, weighting: dict, *pieces) -> data.WeightedRows:
-    """One block's weighted rows from its pieces of every partition, repeated (row,
+    """One block's weighted rows from its pieces of every group, repeated (row,
     column) pairs summed as ``fit(df)`` sums them."""
     rows, cols, values = (np.concatenate([piece[i] for piece in pieces]) for i in range(3))
     csr = sp.csr_matrix((values, (rows, cols)), shape=(n_rows, n_cols))  # (float64)
@@ -269,6 +289,18 @@ def _reduced(client, futures: list, combine):
     return futures[0]
 
 
+def _by_worker(client, futures: list) -> list[list]:
+    """The ``futures`` (in memory on the workers) in groups held by one worker each,
+    as many per worker as it has threads: the tasks of a group find its data where
+    they run."""
+    holders, threads = client.who_has(futures), client.nthreads()
+    held: dict[Any, list] = {}
+    for future in futures:
+        held.setdefault(next(iter(holders.get(future.key) or ()), None), []).append(future)
+    return [on[k::n] for worker, on in held.items()
+            for n in [min(len(on), threads.get(worker, 1))] for k in range(n)]
+
+
 def _show_reads(client, reads: list, show_progress: bool) -> None:
     """A progress bar over the partitions' reads (futures), until every one has ended
     (on a terminal, with ``show_progress``)."""
@@ -298,7 +330,7 @@ def block_bounds(indptr: np.ndarray, n_blocks: int) -> list[tuple[int, int]]:
 
 def _blocks(client, entries: list, side: str, bounds, shape, dtype, weighting) -> list:
     """The blocks of ``side`` on the workers, each gathered from its piece of every
-    partition."""
+    group's ``entries``."""
     n_cols = shape[1] if side == "user" else shape[0]
     pieces = [client.submit(_pieces, e, side, bounds, pure=False) for e in entries]
     return [client.submit(_block, last - first, n_cols, dtype, weighting,

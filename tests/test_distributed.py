@@ -766,6 +766,29 @@ def test_the_read_of_a_dask_dataframe_shows_its_progress(client, monkeypatch, ca
     assert progress.bars[-1].disable is True
 
 
+def test_the_blocks_of_a_dask_dataframe_take_tasks_per_worker_thread_not_per_partition(
+        client):
+    """Each block's piece is cut (a getitem task) from each group of partitions held by
+    one worker thread, not from each partition: 24 partitions cut into 6 blocks a side
+    took 24 x 6 x 2 = 288 such tasks, at about a millisecond of the scheduler's each."""
+    from dask.distributed import get_task_stream
+    from dask.utils import key_split
+
+    from gpu_als.distributed import fit_distributed
+
+    df = frame_of(make_power_law(300, 120, 3000, random_state=2))
+    with get_task_stream(client) as stream:
+        model = fit_distributed(ALS(**PARAMS), dask_frame(df, 24), client,
+                                blocks_per_worker=3)
+    tasks = [key_split(task["key"]) for task in stream.data]
+    assert tasks.count("read_partition") == 24
+    threads = sum(client.nthreads().values())
+    assert 0 < tasks.count("getitem") <= 2 * (3 * 2) * threads  # sides x blocks x threads
+    assert tasks.count("renumbered") <= threads
+    np.testing.assert_allclose(model.item_factors_, ALS(**PARAMS).fit(df).item_factors_,
+                               atol=1e-9)
+
+
 def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
     """The same errors as fit(df.compute()): the columns' from the frame's schema, before
     any work; the values' and ids' raised by the worker that reads them, which names the
