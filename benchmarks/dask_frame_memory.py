@@ -3,6 +3,7 @@
 
     python benchmarks/dask_frame_memory.py [--nnz 4000000] [--users N] [--items N]
                                            [--files 8] [--factors 16] [--workers 2]
+                                           [--blocks-per-worker 1]
 
 Writes a power-law dataset (columns user, item, value; ``--files`` Parquet files, each a
 partition of the Dask DataFrame) to a temporary folder, then fits it each way in a fresh
@@ -68,7 +69,8 @@ def write_dataset(folder: Path, users: int, items: int, nnz: int, files: int = 8
         frame.iloc[part::files].to_parquet(folder / f"part.{part}.parquet")
 
 
-def fit_once(mode: str, folder: str, factors: int, workers: int, out: str) -> None:
+def fit_once(mode: str, folder: str, factors: int, workers: int, blocks_per_worker: int,
+             out: str) -> None:
     """In a fresh process: fit the dataset read the ``mode`` way; save the item factors."""
     import dask
     import dask.dataframe as dd
@@ -87,7 +89,7 @@ def fit_once(mode: str, folder: str, factors: int, workers: int, out: str) -> No
             model = fit_distributed(
                 ALS(factors=factors, iterations=2, random_state=0, backend="cpu",
                     show_progress=False, callback=lambda i, s, loss: iterations.append(s)),
-                data, client)
+                data, client, blocks_per_worker=blocks_per_worker)
         seconds = time.perf_counter() - start
         np.save(out, model.item_factors_)
         print(json.dumps({"mode": mode, "driver_mb": memory.above, "seconds": seconds,
@@ -102,12 +104,14 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--factors", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--blocks-per-worker", type=int, default=1)
     parser.add_argument("--fit", choices=MODES, help=argparse.SUPPRESS)  # (the child)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fit:
-        fit_once(args.fit, args.folder, args.factors, args.workers, args.out)
+        fit_once(args.fit, args.folder, args.factors, args.workers, args.blocks_per_worker,
+                 args.out)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "events"
@@ -119,13 +123,15 @@ def main(argv=None) -> int:
             out = str(Path(tmp) / f"{mode}.npy")
             child = subprocess.run(
                 [sys.executable, __file__, "--fit", mode, "--folder", str(folder), "--out",
-                 out, "--factors", str(args.factors), "--workers", str(args.workers)],
+                 out, "--factors", str(args.factors), "--workers", str(args.workers),
+                 "--blocks-per-worker", str(args.blocks_per_worker)],
                 check=True, capture_output=True, text=True)
             rows[mode] = json.loads(child.stdout.strip().splitlines()[-1])
             factors[mode] = np.load(out)
     print(f"{users:,} users x {items:,} items, {args.nnz:,} interactions in {args.files} "
           f"Parquet files, k = {args.factors}, "
-          f"{args.workers} worker processes, 2 iterations")
+          f"{args.workers} worker processes x {args.blocks_per_worker} blocks a side, "
+          f"2 iterations")
     for mode, what in (("pandas", "read by the driver (pandas)"),
                        ("dask", "read by the workers (Dask DataFrame)")):
         print(f"  {what}: driver's peak memory +{rows[mode]['driver_mb']:.0f} MB, "
