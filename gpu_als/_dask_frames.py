@@ -128,15 +128,12 @@ class FrameBlocks:
     def _read(self, client, show_progress: bool = False) -> list[list]:
         """Each partition's rows read and checked on a worker (futures of
         :func:`_read_partition`), once every one has been, grouped by the worker that
-        holds them (:func:`_by_worker`); the first partition's error, if any, raised."""
+        holds them (:func:`_by_worker`)."""
         reads = [client.submit(_read_partition, part, self.value_col, self.dtype,
                                pure=False)
                  for part in client.compute(self.df.to_delayed())]
         _show_reads(client, reads, show_progress)
-        for read in reads:
-            if read.status == "error":
-                read.result()  # raises its error
-        return _by_worker(client, reads)
+        return _by_worker(client, reads)  # (a read's error is raised by its group's task)
 
     def _entries(self, client, groups: list[list]) -> list:
         """Each group's entries (:meth:`_read`'s groups) renumbered to the fit's ids."""

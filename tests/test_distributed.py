@@ -789,6 +789,22 @@ def test_the_blocks_of_a_dask_dataframe_take_tasks_per_worker_thread_not_per_par
                                atol=1e-9)
 
 
+def test_partitions_are_grouped_by_the_worker_thread_that_holds_them():
+    """A worker's partitions in as many groups as it has threads (dealt in turn), the
+    first holder of one held twice taken, and those that no worker holds (their worker
+    just lost) in one group of their own."""
+    from types import SimpleNamespace
+
+    from gpu_als._dask_frames import _by_worker
+
+    held = {"k0": ["a"], "k1": ["b"], "k2": ["a"], "k3": ["a", "b"], "k4": [], "k5": ["a"],
+            "k6": ["b"], "k7": []}
+    client = SimpleNamespace(who_has=lambda futures: held, nthreads=lambda: {"a": 2, "b": 4})
+    groups = _by_worker(client, [SimpleNamespace(key=key) for key in held])
+    assert [[future.key for future in group] for group in groups] == \
+        [["k0", "k3"], ["k2", "k5"], ["k1"], ["k6"], ["k4", "k7"]]
+
+
 def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
     """The same errors as fit(df.compute()): the columns' from the frame's schema, before
     any work; the values' and ids' raised by the worker that reads them, which names the
@@ -799,11 +815,12 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
     good = frame_of(R)
     bad_value = good.assign(value=good["value"].where(good.index != 700))  # a NaN
     bad_id = good.assign(user=good["user"].astype(float).where(good.index != 650))
-    for df, feedback in ((good.drop(columns="user"), "implicit"),
-                         (good.rename(columns={"value": "rating"}), "explicit"),
-                         (bad_value, "implicit"), (bad_id, "implicit"),
-                         (good.iloc[:0], "implicit")):
-        params = {**PARAMS, "feedback": feedback}
+    huge = good.assign(value=good["value"].astype(float).where(good.index != 300, 1e39))
+    for df, changed in ((good.drop(columns="user"), {}),
+                        (good.rename(columns={"value": "rating"}), {"feedback": "explicit"}),
+                        (bad_value, {}), (bad_id, {}), (good.iloc[:0], {}),
+                        (huge, {"dtype": np.float32})):  # (in a float64 partition)
+        params = {**PARAMS, **changed}
         with pytest.raises((ValueError, TypeError)) as expected:
             ALS(**params).fit(df)
         # the row of the whole frame there; here the row of a partition, and its index;
@@ -811,8 +828,9 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
         head, at_row, row = str(expected.value).replace(
             ", or use from_dataframe(df, user_col, item_col, value_col) and fit its matrix "
             "with user_ids= and item_ids=", "").rpartition("at row ")
-        said = re.escape(head + at_row) + rf"\d+ \(index {row}\)" if at_row else \
-            re.escape(row)
+        row, after = re.fullmatch(r"(\d*)(.*)", row, re.S).groups() if at_row else ("", row)
+        said = re.escape(head + at_row) + rf"\d+ \(index {row}\)" + re.escape(after) \
+            if at_row else re.escape(after)
         with pytest.raises(type(expected.value), match=f"^{said}$"):
             fit_distributed(ALS(**params), dask_frame(df, 3), client)
     with pytest.raises(TypeError, match="takes its ids from the DataFrame's"):
