@@ -10,7 +10,8 @@ partition of the Dask DataFrame) to a temporary folder, then fits it each way in
 driver process, the workers being processes of their own, and prints the driver's peak
 resident memory during the read and fit above what it had before them (sampled every
 5 ms), the seconds each took in all and before its first iteration (the read, and the
-blocks built), and how far apart the two models' factors are.
+blocks built), the largest peak resident memory of a worker process (imports included),
+and how far apart the two models' factors are.
 """
 
 from __future__ import annotations
@@ -91,9 +92,16 @@ def fit_once(mode: str, folder: str, factors: int, workers: int, blocks_per_work
                     show_progress=False, callback=lambda i, s, loss: iterations.append(s)),
                 data, client, blocks_per_worker=blocks_per_worker)
         seconds = time.perf_counter() - start
+        workers_mb = max(client.run(worker_peak_mb).values())
         np.save(out, model.item_factors_)
         print(json.dumps({"mode": mode, "driver_mb": memory.above, "seconds": seconds,
-                          "setup": seconds - iterations[-1]}))
+                          "setup": seconds - iterations[-1], "workers_mb": workers_mb}))
+
+
+def worker_peak_mb() -> float:
+    """This (worker) process's peak resident memory so far, in MB (Linux: ru_maxrss in
+    KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
 def main(argv=None) -> int:
@@ -136,7 +144,8 @@ def main(argv=None) -> int:
                        ("dask", "read by the workers (Dask DataFrame)")):
         print(f"  {what}: driver's peak memory +{rows[mode]['driver_mb']:.0f} MB, "
               f"{rows[mode]['seconds']:.1f} s ({rows[mode]['setup']:.1f} s before the first "
-              f"iteration)")
+              f"iteration); the largest worker's peak memory {rows[mode]['workers_mb']:.0f} "
+              f"MB")
     gap = float(np.abs(factors["pandas"] - factors["dask"]).max())
     print(f"  max |Y_pandas - Y_dask| = {gap:.1e}")
     return 0
