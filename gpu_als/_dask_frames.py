@@ -141,9 +141,16 @@ class FrameBlocks:
         return [client.submit(_renumbered, *known, *group, pure=False) for group in groups]
 
     def _build(self, client, entries: list) -> dict[str, list]:
-        """Each side's blocks, gathered on the workers from the groups' ``entries``."""
-        return {side: _blocks(client, entries, side, self.bounds[side], self.shape,
-                              self.dtype, self.weighting) for side in SIDES}
+        """Each side's blocks, gathered on the workers from the groups' ``entries``, a
+        side at a time: a worker holds the pieces of one side at once, beside the
+        entries."""
+        futures = {}
+        for side in SIDES:
+            futures[side] = _blocks(client, entries, side, self.bounds[side], self.shape,
+                                    self.dtype, self.weighting)
+            client.gather([client.submit(_n_rows, block, pure=False)
+                           for block in futures[side]])  # (its pieces dropped)
+        return futures
 
     def place(self, client) -> dict[str, list]:
         """Each block's future, once the block is in a worker's memory. After a worker was
@@ -190,19 +197,21 @@ def _ids_and_rows(*group: tuple[Any, int]) -> tuple[np.ndarray, np.ndarray, int]
 
 
 def _renumbered(user_ids, item_ids, *group: tuple[Any, int]) -> sp.coo_matrix:
-    """A group of partitions' entries, in the rows and columns of the whole fit's ids."""
-    rows, cols, values = [], [], []
-    for interactions, _ in group:
-        if interactions is not None:
-            m = interactions.matrix.tocoo()
-            rows.append(data.id_positions(user_ids, interactions.user_ids)[m.row])
-            cols.append(data.id_positions(item_ids, interactions.item_ids)[m.col])
-            values.append(m.data)
+    """A group of partitions' entries, in the rows and columns of the whole fit's ids
+    (written into arrays made once for the group: the worker holds one copy of them)."""
     shape = (len(user_ids), len(item_ids))
-    if not values:
-        return sp.coo_matrix(shape)
-    return sp.coo_matrix((np.concatenate(values), (np.concatenate(rows),
-                                                   np.concatenate(cols))), shape=shape)
+    matrices = [(interactions, interactions.matrix.tocoo())
+                for interactions, _ in group if interactions is not None]
+    n = sum(m.nnz for _, m in matrices)
+    index = np.int32 if max(shape) < 2**31 else np.int64
+    rows, cols, values = np.empty(n, index), np.empty(n, index), np.empty(n, np.float64)
+    end = 0
+    for interactions, m in matrices:
+        start, end = end, end + m.nnz
+        rows[start:end] = data.id_positions(user_ids, interactions.user_ids)[m.row]
+        cols[start:end] = data.id_positions(item_ids, interactions.item_ids)[m.col]
+        values[start:end] = m.data
+    return sp.coo_matrix((values, (rows, cols)), shape=shape)
 
 
 def _counts(entries: sp.coo_matrix, shape) -> tuple[np.ndarray, np.ndarray]:
