@@ -15,7 +15,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -119,8 +119,12 @@ def _read_frame(args: argparse.Namespace):
         raise ValueError("--event-weights names a column, and --no-header leaves the file's "
                          "columns unnamed: give the file a header line")
     folder = _checked_path(args)
-    parquet = folder or args.file.suffix.lower() in (".parquet", ".pq")
-    df = _read_parquet_file(pd, args) if parquet else _read_csv_file(pd, args)
+    parquet = folder or _suffix(args.file) in (".parquet", ".pq")
+    if not parquet and is_url(args.file):
+        raise ValueError(f"{args.file}: a URL is read as Parquet (a .parquet file, or a "
+                         f"folder of them), and this one is read as CSV: download it, and "
+                         f"name the file")
+    df = _read_parquet_file(pd, args, folder) if parquet else _read_csv_file(pd, args)
     for column in (args.user_col, args.item_col):
         if column not in df.columns:
             names = [str(c) for c in df.columns]
@@ -152,16 +156,61 @@ def _read_frame(args: argparse.Namespace):
     return df
 
 
+def file_argument(text: str) -> Path | str:
+    """A command's interaction file (argparse's type): a path on this machine, or the URL
+    of a Parquet file or folder (``s3://bucket/events/``: any protocol of fsspec's),
+    kept as written (a ``Path`` would fold its ``//``)."""
+    return text if _URL.match(text) else Path(text)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(file: Any) -> bool:
+    """Whether an interaction file (:func:`file_argument`'s) is a URL."""
+    return isinstance(file, str) and _URL.match(file) is not None
+
+
+def _suffix(file: Path | str) -> str:
+    """The file's suffix, in lower case (a URL's path's)."""
+    return PurePosixPath(file).suffix.lower() if is_url(file) else Path(file).suffix.lower()
+
+
+def url_filesystem(url: str):
+    """The fsspec filesystem of ``url``, and the path in it; a protocol that fsspec does
+    not know, or whose package is not installed, is said as the URL's."""
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as exc:
+        raise RuntimeError(f"reading {url} needs fsspec: pip install fsspec, and its "
+                           f"package for the protocol (e.g. s3fs, gcsfs)") from exc
+    try:
+        return url_to_fs(url)
+    except ImportError as exc:  # e.g. "Install s3fs to access S3"
+        raise RuntimeError(f"reading {url}: {exc}") from exc
+    except ValueError as exc:  # "Protocol not known: ..."
+        raise ValueError(f"{url}: {exc}") from exc
+
+
 def _checked_path(args: argparse.Namespace) -> bool:
     """Refuse an interaction file that is not there, or is a model (.npz), or a folder
     that is not the Parquet files of one table; returns whether it is a folder (Spark's
-    and Dask's output: a folder of Parquet part files)."""
-    folder = args.file.is_dir()
+    and Dask's output: a folder of Parquet part files). A URL is looked up through its
+    filesystem."""
+    if is_url(args.file):
+        filesystem, path = url_filesystem(args.file)
+        folder, there = filesystem.isdir(path), filesystem.isfile(path)
+        files = [PurePosixPath(file[len(path.rstrip("/")) + 1:])
+                 for file in filesystem.find(path)] if folder else []
+    else:
+        folder, there = args.file.is_dir(), args.file.is_file()
+        files = [file.relative_to(args.file) for file in sorted(args.file.rglob("*"))
+                 if file.is_file()] if folder else []
     if folder:
-        _check_parquet_folder(args.file)
-    elif not args.file.is_file():
+        _check_parquet_folder(args.file, files)
+    elif not there:
         raise ValueError(f"{args.file}: no such file")
-    elif args.file.suffix.lower() == ".npz":  # (a model given for the data)
+    elif _suffix(args.file) == ".npz":  # (a model given for the data)
         raise ValueError(f"{args.file} is an .npz file, as models are: give the "
                          f"interactions as a CSV or Parquet file")
     return folder
@@ -350,16 +399,16 @@ def _value_col_remedy(candidates: list[str]) -> str:
         (f" (e.g. --value-col {typed})" if typed else "")
 
 
-def _read_parquet_file(pd, args: argparse.Namespace):
+def _read_parquet_file(pd, args: argparse.Namespace, folder: bool):
     """A Parquet file, or a folder of them, through pyarrow. Only its user, item and
     value columns are read (an event log with five more columns of text: 11x faster, in a
     quarter of the memory), or the first two without a column 'value' (every row then
     counts 1; warned here, as ``from_dataframe`` would, with the columns not read), and
     ``df.attrs["file_columns"]`` lists them all; every column where a column named is
-    missing (the errors list them)."""
+    missing (the errors list them). ``folder``: whether it is a folder."""
     _refuse_no_header(args)
-    with _read_as_parquet(args):
-        dataset = _parquet_dataset(args)
+    with _read_as_parquet(args, folder):
+        dataset = _parquet_dataset(args, folder)
         names = dataset.schema.names
         ids = list(dict.fromkeys((args.user_col, args.item_col)))
         kept = [*ids, *_other_columns(args)]  # (--time-col's column)
@@ -378,7 +427,8 @@ def dask_frame(args: argparse.Namespace, feedback: str):
     """``train --read-on-workers``: the Parquet file or folder ``args.file`` as a Dask
     DataFrame of the columns that ``fit(df)`` reads (``user``, ``item``, and ``value``
     where the file has values or ``--event-weights`` makes them), which the cluster's
-    workers read by its absolute path (:func:`gpu_als.distributed.fit_distributed`).
+    workers read by its absolute path or its URL
+    (:func:`gpu_als.distributed.fit_distributed`).
     Only the files' footers are read here, to refuse what :func:`read_frame` refuses
     before any worker starts, with its messages and warnings; ``--event-weights``' values
     are made on the workers, a partition at a time."""
@@ -387,7 +437,8 @@ def dask_frame(args: argparse.Namespace, feedback: str):
         raise ValueError("--read-on-workers: the workers read the file by its path, and "
                          "standard input has none: name a Parquet file or folder, or leave "
                          "--read-on-workers out")
-    if not _checked_path(args) and args.file.suffix.lower() not in (".parquet", ".pq"):
+    folder = _checked_path(args)
+    if not folder and _suffix(args.file) not in (".parquet", ".pq"):
         raise ValueError(f"--read-on-workers reads Parquet, and {args.file} is read as CSV: "
                          f"write it as Parquet (one file, or a folder of them), or leave "
                          f"--read-on-workers out to read it in this process")
@@ -397,8 +448,8 @@ def dask_frame(args: argparse.Namespace, feedback: str):
     except ImportError as exc:
         raise RuntimeError(f"--read-on-workers needs Dask's DataFrames ({exc}): pip install "
                            f"'dask[dataframe]'") from exc
-    with _read_as_parquet(args):
-        dataset = _parquet_dataset(args)
+    with _read_as_parquet(args, folder):
+        dataset = _parquet_dataset(args, folder)
         n_rows = dataset.count_rows()  # (from the footers)
     names = dataset.schema.names
     ids = [args.user_col, args.item_col]
@@ -424,7 +475,7 @@ def dask_frame(args: argparse.Namespace, feedback: str):
     if n_rows == 0:
         raise ValueError(f"{args.file} has no rows")
     values = [args.value_col] if has_values else []
-    ddf = dd.read_parquet(str(args.file.resolve()),
+    ddf = dd.read_parquet(args.file if is_url(args.file) else str(args.file.resolve()),
                           columns=[*ids, *values, *_other_columns(args)])
     if args.event_weights is None:
         return ddf.rename(columns=dict(zip((*ids, *values), ("user", "item", "value"))))
@@ -460,24 +511,28 @@ def _refuse_no_header(args: argparse.Namespace) -> None:
                          f"columns)")
 
 
-def _parquet_dataset(args: argparse.Namespace):
-    """The pyarrow dataset of the Parquet file or folder ``args.file``: its columns and
-    files, no row read (a folder's partition keys, day=.../, as columns too); a folder
-    whose files lack a column the command reads that others have is refused."""
+def _parquet_dataset(args: argparse.Namespace, folder: bool):
+    """The pyarrow dataset of the Parquet file or ``folder`` ``args.file`` (a URL's
+    through its fsspec filesystem): its columns and files, no row read (a folder's
+    partition keys, day=.../, as columns too); a folder whose files lack a column the
+    command reads that others have is refused."""
     import pyarrow.dataset
 
-    dataset = pyarrow.dataset.dataset(args.file, format="parquet", partitioning="hive")
-    if args.file.is_dir():
-        _check_parts_have(dataset, args.file,
+    filesystem, path = url_filesystem(args.file) if is_url(args.file) else \
+        (None, str(args.file))
+    dataset = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet",
+                                      partitioning="hive")
+    if folder:
+        _check_parts_have(dataset, args.file, path, filesystem,
                           [args.user_col, args.item_col, *_other_columns(args),
                            args.value_col])
     return dataset
 
 
 @contextlib.contextmanager
-def _read_as_parquet(args: argparse.Namespace):
-    """pyarrow's errors of reading ``args.file`` said as the file's, a missing pyarrow as
-    what to install."""
+def _read_as_parquet(args: argparse.Namespace, folder: bool):
+    """pyarrow's errors of reading ``args.file`` (a ``folder`` or not) said as the
+    file's, a missing pyarrow as what to install."""
     try:
         yield
     except ImportError as exc:
@@ -489,7 +544,7 @@ def _read_as_parquet(args: argparse.Namespace):
         # pyarrow's ArrowInvalid is a ValueError, its ArrowNotImplementedError ("Unsupported
         # cast from ...") a NotImplementedError; a folder is read with the schema of one of
         # its files
-        hint = " (do its files give a column different types?)" if args.file.is_dir() else ""
+        hint = " (do its files give a column different types?)" if folder else ""
         raise ValueError(f"{args.file} cannot be read as Parquet: {exc}{hint}") from exc
 
 
@@ -509,11 +564,11 @@ def _warn_unread_columns(dataset, kept: list[str], args: argparse.Namespace) -> 
         warn_unused_columns(unused, _value_col_remedy(candidates))
 
 
-def _check_parquet_folder(folder: Path) -> None:
-    """Refuse a folder that is not the Parquet files of one table: one without .parquet
-    files, or one with other files that pyarrow would read as part files too (it leaves
-    out names starting with ``.`` or ``_``: Spark's ``_SUCCESS``, ``.crc`` checksums)."""
-    files = [path.relative_to(folder) for path in sorted(folder.rglob("*")) if path.is_file()]
+def _check_parquet_folder(folder: Path | str, files: list) -> None:
+    """Refuse a folder that is not the Parquet files of one table (``files``: its files,
+    as paths within it): one without .parquet files, or one with other files that
+    pyarrow would read as part files too (it leaves out names starting with ``.`` or
+    ``_``: Spark's ``_SUCCESS``, ``.crc`` checksums)."""
     if not any(file.name.endswith(".parquet") for file in files):
         raise ValueError(f"{folder} is a folder without .parquet files: give a CSV or "
                          f"Parquet file, or a folder of Parquet files")
@@ -530,14 +585,17 @@ class _PartsDiffer(ValueError):
     """The files of a Parquet folder disagree on a column the command reads."""
 
 
-def _check_parts_have(dataset, folder: Path, wanted: list[str]) -> None:
+def _check_parts_have(dataset, folder: Path | str, path: str, filesystem,
+                      wanted: list[str]) -> None:
     """Refuse a folder of Parquet files of which some lack a column of ``wanted`` that the
     others have: pyarrow reads the folder with one file's schema, and that column as
     missing in the others' rows (an error about missing values far from its cause). Only
-    the files' footers are read; a partition key (day=.../) is in no file, and fine."""
+    the files' footers are read; a partition key (day=.../) is in no file, and fine.
+    ``path``: the folder's in ``filesystem`` (None: this machine's)."""
     import pyarrow.parquet
 
-    columns = {file: set(pyarrow.parquet.read_schema(file).names) for file in dataset.files}
+    columns = {file: set(pyarrow.parquet.read_schema(file, filesystem=filesystem).names)
+               for file in dataset.files}
     for name in dict.fromkeys(wanted):
         lacking = [file for file, names in columns.items() if name not in names]
         if lacking and len(lacking) < len(columns):
@@ -545,7 +603,7 @@ def _check_parts_have(dataset, folder: Path, wanted: list[str]) -> None:
             raise _PartsDiffer(
                 f"{folder}: {len(lacking)} of its {len(columns)} Parquet files "
                 f"{'lacks' if len(lacking) == 1 else 'lack'} the column {name!r} that the "
-                f"others have (e.g. {os.path.relpath(first, folder)}, with columns "
+                f"others have (e.g. {os.path.relpath(first, path)}, with columns "
                 f"{sorted(columns[first])}): give every file the same columns")
 
 

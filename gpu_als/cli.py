@@ -51,6 +51,8 @@ from ._id_queries import (
 from ._tables import (
     dask_frame,
     event_weights,
+    file_argument,
+    is_url,
     no_ratings_column,
     read_frame,
     write_factors,
@@ -267,12 +269,13 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     """The interaction file and its columns; ``optional``: the file may be left out, and
     this says what it is for; ``values``: what the value column is for."""
     if optional:
-        parser.add_argument("file", type=Path, nargs="?", help=optional)
+        parser.add_argument("file", type=file_argument, nargs="?", help=optional)
     else:
-        parser.add_argument("file", type=Path, help="CSV (any delimiter; may be compressed, "
-                                                    "e.g. .csv.gz) or Parquet file, a "
-                                                    "folder of Parquet files, or - for "
-                                                    "standard input")
+        parser.add_argument("file", type=file_argument,
+                            help="CSV (any delimiter; may be compressed, e.g. .csv.gz) or "
+                                 "Parquet file, a folder of Parquet files, the URL of a "
+                                 "Parquet file or folder (s3://..., through fsspec), or - "
+                                 "for standard input")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -517,17 +520,20 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_read_on_workers(fit, model, frame, file: Path) -> None:
+def fit_read_on_workers(fit, model, frame, file: Path | str) -> None:
     """``train --read-on-workers``: ``fit`` (:func:`fitting_on`'s, on a cluster) of
     ``model`` on the Dask DataFrame ``frame`` of the Parquet ``file``, which the workers
-    read by its path; a worker that finds no file there is said to need it."""
+    read by its path or URL; a worker that finds no file there is said to need it."""
     try:
         fit(model, frame)
     except FileNotFoundError as exc:
+        where = ("through fsspec, as this process does: give them its protocol's package "
+                 "and credentials" if is_url(file) else
+                 f"at {Path(file).resolve()}, as this process does (a shared file system)")
         raise FileNotFoundError(
             f"a worker cannot read {file} ({error_message(exc)}): --read-on-workers has "
-            f"every worker read it at {file.resolve()}, as this process does (a shared file "
-            f"system); or leave --read-on-workers out to read it here") from exc
+            f"every worker read it {where}; or leave --read-on-workers out to read it "
+            f"here") from exc
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 import argparse
 import datetime
 import gzip
+import importlib.util
 import io
 import os
 import re
@@ -1396,6 +1397,66 @@ def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"gpu-als recommend: error: {model} is an .npz file, as models are: give the "
         f"interactions as a CSV or Parquet file\n")
+
+
+def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
+    """A URL (here fsspec's in-memory filesystem) trains as the folder it copies, with
+    the same checks (a part file without a column, other files, no such file); a CSV
+    file, a protocol fsspec does not know and one whose package is missing are refused
+    with what to do."""
+    fsspec = pytest.importorskip("fsspec")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        pq.write_table(pa.table({"uid": rng.integers(0, 30, 200), "iid": rng.integers(0, 9, 200),
+                                 "plays": rng.random(200)}), folder / f"part-{k}.parquet")
+    memory, root = fsspec.filesystem("memory"), f"/{tmp_path.name}"
+    for file in folder.iterdir():
+        memory.pipe(f"{root}/events/{file.name}", file.read_bytes())
+    url = f"memory:/{root}/events"
+    common = ["--user-col", "uid", "--item-col", "iid", "--value-col", "plays", "--backend",
+              "cpu", "--factors", "3", "--iterations", "2", "--dtype", "float64"]
+    try:
+        assert main(["train", str(folder), *common, "-o", str(tmp_path / "here.npz")]) == 0
+        here = capsys.readouterr().out.split(" in ")[0]  # "...: 30 users x 9 items, ..."
+        assert main(["train", url, *common, "-o", str(tmp_path / "url.npz")]) == 0
+        assert capsys.readouterr().out.split(" in ")[0] == here.replace(str(folder), url)
+        expected, model = ALS.load(tmp_path / "here.npz"), ALS.load(tmp_path / "url.npz")
+        np.testing.assert_array_equal(model.item_factors_, expected.item_factors_)
+        np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+
+        def refused(file, *more):
+            assert main(["train", file, *common, *more]) == 2
+            return capsys.readouterr().err.removeprefix("gpu-als train: error: ")
+
+        memory.pipe(f"{root}/events/part-2.parquet", memory.cat(f"{root}/events/part-0.parquet"))
+        memory.pipe(f"{root}/odd/part-0.parquet", memory.cat(f"{root}/events/part-0.parquet"))
+        pq.write_table(pa.table({"uid": [1], "iid": [2]}), tmp_path / "lacking.parquet")
+        memory.pipe(f"{root}/odd/part-1.parquet", (tmp_path / "lacking.parquet").read_bytes())
+        assert refused(f"memory:/{root}/odd").startswith(
+            f"memory:/{root}/odd: 1 of its 2 Parquet files lacks the column 'plays' that the "
+            f"others have (e.g. part-1.parquet, with columns ['iid', 'uid'])")
+        memory.pipe(f"{root}/events/notes.txt", b"user,item\n")
+        assert refused(url) == (
+            f"{url} is read as the Parquet files of one table, but holds other files too "
+            f"(e.g. notes.txt): give a folder of Parquet files only, or one file\n")
+        assert refused(f"memory:/{root}/none.parquet") == \
+            f"memory:/{root}/none.parquet: no such file\n"
+        memory.pipe(f"{root}/log.csv", b"uid,iid,plays\n1,2,3\n")
+        assert refused(f"memory:/{root}/log.csv") == (
+            f"memory:/{root}/log.csv: a URL is read as Parquet (a .parquet file, or a folder "
+            f"of them), and this one is read as CSV: download it, and name the file\n")
+    finally:
+        memory.rm(root, recursive=True)
+    assert refused("nope://bucket/events/").startswith(
+        "nope://bucket/events/: Protocol not known: nope")
+    if importlib.util.find_spec("s3fs") is None:
+        assert refused("s3://bucket/events/") == \
+            "reading s3://bucket/events/: Install s3fs to access S3\n"
 
 
 def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, capsys,

@@ -1031,6 +1031,55 @@ def test_the_command_line_has_the_workers_read_a_parquet_folder(client, tmp_path
         assert model.loss_history_ == pytest.approx(expected.loss_history_, rel=1e-12)
 
 
+def in_memory(folder, name):
+    """The files of ``folder`` copied into fsspec's in-memory filesystem (this process's
+    alone) as memory://name/...: the filesystem, and the folder's URL."""
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for file in folder.iterdir():
+        memory.pipe(f"/{name}/{file.name}", file.read_bytes())
+    return memory, f"memory://{name}"
+
+
+def test_the_command_line_has_the_workers_read_a_url(client, tmp_path, capsys):
+    """train --read-on-workers with the URL of a Parquet folder, read through fsspec by
+    the workers: file:// by worker processes, and memory:// (a filesystem that only this
+    process has) by workers in this process, each the model of the folder read here; by
+    worker processes, memory:// cannot be read, and the error says how they read it."""
+    from dask.distributed import LocalCluster
+
+    from gpu_als.cli import main
+
+    folder, _ = event_log_folder(tmp_path)
+    common = ["--user-col", "uid", "--item-col", "iid", "--value-col", "plays", "--factors",
+              "4", "--iterations", "3", "--backend", "cpu", "--dtype", "float64"]
+    assert main(["train", str(folder), *common, "-o", str(tmp_path / "here.npz")]) == 0
+    assert main(["train", f"file://{folder}", *common, "--scheduler",
+                 client.scheduler.address, "--read-on-workers", "-o",
+                 str(tmp_path / "file.npz")]) == 0
+    memory, url = in_memory(folder, tmp_path.name)
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                          dashboard_address=":0") as cluster:
+            assert main(["train", url, *common, "--scheduler", cluster.scheduler_address,
+                         "--read-on-workers", "-o", str(tmp_path / "memory.npz")]) == 0
+        capsys.readouterr()
+        assert main(["train", url, *common, "--scheduler", client.scheduler.address,
+                     "--read-on-workers", "-o", str(tmp_path / "not.npz")]) == 2
+        err = capsys.readouterr().err
+        assert f"error: a worker cannot read {url} (" in err
+        assert "--read-on-workers has every worker read it through fsspec, as this process " \
+               "does: give them its protocol's package and credentials" in err
+    finally:
+        memory.rm(f"/{tmp_path.name}", recursive=True)
+    expected = ALS.load(tmp_path / "here.npz")
+    for name in ("file", "memory"):
+        model = ALS.load(tmp_path / f"{name}.npz")
+        np.testing.assert_allclose(model.item_factors_, expected.item_factors_, atol=1e-12)
+        np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+    assert not (tmp_path / "not.npz").exists()
+
+
 def test_the_command_line_refuses_what_the_workers_cannot_read(client, tmp_path, capsys,
                                                                monkeypatch):
     """train --read-on-workers: each file and option refused with why, before any worker
