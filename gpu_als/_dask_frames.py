@@ -132,8 +132,8 @@ class FrameBlocks:
         reads = [client.submit(_read_partition, part, self.value_col, self.dtype,
                                pure=False)
                  for part in client.compute(self.df.to_delayed())]
-        _show_reads(client, reads, show_progress)
-        return _by_worker(client, reads)  # (a read's error is raised by its group's task)
+        _wait_for_reads(client, reads, show_progress)
+        return _by_worker(client, reads)
 
     def _entries(self, client, groups: list[list]) -> list:
         """Each group's entries (:meth:`_read`'s groups) renumbered to the fit's ids."""
@@ -307,15 +307,18 @@ def _by_worker(client, futures: list) -> list[list]:
             for n in [min(len(on), threads.get(worker, 1))] for k in range(n)]
 
 
-def _show_reads(client, reads: list, show_progress: bool) -> None:
-    """A progress bar over the partitions' reads (futures), until every one has ended
-    (on a terminal, with ``show_progress``)."""
+def _wait_for_reads(client, reads: list, show_progress: bool) -> None:
+    """Wait until every one of the partitions' reads (futures) has ended, with a progress
+    bar (on a terminal, with ``show_progress``); the first that fails raises its error
+    then, not once the others are read."""
     from distributed import as_completed
 
     with tqdm(total=len(reads), desc="reading the Dask DataFrame", unit="partition",
               disable=None if show_progress else True) as progress:
         # (the client's loop: without it, as_completed looks for Dask's default client)
-        for _ in as_completed(reads, loop=client.loop):
+        for read in as_completed(reads, loop=client.loop):
+            if read.status == "error":
+                read.result()  # (raises its error)
             progress.update()
 
 

@@ -883,6 +883,42 @@ def test_a_dask_dataframe_is_refused_as_fit_refuses_its_computed_frame(client):
                         client)
 
 
+def test_a_partition_that_fails_is_reported_while_the_others_are_read(client, tmp_path):
+    """A partition with a NaN value fails the fit at once, not once every partition is
+    read: here another partition's read waits until the fit has failed."""
+    from dask import delayed
+
+    from gpu_als.distributed import fit_distributed
+
+    dd = pytest.importorskip("dask.dataframe")
+    good = frame_of(make_power_law(100, 50, 800, random_state=3))
+    bad = good.assign(value=good["value"].where(good.index != 5))
+    marker = tmp_path / "failed"
+
+    def slow():  # on a worker
+        while not marker.exists():
+            time.sleep(0.05)
+        return good
+
+    ddf = dd.from_delayed([delayed(slow, pure=False)(), delayed(bad)], meta=good.iloc[:0])
+    failed = []
+
+    def fit():
+        try:
+            fit_distributed(ALS(**PARAMS), ddf, client)
+        except ValueError as exc:
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout=60)
+    finally:
+        marker.touch()
+    assert failed and failed[0].startswith("column 'value' holds 1 missing, NaN or "
+                                           "infinite value(s)"), failed
+
+
 def test_a_worker_killed_while_a_dask_dataframe_is_read_is_survived(client, monkeypatch,
                                                                     tmp_path):
     """The read is started again: here a worker dies once the blocks are built, as it
