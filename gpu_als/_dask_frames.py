@@ -14,7 +14,8 @@ as ``fit(df.compute())`` reads them, in four rounds of tasks:
    per item are summed on the workers likewise; the driver cuts each side into blocks
    of about equal numbers of entries;
 3. each block gathers its pieces from every group, sums the repeated (user, item)
-   pairs and weighs its entries (:func:`gpu_als.data.weighted_rows`);
+   pairs and weighs its entries (:func:`gpu_als.data.weighted_rows`), the user blocks
+   first, then the item blocks (a worker holds one side's pieces at once);
 4. each block's few totals (entries per row, the loss's constant, the largest value)
    come back to the driver.
 
@@ -303,8 +304,11 @@ def _by_worker(client, futures: list) -> list[list]:
     held: dict[Any, list] = {}
     for future in futures:
         held.setdefault(next(iter(holders.get(future.key) or ()), None), []).append(future)
-    return [on[k::n] for worker, on in held.items()
-            for n in [min(len(on), threads.get(worker, 1))] for k in range(n)]
+    groups = []
+    for worker, on in held.items():
+        n = min(len(on), threads.get(worker, 1))
+        groups += [on[k::n] for k in range(n)]
+    return groups
 
 
 def _wait_for_reads(client, reads: list, show_progress: bool) -> None:
