@@ -156,14 +156,14 @@ def _read_frame(args: argparse.Namespace):
     return df
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def file_argument(text: str) -> Path | str:
     """A command's interaction file (argparse's type): a path on this machine, or the URL
     of a Parquet file or folder (``s3://bucket/events/``: any protocol of fsspec's),
     kept as written (a ``Path`` would fold its ``//``)."""
     return text if _URL.match(text) else Path(text)
-
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_url(file: Any) -> bool:
@@ -176,7 +176,7 @@ def _suffix(file: Path | str) -> str:
     return PurePosixPath(file).suffix.lower() if is_url(file) else Path(file).suffix.lower()
 
 
-def url_filesystem(url: str):
+def _url_filesystem(url: str):
     """The fsspec filesystem of ``url``, and the path in it; a protocol that fsspec does
     not know, or whose package is not installed, is said as the URL's."""
     try:
@@ -198,7 +198,7 @@ def _checked_path(args: argparse.Namespace) -> bool:
     and Dask's output: a folder of Parquet part files). A URL is looked up through its
     filesystem."""
     if is_url(args.file):
-        filesystem, path = url_filesystem(args.file)
+        filesystem, path = _url_filesystem(args.file)
         folder, there = filesystem.isdir(path), filesystem.isfile(path)
         files = [PurePosixPath(file[len(path.rstrip("/")) + 1:])
                  for file in filesystem.find(path)] if folder else []
@@ -518,7 +518,7 @@ def _parquet_dataset(args: argparse.Namespace, folder: bool):
     command reads that others have is refused."""
     import pyarrow.dataset
 
-    filesystem, path = url_filesystem(args.file) if is_url(args.file) else \
+    filesystem, path = _url_filesystem(args.file) if is_url(args.file) else \
         (None, str(args.file))
     dataset = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet",
                                       partitioning="hive")
