@@ -1390,8 +1390,8 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"gpu-als {found.pop('gpu_als')}: " +
           ", ".join(f"{name} {version}" for name, version in found.items()))
     optional = [f"{name} {benchmark.installed_version(name) or '-'}"
-                for name in ("cupy", "pandas", "polars", "matplotlib", "dask", "nvtx", "implicit",
-                             "scikit-learn")
+                for name in ("cupy", "pandas", "pyarrow", "fsspec", "polars", "matplotlib",
+                             "dask", "nvtx", "implicit", "scikit-learn")
                 if name not in found]
     print("optional packages: " + ", ".join(optional))
     pools = ", ".join(f"{pool['internal_api']} {pool.get('version') or ''} "

@@ -2732,8 +2732,8 @@ def test_info_reports_versions_backends_and_builds_kernels(monkeypatch, capsys):
 
     optional = re.search(r"^optional packages: (.*)$", out, re.M)[1].split(", ")
     assert [entry.split()[0] for entry in optional] == [
-        name for name in ("cupy", "pandas", "polars", "matplotlib", "dask", "nvtx", "implicit",
-                          "scikit-learn")
+        name for name in ("cupy", "pandas", "pyarrow", "fsspec", "polars", "matplotlib",
+                          "dask", "nvtx", "implicit", "scikit-learn")
         if name not in versions()]
     assert "pandas" in out.splitlines()[1]
     assert f"pandas {installed_version('pandas') or '-'}" in optional
