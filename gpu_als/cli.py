@@ -847,7 +847,7 @@ def coded_given_parts(args: argparse.Namespace, feedback: str | None = None):
                        f"the rows of {shown(args.validation)}", feedback)
 
 
-def read_second_file(args: argparse.Namespace, path: Path):
+def read_second_file(args: argparse.Namespace, path: Path | str):
     """The file at ``path`` (``--test``'s, ``--validation``'s) as ``read_frame`` reads
     FILE: with the same columns, delimiter, encoding and event weights."""
     return read_frame(argparse.Namespace(**{**vars(args), "file": path}))
@@ -1590,7 +1590,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out each user's latest interactions by this column of times "
                         "(numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column)")
-    g.add_argument("--validation", type=Path, default=None, metavar="VALIDATION_FILE",
+    g.add_argument("--validation", type=file_argument, default=None,
+                   metavar="VALIDATION_FILE",
                    help="validate on this file of the same columns instead (a split made "
                         "beforehand); the model then trains on both files")
     g.add_argument("--validation-users", type=at_least(1), default=None, metavar="N",
@@ -1626,7 +1627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", type=at_least(1), default=None, metavar="K",
                    help="with --time-col: hold out each user's latest K interactions (of the "
                         "users with more than K; 1: leave the last one out)")
-    p.add_argument("--test", type=Path, default=None, metavar="TEST_FILE",
+    p.add_argument("--test", type=file_argument, default=None, metavar="TEST_FILE",
                    help="the held-out interactions, as a second file of the same columns "
                         "(a split made beforehand, e.g. MovieLens' u1.base and u1.test): "
                         "FILE is all of train; test rows of new users or items, and pairs "
@@ -1687,7 +1688,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "times (numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column); validation rows of new users or "
                         "items, and pairs already in the rest, are not scored")
-    p.add_argument("--validation", type=Path, default=None, metavar="VALIDATION_FILE",
+    p.add_argument("--validation", type=file_argument, default=None,
+                   metavar="VALIDATION_FILE",
                    help="validate on this file of the same columns instead (a split made "
                         "beforehand; its rows of new users or items, and pairs already in "
                         "FILE, are not scored); the best model is refitted on both files")

@@ -1428,6 +1428,14 @@ def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
         expected, model = ALS.load(tmp_path / "here.npz"), ALS.load(tmp_path / "url.npz")
         np.testing.assert_array_equal(model.item_factors_, expected.item_factors_)
         np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+        # a second file (--test, as --validation) by URL: the table of the local one's
+        tested = []
+        for test in (folder / "part-1.parquet", f"{url}/part-1.parquet"):
+            assert main(["evaluate", str(folder / "part-0.parquet"), "--test", str(test),
+                         *common]) == 0
+            tested.append(re.sub(r"[\d.]+ s\b", "T s", capsys.readouterr().out.replace(
+                str(test), "TEST")))
+        assert tested[0] == tested[1] and "TEST" in tested[0], tested
 
         def refused(file, *more):
             assert main(["train", file, *common, *more]) == 2
