@@ -125,11 +125,7 @@ def _read_frame(args: argparse.Namespace):
                          f"folder of them), and this one is read as CSV: download it, and "
                          f"name the file")
     df = _read_parquet_file(pd, args, folder) if parquet else _read_csv_file(pd, args)
-    for column in (args.user_col, args.item_col):
-        if column not in df.columns:
-            names = [str(c) for c in df.columns]
-            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
-                             f"{names}. {_missing_column_hint(names, parquet, args)}")
+    _check_id_columns(args, [str(c) for c in df.columns], parquet)
     _check_other_columns(args, df.columns,
                          [str(c) for c in df.attrs.get("file_columns", df.columns)])
     if args.value_col != "value" and args.value_col not in df.columns and \
@@ -173,7 +169,7 @@ def is_url(file: Any) -> bool:
 
 def _suffix(file: Path | str) -> str:
     """The file's suffix, in lower case (a URL's path's)."""
-    return PurePosixPath(file).suffix.lower() if is_url(file) else Path(file).suffix.lower()
+    return (PurePosixPath(file) if is_url(file) else Path(file)).suffix.lower()
 
 
 def _url_filesystem(url: str):
@@ -214,6 +210,15 @@ def _checked_path(args: argparse.Namespace) -> bool:
         raise ValueError(f"{args.file} is an .npz file, as models are: give the "
                          f"interactions as a CSV or Parquet file")
     return folder
+
+
+def _check_id_columns(args: argparse.Namespace, names: list[str], parquet: bool) -> None:
+    """Refuse a file whose columns (``names``) lack ``--user-col``'s or ``--item-col``'s,
+    with the options that would name them."""
+    for column in (args.user_col, args.item_col):
+        if column not in names:
+            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
+                             f"{names}. {_missing_column_hint(names, parquet, args)}")
 
 
 def _missing_value_column(df, args: argparse.Namespace) -> ValueError:
@@ -453,10 +458,7 @@ def dask_frame(args: argparse.Namespace, feedback: str):
         n_rows = dataset.count_rows()  # (from the footers)
     names = dataset.schema.names
     ids = [args.user_col, args.item_col]
-    for column in ids:
-        if column not in names:
-            raise ValueError(f"{args.file} has no column {column!r}; its columns are "
-                             f"{names}. {_missing_column_hint(names, True, args)}")
+    _check_id_columns(args, names, parquet=True)
     _check_other_columns(args, names, names)
     has_values = args.value_col in names
     if args.event_weights is not None:

@@ -1571,9 +1571,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs gpu-als[dist]")
     p.add_argument("--read-on-workers", action="store_true",
                    help="with --scheduler: the workers read the Parquet file or folder, at "
-                        "the same path (a shared file system), and this process never holds "
-                        "the interactions (default: it reads them and sends each worker its "
-                        "part); not with --early-stopping")
+                        "the same path (a shared file system) or by its URL, and this "
+                        "process never holds the interactions (default: it reads them and "
+                        "sends each worker its part); not with --early-stopping")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "
