@@ -1,6 +1,7 @@
-"""Model files: ``.npz`` archives, read without pickle and written atomically, at a path
-or through a binary file object (``io.BytesIO``, an fsspec file), as the implicit
-library's ``save`` and ``load`` take them. Used by :meth:`gpu_als.ALS.save`,
+"""Model files: ``.npz`` archives, read without pickle and written atomically, at a path,
+a URL (``s3://bucket/model.npz``: any protocol of fsspec's) or through a binary file object
+(``io.BytesIO``, an fsspec file), as the implicit library's ``save`` and ``load`` take
+them. Used by :meth:`gpu_als.ALS.save`,
 :meth:`gpu_als.ALS.load` and :func:`gpu_als.from_implicit`."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from . import data
+from . import _urls, data
+from ._urls import is_url
 
 
 def is_file_object(path: Any) -> bool:
@@ -63,30 +65,46 @@ def read_archive(path, kind: str, skip_pickled: tuple[str, ...] = ()
         For a file that is not an ``.npz`` archive, is truncated or corrupted, or holds
         pickled objects.
     """
+    if is_url(path):
+        fs, where = _urls.filesystem(path)
+        if not fs.isfile(where) and not where.endswith(".npz") and fs.isfile(where + ".npz"):
+            path, where = path + ".npz", where + ".npz"
+        if not fs.isfile(where):
+            what = " (a folder)" if fs.isdir(where) else ""
+            raise FileNotFoundError(f"no model file at {path}{what}")
+        with fs.open(where, "rb") as file:  # (read in ranges as NumPy seeks, not at once)
+            return _read_archive(file, path, kind, skip_pickled)
     if is_file_object(path):
         check_binary(path, "rb")
-        name = file_name(path)
+        return _read_archive(path, file_name(path), kind, skip_pickled)
+    path = data.check_path(path)
+    if not os.path.isfile(path) and not path.endswith(".npz") and os.path.isfile(path + ".npz"):
+        path += ".npz"
+    if not os.path.isfile(path):
+        what = " (a folder)" if os.path.isdir(path) else ""
+        raise FileNotFoundError(f"no model file at {path}{what}")
+    return _read_archive(path, path, kind, skip_pickled)
+
+
+def _read_archive(source, name: str, kind: str, skip_pickled: tuple[str, ...]
+                  ) -> dict[str, np.ndarray]:
+    """:func:`read_archive` of the ``.npz`` archive ``source`` (a file's path, or a binary
+    file object from where it is), named ``name`` in the errors."""
+    if is_file_object(source):
         try:
-            start = path.tell()
-            archive_ok = zipfile.is_zipfile(path)  # (which moves to the end)
-            path.seek(start)
+            start = source.tell()
+            archive_ok = zipfile.is_zipfile(source)  # (which moves to the end)
+            source.seek(start)
         except (AttributeError, OSError) as exc:  # io.UnsupportedOperation is an OSError
             raise ValueError(f"{name}: reading a {kind} file needs a file object that "
                              f"can seek ({type(exc).__name__}: {exc})") from None
     else:
-        path = name = data.check_path(path)
-        if not os.path.isfile(path) and not path.endswith(".npz") \
-                and os.path.isfile(path + ".npz"):
-            path = name = path + ".npz"
-        if not os.path.isfile(path):
-            what = " (a folder)" if os.path.isdir(path) else ""
-            raise FileNotFoundError(f"no model file at {path}{what}")
-        archive_ok = zipfile.is_zipfile(path)
+        archive_ok = zipfile.is_zipfile(source)
     if not archive_ok:
         raise ValueError(f"{name} is not a readable {kind} file (not an .npz archive)")
     arrays, key = {}, None
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(source, allow_pickle=False) as archive:
             for key in archive.files:
                 try:
                     arrays[key] = archive[key]
@@ -110,12 +128,22 @@ def write_atomically(path, arrays: dict[str, Any]) -> str:
     """``np.savez(path, **arrays)``, through a temporary file in the same folder that then
     replaces ``path``: a reader (a server reloading the model) sees the old file or the new
     one, never half of one, and a failed save leaves the old file as it was. Returns the
-    file's name (``path``, ``.npz`` added if missing). A file object is written as it
-    is, where it is, and named as :func:`file_name` names it."""
+    file's name (``path``, ``.npz`` added if missing). A URL's file is uploaded whole or
+    not at all (an fsspec transaction). A file object is written as it is, where it is,
+    and named as :func:`file_name` names it."""
     if is_file_object(path):
         check_binary(path, "wb")
         np.savez(path, **arrays)
         return file_name(path)
+    if is_url(path):  # written whole or not at all, by an fsspec transaction
+        fs, where = _urls.filesystem(path, "writing")
+        if fs.isdir(where):
+            raise IsADirectoryError(f"cannot save the model to {path}: it is a folder; give "
+                                    f"a file name such as {path.rstrip('/')}/model.npz")
+        final = path if path.endswith(".npz") else path + ".npz"
+        with _urls.written(final, "wb") as file:
+            np.savez(file, **arrays)
+        return final
     final = data.check_path(path)
     # checked here, else the errors would name the temporary file
     data.check_output_file(final, "save the model", "model.npz")

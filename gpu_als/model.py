@@ -1798,9 +1798,11 @@ class ALS:
         Parameters
         ----------
         path : str, path-like or file object
-            Where to write (``.npz`` is added if missing, as NumPy does); or a binary file
-            object (opened with ``"wb"``, an ``io.BytesIO``, a file of an fsspec
-            filesystem), written from where it is.
+            Where to write (``.npz`` is added if missing, as NumPy does); a URL
+            (``s3://bucket/model.npz``, any protocol of fsspec's whose package is
+            installed), uploaded whole or not at all; or a binary file object (opened with
+            ``"wb"``, an ``io.BytesIO``, a file of an fsspec filesystem), written from
+            where it is.
         user_ids, item_ids : array-like, optional
             The original ids of the factor rows (e.g. from :func:`gpu_als.data.from_dataframe`),
             stored as numbers, booleans, strings, bytes or datetimes (others as their
@@ -1903,8 +1905,9 @@ class ALS:
     @classmethod
     def load(cls, path, backend: str | Backend = "auto") -> ALS:
         """Read a model written by :meth:`save`, onto ``backend``. ``path`` as given to
-        ``save``: without its ``.npz`` suffix too; or a binary file object (opened with
-        ``"rb"``, an ``io.BytesIO``, a file of an fsspec filesystem), read from where it is.
+        ``save`` (a path or a URL, without its ``.npz`` suffix too); or a binary file object
+        (opened with ``"rb"``, an ``io.BytesIO``, a file of an fsspec filesystem), read from
+        where it is.
 
         Raises
         ------

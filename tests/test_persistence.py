@@ -163,6 +163,61 @@ def test_a_save_replaces_the_file_whole_or_not_at_all(fitted, tmp_path, monkeypa
         model.save(tmp_path / "missing" / "model.npz")
 
 
+def test_a_model_saves_to_and_loads_from_a_url(fitted, tmp_path, monkeypatch):
+    """A URL (fsspec's in-memory filesystem here, s3:// alike) as a path: ``.npz`` added
+    and found as for a path; a failed save leaves the model that was there, whole (an
+    fsspec transaction: a plain upload would have committed half a file); a folder, a
+    missing file, a broken one and an unknown protocol are refused by the URL."""
+    fsspec = pytest.importorskip("fsspec")
+    model, R = fitted
+    memory, root = fsspec.filesystem("memory"), f"/{uuid.uuid4().hex}"
+    url = f"memory:/{root}/models/model"
+    try:
+        assert model.save(url) == f"{url}.npz"
+        assert memory.ls(f"{root}/models", detail=False) == [f"{root}/models/model.npz"]
+        for name in (url, f"{url}.npz"):
+            loaded = ALS.load(name, backend="cpu")
+            np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+            np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)
+            assert loaded.get_params() == model.get_params()
+        before = memory.cat(f"{root}/models/model.npz")
+
+        def fail(file, **arrays):  # np.savez that writes half a file, then fails
+            file.write(b"PK\x03\x04half a model")
+            raise OSError("quota exceeded (test)")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(np, "savez", fail)
+            with pytest.raises(OSError, match="quota exceeded"):
+                model.save(url)
+            with pytest.raises(OSError, match="quota exceeded"):
+                model.save(f"memory:/{root}/models/new.npz")
+        assert memory.cat(f"{root}/models/model.npz") == before
+        assert memory.ls(f"{root}/models", detail=False) == [f"{root}/models/model.npz"]
+        with pytest.raises(IsADirectoryError, match=f"^cannot save the model to memory:/"
+                                                    f"{root}/models: it is a folder; give a "
+                                                    f"file name such as memory:/{root}/"
+                                                    f"models/model.npz$"):
+            model.save(f"memory:/{root}/models")
+        with pytest.raises(FileNotFoundError, match=f"^no model file at memory:/{root}/"
+                                                    f"models \\(a folder\\)$"):
+            ALS.load(f"memory:/{root}/models")
+        with pytest.raises(FileNotFoundError, match=f"^no model file at memory:/{root}/none$"):
+            ALS.load(f"memory:/{root}/none")
+        memory.pipe(f"{root}/models/broken.npz", before[:100])
+        with pytest.raises(ValueError, match=f"^memory:/{root}/models/broken.npz is not a "
+                                             f"readable gpu-als model file"):
+            ALS.load(f"memory:/{root}/models/broken.npz")
+    finally:
+        memory.rm(root, recursive=True)
+    with pytest.raises(ValueError, match="^nope://bucket/model.npz: Protocol not known"):
+        ALS.load("nope://bucket/model.npz")
+    # a local file by its file:// URL, saved whole or not at all as well
+    assert model.save(f"file://{tmp_path}/model") == f"file://{tmp_path}/model.npz"
+    np.testing.assert_array_equal(ALS.load(tmp_path / "model.npz").user_factors_,
+                                  model.user_factors_)
+
+
 def test_a_folder_that_refuses_the_file_is_named_in_the_error(fitted, tmp_path, monkeypatch):
     """(A read-only folder; root, who runs CI, may write to any, hence the stand-in.) The
     error names the file asked for, not the temporary file beside it, and leaves nothing."""
