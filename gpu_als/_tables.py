@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import functools
 import io
 import itertools
 import os
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import _urls
+from ._urls import is_url, suffix
 from .data import (
     column_like,
     counted,
@@ -41,26 +44,30 @@ STDIN_KINDS = ((b"\x1f\x8b", "stdin.csv.gz"), (b"BZh", "stdin.csv.bz2"),
 
 
 def read_frame(args: argparse.Namespace):
-    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked;
-    ``-`` reads standard input (CSV, compressed or not, or Parquet), copied to a temporary
-    file first: the file is read more than once (its delimiter, its ids' types)."""
+    """The file named by ``args.file`` as a pandas DataFrame, its id columns checked.
+    ``-`` reads standard input (CSV, compressed or not, or Parquet), and the CSV file of a
+    URL is downloaded: each is copied to a temporary file first, since the file is read
+    more than once (its delimiter, its ids' types), and named as given in the errors and
+    warnings. A URL's Parquet is read where it is."""
     _check_columns_apart(args)
-    if str(args.file) != "-":
-        return _read_frame(args)
-    import shutil
+    if str(args.file) == "-":
+        return _read_a_copy(args, "standard input", _copy_of_stdin)
+    if is_url(args.file) and not _checked_path(args) and suffix(args.file) not in PARQUET:
+        return _read_a_copy(args, args.file, functools.partial(_downloaded, args.file))
+    return _read_frame(args)
+
+
+#: The suffixes of a Parquet file (any other file is read as CSV).
+PARQUET = (".parquet", ".pq")
+
+
+def _read_a_copy(args: argparse.Namespace, name: str, copy: Callable[[Path], Path]):
+    """:func:`_read_frame` of the file that ``copy`` writes into a temporary folder (and
+    returns the path of), named ``name`` in the errors and warnings."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gpu-als-") as folder:
-        path = Path(folder) / "stdin"
-        with open(path, "wb") as copy:
-            shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
-        with open(path, "rb") as copied:
-            head = copied.read(8)
-        if not head:
-            raise ValueError("standard input is empty: pipe the interactions in (e.g. "
-                             "zcat data.csv.gz | gpu-als train -), or name their file")
-        path = path.rename(path.with_name(next(
-            (name for magic, name in STDIN_KINDS if head.startswith(magic)), "stdin.csv")))
+        path = copy(Path(folder))
         caught: list[warnings.WarningMessage] = []
         try:  # errors and warnings named as the user named the file
             with warnings.catch_warnings(record=True) as caught:
@@ -69,11 +76,42 @@ def read_frame(args: argparse.Namespace):
             df.attrs.pop("csv_file", None)  # (lines of a copy about to be deleted)
             return df
         except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace(str(path), "standard input")) from None
+            raise type(exc)(str(exc).replace(str(path), name)) from None
         finally:
             for said in caught:
-                warnings.warn_explicit(str(said.message).replace(str(path), "standard input"),
+                warnings.warn_explicit(str(said.message).replace(str(path), name),
                                        said.category, said.filename, said.lineno)
+
+
+def _copy_of_stdin(folder: Path) -> Path:
+    """Standard input copied into ``folder``, named as a file of what its first bytes say
+    it is (compressed as its name then says, or Parquet); an empty one is refused."""
+    import shutil
+
+    path = folder / "stdin"
+    with open(path, "wb") as copy:
+        shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
+    with open(path, "rb") as copied:
+        head = copied.read(8)
+    if not head:
+        raise ValueError("standard input is empty: pipe the interactions in (e.g. "
+                         "zcat data.csv.gz | gpu-als train -), or name their file")
+    return path.rename(path.with_name(next(
+        (name for magic, name in STDIN_KINDS if head.startswith(magic)), "stdin.csv")))
+
+
+def _downloaded(url: str, folder: Path) -> Path:
+    """The file of ``url`` copied into ``folder`` under its own name (which says whether
+    it is compressed), with a progress bar on a terminal."""
+    import shutil
+
+    fs, where = _urls.filesystem(url)
+    path = folder / PurePosixPath(where).name
+    with fs.open(where, "rb") as source, open(path, "wb") as target, \
+            tqdm.wrapattr(target, "write", total=fs.size(where), desc=f"downloading {url}",
+                          disable=None, leave=False) as bar:
+        shutil.copyfileobj(source, bar, 1 << 20)
+    return path
 
 
 def counts_rows(args: argparse.Namespace) -> bool:
@@ -119,11 +157,7 @@ def _read_frame(args: argparse.Namespace):
         raise ValueError("--event-weights names a column, and --no-header leaves the file's "
                          "columns unnamed: give the file a header line")
     folder = _checked_path(args)
-    parquet = folder or _suffix(args.file) in (".parquet", ".pq")
-    if not parquet and is_url(args.file):
-        raise ValueError(f"{args.file}: a URL is read as Parquet (a .parquet file, or a "
-                         f"folder of them), and this one is read as CSV: download it, and "
-                         f"name the file")
+    parquet = folder or suffix(args.file) in PARQUET
     df = _read_parquet_file(pd, args, folder) if parquet else _read_csv_file(pd, args)
     _check_id_columns(args, [str(c) for c in df.columns], parquet)
     _check_other_columns(args, df.columns,
@@ -152,49 +186,13 @@ def _read_frame(args: argparse.Namespace):
     return df
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def file_argument(text: str) -> Path | str:
-    """A command's interaction file (argparse's type): a path on this machine, or the URL
-    of a Parquet file or folder (``s3://bucket/events/``: any protocol of fsspec's),
-    kept as written (a ``Path`` would fold its ``//``)."""
-    return text if _URL.match(text) else Path(text)
-
-
-def is_url(file: Any) -> bool:
-    """Whether an interaction file (:func:`file_argument`'s) is a URL."""
-    return isinstance(file, str) and _URL.match(file) is not None
-
-
-def _suffix(file: Path | str) -> str:
-    """The file's suffix, in lower case (a URL's path's)."""
-    return (PurePosixPath(file) if is_url(file) else Path(file)).suffix.lower()
-
-
-def _url_filesystem(url: str):
-    """The fsspec filesystem of ``url``, and the path in it; a protocol that fsspec does
-    not know, or whose package is not installed, is said as the URL's."""
-    try:
-        from fsspec.core import url_to_fs
-    except ImportError as exc:
-        raise RuntimeError(f"reading {url} needs fsspec: pip install fsspec, and its "
-                           f"package for the protocol (e.g. s3fs, gcsfs)") from exc
-    try:
-        return url_to_fs(url)
-    except ImportError as exc:  # e.g. "Install s3fs to access S3"
-        raise RuntimeError(f"reading {url}: {exc}") from exc
-    except ValueError as exc:  # "Protocol not known: ..."
-        raise ValueError(f"{url}: {exc}") from exc
-
-
 def _checked_path(args: argparse.Namespace) -> bool:
     """Refuse an interaction file that is not there, or is a model (.npz), or a folder
     that is not the Parquet files of one table; returns whether it is a folder (Spark's
     and Dask's output: a folder of Parquet part files). A URL is looked up through its
     filesystem."""
     if is_url(args.file):
-        filesystem, path = _url_filesystem(args.file)
+        filesystem, path = _urls.filesystem(args.file)
         folder, there = filesystem.isdir(path), filesystem.isfile(path)
         files = [PurePosixPath(file[len(path.rstrip("/")) + 1:])
                  for file in filesystem.find(path)] if folder else []
@@ -206,7 +204,7 @@ def _checked_path(args: argparse.Namespace) -> bool:
         _check_parquet_folder(args.file, files)
     elif not there:
         raise ValueError(f"{args.file}: no such file")
-    elif _suffix(args.file) == ".npz":  # (a model given for the data)
+    elif suffix(args.file) == ".npz":  # (a model given for the data)
         raise ValueError(f"{args.file} is an .npz file, as models are: give the "
                          f"interactions as a CSV or Parquet file")
     return folder
@@ -443,7 +441,7 @@ def dask_frame(args: argparse.Namespace, feedback: str):
                          "standard input has none: name a Parquet file or folder, or leave "
                          "--read-on-workers out")
     folder = _checked_path(args)
-    if not folder and _suffix(args.file) not in (".parquet", ".pq"):
+    if not folder and suffix(args.file) not in PARQUET:
         raise ValueError(f"--read-on-workers reads Parquet, and {args.file} is read as CSV: "
                          f"write it as Parquet (one file, or a folder of them), or leave "
                          f"--read-on-workers out to read it in this process")
@@ -520,7 +518,7 @@ def _parquet_dataset(args: argparse.Namespace, folder: bool):
     command reads that others have is refused."""
     import pyarrow.dataset
 
-    filesystem, path = _url_filesystem(args.file) if is_url(args.file) else \
+    filesystem, path = _urls.filesystem(args.file) if is_url(args.file) else \
         (None, str(args.file))
     dataset = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet",
                                       partitioning="hive")
@@ -576,7 +574,7 @@ def _check_parquet_folder(folder: Path | str, files: list) -> None:
                          f"Parquet file, or a folder of Parquet files")
     other = next((file for file in files
                   if not any(part.startswith((".", "_")) for part in file.parts)
-                  and file.suffix.lower() not in (".parquet", ".pq")), None)
+                  and file.suffix.lower() not in PARQUET), None)
     if other is not None:
         raise ValueError(f"{folder} is read as the Parquet files of one table, but holds "
                          f"other files too (e.g. {other}): give a folder of Parquet files "
@@ -922,7 +920,8 @@ def sniff_delimiter(path: Path, encoding: str = "utf-8", lines: int = 20) -> str
 def write_table(path: str, columns: dict[str, Any], scores: tuple[str, ...]) -> int:
     """Columns of equal length as CSV (``-``: standard output; the columns named in
     ``scores`` to 6 significant digits), or as Parquet where ``path`` ends in ``.parquet``
-    (the ids in their types, the scores unrounded). Returns the number of rows written."""
+    (the ids in their types, the scores unrounded), at a path or a URL (written whole or
+    not at all). Returns the number of rows written."""
     arrays = {name: np.asarray(values) for name, values in columns.items()}
     if path.lower().endswith(".parquet"):
         return _write_parquet(path, arrays)
@@ -947,7 +946,8 @@ def write_factors(path: str, kind: str, ids: np.ndarray, factors: np.ndarray) ->
         table = pa.Table.from_pandas(pd.DataFrame({kind: ids}), preserve_index=False)
         vectors = pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(factors).reshape(-1)), factors.shape[1])
-        pq.write_table(table.append_column("factors", vectors), path)
+        with _urls.written(path, "wb") as file:
+            pq.write_table(table.append_column("factors", vectors), file)
         return len(ids)
     names = [f"factor_{j}" for j in range(factors.shape[1])]
     exact = "%.9g" if factors.dtype.itemsize <= 4 else "%.17g"
@@ -958,12 +958,15 @@ def write_factors(path: str, kind: str, ids: np.ndarray, factors: np.ndarray) ->
 def _write_parquet(path: str, columns: dict[str, Any]) -> int:
     try:
         import pandas as pd
+        import pyarrow  # noqa: F401 (pandas' engine: missing, said before a file is opened)
 
-        pd.DataFrame(columns).to_parquet(path, index=False)
+        frame = pd.DataFrame(columns)
+        with _urls.written(path, "wb") as file:
+            frame.to_parquet(file, index=False)
     except ImportError as exc:
         raise RuntimeError("writing Parquet needs pandas and pyarrow: pip install "
                            "gpu-als[parquet]") from exc
-    return len(next(iter(columns.values())))
+    return len(frame)
 
 
 def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str],
@@ -977,8 +980,8 @@ def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str]
 
     rows = len(next(iter(arrays.values())))
     chunk = max(1, cells // len(arrays))
-    stream = sys.stdout if path == "-" else open(path, "w", newline="")
-    try:
+    with contextlib.nullcontext(sys.stdout) if path == "-" else \
+            _urls.written(path, "w", newline="") as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(list(arrays))
         with tqdm(total=rows, desc=f"writing {'CSV' if path == '-' else path}", unit="row",
@@ -989,7 +992,4 @@ def _write_csv(path: str, arrays: dict[str, np.ndarray], formats: dict[str, str]
                          for name, a in arrays.items()]  # (2x np.char.mod's speed)
                 writer.writerows(zip(*texts))
                 bar.update(len(texts[0]))
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
     return rows

@@ -51,13 +51,12 @@ from ._id_queries import (
 from ._tables import (
     dask_frame,
     event_weights,
-    file_argument,
-    is_url,
     no_ratings_column,
     read_frame,
     write_factors,
     write_table,
 )
+from ._urls import is_url, path_or_url, read_text
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS, counted
 from .datasets import MOVIELENS
@@ -152,24 +151,25 @@ def at_least(minimum: int) -> Callable[[str], int]:
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".json", ".gz")
 
 
-def file_path(text: str) -> Path:
-    """An argparse ``type``: a path to write, not empty (``Path("")`` is the working
+def file_path(text: str) -> Path | str:
+    """An argparse ``type``: a path or URL to write, not empty (``Path("")`` is the working
     folder, and the error would call it a folder)."""
     if not text:
         raise argparse.ArgumentTypeError("is empty: give a file name")
-    return Path(text)
+    return path_or_url(text)
 
 
-def model_file(text: str) -> Path:
-    """An argparse ``type``: the path of a model file to write, refused as the options are
-    parsed where its name ends as a table's (``.csv``, ``.parquet`` ...)."""
-    path = stem = file_path(text)
-    if path.name.lower().endswith(TABLE_SUFFIXES):
-        while stem.suffix.lower() in TABLE_SUFFIXES:  # results.csv.gz: results
-            stem = stem.with_suffix("")
+def model_file(text: str) -> Path | str:
+    """An argparse ``type``: the path or URL of a model file to write, refused as the
+    options are parsed where its name ends as a table's (``.csv``, ``.parquet`` ...)."""
+    file_path(text)  # (not empty)
+    stem = text
+    while stem.lower().endswith(TABLE_SUFFIXES):  # results.csv.gz: results
+        stem = stem[:stem.rindex(".")]
+    if stem != text:
         raise argparse.ArgumentTypeError(f"{text!r} is named as a table: -o writes the "
                                          f"model, as .npz (ALS.save), e.g. -o {stem}.npz")
-    return path
+    return path_or_url(text)
 
 
 def real_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
@@ -234,8 +234,8 @@ def make_model(args: argparse.Namespace, **overrides):
 
 
 class IdList(argparse.Action):
-    """An option of ids (``nargs="+"``): each value is an id, or ``@FILE``, the ids in FILE,
-    one per line (blank lines skipped), for lists too long to type."""
+    """An option of ids (``nargs="+"``): each value is an id, or ``@FILE``, the ids in FILE
+    (a path or a URL), one per line (blank lines skipped), for lists too long to type."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         ids: list[str] = []
@@ -243,10 +243,9 @@ class IdList(argparse.Action):
             if not value.startswith("@"):
                 ids.append(value)
                 continue
-            path = Path(value[1:])
-            try:
-                text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel) is not an id
-            except (OSError, UnicodeDecodeError) as exc:
+            try:  # (a BOM, as Excel writes, is not an id)
+                text = read_text(value[1:], encoding="utf-8-sig")
+            except (OSError, ValueError, RuntimeError) as exc:  # (UnicodeDecodeError too)
                 raise argparse.ArgumentError(
                     self, f"{value}: cannot read the file of ids ({error_message(exc)}); an "
                           f"id that begins with @ is read from a file too") from None
@@ -269,9 +268,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     """The interaction file and its columns; ``optional``: the file may be left out, and
     this says what it is for; ``values``: what the value column is for."""
     if optional:
-        parser.add_argument("file", type=file_argument, nargs="?", help=optional)
+        parser.add_argument("file", type=path_or_url, nargs="?", help=optional)
     else:
-        parser.add_argument("file", type=file_argument,
+        parser.add_argument("file", type=path_or_url,
                             help="CSV (any delimiter; may be compressed, e.g. .csv.gz) or "
                                  "Parquet file, a folder of Parquet files, the URL of a "
                                  "Parquet file or folder (s3://..., through fsspec), or - "
@@ -1127,7 +1126,7 @@ def add_table_output(parser: argparse.ArgumentParser) -> None:
                              "where the name ends in .parquet")
 
 
-def load_model(path: str, backend: str):
+def load_model(path: Path | str, backend: str):
     """A model saved by gpu-als, or by the implicit library (converted, and said so)."""
     from .exceptions import ImplicitModelFileError
     from .interop import from_implicit
@@ -1433,7 +1432,7 @@ def _check_gpu() -> int:
     return 1 if failed else 0
 
 
-def model_summary(path: Path) -> int:
+def model_summary(path: Path | str) -> int:
     """``gpu-als info MODEL``: a saved model's hyperparameters, its users and items (how
     many, and their ids), its factors and its recorded training loss."""
     model = load_model(str(path), "cpu")
@@ -1574,7 +1573,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same path (a shared file system) or by its URL, and this "
                         "process never holds the interactions (default: it reads them and "
                         "sends each worker its part); not with --early-stopping")
-    p.add_argument("--init", type=Path, default=None, metavar="MODEL",
+    p.add_argument("--init", type=path_or_url, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "
                         "by row number for a model without ids; new ones start random)")
@@ -1590,7 +1589,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out each user's latest interactions by this column of times "
                         "(numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column)")
-    g.add_argument("--validation", type=file_argument, default=None,
+    g.add_argument("--validation", type=path_or_url, default=None,
                    metavar="VALIDATION_FILE",
                    help="validate on this file of the same columns instead (a split made "
                         "beforehand); the model then trains on both files")
@@ -1627,7 +1626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", type=at_least(1), default=None, metavar="K",
                    help="with --time-col: hold out each user's latest K interactions (of the "
                         "users with more than K; 1: leave the last one out)")
-    p.add_argument("--test", type=file_argument, default=None, metavar="TEST_FILE",
+    p.add_argument("--test", type=path_or_url, default=None, metavar="TEST_FILE",
                    help="the held-out interactions, as a second file of the same columns "
                         "(a split made beforehand, e.g. MovieLens' u1.base and u1.test): "
                         "FILE is all of train; test rows of new users or items, and pairs "
@@ -1688,7 +1687,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "times (numbers, or dates and times), not a random share (with "
                         "--no-header, the fourth column); validation rows of new users or "
                         "items, and pairs already in the rest, are not scored")
-    p.add_argument("--validation", type=file_argument, default=None,
+    p.add_argument("--validation", type=path_or_url, default=None,
                    metavar="VALIDATION_FILE",
                    help="validate on this file of the same columns instead (a split made "
                         "beforehand; its rows of new users or items, and pairs already in "
@@ -1722,7 +1721,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Recommend items to users with a model saved by "
                             "'gpu-als train' (or ALS.save), as CSV rows user,item,rank,score. "
                             "Users the model lacks are folded in from their rows of FILE.")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p, optional="interactions (CSV or Parquet): its users get "
                      "recommendations without the items they have; users the model lacks "
                      "are folded in from their rows")
@@ -1745,7 +1744,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "item,user,rank,score: recommend with the sides swapped "
                             "(ALS.recommend_users_frame). Items the model lacks are folded in "
                             "from their rows of FILE.")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p, optional="interactions (CSV or Parquet): its items get users, "
                      "without the users who have them; items the model lacks are folded in "
                      "from their rows")
@@ -1769,7 +1768,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "user,item,score in the file's order (and value, where FILE has "
                             "the value column). Pairs whose user or item the model lacks get "
                             "nan, and are counted (ALS.predict_frame).")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p, values="copied to the output, as value, where the file has it")
     add_table_options(p)
     p.set_defaults(func=predict_command, values_counted=False)
@@ -1780,7 +1779,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "model's item factors (no retraining: items and known users keep "
                             "their factors), and save the model (ALS.partial_fit_users). "
                             "With --items, the same for new items against the user factors.")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p)
     p.add_argument("--items", action="store_true",
                    help="fold in the file's new items (cold-start items, from the users who "
@@ -1798,7 +1797,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="The items (or users) whose factors have the largest "
                             "cosine with each given one's, the query itself left out, as CSV "
                             "rows item,similar_item,rank,score.")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p, optional="interactions (CSV or Parquet) that fold in the items (or "
                      "users) the model lacks, from their rows: the items most like a new "
                      "one, from its first users")
@@ -1818,7 +1817,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "back as the same floats), or, where the output ends in "
                             ".parquet, columns item and factors, a fixed-size list per row "
                             "(as Spark MLlib's itemFactors).")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--items", nargs="*", metavar="ID", action=IdList,
                        help="these items (default: every item of the model)" + ID_FILE_HELP)
@@ -1832,7 +1831,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "user's items in FILE (Hu, Koren & Volinsky 2008, section 5), "
                             "as CSV rows user,item,score,because_item,contribution: the "
                             "largest contributions first.")
-    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("model", type=path_or_url, help="model file (.npz; or its URL)")
     add_file_options(p)
     p.add_argument("--user", required=True, metavar="ID", help="the user, as in FILE")
     p.add_argument("--items", "--item", required=True, nargs="+", metavar="ID",
@@ -1857,8 +1856,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="versions, backends and GPU limits here (or what a "
                                          "model file holds)",
                             description=info_command.__doc__)
-    p.add_argument("model", type=Path, nargs="?", default=None,
-                   help="a model file (.npz): show its hyperparameters, users, items, "
+    p.add_argument("model", type=path_or_url, nargs="?", default=None,
+                   help="a model file (.npz; or its URL): show its hyperparameters, users, items, "
                         "factors and training loss instead")
     p.add_argument("--compile", action="store_true",
                    help="also build every kernel (on the GPU, or with NVRTC for sm_75, sm_80, "
@@ -1897,7 +1896,7 @@ def check_output_folders(args: argparse.Namespace) -> None:
         return
     for name in OUTPUT_OPTIONS:
         path = getattr(args, name, None)
-        if path is None or str(path) == "-":
+        if path is None or str(path) == "-" or is_url(path):  # (a URL's: as it is written)
             continue
         if str(path) == "":  # (it said "--output  is a folder")
             raise ValueError(f"--{name} is empty: give a file name")

@@ -4,7 +4,8 @@ results, and the benchmark's charts.
 matplotlib is optional (``pip install gpu-als[plot]``) and imported only here. The charts
 are drawn on ``matplotlib.figure.Figure`` objects, not through pyplot: writing a file
 changes neither pyplot's backend nor its current figure (a notebook's inline plots keep
-working).
+working). A chart's ``path`` may be a URL (``s3://bucket/loss.png``: any protocol of
+fsspec's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._urls import is_url, suffix, written
 from .data import check_int, check_output_file, check_path, described, shown_value, to_host
 
 __all__ = ["plot_loss", "plot_item_pca", "plot_tuning", "plot_benchmark", "pca",
@@ -38,10 +40,16 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
-def _save(fig, path) -> Path:
-    """Write ``fig`` to ``path`` (a str, bytes or path-like) in the format its suffix names,
-    PNG for a name without one (``.png`` then added, as matplotlib does), and return the
-    file written as a Path."""
+def _save(fig, path) -> Path | str:
+    """Write ``fig`` to ``path`` (a str, bytes or path-like, or a URL) in the format its
+    suffix names, PNG for a name without one (``.png`` then added, as matplotlib does), and
+    return the file written: as a Path, or the URL."""
+    if is_url(path):
+        if not suffix(path):
+            path += ".png"
+        with written(path, "wb") as file:  # (whole or not at all)
+            fig.savefig(file, format=suffix(path)[1:])
+        return path
     path = Path(check_path(path))
     if not path.suffix and not path.is_dir():  # a folder: refused below
         path = path.with_name(path.name + ".png")
@@ -102,7 +110,7 @@ def _of_model(value: Any, attribute: str) -> Any:
     return value
 
 
-def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
+def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path | str:
     """The loss after each iteration, on a log scale (linear where a loss is 0 or
     below); written to ``path`` (PNG). ``loss_history``: a fitted model's
     ``loss_history_``, or the model itself."""
@@ -131,7 +139,7 @@ def plot_loss(loss_history, path, *, title: str = "ALS training loss") -> Path:
 
 
 def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embeddings (PCA)"
-                  ) -> Path:
+                  ) -> Path | str:
     """Item factors projected on their first two principal components, coloured by
     popularity (log scale), with the explained variance on the axes (the reference
     document's embedding visualisation). ``item_factors``: a fitted model's
@@ -163,7 +171,7 @@ def plot_item_pca(item_factors, popularity, path, *, title: str = "ALS item embe
 MAX_VALUE_TICKS = 8
 
 
-def plot_tuning(result, path, *, title: str | None = None) -> Path:
+def plot_tuning(result, path, *, title: str | None = None) -> Path | str:
     """The validation metric against each searched hyperparameter (one panel each).
 
     Filled dots: trials that ran all their iterations; hollow: trials stopped early by

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from ._training import Training, check_fit_memory, idle_settings
+from ._urls import is_url, written
 from .backends import get_backend, get_backend_or_cpu
 from .evaluation import (
     LOWER_IS_BETTER,
@@ -136,19 +137,19 @@ class TuneResult:
             ["finished", "score"], ascending=[False, self.lower_is_better]
         ).reset_index(drop=True)
 
-    def to_csv(self, path) -> Path:
+    def to_csv(self, path) -> Path | str:
         """Write the trials, best first, as CSV (no pandas needed); returns the file
-        written (``path``, a leading ``~`` expanded)."""
-        path = data.check_path(path)
+        written (``path``, a leading ``~`` expanded; or its URL, ``s3://...``)."""
+        path = path if is_url(path) else data.check_path(path)
         sign = 1 if self.lower_is_better else -1
         rows = sorted(self.trials, key=lambda t: (not t["finished"], math.isnan(t["score"]),
                                                   sign * t["score"]))
-        with open(path, "w", newline="") as handle:
+        with written(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows({name: data.shown_value(value) for name, value in row.items()}
                              for row in rows)
-        return Path(path)
+        return path if is_url(path) else Path(path)
 
 
 #: What a trial's fit may raise for its configuration alone, which :func:`tune` records

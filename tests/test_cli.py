@@ -1401,9 +1401,8 @@ def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
 
 def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
     """A URL (here fsspec's in-memory filesystem) trains as the folder it copies, with
-    the same checks (a part file without a column, other files, no such file); a CSV
-    file, a protocol fsspec does not know and one whose package is missing are refused
-    with what to do."""
+    the same checks (a part file without a column, other files, no such file); a protocol
+    fsspec does not know and one whose package is missing are refused with what to do."""
     fsspec = pytest.importorskip("fsspec")
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -1454,10 +1453,6 @@ def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
             f"(e.g. notes.txt): give a folder of Parquet files only, or one file\n")
         assert refused(f"memory:/{root}/none.parquet") == \
             f"memory:/{root}/none.parquet: no such file\n"
-        memory.pipe(f"{root}/log.csv", b"uid,iid,plays\n1,2,3\n")
-        assert refused(f"memory:/{root}/log.csv") == (
-            f"memory:/{root}/log.csv: a URL is read as Parquet (a .parquet file, or a folder "
-            f"of them), and this one is read as CSV: download it, and name the file\n")
     finally:
         memory.rm(root, recursive=True)
     assert refused("nope://bucket/events/").startswith(
@@ -1465,6 +1460,95 @@ def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
     if importlib.util.find_spec("s3fs") is None:
         assert refused("s3://bucket/events/") == \
             "reading s3://bucket/events/: Install s3fs to access S3\n"
+
+
+def test_every_file_a_command_reads_or_writes_may_be_a_url(csv_file, tmp_path, capsys):
+    """CSV files by URL (plain or compressed) are downloaded and read as the local file,
+    their errors naming the URL; models, tables, factors, trials and charts are written
+    to URLs and read from them as from paths (fsspec's in-memory filesystem here)."""
+    fsspec = pytest.importorskip("fsspec")
+    memory, root = fsspec.filesystem("memory"), f"/{tmp_path.name}"
+    url = f"memory:/{root}"
+    memory.pipe(f"{root}/data/clicks.csv", csv_file.read_bytes())
+    memory.pipe(f"{root}/data/clicks.csv.gz", gzip.compress(csv_file.read_bytes()))
+    common = ["--factors", "3", "--iterations", "2", "--backend", "cpu"]
+
+    def run(*argv, status=0):
+        assert main(list(argv)) == status, capsys.readouterr()
+        said = capsys.readouterr()
+        return re.sub(r"[\d.]+ s\b", "T s", said.out + said.err)
+
+    try:
+        here = run("train", str(csv_file), *common, "-o", str(tmp_path / "here.npz"))
+        for data in (f"{url}/data/clicks.csv", f"{url}/data/clicks.csv.gz"):
+            said = run("train", data, *common, "-o", f"{url}/models/model")
+            assert said == here.replace(str(csv_file), data).replace(
+                str(tmp_path / "here.npz"), f"{url}/models/model.npz")
+            expected, model = (ALS.load(tmp_path / "here.npz"),
+                               ALS.load(f"{url}/models/model.npz"))
+            np.testing.assert_array_equal(model.user_factors_, expected.user_factors_)
+            np.testing.assert_array_equal(model.item_ids_, expected.item_ids_)
+        # --init and the commands' model by URL; their tables to URLs, as they go to files
+        run("train", f"{url}/data/clicks.csv", "--iterations", "1", "--init",
+            f"{url}/models/model.npz", "-o", f"{url}/models/more.npz")
+        run("train", str(csv_file), "--iterations", "1", "--init", str(tmp_path / "here.npz"),
+            "-o", str(tmp_path / "more.npz"))
+        assert memory.cat(f"{root}/models/more.npz") == (tmp_path / "more.npz").read_bytes()
+        for command, *more in (("recommend", f"{url}/data/clicks.csv", "-N", "3"),
+                               ("similar", "--items", "100", "101"),
+                               ("export", "--items"), ("predict", str(csv_file))):
+            for table in ("table.csv", "table.parquet"):
+                local = run(command, str(tmp_path / "more.npz"), *more, "-o",
+                            str(tmp_path / table))
+                remote = run(command, f"{url}/models/more.npz", *more, "-o",
+                             f"{url}/out/{table}")
+                assert remote == local.replace(str(tmp_path / table), f"{url}/out/{table}")
+                assert memory.cat(f"{root}/out/{table}") == (tmp_path / table).read_bytes(), \
+                    (command, table)
+        memory.pipe(f"{root}/data/items.txt", b"\xef\xbb\xbf100\n101\n")  # (a BOM)
+        assert run("similar", f"{url}/models/more.npz", "--items", f"@{url}/data/items.txt") \
+            == run("similar", f"{url}/models/more.npz", "--items", "100", "101")
+        with pytest.raises(SystemExit):
+            main(["similar", f"{url}/models/more.npz", "--items", f"@{url}/none.txt"])
+        assert capsys.readouterr().err.endswith(
+            f"gpu-als similar: error: argument --items: @{url}/none.txt: cannot read "
+            f"the file of ids (No such file or directory: {url}/none.txt); an id that begins "
+            f"with @ is read from a file too\n")
+        assert run("info", f"{url}/models/more.npz") == run(
+            "info", str(tmp_path / "more.npz")).replace(str(tmp_path / "more.npz"),
+                                                        f"{url}/models/more.npz")
+        run("fold-in", f"{url}/models/more.npz", f"{url}/data/clicks.csv", "--update-known",
+            "-o", f"{url}/models/folded.npz")
+        run("fold-in", str(tmp_path / "more.npz"), str(csv_file), "--update-known", "-o",
+            str(tmp_path / "folded.npz"))
+        assert memory.cat(f"{root}/models/folded.npz") == \
+            (tmp_path / "folded.npz").read_bytes()
+        run("evaluate", f"{url}/data/clicks.csv", *common, "-o", f"{url}/out/metrics.csv")
+        run("evaluate", str(csv_file), *common, "-o", str(tmp_path / "metrics.csv"))
+        assert memory.cat(f"{root}/out/metrics.csv") == (tmp_path / "metrics.csv").read_bytes()
+        if importlib.util.find_spec("matplotlib") is not None:
+            said = run("tune", f"{url}/data/clicks.csv", "--grid", "factors=2,3",
+                       "--iterations", "2", "--backend", "cpu", "--trials",
+                       f"{url}/out/trials.csv", "--plot", f"{url}/out/tune", "-o",
+                       f"{url}/models/best.npz")
+            assert f"all trials: {url}/out/trials.csv\n" in said
+            assert f"plot: {url}/out/tune.png\n" in said
+            assert memory.cat(f"{root}/out/trials.csv").count(b"\n") == 3
+            assert memory.cat(f"{root}/out/tune.png").startswith(b"\x89PNG")
+            assert ALS.load(f"{url}/models/best.npz").factors in (2, 3)
+        # a CSV URL's errors name it, not the copy read
+        memory.pipe(f"{root}/data/ratings.csv", b"uid,iid\n1,2\n")
+        assert run("train", f"{url}/data/ratings.csv", status=2) == (
+            f"gpu-als train: error: {url}/data/ratings.csv has no column 'user'; its columns "
+            f"are ['uid', 'iid']. Name the id columns with --user-col and --item-col (e.g. "
+            f"--user-col uid --item-col iid), or pass --no-header for a file without a "
+            f"header line\n")
+        assert run("train", f"{url}/data/none.csv", status=2) == \
+            f"gpu-als train: error: {url}/data/none.csv: no such file\n"
+        assert run("recommend", f"{url}/models/none.npz", str(csv_file), status=2) == \
+            f"gpu-als recommend: error: no model file at {url}/models/none.npz\n"
+    finally:
+        memory.rm(root, recursive=True)
 
 
 def test_a_wide_parquet_file_is_read_for_its_three_columns(csv_file, tmp_path, capsys,
