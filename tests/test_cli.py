@@ -1514,6 +1514,8 @@ def test_every_file_a_command_reads_or_writes_may_be_a_url(csv_file, tmp_path, c
             f"gpu-als similar: error: argument --items: @{url}/none.txt: cannot read "
             f"the file of ids (No such file or directory: {url}/none.txt); an id that begins "
             f"with @ is read from a file too\n")
+        assert run("export", f"{url}/models/more.npz", "-o", f"{url}/out", status=2) == \
+            f"gpu-als export: error: {url}/out is a folder: give a file name\n"
         assert run("info", f"{url}/models/more.npz") == run(
             "info", str(tmp_path / "more.npz")).replace(str(tmp_path / "more.npz"),
                                                         f"{url}/models/more.npz")
