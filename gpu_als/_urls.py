@@ -33,17 +33,19 @@ def suffix(file: Path | str) -> str:
     return (PurePosixPath(file) if is_url(file) else Path(file)).suffix.lower()
 
 
-def filesystem(url: str, doing: str = "reading"):
-    """The fsspec filesystem of ``url``, and the path in it. A missing fsspec, a protocol
-    that fsspec does not know or whose package is not installed are said with the URL and
-    what was being done (``doing``: "reading", "writing")."""
+def filesystem(url: str, doing: str = "reading", *, own: bool = False):
+    """The fsspec filesystem of ``url``, and the path in it: the instance that fsspec
+    shares, or with ``own`` one of this call's own (whose transaction is this caller's
+    alone: fsspec keeps one per instance). A missing fsspec, a protocol that fsspec does
+    not know or whose package is not installed are said with the URL and what was being
+    done (``doing``: "reading", "writing")."""
     try:
         from fsspec.core import url_to_fs
     except ImportError as exc:
         raise RuntimeError(f"{doing} {url} needs fsspec: pip install fsspec, and its "
                            f"package for the protocol (e.g. s3fs, gcsfs)") from exc
     try:
-        return url_to_fs(url)
+        return url_to_fs(url, skip_instance_cache=True) if own else url_to_fs(url)
     except ImportError as exc:  # e.g. "Install s3fs to access S3"
         raise RuntimeError(f"{doing} {url}: {exc}") from exc
     except ValueError as exc:  # "Protocol not known: ..."
@@ -66,12 +68,14 @@ def written(path: str | Path, mode: str = "w", **text: Any) -> Iterator[IO]:
     """A file to write at ``path`` (``mode`` "w" or "wb"; ``text``: ``open``'s
     ``newline=``, ``encoding=``). A URL's file appears when the block ends without an
     error, and not at all after one, through an fsspec transaction: a failed write leaves
-    what was there before (an upload to object storage is committed at its end)."""
+    what was there before (an upload to object storage is committed at its end). The
+    transaction is on a filesystem instance of this write's own, so that writes at once
+    (threads, or one within another) do not end each other's."""
     if not is_url(path):
         with open(path, mode, **text) as file:
             yield file
         return
-    fs, where = filesystem(str(path), "writing")
+    fs, where = filesystem(str(path), "writing", own=True)
     if fs.isdir(where):
         raise IsADirectoryError(f"{path} is a folder: give a file name")
     with fs.transaction, fs.open(where, mode, **text) as file:

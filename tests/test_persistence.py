@@ -212,6 +212,38 @@ def test_a_model_saves_to_and_loads_from_a_url(fitted, tmp_path, monkeypatch):
         memory.rm(root, recursive=True)
     with pytest.raises(ValueError, match="^nope://bucket/model.npz: Protocol not known"):
         ALS.load("nope://bucket/model.npz")
+    # saves at once (two threads; here one within the other's write, where they would
+    # share fsspec's one transaction per filesystem instance): each whole, or not at all
+    other = ALS(factors=5, iterations=1, backend="cpu", random_state=9,
+                show_progress=False).fit(R)
+    savez = np.savez
+
+    try:
+        with monkeypatch.context() as patch:
+            def save_the_other_first(file, **arrays):
+                patch.setattr(np, "savez", savez)  # (for the other save, and this one's)
+                other.save(f"memory:/{root}/inner.npz")
+                savez(file, **arrays)
+
+            patch.setattr(np, "savez", save_the_other_first)
+            model.save(f"memory:/{root}/outer.npz")
+        for name, saved in (("inner", other), ("outer", model)):
+            np.testing.assert_array_equal(ALS.load(f"memory:/{root}/{name}.npz")
+                                          .user_factors_, saved.user_factors_)
+
+        with monkeypatch.context() as patch, pytest.raises(OSError, match="quota"):
+            def save_the_other_then_fail(file, **arrays):
+                patch.setattr(np, "savez", savez)
+                other.save(f"memory:/{root}/inner2.npz")
+                file.write(b"PK\x03\x04half a model")
+                raise OSError("quota exceeded (test)")
+
+            patch.setattr(np, "savez", save_the_other_then_fail)
+            model.save(f"memory:/{root}/outer2.npz")
+        assert sorted(memory.ls(root, detail=False)) == [
+            f"{root}/{name}.npz" for name in ("inner", "inner2", "outer")]
+    finally:
+        memory.rm(root, recursive=True)
     # a local file by its file:// URL, saved whole or not at all as well
     assert model.save(f"file://{tmp_path}/model") == f"file://{tmp_path}/model.npz"
     np.testing.assert_array_equal(ALS.load(tmp_path / "model.npz").user_factors_,
