@@ -410,6 +410,11 @@ def _read_parquet_file(pd, args: argparse.Namespace, folder: bool):
     ``df.attrs["file_columns"]`` lists them all; every column where a column named is
     missing (the errors list them). ``folder``: whether it is a folder."""
     _refuse_no_header(args)
+    path, where = args.file, {}
+    if is_url(args.file):  # through fsspec, as the footers are read (pandas 2 would have
+        # pyarrow's own S3 client read s3://, blind to fsspec's configuration, endpoint_url)
+        filesystem, path = _urls.filesystem(args.file)
+        where = {"filesystem": filesystem}
     with _read_as_parquet(args, folder):
         dataset = _parquet_dataset(args, folder)
         names = dataset.schema.names
@@ -417,9 +422,10 @@ def _read_parquet_file(pd, args: argparse.Namespace, folder: bool):
         kept = [*ids, *_other_columns(args)]  # (--time-col's column)
         if not set(kept) <= set(names) or (args.value_col not in names
                                            and args.value_col != "value"):
-            return pd.read_parquet(args.file)
+            return pd.read_parquet(path, **where)
         counted = args.value_col not in names  # (the default column 'value' is missing)
-        df = pd.read_parquet(args.file, columns=kept if counted else [*kept, args.value_col])
+        df = pd.read_parquet(path, columns=kept if counted else [*kept, args.value_col],
+                             **where)
         df.attrs["file_columns"] = names
         if counted:
             _warn_unread_columns(dataset, kept, args)

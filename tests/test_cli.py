@@ -1399,13 +1399,21 @@ def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
         f"interactions as a CSV or Parquet file\n")
 
 
-def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
+def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys, monkeypatch):
     """A URL (here fsspec's in-memory filesystem) trains as the folder it copies, with
-    the same checks (a part file without a column, other files, no such file); a protocol
-    fsspec does not know and one whose package is missing are refused with what to do."""
+    the same checks (a part file without a column, other files, no such file), and is
+    read through fsspec alone: pandas 2 would have pyarrow's own S3 client read s3://,
+    blind to fsspec's configuration (an endpoint_url: found against a local S3 server). A
+    protocol fsspec does not know and one whose package is missing are refused with what
+    to do."""
     fsspec = pytest.importorskip("fsspec")
     pa = pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
     import pyarrow.parquet as pq
+
+    read_parquet, asked = pd.read_parquet, []
+    monkeypatch.setattr(pd, "read_parquet", lambda path, **kwargs: (
+        asked.append((path, kwargs.get("filesystem"))), read_parquet(path, **kwargs))[1])
 
     folder = tmp_path / "events"
     folder.mkdir()
@@ -1427,6 +1435,9 @@ def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys):
         expected, model = ALS.load(tmp_path / "here.npz"), ALS.load(tmp_path / "url.npz")
         np.testing.assert_array_equal(model.item_factors_, expected.item_factors_)
         np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+        # (the folder's path in the in-memory filesystem, and that filesystem)
+        assert [(str(path), type(filesystem).__name__) for path, filesystem in asked] == [
+            (str(folder), "NoneType"), (f"{root}/events", "MemoryFileSystem")]
         # a second file (--test, as --validation) by URL: the table of the local one's
         tested = []
         for test in (folder / "part-1.parquet", f"{url}/part-1.parquet"):
