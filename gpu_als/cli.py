@@ -272,9 +272,9 @@ def add_file_options(parser: argparse.ArgumentParser, *, optional: str | None = 
     else:
         parser.add_argument("file", type=path_or_url,
                             help="CSV (any delimiter; may be compressed, e.g. .csv.gz) or "
-                                 "Parquet file, a folder of Parquet files, the URL of a "
-                                 "Parquet file or folder (s3://..., through fsspec), or - "
-                                 "for standard input")
+                                 "Parquet file, a folder of Parquet files, the URL of any "
+                                 "of them (s3://..., through fsspec), or - for standard "
+                                 "input")
     parser.add_argument("--user-col", default="user", help="user id column (default user)")
     parser.add_argument("--item-col", default="item", help="item id column (default item)")
     parser.add_argument("--value-col", default="value",
@@ -1122,8 +1122,8 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
 def add_table_output(parser: argparse.ArgumentParser) -> None:
     """--output of the commands that write a table (CSV, or Parquet by its name)."""
     parser.add_argument("-o", "--output", default="-",
-                        help="CSV file to write (default: standard output), or Parquet "
-                             "where the name ends in .parquet")
+                        help="CSV file to write, or its URL (default: standard output); "
+                             "Parquet where the name ends in .parquet")
 
 
 def load_model(path: Path | str, backend: str):
@@ -1563,7 +1563,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_options(p)
     add_model_options(p)
     p.add_argument("-o", "--output", type=model_file, default=Path("model.npz"),
-                   help="model file to write (default model.npz)")
+                   help="model file to write, or its URL (default model.npz)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="fit on the Dask cluster of this scheduler (e.g. tcp://host:8786; "
                         "gpu_als.distributed.fit_distributed), each worker on --backend: "
@@ -1857,8 +1857,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "model file holds)",
                             description=info_command.__doc__)
     p.add_argument("model", type=path_or_url, nargs="?", default=None,
-                   help="a model file (.npz; or its URL): show its hyperparameters, users, items, "
-                        "factors and training loss instead")
+                   help="a model file (.npz; or its URL): show its hyperparameters, users, "
+                        "items, factors and training loss instead")
     p.add_argument("--compile", action="store_true",
                    help="also build every kernel (on the GPU, or with NVRTC for sm_75, sm_80, "
                         "sm_90 and sm_100)")
