@@ -480,11 +480,12 @@ def train(args: argparse.Namespace) -> int:
     if args.read_on_workers and args.scheduler is None:
         raise ValueError("--read-on-workers has the workers of a Dask cluster read the file: "
                          "give the cluster's --scheduler too")
-    if args.read_on_workers and args.early_stopping is not None:
-        raise ValueError("--read-on-workers does not combine with --early-stopping, whose "
-                         "validation interactions are split off in this process, which "
-                         "then reads the file: leave one of them out")
-    with fitting_on(args.scheduler) as (fit, where):  # a cluster that fails, before the read
+    if args.read_on_workers and args.early_stopping is not None and args.validation is None:
+        raise ValueError("--read-on-workers with --early-stopping validates on the rows of "
+                         "a --validation file: the file the workers read is never in this "
+                         "process to split (give --validation, or leave --read-on-workers "
+                         "out)")
+    with fitting_on(args.scheduler) as (fit, where, client):  # a cluster that fails: first
         parts = frame = None
         if args.read_on_workers:
             frame = dask_frame(args, model.feedback)
@@ -497,7 +498,10 @@ def train(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         saved_warm_start = model.warm_start  # --init is this command's, not the model's
         model.set_params(warm_start=args.init is not None)
-        if args.early_stopping is not None:
+        if args.early_stopping is not None and frame is not None:
+            iterations, frame = early_stopping_on_workers(args, model, frame, fit, client)
+            model.set_params(iterations=iterations)
+        elif args.early_stopping is not None:
             model.set_params(iterations=iterations_by_early_stopping(
                 args, model, matrix, user_ids, item_ids, fit, parts))
         if frame is None:
@@ -537,20 +541,20 @@ def fit_read_on_workers(fit, model, frame, file: Path | str) -> None:
 
 @contextlib.contextmanager
 def fitting_on(scheduler: str | None):
-    """``train``'s fit, as ``fit(model, matrix, user_ids=, item_ids=)``, and where it runs
-    (None: this process): ``model.fit``; or, with ``--scheduler``,
-    :func:`gpu_als.distributed.fit_distributed` on that Dask cluster, through a client
-    that is closed when the context ends."""
+    """``train``'s fit, as ``fit(model, matrix, user_ids=, item_ids=)``, where it runs
+    (None: this process) and the Dask client: ``model.fit`` (and None); or, with
+    ``--scheduler``, :func:`gpu_als.distributed.fit_distributed` on that Dask cluster,
+    through a client that is closed when the context ends."""
     with dask_client(scheduler) as client:
         if client is None:
-            yield (lambda model, matrix, **ids: model.fit(matrix, **ids)), None
+            yield (lambda model, matrix, **ids: model.fit(matrix, **ids)), None, None
             return
         from .distributed import fit_distributed
 
         def fit(model, matrix, **ids):
             return fit_distributed(model, matrix, client, **ids)
 
-        yield fit, f"the Dask cluster at {scheduler}"
+        yield fit, f"the Dask cluster at {scheduler}", client
 
 
 @contextlib.contextmanager
@@ -620,20 +624,92 @@ def iterations_by_early_stopping(args: argparse.Namespace, model, matrix, user_i
                          max_users=args.validation_users, random_state=args.seed)
     probe.set_params(callback=stop)
     fit(probe, fit_part, user_ids=user_ids, item_ids=item_ids)
+    return best_iterations(args, model, stop, held_out,
+                           int((stop.validation.getnnz(axis=1) > 0).sum()))
+
+
+def best_iterations(args: argparse.Namespace, model, stop, held_out: str, users: int) -> int:
+    """The iterations that the fit of ``stop`` (an :class:`EarlyStopping
+    <gpu_als.evaluation.EarlyStopping>` of ``--early-stopping``, on ``held_out``, said in
+    words, of ``users`` users) found best for ``model``, and the line that says so."""
     if stop.best_iteration is None:  # --iterations 0
         return 0
     best = stop.best_iteration + 1
-    name = metric_name(metric, args.K)
+    name = metric_name(early_stopping_metric(args, model), args.K)
     ran = (f"stopped after {stop.stopped_iteration + 1}" if stop.stopped_iteration is not None
            else "ran all")
-    scored = "" if args.validation_users is None else \
-        f" (a sample of {counted(int((stop.validation.getnnz(axis=1) > 0).sum()), 'user')})"
+    scored = "" if args.validation_users is None else f" (a sample of {counted(users, 'user')})"
     if args.min_value is not None:
         scored += f" (values >= {args.min_value:g} relevant)"
     print(f"early stopping: {name} on {held_out}{scored} was best, {stop.best_score:.4f}, "
           f"after {best} iteration(s) ({ran} of {model.iterations}); training on all of them "
           f"for {best}")
     return best
+
+
+def early_stopping_on_workers(args: argparse.Namespace, model, frame, fit, client):
+    """``train --read-on-workers --early-stopping --validation FILE``: the iterations to
+    train ``model`` for (:func:`best_iterations`), found by a fit of a copy on the
+    workers' Dask DataFrame ``frame`` (``fit`` and ``client``: :func:`fitting_on`'s)
+    validated on the
+    rows of ``--validation``, which this process reads; and the Dask DataFrame of both
+    files, to train ``model`` on. Of ``frame``'s rows only those of the validation users
+    come to this process: their items are left out of their rankings, and a validation
+    pair among them is not scored (as of the file read here). ``--validation-users``
+    draws its users first, so that only theirs come; before the pairs already in the rest
+    are left out, where the command without ``--read-on-workers`` draws after: another
+    sample."""
+    import dask.dataframe as dd
+
+    from .evaluation import EarlyStopping, _sample_frame_users
+    from .model import ALS
+
+    validation = frame_columns(read_second_file(args, args.validation), args)
+    if set(validation.columns) != set(frame.columns):
+        raise ValueError(f"--validation {shown(args.validation)} has the columns "
+                         f"{sorted(validation.columns)} and {shown(args.file)} "
+                         f"{sorted(frame.columns)} (as fit(df) names them): give both files "
+                         f"the same")
+    both = dd.concat([frame, dd.from_pandas(validation[list(frame.columns)],
+                                            npartitions=1)])
+    scored = validation
+    if args.validation_users is not None:
+        scored = _sample_frame_users(scored, args.validation_users, args.seed)
+    users = scored["user"].unique()
+    train = client.compute(frame[frame["user"].isin(list(users))]).result()
+    pairs = train[["user", "item"]].drop_duplicates()
+    fresh = scored.merge(pairs, on=["user", "item"], how="left", indicator=True)[
+        "_merge"].eq("left_only").to_numpy()
+    held_out = f"the rows of {shown(args.validation)}"
+    print(f"validating on {held_out}: {len(validation):,} rows"
+          + (f" ({counted(int((~fresh).sum()), 'pair')} already in the rest not scored"
+             f"{' of the users sampled' if len(scored) < len(validation) else ''})"
+             if not fresh.all() else ""))
+    scored = scored[fresh]
+    if args.min_value is not None:  # (a file without values: each row counts 1)
+        values = scored["value"].to_numpy() if "value" in scored.columns else \
+            np.ones(len(scored))
+        scored = scored[values >= args.min_value]
+    if len(scored) == 0:
+        raise ValueError(f"--early-stopping: no row of --validation {shown(args.validation)} "
+                         f"can be scored (each of a pair already in {shown(args.file)}"
+                         + (f", or of a value below --min-value {args.min_value:g}"
+                            if args.min_value is not None else "") + ")")
+    probe = ALS(**model.get_params())
+    stop = EarlyStopping(probe, train, scored, metric=early_stopping_metric(args, model),
+                         K=args.K, patience=args.early_stopping, restore_best=False,
+                         random_state=args.seed)
+    probe.set_params(callback=stop)
+    fit(probe, frame)
+    return best_iterations(args, model, stop, held_out, len(users)), both
+
+
+def frame_columns(df, args: argparse.Namespace):
+    """A DataFrame of the file's columns as ``fit(df)`` reads them: ``user``, ``item`` and
+    (where it has them) ``value``, as :func:`gpu_als._tables.dask_frame` renames them."""
+    names = {args.user_col: "user", args.item_col: "item", args.value_col: "value"}
+    kept = [name for name in names if name in df.columns]
+    return df[kept].rename(columns=names)
 
 
 def check_min_value(args: argparse.Namespace, metric: str | None = None) -> None:
@@ -1572,7 +1648,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --scheduler: the workers read the Parquet file or folder, at "
                         "the same path (a shared file system) or by its URL, and this "
                         "process never holds the interactions (default: it reads them and "
-                        "sends each worker its part); not with --early-stopping")
+                        "sends each worker its part); with --early-stopping, it validates "
+                        "on a --validation file")
     p.add_argument("--init", type=path_or_url, default=None, metavar="MODEL",
                    help="go on from this model file: its hyperparameters (but those given "
                         "here) and its factors for the users and items it knows (by id, or "

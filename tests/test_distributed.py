@@ -1067,6 +1067,80 @@ def test_the_command_line_has_the_workers_read_a_parquet_folder(client, tmp_path
         assert model.loss_history_ == pytest.approx(expected.loss_history_, rel=1e-12)
 
 
+def test_the_command_line_stops_early_on_workers_that_read_the_file(client, tmp_path, capsys,
+                                                                   monkeypatch):
+    """train --read-on-workers --early-stopping --validation FILE: the iterations, the
+    printed lines and the model of the same command without --read-on-workers, which
+    reads both files here; only the validation users' rows come to this process (a
+    validation pair among them is not scored, here as there); with --validation-users,
+    --min-value, and a file without values. Without --validation, refused."""
+    from gpu_als import _tables
+    from gpu_als.cli import main
+
+    folder, log = event_log_folder(tmp_path)
+    rng = np.random.default_rng(5)
+    held = log.sample(50, random_state=1)  # the same users and items (ids alike), most
+    held = held.assign(iid=held["iid"].sample(frac=1, random_state=2).to_numpy(),  # pairs new
+                       plays=rng.integers(1, 9, len(held)).astype(float))
+    held.to_csv(tmp_path / "validation.csv", index=False)
+    read, read_here = _tables._read_frame, []
+
+    def only_the_validation_file(args):
+        read_here.append(args.file)
+        assert args.file == tmp_path / "validation.csv", args.file
+        return read(args)
+
+    for extra in ([], ["--validation-users", "5", "--min-value", "3"],
+                  ["--metric", "ndcg", "--event-weights", "event=view:1,buy:4,skip:0"]):
+        values = ["--value-col", "plays"] if "--event-weights" not in extra else []
+        if "--event-weights" in extra:  # a log of labels: a validation file of labels too
+            held.drop(columns="plays").to_csv(tmp_path / "validation.csv", index=False)
+        common = ["train", str(folder), "--user-col", "uid", "--item-col", "iid", *values,
+                  "--factors", "4", "--iterations", "8", "--backend", "cpu", "--dtype",
+                  "float64", "--scheduler", client.scheduler.address, "--early-stopping",
+                  "2", "--validation", str(tmp_path / "validation.csv"), *extra]
+        monkeypatch.setattr(_tables, "_read_frame", read)
+        assert main([*common, "-o", str(tmp_path / "here.npz")]) == 0
+        here = capsys.readouterr().out.splitlines()
+        read_here.clear()
+        monkeypatch.setattr(_tables, "_read_frame", only_the_validation_file)
+        assert main([*common, "--read-on-workers", "-o", str(tmp_path / "workers.npz")]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert read_here == [tmp_path / "validation.csv"]
+        # "validating on the rows of ...: 50 rows (4 pairs already in ... not scored)"
+        # against "...: 50 of the 2,050 rows (...)"; then the same early stopping line
+        model = ALS.load(tmp_path / "workers.npz")
+        if "--validation-users" in extra:  # drawn before the pairs in the rest are left out
+            # (only the drawn users' rows are fetched): another sample than here's
+            assert re.fullmatch(r"validating on the rows of .*validation.csv: 50 rows \(\d+ "
+                                r"pairs? already in the rest not scored of the users "
+                                r"sampled\)", printed[0]), printed
+            best = re.fullmatch(r"early stopping: recall@10 on the rows of .*validation.csv "
+                                r"\(a sample of 5 users\) \(values >= 3 relevant\) was "
+                                r"best, [\d.]+, after (\d) iteration\(s\) .*", printed[1])
+            assert best and model.iterations == int(best[1]), printed
+            continue
+        assert printed[0] == re.sub(r" of the [\d,]+ rows", " rows", here[0])
+        assert printed[1] == here[1]
+        expected = ALS.load(tmp_path / "here.npz")
+        assert model.iterations == expected.iterations
+        np.testing.assert_array_equal(model.user_ids_, expected.user_ids_)
+        np.testing.assert_allclose(model.item_factors_, expected.item_factors_, atol=1e-10)
+    refused = ["train", str(folder), "--user-col", "uid", "--item-col", "iid", "--backend",
+               "cpu", "--scheduler", client.scheduler.address, "--read-on-workers",
+               "--early-stopping", "2"]
+    monkeypatch.setattr(_tables, "_read_frame", read)
+    assert main(refused) == 2
+    assert "--read-on-workers with --early-stopping validates on the rows of a " \
+           "--validation file" in capsys.readouterr().err
+    held.rename(columns={"plays": "value"}).to_csv(tmp_path / "valued.csv", index=False)
+    assert main([*refused, "--validation", str(tmp_path / "valued.csv")]) == 2  # (FILE: none)
+    assert capsys.readouterr().err.endswith(
+        f"error: --validation {tmp_path / 'valued.csv'} has the columns ['item', 'user', "
+        f"'value'] and {folder} ['item', 'user'] (as fit(df) names them): give both files "
+        f"the same\n")
+
+
 def in_memory(folder, name):
     """The files of ``folder`` copied into fsspec's in-memory filesystem (this process's
     alone) as memory://name/...: the filesystem, and the folder's URL."""
@@ -1139,8 +1213,8 @@ def test_the_command_line_refuses_what_the_workers_cannot_read(client, tmp_path,
 
     assert "--read-on-workers has the workers of a Dask cluster read the file: give the " \
            "cluster's --scheduler too" in refused(folder, *ids)
-    assert "--read-on-workers does not combine with --early-stopping" in refused(
-        folder, *ids, "--scheduler", address, "--early-stopping", "2")
+    assert "--read-on-workers with --early-stopping validates on the rows of a --validation " \
+           "file" in refused(folder, *ids, "--scheduler", address, "--early-stopping", "2")
     assert f"--read-on-workers reads Parquet, and {csv} is read as CSV: write it as " \
            f"Parquet" in refused(csv, *ids, "--scheduler", address)
     assert "standard input has none: name a Parquet file or folder" in refused(
