@@ -1090,7 +1090,7 @@ def test_the_command_line_stops_early_on_workers_that_read_the_file(client, tmp_
         assert args.file == tmp_path / "validation.csv", args.file
         return read(args)
 
-    for extra in ([], ["--validation-users", "5", "--min-value", "3"],
+    for extra in ([], ["--min-value", "3"], ["--validation-users", "5", "--min-value", "3"],
                   ["--metric", "ndcg", "--event-weights", "event=view:1,buy:4,skip:0"]):
         values = ["--value-col", "plays"] if "--event-weights" not in extra else []
         if "--event-weights" in extra:  # a log of labels: a validation file of labels too
@@ -1133,6 +1133,12 @@ def test_the_command_line_stops_early_on_workers_that_read_the_file(client, tmp_
     assert main(refused) == 2
     assert "--read-on-workers with --early-stopping validates on the rows of a " \
            "--validation file" in capsys.readouterr().err
+    log.iloc[:20].to_csv(tmp_path / "seen.csv", index=False)
+    assert main([*refused, "--value-col", "plays", "--validation", str(tmp_path / "seen.csv"),
+                 "--min-value", "2"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --early-stopping: no row of --validation {tmp_path / 'seen.csv'} can be "
+        f"scored (each of a pair already in {folder}, or of a value below --min-value 2)\n")
     held.rename(columns={"plays": "value"}).to_csv(tmp_path / "valued.csv", index=False)
     assert main([*refused, "--validation", str(tmp_path / "valued.csv")]) == 2  # (FILE: none)
     assert capsys.readouterr().err.endswith(
