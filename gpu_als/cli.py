@@ -651,14 +651,13 @@ def early_stopping_on_workers(args: argparse.Namespace, model, frame, fit, clien
     """``train --read-on-workers --early-stopping --validation FILE``: the iterations to
     train ``model`` for (:func:`best_iterations`), found by a fit of a copy on the
     workers' Dask DataFrame ``frame`` (``fit`` and ``client``: :func:`fitting_on`'s)
-    validated on the
-    rows of ``--validation``, which this process reads; and the Dask DataFrame of both
-    files, to train ``model`` on. Of ``frame``'s rows only those of the validation users
-    come to this process: their items are left out of their rankings, and a validation
-    pair among them is not scored (as of the file read here). ``--validation-users``
-    draws its users first, so that only theirs come; before the pairs already in the rest
-    are left out, where the command without ``--read-on-workers`` draws after: another
-    sample."""
+    validated on the rows of ``--validation``, which this process reads; and the Dask
+    DataFrame of both files, to train ``model`` on. Of ``frame``'s rows only those of the
+    validation users come to this process: their items are left out of their rankings,
+    and a validation pair among them is not scored (as of the file read here).
+    ``--validation-users`` draws its users first, so that only theirs come, before the
+    pairs already in the rest are left out; the command without ``--read-on-workers``
+    draws after: another sample."""
     import dask.dataframe as dd
 
     from .evaluation import EarlyStopping, _sample_frame_users
