@@ -1,8 +1,8 @@
-"""Model files: ``.npz`` archives, read without pickle and written atomically, at a path,
-a URL (``s3://bucket/model.npz``: any protocol of fsspec's) or through a binary file object
-(``io.BytesIO``, an fsspec file), as the implicit library's ``save`` and ``load`` take
-them. Used by :meth:`gpu_als.ALS.save`,
-:meth:`gpu_als.ALS.load` and :func:`gpu_als.from_implicit`."""
+"""Model files: ``.npz`` archives, read without pickle and written atomically, at a path
+or a URL (``s3://bucket/model.npz``: any protocol of fsspec's), or through a binary file
+object (``io.BytesIO``, an fsspec file) as the implicit library's ``save`` and ``load``
+take them. Used by :meth:`gpu_als.ALS.save`, :meth:`gpu_als.ALS.load` and
+:func:`gpu_als.from_implicit`."""
 
 from __future__ import annotations
 
