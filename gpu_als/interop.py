@@ -50,7 +50,7 @@ def from_implicit(model_or_path: Any, *, backend: str | Backend = "auto",
     ----------
     model_or_path : implicit.als.AlternatingLeastSquares, str, path-like or file object
         A fitted model of implicit's ALS (CPU or GPU), or a file its ``save()`` wrote
-        (its path, or a binary file object).
+        (its path or URL, or a binary file object).
     backend : str or Backend, default "auto"
         Where the gpu-als model's factors go.
     **params
