@@ -155,6 +155,15 @@ def test_a_saved_implicit_model_loads_through_from_implicit(implicit_cpu, tmp_pa
                                                      r"by the implicit library: "
                                                      r"gpu_als.from_implicit\(file\) reads"):
         ALS.load(io.BytesIO(buffer.getvalue()))
+    fsspec = pytest.importorskip("fsspec")  # and by URL, as ALS.load
+    memory = fsspec.filesystem("memory")
+    memory.pipe(f"/{tmp_path.name}/theirs.npz", buffer.getvalue())
+    try:
+        np.testing.assert_array_equal(from_implicit(f"memory://{tmp_path.name}/theirs",
+                                                    backend="cpu").item_factors_,
+                                      theirs.item_factors)
+    finally:
+        memory.rm(f"/{tmp_path.name}", recursive=True)
 
 
 def test_a_live_model_carries_its_settings_and_a_gpu_model_is_read_through_to_cpu(
