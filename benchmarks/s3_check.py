@@ -12,7 +12,8 @@ Spark's ``_SUCCESS``) on S3 the models it trains from their local copies; writes
 rankings, similar items and factors there; reads ``--init``, ``@FILE`` lists and models
 from there; refuses a folder as an output; ``ALS.save`` leaves the model there whole when
 a save fails, and round-trips a model of 50 MB (a multipart upload); and two Dask worker
-processes read the folder themselves (``--read-on-workers``), with ``--event-weights``.
+processes read the folder themselves (``--read-on-workers``), with ``--event-weights``,
+and with ``--early-stopping`` on a ``--validation`` file there.
 """
 
 from __future__ import annotations
@@ -175,6 +176,21 @@ def run_checks(here: Path, rows: int, pd, s3fs) -> None:
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
+        validation = df.sample(200, random_state=1).assign(  # (mostly pairs not in the file)
+            item=lambda d: d["item"].sample(frac=1, random_state=2).to_numpy())
+        fs.pipe("bucket/validation.csv", validation.to_csv(index=False).encode())
+        validation.to_csv(here / "validation.csv", index=False)
+        stopping = ["--early-stopping", "2", "--iterations", "6"]
+        run = gpu_als("train", "s3://bucket/events/", *common, *stopping, "--validation",
+                      "s3://bucket/validation.csv", "--scheduler", cluster.scheduler_address,
+                      "--read-on-workers", "-o", "s3://bucket/models/stopped.npz")
+        local = gpu_als("train", str(here / "events"), *common, *stopping, "--validation",
+                        str(here / "validation.csv"), "-o", str(here / "stopped.npz"))
+        check("train s3://... --read-on-workers --early-stopping --validation s3://...",
+              run.returncode == 0 and run.stdout.splitlines()[1] == local.stdout.splitlines()[
+                  1].replace(str(here / "validation.csv"), "s3://bucket/validation.csv")
+              and same_model("s3://bucket/models/stopped.npz", here / "stopped.npz",
+                             atol=1e-3), run.stdout + run.stderr[-800:] + local.stdout)
         for extra in ([], ["--event-weights", "event=view:1,cart:3,buy:5"]):
             source = ["--value-col", "value"] if not extra else []
             frame = df if not extra else df.drop(columns="value")
