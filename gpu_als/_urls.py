@@ -78,5 +78,14 @@ def written(path: str | Path, mode: str = "w", **text: Any) -> Iterator[IO]:
     fs, where = filesystem(str(path), "writing", own=True)
     if fs.isdir(where):
         raise IsADirectoryError(f"{path} is a folder: give a file name")
-    with fs.transaction, fs.open(where, mode, **text) as file:
-        yield file
+    try:
+        with fs.transaction, fs.open(where, mode, **text) as file:
+            yield file
+    except OSError as exc:  # the filesystem's, said with the URL (s3fs: "The specified
+        if str(path) in str(exc):  # bucket does not exist", and no more)
+            raise
+        try:
+            named = type(exc)(f"cannot write {path}: {exc}")
+        except TypeError:  # (a class that takes other arguments)
+            named = OSError(f"cannot write {path}: {exc}")
+        raise named from exc
