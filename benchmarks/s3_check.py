@@ -10,7 +10,8 @@ Checks, each printed as ok or as what went wrong (the exit status counts the fai
 the command line trains from a CSV (gzip) and from a folder of Parquet files (with
 Spark's ``_SUCCESS``) on S3 the models it trains from their local copies; writes models,
 rankings, similar items and factors there; reads ``--init``, ``@FILE`` lists and models
-from there; refuses a folder as an output; ``ALS.save`` leaves the model there whole when
+from there; refuses a folder as an output, and warns of a bucket not found before the
+work; ``ALS.save`` leaves the model there whole when
 a save fails, and round-trips a model of 50 MB (a multipart upload); and two Dask worker
 processes read the folder themselves (``--read-on-workers``), with ``--event-weights``,
 and with ``--early-stopping`` on a ``--validation`` file there.
@@ -145,6 +146,14 @@ def run_checks(here: Path, rows: int, pd, s3fs) -> None:
     check("an output that is a folder is refused", run.returncode == 2
           and run.stderr.endswith("s3://bucket/out is a folder: give a file name\n"),
           run.stderr)
+
+    run = gpu_als("train", "s3://bucket/events/", *common, "-o", "s3://nobucket/m.npz")
+    check("an output in a bucket not found: warned of before the work, its error named",
+          run.returncode == 2 and run.stderr.startswith(
+              "gpu-als train: warning: --output s3://nobucket/m.npz: there is no bucket "
+              "'nobucket'") and run.stderr.endswith(
+              "error: cannot write s3://nobucket/m.npz: The specified bucket does not "
+              "exist\n"), run.stderr)
 
     model = ALS.load(here / "more.npz", backend="cpu")
     model.save("s3://bucket/models/more.npz")

@@ -52,6 +52,18 @@ def filesystem(url: str, doing: str = "reading", *, own: bool = False):
         raise ValueError(f"{url}: {exc}") from exc
 
 
+def bucket_not_found(url: str) -> str | None:
+    """The bucket of ``url`` where its filesystem has buckets (s3fs, gcsfs, adlfs: those
+    with ``split_path``) and this process does not find it, which may also be that it is
+    not allowed to look it up (a write-only credential); else None."""
+    fs, where = filesystem(url, "writing")
+    split_path = getattr(fs, "split_path", None)
+    if split_path is None:
+        return None
+    bucket = split_path(where)[0]
+    return None if fs.exists(bucket) else bucket
+
+
 def read_text(file: str | Path, encoding: str = "utf-8") -> str:
     """The text of the file at a path or a URL."""
     if not is_url(file):

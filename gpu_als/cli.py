@@ -56,7 +56,7 @@ from ._tables import (
     write_factors,
     write_table,
 )
-from ._urls import is_url, path_or_url, read_text
+from ._urls import bucket_not_found, is_url, path_or_url, read_text
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS, counted
 from .datasets import MOVIELENS
@@ -1962,7 +1962,7 @@ OUTPUT_OPTIONS = ("output", "trials", "plot")
 def check_output_folders(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output file whose folder does not exist or that is a
     folder itself, or a file as the demo's output folder (which it creates; ``-`` is
-    standard output)."""
+    standard output); warn of a URL whose bucket is not found."""
     if args.command == "demo":  # a folder, made when the charts are drawn
         if str(args.output) == "":  # (the charts went into the working folder)
             raise ValueError("--output is empty: give a folder for the charts")
@@ -1972,7 +1972,13 @@ def check_output_folders(args: argparse.Namespace) -> None:
         return
     for name in OUTPUT_OPTIONS:
         path = getattr(args, name, None)
-        if path is None or str(path) == "-" or is_url(path):  # (a URL's: as it is written)
+        if path is None or str(path) == "-":
+            continue
+        if is_url(path):  # (its folder: as it is written) warned of a bucket not found,
+            if (bucket := bucket_not_found(path)) is not None:  # before the work
+                warnings.warn(f"--{name} {path}: there is no bucket {bucket!r}, or this "
+                              f"process may not look it up: writing there may fail once "
+                              f"the work is done", stacklevel=2)
             continue
         if str(path) == "":  # (it said "--output  is a folder")
             raise ValueError(f"--{name} is empty: give a file name")
@@ -2061,10 +2067,10 @@ def main(argv: list[str] | None = None) -> int:
     console = logging_redirect_tqdm(tqdm_class=_TqdmToStderr) if args.verbose else \
         contextlib.nullcontext()
     try:
-        check_output_folders(args)
         with warnings.catch_warnings(), console:
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = show_warning
+            check_output_folders(args)
             return args.func(args)
     except BrokenPipeError:  # `gpu-als recommend ... | head`: the reader left, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1549,6 +1549,34 @@ def test_every_file_a_command_reads_or_writes_may_be_a_url(csv_file, tmp_path, c
             assert memory.cat(f"{root}/out/trials.csv").count(b"\n") == 3
             assert memory.cat(f"{root}/out/tune.png").startswith(b"\x89PNG")
             assert ALS.load(f"{url}/models/best.npz").factors in (2, 3)
+        # an output in a bucket not found (a typo, say) is warned of before the work: the
+        # write would fail after it (with write-only credentials, the write may still go)
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        class Buckets(MemoryFileSystem):  # (s3fs and gcsfs split their paths so)
+            protocol = "buckets"
+
+            @classmethod
+            def _strip_protocol(cls, path):
+                return super()._strip_protocol(path.replace("buckets://", "memory://", 1))
+
+            def split_path(self, path):
+                bucket, _, key = self._strip_protocol(path).lstrip("/").partition("/")
+                return bucket, key, None
+
+            def exists(self, path, **kwargs):  # (a folder of files: fsspec 2021's said no)
+                path = self._strip_protocol(path).rstrip("/")
+                return super().exists(path) or any(key.startswith(f"{path}/")
+                                                   for key in self.store)
+
+        fsspec.register_implementation("buckets", Buckets, clobber=True)
+        warned = run("train", str(csv_file), *common, "-o", "buckets://nobucket/m.npz")
+        assert "gpu-als train: warning: --output buckets://nobucket/m.npz: there is no " \
+            "bucket 'nobucket', or this process may not look it up: writing there may fail " \
+            "once the work is done\n" in warned
+        assert "warning" not in run("train", str(csv_file), *common, "-o",
+                                    f"buckets:/{root}/models/m.npz")
+        memory.rm("/nobucket", recursive=True)
         # a CSV URL's errors name it, not the copy read
         memory.pipe(f"{root}/data/ratings.csv", b"uid,iid\n1,2\n")
         assert run("train", f"{url}/data/ratings.csv", status=2) == (
