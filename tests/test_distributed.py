@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1145,6 +1146,27 @@ def test_the_command_line_stops_early_on_workers_that_read_the_file(client, tmp_
         f"error: --validation {tmp_path / 'valued.csv'} has the columns ['item', 'user', "
         f"'value'] and {folder} ['item', 'user'] (as fit(df) names them): give both files "
         f"the same\n")
+
+
+def test_the_python_example_of_early_stopping_on_a_dask_dataframe_runs(client):
+    """docs/distributed.md's example: EarlyStopping of a fit of a Dask DataFrame, on a
+    validation frame, given its users' training rows alone; then the model of both for
+    the best number of iterations."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    text = (Path(__file__).parent.parent / "docs" / "distributed.md").read_text()
+    start = text.index("In Python the same takes a few lines")
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    R = make_power_law(200, 80, 3000, random_state=3).tocoo()
+    frame = pd.DataFrame({"user": R.row, "item": R.col, "value": R.data.astype(np.float64)})
+    held = frame.sample(300, random_state=0)
+    ddf = dd.from_pandas(frame.drop(held.index), npartitions=3)
+    names = {"client": client, "ddf": ddf, "validation": held}
+    exec(block, names)
+    stop, model = names["stop"], names["model"]
+    assert stop.best_iteration is not None and len(stop.scores) >= 4  # (patience 3)
+    assert model.iterations == stop.best_iteration + 1 and model.loss_history_
+    np.testing.assert_array_equal(model.user_ids_, np.unique(frame["user"]))
 
 
 def in_memory(folder, name):
