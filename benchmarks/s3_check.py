@@ -143,8 +143,8 @@ def run_checks(here: Path, rows: int, pd, s3fs) -> None:
                 ok = pd.read_parquet(file).equals(pd.read_parquet(here / "table.parquet"))
         check(f"{command} ... -o s3://.../table.parquet", ok, run.stderr[-500:])
     run = gpu_als("export", "s3://bucket/models/more.npz", "-o", "s3://bucket/out")
-    check("an output that is a folder is refused", run.returncode == 2
-          and run.stderr.endswith("s3://bucket/out is a folder: give a file name\n"),
+    check("an output that is a folder is refused before the work", run.returncode == 2
+          and run.stderr.endswith("--output s3://bucket/out is a folder: give a file name\n"),
           run.stderr)
 
     run = gpu_als("train", "s3://bucket/events/", *common, "-o", "s3://nobucket/m.npz")

@@ -57,6 +57,7 @@ from ._tables import (
     write_table,
 )
 from ._urls import bucket_not_found, is_url, path_or_url, read_text
+from ._urls import filesystem as url_filesystem
 from .backends import BACKEND_NAMES
 from .data import CONFIDENCES, DTYPES, FEEDBACKS, counted
 from .datasets import MOVIELENS
@@ -1974,8 +1975,11 @@ def check_output_folders(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if path is None or str(path) == "-":
             continue
-        if is_url(path):  # (its folder: as it is written) warned of a bucket not found,
-            if (bucket := bucket_not_found(path)) is not None:  # before the work
+        if is_url(path):  # a folder refused, a bucket not found warned of, before the work
+            fs, where = url_filesystem(path, "writing")
+            if fs.isdir(where):
+                raise IsADirectoryError(f"--{name} {path} is a folder: give a file name")
+            if (bucket := bucket_not_found(path)) is not None:
                 warnings.warn(f"--{name} {path}: there is no bucket {bucket!r}, or this "
                               f"process may not look it up: writing there may fail once "
                               f"the work is done", stacklevel=2)

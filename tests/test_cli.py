@@ -1526,7 +1526,9 @@ def test_every_file_a_command_reads_or_writes_may_be_a_url(csv_file, tmp_path, c
             f"the file of ids (No such file or directory: {url}/none.txt); an id that begins "
             f"with @ is read from a file too\n")
         assert run("export", f"{url}/models/more.npz", "-o", f"{url}/out", status=2) == \
-            f"gpu-als export: error: {url}/out is a folder: give a file name\n"
+            f"gpu-als export: error: --output {url}/out is a folder: give a file name\n"
+        assert run("train", str(csv_file), *common, "-o", f"{url}/out", status=2) == \
+            f"gpu-als train: error: --output {url}/out is a folder: give a file name\n"  # first
         assert run("info", f"{url}/models/more.npz") == run(
             "info", str(tmp_path / "more.npz")).replace(str(tmp_path / "more.npz"),
                                                         f"{url}/models/more.npz")
