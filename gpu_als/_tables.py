@@ -52,8 +52,12 @@ def read_frame(args: argparse.Namespace):
     _check_columns_apart(args)
     if str(args.file) == "-":
         return _read_a_copy(args, "standard input", _copy_of_stdin)
-    if is_url(args.file) and not _checked_path(args) and suffix(args.file) not in PARQUET:
-        return _read_a_copy(args, args.file, functools.partial(_downloaded, args.file))
+    if is_url(args.file) and suffix(args.file) not in PARQUET:
+        fs, where = _urls.filesystem(args.file)
+        if not fs.isdir(where):  # (a folder: of Parquet files, read where it is)
+            if not fs.isfile(where):
+                raise ValueError(f"{args.file}: no such file")
+            return _read_a_copy(args, args.file, functools.partial(_downloaded, args.file))
     return _read_frame(args)
 
 
