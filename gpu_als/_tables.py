@@ -112,8 +112,8 @@ def _downloaded(url: str, folder: Path) -> Path:
     fs, where = _urls.filesystem(url)
     path = folder / PurePosixPath(where).name
     with fs.open(where, "rb") as source, open(path, "wb") as target, \
-            tqdm.wrapattr(target, "write", total=fs.size(where), desc=f"downloading {url}",
-                          disable=None, leave=False) as bar:
+            tqdm.wrapattr(target, "write", total=fs.info(where).get("size"),  # (or None)
+                          desc=f"downloading {url}", disable=None, leave=False) as bar:
         shutil.copyfileobj(source, bar, 1 << 20)
     return path
 
