@@ -13,7 +13,7 @@ else ifneq ($(wildcard $(CURDIR)/.data/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(CURDIR)/.data
 endif
 
-.PHONY: venv test test-oldest demo bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
+.PHONY: venv test test-oldest demo s3-check bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -44,6 +44,14 @@ test-oldest:
 
 demo: $(BIN)/.demo
 	$(BIN)/gpu-als demo
+
+# The URLs against S3 as s3fs speaks it, on a local moto server (benchmarks/s3_check.py),
+# in a venv of its own: s3fs pins its own fsspec, and neither it nor moto is a dependency.
+S3_VENV ?= .venv-s3
+s3-check:
+	$(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install --quiet -e '.[parquet,dist]' s3fs 'moto[server]'
+	$(S3_VENV)/bin/python benchmarks/s3_check.py
 
 # The benchmark (gpu_als/benchmark.py): gpu_als vs implicit, CPU and GPU. Results go to
 # benchmarks/results/bench-<device>-<commit>.json, charts to docs/bench/<device>/.
@@ -102,4 +110,4 @@ lint: venv
 	$(BIN)/mypy gpu_als
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) build dist .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(S3_VENV) build dist .pytest_cache

@@ -3,7 +3,8 @@ no network): what the test suite runs on fsspec's in-memory filesystem, here thr
 s3fs, pointed at the local server by fsspec's own configuration
 (``FSSPEC_S3_ENDPOINT_URL``), as a user would point it at MinIO.
 
-    pip install s3fs 'moto[server]'      # neither is a dependency of gpu-als
+    make s3-check                        # a venv of its own with s3fs and moto; or:
+    pip install s3fs 'moto[server]'      # (neither is a dependency of gpu-als)
     python benchmarks/s3_check.py [--rows 20000]
 
 Checks, each printed as ok or as what went wrong (the exit status counts the failures):
