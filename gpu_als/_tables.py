@@ -415,8 +415,8 @@ def _read_parquet_file(pd, args: argparse.Namespace, folder: bool):
     missing (the errors list them). ``folder``: whether it is a folder."""
     _refuse_no_header(args)
     path, where = args.file, {}
-    if is_url(args.file):  # through fsspec, as the footers are read (pandas 2 would have
-        # pyarrow's own S3 client read s3://, blind to fsspec's configuration, endpoint_url)
+    if is_url(args.file):  # through fsspec, as the footers are read (recent pandas, 3.1
+        # here, has pyarrow's own S3 client read s3://, blind to fsspec's configuration)
         filesystem, path = _urls.filesystem(args.file)
         where = {"filesystem": filesystem}
     with _read_as_parquet(args, folder):

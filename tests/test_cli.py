@@ -1402,7 +1402,7 @@ def test_parquet_errors_say_what_fits_parquet(tmp_path, capsys):
 def test_the_url_of_a_parquet_folder_is_read_through_fsspec(tmp_path, capsys, monkeypatch):
     """A URL (here fsspec's in-memory filesystem) trains as the folder it copies, with
     the same checks (a part file without a column, other files, no such file), and is
-    read through fsspec alone: pandas 2 would have pyarrow's own S3 client read s3://,
+    read through fsspec alone: pandas 3.1 would have pyarrow's own S3 client read s3://,
     blind to fsspec's configuration (an endpoint_url: found against a local S3 server). A
     protocol fsspec does not know and one whose package is missing are refused with what
     to do."""
