@@ -488,13 +488,21 @@ def dask_frame(args: argparse.Namespace, feedback: str):
     ddf = dd.read_parquet(args.file if is_url(args.file) else str(args.file.resolve()),
                           columns=[*ids, *values, *_other_columns(args)])
     if args.event_weights is None:
-        return ddf.rename(columns=dict(zip((*ids, *values), ("user", "item", "value"))))
+        return fit_columns(ddf, args)
     import pandas as pd  # (which Dask's DataFrames need)
 
     weighed = (args.user_col, args.item_col, *args.event_weights)
     empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in ddf.dtypes.items()})
     return ddf.map_partitions(_weighed_partition, *weighed,
                               meta=_weighed_partition(empty, *weighed))
+
+
+def fit_columns(df, args: argparse.Namespace):
+    """``df`` (pandas or Dask) of the file's columns as ``fit(df)`` reads it: the id
+    columns and (where it has one) the values' column, named ``user``, ``item`` and
+    ``value``."""
+    names = {args.user_col: "user", args.item_col: "item", args.value_col: "value"}
+    return df[[name for name in names if name in df.columns]].rename(columns=names)
 
 
 def _weighed_partition(part, user_col: str, item_col: str, column: str,

@@ -51,6 +51,7 @@ from ._id_queries import (
 from ._tables import (
     dask_frame,
     event_weights,
+    fit_columns,
     no_ratings_column,
     read_frame,
     write_factors,
@@ -664,7 +665,7 @@ def early_stopping_on_workers(args: argparse.Namespace, model, frame, fit, clien
     from .evaluation import EarlyStopping, _sample_frame_users
     from .model import ALS
 
-    validation = frame_columns(read_second_file(args, args.validation), args)
+    validation = fit_columns(read_second_file(args, args.validation), args)
     if set(validation.columns) != set(frame.columns):
         raise ValueError(f"--validation {shown(args.validation)} has the columns "
                          f"{sorted(validation.columns)} and {shown(args.file)} "
@@ -702,14 +703,6 @@ def early_stopping_on_workers(args: argparse.Namespace, model, frame, fit, clien
     probe.set_params(callback=stop)
     fit(probe, frame)
     return best_iterations(args, model, stop, held_out, len(users)), both
-
-
-def frame_columns(df, args: argparse.Namespace):
-    """A DataFrame of the file's columns as ``fit(df)`` reads them: ``user``, ``item`` and
-    (where it has them) ``value``, as :func:`gpu_als._tables.dask_frame` renames them."""
-    names = {args.user_col: "user", args.item_col: "item", args.value_col: "value"}
-    kept = [name for name in names if name in df.columns]
-    return df[kept].rename(columns=names)
 
 
 def check_min_value(args: argparse.Namespace, metric: str | None = None) -> None:
