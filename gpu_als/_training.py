@@ -131,15 +131,15 @@ def idle_settings(p: dict[str, Any]) -> dict[str, str]:
     """The hyperparameters that the others (in ``p``, resolved) make act on nothing, each
     with what makes it idle: ``alpha``, ``confidence`` and ``epsilon`` with explicit
     feedback (no confidences), ``epsilon`` with linear confidence, ``cg_steps`` with the
-    Cholesky solver."""
+    exact solvers (Cholesky and NNLS)."""
     idle = {}
     if p["feedback"] == "explicit":
         idle.update(dict.fromkeys(("alpha", "confidence", "epsilon"),
                                   "feedback='explicit' (ratings, no confidences)"))
     elif p["confidence"] == "linear":
         idle["epsilon"] = "confidence='linear'"
-    if p["solver"] == "cholesky":
-        idle["cg_steps"] = "solver='cholesky'"
+    if p["solver"] in ("cholesky", "nnls"):
+        idle["cg_steps"] = f"solver={p['solver']!r}"
     return idle
 
 

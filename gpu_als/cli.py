@@ -122,8 +122,10 @@ def add_model_options(parser: argparse.ArgumentParser, *,
     g.add_argument("--epsilon", type=real_at_least(0.0, strict=True), default=default(1.0),
                    help="scale of the log confidence (default 1)")
     g.add_argument("--solver", choices=SOLVERS, default=default("cholesky"),
-                   help="exact per-row solves, conjugate-gradient steps, or CG steps "
-                        "preconditioned by Y^T Y + regularization I (default cholesky)")
+                   help="exact per-row solves, conjugate-gradient steps, CG steps "
+                        "preconditioned by Y^T Y + regularization I, or exact solves "
+                        "with nonnegative factors (nnls: Spark's nonnegative=True) "
+                        "(default cholesky)")
     g.add_argument("--cg-steps", type=at_least(1), default=default(3),
                    help="CG steps per row and half-step with --solver cg or pcg (default 3)")
     g.add_argument("--dtype", choices=[dtype.name for dtype in DTYPES], default=default("float32"),

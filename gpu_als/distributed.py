@@ -88,7 +88,8 @@ from ._training import (
     warn_idle_settings,
 )
 from .backends import get_backend, get_backend_or_cpu
-from .model import ALS, ITERATIVE_SOLVERS, refuse_ids_with_frame
+from .backends.base import STARTED_SOLVERS
+from .model import ALS, refuse_ids_with_frame
 
 __all__ = ["fit_distributed", "WORKER_MALLOC"]
 
@@ -141,7 +142,8 @@ def _put_once(block: data.WeightedRows, backend) -> data.WeightedRows:
 def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params: dict,
                  start: np.ndarray | None = None):
     """On a worker: one block's half-step; ``start``: the block's current factors, from
-    which the CG solver starts (as in the single-process fit; None for the exact solver).
+    which the CG and NNLS solvers start (as in the single-process fit; None for the exact
+    solver).
 
     Returns its new factors, their partial Gram matrix and the block's stored-entry loss
     terms (:meth:`Backend.stored_loss` with the new factors), all on the host.
@@ -235,7 +237,8 @@ class _ClusterBlocks:
 
     def _solve(self, side: str, fixed: np.ndarray, fixed_gram, current: np.ndarray):
         client = self.client
-        send_current = self.params["solver"] in ITERATIVE_SOLVERS  # CG starts from them
+        # CG starts from them, and NNLS's free sets (as in the single-process fit)
+        send_current = self.params["solver"] in STARTED_SOLVERS
         fixed_future = client.scatter(fixed, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, fixed_future, fixed_gram, self.params,
                                  current[first:last] if send_current else None,
@@ -425,7 +428,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
     home = get_backend_or_cpu(model.backend, f"the distributed {model.backend} model")
     X, Y = model._initial_factors(cpu, source.shape, p["factors"], p["dtype"],
                                   (user_ids, item_ids))
-    send_current = p["solver"] in ITERATIVE_SOLVERS  # CG starts from the current factors
+    send_current = p["solver"] in STARTED_SOLVERS  # CG and NNLS start from the factors
     YtY = cpu.gram(Y)
     loss_history, moved = [], []
     stopped = False

@@ -121,8 +121,8 @@ def to_implicit(model: ALS):
     ImportError
         Where implicit is not installed.
     ValueError
-        For a model implicit's ALS cannot express: explicit feedback, or
-        ``confidence="log"``.
+        For a model implicit's ALS cannot express: explicit feedback,
+        ``confidence="log"``, or ``solver="nnls"``.
     NotFittedError
         For a model without factors.
     """
@@ -137,6 +137,9 @@ def to_implicit(model: ALS):
     p = model._check_params()
     if p["feedback"] != "implicit":
         raise ValueError("feedback='explicit': implicit's ALS learns implicit feedback only")
+    if p["solver"] == "nnls":
+        raise ValueError("solver='nnls': implicit's ALS has no nonnegative solver, so its "
+                         "fold-ins and refits would not keep the factors nonnegative")
     if p["confidence"] != "linear":
         raise ValueError(f"confidence={p['confidence']!r}: implicit's ALS takes confidences "
                          f"alpha * r only (reweight the values before fitting instead)")

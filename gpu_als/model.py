@@ -40,7 +40,7 @@ from .exceptions import ImplicitModelFileError, NotFittedError
 
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
 INIT_SCALE = 0.01
-SOLVERS = ("cholesky", *ITERATIVE_SOLVERS)
+SOLVERS = ("cholesky", *ITERATIVE_SOLVERS, "nnls")
 #: ``regularization=None``'s value for each kind of feedback: the implicit library's
 #: default, and Spark MLlib's ``regParam`` for explicit ratings (ALS-WR scales it by each
 #: row's number of ratings, as Spark does). On MovieLens 100K's u1 split (15 iterations)
@@ -65,6 +65,16 @@ IMPLICIT_ARGUMENTS = {
               "solver='cholesky' (the default, exact) for use_cg=False",
     "use_native": "nothing to pass: the CPU backend is vectorized NumPy",
     "num_threads": "backend=gpu_als.backends.CPUBackend(num_threads=n)",
+}
+#: Spark MLlib's ALS parameters that gpu-als spells otherwise (refused likewise).
+SPARK_ARGUMENTS = {
+    "rank": "factors=",
+    "maxIter": "iterations=",
+    "regParam": "regularization= (the same penalty for explicit feedback, which Spark's "
+                "implicitPrefs=False is)",
+    "implicitPrefs": "feedback='implicit' (the default here) or feedback='explicit'",
+    "nonnegative": "solver='nnls' for nonnegative=True",
+    "seed": "random_state=",
 }
 #: Tag and version of the files written by ALS.save.
 FILE_FORMAT = "gpu-als model"
@@ -120,6 +130,11 @@ class ALS:
         iterations, CG 3.6 %; ``benchmarks/preconditioned_cg.py``); it does not repeat
         implicit's iterates as ``"cg"`` does. With explicit feedback that shared part is
         ``regularization * n_u * I`` and ``"pcg"`` takes CG's steps.
+        ``"nnls"``: nonnegative factors (Spark MLlib's ``nonnegative=True``): every row's
+        system solved exactly under the constraint ``x >= 0``, by block principal
+        pivoting (:mod:`gpu_als.backends.nnls`); a few exact solves per row, so slower
+        than ``"cholesky"``. Fold-ins (``recalculate_user``, ``partial_fit_*``,
+        ``transform``) solve the same constrained problem. Needs ``regularization > 0``.
     cg_steps : int, default 3
         Conjugate-gradient steps per row and half-step (``solver="cg"`` or ``"pcg"``).
     dtype : float32 or float64, default float32
@@ -286,6 +301,9 @@ class ALS:
         if name in IMPLICIT_ARGUMENTS:
             return (f"{name!r} is the implicit library's argument; in gpu-als: "
                     f"{IMPLICIT_ARGUMENTS[name]}")
+        if name in SPARK_ARGUMENTS:
+            return (f"{name!r} is Spark MLlib's parameter; in gpu-als: "
+                    f"{SPARK_ARGUMENTS[name]}")
         valid = cls._param_names()
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -334,6 +352,10 @@ class ALS:
             "cg_steps": data.check_int("cg_steps", self.cg_steps, minimum=1),
             "dtype": data.check_dtype(self.dtype),
         }
+        if p["solver"] == "nnls" and p["regularization"] == 0:
+            raise ValueError(
+                "regularization=0 with solver='nnls': its active-set solves need every "
+                "row's system positive definite; use regularization > 0")
         if p["feedback"] == "explicit" and p["regularization"] == 0:
             raise ValueError(
                 "regularization=0 with feedback='explicit': a user or item with fewer ratings "
@@ -958,9 +980,10 @@ class ALS:
         out = backend.asarray(np.zeros((n, fixed.shape[1])), fixed.dtype)
         gram = self._derived(fixed, "gram", lambda: backend.gram(fixed)) \
             if p["feedback"] == "implicit" else None
-        check_definite_base(p, gram, fixed.shape[0], backend, solver="cholesky")
+        solver = "nnls" if p["solver"] == "nnls" else "cholesky"  # exact, as the fit's
+        check_definite_base(p, gram, fixed.shape[0], backend, solver=solver)
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
-                           feedback=p["feedback"], out=out)
+                           feedback=p["feedback"], out=out, solver=solver)
         if not backend.all_finite(out):  # a GPU's Cholesky says so by NaN, not by raising
             raise self._unsolvable(p, fixed, gram)
         return out
@@ -1445,7 +1468,9 @@ class ALS:
         ``y_i . x_u = sum_j t_j (y_i^T W y_j)``: item ``j`` contributes
         ``t_j y_i^T W y_j``, where ``t_j`` is the confidence ``c_uj`` of a liked item
         (implicit feedback) or the rating (explicit). Hu, Koren & Volinsky (2008), section
-        5. The implicit library's ``explain``, with the same arguments and results.
+        5. The implicit library's ``explain``, with the same arguments and results. A model
+        of ``solver="nnls"`` has no such split (its factors held at 0 do not solve the
+        system): refused with a ValueError.
 
         Parameters
         ----------
@@ -1476,6 +1501,10 @@ class ALS:
         """
         self._check_fitted()
         p = self._check_params()
+        if p["solver"] == "nnls":
+            raise ValueError("explain splits the solution of the user's system A_u x_u = "
+                             "b_u over the liked items; with solver='nnls' the factors held "
+                             "at 0 do not solve it, so there is no such split")
         backend = self._backend
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         k = self.item_factors_.shape[1]

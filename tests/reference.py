@@ -48,6 +48,24 @@ def solve_rows_loop(R, F, regularization, **conf):
     return out
 
 
+def nnls_rows_loop(R, F, regularization, **conf):
+    """Every row's ridge system of DESIGN.md section 1 solved with ``x >= 0``, one
+    ``scipy.optimize.nnls`` (Lawson and Hanson) per row on its least-squares form: with
+    ``A = L L^T``, ``x^T A x / 2 - b^T x = |L^T x - L^-1 b|^2 / 2 - const`` (float64)."""
+    import scipy.linalg
+    import scipy.optimize
+
+    R, F, FtF = _float64_problem(R, F)
+    out = np.zeros((R.shape[0], F.shape[1]))
+    for u in range(R.shape[0]):
+        system = row_system(R, F, FtF, u, regularization, **conf)
+        if system is not None:
+            L = np.linalg.cholesky(system[0])
+            target = scipy.linalg.solve_triangular(L, system[1], lower=True)
+            out[u] = scipy.optimize.nnls(L.T, target)[0]
+    return out
+
+
 def cg_rows_loop(R, F, X0, regularization, steps, **conf):
     """``steps`` textbook conjugate-gradient steps on every row's system from its row of
     ``X0`` (Hestenes and Stiefel, 1952; float64); an empty row's solution is 0."""

@@ -50,6 +50,12 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2", "--solver",
                  "pcg", "--backend", "cpu", "--output", str(out)]) == 0
     assert ALS.load(out, backend="cpu").solver == "pcg"
+    assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2", "--solver",
+                 "nnls", "--backend", "cpu", "--output", str(out)]) == 0
+    model = ALS.load(out, backend="cpu")
+    assert model.solver == "nnls"
+    assert (model.user_factors_ >= 0).all() and (model.item_factors_ >= 0).all()
+    assert (model.user_factors_ == 0).any()
 
 
 def test_the_regularization_option_defaults_to_that_of_the_feedback(csv_file, tmp_path,

@@ -75,10 +75,11 @@ def fit_both(R, client, blocks_per_worker=1, **params):
 
 @pytest.mark.parametrize("feedback, solver", [("implicit", "cholesky"),
                                               ("explicit", "cholesky"), ("implicit", "cg"),
-                                              ("implicit", "pcg")])
+                                              ("implicit", "pcg"), ("implicit", "nnls")])
 def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     """The same factors, also with CG, which starts each half-step from the current
-    factors (the workers are sent their blocks' share of them)."""
+    factors, and NNLS, whose first free sets are where they are positive (the workers
+    are sent their blocks' share of them)."""
     R = make_power_law(1500, 600, 30_000, random_state=1)
     distributed, single = fit_both(R, client, feedback=feedback, regularization=0.05,
                                    solver=solver)
@@ -86,7 +87,7 @@ def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
     np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
     X, Y = single.user_factors_, single.item_factors_
-    sent_current = solver in ("cg", "pcg")  # CG starts from the current factors
+    sent_current = solver in ("cg", "pcg", "nnls")  # CG and NNLS start from the factors
     assert distributed.bytes_moved_ == [(2 + 1 + sent_current) * (X.nbytes + Y.nbytes)] * 4
 
 

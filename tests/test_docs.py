@@ -215,6 +215,17 @@ def test_relative_links_lead_somewhere():
     assert checked > 20
 
 
+def test_guide_nonnegative_block_runs():
+    """The user guide's nonnegative fit: its own assertion holds, and the constraint
+    binds."""
+    namespace = {"ALS": gpu_als.ALS,
+                 "user_items": sp.random(200, 120, density=0.1, format="csr", random_state=1,
+                                         dtype=np.float32)}
+    exec(compile(python_block("## Nonnegative factors", GUIDE), str(GUIDE), "exec"), namespace)
+    model = namespace["model"]
+    assert model.solver == "nnls" and (model.item_factors_ == 0).any()
+
+
 def test_guide_spark_block_runs():
     """The user guide's translation of a Spark job, on MovieLens-like ratings: its RMSE is
     evaluation.rmse's on the pairs the model has, the top-N has N items per user, and the

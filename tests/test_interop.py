@@ -123,7 +123,8 @@ def test_to_implicit_refuses_what_implicit_cannot_express(implicit_cpu):
     with pytest.raises(TypeError, match="model must be a gpu_als.ALS, got str"):
         to_implicit("model.npz")  # a file: from_implicit reads files, to_implicit models
     for params, message in (({"feedback": "explicit"}, "implicit feedback only"),
-                            ({"confidence": "log"}, "takes confidences alpha \\* r only")):
+                            ({"confidence": "log"}, "takes confidences alpha \\* r only"),
+                            ({"solver": "nnls"}, "has no nonnegative solver")):
         model = ALS(factors=4, iterations=1, backend="cpu", show_progress=False,
                     **params).fit(R)
         with pytest.raises(ValueError, match=message):

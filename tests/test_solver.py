@@ -301,7 +301,8 @@ def test_gpu_plans_serve_only_the_rows_they_were_made_for():
     small, big = put(R_small), put(R_big[:, :25])
     backend._plan(small, k, dtype)
     # as if big had been allocated where small was, once small was freed
-    backend._plans[(id(big), k, dtype.str)] = backend._plans[(id(small), k, dtype.str)]
+    key = (k, dtype.str, False)  # (False: not the NNLS solver's plan)
+    backend._plans[(id(big), *key)] = backend._plans[(id(small), *key)]
     F = np.random.default_rng(2).random((25, k))
     out = backend.asarray(np.zeros((big.n_rows, k)))
     Fb = backend.asarray(F)
@@ -558,7 +559,7 @@ def test_cpu_loss_adds_every_chunk_of_entries():
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, on purpose
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("chosen", [[0, 3, 6], list(range(12))])
-@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg", "nnls"])
 def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, value, solver):
     """A fixed side holding NaN (a diverged half-step) makes every implicit row's system
     NaN: each path returns NaN rows, for fit to report, instead of raising an error that

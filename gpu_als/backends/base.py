@@ -27,6 +27,9 @@ from ..data import WeightedRows, to_host
 #: The solvers of :meth:`Backend.solve_rows` that take CG steps from the current factors
 #: (a warm start) rather than solve.
 ITERATIVE_SOLVERS = ("cg", "pcg")
+#: The solvers of :meth:`Backend.solve_rows` that read the current factors in ``out``:
+#: CG's steps start from them, and NNLS's first free sets are where they are positive.
+STARTED_SOLVERS = (*ITERATIVE_SOLVERS, "nnls")
 
 
 def regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
@@ -164,7 +167,9 @@ class Backend(ABC):
         ``solver="cholesky"`` solves exactly; ``"cg"`` runs ``cg_steps`` conjugate-gradient
         steps from the current contents of ``out`` (a warm start); ``"pcg"`` as many steps
         of CG preconditioned by ``FtF + regularization * I`` (implicit; explicit feedback:
-        CG's steps, its shared part being a multiple of I). Returns ``out``.
+        CG's steps, its shared part being a multiple of I); ``"nnls"`` solves exactly with
+        ``x >= 0`` (:mod:`gpu_als.backends.nnls`), its first free sets where ``out`` is
+        positive. Returns ``out``.
         """
 
     @abstractmethod

@@ -46,6 +46,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows, check_int
 from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer, regularized_gram
+from .nnls import nnls_rows
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
 #: which keeps a block in cache on a typical core (chosen on the power-law CPU benchmark).
@@ -419,6 +420,8 @@ class CPUBackend(Backend):
         if solver in ITERATIVE_SOLVERS:
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
                                   preconditioned=solver == "pcg" and feedback == "implicit")
+        if solver == "nnls":
+            return self._solve_nnls(rows, F, FtF, regularization, feedback, out)
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
         # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
         # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
@@ -474,6 +477,46 @@ class CPUBackend(Backend):
             out[u] = scipy.linalg.cho_solve(factor, b, check_finite=False)
         if self.timer:
             self.timer.add("solve", time.perf_counter() - started)
+        return out
+
+    def _solve_nnls(self, rows, F, FtF, regularization, feedback, out):
+        """:meth:`solve_rows` with ``x >= 0`` (``solver="nnls"``): each block's k x k
+        systems formed from its gathered factor rows, as the exact solver's long rows
+        form theirs (without the whitening, which would not keep the factors
+        nonnegative), and solved in float64 by :func:`gpu_als.backends.nnls.nnls_rows`."""
+        started = time.perf_counter()
+        k = F.shape[1]
+        implicit = feedback == "implicit"
+        if implicit:
+            if not np.isfinite(FtF).all():  # as _solve_exact
+                out[...] = np.nan
+                return out
+            base = FtF + regularization * np.eye(k)
+        lengths = np.diff(rows.indptr)
+        out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
+        diagonal = np.arange(k)
+        scratch = _current_scratch()
+
+        def solve_block(block: tuple[np.ndarray, int]) -> None:
+            ids, _ = block
+            with scratch.borrow() as array:
+                pos, Fg, padding = _gathered(block, rows, rows.indices, F, array)
+                w = _entries(rows.weight, pos, padding, F.dtype)
+                b = (_entries(rows.target, pos, padding, F.dtype)[:, None, :] @ Fg)[:, 0, :]
+                # in the factors' dtype, as the exact solver's systems (and the GPU's)
+                A = (Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])).astype(np.float64)
+            if implicit:
+                A += base
+            else:
+                A[:, diagonal, diagonal] += (regularization * lengths[ids])[:, None]
+            out[ids] = nnls_rows(A, b, xp=np, solve=_solve, to_numpy=np.asarray,
+                                 asarray=np.asarray, start=out[ids])
+
+        threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
+        self._run_parallel(solve_block, row_blocks(lengths, k, self._elements(BLOCK_ELEMENTS),
+                                                   MIN_BLOCK_ELEMENTS), threads)
+        if self.timer:
+            self.timer.add("nnls", time.perf_counter() - started)
         return out
 
     def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few):

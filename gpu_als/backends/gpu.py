@@ -30,6 +30,10 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   the same CG steps spread over many blocks, a launch pair per step (one block per
   segment for the entries' part of ``A p``, then one per row for the step), so that no
   single block streams a popular item's entries at every step, and no ``A`` is formed.
+* ``solver="nnls"``: every non-empty row's system is built in global memory (gram.cu, in
+  chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
+  :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a batched solve per round (and a host
+  synchronisation per round, to drop the finished rows).
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
@@ -55,6 +59,7 @@ import numpy as np
 from ..data import WeightedRows, check_bool, check_float, check_int, optional_module
 from . import _kernels
 from .base import ITERATIVE_SOLVERS, Backend
+from .nnls import nnls_rows
 
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
 #: Largest number of factors the kernels accept (the implicit library's GPU limit too).
@@ -92,6 +97,9 @@ WOODBURY_MIN_ROWS = 2048
 CG_LARGE_TILE_BYTES = 32 * 1024
 #: Share of the free device memory the two-kernel path may fill with k x k systems.
 MEMORY_FRACTION = 0.5
+#: Device memory of a row's system in the NNLS solver (``solver="nnls"``), in k x k
+#: float64 matrices: the system, and a round's gathered, masked and factorized copies.
+NNLS_SLOT_SYSTEMS = 5
 #: Who factorizes the exact solver's systems: this package's kernels or cuSOLVER.
 CHOLESKY_CHOICES = ("kernels", "cusolver")
 
@@ -569,8 +577,11 @@ class GPUBackend(Backend):
 
     # ---- scheduling -----------------------------------------------------------------
 
-    def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype) -> _Plan:
-        key = (id(rows), k, dtype.str)
+    def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype, nnls: bool = False) -> _Plan:
+        """Which rows go where (cached per rows, k and dtype). ``nnls``: the NNLS
+        solver's, every non-empty row in the chunks of systems built in global memory,
+        with room for its float64 copies."""
+        key = (id(rows), k, dtype.str, nnls)
         cached = self._plans.get(key)
         if cached is not None and cached[0]() is rows:
             return cached[1]
@@ -580,10 +591,10 @@ class GPUBackend(Backend):
         def longest_first(members):
             return members[np.argsort(-lengths[members], kind="stable")]
 
-        fused = self.cholesky == "kernels" and \
+        fused = self.cholesky == "kernels" and not nnls and \
             self._tile(k, dtype.itemsize, fused=True) is not None
         limit = self._woodbury_limit(k, dtype.itemsize) \
-            if self.woodbury and self.cholesky == "kernels" else 0
+            if self.woodbury and self.cholesky == "kernels" and not nnls else 0
         is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
         if np.count_nonzero(is_short) < self.woodbury_min_rows:
             limit, is_short = 0, np.zeros_like(is_short)
@@ -603,7 +614,7 @@ class GPUBackend(Backend):
             split_rows = np.flatnonzero((lengths > 0) & ~is_short)
             zero_rows = np.flatnonzero(lengths == 0)
         chunks = self._chunks(longest_first(split_rows), lengths, starts,
-                              k * k * dtype.itemsize)
+                              k * k * (NNLS_SLOT_SYSTEMS * 8 if nnls else dtype.itemsize))
         long_rows = np.flatnonzero(lengths > self.split_length)
         cg_chunks = self._chunks(longest_first(long_rows), lengths, starts,
                                  CG_SLOT_VECTORS * k * dtype.itemsize)
@@ -656,6 +667,9 @@ class GPUBackend(Backend):
                 else:
                     base = xp.zeros((k, k), dtype)
                     diag_scale = T(regularization)
+            if solver == "nnls":
+                self._solve_nnls(rows, F, base, diag_scale, implicit, out)
+                return out
             if solver in ITERATIVE_SOLVERS:
                 self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
                                index_dtype, preconditioned=solver == "pcg" and implicit)
@@ -696,6 +710,31 @@ class GPUBackend(Backend):
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
         return out
+
+    def _solve_nnls(self, rows, F, base, diag_scale, implicit: bool, out) -> None:
+        """``solver="nnls"``: each chunk's systems built by gram.cu (phase "gram_build"),
+        their upper triangles filled from the lower, and solved with ``x >= 0`` in float64
+        (phase "nnls"), from the free sets of the current factors ``out``."""
+        xp = self.xp
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        plan = self._plan(rows, k, dtype, nnls=True)
+        lower = xp.tri(k, dtype=bool)
+        for chunk in plan.chunks:
+            with self._phase("gram_build"):
+                A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
+            with self._phase("nnls"):
+                A = xp.where(lower, A, A.transpose(0, 2, 1))
+                x = nnls_rows(A, b, xp=xp, solve=self._solve_batched,
+                              to_numpy=self.to_numpy, asarray=self.asarray,
+                              start=out[chunk.slot_rows])
+                out[chunk.slot_rows] = x.astype(dtype)
+        if len(plan.zero_rows):
+            out[plan.zero_rows] = 0
+
+    def _solve_batched(self, M, c):
+        """The solutions of ``M[j] z = c[j]`` (float64; CuPy's batched LU)."""
+        return self.xp.linalg.solve(M, c[:, :, None])[:, :, 0]
 
     def _shared_base(self, FtF, regularization: float, dtype: np.dtype):
         """``(FtF + FtF^T) / 2 + regularization I`` in ``dtype``: exactly symmetric (the CG

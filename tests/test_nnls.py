@@ -1,0 +1,265 @@
+"""The nonnegative solver (``solver="nnls"``): block principal pivoting against SciPy's
+Lawson-Hanson ``nnls``, on every backend, and in the estimator."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse as sp
+
+from gpu_als import ALS
+from gpu_als.backends import nnls
+from gpu_als.backends.cpu import _solve
+
+from .conftest import backend_name, random_interactions
+from .reference import nnls_rows_loop
+from .test_solver import assert_close, edge_case_matrix, run_solve
+
+
+def lawson_hanson(A, b):
+    """Each row's solution by SciPy's ``nnls`` on the least-squares form."""
+    out = np.zeros(b.shape)
+    for j in range(len(b)):
+        L = np.linalg.cholesky(A[j])
+        out[j] = scipy.optimize.nnls(L.T, scipy.linalg.solve_triangular(L, b[j], lower=True))[0]
+    return out
+
+
+def systems(n, k, seed, *, conditioning=1.0):
+    """``n`` random symmetric positive definite ``k x k`` systems (Gram matrices of
+    ``3k`` rows, their columns scaled to spread the eigenvalues by ``conditioning``) and
+    right-hand sides with both signs."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, 3 * k, k)) * np.geomspace(1, conditioning, k)
+    A = Z.transpose(0, 2, 1) @ Z / (3 * k) + 0.01 * np.eye(k)
+    return A, rng.standard_normal((n, k))
+
+
+def solve_nnls(A, b, **options):
+    return nnls.nnls_rows(A, b, xp=np, solve=_solve, to_numpy=np.asarray,
+                          asarray=np.asarray, **options)
+
+
+def assert_kkt(A, b, x, tolerance=1e-8):
+    """The optimality conditions: x >= 0, the gradient y = A x - b >= 0, x_j y_j = 0."""
+    y = (A @ x[:, :, None])[:, :, 0] - b
+    scale = np.abs(b).max(axis=1, keepdims=True)
+    assert (x >= 0).all()
+    assert (y >= -tolerance * scale).all()
+    assert (np.abs(x * y) <= tolerance * scale * np.abs(x).max(axis=1, keepdims=True)).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 8, 33, 100])
+@pytest.mark.parametrize("conditioning", [1.0, 1e3])
+def test_nnls_rows_match_lawson_hanson(k, conditioning):
+    A, b = systems(60, k, seed=k, conditioning=conditioning)
+    b[0] = -np.abs(b[0])  # the solution 0 (for k = 1, -b <= 0 means x = 0)
+    b[1] = A[1] @ np.abs(np.random.default_rng(0).standard_normal(k))  # all free
+    x = solve_nnls(A, b)
+    want = lawson_hanson(A, b)
+    np.testing.assert_allclose(x, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert_kkt(A, b, x)
+    assert not x[0].any()
+    assert (x[1] > 0).all()
+    assert ((x == 0).any(axis=1)).mean() > 0.5, "most rows need the constraint"
+
+
+@pytest.mark.parametrize("start", ["none", "zeros", "solution", "random", "nan"])
+def test_nnls_rows_reach_the_same_solution_from_any_start(start):
+    """The start only picks the first free sets."""
+    A, b = systems(40, 12, seed=3)
+    want = lawson_hanson(A, b)
+    rng = np.random.default_rng(4)
+    guesses = {"none": None, "zeros": np.zeros(b.shape), "solution": want,
+               "random": rng.standard_normal(b.shape), "nan": np.full(b.shape, np.nan)}
+    x = solve_nnls(A, b, start=guesses[start])
+    np.testing.assert_allclose(x, want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+def test_nnls_rows_from_the_solution_take_one_round(monkeypatch):
+    """Started from its own solution's free set, a row is done after one solve: what a
+    fit's later iterations, whose factors change little, mostly see."""
+    A, b = systems(30, 10, seed=5)
+    rounds = []
+    original = nnls._round
+    monkeypatch.setattr(nnls, "_round", lambda *a: rounds.append(len(a[1])) or original(*a))
+    solve_nnls(A, b, start=lawson_hanson(A, b))
+    assert rounds == [30]
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 2])
+def test_rows_left_after_the_rounds_are_solved_by_scipy(rounds, monkeypatch):
+    """A row that block principal pivoting has not finished after ``rounds`` (rounding
+    can make its exchanges cycle) goes to SciPy's Lawson-Hanson: the same solutions."""
+    A, b = systems(50, 16, seed=6)
+    handed = []
+    original = nnls._scipy_nnls
+    monkeypatch.setattr(nnls, "_scipy_nnls", lambda A, b: handed.append(len(b)) or
+                        original(A, b))
+    x = solve_nnls(A, b, rounds=rounds)
+    want = lawson_hanson(A, b)
+    np.testing.assert_allclose(x, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert handed and handed[0] == (50 if rounds == 0 else handed[0]) and handed[0] > 0
+
+
+def test_the_backup_rule_ends_what_exchanging_every_variable_would_not(monkeypatch):
+    """With the backup rule off (every infeasible variable exchanged every round), a row
+    of these nearly singular systems (Gram matrices of k + 1 rows, columns scaled up to
+    30-fold) cycles until the rounds run out; with it, none does."""
+    k = 6
+    rng = np.random.default_rng(23)  # (found by a search: 1 row in 500 cycles)
+    Z = rng.standard_normal((500, k + 1, k)) * np.geomspace(1, 30, k)
+    A = Z.transpose(0, 2, 1) @ Z + 1e-3 * np.eye(k)
+    b = rng.standard_normal((500, k))
+    handed = []
+    monkeypatch.setattr(nnls, "_scipy_nnls", lambda A, b: handed.append(len(b)) or
+                        lawson_hanson(A, b))
+    x = solve_nnls(A, b)
+    assert handed == [], "the backup rule must finish every row"
+    assert_kkt(A, b, x)
+    monkeypatch.setattr(nnls, "BACKUP_TRIES", 10 ** 6)
+    assert_kkt(A, b, solve_nnls(A, b))
+    assert handed == [1], "a row cycles without the rule (else this test proves nothing)"
+
+
+def test_a_row_with_nan_gives_nan_and_the_others_their_solutions():
+    A, b = systems(5, 6, seed=8)
+    A[2, 1, 1] = np.nan
+    x = solve_nnls(A, b)
+    assert np.isnan(x[2]).all()
+    keep = [0, 1, 3, 4]
+    np.testing.assert_allclose(x[keep], lawson_hanson(A[keep], b[keep]), atol=1e-10)
+
+
+# ---- the backends' half-steps -------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("k", [1, 7, 32])
+def test_nnls_half_step_matches_per_row_lawson_hanson(backend, feedback, k, dtype):
+    """Rows of every length class (empty, one entry, longer than k and than the emulated
+    GPU's split length), negative values: every backend's ``solver="nnls"`` against one
+    SciPy ``nnls`` per row."""
+    R = edge_case_matrix(k, negative=feedback == "implicit")
+    rng = np.random.default_rng(9)
+    F = rng.random((R.shape[1], k)) * 0.5 if feedback == "implicit" else \
+        rng.standard_normal((R.shape[1], k))
+    conf = {"alpha": 3.0} if feedback == "implicit" else {}
+    got = run_solve(backend, R, F, 0.1, feedback, dtype, solver="nnls", **conf)
+    want = nnls_rows_loop(R, F, 0.1, feedback=feedback, **conf)
+    assert_close(got, want, dtype)
+    assert (got >= 0).all()
+    assert not got[0].any() and not got[9].any(), "empty rows must get zero factors"
+    if k > 1:
+        assert (want == 0).any() and (want > 0).any(), "the constraint must bind somewhere"
+
+
+@pytest.mark.parametrize("n_rows", [1, 4, 8])
+def test_nnls_fold_in_of_a_few_rows_matches_lawson_hanson(backend, n_rows):
+    """The few rows of a fold-in, which the CPU's exact solver sends down paths of their
+    own, take the NNLS solver all the same."""
+    k, n_fixed = 8, 500
+    rng = np.random.default_rng(10)
+    F = rng.standard_normal((n_fixed, k))
+    R = sp.lil_matrix((n_rows, n_fixed))
+    for u, length in enumerate([3, 12, 0, 1, 2, k, 5, 9][:n_rows]):
+        R[u, rng.choice(n_fixed, length, replace=False)] = rng.integers(1, 6, length)
+    R = R.tocsr()
+    got = run_solve(backend, R, F, 0.1, "implicit", np.float64, solver="nnls", alpha=2.0)
+    assert_close(got, nnls_rows_loop(R, F, 0.1, alpha=2.0), np.float64)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_nnls_loss_never_increases_between_half_steps(backend, feedback):
+    """Each half-step minimises the loss over its side's nonnegative factors."""
+    from gpu_als.backends import get_backend
+    from gpu_als.data import check_user_items, weighted_rows
+
+    R = random_interactions(30, 25, 0.2, seed=11, negative=feedback == "implicit")
+    b = get_backend(backend)
+    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=5.0))
+    cols = b.put(weighted_rows(check_user_items(R.T, np.float64), feedback=feedback, alpha=5.0))
+    rng = np.random.default_rng(12)
+    X, Y = b.asarray(rng.random((30, 5))), b.asarray(rng.random((25, 5)))
+    losses = []
+    for _ in range(4):
+        for target, fixed, side in ((X, Y, rows), (Y, X, cols)):
+            b.solve_rows(side, fixed, b.gram(fixed), regularization=0.05, feedback=feedback,
+                         out=target, solver="nnls")
+            losses.append(b.loss(rows, X, Y, b.gram(Y), regularization=0.05,
+                                 feedback=feedback))
+    assert all(after <= before * (1 + 1e-12) for before, after in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0]
+    assert (b.to_numpy(X) >= 0).all() and (b.to_numpy(Y) >= 0).all()
+
+
+# ---- the estimator ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_a_nonnegative_fit_is_the_same_on_every_backend(backend, feedback):
+    """``ALS(solver="nnls")``: nonnegative factors, a loss that never goes up, and the
+    CPU's factors on every backend."""
+    R = random_interactions(25, 18, 0.3, seed=13, negative=feedback == "implicit")
+    settings = {"factors": 5, "iterations": 4, "solver": "nnls", "feedback": feedback,
+                "show_progress": False, "random_state": 0, "dtype": np.float64}
+    model = ALS(backend=backend, **settings).fit(R)
+    reference = ALS(backend="cpu", **settings).fit(R)
+    X = model._backend.to_numpy(model.user_factors_)
+    Y = model._backend.to_numpy(model.item_factors_)
+    assert model.backend_ == backend_name(backend)
+    assert (X >= 0).all() and (Y >= 0).all()
+    assert (X == 0).any() and (Y == 0).any(), "the constraint must bind"
+    history = model.loss_history_
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:])), history
+    np.testing.assert_allclose(X, reference.user_factors_, atol=1e-8)
+    np.testing.assert_allclose(Y, reference.item_factors_, atol=1e-8)
+
+
+def test_a_nonnegative_model_folds_in_and_adds_users_under_the_constraint():
+    """``recalculate_user``, ``transform`` and ``partial_fit_users`` of an NNLS model
+    solve the nonnegative problem (the unconstrained solution has negative factors)."""
+    R = random_interactions(40, 30, 0.2, seed=14)
+    model = ALS(factors=12, iterations=5, solver="nnls", backend="cpu", show_progress=False,
+                random_state=0).fit(R)
+    Y = model.item_factors_
+    new = random_interactions(3, 30, 0.3, seed=15)
+    want = nnls_rows_loop(new, Y, model.regularization or 0.01, alpha=model.alpha)
+    assert (want == 0).any()
+    np.testing.assert_allclose(model.recalculate_user(np.arange(3), new), want, atol=1e-5)
+    np.testing.assert_allclose(model.transform(new), want, atol=1e-5)
+    model.partial_fit_users([40, 41, 42], new)
+    np.testing.assert_allclose(model.user_factors_[40:], want, atol=1e-5)
+    ids, _ = model.recommend(0, new[0], N=3, recalculate_user=True)
+    scores = want[0] @ Y.T
+    scores[new[0].indices] = -np.inf
+    assert list(ids) == list(np.argsort(-scores, kind="stable")[:3])
+
+
+def test_nonnegative_settings_refused_or_warned_with_what_to_do():
+    R = random_interactions(10, 8, 0.4, seed=16)
+    with pytest.raises(ValueError, match=r"regularization=0 with solver='nnls'.*> 0"):
+        ALS(solver="nnls", regularization=0, backend="cpu").fit(R)
+    with pytest.raises(TypeError, match=r"'nonnegative' is Spark MLlib's parameter; in "
+                                        r"gpu-als: solver='nnls'"):
+        ALS(nonnegative=True)
+    with pytest.warns(UserWarning, match=r"cg_steps=5 has no effect with solver='nnls'"):
+        ALS(solver="nnls", cg_steps=5, factors=2, iterations=1, backend="cpu",
+            show_progress=False).fit(R)
+    model = ALS(solver="nnls", factors=2, iterations=2, backend="cpu",
+                show_progress=False).fit(R)
+    with pytest.raises(ValueError, match="with solver='nnls' the factors held at 0"):
+        model.explain(0, R, 1)
+
+
+def test_a_nonnegative_model_saves_and_loads_as_one(tmp_path):
+    R = random_interactions(12, 9, 0.4, seed=17)
+    model = ALS(solver="nnls", factors=3, iterations=2, backend="cpu",
+                show_progress=False, random_state=1).fit(R)
+    model.save(tmp_path / "m.npz")
+    loaded = ALS.load(tmp_path / "m.npz", backend="cpu")
+    assert loaded.solver == "nnls"
+    new = R[:2]
+    np.testing.assert_array_equal(loaded.recalculate_user([0, 1], new),
+                                  model.recalculate_user([0, 1], new))
