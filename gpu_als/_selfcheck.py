@@ -3,7 +3,8 @@
 What the test suite's GPU cases check on a development machine, for a user's own card,
 driver and CUDA libraries: one half-step of each of the GPU backend's paths (the fused
 kernel, the two-kernel path above what shared memory holds, long rows split over
-blocks, short rows in their own space, CG and preconditioned CG), from the same fixed
+blocks, short rows in their own space, CG and preconditioned CG, nonnegative least
+squares), from the same fixed
 factors and start as the CPU backend's, which solves in float64. A case passes where
 the largest difference is within the limit for its dtype, relative to the largest value
 of the CPU's solution.
@@ -32,16 +33,18 @@ CASES: tuple[tuple[str, str, int, dict[str, Any]], ...] = (
     ("implicit", "cholesky", 64, {"woodbury_min_rows": 1}),
     ("explicit", "cholesky", 64, {"woodbury_min_rows": 1}),
     ("implicit", "cg", 64, {}), ("implicit", "pcg", 64, {}), ("explicit", "cg", 64, {}),
+    ("implicit", "nnls", 64, {}), ("explicit", "nnls", 64, {}),
 )
 #: Entries of the long row (split over several blocks on a GPU).
 LONG_ROW = 10_000
 #: The largest difference from the CPU's float64 solution allowed, relative to its
 #: largest value, as the test suite allows it (tests/test_solver.py, tests/test_gpu.py):
-#: an exact solve in each dtype; three CG steps in float64 (in float32 the rounding of
+#: an exact solve (NNLS's too) in each dtype; three CG steps in float64 (in float32 the rounding of
 #: steps that have not converged grows apart with the order of the sums, so they are not
 #: compared).
 LIMITS = {("cholesky", "float32"): 2e-4, ("cholesky", "float64"): 1e-9,
-          ("cg", "float64"): 1e-6, ("pcg", "float64"): 1e-6}
+          ("cg", "float64"): 1e-6, ("pcg", "float64"): 1e-6,
+          ("nnls", "float32"): 2e-4, ("nnls", "float64"): 1e-9}
 REGULARIZATION = 0.1
 ALPHA = 2.0
 
