@@ -194,6 +194,20 @@ def test_nnls_loss_never_increases_between_half_steps(backend, feedback):
     assert (b.to_numpy(X) >= 0).all() and (b.to_numpy(Y) >= 0).all()
 
 
+@pytest.mark.parametrize("k", [4, 64])
+def test_cpu_nnls_blocks_bound_their_systems_and_cover_every_row_once(k):
+    """Each CPU block forms a k x k system per row: a block of short rows, bounded by
+    rows x length x k elements in the exact solver, is cut to bound rows x k x k."""
+    from gpu_als.backends.cpu import nnls_blocks
+
+    lengths = np.random.default_rng(18).zipf(1.5, 5000) % 300
+    blocks = list(nnls_blocks(lengths, k, block_elements=2 ** 14))
+    rows = np.concatenate([ids for ids, _ in blocks])
+    np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(lengths))
+    assert all(len(ids) * k * k <= 2 ** 14 or len(ids) == 1 for ids, _ in blocks)
+    assert all((lengths[ids] <= padded).all() for ids, padded in blocks)
+
+
 # ---- the estimator ------------------------------------------------------------------
 
 

@@ -249,6 +249,18 @@ def _length_buckets(lengths: np.ndarray, factors: int, block_elements: int
         start = stop
 
 
+def nnls_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
+                ) -> Iterator[tuple[np.ndarray, int]]:
+    """:func:`row_blocks` for the NNLS solver, whose every row forms a ``k x k`` system:
+    blocks cut further so that their systems hold at most ``block_elements`` elements
+    too (a block of one-entry rows, bounded by rows x 1 x k elements, would otherwise
+    form ``rows x k x k``: 537 MB of float64 at k = 64 for a block of 2^20 elements)."""
+    per_block = max(1, block_elements // (factors * factors))
+    for ids, padded in row_blocks(lengths, factors, block_elements, MIN_BLOCK_ELEMENTS):
+        for first in range(0, len(ids), per_block):
+            yield ids[first:first + per_block], padded
+
+
 def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve the batch of SPD systems ``A[j] x[j] = b[j]``, in float64.
 
@@ -513,8 +525,8 @@ class CPUBackend(Backend):
                                  asarray=np.asarray, start=out[ids])
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
-        self._run_parallel(solve_block, row_blocks(lengths, k, self._elements(BLOCK_ELEMENTS),
-                                                   MIN_BLOCK_ELEMENTS), threads)
+        self._run_parallel(solve_block, nnls_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
+                           threads)
         if self.timer:
             self.timer.add("nnls", time.perf_counter() - started)
         return out
