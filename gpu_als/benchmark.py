@@ -106,8 +106,11 @@ class Implementation:
     library: str  # "gpu_als" or "implicit"
     backend: str  # "cpu" or "gpu"
     solver: str  # "cholesky" (exact), "cg" (3 conjugate-gradient steps), "pcg" (gpu_als's
-    # 3 steps of CG preconditioned by Y^T Y + lambda I), "pcg2" (2 of them) or "cusolver"
+    # 3 steps of CG preconditioned by Y^T Y + lambda I), "pcg2" (2 of them), "cusolver"
     # (gpu_als's exact solver with cuSOLVER's batched Cholesky: GPUBackend(cholesky=...))
+    # or "nnls" (gpu_als's nonnegative factors: another problem, which implicit lacks)
+    #: Timed when no implementation is named; the others only when named.
+    by_default: bool = True
 
     @property
     def name(self) -> str:
@@ -127,7 +130,12 @@ IMPLEMENTATIONS = {i.name: i for i in [
     Implementation("gpu_als", "cpu", "pcg"),
     Implementation("implicit", "cpu", "cholesky"),
     Implementation("implicit", "cpu", "cg"),
+    # opt-in: what nonnegative factors cost against the exact solver on the same data
+    Implementation("gpu_als", "gpu", "nnls", by_default=False),
+    Implementation("gpu_als", "cpu", "nnls", by_default=False),
 ]}
+#: What is timed when no implementation is named.
+DEFAULT_IMPLEMENTATIONS = [name for name, i in IMPLEMENTATIONS.items() if i.by_default]
 
 #: quick: fits in a `make gpu-check` run; full: everything the README's charts show.
 #: CPU implementations run only on datasets of at most ``cpu_max_nnz`` interactions.
@@ -403,7 +411,7 @@ def _per_iteration(stamps: list[float]) -> tuple[float, float]:
 
 #: ALS's ``solver`` and ``cg_steps`` for each gpu_als implementation's solver.
 GPU_ALS_SOLVERS = {"cholesky": ("cholesky", 3), "cg": ("cg", 3), "pcg": ("pcg", 3),
-                   "pcg2": ("pcg", 2), "cusolver": ("cholesky", 3)}
+                   "pcg2": ("pcg", 2), "cusolver": ("cholesky", 3), "nnls": ("nnls", 3)}
 #: The implementations' solvers that take CG steps.
 CG_SOLVERS = ("cg", "pcg", "pcg2")
 
@@ -819,7 +827,7 @@ def run(profile: str = "quick", *, datasets=None, factors=None, implementations=
                              f"(by a dataset of the benchmark's or another --matrix): "
                              f"rename the file")
         taken.add(dataset.name)
-    chosen = implementations or list(IMPLEMENTATIONS)
+    chosen = implementations or DEFAULT_IMPLEMENTATIONS
     unknown = [n for n in chosen if n not in IMPLEMENTATIONS]
     if unknown:
         raise ValueError(
@@ -1135,7 +1143,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="factor counts to time (default: the profile's)")
     parser.add_argument("--implementations", nargs="+", default=None,
                         choices=list(IMPLEMENTATIONS), metavar="IMPLEMENTATION",
-                        help="what to time (default: every one that can run here)")
+                        help="what to time (default: every one that can run here but "
+                             "the opt-in " + ", ".join(sorted(
+                                 set(IMPLEMENTATIONS) - set(DEFAULT_IMPLEMENTATIONS))) + ")")
     parser.add_argument("--iterations", type=int, default=None,
                         help="iterations per fit on the synthetic sets, the first being the "
                              f"warm-up (default: the profile's, {_per_profile('iterations')}; "

@@ -246,6 +246,8 @@ _BENCH_STYLE = {
     "gpu_als-cpu-pcg": ("tab:green", "-", "D"),
     "implicit-cpu-cholesky": ("tab:purple", "--", "o"),
     "implicit-cpu-cg": ("tab:gray", "--", "s"),
+    "gpu_als-gpu-nnls": ("tab:red", ":", "v"),
+    "gpu_als-cpu-nnls": ("tab:blue", ":", "v"),
 }
 
 

@@ -165,7 +165,8 @@ def test_gpu_phases_are_profiled_on_both_gpu_paths(tiny, monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "solver", "steps"), [
-    ("cholesky", "cholesky", 3), ("cg", "cg", 3), ("pcg", "pcg", 3), ("pcg2", "pcg", 2)])
+    ("cholesky", "cholesky", 3), ("cg", "cg", 3), ("pcg", "pcg", 3), ("pcg2", "pcg", 2),
+    ("nnls", "nnls", 3)])
 def test_each_implementation_fits_with_its_solver_and_steps(tiny, name, solver, steps):
     from gpu_als.datasets import make_power_law
 
@@ -216,6 +217,25 @@ def test_run_end_to_end_in_subprocesses(tiny, tmp_path):
     for key in ("commit", "date", "device", "host", "versions"):
         assert result[key]
     assert result["comparisons"] == []  # no implicit rows
+
+
+def test_the_opt_in_implementations_run_only_when_named(tiny, tmp_path, monkeypatch,
+                                                         capsys):
+    """NNLS solves another problem than implicit's: timed when named, never by default."""
+    opt_in = {"gpu_als-gpu-nnls", "gpu_als-cpu-nnls"}
+    assert opt_in <= set(benchmark.IMPLEMENTATIONS)
+    assert set(benchmark.IMPLEMENTATIONS) - set(benchmark.DEFAULT_IMPLEMENTATIONS) == opt_in
+    available = benchmark.unavailable
+    monkeypatch.setattr(benchmark, "unavailable", lambda implementation: "(test)")
+    with pytest.raises(ValueError, match="none of the implementations"):
+        benchmark.run("quick", datasets=["tiny"], factors=[4], cache=tmp_path)
+    skipped = capsys.readouterr().out
+    assert skipped.count("skipping ") == len(benchmark.DEFAULT_IMPLEMENTATIONS)
+    assert "nnls" not in skipped
+    monkeypatch.setattr(benchmark, "unavailable", available)
+    rows = benchmark.run("quick", datasets=["tiny"], factors=[4], cache=tmp_path,
+                         implementations=["gpu_als-cpu-nnls"])["benchmarks"]
+    assert [(r["solver"], "error" in r) for r in rows] == [("nnls", False)]
 
 
 def test_command_line_keeps_each_row_as_it_comes(tiny, tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def nnls_rows(A: Any, b: Any, *, xp: Any, solve: Callable[[Any, Any], Any],
         fewest = xp.where(fewer, count, fewest)
         every = fewer | (tries >= 1)  # exchange every infeasible variable, or the last
         tries = xp.where(fewer, BACKUP_TRIES, xp.where(every, tries - 1, tries))
-        last = k - 1 - xp.argmax(infeasible[:, ::-1], axis=1)
+        last = k - 1 - xp.argmax(infeasible[:, ::-1].astype(np.int8), axis=1)
         free ^= xp.where(every[:, None], infeasible, columns[None, :] == last[:, None])
     if len(todo):
         x[todo] = asarray(_scipy_nnls(to_numpy(A), to_numpy(b)))
