@@ -129,7 +129,8 @@ def test_random_arguments_return_or_raise_in_the_librarys_words(backend):
 
 def test_the_cpu_and_gpu_backends_answer_random_queries_alike(gpu_backend):
     """The queries of the sweep above, each asked of a CPU model and of a GPU one that hold
-    the same float64 factors: the same answer (to 1e-7; a model for the partial fits,
+    the same float64 factors and solver (exact or NNLS): the same answer (to 1e-7; a model
+    for the partial fits,
     compared by its factors and ids), the same warnings, or the same error in the same
     words. One-off runs of 4,600 calls found nothing (stop 69); fold-ins against a
     singular Y^T Y, which the GPU named in other words, have a test of their own
@@ -142,12 +143,13 @@ def test_the_cpu_and_gpu_backends_answer_random_queries_alike(gpu_backend):
     differ = []
     for _ in range(600):  # (about 2 s)
         source, name = rnd.choice(sources), rnd.choice(methods)
+        solver = rnd.choice(["cholesky", "nnls"])  # (the fold-ins solve either problem)
         kwargs = _drawn(rnd, _required(name), ARGUMENTS[name], kinds, wrong)
         answers = []
         for backend in ("cpu", gpu_backend):
             model = ALS.from_factors(source.user_factors_, source.item_factors_,
                                      user_ids=source.user_ids_, item_ids=source.item_ids_,
-                                     backend=backend, dtype=np.float64)
+                                     backend=backend, dtype=np.float64, solver=solver)
             answers.append(_answer(getattr(model, name), kwargs))
         if not _alike(*answers):
             differ.append((name, kwargs, answers))
@@ -417,7 +419,8 @@ def test_fit_under_random_arguments_trains_or_is_refused_in_the_librarys_words(b
         "params": [{}, {"warm_start": True}, {"iterations": 0}, {"factors": 20},
                    {"feedback": "explicit"}, {"solver": "cg", "cg_steps": 1},
                    {"dtype": np.float64}, {"calculate_training_loss": False},
-                   {"confidence": "log", "epsilon": 0.01}, {"regularization": 0.0}],
+                   {"confidence": "log", "epsilon": 0.01}, {"regularization": 0.0},
+                   {"solver": "nnls"}],
         "fitted": [False, True],
     }
     to_numpy = get_backend(backend).to_numpy if isinstance(backend, str) else backend.to_numpy
