@@ -170,30 +170,6 @@ def test_nnls_fold_in_of_a_few_rows_matches_lawson_hanson(backend, n_rows):
     assert_close(got, nnls_rows_loop(R, F, 0.1, alpha=2.0), np.float64)
 
 
-@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
-def test_nnls_loss_never_increases_between_half_steps(backend, feedback):
-    """Each half-step minimises the loss over its side's nonnegative factors."""
-    from gpu_als.backends import get_backend
-    from gpu_als.data import check_user_items, weighted_rows
-
-    R = random_interactions(30, 25, 0.2, seed=11, negative=feedback == "implicit")
-    b = get_backend(backend)
-    rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=5.0))
-    cols = b.put(weighted_rows(check_user_items(R.T, np.float64), feedback=feedback, alpha=5.0))
-    rng = np.random.default_rng(12)
-    X, Y = b.asarray(rng.random((30, 5))), b.asarray(rng.random((25, 5)))
-    losses = []
-    for _ in range(4):
-        for target, fixed, side in ((X, Y, rows), (Y, X, cols)):
-            b.solve_rows(side, fixed, b.gram(fixed), regularization=0.05, feedback=feedback,
-                         out=target, solver="nnls")
-            losses.append(b.loss(rows, X, Y, b.gram(Y), regularization=0.05,
-                                 feedback=feedback))
-    assert all(after <= before * (1 + 1e-12) for before, after in zip(losses, losses[1:])), losses
-    assert losses[-1] < losses[0]
-    assert (b.to_numpy(X) >= 0).all() and (b.to_numpy(Y) >= 0).all()
-
-
 @pytest.mark.parametrize("k", [4, 64])
 def test_cpu_nnls_blocks_bound_their_systems_and_cover_every_row_once(k):
     """Each CPU block forms a k x k system per row: a block of short rows, bounded by

@@ -580,9 +580,11 @@ def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, v
     assert np.isnan(b.to_numpy(out)[stored]).all()
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "nnls"])
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
-def test_loss_never_increases_between_half_steps(backend, feedback):
-    """With exact solves each half-step minimises the loss over its side: it cannot go up."""
+def test_loss_never_increases_between_half_steps(backend, feedback, solver):
+    """With exact solves each half-step minimises the loss over its side (NNLS: over its
+    nonnegative factors, which it keeps so): it cannot go up."""
     R = random_interactions(30, 25, 0.2, seed=11, negative=feedback == "implicit")
     b = get_backend(backend)
     rows = b.put(weighted_rows(check_user_items(R, np.float64), feedback=feedback, alpha=5.0))
@@ -593,11 +595,13 @@ def test_loss_never_increases_between_half_steps(backend, feedback):
     for _ in range(4):
         for target, fixed, side in ((X, Y, rows), (Y, X, cols)):
             b.solve_rows(side, fixed, b.gram(fixed), regularization=0.05, feedback=feedback,
-                         out=target)
+                         out=target, solver=solver)
             losses.append(b.loss(rows, X, Y, b.gram(Y), regularization=0.05,
                                  feedback=feedback))
     assert all(after <= before * (1 + 1e-12) for before, after in zip(losses, losses[1:])), losses
     assert losses[-1] < losses[0]
+    if solver == "nnls":
+        assert (b.to_numpy(X) >= 0).all() and (b.to_numpy(Y) >= 0).all()
 
 
 def test_fit_loss_history_decreases(backend):

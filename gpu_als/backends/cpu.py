@@ -249,6 +249,17 @@ def _length_buckets(lengths: np.ndarray, factors: int, block_elements: int
         start = stop
 
 
+def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
+                   ) -> np.ndarray | None:
+    """The part every implicit row's system shares, ``FtF + regularization I``; or None,
+    with every row of ``out`` NaN, where ``FtF`` is not finite (propagated, as the GPU
+    kernels do: the fit reports it, as _solve_exact leaves it)."""
+    if not np.isfinite(FtF).all():
+        out[...] = np.nan
+        return None
+    return FtF + regularization * np.eye(FtF.shape[0])
+
+
 def nnls_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
                 ) -> Iterator[tuple[np.ndarray, int]]:
     """:func:`row_blocks` for the NNLS solver, whose every row forms a ``k x k`` system:
@@ -457,13 +468,12 @@ class CPUBackend(Backend):
         k = F.shape[1]
         implicit = feedback == "implicit"
         if implicit:
-            if not np.isfinite(FtF).all():  # as _solve_exact
-                out[...] = np.nan
-                return out
             # Not factorized here (a third of the time of one user's solve): the row's
             # system is at least B (confidences >= 1), so it fails to factorize only if B
             # is singular, and regularized_gram then says so.
-            B = FtF + regularization * np.eye(k)
+            B = _implicit_base(FtF, regularization, out)
+            if B is None:
+                return out
         step = max(1, self._elements(BLOCK_ELEMENTS) // k)
         for u in range(rows.n_rows):
             first, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
@@ -500,10 +510,9 @@ class CPUBackend(Backend):
         k = F.shape[1]
         implicit = feedback == "implicit"
         if implicit:
-            if not np.isfinite(FtF).all():  # as _solve_exact
-                out[...] = np.nan
+            base = _implicit_base(FtF, regularization, out)
+            if base is None:
                 return out
-            base = FtF + regularization * np.eye(k)
         lengths = np.diff(rows.indptr)
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
