@@ -70,8 +70,8 @@ IMPLICIT_ARGUMENTS = {
 SPARK_ARGUMENTS = {
     "rank": "factors=",
     "maxIter": "iterations=",
-    "regParam": "regularization= (the same penalty for explicit feedback, which Spark's "
-                "implicitPrefs=False is)",
+    "regParam": "regularization= (with feedback='explicit', Spark's implicitPrefs=False, "
+                "the same penalty per rating)",
     "implicitPrefs": "feedback='implicit' (the default here) or feedback='explicit'",
     "nonnegative": "solver='nnls' for nonnegative=True",
     "seed": "random_state=",

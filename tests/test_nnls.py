@@ -243,6 +243,16 @@ def test_nonnegative_settings_refused_or_warned_with_what_to_do():
         model.explain(0, R, 1)
 
 
+@pytest.mark.parametrize(("spark", "ours"), [
+    ("rank", "factors="), ("maxIter", "iterations="), ("regParam", "regularization="),
+    ("implicitPrefs", "feedback='implicit'"), ("nonnegative", "solver='nnls'"),
+    ("seed", "random_state=")])
+def test_spark_parameter_names_are_refused_with_ours(spark, ours):
+    with pytest.raises(TypeError, match=rf"^'{spark}' is Spark MLlib's parameter; in "
+                                        rf"gpu-als: {ours}"):
+        ALS(**{spark: 1})
+
+
 def test_a_nonnegative_model_saves_and_loads_as_one(tmp_path):
     R = random_interactions(12, 9, 0.4, seed=17)
     model = ALS(solver="nnls", factors=3, iterations=2, backend="cpu",
