@@ -355,6 +355,14 @@ def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
     # float64): in float32, the way out
     wider = " in float32; use dtype=float64 for double precision" \
         if np.dtype(X.dtype) == np.float32 else ""
+    if p["solver"] == "nnls":  # float64 may not be the way out: its systems are not
+        # whitened, so the regularization's part of them is lost to rounding
+        wider = ("; the NNLS solver's systems, not whitened as the exact solver's, are "
+                 "numerically singular in float64 where the confidences dwarf the "
+                 "regularization: scale the values down (confidence='log' for counts) or "
+                 "use a larger regularization" +
+                 (", or dtype=float64 (a GPU builds them in float32)"
+                  if np.dtype(X.dtype) == np.float32 else ""))
     raise FloatingPointError(
         f"{what}; the input ({scale}) or the hyperparameters (regularization="
         f"{p['regularization']}{alpha}) make the problem numerically unstable{wider}"

@@ -253,6 +253,19 @@ def test_spark_parameter_names_are_refused_with_ours(spark, ours):
         ALS(**{spark: 1})
 
 
+def test_a_nonnegative_fit_of_confidences_beyond_float64_says_what_to_do():
+    """Confidences of 4e31 (values of 1e30) against regularization 0.01: the exact solver
+    whitens them away and fits; NNLS's systems, not whitened, lose the regularization to
+    float64 rounding and are singular. The error says so, and not only "use float64"."""
+    R = random_interactions(30, 20, 0.3, seed=0)
+    R.data *= 1e30
+    with pytest.raises(FloatingPointError, match=r"confidences up to 4e\+31.*NNLS solver's "
+                                                 r"systems, not whitened.*scale the values "
+                                                 r"down \(confidence='log' for counts\)"):
+        ALS(factors=4, iterations=3, solver="nnls", backend="cpu", show_progress=False,
+            dtype=np.float64, random_state=0).fit(R)
+
+
 def test_a_nonnegative_model_saves_and_loads_as_one(tmp_path):
     R = random_interactions(12, 9, 0.4, seed=17)
     model = ALS(solver="nnls", factors=3, iterations=2, backend="cpu",

@@ -503,9 +503,9 @@ class CPUBackend(Backend):
 
     def _solve_nnls(self, rows, F, FtF, regularization, feedback, out):
         """:meth:`solve_rows` with ``x >= 0`` (``solver="nnls"``): each block's k x k
-        systems formed from its gathered factor rows, as the exact solver's long rows
-        form theirs (without the whitening, which would not keep the factors
-        nonnegative), and solved in float64 by :func:`gpu_als.backends.nnls.nnls_rows`."""
+        systems formed from its gathered factor rows (without the exact solver's
+        whitening, which would not keep the factors nonnegative), and solved in float64
+        by :func:`gpu_als.backends.nnls.nnls_rows`."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
@@ -524,7 +524,13 @@ class CPUBackend(Backend):
                 pos, Fg, padding = _gathered(block, rows, rows.indices, F, array)
                 w = _entries(rows.weight, pos, padding, F.dtype)
                 b = (_entries(rows.target, pos, padding, F.dtype)[:, None, :] @ Fg)[:, 0, :]
-                # in the factors' dtype, as the exact solver's systems (and the GPU's)
+                # formed in the factors' dtype, as the GPU builds them (gram.cu): formed
+                # in float64, a fit of MovieLens 100K at k = 128 took 430 ms per
+                # iteration against 296 and 381 (separate runs, benchmarks/
+                # nnls_movielens.py); and inputs whose float32 products overflow
+                # (confidences near 1e36) make systems that float64 holds but cannot
+                # solve either (the regularization lost to rounding:
+                # _training.raise_non_finite says so)
                 A = (Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])).astype(np.float64)
             if implicit:
                 A += base
