@@ -208,8 +208,9 @@ def test_a_nonnegative_fit_is_the_same_on_every_backend(backend, feedback):
 
 
 def test_a_nonnegative_model_folds_in_and_adds_users_under_the_constraint():
-    """``recalculate_user``, ``transform`` and ``partial_fit_users`` of an NNLS model
-    solve the nonnegative problem (the unconstrained solution has negative factors)."""
+    """``recalculate_user``, ``transform``, ``partial_fit_users``, ``recalculate_item``
+    and ``partial_fit_items`` of an NNLS model solve the nonnegative problem (the
+    unconstrained solution has negative factors)."""
     R = random_interactions(40, 30, 0.2, seed=14)
     model = ALS(factors=12, iterations=5, solver="nnls", backend="cpu", show_progress=False,
                 random_state=0).fit(R)
@@ -225,6 +226,13 @@ def test_a_nonnegative_model_folds_in_and_adds_users_under_the_constraint():
     scores = want[0] @ Y.T
     scores[new[0].indices] = -np.inf
     assert list(ids) == list(np.argsort(-scores, kind="stable")[:3])
+    new_items = random_interactions(2, 43, 0.3, seed=16)  # items x the 43 users now
+    want_items = nnls_rows_loop(new_items, model.user_factors_, 0.01, alpha=model.alpha)
+    assert (want_items == 0).any()
+    np.testing.assert_allclose(model.recalculate_item([0, 1], new_items), want_items,
+                               atol=1e-5)
+    model.partial_fit_items([30, 31], new_items)
+    np.testing.assert_allclose(model.item_factors_[30:], want_items, atol=1e-5)
 
 
 def test_nonnegative_settings_refused_or_warned_with_what_to_do():
