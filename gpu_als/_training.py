@@ -214,7 +214,8 @@ class Training:
             check_definite_base(p, fixed_gram, fixed.shape[0], backend)
             backend.solve_rows(rows, fixed, fixed_gram, regularization=p["regularization"],
                                feedback=p["feedback"], out=out, solver=p["solver"],
-                               cg_steps=p["cg_steps"])
+                               cg_steps=p["cg_steps"],
+                               scale_regularization=p["scale_regularization"])
 
         start = time.perf_counter() - self.seconds
         stopped = False
@@ -234,7 +235,8 @@ class Training:
                     with backend.range("training loss"):
                         loss = backend.loss(self.Cu, X, Y, self.YtY,
                                             regularization=p["regularization"],
-                                            feedback=p["feedback"])
+                                            feedback=p["feedback"],
+                                            scale_regularization=p["scale_regularization"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
                         raise_non_finite(backend, X, Y, iteration, p,
                                          largest_input(self.Cu, p))

@@ -116,6 +116,10 @@ def add_model_options(parser: argparse.ArgumentParser, *,
     g.add_argument("--feedback", choices=FEEDBACKS, default=default("implicit"),
                    help="values are interaction amounts (implicit) or ratings (explicit) "
                         "(default implicit)")
+    g.add_argument("--scale-regularization", action="store_true", default=None,
+                   help="scale each user's and item's lambda by its number of entries, "
+                        "with implicit feedback too (Spark's implicit model; explicit "
+                        "feedback always does: ALS-WR)")
     g.add_argument("--confidence", choices=CONFIDENCES, default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log) "
                         "(default linear)")
@@ -206,8 +210,9 @@ def fraction(text: str) -> float:
 
 #: The options of add_model_options (as argparse names them), and the ALS parameter each
 #: sets where it is not the same name.
-MODEL_OPTIONS = ("factors", "regularization", "alpha", "iterations", "feedback", "confidence",
-                 "epsilon", "solver", "cg_steps", "dtype", "backend", "seed")
+MODEL_OPTIONS = ("factors", "regularization", "alpha", "iterations", "feedback",
+                 "scale_regularization", "confidence", "epsilon", "solver", "cg_steps",
+                 "dtype", "backend", "seed")
 PARAMETER_OF_OPTION = {"seed": "random_state"}
 _DEFAULTS = tuple(_DEFAULT_TYPES.values())
 

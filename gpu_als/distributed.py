@@ -159,7 +159,8 @@ def _solve_block(block: data.WeightedRows, fixed: np.ndarray, fixed_gram, params
     gram = None if fixed_gram is None else backend.asarray(fixed_gram)
     backend.solve_rows(rows, F, gram, regularization=params["regularization"],
                        feedback=params["feedback"], out=out, solver=params["solver"],
-                       cg_steps=params["cg_steps"])
+                       cg_steps=params["cg_steps"],
+                       scale_regularization=params["scale_regularization"])
     return backend.to_numpy(out), backend.to_numpy(backend.gram(out)), \
         backend.stored_loss(rows, out, F)
 
@@ -419,7 +420,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
         n_workers = _running_workers(client, worker_timeout)
         source = _MatrixBlocks(users, items, ids, n_workers * blocks_per_worker, p)
     user_ids, item_ids = source.user_ids, source.item_ids
-    params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps")}
+    params = {key: p[key] for key in ("regularization", "feedback", "solver", "cg_steps",
+                                      "scale_regularization")}
+    scaled = p["scale_regularization"]  # (always with explicit feedback)
     params["backend"] = model.backend
     implicit = p["feedback"] == "implicit"
     cpu = get_backend("cpu")
@@ -446,7 +449,8 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
             X, XtX, _ = half_step("user", Y, YtY, X)
             Y, YtY, stored = half_step("item", X, XtX, Y)
             loss = cpu.loss_from_parts(X, Y, XtX, YtY, stored, source.loss_constant,
-                                       counts=source.counts, feedback=p["feedback"],
+                                       counts=source.counts if scaled else None,
+                                       feedback=p["feedback"],
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
                 raise_non_finite(cpu, X, Y, iteration, {**p, "calculate_training_loss": True},

@@ -122,7 +122,7 @@ def to_implicit(model: ALS):
         Where implicit is not installed.
     ValueError
         For a model implicit's ALS cannot express: explicit feedback,
-        ``confidence="log"``, or ``solver="nnls"``.
+        ``confidence="log"``, ``scale_regularization=True`` or ``solver="nnls"``.
     NotFittedError
         For a model without factors.
     """
@@ -137,6 +137,9 @@ def to_implicit(model: ALS):
     p = model._check_params()
     if p["feedback"] != "implicit":
         raise ValueError("feedback='explicit': implicit's ALS learns implicit feedback only")
+    if p["scale_regularization"]:
+        raise ValueError("scale_regularization=True: implicit's ALS has one penalty for "
+                         "every row, not one scaled by each row's entries")
     if p["solver"] == "nnls":
         raise ValueError("solver='nnls': implicit's ALS has no nonnegative solver, so its "
                          "fold-ins and refits would not keep the factors nonnegative")

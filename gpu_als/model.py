@@ -108,13 +108,22 @@ class ALS:
     iterations : int, default 15
         Full sweeps (a user half-step then an item half-step); 0 leaves the random start.
     feedback : {"implicit", "explicit"}, default "implicit"
+    scale_regularization : bool or None, default None
+        Multiply each user's and item's ``regularization`` by its number of stored
+        entries (the weighted-lambda regularization of ALS-WR, Zhou et al. 2008). None:
+        True for explicit feedback (ALS-WR, as Spark MLlib; False is refused there), False
+        for implicit (Hu et al., as the implicit library). True with implicit feedback is
+        Spark MLlib's implicit model (``implicitPrefs=True``), whose penalty counts each
+        row's positive entries: the same on data without zeros or negative values. Not
+        with ``solver="pcg"`` on implicit feedback (its preconditioner is the part every
+        row's system shares, which the scaled penalty leaves out).
     confidence : {"linear", "log"}, default "linear"
         How implicit values become confidences (see above). ``"log"`` (Hu et al.'s
         alternative) keeps heavy-tailed counts, such as play counts, from letting a few
         huge values dominate, and keeps the CG solvers near the exact solution there.
     epsilon : float, default 1.0
         Scale of the "log" confidence.
-    solver : {"cholesky", "cg", "pcg"}, default "cholesky"
+    solver : {"cholesky", "cg", "pcg", "nnls"}, default "cholesky"
         ``"cholesky"`` solves every row's system exactly; ``"cg"`` runs ``cg_steps``
         conjugate-gradient steps per half-step from the previous factors (Takacs et al.
         2011, the implicit library's default): cheaper per iteration, approximate.
@@ -248,6 +257,7 @@ class ALS:
         iterations: int = 15,
         *,
         feedback: str = "implicit",
+        scale_regularization: bool | None = None,
         confidence: str = "linear",
         epsilon: float = 1.0,
         solver: str = "cholesky",
@@ -268,6 +278,7 @@ class ALS:
         self.alpha = alpha
         self.iterations = iterations
         self.feedback = feedback
+        self.scale_regularization = scale_regularization
         self.confidence = confidence
         self.epsilon = epsilon
         self.solver = solver
@@ -352,6 +363,18 @@ class ALS:
             "cg_steps": data.check_int("cg_steps", self.cg_steps, minimum=1),
             "dtype": data.check_dtype(self.dtype),
         }
+        scaled = self.scale_regularization
+        p["scale_regularization"] = feedback == "explicit" if scaled is None else \
+            data.check_bool("scale_regularization", scaled)
+        if feedback == "explicit" and not p["scale_regularization"]:
+            raise ValueError("scale_regularization=False with feedback='explicit': explicit "
+                             "feedback is ALS-WR here, whose penalty is scaled by each "
+                             "row's number of ratings; leave it None (or True)")
+        if feedback == "implicit" and p["scale_regularization"] and p["solver"] == "pcg":
+            raise ValueError("scale_regularization=True with solver='pcg': its "
+                             "preconditioner is Y^T Y + regularization * I, the part every "
+                             "row's system shares, which a scaled penalty leaves out; use "
+                             "solver='cg' or 'cholesky'")
         if p["solver"] == "nnls" and p["regularization"] == 0:
             raise ValueError(
                 "regularization=0 with solver='nnls': its active-set solves need every "
@@ -983,7 +1006,8 @@ class ALS:
         solver = "nnls" if p["solver"] == "nnls" else "cholesky"  # exact, as the fit's
         check_definite_base(p, gram, fixed.shape[0], backend, solver=solver)
         backend.solve_rows(rows, fixed, gram, regularization=p["regularization"],
-                           feedback=p["feedback"], out=out, solver=solver)
+                           feedback=p["feedback"], out=out, solver=solver,
+                           scale_regularization=p["scale_regularization"])
         if not backend.all_finite(out):  # a GPU's Cholesky says so by NaN, not by raising
             raise self._unsolvable(p, fixed, gram)
         return out
@@ -1528,7 +1552,8 @@ class ALS:
             gram = None
             if p["feedback"] == "implicit":
                 gram = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y)))
-                A = gram + p["regularization"] * np.eye(k)
+                scale = len(rows.indices) if p["scale_regularization"] else 1
+                A = gram + p["regularization"] * scale * np.eye(k)
             else:
                 A = p["regularization"] * len(rows.indices) * np.eye(k)
             A += (Yu * rows.weight[:, None]).T @ Yu

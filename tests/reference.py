@@ -12,10 +12,11 @@ def confidence(r, alpha, kind="linear", epsilon=1.0):
 
 
 def row_system(R, F, FtF, u, regularization, *, feedback="implicit", alpha=1.0,
-               confidence_kind="linear", epsilon=1.0):
+               confidence_kind="linear", epsilon=1.0, scaled=False):
     """Row ``u``'s ridge system ``(A, b)`` of DESIGN.md section 1, formed densely; None for
     an empty row. ``R``: a float64 CSR matrix, ``F``: float64 factors, ``FtF``: ``F^T F``
-    (as :func:`_float64_problem` gives them, once for every row)."""
+    (as :func:`_float64_problem` gives them, once for every row). ``scaled``: implicit
+    feedback's penalty times the row's number of entries (``scale_regularization``)."""
     k = F.shape[1]
     cols = R.indices[R.indptr[u]:R.indptr[u + 1]]
     r = R.data[R.indptr[u]:R.indptr[u + 1]]
@@ -25,8 +26,8 @@ def row_system(R, F, FtF, u, regularization, *, feedback="implicit", alpha=1.0,
     if feedback == "implicit":
         c = confidence(r, alpha, confidence_kind, epsilon)
         p = (r > 0).astype(np.float64)
-        return (FtF + Fu.T @ ((c - 1)[:, None] * Fu) + regularization * np.eye(k),
-                Fu.T @ (c * p))
+        penalty = regularization * (len(cols) if scaled else 1)
+        return FtF + Fu.T @ ((c - 1)[:, None] * Fu) + penalty * np.eye(k), Fu.T @ (c * p)
     return Fu.T @ Fu + regularization * len(cols) * np.eye(k), Fu.T @ r
 
 
@@ -112,8 +113,10 @@ def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
     return out
 
 
-def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0):
-    """The loss of DESIGN.md section 1 from a dense R (small inputs only)."""
+def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0, scaled=False):
+    """The loss of DESIGN.md section 1 from a dense R (small inputs only); ``scaled``:
+    implicit feedback's penalty weighted by each row's and column's entries, as
+    explicit feedback's."""
     D = np.asarray(sp.csr_matrix(R).toarray(), dtype=np.float64)
     X = np.asarray(X, np.float64)
     Y = np.asarray(Y, np.float64)
@@ -122,11 +125,13 @@ def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0):
     if feedback == "implicit":
         C = np.where(stored, confidence(D, alpha), 1.0)
         P = (D > 0).astype(np.float64)
-        return float((C * (P - S) ** 2).sum() + regularization * ((X**2).sum() + (Y**2).sum()))
     n_u = stored.sum(axis=1)
     n_i = stored.sum(axis=0)
-    return float((((D - S) ** 2) * stored).sum()
-                 + regularization * (n_u @ (X**2).sum(1) + n_i @ (Y**2).sum(1)))
+    weighted = regularization * (n_u @ (X**2).sum(1) + n_i @ (Y**2).sum(1))
+    if feedback == "implicit":
+        plain = regularization * ((X**2).sum() + (Y**2).sum())
+        return float((C * (P - S) ** 2).sum() + (weighted if scaled else plain))
+    return float((((D - S) ** 2) * stored).sum() + weighted)
 
 
 def assert_dot_products_close(got, U, V):

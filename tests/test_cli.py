@@ -56,6 +56,9 @@ def test_train_saves_a_model_with_its_ids(csv_file, tmp_path, capsys):
     assert model.solver == "nnls"
     assert (model.user_factors_ >= 0).all() and (model.item_factors_ >= 0).all()
     assert (model.user_factors_ == 0).any()
+    assert main(["train", str(csv_file), "--factors", "4", "--iterations", "2",
+                 "--scale-regularization", "--backend", "cpu", "--output", str(out)]) == 0
+    assert ALS.load(out, backend="cpu").scale_regularization is True
 
 
 def test_the_regularization_option_defaults_to_that_of_the_feedback(csv_file, tmp_path,

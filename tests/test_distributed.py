@@ -91,6 +91,17 @@ def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     assert distributed.bytes_moved_ == [(2 + 1 + sent_current) * (X.nbytes + Y.nbytes)] * 4
 
 
+def test_equals_single_process_fit_with_a_scaled_penalty(client):
+    """Implicit feedback with ``scale_regularization``: the workers' half-steps and the
+    driver's loss (its penalty by the entries' counts) as in one process."""
+    R = make_power_law(800, 300, 12_000, random_state=3)
+    distributed, single = fit_both(R, client, regularization=0.05, scale_regularization=True)
+    np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
+    plain, _ = fit_both(R, client, regularization=0.05)
+    assert plain.loss_history_[-1] != pytest.approx(distributed.loss_history_[-1])
+
+
 def test_equals_single_process_fit_on_movielens(client, movielens):
     distributed, single = fit_both(binarize(movielens.ratings, 4), client, blocks_per_worker=2,
                                    alpha=10.0, regularization=0.01)
@@ -510,7 +521,8 @@ def test_blocks_arriving_unaligned_are_aligned_before_solving():
     [(_, _, block)] = _split(users, 1)
     Y = np.random.default_rng(2).random((80, 8), dtype=np.float32)
     params = {"backend": "cpu", "regularization": 0.1, "feedback": "implicit",
-              "solver": "cholesky", "cg_steps": 3}
+              "solver": "cholesky", "cg_steps": 3,
+              "scale_regularization": False}
     shifted = block.map_arrays(unaligned)
     assert not unaligned(Y).flags.aligned and not shifted.weight.flags.aligned
     assert _aligned(unaligned(Y)).flags.aligned and _aligned(Y) is Y
@@ -543,7 +555,8 @@ def test_a_block_is_put_on_its_backend_once_per_fit(monkeypatch):
     users, _ = Prepared(R).rows(feedback="implicit", alpha=5.0)
     [(_, _, block)] = distributed._split(users, 1)
     params = {"backend": "cpu", "regularization": 0.1, "feedback": "implicit",
-              "solver": "cholesky", "cg_steps": 3}
+              "solver": "cholesky", "cg_steps": 3,
+              "scale_regularization": False}
     rng = np.random.default_rng(2)
     for _ in range(3):
         Y = rng.random((80, 8))

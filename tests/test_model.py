@@ -204,7 +204,8 @@ def test_defaults_are_the_documented_ones():
     model)."""
     assert ALS().get_params() == {
         "factors": 64, "regularization": None, "alpha": 10.0, "iterations": 15,
-        "feedback": "implicit", "confidence": "linear", "epsilon": 1.0, "solver": "cholesky",
+        "feedback": "implicit", "scale_regularization": None, "confidence": "linear",
+        "epsilon": 1.0, "solver": "cholesky",
         "cg_steps": 3, "dtype": np.float32, "backend": "auto", "random_state": None,
         "warm_start": False, "show_progress": True, "calculate_training_loss": True,
         "callback": None}

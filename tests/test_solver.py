@@ -12,7 +12,13 @@ from gpu_als.backends import CPUBackend, get_backend
 from gpu_als.data import check_user_items, check_user_items_allow_empty, weighted_rows
 
 from .conftest import random_interactions
-from .reference import cg_rows_loop, loss_dense, pcg_rows_loop, solve_rows_loop
+from .reference import (
+    cg_rows_loop,
+    loss_dense,
+    nnls_rows_loop,
+    pcg_rows_loop,
+    solve_rows_loop,
+)
 
 TOL = {np.float32: 2e-4, np.float64: 1e-9}
 
@@ -35,7 +41,7 @@ def edge_case_matrix(k, seed=0, negative=True):
 
 
 def run_solve(backend_name, R, F, regularization, feedback, dtype, *, start=None,
-              solver="cholesky", cg_steps=3, **conf):
+              solver="cholesky", cg_steps=3, scale_regularization=False, **conf):
     """One half-step of ``backend_name`` on ``R``'s rows against ``F``, from the factors
     ``start`` (default NaN: an exact solve must not read them), as NumPy."""
     backend = get_backend(backend_name)
@@ -47,7 +53,8 @@ def run_solve(backend_name, R, F, regularization, feedback, dtype, *, start=None
     out = backend.asarray(np.array(start, dtype))  # a copy: the caller's start is kept
     FtF = backend.gram(Fb)
     backend.solve_rows(rows, Fb, FtF, regularization=regularization, feedback=feedback,
-                       out=out, solver=solver, cg_steps=cg_steps)
+                       out=out, solver=solver, cg_steps=cg_steps,
+                       scale_regularization=scale_regularization)
     return backend.to_numpy(out)
 
 
@@ -104,6 +111,29 @@ def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedbac
     if backend == "cpu":  # long rows gathered a block at a time: 3 entries here
         small_blocks = CPUBackend(block_elements=3 * k)
         assert_close(run_solve(small_blocks, R, F, 0.1, feedback, dtype, **conf), want, dtype)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "nnls"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 32])
+def test_implicit_with_a_scaled_penalty_matches_per_row_solve(backend, solver, dtype, k):
+    """``scale_regularization``: each implicit row's penalty times its entries (Spark's
+    implicit model), on every backend and solver; rows of every length class (the GPU's
+    short rows too, which the Woodbury path must leave: they share no part to whiten
+    by; its long rows over segments)."""
+    R = edge_case_matrix(k)
+    rng = np.random.default_rng(13)
+    F = rng.random((R.shape[1], k)) * 0.5
+    X0 = rng.random((R.shape[0], k)) * 0.1
+    conf = {"alpha": 3.0}
+    got = run_solve(backend, R, F, 0.1, "implicit", dtype, solver=solver, start=X0,
+                    scale_regularization=True, **conf)
+    want = {"cholesky": lambda: solve_rows_loop(R, F, 0.1, scaled=True, **conf),
+            "cg": lambda: cg_rows_loop(R, F, X0, 0.1, 3, scaled=True, **conf),
+            "nnls": lambda: nnls_rows_loop(R, F, 0.1, scaled=True, **conf)}[solver]()
+    assert_close(got, want, dtype)
+    unscaled = solve_rows_loop(R, F, 0.1, **conf)
+    assert np.abs(want - unscaled).max() > 100 * TOL[dtype] * np.abs(want).max()
 
 
 def cg_problem(feedback, k):
@@ -301,7 +331,7 @@ def test_gpu_plans_serve_only_the_rows_they_were_made_for():
     small, big = put(R_small), put(R_big[:, :25])
     backend._plan(small, k, dtype)
     # as if big had been allocated where small was, once small was freed
-    key = (k, dtype.str, False)  # (False: not the NNLS solver's plan)
+    key = (k, dtype.str, False, True)  # (not the NNLS solver's plan; whitened rows')
     backend._plans[(id(big), *key)] = backend._plans[(id(small), *key)]
     F = np.random.default_rng(2).random((25, k))
     out = backend.asarray(np.zeros((big.n_rows, k)))
@@ -525,6 +555,11 @@ def test_loss_matches_dense_definition(backend, feedback, users, items, density)
     got = b.loss(rows, Xb, Yb, b.gram(Yb), regularization=0.3, feedback=feedback)
     want = loss_dense(R, X, Y, 0.3, feedback=feedback, alpha=2.0)
     assert got == pytest.approx(want, rel=1e-10)
+    if feedback == "implicit":  # the penalty scaled by each row's and column's entries
+        got = b.loss(rows, Xb, Yb, b.gram(Yb), regularization=0.3, feedback=feedback,
+                     scale_regularization=True)
+        want_scaled = loss_dense(R, X, Y, 0.3, alpha=2.0, scaled=True)
+        assert got == pytest.approx(want_scaled, rel=1e-10) and want_scaled != want
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])

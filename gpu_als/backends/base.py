@@ -158,12 +158,15 @@ class Backend(ABC):
         out: Any,
         solver: str = "cholesky",
         cg_steps: int = 3,
+        scale_regularization: bool = False,
     ) -> Any:
         """Solve every row's ridge system and write the new factors into ``out``.
 
-        Implicit: ``(FtF + sum_i weight_i f_i f_i^T + regularization * I) x = sum_i target_i f_i``.
+        Implicit: ``(FtF + sum_i weight_i f_i f_i^T + regularization * I) x = sum_i target_i f_i``,
+        or with ``scale_regularization`` ``regularization * n_u * I`` (``n_u``: the row's
+        stored entries).
         Explicit (ALS-WR): ``(sum_i f_i f_i^T + regularization * n_u * I) x = sum_i r_i f_i``
-        (``FtF`` unused). A row without stored entries gets the zero vector.
+        (``FtF`` unused; always scaled). A row without stored entries gets the zero vector.
         ``solver="cholesky"`` solves exactly; ``"cg"`` runs ``cg_steps`` conjugate-gradient
         steps from the current contents of ``out`` (a warm start); ``"pcg"`` as many steps
         of CG preconditioned by ``FtF + regularization * I`` (implicit; explicit feedback:
@@ -185,18 +188,20 @@ class Backend(ABC):
         *,
         regularization: float,
         feedback: str,
+        scale_regularization: bool = False,
     ) -> float:
         """The training loss of DESIGN.md section 1, ``rows`` being the user rows of R.
 
         Implicit: ``sum_u x_u^T YtY x_u + stored terms + sum c p + lambda (|X|^2 + |Y|^2)``.
-        Explicit: ``stored terms + sum r^2 + lambda (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)``.
+        Explicit: ``stored terms + sum r^2 + lambda (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)``,
+        the penalty implicit feedback takes too with ``scale_regularization``.
         """
         with np.errstate(invalid="ignore", over="ignore"):  # fit reports non-finite losses
-            return self._loss(rows, X, Y, YtY, regularization, feedback)
+            return self._loss(rows, X, Y, YtY, regularization, feedback, scale_regularization)
 
-    def _loss(self, rows, X, Y, YtY, regularization, feedback) -> float:
+    def _loss(self, rows, X, Y, YtY, regularization, feedback, scaled=False) -> float:
         XtX = self.gram(X) if feedback == "implicit" else None
-        counts = None if feedback == "implicit" else self.entry_counts(rows)
+        counts = self.entry_counts(rows) if feedback == "explicit" or scaled else None
         return self.loss_from_parts(X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
                                     rows.loss_constant, counts=counts,
                                     regularization=regularization, feedback=feedback)
@@ -213,11 +218,13 @@ class Backend(ABC):
         """:meth:`loss` from its stored-entry terms, the rows' ``loss_constant``, the two
         Gram matrices (implicit) or each row's and column's number of entries
         (``counts``, explicit: :meth:`entry_counts`), computed elsewhere (the distributed
-        fit sums them over workers)."""
+        fit sums them over workers). With ``counts``, the penalty is scaled by them (ALS-WR:
+        explicit feedback, and implicit with ``scale_regularization``)."""
         xp = self.xp
         total = stored + loss_constant
         if feedback == "implicit":
             total += float((XtX * YtY).sum())  # sum_u x_u^T YtY x_u = tr(XtX YtY)
+        if counts is None:
             penalty = float(xp.trace(XtX) + xp.trace(YtY))
         else:
             user_counts, item_counts = counts

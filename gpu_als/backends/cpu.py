@@ -333,7 +333,8 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
     padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
     matrix-vector products (the last step, one; each a pass over ``Fg`` from memory):
-    ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG) or, with
+    ``A p = p base + Fg^T (w * (Fg p))`` (implicit CG; plus ``diag``'s term below where
+    it is not 0, for a scaled penalty) or, with
     ``base`` None and ``diag = (constant, scale)``, ``A p = (constant + scale n_u) p +
     Fg^T (w * (Fg p))`` (explicit: ``(0, lambda)``; preconditioned CG on whitened factors:
     ``(1, 0)``), as kernels/cg.cu's cg_solve. Padding entries (see :func:`_gathered`)
@@ -345,8 +346,13 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     scale = (diag[0] + diag[1] * lengths).astype(F.dtype)  # the diagonal without base
 
     def shared(P):
-        return (P @ base if base is not None else scale[:, None] * P).astype(P.dtype,
-                                                                             copy=False)
+        if base is None:
+            S = scale[:, None] * P
+        else:
+            S = P @ base
+            if diag != (0.0, 0.0):  # (implicit rows with a scaled penalty)
+                S += scale[:, None] * P
+        return S.astype(P.dtype, copy=False)
 
     def A(P):
         dots = np.matmul(Fg, P[:, :, None])[:, :, 0]  # (rows, L)
@@ -430,21 +436,28 @@ class CPUBackend(Backend):
     # ---- numerics -------------------------------------------------------------------
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
-                   solver="cholesky", cg_steps=3):
+                   solver="cholesky", cg_steps=3, scale_regularization=False):
         # Factors or confidences large enough to overflow give non-finite factors without
         # NumPy's warnings ("overflow encountered in multiply", or an exception where
         # warnings are errors): the fit reports them after the half-step, naming the
         # input's scale (_training.raise_non_finite), as gram and loss do.
+        scaled = feedback == "implicit" and scale_regularization
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._solve_rows(rows, F, FtF, regularization, feedback, out, solver,
-                                    cg_steps)
+                                    cg_steps, scaled)
 
-    def _solve_rows(self, rows, F, FtF, regularization, feedback, out, solver, cg_steps):
+    def _solve_rows(self, rows, F, FtF, regularization, feedback, out, solver, cg_steps,
+                    scaled):
+        """``scaled``: implicit rows whose penalty is scaled by their entries (their
+        shared part is then ``FtF`` alone, and each adds ``regularization * n_u * I``)."""
         if solver in ITERATIVE_SOLVERS:
+            assert not (scaled and solver == "pcg"), "refused by the model"
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
-                                  preconditioned=solver == "pcg" and feedback == "implicit")
-        if solver == "nnls":
-            return self._solve_nnls(rows, F, FtF, regularization, feedback, out)
+                                  preconditioned=solver == "pcg" and feedback == "implicit",
+                                  scaled=scaled)
+        if solver == "nnls" or scaled:  # (the whitening needs one shared part)
+            return self._solve_formed(rows, F, FtF, regularization, feedback, out, scaled,
+                                      nonnegative=solver == "nnls")
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
         # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
         # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
@@ -501,18 +514,22 @@ class CPUBackend(Backend):
             self.timer.add("solve", time.perf_counter() - started)
         return out
 
-    def _solve_nnls(self, rows, F, FtF, regularization, feedback, out):
-        """:meth:`solve_rows` with ``x >= 0`` (``solver="nnls"``): each block's k x k
-        systems formed from its gathered factor rows (without the exact solver's
-        whitening, which would not keep the factors nonnegative), and solved in float64
-        by :func:`gpu_als.backends.nnls.nnls_rows`."""
+    def _solve_formed(self, rows, F, FtF, regularization, feedback, out, scaled: bool,
+                      nonnegative: bool):
+        """:meth:`solve_rows` from each block's k x k systems formed from its gathered
+        factor rows, without the exact solver's whitening: for ``x >= 0``
+        (``nonnegative``, ``solver="nnls"``), which the whitening would not keep, solved in
+        float64 by :func:`gpu_als.backends.nnls.nnls_rows`; and for implicit rows whose
+        penalty is ``scaled`` by their entries, whose systems share no part to whiten by,
+        solved by LU."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
         if implicit:
-            base = _implicit_base(FtF, regularization, out)
+            base = _implicit_base(FtF, 0.0 if scaled else regularization, out)
             if base is None:
                 return out
+        per_entry = regularization if scaled or not implicit else 0.0
         lengths = np.diff(rows.indptr)
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
@@ -534,16 +551,17 @@ class CPUBackend(Backend):
                 A = (Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])).astype(np.float64)
             if implicit:
                 A += base
-            else:
-                A[:, diagonal, diagonal] += (regularization * lengths[ids])[:, None]
+            if per_entry:
+                A[:, diagonal, diagonal] += (per_entry * lengths[ids])[:, None]
             out[ids] = nnls_rows(A, b, xp=np, solve=_solve, to_numpy=np.asarray,
-                                 asarray=np.asarray, start=out[ids])
+                                 asarray=np.asarray, start=out[ids]) if nonnegative \
+                else _solve(A, b)
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, nnls_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
                            threads)
         if self.timer:
-            self.timer.add("nnls", time.perf_counter() - started)
+            self.timer.add("nnls" if nonnegative else "solve", time.perf_counter() - started)
         return out
 
     def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few):
@@ -699,7 +717,7 @@ class CPUBackend(Backend):
                         future.cancel()
 
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps,
-                  preconditioned=False):
+                  preconditioned=False, scaled=False):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
 
         Rows go in blocks of similar length (:func:`row_blocks`), whose fixed factors
@@ -708,6 +726,8 @@ class CPUBackend(Backend):
         ``(I + Z_u^T W_u Z_u) h = Z_u^T t_u`` with ``Z = F C^-T`` (``F^T F + lambda I =
         C C^T``), from ``h = C^T x`` and back by ``x = C^-T h``: CG preconditioned by the
         shared part, with no k x k product per step (see the ``"pcg"`` solver).
+        ``scaled``: implicit rows whose penalty is scaled by their entries, the shared part
+        ``F^T F`` and each row's ``regularization * n_u * I``.
         """
         implicit = feedback == "implicit"
         started = time.perf_counter()
@@ -725,6 +745,8 @@ class CPUBackend(Backend):
             F = F @ C_inv.T  # rows C^-1 f_i
             out[...] = out @ C  # h = C^T x, as rows
             base, diag = None, (1.0, 0.0)
+        elif implicit and scaled:
+            base, diag = FtF.astype(dtype), (0.0, regularization)
         elif implicit:
             base, diag = (FtF + regularization * np.eye(k)).astype(dtype), (0.0, 0.0)
         else:

@@ -577,11 +577,13 @@ class GPUBackend(Backend):
 
     # ---- scheduling -----------------------------------------------------------------
 
-    def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype, nnls: bool = False) -> _Plan:
+    def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype, nnls: bool = False,
+              whitened: bool = True) -> _Plan:
         """Which rows go where (cached per rows, k and dtype). ``nnls``: the NNLS
         solver's, every non-empty row in the chunks of systems built in global memory,
-        with room for its float64 copies."""
-        key = (id(rows), k, dtype.str, nnls)
+        with room for its float64 copies. ``whitened``: the short rows may take the
+        Woodbury path, whose whitening needs a part every row's system shares."""
+        key = (id(rows), k, dtype.str, nnls, whitened)
         cached = self._plans.get(key)
         if cached is not None and cached[0]() is rows:
             return cached[1]
@@ -594,7 +596,7 @@ class GPUBackend(Backend):
         fused = self.cholesky == "kernels" and not nnls and \
             self._tile(k, dtype.itemsize, fused=True) is not None
         limit = self._woodbury_limit(k, dtype.itemsize) \
-            if self.woodbury and self.cholesky == "kernels" and not nnls else 0
+            if self.woodbury and self.cholesky == "kernels" and not nnls and whitened else 0
         is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
         if np.count_nonzero(is_short) < self.woodbury_min_rows:
             limit, is_short = 0, np.zeros_like(is_short)
@@ -649,7 +651,7 @@ class GPUBackend(Backend):
     # ---- numerics -------------------------------------------------------------------
 
     def solve_rows(self, rows: WeightedRows, F, FtF, *, regularization, feedback, out,
-                   solver="cholesky", cg_steps=3):
+                   solver="cholesky", cg_steps=3, scale_regularization=False):
         xp = self.xp
         k = F.shape[1]
         if k > MAX_FACTORS:
@@ -658,17 +660,22 @@ class GPUBackend(Backend):
         T = dtype.type
         index_dtype = rows.indices.dtype
         implicit = feedback == "implicit"
+        # implicit rows whose penalty is scaled by their entries: the shared part is F^T F
+        # alone, each row adding regularization * n_u * I as explicit rows do (no part to
+        # whiten by: the Woodbury path is left out)
+        scaled = implicit and scale_regularization
+        assert not (scaled and solver == "pcg"), "refused by the model"
         with _nvtx_range("solve_rows"):
-            plan = self._plan(rows, k, dtype)
+            plan = self._plan(rows, k, dtype, whitened=not scaled)
             with self._phase("shared"):
                 if implicit:
-                    base = self._shared_base(FtF, regularization, dtype)
-                    diag_scale = T(0)
+                    base = self._shared_base(FtF, 0.0 if scaled else regularization, dtype)
+                    diag_scale = T(regularization if scaled else 0)
                 else:
                     base = xp.zeros((k, k), dtype)
                     diag_scale = T(regularization)
             if solver == "nnls":
-                self._solve_nnls(rows, F, base, diag_scale, implicit, out)
+                self._solve_nnls(rows, F, base, diag_scale, out)
                 return out
             if solver in ITERATIVE_SOLVERS:
                 self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
@@ -697,7 +704,7 @@ class GPUBackend(Backend):
             for chunk in chunks:
                 n_slots = len(chunk.slot_rows)
                 with self._phase("gram_build"):
-                    A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
+                    A, b = self._build_systems(chunk, rows, F, base, diag_scale)
                 with self._phase("solve"):
                     if self.cholesky == "cusolver":
                         out[chunk.slot_rows] = self._cusolver_solve(A, b)
@@ -711,7 +718,7 @@ class GPUBackend(Backend):
                 out[plan.zero_rows] = 0
         return out
 
-    def _solve_nnls(self, rows, F, base, diag_scale, implicit: bool, out) -> None:
+    def _solve_nnls(self, rows, F, base, diag_scale, out) -> None:
         """``solver="nnls"``: each chunk's systems built by gram.cu (phase "gram_build"),
         their upper triangles filled from the lower, and solved with ``x >= 0`` in float64
         (phase "nnls"), from the free sets of the current factors ``out``."""
@@ -722,7 +729,7 @@ class GPUBackend(Backend):
         lower = xp.tri(k, dtype=bool)
         for chunk in plan.chunks:
             with self._phase("gram_build"):
-                A, b = self._build_systems(chunk, rows, F, base, diag_scale, implicit)
+                A, b = self._build_systems(chunk, rows, F, base, diag_scale)
             with self._phase("nnls"):
                 A = xp.where(lower, A, A.transpose(0, 2, 1))
                 x = nnls_rows(A, b, xp=xp, solve=self._solve_batched,
@@ -747,10 +754,10 @@ class GPUBackend(Backend):
                       base))
         return base
 
-    def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale, implicit: bool):
+    def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale):
         """The systems ``(A, b)`` of a chunk's rows in global memory (kernels/gram.cu: the
         lower triangle of each row's entries' part, added to ``base``, by one block per
-        segment; the explicit diagonal added here)."""
+        segment; the diagonal ``diag_scale * n_u`` added here)."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
@@ -759,7 +766,7 @@ class GPUBackend(Backend):
         assert tile is not None, "a one-row tile of any k <= MAX_FACTORS fits 48 KiB"
         A = xp.empty((n_slots, k, k), dtype)
         A[...] = base
-        if not implicit:
+        if diag_scale:  # explicit rows, and implicit ones whose penalty is scaled
             diag = xp.arange(k)
             A[:, diag, diag] += (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
         b = xp.zeros((n_slots, k), dtype)
