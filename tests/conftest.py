@@ -96,6 +96,18 @@ def backend_name(backend) -> str:
     return backend if isinstance(backend, str) else backend.name
 
 
+def fit_beside_cpu(backend, R, settings: dict):
+    """ALS(**settings) fitted on ``R`` with ``backend`` (its ``backend_`` checked), its
+    factors as NumPy, and the same fit on the CPU backend: ``(model, X, Y, reference)``."""
+    from gpu_als import ALS
+
+    model = ALS(backend=backend, **settings).fit(R)
+    assert model.backend_ == backend_name(backend)
+    return (model, model._backend.to_numpy(model.user_factors_),
+            model._backend.to_numpy(model.item_factors_),
+            ALS(backend="cpu", **settings).fit(R))
+
+
 @pytest.fixture(scope="session")
 def movielens():
     """MovieLens 100K from $GPU_ALS_DATA or the cache; never downloaded by the tests."""

@@ -11,7 +11,7 @@ from gpu_als import ALS
 from gpu_als.backends import nnls
 from gpu_als.backends.cpu import _solve
 
-from .conftest import backend_name, random_interactions
+from .conftest import fit_beside_cpu, random_interactions
 from .reference import nnls_rows_loop
 from .test_solver import assert_close, edge_case_matrix, run_solve
 
@@ -194,11 +194,7 @@ def test_a_nonnegative_fit_is_the_same_on_every_backend(backend, feedback):
     R = random_interactions(25, 18, 0.3, seed=13, negative=feedback == "implicit")
     settings = {"factors": 5, "iterations": 4, "solver": "nnls", "feedback": feedback,
                 "show_progress": False, "random_state": 0, "dtype": np.float64}
-    model = ALS(backend=backend, **settings).fit(R)
-    reference = ALS(backend="cpu", **settings).fit(R)
-    X = model._backend.to_numpy(model.user_factors_)
-    Y = model._backend.to_numpy(model.item_factors_)
-    assert model.backend_ == backend_name(backend)
+    model, X, Y, reference = fit_beside_cpu(backend, R, settings)
     assert (X >= 0).all() and (Y >= 0).all()
     assert (X == 0).any() and (Y == 0).any(), "the constraint must bind"
     history = model.loss_history_

@@ -7,7 +7,7 @@ import pytest
 
 from gpu_als import ALS
 
-from .conftest import backend_name, random_interactions
+from .conftest import fit_beside_cpu, random_interactions
 from .reference import loss_dense, solve_rows_loop
 
 
@@ -19,11 +19,7 @@ def test_a_fit_with_a_scaled_penalty_is_the_same_on_every_backend(backend, solve
     settings = {"factors": 5, "iterations": 4, "solver": solver, "alpha": 3.0,
                 "regularization": 0.05, "scale_regularization": True,
                 "show_progress": False, "random_state": 0, "dtype": np.float64}
-    model = ALS(backend=backend, **settings).fit(R)
-    reference = ALS(backend="cpu", **settings).fit(R)
-    X = model._backend.to_numpy(model.user_factors_)
-    Y = model._backend.to_numpy(model.item_factors_)
-    assert model.backend_ == backend_name(backend)
+    model, X, Y, reference = fit_beside_cpu(backend, R, settings)
     np.testing.assert_allclose(X, reference.user_factors_, atol=1e-8)
     np.testing.assert_allclose(Y, reference.item_factors_, atol=1e-8)
     history = model.loss_history_
