@@ -171,13 +171,13 @@ def test_nnls_fold_in_of_a_few_rows_matches_lawson_hanson(backend, n_rows):
 
 
 @pytest.mark.parametrize("k", [4, 64])
-def test_cpu_nnls_blocks_bound_their_systems_and_cover_every_row_once(k):
+def test_cpu_formed_blocks_bound_their_systems_and_cover_every_row_once(k):
     """Each CPU block forms a k x k system per row: a block of short rows, bounded by
     rows x length x k elements in the exact solver, is cut to bound rows x k x k."""
-    from gpu_als.backends.cpu import nnls_blocks
+    from gpu_als.backends.cpu import formed_blocks
 
     lengths = np.random.default_rng(18).zipf(1.5, 5000) % 300
-    blocks = list(nnls_blocks(lengths, k, block_elements=2 ** 14))
+    blocks = list(formed_blocks(lengths, k, block_elements=2 ** 14))
     rows = np.concatenate([ids for ids, _ in blocks])
     np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(lengths))
     assert all(len(ids) * k * k <= 2 ** 14 or len(ids) == 1 for ids, _ in blocks)

@@ -260,12 +260,13 @@ def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
     return FtF + regularization * np.eye(FtF.shape[0])
 
 
-def nnls_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
+def formed_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
                 ) -> Iterator[tuple[np.ndarray, int]]:
-    """:func:`row_blocks` for the NNLS solver, whose every row forms a ``k x k`` system:
-    blocks cut further so that their systems hold at most ``block_elements`` elements
-    too (a block of one-entry rows, bounded by rows x 1 x k elements, would otherwise
-    form ``rows x k x k``: 537 MB of float64 at k = 64 for a block of 2^20 elements)."""
+    """:func:`row_blocks` for :meth:`CPUBackend._solve_formed`, whose every row forms a
+    ``k x k`` system: blocks cut further so that their systems hold at most
+    ``block_elements`` elements too (a block of one-entry rows, bounded by rows x 1 x k
+    elements, would otherwise form ``rows x k x k``: 537 MB of float64 at k = 64 for a
+    block of 2^20 elements)."""
     per_block = max(1, block_elements // (factors * factors))
     for ids, padded in row_blocks(lengths, factors, block_elements, MIN_BLOCK_ELEMENTS):
         for first in range(0, len(ids), per_block):
@@ -558,7 +559,7 @@ class CPUBackend(Backend):
                 else _solve(A, b)
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
-        self._run_parallel(solve_block, nnls_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
+        self._run_parallel(solve_block, formed_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
                            threads)
         if self.timer:
             self.timer.add("nnls" if nonnegative else "solve", time.perf_counter() - started)
