@@ -21,7 +21,9 @@ import scipy.sparse as sp
 
 from .data import check_user_items, weighted_rows
 
-#: (feedback, solver, factors, GPUBackend options): every path of the GPU backend. 300
+#: (feedback, solver, factors, GPUBackend options): every path of the GPU backend (the
+#: option ``scale_regularization``, the half-step's, not the backend's: the penalty
+#: scaled by each row's entries, which leaves the Woodbury path out). 300
 #: factors is beyond what the fused kernel's shared memory holds in float32 on any card
 #: (238 on an H100), so it takes the two-kernel path; ``woodbury_min_rows=1`` sends the
 #: short rows to their own kernel (woodbury.cu), which otherwise takes them only where
@@ -34,6 +36,8 @@ CASES: tuple[tuple[str, str, int, dict[str, Any]], ...] = (
     ("explicit", "cholesky", 64, {"woodbury_min_rows": 1}),
     ("implicit", "cg", 64, {}), ("implicit", "pcg", 64, {}), ("explicit", "cg", 64, {}),
     ("implicit", "nnls", 64, {}), ("explicit", "nnls", 64, {}),
+    ("implicit", "cholesky", 64, {"scale_regularization": True, "woodbury_min_rows": 1}),
+    ("implicit", "cg", 64, {"scale_regularization": True}),
 )
 #: Entries of the long row (split over several blocks on a GPU).
 LONG_ROW = 10_000
@@ -96,15 +100,16 @@ def rows_of_every_length(factors: int, long_row: int = LONG_ROW, seed: int = 0
 
 
 def half_step(backend: Any, R: sp.csr_matrix, F: np.ndarray, start: np.ndarray,
-              feedback: str, solver: str, dtype: Any) -> np.ndarray:
+              feedback: str, solver: str, dtype: Any, scaled: bool = False) -> np.ndarray:
     """One half-step of ``backend`` on ``R``'s rows against ``F`` (CG from ``start``), in
-    ``dtype``, as NumPy."""
+    ``dtype``, as NumPy; ``scaled``: the penalty scaled by each row's entries."""
     rows = backend.put(weighted_rows(check_user_items(R, dtype), feedback=feedback,
                                      alpha=ALPHA))  # (alpha: implicit feedback's alone)
     fixed = backend.asarray(F, dtype)
     out = backend.asarray(np.array(start, dtype))
     backend.solve_rows(rows, fixed, backend.gram(fixed), regularization=REGULARIZATION,
-                       feedback=feedback, out=out, solver=solver)
+                       feedback=feedback, out=out, solver=solver,
+                       scale_regularization=scaled)
     return backend.to_numpy(out)
 
 
@@ -123,7 +128,9 @@ def check(backend: Any, cases: Iterable[tuple[str, str, int, dict[str, Any]]] | 
         rng = np.random.default_rng(seed + 1)
         F = rng.standard_normal((R.shape[1], factors)) * 0.1
         start = rng.standard_normal((R.shape[0], factors)) * 0.1
-        want = half_step(cpu, R, F, start, feedback, solver, np.float64)
+        backend_options = dict(options)
+        scaled = backend_options.pop("scale_regularization", False)
+        want = half_step(cpu, R, F, start, feedback, solver, np.float64, scaled)
         scale = max(1.0, float(np.abs(want).max()))
         errors, failure = {}, None
         for dtype in (np.float32, np.float64):
@@ -131,8 +138,8 @@ def check(backend: Any, cases: Iterable[tuple[str, str, int, dict[str, Any]]] | 
             if limit is None or failure is not None:
                 continue
             try:
-                got = half_step(backend.with_options(**options) if options else backend,
-                                R, F, start, feedback, solver, dtype)
+                got = half_step(backend.with_options(**backend_options) if backend_options
+                                else backend, R, F, start, feedback, solver, dtype, scaled)
             except Exception as exc:  # noqa: BLE001 - CuPy's and CUDA's own types: a
                 failure = f"{type(exc).__name__}: {exc}"  # failed case, the others go on
                 continue

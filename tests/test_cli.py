@@ -3741,7 +3741,9 @@ def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys
     monkeypatch.setattr("gpu_als.cli._gpu_summary", lambda backend: "a stand-in")
     monkeypatch.setattr(_selfcheck, "CASES", (("implicit", "cholesky", 4, {}),
                                               ("explicit", "cg", 3, {}),
-                                              ("implicit", "nnls", 4, {})))
+                                              ("implicit", "nnls", 4, {}),
+                                              ("implicit", "cholesky", 4,
+                                               {"scale_regularization": True})))
     monkeypatch.setattr(_selfcheck, "LONG_ROW", 40)  # (blocks of 24 entries, emulated)
     assert main(["info", "--check"]) == 0
     out = capsys.readouterr().out
@@ -3751,7 +3753,9 @@ def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys
                      r"float64 \d\.\de-\d\d \(limit 1e-09\)  ok\n  explicit CG    k=3    "
                      r"float64 \d\.\de-\d\d \(limit 1e-06\)  ok\n  implicit NNLS  k=4    "
                      r"float32 \d\.\de-\d\d \(limit 2e-04\)  float64 \d\.\de-\d\d \(limit "
-                     r"1e-09\)  ok\ncheck: 3 of 3 cases agree "
+                     r"1e-09\)  ok\n  implicit exact k=4    float32 \d\.\de-\d\d \(limit 2e-04\)  "
+                     r"float64 \d\.\de-\d\d \(limit 1e-09\)  ok scale_regularization=True\n"
+                     r"check: 4 of 4 cases agree "
                      r"\(\d+\.\d s, kernel builds included\)\n$", out)
     solve_rows = type(stand_in).solve_rows
 
@@ -3763,7 +3767,8 @@ def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys
     monkeypatch.setattr(type(stand_in), "solve_rows", off)
     assert main(["info", "--check"]) == 1
     out = capsys.readouterr().out
-    assert "  FAILED\n" in out and out.endswith(")\n") and "check: 0 of 3 cases agree" in out
+    assert "  FAILED scale_regularization=True\n" in out and out.endswith(")\n") and \
+        "check: 0 of 4 cases agree" in out
 
     def nan(self, rows, F, FtF, *, out, **kwargs):  # a solve that says so by NaN
         out[...] = self.xp.nan
@@ -3781,7 +3786,7 @@ def test_info_checks_the_gpu_backend_against_the_cpu_backend(monkeypatch, capsys
     assert main(["info", "--check"]) == 1  # each case said, not a traceback
     out = capsys.readouterr().out
     assert out.count("  FAILED: RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS\n") == 3
-    assert "check: 0 of 3 cases agree" in out
+    assert "check: 0 of 4 cases agree" in out
 
 
 def test_the_checks_rows_are_of_every_length_class():
