@@ -32,8 +32,8 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   single block streams a popular item's entries at every step, and no ``A`` is formed.
 * ``solver="nnls"``: every non-empty row's system is built in global memory (gram.cu, in
   chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
-  :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a batched solve per round (and a host
-  synchronisation per round, to drop the finished rows).
+  :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a few batched solves per round (and a
+  few host synchronisations per round: each group's size, the finished rows to drop).
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches

@@ -16,10 +16,11 @@ positive definite) and ``b`` are the row's system of the exact solver (DESIGN.md
   the number of infeasible variables for :data:`BACKUP_TRIES` rounds in a row, only the
   last of them changes sides (the backup rule that makes the method finite).
 
-Each round is one batched solve of every unfinished row's system restricted to its free
-set (the other rows and columns of ``A`` replaced by the identity), in float64, written
-once against the array module: NumPy on the CPU, CuPy on the GPU (one host
-synchronisation per round, to drop the finished rows). A row still unfinished after
+Each round solves every unfinished row's system restricted to its free set, in float64:
+the rows grouped by the size of their free sets, a batched solve per group in that size
+(:func:`_solve_free`). It is written once against the array module: NumPy on the CPU,
+CuPy on the GPU (a few host synchronisations per round: each group's size, and the
+finished rows to drop). A row still unfinished after
 :func:`max_rounds` rounds (rounding can make the exchanges cycle) is solved on the host by
 SciPy's Lawson-Hanson ``nnls``, on the least-squares form of the same problem.
 """
