@@ -36,6 +36,8 @@ from ._training import (
 )
 from .backends import BACKEND_NAMES, Backend, get_backend, get_backend_or_cpu
 from .backends.base import ITERATIVE_SOLVERS, query_result, regularized_gram
+from .backends.cpu import solve_batch
+from .backends.nnls import nnls_rows
 from .exceptions import ImplicitModelFileError, NotFittedError
 
 #: Initial factors are uniform in [0, INIT_SCALE), as in the implicit library.
@@ -1492,9 +1494,12 @@ class ALS:
         ``y_i . x_u = sum_j t_j (y_i^T W y_j)``: item ``j`` contributes
         ``t_j y_i^T W y_j``, where ``t_j`` is the confidence ``c_uj`` of a liked item
         (implicit feedback) or the rating (explicit). Hu, Koren & Volinsky (2008), section
-        5. The implicit library's ``explain``, with the same arguments and results. A model
-        of ``solver="nnls"`` has no such split (its factors held at 0 do not solve the
-        system): refused with a ValueError.
+        5. The implicit library's ``explain``, with the same arguments and results.
+
+        With ``solver="nnls"`` the user's factors are the nonnegative solution, whose free
+        factors ``F`` (those above 0) solve ``A_FF x_F = b_F`` and the others are 0: the
+        same split with ``W = A_FF^-1`` on the free factors, so the contributions still sum
+        to the score.
 
         Parameters
         ----------
@@ -1521,14 +1526,11 @@ class ALS:
             The ``N`` largest ``(itemid, contribution)`` pairs, largest first; over all the
             user's items the contributions sum to ``score``.
         user_weights : numpy.ndarray, shape (factors, factors), float64
-            The lower Cholesky factor of ``A_u``.
+            The lower Cholesky factor of ``A_u`` (with ``solver="nnls"``: of ``A_FF``, in
+            the rows and columns of the free factors; those of the factors held at 0 are 0).
         """
         self._check_fitted()
         p = self._check_params()
-        if p["solver"] == "nnls":
-            raise ValueError("explain splits the solution of the user's system A_u x_u = "
-                             "b_u over the liked items; with solver='nnls' the factors held "
-                             "at 0 do not solve it, so there is no such split")
         backend = self._backend
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         k = self.item_factors_.shape[1]
@@ -1549,27 +1551,7 @@ class ALS:
         Y = self.item_factors_
         Yu = backend.to_numpy(Y[backend.asarray(rows.indices)]).astype(np.float64)
         if user_weights is None:
-            gram = None
-            if p["feedback"] == "implicit":
-                gram = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y)))
-                scale = len(rows.indices) if p["scale_regularization"] else 1
-                A = gram + p["regularization"] * scale * np.eye(k)
-            else:
-                A = p["regularization"] * len(rows.indices) * np.eye(k)
-            A += (Yu * rows.weight[:, None]).T @ Yu
-            if not np.isfinite(A).all():  # (SciPy's "array must not contain infs" below)
-                raise self._unsolvable(p, Y, None)
-            try:
-                user_weights = np.linalg.cholesky(A)
-            except np.linalg.LinAlgError:
-                if gram is not None:  # Y^T Y + lambda I singular: named as fold-ins name it
-                    regularized_gram(gram, p["regularization"], n_items)
-                if not len(rows.indices):  # (explicit: A_u = 0)
-                    raise ValueError("user_items holds no rating of the user: its factors "
-                                     "are 0 (explicit feedback), and no score is there to "
-                                     "explain") from None
-                raise ValueError("the user's system is numerically singular: nothing to "
-                                 "explain") from None
+            user_weights = self._explain_weights(p, Y, rows, Yu)
         else:
             user_weights = np.asarray(user_weights, dtype=np.float64)
             if user_weights.shape != (k, k) or not np.isfinite(user_weights).all():
@@ -1577,13 +1559,65 @@ class ALS:
                     if user_weights.shape != (k, k) else "holds NaN or infinite values"
                 raise ValueError(f"user_weights {shown}: pass what explain returned for "
                                  f"this user")
+        # the free factors: all of them, but for the ones solver="nnls" holds at 0, whose
+        # rows and columns of user_weights are 0 (a Cholesky factor's diagonal is not)
+        free = np.diag(user_weights) != 0
+        held = ~free
+        if (p["solver"] != "nnls" and held.any()) or \
+                user_weights[held].any() or user_weights[:, held].any():
+            raise ValueError("user_weights is not a Cholesky factor that explain returns: "
+                             "pass what explain returned for this user")
         y_i = backend.to_numpy(Y[item]).astype(np.float64)
-        weighted_item = scipy.linalg.cho_solve((user_weights, True), y_i)  # W y_i
+        weighted_item = np.zeros(k)  # W y_i
+        if free.any():
+            weighted_item[free] = scipy.linalg.cho_solve(
+                (user_weights[np.ix_(free, free)], True), y_i[free])
         contributions = rows.target.astype(np.float64) * (Yu @ weighted_item)
         liked = np.flatnonzero(rows.target != 0)  # a dislike (implicit) contributes nothing
         order = liked[np.lexsort((rows.indices[liked], -contributions[liked]))][:N]
         top = [(int(rows.indices[j]), float(contributions[j])) for j in order]
         return float(contributions.sum()), top, user_weights
+
+    def _explain_weights(self, p: dict[str, Any], Y, rows: data.WeightedRows,
+                         Yu: np.ndarray) -> np.ndarray:
+        """:meth:`explain`'s ``user_weights``: the lower Cholesky factor of the user's
+        ``A_u`` (float64, on the host), or with ``solver="nnls"`` of ``A_FF`` on the free
+        factors of the user's nonnegative solution, 0 in the rows and columns of the
+        others."""
+        backend = self._backend
+        k = Y.shape[1]
+        gram = None
+        if p["feedback"] == "implicit":
+            gram = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y)))
+            scale = len(rows.indices) if p["scale_regularization"] else 1
+            A = gram + p["regularization"] * scale * np.eye(k)
+        else:
+            A = p["regularization"] * len(rows.indices) * np.eye(k)
+        A += (Yu * rows.weight[:, None]).T @ Yu
+        if not np.isfinite(A).all():  # (SciPy's "array must not contain infs" below)
+            raise self._unsolvable(p, Y, None)
+        free = np.ones(k, dtype=bool)
+        weights = np.zeros((k, k))
+        try:
+            if p["solver"] == "nnls" and len(rows.indices):
+                # the nonnegative solution's free factors; A_FF x_F = b_F holds on them
+                b = rows.target.astype(np.float64) @ Yu
+                x = nnls_rows(A[None], b[None], xp=np, solve=solve_batch,
+                              to_numpy=np.asarray, asarray=np.asarray)[0]
+                if not np.isfinite(x).all():
+                    raise np.linalg.LinAlgError
+                free = x > 0
+            weights[np.ix_(free, free)] = np.linalg.cholesky(A[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            if gram is not None:  # Y^T Y + lambda I singular: named as fold-ins name it
+                regularized_gram(gram, p["regularization"], Y.shape[0])
+            if not len(rows.indices):  # (explicit: A_u = 0)
+                raise ValueError("user_items holds no rating of the user: its factors are 0 "
+                                 "(explicit feedback), and no score is there to explain"
+                                 ) from None
+            raise ValueError("the user's system is numerically singular: nothing to "
+                             "explain") from None
+        return weights
 
     def explain_frame(self, user: Any, interactions: Any, items: Any, N: int = 10, *,
                       user_col: str = "user", item_col: str = "item",

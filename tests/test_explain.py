@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from gpu_als import ALS
 
 from .conftest import random_interactions, skip_or_fail
+from .reference import nnls_rows_loop, row_system
 
 
 def to_numpy(a):
@@ -63,6 +64,61 @@ def test_the_fitted_score_is_explained_for_a_training_row(backend):
     model.partial_fit_users([8], R[8])  # x_8 solved against the final item factors
     score, _, _ = model.explain(8, R, 2)
     assert score == pytest.approx(float(model.predict([8], [2])[0]), rel=1e-10)
+
+
+@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+def test_a_nonnegative_models_score_is_split_over_its_free_factors(backend, feedback):
+    """solver="nnls": the user's factors are the nonnegative solution (SciPy's ``nnls``
+    here), whose free factors F (those above 0) solve A_FF x_F = b_F: item j contributes
+    t_j y_iF^T A_FF^-1 y_jF, and the contributions sum to the score."""
+    model, R = fitted(backend, feedback, solver="nnls")
+    Y = to_numpy(model.item_factors_)
+    user, item = 2, 11  # 4 free factors of 6 (implicit), 2 (explicit)
+    row = R[user]
+    conf = {"alpha": 5.0} if feedback == "implicit" else {"feedback": "explicit"}
+    x = nnls_rows_loop(row, Y, 0.1, **conf)[0]
+    free = x > 0
+    assert 0 < free.sum() < 6  # some factors held at 0: else this is the test above
+    A, _ = row_system(row, Y, Y.T @ Y, 0, 0.1, **conf)
+    t = np.where(row.data > 0, 1 + 5 * row.data, 0) if feedback == "implicit" else row.data
+    want = t * (Y[row.indices][:, free] @ np.linalg.solve(A[np.ix_(free, free)],
+                                                          Y[item, free]))
+    score, top, weights = model.explain(user, R, item, N=1000)
+    assert score == pytest.approx(float(x @ Y[item]), rel=1e-8)
+    liked = t != 0
+    assert dict(top) == pytest.approx(dict(zip(row.indices[liked], want[liked])), rel=1e-8)
+    assert not weights[~free].any() and not weights[:, ~free].any()
+    np.testing.assert_allclose(weights[np.ix_(free, free)],
+                               np.linalg.cholesky(A[np.ix_(free, free)]), rtol=1e-10)
+    assert model.explain(user, row, 3, user_weights=weights, N=3)[:2] == \
+        model.explain(user, row, 3, N=3)[:2]
+    # the score of the fold-in, which solves the same problem by the fit's own solver
+    folded = to_numpy(model.recalculate_user(user, row))
+    assert score == pytest.approx(float(folded @ Y[item]), rel=1e-8)
+
+
+def test_a_nonnegative_user_whose_factors_are_all_0():
+    """Only dislikes (implicit, p = 0): b_u = 0, every factor is held at 0 and so is
+    every contribution; the all-0 user_weights are a valid input again."""
+    model, _ = fitted("cpu", solver="nnls")
+    row = sp.csr_matrix(([-1.0, -2.0], ([0, 0], [3, 4])), shape=(1, 30))
+    score, top, weights = model.explain(0, row, 7)
+    assert score == 0.0 and top == [] and not weights.any()
+    assert model.explain(0, row, 7, user_weights=weights)[:2] == (0.0, [])
+
+
+def test_user_weights_that_explain_does_not_return_are_refused():
+    """A zero on the diagonal is a held factor of solver="nnls" only, and then its row
+    and column are 0: else the weights did not come from explain."""
+    R = interactions()
+    for solver in ("cholesky", "nnls"):
+        model = ALS(factors=3, iterations=1, backend="cpu", show_progress=False,
+                    solver=solver).fit(R)
+        weights = np.tril(np.ones((3, 3)))
+        weights[1, 1] = 0
+        with pytest.raises(ValueError, match=r"^user_weights is not a Cholesky factor that "
+                                             r"explain returns: pass what explain returned"):
+            model.explain(0, R, 1, user_weights=weights)
 
 
 def test_same_answers_as_the_implicit_library():

@@ -434,12 +434,12 @@ def test_cpu_paths_take_their_own_block_sizes_unless_one_is_given(monkeypatch):
 def test_cpu_batched_solve_gives_nan_for_a_singular_system_and_solves_the_others():
     """As the GPU kernels do (NaN rows, which the fit reports as a FloatingPointError): an
     exactly singular system, as overflowed factors make, is not a LinAlgError out of fit."""
-    from gpu_als.backends.cpu import _solve
+    from gpu_als.backends.cpu import solve_batch
 
     A = np.array([[[2.0, 0.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]],
                  np.float32)
     b = np.array([[2.0, 8.0], [1.0, 2.0], [3.0, 5.0]], np.float32)
-    x = _solve(A, b)
+    x = solve_batch(A, b)
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, [[1.0, 2.0], [np.nan, np.nan], [3.0, 5.0]])
 

@@ -273,7 +273,7 @@ def formed_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK
             yield ids[first:first + per_block], padded
 
 
-def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+def solve_batch(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve the batch of SPD systems ``A[j] x[j] = b[j]``, in float64.
 
     OpenBLAS's batched LU through NumPy is 2-3x faster in float64 than in float32 at these
@@ -508,7 +508,7 @@ class CPUBackend(Backend):
                     regularized_gram(FtF, regularization, F.shape[0])  # raises if B is
                 # by LU, as the batched path solves: NaN where singular (factors grown
                 # too large, say), which fit reports naming the input's scale
-                out[u] = _solve(A[None], b[None, :])[0]
+                out[u] = solve_batch(A[None], b[None, :])[0]
                 continue
             out[u] = scipy.linalg.cho_solve(factor, b, check_finite=False)
         if self.timer:
@@ -554,9 +554,9 @@ class CPUBackend(Backend):
                 A += base
             if per_entry:
                 A[:, diagonal, diagonal] += (per_entry * lengths[ids])[:, None]
-            out[ids] = nnls_rows(A, b, xp=np, solve=_solve, to_numpy=np.asarray,
+            out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
                                  asarray=np.asarray, start=out[ids]) if nonnegative \
-                else _solve(A, b)
+                else solve_batch(A, b)
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, formed_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
@@ -601,9 +601,9 @@ class CPUBackend(Backend):
 
         def solve(A, b):
             if thread_seconds is None:
-                return _solve(A, b)
+                return solve_batch(A, b)
             mark = time.perf_counter()
-            x = _solve(A, b)
+            x = solve_batch(A, b)
             thread_seconds.add("solve", time.perf_counter() - mark)
             return x
 
