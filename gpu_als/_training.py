@@ -363,7 +363,7 @@ def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
                  "numerically singular in float64 where the confidences dwarf the "
                  "regularization: scale the values down (confidence='log' for counts) or "
                  "use a larger regularization" +
-                 (", or dtype=float64 (a GPU builds them in float32)"
+                 (", or dtype=float64 (whose factors hold larger values)"
                   if np.dtype(X.dtype) == np.float32 else ""))
     raise FloatingPointError(
         f"{what}; the input ({scale}) or the hyperparameters (regularization="

@@ -136,6 +136,32 @@ def test_implicit_with_a_scaled_penalty_matches_per_row_solve(backend, solver, d
     assert np.abs(want - unscaled).max() > 100 * TOL[dtype] * np.abs(want).max()
 
 
+@pytest.mark.parametrize(("solver", "scaled"),
+                         [("nnls", False), ("nnls", True), ("cholesky", True)])
+def test_unwhitened_systems_keep_a_small_regularization_in_float32(backend, solver, scaled):
+    """The systems no shared part whitens (NNLS's; the exact solver's with a scaled
+    penalty), from float32 factors of rank 2 and about 20 in size and confidences of 700:
+    the float32 products of ``sum (c - 1) f f^T`` (norm 1e6) round by more than lambda =
+    0.01 adds, and the first row's system formed from them was indefinite. It gave NaN
+    (the fit a FloatingPointError, found by a fuzz of 150 tiny fits, where the exact
+    solver fits) or a solution 100 % off. NNLS now forms its systems in float64; the
+    scaled penalty's exact systems are formed in the eigenbasis of ``F^T F``."""
+    rng = np.random.default_rng(2)
+    F = np.abs(rng.standard_normal((4, 5))) * 20
+    F[2:] = 0
+    F = F.astype(np.float32)
+    R = sp.csr_matrix([[700.0, 50, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 2, 0, 3]])
+    got = run_solve(backend, R, F, 0.01, "implicit", np.float32, solver=solver, alpha=1.0,
+                    scale_regularization=scaled)
+    reference = nnls_rows_loop if solver == "nnls" else solve_rows_loop
+    want = reference(R, F, 0.01, alpha=1.0, scaled=scaled)
+    assert_close(got, want, np.float32)
+    assert (want[0] > 0).all()
+    # the first row alone (a fold-in: the CPU rotates its 2 entries, not the 4 fixed rows)
+    assert_close(run_solve(backend, R[:1], F, 0.01, "implicit", np.float32, solver=solver,
+                           alpha=1.0, scale_regularization=scaled), want[:1], np.float32)
+
+
 def cg_problem(feedback, k):
     """Rows of every length class (:func:`edge_case_matrix`), fixed factors, a warm start
     and the confidence settings for the CG tests."""

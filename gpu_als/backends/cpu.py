@@ -260,6 +260,23 @@ def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
     return FtF + regularization * np.eye(FtF.shape[0])
 
 
+def eigenbasis(FtF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``FtF = Q diag(e) Q^T``: ``(diag(e), Q)``, for systems ``F^T F + s_u I + sum w f
+    f^T`` whose diagonal ``s_u`` differs by row (the scaled penalty), which no shared part
+    whitens. Their products formed in float32 round by ``eps * |sum w f f^T|`` in every
+    direction, which can swamp a small ``s_u``; formed from the rows ``f Q`` (in the
+    eigenbasis), whose component along an eigenvector is at most the square root of its
+    eigenvalue, the rounding is that small against each diagonal entry, as in the whitened
+    systems of the exact solver. A row's solution there is ``z = Q^T x``."""
+    e, Q = np.linalg.eigh(FtF)
+    return np.diag(np.maximum(e, 0.0)), Q
+
+
+def _rotated(F: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """The rows of ``F`` in the basis ``Q`` (computed in float64), in ``F``'s dtype."""
+    return (F.astype(np.float64) @ Q).astype(F.dtype, copy=False)
+
+
 def formed_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
                 ) -> Iterator[tuple[np.ndarray, int]]:
     """:func:`row_blocks` for :meth:`CPUBackend._solve_formed`, whose every row forms a
@@ -518,11 +535,15 @@ class CPUBackend(Backend):
     def _solve_formed(self, rows, F, FtF, regularization, feedback, out, scaled: bool,
                       nonnegative: bool):
         """:meth:`solve_rows` from each block's k x k systems formed from its gathered
-        factor rows, without the exact solver's whitening: for ``x >= 0``
-        (``nonnegative``, ``solver="nnls"``), which the whitening would not keep, solved in
-        float64 by :func:`gpu_als.backends.nnls.nnls_rows`; and for implicit rows whose
-        penalty is ``scaled`` by their entries, whose systems share no part to whiten by,
-        solved by LU."""
+        factor rows, without the exact solver's whitening:
+
+        * for ``x >= 0`` (``nonnegative``, ``solver="nnls"``), which the whitening would
+          not keep: formed in float64 and solved by
+          :func:`gpu_als.backends.nnls.nnls_rows`;
+        * for implicit rows whose penalty is ``scaled`` by their entries, whose systems
+          share no part to whiten by: formed in the factors' dtype in the eigenbasis of
+          ``F^T F`` (:func:`eigenbasis`) and solved by LU.
+        """
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
@@ -530,33 +551,44 @@ class CPUBackend(Backend):
             base = _implicit_base(FtF, 0.0 if scaled else regularization, out)
             if base is None:
                 return out
+        rotation, rotate_rows = None, False
+        if scaled and not nonnegative:
+            base, rotation = eigenbasis(FtF)
+            # the fixed rows once, or a fold-in's few rows' gathered entries
+            rotate_rows = len(rows.indices) < len(F)
+            F = F if rotate_rows else _rotated(F, rotation)
         per_entry = regularization if scaled or not implicit else 0.0
         lengths = np.diff(rows.indptr)
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
         scratch = _current_scratch()
+        # NNLS's systems in float64: formed in float32, a row whose products lost a
+        # regularization that is tiny against its confidences (the factors nearly
+        # rank-deficient) had an indefinite system, and NaN or a wrong solution (found by
+        # a fuzz of tiny fits). Formed in float64, a fit of MovieLens 100K at k = 128
+        # took 430 ms per iteration against 296 and 381 in float32 (separate runs,
+        # benchmarks/nnls_movielens.py).
+        dtype = np.float64 if nonnegative else F.dtype
 
         def solve_block(block: tuple[np.ndarray, int]) -> None:
             ids, _ = block
             with scratch.borrow() as array:
                 pos, Fg, padding = _gathered(block, rows, rows.indices, F, array)
-                w = _entries(rows.weight, pos, padding, F.dtype)
-                b = (_entries(rows.target, pos, padding, F.dtype)[:, None, :] @ Fg)[:, 0, :]
-                # formed in the factors' dtype, as the GPU builds them (gram.cu): formed
-                # in float64, a fit of MovieLens 100K at k = 128 took 430 ms per
-                # iteration against 296 and 381 (separate runs, benchmarks/
-                # nnls_movielens.py); and inputs whose float32 products overflow
-                # (confidences near 1e36) make systems that float64 holds but cannot
-                # solve either (the regularization lost to rounding:
-                # _training.raise_non_finite says so)
+                Fg = _rotated(Fg, rotation) if rotate_rows and rotation is not None \
+                    else Fg.astype(dtype, copy=False)
+                w = _entries(rows.weight, pos, padding, dtype)
+                b = (_entries(rows.target, pos, padding, dtype)[:, None, :] @ Fg)[:, 0, :]
                 A = (Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])).astype(np.float64)
             if implicit:
                 A += base
             if per_entry:
                 A[:, diagonal, diagonal] += (per_entry * lengths[ids])[:, None]
-            out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
-                                 asarray=np.asarray, start=out[ids]) if nonnegative \
-                else solve_batch(A, b)
+            if nonnegative:
+                out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
+                                     asarray=np.asarray, start=out[ids])
+            else:
+                x = solve_batch(A, b)
+                out[ids] = x if rotation is None else x @ rotation.T
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, formed_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),

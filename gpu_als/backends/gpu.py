@@ -662,18 +662,25 @@ class GPUBackend(Backend):
         implicit = feedback == "implicit"
         # implicit rows whose penalty is scaled by their entries: the shared part is F^T F
         # alone, each row adding regularization * n_u * I as explicit rows do (no part to
-        # whiten by: the Woodbury path is left out)
+        # whiten by: the Woodbury path is left out; the exact solver's systems are built
+        # in the eigenbasis of F^T F instead, see _eigenbasis)
         scaled = implicit and scale_regularization
         assert not (scaled and solver == "pcg"), "refused by the model"
+        # NNLS builds its systems in float64 (_solve_nnls)
+        base_dtype = np.dtype(np.float64) if solver == "nnls" else dtype
+        rotation = None
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype, whitened=not scaled)
             with self._phase("shared"):
-                if implicit:
-                    base = self._shared_base(FtF, 0.0 if scaled else regularization, dtype)
-                    diag_scale = T(regularization if scaled else 0)
+                diag_scale = T(regularization if scaled or not implicit else 0)
+                if scaled and solver == "cholesky":
+                    base, rotation = self._eigenbasis(FtF, dtype)
+                    F = (F.astype(np.float64) @ rotation).astype(dtype)
+                elif implicit:
+                    base = self._shared_base(FtF, 0.0 if scaled else regularization,
+                                             base_dtype)
                 else:
-                    base = xp.zeros((k, k), dtype)
-                    diag_scale = T(regularization)
+                    base = xp.zeros((k, k), base_dtype)
             if solver == "nnls":
                 self._solve_nnls(rows, F, base, diag_scale, out)
                 return out
@@ -716,20 +723,43 @@ class GPUBackend(Backend):
                         )
             if len(plan.zero_rows):
                 out[plan.zero_rows] = 0
+            if rotation is not None:  # z = Q^T x
+                out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
         return out
 
+    def _eigenbasis(self, FtF, dtype: np.dtype):
+        """``FtF = Q diag(e) Q^T``: ``(diag(e)`` in ``dtype``, ``Q)``, for the systems of
+        the scaled penalty, built from the fixed rows in that basis (as
+        :func:`gpu_als.backends.cpu.eigenbasis` says why). All NaN where ``FtF`` is not
+        finite (the model's finiteness check then reports it); no host synchronisation."""
+        xp = self.xp
+        B = self.asarray(FtF, np.float64)
+        finite = xp.isfinite(B).all()
+        e, Q = xp.linalg.eigh(xp.where(finite, B, 0.0))
+        e = xp.where(finite, xp.maximum(e, 0.0), np.nan)
+        return xp.diag(e).astype(dtype), Q
+
     def _solve_nnls(self, rows, F, base, diag_scale, out) -> None:
-        """``solver="nnls"``: each chunk's systems built by gram.cu (phase "gram_build"),
-        their upper triangles filled from the lower, and solved with ``x >= 0`` in float64
-        (phase "nnls"), from the free sets of the current factors ``out``."""
+        """``solver="nnls"``: each chunk's systems built by gram.cu in float64 (phase
+        "gram_build"; ``base`` in float64), their upper triangles filled from the lower,
+        and solved with ``x >= 0`` (phase "nnls"), from the free sets of the current
+        factors ``out``. In float64 because NNLS cannot whiten them: built in float32, a
+        row whose products lost a regularization that is tiny against its confidences
+        (the factors nearly rank-deficient) had an indefinite system, and NaN or a wrong
+        solution. The cost: float64 copies of ``F`` and of the entries' weights."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         plan = self._plan(rows, k, dtype, nnls=True)
+        if dtype != np.float64:
+            F = F.astype(np.float64)
+            rows = WeightedRows(rows.indptr, rows.indices, rows.weight.astype(np.float64),
+                                rows.target.astype(np.float64), rows.n_cols,
+                                rows.loss_constant)
         lower = xp.tri(k, dtype=bool)
         for chunk in plan.chunks:
             with self._phase("gram_build"):
-                A, b = self._build_systems(chunk, rows, F, base, diag_scale)
+                A, b = self._build_systems(chunk, rows, F, base, np.float64(diag_scale))
             with self._phase("nnls"):
                 A = xp.where(lower, A, A.transpose(0, 2, 1))
                 x = nnls_rows(A, b, xp=xp, solve=self._solve_batched,
