@@ -86,14 +86,18 @@ def test_explicit_matches_per_row_solve(backend, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("feedback", ["implicit", "explicit"])
+@pytest.mark.parametrize("feedback", ["implicit", "explicit", "scaled"])
 @pytest.mark.parametrize("n_rows", [4, 8])
 def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedback, dtype,
                                                                 n_rows):
     """A fold-in: on the CPU backend up to EACH_ROW_LIMIT rows are solved one by one, and
     more rows with entries so few (FEW_ENTRIES) whiten only the fixed rows they use, by
-    triangular solves; rows shorter and longer than k, empty ones, negative values."""
+    triangular solves (with a scaled penalty, "scaled": by rotating them); rows shorter
+    and longer than k, empty ones, negative values."""
     from gpu_als.backends.cpu import EACH_ROW_LIMIT, FEW_ENTRIES
+
+    scaled = feedback == "scaled"
+    feedback = "implicit" if scaled else feedback
 
     k, n_fixed = 8, 2000
     rng = np.random.default_rng(3)
@@ -106,11 +110,13 @@ def test_a_few_rows_against_many_fixed_rows_match_per_row_solve(backend, feedbac
     assert 0 < R.nnz * FEW_ENTRIES < n_fixed
     assert (n_rows <= EACH_ROW_LIMIT) == (n_rows == 4)
     conf = {"alpha": 3.0} if feedback == "implicit" else {}
-    want = solve_rows_loop(R, F, 0.1, feedback=feedback, **conf)
-    assert_close(run_solve(backend, R, F, 0.1, feedback, dtype, **conf), want, dtype)
+    want = solve_rows_loop(R, F, 0.1, feedback=feedback, scaled=scaled, **conf)
+    assert_close(run_solve(backend, R, F, 0.1, feedback, dtype, scale_regularization=scaled,
+                           **conf), want, dtype)
     if backend == "cpu":  # long rows gathered a block at a time: 3 entries here
         small_blocks = CPUBackend(block_elements=3 * k)
-        assert_close(run_solve(small_blocks, R, F, 0.1, feedback, dtype, **conf), want, dtype)
+        assert_close(run_solve(small_blocks, R, F, 0.1, feedback, dtype,
+                               scale_regularization=scaled, **conf), want, dtype)
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg", "nnls"])
@@ -160,6 +166,17 @@ def test_unwhitened_systems_keep_a_small_regularization_in_float32(backend, solv
     # the first row alone (a fold-in: the CPU rotates its 2 entries, not the 4 fixed rows)
     assert_close(run_solve(backend, R[:1], F, 0.01, "implicit", np.float32, solver=solver,
                            alpha=1.0, scale_regularization=scaled), want[:1], np.float32)
+
+
+def test_a_scaled_penalty_of_0_is_the_plain_one():
+    """regularization=0: the scaled penalty is 0 too, and the CPU's half-step is the plain
+    one, which names a singular F^T F (scaled by its eigenvalues, 0 here, it gave
+    infinities)."""
+    F = np.random.default_rng(0).random((3, 5))
+    R = sp.csr_matrix(np.array([[1.0, 0, 2], [0, 1, 0]]))
+    with pytest.raises(ValueError, match=r"^regularization=0.0: Y\^T Y \+ regularization "
+                                         r"\* I is singular \(factors=5 with 3 fixed-side"):
+        run_solve("cpu", R, F, 0.0, "implicit", np.float64, scale_regularization=True)
 
 
 def cg_problem(feedback, k):

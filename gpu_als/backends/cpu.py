@@ -261,15 +261,18 @@ def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
 
 
 def eigenbasis(FtF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``FtF = Q diag(e) Q^T``: ``(diag(e), Q)``, for systems ``F^T F + s_u I + sum w f
-    f^T`` whose diagonal ``s_u`` differs by row (the scaled penalty), which no shared part
-    whitens. Their products formed in float32 round by ``eps * |sum w f f^T|`` in every
-    direction, which can swamp a small ``s_u``; formed from the rows ``f Q`` (in the
-    eigenbasis), whose component along an eigenvector is at most the square root of its
-    eigenvalue, the rounding is that small against each diagonal entry, as in the whitened
-    systems of the exact solver. A row's solution there is ``z = Q^T x``."""
+    """``FtF = Q diag(e) Q^T``: ``(e, Q)`` (``e`` clipped at 0), for the exact systems of
+    the scaled penalty, ``F^T F + lambda n_u I + sum w f f^T``, which share no part to
+    whiten by. In the basis ``Q`` the part ``diag(e) + lambda n_u I`` is diagonal, so each
+    row whitens its own gathered rows by ``(e + lambda n_u)^-1/2`` (in
+    :meth:`CPUBackend._solve_exact`): the system is then ``I + sum w h h^T``, as the
+    plain penalty's, and a row's component along an eigenvector is at most the square
+    root of its eigenvalue, so float32 rounding stays small against the penalty. Formed
+    from the rows as they are, a half-step of tiny factors 20 in size against confidences
+    of 700 was 100 % off in float32 (test_solver's
+    ``test_unwhitened_systems_keep_a_small_regularization_in_float32``)."""
     e, Q = np.linalg.eigh(FtF)
-    return np.diag(np.maximum(e, 0.0)), Q
+    return np.maximum(e, 0.0), Q
 
 
 def _rotated(F: np.ndarray, Q: np.ndarray) -> np.ndarray:
@@ -473,9 +476,9 @@ class CPUBackend(Backend):
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
                                   preconditioned=solver == "pcg" and feedback == "implicit",
                                   scaled=scaled)
-        if solver == "nnls" or scaled:  # (the whitening needs one shared part)
-            return self._solve_formed(rows, F, FtF, regularization, feedback, out, scaled,
-                                      nonnegative=solver == "nnls")
+        if solver == "nnls":  # (the whitening would not keep x >= 0)
+            return self._solve_formed(rows, F, FtF, regularization, feedback, out, scaled)
+        scaled = scaled and regularization > 0  # (a penalty of 0 scales to 0)
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
         # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
         # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
@@ -484,25 +487,28 @@ class CPUBackend(Backend):
         # a small machine.
         if rows.n_rows <= EACH_ROW_LIMIT:
             with _single_threaded_blas:
-                return self._solve_each_row(rows, F, FtF, regularization, feedback, out)
+                return self._solve_each_row(rows, F, FtF, regularization, feedback, out,
+                                            scaled)
         if len(rows.indices) * FEW_ENTRIES < F.shape[0]:
             with _single_threaded_blas:
                 return self._solve_exact(rows, F, FtF, regularization, feedback, out,
-                                         few=True)
-        return self._solve_exact(rows, F, FtF, regularization, feedback, out, few=False)
+                                         few=True, scaled=scaled)
+        return self._solve_exact(rows, F, FtF, regularization, feedback, out, few=False,
+                                 scaled=scaled)
 
-    def _solve_each_row(self, rows, F, FtF, regularization, feedback, out):
+    def _solve_each_row(self, rows, F, FtF, regularization, feedback, out, scaled):
         """:meth:`solve_rows` of a few rows: each row's k x k system formed and factorized
         on its own, in float64 (no per-call overhead of the batched paths); a long row's
         entries are gathered :data:`BLOCK_ELEMENTS` at a time."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
+        per_entry = regularization if scaled or not implicit else 0.0
         if implicit:
             # Not factorized here (a third of the time of one user's solve): the row's
             # system is at least B (confidences >= 1), so it fails to factorize only if B
             # is singular, and regularized_gram then says so.
-            B = _implicit_base(FtF, regularization, out)
+            B = _implicit_base(FtF, 0.0 if scaled else regularization, out)
             if B is None:
                 return out
         step = max(1, self._elements(BLOCK_ELEMENTS) // k)
@@ -511,7 +517,8 @@ class CPUBackend(Backend):
             if first == end:
                 out[u] = 0
                 continue
-            A = B.copy() if implicit else regularization * (end - first) * np.eye(k)
+            A = B.copy() if implicit else np.zeros((k, k))
+            A[np.diag_indices(k)] += per_entry * (end - first)
             b = np.zeros(k)
             for start in range(first, end, step):
                 entries = slice(start, min(start + step, end))
@@ -521,7 +528,7 @@ class CPUBackend(Backend):
             try:
                 factor = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
             except np.linalg.LinAlgError:
-                if implicit:
+                if implicit and not scaled:
                     regularized_gram(FtF, regularization, F.shape[0])  # raises if B is
                 # by LU, as the batched path solves: NaN where singular (factors grown
                 # too large, say), which fit reports naming the input's scale
@@ -532,18 +539,17 @@ class CPUBackend(Backend):
             self.timer.add("solve", time.perf_counter() - started)
         return out
 
-    def _solve_formed(self, rows, F, FtF, regularization, feedback, out, scaled: bool,
-                      nonnegative: bool):
-        """:meth:`solve_rows` from each block's k x k systems formed from its gathered
-        factor rows, without the exact solver's whitening:
+    def _solve_formed(self, rows, F, FtF, regularization, feedback, out, scaled: bool):
+        """:meth:`solve_rows` with ``x >= 0`` (``solver="nnls"``): each block's k x k
+        systems formed from its gathered factor rows, without the exact solver's
+        whitening, which would not keep ``x >= 0``, and solved by
+        :func:`gpu_als.backends.nnls.nnls_rows`. ``scaled``: implicit rows whose penalty
+        is scaled by their entries.
 
-        * for ``x >= 0`` (``nonnegative``, ``solver="nnls"``), which the whitening would
-          not keep: formed in float64 and solved by
-          :func:`gpu_als.backends.nnls.nnls_rows`;
-        * for implicit rows whose penalty is ``scaled`` by their entries, whose systems
-          share no part to whiten by: formed in the factors' dtype in the eigenbasis of
-          ``F^T F`` (:func:`eigenbasis`) and solved by LU.
-        """
+        Formed in float64: in float32, a row whose products lost a regularization that is
+        tiny against its confidences (the factors nearly rank-deficient) had an
+        indefinite system, and NaN or a wrong solution (found by a fuzz of tiny fits). A
+        fit of MovieLens 100K took 15-25 % longer for it (docs/cpu-backend.md)."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
@@ -551,55 +557,40 @@ class CPUBackend(Backend):
             base = _implicit_base(FtF, 0.0 if scaled else regularization, out)
             if base is None:
                 return out
-        rotation, rotate_rows = None, False
-        if scaled and not nonnegative:
-            base, rotation = eigenbasis(FtF)
-            # the fixed rows once, or a fold-in's few rows' gathered entries
-            rotate_rows = len(rows.indices) < len(F)
-            F = F if rotate_rows else _rotated(F, rotation)
         per_entry = regularization if scaled or not implicit else 0.0
         lengths = np.diff(rows.indptr)
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
         scratch = _current_scratch()
-        # NNLS's systems in float64: formed in float32, a row whose products lost a
-        # regularization that is tiny against its confidences (the factors nearly
-        # rank-deficient) had an indefinite system, and NaN or a wrong solution (found by
-        # a fuzz of tiny fits). Formed in float64, a fit of MovieLens 100K at k = 128
-        # took 430 ms per iteration against 296 and 381 in float32 (separate runs,
-        # benchmarks/nnls_movielens.py).
-        dtype = np.float64 if nonnegative else F.dtype
 
         def solve_block(block: tuple[np.ndarray, int]) -> None:
             ids, _ = block
             with scratch.borrow() as array:
                 pos, Fg, padding = _gathered(block, rows, rows.indices, F, array)
-                Fg = _rotated(Fg, rotation) if rotate_rows and rotation is not None \
-                    else Fg.astype(dtype, copy=False)
-                w = _entries(rows.weight, pos, padding, dtype)
-                b = (_entries(rows.target, pos, padding, dtype)[:, None, :] @ Fg)[:, 0, :]
-                A = (Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])).astype(np.float64)
+                Fg = Fg.astype(np.float64)
+                w = _entries(rows.weight, pos, padding, np.float64)
+                b = (_entries(rows.target, pos, padding, np.float64)[:, None, :] @ Fg)[:, 0, :]
+                A = Fg.transpose(0, 2, 1) @ (Fg * w[:, :, None])
             if implicit:
                 A += base
             if per_entry:
                 A[:, diagonal, diagonal] += (per_entry * lengths[ids])[:, None]
-            if nonnegative:
-                out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
-                                     asarray=np.asarray, start=out[ids])
-            else:
-                x = solve_batch(A, b)
-                out[ids] = x if rotation is None else x @ rotation.T
+            out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
+                                 asarray=np.asarray, start=out[ids])
 
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, formed_blocks(lengths, k, self._elements(BLOCK_ELEMENTS)),
                            threads)
         if self.timer:
-            self.timer.add("nnls" if nonnegative else "solve", time.perf_counter() - started)
+            self.timer.add("nnls", time.perf_counter() - started)
         return out
 
-    def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few):
+    def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few,
+                     scaled=False):
         """:meth:`solve_rows` by exact solves; ``few``: whiten only the fixed rows that
-        the entries use, by triangular solves (a fold-in), rather than all of them."""
+        the entries use, by triangular solves (a fold-in), rather than all of them.
+        ``scaled`` (implicit rows whose penalty is scaled by their entries): in the
+        eigenbasis of ``FtF``, each row whitened by its own diagonal (:func:`eigenbasis`)."""
         k = F.shape[1]
         dtype = F.dtype
         lengths = np.diff(rows.indptr)
@@ -609,7 +600,10 @@ class CPUBackend(Backend):
             if not np.isfinite(FtF).all():  # propagate, as the GPU kernels do; fit reports it
                 out[...] = np.nan
                 return out
-            _, C = regularized_gram(FtF, regularization, F.shape[0])
+            if scaled:
+                e, Q = eigenbasis(FtF)
+            else:
+                _, C = regularized_gram(FtF, regularization, F.shape[0])
             mu = np.ones(rows.n_rows, dtype)
         else:
             mu = (regularization * lengths).astype(dtype)
@@ -620,6 +614,8 @@ class CPUBackend(Backend):
             F_used, indices = F, rows.indices
         if feedback != "implicit":
             Yw = F_used
+        elif scaled:  # Q^T y_i, the row's whitening by its diagonal below
+            Yw = _rotated(F_used, Q)
         elif few:  # C^-1 y_i by a triangular solve: no k x k inverse for a fold-in
             C = C.astype(dtype)
             Yw = scipy.linalg.solve_triangular(C, F_used.T, lower=True, check_finite=False).T
@@ -652,6 +648,10 @@ class CPUBackend(Backend):
             ids, L = block
             steps = np.arange(L)
             pos, Yg, padding = _gathered(block, rows, indices, Yw, array)  # Yg: (rows, L, k)
+            if scaled:  # each row's D_u^-1/2, D_u = diag(e) + lambda n_u I
+                d = ((e[None, :] + regularization * lengths[ids][:, None]) ** -0.5
+                     ).astype(dtype)
+                Yg *= d[:, None, :]
             sw = _entries(rows.weight, pos, padding, dtype, np.sqrt)  # (rows, L)
             t = _entries(rows.target, pos, padding, dtype)
             m = mu[ids]
@@ -669,24 +669,27 @@ class CPUBackend(Backend):
                 if unweighted:  # h = (g - Z^T S^-1 Z g) / mu, mu = 1
                     Zg = sw * (Yg @ g[:, :, None])[:, :, 0]
                     s = solve(S, Zg)
-                    H[ids] = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
+                    h = g - ((sw * s)[:, None, :] @ Yg)[:, 0, :]
                 else:  # push-through: g = Z^T q, h = Z^T S^-1 q; explicit: q = r, sw = 1
                     q = np.divide(t, sw, out=np.zeros_like(t), where=sw > 0) if implicit else t
                     s = solve(S, q)
-                    H[ids] = ((sw * s)[:, None, :] @ Yg)[:, 0, :]
+                    h = ((sw * s)[:, None, :] @ Yg)[:, 0, :]
             else:
                 Yg *= sw[:, :, None]  # Z = sw * Yg in place (g is taken): M = Z^T Z, with
                 M = Yg.transpose(0, 2, 1) @ Yg  # no (rows, L, k) temporary
                 diag = np.arange(k)
                 M[:, diag, diag] += m[:, None]
-                H[ids] = solve(M, g)
+                h = solve(M, g)
+            H[ids] = h * d if scaled else h  # (scaled: z = D_u^-1/2 h)
 
         rows_started = time.perf_counter()
         threads = None if len(rows.indices) * k > CHOLESKY_PARALLEL_ELEMENTS else 1
         self._run_parallel(solve_block, row_blocks(lengths, k, self._elements(BLOCK_ELEMENTS),
                                                    MIN_BLOCK_ELEMENTS), threads)
         rows_ended = time.perf_counter()
-        if implicit and few:  # x_u = C^-T h_u
+        if scaled:  # x_u = Q z_u
+            np.matmul(H, Q.T.astype(dtype), out=out)
+        elif implicit and few:  # x_u = C^-T h_u
             out[...] = scipy.linalg.solve_triangular(C, H.T, lower=True, trans="T",
                                                      check_finite=False).T
         elif implicit:
