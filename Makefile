@@ -13,7 +13,7 @@ else ifneq ($(wildcard $(CURDIR)/.data/ml-100k/u.data),)
 export GPU_ALS_DATA ?= $(CURDIR)/.data
 endif
 
-.PHONY: venv test test-oldest demo s3-check bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
+.PHONY: venv test test-oldest demo s3-check spark-check bench bench-quick gpu-site gpu-check gpu-bench gpu-wheels gpu-carry lint clean
 
 # The demo needs the package and matplotlib; the tests need the dev extras on top.
 $(BIN)/.demo: pyproject.toml
@@ -52,6 +52,15 @@ s3-check:
 	$(PYTHON) -m venv $(S3_VENV)
 	$(S3_VENV)/bin/python -m pip install --quiet -e '.[parquet,dist]' s3fs 'moto[server]'
 	$(S3_VENV)/bin/python benchmarks/s3_check.py
+
+# gpu-als's half-step against Spark MLlib's ALS, factor for factor (benchmarks/spark_parity.py),
+# in a venv of its own: pyspark (450 MB, and Java 17 to run) is not a dependency.
+SPARK_VENV ?= .venv-spark
+spark-check:
+	$(PYTHON) -m venv $(SPARK_VENV)
+	$(SPARK_VENV)/bin/python -m pip install --quiet -e '.[pandas]' pyspark 'pandas<3'
+	$(SPARK_VENV)/bin/python benchmarks/spark_parity.py \
+		--output benchmarks/results/spark-parity-ml-100k-$$(git rev-parse --short HEAD).json
 
 # The benchmark (gpu_als/benchmark.py): gpu_als vs implicit, CPU and GPU. Results go to
 # benchmarks/results/bench-<device>-<commit>.json, charts to docs/bench/<device>/.
@@ -110,4 +119,4 @@ lint: venv
 	$(BIN)/mypy gpu_als
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) $(S3_VENV) build dist .pytest_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(S3_VENV) $(SPARK_VENV) build dist .pytest_cache

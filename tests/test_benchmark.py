@@ -1568,3 +1568,15 @@ def test_splits_benchmark_script_runs(capsys):
         "(K=1)", "temporal_split at a cutoff", "from_dataframe (for the matrix below)",
         "train_test_split of the matrix, 20 %", "train_test_split of the DataFrame, 20 %"]
     assert all(float(line.split()[-2]) >= 0 for line in lines[1:])
+
+
+def test_spark_parity_script_says_what_it_needs_without_pyspark(monkeypatch):
+    """benchmarks/spark_parity.py (`make spark-check`) compares with Spark MLlib, which
+    gpu-als does not install: without pyspark it says what to run, not a traceback."""
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # (import pyspark: ImportError)
+    script = benchmark_script("spark_parity")
+    with pytest.raises(SystemExit, match=r"^spark_parity.py needs pyspark \(.*\): `make "
+                                         r"spark-check` installs it in a venv of its own"):
+        script.main([])
+    assert set(script.CASES) == {"explicit", "implicit", "explicit-nonnegative",
+                                 "implicit-nonnegative"}
