@@ -11,7 +11,10 @@ Spark's ``rank=10, maxIter=10, seed=0`` on the u1 split's training ratings (1 to
   ``scale_regularization=True, alpha=1.0`` (Spark scales the implicit penalty by each
   row's positive entries: every entry here);
 * ``explicit-nonnegative`` and ``implicit-nonnegative``: the same with
-  ``nonnegative=True``, against ``solver="nnls"``.
+  ``nonnegative=True``, against ``solver="nnls"``;
+* ``implicit, plain penalty``: Spark's implicit model against gpu-als's default
+  (``scale_regularization=False``, Hu et al.'s penalty), which must not match: the check
+  tells the two apart.
 
 For each: the largest difference between the two sets of user factors, relative to the
 largest factor, the RMSE (explicit) on ``u1.test`` of Spark's model and of a gpu-als fit
@@ -55,6 +58,9 @@ CASES = {
                               "nonnegative": True},
                              {"feedback": "implicit", "alpha": 1.0, "regularization": 0.01,
                               "scale_regularization": True, "solver": "nnls"}),
+    "implicit, plain penalty": ({"implicitPrefs": True, "alpha": 1.0, "regParam": 0.01},
+                                {"feedback": "implicit", "alpha": 1.0,
+                                 "regularization": 0.01}),
 }
 
 
@@ -76,6 +82,11 @@ def factors_of(frame, n: int) -> np.ndarray:
     return out
 
 
+def host(array) -> np.ndarray:
+    """A NumPy copy of a NumPy or CuPy array."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
 def rmse(predicted: np.ndarray, R: sp.csr_matrix) -> float:
     return float(np.sqrt(np.mean((predicted - R.tocoo().data) ** 2)))
 
@@ -83,6 +94,8 @@ def rmse(predicted: np.ndarray, R: sp.csr_matrix) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", help="write the rows as JSON here")
+    parser.add_argument("--backend", default="cpu",
+                        help="gpu-als's backend for the half-step and the fit (default cpu)")
     args = parser.parse_args(argv)
     try:
         import pyspark
@@ -113,16 +126,16 @@ def main(argv: list[str] | None = None) -> None:
         Y = factors_of(spark_model.itemFactors, n_items)
         # the user half-step against Spark's item factors, in float64
         folded = ALS.from_factors(X.astype(np.float64), Y.astype(np.float64),
-                                  backend="cpu", **ours)
-        X_ours = np.asarray(folded.transform(train))
+                                  backend=args.backend, **ours)
+        X_ours = host(folded.transform(train))
         difference = float(np.abs(X_ours - X).max() / np.abs(X).max())
         # a whole fit with the same settings (its own random start)
-        model = ALS(factors=RANK, iterations=ITERATIONS, random_state=SEED, backend="cpu",
-                    show_progress=False, **ours).fit(train)
+        model = ALS(factors=RANK, iterations=ITERATIONS, random_state=SEED,
+                    backend=args.backend, show_progress=False, **ours).fit(train)
         if ours["feedback"] == "explicit":
             what = "RMSE on u1.test"
             spark_score = rmse((X[test_coo.row] * Y[test_coo.col]).sum(axis=1), test)
-            our_score = rmse(np.asarray(model.predict(test_coo.row, test_coo.col)), test)
+            our_score = rmse(host(model.predict(test_coo.row, test_coo.col)), test)
         else:
             what = "Precision@10 on u1.test"
             spark_score = ranking_metrics(ALS.from_factors(X, Y, backend="cpu"), train, test,
@@ -136,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
     if args.output:
         with open(args.output, "w") as file:
-            json.dump({"pyspark": pyspark.__version__, "rank": RANK, "iterations": ITERATIONS,
-                       "rows": rows}, file, indent=1)
+            json.dump({"pyspark": pyspark.__version__, "backend": args.backend, "rank": RANK,
+                       "iterations": ITERATIONS, "rows": rows}, file, indent=1)
     spark.stop()
 
 
