@@ -11,6 +11,12 @@ system is ``A_u x_u = b_u`` with ``A_u = B + W_u^T W_u``, where ``W_u`` stacks
   ``g_u = sum target_ui * Yw_i``. The shared part of every row's system is whitened
   away once, so the per-row work depends only on the row's own entries.
 * Explicit: ``(mu_u I + Z_u^T Z_u) h_u = Z_u^T r_u`` with ``mu_u = lambda n_u``, ``x_u = h_u``.
+* Implicit with a scaled penalty (``B_u = YtY + lambda n_u I``, which no one factor
+  whitens for every row): in the eigenbasis ``YtY = Q diag(e) Q^T`` each row whitens its
+  own gathered factors by ``(e + lambda n_u)^-1/2`` (:func:`eigenbasis`), and solves the
+  same ``(I + Z_u^T Z_u) h_u = g_u``.
+* Nonnegative factors (``solver="nnls"``): each row's ``k x k`` system formed, unwhitened,
+  in float64, and solved with ``x >= 0`` by :mod:`gpu_als.backends.nnls`.
 
 A short row (``L < k``) is solved in the ``L``-dimensional space through the push-through
 identity ``(mu I + Z^T Z)^-1 Z^T = Z^T (mu I + Z Z^T)^-1``, costing ``O(L^2 k)`` instead of
