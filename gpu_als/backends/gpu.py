@@ -30,8 +30,12 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   the same CG steps spread over many blocks, a launch pair per step (one block per
   segment for the entries' part of ``A p``, then one per row for the step), so that no
   single block streams a popular item's entries at every step, and no ``A`` is formed.
-* ``solver="nnls"``: every non-empty row's system is built in global memory (gram.cu, in
-  chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
+* implicit feedback with a scaled penalty (``F^T F + lambda n_u I``, no part every row
+  shares): the fused and two-kernel paths, on the fixed factors in the eigenbasis of
+  ``F^T F`` (:meth:`GPUBackend._eigenbasis`), so that float32 keeps a small penalty; the
+  Woodbury path, whose whitening needs a shared part, is left out.
+* ``solver="nnls"``: every non-empty row's system is built in global memory in float64
+  (gram.cu, in chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
   :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a few batched solves per round (and a
   few host synchronisations per round: each group's size, the finished rows to drop).
 
