@@ -12,6 +12,9 @@ Spark's ``rank=10, maxIter=10, seed=0`` on the u1 split's training ratings (1 to
   row's positive entries: every entry here);
 * ``explicit-nonnegative`` and ``implicit-nonnegative``: the same with
   ``nonnegative=True``, against ``solver="nnls"``;
+* ``implicit, dislikes``: the implicit one on the ratings less 2.5, those of 1 and 2
+  negative (dislikes: preference 0, confidence ``1 + alpha |r|``, and left out of the
+  penalty's count);
 * ``implicit, plain penalty``: Spark's implicit model against gpu-als's default
   (``scale_regularization=False``, Hu et al.'s penalty), which must not match: the check
   tells the two apart.
@@ -44,8 +47,8 @@ from gpu_als.evaluation import ranking_metrics  # noqa: E402
 
 RANK, ITERATIONS, SEED = 10, 10, 0
 
-#: name: (Spark's settings, gpu-als's)
-CASES = {
+#: name: (Spark's settings, gpu-als's[, a shift subtracted from the ratings])
+CASES: dict[str, tuple] = {
     "explicit": ({"regParam": 0.1},
                  {"feedback": "explicit", "regularization": 0.1}),
     "implicit": ({"implicitPrefs": True, "alpha": 1.0, "regParam": 0.01},
@@ -58,6 +61,9 @@ CASES = {
                               "nonnegative": True},
                              {"feedback": "implicit", "alpha": 1.0, "regularization": 0.01,
                               "scale_regularization": True, "solver": "nnls"}),
+    "implicit, dislikes": ({"implicitPrefs": True, "alpha": 1.0, "regParam": 0.01},
+                           {"feedback": "implicit", "alpha": 1.0, "regularization": 0.01,
+                            "scale_regularization": True}, 2.5),
     "implicit, plain penalty": ({"implicitPrefs": True, "alpha": 1.0, "regParam": 0.01},
                                 {"feedback": "implicit", "alpha": 1.0,
                                  "regularization": 0.01}),
@@ -112,36 +118,39 @@ def main(argv: list[str] | None = None) -> None:
     movielens = load_movielens_100k()
     train, test = movielens.u1_base.tocsr(), movielens.u1_test.tocsr()
     n_users, n_items = train.shape
-    data = spark.createDataFrame(as_frame(train))
     test_coo = test.tocoo()
     rows = []
     print("| model | user factors: largest difference / largest factor | Spark | gpu-als |")
     print("|---|---:|---:|---:|")
-    for name, (theirs, ours) in CASES.items():
+    for name, (theirs, ours, *shift) in CASES.items():
+        R = train.copy()
+        R.data -= shift[0] if shift else 0.0
         started = time.perf_counter()
         spark_model = SparkALS(rank=RANK, maxIter=ITERATIONS, seed=SEED, userCol="user",
-                               itemCol="item", ratingCol="rating", **theirs).fit(data)
+                               itemCol="item", ratingCol="rating", **theirs).fit(
+            spark.createDataFrame(as_frame(R)))
         spark_seconds = time.perf_counter() - started
         X = factors_of(spark_model.userFactors, n_users)
         Y = factors_of(spark_model.itemFactors, n_items)
         # the user half-step against Spark's item factors, in float64
         folded = ALS.from_factors(X.astype(np.float64), Y.astype(np.float64),
                                   backend=args.backend, **ours)
-        X_ours = host(folded.transform(train))
+        X_ours = host(folded.transform(R))
         difference = float(np.abs(X_ours - X).max() / np.abs(X).max())
         # a whole fit with the same settings (its own random start)
         model = ALS(factors=RANK, iterations=ITERATIONS, random_state=SEED,
-                    backend=args.backend, show_progress=False, **ours).fit(train)
+                    backend=args.backend, show_progress=False, **ours).fit(R)
         if ours["feedback"] == "explicit":
             what = "RMSE on u1.test"
             spark_score = rmse((X[test_coo.row] * Y[test_coo.col]).sum(axis=1), test)
             our_score = rmse(host(model.predict(test_coo.row, test_coo.col)), test)
         else:
             what = "Precision@10 on u1.test"
-            spark_score = ranking_metrics(ALS.from_factors(X, Y, backend="cpu"), train, test,
+            spark_score = ranking_metrics(ALS.from_factors(X, Y, backend="cpu"), R, test,
                                           K=10)["precision"]
-            our_score = ranking_metrics(model, train, test, K=10)["precision"]
+            our_score = ranking_metrics(model, R, test, K=10)["precision"]
         rows.append({"model": name, "spark": theirs, "gpu_als": ours,
+                     "ratings_less": shift[0] if shift else 0.0,
                      "user_factors_relative_difference": difference,
                      "metric": what, "spark_score": spark_score, "gpu_als_score": our_score,
                      "spark_seconds": spark_seconds})

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from . import data
 from ._ids import checked_data_ids
 from ._training import check_fit_dimensions, largest_input, warn_idle_factors
+from .backends import get_backend
 
 SIDES = ("user", "item")
 
@@ -119,7 +120,7 @@ class FrameBlocks:
         elif not any(t["positive"] for t in users):
             data.warn_no_positive_value("user_items")
         self.loss_constant = float(sum(t["loss_constant"] for t in users))
-        self.counts = (_lengths(totals["user"]), _lengths(totals["item"]))
+        self.counts = (_counted(totals["user"]), _counted(totals["item"]))
         self.largest = max(t["largest"] for t in users)
         logger.info("built %d user and %d item blocks of %s on the workers in %.2f s",
                     len(self.futures["user"]), len(self.futures["item"]),
@@ -264,10 +265,10 @@ def _block(n_rows: int, n_cols: int, dtype, weighting: dict, *pieces) -> data.We
     return data.weighted_rows(csr.astype(dtype), **weighting)
 
 
-def _lengths(totals: list[dict[str, Any]]) -> np.ndarray:
-    """Each row's number of entries, from its side's blocks' :func:`_totals` (float64,
-    as :meth:`gpu_als.backends.base.Backend.entry_counts` gives them)."""
-    return np.concatenate([t["lengths"] for t in totals]).astype(np.float64)
+def _counted(totals: list[dict[str, Any]]) -> np.ndarray:
+    """Each row's count for a scaled penalty, from its side's blocks' :func:`_totals`
+    (float64, as :meth:`gpu_als.backends.base.Backend.entry_counts` gives them)."""
+    return np.concatenate([t["counts"] for t in totals]).astype(np.float64)
 
 
 def _n_rows(block: data.WeightedRows) -> int:
@@ -275,10 +276,12 @@ def _n_rows(block: data.WeightedRows) -> int:
 
 
 def _totals(block: data.WeightedRows, p: dict[str, Any]) -> dict[str, Any]:
-    """What the driver needs of a block: its rows' numbers of entries; of a user block,
-    also its share of the loss's constant, its largest confidence (implicit) or rating
-    magnitude (explicit), and whether it has a positive value."""
-    return {"lengths": np.diff(block.indptr), "loss_constant": block.loss_constant,
+    """What the driver needs of a block: its rows' counts for a scaled penalty (their
+    entries, or with implicit feedback their positive ones); of a user block, also its
+    share of the loss's constant, its largest confidence (implicit) or rating magnitude
+    (explicit), and whether it has a positive value."""
+    counts = get_backend("cpu").row_counts(block, positive=p["feedback"] == "implicit")
+    return {"counts": counts, "loss_constant": block.loss_constant,
             "entries": len(block.indices), "positive": bool((block.target > 0).any()),
             "largest": largest_input(block, p) if len(block.indices) else 0.0}
 

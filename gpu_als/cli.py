@@ -117,9 +117,9 @@ def add_model_options(parser: argparse.ArgumentParser, *,
                    help="values are interaction amounts (implicit) or ratings (explicit) "
                         "(default implicit)")
     g.add_argument("--scale-regularization", action="store_true", default=None,
-                   help="scale each user's and item's lambda by its number of entries, "
-                        "with implicit feedback too (Spark's implicit model; explicit "
-                        "feedback always does: ALS-WR)")
+                   help="scale each user's and item's lambda by its number of entries "
+                        "(ratings; with implicit feedback: positive entries, Spark's "
+                        "implicit model; explicit feedback always does: ALS-WR)")
     g.add_argument("--confidence", choices=CONFIDENCES, default=default("linear"),
                    help="c = 1 + alpha*r (linear) or 1 + alpha*log(1 + r/epsilon) (log) "
                         "(default linear)")

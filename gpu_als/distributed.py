@@ -180,7 +180,9 @@ class _MatrixBlocks:
         self.shape = (users.n_rows, items.n_rows)
         self.user_ids, self.item_ids = ids
         self.loss_constant = users.loss_constant
-        self.counts = get_backend("cpu").entry_counts(users)
+        # (the scaled penalty's counts: implicit feedback counts positive entries)
+        self.counts = get_backend("cpu").entry_counts(users,
+                                                      positive=p["feedback"] == "implicit")
         self.largest = largest_input(users, p)
 
     def place(self, client) -> dict[str, list]:

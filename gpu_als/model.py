@@ -111,14 +111,15 @@ class ALS:
         Full sweeps (a user half-step then an item half-step); 0 leaves the random start.
     feedback : {"implicit", "explicit"}, default "implicit"
     scale_regularization : bool or None, default None
-        Multiply each user's and item's ``regularization`` by its number of stored
-        entries (the weighted-lambda regularization of ALS-WR, Zhou et al. 2008). None:
-        True for explicit feedback (ALS-WR, as Spark MLlib; False is refused there), False
-        for implicit (Hu et al., as the implicit library). True with implicit feedback is
-        Spark MLlib's implicit model (``implicitPrefs=True``), whose penalty counts each
-        row's positive entries: the same on data without zeros or negative values. Not
-        with ``solver="pcg"`` on implicit feedback (its preconditioner is the part every
-        row's system shares, which the scaled penalty leaves out).
+        Multiply each user's and item's ``regularization`` by its number of entries (the
+        weighted-lambda regularization of ALS-WR, Zhou et al. 2008): its ratings
+        (explicit feedback), or its positive entries (implicit). None: True for explicit
+        feedback (ALS-WR, as Spark MLlib; False is refused there), False for implicit (Hu
+        et al., as the implicit library). True with implicit feedback is Spark MLlib's
+        implicit model (``implicitPrefs=True``), which counts positive entries too: a
+        user or item with none (only dislikes) has the factors 0. Not with
+        ``solver="pcg"`` on implicit feedback (its preconditioner is the part every row's
+        system shares, which the scaled penalty leaves out).
     confidence : {"linear", "log"}, default "linear"
         How implicit values become confidences (see above). ``"log"`` (Hu et al.'s
         alternative) keeps heavy-tailed counts, such as play counts, from letting a few
@@ -1589,7 +1590,8 @@ class ALS:
         gram = None
         if p["feedback"] == "implicit":
             gram = backend.to_numpy(self._derived(Y, "gram", lambda: backend.gram(Y)))
-            scale = len(rows.indices) if p["scale_regularization"] else 1
+            # (the scaled penalty counts positive entries, as Spark does)
+            scale = int((rows.target > 0).sum()) if p["scale_regularization"] else 1
             A = gram + p["regularization"] * scale * np.eye(k)
         else:
             A = p["regularization"] * len(rows.indices) * np.eye(k)

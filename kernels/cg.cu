@@ -6,9 +6,11 @@
 //         + sum_{i in N(u)} weight_i (f_i . v) f_i
 //   b   = sum_{i in N(u)} target_i f_i
 //
-// base = F^T F + lambda I (implicit CG, diag_constant = diag_scale = 0) or no base
-// (use_base = 0: base's k^2 products skipped at every step): explicit feedback, where
-// diag_scale = lambda; and preconditioned CG, on factors whitened by the shared part
+// n_u = counts[u]: the row's entries (explicit), or its positive entries (implicit with a
+// scaled penalty). base = F^T F + lambda I (implicit CG, diag_constant = diag_scale = 0),
+// F^T F (the scaled penalty, diag_scale = lambda) or no base (use_base = 0: base's k^2
+// products skipped at every step): explicit feedback, where diag_scale = lambda; and
+// preconditioned CG, on factors whitened by the shared part
 // (F C^-T, F^T F + lambda I = C C^T), where the shared part becomes I: diag_constant = 1.
 // Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
 // scratch (ALS_BLOCK_THREADS / 32).
@@ -136,7 +138,7 @@ template <typename T, typename I>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weight,
          const T* target, const T* F, const T* base, int use_base, T diag_constant,
-         T diag_scale, int k, int steps, int tile_rows, T* out) {
+         T diag_scale, const long long* counts, int k, int steps, int tile_rows, T* out) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
     T* r = x + k;
@@ -150,7 +152,7 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
     T* xo = out + row * k;
     const int tid = threadIdx.x, nthreads = blockDim.x;
     if (als::solved_if_empty(xo, k, start, end)) return;
-    const T diag = diag_constant + diag_scale * (T)(end - start);
+    const T diag = diag_constant + diag_scale * (T)counts[row];
     const T* shared_part = use_base ? base : nullptr;
     for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
     __syncthreads();
@@ -201,7 +203,7 @@ cg_segment_products(const long long* segment_slot, const long long* segment_star
 // Shared memory: x (k), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
-cg_long_start(const long long* slot_row, const long long* slot_length, const T* products,
+cg_long_start(const long long* slot_row, const long long* slot_count, const T* products,
               const T* rhs, const T* base, int use_base, T diag_constant, T diag_scale,
               int k, const T* out, T* R, T* P, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
@@ -210,7 +212,7 @@ cg_long_start(const long long* slot_row, const long long* slot_length, const T* 
 
     const long long slot = blockIdx.x, at = slot * k;
     const T* xo = out + slot_row[slot] * k;
-    const T diag = diag_constant + diag_scale * (T)slot_length[slot];
+    const T diag = diag_constant + diag_scale * (T)slot_count[slot];
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
     __syncthreads();
@@ -231,7 +233,7 @@ cg_long_start(const long long* slot_row, const long long* slot_length, const T* 
 // r, p and rs. Shared memory: p, Ap (k each), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
-cg_long_step(const long long* slot_row, const long long* slot_length, const T* products,
+cg_long_step(const long long* slot_row, const long long* slot_count, const T* products,
              const T* base, int use_base, T diag_constant, T diag_scale, int k, T* out,
              T* R, T* P, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
@@ -241,7 +243,7 @@ cg_long_step(const long long* slot_row, const long long* slot_length, const T* p
 
     const long long slot = blockIdx.x, at = slot * k;
     T* xo = out + slot_row[slot] * k;
-    const T diag = diag_constant + diag_scale * (T)slot_length[slot];
+    const T diag = diag_constant + diag_scale * (T)slot_count[slot];
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (int q = tid; q < k; q += nthreads) p[q] = P[at + q];
     __syncthreads();

@@ -16,7 +16,9 @@ def row_system(R, F, FtF, u, regularization, *, feedback="implicit", alpha=1.0,
     """Row ``u``'s ridge system ``(A, b)`` of DESIGN.md section 1, formed densely; None for
     an empty row. ``R``: a float64 CSR matrix, ``F``: float64 factors, ``FtF``: ``F^T F``
     (as :func:`_float64_problem` gives them, once for every row). ``scaled``: implicit
-    feedback's penalty times the row's number of entries (``scale_regularization``)."""
+    feedback's penalty times the row's number of positive entries (``scale_regularization``,
+    Spark's count), and None, as for an empty row, where it has none (``b = 0``: the
+    solution is 0)."""
     k = F.shape[1]
     cols = R.indices[R.indptr[u]:R.indptr[u + 1]]
     r = R.data[R.indptr[u]:R.indptr[u + 1]]
@@ -26,7 +28,10 @@ def row_system(R, F, FtF, u, regularization, *, feedback="implicit", alpha=1.0,
     if feedback == "implicit":
         c = confidence(r, alpha, confidence_kind, epsilon)
         p = (r > 0).astype(np.float64)
-        penalty = regularization * (len(cols) if scaled else 1)
+        positive = int((r > 0).sum())
+        if scaled and positive == 0:
+            return None
+        penalty = regularization * (positive if scaled else 1)
         return FtF + Fu.T @ ((c - 1)[:, None] * Fu) + penalty * np.eye(k), Fu.T @ (c * p)
     return Fu.T @ Fu + regularization * len(cols) * np.eye(k), Fu.T @ r
 
@@ -115,8 +120,8 @@ def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
 
 def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0, scaled=False):
     """The loss of DESIGN.md section 1 from a dense R (small inputs only); ``scaled``:
-    implicit feedback's penalty weighted by each row's and column's entries, as
-    explicit feedback's."""
+    implicit feedback's penalty weighted by each row's and column's positive entries (as
+    explicit feedback's by their entries)."""
     D = np.asarray(sp.csr_matrix(R).toarray(), dtype=np.float64)
     X = np.asarray(X, np.float64)
     Y = np.asarray(Y, np.float64)
@@ -125,8 +130,9 @@ def loss_dense(R, X, Y, regularization, *, feedback="implicit", alpha=1.0, scale
     if feedback == "implicit":
         C = np.where(stored, confidence(D, alpha), 1.0)
         P = (D > 0).astype(np.float64)
-    n_u = stored.sum(axis=1)
-    n_i = stored.sum(axis=0)
+    counted = stored & (D > 0) if feedback == "implicit" else stored
+    n_u = counted.sum(axis=1)
+    n_i = counted.sum(axis=0)
     weighted = regularization * (n_u @ (X**2).sum(1) + n_i @ (Y**2).sum(1))
     if feedback == "implicit":
         plain = regularization * ((X**2).sum() + (Y**2).sum())

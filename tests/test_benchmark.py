@@ -1579,4 +1579,5 @@ def test_spark_parity_script_says_what_it_needs_without_pyspark(monkeypatch):
                                          r"spark-check` installs it in a venv of its own"):
         script.main([])
     assert set(script.CASES) == {"explicit", "implicit", "explicit-nonnegative",
-                                 "implicit-nonnegative", "implicit, plain penalty"}
+                                 "implicit-nonnegative", "implicit, dislikes",
+                                 "implicit, plain penalty"}

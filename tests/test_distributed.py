@@ -93,8 +93,10 @@ def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
 
 def test_equals_single_process_fit_with_a_scaled_penalty(client):
     """Implicit feedback with ``scale_regularization``: the workers' half-steps and the
-    driver's loss (its penalty by the entries' counts) as in one process."""
+    driver's loss (its penalty by the positive entries' counts: dislikes here) as in one
+    process."""
     R = make_power_law(800, 300, 12_000, random_state=3)
+    R.data[::5] *= -1
     distributed, single = fit_both(R, client, regularization=0.05, scale_regularization=True)
     np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
     np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
@@ -680,6 +682,21 @@ def test_a_dask_dataframe_is_fitted_as_its_computed_frame(client, monkeypatch, f
                         "a pair are summed (two ratings of 4 train as one of 8); for "
                         "feedback='explicit' keep one rating per pair, e.g. with pandas "
                         "df.drop_duplicates(['user', 'item'], keep='last')"]
+
+
+def test_a_dask_dataframe_with_a_scaled_penalty_counts_positive_entries(client):
+    """``scale_regularization`` with dislikes: the driver's loss takes each row's count of
+    positive entries from the workers' blocks, as fit counts them."""
+    from gpu_als.distributed import fit_distributed
+
+    df = frame_of(make_power_law(300, 120, 3000, random_state=2))
+    df.loc[::4, "value"] *= -1
+    params = {**PARAMS, "scale_regularization": True}
+    single = ALS(**params).fit(df)
+    distributed = fit_distributed(ALS(**params), dask_frame(df, 3), client,
+                                  blocks_per_worker=2)
+    np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
+    np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
 
 
 def test_a_dask_dataframe_warns_and_refuses_as_fit_does_where_partitions_meet(client):

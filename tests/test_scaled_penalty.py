@@ -32,13 +32,20 @@ def test_a_fit_with_a_scaled_penalty_is_the_same_on_every_backend(backend, solve
 
 
 def test_fold_ins_and_explain_solve_the_scaled_problem():
+    """Dislikes (negative values) among the new rows: the penalty counts only positive
+    entries (Spark's count), and a row of dislikes alone has the factors 0."""
     R = random_interactions(30, 20, 0.3, seed=22)
     model = ALS(factors=4, iterations=3, alpha=2.0, regularization=0.1,
                 scale_regularization=True, backend="cpu", show_progress=False,
                 random_state=0).fit(R)
-    new = random_interactions(3, 20, 0.4, seed=23)
+    new = random_interactions(3, 20, 0.4, seed=23).tolil()
+    new[0, [0, 1, 2]] = [-1.0, -2.0, -1.0]
+    new[2, :] = 0
+    new[2, [4, 5]] = [-3.0, -1.0]
+    new = new.tocsr()
     want = solve_rows_loop(new, model.item_factors_, 0.1, alpha=2.0, scaled=True)
     np.testing.assert_allclose(model.recalculate_user(np.arange(3), new), want, atol=1e-5)
+    assert not want[2].any() and want[0].any()
     score, contributions, _ = model.explain(0, new[0], 7)
     assert score == pytest.approx(float(want[0] @ model.item_factors_[7]), rel=1e-4)
 

@@ -200,18 +200,38 @@ class Backend(ABC):
             return self._loss(rows, X, Y, YtY, regularization, feedback, scale_regularization)
 
     def _loss(self, rows, X, Y, YtY, regularization, feedback, scaled=False) -> float:
-        XtX = self.gram(X) if feedback == "implicit" else None
-        counts = self.entry_counts(rows) if feedback == "explicit" or scaled else None
+        implicit = feedback == "implicit"
+        XtX = self.gram(X) if implicit else None
+        counts = self.entry_counts(rows, positive=implicit) \
+            if feedback == "explicit" or scaled else None
         return self.loss_from_parts(X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
                                     rows.loss_constant, counts=counts,
                                     regularization=regularization, feedback=feedback)
 
-    def entry_counts(self, rows: WeightedRows) -> tuple[Any, Any]:
-        """The stored entries of each row and of each column of ``rows`` (float64): the
-        weights of explicit feedback's penalty, ``n_u`` and ``n_i``."""
+    def entry_counts(self, rows: WeightedRows, *, positive: bool = False
+                     ) -> tuple[Any, Any]:
+        """The entries of each row and of each column of ``rows`` (float64), the weights
+        of a scaled penalty: ``n_u`` and ``n_i``. ``positive``: only those with a
+        positive target (implicit feedback's positive preferences, Spark's count);
+        else every stored one (explicit feedback's ratings)."""
         xp = self.xp
-        return (xp.diff(rows.indptr).astype(np.float64),
-                xp.bincount(rows.indices, minlength=rows.n_cols).astype(np.float64))
+        if not positive:
+            return (xp.diff(rows.indptr).astype(np.float64),
+                    xp.bincount(rows.indices, minlength=rows.n_cols).astype(np.float64))
+        kept = (rows.target > 0).astype(np.float64)
+        return (self.row_counts(rows, positive=True).astype(np.float64),
+                xp.bincount(rows.indices, weights=kept, minlength=rows.n_cols))
+
+    def row_counts(self, rows: WeightedRows, *, positive: bool = False) -> Any:
+        """Each row's entries (int64), or with ``positive`` those with a positive target:
+        the ``n_u`` of a row's scaled penalty (:meth:`entry_counts`)."""
+        xp = self.xp
+        indptr = rows.indptr.astype(np.int64)
+        if not positive:
+            return xp.diff(indptr)
+        seen = xp.concatenate((xp.zeros(1, np.int64),
+                               xp.cumsum((rows.target > 0).astype(np.int64))))
+        return seen[indptr[1:]] - seen[indptr[:-1]]
 
     def loss_from_parts(self, X, Y, XtX, YtY, stored: float, loss_constant: float, *,
                         regularization, feedback, counts=None) -> float:

@@ -266,6 +266,14 @@ def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
     return FtF + regularization * np.eye(FtF.shape[0])
 
 
+def _with_positive_entries(lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``lengths`` with 0 for the rows without a positive entry (``counts``): with the
+    scaled penalty their right-hand side is 0, and so is their solution, which the
+    solvers give them as they give an empty row (with no penalty, their systems may be
+    singular)."""
+    return np.where(counts > 0, lengths, 0)
+
+
 def eigenbasis(FtF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``FtF = Q diag(e) Q^T``: ``(e, Q)`` (``e`` clipped at 0), for the exact systems of
     the scaled penalty, ``F^T F + lambda n_u I + sum w f f^T``, which share no part to
@@ -355,7 +363,7 @@ def _entries(values: np.ndarray, pos: np.ndarray, padding: np.ndarray, dtype,
 
 
 def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
-              diag: tuple[float, float], x, steps, array: WorkArray):
+              diag: tuple[float, float], counts: np.ndarray, x, steps, array: WorkArray):
     """CG on the rows ``block = (ids, L)`` (each with at most ``L`` entries) from ``x``,
     never forming a k x k matrix per row. Their entries' fixed factors are gathered once,
     padded to ``L``, into ``Fg`` (rows, L, k), and serve every step as two batched
@@ -364,13 +372,13 @@ def _cg_block(block: tuple[np.ndarray, int], rows: WeightedRows, F, base,
     it is not 0, for a scaled penalty) or, with
     ``base`` None and ``diag = (constant, scale)``, ``A p = (constant + scale n_u) p +
     Fg^T (w * (Fg p))`` (explicit: ``(0, lambda)``; preconditioned CG on whitened factors:
-    ``(1, 0)``), as kernels/cg.cu's cg_solve. Padding entries (see :func:`_gathered`)
-    have weight and target 0. ``array`` gives the work arrays (see _Scratch)."""
+    ``(1, 0)``), as kernels/cg.cu's cg_solve, ``n_u`` being the rows' ``counts``.
+    Padding entries (see :func:`_gathered`) have weight and target 0. ``array`` gives the
+    work arrays (see _Scratch)."""
     ids, _ = block
     pos, Fg, padding = _gathered(block, rows, rows.indices, F, array)
     w = _entries(rows.weight, pos, padding, F.dtype)
-    lengths = rows.indptr[ids + 1] - rows.indptr[ids]
-    scale = (diag[0] + diag[1] * lengths).astype(F.dtype)  # the diagonal without base
+    scale = (diag[0] + diag[1] * counts).astype(F.dtype)  # the diagonal without base
 
     def shared(P):
         if base is None:
@@ -475,16 +483,20 @@ class CPUBackend(Backend):
 
     def _solve_rows(self, rows, F, FtF, regularization, feedback, out, solver, cg_steps,
                     scaled):
-        """``scaled``: implicit rows whose penalty is scaled by their entries (their
-        shared part is then ``FtF`` alone, and each adds ``regularization * n_u * I``)."""
+        """``scaled``: implicit rows whose penalty is scaled by their positive entries
+        (their shared part is then ``FtF`` alone, and each adds ``regularization * n_u *
+        I``; ``counts``, below, holds each row's ``n_u``, and a row without a positive
+        entry, whose right-hand side is 0, gets the solution 0)."""
+        counts = self.row_counts(rows, positive=True) if scaled else None
         if solver in ITERATIVE_SOLVERS:
             assert not (scaled and solver == "pcg"), "refused by the model"
             return self._solve_cg(rows, F, FtF, regularization, feedback, out, cg_steps,
                                   preconditioned=solver == "pcg" and feedback == "implicit",
-                                  scaled=scaled)
+                                  counts=counts)
         if solver == "nnls":  # (the whitening would not keep x >= 0)
-            return self._solve_formed(rows, F, FtF, regularization, feedback, out, scaled)
-        scaled = scaled and regularization > 0  # (a penalty of 0 scales to 0)
+            return self._solve_formed(rows, F, FtF, regularization, feedback, out, counts)
+        if regularization == 0:  # (a penalty of 0 scales to 0: the plain one)
+            counts = None
         # A fold-in takes its own paths: up to EACH_ROW_LIMIT rows, each row's system on
         # its own; entries few against the fixed rows (FEW_ENTRIES), whitening only the
         # fixed rows they use, O(nnz k^2) rather than O(n_fixed k^2). Both run on one BLAS
@@ -494,21 +506,22 @@ class CPUBackend(Backend):
         if rows.n_rows <= EACH_ROW_LIMIT:
             with _single_threaded_blas:
                 return self._solve_each_row(rows, F, FtF, regularization, feedback, out,
-                                            scaled)
+                                            counts)
         if len(rows.indices) * FEW_ENTRIES < F.shape[0]:
             with _single_threaded_blas:
                 return self._solve_exact(rows, F, FtF, regularization, feedback, out,
-                                         few=True, scaled=scaled)
+                                         few=True, counts=counts)
         return self._solve_exact(rows, F, FtF, regularization, feedback, out, few=False,
-                                 scaled=scaled)
+                                 counts=counts)
 
-    def _solve_each_row(self, rows, F, FtF, regularization, feedback, out, scaled):
+    def _solve_each_row(self, rows, F, FtF, regularization, feedback, out, counts):
         """:meth:`solve_rows` of a few rows: each row's k x k system formed and factorized
         on its own, in float64 (no per-call overhead of the batched paths); a long row's
         entries are gathered :data:`BLOCK_ELEMENTS` at a time."""
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
+        scaled = counts is not None
         per_entry = regularization if scaled or not implicit else 0.0
         if implicit:
             # Not factorized here (a third of the time of one user's solve): the row's
@@ -520,11 +533,12 @@ class CPUBackend(Backend):
         step = max(1, self._elements(BLOCK_ELEMENTS) // k)
         for u in range(rows.n_rows):
             first, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
-            if first == end:
+            n = end - first if counts is None else int(counts[u])
+            if n == 0:  # no entry (or, scaled, no positive one): b = 0
                 out[u] = 0
                 continue
             A = B.copy() if implicit else np.zeros((k, k))
-            A[np.diag_indices(k)] += per_entry * (end - first)
+            A[np.diag_indices(k)] += per_entry * n
             b = np.zeros(k)
             for start in range(first, end, step):
                 entries = slice(start, min(start + step, end))
@@ -545,12 +559,12 @@ class CPUBackend(Backend):
             self.timer.add("solve", time.perf_counter() - started)
         return out
 
-    def _solve_formed(self, rows, F, FtF, regularization, feedback, out, scaled: bool):
+    def _solve_formed(self, rows, F, FtF, regularization, feedback, out, counts):
         """:meth:`solve_rows` with ``x >= 0`` (``solver="nnls"``): each block's k x k
         systems formed from its gathered factor rows, without the exact solver's
         whitening, which would not keep ``x >= 0``, and solved by
-        :func:`gpu_als.backends.nnls.nnls_rows`. ``scaled``: implicit rows whose penalty
-        is scaled by their entries.
+        :func:`gpu_als.backends.nnls.nnls_rows`. ``counts``: each row's positive entries,
+        for implicit rows whose penalty is scaled by them (None: the plain penalty).
 
         Formed in float64: in float32, a row whose products lost a regularization that is
         tiny against its confidences (the factors nearly rank-deficient) had an
@@ -559,12 +573,17 @@ class CPUBackend(Backend):
         started = time.perf_counter()
         k = F.shape[1]
         implicit = feedback == "implicit"
+        scaled = counts is not None
         if implicit:
             base = _implicit_base(FtF, 0.0 if scaled else regularization, out)
             if base is None:
                 return out
         per_entry = regularization if scaled or not implicit else 0.0
         lengths = np.diff(rows.indptr)
+        if scaled:
+            lengths = _with_positive_entries(lengths, counts)
+        else:
+            counts = lengths
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
         scratch = _current_scratch()
@@ -580,7 +599,7 @@ class CPUBackend(Backend):
             if implicit:
                 A += base
             if per_entry:
-                A[:, diagonal, diagonal] += (per_entry * lengths[ids])[:, None]
+                A[:, diagonal, diagonal] += (per_entry * counts[ids])[:, None]
             out[ids] = nnls_rows(A, b, xp=np, solve=solve_batch, to_numpy=np.asarray,
                                  asarray=np.asarray, start=out[ids])
 
@@ -592,14 +611,18 @@ class CPUBackend(Backend):
         return out
 
     def _solve_exact(self, rows, F, FtF, regularization, feedback, out, *, few,
-                     scaled=False):
+                     counts=None):
         """:meth:`solve_rows` by exact solves; ``few``: whiten only the fixed rows that
         the entries use, by triangular solves (a fold-in), rather than all of them.
-        ``scaled`` (implicit rows whose penalty is scaled by their entries): in the
-        eigenbasis of ``FtF``, each row whitened by its own diagonal (:func:`eigenbasis`)."""
+        ``counts`` (implicit rows whose penalty is scaled by their positive entries, each
+        row's count): in the eigenbasis of ``FtF``, each row whitened by its own diagonal
+        (:func:`eigenbasis`)."""
         k = F.shape[1]
         dtype = F.dtype
+        scaled = counts is not None
         lengths = np.diff(rows.indptr)
+        if scaled:
+            lengths = _with_positive_entries(lengths, counts)
         timer = self.timer
         started = time.perf_counter()
         if feedback == "implicit":
@@ -655,7 +678,7 @@ class CPUBackend(Backend):
             steps = np.arange(L)
             pos, Yg, padding = _gathered(block, rows, indices, Yw, array)  # Yg: (rows, L, k)
             if scaled:  # each row's D_u^-1/2, D_u = diag(e) + lambda n_u I
-                d = ((e[None, :] + regularization * lengths[ids][:, None]) ** -0.5
+                d = ((e[None, :] + regularization * counts[ids][:, None]) ** -0.5
                      ).astype(dtype)
                 Yg *= d[:, None, :]
             sw = _entries(rows.weight, pos, padding, dtype, np.sqrt)  # (rows, L)
@@ -759,7 +782,7 @@ class CPUBackend(Backend):
                         future.cancel()
 
     def _solve_cg(self, rows, F, FtF, regularization, feedback, out, steps,
-                  preconditioned=False, scaled=False):
+                  preconditioned=False, counts=None):
         """``steps`` conjugate-gradient steps per row from ``out`` (Takacs et al. 2011).
 
         Rows go in blocks of similar length (:func:`row_blocks`), whose fixed factors
@@ -768,8 +791,9 @@ class CPUBackend(Backend):
         ``(I + Z_u^T W_u Z_u) h = Z_u^T t_u`` with ``Z = F C^-T`` (``F^T F + lambda I =
         C C^T``), from ``h = C^T x`` and back by ``x = C^-T h``: CG preconditioned by the
         shared part, with no k x k product per step (see the ``"pcg"`` solver).
-        ``scaled``: implicit rows whose penalty is scaled by their entries, the shared part
-        ``F^T F`` and each row's ``regularization * n_u * I``.
+        ``counts``: implicit rows whose penalty is scaled by their positive entries, the
+        shared part ``F^T F`` and each row's ``regularization * counts[u] * I``; a row
+        without one gets the solution 0, as an empty row.
         """
         implicit = feedback == "implicit"
         started = time.perf_counter()
@@ -787,7 +811,7 @@ class CPUBackend(Backend):
             F = F @ C_inv.T  # rows C^-1 f_i
             out[...] = out @ C  # h = C^T x, as rows
             base, diag = None, (1.0, 0.0)
-        elif implicit and scaled:
+        elif counts is not None:
             base, diag = FtF.astype(dtype), (0.0, regularization)
         elif implicit:
             base, diag = (FtF + regularization * np.eye(k)).astype(dtype), (0.0, 0.0)
@@ -798,12 +822,17 @@ class CPUBackend(Backend):
             started = time.perf_counter()
         scratch = _current_scratch()
 
+        lengths = np.diff(rows.indptr)
+        if counts is not None:
+            lengths = _with_positive_entries(lengths, counts)
+        else:
+            counts = lengths  # (explicit: each row's entries)
+
         def solve_block(block):
             with scratch.borrow() as array:
-                out[block[0]] = _cg_block(block, rows, F, base, diag, out[block[0]],
-                                          steps, array)
+                out[block[0]] = _cg_block(block, rows, F, base, diag, counts[block[0]],
+                                          out[block[0]], steps, array)
 
-        lengths = np.diff(rows.indptr)
         if len(rows.indices) * k > CG_PARALLEL_ELEMENTS:
             threads, block, merged = None, CG_BLOCK_ELEMENTS, CG_MIN_BLOCK_ELEMENTS
         else:

@@ -303,7 +303,6 @@ class _Chunk:
     for CG a few vectors each."""
 
     slot_rows: Any  # (n_slots,) int64: the row of each slot
-    slot_lengths: Any  # (n_slots,) the rows' entry counts (explicit diagonal)
     segment_slot: Any  # (n_segments,) int64
     segment_start: Any  # (n_segments,) int64: first entry (CSR position)
     segment_end: Any  # (n_segments,) int64: one past the last entry
@@ -649,7 +648,7 @@ class GPUBackend(Backend):
             segment_end = np.minimum(segment_start + self.segment_length,
                                      row_end[segment_slot])
             chunks.append(_Chunk(*(self.asarray(a, np.int64) for a in (
-                chunk_rows, lengths[chunk_rows], segment_slot, segment_start, segment_end))))
+                chunk_rows, segment_slot, segment_start, segment_end))))
         return chunks
 
     # ---- numerics -------------------------------------------------------------------
@@ -664,10 +663,11 @@ class GPUBackend(Backend):
         T = dtype.type
         index_dtype = rows.indices.dtype
         implicit = feedback == "implicit"
-        # implicit rows whose penalty is scaled by their entries: the shared part is F^T F
-        # alone, each row adding regularization * n_u * I as explicit rows do (no part to
-        # whiten by: the Woodbury path is left out; the exact solver's systems are built
-        # in the eigenbasis of F^T F instead, see _eigenbasis)
+        # implicit rows whose penalty is scaled by their positive entries: the shared part
+        # is F^T F alone, each row adding regularization * n_u * I as explicit rows do (no
+        # part to whiten by: the Woodbury path is left out; the exact solver's systems are
+        # built in the eigenbasis of F^T F instead, see _eigenbasis), and a row without a
+        # positive entry, whose right-hand side is 0, gets the solution 0
         scaled = implicit and scale_regularization
         assert not (scaled and solver == "pcg"), "refused by the model"
         # NNLS builds its systems in float64 (_solve_nnls)
@@ -677,6 +677,7 @@ class GPUBackend(Backend):
             plan = self._plan(rows, k, dtype, whitened=not scaled)
             with self._phase("shared"):
                 diag_scale = T(regularization if scaled or not implicit else 0)
+                counts = self.row_counts(rows, positive=scaled)  # the diagonal's n_u
                 if scaled and solver == "cholesky":
                     base, rotation = self._eigenbasis(FtF, dtype)
                     F = (F.astype(np.float64) @ rotation).astype(dtype)
@@ -686,50 +687,61 @@ class GPUBackend(Backend):
                 else:
                     base = xp.zeros((k, k), base_dtype)
             if solver == "nnls":
-                self._solve_nnls(rows, F, base, diag_scale, out)
-                return out
-            if solver in ITERATIVE_SOLVERS:
-                self._solve_cg(rows, F, base, diag_scale, implicit, out, cg_steps, plan,
-                               index_dtype, preconditioned=solver == "pcg" and implicit)
-                return out
-            fused_rows, chunks = plan.fused_rows, plan.chunks
-            # With lambda = 0 too: a row's A = F^T C_u F has F's rank, so it is definite
-            # exactly when the whitening base F^T F is.
-            if plan.short:
-                with self._phase("woodbury"):
-                    self._solve_short(rows, F, base if implicit else None, diag_scale, out,
-                                      plan, index_dtype)
-            if len(fused_rows):
-                shape = self._fused_shape(k, dtype, index_dtype)
-                assert shape is not None, "the plan sends rows here only when a tile fits"
-                fused_tile, threads = shape
-                with self._phase("fused"):
-                    self._launch(
-                        "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
-                        len(fused_rows),
-                        (fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
-                         F, base, diag_scale, np.int32(k), np.int32(fused_stride(k)),
-                         np.int32(fused_tile), out),
-                        _shared_bytes_fused(k, fused_tile, dtype.itemsize), threads,
-                    )
-            for chunk in chunks:
-                n_slots = len(chunk.slot_rows)
-                with self._phase("gram_build"):
-                    A, b = self._build_systems(chunk, rows, F, base, diag_scale)
-                with self._phase("solve"):
-                    if self.cholesky == "cusolver":
-                        out[chunk.slot_rows] = self._cusolver_solve(A, b)
-                    else:
-                        self._launch(
-                            "cholesky.cu",
-                            _kernels.specialisation("cholesky_solve_batched", dtype),
-                            n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
-                        )
-            if len(plan.zero_rows):
-                out[plan.zero_rows] = 0
-            if rotation is not None:  # z = Q^T x
-                out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
+                self._solve_nnls(rows, F, base, diag_scale, counts, out)
+            elif solver in ITERATIVE_SOLVERS:
+                self._solve_cg(rows, F, base, diag_scale, counts, implicit, out, cg_steps,
+                               plan, index_dtype,
+                               preconditioned=solver == "pcg" and implicit)
+            else:
+                self._solve_exact(rows, F, base, diag_scale, counts, implicit, out, plan,
+                                  index_dtype)
+                if rotation is not None:  # z = Q^T x
+                    out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
+            if scaled:  # (no host synchronisation)
+                out[...] = xp.where((counts == 0)[:, None], 0, out)
         return out
+
+    def _solve_exact(self, rows, F, base, diag_scale, counts, implicit: bool, out, plan,
+                     index_dtype) -> None:
+        """The exact solver's paths (the module's docstring): the Woodbury path's short
+        rows, the fused kernel's, and the two-kernel path's chunks."""
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        fused_rows, chunks = plan.fused_rows, plan.chunks
+        # With lambda = 0 too: a row's A = F^T C_u F has F's rank, so it is definite
+        # exactly when the whitening base F^T F is.
+        if plan.short:
+            with self._phase("woodbury"):
+                self._solve_short(rows, F, base if implicit else None, diag_scale, out,
+                                  plan, index_dtype)
+        if len(fused_rows):
+            shape = self._fused_shape(k, dtype, index_dtype)
+            assert shape is not None, "the plan sends rows here only when a tile fits"
+            fused_tile, threads = shape
+            with self._phase("fused"):
+                self._launch(
+                    "solve.cu", _kernels.specialisation("fused_solve", dtype, index_dtype),
+                    len(fused_rows),
+                    (fused_rows, rows.indptr, rows.indices, rows.weight, rows.target,
+                     F, base, diag_scale, counts, np.int32(k),
+                     np.int32(fused_stride(k)), np.int32(fused_tile), out),
+                    _shared_bytes_fused(k, fused_tile, dtype.itemsize), threads,
+                )
+        for chunk in chunks:
+            n_slots = len(chunk.slot_rows)
+            with self._phase("gram_build"):
+                A, b = self._build_systems(chunk, rows, F, base, diag_scale, counts)
+            with self._phase("solve"):
+                if self.cholesky == "cusolver":
+                    out[chunk.slot_rows] = self._cusolver_solve(A, b)
+                else:
+                    self._launch(
+                        "cholesky.cu",
+                        _kernels.specialisation("cholesky_solve_batched", dtype),
+                        n_slots, (A, b, chunk.slot_rows, np.int32(k), out),
+                    )
+        if len(plan.zero_rows):
+            out[plan.zero_rows] = 0
 
     def _eigenbasis(self, FtF, dtype: np.dtype):
         """``FtF = Q diag(e) Q^T``: ``(diag(e)`` in ``dtype``, ``Q)``, for the systems of
@@ -743,7 +755,7 @@ class GPUBackend(Backend):
         e = xp.where(finite, xp.maximum(e, 0.0), np.nan)
         return xp.diag(e).astype(dtype), Q
 
-    def _solve_nnls(self, rows, F, base, diag_scale, out) -> None:
+    def _solve_nnls(self, rows, F, base, diag_scale, counts, out) -> None:
         """``solver="nnls"``: each chunk's systems built by gram.cu in float64 (phase
         "gram_build"; ``base`` in float64), their upper triangles filled from the lower,
         and solved with ``x >= 0`` (phase "nnls"), from the free sets of the current
@@ -763,7 +775,8 @@ class GPUBackend(Backend):
         lower = xp.tri(k, dtype=bool)
         for chunk in plan.chunks:
             with self._phase("gram_build"):
-                A, b = self._build_systems(chunk, rows, F, base, np.float64(diag_scale))
+                A, b = self._build_systems(chunk, rows, F, base, np.float64(diag_scale),
+                                           counts)
             with self._phase("nnls"):
                 A = xp.where(lower, A, A.transpose(0, 2, 1))
                 x = nnls_rows(A, b, xp=xp, solve=self._solve_batched,
@@ -788,10 +801,10 @@ class GPUBackend(Backend):
                       base))
         return base
 
-    def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale):
+    def _build_systems(self, chunk: _Chunk, rows, F, base, diag_scale, counts):
         """The systems ``(A, b)`` of a chunk's rows in global memory (kernels/gram.cu: the
         lower triangle of each row's entries' part, added to ``base``, by one block per
-        segment; the diagonal ``diag_scale * n_u`` added here)."""
+        segment; the diagonal ``diag_scale * n_u`` added here, ``n_u`` from ``counts``)."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
@@ -802,7 +815,7 @@ class GPUBackend(Backend):
         A[...] = base
         if diag_scale:  # explicit rows, and implicit ones whose penalty is scaled
             diag = xp.arange(k)
-            A[:, diag, diag] += (diag_scale * chunk.slot_lengths.astype(dtype))[:, None]
+            A[:, diag, diag] += (diag_scale * counts[chunk.slot_rows].astype(dtype))[:, None]
         b = xp.zeros((n_slots, k), dtype)
         self._launch(
             "gram.cu", _kernels.specialisation("build_systems", dtype, rows.indices.dtype),
@@ -869,7 +882,7 @@ class GPUBackend(Backend):
                                    xp.zeros(1, np.int32), n, dtype)
         return xp.where((info != 0)[:, None], dtype.type(np.nan), b)
 
-    def _solve_cg(self, rows, F, base, diag_scale, implicit: bool, out, steps, plan,
+    def _solve_cg(self, rows, F, base, diag_scale, counts, implicit: bool, out, steps, plan,
                   index_dtype, preconditioned: bool = False):
         """The CG iterations (kernels/cg.cu): rows of at most ``split_length`` entries in
         one launch of cg_solve, longest first (phase "cg"); the longer ones over their
@@ -896,22 +909,24 @@ class GPUBackend(Backend):
                     "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
                     len(plan.cg_rows),
                     (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     *system, np.int32(k), np.int32(steps), np.int32(tile), x),
+                     *system, counts, np.int32(k), np.int32(steps), np.int32(tile), x),
                     _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
                 )
         for chunk in plan.cg_chunks:
             with self._phase("cg_long"):
-                self._solve_cg_long(chunk, rows, F, system, steps, x)
+                self._solve_cg_long(chunk, rows, F, system, counts, steps, x)
         if preconditioned:
             with self._phase("shared"):
                 out[...] = x @ C_inv  # x = C^-T h, as rows
 
-    def _solve_cg_long(self, chunk: _Chunk, rows, F, system, steps: int, x) -> None:
+    def _solve_cg_long(self, chunk: _Chunk, rows, F, system, counts, steps: int,
+                       x) -> None:
         """cg_solve's iterations for a chunk of long rows, from and into ``x``, spread
         over their segments: cg_segment_products adds each segment's share of the entries'
         part of ``A v`` (and first of ``b``) to its row's slot, cg_long_start and
         cg_long_step (one block per row) add the shared part (``system``: base, use_base,
-        diag_constant, diag_scale, as cg_solve takes them) and take the steps."""
+        diag_constant, diag_scale, as cg_solve takes them; the rows' ``counts``) and take
+        the steps."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
@@ -920,7 +935,7 @@ class GPUBackend(Backend):
         products, rhs = xp.zeros((n_slots, k), dtype), xp.zeros((n_slots, k), dtype)
         R, P, RS = xp.empty((n_slots, k), dtype), xp.empty((n_slots, k), dtype), \
             xp.empty(n_slots, dtype)
-        per_row = (chunk.slot_rows, chunk.slot_lengths, products)
+        per_row = (chunk.slot_rows, counts[chunk.slot_rows], products)
         small = (2 * k + self.block_threads // 32) * dtype.itemsize  # two vectors + scratch
 
         def add_products(V, with_rhs: bool) -> None:
