@@ -60,7 +60,7 @@ spark-check:
 	$(PYTHON) -m venv $(SPARK_VENV)
 	$(SPARK_VENV)/bin/python -m pip install --quiet -e '.[pandas]' pyspark 'pandas<3'
 	$(SPARK_VENV)/bin/python benchmarks/spark_parity.py \
-		--output benchmarks/results/spark-parity-ml-100k-$$(git rev-parse --short HEAD).json
+		--output benchmarks/results/parity/spark-ml-100k-$$(git rev-parse --short HEAD).json
 
 # The benchmark (gpu_als/benchmark.py): gpu_als vs implicit, CPU and GPU. Results go to
 # benchmarks/results/bench-<device>-<commit>.json, charts to docs/bench/<device>/.
