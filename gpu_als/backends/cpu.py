@@ -266,12 +266,17 @@ def _implicit_base(FtF: np.ndarray, regularization: float, out: np.ndarray
     return FtF + regularization * np.eye(FtF.shape[0])
 
 
-def _with_positive_entries(lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``lengths`` with 0 for the rows without a positive entry (``counts``): with the
-    scaled penalty their right-hand side is 0, and so is their solution, which the
-    solvers give them as they give an empty row (with no penalty, their systems may be
-    singular)."""
-    return np.where(counts > 0, lengths, 0)
+def _lengths_and_counts(rows: WeightedRows, counts: np.ndarray | None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's entries, as the solvers schedule them, and each row's count for its
+    penalty: its entries, or ``counts`` (a scaled penalty's positive entries), where a
+    row without a positive entry gets 0 entries: its right-hand side is 0, and so is its
+    solution, which the solvers give it as they give an empty row (with no penalty, its
+    system may be singular)."""
+    lengths = np.diff(rows.indptr)
+    if counts is None:
+        return lengths, lengths
+    return np.where(counts > 0, lengths, 0), counts
 
 
 def eigenbasis(FtF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -579,11 +584,7 @@ class CPUBackend(Backend):
             if base is None:
                 return out
         per_entry = regularization if scaled or not implicit else 0.0
-        lengths = np.diff(rows.indptr)
-        if scaled:
-            lengths = _with_positive_entries(lengths, counts)
-        else:
-            counts = lengths
+        lengths, counts = _lengths_and_counts(rows, counts)
         out[lengths == 0] = 0  # the solution of an empty row (explicit: A = 0)
         diagonal = np.arange(k)
         scratch = _current_scratch()
@@ -620,9 +621,7 @@ class CPUBackend(Backend):
         k = F.shape[1]
         dtype = F.dtype
         scaled = counts is not None
-        lengths = np.diff(rows.indptr)
-        if scaled:
-            lengths = _with_positive_entries(lengths, counts)
+        lengths, counts = _lengths_and_counts(rows, counts)
         timer = self.timer
         started = time.perf_counter()
         if feedback == "implicit":
@@ -822,11 +821,7 @@ class CPUBackend(Backend):
             started = time.perf_counter()
         scratch = _current_scratch()
 
-        lengths = np.diff(rows.indptr)
-        if counts is not None:
-            lengths = _with_positive_entries(lengths, counts)
-        else:
-            counts = lengths  # (explicit: each row's entries)
+        lengths, counts = _lengths_and_counts(rows, counts)
 
         def solve_block(block):
             with scratch.borrow() as array:
