@@ -316,6 +316,7 @@ class _Plan:
     chunks: list[_Chunk]
     zero_rows: Any  # empty rows not covered by the fused kernel
     short: list[tuple[int, Any]]  # (max_length, rows) per woodbury_solve launch
+    lengths: Any  # int64 entries of each row: explicit feedback's penalty counts
 
 
 def fused_stride(k: int) -> int:
@@ -627,7 +628,8 @@ class GPUBackend(Backend):
         plan = _Plan(self.asarray(cg_rows, np.int64), cg_chunks,
                      self.asarray(fused_rows, np.int64), chunks,
                      self.asarray(zero_rows, np.int64),
-                     [(bound, self.asarray(members, np.int64)) for bound, members in short])
+                     [(bound, self.asarray(members, np.int64)) for bound, members in short],
+                     self.asarray(lengths, np.int64))
         self._plans[key] = (weakref.ref(rows), plan)
         return plan
 
@@ -677,7 +679,8 @@ class GPUBackend(Backend):
             plan = self._plan(rows, k, dtype, whitened=not scaled)
             with self._phase("shared"):
                 diag_scale = T(regularization if scaled or not implicit else 0)
-                counts = self.row_counts(rows, positive=scaled)  # the diagonal's n_u
+                # the diagonal's n_u: each row's entries (explicit), or positive entries
+                counts = self.row_counts(rows, positive=True) if scaled else plan.lengths
                 if scaled and solver == "cholesky":
                     base, rotation = self._eigenbasis(FtF, dtype)
                     F = (F.astype(np.float64) @ rotation).astype(dtype)
