@@ -637,13 +637,18 @@ def test_cpu_loss_adds_every_chunk_of_entries():
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, on purpose
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("chosen", [[0, 3, 6], list(range(12))])
-@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg", "nnls"])
-def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, value, solver):
+@pytest.mark.parametrize(("solver", "scaled"), [
+    ("cholesky", False), ("cg", False), ("pcg", False), ("nnls", False),
+    ("cholesky", True), ("cg", True), ("nnls", True)])
+def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, value, solver,
+                                                              scaled):
     """A fixed side holding NaN (a diverged half-step) makes every implicit row's system
     NaN: each path returns NaN rows, for fit to report, instead of raising an error that
     blames the regularization or (LAPACK, of an infinite matrix) returning zeros; three
     rows take the CPU's row-by-row fold-in path. PCG's preconditioner, the Cholesky
-    factor of that shared part, is NaN too rather than an error."""
+    factor of that shared part, is NaN too rather than an error; and with a scaled
+    penalty, the eigenbasis of a NaN F^T F (the rows with a positive entry: the others'
+    solution is 0 whatever the factors)."""
     b = get_backend(backend)
     R = edge_case_matrix(7)[chosen]
     F = np.random.default_rng(1).random((R.shape[1], 7))
@@ -653,9 +658,11 @@ def test_non_finite_fixed_factors_give_nan_rows_on_every_path(backend, chosen, v
     Fb = b.asarray(F)
     out = b.asarray(np.zeros((len(chosen), 7)))
     b.solve_rows(rows, Fb, b.gram(Fb), regularization=0.1, feedback="implicit", out=out,
-                 solver=solver)
-    stored = np.diff(R.indptr) > 0
-    assert np.isnan(b.to_numpy(out)[stored]).all()
+                 solver=solver, scale_regularization=scaled)
+    solved = np.diff(R.indptr) > 0  # (scaled: the rows with a positive entry)
+    if scaled:
+        solved = np.array([(R[u].data > 0).any() for u in range(R.shape[0])])
+    assert solved.any() and np.isnan(b.to_numpy(out)[solved]).all()
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "nnls"])
