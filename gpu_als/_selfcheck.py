@@ -23,7 +23,7 @@ from .data import check_user_items, weighted_rows
 
 #: (feedback, solver, factors, GPUBackend options): every path of the GPU backend (the
 #: option ``scale_regularization``, the half-step's, not the backend's: the penalty
-#: scaled by each row's entries, which leaves the Woodbury path out). 300
+#: scaled by each row's positive entries, which leaves the Woodbury path out). 300
 #: factors is beyond what the fused kernel's shared memory holds in float32 on any card
 #: (238 on an H100), so it takes the two-kernel path; ``woodbury_min_rows=1`` sends the
 #: short rows to their own kernel (woodbury.cu), which otherwise takes them only where
@@ -38,6 +38,7 @@ CASES: tuple[tuple[str, str, int, dict[str, Any]], ...] = (
     ("implicit", "nnls", 64, {}), ("explicit", "nnls", 64, {}),
     ("implicit", "cholesky", 64, {"scale_regularization": True, "woodbury_min_rows": 1}),
     ("implicit", "cg", 64, {"scale_regularization": True}),
+    ("implicit", "nnls", 64, {"scale_regularization": True}),
 )
 #: Entries of the long row (split over several blocks on a GPU).
 LONG_ROW = 10_000
@@ -102,7 +103,7 @@ def rows_of_every_length(factors: int, long_row: int = LONG_ROW, seed: int = 0
 def half_step(backend: Any, R: sp.csr_matrix, F: np.ndarray, start: np.ndarray,
               feedback: str, solver: str, dtype: Any, scaled: bool = False) -> np.ndarray:
     """One half-step of ``backend`` on ``R``'s rows against ``F`` (CG from ``start``), in
-    ``dtype``, as NumPy; ``scaled``: the penalty scaled by each row's entries."""
+    ``dtype``, as NumPy; ``scaled``: the penalty scaled by each row's positive entries."""
     rows = backend.put(weighted_rows(check_user_items(R, dtype), feedback=feedback,
                                      alpha=ALPHA))  # (alpha: implicit feedback's alone)
     fixed = backend.asarray(F, dtype)
