@@ -54,11 +54,12 @@ s3-check:
 	$(S3_VENV)/bin/python benchmarks/s3_check.py
 
 # gpu-als's half-step against Spark MLlib's ALS, factor for factor (benchmarks/spark_parity.py),
-# in a venv of its own: pyspark (450 MB, and Java 17 to run) is not a dependency.
+# in a venv of its own: pyspark (450 MB, and Java 17 to run) is not a dependency; pyarrow
+# spares Spark its fallbacks (without it, its Python workers also printed broken pipes).
 SPARK_VENV ?= .venv-spark
 spark-check:
 	$(PYTHON) -m venv $(SPARK_VENV)
-	$(SPARK_VENV)/bin/python -m pip install --quiet -e '.[pandas]' pyspark 'pandas<3'
+	$(SPARK_VENV)/bin/python -m pip install --quiet -e '.[parquet]' pyspark 'pandas<3'
 	$(SPARK_VENV)/bin/python benchmarks/spark_parity.py \
 		--output benchmarks/results/parity/spark-ml-100k-$$(git rev-parse --short HEAD).json
 
