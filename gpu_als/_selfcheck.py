@@ -38,6 +38,7 @@ CASES: tuple[tuple[str, str, int, dict[str, Any]], ...] = (
     ("implicit", "nnls", 64, {}), ("explicit", "nnls", 64, {}),
     ("implicit", "cholesky", 64, {"scale_regularization": True, "woodbury_min_rows": 1}),
     ("implicit", "cg", 64, {"scale_regularization": True}),
+    ("implicit", "pcg", 64, {"scale_regularization": True}),
     ("implicit", "nnls", 64, {"scale_regularization": True}),
 )
 #: Entries of the long row (split over several blocks on a GPU).

@@ -117,9 +117,8 @@ class ALS:
         feedback (ALS-WR, as Spark MLlib; False is refused there), False for implicit (Hu
         et al., as the implicit library). True with implicit feedback is Spark MLlib's
         implicit model (``implicitPrefs=True``), which counts positive entries too: a
-        user or item with none (only dislikes) has the factors 0. Not with
-        ``solver="pcg"`` on implicit feedback (its preconditioner is the part every row's
-        system shares, which the scaled penalty leaves out).
+        user or item with none (only dislikes) has the factors 0. ``solver="pcg"``
+        then preconditions each row by its own ``Y^T Y + regularization * n_u * I``.
     confidence : {"linear", "log"}, default "linear"
         How implicit values become confidences (see above). ``"log"`` (Hu et al.'s
         alternative) keeps heavy-tailed counts, such as play counts, from letting a few
@@ -373,11 +372,6 @@ class ALS:
             raise ValueError("scale_regularization=False with feedback='explicit': explicit "
                              "feedback is ALS-WR here, whose penalty is scaled by each "
                              "row's number of ratings; leave it None (or True)")
-        if feedback == "implicit" and p["scale_regularization"] and p["solver"] == "pcg":
-            raise ValueError("scale_regularization=True with solver='pcg': its "
-                             "preconditioner is Y^T Y + regularization * I, the part every "
-                             "row's system shares, which a scaled penalty leaves out; use "
-                             "solver='cg' or 'cholesky'")
         if p["solver"] == "nnls" and p["regularization"] == 0:
             raise ValueError(
                 "regularization=0 with solver='nnls': its active-set solves need every "

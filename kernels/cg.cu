@@ -12,8 +12,16 @@
 // products skipped at every step): explicit feedback, where diag_scale = lambda; and
 // preconditioned CG, on factors whitened by the shared part
 // (F C^-T, F^T F + lambda I = C C^T), where the shared part becomes I: diag_constant = 1.
-// Shared memory: x, r, p, Ap (k each), tile (tile_rows*k), w, t, s (tile_rows each),
-// scratch (ALS_BLOCK_THREADS / 32).
+//
+// Preconditioned CG with the scaled penalty (cg_solve_whitened; the long rows' kernels
+// with whiten = 1): the rows share no part to whiten by, so F and x come in the
+// eigenbasis of F^T F (eigenvalues eigen), where a row's F^T F + lambda n_u I is
+// diagonal, and each row whitens itself: the steps are taken on h = x / d,
+// d = (eigen + eigen_penalty * n_u)^-1/2, whose system is I + d (sum weight_i f_i f_i^T) d
+// (diag_constant = 1, no base), and x = d h is written back. A row without a positive
+// entry (n_u = 0) gets d = 0, h = 0: the solution 0.
+// Shared memory: x, r, p, Ap (k each), whitened also d and d v (k each), tile
+// (tile_rows*k), w, t, s (tile_rows each), scratch (ALS_BLOCK_THREADS / 32).
 //
 // A row longer than the backend's split_length would hold one block for all of its
 // entries at every step (a top item of a power-law set has hundreds of thousands, and its
@@ -23,10 +31,17 @@
 // row's slot with atomicAdd; then cg_long_step, one block per row, adds the shared part
 // and takes the step (cg_long_start sets up the residual). Their state (r, p, r.r) stays
 // in global memory between launches. O(n k) per step, as in cg_solve, where building the
-// row's A would take O(n k^2).
+// row's A would take O(n k^2). Whitened rows (whiten = 1) keep d p apart for the
+// segments' products (PD), which are then d (sum weight_i f_i f_i^T) d p.
 #include "common.cuh"
 
 namespace als {
+
+// Element q of a whitened row's d (see above): 0 for a row without a positive entry.
+template <typename T>
+__device__ T whitening(const T* eigen, T penalty, long long count, int q) {
+    return count > 0 ? rsqrt_(eigen[q] + penalty * (T)count) : T(0);
+}
 
 // Element p of (base + diag I) v: the part of A v that the row's entries leave out (base
 // null: none but the diagonal). base is symmetric: its column p is read, coalesced.
@@ -57,17 +72,21 @@ struct EntryTile {
 // out = A v, and b (when non-null) = the right-hand side, streaming the row's entries.
 // tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
 // short row's factor rows are gathered from global memory once per solve, not per step).
+// d (non-null: a whitened row, see above; 2 k values, d then room for d v): the entries'
+// part is d (sum w f f^T) (d v), and b's d (sum t f).
 template <typename T, typename I>
 __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T* weight,
                              const T* target, const T* F, const T* base, T diag,
                              long long start, long long end, int k,
-                             const EntryTile<T>& tile, bool tile_loaded) {
+                             const EntryTile<T>& tile, bool tile_loaded, T* d = nullptr) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
     for (int p = tid; p < k; p += nthreads) {
         out[p] = shared_part(v, base, diag, k, p);
         if (b != nullptr) b[p] = 0;
+        if (d != nullptr) d[k + p] = d[p] * v[p];  // (read after the tile loop's barrier)
     }
+    const T* u = d != nullptr ? d + k : v;  // the vector the entries multiply
     T* const rows = tile.rows;
     for (long long first = start; first < end; first += tile.capacity) {
         const int n = (int)(end - first < tile.capacity ? end - first : tile.capacity);
@@ -79,7 +98,7 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
         // reads; one thread per entry would read rows[j * k + q] 32-way bank-conflicted)
         for (int j = warp; j < n; j += warps) {
             T dot = 0;
-            for (int q = lane; q < k; q += 32) dot += rows[j * k + q] * v[q];
+            for (int q = lane; q < k; q += 32) dot += rows[j * k + q] * u[q];
             for (int offset = 16; offset > 0; offset /= 2)
                 dot += __shfl_xor_sync(0xffffffffu, dot, offset);
             if (lane == 0) tile.s[j] = tile.w[j] * dot;
@@ -91,8 +110,9 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
                 acc += tile.s[j] * rows[j * k + p];
                 rhs += tile.t[j] * rows[j * k + p];
             }
-            out[p] += acc;
-            if (b != nullptr) b[p] += rhs;
+            const T scale = d != nullptr ? d[p] : T(1);
+            out[p] += scale * acc;
+            if (b != nullptr) b[p] += scale * rhs;
         }
     }
     __syncthreads();
@@ -132,6 +152,51 @@ __device__ void cg_iterations(T* x, T* r, T* p, T* Ap, int k, int steps, T* scra
     }
 }
 
+// One row's iterations, for cg_solve and cg_solve_whitened (whiten, a constant of each,
+// so that cg_solve compiles without the whitening's code and registers). shared: the
+// block's shared memory.
+template <bool whiten, typename T, typename I>
+__device__ void cg_row(T* shared, const long long* rows, const I* indptr, const I* indices,
+                       const T* weight, const T* target, const T* F, const T* base,
+                       int use_base, T diag_constant, T diag_scale, const long long* counts,
+                       const T* eigen, T eigen_penalty, int k, int steps, int tile_rows,
+                       T* out) {
+    T* x = shared;
+    T* r = x + k;
+    T* p = r + k;
+    T* Ap = p + k;
+    T* const d = whiten ? Ap + k : nullptr;  // d, then d v
+    const EntryTile<T> tile(Ap + (whiten ? 3 : 1) * k, k, tile_rows);
+    T* scratch = tile.end();
+
+    const long long row = rows[blockIdx.x];
+    const long long start = indptr[row], end = indptr[row + 1];
+    T* xo = out + row * k;
+    const int tid = threadIdx.x, nthreads = blockDim.x;
+    if (solved_if_empty(xo, k, start, end)) return;
+    const T diag = diag_constant + diag_scale * (T)counts[row];
+    const T* shared_part = use_base ? base : nullptr;
+    for (int q = tid; q < k; q += nthreads) {
+        if (whiten) {
+            d[q] = whitening(eigen, eigen_penalty, counts[row], q);
+            x[q] = d[q] > 0 ? xo[q] / d[q] : T(0);  // h = x / d
+        } else {
+            x[q] = xo[q];
+        }
+    }
+    __syncthreads();
+    // r = b - A x  (b accumulated into r, A x into Ap)
+    apply_system(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end, k,
+                 tile, false, d);
+    const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
+    for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
+    cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
+        apply_system(v, result, (T*)nullptr, indices, weight, target, F, shared_part, diag,
+                     start, end, k, tile, one_tile, d);
+    });
+    for (int q = tid; q < k; q += nthreads) xo[q] = whiten ? d[q] * x[q] : x[q];
+}
+
 }  // namespace als
 
 template <typename T, typename I>
@@ -140,32 +205,21 @@ cg_solve(const long long* rows, const I* indptr, const I* indices, const T* weig
          const T* target, const T* F, const T* base, int use_base, T diag_constant,
          T diag_scale, const long long* counts, int k, int steps, int tile_rows, T* out) {
     ALS_DYNAMIC_SHARED(T, shared);
-    T* x = shared;
-    T* r = x + k;
-    T* p = r + k;
-    T* Ap = p + k;
-    const als::EntryTile<T> tile(Ap + k, k, tile_rows);
-    T* scratch = tile.end();
+    als::cg_row<false>(shared, rows, indptr, indices, weight, target, F, base, use_base,
+                       diag_constant, diag_scale, counts, (const T*)nullptr, T(0), k, steps,
+                       tile_rows, out);
+}
 
-    const long long row = rows[blockIdx.x];
-    const long long start = indptr[row], end = indptr[row + 1];
-    T* xo = out + row * k;
-    const int tid = threadIdx.x, nthreads = blockDim.x;
-    if (als::solved_if_empty(xo, k, start, end)) return;
-    const T diag = diag_constant + diag_scale * (T)counts[row];
-    const T* shared_part = use_base ? base : nullptr;
-    for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
-    __syncthreads();
-    // r = b - A x  (b accumulated into r, A x into Ap)
-    als::apply_system(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end,
-                      k, tile, false);
-    const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
-    for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
-    als::cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
-        als::apply_system(v, result, (T*)nullptr, indices, weight, target, F, shared_part,
-                          diag, start, end, k, tile, one_tile);
-    });
-    for (int q = tid; q < k; q += nthreads) xo[q] = x[q];
+// Preconditioned CG with the scaled penalty: cg_solve's iterations on rows whitened one
+// by one (see the top), F and out in the eigenbasis of F^T F.
+template <typename T, typename I>
+__global__ void __launch_bounds__(ALS_BLOCK_THREADS)
+cg_solve_whitened(const long long* rows, const I* indptr, const I* indices, const T* weight,
+                  const T* target, const T* F, const long long* counts, const T* eigen,
+                  T eigen_penalty, int k, int steps, int tile_rows, T* out) {
+    ALS_DYNAMIC_SHARED(T, shared);
+    als::cg_row<true>(shared, rows, indptr, indices, weight, target, F, (const T*)nullptr,
+                      0, T(1), T(0), counts, eigen, eigen_penalty, k, steps, tile_rows, out);
 }
 
 // The long rows' entries' part of A v, for the slots' vectors V (slots x k): one block
@@ -200,28 +254,37 @@ cg_segment_products(const long long* segment_slot, const long long* segment_star
 
 // The start of the long rows' iterations, one block per slot, from x = out[slot_row]:
 // r = b - A x (A x = the shared part's product + products[slot], from x), p = r, rs = r.r.
+// Whitened rows (whiten = 1): products and rhs were made from x itself, and the
+// steps are taken on h = x / d (r = d (rhs - products) - h), with PD = d p.
 // Shared memory: x (k), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_long_start(const long long* slot_row, const long long* slot_count, const T* products,
               const T* rhs, const T* base, int use_base, T diag_constant, T diag_scale,
-              int k, const T* out, T* R, T* P, T* RS) {
+              const T* eigen, int whiten, T eigen_penalty, int k, const T* out, T* R,
+              T* P, T* PD, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
     T* scratch = x + k;
 
     const long long slot = blockIdx.x, at = slot * k;
     const T* xo = out + slot_row[slot] * k;
-    const T diag = diag_constant + diag_scale * (T)slot_count[slot];
+    const long long count = slot_count[slot];
+    const T diag = diag_constant + diag_scale * (T)count;
     const int tid = threadIdx.x, nthreads = blockDim.x;
-    for (int q = tid; q < k; q += nthreads) x[q] = xo[q];
+    for (int q = tid; q < k; q += nthreads) {
+        const T d = whiten ? als::whitening(eigen, eigen_penalty, count, q) : T(1);
+        x[q] = d > 0 ? xo[q] / d : T(0);
+    }
     __syncthreads();
     T part = 0;
     for (int q = tid; q < k; q += nthreads) {
-        const T r = rhs[at + q] - products[at + q] -
+        const T d = whiten ? als::whitening(eigen, eigen_penalty, count, q) : T(1);
+        const T r = d * (rhs[at + q] - products[at + q]) -
                     als::shared_part(x, use_base ? base : (const T*)nullptr, diag, k, q);
         R[at + q] = r;
         P[at + q] = r;
+        if (whiten) PD[at + q] = d * r;
         part += r * r;
     }
     const T rs = als::block_sum(part, scratch);
@@ -230,12 +293,14 @@ cg_long_start(const long long* slot_row, const long long* slot_count, const T* p
 
 // One CG step of the long rows, one block per slot, as cg_iterations takes it: A p from
 // products[slot] (the entries' part of A p) and the shared part; then x (in out[slot_row]),
-// r, p and rs. Shared memory: p, Ap (k each), scratch (ALS_BLOCK_THREADS / 32).
+// r, p and rs. Whitened rows (whiten = 1): products were made from PD = d p, and
+// A p = d products + p; x = d h moves by d p, and PD is made again.
+// Shared memory: p, Ap (k each), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_long_step(const long long* slot_row, const long long* slot_count, const T* products,
-             const T* base, int use_base, T diag_constant, T diag_scale, int k, T* out,
-             T* R, T* P, T* RS) {
+             const T* base, int use_base, T diag_constant, T diag_scale, const T* eigen,
+             int whiten, T eigen_penalty, int k, T* out, T* R, T* P, T* PD, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* p = shared;
     T* Ap = p + k;
@@ -243,26 +308,35 @@ cg_long_step(const long long* slot_row, const long long* slot_count, const T* pr
 
     const long long slot = blockIdx.x, at = slot * k;
     T* xo = out + slot_row[slot] * k;
-    const T diag = diag_constant + diag_scale * (T)slot_count[slot];
+    const long long count = slot_count[slot];
+    const T diag = diag_constant + diag_scale * (T)count;
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (int q = tid; q < k; q += nthreads) p[q] = P[at + q];
     __syncthreads();
-    for (int q = tid; q < k; q += nthreads)
-        Ap[q] = products[at + q] +
+    for (int q = tid; q < k; q += nthreads) {
+        const T d = whiten ? als::whitening(eigen, eigen_penalty, count, q) : T(1);
+        Ap[q] = d * products[at + q] +
                 als::shared_part(p, use_base ? base : (const T*)nullptr, diag, k, q);
+    }
     __syncthreads();
     const T rs = RS[slot];
     const T pAp = als::dot_block(p, Ap, k, scratch);
     const T alpha = pAp > 0 ? rs / pAp : T(0);
     T part = 0;
     for (int q = tid; q < k; q += nthreads) {
-        xo[q] += alpha * p[q];
+        const T d = whiten ? als::whitening(eigen, eigen_penalty, count, q) : T(1);
+        xo[q] += alpha * d * p[q];
         const T r = R[at + q] - alpha * Ap[q];
         R[at + q] = r;
         part += r * r;
     }
     const T rs_new = als::block_sum(part, scratch);
     const T beta = rs > 0 ? rs_new / rs : T(0);
-    for (int q = tid; q < k; q += nthreads) P[at + q] = R[at + q] + beta * p[q];
+    for (int q = tid; q < k; q += nthreads) {
+        const T next = R[at + q] + beta * p[q];
+        P[at + q] = next;
+        if (whiten)
+            PD[at + q] = als::whitening(eigen, eigen_penalty, count, q) * next;
+    }
     if (tid == 0) RS[slot] = rs_new;
 }

@@ -81,18 +81,26 @@ def cg_rows_loop(R, F, X0, regularization, steps, **conf):
 def pcg_rows_loop(R, F, X0, regularization, steps, *, feedback="implicit", **conf):
     """``steps`` textbook preconditioned conjugate-gradient steps on every row's system from
     its row of ``X0``, the preconditioner ``M = F^T F + regularization * I`` applied by
-    ``np.linalg.solve`` at every step (float64); an empty row's solution is 0. Explicit
-    feedback: no preconditioner (the rows' shared part, ``regularization * n_u * I``, is a
-    multiple of I, and a multiple of M changes no step), i.e. :func:`cg_rows_loop`."""
+    ``np.linalg.solve`` at every step (float64); with ``scaled=True`` in ``conf`` (the
+    scaled penalty), each row's own ``M_u = F^T F + regularization * n_u * I``, ``n_u``
+    its positive entries; an empty row's solution is 0. Explicit feedback: no
+    preconditioner (the rows' shared part, ``regularization * n_u * I``, is a multiple of
+    I, and a multiple of M changes no step), i.e. :func:`cg_rows_loop`."""
     M = None
     if feedback == "implicit":
         F64 = np.asarray(F, np.float64)
-        M = F64.T @ F64 + regularization * np.eye(F64.shape[1])
+        FtF, eye = F64.T @ F64, np.eye(F64.shape[1])
+        if conf.get("scaled"):
+            positives = (sp.csr_matrix(R) > 0).sum(axis=1).A1
+            M = lambda u: FtF + regularization * positives[u] * eye  # noqa: E731
+        else:
+            M = lambda u: FtF + regularization * eye  # noqa: E731
     return _pcg_rows(R, F, X0, regularization, steps, M, feedback=feedback, **conf)
 
 
 def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
-    """The loop of both: ``z = M^-1 r`` (``z = r`` without ``M``, where the steps are CG's)."""
+    """The loop of both: ``z = M(u)^-1 r`` (``z = r`` without ``M``, where the steps are
+    CG's)."""
     R, F, FtF = _float64_problem(R, F)
     out = np.zeros((R.shape[0], F.shape[1]))
     for u in range(R.shape[0]):
@@ -100,9 +108,10 @@ def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
         if system is None:
             continue
         A, b = system
+        Mu = None if M is None else M(u)
         x = np.array(X0[u], dtype=np.float64)
         r = b - A @ x
-        z = r if M is None else np.linalg.solve(M, r)
+        z = r if Mu is None else np.linalg.solve(Mu, r)
         p = z.copy()
         for _ in range(steps):
             Ap = A @ p
@@ -111,7 +120,7 @@ def _pcg_rows(R, F, X0, regularization, steps, M, **conf):
             step = (r @ z) / (p @ Ap)
             x += step * p
             r_next = r - step * Ap
-            z_next = r_next if M is None else np.linalg.solve(M, r_next)
+            z_next = r_next if Mu is None else np.linalg.solve(Mu, r_next)
             p = z_next + (r_next @ z_next) / (r @ z) * p
             r, z = r_next, z_next
         out[u] = x

@@ -91,16 +91,18 @@ def test_equals_single_process_fit_on_synthetic_data(client, feedback, solver):
     assert distributed.bytes_moved_ == [(2 + 1 + sent_current) * (X.nbytes + Y.nbytes)] * 4
 
 
-def test_equals_single_process_fit_with_a_scaled_penalty(client):
-    """Implicit feedback with ``scale_regularization``: the workers' half-steps and the
-    driver's loss (its penalty by the positive entries' counts: dislikes here) as in one
-    process."""
+@pytest.mark.parametrize("solver", ["cholesky", "pcg"])
+def test_equals_single_process_fit_with_a_scaled_penalty(client, solver):
+    """Implicit feedback with ``scale_regularization``: the workers' half-steps (PCG's
+    whitened in the eigenbasis each worker finds) and the driver's loss (its penalty by
+    the positive entries' counts: dislikes here) as in one process."""
     R = make_power_law(800, 300, 12_000, random_state=3)
     R.data[::5] *= -1
-    distributed, single = fit_both(R, client, regularization=0.05, scale_regularization=True)
+    distributed, single = fit_both(R, client, regularization=0.05, scale_regularization=True,
+                                   solver=solver)
     np.testing.assert_allclose(distributed.user_factors_, single.user_factors_, atol=1e-9)
     np.testing.assert_allclose(distributed.loss_history_, single.loss_history_, rtol=1e-10)
-    plain, _ = fit_both(R, client, regularization=0.05)
+    plain, _ = fit_both(R, client, regularization=0.05, solver=solver)
     assert plain.loss_history_[-1] != pytest.approx(distributed.loss_history_[-1])
 
 

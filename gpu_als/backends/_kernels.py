@@ -42,7 +42,8 @@ SPECIALISATIONS: dict[str, list[str]] = {
     + [f"shared_base<{t}>" for t in _VALUES],
     "cholesky.cu": [f"cholesky_solve_batched<{t}>" for t in _VALUES],
     "loss.cu": [f"loss_terms<{t}, {i}>" for t in _VALUES for i in _INDICES],
-    "cg.cu": [f"{kernel}<{t}, {i}>" for kernel in ("cg_solve", "cg_segment_products")
+    "cg.cu": [f"{kernel}<{t}, {i}>"
+              for kernel in ("cg_solve", "cg_solve_whitened", "cg_segment_products")
               for t in _VALUES for i in _INDICES]
     + [f"{kernel}<{t}>" for kernel in ("cg_long_start", "cg_long_step") for t in _VALUES],
     "woodbury.cu": [f"woodbury_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],

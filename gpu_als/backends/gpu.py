@@ -346,8 +346,9 @@ def _shared_bytes_build(k: int, tile: int, itemsize: int) -> int:
     return (tile * k + 2 * tile) * itemsize
 
 
-def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int) -> int:
-    return (4 * k + tile * k + 3 * tile + block_threads // 32) * itemsize
+def _shared_bytes_cg(k: int, tile: int, itemsize: int, block_threads: int,
+                     whitened: bool = False) -> int:
+    return ((6 if whitened else 4) * k + tile * k + 3 * tile + block_threads // 32) * itemsize
 
 
 def _shared_bytes_cg_segment(k: int, tile: int, itemsize: int) -> int:
@@ -668,22 +669,27 @@ class GPUBackend(Backend):
         # implicit rows whose penalty is scaled by their positive entries: the shared part
         # is F^T F alone, each row adding regularization * n_u * I as explicit rows do (no
         # part to whiten by: the Woodbury path is left out; the exact solver's systems are
-        # built in the eigenbasis of F^T F instead, see _eigenbasis), and a row without a
-        # positive entry, whose right-hand side is 0, gets the solution 0
+        # built, and PCG's rows whitened one by one, in the eigenbasis of F^T F instead,
+        # see _eigenbasis), and a row without a positive entry, whose right-hand side is
+        # 0, gets the solution 0. (A penalty of 0 scales to 0: PCG's plain one.)
         scaled = implicit and scale_regularization
-        assert not (scaled and solver == "pcg"), "refused by the model"
+        if scaled and solver == "pcg" and regularization == 0:
+            scaled = False
         # NNLS builds its systems in float64 (_solve_nnls)
         base_dtype = np.dtype(np.float64) if solver == "nnls" else dtype
-        rotation = None
+        rotation = eigen = None
         with _nvtx_range("solve_rows"):
             plan = self._plan(rows, k, dtype, whitened=not scaled)
             with self._phase("shared"):
                 diag_scale = T(regularization if scaled or not implicit else 0)
                 # the diagonal's n_u: each row's entries (explicit), or positive entries
                 counts = self.row_counts(rows, positive=True) if scaled else plan.lengths
-                if scaled and solver == "cholesky":
-                    base, rotation = self._eigenbasis(FtF, dtype)
+                if scaled and solver in ("cholesky", "pcg"):
+                    eigen, rotation = self._eigenbasis(FtF, dtype)
+                    base = xp.diag(eigen)
                     F = (F.astype(np.float64) @ rotation).astype(dtype)
+                    if solver == "pcg":  # (its warm start, in that basis too)
+                        out[...] = (out.astype(np.float64) @ rotation).astype(dtype)
                 elif implicit:
                     base = self._shared_base(FtF, 0.0 if scaled else regularization,
                                              base_dtype)
@@ -694,12 +700,13 @@ class GPUBackend(Backend):
             elif solver in ITERATIVE_SOLVERS:
                 self._solve_cg(rows, F, base, diag_scale, counts, implicit, out, cg_steps,
                                plan, index_dtype,
-                               preconditioned=solver == "pcg" and implicit)
+                               preconditioned=solver == "pcg" and implicit,
+                               eigen=eigen)
             else:
                 self._solve_exact(rows, F, base, diag_scale, counts, implicit, out, plan,
                                   index_dtype)
-                if rotation is not None:  # z = Q^T x
-                    out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
+            if rotation is not None:  # z = Q^T x
+                out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
             if scaled:  # (no host synchronisation)
                 out[...] = xp.where((counts == 0)[:, None], 0, out)
         return out
@@ -747,16 +754,17 @@ class GPUBackend(Backend):
             out[plan.zero_rows] = 0
 
     def _eigenbasis(self, FtF, dtype: np.dtype):
-        """``FtF = Q diag(e) Q^T``: ``(diag(e)`` in ``dtype``, ``Q)``, for the systems of
-        the scaled penalty, built from the fixed rows in that basis (as
-        :func:`gpu_als.backends.cpu.eigenbasis` says why). All NaN where ``FtF`` is not
-        finite (the model's finiteness check then reports it); no host synchronisation."""
+        """``FtF = Q diag(e) Q^T``: ``(e`` in ``dtype``, ``Q)``, for the scaled penalty's
+        systems, built from the fixed rows in that basis (as
+        :func:`gpu_als.backends.cpu.eigenbasis` says why), and its preconditioned CG,
+        whitened there row by row. All NaN where ``FtF`` is not finite (the model's
+        finiteness check then reports it); no host synchronisation."""
         xp = self.xp
         B = self.asarray(FtF, np.float64)
         finite = xp.isfinite(B).all()
         e, Q = xp.linalg.eigh(xp.where(finite, B, 0.0))
         e = xp.where(finite, xp.maximum(e, 0.0), np.nan)
-        return xp.diag(e).astype(dtype), Q
+        return e.astype(dtype), Q
 
     def _solve_nnls(self, rows, F, base, diag_scale, counts, out) -> None:
         """``solver="nnls"``: each chunk's systems built by gram.cu in float64 (phase
@@ -886,7 +894,7 @@ class GPUBackend(Backend):
         return xp.where((info != 0)[:, None], dtype.type(np.nan), b)
 
     def _solve_cg(self, rows, F, base, diag_scale, counts, implicit: bool, out, steps, plan,
-                  index_dtype, preconditioned: bool = False):
+                  index_dtype, preconditioned: bool = False, eigen=None):
         """The CG iterations (kernels/cg.cu): rows of at most ``split_length`` entries in
         one launch of cg_solve, longest first (phase "cg"); the longer ones over their
         segments, a launch pair per step ("cg_long", :meth:`_solve_cg_long`): one block
@@ -894,11 +902,19 @@ class GPUBackend(Backend):
         ``preconditioned`` (implicit feedback): the same iterations on the factors
         whitened by ``base = C C^T`` (``Z = F C^-T``, where every row's shared part is I:
         no k x k product per step), from ``h = C^T x`` and back by ``x = C^-T h`` (phase
-        "shared"): CG preconditioned by ``base``."""
+        "shared"): CG preconditioned by ``base``. With the scaled penalty (``eigen``, the
+        eigenvalues of ``F^T F``; ``F`` and ``out`` in its eigenbasis), no part is shared:
+        each row whitens itself there by ``(eigen + diag_scale * n_u)^-1/2`` (kernels/cg.cu
+        says how), and the shared part becomes I."""
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         use_base, diag_constant, x = implicit, dtype.type(0), out
-        if preconditioned:
+        # (eigen, whiten, its penalty); unwhitened, the kernels read no eigen
+        whitening = (base[0], np.int32(0), dtype.type(0))
+        if preconditioned and eigen is not None:
+            whitening = (eigen, np.int32(1), diag_scale)
+            use_base, diag_constant, diag_scale = False, dtype.type(1), dtype.type(0)
+        elif preconditioned:
             with self._phase("shared"):
                 C, C_inv = self._cholesky_factors(base)
                 F = F @ C_inv.T  # rows C^-1 f_i
@@ -906,30 +922,34 @@ class GPUBackend(Backend):
                 use_base, diag_constant = False, dtype.type(1)
         system = (base, np.int32(use_base), diag_constant, diag_scale)
         if len(plan.cg_rows):
-            tile = self._cg_tile(k, dtype.itemsize)
+            whitened = eigen is not None
+            tile = self._cg_tile(k, dtype.itemsize, whitened)
+            kernel, arguments = ("cg_solve_whitened", (counts, eigen, whitening[2])) \
+                if whitened else ("cg_solve", (*system, counts))
             with self._phase("cg"):
                 self._launch(
-                    "cg.cu", _kernels.specialisation("cg_solve", dtype, index_dtype),
+                    "cg.cu", _kernels.specialisation(kernel, dtype, index_dtype),
                     len(plan.cg_rows),
                     (plan.cg_rows, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                     *system, counts, np.int32(k), np.int32(steps), np.int32(tile), x),
-                    _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads),
+                     *arguments, np.int32(k), np.int32(steps), np.int32(tile), x),
+                    _shared_bytes_cg(k, tile, dtype.itemsize, self.block_threads, whitened),
                 )
         for chunk in plan.cg_chunks:
             with self._phase("cg_long"):
-                self._solve_cg_long(chunk, rows, F, system, counts, steps, x)
-        if preconditioned:
+                self._solve_cg_long(chunk, rows, F, system, whitening, counts, steps, x)
+        if preconditioned and eigen is None:
             with self._phase("shared"):
                 out[...] = x @ C_inv  # x = C^-T h, as rows
 
-    def _solve_cg_long(self, chunk: _Chunk, rows, F, system, counts, steps: int,
-                       x) -> None:
+    def _solve_cg_long(self, chunk: _Chunk, rows, F, system, whitening, counts,
+                       steps: int, x) -> None:
         """cg_solve's iterations for a chunk of long rows, from and into ``x``, spread
         over their segments: cg_segment_products adds each segment's share of the entries'
         part of ``A v`` (and first of ``b``) to its row's slot, cg_long_start and
         cg_long_step (one block per row) add the shared part (``system``: base, use_base,
-        diag_constant, diag_scale, as cg_solve takes them; the rows' ``counts``) and take
-        the steps."""
+        diag_constant, diag_scale, and ``whitening``: eigen, whiten, its penalty, as
+        cg_solve takes them; the rows' ``counts``) and take the steps. Whitened rows'
+        products are of ``d p`` (``PD``), which the long kernels keep."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
@@ -938,6 +958,8 @@ class GPUBackend(Backend):
         products, rhs = xp.zeros((n_slots, k), dtype), xp.zeros((n_slots, k), dtype)
         R, P, RS = xp.empty((n_slots, k), dtype), xp.empty((n_slots, k), dtype), \
             xp.empty(n_slots, dtype)
+        whitened = bool(whitening[1])
+        PD = xp.empty((n_slots, k), dtype) if whitened else P  # (not written unwhitened)
         per_row = (chunk.slot_rows, counts[chunk.slot_rows], products)
         small = (2 * k + self.block_threads // 32) * dtype.itemsize  # two vectors + scratch
 
@@ -953,21 +975,24 @@ class GPUBackend(Backend):
 
         add_products(x[chunk.slot_rows], with_rhs=True)
         self._launch("cg.cu", _kernels.specialisation("cg_long_start", dtype), n_slots,
-                     (*per_row, rhs, *system, np.int32(k), x, R, P, RS), small)
+                     (*per_row, rhs, *system, *whitening, np.int32(k), x, R, P, PD, RS),
+                     small)
         for _ in range(steps):
             products[...] = 0
-            add_products(P, with_rhs=False)
+            add_products(PD, with_rhs=False)
             self._launch("cg.cu", _kernels.specialisation("cg_long_step", dtype), n_slots,
-                         (*per_row, *system, np.int32(k), x, R, P, RS), small)
+                         (*per_row, *system, *whitening, np.int32(k), x, R, P, PD, RS),
+                         small)
 
-    def _cg_tile(self, k: int, itemsize: int) -> int:
+    def _cg_tile(self, k: int, itemsize: int, whitened: bool = False) -> int:
         """cg_solve's tile rows: as many as ``cg_tile_bytes`` hold (a factor row, its
         weight, target and product each), at least ``tile_rows``, at most ``split_length``
-        (no longer row comes here); fewer if the block's shared memory does not fit."""
+        (no longer row comes here); fewer if the block's shared memory does not fit (with
+        ``whitened`` rows' two more vectors)."""
         tile = max(self.tile_rows, self.cg_tile_bytes // ((k + 3) * itemsize))
         tile = max(1, min(tile, self.split_length))
-        while tile > 1 and _shared_bytes_cg(k, tile, itemsize, self.block_threads) > \
-                self.runtime.max_shared_memory:
+        while tile > 1 and _shared_bytes_cg(k, tile, itemsize, self.block_threads,
+                                            whitened) > self.runtime.max_shared_memory:
             tile -= 1
         return tile
 
