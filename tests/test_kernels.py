@@ -789,6 +789,12 @@ def test_the_cg_tile_holds_the_rows_its_bytes_hold():
     tile = small._cg_tile(64, 4)
     assert gpu._shared_bytes_cg(64, tile, 4, small.block_threads) <= 48 * 1024 < \
         gpu._shared_bytes_cg(64, tile + 1, 4, small.block_threads)
+    # cg_solve_whitened's block holds two vectors more (d and d v): its tile gives way
+    whitened = small._cg_tile(64, 4, whitened=True)
+    assert gpu._shared_bytes_cg(64, whitened, 4, small.block_threads, True) <= 48 * 1024 < \
+        gpu._shared_bytes_cg(64, whitened + 1, 4, small.block_threads, True)
+    assert whitened == tile - 2 and gpu._shared_bytes_cg(64, 1, 4, 128, True) == \
+        gpu._shared_bytes_cg(64, 1, 4, 128) + 2 * 64 * 4
     with pytest.raises(ValueError, match="cg_tile_bytes=-1: must be >= 0"):
         card.with_options(cg_tile_bytes=-1)
 

@@ -179,6 +179,23 @@ def test_a_scaled_penalty_of_0_is_the_plain_one():
         run_solve("cpu", R, F, 0.0, "implicit", np.float64, scale_regularization=True)
 
 
+def test_pcg_with_a_scaled_penalty_of_0_takes_the_plain_ones_steps(backend):
+    """regularization=0: PCG's preconditioner is the plain one, ``F^T F``, for every row
+    (each row's own scaled shared part is that too), so its steps are the plain penalty's,
+    a row of dislikes alone (solution 0) included, rather than the whitened ones, whose
+    scaling by ``e^-1/2`` would be as large as ``F^T F`` is near singular."""
+    R, F, X0, conf = cg_problem("implicit", 6)
+    R, X0 = with_a_row_of_dislikes(R, X0)
+    plain = run_solve(backend, R, F, 0.0, "implicit", np.float64, start=X0, solver="pcg",
+                      **conf)
+    scaled = run_solve(backend, R, F, 0.0, "implicit", np.float64, start=X0, solver="pcg",
+                       scale_regularization=True, **conf)
+    np.testing.assert_array_equal(scaled, plain)
+    np.testing.assert_allclose(plain, pcg_rows_loop(R, F, X0, 0.0, 3, **conf),
+                               atol=1e-7 * np.abs(plain).max())
+    assert np.abs(plain[-1]).min() > 0  # (the plain steps' warm start, not yet at 0)
+
+
 def cg_problem(feedback, k):
     """Rows of every length class (:func:`edge_case_matrix`), fixed factors, a warm start
     and the confidence settings for the CG tests."""
@@ -188,6 +205,14 @@ def cg_problem(feedback, k):
         rng.standard_normal((R.shape[1], k))
     X0 = rng.standard_normal((R.shape[0], k)) * 0.1
     return R, F, X0, {"alpha": 3.0} if feedback == "implicit" else {}
+
+
+def with_a_row_of_dislikes(R, X0):
+    """``R`` and the warm start ``X0`` with one more row: two negative values (its
+    solution with a scaled penalty is 0), started where row 1 is."""
+    dislikes = sp.csr_matrix((np.array([-1.0, -2.0]), np.array([3, 5]), np.array([0, 2])),
+                             shape=(1, R.shape[1]))
+    return sp.vstack([R, dislikes]).tocsr(), np.vstack([X0, X0[1]])
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
@@ -260,10 +285,8 @@ def test_pcg_with_a_scaled_penalty_preconditions_each_row_by_its_own_shared_part
     8 steps at k = 8 reach the exact solution; after 1 and 3, nearer to it than CG's."""
     k = 8
     R, F, X0, conf = cg_problem("implicit", k)
-    dislikes = sp.csr_matrix((np.array([-1.0, -2.0]), np.array([3, 5]), np.array([0, 2])),
-                             shape=(1, R.shape[1]))
-    R, X0, conf = sp.vstack([R, dislikes]).tocsr(), np.vstack([X0, X0[1]]), \
-        {**conf, "scaled": True}
+    R, X0 = with_a_row_of_dislikes(R, X0)
+    conf = {**conf, "scaled": True}
     got = run_solve(backend, R, F, 0.1, "implicit", dtype, start=X0, solver="pcg",
                     cg_steps=steps, scale_regularization=True, alpha=conf["alpha"])
     want = pcg_rows_loop(R, F, X0, 0.1, steps, **conf)
