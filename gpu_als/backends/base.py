@@ -164,15 +164,16 @@ class Backend(ABC):
 
         Implicit: ``(FtF + sum_i weight_i f_i f_i^T + regularization * I) x = sum_i target_i f_i``,
         or with ``scale_regularization`` ``regularization * n_u * I`` (``n_u``: the row's
-        stored entries).
+        positive entries, as Spark counts them; a row without one gets the zero vector).
         Explicit (ALS-WR): ``(sum_i f_i f_i^T + regularization * n_u * I) x = sum_i r_i f_i``
         (``FtF`` unused; always scaled). A row without stored entries gets the zero vector.
         ``solver="cholesky"`` solves exactly; ``"cg"`` runs ``cg_steps`` conjugate-gradient
         steps from the current contents of ``out`` (a warm start); ``"pcg"`` as many steps
-        of CG preconditioned by ``FtF + regularization * I`` (implicit; explicit feedback:
-        CG's steps, its shared part being a multiple of I); ``"nnls"`` solves exactly with
-        ``x >= 0`` (:mod:`gpu_als.backends.nnls`), its first free sets where ``out`` is
-        positive. Returns ``out``.
+        of CG preconditioned by ``FtF + regularization * I`` (implicit; with
+        ``scale_regularization`` each row's own ``FtF + regularization * n_u * I``;
+        explicit feedback: CG's steps, its shared part being a multiple of I); ``"nnls"``
+        solves exactly with ``x >= 0`` (:mod:`gpu_als.backends.nnls`), its first free sets
+        where ``out`` is positive. Returns ``out``.
         """
 
     @abstractmethod
