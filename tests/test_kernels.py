@@ -1026,9 +1026,9 @@ TSAN_SCRIPT = textwrap.dedent("""
         for solver in ("cholesky", "cg"):
             backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
                                feedback="implicit", out=out, solver=solver, cg_steps=2)
-        # preconditioned CG with a scaled penalty: rows whitened one by one (and PD)
-        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
-                           out=out, solver="pcg", cg_steps=2, scale_regularization=True)
+    # preconditioned CG with a scaled penalty: rows whitened one by one (and PD)
+    backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                       out=out, solver="pcg", cg_steps=2, scale_regularization=True)
     backend.stored_loss(rows, out, F)
     print("kernels ran")
 """)
@@ -1093,7 +1093,8 @@ ASAN_SCRIPT = textwrap.dedent("""
             backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
                                feedback=feedback, out=out, solver=solver, cg_steps=2)
             runs += 1
-        if feedback == "implicit":  # cg_solve_whitened, and the long rows' whitened steps
+        if feedback == "implicit" and k in (3, 33):  # cg_solve_whitened, and the long
+            # rows' whitened steps (a few sizes: each run under ASan takes seconds)
             backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
                                feedback=feedback, out=out, solver="pcg", cg_steps=2,
                                scale_regularization=True)
@@ -1109,7 +1110,7 @@ def test_kernels_stay_inside_their_arrays_under_address_sanitizer():
     shared memory fails (what compute-sanitizer's memcheck reports on a GPU)."""
     stdout = run_sanitized(ASAN_SCRIPT, "asan",
                            {"detect_leaks": "0", "halt_on_error": "1", "exitcode": "66"})
-    assert "kernels ran 55" in stdout
+    assert "kernels ran 48" in stdout
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
