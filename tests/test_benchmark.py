@@ -1209,6 +1209,14 @@ def test_preconditioned_cg_script_runs(movielens, capsys):
     exact_2, cg_2, one_step_2 = (float(v) for v in lines[3].split()[1:])
     assert (exact_2, cg_2) == pytest.approx(rows[1][:2], rel=1e-6)  # as many steps as before
     assert one_step_2 > rows[1][2]  # 1 preconditioned step: above 3 of them
+    # --scale-regularization: another objective (its own loss), where each row's own
+    # shared part preconditions it
+    assert benchmark_script("preconditioned_cg").main(["--iterations", "2",
+                                                       "--scale-regularization"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "alpha 10, scaled penalty; loss per entry" in lines[0]
+    exact_s, cg_s, preconditioned_s = (float(v) for v in lines[3].split()[1:])
+    assert exact_s < preconditioned_s < cg_s and abs(exact_s / exact_2 - 1) > 0.01
 
 
 def test_preconditioned_cg_script_on_play_counts(capsys):
