@@ -219,16 +219,19 @@ class Training:
 
         start = time.perf_counter() - self.seconds
         stopped = False
+        bases = None
         progress = tqdm(
             range(self.iterations_done, self.iterations_done + iterations),
             desc=f"ALS ({backend.name})", unit="it", disable=None if show_progress else True,
         )
         with progress, backend.reusing_buffers():
             for iteration in progress:
+                bases = {"user": (self.YtY, Y.shape[0])}  # (kept for raise_non_finite)
                 with backend.range("user half-step"):
                     solve(self.Cu, Y, self.YtY, X)
                 with backend.range("item half-step"):
-                    solve(self.Ci, X, backend.gram(X), Y)
+                    bases["item"] = (backend.gram(X), X.shape[0])
+                    solve(self.Ci, X, bases["item"][0], Y)
                     self.YtY = backend.gram(Y)
                 loss = None
                 if with_loss:
@@ -239,7 +242,7 @@ class Training:
                                             scale_regularization=p["scale_regularization"])
                     if not math.isfinite(loss):  # NaN or inf in X or Y propagate to it
                         raise_non_finite(backend, X, Y, iteration, p,
-                                         largest_input(self.Cu, p))
+                                         largest_input(self.Cu, p), bases)
                     self.loss_history.append(loss)
                     progress.set_postfix(loss=f"{loss:.5g}")
                 self.iterations_done += 1
@@ -254,7 +257,7 @@ class Training:
                 backend.all_finite(X) and backend.all_finite(Y)
                 and overflowing_norm(backend, X, Y) is None):
             raise_non_finite(backend, X, Y, self.iterations_done - 1, p,
-                             largest_input(self.Cu, p))
+                             largest_input(self.Cu, p), bases)
         return stopped
 
     def state(self) -> dict[str, Any]:
@@ -324,17 +327,21 @@ def largest_input(rows: data.WeightedRows, p: dict[str, Any]) -> float:
 
 
 def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
-                     largest: float):
+                     largest: float, bases: dict[str, tuple[Any, int]] | None = None):
     """Name the half-step that produced NaN or infinite factors, or say that finite
     factors grew so large that the training loss overflowed; with the ``largest``
     confidence (implicit) or rating (explicit) of the input (:func:`largest_input`).
 
     Checked once per iteration through the loss (any non-finite factor makes it
     non-finite), so that the GPU need not synchronise after every half-step; without
-    the loss, once at the end of the fit.
+    the loss, once at the end of the fit. ``bases``: by side, the fixed factors' Gram
+    matrix that the (last) iteration's half-step solved with and their number of rows,
+    for :func:`refuse_singular_base`.
     """
     side = "user" if not backend.all_finite(X) else \
         "item" if not backend.all_finite(Y) else None
+    if side is not None and bases is not None:
+        refuse_singular_base(backend, p, *bases[side])
     where = f"the {side or 'item'} half-step of iteration {iteration}" \
         if p["calculate_training_loss"] else \
         f"iteration {iteration} (checked at the end of fit; calculate_training_loss=True " \
@@ -369,6 +376,22 @@ def raise_non_finite(backend: Backend, X, Y, iteration: int, p: dict[str, Any],
         f"{what}; the input ({scale}) or the hyperparameters (regularization="
         f"{p['regularization']}{alpha}) make the problem numerically unstable{wider}"
     )
+
+
+def refuse_singular_base(backend: Backend, p: dict[str, Any], fixed_gram: Any,
+                         n_fixed: int) -> None:
+    """After a half-step gave NaN: where its solver factorizes the shared part (implicit
+    feedback, the exact solver or PCG, the penalty not scaled) and ``fixed_gram + lambda
+    I`` (finite) is numerically singular in float64, the CPU backend's ValueError
+    (:func:`gpu_als.backends.base.regularized_gram`): a GPU's Cholesky says so only by
+    NaN, which "numerically unstable, use float64" would misname (float64 is where it is
+    singular). Checked on the host after the fact, so that no half-step waits for it."""
+    if p["feedback"] != "implicit" or p["scale_regularization"] or \
+            p["solver"] not in ("cholesky", "pcg"):
+        return
+    FtF = backend.to_numpy(fixed_gram).astype(np.float64)
+    if np.isfinite(FtF).all():
+        regularized_gram(FtF, p["regularization"], n_fixed)
 
 
 def overflowing_norm(backend: Backend, *factors: Any) -> float | None:

@@ -448,7 +448,9 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
 
         start = time.perf_counter()  # the blocks placed
         for iteration in progress:
+            bases = {"user": (YtY, Y.shape[0])}  # (kept for raise_non_finite)
             X, XtX, _ = half_step("user", Y, YtY, X)
+            bases["item"] = (XtX, X.shape[0])
             Y, YtY, stored = half_step("item", X, XtX, Y)
             loss = cpu.loss_from_parts(X, Y, XtX, YtY, stored, source.loss_constant,
                                        counts=source.counts if scaled else None,
@@ -456,7 +458,7 @@ def fit_distributed(model: ALS, user_items: Any, client, *, user_ids: Any = None
                                        regularization=p["regularization"])
             if not np.isfinite(loss):  # the first iteration with NaN or infinite factors
                 raise_non_finite(cpu, X, Y, iteration, {**p, "calculate_training_loss": True},
-                                 source.largest)
+                                 source.largest, bases)
             progress.set_postfix(loss=f"{loss:.5g}")
             kept = loss if p["calculate_training_loss"] else None  # else only checked
             if kept is not None:

@@ -17,7 +17,7 @@ from gpu_als import ALS
 from gpu_als.datasets import make_power_law
 from gpu_als.evaluation import binarize
 
-from .conftest import ProgressBars, emulated_backend, needs_gpu, skip_or_fail
+from .conftest import ProgressBars, emulated_backend, needs_gpu, random_interactions, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -1517,6 +1517,36 @@ def test_the_command_line_tunes_on_a_cluster_as_it_does_here(client, tmp_path, c
     pd.testing.assert_frame_equal(trials[1], trials[0], rtol=1e-5)
     np.testing.assert_allclose(models[1].item_factors_, models[0].item_factors_, atol=1e-5)
     np.testing.assert_array_equal(models[1].user_ids_, models[0].user_ids_)
+
+
+def test_a_gpu_workers_numerically_singular_shared_part_is_named_as_fit_names_it(
+        monkeypatch):
+    """8 factors of 5 users, regularization 1e-6: X^T X + lambda I turns numerically
+    singular after the first user half-step. A CPU worker refuses it; a GPU worker's
+    Cholesky made NaN of it, which the driver named "numerically unstable in float32;
+    use dtype=float64". Now the driver checks the Gram matrix it sent and says what the
+    single-process fit says (on the emulated GPU worker, in this process)."""
+    import warnings
+
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        pytest.skip(f"dask.distributed is not installed: {exc}")
+    from gpu_als import distributed as distributed_module
+    from gpu_als.distributed import fit_distributed
+
+    gpu_named_emulated(monkeypatch, [distributed_module], distributed_module)
+    R = random_interactions(5, 20, 0.5, seed=1)
+    params = {**PARAMS, "factors": 8, "regularization": 1e-6, "backend": "gpu",
+              "dtype": np.float32, "random_state": 0}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (more factors than users)
+        with pytest.raises(ValueError, match=r"^regularization=1e-06: Y\^T Y \+ "
+                                             r"regularization \* I is numerically singular "
+                                             r"\(factors=8 with 5 fixed-side rows\)"):
+            fit_distributed(ALS(**params), R, client)
 
 
 def gpu_named_emulated(monkeypatch, modules: list, or_cpu_in):

@@ -671,6 +671,32 @@ def test_a_regularization_too_small_for_the_factors_scale_is_named_so():
         regularized_gram(np.zeros((3, 3)), 0.0, 5)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "pcg"])
+def test_a_shared_part_that_turns_numerically_singular_mid_fit_is_named_so_on_every_backend(
+        backend, solver):
+    """8 factors of 5 users and a regularization of 1e-6: the first user half-step makes
+    X^T X + lambda I numerically singular (lambda lost against X's scale), and the item
+    half-step fails. The CPU refuses it there; a GPU's Cholesky made NaN of it, reported
+    as "numerically unstable in float32; use dtype=float64" (where float64 is singular
+    too), found by a random sweep of settings. Now every backend names it alike, and
+    still without the loss where the fit fails in its one iteration."""
+    import warnings
+
+    R = random_interactions(5, 20, 0.5, seed=1)
+    for loss in (True, False):
+        model = ALS(factors=8, regularization=1e-6, iterations=1, solver=solver,
+                    backend=backend, random_state=0, show_progress=False,
+                    calculate_training_loss=loss)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # (more factors than users)
+            with pytest.raises(ValueError, match=r"^regularization=1e-06: Y\^T Y \+ "
+                                                 r"regularization \* I is numerically singular "
+                                                 r"\(factors=8 with 5 fixed-side rows\); use a "
+                                                 r"larger regularization or factors <= 5$"):
+                model.fit(R)
+        assert not hasattr(model, "user_factors_")
+
+
 def test_more_factors_than_users_or_items_is_warned_of(backend):
     """More factors than the fewer side's rows: the factors beyond them fit nothing, and
     the fit says so (a small regularization leaves every system near singular there: in
