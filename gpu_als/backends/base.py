@@ -53,6 +53,12 @@ def regularized_gram(FtF: np.ndarray, regularization: float, n_fixed: int):
 
 
 
+def rotated(F: Any, Q: Any) -> Any:
+    """The rows of ``F`` in the basis ``Q`` (``F Q``, computed in float64), in ``F``'s
+    dtype: NumPy or CuPy arrays (the scaled penalty's eigenbasis, and back by ``Q^T``)."""
+    return (F.astype(np.float64) @ Q).astype(F.dtype, copy=False)
+
+
 class PhaseTimer:
     """Seconds spent in each named phase of ``solve_rows`` (see :meth:`Backend.profile`).
 

@@ -51,7 +51,7 @@ import scipy.linalg
 from threadpoolctl import ThreadpoolController
 
 from ..data import WeightedRows, check_int
-from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer, regularized_gram
+from .base import ITERATIVE_SOLVERS, Backend, PhaseTimer, regularized_gram, rotated
 from .nnls import nnls_rows
 
 #: Elements (rows x padded length x factors) in one gathered block: 4 MiB of float32,
@@ -292,11 +292,6 @@ def eigenbasis(FtF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``test_unwhitened_systems_keep_a_small_regularization_in_float32``)."""
     e, Q = np.linalg.eigh(FtF)
     return np.maximum(e, 0.0), Q
-
-
-def _rotated(F: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """The rows of ``F`` in the basis ``Q`` (computed in float64), in ``F``'s dtype."""
-    return (F.astype(np.float64) @ Q).astype(F.dtype, copy=False)
 
 
 def formed_blocks(lengths: np.ndarray, factors: int, block_elements: int = BLOCK_ELEMENTS
@@ -659,7 +654,7 @@ class CPUBackend(Backend):
         if feedback != "implicit":
             Yw = F_used
         elif scaled:  # Q^T y_i, the row's whitening by its diagonal below
-            Yw = _rotated(F_used, Q)
+            Yw = rotated(F_used, Q)
         elif few:  # C^-1 y_i by a triangular solve: no k x k inverse for a fold-in
             C = C.astype(dtype)
             Yw = scipy.linalg.solve_triangular(C, F_used.T, lower=True, check_finite=False).T
@@ -823,8 +818,8 @@ class CPUBackend(Backend):
             return out
         if preconditioned and counts is not None:
             e, rotation = eigenbasis(FtF)
-            F = _rotated(F, rotation)
-            out[...] = _rotated(out, rotation)
+            F = rotated(F, rotation)
+            out[...] = rotated(out, rotation)
             base, diag, whiten = None, (1.0, 0.0), (e, regularization)
         elif preconditioned:
             _, C = regularized_gram(FtF, regularization, F.shape[0])
@@ -865,7 +860,7 @@ class CPUBackend(Backend):
         if preconditioned:
             started = time.perf_counter()
             if rotation is not None:
-                out[...] = _rotated(out, rotation.T)
+                out[...] = rotated(out, rotation.T)
             else:
                 out[...] = out @ C_inv  # x = C^-T h, as rows
             if self.timer:

@@ -62,7 +62,7 @@ import numpy as np
 
 from ..data import WeightedRows, check_bool, check_float, check_int, optional_module
 from . import _kernels
-from .base import ITERATIVE_SOLVERS, Backend
+from .base import ITERATIVE_SOLVERS, Backend, rotated
 from .nnls import nnls_rows
 
 INSTALL_HINT = "install gpu-als[gpu] (CUDA 12) or gpu-als[gpu-cuda13] (CUDA 13)"
@@ -687,9 +687,9 @@ class GPUBackend(Backend):
                 if scaled and solver in ("cholesky", "pcg"):
                     eigen, rotation = self._eigenbasis(FtF, dtype)
                     base = xp.diag(eigen)
-                    F = (F.astype(np.float64) @ rotation).astype(dtype)
+                    F = rotated(F, rotation)
                     if solver == "pcg":  # (its warm start, in that basis too)
-                        out[...] = (out.astype(np.float64) @ rotation).astype(dtype)
+                        out[...] = rotated(out, rotation)
                 elif implicit:
                     base = self._shared_base(FtF, 0.0 if scaled else regularization,
                                              base_dtype)
@@ -706,7 +706,7 @@ class GPUBackend(Backend):
                 self._solve_exact(rows, F, base, diag_scale, counts, implicit, out, plan,
                                   index_dtype)
             if rotation is not None:  # z = Q^T x
-                out[...] = (out.astype(np.float64) @ rotation.T).astype(dtype)
+                out[...] = rotated(out, rotation.T)
             if scaled:  # (no host synchronisation)
                 out[...] = xp.where((counts == 0)[:, None], 0, out)
         return out
