@@ -27,9 +27,9 @@
 // entries at every step (a top item of a power-law set has hundreds of thousands, and its
 // block ran for most of the half-step). Such rows take the same iterations spread over
 // many blocks, a launch pair per step: cg_segment_products, one block per segment of the
-// row, adds the segment's share of the entries' part of A v (and, first, of b) to the
-// row's slot with atomicAdd; then cg_long_step, one block per row, adds the shared part
-// and takes the step (cg_long_start sets up the residual). Their state (r, p, r.r) stays
+// row, adds the segment's share of the entries' part of A v (first, of the residual
+// b - A x) to the row's slot with atomicAdd; then cg_long_step, one block per row, adds
+// the shared part and takes the step (cg_long_start sets up the residual). Their state (r, p, r.r) stays
 // in global memory between launches. O(n k) per step, as in cg_solve, where building the
 // row's A would take O(n k^2). Whitened rows (whiten = 1) keep d p apart for the
 // segments' products (PD), which are then d (sum weight_i f_i f_i^T) d p.
@@ -69,21 +69,28 @@ struct EntryTile {
     __device__ T* end() const { return s + capacity; }
 };
 
-// out = A v, and b (when non-null) = the right-hand side, streaming the row's entries.
+// out = A v, streaming the row's entries; or, with_residual, the residual
+// b - A v in two parts: out = the shared part's product alone, and residual = the
+// entries' part, sum (t - w (f . v)) f (the caller takes residual - out). Each entry's
+// t - w (f . v) is taken before it is summed: near the solution b and A v agree in most
+// of their digits, and their difference, as the CPU backend takes it, kept in float32
+// what b - A v lost with large confidences (a few entries of c = 4e6: 1.6e-2 off the
+// float64 steps, against 1e-7).
 // tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
 // short row's factor rows are gathered from global memory once per solve, not per step).
 // d (non-null: a whitened row, see above; 2 k values, d then room for d v): the entries'
-// part is d (sum w f f^T) (d v), and b's d (sum t f).
-template <typename T, typename I>
-__device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T* weight,
-                             const T* target, const T* F, const T* base, T diag,
-                             long long start, long long end, int k,
+// part is d (sum w f f^T) (d v), and the residual's d (sum (t - w (f . d v)) f).
+template <bool with_residual, typename T, typename I>
+__device__ void apply_system(const T* v, T* out, T* residual, const I* indices,
+                             const T* weight, const T* target, const T* F, const T* base,
+                             T diag, long long start, long long end, int k,
                              const EntryTile<T>& tile, bool tile_loaded, T* d = nullptr) {
     const int tid = threadIdx.x, nthreads = blockDim.x;
     const int lane = tid % 32, warp = tid / 32, warps = nthreads / 32;
+    T* const sums = with_residual ? residual : out;  // what the entries add to
     for (int p = tid; p < k; p += nthreads) {
         out[p] = shared_part(v, base, diag, k, p);
-        if (b != nullptr) b[p] = 0;
+        if (with_residual) residual[p] = 0;
         if (d != nullptr) d[k + p] = d[p] * v[p];  // (read after the tile loop's barrier)
     }
     const T* u = d != nullptr ? d + k : v;  // the vector the entries multiply
@@ -94,25 +101,22 @@ __device__ void apply_system(const T* v, T* out, T* b, const I* indices, const T
         if (!tile_loaded)
             load_tile(rows, tile.w, tile.t, indices, weight, target, F, first, n, k);
         __syncthreads();
-        // s_j = w_j (f_j . v): one warp per entry, lanes over the factors (contiguous
-        // reads; one thread per entry would read rows[j * k + q] 32-way bank-conflicted)
+        // s_j = w_j (f_j . v), or t_j - w_j (f_j . v) for the residual: one warp per
+        // entry, lanes over the factors (contiguous reads; one thread per entry would read
+        // rows[j * k + q] 32-way bank-conflicted)
         for (int j = warp; j < n; j += warps) {
             T dot = 0;
             for (int q = lane; q < k; q += 32) dot += rows[j * k + q] * u[q];
             for (int offset = 16; offset > 0; offset /= 2)
                 dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-            if (lane == 0) tile.s[j] = tile.w[j] * dot;
+            if (lane == 0)
+                tile.s[j] = with_residual ? tile.t[j] - tile.w[j] * dot : tile.w[j] * dot;
         }
         __syncthreads();
         for (int p = tid; p < k; p += nthreads) {
-            T acc = 0, rhs = 0;
-            for (int j = 0; j < n; ++j) {
-                acc += tile.s[j] * rows[j * k + p];
-                rhs += tile.t[j] * rows[j * k + p];
-            }
-            const T scale = d != nullptr ? d[p] : T(1);
-            out[p] += scale * acc;
-            if (b != nullptr) b[p] += scale * rhs;
+            T acc = 0;
+            for (int j = 0; j < n; ++j) acc += tile.s[j] * rows[j * k + p];
+            sums[p] += (d != nullptr ? d[p] : T(1)) * acc;
         }
     }
     __syncthreads();
@@ -185,14 +189,14 @@ __device__ void cg_row(T* shared, const long long* rows, const I* indptr, const 
         }
     }
     __syncthreads();
-    // r = b - A x  (b accumulated into r, A x into Ap)
-    apply_system(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end, k,
-                 tile, false, d);
+    // r = b - A x  (the entries' part into r, the shared part's into Ap)
+    apply_system<true>(x, Ap, r, indices, weight, target, F, shared_part, diag, start, end,
+                       k, tile, false, d);
     const bool one_tile = end - start <= tile_rows;  // then the tile stays for every step
     for (int q = tid; q < k; q += nthreads) r[q] -= Ap[q];
     cg_iterations(x, r, p, Ap, k, steps, scratch, [&](const T* v, T* result) {
-        apply_system(v, result, (T*)nullptr, indices, weight, target, F, shared_part, diag,
-                     start, end, k, tile, one_tile, d);
+        apply_system<false>(v, result, (T*)nullptr, indices, weight, target, F, shared_part,
+                            diag, start, end, k, tile, one_tile, d);
     });
     for (int q = tid; q < k; q += nthreads) xo[q] = whiten ? d[q] * x[q] : x[q];
 }
@@ -223,46 +227,53 @@ cg_solve_whitened(const long long* rows, const I* indptr, const I* indices, cons
 }
 
 // The long rows' entries' part of A v, for the slots' vectors V (slots x k): one block
-// per segment adds sum_{i in segment} weight_i (f_i . v) f_i to products[slot] and, with
-// with_rhs, sum target_i f_i to rhs[slot] (both zeroed by the caller; segments of a row
-// add with atomicAdd). Shared memory: v, the segment's sums (2 k), tile (tile_rows * k),
-// w, t, s (tile_rows each).
+// per segment adds sum_{i in segment} weight_i (f_i . v) f_i to products[slot]; or, with
+// residual = 1, the entries' part of the residual b - A v, sum (target_i - weight_i
+// (f_i . v)) f_i (as apply_system takes it), to residuals[slot] (each zeroed by the
+// caller; segments of a row add with atomicAdd). Shared memory: v, the segment's sums
+// (2 k), room for the shared part's (k; 0 here), tile (tile_rows * k), w, t, s
+// (tile_rows each).
 template <typename T, typename I>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
 cg_segment_products(const long long* segment_slot, const long long* segment_start,
                     const long long* segment_end, const I* indices, const T* weight,
                     const T* target, const T* F, const T* V, int k, int tile_rows,
-                    int with_rhs, T* products, T* rhs) {
+                    int residual, T* products, T* residuals) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* v = shared;
     T* part = v + k;
-    T* b = part + k;
-    const als::EntryTile<T> tile(b + k, k, tile_rows);
+    T* rest = part + k;
+    const als::EntryTile<T> tile(rest + k, k, tile_rows);
 
     const long long slot = segment_slot[blockIdx.x];
     const int tid = threadIdx.x, nthreads = blockDim.x;
     for (int q = tid; q < k; q += nthreads) v[q] = V[slot * k + q];
     __syncthreads();
-    als::apply_system(v, part, with_rhs ? b : (T*)nullptr, indices, weight, target, F,
-                      (const T*)nullptr, T(0), segment_start[blockIdx.x],
-                      segment_end[blockIdx.x], k, tile, false);
-    for (int q = tid; q < k; q += nthreads) {
-        atomicAdd(products + slot * k + q, part[q]);
-        if (with_rhs) atomicAdd(rhs + slot * k + q, b[q]);
-    }
+    // with the residual, its entries' part in rest (part: the shared part's, 0: no base)
+    if (residual)
+        als::apply_system<true>(v, part, rest, indices, weight, target, F, (const T*)nullptr,
+                                T(0), segment_start[blockIdx.x], segment_end[blockIdx.x], k,
+                                tile, false);
+    else
+        als::apply_system<false>(v, part, (T*)nullptr, indices, weight, target, F,
+                                 (const T*)nullptr, T(0), segment_start[blockIdx.x],
+                                 segment_end[blockIdx.x], k, tile, false);
+    T* const sums = residual ? residuals : products;
+    const T* const mine = residual ? rest : part;
+    for (int q = tid; q < k; q += nthreads) atomicAdd(sums + slot * k + q, mine[q]);
 }
 
 // The start of the long rows' iterations, one block per slot, from x = out[slot_row]:
-// r = b - A x (A x = the shared part's product + products[slot], from x), p = r, rs = r.r.
-// Whitened rows (whiten = 1): products and rhs were made from x itself, and the
-// steps are taken on h = x / d (r = d (rhs - products) - h), with PD = d p.
+// r = b - A x (residuals[slot], the entries' part, made from x by cg_segment_products,
+// less the shared part's product), p = r, rs = r.r. Whitened rows (whiten = 1):
+// residuals were made from x itself, and the steps are taken on h = x / d
+// (r = d residuals - h), with PD = d p.
 // Shared memory: x (k), scratch (ALS_BLOCK_THREADS / 32).
 template <typename T>
 __global__ void __launch_bounds__(ALS_BLOCK_THREADS)
-cg_long_start(const long long* slot_row, const long long* slot_count, const T* products,
-              const T* rhs, const T* base, int use_base, T diag_constant, T diag_scale,
-              const T* eigen, int whiten, T eigen_penalty, int k, const T* out, T* R,
-              T* P, T* PD, T* RS) {
+cg_long_start(const long long* slot_row, const long long* slot_count, const T* residuals,
+              const T* base, int use_base, T diag_constant, T diag_scale, const T* eigen,
+              int whiten, T eigen_penalty, int k, const T* out, T* R, T* P, T* PD, T* RS) {
     ALS_DYNAMIC_SHARED(T, shared);
     T* x = shared;
     T* scratch = x + k;
@@ -280,7 +291,7 @@ cg_long_start(const long long* slot_row, const long long* slot_count, const T* p
     T part = 0;
     for (int q = tid; q < k; q += nthreads) {
         const T d = whiten ? als::whitening(eigen, eigen_penalty, count, q) : T(1);
-        const T r = d * (rhs[at + q] - products[at + q]) -
+        const T r = d * residuals[at + q] -
                     als::shared_part(x, use_base ? base : (const T*)nullptr, diag, k, q);
         R[at + q] = r;
         P[at + q] = r;

@@ -302,6 +302,36 @@ def test_pcg_with_a_scaled_penalty_preconditions_each_row_by_its_own_shared_part
     assert not got[[0, 9, -1]].any() and X0[-1].all()  # empty rows, and the dislikes
 
 
+@pytest.mark.parametrize("feedback, solver, scaled", [("implicit", "pcg", False),
+                                                      ("implicit", "pcg", True),
+                                                      ("explicit", "cg", False)])
+def test_float32_steps_from_near_the_solution_keep_their_digits(backend, feedback, solver,
+                                                                 scaled):
+    """Three float32 steps from a warm start near the solution (each factor 1e-4 off it,
+    as a fit's later half-steps start), with large values (x 1000; alpha 100: confidences
+    up to 5e5), on rows of every length class: the residual ``b - A x`` is a small
+    difference of large numbers. Each entry's ``t - w (f . x)`` is taken before the sum
+    (the CPU backend always did): the steps are within 5e-7 of the solution's scale of
+    textbook float64 ones. Summed apart (``b``, then ``A x``), as the GPU kernels did, the
+    emulated GPU's were 2.5e-4 off with PCG (six times the steps' own size) and 1.3e-6
+    with explicit CG. (Implicit CG without the preconditioner is left out: its own
+    rounding in float32, the CPU's as well, is 8e-5 there.)"""
+    k = 8
+    R, F, _, conf = cg_problem(feedback, k)
+    R = R.copy()
+    R.data *= 1000.0
+    conf = {"alpha": 100.0} if feedback == "implicit" else {}
+    reference = {**conf, "scaled": scaled} if scaled else conf
+    exact = solve_rows_loop(R, F, 0.1, feedback=feedback, **reference)
+    noise = np.random.default_rng(3).standard_normal(exact.shape)
+    start = (exact * (1 + 1e-4 * noise)).astype(np.float32)
+    loop = pcg_rows_loop if solver == "pcg" else cg_rows_loop
+    want = loop(R, F.astype(np.float32), start, 0.1, 3, feedback=feedback, **reference)
+    got = run_solve(backend, R, F, 0.1, feedback, np.float32, start=start, solver=solver,
+                    cg_steps=3, scale_regularization=scaled, **conf)
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-7 * np.abs(want).max())
+
+
 def test_cg_leaves_a_solved_row_as_it_is(backend):
     """A row whose residual is already 0 (ratings of 0 from factors of 0: the exact
     solution) takes no step: 0, not the NaN of a 0 / 0 step size."""

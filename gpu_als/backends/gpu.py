@@ -945,43 +945,45 @@ class GPUBackend(Backend):
                        steps: int, x) -> None:
         """cg_solve's iterations for a chunk of long rows, from and into ``x``, spread
         over their segments: cg_segment_products adds each segment's share of the entries'
-        part of ``A v`` (and first of ``b``) to its row's slot, cg_long_start and
-        cg_long_step (one block per row) add the shared part (``system``: base, use_base,
-        diag_constant, diag_scale, and ``whitening``: eigen, whiten, its penalty, as
-        cg_solve takes them; the rows' ``counts``) and take the steps. Whitened rows'
-        products are of ``d p`` (``PD``), which the long kernels keep."""
+        part of ``A v`` (first, of the residual ``b - A x``, each entry's difference
+        taken before it is summed, as cg_solve takes it) to its row's slot, cg_long_start
+        and cg_long_step (one block per row) add the shared part (``system``: base,
+        use_base, diag_constant, diag_scale, and ``whitening``: eigen, whiten, its
+        penalty, as cg_solve takes them; the rows' ``counts``) and take the steps.
+        Whitened rows' products are of ``d p`` (``PD``), which the long kernels keep."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         n_slots, index_dtype = len(chunk.slot_rows), rows.indices.dtype
         tile = self._cg_tile(k, dtype.itemsize)
-        products, rhs = xp.zeros((n_slots, k), dtype), xp.zeros((n_slots, k), dtype)
+        products, residuals = xp.zeros((n_slots, k), dtype), xp.zeros((n_slots, k), dtype)
         R, P, RS = xp.empty((n_slots, k), dtype), xp.empty((n_slots, k), dtype), \
             xp.empty(n_slots, dtype)
         whitened = bool(whitening[1])
         PD = xp.empty((n_slots, k), dtype) if whitened else P  # (not written unwhitened)
-        per_row = (chunk.slot_rows, counts[chunk.slot_rows], products)
+        per_row = (chunk.slot_rows, counts[chunk.slot_rows])
         small = (2 * k + self.block_threads // 32) * dtype.itemsize  # two vectors + scratch
 
-        def add_products(V, with_rhs: bool) -> None:
+        def add_products(V, residual: bool) -> None:
             self._launch(
                 "cg.cu", _kernels.specialisation("cg_segment_products", dtype, index_dtype),
                 len(chunk.segment_slot),
                 (chunk.segment_slot, chunk.segment_start, chunk.segment_end, rows.indices,
                  rows.weight, rows.target, F, V, np.int32(k), np.int32(tile),
-                 np.int32(with_rhs), products, rhs),
+                 np.int32(residual), products, residuals),
                 _shared_bytes_cg_segment(k, tile, dtype.itemsize),
             )
 
-        add_products(x[chunk.slot_rows], with_rhs=True)
+        add_products(x[chunk.slot_rows], residual=True)
         self._launch("cg.cu", _kernels.specialisation("cg_long_start", dtype), n_slots,
-                     (*per_row, rhs, *system, *whitening, np.int32(k), x, R, P, PD, RS),
+                     (*per_row, residuals, *system, *whitening, np.int32(k), x, R, P, PD, RS),
                      small)
         for _ in range(steps):
             products[...] = 0
-            add_products(PD, with_rhs=False)
+            add_products(PD, residual=False)
             self._launch("cg.cu", _kernels.specialisation("cg_long_step", dtype), n_slots,
-                         (*per_row, *system, *whitening, np.int32(k), x, R, P, PD, RS),
+                         (*per_row, products, *system, *whitening, np.int32(k), x, R, P, PD,
+                          RS),
                          small)
 
     def _cg_tile(self, k: int, itemsize: int, whitened: bool = False) -> int:
