@@ -29,10 +29,10 @@
 // many blocks, a launch pair per step: cg_segment_products, one block per segment of the
 // row, adds the segment's share of the entries' part of A v (first, of the residual
 // b - A x) to the row's slot with atomicAdd; then cg_long_step, one block per row, adds
-// the shared part and takes the step (cg_long_start sets up the residual). Their state (r, p, r.r) stays
-// in global memory between launches. O(n k) per step, as in cg_solve, where building the
-// row's A would take O(n k^2). Whitened rows (whiten = 1) keep d p apart for the
-// segments' products (PD), which are then d (sum weight_i f_i f_i^T) d p.
+// the shared part and takes the step (cg_long_start sets up the residual). Their state
+// (r, p, r.r) stays in global memory between launches. O(n k) per step, as in cg_solve,
+// where building the row's A would take O(n k^2). Whitened rows (whiten = 1) keep d p
+// apart for the segments' products (PD), which are then d (sum weight_i f_i f_i^T) d p.
 #include "common.cuh"
 
 namespace als {
@@ -69,13 +69,13 @@ struct EntryTile {
     __device__ T* end() const { return s + capacity; }
 };
 
-// out = A v, streaming the row's entries; or, with_residual, the residual
-// b - A v in two parts: out = the shared part's product alone, and residual = the
-// entries' part, sum (t - w (f . v)) f (the caller takes residual - out). Each entry's
-// t - w (f . v) is taken before it is summed: near the solution b and A v agree in most
-// of their digits, and their difference, as the CPU backend takes it, kept in float32
-// what b - A v lost with large confidences (a few entries of c = 4e6: 1.6e-2 off the
-// float64 steps, against 1e-7).
+// out = A v, streaming the row's entries; or, with_residual, the residual b - A v in two
+// parts: out = the shared part's product alone, and residual = the entries' part,
+// sum (t - w (f . v)) f (the caller takes residual - out). Each entry's t - w (f . v) is
+// taken before it is summed, as the CPU backend takes it: near the solution b and A v
+// agree in most of their digits, and b less A v lost the rest in float32 with large
+// confidences (two PCG steps, entries of c = 4e6: 1.6e-2 of the solution's scale off the
+// float64 steps, against 2e-7 this way).
 // tile_loaded: the row fits one tile and the previous call left it in shared memory (so a
 // short row's factor rows are gathered from global memory once per solve, not per step).
 // d (non-null: a whitened row, see above; 2 k values, d then room for d v): the entries'
