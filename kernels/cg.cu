@@ -37,12 +37,6 @@
 
 namespace als {
 
-// Element q of a whitened row's d (see above): 0 for a row without a positive entry.
-template <typename T>
-__device__ T whitening(const T* eigen, T penalty, long long count, int q) {
-    return count > 0 ? rsqrt_(eigen[q] + penalty * (T)count) : T(0);
-}
-
 // Element p of (base + diag I) v: the part of A v that the row's entries leave out (base
 // null: none but the diagonal). base is symmetric: its column p is read, coalesced.
 template <typename T>

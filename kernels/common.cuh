@@ -66,6 +66,15 @@ template <typename T> __device__ __forceinline__ T rsqrt_(T x);
 template <> __device__ __forceinline__ float rsqrt_<float>(float x) { return rsqrtf(x); }
 template <> __device__ __forceinline__ double rsqrt_<double>(double x) { return rsqrt(x); }
 
+// Element q of the whitening d = (eigen + penalty * count)^-1/2 of a row whose penalty is
+// scaled by its count of positive entries (cg.cu's whitened CG, woodbury.cu's whitened
+// rows: in the eigenbasis of F^T F, eigenvalues eigen, the row's shared part F^T F +
+// penalty * count * I is diagonal); 0 for a row without a positive entry.
+template <typename T>
+__device__ T whitening(const T* eigen, T penalty, long long count, int q) {
+    return count > 0 ? rsqrt_(eigen[q] + penalty * (T)count) : T(0);
+}
+
 // Sum of `value` over the block; every thread gets the result. `scratch` holds at least
 // blockDim.x / 32 values. Contains __syncthreads: call from all threads of the block.
 template <typename T>

@@ -1014,7 +1014,8 @@ TSAN_SCRIPT = textwrap.dedent("""
     assert runtime.kernel("gram.cu", "build_systems<float, int>").lanes == 2
     assert runtime.kernel("cg.cu", "cg_segment_products<double, int>").lanes == 2
     assert runtime.kernel("cholesky.cu", "cholesky_solve_batched<float>").lanes == 1
-    backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2)
+    backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=2,
+                         woodbury_min_rows=1)  # (its default leaves these few to fused)
     R = edge_case_matrix(k)
     F = backend.asarray(np.random.default_rng(1).random((R.shape[1], k)))
     # implicit only: explicit feedback runs the same kernels with other arguments; alpha 0
@@ -1026,9 +1027,11 @@ TSAN_SCRIPT = textwrap.dedent("""
         for solver in ("cholesky", "cg"):
             backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
                                feedback="implicit", out=out, solver=solver, cg_steps=2)
-    # preconditioned CG with a scaled penalty: rows whitened one by one (and PD)
-    backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
-                       out=out, solver="pcg", cg_steps=2, scale_regularization=True)
+    # a scaled penalty: PCG's rows whitened one by one (and PD), and the short rows'
+    # woodbury_solve_whitened
+    for solver in ("pcg", "cholesky"):
+        backend.solve_rows(rows, F, backend.gram(F), regularization=0.1, feedback="implicit",
+                           out=out, solver=solver, cg_steps=2, scale_regularization=True)
     backend.stored_loss(rows, out, F)
     print("kernels ran")
 """)
@@ -1084,7 +1087,8 @@ ASAN_SCRIPT = textwrap.dedent("""
                                             flags=emulation.ASAN_FLAGS,
                                             max_shared_memory=shared)
         backend = GPUBackend(runtime, split_length=10, segment_length=6, tile_rows=3,
-                             fused_threads=256 if dtype == np.float32 else 128)
+                             fused_threads=256 if dtype == np.float32 else 128,
+                             woodbury_min_rows=1)  # (its default leaves these few to fused)
         R = edge_case_matrix(k)
         F = backend.asarray(np.random.default_rng(k).random((R.shape[1], k)), dtype)
         rows = backend.put(weighted_rows(check_user_items(R, dtype), feedback=feedback))
@@ -1093,12 +1097,14 @@ ASAN_SCRIPT = textwrap.dedent("""
             backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
                                feedback=feedback, out=out, solver=solver, cg_steps=2)
             runs += 1
-        if feedback == "implicit" and k in (3, 33):  # cg_solve_whitened, and the long
-            # rows' whitened steps (a few sizes: each run under ASan takes seconds)
-            backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
-                               feedback=feedback, out=out, solver="pcg", cg_steps=2,
-                               scale_regularization=True)
-            runs += 1
+        if feedback == "implicit" and k in (3, 33):  # cg_solve_whitened, the long
+            # rows' whitened steps and woodbury_solve_whitened (a few sizes: each run
+            # under ASan takes seconds)
+            for solver in ("pcg", "cholesky"):
+                backend.solve_rows(rows, F, backend.gram(F), regularization=0.1,
+                                   feedback=feedback, out=out, solver=solver, cg_steps=2,
+                                   scale_regularization=True)
+                runs += 1
         backend.stored_loss(rows, out, F)
     print("kernels ran", runs)
 """)
@@ -1110,7 +1116,7 @@ def test_kernels_stay_inside_their_arrays_under_address_sanitizer():
     shared memory fails (what compute-sanitizer's memcheck reports on a GPU)."""
     stdout = run_sanitized(ASAN_SCRIPT, "asan",
                            {"detect_leaks": "0", "halt_on_error": "1", "exitcode": "66"})
-    assert "kernels ran 48" in stdout
+    assert "kernels ran 52" in stdout
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

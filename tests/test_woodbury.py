@@ -116,6 +116,57 @@ def test_woodbury_equals_the_fused_kernel(gpu_backend, k, feedback, dtype):
     assert_close(short, solve_rows_loop(R, F, 0.05, feedback=feedback, **conf), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [2, 9, 40])
+def test_short_rows_with_a_scaled_penalty_are_whitened_one_by_one(gpu_backend, k, dtype):
+    """scale_regularization=True: no part every row shares, so each short row whitens
+    itself in the eigenbasis of F^T F (woodbury_solve_whitened), as PCG's rows do; the
+    fused kernel's solutions, the per-row reference's, and 0 for a row of dislikes
+    alone (no positive entry)."""
+    lengths = [0, 1, 2, 3, 4, 7, 8, 9, k // 2, k // 2 + 1, k, 2 * k]
+    R = rows_of_lengths(lengths, 3 * k + 10, seed=k, negative=True)
+    R = sp.vstack([R, sp.csr_matrix(([-1.0, -2.0], ([0, 0], [1, 4])),
+                                    shape=(1, R.shape[1]))]).tocsr()
+    F = np.random.default_rng(k).standard_normal((R.shape[1], k)) * 0.3
+    assert gpu_backend._plan(gpu_backend.put(weighted_rows(check_user_items(R, dtype),
+                                                           feedback="implicit")), k,
+                             np.dtype(dtype), scaled=True).short
+    short = run_solve(gpu_backend, R, F, 0.05, "implicit", dtype, alpha=4.0,
+                      scale_regularization=True)
+    fused = run_solve(gpu_backend.with_options(woodbury=False), R, F, 0.05, "implicit",
+                      dtype, alpha=4.0, scale_regularization=True)
+    assert_close(short, fused, dtype)
+    assert_close(short, solve_rows_loop(R, F, 0.05, alpha=4.0, scaled=True), dtype)
+    assert not short[-1].any()
+
+
+def test_short_rows_with_a_scaled_penalty_keep_float32s_digits(backend):
+    """Large confidences (values x 1000, alpha 100) in float32 with a scaled penalty: the
+    short rows' solutions within 2e-5 of the float64 ones, row by row, on every backend
+    (a GPU's where the Woodbury path takes them: a half-step of at least
+    ``woodbury_min_rows`` short rows). The fused kernel gave them 3.7e-3 (the CPU: 1.5e-6),
+    before the Woodbury path took them too."""
+    from gpu_als.backends import get_backend
+
+    from .test_solver import cg_problem
+
+    backend = get_backend(backend)
+    if isinstance(backend, gpu.GPUBackend):  # (its default leaves these few to fused)
+        backend = backend.with_options(woodbury_min_rows=1)
+    k = 8
+    R, F, _, _ = cg_problem("implicit", k)
+    R = R.copy()
+    R.data *= 1000.0
+    want = solve_rows_loop(R, F.astype(np.float32), 0.1, alpha=100.0, scaled=True)
+    got = run_solve(backend, R, F, 0.1, "implicit", np.float32, alpha=100.0,
+                    scale_regularization=True)
+    lengths = np.diff(R.indptr)
+    short = (lengths >= 1) & (lengths <= k // 2)
+    assert short.sum() >= 3
+    error = np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1).clip(1e-30)
+    assert error[short].max() < 2e-5, error[short]
+
+
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [9, 20])  # k <= the emulated split length, 24
 def test_woodbury_up_to_k_entries_equals_the_fused_kernel(gpu_backend, k, feedback):
@@ -191,6 +242,12 @@ def test_shared_memory_bounds_the_longest_short_row():
     assert gpu._shared_bytes_woodbury(1024, limit, 8) <= backend.runtime.max_shared_memory
     assert gpu._shared_bytes_woodbury(1024, limit + 1, 8) > backend.runtime.max_shared_memory
     assert backend._woodbury_limit(64, 4) == 32
+    # the whitened kernel's k more values (each row's d) fit one entry fewer here
+    whitened = backend._woodbury_limit(1024, 8, whitened=True)
+    assert whitened == limit - 1
+    assert gpu._shared_bytes_woodbury(1024, whitened, 8, whitened=True) <= \
+        backend.runtime.max_shared_memory < \
+        gpu._shared_bytes_woodbury(1024, whitened + 1, 8, whitened=True)
 
 
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])

@@ -46,7 +46,9 @@ SPECIALISATIONS: dict[str, list[str]] = {
               for kernel in ("cg_solve", "cg_solve_whitened", "cg_segment_products")
               for t in _VALUES for i in _INDICES]
     + [f"{kernel}<{t}>" for kernel in ("cg_long_start", "cg_long_step") for t in _VALUES],
-    "woodbury.cu": [f"woodbury_solve<{t}, {i}>" for t in _VALUES for i in _INDICES],
+    "woodbury.cu": [f"{kernel}<{t}, {i}>"
+                    for kernel in ("woodbury_solve", "woodbury_solve_whitened")
+                    for t in _VALUES for i in _INDICES],
 }
 
 #: Compiler options shared by CuPy and the NVRTC check.

@@ -32,8 +32,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   single block streams a popular item's entries at every step, and no ``A`` is formed.
 * implicit feedback with a scaled penalty (``F^T F + lambda n_u I``, no part every row
   shares): the fused and two-kernel paths, on the fixed factors in the eigenbasis of
-  ``F^T F`` (:meth:`GPUBackend._eigenbasis`), so that float32 keeps a small penalty; the
-  Woodbury path, whose whitening needs a shared part, is left out.
+  ``F^T F`` (:meth:`GPUBackend._eigenbasis`), so that float32 keeps a small penalty; on
+  the Woodbury path, each short row whitened by its own diagonal there
+  (woodbury_solve_whitened).
 * ``solver="nnls"``: every non-empty row's system is built in global memory in float64
   (gram.cu, in chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
   :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a few batched solves per round (and a
@@ -329,9 +330,10 @@ def _shared_bytes_fused(k: int, tile: int, itemsize: int) -> int:
     return (k * fused_stride(k) + k + tile * k + 2 * tile + 1) * itemsize
 
 
-def _shared_bytes_woodbury(k: int, max_length: int, itemsize: int) -> int:
-    return (max_length * fused_stride(k) + max_length * fused_stride(max_length) + k
-            + (2 + CHOLESKY_PANEL) * max_length + 1) * itemsize
+def _shared_bytes_woodbury(k: int, max_length: int, itemsize: int,
+                           whitened: bool = False) -> int:
+    return (max_length * fused_stride(k) + max_length * fused_stride(max_length)
+            + (2 if whitened else 1) * k + (2 + CHOLESKY_PANEL) * max_length + 1) * itemsize
 
 
 def _length_classes(limit: int) -> list[int]:
@@ -571,11 +573,11 @@ class GPUBackend(Backend):
         return max((k for k in range(1, self.max_factors + 1)
                     if self._tile(k, itemsize, fused=True) is not None), default=0)
 
-    def _woodbury_limit(self, k: int, itemsize: int) -> int:
-        """Longest row (<= woodbury_fraction * k entries) woodbury_solve takes in shared
-        memory; 0: none."""
+    def _woodbury_limit(self, k: int, itemsize: int, whitened: bool = False) -> int:
+        """Longest row (<= woodbury_fraction * k entries) woodbury_solve (``whitened``:
+        woodbury_solve_whitened) takes in shared memory; 0: none."""
         limit = int(k * self.woodbury_fraction)
-        while limit > 0 and _shared_bytes_woodbury(k, limit, itemsize) > \
+        while limit > 0 and _shared_bytes_woodbury(k, limit, itemsize, whitened) > \
                 self.runtime.max_shared_memory:
             limit -= 1
         return limit
@@ -583,12 +585,13 @@ class GPUBackend(Backend):
     # ---- scheduling -----------------------------------------------------------------
 
     def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype, nnls: bool = False,
-              whitened: bool = True) -> _Plan:
+              scaled: bool = False) -> _Plan:
         """Which rows go where (cached per rows, k and dtype). ``nnls``: the NNLS
         solver's, every non-empty row in the chunks of systems built in global memory,
-        with room for its float64 copies. ``whitened``: the short rows may take the
-        Woodbury path, whose whitening needs a part every row's system shares."""
-        key = (id(rows), k, dtype.str, nnls, whitened)
+        with room for its float64 copies. ``scaled``: implicit rows with a scaled
+        penalty, whose short rows whiten themselves (woodbury_solve_whitened's shared
+        memory bounds them)."""
+        key = (id(rows), k, dtype.str, nnls, scaled)
         cached = self._plans.get(key)
         if cached is not None and cached[0]() is rows:
             return cached[1]
@@ -600,8 +603,8 @@ class GPUBackend(Backend):
 
         fused = self.cholesky == "kernels" and not nnls and \
             self._tile(k, dtype.itemsize, fused=True) is not None
-        limit = self._woodbury_limit(k, dtype.itemsize) \
-            if self.woodbury and self.cholesky == "kernels" and not nnls and whitened else 0
+        limit = self._woodbury_limit(k, dtype.itemsize, scaled) \
+            if self.woodbury and self.cholesky == "kernels" and not nnls else 0
         is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
         if np.count_nonzero(is_short) < self.woodbury_min_rows:
             limit, is_short = 0, np.zeros_like(is_short)
@@ -668,10 +671,10 @@ class GPUBackend(Backend):
         implicit = feedback == "implicit"
         # implicit rows whose penalty is scaled by their positive entries: the shared part
         # is F^T F alone, each row adding regularization * n_u * I as explicit rows do (no
-        # part to whiten by: the Woodbury path is left out; the exact solver's systems are
-        # built, and PCG's rows whitened one by one, in the eigenbasis of F^T F instead,
-        # see _eigenbasis), and a row without a positive entry, whose right-hand side is
-        # 0, gets the solution 0. (A penalty of 0 scales to 0: PCG's plain one.)
+        # part to whiten every row by: the exact solver's systems are built, and the short
+        # rows' and PCG's whitened one by one, in the eigenbasis of F^T F instead, see
+        # _eigenbasis), and a row without a positive entry, whose right-hand side is 0,
+        # gets the solution 0. (A penalty of 0 scales to 0: PCG's plain one.)
         scaled = implicit and scale_regularization
         if scaled and solver == "pcg" and regularization == 0:
             scaled = False
@@ -679,7 +682,7 @@ class GPUBackend(Backend):
         base_dtype = np.dtype(np.float64) if solver == "nnls" else dtype
         rotation = eigen = None
         with _nvtx_range("solve_rows"):
-            plan = self._plan(rows, k, dtype, whitened=not scaled)
+            plan = self._plan(rows, k, dtype, scaled=scaled)
             with self._phase("shared"):
                 diag_scale = T(regularization if scaled or not implicit else 0)
                 # the diagonal's n_u: each row's entries (explicit), or positive entries
@@ -704,7 +707,7 @@ class GPUBackend(Backend):
                                eigen=eigen)
             else:
                 self._solve_exact(rows, F, base, diag_scale, counts, implicit, out, plan,
-                                  index_dtype)
+                                  index_dtype, eigen)
             if rotation is not None:  # z = Q^T x
                 out[...] = rotated(out, rotation.T)
             if scaled:  # (no host synchronisation)
@@ -712,9 +715,11 @@ class GPUBackend(Backend):
         return out
 
     def _solve_exact(self, rows, F, base, diag_scale, counts, implicit: bool, out, plan,
-                     index_dtype) -> None:
+                     index_dtype, eigen=None) -> None:
         """The exact solver's paths (the module's docstring): the Woodbury path's short
-        rows, the fused kernel's, and the two-kernel path's chunks."""
+        rows, the fused kernel's, and the two-kernel path's chunks. ``eigen``: the scaled
+        penalty's eigenvalues of ``F^T F`` (``F`` and ``base = diag(eigen)`` in its
+        eigenbasis), by which the short rows whiten themselves."""
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         fused_rows, chunks = plan.fused_rows, plan.chunks
@@ -722,8 +727,12 @@ class GPUBackend(Backend):
         # exactly when the whitening base F^T F is.
         if plan.short:
             with self._phase("woodbury"):
-                self._solve_short(rows, F, base if implicit else None, diag_scale, out,
-                                  plan, index_dtype)
+                if eigen is not None:
+                    self._solve_short_whitened(rows, F, eigen, diag_scale, counts, out,
+                                               plan, index_dtype)
+                else:
+                    self._solve_short(rows, F, base if implicit else None, diag_scale, out,
+                                      plan, index_dtype)
         if len(fused_rows):
             shape = self._fused_shape(k, dtype, index_dtype)
             assert shape is not None, "the plan sends rows here only when a tile fits"
@@ -859,6 +868,28 @@ class GPUBackend(Backend):
                 _shared_bytes_woodbury(k, max_length, dtype.itemsize),
             )
             out[members] = H @ C_inv if implicit else H  # x = C^-T h, as rows
+
+    def _solve_short_whitened(self, rows, F, eigen, penalty, counts, out, plan,
+                              index_dtype) -> None:
+        """The short rows of implicit feedback with a scaled penalty by
+        woodbury_solve_whitened (``F`` and ``out`` in the eigenbasis of ``F^T F``, whose
+        eigenvalues are ``eigen``): each row whitened by its own ``(eigen + penalty
+        n_u)^-1/2``, ``n_u`` its ``counts``."""
+        xp = self.xp
+        k = F.shape[1]
+        dtype = np.dtype(F.dtype)
+        for max_length, members in plan.short:
+            X = xp.empty((len(members), k), dtype)
+            self._launch(
+                "woodbury.cu",
+                _kernels.specialisation("woodbury_solve_whitened", dtype, index_dtype),
+                len(members),
+                (members, rows.indptr, rows.indices, rows.weight, rows.target, F, counts,
+                 eigen, dtype.type(penalty), np.int32(k), np.int32(max_length),
+                 np.int32(fused_stride(k)), np.int32(fused_stride(max_length)), X),
+                _shared_bytes_woodbury(k, max_length, dtype.itemsize, whitened=True),
+            )
+            out[members] = X
 
     def _cholesky_factors(self, base):
         """``C`` and ``C^-1`` for ``base = C C^T`` (computed in float64, returned in base's
