@@ -727,12 +727,8 @@ class GPUBackend(Backend):
         # exactly when the whitening base F^T F is.
         if plan.short:
             with self._phase("woodbury"):
-                if eigen is not None:
-                    self._solve_short_whitened(rows, F, eigen, diag_scale, counts, out,
-                                               plan, index_dtype)
-                else:
-                    self._solve_short(rows, F, base if implicit else None, diag_scale, out,
-                                      plan, index_dtype)
+                self._solve_short(rows, F, base if implicit else None, diag_scale, out,
+                                  plan, index_dtype, counts, eigen)
         if len(fused_rows):
             shape = self._fused_shape(k, dtype, index_dtype)
             assert shape is not None, "the plan sends rows here only when a tile fits"
@@ -846,50 +842,36 @@ class GPUBackend(Backend):
         )
         return A, b
 
-    def _solve_short(self, rows, F, base, diag_scale, out, plan, index_dtype) -> None:
+    def _solve_short(self, rows, F, base, diag_scale, out, plan, index_dtype, counts=None,
+                     eigen=None) -> None:
         """The rows of ``plan.short`` by woodbury_solve, one launch per length class.
         Implicit (``base`` given): on the factors whitened by ``base = C C^T``, and the
-        solutions h turned into x = C^-T h."""
+        solutions h turned into x = C^-T h. With a scaled penalty (``eigen``: the
+        eigenvalues of ``F^T F``, ``F`` and ``out`` in its eigenbasis), by
+        woodbury_solve_whitened, each row whitened by its own ``(eigen + diag_scale
+        n_u)^-1/2``, ``n_u`` its ``counts``."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
+        whitened = eigen is not None
         implicit = base is not None
-        if implicit:
+        kernel, arguments = ("woodbury_solve_whitened", (counts, eigen, dtype.type(diag_scale))) \
+            if whitened else ("woodbury_solve", (dtype.type(diag_scale), np.int32(implicit)))
+        shared = implicit and not whitened  # the part every row shares, to whiten by
+        if shared:
             _, C_inv = self._cholesky_factors(base)
             F = F @ C_inv.T  # rows C^-1 f_i
         for max_length, members in plan.short:
             H = xp.empty((len(members), k), dtype)
             self._launch(
-                "woodbury.cu", _kernels.specialisation("woodbury_solve", dtype, index_dtype),
+                "woodbury.cu", _kernels.specialisation(kernel, dtype, index_dtype),
                 len(members),
-                (members, rows.indptr, rows.indices, rows.weight, rows.target, F,
-                 dtype.type(diag_scale), np.int32(implicit), np.int32(k), np.int32(max_length),
-                 np.int32(fused_stride(k)), np.int32(fused_stride(max_length)), H),
-                _shared_bytes_woodbury(k, max_length, dtype.itemsize),
+                (members, rows.indptr, rows.indices, rows.weight, rows.target, F, *arguments,
+                 np.int32(k), np.int32(max_length), np.int32(fused_stride(k)),
+                 np.int32(fused_stride(max_length)), H),
+                _shared_bytes_woodbury(k, max_length, dtype.itemsize, whitened),
             )
-            out[members] = H @ C_inv if implicit else H  # x = C^-T h, as rows
-
-    def _solve_short_whitened(self, rows, F, eigen, penalty, counts, out, plan,
-                              index_dtype) -> None:
-        """The short rows of implicit feedback with a scaled penalty by
-        woodbury_solve_whitened (``F`` and ``out`` in the eigenbasis of ``F^T F``, whose
-        eigenvalues are ``eigen``): each row whitened by its own ``(eigen + penalty
-        n_u)^-1/2``, ``n_u`` its ``counts``."""
-        xp = self.xp
-        k = F.shape[1]
-        dtype = np.dtype(F.dtype)
-        for max_length, members in plan.short:
-            X = xp.empty((len(members), k), dtype)
-            self._launch(
-                "woodbury.cu",
-                _kernels.specialisation("woodbury_solve_whitened", dtype, index_dtype),
-                len(members),
-                (members, rows.indptr, rows.indices, rows.weight, rows.target, F, counts,
-                 eigen, dtype.type(penalty), np.int32(k), np.int32(max_length),
-                 np.int32(fused_stride(k)), np.int32(fused_stride(max_length)), X),
-                _shared_bytes_woodbury(k, max_length, dtype.itemsize, whitened=True),
-            )
-            out[members] = X
+            out[members] = H @ C_inv if shared else H  # x = C^-T h, as rows
 
     def _cholesky_factors(self, base):
         """``C`` and ``C^-1`` for ``base = C C^T`` (computed in float64, returned in base's
