@@ -4,9 +4,11 @@
 arrays. ``cupy_shaped_numpy(device_arrays=True)`` also has arrays that keep CuPy's rule on
 host and device memory (:class:`DeviceArray`): on a GPU, code that hands a device array to
 NumPy, SciPy or a host array fails with a ``TypeError``; here it fails the same way, in CI,
-rather than on the first run on a GPU.
+rather than on the first run on a GPU. What reads their values on the host (on a GPU, a
+wait for the device) is counted in :data:`host_reads`.
 """
 
+import collections
 import functools
 import types
 
@@ -51,6 +53,15 @@ def cupy_shaped_numpy(device_arrays: bool = False):
     return _on_device(xp) if device_arrays else xp
 
 
+#: What read device arrays' values on the host, by operation (``get``, ``int``, ``mask[]``,
+#: ``flatnonzero`` ...): on a GPU each of them waits for the work queued before it (CuPy's
+#: boolean indexing and ``nonzero``-like functions too, which size their result so). Tests
+#: clear it and count.
+host_reads: collections.Counter = collections.Counter()
+
+#: The array module's functions whose result's size depends on the values (a host read).
+SIZED_BY_VALUES = frozenset({"argwhere", "flatnonzero", "nonzero", "unique"})
+
 IMPLICIT_CONVERSION = ("Implicit conversion to a NumPy array is not allowed. Please use "
                        "`.get()` to construct a NumPy array explicitly.")  # CuPy's words
 
@@ -85,7 +96,10 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
     * reductions and integer indexing give 0-d arrays, not scalars, and a 0-d array is
       no index (``range(a.sum())`` fails: CuPy arrays have no ``__index__``);
     * it has no ``ctypes`` and the other attributes CuPy arrays lack; ``data.ptr`` is
-      its address.
+      its address;
+    * what reads its values on the host (``get``, ``int()``, ``bool()``, ``float()``,
+      formatting, ``item``, ``tolist``, indexing by a boolean array) counts in
+      :data:`host_reads`.
 
     Indexing a device array with host arrays and assigning host values to its elements
     are allowed, as in CuPy (which copies them to the device).
@@ -122,6 +136,7 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def get(self, stream=None) -> np.ndarray:
         """A host copy (CuPy's ``ndarray.get``)."""
+        host_reads["get"] += 1
         return self._a.copy()
 
     @property
@@ -135,6 +150,8 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         if name == "_a" or name.startswith("__") or name in NOT_ON_CUPY_ARRAYS:
             raise AttributeError(f"{type(self).__name__} (as a CuPy array) has no {name!r}")
         value = getattr(self._a, name)
+        if name in ("item", "tolist"):
+            host_reads[name] += 1
         if callable(value):
             return _on_device_function(value, f"ndarray.{name}")
         return _wrap(value)
@@ -146,6 +163,9 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
             setattr(self._a, name, value)
 
     def __getitem__(self, key):
+        if any(isinstance(k, DeviceArray) and k.dtype == bool
+               for k in (key if isinstance(key, tuple) else (key,))):
+            host_reads["mask[]"] += 1  # (CuPy sizes the result by the mask's count)
         return _wrap(self._a[_index(key)])
 
     def __setitem__(self, key, value) -> None:
@@ -158,21 +178,27 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         return (_wrap(v) for v in self._a)
 
     def __bool__(self) -> bool:
+        host_reads["bool"] += 1
         return bool(self._a)
 
     def __int__(self) -> int:
+        host_reads["int"] += 1
         return int(self._a)
 
     def __float__(self) -> float:
+        host_reads["float"] += 1
         return float(self._a)
 
     def __complex__(self) -> complex:
+        host_reads["complex"] += 1
         return complex(self._a)
 
     def __format__(self, spec: str) -> str:
+        host_reads["format"] += 1
         return format(self._a, spec)
 
     def __repr__(self) -> str:
+        host_reads["repr"] += 1
         return f"DeviceArray({self._a!r})"
 
     def __reduce__(self):  # pickled as CuPy's arrays are: by their values
@@ -218,9 +244,11 @@ def _index(key):
     return key._a if isinstance(key, DeviceArray) else key
 
 
-def _on_device_function(function, where: str):
+def _on_device_function(function, where: str, sized_by_values: bool = False):
     @functools.wraps(function)
     def on_device(*args, **kwargs):
+        if sized_by_values:
+            host_reads[function.__name__] += 1
         return _wrap(function(*_device_operands(args, where),
                               **_device_operands(kwargs, where)))
     return on_device
@@ -273,7 +301,8 @@ def _on_device(xp):
         if name in NOT_IN_CUPY:
             delattr(xp, name)
         elif callable(value) and not isinstance(value, type):  # functions and ufuncs
-            setattr(xp, name, _on_device_function(value, f"xp.{name}"))
+            setattr(xp, name, _on_device_function(value, f"xp.{name}",
+                                                  name in SIZED_BY_VALUES))
     xp.linalg = types.SimpleNamespace(**{
         name: _on_device_function(getattr(np.linalg, name), f"xp.linalg.{name}")
         for name in dir(np.linalg)

@@ -11,7 +11,7 @@ from gpu_als import ALS
 from gpu_als.backends import CPUBackend, get_backend
 from gpu_als.data import check_user_items, check_user_items_allow_empty, weighted_rows
 
-from .conftest import random_interactions
+from .conftest import emulated_backend, random_interactions
 from .reference import (
     cg_rows_loop,
     loss_dense,
@@ -781,6 +781,40 @@ def test_fit_loss_history_decreases(backend):
     history = model.loss_history_
     assert len(history) == 4
     assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
+@pytest.mark.parametrize("feedback, scaled", [("implicit", False), ("implicit", True),
+                                              ("explicit", None)])
+def test_a_gpu_iteration_waits_for_the_device_only_for_the_loss(feedback, scaled, solver):
+    """Issue 4: no host synchronisation inside an iteration, but where the training loss
+    is asked for. Fits of 1 and 3 iterations on the emulated GPU, whose device arrays
+    count what reads their values on the host (tests/cupy_shaped.py's ``host_reads``):
+    without the loss, both read as often (the set-up and the final finiteness check);
+    with it, each iteration adds a few reads (the loss's parts). At k = 8 every
+    path of a half-step is taken: Woodbury's short rows, fused rows, the two-kernel
+    path's chunk of long rows (or CG's launches for them)."""
+    from . import cupy_shaped
+
+    R = random_interactions(60, 40, 0.15, seed=5).tolil()
+    R[0, :] = 2.0  # a long user row and a long item column
+    R[:, 1] = 3.0
+    R = R.tocsr()
+
+    def reads(iterations: int, loss: bool) -> int:
+        model = ALS(factors=8, iterations=iterations, solver=solver, feedback=feedback,
+                    scale_regularization=scaled, calculate_training_loss=loss,
+                    backend=emulated_backend(), random_state=0, show_progress=False)
+        cupy_shaped.host_reads.clear()
+        model.fit(R)
+        return sum(cupy_shaped.host_reads.values())
+
+    without = [reads(n, loss=False) for n in (1, 3)]
+    assert without[0] > 0, "the counter counts nothing"  # (the finiteness check reads)
+    assert without[1] == without[0], f"reads in fits of 1 and 3 iterations: {without}"
+    with_loss = [reads(n, loss=True) for n in (1, 3)]
+    assert 2 <= with_loss[1] - with_loss[0] <= 8, \
+        f"reads in fits of 1 and 3 iterations with the loss: {with_loss}"
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg", "pcg"])
