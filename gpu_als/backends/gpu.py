@@ -689,10 +689,12 @@ class GPUBackend(Backend):
                 counts = self.row_counts(rows, positive=True) if scaled else plan.lengths
                 if scaled and solver in ("cholesky", "pcg"):
                     eigen, rotation = self._eigenbasis(FtF, dtype)
-                    base = xp.diag(eigen)
                     F = rotated(F, rotation)
-                    if solver == "pcg":  # (its warm start, in that basis too)
-                        out[...] = rotated(out, rotation)
+                    if solver == "pcg":  # (its warm start, in that basis too; no base:
+                        out[...] = rotated(out, rotation)  # each row whitens itself)
+                        base = None
+                    else:
+                        base = xp.diag(eigen)
                 elif implicit:
                     base = self._shared_base(FtF, 0.0 if scaled else regularization,
                                              base_dtype)
@@ -922,12 +924,15 @@ class GPUBackend(Backend):
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         use_base, diag_constant, x = implicit, dtype.type(0), out
-        # (eigen, whiten, its penalty); unwhitened, the kernels read no eigen
-        whitening = (base[0], np.int32(0), dtype.type(0))
-        if preconditioned and eigen is not None:
+        # whitening: (eigen, whiten, its penalty); unwhitened, the kernels read no eigen
+        if eigen is not None:  # (scaled, preconditioned) the shared part is I: no base
+            assert preconditioned and base is None, "the scaled penalty's PCG alone"
             whitening = (eigen, np.int32(1), diag_scale)
-            use_base, diag_constant, diag_scale = False, dtype.type(1), dtype.type(0)
-        elif preconditioned:
+            base, use_base, diag_constant, diag_scale = \
+                eigen, False, dtype.type(1), dtype.type(0)  # (eigen: base's unread pointer)
+        else:
+            whitening = (base[0], np.int32(0), dtype.type(0))
+        if preconditioned and eigen is None:
             with self._phase("shared"):
                 C, C_inv = self._cholesky_factors(base)
                 F = F @ C_inv.T  # rows C^-1 f_i
