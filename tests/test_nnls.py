@@ -87,6 +87,35 @@ def test_nnls_rows_from_the_solution_take_one_round(monkeypatch):
     assert rounds == [30]
 
 
+@pytest.mark.parametrize("start", ["none", "solution"])
+def test_a_round_on_device_arrays_reads_two_things_on_the_host(start, monkeypatch):
+    """On a GPU each read of a device array on the host waits for the device: a round
+    reads its groups' bounds and sizes (one copy) and the rows left, however many
+    groups of free-set sizes it solves (k = 40: up to 8, 16, 32, 40 free variables; the
+    arrays of tests/cupy_shaped.py count the reads). The same solutions as on NumPy."""
+    from . import cupy_shaped
+
+    xp = cupy_shaped.cupy_shaped_numpy(device_arrays=True)
+    A, b = systems(80, 40, seed=8)
+    want = lawson_hanson(A, b)
+    rounds = []
+    original = nnls._round
+    monkeypatch.setattr(nnls, "_round", lambda *a: rounds.append(len(a[1])) or original(*a))
+
+    def solve(M, c):  # (on the host here: its two reads are not the round's)
+        solved = xp.asarray(solve_batch(M.get(), c.get()))
+        cupy_shaped.host_reads["get"] -= 2
+        return solved
+
+    cupy_shaped.host_reads.clear()
+    x = nnls.nnls_rows(xp.asarray(A), xp.asarray(b), xp=xp, solve=solve, to_numpy=xp.asnumpy,
+                       asarray=xp.asarray, start=None if start == "none" else xp.asarray(want))
+    reads = sum(cupy_shaped.host_reads.values())
+    np.testing.assert_allclose(x.get(), want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert len(rounds) >= (1 if start == "solution" else 3)
+    assert reads <= 2 * len(rounds) + 1, f"{reads} reads in {len(rounds)} rounds"
+
+
 @pytest.mark.parametrize("rounds", [0, 1, 2])
 def test_rows_left_after_the_rounds_are_solved_by_scipy(rounds, monkeypatch):
     """A row that block principal pivoting has not finished after ``rounds`` (rounding
