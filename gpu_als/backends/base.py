@@ -186,6 +186,11 @@ class Backend(ABC):
     def stored_loss(self, rows: WeightedRows, X: Any, Y: Any) -> float:
         """``sum over stored (u, i) of weight * s^2 - 2 * target * s`` with ``s = x_u . y_i``."""
 
+    def _stored_loss_term(self, rows: WeightedRows, X: Any, Y: Any) -> Any:
+        """:meth:`stored_loss` as :meth:`loss` adds it up: a float, or on a device a
+        float64 scalar array, read with the other terms at once."""
+        return self.stored_loss(rows, X, Y)
+
     def loss(
         self,
         rows: WeightedRows,
@@ -211,7 +216,7 @@ class Backend(ABC):
         XtX = self.gram(X) if implicit else None
         counts = self.entry_counts(rows, positive=implicit) \
             if feedback == "explicit" or scaled else None
-        return self.loss_from_parts(X, Y, XtX, YtY, self.stored_loss(rows, X, Y),
+        return self.loss_from_parts(X, Y, XtX, YtY, self._stored_loss_term(rows, X, Y),
                                     rows.loss_constant, counts=counts,
                                     regularization=regularization, feedback=feedback)
 
@@ -240,24 +245,27 @@ class Backend(ABC):
                                xp.cumsum((rows.target > 0).astype(np.int64))))
         return seen[indptr[1:]] - seen[indptr[:-1]]
 
-    def loss_from_parts(self, X, Y, XtX, YtY, stored: float, loss_constant: float, *,
+    def loss_from_parts(self, X, Y, XtX, YtY, stored: Any, loss_constant: float, *,
                         regularization, feedback, counts=None) -> float:
-        """:meth:`loss` from its stored-entry terms, the rows' ``loss_constant``, the two
+        """:meth:`loss` from its stored-entry terms (``stored``: a float, or the
+        backend's scalar array), the rows' ``loss_constant``, the two
         Gram matrices (implicit) or each row's and column's number of entries
         (``counts``, explicit: :meth:`entry_counts`), computed elsewhere (the distributed
         fit sums them over workers). With ``counts``, the penalty is scaled by them (ALS-WR:
-        explicit feedback, and implicit with ``scale_regularization``)."""
+        explicit feedback, and implicit with ``scale_regularization``). The terms on the
+        backend's arrays are summed there (float64) and read once: on a GPU each read
+        waits for the device."""
         xp = self.xp
-        total = stored + loss_constant
-        if feedback == "implicit":
-            total += float((XtX * YtY).sum())  # sum_u x_u^T YtY x_u = tr(XtX YtY)
         if counts is None:
-            penalty = float(xp.trace(XtX) + xp.trace(YtY))
+            penalty = xp.trace(XtX) + xp.trace(YtY)
         else:
             user_counts, item_counts = counts
-            penalty = float(user_counts @ (X * X).sum(axis=1).astype(np.float64))
-            penalty += float(item_counts @ (Y * Y).sum(axis=1).astype(np.float64))
-        return total + regularization * penalty
+            penalty = user_counts @ (X * X).sum(axis=1).astype(np.float64) \
+                + item_counts @ (Y * Y).sum(axis=1).astype(np.float64)
+        on_device = regularization * penalty
+        if feedback == "implicit":  # sum_u x_u^T YtY x_u = tr(XtX YtY)
+            on_device = on_device + (XtX * YtY).sum()
+        return loss_constant + float(on_device + stored)
 
     def topk(
         self,

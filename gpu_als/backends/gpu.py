@@ -1017,9 +1017,14 @@ class GPUBackend(Backend):
         return tile
 
     def stored_loss(self, rows: WeightedRows, X, Y) -> float:
+        return float(self.to_numpy(self._stored_loss_term(rows, X, Y)))
+
+    def _stored_loss_term(self, rows: WeightedRows, X, Y):
+        """The stored entries' terms, summed by loss.cu into a float64 scalar array on
+        the device (not read here)."""
         nnz = len(rows.indices)
         if nnz == 0:
-            return 0.0
+            return self.xp.zeros((), np.float64)
         dtype = np.dtype(X.dtype)
         total = self.xp.zeros(1, np.float64)
         grid = min(-(-nnz // self.block_threads), 8 * 1024)
@@ -1030,7 +1035,7 @@ class GPUBackend(Backend):
                 (rows.indptr, np.int64(rows.n_rows), rows.indices, rows.weight, rows.target,
                  X, Y, np.int64(nnz), np.int32(X.shape[1]), total),
             )
-        return float(self.to_numpy(total)[0])
+        return total[0]
 
 
 __all__ = ["CudaRuntime", "GPUBackend", "Multiprocessor", "create_backend",
