@@ -23,7 +23,8 @@ from .data import check_user_items, weighted_rows
 
 #: (feedback, solver, factors, GPUBackend options): every path of the GPU backend (the
 #: option ``scale_regularization``, the half-step's, not the backend's: the penalty
-#: scaled by each row's positive entries, which leaves the Woodbury path out). 300
+#: scaled by each row's positive entries, whose short rows woodbury_solve_whitened
+#: takes). 300
 #: factors is beyond what the fused kernel's shared memory holds in float32 on any card
 #: (238 on an H100), so it takes the two-kernel path; ``woodbury_min_rows=1`` sends the
 #: short rows to their own kernel (woodbury.cu), which otherwise takes them only where
