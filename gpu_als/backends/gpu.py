@@ -37,12 +37,13 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   (woodbury_solve_whitened).
 * ``solver="nnls"``: every non-empty row's system is built in global memory in float64
   (gram.cu, in chunks, as the two-kernel path builds them) and solved under ``x >= 0`` by
-  :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a few batched solves per round (and a
-  few host synchronisations per round: each group's size, the finished rows to drop).
+  :func:`gpu_als.backends.nnls.nnls_rows` in CuPy, a few batched solves per round (and
+  two host synchronisations per round: the groups' bounds and sizes, the rows left).
 
 The schedule (which rows go where, the segments, the chunks) depends only on the CSR
 structure and k, so it is computed once per fit and cached; after that a half-step launches
-kernels without synchronising with the host.
+kernels without synchronising with the host (but for NNLS's rounds), and an iteration
+waits for the device once if the loss is asked for (its terms read at once), else never.
 
 The backend talks to CUDA only through a *runtime* object: :class:`CudaRuntime` (CuPy) here,
 and, in the test suite, a host emulation runtime that runs the same kernels on the CPU with
