@@ -9,6 +9,7 @@ wait for the device) is counted in :data:`host_reads`.
 """
 
 import collections
+import contextlib
 import functools
 import types
 
@@ -278,6 +279,22 @@ def _ascontiguousarray(a, dtype=None):
     return DeviceArray(np.ascontiguousarray(source, dtype=dtype))
 
 
+def _solve_as_cupy(a, b):
+    """``linalg.solve`` as CuPy's: a singular system of a batch raises nothing (CuPy checks
+    its LU's pivots only under ``cupyx.errstate(linalg="raise")``) and gets a non-finite
+    solution (its zero pivot's), the others theirs; NumPy raises for the whole batch."""
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        if a.ndim == 2:
+            return np.full(np.broadcast_shapes(b.shape), np.nan)
+        out = np.full(np.broadcast_shapes(b.shape), np.nan, np.result_type(a, b))
+        for j in range(len(a)):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                out[j] = np.linalg.solve(a[j], b[j])
+        return out
+
+
 def _asnumpy(a, stream=None):
     return a.get() if isinstance(a, DeviceArray) else np.asarray(a)
 
@@ -309,6 +326,7 @@ def _on_device(xp):
         if not name.startswith("_") and name not in NOT_IN_CUPY_LINALG
         and callable(getattr(np.linalg, name))
         and not isinstance(getattr(np.linalg, name), type)})
+    xp.linalg.solve = _on_device_function(_solve_as_cupy, "xp.linalg.solve")
     xp.random = types.SimpleNamespace(default_rng=_DeviceGenerator)
     xp.asarray, xp.array = _asarray, _array
     xp.ascontiguousarray, xp.asnumpy = _ascontiguousarray, _asnumpy
