@@ -163,6 +163,38 @@ def test_a_row_with_nan_gives_nan_and_the_others_their_solutions():
 # ---- the backends' half-steps -------------------------------------------------------
 
 
+def test_a_scaled_penalty_row_without_a_positive_entry_is_never_solved_on_the_gpu(
+        monkeypatch):
+    """With the penalty scaled by each row's positive entries, a row of dislikes alone
+    has no penalty, a right-hand side of 0 and the solution 0; where a factor is 0 in
+    every fixed row its system is singular, which CuPy's batched solve answers with any
+    numbers (the emulation: NaN). The GPU backend gives such a row ``I x = 0`` instead:
+    every solve it makes is finite, and the half-step equals the CPU's."""
+    from gpu_als.backends import gpu
+
+    from .conftest import emulated_backend
+
+    R = sp.csr_matrix(np.array([[2.0, 0, 1, 0], [-3.0, -1, 0, 0], [0, 0, 0, -2], [0, 1, 1, 1]]))
+    F = np.random.default_rng(10).random((4, 6))
+    F[:, 4:] = 0  # factors at 0 (as a nonnegative fit's often are): F^T F exactly singular
+    solved = []
+    original = gpu.GPUBackend._solve_batched
+
+    def recorded(self, M, c):
+        z = original(self, M, c)
+        solved.append(bool(np.isfinite(z.get()).all()))
+        return z
+
+    monkeypatch.setattr(gpu.GPUBackend, "_solve_batched", recorded)
+    options = dict(regularization=0.1, feedback="implicit", dtype=np.float64, solver="nnls",
+                   scale_regularization=True, alpha=2.0)
+    got = run_solve(emulated_backend(), R, F, start=np.zeros((4, 6)), **options)
+    assert solved and all(solved), f"finite solves: {solved}"
+    assert not got[[1, 2]].any()
+    np.testing.assert_allclose(got, run_solve("cpu", R, F, start=np.zeros((4, 6)), **options),
+                               rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("feedback", ["implicit", "explicit"])
 @pytest.mark.parametrize("k", [1, 7, 32])

@@ -781,11 +781,17 @@ class GPUBackend(Backend):
         factors ``out``. In float64 because NNLS cannot whiten them: built in float32, a
         row whose products lost a regularization that is tiny against its confidences
         (the factors nearly rank-deficient) had an indefinite system, and NaN or a wrong
-        solution. The cost: float64 copies of ``F`` and of the entries' weights."""
+        solution. The cost: float64 copies of ``F`` and of the entries' weights.
+
+        A row of ``counts`` 0 (a scaled penalty's row without a positive entry, whose
+        right-hand side is 0) is given ``I x = 0``, solved in its first round: its own
+        system has no penalty and may be singular, which CuPy's solve answers with any
+        numbers, not an error (the CPU backend leaves such rows out)."""
         xp = self.xp
         k = F.shape[1]
         dtype = np.dtype(F.dtype)
         plan = self._plan(rows, k, dtype, nnls=True)
+        identity = xp.eye(k, dtype=np.float64)
         if dtype != np.float64:
             F = F.astype(np.float64)
             rows = WeightedRows(rows.indptr, rows.indices, rows.weight.astype(np.float64),
@@ -797,7 +803,9 @@ class GPUBackend(Backend):
                 A, b = self._build_systems(chunk, rows, F, base, np.float64(diag_scale),
                                            counts)
             with self._phase("nnls"):
-                A = xp.where(lower, A, A.transpose(0, 2, 1))
+                none = (counts[chunk.slot_rows] == 0)[:, None]  # (no host read)
+                A = xp.where(none[:, :, None], identity, xp.where(lower, A, A.transpose(0, 2, 1)))
+                b = xp.where(none, 0.0, b)
                 x = nnls_rows(A, b, xp=xp, solve=self._solve_batched,
                               to_numpy=self.to_numpy, asarray=self.asarray,
                               start=out[chunk.slot_rows])
