@@ -295,6 +295,22 @@ def _solve_as_cupy(a, b):
         return out
 
 
+def _cholesky_as_cupy(a):
+    """``linalg.cholesky`` as CuPy's: a matrix that is not positive definite raises
+    nothing (CuPy checks ``potrf``'s info only under ``cupyx.errstate(linalg="raise")``)
+    and gets what ``potrf`` left, factored up to the failing pivot (finite, wrong: the
+    caller must catch it), lower triangle; NumPy raises."""
+    try:
+        return np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        matrices = a.reshape(-1, *a.shape[-2:])
+        (potrf,) = scipy.linalg.get_lapack_funcs(("potrf",), (matrices,))
+        out = np.stack([np.tril(potrf(m, lower=True, clean=False)[0]) for m in matrices])
+        return out.reshape(a.shape)
+
+
 def _asnumpy(a, stream=None):
     return a.get() if isinstance(a, DeviceArray) else np.asarray(a)
 
@@ -327,6 +343,7 @@ def _on_device(xp):
         and callable(getattr(np.linalg, name))
         and not isinstance(getattr(np.linalg, name), type)})
     xp.linalg.solve = _on_device_function(_solve_as_cupy, "xp.linalg.solve")
+    xp.linalg.cholesky = _on_device_function(_cholesky_as_cupy, "xp.linalg.cholesky")
     xp.random = types.SimpleNamespace(default_rng=_DeviceGenerator)
     xp.asarray, xp.array = _asarray, _array
     xp.ascontiguousarray, xp.asnumpy = _ascontiguousarray, _asnumpy

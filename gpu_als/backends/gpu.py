@@ -887,15 +887,11 @@ class GPUBackend(Backend):
     def _cholesky_factors(self, base):
         """``C`` and ``C^-1`` for ``base = C C^T`` (computed in float64, returned in base's
         dtype), all NaN when ``base`` is not numerically positive definite (then the
-        model's finiteness check reports it): NumPy raises there, CuPy returns a wrong
-        factor, caught by its residual. No host synchronisation."""
+        model's finiteness check reports it): CuPy returns a wrong factor there (it
+        raises nothing), caught by its residual. No host synchronisation."""
         xp = self.xp
         B = base.astype(np.float64)
-        try:
-            C = xp.linalg.cholesky(B)
-        except np.linalg.LinAlgError:
-            nan = xp.full(base.shape, np.nan, base.dtype)
-            return nan, nan
+        C = xp.linalg.cholesky(B)
         ok = xp.abs(C @ C.T - B).max() <= 1e-10 * xp.abs(B).max()
         return (xp.where(ok, C, np.nan).astype(base.dtype),
                 xp.where(ok, xp.linalg.inv(C), np.nan).astype(base.dtype))
