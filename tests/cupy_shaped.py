@@ -279,20 +279,24 @@ def _ascontiguousarray(a, dtype=None):
     return DeviceArray(np.ascontiguousarray(source, dtype=dtype))
 
 
-def _solve_as_cupy(a, b):
-    """``linalg.solve`` as CuPy's: a singular system of a batch raises nothing (CuPy checks
-    its LU's pivots only under ``cupyx.errstate(linalg="raise")``) and gets a non-finite
-    solution (its zero pivot's), the others theirs; NumPy raises for the whole batch."""
-    try:
-        return np.linalg.solve(a, b)
-    except np.linalg.LinAlgError:
-        if a.ndim == 2:
-            return np.full(np.broadcast_shapes(b.shape), np.nan)
-        out = np.full(np.broadcast_shapes(b.shape), np.nan, np.result_type(a, b))
-        for j in range(len(a)):
-            with contextlib.suppress(np.linalg.LinAlgError):
-                out[j] = np.linalg.solve(a[j], b[j])
-        return out
+def _nan_where_singular(function):
+    """NumPy's ``linalg.solve`` or ``inv`` (``function``) as CuPy's: a singular matrix of
+    a batch raises nothing (CuPy checks its LU's pivots only under
+    ``cupyx.errstate(linalg="raise")``) and gets a non-finite result (its zero pivot's;
+    here NaN), the others theirs; NumPy raises for the whole batch."""
+    @functools.wraps(function)
+    def as_cupy(a, *b):
+        try:
+            return function(a, *b)
+        except np.linalg.LinAlgError:
+            if a.ndim == 2:
+                return np.full((b[0] if b else a).shape, np.nan)
+            out = np.full((b[0] if b else a).shape, np.nan, np.result_type(a, *b))
+            for j in range(len(a)):
+                with contextlib.suppress(np.linalg.LinAlgError):
+                    out[j] = function(a[j], *(c[j] for c in b))
+            return out
+    return as_cupy
 
 
 def _cholesky_as_cupy(a):
@@ -342,7 +346,9 @@ def _on_device(xp):
         if not name.startswith("_") and name not in NOT_IN_CUPY_LINALG
         and callable(getattr(np.linalg, name))
         and not isinstance(getattr(np.linalg, name), type)})
-    xp.linalg.solve = _on_device_function(_solve_as_cupy, "xp.linalg.solve")
+    for name in ("solve", "inv"):
+        setattr(xp.linalg, name, _on_device_function(_nan_where_singular(
+            getattr(np.linalg, name)), f"xp.linalg.{name}"))
     xp.linalg.cholesky = _on_device_function(_cholesky_as_cupy, "xp.linalg.cholesky")
     xp.random = types.SimpleNamespace(default_rng=_DeviceGenerator)
     xp.asarray, xp.array = _asarray, _array
