@@ -459,7 +459,7 @@ def test_gpu_plans_serve_only_the_rows_they_were_made_for():
     small, big = put(R_small), put(R_big[:, :25])
     backend._plan(small, k, dtype)
     # as if big had been allocated where small was, once small was freed
-    key = (k, dtype.str, False, False)  # (not the NNLS solver's plan; no scaled penalty)
+    key = (k, dtype.str, False, False, False)  # (not NNLS's plan, not scaled, implicit)
     backend._plans[(id(big), *key)] = backend._plans[(id(small), *key)]
     F = np.random.default_rng(2).random((25, k))
     out = backend.asarray(np.zeros((big.n_rows, k)))

@@ -15,7 +15,9 @@ A half-step (DESIGN.md section 4), for rows ``u`` against fixed factors ``F`` (n
   (kernels/cholesky.cu). A popular item's row is thus spread over many blocks.
 * rows of 1 to k / 2 entries (``woodbury=True``, the default; ``woodbury_fraction`` sets
   the share of k; fewer if shared memory is short), in a half-step with at least
-  ``woodbury_min_rows`` of them, take neither path but ``woodbury_solve``
+  ``woodbury_min_rows`` of them (explicit rows: of 1 to k - 1 entries, however few, as
+  float32 loses the penalty of their singular k x k systems beside large factors),
+  take neither path but ``woodbury_solve``
   (kernels/woodbury.cu): one block per row
   solves an n x n system in the row's own space (the Woodbury identity, on factors
   whitened by the Cholesky factor of ``F^T F + lambda I``), launched per length class so
@@ -382,10 +384,13 @@ class GPUBackend(Backend):
         The longest row the Woodbury path takes, as a fraction of k (0 < fraction <= 1;
         fewer entries if shared memory is short). Its work per row, O(n^2 k + n^3),
         equals the fused kernel's, O(n k^2 + k^3), near n = k; the benchmark times other
-        fractions to find where it pays on each card.
+        fractions to find where it pays on each card. Explicit rows of up to k - 1
+        entries take it whatever the fraction: their k x k systems are singular but for
+        the penalty, which float32 can lose (see ``_plan``).
     woodbury_min_rows : int, default WOODBURY_MIN_ROWS (2048)
         A half-step with fewer short rows leaves them to the fused kernel: the Woodbury
-        path's fixed work costs more than it saves on so few rows.
+        path's fixed work costs more than it saves on so few rows. (Not explicit rows:
+        they take it however few.)
     cholesky : {"kernels", "cusolver"}, default "kernels"
         Who solves the exact solver's systems. "kernels": the fused build + solve kernel
         where the system fits shared memory, else kernels/cholesky.cu. "cusolver": every
@@ -574,10 +579,12 @@ class GPUBackend(Backend):
         return max((k for k in range(1, self.max_factors + 1)
                     if self._tile(k, itemsize, fused=True) is not None), default=0)
 
-    def _woodbury_limit(self, k: int, itemsize: int, whitened: bool = False) -> int:
-        """Longest row (<= woodbury_fraction * k entries) woodbury_solve (``whitened``:
-        woodbury_solve_whitened) takes in shared memory; 0: none."""
-        limit = int(k * self.woodbury_fraction)
+    def _woodbury_limit(self, k: int, itemsize: int, whitened: bool = False,
+                        longest: int | None = None) -> int:
+        """Longest row (<= ``longest`` entries, default woodbury_fraction * k)
+        woodbury_solve (``whitened``: woodbury_solve_whitened) takes in shared memory; 0:
+        none."""
+        limit = int(k * self.woodbury_fraction) if longest is None else longest
         while limit > 0 and _shared_bytes_woodbury(k, limit, itemsize, whitened) > \
                 self.runtime.max_shared_memory:
             limit -= 1
@@ -586,13 +593,17 @@ class GPUBackend(Backend):
     # ---- scheduling -----------------------------------------------------------------
 
     def _plan(self, rows: WeightedRows, k: int, dtype: np.dtype, nnls: bool = False,
-              scaled: bool = False) -> _Plan:
+              scaled: bool = False, explicit: bool = False) -> _Plan:
         """Which rows go where (cached per rows, k and dtype). ``nnls``: the NNLS
         solver's, every non-empty row in the chunks of systems built in global memory,
         with room for its float64 copies. ``scaled``: implicit rows with a scaled
         penalty, whose short rows whiten themselves (woodbury_solve_whitened's shared
-        memory bounds them)."""
-        key = (id(rows), k, dtype.str, nnls, scaled)
+        memory bounds them). ``explicit``: explicit rows, whose every row of fewer than k
+        entries takes the Woodbury path where shared memory holds it, however few: its
+        k x k system ``F_u^T F_u + lambda n_u I`` is singular but for the penalty, which
+        float32 loses beside large factors (ratings of 1,000 and lambda 1e-3: solutions
+        half wrong, or NaN), where the row's own n x n system keeps it, as the CPU's."""
+        key = (id(rows), k, dtype.str, nnls, scaled, explicit)
         cached = self._plans.get(key)
         if cached is not None and cached[0]() is rows:
             return cached[1]
@@ -604,10 +615,10 @@ class GPUBackend(Backend):
 
         fused = self.cholesky == "kernels" and not nnls and \
             self._tile(k, dtype.itemsize, fused=True) is not None
-        limit = self._woodbury_limit(k, dtype.itemsize, scaled) \
+        limit = self._woodbury_limit(k, dtype.itemsize, scaled, k - 1 if explicit else None) \
             if self.woodbury and self.cholesky == "kernels" and not nnls else 0
         is_short = (lengths >= 1) & (lengths <= min(limit, self.split_length))
-        if np.count_nonzero(is_short) < self.woodbury_min_rows:
+        if not explicit and np.count_nonzero(is_short) < self.woodbury_min_rows:
             limit, is_short = 0, np.zeros_like(is_short)
         short, lower = [], 0
         for bound in _length_classes(limit) if limit else []:
@@ -683,7 +694,7 @@ class GPUBackend(Backend):
         base_dtype = np.dtype(np.float64) if solver == "nnls" else dtype
         rotation = eigen = None
         with _nvtx_range("solve_rows"):
-            plan = self._plan(rows, k, dtype, scaled=scaled)
+            plan = self._plan(rows, k, dtype, scaled=scaled, explicit=not implicit)
             with self._phase("shared"):
                 diag_scale = T(regularization if scaled or not implicit else 0)
                 # the diagonal's n_u: each row's entries (explicit), or positive entries
